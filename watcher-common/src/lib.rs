@@ -1,0 +1,384 @@
+//! The one wire format between watcher's kernel programs and its userspace.
+//!
+//! Every record written to the ring buffer is an [`Event<T>`]: a [`Header`]
+//! followed by a kind-specific payload. Structs are `#[repr(C)]`, use only
+//! fixed-size integers and byte arrays (no `bool`, `Option` or data-carrying
+//! enums), carry explicit padding, and have a compile-time size assertion, so
+//! the layout the kernel writes is the layout userspace reads.
+//!
+//! Kind numbers are part of the format: a retired number is never reused.
+#![no_std]
+
+/// Length of a task's `comm`, as in the kernel.
+pub const COMM_LEN: usize = 16;
+/// Bytes of an exec'd filename kept in an [`ExecData`] record.
+pub const FILENAME_LEN: usize = 256;
+/// Bytes of the argument vector (NUL-separated, as in `/proc/<pid>/cmdline`)
+/// kept in an [`ExecData`] record. A power of two: the kernel side masks with it.
+pub const ARGS_LEN: usize = 512;
+
+/// Name of the ring buffer map.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Name of the per-CPU array of lost-record counters, indexed by [`EventKind`].
+pub const MAP_LOST: &str = "LOST";
+/// Name of the load-time configuration global.
+pub const GLOBAL_CONFIG: &str = "CONFIG";
+/// Number of slots in [`MAP_LOST`] (one per kind number, 0 = unknown).
+pub const LOST_SLOTS: u32 = 16;
+
+/// The kind of a record. 0 means unknown; numbers are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Unknown = 0,
+    Fork = 1,
+    Exec = 2,
+    Exit = 3,
+    Reap = 4,
+    Bind = 5,
+    Connect = 6,
+    TcpState = 7,
+}
+
+impl EventKind {
+    /// Every kind that appears on the wire, in number order.
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Fork,
+        EventKind::Exec,
+        EventKind::Exit,
+        EventKind::Reap,
+        EventKind::Bind,
+        EventKind::Connect,
+        EventKind::TcpState,
+    ];
+
+    /// The only place kind names come from (used in output `type` fields).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Unknown => "unknown",
+            EventKind::Fork => "fork",
+            EventKind::Exec => "exec",
+            EventKind::Exit => "exit",
+            EventKind::Reap => "reap",
+            EventKind::Bind => "bind",
+            EventKind::Connect => "connect",
+            EventKind::TcpState => "tcp_state",
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> EventKind {
+        match v {
+            1 => EventKind::Fork,
+            2 => EventKind::Exec,
+            3 => EventKind::Exit,
+            4 => EventKind::Reap,
+            5 => EventKind::Bind,
+            6 => EventKind::Connect,
+            7 => EventKind::TcpState,
+            _ => EventKind::Unknown,
+        }
+    }
+}
+
+/// Common header of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// [`EventKind`] number.
+    pub kind: u32,
+    /// Size in bytes of the whole record (header + payload).
+    pub size: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
+    pub ts_ns: u64,
+    /// Kernel pid (thread id) of the current task.
+    pub pid: u32,
+    /// Kernel tgid (process id) of the current task.
+    pub tgid: u32,
+    /// Real uid of the current task.
+    pub uid: u32,
+    pub _pad: u32,
+    /// `comm` of the current task (NUL-padded).
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A record: header + payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event<T> {
+    pub header: Header,
+    pub data: T,
+}
+
+/// `task/task_newtask`: a task was created by the current task (the parent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkData {
+    /// Thread id of the new task.
+    pub child_pid: u32,
+    /// Thread group of the new task (the parent's for a thread).
+    pub child_tgid: u32,
+    /// `clone_flags` (CLONE_THREAD, CLONE_PARENT, …).
+    pub clone_flags: u64,
+}
+
+/// `sched/sched_process_exec`: the current task runs a new program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecData {
+    /// Thread id before exec (differs from the header pid when a non-leader thread exec'd).
+    pub old_pid: u32,
+    /// Bytes used in `filename` (without NUL).
+    pub filename_len: u32,
+    /// Bytes copied into `args`.
+    pub args_len: u32,
+    /// Full length of the argument area (`arg_end - arg_start`); larger than `args_len` when truncated.
+    pub args_full_len: u32,
+    pub filename: [u8; FILENAME_LEN],
+    /// The argument vector, NUL-separated.
+    pub args: [u8; ARGS_LEN],
+}
+
+/// `group_dead` value when the kernel could not tell.
+pub const GROUP_DEAD_UNKNOWN: u32 = 2;
+
+/// `sched/sched_process_exit`: the current task (one thread) exits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitData {
+    /// `task_struct.exit_code`: `(code << 8) | signal | 0x80 if core dumped`.
+    pub exit_code: u32,
+    /// 1 when this was the last live thread of the group, 0 when not,
+    /// [`GROUP_DEAD_UNKNOWN`] when it could not be read.
+    pub group_dead: u32,
+}
+
+/// How a reap was observed.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReapSource {
+    Unknown = 0,
+    /// `syscalls/sys_exit_wait4`, in the reaper's context.
+    Wait4 = 1,
+    /// `syscalls/sys_exit_waitid`, in the reaper's context.
+    Waitid = 2,
+    /// `sched/sched_process_free` of an exited process no wait was seen for
+    /// (SIGCHLD ignored, reaped by a namespace's init): the header is an unrelated task.
+    Free = 3,
+}
+
+impl ReapSource {
+    pub const fn from_u32(v: u32) -> ReapSource {
+        match v {
+            1 => ReapSource::Wait4,
+            2 => ReapSource::Waitid,
+            3 => ReapSource::Free,
+            _ => ReapSource::Unknown,
+        }
+    }
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ReapSource::Unknown => "unknown",
+            ReapSource::Wait4 => "wait4",
+            ReapSource::Waitid => "waitid",
+            ReapSource::Free => "free",
+        }
+    }
+}
+
+/// A reap: the exited process `reaped_pid` was released.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReapData {
+    pub reaped_pid: u32,
+    /// [`ReapSource`] number.
+    pub source: u32,
+}
+
+/// Address family numbers as in `<sys/socket.h>`.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `sys_enter_bind`/`sys_exit_bind` or `sys_enter_connect`/`sys_exit_connect`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockCallData {
+    pub fd: i32,
+    /// Syscall result: 0 or a negative errno.
+    pub ret: i32,
+    /// AF_INET or AF_INET6.
+    pub family: u16,
+    /// Port in host byte order.
+    pub port: u16,
+    /// `socket.type` (1 = SOCK_STREAM, 2 = SOCK_DGRAM); 0 when unknown.
+    pub sock_type: u16,
+    pub _pad: u16,
+    /// Address bytes: IPv4 in the first 4, IPv6 all 16 (network order).
+    pub addr: [u8; 16],
+    /// IPv6 scope id (0 for IPv4).
+    pub scope_id: u32,
+    pub _pad2: u32,
+    /// Kernel address of the `struct sock` (0 when unknown); joins with [`TcpStateData::skaddr`].
+    pub skaddr: u64,
+}
+
+/// `sock/inet_sock_set_state`: a TCP socket changed state (filtered in the kernel
+/// to the transitions watcher uses: out of SYN_SENT, into or out of LISTEN).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpStateData {
+    pub skaddr: u64,
+    pub old_state: u32,
+    pub new_state: u32,
+    /// Ports in host byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+pub type ForkEvent = Event<ForkData>;
+pub type ExecEvent = Event<ExecData>;
+pub type ExitEvent = Event<ExitData>;
+pub type ReapEvent = Event<ReapData>;
+pub type SockCallEvent = Event<SockCallData>;
+pub type TcpStateEvent = Event<TcpStateData>;
+
+/// Offset value meaning "this kernel has no such field".
+pub const OFFSET_NONE: u32 = u32::MAX;
+
+/// Load-time configuration, written into the eBPF global [`GLOBAL_CONFIG`]
+/// before load. Offsets come from the running kernel's tracefs format files
+/// (`tp_*`) and BTF (`k_*`), never from constants written for one version.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The watcher's own tgid: its events are dropped in the kernel.
+    pub self_tgid: u32,
+    /// Non-zero: record kinds whose bit (1 << kind) is set are written.
+    pub kinds_mask: u32,
+    /// Minimum time between two ring-buffer wakeups on one CPU; records in
+    /// between are written without a wakeup and read by the reader's next drain.
+    pub wakeup_interval_ns: u64,
+
+    // task/task_newtask
+    pub tp_newtask_pid: u32,
+    pub tp_newtask_clone_flags: u32,
+    // sched/sched_process_exec
+    pub tp_exec_filename: u32,
+    pub tp_exec_old_pid: u32,
+    // sched/sched_process_exit
+    pub tp_exit_group_dead: u32,
+    // sched/sched_process_free
+    pub tp_free_pid: u32,
+    // syscalls: sys_enter_bind / sys_enter_connect (fd, sockaddr pointer, addrlen)
+    pub tp_bind_fd: u32,
+    pub tp_bind_addr: u32,
+    pub tp_bind_addrlen: u32,
+    pub tp_connect_fd: u32,
+    pub tp_connect_addr: u32,
+    pub tp_connect_addrlen: u32,
+    // syscalls: sys_enter_waitid (infop, options)
+    pub tp_waitid_infop: u32,
+    pub tp_waitid_options: u32,
+    // syscalls: sys_exit_* `ret` (the same in every sys_exit_* format)
+    pub tp_sys_exit_ret: u32,
+    // sock/inet_sock_set_state
+    pub tp_sk_skaddr: u32,
+    pub tp_sk_oldstate: u32,
+    pub tp_sk_newstate: u32,
+    pub tp_sk_sport: u32,
+    pub tp_sk_dport: u32,
+    pub tp_sk_family: u32,
+    pub tp_sk_protocol: u32,
+    pub tp_sk_saddr: u32,
+    pub tp_sk_daddr: u32,
+    pub tp_sk_saddr_v6: u32,
+    pub tp_sk_daddr_v6: u32,
+
+    // Kernel struct member offsets from BTF.
+    pub k_task_exit_code: u32,
+    pub k_task_files: u32,
+    pub k_task_mm: u32,
+    pub k_task_signal: u32,
+    pub k_signal_live: u32,
+    pub k_mm_arg_start: u32,
+    pub k_mm_arg_end: u32,
+    pub k_files_fdt: u32,
+    pub k_fdt_max_fds: u32,
+    pub k_fdt_fd: u32,
+    pub k_file_private_data: u32,
+    pub k_socket_type: u32,
+    pub k_socket_sk: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    /// A configuration with every offset unknown: the programs then emit
+    /// what they can without them.
+    pub const fn empty() -> Config {
+        Config {
+            self_tgid: 0,
+            kinds_mask: 0,
+            wakeup_interval_ns: 0,
+            tp_newtask_pid: OFFSET_NONE,
+            tp_newtask_clone_flags: OFFSET_NONE,
+            tp_exec_filename: OFFSET_NONE,
+            tp_exec_old_pid: OFFSET_NONE,
+            tp_exit_group_dead: OFFSET_NONE,
+            tp_free_pid: OFFSET_NONE,
+            tp_bind_fd: OFFSET_NONE,
+            tp_bind_addr: OFFSET_NONE,
+            tp_bind_addrlen: OFFSET_NONE,
+            tp_connect_fd: OFFSET_NONE,
+            tp_connect_addr: OFFSET_NONE,
+            tp_connect_addrlen: OFFSET_NONE,
+            tp_waitid_infop: OFFSET_NONE,
+            tp_waitid_options: OFFSET_NONE,
+            tp_sys_exit_ret: OFFSET_NONE,
+            tp_sk_skaddr: OFFSET_NONE,
+            tp_sk_oldstate: OFFSET_NONE,
+            tp_sk_newstate: OFFSET_NONE,
+            tp_sk_sport: OFFSET_NONE,
+            tp_sk_dport: OFFSET_NONE,
+            tp_sk_family: OFFSET_NONE,
+            tp_sk_protocol: OFFSET_NONE,
+            tp_sk_saddr: OFFSET_NONE,
+            tp_sk_daddr: OFFSET_NONE,
+            tp_sk_saddr_v6: OFFSET_NONE,
+            tp_sk_daddr_v6: OFFSET_NONE,
+            k_task_exit_code: OFFSET_NONE,
+            k_task_files: OFFSET_NONE,
+            k_task_mm: OFFSET_NONE,
+            k_task_signal: OFFSET_NONE,
+            k_signal_live: OFFSET_NONE,
+            k_mm_arg_start: OFFSET_NONE,
+            k_mm_arg_end: OFFSET_NONE,
+            k_files_fdt: OFFSET_NONE,
+            k_fdt_max_fds: OFFSET_NONE,
+            k_fdt_fd: OFFSET_NONE,
+            k_file_private_data: OFFSET_NONE,
+            k_socket_type: OFFSET_NONE,
+            k_socket_sk: OFFSET_NONE,
+            _pad: 0,
+        }
+    }
+}
+
+// Layout is part of the format: fail the build if a struct changes size.
+const _: () = assert!(core::mem::size_of::<Header>() == 48);
+const _: () = assert!(core::mem::size_of::<ForkData>() == 16);
+const _: () = assert!(core::mem::size_of::<ExecData>() == 16 + FILENAME_LEN + ARGS_LEN);
+const _: () = assert!(core::mem::size_of::<ExitData>() == 8);
+const _: () = assert!(core::mem::size_of::<ReapData>() == 8);
+const _: () = assert!(core::mem::size_of::<SockCallData>() == 48);
+const _: () = assert!(core::mem::size_of::<TcpStateData>() == 56);
+const _: () = assert!(core::mem::size_of::<Config>() == 176);
+const _: () = assert!(ARGS_LEN.is_power_of_two() && FILENAME_LEN.is_power_of_two());
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: repr(C), integer and byte-array fields only, explicit padding.
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,149 @@
+//! Helpers shared by the programs: config access, headers, submit with bounded wakeups.
+use aya_ebpf::{
+    bindings::{BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel, generated::{bpf_get_current_task, bpf_ktime_get_ns},
+    },
+    maps::ring_buf::RingBufEntry,
+    programs::TracePointContext,
+};
+use watcher_common::{Config, Event, EventKind, Header, LOST_SLOTS, OFFSET_NONE};
+
+
+use crate::maps::{EVENTS, LAST_WAKE, LOST};
+
+/// Filled by userspace before load.
+#[unsafe(no_mangle)]
+pub static CONFIG: Config = Config::empty();
+
+/// Read one field of the load-time config (volatile: the compiler must not fold the default).
+macro_rules! conf {
+    ($field:ident) => {
+        $crate::common::read_conf(&$crate::common::CONFIG.$field)
+    };
+}
+pub(crate) use conf;
+
+#[inline(always)]
+pub fn read_conf<T: Copy>(field: &T) -> T {
+    // SAFETY: a valid reference; volatile so the compiler cannot fold the
+    // compile-time default that userspace overrides before load.
+    unsafe { core::ptr::read_volatile(field) }
+}
+
+/// Whether records of `kind` are wanted, and the current task is not the watcher itself.
+#[inline(always)]
+pub fn wanted(kind: EventKind, tgid: u32) -> bool {
+    let mask = conf!(kinds_mask);
+    if mask != 0 && mask & (1 << kind as u32) == 0 {
+        return false;
+    }
+    tgid != conf!(self_tgid)
+}
+
+#[inline(always)]
+pub fn wanted_kind(kind: EventKind) -> bool {
+    let mask = conf!(kinds_mask);
+    mask == 0 || mask & (1 << kind as u32) != 0
+}
+
+#[inline(always)]
+pub fn pid_tgid() -> (u32, u32) {
+    let v = bpf_get_current_pid_tgid();
+    (v as u32, (v >> 32) as u32)
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Reserve a record of type `Event<T>`; on failure count it as lost for `kind`.
+#[inline(always)]
+pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
+    match EVENTS.reserve::<Event<T>>(0) {
+        Some(e) => Some(e),
+        None => {
+            let slot = (kind as u32) % LOST_SLOTS;
+            if let Some(p) = LOST.get_ptr_mut(slot) {
+                unsafe { *p += 1 };
+            }
+            None
+        }
+    }
+}
+
+/// The header for the current task.
+#[inline(always)]
+pub fn header<T>(kind: EventKind, ts: u64) -> Header {
+    let (pid, tgid) = pid_tgid();
+    Header {
+        kind: kind as u32,
+        size: core::mem::size_of::<Event<T>>() as u32,
+        ts_ns: ts,
+        pid,
+        tgid,
+        uid: bpf_get_current_uid_gid() as u32,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
+    }
+}
+
+/// Write a whole record (header + payload) and submit it.
+#[inline(always)]
+pub fn emit<T: 'static>(kind: EventKind, ts: u64, data: T) {
+    if let Some(mut entry) = reserve::<T>(kind) {
+        let ev = entry.as_mut_ptr();
+        unsafe {
+            core::ptr::addr_of_mut!((*ev).header).write(header::<T>(kind, ts));
+            core::ptr::addr_of_mut!((*ev).data).write(data);
+        }
+        submit(entry, ts);
+    }
+}
+
+/// Submit with at most one wakeup per `wakeup_interval_ns` per CPU: waking the
+/// reader costs far more than the probe (cross-CPU interrupt), so records close
+/// behind a wakeup ride on it and are read by the reader's next drain.
+#[inline(always)]
+pub fn submit<T>(entry: RingBufEntry<T>, ts: u64) {
+    let interval = conf!(wakeup_interval_ns);
+    let mut flags = 0u64;
+    if interval != 0 {
+        if let Some(last) = LAST_WAKE.get_ptr_mut(0) {
+            unsafe {
+                if ts.wrapping_sub(*last) >= interval {
+                    *last = ts;
+                } else {
+                    flags = BPF_RB_NO_WAKEUP as u64;
+                }
+            }
+        }
+    }
+    entry.submit(flags);
+}
+
+/// Read a value of type `T` at `off` in the tracepoint record; `None` when the
+/// offset is unknown on this kernel or the read fails.
+#[inline(always)]
+pub fn tp_read<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
+    if off == OFFSET_NONE {
+        return None;
+    }
+    unsafe { ctx.read_at::<T>(off as usize) }.ok()
+}
+
+/// Read a kernel value at `base + off`; `None` when the offset is unknown or base is null.
+#[inline(always)]
+pub fn kread<T>(base: u64, off: u32) -> Option<T> {
+    if off == OFFSET_NONE || base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
+}
+
+#[inline(always)]
+pub fn current_task() -> u64 {
+    unsafe { bpf_get_current_task() }
+}

@@ -1,0 +1,23 @@
+//! watcher's kernel programs. They observe and forward; detection lives in userspace.
+//!
+//! Tracepoints only (kprobes may be absent, fentry may be refused, and
+//! tracepoints are the stable interface). Every field offset comes from the
+//! [`Config`] global that userspace fills from the running kernel's tracefs
+//! format files and BTF before load.
+#![no_std]
+#![no_main]
+
+mod common;
+mod maps;
+mod net;
+mod process;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

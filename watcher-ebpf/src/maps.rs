@@ -1,0 +1,50 @@
+//! Maps shared by all programs. Every map is bounded; per-record loss is counted in `LOST`.
+use aya_ebpf::{
+    macros::map,
+    maps::{LruHashMap, PerCpuArray, RingBuf},
+};
+use watcher_common::LOST_SLOTS;
+
+/// All records. Userspace may resize it before load (`set_max_entries`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Records that could not be reserved (ring buffer full), per CPU, indexed by kind.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+/// Per CPU: CLOCK_MONOTONIC time of the last record submitted with a wakeup.
+#[map]
+pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The arguments of a bind/connect in flight, read at syscall entry, keyed by pid_tgid.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct PendingSock {
+    pub fd: i32,
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+    pub scope_id: u32,
+    pub _pad: u32,
+}
+
+#[map]
+pub static PENDING_SOCK: LruHashMap<u64, PendingSock> = LruHashMap::with_max_entries(16384, 0);
+
+/// waitid arguments in flight (infop pointer, options), keyed by pid_tgid.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct PendingWaitid {
+    pub infop: u64,
+    pub options: u64,
+}
+
+#[map]
+pub static PENDING_WAITID: LruHashMap<u64, PendingWaitid> = LruHashMap::with_max_entries(16384, 0);
+
+/// Exited thread-group leaders not yet seen reaped by a wait. A `sched_process_free`
+/// of a pid found here is a reap without wait; others (threads, processes already
+/// reaped by wait4/waitid) are not forwarded.
+#[map]
+pub static EXITED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);

@@ -1,0 +1,182 @@
+//! Sockets: bind and connect (arguments read at syscall entry, emitted with the
+//! result at exit, with the socket's type and `struct sock` address found from
+//! the fd), and TCP state changes from `sock/inet_sock_set_state`, which give the
+//! outcome of non-blocking connects and listeners opening/closing.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use watcher_common::{EventKind, SockCallData, TcpStateData, AF_INET, AF_INET6};
+
+use crate::{
+    common::{conf, current_task, emit, kread, now, pid_tgid, tp_read, wanted, wanted_kind},
+    maps::{PendingSock, PENDING_SOCK},
+};
+
+const EBADF: i64 = 9;
+const ENOTSOCK: i64 = 88;
+
+const TCP_SYN_SENT: i32 = 2;
+const TCP_LISTEN: i32 = 10;
+
+/// Read the sockaddr a bind/connect passes and keep it until the syscall returns.
+#[inline(always)]
+fn enter(ctx: &TracePointContext, kind: EventKind, off_fd: u32, off_addr: u32, off_len: u32) -> Option<()> {
+    let (_, tgid) = pid_tgid();
+    if !wanted(kind, tgid) {
+        return None;
+    }
+    let fd: u64 = tp_read(ctx, off_fd)?;
+    let addr: u64 = tp_read(ctx, off_addr)?;
+    let len: u64 = tp_read(ctx, off_len)?;
+    if addr == 0 || len < 2 {
+        return None;
+    }
+    let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.ok()?;
+    let mut p = PendingSock { fd: fd as i32, family, port: 0, addr: [0; 16], scope_id: 0, _pad: 0 };
+    let port: u16 = unsafe { bpf_probe_read_user((addr + 2) as *const u16) }.ok()?;
+    p.port = u16::from_be(port);
+    match family {
+        AF_INET => {
+            if len < 8 {
+                return None;
+            }
+            let a: [u8; 4] = unsafe { bpf_probe_read_user((addr + 4) as *const [u8; 4]) }.ok()?;
+            p.addr[0] = a[0];
+            p.addr[1] = a[1];
+            p.addr[2] = a[2];
+            p.addr[3] = a[3];
+        }
+        AF_INET6 => {
+            if len < 24 {
+                return None;
+            }
+            p.addr = unsafe { bpf_probe_read_user((addr + 8) as *const [u8; 16]) }.ok()?;
+            if len >= 28 {
+                p.scope_id = unsafe { bpf_probe_read_user((addr + 24) as *const u32) }.unwrap_or(0);
+            }
+        }
+        _ => return None,
+    }
+    let _ = PENDING_SOCK.insert(&bpf_get_current_pid_tgid(), &p, 0);
+    Some(())
+}
+
+/// The socket behind `fd` of the current task: (socket.type, struct sock address).
+#[inline(always)]
+fn sock_of_fd(fd: i32) -> (u16, u64) {
+    if fd < 0 {
+        return (0, 0);
+    }
+    let files: u64 = kread(current_task(), conf!(k_task_files)).unwrap_or(0);
+    let fdt: u64 = kread(files, conf!(k_files_fdt)).unwrap_or(0);
+    let max: u32 = kread(fdt, conf!(k_fdt_max_fds)).unwrap_or(0);
+    if fd as u32 >= max {
+        return (0, 0);
+    }
+    let arr: u64 = kread(fdt, conf!(k_fdt_fd)).unwrap_or(0);
+    let file: u64 = kread(arr + (fd as u64) * 8, 0).unwrap_or(0);
+    let sock: u64 = kread(file, conf!(k_file_private_data)).unwrap_or(0);
+    let ty: u16 = kread(sock, conf!(k_socket_type)).unwrap_or(0);
+    let sk: u64 = kread(sock, conf!(k_socket_sk)).unwrap_or(0);
+    (ty, sk)
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
+    let key = bpf_get_current_pid_tgid();
+    let p = unsafe { PENDING_SOCK.get(&key) }.copied()?;
+    let _ = PENDING_SOCK.remove(&key);
+    let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
+    let (sock_type, skaddr) = if ret == -EBADF || ret == -ENOTSOCK { (0, 0) } else { sock_of_fd(p.fd) };
+    emit(
+        kind,
+        now(),
+        SockCallData {
+            fd: p.fd,
+            ret: ret as i32,
+            family: p.family,
+            port: p.port,
+            sock_type,
+            _pad: 0,
+            addr: p.addr,
+            scope_id: p.scope_id,
+            _pad2: 0,
+            skaddr,
+        },
+    );
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    let _ = enter(&ctx, EventKind::Bind, conf!(tp_bind_fd), conf!(tp_bind_addr), conf!(tp_bind_addrlen));
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    let _ = exit(&ctx, EventKind::Bind);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = enter(
+        &ctx,
+        EventKind::Connect,
+        conf!(tp_connect_fd),
+        conf!(tp_connect_addr),
+        conf!(tp_connect_addrlen),
+    );
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = exit(&ctx, EventKind::Connect);
+    0
+}
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_inet_sock_set_state(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
+    if !wanted_kind(EventKind::TcpState) {
+        return None;
+    }
+    let old: i32 = tp_read(ctx, conf!(tp_sk_oldstate))?;
+    let new: i32 = tp_read(ctx, conf!(tp_sk_newstate))?;
+    // Only what watcher uses: the start and outcome of active opens, and
+    // listeners opening and closing. Passive-side churn of a busy server is not forwarded.
+    if !(old == TCP_SYN_SENT || new == TCP_SYN_SENT || old == TCP_LISTEN || new == TCP_LISTEN) {
+        return None;
+    }
+    let family: u16 = tp_read(ctx, conf!(tp_sk_family))?;
+    let mut d = TcpStateData {
+        skaddr: tp_read(ctx, conf!(tp_sk_skaddr))?,
+        old_state: old as u32,
+        new_state: new as u32,
+        sport: tp_read(ctx, conf!(tp_sk_sport)).unwrap_or(0),
+        dport: tp_read(ctx, conf!(tp_sk_dport)).unwrap_or(0),
+        family,
+        protocol: tp_read(ctx, conf!(tp_sk_protocol)).unwrap_or(0),
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if family == AF_INET6 {
+        d.saddr = tp_read(ctx, conf!(tp_sk_saddr_v6)).unwrap_or([0; 16]);
+        d.daddr = tp_read(ctx, conf!(tp_sk_daddr_v6)).unwrap_or([0; 16]);
+    } else {
+        let s: [u8; 4] = tp_read(ctx, conf!(tp_sk_saddr)).unwrap_or([0; 4]);
+        let t: [u8; 4] = tp_read(ctx, conf!(tp_sk_daddr)).unwrap_or([0; 4]);
+        d.saddr[..4].copy_from_slice(&s);
+        d.daddr[..4].copy_from_slice(&t);
+    }
+    emit(EventKind::TcpState, now(), d);
+    Some(())
+}

@@ -1,0 +1,215 @@
+//! Process lifecycle: creation (`task/task_newtask`, chosen over
+//! `sched_process_fork` because it carries `clone_flags`, which say thread vs
+//! process), exec, exit (exit code from `task_struct`), and reap (wait4/waitid
+//! in the reaper's context; `sched_process_free` for exits no wait was seen for).
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+    EbpfContext,
+};
+use watcher_common::{
+    EventKind, ExecData, ExitData, ForkData, ReapData, ReapSource, ARGS_LEN, GROUP_DEAD_UNKNOWN,
+};
+
+use crate::{
+    common::{conf, current_task, emit, header, kread, now, pid_tgid, reserve, submit, tp_read, wanted, wanted_kind},
+    maps::{PendingWaitid, EXITED, PENDING_WAITID},
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+/// waitid option: leave the child waitable (not a reap).
+const WNOWAIT: u64 = 0x0100_0000;
+/// siginfo.si_code values of a terminated child (CLD_EXITED, CLD_KILLED, CLD_DUMPED).
+const CLD_EXITED: i32 = 1;
+const CLD_DUMPED: i32 = 3;
+
+#[tracepoint]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let _ = try_task_newtask(&ctx);
+    0
+}
+
+fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
+    let (_, tgid) = pid_tgid();
+    if !wanted(EventKind::Fork, tgid) {
+        return None;
+    }
+    let child_pid: i32 = tp_read(ctx, conf!(tp_newtask_pid))?;
+    let clone_flags: u64 = tp_read(ctx, conf!(tp_newtask_clone_flags)).unwrap_or(0);
+    let child_tgid = if clone_flags & CLONE_THREAD != 0 { tgid } else { child_pid as u32 };
+    emit(
+        EventKind::Fork,
+        now(),
+        ForkData { child_pid: child_pid as u32, child_tgid, clone_flags },
+    );
+    Some(())
+}
+
+#[tracepoint]
+pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_exec(&ctx);
+    0
+}
+
+fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
+    let (pid, tgid) = pid_tgid();
+    if !wanted(EventKind::Exec, tgid) {
+        return None;
+    }
+    let loc: u32 = tp_read(ctx, conf!(tp_exec_filename))?;
+    let old_pid: i32 = tp_read(ctx, conf!(tp_exec_old_pid)).unwrap_or(pid as i32);
+    let ts = now();
+    let mut entry = reserve::<ExecData>(EventKind::Exec)?;
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        core::ptr::addr_of_mut!((*ev).header).write(header::<ExecData>(EventKind::Exec, ts));
+        let d = core::ptr::addr_of_mut!((*ev).data);
+        (*d).old_pid = old_pid as u32;
+        // __data_loc: low 16 bits offset in the record, high 16 bits length.
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        (*d).filename_len = match bpf_probe_read_kernel_str_bytes(src, &mut (*d).filename) {
+            Ok(s) => s.len() as u32,
+            Err(_) => 0,
+        };
+        // The argument vector, from the new mm's arg_start..arg_end.
+        (*d).args_len = 0;
+        (*d).args_full_len = 0;
+        let mm: u64 = kread(current_task(), conf!(k_task_mm)).unwrap_or(0);
+        let start: u64 = kread(mm, conf!(k_mm_arg_start)).unwrap_or(0);
+        let end: u64 = kread(mm, conf!(k_mm_arg_end)).unwrap_or(0);
+        if start != 0 && end > start {
+            let full = end - start;
+            let mut n = if full > (ARGS_LEN - 1) as u64 { (ARGS_LEN - 1) as u64 } else { full };
+            n &= (ARGS_LEN - 1) as u64;
+            let dst = core::ptr::addr_of_mut!((*d).args) as *mut core::ffi::c_void;
+            if generated::bpf_probe_read_user(dst, n as u32, start as *const core::ffi::c_void) == 0 {
+                (*d).args_len = n as u32;
+            }
+            (*d).args_full_len = full as u32;
+        }
+    }
+    submit(entry, ts);
+    Some(())
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_exit(&ctx);
+    0
+}
+
+fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
+    let (pid, tgid) = pid_tgid();
+    if pid == tgid {
+        // A leader's exit makes a process its parent must reap; remember it so
+        // a later sched_process_free without a wait is reported as a reap.
+        let _ = EXITED.insert(&pid, &1, 0);
+    }
+    if !wanted(EventKind::Exit, tgid) {
+        return None;
+    }
+    let task = current_task();
+    let exit_code: i32 = kread(task, conf!(k_task_exit_code)).unwrap_or(-1);
+    let group_dead = match tp_read::<u8>(ctx, conf!(tp_exit_group_dead)) {
+        Some(v) => (v != 0) as u32,
+        None => {
+            // Older kernels: the tracepoint has no group_dead; signal->live is
+            // decremented before the tracepoint fires, so 0 means the last thread.
+            let signal: u64 = kread(task, conf!(k_task_signal)).unwrap_or(0);
+            match kread::<i32>(signal, conf!(k_signal_live)) {
+                Some(live) => (live == 0) as u32,
+                None => GROUP_DEAD_UNKNOWN,
+            }
+        }
+    };
+    emit(EventKind::Exit, now(), ExitData { exit_code: exit_code as u32, group_dead });
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_wait4(&ctx);
+    0
+}
+
+fn try_sys_exit_wait4(ctx: &TracePointContext) -> Option<()> {
+    let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
+    if ret <= 0 {
+        return None;
+    }
+    let reaped = ret as u32;
+    let _ = EXITED.remove(&reaped);
+    let (_, tgid) = pid_tgid();
+    if !wanted(EventKind::Reap, tgid) {
+        return None;
+    }
+    emit(EventKind::Reap, now(), ReapData { reaped_pid: reaped, source: ReapSource::Wait4 as u32 });
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_enter_waitid(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_enter_waitid(&ctx);
+    0
+}
+
+fn try_sys_enter_waitid(ctx: &TracePointContext) -> Option<()> {
+    let infop: u64 = tp_read(ctx, conf!(tp_waitid_infop))?;
+    let options: u64 = tp_read(ctx, conf!(tp_waitid_options))?;
+    if infop == 0 || options & WNOWAIT != 0 {
+        return None;
+    }
+    let _ = PENDING_WAITID.insert(&bpf_get_current_pid_tgid(), &PendingWaitid { infop, options }, 0);
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_exit_waitid(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_waitid(&ctx);
+    0
+}
+
+fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
+    let key = bpf_get_current_pid_tgid();
+    let pending = unsafe { PENDING_WAITID.get(&key) }.copied()?;
+    let _ = PENDING_WAITID.remove(&key);
+    let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
+    if ret != 0 {
+        return None;
+    }
+    // siginfo_t on 64-bit: si_code @8, si_pid @16.
+    let code: i32 = unsafe { bpf_probe_read_user((pending.infop + 8) as *const i32) }.ok()?;
+    let si_pid: i32 = unsafe { bpf_probe_read_user((pending.infop + 16) as *const i32) }.ok()?;
+    if si_pid <= 0 || !(CLD_EXITED..=CLD_DUMPED).contains(&code) {
+        return None;
+    }
+    let reaped = si_pid as u32;
+    let _ = EXITED.remove(&reaped);
+    let (_, tgid) = pid_tgid();
+    if !wanted(EventKind::Reap, tgid) {
+        return None;
+    }
+    emit(EventKind::Reap, now(), ReapData { reaped_pid: reaped, source: ReapSource::Waitid as u32 });
+    Some(())
+}
+
+#[tracepoint]
+pub fn sched_process_free(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_process_free(&ctx);
+    0
+}
+
+fn try_sched_process_free(ctx: &TracePointContext) -> Option<()> {
+    let pid: i32 = tp_read(ctx, conf!(tp_free_pid))?;
+    let pid = pid as u32;
+    // Only exited leaders that no wait4/waitid reaped: threads and waited-for
+    // processes are not forwarded.
+    unsafe { EXITED.get(&pid) }?;
+    let _ = EXITED.remove(&pid);
+    if !wanted_kind(EventKind::Reap) {
+        return None;
+    }
+    emit(EventKind::Reap, now(), ReapData { reaped_pid: pid, source: ReapSource::Free as u32 });
+    Some(())
+}

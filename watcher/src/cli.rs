@@ -1,0 +1,111 @@
+//! Command-line arguments, parsed once and validated into settings.
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{filter::Filter, loader::LoadOptions, trace::TraceSettings};
+
+/// Catch port conflicts, zombies, crash loops and unreachable dependencies the
+/// instant the kernel sees them (eBPF tracepoints).
+///
+/// Exit status: 0 success, 1 error (the message says what to do), 2 bad arguments.
+#[derive(Debug, Parser)]
+#[command(name = "watcher", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream process and socket events live (readable lines, or NDJSON with --json).
+    Trace(TraceArgs),
+    /// Check every prerequisite (privileges, kernel, tracefs, BTF, tracepoints) and say what to do.
+    Check,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum RecordType {
+    Fork,
+    Exec,
+    Exit,
+    Reap,
+    Bind,
+    Connect,
+    TcpState,
+    Loss,
+}
+
+impl RecordType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::Fork => "fork",
+            RecordType::Exec => "exec",
+            RecordType::Exit => "exit",
+            RecordType::Reap => "reap",
+            RecordType::Bind => "bind",
+            RecordType::Connect => "connect",
+            RecordType::TcpState => "tcp_state",
+            RecordType::Loss => "loss",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TraceArgs {
+    /// One JSON object per line (NDJSON), flushed as written.
+    #[arg(long)]
+    pub json: bool,
+    /// Only records of these processes (for fork also the parent, for reap also the reaper). Repeatable.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Only records of processes with this command name (comm or executable basename). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Only socket records with this source or destination port. Repeatable.
+    #[arg(long, value_name = "PORT")]
+    pub port: Vec<u16>,
+    /// Only these record types (comma-separated or repeated).
+    #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
+    pub types: Vec<RecordType>,
+    /// Also show thread creations and exits of single threads.
+    #[arg(long)]
+    pub threads: bool,
+    /// At most one ring-buffer wakeup per CPU per this many microseconds (0: every record wakes the reader).
+    #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub wakeup_us: u64,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
+    pub ring_mib: u32,
+    /// Most processes tracked at once (oldest exited first, then newest, are evicted beyond it).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
+    pub max_processes: u64,
+}
+
+fn parse_ring_mib(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !(1..=1024).contains(&v) || !v.is_power_of_two() {
+        return Err(format!("{v} is not a power of two between 1 and 1024"));
+    }
+    Ok(v)
+}
+
+impl TraceArgs {
+    pub fn settings(&self) -> TraceSettings {
+        TraceSettings {
+            json: self.json,
+            filter: Filter {
+                pids: self.pid.clone(),
+                comms: self.comm.clone(),
+                ports: self.port.clone(),
+                types: self.types.iter().map(|t| t.as_str().to_owned()).collect(),
+                threads: self.threads,
+            },
+            load: LoadOptions {
+                kinds: Vec::new(),
+                wakeup_interval_ns: self.wakeup_us * 1000,
+                ring_bytes: self.ring_mib << 20,
+            },
+            max_processes: self.max_processes as usize,
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Enrichment: kernel records + the process table → output records.
+use std::{collections::HashMap, net::IpAddr};
+
+use watcher_common::{ReapSource, SockCallData, AF_INET6};
+
+use crate::{
+    decode::{ip_addr, KernelEvent, Payload},
+    names::{errno_message, errno_name, signal_name, tcp_state_name, ExitStatus},
+    proctable::{Proc, ProcessTable, Touched},
+    record::{
+        Body, Clock, Container, Endpoint, ErrorInfo, ExecInfo, ExecRecord, ExitInfo, ExitRecord, ForkInfo,
+        ForkRecord, Network, Outcome, Parent, Process, ReapInfo, ReapRecord, Record, SocketInfo, SocketRecord,
+        TcpInfo, TcpStateRecord, Thread, User, SCHEMA_VERSION,
+    },
+};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const EINPROGRESS: i32 = 115;
+const TCP_SYN_SENT: u32 = 2;
+const TCP_ESTABLISHED: u32 = 1;
+const TCP_CLOSE: u32 = 7;
+
+/// Which process owns a kernel socket, learnt from its bind/connect, so that
+/// TCP state changes running in softirq context (where the current task is
+/// unrelated) are attributed to the right process.
+pub struct SocketOwners {
+    owners: HashMap<u64, Process>,
+    cap: usize,
+    pub evicted: u64,
+}
+
+impl SocketOwners {
+    pub fn new(cap: usize) -> SocketOwners {
+        SocketOwners { owners: HashMap::new(), cap: cap.max(16), evicted: 0 }
+    }
+    pub fn len(&self) -> usize {
+        self.owners.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+    fn remember(&mut self, sk: u64, p: &Process) {
+        if sk == 0 {
+            return;
+        }
+        if !self.owners.contains_key(&sk) && self.owners.len() >= self.cap {
+            if let Some(k) = self.owners.keys().next().copied() {
+                self.owners.remove(&k);
+                self.evicted += 1;
+            }
+        }
+        self.owners.insert(sk, p.clone());
+    }
+}
+
+/// Turns kernel events into records, keeping the process and socket tables current.
+pub struct Enricher {
+    pub procs: ProcessTable,
+    pub sockets: SocketOwners,
+    pub clock: Clock,
+}
+
+fn endpoint(ip: Option<IpAddr>, port: u16) -> Endpoint {
+    Endpoint { address: ip.map(|i| i.to_string()).unwrap_or_else(|| "?".into()), port }
+}
+
+fn network(family: u16, sock_type: u16) -> Network {
+    Network {
+        transport: match sock_type {
+            1 => "tcp",
+            2 => "udp",
+            _ => "unknown",
+        }
+        .into(),
+        kind: if family == AF_INET6 { "ipv6" } else { "ipv4" }.into(),
+    }
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1e4).round() / 100.0
+}
+
+impl Enricher {
+    pub fn new(proc_cap: usize, socket_cap: usize, clock: Clock) -> Enricher {
+        Enricher { procs: ProcessTable::new(proc_cap), sockets: SocketOwners::new(socket_cap), clock }
+    }
+
+    fn parent_of(&self, p: &Proc, known: Option<&Proc>) -> Option<Parent> {
+        if p.ppid == 0 {
+            return None;
+        }
+        let pp = known.filter(|q| q.key.tgid == p.ppid).or_else(|| self.procs.get(p.ppid));
+        Some(Parent {
+            pid: p.ppid,
+            name: pp.map(|q| q.comm.to_string()),
+            executable: pp.and_then(|q| q.exe.as_deref().map(str::to_owned)),
+        })
+    }
+
+    /// ECS process object of `tgid` (thread `tid`), from the table entry when there is one.
+    fn process(&self, tgid: u32, tid: u32, comm: String, p: Option<&Proc>, parent: Option<&Proc>) -> Process {
+        match p {
+            Some(p) => Process {
+                pid: tgid,
+                thread: (tid != tgid && tid != 0).then_some(Thread { id: tid }),
+                name: p.comm.to_string(),
+                executable: p.exe.as_deref().map(str::to_owned),
+                command_line: p.command_line(),
+                entity_id: Some(format!("{}-{}", p.key.tgid, p.key.start_ns)),
+                parent: self.parent_of(p, parent),
+                user: Some(User { id: p.uid.to_string() }),
+                exit_code: None,
+            },
+            None => Process {
+                pid: tgid,
+                thread: (tid != tgid && tid != 0).then_some(Thread { id: tid }),
+                name: comm,
+                executable: None,
+                command_line: None,
+                entity_id: None,
+                parent: None,
+                user: None,
+                exit_code: None,
+            },
+        }
+    }
+
+    fn container(p: Option<&Proc>) -> Option<Container> {
+        p.and_then(|p| p.container_id.as_deref()).map(|id| Container { id: id.to_owned() })
+    }
+
+    fn sock_record(&mut self, ev: &KernelEvent, s: &SockCallData, touched: &Touched, bind: bool) -> SocketRecord {
+        let h = &ev.header;
+        let process = self.process(h.tgid, h.pid, ev.comm(), touched.subject.as_ref(), None);
+        let ep = endpoint(ip_addr(s.family, &s.addr), s.port);
+        let (outcome, error) = match s.ret {
+            0 => ("success", None),
+            r => {
+                let errno = -r;
+                let outcome = if !bind && errno == EINPROGRESS { "unknown" } else { "failure" };
+                (outcome, Some(ErrorInfo { code: errno_name(errno), message: errno_message(errno).to_owned() }))
+            }
+        };
+        if s.ret == 0 || (!bind && -s.ret == EINPROGRESS) {
+            self.sockets.remember(s.skaddr, &process);
+        }
+        SocketRecord {
+            source: bind.then(|| ep.clone()),
+            destination: (!bind).then_some(ep),
+            network: network(s.family, s.sock_type),
+            event: Outcome { outcome: outcome.into() },
+            error,
+            socket: SocketInfo { fd: Some(s.fd), sk: (s.skaddr != 0).then(|| format!("{:#x}", s.skaddr)) },
+            container: Self::container(touched.subject.as_ref()),
+            process,
+        }
+    }
+
+    /// Apply one kernel event and build its record.
+    pub fn record(&mut self, ev: &KernelEvent) -> Record {
+        let touched = self.procs.apply(ev);
+        let h = &ev.header;
+        let subject = touched.subject.as_ref();
+        let body = match &ev.payload {
+            Payload::Fork(f) => {
+                let thread = f.clone_flags & CLONE_THREAD != 0;
+                let mut process = if thread {
+                    self.process(h.tgid, f.child_pid, ev.comm(), subject, None)
+                } else {
+                    self.process(f.child_tgid, f.child_tgid, ev.comm(), subject, touched.parent.as_ref())
+                };
+                if thread {
+                    process.thread = Some(Thread { id: f.child_pid });
+                }
+                Body::Fork(ForkRecord {
+                    process,
+                    fork: ForkInfo { thread, clone_flags: format!("{:#x}", f.clone_flags) },
+                    container: Self::container(subject),
+                })
+            }
+            Payload::Exec(x) => Body::Exec(ExecRecord {
+                process: self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref()),
+                args: x.argv.clone(),
+                exec: ExecInfo { args_truncated: x.argv_truncated },
+                container: Self::container(subject),
+            }),
+            Payload::Exit(x) => {
+                let status = ExitStatus::from_raw(x.exit_code);
+                let mut process = self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
+                let process_exited = subject.map(|p| p.exited.is_some()).unwrap_or(x.group_dead == 1);
+                let mut exit = ExitInfo {
+                    signal: None,
+                    signal_number: None,
+                    core_dumped: false,
+                    process_exited,
+                    status_unknown: false,
+                    lifetime_ms: subject
+                        .filter(|p| process_exited && p.key.start_ns > 0 && p.key.start_ns <= h.ts_ns)
+                        .map(|p| ms(h.ts_ns - p.key.start_ns)),
+                };
+                match status {
+                    ExitStatus::Code(c) => process.exit_code = Some(c),
+                    ExitStatus::Signal { signal, core_dumped } => {
+                        exit.signal = Some(signal_name(signal));
+                        exit.signal_number = Some(signal);
+                        exit.core_dumped = core_dumped;
+                    }
+                    ExitStatus::Unknown => exit.status_unknown = true,
+                }
+                Body::Exit(ExitRecord { process, exit, container: Self::container(subject) })
+            }
+            Payload::Reap(r) => {
+                let mut process = self.process(r.reaped_pid, r.reaped_pid, String::new(), subject, None);
+                if subject.is_none() {
+                    process.name = "?".into();
+                }
+                let mut zombie_ms = None;
+                if let Some((t, status)) = subject.and_then(|p| p.exited) {
+                    if let ExitStatus::Code(c) = status {
+                        process.exit_code = Some(c);
+                    }
+                    zombie_ms = (h.ts_ns >= t).then(|| ms(h.ts_ns - t));
+                }
+                let reaper = touched.parent.as_ref().map(|p| Parent {
+                    pid: p.key.tgid,
+                    name: Some(p.comm.to_string()),
+                    executable: p.exe.as_deref().map(str::to_owned),
+                });
+                let source = ReapSource::from_u32(r.source);
+                let reaper = match source {
+                    ReapSource::Free | ReapSource::Unknown => None,
+                    _ => reaper.or(Some(Parent { pid: h.tgid, name: Some(ev.comm()), executable: None })),
+                };
+                Body::Reap(ReapRecord {
+                    process,
+                    reap: ReapInfo { method: source.as_str().into(), reaper, zombie_ms },
+                })
+            }
+            Payload::Bind(s) => Body::Bind(self.sock_record(ev, s, &touched, true)),
+            Payload::Connect(s) => Body::Connect(self.sock_record(ev, s, &touched, false)),
+            Payload::TcpState(t) => {
+                // CLOSE→SYN_SENT runs in the connecting task; later transitions
+                // may run in softirq context: attribute by socket address.
+                let mut process = self.sockets.owners.get(&t.skaddr).cloned();
+                if process.is_none() && t.new_state == TCP_SYN_SENT {
+                    let p = self.process(h.tgid, h.pid, ev.comm(), subject, None);
+                    self.sockets.remember(t.skaddr, &p);
+                    process = Some(p);
+                }
+                let event = (t.old_state == TCP_SYN_SENT).then(|| Outcome {
+                    outcome: if t.new_state == TCP_ESTABLISHED { "success" } else { "failure" }.into(),
+                });
+                if t.new_state == TCP_CLOSE || t.new_state == TCP_ESTABLISHED && t.old_state == TCP_SYN_SENT {
+                    self.sockets.owners.remove(&t.skaddr);
+                }
+                Body::TcpState(TcpStateRecord {
+                    process,
+                    source: endpoint(ip_addr(t.family, &t.saddr), t.sport),
+                    destination: endpoint(ip_addr(t.family, &t.daddr), t.dport),
+                    network: network(t.family, 1),
+                    tcp: TcpInfo {
+                        old_state: tcp_state_name(t.old_state).into(),
+                        new_state: tcp_state_name(t.new_state).into(),
+                    },
+                    event,
+                    socket: SocketInfo { fd: None, sk: Some(format!("{:#x}", t.skaddr)) },
+                })
+            }
+        };
+        Record { schema: SCHEMA_VERSION, time: self.clock.rfc3339(h.ts_ns), mono_ns: h.ts_ns, body }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, encode, header_for};
+    use watcher_common::{Event, EventKind, ExitData, ForkData, TcpStateData, AF_INET};
+
+    fn sock(ret: i32, sk: u64) -> SockCallData {
+        SockCallData {
+            fd: 5,
+            ret,
+            family: AF_INET,
+            port: 9,
+            sock_type: 1,
+            _pad: 0,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            scope_id: 0,
+            _pad2: 0,
+            skaddr: sk,
+        }
+    }
+
+    #[test]
+    fn nonblocking_connect_outcome_is_attributed_by_socket() {
+        let mut e = Enricher::new(1000, 1000, Clock::fixed(0));
+        let c = decode(&encode(&Event {
+            header: header_for::<SockCallData>(EventKind::Connect, 10, 77, 77, "client"),
+            data: sock(-115, 0xabc),
+        }))
+        .unwrap();
+        let r = e.record(&c);
+        let Body::Connect(c) = r.body else { panic!("connect expected") };
+        assert_eq!(c.event.outcome, "unknown");
+        assert_eq!(c.error.map(|x| x.code).as_deref(), Some("EINPROGRESS"));
+        assert_eq!(c.destination.map(|d| (d.address, d.port)), Some(("127.0.0.1".into(), 9)));
+        // The refusal arrives in softirq context of pid 0.
+        let t = decode(&encode(&Event {
+            header: header_for::<TcpStateData>(EventKind::TcpState, 11, 0, 0, "swapper/1"),
+            data: TcpStateData {
+                skaddr: 0xabc,
+                old_state: 2,
+                new_state: 7,
+                sport: 5555,
+                dport: 9,
+                family: AF_INET,
+                protocol: 6,
+                saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
+        }))
+        .unwrap();
+        let Body::TcpState(t) = e.record(&t).body else { panic!("tcp_state expected") };
+        assert_eq!(t.process.map(|p| p.pid), Some(77));
+        assert_eq!(t.event.map(|o| o.outcome).as_deref(), Some("failure"));
+        assert!(e.sockets.is_empty(), "a closed socket is forgotten");
+    }
+
+    #[test]
+    fn exit_by_signal_and_lifetime() {
+        let mut e = Enricher::new(1000, 1000, Clock::fixed(0));
+        e.record(
+            &decode(&encode(&Event {
+                header: header_for::<ForkData>(EventKind::Fork, 1_000_000, 1, 1, "init"),
+                data: ForkData { child_pid: 50, child_tgid: 50, clone_flags: 0 },
+            }))
+            .unwrap(),
+        );
+        let r = e.record(
+            &decode(&encode(&Event {
+                header: header_for::<ExitData>(EventKind::Exit, 31_000_000, 50, 50, "sleep"),
+                data: ExitData { exit_code: 9, group_dead: 1 },
+            }))
+            .unwrap(),
+        );
+        let Body::Exit(x) = r.body else { panic!("exit expected") };
+        assert_eq!(x.exit.signal.as_deref(), Some("SIGKILL"));
+        assert_eq!(x.process.exit_code, None);
+        assert_eq!(x.exit.lifetime_ms, Some(30.0));
+        assert_eq!(x.process.parent.map(|p| p.pid), Some(1));
+    }
+}

@@ -1,0 +1,77 @@
+//! Record filters of `watcher trace`.
+use crate::record::{Body, Record};
+
+/// A record passes when it matches every filter that is set. Loss records always pass:
+/// they say the watcher was partly blind.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// The record's process (or a fork's parent, a reap's reaper) has one of these pids.
+    pub pids: Vec<u32>,
+    /// The process's `comm` or executable basename is one of these.
+    pub comms: Vec<String>,
+    /// Source or destination port is one of these (socket records only).
+    pub ports: Vec<u16>,
+    /// Record type names.
+    pub types: Vec<String>,
+    /// Show thread creations and thread (not process) exits.
+    pub threads: bool,
+}
+
+impl Filter {
+    pub fn matches(&self, r: &Record) -> bool {
+        if matches!(r.body, Body::Loss(_)) {
+            return true;
+        }
+        if !self.types.is_empty() && !self.types.iter().any(|t| t == r.body.type_name()) {
+            return false;
+        }
+        if !self.threads {
+            match &r.body {
+                Body::Fork(f) if f.fork.thread => return false,
+                Body::Exit(x) if !x.exit.process_exited => return false,
+                _ => {}
+            }
+        }
+        let p = r.body.process();
+        if !self.pids.is_empty() {
+            let mut pids = Vec::with_capacity(3);
+            if let Some(p) = p {
+                pids.push(p.pid);
+                if let Some(t) = &p.thread {
+                    pids.push(t.id);
+                }
+                if let (Body::Fork(_), Some(pp)) = (&r.body, &p.parent) {
+                    pids.push(pp.pid);
+                }
+            }
+            if let Body::Reap(x) = &r.body {
+                if let Some(rp) = &x.reap.reaper {
+                    pids.push(rp.pid);
+                }
+            }
+            if !pids.iter().any(|x| self.pids.contains(x)) {
+                return false;
+            }
+        }
+        if !self.comms.is_empty() {
+            let Some(p) = p else { return false };
+            let base = p.executable.as_deref().and_then(|e| e.rsplit('/').next());
+            if !self.comms.iter().any(|c| *c == p.name || Some(c.as_str()) == base) {
+                return false;
+            }
+        }
+        if !self.ports.is_empty() {
+            let ports: Vec<u16> = match &r.body {
+                Body::Bind(s) | Body::Connect(s) => {
+                    s.source.iter().chain(s.destination.iter()).map(|e| e.port).collect()
+                }
+                Body::TcpState(t) => vec![t.source.port, t.destination.port],
+                _ => Vec::new(),
+            };
+            if !ports.iter().any(|x| self.ports.contains(x)) {
+                return false;
+            }
+        }
+        true
+    }
+}

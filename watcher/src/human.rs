@@ -1,0 +1,115 @@
+//! The readable one-line form of a record, for `watcher trace` on a terminal.
+use std::fmt::Write as _;
+
+use crate::record::{Body, Endpoint, Record};
+
+fn ep(e: &Endpoint) -> String {
+    if e.address.contains(':') {
+        format!("[{}]:{}", e.address, e.port)
+    } else {
+        format!("{}:{}", e.address, e.port)
+    }
+}
+
+/// `HH:MM:SS.ffffff  type  pid  comm  details`.
+pub fn line(r: &Record) -> String {
+    let time = r.time.get(11..26).unwrap_or(&r.time);
+    let (pid, comm) = match &r.body {
+        Body::Fork(f) if !f.fork.thread => f
+            .process
+            .parent
+            .as_ref()
+            .map(|p| (p.pid.to_string(), p.name.clone().unwrap_or_else(|| f.process.name.clone())))
+            .unwrap_or((String::from("?"), f.process.name.clone())),
+        _ => match r.body.process() {
+            Some(p) => (p.pid.to_string(), p.name.clone()),
+            None => ("-".into(), "-".into()),
+        },
+    };
+    let mut d = String::new();
+    match &r.body {
+        Body::Fork(f) => {
+            if f.fork.thread {
+                let _ = write!(d, "new thread {}", f.process.thread.as_ref().map(|t| t.id).unwrap_or(0));
+            } else {
+                let _ = write!(d, "child {}", f.process.pid);
+            }
+        }
+        Body::Exec(x) => {
+            let _ = write!(d, "{}", x.process.executable.as_deref().unwrap_or("?"));
+            if !x.args.is_empty() {
+                let _ = write!(d, "  [{}]", x.args.join(" "));
+                if x.exec.args_truncated {
+                    d.push('…');
+                }
+            }
+        }
+        Body::Exit(x) => {
+            if let Some(t) = &x.process.thread {
+                let _ = write!(d, "thread {} ", t.id);
+            }
+            match (&x.exit.signal, x.process.exit_code) {
+                (Some(s), _) => {
+                    let _ = write!(d, "signal {s}");
+                    if x.exit.core_dumped {
+                        d.push_str(" (core dumped)");
+                    }
+                }
+                (None, Some(c)) => {
+                    let _ = write!(d, "code {c}");
+                }
+                (None, None) => d.push_str("status unknown"),
+            }
+            if !x.exit.process_exited {
+                d.push_str(" (thread; process lives on)");
+            }
+            if let Some(l) = x.exit.lifetime_ms {
+                let _ = write!(d, " after {l} ms");
+            }
+        }
+        Body::Reap(x) => {
+            match &x.reap.reaper {
+                Some(p) => {
+                    let _ = write!(d, "reaped by {} ({}) via {}", p.pid, p.name.as_deref().unwrap_or("?"), x.reap.method);
+                }
+                None => d.push_str("released without a wait"),
+            }
+            if let Some(z) = x.reap.zombie_ms {
+                let _ = write!(d, ", zombie for {z} ms");
+            }
+        }
+        Body::Bind(s) | Body::Connect(s) => {
+            let arrow = if matches!(r.body, Body::Connect(_)) { "→ " } else { "" };
+            let addr = s.source.as_ref().or(s.destination.as_ref()).map(ep).unwrap_or_default();
+            let _ = write!(d, "{} {arrow}{addr} ", s.network.transport);
+            match &s.error {
+                None => d.push_str("ok"),
+                Some(e) => {
+                    let _ = write!(d, "{} ({})", e.code, e.message);
+                }
+            }
+            if let Some(fd) = s.socket.fd {
+                let _ = write!(d, " fd {fd}");
+            }
+        }
+        Body::TcpState(t) => {
+            let _ = write!(d, "{} → {} {} → {}", ep(&t.source), ep(&t.destination), t.tcp.old_state, t.tcp.new_state);
+            if let Some(o) = &t.event {
+                let _ = write!(d, " ({})", o.outcome);
+            }
+        }
+        Body::Loss(l) => {
+            let _ = write!(d, "LOST {} records ({}), {} in total", l.loss.count, l.loss.reason, l.loss.total);
+        }
+    }
+    let cmdline = match &r.body {
+        Body::Exec(_) | Body::Loss(_) | Body::TcpState(_) => None,
+        b => b.process().and_then(|p| p.command_line.as_deref()),
+    };
+    let mut out = format!("{time} {:<9} {:>7} {:<16} {d}", r.body.type_name(), pid, comm);
+    if let Some(c) = cmdline {
+        let c: String = c.chars().take(60).collect();
+        let _ = write!(out, "  <{c}>");
+    }
+    out
+}

@@ -1,0 +1,21 @@
+//! watcher: catches port conflicts, zombies, crash loops and unreachable
+//! dependencies the instant the kernel sees them.
+//!
+//! Pipeline: kernel tracepoints → ring buffer → [`reader`] (AsyncFd) →
+//! [`decode`] → [`enrich`] (process table from `/proc` + events) → output
+//! ([`record`] NDJSON or [`human`] lines).
+pub mod btf;
+pub mod check;
+pub mod cli;
+pub mod decode;
+pub mod enrich;
+pub mod error;
+pub mod filter;
+pub mod human;
+pub mod loader;
+pub mod names;
+pub mod proctable;
+pub mod reader;
+pub mod record;
+pub mod trace;
+pub mod tracefs;

@@ -1,0 +1,423 @@
+//! The process table: every live (and exited-but-unreaped) process, seeded
+//! from `/proc` at start and kept current from kernel events.
+//!
+//! Identity is `(tgid, start time)`: a fork of a tgid that is still in the
+//! table (its exit was lost, or the pid was reused) replaces the old entry
+//! instead of merging with it. The table is bounded; evictions are counted.
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    decode::{KernelEvent, Payload},
+    names::ExitStatus,
+};
+use watcher_common::ReapSource;
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const CLONE_PARENT: u64 = 0x0000_8000;
+
+/// Process identity: pid reuse gives a different key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcKey {
+    pub tgid: u32,
+    /// CLOCK_MONOTONIC ns of the process start (from the fork event, or from
+    /// `/proc/<pid>/stat` starttime for processes found at start).
+    pub start_ns: u64,
+}
+
+/// What is known about one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proc {
+    pub key: ProcKey,
+    pub ppid: u32,
+    pub comm: Arc<str>,
+    pub exe: Option<Arc<str>>,
+    /// The argument vector at the last exec (or as inherited at fork).
+    pub argv: Option<Arc<[String]>>,
+    pub uid: u32,
+    pub container_id: Option<Arc<str>>,
+    /// Live threads seen (1 for a process found at start whose threads are not counted).
+    pub threads: u32,
+    /// Set when the last thread exited: (time, status). The process is a zombie until reaped.
+    pub exited: Option<(u64, ExitStatus)>,
+}
+
+impl Proc {
+    pub fn command_line(&self) -> Option<String> {
+        self.argv.as_ref().filter(|a| !a.is_empty()).map(|a| a.join(" "))
+    }
+}
+
+/// Processes touched by one event, as they are after it (a reaped process as it was).
+#[derive(Clone, Debug, Default)]
+pub struct Touched {
+    pub subject: Option<Proc>,
+    pub parent: Option<Proc>,
+}
+
+/// Counters of the table's bounded behaviour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Entries dropped because the table was full.
+    pub evicted: u64,
+    /// Forks of a tgid already present (lost exit or pid reuse).
+    pub replaced: u64,
+}
+
+pub struct ProcessTable {
+    procs: HashMap<u32, Proc>,
+    cap: usize,
+    pub stats: TableStats,
+}
+
+impl ProcessTable {
+    pub fn new(cap: usize) -> ProcessTable {
+        ProcessTable { procs: HashMap::new(), cap: cap.max(16), stats: TableStats::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn get(&self, tgid: u32) -> Option<&Proc> {
+        self.procs.get(&tgid)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Proc> {
+        self.procs.values()
+    }
+
+    /// Insert, replacing any entry of the same tgid; when full, evict first the
+    /// longest-exited zombie, else the most recently started process (long-lived
+    /// daemons are the ones worth keeping).
+    pub fn insert(&mut self, p: Proc) {
+        if let Some(old) = self.procs.get(&p.key.tgid) {
+            if old.key != p.key {
+                self.stats.replaced += 1;
+            }
+        } else if self.procs.len() >= self.cap {
+            let victim = self
+                .procs
+                .values()
+                .filter_map(|q| q.exited.map(|(t, _)| (t, q.key.tgid)))
+                .min()
+                .map(|(_, tgid)| tgid)
+                .or_else(|| {
+                    self.procs.values().filter(|q| q.key.tgid > 1).max_by_key(|q| q.key.start_ns).map(|q| q.key.tgid)
+                });
+            if let Some(v) = victim {
+                self.procs.remove(&v);
+                self.stats.evicted += 1;
+            }
+        }
+        self.procs.insert(p.key.tgid, p);
+    }
+
+    /// Apply one kernel event and say which processes it touched.
+    pub fn apply(&mut self, ev: &KernelEvent) -> Touched {
+        let h = &ev.header;
+        match &ev.payload {
+            Payload::Fork(f) => {
+                if f.clone_flags & CLONE_THREAD != 0 {
+                    if let Some(p) = self.procs.get_mut(&h.tgid) {
+                        p.threads = p.threads.saturating_add(1);
+                    }
+                    return Touched { subject: self.procs.get(&h.tgid).cloned(), parent: None };
+                }
+                let parent = self.procs.get(&h.tgid).cloned();
+                let ppid = if f.clone_flags & CLONE_PARENT != 0 {
+                    parent.as_ref().map(|p| p.ppid).unwrap_or(0)
+                } else {
+                    h.tgid
+                };
+                let child = Proc {
+                    key: ProcKey { tgid: f.child_tgid, start_ns: h.ts_ns },
+                    ppid,
+                    comm: parent.as_ref().map(|p| p.comm.clone()).unwrap_or_else(|| ev.comm().into()),
+                    exe: parent.as_ref().and_then(|p| p.exe.clone()),
+                    argv: parent.as_ref().and_then(|p| p.argv.clone()),
+                    uid: h.uid,
+                    container_id: parent.as_ref().and_then(|p| p.container_id.clone()),
+                    threads: 1,
+                    exited: None,
+                };
+                self.insert(child.clone());
+                Touched { subject: Some(child), parent }
+            }
+            Payload::Exec(x) => {
+                let p = self.entry(ev);
+                p.comm = ev.comm().into();
+                p.exe = Some(x.filename.as_str().into());
+                p.argv = Some(x.argv.clone().into());
+                p.uid = h.uid;
+                // exec kills every other thread.
+                p.threads = 1;
+                let subject = p.clone();
+                let parent = self.procs.get(&subject.ppid).cloned();
+                Touched { subject: Some(subject), parent }
+            }
+            Payload::Exit(x) => {
+                let status = ExitStatus::from_raw(x.exit_code);
+                let group_dead = match x.group_dead {
+                    0 => false,
+                    1 => true,
+                    _ => h.pid == h.tgid,
+                };
+                let p = self.entry(ev);
+                p.threads = p.threads.saturating_sub(1);
+                if group_dead {
+                    p.exited = Some((h.ts_ns, status));
+                    p.threads = 0;
+                }
+                let subject = p.clone();
+                let parent = self.procs.get(&subject.ppid).cloned();
+                Touched { subject: Some(subject), parent }
+            }
+            Payload::Reap(r) => {
+                let reaper = match ReapSource::from_u32(r.source) {
+                    ReapSource::Free | ReapSource::Unknown => None,
+                    _ => self.procs.get(&h.tgid).cloned(),
+                };
+                // wait4 also returns stopped/continued children: only an exited process is reaped.
+                let subject = match self.procs.get(&r.reaped_pid) {
+                    Some(p) if p.exited.is_some() => self.procs.remove(&r.reaped_pid),
+                    Some(p) => Some(p.clone()),
+                    None => None,
+                };
+                Touched { subject, parent: reaper }
+            }
+            Payload::Bind(_) | Payload::Connect(_) | Payload::TcpState(_) => {
+                Touched { subject: self.procs.get(&h.tgid).cloned(), parent: None }
+            }
+        }
+    }
+
+    /// The entry of the event's process, created from the event if unknown.
+    fn entry(&mut self, ev: &KernelEvent) -> &mut Proc {
+        let h = &ev.header;
+        if !self.procs.contains_key(&h.tgid) {
+            let p = Proc {
+                key: ProcKey { tgid: h.tgid, start_ns: h.ts_ns },
+                ppid: 0,
+                comm: ev.comm().into(),
+                exe: None,
+                argv: None,
+                uid: h.uid,
+                container_id: None,
+                threads: 1,
+                exited: None,
+            };
+            self.insert(p);
+        }
+        self.procs.get_mut(&h.tgid).expect("inserted above")
+    }
+
+    /// Seed from `/proc`: every process that exists now, zombies included.
+    pub fn seed_from_proc(&mut self) -> usize {
+        let Ok(all) = procfs::process::all_processes() else { return 0 };
+        let tps = procfs::ticks_per_second().max(1);
+        let mut n = 0;
+        for pr in all.flatten() {
+            let Ok(stat) = pr.stat() else { continue };
+            let tgid = stat.pid as u32;
+            let exe = pr.exe().ok().map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
+            let argv = pr.cmdline().ok().filter(|a| !a.is_empty()).map(Arc::<[String]>::from);
+            let uid = pr.uid().unwrap_or(0);
+            let container_id = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+                .ok()
+                .and_then(|c| container_id_from_cgroup(&c))
+                .map(Arc::<str>::from);
+            let zombie = stat.state == 'Z';
+            let start_ns = stat.starttime.saturating_mul(1_000_000_000) / tps;
+            self.insert(Proc {
+                key: ProcKey { tgid, start_ns },
+                ppid: stat.ppid.max(0) as u32,
+                comm: stat.comm.as_str().into(),
+                exe,
+                argv,
+                uid,
+                container_id,
+                threads: stat.num_threads.max(0) as u32,
+                exited: zombie.then(|| {
+                    let code = stat.exit_code.unwrap_or(0) as u32;
+                    (start_ns, ExitStatus::from_raw(code))
+                }),
+            });
+            n += 1;
+        }
+        n
+    }
+}
+
+/// A container id in a cgroup path (`docker-<64 hex>.scope`, `/docker/<id>`,
+/// `cri-containerd-<id>.scope`, `libpod-<id>.scope`, …): the first run of 64 hex digits.
+pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
+    for line in cgroup.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or(line);
+        let b = path.as_bytes();
+        let mut run = 0usize;
+        for (i, c) in b.iter().enumerate() {
+            if c.is_ascii_hexdigit() && !c.is_ascii_uppercase() {
+                run += 1;
+                let next_hex = b.get(i + 1).map(|n| n.is_ascii_hexdigit()).unwrap_or(false);
+                if run == 64 && !next_hex {
+                    return Some(path[i + 1 - 64..=i].to_owned());
+                }
+            } else {
+                run = 0;
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode, encode, header_for, Exec};
+    use watcher_common::{Event, EventKind, ExitData, ForkData, ReapData};
+
+    fn fork(ts: u64, parent: u32, child: u32, flags: u64) -> KernelEvent {
+        decode(&encode(&Event {
+            header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "sh"),
+            data: ForkData { child_pid: child, child_tgid: if flags & CLONE_THREAD != 0 { parent } else { child }, clone_flags: flags },
+        }))
+        .unwrap()
+    }
+    fn exit(ts: u64, pid: u32, tgid: u32, code: u32, dead: u32) -> KernelEvent {
+        decode(&encode(&Event {
+            header: header_for::<ExitData>(EventKind::Exit, ts, pid, tgid, "x"),
+            data: ExitData { exit_code: code, group_dead: dead },
+        }))
+        .unwrap()
+    }
+    fn reap(ts: u64, reaper: u32, pid: u32, source: u32) -> KernelEvent {
+        decode(&encode(&Event {
+            header: header_for::<ReapData>(EventKind::Reap, ts, reaper, reaper, "sh"),
+            data: ReapData { reaped_pid: pid, source },
+        }))
+        .unwrap()
+    }
+    fn exec(ts: u64, pid: u32, file: &str, argv: &[&str]) -> KernelEvent {
+        KernelEvent {
+            header: header_for::<watcher_common::ExecData>(EventKind::Exec, ts, pid, pid, "python3"),
+            payload: Payload::Exec(Exec {
+                old_pid: pid,
+                filename: file.into(),
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+                argv_truncated: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn fork_exec_exit_reap() {
+        let mut t = ProcessTable::new(100);
+        let touched = t.apply(&fork(10, 1, 200, 0x11));
+        assert_eq!(touched.subject.as_ref().map(|p| (p.key.tgid, p.ppid)), Some((200, 1)));
+        let touched = t.apply(&exec(11, 200, "/usr/bin/python3", &["python3", "app.py"]));
+        let p = touched.subject.unwrap();
+        assert_eq!(p.exe.as_deref(), Some("/usr/bin/python3"));
+        assert_eq!(p.command_line().as_deref(), Some("python3 app.py"));
+        assert_eq!(&*p.comm, "python3");
+        let p = t.apply(&exit(12, 200, 200, 0x300, 1)).subject.unwrap();
+        assert_eq!(p.exited, Some((12, ExitStatus::Code(3))));
+        // Reaped by its parent: gone from the table, returned as it was.
+        let touched = t.apply(&reap(13, 1, 200, 1));
+        assert_eq!(touched.subject.map(|p| p.key.tgid), Some(200));
+        assert!(t.get(200).is_none());
+    }
+
+    #[test]
+    fn pid_reuse_does_not_merge_processes() {
+        let mut t = ProcessTable::new(100);
+        t.apply(&fork(10, 1, 300, 0));
+        t.apply(&exec(11, 300, "/bin/old", &["old"]));
+        // The exit and reap of the first 300 were lost; a new process gets pid 300.
+        let touched = t.apply(&fork(50, 7, 300, 0));
+        let p = touched.subject.unwrap();
+        assert_eq!(p.key, ProcKey { tgid: 300, start_ns: 50 });
+        assert_eq!(p.ppid, 7);
+        assert_ne!(p.exe.as_deref(), Some("/bin/old"));
+        assert_eq!(t.stats.replaced, 1);
+    }
+
+    #[test]
+    fn threads_exit_one_by_one() {
+        let mut t = ProcessTable::new(100);
+        t.apply(&fork(10, 1, 400, 0));
+        t.apply(&fork(11, 400, 401, CLONE_THREAD));
+        t.apply(&fork(12, 400, 402, CLONE_THREAD));
+        assert_eq!(t.get(400).unwrap().threads, 3);
+        // The leader exits first, not the last: the process lives on.
+        t.apply(&exit(13, 400, 400, 0, 0));
+        assert!(t.get(400).unwrap().exited.is_none());
+        t.apply(&exit(14, 401, 400, 0, 0));
+        t.apply(&exit(15, 402, 400, 0x100, 1));
+        assert_eq!(t.get(400).unwrap().exited, Some((15, ExitStatus::Code(1))));
+    }
+
+    #[test]
+    fn wait4_of_a_stopped_child_is_not_a_reap() {
+        let mut t = ProcessTable::new(100);
+        t.apply(&fork(10, 1, 500, 0));
+        let touched = t.apply(&reap(11, 1, 500, 1));
+        assert!(touched.subject.is_some());
+        assert!(t.get(500).is_some(), "a live process must stay in the table");
+    }
+
+    #[test]
+    fn reap_without_wait() {
+        let mut t = ProcessTable::new(100);
+        t.apply(&fork(10, 1, 600, 0));
+        t.apply(&exit(11, 600, 600, 0, 1));
+        let touched = t.apply(&reap(12, 999, 600, 3));
+        assert!(touched.parent.is_none(), "free runs in an unrelated task: no reaper");
+        assert!(t.get(600).is_none());
+    }
+
+    #[test]
+    fn bounded_with_counted_evictions() {
+        let mut t = ProcessTable::new(16);
+        for i in 0..100u32 {
+            t.apply(&fork(i as u64, 1, 1000 + i, 0));
+        }
+        assert_eq!(t.len(), 16);
+        assert_eq!(t.stats.evicted, 84);
+        // Zombies go first.
+        t.apply(&exit(500, 1000, 1000, 0, 1));
+        let before: Vec<u32> = t.iter().map(|p| p.key.tgid).collect();
+        t.apply(&fork(501, 1, 5000, 0));
+        assert!(t.get(5000).is_some());
+        assert!(before.iter().filter(|&&p| p != 1000).all(|p| t.get(*p).is_some()) || t.get(1000).is_some());
+    }
+
+    #[test]
+    fn seeds_from_proc() {
+        let mut t = ProcessTable::new(1 << 16);
+        let n = t.seed_from_proc();
+        assert!(n > 1);
+        let me = t.get(std::process::id()).expect("this test process is in /proc");
+        assert!(me.exe.is_some());
+        assert!(me.argv.as_ref().map(|a| !a.is_empty()).unwrap_or(false));
+    }
+
+    #[test]
+    fn container_ids() {
+        let id = "4f1ad7c2b0f0a3c4e5d6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192";
+        assert_eq!(
+            container_id_from_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(container_id_from_cgroup(&format!("12:pids:/docker/{id}\n")).as_deref(), Some(id));
+        assert_eq!(
+            container_id_from_cgroup(&format!("0::/kubepods/burstable/pod1/cri-containerd-{id}.scope")).as_deref(),
+            Some(id)
+        );
+        assert_eq!(container_id_from_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"), None);
+        assert_eq!(container_id_from_cgroup(&format!("0::/x/{id}0")), None, "65 hex digits is not an id");
+    }
+}

@@ -1,0 +1,125 @@
+//! The ring-buffer reader: waits on the ring buffer's fd through tokio
+//! `AsyncFd`, drains it in batches, decodes, and polls the kernel's loss counters.
+//!
+//! Wakeups are bounded in the kernel (at most one per CPU per
+//! `wakeup_interval`); records written without a wakeup are picked up by a
+//! "linger" drain one interval after each drain that found records, and by a
+//! slow safety tick.
+use std::time::Duration;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::{io::unix::AsyncFd, sync::mpsc, sync::watch};
+use watcher_common::LOST_SLOTS;
+
+use crate::{
+    decode::{decode, DecodeError, KernelEvent},
+    loader::read_lost,
+};
+
+/// What the reader hands to the processing stage.
+#[derive(Debug)]
+pub enum Batch {
+    Events(Vec<Result<KernelEvent, DecodeError>>),
+    /// New kernel-side losses since the last report, by kind number.
+    Lost { by_kind: [u64; LOST_SLOTS as usize] },
+}
+
+pub struct ReaderOptions {
+    /// Re-drain this long after a drain that found records.
+    pub linger: Duration,
+    /// Drain and poll loss counters at least this often.
+    pub tick: Duration,
+    /// Records per batch at most.
+    pub batch: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions { linger: Duration::from_millis(1), tick: Duration::from_millis(100), batch: 1024 }
+    }
+}
+
+fn drain(ring: &mut RingBuf<MapData>, max: usize, out: &mut Vec<Result<KernelEvent, DecodeError>>) -> usize {
+    let mut n = 0;
+    while n < max {
+        let Some(item) = ring.next() else { break };
+        out.push(decode(&item));
+        n += 1;
+    }
+    n
+}
+
+/// Run until `stop` changes to true, then drain once more and return.
+/// Returns when the receiver is gone too.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    lost: PerCpuArray<MapData, u64>,
+    tx: mpsc::Sender<Batch>,
+    mut stop: watch::Receiver<bool>,
+    opts: ReaderOptions,
+) -> std::io::Result<()> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
+    // for as long as the AsyncFd (which owns the ring buffer) lives.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
+    let mut prev_lost = [0u64; LOST_SLOTS as usize];
+    let mut tick = tokio::time::interval(opts.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut linger = false;
+    loop {
+        let mut batch = Vec::new();
+        let mut stopping = false;
+        tokio::select! {
+            biased;
+            _ = stop.changed() => stopping = true,
+            guard = fd.readable_mut() => {
+                let mut guard = guard?;
+                let n = drain(guard.get_inner_mut(), opts.batch, &mut batch);
+                if n < opts.batch {
+                    guard.clear_ready();
+                }
+                linger = n > 0;
+            }
+            _ = tokio::time::sleep(opts.linger), if linger => {
+                linger = drain(fd.get_mut(), opts.batch, &mut batch) > 0;
+            }
+            _ = tick.tick() => {
+                drain(fd.get_mut(), opts.batch, &mut batch);
+                let now = read_lost(&lost);
+                let mut delta = [0u64; LOST_SLOTS as usize];
+                let mut any = false;
+                for i in 0..now.len() {
+                    delta[i] = now[i].saturating_sub(prev_lost[i]);
+                    any |= delta[i] > 0;
+                }
+                prev_lost = now;
+                if any && tx.send(Batch::Lost { by_kind: delta }).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if stopping {
+            // Final drain: everything the kernel wrote before the stop.
+            loop {
+                let mut rest = Vec::new();
+                if drain(fd.get_mut(), opts.batch, &mut rest) == 0 {
+                    break;
+                }
+                if tx.send(Batch::Events(rest)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            let now = read_lost(&lost);
+            let mut delta = [0u64; LOST_SLOTS as usize];
+            for i in 0..now.len() {
+                delta[i] = now[i].saturating_sub(prev_lost[i]);
+            }
+            if delta.iter().any(|&d| d > 0) {
+                let _ = tx.send(Batch::Lost { by_kind: delta }).await;
+            }
+            return Ok(());
+        }
+        if !batch.is_empty() && tx.send(Batch::Events(batch)).await.is_err() {
+            return Ok(());
+        }
+    }
+}

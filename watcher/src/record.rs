@@ -1,0 +1,356 @@
+//! Output records: the NDJSON contract of DESIGN.md. Separate from the wire
+//! structs; field names follow Elastic Common Schema where one exists
+//! (`process.pid`, `process.parent.pid`, `source.port`, `error.code`, …).
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the record format; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One line of output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: u32,
+    /// RFC 3339 UTC.
+    pub time: String,
+    /// CLOCK_MONOTONIC ns of the kernel event (the clock of `bpf_ktime_get_ns`).
+    pub mono_ns: u64,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+/// The record types, tagged by `"type"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    Fork(ForkRecord),
+    Exec(ExecRecord),
+    Exit(ExitRecord),
+    Reap(ReapRecord),
+    Bind(SocketRecord),
+    Connect(SocketRecord),
+    TcpState(TcpStateRecord),
+    Loss(LossRecord),
+}
+
+impl Body {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Body::Fork(_) => "fork",
+            Body::Exec(_) => "exec",
+            Body::Exit(_) => "exit",
+            Body::Reap(_) => "reap",
+            Body::Bind(_) => "bind",
+            Body::Connect(_) => "connect",
+            Body::TcpState(_) => "tcp_state",
+            Body::Loss(_) => "loss",
+        }
+    }
+
+    /// The main process of the record, if any.
+    pub fn process(&self) -> Option<&Process> {
+        match self {
+            Body::Fork(r) => Some(&r.process),
+            Body::Exec(r) => Some(&r.process),
+            Body::Exit(r) => Some(&r.process),
+            Body::Reap(r) => Some(&r.process),
+            Body::Bind(r) | Body::Connect(r) => Some(&r.process),
+            Body::TcpState(r) => r.process.as_ref(),
+            Body::Loss(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Thread {
+    pub id: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Parent {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+}
+
+/// ECS `process.*`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    /// Present when the event concerns one thread other than the leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<Thread>,
+    /// The kernel `comm`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<String>,
+    /// `<pid>-<start mono ns>`: unique across pid reuse.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    /// exit(code) of the process; absent when it was killed by a signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForkInfo {
+    /// A thread (CLONE_THREAD) rather than a process.
+    pub thread: bool,
+    /// The raw clone flags, hex.
+    pub clone_flags: String,
+}
+
+/// `fork`: `process` is the new process (for a thread: the process, with `process.thread.id`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForkRecord {
+    pub process: Process,
+    pub fork: ForkInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecInfo {
+    /// The argument vector was longer than the kernel side keeps (512 bytes).
+    pub args_truncated: bool,
+}
+
+/// `exec`: `process.executable` is the new program, `process.args` its argument vector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecRecord {
+    pub process: Process,
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub exec: ExecInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    /// Terminating signal name (`SIGKILL`), when killed by a signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_number: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub core_dumped: bool,
+    /// This was the last thread: the process is now a zombie until reaped.
+    pub process_exited: bool,
+    /// The kernel could not read the exit status.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub status_unknown: bool,
+    /// Milliseconds since the process started, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_ms: Option<f64>,
+}
+
+/// `exit`: one per thread; `exit.process_exited` marks the process's end.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub process: Process,
+    pub exit: ExitInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReapInfo {
+    /// `wait4`, `waitid` (in the reaper's context) or `free` (released without a wait seen).
+    pub method: String,
+    /// The process that reaped it (absent for `free`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reaper: Option<Parent>,
+    /// Milliseconds the process spent as a zombie, when its exit was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zombie_ms: Option<f64>,
+}
+
+/// `reap`: `process` is the reaped child.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReapRecord {
+    pub process: Process,
+    pub reap: ReapInfo,
+}
+
+/// ECS `source` / `destination`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub address: String,
+    pub port: u16,
+}
+
+/// ECS `network`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    /// `tcp`, `udp`, or `unknown`.
+    pub transport: String,
+    /// `ipv4` or `ipv6`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// ECS `event.outcome`: `success`, `failure`, `unknown` (non-blocking connect in progress).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+/// ECS `error`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// errno name, e.g. `EADDRINUSE`.
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SocketInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
+    /// Kernel address of the socket (hex), joins connect and tcp_state records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sk: Option<String>,
+}
+
+/// `bind` (address in `source`) and `connect` (address in `destination`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SocketRecord {
+    pub process: Process,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Endpoint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<Endpoint>,
+    pub network: Network,
+    pub event: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    pub socket: SocketInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpInfo {
+    pub old_state: String,
+    pub new_state: String,
+}
+
+/// `tcp_state`: a TCP socket changed state (active opens and listeners).
+/// `process` is the process that owns the socket (from its connect/bind), when known.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpStateRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<Process>,
+    pub source: Endpoint,
+    pub destination: Endpoint,
+    pub network: Network,
+    pub tcp: TcpInfo,
+    /// Set for the end of an active open: `success` (ESTABLISHED) or `failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<Outcome>,
+    pub socket: SocketInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossInfo {
+    /// Records lost since the previous loss record.
+    pub count: u64,
+    /// Records lost since start.
+    pub total: u64,
+    /// `ring_buffer_full` (kernel side could not reserve) or `decode_error`.
+    pub reason: String,
+    /// The new losses by record type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_type: BTreeMap<String, u64>,
+}
+
+/// `loss`: records that never reached watcher.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LossRecord {
+    pub loss: LossInfo,
+}
+
+/// Converts CLOCK_MONOTONIC ns to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// realtime - monotonic, ns.
+    offset_ns: i128,
+}
+
+fn clock_ns(id: nix::time::ClockId) -> i128 {
+    nix::time::clock_gettime(id)
+        .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+        .unwrap_or(0)
+}
+
+impl Clock {
+    /// Measure the offset now (call again after a while to follow clock adjustments).
+    pub fn now() -> Clock {
+        let mono = clock_ns(nix::time::ClockId::CLOCK_MONOTONIC);
+        let real = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
+        Clock { offset_ns: real - mono }
+    }
+
+    pub fn fixed(offset_ns: i128) -> Clock {
+        Clock { offset_ns }
+    }
+
+    /// The current CLOCK_MONOTONIC time in ns.
+    pub fn mono_now() -> u64 {
+        clock_ns(nix::time::ClockId::CLOCK_MONOTONIC).max(0) as u64
+    }
+
+    /// RFC 3339 UTC with microseconds.
+    pub fn rfc3339(&self, mono_ns: u64) -> String {
+        let real = (mono_ns as i128 + self.offset_ns).max(0) as u128;
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(real.min(u64::MAX as u128) as u64);
+        humantime::format_rfc3339_micros(t).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_is_rfc3339_utc() {
+        let c = Clock::fixed(1_700_000_000_000_000_000);
+        assert_eq!(c.rfc3339(1_500), "2023-11-14T22:13:20.000001Z");
+    }
+
+    #[test]
+    fn records_serialize_with_type_tag_and_round_trip() {
+        let r = Record {
+            schema: SCHEMA_VERSION,
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            mono_ns: 42,
+            body: Body::Loss(LossRecord {
+                loss: LossInfo { count: 3, total: 5, reason: "ring_buffer_full".into(), by_type: BTreeMap::new() },
+            }),
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.starts_with(r#"{"schema":1,"time":"2026-01-01T00:00:00.000000Z","mono_ns":42,"type":"loss""#), "{s}");
+        let back: Record = serde_json::from_str(&s).unwrap();
+        assert_eq!(back, r);
+    }
+}
