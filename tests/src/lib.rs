@@ -1,1 +1,243 @@
+//! Harness of the end-to-end tests: starts the real `watcher` binary, collects
+//! its NDJSON output, runs real processes (the `actor` binary), and waits for
+//! the records they cause with a deadline — never a fixed sleep.
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{Arc, Condvar, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
 
+pub use serde_json::Value;
+
+/// Deadline for an expected record.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// True when the tests can load eBPF. Without root: under CI (CI=true) this
+/// fails the test with a clear message; elsewhere it says so and the test is skipped.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    let msg = "end-to-end tests load eBPF programs and need root: run `cargo xtask test` as root";
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg} (CI=true: refusing to skip)");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
+
+/// The watcher binary under test: `$WATCHER_BIN` (set by `cargo xtask test`) or target/debug/watcher.
+pub fn watcher_bin() -> PathBuf {
+    let p = std::env::var_os("WATCHER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/watcher"));
+    assert!(p.exists(), "watcher binary {} not found: run the tests through `cargo xtask test`", p.display());
+    p
+}
+
+pub fn mono_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+#[derive(Default)]
+struct State {
+    records: Vec<Value>,
+    stderr: Vec<String>,
+    bad_lines: Vec<String>,
+    ready: bool,
+    exited: bool,
+}
+
+/// A running `watcher trace --json …` and everything it printed.
+pub struct Feed {
+    state: Mutex<State>,
+    cv: Condvar,
+    pub pid: u32,
+}
+
+impl Feed {
+    /// Start `watcher <args>` from a thread that lives as long as the test
+    /// process, with PR_SET_PDEATHSIG so the watcher ends with the tests.
+    pub fn start(args: &[&str]) -> Arc<Feed> {
+        let bin = watcher_bin();
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(&bin);
+            cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            // SAFETY: prctl is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().expect("spawning watcher");
+            tx.send(child).expect("send");
+            loop {
+                std::thread::park();
+            }
+        });
+        let mut child = rx.recv().expect("watcher child");
+        let feed = Arc::new(Feed { state: Mutex::new(State::default()), cv: Condvar::new(), pid: child.id() });
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        let f = feed.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let mut st = f.state.lock().expect("lock");
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => st.records.push(v),
+                    Err(_) => st.bad_lines.push(line),
+                }
+                f.cv.notify_all();
+            }
+            f.state.lock().expect("lock").exited = true;
+            f.cv.notify_all();
+        });
+        let f = feed.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                let mut st = f.state.lock().expect("lock");
+                if line.contains("tracing") && line.contains("tracepoints") {
+                    st.ready = true;
+                }
+                st.stderr.push(line);
+                f.cv.notify_all();
+            }
+        });
+        // Keep the Child alive (its pid) without waiting on it here.
+        std::mem::forget(child);
+        feed.wait_ready();
+        feed
+    }
+
+    /// The watcher shared by the tests of one test binary: `trace --json --threads`.
+    pub fn shared() -> Arc<Feed> {
+        static SHARED: OnceLock<Arc<Feed>> = OnceLock::new();
+        SHARED.get_or_init(|| Feed::start(&["trace", "--json", "--threads"])).clone()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut st = self.state.lock().expect("lock");
+        while !st.ready {
+            if st.exited || Instant::now() > deadline {
+                panic!("watcher did not start (within 60 s); its stderr:\n{}", st.stderr.join("\n"));
+            }
+            st = self.cv.wait_timeout(st, Duration::from_millis(100)).expect("wait").0;
+        }
+    }
+
+    /// Wait until a record satisfying `pred` is printed; return it. Panics
+    /// after the deadline, saying what was expected and what came.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_related(what, |_| false, pred)
+    }
+
+    /// Like `wait_for`, listing the records matching `related` in the failure message.
+    pub fn wait_for_related(&self, what: &str, related: impl Fn(&Value) -> bool, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        let mut seen = 0;
+        let mut st = self.state.lock().expect("lock");
+        loop {
+            assert!(st.bad_lines.is_empty(), "watcher printed non-JSON lines: {:?}", st.bad_lines);
+            while seen < st.records.len() {
+                if pred(&st.records[seen]) {
+                    return st.records[seen].clone();
+                }
+                seen += 1;
+            }
+            if Instant::now() > deadline || st.exited {
+                let rel: Vec<String> = st.records.iter().filter(|r| related(r)).map(|r| r.to_string()).collect();
+                panic!(
+                    "expected {what} within {:?}; got {} records, none matching. Related records:\n{}\nwatcher stderr:\n{}",
+                    DEADLINE,
+                    st.records.len(),
+                    rel.join("\n"),
+                    st.stderr.join("\n")
+                );
+            }
+            st = self.cv.wait_timeout(st, Duration::from_millis(200)).expect("wait").0;
+        }
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        self.state.lock().expect("lock").records.clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.state.lock().expect("lock").stderr.clone()
+    }
+}
+
+/// One finished run of the actor.
+#[derive(Debug)]
+pub struct Run {
+    pub pid: u32,
+    pub values: HashMap<String, String>,
+    pub code: Option<i32>,
+    pub mono_before: u64,
+    pub mono_after: u64,
+}
+
+impl Run {
+    pub fn get(&self, k: &str) -> u64 {
+        self.values
+            .get(k)
+            .unwrap_or_else(|| panic!("actor printed no `{k}`: {:?}", self.values))
+            .parse()
+            .unwrap_or_else(|_| panic!("actor's `{k}` is not a number: {:?}", self.values))
+    }
+}
+
+/// Run `actor <args>` to completion.
+pub fn actor(bin: &str, args: &[&str]) -> Run {
+    let mono_before = mono_ns();
+    let out = Command::new(bin).args(args).output().expect("running actor");
+    let mono_after = mono_ns();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let values: HashMap<String, String> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert!(
+        out.status.success() || args.first() == Some(&"exit"),
+        "actor {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = values.get("pid").and_then(|p| p.parse().ok()).expect("actor prints its pid");
+    Run { pid, values, code: out.status.code(), mono_before, mono_after }
+}
+
+/// `record["a"]["b"]…` as u64.
+pub fn num(v: &Value, path: &[&str]) -> Option<u64> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_u64()
+}
+
+/// `record["a"]["b"]…` as str.
+pub fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+pub fn is(v: &Value, ty: &str) -> bool {
+    text(v, &["type"]) == Some(ty)
+}
+
+/// Every record must carry the common fields of the output contract.
+pub fn assert_common(v: &Value) {
+    assert_eq!(num(v, &["schema"]), Some(1), "schema: {v}");
+    let t = text(v, &["time"]).unwrap_or_else(|| panic!("no time: {v}"));
+    assert!(t.len() >= 20 && t.ends_with('Z') && &t[10..11] == "T", "time is not RFC 3339 UTC: {t}");
+    assert!(num(v, &["mono_ns"]).unwrap_or(0) > 0, "mono_ns: {v}");
+    assert!(text(v, &["type"]).is_some(), "type: {v}");
+}

@@ -107,7 +107,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 old_pid: d.old_pid,
                 filename: cstr(&d.filename[..flen]),
                 argv,
-                argv_truncated: d.args_full_len > d.args_len,
+                argv_truncated: d.args_full_len as usize > alen,
             })
         }
         EventKind::Exit => Payload::Exit(record::<ExitData>(buf, &header, kind)?),

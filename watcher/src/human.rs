@@ -11,6 +11,21 @@ fn ep(e: &Endpoint) -> String {
     }
 }
 
+/// Control characters (newlines in a `python -c` script, escapes) shown escaped,
+/// so one record stays one line and cannot drive the terminal.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `HH:MM:SS.ffffff  type  pid  comm  details`.
 pub fn line(r: &Record) -> String {
     let time = r.time.get(11..26).unwrap_or(&r.time);
@@ -38,7 +53,8 @@ pub fn line(r: &Record) -> String {
         Body::Exec(x) => {
             let _ = write!(d, "{}", x.process.executable.as_deref().unwrap_or("?"));
             if !x.args.is_empty() {
-                let _ = write!(d, "  [{}]", x.args.join(" "));
+                let args: String = clean(&x.args.join(" ")).chars().take(200).collect();
+                let _ = write!(d, "  [{args}]");
                 if x.exec.args_truncated {
                     d.push('…');
                 }
@@ -93,7 +109,17 @@ pub fn line(r: &Record) -> String {
             }
         }
         Body::TcpState(t) => {
-            let _ = write!(d, "{} → {} {} → {}", ep(&t.source), ep(&t.destination), t.tcp.old_state, t.tcp.new_state);
+            match (t.tcp.old_state.as_str(), t.tcp.new_state.as_str()) {
+                (_, "LISTEN") => {
+                    let _ = write!(d, "listening on {}", ep(&t.source));
+                }
+                ("LISTEN", new) => {
+                    let _ = write!(d, "listener on {} closed ({new})", ep(&t.source));
+                }
+                (old, new) => {
+                    let _ = write!(d, "{} > {}  {old} → {new}", ep(&t.source), ep(&t.destination));
+                }
+            }
             if let Some(o) = &t.event {
                 let _ = write!(d, " ({})", o.outcome);
             }
@@ -106,10 +132,20 @@ pub fn line(r: &Record) -> String {
         Body::Exec(_) | Body::Loss(_) | Body::TcpState(_) => None,
         b => b.process().and_then(|p| p.command_line.as_deref()),
     };
-    let mut out = format!("{time} {:<9} {:>7} {:<16} {d}", r.body.type_name(), pid, comm);
+    let mut out = format!("{time} {:<9} {:>7} {:<16} {d}", r.body.type_name(), pid, clean(&comm));
     if let Some(c) = cmdline {
-        let c: String = c.chars().take(60).collect();
+        let c: String = clean(c).chars().take(60).collect();
         let _ = write!(out, "  <{c}>");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(clean("python3 -c \nimport x\tq\u{1b}[31m"), "python3 -c \\nimport x\\tq\\u{1b}[31m");
+    }
 }

@@ -1,1 +1,226 @@
-fn main(){}
+//! `cargo xtask`: what cargo cannot do by itself — toolchain set-up, running
+//! the privileged test tiers, benchmarks.
+//!
+//! Every prerequisite is installed here, so that a fresh machine needs nothing
+//! but these commands (run as root):
+//!   cargo xtask run -- trace     build and run `watcher trace`
+//!   cargo xtask test             unit tests and end-to-end tests
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+/// The toolchain that builds the eBPF crate (with RUSTC_BOOTSTRAP=1 for -Z build-std).
+const EBPF_TOOLCHAIN: &str = "stable";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building needs: rust-src and a bpf-linker linked against the toolchain's own libLLVM.
+    Setup,
+    /// Build the watcher binary (kernel programs embedded).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run watcher with the given arguments, e.g. `cargo xtask run -- trace`.
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run every test: unit tests and the end-to-end tests (real kernel programs, real processes; needs root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Setup => {
+            let path = setup()?;
+            println!("xtask: ready; bpf-linker in {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Build { release } => {
+            let env_path = setup()?;
+            build(&env_path, release, &["-p", "watcher"])?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { release, args } => {
+            let env_path = setup()?;
+            build(&env_path, release, &["-p", "watcher"])?;
+            let bin = target_dir().join(if release { "release" } else { "debug" }).join("watcher");
+            let status = Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
+            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+        }
+        Cmd::Test { args } => test(args),
+    }
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// `cargo` with PATH extended by the bpf-linker directory.
+fn cargo(bin_dir: &Path) -> Result<Command> {
+    let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let path = env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin_dir.to_path_buf()];
+    paths.extend(env::split_paths(&path));
+    cmd.env("PATH", env::join_paths(paths)?);
+    cmd.current_dir(workspace_root());
+    Ok(cmd)
+}
+
+fn check(status: std::process::ExitStatus, what: &str) -> Result<()> {
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build(bin_dir: &Path, release: bool, pkgs: &[&str]) -> Result<()> {
+    let mut cmd = cargo(bin_dir)?;
+    cmd.arg("build").args(pkgs);
+    if release {
+        cmd.arg("--release");
+    }
+    check(cmd.status().context("running cargo build")?, "cargo build")
+}
+
+fn test(args: Vec<OsString>) -> Result<ExitCode> {
+    let bin_dir = setup()?;
+    if !nix_is_root() {
+        let msg = "the end-to-end tests load eBPF programs and need root: run `cargo xtask test` as root";
+        if env::var("CI").as_deref() == Ok("true") {
+            bail!("{msg}");
+        }
+        eprintln!("xtask: warning: {msg}; they will fail");
+    }
+    build(&bin_dir, false, &["-p", "watcher", "-p", "watcher-tests"])?;
+    let watcher = target_dir().join("debug").join("watcher");
+    let mut cmd = cargo(&bin_dir)?;
+    cmd.args(["test", "--no-fail-fast"]).env("WATCHER_BIN", &watcher);
+    if !args.is_empty() {
+        cmd.arg("--").args(&args);
+    }
+    let status = cmd.status().context("running cargo test")?;
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn nix_is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .unwrap_or(false)
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Install rust-src and bpf-linker for the eBPF toolchain; returns the directory holding bpf-linker.
+fn setup() -> Result<PathBuf> {
+    // rust-src, for -Z build-std=core.
+    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
+        .context("rustup is needed to build the eBPF programs")?;
+    if !installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("xtask: installing rust-src for {EBPF_TOOLCHAIN}");
+        check(
+            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]).status()?,
+            "rustup component add rust-src",
+        )?;
+    }
+
+    // bpf-linker, built against this toolchain's own libLLVM (no LLVM of that
+    // version exists as a system package here), cached per toolchain build.
+    let vv = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).arg("-vV"))?;
+    let field = |name: &str| {
+        vv.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
+    };
+    let release = field("release:");
+    let commit = field("commit-hash:");
+    let llvm = field("LLVM version:");
+    let llvm_major = llvm.split('.').next().unwrap_or("").to_owned();
+    if llvm_major.is_empty() {
+        bail!("cannot tell the LLVM version of the {EBPF_TOOLCHAIN} toolchain from `rustc -vV`");
+    }
+    let cache = env::var_os("WATCHER_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/watcher")))
+        .unwrap_or_else(|| target_dir().join("tools"));
+    let key = format!("bpf-linker-{BPF_LINKER_VERSION}-rust-{release}-{}", commit.get(..12).unwrap_or(&commit));
+    let dir = cache.join(&key);
+    let bin_dir = dir.join("bin");
+    let linker = bin_dir.join("bpf-linker");
+    if linker.exists() && Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
+        return Ok(bin_dir);
+    }
+
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the {EBPF_TOOLCHAIN} toolchain's LLVM {llvm} (about a minute, once)");
+    let sysroot = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).args(["--print", "sysroot"]))?;
+    let libdir = Path::new(sysroot.trim()).join("lib");
+    let lib = fs::read_dir(&libdir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().and_then(|n| n.to_str()).map(|n| n.starts_with("libLLVM.so.")).unwrap_or(false))
+        .with_context(|| format!("no libLLVM.so.* in {}", libdir.display()))?;
+    // Installed in place: the binary finds libLLVM through the prefix's path
+    // recorded at build time, so the prefix cannot move afterwards.
+    let _ = fs::remove_dir_all(&dir);
+    let prefix = dir.join("llvm");
+    fs::create_dir_all(prefix.join("lib"))?;
+    // libLLVM.so for the build, and the soname so the binary finds it when run.
+    std::os::unix::fs::symlink(&lib, prefix.join("lib/libLLVM.so"))?;
+    std::os::unix::fs::symlink(&lib, prefix.join("lib").join(lib.file_name().expect("file name")))?;
+    let status = Command::new("cargo")
+        .arg(format!("+{EBPF_TOOLCHAIN}"))
+        .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features"])
+        .args(["--features", &format!("llvm-{llvm_major}"), "--root"])
+        .arg(&dir)
+        .env("LLVM_PREFIX", &prefix)
+        .env("CARGO_TARGET_DIR", cache.join("bpf-linker-build"))
+        .status()
+        .context("running cargo install bpf-linker")?;
+    check(status, "cargo install bpf-linker")?;
+    let ok = Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !ok {
+        bail!("the freshly built {} does not run", linker.display());
+    }
+    Ok(bin_dir)
+}

@@ -1,0 +1,179 @@
+//! A real process that does one real thing the tests then expect to see:
+//! fork, exec, exit with a code, die by a signal, get reaped in one of several
+//! ways, bind, connect. It prints what the test needs to know (pids, ports)
+//! as `key=value` lines on stdout.
+use std::{
+    io::Write,
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    os::fd::AsRawFd,
+    process::exit,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::{
+        signal::{self, SigHandler, Signal},
+        socket::{self, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6},
+        wait::{waitid, waitpid, Id, WaitPidFlag},
+    },
+    unistd::{fork, ForkResult, Pid},
+};
+
+fn say(k: &str, v: impl std::fmt::Display) {
+    println!("{k}={v}");
+    let _ = std::io::stdout().flush();
+}
+
+fn child_exit(code: i32) -> Pid {
+    // SAFETY: single-threaded at this point; the child only calls _exit.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => unsafe { libc::_exit(code) },
+        ForkResult::Parent { child } => child,
+    }
+}
+
+fn wait_gone(pid: Pid) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "pid {pid} still exists after 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn v4(port: u16, a: [u8; 4]) -> SockaddrIn {
+    SockaddrIn::from(std::net::SocketAddrV4::new(Ipv4Addr::from(a), port))
+}
+
+fn tcp4() -> std::os::fd::OwnedFd {
+    socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).expect("socket")
+}
+
+/// A port nobody listens on: bind port 0, note it, close.
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    say("pid", std::process::id());
+    match arg(1) {
+        "exit" => exit(arg(2).parse().unwrap_or(0)),
+        "exec-self" => {
+            let me = std::env::current_exe().expect("current_exe");
+            let err = exec::execvp(&me, &["actor", "exit", "0", arg(2)]);
+            panic!("exec failed: {err}");
+        }
+        "spawn-exit" => {
+            let code: i32 = arg(2).parse().unwrap_or(0);
+            let c = child_exit(code);
+            say("child", c);
+            waitpid(c, None).expect("waitpid");
+        }
+        "sigkill" => {
+            // SAFETY: the child only sleeps.
+            let c = match unsafe { fork() }.expect("fork") {
+                ForkResult::Child => loop {
+                    unsafe { libc::pause() };
+                },
+                ForkResult::Parent { child } => child,
+            };
+            say("child", c);
+            signal::kill(c, Signal::SIGKILL).expect("kill");
+            waitpid(c, None).expect("waitpid");
+        }
+        "waitid" => {
+            let c = child_exit(5);
+            say("child", c);
+            waitid(Id::Pid(c), WaitPidFlag::WEXITED).expect("waitid");
+        }
+        "ignore-sigchld" => {
+            // SAFETY: setting a signal disposition to SIG_IGN.
+            unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) }.expect("signal");
+            let c = child_exit(0);
+            say("child", c);
+            wait_gone(c);
+        }
+        "fork-loop" => {
+            // N × (fork, child _exit(0), wait4): the classic tracer stress.
+            let n: u32 = arg(2).parse().unwrap_or(10_000);
+            let t = Instant::now();
+            for _ in 0..n {
+                let c = child_exit(0);
+                waitpid(c, None).expect("waitpid");
+            }
+            say("elapsed_ns", t.elapsed().as_nanos());
+        }
+        "thread" => {
+            let t = std::thread::spawn(|| unsafe { libc::gettid() });
+            say("tid", t.join().expect("join"));
+        }
+        "bind4" => {
+            let s = tcp4();
+            socket::bind(s.as_raw_fd(), &v4(0, [127, 0, 0, 1])).expect("bind");
+            let a: SockaddrIn = socket::getsockname(s.as_raw_fd()).expect("getsockname");
+            say("port", a.port());
+        }
+        "bind6" => {
+            let s = socket::socket(AddressFamily::Inet6, SockType::Stream, SockFlag::empty(), None).expect("socket");
+            let a = SockaddrIn6::from(std::net::SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, 0, 0, 0));
+            socket::bind(s.as_raw_fd(), &a).expect("bind ::1");
+            let a: SockaddrIn6 = socket::getsockname(s.as_raw_fd()).expect("getsockname");
+            say("port", a.port());
+        }
+        "addrinuse" => {
+            let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+            let port = l.local_addr().expect("addr").port();
+            say("port", port);
+            let s = tcp4();
+            let e = socket::bind(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect_err("second bind must fail");
+            say("errno", e as i32);
+        }
+        "notavail" => {
+            // 192.0.2.1 (TEST-NET-1) is on no host: EADDRNOTAVAIL. Nothing is sent.
+            let s = tcp4();
+            let e = socket::bind(s.as_raw_fd(), &v4(4242, [192, 0, 2, 1])).expect_err("bind must fail");
+            say("errno", e as i32);
+        }
+        "connect-refused" => {
+            let port = closed_port();
+            say("port", port);
+            let s = tcp4();
+            let e = socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect_err("connect must fail");
+            say("errno", e as i32);
+        }
+        "connect-nonblocking" => {
+            let port = closed_port();
+            say("port", port);
+            let s = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).expect("socket");
+            let e = socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect_err("EINPROGRESS");
+            say("errno", e as i32);
+            // Wait for the outcome (refused) so the state change happens while we live.
+            let mut pfd = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(&s),
+                nix::poll::PollFlags::POLLOUT,
+            )];
+            let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(5000u16));
+        }
+        "listen-port" => {
+            let port: u16 = arg(2).parse().expect("port");
+            let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).expect("listen");
+            say("port", l.local_addr().expect("addr").port());
+        }
+        other => {
+            eprintln!("actor: unknown action `{other}`");
+            exit(2);
+        }
+    }
+}
+
+mod exec {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt, path::Path};
+
+    pub fn execvp(path: &Path, argv: &[&str]) -> nix::Error {
+        let p = CString::new(path.as_os_str().as_bytes()).expect("path");
+        let a: Vec<CString> = argv.iter().map(|s| CString::new(*s).expect("arg")).collect();
+        nix::unistd::execv(&p, &a).expect_err("execv returns only on error")
+    }
+}
