@@ -19,12 +19,13 @@ const EINPROGRESS: i32 = 115;
 const TCP_SYN_SENT: u32 = 2;
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u32 = 10;
 
 /// Which process owns a kernel socket, learnt from its bind/connect, so that
 /// TCP state changes running in softirq context (where the current task is
 /// unrelated) are attributed to the right process.
 pub struct SocketOwners {
-    owners: HashMap<u64, Process>,
+    owners: HashMap<u64, Proc>,
     cap: usize,
     pub evicted: u64,
 }
@@ -39,7 +40,7 @@ impl SocketOwners {
     pub fn is_empty(&self) -> bool {
         self.owners.is_empty()
     }
-    fn remember(&mut self, sk: u64, p: &Process) {
+    fn remember(&mut self, sk: u64, p: &Proc) {
         if sk == 0 {
             return;
         }
@@ -98,7 +99,7 @@ impl Enricher {
     }
 
     /// ECS process object of `tgid` (thread `tid`), from the table entry when there is one.
-    fn process(&self, tgid: u32, tid: u32, comm: String, p: Option<&Proc>, parent: Option<&Proc>) -> Process {
+    pub fn process(&self, tgid: u32, tid: u32, comm: String, p: Option<&Proc>, parent: Option<&Proc>) -> Process {
         match p {
             Some(p) => Process {
                 pid: tgid,
@@ -142,7 +143,9 @@ impl Enricher {
             }
         };
         if s.ret == 0 || (!bind && -s.ret == EINPROGRESS) {
-            self.sockets.remember(s.skaddr, &process);
+            if let Some(p) = &touched.subject {
+                self.sockets.remember(s.skaddr, p);
+            }
         }
         SocketRecord {
             source: bind.then(|| ep.clone()),
@@ -158,7 +161,14 @@ impl Enricher {
 
     /// Apply one kernel event and build its record.
     pub fn record(&mut self, ev: &KernelEvent) -> Record {
+        self.enrich(ev).0
+    }
+
+    /// Apply one kernel event: its record, the processes it touched, and for
+    /// a TCP state change the process owning the socket.
+    pub fn enrich(&mut self, ev: &KernelEvent) -> (Record, Touched, Option<Proc>) {
         let touched = self.procs.apply(ev);
+        let mut owner = None;
         let h = &ev.header;
         let subject = touched.subject.as_ref();
         let body = match &ev.payload {
@@ -241,12 +251,19 @@ impl Enricher {
             Payload::TcpState(t) => {
                 // CLOSE→SYN_SENT runs in the connecting task; later transitions
                 // may run in softirq context: attribute by socket address.
-                let mut process = self.sockets.owners.get(&t.skaddr).cloned();
-                if process.is_none() && t.new_state == TCP_SYN_SENT {
-                    let p = self.process(h.tgid, h.pid, ev.comm(), subject, None);
-                    self.sockets.remember(t.skaddr, &p);
-                    process = Some(p);
+                owner = self.sockets.owners.get(&t.skaddr).cloned();
+                if owner.is_none() && (t.new_state == TCP_SYN_SENT || t.new_state == TCP_LISTEN) {
+                    // These transitions run in the calling task's context.
+                    if let Some(p) = subject {
+                        self.sockets.remember(t.skaddr, p);
+                        owner = Some(p.clone());
+                    }
                 }
+                let process = match &owner {
+                    Some(o) => Some(self.process(o.key.tgid, o.key.tgid, o.comm.to_string(), Some(o), None)),
+                    None if t.new_state == TCP_SYN_SENT => Some(self.process(h.tgid, h.pid, ev.comm(), subject, None)),
+                    None => None,
+                };
                 let event = (t.old_state == TCP_SYN_SENT).then(|| Outcome {
                     outcome: if t.new_state == TCP_ESTABLISHED { "success" } else { "failure" }.into(),
                 });
@@ -267,7 +284,8 @@ impl Enricher {
                 })
             }
         };
-        Record { schema: SCHEMA_VERSION, time: self.clock.rfc3339(h.ts_ns), mono_ns: h.ts_ns, body }
+        let record = Record { schema: SCHEMA_VERSION, time: self.clock.rfc3339(h.ts_ns), mono_ns: h.ts_ns, body };
+        (record, touched, owner)
     }
 }
 

@@ -26,8 +26,28 @@ pub fn clean(s: &str) -> String {
     out
 }
 
+/// A finding: `HH:MM:SS.ffffff FINDING  kind  STATE  summary  [id]`, in colour on a terminal.
+pub fn finding_line(r: &Record, f: &crate::record::FindingRecord, color: bool) -> String {
+    let time = r.time.get(11..26).unwrap_or(&r.time);
+    let state = f.state.to_uppercase();
+    let count = if f.count > 1 { format!(" (×{})", f.count) } else { String::new() };
+    let text = format!("{time} FINDING   {:<20} {:<8} {}{count}  [{}]", f.kind, state, clean(&f.summary), f.id);
+    if !color {
+        return text;
+    }
+    let code = match f.state.as_str() {
+        "open" => "1;31",
+        "update" => "33",
+        _ => "32",
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
 /// `HH:MM:SS.ffffff  type  pid  comm  details`.
 pub fn line(r: &Record) -> String {
+    if let Body::Finding(f) = &r.body {
+        return finding_line(r, f, false);
+    }
     let time = r.time.get(11..26).unwrap_or(&r.time);
     let (pid, comm) = match &r.body {
         Body::Fork(f) if !f.fork.thread => f
@@ -127,9 +147,10 @@ pub fn line(r: &Record) -> String {
         Body::Loss(l) => {
             let _ = write!(d, "LOST {} records ({}), {} in total", l.loss.count, l.loss.reason, l.loss.total);
         }
+        Body::Finding(_) => {}
     }
     let cmdline = match &r.body {
-        Body::Exec(_) | Body::Loss(_) | Body::TcpState(_) => None,
+        Body::Exec(_) | Body::Loss(_) | Body::TcpState(_) | Body::Finding(_) => None,
         b => b.process().and_then(|p| p.command_line.as_deref()),
     };
     let mut out = format!("{time} {:<9} {:>7} {:<16} {d}", r.body.type_name(), pid, clean(&comm));

@@ -6,8 +6,11 @@
 //! ([`record`] NDJSON or [`human`] lines).
 pub mod btf;
 pub mod check;
+pub mod config;
 pub mod cli;
 pub mod decode;
+pub mod detect;
+pub mod engine;
 pub mod enrich;
 pub mod error;
 pub mod filter;
@@ -17,5 +20,6 @@ pub mod names;
 pub mod proctable;
 pub mod reader;
 pub mod record;
+pub mod sockdiag;
 pub mod trace;
 pub mod tracefs;

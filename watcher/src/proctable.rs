@@ -39,6 +39,9 @@ pub struct Proc {
     pub threads: u32,
     /// Set when the last thread exited: (time, status). The process is a zombie until reaped.
     pub exited: Option<(u64, ExitStatus)>,
+    /// "Same program" identity: executable plus argument-vector digest at the
+    /// last exec (or executable only, by configuration); inherited at fork.
+    pub program: u64,
 }
 
 impl Proc {
@@ -63,15 +66,82 @@ pub struct TableStats {
     pub replaced: u64,
 }
 
+/// What makes two processes "the same program".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Identity {
+    /// Executable path plus a digest of the argument vector (`python3 a.py` ≠ `python3 b.py`).
+    #[default]
+    ExeAndArgs,
+    /// Executable path only.
+    Exe,
+}
+
+/// FNV-1a, 64 bit: a stable digest (finding ids and program identities stay
+/// the same across runs).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(std::iter::once(&0xffu8)) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Program identity of an executable and argument vector.
+pub fn program_id(identity: Identity, exe: Option<&str>, comm: &str, argv: Option<&[String]>) -> u64 {
+    let exe = exe.unwrap_or(comm);
+    match (identity, argv) {
+        (Identity::ExeAndArgs, Some(argv)) => {
+            let mut parts: Vec<&[u8]> = vec![exe.as_bytes()];
+            // argv[0] is how it was called, not what it runs.
+            parts.extend(argv.iter().skip(1).map(|a| a.as_bytes()));
+            fnv1a(&parts)
+        }
+        _ => fnv1a(&[exe.as_bytes()]),
+    }
+}
+
+/// Finds a process's current parent (after reparenting) outside the events.
+pub type ParentLookup = Box<dyn Fn(u32) -> Option<u32> + Send>;
+
+/// Reads the parent pid from `/proc/<pid>/stat`.
+pub fn proc_parent(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
 pub struct ProcessTable {
     procs: HashMap<u32, Proc>,
     cap: usize,
     pub stats: TableStats,
+    pub identity: Identity,
+    parent_lookup: ParentLookup,
+    /// Children whose parent exited in the last event: (child, new parent).
+    pub reparented: Vec<(ProcKey, u32)>,
 }
 
 impl ProcessTable {
     pub fn new(cap: usize) -> ProcessTable {
-        ProcessTable { procs: HashMap::new(), cap: cap.max(16), stats: TableStats::default() }
+        ProcessTable::with_parent_lookup(cap, Box::new(proc_parent))
+    }
+
+    /// A table that asks `lookup` for the new parent of orphaned children.
+    pub fn with_parent_lookup(cap: usize, lookup: ParentLookup) -> ProcessTable {
+        ProcessTable {
+            procs: HashMap::new(),
+            cap: cap.max(16),
+            stats: TableStats::default(),
+            identity: Identity::default(),
+            parent_lookup: lookup,
+            reparented: Vec::new(),
+        }
+    }
+
+    pub fn program_of(&self, p: &Proc) -> u64 {
+        program_id(self.identity, p.exe.as_deref(), &p.comm, p.argv.as_deref())
     }
 
     pub fn len(&self) -> usize {
@@ -118,6 +188,7 @@ impl ProcessTable {
 
     /// Apply one kernel event and say which processes it touched.
     pub fn apply(&mut self, ev: &KernelEvent) -> Touched {
+        self.reparented.clear();
         let h = &ev.header;
         match &ev.payload {
             Payload::Fork(f) => {
@@ -143,6 +214,7 @@ impl ProcessTable {
                     container_id: parent.as_ref().and_then(|p| p.container_id.clone()),
                     threads: 1,
                     exited: None,
+                    program: parent.as_ref().map(|p| p.program).unwrap_or(0),
                 };
                 self.insert(child.clone());
                 Touched { subject: Some(child), parent }
@@ -155,6 +227,9 @@ impl ProcessTable {
                 p.uid = h.uid;
                 // exec kills every other thread.
                 p.threads = 1;
+                let identity = self.identity;
+                let p = self.procs.get_mut(&h.tgid).expect("entry exists");
+                p.program = program_id(identity, p.exe.as_deref(), &p.comm, p.argv.as_deref());
                 let subject = p.clone();
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched { subject: Some(subject), parent }
@@ -173,6 +248,18 @@ impl ProcessTable {
                     p.threads = 0;
                 }
                 let subject = p.clone();
+                if group_dead {
+                    // Its children now belong to a subreaper or init.
+                    let orphans: Vec<u32> =
+                        self.procs.values().filter(|c| c.ppid == h.tgid && c.key.tgid != h.tgid).map(|c| c.key.tgid).collect();
+                    for c in orphans {
+                        let new = (self.parent_lookup)(c).filter(|&pp| pp != h.tgid).unwrap_or(1);
+                        if let Some(child) = self.procs.get_mut(&c) {
+                            child.ppid = new;
+                            self.reparented.push((child.key, new));
+                        }
+                    }
+                }
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched { subject: Some(subject), parent }
             }
@@ -181,6 +268,10 @@ impl ProcessTable {
                     ReapSource::Free | ReapSource::Unknown => None,
                     _ => self.procs.get(&h.tgid).cloned(),
                 };
+                // A reaper that is not the parent we knew adopted the child.
+                if let (Some(reaper), Some(child)) = (&reaper, self.procs.get_mut(&r.reaped_pid)) {
+                    child.ppid = reaper.key.tgid;
+                }
                 // wait4 also returns stopped/continued children: only an exited process is reaped.
                 let subject = match self.procs.get(&r.reaped_pid) {
                     Some(p) if p.exited.is_some() => self.procs.remove(&r.reaped_pid),
@@ -189,9 +280,10 @@ impl ProcessTable {
                 };
                 Touched { subject, parent: reaper }
             }
-            Payload::Bind(_) | Payload::Connect(_) | Payload::TcpState(_) => {
-                Touched { subject: self.procs.get(&h.tgid).cloned(), parent: None }
-            }
+            // A socket call runs in its process: learn the process if it is unknown (evicted, missed).
+            Payload::Bind(_) | Payload::Connect(_) => Touched { subject: Some(self.entry(ev).clone()), parent: None },
+            // A TCP state change may run in softirq context of an unrelated task.
+            Payload::TcpState(_) => Touched { subject: self.procs.get(&h.tgid).cloned(), parent: None },
         }
     }
 
@@ -209,6 +301,7 @@ impl ProcessTable {
                 container_id: None,
                 threads: 1,
                 exited: None,
+                program: 0,
             };
             self.insert(p);
         }
@@ -232,7 +325,9 @@ impl ProcessTable {
                 .map(Arc::<str>::from);
             let zombie = stat.state == 'Z';
             let start_ns = stat.starttime.saturating_mul(1_000_000_000) / tps;
+            let program = program_id(self.identity, exe.as_deref(), &stat.comm, argv.as_deref());
             self.insert(Proc {
+                program,
                 key: ProcKey { tgid, start_ns },
                 ppid: stat.ppid.max(0) as u32,
                 comm: stat.comm.as_str().into(),
@@ -311,6 +406,37 @@ mod tests {
                 argv_truncated: false,
             }),
         }
+    }
+
+    #[test]
+    fn orphans_are_reparented_and_the_reaper_adopts() {
+        let mut t = ProcessTable::with_parent_lookup(100, Box::new(|_| Some(42)));
+        t.apply(&fork(10, 1, 700, 0));
+        t.apply(&fork(11, 700, 701, 0));
+        t.apply(&fork(12, 700, 702, 0));
+        t.apply(&exit(13, 701, 701, 0, 1));
+        t.apply(&exit(14, 700, 700, 0, 1));
+        let mut re = t.reparented.clone();
+        re.sort();
+        assert_eq!(re.iter().map(|(k, p)| (k.tgid, *p)).collect::<Vec<_>>(), vec![(701, 42), (702, 42)]);
+        assert_eq!(t.get(702).unwrap().ppid, 42);
+        t.apply(&reap(15, 42, 701, 1));
+        assert!(t.get(701).is_none());
+    }
+
+    #[test]
+    fn program_identity() {
+        let a = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "a.py".into()]));
+        let b = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "b.py".into()]));
+        let a2 = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["/usr/bin/python3".into(), "a.py".into()]));
+        assert_ne!(a, b);
+        assert_eq!(a, a2, "argv[0] does not change the program");
+        let ea = program_id(Identity::Exe, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "a.py".into()]));
+        let eb = program_id(Identity::Exe, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "b.py".into()]));
+        assert_eq!(ea, eb);
+        // Stable across runs: a fixed value.
+        assert_eq!(fnv1a(&[b"x"]), fnv1a(&[b"x"]));
+        assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));
     }
 
     #[test]

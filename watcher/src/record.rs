@@ -32,6 +32,7 @@ pub enum Body {
     Connect(SocketRecord),
     TcpState(TcpStateRecord),
     Loss(LossRecord),
+    Finding(FindingRecord),
 }
 
 impl Body {
@@ -45,6 +46,7 @@ impl Body {
             Body::Connect(_) => "connect",
             Body::TcpState(_) => "tcp_state",
             Body::Loss(_) => "loss",
+            Body::Finding(_) => "finding",
         }
     }
 
@@ -58,6 +60,7 @@ impl Body {
             Body::Bind(r) | Body::Connect(r) => Some(&r.process),
             Body::TcpState(r) => r.process.as_ref(),
             Body::Loss(_) => None,
+            Body::Finding(f) => f.processes.first().map(|x| &x.process),
         }
     }
 }
@@ -290,6 +293,43 @@ pub struct LossRecord {
     pub loss: LossInfo,
 }
 
+/// A process named by a finding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InvolvedProcess {
+    /// Its part: `failing`, `holder`, `new_holder`, `parent`, `zombie`, `instance`, `newest`, `restarter`, `forking`, `client`.
+    pub role: String,
+    pub process: Process,
+    /// The address it bound, when relevant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Since when (RFC 3339), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+/// `finding`: one incident, opened, updated or resolved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FindingRecord {
+    /// `port_conflict`, `port_shadowed`, `address_unavailable`, `zombie_accumulation`, `zombie`,
+    /// `respawn_storm`, `duplicate_instances`, `fork_storm`, `connect_failures`.
+    pub kind: String,
+    /// `open`, `update`, `resolved`.
+    pub state: String,
+    /// Stable for the whole incident.
+    pub id: String,
+    /// One sentence a person can act on.
+    pub summary: String,
+    /// Occurrences in this incident so far.
+    pub count: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// The processes involved; the first is the main one.
+    pub processes: Vec<InvolvedProcess>,
+    /// Kind-specific facts.
+    #[serde(default)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Converts CLOCK_MONOTONIC ns to wall-clock time.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -318,6 +358,12 @@ impl Clock {
     /// The current CLOCK_MONOTONIC time in ns.
     pub fn mono_now() -> u64 {
         clock_ns(nix::time::ClockId::CLOCK_MONOTONIC).max(0) as u64
+    }
+
+    /// `HH:MM:SS` (UTC) of a CLOCK_MONOTONIC time, for summaries.
+    pub fn hms(&self, mono_ns: u64) -> String {
+        let t = self.rfc3339(mono_ns);
+        t.get(11..19).unwrap_or(&t).to_owned()
     }
 
     /// RFC 3339 UTC with microseconds.

@@ -1,0 +1,140 @@
+//! The configuration file (TOML): `[detect]` and `[detect.<finding>]`
+//! (thresholds, windows, singletons, allow-lists), `[feed]` and `[metrics]`
+//! (used by `watcher run`). Unknown keys and invalid values are refused with
+//! the file, line and column.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::detect::DetectConfig;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid { path: PathBuf, line: usize, column: usize, message: String },
+}
+
+/// `[feed]`: where records go (`watcher run`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Record types written: `["finding"]`, or `["all"]`, or a list of types.
+    pub types: Vec<String>,
+    pub stdout: bool,
+    pub file: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub syslog: bool,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig { types: vec!["finding".into(), "loss".into()], stdout: true, file: None, socket: None, syslog: false }
+    }
+}
+
+/// `[metrics]`: Prometheus text format over HTTP (`watcher run`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address to listen on; empty disables.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { listen: "127.0.0.1:9464".into() }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub detect: DetectConfig,
+    pub feed: FeedConfig,
+    pub metrics: MetricsConfig,
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+impl Config {
+    /// Parse config text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        Config::parse(s, Path::new("w.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_is_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.detect.zombie_accumulation.threshold, 5);
+        assert_eq!(c.detect.zombie.max_age_s, 10.0);
+        assert_eq!(c.detect.respawn_storm.restarts, 5);
+        assert_eq!(c.detect.duplicate_instances.limit, 10);
+        assert_eq!(c.detect.fork_storm.rate_per_s, 500);
+        assert_eq!(c.detect.connect_failures.failures, 10);
+        assert_eq!(c.detect.allow_ports, vec![5353]);
+    }
+
+    #[test]
+    fn sets_thresholds_singletons_and_allow_lists() {
+        let c = parse(
+            "[detect]\nallow_ports = [5353, 9999]\nallow_programs = [\"chronyd\"]\nidentity = \"exe\"\n\
+             [detect.zombie]\nmax_age_s = 2.5\n[detect.duplicate_instances]\nsingletons = [\"cron\"]\n\
+             [detect.fork_storm]\nenabled = false\n",
+        )
+        .unwrap();
+        assert_eq!(c.detect.zombie.max_age_s, 2.5);
+        assert_eq!(c.detect.duplicate_instances.singletons, vec!["cron".to_string()]);
+        assert!(!c.detect.fork_storm.enabled);
+        assert_eq!(c.detect.allow_programs, vec!["chronyd".to_string()]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_file_and_line() {
+        let e = parse("[detect]\n\n[detect.zombie]\nmax_age = 3\n").unwrap_err();
+        assert!(e.starts_with("w.toml:4:"), "{e}");
+        assert!(e.contains("unknown field `max_age`"), "{e}");
+        let e = parse("[detect.zombie_accumulation]\nthreshold = 0\n").unwrap_err();
+        assert!(e.starts_with("w.toml:2:") && e.contains("at least 1"), "{e}");
+        let e = parse("[detect.zombie]\nmax_age_s = -1\n").unwrap_err();
+        assert!(e.starts_with("w.toml:2:") && e.contains("not a duration"), "{e}");
+        let e = parse("[detect]\nallow_ports = [70000]\n").unwrap_err();
+        assert!(e.starts_with("w.toml:2:"), "{e}");
+        let e = parse("[detect.respawn_storm]\nwindow_s = \"60\"\n").unwrap_err();
+        assert!(e.starts_with("w.toml:2:"), "{e}");
+        let e = parse("[nonsense]\n").unwrap_err();
+        assert!(e.starts_with("w.toml:1:") && e.contains("unknown field"), "{e}");
+        let e = parse("[detect\n").unwrap_err();
+        assert!(e.starts_with("w.toml:1:"), "{e}");
+    }
+}

@@ -1,0 +1,184 @@
+//! `connect_failures`: connects to one destination fail (refused, timed out,
+//! unreachable) `failures` (10) times within `window_s` (10 s), from one or
+//! many processes. A TCP connect's outcome is its SYN_SENT → CLOSE transition
+//! (blocking and non-blocking alike, counted once per socket); a connect that
+//! fails before sending (unreachable network) counts from its syscall result.
+//! Lists the clients, and notes when the destination port is shadowed.
+//! Resolves when a connect to it succeeds.
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::IpAddr,
+};
+
+use serde_json::{json, Map};
+
+use super::{addr_port, config::ns, incident::Incidents, sockets::normalize, who, DetectConfig, Finding, Input, Involved, Kind};
+use crate::{
+    decode::{ip_addr, Payload},
+    names::errno_name,
+    proctable::Proc,
+};
+
+const TCP_ESTABLISHED: u32 = 1;
+const TCP_SYN_SENT: u32 = 2;
+const TCP_CLOSE: u32 = 7;
+/// Errors of a connect that never reached SYN_SENT (nothing else reports them).
+const EARLY_FAILURES: [i32; 3] = [101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */, 99 /* EADDRNOTAVAIL */];
+const REFUSED_OR_TIMEOUT: [i32; 2] = [111 /* ECONNREFUSED */, 110 /* ETIMEDOUT */];
+
+type Key = (IpAddr, u16);
+
+#[derive(Default)]
+struct Dest {
+    fails: VecDeque<u64>,
+    clients: Vec<Proc>,
+    last_error: String,
+    last: u64,
+}
+
+pub struct ConnectFailures {
+    pub incidents: Incidents<Key>,
+    dests: HashMap<Key, Dest>,
+    /// Sockets whose failure was counted from the state change (so the syscall's error is not counted twice).
+    counted: HashSet<u64>,
+    window_ns: u64,
+    threshold: usize,
+    cfg: DetectConfig,
+    pub overflow: u64,
+}
+
+impl ConnectFailures {
+    pub fn new(cfg: &DetectConfig) -> ConnectFailures {
+        ConnectFailures {
+            incidents: Incidents::new(Kind::ConnectFailures, cfg.update_interval_ns(), cfg.max_incidents),
+            dests: HashMap::new(),
+            counted: HashSet::new(),
+            window_ns: ns(cfg.connect_failures.window_s),
+            threshold: cfg.connect_failures.failures as usize,
+            cfg: cfg.clone(),
+            overflow: 0,
+        }
+    }
+
+    fn failure(
+        &mut self,
+        key: Key,
+        client: Option<&Proc>,
+        error: String,
+        ts: u64,
+        shadowed: &dyn Fn(u16) -> Option<String>,
+    ) -> Option<Finding> {
+        if self.cfg.allowed_port(key.1) || client.is_some_and(|c| self.cfg.allowed_program(c)) {
+            return None;
+        }
+        if !self.dests.contains_key(&key) && self.dests.len() >= self.cfg.max_tracked {
+            // Make room: forget destinations with no failure in the window.
+            let w = self.window_ns;
+            self.dests.retain(|_, d| ts.saturating_sub(d.last) < w);
+            if self.dests.len() >= self.cfg.max_tracked {
+                self.overflow += 1;
+                return None;
+            }
+        }
+        let d = self.dests.entry(key).or_default();
+        d.fails.push_back(ts);
+        d.last = ts;
+        d.last_error = error;
+        while d.fails.front().is_some_and(|t| ts.saturating_sub(*t) > self.window_ns) {
+            d.fails.pop_front();
+        }
+        if let Some(c) = client {
+            if !d.clients.iter().any(|x| x.key == c.key) {
+                d.clients.push(c.clone());
+                if d.clients.len() > 32 {
+                    d.clients.remove(0);
+                }
+            }
+        }
+        let n = d.fails.len();
+        if n < self.threshold && !self.incidents.is_open(&key) {
+            return None;
+        }
+        let dest = addr_port(key.0, key.1);
+        let clients: Vec<String> = d.clients.iter().rev().take(5).map(who).collect();
+        let mut summary = format!(
+            "{n} connects to {dest} failed within {} s ({}) from {} client process(es): {}",
+            self.window_ns / 1_000_000_000,
+            d.last_error,
+            d.clients.len(),
+            clients.join(", ")
+        );
+        if let Some(note) = shadowed(key.1) {
+            summary.push_str(&format!("; note: {note}"));
+        }
+        let processes = d
+            .clients
+            .iter()
+            .rev()
+            .take(16)
+            .map(|c| Involved { role: "client", proc: c.clone(), address: None, since_ns: None })
+            .collect();
+        let mut details = Map::new();
+        details.insert("destination".into(), json!(dest));
+        details.insert("failures_in_window".into(), json!(n));
+        details.insert("window_s".into(), json!(self.window_ns as f64 / 1e9));
+        details.insert("last_error".into(), json!(d.last_error));
+        details.insert("clients".into(), json!(d.clients.iter().map(|c| c.key.tgid).collect::<Vec<_>>()));
+        self.incidents.raise(key, &dest, ts, 1, summary, processes, details)
+    }
+
+    fn success(&mut self, key: Key, client: Option<&Proc>, ts: u64) -> Option<Finding> {
+        self.dests.remove(&key);
+        let by = client.map(who).unwrap_or_else(|| "a client".into());
+        self.incidents.resolve(&key, ts, format!("{by} connected to {}: it is reachable again", addr_port(key.0, key.1)))
+    }
+
+    pub fn on_event(&mut self, i: &Input, shadowed: &dyn Fn(u16) -> Option<String>) -> Vec<Finding> {
+        let ts = i.ev.header.ts_ns;
+        match &i.ev.payload {
+            Payload::TcpState(t) if t.old_state == TCP_SYN_SENT => {
+                let Some(ip) = ip_addr(t.family, &t.daddr).map(normalize) else { return Vec::new() };
+                let key = (ip, t.dport);
+                if t.new_state == TCP_ESTABLISHED {
+                    return self.success(key, i.owner, ts).into_iter().collect();
+                }
+                if t.new_state == TCP_CLOSE {
+                    if self.counted.len() > 65_536 {
+                        self.counted.clear();
+                    }
+                    self.counted.insert(t.skaddr);
+                    return self.failure(key, i.owner, "refused or timed out".into(), ts, shadowed).into_iter().collect();
+                }
+                Vec::new()
+            }
+            Payload::Connect(c) if c.sock_type != 2 => {
+                let Some(ip) = ip_addr(c.family, &c.addr).map(normalize) else { return Vec::new() };
+                let key = (ip, c.port);
+                let errno = -c.ret;
+                if c.ret == 0 {
+                    return self.success(key, i.subject, ts).into_iter().collect();
+                }
+                let counted = self.counted.remove(&c.skaddr);
+                if EARLY_FAILURES.contains(&errno) || (REFUSED_OR_TIMEOUT.contains(&errno) && !counted) {
+                    // Refine the error text of a failure counted from the state change.
+                    return self.failure(key, i.subject, errno_name(errno), ts, shadowed).into_iter().collect();
+                }
+                if counted {
+                    if let Some(d) = self.dests.get_mut(&key) {
+                        d.last_error = errno_name(errno);
+                    }
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn on_tick(&mut self, _now: u64) -> Vec<Finding> {
+        Vec::new()
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        None
+    }
+}

@@ -1,0 +1,162 @@
+//! `duplicate_instances`: live instances of one program exceed the limit (1
+//! for programs listed as singletons, 10 otherwise); fires on the start that
+//! crosses it. An instance is a process whose parent runs a different
+//! program: the workers a master forks (nginx, postgres, gunicorn) are one
+//! instance, ten copies started side by side are ten. Resolves when the count
+//! falls back to the limit.
+use std::collections::HashMap;
+
+use serde_json::{json, Map};
+
+use super::{config::names_match, incident::Incidents, DetectConfig, Finding, Input, Involved, Kind};
+use crate::{
+    decode::Payload,
+    proctable::{Proc, ProcKey},
+};
+
+pub struct DuplicateInstances {
+    pub incidents: Incidents<u64>,
+    /// Program → its live instances.
+    instances: HashMap<u64, Vec<Proc>>,
+    /// Instance → its program.
+    member: HashMap<ProcKey, u64>,
+    cfg: DetectConfig,
+    pub overflow: u64,
+}
+
+impl DuplicateInstances {
+    pub fn new(cfg: &DetectConfig) -> DuplicateInstances {
+        DuplicateInstances {
+            incidents: Incidents::new(Kind::DuplicateInstances, cfg.update_interval_ns(), cfg.max_incidents),
+            instances: HashMap::new(),
+            member: HashMap::new(),
+            cfg: cfg.clone(),
+            overflow: 0,
+        }
+    }
+
+    fn limit(&self, p: &Proc) -> usize {
+        if names_match(&self.cfg.duplicate_instances.singletons, p) {
+            1
+        } else {
+            self.cfg.duplicate_instances.limit as usize
+        }
+    }
+
+    /// Whether `p` is an instance of its program: it runs a program (not a
+    /// kernel thread), and its parent runs a different one.
+    fn is_instance(p: &Proc, parent: Option<&Proc>) -> bool {
+        p.program != 0 && p.exe.is_some() && p.exited.is_none() && parent.is_none_or(|pp| pp.program != p.program)
+    }
+
+    fn leave(&mut self, key: ProcKey, now: u64) -> Option<Finding> {
+        let program = self.member.remove(&key)?;
+        let (n, first) = {
+            let list = self.instances.get_mut(&program)?;
+            list.retain(|x| x.key != key);
+            (list.len(), list.first().cloned())
+        };
+        let limit = first.as_ref().map(|p| self.limit(p)).unwrap_or(usize::MAX);
+        if n == 0 {
+            self.instances.remove(&program);
+        }
+        if self.incidents.is_open(&program) && n <= limit {
+            return self.incidents.resolve(
+                &program,
+                now,
+                format!("{n} instance(s) left, within the limit of {limit}"),
+            );
+        }
+        None
+    }
+
+    fn join(&mut self, p: &Proc, now: u64) -> Option<Finding> {
+        if self.member.contains_key(&p.key) {
+            return None;
+        }
+        if self.member.len() >= self.cfg.max_tracked {
+            self.overflow += 1;
+            return None;
+        }
+        self.member.insert(p.key, p.program);
+        let list = self.instances.entry(p.program).or_default();
+        list.push(p.clone());
+        let n = list.len();
+        let limit = self.limit(p);
+        if n <= limit || self.cfg.allowed_program(p) {
+            return None;
+        }
+        let list = self.instances.get(&p.program)?.clone();
+        let program = p.command_line().unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
+        let program: String = program.chars().filter(|c| !c.is_control()).take(80).collect();
+        let pids: Vec<u32> = list.iter().map(|x| x.key.tgid).collect();
+        let mut parents: Vec<u32> = list.iter().map(|x| x.ppid).collect();
+        parents.sort();
+        parents.dedup();
+        let kind = if limit == 1 { "a singleton, " } else { "" };
+        let summary = format!(
+            "{n} instances of `{program}` are running ({kind}limit {limit}): pids {}{}; started by {}",
+            pids.iter().take(10).map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
+            if n > 10 { ", …" } else { "" },
+            parents.iter().take(5).map(|x| format!("pid {x}")).collect::<Vec<_>>().join(", ")
+        );
+        let mut processes = vec![Involved { role: "newest", proc: p.clone(), address: None, since_ns: Some(now) }];
+        processes.extend(list.iter().filter(|x| x.key != p.key).take(15).map(|x| Involved {
+            role: "instance",
+            proc: x.clone(),
+            address: None,
+            since_ns: Some(x.key.start_ns),
+        }));
+        let mut details = Map::new();
+        details.insert("instances".into(), json!(n));
+        details.insert("limit".into(), json!(limit));
+        details.insert("singleton".into(), json!(limit == 1));
+        details.insert("pids".into(), json!(pids));
+        details.insert("parents".into(), json!(parents));
+        let prev = self.incidents.get(&p.program).map(|i| i.count).unwrap_or(0);
+        self.incidents.raise(p.program, &program, now, (n as u64).saturating_sub(prev), summary, processes, details)
+    }
+
+    pub fn seed(&mut self, procs: &[Proc], now: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for p in procs {
+            let parent = procs.iter().find(|x| x.key.tgid == p.ppid);
+            if Self::is_instance(p, parent) {
+                out.extend(self.join(p, now));
+            }
+        }
+        // One record per program at start, not one per crossing instance.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|f| seen.insert(f.id.clone()));
+        out
+    }
+
+    pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let ts = i.ev.header.ts_ns;
+        match &i.ev.payload {
+            Payload::Exec(_) => {
+                let Some(p) = i.subject else { return out };
+                out.extend(self.leave(p.key, ts));
+                if Self::is_instance(p, i.parent) {
+                    out.extend(self.join(p, ts));
+                }
+            }
+            Payload::Exit(_) => {
+                let Some(p) = i.subject.filter(|p| p.exited.is_some()) else { return out };
+                out.extend(self.leave(p.key, ts));
+                // Orphans of a different program's parent may become instances.
+                for (child, new_parent) in i.reparented {
+                    if let Some(c) = (i.procs)(child.tgid).filter(|c| c.key == *child) {
+                        let np = (i.procs)(*new_parent);
+                        if Self::is_instance(&c, np.as_ref()) {
+                            out.extend(self.join(&c, ts));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}

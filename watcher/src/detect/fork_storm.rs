@@ -1,0 +1,260 @@
+//! `fork_storm`: one process forks children faster than `rate_per_s` (500/s)
+//! for `sustain_s` (2) consecutive seconds, or the live processes descending
+//! from one process grow by more than `growth` (1,000) within
+//! `growth_window_s` (2 s) — a fork bomb. A parallel build is neither: its
+//! forks are spread over many parents (make, shells, compiler drivers) and its
+//! processes end as fast as they start, so no subtree grows. Resolves when
+//! neither holds any more (checked every second while open).
+use std::collections::HashMap;
+
+use serde_json::{json, Map};
+
+use super::{config::ns, incident::Incidents, who, DetectConfig, Finding, Input, Involved, Kind};
+use crate::{decode::Payload, proctable::Proc};
+
+const CLONE_THREAD: u64 = 0x0001_0000;
+const BUCKETS: usize = 20;
+const SECOND: u64 = 1_000_000_000;
+
+#[derive(Default)]
+struct Rate {
+    second: u64,
+    count: u32,
+    /// Consecutive seconds (before `second`) at or above the rate.
+    streak: u32,
+    last_high: u64,
+}
+
+/// Net births minus deaths in a sliding window of BUCKETS buckets.
+#[derive(Default)]
+struct Growth {
+    buckets: [i32; BUCKETS],
+    last: u64,
+}
+
+impl Growth {
+    fn add(&mut self, bucket: u64, d: i32) -> i64 {
+        if bucket > self.last {
+            let gap = (bucket - self.last).min(BUCKETS as u64);
+            for k in 1..=gap {
+                self.buckets[((self.last + k) % BUCKETS as u64) as usize] = 0;
+            }
+            self.last = bucket;
+        }
+        if self.last - bucket < BUCKETS as u64 {
+            self.buckets[(bucket % BUCKETS as u64) as usize] += d;
+        }
+        self.sum()
+    }
+    fn sum(&self) -> i64 {
+        self.buckets.iter().map(|&b| b as i64).sum()
+    }
+    fn stale(&self, bucket: u64) -> bool {
+        bucket.saturating_sub(self.last) >= BUCKETS as u64
+    }
+}
+
+pub struct ForkStorm {
+    pub incidents: Incidents<u32>,
+    rates: HashMap<u32, Rate>,
+    growth: HashMap<u32, Growth>,
+    cfg: DetectConfig,
+    bucket_ns: u64,
+    pub overflow: u64,
+    last_prune: u64,
+    /// While a storm is open: when to look next whether it is over.
+    next_check: u64,
+}
+
+impl ForkStorm {
+    pub fn new(cfg: &DetectConfig) -> ForkStorm {
+        ForkStorm {
+            incidents: Incidents::new(Kind::ForkStorm, cfg.update_interval_ns(), cfg.max_incidents),
+            rates: HashMap::new(),
+            growth: HashMap::new(),
+            cfg: cfg.clone(),
+            bucket_ns: (ns(cfg.fork_storm.growth_window_s) / BUCKETS as u64).max(1),
+            overflow: 0,
+            last_prune: 0,
+            next_check: 0,
+        }
+    }
+
+    pub fn seed(&mut self, _procs: &[Proc]) {}
+
+    fn raise(&mut self, p: &Proc, now: u64, why: String, details: Map<String, serde_json::Value>) -> Option<Finding> {
+        if self.cfg.allowed_program(p) {
+            return None;
+        }
+        let summary = format!("{} {why}", who(p));
+        let processes = vec![Involved { role: "forking", proc: p.clone(), address: None, since_ns: None }];
+        if self.incidents.open_count() == 0 {
+            self.next_check = now + SECOND;
+        }
+        self.incidents.raise(p.key.tgid, &p.key.tgid.to_string(), now, 1, summary, processes, details)
+    }
+
+    fn ancestors(i: &Input, mut pid: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        while pid > 1 && out.len() < 64 {
+            out.push(pid);
+            match (i.ppid_of)(pid) {
+                Some(pp) if pp != pid => pid = pp,
+                _ => break,
+            }
+        }
+        out
+    }
+
+    fn prune(&mut self, now: u64) {
+        if now.saturating_sub(self.last_prune) < SECOND {
+            return;
+        }
+        self.last_prune = now;
+        let b = now / self.bucket_ns;
+        self.growth.retain(|_, g| !g.stale(b));
+        let s = now / SECOND;
+        self.rates.retain(|_, r| s.saturating_sub(r.second) <= 2);
+    }
+
+    pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let ts = i.ev.header.ts_ns;
+        let c = &self.cfg.fork_storm;
+        let (rate_limit, sustain, growth_limit) = (c.rate_per_s, c.sustain_s, c.growth as i64);
+        match &i.ev.payload {
+            Payload::Fork(f) if f.clone_flags & CLONE_THREAD == 0 => {
+                let parent = i.ev.header.tgid;
+                self.prune(ts);
+                // Rate of one parent.
+                let sec = ts / SECOND;
+                if !self.rates.contains_key(&parent) && self.rates.len() >= self.cfg.max_tracked {
+                    self.overflow += 1;
+                } else {
+                    let r = self.rates.entry(parent).or_default();
+                    if sec != r.second {
+                        r.streak = if r.count >= rate_limit && sec == r.second + 1 { r.streak + 1 } else { 0 };
+                        r.second = sec;
+                        r.count = 0;
+                    }
+                    r.count += 1;
+                    if r.count >= rate_limit {
+                        r.last_high = sec;
+                    }
+                    if r.count == rate_limit && r.streak + 1 >= sustain {
+                        let secs = r.streak + 1;
+                        if let Some(p) = i.parent.cloned().or_else(|| (i.procs)(parent)) {
+                            let mut d = Map::new();
+                            d.insert("rate_per_s".into(), json!(rate_limit));
+                            d.insert("sustained_s".into(), json!(secs));
+                            out.extend(self.raise(
+                                &p,
+                                ts,
+                                format!("forks more than {rate_limit} children per second, for {secs} s in a row"),
+                                d,
+                            ));
+                        }
+                    }
+                }
+                // Growth of every ancestor's subtree.
+                let bucket = ts / self.bucket_ns;
+                let mut walk: Vec<(u32, i64)> = Vec::new();
+                for a in Self::ancestors(i, parent) {
+                    if !self.growth.contains_key(&a) && self.growth.len() >= self.cfg.max_tracked {
+                        self.overflow += 1;
+                        break;
+                    }
+                    walk.push((a, self.growth.entry(a).or_default().add(bucket, 1)));
+                }
+                // The lowest ancestor that crosses — or, below it, the one whose subtree
+                // holds nearly all of that growth (a bomb started from a shell: name the
+                // bomb, not the shell).
+                if let Some(j) = walk.iter().position(|(_, g)| *g > growth_limit) {
+                    let top = walk[j].1;
+                    let (a, g) = walk[..=j].iter().copied().find(|(_, g)| *g * 10 >= top * 9).unwrap_or(walk[j]);
+                    {
+                        if self.incidents.is_open(&a) || !self.incidents.keys().any(|k| Self::ancestors(i, a).contains(k)) {
+                            if let Some(p) = (i.procs)(a) {
+                                let mut d = Map::new();
+                                d.insert("growth".into(), json!(g));
+                                d.insert("window_s".into(), json!(self.cfg.fork_storm.growth_window_s));
+                                out.extend(self.raise(
+                                    &p,
+                                    ts,
+                                    format!(
+                                        "is at the root of a fork bomb: its live descendants grew by {g} within {} s (limit {growth_limit})",
+                                        self.cfg.fork_storm.growth_window_s
+                                    ),
+                                    d,
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            Payload::Exit(_) => {
+                let Some(p) = i.subject.filter(|p| p.exited.is_some()) else { return out };
+                let bucket = ts / self.bucket_ns;
+                for a in Self::ancestors(i, p.ppid) {
+                    if let Some(g) = self.growth.get_mut(&a) {
+                        g.add(bucket, -1);
+                    }
+                }
+                if self.incidents.is_open(&p.key.tgid) {
+                    out.extend(self.incidents.resolve(&p.key.tgid, ts, format!("{} exited", who(p))));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+        let sec = now / SECOND;
+        let bucket = now / self.bucket_ns;
+        let growth_limit = self.cfg.fork_storm.growth as i64;
+        self.next_check = now + SECOND;
+        let calm: Vec<u32> = self
+            .incidents
+            .keys()
+            .filter(|k| {
+                let rate_high = self.rates.get(k).is_some_and(|r| sec.saturating_sub(r.last_high) <= 1);
+                let growing = self.growth.get_mut_or_sum(k, bucket) > growth_limit;
+                !rate_high && !growing
+            })
+            .copied()
+            .collect();
+        calm.into_iter()
+            .filter_map(|k| self.incidents.resolve(&k, now, format!("pid {k} forks below the storm thresholds again")))
+            .collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        // While a storm is open, look every second whether it is over.
+        (self.incidents.open_count() > 0).then_some(self.next_check)
+    }
+}
+
+trait GrowthSum {
+    fn get_mut_or_sum(&self, k: &u32, bucket: u64) -> i64;
+}
+
+impl GrowthSum for HashMap<u32, Growth> {
+    fn get_mut_or_sum(&self, k: &u32, bucket: u64) -> i64 {
+        match self.get(k) {
+            Some(g) if !g.stale(bucket) => {
+                // Only the buckets still inside the window count.
+                let age = bucket.saturating_sub(g.last);
+                if age == 0 {
+                    g.sum()
+                } else {
+                    (0..BUCKETS as u64)
+                        .filter(|j| *j + age < BUCKETS as u64)
+                        .map(|j| g.buckets[((g.last + BUCKETS as u64 - j) % BUCKETS as u64) as usize] as i64)
+                        .sum()
+                }
+            }
+            _ => 0,
+        }
+    }
+}

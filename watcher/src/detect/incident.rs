@@ -1,0 +1,147 @@
+//! The incident life cycle shared by all detectors: open → update
+//! (rate-limited) → resolved, with a stable id, in a bounded table.
+use std::{collections::HashMap, hash::Hash};
+
+use serde_json::{Map, Value};
+
+use super::{Finding, Involved, Kind, State};
+use crate::proctable::fnv1a;
+
+#[derive(Clone, Debug)]
+pub struct Incident {
+    pub id: String,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub count: u64,
+    last_emit_ns: u64,
+    pub summary: String,
+    pub processes: Vec<Involved>,
+    pub details: Map<String, Value>,
+}
+
+/// Open incidents of one kind, keyed by what makes them one incident.
+pub struct Incidents<K> {
+    kind: Kind,
+    map: HashMap<K, Incident>,
+    update_interval_ns: u64,
+    cap: usize,
+    /// Incidents not opened because the table was full.
+    pub overflow: u64,
+}
+
+impl<K: Hash + Eq + Clone> Incidents<K> {
+    pub fn new(kind: Kind, update_interval_ns: u64, cap: usize) -> Incidents<K> {
+        Incidents { kind, map: HashMap::new(), update_interval_ns, cap: cap.max(1), overflow: 0 }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_open(&self, k: &K) -> bool {
+        self.map.contains_key(k)
+    }
+
+    pub fn get(&self, k: &K) -> Option<&Incident> {
+        self.map.get(k)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.map.keys()
+    }
+
+    fn finding(&self, inc: &Incident, state: State, at_ns: u64) -> Finding {
+        Finding {
+            kind: self.kind,
+            state,
+            id: inc.id.clone(),
+            summary: inc.summary.clone(),
+            count: inc.count,
+            first_seen_ns: inc.first_ns,
+            last_seen_ns: inc.last_ns,
+            at_ns,
+            processes: inc.processes.clone(),
+            details: inc.details.clone(),
+        }
+    }
+
+    /// The pattern is seen (again) at `now`: opens the incident, or updates it
+    /// (a record at most once per update interval). `count` is added to the incident's count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn raise(
+        &mut self,
+        k: K,
+        key_text: &str,
+        now: u64,
+        count: u64,
+        summary: String,
+        processes: Vec<Involved>,
+        details: Map<String, Value>,
+    ) -> Option<Finding> {
+        if let Some(inc) = self.map.get_mut(&k) {
+            inc.count += count;
+            inc.last_ns = now;
+            inc.summary = summary;
+            inc.processes = processes;
+            inc.details = details;
+            if now.saturating_sub(inc.last_emit_ns) >= self.update_interval_ns {
+                inc.last_emit_ns = now;
+                let inc = inc.clone();
+                return Some(self.finding(&inc, State::Update, now));
+            }
+            return None;
+        }
+        if self.map.len() >= self.cap {
+            self.overflow += 1;
+            return None;
+        }
+        let inc = Incident {
+            id: format!("{}-{:016x}", self.kind.as_str(), fnv1a(&[key_text.as_bytes(), &now.to_le_bytes()])),
+            first_ns: now,
+            last_ns: now,
+            count,
+            last_emit_ns: now,
+            summary,
+            processes,
+            details,
+        };
+        let f = self.finding(&inc, State::Open, now);
+        self.map.insert(k, inc);
+        Some(f)
+    }
+
+    /// Change what an open incident says without counting a new occurrence or emitting.
+    pub fn amend(&mut self, k: &K, f: impl FnOnce(&mut Incident)) {
+        if let Some(inc) = self.map.get_mut(k) {
+            f(inc);
+        }
+    }
+
+    /// The condition cleared: a `resolved` record with `summary`.
+    pub fn resolve(&mut self, k: &K, now: u64, summary: String) -> Option<Finding> {
+        let mut inc = self.map.remove(k)?;
+        inc.summary = summary;
+        Some(self.finding(&inc, State::Resolved, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_update_rate_limited_resolve() {
+        let mut inc: Incidents<u32> = Incidents::new(Kind::Zombie, 10, 2);
+        let f = inc.raise(1, "a", 100, 1, "s".into(), vec![], Map::new()).unwrap();
+        assert_eq!((f.state, f.count), (State::Open, 1));
+        assert!(inc.raise(1, "a", 105, 1, "s".into(), vec![], Map::new()).is_none(), "rate-limited");
+        let u = inc.raise(1, "a", 111, 1, "s2".into(), vec![], Map::new()).unwrap();
+        assert_eq!((u.state, u.count, u.id.clone(), u.first_seen_ns), (State::Update, 3, f.id.clone(), 100));
+        inc.raise(2, "b", 111, 1, "s".into(), vec![], Map::new()).unwrap();
+        assert!(inc.raise(3, "c", 111, 1, "s".into(), vec![], Map::new()).is_none(), "bounded");
+        assert_eq!(inc.overflow, 1);
+        let r = inc.resolve(&1, 200, "done".into()).unwrap();
+        assert_eq!((r.state, r.id, r.count, r.summary.as_str()), (State::Resolved, f.id, 3, "done"));
+        assert!(inc.resolve(&1, 201, "x".into()).is_none());
+    }
+}

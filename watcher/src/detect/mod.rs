@@ -1,0 +1,311 @@
+//! Detectors: pure state machines. Each gets kernel events (with the process
+//! table's view of the processes involved) and timestamps, and returns
+//! findings; deadlines come back through `on_tick`, driven by a timer at
+//! `next_deadline`. No I/O, no clock reads: everything they know arrives in
+//! an [`Input`], so they are unit-tested with plain event sequences.
+//!
+//! A finding is one incident: `open` when the pattern is first seen, `update`
+//! (rate-limited) while it continues, `resolved` when it clears.
+pub mod address_unavailable;
+pub mod config;
+pub mod connect_failures;
+pub mod duplicate_instances;
+pub mod fork_storm;
+pub mod incident;
+pub mod port_conflict;
+pub mod port_shadowed;
+pub mod respawn_storm;
+pub mod sockets;
+pub mod zombie;
+pub mod zombie_accumulation;
+
+#[cfg(test)]
+pub mod testkit;
+#[cfg(test)]
+mod tests;
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use crate::{
+    record::Clock,
+    decode::KernelEvent,
+    proctable::{Proc, ProcKey},
+};
+pub use config::DetectConfig;
+use sockets::{KernelSocket, SocketTable};
+
+/// The finding kinds of DESIGN.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    PortConflict,
+    PortShadowed,
+    AddressUnavailable,
+    ZombieAccumulation,
+    Zombie,
+    RespawnStorm,
+    DuplicateInstances,
+    ForkStorm,
+    ConnectFailures,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::PortConflict,
+        Kind::PortShadowed,
+        Kind::AddressUnavailable,
+        Kind::ZombieAccumulation,
+        Kind::Zombie,
+        Kind::RespawnStorm,
+        Kind::DuplicateInstances,
+        Kind::ForkStorm,
+        Kind::ConnectFailures,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::PortConflict => "port_conflict",
+            Kind::PortShadowed => "port_shadowed",
+            Kind::AddressUnavailable => "address_unavailable",
+            Kind::ZombieAccumulation => "zombie_accumulation",
+            Kind::Zombie => "zombie",
+            Kind::RespawnStorm => "respawn_storm",
+            Kind::DuplicateInstances => "duplicate_instances",
+            Kind::ForkStorm => "fork_storm",
+            Kind::ConnectFailures => "connect_failures",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Open,
+    Update,
+    Resolved,
+}
+
+impl State {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            State::Open => "open",
+            State::Update => "update",
+            State::Resolved => "resolved",
+        }
+    }
+}
+
+/// A process named by a finding, and its part in it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Involved {
+    /// e.g. `failing`, `holder`, `parent`, `restarter`, `instance`, `client`.
+    pub role: &'static str,
+    pub proc: Proc,
+    /// The address it bound or connected to, when relevant.
+    pub address: Option<String>,
+    /// Since when it holds/does it (CLOCK_MONOTONIC ns), when known.
+    pub since_ns: Option<u64>,
+}
+
+/// One finding record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finding {
+    pub kind: Kind,
+    pub state: State,
+    /// Stable for the whole incident.
+    pub id: String,
+    /// One sentence a person can act on.
+    pub summary: String,
+    /// How many times the pattern was seen in this incident.
+    pub count: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    /// When the deciding event happened (the record's `mono_ns`).
+    pub at_ns: u64,
+    pub processes: Vec<Involved>,
+    /// Kind-specific facts (thresholds, addresses, exit codes…).
+    pub details: Map<String, Value>,
+}
+
+/// What a detector is given for one kernel event.
+pub struct Input<'a> {
+    pub ev: &'a KernelEvent,
+    /// The event's process after the event (for a reap: the reaped child as it was).
+    pub subject: Option<&'a Proc>,
+    /// Its parent (for a reap: the reaper).
+    pub parent: Option<&'a Proc>,
+    /// For `tcp_state`: the process that owns the socket, learnt from its bind/connect.
+    pub owner: Option<&'a Proc>,
+    /// Children whose parent exited with this event, and their new parent.
+    pub reparented: &'a [(ProcKey, u32)],
+    /// The kernel's sockets on the event's port, looked up at this moment
+    /// (set for binds the socket table asked to confirm).
+    pub kernel_sockets: Option<&'a [KernelSocket]>,
+    /// A lookup of live processes by tgid (the process table).
+    pub procs: &'a dyn Fn(u32) -> Option<Proc>,
+    /// A process's parent pid (the process table), cheaper than `procs`.
+    pub ppid_of: &'a dyn Fn(u32) -> Option<u32>,
+    /// For wall-clock times in summaries.
+    pub clock: &'a Clock,
+}
+
+/// `1.2.3.4:80` / `[::1]:80`.
+pub fn addr_port(ip: IpAddr, port: u16) -> String {
+    match ip {
+        IpAddr::V4(_) => format!("{ip}:{port}"),
+        IpAddr::V6(_) => format!("[{ip}]:{port}"),
+    }
+}
+
+/// `pid 4121 (python3 app.py)`.
+pub fn who(p: &Proc) -> String {
+    let cmd = p.command_line().unwrap_or_else(|| p.comm.to_string());
+    let cmd: String = cmd.chars().filter(|c| !c.is_control()).take(80).collect();
+    format!("pid {} ({cmd})", p.key.tgid)
+}
+
+/// Milliseconds/seconds for summaries: `30 ms`, `2.5 s`, `3 min`.
+pub fn dur(ns: u64) -> String {
+    if ns < 1_000_000_000 {
+        format!("{} ms", ns / 1_000_000)
+    } else if ns < 120_000_000_000 {
+        format!("{:.1} s", ns as f64 / 1e9)
+    } else {
+        format!("{} min", ns / 60_000_000_000)
+    }
+}
+
+/// Every detector, fed in order, sharing the socket table.
+pub struct Detectors {
+    pub sockets: SocketTable,
+    pub port_conflict: port_conflict::PortConflict,
+    pub port_shadowed: port_shadowed::PortShadowed,
+    pub address_unavailable: address_unavailable::AddressUnavailable,
+    pub zombie_accumulation: zombie_accumulation::ZombieAccumulation,
+    pub zombie: zombie::Zombies,
+    pub respawn_storm: respawn_storm::RespawnStorm,
+    pub duplicate_instances: duplicate_instances::DuplicateInstances,
+    pub fork_storm: fork_storm::ForkStorm,
+    pub connect_failures: connect_failures::ConnectFailures,
+    pub config: DetectConfig,
+}
+
+impl Detectors {
+    pub fn new(config: DetectConfig) -> Detectors {
+        Detectors {
+            sockets: SocketTable::new(config.max_sockets),
+            port_conflict: port_conflict::PortConflict::new(&config),
+            port_shadowed: port_shadowed::PortShadowed::new(&config),
+            address_unavailable: address_unavailable::AddressUnavailable::new(&config),
+            zombie_accumulation: zombie_accumulation::ZombieAccumulation::new(&config),
+            zombie: zombie::Zombies::new(&config),
+            respawn_storm: respawn_storm::RespawnStorm::new(&config),
+            duplicate_instances: duplicate_instances::DuplicateInstances::new(&config),
+            fork_storm: fork_storm::ForkStorm::new(&config),
+            connect_failures: connect_failures::ConnectFailures::new(&config),
+            config,
+        }
+    }
+
+    /// State that exists before the first event: processes (zombies, instances) and sockets.
+    pub fn seed(&mut self, procs: &[Proc], sockets: &[KernelSocket], now: u64) -> Vec<Finding> {
+        let lookup = |tgid: u32| procs.iter().find(|p| p.key.tgid == tgid).cloned();
+        self.sockets.seed(sockets, &lookup, now);
+        let mut out = Vec::new();
+        if self.config.enabled(Kind::ZombieAccumulation) {
+            out.extend(self.zombie_accumulation.seed(procs, now));
+        }
+        if self.config.enabled(Kind::Zombie) {
+            self.zombie.seed(procs, now);
+        }
+        if self.config.enabled(Kind::DuplicateInstances) {
+            out.extend(self.duplicate_instances.seed(procs, now));
+        }
+        if self.config.enabled(Kind::ForkStorm) {
+            self.fork_storm.seed(procs);
+        }
+        out
+    }
+
+    /// Whether a bind should be confirmed against the kernel's socket table
+    /// before the detectors see it: (transport is TCP, port).
+    pub fn wants_confirmation(&self, ev: &KernelEvent, subject: Option<&Proc>) -> Option<(bool, u16)> {
+        self.sockets.wants_confirmation(ev, subject)
+    }
+
+    pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let c = &self.config;
+        // Socket ownership first: the port detectors read it.
+        let changes = self.sockets.apply(i);
+        if c.enabled(Kind::PortConflict) {
+            out.extend(self.port_conflict.on_event(i, &self.sockets, &changes));
+        }
+        if c.enabled(Kind::PortShadowed) {
+            out.extend(self.port_shadowed.on_event(i, &self.sockets, &changes));
+        }
+        if c.enabled(Kind::AddressUnavailable) {
+            out.extend(self.address_unavailable.on_event(i));
+        }
+        if c.enabled(Kind::ZombieAccumulation) {
+            out.extend(self.zombie_accumulation.on_event(i));
+        }
+        if c.enabled(Kind::Zombie) {
+            out.extend(self.zombie.on_event(i));
+        }
+        if c.enabled(Kind::RespawnStorm) {
+            out.extend(self.respawn_storm.on_event(i));
+        }
+        if c.enabled(Kind::DuplicateInstances) {
+            out.extend(self.duplicate_instances.on_event(i));
+        }
+        if c.enabled(Kind::ForkStorm) {
+            out.extend(self.fork_storm.on_event(i));
+        }
+        if c.enabled(Kind::ConnectFailures) {
+            let shadowed = |port: u16| self.port_shadowed.shadowed_port(port);
+            out.extend(self.connect_failures.on_event(i, &shadowed));
+        }
+        out
+    }
+
+    /// Deadlines due at `now`.
+    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        out.extend(self.port_conflict.on_tick(now));
+        out.extend(self.zombie.on_tick(now));
+        out.extend(self.respawn_storm.on_tick(now));
+        out.extend(self.fork_storm.on_tick(now));
+        out.extend(self.connect_failures.on_tick(now));
+        out
+    }
+
+    /// The earliest time `on_tick` has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        [
+            self.port_conflict.next_deadline(),
+            self.zombie.next_deadline(),
+            self.respawn_storm.next_deadline(),
+            self.fork_storm.next_deadline(),
+            self.connect_failures.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Open incidents by kind.
+    pub fn open_incidents(&self) -> Vec<(Kind, usize)> {
+        vec![
+            (Kind::PortConflict, self.port_conflict.incidents.open_count()),
+            (Kind::PortShadowed, self.port_shadowed.incidents.open_count()),
+            (Kind::AddressUnavailable, self.address_unavailable.incidents.open_count()),
+            (Kind::ZombieAccumulation, self.zombie_accumulation.incidents.open_count()),
+            (Kind::Zombie, self.zombie.incidents.open_count()),
+            (Kind::RespawnStorm, self.respawn_storm.incidents.open_count()),
+            (Kind::DuplicateInstances, self.duplicate_instances.incidents.open_count()),
+            (Kind::ForkStorm, self.fork_storm.incidents.open_count()),
+            (Kind::ConnectFailures, self.connect_failures.incidents.open_count()),
+        ]
+    }
+}

@@ -1,0 +1,176 @@
+//! `port_conflict`: a bind fails with EADDRINUSE. Names the failing process
+//! and the current holders of that address and port (confirmed against the
+//! kernel at that moment). One incident per (program, transport, port), so a
+//! supervisor retrying for hours is one finding with a count, not thousands.
+//! Resolves when a process of that program binds the port, or when the
+//! failing processes have exited and no retry came within the grace period.
+use std::{collections::HashMap, net::IpAddr};
+
+use serde_json::{json, Map};
+
+use super::{
+    addr_port, config::ns, dur, incident::Incidents, sockets::{overlaps, Changes, SocketTable}, who, DetectConfig,
+    Finding, Input, Involved, Kind,
+};
+use crate::{
+    decode::{ip_addr, Payload},
+    proctable::{Proc, ProcKey},
+};
+
+const EADDRINUSE: i32 = 98;
+
+type Key = (u64, bool, u16);
+
+struct Pending {
+    failing: Vec<ProcKey>,
+    resolve_at: Option<u64>,
+}
+
+pub struct PortConflict {
+    pub incidents: Incidents<Key>,
+    pending: HashMap<Key, Pending>,
+    grace_ns: u64,
+    cfg: DetectConfig,
+}
+
+pub fn program_key(p: &Proc) -> u64 {
+    if p.program != 0 {
+        p.program
+    } else {
+        (1u64 << 63) | p.key.tgid as u64
+    }
+}
+
+fn transport(tcp: bool) -> &'static str {
+    if tcp {
+        "tcp"
+    } else {
+        "udp"
+    }
+}
+
+impl PortConflict {
+    pub fn new(cfg: &DetectConfig) -> PortConflict {
+        PortConflict {
+            incidents: Incidents::new(Kind::PortConflict, cfg.update_interval_ns(), cfg.max_incidents),
+            pending: HashMap::new(),
+            grace_ns: ns(cfg.port_conflict.resolve_after_exit_s),
+            cfg: cfg.clone(),
+        }
+    }
+
+    pub fn on_event(&mut self, i: &Input, sockets: &SocketTable, changes: &Changes) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let ts = i.ev.header.ts_ns;
+        match &i.ev.payload {
+            Payload::Bind(b) if b.ret == -EADDRINUSE => {
+                let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else { return out };
+                if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
+                    return out;
+                }
+                let tcp = b.sock_type != 2;
+                let key = (program_key(p), tcp, b.port);
+                let want = addr_port(ip, b.port);
+                let holders: Vec<_> = sockets
+                    .holders(tcp, b.port)
+                    .iter()
+                    .filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip))
+                    .collect();
+                let mut processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(want.clone()), since_ns: None }];
+                let held_by: Vec<String> = holders
+                    .iter()
+                    .map(|h| {
+                        processes.push(Involved {
+                            role: "holder",
+                            proc: h.proc.clone(),
+                            address: Some(addr_port(h.addr, h.port)),
+                            since_ns: h.since_ns,
+                        });
+                        let since = match h.since_ns {
+                            Some(t) => format!(" since {}", i.clock.hms(t)),
+                            None => " since before watcher started".into(),
+                        };
+                        format!("{} on {}{since}", who(&h.proc), addr_port(h.addr, h.port))
+                    })
+                    .collect();
+                let summary = if held_by.is_empty() {
+                    let other_states = i
+                        .kernel_sockets
+                        .map(|k| k.iter().filter(|s| s.tcp == tcp && s.port == b.port && !s.is_holder()).count())
+                        .unwrap_or(0);
+                    if other_states > 0 {
+                        format!(
+                            "{} cannot bind {} {want}: no process listens there, but {other_states} connection(s) still use the port (e.g. TIME_WAIT); set SO_REUSEADDR before bind",
+                            who(p), transport(tcp)
+                        )
+                    } else {
+                        format!("{} cannot bind {} {want}: the address is in use (no current holder found)", who(p), transport(tcp))
+                    }
+                } else {
+                    format!("{} cannot bind {} {want}: held by {}", who(p), transport(tcp), held_by.join("; "))
+                };
+                let pend = self.pending.entry(key).or_insert(Pending { failing: Vec::new(), resolve_at: None });
+                if !pend.failing.contains(&p.key) {
+                    pend.failing.push(p.key);
+                    if pend.failing.len() > 64 {
+                        pend.failing.remove(0);
+                    }
+                }
+                pend.resolve_at = None;
+                let mut details = Map::new();
+                details.insert("transport".into(), json!(transport(tcp)));
+                details.insert("address".into(), json!(ip.to_string()));
+                details.insert("port".into(), json!(b.port));
+                details.insert("failing_processes".into(), json!(pend.failing.len()));
+                out.extend(self.incidents.raise(key, &format!("{key:?}"), ts, 1, summary, processes, details));
+            }
+            Payload::Bind(b) if b.ret == 0 => {
+                let Some(p) = i.subject else { return out };
+                let key = (program_key(p), b.sock_type != 2, b.port);
+                if self.incidents.is_open(&key) {
+                    self.pending.remove(&key);
+                    let addr = ip_addr(b.family, &b.addr).map(|ip| addr_port(ip, b.port)).unwrap_or_default();
+                    out.extend(self.incidents.resolve(&key, ts, format!("{} bound {addr}: the port conflict is over", who(p))));
+                }
+            }
+            _ => {}
+        }
+        if let Some(dead) = &changes.exited {
+            let keys: Vec<Key> = self.pending.iter().filter(|(_, v)| v.failing.contains(&dead.key)).map(|(k, _)| *k).collect();
+            for key in keys {
+                let Some(pend) = self.pending.get_mut(&key) else { continue };
+                pend.failing.retain(|k| *k != dead.key);
+                if pend.failing.is_empty() {
+                    pend.resolve_at = Some(ts + self.grace_ns);
+                }
+            }
+            out.extend(self.on_tick(ts));
+        }
+        out
+    }
+
+    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+        let due: Vec<Key> =
+            self.pending.iter().filter(|(_, v)| v.resolve_at.is_some_and(|t| t <= now)).map(|(k, _)| *k).collect();
+        let mut out = Vec::new();
+        for key in due {
+            self.pending.remove(&key);
+            let grace = dur(self.grace_ns);
+            out.extend(self.incidents.resolve(
+                &key,
+                now,
+                format!("the processes that could not bind port {} exited and none retried within {grace}", key.2),
+            ));
+        }
+        out
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.pending.values().filter_map(|v| v.resolve_at).min()
+    }
+}
+
+/// For summaries elsewhere: `tcp 0.0.0.0:80`.
+pub fn describe(tcp: bool, ip: IpAddr, port: u16) -> String {
+    format!("{} {}", transport(tcp), addr_port(ip, port))
+}

@@ -1,0 +1,158 @@
+//! `port_shadowed`: a socket starts receiving on a port (a TCP listen, a UDP
+//! bind) while another process holds an overlapping address of the same
+//! protocol: a wildcard and a specific address (the specific one wins for its
+//! address), IPv4 and IPv6 wildcards (split by family), or SO_REUSEPORT
+//! members of different programs or users (connections split between them).
+//! Members of one program's SO_REUSEPORT pool, one process's own sockets and
+//! allow-listed ports are not findings. Resolves when one of them releases the port.
+use std::net::IpAddr;
+
+use serde_json::{json, Map};
+
+use super::{
+    addr_port, incident::Incidents,
+    sockets::{is_wildcard, normalize, overlaps, Changes, Holder, SocketTable},
+    who, DetectConfig, Finding, Input, Involved, Kind,
+};
+
+type Key = (bool, u16);
+
+pub struct PortShadowed {
+    pub incidents: Incidents<Key>,
+    cfg: DetectConfig,
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// Who receives what, in one sentence, for two overlapping holders.
+pub fn routes(a: &Holder, b: &Holder) -> String {
+    let (aa, ba) = (normalize(a.addr), normalize(b.addr));
+    let port = a.port;
+    if aa == ba {
+        return format!(
+            "{} and {} both receive {} (SO_REUSEPORT): connections are split between them",
+            who(&a.proc),
+            who(&b.proc),
+            addr_port(aa, port)
+        );
+    }
+    let (wild, spec) = if is_wildcard(aa) && !is_wildcard(ba) {
+        (a, b)
+    } else if is_wildcard(ba) && !is_wildcard(aa) {
+        (b, a)
+    } else {
+        // Both wildcards of different families.
+        return format!(
+            "{} connections to port {port} go to {} ({}), {} ones to {} ({})",
+            family(aa),
+            who(&a.proc),
+            addr_port(aa, port),
+            family(ba),
+            who(&b.proc),
+            addr_port(ba, port)
+        );
+    };
+    format!(
+        "connections to {} go to {}, all other {} connections to port {port} to {} on {}",
+        addr_port(spec.addr, port),
+        who(&spec.proc),
+        family(wild.addr),
+        who(&wild.proc),
+        addr_port(wild.addr, port)
+    )
+}
+
+impl PortShadowed {
+    pub fn new(cfg: &DetectConfig) -> PortShadowed {
+        PortShadowed { incidents: Incidents::new(Kind::PortShadowed, cfg.update_interval_ns(), cfg.max_incidents), cfg: cfg.clone() }
+    }
+
+    /// A conflicting pair: different processes, overlapping addresses, and
+    /// different programs or users (one program's REUSEPORT pool is fine).
+    fn conflicts(&self, a: &Holder, b: &Holder) -> bool {
+        a.proc.key.tgid != b.proc.key.tgid
+            && overlaps(a.addr, b.addr)
+            && (a.proc.program != b.proc.program || a.proc.uid != b.proc.uid)
+            && !self.cfg.allowed_program(&a.proc)
+            && !self.cfg.allowed_program(&b.proc)
+    }
+
+    fn pair(&self, sockets: &SocketTable, key: Key) -> Option<(Holder, Holder)> {
+        let hs = sockets.holders(key.0, key.1);
+        for (x, a) in hs.iter().enumerate() {
+            for b in &hs[x + 1..] {
+                if self.conflicts(a, b) {
+                    return Some((a.clone(), b.clone()));
+                }
+            }
+        }
+        None
+    }
+
+    pub fn on_event(&mut self, i: &Input, sockets: &SocketTable, changes: &Changes) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let ts = i.ev.header.ts_ns;
+        if let Some(new) = &changes.receiving {
+            let key = (new.tcp, new.port);
+            if !self.cfg.allowed_port(new.port) {
+                let other = sockets.holders(key.0, key.1).iter().find(|h| self.conflicts(h, new)).cloned();
+                if let Some(old) = other {
+                    let summary = format!("port {} ({}) is shadowed: {}", new.port, if new.tcp { "tcp" } else { "udp" }, routes(new, &old));
+                    let mut details = Map::new();
+                    details.insert("transport".into(), json!(if new.tcp { "tcp" } else { "udp" }));
+                    details.insert("port".into(), json!(new.port));
+                    details.insert(
+                        "holders".into(),
+                        json!([
+                            {"pid": new.proc.key.tgid, "address": new.addr.to_string()},
+                            {"pid": old.proc.key.tgid, "address": old.addr.to_string()},
+                        ]),
+                    );
+                    let processes = vec![
+                        Involved { role: "new_holder", proc: new.proc.clone(), address: Some(addr_port(new.addr, new.port)), since_ns: new.since_ns },
+                        Involved { role: "holder", proc: old.proc.clone(), address: Some(addr_port(old.addr, old.port)), since_ns: old.since_ns },
+                    ];
+                    out.extend(self.incidents.raise(key, &format!("{key:?}"), ts, 1, summary, processes, details));
+                }
+            }
+        }
+        // Something went away: resolve incidents whose pair no longer exists.
+        if !changes.removed.is_empty() || changes.exited.is_some() {
+            let mut keys: Vec<Key> = changes.removed.iter().map(|h| (h.tcp, h.port)).collect();
+            if let Some(p) = &changes.exited {
+                keys.extend(
+                    self.incidents
+                        .keys()
+                        .filter(|k| self.incidents.get(k).is_some_and(|inc| inc.processes.iter().any(|x| x.proc.key == p.key)))
+                        .copied(),
+                );
+            }
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                if self.incidents.is_open(&key) && self.pair(sockets, key).is_none() {
+                    let gone = changes
+                        .removed
+                        .iter()
+                        .find(|h| (h.tcp, h.port) == key)
+                        .map(|h| who(&h.proc))
+                        .or_else(|| changes.exited.as_ref().map(who))
+                        .unwrap_or_else(|| "a holder".into());
+                    out.extend(self.incidents.resolve(&key, ts, format!("{gone} released port {}: it is no longer shadowed", key.1)));
+                }
+            }
+        }
+        out
+    }
+
+    /// The open shadowing of a TCP port, as a sentence, for other findings to mention.
+    pub fn shadowed_port(&self, port: u16) -> Option<String> {
+        self.incidents.get(&(true, port)).map(|inc| inc.summary.clone())
+    }
+}

@@ -1,0 +1,323 @@
+//! Socket ownership: who holds which address and port, seeded from the
+//! kernel's socket tables at start and kept current from bind, listen and
+//! exit events. It goes stale (UDP and bound-but-idle TCP sockets close
+//! without an event; sockets are inherited across fork), so before a port
+//! finding names a holder, the holders of that one port are confirmed
+//! against the kernel at that moment (the pipeline looks them up and passes
+//! them in [`Input::kernel_sockets`]).
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use watcher_common::{AF_INET, AF_INET6};
+
+use super::Input;
+use crate::{
+    decode::{ip_addr, Payload},
+    proctable::Proc,
+};
+
+const TCP_LISTEN: u32 = 10;
+const TCP_CLOSE: u32 = 7;
+const EADDRINUSE: i32 = 98;
+
+/// A socket as the kernel reports it (`/proc/net/{tcp,udp}{,6}`), with the processes holding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelSocket {
+    pub tcp: bool,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Kernel state number (TCP: 10 LISTEN, 6 TIME_WAIT, 1 ESTABLISHED…; UDP: 7 unconnected, 1 connected).
+    pub state: u32,
+    pub uid: u32,
+    pub inode: u64,
+    pub pids: Vec<u32>,
+}
+
+impl KernelSocket {
+    /// A socket that holds the port for new binds and receives traffic for it.
+    pub fn is_holder(&self) -> bool {
+        if self.tcp {
+            self.state == TCP_LISTEN
+        } else {
+            true
+        }
+    }
+}
+
+/// `::ffff:a.b.c.d` is `a.b.c.d`.
+pub fn normalize(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+pub fn is_wildcard(ip: IpAddr) -> bool {
+    ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) || ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+}
+
+/// Two bound addresses (same port) both receive some of the same destinations,
+/// or split one wildcard's destinations between them.
+pub fn overlaps(a: IpAddr, b: IpAddr) -> bool {
+    let (a, b) = (normalize(a), normalize(b));
+    if a == b {
+        return true;
+    }
+    match (a, b) {
+        // A wildcard and a specific address of the same family: the specific one wins for its address.
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => is_wildcard(a) || is_wildcard(b),
+        // IPv4 and IPv6 wildcards split the port by family; a v4 address and the v6 wildcard
+        // (without IPV6_V6ONLY) also overlap.
+        _ => is_wildcard(a) || is_wildcard(b),
+    }
+}
+
+/// A process holding an address and port.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Holder {
+    pub tcp: bool,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub proc: Proc,
+    /// When it bound (CLOCK_MONOTONIC ns); `None` for sockets that existed before watcher started.
+    pub since_ns: Option<u64>,
+    pub listening: bool,
+}
+
+/// What one event changed.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    /// A holder that started receiving traffic: a UDP bind, a TCP listen.
+    pub receiving: Option<Holder>,
+    /// Holders that went away.
+    pub removed: Vec<Holder>,
+    /// A process that exited (group dead).
+    pub exited: Option<Proc>,
+}
+
+pub struct SocketTable {
+    by_port: HashMap<(bool, u16), Vec<Holder>>,
+    len: usize,
+    cap: usize,
+    /// Holders dropped because the table was full.
+    pub evicted: u64,
+}
+
+fn transport_tcp(sock_type: u16) -> bool {
+    sock_type != 2
+}
+
+impl SocketTable {
+    pub fn new(cap: usize) -> SocketTable {
+        SocketTable { by_port: HashMap::new(), len: 0, cap: cap.max(16), evicted: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn holders(&self, tcp: bool, port: u16) -> &[Holder] {
+        self.by_port.get(&(tcp, port)).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    fn add(&mut self, h: Holder) {
+        if self.len >= self.cap {
+            // Drop a non-listening holder first (least likely to matter), else any.
+            let victim = self
+                .by_port
+                .iter()
+                .find(|(_, v)| v.iter().any(|h| !h.listening))
+                .or_else(|| self.by_port.iter().next())
+                .map(|(k, _)| *k);
+            if let Some(k) = victim {
+                if let Some(v) = self.by_port.get_mut(&k) {
+                    let i = v.iter().position(|h| !h.listening).unwrap_or(0);
+                    v.remove(i);
+                    self.len -= 1;
+                    self.evicted += 1;
+                    if v.is_empty() {
+                        self.by_port.remove(&k);
+                    }
+                }
+            }
+        }
+        let v = self.by_port.entry((h.tcp, h.port)).or_default();
+        if let Some(existing) = v.iter_mut().find(|x| x.addr == h.addr && x.proc.key.tgid == h.proc.key.tgid) {
+            existing.listening |= h.listening;
+            existing.proc = h.proc;
+            return;
+        }
+        v.push(h);
+        self.len += 1;
+    }
+
+    fn remove_where(&mut self, tcp: bool, port: u16, pred: impl Fn(&Holder) -> bool) -> Vec<Holder> {
+        let mut out = Vec::new();
+        if let Some(v) = self.by_port.get_mut(&(tcp, port)) {
+            let mut i = 0;
+            while i < v.len() {
+                if pred(&v[i]) {
+                    out.push(v.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if v.is_empty() {
+                self.by_port.remove(&(tcp, port));
+            }
+        }
+        self.len -= out.len();
+        out
+    }
+
+    /// Start from the kernel's sockets (taken at watcher start).
+    pub fn seed(&mut self, sockets: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>, _now: u64) {
+        for s in sockets.iter().filter(|s| s.is_holder()) {
+            for pid in &s.pids {
+                if let Some(p) = procs(*pid) {
+                    self.add(Holder {
+                        tcp: s.tcp,
+                        addr: normalize(s.addr),
+                        port: s.port,
+                        proc: p,
+                        since_ns: None,
+                        listening: s.tcp,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Replace what is known of one port with what the kernel says now.
+    fn reconcile(&mut self, tcp: bool, port: u16, kernel: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>) {
+        let old = self.remove_where(tcp, port, |_| true);
+        for s in kernel.iter().filter(|s| s.tcp == tcp && s.port == port && s.is_holder()) {
+            let addr = normalize(s.addr);
+            for pid in &s.pids {
+                let Some(p) = procs(*pid) else { continue };
+                let since = old.iter().find(|h| h.addr == addr && h.proc.key == p.key).and_then(|h| h.since_ns);
+                self.add(Holder { tcp, addr, port, proc: p, since_ns: since, listening: tcp });
+            }
+        }
+        // Sockets that exist but are not in the kernel's listing (bound,
+        // not yet listening TCP) are kept as we knew them.
+        for h in old.into_iter().filter(|h| tcp && !h.listening) {
+            self.add(h);
+        }
+    }
+
+    /// Whether this event's port should be confirmed against the kernel first: (tcp, port).
+    pub fn wants_confirmation(&self, ev: &crate::decode::KernelEvent, subject: Option<&Proc>) -> Option<(bool, u16)> {
+        let me = subject.map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
+        match &ev.payload {
+            Payload::Bind(b) if b.family == AF_INET || b.family == AF_INET6 => {
+                let tcp = transport_tcp(b.sock_type);
+                if b.ret == -EADDRINUSE {
+                    return Some((tcp, b.port));
+                }
+                let others = self.holders(tcp, b.port).iter().any(|h| h.proc.key.tgid != me);
+                (b.ret == 0 && b.port != 0 && others).then_some((tcp, b.port))
+            }
+            Payload::TcpState(t) if t.new_state == TCP_LISTEN => {
+                let others = self.holders(true, t.sport).iter().any(|h| h.proc.key.tgid != me);
+                others.then_some((true, t.sport))
+            }
+            _ => None,
+        }
+    }
+
+    /// Apply one event.
+    pub fn apply(&mut self, i: &Input) -> Changes {
+        let mut ch = Changes::default();
+        let ev = i.ev;
+        let ts = ev.header.ts_ns;
+        if let (Some(kernel), Some((tcp, port))) = (i.kernel_sockets, self.wants_confirmation(ev, i.subject)) {
+            self.reconcile(tcp, port, kernel, i.procs);
+        }
+        match &ev.payload {
+            Payload::Bind(b) if b.ret == 0 && b.port != 0 => {
+                let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else { return ch };
+                let tcp = transport_tcp(b.sock_type);
+                let h = Holder { tcp, addr: normalize(ip), port: b.port, proc: p.clone(), since_ns: Some(ts), listening: false };
+                if !tcp {
+                    ch.receiving = Some(h.clone());
+                }
+                self.add(h);
+            }
+            Payload::TcpState(t) if t.new_state == TCP_LISTEN => {
+                let Some(ip) = ip_addr(t.family, &t.saddr) else { return ch };
+                let Some(p) = i.owner.or(i.subject) else { return ch };
+                let addr = normalize(ip);
+                let since = self
+                    .holders(true, t.sport)
+                    .iter()
+                    .find(|h| h.addr == addr && h.proc.key.tgid == p.key.tgid)
+                    .and_then(|h| h.since_ns)
+                    .or(Some(ts));
+                let h = Holder { tcp: true, addr, port: t.sport, proc: p.clone(), since_ns: since, listening: true };
+                ch.receiving = Some(h.clone());
+                self.add(h);
+            }
+            Payload::TcpState(t) if t.old_state == TCP_LISTEN && t.new_state == TCP_CLOSE => {
+                let Some(ip) = ip_addr(t.family, &t.saddr) else { return ch };
+                let addr = normalize(ip);
+                let closer = i.owner.or(i.subject).map(|p| p.key.tgid);
+                let holders = self.holders(true, t.sport);
+                // The closing task's own listener if it has one, else one on that address.
+                let target = holders
+                    .iter()
+                    .position(|h| h.addr == addr && Some(h.proc.key.tgid) == closer)
+                    .or_else(|| holders.iter().position(|h| h.addr == addr && h.listening));
+                if let Some(idx) = target {
+                    let tgid = holders[idx].proc.key.tgid;
+                    ch.removed = self.remove_where(true, t.sport, |h| h.addr == addr && h.proc.key.tgid == tgid);
+                }
+            }
+            Payload::Exit(_) => {
+                if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
+                    // Listeners close with their own event (children may have inherited them);
+                    // the rest has none: forget them with the process.
+                    let ports: Vec<(bool, u16)> = self
+                        .by_port
+                        .iter()
+                        .filter(|(_, v)| v.iter().any(|h| h.proc.key == p.key && !h.listening))
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for (tcp, port) in ports {
+                        ch.removed.extend(self.remove_where(tcp, port, |h| h.proc.key == p.key && !h.listening));
+                    }
+                    ch.exited = Some(p.clone());
+                }
+            }
+            _ => {}
+        }
+        ch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_rules() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(overlaps(ip("0.0.0.0"), ip("127.0.0.1")));
+        assert!(overlaps(ip("127.0.0.1"), ip("127.0.0.1")));
+        assert!(!overlaps(ip("127.0.0.1"), ip("10.0.0.1")));
+        assert!(overlaps(ip("0.0.0.0"), ip("::")), "v4 and v6 wildcards split the port");
+        assert!(overlaps(ip("::ffff:127.0.0.1"), ip("127.0.0.1")), "IPv4-mapped IPv6 is IPv4");
+        assert!(overlaps(ip("::"), ip("::1")));
+        assert!(!overlaps(ip("::1"), ip("127.0.0.1")));
+        assert_eq!(normalize(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+    }
+}

@@ -1,0 +1,196 @@
+//! Building event sequences for the detectors' unit tests: the real
+//! process table, enrichment and detectors, with events built as the kernel
+//! would write them and a stand-in for the one /proc lookup.
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+};
+
+use watcher_common::{
+    Event, EventKind, ExitData, ForkData, ReapData, SockCallData, TcpStateData, AF_INET, AF_INET6,
+};
+
+use super::{sockets::KernelSocket, DetectConfig, Finding, State};
+use crate::{
+    decode::{decode, encode, header_for, Exec, KernelEvent, Payload},
+    engine::Engine,
+    proctable::ProcessTable,
+    record::Clock,
+};
+
+pub const S: u64 = 1_000_000_000;
+pub const MS: u64 = 1_000_000;
+
+pub struct Kit {
+    pub engine: Engine,
+    pub all: Vec<Finding>,
+    kernel: Arc<Mutex<Vec<KernelSocket>>>,
+    /// Where orphans go when their parent exits.
+    pub subreaper: Arc<Mutex<u32>>,
+}
+
+fn family_addr(ip: &str) -> (u16, [u8; 16]) {
+    let ip: IpAddr = ip.parse().expect("ip");
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&v4.octets());
+            (AF_INET, a)
+        }
+        IpAddr::V6(v6) => (AF_INET6, v6.octets()),
+    }
+}
+
+impl Kit {
+    pub fn new(cfg: DetectConfig) -> Kit {
+        let kernel: Arc<Mutex<Vec<KernelSocket>>> = Arc::default();
+        let subreaper = Arc::new(Mutex::new(1u32));
+        let sr = subreaper.clone();
+        let table = ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
+        let k = kernel.clone();
+        let lookup = Box::new(move |tcp: bool, port: u16| {
+            k.lock().unwrap().iter().filter(|s| s.tcp == tcp && s.port == port).cloned().collect()
+        });
+        Kit { engine: Engine::new(cfg, table, Clock::fixed(0), lookup), all: Vec::new(), kernel, subreaper }
+    }
+
+    pub fn defaults() -> Kit {
+        Kit::new(DetectConfig::default())
+    }
+
+    /// What the stand-in for /proc/net says is on the kernel's socket table.
+    pub fn set_kernel(&mut self, socks: Vec<KernelSocket>) {
+        *self.kernel.lock().unwrap() = socks;
+    }
+
+    pub fn feed(&mut self, ev: KernelEvent) -> Vec<Finding> {
+        let (_, f) = self.engine.handle(&ev);
+        self.all.extend(f.iter().cloned());
+        f
+    }
+
+    pub fn tick(&mut self, now: u64) -> Vec<Finding> {
+        let f = self.engine.tick(now);
+        self.all.extend(f.iter().cloned());
+        f
+    }
+
+    /// Run the timer as the runtime would, up to `until`.
+    pub fn run_timers(&mut self, until: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        while let Some(d) = self.engine.next_deadline() {
+            if d > until {
+                break;
+            }
+            out.extend(self.tick(d));
+        }
+        out
+    }
+
+    fn ev<T: Copy>(kind: EventKind, ts: u64, pid: u32, tgid: u32, comm: &str, data: T) -> KernelEvent {
+        decode(&encode(&Event { header: header_for::<T>(kind, ts, pid, tgid, comm), data })).expect("decodes")
+    }
+
+    pub fn fork(&mut self, ts: u64, parent: u32, child: u32) -> Vec<Finding> {
+        self.feed(Self::ev(EventKind::Fork, ts, parent, parent, "p", ForkData { child_pid: child, child_tgid: child, clone_flags: 0x11 }))
+    }
+
+    pub fn thread(&mut self, ts: u64, tgid: u32, tid: u32) -> Vec<Finding> {
+        self.feed(Self::ev(EventKind::Fork, ts, tgid, tgid, "p", ForkData { child_pid: tid, child_tgid: tgid, clone_flags: 0x0001_0000 }))
+    }
+
+    pub fn exec(&mut self, ts: u64, pid: u32, exe: &str, argv: &[&str]) -> Vec<Finding> {
+        let comm = exe.rsplit('/').next().unwrap_or(exe);
+        let mut ev = Self::ev(EventKind::Fork, ts, pid, pid, comm, ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0 });
+        ev.header.kind = EventKind::Exec as u32;
+        ev.payload = Payload::Exec(Exec {
+            old_pid: pid,
+            filename: exe.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv_truncated: false,
+        });
+        self.feed(ev)
+    }
+
+    /// The last thread of `pid` exits with the raw `task_struct.exit_code`.
+    pub fn exit(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
+        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1 }))
+    }
+
+    pub fn exit_thread(&mut self, ts: u64, tid: u32, tgid: u32, raw: u32, dead: bool) -> Vec<Finding> {
+        self.feed(Self::ev(EventKind::Exit, ts, tid, tgid, "x", ExitData { exit_code: raw, group_dead: dead as u32 }))
+    }
+
+    pub fn reap(&mut self, ts: u64, reaper: u32, pid: u32) -> Vec<Finding> {
+        self.feed(Self::ev(EventKind::Reap, ts, reaper, reaper, "p", ReapData { reaped_pid: pid, source: 1 }))
+    }
+
+    fn sock(fd: i32, ret: i32, ip: &str, port: u16, tcp: bool, sk: u64) -> SockCallData {
+        let (family, addr) = family_addr(ip);
+        SockCallData { fd, ret, family, port, sock_type: if tcp { 1 } else { 2 }, _pad: 0, addr, scope_id: 0, _pad2: 0, skaddr: sk }
+    }
+
+    pub fn bind(&mut self, ts: u64, pid: u32, ip: &str, port: u16, ret: i32, tcp: bool) -> Vec<Finding> {
+        let sk = 0x1000 + ts;
+        self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", Self::sock(3, ret, ip, port, tcp, sk)))
+    }
+
+    pub fn bind_sk(&mut self, ts: u64, pid: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+        self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", Self::sock(3, 0, ip, port, true, sk)))
+    }
+
+    pub fn connect(&mut self, ts: u64, pid: u32, ip: &str, port: u16, ret: i32, sk: u64) -> Vec<Finding> {
+        self.feed(Self::ev(EventKind::Connect, ts, pid, pid, "c", Self::sock(4, ret, ip, port, true, sk)))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn tcp(&mut self, ts: u64, ctx_pid: u32, sk: u64, old: u32, new: u32, src: &str, sport: u16, dst: &str, dport: u16) -> Vec<Finding> {
+        let (family, saddr) = family_addr(src);
+        let (_, daddr) = family_addr(dst);
+        self.feed(Self::ev(
+            EventKind::TcpState,
+            ts,
+            ctx_pid,
+            ctx_pid,
+            "t",
+            TcpStateData { skaddr: sk, old_state: old, new_state: new, sport, dport, family, protocol: 6, saddr, daddr },
+        ))
+    }
+
+    /// A process listens on ip:port (bind + listen).
+    pub fn listen(&mut self, ts: u64, pid: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+        let mut f = self.bind_sk(ts, pid, ip, port, sk);
+        let any = if ip.contains(':') { "::" } else { "0.0.0.0" };
+        f.extend(self.tcp(ts + 1, pid, sk, 7, 10, ip, port, any, 0));
+        f
+    }
+
+    pub fn unlisten(&mut self, ts: u64, pid: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+        let any = if ip.contains(':') { "::" } else { "0.0.0.0" };
+        self.tcp(ts, pid, sk, 10, 7, ip, port, any, 0)
+    }
+
+    /// Start a process: fork from `parent` and exec `exe argv`.
+    pub fn spawn(&mut self, ts: u64, parent: u32, pid: u32, exe: &str, argv: &[&str]) -> Vec<Finding> {
+        let mut f = self.fork(ts, parent, pid);
+        f.extend(self.exec(ts + 1000, pid, exe, argv));
+        f
+    }
+}
+
+/// (kind, state) of each finding.
+pub fn ks(f: &[Finding]) -> Vec<(&'static str, &'static str)> {
+    f.iter().map(|x| (x.kind.as_str(), x.state.as_str())).collect()
+}
+
+pub fn opened(f: &[Finding], kind: &str) -> bool {
+    f.iter().any(|x| x.kind.as_str() == kind && x.state == State::Open)
+}
+
+pub fn resolved(f: &[Finding], kind: &str) -> bool {
+    f.iter().any(|x| x.kind.as_str() == kind && x.state == State::Resolved)
+}
+
+pub fn listener(ip: &str, port: u16, pids: &[u32]) -> KernelSocket {
+    KernelSocket { tcp: true, addr: ip.parse().unwrap(), port, state: 10, uid: 0, inode: 1, pids: pids.to_vec() }
+}

@@ -1,0 +1,590 @@
+//! Detector unit tests: event sequences in, findings out — both ways: the
+//! incident is found, and the healthy look-alike is not.
+use super::{
+    testkit::{ks, listener, opened, resolved, Kit, MS, S},
+    DetectConfig, State,
+};
+use crate::detect::sockets::KernelSocket;
+
+const EADDRINUSE: i32 = -98;
+const EADDRNOTAVAIL: i32 = -99;
+const EINPROGRESS: i32 = -115;
+const ECONNREFUSED: i32 = -111;
+const CODE1: u32 = 0x100;
+
+// ---------------------------------------------------------------- port_conflict
+
+#[test]
+fn port_conflict_names_the_confirmed_holder_and_is_one_incident_for_retries() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/nginx", &["nginx", "-g", "daemon off;"]);
+    k.listen(2 * S, 100, "0.0.0.0", 8080, 0xa);
+    k.set_kernel(vec![listener("0.0.0.0", 8080, &[100])]);
+    k.spawn(3 * S, 1, 200, "/usr/bin/python3", &["python3", "app.py"]);
+    let f = k.bind(4 * S, 200, "0.0.0.0", 8080, EADDRINUSE, true);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    let s = &f[0].summary;
+    assert!(s.starts_with("pid 200 (python3 app.py) cannot bind tcp 0.0.0.0:8080: held by pid 100 (nginx -g daemon off;) on 0.0.0.0:8080 since "), "{s}");
+    assert_eq!(f[0].processes.iter().map(|p| (p.role, p.proc.key.tgid)).collect::<Vec<_>>(), vec![("failing", 200), ("holder", 100)]);
+    // The supervisor retries with new processes of the same program: the same incident.
+    let id = f[0].id.clone();
+    k.exit(4 * S + 10 * MS, 200, CODE1);
+    for n in 0..20u32 {
+        let pid = 300 + n;
+        let t = 5 * S + n as u64 * S;
+        k.spawn(t, 1, pid, "/usr/bin/python3", &["python3", "app.py"]);
+        let f = k.bind(t + 5 * MS, pid, "0.0.0.0", 8080, EADDRINUSE, true);
+        assert!(f.iter().all(|x| x.id == id && x.state == State::Update), "{f:?}");
+        k.exit(t + 10 * MS, pid, CODE1);
+    }
+    let updates = k.all.iter().filter(|x| x.state == State::Update && x.kind.as_str() == "port_conflict").count();
+    assert!(updates <= 3, "updates are rate-limited: {updates}");
+    // nginx goes away, the next try binds: resolved.
+    k.unlisten(30 * S, 100, "0.0.0.0", 8080, 0xa);
+    k.set_kernel(vec![]);
+    k.spawn(31 * S, 1, 400, "/usr/bin/python3", &["python3", "app.py"]);
+    let f = k.bind(32 * S, 400, "0.0.0.0", 8080, 0, true);
+    assert_eq!(ks(&f), vec![("port_conflict", "resolved")]);
+    assert_eq!(f[0].id, id);
+    assert_eq!(f[0].count, 21);
+}
+
+#[test]
+fn port_conflict_resolves_after_the_failing_process_exits_and_nobody_retries() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/a", &["a"]);
+    k.listen(S + 1, 100, "127.0.0.1", 7000, 1);
+    k.set_kernel(vec![listener("127.0.0.1", 7000, &[100])]);
+    k.spawn(2 * S, 1, 200, "/bin/b", &["b"]);
+    assert!(opened(&k.bind(3 * S, 200, "127.0.0.1", 7000, EADDRINUSE, true), "port_conflict"));
+    k.exit(4 * S, 200, CODE1);
+    k.reap(4 * S + 1, 1, 200);
+    assert!(k.run_timers(4 * S + 29 * S).is_empty(), "within the grace period");
+    assert!(resolved(&k.run_timers(4 * S + 30 * S), "port_conflict"));
+}
+
+#[test]
+fn port_conflict_holder_comes_from_the_kernel_not_a_stale_table() {
+    let mut k = Kit::defaults();
+    // 100 bound and listened, then forked 150 (inheriting the socket) and exited.
+    k.spawn(S, 1, 100, "/usr/sbin/daemon", &["daemon"]);
+    k.listen(S + 1, 100, "0.0.0.0", 6000, 7);
+    k.fork(S + 2, 100, 150);
+    k.exit(S + 3, 100, 0);
+    k.reap(S + 4, 1, 100);
+    k.set_kernel(vec![listener("0.0.0.0", 6000, &[150])]);
+    k.spawn(2 * S, 1, 200, "/bin/other", &["other"]);
+    let f = k.bind(3 * S, 200, "0.0.0.0", 6000, EADDRINUSE, true);
+    assert!(f[0].summary.contains("held by pid 150 (daemon)"), "{}", f[0].summary);
+}
+
+#[test]
+fn port_conflict_with_only_time_wait_connections_says_so() {
+    let mut k = Kit::defaults();
+    k.set_kernel(vec![KernelSocket { tcp: true, addr: "127.0.0.1".parse().unwrap(), port: 7100, state: 6, uid: 0, inode: 0, pids: vec![] }]);
+    k.spawn(S, 1, 200, "/bin/b", &["b"]);
+    let f = k.bind(2 * S, 200, "0.0.0.0", 7100, EADDRINUSE, true);
+    assert!(f[0].summary.contains("TIME_WAIT") && f[0].summary.contains("SO_REUSEADDR"), "{}", f[0].summary);
+}
+
+#[test]
+fn allow_listed_ports_are_quiet() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 200, "/usr/sbin/avahi-daemon", &["avahi-daemon"]);
+    assert!(k.bind(2 * S, 200, "0.0.0.0", 5353, EADDRINUSE, false).is_empty());
+}
+
+#[test]
+fn holders_existing_at_start_are_named() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/sshd", &["sshd"]);
+    let seed = vec![listener("0.0.0.0", 22, &[100])];
+    k.engine.seed(&seed, S);
+    k.set_kernel(seed);
+    k.spawn(2 * S, 1, 200, "/bin/dropbear", &["dropbear"]);
+    let f = k.bind(3 * S, 200, "0.0.0.0", 22, EADDRINUSE, true);
+    assert!(f[0].summary.contains("held by pid 100 (sshd) on 0.0.0.0:22 since before watcher started"), "{}", f[0].summary);
+}
+
+// ---------------------------------------------------------------- port_shadowed
+
+#[test]
+fn specific_address_shadows_a_wildcard_of_another_program() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/docker-proxy", &["docker-proxy", "-host-port", "54112"]);
+    k.listen(2 * S, 100, "0.0.0.0", 54112, 1);
+    k.spawn(3 * S, 1, 200, "/usr/bin/node", &["node", "dev.js"]);
+    k.set_kernel(vec![listener("0.0.0.0", 54112, &[100]), listener("127.0.0.1", 54112, &[200])]);
+    let f = k.listen(4 * S, 200, "127.0.0.1", 54112, 2);
+    assert_eq!(ks(&f), vec![("port_shadowed", "open")]);
+    let s = &f[0].summary;
+    assert!(s.contains("connections to 127.0.0.1:54112 go to pid 200 (node dev.js)"), "{s}");
+    assert!(s.contains("to pid 100 (docker-proxy -host-port 54112) on 0.0.0.0:54112"), "{s}");
+    // The dev server stops: resolved.
+    assert!(resolved(&k.unlisten(5 * S, 200, "127.0.0.1", 54112, 2), "port_shadowed"));
+}
+
+#[test]
+fn ipv4_and_ipv6_wildcards_of_different_programs() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/v4", &["v4"]);
+    k.listen(2 * S, 100, "0.0.0.0", 9000, 1);
+    k.spawn(3 * S, 1, 200, "/bin/v6", &["v6"]);
+    k.set_kernel(vec![listener("0.0.0.0", 9000, &[100]), listener("::", 9000, &[200])]);
+    let f = k.listen(4 * S, 200, "::", 9000, 2);
+    assert!(opened(&f, "port_shadowed"));
+    assert!(f[0].summary.contains("IPv6 connections to port 9000 go to pid 200") && f[0].summary.contains("IPv4 ones to pid 100"), "{}", f[0].summary);
+    // The v4 holder exits; its listener closes.
+    k.exit(5 * S, 100, 0);
+    assert!(resolved(&k.unlisten(5 * S + 1, 100, "0.0.0.0", 9000, 1), "port_shadowed"));
+}
+
+#[test]
+fn ipv4_mapped_ipv6_is_the_same_address() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/a", &["a"]);
+    k.listen(2 * S, 100, "::ffff:127.0.0.1", 9100, 1);
+    k.spawn(3 * S, 1, 200, "/bin/b", &["b"]);
+    k.set_kernel(vec![listener("::ffff:127.0.0.1", 9100, &[100])]);
+    assert!(opened(&k.listen(4 * S, 200, "127.0.0.1", 9100, 2), "port_shadowed"));
+}
+
+#[test]
+fn a_reuseport_pool_of_one_program_and_one_process_are_not_shadowing() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/worker", &["worker", "--port", "9200"]);
+    k.spawn(S, 1, 101, "/usr/bin/worker", &["worker", "--port", "9200"]);
+    k.spawn(S, 1, 102, "/usr/bin/worker", &["worker", "--port", "9200"]);
+    for (i, pid) in [100u32, 101, 102].iter().enumerate() {
+        assert!(k.listen(2 * S + i as u64, *pid, "0.0.0.0", 9200, 10 + i as u64).is_empty());
+    }
+    // One process on v4 and v6.
+    k.spawn(3 * S, 1, 300, "/bin/dual", &["dual"]);
+    assert!(k.listen(4 * S, 300, "0.0.0.0", 9300, 20).is_empty());
+    assert!(k.listen(4 * S + 5, 300, "::", 9300, 21).is_empty());
+    // Different addresses that do not overlap.
+    k.spawn(5 * S, 1, 400, "/bin/x", &["x"]);
+    assert!(k.listen(6 * S, 400, "127.0.0.2", 9300, 30).is_empty());
+    assert!(k.all.is_empty(), "{:?}", k.all);
+}
+
+// ---------------------------------------------------------------- address_unavailable
+
+#[test]
+fn address_unavailable_opens_and_resolves() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/keepalived", &["app"]);
+    let f = k.bind(2 * S, 100, "192.0.2.10", 80, EADDRNOTAVAIL, true);
+    assert_eq!(ks(&f), vec![("address_unavailable", "open")]);
+    assert!(f[0].summary.contains("192.0.2.10 is not an address of this host"), "{}", f[0].summary);
+    assert!(k.bind(3 * S, 100, "192.0.2.10", 80, EADDRNOTAVAIL, true).is_empty(), "rate-limited update");
+    assert!(resolved(&k.bind(20 * S, 100, "192.0.2.10", 80, 0, true), "address_unavailable"));
+}
+
+// ---------------------------------------------------------------- zombies
+
+fn seven_children(k: &mut Kit, parent: u32) {
+    k.spawn(S, 1, parent, "/usr/bin/worker-master", &["master"]);
+    for c in 0..7u32 {
+        k.fork(2 * S + c as u64, parent, parent + 1 + c);
+    }
+}
+
+#[test]
+fn zombie_accumulation_fires_on_the_crossing_exit_and_resolves_below() {
+    let mut k = Kit::defaults();
+    seven_children(&mut k, 100);
+    for c in 0..4u32 {
+        assert!(k.exit(3 * S + c as u64, 101 + c, 0).is_empty());
+    }
+    let f = k.exit(3 * S + 4, 105, 0);
+    assert_eq!(ks(&f), vec![("zombie_accumulation", "open")]);
+    assert_eq!(f[0].at_ns, 3 * S + 4, "emitted while handling the crossing exit");
+    assert!(f[0].summary.contains("pid 100 (master) has 5 exited children"), "{}", f[0].summary);
+    k.exit(3 * S + 5, 106, 0);
+    k.exit(3 * S + 6, 107, 0);
+    // 7 unreaped; reaping 3 leaves 4 < 5.
+    assert!(k.reap(4 * S, 100, 101).is_empty());
+    assert!(k.reap(4 * S + 1, 100, 102).is_empty());
+    let f = k.reap(4 * S + 2, 100, 103);
+    assert!(resolved(&f, "zombie_accumulation"), "{f:?}");
+}
+
+#[test]
+fn threads_exiting_are_not_zombies() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/app", &["app"]);
+    k.fork(2 * S, 100, 200);
+    for t in 0..10u32 {
+        k.thread(2 * S + 1 + t as u64, 200, 201 + t);
+    }
+    for t in 0..10u32 {
+        assert!(k.exit_thread(3 * S + t as u64, 201 + t, 200, 0, false).is_empty());
+    }
+    assert!(k.run_timers(60 * S).is_empty());
+}
+
+#[test]
+fn a_parent_dying_hands_its_zombies_to_the_subreaper() {
+    let mut k = Kit::defaults();
+    k.spawn(S / 2, 1, 50, "/sbin/subreaper", &["subreaper"]);
+    *k.subreaper.lock().unwrap() = 50;
+    seven_children(&mut k, 100);
+    for c in 0..7u32 {
+        k.exit(3 * S + c as u64, 101 + c, 0);
+    }
+    assert!(opened(&k.all, "zombie_accumulation"));
+    // The parent exits without reaping: its incident resolves, the subreaper gets the zombies.
+    let f = k.exit(4 * S, 100, CODE1);
+    assert!(resolved(&f, "zombie_accumulation"), "{f:?}");
+    let reopened: Vec<_> = f.iter().filter(|x| x.state == State::Open).collect();
+    assert_eq!(reopened.len(), 1, "{f:?}");
+    assert!(reopened[0].summary.contains("pid 50 (subreaper)"), "{}", reopened[0].summary);
+    // The subreaper reaps them all.
+    let mut last = Vec::new();
+    for c in 0..7u32 {
+        last.extend(k.reap(5 * S + c as u64, 50, 101 + c));
+    }
+    assert!(resolved(&last, "zombie_accumulation"));
+}
+
+#[test]
+fn zombie_fires_at_its_deadline_from_the_timer_and_resolves_on_reap() {
+    let mut k = Kit::defaults();
+    seven_children(&mut k, 100);
+    for c in 0..7u32 {
+        k.exit(3 * S + c as u64 * MS, 101 + c, 0);
+    }
+    assert_eq!(k.engine.next_deadline(), Some(13 * S), "deadline = exit + 10 s");
+    assert!(k.run_timers(13 * S - 1).is_empty(), "not before the deadline");
+    let f = k.run_timers(13 * S);
+    let z: Vec<_> = f.iter().filter(|x| x.kind.as_str() == "zombie").collect();
+    assert_eq!(z.len(), 1);
+    assert_eq!((z[0].state, z[0].at_ns), (State::Open, 13 * S), "fires exactly at the deadline");
+    // The others' deadlines follow: one incident, more zombies.
+    k.run_timers(13 * S + 10 * MS);
+    let inc = k.engine.detectors.zombie.incidents.get(&100).expect("open");
+    assert_eq!(inc.count, 7);
+    let mut f = Vec::new();
+    for c in 0..7u32 {
+        f.extend(k.reap(20 * S + c as u64, 100, 101 + c));
+    }
+    assert!(resolved(&f, "zombie"));
+}
+
+#[test]
+fn pid_reuse_does_not_confuse_zombie_counts() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/p", &["p"]);
+    for round in 0..20u64 {
+        // The same pid 101 is reused: fork, exit, reap.
+        k.fork(2 * S + round * 10, 100, 101);
+        k.exit(2 * S + round * 10 + 1, 101, 0);
+        k.reap(2 * S + round * 10 + 2, 100, 101);
+    }
+    assert!(k.run_timers(100 * S).is_empty());
+    assert!(k.all.is_empty(), "{:?}", k.all);
+}
+
+#[test]
+fn zombies_existing_at_start_are_counted() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/leaky", &["leaky"]);
+    for c in 0..6u32 {
+        k.fork(S + 1 + c as u64, 100, 101 + c);
+    }
+    // Make them zombies in the table as /proc would show them, before the detectors know.
+    for c in 0..6u32 {
+        k.engine.enricher.procs.apply(&crate::decode::decode(&crate::decode::encode(&watcher_common::Event {
+            header: crate::decode::header_for::<watcher_common::ExitData>(watcher_common::EventKind::Exit, 2 * S, 101 + c, 101 + c, "x"),
+            data: watcher_common::ExitData { exit_code: 0, group_dead: 1 },
+        })).unwrap());
+    }
+    let mut fresh = Kit::defaults();
+    fresh.engine.enricher.procs = std::mem::replace(&mut k.engine.enricher.procs, crate::proctable::ProcessTable::new(16));
+    let f = fresh.engine.seed(&[], 3 * S);
+    assert!(opened(&f, "zombie_accumulation"), "{f:?}");
+    assert!(opened(&fresh.run_timers(13 * S), "zombie"));
+}
+
+// ---------------------------------------------------------------- respawn_storm
+
+#[test]
+fn a_supervisor_restarting_a_crashing_child_is_a_respawn_storm() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/supervisor", &["supervisor"]);
+    let mut t = 2 * S;
+    let mut opened_at = None;
+    for n in 0..8u32 {
+        let pid = 200 + n;
+        let f = k.spawn(t, 100, pid, "/usr/bin/worker", &["worker", "--queue", "jobs"]);
+        if opened(&f, "respawn_storm") {
+            opened_at.get_or_insert(n);
+        }
+        k.exit(t + 30 * MS, pid, CODE1);
+        k.reap(t + 31 * MS, 100, pid);
+        t += 50 * MS;
+    }
+    assert_eq!(opened_at, Some(5), "the 5th restart opens it");
+    let f = k.all.iter().find(|x| x.kind.as_str() == "respawn_storm").unwrap();
+    assert!(f.summary.contains("`worker --queue jobs` keeps crashing: restarted 5 times"), "{}", f.summary);
+    assert!(f.summary.contains("by pid 100 (supervisor)") && f.summary.contains("exit code 1 after 30 ms"), "{}", f.summary);
+    assert!(f.processes.iter().any(|p| p.role == "restarter" && p.proc.key.tgid == 100));
+    // A quiet window resolves it. (No test of the stale socket table here: the
+    // stand-in kernel is empty.)
+    assert!(k.run_timers(t + 59 * S).is_empty());
+    assert!(resolved(&k.run_timers(t + 61 * S), "respawn_storm"));
+}
+
+#[test]
+fn a_crashing_forked_worker_refork_counts_and_signals_count() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/prefork", &["prefork"]);
+    for n in 0..6u32 {
+        let t = 2 * S + n as u64 * 100 * MS;
+        k.fork(t, 100, 200 + n);
+        k.exit(t + 10 * MS, 200 + n, 11); // SIGSEGV
+        k.reap(t + 11 * MS, 100, 200 + n);
+    }
+    let f = k.all.iter().find(|x| x.kind.as_str() == "respawn_storm").expect("storm");
+    assert!(f.summary.contains("SIGSEGV"), "{}", f.summary);
+}
+
+#[test]
+fn grep_q_in_a_shell_loop_and_clean_exits_are_not_crashes() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/bash", &["bash", "poll.sh"]);
+    let mut pid = 200;
+    for n in 0..100u64 {
+        let t = 2 * S + n * 200 * MS;
+        k.spawn(t, 100, pid, "/usr/bin/grep", &["grep", "-q", "ready", "/tmp/state"]);
+        k.exit(t + 2 * MS, pid, CODE1);
+        k.reap(t + 3 * MS, 100, pid);
+        pid += 1;
+        k.spawn(t + 4 * MS, 100, pid, "/usr/bin/pgrep", &["pgrep", "-x", "nothing"]);
+        k.exit(t + 6 * MS, pid, CODE1);
+        k.reap(t + 7 * MS, 100, pid);
+        pid += 1;
+        // A cron-like job that succeeds.
+        k.spawn(t + 8 * MS, 100, pid, "/usr/bin/date", &["date"]);
+        k.exit(t + 9 * MS, pid, 0);
+        k.reap(t + 10 * MS, 100, pid);
+        pid += 1;
+        // Killed by SIGPIPE in a pipeline (`… | head`).
+        k.spawn(t + 11 * MS, 100, pid, "/usr/bin/yes", &["yes"]);
+        k.exit(t + 12 * MS, pid, 13);
+        k.reap(t + 13 * MS, 100, pid);
+        pid += 1;
+    }
+    k.run_timers(200 * S);
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
+#[test]
+fn long_lives_ending_badly_are_not_a_storm() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/supervisor", &["supervisor"]);
+    for n in 0..10u64 {
+        let t = 2 * S + n * 60 * S;
+        k.spawn(t, 100, 200 + n as u32, "/usr/bin/svc", &["svc"]);
+        k.exit(t + 45 * S, 200 + n as u32, CODE1);
+        k.reap(t + 45 * S + 1, 100, 200 + n as u32);
+    }
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
+// ---------------------------------------------------------------- duplicate_instances
+
+#[test]
+fn eleven_copies_side_by_side_are_duplicates_and_resolve_when_fewer() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/sh", &["sh", "start.sh"]);
+    let mut f = Vec::new();
+    for n in 0..11u32 {
+        f = k.spawn(2 * S + n as u64 * MS, 100, 200 + n, "/usr/bin/python3", &["python3", "worker.py"]);
+    }
+    assert_eq!(ks(&f), vec![("duplicate_instances", "open")], "fires on the start that crosses 10");
+    assert!(f[0].summary.starts_with("11 instances of `python3 worker.py` are running (limit 10)"), "{}", f[0].summary);
+    let f = k.exit(3 * S, 205, 0);
+    assert!(resolved(&f, "duplicate_instances"));
+}
+
+#[test]
+fn a_master_with_forked_workers_is_one_instance_and_args_tell_programs_apart() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/nginx", &["nginx"]);
+    for n in 0..12u32 {
+        k.fork(2 * S + n as u64, 100, 200 + n);
+    }
+    k.spawn(3 * S, 1, 300, "/bin/sh", &["sh"]);
+    for n in 0..6u32 {
+        k.spawn(4 * S + n as u64 * MS, 300, 400 + n, "/usr/bin/python3", &["python3", "a.py"]);
+        k.spawn(4 * S + n as u64 * MS + 500, 300, 500 + n, "/usr/bin/python3", &["python3", "b.py"]);
+    }
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
+#[test]
+fn singletons_have_a_limit_of_one() {
+    let mut cfg = DetectConfig::default();
+    cfg.duplicate_instances.singletons = vec!["cron".into()];
+    let mut k = Kit::new(cfg);
+    assert!(k.spawn(S, 1, 100, "/usr/sbin/cron", &["cron", "-f"]).is_empty());
+    let f = k.spawn(2 * S, 1, 101, "/usr/sbin/cron", &["cron", "-f"]);
+    assert!(opened(&f, "duplicate_instances"));
+    assert!(f[0].summary.contains("a singleton, limit 1"), "{}", f[0].summary);
+}
+
+// ---------------------------------------------------------------- fork_storm
+
+#[test]
+fn forking_faster_than_500_per_second_for_2_seconds() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/spawner", &["spawner"]);
+    let mut pid = 1000;
+    let mut open_at = None;
+    // 800 forks/s for 3 s; children exit at once.
+    for n in 0..2400u64 {
+        let t = 2 * S + n * S / 800;
+        let f = k.fork(t, 100, pid);
+        if opened(&f, "fork_storm") {
+            open_at.get_or_insert(t);
+        }
+        k.exit(t + 1, pid, 0);
+        k.reap(t + 2, 100, pid);
+        pid += 1;
+    }
+    let at = open_at.expect("fork_storm");
+    assert!((3 * S..4 * S).contains(&at), "opens in the second second: {at}");
+    let f = k.run_timers(7 * S);
+    assert!(resolved(&f, "fork_storm"), "{:?}", ks(&f));
+}
+
+#[test]
+fn a_fork_bomb_names_the_root_of_the_growing_tree() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
+    k.fork(2 * S, 50, 100);
+    let mut pid = 1000;
+    let mut t = 3 * S;
+    // 10 children of 100, each forking 110 that never exit: 1,110 new descendants in 1.1 s.
+    for c in 0..10u32 {
+        let child = 200 + c;
+        k.fork(t, 100, child);
+        for _ in 0..110 {
+            t += MS;
+            k.fork(t, child, pid);
+            pid += 1;
+        }
+    }
+    let f: Vec<_> = k.all.iter().filter(|x| x.kind.as_str() == "fork_storm").collect();
+    assert_eq!(f.len(), 1, "{:?}", ks(&k.all));
+    assert_eq!(f[0].processes[0].proc.key.tgid, 100, "{}", f[0].summary);
+    assert!(f[0].summary.contains("fork bomb"));
+}
+
+#[test]
+fn a_parallel_build_is_not_a_fork_storm() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/make", &["make", "-j2"]);
+    let mut pid = 1000;
+    let mut t = 2 * S;
+    // 600 files: make → sh → cc → cc1/as, each ending before the next few start.
+    for file in 0..600u32 {
+        let name = format!("f{file}.c");
+        let sh = pid;
+        k.spawn(t, 100, sh, "/bin/sh", &["sh", "-c", &format!("cc -c {name}")]);
+        let cc = pid + 1;
+        k.spawn(t + MS, sh, cc, "/usr/bin/cc", &["cc", "-c", &name]);
+        let cc1 = pid + 2;
+        k.spawn(t + 2 * MS, cc, cc1, "/usr/lib/gcc/cc1", &["cc1", &name, "-o", &format!("/tmp/cc{file}.s")]);
+        k.exit(t + 20 * MS, cc1, 0);
+        k.reap(t + 20 * MS + 1, cc, cc1);
+        let r#as = pid + 3;
+        k.spawn(t + 21 * MS, cc, r#as, "/usr/bin/as", &["as", "-o", &format!("f{file}.o"), &format!("/tmp/cc{file}.s")]);
+        k.exit(t + 25 * MS, r#as, 0);
+        k.reap(t + 25 * MS + 1, cc, r#as);
+        k.exit(t + 26 * MS, cc, 0);
+        k.reap(t + 26 * MS + 1, sh, cc);
+        k.exit(t + 27 * MS, sh, 0);
+        k.reap(t + 27 * MS + 1, 100, sh);
+        pid += 4;
+        t += 14 * MS; // two jobs overlapping
+    }
+    k.run_timers(t + 120 * S);
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
+// ---------------------------------------------------------------- connect_failures
+
+#[test]
+fn refused_nonblocking_connects_from_several_clients() {
+    let mut k = Kit::defaults();
+    for c in 0..3u32 {
+        k.spawn(S, 1, 100 + c, "/usr/bin/client", &["client", &c.to_string()]);
+    }
+    let mut first_open = None;
+    for n in 0..12u64 {
+        let pid = 100 + (n % 3) as u32;
+        let sk = 0x5000 + n;
+        let t = 2 * S + n * 100 * MS;
+        k.tcp(t, pid, sk, 7, 2, "127.0.0.1", 0, "127.0.0.1", 5432);
+        k.connect(t + 1, pid, "127.0.0.1", 5432, EINPROGRESS, sk);
+        // The refusal arrives in softirq context (pid 0).
+        let f = k.tcp(t + 100_000, 0, sk, 2, 7, "127.0.0.1", 40000, "127.0.0.1", 5432);
+        if opened(&f, "connect_failures") {
+            first_open.get_or_insert(n);
+        }
+    }
+    assert_eq!(first_open, Some(9), "the 10th failure opens it");
+    let f = k.all.iter().find(|x| x.kind.as_str() == "connect_failures").unwrap();
+    assert!(f.summary.starts_with("10 connects to 127.0.0.1:5432 failed within 10 s"), "{}", f.summary);
+    assert!(f.summary.contains("from 3 client process(es)"), "{}", f.summary);
+    let mut clients: Vec<u32> = f.processes.iter().map(|p| p.proc.key.tgid).collect();
+    clients.sort();
+    assert_eq!(clients, vec![100, 101, 102]);
+    // A connect that succeeds resolves it.
+    k.tcp(9 * S, 100, 0x9999, 7, 2, "127.0.0.1", 0, "127.0.0.1", 5432);
+    let f = k.tcp(9 * S + 1, 0, 0x9999, 2, 1, "127.0.0.1", 40001, "127.0.0.1", 5432);
+    assert!(resolved(&f, "connect_failures"));
+}
+
+#[test]
+fn blocking_refusals_count_once_and_a_slow_trickle_is_quiet() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/client", &["client"]);
+    for n in 0..9u64 {
+        let sk = 0x7000 + n;
+        let t = 2 * S + n * MS;
+        k.tcp(t, 100, sk, 7, 2, "127.0.0.1", 0, "127.0.0.1", 6000);
+        k.tcp(t + 1, 100, sk, 2, 7, "127.0.0.1", 40000, "127.0.0.1", 6000);
+        k.connect(t + 2, 100, "127.0.0.1", 6000, ECONNREFUSED, sk);
+    }
+    assert!(k.all.is_empty(), "9 refusals, counted once each: below 10");
+    // One failure every 2 s for a minute: never 10 within 10 s.
+    for n in 0..30u64 {
+        let sk = 0x8000 + n;
+        let t = 20 * S + n * 2 * S;
+        k.tcp(t, 100, sk, 7, 2, "127.0.0.1", 0, "127.0.0.1", 6001);
+        k.tcp(t + 1, 100, sk, 2, 7, "127.0.0.1", 40000, "127.0.0.1", 6001);
+    }
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
+#[test]
+fn connect_failures_note_a_shadowed_destination_port() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/real", &["real"]);
+    k.listen(2 * S, 100, "0.0.0.0", 7777, 1);
+    k.spawn(3 * S, 1, 200, "/bin/dev", &["dev"]);
+    k.set_kernel(vec![listener("0.0.0.0", 7777, &[100])]);
+    k.listen(4 * S, 200, "127.0.0.1", 7777, 2);
+    k.spawn(5 * S, 1, 300, "/bin/client", &["client"]);
+    for n in 0..10u64 {
+        let sk = 0x6000 + n;
+        k.tcp(6 * S + n, 300, sk, 7, 2, "127.0.0.1", 0, "127.0.0.1", 7777);
+        k.tcp(6 * S + n, 0, sk, 2, 7, "127.0.0.1", 1, "127.0.0.1", 7777);
+    }
+    let f = k.all.iter().find(|x| x.kind.as_str() == "connect_failures").expect("finding");
+    assert!(f.summary.contains("note: port 7777 (tcp) is shadowed"), "{}", f.summary);
+}

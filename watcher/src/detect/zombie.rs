@@ -1,0 +1,197 @@
+//! `zombie`: a child stays unreaped past `max_age` (10 s). Fires at the
+//! deadline, from the timer (`on_tick` at `next_deadline`), never on a sweep.
+//! One incident per parent: every overdue child of it adds to the count;
+//! resolves when all its overdue children are reaped.
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{json, Map};
+
+use super::{config::ns, dur, incident::Incidents, who, DetectConfig, Finding, Input, Involved, Kind};
+use crate::{
+    decode::Payload,
+    proctable::{Proc, ProcKey},
+};
+
+struct Child {
+    proc: Proc,
+    parent: u32,
+    parent_proc: Option<Proc>,
+    deadline: u64,
+    /// Exit time, when seen (not for zombies found at start).
+    exited_ns: Option<u64>,
+    overdue: bool,
+}
+
+pub struct Zombies {
+    pub incidents: Incidents<u32>,
+    children: HashMap<ProcKey, Child>,
+    deadlines: BTreeSet<(u64, ProcKey)>,
+    max_age_ns: u64,
+    cap: usize,
+    pub overflow: u64,
+    cfg: DetectConfig,
+}
+
+impl Zombies {
+    pub fn new(cfg: &DetectConfig) -> Zombies {
+        Zombies {
+            incidents: Incidents::new(Kind::Zombie, cfg.update_interval_ns(), cfg.max_incidents),
+            children: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            max_age_ns: ns(cfg.zombie.max_age_s),
+            cap: cfg.max_tracked,
+            overflow: 0,
+            cfg: cfg.clone(),
+        }
+    }
+
+    fn track(&mut self, p: &Proc, parent_proc: Option<Proc>, from: u64, exited_ns: Option<u64>) {
+        if self.children.len() >= self.cap {
+            self.overflow += 1;
+            return;
+        }
+        let deadline = from + self.max_age_ns;
+        self.deadlines.insert((deadline, p.key));
+        self.children.insert(
+            p.key,
+            Child { proc: p.clone(), parent: p.ppid, parent_proc, deadline, exited_ns, overdue: false },
+        );
+    }
+
+    pub fn seed(&mut self, procs: &[Proc], now: u64) {
+        for z in procs.iter().filter(|p| p.exited.is_some()) {
+            let parent = procs.iter().find(|p| p.key.tgid == z.ppid).cloned();
+            // The exit time of a zombie found at start is unknown: count from now.
+            self.track(z, parent, now, None);
+        }
+    }
+
+    fn overdue_of(&self, parent: u32) -> Vec<&Child> {
+        let mut v: Vec<&Child> = self.children.values().filter(|c| c.parent == parent && c.overdue).collect();
+        v.sort_by_key(|c| c.deadline);
+        v
+    }
+
+    fn raise(&mut self, parent: u32, now: u64) -> Option<Finding> {
+        let overdue = self.overdue_of(parent);
+        let first = overdue.first()?;
+        let parent_proc = first.parent_proc.clone();
+        if parent_proc.as_ref().is_some_and(|p| self.cfg.allowed_program(p)) {
+            return None;
+        }
+        let n = overdue.len();
+        let pids: Vec<u32> = overdue.iter().map(|c| c.proc.key.tgid).collect();
+        let oldest = overdue.iter().filter_map(|c| c.exited_ns).min();
+        let pname = parent_proc.as_ref().map(who).unwrap_or_else(|| format!("pid {parent}"));
+        let age = match oldest {
+            Some(t) => format!("the oldest for {}", dur(now.saturating_sub(t))),
+            None => "since before watcher started".into(),
+        };
+        let summary = format!(
+            "{pname} has left {n} exited child(ren) unreaped for more than {} ({age}): zombie pids {}; the parent must wait() for them",
+            dur(self.max_age_ns),
+            pids.iter().take(10).map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        let mut processes = Vec::new();
+        if let Some(pp) = parent_proc {
+            processes.push(Involved { role: "parent", proc: pp, address: None, since_ns: None });
+        }
+        processes.extend(overdue.iter().take(16).map(|c| Involved {
+            role: "zombie",
+            proc: c.proc.clone(),
+            address: None,
+            since_ns: c.exited_ns,
+        }));
+        let mut details = Map::new();
+        details.insert("parent_pid".into(), json!(parent));
+        details.insert("overdue".into(), json!(n));
+        details.insert("max_age_s".into(), json!(self.max_age_ns as f64 / 1e9));
+        details.insert("zombie_pids".into(), json!(pids));
+        let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
+        self.incidents.raise(parent, &parent.to_string(), now, (n as u64).saturating_sub(prev), summary, processes, details)
+    }
+
+    fn forget(&mut self, key: ProcKey, now: u64, why: &str) -> Option<Finding> {
+        let c = self.children.remove(&key)?;
+        self.deadlines.remove(&(c.deadline, key));
+        if c.overdue && self.incidents.is_open(&c.parent) {
+            let left = self.overdue_of(c.parent).len();
+            if left == 0 {
+                return self.incidents.resolve(
+                    &c.parent,
+                    now,
+                    format!("every overdue zombie of pid {} is gone (last one {why})", c.parent),
+                );
+            }
+            let parent = c.parent;
+            self.incidents.amend(&parent, |inc| {
+                inc.details.insert("overdue".into(), json!(left));
+            });
+        }
+        None
+    }
+
+    pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let ts = i.ev.header.ts_ns;
+        match &i.ev.payload {
+            Payload::Exit(_) => {
+                if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
+                    if !self.children.contains_key(&p.key) {
+                        let exited = p.exited.map(|(t, _)| t).unwrap_or(ts);
+                        self.track(p, i.parent.cloned(), exited, Some(exited));
+                    }
+                    // Its own zombies now belong to someone else.
+                    for (child, new_parent) in i.reparented {
+                        let was_overdue = match self.children.get_mut(child) {
+                            Some(c) => {
+                                c.parent = *new_parent;
+                                c.parent_proc = (i.procs)(*new_parent);
+                                c.overdue
+                            }
+                            None => continue,
+                        };
+                        if was_overdue {
+                            out.extend(self.raise(*new_parent, ts));
+                        }
+                    }
+                    if self.incidents.is_open(&p.key.tgid) {
+                        out.extend(self.incidents.resolve(
+                            &p.key.tgid,
+                            ts,
+                            format!("{} exited; its zombies passed to their new parent", who(p)),
+                        ));
+                    }
+                }
+            }
+            Payload::Reap(_) => {
+                if let Some(c) = i.subject {
+                    out.extend(self.forget(c.key, ts, "reaped"));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+        let mut parents = Vec::new();
+        while let Some(&(deadline, key)) = self.deadlines.iter().next() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.remove(&(deadline, key));
+            if let Some(c) = self.children.get_mut(&key) {
+                c.overdue = true;
+                if !parents.contains(&c.parent) {
+                    parents.push(c.parent);
+                }
+            }
+        }
+        parents.into_iter().filter_map(|p| self.raise(p, now)).collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.deadlines.iter().next().map(|(d, _)| *d)
+    }
+}
