@@ -241,3 +241,99 @@ pub fn assert_common(v: &Value) {
     assert!(num(v, &["mono_ns"]).unwrap_or(0) > 0, "mono_ns: {v}");
     assert!(text(v, &["type"]).is_some(), "type: {v}");
 }
+
+/// An actor still running: its stdin is a pipe (closing it ends `listen-hold`),
+/// its `key=value` lines are read as they come.
+pub struct Running {
+    pub child: std::process::Child,
+    pub pid: u32,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub values: HashMap<String, String>,
+}
+
+impl Running {
+    /// Wait (with a deadline) until the actor prints `key=…`.
+    pub fn value(&mut self, key: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        while !self.values.contains_key(key) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if let Some((k, v)) = l.split_once('=') {
+                        self.values.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+                Err(_) => panic!("actor {} printed no `{key}` within {DEADLINE:?}: {:?}", self.pid, self.values),
+            }
+        }
+        self.values[key].clone()
+    }
+
+    pub fn num(&mut self, key: &str) -> u64 {
+        self.value(key).parse().unwrap_or_else(|_| panic!("`{key}` is not a number"))
+    }
+
+    /// Close stdin and wait for the exit.
+    pub fn finish(mut self) -> std::process::ExitStatus {
+        drop(self.child.stdin.take());
+        self.child.wait().expect("wait actor")
+    }
+}
+
+/// Start `actor <args>` without waiting for it.
+pub fn spawn_actor(bin: &str, args: &[&str]) -> Running {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn actor");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let pid = child.id();
+    Running { child, pid, lines: rx, values: HashMap::new() }
+}
+
+/// Run `actor <args>` to completion whatever its exit status.
+pub fn actor_any(bin: &str, args: &[&str]) -> Run {
+    let mono_before = mono_ns();
+    let out = Command::new(bin).args(args).output().expect("running actor");
+    let mono_after = mono_ns();
+    let values: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let pid = values.get("pid").and_then(|p| p.parse().ok()).expect("actor prints its pid");
+    Run { pid, values, code: out.status.code(), mono_before, mono_after }
+}
+
+/// A finding record of `kind` in `state`.
+pub fn finding(v: &Value, kind: &str, state: &str) -> bool {
+    is(v, "finding") && text(v, &["kind"]) == Some(kind) && text(v, &["state"]) == Some(state)
+}
+
+/// The pids a finding names with `role` (any role when `None`).
+pub fn finding_pids(v: &Value, role: Option<&str>) -> Vec<u64> {
+    v["processes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| role.is_none_or(|r| p["role"] == r))
+                .filter_map(|p| p["process"]["pid"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}

@@ -33,6 +33,7 @@ pub enum RecordType {
     Connect,
     TcpState,
     Loss,
+    Finding,
 }
 
 impl RecordType {
@@ -46,6 +47,7 @@ impl RecordType {
             RecordType::Connect => "connect",
             RecordType::TcpState => "tcp_state",
             RecordType::Loss => "loss",
+            RecordType::Finding => "finding",
         }
     }
 }
@@ -70,6 +72,12 @@ pub struct TraceArgs {
     /// Also show thread creations and exits of single threads.
     #[arg(long)]
     pub threads: bool,
+    /// Show findings only (and loss records), not the events behind them.
+    #[arg(long)]
+    pub findings: bool,
+    /// Configuration file (TOML): detector thresholds, windows, singletons, allow-lists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// At most one ring-buffer wakeup per CPU per this many microseconds (0: every record wakes the reader).
     #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub wakeup_us: u64,
@@ -97,7 +105,11 @@ impl TraceArgs {
                 pids: self.pid.clone(),
                 comms: self.comm.clone(),
                 ports: self.port.clone(),
-                types: self.types.iter().map(|t| t.as_str().to_owned()).collect(),
+                types: if self.findings {
+                    vec!["finding".to_owned()]
+                } else {
+                    self.types.iter().map(|t| t.as_str().to_owned()).collect()
+                },
                 threads: self.threads,
             },
             load: LoadOptions {
@@ -106,6 +118,7 @@ impl TraceArgs {
                 ring_bytes: self.ring_mib << 20,
             },
             max_processes: self.max_processes as usize,
+            config: self.config.clone(),
         }
     }
 }

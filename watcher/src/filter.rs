@@ -18,6 +18,33 @@ pub struct Filter {
 }
 
 impl Filter {
+    fn finding_matches(&self, f: &crate::record::FindingRecord) -> bool {
+        if !self.pids.is_empty() && !f.processes.iter().any(|x| self.pids.contains(&x.process.pid)) {
+            return false;
+        }
+        if !self.comms.is_empty()
+            && !f.processes.iter().any(|x| {
+                let base = x.process.executable.as_deref().and_then(|e| e.rsplit('/').next());
+                self.comms.iter().any(|c| *c == x.process.name || Some(c.as_str()) == base)
+            })
+        {
+            return false;
+        }
+        if !self.ports.is_empty() {
+            let port = f.details.get("port").and_then(|p| p.as_u64());
+            let dest_port = f
+                .details
+                .get("destination")
+                .and_then(|d| d.as_str())
+                .and_then(|d| d.rsplit(':').next())
+                .and_then(|p| p.parse::<u64>().ok());
+            if !self.ports.iter().any(|x| Some(*x as u64) == port || Some(*x as u64) == dest_port) {
+                return false;
+            }
+        }
+        true
+    }
+
     pub fn matches(&self, r: &Record) -> bool {
         if matches!(r.body, Body::Loss(_)) {
             return true;
@@ -31,6 +58,9 @@ impl Filter {
                 Body::Exit(x) if !x.exit.process_exited => return false,
                 _ => {}
             }
+        }
+        if let Body::Finding(f) = &r.body {
+            return self.finding_matches(f);
         }
         let p = r.body.process();
         if !self.pids.is_empty() {

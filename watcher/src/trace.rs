@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, watch};
 use watcher_common::EventKind;
 
 use crate::{
-    enrich::Enricher,
+    config::Config,
+    engine::Engine,
+    proctable::ProcessTable,
     filter::Filter,
     human,
     loader::{self, LoadOptions},
@@ -27,6 +29,8 @@ pub struct TraceSettings {
     pub load: LoadOptions,
     /// Process table capacity.
     pub max_processes: usize,
+    /// Configuration file.
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Counters for the end-of-run summary.
@@ -36,6 +40,7 @@ pub struct Totals {
     pub shown: u64,
     pub lost: u64,
     pub decode_errors: u64,
+    pub findings: u64,
 }
 
 enum WriteEnd {
@@ -56,7 +61,8 @@ fn write_record(out: &mut impl Write, r: &Record, json: bool) -> io::Result<()> 
 /// Kernel record kinds the kernel side must forward: the ones shown, plus
 /// what keeps the process table current.
 fn kernel_kinds(types: &[String]) -> Vec<EventKind> {
-    if types.is_empty() {
+    // Findings need every kind of event.
+    if types.is_empty() || types.iter().any(|t| t == "finding") {
         return Vec::new();
     }
     let mut kinds = vec![EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Reap];
@@ -72,10 +78,17 @@ fn kernel_kinds(types: &[String]) -> Vec<EventKind> {
 }
 
 pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
+    let config = match &s.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
     s.load.kinds = kernel_kinds(&s.filter.types);
     let probes = loader::load(&s.load)?;
-    let mut enricher = Enricher::new(s.max_processes, 65_536, Clock::now());
-    let seeded = enricher.procs.seed_from_proc();
+    let mut table = ProcessTable::new(s.max_processes);
+    table.identity = config.detect.identity.into();
+    let seeded = table.seed_from_proc();
+    let mut engine = Engine::new(config.detect.clone(), table, Clock::now(), Box::new(crate::sockdiag::port_sockets));
+    let initial = engine.seed(&crate::sockdiag::all_holders(), Clock::mono_now());
     tracing::info!(
         processes = seeded,
         tracefs = %probes.tracefs.display(),
@@ -99,33 +112,52 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         .context("installing the SIGINT handler")?;
 
     let started = Instant::now();
+    let color = !s.json && io::IsTerminal::is_terminal(&io::stdout());
     let stdout = io::stdout();
     let mut out = io::BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut totals = Totals::default();
     let mut end = WriteEnd::Ok;
     let mut clock_refreshed = Instant::now();
     let mut stopping = false;
+    let mut initial_records: Vec<Record> = initial.iter().map(|f| engine.finding_record(f)).collect();
+    totals.findings += initial_records.len() as u64;
 
     loop {
+        let mut records = std::mem::take(&mut initial_records);
+        let deadline = engine.next_deadline();
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep(Duration::from_nanos(d.saturating_sub(Clock::mono_now()))).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         let batch = tokio::select! {
             b = rx.recv() => b,
-            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); continue }
-            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); continue }
+            // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
+            _ = timer => {
+                let fs = engine.tick(Clock::mono_now());
+                totals.findings += fs.len() as u64;
+                records.extend(fs.iter().map(|f| engine.finding_record(f)));
+                Some(Batch::Events(Vec::new()))
+            }
+            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new())) }
+            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new())) }
         };
         let Some(batch) = batch else { break };
         if clock_refreshed.elapsed() > Duration::from_secs(10) {
-            enricher.clock = Clock::now();
+            engine.enricher.clock = Clock::now();
             clock_refreshed = Instant::now();
         }
-        let mut records = Vec::new();
         match batch {
             Batch::Events(evs) => {
                 for ev in evs {
                     match ev {
                         Ok(ev) => {
-                            let r = enricher.record(&ev);
+                            let (r, fs) = engine.handle(&ev);
                             *totals.by_type.entry(r.body.type_name()).or_default() += 1;
                             records.push(r);
+                            totals.findings += fs.len() as u64;
+                            records.extend(fs.iter().map(|f| engine.finding_record(f)));
                         }
                         Err(e) => {
                             totals.decode_errors += 1;
@@ -146,7 +178,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
                 let mono = Clock::mono_now();
                 records.push(Record {
                     schema: SCHEMA_VERSION,
-                    time: enricher.clock.rfc3339(mono),
+                    time: engine.enricher.clock.rfc3339(mono),
                     mono_ns: mono,
                     body: Body::Loss(LossRecord {
                         loss: LossInfo { count, total: totals.lost, reason: "ring_buffer_full".into(), by_type },
@@ -160,7 +192,10 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         let mut res = Ok(());
         for r in records.iter().filter(|r| s.filter.matches(r)) {
             totals.shown += 1;
-            res = write_record(&mut out, r, s.json);
+            res = match (&r.body, color) {
+                (Body::Finding(f), true) => writeln!(out, "{}", human::finding_line(r, f, true)),
+                _ => write_record(&mut out, r, s.json),
+            };
             if res.is_err() {
                 break;
             }
@@ -184,8 +219,9 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
     let total: u64 = totals.by_type.values().sum();
     let per_type: Vec<String> = totals.by_type.iter().map(|(k, v)| format!("{k} {v}")).collect();
     eprintln!(
-        "watcher: {total} events in {secs:.1} s ({}), {} shown, {} lost, {} undecodable",
+        "watcher: {total} events in {secs:.1} s ({}), {} finding records, {} shown, {} lost, {} undecodable",
         if per_type.is_empty() { "none".to_owned() } else { per_type.join(", ") },
+        totals.findings,
         totals.shown,
         totals.lost,
         totals.decode_errors

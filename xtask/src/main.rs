@@ -45,7 +45,7 @@ enum Cmd {
     },
     /// Run every test: unit tests and the end-to-end tests (real kernel programs, real processes; needs root).
     Test {
-        /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+        /// Extra arguments for `cargo test`, e.g. `--test findings` or `-- zombie`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
@@ -132,9 +132,7 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     let watcher = target_dir().join("debug").join("watcher");
     let mut cmd = cargo(&bin_dir)?;
     cmd.args(["test", "--no-fail-fast"]).env("WATCHER_BIN", &watcher);
-    if !args.is_empty() {
-        cmd.arg("--").args(&args);
-    }
+    cmd.args(&args);
     let status = cmd.status().context("running cargo test")?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -105,6 +105,155 @@ fn main() {
             }
             say("elapsed_ns", t.elapsed().as_nanos());
         }
+        "listen-hold" => {
+            // listen-hold ADDR PORT [reuseport] [v6only]: listen until stdin closes.
+            let ip: std::net::IpAddr = arg(2).parse().expect("addr");
+            let port: u16 = arg(3).parse().expect("port");
+            let opts = &args[4.min(args.len())..];
+            let fam = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+            let s = socket::socket(fam, SockType::Stream, SockFlag::empty(), None).expect("socket");
+            if opts.iter().any(|o| o == "reuseport") {
+                socket::setsockopt(&s, socket::sockopt::ReusePort, &true).expect("SO_REUSEPORT");
+            }
+            if opts.iter().any(|o| o == "v6only") {
+                socket::setsockopt(&s, socket::sockopt::Ipv6V6Only, &true).expect("IPV6_V6ONLY");
+            }
+            let sa = socket::SockaddrStorage::from(SocketAddr::new(ip, port));
+            socket::bind(s.as_raw_fd(), &sa).expect("bind");
+            socket::listen(&s, socket::Backlog::new(128).expect("backlog")).expect("listen");
+            let bound: socket::SockaddrStorage = socket::getsockname(s.as_raw_fd()).expect("getsockname");
+            let port = bound.as_sockaddr_in().map(|a| a.port()).or_else(|| bound.as_sockaddr_in6().map(|a| a.port())).unwrap_or(0);
+            say("port", port);
+            say("listening", 1);
+            let mut buf = String::new();
+            let _ = std::io::stdin().read_line(&mut buf);
+        }
+        "bind-port" => {
+            // bind-port PORT: bind 0.0.0.0:PORT; exit 1 when it is in use.
+            let port: u16 = arg(2).parse().expect("port");
+            let s = tcp4();
+            match socket::bind(s.as_raw_fd(), &v4(port, [0, 0, 0, 0])) {
+                Ok(()) => say("bound", port),
+                Err(e) => {
+                    say("errno", e as i32);
+                    exit(1);
+                }
+            }
+        }
+        "zombies" => {
+            // zombies N HOLD_MS: N children exit at once; reaped only after HOLD_MS.
+            let n: u32 = arg(2).parse().expect("n");
+            let hold: u64 = arg(3).parse().expect("ms");
+            let kids: Vec<Pid> = (0..n).map(|_| child_exit(0)).collect();
+            say("children", kids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","));
+            std::thread::sleep(Duration::from_millis(hold));
+            for k in kids {
+                waitpid(k, None).expect("waitpid");
+            }
+            say("reaped", 1);
+        }
+        "supervise" => {
+            // supervise N CHILD_MS: restart `actor crash CHILD_MS` N times, as a naive supervisor does.
+            let n: u32 = arg(2).parse().expect("n");
+            let me = std::env::current_exe().expect("exe");
+            for _ in 0..n {
+                let st = std::process::Command::new(&me).args(["crash", arg(3)]).stdout(std::process::Stdio::null()).status().expect("spawn");
+                assert_eq!(st.code(), Some(1));
+            }
+        }
+        "crash" => {
+            std::thread::sleep(Duration::from_millis(arg(2).parse().unwrap_or(30)));
+            exit(1);
+        }
+        "sleep-ms" => std::thread::sleep(Duration::from_millis(arg(2).parse().unwrap_or(1000))),
+        "copies" => {
+            // copies N MS: N copies of `actor sleep-ms MS` side by side.
+            let n: u32 = arg(2).parse().expect("n");
+            let me = std::env::current_exe().expect("exe");
+            let mut kids: Vec<std::process::Child> = (0..n)
+                .map(|_| std::process::Command::new(&me).args(["sleep-ms", arg(3)]).stdout(std::process::Stdio::null()).spawn().expect("spawn"))
+                .collect();
+            say("children", kids.iter().map(|c| c.id().to_string()).collect::<Vec<_>>().join(","));
+            for k in &mut kids {
+                k.wait().expect("wait");
+            }
+        }
+        "fork-fast" => {
+            // fork-fast MS RATE: fork RATE children per second for MS milliseconds.
+            let ms: u64 = arg(2).parse().expect("ms");
+            let rate: u64 = arg(3).parse().expect("rate");
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_millis(ms) {
+                let due = start.elapsed().as_micros() as u64 * rate / 1_000_000;
+                while n <= due {
+                    let c = child_exit(0);
+                    waitpid(c, None).expect("waitpid");
+                    n += 1;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            say("forks", n);
+        }
+        "connect-burst" => {
+            // connect-burst PORT N: N non-blocking connects to 127.0.0.1:PORT, each waited for.
+            let port: u16 = arg(2).parse().expect("port");
+            let n: u32 = arg(3).parse().expect("n");
+            for _ in 0..n {
+                let s = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).expect("socket");
+                let _ = socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1]));
+                let mut pfd = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&s), nix::poll::PollFlags::POLLOUT)];
+                let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(2000u16));
+            }
+        }
+        "connect-ok" => {
+            let port: u16 = arg(2).parse().expect("port");
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        }
+        "serve" => {
+            // serve PORT N: accept N connections.
+            let l = TcpListener::bind(("127.0.0.1", arg(2).parse::<u16>().expect("port"))).expect("listen");
+            say("port", l.local_addr().expect("addr").port());
+            for _ in 0..arg(3).parse::<u32>().expect("n") {
+                let _ = l.accept().expect("accept");
+            }
+        }
+        "clients" => {
+            // clients PORT N: N connections, one after the other.
+            let port: u16 = arg(2).parse().expect("port");
+            for _ in 0..arg(3).parse::<u32>().expect("n") {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                        Ok(_) => break,
+                        Err(e) if Instant::now() < deadline => {
+                            let _ = e;
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        Err(e) => panic!("connect: {e}"),
+                    }
+                }
+            }
+        }
+        "prefork" => {
+            // prefork N MS: a master forking N workers (no exec) that live MS, then reaping them.
+            let n: u32 = arg(2).parse().expect("n");
+            let ms: u64 = arg(3).parse().expect("ms");
+            let mut kids = Vec::new();
+            for _ in 0..n {
+                // SAFETY: the child only sleeps and _exits.
+                match unsafe { fork() }.expect("fork") {
+                    ForkResult::Child => {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        unsafe { libc::_exit(0) }
+                    }
+                    ForkResult::Parent { child } => kids.push(child),
+                }
+            }
+            for k in kids {
+                waitpid(k, None).expect("waitpid");
+            }
+        }
         "thread" => {
             let t = std::thread::spawn(|| unsafe { libc::gettid() });
             say("tid", t.join().expect("join"));

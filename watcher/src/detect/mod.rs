@@ -160,7 +160,7 @@ pub fn addr_port(ip: IpAddr, port: u16) -> String {
 /// `pid 4121 (python3 app.py)`.
 pub fn who(p: &Proc) -> String {
     let cmd = p.command_line().unwrap_or_else(|| p.comm.to_string());
-    let cmd: String = cmd.chars().filter(|c| !c.is_control()).take(80).collect();
+    let cmd: String = cmd.chars().map(|c| if c.is_control() { ' ' } else { c }).take(80).collect();
     format!("pid {} ({cmd})", p.key.tgid)
 }
 
