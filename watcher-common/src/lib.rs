@@ -150,6 +150,10 @@ pub struct ExitData {
     /// 1 when this was the last live thread of the group, 0 when not,
     /// [`GROUP_DEAD_UNKNOWN`] when it could not be read.
     pub group_dead: u32,
+    /// tgid of the parent (`real_parent`) at exit; 0 when unknown.
+    pub parent_tgid: u32,
+    /// 1 when the parent was inside wait4/waitid at that moment (it is reaping), else 0.
+    pub parent_waiting: u32,
 }
 
 /// How a reap was observed.
@@ -311,7 +315,10 @@ pub struct Config {
     pub k_file_private_data: u32,
     pub k_socket_type: u32,
     pub k_socket_sk: u32,
+    pub k_task_real_parent: u32,
+    pub k_task_tgid: u32,
     pub _pad: u32,
+    pub _pad2: u32,
 }
 
 impl Config {
@@ -361,7 +368,10 @@ impl Config {
             k_file_private_data: OFFSET_NONE,
             k_socket_type: OFFSET_NONE,
             k_socket_sk: OFFSET_NONE,
+            k_task_real_parent: OFFSET_NONE,
+            k_task_tgid: OFFSET_NONE,
             _pad: 0,
+            _pad2: 0,
         }
     }
 }
@@ -370,11 +380,11 @@ impl Config {
 const _: () = assert!(core::mem::size_of::<Header>() == 48);
 const _: () = assert!(core::mem::size_of::<ForkData>() == 16);
 const _: () = assert!(core::mem::size_of::<ExecData>() == 16 + FILENAME_LEN + ARGS_LEN);
-const _: () = assert!(core::mem::size_of::<ExitData>() == 8);
+const _: () = assert!(core::mem::size_of::<ExitData>() == 16);
 const _: () = assert!(core::mem::size_of::<ReapData>() == 8);
 const _: () = assert!(core::mem::size_of::<SockCallData>() == 48);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 56);
-const _: () = assert!(core::mem::size_of::<Config>() == 176);
+const _: () = assert!(core::mem::size_of::<Config>() == 192);
 const _: () = assert!(ARGS_LEN.is_power_of_two() && FILENAME_LEN.is_power_of_two());
 
 #[cfg(feature = "user")]

@@ -48,3 +48,8 @@ pub static PENDING_WAITID: LruHashMap<u64, PendingWaitid> = LruHashMap::with_max
 /// reaped by wait4/waitid) are not forwarded.
 #[map]
 pub static EXITED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Processes (tgid) inside wait4/waitid now, with the entry time: a child
+/// exiting while its parent waits is about to be reaped.
+#[map]
+pub static IN_WAIT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);

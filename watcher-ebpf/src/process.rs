@@ -14,7 +14,7 @@ use watcher_common::{
 
 use crate::{
     common::{conf, current_task, emit, header, kread, now, pid_tgid, reserve, submit, tp_read, wanted, wanted_kind},
-    maps::{PendingWaitid, EXITED, PENDING_WAITID},
+    maps::{PendingWaitid, EXITED, IN_WAIT, PENDING_WAITID},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -123,8 +123,18 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
             }
         }
     };
-    emit(EventKind::Exit, now(), ExitData { exit_code: exit_code as u32, group_dead });
+    let parent: u64 = kread(task, conf!(k_task_real_parent)).unwrap_or(0);
+    let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
+    let parent_waiting = (parent_tgid != 0 && unsafe { IN_WAIT.get(&parent_tgid) }.is_some()) as u32;
+    emit(EventKind::Exit, now(), ExitData { exit_code: exit_code as u32, group_dead, parent_tgid, parent_waiting });
     Some(())
+}
+
+#[tracepoint]
+pub fn sys_enter_wait4(_ctx: TracePointContext) -> u32 {
+    let (_, tgid) = pid_tgid();
+    let _ = IN_WAIT.insert(&tgid, &now(), 0);
+    0
 }
 
 #[tracepoint]
@@ -134,6 +144,8 @@ pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_wait4(ctx: &TracePointContext) -> Option<()> {
+    let (_, me) = pid_tgid();
+    let _ = IN_WAIT.remove(&me);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
     if ret <= 0 {
         return None;
@@ -155,6 +167,8 @@ pub fn sys_enter_waitid(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_waitid(ctx: &TracePointContext) -> Option<()> {
+    let (_, me) = pid_tgid();
+    let _ = IN_WAIT.insert(&me, &now(), 0);
     let infop: u64 = tp_read(ctx, conf!(tp_waitid_infop))?;
     let options: u64 = tp_read(ctx, conf!(tp_waitid_options))?;
     if infop == 0 || options & WNOWAIT != 0 {
@@ -171,6 +185,8 @@ pub fn sys_exit_waitid(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
+    let (_, me) = pid_tgid();
+    let _ = IN_WAIT.remove(&me);
     let key = bpf_get_current_pid_tgid();
     let pending = unsafe { PENDING_WAITID.get(&key) }.copied()?;
     let _ = PENDING_WAITID.remove(&key);

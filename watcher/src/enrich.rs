@@ -203,6 +203,7 @@ impl Enricher {
                     signal_number: None,
                     core_dumped: false,
                     process_exited,
+                    parent_waiting: x.parent_waiting != 0,
                     status_unknown: false,
                     lifetime_ms: subject
                         .filter(|p| process_exited && p.key.start_ns > 0 && p.key.start_ns <= h.ts_ns)
@@ -252,8 +253,10 @@ impl Enricher {
                 // CLOSE→SYN_SENT runs in the connecting task; later transitions
                 // may run in softirq context: attribute by socket address.
                 owner = self.sockets.owners.get(&t.skaddr).cloned();
-                if owner.is_none() && (t.new_state == TCP_SYN_SENT || t.new_state == TCP_LISTEN) {
-                    // These transitions run in the calling task's context.
+                if t.new_state == TCP_SYN_SENT || t.new_state == TCP_LISTEN {
+                    // These transitions run in the calling task's context, and
+                    // start a socket's life: whatever an older socket at the same
+                    // kernel address said about its owner is stale now.
                     if let Some(p) = subject {
                         self.sockets.remember(t.skaddr, p);
                         owner = Some(p.clone());
@@ -346,6 +349,26 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_socket_address_is_not_attributed_to_its_old_owner() {
+        let mut e = Enricher::new(1000, 1000, Clock::fixed(0));
+        // pid 10 binds a socket at kernel address 0xabc, then exits.
+        e.record(&decode(&encode(&Event { header: header_for::<SockCallData>(EventKind::Bind, 1, 10, 10, "old"), data: sock(0, 0xabc) })).unwrap());
+        // pid 20's new socket lands at the same address and connects.
+        let mk = |ts, pid, old, new| {
+            decode(&encode(&Event {
+                header: header_for::<TcpStateData>(EventKind::TcpState, ts, pid, pid, "new"),
+                data: TcpStateData { skaddr: 0xabc, old_state: old, new_state: new, sport: 1, dport: 9, family: AF_INET, protocol: 6, saddr: [0; 16], daddr: [0; 16] },
+            }))
+            .unwrap()
+        };
+        e.record(&decode(&encode(&Event { header: header_for::<SockCallData>(EventKind::Connect, 2, 20, 20, "new"), data: sock(-115, 0) })).unwrap());
+        let (_, _, owner) = e.enrich(&mk(3, 20, 7, 2));
+        assert_eq!(owner.map(|p| p.key.tgid), Some(20));
+        let (_, _, owner) = e.enrich(&mk(4, 0, 2, 7));
+        assert_eq!(owner.map(|p| p.key.tgid), Some(20), "the refusal belongs to the new owner");
+    }
+
+    #[test]
     fn exit_by_signal_and_lifetime() {
         let mut e = Enricher::new(1000, 1000, Clock::fixed(0));
         e.record(
@@ -358,7 +381,7 @@ mod tests {
         let r = e.record(
             &decode(&encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 31_000_000, 50, 50, "sleep"),
-                data: ExitData { exit_code: 9, group_dead: 1 },
+                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 0, parent_waiting: 0 },
             }))
             .unwrap(),
         );

@@ -25,11 +25,12 @@ const fn hook(program: &'static str, category: &'static str, name: &'static str)
 }
 
 /// Every tracepoint watcher uses. All are required.
-pub const HOOKS: [Hook; 12] = [
+pub const HOOKS: [Hook; 13] = [
     hook("task_newtask", "task", "task_newtask"),
     hook("sched_process_exec", "sched", "sched_process_exec"),
     hook("sched_process_exit", "sched", "sched_process_exit"),
     hook("sched_process_free", "sched", "sched_process_free"),
+    hook("sys_enter_wait4", "syscalls", "sys_enter_wait4"),
     hook("sys_exit_wait4", "syscalls", "sys_exit_wait4"),
     hook("sys_enter_waitid", "syscalls", "sys_enter_waitid"),
     hook("sys_exit_waitid", "syscalls", "sys_exit_waitid"),
@@ -41,7 +42,7 @@ pub const HOOKS: [Hook; 12] = [
 ];
 
 /// Kernel struct members read through BTF offsets: (struct, member).
-pub const BTF_MEMBERS: [(&str, &str); 13] = [
+pub const BTF_MEMBERS: [(&str, &str); 15] = [
     ("task_struct", "exit_code"),
     ("task_struct", "files"),
     ("task_struct", "mm"),
@@ -55,6 +56,8 @@ pub const BTF_MEMBERS: [(&str, &str); 13] = [
     ("file", "private_data"),
     ("socket", "type"),
     ("socket", "sk"),
+    ("task_struct", "real_parent"),
+    ("task_struct", "tgid"),
 ];
 
 /// The embedded eBPF object built by build.rs.
@@ -204,6 +207,8 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
     c.k_file_private_data = m("file", "private_data")?;
     c.k_socket_type = m("socket", "type")?;
     c.k_socket_sk = m("socket", "sk")?;
+    c.k_task_real_parent = m("task_struct", "real_parent")?;
+    c.k_task_tgid = m("task_struct", "tgid")?;
     Ok(c)
 }
 

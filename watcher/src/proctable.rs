@@ -243,6 +243,10 @@ impl ProcessTable {
                 };
                 let p = self.entry(ev);
                 p.threads = p.threads.saturating_sub(1);
+                if x.parent_tgid != 0 && x.parent_tgid != p.key.tgid {
+                    // The kernel's word on the parent (it follows reparenting).
+                    p.ppid = x.parent_tgid;
+                }
                 if group_dead {
                     p.exited = Some((h.ts_ns, status));
                     p.threads = 0;
@@ -385,7 +389,7 @@ mod tests {
     fn exit(ts: u64, pid: u32, tgid: u32, code: u32, dead: u32) -> KernelEvent {
         decode(&encode(&Event {
             header: header_for::<ExitData>(EventKind::Exit, ts, pid, tgid, "x"),
-            data: ExitData { exit_code: code, group_dead: dead },
+            data: ExitData { exit_code: code, group_dead: dead, parent_tgid: 0, parent_waiting: 0 },
         }))
         .unwrap()
     }

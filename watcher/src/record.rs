@@ -159,6 +159,9 @@ pub struct ExitInfo {
     pub core_dumped: bool,
     /// This was the last thread: the process is now a zombie until reaped.
     pub process_exited: bool,
+    /// The parent was inside wait4/waitid when it exited (it is about to be reaped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parent_waiting: bool,
     /// The kernel could not read the exit status.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub status_unknown: bool,

@@ -101,6 +101,11 @@ section!(
         /// Unreaped children of one parent that open the finding.
         #[serde(deserialize_with = "at_least_1")]
         threshold: u32 = 5,
+        /// A parent that is reaping — inside wait() when its child exits, or reaped one
+        /// within this long — gets this long to bring the count back below the threshold
+        /// (a master whose workers all exit at once) before the finding opens.
+        #[serde(deserialize_with = "seconds_or_zero")]
+        reaping_grace_s: f64 = 1.0,
     }
 );
 section!(

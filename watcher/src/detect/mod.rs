@@ -273,6 +273,7 @@ impl Detectors {
     pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
         let mut out = Vec::new();
         out.extend(self.port_conflict.on_tick(now));
+        out.extend(self.zombie_accumulation.on_tick(now));
         out.extend(self.zombie.on_tick(now));
         out.extend(self.respawn_storm.on_tick(now));
         out.extend(self.fork_storm.on_tick(now));
@@ -284,6 +285,7 @@ impl Detectors {
     pub fn next_deadline(&self) -> Option<u64> {
         [
             self.port_conflict.next_deadline(),
+            self.zombie_accumulation.next_deadline(),
             self.zombie.next_deadline(),
             self.respawn_storm.next_deadline(),
             self.fork_storm.next_deadline(),

@@ -197,21 +197,48 @@ impl SocketTable {
         }
     }
 
-    /// Replace what is known of one port with what the kernel says now.
-    fn reconcile(&mut self, tcp: bool, port: u16, kernel: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>) {
+    /// Correct what is known of one port with what the kernel says now:
+    /// holders whose socket is gone are dropped; a holder whose socket is now
+    /// held by other processes (inherited across fork, then the binder
+    /// exited) is replaced by them. Sockets the events have not shown yet are
+    /// added only when `add_unknown` (a failed bind: the holder has existed a
+    /// while); otherwise the lookup, which runs a little after the event, could
+    /// see a process that bound after it and whose exec is still queued.
+    fn reconcile(&mut self, tcp: bool, port: u16, kernel: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>, add_unknown: bool) {
+        let live: Vec<&KernelSocket> = kernel.iter().filter(|s| s.tcp == tcp && s.port == port && s.is_holder()).collect();
         let old = self.remove_where(tcp, port, |_| true);
-        for s in kernel.iter().filter(|s| s.tcp == tcp && s.port == port && s.is_holder()) {
-            let addr = normalize(s.addr);
-            for pid in &s.pids {
-                let Some(p) = procs(*pid) else { continue };
-                let since = old.iter().find(|h| h.addr == addr && h.proc.key == p.key).and_then(|h| h.since_ns);
-                self.add(Holder { tcp, addr, port, proc: p, since_ns: since, listening: tcp });
+        let mut kept_pids: Vec<(IpAddr, u32)> = Vec::new();
+        for h in old {
+            // Bound but not listening TCP sockets are not in the kernel's listing: keep them.
+            if tcp && !h.listening {
+                self.add(h);
+                continue;
+            }
+            let same_addr: Vec<&&KernelSocket> = live.iter().filter(|s| normalize(s.addr) == h.addr).collect();
+            if same_addr.iter().any(|s| s.pids.contains(&h.proc.key.tgid)) {
+                kept_pids.push((h.addr, h.proc.key.tgid));
+                self.add(h);
+            } else if let Some(s) = same_addr.first() {
+                for pid in &s.pids {
+                    if let Some(p) = procs(*pid) {
+                        kept_pids.push((h.addr, *pid));
+                        self.add(Holder { proc: p, since_ns: h.since_ns, ..h.clone() });
+                    }
+                }
             }
         }
-        // Sockets that exist but are not in the kernel's listing (bound,
-        // not yet listening TCP) are kept as we knew them.
-        for h in old.into_iter().filter(|h| tcp && !h.listening) {
-            self.add(h);
+        if add_unknown {
+            for s in live {
+                let addr = normalize(s.addr);
+                for pid in &s.pids {
+                    if kept_pids.contains(&(addr, *pid)) {
+                        continue;
+                    }
+                    if let Some(p) = procs(*pid) {
+                        self.add(Holder { tcp, addr, port, proc: p, since_ns: None, listening: tcp });
+                    }
+                }
+            }
         }
     }
 
@@ -241,7 +268,8 @@ impl SocketTable {
         let ev = i.ev;
         let ts = ev.header.ts_ns;
         if let (Some(kernel), Some((tcp, port))) = (i.kernel_sockets, self.wants_confirmation(ev, i.subject)) {
-            self.reconcile(tcp, port, kernel, i.procs);
+            let failed = matches!(&ev.payload, Payload::Bind(b) if b.ret == -EADDRINUSE);
+            self.reconcile(tcp, port, kernel, i.procs, failed);
         }
         match &ev.payload {
             Payload::Bind(b) if b.ret == 0 && b.port != 0 => {

@@ -114,11 +114,17 @@ impl Kit {
 
     /// The last thread of `pid` exits with the raw `task_struct.exit_code`.
     pub fn exit(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1 }))
+        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: 0, parent_waiting: 0 }))
+    }
+
+    /// The last thread of `pid` exits while its parent is blocked in wait4/waitid.
+    pub fn exit_while_parent_waits(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
+        let parent = self.engine.enricher.procs.get(pid).map(|p| p.ppid).unwrap_or(0);
+        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 1 }))
     }
 
     pub fn exit_thread(&mut self, ts: u64, tid: u32, tgid: u32, raw: u32, dead: bool) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Exit, ts, tid, tgid, "x", ExitData { exit_code: raw, group_dead: dead as u32 }))
+        self.feed(Self::ev(EventKind::Exit, ts, tid, tgid, "x", ExitData { exit_code: raw, group_dead: dead as u32, parent_tgid: 0, parent_waiting: 0 }))
     }
 
     pub fn reap(&mut self, ts: u64, reaper: u32, pid: u32) -> Vec<Finding> {

@@ -168,6 +168,27 @@ fn a_reuseport_pool_of_one_program_and_one_process_are_not_shadowing() {
     assert!(k.all.is_empty(), "{:?}", k.all);
 }
 
+#[test]
+fn a_socket_the_events_have_not_shown_yet_is_not_a_holder() {
+    // Two members of one program's pool: when the first one's listen is
+    // confirmed, the kernel already lists the second, whose exec is still
+    // queued (the table thinks it is its parent, another program).
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 10, "/bin/launcher", &["launcher"]);
+    k.spawn(S, 10, 100, "/usr/bin/member", &["member", "9400"]);
+    k.listen(2 * S, 100, "0.0.0.0", 9400, 1);
+    k.fork(3 * S, 10, 101);
+    k.set_kernel(vec![listener("0.0.0.0", 9400, &[100]), listener("0.0.0.0", 9400, &[101])]);
+    // A third member's listen triggers a confirmation while 101's exec is not yet seen.
+    k.spawn(3 * S + 10, 10, 102, "/usr/bin/member", &["member", "9400"]);
+    let f = k.listen(4 * S, 102, "0.0.0.0", 9400, 3);
+    assert!(f.is_empty(), "{:?}", ks(&f));
+    // Then 101's exec and listen arrive: one program, no finding.
+    k.exec(3 * S + 1, 101, "/usr/bin/member", &["member", "9400"]);
+    assert!(k.listen(4 * S + 5, 101, "0.0.0.0", 9400, 2).is_empty());
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
 // ---------------------------------------------------------------- address_unavailable
 
 #[test]
@@ -208,6 +229,35 @@ fn zombie_accumulation_fires_on_the_crossing_exit_and_resolves_below() {
     assert!(k.reap(4 * S + 1, 100, 102).is_empty());
     let f = k.reap(4 * S + 2, 100, 103);
     assert!(resolved(&f, "zombie_accumulation"), "{f:?}");
+}
+
+#[test]
+fn a_master_whose_workers_end_at_once_while_it_waits_is_not_an_accumulation() {
+    let mut k = Kit::defaults();
+    seven_children(&mut k, 100);
+    // All seven exit within 2 ms while the master is blocked in wait(); it drains them.
+    for c in 0..7u32 {
+        assert!(k.exit_while_parent_waits(3 * S + c as u64 * 300_000, 101 + c, 0).is_empty());
+    }
+    for c in 0..7u32 {
+        assert!(k.reap(3 * S + 3 * MS + c as u64, 100, 101 + c).is_empty());
+    }
+    k.run_timers(30 * S);
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
+#[test]
+fn a_waiting_parent_that_does_not_reap_these_children_is_reported_after_the_grace() {
+    let mut k = Kit::defaults();
+    seven_children(&mut k, 100);
+    // The parent waits — for some other child — and never reaps these.
+    for c in 0..5u32 {
+        k.exit_while_parent_waits(3 * S + c as u64, 101 + c, 0);
+    }
+    assert!(k.all.is_empty());
+    let f = k.run_timers(4 * S + 4);
+    assert!(opened(&f, "zombie_accumulation"), "{:?}", ks(&f));
+    assert_eq!(f[0].at_ns, 4 * S + 4, "at the end of the grace");
 }
 
 #[test]
@@ -297,7 +347,7 @@ fn zombies_existing_at_start_are_counted() {
     for c in 0..6u32 {
         k.engine.enricher.procs.apply(&crate::decode::decode(&crate::decode::encode(&watcher_common::Event {
             header: crate::decode::header_for::<watcher_common::ExitData>(watcher_common::EventKind::Exit, 2 * S, 101 + c, 101 + c, "x"),
-            data: watcher_common::ExitData { exit_code: 0, group_dead: 1 },
+            data: watcher_common::ExitData { exit_code: 0, group_dead: 1, parent_tgid: 0, parent_waiting: 0 },
         })).unwrap());
     }
     let mut fresh = Kit::defaults();

@@ -1,8 +1,13 @@
 //! `zombie_accumulation`: a parent's count of exited-but-unreaped children
-//! reaches the threshold (5); fires on the exit that crosses it. Resolves when
-//! the count drops below it (reaps), or when the parent itself exits (its
-//! zombies pass to a subreaper or init, which are counted from then on).
-use std::collections::HashMap;
+//! reaches the threshold (5); fires on the exit that crosses it. A parent that
+//! is visibly reaping — blocked in wait4/waitid when the child exited (the
+//! kernel side tells), or it reaped a child within `reaping_grace_s` — is
+//! given that grace first: a master whose dozen workers end at once drains
+//! them in milliseconds. If the count is still at the threshold when the grace
+//! ends, the finding opens then (from the timer). Resolves when the count
+//! drops below it (reaps), or when the parent itself exits (its zombies pass
+//! to a subreaper or init, which are counted from then on).
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map};
 
@@ -23,6 +28,12 @@ pub struct ZombieAccumulation {
     /// Zombies not tracked because the table was full.
     pub overflow: u64,
     cfg: DetectConfig,
+    grace_ns: u64,
+    /// Parent → when it last reaped a child.
+    last_reap: HashMap<u32, u64>,
+    /// Deferred checks: (when, parent).
+    checks: BTreeSet<(u64, u32)>,
+    parents: HashMap<u32, Option<Proc>>,
 }
 
 impl ZombieAccumulation {
@@ -35,10 +46,19 @@ impl ZombieAccumulation {
             cap: cfg.max_tracked,
             overflow: 0,
             cfg: cfg.clone(),
+            grace_ns: super::config::ns(cfg.zombie_accumulation.reaping_grace_s),
+            last_reap: HashMap::new(),
+            checks: BTreeSet::new(),
+            parents: HashMap::new(),
         }
     }
 
-    fn add(&mut self, child: &Proc, parent: u32, parent_proc: Option<&Proc>, now: u64) -> Option<Finding> {
+    /// Whether `parent` is reaping at `now`: in wait() at the exit, or reaped recently.
+    fn reaping(&self, parent: u32, waiting: bool, now: u64) -> bool {
+        waiting || self.last_reap.get(&parent).is_some_and(|t| now.saturating_sub(*t) < self.grace_ns)
+    }
+
+    fn add(&mut self, child: &Proc, parent: u32, parent_proc: Option<&Proc>, now: u64, waiting: bool) -> Option<Finding> {
         if self.zombies.len() >= self.cap {
             self.overflow += 1;
             return None;
@@ -46,6 +66,21 @@ impl ZombieAccumulation {
         self.zombies.insert(child.key, parent);
         let list = self.per_parent.entry(parent).or_default();
         list.push(child.clone());
+        let n = list.len();
+        if n < self.threshold {
+            return None;
+        }
+        if !self.incidents.is_open(&parent) && self.grace_ns > 0 && self.reaping(parent, waiting, now) {
+            // Give a reaping parent its grace; look again when it ends.
+            self.parents.insert(parent, parent_proc.cloned());
+            self.checks.insert((now + self.grace_ns, parent));
+            return None;
+        }
+        self.report(parent, parent_proc, now)
+    }
+
+    fn report(&mut self, parent: u32, parent_proc: Option<&Proc>, now: u64) -> Option<Finding> {
+        let list = self.per_parent.get(&parent)?;
         let n = list.len();
         if n < self.threshold {
             return None;
@@ -101,7 +136,7 @@ impl ZombieAccumulation {
         let mut out = Vec::new();
         for z in procs.iter().filter(|p| p.exited.is_some() && p.ppid != 0) {
             let parent = procs.iter().find(|p| p.key.tgid == z.ppid);
-            out.extend(self.add(z, z.ppid, parent, now));
+            out.extend(self.add(z, z.ppid, parent, now, false));
         }
         out
     }
@@ -110,10 +145,10 @@ impl ZombieAccumulation {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
         match &i.ev.payload {
-            Payload::Exit(_) => {
+            Payload::Exit(x) => {
                 let Some(p) = i.subject.filter(|p| p.exited.is_some()) else { return out };
                 if !self.zombies.contains_key(&p.key) {
-                    out.extend(self.add(p, p.ppid, i.parent, ts));
+                    out.extend(self.add(p, p.ppid, i.parent, ts, x.parent_waiting != 0));
                 }
                 // A parent that exits hands its zombies on.
                 let moved: Vec<(ProcKey, u32)> =
@@ -127,7 +162,7 @@ impl ZombieAccumulation {
                         l.retain(|x| x.key != child);
                     }
                     let np = (i.procs)(new_parent);
-                    out.extend(self.add(&c, new_parent, np.as_ref(), ts));
+                    out.extend(self.add(&c, new_parent, np.as_ref(), ts, false));
                 }
                 if self.incidents.is_open(&p.key.tgid) {
                     out.extend(self.incidents.resolve(
@@ -139,6 +174,15 @@ impl ZombieAccumulation {
                 self.per_parent.remove(&p.key.tgid);
             }
             Payload::Reap(_) => {
+                if let Some(reaper) = i.parent {
+                    if self.last_reap.len() >= self.cap {
+                        let g = self.grace_ns;
+                        self.last_reap.retain(|_, t| ts.saturating_sub(*t) < g);
+                    }
+                    if self.last_reap.len() < self.cap {
+                        self.last_reap.insert(reaper.key.tgid, ts);
+                    }
+                }
                 if let Some(c) = i.subject {
                     out.extend(self.remove(c.key, ts, "reaped"));
                 }
@@ -146,5 +190,27 @@ impl ZombieAccumulation {
             _ => {}
         }
         out
+    }
+}
+
+impl ZombieAccumulation {
+    /// Deferred checks due at `now`.
+    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        while let Some(&(t, parent)) = self.checks.iter().next() {
+            if t > now {
+                break;
+            }
+            self.checks.remove(&(t, parent));
+            let pp = self.parents.remove(&parent).flatten();
+            if !self.incidents.is_open(&parent) {
+                out.extend(self.report(parent, pp.as_ref(), now));
+            }
+        }
+        out
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.checks.iter().next().map(|(t, _)| *t)
     }
 }
