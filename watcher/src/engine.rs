@@ -9,8 +9,9 @@ use crate::{
     record::{Body, Clock, FindingRecord, InvolvedProcess, Record, SCHEMA_VERSION},
 };
 
-/// Looks up the kernel's sockets on one (transport is TCP, port).
-pub type SocketLookup = Box<dyn FnMut(bool, u16) -> Vec<KernelSocket> + Send>;
+/// Looks up the kernel's sockets on one (transport is TCP, port), given the
+/// pids believed to hold it (looked at first).
+pub type SocketLookup = Box<dyn FnMut(bool, u16, &[u32]) -> Vec<KernelSocket> + Send>;
 
 pub struct Engine {
     pub enricher: Enricher,
@@ -39,7 +40,8 @@ impl Engine {
         let confirm = self.detectors.wants_confirmation(ev, touched.subject.as_ref());
         let kernel = confirm.map(|(tcp, port)| {
             self.lookups += 1;
-            (self.lookup)(tcp, port)
+            let candidates: Vec<u32> = self.detectors.sockets.holders(tcp, port).iter().map(|h| h.proc.key.tgid).collect();
+            (self.lookup)(tcp, port, &candidates)
         });
         let table = &self.enricher.procs;
         let procs = |tgid: u32| table.get(tgid).cloned();

@@ -1,3 +1,4 @@
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -15,7 +16,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("watcher: {e:#}");
+            let _ = writeln!(std::io::stderr(), "watcher: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -87,7 +87,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
     let mut table = ProcessTable::new(s.max_processes);
     table.identity = config.detect.identity.into();
     let seeded = table.seed_from_proc();
-    let mut engine = Engine::new(config.detect.clone(), table, Clock::now(), Box::new(crate::sockdiag::port_sockets));
+    let mut engine = Engine::new(config.detect.clone(), table, Clock::now(), Box::new(|tcp, port, c: &[u32]| crate::sockdiag::port_sockets(tcp, port, c)));
     let initial = engine.seed(&crate::sockdiag::all_holders(), Clock::mono_now());
     tracing::info!(
         processes = seeded,
@@ -95,7 +95,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         "attached {} tracepoints",
         loader::HOOKS.len()
     );
-    eprintln!(
+    let _ = writeln!(std::io::stderr(), 
         "watcher: tracing {} tracepoints ({} processes known); Ctrl-C to stop",
         loader::HOOKS.len(),
         seeded
@@ -218,7 +218,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
     let secs = started.elapsed().as_secs_f64();
     let total: u64 = totals.by_type.values().sum();
     let per_type: Vec<String> = totals.by_type.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    eprintln!(
+    let _ = writeln!(std::io::stderr(), 
         "watcher: {total} events in {secs:.1} s ({}), {} finding records, {} shown, {} lost, {} undecodable",
         if per_type.is_empty() { "none".to_owned() } else { per_type.join(", ") },
         totals.findings,

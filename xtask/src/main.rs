@@ -14,6 +14,8 @@ use std::{
 };
 
 use anyhow::{bail, Context as _, Result};
+
+mod bench;
 use clap::{Parser, Subcommand};
 
 /// The toolchain that builds the eBPF crate (with RUSTC_BOOTSTRAP=1 for -Z build-std).
@@ -43,6 +45,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Measure detection latency (and more): figures, not assertions.
+    Bench,
     /// Run every test: unit tests and the end-to-end tests (real kernel programs, real processes; needs root).
     Test {
         /// Extra arguments for `cargo test`, e.g. `--test findings` or `-- zombie`.
@@ -85,6 +89,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
         Cmd::Test { args } => test(args),
+        Cmd::Bench => {
+            let bin_dir = setup()?;
+            build(&bin_dir, true, &["-p", "watcher", "-p", "watcher-tests"])?;
+            let rel = target_dir().join("release");
+            bench::bench(&workspace_root(), &rel.join("watcher"), &rel.join("actor"))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -218,13 +218,21 @@ impl SocketTable {
             if same_addr.iter().any(|s| s.pids.contains(&h.proc.key.tgid)) {
                 kept_pids.push((h.addr, h.proc.key.tgid));
                 self.add(h);
-            } else if let Some(s) = same_addr.first() {
+            } else if let Some(s) = same_addr.first().filter(|s| !s.pids.is_empty()) {
+                // (A socket no fd holds — its process is closing it — proves nothing:
+                // that case falls through to the next branch.)
                 for pid in &s.pids {
                     if let Some(p) = procs(*pid) {
                         kept_pids.push((h.addr, *pid));
                         self.add(Holder { proc: p, since_ns: h.since_ns, ..h.clone() });
                     }
                 }
+            } else if tcp && (!same_addr.is_empty() || procs(h.proc.key.tgid).is_some_and(|p| p.key == h.proc.key && p.exited.is_none())) {
+                // A listener the kernel no longer lists, of a process still alive
+                // in the event stream: it closed after the event being handled,
+                // and its LISTEN → CLOSE is still on its way. Keep it until then.
+                kept_pids.push((h.addr, h.proc.key.tgid));
+                self.add(h);
             }
         }
         if add_unknown {

@@ -48,7 +48,7 @@ impl Kit {
         let sr = subreaper.clone();
         let table = ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
         let k = kernel.clone();
-        let lookup = Box::new(move |tcp: bool, port: u16| {
+        let lookup = Box::new(move |tcp: bool, port: u16, _candidates: &[u32]| {
             k.lock().unwrap().iter().filter(|s| s.tcp == tcp && s.port == port).cloned().collect()
         });
         Kit { engine: Engine::new(cfg, table, Clock::fixed(0), lookup), all: Vec::new(), kernel, subreaper }

@@ -162,10 +162,23 @@ fn a_reuseport_pool_of_one_program_and_one_process_are_not_shadowing() {
     k.spawn(3 * S, 1, 300, "/bin/dual", &["dual"]);
     assert!(k.listen(4 * S, 300, "0.0.0.0", 9300, 20).is_empty());
     assert!(k.listen(4 * S + 5, 300, "::", 9300, 21).is_empty());
-    // Different addresses that do not overlap.
+    // Different specific addresses do not overlap.
+    assert!(k.listen(4 * S + 9, 300, "127.0.0.1", 9301, 22).is_empty());
     k.spawn(5 * S, 1, 400, "/bin/x", &["x"]);
-    assert!(k.listen(6 * S, 400, "127.0.0.2", 9300, 30).is_empty());
+    assert!(k.listen(6 * S, 400, "127.0.0.2", 9301, 30).is_empty());
     assert!(k.all.is_empty(), "{:?}", k.all);
+}
+
+#[test]
+fn a_shadow_that_is_already_over_when_looked_up_is_still_reported() {
+    // Both listeners closed before the lookup ran: their closes are still queued.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/a", &["a"]);
+    k.listen(2 * S, 100, "0.0.0.0", 9500, 1);
+    k.spawn(3 * S, 1, 200, "/bin/b", &["b"]);
+    k.set_kernel(vec![]);
+    assert!(opened(&k.listen(4 * S, 200, "127.0.0.1", 9500, 2), "port_shadowed"));
+    assert!(resolved(&k.unlisten(5 * S, 200, "127.0.0.1", 9500, 2), "port_shadowed"));
 }
 
 #[test]
