@@ -276,3 +276,50 @@ pub fn read_lost(lost: &PerCpuArray<MapData, u64>) -> [u64; LOST_SLOTS as usize]
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tracefs copy of this kernel's format files with one tracepoint removed.
+    fn fake_tracefs(without: &str) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("watcher-fake-tracefs-{}-{}", std::process::id(), without.replace('/', "-")));
+        let _ = std::fs::remove_dir_all(&root);
+        let real = tracefs::find().or_else(|| Some(std::path::PathBuf::from("/sys/kernel/tracing")));
+        for h in HOOKS {
+            let name = format!("{}/{}", h.category, h.name);
+            if name == without {
+                continue;
+            }
+            let dir = root.join("events").join(h.category).join(h.name);
+            std::fs::create_dir_all(&dir).unwrap();
+            let src = real.as_ref().unwrap().join("events").join(h.category).join(h.name).join("format");
+            let text = std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e} (tracefs must be mounted for this test)", src.display()));
+            std::fs::write(dir.join("format"), text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn a_missing_tracepoint_is_one_clear_error() {
+        if tracefs::find().is_none() && tracefs::ensure_mounted().is_err() {
+            // Reading format files needs tracefs, and mounting it needs root.
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("tracefs is not mounted and cannot be: run the tests through `cargo xtask test` as root");
+            }
+            eprintln!("SKIPPED: tracefs is not mounted and cannot be mounted without root");
+            return;
+        }
+        let btf = Btf::from_sys_fs().expect("kernel BTF");
+        let root = fake_tracefs("sock/inet_sock_set_state");
+        let e = kernel_config(&root, &btf).expect_err("must fail");
+        let msg = e.to_string();
+        assert!(msg.starts_with("tracepoint sock/inet_sock_set_state is not available on this kernel"), "{msg}");
+        assert!(!msg.contains('\n'));
+        // And with all of them, the layout is read.
+        let root = fake_tracefs("none");
+        let c = kernel_config(&root, &btf).expect("config");
+        assert_ne!(c.tp_exec_filename, watcher_common::OFFSET_NONE);
+        assert_ne!(c.k_task_exit_code, watcher_common::OFFSET_NONE);
+    }
+}
