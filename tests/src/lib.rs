@@ -64,12 +64,26 @@ impl Feed {
     /// Start `watcher <args>` from a thread that lives as long as the test
     /// process, with PR_SET_PDEATHSIG so the watcher ends with the tests.
     pub fn start(args: &[&str]) -> Arc<Feed> {
+        Feed::start_with(args, &[], &[])
+    }
+
+    /// Start `wrapper… watcher <args>` with extra environment variables.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)], wrapper: &[&str]) -> Arc<Feed> {
         let bin = watcher_bin();
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut cmd = Command::new(&bin);
-            cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut cmd = match wrapper.split_first() {
+                Some((w, rest)) => {
+                    let mut c = Command::new(w);
+                    c.args(rest).arg(&bin);
+                    c
+                }
+                None => Command::new(&bin),
+            };
+            cmd.args(&args).envs(env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
             // SAFETY: prctl is async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
@@ -106,7 +120,7 @@ impl Feed {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 let mut st = f.state.lock().expect("lock");
-                if line.contains("tracing") && line.contains("tracepoints") {
+                if (line.contains("tracing") && line.contains("tracepoints")) || line.contains("watcher: running:") {
                     st.ready = true;
                 }
                 st.stderr.push(line);
@@ -175,6 +189,41 @@ impl Feed {
 
     pub fn stderr(&self) -> Vec<String> {
         self.state.lock().expect("lock").stderr.clone()
+    }
+
+    /// Wait (with the deadline) for a stderr line containing `text`.
+    pub fn wait_stderr(&self, text: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        let mut st = self.state.lock().expect("lock");
+        loop {
+            if let Some(l) = st.stderr.iter().find(|l| l.contains(text)) {
+                return l.clone();
+            }
+            if Instant::now() > deadline {
+                panic!("expected `{text}` on watcher's stderr within {DEADLINE:?}; it said:\n{}", st.stderr.join("\n"));
+            }
+            st = self.cv.wait_timeout(st, Duration::from_millis(200)).expect("wait").0;
+        }
+    }
+
+    /// Send a signal to the watcher.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig).expect("kill");
+    }
+
+    /// Wait for the watcher to end; its exit status.
+    pub fn wait_exit(&self) -> Option<i32> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Some(code),
+                Ok(nix::sys::wait::WaitStatus::Signaled(..)) => return None,
+                Ok(_) => {}
+                Err(e) => panic!("waitpid: {e}"),
+            }
+            assert!(Instant::now() < deadline, "watcher did not exit within {DEADLINE:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -336,4 +385,40 @@ pub fn finding_pids(v: &Value, role: Option<&str>) -> Vec<u64> {
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Poll `f` until it returns Some, with the deadline.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `GET /metrics` from `addr`: the body.
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("response");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+}
+
+/// The value of one metric sample line (`name{labels}`), if present.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("watcher-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
 }

@@ -18,8 +18,65 @@ pub struct Cli {
 pub enum Command {
     /// Stream process and socket events live (readable lines, or NDJSON with --json).
     Trace(TraceArgs),
+    /// Run as a daemon: findings as NDJSON to stdout/file/syslog/socket, metrics, SIGHUP reload.
+    Run(RunArgs),
     /// Check every prerequisite (privileges, kernel, tracefs, BTF, tracepoints) and say what to do.
-    Check,
+    Check(CheckArgs),
+    /// Print the JSON Schema of every output record type.
+    Schema,
+    /// Install the systemd unit and a commented default config; enable and start it where systemd runs.
+    Install(InstallArgs),
+    /// Stop and remove the systemd unit (the config is kept).
+    Uninstall(InstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Check the running daemon instead: is it alive, and does its pipeline see events?
+    #[arg(long)]
+    pub daemon: bool,
+    /// The daemon's status file ([health] status_file).
+    #[arg(long, value_name = "FILE", default_value = "/run/watcher/status.json")]
+    pub status: std::path::PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// Install below this directory instead of / (for packaging and tests).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: std::path::PathBuf,
+    /// The binary the unit runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<std::path::PathBuf>,
+}
+
+/// Kernel-side settings shared by `trace` and `run`.
+#[derive(Debug, clap::Args)]
+pub struct KernelArgs {
+    /// At most one ring-buffer wakeup per CPU per this many microseconds (0: every record wakes the reader).
+    #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub wakeup_us: u64,
+    /// Ring buffer size in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
+    pub ring_mib: u32,
+    /// Most processes tracked at once (oldest exited first, then newest, are evicted beyond it).
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
+    pub max_processes: u64,
+}
+
+impl KernelArgs {
+    pub fn load(&self) -> LoadOptions {
+        LoadOptions { kinds: Vec::new(), wakeup_interval_ns: self.wakeup_us * 1000, ring_bytes: self.ring_mib << 20 }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Configuration file (a missing file means the documented defaults).
+    #[arg(long, value_name = "FILE", default_value = "/etc/watcher/watcher.toml")]
+    pub config: std::path::PathBuf,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -78,15 +135,8 @@ pub struct TraceArgs {
     /// Configuration file (TOML): detector thresholds, windows, singletons, allow-lists.
     #[arg(long, value_name = "FILE")]
     pub config: Option<std::path::PathBuf>,
-    /// At most one ring-buffer wakeup per CPU per this many microseconds (0: every record wakes the reader).
-    #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
-    pub wakeup_us: u64,
-    /// Ring buffer size in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
-    pub ring_mib: u32,
-    /// Most processes tracked at once (oldest exited first, then newest, are evicted beyond it).
-    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
-    pub max_processes: u64,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
 }
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
@@ -112,12 +162,8 @@ impl TraceArgs {
                 },
                 threads: self.threads,
             },
-            load: LoadOptions {
-                kinds: Vec::new(),
-                wakeup_interval_ns: self.wakeup_us * 1000,
-                ring_bytes: self.ring_mib << 20,
-            },
-            max_processes: self.max_processes as usize,
+            load: self.kernel.load(),
+            max_processes: self.kernel.max_processes as usize,
             config: self.config.clone(),
         }
     }

@@ -27,11 +27,20 @@ pub struct FeedConfig {
     pub file: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub syslog: bool,
+    /// The local syslog socket.
+    pub syslog_socket: PathBuf,
 }
 
 impl Default for FeedConfig {
     fn default() -> Self {
-        FeedConfig { types: vec!["finding".into(), "loss".into()], stdout: true, file: None, socket: None, syslog: false }
+        FeedConfig {
+            types: vec!["finding".into(), "loss".into()],
+            stdout: true,
+            file: None,
+            socket: None,
+            syslog: false,
+            syslog_socket: PathBuf::from("/dev/log"),
+        }
     }
 }
 
@@ -49,12 +58,31 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[health]`: the daemon's check of its own pipeline.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Send a canary event through the pipeline this often (seconds).
+    pub canary_interval_s: f64,
+    /// The pipeline is blind when a canary takes longer than this (seconds).
+    pub canary_deadline_s: f64,
+    /// Where the daemon keeps its status for `watcher check --daemon`.
+    pub status_file: PathBuf,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig { canary_interval_s: 5.0, canary_deadline_s: 2.0, status_file: PathBuf::from("/run/watcher/status.json") }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub detect: DetectConfig,
     pub feed: FeedConfig,
     pub metrics: MetricsConfig,
+    pub health: HealthConfig,
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -80,7 +108,29 @@ impl Config {
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::parse(&text, path)
+        let c = Config::parse(&text, path)?;
+        c.validate(&text, path)?;
+        Ok(c)
+    }
+
+    /// Checks across keys that serde cannot express; errors name the key's line.
+    pub fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let at = |key: &str, message: String| {
+            let line = text.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1).unwrap_or(1);
+            ConfigError::Invalid { path: path.to_owned(), line, column: 1, message }
+        };
+        crate::sinks::Types::new(&self.feed.types).map_err(|m| at("types", m))?;
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(at("listen", format!("`{}` is not an address:port (e.g. \"127.0.0.1:9464\"); empty disables metrics", self.metrics.listen)));
+        }
+        let h = &self.health;
+        if !(h.canary_interval_s.is_finite() && h.canary_interval_s >= 0.1 && h.canary_interval_s <= 3600.0) {
+            return Err(at("canary_interval_s", format!("{} is not between 0.1 and 3600 seconds", h.canary_interval_s)));
+        }
+        if !(h.canary_deadline_s.is_finite() && h.canary_deadline_s >= 0.05 && h.canary_deadline_s <= 600.0) {
+            return Err(at("canary_deadline_s", format!("{} is not between 0.05 and 600 seconds", h.canary_deadline_s)));
+        }
+        Ok(())
     }
 }
 
@@ -117,6 +167,22 @@ mod tests {
         assert_eq!(c.detect.duplicate_instances.singletons, vec!["cron".to_string()]);
         assert!(!c.detect.fork_storm.enabled);
         assert_eq!(c.detect.allow_programs, vec!["chronyd".to_string()]);
+    }
+
+    #[test]
+    fn cross_key_checks_name_the_line() {
+        let check = |s: &str| {
+            let c = Config::parse(s, Path::new("w.toml")).unwrap();
+            c.validate(s, Path::new("w.toml")).map_err(|e| e.to_string())
+        };
+        assert!(check("").is_ok());
+        let e = check("[feed]\nstdout = true\ntypes = [\"findings\"]\n").unwrap_err();
+        assert!(e.starts_with("w.toml:3:") && e.contains("unknown record type `findings`"), "{e}");
+        let e = check("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(e.starts_with("w.toml:2:") && e.contains("not an address"), "{e}");
+        assert!(check("[metrics]\nlisten = \"\"\n").is_ok());
+        let e = check("[health]\ncanary_interval_s = 0\n").unwrap_err();
+        assert!(e.starts_with("w.toml:2:"), "{e}");
     }
 
     #[test]

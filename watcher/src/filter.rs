@@ -46,7 +46,7 @@ impl Filter {
     }
 
     pub fn matches(&self, r: &Record) -> bool {
-        if matches!(r.body, Body::Loss(_)) {
+        if matches!(r.body, Body::Loss(_) | Body::Health(_)) {
             return true;
         }
         if !self.types.is_empty() && !self.types.iter().any(|t| t == r.body.type_name()) {

@@ -148,9 +148,12 @@ pub fn line(r: &Record) -> String {
             let _ = write!(d, "LOST {} records ({}), {} in total", l.loss.count, l.loss.reason, l.loss.total);
         }
         Body::Finding(_) => {}
+        Body::Health(h) => {
+            let _ = write!(d, "{}: {}", h.health.status.to_uppercase(), h.health.reason);
+        }
     }
     let cmdline = match &r.body {
-        Body::Exec(_) | Body::Loss(_) | Body::TcpState(_) | Body::Finding(_) => None,
+        Body::Exec(_) | Body::Loss(_) | Body::TcpState(_) | Body::Finding(_) | Body::Health(_) => None,
         b => b.process().and_then(|p| p.command_line.as_deref()),
     };
     let mut out = format!("{time} {:<9} {:>7} {:<16} {d}", r.body.type_name(), pid, clean(&comm));

@@ -5,8 +5,10 @@
 //! [`decode`] → [`enrich`] (process table from `/proc` + events) → output
 //! ([`record`] NDJSON or [`human`] lines).
 pub mod btf;
+pub mod canary;
 pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod cli;
 pub mod decode;
 pub mod detect;
@@ -15,11 +17,15 @@ pub mod enrich;
 pub mod error;
 pub mod filter;
 pub mod human;
+pub mod install;
 pub mod loader;
+pub mod metrics;
 pub mod names;
+pub mod pipeline;
 pub mod proctable;
 pub mod reader;
 pub mod record;
+pub mod sinks;
 pub mod sockdiag;
 pub mod trace;
 pub mod tracefs;

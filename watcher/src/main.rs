@@ -23,11 +23,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build();
     match cli.command {
-        Command::Check => watcher::check::run(),
-        Command::Trace(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(watcher::trace::run(args.settings()))
+        Command::Check(a) if a.daemon => watcher::daemon::check_daemon(&a.status),
+        Command::Check(_) => watcher::check::run(),
+        Command::Trace(args) => runtime()?.block_on(watcher::trace::run(args.settings())),
+        Command::Run(args) => runtime()?.block_on(watcher::daemon::run(
+            args.config.clone(),
+            args.kernel.load(),
+            args.kernel.max_processes as usize,
+        )),
+        Command::Schema => {
+            let schema = schemars::schema_for!(watcher::record::Record);
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
         }
+        Command::Install(a) => watcher::install::install(&a.root, a.binary),
+        Command::Uninstall(a) => watcher::install::uninstall(&a.root),
     }
 }

@@ -3,13 +3,14 @@
 //! (`process.pid`, `process.parent.pid`, `source.port`, `error.code`, …).
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Version of the record format; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One line of output.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Record {
     pub schema: u32,
     /// RFC 3339 UTC.
@@ -21,7 +22,7 @@ pub struct Record {
 }
 
 /// The record types, tagged by `"type"`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
     Fork(ForkRecord),
@@ -33,6 +34,7 @@ pub enum Body {
     TcpState(TcpStateRecord),
     Loss(LossRecord),
     Finding(FindingRecord),
+    Health(HealthRecord),
 }
 
 impl Body {
@@ -47,6 +49,7 @@ impl Body {
             Body::TcpState(_) => "tcp_state",
             Body::Loss(_) => "loss",
             Body::Finding(_) => "finding",
+            Body::Health(_) => "health",
         }
     }
 
@@ -61,21 +64,22 @@ impl Body {
             Body::TcpState(r) => r.process.as_ref(),
             Body::Loss(_) => None,
             Body::Finding(f) => f.processes.first().map(|x| &x.process),
+            Body::Health(_) => None,
         }
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Thread {
     pub id: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct User {
     pub id: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Parent {
     pub pid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +89,7 @@ pub struct Parent {
 }
 
 /// ECS `process.*`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Process {
     pub pid: u32,
     /// Present when the event concerns one thread other than the leader.
@@ -109,12 +113,12 @@ pub struct Process {
     pub exit_code: Option<i32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Container {
     pub id: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ForkInfo {
     /// A thread (CLONE_THREAD) rather than a process.
     pub thread: bool,
@@ -123,7 +127,7 @@ pub struct ForkInfo {
 }
 
 /// `fork`: `process` is the new process (for a thread: the process, with `process.thread.id`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ForkRecord {
     pub process: Process,
     pub fork: ForkInfo,
@@ -131,14 +135,14 @@ pub struct ForkRecord {
     pub container: Option<Container>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExecInfo {
     /// The argument vector was longer than the kernel side keeps (512 bytes).
     pub args_truncated: bool,
 }
 
 /// `exec`: `process.executable` is the new program, `process.args` its argument vector.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExecRecord {
     pub process: Process,
     #[serde(default)]
@@ -148,7 +152,7 @@ pub struct ExecRecord {
     pub container: Option<Container>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExitInfo {
     /// Terminating signal name (`SIGKILL`), when killed by a signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -171,7 +175,7 @@ pub struct ExitInfo {
 }
 
 /// `exit`: one per thread; `exit.process_exited` marks the process's end.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ExitRecord {
     pub process: Process,
     pub exit: ExitInfo,
@@ -179,7 +183,7 @@ pub struct ExitRecord {
     pub container: Option<Container>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReapInfo {
     /// `wait4`, `waitid` (in the reaper's context) or `free` (released without a wait seen).
     pub method: String,
@@ -192,21 +196,21 @@ pub struct ReapInfo {
 }
 
 /// `reap`: `process` is the reaped child.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ReapRecord {
     pub process: Process,
     pub reap: ReapInfo,
 }
 
 /// ECS `source` / `destination`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Endpoint {
     pub address: String,
     pub port: u16,
 }
 
 /// ECS `network`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Network {
     /// `tcp`, `udp`, or `unknown`.
     pub transport: String,
@@ -216,20 +220,20 @@ pub struct Network {
 }
 
 /// ECS `event.outcome`: `success`, `failure`, `unknown` (non-blocking connect in progress).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Outcome {
     pub outcome: String,
 }
 
 /// ECS `error`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorInfo {
     /// errno name, e.g. `EADDRINUSE`.
     pub code: String,
     pub message: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SocketInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fd: Option<i32>,
@@ -239,7 +243,7 @@ pub struct SocketInfo {
 }
 
 /// `bind` (address in `source`) and `connect` (address in `destination`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SocketRecord {
     pub process: Process,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,7 +259,7 @@ pub struct SocketRecord {
     pub container: Option<Container>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TcpInfo {
     pub old_state: String,
     pub new_state: String,
@@ -263,7 +267,7 @@ pub struct TcpInfo {
 
 /// `tcp_state`: a TCP socket changed state (active opens and listeners).
 /// `process` is the process that owns the socket (from its connect/bind), when known.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TcpStateRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<Process>,
@@ -277,7 +281,7 @@ pub struct TcpStateRecord {
     pub socket: SocketInfo,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LossInfo {
     /// Records lost since the previous loss record.
     pub count: u64,
@@ -291,13 +295,29 @@ pub struct LossInfo {
 }
 
 /// `loss`: records that never reached watcher.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LossRecord {
     pub loss: LossInfo,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HealthInfo {
+    /// `ok` or `blind`.
+    pub status: String,
+    pub reason: String,
+    /// The canary's trip from its exit to the reader, when it came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_latency_ms: Option<f64>,
+}
+
+/// `health`: the daemon's own pipeline went blind, or recovered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HealthRecord {
+    pub health: HealthInfo,
+}
+
 /// A process named by a finding.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct InvolvedProcess {
     /// Its part: `failing`, `holder`, `new_holder`, `parent`, `zombie`, `instance`, `newest`, `restarter`, `forking`, `client`.
     pub role: String,
@@ -311,7 +331,7 @@ pub struct InvolvedProcess {
 }
 
 /// `finding`: one incident, opened, updated or resolved.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FindingRecord {
     /// `port_conflict`, `port_shadowed`, `address_unavailable`, `zombie_accumulation`, `zombie`,
     /// `respawn_storm`, `duplicate_instances`, `fork_storm`, `connect_failures`.

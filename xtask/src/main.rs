@@ -139,6 +139,10 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         }
         eprintln!("xtask: warning: {msg}; they will fail");
     }
+    // Real components the end-to-end tests talk to, from Debian: rsyslog (the
+    // syslog sink), promtool (checks the metrics), make and a C compiler (the
+    // healthy-load build), util-linux (unshare, setpriv).
+    ensure_tools(&[("rsyslogd", "rsyslog"), ("promtool", "prometheus"), ("make", "make"), ("cc", "gcc"), ("setpriv", "util-linux")])?;
     build(&bin_dir, false, &["-p", "watcher", "-p", "watcher-tests"])?;
     let watcher = target_dir().join("debug").join("watcher");
     let mut cmd = cargo(&bin_dir)?;
@@ -146,6 +150,32 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     cmd.args(&args);
     let status = cmd.status().context("running cargo test")?;
     Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn on_path(cmd: &str) -> bool {
+    env::var_os("PATH")
+        .map(|p| env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(cmd).is_file()
+        || Path::new("/sbin").join(cmd).is_file()
+}
+
+/// Install the Debian packages of missing tools (as root; services are not started).
+fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = tools.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix_is_root() {
+        bail!("missing tools for the tests ({}); install them: apt-get install {}", missing.join(", "), missing.join(" "));
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    let quiet = |c: &mut Command| c.env("DEBIAN_FRONTEND", "noninteractive").status();
+    check(quiet(Command::new("apt-get").args(["update", "-q"]))?, "apt-get update")?;
+    check(
+        quiet(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?,
+        "apt-get install",
+    )
 }
 
 fn nix_is_root() -> bool {

@@ -1,0 +1,299 @@
+//! `watcher run` against real components: its file, socket and syslog sinks
+//! (a real rsyslog), the metrics endpoint checked with promtool, SIGHUP
+//! rotation and reload, the canary that reports a blind pipeline, the unit's
+//! capability set, and the JSON Schema validated against real output.
+use std::{
+    io::{BufRead, BufReader, Read},
+    os::unix::{fs::PermissionsExt, net::UnixStream},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use nix::sys::signal::Signal;
+use watcher_tests::{
+    actor, actor_any, eventually, finding, finding_pids, free_port, metric, require_root, scrape, spawn_actor, temp_dir,
+    text, Feed, Value,
+};
+
+const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
+
+fn cause_port_conflict() -> (u32, u32) {
+    let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+    let port = holder.value("port");
+    let failing = actor_any(ACTOR, &["bind-port", &port]);
+    let hp = holder.pid;
+    holder.finish();
+    (failing.pid, hp)
+}
+
+fn read_file(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("daemon");
+    let port = free_port();
+    let cfg = dir.join("w.toml");
+    let feed_file = dir.join("feed.ndjson");
+    let sock = dir.join("feed.sock");
+    let status = dir.join("status.json");
+    let config = format!(
+        "[feed]\ntypes = [\"all\"]\nstdout = true\nfile = \"{}\"\nsocket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\ncanary_interval_s = 0.5\nstatus_file = \"{}\"\n",
+        feed_file.display(),
+        sock.display(),
+        status.display()
+    );
+    std::fs::write(&cfg, &config).unwrap();
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+    let started = d.wait_stderr("running:");
+    assert!(started.contains("file ") && started.contains("socket ") && started.contains("metrics on http://127.0.0.1:"), "{started}");
+    // The socket is the owner's only.
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket permissions {mode:o}");
+
+    // Two consumers: one reads everything, one never reads.
+    let fast = UnixStream::connect(&sock).expect("consumer A");
+    let got: Arc<Mutex<Vec<String>>> = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(fast).lines().map_while(Result::ok) {
+            g.lock().unwrap().push(l);
+        }
+    });
+    let mut stalled = UnixStream::connect(&sock).expect("consumer B");
+    // Both are accepted before what follows: records caused after they connected reach A.
+    for _ in 0..2 {
+        let m = actor(ACTOR, &["exit", "0"]);
+        let pid = format!("\"pid\":{},", m.pid);
+        eventually("the reading consumer gets records", || got.lock().unwrap().iter().any(|l| l.contains(&pid)).then_some(()));
+    }
+
+    // A finding reaches stdout, the file and the reading consumer.
+    let (failing, holder) = cause_port_conflict();
+    let f = d.wait_for("port_conflict", |v| finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")) == vec![failing as u64]);
+    assert_eq!(finding_pids(&f, Some("holder")), vec![holder as u64]);
+    let id = text(&f, &["id"]).unwrap().to_owned();
+    eventually("the finding in the file", || read_file(&feed_file).contains(&id).then_some(()));
+    eventually("the finding on the socket", || got.lock().unwrap().iter().any(|l| l.contains(&id)).then_some(()));
+
+    // A flood: the stalled consumer's queue overflows; the other one and the pipeline go on.
+    let flood = actor(ACTOR, &["fork-fast", "2500", "2000"]);
+    let flood_exit = move |l: &String| l.contains("\"type\":\"exit\"") && l.contains(&format!("\"pid\":{},", flood.pid));
+    eventually("the reading consumer keeps up through the flood", || got.lock().unwrap().iter().any(&flood_exit).then_some(()));
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let m = eventually("socket drops counted", || {
+        let m = scrape(&metrics_addr);
+        (metric(&m, "watcher_sink_dropped_total{sink=\"socket\"}").unwrap_or(0.0) > 0.0).then_some(m)
+    });
+    assert_eq!(metric(&m, "watcher_pipeline_healthy"), Some(1.0), "{m}");
+    assert!(metric(&m, "watcher_events_total{type=\"fork\"}").unwrap_or(0.0) >= 4000.0, "{m}");
+    assert!(metric(&m, "watcher_findings_total{kind=\"port_conflict\",state=\"open\"}").unwrap_or(0.0) >= 1.0, "{m}");
+    // promtool accepts the exposition.
+    let mut promtool = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (Debian: prometheus)");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), m.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // The stalled consumer, reading at last, is told what it missed.
+    stalled.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut r = BufReader::new(&mut stalled);
+    let mut told = None;
+    let mut line = String::new();
+    while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+        if line.contains("consumer_too_slow") {
+            told = Some(line.clone());
+            break;
+        }
+        line.clear();
+    }
+    let told: Value = serde_json::from_str(told.expect("a loss record for the slow consumer").trim()).unwrap();
+    assert!(told["loss"]["count"].as_u64().unwrap() > 0, "{told}");
+
+    // logrotate: move the file away, SIGHUP, the feed continues in a new file.
+    let rotated = dir.join("feed.ndjson.1");
+    std::fs::rename(&feed_file, &rotated).unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_stderr("configuration reloaded");
+    let marker = actor(ACTOR, &["exit", "0"]);
+    let m1 = format!("\"pid\":{},", marker.pid);
+    eventually("records in the reopened file", || read_file(&feed_file).contains(&m1).then_some(()));
+    assert!(!read_file(&rotated).contains(&m1), "the rotated file is no longer written");
+
+    // A bad config on reload is refused; the running one stays.
+    std::fs::write(&cfg, "[feed]\nbogus = 1\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    let refused = d.wait_stderr("reload refused");
+    assert!(refused.contains("w.toml:2:") && refused.contains("bogus"), "{refused}");
+    let marker = actor(ACTOR, &["exit", "0"]);
+    let m2 = format!("\"pid\":{},", marker.pid);
+    eventually("still writing after a refused reload", || read_file(&feed_file).contains(&m2).then_some(()));
+    let st: Value = serde_json::from_str(&read_file(&status)).expect("status file");
+    assert_eq!(st["healthy"], true, "{st}");
+
+    // SIGTERM: drain, clean up, exit 0.
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+    assert!(!sock.exists(), "the socket is removed");
+    assert!(d.stderr().iter().any(|l| l.contains("stopped:")), "{:?}", d.stderr());
+}
+
+#[test]
+fn syslog_sink_reaches_a_real_rsyslog() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("rsyslog");
+    let log_sock = dir.join("log.sock");
+    let out = dir.join("out.log");
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global(workDirectory=\"{d}\")\nmodule(load=\"imuxsock\" SysSock.Use=\"off\")\ninput(type=\"imuxsock\" Socket=\"{s}\" UseSpecialParser=\"off\" ParseHostname=\"on\")\ntemplate(name=\"msgonly\" type=\"string\" string=\"%msg%\\n\")\n*.* action(type=\"omfile\" file=\"{o}\" template=\"msgonly\")\n",
+            d = dir.display(),
+            s = log_sock.display(),
+            o = out.display()
+        ),
+    )
+    .unwrap();
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("rsyslogd (Debian: rsyslog)");
+    let mut rs = Command::new(rsyslogd)
+        .args(["-n", "-f", conf.to_str().unwrap(), "-i", dir.join("pid").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rsyslogd");
+    eventually("rsyslog's socket", || log_sock.exists().then_some(()));
+    let cfg = dir.join("w.toml");
+    std::fs::write(
+        &cfg,
+        format!("[feed]\ntypes = [\"finding\"]\nstdout = false\nsyslog = true\nsyslog_socket = \"{}\"\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", log_sock.display(), dir.join("status.json").display()),
+    )
+    .unwrap();
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+    d.wait_stderr("running:");
+    let run = actor(ACTOR, &["notavail"]);
+    let line = eventually("the finding in rsyslog's file", || {
+        read_file(&out).lines().find(|l| l.contains("address_unavailable") && l.contains(&format!("\"pid\":{},", run.pid))).map(str::to_owned)
+    });
+    let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("rsyslog's message is not the JSON record ({e}): {line}"));
+    assert_eq!(text(&v, &["type"]), Some("finding"));
+    assert_eq!(text(&v, &["kind"]), Some("address_unavailable"));
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+    let _ = rs.kill();
+    let mut err = String::new();
+    let _ = rs.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    let _ = rs.wait();
+}
+
+#[test]
+fn a_blind_pipeline_is_reported_at_once() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("blind");
+    let port = free_port();
+    let status = dir.join("status.json");
+    let cfg = dir.join("w.toml");
+    std::fs::write(
+        &cfg,
+        format!("[feed]\ntypes = [\"finding\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\ncanary_interval_s = 0.3\ncanary_deadline_s = 0.5\nstatus_file = \"{}\"\n", status.display()),
+    )
+    .unwrap();
+    // The fault drill detaches every program after 2 s: running, but blind.
+    let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[("WATCHER_FAULT_DRILL", "detach-after=2")], &[]);
+    d.wait_stderr("running:");
+    let ok = Command::new(watcher_tests::watcher_bin()).args(["check", "--daemon", "--status", status.to_str().unwrap()]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    let h = d.wait_for("a health record saying blind", |v| text(v, &["type"]) == Some("health") && text(v, &["health", "status"]) == Some("blind"));
+    assert!(text(&h, &["health", "reason"]).unwrap().contains("canary"), "{h}");
+    let m = scrape(&format!("127.0.0.1:{port}"));
+    assert_eq!(metric(&m, "watcher_pipeline_healthy"), Some(0.0), "{m}");
+    let bad = eventually("check --daemon says blind", || {
+        let o = Command::new(watcher_tests::watcher_bin()).args(["check", "--daemon", "--status", status.to_str().unwrap()]).output().unwrap();
+        (!o.status.success()).then_some(o)
+    });
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("BLIND"), "{}", String::from_utf8_lossy(&bad.stdout));
+    validate_all(&d.records());
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+}
+
+#[test]
+fn the_units_capability_set_is_enough() {
+    if !require_root() {
+        return;
+    }
+    // As root, with only the capabilities the systemd unit keeps.
+    let dir = temp_dir("caps");
+    let status = dir.join("status.json");
+    let cfg = dir.join("w.toml");
+    std::fs::write(&cfg, format!("[metrics]\nlisten = \"\"\n[health]\ncanary_interval_s = 0.3\nstatus_file = \"{}\"\n", status.display())).unwrap();
+    let d = Feed::start_with(
+        &["run", "--config", cfg.to_str().unwrap()],
+        &[],
+        &["setpriv", "--bounding-set=-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search", "--inh-caps=-all", "--"],
+    );
+    d.wait_stderr("running:");
+    let caps = read_file(std::path::Path::new(&format!("/proc/{}/status", d.pid)));
+    let eff = caps.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_owned();
+    // CAP_DAC_READ_SEARCH 2, CAP_SYS_PTRACE 19, CAP_PERFMON 38, CAP_BPF 39.
+    let expect = (1u64 << 2) | (1 << 19) | (1 << 38) | (1 << 39);
+    assert_eq!(u64::from_str_radix(eff.split_whitespace().nth(1).unwrap(), 16).unwrap(), expect, "{eff}");
+    let (failing, holder) = cause_port_conflict();
+    let f = d.wait_for("port_conflict under the reduced capability set", |v| {
+        finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")) == vec![failing as u64]
+    });
+    assert_eq!(finding_pids(&f, Some("holder")), vec![holder as u64], "holders found through /proc/<pid>/fd: {f}");
+    eventually("the canary comes through", || {
+        let st: Value = serde_json::from_str(&read_file(&status)).ok()?;
+        (st["canary_ok"].as_u64()? >= 2 && st["healthy"] == true).then_some(())
+    });
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+}
+
+fn validate_all(records: &[Value]) -> std::collections::BTreeSet<String> {
+    let out = Command::new(watcher_tests::watcher_bin()).arg("schema").output().expect("watcher schema");
+    assert!(out.status.success());
+    let schema: Value = serde_json::from_slice(&out.stdout).expect("the schema is JSON");
+    let v = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let mut types = std::collections::BTreeSet::new();
+    for r in records {
+        if let Err(e) = v.validate(r) {
+            panic!("a real record does not match `watcher schema`: {e}\n{r}");
+        }
+        types.insert(text(r, &["type"]).unwrap_or("?").to_owned());
+    }
+    types
+}
+
+#[test]
+fn every_record_type_matches_the_schema() {
+    if !require_root() {
+        return;
+    }
+    // A small ring buffer, so that a stopped reader loses records (the loss type).
+    let d = Feed::start(&["trace", "--json", "--threads", "--ring-mib", "1"]);
+    actor(ACTOR, &["spawn-exit", "3"]);
+    actor(ACTOR, &["thread"]);
+    actor(ACTOR, &["bind4"]);
+    actor(ACTOR, &["connect-nonblocking"]);
+    cause_port_conflict();
+    d.wait_for("a finding", |v| text(v, &["type"]) == Some("finding"));
+    d.signal(Signal::SIGSTOP);
+    actor(ACTOR, &["fork-fast", "1500", "4000"]);
+    d.signal(Signal::SIGCONT);
+    d.wait_for("a loss record", |v| text(v, &["type"]) == Some("loss"));
+    let types = validate_all(&d.records());
+    for t in ["fork", "exec", "exit", "reap", "bind", "connect", "tcp_state", "finding", "loss"] {
+        assert!(types.contains(t), "no `{t}` record was validated: {types:?}");
+    }
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+}

@@ -1,0 +1,308 @@
+//! `watcher run`: the daemon. Findings (and optionally raw events) as NDJSON
+//! to the configured sinks, Prometheus metrics on loopback, SIGHUP to reopen
+//! files and reload the configuration, SIGTERM/SIGINT to drain and stop,
+//! readiness to systemd, and a canary that proves the pipeline sees events.
+use std::{
+    io::{self, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+
+use crate::{
+    config::Config,
+    detect::Detectors,
+    engine::Engine,
+    loader::{self, LoadOptions},
+    pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
+    reader::ReaderOptions,
+    record::{Clock, Record},
+    sinks::{FileSink, SocketSink, SyslogSink, Types},
+    sockdiag, trace,
+};
+
+fn say(line: &str) {
+    let _ = writeln!(io::stderr(), "watcher: {line}");
+}
+
+/// The configuration at `path`; a missing file means the documented defaults.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    if !path.exists() {
+        say(&format!("no config file at {}: using the defaults", path.display()));
+        return Ok(Config::default());
+    }
+    Ok(Config::load(path)?)
+}
+
+/// The daemon's status, for `watcher check --daemon`.
+#[derive(serde::Serialize, serde::Deserialize, Debug)]
+pub struct Status {
+    pub pid: u32,
+    pub healthy: bool,
+    /// Unix seconds of the last update (every second while running).
+    pub updated_unix: u64,
+    pub canary_ok: u64,
+    pub canary_missed: u64,
+    pub events: u64,
+    pub lost: u64,
+}
+
+struct Feed {
+    config_path: PathBuf,
+    config: Config,
+    types: Types,
+    stdout: Option<io::BufWriter<io::Stdout>>,
+    file: Option<FileSink>,
+    syslog: Option<SyslogSink>,
+    socket: Option<SocketSink>,
+    status_file: PathBuf,
+}
+
+impl Feed {
+    fn open(config_path: &Path, config: &Config) -> anyhow::Result<Feed> {
+        let f = &config.feed;
+        let types = Types::new(&f.types).map_err(anyhow::Error::msg)?;
+        let file = match &f.file {
+            Some(p) => Some(FileSink::open(p).with_context(|| format!("opening the feed file {}", p.display()))?),
+            None => None,
+        };
+        let syslog = if f.syslog {
+            Some(SyslogSink::open(&f.syslog_socket).with_context(|| {
+                format!("connecting to syslog at {} (is a syslog daemon running?)", f.syslog_socket.display())
+            })?)
+        } else {
+            None
+        };
+        let socket = match &f.socket {
+            Some(p) => Some(SocketSink::bind(p).with_context(|| format!("creating the feed socket {}", p.display()))?),
+            None => None,
+        };
+        Ok(Feed {
+            config_path: config_path.to_owned(),
+            config: config.clone(),
+            types,
+            stdout: f.stdout.then(|| io::BufWriter::with_capacity(64 * 1024, io::stdout())),
+            file,
+            syslog,
+            socket,
+            status_file: config.health.status_file.clone(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        let mut to = Vec::new();
+        if self.stdout.is_some() {
+            to.push("stdout".to_owned());
+        }
+        if let Some(f) = &self.file {
+            to.push(format!("file {}", f.path().display()));
+        }
+        if self.syslog.is_some() {
+            to.push(format!("syslog ({})", self.config.feed.syslog_socket.display()));
+        }
+        if let Some(s) = &self.socket {
+            to.push(format!("socket {}", s.path().display()));
+        }
+        format!(
+            "feed of {} → {}",
+            self.types.list().join(","),
+            if to.is_empty() { "nowhere (no sink enabled)".to_owned() } else { to.join(", ") }
+        )
+    }
+
+    fn write_status(&self, stats: &SharedStats) {
+        let s = stats.lock().expect("stats lock");
+        let st = Status {
+            pid: std::process::id(),
+            healthy: s.healthy,
+            updated_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            canary_ok: s.canary_ok,
+            canary_missed: s.canary_missed,
+            events: s.events_by_type.values().sum(),
+            lost: s.lost,
+        };
+        drop(s);
+        if let Some(dir) = self.status_file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let tmp = self.status_file.with_extension("tmp");
+        if let Ok(text) = serde_json::to_vec(&st) {
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, &self.status_file);
+            }
+        }
+    }
+}
+
+impl Output for Feed {
+    fn write(&mut self, records: &[Record], stats: &SharedStats) -> anyhow::Result<bool> {
+        let mut written = 0u64;
+        let mut file_err = 0u64;
+        for r in records.iter().filter(|r| self.types.wants(r)) {
+            let json = serde_json::to_string(r).context("serializing a record")?;
+            let mut line = json.clone().into_bytes();
+            line.push(b'\n');
+            if let Some(o) = self.stdout.as_mut() {
+                if let Err(e) = o.write_all(&line) {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        self.stdout = None;
+                    }
+                }
+            }
+            if let Some(f) = self.file.as_mut() {
+                if f.write(&line).is_err() {
+                    file_err += 1;
+                }
+            }
+            if let Some(s) = self.syslog.as_mut() {
+                s.send(r, &json);
+            }
+            if let Some(s) = &self.socket {
+                s.send(&Bytes::from(line));
+            }
+            written += 1;
+        }
+        if let Some(o) = self.stdout.as_mut() {
+            let _ = o.flush();
+        }
+        if let Some(f) = self.file.as_mut() {
+            if f.flush().is_err() {
+                file_err += 1;
+            }
+        }
+        let mut s = stats.lock().expect("stats lock");
+        s.records_written += written;
+        *s.sink_drops.entry("file".into()).or_default() += file_err;
+        if let Some(sock) = &self.socket {
+            s.sink_drops.insert("socket".into(), sock.dropped.load(Ordering::Relaxed));
+        }
+        if let Some(sl) = &self.syslog {
+            s.sink_drops.insert("syslog".into(), sl.errors);
+        }
+        Ok(true)
+    }
+
+    fn reload(&mut self, engine: &mut Engine) -> anyhow::Result<()> {
+        let new = load_config(&self.config_path)?;
+        // Reopen the file in any case (logrotate moved it).
+        if let Some(f) = self.file.as_mut() {
+            f.reopen().with_context(|| format!("reopening {}", f.path().display()))?;
+        }
+        if new.feed != self.config.feed {
+            let mut fresh = Feed::open(&self.config_path, &new)?;
+            // Keep what did not change (the socket's consumers stay connected).
+            if new.feed.socket == self.config.feed.socket {
+                fresh.socket = self.socket.take();
+            }
+            *self = fresh;
+        }
+        if new.detect != self.config.detect {
+            let mut d = Detectors::new(new.detect.clone());
+            let procs: Vec<_> = engine.enricher.procs.iter().cloned().collect();
+            // Open incidents are re-evaluated from what exists now.
+            let _ = d.seed(&procs, &sockdiag::all_holders(), Clock::mono_now());
+            engine.detectors = d;
+            engine.enricher.procs.identity = new.detect.identity.into();
+        }
+        if new.metrics != self.config.metrics {
+            say("[metrics] changed: it takes effect at the next restart");
+        }
+        self.config = new;
+        self.status_file = self.config.health.status_file.clone();
+        say(&format!("configuration reloaded from {}; {}", self.config_path.display(), self.describe()));
+        Ok(())
+    }
+
+    fn tick(&mut self, stats: &SharedStats) {
+        self.write_status(stats);
+    }
+}
+
+pub async fn run(config_path: PathBuf, load: LoadOptions, max_processes: usize) -> anyhow::Result<ExitCode> {
+    let config = load_config(&config_path)?;
+    let mut load = load;
+    load.kinds = pipeline::kernel_kinds(&config.feed.types);
+    let probes = loader::load(&load)?;
+    let mut feed = Feed::open(&config_path, &config)?;
+    let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
+    let metrics = if config.metrics.listen.is_empty() {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
+            .await
+            .with_context(|| format!("listening for metrics on {} ([metrics] listen)", config.metrics.listen))?;
+        Some(tokio::spawn(crate::metrics::serve(listener, stats.clone())))
+    };
+    let (engine, initial, seeded) = trace::engine(&config, max_processes);
+    say(&format!(
+        "running: {} tracepoints attached ({} processes known); {}; metrics {}; canary every {} s",
+        loader::HOOKS.len(),
+        seeded,
+        feed.describe(),
+        if config.metrics.listen.is_empty() { "off".to_owned() } else { format!("on http://{}/metrics", config.metrics.listen) },
+        config.health.canary_interval_s
+    ));
+    if !initial.is_empty() {
+        feed.write(&initial, &stats)?;
+    }
+    feed.write_status(&stats);
+    // systemd readiness (Type=notify); nothing happens without NOTIFY_SOCKET.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let settings = PipelineSettings {
+        load,
+        reader: ReaderOptions::default(),
+        canary_interval: Some(Duration::from_secs_f64(config.health.canary_interval_s)),
+        canary_deadline: Duration::from_secs_f64(config.health.canary_deadline_s),
+        reload_on_hup: true,
+    };
+    let st = pipeline::run(probes, engine, settings, &mut feed, stats.clone()).await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    if let Some(m) = metrics {
+        m.abort();
+    }
+    let _ = std::fs::remove_file(&feed.status_file);
+    drop(feed);
+    say(&format!(
+        "stopped: {} events, {} findings, {} records written, {} lost",
+        st.events_by_type.values().sum::<u64>(),
+        st.findings.values().sum::<u64>(),
+        st.records_written,
+        st.lost
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `watcher check --daemon`: is the daemon running and seeing events?
+pub fn check_daemon(status_file: &Path) -> anyhow::Result<ExitCode> {
+    let text = match std::fs::read_to_string(status_file) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("FAIL  daemon: no status at {} ({e}): `watcher run` is not running (systemctl status watcher)", status_file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let st: Status = serde_json::from_str(&text).with_context(|| format!("{} is not a watcher status file", status_file.display()))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let age = now.saturating_sub(st.updated_unix);
+    let alive = std::path::Path::new(&format!("/proc/{}", st.pid)).exists();
+    if !alive || age > 10 {
+        println!("FAIL  daemon: pid {} last reported {age} s ago: it is not running or is stuck", st.pid);
+        return Ok(ExitCode::from(1));
+    }
+    if !st.healthy {
+        println!(
+            "FAIL  daemon: pid {} is running but BLIND: its canary events do not come through ({} missed); restart it and look at its log",
+            st.pid, st.canary_missed
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "ok    daemon: pid {} healthy, {} canaries through, {} events, {} lost",
+        st.pid, st.canary_ok, st.events, st.lost
+    );
+    Ok(ExitCode::SUCCESS)
+}

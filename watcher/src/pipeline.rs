@@ -1,0 +1,309 @@
+//! The processing loop shared by `watcher trace` and `watcher run`:
+//! reader task → bounded channel → engine (enrich + detect) → an [`Output`],
+//! with the detectors' deadline timer, signals, loss records, the canary
+//! that proves the chain works, and the counters behind the metrics.
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+use watcher_common::EventKind;
+
+use crate::{
+    canary::Canary,
+    engine::Engine,
+    loader::{LoadOptions, Probes},
+    reader::{self, Batch, ReaderOptions},
+    record::{Body, Clock, HealthInfo, HealthRecord, LossInfo, LossRecord, Record, SCHEMA_VERSION},
+};
+
+/// Counters of a run, shared with the metrics endpoint.
+#[derive(Default, Debug, Clone)]
+pub struct Stats {
+    pub events_by_type: BTreeMap<&'static str, u64>,
+    pub lost_by_type: BTreeMap<&'static str, u64>,
+    pub lost: u64,
+    pub decode_errors: u64,
+    pub findings: BTreeMap<(&'static str, &'static str), u64>,
+    pub open_incidents: BTreeMap<&'static str, u64>,
+    pub processes: u64,
+    pub sockets: u64,
+    pub socket_lookups: u64,
+    pub process_evictions: u64,
+    pub records_written: u64,
+    /// Records a sink could not take (per sink name).
+    pub sink_drops: BTreeMap<String, u64>,
+    pub healthy: bool,
+    pub canary_ok: u64,
+    pub canary_missed: u64,
+    /// Latest canary round trip, seconds.
+    pub canary_latency_s: f64,
+    pub started: Option<Instant>,
+}
+
+pub type SharedStats = Arc<Mutex<Stats>>;
+
+/// Where records go.
+pub trait Output {
+    /// Write records. `Ok(false)`: the consumer is gone (a closed pipe): stop.
+    fn write(&mut self, records: &[Record], stats: &SharedStats) -> anyhow::Result<bool>;
+    /// SIGHUP: reopen files, reload what can be reloaded. Errors keep the old state.
+    fn reload(&mut self, _engine: &mut Engine) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// Called once a second.
+    fn tick(&mut self, _stats: &SharedStats) {}
+}
+
+pub struct PipelineSettings {
+    pub load: LoadOptions,
+    pub reader: ReaderOptions,
+    /// Check the chain end to end with a canary event this often (None: never).
+    pub canary_interval: Option<Duration>,
+    /// A canary not seen within this long makes the pipeline "blind".
+    pub canary_deadline: Duration,
+    /// Handle SIGHUP (daemon).
+    pub reload_on_hup: bool,
+}
+
+/// Kernel record kinds the kernel side must forward for these output types.
+pub fn kernel_kinds(types: &[String]) -> Vec<EventKind> {
+    // Findings need every kind of event.
+    if types.is_empty() || types.iter().any(|t| t == "finding" || t == "all") {
+        return Vec::new();
+    }
+    let mut kinds = vec![EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Reap];
+    for t in types {
+        match t.as_str() {
+            "bind" => kinds.push(EventKind::Bind),
+            "connect" => kinds.push(EventKind::Connect),
+            "tcp_state" => kinds.extend([EventKind::Connect, EventKind::TcpState, EventKind::Bind]),
+            _ => {}
+        }
+    }
+    kinds
+}
+
+fn health_record(clock: &Clock, healthy: bool, reason: String, latency_s: Option<f64>) -> Record {
+    let mono = Clock::mono_now();
+    Record {
+        schema: SCHEMA_VERSION,
+        time: clock.rfc3339(mono),
+        mono_ns: mono,
+        body: Body::Health(HealthRecord {
+            health: HealthInfo {
+                status: if healthy { "ok" } else { "blind" }.into(),
+                reason,
+                canary_latency_ms: latency_s.map(|s| (s * 1e5).round() / 100.0),
+            },
+        }),
+    }
+}
+
+fn refresh_stats(stats: &SharedStats, engine: &Engine) {
+    let mut s = stats.lock().expect("stats lock");
+    s.processes = engine.enricher.procs.len() as u64;
+    s.process_evictions = engine.enricher.procs.stats.evicted;
+    s.sockets = engine.detectors.sockets.len() as u64;
+    s.socket_lookups = engine.lookups;
+    for (k, n) in engine.detectors.open_incidents() {
+        s.open_incidents.insert(k.as_str(), n as u64);
+    }
+}
+
+/// Run until SIGINT/SIGTERM (or the output's consumer is gone). Returns the final counters.
+pub async fn run(
+    probes: Probes,
+    mut engine: Engine,
+    settings: PipelineSettings,
+    out: &mut dyn Output,
+    stats: SharedStats,
+) -> anyhow::Result<Stats> {
+    let Probes { ebpf, events, lost, .. } = probes;
+    let mut ebpf = Some(ebpf);
+    // Fault drill (tests, and operators proving their alerting): detach every
+    // program after N seconds, so the pipeline goes blind while still running.
+    let drill_detach_at = std::env::var("WATCHER_FAULT_DRILL")
+        .ok()
+        .and_then(|v| v.strip_prefix("detach-after=").and_then(|n| n.parse::<f64>().ok()))
+        .map(|secs| Instant::now() + Duration::from_secs_f64(secs));
+    let (tx, mut rx) = mpsc::channel::<Batch>(256);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reader = tokio::spawn(reader::run(events, lost, tx, stop_rx, settings.reader));
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+
+    {
+        let mut s = stats.lock().expect("stats lock");
+        s.started = Some(Instant::now());
+        s.healthy = true;
+    }
+    let mut canary = settings.canary_interval.map(|i| Canary::new(i, settings.canary_deadline));
+    let mut second = tokio::time::interval(Duration::from_secs(1));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock_refreshed = Instant::now();
+    let mut stopping = false;
+    let mut consumer_gone = false;
+    let mut pending: Vec<Record> = Vec::new();
+
+    loop {
+        let mut records = std::mem::take(&mut pending);
+        let deadline = engine.next_deadline();
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep(Duration::from_nanos(d.saturating_sub(Clock::mono_now()))).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let batch = tokio::select! {
+            b = rx.recv() => b,
+            // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
+            _ = timer => {
+                let fs = engine.tick(Clock::mono_now());
+                records.extend(fs.iter().map(|f| engine.finding_record(f)));
+                count_findings(&stats, &fs);
+                Some(Batch::Events(Vec::new()))
+            }
+            _ = second.tick() => {
+                if let Some(c) = canary.as_mut() {
+                    if let Some((healthy, reason, latency)) = c.tick() {
+                        let mut s = stats.lock().expect("stats lock");
+                        if !healthy {
+                            s.canary_missed += 1;
+                        }
+                        s.healthy = healthy;
+                        drop(s);
+                        if !healthy {
+                            tracing::error!("{reason}");
+                        }
+                        records.push(health_record(&engine.enricher.clock, healthy, reason, latency));
+                    }
+                }
+                if drill_detach_at.is_some_and(|t| Instant::now() >= t) && ebpf.is_some() {
+                    tracing::warn!("fault drill: detaching every program");
+                    ebpf = None;
+                }
+                refresh_stats(&stats, &engine);
+                out.tick(&stats);
+                Some(Batch::Events(Vec::new()))
+            }
+            _ = sighup.recv(), if settings.reload_on_hup => {
+                if let Err(e) = out.reload(&mut engine) {
+                    tracing::error!("reload refused, keeping the running configuration: {e:#}");
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: reload refused, keeping the running configuration: {e:#}\n").as_bytes());
+                }
+                Some(Batch::Events(Vec::new()))
+            }
+            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new())) }
+            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new())) }
+        };
+        let Some(batch) = batch else { break };
+        if clock_refreshed.elapsed() > Duration::from_secs(10) {
+            engine.enricher.clock = Clock::now();
+            clock_refreshed = Instant::now();
+        }
+        match batch {
+            Batch::Events(evs) => {
+                let mut s_events: BTreeMap<&'static str, u64> = BTreeMap::new();
+                let mut decode_errors = 0;
+                for ev in evs {
+                    match ev {
+                        Ok(ev) => {
+                            if let Some(c) = canary.as_mut() {
+                                if let Some(latency) = c.observe(&ev) {
+                                    // The canary made it through: not an event of the host.
+                                    if let Some(reason) = latency.recovered {
+                                        stats.lock().expect("stats lock").healthy = true;
+                                        records.push(health_record(&engine.enricher.clock, true, reason, Some(latency.seconds)));
+                                    }
+                                    let mut s = stats.lock().expect("stats lock");
+                                    s.canary_ok += 1;
+                                    s.canary_latency_s = latency.seconds;
+                                    continue;
+                                }
+                            }
+                            let (r, fs) = engine.handle(&ev);
+                            *s_events.entry(r.body.type_name()).or_default() += 1;
+                            records.push(r);
+                            records.extend(fs.iter().map(|f| engine.finding_record(f)));
+                            count_findings(&stats, &fs);
+                        }
+                        Err(e) => {
+                            decode_errors += 1;
+                            tracing::warn!("undecodable record: {e}");
+                        }
+                    }
+                }
+                let mut s = stats.lock().expect("stats lock");
+                for (k, n) in s_events {
+                    *s.events_by_type.entry(k).or_default() += n;
+                }
+                s.decode_errors += decode_errors;
+            }
+            Batch::Lost { by_kind } => {
+                let count: u64 = by_kind.iter().sum();
+                let mut by_type = BTreeMap::new();
+                let total = {
+                    let mut s = stats.lock().expect("stats lock");
+                    s.lost += count;
+                    for (k, n) in by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
+                        let name = EventKind::from_u32(k as u32).as_str();
+                        *s.lost_by_type.entry(name).or_default() += n;
+                        by_type.insert(name.to_owned(), *n);
+                    }
+                    s.lost
+                };
+                let mono = Clock::mono_now();
+                records.push(Record {
+                    schema: SCHEMA_VERSION,
+                    time: engine.enricher.clock.rfc3339(mono),
+                    mono_ns: mono,
+                    body: Body::Loss(LossRecord {
+                        loss: LossInfo { count, total, reason: "ring_buffer_full".into(), by_type },
+                    }),
+                });
+            }
+        }
+        if let Some(c) = canary.as_mut() {
+            // A canary is due: fork a child that exits at once (its exit is the probe).
+            if let Err(e) = c.maybe_send() {
+                tracing::warn!("canary: {e}");
+            }
+        }
+        if consumer_gone || records.is_empty() {
+            continue;
+        }
+        match out.write(&records, &stats) {
+            Ok(true) => {}
+            Ok(false) => {
+                consumer_gone = true;
+                if !stopping {
+                    stopping = true;
+                    let _ = stop_tx.send(true);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = reader.await;
+    drop(ebpf);
+    refresh_stats(&stats, &engine);
+    let s = stats.lock().expect("stats lock").clone();
+    Ok(s)
+}
+
+fn count_findings(stats: &SharedStats, fs: &[crate::detect::Finding]) {
+    if fs.is_empty() {
+        return;
+    }
+    let mut s = stats.lock().expect("stats lock");
+    for f in fs {
+        *s.findings.entry((f.kind.as_str(), f.state.as_str())).or_default() += 1;
+    }
+}

@@ -1,0 +1,255 @@
+//! Sinks of the NDJSON feed (`watcher run`): stdout, a file (appended,
+//! reopened on SIGHUP for logrotate), syslog (RFC 5424 over `/dev/log`, the
+//! JSON record as the message), and a unix stream socket that several local
+//! consumers read at once. Each record is serialized once; a slow or stuck
+//! socket consumer never blocks the pipeline or the other consumers: each has
+//! a bounded queue, and what it misses is counted and told to it.
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Write},
+    os::unix::{fs::PermissionsExt, net::UnixDatagram},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use bytes::Bytes;
+use tokio::{io::AsyncWriteExt, net::UnixListener, sync::mpsc};
+
+use crate::record::{Body, Record};
+
+/// Which record types the feed carries: `["finding"]`, `["all"]`, or a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Types(Vec<String>);
+
+pub const RECORD_TYPES: [&str; 10] =
+    ["fork", "exec", "exit", "reap", "bind", "connect", "tcp_state", "loss", "finding", "health"];
+
+impl Types {
+    pub fn new(types: &[String]) -> Result<Types, String> {
+        for t in types {
+            if t != "all" && !RECORD_TYPES.contains(&t.as_str()) {
+                return Err(format!("unknown record type `{t}` in [feed] types (use \"all\" or some of {})", RECORD_TYPES.join(", ")));
+            }
+        }
+        Ok(Types(types.to_vec()))
+    }
+    pub fn all(&self) -> bool {
+        self.0.iter().any(|t| t == "all")
+    }
+    /// `loss` and `health` always pass: they say the feed is incomplete.
+    pub fn wants(&self, r: &Record) -> bool {
+        matches!(r.body, Body::Loss(_) | Body::Health(_)) || self.all() || self.0.iter().any(|t| t == r.body.type_name())
+    }
+    pub fn list(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A file appended to, reopened on request.
+pub struct FileSink {
+    path: PathBuf,
+    file: io::BufWriter<File>,
+}
+
+impl FileSink {
+    pub fn open(path: &Path) -> io::Result<FileSink> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(FileSink { path: path.to_owned(), file: io::BufWriter::new(file) })
+    }
+    pub fn write(&mut self, line: &[u8]) -> io::Result<()> {
+        self.file.write_all(line)
+    }
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+    /// After logrotate moved the file: write to a new one at the same path.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        *self = FileSink::open(&self.path)?;
+        Ok(())
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// RFC 5424 syslog over the local socket.
+pub struct SyslogSink {
+    sock: UnixDatagram,
+    hostname: String,
+    pid: u32,
+    pub errors: u64,
+}
+
+/// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (RFC 5424), facility daemon.
+pub fn rfc5424(r: &Record, json: &str, hostname: &str, pid: u32) -> String {
+    // Severity: an opening finding is a warning, a blind pipeline an error.
+    let severity = match &r.body {
+        Body::Finding(f) if f.state == "open" => 4,
+        Body::Finding(_) => 5,
+        Body::Health(h) if h.health.status != "ok" => 3,
+        Body::Loss(_) => 4,
+        _ => 6,
+    };
+    let pri = 3 * 8 + severity;
+    let msgid = r.body.type_name();
+    format!("<{pri}>1 {} {hostname} watcher {pid} {msgid} - {json}", r.time)
+}
+
+impl SyslogSink {
+    pub fn open(path: &Path) -> io::Result<SyslogSink> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(path)?;
+        let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "-".into());
+        Ok(SyslogSink { sock, hostname, pid: std::process::id(), errors: 0 })
+    }
+    pub fn send(&mut self, r: &Record, json: &str) {
+        let msg = rfc5424(r, json, &self.hostname, self.pid);
+        if self.sock.send(msg.as_bytes()).is_err() {
+            self.errors += 1;
+        }
+    }
+}
+
+struct Consumer {
+    tx: mpsc::Sender<Bytes>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// A unix stream socket: every connected consumer receives the feed.
+pub struct SocketSink {
+    path: PathBuf,
+    consumers: Arc<Mutex<Vec<Consumer>>>,
+    /// Records dropped for slow consumers, all consumers together.
+    pub dropped: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Lines queued per consumer before it starts missing records.
+pub const CONSUMER_QUEUE: usize = 4096;
+
+impl SocketSink {
+    /// Bind `path` (owner-only permissions) and accept consumers in the background.
+    pub fn bind(path: &Path) -> io::Result<SocketSink> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        if path.exists() {
+            // A stale socket of an earlier run; anything else is not ours to remove.
+            let meta = std::fs::symlink_metadata(path)?;
+            if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+                std::fs::remove_file(path)?;
+            } else {
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is not a socket", path.display())));
+            }
+        }
+        // Create it owner-only from the start (no window with wider permissions).
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let listener = UnixListener::bind(path);
+        nix::sys::stat::umask(old);
+        let listener = listener?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let consumers: Arc<Mutex<Vec<Consumer>>> = Arc::default();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let c = consumers.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { continue };
+                let (tx, mut rx) = mpsc::channel::<Bytes>(CONSUMER_QUEUE);
+                let mine = Arc::new(AtomicU64::new(0));
+                c.lock().expect("consumers lock").push(Consumer { tx, dropped: mine.clone() });
+                tokio::spawn(async move {
+                    let mut told = 0u64;
+                    while let Some(line) = rx.recv().await {
+                        // Tell this consumer what it missed before the next record.
+                        let missed = mine.load(Ordering::Relaxed);
+                        if missed > told {
+                            let note = format!(
+                                "{{\"schema\":1,\"type\":\"loss\",\"time\":\"{}\",\"mono_ns\":{},\"loss\":{{\"count\":{},\"total\":{},\"reason\":\"consumer_too_slow\"}}}}\n",
+                                humantime::format_rfc3339_micros(std::time::SystemTime::now()),
+                                crate::record::Clock::mono_now(),
+                                missed - told,
+                                missed
+                            );
+                            if stream.write_all(note.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            told = missed;
+                        }
+                        if stream.write_all(&line).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Ok(SocketSink { path: path.to_owned(), consumers, dropped, task })
+    }
+
+    /// Queue a line for every consumer; a full queue drops it for that consumer only.
+    pub fn send(&self, line: &Bytes) {
+        let mut cs = self.consumers.lock().expect("consumers lock");
+        cs.retain(|c| !c.tx.is_closed());
+        for c in cs.iter() {
+            if c.tx.try_send(line.clone()).is_err() {
+                c.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn consumers(&self) -> usize {
+        self.consumers.lock().expect("consumers lock").len()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketSink {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FindingRecord, SCHEMA_VERSION};
+
+    #[test]
+    fn rfc5424_lines() {
+        let r = Record {
+            schema: SCHEMA_VERSION,
+            time: "2026-01-02T03:04:05.000006Z".into(),
+            mono_ns: 1,
+            body: Body::Finding(FindingRecord {
+                kind: "zombie".into(),
+                state: "open".into(),
+                id: "z".into(),
+                summary: "s".into(),
+                count: 1,
+                first_seen: String::new(),
+                last_seen: String::new(),
+                processes: vec![],
+                details: Default::default(),
+            }),
+        };
+        assert_eq!(rfc5424(&r, "{}", "host", 42), "<28>1 2026-01-02T03:04:05.000006Z host watcher 42 finding - {}");
+    }
+
+    #[test]
+    fn types() {
+        assert!(Types::new(&["finding".into(), "nope".into()]).is_err());
+        let t = Types::new(&["finding".into()]).unwrap();
+        assert!(!t.all());
+    }
+}
