@@ -297,3 +297,17 @@ fn every_record_type_matches_the_schema() {
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
 }
+
+#[test]
+fn the_documented_examples_match_the_schema() {
+    let doc = include_str!("../../docs/events.md");
+    let recs: Vec<Value> = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|b| serde_json::from_str(b.split("```").next().unwrap()).expect("each example in docs/events.md is JSON"))
+        .collect();
+    let types = validate_all(&recs);
+    for t in ["fork", "exec", "exit", "reap", "bind", "connect", "tcp_state", "loss", "finding", "health"] {
+        assert!(types.contains(t), "docs/events.md has no `{t}` example");
+    }
+}
