@@ -311,3 +311,37 @@ fn the_documented_examples_match_the_schema() {
         assert!(types.contains(t), "docs/events.md has no `{t}` example");
     }
 }
+
+#[test]
+fn an_invalid_config_is_refused_at_start_with_file_and_line() {
+    let dir = temp_dir("badcfg");
+    let cfg = dir.join("w.toml");
+    std::fs::write(&cfg, "[feed]\nstdout = true\n\n[detect.zombie]\nmax_age_s = -3\n").unwrap();
+    let out = Command::new(watcher_tests::watcher_bin()).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&format!("{}:5:", cfg.display())) && err.contains("not a duration"), "{err}");
+}
+
+#[test]
+fn readiness_is_notified_to_systemd() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("notify");
+    let notify = dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(watcher_tests::DEADLINE)).unwrap();
+    let cfg = dir.join("w.toml");
+    std::fs::write(&cfg, format!("[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", dir.join("s.json").display())).unwrap();
+    let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[("NOTIFY_SOCKET", notify.to_str().unwrap())], &[]);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a notification from the daemon");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(d.stderr().iter().any(|l| l.contains("running:")), "ready only once running");
+    d.signal(Signal::SIGTERM);
+    let n = sock.recv(&mut buf).expect("a stopping notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert_eq!(d.wait_exit(), Some(0));
+}
