@@ -504,10 +504,10 @@ fn singletons_have_a_limit_of_one() {
 fn forking_faster_than_500_per_second_for_2_seconds() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/bin/spawner", &["spawner"]);
-    let mut pid = 1000;
     let mut open_at = None;
     // 800 forks/s for 3 s; children exit at once.
     for n in 0..2400u64 {
+        let pid = 1000 + n as u32;
         let t = 2 * S + n * S / 800;
         let f = k.fork(t, 100, pid);
         if opened(&f, "fork_storm") {
@@ -515,7 +515,6 @@ fn forking_faster_than_500_per_second_for_2_seconds() {
         }
         k.exit(t + 1, pid, 0);
         k.reap(t + 2, 100, pid);
-        pid += 1;
     }
     let at = open_at.expect("fork_storm");
     assert!((3 * S..4 * S).contains(&at), "opens in the second second: {at}");
