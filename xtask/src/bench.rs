@@ -143,8 +143,8 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64, usize) {
 }
 
 /// Detection latency per finding kind, as markdown rows.
-pub fn latency(watcher: &Path, actor: &Path, reps: usize) -> Result<Vec<String>> {
-    let feed = Feed::start(watcher, &["trace", "--json", "--findings"])?;
+pub fn latency(watcher: &Path, actor: &Path, reps: usize, wakeup_us: &str) -> Result<Vec<String>> {
+    let feed = Feed::start(watcher, &["trace", "--json", "--findings", "--wakeup-us", wakeup_us])?;
     // port_conflict: a listener, a failing bind; a new port each time.
     for _ in 0..reps {
         let mut holder = spawn(actor, &["listen-hold", "0.0.0.0", "0"])?;
@@ -226,9 +226,10 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         cpus,
         host.trim()
     ));
-    eprintln!("xtask bench: detection latency …");
-    let rows = latency(watcher, actor, 20)?;
-    out.push_str("### Detection latency: deciding kernel event → finding line readable on stdout (µs)\n\n");
+    let wakeup = std::env::var("WATCHER_BENCH_WAKEUP_US").unwrap_or_else(|_| "1000".into());
+    eprintln!("xtask bench: detection latency (--wakeup-us {wakeup}) …");
+    let rows = latency(watcher, actor, 20, &wakeup)?;
+    out.push_str(&format!("### Detection latency: deciding kernel event → finding line readable on stdout (µs), `--wakeup-us {wakeup}`\n\n"));
     out.push_str("| finding | n | p50 | p99 | max |\n|---|---|---|---|---|\n");
     for r in rows {
         out.push_str(&r);
