@@ -67,8 +67,9 @@ impl Canary {
         let late = self.outstanding.iter().any(|(_, t)| t.elapsed() > self.deadline);
         if late && self.healthy {
             self.healthy = false;
-            // Forget it: a fresh canary is sent next interval, to see recovery.
+            // Forget it, and send a fresh one at once: recovery shows as soon as it comes through.
             self.outstanding.clear();
+            self.last_sent = None;
             return Some((
                 false,
                 format!(
@@ -80,6 +81,7 @@ impl Canary {
         }
         if late {
             self.outstanding.clear();
+            self.last_sent = None;
         }
         None
     }

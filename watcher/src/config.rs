@@ -9,6 +9,9 @@ use thiserror::Error;
 
 use crate::detect::DetectConfig;
 
+/// Config files larger than this are refused (nobody writes one by hand).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -107,6 +110,15 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let len = std::fs::metadata(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: 1,
+                column: 1,
+                message: format!("the file is {len} bytes; a watcher config is at most {MAX_CONFIG_BYTES} bytes"),
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let c = Config::parse(&text, path)?;
         c.validate(&text, path)?;

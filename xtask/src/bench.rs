@@ -217,6 +217,193 @@ pub fn latency(watcher: &Path, actor: &Path, reps: usize, wakeup_us: &str) -> Re
     Ok(rows)
 }
 
+/// bpftrace doing what a naive tracer does on the same tracepoints: print every event.
+const BPFTRACE_SCRIPT: &str = r#"
+tracepoint:sched:sched_process_fork, tracepoint:sched:sched_process_exec, tracepoint:sched:sched_process_exit,
+tracepoint:syscalls:sys_exit_wait4, tracepoint:sched:sched_process_free,
+tracepoint:syscalls:sys_enter_bind, tracepoint:syscalls:sys_exit_bind,
+tracepoint:syscalls:sys_enter_connect, tracepoint:syscalls:sys_exit_connect,
+tracepoint:sock:inet_sock_set_state
+{ printf("%s %d %d %s\n", probe, pid, tid, comm); }
+"#;
+
+struct Tracer {
+    child: std::process::Child,
+}
+
+impl Tracer {
+    /// Start a tracer pinned to CPU 0 and wait until it is attached.
+    fn start(kind: &str, watcher: &Path, dir: &Path) -> Result<Option<Tracer>> {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", "0"]);
+        let ready_on_stderr = match kind {
+            "none" => return Ok(None),
+            "watcher" => {
+                let cfg = dir.join("bench.toml");
+                std::fs::write(&cfg, format!("[feed]\nstdout = true\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", dir.join("status.json").display()))?;
+                cmd.arg(watcher).args(["run", "--config"]).arg(&cfg);
+                true
+            }
+            "bpftrace" => {
+                cmd.args(["bpftrace", "-e", BPFTRACE_SCRIPT]);
+                false
+            }
+            other => bail!("unknown tracer {other}"),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {kind}"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = child.stdout.take().context("stdout")?;
+        let err = child.stderr.take().context("stderr")?;
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(out);
+            let mut line = String::new();
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if !ready_on_stderr && line.contains("Attaching") {
+                    let _ = tx.send(());
+                }
+                line.clear();
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if ready_on_stderr && l.contains("running:") {
+                    let _ = tx2.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(120)).with_context(|| format!("{kind} did not attach"))?;
+        Ok(Some(Tracer { child }))
+    }
+
+    fn stop(mut self) {
+        // SAFETY: signalling our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Elapsed ns of a workload pinned to CPU 1.
+fn workload(actor: &Path, args: &[&str]) -> Result<u64> {
+    let out = Command::new("taskset").args(["-c", "1"]).arg(actor).args(args).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("elapsed_ns="))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("workload {args:?} printed no elapsed_ns: {text}"))
+}
+
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    (v[0], v[v.len() / 2], v[v.len() - 1])
+}
+
+/// Throughput ratios of each workload under each tracer, interleaved runs.
+pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Result<Vec<String>> {
+    let tracers = ["none", "watcher", "bpftrace"];
+    let workloads: [(&str, Vec<&str>); 2] =
+        [("fork/exit/wait loop (10,000)", vec!["fork-loop", "10000"]), ("bind+bind+connect loop (20,000)", vec!["net-loop", "20000"])];
+    let mut rows = Vec::new();
+    for (name, args) in &workloads {
+        let mut times: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+        for _ in 0..rounds {
+            for t in tracers {
+                let tracer = Tracer::start(t, watcher, dir)?;
+                let ns = workload(actor, args)?;
+                if let Some(tr) = tracer {
+                    tr.stop();
+                }
+                times.entry(t).or_default().push(ns as f64);
+            }
+        }
+        let mut base = times["none"].clone();
+        let (_, base_med, _) = stats(&mut base);
+        for t in tracers {
+            let mut ratios: Vec<f64> = times[t].iter().map(|x| x / base_med).collect();
+            let (min, med, max) = stats(&mut ratios);
+            rows.push(format!("| {name} | {t} | {min:.3} | {med:.3} | {max:.3} | {:.0} ms |", base_med / 1e6 * med));
+        }
+    }
+    Ok(rows)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn scrape_metric(port: u16, sample: &str) -> Option<f64> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Resident memory of the daemon with 10,000 live processes, after 100,000
+/// have come and gone, and an overload with a stalled reader.
+pub fn memory(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
+    let port = free_port();
+    let cfg = dir.join("mem.toml");
+    std::fs::write(&cfg, format!("[feed]\nstdout = false\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n", dir.join("m.json").display()))?;
+    let mut d = Command::new(watcher).args(["run", "--ring-mib", "1", "--config"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?;
+    let err = d.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(Result::ok) {
+            if l.contains("running:") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).context("daemon did not start")?;
+    let pid = d.id();
+    let mut rows = Vec::new();
+    rows.push(format!("| at start | {} MB |", rss_kib(pid) / 1024));
+    let mut hold = spawn(actor, &["hold-children", "10000"])?;
+    value(&mut hold, "children")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while scrape_metric(port, "watcher_table_entries{table=\"processes\"}").unwrap_or(0.0) < 10_000.0 {
+        if Instant::now() > deadline {
+            bail!("the daemon never tracked 10,000 processes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rows.push(format!("| 10,000 live processes tracked | {} MB |", rss_kib(pid) / 1024));
+    drop(hold.stdin.take());
+    hold.wait()?;
+    workload(actor, &["fork-loop", "100000"])?;
+    std::thread::sleep(Duration::from_secs(1));
+    rows.push(format!("| after 100,000 more processes came and went | {} MB |", rss_kib(pid) / 1024));
+    // Overload: the reader stopped while a storm fills the 1 MiB ring.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    workload(actor, &["fork-loop", "30000"])?;
+    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lost = loop {
+        let l = scrape_metric(port, "watcher_lost_events_total{type=\"fork\"}").unwrap_or(0.0)
+            + scrape_metric(port, "watcher_lost_events_total{type=\"exit\"}").unwrap_or(0.0)
+            + scrape_metric(port, "watcher_lost_events_total{type=\"reap\"}").unwrap_or(0.0);
+        if l > 0.0 || Instant::now() > deadline {
+            break l;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let healthy = scrape_metric(port, "watcher_pipeline_healthy").unwrap_or(-1.0);
+    rows.push(format!(
+        "| overload: reader stopped during 30,000 fork+exit+wait on a 1 MiB ring | {} MB; {lost:.0} records lost and reported; healthy again: {} |",
+        rss_kib(pid) / 1024,
+        healthy == 1.0
+    ));
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = d.wait();
+    Ok(rows)
+}
+
 pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     let mut out = String::new();
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -236,6 +423,45 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         out.push('\n');
     }
     out.push_str("\n`zombie` is measured from its deadline (exit + 10 s) to the line.\n");
+    let dir = std::env::temp_dir().join(format!("watcher-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let rounds: usize = std::env::var("WATCHER_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    eprintln!("xtask bench: overhead ({rounds} interleaved rounds) …");
+    let rows = overhead(watcher, actor, rounds, &dir)?;
+    out.push_str(&format!(
+        "\n### Overhead: workload time with a tracer ÷ median time without ({rounds} interleaved rounds; workload on CPU 1, tracer on CPU 0)\n\n"
+    ));
+    out.push_str("| workload | tracer | min | median | max | median time |\n|---|---|---|---|---|---|\n");
+    for r in rows {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    out.push_str("\n`watcher` is `watcher run` with its default configuration (findings to stdout, canary on); `bpftrace` prints every event of the same tracepoints.\n");
+    eprintln!("xtask bench: userspace throughput …");
+    let replay = Command::new(env!("CARGO"))
+        .args(["bench", "-q", "-p", "watcher", "--bench", "replay"])
+        .current_dir(root)
+        .output()?;
+    let replay_all = String::from_utf8_lossy(&replay.stdout).lines().filter(|l| l.starts_with("replay")).collect::<Vec<_>>().join("\n");
+    let replay_f = Command::new(env!("CARGO"))
+        .args(["bench", "-q", "-p", "watcher", "--bench", "replay"])
+        .env("REPLAY_JSON", "0")
+        .current_dir(root)
+        .output()?;
+    let replay_f = String::from_utf8_lossy(&replay_f.stdout).lines().filter(|l| l.starts_with("replay")).collect::<Vec<_>>().join("\n");
+    out.push_str("\n### Userspace throughput: decode → enrich → detect → serialize, one thread\n\n```\n");
+    out.push_str(&replay_all);
+    out.push('\n');
+    out.push_str(&replay_f);
+    out.push_str("\n```\n");
+    eprintln!("xtask bench: memory and overload …");
+    let rows = memory(watcher, actor, &dir)?;
+    out.push_str("\n### Memory (resident) of `watcher run`, and overload\n\n| situation | result |\n|---|---|\n");
+    for r in rows {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     print!("{out}");
     let dir = root.join("bench-results");
     std::fs::create_dir_all(&dir)?;

@@ -91,6 +91,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Test { args } => test(args),
         Cmd::Bench => {
             let bin_dir = setup()?;
+            ensure_tools(&[("bpftrace", "bpftrace")])?;
+            // The replay benchmark builds through cargo: it needs bpf-linker too.
+            let path = env::var_os("PATH").unwrap_or_default();
+            let mut paths = vec![bin_dir.clone()];
+            paths.extend(env::split_paths(&path));
+            env::set_var("PATH", env::join_paths(paths)?);
             build(&bin_dir, true, &["-p", "watcher", "-p", "watcher-tests"])?;
             let rel = target_dir().join("release");
             bench::bench(&workspace_root(), &rel.join("watcher"), &rel.join("actor"))?;

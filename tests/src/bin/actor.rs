@@ -254,6 +254,47 @@ fn main() {
                 waitpid(k, None).expect("waitpid");
             }
         }
+        "net-loop" => {
+            // net-loop N: N × (bind 127.0.0.1:0, a second bind of that port → EADDRINUSE,
+            // connect to a closed port → ECONNREFUSED).
+            let n: u32 = arg(2).parse().unwrap_or(10_000);
+            let closed = closed_port();
+            let t = Instant::now();
+            for _ in 0..n {
+                let a = tcp4();
+                socket::bind(a.as_raw_fd(), &v4(0, [127, 0, 0, 1])).expect("bind");
+                let bound: SockaddrIn = socket::getsockname(a.as_raw_fd()).expect("getsockname");
+                let b = tcp4();
+                let _ = socket::bind(b.as_raw_fd(), &v4(bound.port(), [127, 0, 0, 1]));
+                let c = tcp4();
+                let _ = socket::connect(c.as_raw_fd(), &v4(closed, [127, 0, 0, 1]));
+            }
+            say("elapsed_ns", t.elapsed().as_nanos());
+        }
+        "hold-children" => {
+            // hold-children N: N children that sleep until stdin closes.
+            let n: u32 = arg(2).parse().expect("n");
+            let mut kids = Vec::new();
+            for _ in 0..n {
+                // SAFETY: the child only pauses and _exits.
+                match unsafe { fork() }.expect("fork") {
+                    ForkResult::Child => {
+                        unsafe { libc::pause() };
+                        unsafe { libc::_exit(0) }
+                    }
+                    ForkResult::Parent { child } => kids.push(child),
+                }
+            }
+            say("children", n);
+            let mut buf = String::new();
+            let _ = std::io::stdin().read_line(&mut buf);
+            for k in &kids {
+                let _ = signal::kill(*k, Signal::SIGKILL);
+            }
+            for k in kids {
+                let _ = waitpid(k, None);
+            }
+        }
         "thread" => {
             let t = std::thread::spawn(|| unsafe { libc::gettid() });
             say("tid", t.join().expect("join"));

@@ -109,6 +109,14 @@ impl PortConflict {
                 } else {
                     format!("{} cannot bind {} {want}: held by {}", who(p), transport(tcp), held_by.join("; "))
                 };
+                if !self.pending.contains_key(&key) && self.pending.len() >= self.cfg.max_tracked {
+                    // Bounded: forget conflicts whose failing processes are gone.
+                    self.pending.retain(|_, p| p.resolve_at.is_none());
+                    if self.pending.len() >= self.cfg.max_tracked {
+                        self.incidents.overflow += 1;
+                        return out;
+                    }
+                }
                 let pend = self.pending.entry(key).or_insert(Pending { failing: Vec::new(), resolve_at: None });
                 if !pend.failing.contains(&p.key) {
                     pend.failing.push(p.key);

@@ -1,0 +1,114 @@
+//! Userspace throughput: recorded-format events replayed through decode →
+//! enrich → detect → serialize on one thread; prints events per second.
+//! Run by `cargo xtask bench` (or `cargo bench -p watcher --bench replay`).
+use std::time::Instant;
+
+use watcher::{
+    decode::{decode, encode, header_for},
+    detect::DetectConfig,
+    engine::Engine,
+    proctable::ProcessTable,
+    record::Clock,
+};
+use watcher_common::{
+    Event, EventKind, ExecData, ExitData, ForkData, ReapData, SockCallData, TcpStateData, AF_INET, ARGS_LEN, FILENAME_LEN,
+};
+
+fn records(n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(n);
+    let mut ts = 1_000_000_000u64;
+    let mut pid = 10_000u32;
+    let parents = [100u32, 101, 102, 103];
+    let mut i = 0usize;
+    while out.len() < n {
+        ts += 3_000;
+        let parent = parents[i % parents.len()];
+        pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
+        out.push(encode(&Event {
+            header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "make"),
+            data: ForkData { child_pid: pid, child_tgid: pid, clone_flags: 0x11 },
+        }));
+        let mut d = ExecData { old_pid: pid, filename_len: 12, args_len: 0, args_full_len: 0, filename: [0; FILENAME_LEN], args: [0; ARGS_LEN] };
+        d.filename[..12].copy_from_slice(b"/usr/bin/cc1");
+        let args = format!("cc1\0-quiet\0f{}.c\0-o\0/tmp/cc{}.s\0", i % 500, i % 500);
+        d.args[..args.len()].copy_from_slice(args.as_bytes());
+        d.args_len = args.len() as u32;
+        d.args_full_len = args.len() as u32;
+        out.push(encode(&Event { header: header_for::<ExecData>(EventKind::Exec, ts + 500, pid, pid, "cc1"), data: d }));
+        if i % 10 == 0 {
+            let sock = |ret: i32, port: u16| SockCallData {
+                fd: 3,
+                ret,
+                family: AF_INET,
+                port,
+                sock_type: 1,
+                _pad: 0,
+                addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                scope_id: 0,
+                _pad2: 0,
+                skaddr: 0xffff_0000_0000_0000 | i as u64,
+            };
+            out.push(encode(&Event { header: header_for::<SockCallData>(EventKind::Bind, ts + 600, pid, pid, "cc1"), data: sock(0, 0) }));
+            out.push(encode(&Event { header: header_for::<SockCallData>(EventKind::Connect, ts + 700, pid, pid, "cc1"), data: sock(-115, 5432) }));
+            out.push(encode(&Event {
+                header: header_for::<TcpStateData>(EventKind::TcpState, ts + 800, 0, 0, "swapper/0"),
+                data: TcpStateData {
+                    skaddr: 0xffff_0000_0000_0000 | i as u64,
+                    old_state: 2,
+                    new_state: 1,
+                    sport: 40000,
+                    dport: 5432,
+                    family: AF_INET,
+                    protocol: 6,
+                    saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                },
+            }));
+        }
+        out.push(encode(&Event {
+            header: header_for::<ExitData>(EventKind::Exit, ts + 2_000, pid, pid, "cc1"),
+            data: ExitData { exit_code: 0, group_dead: 1, parent_tgid: parent, parent_waiting: 1 },
+        }));
+        out.push(encode(&Event {
+            header: header_for::<ReapData>(EventKind::Reap, ts + 2_100, parent, parent, "make"),
+            data: ReapData { reaped_pid: pid, source: 1 },
+        }));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+fn main() {
+    let n: usize = std::env::var("REPLAY_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let recs = records(n);
+    let table = ProcessTable::with_parent_lookup(65_536, Box::new(|_| Some(1)));
+    let mut engine = Engine::new(DetectConfig::default(), table, Clock::fixed(0), Box::new(|_, _, _| Vec::new()));
+    // REPLAY_JSON=0: findings-only feed (events are not serialized).
+    let json = std::env::var("REPLAY_JSON").map(|v| v != "0").unwrap_or(true);
+    let mut buf = Vec::with_capacity(4096);
+    let mut bytes = 0usize;
+    let mut findings = 0usize;
+    let t = Instant::now();
+    for r in &recs {
+        let ev = decode(r).expect("decodes");
+        let (rec, fs) = engine.handle(&ev);
+        if json {
+            buf.clear();
+            serde_json::to_writer(&mut buf, &rec).expect("serializes");
+            bytes += buf.len();
+        }
+        for f in &fs {
+            buf.clear();
+            serde_json::to_writer(&mut buf, &engine.finding_record(f)).expect("serializes");
+            findings += 1;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "replay ({}): {n} events in {secs:.3} s on one thread: {:.0} events/s ({} MB of JSON, {findings} findings)",
+        if json { "every event serialized" } else { "findings only" },
+        n as f64 / secs,
+        bytes / 1_000_000
+    );
+}
