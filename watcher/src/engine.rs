@@ -19,14 +19,22 @@ pub struct Engine {
     lookup: SocketLookup,
     /// Targeted socket lookups done (for metrics).
     pub lookups: u64,
+    /// Lookups skipped because the budget of the second was spent (the socket table is used as it is).
+    pub lookups_skipped: u64,
+    budget: (u64, u32),
 }
+
+/// At most this many targeted socket lookups per second: each costs ~0.1 ms
+/// and takes the kernel's socket-table locks, so a storm of failing binds
+/// (thousands a second) must not turn into a storm of lookups.
+pub const LOOKUPS_PER_SECOND: u32 = 200;
 
 impl Engine {
     pub fn new(config: DetectConfig, table: ProcessTable, clock: Clock, lookup: SocketLookup) -> Engine {
         let mut enricher = Enricher::new(1, 65_536, clock);
         enricher.procs = table;
         enricher.procs.identity = config.identity.into();
-        Engine { enricher, detectors: Detectors::new(config), lookup, lookups: 0 }
+        Engine { enricher, detectors: Detectors::new(config), lookup, lookups: 0, lookups_skipped: 0, budget: (0, 0) }
     }
 
     /// Give the detectors what exists now (processes already in the table, the kernel's sockets).
@@ -38,11 +46,23 @@ impl Engine {
     pub fn handle(&mut self, ev: &KernelEvent) -> (Record, Vec<Finding>) {
         let (record, touched, owner) = self.enricher.enrich(ev);
         let confirm = self.detectors.wants_confirmation(ev, touched.subject.as_ref());
-        let kernel = confirm.map(|(tcp, port)| {
-            self.lookups += 1;
-            let candidates: Vec<u32> = self.detectors.sockets.holders(tcp, port).iter().map(|h| h.proc.key.tgid).collect();
-            (self.lookup)(tcp, port, &candidates)
-        });
+        let second = ev.header.ts_ns / 1_000_000_000;
+        if self.budget.0 != second {
+            self.budget = (second, 0);
+        }
+        let kernel = match confirm {
+            Some(_) if self.budget.1 >= LOOKUPS_PER_SECOND => {
+                self.lookups_skipped += 1;
+                None
+            }
+            Some((tcp, port)) => {
+                self.budget.1 += 1;
+                self.lookups += 1;
+                let candidates: Vec<u32> = self.detectors.sockets.holders(tcp, port).iter().map(|h| h.proc.key.tgid).collect();
+                Some((self.lookup)(tcp, port, &candidates))
+            }
+            None => None,
+        };
         let table = &self.enricher.procs;
         let procs = |tgid: u32| table.get(tgid).cloned();
         let ppid_of = |tgid: u32| table.get(tgid).map(|p| p.ppid);

@@ -54,6 +54,8 @@ pub fn render(s: &Stats) -> String {
     let _ = writeln!(o, "watcher_table_evictions_total{{table=\"processes\"}} {}", s.process_evictions);
     family(&mut o, "watcher_socket_lookups_total", "counter", "Targeted lookups of the kernel's socket table (to confirm port holders).");
     let _ = writeln!(o, "watcher_socket_lookups_total {}", s.socket_lookups);
+    family(&mut o, "watcher_socket_lookups_skipped_total", "counter", "Lookups skipped over the budget of 200 a second (the socket table was used as it was).");
+    let _ = writeln!(o, "watcher_socket_lookups_skipped_total {}", s.socket_lookups_skipped);
     family(&mut o, "watcher_records_written_total", "counter", "Records written to the feed.");
     let _ = writeln!(o, "watcher_records_written_total {}", s.records_written);
     family(&mut o, "watcher_sink_dropped_total", "counter", "Records a sink could not take (a slow socket consumer, syslog errors).");

@@ -32,6 +32,7 @@ pub struct Stats {
     pub processes: u64,
     pub sockets: u64,
     pub socket_lookups: u64,
+    pub socket_lookups_skipped: u64,
     pub process_evictions: u64,
     pub records_written: u64,
     /// Records a sink could not take (per sink name).
@@ -109,6 +110,7 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     s.process_evictions = engine.enricher.procs.stats.evicted;
     s.sockets = engine.detectors.sockets.len() as u64;
     s.socket_lookups = engine.lookups;
+    s.socket_lookups_skipped = engine.lookups_skipped;
     for (k, n) in engine.detectors.open_incidents() {
         s.open_incidents.insert(k.as_str(), n as u64);
     }

@@ -650,3 +650,20 @@ fn connect_failures_note_a_shadowed_destination_port() {
     let f = k.all.iter().find(|x| x.kind.as_str() == "connect_failures").expect("finding");
     assert!(f.summary.contains("note: port 7777 (tcp) is shadowed"), "{}", f.summary);
 }
+
+#[test]
+fn a_storm_of_failing_binds_is_bounded_in_lookups() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/holder", &["holder"]);
+    k.spawn(S, 1, 200, "/bin/storm", &["storm"]);
+    for n in 0..1000u64 {
+        let port = 20_000 + n as u16;
+        k.listen(2 * S + n * 1000, 100, "127.0.0.1", port, 0x10_0000 + n);
+        k.bind(2 * S + n * 1000 + 500, 200, "127.0.0.1", port, EADDRINUSE, true);
+    }
+    assert_eq!(k.engine.lookups, crate::engine::LOOKUPS_PER_SECOND as u64);
+    assert!(k.engine.lookups_skipped >= 800);
+    // Without confirmation the table still names the holder.
+    let f = k.all.iter().filter(|f| f.kind.as_str() == "port_conflict").last().unwrap();
+    assert!(f.summary.contains("held by pid 100"), "{}", f.summary);
+}
