@@ -83,7 +83,9 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
 
     // A flood: the stalled consumer's queue overflows; the other one and the pipeline go on.
     let flood = actor(ACTOR, &["fork-fast", "2500", "2000"]);
-    let flood_exit = move |l: &String| l.contains("\"type\":\"exit\"") && l.contains(&format!("\"pid\":{},", flood.pid));
+    let forks = flood.get("forks") as f64;
+    let flood_pid = flood.pid;
+    let flood_exit = move |l: &String| l.contains("\"type\":\"exit\"") && l.contains(&format!("\"pid\":{flood_pid},"));
     eventually("the reading consumer keeps up through the flood", || got.lock().unwrap().iter().any(&flood_exit).then_some(()));
     let metrics_addr = format!("127.0.0.1:{port}");
     let m = eventually("socket drops counted", || {
@@ -91,7 +93,10 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
         (metric(&m, "watcher_sink_dropped_total{sink=\"socket\"}").unwrap_or(0.0) > 0.0).then_some(m)
     });
     assert_eq!(metric(&m, "watcher_pipeline_healthy"), Some(1.0), "{m}");
-    assert!(metric(&m, "watcher_events_total{type=\"fork\"}").unwrap_or(0.0) >= 4000.0, "{m}");
+    // Every fork is either counted or reported lost (other tests flood the host at the same time).
+    let seen = metric(&m, "watcher_events_total{type=\"fork\"}").unwrap_or(0.0);
+    let lost = metric(&m, "watcher_lost_events_total{type=\"fork\"}").unwrap_or(0.0);
+    assert!(seen + lost >= forks, "{forks} forks of the flood: {seen} counted + {lost} lost: {m}");
     assert!(metric(&m, "watcher_findings_total{kind=\"port_conflict\",state=\"open\"}").unwrap_or(0.0) >= 1.0, "{m}");
     // promtool accepts the exposition.
     let mut promtool = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (Debian: prometheus)");
@@ -202,11 +207,11 @@ fn a_blind_pipeline_is_reported_at_once() {
     let cfg = dir.join("w.toml");
     std::fs::write(
         &cfg,
-        format!("[feed]\ntypes = [\"finding\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\ncanary_interval_s = 0.3\ncanary_deadline_s = 0.5\nstatus_file = \"{}\"\n", status.display()),
+        format!("[feed]\ntypes = [\"finding\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\ncanary_interval_s = 0.3\ncanary_deadline_s = 2\nstatus_file = \"{}\"\n", status.display()),
     )
     .unwrap();
-    // The fault drill detaches every program after 2 s: running, but blind.
-    let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[("WATCHER_FAULT_DRILL", "detach-after=2")], &[]);
+    // The fault drill detaches every program after 3 s: running, but blind.
+    let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[("WATCHER_FAULT_DRILL", "detach-after=3")], &[]);
     d.wait_stderr("running:");
     let ok = Command::new(watcher_tests::watcher_bin()).args(["check", "--daemon", "--status", status.to_str().unwrap()]).output().unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
@@ -286,8 +291,9 @@ fn every_record_type_matches_the_schema() {
     actor(ACTOR, &["connect-nonblocking"]);
     cause_port_conflict();
     d.wait_for("a finding", |v| text(v, &["type"]) == Some("finding"));
+    // ~60,000 records (over 4 MiB) while the reader is stopped: the 1 MiB ring overflows.
     d.signal(Signal::SIGSTOP);
-    actor(ACTOR, &["fork-fast", "1500", "4000"]);
+    actor(ACTOR, &["fork-loop", "20000"]);
     d.signal(Signal::SIGCONT);
     d.wait_for("a loss record", |v| text(v, &["type"]) == Some("loss"));
     let types = validate_all(&d.records());

@@ -227,8 +227,10 @@ pub async fn run(config_path: PathBuf, load: LoadOptions, max_processes: usize) 
     let mut load = load;
     load.kinds = pipeline::kernel_kinds(&config.feed.types);
     let probes = loader::load(&load)?;
+    let signals = pipeline::Signals::install()?;
     let mut feed = Feed::open(&config_path, &config)?;
-    let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
+    // Healthy until a canary says otherwise.
+    let stats: SharedStats = Arc::new(Mutex::new(Stats { healthy: true, ..Stats::default() }));
     let metrics = if config.metrics.listen.is_empty() {
         None
     } else {
@@ -259,7 +261,7 @@ pub async fn run(config_path: PathBuf, load: LoadOptions, max_processes: usize) 
         canary_deadline: Duration::from_secs_f64(config.health.canary_deadline_s),
         reload_on_hup: true,
     };
-    let st = pipeline::run(probes, engine, settings, &mut feed, stats.clone()).await?;
+    let st = pipeline::run(probes, engine, settings, &mut feed, stats.clone(), signals).await?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     if let Some(m) = metrics {
         m.abort();

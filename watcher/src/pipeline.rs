@@ -70,6 +70,25 @@ pub struct PipelineSettings {
     pub reload_on_hup: bool,
 }
 
+/// The signals the loop handles, installed by the caller *before* it says it
+/// is ready: a SIGTERM right after readiness must stop it cleanly, not kill it.
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
 /// Kernel record kinds the kernel side must forward for these output types.
 pub fn kernel_kinds(types: &[String]) -> Vec<EventKind> {
     // Findings need every kind of event.
@@ -123,6 +142,7 @@ pub async fn run(
     settings: PipelineSettings,
     out: &mut dyn Output,
     stats: SharedStats,
+    signals: Signals,
 ) -> anyhow::Result<Stats> {
     let Probes { ebpf, events, lost, .. } = probes;
     let mut ebpf = Some(ebpf);
@@ -136,16 +156,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(reader::run(events, lost, tx, stop_rx, settings.reader));
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let Signals { term: mut sigterm, int: mut sigint, hup: mut sighup } = signals;
 
-    {
-        let mut s = stats.lock().expect("stats lock");
-        s.started = Some(Instant::now());
-        s.healthy = true;
-    }
+    stats.lock().expect("stats lock").started = Some(Instant::now());
     let mut canary = settings.canary_interval.map(|i| Canary::new(i, settings.canary_deadline));
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -92,6 +92,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
     };
     s.load.kinds = pipeline::kernel_kinds(&s.filter.types);
     let probes = loader::load(&s.load)?;
+    let signals = pipeline::Signals::install()?;
     let (engine, initial, seeded) = engine(&config, s.max_processes);
     let _ = writeln!(
         io::stderr(),
@@ -106,7 +107,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
         shown: 0,
     };
-    let stats: SharedStats = Arc::new(Mutex::new(Stats::default()));
+    let stats: SharedStats = Arc::new(Mutex::new(Stats { healthy: true, ..Stats::default() }));
     let mut findings = initial.len() as u64;
     if !initial.is_empty() && !out.write(&initial, &stats)? {
         return Ok(ExitCode::SUCCESS);
@@ -118,7 +119,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         canary_deadline: std::time::Duration::from_secs(2),
         reload_on_hup: false,
     };
-    let st = pipeline::run(probes, engine, settings, &mut out, stats).await?;
+    let st = pipeline::run(probes, engine, settings, &mut out, stats, signals).await?;
     findings += st.findings.values().sum::<u64>();
     let secs = st.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
     let total: u64 = st.events_by_type.values().sum();

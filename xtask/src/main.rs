@@ -47,6 +47,12 @@ enum Cmd {
     },
     /// Measure detection latency (and more): figures, not assertions.
     Bench,
+    /// Fuzz the record decoder and the config parser (cargo-fuzz, nightly) for a while each.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Run every test: unit tests and the end-to-end tests (real kernel programs, real processes; needs root).
     Test {
         /// Extra arguments for `cargo test`, e.g. `--test findings` or `-- zombie`.
@@ -89,6 +95,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
         Cmd::Test { args } => test(args),
+        Cmd::Fuzz { seconds } => {
+            let bin_dir = setup()?;
+            if !Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
+                eprintln!("xtask: installing cargo-fuzz");
+                check(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]).status()?, "cargo install cargo-fuzz")?;
+            }
+            for target in ["decode", "config"] {
+                // The rustup proxy (not $CARGO): `+nightly` selects the toolchain cargo-fuzz needs.
+                let path = env::var_os("PATH").unwrap_or_default();
+                let mut paths = vec![bin_dir.clone()];
+                paths.extend(env::split_paths(&path));
+                let mut cmd = Command::new("cargo");
+                cmd.env("PATH", env::join_paths(paths)?)
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .current_dir(workspace_root().join("fuzz"))
+                    .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={seconds}")]);
+                check(cmd.status()?, &format!("fuzzing {target}"))?;
+            }
+            println!("xtask: fuzzing found nothing in {seconds} s per target");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Bench => {
             let bin_dir = setup()?;
             ensure_tools(&[("bpftrace", "bpftrace")])?;
