@@ -118,7 +118,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Bench => {
             let bin_dir = setup()?;
-            ensure_tools(&[("bpftrace", "bpftrace")])?;
+            ensure_tools(&[("bpftrace", "bpftrace"), ("bpftool", "bpftool")])?;
             // The replay benchmark builds through cargo: it needs bpf-linker too.
             let path = env::var_os("PATH").unwrap_or_default();
             let mut paths = vec![bin_dir.clone()];
