@@ -85,7 +85,8 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     let flood = actor(ACTOR, &["fork-fast", "2500", "2000"]);
     let forks = flood.get("forks") as f64;
     let flood_pid = flood.pid;
-    let flood_exit = move |l: &String| l.contains("\"type\":\"exit\"") && l.contains(&format!("\"pid\":{flood_pid},"));
+    // Its own exit (not a child's, whose record names it as the parent): every fork came before.
+    let flood_exit = move |l: &String| l.contains("\"type\":\"exit\"") && l.contains(&format!("\"process\":{{\"pid\":{flood_pid},"));
     eventually("the reading consumer keeps up through the flood", || got.lock().unwrap().iter().any(&flood_exit).then_some(()));
     let metrics_addr = format!("127.0.0.1:{port}");
     let m = eventually("socket drops counted", || {

@@ -92,8 +92,9 @@ fn main() {
     let t = Instant::now();
     for r in &recs {
         let ev = decode(r).expect("decodes");
-        let (rec, fs) = engine.handle(&ev);
-        if json {
+        // A findings-only feed does not build event records at all (as `watcher run` does).
+        let (rec, fs) = engine.handle_opt(&ev, json);
+        if let Some(rec) = rec {
             buf.clear();
             serde_json::to_writer(&mut buf, &rec).expect("serializes");
             bytes += buf.len();

@@ -220,6 +220,10 @@ impl Output for Feed {
     fn tick(&mut self, stats: &SharedStats) {
         self.write_status(stats);
     }
+
+    fn wants_events(&self) -> bool {
+        self.types.all() || self.types.list().iter().any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
+    }
 }
 
 pub async fn run(config_path: PathBuf, load: LoadOptions, max_processes: usize) -> anyhow::Result<ExitCode> {

@@ -44,7 +44,14 @@ impl Engine {
     }
 
     pub fn handle(&mut self, ev: &KernelEvent) -> (Record, Vec<Finding>) {
-        let (record, touched, owner) = self.enricher.enrich(ev);
+        let (record, findings) = self.handle_opt(ev, true);
+        (record.expect("built on request"), findings)
+    }
+
+    /// Like [`Engine::handle`]; the event's own record is built only when `build`.
+    pub fn handle_opt(&mut self, ev: &KernelEvent, build: bool) -> (Option<Record>, Vec<Finding>) {
+        let (touched, owner) = self.enricher.observe(ev);
+        let record = build.then(|| self.enricher.build(ev, &touched, owner.as_ref()));
         let confirm = self.detectors.wants_confirmation(ev, touched.subject.as_ref());
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second {

@@ -130,7 +130,7 @@ impl Enricher {
         p.and_then(|p| p.container_id.as_deref()).map(|id| Container { id: id.to_owned() })
     }
 
-    fn sock_record(&mut self, ev: &KernelEvent, s: &SockCallData, touched: &Touched, bind: bool) -> SocketRecord {
+    fn sock_record(&self, ev: &KernelEvent, s: &SockCallData, touched: &Touched, bind: bool) -> SocketRecord {
         let h = &ev.header;
         let process = self.process(h.tgid, h.pid, ev.comm(), touched.subject.as_ref(), None);
         let ep = endpoint(ip_addr(s.family, &s.addr), s.port);
@@ -142,11 +142,6 @@ impl Enricher {
                 (outcome, Some(ErrorInfo { code: errno_name(errno), message: errno_message(errno).to_owned() }))
             }
         };
-        if s.ret == 0 || (!bind && -s.ret == EINPROGRESS) {
-            if let Some(p) = &touched.subject {
-                self.sockets.remember(s.skaddr, p);
-            }
-        }
         SocketRecord {
             source: bind.then(|| ep.clone()),
             destination: (!bind).then_some(ep),
@@ -167,8 +162,49 @@ impl Enricher {
     /// Apply one kernel event: its record, the processes it touched, and for
     /// a TCP state change the process owning the socket.
     pub fn enrich(&mut self, ev: &KernelEvent) -> (Record, Touched, Option<Proc>) {
+        let (touched, owner) = self.observe(ev);
+        let record = self.build(ev, &touched, owner.as_ref());
+        (record, touched, owner)
+    }
+
+    /// Apply one kernel event to the process and socket tables, without
+    /// building its record (a feed of findings only does not need it).
+    pub fn observe(&mut self, ev: &KernelEvent) -> (Touched, Option<Proc>) {
         let touched = self.procs.apply(ev);
         let mut owner = None;
+        match &ev.payload {
+            Payload::Bind(s) | Payload::Connect(s) => {
+                let bind = matches!(ev.payload, Payload::Bind(_));
+                if s.ret == 0 || (!bind && -s.ret == EINPROGRESS) {
+                    if let Some(p) = &touched.subject {
+                        self.sockets.remember(s.skaddr, p);
+                    }
+                }
+            }
+            Payload::TcpState(t) => {
+                // CLOSE→SYN_SENT runs in the connecting task; later transitions
+                // may run in softirq context: attribute by socket address.
+                owner = self.sockets.owners.get(&t.skaddr).cloned();
+                if t.new_state == TCP_SYN_SENT || t.new_state == TCP_LISTEN {
+                    // These transitions run in the calling task's context, and
+                    // start a socket's life: whatever an older socket at the same
+                    // kernel address said about its owner is stale now.
+                    if let Some(p) = &touched.subject {
+                        self.sockets.remember(t.skaddr, p);
+                        owner = Some(p.clone());
+                    }
+                }
+                if t.new_state == TCP_CLOSE || t.new_state == TCP_ESTABLISHED && t.old_state == TCP_SYN_SENT {
+                    self.sockets.owners.remove(&t.skaddr);
+                }
+            }
+            _ => {}
+        }
+        (touched, owner)
+    }
+
+    /// The output record of an event already applied with [`Enricher::observe`].
+    pub fn build(&self, ev: &KernelEvent, touched: &Touched, owner: Option<&Proc>) -> Record {
         let h = &ev.header;
         let subject = touched.subject.as_ref();
         let body = match &ev.payload {
@@ -247,22 +283,10 @@ impl Enricher {
                     reap: ReapInfo { method: source.as_str().into(), reaper, zombie_ms },
                 })
             }
-            Payload::Bind(s) => Body::Bind(self.sock_record(ev, s, &touched, true)),
-            Payload::Connect(s) => Body::Connect(self.sock_record(ev, s, &touched, false)),
+            Payload::Bind(s) => Body::Bind(self.sock_record(ev, s, touched, true)),
+            Payload::Connect(s) => Body::Connect(self.sock_record(ev, s, touched, false)),
             Payload::TcpState(t) => {
-                // CLOSE→SYN_SENT runs in the connecting task; later transitions
-                // may run in softirq context: attribute by socket address.
-                owner = self.sockets.owners.get(&t.skaddr).cloned();
-                if t.new_state == TCP_SYN_SENT || t.new_state == TCP_LISTEN {
-                    // These transitions run in the calling task's context, and
-                    // start a socket's life: whatever an older socket at the same
-                    // kernel address said about its owner is stale now.
-                    if let Some(p) = subject {
-                        self.sockets.remember(t.skaddr, p);
-                        owner = Some(p.clone());
-                    }
-                }
-                let process = match &owner {
+                let process = match owner {
                     Some(o) => Some(self.process(o.key.tgid, o.key.tgid, o.comm.to_string(), Some(o), None)),
                     None if t.new_state == TCP_SYN_SENT => Some(self.process(h.tgid, h.pid, ev.comm(), subject, None)),
                     None => None,
@@ -270,9 +294,6 @@ impl Enricher {
                 let event = (t.old_state == TCP_SYN_SENT).then(|| Outcome {
                     outcome: if t.new_state == TCP_ESTABLISHED { "success" } else { "failure" }.into(),
                 });
-                if t.new_state == TCP_CLOSE || t.new_state == TCP_ESTABLISHED && t.old_state == TCP_SYN_SENT {
-                    self.sockets.owners.remove(&t.skaddr);
-                }
                 Body::TcpState(TcpStateRecord {
                     process,
                     source: endpoint(ip_addr(t.family, &t.saddr), t.sport),
@@ -287,8 +308,7 @@ impl Enricher {
                 })
             }
         };
-        let record = Record { schema: SCHEMA_VERSION, time: self.clock.rfc3339(h.ts_ns), mono_ns: h.ts_ns, body };
-        (record, touched, owner)
+        Record { schema: SCHEMA_VERSION, time: self.clock.rfc3339(h.ts_ns), mono_ns: h.ts_ns, body }
     }
 }
 

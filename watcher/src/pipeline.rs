@@ -57,6 +57,10 @@ pub trait Output {
     }
     /// Called once a second.
     fn tick(&mut self, _stats: &SharedStats) {}
+    /// Whether event records (not only findings) are written: when not, they are not built.
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 pub struct PipelineSettings {
@@ -243,9 +247,9 @@ pub async fn run(
                                     continue;
                                 }
                             }
-                            let (r, fs) = engine.handle(&ev);
-                            *s_events.entry(r.body.type_name()).or_default() += 1;
-                            records.push(r);
+                            let (r, fs) = engine.handle_opt(&ev, out.wants_events());
+                            *s_events.entry(ev.kind().as_str()).or_default() += 1;
+                            records.extend(r);
                             records.extend(fs.iter().map(|f| engine.finding_record(f)));
                             count_findings(&stats, &fs);
                         }

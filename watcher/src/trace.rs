@@ -58,6 +58,10 @@ impl Terminal {
 }
 
 impl Output for Terminal {
+    fn wants_events(&self) -> bool {
+        self.filter.types.is_empty() || self.filter.types.iter().any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
+    }
+
     fn write(&mut self, records: &[Record], _stats: &SharedStats) -> anyhow::Result<bool> {
         match self.write_all(records) {
             Ok(()) => Ok(true),
