@@ -328,22 +328,27 @@ pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Resu
     Ok(rows)
 }
 
-/// The sum of the daemon's per-CPU `LOST` counters, read from the kernel with bpftool.
+/// The sum of the daemon's per-CPU `LOST` counters, read from the kernel with
+/// bpftool (the map is found among the daemon's fds through /proc/<pid>/fdinfo).
 fn kernel_lost(pid: u32) -> Option<u64> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?.flatten() {
+        if let Ok(info) = std::fs::read_to_string(fd.path()) {
+            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse::<u64>().ok()) {
+                ids.push(id);
+            }
+        }
+    }
     let maps: serde_json::Value = serde_json::from_slice(&Command::new("bpftool").args(["-j", "map", "show"]).output().ok()?.stdout).ok()?;
-    let id = maps.as_array()?.iter().find(|m| {
-        m["name"] == "LOST" && m["pids"].as_array().is_some_and(|p| p.iter().any(|x| x["pid"].as_u64() == Some(pid as u64)))
-    })?["id"]
-        .as_u64()?;
+    let id = maps.as_array()?.iter().find(|m| m["name"] == "LOST" && m["id"].as_u64().is_some_and(|i| ids.contains(&i)))?["id"].as_u64()?;
     let dump: serde_json::Value =
         serde_json::from_slice(&Command::new("bpftool").args(["-j", "map", "dump", "id", &id.to_string()]).output().ok()?.stdout).ok()?;
     let mut total = 0u64;
     for e in dump.as_array()? {
-        let vals = e["values"].as_array().or_else(|| e["formatted"]["values"].as_array())?;
-        for v in vals {
+        for v in e["values"].as_array()? {
             let x = &v["value"];
             total += x.as_u64().or_else(|| {
-                // Raw byte arrays (hex strings) when BTF is not used for formatting.
+                // Raw bytes, little-endian, as hex strings.
                 x.as_array().map(|b| {
                     b.iter().enumerate().fold(0u64, |acc, (i, h)| {
                         acc | (u64::from_str_radix(h.as_str().unwrap_or("0").trim_start_matches("0x"), 16).unwrap_or(0) << (8 * i))
