@@ -115,6 +115,8 @@ pub fn proc_parent(pid: u32) -> Option<u32> {
 
 pub struct ProcessTable {
     procs: HashMap<u32, Proc>,
+    /// Parent tgid → its children's tgids (so a parent's exit finds its orphans without a scan).
+    kids: HashMap<u32, std::collections::HashSet<u32>>,
     cap: usize,
     pub stats: TableStats,
     pub identity: Identity,
@@ -132,6 +134,7 @@ impl ProcessTable {
     pub fn with_parent_lookup(cap: usize, lookup: ParentLookup) -> ProcessTable {
         ProcessTable {
             procs: HashMap::new(),
+            kids: HashMap::new(),
             cap: cap.max(16),
             stats: TableStats::default(),
             identity: Identity::default(),
@@ -179,11 +182,48 @@ impl ProcessTable {
                     self.procs.values().filter(|q| q.key.tgid > 1).max_by_key(|q| q.key.start_ns).map(|q| q.key.tgid)
                 });
             if let Some(v) = victim {
-                self.procs.remove(&v);
+                self.remove(v);
                 self.stats.evicted += 1;
             }
         }
+        if let Some(old) = self.procs.get(&p.key.tgid).map(|o| o.ppid) {
+            self.unlink(old, p.key.tgid);
+        }
+        if p.ppid != 0 {
+            self.kids.entry(p.ppid).or_default().insert(p.key.tgid);
+        }
         self.procs.insert(p.key.tgid, p);
+    }
+
+    fn unlink(&mut self, ppid: u32, tgid: u32) {
+        if let Some(set) = self.kids.get_mut(&ppid) {
+            set.remove(&tgid);
+            if set.is_empty() {
+                self.kids.remove(&ppid);
+            }
+        }
+    }
+
+    /// Remove a process (reaped, evicted).
+    fn remove(&mut self, tgid: u32) -> Option<Proc> {
+        let p = self.procs.remove(&tgid)?;
+        self.unlink(p.ppid, tgid);
+        Some(p)
+    }
+
+    /// A process got a new parent (reparenting, adoption by a reaper).
+    fn set_ppid(&mut self, tgid: u32, new: u32) {
+        let Some(old) = self.procs.get(&tgid).map(|p| p.ppid) else { return };
+        if old == new {
+            return;
+        }
+        self.unlink(old, tgid);
+        if new != 0 {
+            self.kids.entry(new).or_default().insert(tgid);
+        }
+        if let Some(p) = self.procs.get_mut(&tgid) {
+            p.ppid = new;
+        }
     }
 
     /// Apply one kernel event and say which processes it touched.
@@ -241,12 +281,13 @@ impl ProcessTable {
                     1 => true,
                     _ => h.pid == h.tgid,
                 };
-                let p = self.entry(ev);
-                p.threads = p.threads.saturating_sub(1);
-                if x.parent_tgid != 0 && x.parent_tgid != p.key.tgid {
+                let tgid = self.entry(ev).key.tgid;
+                if x.parent_tgid != 0 && x.parent_tgid != tgid {
                     // The kernel's word on the parent (it follows reparenting).
-                    p.ppid = x.parent_tgid;
+                    self.set_ppid(tgid, x.parent_tgid);
                 }
+                let p = self.procs.get_mut(&tgid).expect("entry exists");
+                p.threads = p.threads.saturating_sub(1);
                 if group_dead {
                     p.exited = Some((h.ts_ns, status));
                     p.threads = 0;
@@ -254,12 +295,13 @@ impl ProcessTable {
                 let subject = p.clone();
                 if group_dead {
                     // Its children now belong to a subreaper or init.
-                    let orphans: Vec<u32> =
-                        self.procs.values().filter(|c| c.ppid == h.tgid && c.key.tgid != h.tgid).map(|c| c.key.tgid).collect();
+                    let mut orphans: Vec<u32> = self.kids.get(&h.tgid).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                    orphans.retain(|c| *c != h.tgid && self.procs.get(c).is_some_and(|q| q.ppid == h.tgid));
+                    orphans.sort_unstable();
                     for c in orphans {
                         let new = (self.parent_lookup)(c).filter(|&pp| pp != h.tgid).unwrap_or(1);
-                        if let Some(child) = self.procs.get_mut(&c) {
-                            child.ppid = new;
+                        self.set_ppid(c, new);
+                        if let Some(child) = self.procs.get(&c) {
                             self.reparented.push((child.key, new));
                         }
                     }
@@ -273,12 +315,12 @@ impl ProcessTable {
                     _ => self.procs.get(&h.tgid).cloned(),
                 };
                 // A reaper that is not the parent we knew adopted the child.
-                if let (Some(reaper), Some(child)) = (&reaper, self.procs.get_mut(&r.reaped_pid)) {
-                    child.ppid = reaper.key.tgid;
+                if let Some(reaper) = &reaper {
+                    self.set_ppid(r.reaped_pid, reaper.key.tgid);
                 }
                 // wait4 also returns stopped/continued children: only an exited process is reaped.
                 let subject = match self.procs.get(&r.reaped_pid) {
-                    Some(p) if p.exited.is_some() => self.procs.remove(&r.reaped_pid),
+                    Some(p) if p.exited.is_some() => self.remove(r.reaped_pid),
                     Some(p) => Some(p.clone()),
                     None => None,
                 };
@@ -410,6 +452,23 @@ mod tests {
                 argv_truncated: false,
             }),
         }
+    }
+
+    #[test]
+    fn the_children_index_follows_the_table() {
+        let mut t = ProcessTable::with_parent_lookup(100_000, Box::new(|_| Some(1)));
+        for i in 0..10_000u32 {
+            t.apply(&fork(i as u64, 1, 100_000 + i, 0));
+            t.apply(&exit(i as u64 + 1, 100_000 + i, 100_000 + i, 0, 1));
+            t.apply(&reap(i as u64 + 2, 1, 100_000 + i, 1));
+        }
+        assert!(t.kids.values().map(|s| s.len()).sum::<usize>() <= 1, "reaped children leave the index");
+        t.apply(&fork(1, 1, 50, 0));
+        t.apply(&fork(2, 50, 51, 0));
+        assert!(t.kids[&50].contains(&51));
+        t.apply(&exit(3, 50, 50, 0, 1));
+        assert_eq!(t.get(51).unwrap().ppid, 1);
+        assert!(t.kids[&1].contains(&51) && !t.kids.contains_key(&50));
     }
 
     #[test]

@@ -29,6 +29,8 @@ struct Pending {
 pub struct PortConflict {
     pub incidents: Incidents<Key>,
     pending: HashMap<Key, Pending>,
+    /// Failing process → its conflicts (so an exit does not scan every conflict).
+    by_proc: HashMap<ProcKey, Vec<Key>>,
     grace_ns: u64,
     cfg: DetectConfig,
 }
@@ -54,6 +56,7 @@ impl PortConflict {
         PortConflict {
             incidents: Incidents::new(Kind::PortConflict, cfg.update_interval_ns(), cfg.max_incidents),
             pending: HashMap::new(),
+            by_proc: HashMap::new(),
             grace_ns: ns(cfg.port_conflict.resolve_after_exit_s),
             cfg: cfg.clone(),
         }
@@ -119,6 +122,10 @@ impl PortConflict {
                 }
                 let pend = self.pending.entry(key).or_insert(Pending { failing: Vec::new(), resolve_at: None });
                 if !pend.failing.contains(&p.key) {
+                    let keys = self.by_proc.entry(p.key).or_default();
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
                     pend.failing.push(p.key);
                     if pend.failing.len() > 64 {
                         pend.failing.remove(0);
@@ -144,7 +151,7 @@ impl PortConflict {
             _ => {}
         }
         if let Some(dead) = &changes.exited {
-            let keys: Vec<Key> = self.pending.iter().filter(|(_, v)| v.failing.contains(&dead.key)).map(|(k, _)| *k).collect();
+            let keys = self.by_proc.remove(&dead.key).unwrap_or_default();
             for key in keys {
                 let Some(pend) = self.pending.get_mut(&key) else { continue };
                 pend.failing.retain(|k| *k != dead.key);

@@ -102,6 +102,8 @@ pub struct Changes {
 
 pub struct SocketTable {
     by_port: HashMap<(bool, u16), Vec<Holder>>,
+    /// tgid → the ports it holds (an exit looks only at those).
+    by_tgid: HashMap<u32, std::collections::HashSet<(bool, u16)>>,
     len: usize,
     cap: usize,
     /// Holders dropped because the table was full.
@@ -114,7 +116,7 @@ fn transport_tcp(sock_type: u16) -> bool {
 
 impl SocketTable {
     pub fn new(cap: usize) -> SocketTable {
-        SocketTable { by_port: HashMap::new(), len: 0, cap: cap.max(16), evicted: 0 }
+        SocketTable { by_port: HashMap::new(), by_tgid: HashMap::new(), len: 0, cap: cap.max(16), evicted: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -150,6 +152,7 @@ impl SocketTable {
                 }
             }
         }
+        self.by_tgid.entry(h.proc.key.tgid).or_default().insert((h.tcp, h.port));
         let v = self.by_port.entry((h.tcp, h.port)).or_default();
         if let Some(existing) = v.iter_mut().find(|x| x.addr == h.addr && x.proc.key.tgid == h.proc.key.tgid) {
             existing.listening |= h.listening;
@@ -176,6 +179,18 @@ impl SocketTable {
             }
         }
         self.len -= out.len();
+        for h in &out {
+            let tgid = h.proc.key.tgid;
+            let still = self.by_port.get(&(tcp, port)).is_some_and(|v| v.iter().any(|x| x.proc.key.tgid == tgid));
+            if !still {
+                if let Some(set) = self.by_tgid.get_mut(&tgid) {
+                    set.remove(&(tcp, port));
+                    if set.is_empty() {
+                        self.by_tgid.remove(&tgid);
+                    }
+                }
+            }
+        }
         out
     }
 
@@ -322,12 +337,8 @@ impl SocketTable {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
                     // Listeners close with their own event (children may have inherited them);
                     // the rest has none: forget them with the process.
-                    let ports: Vec<(bool, u16)> = self
-                        .by_port
-                        .iter()
-                        .filter(|(_, v)| v.iter().any(|h| h.proc.key == p.key && !h.listening))
-                        .map(|(k, _)| *k)
-                        .collect();
+                    let ports: Vec<(bool, u16)> =
+                        self.by_tgid.get(&p.key.tgid).map(|s| s.iter().copied().collect()).unwrap_or_default();
                     for (tcp, port) in ports {
                         ch.removed.extend(self.remove_where(tcp, port, |h| h.proc.key == p.key && !h.listening));
                     }

@@ -25,6 +25,8 @@ struct Child {
 pub struct Zombies {
     pub incidents: Incidents<u32>,
     children: HashMap<ProcKey, Child>,
+    /// Parent → its tracked children (no scan of every zombie per reap).
+    by_parent: HashMap<u32, std::collections::HashSet<ProcKey>>,
     deadlines: BTreeSet<(u64, ProcKey)>,
     max_age_ns: u64,
     cap: usize,
@@ -37,6 +39,7 @@ impl Zombies {
         Zombies {
             incidents: Incidents::new(Kind::Zombie, cfg.update_interval_ns(), cfg.max_incidents),
             children: HashMap::new(),
+            by_parent: HashMap::new(),
             deadlines: BTreeSet::new(),
             max_age_ns: ns(cfg.zombie.max_age_s),
             cap: cfg.max_tracked,
@@ -52,6 +55,7 @@ impl Zombies {
         }
         let deadline = from + self.max_age_ns;
         self.deadlines.insert((deadline, p.key));
+        self.by_parent.entry(p.ppid).or_default().insert(p.key);
         self.children.insert(
             p.key,
             Child { proc: p.clone(), parent: p.ppid, parent_proc, deadline, exited_ns, overdue: false },
@@ -66,8 +70,21 @@ impl Zombies {
         }
     }
 
+    fn unlink(&mut self, parent: u32, key: ProcKey) {
+        if let Some(set) = self.by_parent.get_mut(&parent) {
+            set.remove(&key);
+            if set.is_empty() {
+                self.by_parent.remove(&parent);
+            }
+        }
+    }
+
     fn overdue_of(&self, parent: u32) -> Vec<&Child> {
-        let mut v: Vec<&Child> = self.children.values().filter(|c| c.parent == parent && c.overdue).collect();
+        let mut v: Vec<&Child> = self
+            .by_parent
+            .get(&parent)
+            .map(|set| set.iter().filter_map(|k| self.children.get(k)).filter(|c| c.parent == parent && c.overdue).collect())
+            .unwrap_or_default();
         v.sort_by_key(|c| c.deadline);
         v
     }
@@ -113,6 +130,7 @@ impl Zombies {
 
     fn forget(&mut self, key: ProcKey, now: u64, why: &str) -> Option<Finding> {
         let c = self.children.remove(&key)?;
+        self.unlink(c.parent, key);
         self.deadlines.remove(&(c.deadline, key));
         if c.overdue && self.incidents.is_open(&c.parent) {
             let left = self.overdue_of(c.parent).len();
@@ -143,6 +161,12 @@ impl Zombies {
                     }
                     // Its own zombies now belong to someone else.
                     for (child, new_parent) in i.reparented {
+                        let old = match self.children.get(child) {
+                            Some(c) => c.parent,
+                            None => continue,
+                        };
+                        self.unlink(old, *child);
+                        self.by_parent.entry(*new_parent).or_default().insert(*child);
                         let was_overdue = match self.children.get_mut(child) {
                             Some(c) => {
                                 c.parent = *new_parent;
