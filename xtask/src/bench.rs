@@ -230,6 +230,7 @@ tracepoint:sock:inet_sock_set_state
 
 struct Tracer {
     child: std::process::Child,
+    stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Tracer {
@@ -256,6 +257,8 @@ impl Tracer {
         let out = child.stdout.take().context("stdout")?;
         let err = child.stderr.take().context("stderr")?;
         let tx2 = tx.clone();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let l2 = lines.clone();
         std::thread::spawn(move || {
             let mut r = BufReader::new(out);
             let mut line = String::new();
@@ -271,16 +274,27 @@ impl Tracer {
                 if ready_on_stderr && l.contains("running:") {
                     let _ = tx2.send(());
                 }
+                l2.lock().expect("lock").push(l);
             }
         });
         rx.recv_timeout(Duration::from_secs(120)).with_context(|| format!("{kind} did not attach"))?;
-        Ok(Some(Tracer { child }))
+        Ok(Some(Tracer { child, stderr: lines }))
     }
 
-    fn stop(mut self) {
+    /// Stop it; for watcher, (events, lost) from its closing summary.
+    fn stop(mut self) -> Option<(u64, u64)> {
         // SAFETY: signalling our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(50));
+        let lines = self.stderr.lock().expect("lock");
+        let l = lines.iter().find(|l| l.contains("stopped:"))?;
+        // "watcher: stopped: N events, F findings, W records written, L lost"
+        let num = |after: &str| -> Option<u64> {
+            let i = l.find(after)?;
+            l[..i].trim_end().rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        Some((num(" events")?, num(" lost")?))
     }
 }
 
@@ -305,18 +319,28 @@ pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Resu
     let workloads: [(&str, Vec<&str>); 2] =
         [("fork/exit/wait loop (10,000)", vec!["fork-loop", "10000"]), ("bind+bind+connect loop (20,000)", vec!["net-loop", "20000"])];
     let mut rows = Vec::new();
+    let mut loss_rows = Vec::new();
     for (name, args) in &workloads {
         let mut times: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+        let (mut events, mut lost, mut secs) = (0u64, 0u64, 0f64);
         for _ in 0..rounds {
             for t in tracers {
                 let tracer = Tracer::start(t, watcher, dir)?;
                 let ns = workload(actor, args)?;
                 if let Some(tr) = tracer {
-                    tr.stop();
+                    if let Some((e, l)) = tr.stop() {
+                        events += e;
+                        lost += l;
+                        secs += ns as f64 / 1e9;
+                    }
                 }
                 times.entry(t).or_default().push(ns as f64);
             }
         }
+        loss_rows.push(format!(
+            "| {name} | {events} events seen by `watcher run` over {rounds} runs, ~{:.0} events/s while the loop ran; {lost} lost |",
+            events as f64 / secs.max(1e-9)
+        ));
         let mut base = times["none"].clone();
         let (_, base_med, _) = stats(&mut base);
         for t in tracers {
@@ -325,6 +349,10 @@ pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Resu
             rows.push(format!("| {name} | {t} | {min:.3} | {med:.3} | {max:.3} | {:.0} ms |", base_med / 1e6 * med));
         }
     }
+    rows.push(String::new());
+    rows.push("| workload | events and loss under `watcher run` |".into());
+    rows.push("|---|---|".into());
+    rows.extend(loss_rows);
     Ok(rows)
 }
 
