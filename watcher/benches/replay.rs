@@ -35,7 +35,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         d.args_len = args.len() as u32;
         d.args_full_len = args.len() as u32;
         out.push(encode(&Event { header: header_for::<ExecData>(EventKind::Exec, ts + 500, pid, pid, "cc1"), data: d }));
-        if i % 10 == 0 {
+        if i.is_multiple_of(10) {
             let sock = |ret: i32, port: u16| SockCallData {
                 fd: 3,
                 ret,

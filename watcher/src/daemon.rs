@@ -222,7 +222,7 @@ impl Output for Feed {
     }
 
     fn wants_events(&self) -> bool {
-        self.types.all() || self.types.list().iter().any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
+        pipeline::carries_events(self.types.list())
     }
 }
 
@@ -259,7 +259,6 @@ pub async fn run(config_path: PathBuf, load: LoadOptions, max_processes: usize) 
     // systemd readiness (Type=notify); nothing happens without NOTIFY_SOCKET.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let settings = PipelineSettings {
-        load,
         reader: ReaderOptions::default(),
         canary_interval: Some(Duration::from_secs_f64(config.health.canary_interval_s)),
         canary_deadline: Duration::from_secs_f64(config.health.canary_deadline_s),

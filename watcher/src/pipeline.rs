@@ -15,7 +15,7 @@ use watcher_common::EventKind;
 use crate::{
     canary::Canary,
     engine::Engine,
-    loader::{LoadOptions, Probes},
+    loader::Probes,
     reader::{self, Batch, ReaderOptions},
     record::{Body, Clock, HealthInfo, HealthRecord, LossInfo, LossRecord, Record, SCHEMA_VERSION},
 };
@@ -64,7 +64,6 @@ pub trait Output {
 }
 
 pub struct PipelineSettings {
-    pub load: LoadOptions,
     pub reader: ReaderOptions,
     /// Check the chain end to end with a canary event this often (None: never).
     pub canary_interval: Option<Duration>,
@@ -91,6 +90,12 @@ impl Signals {
             hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
+}
+
+/// Whether output types (empty: everything) include event records, not only
+/// findings, loss and health records.
+pub fn carries_events(types: &[String]) -> bool {
+    types.is_empty() || types.iter().any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
 }
 
 /// Kernel record kinds the kernel side must forward for these output types.

@@ -143,9 +143,6 @@ impl ProcessTable {
         }
     }
 
-    pub fn program_of(&self, p: &Proc) -> u64 {
-        program_id(self.identity, p.exe.as_deref(), &p.comm, p.argv.as_deref())
-    }
 
     pub fn len(&self) -> usize {
         self.procs.len()

@@ -39,6 +39,17 @@ impl Default for ReaderOptions {
     }
 }
 
+/// Losses since `prev` (updated to `now`), if there are any.
+fn new_losses(lost: &PerCpuArray<MapData, u64>, prev: &mut [u64; LOST_SLOTS as usize]) -> Option<[u64; LOST_SLOTS as usize]> {
+    let now = read_lost(lost);
+    let mut delta = [0u64; LOST_SLOTS as usize];
+    for i in 0..now.len() {
+        delta[i] = now[i].saturating_sub(prev[i]);
+    }
+    *prev = now;
+    delta.iter().any(|&d| d > 0).then_some(delta)
+}
+
 fn drain(ring: &mut RingBuf<MapData>, max: usize, out: &mut Vec<Result<KernelEvent, DecodeError>>) -> usize {
     let mut n = 0;
     while n < max {
@@ -84,16 +95,10 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 drain(fd.get_mut(), opts.batch, &mut batch);
-                let now = read_lost(&lost);
-                let mut delta = [0u64; LOST_SLOTS as usize];
-                let mut any = false;
-                for i in 0..now.len() {
-                    delta[i] = now[i].saturating_sub(prev_lost[i]);
-                    any |= delta[i] > 0;
-                }
-                prev_lost = now;
-                if any && tx.send(Batch::Lost { by_kind: delta }).await.is_err() {
-                    return Ok(());
+                if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
+                    if tx.send(Batch::Lost { by_kind }).await.is_err() {
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -108,13 +113,8 @@ pub async fn run(
                     return Ok(());
                 }
             }
-            let now = read_lost(&lost);
-            let mut delta = [0u64; LOST_SLOTS as usize];
-            for i in 0..now.len() {
-                delta[i] = now[i].saturating_sub(prev_lost[i]);
-            }
-            if delta.iter().any(|&d| d > 0) {
-                let _ = tx.send(Batch::Lost { by_kind: delta }).await;
+            if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
+                let _ = tx.send(Batch::Lost { by_kind }).await;
             }
             return Ok(());
         }

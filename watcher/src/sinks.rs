@@ -122,6 +122,23 @@ struct Consumer {
     dropped: Arc<AtomicU64>,
 }
 
+/// The `loss` record told to a socket consumer that missed records.
+fn consumer_loss(count: u64, total: u64) -> String {
+    use crate::record::{Clock, LossInfo, LossRecord, SCHEMA_VERSION};
+    let mono = Clock::mono_now();
+    let r = Record {
+        schema: SCHEMA_VERSION,
+        time: Clock::now().rfc3339(mono),
+        mono_ns: mono,
+        body: Body::Loss(LossRecord {
+            loss: LossInfo { count, total, reason: "consumer_too_slow".into(), by_type: Default::default() },
+        }),
+    };
+    let mut line = serde_json::to_string(&r).unwrap_or_default();
+    line.push('\n');
+    line
+}
+
 /// A unix stream socket: every connected consumer receives the feed.
 pub struct SocketSink {
     path: PathBuf,
@@ -170,13 +187,7 @@ impl SocketSink {
                         // Tell this consumer what it missed before the next record.
                         let missed = mine.load(Ordering::Relaxed);
                         if missed > told {
-                            let note = format!(
-                                "{{\"schema\":1,\"type\":\"loss\",\"time\":\"{}\",\"mono_ns\":{},\"loss\":{{\"count\":{},\"total\":{},\"reason\":\"consumer_too_slow\"}}}}\n",
-                                humantime::format_rfc3339_micros(std::time::SystemTime::now()),
-                                crate::record::Clock::mono_now(),
-                                missed - told,
-                                missed
-                            );
+                            let note = consumer_loss(missed - told, missed);
                             if stream.write_all(note.as_bytes()).await.is_err() {
                                 return;
                             }

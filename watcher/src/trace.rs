@@ -59,7 +59,7 @@ impl Terminal {
 
 impl Output for Terminal {
     fn wants_events(&self) -> bool {
-        self.filter.types.is_empty() || self.filter.types.iter().any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
+        pipeline::carries_events(&self.filter.types)
     }
 
     fn write(&mut self, records: &[Record], _stats: &SharedStats) -> anyhow::Result<bool> {
@@ -117,7 +117,6 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let settings = PipelineSettings {
-        load: s.load.clone(),
         reader: ReaderOptions::default(),
         canary_interval: None,
         canary_deadline: std::time::Duration::from_secs(2),

@@ -117,10 +117,10 @@ impl DuplicateInstances {
         self.incidents.raise(p.program, &program, now, (n as u64).saturating_sub(prev), summary, processes, details)
     }
 
-    pub fn seed(&mut self, procs: &[Proc], now: u64) -> Vec<Finding> {
+    pub fn seed(&mut self, procs: &[Proc], by_tgid: &super::ProcIndex, now: u64) -> Vec<Finding> {
         let mut out = Vec::new();
         for p in procs {
-            let parent = procs.iter().find(|x| x.key.tgid == p.ppid);
+            let parent = by_tgid.get(&p.ppid).copied();
             if Self::is_instance(p, parent) {
                 out.extend(self.join(p, now));
             }

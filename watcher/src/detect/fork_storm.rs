@@ -80,8 +80,6 @@ impl ForkStorm {
         }
     }
 
-    pub fn seed(&mut self, _procs: &[Proc]) {}
-
     fn raise(&mut self, p: &Proc, now: u64, why: String, details: Map<String, serde_json::Value>) -> Option<Finding> {
         if self.cfg.allowed_program(p) {
             return None;

@@ -36,6 +36,9 @@ use crate::{
 pub use config::DetectConfig;
 use sockets::{KernelSocket, SocketTable};
 
+/// Processes existing at start, by tgid (for the detectors' seeds).
+pub type ProcIndex<'a> = std::collections::HashMap<u32, &'a Proc>;
+
 /// The finding kinds of DESIGN.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -209,20 +212,19 @@ impl Detectors {
 
     /// State that exists before the first event: processes (zombies, instances) and sockets.
     pub fn seed(&mut self, procs: &[Proc], sockets: &[KernelSocket], now: u64) -> Vec<Finding> {
-        let lookup = |tgid: u32| procs.iter().find(|p| p.key.tgid == tgid).cloned();
+        // One index for every parent lookup (a scan per process would be quadratic at start).
+        let by_tgid: ProcIndex = procs.iter().map(|p| (p.key.tgid, p)).collect();
+        let lookup = |tgid: u32| by_tgid.get(&tgid).map(|p| (*p).clone());
         self.sockets.seed(sockets, &lookup, now);
         let mut out = Vec::new();
         if self.config.enabled(Kind::ZombieAccumulation) {
-            out.extend(self.zombie_accumulation.seed(procs, now));
+            out.extend(self.zombie_accumulation.seed(procs, &by_tgid, now));
         }
         if self.config.enabled(Kind::Zombie) {
-            self.zombie.seed(procs, now);
+            self.zombie.seed(procs, &by_tgid, now);
         }
         if self.config.enabled(Kind::DuplicateInstances) {
-            out.extend(self.duplicate_instances.seed(procs, now));
-        }
-        if self.config.enabled(Kind::ForkStorm) {
-            self.fork_storm.seed(procs);
+            out.extend(self.duplicate_instances.seed(procs, &by_tgid, now));
         }
         out
     }

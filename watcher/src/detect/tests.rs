@@ -664,6 +664,6 @@ fn a_storm_of_failing_binds_is_bounded_in_lookups() {
     assert_eq!(k.engine.lookups, crate::engine::LOOKUPS_PER_SECOND as u64);
     assert!(k.engine.lookups_skipped >= 800);
     // Without confirmation the table still names the holder.
-    let f = k.all.iter().filter(|f| f.kind.as_str() == "port_conflict").last().unwrap();
+    let f = k.all.iter().rfind(|f| f.kind.as_str() == "port_conflict").unwrap();
     assert!(f.summary.contains("held by pid 100"), "{}", f.summary);
 }

@@ -62,9 +62,9 @@ impl Zombies {
         );
     }
 
-    pub fn seed(&mut self, procs: &[Proc], now: u64) {
+    pub fn seed(&mut self, procs: &[Proc], by_tgid: &super::ProcIndex, now: u64) {
         for z in procs.iter().filter(|p| p.exited.is_some()) {
-            let parent = procs.iter().find(|p| p.key.tgid == z.ppid).cloned();
+            let parent = by_tgid.get(&z.ppid).map(|p| (*p).clone());
             // The exit time of a zombie found at start is unknown: count from now.
             self.track(z, parent, now, None);
         }

@@ -132,10 +132,10 @@ impl ZombieAccumulation {
     }
 
     /// Zombies that exist when watcher starts.
-    pub fn seed(&mut self, procs: &[Proc], now: u64) -> Vec<Finding> {
+    pub fn seed(&mut self, procs: &[Proc], by_tgid: &super::ProcIndex, now: u64) -> Vec<Finding> {
         let mut out = Vec::new();
         for z in procs.iter().filter(|p| p.exited.is_some() && p.ppid != 0) {
-            let parent = procs.iter().find(|p| p.key.tgid == z.ppid);
+            let parent = by_tgid.get(&z.ppid).copied();
             out.extend(self.add(z, z.ppid, parent, now, false));
         }
         out
