@@ -41,23 +41,27 @@ pub const HOOKS: [Hook; 13] = [
     hook("inet_sock_set_state", "sock", "inet_sock_set_state"),
 ];
 
-/// Kernel struct members read through BTF offsets: (struct, member).
-pub const BTF_MEMBERS: [(&str, &str); 15] = [
-    ("task_struct", "exit_code"),
-    ("task_struct", "files"),
-    ("task_struct", "mm"),
-    ("task_struct", "signal"),
-    ("signal_struct", "live"),
-    ("mm_struct", "arg_start"),
-    ("mm_struct", "arg_end"),
-    ("files_struct", "fdt"),
-    ("fdtable", "max_fds"),
-    ("fdtable", "fd"),
-    ("file", "private_data"),
-    ("socket", "type"),
-    ("socket", "sk"),
-    ("task_struct", "real_parent"),
-    ("task_struct", "tgid"),
+/// Where a BTF member offset goes in the `CONFIG` global.
+type Slot = fn(&mut Config) -> &mut u32;
+
+/// Kernel struct members read through BTF offsets: (struct, member, where it goes).
+/// The one list: `kernel_config` fills `CONFIG` from it and `watcher check` reports on it.
+pub const BTF_MEMBERS: [(&str, &str, Slot); 15] = [
+    ("task_struct", "exit_code", |c| &mut c.k_task_exit_code),
+    ("task_struct", "files", |c| &mut c.k_task_files),
+    ("task_struct", "mm", |c| &mut c.k_task_mm),
+    ("task_struct", "signal", |c| &mut c.k_task_signal),
+    ("signal_struct", "live", |c| &mut c.k_signal_live),
+    ("mm_struct", "arg_start", |c| &mut c.k_mm_arg_start),
+    ("mm_struct", "arg_end", |c| &mut c.k_mm_arg_end),
+    ("files_struct", "fdt", |c| &mut c.k_files_fdt),
+    ("fdtable", "max_fds", |c| &mut c.k_fdt_max_fds),
+    ("fdtable", "fd", |c| &mut c.k_fdt_fd),
+    ("file", "private_data", |c| &mut c.k_file_private_data),
+    ("socket", "type", |c| &mut c.k_socket_type),
+    ("socket", "sk", |c| &mut c.k_socket_sk),
+    ("task_struct", "real_parent", |c| &mut c.k_task_real_parent),
+    ("task_struct", "tgid", |c| &mut c.k_task_tgid),
 ];
 
 /// The embedded eBPF object built by build.rs.
@@ -193,22 +197,9 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
     c.tp_sk_saddr_v6 = field(&f, tp, "saddr_v6")?;
     c.tp_sk_daddr_v6 = field(&f, tp, "daddr_v6")?;
 
-    let m = |s: &str, f: &str| btf.member_offset(s, f);
-    c.k_task_exit_code = m("task_struct", "exit_code")?;
-    c.k_task_files = m("task_struct", "files")?;
-    c.k_task_mm = m("task_struct", "mm")?;
-    c.k_task_signal = m("task_struct", "signal")?;
-    c.k_signal_live = m("signal_struct", "live")?;
-    c.k_mm_arg_start = m("mm_struct", "arg_start")?;
-    c.k_mm_arg_end = m("mm_struct", "arg_end")?;
-    c.k_files_fdt = m("files_struct", "fdt")?;
-    c.k_fdt_max_fds = m("fdtable", "max_fds")?;
-    c.k_fdt_fd = m("fdtable", "fd")?;
-    c.k_file_private_data = m("file", "private_data")?;
-    c.k_socket_type = m("socket", "type")?;
-    c.k_socket_sk = m("socket", "sk")?;
-    c.k_task_real_parent = m("task_struct", "real_parent")?;
-    c.k_task_tgid = m("task_struct", "tgid")?;
+    for (strukt, member, slot) in BTF_MEMBERS {
+        *slot(&mut c) = btf.member_offset(strukt, member)?;
+    }
     Ok(c)
 }
 
