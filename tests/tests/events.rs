@@ -131,6 +131,27 @@ fn threads_are_told_from_processes() {
 }
 
 #[test]
+fn the_last_thread_ends_the_process_when_the_leader_went_first() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::shared();
+    let run = actor(ACTOR, &["leader-exits-first"]);
+    let tid = run.get("tid");
+    let leader = feed.wait_for_related("the leader's exit", |v| pid_is(v, run.pid), |v| {
+        is(v, "exit") && pid_is(v, run.pid) && v["process"].get("thread").is_none()
+    });
+    assert_eq!(leader["exit"]["process_exited"], false, "the other thread still runs: {leader}");
+    let last = feed.wait_for_related("the last thread's exit", |v| pid_is(v, run.pid), |v| {
+        is(v, "exit") && pid_is(v, run.pid) && num(v, &["process", "thread", "id"]) == Some(tid)
+    });
+    assert_eq!(last["exit"]["process_exited"], true, "the last thread ends the process: {last}");
+    let exits = feed.records().into_iter().filter(|v| is(v, "exit") && pid_is(v, run.pid)).count();
+    assert_eq!(exits, 2, "one exit per thread");
+    feed.wait_for("the reap", |v| is(v, "reap") && pid_is(v, run.pid));
+}
+
+#[test]
 fn bind_ipv4_loopback() {
     if !require_root() {
         return;

@@ -49,6 +49,12 @@ pub static PENDING_WAITID: LruHashMap<u64, PendingWaitid> = LruHashMap::with_max
 #[map]
 pub static EXITED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);
 
+/// Kernels whose `sched_process_exit` has no `group_dead` (before 6.18): the
+/// thread groups whose end one exiting thread has already claimed, so exactly
+/// one exit record says the process ended. Cleared when the leader is freed.
+#[map]
+pub static GROUP_END: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+
 /// Processes (tgid) inside wait4/waitid now, with the entry time: a child
 /// exiting while its parent waits is about to be reaped.
 #[map]

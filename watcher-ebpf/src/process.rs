@@ -3,6 +3,7 @@
 //! process), exec, exit (exit code from `task_struct`), and reap (wait4/waitid
 //! in the reaper's context; `sched_process_free` for exits no wait was seen for).
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
@@ -10,11 +11,12 @@ use aya_ebpf::{
 };
 use watcher_common::{
     EventKind, ExecData, ExitData, ForkData, ReapData, ReapSource, ARGS_LEN, GROUP_DEAD_UNKNOWN,
+    OFFSET_NONE,
 };
 
 use crate::{
     common::{conf, current_task, emit, header, kread, now, pid_tgid, reserve, submit, tp_read, wanted, wanted_kind},
-    maps::{PendingWaitid, EXITED, IN_WAIT, PENDING_WAITID},
+    maps::{PendingWaitid, EXITED, GROUP_END, IN_WAIT, PENDING_WAITID},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -113,15 +115,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     let exit_code: i32 = kread(task, conf!(k_task_exit_code)).unwrap_or(-1);
     let group_dead = match tp_read::<u8>(ctx, conf!(tp_exit_group_dead)) {
         Some(v) => (v != 0) as u32,
-        None => {
-            // Older kernels: the tracepoint has no group_dead; signal->live is
-            // decremented before the tracepoint fires, so 0 means the last thread.
-            let signal: u64 = kread(task, conf!(k_task_signal)).unwrap_or(0);
-            match kread::<i32>(signal, conf!(k_signal_live)) {
-                Some(live) => (live == 0) as u32,
-                None => GROUP_DEAD_UNKNOWN,
-            }
-        }
+        None => group_dead_from_live(task, pid, tgid),
     };
     let parent: u64 = kread(task, conf!(k_task_real_parent)).unwrap_or(0);
     let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
@@ -210,6 +204,29 @@ fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
+/// Kernels before 6.18: the tracepoint has no `group_dead`. do_exit decrements
+/// `signal->live` well before the tracepoint (and wakes a joining thread on the
+/// way, in exit_mm), so several exiting threads of one group can read 0 here.
+/// Exactly one of them claims the group's end: the leader, or, when the
+/// leader's exit came earlier, the first other thread that reads 0 after it.
+/// A non-leader that reads 0 while the leader has yet to reach this point
+/// leaves the claim to the leader, which will read 0 too.
+#[inline(always)]
+fn group_dead_from_live(task: u64, pid: u32, tgid: u32) -> u32 {
+    let signal: u64 = kread(task, conf!(k_task_signal)).unwrap_or(0);
+    let Some(live) = kread::<i32>(signal, conf!(k_signal_live)) else {
+        return GROUP_DEAD_UNKNOWN;
+    };
+    if live != 0 {
+        return 0;
+    }
+    // EXITED holds the leader from its own exit (inserted above) until it is reaped.
+    if pid != tgid && unsafe { EXITED.get(&tgid) }.is_none() {
+        return 0;
+    }
+    GROUP_END.insert(&tgid, &1, BPF_NOEXIST as u64).is_ok() as u32
+}
+
 #[tracepoint]
 pub fn sched_process_free(ctx: TracePointContext) -> u32 {
     let _ = try_sched_process_free(&ctx);
@@ -219,6 +236,10 @@ pub fn sched_process_free(ctx: TracePointContext) -> u32 {
 fn try_sched_process_free(ctx: &TracePointContext) -> Option<()> {
     let pid: i32 = tp_read(ctx, conf!(tp_free_pid))?;
     let pid = pid as u32;
+    if conf!(tp_exit_group_dead) == OFFSET_NONE {
+        // A freed leader's pid can be reused: forget its group's end claim.
+        let _ = GROUP_END.remove(&pid);
+    }
     // Only exited leaders that no wait4/waitid reaped: threads and waited-for
     // processes are not forwarded.
     unsafe { EXITED.get(&pid) }?;

@@ -16,6 +16,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 mod bench;
+mod vms;
 use clap::{Parser, Subcommand};
 
 /// The toolchain that builds the eBPF crate (with RUSTC_BOOTSTRAP=1 for -Z build-std).
@@ -53,7 +54,14 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
-    /// Run every test: unit tests and the end-to-end tests (real kernel programs, real processes; needs root).
+    /// Boot Debian's 6.1 and 6.12 kernels under QEMU (software emulation) and run the end-to-end checks in each.
+    Vms {
+        /// Debian kernel packages to boot instead, e.g. linux-image-6.1.0-56-amd64.
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+    },
+    /// Run every test: unit tests, the end-to-end tests (real kernel programs, real processes; needs root),
+    /// then the kernel matrix (`vms`). With arguments for `cargo test`, only those tests run.
     Test {
         /// Extra arguments for `cargo test`, e.g. `--test findings` or `-- zombie`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -95,6 +103,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
         Cmd::Test { args } => test(args),
+        Cmd::Vms { kernels } => {
+            let bin_dir = setup()?;
+            Ok(if vms::run(&bin_dir, &kernels)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Cmd::Fuzz { seconds } => {
             let bin_dir = setup()?;
             if !Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
@@ -181,8 +193,22 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     let mut cmd = cargo(&bin_dir)?;
     cmd.args(["test", "--no-fail-fast"]).env("WATCHER_BIN", &watcher);
     cmd.args(&args);
-    let status = cmd.status().context("running cargo test")?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    let host_ok = cmd.status().context("running cargo test")?.success();
+    if !args.is_empty() {
+        return Ok(if host_ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
+    // The same end-to-end checks on the other kernels users run.
+    let vms_ok = match vms::run(&bin_dir, &[]) {
+        Ok(ok) => ok,
+        Err(e) => {
+            eprintln!("xtask: kernel matrix: {e:#}");
+            false
+        }
+    };
+    if !host_ok {
+        eprintln!("xtask: the tests on this host failed (see above)");
+    }
+    Ok(if host_ok && vms_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn on_path(cmd: &str) -> bool {

@@ -120,7 +120,7 @@ fn main() {
             }
             let sa = socket::SockaddrStorage::from(SocketAddr::new(ip, port));
             socket::bind(s.as_raw_fd(), &sa).expect("bind");
-            socket::listen(&s, socket::Backlog::new(128).expect("backlog")).expect("listen");
+            socket::listen(&s, socket::Backlog::new(64).expect("backlog")).expect("listen");
             let bound: socket::SockaddrStorage = socket::getsockname(s.as_raw_fd()).expect("getsockname");
             let port = bound.as_sockaddr_in().map(|a| a.port()).or_else(|| bound.as_sockaddr_in6().map(|a| a.port())).unwrap_or(0);
             say("port", port);
@@ -294,6 +294,27 @@ fn main() {
             for k in kids {
                 let _ = waitpid(k, None);
             }
+        }
+        "leader-exits-first" => {
+            // The leader thread ends first (a bare exit(2), not exit_group), so
+            // the process ends only when its other thread does.
+            let leader = std::process::id();
+            std::thread::spawn(move || {
+                let stat = format!("/proc/{leader}/task/{leader}/stat");
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    // The state follows the command name's closing parenthesis.
+                    match std::fs::read_to_string(&stat) {
+                        Ok(s) if s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) => break,
+                        Err(_) => break,
+                        _ => std::thread::sleep(Duration::from_millis(1)),
+                    }
+                }
+                say("tid", unsafe { libc::gettid() });
+                unsafe { libc::syscall(libc::SYS_exit, 0) };
+            });
+            unsafe { libc::syscall(libc::SYS_exit, 0) };
+            unreachable!("exit(2) returned");
         }
         "thread" => {
             let t = std::thread::spawn(|| unsafe { libc::gettid() });

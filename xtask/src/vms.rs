@@ -1,0 +1,446 @@
+//! The kernel matrix: Debian's 6.1 and 6.12 kernels booted under QEMU's
+//! software emulation (TCG), each running the end-to-end checks with a static
+//! watcher inside.
+//!
+//! Nothing is installed on the host: the kernel packages, QEMU (Debian 12's
+//! qemu-system-x86 and the libraries it needs that the host lacks) and
+//! busybox-static are fetched with `apt-get download` and unpacked with
+//! `dpkg-deb` into `~/.cache/watcher/vm/`, so the host's own packages (e.g. a
+//! backported qemu-utils) are left as they are.
+//!
+//! In the guest, the initramfs holds busybox, the musl-static `watcher`,
+//! `actor` and the `events` and `findings` test binaries, each at the same
+//! absolute path as on the host (the tests find `actor` by its build path).
+//! `/init` mounts proc, sysfs, devtmpfs and tmpfs, brings up `lo` and runs
+//! `watcher check` and both test binaries, printing a marker line with each
+//! exit status on the serial console, which this reads.
+use std::{
+    env, fs,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{cargo, check, output};
+
+const MUSL: &str = "x86_64-unknown-linux-musl";
+
+/// Kernel series verified by default: the newest Debian 12 package of each
+/// (6.1 is Debian 12's own kernel; 6.12 is the newer one Debian 12 also ships).
+const SERIES: &[&str] = &[r"^linux-image-6\.1\.0-[0-9]+-amd64$", r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$"];
+
+/// QEMU from Debian 12 plus the libraries it links that a host may lack,
+/// busybox for the guest's userland, SeaBIOS for booting.
+const TOOL_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "qemu-system-common",
+    "qemu-system-data",
+    "seabios",
+    "busybox-static",
+    "libcapstone4",
+    "libfdt1",
+    "libpmem1",
+    "libndctl6",
+    "libdaxctl1",
+    "librdmacm1",
+    "libibverbs1",
+    "libnl-3-200",
+    "libnl-route-3-200",
+    "libslirp0",
+    "libvdeplug2",
+];
+
+/// Tests left out in the guest, with the reason printed each run.
+const SKIPPED: &[(&str, &str)] = &[(
+    "forking_faster_than_the_storm_threshold",
+    "fork_storm needs > 500 forks/s for 2 s; an emulated CPU forks about 400/s",
+)];
+
+/// Per kernel: boot + checks must end within this, or the run fails.
+const BOOT_DEADLINE: Duration = Duration::from_secs(240);
+
+pub struct Outcome {
+    pub kernel: String,
+    pub ok: bool,
+    pub seconds: f64,
+    pub summary: Vec<String>,
+}
+
+fn cache_dir() -> PathBuf {
+    env::var_os("WATCHER_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/watcher")))
+        .unwrap_or_else(|| crate::target_dir().join("tools"))
+        .join("vm")
+}
+
+/// `apt-get download` into `dir` (refreshing the package lists once if a
+/// package is not found).
+fn apt_download(dir: &Path, pkgs: &[String]) -> Result<()> {
+    let missing: Vec<&String> = pkgs.iter().filter(|p| deb_of(dir, p).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir)?;
+    let try_download = || -> Result<bool> {
+        let out = Command::new("apt-get")
+            .arg("download")
+            .args(&missing)
+            .current_dir(dir)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .context("running apt-get download (Debian's apt is needed)")?;
+        Ok(out.status.success())
+    };
+    if try_download()? {
+        return Ok(());
+    }
+    eprintln!("xtask: apt-get download failed; refreshing the package lists");
+    check(Command::new("apt-get").args(["update", "-q"]).status()?, "apt-get update")?;
+    if !try_download()? {
+        bail!(
+            "apt-get download {} failed: are Debian 12's package sources reachable?",
+            missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// The downloaded .deb of a package, if present (`name_version_arch.deb`).
+fn deb_of(dir: &Path, pkg: &str) -> Option<PathBuf> {
+    let prefix = format!("{pkg}_");
+    fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+    })
+}
+
+/// The newest package whose name matches `pattern` (apt-cache search, version-sorted).
+fn newest_package(pattern: &str) -> Result<String> {
+    let list = || output(Command::new("apt-cache").args(["search", "--names-only", pattern]));
+    let mut names: Vec<String> = list()?.lines().filter_map(|l| l.split(" - ").next()).map(str::to_owned).collect();
+    if names.is_empty() {
+        check(Command::new("apt-get").args(["update", "-q"]).status()?, "apt-get update")?;
+        names = list()?.lines().filter_map(|l| l.split(" - ").next()).map(str::to_owned).collect();
+    }
+    names.sort_by_key(|n| version_key(n));
+    names.pop().with_context(|| format!("no Debian package matches {pattern}: are Debian 12's package sources configured?"))
+}
+
+/// Numbers in a name, for a version sort (6.12.9 < 6.12.10).
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+}
+
+/// QEMU and busybox unpacked from Debian 12's packages; returns the unpack root.
+fn tools() -> Result<PathBuf> {
+    let cache = cache_dir();
+    let root = cache.join("tools");
+    let qemu = root.join("usr/bin/qemu-system-x86_64");
+    if qemu.exists() && root.join("bin/busybox").exists() && qemu_runs(&root) {
+        return Ok(root);
+    }
+    let debs = cache.join("debs");
+    let pkgs: Vec<String> = TOOL_PACKAGES.iter().map(|s| s.to_string()).collect();
+    eprintln!("xtask: fetching QEMU and busybox from Debian (not installed: unpacked into {})", root.display());
+    apt_download(&debs, &pkgs)?;
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root)?;
+    for p in &pkgs {
+        let deb = deb_of(&debs, p).with_context(|| format!("{p}: downloaded package not found"))?;
+        check(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root).status()?, &format!("dpkg-deb -x {}", deb.display()))?;
+    }
+    if !qemu_runs(&root) {
+        let ldd = Command::new("ldd").arg(&qemu).envs(qemu_env(&root)).output()?;
+        let missing: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+            .lines()
+            .filter(|l| l.contains("not found"))
+            .map(|l| l.trim().to_owned())
+            .collect();
+        bail!("the unpacked QEMU does not run; libraries not found: {}", missing.join(", "));
+    }
+    Ok(root)
+}
+
+fn qemu_env(root: &Path) -> Vec<(String, String)> {
+    vec![
+        (
+            "LD_LIBRARY_PATH".into(),
+            format!("{}:{}", root.join("usr/lib/x86_64-linux-gnu").display(), root.join("lib/x86_64-linux-gnu").display()),
+        ),
+        ("QEMU_MODULE_DIR".into(), root.join("usr/lib/x86_64-linux-gnu/qemu").display().to_string()),
+    ]
+}
+
+fn qemu_runs(root: &Path) -> bool {
+    Command::new(root.join("usr/bin/qemu-system-x86_64"))
+        .arg("--version")
+        .envs(qemu_env(root))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The kernel image of a package: downloads it and extracts `boot/vmlinuz-*` only.
+fn kernel(pkg: &str) -> Result<PathBuf> {
+    let cache = cache_dir();
+    let release = pkg.strip_prefix("linux-image-").unwrap_or(pkg);
+    let dir = cache.join("kernels");
+    let image = dir.join(format!("boot/vmlinuz-{release}"));
+    if image.exists() {
+        return Ok(image);
+    }
+    let debs = cache.join("debs");
+    apt_download(&debs, &[pkg.to_owned()])?;
+    let deb = deb_of(&debs, pkg).with_context(|| format!("{pkg}: downloaded package not found"))?;
+    fs::create_dir_all(&dir)?;
+    let sh = format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*' './boot/config-*'",
+        deb.display(),
+        dir.display()
+    );
+    check(Command::new("sh").args(["-c", &sh]).status()?, &format!("unpacking {pkg}"))?;
+    if !image.exists() {
+        bail!("{pkg} holds no boot/vmlinuz-{release}");
+    }
+    // The .deb (tens of MB each) is not needed once the image is out.
+    let _ = fs::remove_file(&deb);
+    Ok(image)
+}
+
+/// Executables cargo reports building (`--message-format=json`): (target name, path).
+fn cargo_executables(cmd: &mut Command) -> Result<Vec<(String, PathBuf)>> {
+    cmd.arg("--message-format=json-render-diagnostics").stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("running cargo")?;
+    let mut found = Vec::new();
+    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let line = line?;
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        if v["reason"] == "compiler-artifact" {
+            if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
+                found.push((name.to_owned(), PathBuf::from(exe)));
+            }
+        }
+    }
+    check(child.wait()?, "cargo build (static, for the guests)")?;
+    Ok(found)
+}
+
+/// The static binaries for the guest: watcher, actor, and the test binaries.
+fn build_static(bin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if !installed.lines().any(|l| l.trim() == MUSL) {
+        eprintln!("xtask: adding the {MUSL} target (static binaries for the guests)");
+        check(Command::new("rustup").args(["target", "add", MUSL]).status()?, "rustup target add")?;
+    }
+    let mut exes = cargo_executables(
+        cargo(bin_dir)?.args(["build", "--release", "--target", MUSL, "-p", "watcher", "-p", "watcher-tests", "--bins"]),
+    )?;
+    exes.extend(cargo_executables(cargo(bin_dir)?.args([
+        "test", "--no-run", "--release", "--target", MUSL, "-p", "watcher-tests", "--test", "events", "--test", "findings",
+    ]))?);
+    for want in ["watcher", "actor", "events", "findings"] {
+        if !exes.iter().any(|(n, _)| n == want) {
+            bail!("cargo did not report the static `{want}` executable");
+        }
+    }
+    Ok(exes)
+}
+
+fn path_of<'a>(exes: &'a [(String, PathBuf)], name: &str) -> &'a Path {
+    &exes.iter().rev().find(|(n, _)| n == name).expect("checked in build_static").1
+}
+
+/// The guest's /init.
+fn init_script(exes: &[(String, PathBuf)]) -> String {
+    let watcher = path_of(exes, "watcher").display();
+    let events = path_of(exes, "events").display();
+    let findings = path_of(exes, "findings").display();
+    let skips: String = SKIPPED.iter().map(|(t, _)| format!(" --skip {t}")).collect();
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+ip link set lo up
+echo "WATCHER-VM kernel $(uname -r)"
+export CI=true WATCHER_BIN={watcher} RUST_BACKTRACE=1
+{watcher} check; echo "WATCHER-VM check exit=$?"
+{events} --test-threads=2; echo "WATCHER-VM events exit=$?"
+{findings} --test-threads=2{skips}; echo "WATCHER-VM findings exit=$?"
+echo "WATCHER-VM done"
+poweroff -f
+"#
+    )
+}
+
+/// A newc initramfs of `root`, written by busybox cpio.
+fn initramfs(busybox: &Path, exes: &[(String, PathBuf)], out: &Path) -> Result<()> {
+    let stage = out.with_extension("d");
+    let _ = fs::remove_dir_all(&stage);
+    for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
+        fs::create_dir_all(stage.join(d))?;
+    }
+    fs::copy(busybox, stage.join("bin/busybox"))?;
+    fs::write(stage.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")?;
+    for name in ["watcher", "actor", "events", "findings"] {
+        let src = path_of(exes, name);
+        let dst = stage.join(src.strip_prefix("/").unwrap_or(src));
+        fs::create_dir_all(dst.parent().expect("absolute path"))?;
+        fs::copy(src, &dst).with_context(|| format!("copying {}", src.display()))?;
+    }
+    let init = stage.join("init");
+    fs::write(&init, init_script(exes))?;
+    fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+
+    // Every path below the stage, relative ("./bin/busybox"), parents first.
+    let mut list = String::new();
+    let mut stack = vec![stage.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d)? {
+            let p = e?.path();
+            list.push_str(&format!("./{}\n", p.strip_prefix(&stage).expect("below the stage").display()));
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    let file = fs::File::create(out)?;
+    let mut child = Command::new(stage.join("bin/busybox"))
+        .args(["cpio", "-o", "-H", "newc"])
+        .current_dir(&stage)
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running busybox cpio")?;
+    child.stdin.take().expect("stdin").write_all(list.as_bytes())?;
+    check(child.wait()?, "busybox cpio")?;
+    Ok(())
+}
+
+/// Boot one kernel with the initramfs; stream its console prefixed; judge by the markers.
+fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> Result<Outcome> {
+    let start = Instant::now();
+    let mut child = Command::new(tools.join("usr/bin/qemu-system-x86_64"))
+        .envs(qemu_env(tools))
+        .arg("-L")
+        .arg(tools.join("usr/share/seabios"))
+        .arg("-L")
+        .arg(tools.join("usr/share/qemu"))
+        .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "2"])
+        .args(["-nographic", "-no-reboot", "-vga", "none", "-nic", "none"])
+        .arg("-kernel")
+        .arg(image)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let out = child.stdout.take().expect("stdout");
+    let err = child.stderr.take().expect("stderr");
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).split(b'\n').map_while(|l| l.ok()) {
+            let _ = tx.send(String::from_utf8_lossy(&l).trim_end_matches('\r').to_owned());
+        }
+    });
+    std::thread::spawn(move || {
+        for l in BufReader::new(err).lines().map_while(|l| l.ok()) {
+            let _ = tx2.send(format!("qemu: {l}"));
+        }
+    });
+    let mut logf = fs::File::create(log)?;
+    let mut steps: Vec<(String, i32)> = Vec::new();
+    let mut done = false;
+    let mut summary = Vec::new();
+    let deadline = start + BOOT_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                // Terminal control sequences SeaBIOS prints are noise in a log.
+                let line: String = line.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+                writeln!(logf, "{line}")?;
+                println!("[{label}] {line}");
+                if let Some(rest) = line.strip_prefix("WATCHER-VM ") {
+                    if rest == "done" {
+                        done = true;
+                    } else if let Some((step, code)) = rest.split_once(" exit=") {
+                        steps.push((step.to_owned(), code.trim().parse().unwrap_or(-1)));
+                    }
+                }
+                if line.starts_with("test result:") {
+                    summary.push(line.clone());
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                summary.push(format!("timed out after {} s", BOOT_DEADLINE.as_secs()));
+                break;
+            }
+        }
+    }
+    let _ = child.wait();
+    let seconds = start.elapsed().as_secs_f64();
+    let mut ok = done;
+    for want in ["check", "events", "findings"] {
+        match steps.iter().find(|(s, _)| s == want) {
+            Some((_, 0)) => {}
+            Some((_, c)) => {
+                ok = false;
+                summary.push(format!("{want} failed (exit {c})"));
+            }
+            None => {
+                ok = false;
+                summary.push(format!("{want} did not run to its end"));
+            }
+        }
+    }
+    Ok(Outcome { kernel: label.to_owned(), ok, seconds, summary })
+}
+
+/// Build, fetch, boot each kernel; print a table; Ok(false) if any check failed.
+pub fn run(bin_dir: &Path, packages: &[String]) -> Result<bool> {
+    let packages: Vec<String> = if packages.is_empty() {
+        SERIES.iter().map(|pat| newest_package(pat)).collect::<Result<_>>()?
+    } else {
+        packages.to_vec()
+    };
+    let exes = build_static(bin_dir)?;
+    let tools = tools()?;
+    let work = crate::target_dir().join("vm");
+    fs::create_dir_all(&work)?;
+    let initrd = work.join("initramfs.cpio");
+    initramfs(&tools.join("bin/busybox"), &exes, &initrd)?;
+    for (t, why) in SKIPPED {
+        eprintln!("xtask: in the guests, `{t}` is not run: {why}");
+    }
+    let mut outcomes = Vec::new();
+    for pkg in &packages {
+        let image = kernel(pkg)?;
+        let release = pkg.strip_prefix("linux-image-").unwrap_or(pkg);
+        eprintln!("xtask: booting {release} under QEMU (TCG)");
+        let log = work.join(format!("{release}.log"));
+        outcomes.push(boot(&tools, &image, &initrd, release, &log)?);
+    }
+    println!();
+    println!("kernel matrix (logs in {}):", work.display());
+    let mut all = true;
+    for o in &outcomes {
+        all &= o.ok;
+        println!("  {:<28} {:<4} {:>5.1} s  {}", o.kernel, if o.ok { "ok" } else { "FAIL" }, o.seconds, o.summary.join("; "));
+    }
+    Ok(all)
+}
