@@ -163,37 +163,54 @@ impl Btf {
         id
     }
 
-    /// Bit offset of `member` in the struct/union with id `id`, searching anonymous members.
-    fn find_in(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32)> {
+    /// Bit offset, bitfield size and type of `member` in the struct/union with
+    /// id `id`, searching anonymous members.
+    fn find_in(&self, id: u32, member: &str, depth: u32) -> Option<(u32, u32, u32)> {
         if depth > 8 {
             return None;
         }
         let t = self.types.get(id as usize)?;
         for m in &t.members {
             if m.name_off != 0 && self.str_at(m.name_off) == member {
-                return Some((m.bit_offset, m.bitfield_size));
+                return Some((m.bit_offset, m.bitfield_size, m.type_id));
             }
         }
         for m in &t.members {
             if m.name_off == 0 {
                 let inner = self.resolve(m.type_id);
-                if let Some((off, bits)) = self.find_in(inner, member, depth + 1) {
-                    return Some((m.bit_offset + off, bits));
+                if let Some((off, bits, ty)) = self.find_in(inner, member, depth + 1) {
+                    return Some((m.bit_offset + off, bits, ty));
                 }
             }
         }
         None
     }
 
+    /// Size in bytes of a value of type `id` (typedefs and modifiers followed;
+    /// pointers are 8 bytes on the 64-bit kernels watcher runs on).
+    fn size_of(&self, id: u32) -> Option<u32> {
+        let t = self.types.get(self.resolve(id) as usize)?;
+        match t.kind {
+            KIND_PTR => Some(8),
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT => Some(t.size_or_type),
+            _ => None,
+        }
+    }
+
     /// Byte offset of `strukt.member` (e.g. `task_struct`, `exit_code`).
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, SetupError> {
+        self.member(strukt, member).map(|(off, _)| off)
+    }
+
+    /// Byte offset and size (`None` for arrays and other sizeless kinds) of `strukt.member`.
+    pub fn member(&self, strukt: &str, member: &str) -> Result<(u32, Option<u32>), SetupError> {
         let ids = self.by_name.get(strukt).ok_or_else(|| err(format!("no struct {strukt} in kernel BTF")))?;
         for &id in ids {
-            if let Some((bits, bitfield)) = self.find_in(id, member, 0) {
+            if let Some((bits, bitfield, ty)) = self.find_in(id, member, 0) {
                 if bitfield != 0 || bits % 8 != 0 {
                     return Err(err(format!("{strukt}.{member} is a bitfield")));
                 }
-                return Ok(bits / 8);
+                return Ok((bits / 8, self.size_of(ty)));
             }
         }
         Err(err(format!("struct {strukt} has no member {member} in kernel BTF")))
@@ -279,5 +296,12 @@ mod tests {
         let files = btf.member_offset("task_struct", "files").expect("files");
         assert!(exit_code > 0 && files > 0 && exit_code != files);
         btf.member_offset("mm_struct", "arg_start").expect("mm_struct.arg_start");
+        // Sizes through typedefs (pid_t), wrappers (atomic_t is a struct of one int) and pointers.
+        assert_eq!(btf.member("task_struct", "tgid").expect("tgid").1, Some(4));
+        assert_eq!(btf.member("signal_struct", "live").expect("live").1, Some(4));
+        assert_eq!(btf.member("task_struct", "real_parent").expect("real_parent").1, Some(8));
+        assert_eq!(btf.member("socket", "type").expect("type").1, Some(2));
+        // An array has no plain size: never read as a value.
+        assert_eq!(btf.member("task_struct", "comm").expect("comm").1, None);
     }
 }

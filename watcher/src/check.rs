@@ -62,7 +62,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let btf = match Btf::from_sys_fs() {
         Ok(b) => {
             let mut missing = Vec::new();
-            for (s, m, _) in loader::BTF_MEMBERS {
+            for (s, m, _, _) in loader::BTF_MEMBERS {
                 if let Err(e) = b.member_offset(s, m) {
                     missing.push(e.to_string());
                 }

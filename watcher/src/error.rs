@@ -11,6 +11,8 @@ pub enum SetupError {
     TracepointMissing { tracepoint: String, why: String },
     #[error("tracepoint {tracepoint} has no field `{field}` on this kernel; this kernel's layout is not supported (see `watcher check`)")]
     FieldMissing { tracepoint: String, field: String },
+    #[error("tracepoint {tracepoint} field `{field}` is {found} on this kernel where watcher reads {expected}; this kernel's layout is not supported (see `watcher check`)")]
+    FieldType { tracepoint: String, field: String, found: String, expected: String },
     #[error("kernel BTF unusable: {why}")]
     Btf { why: String },
     #[error("the embedded eBPF object could not be loaded: {0}")]

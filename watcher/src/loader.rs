@@ -44,24 +44,25 @@ pub const HOOKS: [Hook; 13] = [
 /// Where a BTF member offset goes in the `CONFIG` global.
 type Slot = fn(&mut Config) -> &mut u32;
 
-/// Kernel struct members read through BTF offsets: (struct, member, where it goes).
-/// The one list: `kernel_config` fills `CONFIG` from it and `watcher check` reports on it.
-pub const BTF_MEMBERS: [(&str, &str, Slot); 15] = [
-    ("task_struct", "exit_code", |c| &mut c.k_task_exit_code),
-    ("task_struct", "files", |c| &mut c.k_task_files),
-    ("task_struct", "mm", |c| &mut c.k_task_mm),
-    ("task_struct", "signal", |c| &mut c.k_task_signal),
-    ("signal_struct", "live", |c| &mut c.k_signal_live),
-    ("mm_struct", "arg_start", |c| &mut c.k_mm_arg_start),
-    ("mm_struct", "arg_end", |c| &mut c.k_mm_arg_end),
-    ("files_struct", "fdt", |c| &mut c.k_files_fdt),
-    ("fdtable", "max_fds", |c| &mut c.k_fdt_max_fds),
-    ("fdtable", "fd", |c| &mut c.k_fdt_fd),
-    ("file", "private_data", |c| &mut c.k_file_private_data),
-    ("socket", "type", |c| &mut c.k_socket_type),
-    ("socket", "sk", |c| &mut c.k_socket_sk),
-    ("task_struct", "real_parent", |c| &mut c.k_task_real_parent),
-    ("task_struct", "tgid", |c| &mut c.k_task_tgid),
+/// Kernel struct members read through BTF offsets: (struct, member, the size
+/// the programs read, where the offset goes). The one list: `kernel_config`
+/// fills `CONFIG` from it and `watcher check` reports on it.
+pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 15] = [
+    ("task_struct", "exit_code", 4, |c| &mut c.k_task_exit_code),
+    ("task_struct", "files", 8, |c| &mut c.k_task_files),
+    ("task_struct", "mm", 8, |c| &mut c.k_task_mm),
+    ("task_struct", "signal", 8, |c| &mut c.k_task_signal),
+    ("signal_struct", "live", 4, |c| &mut c.k_signal_live),
+    ("mm_struct", "arg_start", 8, |c| &mut c.k_mm_arg_start),
+    ("mm_struct", "arg_end", 8, |c| &mut c.k_mm_arg_end),
+    ("files_struct", "fdt", 8, |c| &mut c.k_files_fdt),
+    ("fdtable", "max_fds", 4, |c| &mut c.k_fdt_max_fds),
+    ("fdtable", "fd", 8, |c| &mut c.k_fdt_fd),
+    ("file", "private_data", 8, |c| &mut c.k_file_private_data),
+    ("socket", "type", 2, |c| &mut c.k_socket_type),
+    ("socket", "sk", 8, |c| &mut c.k_socket_sk),
+    ("task_struct", "real_parent", 8, |c| &mut c.k_task_real_parent),
+    ("task_struct", "tgid", 4, |c| &mut c.k_task_tgid),
 ];
 
 /// The embedded eBPF object built by build.rs.
@@ -128,11 +129,39 @@ pub fn check_privileges() -> Result<String, SetupError> {
     Err(SetupError::Privileges { missing: missing.join(", ") })
 }
 
-fn field(fmt: &tracefs::Format, tp: &str, name: &str) -> Result<u32, SetupError> {
-    fmt.field(name)
-        .map(|f| f.offset)
-        .ok_or_else(|| SetupError::FieldMissing { tracepoint: tp.to_owned(), field: name.to_owned() })
+/// How a program reads a tracepoint field: a plain value of this many bytes,
+/// or a `__data_loc` reference (a u32 locating the data in the record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Read {
+    Bytes(u32),
+    DataLoc,
 }
+
+/// The offset of `name` in this kernel's record, if its type is read as `how`
+/// says; a field of another size or kind is refused, never read at a guess.
+fn field(fmt: &tracefs::Format, tp: &str, name: &str, how: Read) -> Result<u32, SetupError> {
+    let f = fmt.field(name).ok_or_else(|| SetupError::FieldMissing { tracepoint: tp.to_owned(), field: name.to_owned() })?;
+    let data_loc = f.ty.starts_with("__data_loc");
+    let fits = match how {
+        Read::Bytes(n) => !data_loc && f.size == n,
+        Read::DataLoc => data_loc && f.size == 4,
+    };
+    if !fits {
+        return Err(SetupError::FieldType {
+            tracepoint: tp.to_owned(),
+            field: name.to_owned(),
+            found: format!("{} ({} bytes)", f.ty, f.size),
+            expected: match how {
+                Read::Bytes(n) => format!("a {n}-byte value"),
+                Read::DataLoc => "a __data_loc string".to_owned(),
+            },
+        });
+    }
+    Ok(f.offset)
+}
+
+/// Every syscall tracepoint argument (and `ret`) is a long in the record, whatever its C type.
+const ARG: Read = Read::Bytes(8);
 
 /// Offsets for the `CONFIG` global from this kernel's format files and BTF.
 pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupError> {
@@ -140,39 +169,40 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
     let fmt = |cat: &str, name: &str| tracefs::read_format(tracefs_root, cat, name);
 
     let f = fmt("task", "task_newtask")?;
-    c.tp_newtask_pid = field(&f, "task/task_newtask", "pid")?;
-    c.tp_newtask_clone_flags = field(&f, "task/task_newtask", "clone_flags")?;
+    c.tp_newtask_pid = field(&f, "task/task_newtask", "pid", Read::Bytes(4))?;
+    c.tp_newtask_clone_flags = field(&f, "task/task_newtask", "clone_flags", Read::Bytes(8))?;
 
     let f = fmt("sched", "sched_process_exec")?;
-    c.tp_exec_filename = field(&f, "sched/sched_process_exec", "filename")?;
-    c.tp_exec_old_pid = field(&f, "sched/sched_process_exec", "old_pid")?;
+    c.tp_exec_filename = field(&f, "sched/sched_process_exec", "filename", Read::DataLoc)?;
+    c.tp_exec_old_pid = field(&f, "sched/sched_process_exec", "old_pid", Read::Bytes(4))?;
 
     let f = fmt("sched", "sched_process_exit")?;
-    // Only on 6.18+; older kernels fall back to signal_struct.live (BTF).
-    c.tp_exit_group_dead = f.field("group_dead").map(|x| x.offset).unwrap_or(watcher_common::OFFSET_NONE);
+    // Only on 6.18+ (a bool); older kernels fall back to signal_struct.live (BTF).
+    c.tp_exit_group_dead = field(&f, "sched/sched_process_exit", "group_dead", Read::Bytes(1))
+        .unwrap_or(watcher_common::OFFSET_NONE);
 
     let f = fmt("sched", "sched_process_free")?;
-    c.tp_free_pid = field(&f, "sched/sched_process_free", "pid")?;
+    c.tp_free_pid = field(&f, "sched/sched_process_free", "pid", Read::Bytes(4))?;
 
     let f = fmt("syscalls", "sys_enter_bind")?;
-    c.tp_bind_fd = field(&f, "syscalls/sys_enter_bind", "fd")?;
-    c.tp_bind_addr = field(&f, "syscalls/sys_enter_bind", "umyaddr")?;
-    c.tp_bind_addrlen = field(&f, "syscalls/sys_enter_bind", "addrlen")?;
+    c.tp_bind_fd = field(&f, "syscalls/sys_enter_bind", "fd", ARG)?;
+    c.tp_bind_addr = field(&f, "syscalls/sys_enter_bind", "umyaddr", ARG)?;
+    c.tp_bind_addrlen = field(&f, "syscalls/sys_enter_bind", "addrlen", ARG)?;
 
     let f = fmt("syscalls", "sys_enter_connect")?;
-    c.tp_connect_fd = field(&f, "syscalls/sys_enter_connect", "fd")?;
-    c.tp_connect_addr = field(&f, "syscalls/sys_enter_connect", "uservaddr")?;
-    c.tp_connect_addrlen = field(&f, "syscalls/sys_enter_connect", "addrlen")?;
+    c.tp_connect_fd = field(&f, "syscalls/sys_enter_connect", "fd", ARG)?;
+    c.tp_connect_addr = field(&f, "syscalls/sys_enter_connect", "uservaddr", ARG)?;
+    c.tp_connect_addrlen = field(&f, "syscalls/sys_enter_connect", "addrlen", ARG)?;
 
     let f = fmt("syscalls", "sys_enter_waitid")?;
-    c.tp_waitid_infop = field(&f, "syscalls/sys_enter_waitid", "infop")?;
-    c.tp_waitid_options = field(&f, "syscalls/sys_enter_waitid", "options")?;
+    c.tp_waitid_infop = field(&f, "syscalls/sys_enter_waitid", "infop", ARG)?;
+    c.tp_waitid_options = field(&f, "syscalls/sys_enter_waitid", "options", ARG)?;
 
     // `ret` must sit at the same offset in every sys_exit_* the programs share.
     let mut ret = None;
     for name in ["sys_exit_wait4", "sys_exit_waitid", "sys_exit_bind", "sys_exit_connect"] {
         let tp = format!("syscalls/{name}");
-        let off = field(&fmt("syscalls", name)?, &tp, "ret")?;
+        let off = field(&fmt("syscalls", name)?, &tp, "ret", ARG)?;
         match ret {
             None => ret = Some(off),
             Some(r) if r != off => {
@@ -185,20 +215,27 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
 
     let tp = "sock/inet_sock_set_state";
     let f = fmt("sock", "inet_sock_set_state")?;
-    c.tp_sk_skaddr = field(&f, tp, "skaddr")?;
-    c.tp_sk_oldstate = field(&f, tp, "oldstate")?;
-    c.tp_sk_newstate = field(&f, tp, "newstate")?;
-    c.tp_sk_sport = field(&f, tp, "sport")?;
-    c.tp_sk_dport = field(&f, tp, "dport")?;
-    c.tp_sk_family = field(&f, tp, "family")?;
-    c.tp_sk_protocol = field(&f, tp, "protocol")?;
-    c.tp_sk_saddr = field(&f, tp, "saddr")?;
-    c.tp_sk_daddr = field(&f, tp, "daddr")?;
-    c.tp_sk_saddr_v6 = field(&f, tp, "saddr_v6")?;
-    c.tp_sk_daddr_v6 = field(&f, tp, "daddr_v6")?;
+    c.tp_sk_skaddr = field(&f, tp, "skaddr", Read::Bytes(8))?;
+    c.tp_sk_oldstate = field(&f, tp, "oldstate", Read::Bytes(4))?;
+    c.tp_sk_newstate = field(&f, tp, "newstate", Read::Bytes(4))?;
+    c.tp_sk_sport = field(&f, tp, "sport", Read::Bytes(2))?;
+    c.tp_sk_dport = field(&f, tp, "dport", Read::Bytes(2))?;
+    c.tp_sk_family = field(&f, tp, "family", Read::Bytes(2))?;
+    c.tp_sk_protocol = field(&f, tp, "protocol", Read::Bytes(2))?;
+    c.tp_sk_saddr = field(&f, tp, "saddr", Read::Bytes(4))?;
+    c.tp_sk_daddr = field(&f, tp, "daddr", Read::Bytes(4))?;
+    c.tp_sk_saddr_v6 = field(&f, tp, "saddr_v6", Read::Bytes(16))?;
+    c.tp_sk_daddr_v6 = field(&f, tp, "daddr_v6", Read::Bytes(16))?;
 
-    for (strukt, member, slot) in BTF_MEMBERS {
-        *slot(&mut c) = btf.member_offset(strukt, member)?;
+    for (strukt, member, size, slot) in BTF_MEMBERS {
+        let (offset, found) = btf.member(strukt, member)?;
+        if found != Some(size) {
+            let found = found.map(|n| format!("{n} bytes")).unwrap_or_else(|| "not a plain value".to_owned());
+            return Err(SetupError::Btf {
+                why: format!("{strukt}.{member} is {found} on this kernel where watcher reads {size}; this kernel's layout is not supported"),
+            });
+        }
+        *slot(&mut c) = offset;
     }
     Ok(c)
 }
@@ -312,5 +349,95 @@ mod tests {
         let c = kernel_config(&root, &btf).expect("config");
         assert_ne!(c.tp_exec_filename, watcher_common::OFFSET_NONE);
         assert_ne!(c.k_task_exit_code, watcher_common::OFFSET_NONE);
+    }
+
+    /// Format files captured from Debian 12's 6.1 and 6.12 kernels (booted by
+    /// `cargo xtask vms`) and from this host's 6.18, as `=== category/name` sections.
+    const FORMATS: [(&str, &str); 3] = [
+        ("6.1", include_str!("testdata/formats/6.1.0-56-amd64.txt")),
+        ("6.12", include_str!("testdata/formats/6.12.117+deb12-amd64.txt")),
+        ("6.18", include_str!("testdata/formats/6.18.44.txt")),
+    ];
+
+    /// A tracefs tree holding one captured kernel's format files, `edit` applied to each.
+    fn captured_tracefs(kernel: &str, edit: impl Fn(&str, &str) -> String) -> std::path::PathBuf {
+        let text = FORMATS.iter().find(|(k, _)| *k == kernel).expect("captured kernel").1;
+        let root = std::env::temp_dir().join(format!("watcher-captured-{}-{kernel}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for section in text.split("=== ").skip(1) {
+            let (name, body) = section.split_once('\n').expect("section header");
+            if name == "end" {
+                continue;
+            }
+            let dir = root.join("events").join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("format"), edit(name, body)).unwrap();
+        }
+        root
+    }
+
+    fn host_btf() -> Option<Btf> {
+        match Btf::from_sys_fs() {
+            Ok(b) => Some(b),
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("kernel BTF is needed: {e}"),
+            Err(e) => {
+                eprintln!("SKIPPED: no kernel BTF here: {e}");
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn each_kernels_layout_comes_from_its_own_format_files() {
+        let Some(btf) = host_btf() else { return };
+        let config = |k| kernel_config(&captured_tracefs(k, |_, b| b.to_owned()), &btf).unwrap_or_else(|e| panic!("{k}: {e}"));
+        let (old, mid, new) = (config("6.1"), config("6.12"), config("6.18"));
+        // sched_process_free: `char comm[16]` before pid on 6.1/6.12, a 4-byte __data_loc on 6.18.
+        assert_eq!((old.tp_free_pid, mid.tp_free_pid, new.tp_free_pid), (24, 24, 12));
+        // group_dead exists only on 6.18; before, it is derived from signal_struct.live.
+        assert_eq!(old.tp_exit_group_dead, watcher_common::OFFSET_NONE);
+        assert_eq!(mid.tp_exit_group_dead, watcher_common::OFFSET_NONE);
+        assert_ne!(new.tp_exit_group_dead, watcher_common::OFFSET_NONE);
+        for c in [&old, &mid, &new] {
+            assert_eq!((c.tp_exec_filename, c.tp_exec_old_pid), (8, 16));
+            assert_eq!((c.tp_newtask_pid, c.tp_newtask_clone_flags), (8, 32));
+            assert_ne!(c.tp_sys_exit_ret, watcher_common::OFFSET_NONE);
+        }
+    }
+
+    #[test]
+    fn a_field_of_another_size_or_kind_is_refused_not_misread() {
+        let Some(btf) = host_btf() else { return };
+        // pid as an 8-byte value: refused with one line naming the field and both types.
+        let root = captured_tracefs("6.1", |name, body| {
+            if name == "sched/sched_process_free" {
+                body.replace("field:pid_t pid;\toffset:24;\tsize:4;", "field:long pid;\toffset:24;\tsize:8;")
+            } else {
+                body.to_owned()
+            }
+        });
+        let msg = kernel_config(&root, &btf).expect_err("an 8-byte pid is not read as 4").to_string();
+        assert!(msg.starts_with("tracepoint sched/sched_process_free field `pid` is long (8 bytes)"), "{msg}");
+        assert!(msg.contains("a 4-byte value") && !msg.contains('\n'), "{msg}");
+        // exec's filename as a fixed array rather than __data_loc: refused too.
+        let root = captured_tracefs("6.18", |name, body| {
+            if name == "sched/sched_process_exec" {
+                body.replace("field:__data_loc char[] filename;\toffset:8;\tsize:4;", "field:char filename[4];\toffset:8;\tsize:4;")
+            } else {
+                body.to_owned()
+            }
+        });
+        let msg = kernel_config(&root, &btf).expect_err("not a __data_loc").to_string();
+        assert!(msg.contains("`filename` is char[4] (4 bytes)") && msg.contains("a __data_loc string"), "{msg}");
+        // A group_dead that is not a one-byte bool is not read: the BTF fallback is used.
+        let root = captured_tracefs("6.18", |name, body| {
+            if name == "sched/sched_process_exit" {
+                body.replace("field:bool group_dead;\toffset:32;\tsize:1;", "field:int group_dead;\toffset:32;\tsize:4;")
+            } else {
+                body.to_owned()
+            }
+        });
+        let c = kernel_config(&root, &btf).expect("config");
+        assert_eq!(c.tp_exit_group_dead, watcher_common::OFFSET_NONE);
     }
 }
