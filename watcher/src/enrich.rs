@@ -233,7 +233,9 @@ impl Enricher {
             Payload::Exit(x) => {
                 let status = ExitStatus::from_raw(x.exit_code);
                 let mut process = self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
-                let process_exited = subject.map(|p| p.exited.is_some()).unwrap_or(x.group_dead == 1);
+                // This record's own word: by the time it is enriched, a later
+                // exit of another thread may already have ended the process.
+                let process_exited = crate::proctable::ends_process(x, h.pid, h.tgid);
                 let mut exit = ExitInfo {
                     signal: None,
                     signal_number: None,
@@ -410,5 +412,31 @@ mod tests {
         assert_eq!(x.process.exit_code, None);
         assert_eq!(x.exit.lifetime_ms, Some(30.0));
         assert_eq!(x.process.parent.map(|p| p.pid), Some(1));
+    }
+
+    #[test]
+    fn a_threads_exit_that_comes_after_its_leaders_says_so() {
+        // A joined thread's exit can reach the ring after the leader's, which
+        // ended the process: the thread's record keeps its own word.
+        let mut e = Enricher::new(1000, 1000, Clock::fixed(0));
+        let ev = |ty, ts, pid, data| decode(&encode(&Event { header: header_for::<ExitData>(ty, ts, pid, 60, "app"), data })).unwrap();
+        e.record(
+            &decode(&encode(&Event {
+                header: header_for::<ForkData>(EventKind::Fork, 1, 1, 1, "init"),
+                data: ForkData { child_pid: 60, child_tgid: 60, clone_flags: 0 },
+            }))
+            .unwrap(),
+        );
+        let exit = |dead| ExitData { exit_code: 0, group_dead: dead, parent_tgid: 0, parent_waiting: 0 };
+        let Body::Exit(leader) = e.record(&ev(EventKind::Exit, 5, 60, exit(1))).body else { panic!("exit expected") };
+        let Body::Exit(thread) = e.record(&ev(EventKind::Exit, 6, 61, exit(0))).body else { panic!("exit expected") };
+        assert!(leader.exit.process_exited);
+        assert!(!thread.exit.process_exited);
+        assert_eq!(thread.exit.lifetime_ms, None);
+        // When the kernel could not tell, the leader's exit is the process's.
+        let Body::Exit(unknown) = e.record(&ev(EventKind::Exit, 7, 62, exit(watcher_common::GROUP_DEAD_UNKNOWN))).body else {
+            panic!("exit expected")
+        };
+        assert!(!unknown.exit.process_exited);
     }
 }

@@ -10,10 +10,22 @@ use crate::{
     decode::{KernelEvent, Payload},
     names::ExitStatus,
 };
-use watcher_common::ReapSource;
+use watcher_common::{ExitData, ReapSource};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_PARENT: u64 = 0x0000_8000;
+
+
+/// Whether this thread's exit ends its process: the kernel's word (the
+/// tracepoint's `group_dead`, or the programs' claim from `signal_struct.live`),
+/// else — when the kernel could not tell — whether it is the leader.
+pub fn ends_process(x: &ExitData, pid: u32, tgid: u32) -> bool {
+    match x.group_dead {
+        0 => false,
+        1 => true,
+        _ => pid == tgid,
+    }
+}
 
 /// Process identity: pid reuse gives a different key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -273,11 +285,7 @@ impl ProcessTable {
             }
             Payload::Exit(x) => {
                 let status = ExitStatus::from_raw(x.exit_code);
-                let group_dead = match x.group_dead {
-                    0 => false,
-                    1 => true,
-                    _ => h.pid == h.tgid,
-                };
+                let group_dead = ends_process(x, h.pid, h.tgid);
                 let tgid = self.entry(ev).key.tgid;
                 if x.parent_tgid != 0 && x.parent_tgid != tgid {
                     // The kernel's word on the parent (it follows reparenting).

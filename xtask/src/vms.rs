@@ -364,6 +364,7 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
     let mut steps: Vec<(String, i32)> = Vec::new();
     let mut done = false;
     let mut summary = Vec::new();
+    let mut tests: Vec<String> = Vec::new();
     let deadline = start + BOOT_DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -380,8 +381,14 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
                         steps.push((step.to_owned(), code.trim().parse().unwrap_or(-1)));
                     }
                 }
-                if line.starts_with("test result:") {
-                    summary.push(line.clone());
+                if let Some(rest) = line.strip_prefix("test result: ") {
+                    // "ok. 19 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; finished in 5.85s"
+                    let count = |what: &str| {
+                        rest.split(';').find_map(|p| p.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(what))
+                            .map(|n| n.trim().to_owned())
+                            .unwrap_or_else(|| "?".into())
+                    };
+                    tests.push(format!("{} passed, {} failed", count(" passed"), count(" failed")));
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -395,9 +402,12 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
     let _ = child.wait();
     let seconds = start.elapsed().as_secs_f64();
     let mut ok = done;
-    for want in ["check", "events", "findings"] {
+    for (i, want) in ["check", "events", "findings"].into_iter().enumerate() {
         match steps.iter().find(|(s, _)| s == want) {
-            Some((_, 0)) => {}
+            Some((_, 0)) => summary.push(match i {
+                0 => "check ok".to_owned(),
+                _ => format!("{want}: {}", tests.get(i - 1).map(String::as_str).unwrap_or("ok")),
+            }),
             Some((_, c)) => {
                 ok = false;
                 summary.push(format!("{want} failed (exit {c})"));
