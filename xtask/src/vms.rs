@@ -280,7 +280,8 @@ poweroff -f
     )
 }
 
-/// A newc initramfs of `root`, written by busybox cpio.
+/// A newc initramfs (written by busybox cpio): busybox, the static binaries at
+/// their build paths, and /init.
 fn initramfs(busybox: &Path, exes: &[(String, PathBuf)], out: &Path) -> Result<()> {
     let stage = out.with_extension("d");
     let _ = fs::remove_dir_all(&stage);
@@ -388,7 +389,11 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
                             .map(|n| n.trim().to_owned())
                             .unwrap_or_else(|| "?".into())
                     };
-                    tests.push(format!("{} passed, {} failed", count(" passed"), count(" failed")));
+                    let mut t = format!("{} passed, {} failed", count(" passed"), count(" failed"));
+                    if count(" filtered out") != "0" {
+                        t.push_str(&format!(", {} not run", count(" filtered out")));
+                    }
+                    tests.push(t);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
