@@ -11,7 +11,8 @@
 //! In the guest, the initramfs holds busybox, the musl-static `watcher`,
 //! `actor` and the `events` and `findings` test binaries, each at the same
 //! absolute path as on the host (the tests find `actor` by its build path).
-//! `/init` mounts proc, sysfs, devtmpfs and tmpfs, brings up `lo` and runs
+//! `/init` mounts proc, sysfs and devtmpfs (the initramfs itself is writable,
+//! and nothing is mounted over /tmp, where a checkout may live), brings up `lo` and runs
 //! `watcher check` and both test binaries, printing a marker line with each
 //! exit status on the serial console, which this reads.
 use std::{
@@ -267,7 +268,6 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
 ip link set lo up
 echo "WATCHER-VM kernel $(uname -r)"
 export CI=true WATCHER_BIN={watcher} RUST_BACKTRACE=1
