@@ -359,8 +359,9 @@ mod tests {
         ("6.18", include_str!("testdata/formats/6.18.44.txt")),
     ];
 
-    /// A tracefs tree holding one captured kernel's format files, `edit` applied to each.
-    fn captured_tracefs(kernel: &str, edit: impl Fn(&str, &str) -> String) -> std::path::PathBuf {
+    /// A tracefs tree holding one captured kernel's format files; `edit`
+    /// (tracepoint, text, replacement) changes one line of one of them.
+    fn captured_tracefs(kernel: &str, edit: Option<(&str, &str, &str)>) -> std::path::PathBuf {
         let text = FORMATS.iter().find(|(k, _)| *k == kernel).expect("captured kernel").1;
         let root = std::env::temp_dir().join(format!("watcher-captured-{}-{kernel}-{:?}", std::process::id(), std::thread::current().id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -371,7 +372,14 @@ mod tests {
             }
             let dir = root.join("events").join(name);
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("format"), edit(name, body)).unwrap();
+            let body = match edit {
+                Some((tp, from, to)) if tp == name => {
+                    assert!(body.contains(from), "{kernel} {tp} has no `{from}`");
+                    body.replace(from, to)
+                }
+                _ => body.to_owned(),
+            };
+            std::fs::write(dir.join("format"), body).unwrap();
         }
         root
     }
@@ -390,7 +398,7 @@ mod tests {
     #[test]
     fn each_kernels_layout_comes_from_its_own_format_files() {
         let Some(btf) = host_btf() else { return };
-        let config = |k| kernel_config(&captured_tracefs(k, |_, b| b.to_owned()), &btf).unwrap_or_else(|e| panic!("{k}: {e}"));
+        let config = |k| kernel_config(&captured_tracefs(k, None), &btf).unwrap_or_else(|e| panic!("{k}: {e}"));
         let (old, mid, new) = (config("6.1"), config("6.12"), config("6.18"));
         // sched_process_free: `char comm[16]` before pid on 6.1/6.12, a 4-byte __data_loc on 6.18.
         assert_eq!((old.tp_free_pid, mid.tp_free_pid, new.tp_free_pid), (24, 24, 12));
@@ -409,34 +417,16 @@ mod tests {
     fn a_field_of_another_size_or_kind_is_refused_not_misread() {
         let Some(btf) = host_btf() else { return };
         // pid as an 8-byte value: refused with one line naming the field and both types.
-        let root = captured_tracefs("6.1", |name, body| {
-            if name == "sched/sched_process_free" {
-                body.replace("field:pid_t pid;\toffset:24;\tsize:4;", "field:long pid;\toffset:24;\tsize:8;")
-            } else {
-                body.to_owned()
-            }
-        });
+        let root = captured_tracefs("6.1", Some(("sched/sched_process_free", "field:pid_t pid;\toffset:24;\tsize:4;", "field:long pid;\toffset:24;\tsize:8;")));
         let msg = kernel_config(&root, &btf).expect_err("an 8-byte pid is not read as 4").to_string();
         assert!(msg.starts_with("tracepoint sched/sched_process_free field `pid` is long (8 bytes)"), "{msg}");
         assert!(msg.contains("a 4-byte value") && !msg.contains('\n'), "{msg}");
         // exec's filename as a fixed array rather than __data_loc: refused too.
-        let root = captured_tracefs("6.18", |name, body| {
-            if name == "sched/sched_process_exec" {
-                body.replace("field:__data_loc char[] filename;\toffset:8;\tsize:4;", "field:char filename[4];\toffset:8;\tsize:4;")
-            } else {
-                body.to_owned()
-            }
-        });
+        let root = captured_tracefs("6.18", Some(("sched/sched_process_exec", "field:__data_loc char[] filename;\toffset:8;\tsize:4;", "field:char filename[4];\toffset:8;\tsize:4;")));
         let msg = kernel_config(&root, &btf).expect_err("not a __data_loc").to_string();
         assert!(msg.contains("`filename` is char[4] (4 bytes)") && msg.contains("a __data_loc string"), "{msg}");
         // A group_dead that is not a one-byte bool is not read: the BTF fallback is used.
-        let root = captured_tracefs("6.18", |name, body| {
-            if name == "sched/sched_process_exit" {
-                body.replace("field:bool group_dead;\toffset:32;\tsize:1;", "field:int group_dead;\toffset:32;\tsize:4;")
-            } else {
-                body.to_owned()
-            }
-        });
+        let root = captured_tracefs("6.18", Some(("sched/sched_process_exit", "field:bool group_dead;\toffset:32;\tsize:1;", "field:int group_dead;\toffset:32;\tsize:4;")));
         let c = kernel_config(&root, &btf).expect("config");
         assert_eq!(c.tp_exit_group_dead, watcher_common::OFFSET_NONE);
     }
