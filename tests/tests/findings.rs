@@ -2,7 +2,8 @@
 //! thresholds, and real processes doing the real thing. Each test asserts the
 //! finding's kind and the culprit pids.
 use watcher_tests::{
-    actor, actor_any, assert_common, finding, finding_pids, free_port, num, require_root, spawn_actor, text, Feed, Value,
+    actor, actor_any, assert_common, finding, finding_pids, free_port, num, require_root, spawn_actor, temp_dir, text, Feed,
+    Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -196,6 +197,27 @@ fn forking_faster_than_the_storm_threshold() {
         finding(v, "fork_storm", "open") && finding_pids(v, Some("forking")) == vec![run.pid as u64]
     });
     assert!(text(&f, &["summary"]).unwrap().contains("children per second"), "{f}");
+    feed.wait_for("fork_storm resolved", |v| finding(v, "fork_storm", "resolved") && text(v, &["id"]) == text(&f, &["id"]));
+}
+
+#[test]
+fn fork_storm_threshold_from_the_config_file() {
+    if !require_root() {
+        return;
+    }
+    // A watcher of its own with `[detect.fork_storm] rate_per_s = 100`: a
+    // process forking 200 times a second is a storm there (and, being slower
+    // than the default threshold, also runs on an emulated CPU in the VMs).
+    let dir = temp_dir("fork-storm-config");
+    let cfg = dir.join("watcher.toml");
+    std::fs::write(&cfg, "[detect.fork_storm]\nrate_per_s = 100\nsustain_s = 2\n").expect("write config");
+    let feed = Feed::start(&["trace", "--json", "--findings", "--config", cfg.to_str().unwrap()]);
+    let run = actor(ACTOR, &["fork-fast", "3500", "200"]);
+    assert!(run.get("forks") >= 600, "the workload forked {} times", run.get("forks"));
+    let f = feed.wait_for_related("fork_storm at 100/s", |v| is_finding_of(v, run.pid), |v| {
+        finding(v, "fork_storm", "open") && finding_pids(v, Some("forking")) == vec![run.pid as u64]
+    });
+    assert!(text(&f, &["summary"]).unwrap().contains("100"), "the configured rate is named: {f}");
     feed.wait_for("fork_storm resolved", |v| finding(v, "fork_storm", "resolved") && text(v, &["id"]) == text(&f, &["id"]));
 }
 
