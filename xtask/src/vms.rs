@@ -88,7 +88,8 @@ fn apt_download(dir: &Path, pkgs: &[String]) -> Result<()> {
         return Ok(());
     }
     fs::create_dir_all(dir)?;
-    let try_download = || -> Result<bool> {
+    // Ok(None) when downloaded, else apt's error lines.
+    let try_download = || -> Result<Option<String>> {
         let out = Command::new("apt-get")
             .arg("download")
             .args(&missing)
@@ -96,16 +97,18 @@ fn apt_download(dir: &Path, pkgs: &[String]) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .output()
             .context("running apt-get download (Debian's apt is needed)")?;
-        Ok(out.status.success())
+        let errors: Vec<String> =
+            String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.starts_with("E:")).map(str::to_owned).collect();
+        Ok((!out.status.success()).then(|| errors.join(" ")))
     };
-    if try_download()? {
+    if try_download()?.is_none() {
         return Ok(());
     }
     eprintln!("xtask: apt-get download failed; refreshing the package lists");
     check(Command::new("apt-get").args(["update", "-q"]).status()?, "apt-get update")?;
-    if !try_download()? {
+    if let Some(why) = try_download()? {
         bail!(
-            "apt-get download {} failed: are Debian 12's package sources reachable?",
+            "apt-get download {} failed: {why} (are Debian 12's package sources configured and reachable?)",
             missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
         );
     }
@@ -429,13 +432,33 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
 
 /// Build, fetch, boot each kernel; print a table; Ok(false) if any check failed.
 pub fn run(bin_dir: &Path, packages: &[String]) -> Result<bool> {
-    let packages: Vec<String> = if packages.is_empty() {
-        SERIES.iter().map(|pat| newest_package(pat)).collect::<Result<_>>()?
+    // (package, the series pattern it was picked by, if any)
+    let packages: Vec<(String, Option<&str>)> = if packages.is_empty() {
+        SERIES.iter().map(|pat| Ok((newest_package(pat)?, Some(*pat)))).collect::<Result<_>>()?
     } else {
-        packages.to_vec()
+        packages.iter().map(|p| (p.clone(), None)).collect()
     };
-    let exes = build_static(bin_dir)?;
+    // Kernels first: a bad package name fails before the build.
+    let mut images = Vec::new();
+    for (pkg, series) in &packages {
+        images.push(match (kernel(pkg), series) {
+            (Ok(image), _) => (pkg.clone(), image),
+            // Superseded since the package lists were fetched: the download
+            // refreshed them; take the series' newest now.
+            (Err(e), Some(pat)) => {
+                let newer = newest_package(pat)?;
+                if newer == *pkg {
+                    return Err(e);
+                }
+                eprintln!("xtask: {pkg} is gone; taking {newer}");
+                let image = kernel(&newer)?;
+                (newer, image)
+            }
+            (Err(e), None) => return Err(e),
+        });
+    }
     let tools = tools()?;
+    let exes = build_static(bin_dir)?;
     let work = crate::target_dir().join("vm");
     fs::create_dir_all(&work)?;
     let initrd = work.join("initramfs.cpio");
@@ -444,12 +467,11 @@ pub fn run(bin_dir: &Path, packages: &[String]) -> Result<bool> {
         eprintln!("xtask: in the guests, `{t}` is not run: {why}");
     }
     let mut outcomes = Vec::new();
-    for pkg in &packages {
-        let image = kernel(pkg)?;
+    for (pkg, image) in &images {
         let release = pkg.strip_prefix("linux-image-").unwrap_or(pkg);
         eprintln!("xtask: booting {release} under QEMU (TCG)");
         let log = work.join(format!("{release}.log"));
-        outcomes.push(boot(&tools, &image, &initrd, release, &log)?);
+        outcomes.push(boot(&tools, image, &initrd, release, &log)?);
     }
     println!();
     println!("kernel matrix (logs in {}):", work.display());
