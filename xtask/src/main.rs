@@ -148,6 +148,15 @@ fn target_dir() -> PathBuf {
     env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
+/// Where built and downloaded tools are kept across checkouts: `$WATCHER_CACHE`,
+/// else `~/.cache/watcher`.
+fn cache_root() -> PathBuf {
+    env::var_os("WATCHER_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/watcher")))
+        .unwrap_or_else(|| target_dir().join("tools"))
+}
+
 /// `cargo` with PATH extended by the bpf-linker directory.
 fn cargo(bin_dir: &Path) -> Result<Command> {
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
@@ -278,10 +287,7 @@ fn setup() -> Result<PathBuf> {
     if llvm_major.is_empty() {
         bail!("cannot tell the LLVM version of the {EBPF_TOOLCHAIN} toolchain from `rustc -vV`");
     }
-    let cache = env::var_os("WATCHER_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/watcher")))
-        .unwrap_or_else(|| target_dir().join("tools"));
+    let cache = cache_root();
     let key = format!("bpf-linker-{BPF_LINKER_VERSION}-rust-{release}-{}", commit.get(..12).unwrap_or(&commit));
     let dir = cache.join(&key);
     let bin_dir = dir.join("bin");

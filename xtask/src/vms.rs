@@ -16,7 +16,7 @@
 //! `watcher check` and both test binaries, printing a marker line with each
 //! exit status on the serial console, which this reads.
 use std::{
-    env, fs,
+    fs,
     io::{BufRead, BufReader, Write},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -73,11 +73,7 @@ pub struct Outcome {
 }
 
 fn cache_dir() -> PathBuf {
-    env::var_os("WATCHER_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/watcher")))
-        .unwrap_or_else(|| crate::target_dir().join("tools"))
-        .join("vm")
+    crate::cache_root().join("vm")
 }
 
 /// `apt-get download` into `dir` (refreshing the package lists once if a
@@ -481,4 +477,34 @@ pub fn run(bin_dir: &Path, packages: &[String]) -> Result<bool> {
         println!("  {:<28} {:<4} {:>5.1} s  {}", o.kernel, if o.ok { "ok" } else { "FAIL" }, o.seconds, o.summary.join("; "));
     }
     Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_kernel_package_is_picked_by_number_not_by_text() {
+        let mut names = ["linux-image-6.12.9+deb12-amd64", "linux-image-6.12.117+deb12-amd64", "linux-image-6.12.41+deb12-amd64"];
+        names.sort_by_key(|n| version_key(n));
+        assert_eq!(names.last(), Some(&"linux-image-6.12.117+deb12-amd64"));
+        let mut names = ["linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-10-amd64"];
+        names.sort_by_key(|n| version_key(n));
+        assert_eq!(names.last(), Some(&"linux-image-6.1.0-56-amd64"));
+    }
+
+    #[test]
+    fn the_guest_runs_every_step_and_skips_only_what_it_says() {
+        let exes: Vec<(String, PathBuf)> = ["watcher", "actor", "events", "findings"]
+            .iter()
+            .map(|n| (n.to_string(), PathBuf::from(format!("/build/{n}"))))
+            .collect();
+        let init = init_script(&exes);
+        for step in ["check", "events", "findings"] {
+            assert!(init.contains(&format!("WATCHER-VM {step} exit=$?")), "{init}");
+        }
+        assert!(init.contains("WATCHER_BIN=/build/watcher") && init.contains("CI=true"), "{init}");
+        assert_eq!(init.matches("--skip").count(), SKIPPED.len());
+        assert!(!init.contains("/tmp"), "nothing may be mounted over a checkout's path: {init}");
+    }
 }
