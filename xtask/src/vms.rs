@@ -326,6 +326,30 @@ fn initramfs(busybox: &Path, exes: &[(String, PathBuf)], out: &Path) -> Result<(
     Ok(())
 }
 
+/// A console line without the terminal control sequences SeaBIOS prints
+/// (`ESC c`, `ESC [ ? 7 l`, `ESC [ 2 J`, …): noise in a log.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next_if_eq(&'[').is_some() {
+                // CSI: parameters and intermediates up to a final byte @..~.
+                for p in chars.by_ref() {
+                    if ('@'..='~').contains(&p) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if !c.is_control() || c == '\t' {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Boot one kernel with the initramfs; stream its console prefixed; judge by the markers.
 fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> Result<Outcome> {
     let start = Instant::now();
@@ -371,8 +395,7 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                // Terminal control sequences SeaBIOS prints are noise in a log.
-                let line: String = line.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+                let line = plain(&line);
                 writeln!(logf, "{line}")?;
                 println!("[{label}] {line}");
                 if let Some(rest) = line.strip_prefix("WATCHER-VM ") {
@@ -491,6 +514,13 @@ mod tests {
         let mut names = ["linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-10-amd64"];
         names.sort_by_key(|n| version_key(n));
         assert_eq!(names.last(), Some(&"linux-image-6.1.0-56-amd64"));
+    }
+
+    #[test]
+    fn console_lines_lose_terminal_control_sequences() {
+        assert_eq!(plain("\u{1b}c\u{1b}[?7l\u{1b}[2JWATCHER-VM kernel 6.1\r"), "WATCHER-VM kernel 6.1");
+        assert_eq!(plain("\u{1b}[0mSeaBIOS (version 1.16.2)"), "SeaBIOS (version 1.16.2)");
+        assert_eq!(plain("test a ... ok\tnext"), "test a ... ok\tnext");
     }
 
     #[test]
