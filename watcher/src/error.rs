@@ -23,6 +23,8 @@ pub enum SetupError {
     Load { program: &'static str, why: String },
     #[error("attaching {program} to tracepoint {tracepoint} failed: {why}")]
     Attach { program: &'static str, tracepoint: String, why: String },
+    #[error("the kernel refused to attach tracepoints: kernel.perf_event_paranoid is {level}, and this kernel (Debian and Ubuntu patch it so) then lets only CAP_SYS_ADMIN open perf events, CAP_PERFMON is not enough; give watcher CAP_SYS_ADMIN too (`watcher install` does on such kernels) or set kernel.perf_event_paranoid=2")]
+    PerfRestricted { level: i32 },
     #[error("eBPF map {name}: {why}")]
     Map { name: &'static str, why: String },
 }

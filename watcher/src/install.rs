@@ -36,7 +36,14 @@ pub fn install(root: &Path, binary: Option<PathBuf>) -> anyhow::Result<ExitCode>
         Some(b) => b,
         None => std::env::current_exe().context("finding this binary")?,
     };
-    let unit = UNIT.replace("@BINARY@", &binary.display().to_string());
+    let paranoid = crate::loader::perf_event_paranoid();
+    let unit = unit_text(&binary, paranoid);
+    if let Some(level) = paranoid.filter(|&l| l > 2) {
+        println!(
+            "kernel.perf_event_paranoid is {level} here: Debian's and Ubuntu's kernels then let only CAP_SYS_ADMIN attach \
+             tracepoints, so the unit keeps CAP_SYS_ADMIN too (set kernel.perf_event_paranoid=2 and install again to drop it)"
+        );
+    }
     for p in [&l.unit, &l.config] {
         if let Some(d) = p.parent() {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -67,6 +74,28 @@ pub fn install(root: &Path, binary: Option<PathBuf>) -> anyhow::Result<ExitCode>
         println!("or run it directly: {} run --config /etc/watcher/watcher.toml", binary.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The capabilities the unit keeps on every kernel.
+const BASE_CAPS: &str = "CAP_BPF CAP_PERFMON CAP_SYS_PTRACE CAP_DAC_READ_SEARCH";
+
+/// The unit for `binary` on a kernel with this `perf_event_paranoid`: above 2
+/// it also keeps CAP_SYS_ADMIN, without which such kernels refuse to attach.
+pub fn unit_text(binary: &Path, paranoid: Option<i32>) -> String {
+    let unit = UNIT.replace("@BINARY@", &binary.display().to_string());
+    match paranoid.filter(|&l| l > 2) {
+        None => unit,
+        Some(level) => unit
+            .replace(
+                &format!("CapabilityBoundingSet={BASE_CAPS}\n"),
+                &format!(
+                    "#   CAP_SYS_ADMIN    added by `watcher install`: kernel.perf_event_paranoid was {level}, and then\n\
+                     #                    Debian's and Ubuntu's kernels let only CAP_SYS_ADMIN attach tracepoints\n\
+                     CapabilityBoundingSet={BASE_CAPS} CAP_SYS_ADMIN\n"
+                ),
+            )
+            .replace(&format!("AmbientCapabilities={BASE_CAPS}\n"), &format!("AmbientCapabilities={BASE_CAPS} CAP_SYS_ADMIN\n")),
+    }
 }
 
 pub fn uninstall(root: &Path) -> anyhow::Result<ExitCode> {
@@ -115,5 +144,21 @@ mod tests {
         assert!(!l.unit.exists());
         assert!(l.config.exists());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn a_perf_restricted_kernel_gets_cap_sys_admin_and_others_do_not() {
+        let caps = |unit: &str, key: &str| unit.lines().find_map(|l| l.strip_prefix(key)).map(str::to_owned).expect(key);
+        let bin = Path::new("/usr/local/bin/watcher");
+        for level in [None, Some(-1), Some(1), Some(2)] {
+            let unit = unit_text(bin, level);
+            assert_eq!(caps(&unit, "CapabilityBoundingSet="), BASE_CAPS);
+            assert_eq!(caps(&unit, "AmbientCapabilities="), BASE_CAPS);
+            assert!(unit.contains("ExecStart=/usr/local/bin/watcher run"));
+        }
+        let unit = unit_text(bin, Some(3));
+        assert_eq!(caps(&unit, "CapabilityBoundingSet="), format!("{BASE_CAPS} CAP_SYS_ADMIN"));
+        assert_eq!(caps(&unit, "AmbientCapabilities="), format!("{BASE_CAPS} CAP_SYS_ADMIN"));
+        assert!(unit.contains("kernel.perf_event_paranoid was 3"), "{unit}");
     }
 }

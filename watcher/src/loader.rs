@@ -107,6 +107,17 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(line["CapEff:".len()..].trim(), 16).ok()
 }
 
+/// `kernel.perf_event_paranoid`. Above 2, Debian's and Ubuntu's kernels
+/// (CONFIG_SECURITY_PERF_EVENTS_RESTRICT, default 3) let only CAP_SYS_ADMIN
+/// open perf events, tracepoint attachment included; upstream treats 3 as 2.
+pub fn perf_event_paranoid() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?.trim().parse().ok()
+}
+
+fn has_cap(c: u32) -> bool {
+    effective_caps().unwrap_or(0) & (1u64 << c) != 0
+}
+
 /// Root, or CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN on kernels before 5.8).
 pub fn check_privileges() -> Result<String, SetupError> {
     let caps = effective_caps().unwrap_or(0);
@@ -277,8 +288,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         prog.load().map_err(|e| SetupError::Load { program: h.program, why: crate::error::first_line(&e) })?;
         prog.attach(h.category, h.name).map_err(|e| {
             let why = crate::error::first_line(&e);
+            let paranoid = perf_event_paranoid().unwrap_or(2);
             if !tracefs_root.join("events").join(h.category).join(h.name).exists() {
                 SetupError::TracepointMissing { tracepoint: tp_name.clone(), why }
+            } else if why.contains("Permission denied") && paranoid > 2 && !has_cap(CAP_SYS_ADMIN) {
+                SetupError::PerfRestricted { level: paranoid }
             } else {
                 SetupError::Attach { program: h.program, tracepoint: tp_name.clone(), why }
             }

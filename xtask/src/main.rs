@@ -195,8 +195,8 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     }
     // Real components the end-to-end tests talk to, from Debian: rsyslog (the
     // syslog sink), promtool (checks the metrics), make and a C compiler (the
-    // healthy-load build), util-linux (unshare, setpriv).
-    ensure_tools(&[("rsyslogd", "rsyslog"), ("promtool", "prometheus"), ("make", "make"), ("cc", "gcc"), ("setpriv", "util-linux")])?;
+    // healthy-load build), util-linux (unshare).
+    ensure_tools(&[("rsyslogd", "rsyslog"), ("promtool", "prometheus"), ("make", "make"), ("cc", "gcc"), ("unshare", "util-linux")])?;
     build(&bin_dir, false, &["-p", "watcher", "-p", "watcher-tests"])?;
     let watcher = target_dir().join("debug").join("watcher");
     let mut cmd = cargo(&bin_dir)?;

@@ -5,7 +5,7 @@
 use std::{
     io::Write,
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    os::fd::AsRawFd,
+    os::{fd::AsRawFd, unix::process::CommandExt},
     process::exit,
     time::{Duration, Instant},
 };
@@ -54,9 +54,52 @@ fn closed_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// `keep-caps N,N,… -- PROG ARGS`: run PROG (as root) with only these
+/// capabilities, like `setpriv --bounding-set=-all,+… --inh-caps=-all`:
+/// every other one leaves the bounding set, the inheritable set is emptied,
+/// and exec gives root exactly the bounding set. Prints nothing (PROG's output
+/// is what the caller reads).
+fn keep_caps(list: &str, prog: &[String]) -> ! {
+    let keep: Vec<u32> = list.split(',').map(|c| c.parse().expect("capability numbers, e.g. 2,19,38,39")).collect();
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").expect("cap_last_cap").trim().parse().expect("number");
+    for cap in (0..=last).filter(|c| !keep.contains(c)) {
+        // SAFETY: prctl with integer arguments.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        assert_eq!(r, 0, "PR_CAPBSET_DROP {cap}: {}", std::io::Error::last_os_error());
+    }
+    // capget/capset, version 3 (two 32-bit words per set): clear inheritable.
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut h = Header { version: 0x2008_0522, pid: 0 };
+    let mut d = [Data::default(); 2];
+    // SAFETY: valid header and a two-element data array, as version 3 requires.
+    unsafe {
+        assert_eq!(libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()), 0, "capget");
+        d[0].inheritable = 0;
+        d[1].inheritable = 0;
+        assert_eq!(libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()), 0, "capset");
+    }
+    let err = std::process::Command::new(&prog[0]).args(&prog[1..]).exec();
+    panic!("exec {}: {err}", prog[0]);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    if arg(1) == "keep-caps" {
+        assert_eq!(arg(3), "--", "usage: actor keep-caps N,N,… -- PROG ARGS");
+        keep_caps(arg(2), &args[4..]);
+    }
     say("pid", std::process::id());
     match arg(1) {
         "exit" => exit(arg(2).parse().unwrap_or(0)),
