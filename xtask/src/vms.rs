@@ -70,6 +70,13 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ("daemon", "syslog_sink_reaches_a_real_rsyslog", "it needs rsyslogd, not in the guest"),
     (
         "daemon",
+        "a_blind_pipeline_is_reported_at_once",
+        "once in about 15 guest runs, both vCPUs of the 6.1 guest soft-locked (over 100 s) in the two \
+         watchers of this test and the capability test, while this one detached its programs; \
+         not understood yet, so not run where it would fail CI at random (it runs on the host)",
+    ),
+    (
+        "daemon",
         "every_record_type_matches_the_schema",
         "its 20,000 fork loops (to overflow the ring) take ~45 s emulated, over the minute per kernel; \
          the records' fields are checked by the event and finding tests",
@@ -420,6 +427,12 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
                     } else if let Some((step, code)) = rest.split_once(" exit=") {
                         steps.push((step.to_owned(), code.trim().parse().unwrap_or(-1)));
                     }
+                }
+                // The guest kernel's own alarms: said in the summary even when every test passes.
+                if (line.contains("BUG: soft lockup") || line.contains("rcu_preempt detected stalls"))
+                    && !summary.iter().any(|s| s.starts_with("kernel reported"))
+                {
+                    summary.push(format!("kernel reported: {}", line.trim()));
                 }
                 if let Some(rest) = line.strip_prefix("test result: ") {
                     // "ok. 19 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; finished in 5.85s"
