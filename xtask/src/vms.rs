@@ -411,7 +411,7 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
     let mut logf = fs::File::create(log)?;
     let mut steps: Vec<(String, i32)> = Vec::new();
     let mut done = false;
-    let mut summary = Vec::new();
+    let mut summary: Vec<String> = Vec::new();
     let mut tests: Vec<String> = Vec::new();
     let deadline = start + BOOT_DEADLINE;
     loop {
