@@ -71,9 +71,9 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     (
         "daemon",
         "a_blind_pipeline_is_reported_at_once",
-        "once in about 15 guest runs, both vCPUs of the 6.1 guest soft-locked (over 100 s) in the two \
-         watchers of this test and the capability test, while this one detached its programs; \
-         not understood yet, so not run where it would fail CI at random (it runs on the host)",
+        "once (and not in 100 runs since) both vCPUs of the 6.1 guest soft-locked for over 100 s in the \
+         two watchers of this test and the capability test, while this one detached its programs; \
+         not understood yet, so not run where it could fail CI at random (it runs on the host)",
     ),
     (
         "daemon",
