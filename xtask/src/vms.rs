@@ -64,7 +64,7 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "findings",
         "forking_faster_than_the_storm_threshold",
         "the default fork_storm rate (500 forks/s for 2 s) is above what an emulated CPU forks (about 430/s); \
-         `fork_storm_threshold_from_the_config_file` (100/s) runs instead",
+         `fork_storm_threshold_from_the_config_file` (50/s) runs instead",
     ),
     ("daemon", "daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup", "it checks the metrics with promtool, not in the guest"),
     ("daemon", "syslog_sink_reaches_a_real_rsyslog", "it needs rsyslogd, not in the guest"),
@@ -382,7 +382,7 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
         .arg(tools.join("usr/share/seabios"))
         .arg("-L")
         .arg(tools.join("usr/share/qemu"))
-        .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "2"])
+        .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "1"])
         .args(["-nographic", "-no-reboot", "-vga", "none", "-nic", "none"])
         .arg("-kernel")
         .arg(image)
