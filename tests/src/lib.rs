@@ -422,3 +422,10 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("temp dir");
     d
 }
+
+/// Write a watcher config file `dir/w.toml` holding `text`; its path.
+pub fn write_config(dir: &std::path::Path, text: &str) -> PathBuf {
+    let cfg = dir.join("w.toml");
+    std::fs::write(&cfg, text).expect("write config");
+    cfg
+}

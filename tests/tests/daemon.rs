@@ -13,7 +13,7 @@ use std::{
 use nix::sys::signal::Signal;
 use watcher_tests::{
     actor, actor_any, eventually, finding, finding_pids, free_port, metric, require_root, scrape, spawn_actor, temp_dir,
-    text, Feed, Value,
+    text, write_config, Feed, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -38,7 +38,6 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     }
     let dir = temp_dir("daemon");
     let port = free_port();
-    let cfg = dir.join("w.toml");
     let feed_file = dir.join("feed.ndjson");
     let sock = dir.join("feed.sock");
     let status = dir.join("status.json");
@@ -48,7 +47,7 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
         sock.display(),
         status.display()
     );
-    std::fs::write(&cfg, &config).unwrap();
+    let cfg = write_config(&dir, &config);
     let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
     let started = d.wait_stderr("running:");
     assert!(started.contains("file ") && started.contains("socket ") && started.contains("metrics on http://127.0.0.1:"), "{started}");
@@ -174,12 +173,10 @@ fn syslog_sink_reaches_a_real_rsyslog() {
         .spawn()
         .expect("start rsyslogd");
     eventually("rsyslog's socket", || log_sock.exists().then_some(()));
-    let cfg = dir.join("w.toml");
-    std::fs::write(
-        &cfg,
-        format!("[feed]\ntypes = [\"finding\"]\nstdout = false\nsyslog = true\nsyslog_socket = \"{}\"\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", log_sock.display(), dir.join("status.json").display()),
-    )
-    .unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!("[feed]\ntypes = [\"finding\"]\nstdout = false\nsyslog = true\nsyslog_socket = \"{}\"\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", log_sock.display(), dir.join("status.json").display()),
+    );
     let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
     d.wait_stderr("running:");
     let run = actor(ACTOR, &["notavail"]);
@@ -205,12 +202,10 @@ fn a_blind_pipeline_is_reported_at_once() {
     let dir = temp_dir("blind");
     let port = free_port();
     let status = dir.join("status.json");
-    let cfg = dir.join("w.toml");
-    std::fs::write(
-        &cfg,
-        format!("[feed]\ntypes = [\"finding\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\ncanary_interval_s = 0.3\ncanary_deadline_s = 2\nstatus_file = \"{}\"\n", status.display()),
-    )
-    .unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!("[feed]\ntypes = [\"finding\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\ncanary_interval_s = 0.3\ncanary_deadline_s = 2\nstatus_file = \"{}\"\n", status.display()),
+    );
     // The fault drill detaches every program after 3 s: running, but blind.
     let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[("WATCHER_FAULT_DRILL", "detach-after=3")], &[]);
     d.wait_stderr("running:");
@@ -292,8 +287,7 @@ fn the_units_capability_set_is_enough() {
     // As root, with only the capabilities the systemd unit keeps.
     let dir = temp_dir("caps");
     let status = dir.join("status.json");
-    let cfg = dir.join("w.toml");
-    std::fs::write(&cfg, format!("[metrics]\nlisten = \"\"\n[health]\ncanary_interval_s = 0.3\nstatus_file = \"{}\"\n", status.display())).unwrap();
+    let cfg = write_config(&dir, &format!("[metrics]\nlisten = \"\"\n[health]\ncanary_interval_s = 0.3\nstatus_file = \"{}\"\n", status.display()));
     // The set the unit `watcher install` writes on this kernel keeps, applied
     // like `setpriv --bounding-set=-all,+… --inh-caps=-all` (also where setpriv has no such option).
     let caps = unit_caps(&dir);
@@ -375,8 +369,7 @@ fn the_documented_examples_match_the_schema() {
 #[test]
 fn an_invalid_config_is_refused_at_start_with_file_and_line() {
     let dir = temp_dir("badcfg");
-    let cfg = dir.join("w.toml");
-    std::fs::write(&cfg, "[feed]\nstdout = true\n\n[detect.zombie]\nmax_age_s = -3\n").unwrap();
+    let cfg = write_config(&dir, "[feed]\nstdout = true\n\n[detect.zombie]\nmax_age_s = -3\n");
     let out = Command::new(watcher_tests::watcher_bin()).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -393,8 +386,7 @@ fn readiness_is_notified_to_systemd() {
     let notify = dir.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
     sock.set_read_timeout(Some(watcher_tests::DEADLINE)).unwrap();
-    let cfg = dir.join("w.toml");
-    std::fs::write(&cfg, format!("[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", dir.join("s.json").display())).unwrap();
+    let cfg = write_config(&dir, &format!("[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", dir.join("s.json").display()));
     let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[("NOTIFY_SOCKET", notify.to_str().unwrap())], &[]);
     let mut buf = [0u8; 256];
     let n = sock.recv(&mut buf).expect("a notification from the daemon");

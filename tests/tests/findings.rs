@@ -2,8 +2,8 @@
 //! thresholds, and real processes doing the real thing. Each test asserts the
 //! finding's kind and the culprit pids.
 use watcher_tests::{
-    actor, actor_any, assert_common, finding, finding_pids, free_port, num, require_root, spawn_actor, temp_dir, text, Feed,
-    Value,
+    actor, actor_any, assert_common, finding, finding_pids, free_port, num, require_root, spawn_actor, temp_dir, text,
+    write_config, Feed, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -185,6 +185,16 @@ fn more_copies_than_the_limit() {
     feed.wait_for("duplicate_instances resolved", |v| finding(v, "duplicate_instances", "resolved") && text(v, &["id"]) == text(&f, &["id"]));
 }
 
+/// The fork_storm finding naming `pid` as the forking process, once it has
+/// opened and then resolved (the open record is returned).
+fn fork_storm_opened_and_resolved(feed: &Feed, pid: u32) -> Value {
+    let f = feed.wait_for_related("fork_storm", |v| is_finding_of(v, pid), |v| {
+        finding(v, "fork_storm", "open") && finding_pids(v, Some("forking")) == vec![pid as u64]
+    });
+    feed.wait_for("fork_storm resolved", |v| finding(v, "fork_storm", "resolved") && text(v, &["id"]) == text(&f, &["id"]));
+    f
+}
+
 #[test]
 fn forking_faster_than_the_storm_threshold() {
     if !require_root() {
@@ -193,11 +203,8 @@ fn forking_faster_than_the_storm_threshold() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["fork-fast", "3500", "800"]);
     assert!(run.get("forks") >= 2400, "the workload forked {} times", run.get("forks"));
-    let f = feed.wait_for_related("fork_storm", |v| is_finding_of(v, run.pid), |v| {
-        finding(v, "fork_storm", "open") && finding_pids(v, Some("forking")) == vec![run.pid as u64]
-    });
+    let f = fork_storm_opened_and_resolved(&feed, run.pid);
     assert!(text(&f, &["summary"]).unwrap().contains("children per second"), "{f}");
-    feed.wait_for("fork_storm resolved", |v| finding(v, "fork_storm", "resolved") && text(v, &["id"]) == text(&f, &["id"]));
 }
 
 #[test]
@@ -208,17 +215,12 @@ fn fork_storm_threshold_from_the_config_file() {
     // A watcher of its own with `[detect.fork_storm] rate_per_s = 50`: a
     // process forking 120 times a second is a storm there (and, being far
     // below the default threshold, also runs on one emulated CPU in the VMs).
-    let dir = temp_dir("fork-storm-config");
-    let cfg = dir.join("watcher.toml");
-    std::fs::write(&cfg, "[detect.fork_storm]\nrate_per_s = 50\nsustain_s = 2\n").expect("write config");
+    let cfg = write_config(&temp_dir("fork-storm-config"), "[detect.fork_storm]\nrate_per_s = 50\nsustain_s = 2\n");
     let feed = Feed::start(&["trace", "--json", "--findings", "--config", cfg.to_str().unwrap()]);
     let run = actor(ACTOR, &["fork-fast", "3500", "120"]);
     assert!(run.get("forks") >= 300, "the workload forked {} times", run.get("forks"));
-    let f = feed.wait_for_related("fork_storm at 50/s", |v| is_finding_of(v, run.pid), |v| {
-        finding(v, "fork_storm", "open") && finding_pids(v, Some("forking")) == vec![run.pid as u64]
-    });
+    let f = fork_storm_opened_and_resolved(&feed, run.pid);
     assert!(text(&f, &["summary"]).unwrap().contains("50"), "the configured rate is named: {f}");
-    feed.wait_for("fork_storm resolved", |v| finding(v, "fork_storm", "resolved") && text(v, &["id"]) == text(&f, &["id"]));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! re-discovers them from /proc and the kernel's socket table), and garbage
 //! or oversize configuration values (one clear line, exit 1, never a panic).
 use nix::sys::signal::Signal;
-use watcher_tests::{actor_any, finding, finding_pids, require_root, spawn_actor, temp_dir, text, watcher_bin, Feed};
+use watcher_tests::{actor_any, finding, finding_pids, require_root, spawn_actor, temp_dir, text, watcher_bin, write_config, Feed};
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
@@ -13,8 +13,7 @@ fn a_restarted_daemon_rediscovers_zombies_and_listeners() {
         return;
     }
     let dir = temp_dir("restart");
-    let cfg = dir.join("w.toml");
-    std::fs::write(&cfg, format!("[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", dir.join("s.json").display())).unwrap();
+    let cfg = write_config(&dir, &format!("[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", dir.join("s.json").display()));
     let first = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
     // Zombies and a listener come into being while the first daemon runs…
     let mut parent = spawn_actor(ACTOR, &["zombies", "6", "30000"]);
@@ -62,8 +61,7 @@ fn garbage_and_oversize_config_values_are_one_clear_line() {
         ("[detect.respawn_storm]\nwindow_s = nan\n", "w.toml:2:"),
     ];
     for (text, at) in cases {
-        let cfg = dir.join("w.toml");
-        std::fs::write(&cfg, text).unwrap();
+        let cfg = write_config(&dir, text);
         for sub in [&["run", "--config"][..], &["trace", "--config"][..]] {
             let out = std::process::Command::new(watcher_bin()).args(sub).arg(&cfg).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
