@@ -114,14 +114,15 @@ pub fn perf_event_paranoid() -> Option<i32> {
     std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?.trim().parse().ok()
 }
 
-fn has_cap(c: u32) -> bool {
-    effective_caps().unwrap_or(0) & (1u64 << c) != 0
+/// The capabilities this process holds now (read once), as a test: `held()(CAP_BPF)`.
+fn held() -> impl Fn(u32) -> bool {
+    let caps = effective_caps().unwrap_or(0);
+    move |c| caps & (1u64 << c) != 0
 }
 
 /// Root, or CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN on kernels before 5.8).
 pub fn check_privileges() -> Result<String, SetupError> {
-    let caps = effective_caps().unwrap_or(0);
-    let has = |c: u32| caps & (1u64 << c) != 0;
+    let has = held();
     let euid = nix::unistd::geteuid();
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(if euid.is_root() {
@@ -288,11 +289,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         prog.load().map_err(|e| SetupError::Load { program: h.program, why: crate::error::first_line(&e) })?;
         prog.attach(h.category, h.name).map_err(|e| {
             let why = crate::error::first_line(&e);
-            let paranoid = perf_event_paranoid().unwrap_or(2);
+            let restricted = || perf_event_paranoid().filter(|&l| l > 2 && !held()(CAP_SYS_ADMIN));
             if !tracefs_root.join("events").join(h.category).join(h.name).exists() {
                 SetupError::TracepointMissing { tracepoint: tp_name.clone(), why }
-            } else if why.contains("Permission denied") && paranoid > 2 && !has_cap(CAP_SYS_ADMIN) {
-                SetupError::PerfRestricted { level: paranoid }
+            } else if let Some(level) = why.contains("Permission denied").then(restricted).flatten() {
+                SetupError::PerfRestricted { level }
             } else {
                 SetupError::Attach { program: h.program, tracepoint: tp_name.clone(), why }
             }

@@ -15,7 +15,6 @@ use watcher_common::{ExitData, ReapSource};
 const CLONE_THREAD: u64 = 0x0001_0000;
 const CLONE_PARENT: u64 = 0x0000_8000;
 
-
 /// Whether this thread's exit ends its process: the kernel's word (the
 /// tracepoint's `group_dead`, or the programs' claim from `signal_struct.live`),
 /// else — when the kernel could not tell — whether it is the leader.
@@ -154,7 +153,6 @@ impl ProcessTable {
             reparented: Vec::new(),
         }
     }
-
 
     pub fn len(&self) -> usize {
         self.procs.len()
