@@ -115,11 +115,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             for target in ["decode", "config"] {
                 // The rustup proxy (not $CARGO): `+nightly` selects the toolchain cargo-fuzz needs.
-                let path = env::var_os("PATH").unwrap_or_default();
-                let mut paths = vec![bin_dir.clone()];
-                paths.extend(env::split_paths(&path));
                 let mut cmd = Command::new("cargo");
-                cmd.env("PATH", env::join_paths(paths)?)
+                cmd.env("PATH", path_with(&bin_dir)?)
                     .env_remove("RUSTUP_TOOLCHAIN")
                     .current_dir(workspace_root().join("fuzz"))
                     .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={seconds}")]);
@@ -132,10 +129,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let bin_dir = setup()?;
             ensure_tools(&[("bpftrace", "bpftrace"), ("bpftool", "bpftool")])?;
             // The replay benchmark builds through cargo: it needs bpf-linker too.
-            let path = env::var_os("PATH").unwrap_or_default();
-            let mut paths = vec![bin_dir.clone()];
-            paths.extend(env::split_paths(&path));
-            env::set_var("PATH", env::join_paths(paths)?);
+            env::set_var("PATH", path_with(&bin_dir)?);
             build(&bin_dir, true, &["-p", "watcher", "-p", "watcher-tests"])?;
             let rel = target_dir().join("release");
             bench::bench(&workspace_root(), &rel.join("watcher"), &rel.join("actor"))?;
@@ -160,12 +154,17 @@ fn cache_root() -> PathBuf {
 /// `cargo` with PATH extended by the bpf-linker directory.
 fn cargo(bin_dir: &Path) -> Result<Command> {
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    let path = env::var_os("PATH").unwrap_or_default();
-    let mut paths = vec![bin_dir.to_path_buf()];
-    paths.extend(env::split_paths(&path));
-    cmd.env("PATH", env::join_paths(paths)?);
+    cmd.env("PATH", path_with(bin_dir)?);
     cmd.current_dir(workspace_root());
     Ok(cmd)
+}
+
+/// $PATH with `dir` (where bpf-linker is) in front.
+fn path_with(dir: &Path) -> Result<OsString> {
+    let path = env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![dir.to_path_buf()];
+    paths.extend(env::split_paths(&path));
+    Ok(env::join_paths(paths)?)
 }
 
 fn check(status: std::process::ExitStatus, what: &str) -> Result<()> {

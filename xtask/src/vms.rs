@@ -142,11 +142,14 @@ fn deb_of(dir: &Path, pkg: &str) -> Option<PathBuf> {
 
 /// The newest package whose name matches `pattern` (apt-cache search, version-sorted).
 fn newest_package(pattern: &str) -> Result<String> {
-    let list = || output(Command::new("apt-cache").args(["search", "--names-only", pattern]));
-    let mut names: Vec<String> = list()?.lines().filter_map(|l| l.split(" - ").next()).map(str::to_owned).collect();
+    let list = || -> Result<Vec<String>> {
+        let found = output(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
+        Ok(found.lines().filter_map(|l| l.split(" - ").next()).map(str::to_owned).collect())
+    };
+    let mut names = list()?;
     if names.is_empty() {
         check(Command::new("apt-get").args(["update", "-q"]).status()?, "apt-get update")?;
-        names = list()?.lines().filter_map(|l| l.split(" - ").next()).map(str::to_owned).collect();
+        names = list()?;
     }
     names.sort_by_key(|n| version_key(n));
     names.pop().with_context(|| format!("no Debian package matches {pattern}: are Debian 12's package sources configured?"))
@@ -409,10 +412,11 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
         }
     });
     let mut logf = fs::File::create(log)?;
-    let mut steps: Vec<(String, i32)> = Vec::new();
+    // (step, exit status, the test counts it printed)
+    let mut steps: Vec<(String, i32, Option<String>)> = Vec::new();
     let mut done = false;
     let mut summary: Vec<String> = Vec::new();
-    let mut tests: Vec<String> = Vec::new();
+    let mut counts: Option<String> = None;
     let deadline = start + BOOT_DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -425,7 +429,7 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
                     if rest == "done" {
                         done = true;
                     } else if let Some((step, code)) = rest.split_once(" exit=") {
-                        steps.push((step.to_owned(), code.trim().parse().unwrap_or(-1)));
+                        steps.push((step.to_owned(), code.trim().parse().unwrap_or(-1), counts.take()));
                     }
                 }
                 // The guest kernel's own alarms: said in the summary even when every test passes.
@@ -445,7 +449,7 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
                     if count(" filtered out") != "0" {
                         t.push_str(&format!(", {} not run", count(" filtered out")));
                     }
-                    tests.push(t);
+                    counts = Some(t);
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -459,13 +463,10 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
     let _ = child.wait();
     let seconds = start.elapsed().as_secs_f64();
     let mut ok = done;
-    for (i, want) in ["check"].into_iter().chain(TEST_BINARIES).enumerate() {
-        match steps.iter().find(|(s, _)| s == want) {
-            Some((_, 0)) => summary.push(match i {
-                0 => "check ok".to_owned(),
-                _ => format!("{want}: {}", tests.get(i - 1).map(String::as_str).unwrap_or("ok")),
-            }),
-            Some((_, c)) => {
+    for want in ["check"].into_iter().chain(TEST_BINARIES) {
+        match steps.iter().find(|(s, _, _)| s == want) {
+            Some((_, 0, counts)) => summary.push(format!("{want}: {}", counts.as_deref().unwrap_or("ok"))),
+            Some((_, c, _)) => {
                 ok = false;
                 summary.push(format!("{want} failed (exit {c})"));
             }
