@@ -25,6 +25,9 @@ pub const MAP_LOST: &str = "LOST";
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 /// Number of slots in [`MAP_LOST`] (one per kind number, 0 = unknown).
 pub const LOST_SLOTS: u32 = 16;
+/// Bytes of a cgroup path kept in a [`CgroupData`] record (relative to its
+/// hierarchy's root). A power of two: the kernel side masks with it.
+pub const CGROUP_PATH_LEN: usize = 256;
 
 /// The kind of a record. 0 means unknown; numbers are never reused.
 #[repr(u32)]
@@ -38,11 +41,12 @@ pub enum EventKind {
     Bind = 5,
     Connect = 6,
     TcpState = 7,
+    Cgroup = 8,
 }
 
 impl EventKind {
     /// Every kind that appears on the wire, in number order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::Exit,
@@ -50,6 +54,7 @@ impl EventKind {
         EventKind::Bind,
         EventKind::Connect,
         EventKind::TcpState,
+        EventKind::Cgroup,
     ];
 
     /// The only place kind names come from (used in output `type` fields).
@@ -63,6 +68,7 @@ impl EventKind {
             EventKind::Bind => "bind",
             EventKind::Connect => "connect",
             EventKind::TcpState => "tcp_state",
+            EventKind::Cgroup => "cgroup",
         }
     }
 
@@ -75,6 +81,7 @@ impl EventKind {
             5 => EventKind::Bind,
             6 => EventKind::Connect,
             7 => EventKind::TcpState,
+            8 => EventKind::Cgroup,
             _ => EventKind::Unknown,
         }
     }
@@ -119,6 +126,8 @@ pub struct ForkData {
     pub child_tgid: u32,
     /// `clone_flags` (CLONE_THREAD, CLONE_PARENT, …).
     pub clone_flags: u64,
+    /// The parent's cgroup (v2 id, the directory's inode), which the child starts in.
+    pub cgroup_id: u64,
 }
 
 /// `sched/sched_process_exec`: the current task runs a new program.
@@ -133,6 +142,9 @@ pub struct ExecData {
     pub args_len: u32,
     /// Full length of the argument area (`arg_end - arg_start`); larger than `args_len` when truncated.
     pub args_full_len: u32,
+    /// The task's cgroup (v2 id) at exec: a container's processes are in its
+    /// cgroup by then (the runtime moves them after the clone).
+    pub cgroup_id: u64,
     pub filename: [u8; FILENAME_LEN],
     /// The argument vector, NUL-separated.
     pub args: [u8; ARGS_LEN],
@@ -154,6 +166,13 @@ pub struct ExitData {
     pub parent_tgid: u32,
     /// 1 when the parent was inside wait4/waitid at that moment (it is reaping), else 0.
     pub parent_waiting: u32,
+    /// The task's cgroup (v2 id).
+    pub cgroup_id: u64,
+    /// Inode of the process's pid namespace (0 when unknown).
+    pub pidns: u32,
+    /// The process's pid inside that namespace (1: it is the namespace's init,
+    /// whose end makes the kernel kill and reap every process in it); 0 when unknown.
+    pub ns_pid: u32,
 }
 
 /// How a reap was observed.
@@ -220,7 +239,8 @@ pub struct SockCallData {
     pub addr: [u8; 16],
     /// IPv6 scope id (0 for IPv4).
     pub scope_id: u32,
-    pub _pad2: u32,
+    /// Inode of the socket's network namespace (`sk->__sk_common.skc_net`); 0 when unknown.
+    pub netns: u32,
     /// Kernel address of the `struct sock` (0 when unknown); joins with [`TcpStateData::skaddr`].
     pub skaddr: u64,
 }
@@ -240,6 +260,33 @@ pub struct TcpStateData {
     pub protocol: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
+    /// Inode of the socket's network namespace; 0 when unknown.
+    pub netns: u32,
+    pub _pad: u32,
+}
+
+/// [`CgroupData::op`]: a cgroup was created.
+pub const CGROUP_MKDIR: u32 = 1;
+/// [`CgroupData::op`]: a cgroup was removed.
+pub const CGROUP_RMDIR: u32 = 2;
+
+/// `cgroup/cgroup_mkdir` and `cgroup/cgroup_rmdir` of the hierarchy whose ids
+/// process records carry: the id → path mapping (and so the container) arrives
+/// in the ring before any process enters the cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupData {
+    /// The cgroup id (the directory's inode).
+    pub id: u64,
+    /// [`CGROUP_MKDIR`] or [`CGROUP_RMDIR`].
+    pub op: u32,
+    /// Depth below the hierarchy's root.
+    pub level: u32,
+    /// Bytes used in `path` (without NUL).
+    pub path_len: u32,
+    pub _pad: u32,
+    /// Path relative to the hierarchy's root, e.g. `/docker/<id>`.
+    pub path: [u8; CGROUP_PATH_LEN],
 }
 
 pub type ForkEvent = Event<ForkData>;
@@ -248,6 +295,7 @@ pub type ExitEvent = Event<ExitData>;
 pub type ReapEvent = Event<ReapData>;
 pub type SockCallEvent = Event<SockCallData>;
 pub type TcpStateEvent = Event<TcpStateData>;
+pub type CgroupEvent = Event<CgroupData>;
 
 /// Offset value meaning "this kernel has no such field".
 pub const OFFSET_NONE: u32 = u32::MAX;
@@ -300,6 +348,13 @@ pub struct Config {
     pub tp_sk_daddr: u32,
     pub tp_sk_saddr_v6: u32,
     pub tp_sk_daddr_v6: u32,
+    // cgroup/cgroup_mkdir and cgroup/cgroup_rmdir (one layout)
+    pub tp_cgroup_root: u32,
+    pub tp_cgroup_id: u32,
+    pub tp_cgroup_level: u32,
+    pub tp_cgroup_path: u32,
+    /// Hierarchy id whose cgroup events are forwarded (0: the v2 hierarchy).
+    pub cgroup_hierarchy: u32,
 
     // Kernel struct member offsets from BTF.
     pub k_task_exit_code: u32,
@@ -317,8 +372,20 @@ pub struct Config {
     pub k_socket_sk: u32,
     pub k_task_real_parent: u32,
     pub k_task_tgid: u32,
-    pub _pad: u32,
-    pub _pad2: u32,
+    /// `sock.__sk_common.skc_net` (a `possible_net_t`: the `struct net *`).
+    pub k_sock_net: u32,
+    /// `net.ns.inum`.
+    pub k_net_inum: u32,
+    pub k_task_group_leader: u32,
+    pub k_task_thread_pid: u32,
+    pub k_pid_level: u32,
+    pub k_pid_numbers: u32,
+    /// Size of `struct upid` (one element of `pid.numbers`).
+    pub k_upid_size: u32,
+    pub k_upid_nr: u32,
+    pub k_upid_ns: u32,
+    /// `pid_namespace.ns.inum`.
+    pub k_pidns_inum: u32,
 }
 
 impl Config {
@@ -355,6 +422,11 @@ impl Config {
             tp_sk_daddr: OFFSET_NONE,
             tp_sk_saddr_v6: OFFSET_NONE,
             tp_sk_daddr_v6: OFFSET_NONE,
+            tp_cgroup_root: OFFSET_NONE,
+            tp_cgroup_id: OFFSET_NONE,
+            tp_cgroup_level: OFFSET_NONE,
+            tp_cgroup_path: OFFSET_NONE,
+            cgroup_hierarchy: 0,
             k_task_exit_code: OFFSET_NONE,
             k_task_files: OFFSET_NONE,
             k_task_mm: OFFSET_NONE,
@@ -370,22 +442,31 @@ impl Config {
             k_socket_sk: OFFSET_NONE,
             k_task_real_parent: OFFSET_NONE,
             k_task_tgid: OFFSET_NONE,
-            _pad: 0,
-            _pad2: 0,
+            k_sock_net: OFFSET_NONE,
+            k_net_inum: OFFSET_NONE,
+            k_task_group_leader: OFFSET_NONE,
+            k_task_thread_pid: OFFSET_NONE,
+            k_pid_level: OFFSET_NONE,
+            k_pid_numbers: OFFSET_NONE,
+            k_upid_size: OFFSET_NONE,
+            k_upid_nr: OFFSET_NONE,
+            k_upid_ns: OFFSET_NONE,
+            k_pidns_inum: OFFSET_NONE,
         }
     }
 }
 
 // Layout is part of the format: fail the build if a struct changes size.
 const _: () = assert!(core::mem::size_of::<Header>() == 48);
-const _: () = assert!(core::mem::size_of::<ForkData>() == 16);
-const _: () = assert!(core::mem::size_of::<ExecData>() == 16 + FILENAME_LEN + ARGS_LEN);
-const _: () = assert!(core::mem::size_of::<ExitData>() == 16);
+const _: () = assert!(core::mem::size_of::<ForkData>() == 24);
+const _: () = assert!(core::mem::size_of::<ExecData>() == 24 + FILENAME_LEN + ARGS_LEN);
+const _: () = assert!(core::mem::size_of::<ExitData>() == 32);
 const _: () = assert!(core::mem::size_of::<ReapData>() == 8);
 const _: () = assert!(core::mem::size_of::<SockCallData>() == 48);
-const _: () = assert!(core::mem::size_of::<TcpStateData>() == 56);
-const _: () = assert!(core::mem::size_of::<Config>() == 192);
-const _: () = assert!(ARGS_LEN.is_power_of_two() && FILENAME_LEN.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<TcpStateData>() == 64);
+const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 240);
+const _: () = assert!(ARGS_LEN.is_power_of_two() && FILENAME_LEN.is_power_of_two() && CGROUP_PATH_LEN.is_power_of_two());
 
 #[cfg(feature = "user")]
 mod user {

@@ -3,7 +3,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel, generated::{bpf_get_current_task, bpf_ktime_get_ns},
+        bpf_probe_read_kernel, generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
     },
     maps::ring_buf::RingBufEntry,
     programs::TracePointContext,
@@ -146,4 +146,17 @@ pub fn kread<T>(base: u64, off: u32) -> Option<T> {
 #[inline(always)]
 pub fn current_task() -> u64 {
     unsafe { bpf_get_current_task() }
+}
+
+/// The current task's cgroup in the v2 hierarchy (its directory's inode).
+#[inline(always)]
+pub fn cgroup_id() -> u64 {
+    unsafe { bpf_get_current_cgroup_id() }
+}
+
+/// Inode of the network namespace of the `struct sock` at `sk`; 0 when unknown.
+#[inline(always)]
+pub fn sk_netns(sk: u64) -> u32 {
+    let net: u64 = kread(sk, conf!(k_sock_net)).unwrap_or(0);
+    kread::<u32>(net, conf!(k_net_inum)).unwrap_or(0)
 }

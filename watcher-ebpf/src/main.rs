@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod cgroup;
 mod common;
 mod maps;
 mod net;

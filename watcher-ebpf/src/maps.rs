@@ -59,3 +59,10 @@ pub static GROUP_END: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384,
 /// exiting while its parent waits is about to be reaped.
 #[map]
 pub static IN_WAIT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Pid-namespace reaps: a wait4/waitid inside a pid namespace returns the
+/// child's pid as that namespace sees it. At a process's end, when its parent
+/// lives in a nested namespace, (parent tgid << 32 | the child's pid in the
+/// parent's namespace) → the child's host pid; the reaping syscall looks it up.
+#[map]
+pub static NS_REAP: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use watcher_common::{EventKind, SockCallData, TcpStateData, AF_INET, AF_INET6};
 
 use crate::{
-    common::{conf, current_task, emit, kread, now, pid_tgid, tp_read, wanted, wanted_kind},
+    common::{conf, current_task, emit, kread, now, pid_tgid, sk_netns, tp_read, wanted, wanted_kind},
     maps::{PendingSock, PENDING_SOCK},
 };
 
@@ -102,7 +102,7 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
             _pad: 0,
             addr: p.addr,
             scope_id: p.scope_id,
-            _pad2: 0,
+            netns: sk_netns(skaddr),
             skaddr,
         },
     );
@@ -157,8 +157,9 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let family: u16 = tp_read(ctx, conf!(tp_sk_family))?;
+    let skaddr: u64 = tp_read(ctx, conf!(tp_sk_skaddr))?;
     let mut d = TcpStateData {
-        skaddr: tp_read(ctx, conf!(tp_sk_skaddr))?,
+        skaddr,
         old_state: old as u32,
         new_state: new as u32,
         sport: tp_read(ctx, conf!(tp_sk_sport)).unwrap_or(0),
@@ -167,6 +168,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         protocol: tp_read(ctx, conf!(tp_sk_protocol)).unwrap_or(0),
         saddr: [0; 16],
         daddr: [0; 16],
+        netns: sk_netns(skaddr),
+        _pad: 0,
     };
     if family == AF_INET6 {
         d.saddr = tp_read(ctx, conf!(tp_sk_saddr_v6)).unwrap_or([0; 16]);

@@ -15,8 +15,10 @@ use watcher_common::{
 };
 
 use crate::{
-    common::{conf, current_task, emit, header, kread, now, pid_tgid, reserve, submit, tp_read, wanted, wanted_kind},
-    maps::{PendingWaitid, EXITED, GROUP_END, IN_WAIT, PENDING_WAITID},
+    common::{
+        cgroup_id, conf, current_task, emit, header, kread, now, pid_tgid, reserve, submit, tp_read, wanted, wanted_kind,
+    },
+    maps::{PendingWaitid, EXITED, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -43,7 +45,7 @@ fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
     emit(
         EventKind::Fork,
         now(),
-        ForkData { child_pid: child_pid as u32, child_tgid, clone_flags },
+        ForkData { child_pid: child_pid as u32, child_tgid, clone_flags, cgroup_id: cgroup_id() },
     );
     Some(())
 }
@@ -68,6 +70,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
         core::ptr::addr_of_mut!((*ev).header).write(header::<ExecData>(EventKind::Exec, ts));
         let d = core::ptr::addr_of_mut!((*ev).data);
         (*d).old_pid = old_pid as u32;
+        (*d).cgroup_id = cgroup_id();
         // __data_loc: low 16 bits offset in the record, high 16 bits length.
         let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
         (*d).filename_len = match bpf_probe_read_kernel_str_bytes(src, &mut (*d).filename) {
@@ -120,8 +123,85 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     let parent: u64 = kread(task, conf!(k_task_real_parent)).unwrap_or(0);
     let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
     let parent_waiting = (parent_tgid != 0 && unsafe { IN_WAIT.get(&parent_tgid) }.is_some()) as u32;
-    emit(EventKind::Exit, now(), ExitData { exit_code: exit_code as u32, group_dead, parent_tgid, parent_waiting });
+    let ends = group_dead == 1 || (group_dead == GROUP_DEAD_UNKNOWN && pid == tgid);
+    let (pidns, ns_pid) = pid_namespace(task, parent, parent_tgid, tgid, ends);
+    emit(
+        EventKind::Exit,
+        now(),
+        ExitData {
+            exit_code: exit_code as u32,
+            group_dead,
+            parent_tgid,
+            parent_waiting,
+            cgroup_id: cgroup_id(),
+            pidns,
+            ns_pid,
+        },
+    );
     Some(())
+}
+
+/// The `struct upid` of `pid` (a `struct pid *`) at namespace `level`.
+#[inline(always)]
+fn upid_at(pid: u64, level: u32) -> Option<u64> {
+    let numbers = conf!(k_pid_numbers);
+    let size = conf!(k_upid_size);
+    if pid == 0 || numbers == OFFSET_NONE || size == OFFSET_NONE {
+        return None;
+    }
+    // MAX_PID_NS_LEVEL is 32.
+    Some(pid + numbers as u64 + (level & 31) as u64 * size as u64)
+}
+
+/// The nesting level of a task's pid namespace, and its `struct pid *`.
+#[inline(always)]
+fn pid_of(task: u64) -> Option<(u32, u64)> {
+    let pid: u64 = kread(task, conf!(k_task_thread_pid))?;
+    let level: u32 = kread(pid, conf!(k_pid_level))?;
+    Some((level, pid))
+}
+
+/// (pid namespace inode, pid in it) of the exiting task's process. When the
+/// process ends and its parent sees it through a nested pid namespace, the
+/// parent's wait will return that namespace's pid: remember the host pid for it.
+#[inline(always)]
+fn pid_namespace(task: u64, parent: u64, parent_tgid: u32, tgid: u32, ends: bool) -> (u32, u32) {
+    let leader: u64 = kread(task, conf!(k_task_group_leader)).unwrap_or(0);
+    let Some((level, lpid)) = pid_of(leader) else { return (0, 0) };
+    let Some(own) = upid_at(lpid, level) else { return (0, 0) };
+    let ns_pid: i32 = kread(own, conf!(k_upid_nr)).unwrap_or(0);
+    let ns: u64 = kread(own, conf!(k_upid_ns)).unwrap_or(0);
+    let pidns: u32 = kread(ns, conf!(k_pidns_inum)).unwrap_or(0);
+    if ends && parent_tgid != 0 {
+        if let Some((plevel, _)) = pid_of(parent) {
+            if plevel > 0 && plevel <= level {
+                if let Some(seen) = upid_at(lpid, plevel) {
+                    let nr: i32 = kread(seen, conf!(k_upid_nr)).unwrap_or(0);
+                    if nr > 0 {
+                        let key = ((parent_tgid as u64) << 32) | nr as u32 as u64;
+                        let _ = NS_REAP.insert(&key, &tgid, 0);
+                    }
+                }
+            }
+        }
+    }
+    (pidns, ns_pid.max(0) as u32)
+}
+
+/// The host pid of a child the current task reaped, from the pid its wait
+/// returned. Outside a pid namespace they are the same; inside, the pid was
+/// remembered at the child's exit. `None`: not known (the record is left to
+/// `sched_process_free`, which names the host pid).
+#[inline(always)]
+fn reaped_host_pid(reaper_tgid: u32, seen: u32) -> Option<u32> {
+    let level = pid_of(current_task()).map(|(l, _)| l).unwrap_or(0);
+    if level == 0 {
+        return Some(seen);
+    }
+    let key = ((reaper_tgid as u64) << 32) | seen as u64;
+    let host = unsafe { NS_REAP.get(&key) }.copied()?;
+    let _ = NS_REAP.remove(&key);
+    Some(host)
 }
 
 #[tracepoint]
@@ -144,7 +224,7 @@ fn try_sys_exit_wait4(ctx: &TracePointContext) -> Option<()> {
     if ret <= 0 {
         return None;
     }
-    let reaped = ret as u32;
+    let reaped = reaped_host_pid(me, ret as u32)?;
     let _ = EXITED.remove(&reaped);
     let (_, tgid) = pid_tgid();
     if !wanted(EventKind::Reap, tgid) {
@@ -194,7 +274,7 @@ fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
     if si_pid <= 0 || !(CLD_EXITED..=CLD_DUMPED).contains(&code) {
         return None;
     }
-    let reaped = si_pid as u32;
+    let reaped = reaped_host_pid(me, si_pid as u32)?;
     let _ = EXITED.remove(&reaped);
     let (_, tgid) = pid_tgid();
     if !wanted(EventKind::Reap, tgid) {

@@ -26,9 +26,9 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
         out.push(encode(&Event {
             header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "make"),
-            data: ForkData { child_pid: pid, child_tgid: pid, clone_flags: 0x11 },
+            data: ForkData { child_pid: pid, child_tgid: pid, clone_flags: 0x11, cgroup_id: 0 },
         }));
-        let mut d = ExecData { old_pid: pid, filename_len: 12, args_len: 0, args_full_len: 0, filename: [0; FILENAME_LEN], args: [0; ARGS_LEN] };
+        let mut d = ExecData { old_pid: pid, filename_len: 12, args_len: 0, args_full_len: 0, cgroup_id: 0, filename: [0; FILENAME_LEN], args: [0; ARGS_LEN] };
         d.filename[..12].copy_from_slice(b"/usr/bin/cc1");
         let args = format!("cc1\0-quiet\0f{}.c\0-o\0/tmp/cc{}.s\0", i % 500, i % 500);
         d.args[..args.len()].copy_from_slice(args.as_bytes());
@@ -45,7 +45,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                 _pad: 0,
                 addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 scope_id: 0,
-                _pad2: 0,
+                netns: 0,
                 skaddr: 0xffff_0000_0000_0000 | i as u64,
             };
             out.push(encode(&Event { header: header_for::<SockCallData>(EventKind::Bind, ts + 600, pid, pid, "cc1"), data: sock(0, 0) }));
@@ -62,12 +62,14 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                     protocol: 6,
                     saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    netns: 0,
+                    _pad: 0,
                 },
             }));
         }
         out.push(encode(&Event {
             header: header_for::<ExitData>(EventKind::Exit, ts + 2_000, pid, pid, "cc1"),
-            data: ExitData { exit_code: 0, group_dead: 1, parent_tgid: parent, parent_waiting: 1 },
+            data: ExitData { exit_code: 0, group_dead: 1, parent_tgid: parent, parent_waiting: 1, cgroup_id: 0, pidns: 0, ns_pid: 0 },
         }));
         out.push(encode(&Event {
             header: header_for::<ReapData>(EventKind::Reap, ts + 2_100, parent, parent, "make"),
@@ -83,7 +85,7 @@ fn main() {
     let n: usize = std::env::var("REPLAY_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let recs = records(n);
     let table = ProcessTable::with_parent_lookup(65_536, Box::new(|_| Some(1)));
-    let mut engine = Engine::new(DetectConfig::default(), table, Clock::fixed(0), Box::new(|_, _, _| Vec::new()));
+    let mut engine = Engine::new(DetectConfig::default(), table, Clock::fixed(0), Box::new(|_, _, _, _, _| Some(Vec::new())));
     // REPLAY_JSON=0: findings-only feed (events are not serialized).
     let json = std::env::var("REPLAY_JSON").map(|v| v != "0").unwrap_or(true);
     let mut buf = Vec::with_capacity(4096);

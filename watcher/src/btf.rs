@@ -202,18 +202,37 @@ impl Btf {
         self.member(strukt, member).map(|(off, _)| off)
     }
 
-    /// Byte offset and size (`None` for arrays and other sizeless kinds) of `strukt.member`.
+    /// Byte offset and size (`None` for arrays and other sizeless kinds) of
+    /// `strukt.member`; `member` may be a dotted path through nested structs
+    /// (`__sk_common.skc_net`), whose offsets add up.
     pub fn member(&self, strukt: &str, member: &str) -> Result<(u32, Option<u32>), SetupError> {
         let ids = self.by_name.get(strukt).ok_or_else(|| err(format!("no struct {strukt} in kernel BTF")))?;
-        for &id in ids {
-            if let Some((bits, bitfield, ty)) = self.find_in(id, member, 0) {
+        'candidates: for &id in ids {
+            let mut at = id;
+            let mut bits_total = 0u32;
+            let mut last_ty = 0;
+            for part in member.split('.') {
+                let Some((bits, bitfield, ty)) = self.find_in(at, part, 0) else { continue 'candidates };
                 if bitfield != 0 || bits % 8 != 0 {
                     return Err(err(format!("{strukt}.{member} is a bitfield")));
                 }
-                return Ok((bits / 8, self.size_of(ty)));
+                bits_total += bits;
+                last_ty = ty;
+                at = self.resolve(ty);
             }
+            return Ok((bits_total / 8, self.size_of(last_ty)));
         }
         Err(err(format!("struct {strukt} has no member {member} in kernel BTF")))
+    }
+
+    /// Size in bytes of `struct strukt`.
+    pub fn struct_size(&self, strukt: &str) -> Result<u32, SetupError> {
+        let ids = self.by_name.get(strukt).ok_or_else(|| err(format!("no struct {strukt} in kernel BTF")))?;
+        ids.iter()
+            .filter_map(|&id| self.types.get(id as usize))
+            .find(|t| t.kind == KIND_STRUCT && t.size_or_type > 0)
+            .map(|t| t.size_or_type)
+            .ok_or_else(|| err(format!("struct {strukt} has no size in kernel BTF")))
     }
 }
 
@@ -263,6 +282,7 @@ mod tests {
         assert_eq!(btf.member_offset("outer", "a").unwrap(), 0);
         assert_eq!(btf.member_offset("outer", "b").unwrap(), 8);
         assert_eq!(btf.member_offset("outer", "c").unwrap(), 8);
+        assert_eq!(btf.struct_size("outer").unwrap(), 12);
         assert!(btf.member_offset("outer", "d").is_err());
         assert!(btf.member_offset("nope", "a").is_err());
     }
@@ -303,5 +323,11 @@ mod tests {
         assert_eq!(btf.member("socket", "type").expect("type").1, Some(2));
         // An array has no plain size: never read as a value.
         assert_eq!(btf.member("task_struct", "comm").expect("comm").1, None);
+        // Dotted paths add the nested offsets: sock.__sk_common.skc_net is a possible_net_t (one pointer).
+        let (common, _) = btf.member("sock", "__sk_common").expect("__sk_common");
+        let (net, _) = btf.member("sock_common", "skc_net").expect("skc_net");
+        assert_eq!(btf.member("sock", "__sk_common.skc_net").expect("path"), (common + net, Some(8)));
+        assert_eq!(btf.member("net", "ns.inum").expect("net.ns.inum").1, Some(4));
+        assert_eq!(btf.struct_size("upid").expect("struct upid"), 16);
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     reader::ReaderOptions,
     record::{Clock, Record},
     sinks::{FileSink, SocketSink, SyslogSink, Types},
-    sockdiag, trace,
+    trace,
 };
 
 fn say(line: &str) {
@@ -204,7 +204,8 @@ impl Output for Feed {
             let mut d = Detectors::new(new.detect.clone());
             let procs: Vec<_> = engine.enricher.procs.iter().cloned().collect();
             // Open incidents are re-evaluated from what exists now.
-            let _ = d.seed(&procs, &sockdiag::all_holders(), Clock::mono_now());
+            let sockets = crate::world::netns::NetnsLookups::new(trace::LOOKUP_DEADLINE).all_holders();
+            let _ = d.seed(&procs, &sockets, Clock::mono_now());
             engine.detectors = d;
             engine.enricher.procs.identity = new.detect.identity.into();
         }

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 use watcher_common::{
-    Event, EventKind, ExecData, ExitData, ForkData, Header, ReapData, SockCallData, TcpStateData, AF_INET,
-    AF_INET6, ARGS_LEN, FILENAME_LEN,
+    CgroupData, Event, EventKind, ExecData, ExitData, ForkData, Header, ReapData, SockCallData, TcpStateData,
+    AF_INET, AF_INET6, ARGS_LEN, CGROUP_MKDIR, CGROUP_PATH_LEN, FILENAME_LEN,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -26,6 +26,18 @@ pub struct Exec {
     pub argv: Vec<String>,
     /// The kernel kept only the first bytes of a longer argument vector.
     pub argv_truncated: bool,
+    /// The task's cgroup (v2 id) at exec.
+    pub cgroup_id: u64,
+}
+
+/// A cgroup created or removed (the hierarchy whose ids process records carry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    pub id: u64,
+    /// `true` for mkdir, `false` for rmdir.
+    pub created: bool,
+    /// Path relative to the hierarchy's root (`/docker/<id>`).
+    pub path: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +49,7 @@ pub enum Payload {
     Bind(SockCallData),
     Connect(SockCallData),
     TcpState(TcpStateData),
+    Cgroup(Cgroup),
 }
 
 /// A decoded kernel record.
@@ -56,6 +69,7 @@ impl KernelEvent {
             Payload::Bind(_) => EventKind::Bind,
             Payload::Connect(_) => EventKind::Connect,
             Payload::TcpState(_) => EventKind::TcpState,
+            Payload::Cgroup(_) => EventKind::Cgroup,
         }
     }
 
@@ -108,6 +122,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 filename: cstr(&d.filename[..flen]),
                 argv,
                 argv_truncated: d.args_full_len as usize > alen,
+                cgroup_id: d.cgroup_id,
             })
         }
         EventKind::Exit => Payload::Exit(record::<ExitData>(buf, &header, kind)?),
@@ -115,6 +130,11 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::Bind => Payload::Bind(record::<SockCallData>(buf, &header, kind)?),
         EventKind::Connect => Payload::Connect(record::<SockCallData>(buf, &header, kind)?),
         EventKind::TcpState => Payload::TcpState(record::<TcpStateData>(buf, &header, kind)?),
+        EventKind::Cgroup => {
+            let d = record::<CgroupData>(buf, &header, kind)?;
+            let n = (d.path_len as usize).min(CGROUP_PATH_LEN);
+            Payload::Cgroup(Cgroup { id: d.id, created: d.op == CGROUP_MKDIR, path: cstr(&d.path[..n]) })
+        }
     };
     Ok(KernelEvent { header, payload })
 }
@@ -168,6 +188,7 @@ mod tests {
     fn exec_event(filename: &str, args: &[u8], full: u32) -> Event<ExecData> {
         let mut d = ExecData {
             old_pid: 10,
+            cgroup_id: 0,
             filename_len: filename.len() as u32,
             args_len: args.len() as u32,
             args_full_len: full,
@@ -189,18 +210,18 @@ mod tests {
             _pad: 0,
             addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             scope_id: 0,
-            _pad2: 0,
+            netns: 4026531840,
             skaddr: 0xffff_8880_1234_0000,
         };
         vec![
             encode(&Event {
                 header: header_for::<ForkData>(EventKind::Fork, 1, 100, 100, "bash"),
-                data: ForkData { child_pid: 101, child_tgid: 101, clone_flags: 0x11 },
+                data: ForkData { child_pid: 101, child_tgid: 101, clone_flags: 0x11, cgroup_id: 0 },
             }),
             encode(&exec_event("/usr/bin/python3", b"python3\0app.py\0", 15)),
             encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 2, 101, 101, "python3"),
-                data: ExitData { exit_code: 0x300, group_dead: 1, parent_tgid: 0, parent_waiting: 0 },
+                data: ExitData { exit_code: 0x300, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 },
             }),
             encode(&Event {
                 header: header_for::<ReapData>(EventKind::Reap, 3, 100, 100, "bash"),
@@ -220,9 +241,36 @@ mod tests {
                     protocol: 6,
                     saddr: [0; 16],
                     daddr: [0; 16],
+                    netns: 4026531840,
+                    _pad: 0,
                 },
             }),
+            encode(&cgroup_event(true, "/docker/abc")),
         ]
+    }
+
+    fn cgroup_event(created: bool, path: &str) -> Event<CgroupData> {
+        let mut d = CgroupData {
+            id: 120,
+            op: if created { CGROUP_MKDIR } else { watcher_common::CGROUP_RMDIR },
+            level: 2,
+            path_len: path.len() as u32,
+            _pad: 0,
+            path: [0; CGROUP_PATH_LEN],
+        };
+        d.path[..path.len()].copy_from_slice(path.as_bytes());
+        Event { header: header_for::<CgroupData>(EventKind::Cgroup, 7, 900, 900, "runc"), data: d }
+    }
+
+    #[test]
+    fn cgroup_records() {
+        let e = decode(&encode(&cgroup_event(true, "/docker/abc"))).unwrap();
+        assert_eq!(e.payload, Payload::Cgroup(Cgroup { id: 120, created: true, path: "/docker/abc".into() }));
+        let mut ev = cgroup_event(false, "/x");
+        ev.data.path_len = 9999;
+        let Payload::Cgroup(c) = decode(&encode(&ev)).unwrap().payload else { panic!("cgroup expected") };
+        assert!(!c.created);
+        assert_eq!(c.path, "/x", "a length beyond the array is clamped, the string ends at its NUL");
     }
 
     #[test]
@@ -232,7 +280,7 @@ mod tests {
         let e = decode(&samples()[0]).unwrap();
         assert_eq!(e.header.pid, 100);
         assert_eq!(e.comm(), "bash");
-        assert_eq!(e.payload, Payload::Fork(ForkData { child_pid: 101, child_tgid: 101, clone_flags: 0x11 }));
+        assert_eq!(e.payload, Payload::Fork(ForkData { child_pid: 101, child_tgid: 101, clone_flags: 0x11, cgroup_id: 0 }));
         match decode(&samples()[4]).unwrap().payload {
             Payload::Bind(s) => {
                 assert_eq!((s.port, s.ret, s.fd), (8080, -98, 3));
@@ -252,6 +300,7 @@ mod tests {
                 filename: "/usr/bin/python3".into(),
                 argv: vec!["python3".into(), "app.py".into()],
                 argv_truncated: false,
+                cgroup_id: 0,
             })
         );
         // Truncated by the kernel, lengths larger than the arrays, invalid UTF-8.

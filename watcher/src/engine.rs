@@ -9,9 +9,11 @@ use crate::{
     record::{Body, Clock, FindingRecord, InvolvedProcess, Record, SCHEMA_VERSION},
 };
 
-/// Looks up the kernel's sockets on one (transport is TCP, port), given the
-/// pids believed to hold it (looked at first).
-pub type SocketLookup = Box<dyn FnMut(bool, u16, &[u32]) -> Vec<KernelSocket> + Send>;
+/// Looks up the kernel's sockets on one port of one network namespace
+/// (netns, a pid using that namespace, transport is TCP, port), given the
+/// pids believed to hold it (looked at first). `None`: no answer within its
+/// deadline (the detectors then use the table as it is).
+pub type SocketLookup = Box<dyn FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send>;
 
 pub struct Engine {
     pub enricher: Enricher,
@@ -22,6 +24,8 @@ pub struct Engine {
     /// Lookups skipped because the budget of the second was spent (the socket table is used as it is).
     pub lookups_skipped: u64,
     budget: (u64, u32),
+    /// Answers of the container runtime's worker.
+    runtime: Option<std::sync::mpsc::Receiver<crate::world::containers::RuntimeUpdate>>,
 }
 
 /// At most this many targeted socket lookups per second: each costs ~0.1 ms
@@ -34,7 +38,61 @@ impl Engine {
         let mut enricher = Enricher::new(1, 65_536, clock);
         enricher.procs = table;
         enricher.procs.identity = config.identity.into();
-        Engine { enricher, detectors: Detectors::new(config), lookup, lookups: 0, lookups_skipped: 0, budget: (0, 0) }
+        Engine {
+            enricher,
+            detectors: Detectors::new(config),
+            lookup,
+            lookups: 0,
+            lookups_skipped: 0,
+            budget: (0, 0),
+            runtime: None,
+        }
+    }
+
+    /// Start the worker that asks the container runtime (at `socket`) for names and images.
+    pub fn start_runtime(&mut self, socket: std::path::PathBuf) {
+        let (tx, rx) = crate::world::runtime::spawn(socket);
+        self.enricher.containers.set_requests(tx);
+        self.runtime = Some(rx);
+    }
+
+    /// Apply what the runtime worker has said since the last call (never
+    /// waits). Returns the status lines it had to say.
+    pub fn drain_runtime(&mut self) -> Vec<String> {
+        let mut said = Vec::new();
+        let Some(rx) = &self.runtime else { return said };
+        let updates: Vec<_> = rx.try_iter().take(4096).collect();
+        for u in updates {
+            if let Some(line) = self.enricher.containers.apply(u) {
+                said.push(line);
+            }
+        }
+        said
+    }
+
+    /// Wait (up to `deadline`) until the runtime worker has reported its
+    /// first status: used once at start, so that containers running before
+    /// watcher are named from the first record.
+    pub fn wait_runtime(&mut self, deadline: std::time::Duration) -> Vec<String> {
+        let mut said = Vec::new();
+        let until = std::time::Instant::now() + deadline;
+        while let Some(rx) = &self.runtime {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(u) => {
+                    let status = matches!(u, crate::world::containers::RuntimeUpdate::Status(_));
+                    if let Some(line) = self.enricher.containers.apply(u) {
+                        said.push(line);
+                    }
+                    if status {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        said.extend(self.drain_runtime());
+        said
     }
 
     /// Give the detectors what exists now (processes already in the table, the kernel's sockets).
@@ -43,15 +101,19 @@ impl Engine {
         self.detectors.seed(&procs, sockets, now)
     }
 
-    pub fn handle(&mut self, ev: &KernelEvent) -> (Record, Vec<Finding>) {
-        let (record, findings) = self.handle_opt(ev, true);
-        (record.expect("built on request"), findings)
+    pub fn handle(&mut self, ev: &KernelEvent) -> (Option<Record>, Vec<Finding>) {
+        self.handle_opt(ev, true)
+    }
+
+    /// What the container runtime's worker said (applied between batches).
+    pub fn runtime_update(&mut self, u: crate::world::containers::RuntimeUpdate) -> Option<String> {
+        self.enricher.containers.apply(u)
     }
 
     /// Like [`Engine::handle`]; the event's own record is built only when `build`.
     pub fn handle_opt(&mut self, ev: &KernelEvent, build: bool) -> (Option<Record>, Vec<Finding>) {
         let (touched, owner) = self.enricher.observe(ev);
-        let record = build.then(|| self.enricher.build(ev, &touched, owner.as_ref()));
+        let record = if build { self.enricher.build(ev, &touched, owner.as_ref()) } else { None };
         let confirm = self.detectors.wants_confirmation(ev, touched.subject.as_ref());
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second {
@@ -62,11 +124,13 @@ impl Engine {
                 self.lookups_skipped += 1;
                 None
             }
-            Some((tcp, port)) => {
+            Some(key) => {
                 self.budget.1 += 1;
                 self.lookups += 1;
-                let candidates: Vec<u32> = self.detectors.sockets.holders(tcp, port).iter().map(|h| h.proc.key.tgid).collect();
-                Some((self.lookup)(tcp, port, &candidates))
+                let candidates: Vec<u32> = self.detectors.sockets.holders(key).iter().map(|h| h.proc.key.tgid).collect();
+                let (netns, tcp, port) = key;
+                let via = touched.subject.as_ref().map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
+                (self.lookup)(netns, via, tcp, port, &candidates)
             }
             None => None,
         };
@@ -83,6 +147,7 @@ impl Engine {
             procs: &procs,
             ppid_of: &ppid_of,
             clock: &self.enricher.clock,
+            containers: &self.enricher.containers,
         };
         let findings = self.detectors.on_event(&input);
         (record, findings)
@@ -115,11 +180,16 @@ impl Engine {
                 processes: f
                     .processes
                     .iter()
-                    .map(|x| InvolvedProcess {
-                        role: x.role.into(),
-                        process: e.process(x.proc.key.tgid, x.proc.key.tgid, x.proc.comm.to_string(), Some(&x.proc), None),
-                        address: x.address.clone(),
-                        since: x.since_ns.map(|t| c.rfc3339(t)),
+                    .map(|x| {
+                        let (container, orchestrator) = crate::enrich::container_fields(&e.containers, Some(&x.proc));
+                        InvolvedProcess {
+                            role: x.role.into(),
+                            process: e.process(x.proc.key.tgid, x.proc.key.tgid, x.proc.comm.to_string(), Some(&x.proc), None),
+                            address: x.address.clone(),
+                            since: x.since_ns.map(|t| c.rfc3339(t)),
+                            container,
+                            orchestrator,
+                        }
                     })
                     .collect(),
                 details: f.details.clone(),

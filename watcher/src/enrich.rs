@@ -9,9 +9,10 @@ use crate::{
     proctable::{Proc, ProcessTable, Touched},
     record::{
         Body, Clock, Container, Endpoint, ErrorInfo, ExecInfo, ExecRecord, ExitInfo, ExitRecord, ForkInfo,
-        ForkRecord, Network, Outcome, Parent, Process, ReapInfo, ReapRecord, Record, SocketInfo, SocketRecord,
-        TcpInfo, TcpStateRecord, Thread, User, SCHEMA_VERSION,
+        ForkRecord, Image, Network, Orchestrator, Outcome, Parent, Process, ReapInfo, ReapRecord, Record, Resource,
+        SocketInfo, SocketRecord, TcpInfo, TcpStateRecord, Thread, User, SCHEMA_VERSION,
     },
+    world::containers::Containers,
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -58,15 +59,38 @@ impl SocketOwners {
 pub struct Enricher {
     pub procs: ProcessTable,
     pub sockets: SocketOwners,
+    pub containers: Containers,
     pub clock: Clock,
+}
+
+/// ECS `container` and `orchestrator` objects of a process, from what is known now.
+pub fn container_fields(containers: &Containers, p: Option<&Proc>) -> (Option<Container>, Option<Orchestrator>) {
+    let Some(id) = p.and_then(|p| p.container_id.as_deref()) else { return (None, None) };
+    let info = containers.peek(id);
+    let container = Container {
+        id: id.to_owned(),
+        name: info.as_ref().and_then(|c| c.name.as_deref().map(str::to_owned)),
+        image: info.as_ref().and_then(|c| c.image.as_deref()).map(|n| Image { name: n.to_owned() }),
+        runtime: info.as_ref().map(|c| c.runtime).unwrap_or("unknown").to_owned(),
+    };
+    let orchestrator = info.as_ref().and_then(|c| match (&c.pod_namespace, &c.pod_name) {
+        (Some(ns), Some(pod)) => Some(Orchestrator {
+            namespace: ns.to_string(),
+            resource: Resource { name: pod.to_string(), kind: "pod".into() },
+            kind: "kubernetes".into(),
+        }),
+        _ => None,
+    });
+    (Some(container), orchestrator)
 }
 
 fn endpoint(ip: Option<IpAddr>, port: u16) -> Endpoint {
     Endpoint { address: ip.map(|i| i.to_string()).unwrap_or_else(|| "?".into()), port }
 }
 
-fn network(family: u16, sock_type: u16) -> Network {
+fn network(family: u16, sock_type: u16, netns: u32) -> Network {
     Network {
+        netns: (netns != 0).then_some(netns),
         transport: match sock_type {
             1 => "tcp",
             2 => "udp",
@@ -83,7 +107,12 @@ fn ms(ns: u64) -> f64 {
 
 impl Enricher {
     pub fn new(proc_cap: usize, socket_cap: usize, clock: Clock) -> Enricher {
-        Enricher { procs: ProcessTable::new(proc_cap), sockets: SocketOwners::new(socket_cap), clock }
+        Enricher {
+            procs: ProcessTable::new(proc_cap),
+            sockets: SocketOwners::new(socket_cap),
+            containers: Containers::new(socket_cap.min(65_536)),
+            clock,
+        }
     }
 
     fn parent_of(&self, p: &Proc, known: Option<&Proc>) -> Option<Parent> {
@@ -126,14 +155,15 @@ impl Enricher {
         }
     }
 
-    fn container(p: Option<&Proc>) -> Option<Container> {
-        p.and_then(|p| p.container_id.as_deref()).map(|id| Container { id: id.to_owned() })
+    fn container(&self, p: Option<&Proc>) -> (Option<Container>, Option<Orchestrator>) {
+        container_fields(&self.containers, p)
     }
 
     fn sock_record(&self, ev: &KernelEvent, s: &SockCallData, touched: &Touched, bind: bool) -> SocketRecord {
         let h = &ev.header;
         let process = self.process(h.tgid, h.pid, ev.comm(), touched.subject.as_ref(), None);
         let ep = endpoint(ip_addr(s.family, &s.addr), s.port);
+        let (container, orchestrator) = self.container(touched.subject.as_ref());
         let (outcome, error) = match s.ret {
             0 => ("success", None),
             r => {
@@ -145,23 +175,24 @@ impl Enricher {
         SocketRecord {
             source: bind.then(|| ep.clone()),
             destination: (!bind).then_some(ep),
-            network: network(s.family, s.sock_type),
+            network: network(s.family, s.sock_type, s.netns),
             event: Outcome { outcome: outcome.into() },
             error,
             socket: SocketInfo { fd: Some(s.fd), sk: (s.skaddr != 0).then(|| format!("{:#x}", s.skaddr)) },
-            container: Self::container(touched.subject.as_ref()),
+            container,
+            orchestrator,
             process,
         }
     }
 
-    /// Apply one kernel event and build its record.
-    pub fn record(&mut self, ev: &KernelEvent) -> Record {
+    /// Apply one kernel event and build its record (a cgroup record has none).
+    pub fn record(&mut self, ev: &KernelEvent) -> Option<Record> {
         self.enrich(ev).0
     }
 
     /// Apply one kernel event: its record, the processes it touched, and for
     /// a TCP state change the process owning the socket.
-    pub fn enrich(&mut self, ev: &KernelEvent) -> (Record, Touched, Option<Proc>) {
+    pub fn enrich(&mut self, ev: &KernelEvent) -> (Option<Record>, Touched, Option<Proc>) {
         let (touched, owner) = self.observe(ev);
         let record = self.build(ev, &touched, owner.as_ref());
         (record, touched, owner)
@@ -170,7 +201,20 @@ impl Enricher {
     /// Apply one kernel event to the process and socket tables, without
     /// building its record (a feed of findings only does not need it).
     pub fn observe(&mut self, ev: &KernelEvent) -> (Touched, Option<Proc>) {
-        let touched = self.procs.apply(ev);
+        if let Payload::Cgroup(c) = &ev.payload {
+            if c.created {
+                self.containers.cgroup_created(c.id, &c.path);
+            } else {
+                self.containers.cgroup_removed(c.id);
+            }
+            return (Touched::default(), None);
+        }
+        let containers = &self.containers;
+        let touched = self.procs.apply_in(ev, &|id| containers.id_of_cgroup(id));
+        if let Some(id) = touched.subject.as_ref().and_then(|p| p.container_id.as_ref()) {
+            // Ask the runtime (without waiting) about a container it has not named yet.
+            self.containers.get(id);
+        }
         let mut owner = None;
         match &ev.payload {
             Payload::Bind(s) | Payload::Connect(s) => {
@@ -203,8 +247,9 @@ impl Enricher {
         (touched, owner)
     }
 
-    /// The output record of an event already applied with [`Enricher::observe`].
-    pub fn build(&self, ev: &KernelEvent, touched: &Touched, owner: Option<&Proc>) -> Record {
+    /// The output record of an event already applied with [`Enricher::observe`]
+    /// (none for a cgroup record: it only feeds the container table).
+    pub fn build(&self, ev: &KernelEvent, touched: &Touched, owner: Option<&Proc>) -> Option<Record> {
         let h = &ev.header;
         let subject = touched.subject.as_ref();
         let body = match &ev.payload {
@@ -218,18 +263,24 @@ impl Enricher {
                 if thread {
                     process.thread = Some(Thread { id: f.child_pid });
                 }
+                let (container, orchestrator) = self.container(subject);
                 Body::Fork(ForkRecord {
                     process,
                     fork: ForkInfo { thread, clone_flags: format!("{:#x}", f.clone_flags) },
-                    container: Self::container(subject),
+                    container,
+                    orchestrator,
                 })
             }
-            Payload::Exec(x) => Body::Exec(ExecRecord {
-                process: self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref()),
-                args: x.argv.clone(),
-                exec: ExecInfo { args_truncated: x.argv_truncated },
-                container: Self::container(subject),
-            }),
+            Payload::Exec(x) => {
+                let (container, orchestrator) = self.container(subject);
+                Body::Exec(ExecRecord {
+                    process: self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref()),
+                    args: x.argv.clone(),
+                    exec: ExecInfo { args_truncated: x.argv_truncated },
+                    container,
+                    orchestrator,
+                })
+            }
             Payload::Exit(x) => {
                 let status = ExitStatus::from_raw(x.exit_code);
                 let mut process = self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
@@ -256,7 +307,8 @@ impl Enricher {
                     }
                     ExitStatus::Unknown => exit.status_unknown = true,
                 }
-                Body::Exit(ExitRecord { process, exit, container: Self::container(subject) })
+                let (container, orchestrator) = self.container(subject);
+                Body::Exit(ExitRecord { process, exit, container, orchestrator })
             }
             Payload::Reap(r) => {
                 let mut process = self.process(r.reaped_pid, r.reaped_pid, String::new(), subject, None);
@@ -280,12 +332,16 @@ impl Enricher {
                     ReapSource::Free | ReapSource::Unknown => None,
                     _ => reaper.or(Some(Parent { pid: h.tgid, name: Some(ev.comm()), executable: None })),
                 };
+                let (container, orchestrator) = self.container(subject);
                 Body::Reap(ReapRecord {
                     process,
                     reap: ReapInfo { method: source.as_str().into(), reaper, zombie_ms },
+                    container,
+                    orchestrator,
                 })
             }
             Payload::Bind(s) => Body::Bind(self.sock_record(ev, s, touched, true)),
+            Payload::Cgroup(_) => return None,
             Payload::Connect(s) => Body::Connect(self.sock_record(ev, s, touched, false)),
             Payload::TcpState(t) => {
                 let process = match owner {
@@ -293,6 +349,7 @@ impl Enricher {
                     None if t.new_state == TCP_SYN_SENT => Some(self.process(h.tgid, h.pid, ev.comm(), subject, None)),
                     None => None,
                 };
+                let (container, orchestrator) = self.container(owner.or(subject));
                 let event = (t.old_state == TCP_SYN_SENT).then(|| Outcome {
                     outcome: if t.new_state == TCP_ESTABLISHED { "success" } else { "failure" }.into(),
                 });
@@ -300,17 +357,19 @@ impl Enricher {
                     process,
                     source: endpoint(ip_addr(t.family, &t.saddr), t.sport),
                     destination: endpoint(ip_addr(t.family, &t.daddr), t.dport),
-                    network: network(t.family, 1),
+                    network: network(t.family, 1, t.netns),
                     tcp: TcpInfo {
                         old_state: tcp_state_name(t.old_state).into(),
                         new_state: tcp_state_name(t.new_state).into(),
                     },
                     event,
                     socket: SocketInfo { fd: None, sk: Some(format!("{:#x}", t.skaddr)) },
+                    container,
+                    orchestrator,
                 })
             }
         };
-        Record { schema: SCHEMA_VERSION, time: self.clock.rfc3339(h.ts_ns), mono_ns: h.ts_ns, body }
+        Some(Record { schema: SCHEMA_VERSION, time: self.clock.rfc3339(h.ts_ns), mono_ns: h.ts_ns, body })
     }
 }
 
@@ -330,7 +389,7 @@ mod tests {
             _pad: 0,
             addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             scope_id: 0,
-            _pad2: 0,
+            netns: 0,
             skaddr: sk,
         }
     }
@@ -343,7 +402,7 @@ mod tests {
             data: sock(-115, 0xabc),
         }))
         .unwrap();
-        let r = e.record(&c);
+        let r = e.record(&c).unwrap();
         let Body::Connect(c) = r.body else { panic!("connect expected") };
         assert_eq!(c.event.outcome, "unknown");
         assert_eq!(c.error.map(|x| x.code).as_deref(), Some("EINPROGRESS"));
@@ -361,10 +420,12 @@ mod tests {
                 protocol: 6,
                 saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                netns: 0,
+                _pad: 0,
             },
         }))
         .unwrap();
-        let Body::TcpState(t) = e.record(&t).body else { panic!("tcp_state expected") };
+        let Body::TcpState(t) = e.record(&t).unwrap().body else { panic!("tcp_state expected") };
         assert_eq!(t.process.map(|p| p.pid), Some(77));
         assert_eq!(t.event.map(|o| o.outcome).as_deref(), Some("failure"));
         assert!(e.sockets.is_empty(), "a closed socket is forgotten");
@@ -379,7 +440,7 @@ mod tests {
         let mk = |ts, pid, old, new| {
             decode(&encode(&Event {
                 header: header_for::<TcpStateData>(EventKind::TcpState, ts, pid, pid, "new"),
-                data: TcpStateData { skaddr: 0xabc, old_state: old, new_state: new, sport: 1, dport: 9, family: AF_INET, protocol: 6, saddr: [0; 16], daddr: [0; 16] },
+                data: TcpStateData { skaddr: 0xabc, old_state: old, new_state: new, sport: 1, dport: 9, family: AF_INET, protocol: 6, saddr: [0; 16], daddr: [0; 16], netns: 0, _pad: 0 },
             }))
             .unwrap()
         };
@@ -396,17 +457,18 @@ mod tests {
         e.record(
             &decode(&encode(&Event {
                 header: header_for::<ForkData>(EventKind::Fork, 1_000_000, 1, 1, "init"),
-                data: ForkData { child_pid: 50, child_tgid: 50, clone_flags: 0 },
+                data: ForkData { child_pid: 50, child_tgid: 50, clone_flags: 0, cgroup_id: 0 },
             }))
             .unwrap(),
         );
         let r = e.record(
             &decode(&encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 31_000_000, 50, 50, "sleep"),
-                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 0, parent_waiting: 0 },
+                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 },
             }))
             .unwrap(),
-        );
+        )
+        .unwrap();
         let Body::Exit(x) = r.body else { panic!("exit expected") };
         assert_eq!(x.exit.signal.as_deref(), Some("SIGKILL"));
         assert_eq!(x.process.exit_code, None);
@@ -423,18 +485,18 @@ mod tests {
         e.record(
             &decode(&encode(&Event {
                 header: header_for::<ForkData>(EventKind::Fork, 1, 1, 1, "init"),
-                data: ForkData { child_pid: 60, child_tgid: 60, clone_flags: 0 },
+                data: ForkData { child_pid: 60, child_tgid: 60, clone_flags: 0, cgroup_id: 0 },
             }))
             .unwrap(),
         );
-        let exit = |dead| ExitData { exit_code: 0, group_dead: dead, parent_tgid: 0, parent_waiting: 0 };
-        let Body::Exit(leader) = e.record(&ev(EventKind::Exit, 5, 60, exit(1))).body else { panic!("exit expected") };
-        let Body::Exit(thread) = e.record(&ev(EventKind::Exit, 6, 61, exit(0))).body else { panic!("exit expected") };
+        let exit = |dead| ExitData { exit_code: 0, group_dead: dead, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 };
+        let Body::Exit(leader) = e.record(&ev(EventKind::Exit, 5, 60, exit(1))).unwrap().body else { panic!("exit expected") };
+        let Body::Exit(thread) = e.record(&ev(EventKind::Exit, 6, 61, exit(0))).unwrap().body else { panic!("exit expected") };
         assert!(leader.exit.process_exited);
         assert!(!thread.exit.process_exited);
         assert_eq!(thread.exit.lifetime_ms, None);
         // When the kernel could not tell, the leader's exit is the process's.
-        let Body::Exit(unknown) = e.record(&ev(EventKind::Exit, 7, 62, exit(watcher_common::GROUP_DEAD_UNKNOWN))).body else {
+        let Body::Exit(unknown) = e.record(&ev(EventKind::Exit, 7, 62, exit(watcher_common::GROUP_DEAD_UNKNOWN))).unwrap().body else {
             panic!("exit expected")
         };
         assert!(!unknown.exit.process_exited);

@@ -28,4 +28,5 @@ pub mod record;
 pub mod sinks;
 pub mod sockdiag;
 pub mod trace;
+pub mod world;
 pub mod tracefs;

@@ -25,7 +25,7 @@ const fn hook(program: &'static str, category: &'static str, name: &'static str)
 }
 
 /// Every tracepoint watcher uses. All are required.
-pub const HOOKS: [Hook; 13] = [
+pub const HOOKS: [Hook; 15] = [
     hook("task_newtask", "task", "task_newtask"),
     hook("sched_process_exec", "sched", "sched_process_exec"),
     hook("sched_process_exit", "sched", "sched_process_exit"),
@@ -39,15 +39,18 @@ pub const HOOKS: [Hook; 13] = [
     hook("sys_enter_connect", "syscalls", "sys_enter_connect"),
     hook("sys_exit_connect", "syscalls", "sys_exit_connect"),
     hook("inet_sock_set_state", "sock", "inet_sock_set_state"),
+    hook("cgroup_mkdir", "cgroup", "cgroup_mkdir"),
+    hook("cgroup_rmdir", "cgroup", "cgroup_rmdir"),
 ];
 
 /// Where a BTF member offset goes in the `CONFIG` global.
 type Slot = fn(&mut Config) -> &mut u32;
 
-/// Kernel struct members read through BTF offsets: (struct, member, the size
-/// the programs read, where the offset goes). The one list: `kernel_config`
-/// fills `CONFIG` from it and `watcher check` reports on it.
-pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 15] = [
+/// Kernel struct members read through BTF offsets: (struct, member path, the
+/// size the programs read — 0 for an array whose elements are addressed from
+/// its offset —, where the offset goes). The one list: `kernel_config` fills
+/// `CONFIG` from it and `watcher check` reports on it.
+pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 24] = [
     ("task_struct", "exit_code", 4, |c| &mut c.k_task_exit_code),
     ("task_struct", "files", 8, |c| &mut c.k_task_files),
     ("task_struct", "mm", 8, |c| &mut c.k_task_mm),
@@ -63,6 +66,18 @@ pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 15] = [
     ("socket", "sk", 8, |c| &mut c.k_socket_sk),
     ("task_struct", "real_parent", 8, |c| &mut c.k_task_real_parent),
     ("task_struct", "tgid", 4, |c| &mut c.k_task_tgid),
+    // A socket's network namespace.
+    ("sock", "__sk_common.skc_net", 8, |c| &mut c.k_sock_net),
+    ("net", "ns.inum", 4, |c| &mut c.k_net_inum),
+    // A process's pid namespace and its pid there (`struct pid` holds one
+    // `struct upid` per nesting level).
+    ("task_struct", "group_leader", 8, |c| &mut c.k_task_group_leader),
+    ("task_struct", "thread_pid", 8, |c| &mut c.k_task_thread_pid),
+    ("pid", "level", 4, |c| &mut c.k_pid_level),
+    ("pid", "numbers", 0, |c| &mut c.k_pid_numbers),
+    ("upid", "nr", 4, |c| &mut c.k_upid_nr),
+    ("upid", "ns", 8, |c| &mut c.k_upid_ns),
+    ("pid_namespace", "ns.inum", 4, |c| &mut c.k_pidns_inum),
 ];
 
 /// The embedded eBPF object built by build.rs.
@@ -239,8 +254,35 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
     c.tp_sk_saddr_v6 = field(&f, tp, "saddr_v6", Read::Bytes(16))?;
     c.tp_sk_daddr_v6 = field(&f, tp, "daddr_v6", Read::Bytes(16))?;
 
+    // cgroup_mkdir and cgroup_rmdir share one event class: one layout, checked in both.
+    for name in ["cgroup_mkdir", "cgroup_rmdir"] {
+        let tp = format!("cgroup/{name}");
+        let f = fmt("cgroup", name)?;
+        let offsets = [
+            field(&f, &tp, "root", Read::Bytes(4))?,
+            field(&f, &tp, "id", Read::Bytes(8))?,
+            field(&f, &tp, "level", Read::Bytes(4))?,
+            field(&f, &tp, "path", Read::DataLoc)?,
+        ];
+        if name == "cgroup_mkdir" {
+            [c.tp_cgroup_root, c.tp_cgroup_id, c.tp_cgroup_level, c.tp_cgroup_path] = offsets;
+        } else if offsets != [c.tp_cgroup_root, c.tp_cgroup_id, c.tp_cgroup_level, c.tp_cgroup_path] {
+            return Err(SetupError::FieldMissing { tracepoint: tp, field: "the layout of cgroup/cgroup_mkdir".into() });
+        }
+    }
+
     for (strukt, member, size, slot) in BTF_MEMBERS {
         let (offset, found) = btf.member(strukt, member)?;
+        if size == 0 {
+            // An array: only its offset is used.
+            if found.is_some() {
+                return Err(SetupError::Btf {
+                    why: format!("{strukt}.{member} is not an array on this kernel; this kernel's layout is not supported"),
+                });
+            }
+            *slot(&mut c) = offset;
+            continue;
+        }
         if found != Some(size) {
             let found = found.map(|n| format!("{n} bytes")).unwrap_or_else(|| "not a plain value".to_owned());
             return Err(SetupError::Btf {
@@ -249,6 +291,7 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
         }
         *slot(&mut c) = offset;
     }
+    c.k_upid_size = btf.struct_size("upid")?;
     Ok(c)
 }
 

@@ -228,6 +228,10 @@ pub async fn run(
             _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new())) }
         };
         let Some(batch) = batch else { break };
+        // The container runtime's answers (names, images), applied between batches.
+        for line in engine.drain_runtime() {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: {line}\n").as_bytes());
+        }
         if clock_refreshed.elapsed() > Duration::from_secs(10) {
             engine.enricher.clock = Clock::now();
             clock_refreshed = Instant::now();

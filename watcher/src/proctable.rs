@@ -45,13 +45,19 @@ pub struct Proc {
     /// The argument vector at the last exec (or as inherited at fork).
     pub argv: Option<Arc<[String]>>,
     pub uid: u32,
+    /// The container it runs in (from its cgroup), if any.
     pub container_id: Option<Arc<str>>,
+    /// Its cgroup (v2 id) at the last fork, exec or exit seen; 0 when unknown.
+    pub cgroup_id: u64,
+    /// Inode of its pid namespace, from its exit record (0 until then).
+    pub pidns: u32,
     /// Live threads seen (1 for a process found at start whose threads are not counted).
     pub threads: u32,
     /// Set when the last thread exited: (time, status). The process is a zombie until reaped.
     pub exited: Option<(u64, ExitStatus)>,
     /// "Same program" identity: executable plus argument-vector digest at the
-    /// last exec (or executable only, by configuration); inherited at fork.
+    /// last exec (or executable only, by configuration), within its container;
+    /// inherited at fork.
     pub program: u64,
 }
 
@@ -100,19 +106,25 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
     h
 }
 
-/// Program identity of an executable and argument vector.
-pub fn program_id(identity: Identity, exe: Option<&str>, comm: &str, argv: Option<&[String]>) -> u64 {
+/// Program identity of an executable and argument vector, within a
+/// container: replicas of one image in separate containers are different
+/// programs (the same program started twice in one container is one).
+pub fn program_id(identity: Identity, exe: Option<&str>, comm: &str, argv: Option<&[String]>, container: Option<&str>) -> u64 {
     let exe = exe.unwrap_or(comm);
-    match (identity, argv) {
-        (Identity::ExeAndArgs, Some(argv)) => {
-            let mut parts: Vec<&[u8]> = vec![exe.as_bytes()];
-            // argv[0] is how it was called, not what it runs.
-            parts.extend(argv.iter().skip(1).map(|a| a.as_bytes()));
-            fnv1a(&parts)
-        }
-        _ => fnv1a(&[exe.as_bytes()]),
+    let mut parts: Vec<&[u8]> = vec![exe.as_bytes()];
+    if let (Identity::ExeAndArgs, Some(argv)) = (identity, argv) {
+        // argv[0] is how it was called, not what it runs.
+        parts.extend(argv.iter().skip(1).map(|a| a.as_bytes()));
     }
+    if let Some(c) = container {
+        parts.push(b"\0container");
+        parts.push(c.as_bytes());
+    }
+    fnv1a(&parts)
 }
+
+/// The container of a cgroup id, as the caller knows it.
+pub type ContainerOf<'a> = &'a dyn Fn(u64) -> Option<Arc<str>>;
 
 /// Finds a process's current parent (after reparenting) outside the events.
 pub type ParentLookup = Box<dyn Fn(u32) -> Option<u32> + Send>;
@@ -235,6 +247,13 @@ impl ProcessTable {
 
     /// Apply one kernel event and say which processes it touched.
     pub fn apply(&mut self, ev: &KernelEvent) -> Touched {
+        self.apply_in(ev, &|_| None)
+    }
+
+    /// [`ProcessTable::apply`], with the container of each cgroup id: fork,
+    /// exec and exit records carry the task's cgroup, so a process moved into
+    /// a container's cgroup after its clone is seen there at its exec.
+    pub fn apply_in(&mut self, ev: &KernelEvent, container_of: ContainerOf) -> Touched {
         self.reparented.clear();
         let h = &ev.header;
         match &ev.payload {
@@ -251,6 +270,11 @@ impl ProcessTable {
                 } else {
                     h.tgid
                 };
+                let container_id = if f.cgroup_id != 0 {
+                    container_of(f.cgroup_id)
+                } else {
+                    parent.as_ref().and_then(|p| p.container_id.clone())
+                };
                 let child = Proc {
                     key: ProcKey { tgid: f.child_tgid, start_ns: h.ts_ns },
                     ppid,
@@ -258,7 +282,9 @@ impl ProcessTable {
                     exe: parent.as_ref().and_then(|p| p.exe.clone()),
                     argv: parent.as_ref().and_then(|p| p.argv.clone()),
                     uid: h.uid,
-                    container_id: parent.as_ref().and_then(|p| p.container_id.clone()),
+                    container_id,
+                    cgroup_id: f.cgroup_id,
+                    pidns: parent.as_ref().map(|p| p.pidns).unwrap_or(0),
                     threads: 1,
                     exited: None,
                     program: parent.as_ref().map(|p| p.program).unwrap_or(0),
@@ -274,9 +300,13 @@ impl ProcessTable {
                 p.uid = h.uid;
                 // exec kills every other thread.
                 p.threads = 1;
+                if x.cgroup_id != 0 {
+                    p.cgroup_id = x.cgroup_id;
+                    p.container_id = container_of(x.cgroup_id);
+                }
                 let identity = self.identity;
                 let p = self.procs.get_mut(&h.tgid).expect("entry exists");
-                p.program = program_id(identity, p.exe.as_deref(), &p.comm, p.argv.as_deref());
+                p.program = program_id(identity, p.exe.as_deref(), &p.comm, p.argv.as_deref(), p.container_id.as_deref());
                 let subject = p.clone();
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched { subject: Some(subject), parent }
@@ -291,6 +321,13 @@ impl ProcessTable {
                 }
                 let p = self.procs.get_mut(&tgid).expect("entry exists");
                 p.threads = p.threads.saturating_sub(1);
+                if x.pidns != 0 {
+                    p.pidns = x.pidns;
+                }
+                if x.cgroup_id != 0 && x.cgroup_id != p.cgroup_id {
+                    p.cgroup_id = x.cgroup_id;
+                    p.container_id = container_of(x.cgroup_id);
+                }
                 if group_dead {
                     p.exited = Some((h.ts_ns, status));
                     p.threads = 0;
@@ -333,6 +370,8 @@ impl ProcessTable {
             Payload::Bind(_) | Payload::Connect(_) => Touched { subject: Some(self.entry(ev).clone()), parent: None },
             // A TCP state change may run in softirq context of an unrelated task.
             Payload::TcpState(_) => Touched { subject: self.procs.get(&h.tgid).cloned(), parent: None },
+            // Not about one process.
+            Payload::Cgroup(_) => Touched::default(),
         }
     }
 
@@ -348,6 +387,8 @@ impl ProcessTable {
                 argv: None,
                 uid: h.uid,
                 container_id: None,
+                cgroup_id: 0,
+                pidns: 0,
                 threads: 1,
                 exited: None,
                 program: 0,
@@ -374,7 +415,7 @@ impl ProcessTable {
                 .map(Arc::<str>::from);
             let zombie = stat.state == 'Z';
             let start_ns = stat.starttime.saturating_mul(1_000_000_000) / tps;
-            let program = program_id(self.identity, exe.as_deref(), &stat.comm, argv.as_deref());
+            let program = program_id(self.identity, exe.as_deref(), &stat.comm, argv.as_deref(), container_id.as_deref());
             self.insert(Proc {
                 program,
                 key: ProcKey { tgid, start_ns },
@@ -384,6 +425,8 @@ impl ProcessTable {
                 argv,
                 uid,
                 container_id,
+                cgroup_id: 0,
+                pidns: 0,
                 threads: stat.num_threads.max(0) as u32,
                 exited: zombie.then(|| {
                     let code = stat.exit_code.unwrap_or(0) as u32;
@@ -427,14 +470,14 @@ mod tests {
     fn fork(ts: u64, parent: u32, child: u32, flags: u64) -> KernelEvent {
         decode(&encode(&Event {
             header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "sh"),
-            data: ForkData { child_pid: child, child_tgid: if flags & CLONE_THREAD != 0 { parent } else { child }, clone_flags: flags },
+            data: ForkData { child_pid: child, child_tgid: if flags & CLONE_THREAD != 0 { parent } else { child }, clone_flags: flags, cgroup_id: 0 },
         }))
         .unwrap()
     }
     fn exit(ts: u64, pid: u32, tgid: u32, code: u32, dead: u32) -> KernelEvent {
         decode(&encode(&Event {
             header: header_for::<ExitData>(EventKind::Exit, ts, pid, tgid, "x"),
-            data: ExitData { exit_code: code, group_dead: dead, parent_tgid: 0, parent_waiting: 0 },
+            data: ExitData { exit_code: code, group_dead: dead, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 },
         }))
         .unwrap()
     }
@@ -453,6 +496,7 @@ mod tests {
                 filename: file.into(),
                 argv: argv.iter().map(|s| s.to_string()).collect(),
                 argv_truncated: false,
+                cgroup_id: 0,
             }),
         }
     }
@@ -492,14 +536,22 @@ mod tests {
 
     #[test]
     fn program_identity() {
-        let a = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "a.py".into()]));
-        let b = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "b.py".into()]));
-        let a2 = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["/usr/bin/python3".into(), "a.py".into()]));
+        let a = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "a.py".into()]), None);
+        let b = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "b.py".into()]), None);
+        let a2 = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["/usr/bin/python3".into(), "a.py".into()]), None);
         assert_ne!(a, b);
         assert_eq!(a, a2, "argv[0] does not change the program");
-        let ea = program_id(Identity::Exe, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "a.py".into()]));
-        let eb = program_id(Identity::Exe, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "b.py".into()]));
+        let ea = program_id(Identity::Exe, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "a.py".into()]), None);
+        let eb = program_id(Identity::Exe, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "b.py".into()]), None);
         assert_eq!(ea, eb);
+        // Within one container: replicas in two containers are two programs.
+        let argv: Vec<String> = vec!["sleep".into(), "1000".into()];
+        let c1 = program_id(Identity::ExeAndArgs, Some("/bin/sleep"), "sleep", Some(&argv), Some("c1"));
+        let c1b = program_id(Identity::ExeAndArgs, Some("/bin/sleep"), "sleep", Some(&argv), Some("c1"));
+        let c2 = program_id(Identity::ExeAndArgs, Some("/bin/sleep"), "sleep", Some(&argv), Some("c2"));
+        let host = program_id(Identity::ExeAndArgs, Some("/bin/sleep"), "sleep", Some(&argv), None);
+        assert_eq!(c1, c1b);
+        assert!(c1 != c2 && c1 != host && c2 != host);
         // Stable across runs: a fixed value.
         assert_eq!(fnv1a(&[b"x"]), fnv1a(&[b"x"]));
         assert_ne!(fnv1a(&[b"ab", b"c"]), fnv1a(&[b"a", b"bc"]));

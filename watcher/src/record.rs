@@ -113,9 +113,45 @@ pub struct Process {
     pub exit_code: Option<i32>,
 }
 
+/// ECS `container.*`: the container a process runs in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Container {
+    /// The full container id.
     pub id: String,
+    /// The runtime's name for it, once the runtime has said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+    /// `docker`, `containerd`, `cri-o`, `podman`.
+    pub runtime: String,
+}
+
+/// ECS `container.image`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Image {
+    pub name: String,
+}
+
+/// ECS `orchestrator.*`: the Kubernetes pod of a container.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Orchestrator {
+    /// The pod's namespace.
+    pub namespace: String,
+    pub resource: Resource,
+    /// `kubernetes`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// ECS `orchestrator.resource`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resource {
+    /// The pod's name.
+    pub name: String,
+    /// `pod`.
+    #[serde(rename = "type")]
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -133,6 +169,8 @@ pub struct ForkRecord {
     pub fork: ForkInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -150,6 +188,8 @@ pub struct ExecRecord {
     pub exec: ExecInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -181,6 +221,8 @@ pub struct ExitRecord {
     pub exit: ExitInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -200,6 +242,10 @@ pub struct ReapInfo {
 pub struct ReapRecord {
     pub process: Process,
     pub reap: ReapInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
 }
 
 /// ECS `source` / `destination`.
@@ -217,6 +263,10 @@ pub struct Network {
     /// `ipv4` or `ipv6`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Inode of the socket's network namespace (as `ls -i /proc/<pid>/ns/net`
+    /// shows it); ports are compared only within one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u32>,
 }
 
 /// ECS `event.outcome`: `success`, `failure`, `unknown` (non-blocking connect in progress).
@@ -257,6 +307,8 @@ pub struct SocketRecord {
     pub socket: SocketInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -279,6 +331,10 @@ pub struct TcpStateRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<Outcome>,
     pub socket: SocketInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -328,6 +384,11 @@ pub struct InvolvedProcess {
     /// Since when (RFC 3339), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// The container it runs in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator>,
 }
 
 /// `finding`: one incident, opened, updated or resolved.

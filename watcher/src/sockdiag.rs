@@ -4,7 +4,8 @@
 //! `/proc/net/{tcp,tcp6,udp,udp6}` as the fallback, and the processes holding
 //! each socket found through `/proc/<pid>/fd`. Used at start (seed) and, for
 //! one port at a time, to confirm holders before a port finding names them.
-//! Covers watcher's network namespace.
+//! A [`Diag`] covers the network namespace it was opened in (its netlink
+//! socket is kept); [`crate::world::netns`] keeps one per namespace.
 use std::{
     collections::HashMap,
     fs,
@@ -43,7 +44,7 @@ pub fn parse_table(text: &str, tcp: bool) -> Vec<KernelSocket> {
         let Ok(state) = u32::from_str_radix(f[3], 16) else { continue };
         let uid = f[7].parse().unwrap_or(0);
         let inode = f[9].parse().unwrap_or(0);
-        out.push(KernelSocket { tcp, addr, port, state, uid, inode, pids: Vec::new() });
+        out.push(KernelSocket { tcp, addr, port, state, uid, inode, pids: Vec::new(), netns: 0 });
     }
     out
 }
@@ -53,18 +54,14 @@ const TCP_LISTEN_STATE: u8 = 10;
 /// One sock_diag dump: `family` (AF_INET/AF_INET6), TCP or UDP, the given
 /// state mask, optionally only sockets whose local port is `sport` (the kernel
 /// filters listeners by it).
-fn diag(family: u8, tcp: bool, states: u32, sport: u16) -> std::io::Result<Vec<KernelSocket>> {
+fn diag(socket: &mut netlink_sys::Socket, family: u8, tcp: bool, states: u32, sport: u16) -> std::io::Result<Vec<KernelSocket>> {
     use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
     use netlink_packet_sock_diag::{
         constants::{IPPROTO_TCP, IPPROTO_UDP},
         inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
         SockDiagMessage,
     };
-    use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr};
 
-    let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
     let mut id = if family == 10 { SocketId::new_v6() } else { SocketId::new_v4() };
     id.source_port = sport;
     let mut hdr = NetlinkHeader::default();
@@ -104,6 +101,7 @@ fn diag(family: u8, tcp: bool, states: u32, sport: u16) -> std::io::Result<Vec<K
                         uid: h.uid,
                         inode: h.inode as u64,
                         pids: Vec::new(),
+                        netns: 0,
                     });
                 }
                 NetlinkPayload::Done(_) => return Ok(out),
@@ -118,30 +116,88 @@ fn diag(family: u8, tcp: bool, states: u32, sport: u16) -> std::io::Result<Vec<K
     }
 }
 
-/// Sockets of one transport on `port` (0: all) in the states of `states`,
-/// from sock_diag, or `/proc/net` when netlink is not available.
-fn query(tcp: bool, port: u16, states: u32) -> Vec<KernelSocket> {
-    let mut out = Vec::new();
-    for family in [2u8, 10u8] {
-        match diag(family, tcp, states, port) {
-            Ok(v) => out.extend(v.into_iter().filter(|s| port == 0 || s.port == port)),
-            Err(e) => {
-                tracing::debug!("sock_diag failed ({e}); reading /proc/net");
-                return read_tables(tcp)
-                    .into_iter()
-                    .filter(|s| (port == 0 || s.port == port) && states & (1 << s.state) != 0)
-                    .collect();
-            }
-        }
-    }
-    out
+/// A sock_diag socket of one network namespace (the one it was opened in),
+/// kept for every query, with that namespace's `/proc/<pid>/net` tables as
+/// the fallback.
+pub struct Diag {
+    socket: Option<netlink_sys::Socket>,
+    proc_net: std::path::PathBuf,
 }
 
-fn read_tables(tcp: bool) -> Vec<KernelSocket> {
+impl Diag {
+    /// Open in the calling thread's network namespace; `proc_net` is that
+    /// namespace's `/proc/…/net` directory, read when netlink fails.
+    pub fn open(proc_net: impl Into<std::path::PathBuf>) -> Diag {
+        let socket = (|| {
+            let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
+            s.bind_auto()?;
+            s.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+            std::io::Result::Ok(s)
+        })();
+        if let Err(e) = &socket {
+            tracing::debug!("sock_diag unavailable ({e}); reading /proc tables");
+        }
+        Diag { socket: socket.ok(), proc_net: proc_net.into() }
+    }
+
+    /// Only the tables under `proc_net` (`/proc/<pid>/net` of a namespace watcher may not enter).
+    pub fn open_tables_only(proc_net: &std::path::Path) -> Diag {
+        Diag { socket: None, proc_net: proc_net.to_path_buf() }
+    }
+
+    /// Sockets of one transport on `port` (0: all) in the states of `states`.
+    fn query(&mut self, tcp: bool, port: u16, states: u32) -> Vec<KernelSocket> {
+        let mut out = Vec::new();
+        if let Some(sock) = self.socket.as_mut() {
+            for family in [2u8, 10u8] {
+                match diag(sock, family, tcp, states, port) {
+                    Ok(v) => out.extend(v.into_iter().filter(|s| port == 0 || s.port == port)),
+                    Err(e) => {
+                        tracing::debug!("sock_diag failed ({e}); reading {}", self.proc_net.display());
+                        self.socket = None;
+                        out.clear();
+                        break;
+                    }
+                }
+            }
+            if self.socket.is_some() {
+                return out;
+            }
+        }
+        read_tables(&self.proc_net, tcp)
+            .into_iter()
+            .filter(|s| (port == 0 || s.port == port) && states & (1 << s.state) != 0)
+            .collect()
+    }
+
+    /// See [`port_sockets`].
+    pub fn port_sockets(&mut self, tcp: bool, port: u16, candidates: &[u32]) -> Vec<KernelSocket> {
+        let socks = if tcp {
+            let listeners = self.query(true, port, 1 << TCP_LISTEN_STATE);
+            if listeners.is_empty() {
+                self.query(true, port, !(1u32 << TCP_LISTEN_STATE) & 0xfff)
+            } else {
+                listeners
+            }
+        } else {
+            self.query(false, port, u32::MAX)
+        };
+        with_owners_of(socks, candidates)
+    }
+
+    /// Every holder (TCP listeners, bound UDP sockets), without their processes.
+    pub fn holders(&mut self) -> Vec<KernelSocket> {
+        let mut all: Vec<KernelSocket> = self.query(true, 0, 1 << TCP_LISTEN_STATE);
+        all.extend(self.query(false, 0, u32::MAX).into_iter().filter(|s| s.port != 0));
+        all
+    }
+}
+
+fn read_tables(dir: &std::path::Path, tcp: bool) -> Vec<KernelSocket> {
     let names: [&str; 2] = if tcp { ["tcp", "tcp6"] } else { ["udp", "udp6"] };
     names
         .iter()
-        .filter_map(|n| fs::read_to_string(format!("/proc/net/{n}")).ok())
+        .filter_map(|n| fs::read_to_string(dir.join(n)).ok())
         .flat_map(|t| parse_table(&t, tcp))
         .collect()
 }
@@ -187,7 +243,8 @@ fn owners(inodes: &[u64], candidates: &[u32]) -> HashMap<u64, Vec<u32>> {
     out
 }
 
-fn with_owners(socks: Vec<KernelSocket>) -> Vec<KernelSocket> {
+/// The processes holding each holder socket (one scan of `/proc/<pid>/fd` for all of them).
+pub fn with_owners(socks: Vec<KernelSocket>) -> Vec<KernelSocket> {
     with_owners_of(socks, &[])
 }
 
@@ -202,29 +259,18 @@ fn with_owners_of(mut socks: Vec<KernelSocket>, candidates: &[u32]) -> Vec<Kerne
     socks
 }
 
-/// The sockets on `port` of one transport, holders with their processes;
-/// `candidates` (the holders watcher knows of) are looked at first. For TCP:
-/// the listeners, and only when there is none the other sockets on the port
-/// (TIME_WAIT, connections), which explain an EADDRINUSE without a holder.
+/// The sockets on `port` of one transport, in watcher's own network
+/// namespace, holders with their processes; `candidates` (the holders watcher
+/// knows of) are looked at first. For TCP: the listeners, and only when there
+/// is none the other sockets on the port (TIME_WAIT, connections), which
+/// explain an EADDRINUSE without a holder.
 pub fn port_sockets(tcp: bool, port: u16, candidates: &[u32]) -> Vec<KernelSocket> {
-    let socks = if tcp {
-        let listeners = query(true, port, 1 << TCP_LISTEN_STATE);
-        if listeners.is_empty() {
-            query(true, port, !(1u32 << TCP_LISTEN_STATE) & 0xfff)
-        } else {
-            listeners
-        }
-    } else {
-        query(false, port, u32::MAX)
-    };
-    with_owners_of(socks, candidates)
+    Diag::open("/proc/net").port_sockets(tcp, port, candidates)
 }
 
-/// Every holder (TCP listeners, bound UDP sockets), for the start-up seed.
+/// Every holder of watcher's own network namespace, with its processes.
 pub fn all_holders() -> Vec<KernelSocket> {
-    let mut all: Vec<KernelSocket> = query(true, 0, 1 << TCP_LISTEN_STATE);
-    all.extend(query(false, 0, u32::MAX).into_iter().filter(|s| s.port != 0));
-    with_owners(all)
+    with_owners(Diag::open("/proc/net").holders())
 }
 
 #[cfg(test)]

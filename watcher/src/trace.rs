@@ -6,6 +6,7 @@ use std::{
 };
 
 use crate::{
+    world::netns::NetnsLookups,
     config::Config,
     engine::Engine,
     filter::Filter,
@@ -15,7 +16,6 @@ use crate::{
     proctable::ProcessTable,
     reader::ReaderOptions,
     record::{Body, Clock, Record},
-    sockdiag,
 };
 
 /// Settings of one trace run (validated CLI arguments).
@@ -72,21 +72,45 @@ impl Output for Terminal {
     }
 }
 
-/// Build the engine: the process table seeded from /proc, detectors seeded
-/// from it and from the kernel's sockets. Returns the findings that hold at start.
+/// How long the pipeline waits for a namespace's socket table before it
+/// goes on with what it knows.
+pub const LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Build the engine: the process table seeded from /proc, the cgroup →
+/// container table from the cgroup v2 tree, detectors seeded from them and
+/// from every network namespace's sockets, the container runtime's worker
+/// started. Returns the findings that hold at start.
 pub fn engine(config: &Config, max_processes: usize) -> (Engine, Vec<Record>, usize) {
     let mut table = ProcessTable::new(max_processes);
     table.identity = config.detect.identity.into();
     let seeded = table.seed_from_proc();
+    let mut netns = NetnsLookups::new(LOOKUP_DEADLINE);
+    let sockets = netns.all_holders();
     let mut engine = Engine::new(
         config.detect.clone(),
         table,
         Clock::now(),
-        Box::new(|tcp, port, c: &[u32]| sockdiag::port_sockets(tcp, port, c)),
+        Box::new(move |ns, via, tcp, port, c: &[u32]| netns.port_sockets(ns, via, tcp, port, c)),
     );
-    let initial = engine.seed(&sockdiag::all_holders(), Clock::mono_now());
+    match crate::world::containers::cgroup2_mount() {
+        Some(root) => {
+            engine.enricher.containers.seed_from(&root);
+        }
+        None => say_once("cgroup v2 is not mounted: processes cannot be attributed to containers (watcher reads the v2 hierarchy's cgroup ids)"),
+    }
+    engine.start_runtime(crate::world::runtime::docker_socket());
+    // Containers running now are named from the first record (the runtime's
+    // list, with a deadline; later answers arrive beside the pipeline).
+    for line in engine.wait_runtime(std::time::Duration::from_secs(3)) {
+        say_once(&line);
+    }
+    let initial = engine.seed(&sockets, Clock::mono_now());
     let records = initial.iter().map(|f| engine.finding_record(f)).collect();
     (engine, records, seeded)
+}
+
+fn say_once(what: &str) {
+    let _ = writeln!(io::stderr(), "watcher: {what}");
 }
 
 pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {

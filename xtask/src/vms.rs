@@ -86,6 +86,30 @@ const SKIPPED: &[(&str, &str, &str)] = &[
 /// Per kernel: boot + checks must end within this, or the run fails.
 const BOOT_DEADLINE: Duration = Duration::from_secs(240);
 
+/// The tracepoints watcher attaches (as in watcher's `loader::HOOKS`): their
+/// format files are printed by each guest and kept in
+/// `target/vm/<release>.formats.txt`, the fixtures of watcher's layout tests.
+const TRACEPOINTS: &[&str] = &[
+    "task/task_newtask",
+    "sched/sched_process_exec",
+    "sched/sched_process_exit",
+    "sched/sched_process_free",
+    "syscalls/sys_enter_wait4",
+    "syscalls/sys_exit_wait4",
+    "syscalls/sys_enter_waitid",
+    "syscalls/sys_exit_waitid",
+    "syscalls/sys_enter_bind",
+    "syscalls/sys_exit_bind",
+    "syscalls/sys_enter_connect",
+    "syscalls/sys_exit_connect",
+    "sock/inet_sock_set_state",
+    "cgroup/cgroup_mkdir",
+    "cgroup/cgroup_rmdir",
+];
+
+/// Prefix of the console lines that carry the format files.
+const FORMAT_LINE: &str = "WATCHER-FORMAT ";
+
 pub struct Outcome {
     pub kernel: String,
     pub ok: bool,
@@ -286,6 +310,11 @@ fn path_of<'a>(exes: &'a [(String, PathBuf)], name: &str) -> &'a Path {
 fn init_script(exes: &[(String, PathBuf)]) -> String {
     let watcher = path_of(exes, "watcher").display();
     let mut steps = format!("{watcher} check; echo \"WATCHER-VM check exit=$?\"\n");
+    // (`watcher check` has mounted tracefs.)
+    steps.push_str(&format!(
+        "for tp in {}; do echo \"{FORMAT_LINE}=== $tp\"; sed 's/^/{FORMAT_LINE}/' /sys/kernel/tracing/events/$tp/format; done; echo \"{FORMAT_LINE}=== end\"\n",
+        TRACEPOINTS.join(" ")
+    ));
     for t in TEST_BINARIES {
         let skips: String = SKIPPED.iter().filter(|(b, _, _)| *b == t).map(|(_, test, _)| format!(" --skip {test}")).collect();
         steps.push_str(&format!("{} --test-threads=2{skips}; echo \"WATCHER-VM {t} exit=$?\"\n", path_of(exes, t).display()));
@@ -412,6 +441,7 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
         }
     });
     let mut logf = fs::File::create(log)?;
+    let mut formats = String::new();
     // (step, exit status, the test counts it printed)
     let mut steps: Vec<(String, i32, Option<String>)> = Vec::new();
     let mut done = false;
@@ -424,6 +454,11 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
             Ok(line) => {
                 let line = plain(&line);
                 writeln!(logf, "{line}")?;
+                if let Some(f) = line.strip_prefix(FORMAT_LINE) {
+                    formats.push_str(f);
+                    formats.push('\n');
+                    continue;
+                }
                 println!("[{label}] {line}");
                 if let Some(rest) = line.strip_prefix("WATCHER-VM ") {
                     if rest == "done" {
@@ -461,6 +496,9 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
         }
     }
     let _ = child.wait();
+    if !formats.is_empty() {
+        fs::write(log.with_extension("formats.txt"), &formats)?;
+    }
     let seconds = start.elapsed().as_secs_f64();
     let mut ok = done;
     for want in ["check"].into_iter().chain(TEST_BINARIES) {
@@ -567,5 +605,6 @@ mod tests {
         assert!(init.contains("WATCHER_BIN=/build/watcher") && init.contains("CI=true"), "{init}");
         assert_eq!(init.matches("--skip").count(), SKIPPED.len());
         assert!(!init.contains("/tmp"), "nothing may be mounted over a checkout's path: {init}");
+        assert!(TRACEPOINTS.iter().all(|tp| init.contains(tp)) && init.contains("=== end"), "every format file is printed: {init}");
     }
 }

@@ -11,7 +11,8 @@ use crate::decode::{ip_addr, Payload};
 const EADDRNOTAVAIL: i32 = 99;
 
 pub struct AddressUnavailable {
-    pub incidents: Incidents<IpAddr>,
+    /// Keyed by (network namespace, address).
+    pub incidents: Incidents<(u32, IpAddr)>,
     cfg: DetectConfig,
 }
 
@@ -41,11 +42,12 @@ impl AddressUnavailable {
             details.insert("address".into(), json!(ip.to_string()));
             details.insert("port".into(), json!(b.port));
             let processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(addr_port(ip, b.port)), since_ns: None }];
-            return self.incidents.raise(ip, &ip.to_string(), ts, 1, summary, processes, details).into_iter().collect();
+            details.insert("network_namespace".into(), json!(b.netns));
+            return self.incidents.raise((b.netns, ip), &format!("{}/{ip}", b.netns), ts, 1, summary, processes, details).into_iter().collect();
         }
-        if b.ret == 0 && self.incidents.is_open(&ip) {
+        if b.ret == 0 && self.incidents.is_open(&(b.netns, ip)) {
             let by = i.subject.map(who).unwrap_or_else(|| format!("pid {}", i.ev.header.tgid));
-            return self.incidents.resolve(&ip, ts, format!("{by} bound {}: {ip} is available now", addr_port(ip, b.port))).into_iter().collect();
+            return self.incidents.resolve(&(b.netns, ip), ts, format!("{by} bound {}: {ip} is available now", addr_port(ip, b.port))).into_iter().collect();
         }
         Vec::new()
     }

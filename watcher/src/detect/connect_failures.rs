@@ -26,7 +26,8 @@ const TCP_CLOSE: u32 = 7;
 const EARLY_FAILURES: [i32; 3] = [101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */, 99 /* EADDRNOTAVAIL */];
 const REFUSED_OR_TIMEOUT: [i32; 2] = [111 /* ECONNREFUSED */, 110 /* ETIMEDOUT */];
 
-type Key = (IpAddr, u16);
+/// (network namespace, destination address, port): one destination as the clients see it.
+type Key = (u32, IpAddr, u16);
 
 #[derive(Default)]
 struct Dest {
@@ -66,9 +67,9 @@ impl ConnectFailures {
         client: Option<&Proc>,
         error: String,
         ts: u64,
-        shadowed: &dyn Fn(u16) -> Option<String>,
+        shadowed: &dyn Fn(u32, u16) -> Option<String>,
     ) -> Option<Finding> {
-        if self.cfg.allowed_port(key.1) || client.is_some_and(|c| self.cfg.allowed_program(c)) {
+        if self.cfg.allowed_port(key.2) || client.is_some_and(|c| self.cfg.allowed_program(c)) {
             return None;
         }
         if !self.dests.contains_key(&key) && self.dests.len() >= self.cfg.max_tracked {
@@ -99,7 +100,7 @@ impl ConnectFailures {
         if n < self.threshold && !self.incidents.is_open(&key) {
             return None;
         }
-        let dest = addr_port(key.0, key.1);
+        let dest = addr_port(key.1, key.2);
         let clients: Vec<String> = d.clients.iter().rev().take(5).map(who).collect();
         let mut summary = format!(
             "{n} connects to {dest} failed within {} s ({}) from {} client process(es): {}",
@@ -108,7 +109,7 @@ impl ConnectFailures {
             d.clients.len(),
             clients.join(", ")
         );
-        if let Some(note) = shadowed(key.1) {
+        if let Some(note) = shadowed(key.0, key.2) {
             summary.push_str(&format!("; note: {note}"));
         }
         let processes = d
@@ -130,15 +131,15 @@ impl ConnectFailures {
     fn success(&mut self, key: Key, client: Option<&Proc>, ts: u64) -> Option<Finding> {
         self.dests.remove(&key);
         let by = client.map(who).unwrap_or_else(|| "a client".into());
-        self.incidents.resolve(&key, ts, format!("{by} connected to {}: it is reachable again", addr_port(key.0, key.1)))
+        self.incidents.resolve(&key, ts, format!("{by} connected to {}: it is reachable again", addr_port(key.1, key.2)))
     }
 
-    pub fn on_event(&mut self, i: &Input, shadowed: &dyn Fn(u16) -> Option<String>) -> Vec<Finding> {
+    pub fn on_event(&mut self, i: &Input, shadowed: &dyn Fn(u32, u16) -> Option<String>) -> Vec<Finding> {
         let ts = i.ev.header.ts_ns;
         match &i.ev.payload {
             Payload::TcpState(t) if t.old_state == TCP_SYN_SENT => {
                 let Some(ip) = ip_addr(t.family, &t.daddr).map(normalize) else { return Vec::new() };
-                let key = (ip, t.dport);
+                let key = (t.netns, ip, t.dport);
                 if t.new_state == TCP_ESTABLISHED {
                     return self.success(key, i.owner, ts).into_iter().collect();
                 }
@@ -153,7 +154,7 @@ impl ConnectFailures {
             }
             Payload::Connect(c) if c.sock_type != 2 => {
                 let Some(ip) = ip_addr(c.family, &c.addr).map(normalize) else { return Vec::new() };
-                let key = (ip, c.port);
+                let key = (c.netns, ip, c.port);
                 let errno = -c.ret;
                 if c.ret == 0 {
                     return self.success(key, i.subject, ts).into_iter().collect();

@@ -29,6 +29,7 @@ use std::net::IpAddr;
 use serde_json::{Map, Value};
 
 use crate::{
+    world::containers::ContainerInfo,
     record::Clock,
     decode::KernelEvent,
     proctable::{Proc, ProcKey},
@@ -150,6 +151,33 @@ pub struct Input<'a> {
     pub ppid_of: &'a dyn Fn(u32) -> Option<u32>,
     /// For wall-clock times in summaries.
     pub clock: &'a Clock,
+    /// What is known of containers (names, images, addresses), for summaries.
+    pub containers: &'a dyn ContainerView,
+}
+
+/// The detectors' read-only view of containers.
+pub trait ContainerView {
+    fn by_id(&self, id: &str) -> Option<std::sync::Arc<ContainerInfo>>;
+    /// The container that has this address on one of its networks.
+    fn by_address(&self, ip: IpAddr) -> Option<std::sync::Arc<ContainerInfo>>;
+}
+
+impl ContainerView for crate::world::containers::Containers {
+    fn by_id(&self, id: &str) -> Option<std::sync::Arc<ContainerInfo>> {
+        self.peek(id)
+    }
+    fn by_address(&self, ip: IpAddr) -> Option<std::sync::Arc<ContainerInfo>> {
+        crate::world::containers::Containers::by_address(self, ip)
+    }
+}
+
+/// `pid 4121 (python3 app.py)`, and ` in container web (image x)` when it runs in one.
+pub fn who_in(p: &Proc, view: &dyn ContainerView) -> String {
+    let mut s = who(p);
+    if let Some(c) = p.container_id.as_deref().and_then(|id| view.by_id(id)) {
+        s.push_str(&format!(" in {}", c.describe()));
+    }
+    s
 }
 
 /// `1.2.3.4:80` / `[::1]:80`.
@@ -230,8 +258,8 @@ impl Detectors {
     }
 
     /// Whether a bind should be confirmed against the kernel's socket table
-    /// before the detectors see it: (transport is TCP, port).
-    pub fn wants_confirmation(&self, ev: &KernelEvent, subject: Option<&Proc>) -> Option<(bool, u16)> {
+    /// before the detectors see it: (network namespace, transport is TCP, port).
+    pub fn wants_confirmation(&self, ev: &KernelEvent, subject: Option<&Proc>) -> Option<sockets::PortKey> {
         self.sockets.wants_confirmation(ev, subject)
     }
 
@@ -265,7 +293,7 @@ impl Detectors {
             out.extend(self.fork_storm.on_event(i));
         }
         if c.enabled(Kind::ConnectFailures) {
-            let shadowed = |port: u16| self.port_shadowed.shadowed_port(port);
+            let shadowed = |netns: u32, port: u16| self.port_shadowed.shadowed_port(netns, port);
             out.extend(self.connect_failures.on_event(i, &shadowed));
         }
         out

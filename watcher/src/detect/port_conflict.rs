@@ -19,7 +19,8 @@ use crate::{
 
 const EADDRINUSE: i32 = 98;
 
-type Key = (u64, bool, u16);
+/// (program, network namespace, transport is TCP, port).
+type Key = (u64, u32, bool, u16);
 
 struct Pending {
     failing: Vec<ProcKey>,
@@ -72,10 +73,10 @@ impl PortConflict {
                     return out;
                 }
                 let tcp = b.sock_type != 2;
-                let key = (program_key(p), tcp, b.port);
+                let key = (program_key(p), b.netns, tcp, b.port);
                 let want = addr_port(ip, b.port);
                 let holders: Vec<_> = sockets
-                    .holders(tcp, b.port)
+                    .holders((b.netns, tcp, b.port))
                     .iter()
                     .filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip))
                     .collect();
@@ -136,12 +137,13 @@ impl PortConflict {
                 details.insert("transport".into(), json!(transport(tcp)));
                 details.insert("address".into(), json!(ip.to_string()));
                 details.insert("port".into(), json!(b.port));
+                details.insert("network_namespace".into(), json!(b.netns));
                 details.insert("failing_processes".into(), json!(pend.failing.len()));
                 out.extend(self.incidents.raise(key, &format!("{key:?}"), ts, 1, summary, processes, details));
             }
             Payload::Bind(b) if b.ret == 0 => {
                 let Some(p) = i.subject else { return out };
-                let key = (program_key(p), b.sock_type != 2, b.port);
+                let key = (program_key(p), b.netns, b.sock_type != 2, b.port);
                 if self.incidents.is_open(&key) {
                     self.pending.remove(&key);
                     let addr = ip_addr(b.family, &b.addr).map(|ip| addr_port(ip, b.port)).unwrap_or_default();
@@ -174,7 +176,7 @@ impl PortConflict {
             out.extend(self.incidents.resolve(
                 &key,
                 now,
-                format!("the processes that could not bind port {} exited and none retried within {grace}", key.2),
+                format!("the processes that could not bind port {} exited and none retried within {grace}", key.3),
             ));
         }
         out

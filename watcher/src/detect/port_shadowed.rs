@@ -5,17 +5,24 @@
 //! members of different programs or users (connections split between them).
 //! Members of one program's SO_REUSEPORT pool, one process's own sockets and
 //! allow-listed ports are not findings. Resolves when one of them releases the port.
+//!
+//! Only sockets of one network namespace are compared. Docker's proxy holds a
+//! published port twice (0.0.0.0 and [::], two processes forwarding to the
+//! same container address and port): one service, never shadowing. A host
+//! process that takes 127.0.0.1:P over it *is* the incident, and the finding
+//! names the container behind the proxy.
 use std::net::IpAddr;
 
 use serde_json::{json, Map};
 
 use super::{
     addr_port, incident::Incidents,
-    sockets::{is_wildcard, normalize, overlaps, Changes, Holder, SocketTable},
-    who, DetectConfig, Finding, Input, Involved, Kind,
+    sockets::{is_wildcard, normalize, overlaps, Changes, Holder, PortKey, SocketTable},
+    who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
+use crate::world::containers::docker_proxy_target;
 
-type Key = (bool, u16);
+type Key = PortKey;
 
 pub struct PortShadowed {
     pub incidents: Incidents<Key>,
@@ -30,15 +37,35 @@ fn family(ip: IpAddr) -> &'static str {
     }
 }
 
+/// A holder in a summary: `pid 7 (nginx …)`, with the container it runs in,
+/// or for Docker's proxy the container it forwards to.
+pub fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
+    let mut s = who(&h.proc);
+    if let Some((ip, port)) = docker_proxy_target(&h.proc) {
+        match view.by_address(ip) {
+            Some(c) => s.push_str(&format!(", Docker's proxy for {} at {}", c.describe(), addr_port(ip, port))),
+            None => s.push_str(&format!(", Docker's proxy for the container at {}", addr_port(ip, port))),
+        }
+    } else if let Some(c) = h.proc.container_id.as_deref().and_then(|id| view.by_id(id)) {
+        s.push_str(&format!(" in {}", c.describe()));
+    }
+    s
+}
+
 /// Who receives what, in one sentence, for two overlapping holders.
 pub fn routes(a: &Holder, b: &Holder) -> String {
+    routes_named(a, b, &|h: &Holder| who(&h.proc))
+}
+
+/// [`routes`] with holders named by `name`.
+pub fn routes_named(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) -> String {
     let (aa, ba) = (normalize(a.addr), normalize(b.addr));
     let port = a.port;
     if aa == ba {
         return format!(
             "{} and {} both receive {} (SO_REUSEPORT): connections are split between them",
-            who(&a.proc),
-            who(&b.proc),
+            name(a),
+            name(b),
             addr_port(aa, port)
         );
     }
@@ -51,19 +78,19 @@ pub fn routes(a: &Holder, b: &Holder) -> String {
         return format!(
             "{} connections to port {port} go to {} ({}), {} ones to {} ({})",
             family(aa),
-            who(&a.proc),
+            name(a),
             addr_port(aa, port),
             family(ba),
-            who(&b.proc),
+            name(b),
             addr_port(ba, port)
         );
     };
     format!(
         "connections to {} go to {}, all other {} connections to port {port} to {} on {}",
         addr_port(spec.addr, port),
-        who(&spec.proc),
+        name(spec),
         family(wild.addr),
-        who(&wild.proc),
+        name(wild),
         addr_port(wild.addr, port)
     )
 }
@@ -77,14 +104,16 @@ impl PortShadowed {
     /// different programs or users (one program's REUSEPORT pool is fine).
     fn conflicts(&self, a: &Holder, b: &Holder) -> bool {
         a.proc.key.tgid != b.proc.key.tgid
+            && a.netns == b.netns
             && overlaps(a.addr, b.addr)
+            && !one_published_port(a, b)
             && (a.proc.program != b.proc.program || a.proc.uid != b.proc.uid)
             && !self.cfg.allowed_program(&a.proc)
             && !self.cfg.allowed_program(&b.proc)
     }
 
     fn pair(&self, sockets: &SocketTable, key: Key) -> Option<(Holder, Holder)> {
-        let hs = sockets.holders(key.0, key.1);
+        let hs = sockets.holders(key);
         for (x, a) in hs.iter().enumerate() {
             for b in &hs[x + 1..] {
                 if self.conflicts(a, b) {
@@ -99,14 +128,22 @@ impl PortShadowed {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
         if let Some(new) = &changes.receiving {
-            let key = (new.tcp, new.port);
+            let key = new.key();
             if !self.cfg.allowed_port(new.port) {
-                let other = sockets.holders(key.0, key.1).iter().find(|h| self.conflicts(h, new)).cloned();
+                let other = sockets.holders(key).iter().find(|h| self.conflicts(h, new)).cloned();
                 if let Some(old) = other {
-                    let summary = format!("port {} ({}) is shadowed: {}", new.port, if new.tcp { "tcp" } else { "udp" }, routes(new, &old));
+                    let name = |h: &Holder| holder_name(h, i.containers);
+                    let summary = format!("port {} ({}) is shadowed: {}", new.port, if new.tcp { "tcp" } else { "udp" }, routes_named(new, &old, &name));
                     let mut details = Map::new();
                     details.insert("transport".into(), json!(if new.tcp { "tcp" } else { "udp" }));
                     details.insert("port".into(), json!(new.port));
+                    details.insert("network_namespace".into(), json!(new.netns));
+                    let behind = [new, &old]
+                        .iter()
+                        .find_map(|h| docker_proxy_target(&h.proc).and_then(|(ip, _)| i.containers.by_address(ip)));
+                    if let Some(c) = behind {
+                        details.insert("published_by_container".into(), json!({"id": &*c.id, "name": c.name.as_deref(), "image": c.image.as_deref()}));
+                    }
                     details.insert(
                         "holders".into(),
                         json!([
@@ -124,7 +161,7 @@ impl PortShadowed {
         }
         // Something went away: resolve incidents whose pair no longer exists.
         if !changes.removed.is_empty() || changes.exited.is_some() {
-            let mut keys: Vec<Key> = changes.removed.iter().map(|h| (h.tcp, h.port)).collect();
+            let mut keys: Vec<Key> = changes.removed.iter().map(Holder::key).collect();
             if let Some(p) = &changes.exited {
                 keys.extend(
                     self.incidents
@@ -140,19 +177,28 @@ impl PortShadowed {
                     let gone = changes
                         .removed
                         .iter()
-                        .find(|h| (h.tcp, h.port) == key)
+                        .find(|h| h.key() == key)
                         .map(|h| who(&h.proc))
                         .or_else(|| changes.exited.as_ref().map(who))
                         .unwrap_or_else(|| "a holder".into());
-                    out.extend(self.incidents.resolve(&key, ts, format!("{gone} released port {}: it is no longer shadowed", key.1)));
+                    out.extend(self.incidents.resolve(&key, ts, format!("{gone} released port {}: it is no longer shadowed", key.2)));
                 }
             }
         }
         out
     }
 
-    /// The open shadowing of a TCP port, as a sentence, for other findings to mention.
-    pub fn shadowed_port(&self, port: u16) -> Option<String> {
-        self.incidents.get(&(true, port)).map(|inc| inc.summary.clone())
+    /// The open shadowing of a TCP port of one namespace, as a sentence, for other findings to mention.
+    pub fn shadowed_port(&self, netns: u32, port: u16) -> Option<String> {
+        self.incidents.get(&(netns, true, port)).map(|inc| inc.summary.clone())
+    }
+}
+
+/// Two Docker proxies forwarding the same published port to the same
+/// container address and port (one for IPv4, one for IPv6): one service.
+pub fn one_published_port(a: &Holder, b: &Holder) -> bool {
+    match (docker_proxy_target(&a.proc), docker_proxy_target(&b.proc)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
     }
 }

@@ -5,6 +5,9 @@
 //! finding names a holder, the holders of that one port are confirmed
 //! against the kernel at that moment (the pipeline looks them up and passes
 //! them in [`Input::kernel_sockets`]).
+//!
+//! Everything is keyed by network namespace (the inode the kernel gives with
+//! each socket record): sockets of different namespaces never share a port.
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -33,6 +36,8 @@ pub struct KernelSocket {
     pub uid: u32,
     pub inode: u64,
     pub pids: Vec<u32>,
+    /// Inode of the network namespace the socket is in.
+    pub netns: u32,
 }
 
 impl KernelSocket {
@@ -77,9 +82,14 @@ pub fn overlaps(a: IpAddr, b: IpAddr) -> bool {
     }
 }
 
+/// (network namespace, transport is TCP, port): one port space.
+pub type PortKey = (u32, bool, u16);
+
 /// A process holding an address and port.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Holder {
+    /// Inode of the socket's network namespace.
+    pub netns: u32,
     pub tcp: bool,
     pub addr: IpAddr,
     pub port: u16,
@@ -100,10 +110,16 @@ pub struct Changes {
     pub exited: Option<Proc>,
 }
 
+impl Holder {
+    pub fn key(&self) -> PortKey {
+        (self.netns, self.tcp, self.port)
+    }
+}
+
 pub struct SocketTable {
-    by_port: HashMap<(bool, u16), Vec<Holder>>,
+    by_port: HashMap<PortKey, Vec<Holder>>,
     /// tgid → the ports it holds (an exit looks only at those).
-    by_tgid: HashMap<u32, std::collections::HashSet<(bool, u16)>>,
+    by_tgid: HashMap<u32, std::collections::HashSet<PortKey>>,
     len: usize,
     cap: usize,
     /// Holders dropped because the table was full.
@@ -127,8 +143,8 @@ impl SocketTable {
         self.len == 0
     }
 
-    pub fn holders(&self, tcp: bool, port: u16) -> &[Holder] {
-        self.by_port.get(&(tcp, port)).map(Vec::as_slice).unwrap_or(&[])
+    pub fn holders(&self, key: PortKey) -> &[Holder] {
+        self.by_port.get(&key).map(Vec::as_slice).unwrap_or(&[])
     }
 
     fn add(&mut self, h: Holder) {
@@ -152,8 +168,8 @@ impl SocketTable {
                 }
             }
         }
-        self.by_tgid.entry(h.proc.key.tgid).or_default().insert((h.tcp, h.port));
-        let v = self.by_port.entry((h.tcp, h.port)).or_default();
+        self.by_tgid.entry(h.proc.key.tgid).or_default().insert(h.key());
+        let v = self.by_port.entry(h.key()).or_default();
         if let Some(existing) = v.iter_mut().find(|x| x.addr == h.addr && x.proc.key.tgid == h.proc.key.tgid) {
             existing.listening |= h.listening;
             existing.proc = h.proc;
@@ -163,9 +179,9 @@ impl SocketTable {
         self.len += 1;
     }
 
-    fn remove_where(&mut self, tcp: bool, port: u16, pred: impl Fn(&Holder) -> bool) -> Vec<Holder> {
+    fn remove_where(&mut self, key: PortKey, pred: impl Fn(&Holder) -> bool) -> Vec<Holder> {
         let mut out = Vec::new();
-        if let Some(v) = self.by_port.get_mut(&(tcp, port)) {
+        if let Some(v) = self.by_port.get_mut(&key) {
             let mut i = 0;
             while i < v.len() {
                 if pred(&v[i]) {
@@ -175,16 +191,16 @@ impl SocketTable {
                 }
             }
             if v.is_empty() {
-                self.by_port.remove(&(tcp, port));
+                self.by_port.remove(&key);
             }
         }
         self.len -= out.len();
         for h in &out {
             let tgid = h.proc.key.tgid;
-            let still = self.by_port.get(&(tcp, port)).is_some_and(|v| v.iter().any(|x| x.proc.key.tgid == tgid));
+            let still = self.by_port.get(&key).is_some_and(|v| v.iter().any(|x| x.proc.key.tgid == tgid));
             if !still {
                 if let Some(set) = self.by_tgid.get_mut(&tgid) {
-                    set.remove(&(tcp, port));
+                    set.remove(&key);
                     if set.is_empty() {
                         self.by_tgid.remove(&tgid);
                     }
@@ -200,6 +216,7 @@ impl SocketTable {
             for pid in &s.pids {
                 if let Some(p) = procs(*pid) {
                     self.add(Holder {
+                        netns: s.netns,
                         tcp: s.tcp,
                         addr: normalize(s.addr),
                         port: s.port,
@@ -219,9 +236,10 @@ impl SocketTable {
     /// added only when `add_unknown` (a failed bind: the holder has existed a
     /// while); otherwise the lookup, which runs a little after the event, could
     /// see a process that bound after it and whose exec is still queued.
-    fn reconcile(&mut self, tcp: bool, port: u16, kernel: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>, add_unknown: bool) {
+    fn reconcile(&mut self, key: PortKey, kernel: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>, add_unknown: bool) {
+        let (netns, tcp, port) = key;
         let live: Vec<&KernelSocket> = kernel.iter().filter(|s| s.tcp == tcp && s.port == port && s.is_holder()).collect();
-        let old = self.remove_where(tcp, port, |_| true);
+        let old = self.remove_where(key, |_| true);
         let mut kept_pids: Vec<(IpAddr, u32)> = Vec::new();
         for h in old {
             // Bound but not listening TCP sockets are not in the kernel's listing: keep them.
@@ -258,28 +276,29 @@ impl SocketTable {
                         continue;
                     }
                     if let Some(p) = procs(*pid) {
-                        self.add(Holder { tcp, addr, port, proc: p, since_ns: None, listening: tcp });
+                        self.add(Holder { netns, tcp, addr, port, proc: p, since_ns: None, listening: tcp });
                     }
                 }
             }
         }
     }
 
-    /// Whether this event's port should be confirmed against the kernel first: (tcp, port).
-    pub fn wants_confirmation(&self, ev: &crate::decode::KernelEvent, subject: Option<&Proc>) -> Option<(bool, u16)> {
+    /// Whether this event's port should be confirmed against the kernel first.
+    pub fn wants_confirmation(&self, ev: &crate::decode::KernelEvent, subject: Option<&Proc>) -> Option<PortKey> {
         let me = subject.map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
         match &ev.payload {
             Payload::Bind(b) if b.family == AF_INET || b.family == AF_INET6 => {
-                let tcp = transport_tcp(b.sock_type);
+                let key = (b.netns, transport_tcp(b.sock_type), b.port);
                 if b.ret == -EADDRINUSE {
-                    return Some((tcp, b.port));
+                    return Some(key);
                 }
-                let others = self.holders(tcp, b.port).iter().any(|h| h.proc.key.tgid != me);
-                (b.ret == 0 && b.port != 0 && others).then_some((tcp, b.port))
+                let others = self.holders(key).iter().any(|h| h.proc.key.tgid != me);
+                (b.ret == 0 && b.port != 0 && others).then_some(key)
             }
             Payload::TcpState(t) if t.new_state == TCP_LISTEN => {
-                let others = self.holders(true, t.sport).iter().any(|h| h.proc.key.tgid != me);
-                others.then_some((true, t.sport))
+                let key = (t.netns, true, t.sport);
+                let others = self.holders(key).iter().any(|h| h.proc.key.tgid != me);
+                others.then_some(key)
             }
             _ => None,
         }
@@ -290,15 +309,23 @@ impl SocketTable {
         let mut ch = Changes::default();
         let ev = i.ev;
         let ts = ev.header.ts_ns;
-        if let (Some(kernel), Some((tcp, port))) = (i.kernel_sockets, self.wants_confirmation(ev, i.subject)) {
+        if let (Some(kernel), Some(key)) = (i.kernel_sockets, self.wants_confirmation(ev, i.subject)) {
             let failed = matches!(&ev.payload, Payload::Bind(b) if b.ret == -EADDRINUSE);
-            self.reconcile(tcp, port, kernel, i.procs, failed);
+            self.reconcile(key, kernel, i.procs, failed);
         }
         match &ev.payload {
             Payload::Bind(b) if b.ret == 0 && b.port != 0 => {
                 let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else { return ch };
                 let tcp = transport_tcp(b.sock_type);
-                let h = Holder { tcp, addr: normalize(ip), port: b.port, proc: p.clone(), since_ns: Some(ts), listening: false };
+                let h = Holder {
+                    netns: b.netns,
+                    tcp,
+                    addr: normalize(ip),
+                    port: b.port,
+                    proc: p.clone(),
+                    since_ns: Some(ts),
+                    listening: false,
+                };
                 if !tcp {
                     ch.receiving = Some(h.clone());
                 }
@@ -308,13 +335,14 @@ impl SocketTable {
                 let Some(ip) = ip_addr(t.family, &t.saddr) else { return ch };
                 let Some(p) = i.owner.or(i.subject) else { return ch };
                 let addr = normalize(ip);
+                let key = (t.netns, true, t.sport);
                 let since = self
-                    .holders(true, t.sport)
+                    .holders(key)
                     .iter()
                     .find(|h| h.addr == addr && h.proc.key.tgid == p.key.tgid)
                     .and_then(|h| h.since_ns)
                     .or(Some(ts));
-                let h = Holder { tcp: true, addr, port: t.sport, proc: p.clone(), since_ns: since, listening: true };
+                let h = Holder { netns: t.netns, tcp: true, addr, port: t.sport, proc: p.clone(), since_ns: since, listening: true };
                 ch.receiving = Some(h.clone());
                 self.add(h);
             }
@@ -322,7 +350,8 @@ impl SocketTable {
                 let Some(ip) = ip_addr(t.family, &t.saddr) else { return ch };
                 let addr = normalize(ip);
                 let closer = i.owner.or(i.subject).map(|p| p.key.tgid);
-                let holders = self.holders(true, t.sport);
+                let key = (t.netns, true, t.sport);
+                let holders = self.holders(key);
                 // The closing task's own listener if it has one, else one on that address.
                 let target = holders
                     .iter()
@@ -330,17 +359,17 @@ impl SocketTable {
                     .or_else(|| holders.iter().position(|h| h.addr == addr && h.listening));
                 if let Some(idx) = target {
                     let tgid = holders[idx].proc.key.tgid;
-                    ch.removed = self.remove_where(true, t.sport, |h| h.addr == addr && h.proc.key.tgid == tgid);
+                    ch.removed = self.remove_where(key, |h| h.addr == addr && h.proc.key.tgid == tgid);
                 }
             }
             Payload::Exit(_) => {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
                     // Listeners close with their own event (children may have inherited them);
                     // the rest has none: forget them with the process.
-                    let ports: Vec<(bool, u16)> =
+                    let ports: Vec<PortKey> =
                         self.by_tgid.get(&p.key.tgid).map(|s| s.iter().copied().collect()).unwrap_or_default();
-                    for (tcp, port) in ports {
-                        ch.removed.extend(self.remove_where(tcp, port, |h| h.proc.key == p.key && !h.listening));
+                    for key in ports {
+                        ch.removed.extend(self.remove_where(key, |h| h.proc.key == p.key && !h.listening));
                     }
                     ch.exited = Some(p.clone());
                 }

@@ -48,8 +48,8 @@ impl Kit {
         let sr = subreaper.clone();
         let table = ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
         let k = kernel.clone();
-        let lookup = Box::new(move |tcp: bool, port: u16, _candidates: &[u32]| {
-            k.lock().unwrap().iter().filter(|s| s.tcp == tcp && s.port == port).cloned().collect()
+        let lookup = Box::new(move |netns: u32, _via: u32, tcp: bool, port: u16, _candidates: &[u32]| {
+            Some(k.lock().unwrap().iter().filter(|s| s.netns == netns && s.tcp == tcp && s.port == port).cloned().collect())
         });
         Kit { engine: Engine::new(cfg, table, Clock::fixed(0), lookup), all: Vec::new(), kernel, subreaper }
     }
@@ -92,39 +92,40 @@ impl Kit {
     }
 
     pub fn fork(&mut self, ts: u64, parent: u32, child: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Fork, ts, parent, parent, "p", ForkData { child_pid: child, child_tgid: child, clone_flags: 0x11 }))
+        self.feed(Self::ev(EventKind::Fork, ts, parent, parent, "p", ForkData { child_pid: child, child_tgid: child, clone_flags: 0x11, cgroup_id: 0 }))
     }
 
     pub fn thread(&mut self, ts: u64, tgid: u32, tid: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Fork, ts, tgid, tgid, "p", ForkData { child_pid: tid, child_tgid: tgid, clone_flags: 0x0001_0000 }))
+        self.feed(Self::ev(EventKind::Fork, ts, tgid, tgid, "p", ForkData { child_pid: tid, child_tgid: tgid, clone_flags: 0x0001_0000, cgroup_id: 0 }))
     }
 
     pub fn exec(&mut self, ts: u64, pid: u32, exe: &str, argv: &[&str]) -> Vec<Finding> {
         let comm = exe.rsplit('/').next().unwrap_or(exe);
-        let mut ev = Self::ev(EventKind::Fork, ts, pid, pid, comm, ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0 });
+        let mut ev = Self::ev(EventKind::Fork, ts, pid, pid, comm, ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0, cgroup_id: 0 });
         ev.header.kind = EventKind::Exec as u32;
         ev.payload = Payload::Exec(Exec {
             old_pid: pid,
             filename: exe.into(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
+            cgroup_id: 0,
         });
         self.feed(ev)
     }
 
     /// The last thread of `pid` exits with the raw `task_struct.exit_code`.
     pub fn exit(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: 0, parent_waiting: 0 }))
+        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 }))
     }
 
     /// The last thread of `pid` exits while its parent is blocked in wait4/waitid.
     pub fn exit_while_parent_waits(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
         let parent = self.engine.enricher.procs.get(pid).map(|p| p.ppid).unwrap_or(0);
-        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 1 }))
+        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 1, cgroup_id: 0, pidns: 0, ns_pid: 0 }))
     }
 
     pub fn exit_thread(&mut self, ts: u64, tid: u32, tgid: u32, raw: u32, dead: bool) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Exit, ts, tid, tgid, "x", ExitData { exit_code: raw, group_dead: dead as u32, parent_tgid: 0, parent_waiting: 0 }))
+        self.feed(Self::ev(EventKind::Exit, ts, tid, tgid, "x", ExitData { exit_code: raw, group_dead: dead as u32, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 }))
     }
 
     pub fn reap(&mut self, ts: u64, reaper: u32, pid: u32) -> Vec<Finding> {
@@ -133,7 +134,7 @@ impl Kit {
 
     fn sock(fd: i32, ret: i32, ip: &str, port: u16, tcp: bool, sk: u64) -> SockCallData {
         let (family, addr) = family_addr(ip);
-        SockCallData { fd, ret, family, port, sock_type: if tcp { 1 } else { 2 }, _pad: 0, addr, scope_id: 0, _pad2: 0, skaddr: sk }
+        SockCallData { fd, ret, family, port, sock_type: if tcp { 1 } else { 2 }, _pad: 0, addr, scope_id: 0, netns: 0, skaddr: sk }
     }
 
     pub fn bind(&mut self, ts: u64, pid: u32, ip: &str, port: u16, ret: i32, tcp: bool) -> Vec<Finding> {
@@ -159,7 +160,7 @@ impl Kit {
             ctx_pid,
             ctx_pid,
             "t",
-            TcpStateData { skaddr: sk, old_state: old, new_state: new, sport, dport, family, protocol: 6, saddr, daddr },
+            TcpStateData { skaddr: sk, old_state: old, new_state: new, sport, dport, family, protocol: 6, saddr, daddr, netns: 0, _pad: 0 },
         ))
     }
 
@@ -198,5 +199,5 @@ pub fn resolved(f: &[Finding], kind: &str) -> bool {
 }
 
 pub fn listener(ip: &str, port: u16, pids: &[u32]) -> KernelSocket {
-    KernelSocket { tcp: true, addr: ip.parse().unwrap(), port, state: 10, uid: 0, inode: 1, pids: pids.to_vec() }
+    KernelSocket { tcp: true, addr: ip.parse().unwrap(), port, state: 10, uid: 0, inode: 1, pids: pids.to_vec(), netns: 0 }
 }

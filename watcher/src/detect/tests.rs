@@ -81,7 +81,7 @@ fn port_conflict_holder_comes_from_the_kernel_not_a_stale_table() {
 #[test]
 fn port_conflict_with_only_time_wait_connections_says_so() {
     let mut k = Kit::defaults();
-    k.set_kernel(vec![KernelSocket { tcp: true, addr: "127.0.0.1".parse().unwrap(), port: 7100, state: 6, uid: 0, inode: 0, pids: vec![] }]);
+    k.set_kernel(vec![KernelSocket { tcp: true, addr: "127.0.0.1".parse().unwrap(), port: 7100, state: 6, uid: 0, netns: 0, inode: 0, pids: vec![] }]);
     k.spawn(S, 1, 200, "/bin/b", &["b"]);
     let f = k.bind(2 * S, 200, "0.0.0.0", 7100, EADDRINUSE, true);
     assert!(f[0].summary.contains("TIME_WAIT") && f[0].summary.contains("SO_REUSEADDR"), "{}", f[0].summary);
@@ -360,7 +360,7 @@ fn zombies_existing_at_start_are_counted() {
     for c in 0..6u32 {
         k.engine.enricher.procs.apply(&crate::decode::decode(&crate::decode::encode(&watcher_common::Event {
             header: crate::decode::header_for::<watcher_common::ExitData>(watcher_common::EventKind::Exit, 2 * S, 101 + c, 101 + c, "x"),
-            data: watcher_common::ExitData { exit_code: 0, group_dead: 1, parent_tgid: 0, parent_waiting: 0 },
+            data: watcher_common::ExitData { exit_code: 0, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 },
         })).unwrap());
     }
     let mut fresh = Kit::defaults();

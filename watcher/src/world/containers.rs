@@ -1,0 +1,351 @@
+//! Containers: which container a process belongs to, and what the runtime
+//! says about it.
+//!
+//! The kernel side gives every fork, exec and exit the task's cgroup id (the
+//! v2 hierarchy's directory inode) and forwards `cgroup_mkdir`/`cgroup_rmdir`
+//! of that hierarchy, so the id → path mapping arrives in the ring buffer
+//! before a container's first process enters its cgroup (runtimes move the
+//! process in after the clone; its exec then carries the new id). The path
+//! names the container (`/docker/<id>`, `/system.slice/docker-<id>.scope`,
+//! `…/kubepods…/cri-containerd-<id>.scope`, `crio-<id>.scope`,
+//! `libpod-<id>.scope`) and the runtime. Name, image and Kubernetes labels come
+//! from the runtime's API on a worker thread ([`crate::world::runtime`]),
+//! answered back as [`RuntimeUpdate`]s: nothing here does I/O on the path
+//! from the ring buffer to the detectors, except the walk of the cgroup tree
+//! once at start.
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+/// What is known about one container.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ContainerInfo {
+    /// The full id (64 hex digits for Docker/containerd/CRI-O).
+    pub id: Arc<str>,
+    /// `docker`, `containerd`, `cri-o`, `podman` (from the cgroup path, then the runtime).
+    pub runtime: &'static str,
+    pub name: Option<Arc<str>>,
+    pub image: Option<Arc<str>>,
+    /// Kubernetes: the pod's namespace and name (`io.kubernetes.pod.namespace` / `.name`).
+    pub pod_namespace: Option<Arc<str>>,
+    pub pod_name: Option<Arc<str>>,
+    /// The runtime's restart policy (`always`, `on-failure`, `unless-stopped`), when it has one.
+    pub restart_policy: Option<Arc<str>>,
+    /// The container's addresses on its networks (Docker's proxy forwards to these).
+    pub addresses: Vec<IpAddr>,
+}
+
+impl ContainerInfo {
+    /// `web` or, without a name, the short id.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.to_string(),
+            None => self.id.get(..12).unwrap_or(&self.id).to_owned(),
+        }
+    }
+
+    /// `container web (image nginx:1.25)`, for summaries.
+    pub fn describe(&self) -> String {
+        let mut s = format!("container {}", self.label());
+        if let Some(img) = &self.image {
+            s.push_str(&format!(" (image {img})"));
+        }
+        if let (Some(ns), Some(pod)) = (&self.pod_namespace, &self.pod_name) {
+            s.push_str(&format!(" in pod {ns}/{pod}"));
+        }
+        s
+    }
+}
+
+/// What the runtime worker reports back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeUpdate {
+    /// A container's metadata (created, started, renamed, or asked for).
+    Container(ContainerInfo),
+    /// The container is gone (destroyed) or the runtime does not know it.
+    Gone { id: Arc<str> },
+    /// Said once: what the worker could reach (`docker at /var/run/docker.sock`) or why not.
+    Status(String),
+}
+
+/// Where a `docker-proxy` process forwards (`-container-ip A -container-port P`),
+/// if the process is Docker's userland proxy.
+pub fn docker_proxy_target(p: &crate::proctable::Proc) -> Option<(IpAddr, u16)> {
+    let is_proxy = p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some("docker-proxy") || &*p.comm == "docker-proxy";
+    if !is_proxy {
+        return None;
+    }
+    let argv = p.argv.as_deref()?;
+    let arg = |name: &str| argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1));
+    let ip = arg("-container-ip")?.parse().ok()?;
+    let port = arg("-container-port")?.parse().ok()?;
+    Some((ip, port))
+}
+
+/// A container id and runtime named by a cgroup path, if it is a container's.
+pub fn container_of_path(path: &str) -> Option<(String, &'static str)> {
+    let id = crate::proctable::container_id_from_cgroup(path)?;
+    let runtime = if path.contains("docker") {
+        "docker"
+    } else if path.contains("crio-") {
+        "cri-o"
+    } else if path.contains("libpod") {
+        "podman"
+    } else {
+        // cri-containerd-<id>.scope, /kubepods/…/<id>, containerd's own namespaces.
+        "containerd"
+    };
+    Some((id, runtime))
+}
+
+/// The cgroup → container mapping and the runtime's metadata, bounded.
+pub struct Containers {
+    /// cgroup id → the container id its path names (None: not a container's).
+    cgroups: HashMap<u64, Option<Arc<str>>>,
+    /// container id → metadata (at least id and runtime).
+    meta: HashMap<Arc<str>, Arc<ContainerInfo>>,
+    /// Containers asked of the runtime and not answered yet.
+    asked: HashSet<Arc<str>>,
+    requests: Option<tokio::sync::mpsc::Sender<Arc<str>>>,
+    cap: usize,
+    /// Entries dropped because a table was full.
+    pub evicted: u64,
+    /// Requests to the runtime worker dropped because its queue was full.
+    pub requests_dropped: u64,
+}
+
+impl Containers {
+    pub fn new(cap: usize) -> Containers {
+        Containers {
+            cgroups: HashMap::new(),
+            meta: HashMap::new(),
+            asked: HashSet::new(),
+            requests: None,
+            cap: cap.max(16),
+            evicted: 0,
+            requests_dropped: 0,
+        }
+    }
+
+    /// Where to ask for metadata of containers seen before the runtime said anything about them.
+    pub fn set_requests(&mut self, tx: tokio::sync::mpsc::Sender<Arc<str>>) {
+        self.requests = Some(tx);
+    }
+
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    fn bounded<K: Clone + Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, cap: usize, evicted: &mut u64) {
+        if map.len() >= cap {
+            if let Some(k) = map.keys().next().cloned() {
+                map.remove(&k);
+                *evicted += 1;
+            }
+        }
+    }
+
+    /// A cgroup was created (or found at start) at `path`.
+    pub fn cgroup_created(&mut self, id: u64, path: &str) {
+        Self::bounded(&mut self.cgroups, self.cap, &mut self.evicted);
+        let container = container_of_path(path).map(|(cid, runtime)| {
+            let cid: Arc<str> = cid.into();
+            if !self.meta.contains_key(&cid) {
+                Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
+                self.meta.insert(cid.clone(), Arc::new(ContainerInfo { id: cid.clone(), runtime, ..Default::default() }));
+            }
+            cid
+        });
+        self.cgroups.insert(id, container);
+    }
+
+    /// A cgroup was removed: forget it (its container's metadata stays until the runtime says it is gone).
+    pub fn cgroup_removed(&mut self, id: u64) {
+        self.cgroups.remove(&id);
+    }
+
+    /// The container id of a cgroup id, if it is a container's.
+    pub fn id_of_cgroup(&self, cgroup_id: u64) -> Option<Arc<str>> {
+        self.cgroups.get(&cgroup_id).cloned().flatten()
+    }
+
+    /// The metadata of a container; asks the runtime (without waiting) when
+    /// only the id is known.
+    pub fn get(&mut self, id: &Arc<str>) -> Option<Arc<ContainerInfo>> {
+        let info = match self.meta.get(id) {
+            Some(i) => i.clone(),
+            None => {
+                let runtime = "unknown";
+                let i = Arc::new(ContainerInfo { id: id.clone(), runtime, ..Default::default() });
+                Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
+                self.meta.insert(id.clone(), i.clone());
+                i
+            }
+        };
+        if info.name.is_none() && !self.asked.contains(id) {
+            if let Some(tx) = &self.requests {
+                if self.asked.len() < self.cap {
+                    self.asked.insert(id.clone());
+                }
+                if tx.try_send(id.clone()).is_err() {
+                    self.requests_dropped += 1;
+                }
+            }
+        }
+        Some(info)
+    }
+
+    /// The metadata known now, without asking anyone.
+    pub fn peek(&self, id: &str) -> Option<Arc<ContainerInfo>> {
+        self.meta.get(id).cloned()
+    }
+
+    /// The container that has `addr` on one of its networks.
+    pub fn by_address(&self, addr: IpAddr) -> Option<Arc<ContainerInfo>> {
+        self.meta.values().find(|c| c.addresses.contains(&addr)).cloned()
+    }
+
+    /// Containers whose name or id (or id prefix of at least 4 digits) is `key`.
+    pub fn matches(&self, key: &str, id: &str) -> bool {
+        if id == key || (key.len() >= 4 && id.starts_with(key)) {
+            return true;
+        }
+        self.meta.get(id).and_then(|c| c.name.as_deref()).is_some_and(|n| n == key || n.strip_prefix('/') == Some(key))
+    }
+
+    /// Apply what the runtime worker said. Returns a status line to say once, if any.
+    pub fn apply(&mut self, u: RuntimeUpdate) -> Option<String> {
+        match u {
+            RuntimeUpdate::Container(mut c) => {
+                self.asked.remove(&c.id);
+                if let Some(old) = self.meta.get(&c.id) {
+                    if c.runtime == "unknown" {
+                        c.runtime = old.runtime;
+                    }
+                    if c.addresses.is_empty() {
+                        c.addresses = old.addresses.clone();
+                    }
+                } else {
+                    Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
+                }
+                self.meta.insert(c.id.clone(), Arc::new(c));
+                None
+            }
+            RuntimeUpdate::Gone { id } => {
+                self.asked.remove(&id);
+                // Keep what is known: records of its last processes may still be on their way.
+                None
+            }
+            RuntimeUpdate::Status(s) => Some(s),
+        }
+    }
+
+    /// Learn every cgroup that exists now under `root` (the v2 hierarchy's
+    /// mount), by walking it once: a directory's inode is its cgroup id.
+    pub fn seed_from(&mut self, root: &Path) -> usize {
+        use std::os::unix::fs::MetadataExt as _;
+        let mut n = 0;
+        let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten() {
+                let Ok(ft) = e.file_type() else { continue };
+                if !ft.is_dir() {
+                    continue;
+                }
+                let p = e.path();
+                if let Ok(md) = std::fs::metadata(&p) {
+                    let rel = format!("/{}", p.strip_prefix(root).unwrap_or(&p).to_string_lossy());
+                    self.cgroup_created(md.ino(), &rel);
+                    n += 1;
+                }
+                if n < self.cap {
+                    stack.push(p);
+                }
+            }
+        }
+        n
+    }
+}
+
+/// The mount of the cgroup v2 hierarchy (`/sys/fs/cgroup` on a unified host,
+/// `/sys/fs/cgroup/unified` on a hybrid one), from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        if post.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        Some(PathBuf::from(pre.split_whitespace().nth(4)?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f1ad7c2b0f0a3c4e5d6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192";
+
+    #[test]
+    fn paths_name_container_and_runtime() {
+        assert_eq!(container_of_path(&format!("/docker/{ID}")), Some((ID.into(), "docker")));
+        assert_eq!(container_of_path(&format!("/system.slice/docker-{ID}.scope")), Some((ID.into(), "docker")));
+        assert_eq!(
+            container_of_path(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/cri-containerd-{ID}.scope")),
+            Some((ID.into(), "containerd"))
+        );
+        assert_eq!(container_of_path(&format!("/kubepods/besteffort/pod1234/{ID}")), Some((ID.into(), "containerd")));
+        assert_eq!(container_of_path(&format!("/machine.slice/libpod-{ID}.scope")), Some((ID.into(), "podman")));
+        assert_eq!(container_of_path(&format!("/kubepods.slice/crio-{ID}.scope")), Some((ID.into(), "cri-o")));
+        assert_eq!(container_of_path("/system.slice/ssh.service"), None);
+        assert_eq!(container_of_path("/"), None);
+    }
+
+    #[test]
+    fn cgroup_ids_map_to_containers_and_metadata_arrives_later() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let mut c = Containers::new(100);
+        c.set_requests(tx);
+        c.cgroup_created(120, &format!("/docker/{ID}"));
+        c.cgroup_created(7, "/system.slice/cron.service");
+        assert_eq!(c.id_of_cgroup(7), None);
+        let id = c.id_of_cgroup(120).expect("a container's cgroup");
+        let info = c.get(&id).expect("known");
+        assert_eq!((info.runtime, info.name.as_deref()), ("docker", None));
+        assert_eq!(rx.try_recv().ok().as_deref(), Some(ID), "the runtime is asked once");
+        c.get(&id);
+        assert!(rx.try_recv().is_err(), "not asked twice while the answer is on its way");
+        c.apply(RuntimeUpdate::Container(ContainerInfo {
+            id: id.clone(),
+            runtime: "unknown",
+            name: Some("web".into()),
+            image: Some("nginx:1.25".into()),
+            addresses: vec!["172.17.0.2".parse().unwrap()],
+            ..Default::default()
+        }));
+        let info = c.get(&id).unwrap();
+        assert_eq!((info.runtime, info.label(), info.describe()), ("docker", "web".to_owned(), "container web (image nginx:1.25)".to_owned()));
+        assert_eq!(c.by_address("172.17.0.2".parse().unwrap()).map(|c| c.label()), Some("web".into()));
+        assert!(c.matches("web", ID) && c.matches(&ID[..12], ID) && !c.matches("db", ID));
+        c.cgroup_removed(120);
+        assert_eq!(c.id_of_cgroup(120), None);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut c = Containers::new(16);
+        for i in 0..100u64 {
+            c.cgroup_created(i, &format!("/docker/{:064x}", i));
+        }
+        assert!(c.cgroups.len() <= 16 && c.meta.len() <= 16);
+        assert!(c.evicted > 0);
+    }
+}

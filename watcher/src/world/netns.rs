@@ -1,0 +1,251 @@
+//! Network namespaces. Ports are compared only within one namespace: a
+//! socket's namespace comes from the kernel with every socket record
+//! (`sk->__sk_common.skc_net`), and the kernel's own socket table of a
+//! namespace is asked through a sock_diag socket opened *inside* it — by a
+//! helper thread that `setns()` into `/proc/<pid>/ns/net` of a process seen
+//! using it, keeps that socket, and ends (leaving the namespace free to go)
+//! after a while without questions. Questions wait at most a deadline; an
+//! unanswered one leaves the detectors with the table they have.
+//!
+//! Without the right to enter a namespace (CAP_SYS_ADMIN), a namespace's
+//! tables are read from `/proc/<pid>/net/{tcp,udp}{,6}` instead (said once).
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender},
+    time::Duration,
+};
+
+use crate::{detect::sockets::KernelSocket, sockdiag::Diag};
+
+/// A helper with no question for this long ends.
+const IDLE: Duration = Duration::from_secs(10);
+
+/// The inode of a namespace file (`/proc/<pid>/ns/net`, `/run/netns/x`).
+pub fn ns_inode(path: &Path) -> Option<u32> {
+    std::fs::metadata(path).ok().map(|m| m.ino() as u32)
+}
+
+/// The network namespace watcher runs in.
+pub fn own_netns() -> u32 {
+    ns_inode(Path::new("/proc/self/ns/net")).unwrap_or(0)
+}
+
+enum Query {
+    Port { tcp: bool, port: u16, candidates: Vec<u32>, reply: SyncSender<Vec<KernelSocket>> },
+    Holders { reply: SyncSender<Vec<KernelSocket>> },
+}
+
+struct Helper {
+    tx: SyncSender<Query>,
+}
+
+/// The per-namespace helpers.
+pub struct NetnsLookups {
+    own: u32,
+    helpers: HashMap<u32, Helper>,
+    deadline: Duration,
+    /// Questions not answered within the deadline.
+    pub timeouts: u64,
+    /// Namespaces that could not be entered (no process of it, or no right).
+    pub unreachable: u64,
+    said_fallback: bool,
+}
+
+/// Where to enter a namespace: a file of it, and the `/proc/…/net` directory
+/// that shows its tables.
+#[derive(Clone, Debug)]
+pub struct NsHandle {
+    pub file: PathBuf,
+    pub proc_net: PathBuf,
+}
+
+impl NsHandle {
+    /// Through a process that lives in it.
+    pub fn of_pid(pid: u32) -> NsHandle {
+        NsHandle { file: format!("/proc/{pid}/ns/net").into(), proc_net: format!("/proc/{pid}/net").into() }
+    }
+}
+
+fn helper(netns: u32, own: u32, handle: NsHandle, rx: Receiver<Query>, said: bool) -> Option<String> {
+    let mut note = None;
+    let mut proc_net = PathBuf::from("/proc/net");
+    if netns != own {
+        let entered = std::fs::File::open(&handle.file)
+            .map_err(|e| e.to_string())
+            .and_then(|f| nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string()));
+        if let Err(e) = entered {
+            // Not allowed to enter: read the namespace's tables through /proc instead.
+            if !said {
+                note = Some(format!(
+                    "cannot enter network namespaces ({e}): their sockets are read from /proc/<pid>/net instead (give watcher CAP_SYS_ADMIN for sock_diag)"
+                ));
+            }
+            proc_net = handle.proc_net.clone();
+        }
+    }
+    let mut diag = if proc_net == Path::new("/proc/net") { Diag::open("/proc/net") } else { Diag::open_tables_only(&proc_net) };
+    loop {
+        match rx.recv_timeout(IDLE) {
+            Ok(Query::Port { tcp, port, candidates, reply }) => {
+                let mut socks = diag.port_sockets(tcp, port, &candidates);
+                socks.iter_mut().for_each(|s| s.netns = netns);
+                let _ = reply.try_send(socks);
+            }
+            Ok(Query::Holders { reply }) => {
+                let mut socks = diag.holders();
+                socks.iter_mut().for_each(|s| s.netns = netns);
+                let _ = reply.try_send(socks);
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    note
+}
+
+impl NetnsLookups {
+    pub fn new(deadline: Duration) -> NetnsLookups {
+        NetnsLookups {
+            own: own_netns(),
+            helpers: HashMap::new(),
+            deadline,
+            timeouts: 0,
+            unreachable: 0,
+            said_fallback: false,
+        }
+    }
+
+    pub fn own(&self) -> u32 {
+        self.own
+    }
+
+    fn helper_for(&mut self, netns: u32, handle: &NsHandle) -> Option<&Helper> {
+        if netns != self.own && ns_inode(&handle.file) != Some(netns) {
+            // The process left (or never was in) that namespace.
+            self.unreachable += 1;
+            return None;
+        }
+        let (tx, rx) = sync_channel::<Query>(16);
+        let own = self.own;
+        let h = handle.clone();
+        let said = self.said_fallback;
+        let spawned = std::thread::Builder::new().name(format!("watcher-netns-{netns}")).spawn(move || {
+            if let Some(note) = helper(netns, own, h, rx, said) {
+                eprintln!("watcher: {note}");
+            }
+        });
+        if spawned.is_err() {
+            return None;
+        }
+        // Said (at most) once: later helpers stay quiet about it.
+        self.said_fallback = true;
+        self.helpers.insert(netns, Helper { tx });
+        self.helpers.get(&netns)
+    }
+
+    fn ask(&mut self, netns: u32, handle: &NsHandle, make: impl Fn(SyncSender<Vec<KernelSocket>>) -> Query) -> Option<Vec<KernelSocket>> {
+        for _attempt in 0..2 {
+            let (reply_tx, reply_rx) = sync_channel(1);
+            let sent = match self.helpers.get(&netns) {
+                Some(h) => h.tx.try_send(make(reply_tx.clone())),
+                None => match self.helper_for(netns, handle) {
+                    Some(h) => h.tx.try_send(make(reply_tx.clone())),
+                    None => return None,
+                },
+            };
+            match sent {
+                Ok(()) => {
+                    return match reply_rx.recv_timeout(self.deadline) {
+                        Ok(v) => Some(v),
+                        Err(_) => {
+                            self.timeouts += 1;
+                            None
+                        }
+                    };
+                }
+                // The helper ended (idle): start another.
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    self.helpers.remove(&netns);
+                }
+                Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    self.timeouts += 1;
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// The kernel's sockets on one port of namespace `netns` (entered through
+    /// `pid`, a process using it), holders with their processes; `None` when
+    /// no answer came within the deadline.
+    pub fn port_sockets(&mut self, netns: u32, pid: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+        let netns = if netns == 0 { self.own } else { netns };
+        let candidates = candidates.to_vec();
+        self.ask(netns, &NsHandle::of_pid(pid), move |reply| Query::Port { tcp, port, candidates: candidates.clone(), reply })
+    }
+
+    /// Every holder socket of every network namespace on the host (found
+    /// through the processes in `/proc` and the named namespaces under
+    /// `/run/netns`), with its processes: the start-up seed.
+    pub fn all_holders(&mut self) -> Vec<KernelSocket> {
+        let mut found: HashMap<u32, NsHandle> = HashMap::new();
+        found.insert(self.own, NsHandle { file: "/proc/self/ns/net".into(), proc_net: "/proc/net".into() });
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+                let h = NsHandle::of_pid(pid);
+                if let Some(ino) = ns_inode(&h.file) {
+                    found.entry(ino).or_insert(h);
+                }
+            }
+        }
+        for dir in ["/run/netns", "/var/run/docker/netns"] {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            for e in entries.flatten() {
+                let p = e.path();
+                if let Some(ino) = ns_inode(&p) {
+                    found.entry(ino).or_insert(NsHandle { file: p, proc_net: PathBuf::new() });
+                }
+            }
+        }
+        let mut all = Vec::new();
+        let handles: Vec<(u32, NsHandle)> = found.into_iter().collect();
+        for (ino, h) in handles {
+            // The seed may take longer than a confirmation.
+            let deadline = self.deadline;
+            self.deadline = deadline.max(Duration::from_secs(2));
+            if let Some(v) = self.ask(ino, &h, |reply| Query::Holders { reply }) {
+                all.extend(v);
+            }
+            self.deadline = deadline;
+        }
+        crate::sockdiag::with_owners(all)
+    }
+
+    /// Network namespaces with a live helper now.
+    pub fn helpers(&self) -> usize {
+        self.helpers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespace_is_asked_through_a_helper() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mut n = NetnsLookups::new(Duration::from_secs(5));
+        let me = std::process::id();
+        let s = n.port_sockets(0, me, true, port, &[me]).expect("an answer");
+        assert!(s.iter().any(|k| k.pids.contains(&me) && k.netns == n.own()), "{s:?}");
+        assert_eq!(n.helpers(), 1, "one helper, kept for the next question");
+        let again = n.port_sockets(n.own(), me, true, port, &[me]).expect("an answer");
+        assert_eq!(again.len(), s.len());
+        assert_eq!(n.helpers(), 1);
+        assert!(n.all_holders().iter().any(|k| k.port == port && k.pids.contains(&me)));
+    }
+}

@@ -1,0 +1,252 @@
+//! The container runtime's own account of its containers, on a worker thread
+//! beside the pipeline: Docker Engine API over its unix socket (HTTP/1.1 by
+//! hyper). At start it lists the running containers; then it follows the
+//! event stream (create/start/rename/destroy) and answers the pipeline's
+//! questions about containers it has not heard of. Every call has a
+//! deadline; a runtime that hangs or is absent only means records carry the
+//! container id without a name. Kubernetes pods are named by the
+//! `io.kubernetes.pod.*` labels the kubelet puts on its containers.
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::{body::Incoming, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::containers::{ContainerInfo, RuntimeUpdate};
+
+/// Deadline of one API call.
+const CALL_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The Docker socket to use: `$DOCKER_HOST` when it is `unix://…`, else the default.
+pub fn docker_socket() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
+async fn request(socket: &PathBuf, uri: &str) -> anyhow::Result<Response<Incoming>> {
+    let stream = tokio::net::UnixStream::connect(socket).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(uri).header("Host", "docker").body(Empty::<Bytes>::new())?;
+    Ok(sender.send_request(req).await?)
+}
+
+/// GET `uri` and parse the JSON body, within the deadline.
+async fn get_json(socket: &PathBuf, uri: &str) -> anyhow::Result<Option<Value>> {
+    let call = async {
+        let resp = request(socket, uri).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if status == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            anyhow::bail!("{uri}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+        }
+        Ok(Some(serde_json::from_slice(&body)?))
+    };
+    tokio::time::timeout(CALL_DEADLINE, call).await.map_err(|_| anyhow::anyhow!("{uri}: no answer within {CALL_DEADLINE:?}"))?
+}
+
+fn s(v: &Value) -> Option<Arc<str>> {
+    v.as_str().filter(|x| !x.is_empty()).map(Arc::from)
+}
+
+/// Metadata from `GET /containers/{id}/json`.
+pub fn from_inspect(v: &Value) -> Option<ContainerInfo> {
+    let id = s(&v["Id"])?;
+    let labels = &v["Config"]["Labels"];
+    let mut addresses = Vec::new();
+    if let Some(nets) = v["NetworkSettings"]["Networks"].as_object() {
+        for n in nets.values() {
+            for k in ["IPAddress", "GlobalIPv6Address"] {
+                if let Some(ip) = n[k].as_str().and_then(|a| a.parse().ok()) {
+                    addresses.push(ip);
+                }
+            }
+        }
+    }
+    Some(ContainerInfo {
+        id,
+        runtime: "docker",
+        name: v["Name"].as_str().map(|n| Arc::from(n.trim_start_matches('/'))).filter(|n: &Arc<str>| !n.is_empty()),
+        image: s(&v["Config"]["Image"]),
+        pod_namespace: s(&labels["io.kubernetes.pod.namespace"]),
+        pod_name: s(&labels["io.kubernetes.pod.name"]),
+        restart_policy: s(&v["HostConfig"]["RestartPolicy"]["Name"]).filter(|p| &**p != "no"),
+        addresses,
+    })
+}
+
+/// Metadata from an event's actor attributes (create/rename carry name, image and labels).
+pub fn from_event(v: &Value) -> Option<ContainerInfo> {
+    let id = s(&v["Actor"]["ID"]).or_else(|| s(&v["id"]))?;
+    let a = &v["Actor"]["Attributes"];
+    Some(ContainerInfo {
+        id,
+        runtime: "docker",
+        name: s(&a["name"]),
+        image: s(&a["image"]),
+        pod_namespace: s(&a["io.kubernetes.pod.namespace"]),
+        pod_name: s(&a["io.kubernetes.pod.name"]),
+        restart_policy: None,
+        addresses: Vec::new(),
+    })
+}
+
+async fn inspect(socket: &PathBuf, id: &str) -> Option<RuntimeUpdate> {
+    match get_json(socket, &format!("/containers/{id}/json")).await {
+        Ok(Some(v)) => from_inspect(&v).map(RuntimeUpdate::Container),
+        Ok(None) => Some(RuntimeUpdate::Gone { id: id.into() }),
+        Err(e) => {
+            tracing::debug!("docker: inspect {id}: {e:#}");
+            None
+        }
+    }
+}
+
+/// Follow the event stream until it ends; each container event becomes an update.
+async fn follow_events(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUpdate>) -> anyhow::Result<()> {
+    let filters = r#"{"type":["container"]}"#;
+    let uri = format!("/events?filters={}", percent(filters));
+    let resp = tokio::time::timeout(CALL_DEADLINE, request(socket, &uri)).await??;
+    if !resp.status().is_success() {
+        anyhow::bail!("/events: HTTP {}", resp.status());
+    }
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Some(data) = frame.data_ref() else { continue };
+        buf.extend_from_slice(data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let Ok(ev) = serde_json::from_slice::<Value>(&line) else { continue };
+            let action = ev["Action"].as_str().or_else(|| ev["status"].as_str()).unwrap_or("");
+            let update = match action {
+                "create" | "rename" => from_event(&ev).map(RuntimeUpdate::Container),
+                // At start the runtime knows its addresses and restart policy.
+                "start" | "restart" => match s(&ev["Actor"]["ID"]) {
+                    Some(id) => inspect(socket, &id).await.or_else(|| from_event(&ev).map(RuntimeUpdate::Container)),
+                    None => None,
+                },
+                "destroy" => s(&ev["Actor"]["ID"]).map(|id| RuntimeUpdate::Gone { id }),
+                _ => None,
+            };
+            if let Some(u) = update {
+                if out.send(u).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn percent(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Start the worker. Updates arrive on the returned receiver (drained by the
+/// pipeline between batches); questions go in through the sender.
+pub fn spawn(socket: PathBuf) -> (mpsc::Sender<Arc<str>>, std::sync::mpsc::Receiver<RuntimeUpdate>) {
+    let (req_tx, mut req_rx) = mpsc::channel::<Arc<str>>(1024);
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<RuntimeUpdate>();
+    let spawned = std::thread::Builder::new().name("watcher-runtime".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            if !socket.exists() {
+                let _ = out_tx.send(RuntimeUpdate::Status(format!(
+                    "no container runtime socket at {}: containers are named by their cgroup id only (set DOCKER_HOST=unix://… if Docker listens elsewhere)",
+                    socket.display()
+                )));
+                // Answer nothing, but keep draining questions.
+                while req_rx.recv().await.is_some() {}
+                return;
+            }
+            let listed = get_json(&socket, "/containers/json").await;
+            match &listed {
+                Ok(Some(Value::Array(list))) => {
+                    let _ = out_tx.send(RuntimeUpdate::Status(format!(
+                        "docker at {}: {} running container(s)",
+                        socket.display(),
+                        list.len()
+                    )));
+                    for c in list {
+                        if let Some(id) = c["Id"].as_str() {
+                            if let Some(u) = inspect(&socket, id).await {
+                                let _ = out_tx.send(u);
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = out_tx.send(RuntimeUpdate::Status(format!(
+                        "the container runtime at {} does not answer ({e:#}): containers are named by their cgroup id only until it does",
+                        socket.display()
+                    )));
+                }
+            }
+            let events_socket = socket.clone();
+            let events_tx = out_tx.clone();
+            tokio::spawn(async move {
+                // Follow the stream; reconnect (after a pause) when it ends.
+                loop {
+                    if let Err(e) = follow_events(&events_socket, &events_tx).await {
+                        tracing::debug!("docker events: {e:#}");
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+            while let Some(id) = req_rx.recv().await {
+                if let Some(u) = inspect(&socket, &id).await {
+                    if out_tx.send(u).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the container runtime worker: {e}");
+    }
+    (req_tx, out_rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inspect_and_event_bodies() {
+        let v: Value = serde_json::from_str(
+            r#"{"Id":"abc","Name":"/web","Config":{"Image":"nginx:1.25","Labels":{"io.kubernetes.pod.namespace":"shop","io.kubernetes.pod.name":"web-7d9"}},
+                "HostConfig":{"RestartPolicy":{"Name":"always"}},
+                "NetworkSettings":{"Networks":{"bridge":{"IPAddress":"172.17.0.2","GlobalIPv6Address":""}}}}"#,
+        )
+        .unwrap();
+        let c = from_inspect(&v).unwrap();
+        assert_eq!(c.name.as_deref(), Some("web"));
+        assert_eq!(c.image.as_deref(), Some("nginx:1.25"));
+        assert_eq!((c.pod_namespace.as_deref(), c.pod_name.as_deref()), (Some("shop"), Some("web-7d9")));
+        assert_eq!(c.restart_policy.as_deref(), Some("always"));
+        assert_eq!(c.addresses, vec!["172.17.0.2".parse::<std::net::IpAddr>().unwrap()]);
+        let e: Value = serde_json::from_str(
+            r#"{"Type":"container","Action":"create","Actor":{"ID":"abc","Attributes":{"image":"busybox","name":"t1"}}}"#,
+        )
+        .unwrap();
+        let c = from_event(&e).unwrap();
+        assert_eq!((c.id.as_ref(), c.name.as_deref(), c.image.as_deref()), ("abc", Some("t1"), Some("busybox")));
+        assert_eq!(percent(r#"{"a":["b"]}"#), "%7B%22a%22%3A%5B%22b%22%5D%7D");
+    }
+}
