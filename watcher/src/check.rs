@@ -41,6 +41,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
     };
 
+    match loader::check_pid_namespace() {
+        Ok(()) => push!(true, "pid namespace", "the host's (all processes are visible)".to_owned()),
+        Err(e) => push!(false, "pid namespace", e.to_string()),
+    }
+
     let release = kernel_release();
     match parse_release(&release) {
         Some(v) if v >= (5, 8) => push!(true, "kernel", format!("{release} (BPF ring buffer needs 5.8+)")),

@@ -126,6 +126,9 @@ pub struct TraceArgs {
     /// Only these record types (comma-separated or repeated).
     #[arg(long = "type", value_name = "TYPE", value_delimiter = ',')]
     pub types: Vec<RecordType>,
+    /// Only records of processes in this container (name, id, or id prefix). Repeatable.
+    #[arg(long, value_name = "NAME|ID")]
+    pub container: Vec<String>,
     /// Also show thread creations and exits of single threads.
     #[arg(long)]
     pub threads: bool,
@@ -161,6 +164,7 @@ impl TraceArgs {
                     self.types.iter().map(|t| t.as_str().to_owned()).collect()
                 },
                 threads: self.threads,
+                containers: self.container.clone(),
             },
             load: self.kernel.load(),
             max_processes: self.kernel.max_processes as usize,

@@ -154,7 +154,7 @@ impl Engine {
     }
 
     pub fn tick(&mut self, now: u64) -> Vec<Finding> {
-        self.detectors.on_tick(now)
+        self.detectors.on_tick(now, &self.enricher.containers)
     }
 
     pub fn next_deadline(&self) -> Option<u64> {

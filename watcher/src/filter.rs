@@ -13,12 +13,19 @@ pub struct Filter {
     pub ports: Vec<u16>,
     /// Record type names.
     pub types: Vec<String>,
+    /// Containers (name, id, or id prefix): only records of their processes.
+    pub containers: Vec<String>,
     /// Show thread creations and thread (not process) exits.
     pub threads: bool,
 }
 
 impl Filter {
     fn finding_matches(&self, f: &crate::record::FindingRecord) -> bool {
+        if !self.containers.is_empty()
+            && !f.processes.iter().any(|x| x.container.as_ref().is_some_and(|c| self.containers.iter().any(|k| c.matches(k))))
+        {
+            return false;
+        }
         if !self.pids.is_empty() && !f.processes.iter().any(|x| self.pids.contains(&x.process.pid)) {
             return false;
         }
@@ -63,6 +70,9 @@ impl Filter {
             return self.finding_matches(f);
         }
         let p = r.body.process();
+        if !self.containers.is_empty() && !r.body.container().is_some_and(|c| self.containers.iter().any(|k| c.matches(k))) {
+            return false;
+        }
         if !self.pids.is_empty() {
             let mut pids = Vec::with_capacity(3);
             if let Some(p) = p {

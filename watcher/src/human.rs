@@ -157,6 +157,9 @@ pub fn line(r: &Record) -> String {
         b => b.process().and_then(|p| p.command_line.as_deref()),
     };
     let mut out = format!("{time} {:<9} {:>7} {:<16} {d}", r.body.type_name(), pid, clean(&comm));
+    if let Some(c) = r.body.container() {
+        let _ = write!(out, "  [container {}]", clean(c.label()));
+    }
     if let Some(c) = cmdline {
         let c: String = clean(c).chars().take(60).collect();
         let _ = write!(out, "  <{c}>");

@@ -295,8 +295,23 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
     Ok(c)
 }
 
+/// The inode of the initial pid namespace (`PROC_PID_INIT_INO`, fixed in the kernel).
+pub const HOST_PIDNS: u64 = 0xEFFF_FFFC;
+
+/// Whether watcher sees the host's processes: it must be in the initial pid
+/// namespace (pids in records are the host's; `/proc` must be the host's).
+pub fn check_pid_namespace() -> Result<(), SetupError> {
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::metadata("/proc/self/ns/pid") {
+        Ok(m) if m.ino() != HOST_PIDNS => Err(SetupError::PidNamespace { inode: m.ino() }),
+        // Unreadable: nothing to say (the load will tell what is wrong).
+        _ => Ok(()),
+    }
+}
+
 /// Check privileges, mount tracefs if needed, read offsets, load and attach every program.
 pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
+    check_pid_namespace()?;
     check_privileges()?;
     let tracefs_root = tracefs::ensure_mounted()?;
     let btf = Btf::from_sys_fs()?;
@@ -468,6 +483,8 @@ mod tests {
             assert_eq!((c.tp_exec_filename, c.tp_exec_old_pid), (8, 16));
             assert_eq!((c.tp_newtask_pid, c.tp_newtask_clone_flags), (8, 32));
             assert_ne!(c.tp_sys_exit_ret, watcher_common::OFFSET_NONE);
+            // cgroup_mkdir/rmdir: the same class on all three.
+            assert_eq!((c.tp_cgroup_root, c.tp_cgroup_level, c.tp_cgroup_id, c.tp_cgroup_path), (8, 12, 16, 24));
         }
     }
 

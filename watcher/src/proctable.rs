@@ -26,6 +26,13 @@ pub fn ends_process(x: &ExitData, pid: u32, tgid: u32) -> bool {
     }
 }
 
+/// Whether this exit ends a nested pid namespace: its init (pid 1 there, not
+/// the host's PID 1) has ended, and the kernel now kills and reaps every
+/// process of that namespace.
+pub fn ends_pid_namespace(x: &ExitData, tgid: u32) -> bool {
+    x.ns_pid == 1 && x.pidns != 0 && tgid != 1 && x.group_dead != 0
+}
+
 /// Process identity: pid reuse gives a different key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcKey {
@@ -333,7 +340,10 @@ impl ProcessTable {
                     p.threads = 0;
                 }
                 let subject = p.clone();
-                if group_dead {
+                // The init of a nested pid namespace: the kernel kills every
+                // process in it and reaps them itself (no wait syscall); its
+                // children are not handed to anyone.
+                if group_dead && !ends_pid_namespace(x, h.tgid) {
                     // Its children now belong to a subreaper or init.
                     let mut orphans: Vec<u32> = self.kids.get(&h.tgid).map(|s| s.iter().copied().collect()).unwrap_or_default();
                     orphans.retain(|c| *c != h.tgid && self.procs.get(c).is_some_and(|q| q.ppid == h.tgid));
@@ -602,6 +612,29 @@ mod tests {
         t.apply(&exit(14, 401, 400, 0, 0));
         t.apply(&exit(15, 402, 400, 0x100, 1));
         assert_eq!(t.get(400).unwrap().exited, Some((15, ExitStatus::Code(1))));
+    }
+
+    #[test]
+    fn a_namespace_inits_children_are_not_handed_to_anyone() {
+        let mut t = ProcessTable::with_parent_lookup(100, Box::new(|_| Some(1)));
+        t.apply(&fork(10, 50, 700, 0));
+        t.apply(&fork(11, 700, 701, 0));
+        let ev = |pid, ns_pid| {
+            decode(&encode(&Event {
+                header: header_for::<ExitData>(EventKind::Exit, 12, pid, pid, "init"),
+                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 50, parent_waiting: 0, cgroup_id: 0, pidns: 4026532000, ns_pid },
+            }))
+            .unwrap()
+        };
+        t.apply(&ev(700, 1));
+        assert!(t.reparented.is_empty(), "the kernel reaps a dying namespace's processes");
+        assert_eq!(t.get(701).unwrap().ppid, 700);
+        assert_eq!(t.get(700).unwrap().pidns, 4026532000);
+        // An ordinary parent's children are handed on.
+        t.apply(&fork(13, 50, 800, 0));
+        t.apply(&fork(14, 800, 801, 0));
+        t.apply(&ev(800, 7));
+        assert_eq!(t.reparented.iter().map(|(k, p)| (k.tgid, *p)).collect::<Vec<_>>(), vec![(801, 1)]);
     }
 
     #[test]

@@ -53,6 +53,20 @@ impl Body {
         }
     }
 
+    /// The container of the record's process, if it runs in one.
+    pub fn container(&self) -> Option<&Container> {
+        match self {
+            Body::Fork(r) => r.container.as_ref(),
+            Body::Exec(r) => r.container.as_ref(),
+            Body::Exit(r) => r.container.as_ref(),
+            Body::Reap(r) => r.container.as_ref(),
+            Body::Bind(r) | Body::Connect(r) => r.container.as_ref(),
+            Body::TcpState(r) => r.container.as_ref(),
+            Body::Finding(f) => f.processes.iter().find_map(|x| x.container.as_ref()),
+            Body::Loss(_) | Body::Health(_) => None,
+        }
+    }
+
     /// The main process of the record, if any.
     pub fn process(&self) -> Option<&Process> {
         match self {
@@ -125,6 +139,18 @@ pub struct Container {
     pub image: Option<Image>,
     /// `docker`, `containerd`, `cri-o`, `podman`.
     pub runtime: String,
+}
+
+impl Container {
+    /// Its name, or the short id while the runtime has not named it.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or_else(|| self.id.get(..12).unwrap_or(&self.id))
+    }
+
+    /// Whether `key` is its name or its id (or an id prefix of at least 4 digits).
+    pub fn matches(&self, key: &str) -> bool {
+        self.name.as_deref() == Some(key) || self.id == key || (key.len() >= 4 && self.id.starts_with(key))
+    }
 }
 
 /// ECS `container.image`.

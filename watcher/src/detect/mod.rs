@@ -23,12 +23,15 @@ pub mod zombie_accumulation;
 pub mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_containers;
 
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
 use crate::{
+    decode::Payload,
     world::containers::ContainerInfo,
     record::Clock,
     decode::KernelEvent,
@@ -171,6 +174,18 @@ impl ContainerView for crate::world::containers::Containers {
     }
 }
 
+/// A view that knows no container (processes found at start, unit tests).
+pub struct NoContainers;
+
+impl ContainerView for NoContainers {
+    fn by_id(&self, _id: &str) -> Option<std::sync::Arc<ContainerInfo>> {
+        None
+    }
+    fn by_address(&self, _ip: IpAddr) -> Option<std::sync::Arc<ContainerInfo>> {
+        None
+    }
+}
+
 /// `pid 4121 (python3 app.py)`, and ` in container web (image x)` when it runs in one.
 pub fn who_in(p: &Proc, view: &dyn ContainerView) -> String {
     let mut s = who(p);
@@ -219,6 +234,21 @@ pub struct Detectors {
     pub fork_storm: fork_storm::ForkStorm,
     pub connect_failures: connect_failures::ConnectFailures,
     pub config: DetectConfig,
+    /// Nested pid namespaces whose init ended (→ when): the kernel is killing
+    /// and reaping their processes, none of which is anyone's zombie.
+    dying_pidns: std::collections::HashMap<u32, u64>,
+}
+
+/// How long after its init ended a pid namespace's exits are still its teardown.
+const TEARDOWN_NS: u64 = 30_000_000_000;
+
+/// What a pid namespace's end means for one event (see [`Detectors::on_event`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Teardown {
+    /// This exit is a namespace init's: every zombie of that namespace is reaped by the kernel.
+    pub ends: Option<u32>,
+    /// This exit belongs to a namespace being torn down: not a zombie to count.
+    pub during: bool,
 }
 
 impl Detectors {
@@ -235,7 +265,22 @@ impl Detectors {
             fork_storm: fork_storm::ForkStorm::new(&config),
             connect_failures: connect_failures::ConnectFailures::new(&config),
             config,
+            dying_pidns: std::collections::HashMap::new(),
         }
+    }
+
+    fn teardown(&mut self, i: &Input) -> Teardown {
+        let Payload::Exit(x) = &i.ev.payload else { return Teardown::default() };
+        let ts = i.ev.header.ts_ns;
+        if crate::proctable::ends_pid_namespace(x, i.ev.header.tgid) {
+            if self.dying_pidns.len() >= 4096 {
+                self.dying_pidns.retain(|_, t| ts.saturating_sub(*t) < TEARDOWN_NS);
+            }
+            self.dying_pidns.insert(x.pidns, ts);
+            return Teardown { ends: Some(x.pidns), during: true };
+        }
+        let during = x.pidns != 0 && self.dying_pidns.get(&x.pidns).is_some_and(|t| ts.saturating_sub(*t) < TEARDOWN_NS);
+        Teardown { ends: None, during }
     }
 
     /// State that exists before the first event: processes (zombies, instances) and sockets.
@@ -265,6 +310,7 @@ impl Detectors {
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
         let mut out = Vec::new();
+        let teardown = self.teardown(i);
         let c = &self.config;
         // Socket ownership first: the port detectors read it.
         let changes = self.sockets.apply(i);
@@ -278,10 +324,10 @@ impl Detectors {
             out.extend(self.address_unavailable.on_event(i));
         }
         if c.enabled(Kind::ZombieAccumulation) {
-            out.extend(self.zombie_accumulation.on_event(i));
+            out.extend(self.zombie_accumulation.on_event(i, teardown));
         }
         if c.enabled(Kind::Zombie) {
-            out.extend(self.zombie.on_event(i));
+            out.extend(self.zombie.on_event(i, teardown));
         }
         if c.enabled(Kind::RespawnStorm) {
             out.extend(self.respawn_storm.on_event(i));
@@ -300,11 +346,11 @@ impl Detectors {
     }
 
     /// Deadlines due at `now`.
-    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+    pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
         let mut out = Vec::new();
         out.extend(self.port_conflict.on_tick(now));
-        out.extend(self.zombie_accumulation.on_tick(now));
-        out.extend(self.zombie.on_tick(now));
+        out.extend(self.zombie_accumulation.on_tick(now, view));
+        out.extend(self.zombie.on_tick(now, view));
         out.extend(self.respawn_storm.on_tick(now));
         out.extend(self.fork_storm.on_tick(now));
         out.extend(self.connect_failures.on_tick(now));

@@ -9,8 +9,8 @@ use std::{collections::HashMap, net::IpAddr};
 use serde_json::{json, Map};
 
 use super::{
-    addr_port, config::ns, dur, incident::Incidents, sockets::{overlaps, Changes, SocketTable}, who, DetectConfig,
-    Finding, Input, Involved, Kind,
+    addr_port, config::ns, dur, incident::Incidents, port_shadowed::holder_name, sockets::{overlaps, Changes, SocketTable},
+    who, who_in, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
     decode::{ip_addr, Payload},
@@ -94,7 +94,7 @@ impl PortConflict {
                             Some(t) => format!(" since {}", i.clock.hms(t)),
                             None => " since before watcher started".into(),
                         };
-                        format!("{} on {}{since}", who(&h.proc), addr_port(h.addr, h.port))
+                        format!("{} on {}{since}", holder_name(h, i.containers), addr_port(h.addr, h.port))
                     })
                     .collect();
                 let summary = if held_by.is_empty() {
@@ -105,13 +105,13 @@ impl PortConflict {
                     if other_states > 0 {
                         format!(
                             "{} cannot bind {} {want}: no process listens there, but {other_states} connection(s) still use the port (e.g. TIME_WAIT); set SO_REUSEADDR before bind",
-                            who(p), transport(tcp)
+                            who_in(p, i.containers), transport(tcp)
                         )
                     } else {
-                        format!("{} cannot bind {} {want}: the address is in use (no current holder found)", who(p), transport(tcp))
+                        format!("{} cannot bind {} {want}: the address is in use (no current holder found)", who_in(p, i.containers), transport(tcp))
                     }
                 } else {
-                    format!("{} cannot bind {} {want}: held by {}", who(p), transport(tcp), held_by.join("; "))
+                    format!("{} cannot bind {} {want}: held by {}", who_in(p, i.containers), transport(tcp), held_by.join("; "))
                 };
                 if !self.pending.contains_key(&key) && self.pending.len() >= self.cfg.max_tracked {
                     // Bounded: forget conflicts whose failing processes are gone.

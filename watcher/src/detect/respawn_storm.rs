@@ -11,7 +11,9 @@ use std::collections::{HashMap, VecDeque};
 
 use serde_json::{json, Map};
 
-use super::{config::ns, config::names_match, dur, incident::Incidents, who, DetectConfig, Finding, Input, Involved, Kind};
+use super::{
+    config::names_match, config::ns, dur, incident::Incidents, who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
+};
 use crate::{
     decode::Payload,
     names::{signal_name, ExitStatus},
@@ -55,6 +57,13 @@ pub struct RespawnStorm {
     pub overflow: u64,
 }
 
+/// A container runtime's per-container process (containerd's shim, conmon):
+/// the parent of a container's first process, new at every start.
+pub fn is_runtime_shim(p: &Proc) -> bool {
+    let base = p.exe.as_deref().and_then(|e| e.rsplit('/').next()).unwrap_or("");
+    p.comm.starts_with("containerd-shim") || base.starts_with("containerd-shim") || &*p.comm == "conmon" || base == "conmon"
+}
+
 pub fn describe_status(s: ExitStatus) -> String {
     match s {
         ExitStatus::Code(c) => format!("exit code {c}"),
@@ -90,7 +99,7 @@ impl RespawnStorm {
         }
     }
 
-    fn started(&mut self, p: &Proc, parent: Option<&Proc>, ts: u64) -> Option<Finding> {
+    fn started(&mut self, p: &Proc, parent: Option<&Proc>, ts: u64, view: &dyn ContainerView) -> Option<Finding> {
         let prog = self.programs.get_mut(&p.program)?;
         // The most recent crash of this program close enough before this start.
         while prog.crashes.front().is_some_and(|c| ts.saturating_sub(c.at) > self.within_ns) {
@@ -121,23 +130,49 @@ impl RespawnStorm {
         let last = &rs[rs.len() - 1].crash;
         let program = p.command_line().unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
         let program: String = program.chars().filter(|c| !c.is_control()).take(80).collect();
-        let by = if restarters.is_empty() {
+        let container = p.container_id.as_deref().and_then(|id| view.by_id(id));
+        // A container restarted by its runtime: each start has a new shim as
+        // its parent; the restarter is the runtime's policy, not those pids.
+        let by_runtime = container.is_some() && !restarters.is_empty() && restarters.iter().all(|r| is_runtime_shim(r));
+        let by = if by_runtime {
+            let c = container.as_ref().expect("checked above");
+            match (c.runtime, c.restart_policy.as_deref()) {
+                ("docker", Some(policy)) => format!(" by Docker's restart policy ({policy})"),
+                ("docker", None) => " by Docker's restart policy".to_owned(),
+                (rt, _) => format!(" by its container runtime ({rt})"),
+            }
+        } else if restarters.is_empty() {
             String::new()
         } else {
             format!(" by {}", restarters.iter().take(3).map(|r| who(r)).collect::<Vec<_>>().join(", "))
         };
+        let what = match &container {
+            Some(c) => format!("{} (`{program}`)", c.describe()),
+            None => format!("`{program}`"),
+        };
         let summary = format!(
-            "`{program}` keeps crashing: restarted {n} times in {}{by}; last instance pid {} ended with {} after {}",
+            "{what} keeps crashing: restarted {n} times in {}{by}; last instance pid {} ended with {} after {}",
             dur(span),
             last.proc.key.tgid,
             describe_status(last.status),
             dur(last.lifetime_ns)
         );
         let mut processes = vec![Involved { role: "instance", proc: p.clone(), address: None, since_ns: Some(ts) }];
-        for r in restarters.iter().take(8) {
+        // For a runtime's restarts, only the latest shim (the others are gone).
+        for r in restarters.iter().rev().take(if by_runtime { 1 } else { 8 }) {
             processes.push(Involved { role: "restarter", proc: (*r).clone(), address: None, since_ns: None });
         }
         let mut details = Map::new();
+        if let Some(c) = &container {
+            details.insert("container".into(), json!({"id": &*c.id, "name": c.name.as_deref(), "image": c.image.as_deref()}));
+        }
+        if by_runtime {
+            let c = container.as_ref().expect("checked above");
+            details.insert(
+                "restarter".into(),
+                json!({"runtime": c.runtime, "restart_policy": c.restart_policy.as_deref()}),
+            );
+        }
         details.insert("restarts_in_window".into(), json!(n));
         details.insert("window_s".into(), json!(self.window_ns as f64 / 1e9));
         details.insert(
@@ -180,12 +215,12 @@ impl RespawnStorm {
                 Vec::new()
             }
             Payload::Exec(_) => match i.subject {
-                Some(p) => self.started(p, i.parent, ts).into_iter().collect(),
+                Some(p) => self.started(p, i.parent, ts, i.containers).into_iter().collect(),
                 None => Vec::new(),
             },
             Payload::Fork(f) if f.clone_flags & CLONE_THREAD == 0 => match i.subject {
                 // A worker re-forked by its master: the same program without exec.
-                Some(child) => self.started(child, i.parent, ts).into_iter().collect(),
+                Some(child) => self.started(child, i.parent, ts, i.containers).into_iter().collect(),
                 None => Vec::new(),
             },
             _ => Vec::new(),

@@ -164,6 +164,83 @@ impl Kit {
         ))
     }
 
+    /// A cgroup is created at `path` (v2 id `id`), as the kernel reports it.
+    pub fn cgroup(&mut self, ts: u64, id: u64, path: &str) -> Vec<Finding> {
+        let mut ev = Self::ev(EventKind::Fork, ts, 9, 9, "runc", ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0, cgroup_id: 0 });
+        ev.header.kind = EventKind::Cgroup as u32;
+        ev.payload = Payload::Cgroup(crate::decode::Cgroup { id, created: true, path: path.into() });
+        self.feed(ev)
+    }
+
+    /// What the container runtime says about a container.
+    pub fn runtime_says(&mut self, id: &str, name: &str, image: &str, ip: Option<&str>, policy: Option<&str>) {
+        self.engine.runtime_update(crate::world::containers::RuntimeUpdate::Container(crate::world::containers::ContainerInfo {
+            id: id.into(),
+            runtime: "docker",
+            name: Some(name.into()),
+            image: Some(image.into()),
+            restart_policy: policy.map(Into::into),
+            addresses: ip.map(|i| vec![i.parse().expect("ip")]).unwrap_or_default(),
+            ..Default::default()
+        }));
+    }
+
+    /// Fork `child` from `parent`, then exec `exe argv` in cgroup `cgroup`
+    /// (a runtime moves the process into the container's cgroup before its exec).
+    pub fn spawn_in(&mut self, ts: u64, parent: u32, pid: u32, cgroup: u64, exe: &str, argv: &[&str]) -> Vec<Finding> {
+        let mut f = self.fork(ts, parent, pid);
+        let comm = exe.rsplit('/').next().unwrap_or(exe);
+        let mut ev = Self::ev(EventKind::Fork, ts + 1000, pid, pid, comm, ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0, cgroup_id: 0 });
+        ev.header.kind = EventKind::Exec as u32;
+        ev.payload = Payload::Exec(Exec {
+            old_pid: pid,
+            filename: exe.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv_truncated: false,
+            cgroup_id: cgroup,
+        });
+        f.extend(self.feed(ev));
+        f
+    }
+
+    /// The last thread of `pid` exits; it is `ns_pid` in pid namespace `pidns`.
+    pub fn exit_in_pidns(&mut self, ts: u64, pid: u32, raw: u32, pidns: u32, ns_pid: u32) -> Vec<Finding> {
+        let parent = self.engine.enricher.procs.get(pid).map(|p| p.ppid).unwrap_or(0);
+        self.feed(Self::ev(
+            EventKind::Exit,
+            ts,
+            pid,
+            pid,
+            "x",
+            ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 0, cgroup_id: 0, pidns, ns_pid },
+        ))
+    }
+
+    /// A process listens on ip:port in network namespace `netns` (bind + listen).
+    pub fn listen_ns(&mut self, ts: u64, pid: u32, netns: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+        let mut s = Self::sock(3, 0, ip, port, true, sk);
+        s.netns = netns;
+        let mut f = self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", s));
+        let (family, saddr) = family_addr(ip);
+        let (_, daddr) = family_addr(if ip.contains(':') { "::" } else { "0.0.0.0" });
+        f.extend(self.feed(Self::ev(
+            EventKind::TcpState,
+            ts + 1,
+            pid,
+            pid,
+            "t",
+            TcpStateData { skaddr: sk, old_state: 7, new_state: 10, sport: port, dport: 0, family, protocol: 6, saddr, daddr, netns, _pad: 0 },
+        )));
+        f
+    }
+
+    /// A bind in network namespace `netns`.
+    pub fn bind_ns(&mut self, ts: u64, pid: u32, netns: u32, ip: &str, port: u16, ret: i32) -> Vec<Finding> {
+        let mut s = Self::sock(3, ret, ip, port, true, 0x1000 + ts);
+        s.netns = netns;
+        self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", s))
+    }
+
     /// A process listens on ip:port (bind + listen).
     pub fn listen(&mut self, ts: u64, pid: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
         let mut f = self.bind_sk(ts, pid, ip, port, sk);

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map};
 
-use super::{config::ns, dur, incident::Incidents, who, DetectConfig, Finding, Input, Involved, Kind};
+use super::{config::ns, dur, incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind, Teardown};
 use crate::{
     decode::Payload,
     proctable::{Proc, ProcKey},
@@ -89,7 +89,7 @@ impl Zombies {
         v
     }
 
-    fn raise(&mut self, parent: u32, now: u64) -> Option<Finding> {
+    fn raise(&mut self, parent: u32, now: u64, view: &dyn ContainerView) -> Option<Finding> {
         let overdue = self.overdue_of(parent);
         let first = overdue.first()?;
         let parent_proc = first.parent_proc.clone();
@@ -99,7 +99,7 @@ impl Zombies {
         let n = overdue.len();
         let pids: Vec<u32> = overdue.iter().map(|c| c.proc.key.tgid).collect();
         let oldest = overdue.iter().filter_map(|c| c.exited_ns).min();
-        let pname = parent_proc.as_ref().map(who).unwrap_or_else(|| format!("pid {parent}"));
+        let pname = parent_proc.as_ref().map(|p| who_in(p, view)).unwrap_or_else(|| format!("pid {parent}"));
         let age = match oldest {
             Some(t) => format!("the oldest for {}", dur(now.saturating_sub(t))),
             None => "since before watcher started".into(),
@@ -149,13 +149,20 @@ impl Zombies {
         None
     }
 
-    pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
+    pub fn on_event(&mut self, i: &Input, teardown: Teardown) -> Vec<Finding> {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
+        if let Some(ns) = teardown.ends {
+            // The kernel reaps every process of a pid namespace whose init ended.
+            let gone: Vec<ProcKey> = self.children.values().filter(|c| c.proc.pidns == ns).map(|c| c.proc.key).collect();
+            for k in gone {
+                out.extend(self.forget(k, ts, "reaped by the kernel as its pid namespace ended"));
+            }
+        }
         match &i.ev.payload {
             Payload::Exit(_) => {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
-                    if !self.children.contains_key(&p.key) {
+                    if !self.children.contains_key(&p.key) && !teardown.during {
                         let exited = p.exited.map(|(t, _)| t).unwrap_or(ts);
                         self.track(p, i.parent.cloned(), exited, Some(exited));
                     }
@@ -176,7 +183,7 @@ impl Zombies {
                             None => continue,
                         };
                         if was_overdue {
-                            out.extend(self.raise(*new_parent, ts));
+                            out.extend(self.raise(*new_parent, ts, i.containers));
                         }
                     }
                     if self.incidents.is_open(&p.key.tgid) {
@@ -198,7 +205,7 @@ impl Zombies {
         out
     }
 
-    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+    pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
         let mut parents = Vec::new();
         while let Some(&(deadline, key)) = self.deadlines.iter().next() {
             if deadline > now {
@@ -212,7 +219,7 @@ impl Zombies {
                 }
             }
         }
-        parents.into_iter().filter_map(|p| self.raise(p, now)).collect()
+        parents.into_iter().filter_map(|p| self.raise(p, now, view)).collect()
     }
 
     pub fn next_deadline(&self) -> Option<u64> {

@@ -7,11 +7,16 @@
 //! ends, the finding opens then (from the timer). Resolves when the count
 //! drops below it (reaps), or when the parent itself exits (its zombies pass
 //! to a subreaper or init, which are counted from then on).
+//!
+//! When the init of a nested pid namespace (a container's) ends, the kernel
+//! kills every process of that namespace and reaps them itself, without a
+//! wait syscall: none of them is counted, and zombies already counted there
+//! are dropped.
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map};
 
-use super::{incident::Incidents, who, DetectConfig, Finding, Input, Involved, Kind};
+use super::{incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind, Teardown};
 use crate::{
     decode::Payload,
     proctable::{Proc, ProcKey},
@@ -58,7 +63,7 @@ impl ZombieAccumulation {
         waiting || self.last_reap.get(&parent).is_some_and(|t| now.saturating_sub(*t) < self.grace_ns)
     }
 
-    fn add(&mut self, child: &Proc, parent: u32, parent_proc: Option<&Proc>, now: u64, waiting: bool) -> Option<Finding> {
+    fn add(&mut self, child: &Proc, parent: u32, parent_proc: Option<&Proc>, now: u64, waiting: bool, view: &dyn ContainerView) -> Option<Finding> {
         if self.zombies.len() >= self.cap {
             self.overflow += 1;
             return None;
@@ -76,17 +81,17 @@ impl ZombieAccumulation {
             self.checks.insert((now + self.grace_ns, parent));
             return None;
         }
-        self.report(parent, parent_proc, now)
+        self.report(parent, parent_proc, now, view)
     }
 
-    fn report(&mut self, parent: u32, parent_proc: Option<&Proc>, now: u64) -> Option<Finding> {
+    fn report(&mut self, parent: u32, parent_proc: Option<&Proc>, now: u64, view: &dyn ContainerView) -> Option<Finding> {
         let list = self.per_parent.get(&parent)?;
         let n = list.len();
         if n < self.threshold {
             return None;
         }
         let pids: Vec<u32> = list.iter().map(|c| c.key.tgid).collect();
-        let pname = parent_proc.map(who).unwrap_or_else(|| format!("pid {parent}"));
+        let pname = parent_proc.map(|p| who_in(p, view)).unwrap_or_else(|| format!("pid {parent}"));
         if parent_proc.is_some_and(|p| self.cfg.allowed_program(p)) {
             return None;
         }
@@ -136,19 +141,29 @@ impl ZombieAccumulation {
         let mut out = Vec::new();
         for z in procs.iter().filter(|p| p.exited.is_some() && p.ppid != 0) {
             let parent = by_tgid.get(&z.ppid).copied();
-            out.extend(self.add(z, z.ppid, parent, now, false));
+            out.extend(self.add(z, z.ppid, parent, now, false, &super::NoContainers));
         }
         out
     }
 
-    pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
+    /// The kernel reaps every process of pid namespace `ns`: forget its zombies.
+    fn namespace_ended(&mut self, ns: u32, now: u64) -> Vec<Finding> {
+        let gone: Vec<ProcKey> =
+            self.per_parent.values().flatten().filter(|c| c.pidns == ns).map(|c| c.key).collect();
+        gone.into_iter().filter_map(|k| self.remove(k, now, "its pid namespace ended; the kernel reaps it")).collect()
+    }
+
+    pub fn on_event(&mut self, i: &Input, teardown: Teardown) -> Vec<Finding> {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
+        if let Some(ns) = teardown.ends {
+            out.extend(self.namespace_ended(ns, ts));
+        }
         match &i.ev.payload {
             Payload::Exit(x) => {
                 let Some(p) = i.subject.filter(|p| p.exited.is_some()) else { return out };
-                if !self.zombies.contains_key(&p.key) {
-                    out.extend(self.add(p, p.ppid, i.parent, ts, x.parent_waiting != 0));
+                if !self.zombies.contains_key(&p.key) && !teardown.during {
+                    out.extend(self.add(p, p.ppid, i.parent, ts, x.parent_waiting != 0, i.containers));
                 }
                 // A parent that exits hands its zombies on.
                 let moved: Vec<(ProcKey, u32)> =
@@ -162,14 +177,15 @@ impl ZombieAccumulation {
                         l.retain(|x| x.key != child);
                     }
                     let np = (i.procs)(new_parent);
-                    out.extend(self.add(&c, new_parent, np.as_ref(), ts, false));
+                    out.extend(self.add(&c, new_parent, np.as_ref(), ts, false, i.containers));
                 }
                 if self.incidents.is_open(&p.key.tgid) {
-                    out.extend(self.incidents.resolve(
-                        &p.key.tgid,
-                        ts,
-                        format!("{} exited; its unreaped children passed to their new parent", who(p)),
-                    ));
+                    let why = if teardown.ends.is_some() {
+                        "it was its pid namespace's init: the kernel reaps its children"
+                    } else {
+                        "its unreaped children passed to their new parent"
+                    };
+                    out.extend(self.incidents.resolve(&p.key.tgid, ts, format!("{} exited; {why}", who(p))));
                 }
                 self.per_parent.remove(&p.key.tgid);
             }
@@ -195,7 +211,7 @@ impl ZombieAccumulation {
 
 impl ZombieAccumulation {
     /// Deferred checks due at `now`.
-    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+    pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
         let mut out = Vec::new();
         while let Some(&(t, parent)) = self.checks.iter().next() {
             if t > now {
@@ -204,7 +220,7 @@ impl ZombieAccumulation {
             self.checks.remove(&(t, parent));
             let pp = self.parents.remove(&parent).flatten();
             if !self.incidents.is_open(&parent) {
-                out.extend(self.report(parent, pp.as_ref(), now));
+                out.extend(self.report(parent, pp.as_ref(), now, view));
             }
         }
         out
