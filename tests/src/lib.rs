@@ -69,21 +69,23 @@ impl Feed {
 
     /// Start `wrapper… watcher <args>` with extra environment variables.
     pub fn start_with(args: &[&str], env: &[(&str, &str)], wrapper: &[&str]) -> Arc<Feed> {
-        let bin = watcher_bin();
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        argv.push(watcher_bin().to_string_lossy().into_owned());
+        argv.extend(args.iter().map(|s| s.to_string()));
+        Feed::start_argv(argv, env)
+    }
+
+    /// Start a command whose stdout is watcher's NDJSON (e.g. `docker run … watcher trace --json`).
+    pub fn start_command(argv: &[&str]) -> Arc<Feed> {
+        Feed::start_argv(argv.iter().map(|s| s.to_string()).collect(), &[])
+    }
+
+    fn start_argv(argv: Vec<String>, env: &[(&str, &str)]) -> Arc<Feed> {
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let wrapper: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut cmd = match wrapper.split_first() {
-                Some((w, rest)) => {
-                    let mut c = Command::new(w);
-                    c.args(rest).arg(&bin);
-                    c
-                }
-                None => Command::new(&bin),
-            };
-            cmd.args(&args).envs(env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..]).envs(env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
             // SAFETY: prctl is async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {

@@ -173,7 +173,15 @@ pub struct ExitData {
     /// The process's pid inside that namespace (1: it is the namespace's init,
     /// whose end makes the kernel kill and reap every process in it); 0 when unknown.
     pub ns_pid: u32,
+    /// [`EXIT_PIDNS_DYING`]: bits.
+    pub flags: u32,
+    pub _pad: u32,
 }
+
+/// [`ExitData::flags`]: the process's (nested) pid namespace is being torn
+/// down — its init has ended, the kernel stopped allocating pids in it and
+/// kills and reaps every process left (this exit is one of those).
+pub const EXIT_PIDNS_DYING: u32 = 1;
 
 /// How a reap was observed.
 #[repr(u32)]
@@ -386,6 +394,9 @@ pub struct Config {
     pub k_upid_ns: u32,
     /// `pid_namespace.ns.inum`.
     pub k_pidns_inum: u32,
+    /// `pid_namespace.pid_allocated` (PIDNS_ADDING cleared when it is torn down).
+    pub k_pidns_pid_allocated: u32,
+    pub _pad: u32,
 }
 
 impl Config {
@@ -452,6 +463,8 @@ impl Config {
             k_upid_nr: OFFSET_NONE,
             k_upid_ns: OFFSET_NONE,
             k_pidns_inum: OFFSET_NONE,
+            k_pidns_pid_allocated: OFFSET_NONE,
+            _pad: 0,
         }
     }
 }
@@ -460,12 +473,12 @@ impl Config {
 const _: () = assert!(core::mem::size_of::<Header>() == 48);
 const _: () = assert!(core::mem::size_of::<ForkData>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecData>() == 24 + FILENAME_LEN + ARGS_LEN);
-const _: () = assert!(core::mem::size_of::<ExitData>() == 32);
+const _: () = assert!(core::mem::size_of::<ExitData>() == 40);
 const _: () = assert!(core::mem::size_of::<ReapData>() == 8);
 const _: () = assert!(core::mem::size_of::<SockCallData>() == 48);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 64);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 240);
+const _: () = assert!(core::mem::size_of::<Config>() == 248);
 const _: () = assert!(ARGS_LEN.is_power_of_two() && FILENAME_LEN.is_power_of_two() && CGROUP_PATH_LEN.is_power_of_two());
 
 #[cfg(feature = "user")]

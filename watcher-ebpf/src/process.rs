@@ -10,7 +10,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use watcher_common::{
-    EventKind, ExecData, ExitData, ForkData, ReapData, ReapSource, ARGS_LEN, GROUP_DEAD_UNKNOWN,
+    EventKind, ExecData, ExitData, ForkData, ReapData, ReapSource, ARGS_LEN, EXIT_PIDNS_DYING, GROUP_DEAD_UNKNOWN,
     OFFSET_NONE,
 };
 
@@ -124,7 +124,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
     let parent_waiting = (parent_tgid != 0 && unsafe { IN_WAIT.get(&parent_tgid) }.is_some()) as u32;
     let ends = group_dead == 1 || (group_dead == GROUP_DEAD_UNKNOWN && pid == tgid);
-    let (pidns, ns_pid) = pid_namespace(task, parent, parent_tgid, tgid, ends);
+    let (pidns, ns_pid, flags) = pid_namespace(task, parent, parent_tgid, tgid, ends);
     emit(
         EventKind::Exit,
         now(),
@@ -136,6 +136,8 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
             cgroup_id: cgroup_id(),
             pidns,
             ns_pid,
+            flags,
+            _pad: 0,
         },
     );
     Some(())
@@ -161,17 +163,28 @@ fn pid_of(task: u64) -> Option<(u32, u64)> {
     Some((level, pid))
 }
 
-/// (pid namespace inode, pid in it) of the exiting task's process. When the
+/// `pid_namespace.pid_allocated` without this bit: no new pids, the namespace is being torn down.
+const PIDNS_ADDING: u32 = 1 << 31;
+
+/// (pid namespace inode, pid in it, flags) of the exiting task's process. When the
 /// process ends and its parent sees it through a nested pid namespace, the
 /// parent's wait will return that namespace's pid: remember the host pid for it.
 #[inline(always)]
-fn pid_namespace(task: u64, parent: u64, parent_tgid: u32, tgid: u32, ends: bool) -> (u32, u32) {
+fn pid_namespace(task: u64, parent: u64, parent_tgid: u32, tgid: u32, ends: bool) -> (u32, u32, u32) {
     let leader: u64 = kread(task, conf!(k_task_group_leader)).unwrap_or(0);
-    let Some((level, lpid)) = pid_of(leader) else { return (0, 0) };
-    let Some(own) = upid_at(lpid, level) else { return (0, 0) };
+    let Some((level, lpid)) = pid_of(leader) else { return (0, 0, 0) };
+    let Some(own) = upid_at(lpid, level) else { return (0, 0, 0) };
     let ns_pid: i32 = kread(own, conf!(k_upid_nr)).unwrap_or(0);
     let ns: u64 = kread(own, conf!(k_upid_ns)).unwrap_or(0);
     let pidns: u32 = kread(ns, conf!(k_pidns_inum)).unwrap_or(0);
+    let mut flags = 0;
+    if level > 0 {
+        if let Some(allocated) = kread::<u32>(ns, conf!(k_pidns_pid_allocated)) {
+            if allocated & PIDNS_ADDING == 0 {
+                flags |= EXIT_PIDNS_DYING;
+            }
+        }
+    }
     if ends && parent_tgid != 0 {
         if let Some((plevel, _)) = pid_of(parent) {
             if plevel > 0 && plevel <= level {
@@ -185,7 +198,7 @@ fn pid_namespace(task: u64, parent: u64, parent_tgid: u32, tgid: u32, ends: bool
             }
         }
     }
-    (pidns, ns_pid.max(0) as u32)
+    (pidns, ns_pid.max(0) as u32, flags)
 }
 
 /// The host pid of a child the current task reaped, from the pid its wait

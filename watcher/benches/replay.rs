@@ -69,7 +69,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         }
         out.push(encode(&Event {
             header: header_for::<ExitData>(EventKind::Exit, ts + 2_000, pid, pid, "cc1"),
-            data: ExitData { exit_code: 0, group_dead: 1, parent_tgid: parent, parent_waiting: 1, cgroup_id: 0, pidns: 0, ns_pid: 0 },
+            data: ExitData { exit_code: 0, group_dead: 1, parent_tgid: parent, parent_waiting: 1, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
         }));
         out.push(encode(&Event {
             header: header_for::<ReapData>(EventKind::Reap, ts + 2_100, parent, parent, "make"),

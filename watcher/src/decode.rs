@@ -221,7 +221,7 @@ mod tests {
             encode(&exec_event("/usr/bin/python3", b"python3\0app.py\0", 15)),
             encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 2, 101, 101, "python3"),
-                data: ExitData { exit_code: 0x300, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 },
+                data: ExitData { exit_code: 0x300, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
             }),
             encode(&Event {
                 header: header_for::<ReapData>(EventKind::Reap, 3, 100, 100, "bash"),

@@ -57,17 +57,17 @@ impl Engine {
     }
 
     /// Apply what the runtime worker has said since the last call (never
-    /// waits). Returns the status lines it had to say.
-    pub fn drain_runtime(&mut self) -> Vec<String> {
-        let mut said = Vec::new();
-        let Some(rx) = &self.runtime else { return said };
+    /// waits). Returns the status lines it had to say and the incident updates.
+    pub fn drain_runtime(&mut self, now: u64) -> (Vec<String>, Vec<Finding>) {
+        let (mut said, mut findings) = (Vec::new(), Vec::new());
+        let Some(rx) = &self.runtime else { return (said, findings) };
         let updates: Vec<_> = rx.try_iter().take(4096).collect();
         for u in updates {
-            if let Some(line) = self.enricher.containers.apply(u) {
-                said.push(line);
-            }
+            let (line, fs) = self.runtime_update(u, now);
+            said.extend(line);
+            findings.extend(fs);
         }
-        said
+        (said, findings)
     }
 
     /// Wait (up to `deadline`) until the runtime worker has reported its
@@ -81,7 +81,7 @@ impl Engine {
             match rx.recv_timeout(left) {
                 Ok(u) => {
                     let status = matches!(u, crate::world::containers::RuntimeUpdate::Status(_));
-                    if let Some(line) = self.enricher.containers.apply(u) {
+                    if let (Some(line), _) = self.enricher.containers.apply(u) {
                         said.push(line);
                     }
                     if status {
@@ -91,7 +91,7 @@ impl Engine {
                 Err(_) => break,
             }
         }
-        said.extend(self.drain_runtime());
+        said.extend(self.drain_runtime(0).0);
         said
     }
 
@@ -105,9 +105,16 @@ impl Engine {
         self.handle_opt(ev, true)
     }
 
-    /// What the container runtime's worker said (applied between batches).
-    pub fn runtime_update(&mut self, u: crate::world::containers::RuntimeUpdate) -> Option<String> {
-        self.enricher.containers.apply(u)
+    /// What the container runtime's worker said (applied between batches):
+    /// a status line to say, and updates of open incidents that named a
+    /// container before the runtime did.
+    pub fn runtime_update(&mut self, u: crate::world::containers::RuntimeUpdate, now: u64) -> (Option<String>, Vec<Finding>) {
+        let (line, renamed) = self.enricher.containers.apply(u);
+        let findings = match renamed {
+            Some((from, to)) => self.detectors.container_renamed(&from, &to, now),
+            None => Vec::new(),
+        };
+        (line, findings)
     }
 
     /// Like [`Engine::handle`]; the event's own record is built only when `build`.

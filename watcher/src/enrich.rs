@@ -464,7 +464,7 @@ mod tests {
         let r = e.record(
             &decode(&encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 31_000_000, 50, 50, "sleep"),
-                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 },
+                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
             }))
             .unwrap(),
         )
@@ -489,7 +489,7 @@ mod tests {
             }))
             .unwrap(),
         );
-        let exit = |dead| ExitData { exit_code: 0, group_dead: dead, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 };
+        let exit = |dead| ExitData { exit_code: 0, group_dead: dead, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 };
         let Body::Exit(leader) = e.record(&ev(EventKind::Exit, 5, 60, exit(1))).unwrap().body else { panic!("exit expected") };
         let Body::Exit(thread) = e.record(&ev(EventKind::Exit, 6, 61, exit(0))).unwrap().body else { panic!("exit expected") };
         assert!(leader.exit.process_exited);

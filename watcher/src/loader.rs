@@ -50,7 +50,7 @@ type Slot = fn(&mut Config) -> &mut u32;
 /// size the programs read — 0 for an array whose elements are addressed from
 /// its offset —, where the offset goes). The one list: `kernel_config` fills
 /// `CONFIG` from it and `watcher check` reports on it.
-pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 24] = [
+pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 25] = [
     ("task_struct", "exit_code", 4, |c| &mut c.k_task_exit_code),
     ("task_struct", "files", 8, |c| &mut c.k_task_files),
     ("task_struct", "mm", 8, |c| &mut c.k_task_mm),
@@ -78,6 +78,7 @@ pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 24] = [
     ("upid", "nr", 4, |c| &mut c.k_upid_nr),
     ("upid", "ns", 8, |c| &mut c.k_upid_ns),
     ("pid_namespace", "ns.inum", 4, |c| &mut c.k_pidns_inum),
+    ("pid_namespace", "pid_allocated", 4, |c| &mut c.k_pidns_pid_allocated),
 ];
 
 /// The embedded eBPF object built by build.rs.

@@ -228,10 +228,14 @@ pub async fn run(
             _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new())) }
         };
         let Some(batch) = batch else { break };
-        // The container runtime's answers (names, images), applied between batches.
-        for line in engine.drain_runtime() {
+        // The container runtime's answers (names, images), applied between
+        // batches; incidents that named a container by its id say its name now.
+        let (lines, renamed) = engine.drain_runtime(Clock::mono_now());
+        for line in lines {
             let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: {line}\n").as_bytes());
         }
+        records.extend(renamed.iter().map(|f| engine.finding_record(f)));
+        count_findings(&stats, &renamed);
         if clock_refreshed.elapsed() > Duration::from_secs(10) {
             engine.enricher.clock = Clock::now();
             clock_refreshed = Instant::now();

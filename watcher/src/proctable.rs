@@ -487,7 +487,7 @@ mod tests {
     fn exit(ts: u64, pid: u32, tgid: u32, code: u32, dead: u32) -> KernelEvent {
         decode(&encode(&Event {
             header: header_for::<ExitData>(EventKind::Exit, ts, pid, tgid, "x"),
-            data: ExitData { exit_code: code, group_dead: dead, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 },
+            data: ExitData { exit_code: code, group_dead: dead, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
         }))
         .unwrap()
     }
@@ -622,7 +622,7 @@ mod tests {
         let ev = |pid, ns_pid| {
             decode(&encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 12, pid, pid, "init"),
-                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 50, parent_waiting: 0, cgroup_id: 0, pidns: 4026532000, ns_pid },
+                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 50, parent_waiting: 0, cgroup_id: 0, pidns: 4026532000, ns_pid, flags: 0, _pad: 0 },
             }))
             .unwrap()
         };

@@ -16,6 +16,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 mod bench;
+mod docker;
 mod vms;
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,8 @@ enum Cmd {
     },
     /// Measure detection latency (and more): figures, not assertions.
     Bench,
+    /// Build watcher's container image (FROM scratch, the static build), tagged watcher:latest.
+    Image,
     /// Fuzz the record decoder and the config parser (cargo-fuzz, nightly) for a while each.
     Fuzz {
         /// Seconds per target.
@@ -79,7 +82,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
@@ -103,6 +106,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }
         Cmd::Test { args } => test(args),
+        Cmd::Image => {
+            let bin_dir = setup()?;
+            let _daemon = docker::ensure_daemon(&target_dir())?;
+            let exes = vms::build_static(&bin_dir)?;
+            docker::build_image(vms::path_of(&exes, "watcher"), &target_dir(), docker::WATCHER_IMAGE)?;
+            println!("xtask: built {}", docker::WATCHER_IMAGE);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Vms { kernels } => {
             let bin_dir = setup()?;
             Ok(if vms::run(&bin_dir, &kernels)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -167,7 +178,7 @@ fn path_with(dir: &Path) -> Result<OsString> {
     Ok(env::join_paths(paths)?)
 }
 
-fn check(status: std::process::ExitStatus, what: &str) -> Result<()> {
+pub(crate) fn check(status: std::process::ExitStatus, what: &str) -> Result<()> {
     if !status.success() {
         bail!("{what} failed ({status})");
     }
@@ -195,13 +206,31 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     // Real components the end-to-end tests talk to, from Debian: rsyslog (the
     // syslog sink), promtool (checks the metrics), make and a C compiler (the
     // healthy-load build), util-linux (unshare).
-    ensure_tools(&[("rsyslogd", "rsyslog"), ("promtool", "prometheus"), ("make", "make"), ("cc", "gcc"), ("unshare", "util-linux")])?;
+    ensure_tools(&[
+        ("rsyslogd", "rsyslog"),
+        ("promtool", "prometheus"),
+        ("make", "make"),
+        ("cc", "gcc"),
+        ("unshare", "util-linux"),
+        ("ip", "iproute2"),
+    ])?;
+    // Docker Engine and the images of the container tests (watcher's own
+    // image holds the static build, which the kernel matrix needs too).
+    // `daemon` stops a dockerd started here when this function returns.
+    let daemon = docker::ensure_daemon(&target_dir())?;
+    docker::ensure_test_image(&target_dir())?;
+    let exes = vms::build_static(&bin_dir)?;
+    docker::build_image(vms::path_of(&exes, "watcher"), &target_dir(), docker::WATCHER_IMAGE)?;
     build(&bin_dir, false, &["-p", "watcher", "-p", "watcher-tests"])?;
     let watcher = target_dir().join("debug").join("watcher");
     let mut cmd = cargo(&bin_dir)?;
-    cmd.args(["test", "--no-fail-fast"]).env("WATCHER_BIN", &watcher);
+    cmd.args(["test", "--no-fail-fast"])
+        .env("WATCHER_BIN", &watcher)
+        .env("WATCHER_TEST_IMAGE", docker::TEST_IMAGE)
+        .env("WATCHER_IMAGE", docker::WATCHER_IMAGE);
     cmd.args(&args);
     let host_ok = cmd.status().context("running cargo test")?.success();
+    drop(daemon);
     if !args.is_empty() {
         return Ok(if host_ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
@@ -219,7 +248,7 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     Ok(if host_ok && vms_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn on_path(cmd: &str) -> bool {
+pub(crate) fn on_path(cmd: &str) -> bool {
     env::var_os("PATH")
         .map(|p| env::split_paths(&p).any(|d| d.join(cmd).is_file()))
         .unwrap_or(false)
@@ -230,6 +259,11 @@ fn on_path(cmd: &str) -> bool {
 /// Install the Debian packages of missing tools (as root; services are not started).
 fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = tools.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    ensure_packages(&missing)
+}
+
+/// Install these Debian packages (as root; services are not started).
+pub(crate) fn ensure_packages(missing: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -240,7 +274,7 @@ fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
     let quiet = |c: &mut Command| c.env("DEBIAN_FRONTEND", "noninteractive").status();
     check(quiet(Command::new("apt-get").args(["update", "-q"]))?, "apt-get update")?;
     check(
-        quiet(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))?,
+        quiet(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(missing))?,
         "apt-get install",
     )
 }
@@ -252,7 +286,7 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());

@@ -279,7 +279,7 @@ fn cargo_executables(cmd: &mut Command) -> Result<Vec<(String, PathBuf)>> {
 }
 
 /// The static binaries for the guest: watcher, actor, and the test binaries.
-fn build_static(bin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+pub(crate) fn build_static(bin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !installed.lines().any(|l| l.trim() == MUSL) {
         eprintln!("xtask: adding the {MUSL} target (static binaries for the guests)");
@@ -302,7 +302,7 @@ fn build_static(bin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(exes)
 }
 
-fn path_of<'a>(exes: &'a [(String, PathBuf)], name: &str) -> &'a Path {
+pub(crate) fn path_of<'a>(exes: &'a [(String, PathBuf)], name: &str) -> &'a Path {
     &exes.iter().rev().find(|(n, _)| n == name).expect("checked in build_static").1
 }
 

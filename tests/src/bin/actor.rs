@@ -172,10 +172,11 @@ fn main() {
             let _ = std::io::stdin().read_line(&mut buf);
         }
         "bind-port" => {
-            // bind-port PORT: bind 0.0.0.0:PORT; exit 1 when it is in use.
+            // bind-port PORT [IPV4]: bind 0.0.0.0:PORT (or IPV4:PORT); exit 1 when it is in use.
             let port: u16 = arg(2).parse().expect("port");
+            let ip: std::net::Ipv4Addr = if arg(3).is_empty() { std::net::Ipv4Addr::UNSPECIFIED } else { arg(3).parse().expect("IPv4 address") };
             let s = tcp4();
-            match socket::bind(s.as_raw_fd(), &v4(port, [0, 0, 0, 0])) {
+            match socket::bind(s.as_raw_fd(), &v4(port, ip.octets())) {
                 Ok(()) => say("bound", port),
                 Err(e) => {
                     say("errno", e as i32);

@@ -117,6 +117,22 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         }
     }
 
+    /// A name in open incidents' summaries changed (a container the runtime
+    /// has named since): replace `from` with `to` and say so with an update.
+    pub fn rename(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let keys: Vec<K> = self.map.iter().filter(|(_, inc)| inc.summary.contains(from)).map(|(k, _)| k.clone()).collect();
+        for k in keys {
+            if let Some(inc) = self.map.get_mut(&k) {
+                inc.summary = inc.summary.replace(from, to);
+                inc.last_emit_ns = now;
+                let inc = inc.clone();
+                out.push(self.finding(&inc, State::Update, now));
+            }
+        }
+        out
+    }
+
     /// The condition cleared: a `resolved` record with `summary`.
     pub fn resolve(&mut self, k: &K, now: u64, summary: String) -> Option<Finding> {
         let mut inc = self.map.remove(k)?;
@@ -143,5 +159,16 @@ mod tests {
         let r = inc.resolve(&1, 200, "done".into()).unwrap();
         assert_eq!((r.state, r.id, r.count, r.summary.as_str()), (State::Resolved, f.id, 3, "done"));
         assert!(inc.resolve(&1, 201, "x".into()).is_none());
+    }
+
+    #[test]
+    fn a_container_named_later_is_renamed_in_open_incidents() {
+        let mut inc: Incidents<u32> = Incidents::new(Kind::Zombie, 10, 8);
+        let f = inc.raise(1, "a", 100, 1, "pid 7 (sleep) in container 4f1ad7c2b0f0 has 5 zombies".into(), vec![], Map::new()).unwrap();
+        inc.raise(2, "b", 100, 1, "pid 8 (x) has 5 zombies".into(), vec![], Map::new()).unwrap();
+        let u = inc.rename("container 4f1ad7c2b0f0", "container web (image nginx)", 101);
+        assert_eq!(u.len(), 1);
+        assert_eq!((u[0].state, u[0].id.as_str()), (State::Update, f.id.as_str()));
+        assert_eq!(u[0].summary, "pid 7 (sleep) in container web (image nginx) has 5 zombies");
     }
 }

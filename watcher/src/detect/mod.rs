@@ -234,13 +234,7 @@ pub struct Detectors {
     pub fork_storm: fork_storm::ForkStorm,
     pub connect_failures: connect_failures::ConnectFailures,
     pub config: DetectConfig,
-    /// Nested pid namespaces whose init ended (→ when): the kernel is killing
-    /// and reaping their processes, none of which is anyone's zombie.
-    dying_pidns: std::collections::HashMap<u32, u64>,
 }
-
-/// How long after its init ended a pid namespace's exits are still its teardown.
-const TEARDOWN_NS: u64 = 30_000_000_000;
 
 /// What a pid namespace's end means for one event (see [`Detectors::on_event`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -265,22 +259,19 @@ impl Detectors {
             fork_storm: fork_storm::ForkStorm::new(&config),
             connect_failures: connect_failures::ConnectFailures::new(&config),
             config,
-            dying_pidns: std::collections::HashMap::new(),
         }
     }
 
-    fn teardown(&mut self, i: &Input) -> Teardown {
+    /// The kernel's word on a pid namespace's end: the exit of its init, and
+    /// the exits of the processes it then kills (it stopped allocating pids in
+    /// that namespace: inode numbers of namespaces are reused, so this is told
+    /// by the kernel per exit, not remembered by number).
+    fn teardown(&self, i: &Input) -> Teardown {
         let Payload::Exit(x) = &i.ev.payload else { return Teardown::default() };
-        let ts = i.ev.header.ts_ns;
         if crate::proctable::ends_pid_namespace(x, i.ev.header.tgid) {
-            if self.dying_pidns.len() >= 4096 {
-                self.dying_pidns.retain(|_, t| ts.saturating_sub(*t) < TEARDOWN_NS);
-            }
-            self.dying_pidns.insert(x.pidns, ts);
             return Teardown { ends: Some(x.pidns), during: true };
         }
-        let during = x.pidns != 0 && self.dying_pidns.get(&x.pidns).is_some_and(|t| ts.saturating_sub(*t) < TEARDOWN_NS);
-        Teardown { ends: None, during }
+        Teardown { ends: None, during: x.flags & watcher_common::EXIT_PIDNS_DYING != 0 }
     }
 
     /// State that exists before the first event: processes (zombies, instances) and sockets.
@@ -342,6 +333,22 @@ impl Detectors {
             let shadowed = |netns: u32, port: u16| self.port_shadowed.shadowed_port(netns, port);
             out.extend(self.connect_failures.on_event(i, &shadowed));
         }
+        out
+    }
+
+    /// A container has been described anew by its runtime (named, usually):
+    /// open incidents that named it the old way say so in an update.
+    pub fn container_renamed(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        out.extend(self.port_conflict.incidents.rename(from, to, now));
+        out.extend(self.port_shadowed.incidents.rename(from, to, now));
+        out.extend(self.address_unavailable.incidents.rename(from, to, now));
+        out.extend(self.zombie_accumulation.incidents.rename(from, to, now));
+        out.extend(self.zombie.incidents.rename(from, to, now));
+        out.extend(self.respawn_storm.incidents.rename(from, to, now));
+        out.extend(self.duplicate_instances.incidents.rename(from, to, now));
+        out.extend(self.fork_storm.incidents.rename(from, to, now));
+        out.extend(self.connect_failures.incidents.rename(from, to, now));
         out
     }
 

@@ -115,17 +115,17 @@ impl Kit {
 
     /// The last thread of `pid` exits with the raw `task_struct.exit_code`.
     pub fn exit(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 }))
+        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 }))
     }
 
     /// The last thread of `pid` exits while its parent is blocked in wait4/waitid.
     pub fn exit_while_parent_waits(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
         let parent = self.engine.enricher.procs.get(pid).map(|p| p.ppid).unwrap_or(0);
-        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 1, cgroup_id: 0, pidns: 0, ns_pid: 0 }))
+        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 1, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 }))
     }
 
     pub fn exit_thread(&mut self, ts: u64, tid: u32, tgid: u32, raw: u32, dead: bool) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Exit, ts, tid, tgid, "x", ExitData { exit_code: raw, group_dead: dead as u32, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 }))
+        self.feed(Self::ev(EventKind::Exit, ts, tid, tgid, "x", ExitData { exit_code: raw, group_dead: dead as u32, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 }))
     }
 
     pub fn reap(&mut self, ts: u64, reaper: u32, pid: u32) -> Vec<Finding> {
@@ -173,7 +173,7 @@ impl Kit {
     }
 
     /// What the container runtime says about a container.
-    pub fn runtime_says(&mut self, id: &str, name: &str, image: &str, ip: Option<&str>, policy: Option<&str>) {
+    pub fn runtime_says(&mut self, id: &str, name: &str, image: &str, ip: Option<&str>, policy: Option<&str>) -> Vec<Finding> {
         self.engine.runtime_update(crate::world::containers::RuntimeUpdate::Container(crate::world::containers::ContainerInfo {
             id: id.into(),
             runtime: "docker",
@@ -182,7 +182,7 @@ impl Kit {
             restart_policy: policy.map(Into::into),
             addresses: ip.map(|i| vec![i.parse().expect("ip")]).unwrap_or_default(),
             ..Default::default()
-        }));
+        }), 0).1
     }
 
     /// Fork `child` from `parent`, then exec `exe argv` in cgroup `cgroup`
@@ -205,6 +205,11 @@ impl Kit {
 
     /// The last thread of `pid` exits; it is `ns_pid` in pid namespace `pidns`.
     pub fn exit_in_pidns(&mut self, ts: u64, pid: u32, raw: u32, pidns: u32, ns_pid: u32) -> Vec<Finding> {
+        self.exit_in_pidns_flags(ts, pid, raw, pidns, ns_pid, 0)
+    }
+
+    /// [`Kit::exit_in_pidns`] with the exit record's flags (`EXIT_PIDNS_DYING`).
+    pub fn exit_in_pidns_flags(&mut self, ts: u64, pid: u32, raw: u32, pidns: u32, ns_pid: u32, flags: u32) -> Vec<Finding> {
         let parent = self.engine.enricher.procs.get(pid).map(|p| p.ppid).unwrap_or(0);
         self.feed(Self::ev(
             EventKind::Exit,
@@ -212,7 +217,7 @@ impl Kit {
             pid,
             pid,
             "x",
-            ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 0, cgroup_id: 0, pidns, ns_pid },
+            ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 0, cgroup_id: 0, pidns, ns_pid, flags, _pad: 0 },
         ))
     }
 

@@ -360,7 +360,7 @@ fn zombies_existing_at_start_are_counted() {
     for c in 0..6u32 {
         k.engine.enricher.procs.apply(&crate::decode::decode(&crate::decode::encode(&watcher_common::Event {
             header: crate::decode::header_for::<watcher_common::ExitData>(watcher_common::EventKind::Exit, 2 * S, 101 + c, 101 + c, "x"),
-            data: watcher_common::ExitData { exit_code: 0, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0 },
+            data: watcher_common::ExitData { exit_code: 0, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
         })).unwrap());
     }
     let mut fresh = Kit::defaults();

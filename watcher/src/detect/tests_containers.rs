@@ -131,11 +131,42 @@ fn a_namespace_inits_end_reaps_its_zombies_and_blames_nobody() {
     }
     let open = f.iter().find(|x| x.kind.as_str() == "zombie_accumulation").expect("zombies of the container's init");
     assert!(open.summary.starts_with("pid 101 (sleep 1000) has 5 exited children"), "opens on the exit that crosses the threshold: {}", open.summary);
+    // Another process of the container with children of its own.
+    k.fork(3 * S, 101, 150);
+    for n in 0..6u32 {
+        k.fork(3 * S + MS + n as u64, 150, 160 + n);
+    }
     // docker rm -f: the init dies; the kernel kills and reaps everything in its namespace.
     let f = k.exit_in_pidns(5 * S, 101, SIGKILL, pidns, 1);
     assert_eq!(ks(&f), vec![("zombie_accumulation", "resolved")], "{f:?}");
+    // What the kernel then kills says so (EXIT_PIDNS_DYING): none of it is a zombie to count.
+    let mut f = Vec::new();
+    for n in 0..6u32 {
+        f.extend(k.exit_in_pidns_flags(5 * S + MS + n as u64, 160 + n, SIGKILL, pidns, 20 + n, watcher_common::EXIT_PIDNS_DYING));
+    }
+    f.extend(k.exit_in_pidns_flags(5 * S + 2 * MS, 150, SIGKILL, pidns, 19, watcher_common::EXIT_PIDNS_DYING));
+    assert!(f.is_empty(), "the teardown's exits are not zombies: {f:?}");
     // Nothing lands on PID 1 or the shim, now or at the zombie deadline.
     let later = k.run_timers(60 * S);
     assert!(later.iter().all(|x| x.state != super::State::Open), "{later:?}");
     assert!(!k.all.iter().any(|x| x.state == super::State::Open && x.kind.as_str() == "zombie"), "{:?}", k.all);
+}
+
+#[test]
+fn an_incident_opened_before_the_runtime_named_its_container_is_updated_with_the_name() {
+    let mut k = Kit::defaults();
+    k.cgroup(S / 2, 120, &format!("/docker/{CID}"));
+    k.spawn_in(S, 50, 101, 120, "/bin/sleep", &["sleep", "1000"]);
+    let mut f = Vec::new();
+    for n in 0..5u32 {
+        k.fork(2 * S + n as u64 * MS, 101, 110 + n);
+        f.extend(k.exit(2 * S + n as u64 * MS + 500, 110 + n, 0));
+    }
+    let open = f.iter().find(|x| x.kind.as_str() == "zombie_accumulation").expect("opened");
+    assert!(open.summary.contains(&format!("in container {}", &CID[..12])), "named by its id first: {}", open.summary);
+    let u = k.runtime_says(CID, "batch", "busybox", None, None);
+    assert_eq!(ks(&u), vec![("zombie_accumulation", "update")]);
+    assert_eq!(u[0].id, open.id);
+    assert!(u[0].summary.contains("in container batch (image busybox)") && !u[0].summary.contains(&CID[..12]), "{}", u[0].summary);
+    assert!(k.runtime_says(CID, "batch", "busybox", None, None).is_empty(), "said once");
 }

@@ -146,11 +146,34 @@ impl ZombieAccumulation {
         out
     }
 
-    /// The kernel reaps every process of pid namespace `ns`: forget its zombies.
+    /// The kernel reaps every process of pid namespace `ns`: forget its
+    /// zombies, and end the incidents of parents left below the threshold.
     fn namespace_ended(&mut self, ns: u32, now: u64) -> Vec<Finding> {
-        let gone: Vec<ProcKey> =
-            self.per_parent.values().flatten().filter(|c| c.pidns == ns).map(|c| c.key).collect();
-        gone.into_iter().filter_map(|k| self.remove(k, now, "its pid namespace ended; the kernel reaps it")).collect()
+        let mut parents: Vec<(u32, usize)> = Vec::new();
+        for (parent, list) in self.per_parent.iter_mut() {
+            let before = list.len();
+            list.retain(|c| c.pidns != ns);
+            if list.len() != before {
+                parents.push((*parent, before - list.len()));
+            }
+        }
+        let mut out = Vec::new();
+        for (parent, gone) in parents {
+            let left = self.per_parent.get(&parent).map(Vec::len).unwrap_or(0);
+            if left == 0 {
+                self.per_parent.remove(&parent);
+            }
+            if left < self.threshold && self.incidents.is_open(&parent) {
+                out.extend(self.incidents.resolve(
+                    &parent,
+                    now,
+                    format!("pid {parent}'s pid namespace ended: the kernel reaped its {gone} zombie(s) ({left} left)"),
+                ));
+            }
+        }
+        let live: std::collections::HashSet<ProcKey> = self.per_parent.values().flatten().map(|c| c.key).collect();
+        self.zombies.retain(|k, _| live.contains(k));
+        out
     }
 
     pub fn on_event(&mut self, i: &Input, teardown: Teardown) -> Vec<Finding> {

@@ -220,12 +220,19 @@ impl Containers {
         self.meta.get(id).and_then(|c| c.name.as_deref()).is_some_and(|n| n == key || n.strip_prefix('/') == Some(key))
     }
 
-    /// Apply what the runtime worker said. Returns a status line to say once, if any.
-    pub fn apply(&mut self, u: RuntimeUpdate) -> Option<String> {
+    /// Apply what the runtime worker said. Returns a status line to say
+    /// once, if any, and how a container was described before and is now
+    /// when that changed.
+    pub fn apply(&mut self, u: RuntimeUpdate) -> (Option<String>, Option<(String, String)>) {
         match u {
             RuntimeUpdate::Container(mut c) => {
                 self.asked.remove(&c.id);
+                let mut renamed = None;
                 if let Some(old) = self.meta.get(&c.id) {
+                    let (before, after) = (old.describe(), c.describe());
+                    if before != after && c.name.is_some() {
+                        renamed = Some((before, after));
+                    }
                     if c.runtime == "unknown" {
                         c.runtime = old.runtime;
                     }
@@ -236,14 +243,14 @@ impl Containers {
                     Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
                 }
                 self.meta.insert(c.id.clone(), Arc::new(c));
-                None
+                (None, renamed)
             }
             RuntimeUpdate::Gone { id } => {
                 self.asked.remove(&id);
                 // Keep what is known: records of its last processes may still be on their way.
-                None
+                (None, None)
             }
-            RuntimeUpdate::Status(s) => Some(s),
+            RuntimeUpdate::Status(s) => (Some(s), None),
         }
     }
 
