@@ -429,3 +429,27 @@ fn sockets_of_every_network_namespace_are_seeded_at_start() {
     late.finish();
     early.finish();
 }
+
+#[test]
+fn watcher_refuses_in_one_line_outside_the_hosts_pid_namespace() {
+    if !require_docker() {
+        return;
+    }
+    let watcher_image = std::env::var("WATCHER_IMAGE").unwrap_or_else(|_| "watcher:latest".into());
+    if !Command::new("docker").args(["image", "inspect", &watcher_image]).output().is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "the image {watcher_image} is missing");
+        eprintln!("SKIPPED: the image {watcher_image} is missing");
+        return;
+    }
+    let name = format!("wt-{}-nopidns", std::process::id());
+    let out = Command::new("docker")
+        .args(["run", "--rm", "--name", &name, "--cap-add", "SYS_ADMIN", &watcher_image, "trace"])
+        .output()
+        .expect("docker run");
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert!(lines[0].starts_with("watcher: not in the host's pid namespace") && lines[0].contains("--pid=host"), "{err}");
+}

@@ -25,7 +25,7 @@ pub enum SetupError {
     Attach { program: &'static str, tracepoint: String, why: String },
     #[error("the kernel refused to attach tracepoints: kernel.perf_event_paranoid is {level}, and this kernel (Debian and Ubuntu patch it so) then lets only CAP_SYS_ADMIN open perf events, CAP_PERFMON is not enough; give watcher CAP_SYS_ADMIN too (`watcher install` does on such kernels) or set kernel.perf_event_paranoid=2")]
     PerfRestricted { level: i32 },
-    #[error("watcher is not in the host's pid namespace (its pid namespace is {inode}, the host's is 4026531836): it would ignore the host's processes and read the wrong /proc; run it with the host's pid namespace (`docker run --pid=host …`, `hostPID: true` in Kubernetes)")]
+    #[error("not in the host's pid namespace (this one is {inode}, the host's is 4026531836): watcher would ignore the host's processes and read the wrong /proc; run it with the host's pid namespace (`docker run --pid=host …`, `hostPID: true` in Kubernetes)")]
     PidNamespace { inode: u64 },
     #[error("eBPF map {name}: {why}")]
     Map { name: &'static str, why: String },

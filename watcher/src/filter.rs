@@ -115,3 +115,39 @@ impl Filter {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec_in(container: Option<(&str, Option<&str>)>) -> Record {
+        let line = match container {
+            Some((id, name)) => {
+                let name = name.map(|n| format!(r#","name":"{n}""#)).unwrap_or_default();
+                format!(r#","container":{{"id":"{id}"{name},"runtime":"docker"}}"#)
+            }
+            None => String::new(),
+        };
+        serde_json::from_str(&format!(
+            r#"{{"schema":1,"time":"2026-11-28T00:00:00.000000Z","mono_ns":1,"type":"exec","process":{{"pid":7,"name":"sh"}},"args":["sh"],"exec":{{"args_truncated":false}}{line}}}"#
+        ))
+        .expect("a record")
+    }
+
+    #[test]
+    fn container_filter_by_name_id_or_id_prefix() {
+        let id = "4f1ad7c2b0f0a3c4e5d6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192";
+        let f = |k: &str| Filter { containers: vec![k.to_owned()], ..Filter::default() };
+        let named = exec_in(Some((id, Some("web"))));
+        let unnamed = exec_in(Some((id, None)));
+        let host = exec_in(None);
+        assert!(f("web").matches(&named) && f(id).matches(&named) && f("4f1ad7c2").matches(&unnamed));
+        assert!(!f("db").matches(&named) && !f("4f1").matches(&named), "a 3-digit prefix is too short");
+        assert!(!f("web").matches(&host), "a host process is in no container");
+        assert!(Filter::default().matches(&host));
+        // The human line says which container.
+        assert!(crate::human::line(&named).contains("  [container web]"), "{}", crate::human::line(&named));
+        assert!(crate::human::line(&unnamed).contains("  [container 4f1ad7c2b0f0]"));
+        assert!(!crate::human::line(&host).contains("[container"));
+    }
+}

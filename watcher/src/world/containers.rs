@@ -65,6 +65,8 @@ impl ContainerInfo {
 pub enum RuntimeUpdate {
     /// A container's metadata (created, started, renamed, or asked for).
     Container(ContainerInfo),
+    /// The container stopped: its addresses are released (another container may get them).
+    Stopped { id: Arc<str> },
     /// The container is gone (destroyed) or the runtime does not know it.
     Gone { id: Arc<str> },
     /// Said once: what the worker could reach (`docker at /var/run/docker.sock`) or why not.
@@ -245,9 +247,17 @@ impl Containers {
                 self.meta.insert(c.id.clone(), Arc::new(c));
                 (None, renamed)
             }
-            RuntimeUpdate::Gone { id } => {
+            RuntimeUpdate::Stopped { id } | RuntimeUpdate::Gone { id } => {
                 self.asked.remove(&id);
-                // Keep what is known: records of its last processes may still be on their way.
+                // Keep its name: records of its last processes may still be on
+                // their way. Its addresses go: they may be another's now.
+                if let Some(old) = self.meta.get(&id) {
+                    if !old.addresses.is_empty() {
+                        let mut c = (**old).clone();
+                        c.addresses.clear();
+                        self.meta.insert(id, Arc::new(c));
+                    }
+                }
                 (None, None)
             }
             RuntimeUpdate::Status(s) => (Some(s), None),
@@ -342,6 +352,10 @@ mod tests {
         assert_eq!((info.runtime, info.label(), info.describe()), ("docker", "web".to_owned(), "container web (image nginx:1.25)".to_owned()));
         assert_eq!(c.by_address("172.17.0.2".parse().unwrap()).map(|c| c.label()), Some("web".into()));
         assert!(c.matches("web", ID) && c.matches(&ID[..12], ID) && !c.matches("db", ID));
+        // Stopped: its address may be another container's next.
+        c.apply(RuntimeUpdate::Stopped { id: id.clone() });
+        assert_eq!(c.by_address("172.17.0.2".parse().unwrap()), None);
+        assert_eq!(c.get(&id).unwrap().label(), "web", "the name stays for its last records");
         c.cgroup_removed(120);
         assert_eq!(c.id_of_cgroup(120), None);
     }

@@ -137,6 +137,7 @@ async fn follow_events(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUp
                     Some(id) => inspect(socket, &id).await.or_else(|| from_event(&ev).map(RuntimeUpdate::Container)),
                     None => None,
                 },
+                "die" | "stop" => s(&ev["Actor"]["ID"]).map(|id| RuntimeUpdate::Stopped { id }),
                 "destroy" => s(&ev["Actor"]["ID"]).map(|id| RuntimeUpdate::Gone { id }),
                 _ => None,
             };
