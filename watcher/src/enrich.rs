@@ -203,7 +203,7 @@ impl Enricher {
     pub fn observe(&mut self, ev: &KernelEvent) -> (Touched, Option<Proc>) {
         if let Payload::Cgroup(c) = &ev.payload {
             if c.created {
-                self.containers.cgroup_created(c.id, &c.path);
+                self.containers.cgroup_made(c.id, &c.path);
             } else {
                 self.containers.cgroup_removed(c.id);
             }

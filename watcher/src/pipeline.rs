@@ -175,6 +175,7 @@ pub async fn run(
     let mut stopping = false;
     let mut consumer_gone = false;
     let mut pending: Vec<Record> = Vec::new();
+    let mut names = crate::world::containers::NameWait::default();
 
     loop {
         let mut records = std::mem::take(&mut pending);
@@ -185,8 +186,18 @@ pub async fn run(
                 None => std::future::pending::<()>().await,
             }
         };
+        // Records held for a container's name go when it comes (checked on
+        // each loop), or at their deadline.
+        let name_deadline = names.deadline();
+        let name_timer = async {
+            match name_deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         let batch = tokio::select! {
             b = rx.recv() => b,
+            _ = name_timer => Some(Batch::Events(Vec::new())),
             // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
             _ = timer => {
                 let fs = engine.tick(Clock::mono_now());
@@ -308,6 +319,13 @@ pub async fn run(
                 tracing::warn!("canary: {e}");
             }
         }
+        let records = if stopping && rx.is_closed() {
+            let mut r = names.pass(records, &mut engine.enricher.containers, Instant::now());
+            r.extend(names.flush(&engine.enricher.containers));
+            r
+        } else {
+            names.pass(records, &mut engine.enricher.containers, Instant::now())
+        };
         if consumer_gone || records.is_empty() {
             continue;
         }
@@ -324,6 +342,10 @@ pub async fn run(
         }
     }
     let _ = reader.await;
+    let rest = names.flush(&engine.enricher.containers);
+    if !consumer_gone && !rest.is_empty() {
+        let _ = out.write(&rest, &stats);
+    }
     drop(ebpf);
     refresh_stats(&stats, &engine);
     let s = stats.lock().expect("stats lock").clone();

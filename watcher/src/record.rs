@@ -67,6 +67,33 @@ impl Body {
         }
     }
 
+    /// The container of an event record's process, to complete it.
+    pub fn container_mut(&mut self) -> Option<&mut Container> {
+        match self {
+            Body::Fork(r) => r.container.as_mut(),
+            Body::Exec(r) => r.container.as_mut(),
+            Body::Exit(r) => r.container.as_mut(),
+            Body::Reap(r) => r.container.as_mut(),
+            Body::Bind(r) | Body::Connect(r) => r.container.as_mut(),
+            Body::TcpState(r) => r.container.as_mut(),
+            Body::Finding(_) | Body::Loss(_) | Body::Health(_) => None,
+        }
+    }
+
+    /// Set the `orchestrator` of an event record.
+    pub fn set_orchestrator(&mut self, o: Orchestrator) {
+        let slot = match self {
+            Body::Fork(r) => &mut r.orchestrator,
+            Body::Exec(r) => &mut r.orchestrator,
+            Body::Exit(r) => &mut r.orchestrator,
+            Body::Reap(r) => &mut r.orchestrator,
+            Body::Bind(r) | Body::Connect(r) => &mut r.orchestrator,
+            Body::TcpState(r) => &mut r.orchestrator,
+            Body::Finding(_) | Body::Loss(_) | Body::Health(_) => return,
+        };
+        *slot = Some(o);
+    }
+
     /// The main process of the record, if any.
     pub fn process(&self) -> Option<&Process> {
         match self {

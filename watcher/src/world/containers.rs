@@ -111,7 +111,11 @@ pub struct Containers {
     meta: HashMap<Arc<str>, Arc<ContainerInfo>>,
     /// Containers asked of the runtime and not answered yet.
     asked: HashSet<Arc<str>>,
+    /// Containers the runtime did not answer for in time: not asked (nor waited for) again.
+    given_up: HashSet<Arc<str>>,
     requests: Option<tokio::sync::mpsc::Sender<Arc<str>>>,
+    /// Whether a runtime answers questions (said by the worker's first status).
+    answering: bool,
     cap: usize,
     /// Entries dropped because a table was full.
     pub evicted: u64,
@@ -125,7 +129,9 @@ impl Containers {
             cgroups: HashMap::new(),
             meta: HashMap::new(),
             asked: HashSet::new(),
+            given_up: HashSet::new(),
             requests: None,
+            answering: false,
             cap: cap.max(16),
             evicted: 0,
             requests_dropped: 0,
@@ -151,6 +157,15 @@ impl Containers {
                 map.remove(&k);
                 *evicted += 1;
             }
+        }
+    }
+
+    /// A cgroup was created: when it is a container's the runtime knows
+    /// nothing of yet, ask it now — its first process is still being set up.
+    pub fn cgroup_made(&mut self, id: u64, path: &str) {
+        self.cgroup_created(id, path);
+        if let Some(cid) = self.id_of_cgroup(id) {
+            self.get(&cid);
         }
     }
 
@@ -191,7 +206,7 @@ impl Containers {
                 i
             }
         };
-        if info.name.is_none() && !self.asked.contains(id) {
+        if info.name.is_none() && !self.asked.contains(id) && !self.given_up.contains(id) {
             if let Some(tx) = &self.requests {
                 if self.asked.len() < self.cap {
                     self.asked.insert(id.clone());
@@ -202,6 +217,22 @@ impl Containers {
             }
         }
         Some(info)
+    }
+
+    /// The runtime did not answer for `id` in time: stop waiting for it.
+    pub fn give_up(&mut self, id: &str) {
+        if let Some(k) = self.asked.take(id) {
+            if self.given_up.len() >= self.cap {
+                self.given_up.clear();
+            }
+            self.given_up.insert(k);
+        }
+    }
+
+    /// Whether the runtime has been asked about `id` and may still answer:
+    /// its records are worth holding back a moment for the name.
+    pub fn awaiting(&self, id: &str) -> bool {
+        self.answering && self.asked.contains(id)
     }
 
     /// The metadata known now, without asking anyone.
@@ -260,7 +291,10 @@ impl Containers {
                 }
                 (None, None)
             }
-            RuntimeUpdate::Status(s) => (Some(s), None),
+            RuntimeUpdate::Status(s) => {
+                self.answering = s.starts_with("docker at");
+                (Some(s), None)
+            }
         }
     }
 
@@ -289,6 +323,103 @@ impl Containers {
             }
         }
         n
+    }
+}
+
+/// How long event records of a container wait for the runtime to name it.
+pub const NAME_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Event records of a container the runtime has been asked about and not
+/// answered yet wait here, in order, up to [`NAME_WAIT`], so that every
+/// record of a container's process carries its name and image (the runtime
+/// names a new container a few milliseconds after its cgroup appears).
+/// Findings, loss and health records never wait: detection and its output
+/// are not delayed; a finding that named a container by its id is updated
+/// when the name comes (see `Detectors::container_renamed`).
+#[derive(Default)]
+pub struct NameWait {
+    queue: std::collections::VecDeque<(std::time::Instant, crate::record::Record)>,
+    /// Records released without the name because the runtime did not answer in time.
+    pub unnamed: u64,
+}
+
+fn waiting_for(r: &crate::record::Record, c: &Containers) -> Option<String> {
+    if matches!(r.body, crate::record::Body::Finding(_) | crate::record::Body::Loss(_) | crate::record::Body::Health(_)) {
+        return None;
+    }
+    let container = r.body.container()?;
+    (container.name.is_none() && c.awaiting(&container.id)).then(|| container.id.clone())
+}
+
+/// Fill in what is known now of a record's container (name, image, pod).
+fn complete(r: &mut crate::record::Record, c: &Containers) {
+    let Some(container) = r.body.container_mut() else { return };
+    let Some(info) = c.peek(&container.id) else { return };
+    let p = crate::proctable::Proc::with_container(info.id.clone());
+    let (fresh, orchestrator) = crate::enrich::container_fields(c, Some(&p));
+    if let Some(fresh) = fresh {
+        *container = fresh;
+    }
+    if let Some(o) = orchestrator {
+        r.body.set_orchestrator(o);
+    }
+}
+
+impl NameWait {
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// When the oldest waiting record must go, named or not.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.queue.front().map(|(t, _)| *t + NAME_WAIT)
+    }
+
+    /// Pass `records` through: what may go now, in order (findings, loss and
+    /// health records at once; event records behind a waiting one wait with it).
+    pub fn pass(&mut self, records: Vec<crate::record::Record>, c: &mut Containers, now: std::time::Instant) -> Vec<crate::record::Record> {
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            let bypass = matches!(r.body, crate::record::Body::Finding(_) | crate::record::Body::Loss(_) | crate::record::Body::Health(_));
+            if bypass {
+                out.push(r);
+            } else if !self.queue.is_empty() || waiting_for(&r, c).is_some() {
+                self.queue.push_back((now, r));
+            } else {
+                out.push(r);
+            }
+        }
+        self.release(c, now, &mut out);
+        out
+    }
+
+    /// Release what no longer waits: named since, or out of time.
+    pub fn release(&mut self, c: &mut Containers, now: std::time::Instant, out: &mut Vec<crate::record::Record>) {
+        while let Some((since, r)) = self.queue.front() {
+            let still = waiting_for(r, c);
+            let late = now.duration_since(*since) >= NAME_WAIT;
+            if still.is_some() && !late {
+                break;
+            }
+            let (_, mut r) = self.queue.pop_front().expect("front exists");
+            if let Some(id) = still {
+                self.unnamed += 1;
+                c.give_up(&id);
+            }
+            complete(&mut r, c);
+            out.push(r);
+        }
+    }
+
+    /// Everything still waiting (at the end), completed as far as known.
+    pub fn flush(&mut self, c: &Containers) -> Vec<crate::record::Record> {
+        self.queue
+            .drain(..)
+            .map(|(_, mut r)| {
+                complete(&mut r, c);
+                r
+            })
+            .collect()
     }
 }
 
@@ -368,5 +499,74 @@ mod tests {
         }
         assert!(c.cgroups.len() <= 16 && c.meta.len() <= 16);
         assert!(c.evicted > 0);
+    }
+}
+
+#[cfg(test)]
+mod name_wait_tests {
+    use super::*;
+    use crate::record::{Body, Container, ExecInfo, ExecRecord, Process, Record};
+
+    const ID: &str = "4f1ad7c2b0f0a3c4e5d6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192";
+
+    fn exec(pid: u32, container: Option<&str>) -> Record {
+        Record {
+            schema: 1,
+            time: String::new(),
+            mono_ns: pid as u64,
+            body: Body::Exec(ExecRecord {
+                process: Process { pid, thread: None, name: "sh".into(), executable: None, command_line: None, entity_id: None, parent: None, user: None, exit_code: None },
+                args: Vec::new(),
+                exec: ExecInfo { args_truncated: false },
+                container: container.map(|id| Container { id: id.into(), name: None, image: None, runtime: "docker".into() }),
+                orchestrator: None,
+            }),
+        }
+    }
+
+    fn pids(rs: &[Record]) -> Vec<u64> {
+        rs.iter().map(|r| r.mono_ns).collect()
+    }
+
+    #[test]
+    fn a_new_containers_records_wait_in_order_for_its_name_and_no_longer() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        let mut c = Containers::new(100);
+        c.set_requests(tx);
+        c.apply(RuntimeUpdate::Status("docker at /var/run/docker.sock: 0 running container(s)".into()));
+        c.cgroup_made(120, &format!("/docker/{ID}"));
+        let mut w = NameWait::default();
+        let t0 = std::time::Instant::now();
+        // A host record goes at once; the container's waits, and the host record behind it waits too (order).
+        let out = w.pass(vec![exec(1, None), exec(2, Some(ID)), exec(3, None)], &mut c, t0);
+        assert_eq!(pids(&out), vec![1]);
+        assert_eq!(w.deadline(), Some(t0 + NAME_WAIT));
+        // The runtime answers: both go, the container's named.
+        c.apply(RuntimeUpdate::Container(ContainerInfo { id: ID.into(), runtime: "docker", name: Some("web".into()), image: Some("nginx".into()), ..Default::default() }));
+        let out = w.pass(Vec::new(), &mut c, t0 + std::time::Duration::from_millis(5));
+        assert_eq!(pids(&out), vec![2, 3]);
+        let named = out[0].body.container().expect("container");
+        assert_eq!((named.name.as_deref(), named.image.as_ref().map(|i| i.name.as_str())), (Some("web"), Some("nginx")));
+        assert!(w.is_empty());
+        // A runtime that does not answer: the records go at the deadline, and that container is not waited for again.
+        const OTHER: &str = "0000000000000000000000000000000000000000000000000000000000000001";
+        c.cgroup_made(121, &format!("/docker/{OTHER}"));
+        let out = w.pass(vec![exec(4, Some(OTHER))], &mut c, t0);
+        assert!(out.is_empty());
+        let out = w.pass(Vec::new(), &mut c, t0 + NAME_WAIT);
+        assert_eq!((pids(&out), w.unnamed), (vec![4], 1));
+        c.get(&Arc::from(OTHER));
+        assert_eq!(pids(&w.pass(vec![exec(5, Some(OTHER))], &mut c, t0 + NAME_WAIT)), vec![5], "given up: no more waiting");
+    }
+
+    #[test]
+    fn nothing_waits_without_a_runtime() {
+        let (tx, _rx) = tokio::sync::mpsc::channel(8);
+        let mut c = Containers::new(100);
+        c.set_requests(tx);
+        c.apply(RuntimeUpdate::Status("no container runtime socket at /var/run/docker.sock: …".into()));
+        c.cgroup_made(120, &format!("/docker/{ID}"));
+        let mut w = NameWait::default();
+        assert_eq!(pids(&w.pass(vec![exec(1, Some(ID))], &mut c, std::time::Instant::now())), vec![1]);
     }
 }
