@@ -24,6 +24,8 @@ pub struct Engine {
     /// Lookups skipped because the budget of the second was spent (the socket table is used as it is).
     pub lookups_skipped: u64,
     budget: (u64, u32),
+    /// Lookups the per-namespace helpers did not answer in time (shared with them).
+    pub lookups_unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Answers of the container runtime's worker.
     runtime: Option<std::sync::mpsc::Receiver<crate::world::containers::RuntimeUpdate>>,
 }
@@ -45,6 +47,7 @@ impl Engine {
             lookups: 0,
             lookups_skipped: 0,
             budget: (0, 0),
+            lookups_unanswered: Default::default(),
             runtime: None,
         }
     }

@@ -50,12 +50,17 @@ pub fn render(s: &Stats) -> String {
     family(&mut o, "watcher_table_entries", "gauge", "Entries in watcher's bounded tables.");
     let _ = writeln!(o, "watcher_table_entries{{table=\"processes\"}} {}", s.processes);
     let _ = writeln!(o, "watcher_table_entries{{table=\"sockets\"}} {}", s.sockets);
+    let _ = writeln!(o, "watcher_table_entries{{table=\"containers\"}} {}", s.containers);
     family(&mut o, "watcher_table_evictions_total", "counter", "Entries evicted from a full table.");
     let _ = writeln!(o, "watcher_table_evictions_total{{table=\"processes\"}} {}", s.process_evictions);
     family(&mut o, "watcher_socket_lookups_total", "counter", "Targeted lookups of the kernel's socket table (to confirm port holders).");
     let _ = writeln!(o, "watcher_socket_lookups_total {}", s.socket_lookups);
     family(&mut o, "watcher_socket_lookups_skipped_total", "counter", "Lookups skipped over the budget of 200 a second (the socket table was used as it was).");
     let _ = writeln!(o, "watcher_socket_lookups_skipped_total {}", s.socket_lookups_skipped);
+    family(&mut o, "watcher_socket_lookups_unanswered_total", "counter", "Lookups of a network namespace's socket table not answered within 200 ms, or of a namespace that could not be entered (the table was used as it was).");
+    let _ = writeln!(o, "watcher_socket_lookups_unanswered_total {}", s.socket_lookups_unanswered);
+    family(&mut o, "watcher_container_names_late_total", "counter", "Event records written without their container's name: the runtime did not name it within 300 ms.");
+    let _ = writeln!(o, "watcher_container_names_late_total {}", s.container_names_late);
     family(&mut o, "watcher_records_written_total", "counter", "Records written to the feed.");
     let _ = writeln!(o, "watcher_records_written_total {}", s.records_written);
     family(&mut o, "watcher_sink_dropped_total", "counter", "Records a sink could not take (a slow socket consumer, syslog errors).");

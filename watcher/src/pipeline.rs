@@ -33,6 +33,12 @@ pub struct Stats {
     pub sockets: u64,
     pub socket_lookups: u64,
     pub socket_lookups_skipped: u64,
+    /// Lookups a namespace's helper did not answer within the deadline (or could not enter).
+    pub socket_lookups_unanswered: u64,
+    /// Containers known (id → name, image).
+    pub containers: u64,
+    /// Event records written without their container's name (the runtime did not answer in time).
+    pub container_names_late: u64,
     pub process_evictions: u64,
     pub records_written: u64,
     /// Records a sink could not take (per sink name).
@@ -139,6 +145,8 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     s.sockets = engine.detectors.sockets.len() as u64;
     s.socket_lookups = engine.lookups;
     s.socket_lookups_skipped = engine.lookups_skipped;
+    s.socket_lookups_unanswered = engine.lookups_unanswered.load(std::sync::atomic::Ordering::Relaxed);
+    s.containers = engine.enricher.containers.len() as u64;
     for (k, n) in engine.detectors.open_incidents() {
         s.open_incidents.insert(k.as_str(), n as u64);
     }
@@ -225,6 +233,7 @@ pub async fn run(
                     ebpf = None;
                 }
                 refresh_stats(&stats, &engine);
+                stats.lock().expect("stats lock").container_names_late = names.unnamed;
                 out.tick(&stats);
                 Some(Batch::Events(Vec::new()))
             }

@@ -86,12 +86,14 @@ pub fn engine(config: &Config, max_processes: usize) -> (Engine, Vec<Record>, us
     let seeded = table.seed_from_proc();
     let mut netns = NetnsLookups::new(LOOKUP_DEADLINE);
     let sockets = netns.all_holders();
+    let unanswered = netns.unanswered.clone();
     let mut engine = Engine::new(
         config.detect.clone(),
         table,
         Clock::now(),
         Box::new(move |ns, via, tcp, port, c: &[u32]| netns.port_sockets(ns, via, tcp, port, c)),
     );
+    engine.lookups_unanswered = unanswered;
     match crate::world::containers::cgroup2_mount() {
         Some(root) => {
             engine.enricher.containers.seed_from(&root);

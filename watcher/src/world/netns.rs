@@ -46,10 +46,9 @@ pub struct NetnsLookups {
     own: u32,
     helpers: HashMap<u32, Helper>,
     deadline: Duration,
-    /// Questions not answered within the deadline.
-    pub timeouts: u64,
-    /// Namespaces that could not be entered (no process of it, or no right).
-    pub unreachable: u64,
+    /// Questions not answered within the deadline, or about a namespace that
+    /// could not be entered (shared with the metrics).
+    pub unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     said_fallback: bool,
 }
 
@@ -110,8 +109,7 @@ impl NetnsLookups {
             own: own_netns(),
             helpers: HashMap::new(),
             deadline,
-            timeouts: 0,
-            unreachable: 0,
+            unanswered: Default::default(),
             said_fallback: false,
         }
     }
@@ -123,7 +121,7 @@ impl NetnsLookups {
     fn helper_for(&mut self, netns: u32, handle: &NsHandle) -> Option<&Helper> {
         if netns != self.own && ns_inode(&handle.file) != Some(netns) {
             // The process left (or never was in) that namespace.
-            self.unreachable += 1;
+            self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
         let (tx, rx) = sync_channel::<Query>(16);
@@ -159,7 +157,7 @@ impl NetnsLookups {
                     return match reply_rx.recv_timeout(self.deadline) {
                         Ok(v) => Some(v),
                         Err(_) => {
-                            self.timeouts += 1;
+                            self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             None
                         }
                     };
@@ -169,7 +167,7 @@ impl NetnsLookups {
                     self.helpers.remove(&netns);
                 }
                 Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                    self.timeouts += 1;
+                    self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return None;
                 }
             }
