@@ -218,6 +218,12 @@ impl NetnsLookups {
                 all.extend(v);
             }
             self.deadline = deadline;
+            if ino != self.own {
+                // One question per namespace at start: its helper ends now
+                // (a later question starts another), not one thread per
+                // container idling for its 10 s.
+                self.helpers.remove(&ino);
+            }
         }
         crate::sockdiag::with_owners(all)
     }
