@@ -3,22 +3,42 @@
 //! findings into records. The only I/O here is the targeted socket lookup.
 use crate::{
     decode::KernelEvent,
-    detect::{sockets::KernelSocket, DetectConfig, Detectors, Finding, Input},
+    detect::{
+        sockets::{KernelSocket, PortKey},
+        DetectConfig, Detectors, Finding, Input,
+    },
     enrich::Enricher,
     proctable::{Proc, ProcessTable},
     record::{Body, Clock, FindingRecord, InvolvedProcess, Record, SCHEMA_VERSION},
 };
 
-/// Looks up the kernel's sockets on one port of one network namespace
-/// (netns, a pid using that namespace, transport is TCP, port), given the
-/// pids believed to hold it (looked at first). `None`: no answer within its
-/// deadline (the detectors then use the table as it is).
-pub type SocketLookup = Box<dyn FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send>;
+/// Looks up the kernel's sockets on one port of one network namespace.
+pub trait SocketLookup: Send {
+    /// The sockets on (netns, transport is TCP, port), asked through `via`
+    /// (a process using that namespace), the pids believed to hold it looked
+    /// at first. `None`: no answer within the short wait — the detectors go on
+    /// with the table as it is, and the answer comes through [`SocketLookup::late`].
+    fn ask(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>>;
+    /// Answers that came after their wait (never blocks).
+    fn late(&mut self) -> Vec<(PortKey, Vec<KernelSocket>)> {
+        Vec::new()
+    }
+    /// Whether answers are still on their way.
+    fn waiting(&self) -> bool {
+        false
+    }
+}
+
+impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> SocketLookup for F {
+    fn ask(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+        self(netns, via, tcp, port, candidates)
+    }
+}
 
 pub struct Engine {
     pub enricher: Enricher,
     pub detectors: Detectors,
-    lookup: SocketLookup,
+    lookup: Box<dyn SocketLookup>,
     /// Targeted socket lookups done (for metrics).
     pub lookups: u64,
     /// Lookups skipped because the budget of the second was spent (the socket table is used as it is).
@@ -36,7 +56,7 @@ pub struct Engine {
 pub const LOOKUPS_PER_SECOND: u32 = 200;
 
 impl Engine {
-    pub fn new(config: DetectConfig, table: ProcessTable, clock: Clock, lookup: SocketLookup) -> Engine {
+    pub fn new(config: DetectConfig, table: ProcessTable, clock: Clock, lookup: Box<dyn SocketLookup>) -> Engine {
         let mut enricher = Enricher::new(1, 65_536, clock);
         enricher.procs = table;
         enricher.procs.identity = config.identity.into();
@@ -140,7 +160,7 @@ impl Engine {
                 let candidates: Vec<u32> = self.detectors.sockets.holders(key).iter().map(|h| h.proc.key.tgid).collect();
                 let (netns, tcp, port) = key;
                 let via = touched.subject.as_ref().map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
-                (self.lookup)(netns, via, tcp, port, &candidates)
+                self.lookup.ask(netns, via, tcp, port, &candidates)
             }
             None => None,
         };
@@ -161,6 +181,24 @@ impl Engine {
         };
         let findings = self.detectors.on_event(&input);
         (record, findings)
+    }
+
+    /// Socket-table answers that came after their wait: the holders are
+    /// corrected and the port incidents that named them restated (updates).
+    pub fn late_confirmations(&mut self, now: u64) -> Vec<Finding> {
+        let answers = self.lookup.late();
+        let mut out = Vec::new();
+        for (key, kernel) in answers {
+            let table = &self.enricher.procs;
+            let procs = |tgid: u32| table.get(tgid).cloned();
+            out.extend(self.detectors.confirmed_late(key, &kernel, &procs, &self.enricher.clock, &self.enricher.containers, now));
+        }
+        out
+    }
+
+    /// Whether socket-table answers are still on their way.
+    pub fn confirmations_pending(&self) -> bool {
+        self.lookup.waiting()
     }
 
     pub fn tick(&mut self, now: u64) -> Vec<Finding> {

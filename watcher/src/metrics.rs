@@ -57,7 +57,7 @@ pub fn render(s: &Stats) -> String {
     let _ = writeln!(o, "watcher_socket_lookups_total {}", s.socket_lookups);
     family(&mut o, "watcher_socket_lookups_skipped_total", "counter", "Lookups skipped over the budget of 200 a second (the socket table was used as it was).");
     let _ = writeln!(o, "watcher_socket_lookups_skipped_total {}", s.socket_lookups_skipped);
-    family(&mut o, "watcher_socket_lookups_unanswered_total", "counter", "Lookups of a network namespace's socket table not answered within 200 ms, or of a namespace that could not be entered (the table was used as it was).");
+    family(&mut o, "watcher_socket_lookups_unanswered_total", "counter", "Lookups of a network namespace's socket table not answered within 2 s, or of a namespace that could not be entered (the table was used as it was).");
     let _ = writeln!(o, "watcher_socket_lookups_unanswered_total {}", s.socket_lookups_unanswered);
     family(&mut o, "watcher_container_names_late_total", "counter", "Event records written without their container's name: the runtime did not name it within 300 ms.");
     let _ = writeln!(o, "watcher_container_names_late_total {}", s.container_names_late);

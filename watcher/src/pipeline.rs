@@ -203,9 +203,19 @@ pub async fn run(
                 None => std::future::pending::<()>().await,
             }
         };
+        // Socket-table answers slower than the lookup's wait are looked for soon.
+        let late_pending = engine.confirmations_pending();
+        let late_timer = async {
+            if late_pending {
+                tokio::time::sleep(Duration::from_millis(2)).await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
         let batch = tokio::select! {
             b = rx.recv() => b,
             _ = name_timer => Some(Batch::Events(Vec::new())),
+            _ = late_timer => Some(Batch::Events(Vec::new())),
             // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
             _ = timer => {
                 let fs = engine.tick(Clock::mono_now());
@@ -256,6 +266,9 @@ pub async fn run(
         }
         records.extend(renamed.iter().map(|f| engine.finding_record(f)));
         count_findings(&stats, &renamed);
+        let confirmed = engine.late_confirmations(Clock::mono_now());
+        records.extend(confirmed.iter().map(|f| engine.finding_record(f)));
+        count_findings(&stats, &confirmed);
         if clock_refreshed.elapsed() > Duration::from_secs(10) {
             engine.enricher.clock = Clock::now();
             clock_refreshed = Instant::now();

@@ -73,8 +73,9 @@ impl Output for Terminal {
 }
 
 /// How long the pipeline waits for a namespace's socket table before it
-/// goes on with what it knows.
-pub const LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_millis(200);
+/// goes on with what it knows (a slower answer corrects the finding later,
+/// with an update).
+pub const LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Build the engine: the process table seeded from /proc, the cgroup →
 /// container table from the cgroup v2 tree, detectors seeded from them and
@@ -91,7 +92,7 @@ pub fn engine(config: &Config, max_processes: usize) -> (Engine, Vec<Record>, us
         config.detect.clone(),
         table,
         Clock::now(),
-        Box::new(move |ns, via, tcp, port, c: &[u32]| netns.port_sockets(ns, via, tcp, port, c)),
+        Box::new(netns),
     );
     engine.lookups_unanswered = unanswered;
     match crate::world::containers::cgroup2_mount() {

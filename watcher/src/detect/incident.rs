@@ -133,6 +133,20 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         out
     }
 
+    /// What an open incident says was corrected (a late confirmation): an
+    /// update with the new summary and processes, when they differ.
+    pub fn restate(&mut self, k: &K, summary: String, processes: Vec<Involved>, now: u64) -> Option<Finding> {
+        let inc = self.map.get_mut(k)?;
+        if inc.summary == summary {
+            return None;
+        }
+        inc.summary = summary;
+        inc.processes = processes;
+        inc.last_emit_ns = now;
+        let inc = inc.clone();
+        Some(self.finding(&inc, State::Update, now))
+    }
+
     /// The condition cleared: a `resolved` record with `summary`.
     pub fn resolve(&mut self, k: &K, now: u64, summary: String) -> Option<Finding> {
         let mut inc = self.map.remove(k)?;

@@ -352,6 +352,27 @@ impl Detectors {
         out
     }
 
+    /// The kernel's socket table of one port answered after the event that
+    /// asked for it had been handled: correct the holders, and restate or
+    /// resolve the port incidents that named them.
+    pub fn confirmed_late(
+        &mut self,
+        key: sockets::PortKey,
+        kernel: &[KernelSocket],
+        procs: &dyn Fn(u32) -> Option<Proc>,
+        clock: &Clock,
+        view: &dyn ContainerView,
+        now: u64,
+    ) -> Vec<Finding> {
+        // A conflict open on the port means a bind failed there: holders the
+        // events never showed are real then (see SocketTable::reconcile).
+        let failed = self.port_conflict.incidents.keys().any(|k| (k.1, k.2, k.3) == key);
+        self.sockets.reconcile(key, kernel, procs, failed);
+        let mut out = self.port_conflict.reconfirm(key, &self.sockets, kernel, clock, view, now);
+        out.extend(self.port_shadowed.reconfirm(key, &self.sockets, now));
+        out
+    }
+
     /// Deadlines due at `now`.
     pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
         let mut out = Vec::new();

@@ -9,8 +9,9 @@ use std::{collections::HashMap, net::IpAddr};
 use serde_json::{json, Map};
 
 use super::{
-    addr_port, config::ns, dur, incident::Incidents, port_shadowed::holder_name, sockets::{overlaps, Changes, SocketTable},
-    who, who_in, DetectConfig, Finding, Input, Involved, Kind,
+    addr_port, config::ns, dur, incident::Incidents, port_shadowed::holder_name,
+    sockets::{overlaps, Changes, KernelSocket, PortKey, SocketTable},
+    who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
     decode::{ip_addr, Payload},
@@ -25,6 +26,9 @@ type Key = (u64, u32, bool, u16);
 struct Pending {
     failing: Vec<ProcKey>,
     resolve_at: Option<u64>,
+    /// The latest failing process and the address it wanted (to restate the
+    /// incident when the kernel's table answers late).
+    last: Option<(Proc, IpAddr)>,
 }
 
 pub struct PortConflict {
@@ -74,45 +78,7 @@ impl PortConflict {
                 }
                 let tcp = b.sock_type != 2;
                 let key = (program_key(p), b.netns, tcp, b.port);
-                let want = addr_port(ip, b.port);
-                let holders: Vec<_> = sockets
-                    .holders((b.netns, tcp, b.port))
-                    .iter()
-                    .filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip))
-                    .collect();
-                let mut processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(want.clone()), since_ns: None }];
-                let held_by: Vec<String> = holders
-                    .iter()
-                    .map(|h| {
-                        processes.push(Involved {
-                            role: "holder",
-                            proc: h.proc.clone(),
-                            address: Some(addr_port(h.addr, h.port)),
-                            since_ns: h.since_ns,
-                        });
-                        let since = match h.since_ns {
-                            Some(t) => format!(" since {}", i.clock.hms(t)),
-                            None => " since before watcher started".into(),
-                        };
-                        format!("{} on {}{since}", holder_name(h, i.containers), addr_port(h.addr, h.port))
-                    })
-                    .collect();
-                let summary = if held_by.is_empty() {
-                    let other_states = i
-                        .kernel_sockets
-                        .map(|k| k.iter().filter(|s| s.tcp == tcp && s.port == b.port && !s.is_holder()).count())
-                        .unwrap_or(0);
-                    if other_states > 0 {
-                        format!(
-                            "{} cannot bind {} {want}: no process listens there, but {other_states} connection(s) still use the port (e.g. TIME_WAIT); set SO_REUSEADDR before bind",
-                            who_in(p, i.containers), transport(tcp)
-                        )
-                    } else {
-                        format!("{} cannot bind {} {want}: the address is in use (no current holder found)", who_in(p, i.containers), transport(tcp))
-                    }
-                } else {
-                    format!("{} cannot bind {} {want}: held by {}", who_in(p, i.containers), transport(tcp), held_by.join("; "))
-                };
+                let (summary, processes) = failed_bind(p, ip, (b.netns, tcp, b.port), sockets, i.kernel_sockets, i.clock, i.containers);
                 if !self.pending.contains_key(&key) && self.pending.len() >= self.cfg.max_tracked {
                     // Bounded: forget conflicts whose failing processes are gone.
                     self.pending.retain(|_, p| p.resolve_at.is_none());
@@ -121,7 +87,8 @@ impl PortConflict {
                         return out;
                     }
                 }
-                let pend = self.pending.entry(key).or_insert(Pending { failing: Vec::new(), resolve_at: None });
+                let pend = self.pending.entry(key).or_insert(Pending { failing: Vec::new(), resolve_at: None, last: None });
+                pend.last = Some((p.clone(), ip));
                 if !pend.failing.contains(&p.key) {
                     let keys = self.by_proc.entry(p.key).or_default();
                     if !keys.contains(&key) {
@@ -185,6 +152,72 @@ impl PortConflict {
     pub fn next_deadline(&self) -> Option<u64> {
         self.pending.values().filter_map(|v| v.resolve_at).min()
     }
+
+    /// The kernel's socket table of `port` answered after the incident was
+    /// written (slower than the lookup's wait): restate open incidents on that
+    /// port whose holders differ from what they said, as an update.
+    pub fn reconfirm(
+        &mut self,
+        port: PortKey,
+        sockets: &SocketTable,
+        kernel: &[KernelSocket],
+        clock: &crate::record::Clock,
+        view: &dyn ContainerView,
+        now: u64,
+    ) -> Vec<Finding> {
+        let keys: Vec<Key> = self.pending.keys().filter(|k| (k.1, k.2, k.3) == port && self.incidents.is_open(k)).copied().collect();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some((p, ip)) = self.pending.get(&key).and_then(|x| x.last.clone()) else { continue };
+            let (summary, processes) = failed_bind(&p, ip, port, sockets, Some(kernel), clock, view);
+            out.extend(self.incidents.restate(&key, summary, processes, now));
+        }
+        out
+    }
+}
+
+/// The summary and processes of a failed bind of `p` to `ip` on `port`,
+/// with the holders the socket table knows (`kernel`: the kernel's own table
+/// of that port, when it has answered).
+fn failed_bind(
+    p: &Proc,
+    ip: IpAddr,
+    port: PortKey,
+    sockets: &SocketTable,
+    kernel: Option<&[KernelSocket]>,
+    clock: &crate::record::Clock,
+    view: &dyn ContainerView,
+) -> (String, Vec<Involved>) {
+    let (_, tcp, num) = port;
+    let want = addr_port(ip, num);
+    let holders: Vec<_> = sockets.holders(port).iter().filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip)).collect();
+    let mut processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(want.clone()), since_ns: None }];
+    let held_by: Vec<String> = holders
+        .iter()
+        .map(|h| {
+            processes.push(Involved { role: "holder", proc: h.proc.clone(), address: Some(addr_port(h.addr, h.port)), since_ns: h.since_ns });
+            let since = match h.since_ns {
+                Some(t) => format!(" since {}", clock.hms(t)),
+                None => " since before watcher started".into(),
+            };
+            format!("{} on {}{since}", holder_name(h, view), addr_port(h.addr, h.port))
+        })
+        .collect();
+    let summary = if held_by.is_empty() {
+        let other_states = kernel.map(|k| k.iter().filter(|s| s.tcp == tcp && s.port == num && !s.is_holder()).count()).unwrap_or(0);
+        if other_states > 0 {
+            format!(
+                "{} cannot bind {} {want}: no process listens there, but {other_states} connection(s) still use the port (e.g. TIME_WAIT); set SO_REUSEADDR before bind",
+                who_in(p, view),
+                transport(tcp)
+            )
+        } else {
+            format!("{} cannot bind {} {want}: the address is in use (no current holder found)", who_in(p, view), transport(tcp))
+        }
+    } else {
+        format!("{} cannot bind {} {want}: held by {}", who_in(p, view), transport(tcp), held_by.join("; "))
+    };
+    (summary, processes)
 }
 
 /// For summaries elsewhere: `tcp 0.0.0.0:80`.

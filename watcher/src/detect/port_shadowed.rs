@@ -188,6 +188,15 @@ impl PortShadowed {
         out
     }
 
+    /// The kernel's table of `key` answered late: an incident whose pair the
+    /// corrected socket table no longer holds is resolved.
+    pub fn reconfirm(&mut self, key: Key, sockets: &SocketTable, now: u64) -> Option<Finding> {
+        if !self.incidents.is_open(&key) || self.pair(sockets, key).is_some() {
+            return None;
+        }
+        self.incidents.resolve(&key, now, format!("the kernel's socket table shows port {} no longer shadowed", key.2))
+    }
+
     /// The open shadowing of a TCP port of one namespace, as a sentence, for other findings to mention.
     pub fn shadowed_port(&self, netns: u32, port: u16) -> Option<String> {
         self.incidents.get(&(netns, true, port)).map(|inc| inc.summary.clone())

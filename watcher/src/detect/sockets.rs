@@ -236,7 +236,7 @@ impl SocketTable {
     /// added only when `add_unknown` (a failed bind: the holder has existed a
     /// while); otherwise the lookup, which runs a little after the event, could
     /// see a process that bound after it and whose exec is still queued.
-    fn reconcile(&mut self, key: PortKey, kernel: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>, add_unknown: bool) {
+    pub fn reconcile(&mut self, key: PortKey, kernel: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>, add_unknown: bool) {
         let (netns, tcp, port) = key;
         let live: Vec<&KernelSocket> = kernel.iter().filter(|s| s.tcp == tcp && s.port == port && s.is_holder()).collect();
         let old = self.remove_where(key, |_| true);

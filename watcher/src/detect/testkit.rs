@@ -21,8 +21,38 @@ use crate::{
 pub const S: u64 = 1_000_000_000;
 pub const MS: u64 = 1_000_000;
 
+/// The stand-in for the kernel's socket tables: answers at once, or — when
+/// told to — only later (as a lookup slower than its wait does).
+struct StandIn {
+    kernel: Arc<Mutex<Vec<KernelSocket>>>,
+    slow: Arc<std::sync::atomic::AtomicBool>,
+    parked: Vec<crate::detect::sockets::PortKey>,
+}
+
+impl crate::engine::SocketLookup for StandIn {
+    fn ask(&mut self, netns: u32, _via: u32, tcp: bool, port: u16, _candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+        if self.slow.load(std::sync::atomic::Ordering::Relaxed) {
+            self.parked.push((netns, tcp, port));
+            return None;
+        }
+        Some(self.kernel.lock().unwrap().iter().filter(|s| s.netns == netns && s.tcp == tcp && s.port == port).cloned().collect())
+    }
+    fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
+        let k = self.kernel.lock().unwrap();
+        self.parked
+            .drain(..)
+            .map(|key| (key, k.iter().filter(|s| (s.netns, s.tcp, s.port) == key).cloned().collect()))
+            .collect()
+    }
+    fn waiting(&self) -> bool {
+        !self.parked.is_empty()
+    }
+}
+
 pub struct Kit {
     pub engine: Engine,
+    /// Lookups answer only through `late` while set.
+    pub slow_lookups: Arc<std::sync::atomic::AtomicBool>,
     pub all: Vec<Finding>,
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     /// Where orphans go when their parent exits.
@@ -47,11 +77,9 @@ impl Kit {
         let subreaper = Arc::new(Mutex::new(1u32));
         let sr = subreaper.clone();
         let table = ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
-        let k = kernel.clone();
-        let lookup = Box::new(move |netns: u32, _via: u32, tcp: bool, port: u16, _candidates: &[u32]| {
-            Some(k.lock().unwrap().iter().filter(|s| s.netns == netns && s.tcp == tcp && s.port == port).cloned().collect())
-        });
-        Kit { engine: Engine::new(cfg, table, Clock::fixed(0), lookup), all: Vec::new(), kernel, subreaper }
+        let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lookup = Box::new(StandIn { kernel: kernel.clone(), slow: slow.clone(), parked: Vec::new() });
+        Kit { engine: Engine::new(cfg, table, Clock::fixed(0), lookup), slow_lookups: slow, all: Vec::new(), kernel, subreaper }
     }
 
     pub fn defaults() -> Kit {
@@ -65,6 +93,13 @@ impl Kit {
 
     pub fn feed(&mut self, ev: KernelEvent) -> Vec<Finding> {
         let (_, f) = self.engine.handle(&ev);
+        self.all.extend(f.iter().cloned());
+        f
+    }
+
+    /// Late answers of the socket-table stand-in, applied at `now`.
+    pub fn late(&mut self, now: u64) -> Vec<Finding> {
+        let f = self.engine.late_confirmations(now);
         self.all.extend(f.iter().cloned());
         f
     }

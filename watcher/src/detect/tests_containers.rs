@@ -170,3 +170,27 @@ fn an_incident_opened_before_the_runtime_named_its_container_is_updated_with_the
     assert!(u[0].summary.contains("in container batch (image busybox)") && !u[0].summary.contains(&CID[..12]), "{}", u[0].summary);
     assert!(k.runtime_says(CID, "batch", "busybox", None, None).is_empty(), "said once");
 }
+
+#[test]
+fn a_confirmation_slower_than_its_wait_corrects_the_finding_with_an_update() {
+    let mut k = Kit::defaults();
+    // A UDP socket of pid 100 closed without an event; pid 101 holds the port now.
+    k.spawn(S, 1, 100, "/usr/bin/old", &["old"]);
+    k.bind(S + 1, 100, "0.0.0.0", 5000, 0, false);
+    k.spawn(2 * S, 1, 101, "/usr/bin/new", &["new"]);
+    k.spawn(3 * S, 1, 200, "/usr/bin/app", &["app"]);
+    k.set_kernel(vec![KernelSocket { tcp: false, state: 7, ..listener("0.0.0.0", 5000, &[101]) }]);
+    k.slow_lookups.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The finding is written at once, with what the table knows.
+    let f = k.bind(4 * S, 200, "0.0.0.0", 5000, EADDRINUSE, false);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    assert!(f[0].summary.contains("held by pid 100 (old)"), "{}", f[0].summary);
+    // The kernel's answer comes later: the holder is corrected in an update.
+    let u = k.late(4 * S + 30 * MS);
+    assert_eq!(ks(&u), vec![("port_conflict", "update")]);
+    assert_eq!(u[0].id, f[0].id);
+    assert!(u[0].summary.contains("held by pid 101 (new)") && !u[0].summary.contains("pid 100"), "{}", u[0].summary);
+    let holders: Vec<u32> = u[0].processes.iter().filter(|p| p.role == "holder").map(|p| p.proc.key.tgid).collect();
+    assert_eq!(holders, vec![101]);
+    assert!(k.late(5 * S).is_empty(), "nothing more on its way");
+}

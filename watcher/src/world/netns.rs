@@ -41,11 +41,18 @@ struct Helper {
     tx: SyncSender<Query>,
 }
 
+/// Answers not yet in after their wait: (port, answer channel, asked when).
+type Late = (crate::detect::sockets::PortKey, Receiver<Vec<KernelSocket>>, std::time::Instant);
+
+/// How long a late answer is still awaited (then counted as unanswered).
+const LATE_LIMIT: Duration = Duration::from_secs(2);
+
 /// The per-namespace helpers.
 pub struct NetnsLookups {
     own: u32,
     helpers: HashMap<u32, Helper>,
     deadline: Duration,
+    late: Vec<Late>,
     /// Questions not answered within the deadline, or about a namespace that
     /// could not be entered (shared with the metrics).
     pub unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -109,6 +116,7 @@ impl NetnsLookups {
             own: own_netns(),
             helpers: HashMap::new(),
             deadline,
+            late: Vec::new(),
             unanswered: Default::default(),
             said_fallback: false,
         }
@@ -143,6 +151,18 @@ impl NetnsLookups {
     }
 
     fn ask(&mut self, netns: u32, handle: &NsHandle, make: impl Fn(SyncSender<Vec<KernelSocket>>) -> Query) -> Option<Vec<KernelSocket>> {
+        self.ask_or_park(netns, handle, make, None)
+    }
+
+    /// Ask, wait up to the deadline; when the answer is slower and `park` names
+    /// the port, keep its channel: it comes through [`NetnsLookups::late_answers`].
+    fn ask_or_park(
+        &mut self,
+        netns: u32,
+        handle: &NsHandle,
+        make: impl Fn(SyncSender<Vec<KernelSocket>>) -> Query,
+        park: Option<crate::detect::sockets::PortKey>,
+    ) -> Option<Vec<KernelSocket>> {
         for _attempt in 0..2 {
             let (reply_tx, reply_rx) = sync_channel(1);
             let sent = match self.helpers.get(&netns) {
@@ -157,7 +177,14 @@ impl NetnsLookups {
                     return match reply_rx.recv_timeout(self.deadline) {
                         Ok(v) => Some(v),
                         Err(_) => {
-                            self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            match park {
+                                Some(key) if self.late.len() < 256 => {
+                                    self.late.push((key, reply_rx, std::time::Instant::now()))
+                                }
+                                _ => {
+                                    self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
                             None
                         }
                     };
@@ -177,11 +204,32 @@ impl NetnsLookups {
 
     /// The kernel's sockets on one port of namespace `netns` (entered through
     /// `pid`, a process using it), holders with their processes; `None` when
-    /// no answer came within the deadline.
+    /// no answer came within the deadline (it then comes through
+    /// [`NetnsLookups::late_answers`]).
     pub fn port_sockets(&mut self, netns: u32, pid: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+        let key = (netns, tcp, port);
         let netns = if netns == 0 { self.own } else { netns };
         let candidates = candidates.to_vec();
-        self.ask(netns, &NsHandle::of_pid(pid), move |reply| Query::Port { tcp, port, candidates: candidates.clone(), reply })
+        self.ask_or_park(netns, &NsHandle::of_pid(pid), move |reply| Query::Port { tcp, port, candidates: candidates.clone(), reply }, Some(key))
+    }
+
+    /// Answers that came after their wait (never blocks); those older than
+    /// 2 s are given up and counted as unanswered.
+    pub fn late_answers(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
+        let mut out = Vec::new();
+        let unanswered = &self.unanswered;
+        self.late.retain(|(key, rx, since)| match rx.try_recv() {
+            Ok(v) => {
+                out.push((*key, v));
+                false
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) if since.elapsed() < LATE_LIMIT => true,
+            Err(_) => {
+                unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        });
+        out
     }
 
     /// Every holder socket of every network namespace on the host (found
@@ -251,5 +299,17 @@ mod tests {
         assert_eq!(again.len(), s.len());
         assert_eq!(n.helpers(), 1);
         assert!(n.all_holders().iter().any(|k| k.port == port && k.pids.contains(&me)));
+    }
+}
+
+impl crate::engine::SocketLookup for NetnsLookups {
+    fn ask(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+        self.port_sockets(netns, via, tcp, port, candidates)
+    }
+    fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
+        self.late_answers()
+    }
+    fn waiting(&self) -> bool {
+        !self.late.is_empty()
     }
 }
