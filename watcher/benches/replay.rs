@@ -85,7 +85,7 @@ fn main() {
     let n: usize = std::env::var("REPLAY_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let recs = records(n);
     let table = ProcessTable::with_parent_lookup(65_536, Box::new(|_| Some(1)));
-    let mut engine = Engine::new(DetectConfig::default(), table, Clock::fixed(0), Box::new(|_, _, _, _, _| Some(Vec::new())));
+    let mut engine = Engine::new(DetectConfig::default(), table, Clock::fixed(0), Box::new(|_: u32, _: u32, _: bool, _: u16, _: &[u32]| Some(Vec::new())));
     // REPLAY_JSON=0: findings-only feed (events are not serialized).
     let json = std::env::var("REPLAY_JSON").map(|v| v != "0").unwrap_or(true);
     let mut buf = Vec::with_capacity(4096);

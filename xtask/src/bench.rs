@@ -520,6 +520,9 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         .args(["bench", "-q", "-p", "watcher", "--bench", "replay"])
         .current_dir(root)
         .output()?;
+    if !replay.status.success() {
+        bail!("the replay benchmark failed: {}", String::from_utf8_lossy(&replay.stderr).trim());
+    }
     let replay_all = String::from_utf8_lossy(&replay.stdout).lines().filter(|l| l.starts_with("replay")).collect::<Vec<_>>().join("\n");
     let replay_f = Command::new(env!("CARGO"))
         .args(["bench", "-q", "-p", "watcher", "--bench", "replay"])
