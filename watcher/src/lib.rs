@@ -1,32 +1,28 @@
 //! watcher: catches port conflicts, zombies, crash loops and unreachable
-//! dependencies the instant the kernel sees them.
+//! dependencies the instant the kernel sees them — on plain hosts and on
+//! container hosts.
 //!
-//! Pipeline: kernel tracepoints → ring buffer → [`reader`] (AsyncFd) →
-//! [`decode`] → [`enrich`] (process table from `/proc` + events) → output
-//! ([`record`] NDJSON or [`human`] lines).
-pub mod btf;
-pub mod canary;
-pub mod check;
-pub mod config;
-pub mod daemon;
+//! The layers, one folder each:
+//! - [`kernel`]: loading the programs with offsets from tracefs and BTF, the
+//!   ring-buffer reader, the one decoder of the wire format, kernel ABI names.
+//! - [`world`]: what watcher knows beyond single events — the process table,
+//!   enrichment into records, containers (cgroup → container, the runtime's
+//!   API) and network namespaces (per-namespace socket tables).
+//! - [`detect`]: the detectors, pure state machines.
+//! - [`pipeline`]: the processing loop — reader → engine (enrich + detect) →
+//!   output — with its deadline timer, canary and counters.
+//! - [`output`]: records (the NDJSON contract), human lines, filters, sinks, metrics.
+//! - [`cli`]: the commands (`trace`, `run`, `check`, `install`) and the daemon's config.
 pub mod cli;
-pub mod decode;
 pub mod detect;
-pub mod engine;
-pub mod enrich;
-pub mod error;
-pub mod filter;
-pub mod human;
-pub mod install;
-pub mod loader;
-pub mod metrics;
-pub mod names;
+pub mod kernel;
+pub mod output;
 pub mod pipeline;
-pub mod proctable;
-pub mod reader;
-pub mod record;
-pub mod sinks;
-pub mod sockdiag;
-pub mod trace;
 pub mod world;
-pub mod tracefs;
+
+// Short paths, used across the crate and by the benchmarks and fuzz targets.
+pub use cli::{check, config, daemon, install, trace};
+pub use kernel::{btf, decode, error, loader, names, reader, tracefs};
+pub use output::{filter, human, metrics, record, sinks};
+pub use pipeline::{canary, engine};
+pub use world::{enrich, proctable, sockdiag};

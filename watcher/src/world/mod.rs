@@ -1,6 +1,10 @@
-//! What watcher knows of the host beyond single events: containers (cgroup →
-//! container, the runtime's metadata) and network namespaces (per-namespace
-//! socket tables).
+//! What watcher knows of the host beyond single events: the process table
+//! (seeded from `/proc`, kept from events), enrichment of kernel events into
+//! records, containers (cgroup → container, the runtime's metadata), network
+//! namespaces and the kernel's socket tables in each (sock_diag).
 pub mod containers;
+pub mod enrich;
 pub mod netns;
+pub mod proctable;
 pub mod runtime;
+pub mod sockdiag;

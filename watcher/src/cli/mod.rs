@@ -1,4 +1,10 @@
 //! Command-line arguments, parsed once and validated into settings.
+pub mod check;
+pub mod config;
+pub mod daemon;
+pub mod install;
+pub mod trace;
+
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{filter::Filter, loader::LoadOptions, trace::TraceSettings};

@@ -8,8 +8,8 @@ use std::{
 
 use anyhow::Context as _;
 
-pub const UNIT: &str = include_str!("../../packaging/watcher.service");
-pub const DEFAULT_CONFIG: &str = include_str!("../../packaging/watcher.toml");
+pub const UNIT: &str = include_str!("../../../packaging/watcher.service");
+pub const DEFAULT_CONFIG: &str = include_str!("../../../packaging/watcher.toml");
 
 /// Paths below `root` ("/" normally; a directory in tests).
 pub struct Layout {
