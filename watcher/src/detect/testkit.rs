@@ -135,6 +135,11 @@ impl Kit {
     }
 
     pub fn exec(&mut self, ts: u64, pid: u32, exe: &str, argv: &[&str]) -> Vec<Finding> {
+        self.exec_in(ts, pid, 0, exe, argv)
+    }
+
+    /// An exec in cgroup `cgroup` (0: unknown).
+    pub fn exec_in(&mut self, ts: u64, pid: u32, cgroup: u64, exe: &str, argv: &[&str]) -> Vec<Finding> {
         let comm = exe.rsplit('/').next().unwrap_or(exe);
         let mut ev = Self::ev(EventKind::Fork, ts, pid, pid, comm, ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0, cgroup_id: 0 });
         ev.header.kind = EventKind::Exec as u32;
@@ -143,7 +148,7 @@ impl Kit {
             filename: exe.into(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
-            cgroup_id: 0,
+            cgroup_id: cgroup,
         });
         self.feed(ev)
     }
@@ -224,17 +229,7 @@ impl Kit {
     /// (a runtime moves the process into the container's cgroup before its exec).
     pub fn spawn_in(&mut self, ts: u64, parent: u32, pid: u32, cgroup: u64, exe: &str, argv: &[&str]) -> Vec<Finding> {
         let mut f = self.fork(ts, parent, pid);
-        let comm = exe.rsplit('/').next().unwrap_or(exe);
-        let mut ev = Self::ev(EventKind::Fork, ts + 1000, pid, pid, comm, ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0, cgroup_id: 0 });
-        ev.header.kind = EventKind::Exec as u32;
-        ev.payload = Payload::Exec(Exec {
-            old_pid: pid,
-            filename: exe.into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            argv_truncated: false,
-            cgroup_id: cgroup,
-        });
-        f.extend(self.feed(ev));
+        f.extend(self.exec_in(ts + 1000, pid, cgroup, exe, argv));
         f
     }
 

@@ -67,31 +67,29 @@ impl Body {
         }
     }
 
-    /// The container of an event record's process, to complete it.
-    pub fn container_mut(&mut self) -> Option<&mut Container> {
+    /// The `container` and `orchestrator` fields of an event record, to complete them.
+    fn placement_mut(&mut self) -> Option<(&mut Option<Container>, &mut Option<Orchestrator>)> {
         match self {
-            Body::Fork(r) => r.container.as_mut(),
-            Body::Exec(r) => r.container.as_mut(),
-            Body::Exit(r) => r.container.as_mut(),
-            Body::Reap(r) => r.container.as_mut(),
-            Body::Bind(r) | Body::Connect(r) => r.container.as_mut(),
-            Body::TcpState(r) => r.container.as_mut(),
+            Body::Fork(r) => Some((&mut r.container, &mut r.orchestrator)),
+            Body::Exec(r) => Some((&mut r.container, &mut r.orchestrator)),
+            Body::Exit(r) => Some((&mut r.container, &mut r.orchestrator)),
+            Body::Reap(r) => Some((&mut r.container, &mut r.orchestrator)),
+            Body::Bind(r) | Body::Connect(r) => Some((&mut r.container, &mut r.orchestrator)),
+            Body::TcpState(r) => Some((&mut r.container, &mut r.orchestrator)),
             Body::Finding(_) | Body::Loss(_) | Body::Health(_) => None,
         }
     }
 
+    /// The container of an event record's process, to complete it.
+    pub fn container_mut(&mut self) -> Option<&mut Container> {
+        self.placement_mut().and_then(|(c, _)| c.as_mut())
+    }
+
     /// Set the `orchestrator` of an event record.
     pub fn set_orchestrator(&mut self, o: Orchestrator) {
-        let slot = match self {
-            Body::Fork(r) => &mut r.orchestrator,
-            Body::Exec(r) => &mut r.orchestrator,
-            Body::Exit(r) => &mut r.orchestrator,
-            Body::Reap(r) => &mut r.orchestrator,
-            Body::Bind(r) | Body::Connect(r) => &mut r.orchestrator,
-            Body::TcpState(r) => &mut r.orchestrator,
-            Body::Finding(_) | Body::Loss(_) | Body::Health(_) => return,
-        };
-        *slot = Some(o);
+        if let Some((_, slot)) = self.placement_mut() {
+            *slot = Some(o);
+        }
     }
 
     /// The main process of the record, if any.

@@ -282,6 +282,18 @@ impl NetnsLookups {
     }
 }
 
+impl crate::engine::SocketLookup for NetnsLookups {
+    fn ask(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+        self.port_sockets(netns, via, tcp, port, candidates)
+    }
+    fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
+        self.late_answers()
+    }
+    fn waiting(&self) -> bool {
+        !self.late.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,17 +311,5 @@ mod tests {
         assert_eq!(again.len(), s.len());
         assert_eq!(n.helpers(), 1);
         assert!(n.all_holders().iter().any(|k| k.port == port && k.pids.contains(&me)));
-    }
-}
-
-impl crate::engine::SocketLookup for NetnsLookups {
-    fn ask(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
-        self.port_sockets(netns, via, tcp, port, candidates)
-    }
-    fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
-        self.late_answers()
-    }
-    fn waiting(&self) -> bool {
-        !self.late.is_empty()
     }
 }
