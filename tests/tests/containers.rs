@@ -453,3 +453,22 @@ fn watcher_refuses_in_one_line_outside_the_hosts_pid_namespace() {
     assert_eq!(lines.len(), 1, "one line: {err}");
     assert!(lines[0].starts_with("watcher: not in the host's pid namespace") && lines[0].contains("--pid=host"), "{err}");
 }
+
+#[test]
+fn a_pods_container_carries_its_namespace_and_pod_from_the_runtimes_kubernetes_labels() {
+    if !require_docker() {
+        return;
+    }
+    let feed = Feed::shared();
+    // The labels the kubelet puts on a pod's containers (as with cri-dockerd).
+    let c = Container::run(
+        "pod",
+        &["--label", "io.kubernetes.pod.namespace=shop", "--label", "io.kubernetes.pod.name=web-7d9f8", "--label", "io.kubernetes.container.name=web"],
+        &["sh", "-c", "exit 5"],
+    );
+    let exit = feed.wait_for("the pod container's exit", |v| is(v, "exit") && text(v, &["container", "id"]) == Some(c.id.as_str()));
+    assert_eq!(text(&exit, &["orchestrator", "namespace"]), Some("shop"), "{exit}");
+    assert_eq!(text(&exit, &["orchestrator", "resource", "name"]), Some("web-7d9f8"), "{exit}");
+    assert_eq!(text(&exit, &["orchestrator", "resource", "type"]), Some("pod"), "{exit}");
+    assert_eq!(text(&exit, &["orchestrator", "type"]), Some("kubernetes"), "{exit}");
+}

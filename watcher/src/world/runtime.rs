@@ -170,9 +170,14 @@ pub fn spawn(socket: PathBuf) -> (mpsc::Sender<Arc<str>>, std::sync::mpsc::Recei
                     "no container runtime socket at {}: containers are named by their cgroup id only (set DOCKER_HOST=unix://… if Docker listens elsewhere)",
                     socket.display()
                 )));
-                // Answer nothing, but keep draining questions.
-                while req_rx.recv().await.is_some() {}
-                return;
+                // Answer nothing (draining questions) until the socket appears:
+                // a Docker Engine started after watcher is followed from then on.
+                loop {
+                    tokio::select! {
+                        q = req_rx.recv() => if q.is_none() { return },
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => if socket.exists() { break },
+                    }
+                }
             }
             let listed = get_json(&socket, "/containers/json").await;
             match &listed {
