@@ -113,7 +113,8 @@ pub fn kernel_kinds(types: &[String]) -> Vec<EventKind> {
     if types.is_empty() || types.iter().any(|t| t == "finding" || t == "all") {
         return Vec::new();
     }
-    let mut kinds = vec![EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Reap];
+    // Process records keep the process table; cgroup records the container table.
+    let mut kinds = vec![EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Reap, EventKind::Cgroup];
     for t in types {
         match t.as_str() {
             "bind" => kinds.push(EventKind::Bind),
@@ -384,5 +385,20 @@ fn count_findings(stats: &SharedStats, fs: &[crate::detect::Finding]) {
     let mut s = stats.lock().expect("stats lock");
     for f in fs {
         *s.findings.entry((f.kind.as_str(), f.state.as_str())).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filtered_feed_still_gets_the_records_that_keep_the_tables() {
+        let k = kernel_kinds(&["exec".to_owned()]);
+        for kind in [EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Reap, EventKind::Cgroup] {
+            assert!(k.contains(&kind), "{kind:?} missing from {k:?}");
+        }
+        assert!(!k.contains(&EventKind::Bind));
+        assert!(kernel_kinds(&["finding".to_owned()]).is_empty(), "findings need everything");
     }
 }
