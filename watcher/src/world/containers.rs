@@ -219,14 +219,14 @@ impl Containers {
         Some(info)
     }
 
-    /// The runtime did not answer for `id` in time: stop waiting for it.
+    /// The runtime did not answer for `id` in time, or does not know it:
+    /// stop asking and waiting for it.
     pub fn give_up(&mut self, id: &str) {
-        if let Some(k) = self.asked.take(id) {
-            if self.given_up.len() >= self.cap {
-                self.given_up.clear();
-            }
-            self.given_up.insert(k);
+        self.asked.remove(id);
+        if self.given_up.len() >= self.cap {
+            self.given_up.clear();
         }
+        self.given_up.insert(Arc::from(id));
     }
 
     /// Whether the runtime has been asked about `id` and may still answer:
@@ -279,7 +279,9 @@ impl Containers {
                 (None, renamed)
             }
             RuntimeUpdate::Stopped { id } | RuntimeUpdate::Gone { id } => {
-                self.asked.remove(&id);
+                // Gone: destroyed, or not the runtime's (another runtime's
+                // container): never asked again.
+                self.give_up(&id);
                 // Keep its name: records of its last processes may still be on
                 // their way. Its addresses go: they may be another's now.
                 if let Some(old) = self.meta.get(&id) {
@@ -485,6 +487,14 @@ mod tests {
         assert!(c.matches("web", ID) && c.matches(&ID[..12], ID) && !c.matches("db", ID));
         // Stopped: its address may be another container's next.
         c.apply(RuntimeUpdate::Stopped { id: id.clone() });
+        // A container the runtime does not know (another runtime's) is not asked about again.
+        c.cgroup_created(121, "/kubepods/besteffort/pod1/0000000000000000000000000000000000000000000000000000000000000abc");
+        let other = c.id_of_cgroup(121).unwrap();
+        c.get(&other);
+        assert_eq!(rx.try_recv().ok().as_deref(), Some(&*other));
+        c.apply(RuntimeUpdate::Gone { id: other.clone() });
+        c.get(&other);
+        assert!(rx.try_recv().is_err(), "not asked again");
         assert_eq!(c.by_address("172.17.0.2".parse().unwrap()), None);
         assert_eq!(c.get(&id).unwrap().label(), "web", "the name stays for its last records");
         c.cgroup_removed(120);
