@@ -472,3 +472,60 @@ fn a_pods_container_carries_its_namespace_and_pod_from_the_runtimes_kubernetes_l
     assert_eq!(text(&exit, &["orchestrator", "resource", "type"]), Some("pod"), "{exit}");
     assert_eq!(text(&exit, &["orchestrator", "type"]), Some("kubernetes"), "{exit}");
 }
+
+/// The containerd socket Docker uses (its own, or a system containerd).
+fn containerd_socket() -> Option<&'static str> {
+    ["/run/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+fn ctr(sock: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ctr").args(["-a", sock, "-n", "k8s.io"]).args(args).stdin(Stdio::null()).output().expect("running ctr")
+}
+
+#[test]
+fn a_container_only_containerd_knows_is_named_from_its_kubernetes_labels() {
+    if !require_docker() {
+        return;
+    }
+    let Some(sock) = containerd_socket() else {
+        panic!("Docker Engine runs but no containerd socket was found (looked for /run/containerd/containerd.sock and /var/run/docker/containerd/containerd.sock)");
+    };
+    // The busybox image, in containerd's Kubernetes namespace.
+    let import = format!("docker save {} | ctr -a {sock} -n k8s.io images import -", image());
+    let ok = Command::new("sh").args(["-c", &import]).output().is_ok_and(|o| o.status.success());
+    assert!(ok, "importing the image into containerd failed: {import}");
+    let image_ref = format!("docker.io/{}", image());
+    // Its own watcher, told where containerd listens.
+    let feed = Feed::start_with(&["trace", "--json"], &[("CONTAINERD_ADDRESS", sock)], &[]);
+    let id = format!("{:064x}", 0xc0de_0000_0000_u64 + std::process::id() as u64);
+    struct Remove<'a>(&'a str, String);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = ctr(self.0, &["tasks", "kill", "-s", "SIGKILL", &self.1]);
+            let _ = ctr(self.0, &["tasks", "rm", "-f", &self.1]);
+            let _ = ctr(self.0, &["containers", "rm", &self.1]);
+        }
+    }
+    let _guard = Remove(sock, id.clone());
+    let out = ctr(
+        sock,
+        &[
+            "run", "--rm",
+            "--label", "io.kubernetes.pod.namespace=prod",
+            "--label", "io.kubernetes.pod.name=api-7c4d",
+            "--label", "io.kubernetes.container.name=api",
+            &image_ref, &id, "sh", "-c", "exit 7",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(7), "ctr run: {}", String::from_utf8_lossy(&out.stderr));
+    let exit = feed.wait_for("the containerd container's `sh` exiting with 7", |v| {
+        is(v, "exit") && text(v, &["container", "id"]) == Some(id.as_str()) && num(v, &["process", "exit_code"]) == Some(7)
+    });
+    assert_eq!(text(&exit, &["container", "runtime"]), Some("containerd"), "{exit}");
+    assert_eq!(container_name(&exit), Some("api"), "named from io.kubernetes.container.name: {exit}");
+    assert_eq!(text(&exit, &["container", "image", "name"]), Some(image_ref.as_str()), "{exit}");
+    assert_eq!(text(&exit, &["orchestrator", "namespace"]), Some("prod"), "{exit}");
+    assert_eq!(text(&exit, &["orchestrator", "resource", "name"]), Some("api-7c4d"), "{exit}");
+}

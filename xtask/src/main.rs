@@ -294,8 +294,11 @@ pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Install rust-src and bpf-linker for the eBPF toolchain; returns the directory holding bpf-linker.
+/// Install rust-src and bpf-linker for the eBPF toolchain, and protoc (the
+/// containerd API's bindings are generated at build time); returns the
+/// directory holding bpf-linker.
 fn setup() -> Result<PathBuf> {
+    ensure_tools(&[("protoc", "protobuf-compiler")])?;
     // rust-src, for -Z build-std=core.
     let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
         .context("rustup is needed to build the eBPF programs")?;

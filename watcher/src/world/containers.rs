@@ -294,7 +294,7 @@ impl Containers {
                 (None, None)
             }
             RuntimeUpdate::Status(s) => {
-                self.answering = s.starts_with("docker at");
+                self.answering = s.starts_with("docker at") || s.starts_with("containerd at");
                 (Some(s), None)
             }
         }

@@ -157,67 +157,194 @@ fn percent(s: &str) -> String {
         .collect()
 }
 
+/// containerd's socket: `$CONTAINERD_ADDRESS`, else the default, when it exists.
+pub fn containerd_socket() -> Option<PathBuf> {
+    let p = std::env::var_os("CONTAINERD_ADDRESS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/containerd/containerd.sock"));
+    p.exists().then_some(p)
+}
+
+/// Metadata from a containerd container (its labels: the kubelet's
+/// `io.kubernetes.*` on a Kubernetes node). containerd's container id is its
+/// name where no Kubernetes container name is given.
+pub fn from_containerd(id: &str, image: &str, labels: &std::collections::HashMap<String, String>) -> ContainerInfo {
+    let label = |k: &str| labels.get(k).filter(|v| !v.is_empty()).map(|v| Arc::<str>::from(v.as_str()));
+    ContainerInfo {
+        id: id.into(),
+        runtime: "containerd",
+        name: label("io.kubernetes.container.name").or_else(|| Some(id.into())),
+        image: (!image.is_empty()).then(|| image.into()),
+        pod_namespace: label("io.kubernetes.pod.namespace"),
+        pod_name: label("io.kubernetes.pod.name"),
+        restart_policy: None,
+        addresses: Vec::new(),
+    }
+}
+
+/// containerd's API (gRPC over its socket), connected when first needed;
+/// cheap to clone (one connection shared by concurrent questions).
+#[derive(Clone)]
+struct Containerd {
+    socket: PathBuf,
+    channel: Arc<tokio::sync::Mutex<Option<tonic::transport::Channel>>>,
+}
+
+impl Containerd {
+    fn new(socket: PathBuf) -> Containerd {
+        Containerd { socket, channel: Arc::default() }
+    }
+
+    /// The container `id` in any of containerd's namespaces (`k8s.io`, `moby`, `default`, …).
+    async fn get(&self, id: &str) -> Option<ContainerInfo> {
+        use containerd_client::{
+            services::v1::{
+                containers_client::ContainersClient, namespaces_client::NamespacesClient, GetContainerRequest,
+                ListNamespacesRequest,
+            },
+            with_namespace,
+        };
+        use tonic::Request;
+        let call = async {
+            let ch = {
+                let mut slot = self.channel.lock().await;
+                if slot.is_none() {
+                    *slot = Some(containerd_client::connect(&self.socket).await.ok()?);
+                }
+                slot.clone()?
+            };
+            let namespaces = NamespacesClient::new(ch.clone())
+                .list(Request::new(ListNamespacesRequest { filter: String::new() }))
+                .await
+                .ok()?
+                .into_inner()
+                .namespaces;
+            let mut client = ContainersClient::new(ch);
+            for ns in namespaces {
+                let req = GetContainerRequest { id: id.to_owned() };
+                if let Ok(resp) = client.get(with_namespace!(req, ns.name.as_str())).await {
+                    let c = resp.into_inner().container?;
+                    return Some(from_containerd(id, &c.image, &c.labels));
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(CALL_DEADLINE, call).await {
+            Ok(v) => v,
+            Err(_) => {
+                // A hung connection is dropped; the next question reconnects.
+                *self.channel.lock().await = None;
+                None
+            }
+        }
+    }
+}
+
+/// One question: Docker first, then containerd for what Docker does not know.
+async fn answer(id: Arc<str>, docker: Option<PathBuf>, containerd: Option<Containerd>) -> Option<RuntimeUpdate> {
+    let mut answer = match &docker {
+        Some(socket) => inspect(socket, &id).await,
+        None => None,
+    };
+    if matches!(answer, None | Some(RuntimeUpdate::Gone { .. })) {
+        if let Some(cd) = &containerd {
+            match cd.get(&id).await {
+                Some(info) => answer = Some(RuntimeUpdate::Container(info)),
+                None if docker.is_none() => answer = Some(RuntimeUpdate::Gone { id: id.clone() }),
+                None => {}
+            }
+        }
+    }
+    answer
+}
+
+/// Questions answered at once, at most (the rest wait their turn).
+const CONCURRENT_QUESTIONS: usize = 16;
+
+/// Docker's list of running containers, each inspected: what to say at start.
+async fn docker_listing(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUpdate>) -> bool {
+    match get_json(socket, "/containers/json").await {
+        Ok(Some(Value::Array(list))) => {
+            let _ = out.send(RuntimeUpdate::Status(format!("docker at {}: {} running container(s)", socket.display(), list.len())));
+            for c in list {
+                if let Some(id) = c["Id"].as_str() {
+                    if let Some(u) = inspect(socket, id).await {
+                        let _ = out.send(u);
+                    }
+                }
+            }
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            let _ = out.send(RuntimeUpdate::Status(format!(
+                "the container runtime at {} does not answer ({e:#}): containers are named by their cgroup id only until it does",
+                socket.display()
+            )));
+            false
+        }
+    }
+}
+
+/// Follow Docker's event stream (reconnecting after a pause when it ends).
+fn follow_docker(socket: PathBuf, out: std::sync::mpsc::Sender<RuntimeUpdate>) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = follow_events(&socket, &out).await {
+                tracing::debug!("docker events: {e:#}");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
 /// Start the worker. Updates arrive on the returned receiver (drained by the
-/// pipeline between batches); questions go in through the sender.
+/// pipeline between batches); questions go in through the sender. Docker is
+/// asked first; a container Docker does not know is asked of containerd
+/// (where its socket exists: a Kubernetes node's runtime).
 pub fn spawn(socket: PathBuf) -> (mpsc::Sender<Arc<str>>, std::sync::mpsc::Receiver<RuntimeUpdate>) {
     let (req_tx, mut req_rx) = mpsc::channel::<Arc<str>>(1024);
     let (out_tx, out_rx) = std::sync::mpsc::channel::<RuntimeUpdate>();
     let spawned = std::thread::Builder::new().name("watcher-runtime".into()).spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async move {
-            if !socket.exists() {
+            let containerd = containerd_socket().map(Containerd::new);
+            let mut docker = socket.exists();
+            if docker {
+                docker_listing(&socket, &out_tx).await;
+                follow_docker(socket.clone(), out_tx.clone());
+            } else if let Some(cd) = &containerd {
+                let _ = out_tx.send(RuntimeUpdate::Status(format!("containerd at {}", cd.socket.display())));
+            } else {
                 let _ = out_tx.send(RuntimeUpdate::Status(format!(
-                    "no container runtime socket at {}: containers are named by their cgroup id only (set DOCKER_HOST=unix://… if Docker listens elsewhere)",
+                    "no container runtime socket at {}: containers are named by their cgroup id only (set DOCKER_HOST=unix://… if Docker listens elsewhere, CONTAINERD_ADDRESS for containerd)",
                     socket.display()
                 )));
-                // Answer nothing (draining questions) until the socket appears:
-                // a Docker Engine started after watcher is followed from then on.
-                loop {
-                    tokio::select! {
-                        q = req_rx.recv() => if q.is_none() { return },
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => if socket.exists() { break },
-                    }
-                }
             }
-            let listed = get_json(&socket, "/containers/json").await;
-            match &listed {
-                Ok(Some(Value::Array(list))) => {
-                    let _ = out_tx.send(RuntimeUpdate::Status(format!(
-                        "docker at {}: {} running container(s)",
-                        socket.display(),
-                        list.len()
-                    )));
-                    for c in list {
-                        if let Some(id) = c["Id"].as_str() {
-                            if let Some(u) = inspect(&socket, id).await {
-                                let _ = out_tx.send(u);
+            // Questions are answered side by side (a new container's name must
+            // not wait behind other containers' calls), at most 16 at once.
+            let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_QUESTIONS));
+            loop {
+                tokio::select! {
+                    q = req_rx.recv() => {
+                        let Some(id) = q else { return };
+                        let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                        let (docker, containerd, out) = (docker.then(|| socket.clone()), containerd.clone(), out_tx.clone());
+                        tokio::spawn(async move {
+                            if let Some(u) = answer(id, docker, containerd).await {
+                                let _ = out.send(u);
+                            }
+                            drop(permit);
+                        });
+                    }
+                    // A Docker Engine started after watcher is followed from when its socket appears.
+                    _ = tokio::time::sleep(Duration::from_secs(5)), if !docker => {
+                        if socket.exists() {
+                            docker = docker_listing(&socket, &out_tx).await;
+                            if docker {
+                                follow_docker(socket.clone(), out_tx.clone());
                             }
                         }
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = out_tx.send(RuntimeUpdate::Status(format!(
-                        "the container runtime at {} does not answer ({e:#}): containers are named by their cgroup id only until it does",
-                        socket.display()
-                    )));
-                }
-            }
-            let events_socket = socket.clone();
-            let events_tx = out_tx.clone();
-            tokio::spawn(async move {
-                // Follow the stream; reconnect (after a pause) when it ends.
-                loop {
-                    if let Err(e) = follow_events(&events_socket, &events_tx).await {
-                        tracing::debug!("docker events: {e:#}");
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            });
-            while let Some(id) = req_rx.recv().await {
-                if let Some(u) = inspect(&socket, &id).await {
-                    if out_tx.send(u).is_err() {
-                        break;
                     }
                 }
             }
@@ -254,5 +381,18 @@ mod tests {
         let c = from_event(&e).unwrap();
         assert_eq!((c.id.as_ref(), c.name.as_deref(), c.image.as_deref()), ("abc", Some("t1"), Some("busybox")));
         assert_eq!(percent(r#"{"a":["b"]}"#), "%7B%22a%22%3A%5B%22b%22%5D%7D");
+        let labels: std::collections::HashMap<String, String> = [
+            ("io.kubernetes.pod.namespace", "prod"),
+            ("io.kubernetes.pod.name", "api-1"),
+            ("io.kubernetes.container.name", "api"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = from_containerd("abc", "docker.io/library/api:1", &labels);
+        assert_eq!((c.runtime, c.name.as_deref(), c.image.as_deref()), ("containerd", Some("api"), Some("docker.io/library/api:1")));
+        assert_eq!((c.pod_namespace.as_deref(), c.pod_name.as_deref()), (Some("prod"), Some("api-1")));
+        let bare = from_containerd("redis-1", "", &Default::default());
+        assert_eq!((bare.name.as_deref(), bare.image), (Some("redis-1"), None), "containerd's id is its name");
     }
 }
