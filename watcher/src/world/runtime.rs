@@ -1,11 +1,12 @@
 //! The container runtime's own account of its containers, on a worker thread
 //! beside the pipeline: Docker Engine API over its unix socket (HTTP/1.1 by
-//! hyper). At start it lists the running containers; then it follows the
-//! event stream (create/start/rename/destroy) and answers the pipeline's
-//! questions about containers it has not heard of. Every call has a
-//! deadline; a runtime that hangs or is absent only means records carry the
-//! container id without a name. Kubernetes pods are named by the
-//! `io.kubernetes.pod.*` labels the kubelet puts on its containers.
+//! hyper) and, for containers Docker does not know, containerd's gRPC API.
+//! At start it lists Docker's running containers; then it follows Docker's
+//! event stream (create/start/rename/die/destroy) and answers the pipeline's
+//! questions about containers it has not heard of, several side by side.
+//! Every call has a deadline; a runtime that hangs or is absent only means
+//! records carry the container id without a name. Kubernetes pods are named
+//! by the `io.kubernetes.*` labels the kubelet puts on its containers.
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bytes::Bytes;
