@@ -18,7 +18,7 @@ use serde_json::{json, Map};
 use super::{
     addr_port, incident::Incidents,
     sockets::{is_wildcard, normalize, overlaps, Changes, Holder, PortKey, SocketTable},
-    who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
+    who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::world::containers::docker_proxy_target;
 
@@ -40,16 +40,11 @@ fn family(ip: IpAddr) -> &'static str {
 /// A holder in a summary: `pid 7 (nginx …)`, with the container it runs in,
 /// or for Docker's proxy the container it forwards to.
 pub fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
-    let mut s = who(&h.proc);
-    if let Some((ip, port)) = docker_proxy_target(&h.proc) {
-        match view.by_address(ip) {
-            Some(c) => s.push_str(&format!(", Docker's proxy for {} at {}", c.describe(), addr_port(ip, port))),
-            None => s.push_str(&format!(", Docker's proxy for the container at {}", addr_port(ip, port))),
-        }
-    } else if let Some(c) = h.proc.container_id.as_deref().and_then(|id| view.by_id(id)) {
-        s.push_str(&format!(" in {}", c.describe()));
+    let Some((ip, port)) = docker_proxy_target(&h.proc) else { return who_in(&h.proc, view) };
+    match view.by_address(ip) {
+        Some(c) => format!("{}, Docker's proxy for {} at {}", who(&h.proc), c.describe(), addr_port(ip, port)),
+        None => format!("{}, Docker's proxy for the container at {}", who(&h.proc), addr_port(ip, port)),
     }
-    s
 }
 
 /// Who receives what, in one sentence, for two overlapping holders.

@@ -229,7 +229,7 @@ impl Engine {
                     .processes
                     .iter()
                     .map(|x| {
-                        let (container, orchestrator) = crate::enrich::container_fields(&e.containers, Some(&x.proc));
+                        let (container, orchestrator) = crate::enrich::container_fields(&e.containers, x.proc.container_id.as_deref());
                         InvolvedProcess {
                             role: x.role.into(),
                             process: e.process(x.proc.key.tgid, x.proc.key.tgid, x.proc.comm.to_string(), Some(&x.proc), None),

@@ -356,9 +356,10 @@ fn waiting_for(r: &crate::record::Record, c: &Containers) -> Option<String> {
 /// Fill in what is known now of a record's container (name, image, pod).
 fn complete(r: &mut crate::record::Record, c: &Containers) {
     let Some(container) = r.body.container_mut() else { return };
-    let Some(info) = c.peek(&container.id) else { return };
-    let p = crate::proctable::Proc::with_container(info.id.clone());
-    let (fresh, orchestrator) = crate::enrich::container_fields(c, Some(&p));
+    if c.peek(&container.id).is_none() {
+        return;
+    }
+    let (fresh, orchestrator) = crate::enrich::container_fields(c, Some(&container.id.clone()));
     if let Some(fresh) = fresh {
         *container = fresh;
     }

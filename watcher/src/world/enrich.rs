@@ -63,9 +63,10 @@ pub struct Enricher {
     pub clock: Clock,
 }
 
-/// ECS `container` and `orchestrator` objects of a process, from what is known now.
-pub fn container_fields(containers: &Containers, p: Option<&Proc>) -> (Option<Container>, Option<Orchestrator>) {
-    let Some(id) = p.and_then(|p| p.container_id.as_deref()) else { return (None, None) };
+/// ECS `container` and `orchestrator` objects of the container `id` (a
+/// process's `container_id`), from what is known now.
+pub fn container_fields(containers: &Containers, id: Option<&str>) -> (Option<Container>, Option<Orchestrator>) {
+    let Some(id) = id else { return (None, None) };
     let info = containers.peek(id);
     let container = Container {
         id: id.to_owned(),
@@ -156,7 +157,7 @@ impl Enricher {
     }
 
     fn container(&self, p: Option<&Proc>) -> (Option<Container>, Option<Orchestrator>) {
-        container_fields(&self.containers, p)
+        container_fields(&self.containers, p.and_then(|p| p.container_id.as_deref()))
     }
 
     fn sock_record(&self, ev: &KernelEvent, s: &SockCallData, touched: &Touched, bind: bool) -> SocketRecord {

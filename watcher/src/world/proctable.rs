@@ -69,24 +69,6 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// A stand-in that only says which container (for looking up its fields).
-    pub fn with_container(id: Arc<str>) -> Proc {
-        Proc {
-            key: ProcKey { tgid: 0, start_ns: 0 },
-            ppid: 0,
-            comm: "".into(),
-            exe: None,
-            argv: None,
-            uid: 0,
-            container_id: Some(id),
-            cgroup_id: 0,
-            pidns: 0,
-            threads: 0,
-            exited: None,
-            program: 0,
-        }
-    }
-
     pub fn command_line(&self) -> Option<String> {
         self.argv.as_ref().filter(|a| !a.is_empty()).map(|a| a.join(" "))
     }
