@@ -103,10 +103,8 @@ impl Engine {
             let left = until.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(u) => {
-                    let status = matches!(u, crate::world::containers::RuntimeUpdate::Status(_));
-                    if let (Some(line), _) = self.enricher.containers.apply(u) {
-                        said.push(line);
-                    }
+                    let status = matches!(u, crate::world::containers::RuntimeUpdate::Status { .. });
+                    said.extend(self.runtime_update(u, 0).0);
                     if status {
                         break;
                     }

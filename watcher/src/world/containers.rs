@@ -69,8 +69,9 @@ pub enum RuntimeUpdate {
     Stopped { id: Arc<str> },
     /// The container is gone (destroyed) or the runtime does not know it.
     Gone { id: Arc<str> },
-    /// Said once: what the worker could reach (`docker at /var/run/docker.sock`) or why not.
-    Status(String),
+    /// Said once: what the worker could reach (`docker at /var/run/docker.sock`)
+    /// or why not, and whether it will answer questions.
+    Status { line: String, answering: bool },
 }
 
 /// Where a `docker-proxy` process forwards (`-container-ip A -container-port P`),
@@ -165,7 +166,7 @@ impl Containers {
     pub fn cgroup_made(&mut self, id: u64, path: &str) {
         self.cgroup_created(id, path);
         if let Some(cid) = self.id_of_cgroup(id) {
-            self.get(&cid);
+            self.ask(&cid);
         }
     }
 
@@ -193,30 +194,25 @@ impl Containers {
         self.cgroups.get(&cgroup_id).cloned().flatten()
     }
 
-    /// The metadata of a container; asks the runtime (without waiting) when
-    /// only the id is known.
-    pub fn get(&mut self, id: &Arc<str>) -> Option<Arc<ContainerInfo>> {
-        let info = match self.meta.get(id) {
-            Some(i) => i.clone(),
-            None => {
-                let runtime = "unknown";
-                let i = Arc::new(ContainerInfo { id: id.clone(), runtime, ..Default::default() });
-                Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
-                self.meta.insert(id.clone(), i.clone());
-                i
+    /// Ask the runtime (without waiting) about a container it has not named
+    /// yet; a container not heard of before is known by its id from now on.
+    pub fn ask(&mut self, id: &Arc<str>) {
+        if !self.meta.contains_key(id) {
+            Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
+            self.meta.insert(id.clone(), Arc::new(ContainerInfo { id: id.clone(), runtime: "unknown", ..Default::default() }));
+        }
+        let named = self.meta.get(id).is_some_and(|i| i.name.is_some());
+        if named || self.asked.contains(id) || self.given_up.contains(id) {
+            return;
+        }
+        if let Some(tx) = &self.requests {
+            if self.asked.len() < self.cap {
+                self.asked.insert(id.clone());
             }
-        };
-        if info.name.is_none() && !self.asked.contains(id) && !self.given_up.contains(id) {
-            if let Some(tx) = &self.requests {
-                if self.asked.len() < self.cap {
-                    self.asked.insert(id.clone());
-                }
-                if tx.try_send(id.clone()).is_err() {
-                    self.requests_dropped += 1;
-                }
+            if tx.try_send(id.clone()).is_err() {
+                self.requests_dropped += 1;
             }
         }
-        Some(info)
     }
 
     /// The runtime did not answer for `id` in time, or does not know it:
@@ -243,14 +239,6 @@ impl Containers {
     /// The container that has `addr` on one of its networks.
     pub fn by_address(&self, addr: IpAddr) -> Option<Arc<ContainerInfo>> {
         self.meta.values().find(|c| c.addresses.contains(&addr)).cloned()
-    }
-
-    /// Containers whose name or id (or id prefix of at least 4 digits) is `key`.
-    pub fn matches(&self, key: &str, id: &str) -> bool {
-        if id == key || (key.len() >= 4 && id.starts_with(key)) {
-            return true;
-        }
-        self.meta.get(id).and_then(|c| c.name.as_deref()).is_some_and(|n| n == key || n.strip_prefix('/') == Some(key))
     }
 
     /// Apply what the runtime worker said. Returns a status line to say
@@ -293,9 +281,9 @@ impl Containers {
                 }
                 (None, None)
             }
-            RuntimeUpdate::Status(s) => {
-                self.answering = s.starts_with("docker at") || s.starts_with("containerd at");
-                (Some(s), None)
+            RuntimeUpdate::Status { line, answering } => {
+                self.answering = answering;
+                (Some(line), None)
             }
         }
     }
@@ -469,10 +457,11 @@ mod tests {
         c.cgroup_created(7, "/system.slice/cron.service");
         assert_eq!(c.id_of_cgroup(7), None);
         let id = c.id_of_cgroup(120).expect("a container's cgroup");
-        let info = c.get(&id).expect("known");
+        c.ask(&id);
+        let info = c.peek(&id).expect("known");
         assert_eq!((info.runtime, info.name.as_deref()), ("docker", None));
         assert_eq!(rx.try_recv().ok().as_deref(), Some(ID), "the runtime is asked once");
-        c.get(&id);
+        c.ask(&id);
         assert!(rx.try_recv().is_err(), "not asked twice while the answer is on its way");
         c.apply(RuntimeUpdate::Container(ContainerInfo {
             id: id.clone(),
@@ -482,22 +471,21 @@ mod tests {
             addresses: vec!["172.17.0.2".parse().unwrap()],
             ..Default::default()
         }));
-        let info = c.get(&id).unwrap();
+        let info = c.peek(&id).unwrap();
         assert_eq!((info.runtime, info.label(), info.describe()), ("docker", "web".to_owned(), "container web (image nginx:1.25)".to_owned()));
         assert_eq!(c.by_address("172.17.0.2".parse().unwrap()).map(|c| c.label()), Some("web".into()));
-        assert!(c.matches("web", ID) && c.matches(&ID[..12], ID) && !c.matches("db", ID));
         // Stopped: its address may be another container's next.
         c.apply(RuntimeUpdate::Stopped { id: id.clone() });
         // A container the runtime does not know (another runtime's) is not asked about again.
         c.cgroup_created(121, "/kubepods/besteffort/pod1/0000000000000000000000000000000000000000000000000000000000000abc");
         let other = c.id_of_cgroup(121).unwrap();
-        c.get(&other);
+        c.ask(&other);
         assert_eq!(rx.try_recv().ok().as_deref(), Some(&*other));
         c.apply(RuntimeUpdate::Gone { id: other.clone() });
-        c.get(&other);
+        c.ask(&other);
         assert!(rx.try_recv().is_err(), "not asked again");
         assert_eq!(c.by_address("172.17.0.2".parse().unwrap()), None);
-        assert_eq!(c.get(&id).unwrap().label(), "web", "the name stays for its last records");
+        assert_eq!(c.peek(&id).unwrap().label(), "web", "the name stays for its last records");
         c.cgroup_removed(120);
         assert_eq!(c.id_of_cgroup(120), None);
     }
@@ -544,7 +532,7 @@ mod name_wait_tests {
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let mut c = Containers::new(100);
         c.set_requests(tx);
-        c.apply(RuntimeUpdate::Status("docker at /var/run/docker.sock: 0 running container(s)".into()));
+        c.apply(RuntimeUpdate::Status { line: "docker at /var/run/docker.sock: 0 running container(s)".into(), answering: true });
         c.cgroup_made(120, &format!("/docker/{ID}"));
         let mut w = NameWait::default();
         let t0 = std::time::Instant::now();
@@ -566,7 +554,7 @@ mod name_wait_tests {
         assert!(out.is_empty());
         let out = w.pass(Vec::new(), &mut c, t0 + NAME_WAIT);
         assert_eq!((pids(&out), w.unnamed), (vec![4], 1));
-        c.get(&Arc::from(OTHER));
+        c.ask(&Arc::from(OTHER));
         assert_eq!(pids(&w.pass(vec![exec(5, Some(OTHER))], &mut c, t0 + NAME_WAIT)), vec![5], "given up: no more waiting");
     }
 
@@ -575,7 +563,7 @@ mod name_wait_tests {
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let mut c = Containers::new(100);
         c.set_requests(tx);
-        c.apply(RuntimeUpdate::Status("no container runtime socket at /var/run/docker.sock: …".into()));
+        c.apply(RuntimeUpdate::Status { line: "no container runtime socket at /var/run/docker.sock: …".into(), answering: false });
         c.cgroup_made(120, &format!("/docker/{ID}"));
         let mut w = NameWait::default();
         assert_eq!(pids(&w.pass(vec![exec(1, Some(ID))], &mut c, std::time::Instant::now())), vec![1]);

@@ -214,7 +214,7 @@ impl Enricher {
         let touched = self.procs.apply_in(ev, &|id| containers.id_of_cgroup(id));
         if let Some(id) = touched.subject.as_ref().and_then(|p| p.container_id.as_ref()) {
             // Ask the runtime (without waiting) about a container it has not named yet.
-            self.containers.get(id);
+            self.containers.ask(id);
         }
         let mut owner = None;
         match &ev.payload {

@@ -266,7 +266,8 @@ const CONCURRENT_QUESTIONS: usize = 16;
 async fn docker_listing(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUpdate>) -> bool {
     match get_json(socket, "/containers/json").await {
         Ok(Some(Value::Array(list))) => {
-            let _ = out.send(RuntimeUpdate::Status(format!("docker at {}: {} running container(s)", socket.display(), list.len())));
+            let line = format!("docker at {}: {} running container(s)", socket.display(), list.len());
+            let _ = out.send(RuntimeUpdate::Status { line, answering: true });
             for c in list {
                 if let Some(id) = c["Id"].as_str() {
                     if let Some(u) = inspect(socket, id).await {
@@ -278,10 +279,11 @@ async fn docker_listing(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeU
         }
         Ok(_) => false,
         Err(e) => {
-            let _ = out.send(RuntimeUpdate::Status(format!(
+            let line = format!(
                 "the container runtime at {} does not answer ({e:#}): containers are named by their cgroup id only until it does",
                 socket.display()
-            )));
+            );
+            let _ = out.send(RuntimeUpdate::Status { line, answering: false });
             false
         }
     }
@@ -315,12 +317,14 @@ pub fn spawn(socket: PathBuf) -> (mpsc::Sender<Arc<str>>, std::sync::mpsc::Recei
                 docker_listing(&socket, &out_tx).await;
                 follow_docker(socket.clone(), out_tx.clone());
             } else if let Some(cd) = &containerd {
-                let _ = out_tx.send(RuntimeUpdate::Status(format!("containerd at {}", cd.socket.display())));
+                let line = format!("containerd at {}", cd.socket.display());
+                let _ = out_tx.send(RuntimeUpdate::Status { line, answering: true });
             } else {
-                let _ = out_tx.send(RuntimeUpdate::Status(format!(
+                let line = format!(
                     "no container runtime socket at {}: containers are named by their cgroup id only (set DOCKER_HOST=unix://… if Docker listens elsewhere, CONTAINERD_ADDRESS for containerd)",
                     socket.display()
-                )));
+                );
+                let _ = out_tx.send(RuntimeUpdate::Status { line, answering: false });
             }
             // Questions are answered side by side (a new container's name must
             // not wait behind other containers' calls), at most 16 at once.
