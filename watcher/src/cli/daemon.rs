@@ -205,7 +205,6 @@ impl Output for Feed {
             let procs: Vec<_> = engine.enricher.procs.iter().cloned().collect();
             // Open incidents are re-evaluated from what exists now.
             let sockets = crate::world::netns::NetnsLookups::new(trace::LOOKUP_DEADLINE).all_holders();
-
             let _ = d.seed(&procs, &sockets, Clock::mono_now());
             engine.detectors = d;
             engine.enricher.procs.identity = new.detect.identity.into();

@@ -297,16 +297,14 @@ impl Containers {
         while let Some(dir) = stack.pop() {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for e in entries.flatten() {
-                let Ok(ft) = e.file_type() else { continue };
-                if !ft.is_dir() {
+                let Ok(md) = e.metadata() else { continue };
+                if !md.is_dir() {
                     continue;
                 }
                 let p = e.path();
-                if let Ok(md) = std::fs::metadata(&p) {
-                    let rel = format!("/{}", p.strip_prefix(root).unwrap_or(&p).to_string_lossy());
-                    self.cgroup_created(md.ino(), &rel);
-                    n += 1;
-                }
+                let rel = format!("/{}", p.strip_prefix(root).unwrap_or(&p).to_string_lossy());
+                self.cgroup_created(md.ino(), &rel);
+                n += 1;
                 if n < self.cap {
                     stack.push(p);
                 }

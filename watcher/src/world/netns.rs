@@ -76,22 +76,25 @@ impl NsHandle {
 
 fn helper(netns: u32, own: u32, handle: NsHandle, rx: Receiver<Query>, said: bool) -> Option<String> {
     let mut note = None;
-    let mut proc_net = PathBuf::from("/proc/net");
-    if netns != own {
-        let entered = std::fs::File::open(&handle.file)
+    let entered = if netns == own {
+        Ok(())
+    } else {
+        std::fs::File::open(&handle.file)
             .map_err(|e| e.to_string())
-            .and_then(|f| nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string()));
-        if let Err(e) = entered {
-            // Not allowed to enter: read the namespace's tables through /proc instead.
+            .and_then(|f| nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string()))
+    };
+    let mut diag = match entered {
+        Ok(()) => Diag::open("/proc/net"),
+        // Not allowed to enter: read the namespace's tables through /proc instead.
+        Err(e) => {
             if !said {
                 note = Some(format!(
                     "cannot enter network namespaces ({e}): their sockets are read from /proc/<pid>/net instead (give watcher CAP_SYS_ADMIN for sock_diag)"
                 ));
             }
-            proc_net = handle.proc_net.clone();
+            Diag::open_tables_only(&handle.proc_net)
         }
-    }
-    let mut diag = if proc_net == Path::new("/proc/net") { Diag::open("/proc/net") } else { Diag::open_tables_only(&proc_net) };
+    };
     loop {
         match rx.recv_timeout(IDLE) {
             Ok(Query::Port { tcp, port, candidates, reply }) => {
@@ -150,17 +153,14 @@ impl NetnsLookups {
         self.helpers.get(&netns)
     }
 
-    fn ask(&mut self, netns: u32, handle: &NsHandle, make: impl Fn(SyncSender<Vec<KernelSocket>>) -> Query) -> Option<Vec<KernelSocket>> {
-        self.ask_or_park(netns, handle, make, None)
-    }
-
-    /// Ask, wait up to the deadline; when the answer is slower and `park` names
+    /// Ask, wait up to `wait`; when the answer is slower and `park` names
     /// the port, keep its channel: it comes through [`NetnsLookups::late_answers`].
-    fn ask_or_park(
+    fn ask(
         &mut self,
         netns: u32,
         handle: &NsHandle,
         make: impl Fn(SyncSender<Vec<KernelSocket>>) -> Query,
+        wait: Duration,
         park: Option<crate::detect::sockets::PortKey>,
     ) -> Option<Vec<KernelSocket>> {
         for _attempt in 0..2 {
@@ -174,7 +174,7 @@ impl NetnsLookups {
             };
             match sent {
                 Ok(()) => {
-                    return match reply_rx.recv_timeout(self.deadline) {
+                    return match reply_rx.recv_timeout(wait) {
                         Ok(v) => Some(v),
                         Err(_) => {
                             match park {
@@ -210,7 +210,8 @@ impl NetnsLookups {
         let key = (netns, tcp, port);
         let netns = if netns == 0 { self.own } else { netns };
         let candidates = candidates.to_vec();
-        self.ask_or_park(netns, &NsHandle::of_pid(pid), move |reply| Query::Port { tcp, port, candidates: candidates.clone(), reply }, Some(key))
+        let make = move |reply| Query::Port { tcp, port, candidates: candidates.clone(), reply };
+        self.ask(netns, &NsHandle::of_pid(pid), make, self.deadline, Some(key))
     }
 
     /// Answers that came after their wait (never blocks); those older than
@@ -258,14 +259,12 @@ impl NetnsLookups {
         }
         let mut all = Vec::new();
         let handles: Vec<(u32, NsHandle)> = found.into_iter().collect();
+        // The seed may take longer than a confirmation.
+        let wait = self.deadline.max(Duration::from_secs(2));
         for (ino, h) in handles {
-            // The seed may take longer than a confirmation.
-            let deadline = self.deadline;
-            self.deadline = deadline.max(Duration::from_secs(2));
-            if let Some(v) = self.ask(ino, &h, |reply| Query::Holders { reply }) {
+            if let Some(v) = self.ask(ino, &h, |reply| Query::Holders { reply }, wait, None) {
                 all.extend(v);
             }
-            self.deadline = deadline;
             if ino != self.own {
                 // One question per namespace at start: its helper ends now
                 // (a later question starts another), not one thread per

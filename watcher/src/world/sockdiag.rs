@@ -170,7 +170,11 @@ impl Diag {
             .collect()
     }
 
-    /// See [`port_sockets`].
+    /// The sockets on `port` of one transport, holders with their
+    /// processes; `candidates` (the holders watcher knows of) are looked at
+    /// first. For TCP: the listeners, and only when there is none the other
+    /// sockets on the port (TIME_WAIT, connections), which explain an
+    /// EADDRINUSE without a holder.
     pub fn port_sockets(&mut self, tcp: bool, port: u16, candidates: &[u32]) -> Vec<KernelSocket> {
         let socks = if tcp {
             let listeners = self.query(true, port, 1 << TCP_LISTEN_STATE);
@@ -259,20 +263,6 @@ fn with_owners_of(mut socks: Vec<KernelSocket>, candidates: &[u32]) -> Vec<Kerne
     socks
 }
 
-/// The sockets on `port` of one transport, in watcher's own network
-/// namespace, holders with their processes; `candidates` (the holders watcher
-/// knows of) are looked at first. For TCP: the listeners, and only when there
-/// is none the other sockets on the port (TIME_WAIT, connections), which
-/// explain an EADDRINUSE without a holder.
-pub fn port_sockets(tcp: bool, port: u16, candidates: &[u32]) -> Vec<KernelSocket> {
-    Diag::open("/proc/net").port_sockets(tcp, port, candidates)
-}
-
-/// Every holder of watcher's own network namespace, with its processes.
-pub fn all_holders() -> Vec<KernelSocket> {
-    with_owners(Diag::open("/proc/net").holders())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,13 +290,14 @@ mod tests {
     fn finds_our_own_listener_and_udp_socket() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let s = port_sockets(true, port, &[]);
+        let mut diag = Diag::open("/proc/net");
+        let s = diag.port_sockets(true, port, &[]);
         let me = std::process::id();
         assert!(s.iter().any(|k| k.state == 10 && k.pids.contains(&me) && k.addr == "127.0.0.1".parse::<IpAddr>().unwrap()), "{s:?}");
         let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
         let uport = u.local_addr().unwrap().port();
-        let s = port_sockets(false, uport, &[me]);
+        let s = diag.port_sockets(false, uport, &[me]);
         assert!(s.iter().any(|k| k.pids.contains(&me) && k.addr == "::1".parse::<IpAddr>().unwrap()), "{s:?}");
-        assert!(all_holders().iter().any(|k| k.port == port && k.pids.contains(&me)));
+        assert!(with_owners(diag.holders()).iter().any(|k| k.port == port && k.pids.contains(&me)));
     }
 }
