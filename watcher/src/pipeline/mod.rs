@@ -345,13 +345,8 @@ pub async fn run(
                 tracing::warn!("canary: {e}");
             }
         }
-        let records = if stopping && rx.is_closed() {
-            let mut r = names.pass(records, &mut engine.enricher.containers, Instant::now());
-            r.extend(names.flush(&engine.enricher.containers));
-            r
-        } else {
-            names.pass(records, &mut engine.enricher.containers, Instant::now())
-        };
+        // (What still waits for a name when the loop ends is flushed after it.)
+        let records = names.pass(records, &mut engine.enricher.containers, Instant::now());
         if consumer_gone || records.is_empty() {
             continue;
         }
