@@ -4,10 +4,10 @@
 //! mapping (and with it the container) is in the ring before the container's
 //! first exec; rmdir lets userspace forget it. Rare events: no filtering
 //! beyond the hierarchy.
-use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::tracepoint, programs::TracePointContext, EbpfContext};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use watcher_common::{CgroupData, EventKind, CGROUP_MKDIR, CGROUP_RMDIR};
 
-use crate::common::{conf, header, now, reserve, submit, tp_read, wanted_kind};
+use crate::common::{conf, header, now, read_data_loc_str, reserve, submit, tp_read, wanted_kind};
 
 #[tracepoint]
 pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
@@ -42,12 +42,7 @@ fn try_cgroup(ctx: &TracePointContext, op: u32) -> Option<()> {
         (*d).op = op;
         (*d).level = level as u32;
         (*d)._pad = 0;
-        // __data_loc: low 16 bits offset in the record, high 16 bits length.
-        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
-        (*d).path_len = match bpf_probe_read_kernel_str_bytes(src, &mut (*d).path) {
-            Ok(s) => s.len() as u32,
-            Err(_) => 0,
-        };
+        (*d).path_len = read_data_loc_str(ctx, loc, &mut (*d).path);
     }
     submit(entry, ts);
     Some(())

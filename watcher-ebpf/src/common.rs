@@ -7,6 +7,7 @@ use aya_ebpf::{
     },
     maps::ring_buf::RingBufEntry,
     programs::TracePointContext,
+    EbpfContext,
 };
 use watcher_common::{Config, Event, EventKind, Header, LOST_SLOTS, OFFSET_NONE};
 
@@ -132,6 +133,22 @@ pub fn tp_read<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
         return None;
     }
     unsafe { ctx.read_at::<T>(off as usize) }.ok()
+}
+
+/// Copy the `__data_loc` string whose locator (low 16 bits: offset in the
+/// record, high 16 bits: length) is `loc` into `buf`; its length without the
+/// NUL, 0 when it cannot be read.
+#[inline(always)]
+pub fn read_data_loc_str(ctx: &TracePointContext, loc: u32, buf: &mut [u8]) -> u32 {
+    // SAFETY: the locator's offset stays inside the tracepoint record; the
+    // helper bounds-checks the copy.
+    unsafe {
+        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
+        match aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src, buf) {
+            Ok(s) => s.len() as u32,
+            Err(_) => 0,
+        }
+    }
 }
 
 /// Read a kernel value at `base + off`; `None` when the offset is unknown or base is null.

@@ -4,10 +4,9 @@
 //! in the reaper's context; `sched_process_free` for exits no wait was seen for).
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::tracepoint,
     programs::TracePointContext,
-    EbpfContext,
 };
 use watcher_common::{
     EventKind, ExecData, ExitData, ForkData, ReapData, ReapSource, ARGS_LEN, EXIT_PIDNS_DYING, GROUP_DEAD_UNKNOWN,
@@ -16,7 +15,8 @@ use watcher_common::{
 
 use crate::{
     common::{
-        cgroup_id, conf, current_task, emit, header, kread, now, pid_tgid, reserve, submit, tp_read, wanted, wanted_kind,
+        cgroup_id, conf, current_task, emit, header, kread, now, pid_tgid, read_data_loc_str, reserve, submit, tp_read, wanted,
+        wanted_kind,
     },
     maps::{PendingWaitid, EXITED, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID},
 };
@@ -71,12 +71,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
         let d = core::ptr::addr_of_mut!((*ev).data);
         (*d).old_pid = old_pid as u32;
         (*d).cgroup_id = cgroup_id();
-        // __data_loc: low 16 bits offset in the record, high 16 bits length.
-        let src = (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize);
-        (*d).filename_len = match bpf_probe_read_kernel_str_bytes(src, &mut (*d).filename) {
-            Ok(s) => s.len() as u32,
-            Err(_) => 0,
-        };
+        (*d).filename_len = read_data_loc_str(ctx, loc, &mut (*d).filename);
         // The argument vector, from the new mm's arg_start..arg_end.
         (*d).args_len = 0;
         (*d).args_full_len = 0;
