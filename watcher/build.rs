@@ -22,7 +22,11 @@ fn main() -> anyhow::Result<()> {
         unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
     }
     aya_build::build_ebpf(
-        [aya_build::Package { name: "watcher-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "watcher-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Custom(&toolchain),
     )
 }

@@ -34,8 +34,14 @@ pub fn require_root() -> bool {
 pub fn watcher_bin() -> PathBuf {
     let p = std::env::var_os("WATCHER_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/watcher"));
-    assert!(p.exists(), "watcher binary {} not found: run the tests through `cargo xtask test`", p.display());
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/watcher")
+        });
+    assert!(
+        p.exists(),
+        "watcher binary {} not found: run the tests through `cargo xtask test`",
+        p.display()
+    );
     p
 }
 
@@ -81,11 +87,18 @@ impl Feed {
     }
 
     fn start_argv(argv: Vec<String>, env: &[(&str, &str)]) -> Arc<Feed> {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut cmd = Command::new(&argv[0]);
-            cmd.args(&argv[1..]).envs(env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+            cmd.args(&argv[1..])
+                .envs(env)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
             // SAFETY: prctl is async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
@@ -100,7 +113,11 @@ impl Feed {
             }
         });
         let mut child = rx.recv().expect("watcher child");
-        let feed = Arc::new(Feed { state: Mutex::new(State::default()), cv: Condvar::new(), pid: child.id() });
+        let feed = Arc::new(Feed {
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+            pid: child.id(),
+        });
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
         let f = feed.clone();
@@ -122,7 +139,9 @@ impl Feed {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 let mut st = f.state.lock().expect("lock");
-                if (line.contains("tracing") && line.contains("tracepoints")) || line.contains("watcher: running:") {
+                if (line.contains("tracing") && line.contains("tracepoints"))
+                    || line.contains("watcher: running:")
+                {
                     st.ready = true;
                 }
                 st.stderr.push(line);
@@ -138,7 +157,9 @@ impl Feed {
     /// The watcher shared by the tests of one test binary: `trace --json --threads`.
     pub fn shared() -> Arc<Feed> {
         static SHARED: OnceLock<Arc<Feed>> = OnceLock::new();
-        SHARED.get_or_init(|| Feed::start(&["trace", "--json", "--threads"])).clone()
+        SHARED
+            .get_or_init(|| Feed::start(&["trace", "--json", "--threads"]))
+            .clone()
     }
 
     fn wait_ready(&self) {
@@ -146,9 +167,16 @@ impl Feed {
         let mut st = self.state.lock().expect("lock");
         while !st.ready {
             if st.exited || Instant::now() > deadline {
-                panic!("watcher did not start (within 60 s); its stderr:\n{}", st.stderr.join("\n"));
+                panic!(
+                    "watcher did not start (within 60 s); its stderr:\n{}",
+                    st.stderr.join("\n")
+                );
             }
-            st = self.cv.wait_timeout(st, Duration::from_millis(100)).expect("wait").0;
+            st = self
+                .cv
+                .wait_timeout(st, Duration::from_millis(100))
+                .expect("wait")
+                .0;
         }
     }
 
@@ -159,12 +187,21 @@ impl Feed {
     }
 
     /// Like `wait_for`, listing the records matching `related` in the failure message.
-    pub fn wait_for_related(&self, what: &str, related: impl Fn(&Value) -> bool, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_for_related(
+        &self,
+        what: &str,
+        related: impl Fn(&Value) -> bool,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + DEADLINE;
         let mut seen = 0;
         let mut st = self.state.lock().expect("lock");
         loop {
-            assert!(st.bad_lines.is_empty(), "watcher printed non-JSON lines: {:?}", st.bad_lines);
+            assert!(
+                st.bad_lines.is_empty(),
+                "watcher printed non-JSON lines: {:?}",
+                st.bad_lines
+            );
             while seen < st.records.len() {
                 if pred(&st.records[seen]) {
                     return st.records[seen].clone();
@@ -172,7 +209,12 @@ impl Feed {
                 seen += 1;
             }
             if Instant::now() > deadline || st.exited {
-                let rel: Vec<String> = st.records.iter().filter(|r| related(r)).map(|r| r.to_string()).collect();
+                let rel: Vec<String> = st
+                    .records
+                    .iter()
+                    .filter(|r| related(r))
+                    .map(|r| r.to_string())
+                    .collect();
                 panic!(
                     "expected {what} within {:?}; got {} records, none matching. Related records:\n{}\nwatcher stderr:\n{}",
                     DEADLINE,
@@ -181,7 +223,11 @@ impl Feed {
                     st.stderr.join("\n")
                 );
             }
-            st = self.cv.wait_timeout(st, Duration::from_millis(200)).expect("wait").0;
+            st = self
+                .cv
+                .wait_timeout(st, Duration::from_millis(200))
+                .expect("wait")
+                .0;
         }
     }
 
@@ -202,9 +248,16 @@ impl Feed {
                 return l.clone();
             }
             if Instant::now() > deadline {
-                panic!("expected `{text}` on watcher's stderr within {DEADLINE:?}; it said:\n{}", st.stderr.join("\n"));
+                panic!(
+                    "expected `{text}` on watcher's stderr within {DEADLINE:?}; it said:\n{}",
+                    st.stderr.join("\n")
+                );
             }
-            st = self.cv.wait_timeout(st, Duration::from_millis(200)).expect("wait").0;
+            st = self
+                .cv
+                .wait_timeout(st, Duration::from_millis(200))
+                .expect("wait")
+                .0;
         }
     }
 
@@ -217,13 +270,19 @@ impl Feed {
     pub fn wait_exit(&self) -> Option<i32> {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            match nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(self.pid as i32),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            ) {
                 Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Some(code),
                 Ok(nix::sys::wait::WaitStatus::Signaled(..)) => return None,
                 Ok(_) => {}
                 Err(e) => panic!("waitpid: {e}"),
             }
-            assert!(Instant::now() < deadline, "watcher did not exit within {DEADLINE:?}");
+            assert!(
+                Instant::now() < deadline,
+                "watcher did not exit within {DEADLINE:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -252,7 +311,10 @@ impl Run {
 /// Run `actor <args>` to completion.
 pub fn actor(bin: &str, args: &[&str]) -> Run {
     let mono_before = mono_ns();
-    let out = Command::new(bin).args(args).output().expect("running actor");
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .expect("running actor");
     let mono_after = mono_ns();
     let text = String::from_utf8_lossy(&out.stdout);
     let values: HashMap<String, String> = text
@@ -266,8 +328,17 @@ pub fn actor(bin: &str, args: &[&str]) -> Run {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let pid = values.get("pid").and_then(|p| p.parse().ok()).expect("actor prints its pid");
-    Run { pid, values, code: out.status.code(), mono_before, mono_after }
+    let pid = values
+        .get("pid")
+        .and_then(|p| p.parse().ok())
+        .expect("actor prints its pid");
+    Run {
+        pid,
+        values,
+        code: out.status.code(),
+        mono_before,
+        mono_after,
+    }
 }
 
 /// `record["a"]["b"]…` as u64.
@@ -288,7 +359,10 @@ pub fn is(v: &Value, ty: &str) -> bool {
 pub fn assert_common(v: &Value) {
     assert_eq!(num(v, &["schema"]), Some(1), "schema: {v}");
     let t = text(v, &["time"]).unwrap_or_else(|| panic!("no time: {v}"));
-    assert!(t.len() >= 20 && t.ends_with('Z') && &t[10..11] == "T", "time is not RFC 3339 UTC: {t}");
+    assert!(
+        t.len() >= 20 && t.ends_with('Z') && &t[10..11] == "T",
+        "time is not RFC 3339 UTC: {t}"
+    );
     assert!(num(v, &["mono_ns"]).unwrap_or(0) > 0, "mono_ns: {v}");
     assert!(text(v, &["type"]).is_some(), "type: {v}");
 }
@@ -314,14 +388,19 @@ impl Running {
                         self.values.insert(k.to_owned(), v.to_owned());
                     }
                 }
-                Err(_) => panic!("actor {} printed no `{key}` within {DEADLINE:?}: {:?}", self.pid, self.values),
+                Err(_) => panic!(
+                    "actor {} printed no `{key}` within {DEADLINE:?}: {:?}",
+                    self.pid, self.values
+                ),
             }
         }
         self.values[key].clone()
     }
 
     pub fn num(&mut self, key: &str) -> u64 {
-        self.value(key).parse().unwrap_or_else(|_| panic!("`{key}` is not a number"))
+        self.value(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("`{key}` is not a number"))
     }
 
     /// Close stdin and wait for the exit.
@@ -349,21 +428,38 @@ pub fn spawn_actor(bin: &str, args: &[&str]) -> Running {
         }
     });
     let pid = child.id();
-    Running { child, pid, lines: rx, values: HashMap::new() }
+    Running {
+        child,
+        pid,
+        lines: rx,
+        values: HashMap::new(),
+    }
 }
 
 /// Run `actor <args>` to completion whatever its exit status.
 pub fn actor_any(bin: &str, args: &[&str]) -> Run {
     let mono_before = mono_ns();
-    let out = Command::new(bin).args(args).output().expect("running actor");
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .expect("running actor");
     let mono_after = mono_ns();
     let values: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let pid = values.get("pid").and_then(|p| p.parse().ok()).expect("actor prints its pid");
-    Run { pid, values, code: out.status.code(), mono_before, mono_after }
+    let pid = values
+        .get("pid")
+        .and_then(|p| p.parse().ok())
+        .expect("actor prints its pid");
+    Run {
+        pid,
+        values,
+        code: out.status.code(),
+        mono_before,
+        mono_after,
+    }
 }
 
 /// A finding record of `kind` in `state`.
@@ -386,7 +482,11 @@ pub fn finding_pids(v: &Value, role: Option<&str>) -> Vec<u64> {
 
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// Poll `f` until it returns Some, with the deadline.
@@ -405,16 +505,23 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 pub fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("response");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }
 
 /// The value of one metric sample line (`name{labels}`), if present.
 pub fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    text.lines().find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// A fresh directory for one test.

@@ -6,7 +6,8 @@
 use std::process::{Command, Stdio};
 
 use watcher_tests::{
-    actor_any, finding, finding_pids, free_port, is, num, require_root, spawn_actor, text, Feed, Running, Value,
+    actor_any, finding, finding_pids, free_port, is, num, require_root, spawn_actor, text, Feed,
+    Running, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -21,7 +22,10 @@ fn require_docker() -> bool {
     if !require_root() {
         return false;
     }
-    let ok = Command::new("docker").args(["image", "inspect", &image()]).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("docker")
+        .args(["image", "inspect", &image()])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if ok {
         return true;
     }
@@ -37,8 +41,16 @@ fn require_docker() -> bool {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).stdin(Stdio::null()).output().expect("running docker");
-    assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -65,7 +77,9 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.name]).output();
+        let _ = Command::new("docker")
+            .args(["rm", "-f", &self.name])
+            .output();
     }
 }
 
@@ -76,9 +90,14 @@ impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("wt-{}-{tag}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .is_ok_and(|s| s.success());
         assert!(ok, "ip netns add {name} failed");
-        let _ = Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]).status();
+        let _ = Command::new("ip")
+            .args(["-n", &name, "link", "set", "lo", "up"])
+            .status();
         Netns(name)
     }
 
@@ -112,7 +131,10 @@ fn container_name(v: &Value) -> Option<&str> {
 
 /// A listener (tcp_state → LISTEN) on `port` whose owner satisfies `who`.
 fn listening(v: &Value, port: u16, who: impl Fn(&Value) -> bool) -> bool {
-    is(v, "tcp_state") && text(v, &["tcp", "new_state"]) == Some("LISTEN") && num(v, &["source", "port"]) == Some(port as u64) && who(v)
+    is(v, "tcp_state")
+        && text(v, &["tcp", "new_state"]) == Some("LISTEN")
+        && num(v, &["source", "port"]) == Some(port as u64)
+        && who(v)
 }
 
 /// Run a marker process and wait for its exit record: every finding the
@@ -120,7 +142,9 @@ fn listening(v: &Value, port: u16, who: impl Fn(&Value) -> bool) -> bool {
 /// emitted while the deciding event is handled). Returns all records so far.
 fn records_until_marker(feed: &Feed) -> Vec<Value> {
     let m = actor_any(ACTOR, &["exit", "77"]);
-    feed.wait_for("the marker's exit", |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(m.pid as u64));
+    feed.wait_for("the marker's exit", |v| {
+        is(v, "exit") && num(v, &["process", "pid"]) == Some(m.pid as u64)
+    });
     feed.records()
 }
 
@@ -134,25 +158,47 @@ fn dockers_published_port_pair_is_quiet_and_a_loopback_bind_over_it_names_the_co
     let publish = format!("{port}:8080");
     let c = Container::run("published", &["-p", &publish], &["sleep", "1000"]);
     for family in ["0.0.0.0", "::"] {
-        feed.wait_for(&format!("docker-proxy listening on {family} port {port}"), |v| {
-            listening(v, port, |v| text(v, &["process", "name"]) == Some("docker-proxy") && text(v, &["source", "address"]) == Some(family))
-        });
+        feed.wait_for(
+            &format!("docker-proxy listening on {family} port {port}"),
+            |v| {
+                listening(v, port, |v| {
+                    text(v, &["process", "name"]) == Some("docker-proxy")
+                        && text(v, &["source", "address"]) == Some(family)
+                })
+            },
+        );
     }
-    let shadowed = |v: &Value| finding(v, "port_shadowed", "open") && port_of(v) == Some(port as u64);
+    let shadowed =
+        |v: &Value| finding(v, "port_shadowed", "open") && port_of(v) == Some(port as u64);
     let so_far = records_until_marker(&feed);
-    assert!(!so_far.iter().any(shadowed), "Docker's IPv4/IPv6 proxy pair is one service: {:?}", so_far.iter().filter(|v| shadowed(v)).collect::<Vec<_>>());
+    assert!(
+        !so_far.iter().any(shadowed),
+        "Docker's IPv4/IPv6 proxy pair is one service: {:?}",
+        so_far.iter().filter(|v| shadowed(v)).collect::<Vec<_>>()
+    );
     // A native process wants 127.0.0.1 of the published port. With Docker's
     // proxy holding the wildcard, Linux refuses the bind (both listen
     // without SO_REUSEPORT): a port conflict whose holder is the container
     // behind the proxy, not just "docker-proxy".
     let failing = actor_any(ACTOR, &["bind-port", &port.to_string(), "127.0.0.1"]);
-    assert_eq!(failing.code, Some(1), "the kernel refuses 127.0.0.1:{port} under the proxy's wildcard");
+    assert_eq!(
+        failing.code,
+        Some(1),
+        "the kernel refuses 127.0.0.1:{port} under the proxy's wildcard"
+    );
     let open = feed.wait_for("port_conflict naming the container behind the proxy", |v| {
-        finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&(failing.pid as u64))
+        finding(v, "port_conflict", "open")
+            && finding_pids(v, Some("failing")).contains(&(failing.pid as u64))
     });
     let summary = text(&open, &["summary"]).unwrap_or_default();
-    assert!(summary.contains(&format!("Docker's proxy for container {} (image", c.name)), "names the container: {summary}");
-    assert!(summary.contains("172.17.") || summary.contains(":8080"), "and where the proxy forwards: {summary}");
+    assert!(
+        summary.contains(&format!("Docker's proxy for container {} (image", c.name)),
+        "names the container: {summary}"
+    );
+    assert!(
+        summary.contains("172.17.") || summary.contains(":8080"),
+        "and where the proxy forwards: {summary}"
+    );
     let holders = finding_pids(&open, Some("holder"));
     assert!(!holders.is_empty(), "{open}");
 }
@@ -171,17 +217,29 @@ fn the_same_port_in_two_containers_and_on_host_loopback_is_quiet() {
     host.value("listening");
     let mut netns = Vec::new();
     for c in [&a, &b] {
-        let l = feed.wait_for(&format!("the listener in {}", c.name), |v| listening(v, port, |v| container_name(v) == Some(c.name.as_str())));
+        let l = feed.wait_for(&format!("the listener in {}", c.name), |v| {
+            listening(v, port, |v| container_name(v) == Some(c.name.as_str()))
+        });
         netns.push(num(&l, &["network", "netns"]).expect("a socket names its network namespace"));
     }
-    let h = feed.wait_for("the host's listener", |v| listening(v, port, |v| num(v, &["process", "pid"]) == Some(host.pid as u64)));
+    let h = feed.wait_for("the host's listener", |v| {
+        listening(v, port, |v| {
+            num(v, &["process", "pid"]) == Some(host.pid as u64)
+        })
+    });
     netns.push(num(&h, &["network", "netns"]).expect("netns"));
     netns.sort();
     netns.dedup();
     assert_eq!(netns.len(), 3, "three network namespaces: {netns:?}");
     let so_far = records_until_marker(&feed);
-    let bad: Vec<&Value> = so_far.iter().filter(|v| is(v, "finding") && port_of(v) == Some(port as u64)).collect();
-    assert!(bad.is_empty(), "one port in three namespaces is three ports: {bad:?}");
+    let bad: Vec<&Value> = so_far
+        .iter()
+        .filter(|v| is(v, "finding") && port_of(v) == Some(port as u64))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "one port in three namespaces is three ports: {bad:?}"
+    );
     host.finish();
 }
 
@@ -204,15 +262,36 @@ fn a_port_conflict_inside_a_container_names_the_holder_in_that_container() {
         |v| finding(v, "port_conflict", "open") && port_of(v) == Some(port as u64),
     );
     let procs = open["processes"].as_array().cloned().unwrap_or_default();
-    let failing = procs.iter().find(|x| x["role"] == "failing").expect("a failing process");
-    assert_eq!(text(failing, &["container", "name"]), Some(c.name.as_str()), "{open}");
+    let failing = procs
+        .iter()
+        .find(|x| x["role"] == "failing")
+        .expect("a failing process");
+    assert_eq!(
+        text(failing, &["container", "name"]),
+        Some(c.name.as_str()),
+        "{open}"
+    );
     let holders: Vec<&Value> = procs.iter().filter(|x| x["role"] == "holder").collect();
     assert!(!holders.is_empty(), "the holder is named: {open}");
-    assert!(holders.iter().all(|h| text(h, &["container", "name"]) == Some(c.name.as_str())), "the holder in the container: {open}");
-    assert!(!finding_pids(&open, Some("holder")).contains(&(host.pid as u64)), "not the host's listener: {open}");
+    assert!(
+        holders
+            .iter()
+            .all(|h| text(h, &["container", "name"]) == Some(c.name.as_str())),
+        "the holder in the container: {open}"
+    );
+    assert!(
+        !finding_pids(&open, Some("holder")).contains(&(host.pid as u64)),
+        "not the host's listener: {open}"
+    );
     let summary = text(&open, &["summary"]).unwrap_or_default();
-    assert!(summary.contains(&format!("in container {}", c.name)), "{summary}");
-    assert!(num(&open, &["details", "network_namespace"]).is_some(), "{open}");
+    assert!(
+        summary.contains(&format!("in container {}", c.name)),
+        "{summary}"
+    );
+    assert!(
+        num(&open, &["details", "network_namespace"]).is_some(),
+        "{open}"
+    );
     host.finish();
 }
 
@@ -223,15 +302,30 @@ fn every_record_of_a_container_process_carries_its_id_name_and_image() {
     }
     let feed = Feed::shared();
     let marker = format!("attribution-{}", std::process::id());
-    let c = Container::run("records", &[], &["sh", "-c", &format!("echo {marker} > /dev/null; sleep 0.2; exit 3")]);
+    let c = Container::run(
+        "records",
+        &[],
+        &[
+            "sh",
+            "-c",
+            &format!("echo {marker} > /dev/null; sleep 0.2; exit 3"),
+        ],
+    );
     // (The `docker run` client's own exec carries the marker too: the shell is the one in the container.)
     let sh = feed.wait_for("the container's shell", |v| {
         is(v, "exec")
             && text(v, &["process", "executable"]) == Some("/bin/sh")
-            && v["args"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.contains(&marker))))
+            && v["args"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|x| x.as_str().is_some_and(|s| s.contains(&marker)))
+            })
     });
     let pid = num(&sh, &["process", "pid"]).expect("pid");
-    feed.wait_for("its exit with code 3", |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(pid) && num(v, &["process", "exit_code"]) == Some(3));
+    feed.wait_for("its exit with code 3", |v| {
+        is(v, "exit")
+            && num(v, &["process", "pid"]) == Some(pid)
+            && num(v, &["process", "exit_code"]) == Some(3)
+    });
     let records = feed.records();
     // The shell and what it started (its children and their exits and reaps).
     let mut pids = vec![pid];
@@ -245,12 +339,31 @@ fn every_record_of_a_container_process_carries_its_id_name_and_image() {
         .filter(|v| ["fork", "exec", "exit", "reap"].iter().any(|t| is(v, t)))
         .filter(|v| num(v, &["process", "pid"]).is_some_and(|p| pids.contains(&p)))
         .collect();
-    assert!(mine.len() >= 5, "exec, fork, exec, exit, reap and exit of the container's processes: {mine:?}");
+    assert!(
+        mine.len() >= 5,
+        "exec, fork, exec, exit, reap and exit of the container's processes: {mine:?}"
+    );
     for v in mine {
-        assert_eq!(text(v, &["container", "id"]), Some(c.id.as_str()), "container.id: {v}");
-        assert_eq!(container_name(v), Some(c.name.as_str()), "container.name: {v}");
-        assert_eq!(text(v, &["container", "image", "name"]), Some(image().as_str()), "container.image.name (as it was run): {v}");
-        assert_eq!(text(v, &["container", "runtime"]), Some("docker"), "container.runtime: {v}");
+        assert_eq!(
+            text(v, &["container", "id"]),
+            Some(c.id.as_str()),
+            "container.id: {v}"
+        );
+        assert_eq!(
+            container_name(v),
+            Some(c.name.as_str()),
+            "container.name: {v}"
+        );
+        assert_eq!(
+            text(v, &["container", "image", "name"]),
+            Some(image().as_str()),
+            "container.image.name (as it was run): {v}"
+        );
+        assert_eq!(
+            text(v, &["container", "runtime"]),
+            Some("docker"),
+            "container.runtime: {v}"
+        );
     }
 }
 
@@ -260,17 +373,32 @@ fn zombies_inside_a_container_name_it_and_removing_it_blames_nobody() {
         return;
     }
     let feed = Feed::shared();
-    let c = Container::run("zombies", &[], &["sh", "-c", "sleep 0 & sleep 0 & sleep 0 & sleep 0 & sleep 0 & sleep 0 & exec sleep 1000"]);
+    let c = Container::run(
+        "zombies",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "sleep 0 & sleep 0 & sleep 0 & sleep 0 & sleep 0 & sleep 0 & exec sleep 1000",
+        ],
+    );
     let open = feed.wait_for_related(
         "zombie_accumulation inside the container",
         |v| is(v, "finding"),
         // (Opened naming the container by its id when the runtime had not named it yet, then updated.)
-        |v| (finding(v, "zombie_accumulation", "open") || finding(v, "zombie_accumulation", "update")) && text(v, &["summary"]).is_some_and(|s| s.contains(&c.name)),
+        |v| {
+            (finding(v, "zombie_accumulation", "open")
+                || finding(v, "zombie_accumulation", "update"))
+                && text(v, &["summary"]).is_some_and(|s| s.contains(&c.name))
+        },
     );
     let parent = finding_pids(&open, Some("parent"));
     assert_eq!(parent.len(), 1, "{open}");
     let summary = text(&open, &["summary"]).unwrap_or_default().to_owned();
-    assert!(summary.contains(&format!("in container {} (image", c.name)), "{summary}");
+    assert!(
+        summary.contains(&format!("in container {} (image", c.name)),
+        "{summary}"
+    );
     let removed_at = feed.records().len();
     let id = c.id.clone();
     drop(c);
@@ -283,16 +411,25 @@ fn zombies_inside_a_container_name_it_and_removing_it_blames_nobody() {
     // processes, or its init, as a zombie or a parent of zombies.)
     let blamed: Vec<&Value> = after[removed_at..]
         .iter()
-        .filter(|v| is(v, "finding") && matches!(text(v, &["kind"]), Some("zombie" | "zombie_accumulation")) && text(v, &["state"]) == Some("open"))
+        .filter(|v| {
+            is(v, "finding")
+                && matches!(text(v, &["kind"]), Some("zombie" | "zombie_accumulation"))
+                && text(v, &["state"]) == Some("open")
+        })
         .filter(|v| {
             v["processes"].as_array().is_some_and(|ps| {
                 ps.iter().any(|p| {
-                    text(p, &["container", "id"]) == Some(id.as_str()) || (p["role"] == "parent" && num(p, &["process", "pid"]) == parent.first().copied())
+                    text(p, &["container", "id"]) == Some(id.as_str())
+                        || (p["role"] == "parent"
+                            && num(p, &["process", "pid"]) == parent.first().copied())
                 })
             })
         })
         .collect();
-    assert!(blamed.is_empty(), "no zombie of the removed container exists; nobody is blamed for one: {blamed:?}");
+    assert!(
+        blamed.is_empty(),
+        "no zombie of the removed container exists; nobody is blamed for one: {blamed:?}"
+    );
 }
 
 #[test]
@@ -301,17 +438,37 @@ fn a_restart_always_crash_loop_names_the_container_and_dockers_policy() {
         return;
     }
     let feed = Feed::shared();
-    let c = Container::run("crashloop", &["--restart", "always"], &["sh", "-c", "sleep 0.3; exit 3"]);
+    let c = Container::run(
+        "crashloop",
+        &["--restart", "always"],
+        &["sh", "-c", "sleep 0.3; exit 3"],
+    );
     let open = feed.wait_for_related(
         "respawn_storm naming the container",
         |v| is(v, "finding"),
-        |v| finding(v, "respawn_storm", "open") && text(v, &["details", "container", "name"]) == Some(c.name.as_str()),
+        |v| {
+            finding(v, "respawn_storm", "open")
+                && text(v, &["details", "container", "name"]) == Some(c.name.as_str())
+        },
     );
     let summary = text(&open, &["summary"]).unwrap_or_default();
-    assert!(summary.starts_with(&format!("container {} (image", c.name)), "{summary}");
-    assert!(summary.contains("by Docker's restart policy (always)") && summary.contains("exit code 3"), "{summary}");
-    assert!(!summary.contains("containerd-shim"), "the runtime restarts it, not shim pids: {summary}");
-    assert_eq!(text(&open, &["details", "restarter", "runtime"]), Some("docker"), "{open}");
+    assert!(
+        summary.starts_with(&format!("container {} (image", c.name)),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("by Docker's restart policy (always)") && summary.contains("exit code 3"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("containerd-shim"),
+        "the runtime restarts it, not shim pids: {summary}"
+    );
+    assert_eq!(
+        text(&open, &["details", "restarter", "runtime"]),
+        Some("docker"),
+        "{open}"
+    );
 }
 
 #[test]
@@ -321,13 +478,24 @@ fn twelve_replicas_of_one_image_are_not_duplicates() {
     }
     let feed = Feed::shared();
     let tag = format!("replica-{}", std::process::id());
-    let replicas: Vec<Container> = (0..12).map(|n| Container::run(&format!("rep{n}"), &["--label", &tag], &["sleep", "1000"])).collect();
+    let replicas: Vec<Container> = (0..12)
+        .map(|n| Container::run(&format!("rep{n}"), &["--label", &tag], &["sleep", "1000"]))
+        .collect();
     for c in &replicas {
-        feed.wait_for(&format!("sleep in {}", c.name), |v| is(v, "exec") && container_name(v) == Some(c.name.as_str()));
+        feed.wait_for(&format!("sleep in {}", c.name), |v| {
+            is(v, "exec") && container_name(v) == Some(c.name.as_str())
+        });
     }
     let so_far = records_until_marker(&feed);
-    let dup: Vec<&Value> = so_far.iter().filter(|v| finding(v, "duplicate_instances", "open")).filter(|v| text(v, &["summary"]).is_some_and(|s| s.contains("sleep 1000"))).collect();
-    assert!(dup.is_empty(), "replicas in separate containers are not duplicates: {dup:?}");
+    let dup: Vec<&Value> = so_far
+        .iter()
+        .filter(|v| finding(v, "duplicate_instances", "open"))
+        .filter(|v| text(v, &["summary"]).is_some_and(|s| s.contains("sleep 1000")))
+        .collect();
+    assert!(
+        dup.is_empty(),
+        "replicas in separate containers are not duplicates: {dup:?}"
+    );
 }
 
 #[test]
@@ -336,7 +504,10 @@ fn watcher_running_as_a_container_sees_a_host_processes_port_conflict() {
         return;
     }
     let watcher_image = std::env::var("WATCHER_IMAGE").unwrap_or_else(|_| "watcher:latest".into());
-    let have = Command::new("docker").args(["image", "inspect", &watcher_image]).output().is_ok_and(|o| o.status.success());
+    let have = Command::new("docker")
+        .args(["image", "inspect", &watcher_image])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !have {
         let msg = format!("the image {watcher_image} is missing: `cargo xtask image` (or `cargo xtask test`) builds it");
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
@@ -353,12 +524,28 @@ fn watcher_running_as_a_container_sees_a_host_processes_port_conflict() {
     let _guard = Remove(name.clone());
     // Exactly the `docker run` line of the README.
     let feed = Feed::start_command(&[
-        "docker", "run", "--rm", "--name", &name, "--pid=host", "--network=host",
-        "--cap-add", "SYS_ADMIN", "--cap-add", "SYS_PTRACE", "--cap-add", "DAC_READ_SEARCH",
-        "-v", "/sys/kernel/tracing:/sys/kernel/tracing",
-        "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-        "-v", "/var/run/docker.sock:/var/run/docker.sock",
-        &watcher_image, "trace", "--json",
+        "docker",
+        "run",
+        "--rm",
+        "--name",
+        &name,
+        "--pid=host",
+        "--network=host",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--cap-add",
+        "SYS_PTRACE",
+        "--cap-add",
+        "DAC_READ_SEARCH",
+        "-v",
+        "/sys/kernel/tracing:/sys/kernel/tracing",
+        "-v",
+        "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        &watcher_image,
+        "trace",
+        "--json",
     ]);
     let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
     let port = holder.value("port");
@@ -367,12 +554,21 @@ fn watcher_running_as_a_container_sees_a_host_processes_port_conflict() {
     let open = feed.wait_for_related(
         "port_conflict seen from the container",
         |v| is(v, "finding"),
-        |v| finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&(failing.pid as u64)),
+        |v| {
+            finding(v, "port_conflict", "open")
+                && finding_pids(v, Some("failing")).contains(&(failing.pid as u64))
+        },
     );
-    assert_eq!(finding_pids(&open, Some("holder")), vec![holder.pid as u64], "the host's pids, the host's holder: {open}");
+    assert_eq!(
+        finding_pids(&open, Some("holder")),
+        vec![holder.pid as u64],
+        "the host's pids, the host's holder: {open}"
+    );
     // It attributes containers too.
     let c = Container::run("seen-by-watcher", &[], &["sh", "-c", "exit 4"]);
-    feed.wait_for("the container's exit, attributed", |v| is(v, "exit") && container_name(v) == Some(c.name.as_str()));
+    feed.wait_for("the container's exit, attributed", |v| {
+        is(v, "exit") && container_name(v) == Some(c.name.as_str())
+    });
     holder.finish();
 }
 
@@ -392,16 +588,35 @@ fn one_port_in_ip_netns_namespaces_is_quiet_and_a_conflict_inside_one_names_the_
     let mut host = spawn_actor(ACTOR, &["listen-hold", "127.0.0.1", &p]);
     host.value("listening");
     for r in [&in_a, &in_b, &host] {
-        feed.wait_for("each listener", |v| listening(v, port, |v| num(v, &["process", "pid"]) == Some(r.pid as u64)));
+        feed.wait_for("each listener", |v| {
+            listening(v, port, |v| {
+                num(v, &["process", "pid"]) == Some(r.pid as u64)
+            })
+        });
     }
     let so_far = records_until_marker(&feed);
-    let bad: Vec<&Value> = so_far.iter().filter(|v| is(v, "finding") && port_of(v) == Some(port as u64)).collect();
+    let bad: Vec<&Value> = so_far
+        .iter()
+        .filter(|v| is(v, "finding") && port_of(v) == Some(port as u64))
+        .collect();
     assert!(bad.is_empty(), "three namespaces, three ports: {bad:?}");
     // A second bind inside namespace a: the holder named is a's, looked up in a.
     let failing = a.run(&["bind-port", &p]);
-    assert_eq!(failing.code, Some(1), "bind inside the namespace must fail: {:?}", failing.values);
-    let open = feed.wait_for("port_conflict in namespace a", |v| finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&(failing.pid as u64)));
-    assert_eq!(finding_pids(&open, Some("holder")), vec![in_a.pid as u64], "{open}");
+    assert_eq!(
+        failing.code,
+        Some(1),
+        "bind inside the namespace must fail: {:?}",
+        failing.values
+    );
+    let open = feed.wait_for("port_conflict in namespace a", |v| {
+        finding(v, "port_conflict", "open")
+            && finding_pids(v, Some("failing")).contains(&(failing.pid as u64))
+    });
+    assert_eq!(
+        finding_pids(&open, Some("holder")),
+        vec![in_a.pid as u64],
+        "{open}"
+    );
     in_a.finish();
     in_b.finish();
     host.finish();
@@ -423,9 +638,14 @@ fn sockets_of_every_network_namespace_are_seeded_at_start() {
     // the seed knows the earlier listener (its listen happened before watcher).
     let mut late = ns.spawn(&["listen-hold", "127.0.0.1", &p, "reuseport"]);
     late.value("listening");
-    let open = feed.wait_for("port_shadowed against the seeded listener", |v| finding(v, "port_shadowed", "open") && port_of(v) == Some(port as u64));
+    let open = feed.wait_for("port_shadowed against the seeded listener", |v| {
+        finding(v, "port_shadowed", "open") && port_of(v) == Some(port as u64)
+    });
     let pids = finding_pids(&open, None);
-    assert!(pids.contains(&(early.pid as u64)) && pids.contains(&(late.pid as u64)), "{open}");
+    assert!(
+        pids.contains(&(early.pid as u64)) && pids.contains(&(late.pid as u64)),
+        "{open}"
+    );
     late.finish();
     early.finish();
 }
@@ -436,14 +656,30 @@ fn watcher_refuses_in_one_line_outside_the_hosts_pid_namespace() {
         return;
     }
     let watcher_image = std::env::var("WATCHER_IMAGE").unwrap_or_else(|_| "watcher:latest".into());
-    if !Command::new("docker").args(["image", "inspect", &watcher_image]).output().is_ok_and(|o| o.status.success()) {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "the image {watcher_image} is missing");
+    if !Command::new("docker")
+        .args(["image", "inspect", &watcher_image])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the image {watcher_image} is missing"
+        );
         eprintln!("SKIPPED: the image {watcher_image} is missing");
         return;
     }
     let name = format!("wt-{}-nopidns", std::process::id());
     let out = Command::new("docker")
-        .args(["run", "--rm", "--name", &name, "--cap-add", "SYS_ADMIN", &watcher_image, "trace"])
+        .args([
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--cap-add",
+            "SYS_ADMIN",
+            &watcher_image,
+            "trace",
+        ])
         .output()
         .expect("docker run");
     let _ = Command::new("docker").args(["rm", "-f", &name]).output();
@@ -451,7 +687,11 @@ fn watcher_refuses_in_one_line_outside_the_hosts_pid_namespace() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {err}");
-    assert!(lines[0].starts_with("watcher: not in the host's pid namespace") && lines[0].contains("--pid=host"), "{err}");
+    assert!(
+        lines[0].starts_with("watcher: not in the host's pid namespace")
+            && lines[0].contains("--pid=host"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -463,25 +703,58 @@ fn a_pods_container_carries_its_namespace_and_pod_from_the_runtimes_kubernetes_l
     // The labels the kubelet puts on a pod's containers (as with cri-dockerd).
     let c = Container::run(
         "pod",
-        &["--label", "io.kubernetes.pod.namespace=shop", "--label", "io.kubernetes.pod.name=web-7d9f8", "--label", "io.kubernetes.container.name=web"],
+        &[
+            "--label",
+            "io.kubernetes.pod.namespace=shop",
+            "--label",
+            "io.kubernetes.pod.name=web-7d9f8",
+            "--label",
+            "io.kubernetes.container.name=web",
+        ],
         &["sh", "-c", "exit 5"],
     );
-    let exit = feed.wait_for("the pod container's exit", |v| is(v, "exit") && text(v, &["container", "id"]) == Some(c.id.as_str()));
-    assert_eq!(text(&exit, &["orchestrator", "namespace"]), Some("shop"), "{exit}");
-    assert_eq!(text(&exit, &["orchestrator", "resource", "name"]), Some("web-7d9f8"), "{exit}");
-    assert_eq!(text(&exit, &["orchestrator", "resource", "type"]), Some("pod"), "{exit}");
-    assert_eq!(text(&exit, &["orchestrator", "type"]), Some("kubernetes"), "{exit}");
+    let exit = feed.wait_for("the pod container's exit", |v| {
+        is(v, "exit") && text(v, &["container", "id"]) == Some(c.id.as_str())
+    });
+    assert_eq!(
+        text(&exit, &["orchestrator", "namespace"]),
+        Some("shop"),
+        "{exit}"
+    );
+    assert_eq!(
+        text(&exit, &["orchestrator", "resource", "name"]),
+        Some("web-7d9f8"),
+        "{exit}"
+    );
+    assert_eq!(
+        text(&exit, &["orchestrator", "resource", "type"]),
+        Some("pod"),
+        "{exit}"
+    );
+    assert_eq!(
+        text(&exit, &["orchestrator", "type"]),
+        Some("kubernetes"),
+        "{exit}"
+    );
 }
 
 /// The containerd socket Docker uses (its own, or a system containerd).
 fn containerd_socket() -> Option<&'static str> {
-    ["/run/containerd/containerd.sock", "/var/run/docker/containerd/containerd.sock"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
+    [
+        "/run/containerd/containerd.sock",
+        "/var/run/docker/containerd/containerd.sock",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
 }
 
 fn ctr(sock: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ctr").args(["-a", sock, "-n", "k8s.io"]).args(args).stdin(Stdio::null()).output().expect("running ctr")
+    Command::new("ctr")
+        .args(["-a", sock, "-n", "k8s.io"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running ctr")
 }
 
 #[test]
@@ -493,8 +766,14 @@ fn a_container_only_containerd_knows_is_named_from_its_kubernetes_labels() {
         panic!("Docker Engine runs but no containerd socket was found (looked for /run/containerd/containerd.sock and /var/run/docker/containerd/containerd.sock)");
     };
     // The busybox image, in containerd's Kubernetes namespace.
-    let import = format!("docker save {} | ctr -a {sock} -n k8s.io images import -", image());
-    let ok = Command::new("sh").args(["-c", &import]).output().is_ok_and(|o| o.status.success());
+    let import = format!(
+        "docker save {} | ctr -a {sock} -n k8s.io images import -",
+        image()
+    );
+    let ok = Command::new("sh")
+        .args(["-c", &import])
+        .output()
+        .is_ok_and(|o| o.status.success());
     assert!(ok, "importing the image into containerd failed: {import}");
     let image_ref = format!("docker.io/{}", image());
     // Its own watcher, told where containerd listens.
@@ -512,20 +791,55 @@ fn a_container_only_containerd_knows_is_named_from_its_kubernetes_labels() {
     let out = ctr(
         sock,
         &[
-            "run", "--rm",
-            "--label", "io.kubernetes.pod.namespace=prod",
-            "--label", "io.kubernetes.pod.name=api-7c4d",
-            "--label", "io.kubernetes.container.name=api",
-            &image_ref, &id, "sh", "-c", "exit 7",
+            "run",
+            "--rm",
+            "--label",
+            "io.kubernetes.pod.namespace=prod",
+            "--label",
+            "io.kubernetes.pod.name=api-7c4d",
+            "--label",
+            "io.kubernetes.container.name=api",
+            &image_ref,
+            &id,
+            "sh",
+            "-c",
+            "exit 7",
         ],
     );
-    assert_eq!(out.status.code(), Some(7), "ctr run: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "ctr run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exit = feed.wait_for("the containerd container's `sh` exiting with 7", |v| {
-        is(v, "exit") && text(v, &["container", "id"]) == Some(id.as_str()) && num(v, &["process", "exit_code"]) == Some(7)
+        is(v, "exit")
+            && text(v, &["container", "id"]) == Some(id.as_str())
+            && num(v, &["process", "exit_code"]) == Some(7)
     });
-    assert_eq!(text(&exit, &["container", "runtime"]), Some("containerd"), "{exit}");
-    assert_eq!(container_name(&exit), Some("api"), "named from io.kubernetes.container.name: {exit}");
-    assert_eq!(text(&exit, &["container", "image", "name"]), Some(image_ref.as_str()), "{exit}");
-    assert_eq!(text(&exit, &["orchestrator", "namespace"]), Some("prod"), "{exit}");
-    assert_eq!(text(&exit, &["orchestrator", "resource", "name"]), Some("api-7c4d"), "{exit}");
+    assert_eq!(
+        text(&exit, &["container", "runtime"]),
+        Some("containerd"),
+        "{exit}"
+    );
+    assert_eq!(
+        container_name(&exit),
+        Some("api"),
+        "named from io.kubernetes.container.name: {exit}"
+    );
+    assert_eq!(
+        text(&exit, &["container", "image", "name"]),
+        Some(image_ref.as_str()),
+        "{exit}"
+    );
+    assert_eq!(
+        text(&exit, &["orchestrator", "namespace"]),
+        Some("prod"),
+        "{exit}"
+    );
+    assert_eq!(
+        text(&exit, &["orchestrator", "resource", "name"]),
+        Some("api-7c4d"),
+        "{exit}"
+    );
 }

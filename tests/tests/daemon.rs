@@ -12,8 +12,8 @@ use std::{
 
 use nix::sys::signal::Signal;
 use watcher_tests::{
-    actor, actor_any, eventually, finding, finding_pids, free_port, metric, require_root, scrape, spawn_actor, temp_dir,
-    text, write_config, Feed, Value,
+    actor, actor_any, eventually, finding, finding_pids, free_port, metric, require_root, scrape,
+    spawn_actor, temp_dir, text, write_config, Feed, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -50,7 +50,12 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     let cfg = write_config(&dir, &config);
     let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
     let started = d.wait_stderr("running:");
-    assert!(started.contains("file ") && started.contains("socket ") && started.contains("metrics on http://127.0.0.1:"), "{started}");
+    assert!(
+        started.contains("file ")
+            && started.contains("socket ")
+            && started.contains("metrics on http://127.0.0.1:"),
+        "{started}"
+    );
     // The socket is the owner's only.
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket permissions {mode:o}");
@@ -69,42 +74,89 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     for _ in 0..2 {
         let m = actor(ACTOR, &["exit", "0"]);
         let pid = format!("\"pid\":{},", m.pid);
-        eventually("the reading consumer gets records", || got.lock().unwrap().iter().any(|l| l.contains(&pid)).then_some(()));
+        eventually("the reading consumer gets records", || {
+            got.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(&pid))
+                .then_some(())
+        });
     }
 
     // A finding reaches stdout, the file and the reading consumer.
     let (failing, holder) = cause_port_conflict();
-    let f = d.wait_for("port_conflict", |v| finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")) == vec![failing as u64]);
+    let f = d.wait_for("port_conflict", |v| {
+        finding(v, "port_conflict", "open")
+            && finding_pids(v, Some("failing")) == vec![failing as u64]
+    });
     assert_eq!(finding_pids(&f, Some("holder")), vec![holder as u64]);
     let id = text(&f, &["id"]).unwrap().to_owned();
-    eventually("the finding in the file", || read_file(&feed_file).contains(&id).then_some(()));
-    eventually("the finding on the socket", || got.lock().unwrap().iter().any(|l| l.contains(&id)).then_some(()));
+    eventually("the finding in the file", || {
+        read_file(&feed_file).contains(&id).then_some(())
+    });
+    eventually("the finding on the socket", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&id))
+            .then_some(())
+    });
 
     // A flood: the stalled consumer's queue overflows; the other one and the pipeline go on.
     let flood = actor(ACTOR, &["fork-fast", "2500", "2000"]);
     let forks = flood.get("forks") as f64;
     let flood_pid = flood.pid;
     // Its own exit (not a child's, whose record names it as the parent): every fork came before.
-    let flood_exit = move |l: &String| l.contains("\"type\":\"exit\"") && l.contains(&format!("\"process\":{{\"pid\":{flood_pid},"));
-    eventually("the reading consumer keeps up through the flood", || got.lock().unwrap().iter().any(&flood_exit).then_some(()));
+    let flood_exit = move |l: &String| {
+        l.contains("\"type\":\"exit\"")
+            && l.contains(&format!("\"process\":{{\"pid\":{flood_pid},"))
+    };
+    eventually("the reading consumer keeps up through the flood", || {
+        got.lock().unwrap().iter().any(&flood_exit).then_some(())
+    });
     let metrics_addr = format!("127.0.0.1:{port}");
     let m = eventually("socket drops counted", || {
         let m = scrape(&metrics_addr);
-        (metric(&m, "watcher_sink_dropped_total{sink=\"socket\"}").unwrap_or(0.0) > 0.0).then_some(m)
+        (metric(&m, "watcher_sink_dropped_total{sink=\"socket\"}").unwrap_or(0.0) > 0.0)
+            .then_some(m)
     });
     assert_eq!(metric(&m, "watcher_pipeline_healthy"), Some(1.0), "{m}");
     // Every fork is either counted or reported lost (other tests flood the host at the same time).
     let seen = metric(&m, "watcher_events_total{type=\"fork\"}").unwrap_or(0.0);
     let lost = metric(&m, "watcher_lost_events_total{type=\"fork\"}").unwrap_or(0.0);
-    assert!(seen + lost >= forks, "{forks} forks of the flood: {seen} counted + {lost} lost: {m}");
-    assert!(metric(&m, "watcher_findings_total{kind=\"port_conflict\",state=\"open\"}").unwrap_or(0.0) >= 1.0, "{m}");
+    assert!(
+        seen + lost >= forks,
+        "{forks} forks of the flood: {seen} counted + {lost} lost: {m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "watcher_findings_total{kind=\"port_conflict\",state=\"open\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
     // promtool accepts the exposition.
-    let mut promtool = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool (Debian: prometheus)");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian: prometheus)");
     std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), m.as_bytes()).unwrap();
     let out = promtool.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The stalled consumer, reading at last, is told what it missed.
-    stalled.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
     let mut r = BufReader::new(&mut stalled);
     let mut told = None;
     let mut line = String::new();
@@ -115,7 +167,8 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
         }
         line.clear();
     }
-    let told: Value = serde_json::from_str(told.expect("a loss record for the slow consumer").trim()).unwrap();
+    let told: Value =
+        serde_json::from_str(told.expect("a loss record for the slow consumer").trim()).unwrap();
     assert!(told["loss"]["count"].as_u64().unwrap() > 0, "{told}");
 
     // logrotate: move the file away, SIGHUP, the feed continues in a new file.
@@ -125,17 +178,27 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     d.wait_stderr("configuration reloaded");
     let marker = actor(ACTOR, &["exit", "0"]);
     let m1 = format!("\"pid\":{},", marker.pid);
-    eventually("records in the reopened file", || read_file(&feed_file).contains(&m1).then_some(()));
-    assert!(!read_file(&rotated).contains(&m1), "the rotated file is no longer written");
+    eventually("records in the reopened file", || {
+        read_file(&feed_file).contains(&m1).then_some(())
+    });
+    assert!(
+        !read_file(&rotated).contains(&m1),
+        "the rotated file is no longer written"
+    );
 
     // A bad config on reload is refused; the running one stays.
     std::fs::write(&cfg, "[feed]\nbogus = 1\n").unwrap();
     d.signal(Signal::SIGHUP);
     let refused = d.wait_stderr("reload refused");
-    assert!(refused.contains("w.toml:2:") && refused.contains("bogus"), "{refused}");
+    assert!(
+        refused.contains("w.toml:2:") && refused.contains("bogus"),
+        "{refused}"
+    );
     let marker = actor(ACTOR, &["exit", "0"]);
     let m2 = format!("\"pid\":{},", marker.pid);
-    eventually("still writing after a refused reload", || read_file(&feed_file).contains(&m2).then_some(()));
+    eventually("still writing after a refused reload", || {
+        read_file(&feed_file).contains(&m2).then_some(())
+    });
     let st: Value = serde_json::from_str(&read_file(&status)).expect("status file");
     assert_eq!(st["healthy"], true, "{st}");
 
@@ -143,7 +206,11 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
     assert!(!sock.exists(), "the socket is removed");
-    assert!(d.stderr().iter().any(|l| l.contains("stopped:")), "{:?}", d.stderr());
+    assert!(
+        d.stderr().iter().any(|l| l.contains("stopped:")),
+        "{:?}",
+        d.stderr()
+    );
 }
 
 #[test]
@@ -165,9 +232,18 @@ fn syslog_sink_reaches_a_real_rsyslog() {
         ),
     )
     .unwrap();
-    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("rsyslogd (Debian: rsyslog)");
+    let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("rsyslogd (Debian: rsyslog)");
     let mut rs = Command::new(rsyslogd)
-        .args(["-n", "-f", conf.to_str().unwrap(), "-i", dir.join("pid").to_str().unwrap()])
+        .args([
+            "-n",
+            "-f",
+            conf.to_str().unwrap(),
+            "-i",
+            dir.join("pid").to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -181,9 +257,15 @@ fn syslog_sink_reaches_a_real_rsyslog() {
     d.wait_stderr("running:");
     let run = actor(ACTOR, &["notavail"]);
     let line = eventually("the finding in rsyslog's file", || {
-        read_file(&out).lines().find(|l| l.contains("address_unavailable") && l.contains(&format!("\"pid\":{},", run.pid))).map(str::to_owned)
+        read_file(&out)
+            .lines()
+            .find(|l| {
+                l.contains("address_unavailable") && l.contains(&format!("\"pid\":{},", run.pid))
+            })
+            .map(str::to_owned)
     });
-    let v: Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("rsyslog's message is not the JSON record ({e}): {line}"));
+    let v: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("rsyslog's message is not the JSON record ({e}): {line}"));
     assert_eq!(text(&v, &["type"]), Some("finding"));
     assert_eq!(text(&v, &["kind"]), Some("address_unavailable"));
     d.signal(Signal::SIGTERM);
@@ -207,19 +289,42 @@ fn a_blind_pipeline_is_reported_at_once() {
         &format!("[feed]\ntypes = [\"finding\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\ncanary_interval_s = 0.3\ncanary_deadline_s = 2\nstatus_file = \"{}\"\n", status.display()),
     );
     // The fault drill detaches every program after 3 s: running, but blind.
-    let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[("WATCHER_FAULT_DRILL", "detach-after=3")], &[]);
+    let d = Feed::start_with(
+        &["run", "--config", cfg.to_str().unwrap()],
+        &[("WATCHER_FAULT_DRILL", "detach-after=3")],
+        &[],
+    );
     d.wait_stderr("running:");
-    let ok = Command::new(watcher_tests::watcher_bin()).args(["check", "--daemon", "--status", status.to_str().unwrap()]).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
-    let h = d.wait_for("a health record saying blind", |v| text(v, &["type"]) == Some("health") && text(v, &["health", "status"]) == Some("blind"));
-    assert!(text(&h, &["health", "reason"]).unwrap().contains("canary"), "{h}");
+    let ok = Command::new(watcher_tests::watcher_bin())
+        .args(["check", "--daemon", "--status", status.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let h = d.wait_for("a health record saying blind", |v| {
+        text(v, &["type"]) == Some("health") && text(v, &["health", "status"]) == Some("blind")
+    });
+    assert!(
+        text(&h, &["health", "reason"]).unwrap().contains("canary"),
+        "{h}"
+    );
     let m = scrape(&format!("127.0.0.1:{port}"));
     assert_eq!(metric(&m, "watcher_pipeline_healthy"), Some(0.0), "{m}");
     let bad = eventually("check --daemon says blind", || {
-        let o = Command::new(watcher_tests::watcher_bin()).args(["check", "--daemon", "--status", status.to_str().unwrap()]).output().unwrap();
+        let o = Command::new(watcher_tests::watcher_bin())
+            .args(["check", "--daemon", "--status", status.to_str().unwrap()])
+            .output()
+            .unwrap();
         (!o.status.success()).then_some(o)
     });
-    assert!(String::from_utf8_lossy(&bad.stdout).contains("BLIND"), "{}", String::from_utf8_lossy(&bad.stdout));
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("BLIND"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
     validate_all(&d.records());
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
@@ -228,10 +333,22 @@ fn a_blind_pipeline_is_reported_at_once() {
 /// Capability numbers of the unit `watcher install --root DIR` writes for this kernel.
 fn unit_caps(dir: &std::path::Path) -> Vec<u32> {
     let root = dir.join("install-root");
-    let out = Command::new(watcher_tests::watcher_bin()).args(["install", "--root"]).arg(&root).output().expect("watcher install");
-    assert!(out.status.success(), "watcher install: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(watcher_tests::watcher_bin())
+        .args(["install", "--root"])
+        .arg(&root)
+        .output()
+        .expect("watcher install");
+    assert!(
+        out.status.success(),
+        "watcher install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let unit = read_file(&root.join("etc/systemd/system/watcher.service"));
-    let line = unit.lines().find_map(|l| l.strip_prefix("CapabilityBoundingSet=")).expect("CapabilityBoundingSet").to_owned();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet")
+        .to_owned();
     let number = |name: &str| match name {
         "CAP_DAC_READ_SEARCH" => 2,
         "CAP_SYS_PTRACE" => 19,
@@ -242,12 +359,18 @@ fn unit_caps(dir: &std::path::Path) -> Vec<u32> {
     };
     let caps: Vec<u32> = line.split_whitespace().map(number).collect();
     // Ambient must grant what the bounding set keeps.
-    assert!(unit.contains(&format!("AmbientCapabilities={line}\n")), "{unit}");
+    assert!(
+        unit.contains(&format!("AmbientCapabilities={line}\n")),
+        "{unit}"
+    );
     caps
 }
 
 fn perf_event_paranoid() -> i32 {
-    read_file(std::path::Path::new("/proc/sys/kernel/perf_event_paranoid")).trim().parse().expect("perf_event_paranoid")
+    read_file(std::path::Path::new("/proc/sys/kernel/perf_event_paranoid"))
+        .trim()
+        .parse()
+        .expect("perf_event_paranoid")
 }
 
 #[test]
@@ -265,17 +388,28 @@ fn a_kernel_that_restricts_perf_events_is_explained_in_one_line() {
         .output()
         .expect("watcher check");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let load = text.lines().find(|l| l.contains("load ")).unwrap_or_else(|| panic!("no load line: {text}")).to_owned();
+    let load = text
+        .lines()
+        .find(|l| l.contains("load "))
+        .unwrap_or_else(|| panic!("no load line: {text}"))
+        .to_owned();
     let level = perf_event_paranoid();
     // Upstream treats levels above 2 as 2; the distributions' patch restricts.
     let version = read_file(std::path::Path::new("/proc/sys/kernel/version"));
     let restricts = level > 2 && (version.contains("Debian") || version.contains("Ubuntu"));
     if restricts {
         assert!(load.starts_with("FAIL"), "{text}");
-        assert!(load.contains(&format!("perf_event_paranoid is {level}")) && load.contains("CAP_SYS_ADMIN"), "{load}");
+        assert!(
+            load.contains(&format!("perf_event_paranoid is {level}"))
+                && load.contains("CAP_SYS_ADMIN"),
+            "{load}"
+        );
         assert_eq!(out.status.code(), Some(1), "{text}");
     } else {
-        assert!(load.starts_with("ok"), "paranoid {level}, {version}: {text}");
+        assert!(
+            load.starts_with("ok"),
+            "paranoid {level}, {version}: {text}"
+        );
     }
 }
 
@@ -287,22 +421,49 @@ fn the_units_capability_set_is_enough() {
     // As root, with only the capabilities the systemd unit keeps.
     let dir = temp_dir("caps");
     let status = dir.join("status.json");
-    let cfg = write_config(&dir, &format!("[metrics]\nlisten = \"\"\n[health]\ncanary_interval_s = 0.3\nstatus_file = \"{}\"\n", status.display()));
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[metrics]\nlisten = \"\"\n[health]\ncanary_interval_s = 0.3\nstatus_file = \"{}\"\n",
+            status.display()
+        ),
+    );
     // The set the unit `watcher install` writes on this kernel keeps, applied
     // like `setpriv --bounding-set=-all,+… --inh-caps=-all` (also where setpriv has no such option).
     let caps = unit_caps(&dir);
-    let list = caps.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[], &[ACTOR, "keep-caps", &list, "--"]);
+    let list = caps
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let d = Feed::start_with(
+        &["run", "--config", cfg.to_str().unwrap()],
+        &[],
+        &[ACTOR, "keep-caps", &list, "--"],
+    );
     d.wait_stderr("running:");
     let status_text = read_file(std::path::Path::new(&format!("/proc/{}/status", d.pid)));
-    let eff = status_text.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_owned();
+    let eff = status_text
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))
+        .unwrap()
+        .to_owned();
     let expect = caps.iter().fold(0u64, |m, c| m | 1 << c);
-    assert_eq!(u64::from_str_radix(eff.split_whitespace().nth(1).unwrap(), 16).unwrap(), expect, "{eff}");
+    assert_eq!(
+        u64::from_str_radix(eff.split_whitespace().nth(1).unwrap(), 16).unwrap(),
+        expect,
+        "{eff}"
+    );
     let (failing, holder) = cause_port_conflict();
     let f = d.wait_for("port_conflict under the reduced capability set", |v| {
-        finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")) == vec![failing as u64]
+        finding(v, "port_conflict", "open")
+            && finding_pids(v, Some("failing")) == vec![failing as u64]
     });
-    assert_eq!(finding_pids(&f, Some("holder")), vec![holder as u64], "holders found through /proc/<pid>/fd: {f}");
+    assert_eq!(
+        finding_pids(&f, Some("holder")),
+        vec![holder as u64],
+        "holders found through /proc/<pid>/fd: {f}"
+    );
     eventually("the canary comes through", || {
         let st: Value = serde_json::from_str(&read_file(&status)).ok()?;
         (st["canary_ok"].as_u64()? >= 2 && st["healthy"] == true).then_some(())
@@ -312,7 +473,10 @@ fn the_units_capability_set_is_enough() {
 }
 
 fn validate_all(records: &[Value]) -> std::collections::BTreeSet<String> {
-    let out = Command::new(watcher_tests::watcher_bin()).arg("schema").output().expect("watcher schema");
+    let out = Command::new(watcher_tests::watcher_bin())
+        .arg("schema")
+        .output()
+        .expect("watcher schema");
     assert!(out.status.success());
     let schema: Value = serde_json::from_slice(&out.stdout).expect("the schema is JSON");
     let v = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
@@ -345,8 +509,21 @@ fn every_record_type_matches_the_schema() {
     d.signal(Signal::SIGCONT);
     d.wait_for("a loss record", |v| text(v, &["type"]) == Some("loss"));
     let types = validate_all(&d.records());
-    for t in ["fork", "exec", "exit", "reap", "bind", "connect", "tcp_state", "finding", "loss"] {
-        assert!(types.contains(t), "no `{t}` record was validated: {types:?}");
+    for t in [
+        "fork",
+        "exec",
+        "exit",
+        "reap",
+        "bind",
+        "connect",
+        "tcp_state",
+        "finding",
+        "loss",
+    ] {
+        assert!(
+            types.contains(t),
+            "no `{t}` record was validated: {types:?}"
+        );
     }
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
@@ -358,10 +535,24 @@ fn the_documented_examples_match_the_schema() {
     let recs: Vec<Value> = doc
         .split("```json\n")
         .skip(1)
-        .map(|b| serde_json::from_str(b.split("```").next().unwrap()).expect("each example in docs/events.md is JSON"))
+        .map(|b| {
+            serde_json::from_str(b.split("```").next().unwrap())
+                .expect("each example in docs/events.md is JSON")
+        })
         .collect();
     let types = validate_all(&recs);
-    for t in ["fork", "exec", "exit", "reap", "bind", "connect", "tcp_state", "loss", "finding", "health"] {
+    for t in [
+        "fork",
+        "exec",
+        "exit",
+        "reap",
+        "bind",
+        "connect",
+        "tcp_state",
+        "loss",
+        "finding",
+        "health",
+    ] {
         assert!(types.contains(t), "docs/events.md has no `{t}` example");
     }
 }
@@ -369,12 +560,21 @@ fn the_documented_examples_match_the_schema() {
 #[test]
 fn an_invalid_config_is_refused_at_start_with_file_and_line() {
     let dir = temp_dir("badcfg");
-    let cfg = write_config(&dir, "[feed]\nstdout = true\n\n[detect.zombie]\nmax_age_s = -3\n");
-    let out = Command::new(watcher_tests::watcher_bin()).args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
+    let cfg = write_config(
+        &dir,
+        "[feed]\nstdout = true\n\n[detect.zombie]\nmax_age_s = -3\n",
+    );
+    let out = Command::new(watcher_tests::watcher_bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.contains(&format!("{}:5:", cfg.display())) && err.contains("not a duration"), "{err}");
+    assert!(
+        err.contains(&format!("{}:5:", cfg.display())) && err.contains("not a duration"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -385,13 +585,31 @@ fn readiness_is_notified_to_systemd() {
     let dir = temp_dir("notify");
     let notify = dir.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
-    sock.set_read_timeout(Some(watcher_tests::DEADLINE)).unwrap();
-    let cfg = write_config(&dir, &format!("[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", dir.join("s.json").display()));
-    let d = Feed::start_with(&["run", "--config", cfg.to_str().unwrap()], &[("NOTIFY_SOCKET", notify.to_str().unwrap())], &[]);
+    sock.set_read_timeout(Some(watcher_tests::DEADLINE))
+        .unwrap();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n",
+            dir.join("s.json").display()
+        ),
+    );
+    let d = Feed::start_with(
+        &["run", "--config", cfg.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", notify.to_str().unwrap())],
+        &[],
+    );
     let mut buf = [0u8; 256];
     let n = sock.recv(&mut buf).expect("a notification from the daemon");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"), "{}", String::from_utf8_lossy(&buf[..n]));
-    assert!(d.stderr().iter().any(|l| l.contains("running:")), "ready only once running");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(
+        d.stderr().iter().any(|l| l.contains("running:")),
+        "ready only once running"
+    );
     d.signal(Signal::SIGTERM);
     let n = sock.recv(&mut buf).expect("a stopping notification");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));

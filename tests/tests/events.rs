@@ -24,9 +24,15 @@ fn fork_exit_code_3_and_wait4_reap() {
     let child = run.get("child") as u32;
     let related = |v: &Value| pid_is(v, child) || pid_is(v, run.pid);
 
-    let fork = feed.wait_for_related("fork of the child", related, |v| is(v, "fork") && pid_is(v, child));
+    let fork = feed.wait_for_related("fork of the child", related, |v| {
+        is(v, "fork") && pid_is(v, child)
+    });
     assert_common(&fork);
-    assert_eq!(num(&fork, &["process", "parent", "pid"]), Some(run.pid as u64), "{fork}");
+    assert_eq!(
+        num(&fork, &["process", "parent", "pid"]),
+        Some(run.pid as u64),
+        "{fork}"
+    );
     assert_eq!(fork["fork"]["thread"], false, "{fork}");
     let mono = num(&fork, &["mono_ns"]).unwrap();
     assert!(
@@ -36,14 +42,22 @@ fn fork_exit_code_3_and_wait4_reap() {
         run.mono_after
     );
 
-    let exit = feed.wait_for_related("exit code 3", related, |v| is(v, "exit") && pid_is(v, child));
+    let exit = feed.wait_for_related("exit code 3", related, |v| {
+        is(v, "exit") && pid_is(v, child)
+    });
     assert_eq!(num(&exit, &["process", "exit_code"]), Some(3), "{exit}");
     assert_eq!(exit["exit"]["process_exited"], true, "{exit}");
     assert!(exit["exit"].get("signal").is_none(), "{exit}");
 
-    let reap = feed.wait_for_related("reap by wait4", related, |v| is(v, "reap") && pid_is(v, child));
+    let reap = feed.wait_for_related("reap by wait4", related, |v| {
+        is(v, "reap") && pid_is(v, child)
+    });
     assert_eq!(text(&reap, &["reap", "method"]), Some("wait4"), "{reap}");
-    assert_eq!(num(&reap, &["reap", "reaper", "pid"]), Some(run.pid as u64), "{reap}");
+    assert_eq!(
+        num(&reap, &["reap", "reaper", "pid"]),
+        Some(run.pid as u64),
+        "{reap}"
+    );
     assert_eq!(num(&reap, &["process", "exit_code"]), Some(3), "{reap}");
 }
 
@@ -61,13 +75,20 @@ fn exec_carries_the_new_program_and_its_arguments() {
         |v| {
             is(v, "exec")
                 && pid_is(v, run.pid)
-                && v["args"].as_array().is_some_and(|a| a.first().is_some_and(|x| x == "actor") && a.iter().any(|x| x == marker.as_str()))
+                && v["args"].as_array().is_some_and(|a| {
+                    a.first().is_some_and(|x| x == "actor")
+                        && a.iter().any(|x| x == marker.as_str())
+                })
         },
     );
     assert_common(&exec);
     let exe = text(&exec, &["process", "executable"]).unwrap_or("");
     assert!(exe.ends_with("/actor"), "executable {exe}");
-    assert_eq!(text(&exec, &["process", "command_line"]), Some(format!("actor exit 0 {marker}").as_str()), "{exec}");
+    assert_eq!(
+        text(&exec, &["process", "command_line"]),
+        Some(format!("actor exit 0 {marker}").as_str()),
+        "{exec}"
+    );
     assert_eq!(text(&exec, &["process", "name"]), Some("actor"));
 }
 
@@ -79,11 +100,20 @@ fn death_by_sigkill() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["sigkill"]);
     let child = run.get("child") as u32;
-    let exit = feed.wait_for_related("exit by SIGKILL", |v| pid_is(v, child), |v| is(v, "exit") && pid_is(v, child));
+    let exit = feed.wait_for_related(
+        "exit by SIGKILL",
+        |v| pid_is(v, child),
+        |v| is(v, "exit") && pid_is(v, child),
+    );
     assert_eq!(text(&exit, &["exit", "signal"]), Some("SIGKILL"), "{exit}");
     assert_eq!(num(&exit, &["exit", "signal_number"]), Some(9), "{exit}");
-    assert!(exit["process"].get("exit_code").is_none(), "killed: no exit code: {exit}");
-    feed.wait_for("reap of the killed child", |v| is(v, "reap") && pid_is(v, child));
+    assert!(
+        exit["process"].get("exit_code").is_none(),
+        "killed: no exit code: {exit}"
+    );
+    feed.wait_for("reap of the killed child", |v| {
+        is(v, "reap") && pid_is(v, child)
+    });
 }
 
 #[test]
@@ -94,9 +124,17 @@ fn reap_by_waitid() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["waitid"]);
     let child = run.get("child") as u32;
-    let reap = feed.wait_for_related("reap by waitid", |v| pid_is(v, child), |v| is(v, "reap") && pid_is(v, child));
+    let reap = feed.wait_for_related(
+        "reap by waitid",
+        |v| pid_is(v, child),
+        |v| is(v, "reap") && pid_is(v, child),
+    );
     assert_eq!(text(&reap, &["reap", "method"]), Some("waitid"), "{reap}");
-    assert_eq!(num(&reap, &["reap", "reaper", "pid"]), Some(run.pid as u64), "{reap}");
+    assert_eq!(
+        num(&reap, &["reap", "reaper", "pid"]),
+        Some(run.pid as u64),
+        "{reap}"
+    );
     assert_eq!(num(&reap, &["process", "exit_code"]), Some(5), "{reap}");
 }
 
@@ -108,7 +146,11 @@ fn reap_without_wait_when_sigchld_is_ignored() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["ignore-sigchld"]);
     let child = run.get("child") as u32;
-    let reap = feed.wait_for_related("reap without wait", |v| pid_is(v, child), |v| is(v, "reap") && pid_is(v, child));
+    let reap = feed.wait_for_related(
+        "reap without wait",
+        |v| pid_is(v, child),
+        |v| is(v, "reap") && pid_is(v, child),
+    );
     assert_eq!(text(&reap, &["reap", "method"]), Some("free"), "{reap}");
     assert!(reap["reap"].get("reaper").is_none(), "{reap}");
 }
@@ -121,12 +163,19 @@ fn threads_are_told_from_processes() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["thread"]);
     let tid = run.get("tid");
-    let fork = feed.wait_for_related("thread creation", |v| pid_is(v, run.pid), |v| {
-        is(v, "fork") && num(v, &["process", "thread", "id"]) == Some(tid)
-    });
+    let fork = feed.wait_for_related(
+        "thread creation",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "fork") && num(v, &["process", "thread", "id"]) == Some(tid),
+    );
     assert_eq!(fork["fork"]["thread"], true, "{fork}");
-    assert!(pid_is(&fork, run.pid), "a thread belongs to its process: {fork}");
-    let exit = feed.wait_for("thread exit", |v| is(v, "exit") && num(v, &["process", "thread", "id"]) == Some(tid));
+    assert!(
+        pid_is(&fork, run.pid),
+        "a thread belongs to its process: {fork}"
+    );
+    let exit = feed.wait_for("thread exit", |v| {
+        is(v, "exit") && num(v, &["process", "thread", "id"]) == Some(tid)
+    });
     assert_eq!(exit["exit"]["process_exited"], false, "{exit}");
 }
 
@@ -138,15 +187,31 @@ fn the_last_thread_ends_the_process_when_the_leader_went_first() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["leader-exits-first"]);
     let tid = run.get("tid");
-    let leader = feed.wait_for_related("the leader's exit", |v| pid_is(v, run.pid), |v| {
-        is(v, "exit") && pid_is(v, run.pid) && v["process"].get("thread").is_none()
-    });
-    assert_eq!(leader["exit"]["process_exited"], false, "the other thread still runs: {leader}");
-    let last = feed.wait_for_related("the last thread's exit", |v| pid_is(v, run.pid), |v| {
-        is(v, "exit") && pid_is(v, run.pid) && num(v, &["process", "thread", "id"]) == Some(tid)
-    });
-    assert_eq!(last["exit"]["process_exited"], true, "the last thread ends the process: {last}");
-    let exits = feed.records().into_iter().filter(|v| is(v, "exit") && pid_is(v, run.pid)).count();
+    let leader = feed.wait_for_related(
+        "the leader's exit",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "exit") && pid_is(v, run.pid) && v["process"].get("thread").is_none(),
+    );
+    assert_eq!(
+        leader["exit"]["process_exited"], false,
+        "the other thread still runs: {leader}"
+    );
+    let last = feed.wait_for_related(
+        "the last thread's exit",
+        |v| pid_is(v, run.pid),
+        |v| {
+            is(v, "exit") && pid_is(v, run.pid) && num(v, &["process", "thread", "id"]) == Some(tid)
+        },
+    );
+    assert_eq!(
+        last["exit"]["process_exited"], true,
+        "the last thread ends the process: {last}"
+    );
+    let exits = feed
+        .records()
+        .into_iter()
+        .filter(|v| is(v, "exit") && pid_is(v, run.pid))
+        .count();
     assert_eq!(exits, 2, "one exit per thread");
     feed.wait_for("the reap", |v| is(v, "reap") && pid_is(v, run.pid));
 }
@@ -158,10 +223,18 @@ fn bind_ipv4_loopback() {
     }
     let feed = Feed::shared();
     let run = actor(ACTOR, &["bind4"]);
-    let b = feed.wait_for_related("bind 127.0.0.1:0", |v| pid_is(v, run.pid), |v| is(v, "bind") && pid_is(v, run.pid));
+    let b = feed.wait_for_related(
+        "bind 127.0.0.1:0",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "bind") && pid_is(v, run.pid),
+    );
     assert_common(&b);
     assert_eq!(text(&b, &["source", "address"]), Some("127.0.0.1"), "{b}");
-    assert_eq!(num(&b, &["source", "port"]), Some(0), "the bind asked for port 0: {b}");
+    assert_eq!(
+        num(&b, &["source", "port"]),
+        Some(0),
+        "the bind asked for port 0: {b}"
+    );
     assert_eq!(text(&b, &["event", "outcome"]), Some("success"), "{b}");
     assert_eq!(text(&b, &["network", "transport"]), Some("tcp"), "{b}");
     assert_eq!(text(&b, &["network", "type"]), Some("ipv4"), "{b}");
@@ -175,7 +248,11 @@ fn bind_ipv6_loopback() {
     }
     let feed = Feed::shared();
     let run = actor(ACTOR, &["bind6"]);
-    let b = feed.wait_for_related("bind [::1]:0", |v| pid_is(v, run.pid), |v| is(v, "bind") && pid_is(v, run.pid));
+    let b = feed.wait_for_related(
+        "bind [::1]:0",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "bind") && pid_is(v, run.pid),
+    );
     assert_eq!(text(&b, &["source", "address"]), Some("::1"), "{b}");
     assert_eq!(text(&b, &["network", "type"]), Some("ipv6"), "{b}");
     assert_eq!(text(&b, &["event", "outcome"]), Some("success"), "{b}");
@@ -190,15 +267,19 @@ fn bind_fails_with_eaddrinuse() {
     let run = actor(ACTOR, &["addrinuse"]);
     let port = run.get("port");
     assert_eq!(run.get("errno"), 98);
-    let b = feed.wait_for_related("failed bind", |v| pid_is(v, run.pid), |v| {
-        is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some()
-    });
+    let b = feed.wait_for_related(
+        "failed bind",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some(),
+    );
     assert_eq!(text(&b, &["error", "code"]), Some("EADDRINUSE"), "{b}");
     assert_eq!(num(&b, &["source", "port"]), Some(port), "{b}");
     assert_eq!(text(&b, &["event", "outcome"]), Some("failure"), "{b}");
     // The listener that holds the port was seen too.
     feed.wait_for("the holder's listen", |v| {
-        is(v, "tcp_state") && text(v, &["tcp", "new_state"]) == Some("LISTEN") && num(v, &["source", "port"]) == Some(port)
+        is(v, "tcp_state")
+            && text(v, &["tcp", "new_state"]) == Some("LISTEN")
+            && num(v, &["source", "port"]) == Some(port)
     });
 }
 
@@ -210,9 +291,11 @@ fn bind_fails_with_eaddrnotavail() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["notavail"]);
     assert_eq!(run.get("errno"), 99);
-    let b = feed.wait_for_related("bind to an address not on this host", |v| pid_is(v, run.pid), |v| {
-        is(v, "bind") && pid_is(v, run.pid)
-    });
+    let b = feed.wait_for_related(
+        "bind to an address not on this host",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "bind") && pid_is(v, run.pid),
+    );
     assert_eq!(text(&b, &["error", "code"]), Some("EADDRNOTAVAIL"), "{b}");
     assert_eq!(text(&b, &["source", "address"]), Some("192.0.2.1"), "{b}");
     assert_eq!(num(&b, &["source", "port"]), Some(4242), "{b}");
@@ -226,9 +309,17 @@ fn blocking_connect_to_a_closed_port_is_refused() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["connect-refused"]);
     let port = run.get("port");
-    let c = feed.wait_for_related("refused connect", |v| pid_is(v, run.pid), |v| is(v, "connect") && pid_is(v, run.pid));
+    let c = feed.wait_for_related(
+        "refused connect",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "connect") && pid_is(v, run.pid),
+    );
     assert_eq!(text(&c, &["error", "code"]), Some("ECONNREFUSED"), "{c}");
-    assert_eq!(text(&c, &["destination", "address"]), Some("127.0.0.1"), "{c}");
+    assert_eq!(
+        text(&c, &["destination", "address"]),
+        Some("127.0.0.1"),
+        "{c}"
+    );
     assert_eq!(num(&c, &["destination", "port"]), Some(port), "{c}");
     assert_eq!(text(&c, &["event", "outcome"]), Some("failure"), "{c}");
 }
@@ -241,15 +332,23 @@ fn nonblocking_connect_outcome_comes_from_tcp_state() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["connect-nonblocking"]);
     let port = run.get("port");
-    let c = feed.wait_for_related("connect in progress", |v| pid_is(v, run.pid), |v| is(v, "connect") && pid_is(v, run.pid));
+    let c = feed.wait_for_related(
+        "connect in progress",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "connect") && pid_is(v, run.pid),
+    );
     assert_eq!(text(&c, &["error", "code"]), Some("EINPROGRESS"), "{c}");
     assert_eq!(text(&c, &["event", "outcome"]), Some("unknown"), "{c}");
     // The refusal runs in softirq context; it must still name the caller.
-    let t = feed.wait_for_related("SYN_SENT → CLOSE attributed to the caller", |v| is(v, "tcp_state") && num(v, &["destination", "port"]) == Some(port), |v| {
-        is(v, "tcp_state")
-            && num(v, &["destination", "port"]) == Some(port)
-            && text(v, &["tcp", "old_state"]) == Some("SYN_SENT")
-    });
+    let t = feed.wait_for_related(
+        "SYN_SENT → CLOSE attributed to the caller",
+        |v| is(v, "tcp_state") && num(v, &["destination", "port"]) == Some(port),
+        |v| {
+            is(v, "tcp_state")
+                && num(v, &["destination", "port"]) == Some(port)
+                && text(v, &["tcp", "old_state"]) == Some("SYN_SENT")
+        },
+    );
     assert_eq!(text(&t, &["tcp", "new_state"]), Some("CLOSE"), "{t}");
     assert_eq!(text(&t, &["event", "outcome"]), Some("failure"), "{t}");
     assert!(pid_is(&t, run.pid), "attributed to pid {}: {t}", run.pid);
@@ -269,11 +368,19 @@ fn the_watchers_own_activity_is_not_traced() {
         .into_iter()
         .filter(|v| pid_is(v, feed.pid) && !is(v, "tcp_state"))
         .collect();
-    assert!(own.is_empty(), "records of the watcher itself (pid {}): {own:?}", feed.pid);
+    assert!(
+        own.is_empty(),
+        "records of the watcher itself (pid {}): {own:?}",
+        feed.pid
+    );
 }
 
 /// A separate watcher whose stdout we read as text, ended by SIGTERM.
-fn run_watcher_until(args: &[&str], trigger: impl Fn(), done: impl Fn(&str) -> bool) -> (String, String, Option<i32>) {
+fn run_watcher_until(
+    args: &[&str],
+    trigger: impl Fn(),
+    done: impl Fn(&str) -> bool,
+) -> (String, String, Option<i32>) {
     let mut child = Command::new(watcher_bin())
         .args(args)
         .stdout(Stdio::piped())
@@ -286,13 +393,19 @@ fn run_watcher_until(args: &[&str], trigger: impl Fn(), done: impl Fn(&str) -> b
     let tx2 = tx.clone();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx.send((true, l));
         }
     });
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for l in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             let _ = tx2.send((false, l));
         }
     });
@@ -320,9 +433,15 @@ fn run_watcher_until(args: &[&str], trigger: impl Fn(), done: impl Fn(&str) -> b
             }
         }
     }
-    assert!(finished, "watcher {args:?} never printed what was expected; stdout:\n{out}\nstderr:\n{err}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
-        .expect("SIGTERM");
+    assert!(
+        finished,
+        "watcher {args:?} never printed what was expected; stdout:\n{out}\nstderr:\n{err}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
     let status = child.wait().expect("wait");
     while let Ok((is_out, l)) = rx.recv_timeout(Duration::from_millis(500)) {
         let s = if is_out { &mut out } else { &mut err };
@@ -349,14 +468,27 @@ fn readable_lines_filters_and_a_clean_sigterm() {
             actor(ACTOR, &["listen-port", &p]);
             actor(ACTOR, &["bind4"]);
         },
-        |out| out.lines().any(|l| l.contains(&format!("127.0.0.1:{p} ok"))),
+        |out| {
+            out.lines()
+                .any(|l| l.contains(&format!("127.0.0.1:{p} ok")))
+        },
     );
-    assert_eq!(code, Some(0), "SIGTERM must end trace with exit 0; stderr:\n{err}");
+    assert_eq!(
+        code,
+        Some(0),
+        "SIGTERM must end trace with exit 0; stderr:\n{err}"
+    );
     for l in out.lines() {
-        assert!(l.contains(" bind ") && l.contains(&format!(":{p} ")), "a line the filters should have dropped: {l}");
+        assert!(
+            l.contains(" bind ") && l.contains(&format!(":{p} ")),
+            "a line the filters should have dropped: {l}"
+        );
         assert!(l.contains("actor"), "the line names the command: {l}");
     }
-    assert!(err.contains("events in") && err.contains("lost"), "summary on stderr: {err}");
+    assert!(
+        err.contains("events in") && err.contains("lost"),
+        "summary on stderr: {err}"
+    );
 }
 
 #[test]
@@ -373,16 +505,25 @@ fn missing_privileges_give_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
-    assert!(err.contains("needs root") && err.contains("CAP_BPF"), "says what to do: {err}");
+    assert!(
+        err.contains("needs root") && err.contains("CAP_BPF"),
+        "says what to do: {err}"
+    );
     assert!(out.stdout.is_empty());
 }
 
 #[test]
 fn bad_arguments_exit_2() {
-    let out = Command::new(watcher_bin()).args(["trace", "--ring-mib", "3"]).output().expect("run");
+    let out = Command::new(watcher_bin())
+        .args(["trace", "--ring-mib", "3"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("power of two"));
-    let out = Command::new(watcher_bin()).args(["trace", "--type", "nope"]).output().expect("run");
+    let out = Command::new(watcher_bin())
+        .args(["trace", "--type", "nope"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -391,17 +532,42 @@ fn check_reports_every_prerequisite() {
     if !require_root() {
         return;
     }
-    let out = Command::new(watcher_bin()).arg("check").output().expect("run check");
+    let out = Command::new(watcher_bin())
+        .arg("check")
+        .output()
+        .expect("run check");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    for what in ["privileges", "kernel", "tracefs", "btf", "tracepoint sched/sched_process_exit", "tracepoint sock/inet_sock_set_state", "load"] {
-        assert!(text.lines().any(|l| l.starts_with("ok") && l.contains(what)), "no ok line for {what}:\n{text}");
+    for what in [
+        "privileges",
+        "kernel",
+        "tracefs",
+        "btf",
+        "tracepoint sched/sched_process_exit",
+        "tracepoint sock/inet_sock_set_state",
+        "load",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(what)),
+            "no ok line for {what}:\n{text}"
+        );
     }
     // As nobody: the privilege line fails and says what to do; exit non-zero.
-    let out = Command::new(watcher_bin()).arg("check").uid(65534).gid(65534).output().expect("run check");
+    let out = Command::new(watcher_bin())
+        .arg("check")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run check");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("FAIL") && l.contains("privileges") && l.contains("run it as root")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("privileges")
+            && l.contains("run it as root")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -420,6 +586,15 @@ fn tracefs_is_mounted_when_missing() {
         .output()
         .expect("unshare (util-linux) is needed for this test");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{text}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.lines().any(|l| l.starts_with("ok") && l.contains("tracefs")), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{text}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("tracefs")),
+        "{text}"
+    );
 }

@@ -20,15 +20,26 @@ fn write_project(dir: &std::path::Path, files: usize) {
     let mut decls = String::new();
     let mut calls = String::new();
     for i in 0..files {
-        std::fs::write(dir.join(format!("f{i}.c")), format!("int f{i}(int x) {{ return x * {i} + 1; }}\n")).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}.c")),
+            format!("int f{i}(int x) {{ return x * {i} + 1; }}\n"),
+        )
+        .unwrap();
         objs.push(format!("f{i}.o"));
         decls.push_str(&format!("int f{i}(int);\n"));
         calls.push_str(&format!("  s += f{i}(s);\n"));
     }
-    std::fs::write(dir.join("main.c"), format!("{decls}int main(void) {{\n  int s = 0;\n{calls}  return s == 42;\n}}\n")).unwrap();
+    std::fs::write(
+        dir.join("main.c"),
+        format!("{decls}int main(void) {{\n  int s = 0;\n{calls}  return s == 42;\n}}\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("Makefile"),
-        format!("all: prog\nprog: main.o {}\n\tcc -o $@ $^\n%.o: %.c\n\tcc -O0 -c -o $@ $<\n", objs.join(" ")),
+        format!(
+            "all: prog\nprog: main.o {}\n\tcc -o $@ $^\n%.o: %.c\n\tcc -O0 -c -o $@ $<\n",
+            objs.join(" ")
+        ),
     )
     .unwrap();
 }
@@ -40,7 +51,11 @@ fn a_healthy_host_produces_no_findings() {
     }
     for tool in ["make", "cc"] {
         assert!(
-            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| o.status.success()).unwrap_or(false),
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false),
             "`{tool}` is needed for the parallel-build workload (Debian: build-essential)"
         );
     }
@@ -52,7 +67,9 @@ fn a_healthy_host_produces_no_findings() {
 
     // A pool of SO_REUSEPORT workers of one program.
     let pool_port = free_port().to_string();
-    let mut pool: Vec<_> = (0..4).map(|_| spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", &pool_port, "reuseport"])).collect();
+    let mut pool: Vec<_> = (0..4)
+        .map(|_| spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", &pool_port, "reuseport"]))
+        .collect();
     for p in &mut pool {
         p.value("listening");
     }
@@ -73,8 +90,16 @@ fn a_healthy_host_produces_no_findings() {
             .expect("sh")
     });
     // The parallel build.
-    let build = Command::new("make").args(["-j4", "-s"]).current_dir(&dir).output().expect("make");
-    assert!(build.status.success(), "build failed: {}", String::from_utf8_lossy(&build.stderr));
+    let build = Command::new("make")
+        .args(["-j4", "-s"])
+        .current_dir(&dir)
+        .output()
+        .expect("make");
+    assert!(
+        build.status.success(),
+        "build failed: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
     clients.join().expect("clients");
     server.finish();
     master.join().expect("master");
@@ -92,12 +117,17 @@ fn a_healthy_host_produces_no_findings() {
     loop {
         let run = actor(ACTOR, &["exit", "0"]);
         let seen = feed.records().iter().any(|v| {
-            text(v, &["type"]) == Some("exit") && num(v, &["process", "pid"]) == Some(run.pid as u64) && num(v, &["mono_ns"]).unwrap_or(0) >= settle
+            text(v, &["type"]) == Some("exit")
+                && num(v, &["process", "pid"]) == Some(run.pid as u64)
+                && num(v, &["mono_ns"]).unwrap_or(0) >= settle
         });
         if seen {
             break;
         }
-        assert!(Instant::now() < deadline, "the feed never got past the settling point");
+        assert!(
+            Instant::now() < deadline,
+            "the feed never got past the settling point"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 
@@ -106,7 +136,10 @@ fn a_healthy_host_produces_no_findings() {
     let mut ours: HashSet<u64> = HashSet::from([me as u64]);
     for v in &records {
         if text(v, &["type"]) == Some("fork") && v["fork"]["thread"] == false {
-            if let (Some(parent), Some(child)) = (num(v, &["process", "parent", "pid"]), num(v, &["process", "pid"])) {
+            if let (Some(parent), Some(child)) = (
+                num(v, &["process", "parent", "pid"]),
+                num(v, &["process", "pid"]),
+            ) {
                 if ours.contains(&parent) {
                     ours.insert(child);
                 }
@@ -114,22 +147,55 @@ fn a_healthy_host_produces_no_findings() {
         }
     }
     let count = |pred: &dyn Fn(&Value) -> bool| records.iter().filter(|v| pred(v)).count();
-    let compilers = count(&|v| text(v, &["type"]) == Some("exec") && text(v, &["process", "name"]) == Some("cc1"));
-    let accepted = count(&|v| text(v, &["type"]) == Some("connect") && text(v, &["event", "outcome"]) == Some("success") && num(v, &["destination", "port"]).map(|p| p.to_string()) == Some(server_port.clone()));
-    let greps = count(&|v| text(v, &["type"]) == Some("exit") && text(v, &["process", "name"]) == Some("grep") && num(v, &["process", "exit_code"]) == Some(1));
+    let compilers = count(&|v| {
+        text(v, &["type"]) == Some("exec") && text(v, &["process", "name"]) == Some("cc1")
+    });
+    let accepted = count(&|v| {
+        text(v, &["type"]) == Some("connect")
+            && text(v, &["event", "outcome"]) == Some("success")
+            && num(v, &["destination", "port"]).map(|p| p.to_string()) == Some(server_port.clone())
+    });
+    let greps = count(&|v| {
+        text(v, &["type"]) == Some("exit")
+            && text(v, &["process", "name"]) == Some("grep")
+            && num(v, &["process", "exit_code"]) == Some(1)
+    });
     eprintln!("workload: {} processes, {compilers} cc1 runs, {accepted} connections, {greps} grep exits with 1", ours.len());
-    assert!(ours.len() > 1200, "the workload ran thousands of processes: {}", ours.len());
+    assert!(
+        ours.len() > 1200,
+        "the workload ran thousands of processes: {}",
+        ours.len()
+    );
     assert!(compilers >= 400, "{compilers} compiler runs");
     assert!(accepted >= 300, "{accepted} accepted connections");
     assert!(greps >= 40, "{greps} grep -q answers");
 
-    let findings: Vec<&Value> = records.iter().filter(|v| text(v, &["type"]) == Some("finding")).collect();
+    let findings: Vec<&Value> = records
+        .iter()
+        .filter(|v| text(v, &["type"]) == Some("finding"))
+        .collect();
     let about_us: Vec<&&Value> = findings
         .iter()
-        .filter(|v| v["processes"].as_array().is_some_and(|a| a.iter().any(|p| p["process"]["pid"].as_u64().is_some_and(|pid| ours.contains(&pid)))))
+        .filter(|v| {
+            v["processes"].as_array().is_some_and(|a| {
+                a.iter().any(|p| {
+                    p["process"]["pid"]
+                        .as_u64()
+                        .is_some_and(|pid| ours.contains(&pid))
+                })
+            })
+        })
         .collect();
     for f in findings.iter().filter(|f| !about_us.contains(f)) {
         eprintln!("note: a finding about something else on this host: {f}");
     }
-    assert!(about_us.is_empty(), "a healthy workload produced findings:\n{}", about_us.iter().map(|f| f.to_string()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        about_us.is_empty(),
+        "a healthy workload produced findings:\n{}",
+        about_us
+            .iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -42,11 +42,12 @@ pub enum EventKind {
     Connect = 6,
     TcpState = 7,
     Cgroup = 8,
+    Signal = 9,
 }
 
 impl EventKind {
     /// Every kind that appears on the wire, in number order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::Exit,
@@ -55,6 +56,7 @@ impl EventKind {
         EventKind::Connect,
         EventKind::TcpState,
         EventKind::Cgroup,
+        EventKind::Signal,
     ];
 
     /// The only place kind names come from (used in output `type` fields).
@@ -69,6 +71,7 @@ impl EventKind {
             EventKind::Connect => "connect",
             EventKind::TcpState => "tcp_state",
             EventKind::Cgroup => "cgroup",
+            EventKind::Signal => "signal",
         }
     }
 
@@ -82,6 +85,7 @@ impl EventKind {
             6 => EventKind::Connect,
             7 => EventKind::TcpState,
             8 => EventKind::Cgroup,
+            9 => EventKind::Signal,
             _ => EventKind::Unknown,
         }
     }
@@ -297,6 +301,49 @@ pub struct CgroupData {
     pub path: [u8; CGROUP_PATH_LEN],
 }
 
+/// [`SignalData::source`]: `signal/signal_generate` — a fatal signal was
+/// generated for `target_pid`; the header is the sender (the target itself for
+/// a fault).
+pub const SIGNAL_GENERATED: u32 = 1;
+/// [`SignalData::source`]: `oom/mark_victim` — the OOM killer chose
+/// `target_pid`; its SIGKILL follows. The header is the task whose allocation
+/// ran out of memory.
+pub const SIGNAL_OOM_VICTIM: u32 = 2;
+
+/// Who ended a process: a signal that would kill it (filtered in the kernel
+/// to [`Config::signal_mask`], delivered, not ignored), or the OOM killer's
+/// choice. Lets userspace tell a supervisor's stop from a crash.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalData {
+    /// The target task (a thread id; the process's for a process-wide signal).
+    pub target_pid: u32,
+    /// Signal number (9 for an OOM victim).
+    pub sig: u32,
+    /// `si_code`: 0 (SI_USER) for kill(), negative for tkill/queue, 0x80
+    /// (SI_KERNEL) for the kernel, positive for a fault (SEGV_MAPERR …).
+    pub code: i32,
+    /// 1 when sent to the whole thread group.
+    pub group: u32,
+    /// [`SIGNAL_GENERATED`] or [`SIGNAL_OOM_VICTIM`].
+    pub source: u32,
+    pub _pad: u32,
+}
+
+/// Default [`Config::signal_mask`]: HUP INT QUIT ILL TRAP ABRT BUS FPE KILL
+/// USR1 SEGV USR2 TERM STKFLT XCPU XFSZ SYS — not PIPE (a reader went away),
+/// ALRM/VTALRM/PROF (timers, usually handled, frequent) or IO/PWR.
+pub const DEFAULT_SIGNAL_MASK: u32 = {
+    let sigs = [1u32, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15, 16, 24, 25, 31];
+    let mut m = 0u32;
+    let mut i = 0;
+    while i < sigs.len() {
+        m |= 1 << sigs[i];
+        i += 1;
+    }
+    m
+};
+
 pub type ForkEvent = Event<ForkData>;
 pub type ExecEvent = Event<ExecData>;
 pub type ExitEvent = Event<ExitData>;
@@ -304,6 +351,7 @@ pub type ReapEvent = Event<ReapData>;
 pub type SockCallEvent = Event<SockCallData>;
 pub type TcpStateEvent = Event<TcpStateData>;
 pub type CgroupEvent = Event<CgroupData>;
+pub type SignalEvent = Event<SignalData>;
 
 /// Offset value meaning "this kernel has no such field".
 pub const OFFSET_NONE: u32 = u32::MAX;
@@ -396,7 +444,19 @@ pub struct Config {
     pub k_pidns_inum: u32,
     /// `pid_namespace.pid_allocated` (PIDNS_ADDING cleared when it is torn down).
     pub k_pidns_pid_allocated: u32,
-    pub _pad: u32,
+
+    // signal/signal_generate
+    pub tp_signal_sig: u32,
+    pub tp_signal_code: u32,
+    pub tp_signal_pid: u32,
+    pub tp_signal_group: u32,
+    pub tp_signal_result: u32,
+    // oom/mark_victim
+    pub tp_oom_pid: u32,
+    /// Signals (bit `1 << signo`) whose generation is forwarded: those whose
+    /// default action ends the process, less the frequent ones that say little.
+    pub signal_mask: u32,
+    pub _pad: [u32; 2],
 }
 
 impl Config {
@@ -464,7 +524,14 @@ impl Config {
             k_upid_ns: OFFSET_NONE,
             k_pidns_inum: OFFSET_NONE,
             k_pidns_pid_allocated: OFFSET_NONE,
-            _pad: 0,
+            tp_signal_sig: OFFSET_NONE,
+            tp_signal_code: OFFSET_NONE,
+            tp_signal_pid: OFFSET_NONE,
+            tp_signal_group: OFFSET_NONE,
+            tp_signal_result: OFFSET_NONE,
+            tp_oom_pid: OFFSET_NONE,
+            signal_mask: 0,
+            _pad: [0; 2],
         }
     }
 }
@@ -477,9 +544,14 @@ const _: () = assert!(core::mem::size_of::<ExitData>() == 40);
 const _: () = assert!(core::mem::size_of::<ReapData>() == 8);
 const _: () = assert!(core::mem::size_of::<SockCallData>() == 48);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 64);
+const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 248);
-const _: () = assert!(ARGS_LEN.is_power_of_two() && FILENAME_LEN.is_power_of_two() && CGROUP_PATH_LEN.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<Config>() == 280);
+const _: () = assert!(
+    ARGS_LEN.is_power_of_two()
+        && FILENAME_LEN.is_power_of_two()
+        && CGROUP_PATH_LEN.is_power_of_two()
+);
 
 #[cfg(feature = "user")]
 mod user {

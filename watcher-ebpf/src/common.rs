@@ -1,16 +1,16 @@
 //! Helpers shared by the programs: config access, headers, submit with bounded wakeups.
 use aya_ebpf::{
-    bindings::{BPF_RB_NO_WAKEUP},
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel, generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
     },
     maps::ring_buf::RingBufEntry,
     programs::TracePointContext,
     EbpfContext,
 };
 use watcher_common::{Config, Event, EventKind, Header, LOST_SLOTS, OFFSET_NONE};
-
 
 use crate::maps::{EVENTS, LAST_WAKE, LOST};
 

@@ -12,6 +12,7 @@ mod common;
 mod maps;
 mod net;
 mod process;
+mod signal;
 
 #[cfg(not(test))]
 #[panic_handler]

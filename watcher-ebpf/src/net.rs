@@ -10,7 +10,9 @@ use aya_ebpf::{
 use watcher_common::{EventKind, SockCallData, TcpStateData, AF_INET, AF_INET6};
 
 use crate::{
-    common::{conf, current_task, emit, kread, now, pid_tgid, sk_netns, tp_read, wanted, wanted_kind},
+    common::{
+        conf, current_task, emit, kread, now, pid_tgid, sk_netns, tp_read, wanted, wanted_kind,
+    },
     maps::{PendingSock, PENDING_SOCK},
 };
 
@@ -22,7 +24,13 @@ const TCP_LISTEN: i32 = 10;
 
 /// Read the sockaddr a bind/connect passes and keep it until the syscall returns.
 #[inline(always)]
-fn enter(ctx: &TracePointContext, kind: EventKind, off_fd: u32, off_addr: u32, off_len: u32) -> Option<()> {
+fn enter(
+    ctx: &TracePointContext,
+    kind: EventKind,
+    off_fd: u32,
+    off_addr: u32,
+    off_len: u32,
+) -> Option<()> {
     let (_, tgid) = pid_tgid();
     if !wanted(kind, tgid) {
         return None;
@@ -34,7 +42,14 @@ fn enter(ctx: &TracePointContext, kind: EventKind, off_fd: u32, off_addr: u32, o
         return None;
     }
     let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.ok()?;
-    let mut p = PendingSock { fd: fd as i32, family, port: 0, addr: [0; 16], scope_id: 0, _pad: 0 };
+    let mut p = PendingSock {
+        fd: fd as i32,
+        family,
+        port: 0,
+        addr: [0; 16],
+        scope_id: 0,
+        _pad: 0,
+    };
     let port: u16 = unsafe { bpf_probe_read_user((addr + 2) as *const u16) }.ok()?;
     p.port = u16::from_be(port);
     match family {
@@ -89,7 +104,11 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
     let p = unsafe { PENDING_SOCK.get(&key) }.copied()?;
     let _ = PENDING_SOCK.remove(&key);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
-    let (sock_type, skaddr) = if ret == -EBADF || ret == -ENOTSOCK { (0, 0) } else { sock_of_fd(p.fd) };
+    let (sock_type, skaddr) = if ret == -EBADF || ret == -ENOTSOCK {
+        (0, 0)
+    } else {
+        sock_of_fd(p.fd)
+    };
     emit(
         kind,
         now(),
@@ -111,7 +130,13 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
-    let _ = enter(&ctx, EventKind::Bind, conf!(tp_bind_fd), conf!(tp_bind_addr), conf!(tp_bind_addrlen));
+    let _ = enter(
+        &ctx,
+        EventKind::Bind,
+        conf!(tp_bind_fd),
+        conf!(tp_bind_addr),
+        conf!(tp_bind_addrlen),
+    );
     0
 }
 

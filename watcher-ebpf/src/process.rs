@@ -9,14 +9,14 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use watcher_common::{
-    EventKind, ExecData, ExitData, ForkData, ReapData, ReapSource, ARGS_LEN, EXIT_PIDNS_DYING, GROUP_DEAD_UNKNOWN,
-    OFFSET_NONE,
+    EventKind, ExecData, ExitData, ForkData, ReapData, ReapSource, ARGS_LEN, EXIT_PIDNS_DYING,
+    GROUP_DEAD_UNKNOWN, OFFSET_NONE,
 };
 
 use crate::{
     common::{
-        cgroup_id, conf, current_task, emit, header, kread, now, pid_tgid, read_data_loc_str, reserve, submit, tp_read, wanted,
-        wanted_kind,
+        cgroup_id, conf, current_task, emit, header, kread, now, pid_tgid, read_data_loc_str,
+        reserve, submit, tp_read, wanted, wanted_kind,
     },
     maps::{PendingWaitid, EXITED, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID},
 };
@@ -41,11 +41,20 @@ fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
     }
     let child_pid: i32 = tp_read(ctx, conf!(tp_newtask_pid))?;
     let clone_flags: u64 = tp_read(ctx, conf!(tp_newtask_clone_flags)).unwrap_or(0);
-    let child_tgid = if clone_flags & CLONE_THREAD != 0 { tgid } else { child_pid as u32 };
+    let child_tgid = if clone_flags & CLONE_THREAD != 0 {
+        tgid
+    } else {
+        child_pid as u32
+    };
     emit(
         EventKind::Fork,
         now(),
-        ForkData { child_pid: child_pid as u32, child_tgid, clone_flags, cgroup_id: cgroup_id() },
+        ForkData {
+            child_pid: child_pid as u32,
+            child_tgid,
+            clone_flags,
+            cgroup_id: cgroup_id(),
+        },
     );
     Some(())
 }
@@ -80,10 +89,15 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
         let end: u64 = kread(mm, conf!(k_mm_arg_end)).unwrap_or(0);
         if start != 0 && end > start {
             let full = end - start;
-            let mut n = if full > (ARGS_LEN - 1) as u64 { (ARGS_LEN - 1) as u64 } else { full };
+            let mut n = if full > (ARGS_LEN - 1) as u64 {
+                (ARGS_LEN - 1) as u64
+            } else {
+                full
+            };
             n &= (ARGS_LEN - 1) as u64;
             let dst = core::ptr::addr_of_mut!((*d).args) as *mut core::ffi::c_void;
-            if generated::bpf_probe_read_user(dst, n as u32, start as *const core::ffi::c_void) == 0 {
+            if generated::bpf_probe_read_user(dst, n as u32, start as *const core::ffi::c_void) == 0
+            {
                 (*d).args_len = n as u32;
             }
             (*d).args_full_len = full as u32;
@@ -117,7 +131,8 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     };
     let parent: u64 = kread(task, conf!(k_task_real_parent)).unwrap_or(0);
     let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
-    let parent_waiting = (parent_tgid != 0 && unsafe { IN_WAIT.get(&parent_tgid) }.is_some()) as u32;
+    let parent_waiting =
+        (parent_tgid != 0 && unsafe { IN_WAIT.get(&parent_tgid) }.is_some()) as u32;
     let ends = group_dead == 1 || (group_dead == GROUP_DEAD_UNKNOWN && pid == tgid);
     let (pidns, ns_pid, flags) = pid_namespace(task, parent, parent_tgid, tgid, ends);
     emit(
@@ -165,10 +180,20 @@ const PIDNS_ADDING: u32 = 1 << 31;
 /// process ends and its parent sees it through a nested pid namespace, the
 /// parent's wait will return that namespace's pid: remember the host pid for it.
 #[inline(always)]
-fn pid_namespace(task: u64, parent: u64, parent_tgid: u32, tgid: u32, ends: bool) -> (u32, u32, u32) {
+fn pid_namespace(
+    task: u64,
+    parent: u64,
+    parent_tgid: u32,
+    tgid: u32,
+    ends: bool,
+) -> (u32, u32, u32) {
     let leader: u64 = kread(task, conf!(k_task_group_leader)).unwrap_or(0);
-    let Some((level, lpid)) = pid_of(leader) else { return (0, 0, 0) };
-    let Some(own) = upid_at(lpid, level) else { return (0, 0, 0) };
+    let Some((level, lpid)) = pid_of(leader) else {
+        return (0, 0, 0);
+    };
+    let Some(own) = upid_at(lpid, level) else {
+        return (0, 0, 0);
+    };
     let ns_pid: i32 = kread(own, conf!(k_upid_nr)).unwrap_or(0);
     let ns: u64 = kread(own, conf!(k_upid_ns)).unwrap_or(0);
     let pidns: u32 = kread(ns, conf!(k_pidns_inum)).unwrap_or(0);
@@ -238,7 +263,14 @@ fn try_sys_exit_wait4(ctx: &TracePointContext) -> Option<()> {
     if !wanted(EventKind::Reap, tgid) {
         return None;
     }
-    emit(EventKind::Reap, now(), ReapData { reaped_pid: reaped, source: ReapSource::Wait4 as u32 });
+    emit(
+        EventKind::Reap,
+        now(),
+        ReapData {
+            reaped_pid: reaped,
+            source: ReapSource::Wait4 as u32,
+        },
+    );
     Some(())
 }
 
@@ -256,7 +288,11 @@ fn try_sys_enter_waitid(ctx: &TracePointContext) -> Option<()> {
     if infop == 0 || options & WNOWAIT != 0 {
         return None;
     }
-    let _ = PENDING_WAITID.insert(&bpf_get_current_pid_tgid(), &PendingWaitid { infop, options }, 0);
+    let _ = PENDING_WAITID.insert(
+        &bpf_get_current_pid_tgid(),
+        &PendingWaitid { infop, options },
+        0,
+    );
     Some(())
 }
 
@@ -288,7 +324,14 @@ fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
     if !wanted(EventKind::Reap, tgid) {
         return None;
     }
-    emit(EventKind::Reap, now(), ReapData { reaped_pid: reaped, source: ReapSource::Waitid as u32 });
+    emit(
+        EventKind::Reap,
+        now(),
+        ReapData {
+            reaped_pid: reaped,
+            source: ReapSource::Waitid as u32,
+        },
+    );
     Some(())
 }
 
@@ -335,6 +378,13 @@ fn try_sched_process_free(ctx: &TracePointContext) -> Option<()> {
     if !wanted_kind(EventKind::Reap) {
         return None;
     }
-    emit(EventKind::Reap, now(), ReapData { reaped_pid: pid, source: ReapSource::Free as u32 });
+    emit(
+        EventKind::Reap,
+        now(),
+        ReapData {
+            reaped_pid: pid,
+            source: ReapSource::Free as u32,
+        },
+    );
     Some(())
 }

@@ -11,7 +11,8 @@ use watcher::{
     record::Clock,
 };
 use watcher_common::{
-    Event, EventKind, ExecData, ExitData, ForkData, ReapData, SockCallData, TcpStateData, AF_INET, ARGS_LEN, FILENAME_LEN,
+    Event, EventKind, ExecData, ExitData, ForkData, ReapData, SockCallData, TcpStateData, AF_INET,
+    ARGS_LEN, FILENAME_LEN,
 };
 
 fn records(n: usize) -> Vec<Vec<u8>> {
@@ -26,15 +27,31 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
         out.push(encode(&Event {
             header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "make"),
-            data: ForkData { child_pid: pid, child_tgid: pid, clone_flags: 0x11, cgroup_id: 0 },
+            data: ForkData {
+                child_pid: pid,
+                child_tgid: pid,
+                clone_flags: 0x11,
+                cgroup_id: 0,
+            },
         }));
-        let mut d = ExecData { old_pid: pid, filename_len: 12, args_len: 0, args_full_len: 0, cgroup_id: 0, filename: [0; FILENAME_LEN], args: [0; ARGS_LEN] };
+        let mut d = ExecData {
+            old_pid: pid,
+            filename_len: 12,
+            args_len: 0,
+            args_full_len: 0,
+            cgroup_id: 0,
+            filename: [0; FILENAME_LEN],
+            args: [0; ARGS_LEN],
+        };
         d.filename[..12].copy_from_slice(b"/usr/bin/cc1");
         let args = format!("cc1\0-quiet\0f{}.c\0-o\0/tmp/cc{}.s\0", i % 500, i % 500);
         d.args[..args.len()].copy_from_slice(args.as_bytes());
         d.args_len = args.len() as u32;
         d.args_full_len = args.len() as u32;
-        out.push(encode(&Event { header: header_for::<ExecData>(EventKind::Exec, ts + 500, pid, pid, "cc1"), data: d }));
+        out.push(encode(&Event {
+            header: header_for::<ExecData>(EventKind::Exec, ts + 500, pid, pid, "cc1"),
+            data: d,
+        }));
         if i.is_multiple_of(10) {
             let sock = |ret: i32, port: u16| SockCallData {
                 fd: 3,
@@ -48,10 +65,22 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                 netns: 0,
                 skaddr: 0xffff_0000_0000_0000 | i as u64,
             };
-            out.push(encode(&Event { header: header_for::<SockCallData>(EventKind::Bind, ts + 600, pid, pid, "cc1"), data: sock(0, 0) }));
-            out.push(encode(&Event { header: header_for::<SockCallData>(EventKind::Connect, ts + 700, pid, pid, "cc1"), data: sock(-115, 5432) }));
             out.push(encode(&Event {
-                header: header_for::<TcpStateData>(EventKind::TcpState, ts + 800, 0, 0, "swapper/0"),
+                header: header_for::<SockCallData>(EventKind::Bind, ts + 600, pid, pid, "cc1"),
+                data: sock(0, 0),
+            }));
+            out.push(encode(&Event {
+                header: header_for::<SockCallData>(EventKind::Connect, ts + 700, pid, pid, "cc1"),
+                data: sock(-115, 5432),
+            }));
+            out.push(encode(&Event {
+                header: header_for::<TcpStateData>(
+                    EventKind::TcpState,
+                    ts + 800,
+                    0,
+                    0,
+                    "swapper/0",
+                ),
                 data: TcpStateData {
                     skaddr: 0xffff_0000_0000_0000 | i as u64,
                     old_state: 2,
@@ -69,11 +98,24 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         }
         out.push(encode(&Event {
             header: header_for::<ExitData>(EventKind::Exit, ts + 2_000, pid, pid, "cc1"),
-            data: ExitData { exit_code: 0, group_dead: 1, parent_tgid: parent, parent_waiting: 1, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
+            data: ExitData {
+                exit_code: 0,
+                group_dead: 1,
+                parent_tgid: parent,
+                parent_waiting: 1,
+                cgroup_id: 0,
+                pidns: 0,
+                ns_pid: 0,
+                flags: 0,
+                _pad: 0,
+            },
         }));
         out.push(encode(&Event {
             header: header_for::<ReapData>(EventKind::Reap, ts + 2_100, parent, parent, "make"),
-            data: ReapData { reaped_pid: pid, source: 1 },
+            data: ReapData {
+                reaped_pid: pid,
+                source: 1,
+            },
         }));
         i += 1;
     }
@@ -82,12 +124,22 @@ fn records(n: usize) -> Vec<Vec<u8>> {
 }
 
 fn main() {
-    let n: usize = std::env::var("REPLAY_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("REPLAY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let recs = records(n);
     let table = ProcessTable::with_parent_lookup(65_536, Box::new(|_| Some(1)));
-    let mut engine = Engine::new(DetectConfig::default(), table, Clock::fixed(0), Box::new(|_: u32, _: u32, _: bool, _: u16, _: &[u32]| Some(Vec::new())));
+    let mut engine = Engine::new(
+        DetectConfig::default(),
+        table,
+        Clock::fixed(0),
+        Box::new(|_: u32, _: u32, _: bool, _: u16, _: &[u32]| Some(Vec::new())),
+    );
     // REPLAY_JSON=0: findings-only feed (events are not serialized).
-    let json = std::env::var("REPLAY_JSON").map(|v| v != "0").unwrap_or(true);
+    let json = std::env::var("REPLAY_JSON")
+        .map(|v| v != "0")
+        .unwrap_or(true);
     let mut buf = Vec::with_capacity(4096);
     let mut bytes = 0usize;
     let mut findings = 0usize;

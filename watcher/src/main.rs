@@ -24,7 +24,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
     match cli.command {
         Command::Check(a) if a.daemon => watcher::daemon::check_daemon(&a.status),
         Command::Check(_) => watcher::check::run(),

@@ -18,14 +18,19 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Context as _, Result};
 
 pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: a valid timespec pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0)).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
+        .unwrap_or(0)
 }
 
 struct Feed {
@@ -63,7 +68,8 @@ impl Feed {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(60)).context("watcher did not start")?;
+        rx.recv_timeout(Duration::from_secs(60))
+            .context("watcher did not start")?;
         Ok(Feed { lines, child })
     }
 
@@ -89,7 +95,10 @@ impl Feed {
                     .iter()
                     .map(|(_, v)| format!("{} {} {}", v["kind"], v["state"], v["summary"]))
                     .collect();
-                bail!("only {c} of {n} `{kind}` findings appeared; the feed had:\n{}", seen.join("\n"));
+                bail!(
+                    "only {c} of {n} `{kind}` findings appeared; the feed had:\n{}",
+                    seen.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -108,13 +117,20 @@ impl Feed {
 }
 
 fn run(actor: &Path, args: &[&str]) -> Result<()> {
-    let st = Command::new(actor).args(args).stdout(Stdio::null()).status()?;
+    let st = Command::new(actor)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()?;
     let _ = st;
     Ok(())
 }
 
 fn spawn(actor: &Path, args: &[&str]) -> Result<std::process::Child> {
-    Ok(Command::new(actor).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?)
+    Ok(Command::new(actor)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?)
 }
 
 /// Wait for a `key=` line from a spawned actor.
@@ -145,7 +161,10 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64, usize) {
 
 /// Detection latency per finding kind, as markdown rows.
 pub fn latency(watcher: &Path, actor: &Path, reps: usize, wakeup_us: &str) -> Result<Vec<String>> {
-    let feed = Feed::start(watcher, &["trace", "--json", "--findings", "--wakeup-us", wakeup_us])?;
+    let feed = Feed::start(
+        watcher,
+        &["trace", "--json", "--findings", "--wakeup-us", wakeup_us],
+    )?;
     // port_conflict: a listener, a failing bind; a new port each time.
     for _ in 0..reps {
         let mut holder = spawn(actor, &["listen-hold", "0.0.0.0", "0"])?;
@@ -194,7 +213,9 @@ pub fn latency(watcher: &Path, actor: &Path, reps: usize, wakeup_us: &str) -> Re
     }
     feed.wait_open("fork_storm", 2)?;
     // zombie: the deadline (10 s) — latency from the deadline to the line.
-    let zs: Vec<_> = (0..3).map(|_| spawn(actor, &["zombies", "1", "10800"])).collect::<Result<_>>()?;
+    let zs: Vec<_> = (0..3)
+        .map(|_| spawn(actor, &["zombies", "1", "10800"]))
+        .collect::<Result<_>>()?;
     feed.wait_open("zombie", 3)?;
     for mut z in zs {
         z.wait()?;
@@ -210,7 +231,11 @@ pub fn latency(watcher: &Path, actor: &Path, reps: usize, wakeup_us: &str) -> Re
         "fork_storm",
         "zombie",
     ] {
-        let lat: Vec<f64> = feed.opens(kind).iter().map(|(at, m)| at.saturating_sub(*m) as f64 / 1e3).collect();
+        let lat: Vec<f64> = feed
+            .opens(kind)
+            .iter()
+            .map(|(at, m)| at.saturating_sub(*m) as f64 / 1e3)
+            .collect();
         let (p50, p99, max, n) = percentiles(lat);
         rows.push(format!("| {kind} | {n} | {p50:.0} | {p99:.0} | {max:.0} |"));
     }
@@ -252,7 +277,11 @@ impl Tracer {
             }
             other => bail!("unknown tracer {other}"),
         };
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {kind}"))?;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {kind}"))?;
         let (tx, rx) = std::sync::mpsc::channel();
         let out = child.stdout.take().context("stdout")?;
         let err = child.stderr.take().context("stderr")?;
@@ -277,8 +306,12 @@ impl Tracer {
                 l2.lock().expect("lock").push(l);
             }
         });
-        rx.recv_timeout(Duration::from_secs(120)).with_context(|| format!("{kind} did not attach"))?;
-        Ok(Some(Tracer { child, stderr: lines }))
+        rx.recv_timeout(Duration::from_secs(120))
+            .with_context(|| format!("{kind} did not attach"))?;
+        Ok(Some(Tracer {
+            child,
+            stderr: lines,
+        }))
     }
 
     /// Stop it; for watcher, (events, lost) from its closing summary.
@@ -292,7 +325,12 @@ impl Tracer {
         // "watcher: stopped: N events, F findings, W records written, L lost"
         let num = |after: &str| -> Option<u64> {
             let i = l.find(after)?;
-            l[..i].trim_end().rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            l[..i]
+                .trim_end()
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         };
         Some((num(" events")?, num(" lost")?))
     }
@@ -300,7 +338,11 @@ impl Tracer {
 
 /// Elapsed ns of a workload pinned to CPU 1.
 fn workload(actor: &Path, args: &[&str]) -> Result<u64> {
-    let out = Command::new("taskset").args(["-c", "1"]).arg(actor).args(args).output()?;
+    let out = Command::new("taskset")
+        .args(["-c", "1"])
+        .arg(actor)
+        .args(args)
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("elapsed_ns="))
@@ -316,8 +358,10 @@ fn stats(v: &mut [f64]) -> (f64, f64, f64) {
 /// Throughput ratios of each workload under each tracer, interleaved runs.
 pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Result<Vec<String>> {
     let tracers = ["none", "watcher", "bpftrace"];
-    let workloads: [(&str, Vec<&str>); 2] =
-        [("fork/exit/wait loop (10,000)", vec!["fork-loop", "10000"]), ("bind+bind+connect loop (20,000)", vec!["net-loop", "20000"])];
+    let workloads: [(&str, Vec<&str>); 2] = [
+        ("fork/exit/wait loop (10,000)", vec!["fork-loop", "10000"]),
+        ("bind+bind+connect loop (20,000)", vec!["net-loop", "20000"]),
+    ];
     let mut rows = Vec::new();
     let mut loss_rows = Vec::new();
     for (name, args) in &workloads {
@@ -346,7 +390,10 @@ pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Resu
         for t in tracers {
             let mut ratios: Vec<f64> = times[t].iter().map(|x| x / base_med).collect();
             let (min, med, max) = stats(&mut ratios);
-            rows.push(format!("| {name} | {t} | {min:.3} | {med:.3} | {max:.3} | {:.0} ms |", base_med / 1e6 * med));
+            rows.push(format!(
+                "| {name} | {t} | {min:.3} | {med:.3} | {max:.3} | {:.0} ms |",
+                base_med / 1e6 * med
+            ));
         }
     }
     rows.push(String::new());
@@ -360,17 +407,41 @@ pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Resu
 /// bpftool (the map is found among the daemon's fds through /proc/<pid>/fdinfo).
 fn kernel_lost(pid: u32) -> Option<u64> {
     let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).ok()?.flatten() {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .ok()?
+        .flatten()
+    {
         if let Ok(info) = std::fs::read_to_string(fd.path()) {
-            if let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")).and_then(|v| v.trim().parse::<u64>().ok()) {
+            if let Some(id) = info
+                .lines()
+                .find_map(|l| l.strip_prefix("map_id:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
                 ids.push(id);
             }
         }
     }
-    let maps: serde_json::Value = serde_json::from_slice(&Command::new("bpftool").args(["-j", "map", "show"]).output().ok()?.stdout).ok()?;
-    let id = maps.as_array()?.iter().find(|m| m["name"] == "LOST" && m["id"].as_u64().is_some_and(|i| ids.contains(&i)))?["id"].as_u64()?;
-    let dump: serde_json::Value =
-        serde_json::from_slice(&Command::new("bpftool").args(["-j", "map", "dump", "id", &id.to_string()]).output().ok()?.stdout).ok()?;
+    let maps: serde_json::Value = serde_json::from_slice(
+        &Command::new("bpftool")
+            .args(["-j", "map", "show"])
+            .output()
+            .ok()?
+            .stdout,
+    )
+    .ok()?;
+    let id = maps
+        .as_array()?
+        .iter()
+        .find(|m| m["name"] == "LOST" && m["id"].as_u64().is_some_and(|i| ids.contains(&i)))?["id"]
+        .as_u64()?;
+    let dump: serde_json::Value = serde_json::from_slice(
+        &Command::new("bpftool")
+            .args(["-j", "map", "dump", "id", &id.to_string()])
+            .output()
+            .ok()?
+            .stdout,
+    )
+    .ok()?;
     let mut total = 0u64;
     for e in dump.as_array()? {
         for v in e["values"].as_array()? {
@@ -379,7 +450,12 @@ fn kernel_lost(pid: u32) -> Option<u64> {
                 // Raw bytes, little-endian, as hex strings.
                 x.as_array().map(|b| {
                     b.iter().enumerate().fold(0u64, |acc, (i, h)| {
-                        acc | (u64::from_str_radix(h.as_str().unwrap_or("0").trim_start_matches("0x"), 16).unwrap_or(0) << (8 * i))
+                        acc | (u64::from_str_radix(
+                            h.as_str().unwrap_or("0").trim_start_matches("0x"),
+                            16,
+                        )
+                        .unwrap_or(0)
+                            << (8 * i))
                     })
                 })
             })?;
@@ -391,7 +467,11 @@ fn kernel_lost(pid: u32) -> Option<u64> {
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -401,7 +481,11 @@ fn scrape_metric(port: u16, sample: &str) -> Option<f64> {
     s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| l.strip_prefix(sample).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+    body.lines().find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// Resident memory of the daemon with 10,000 live processes, after 100,000
@@ -410,7 +494,12 @@ pub fn memory(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
     let port = free_port();
     let cfg = dir.join("mem.toml");
     std::fs::write(&cfg, format!("[feed]\ntypes = [\"loss\"]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n", dir.join("m.json").display()))?;
-    let mut d = Command::new(watcher).args(["run", "--ring-mib", "1", "--config"]).arg(&cfg).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut d = Command::new(watcher)
+        .args(["run", "--ring-mib", "1", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     // The loss records of the feed, as a consumer sees them.
     let reported = Arc::new(Mutex::new(0u64));
     let out = d.stdout.take().context("stdout")?;
@@ -433,34 +522,54 @@ pub fn memory(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
             }
         }
     });
-    rx.recv_timeout(Duration::from_secs(60)).context("daemon did not start")?;
+    rx.recv_timeout(Duration::from_secs(60))
+        .context("daemon did not start")?;
     let pid = d.id();
     let mut rows = Vec::new();
     rows.push(format!("| at start | {} MB |", rss_kib(pid) / 1024));
     let mut hold = spawn(actor, &["hold-children", "10000"])?;
     value(&mut hold, "children")?;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while scrape_metric(port, "watcher_table_entries{table=\"processes\"}").unwrap_or(0.0) < 10_000.0 {
+    while scrape_metric(port, "watcher_table_entries{table=\"processes\"}").unwrap_or(0.0)
+        < 10_000.0
+    {
         if Instant::now() > deadline {
             bail!("the daemon never tracked 10,000 processes");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    rows.push(format!("| 10,000 live processes tracked | {} MB |", rss_kib(pid) / 1024));
+    rows.push(format!(
+        "| 10,000 live processes tracked | {} MB |",
+        rss_kib(pid) / 1024
+    ));
     drop(hold.stdin.take());
     hold.wait()?;
     workload(actor, &["fork-loop", "100000"])?;
     std::thread::sleep(Duration::from_secs(1));
-    rows.push(format!("| after 100,000 more processes came and went | {} MB |", rss_kib(pid) / 1024));
+    rows.push(format!(
+        "| after 100,000 more processes came and went | {} MB |",
+        rss_kib(pid) / 1024
+    ));
     // Overload: the reader stopped while a storm fills the 1 MiB ring.
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
     workload(actor, &["fork-loop", "30000"])?;
     unsafe { libc::kill(pid as i32, libc::SIGCONT) };
     let lost_metric = || -> f64 {
-        ["fork", "exec", "exit", "reap", "bind", "connect", "tcp_state"]
-            .iter()
-            .map(|t| scrape_metric(port, &format!("watcher_lost_events_total{{type=\"{t}\"}}")).unwrap_or(0.0))
-            .sum()
+        [
+            "fork",
+            "exec",
+            "exit",
+            "reap",
+            "bind",
+            "connect",
+            "tcp_state",
+        ]
+        .iter()
+        .map(|t| {
+            scrape_metric(port, &format!("watcher_lost_events_total{{type=\"{t}\"}}"))
+                .unwrap_or(0.0)
+        })
+        .sum()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while lost_metric() == 0.0 && Instant::now() < deadline {
@@ -470,7 +579,9 @@ pub fn memory(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
     std::thread::sleep(Duration::from_secs(2));
     let lost = lost_metric();
     let healthy = scrape_metric(port, "watcher_pipeline_healthy").unwrap_or(-1.0);
-    let kernel = kernel_lost(pid).map(|n| n.to_string()).unwrap_or_else(|| "n/a (bpftool)".into());
+    let kernel = kernel_lost(pid)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "n/a (bpftool)".into());
     let in_feed = *reported.lock().expect("lock");
     rows.push(format!(
         "| overload: reader stopped during 30,000 fork+exit+wait on a 1 MiB ring | {} MB; lost records: kernel counter {kernel}, `loss` records in the feed {in_feed}, metric {lost:.0}; healthy again: {} |",
@@ -485,7 +596,9 @@ pub fn memory(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
 pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     let mut out = String::new();
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     out.push_str(&format!(
         "Measured by `cargo xtask bench` on {} CPUs, kernel {}, release build.\n\n",
         cpus,
@@ -503,13 +616,18 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     out.push_str("\n`zombie` is measured from its deadline (exit + 10 s) to the line.\n");
     let dir = std::env::temp_dir().join(format!("watcher-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let rounds: usize = std::env::var("WATCHER_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let rounds: usize = std::env::var("WATCHER_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     eprintln!("xtask bench: overhead ({rounds} interleaved rounds) …");
     let rows = overhead(watcher, actor, rounds, &dir)?;
     out.push_str(&format!(
         "\n### Overhead: workload time with a tracer ÷ median time without ({rounds} interleaved rounds; workload on CPU 1, tracer on CPU 0)\n\n"
     ));
-    out.push_str("| workload | tracer | min | median | max | median time |\n|---|---|---|---|---|---|\n");
+    out.push_str(
+        "| workload | tracer | min | median | max | median time |\n|---|---|---|---|---|---|\n",
+    );
     for r in rows {
         out.push_str(&r);
         out.push('\n');
@@ -521,16 +639,29 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         .current_dir(root)
         .output()?;
     if !replay.status.success() {
-        bail!("the replay benchmark failed: {}", String::from_utf8_lossy(&replay.stderr).trim());
+        bail!(
+            "the replay benchmark failed: {}",
+            String::from_utf8_lossy(&replay.stderr).trim()
+        );
     }
-    let replay_all = String::from_utf8_lossy(&replay.stdout).lines().filter(|l| l.starts_with("replay")).collect::<Vec<_>>().join("\n");
+    let replay_all = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .filter(|l| l.starts_with("replay"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let replay_f = Command::new(env!("CARGO"))
         .args(["bench", "-q", "-p", "watcher", "--bench", "replay"])
         .env("REPLAY_JSON", "0")
         .current_dir(root)
         .output()?;
-    let replay_f = String::from_utf8_lossy(&replay_f.stdout).lines().filter(|l| l.starts_with("replay")).collect::<Vec<_>>().join("\n");
-    out.push_str("\n### Userspace throughput: decode → enrich → detect → serialize, one thread\n\n```\n");
+    let replay_f = String::from_utf8_lossy(&replay_f.stdout)
+        .lines()
+        .filter(|l| l.starts_with("replay"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    out.push_str(
+        "\n### Userspace throughput: decode → enrich → detect → serialize, one thread\n\n```\n",
+    );
     out.push_str(&replay_all);
     out.push('\n');
     out.push_str(&replay_f);
@@ -548,6 +679,9 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let mut f = std::fs::File::create(dir.join("latest.md"))?;
     f.write_all(out.as_bytes())?;
-    eprintln!("xtask bench: written to {}", dir.join("latest.md").display());
+    eprintln!(
+        "xtask bench: written to {}",
+        dir.join("latest.md").display()
+    );
     Ok(())
 }

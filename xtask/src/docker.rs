@@ -53,7 +53,9 @@ impl Drop for Daemon {
 /// Docker Engine installed and answering: starts `dockerd` when it is not
 /// running (the returned guard stops it again).
 pub fn ensure_daemon(log_dir: &Path) -> Result<Daemon> {
-    if !crate::on_path("dockerd") || !Path::new("/usr/sbin/runc").exists() && !crate::on_path("runc") {
+    if !crate::on_path("dockerd")
+        || !Path::new("/usr/sbin/runc").exists() && !crate::on_path("runc")
+    {
         crate::ensure_packages(&["docker.io"])?;
     }
     if docker_answers() {
@@ -81,7 +83,12 @@ pub fn ensure_daemon(log_dir: &Path) -> Result<Daemon> {
 }
 
 fn image_exists(tag: &str) -> bool {
-    Command::new("docker").args(["image", "inspect", tag]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("docker")
+        .args(["image", "inspect", tag])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The busybox test image, imported from a rootfs of `busybox-static` (once).
@@ -90,7 +97,12 @@ pub fn ensure_test_image(work: &Path) -> Result<()> {
         return Ok(());
     }
     let busybox = Path::new("/bin/busybox");
-    let is_static = Command::new("dpkg").args(["-s", "busybox-static"]).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let is_static = Command::new("dpkg")
+        .args(["-s", "busybox-static"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !is_static {
         crate::ensure_packages(&["busybox-static"])?;
     }
@@ -99,15 +111,28 @@ pub fn ensure_test_image(work: &Path) -> Result<()> {
     fs::create_dir_all(root.join("bin"))?;
     fs::copy(busybox, root.join("bin/busybox"))?;
     let list = crate::output(Command::new(busybox).arg("--list"))?;
-    for applet in list.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+    for applet in list
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))?;
     }
     for d in ["tmp", "proc", "sys", "dev", "etc"] {
         fs::create_dir_all(root.join(d))?;
     }
     eprintln!("xtask: importing {TEST_IMAGE} from busybox-static");
-    let sh = format!("tar -C {} -c . | docker import -c 'ENV PATH=/bin' - {TEST_IMAGE}", root.display());
-    crate::check(Command::new("sh").args(["-c", &sh]).stdout(Stdio::null()).status()?, "docker import")?;
+    let sh = format!(
+        "tar -C {} -c . | docker import -c 'ENV PATH=/bin' - {TEST_IMAGE}",
+        root.display()
+    );
+    crate::check(
+        Command::new("sh")
+            .args(["-c", &sh])
+            .stdout(Stdio::null())
+            .status()?,
+        "docker import",
+    )?;
     let _ = fs::remove_dir_all(&root);
     Ok(())
 }

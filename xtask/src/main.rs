@@ -83,7 +83,10 @@ fn main() -> ExitCode {
 }
 
 pub(crate) fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -101,28 +104,53 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Run { release, args } => {
             let env_path = setup()?;
             build(&env_path, release, &["-p", "watcher"])?;
-            let bin = target_dir().join(if release { "release" } else { "debug" }).join("watcher");
-            let status = Command::new(&bin).args(&args).status().with_context(|| format!("running {}", bin.display()))?;
-            Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
+            let bin = target_dir()
+                .join(if release { "release" } else { "debug" })
+                .join("watcher");
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
         }
         Cmd::Test { args } => test(args),
         Cmd::Image => {
             let bin_dir = setup()?;
             let _daemon = docker::ensure_daemon(&target_dir())?;
             let exes = vms::build_static(&bin_dir)?;
-            docker::build_image(vms::path_of(&exes, "watcher"), &target_dir(), docker::WATCHER_IMAGE)?;
+            docker::build_image(
+                vms::path_of(&exes, "watcher"),
+                &target_dir(),
+                docker::WATCHER_IMAGE,
+            )?;
             println!("xtask: built {}", docker::WATCHER_IMAGE);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Vms { kernels } => {
             let bin_dir = setup()?;
-            Ok(if vms::run(&bin_dir, &kernels)? { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if vms::run(&bin_dir, &kernels)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::Fuzz { seconds } => {
             let bin_dir = setup()?;
-            if !Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
+            if !Command::new("cargo")
+                .args(["fuzz", "--version"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+            {
                 eprintln!("xtask: installing cargo-fuzz");
-                check(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]).status()?, "cargo install cargo-fuzz")?;
+                check(
+                    Command::new("cargo")
+                        .args(["install", "cargo-fuzz", "--locked"])
+                        .status()?,
+                    "cargo install cargo-fuzz",
+                )?;
             }
             for target in ["decode", "config"] {
                 // The rustup proxy (not $CARGO): `+nightly` selects the toolchain cargo-fuzz needs.
@@ -130,7 +158,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 cmd.env("PATH", path_with(&bin_dir)?)
                     .env_remove("RUSTUP_TOOLCHAIN")
                     .current_dir(workspace_root().join("fuzz"))
-                    .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={seconds}")]);
+                    .args([
+                        "+nightly",
+                        "fuzz",
+                        "run",
+                        target,
+                        "--",
+                        &format!("-max_total_time={seconds}"),
+                    ]);
                 check(cmd.status()?, &format!("fuzzing {target}"))?;
             }
             println!("xtask: fuzzing found nothing in {seconds} s per target");
@@ -150,7 +185,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn target_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Where built and downloaded tools are kept across checkouts: `$WATCHER_CACHE`,
@@ -197,7 +234,8 @@ fn build(bin_dir: &Path, release: bool, pkgs: &[&str]) -> Result<()> {
 fn test(args: Vec<OsString>) -> Result<ExitCode> {
     let bin_dir = setup()?;
     if !nix_is_root() {
-        let msg = "the end-to-end tests load eBPF programs and need root: run `cargo xtask test` as root";
+        let msg =
+            "the end-to-end tests load eBPF programs and need root: run `cargo xtask test` as root";
         if env::var("CI").as_deref() == Ok("true") {
             bail!("{msg}");
         }
@@ -220,7 +258,11 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     let daemon = docker::ensure_daemon(&target_dir())?;
     docker::ensure_test_image(&target_dir())?;
     let exes = vms::build_static(&bin_dir)?;
-    docker::build_image(vms::path_of(&exes, "watcher"), &target_dir(), docker::WATCHER_IMAGE)?;
+    docker::build_image(
+        vms::path_of(&exes, "watcher"),
+        &target_dir(),
+        docker::WATCHER_IMAGE,
+    )?;
     build(&bin_dir, false, &["-p", "watcher", "-p", "watcher-tests"])?;
     let watcher = target_dir().join("debug").join("watcher");
     let mut cmd = cargo(&bin_dir)?;
@@ -232,7 +274,11 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     let host_ok = cmd.status().context("running cargo test")?.success();
     drop(daemon);
     if !args.is_empty() {
-        return Ok(if host_ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if host_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     // The same end-to-end checks on the other kernels users run.
     let vms_ok = match vms::run(&bin_dir, &[]) {
@@ -245,7 +291,11 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     if !host_ok {
         eprintln!("xtask: the tests on this host failed (see above)");
     }
-    Ok(if host_ok && vms_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if host_ok && vms_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub(crate) fn on_path(cmd: &str) -> bool {
@@ -258,7 +308,11 @@ pub(crate) fn on_path(cmd: &str) -> bool {
 
 /// Install the Debian packages of missing tools (as root; services are not started).
 fn ensure_tools(tools: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = tools.iter().filter(|(cmd, _)| !on_path(cmd)).map(|(_, pkg)| *pkg).collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|(cmd, _)| !on_path(cmd))
+        .map(|(_, pkg)| *pkg)
+        .collect();
     ensure_packages(&missing)
 }
 
@@ -268,13 +322,24 @@ pub(crate) fn ensure_packages(missing: &[&str]) -> Result<()> {
         return Ok(());
     }
     if !nix_is_root() {
-        bail!("missing tools for the tests ({}); install them: apt-get install {}", missing.join(", "), missing.join(" "));
+        bail!(
+            "missing tools for the tests ({}); install them: apt-get install {}",
+            missing.join(", "),
+            missing.join(" ")
+        );
     }
     eprintln!("xtask: installing {}", missing.join(" "));
     let quiet = |c: &mut Command| c.env("DEBIAN_FRONTEND", "noninteractive").status();
-    check(quiet(Command::new("apt-get").args(["update", "-q"]))?, "apt-get update")?;
     check(
-        quiet(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(missing))?,
+        quiet(Command::new("apt-get").args(["update", "-q"]))?,
+        "apt-get update",
+    )?;
+    check(
+        quiet(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(missing),
+        )?,
         "apt-get install",
     )
 }
@@ -282,14 +347,21 @@ pub(crate) fn ensure_packages(missing: &[&str]) -> Result<()> {
 fn nix_is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
 pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -300,21 +372,42 @@ pub(crate) fn output(cmd: &mut Command) -> Result<String> {
 fn setup() -> Result<PathBuf> {
     ensure_tools(&[("protoc", "protobuf-compiler")])?;
     // rust-src, for -Z build-std=core.
-    let installed = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
-        .context("rustup is needed to build the eBPF programs")?;
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        EBPF_TOOLCHAIN,
+    ]))
+    .context("rustup is needed to build the eBPF programs")?;
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         eprintln!("xtask: installing rust-src for {EBPF_TOOLCHAIN}");
         check(
-            Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", EBPF_TOOLCHAIN]).status()?,
+            Command::new("rustup")
+                .args([
+                    "component",
+                    "add",
+                    "rust-src",
+                    "--toolchain",
+                    EBPF_TOOLCHAIN,
+                ])
+                .status()?,
             "rustup component add rust-src",
         )?;
     }
 
     // bpf-linker, built against this toolchain's own libLLVM (no LLVM of that
     // version exists as a system package here), cached per toolchain build.
-    let vv = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).arg("-vV"))?;
+    let vv = output(
+        Command::new("rustc")
+            .arg(format!("+{EBPF_TOOLCHAIN}"))
+            .arg("-vV"),
+    )?;
     let field = |name: &str| {
-        vv.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned()).unwrap_or_default()
+        vv.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
     };
     let release = field("release:");
     let commit = field("commit-hash:");
@@ -324,21 +417,39 @@ fn setup() -> Result<PathBuf> {
         bail!("cannot tell the LLVM version of the {EBPF_TOOLCHAIN} toolchain from `rustc -vV`");
     }
     let cache = cache_root();
-    let key = format!("bpf-linker-{BPF_LINKER_VERSION}-rust-{release}-{}", commit.get(..12).unwrap_or(&commit));
+    let key = format!(
+        "bpf-linker-{BPF_LINKER_VERSION}-rust-{release}-{}",
+        commit.get(..12).unwrap_or(&commit)
+    );
     let dir = cache.join(&key);
     let bin_dir = dir.join("bin");
     let linker = bin_dir.join("bpf-linker");
-    if linker.exists() && Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false) {
+    if linker.exists()
+        && Command::new(&linker)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    {
         return Ok(bin_dir);
     }
 
     eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against the {EBPF_TOOLCHAIN} toolchain's LLVM {llvm} (about a minute, once)");
-    let sysroot = output(Command::new("rustc").arg(format!("+{EBPF_TOOLCHAIN}")).args(["--print", "sysroot"]))?;
+    let sysroot = output(
+        Command::new("rustc")
+            .arg(format!("+{EBPF_TOOLCHAIN}"))
+            .args(["--print", "sysroot"]),
+    )?;
     let libdir = Path::new(sysroot.trim()).join("lib");
     let lib = fs::read_dir(&libdir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).map(|n| n.starts_with("libLLVM.so.")).unwrap_or(false))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .map(|n| n.starts_with("libLLVM.so."))
+                .unwrap_or(false)
+        })
         .with_context(|| format!("no libLLVM.so.* in {}", libdir.display()))?;
     // Installed in place: the binary finds libLLVM through the prefix's path
     // recorded at build time, so the prefix cannot move afterwards.
@@ -347,10 +458,18 @@ fn setup() -> Result<PathBuf> {
     fs::create_dir_all(prefix.join("lib"))?;
     // libLLVM.so for the build, and the soname so the binary finds it when run.
     std::os::unix::fs::symlink(&lib, prefix.join("lib/libLLVM.so"))?;
-    std::os::unix::fs::symlink(&lib, prefix.join("lib").join(lib.file_name().expect("file name")))?;
+    std::os::unix::fs::symlink(
+        &lib,
+        prefix.join("lib").join(lib.file_name().expect("file name")),
+    )?;
     let status = Command::new("cargo")
         .arg(format!("+{EBPF_TOOLCHAIN}"))
-        .args(["install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--no-default-features"])
+        .args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--no-default-features",
+        ])
         .args(["--features", &format!("llvm-{llvm_major}"), "--root"])
         .arg(&dir)
         .env("LLVM_PREFIX", &prefix)
@@ -358,7 +477,11 @@ fn setup() -> Result<PathBuf> {
         .status()
         .context("running cargo install bpf-linker")?;
     check(status, "cargo install bpf-linker")?;
-    let ok = Command::new(&linker).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = Command::new(&linker)
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         bail!("the freshly built {} does not run", linker.display());
     }

@@ -32,7 +32,10 @@ const MUSL: &str = "x86_64-unknown-linux-musl";
 
 /// Kernel series verified by default: the newest Debian 12 package of each
 /// (6.1 is Debian 12's own kernel; 6.12 is the newer one Debian 12 also ships).
-const SERIES: &[&str] = &[r"^linux-image-6\.1\.0-[0-9]+-amd64$", r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$"];
+const SERIES: &[&str] = &[
+    r"^linux-image-6\.1\.0-[0-9]+-amd64$",
+    r"^linux-image-6\.12\.[0-9]+\+deb12-amd64$",
+];
 
 /// QEMU from Debian 12 plus the libraries it links that a host may lack,
 /// busybox for the guest's userland, SeaBIOS for booting.
@@ -105,6 +108,8 @@ const TRACEPOINTS: &[&str] = &[
     "sock/inet_sock_set_state",
     "cgroup/cgroup_mkdir",
     "cgroup/cgroup_rmdir",
+    "signal/signal_generate",
+    "oom/mark_victim",
 ];
 
 /// Prefix of the console lines that carry the format files.
@@ -138,15 +143,21 @@ fn apt_download(dir: &Path, pkgs: &[String]) -> Result<()> {
             .env("DEBIAN_FRONTEND", "noninteractive")
             .output()
             .context("running apt-get download (Debian's apt is needed)")?;
-        let errors: Vec<String> =
-            String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.starts_with("E:")).map(str::to_owned).collect();
+        let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.starts_with("E:"))
+            .map(str::to_owned)
+            .collect();
         Ok((!out.status.success()).then(|| errors.join(" ")))
     };
     if try_download()?.is_none() {
         return Ok(());
     }
     eprintln!("xtask: apt-get download failed; refreshing the package lists");
-    check(Command::new("apt-get").args(["update", "-q"]).status()?, "apt-get update")?;
+    check(
+        Command::new("apt-get").args(["update", "-q"]).status()?,
+        "apt-get update",
+    )?;
     if let Some(why) = try_download()? {
         bail!(
             "apt-get download {} failed: {why} (are Debian 12's package sources configured and reachable?)",
@@ -159,29 +170,47 @@ fn apt_download(dir: &Path, pkgs: &[String]) -> Result<()> {
 /// The downloaded .deb of a package, if present (`name_version_arch.deb`).
 fn deb_of(dir: &Path, pkg: &str) -> Option<PathBuf> {
     let prefix = format!("{pkg}_");
-    fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
-        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-    })
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
 }
 
 /// The newest package whose name matches `pattern` (apt-cache search, version-sorted).
 fn newest_package(pattern: &str) -> Result<String> {
     let list = || -> Result<Vec<String>> {
         let found = output(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
-        Ok(found.lines().filter_map(|l| l.split(" - ").next()).map(str::to_owned).collect())
+        Ok(found
+            .lines()
+            .filter_map(|l| l.split(" - ").next())
+            .map(str::to_owned)
+            .collect())
     };
     let mut names = list()?;
     if names.is_empty() {
-        check(Command::new("apt-get").args(["update", "-q"]).status()?, "apt-get update")?;
+        check(
+            Command::new("apt-get").args(["update", "-q"]).status()?,
+            "apt-get update",
+        )?;
         names = list()?;
     }
     names.sort_by_key(|n| version_key(n));
-    names.pop().with_context(|| format!("no Debian package matches {pattern}: are Debian 12's package sources configured?"))
+    names.pop().with_context(|| {
+        format!("no Debian package matches {pattern}: are Debian 12's package sources configured?")
+    })
 }
 
 /// Numbers in a name, for a version sort (6.12.9 < 6.12.10).
 fn version_key(name: &str) -> Vec<u64> {
-    name.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect()
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 
 /// QEMU and busybox unpacked from Debian 12's packages; returns the unpack root.
@@ -194,22 +223,38 @@ fn tools() -> Result<PathBuf> {
     }
     let debs = cache.join("debs");
     let pkgs: Vec<String> = TOOL_PACKAGES.iter().map(|s| s.to_string()).collect();
-    eprintln!("xtask: fetching QEMU and busybox from Debian (not installed: unpacked into {})", root.display());
+    eprintln!(
+        "xtask: fetching QEMU and busybox from Debian (not installed: unpacked into {})",
+        root.display()
+    );
     apt_download(&debs, &pkgs)?;
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root)?;
     for p in &pkgs {
         let deb = deb_of(&debs, p).with_context(|| format!("{p}: downloaded package not found"))?;
-        check(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root).status()?, &format!("dpkg-deb -x {}", deb.display()))?;
+        check(
+            Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(&root)
+                .status()?,
+            &format!("dpkg-deb -x {}", deb.display()),
+        )?;
     }
     if !qemu_runs(&root) {
-        let ldd = Command::new("ldd").arg(&qemu).envs(qemu_env(&root)).output()?;
+        let ldd = Command::new("ldd")
+            .arg(&qemu)
+            .envs(qemu_env(&root))
+            .output()?;
         let missing: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
             .lines()
             .filter(|l| l.contains("not found"))
             .map(|l| l.trim().to_owned())
             .collect();
-        bail!("the unpacked QEMU does not run; libraries not found: {}", missing.join(", "));
+        bail!(
+            "the unpacked QEMU does not run; libraries not found: {}",
+            missing.join(", ")
+        );
     }
     Ok(root)
 }
@@ -218,9 +263,18 @@ fn qemu_env(root: &Path) -> Vec<(String, String)> {
     vec![
         (
             "LD_LIBRARY_PATH".into(),
-            format!("{}:{}", root.join("usr/lib/x86_64-linux-gnu").display(), root.join("lib/x86_64-linux-gnu").display()),
+            format!(
+                "{}:{}",
+                root.join("usr/lib/x86_64-linux-gnu").display(),
+                root.join("lib/x86_64-linux-gnu").display()
+            ),
         ),
-        ("QEMU_MODULE_DIR".into(), root.join("usr/lib/x86_64-linux-gnu/qemu").display().to_string()),
+        (
+            "QEMU_MODULE_DIR".into(),
+            root.join("usr/lib/x86_64-linux-gnu/qemu")
+                .display()
+                .to_string(),
+        ),
     ]
 }
 
@@ -251,7 +305,10 @@ fn kernel(pkg: &str) -> Result<PathBuf> {
         deb.display(),
         dir.display()
     );
-    check(Command::new("sh").args(["-c", &sh]).status()?, &format!("unpacking {pkg}"))?;
+    check(
+        Command::new("sh").args(["-c", &sh]).status()?,
+        &format!("unpacking {pkg}"),
+    )?;
     if !image.exists() {
         bail!("{pkg} holds no boot/vmlinuz-{release}");
     }
@@ -262,14 +319,19 @@ fn kernel(pkg: &str) -> Result<PathBuf> {
 
 /// Executables cargo reports building (`--message-format=json`): (target name, path).
 fn cargo_executables(cmd: &mut Command) -> Result<Vec<(String, PathBuf)>> {
-    cmd.arg("--message-format=json-render-diagnostics").stdout(Stdio::piped());
+    cmd.arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("running cargo")?;
     let mut found = Vec::new();
     for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
         let line = line?;
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
         if v["reason"] == "compiler-artifact" {
-            if let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) {
+            if let (Some(name), Some(exe)) =
+                (v["target"]["name"].as_str(), v["executable"].as_str())
+            {
                 found.push((name.to_owned(), PathBuf::from(exe)));
             }
         }
@@ -283,13 +345,34 @@ pub(crate) fn build_static(bin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
     if !installed.lines().any(|l| l.trim() == MUSL) {
         eprintln!("xtask: adding the {MUSL} target (static binaries for the guests)");
-        check(Command::new("rustup").args(["target", "add", MUSL]).status()?, "rustup target add")?;
+        check(
+            Command::new("rustup")
+                .args(["target", "add", MUSL])
+                .status()?,
+            "rustup target add",
+        )?;
     }
-    let mut exes = cargo_executables(
-        cargo(bin_dir)?.args(["build", "--release", "--target", MUSL, "-p", "watcher", "-p", "watcher-tests", "--bins"]),
-    )?;
+    let mut exes = cargo_executables(cargo(bin_dir)?.args([
+        "build",
+        "--release",
+        "--target",
+        MUSL,
+        "-p",
+        "watcher",
+        "-p",
+        "watcher-tests",
+        "--bins",
+    ]))?;
     let mut test = cargo(bin_dir)?;
-    test.args(["test", "--no-run", "--release", "--target", MUSL, "-p", "watcher-tests"]);
+    test.args([
+        "test",
+        "--no-run",
+        "--release",
+        "--target",
+        MUSL,
+        "-p",
+        "watcher-tests",
+    ]);
     for t in TEST_BINARIES {
         test.args(["--test", t]);
     }
@@ -303,7 +386,12 @@ pub(crate) fn build_static(bin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 }
 
 pub(crate) fn path_of<'a>(exes: &'a [(String, PathBuf)], name: &str) -> &'a Path {
-    &exes.iter().rev().find(|(n, _)| n == name).expect("checked in build_static").1
+    &exes
+        .iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .expect("checked in build_static")
+        .1
 }
 
 /// The guest's /init.
@@ -316,8 +404,15 @@ fn init_script(exes: &[(String, PathBuf)]) -> String {
         TRACEPOINTS.join(" ")
     ));
     for t in TEST_BINARIES {
-        let skips: String = SKIPPED.iter().filter(|(b, _, _)| *b == t).map(|(_, test, _)| format!(" --skip {test}")).collect();
-        steps.push_str(&format!("{} --test-threads=2{skips}; echo \"WATCHER-VM {t} exit=$?\"\n", path_of(exes, t).display()));
+        let skips: String = SKIPPED
+            .iter()
+            .filter(|(b, _, _)| *b == t)
+            .map(|(_, test, _)| format!(" --skip {test}"))
+            .collect();
+        steps.push_str(&format!(
+            "{} --test-threads=2{skips}; echo \"WATCHER-VM {t} exit=$?\"\n",
+            path_of(exes, t).display()
+        ));
     }
     format!(
         r#"#!/bin/busybox sh
@@ -344,7 +439,10 @@ fn initramfs(busybox: &Path, exes: &[(String, PathBuf)], out: &Path) -> Result<(
         fs::create_dir_all(stage.join(d))?;
     }
     fs::copy(busybox, stage.join("bin/busybox"))?;
-    fs::write(stage.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n")?;
+    fs::write(
+        stage.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
+    )?;
     for name in ["watcher", "actor"].into_iter().chain(TEST_BINARIES) {
         let src = path_of(exes, name);
         let dst = stage.join(src.strip_prefix("/").unwrap_or(src));
@@ -361,7 +459,10 @@ fn initramfs(busybox: &Path, exes: &[(String, PathBuf)], out: &Path) -> Result<(
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d)? {
             let p = e?.path();
-            list.push_str(&format!("./{}\n", p.strip_prefix(&stage).expect("below the stage").display()));
+            list.push_str(&format!(
+                "./{}\n",
+                p.strip_prefix(&stage).expect("below the stage").display()
+            ));
             if p.is_dir() && !p.is_symlink() {
                 stack.push(p);
             }
@@ -376,7 +477,11 @@ fn initramfs(busybox: &Path, exes: &[(String, PathBuf)], out: &Path) -> Result<(
         .stderr(Stdio::null())
         .spawn()
         .context("running busybox cpio")?;
-    child.stdin.take().expect("stdin").write_all(list.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(list.as_bytes())?;
     check(child.wait()?, "busybox cpio")?;
     Ok(())
 }
@@ -414,7 +519,9 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
         .arg(tools.join("usr/share/seabios"))
         .arg("-L")
         .arg(tools.join("usr/share/qemu"))
-        .args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "1"])
+        .args([
+            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "1G", "-smp", "1",
+        ])
         .args(["-nographic", "-no-reboot", "-vga", "none", "-nic", "none"])
         .arg("-kernel")
         .arg(image)
@@ -432,7 +539,11 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
     let tx2 = tx.clone();
     std::thread::spawn(move || {
         for l in BufReader::new(out).split(b'\n').map_while(|l| l.ok()) {
-            let _ = tx.send(String::from_utf8_lossy(&l).trim_end_matches('\r').to_owned());
+            let _ = tx.send(
+                String::from_utf8_lossy(&l)
+                    .trim_end_matches('\r')
+                    .to_owned(),
+            );
         }
     });
     std::thread::spawn(move || {
@@ -464,11 +575,16 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
                     if rest == "done" {
                         done = true;
                     } else if let Some((step, code)) = rest.split_once(" exit=") {
-                        steps.push((step.to_owned(), code.trim().parse().unwrap_or(-1), counts.take()));
+                        steps.push((
+                            step.to_owned(),
+                            code.trim().parse().unwrap_or(-1),
+                            counts.take(),
+                        ));
                     }
                 }
                 // The guest kernel's own alarms: said in the summary even when every test passes.
-                if (line.contains("BUG: soft lockup") || line.contains("rcu_preempt detected stalls"))
+                if (line.contains("BUG: soft lockup")
+                    || line.contains("rcu_preempt detected stalls"))
                     && !summary.iter().any(|s| s.starts_with("kernel reported"))
                 {
                     summary.push(format!("kernel reported: {}", line.trim()));
@@ -476,7 +592,13 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
                 if let Some(rest) = line.strip_prefix("test result: ") {
                     // "ok. 19 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; finished in 5.85s"
                     let count = |what: &str| {
-                        rest.split(';').find_map(|p| p.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(what))
+                        rest.split(';')
+                            .find_map(|p| {
+                                p.trim()
+                                    .trim_start_matches("ok. ")
+                                    .trim_start_matches("FAILED. ")
+                                    .strip_suffix(what)
+                            })
                             .map(|n| n.trim().to_owned())
                             .unwrap_or_else(|| "?".into())
                     };
@@ -503,7 +625,9 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
     let mut ok = done;
     for want in ["check"].into_iter().chain(TEST_BINARIES) {
         match steps.iter().find(|(s, _, _)| s == want) {
-            Some((_, 0, counts)) => summary.push(format!("{want}: {}", counts.as_deref().unwrap_or("ok"))),
+            Some((_, 0, counts)) => {
+                summary.push(format!("{want}: {}", counts.as_deref().unwrap_or("ok")))
+            }
             Some((_, c, _)) => {
                 ok = false;
                 summary.push(format!("{want} failed (exit {c})"));
@@ -514,14 +638,22 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
             }
         }
     }
-    Ok(Outcome { kernel: label.to_owned(), ok, seconds, summary })
+    Ok(Outcome {
+        kernel: label.to_owned(),
+        ok,
+        seconds,
+        summary,
+    })
 }
 
 /// Build, fetch, boot each kernel; print a table; Ok(false) if any check failed.
 pub fn run(bin_dir: &Path, packages: &[String]) -> Result<bool> {
     // (package, the series pattern it was picked by, if any)
     let packages: Vec<(String, Option<&str>)> = if packages.is_empty() {
-        SERIES.iter().map(|pat| Ok((newest_package(pat)?, Some(*pat)))).collect::<Result<_>>()?
+        SERIES
+            .iter()
+            .map(|pat| Ok((newest_package(pat)?, Some(*pat))))
+            .collect::<Result<_>>()?
     } else {
         packages.iter().map(|p| (p.clone(), None)).collect()
     };
@@ -565,7 +697,13 @@ pub fn run(bin_dir: &Path, packages: &[String]) -> Result<bool> {
     let mut all = true;
     for o in &outcomes {
         all &= o.ok;
-        println!("  {:<28} {:<4} {:>5.1} s  {}", o.kernel, if o.ok { "ok" } else { "FAIL" }, o.seconds, o.summary.join("; "));
+        println!(
+            "  {:<28} {:<4} {:>5.1} s  {}",
+            o.kernel,
+            if o.ok { "ok" } else { "FAIL" },
+            o.seconds,
+            o.summary.join("; ")
+        );
     }
     Ok(all)
 }
@@ -576,18 +714,32 @@ mod tests {
 
     #[test]
     fn the_newest_kernel_package_is_picked_by_number_not_by_text() {
-        let mut names = ["linux-image-6.12.9+deb12-amd64", "linux-image-6.12.117+deb12-amd64", "linux-image-6.12.41+deb12-amd64"];
+        let mut names = [
+            "linux-image-6.12.9+deb12-amd64",
+            "linux-image-6.12.117+deb12-amd64",
+            "linux-image-6.12.41+deb12-amd64",
+        ];
         names.sort_by_key(|n| version_key(n));
         assert_eq!(names.last(), Some(&"linux-image-6.12.117+deb12-amd64"));
-        let mut names = ["linux-image-6.1.0-9-amd64", "linux-image-6.1.0-56-amd64", "linux-image-6.1.0-10-amd64"];
+        let mut names = [
+            "linux-image-6.1.0-9-amd64",
+            "linux-image-6.1.0-56-amd64",
+            "linux-image-6.1.0-10-amd64",
+        ];
         names.sort_by_key(|n| version_key(n));
         assert_eq!(names.last(), Some(&"linux-image-6.1.0-56-amd64"));
     }
 
     #[test]
     fn console_lines_lose_terminal_control_sequences() {
-        assert_eq!(plain("\u{1b}c\u{1b}[?7l\u{1b}[2JWATCHER-VM kernel 6.1\r"), "WATCHER-VM kernel 6.1");
-        assert_eq!(plain("\u{1b}[0mSeaBIOS (version 1.16.2)"), "SeaBIOS (version 1.16.2)");
+        assert_eq!(
+            plain("\u{1b}c\u{1b}[?7l\u{1b}[2JWATCHER-VM kernel 6.1\r"),
+            "WATCHER-VM kernel 6.1"
+        );
+        assert_eq!(
+            plain("\u{1b}[0mSeaBIOS (version 1.16.2)"),
+            "SeaBIOS (version 1.16.2)"
+        );
         assert_eq!(plain("test a ... ok\tnext"), "test a ... ok\tnext");
     }
 
@@ -600,11 +752,23 @@ mod tests {
             .collect();
         let init = init_script(&exes);
         for step in ["check"].into_iter().chain(TEST_BINARIES) {
-            assert!(init.contains(&format!("WATCHER-VM {step} exit=$?")), "{init}");
+            assert!(
+                init.contains(&format!("WATCHER-VM {step} exit=$?")),
+                "{init}"
+            );
         }
-        assert!(init.contains("WATCHER_BIN=/build/watcher") && init.contains("CI=true"), "{init}");
+        assert!(
+            init.contains("WATCHER_BIN=/build/watcher") && init.contains("CI=true"),
+            "{init}"
+        );
         assert_eq!(init.matches("--skip").count(), SKIPPED.len());
-        assert!(!init.contains("/tmp"), "nothing may be mounted over a checkout's path: {init}");
-        assert!(TRACEPOINTS.iter().all(|tp| init.contains(tp)) && init.contains("=== end"), "every format file is printed: {init}");
+        assert!(
+            !init.contains("/tmp"),
+            "nothing may be mounted over a checkout's path: {init}"
+        );
+        assert!(
+            TRACEPOINTS.iter().all(|tp| init.contains(tp)) && init.contains("=== end"),
+            "every format file is printed: {init}"
+        );
     }
 }

@@ -35,7 +35,10 @@ fn child_exit(code: i32) -> Pid {
 fn wait_gone(pid: Pid) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(Instant::now() < deadline, "pid {pid} still exists after 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} still exists after 10 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -45,7 +48,13 @@ fn v4(port: u16, a: [u8; 4]) -> SockaddrIn {
 }
 
 fn tcp4() -> std::os::fd::OwnedFd {
-    socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::empty(), None).expect("socket")
+    socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("socket")
 }
 
 /// A port nobody listens on: bind port 0, note it, close.
@@ -60,12 +69,24 @@ fn closed_port() -> u16 {
 /// and exec gives root exactly the bounding set. Prints nothing (PROG's output
 /// is what the caller reads).
 fn keep_caps(list: &str, prog: &[String]) -> ! {
-    let keep: Vec<u32> = list.split(',').map(|c| c.parse().expect("capability numbers, e.g. 2,19,38,39")).collect();
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").expect("cap_last_cap").trim().parse().expect("number");
+    let keep: Vec<u32> = list
+        .split(',')
+        .map(|c| c.parse().expect("capability numbers, e.g. 2,19,38,39"))
+        .collect();
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .expect("cap_last_cap")
+        .trim()
+        .parse()
+        .expect("number");
     for cap in (0..=last).filter(|c| !keep.contains(c)) {
         // SAFETY: prctl with integer arguments.
         let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        assert_eq!(r, 0, "PR_CAPBSET_DROP {cap}: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            r,
+            0,
+            "PR_CAPBSET_DROP {cap}: {}",
+            std::io::Error::last_os_error()
+        );
     }
     // capget/capset, version 3 (two 32-bit words per set): clear inheritable.
     #[repr(C)]
@@ -80,14 +101,25 @@ fn keep_caps(list: &str, prog: &[String]) -> ! {
         permitted: u32,
         inheritable: u32,
     }
-    let mut h = Header { version: 0x2008_0522, pid: 0 };
+    let mut h = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
     let mut d = [Data::default(); 2];
     // SAFETY: valid header and a two-element data array, as version 3 requires.
     unsafe {
-        assert_eq!(libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()), 0, "capget");
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()),
+            0,
+            "capget"
+        );
         d[0].inheritable = 0;
         d[1].inheritable = 0;
-        assert_eq!(libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()), 0, "capset");
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()),
+            0,
+            "capset"
+        );
     }
     let err = std::process::Command::new(&prog[0]).args(&prog[1..]).exec();
     panic!("exec {}: {err}", prog[0]);
@@ -153,7 +185,11 @@ fn main() {
             let ip: std::net::IpAddr = arg(2).parse().expect("addr");
             let port: u16 = arg(3).parse().expect("port");
             let opts = &args[4.min(args.len())..];
-            let fam = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+            let fam = if ip.is_ipv4() {
+                AddressFamily::Inet
+            } else {
+                AddressFamily::Inet6
+            };
             let s = socket::socket(fam, SockType::Stream, SockFlag::empty(), None).expect("socket");
             if opts.iter().any(|o| o == "reuseport") {
                 socket::setsockopt(&s, socket::sockopt::ReusePort, &true).expect("SO_REUSEPORT");
@@ -164,8 +200,13 @@ fn main() {
             let sa = socket::SockaddrStorage::from(SocketAddr::new(ip, port));
             socket::bind(s.as_raw_fd(), &sa).expect("bind");
             socket::listen(&s, socket::Backlog::new(64).expect("backlog")).expect("listen");
-            let bound: socket::SockaddrStorage = socket::getsockname(s.as_raw_fd()).expect("getsockname");
-            let port = bound.as_sockaddr_in().map(|a| a.port()).or_else(|| bound.as_sockaddr_in6().map(|a| a.port())).unwrap_or(0);
+            let bound: socket::SockaddrStorage =
+                socket::getsockname(s.as_raw_fd()).expect("getsockname");
+            let port = bound
+                .as_sockaddr_in()
+                .map(|a| a.port())
+                .or_else(|| bound.as_sockaddr_in6().map(|a| a.port()))
+                .unwrap_or(0);
             say("port", port);
             say("listening", 1);
             let mut buf = String::new();
@@ -174,7 +215,11 @@ fn main() {
         "bind-port" => {
             // bind-port PORT [IPV4]: bind 0.0.0.0:PORT (or IPV4:PORT); exit 1 when it is in use.
             let port: u16 = arg(2).parse().expect("port");
-            let ip: std::net::Ipv4Addr = if arg(3).is_empty() { std::net::Ipv4Addr::UNSPECIFIED } else { arg(3).parse().expect("IPv4 address") };
+            let ip: std::net::Ipv4Addr = if arg(3).is_empty() {
+                std::net::Ipv4Addr::UNSPECIFIED
+            } else {
+                arg(3).parse().expect("IPv4 address")
+            };
             let s = tcp4();
             match socket::bind(s.as_raw_fd(), &v4(port, ip.octets())) {
                 Ok(()) => say("bound", port),
@@ -189,7 +234,13 @@ fn main() {
             let n: u32 = arg(2).parse().expect("n");
             let hold: u64 = arg(3).parse().expect("ms");
             let kids: Vec<Pid> = (0..n).map(|_| child_exit(0)).collect();
-            say("children", kids.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(","));
+            say(
+                "children",
+                kids.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
             std::thread::sleep(Duration::from_millis(hold));
             for k in kids {
                 waitpid(k, None).expect("waitpid");
@@ -201,7 +252,11 @@ fn main() {
             let n: u32 = arg(2).parse().expect("n");
             let me = std::env::current_exe().expect("exe");
             for _ in 0..n {
-                let st = std::process::Command::new(&me).args(["crash", arg(3)]).stdout(std::process::Stdio::null()).status().expect("spawn");
+                let st = std::process::Command::new(&me)
+                    .args(["crash", arg(3)])
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .expect("spawn");
                 assert_eq!(st.code(), Some(1));
             }
         }
@@ -215,9 +270,21 @@ fn main() {
             let n: u32 = arg(2).parse().expect("n");
             let me = std::env::current_exe().expect("exe");
             let mut kids: Vec<std::process::Child> = (0..n)
-                .map(|_| std::process::Command::new(&me).args(["sleep-ms", arg(3)]).stdout(std::process::Stdio::null()).spawn().expect("spawn"))
+                .map(|_| {
+                    std::process::Command::new(&me)
+                        .args(["sleep-ms", arg(3)])
+                        .stdout(std::process::Stdio::null())
+                        .spawn()
+                        .expect("spawn")
+                })
                 .collect();
-            say("children", kids.iter().map(|c| c.id().to_string()).collect::<Vec<_>>().join(","));
+            say(
+                "children",
+                kids.iter()
+                    .map(|c| c.id().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
             for k in &mut kids {
                 k.wait().expect("wait");
             }
@@ -244,9 +311,18 @@ fn main() {
             let port: u16 = arg(2).parse().expect("port");
             let n: u32 = arg(3).parse().expect("n");
             for _ in 0..n {
-                let s = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).expect("socket");
+                let s = socket::socket(
+                    AddressFamily::Inet,
+                    SockType::Stream,
+                    SockFlag::SOCK_NONBLOCK,
+                    None,
+                )
+                .expect("socket");
                 let _ = socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1]));
-                let mut pfd = [nix::poll::PollFd::new(std::os::fd::AsFd::as_fd(&s), nix::poll::PollFlags::POLLOUT)];
+                let mut pfd = [nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(&s),
+                    nix::poll::PollFlags::POLLOUT,
+                )];
                 let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(2000u16));
             }
         }
@@ -256,7 +332,8 @@ fn main() {
         }
         "serve" => {
             // serve PORT N: accept N connections.
-            let l = TcpListener::bind(("127.0.0.1", arg(2).parse::<u16>().expect("port"))).expect("listen");
+            let l = TcpListener::bind(("127.0.0.1", arg(2).parse::<u16>().expect("port")))
+                .expect("listen");
             say("port", l.local_addr().expect("addr").port());
             for _ in 0..arg(3).parse::<u32>().expect("n") {
                 let _ = l.accept().expect("accept");
@@ -349,7 +426,13 @@ fn main() {
                 while Instant::now() < deadline {
                     // The state follows the command name's closing parenthesis.
                     match std::fs::read_to_string(&stat) {
-                        Ok(s) if s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')) => break,
+                        Ok(s)
+                            if s.rsplit(')')
+                                .next()
+                                .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+                        {
+                            break
+                        }
                         Err(_) => break,
                         _ => std::thread::sleep(Duration::from_millis(1)),
                     }
@@ -371,8 +454,19 @@ fn main() {
             say("port", a.port());
         }
         "bind6" => {
-            let s = socket::socket(AddressFamily::Inet6, SockType::Stream, SockFlag::empty(), None).expect("socket");
-            let a = SockaddrIn6::from(std::net::SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, 0, 0, 0));
+            let s = socket::socket(
+                AddressFamily::Inet6,
+                SockType::Stream,
+                SockFlag::empty(),
+                None,
+            )
+            .expect("socket");
+            let a = SockaddrIn6::from(std::net::SocketAddrV6::new(
+                std::net::Ipv6Addr::LOCALHOST,
+                0,
+                0,
+                0,
+            ));
             socket::bind(s.as_raw_fd(), &a).expect("bind ::1");
             let a: SockaddrIn6 = socket::getsockname(s.as_raw_fd()).expect("getsockname");
             say("port", a.port());
@@ -382,27 +476,37 @@ fn main() {
             let port = l.local_addr().expect("addr").port();
             say("port", port);
             let s = tcp4();
-            let e = socket::bind(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect_err("second bind must fail");
+            let e = socket::bind(s.as_raw_fd(), &v4(port, [127, 0, 0, 1]))
+                .expect_err("second bind must fail");
             say("errno", e as i32);
         }
         "notavail" => {
             // 192.0.2.1 (TEST-NET-1) is on no host: EADDRNOTAVAIL. Nothing is sent.
             let s = tcp4();
-            let e = socket::bind(s.as_raw_fd(), &v4(4242, [192, 0, 2, 1])).expect_err("bind must fail");
+            let e =
+                socket::bind(s.as_raw_fd(), &v4(4242, [192, 0, 2, 1])).expect_err("bind must fail");
             say("errno", e as i32);
         }
         "connect-refused" => {
             let port = closed_port();
             say("port", port);
             let s = tcp4();
-            let e = socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect_err("connect must fail");
+            let e = socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1]))
+                .expect_err("connect must fail");
             say("errno", e as i32);
         }
         "connect-nonblocking" => {
             let port = closed_port();
             say("port", port);
-            let s = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_NONBLOCK, None).expect("socket");
-            let e = socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect_err("EINPROGRESS");
+            let s = socket::socket(
+                AddressFamily::Inet,
+                SockType::Stream,
+                SockFlag::SOCK_NONBLOCK,
+                None,
+            )
+            .expect("socket");
+            let e =
+                socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect_err("EINPROGRESS");
             say("errno", e as i32);
             // Wait for the outcome (refused) so the state change happens while we live.
             let mut pfd = [nix::poll::PollFd::new(
@@ -428,7 +532,10 @@ mod exec {
 
     pub fn execvp(path: &Path, argv: &[&str]) -> nix::Error {
         let p = CString::new(path.as_os_str().as_bytes()).expect("path");
-        let a: Vec<CString> = argv.iter().map(|s| CString::new(*s).expect("arg")).collect();
+        let a: Vec<CString> = argv
+            .iter()
+            .map(|s| CString::new(*s).expect("arg"))
+            .collect();
         nix::unistd::execv(&p, &a).expect_err("execv returns only on error")
     }
 }

@@ -10,7 +10,9 @@ struct Line {
 }
 
 fn kernel_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `major.minor` of a release string like `6.18.44-fc-v657`.
@@ -22,7 +24,11 @@ pub fn parse_release(r: &str) -> Option<(u32, u32)> {
 pub fn run() -> anyhow::Result<ExitCode> {
     let mut lines: Vec<Line> = Vec::new();
     fn add(lines: &mut Vec<Line>, ok: bool, what: &str, detail: String) {
-        lines.push(Line { ok, what: what.to_owned(), detail });
+        lines.push(Line {
+            ok,
+            what: what.to_owned(),
+            detail,
+        });
     }
     macro_rules! push {
         ($ok:expr, $what:expr, $detail:expr $(,)?) => {
@@ -42,17 +48,35 @@ pub fn run() -> anyhow::Result<ExitCode> {
     };
 
     match loader::check_pid_namespace() {
-        Ok(()) => push!(true, "pid namespace", "the host's (all processes are visible)".to_owned()),
+        Ok(()) => push!(
+            true,
+            "pid namespace",
+            "the host's (all processes are visible)".to_owned()
+        ),
         Err(e) => push!(false, "pid namespace", e.to_string()),
     }
 
     let release = kernel_release();
     match parse_release(&release) {
-        Some(v) if v >= (5, 8) => push!(true, "kernel", format!("{release} (BPF ring buffer needs 5.8+)")),
-        _ => push!(false, "kernel", format!("{release}: watcher needs Linux 5.8 or newer (BPF ring buffer)")),
+        Some(v) if v >= (5, 8) => push!(
+            true,
+            "kernel",
+            format!("{release} (BPF ring buffer needs 5.8+)")
+        ),
+        _ => push!(
+            false,
+            "kernel",
+            format!("{release}: watcher needs Linux 5.8 or newer (BPF ring buffer)")
+        ),
     }
 
-    let tracefs_root = if privileged { tracefs::ensure_mounted() } else { tracefs::find().ok_or(SetupError::TracefsMissing { why: "not mounted, and mounting it needs root".into() }) };
+    let tracefs_root = if privileged {
+        tracefs::ensure_mounted()
+    } else {
+        tracefs::find().ok_or(SetupError::TracefsMissing {
+            why: "not mounted, and mounting it needs root".into(),
+        })
+    };
     let tracefs_root = match tracefs_root {
         Ok(p) => {
             push!(true, "tracefs", p.display().to_string());
@@ -73,7 +97,14 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 }
             }
             if missing.is_empty() {
-                push!(true, "btf", format!("/sys/kernel/btf/vmlinux ({} members located)", loader::BTF_MEMBERS.len()));
+                push!(
+                    true,
+                    "btf",
+                    format!(
+                        "/sys/kernel/btf/vmlinux ({} members located)",
+                        loader::BTF_MEMBERS.len()
+                    )
+                );
                 Some(b)
             } else {
                 push!(false, "btf", missing.join("; "));
@@ -81,7 +112,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
             }
         }
         Err(e) => {
-            push!(false, "btf", format!("{e}; use a kernel built with CONFIG_DEBUG_INFO_BTF=y"));
+            push!(
+                false,
+                "btf",
+                format!("{e}; use a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+            );
             None
         }
     };
@@ -91,6 +126,13 @@ pub fn run() -> anyhow::Result<ExitCode> {
             let name = format!("tracepoint {}/{}", h.category, h.name);
             match tracefs::read_format(root, h.category, h.name) {
                 Ok(f) => push!(true, &name, format!("{} fields", f.fields.len())),
+                Err(_) if h.optional.is_some() => {
+                    push!(
+                        true,
+                        &name,
+                        format!("absent (optional): {}", h.optional.unwrap_or_default())
+                    )
+                }
                 Err(e) => push!(false, &name, e.to_string()),
             }
         }
@@ -117,15 +159,23 @@ pub fn run() -> anyhow::Result<ExitCode> {
     if all_ok {
         let opts = loader::LoadOptions::default();
         match loader::load(&opts) {
-            Ok(_) => push!(
+            Ok(p) => push!(
                 true,
                 "load",
-                format!("{} programs loaded and attached (ring buffer {} KiB)", loader::HOOKS.len(), opts.ring_bytes / 1024),
+                format!(
+                    "{} programs loaded and attached (ring buffer {} KiB)",
+                    p.attached(),
+                    opts.ring_bytes / 1024
+                ),
             ),
             Err(e) => push!(false, "load", e.to_string()),
         }
     } else {
-        push!(false, "load", "skipped: fix the failures above first".into());
+        push!(
+            false,
+            "load",
+            "skipped: fix the failures above first".into()
+        );
     }
 
     let mut failed = 0;
@@ -133,7 +183,12 @@ pub fn run() -> anyhow::Result<ExitCode> {
         if !l.ok {
             failed += 1;
         }
-        println!("{:<4}  {:<40} {}", if l.ok { "ok" } else { "FAIL" }, l.what, l.detail);
+        println!(
+            "{:<4}  {:<40} {}",
+            if l.ok { "ok" } else { "FAIL" },
+            l.what,
+            l.detail
+        );
     }
     if failed == 0 {
         println!("watcher can run here.");

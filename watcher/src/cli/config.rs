@@ -15,9 +15,17 @@ pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: {message}")]
-    Invalid { path: PathBuf, line: usize, column: usize, message: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// `[feed]`: where records go (`watcher run`).
@@ -57,7 +65,9 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { listen: "127.0.0.1:9464".into() }
+        MetricsConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
     }
 }
 
@@ -75,7 +85,11 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        HealthConfig { canary_interval_s: 5.0, canary_deadline_s: 2.0, status_file: PathBuf::from("/run/watcher/status.json") }
+        HealthConfig {
+            canary_interval_s: 5.0,
+            canary_deadline_s: 2.0,
+            status_file: PathBuf::from("/run/watcher/status.json"),
+        }
     }
 }
 
@@ -110,16 +124,26 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let len = std::fs::metadata(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?.len();
+        let len = std::fs::metadata(path)
+            .map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
         if len > MAX_CONFIG_BYTES {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
                 line: 1,
                 column: 1,
-                message: format!("the file is {len} bytes; a watcher config is at most {MAX_CONFIG_BYTES} bytes"),
+                message: format!(
+                    "the file is {len} bytes; a watcher config is at most {MAX_CONFIG_BYTES} bytes"
+                ),
             });
         }
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         let c = Config::parse(&text, path)?;
         c.validate(&text, path)?;
         Ok(c)
@@ -128,19 +152,54 @@ impl Config {
     /// Checks across keys that serde cannot express; errors name the key's line.
     pub fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let at = |key: &str, message: String| {
-            let line = text.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1).unwrap_or(1);
-            ConfigError::Invalid { path: path.to_owned(), line, column: 1, message }
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with(key))
+                .map(|i| i + 1)
+                .unwrap_or(1);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column: 1,
+                message,
+            }
         };
         crate::sinks::Types::new(&self.feed.types).map_err(|m| at("types", m))?;
-        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(at("listen", format!("`{}` is not an address:port (e.g. \"127.0.0.1:9464\"); empty disables metrics", self.metrics.listen)));
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(at(
+                "listen",
+                format!(
+                    "`{}` is not an address:port (e.g. \"127.0.0.1:9464\"); empty disables metrics",
+                    self.metrics.listen
+                ),
+            ));
         }
         let h = &self.health;
-        if !(h.canary_interval_s.is_finite() && h.canary_interval_s >= 0.1 && h.canary_interval_s <= 3600.0) {
-            return Err(at("canary_interval_s", format!("{} is not between 0.1 and 3600 seconds", h.canary_interval_s)));
+        if !(h.canary_interval_s.is_finite()
+            && h.canary_interval_s >= 0.1
+            && h.canary_interval_s <= 3600.0)
+        {
+            return Err(at(
+                "canary_interval_s",
+                format!(
+                    "{} is not between 0.1 and 3600 seconds",
+                    h.canary_interval_s
+                ),
+            ));
         }
-        if !(h.canary_deadline_s.is_finite() && h.canary_deadline_s >= 0.05 && h.canary_deadline_s <= 600.0) {
-            return Err(at("canary_deadline_s", format!("{} is not between 0.05 and 600 seconds", h.canary_deadline_s)));
+        if !(h.canary_deadline_s.is_finite()
+            && h.canary_deadline_s >= 0.05
+            && h.canary_deadline_s <= 600.0)
+        {
+            return Err(at(
+                "canary_deadline_s",
+                format!(
+                    "{} is not between 0.05 and 600 seconds",
+                    h.canary_deadline_s
+                ),
+            ));
         }
         Ok(())
     }
@@ -176,7 +235,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.detect.zombie.max_age_s, 2.5);
-        assert_eq!(c.detect.duplicate_instances.singletons, vec!["cron".to_string()]);
+        assert_eq!(
+            c.detect.duplicate_instances.singletons,
+            vec!["cron".to_string()]
+        );
         assert!(!c.detect.fork_storm.enabled);
         assert_eq!(c.detect.allow_programs, vec!["chronyd".to_string()]);
     }
@@ -185,13 +247,20 @@ mod tests {
     fn cross_key_checks_name_the_line() {
         let check = |s: &str| {
             let c = Config::parse(s, Path::new("w.toml")).unwrap();
-            c.validate(s, Path::new("w.toml")).map_err(|e| e.to_string())
+            c.validate(s, Path::new("w.toml"))
+                .map_err(|e| e.to_string())
         };
         assert!(check("").is_ok());
         let e = check("[feed]\nstdout = true\ntypes = [\"findings\"]\n").unwrap_err();
-        assert!(e.starts_with("w.toml:3:") && e.contains("unknown record type `findings`"), "{e}");
+        assert!(
+            e.starts_with("w.toml:3:") && e.contains("unknown record type `findings`"),
+            "{e}"
+        );
         let e = check("[metrics]\nlisten = \"localhost\"\n").unwrap_err();
-        assert!(e.starts_with("w.toml:2:") && e.contains("not an address"), "{e}");
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("not an address"),
+            "{e}"
+        );
         assert!(check("[metrics]\nlisten = \"\"\n").is_ok());
         let e = check("[health]\ncanary_interval_s = 0\n").unwrap_err();
         assert!(e.starts_with("w.toml:2:"), "{e}");
@@ -203,15 +272,24 @@ mod tests {
         assert!(e.starts_with("w.toml:4:"), "{e}");
         assert!(e.contains("unknown field `max_age`"), "{e}");
         let e = parse("[detect.zombie_accumulation]\nthreshold = 0\n").unwrap_err();
-        assert!(e.starts_with("w.toml:2:") && e.contains("at least 1"), "{e}");
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("at least 1"),
+            "{e}"
+        );
         let e = parse("[detect.zombie]\nmax_age_s = -1\n").unwrap_err();
-        assert!(e.starts_with("w.toml:2:") && e.contains("not a duration"), "{e}");
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("not a duration"),
+            "{e}"
+        );
         let e = parse("[detect]\nallow_ports = [70000]\n").unwrap_err();
         assert!(e.starts_with("w.toml:2:"), "{e}");
         let e = parse("[detect.respawn_storm]\nwindow_s = \"60\"\n").unwrap_err();
         assert!(e.starts_with("w.toml:2:"), "{e}");
         let e = parse("[nonsense]\n").unwrap_err();
-        assert!(e.starts_with("w.toml:1:") && e.contains("unknown field"), "{e}");
+        assert!(
+            e.starts_with("w.toml:1:") && e.contains("unknown field"),
+            "{e}"
+        );
         let e = parse("[detect\n").unwrap_err();
         assert!(e.starts_with("w.toml:1:"), "{e}");
     }

@@ -32,7 +32,10 @@ fn say(line: &str) {
 /// The configuration at `path`; a missing file means the documented defaults.
 pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     if !path.exists() {
-        say(&format!("no config file at {}: using the defaults", path.display()));
+        say(&format!(
+            "no config file at {}: using the defaults",
+            path.display()
+        ));
         return Ok(Config::default());
     }
     Ok(Config::load(path)?)
@@ -67,25 +70,36 @@ impl Feed {
         let f = &config.feed;
         let types = Types::new(&f.types).map_err(anyhow::Error::msg)?;
         let file = match &f.file {
-            Some(p) => Some(FileSink::open(p).with_context(|| format!("opening the feed file {}", p.display()))?),
+            Some(p) => Some(
+                FileSink::open(p)
+                    .with_context(|| format!("opening the feed file {}", p.display()))?,
+            ),
             None => None,
         };
         let syslog = if f.syslog {
             Some(SyslogSink::open(&f.syslog_socket).with_context(|| {
-                format!("connecting to syslog at {} (is a syslog daemon running?)", f.syslog_socket.display())
+                format!(
+                    "connecting to syslog at {} (is a syslog daemon running?)",
+                    f.syslog_socket.display()
+                )
             })?)
         } else {
             None
         };
         let socket = match &f.socket {
-            Some(p) => Some(SocketSink::bind(p).with_context(|| format!("creating the feed socket {}", p.display()))?),
+            Some(p) => Some(
+                SocketSink::bind(p)
+                    .with_context(|| format!("creating the feed socket {}", p.display()))?,
+            ),
             None => None,
         };
         Ok(Feed {
             config_path: config_path.to_owned(),
             config: config.clone(),
             types,
-            stdout: f.stdout.then(|| io::BufWriter::with_capacity(64 * 1024, io::stdout())),
+            stdout: f
+                .stdout
+                .then(|| io::BufWriter::with_capacity(64 * 1024, io::stdout())),
             file,
             syslog,
             socket,
@@ -102,7 +116,10 @@ impl Feed {
             to.push(format!("file {}", f.path().display()));
         }
         if self.syslog.is_some() {
-            to.push(format!("syslog ({})", self.config.feed.syslog_socket.display()));
+            to.push(format!(
+                "syslog ({})",
+                self.config.feed.syslog_socket.display()
+            ));
         }
         if let Some(s) = &self.socket {
             to.push(format!("socket {}", s.path().display()));
@@ -110,7 +127,11 @@ impl Feed {
         format!(
             "feed of {} → {}",
             self.types.list().join(","),
-            if to.is_empty() { "nowhere (no sink enabled)".to_owned() } else { to.join(", ") }
+            if to.is_empty() {
+                "nowhere (no sink enabled)".to_owned()
+            } else {
+                to.join(", ")
+            }
         )
     }
 
@@ -119,7 +140,10 @@ impl Feed {
         let st = Status {
             pid: std::process::id(),
             healthy: s.healthy,
-            updated_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            updated_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
             canary_ok: s.canary_ok,
             canary_missed: s.canary_missed,
             events: s.events_by_type.values().sum(),
@@ -178,7 +202,8 @@ impl Output for Feed {
         s.records_written += written;
         *s.sink_drops.entry("file".into()).or_default() += file_err;
         if let Some(sock) = &self.socket {
-            s.sink_drops.insert("socket".into(), sock.dropped.load(Ordering::Relaxed));
+            s.sink_drops
+                .insert("socket".into(), sock.dropped.load(Ordering::Relaxed));
         }
         if let Some(sl) = &self.syslog {
             s.sink_drops.insert("syslog".into(), sl.errors);
@@ -190,7 +215,8 @@ impl Output for Feed {
         let new = load_config(&self.config_path)?;
         // Reopen the file in any case (logrotate moved it).
         if let Some(f) = self.file.as_mut() {
-            f.reopen().with_context(|| format!("reopening {}", f.path().display()))?;
+            f.reopen()
+                .with_context(|| format!("reopening {}", f.path().display()))?;
         }
         if new.feed != self.config.feed {
             let mut fresh = Feed::open(&self.config_path, &new)?;
@@ -204,7 +230,8 @@ impl Output for Feed {
             let mut d = Detectors::new(new.detect.clone());
             let procs: Vec<_> = engine.enricher.procs.iter().cloned().collect();
             // Open incidents are re-evaluated from what exists now.
-            let sockets = crate::world::netns::NetnsLookups::new(trace::LOOKUP_DEADLINE).all_holders();
+            let sockets =
+                crate::world::netns::NetnsLookups::new(trace::LOOKUP_DEADLINE).all_holders();
             let _ = d.seed(&procs, &sockets, Clock::mono_now());
             engine.detectors = d;
             engine.enricher.procs.identity = new.detect.identity.into();
@@ -214,7 +241,11 @@ impl Output for Feed {
         }
         self.config = new;
         self.status_file = self.config.health.status_file.clone();
-        say(&format!("configuration reloaded from {}; {}", self.config_path.display(), self.describe()));
+        say(&format!(
+            "configuration reloaded from {}; {}",
+            self.config_path.display(),
+            self.describe()
+        ));
         Ok(())
     }
 
@@ -227,30 +258,49 @@ impl Output for Feed {
     }
 }
 
-pub async fn run(config_path: PathBuf, load: LoadOptions, max_processes: usize) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config_path: PathBuf,
+    load: LoadOptions,
+    max_processes: usize,
+) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
     let mut load = load;
     load.kinds = pipeline::kernel_kinds(&config.feed.types);
     let probes = loader::load(&load)?;
+    for line in probes.degraded_lines() {
+        say(&line);
+    }
     let signals = pipeline::Signals::install()?;
     let mut feed = Feed::open(&config_path, &config)?;
     // Healthy until a canary says otherwise.
-    let stats: SharedStats = Arc::new(Mutex::new(Stats { healthy: true, ..Stats::default() }));
+    let stats: SharedStats = Arc::new(Mutex::new(Stats {
+        healthy: true,
+        ..Stats::default()
+    }));
     let metrics = if config.metrics.listen.is_empty() {
         None
     } else {
         let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
             .await
-            .with_context(|| format!("listening for metrics on {} ([metrics] listen)", config.metrics.listen))?;
+            .with_context(|| {
+                format!(
+                    "listening for metrics on {} ([metrics] listen)",
+                    config.metrics.listen
+                )
+            })?;
         Some(tokio::spawn(crate::metrics::serve(listener, stats.clone())))
     };
     let (engine, initial, seeded) = trace::engine(&config, max_processes);
     say(&format!(
         "running: {} tracepoints attached ({} processes known); {}; metrics {}; canary every {} s",
-        loader::HOOKS.len(),
+        probes.attached(),
         seeded,
         feed.describe(),
-        if config.metrics.listen.is_empty() { "off".to_owned() } else { format!("on http://{}/metrics", config.metrics.listen) },
+        if config.metrics.listen.is_empty() {
+            "off".to_owned()
+        } else {
+            format!("on http://{}/metrics", config.metrics.listen)
+        },
         config.health.canary_interval_s
     ));
     if !initial.is_empty() {
@@ -291,12 +341,19 @@ pub fn check_daemon(status_file: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let st: Status = serde_json::from_str(&text).with_context(|| format!("{} is not a watcher status file", status_file.display()))?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let st: Status = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a watcher status file", status_file.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let age = now.saturating_sub(st.updated_unix);
     let alive = std::path::Path::new(&format!("/proc/{}", st.pid)).exists();
     if !alive || age > 10 {
-        println!("FAIL  daemon: pid {} last reported {age} s ago: it is not running or is stuck", st.pid);
+        println!(
+            "FAIL  daemon: pid {} last reported {age} s ago: it is not running or is stuck",
+            st.pid
+        );
         return Ok(ExitCode::from(1));
     }
     if !st.healthy {

@@ -54,24 +54,38 @@ pub fn install(root: &Path, binary: Option<PathBuf>) -> anyhow::Result<ExitCode>
     if l.config.exists() {
         println!("kept {} (already there)", l.config.display());
     } else {
-        std::fs::write(&l.config, DEFAULT_CONFIG).with_context(|| format!("writing {}", l.config.display()))?;
+        std::fs::write(&l.config, DEFAULT_CONFIG)
+            .with_context(|| format!("writing {}", l.config.display()))?;
         println!("wrote {}", l.config.display());
     }
-    let cmds = [vec!["systemctl", "daemon-reload"], vec!["systemctl", "enable", "--now", "watcher.service"]];
+    let cmds = [
+        vec!["systemctl", "daemon-reload"],
+        vec!["systemctl", "enable", "--now", "watcher.service"],
+    ];
     if root == Path::new("/") && systemd_is_pid1() {
         for c in &cmds {
-            let st = Command::new(c[0]).args(&c[1..]).status().with_context(|| format!("running {}", c.join(" ")))?;
+            let st = Command::new(c[0])
+                .args(&c[1..])
+                .status()
+                .with_context(|| format!("running {}", c.join(" ")))?;
             if !st.success() {
                 anyhow::bail!("`{}` failed ({st})", c.join(" "));
             }
         }
-        println!("watcher is enabled and running: systemctl status watcher; journalctl -u watcher -f");
+        println!(
+            "watcher is enabled and running: systemctl status watcher; journalctl -u watcher -f"
+        );
     } else {
-        println!("systemd is not PID 1 here (or --root was given); to start watcher under systemd, run:");
+        println!(
+            "systemd is not PID 1 here (or --root was given); to start watcher under systemd, run:"
+        );
         for c in &cmds {
             println!("  {}", c.join(" "));
         }
-        println!("or run it directly: {} run --config /etc/watcher/watcher.toml", binary.display());
+        println!(
+            "or run it directly: {} run --config /etc/watcher/watcher.toml",
+            binary.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -101,7 +115,9 @@ pub fn unit_text(binary: &Path, paranoid: Option<i32>) -> String {
 pub fn uninstall(root: &Path) -> anyhow::Result<ExitCode> {
     let l = Layout::under(root);
     if root == Path::new("/") && systemd_is_pid1() {
-        let _ = Command::new("systemctl").args(["disable", "--now", "watcher.service"]).status();
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "watcher.service"])
+            .status();
     }
     if l.unit.exists() {
         std::fs::remove_file(&l.unit).with_context(|| format!("removing {}", l.unit.display()))?;
@@ -110,7 +126,10 @@ pub fn uninstall(root: &Path) -> anyhow::Result<ExitCode> {
     if root == Path::new("/") && systemd_is_pid1() {
         let _ = Command::new("systemctl").arg("daemon-reload").status();
     }
-    println!("kept {} (your configuration; remove it by hand if you want)", l.config.display());
+    println!(
+        "kept {} (your configuration; remove it by hand if you want)",
+        l.config.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -121,8 +140,13 @@ mod tests {
     #[test]
     fn the_shipped_config_is_valid_and_says_the_defaults() {
         let c = crate::config::Config::parse(DEFAULT_CONFIG, Path::new("watcher.toml")).unwrap();
-        c.validate(DEFAULT_CONFIG, Path::new("watcher.toml")).unwrap();
-        assert_eq!(c, crate::config::Config::default(), "the commented file must show the real defaults");
+        c.validate(DEFAULT_CONFIG, Path::new("watcher.toml"))
+            .unwrap();
+        assert_eq!(
+            c,
+            crate::config::Config::default(),
+            "the commented file must show the real defaults"
+        );
     }
 
     #[test]
@@ -132,14 +156,21 @@ mod tests {
         install(&root, Some(PathBuf::from("/usr/local/bin/watcher"))).unwrap();
         let l = Layout::under(&root);
         let unit = std::fs::read_to_string(&l.unit).unwrap();
-        assert!(unit.contains("ExecStart=/usr/local/bin/watcher run --config /etc/watcher/watcher.toml"));
-        assert!(unit.contains("Type=notify") && unit.contains("CapabilityBoundingSet=CAP_BPF CAP_PERFMON"));
+        assert!(unit
+            .contains("ExecStart=/usr/local/bin/watcher run --config /etc/watcher/watcher.toml"));
+        assert!(
+            unit.contains("Type=notify")
+                && unit.contains("CapabilityBoundingSet=CAP_BPF CAP_PERFMON")
+        );
         assert!(!unit.contains("@BINARY@"));
         assert_eq!(std::fs::read_to_string(&l.config).unwrap(), DEFAULT_CONFIG);
         // A second install keeps the operator's config.
         std::fs::write(&l.config, "[feed]\nstdout = false\n").unwrap();
         install(&root, Some(PathBuf::from("/usr/local/bin/watcher"))).unwrap();
-        assert_eq!(std::fs::read_to_string(&l.config).unwrap(), "[feed]\nstdout = false\n");
+        assert_eq!(
+            std::fs::read_to_string(&l.config).unwrap(),
+            "[feed]\nstdout = false\n"
+        );
         uninstall(&root).unwrap();
         assert!(!l.unit.exists());
         assert!(l.config.exists());
@@ -148,7 +179,12 @@ mod tests {
 
     #[test]
     fn a_perf_restricted_kernel_gets_cap_sys_admin_and_others_do_not() {
-        let caps = |unit: &str, key: &str| unit.lines().find_map(|l| l.strip_prefix(key)).map(str::to_owned).expect(key);
+        let caps = |unit: &str, key: &str| {
+            unit.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(str::to_owned)
+                .expect(key)
+        };
         let bin = Path::new("/usr/local/bin/watcher");
         for level in [None, Some(-1), Some(1), Some(2)] {
             let unit = unit_text(bin, level);
@@ -157,8 +193,14 @@ mod tests {
             assert!(unit.contains("ExecStart=/usr/local/bin/watcher run"));
         }
         let unit = unit_text(bin, Some(3));
-        assert_eq!(caps(&unit, "CapabilityBoundingSet="), format!("{BASE_CAPS} CAP_SYS_ADMIN"));
-        assert_eq!(caps(&unit, "AmbientCapabilities="), format!("{BASE_CAPS} CAP_SYS_ADMIN"));
+        assert_eq!(
+            caps(&unit, "CapabilityBoundingSet="),
+            format!("{BASE_CAPS} CAP_SYS_ADMIN")
+        );
+        assert_eq!(
+            caps(&unit, "AmbientCapabilities="),
+            format!("{BASE_CAPS} CAP_SYS_ADMIN")
+        );
         assert!(unit.contains("kernel.perf_event_paranoid was 3"), "{unit}");
     }
 }

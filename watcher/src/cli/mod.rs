@@ -72,7 +72,11 @@ pub struct KernelArgs {
 
 impl KernelArgs {
     pub fn load(&self) -> LoadOptions {
-        LoadOptions { kinds: Vec::new(), wakeup_interval_ns: self.wakeup_us * 1000, ring_bytes: self.ring_mib << 20 }
+        LoadOptions {
+            kinds: Vec::new(),
+            wakeup_interval_ns: self.wakeup_us * 1000,
+            ring_bytes: self.ring_mib << 20,
+        }
     }
 }
 

@@ -6,7 +6,6 @@ use std::{
 };
 
 use crate::{
-    world::netns::NetnsLookups,
     config::Config,
     engine::Engine,
     filter::Filter,
@@ -16,6 +15,7 @@ use crate::{
     proctable::ProcessTable,
     reader::ReaderOptions,
     record::{Body, Clock, Record},
+    world::netns::NetnsLookups,
 };
 
 /// Settings of one trace run (validated CLI arguments).
@@ -48,7 +48,9 @@ impl Terminal {
                     serde_json::to_writer(&mut self.out, r).map_err(io::Error::other)?;
                     self.out.write_all(b"\n")?;
                 }
-                (Body::Finding(f), true, false) => writeln!(self.out, "{}", human::finding_line(r, f, true))?,
+                (Body::Finding(f), true, false) => {
+                    writeln!(self.out, "{}", human::finding_line(r, f, true))?
+                }
                 _ => writeln!(self.out, "{}", human::line(r))?,
             }
         }
@@ -88,12 +90,7 @@ pub fn engine(config: &Config, max_processes: usize) -> (Engine, Vec<Record>, us
     let mut netns = NetnsLookups::new(LOOKUP_DEADLINE);
     let sockets = netns.all_holders();
     let unanswered = netns.unanswered.clone();
-    let mut engine = Engine::new(
-        config.detect.clone(),
-        table,
-        Clock::now(),
-        Box::new(netns),
-    );
+    let mut engine = Engine::new(config.detect.clone(), table, Clock::now(), Box::new(netns));
     engine.lookups_unanswered = unanswered;
     match crate::world::containers::cgroup2_mount() {
         Some(root) => {
@@ -123,12 +120,16 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
     };
     s.load.kinds = pipeline::kernel_kinds(&s.filter.types);
     let probes = loader::load(&s.load)?;
+    for line in probes.degraded_lines() {
+        let _ = writeln!(io::stderr(), "watcher: {line}");
+    }
+    let attached = probes.attached();
     let signals = pipeline::Signals::install()?;
     let (engine, initial, seeded) = engine(&config, s.max_processes);
     let _ = writeln!(
         io::stderr(),
         "watcher: tracing {} tracepoints ({} processes known); Ctrl-C to stop",
-        loader::HOOKS.len(),
+        attached,
         seeded
     );
     let mut out = Terminal {
@@ -138,7 +139,10 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
         shown: 0,
     };
-    let stats: SharedStats = Arc::new(Mutex::new(Stats { healthy: true, ..Stats::default() }));
+    let stats: SharedStats = Arc::new(Mutex::new(Stats {
+        healthy: true,
+        ..Stats::default()
+    }));
     let mut findings = initial.len() as u64;
     if !initial.is_empty() && !out.write(&initial, &stats)? {
         return Ok(ExitCode::SUCCESS);
@@ -153,7 +157,11 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
     findings += st.findings.values().sum::<u64>();
     let secs = st.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
     let total: u64 = st.events_by_type.values().sum();
-    let per_type: Vec<String> = st.events_by_type.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let per_type: Vec<String> = st
+        .events_by_type
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     let _ = writeln!(
         io::stderr(),
         "watcher: {total} events in {secs:.1} s ({}), {findings} finding records, {} shown, {} lost, {} undecodable",

@@ -5,7 +5,10 @@ use std::net::IpAddr;
 
 use serde_json::{json, Map};
 
-use super::{addr_port, incident::Incidents, sockets::normalize, who, DetectConfig, Finding, Input, Involved, Kind};
+use super::{
+    addr_port, incident::Incidents, sockets::normalize, who, DetectConfig, Finding, Input,
+    Involved, Kind,
+};
 use crate::decode::{ip_addr, Payload};
 
 const EADDRNOTAVAIL: i32 = 99;
@@ -19,17 +22,27 @@ pub struct AddressUnavailable {
 impl AddressUnavailable {
     pub fn new(cfg: &DetectConfig) -> AddressUnavailable {
         AddressUnavailable {
-            incidents: Incidents::new(Kind::AddressUnavailable, cfg.update_interval_ns(), cfg.max_incidents),
+            incidents: Incidents::new(
+                Kind::AddressUnavailable,
+                cfg.update_interval_ns(),
+                cfg.max_incidents,
+            ),
             cfg: cfg.clone(),
         }
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
-        let Payload::Bind(b) = &i.ev.payload else { return Vec::new() };
-        let Some(ip) = ip_addr(b.family, &b.addr).map(normalize) else { return Vec::new() };
+        let Payload::Bind(b) = &i.ev.payload else {
+            return Vec::new();
+        };
+        let Some(ip) = ip_addr(b.family, &b.addr).map(normalize) else {
+            return Vec::new();
+        };
         let ts = i.ev.header.ts_ns;
         if b.ret == -EADDRNOTAVAIL {
-            let Some(p) = i.subject else { return Vec::new() };
+            let Some(p) = i.subject else {
+                return Vec::new();
+            };
             if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
                 return Vec::new();
             }
@@ -41,13 +54,44 @@ impl AddressUnavailable {
             let mut details = Map::new();
             details.insert("address".into(), json!(ip.to_string()));
             details.insert("port".into(), json!(b.port));
-            let processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(addr_port(ip, b.port)), since_ns: None }];
+            let processes = vec![Involved {
+                role: "failing",
+                proc: p.clone(),
+                address: Some(addr_port(ip, b.port)),
+                since_ns: None,
+            }];
             details.insert("network_namespace".into(), json!(b.netns));
-            return self.incidents.raise((b.netns, ip), &format!("{}/{ip}", b.netns), ts, 1, summary, processes, details).into_iter().collect();
+            return self
+                .incidents
+                .raise(
+                    (b.netns, ip),
+                    &format!("{}/{ip}", b.netns),
+                    ts,
+                    1,
+                    summary,
+                    processes,
+                    details,
+                )
+                .into_iter()
+                .collect();
         }
         if b.ret == 0 && self.incidents.is_open(&(b.netns, ip)) {
-            let by = i.subject.map(who).unwrap_or_else(|| format!("pid {}", i.ev.header.tgid));
-            return self.incidents.resolve(&(b.netns, ip), ts, format!("{by} bound {}: {ip} is available now", addr_port(ip, b.port))).into_iter().collect();
+            let by = i
+                .subject
+                .map(who)
+                .unwrap_or_else(|| format!("pid {}", i.ev.header.tgid));
+            return self
+                .incidents
+                .resolve(
+                    &(b.netns, ip),
+                    ts,
+                    format!(
+                        "{by} bound {}: {ip} is available now",
+                        addr_port(ip, b.port)
+                    ),
+                )
+                .into_iter()
+                .collect();
         }
         Vec::new()
     }

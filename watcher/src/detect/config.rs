@@ -18,7 +18,9 @@ fn at_least_1<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let v = f64::deserialize(d)?;
     if !v.is_finite() || v <= 0.0 || v > 86_400.0 * 365.0 {
-        return Err(D::Error::custom(format!("{v} is not a duration in seconds (more than 0, at most a year)")));
+        return Err(D::Error::custom(format!(
+            "{v} is not a duration in seconds (more than 0, at most a year)"
+        )));
     }
     Ok(v)
 }
@@ -26,7 +28,9 @@ fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 fn seconds_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     let v = f64::deserialize(d)?;
     if !v.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&v) {
-        return Err(D::Error::custom(format!("{v} is not a duration in seconds (0 to a year)")));
+        return Err(D::Error::custom(format!(
+            "{v} is not a duration in seconds (0 to a year)"
+        )));
     }
     Ok(v)
 }
@@ -34,7 +38,9 @@ fn seconds_or_zero<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 fn capacity<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let v = u64::deserialize(d)?;
     if !(16..=10_000_000).contains(&v) {
-        return Err(D::Error::custom(format!("{v} is out of range (16 to 10000000)")));
+        return Err(D::Error::custom(format!(
+            "{v} is out of range (16 to 10000000)"
+        )));
     }
     Ok(v as usize)
 }
@@ -119,22 +125,47 @@ section!(
 section!(
     /// `[detect.respawn_storm]`
     RespawnStormCfg {
-        /// Restarts after abnormal short lives within `window_s` that open the finding.
+        /// Consecutive crash → restart cycles of one program that open the finding.
         #[serde(deserialize_with = "at_least_1")]
         restarts: u32 = 5,
+        /// The longest delay between a crash and its restart that still continues
+        /// a loop once its restarter backs off (Docker doubles up to 1 min,
+        /// Kubernetes up to 5 min).
         #[serde(deserialize_with = "seconds")]
-        window_s: f64 = 60.0,
-        /// A life shorter than this that ends abnormally counts as a crash.
+        window_s: f64 = 330.0,
+        /// A life shorter than this that ends abnormally counts as a crash; a
+        /// restarted instance that lives this long ends the loop.
         #[serde(deserialize_with = "seconds")]
         short_life_s: f64 = 30.0,
-        /// A new instance started this long after the crash at most counts as a restart.
+        /// The first restart must follow its crash within this long.
         #[serde(deserialize_with = "seconds")]
         restart_within_s: f64 = 30.0,
-        /// Programs whose exit code 1 is an answer, not a crash (name, basename or path).
+        /// A loop of at least this many crashes whose restarter then stops
+        /// restarting it (systemd's StartLimitBurst, supervisord's startretries)
+        /// is reported: the program is down.
+        #[serde(deserialize_with = "at_least_1")]
+        gave_up_after: u32 = 3,
+        /// Programs whose non-zero exit code is an answer, not a crash: probes,
+        /// tests, compilers (name, basename or path; a trailing `*` matches any rest).
         answer_programs: Vec<String> = [
             "grep", "egrep", "fgrep", "zgrep", "rg", "pgrep", "pkill", "pidof", "test", "[", "false", "diff", "cmp",
-            "which", "id", "getent", "timeout", "ping", "curl", "wget", "nc", "ss", "mountpoint", "flock", "kill",
-            "systemctl", "ls", "stat", "find", "expr",
+            "which", "id", "getent", "timeout", "ping", "ping6", "fping", "arping", "curl", "wget", "nc", "ncat",
+            "netcat", "socat", "telnet", "ss", "dig", "host", "nslookup", "mountpoint", "flock", "kill", "systemctl",
+            "ls", "stat", "find", "expr", "check_*", "pg_isready", "mysqladmin", "redis-cli", "sha256sum",
+            "md5sum", "cc", "gcc", "g++", "c++", "clang", "clang++", "rustc", "javac", "go", "tsc", "make", "cargo",
+            "ld", "as",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        /// Senders whose fatal signal is a stop, not a crash, besides the
+        /// process's parent and ancestors: supervisors, container runtimes, and
+        /// the tools a person stops a process with.
+        stoppers: Vec<String> = [
+            "systemd", "init", "supervisord", "runsv", "runsvdir", "s6-supervise", "containerd-shim*", "runc", "crun",
+            "conmon", "dockerd", "containerd", "docker-init", "tini", "dumb-init", "kubelet", "monit", "circusd",
+            "kill", "pkill", "killall", "skill", "timeout", "bash", "sh", "dash", "zsh", "fish", "ash", "ksh",
+            "busybox", "sudo", "su", "tmux: server", "screen",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -242,7 +273,13 @@ pub fn names_match(names: &[String], p: &Proc) -> bool {
     }
     let exe = p.exe.as_deref().unwrap_or("");
     let base = exe.rsplit('/').next().unwrap_or("");
-    names.iter().any(|n| n == &*p.comm || n == exe || (!base.is_empty() && n == base))
+    names.iter().any(|n| match n.strip_suffix('*') {
+        // `check_*`: any name with that prefix.
+        Some(prefix) => [&*p.comm, exe, base]
+            .iter()
+            .any(|s| !s.is_empty() && s.starts_with(prefix)),
+        None => n == &*p.comm || n == exe || (!base.is_empty() && n == base),
+    })
 }
 
 impl DetectConfig {

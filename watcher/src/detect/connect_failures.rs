@@ -12,7 +12,10 @@ use std::{
 
 use serde_json::{json, Map};
 
-use super::{addr_port, config::ns, incident::Incidents, sockets::normalize, who, DetectConfig, Finding, Input, Involved, Kind};
+use super::{
+    addr_port, config::ns, incident::Incidents, sockets::normalize, who, DetectConfig, Finding,
+    Input, Involved, Kind,
+};
 use crate::{
     decode::{ip_addr, Payload},
     names::errno_name,
@@ -23,7 +26,11 @@ const TCP_ESTABLISHED: u32 = 1;
 const TCP_SYN_SENT: u32 = 2;
 const TCP_CLOSE: u32 = 7;
 /// Errors of a connect that never reached SYN_SENT (nothing else reports them).
-const EARLY_FAILURES: [i32; 3] = [101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */, 99 /* EADDRNOTAVAIL */];
+const EARLY_FAILURES: [i32; 3] = [
+    101, /* ENETUNREACH */
+    113, /* EHOSTUNREACH */
+    99,  /* EADDRNOTAVAIL */
+];
 const REFUSED_OR_TIMEOUT: [i32; 2] = [111 /* ECONNREFUSED */, 110 /* ETIMEDOUT */];
 
 /// (network namespace, destination address, port): one destination as the clients see it.
@@ -51,7 +58,11 @@ pub struct ConnectFailures {
 impl ConnectFailures {
     pub fn new(cfg: &DetectConfig) -> ConnectFailures {
         ConnectFailures {
-            incidents: Incidents::new(Kind::ConnectFailures, cfg.update_interval_ns(), cfg.max_incidents),
+            incidents: Incidents::new(
+                Kind::ConnectFailures,
+                cfg.update_interval_ns(),
+                cfg.max_incidents,
+            ),
             dests: HashMap::new(),
             counted: HashSet::new(),
             window_ns: ns(cfg.connect_failures.window_s),
@@ -85,7 +96,11 @@ impl ConnectFailures {
         d.fails.push_back(ts);
         d.last = ts;
         d.last_error = error;
-        while d.fails.front().is_some_and(|t| ts.saturating_sub(*t) > self.window_ns) {
+        while d
+            .fails
+            .front()
+            .is_some_and(|t| ts.saturating_sub(*t) > self.window_ns)
+        {
             d.fails.pop_front();
         }
         if let Some(c) = client {
@@ -117,28 +132,50 @@ impl ConnectFailures {
             .iter()
             .rev()
             .take(16)
-            .map(|c| Involved { role: "client", proc: c.clone(), address: None, since_ns: None })
+            .map(|c| Involved {
+                role: "client",
+                proc: c.clone(),
+                address: None,
+                since_ns: None,
+            })
             .collect();
         let mut details = Map::new();
         details.insert("destination".into(), json!(dest));
         details.insert("failures_in_window".into(), json!(n));
         details.insert("window_s".into(), json!(self.window_ns as f64 / 1e9));
         details.insert("last_error".into(), json!(d.last_error));
-        details.insert("clients".into(), json!(d.clients.iter().map(|c| c.key.tgid).collect::<Vec<_>>()));
-        self.incidents.raise(key, &dest, ts, 1, summary, processes, details)
+        details.insert(
+            "clients".into(),
+            json!(d.clients.iter().map(|c| c.key.tgid).collect::<Vec<_>>()),
+        );
+        self.incidents
+            .raise(key, &dest, ts, 1, summary, processes, details)
     }
 
     fn success(&mut self, key: Key, client: Option<&Proc>, ts: u64) -> Option<Finding> {
         self.dests.remove(&key);
         let by = client.map(who).unwrap_or_else(|| "a client".into());
-        self.incidents.resolve(&key, ts, format!("{by} connected to {}: it is reachable again", addr_port(key.1, key.2)))
+        self.incidents.resolve(
+            &key,
+            ts,
+            format!(
+                "{by} connected to {}: it is reachable again",
+                addr_port(key.1, key.2)
+            ),
+        )
     }
 
-    pub fn on_event(&mut self, i: &Input, shadowed: &dyn Fn(u32, u16) -> Option<String>) -> Vec<Finding> {
+    pub fn on_event(
+        &mut self,
+        i: &Input,
+        shadowed: &dyn Fn(u32, u16) -> Option<String>,
+    ) -> Vec<Finding> {
         let ts = i.ev.header.ts_ns;
         match &i.ev.payload {
             Payload::TcpState(t) if t.old_state == TCP_SYN_SENT => {
-                let Some(ip) = ip_addr(t.family, &t.daddr).map(normalize) else { return Vec::new() };
+                let Some(ip) = ip_addr(t.family, &t.daddr).map(normalize) else {
+                    return Vec::new();
+                };
                 let key = (t.netns, ip, t.dport);
                 if t.new_state == TCP_ESTABLISHED {
                     return self.success(key, i.owner, ts).into_iter().collect();
@@ -148,21 +185,31 @@ impl ConnectFailures {
                         self.counted.clear();
                     }
                     self.counted.insert(t.skaddr);
-                    return self.failure(key, i.owner, "refused or timed out".into(), ts, shadowed).into_iter().collect();
+                    return self
+                        .failure(key, i.owner, "refused or timed out".into(), ts, shadowed)
+                        .into_iter()
+                        .collect();
                 }
                 Vec::new()
             }
             Payload::Connect(c) if c.sock_type != 2 => {
-                let Some(ip) = ip_addr(c.family, &c.addr).map(normalize) else { return Vec::new() };
+                let Some(ip) = ip_addr(c.family, &c.addr).map(normalize) else {
+                    return Vec::new();
+                };
                 let key = (c.netns, ip, c.port);
                 let errno = -c.ret;
                 if c.ret == 0 {
                     return self.success(key, i.subject, ts).into_iter().collect();
                 }
                 let counted = self.counted.remove(&c.skaddr);
-                if EARLY_FAILURES.contains(&errno) || (REFUSED_OR_TIMEOUT.contains(&errno) && !counted) {
+                if EARLY_FAILURES.contains(&errno)
+                    || (REFUSED_OR_TIMEOUT.contains(&errno) && !counted)
+                {
                     // Refine the error text of a failure counted from the state change.
-                    return self.failure(key, i.subject, errno_name(errno), ts, shadowed).into_iter().collect();
+                    return self
+                        .failure(key, i.subject, errno_name(errno), ts, shadowed)
+                        .into_iter()
+                        .collect();
                 }
                 if counted {
                     if let Some(d) = self.dests.get_mut(&key) {

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map};
 
-use super::{config::names_match, incident::Incidents, DetectConfig, Finding, Input, Involved, Kind};
+use super::{
+    config::names_match, incident::Incidents, DetectConfig, Finding, Input, Involved, Kind,
+};
 use crate::{
     decode::Payload,
     proctable::{Proc, ProcKey},
@@ -27,7 +29,11 @@ pub struct DuplicateInstances {
 impl DuplicateInstances {
     pub fn new(cfg: &DetectConfig) -> DuplicateInstances {
         DuplicateInstances {
-            incidents: Incidents::new(Kind::DuplicateInstances, cfg.update_interval_ns(), cfg.max_incidents),
+            incidents: Incidents::new(
+                Kind::DuplicateInstances,
+                cfg.update_interval_ns(),
+                cfg.max_incidents,
+            ),
             instances: HashMap::new(),
             member: HashMap::new(),
             cfg: cfg.clone(),
@@ -46,7 +52,10 @@ impl DuplicateInstances {
     /// Whether `p` is an instance of its program: it runs a program (not a
     /// kernel thread), and its parent runs a different one.
     fn is_instance(p: &Proc, parent: Option<&Proc>) -> bool {
-        p.program != 0 && p.exe.is_some() && p.exited.is_none() && parent.is_none_or(|pp| pp.program != p.program)
+        p.program != 0
+            && p.exe.is_some()
+            && p.exited.is_none()
+            && parent.is_none_or(|pp| pp.program != p.program)
     }
 
     fn leave(&mut self, key: ProcKey, now: u64) -> Option<Finding> {
@@ -87,8 +96,14 @@ impl DuplicateInstances {
             return None;
         }
         let list = self.instances.get(&p.program)?.clone();
-        let program = p.command_line().unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
-        let program: String = program.chars().filter(|c| !c.is_control()).take(80).collect();
+        let program = p
+            .command_line()
+            .unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
+        let program: String = program
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(80)
+            .collect();
         let pids: Vec<u32> = list.iter().map(|x| x.key.tgid).collect();
         let mut parents: Vec<u32> = list.iter().map(|x| x.ppid).collect();
         parents.sort();
@@ -100,13 +115,23 @@ impl DuplicateInstances {
             if n > 10 { ", …" } else { "" },
             parents.iter().take(5).map(|x| format!("pid {x}")).collect::<Vec<_>>().join(", ")
         );
-        let mut processes = vec![Involved { role: "newest", proc: p.clone(), address: None, since_ns: Some(now) }];
-        processes.extend(list.iter().filter(|x| x.key != p.key).take(15).map(|x| Involved {
-            role: "instance",
-            proc: x.clone(),
+        let mut processes = vec![Involved {
+            role: "newest",
+            proc: p.clone(),
             address: None,
-            since_ns: Some(x.key.start_ns),
-        }));
+            since_ns: Some(now),
+        }];
+        processes.extend(
+            list.iter()
+                .filter(|x| x.key != p.key)
+                .take(15)
+                .map(|x| Involved {
+                    role: "instance",
+                    proc: x.clone(),
+                    address: None,
+                    since_ns: Some(x.key.start_ns),
+                }),
+        );
         let mut details = Map::new();
         details.insert("instances".into(), json!(n));
         details.insert("limit".into(), json!(limit));
@@ -114,7 +139,15 @@ impl DuplicateInstances {
         details.insert("pids".into(), json!(pids));
         details.insert("parents".into(), json!(parents));
         let prev = self.incidents.get(&p.program).map(|i| i.count).unwrap_or(0);
-        self.incidents.raise(p.program, &program, now, (n as u64).saturating_sub(prev), summary, processes, details)
+        self.incidents.raise(
+            p.program,
+            &program,
+            now,
+            (n as u64).saturating_sub(prev),
+            summary,
+            processes,
+            details,
+        )
     }
 
     pub fn seed(&mut self, procs: &[Proc], by_tgid: &super::ProcIndex, now: u64) -> Vec<Finding> {
@@ -143,7 +176,9 @@ impl DuplicateInstances {
                 }
             }
             Payload::Exit(_) => {
-                let Some(p) = i.subject.filter(|p| p.exited.is_some()) else { return out };
+                let Some(p) = i.subject.filter(|p| p.exited.is_some()) else {
+                    return out;
+                };
                 out.extend(self.leave(p.key, ts));
                 // Orphans of a different program's parent may become instances.
                 for (child, new_parent) in i.reparented {

@@ -80,16 +80,35 @@ impl ForkStorm {
         }
     }
 
-    fn raise(&mut self, p: &Proc, now: u64, why: String, details: Map<String, serde_json::Value>) -> Option<Finding> {
+    fn raise(
+        &mut self,
+        p: &Proc,
+        now: u64,
+        why: String,
+        details: Map<String, serde_json::Value>,
+    ) -> Option<Finding> {
         if self.cfg.allowed_program(p) {
             return None;
         }
         let summary = format!("{} {why}", who(p));
-        let processes = vec![Involved { role: "forking", proc: p.clone(), address: None, since_ns: None }];
+        let processes = vec![Involved {
+            role: "forking",
+            proc: p.clone(),
+            address: None,
+            since_ns: None,
+        }];
         if self.incidents.open_count() == 0 {
             self.next_check = now + SECOND;
         }
-        self.incidents.raise(p.key.tgid, &p.key.tgid.to_string(), now, 1, summary, processes, details)
+        self.incidents.raise(
+            p.key.tgid,
+            &p.key.tgid.to_string(),
+            now,
+            1,
+            summary,
+            processes,
+            details,
+        )
     }
 
     fn ancestors(i: &Input, mut pid: u32) -> Vec<u32> {
@@ -131,7 +150,11 @@ impl ForkStorm {
                 } else {
                     let r = self.rates.entry(parent).or_default();
                     if sec != r.second {
-                        r.streak = if r.count >= rate_limit && sec == r.second + 1 { r.streak + 1 } else { 0 };
+                        r.streak = if r.count >= rate_limit && sec == r.second + 1 {
+                            r.streak + 1
+                        } else {
+                            0
+                        };
                         r.second = sec;
                         r.count = 0;
                     }
@@ -169,13 +192,25 @@ impl ForkStorm {
                 // bomb, not the shell).
                 if let Some(j) = walk.iter().position(|(_, g)| *g > growth_limit) {
                     let top = walk[j].1;
-                    let (a, g) = walk[..=j].iter().copied().find(|(_, g)| *g * 10 >= top * 9).unwrap_or(walk[j]);
+                    let (a, g) = walk[..=j]
+                        .iter()
+                        .copied()
+                        .find(|(_, g)| *g * 10 >= top * 9)
+                        .unwrap_or(walk[j]);
                     {
-                        if self.incidents.is_open(&a) || !self.incidents.keys().any(|k| Self::ancestors(i, a).contains(k)) {
+                        if self.incidents.is_open(&a)
+                            || !self
+                                .incidents
+                                .keys()
+                                .any(|k| Self::ancestors(i, a).contains(k))
+                        {
                             if let Some(p) = (i.procs)(a) {
                                 let mut d = Map::new();
                                 d.insert("growth".into(), json!(g));
-                                d.insert("window_s".into(), json!(self.cfg.fork_storm.growth_window_s));
+                                d.insert(
+                                    "window_s".into(),
+                                    json!(self.cfg.fork_storm.growth_window_s),
+                                );
                                 out.extend(self.raise(
                                     &p,
                                     ts,
@@ -191,7 +226,9 @@ impl ForkStorm {
                 }
             }
             Payload::Exit(_) => {
-                let Some(p) = i.subject.filter(|p| p.exited.is_some()) else { return out };
+                let Some(p) = i.subject.filter(|p| p.exited.is_some()) else {
+                    return out;
+                };
                 let bucket = ts / self.bucket_ns;
                 for a in Self::ancestors(i, p.ppid) {
                     if let Some(g) = self.growth.get_mut(&a) {
@@ -199,7 +236,11 @@ impl ForkStorm {
                     }
                 }
                 if self.incidents.is_open(&p.key.tgid) {
-                    out.extend(self.incidents.resolve(&p.key.tgid, ts, format!("{} exited", who(p))));
+                    out.extend(self.incidents.resolve(
+                        &p.key.tgid,
+                        ts,
+                        format!("{} exited", who(p)),
+                    ));
                 }
             }
             _ => {}
@@ -216,14 +257,23 @@ impl ForkStorm {
             .incidents
             .keys()
             .filter(|k| {
-                let rate_high = self.rates.get(k).is_some_and(|r| sec.saturating_sub(r.last_high) <= 1);
+                let rate_high = self
+                    .rates
+                    .get(k)
+                    .is_some_and(|r| sec.saturating_sub(r.last_high) <= 1);
                 let growing = self.growth.get_mut_or_sum(k, bucket) > growth_limit;
                 !rate_high && !growing
             })
             .copied()
             .collect();
         calm.into_iter()
-            .filter_map(|k| self.incidents.resolve(&k, now, format!("pid {k} forks below the storm thresholds again")))
+            .filter_map(|k| {
+                self.incidents.resolve(
+                    &k,
+                    now,
+                    format!("pid {k} forks below the storm thresholds again"),
+                )
+            })
             .collect()
     }
 
@@ -248,7 +298,10 @@ impl GrowthSum for HashMap<u32, Growth> {
                 } else {
                     (0..BUCKETS as u64)
                         .filter(|j| *j + age < BUCKETS as u64)
-                        .map(|j| g.buckets[((g.last + BUCKETS as u64 - j) % BUCKETS as u64) as usize] as i64)
+                        .map(|j| {
+                            g.buckets[((g.last + BUCKETS as u64 - j) % BUCKETS as u64) as usize]
+                                as i64
+                        })
                         .sum()
                 }
             }

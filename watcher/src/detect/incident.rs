@@ -31,7 +31,13 @@ pub struct Incidents<K> {
 
 impl<K: Hash + Eq + Clone> Incidents<K> {
     pub fn new(kind: Kind, update_interval_ns: u64, cap: usize) -> Incidents<K> {
-        Incidents { kind, map: HashMap::new(), update_interval_ns, cap: cap.max(1), overflow: 0 }
+        Incidents {
+            kind,
+            map: HashMap::new(),
+            update_interval_ns,
+            cap: cap.max(1),
+            overflow: 0,
+        }
     }
 
     pub fn open_count(&self) -> usize {
@@ -96,7 +102,11 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
             return None;
         }
         let inc = Incident {
-            id: format!("{}-{:016x}", self.kind.as_str(), fnv1a(&[key_text.as_bytes(), &now.to_le_bytes()])),
+            id: format!(
+                "{}-{:016x}",
+                self.kind.as_str(),
+                fnv1a(&[key_text.as_bytes(), &now.to_le_bytes()])
+            ),
             first_ns: now,
             last_ns: now,
             count,
@@ -121,7 +131,12 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
     /// has named since): replace `from` with `to` and say so with an update.
     pub fn rename(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding> {
         let mut out = Vec::new();
-        let keys: Vec<K> = self.map.iter().filter(|(_, inc)| inc.summary.contains(from)).map(|(k, _)| k.clone()).collect();
+        let keys: Vec<K> = self
+            .map
+            .iter()
+            .filter(|(_, inc)| inc.summary.contains(from))
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in keys {
             if let Some(inc) = self.map.get_mut(&k) {
                 inc.summary = inc.summary.replace(from, to);
@@ -135,7 +150,13 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
 
     /// What an open incident says was corrected (a late confirmation): an
     /// update with the new summary and processes, when they differ.
-    pub fn restate(&mut self, k: &K, summary: String, processes: Vec<Involved>, now: u64) -> Option<Finding> {
+    pub fn restate(
+        &mut self,
+        k: &K,
+        summary: String,
+        processes: Vec<Involved>,
+        now: u64,
+    ) -> Option<Finding> {
         let inc = self.map.get_mut(k)?;
         if inc.summary == summary {
             return None;
@@ -162,27 +183,71 @@ mod tests {
     #[test]
     fn open_update_rate_limited_resolve() {
         let mut inc: Incidents<u32> = Incidents::new(Kind::Zombie, 10, 2);
-        let f = inc.raise(1, "a", 100, 1, "s".into(), vec![], Map::new()).unwrap();
+        let f = inc
+            .raise(1, "a", 100, 1, "s".into(), vec![], Map::new())
+            .unwrap();
         assert_eq!((f.state, f.count), (State::Open, 1));
-        assert!(inc.raise(1, "a", 105, 1, "s".into(), vec![], Map::new()).is_none(), "rate-limited");
-        let u = inc.raise(1, "a", 111, 1, "s2".into(), vec![], Map::new()).unwrap();
-        assert_eq!((u.state, u.count, u.id.clone(), u.first_seen_ns), (State::Update, 3, f.id.clone(), 100));
-        inc.raise(2, "b", 111, 1, "s".into(), vec![], Map::new()).unwrap();
-        assert!(inc.raise(3, "c", 111, 1, "s".into(), vec![], Map::new()).is_none(), "bounded");
+        assert!(
+            inc.raise(1, "a", 105, 1, "s".into(), vec![], Map::new())
+                .is_none(),
+            "rate-limited"
+        );
+        let u = inc
+            .raise(1, "a", 111, 1, "s2".into(), vec![], Map::new())
+            .unwrap();
+        assert_eq!(
+            (u.state, u.count, u.id.clone(), u.first_seen_ns),
+            (State::Update, 3, f.id.clone(), 100)
+        );
+        inc.raise(2, "b", 111, 1, "s".into(), vec![], Map::new())
+            .unwrap();
+        assert!(
+            inc.raise(3, "c", 111, 1, "s".into(), vec![], Map::new())
+                .is_none(),
+            "bounded"
+        );
         assert_eq!(inc.overflow, 1);
         let r = inc.resolve(&1, 200, "done".into()).unwrap();
-        assert_eq!((r.state, r.id, r.count, r.summary.as_str()), (State::Resolved, f.id, 3, "done"));
+        assert_eq!(
+            (r.state, r.id, r.count, r.summary.as_str()),
+            (State::Resolved, f.id, 3, "done")
+        );
         assert!(inc.resolve(&1, 201, "x".into()).is_none());
     }
 
     #[test]
     fn a_container_named_later_is_renamed_in_open_incidents() {
         let mut inc: Incidents<u32> = Incidents::new(Kind::Zombie, 10, 8);
-        let f = inc.raise(1, "a", 100, 1, "pid 7 (sleep) in container 4f1ad7c2b0f0 has 5 zombies".into(), vec![], Map::new()).unwrap();
-        inc.raise(2, "b", 100, 1, "pid 8 (x) has 5 zombies".into(), vec![], Map::new()).unwrap();
+        let f = inc
+            .raise(
+                1,
+                "a",
+                100,
+                1,
+                "pid 7 (sleep) in container 4f1ad7c2b0f0 has 5 zombies".into(),
+                vec![],
+                Map::new(),
+            )
+            .unwrap();
+        inc.raise(
+            2,
+            "b",
+            100,
+            1,
+            "pid 8 (x) has 5 zombies".into(),
+            vec![],
+            Map::new(),
+        )
+        .unwrap();
         let u = inc.rename("container 4f1ad7c2b0f0", "container web (image nginx)", 101);
         assert_eq!(u.len(), 1);
-        assert_eq!((u[0].state, u[0].id.as_str()), (State::Update, f.id.as_str()));
-        assert_eq!(u[0].summary, "pid 7 (sleep) in container web (image nginx) has 5 zombies");
+        assert_eq!(
+            (u[0].state, u[0].id.as_str()),
+            (State::Update, f.id.as_str())
+        );
+        assert_eq!(
+            u[0].summary,
+            "pid 7 (sleep) in container web (image nginx) has 5 zombies"
+        );
     }
 }

@@ -9,6 +9,7 @@
 pub mod address_unavailable;
 pub mod config;
 pub mod connect_failures;
+pub mod crash;
 pub mod duplicate_instances;
 pub mod fork_storm;
 pub mod incident;
@@ -25,17 +26,19 @@ pub mod testkit;
 mod tests;
 #[cfg(test)]
 mod tests_containers;
+#[cfg(test)]
+mod tests_crash;
 
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
 use crate::{
-    decode::Payload,
-    world::containers::ContainerInfo,
-    record::Clock,
     decode::KernelEvent,
+    decode::Payload,
     proctable::{Proc, ProcKey},
+    record::Clock,
+    world::containers::ContainerInfo,
 };
 pub use config::DetectConfig;
 use sockets::{KernelSocket, SocketTable};
@@ -206,7 +209,11 @@ pub fn addr_port(ip: IpAddr, port: u16) -> String {
 /// `pid 4121 (python3 app.py)`.
 pub fn who(p: &Proc) -> String {
     let cmd = p.command_line().unwrap_or_else(|| p.comm.to_string());
-    let cmd: String = cmd.chars().map(|c| if c.is_control() { ' ' } else { c }).take(80).collect();
+    let cmd: String = cmd
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(80)
+        .collect();
     format!("pid {} ({cmd})", p.key.tgid)
 }
 
@@ -267,11 +274,19 @@ impl Detectors {
     /// that namespace: inode numbers of namespaces are reused, so this is told
     /// by the kernel per exit, not remembered by number).
     fn teardown(&self, i: &Input) -> Teardown {
-        let Payload::Exit(x) = &i.ev.payload else { return Teardown::default() };
+        let Payload::Exit(x) = &i.ev.payload else {
+            return Teardown::default();
+        };
         if crate::proctable::ends_pid_namespace(x, i.ev.header.tgid) {
-            return Teardown { ends: Some(x.pidns), during: true };
+            return Teardown {
+                ends: Some(x.pidns),
+                during: true,
+            };
         }
-        Teardown { ends: None, during: x.flags & watcher_common::EXIT_PIDNS_DYING != 0 }
+        Teardown {
+            ends: None,
+            during: x.flags & watcher_common::EXIT_PIDNS_DYING != 0,
+        }
     }
 
     /// State that exists before the first event: processes (zombies, instances) and sockets.
@@ -295,7 +310,11 @@ impl Detectors {
 
     /// Whether a bind should be confirmed against the kernel's socket table
     /// before the detectors see it: (network namespace, transport is TCP, port).
-    pub fn wants_confirmation(&self, ev: &KernelEvent, subject: Option<&Proc>) -> Option<sockets::PortKey> {
+    pub fn wants_confirmation(
+        &self,
+        ev: &KernelEvent,
+        subject: Option<&Proc>,
+    ) -> Option<sockets::PortKey> {
         self.sockets.wants_confirmation(ev, subject)
     }
 
@@ -366,9 +385,15 @@ impl Detectors {
     ) -> Vec<Finding> {
         // A conflict open on the port means a bind failed there: holders the
         // events never showed are real then (see SocketTable::reconcile).
-        let failed = self.port_conflict.incidents.keys().any(|k| (k.1, k.2, k.3) == key);
+        let failed = self
+            .port_conflict
+            .incidents
+            .keys()
+            .any(|k| (k.1, k.2, k.3) == key);
         self.sockets.reconcile(key, kernel, procs, failed);
-        let mut out = self.port_conflict.reconfirm(key, &self.sockets, kernel, clock, view, now);
+        let mut out = self
+            .port_conflict
+            .reconfirm(key, &self.sockets, kernel, clock, view, now);
         out.extend(self.port_shadowed.reconfirm(key, &self.sockets, now));
         out
     }
@@ -379,7 +404,7 @@ impl Detectors {
         out.extend(self.port_conflict.on_tick(now));
         out.extend(self.zombie_accumulation.on_tick(now, view));
         out.extend(self.zombie.on_tick(now, view));
-        out.extend(self.respawn_storm.on_tick(now));
+        out.extend(self.respawn_storm.on_tick(now, view));
         out.extend(self.fork_storm.on_tick(now));
         out.extend(self.connect_failures.on_tick(now));
         out
@@ -403,15 +428,36 @@ impl Detectors {
     /// Open incidents by kind.
     pub fn open_incidents(&self) -> Vec<(Kind, usize)> {
         vec![
-            (Kind::PortConflict, self.port_conflict.incidents.open_count()),
-            (Kind::PortShadowed, self.port_shadowed.incidents.open_count()),
-            (Kind::AddressUnavailable, self.address_unavailable.incidents.open_count()),
-            (Kind::ZombieAccumulation, self.zombie_accumulation.incidents.open_count()),
+            (
+                Kind::PortConflict,
+                self.port_conflict.incidents.open_count(),
+            ),
+            (
+                Kind::PortShadowed,
+                self.port_shadowed.incidents.open_count(),
+            ),
+            (
+                Kind::AddressUnavailable,
+                self.address_unavailable.incidents.open_count(),
+            ),
+            (
+                Kind::ZombieAccumulation,
+                self.zombie_accumulation.incidents.open_count(),
+            ),
             (Kind::Zombie, self.zombie.incidents.open_count()),
-            (Kind::RespawnStorm, self.respawn_storm.incidents.open_count()),
-            (Kind::DuplicateInstances, self.duplicate_instances.incidents.open_count()),
+            (
+                Kind::RespawnStorm,
+                self.respawn_storm.incidents.open_count(),
+            ),
+            (
+                Kind::DuplicateInstances,
+                self.duplicate_instances.incidents.open_count(),
+            ),
             (Kind::ForkStorm, self.fork_storm.incidents.open_count()),
-            (Kind::ConnectFailures, self.connect_failures.incidents.open_count()),
+            (
+                Kind::ConnectFailures,
+                self.connect_failures.incidents.open_count(),
+            ),
         ]
     }
 }

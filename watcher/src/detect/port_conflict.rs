@@ -9,7 +9,11 @@ use std::{collections::HashMap, net::IpAddr};
 use serde_json::{json, Map};
 
 use super::{
-    addr_port, config::ns, dur, incident::Incidents, port_shadowed::holder_name,
+    addr_port,
+    config::ns,
+    dur,
+    incident::Incidents,
+    port_shadowed::holder_name,
     sockets::{overlaps, Changes, KernelSocket, PortKey, SocketTable},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
@@ -59,7 +63,11 @@ fn transport(tcp: bool) -> &'static str {
 impl PortConflict {
     pub fn new(cfg: &DetectConfig) -> PortConflict {
         PortConflict {
-            incidents: Incidents::new(Kind::PortConflict, cfg.update_interval_ns(), cfg.max_incidents),
+            incidents: Incidents::new(
+                Kind::PortConflict,
+                cfg.update_interval_ns(),
+                cfg.max_incidents,
+            ),
             pending: HashMap::new(),
             by_proc: HashMap::new(),
             grace_ns: ns(cfg.port_conflict.resolve_after_exit_s),
@@ -67,18 +75,33 @@ impl PortConflict {
         }
     }
 
-    pub fn on_event(&mut self, i: &Input, sockets: &SocketTable, changes: &Changes) -> Vec<Finding> {
+    pub fn on_event(
+        &mut self,
+        i: &Input,
+        sockets: &SocketTable,
+        changes: &Changes,
+    ) -> Vec<Finding> {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
         match &i.ev.payload {
             Payload::Bind(b) if b.ret == -EADDRINUSE => {
-                let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else { return out };
+                let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else {
+                    return out;
+                };
                 if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
                     return out;
                 }
                 let tcp = b.sock_type != 2;
                 let key = (program_key(p), b.netns, tcp, b.port);
-                let (summary, processes) = failed_bind(p, ip, (b.netns, tcp, b.port), sockets, i.kernel_sockets, i.clock, i.containers);
+                let (summary, processes) = failed_bind(
+                    p,
+                    ip,
+                    (b.netns, tcp, b.port),
+                    sockets,
+                    i.kernel_sockets,
+                    i.clock,
+                    i.containers,
+                );
                 if !self.pending.contains_key(&key) && self.pending.len() >= self.cfg.max_tracked {
                     // Bounded: forget conflicts whose failing processes are gone.
                     self.pending.retain(|_, p| p.resolve_at.is_none());
@@ -87,7 +110,11 @@ impl PortConflict {
                         return out;
                     }
                 }
-                let pend = self.pending.entry(key).or_insert(Pending { failing: Vec::new(), resolve_at: None, last: None });
+                let pend = self.pending.entry(key).or_insert(Pending {
+                    failing: Vec::new(),
+                    resolve_at: None,
+                    last: None,
+                });
                 pend.last = Some((p.clone(), ip));
                 if !pend.failing.contains(&p.key) {
                     let keys = self.by_proc.entry(p.key).or_default();
@@ -106,15 +133,29 @@ impl PortConflict {
                 details.insert("port".into(), json!(b.port));
                 details.insert("network_namespace".into(), json!(b.netns));
                 details.insert("failing_processes".into(), json!(pend.failing.len()));
-                out.extend(self.incidents.raise(key, &format!("{key:?}"), ts, 1, summary, processes, details));
+                out.extend(self.incidents.raise(
+                    key,
+                    &format!("{key:?}"),
+                    ts,
+                    1,
+                    summary,
+                    processes,
+                    details,
+                ));
             }
             Payload::Bind(b) if b.ret == 0 => {
                 let Some(p) = i.subject else { return out };
                 let key = (program_key(p), b.netns, b.sock_type != 2, b.port);
                 if self.incidents.is_open(&key) {
                     self.pending.remove(&key);
-                    let addr = ip_addr(b.family, &b.addr).map(|ip| addr_port(ip, b.port)).unwrap_or_default();
-                    out.extend(self.incidents.resolve(&key, ts, format!("{} bound {addr}: the port conflict is over", who(p))));
+                    let addr = ip_addr(b.family, &b.addr)
+                        .map(|ip| addr_port(ip, b.port))
+                        .unwrap_or_default();
+                    out.extend(self.incidents.resolve(
+                        &key,
+                        ts,
+                        format!("{} bound {addr}: the port conflict is over", who(p)),
+                    ));
                 }
             }
             _ => {}
@@ -122,7 +163,9 @@ impl PortConflict {
         if let Some(dead) = &changes.exited {
             let keys = self.by_proc.remove(&dead.key).unwrap_or_default();
             for key in keys {
-                let Some(pend) = self.pending.get_mut(&key) else { continue };
+                let Some(pend) = self.pending.get_mut(&key) else {
+                    continue;
+                };
                 pend.failing.retain(|k| *k != dead.key);
                 if pend.failing.is_empty() {
                     pend.resolve_at = Some(ts + self.grace_ns);
@@ -134,8 +177,12 @@ impl PortConflict {
     }
 
     pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
-        let due: Vec<Key> =
-            self.pending.iter().filter(|(_, v)| v.resolve_at.is_some_and(|t| t <= now)).map(|(k, _)| *k).collect();
+        let due: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|(_, v)| v.resolve_at.is_some_and(|t| t <= now))
+            .map(|(k, _)| *k)
+            .collect();
         let mut out = Vec::new();
         for key in due {
             self.pending.remove(&key);
@@ -165,11 +212,19 @@ impl PortConflict {
         view: &dyn ContainerView,
         now: u64,
     ) -> Vec<Finding> {
-        let keys: Vec<Key> = self.pending.keys().filter(|k| (k.1, k.2, k.3) == port && self.incidents.is_open(k)).copied().collect();
+        let keys: Vec<Key> = self
+            .pending
+            .keys()
+            .filter(|k| (k.1, k.2, k.3) == port && self.incidents.is_open(k))
+            .copied()
+            .collect();
         let mut out = Vec::new();
         for key in keys {
-            let Some((p, ip)) = self.pending.get(&key).and_then(|x| x.last.clone()) else { continue };
-            let (summary, processes) = failed_bind(&p, ip, port, sockets, Some(kernel), clock, view);
+            let Some((p, ip)) = self.pending.get(&key).and_then(|x| x.last.clone()) else {
+                continue;
+            };
+            let (summary, processes) =
+                failed_bind(&p, ip, port, sockets, Some(kernel), clock, view);
             out.extend(self.incidents.restate(&key, summary, processes, now));
         }
         out
@@ -190,21 +245,45 @@ fn failed_bind(
 ) -> (String, Vec<Involved>) {
     let (_, tcp, num) = port;
     let want = addr_port(ip, num);
-    let holders: Vec<_> = sockets.holders(port).iter().filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip)).collect();
-    let mut processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(want.clone()), since_ns: None }];
+    let holders: Vec<_> = sockets
+        .holders(port)
+        .iter()
+        .filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip))
+        .collect();
+    let mut processes = vec![Involved {
+        role: "failing",
+        proc: p.clone(),
+        address: Some(want.clone()),
+        since_ns: None,
+    }];
     let held_by: Vec<String> = holders
         .iter()
         .map(|h| {
-            processes.push(Involved { role: "holder", proc: h.proc.clone(), address: Some(addr_port(h.addr, h.port)), since_ns: h.since_ns });
+            processes.push(Involved {
+                role: "holder",
+                proc: h.proc.clone(),
+                address: Some(addr_port(h.addr, h.port)),
+                since_ns: h.since_ns,
+            });
             let since = match h.since_ns {
                 Some(t) => format!(" since {}", clock.hms(t)),
                 None => " since before watcher started".into(),
             };
-            format!("{} on {}{since}", holder_name(h, view), addr_port(h.addr, h.port))
+            format!(
+                "{} on {}{since}",
+                holder_name(h, view),
+                addr_port(h.addr, h.port)
+            )
         })
         .collect();
     let summary = if held_by.is_empty() {
-        let other_states = kernel.map(|k| k.iter().filter(|s| s.tcp == tcp && s.port == num && !s.is_holder()).count()).unwrap_or(0);
+        let other_states = kernel
+            .map(|k| {
+                k.iter()
+                    .filter(|s| s.tcp == tcp && s.port == num && !s.is_holder())
+                    .count()
+            })
+            .unwrap_or(0);
         if other_states > 0 {
             format!(
                 "{} cannot bind {} {want}: no process listens there, but {other_states} connection(s) still use the port (e.g. TIME_WAIT); set SO_REUSEADDR before bind",
@@ -212,10 +291,19 @@ fn failed_bind(
                 transport(tcp)
             )
         } else {
-            format!("{} cannot bind {} {want}: the address is in use (no current holder found)", who_in(p, view), transport(tcp))
+            format!(
+                "{} cannot bind {} {want}: the address is in use (no current holder found)",
+                who_in(p, view),
+                transport(tcp)
+            )
         }
     } else {
-        format!("{} cannot bind {} {want}: held by {}", who_in(p, view), transport(tcp), held_by.join("; "))
+        format!(
+            "{} cannot bind {} {want}: held by {}",
+            who_in(p, view),
+            transport(tcp),
+            held_by.join("; ")
+        )
     };
     (summary, processes)
 }

@@ -16,7 +16,8 @@ use std::net::IpAddr;
 use serde_json::{json, Map};
 
 use super::{
-    addr_port, incident::Incidents,
+    addr_port,
+    incident::Incidents,
     sockets::{is_wildcard, normalize, overlaps, Changes, Holder, PortKey, SocketTable},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
@@ -40,10 +41,21 @@ fn family(ip: IpAddr) -> &'static str {
 /// A holder in a summary: `pid 7 (nginx …)`, with the container it runs in,
 /// or for Docker's proxy the container it forwards to.
 pub fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
-    let Some((ip, port)) = docker_proxy_target(&h.proc) else { return who_in(&h.proc, view) };
+    let Some((ip, port)) = docker_proxy_target(&h.proc) else {
+        return who_in(&h.proc, view);
+    };
     match view.by_address(ip) {
-        Some(c) => format!("{}, Docker's proxy for {} at {}", who(&h.proc), c.describe(), addr_port(ip, port)),
-        None => format!("{}, Docker's proxy for the container at {}", who(&h.proc), addr_port(ip, port)),
+        Some(c) => format!(
+            "{}, Docker's proxy for {} at {}",
+            who(&h.proc),
+            c.describe(),
+            addr_port(ip, port)
+        ),
+        None => format!(
+            "{}, Docker's proxy for the container at {}",
+            who(&h.proc),
+            addr_port(ip, port)
+        ),
     }
 }
 
@@ -92,7 +104,14 @@ pub fn routes_named(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) ->
 
 impl PortShadowed {
     pub fn new(cfg: &DetectConfig) -> PortShadowed {
-        PortShadowed { incidents: Incidents::new(Kind::PortShadowed, cfg.update_interval_ns(), cfg.max_incidents), cfg: cfg.clone() }
+        PortShadowed {
+            incidents: Incidents::new(
+                Kind::PortShadowed,
+                cfg.update_interval_ns(),
+                cfg.max_incidents,
+            ),
+            cfg: cfg.clone(),
+        }
     }
 
     /// A conflicting pair: different processes, overlapping addresses, and
@@ -119,23 +138,40 @@ impl PortShadowed {
         None
     }
 
-    pub fn on_event(&mut self, i: &Input, sockets: &SocketTable, changes: &Changes) -> Vec<Finding> {
+    pub fn on_event(
+        &mut self,
+        i: &Input,
+        sockets: &SocketTable,
+        changes: &Changes,
+    ) -> Vec<Finding> {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
         if let Some(new) = &changes.receiving {
             let key = new.key();
             if !self.cfg.allowed_port(new.port) {
-                let other = sockets.holders(key).iter().find(|h| self.conflicts(h, new)).cloned();
+                let other = sockets
+                    .holders(key)
+                    .iter()
+                    .find(|h| self.conflicts(h, new))
+                    .cloned();
                 if let Some(old) = other {
                     let name = |h: &Holder| holder_name(h, i.containers);
-                    let summary = format!("port {} ({}) is shadowed: {}", new.port, if new.tcp { "tcp" } else { "udp" }, routes_named(new, &old, &name));
+                    let summary = format!(
+                        "port {} ({}) is shadowed: {}",
+                        new.port,
+                        if new.tcp { "tcp" } else { "udp" },
+                        routes_named(new, &old, &name)
+                    );
                     let mut details = Map::new();
-                    details.insert("transport".into(), json!(if new.tcp { "tcp" } else { "udp" }));
+                    details.insert(
+                        "transport".into(),
+                        json!(if new.tcp { "tcp" } else { "udp" }),
+                    );
                     details.insert("port".into(), json!(new.port));
                     details.insert("network_namespace".into(), json!(new.netns));
-                    let behind = [new, &old]
-                        .iter()
-                        .find_map(|h| docker_proxy_target(&h.proc).and_then(|(ip, _)| i.containers.by_address(ip)));
+                    let behind = [new, &old].iter().find_map(|h| {
+                        docker_proxy_target(&h.proc).and_then(|(ip, _)| i.containers.by_address(ip))
+                    });
                     if let Some(c) = behind {
                         details.insert("published_by_container".into(), json!({"id": &*c.id, "name": c.name.as_deref(), "image": c.image.as_deref()}));
                     }
@@ -147,10 +183,28 @@ impl PortShadowed {
                         ]),
                     );
                     let processes = vec![
-                        Involved { role: "new_holder", proc: new.proc.clone(), address: Some(addr_port(new.addr, new.port)), since_ns: new.since_ns },
-                        Involved { role: "holder", proc: old.proc.clone(), address: Some(addr_port(old.addr, old.port)), since_ns: old.since_ns },
+                        Involved {
+                            role: "new_holder",
+                            proc: new.proc.clone(),
+                            address: Some(addr_port(new.addr, new.port)),
+                            since_ns: new.since_ns,
+                        },
+                        Involved {
+                            role: "holder",
+                            proc: old.proc.clone(),
+                            address: Some(addr_port(old.addr, old.port)),
+                            since_ns: old.since_ns,
+                        },
                     ];
-                    out.extend(self.incidents.raise(key, &format!("{key:?}"), ts, 1, summary, processes, details));
+                    out.extend(self.incidents.raise(
+                        key,
+                        &format!("{key:?}"),
+                        ts,
+                        1,
+                        summary,
+                        processes,
+                        details,
+                    ));
                 }
             }
         }
@@ -161,7 +215,11 @@ impl PortShadowed {
                 keys.extend(
                     self.incidents
                         .keys()
-                        .filter(|k| self.incidents.get(k).is_some_and(|inc| inc.processes.iter().any(|x| x.proc.key == p.key)))
+                        .filter(|k| {
+                            self.incidents.get(k).is_some_and(|inc| {
+                                inc.processes.iter().any(|x| x.proc.key == p.key)
+                            })
+                        })
                         .copied(),
                 );
             }
@@ -176,7 +234,11 @@ impl PortShadowed {
                         .map(|h| who(&h.proc))
                         .or_else(|| changes.exited.as_ref().map(who))
                         .unwrap_or_else(|| "a holder".into());
-                    out.extend(self.incidents.resolve(&key, ts, format!("{gone} released port {}: it is no longer shadowed", key.2)));
+                    out.extend(self.incidents.resolve(
+                        &key,
+                        ts,
+                        format!("{gone} released port {}: it is no longer shadowed", key.2),
+                    ));
                 }
             }
         }
@@ -189,12 +251,21 @@ impl PortShadowed {
         if !self.incidents.is_open(&key) || self.pair(sockets, key).is_some() {
             return None;
         }
-        self.incidents.resolve(&key, now, format!("the kernel's socket table shows port {} no longer shadowed", key.2))
+        self.incidents.resolve(
+            &key,
+            now,
+            format!(
+                "the kernel's socket table shows port {} no longer shadowed",
+                key.2
+            ),
+        )
     }
 
     /// The open shadowing of a TCP port of one namespace, as a sentence, for other findings to mention.
     pub fn shadowed_port(&self, netns: u32, port: u16) -> Option<String> {
-        self.incidents.get(&(netns, true, port)).map(|inc| inc.summary.clone())
+        self.incidents
+            .get(&(netns, true, port))
+            .map(|inc| inc.summary.clone())
     }
 }
 

@@ -1,76 +1,190 @@
-//! `respawn_storm`: a program keeps dying and being started again. A crash is
-//! an abnormal end (a signal other than SIGPIPE, or a non-zero exit code —
-//! except exit code 1 of programs whose 1 is an answer: `grep -q`, `pgrep`,
-//! `test`, compilers…) after a short life (30 s). A restart is a new
-//! instance of the same program (exec, or fork of a worker that did not exec)
-//! within `restart_within_s` of a crash, by any parent. `restarts` (5)
-//! restarts within `window_s` (60 s) open the finding, naming the restarting
-//! parents, exit codes or signals, and lifetimes. Resolves after a full
-//! window without a crash of that program (timer).
+//! `respawn_storm`: a program keeps crashing and being started again — a
+//! crash loop, at whatever cadence its restarter keeps.
+//!
+//! A crash is an end judged so by [`super::crash`] (a fault, an abort, an OOM
+//! kill, a non-answer exit code, another program's kill; not a stop by its
+//! supervisor, parent or a person) after a short life (`short_life_s`). A
+//! restart is a new instance of the same program (exec, or the re-fork of a
+//! worker that did not exec) after such a crash. Consecutive crash → restart
+//! cycles are one loop while each restart follows its crash within the
+//! expected delay: `restart_within_s` for the first, then up to 2.5 times the
+//! previous delay (at least 2 s more), so supervisors that restart at once
+//! (supervisord, runit), after a fixed delay (systemd's `RestartSec`) or with
+//! a doubling backoff (Docker 100 ms → 1 min, Kubernetes 10 s → 5 min) all
+//! keep one loop; `window_s` caps the delay.
+//!
+//! `restarts` (5) cycles open the finding, which states the cadence, the
+//! causes, the restarter and, for a backoff, when the next restart is due.
+//! A loop of at least `gave_up_after` crashes, restarted by a known
+//! supervisor or runtime (or of `restarts` cycles), that is not restarted
+//! within the expected delay was given up by its restarter (systemd's
+//! StartLimitBurst, supervisord's startretries): that opens (or updates) the
+//! finding — the program is down — until an instance of it starts again. The loop is over
+//! when a restarted instance lives `short_life_s`, or is stopped.
 use std::collections::{HashMap, VecDeque};
 
-use serde_json::{json, Map};
+use serde_json::{json, Map, Value};
 
 use super::{
-    config::names_match, config::ns, dur, incident::Incidents, who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
+    config::ns,
+    crash::{judge, End},
+    dur,
+    incident::Incidents,
+    who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
     decode::Payload,
-    names::{signal_name, ExitStatus},
-    proctable::Proc,
+    proctable::{Proc, ProcKey},
+    world::{cause::Cause, containers::ContainerInfo},
 };
 
-const SIGPIPE: u32 = 13;
 const CLONE_THREAD: u64 = 0x0001_0000;
+/// Cycles of one loop kept for the finding's facts.
+const KEPT_CYCLES: usize = 64;
+/// Restarts closer than this to their crash are "at once".
+const AT_ONCE_NS: u64 = 50_000_000;
 
 #[derive(Clone)]
 struct Crash {
     at: u64,
     proc: Proc,
-    status: ExitStatus,
+    cause: Cause,
     lifetime_ns: u64,
 }
 
 #[derive(Clone)]
-struct Restart {
-    at: u64,
+struct Cycle {
     crash: Crash,
     restarter: Option<Proc>,
+    /// Crash → restart.
+    gap_ns: u64,
 }
 
 #[derive(Default)]
-struct Program {
-    /// Crashes not yet followed by a restart.
-    crashes: VecDeque<Crash>,
-    restarts: VecDeque<Restart>,
-    last_crash: u64,
+struct Loop {
+    /// Crashes not yet followed by a restart (several instances may crash together).
+    pending: VecDeque<Crash>,
+    /// The loop's cycles, oldest first (the last [`KEPT_CYCLES`]).
+    cycles: VecDeque<Cycle>,
+    /// Cycles in this loop, including those no longer kept.
+    count: u64,
+    first_ns: u64,
+    /// The latest restarted instance and its start.
+    live: Option<(ProcKey, u64)>,
+    /// Its restarter stopped restarting it after the last crash.
+    gave_up: bool,
+}
+
+impl Loop {
+    fn last_gap(&self) -> Option<u64> {
+        self.cycles.back().map(|c| c.gap_ns)
+    }
 }
 
 pub struct RespawnStorm {
     pub incidents: Incidents<u64>,
-    programs: HashMap<u64, Program>,
+    loops: HashMap<u64, Loop>,
     cfg: DetectConfig,
-    window_ns: u64,
+    max_gap_ns: u64,
     short_ns: u64,
     within_ns: u64,
-    threshold: usize,
+    threshold: u64,
+    gave_up_after: u64,
     pub overflow: u64,
 }
 
 /// A container runtime's per-container process (containerd's shim, conmon):
 /// the parent of a container's first process, new at every start.
 pub fn is_runtime_shim(p: &Proc) -> bool {
-    let base = p.exe.as_deref().and_then(|e| e.rsplit('/').next()).unwrap_or("");
-    p.comm.starts_with("containerd-shim") || base.starts_with("containerd-shim") || &*p.comm == "conmon" || base == "conmon"
+    let base = p
+        .exe
+        .as_deref()
+        .and_then(|e| e.rsplit('/').next())
+        .unwrap_or("");
+    p.comm.starts_with("containerd-shim")
+        || base.starts_with("containerd-shim")
+        || &*p.comm == "conmon"
+        || base == "conmon"
 }
 
-pub fn describe_status(s: ExitStatus) -> String {
-    match s {
-        ExitStatus::Code(c) => format!("exit code {c}"),
-        ExitStatus::Signal { signal, core_dumped } => {
-            format!("{}{}", signal_name(signal), if core_dumped { " (core dumped)" } else { "" })
-        }
-        ExitStatus::Unknown => "unknown status".into(),
+/// How a loop's restarts are paced, from its crash → restart delays.
+fn cadence(gaps: &[u64]) -> (String, &'static str) {
+    let Some(&last) = gaps.last() else {
+        return (String::new(), "unknown");
+    };
+    if gaps.iter().all(|&g| g < AT_ONCE_NS) {
+        return ("at once".into(), "immediate");
+    }
+    // A backoff: delays that never shrink (much) and at least double overall
+    // (a runtime's fixed start-up time is added to each, so the ratio of two
+    // consecutive delays is below 2 even when the backoff doubles).
+    let first = gaps
+        .iter()
+        .copied()
+        .find(|&g| g >= AT_ONCE_NS / 2)
+        .unwrap_or(last);
+    let steady_or_growing = gaps.windows(2).all(|w| w[1] * 10 >= w[0] * 9);
+    if gaps.len() >= 3 && steady_or_growing && last >= first * 2 {
+        return (
+            format!("with a growing backoff ({} → {})", dur(first), dur(last)),
+            "backoff",
+        );
+    }
+    let mut sorted = gaps.to_vec();
+    sorted.sort_unstable();
+    (
+        format!("every ~{}", dur(sorted[sorted.len() / 2])),
+        "steady",
+    )
+}
+
+/// The restarter in words, and its facts: a container runtime's policy, a
+/// known supervisor, or the restarting processes.
+fn restarter(container: Option<&ContainerInfo>, restarters: &[&Proc]) -> (String, Value) {
+    let by_runtime = container.is_some()
+        && !restarters.is_empty()
+        && restarters.iter().all(|r| is_runtime_shim(r));
+    if let (true, Some(c)) = (by_runtime, container) {
+        let text = match (c.runtime, c.restart_policy.as_deref()) {
+            ("docker", Some(policy)) => format!("Docker's restart policy ({policy})"),
+            ("docker", None) => "Docker's restart policy".to_owned(),
+            (rt, _) if c.pod_name.is_some() => format!("Kubernetes (kubelet, through {rt})"),
+            (rt, _) => format!("its container runtime ({rt})"),
+        };
+        return (
+            text,
+            json!({"runtime": c.runtime, "restart_policy": c.restart_policy.as_deref()}),
+        );
+    }
+    let Some(first) = restarters.first() else {
+        return (String::new(), Value::Null);
+    };
+    let base = |p: &Proc| {
+        p.exe
+            .as_deref()
+            .and_then(|e| e.rsplit('/').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| p.comm.to_string())
+    };
+    let supervisor = match (first.key.tgid, &*first.comm, base(first).as_str()) {
+        (_, "systemd", _) | (1, _, "systemd") => Some("systemd"),
+        (_, "supervisord", _) | (_, _, "supervisord") => Some("supervisord"),
+        (_, "runsv", _) => Some("runit (runsv)"),
+        (_, "s6-supervise", _) => Some("s6"),
+        _ => None,
+    };
+    let procs = restarters
+        .iter()
+        .take(3)
+        .map(|r| who(r))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match supervisor {
+        Some(s) => (
+            format!("{s} ({procs})"),
+            json!({"supervisor": s, "pid": first.key.tgid}),
+        ),
+        None => (procs, json!({"pid": first.key.tgid})),
     }
 }
 
@@ -78,175 +192,389 @@ impl RespawnStorm {
     pub fn new(cfg: &DetectConfig) -> RespawnStorm {
         let c = &cfg.respawn_storm;
         RespawnStorm {
-            incidents: Incidents::new(Kind::RespawnStorm, cfg.update_interval_ns(), cfg.max_incidents),
-            programs: HashMap::new(),
+            incidents: Incidents::new(
+                Kind::RespawnStorm,
+                cfg.update_interval_ns(),
+                cfg.max_incidents,
+            ),
+            loops: HashMap::new(),
             cfg: cfg.clone(),
-            window_ns: ns(c.window_s),
+            max_gap_ns: ns(c.window_s),
             short_ns: ns(c.short_life_s),
             within_ns: ns(c.restart_within_s),
-            threshold: c.restarts as usize,
+            threshold: c.restarts as u64,
+            gave_up_after: c.gave_up_after as u64,
             overflow: 0,
         }
     }
 
-    /// An abnormal end: a signal other than SIGPIPE, or a non-zero code that is not an answer.
-    pub fn is_crash(&self, p: &Proc, s: ExitStatus) -> bool {
-        match s {
-            ExitStatus::Code(0) | ExitStatus::Unknown => false,
-            ExitStatus::Code(1) => !names_match(&self.cfg.respawn_storm.answer_programs, p),
-            ExitStatus::Code(_) => true,
-            ExitStatus::Signal { signal, .. } => signal != SIGPIPE,
+    /// How long after a crash its restart may come and still continue the loop.
+    fn allowed_gap(&self, lp: &Loop) -> u64 {
+        match lp.last_gap() {
+            None => self.within_ns,
+            Some(g) => (g.saturating_mul(5) / 2)
+                .max(g + 2_000_000_000)
+                .min(self.max_gap_ns.max(self.within_ns)),
         }
     }
 
-    fn started(&mut self, p: &Proc, parent: Option<&Proc>, ts: u64, view: &dyn ContainerView) -> Option<Finding> {
-        let prog = self.programs.get_mut(&p.program)?;
-        // The most recent crash of this program close enough before this start.
-        while prog.crashes.front().is_some_and(|c| ts.saturating_sub(c.at) > self.within_ns) {
-            prog.crashes.pop_front();
-        }
-        let crash = prog.crashes.pop_back()?;
-        prog.restarts.push_back(Restart { at: ts, crash, restarter: parent.cloned() });
-        while prog.restarts.front().is_some_and(|r| ts.saturating_sub(r.at) > self.window_ns) {
-            prog.restarts.pop_front();
-        }
-        while prog.restarts.len() > 256 {
-            prog.restarts.pop_front();
-        }
-        let n = prog.restarts.len();
-        if n < self.threshold && !self.incidents.is_open(&p.program) {
-            return None;
-        }
-        let rs: Vec<Restart> = prog.restarts.iter().cloned().collect();
-        let span = ts.saturating_sub(rs.first().map(|r| r.at).unwrap_or(ts));
+    /// The finding's words and facts for a loop (`gave_up`: not restarted since the last crash).
+    fn describe(
+        &self,
+        p: &Proc,
+        lp: &Loop,
+        now: u64,
+        view: &dyn ContainerView,
+    ) -> (String, String, Vec<Involved>, Map<String, Value>) {
+        let program = p
+            .command_line()
+            .unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
+        let program: String = program
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(80)
+            .collect();
+        let container = p.container_id.as_deref().and_then(|id| view.by_id(id));
         let mut restarters: Vec<&Proc> = Vec::new();
-        for r in &rs {
-            if let Some(pp) = &r.restarter {
-                if !restarters.iter().any(|x| x.key == pp.key) {
-                    restarters.push(pp);
+        for c in lp.cycles.iter().rev() {
+            if let Some(r) = &c.restarter {
+                if !restarters.iter().any(|x| x.key == r.key) {
+                    restarters.push(r);
                 }
             }
         }
-        let last = &rs[rs.len() - 1].crash;
-        let program = p.command_line().unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
-        let program: String = program.chars().filter(|c| !c.is_control()).take(80).collect();
-        let container = p.container_id.as_deref().and_then(|id| view.by_id(id));
-        // A container restarted by its runtime: each start has a new shim as
-        // its parent; the restarter is the runtime's policy, not those pids.
-        let by_runtime = container.is_some() && !restarters.is_empty() && restarters.iter().all(|r| is_runtime_shim(r));
-        let by = if by_runtime {
-            let c = container.as_ref().expect("checked above");
-            match (c.runtime, c.restart_policy.as_deref()) {
-                ("docker", Some(policy)) => format!(" by Docker's restart policy ({policy})"),
-                ("docker", None) => " by Docker's restart policy".to_owned(),
-                (rt, _) => format!(" by its container runtime ({rt})"),
+        let (by, by_facts) = restarter(container.as_deref(), &restarters);
+        let by_runtime = by_facts.get("runtime").is_some();
+        let gaps: Vec<u64> = lp.cycles.iter().map(|c| c.gap_ns).collect();
+        let (pace, pace_kind) = cadence(&gaps);
+        let last = lp
+            .pending
+            .back()
+            .or(lp.cycles.back().map(|c| &c.crash))
+            .expect("a loop has a crash");
+        // Causes, most frequent first.
+        let mut causes: Vec<(String, usize)> = Vec::new();
+        for c in lp.cycles.iter().map(|c| &c.crash).chain(lp.pending.iter()) {
+            let d = c.cause.describe();
+            match causes.iter_mut().find(|(x, _)| *x == d) {
+                Some((_, n)) => *n += 1,
+                None => causes.push((d, 1)),
             }
-        } else if restarters.is_empty() {
-            String::new()
-        } else {
-            format!(" by {}", restarters.iter().take(3).map(|r| who(r)).collect::<Vec<_>>().join(", "))
-        };
+        }
+        causes.sort_by(|a, b| b.1.cmp(&a.1));
         let what = match &container {
             Some(c) => format!("{} (`{program}`)", c.describe()),
             None => format!("`{program}`"),
         };
-        let summary = format!(
-            "{what} keeps crashing: restarted {n} times in {}{by}; last instance pid {} ended with {} after {}",
-            dur(span),
-            last.proc.key.tgid,
-            describe_status(last.status),
-            dur(last.lifetime_ns)
-        );
-        let mut processes = vec![Involved { role: "instance", proc: p.clone(), address: None, since_ns: Some(ts) }];
-        // For a runtime's restarts, only the latest shim (the others are gone).
-        for r in restarters.iter().rev().take(if by_runtime { 1 } else { 8 }) {
-            processes.push(Involved { role: "restarter", proc: (*r).clone(), address: None, since_ns: None });
-        }
+        let span = now.saturating_sub(lp.first_ns);
+        let by_text = if by.is_empty() {
+            String::new()
+        } else {
+            format!(" by {by}")
+        };
+        let pace = if pace.is_empty() {
+            String::new()
+        } else {
+            format!(" {pace}")
+        };
+        let mut summary = if lp.gave_up {
+            format!(
+                "{what} is down: it crashed {} times in {}, restarted{pace}{by_text}, and was not restarted after its last crash (pid {} ended with {} after {}){}",
+                lp.count + lp.pending.len() as u64,
+                dur(span),
+                last.proc.key.tgid,
+                last.cause.describe(),
+                dur(last.lifetime_ns),
+                if by.starts_with("systemd") { "; systemd gives up after StartLimitBurst starts" } else { "" },
+            )
+        } else {
+            format!(
+                "{what} keeps crashing: restarted {} times in {}{pace}{by_text}; last instance pid {} ended with {} after {}",
+                lp.count,
+                dur(span),
+                last.proc.key.tgid,
+                last.cause.describe(),
+                dur(last.lifetime_ns)
+            )
+        };
         let mut details = Map::new();
-        if let Some(c) = &container {
-            details.insert("container".into(), json!({"id": &*c.id, "name": c.name.as_deref(), "image": c.image.as_deref()}));
+        // The next restart of a backoff: twice the last delay, within the cap.
+        if pace_kind == "backoff" && !lp.gave_up {
+            if let Some(g) = lp.last_gap() {
+                let cap = match (by_runtime, container.as_ref().map(|c| c.pod_name.is_some())) {
+                    (true, Some(true)) => 300_000_000_000,
+                    (true, _) => 60_000_000_000,
+                    _ => self.max_gap_ns,
+                };
+                let next = (g * 2).min(cap);
+                summary.push_str(&format!(
+                    "; the next restart is due ~{} after the next crash",
+                    dur(next)
+                ));
+                details.insert("next_restart_delay_s".into(), json!(next as f64 / 1e9));
+            }
         }
-        if by_runtime {
-            let c = container.as_ref().expect("checked above");
+        let mut processes = vec![Involved {
+            role: "instance",
+            proc: p.clone(),
+            address: None,
+            since_ns: lp.live.map(|l| l.1),
+        }];
+        for r in restarters.iter().take(if by_runtime { 1 } else { 8 }) {
+            processes.push(Involved {
+                role: "restarter",
+                proc: (*r).clone(),
+                address: None,
+                since_ns: None,
+            });
+        }
+        if let Some(c) = &container {
             details.insert(
-                "restarter".into(),
-                json!({"runtime": c.runtime, "restart_policy": c.restart_policy.as_deref()}),
+                "container".into(),
+                json!({"id": &*c.id, "name": c.name.as_deref(), "image": c.image.as_deref()}),
             );
         }
-        details.insert("restarts_in_window".into(), json!(n));
-        details.insert("window_s".into(), json!(self.window_ns as f64 / 1e9));
+        if !by_facts.is_null() {
+            details.insert("restarter".into(), by_facts);
+        }
+        details.insert("restarts".into(), json!(lp.count));
+        // Kept under its former name for consumers of earlier versions.
+        details.insert("restarts_in_window".into(), json!(lp.count));
+        details.insert("cadence".into(), json!(pace_kind));
+        details.insert("gave_up".into(), json!(lp.gave_up));
+        details.insert(
+            "causes".into(),
+            json!(causes
+                .iter()
+                .map(|(c, n)| json!({"cause": c, "count": n}))
+                .collect::<Vec<_>>()),
+        );
         details.insert(
             "recent".into(),
-            json!(rs
+            json!(lp
+                .cycles
                 .iter()
                 .rev()
                 .take(10)
-                .map(|r| json!({
-                    "pid": r.crash.proc.key.tgid,
-                    "end": describe_status(r.crash.status),
-                    "lifetime_ms": r.crash.lifetime_ns as f64 / 1e6,
-                    "restarted_by": r.restarter.as_ref().map(|x| x.key.tgid),
+                .map(|c| json!({
+                    "pid": c.crash.proc.key.tgid,
+                    "end": c.crash.cause.describe(),
+                    "cause": c.crash.cause.kind(),
+                    "lifetime_ms": c.crash.lifetime_ns as f64 / 1e6,
+                    "restart_delay_ms": c.gap_ns as f64 / 1e6,
+                    "restarted_by": c.restarter.as_ref().map(|x| x.key.tgid),
                 }))
                 .collect::<Vec<_>>()),
         );
-        self.incidents.raise(p.program, &program, ts, 1, summary, processes, details)
+        (program, summary, processes, details)
+    }
+
+    fn crashed(&mut self, p: &Proc, cause: Cause, ts: u64) {
+        if !self.loops.contains_key(&p.program) && self.loops.len() >= self.cfg.max_tracked {
+            self.overflow += 1;
+            return;
+        }
+        let lp = self.loops.entry(p.program).or_default();
+        if lp.cycles.is_empty() && lp.pending.is_empty() {
+            lp.first_ns = ts;
+        }
+        if lp.live.is_some_and(|l| l.0 == p.key) {
+            lp.live = None;
+        }
+        lp.pending.push_back(Crash {
+            at: ts,
+            proc: p.clone(),
+            lifetime_ns: ts.saturating_sub(p.key.start_ns),
+            cause,
+        });
+        while lp.pending.len() > 64 {
+            lp.pending.pop_front();
+        }
+    }
+
+    /// A restarted instance ended without crashing (stopped, or lived long): the loop is over.
+    fn ended_well(&mut self, p: &Proc, why: String, ts: u64) -> Option<Finding> {
+        let lp = self.loops.get(&p.program)?;
+        if !lp.live.is_some_and(|l| l.0 == p.key) {
+            return None;
+        }
+        self.loops.remove(&p.program);
+        self.incidents.resolve(&p.program, ts, why)
+    }
+
+    fn started(&mut self, p: &Proc, parent: Option<&Proc>, ts: u64, i: &Input) -> Option<Finding> {
+        let allowed = self.allowed_gap(self.loops.get(&p.program)?);
+        let lp = self.loops.get_mut(&p.program)?;
+        // Started again after its restarter gave up: someone brought it back.
+        if lp.gave_up {
+            self.loops.remove(&p.program);
+            return self.incidents.resolve(
+                &p.program,
+                ts,
+                format!(
+                    "started again (pid {}) after its restarter had given up",
+                    p.key.tgid
+                ),
+            );
+        }
+        // The most recent crash this start can follow.
+        while lp
+            .pending
+            .front()
+            .is_some_and(|c| ts.saturating_sub(c.at) > allowed)
+        {
+            lp.pending.pop_front();
+        }
+        let crash = lp.pending.pop_back()?;
+        let gap_ns = ts.saturating_sub(crash.at);
+        lp.cycles.push_back(Cycle {
+            crash,
+            restarter: parent.cloned(),
+            gap_ns,
+        });
+        while lp.cycles.len() > KEPT_CYCLES {
+            lp.cycles.pop_front();
+        }
+        lp.count += 1;
+        lp.live = Some((p.key, ts));
+        if lp.count < self.threshold && !self.incidents.is_open(&p.program) {
+            return None;
+        }
+        let lp = self.loops.get(&p.program).expect("present");
+        let (program, summary, processes, details) = self.describe(p, lp, ts, i.containers);
+        self.incidents
+            .raise(p.program, &program, ts, 1, summary, processes, details)
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
         let ts = i.ev.header.ts_ns;
         match &i.ev.payload {
             Payload::Exit(_) => {
-                let Some(p) = i.subject.filter(|p| p.exited.is_some() && p.program != 0) else { return Vec::new() };
-                let Some((_, status)) = p.exited else { return Vec::new() };
+                let Some(p) = i.subject.filter(|p| p.program != 0) else {
+                    return Vec::new();
+                };
+                let Some((_, status)) = p.exited else {
+                    return Vec::new();
+                };
+                if self.cfg.allowed_program(p) {
+                    return Vec::new();
+                }
+                let cause = Cause::of(status, p.signalled.as_ref(), ts);
                 let lifetime = ts.saturating_sub(p.key.start_ns);
-                if !self.is_crash(p, status) || lifetime > self.short_ns || self.cfg.allowed_program(p) {
-                    return Vec::new();
+                let end = judge(p, &cause, &self.cfg.respawn_storm);
+                match end {
+                    End::Crash if lifetime <= self.short_ns => {
+                        self.crashed(p, cause, ts);
+                        Vec::new()
+                    }
+                    End::Stop => {
+                        let why = format!(
+                            "pid {} was stopped ({}): the crash loop is over",
+                            p.key.tgid,
+                            cause.describe()
+                        );
+                        self.ended_well(p, why, ts).into_iter().collect()
+                    }
+                    _ => {
+                        let why = format!(
+                            "pid {} ended with {} after {}: the crash loop is over",
+                            p.key.tgid,
+                            cause.describe(),
+                            dur(lifetime)
+                        );
+                        self.ended_well(p, why, ts).into_iter().collect()
+                    }
                 }
-                if !self.programs.contains_key(&p.program) && self.programs.len() >= self.cfg.max_tracked {
-                    self.overflow += 1;
-                    return Vec::new();
-                }
-                let prog = self.programs.entry(p.program).or_default();
-                prog.last_crash = ts;
-                prog.crashes.push_back(Crash { at: ts, proc: p.clone(), status, lifetime_ns: lifetime });
-                while prog.crashes.len() > 64 {
-                    prog.crashes.pop_front();
-                }
-                Vec::new()
             }
             Payload::Exec(_) => match i.subject {
-                Some(p) => self.started(p, i.parent, ts, i.containers).into_iter().collect(),
+                Some(p) => self.started(p, i.parent, ts, i).into_iter().collect(),
                 None => Vec::new(),
             },
             Payload::Fork(f) if f.clone_flags & CLONE_THREAD == 0 => match i.subject {
                 // A worker re-forked by its master: the same program without exec.
-                Some(child) => self.started(child, i.parent, ts, i.containers).into_iter().collect(),
+                Some(child) => self.started(child, i.parent, ts, i).into_iter().collect(),
                 None => Vec::new(),
             },
             _ => Vec::new(),
         }
     }
 
-    pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
+    pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
         let mut out = Vec::new();
-        let quiet: Vec<u64> = self
-            .programs
-            .iter()
-            .filter(|(_, p)| now.saturating_sub(p.last_crash) >= self.window_ns)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in quiet {
-            self.programs.remove(&k);
-            out.extend(self.incidents.resolve(
-                &k,
-                now,
-                format!("no crash of this program for {}: the respawn storm is over", dur(self.window_ns)),
-            ));
+        let keys: Vec<u64> = self.loops.keys().copied().collect();
+        for k in keys {
+            let allowed = self.allowed_gap(&self.loops[&k]);
+            let lp = &self.loops[&k];
+            // A restarted instance that lived: healthy again.
+            if let Some((key, start)) = lp.live {
+                if lp.pending.is_empty() && now >= start + self.short_ns {
+                    self.loops.remove(&k);
+                    out.extend(self.incidents.resolve(
+                        &k,
+                        now,
+                        format!(
+                            "pid {} has run for {} since its restart: the crash loop is over",
+                            key.tgid,
+                            dur(self.short_ns)
+                        ),
+                    ));
+                    continue;
+                }
+            }
+            let Some(last) = lp.pending.back() else {
+                continue;
+            };
+            if lp.gave_up || now < last.at + allowed {
+                continue;
+            }
+            // Not restarted in time: given up, or never a loop (crashes
+            // without restarts, or too few to say).
+            let crashes = lp.count + lp.pending.len() as u64;
+            if lp.count == 0 || crashes < self.gave_up_after.max(2) {
+                self.loops.remove(&k);
+                continue;
+            }
+            let lp = self.loops.get_mut(&k).expect("present");
+            lp.gave_up = true;
+            let p = lp.pending.back().expect("checked").proc.clone();
+            let lp = &self.loops[&k];
+            let (program, summary, processes, details) = self.describe(&p, lp, now, view);
+            // Short of the threshold, only a known supervisor's giving up is
+            // said (a script that tries three times is not a service down).
+            let supervised = details
+                .get("restarter")
+                .is_some_and(|r| r.get("supervisor").is_some() || r.get("runtime").is_some());
+            if !self.incidents.is_open(&k) && lp.count < self.threshold && !supervised {
+                self.loops.remove(&k);
+                continue;
+            }
+            if self.incidents.is_open(&k) {
+                out.extend(self.incidents.restate(&k, summary, processes, now));
+            } else {
+                out.extend(
+                    self.incidents
+                        .raise(k, &program, now, 1, summary, processes, details),
+                );
+            }
         }
         out
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
-        self.programs.values().map(|p| p.last_crash + self.window_ns).min()
+        self.loops
+            .values()
+            .filter_map(|lp| {
+                let healthy = lp
+                    .live
+                    .filter(|_| lp.pending.is_empty())
+                    .map(|l| l.1 + self.short_ns);
+                let expired = lp
+                    .pending
+                    .back()
+                    .filter(|_| !lp.gave_up)
+                    .map(|c| c.at + self.allowed_gap(lp));
+                [healthy, expired].into_iter().flatten().min()
+            })
+            .min()
     }
 }

@@ -75,7 +75,9 @@ pub fn overlaps(a: IpAddr, b: IpAddr) -> bool {
     }
     match (a, b) {
         // A wildcard and a specific address of the same family: the specific one wins for its address.
-        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => is_wildcard(a) || is_wildcard(b),
+        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
+            is_wildcard(a) || is_wildcard(b)
+        }
         // IPv4 and IPv6 wildcards split the port by family; a v4 address and the v6 wildcard
         // (without IPV6_V6ONLY) also overlap.
         _ => is_wildcard(a) || is_wildcard(b),
@@ -132,7 +134,13 @@ fn transport_tcp(sock_type: u16) -> bool {
 
 impl SocketTable {
     pub fn new(cap: usize) -> SocketTable {
-        SocketTable { by_port: HashMap::new(), by_tgid: HashMap::new(), len: 0, cap: cap.max(16), evicted: 0 }
+        SocketTable {
+            by_port: HashMap::new(),
+            by_tgid: HashMap::new(),
+            len: 0,
+            cap: cap.max(16),
+            evicted: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -168,9 +176,15 @@ impl SocketTable {
                 }
             }
         }
-        self.by_tgid.entry(h.proc.key.tgid).or_default().insert(h.key());
+        self.by_tgid
+            .entry(h.proc.key.tgid)
+            .or_default()
+            .insert(h.key());
         let v = self.by_port.entry(h.key()).or_default();
-        if let Some(existing) = v.iter_mut().find(|x| x.addr == h.addr && x.proc.key.tgid == h.proc.key.tgid) {
+        if let Some(existing) = v
+            .iter_mut()
+            .find(|x| x.addr == h.addr && x.proc.key.tgid == h.proc.key.tgid)
+        {
             existing.listening |= h.listening;
             existing.proc = h.proc;
             return;
@@ -197,7 +211,10 @@ impl SocketTable {
         self.len -= out.len();
         for h in &out {
             let tgid = h.proc.key.tgid;
-            let still = self.by_port.get(&key).is_some_and(|v| v.iter().any(|x| x.proc.key.tgid == tgid));
+            let still = self
+                .by_port
+                .get(&key)
+                .is_some_and(|v| v.iter().any(|x| x.proc.key.tgid == tgid));
             if !still {
                 if let Some(set) = self.by_tgid.get_mut(&tgid) {
                     set.remove(&key);
@@ -211,7 +228,12 @@ impl SocketTable {
     }
 
     /// Start from the kernel's sockets (taken at watcher start).
-    pub fn seed(&mut self, sockets: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>, _now: u64) {
+    pub fn seed(
+        &mut self,
+        sockets: &[KernelSocket],
+        procs: &dyn Fn(u32) -> Option<Proc>,
+        _now: u64,
+    ) {
         for s in sockets.iter().filter(|s| s.is_holder()) {
             for pid in &s.pids {
                 if let Some(p) = procs(*pid) {
@@ -236,9 +258,18 @@ impl SocketTable {
     /// added only when `add_unknown` (a failed bind: the holder has existed a
     /// while); otherwise the lookup, which runs a little after the event, could
     /// see a process that bound after it and whose exec is still queued.
-    pub fn reconcile(&mut self, key: PortKey, kernel: &[KernelSocket], procs: &dyn Fn(u32) -> Option<Proc>, add_unknown: bool) {
+    pub fn reconcile(
+        &mut self,
+        key: PortKey,
+        kernel: &[KernelSocket],
+        procs: &dyn Fn(u32) -> Option<Proc>,
+        add_unknown: bool,
+    ) {
         let (netns, tcp, port) = key;
-        let live: Vec<&KernelSocket> = kernel.iter().filter(|s| s.tcp == tcp && s.port == port && s.is_holder()).collect();
+        let live: Vec<&KernelSocket> = kernel
+            .iter()
+            .filter(|s| s.tcp == tcp && s.port == port && s.is_holder())
+            .collect();
         let old = self.remove_where(key, |_| true);
         let mut kept_pids: Vec<(IpAddr, u32)> = Vec::new();
         for h in old {
@@ -247,7 +278,10 @@ impl SocketTable {
                 self.add(h);
                 continue;
             }
-            let same_addr: Vec<&&KernelSocket> = live.iter().filter(|s| normalize(s.addr) == h.addr).collect();
+            let same_addr: Vec<&&KernelSocket> = live
+                .iter()
+                .filter(|s| normalize(s.addr) == h.addr)
+                .collect();
             if same_addr.iter().any(|s| s.pids.contains(&h.proc.key.tgid)) {
                 kept_pids.push((h.addr, h.proc.key.tgid));
                 self.add(h);
@@ -257,10 +291,18 @@ impl SocketTable {
                 for pid in &s.pids {
                     if let Some(p) = procs(*pid) {
                         kept_pids.push((h.addr, *pid));
-                        self.add(Holder { proc: p, since_ns: h.since_ns, ..h.clone() });
+                        self.add(Holder {
+                            proc: p,
+                            since_ns: h.since_ns,
+                            ..h.clone()
+                        });
                     }
                 }
-            } else if tcp && (!same_addr.is_empty() || procs(h.proc.key.tgid).is_some_and(|p| p.key == h.proc.key && p.exited.is_none())) {
+            } else if tcp
+                && (!same_addr.is_empty()
+                    || procs(h.proc.key.tgid)
+                        .is_some_and(|p| p.key == h.proc.key && p.exited.is_none()))
+            {
                 // A listener the kernel no longer lists, of a process still alive
                 // in the event stream: it closed after the event being handled,
                 // and its LISTEN → CLOSE is still on its way. Keep it until then.
@@ -276,7 +318,15 @@ impl SocketTable {
                         continue;
                     }
                     if let Some(p) = procs(*pid) {
-                        self.add(Holder { netns, tcp, addr, port, proc: p, since_ns: None, listening: tcp });
+                        self.add(Holder {
+                            netns,
+                            tcp,
+                            addr,
+                            port,
+                            proc: p,
+                            since_ns: None,
+                            listening: tcp,
+                        });
                     }
                 }
             }
@@ -284,7 +334,11 @@ impl SocketTable {
     }
 
     /// Whether this event's port should be confirmed against the kernel first.
-    pub fn wants_confirmation(&self, ev: &crate::decode::KernelEvent, subject: Option<&Proc>) -> Option<PortKey> {
+    pub fn wants_confirmation(
+        &self,
+        ev: &crate::decode::KernelEvent,
+        subject: Option<&Proc>,
+    ) -> Option<PortKey> {
         let me = subject.map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
         match &ev.payload {
             Payload::Bind(b) if b.family == AF_INET || b.family == AF_INET6 => {
@@ -309,13 +363,17 @@ impl SocketTable {
         let mut ch = Changes::default();
         let ev = i.ev;
         let ts = ev.header.ts_ns;
-        if let (Some(kernel), Some(key)) = (i.kernel_sockets, self.wants_confirmation(ev, i.subject)) {
+        if let (Some(kernel), Some(key)) =
+            (i.kernel_sockets, self.wants_confirmation(ev, i.subject))
+        {
             let failed = matches!(&ev.payload, Payload::Bind(b) if b.ret == -EADDRINUSE);
             self.reconcile(key, kernel, i.procs, failed);
         }
         match &ev.payload {
             Payload::Bind(b) if b.ret == 0 && b.port != 0 => {
-                let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else { return ch };
+                let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else {
+                    return ch;
+                };
                 let tcp = transport_tcp(b.sock_type);
                 let h = Holder {
                     netns: b.netns,
@@ -332,8 +390,12 @@ impl SocketTable {
                 self.add(h);
             }
             Payload::TcpState(t) if t.new_state == TCP_LISTEN => {
-                let Some(ip) = ip_addr(t.family, &t.saddr) else { return ch };
-                let Some(p) = i.owner.or(i.subject) else { return ch };
+                let Some(ip) = ip_addr(t.family, &t.saddr) else {
+                    return ch;
+                };
+                let Some(p) = i.owner.or(i.subject) else {
+                    return ch;
+                };
                 let addr = normalize(ip);
                 let key = (t.netns, true, t.sport);
                 let since = self
@@ -342,12 +404,22 @@ impl SocketTable {
                     .find(|h| h.addr == addr && h.proc.key.tgid == p.key.tgid)
                     .and_then(|h| h.since_ns)
                     .or(Some(ts));
-                let h = Holder { netns: t.netns, tcp: true, addr, port: t.sport, proc: p.clone(), since_ns: since, listening: true };
+                let h = Holder {
+                    netns: t.netns,
+                    tcp: true,
+                    addr,
+                    port: t.sport,
+                    proc: p.clone(),
+                    since_ns: since,
+                    listening: true,
+                };
                 ch.receiving = Some(h.clone());
                 self.add(h);
             }
             Payload::TcpState(t) if t.old_state == TCP_LISTEN && t.new_state == TCP_CLOSE => {
-                let Some(ip) = ip_addr(t.family, &t.saddr) else { return ch };
+                let Some(ip) = ip_addr(t.family, &t.saddr) else {
+                    return ch;
+                };
                 let addr = normalize(ip);
                 let closer = i.owner.or(i.subject).map(|p| p.key.tgid);
                 let key = (t.netns, true, t.sport);
@@ -359,17 +431,23 @@ impl SocketTable {
                     .or_else(|| holders.iter().position(|h| h.addr == addr && h.listening));
                 if let Some(idx) = target {
                     let tgid = holders[idx].proc.key.tgid;
-                    ch.removed = self.remove_where(key, |h| h.addr == addr && h.proc.key.tgid == tgid);
+                    ch.removed =
+                        self.remove_where(key, |h| h.addr == addr && h.proc.key.tgid == tgid);
                 }
             }
             Payload::Exit(_) => {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
                     // Listeners close with their own event (children may have inherited them);
                     // the rest has none: forget them with the process.
-                    let ports: Vec<PortKey> =
-                        self.by_tgid.get(&p.key.tgid).map(|s| s.iter().copied().collect()).unwrap_or_default();
+                    let ports: Vec<PortKey> = self
+                        .by_tgid
+                        .get(&p.key.tgid)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default();
                     for key in ports {
-                        ch.removed.extend(self.remove_where(key, |h| h.proc.key == p.key && !h.listening));
+                        ch.removed.extend(
+                            self.remove_where(key, |h| h.proc.key == p.key && !h.listening),
+                        );
                     }
                     ch.exited = Some(p.clone());
                 }
@@ -390,8 +468,14 @@ mod tests {
         assert!(overlaps(ip("0.0.0.0"), ip("127.0.0.1")));
         assert!(overlaps(ip("127.0.0.1"), ip("127.0.0.1")));
         assert!(!overlaps(ip("127.0.0.1"), ip("10.0.0.1")));
-        assert!(overlaps(ip("0.0.0.0"), ip("::")), "v4 and v6 wildcards split the port");
-        assert!(overlaps(ip("::ffff:127.0.0.1"), ip("127.0.0.1")), "IPv4-mapped IPv6 is IPv4");
+        assert!(
+            overlaps(ip("0.0.0.0"), ip("::")),
+            "v4 and v6 wildcards split the port"
+        );
+        assert!(
+            overlaps(ip("::ffff:127.0.0.1"), ip("127.0.0.1")),
+            "IPv4-mapped IPv6 is IPv4"
+        );
         assert!(overlaps(ip("::"), ip("::1")));
         assert!(!overlaps(ip("::1"), ip("127.0.0.1")));
         assert_eq!(normalize(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));

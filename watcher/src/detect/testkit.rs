@@ -30,18 +30,41 @@ struct StandIn {
 }
 
 impl crate::engine::SocketLookup for StandIn {
-    fn ask(&mut self, netns: u32, _via: u32, tcp: bool, port: u16, _candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+    fn ask(
+        &mut self,
+        netns: u32,
+        _via: u32,
+        tcp: bool,
+        port: u16,
+        _candidates: &[u32],
+    ) -> Option<Vec<KernelSocket>> {
         if self.slow.load(std::sync::atomic::Ordering::Relaxed) {
             self.parked.push((netns, tcp, port));
             return None;
         }
-        Some(self.kernel.lock().unwrap().iter().filter(|s| s.netns == netns && s.tcp == tcp && s.port == port).cloned().collect())
+        Some(
+            self.kernel
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.netns == netns && s.tcp == tcp && s.port == port)
+                .cloned()
+                .collect(),
+        )
     }
     fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
         let k = self.kernel.lock().unwrap();
         self.parked
             .drain(..)
-            .map(|key| (key, k.iter().filter(|s| (s.netns, s.tcp, s.port) == key).cloned().collect()))
+            .map(|key| {
+                (
+                    key,
+                    k.iter()
+                        .filter(|s| (s.netns, s.tcp, s.port) == key)
+                        .cloned()
+                        .collect(),
+                )
+            })
             .collect()
     }
     fn waiting(&self) -> bool {
@@ -76,10 +99,21 @@ impl Kit {
         let kernel: Arc<Mutex<Vec<KernelSocket>>> = Arc::default();
         let subreaper = Arc::new(Mutex::new(1u32));
         let sr = subreaper.clone();
-        let table = ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
+        let table =
+            ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
         let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let lookup = Box::new(StandIn { kernel: kernel.clone(), slow: slow.clone(), parked: Vec::new() });
-        Kit { engine: Engine::new(cfg, table, Clock::fixed(0), lookup), slow_lookups: slow, all: Vec::new(), kernel, subreaper }
+        let lookup = Box::new(StandIn {
+            kernel: kernel.clone(),
+            slow: slow.clone(),
+            parked: Vec::new(),
+        });
+        Kit {
+            engine: Engine::new(cfg, table, Clock::fixed(0), lookup),
+            slow_lookups: slow,
+            all: Vec::new(),
+            kernel,
+            subreaper,
+        }
     }
 
     pub fn defaults() -> Kit {
@@ -122,16 +156,51 @@ impl Kit {
         out
     }
 
-    fn ev<T: Copy>(kind: EventKind, ts: u64, pid: u32, tgid: u32, comm: &str, data: T) -> KernelEvent {
-        decode(&encode(&Event { header: header_for::<T>(kind, ts, pid, tgid, comm), data })).expect("decodes")
+    fn ev<T: Copy>(
+        kind: EventKind,
+        ts: u64,
+        pid: u32,
+        tgid: u32,
+        comm: &str,
+        data: T,
+    ) -> KernelEvent {
+        decode(&encode(&Event {
+            header: header_for::<T>(kind, ts, pid, tgid, comm),
+            data,
+        }))
+        .expect("decodes")
     }
 
     pub fn fork(&mut self, ts: u64, parent: u32, child: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Fork, ts, parent, parent, "p", ForkData { child_pid: child, child_tgid: child, clone_flags: 0x11, cgroup_id: 0 }))
+        self.feed(Self::ev(
+            EventKind::Fork,
+            ts,
+            parent,
+            parent,
+            "p",
+            ForkData {
+                child_pid: child,
+                child_tgid: child,
+                clone_flags: 0x11,
+                cgroup_id: 0,
+            },
+        ))
     }
 
     pub fn thread(&mut self, ts: u64, tgid: u32, tid: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Fork, ts, tgid, tgid, "p", ForkData { child_pid: tid, child_tgid: tgid, clone_flags: 0x0001_0000, cgroup_id: 0 }))
+        self.feed(Self::ev(
+            EventKind::Fork,
+            ts,
+            tgid,
+            tgid,
+            "p",
+            ForkData {
+                child_pid: tid,
+                child_tgid: tgid,
+                clone_flags: 0x0001_0000,
+                cgroup_id: 0,
+            },
+        ))
     }
 
     pub fn exec(&mut self, ts: u64, pid: u32, exe: &str, argv: &[&str]) -> Vec<Finding> {
@@ -139,9 +208,28 @@ impl Kit {
     }
 
     /// An exec in cgroup `cgroup` (0: unknown).
-    pub fn exec_in(&mut self, ts: u64, pid: u32, cgroup: u64, exe: &str, argv: &[&str]) -> Vec<Finding> {
+    pub fn exec_in(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        cgroup: u64,
+        exe: &str,
+        argv: &[&str],
+    ) -> Vec<Finding> {
         let comm = exe.rsplit('/').next().unwrap_or(exe);
-        let mut ev = Self::ev(EventKind::Fork, ts, pid, pid, comm, ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0, cgroup_id: 0 });
+        let mut ev = Self::ev(
+            EventKind::Fork,
+            ts,
+            pid,
+            pid,
+            comm,
+            ForkData {
+                child_pid: 0,
+                child_tgid: 0,
+                clone_flags: 0,
+                cgroup_id: 0,
+            },
+        );
         ev.header.kind = EventKind::Exec as u32;
         ev.payload = Payload::Exec(Exec {
             old_pid: pid,
@@ -155,43 +243,231 @@ impl Kit {
 
     /// The last thread of `pid` exits with the raw `task_struct.exit_code`.
     pub fn exit(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 }))
+        self.feed(Self::ev(
+            EventKind::Exit,
+            ts,
+            pid,
+            pid,
+            "x",
+            ExitData {
+                exit_code: raw,
+                group_dead: 1,
+                parent_tgid: 0,
+                parent_waiting: 0,
+                cgroup_id: 0,
+                pidns: 0,
+                ns_pid: 0,
+                flags: 0,
+                _pad: 0,
+            },
+        ))
     }
 
     /// The last thread of `pid` exits while its parent is blocked in wait4/waitid.
     pub fn exit_while_parent_waits(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
-        let parent = self.engine.enricher.procs.get(pid).map(|p| p.ppid).unwrap_or(0);
-        self.feed(Self::ev(EventKind::Exit, ts, pid, pid, "x", ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 1, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 }))
+        let parent = self
+            .engine
+            .enricher
+            .procs
+            .get(pid)
+            .map(|p| p.ppid)
+            .unwrap_or(0);
+        self.feed(Self::ev(
+            EventKind::Exit,
+            ts,
+            pid,
+            pid,
+            "x",
+            ExitData {
+                exit_code: raw,
+                group_dead: 1,
+                parent_tgid: parent,
+                parent_waiting: 1,
+                cgroup_id: 0,
+                pidns: 0,
+                ns_pid: 0,
+                flags: 0,
+                _pad: 0,
+            },
+        ))
     }
 
-    pub fn exit_thread(&mut self, ts: u64, tid: u32, tgid: u32, raw: u32, dead: bool) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Exit, ts, tid, tgid, "x", ExitData { exit_code: raw, group_dead: dead as u32, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 }))
+    pub fn exit_thread(
+        &mut self,
+        ts: u64,
+        tid: u32,
+        tgid: u32,
+        raw: u32,
+        dead: bool,
+    ) -> Vec<Finding> {
+        self.feed(Self::ev(
+            EventKind::Exit,
+            ts,
+            tid,
+            tgid,
+            "x",
+            ExitData {
+                exit_code: raw,
+                group_dead: dead as u32,
+                parent_tgid: 0,
+                parent_waiting: 0,
+                cgroup_id: 0,
+                pidns: 0,
+                ns_pid: 0,
+                flags: 0,
+                _pad: 0,
+            },
+        ))
+    }
+
+    /// `sender` sends the fatal signal `sig` to `target` (kill(): si_code 0).
+    pub fn kill(&mut self, ts: u64, sender: u32, target: u32, sig: u32) -> Vec<Finding> {
+        let d = watcher_common::SignalData {
+            target_pid: target,
+            sig,
+            code: 0,
+            group: 1,
+            source: watcher_common::SIGNAL_GENERATED,
+            _pad: 0,
+        };
+        self.feed(Self::ev(EventKind::Signal, ts, sender, sender, "k", d))
+    }
+
+    /// The kernel signals a fault to `pid` (si_code > 0, in the faulting task).
+    pub fn fault(&mut self, ts: u64, pid: u32, sig: u32) -> Vec<Finding> {
+        let d = watcher_common::SignalData {
+            target_pid: pid,
+            sig,
+            code: 1,
+            group: 0,
+            source: watcher_common::SIGNAL_GENERATED,
+            _pad: 0,
+        };
+        self.feed(Self::ev(EventKind::Signal, ts, pid, pid, "f", d))
+    }
+
+    /// The OOM killer chooses `victim` (its SIGKILL from the kernel follows).
+    pub fn oom_kill(&mut self, ts: u64, victim: u32) -> Vec<Finding> {
+        let mut f = self.feed(Self::ev(
+            EventKind::Signal,
+            ts,
+            victim,
+            victim,
+            "o",
+            watcher_common::SignalData {
+                target_pid: victim,
+                sig: 9,
+                code: 0,
+                group: 1,
+                source: watcher_common::SIGNAL_OOM_VICTIM,
+                _pad: 0,
+            },
+        ));
+        let d = watcher_common::SignalData {
+            target_pid: victim,
+            sig: 9,
+            code: crate::world::cause::SI_KERNEL,
+            group: 1,
+            source: watcher_common::SIGNAL_GENERATED,
+            _pad: 0,
+        };
+        f.extend(self.feed(Self::ev(EventKind::Signal, ts + 1, victim, victim, "o", d)));
+        f
     }
 
     pub fn reap(&mut self, ts: u64, reaper: u32, pid: u32) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Reap, ts, reaper, reaper, "p", ReapData { reaped_pid: pid, source: 1 }))
+        self.feed(Self::ev(
+            EventKind::Reap,
+            ts,
+            reaper,
+            reaper,
+            "p",
+            ReapData {
+                reaped_pid: pid,
+                source: 1,
+            },
+        ))
     }
 
     fn sock(fd: i32, ret: i32, ip: &str, port: u16, tcp: bool, sk: u64) -> SockCallData {
         let (family, addr) = family_addr(ip);
-        SockCallData { fd, ret, family, port, sock_type: if tcp { 1 } else { 2 }, _pad: 0, addr, scope_id: 0, netns: 0, skaddr: sk }
+        SockCallData {
+            fd,
+            ret,
+            family,
+            port,
+            sock_type: if tcp { 1 } else { 2 },
+            _pad: 0,
+            addr,
+            scope_id: 0,
+            netns: 0,
+            skaddr: sk,
+        }
     }
 
-    pub fn bind(&mut self, ts: u64, pid: u32, ip: &str, port: u16, ret: i32, tcp: bool) -> Vec<Finding> {
+    pub fn bind(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        ip: &str,
+        port: u16,
+        ret: i32,
+        tcp: bool,
+    ) -> Vec<Finding> {
         let sk = 0x1000 + ts;
-        self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", Self::sock(3, ret, ip, port, tcp, sk)))
+        self.feed(Self::ev(
+            EventKind::Bind,
+            ts,
+            pid,
+            pid,
+            "b",
+            Self::sock(3, ret, ip, port, tcp, sk),
+        ))
     }
 
     pub fn bind_sk(&mut self, ts: u64, pid: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", Self::sock(3, 0, ip, port, true, sk)))
+        self.feed(Self::ev(
+            EventKind::Bind,
+            ts,
+            pid,
+            pid,
+            "b",
+            Self::sock(3, 0, ip, port, true, sk),
+        ))
     }
 
-    pub fn connect(&mut self, ts: u64, pid: u32, ip: &str, port: u16, ret: i32, sk: u64) -> Vec<Finding> {
-        self.feed(Self::ev(EventKind::Connect, ts, pid, pid, "c", Self::sock(4, ret, ip, port, true, sk)))
+    pub fn connect(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        ip: &str,
+        port: u16,
+        ret: i32,
+        sk: u64,
+    ) -> Vec<Finding> {
+        self.feed(Self::ev(
+            EventKind::Connect,
+            ts,
+            pid,
+            pid,
+            "c",
+            Self::sock(4, ret, ip, port, true, sk),
+        ))
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn tcp(&mut self, ts: u64, ctx_pid: u32, sk: u64, old: u32, new: u32, src: &str, sport: u16, dst: &str, dport: u16) -> Vec<Finding> {
+    pub fn tcp(
+        &mut self,
+        ts: u64,
+        ctx_pid: u32,
+        sk: u64,
+        old: u32,
+        new: u32,
+        src: &str,
+        sport: u16,
+        dst: &str,
+        dport: u16,
+    ) -> Vec<Finding> {
         let (family, saddr) = family_addr(src);
         let (_, daddr) = family_addr(dst);
         self.feed(Self::ev(
@@ -200,59 +476,148 @@ impl Kit {
             ctx_pid,
             ctx_pid,
             "t",
-            TcpStateData { skaddr: sk, old_state: old, new_state: new, sport, dport, family, protocol: 6, saddr, daddr, netns: 0, _pad: 0 },
+            TcpStateData {
+                skaddr: sk,
+                old_state: old,
+                new_state: new,
+                sport,
+                dport,
+                family,
+                protocol: 6,
+                saddr,
+                daddr,
+                netns: 0,
+                _pad: 0,
+            },
         ))
     }
 
     /// A cgroup is created at `path` (v2 id `id`), as the kernel reports it.
     pub fn cgroup(&mut self, ts: u64, id: u64, path: &str) -> Vec<Finding> {
-        let mut ev = Self::ev(EventKind::Fork, ts, 9, 9, "runc", ForkData { child_pid: 0, child_tgid: 0, clone_flags: 0, cgroup_id: 0 });
+        let mut ev = Self::ev(
+            EventKind::Fork,
+            ts,
+            9,
+            9,
+            "runc",
+            ForkData {
+                child_pid: 0,
+                child_tgid: 0,
+                clone_flags: 0,
+                cgroup_id: 0,
+            },
+        );
         ev.header.kind = EventKind::Cgroup as u32;
-        ev.payload = Payload::Cgroup(crate::decode::Cgroup { id, created: true, path: path.into() });
+        ev.payload = Payload::Cgroup(crate::decode::Cgroup {
+            id,
+            created: true,
+            path: path.into(),
+        });
         self.feed(ev)
     }
 
     /// What the container runtime says about a container.
-    pub fn runtime_says(&mut self, id: &str, name: &str, image: &str, ip: Option<&str>, policy: Option<&str>) -> Vec<Finding> {
-        self.engine.runtime_update(crate::world::containers::RuntimeUpdate::Container(crate::world::containers::ContainerInfo {
-            id: id.into(),
-            runtime: "docker",
-            name: Some(name.into()),
-            image: Some(image.into()),
-            restart_policy: policy.map(Into::into),
-            addresses: ip.map(|i| vec![i.parse().expect("ip")]).unwrap_or_default(),
-            ..Default::default()
-        }), 0).1
+    pub fn runtime_says(
+        &mut self,
+        id: &str,
+        name: &str,
+        image: &str,
+        ip: Option<&str>,
+        policy: Option<&str>,
+    ) -> Vec<Finding> {
+        self.engine
+            .runtime_update(
+                crate::world::containers::RuntimeUpdate::Container(
+                    crate::world::containers::ContainerInfo {
+                        id: id.into(),
+                        runtime: "docker",
+                        name: Some(name.into()),
+                        image: Some(image.into()),
+                        restart_policy: policy.map(Into::into),
+                        addresses: ip.map(|i| vec![i.parse().expect("ip")]).unwrap_or_default(),
+                        ..Default::default()
+                    },
+                ),
+                0,
+            )
+            .1
     }
 
     /// Fork `child` from `parent`, then exec `exe argv` in cgroup `cgroup`
     /// (a runtime moves the process into the container's cgroup before its exec).
-    pub fn spawn_in(&mut self, ts: u64, parent: u32, pid: u32, cgroup: u64, exe: &str, argv: &[&str]) -> Vec<Finding> {
+    pub fn spawn_in(
+        &mut self,
+        ts: u64,
+        parent: u32,
+        pid: u32,
+        cgroup: u64,
+        exe: &str,
+        argv: &[&str],
+    ) -> Vec<Finding> {
         let mut f = self.fork(ts, parent, pid);
         f.extend(self.exec_in(ts + 1000, pid, cgroup, exe, argv));
         f
     }
 
     /// The last thread of `pid` exits; it is `ns_pid` in pid namespace `pidns`.
-    pub fn exit_in_pidns(&mut self, ts: u64, pid: u32, raw: u32, pidns: u32, ns_pid: u32) -> Vec<Finding> {
+    pub fn exit_in_pidns(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        raw: u32,
+        pidns: u32,
+        ns_pid: u32,
+    ) -> Vec<Finding> {
         self.exit_in_pidns_flags(ts, pid, raw, pidns, ns_pid, 0)
     }
 
     /// [`Kit::exit_in_pidns`] with the exit record's flags (`EXIT_PIDNS_DYING`).
-    pub fn exit_in_pidns_flags(&mut self, ts: u64, pid: u32, raw: u32, pidns: u32, ns_pid: u32, flags: u32) -> Vec<Finding> {
-        let parent = self.engine.enricher.procs.get(pid).map(|p| p.ppid).unwrap_or(0);
+    pub fn exit_in_pidns_flags(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        raw: u32,
+        pidns: u32,
+        ns_pid: u32,
+        flags: u32,
+    ) -> Vec<Finding> {
+        let parent = self
+            .engine
+            .enricher
+            .procs
+            .get(pid)
+            .map(|p| p.ppid)
+            .unwrap_or(0);
         self.feed(Self::ev(
             EventKind::Exit,
             ts,
             pid,
             pid,
             "x",
-            ExitData { exit_code: raw, group_dead: 1, parent_tgid: parent, parent_waiting: 0, cgroup_id: 0, pidns, ns_pid, flags, _pad: 0 },
+            ExitData {
+                exit_code: raw,
+                group_dead: 1,
+                parent_tgid: parent,
+                parent_waiting: 0,
+                cgroup_id: 0,
+                pidns,
+                ns_pid,
+                flags,
+                _pad: 0,
+            },
         ))
     }
 
     /// A process listens on ip:port in network namespace `netns` (bind + listen).
-    pub fn listen_ns(&mut self, ts: u64, pid: u32, netns: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+    pub fn listen_ns(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        netns: u32,
+        ip: &str,
+        port: u16,
+        sk: u64,
+    ) -> Vec<Finding> {
         let mut s = Self::sock(3, 0, ip, port, true, sk);
         s.netns = netns;
         let mut f = self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", s));
@@ -264,13 +629,33 @@ impl Kit {
             pid,
             pid,
             "t",
-            TcpStateData { skaddr: sk, old_state: 7, new_state: 10, sport: port, dport: 0, family, protocol: 6, saddr, daddr, netns, _pad: 0 },
+            TcpStateData {
+                skaddr: sk,
+                old_state: 7,
+                new_state: 10,
+                sport: port,
+                dport: 0,
+                family,
+                protocol: 6,
+                saddr,
+                daddr,
+                netns,
+                _pad: 0,
+            },
         )));
         f
     }
 
     /// A bind in network namespace `netns`.
-    pub fn bind_ns(&mut self, ts: u64, pid: u32, netns: u32, ip: &str, port: u16, ret: i32) -> Vec<Finding> {
+    pub fn bind_ns(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        netns: u32,
+        ip: &str,
+        port: u16,
+        ret: i32,
+    ) -> Vec<Finding> {
         let mut s = Self::sock(3, ret, ip, port, true, 0x1000 + ts);
         s.netns = netns;
         self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", s))
@@ -290,7 +675,14 @@ impl Kit {
     }
 
     /// Start a process: fork from `parent` and exec `exe argv`.
-    pub fn spawn(&mut self, ts: u64, parent: u32, pid: u32, exe: &str, argv: &[&str]) -> Vec<Finding> {
+    pub fn spawn(
+        &mut self,
+        ts: u64,
+        parent: u32,
+        pid: u32,
+        exe: &str,
+        argv: &[&str],
+    ) -> Vec<Finding> {
         let mut f = self.fork(ts, parent, pid);
         f.extend(self.exec(ts + 1000, pid, exe, argv));
         f
@@ -299,17 +691,30 @@ impl Kit {
 
 /// (kind, state) of each finding.
 pub fn ks(f: &[Finding]) -> Vec<(&'static str, &'static str)> {
-    f.iter().map(|x| (x.kind.as_str(), x.state.as_str())).collect()
+    f.iter()
+        .map(|x| (x.kind.as_str(), x.state.as_str()))
+        .collect()
 }
 
 pub fn opened(f: &[Finding], kind: &str) -> bool {
-    f.iter().any(|x| x.kind.as_str() == kind && x.state == State::Open)
+    f.iter()
+        .any(|x| x.kind.as_str() == kind && x.state == State::Open)
 }
 
 pub fn resolved(f: &[Finding], kind: &str) -> bool {
-    f.iter().any(|x| x.kind.as_str() == kind && x.state == State::Resolved)
+    f.iter()
+        .any(|x| x.kind.as_str() == kind && x.state == State::Resolved)
 }
 
 pub fn listener(ip: &str, port: u16, pids: &[u32]) -> KernelSocket {
-    KernelSocket { tcp: true, addr: ip.parse().unwrap(), port, state: 10, uid: 0, inode: 1, pids: pids.to_vec(), netns: 0 }
+    KernelSocket {
+        tcp: true,
+        addr: ip.parse().unwrap(),
+        port,
+        state: 10,
+        uid: 0,
+        inode: 1,
+        pids: pids.to_vec(),
+        netns: 0,
+    }
 }

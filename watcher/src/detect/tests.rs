@@ -17,7 +17,13 @@ const CODE1: u32 = 0x100;
 #[test]
 fn port_conflict_names_the_confirmed_holder_and_is_one_incident_for_retries() {
     let mut k = Kit::defaults();
-    k.spawn(S, 1, 100, "/usr/sbin/nginx", &["nginx", "-g", "daemon off;"]);
+    k.spawn(
+        S,
+        1,
+        100,
+        "/usr/sbin/nginx",
+        &["nginx", "-g", "daemon off;"],
+    );
     k.listen(2 * S, 100, "0.0.0.0", 8080, 0xa);
     k.set_kernel(vec![listener("0.0.0.0", 8080, &[100])]);
     k.spawn(3 * S, 1, 200, "/usr/bin/python3", &["python3", "app.py"]);
@@ -25,7 +31,13 @@ fn port_conflict_names_the_confirmed_holder_and_is_one_incident_for_retries() {
     assert_eq!(ks(&f), vec![("port_conflict", "open")]);
     let s = &f[0].summary;
     assert!(s.starts_with("pid 200 (python3 app.py) cannot bind tcp 0.0.0.0:8080: held by pid 100 (nginx -g daemon off;) on 0.0.0.0:8080 since "), "{s}");
-    assert_eq!(f[0].processes.iter().map(|p| (p.role, p.proc.key.tgid)).collect::<Vec<_>>(), vec![("failing", 200), ("holder", 100)]);
+    assert_eq!(
+        f[0].processes
+            .iter()
+            .map(|p| (p.role, p.proc.key.tgid))
+            .collect::<Vec<_>>(),
+        vec![("failing", 200), ("holder", 100)]
+    );
     // The supervisor retries with new processes of the same program: the same incident.
     let id = f[0].id.clone();
     k.exit(4 * S + 10 * MS, 200, CODE1);
@@ -34,10 +46,17 @@ fn port_conflict_names_the_confirmed_holder_and_is_one_incident_for_retries() {
         let t = 5 * S + n as u64 * S;
         k.spawn(t, 1, pid, "/usr/bin/python3", &["python3", "app.py"]);
         let f = k.bind(t + 5 * MS, pid, "0.0.0.0", 8080, EADDRINUSE, true);
-        assert!(f.iter().all(|x| x.id == id && x.state == State::Update), "{f:?}");
+        assert!(
+            f.iter().all(|x| x.id == id && x.state == State::Update),
+            "{f:?}"
+        );
         k.exit(t + 10 * MS, pid, CODE1);
     }
-    let updates = k.all.iter().filter(|x| x.state == State::Update && x.kind.as_str() == "port_conflict").count();
+    let updates = k
+        .all
+        .iter()
+        .filter(|x| x.state == State::Update && x.kind.as_str() == "port_conflict")
+        .count();
     assert!(updates <= 3, "updates are rate-limited: {updates}");
     // nginx goes away, the next try binds: resolved.
     k.unlisten(30 * S, 100, "0.0.0.0", 8080, 0xa);
@@ -56,10 +75,16 @@ fn port_conflict_resolves_after_the_failing_process_exits_and_nobody_retries() {
     k.listen(S + 1, 100, "127.0.0.1", 7000, 1);
     k.set_kernel(vec![listener("127.0.0.1", 7000, &[100])]);
     k.spawn(2 * S, 1, 200, "/bin/b", &["b"]);
-    assert!(opened(&k.bind(3 * S, 200, "127.0.0.1", 7000, EADDRINUSE, true), "port_conflict"));
+    assert!(opened(
+        &k.bind(3 * S, 200, "127.0.0.1", 7000, EADDRINUSE, true),
+        "port_conflict"
+    ));
     k.exit(4 * S, 200, CODE1);
     k.reap(4 * S + 1, 1, 200);
-    assert!(k.run_timers(4 * S + 29 * S).is_empty(), "within the grace period");
+    assert!(
+        k.run_timers(4 * S + 29 * S).is_empty(),
+        "within the grace period"
+    );
     assert!(resolved(&k.run_timers(4 * S + 30 * S), "port_conflict"));
 }
 
@@ -75,23 +100,42 @@ fn port_conflict_holder_comes_from_the_kernel_not_a_stale_table() {
     k.set_kernel(vec![listener("0.0.0.0", 6000, &[150])]);
     k.spawn(2 * S, 1, 200, "/bin/other", &["other"]);
     let f = k.bind(3 * S, 200, "0.0.0.0", 6000, EADDRINUSE, true);
-    assert!(f[0].summary.contains("held by pid 150 (daemon)"), "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("held by pid 150 (daemon)"),
+        "{}",
+        f[0].summary
+    );
 }
 
 #[test]
 fn port_conflict_with_only_time_wait_connections_says_so() {
     let mut k = Kit::defaults();
-    k.set_kernel(vec![KernelSocket { tcp: true, addr: "127.0.0.1".parse().unwrap(), port: 7100, state: 6, uid: 0, netns: 0, inode: 0, pids: vec![] }]);
+    k.set_kernel(vec![KernelSocket {
+        tcp: true,
+        addr: "127.0.0.1".parse().unwrap(),
+        port: 7100,
+        state: 6,
+        uid: 0,
+        netns: 0,
+        inode: 0,
+        pids: vec![],
+    }]);
     k.spawn(S, 1, 200, "/bin/b", &["b"]);
     let f = k.bind(2 * S, 200, "0.0.0.0", 7100, EADDRINUSE, true);
-    assert!(f[0].summary.contains("TIME_WAIT") && f[0].summary.contains("SO_REUSEADDR"), "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("TIME_WAIT") && f[0].summary.contains("SO_REUSEADDR"),
+        "{}",
+        f[0].summary
+    );
 }
 
 #[test]
 fn allow_listed_ports_are_quiet() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 200, "/usr/sbin/avahi-daemon", &["avahi-daemon"]);
-    assert!(k.bind(2 * S, 200, "0.0.0.0", 5353, EADDRINUSE, false).is_empty());
+    assert!(k
+        .bind(2 * S, 200, "0.0.0.0", 5353, EADDRINUSE, false)
+        .is_empty());
 }
 
 #[test]
@@ -103,7 +147,12 @@ fn holders_existing_at_start_are_named() {
     k.set_kernel(seed);
     k.spawn(2 * S, 1, 200, "/bin/dropbear", &["dropbear"]);
     let f = k.bind(3 * S, 200, "0.0.0.0", 22, EADDRINUSE, true);
-    assert!(f[0].summary.contains("held by pid 100 (sshd) on 0.0.0.0:22 since before watcher started"), "{}", f[0].summary);
+    assert!(
+        f[0].summary
+            .contains("held by pid 100 (sshd) on 0.0.0.0:22 since before watcher started"),
+        "{}",
+        f[0].summary
+    );
 }
 
 // ---------------------------------------------------------------- port_shadowed
@@ -111,17 +160,35 @@ fn holders_existing_at_start_are_named() {
 #[test]
 fn specific_address_shadows_a_wildcard_of_another_program() {
     let mut k = Kit::defaults();
-    k.spawn(S, 1, 100, "/usr/bin/docker-proxy", &["docker-proxy", "-host-port", "54112"]);
+    k.spawn(
+        S,
+        1,
+        100,
+        "/usr/bin/docker-proxy",
+        &["docker-proxy", "-host-port", "54112"],
+    );
     k.listen(2 * S, 100, "0.0.0.0", 54112, 1);
     k.spawn(3 * S, 1, 200, "/usr/bin/node", &["node", "dev.js"]);
-    k.set_kernel(vec![listener("0.0.0.0", 54112, &[100]), listener("127.0.0.1", 54112, &[200])]);
+    k.set_kernel(vec![
+        listener("0.0.0.0", 54112, &[100]),
+        listener("127.0.0.1", 54112, &[200]),
+    ]);
     let f = k.listen(4 * S, 200, "127.0.0.1", 54112, 2);
     assert_eq!(ks(&f), vec![("port_shadowed", "open")]);
     let s = &f[0].summary;
-    assert!(s.contains("connections to 127.0.0.1:54112 go to pid 200 (node dev.js)"), "{s}");
-    assert!(s.contains("to pid 100 (docker-proxy -host-port 54112) on 0.0.0.0:54112"), "{s}");
+    assert!(
+        s.contains("connections to 127.0.0.1:54112 go to pid 200 (node dev.js)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("to pid 100 (docker-proxy -host-port 54112) on 0.0.0.0:54112"),
+        "{s}"
+    );
     // The dev server stops: resolved.
-    assert!(resolved(&k.unlisten(5 * S, 200, "127.0.0.1", 54112, 2), "port_shadowed"));
+    assert!(resolved(
+        &k.unlisten(5 * S, 200, "127.0.0.1", 54112, 2),
+        "port_shadowed"
+    ));
 }
 
 #[test]
@@ -130,13 +197,25 @@ fn ipv4_and_ipv6_wildcards_of_different_programs() {
     k.spawn(S, 1, 100, "/bin/v4", &["v4"]);
     k.listen(2 * S, 100, "0.0.0.0", 9000, 1);
     k.spawn(3 * S, 1, 200, "/bin/v6", &["v6"]);
-    k.set_kernel(vec![listener("0.0.0.0", 9000, &[100]), listener("::", 9000, &[200])]);
+    k.set_kernel(vec![
+        listener("0.0.0.0", 9000, &[100]),
+        listener("::", 9000, &[200]),
+    ]);
     let f = k.listen(4 * S, 200, "::", 9000, 2);
     assert!(opened(&f, "port_shadowed"));
-    assert!(f[0].summary.contains("IPv6 connections to port 9000 go to pid 200") && f[0].summary.contains("IPv4 ones to pid 100"), "{}", f[0].summary);
+    assert!(
+        f[0].summary
+            .contains("IPv6 connections to port 9000 go to pid 200")
+            && f[0].summary.contains("IPv4 ones to pid 100"),
+        "{}",
+        f[0].summary
+    );
     // The v4 holder exits; its listener closes.
     k.exit(5 * S, 100, 0);
-    assert!(resolved(&k.unlisten(5 * S + 1, 100, "0.0.0.0", 9000, 1), "port_shadowed"));
+    assert!(resolved(
+        &k.unlisten(5 * S + 1, 100, "0.0.0.0", 9000, 1),
+        "port_shadowed"
+    ));
 }
 
 #[test]
@@ -146,7 +225,10 @@ fn ipv4_mapped_ipv6_is_the_same_address() {
     k.listen(2 * S, 100, "::ffff:127.0.0.1", 9100, 1);
     k.spawn(3 * S, 1, 200, "/bin/b", &["b"]);
     k.set_kernel(vec![listener("::ffff:127.0.0.1", 9100, &[100])]);
-    assert!(opened(&k.listen(4 * S, 200, "127.0.0.1", 9100, 2), "port_shadowed"));
+    assert!(opened(
+        &k.listen(4 * S, 200, "127.0.0.1", 9100, 2),
+        "port_shadowed"
+    ));
 }
 
 #[test]
@@ -156,7 +238,9 @@ fn a_reuseport_pool_of_one_program_and_one_process_are_not_shadowing() {
     k.spawn(S, 1, 101, "/usr/bin/worker", &["worker", "--port", "9200"]);
     k.spawn(S, 1, 102, "/usr/bin/worker", &["worker", "--port", "9200"]);
     for (i, pid) in [100u32, 101, 102].iter().enumerate() {
-        assert!(k.listen(2 * S + i as u64, *pid, "0.0.0.0", 9200, 10 + i as u64).is_empty());
+        assert!(k
+            .listen(2 * S + i as u64, *pid, "0.0.0.0", 9200, 10 + i as u64)
+            .is_empty());
     }
     // One process on v4 and v6.
     k.spawn(3 * S, 1, 300, "/bin/dual", &["dual"]);
@@ -177,8 +261,14 @@ fn a_shadow_that_is_already_over_when_looked_up_is_still_reported() {
     k.listen(2 * S, 100, "0.0.0.0", 9500, 1);
     k.spawn(3 * S, 1, 200, "/bin/b", &["b"]);
     k.set_kernel(vec![]);
-    assert!(opened(&k.listen(4 * S, 200, "127.0.0.1", 9500, 2), "port_shadowed"));
-    assert!(resolved(&k.unlisten(5 * S, 200, "127.0.0.1", 9500, 2), "port_shadowed"));
+    assert!(opened(
+        &k.listen(4 * S, 200, "127.0.0.1", 9500, 2),
+        "port_shadowed"
+    ));
+    assert!(resolved(
+        &k.unlisten(5 * S, 200, "127.0.0.1", 9500, 2),
+        "port_shadowed"
+    ));
 }
 
 #[test]
@@ -191,7 +281,10 @@ fn a_socket_the_events_have_not_shown_yet_is_not_a_holder() {
     k.spawn(S, 10, 100, "/usr/bin/member", &["member", "9400"]);
     k.listen(2 * S, 100, "0.0.0.0", 9400, 1);
     k.fork(3 * S, 10, 101);
-    k.set_kernel(vec![listener("0.0.0.0", 9400, &[100]), listener("0.0.0.0", 9400, &[101])]);
+    k.set_kernel(vec![
+        listener("0.0.0.0", 9400, &[100]),
+        listener("0.0.0.0", 9400, &[101]),
+    ]);
     // A third member's listen triggers a confirmation while 101's exec is not yet seen.
     k.spawn(3 * S + 10, 10, 102, "/usr/bin/member", &["member", "9400"]);
     let f = k.listen(4 * S, 102, "0.0.0.0", 9400, 3);
@@ -210,9 +303,21 @@ fn address_unavailable_opens_and_resolves() {
     k.spawn(S, 1, 100, "/usr/sbin/keepalived", &["app"]);
     let f = k.bind(2 * S, 100, "192.0.2.10", 80, EADDRNOTAVAIL, true);
     assert_eq!(ks(&f), vec![("address_unavailable", "open")]);
-    assert!(f[0].summary.contains("192.0.2.10 is not an address of this host"), "{}", f[0].summary);
-    assert!(k.bind(3 * S, 100, "192.0.2.10", 80, EADDRNOTAVAIL, true).is_empty(), "rate-limited update");
-    assert!(resolved(&k.bind(20 * S, 100, "192.0.2.10", 80, 0, true), "address_unavailable"));
+    assert!(
+        f[0].summary
+            .contains("192.0.2.10 is not an address of this host"),
+        "{}",
+        f[0].summary
+    );
+    assert!(
+        k.bind(3 * S, 100, "192.0.2.10", 80, EADDRNOTAVAIL, true)
+            .is_empty(),
+        "rate-limited update"
+    );
+    assert!(resolved(
+        &k.bind(20 * S, 100, "192.0.2.10", 80, 0, true),
+        "address_unavailable"
+    ));
 }
 
 // ---------------------------------------------------------------- zombies
@@ -233,8 +338,17 @@ fn zombie_accumulation_fires_on_the_crossing_exit_and_resolves_below() {
     }
     let f = k.exit(3 * S + 4, 105, 0);
     assert_eq!(ks(&f), vec![("zombie_accumulation", "open")]);
-    assert_eq!(f[0].at_ns, 3 * S + 4, "emitted while handling the crossing exit");
-    assert!(f[0].summary.contains("pid 100 (master) has 5 exited children"), "{}", f[0].summary);
+    assert_eq!(
+        f[0].at_ns,
+        3 * S + 4,
+        "emitted while handling the crossing exit"
+    );
+    assert!(
+        f[0].summary
+            .contains("pid 100 (master) has 5 exited children"),
+        "{}",
+        f[0].summary
+    );
     k.exit(3 * S + 5, 106, 0);
     k.exit(3 * S + 6, 107, 0);
     // 7 unreaped; reaping 3 leaves 4 < 5.
@@ -250,7 +364,9 @@ fn a_master_whose_workers_end_at_once_while_it_waits_is_not_an_accumulation() {
     seven_children(&mut k, 100);
     // All seven exit within 2 ms while the master is blocked in wait(); it drains them.
     for c in 0..7u32 {
-        assert!(k.exit_while_parent_waits(3 * S + c as u64 * 300_000, 101 + c, 0).is_empty());
+        assert!(k
+            .exit_while_parent_waits(3 * S + c as u64 * 300_000, 101 + c, 0)
+            .is_empty());
     }
     for c in 0..7u32 {
         assert!(k.reap(3 * S + 3 * MS + c as u64, 100, 101 + c).is_empty());
@@ -282,7 +398,9 @@ fn threads_exiting_are_not_zombies() {
         k.thread(2 * S + 1 + t as u64, 200, 201 + t);
     }
     for t in 0..10u32 {
-        assert!(k.exit_thread(3 * S + t as u64, 201 + t, 200, 0, false).is_empty());
+        assert!(k
+            .exit_thread(3 * S + t as u64, 201 + t, 200, 0, false)
+            .is_empty());
     }
     assert!(k.run_timers(60 * S).is_empty());
 }
@@ -302,7 +420,11 @@ fn a_parent_dying_hands_its_zombies_to_the_subreaper() {
     assert!(resolved(&f, "zombie_accumulation"), "{f:?}");
     let reopened: Vec<_> = f.iter().filter(|x| x.state == State::Open).collect();
     assert_eq!(reopened.len(), 1, "{f:?}");
-    assert!(reopened[0].summary.contains("pid 50 (subreaper)"), "{}", reopened[0].summary);
+    assert!(
+        reopened[0].summary.contains("pid 50 (subreaper)"),
+        "{}",
+        reopened[0].summary
+    );
     // The subreaper reaps them all.
     let mut last = Vec::new();
     for c in 0..7u32 {
@@ -318,12 +440,23 @@ fn zombie_fires_at_its_deadline_from_the_timer_and_resolves_on_reap() {
     for c in 0..7u32 {
         k.exit(3 * S + c as u64 * MS, 101 + c, 0);
     }
-    assert_eq!(k.engine.next_deadline(), Some(13 * S), "deadline = exit + 10 s");
-    assert!(k.run_timers(13 * S - 1).is_empty(), "not before the deadline");
+    assert_eq!(
+        k.engine.next_deadline(),
+        Some(13 * S),
+        "deadline = exit + 10 s"
+    );
+    assert!(
+        k.run_timers(13 * S - 1).is_empty(),
+        "not before the deadline"
+    );
     let f = k.run_timers(13 * S);
     let z: Vec<_> = f.iter().filter(|x| x.kind.as_str() == "zombie").collect();
     assert_eq!(z.len(), 1);
-    assert_eq!((z[0].state, z[0].at_ns), (State::Open, 13 * S), "fires exactly at the deadline");
+    assert_eq!(
+        (z[0].state, z[0].at_ns),
+        (State::Open, 13 * S),
+        "fires exactly at the deadline"
+    );
     // The others' deadlines follow: one incident, more zombies.
     k.run_timers(13 * S + 10 * MS);
     let inc = k.engine.detectors.zombie.incidents.get(&100).expect("open");
@@ -358,13 +491,35 @@ fn zombies_existing_at_start_are_counted() {
     }
     // Make them zombies in the table as /proc would show them, before the detectors know.
     for c in 0..6u32 {
-        k.engine.enricher.procs.apply(&crate::decode::decode(&crate::decode::encode(&watcher_common::Event {
-            header: crate::decode::header_for::<watcher_common::ExitData>(watcher_common::EventKind::Exit, 2 * S, 101 + c, 101 + c, "x"),
-            data: watcher_common::ExitData { exit_code: 0, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
-        })).unwrap());
+        k.engine.enricher.procs.apply(
+            &crate::decode::decode(&crate::decode::encode(&watcher_common::Event {
+                header: crate::decode::header_for::<watcher_common::ExitData>(
+                    watcher_common::EventKind::Exit,
+                    2 * S,
+                    101 + c,
+                    101 + c,
+                    "x",
+                ),
+                data: watcher_common::ExitData {
+                    exit_code: 0,
+                    group_dead: 1,
+                    parent_tgid: 0,
+                    parent_waiting: 0,
+                    cgroup_id: 0,
+                    pidns: 0,
+                    ns_pid: 0,
+                    flags: 0,
+                    _pad: 0,
+                },
+            }))
+            .unwrap(),
+        );
     }
     let mut fresh = Kit::defaults();
-    fresh.engine.enricher.procs = std::mem::replace(&mut k.engine.enricher.procs, crate::proctable::ProcessTable::new(16));
+    fresh.engine.enricher.procs = std::mem::replace(
+        &mut k.engine.enricher.procs,
+        crate::proctable::ProcessTable::new(16),
+    );
     let f = fresh.engine.seed(&[], 3 * S);
     assert!(opened(&f, "zombie_accumulation"), "{f:?}");
     assert!(opened(&fresh.run_timers(13 * S), "zombie"));
@@ -380,7 +535,13 @@ fn a_supervisor_restarting_a_crashing_child_is_a_respawn_storm() {
     let mut opened_at = None;
     for n in 0..8u32 {
         let pid = 200 + n;
-        let f = k.spawn(t, 100, pid, "/usr/bin/worker", &["worker", "--queue", "jobs"]);
+        let f = k.spawn(
+            t,
+            100,
+            pid,
+            "/usr/bin/worker",
+            &["worker", "--queue", "jobs"],
+        );
         if opened(&f, "respawn_storm") {
             opened_at.get_or_insert(n);
         }
@@ -389,14 +550,46 @@ fn a_supervisor_restarting_a_crashing_child_is_a_respawn_storm() {
         t += 50 * MS;
     }
     assert_eq!(opened_at, Some(5), "the 5th restart opens it");
-    let f = k.all.iter().find(|x| x.kind.as_str() == "respawn_storm").unwrap();
-    assert!(f.summary.contains("`worker --queue jobs` keeps crashing: restarted 5 times"), "{}", f.summary);
-    assert!(f.summary.contains("by pid 100 (supervisor)") && f.summary.contains("exit code 1 after 30 ms"), "{}", f.summary);
-    assert!(f.processes.iter().any(|p| p.role == "restarter" && p.proc.key.tgid == 100));
-    // A quiet window resolves it. (No test of the stale socket table here: the
-    // stand-in kernel is empty.)
-    assert!(k.run_timers(t + 59 * S).is_empty());
-    assert!(resolved(&k.run_timers(t + 61 * S), "respawn_storm"));
+    let f = k
+        .all
+        .iter()
+        .find(|x| x.kind.as_str() == "respawn_storm")
+        .unwrap();
+    assert!(
+        f.summary
+            .contains("`worker --queue jobs` keeps crashing: restarted 5 times"),
+        "{}",
+        f.summary
+    );
+    assert!(
+        f.summary.contains("by pid 100 (supervisor)")
+            && f.summary.contains("exit code 1 after 30 ms"),
+        "{}",
+        f.summary
+    );
+    assert!(f
+        .processes
+        .iter()
+        .any(|p| p.role == "restarter" && p.proc.key.tgid == 100));
+    // Not restarted after the last crash (the expected delay: 2.5 × 20 ms, at
+    // least 2 s more): the loop's program is down, said in an update …
+    assert!(k.run_timers(t + S).is_empty());
+    let f = k.run_timers(t + 3 * S);
+    let down = f
+        .iter()
+        .find(|x| x.kind.as_str() == "respawn_storm")
+        .expect("an update");
+    assert_eq!(down.state.as_str(), "update");
+    assert!(down.summary.contains("is down"), "{}", down.summary);
+    // … and a new instance that lives resolves it.
+    k.spawn(
+        t + 10 * S,
+        100,
+        300,
+        "/usr/bin/worker",
+        &["worker", "--queue", "jobs"],
+    );
+    assert!(resolved(&k.all, "respawn_storm"));
 }
 
 #[test]
@@ -409,7 +602,11 @@ fn a_crashing_forked_worker_refork_counts_and_signals_count() {
         k.exit(t + 10 * MS, 200 + n, 11); // SIGSEGV
         k.reap(t + 11 * MS, 100, 200 + n);
     }
-    let f = k.all.iter().find(|x| x.kind.as_str() == "respawn_storm").expect("storm");
+    let f = k
+        .all
+        .iter()
+        .find(|x| x.kind.as_str() == "respawn_storm")
+        .expect("storm");
     assert!(f.summary.contains("SIGSEGV"), "{}", f.summary);
 }
 
@@ -420,11 +617,23 @@ fn grep_q_in_a_shell_loop_and_clean_exits_are_not_crashes() {
     let mut pid = 200;
     for n in 0..100u64 {
         let t = 2 * S + n * 200 * MS;
-        k.spawn(t, 100, pid, "/usr/bin/grep", &["grep", "-q", "ready", "/tmp/state"]);
+        k.spawn(
+            t,
+            100,
+            pid,
+            "/usr/bin/grep",
+            &["grep", "-q", "ready", "/tmp/state"],
+        );
         k.exit(t + 2 * MS, pid, CODE1);
         k.reap(t + 3 * MS, 100, pid);
         pid += 1;
-        k.spawn(t + 4 * MS, 100, pid, "/usr/bin/pgrep", &["pgrep", "-x", "nothing"]);
+        k.spawn(
+            t + 4 * MS,
+            100,
+            pid,
+            "/usr/bin/pgrep",
+            &["pgrep", "-x", "nothing"],
+        );
         k.exit(t + 6 * MS, pid, CODE1);
         k.reap(t + 7 * MS, 100, pid);
         pid += 1;
@@ -464,10 +673,25 @@ fn eleven_copies_side_by_side_are_duplicates_and_resolve_when_fewer() {
     k.spawn(S, 1, 100, "/bin/sh", &["sh", "start.sh"]);
     let mut f = Vec::new();
     for n in 0..11u32 {
-        f = k.spawn(2 * S + n as u64 * MS, 100, 200 + n, "/usr/bin/python3", &["python3", "worker.py"]);
+        f = k.spawn(
+            2 * S + n as u64 * MS,
+            100,
+            200 + n,
+            "/usr/bin/python3",
+            &["python3", "worker.py"],
+        );
     }
-    assert_eq!(ks(&f), vec![("duplicate_instances", "open")], "fires on the start that crosses 10");
-    assert!(f[0].summary.starts_with("11 instances of `python3 worker.py` are running (limit 10)"), "{}", f[0].summary);
+    assert_eq!(
+        ks(&f),
+        vec![("duplicate_instances", "open")],
+        "fires on the start that crosses 10"
+    );
+    assert!(
+        f[0].summary
+            .starts_with("11 instances of `python3 worker.py` are running (limit 10)"),
+        "{}",
+        f[0].summary
+    );
     let f = k.exit(3 * S, 205, 0);
     assert!(resolved(&f, "duplicate_instances"));
 }
@@ -481,8 +705,20 @@ fn a_master_with_forked_workers_is_one_instance_and_args_tell_programs_apart() {
     }
     k.spawn(3 * S, 1, 300, "/bin/sh", &["sh"]);
     for n in 0..6u32 {
-        k.spawn(4 * S + n as u64 * MS, 300, 400 + n, "/usr/bin/python3", &["python3", "a.py"]);
-        k.spawn(4 * S + n as u64 * MS + 500, 300, 500 + n, "/usr/bin/python3", &["python3", "b.py"]);
+        k.spawn(
+            4 * S + n as u64 * MS,
+            300,
+            400 + n,
+            "/usr/bin/python3",
+            &["python3", "a.py"],
+        );
+        k.spawn(
+            4 * S + n as u64 * MS + 500,
+            300,
+            500 + n,
+            "/usr/bin/python3",
+            &["python3", "b.py"],
+        );
     }
     assert!(k.all.is_empty(), "{:?}", ks(&k.all));
 }
@@ -492,10 +728,16 @@ fn singletons_have_a_limit_of_one() {
     let mut cfg = DetectConfig::default();
     cfg.duplicate_instances.singletons = vec!["cron".into()];
     let mut k = Kit::new(cfg);
-    assert!(k.spawn(S, 1, 100, "/usr/sbin/cron", &["cron", "-f"]).is_empty());
+    assert!(k
+        .spawn(S, 1, 100, "/usr/sbin/cron", &["cron", "-f"])
+        .is_empty());
     let f = k.spawn(2 * S, 1, 101, "/usr/sbin/cron", &["cron", "-f"]);
     assert!(opened(&f, "duplicate_instances"));
-    assert!(f[0].summary.contains("a singleton, limit 1"), "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("a singleton, limit 1"),
+        "{}",
+        f[0].summary
+    );
 }
 
 // ---------------------------------------------------------------- fork_storm
@@ -517,7 +759,10 @@ fn forking_faster_than_500_per_second_for_2_seconds() {
         k.reap(t + 2, 100, pid);
     }
     let at = open_at.expect("fork_storm");
-    assert!((3 * S..4 * S).contains(&at), "opens in the second second: {at}");
+    assert!(
+        (3 * S..4 * S).contains(&at),
+        "opens in the second second: {at}"
+    );
     let f = k.run_timers(7 * S);
     assert!(resolved(&f, "fork_storm"), "{:?}", ks(&f));
 }
@@ -539,7 +784,11 @@ fn a_fork_bomb_names_the_root_of_the_growing_tree() {
             pid += 1;
         }
     }
-    let f: Vec<_> = k.all.iter().filter(|x| x.kind.as_str() == "fork_storm").collect();
+    let f: Vec<_> = k
+        .all
+        .iter()
+        .filter(|x| x.kind.as_str() == "fork_storm")
+        .collect();
     assert_eq!(f.len(), 1, "{:?}", ks(&k.all));
     assert_eq!(f[0].processes[0].proc.key.tgid, 100, "{}", f[0].summary);
     assert!(f[0].summary.contains("fork bomb"));
@@ -555,15 +804,38 @@ fn a_parallel_build_is_not_a_fork_storm() {
     for file in 0..600u32 {
         let name = format!("f{file}.c");
         let sh = pid;
-        k.spawn(t, 100, sh, "/bin/sh", &["sh", "-c", &format!("cc -c {name}")]);
+        k.spawn(
+            t,
+            100,
+            sh,
+            "/bin/sh",
+            &["sh", "-c", &format!("cc -c {name}")],
+        );
         let cc = pid + 1;
         k.spawn(t + MS, sh, cc, "/usr/bin/cc", &["cc", "-c", &name]);
         let cc1 = pid + 2;
-        k.spawn(t + 2 * MS, cc, cc1, "/usr/lib/gcc/cc1", &["cc1", &name, "-o", &format!("/tmp/cc{file}.s")]);
+        k.spawn(
+            t + 2 * MS,
+            cc,
+            cc1,
+            "/usr/lib/gcc/cc1",
+            &["cc1", &name, "-o", &format!("/tmp/cc{file}.s")],
+        );
         k.exit(t + 20 * MS, cc1, 0);
         k.reap(t + 20 * MS + 1, cc, cc1);
         let r#as = pid + 3;
-        k.spawn(t + 21 * MS, cc, r#as, "/usr/bin/as", &["as", "-o", &format!("f{file}.o"), &format!("/tmp/cc{file}.s")]);
+        k.spawn(
+            t + 21 * MS,
+            cc,
+            r#as,
+            "/usr/bin/as",
+            &[
+                "as",
+                "-o",
+                &format!("f{file}.o"),
+                &format!("/tmp/cc{file}.s"),
+            ],
+        );
         k.exit(t + 25 * MS, r#as, 0);
         k.reap(t + 25 * MS + 1, cc, r#as);
         k.exit(t + 26 * MS, cc, 0);
@@ -583,7 +855,13 @@ fn a_parallel_build_is_not_a_fork_storm() {
 fn refused_nonblocking_connects_from_several_clients() {
     let mut k = Kit::defaults();
     for c in 0..3u32 {
-        k.spawn(S, 1, 100 + c, "/usr/bin/client", &["client", &c.to_string()]);
+        k.spawn(
+            S,
+            1,
+            100 + c,
+            "/usr/bin/client",
+            &["client", &c.to_string()],
+        );
     }
     let mut first_open = None;
     for n in 0..12u64 {
@@ -593,21 +871,54 @@ fn refused_nonblocking_connects_from_several_clients() {
         k.tcp(t, pid, sk, 7, 2, "127.0.0.1", 0, "127.0.0.1", 5432);
         k.connect(t + 1, pid, "127.0.0.1", 5432, EINPROGRESS, sk);
         // The refusal arrives in softirq context (pid 0).
-        let f = k.tcp(t + 100_000, 0, sk, 2, 7, "127.0.0.1", 40000, "127.0.0.1", 5432);
+        let f = k.tcp(
+            t + 100_000,
+            0,
+            sk,
+            2,
+            7,
+            "127.0.0.1",
+            40000,
+            "127.0.0.1",
+            5432,
+        );
         if opened(&f, "connect_failures") {
             first_open.get_or_insert(n);
         }
     }
     assert_eq!(first_open, Some(9), "the 10th failure opens it");
-    let f = k.all.iter().find(|x| x.kind.as_str() == "connect_failures").unwrap();
-    assert!(f.summary.starts_with("10 connects to 127.0.0.1:5432 failed within 10 s"), "{}", f.summary);
-    assert!(f.summary.contains("from 3 client process(es)"), "{}", f.summary);
+    let f = k
+        .all
+        .iter()
+        .find(|x| x.kind.as_str() == "connect_failures")
+        .unwrap();
+    assert!(
+        f.summary
+            .starts_with("10 connects to 127.0.0.1:5432 failed within 10 s"),
+        "{}",
+        f.summary
+    );
+    assert!(
+        f.summary.contains("from 3 client process(es)"),
+        "{}",
+        f.summary
+    );
     let mut clients: Vec<u32> = f.processes.iter().map(|p| p.proc.key.tgid).collect();
     clients.sort();
     assert_eq!(clients, vec![100, 101, 102]);
     // A connect that succeeds resolves it.
     k.tcp(9 * S, 100, 0x9999, 7, 2, "127.0.0.1", 0, "127.0.0.1", 5432);
-    let f = k.tcp(9 * S + 1, 0, 0x9999, 2, 1, "127.0.0.1", 40001, "127.0.0.1", 5432);
+    let f = k.tcp(
+        9 * S + 1,
+        0,
+        0x9999,
+        2,
+        1,
+        "127.0.0.1",
+        40001,
+        "127.0.0.1",
+        5432,
+    );
     assert!(resolved(&f, "connect_failures"));
 }
 
@@ -647,8 +958,16 @@ fn connect_failures_note_a_shadowed_destination_port() {
         k.tcp(6 * S + n, 300, sk, 7, 2, "127.0.0.1", 0, "127.0.0.1", 7777);
         k.tcp(6 * S + n, 0, sk, 2, 7, "127.0.0.1", 1, "127.0.0.1", 7777);
     }
-    let f = k.all.iter().find(|x| x.kind.as_str() == "connect_failures").expect("finding");
-    assert!(f.summary.contains("note: port 7777 (tcp) is shadowed"), "{}", f.summary);
+    let f = k
+        .all
+        .iter()
+        .find(|x| x.kind.as_str() == "connect_failures")
+        .expect("finding");
+    assert!(
+        f.summary.contains("note: port 7777 (tcp) is shadowed"),
+        "{}",
+        f.summary
+    );
 }
 
 #[test]
@@ -659,11 +978,22 @@ fn a_storm_of_failing_binds_is_bounded_in_lookups() {
     for n in 0..1000u64 {
         let port = 20_000 + n as u16;
         k.listen(2 * S + n * 1000, 100, "127.0.0.1", port, 0x10_0000 + n);
-        k.bind(2 * S + n * 1000 + 500, 200, "127.0.0.1", port, EADDRINUSE, true);
+        k.bind(
+            2 * S + n * 1000 + 500,
+            200,
+            "127.0.0.1",
+            port,
+            EADDRINUSE,
+            true,
+        );
     }
     assert_eq!(k.engine.lookups, crate::engine::LOOKUPS_PER_SECOND as u64);
     assert!(k.engine.lookups_skipped >= 800);
     // Without confirmation the table still names the holder.
-    let f = k.all.iter().rfind(|f| f.kind.as_str() == "port_conflict").unwrap();
+    let f = k
+        .all
+        .iter()
+        .rfind(|f| f.kind.as_str() == "port_conflict")
+        .unwrap();
     assert!(f.summary.contains("held by pid 100"), "{}", f.summary);
 }

@@ -6,7 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map};
 
-use super::{config::ns, dur, incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind, Teardown};
+use super::{
+    config::ns, dur, incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input,
+    Involved, Kind, Teardown,
+};
 use crate::{
     decode::Payload,
     proctable::{Proc, ProcKey},
@@ -58,7 +61,14 @@ impl Zombies {
         self.by_parent.entry(p.ppid).or_default().insert(p.key);
         self.children.insert(
             p.key,
-            Child { proc: p.clone(), parent: p.ppid, parent_proc, deadline, exited_ns, overdue: false },
+            Child {
+                proc: p.clone(),
+                parent: p.ppid,
+                parent_proc,
+                deadline,
+                exited_ns,
+                overdue: false,
+            },
         );
     }
 
@@ -83,7 +93,12 @@ impl Zombies {
         let mut v: Vec<&Child> = self
             .by_parent
             .get(&parent)
-            .map(|set| set.iter().filter_map(|k| self.children.get(k)).filter(|c| c.parent == parent && c.overdue).collect())
+            .map(|set| {
+                set.iter()
+                    .filter_map(|k| self.children.get(k))
+                    .filter(|c| c.parent == parent && c.overdue)
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort_by_key(|c| c.deadline);
         v
@@ -93,13 +108,19 @@ impl Zombies {
         let overdue = self.overdue_of(parent);
         let first = overdue.first()?;
         let parent_proc = first.parent_proc.clone();
-        if parent_proc.as_ref().is_some_and(|p| self.cfg.allowed_program(p)) {
+        if parent_proc
+            .as_ref()
+            .is_some_and(|p| self.cfg.allowed_program(p))
+        {
             return None;
         }
         let n = overdue.len();
         let pids: Vec<u32> = overdue.iter().map(|c| c.proc.key.tgid).collect();
         let oldest = overdue.iter().filter_map(|c| c.exited_ns).min();
-        let pname = parent_proc.as_ref().map(|p| who_in(p, view)).unwrap_or_else(|| format!("pid {parent}"));
+        let pname = parent_proc
+            .as_ref()
+            .map(|p| who_in(p, view))
+            .unwrap_or_else(|| format!("pid {parent}"));
         let age = match oldest {
             Some(t) => format!("the oldest for {}", dur(now.saturating_sub(t))),
             None => "since before watcher started".into(),
@@ -111,7 +132,12 @@ impl Zombies {
         );
         let mut processes = Vec::new();
         if let Some(pp) = parent_proc {
-            processes.push(Involved { role: "parent", proc: pp, address: None, since_ns: None });
+            processes.push(Involved {
+                role: "parent",
+                proc: pp,
+                address: None,
+                since_ns: None,
+            });
         }
         processes.extend(overdue.iter().take(16).map(|c| Involved {
             role: "zombie",
@@ -125,7 +151,15 @@ impl Zombies {
         details.insert("max_age_s".into(), json!(self.max_age_ns as f64 / 1e9));
         details.insert("zombie_pids".into(), json!(pids));
         let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
-        self.incidents.raise(parent, &parent.to_string(), now, (n as u64).saturating_sub(prev), summary, processes, details)
+        self.incidents.raise(
+            parent,
+            &parent.to_string(),
+            now,
+            (n as u64).saturating_sub(prev),
+            summary,
+            processes,
+            details,
+        )
     }
 
     fn forget(&mut self, key: ProcKey, now: u64, why: &str) -> Option<Finding> {
@@ -138,7 +172,10 @@ impl Zombies {
                 return self.incidents.resolve(
                     &c.parent,
                     now,
-                    format!("every overdue zombie of pid {} is gone (last one {why})", c.parent),
+                    format!(
+                        "every overdue zombie of pid {} is gone (last one {why})",
+                        c.parent
+                    ),
                 );
             }
             let parent = c.parent;
@@ -154,7 +191,12 @@ impl Zombies {
         let ts = i.ev.header.ts_ns;
         if let Some(ns) = teardown.ends {
             // The kernel reaps every process of a pid namespace whose init ended.
-            let gone: Vec<ProcKey> = self.children.values().filter(|c| c.proc.pidns == ns).map(|c| c.proc.key).collect();
+            let gone: Vec<ProcKey> = self
+                .children
+                .values()
+                .filter(|c| c.proc.pidns == ns)
+                .map(|c| c.proc.key)
+                .collect();
             for k in gone {
                 out.extend(self.forget(k, ts, "reaped by the kernel as its pid namespace ended"));
             }
@@ -173,7 +215,10 @@ impl Zombies {
                             None => continue,
                         };
                         self.unlink(old, *child);
-                        self.by_parent.entry(*new_parent).or_default().insert(*child);
+                        self.by_parent
+                            .entry(*new_parent)
+                            .or_default()
+                            .insert(*child);
                         let was_overdue = match self.children.get_mut(child) {
                             Some(c) => {
                                 c.parent = *new_parent;
@@ -219,7 +264,10 @@ impl Zombies {
                 }
             }
         }
-        parents.into_iter().filter_map(|p| self.raise(p, now, view)).collect()
+        parents
+            .into_iter()
+            .filter_map(|p| self.raise(p, now, view))
+            .collect()
     }
 
     pub fn next_deadline(&self) -> Option<u64> {

@@ -16,7 +16,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map};
 
-use super::{incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind, Teardown};
+use super::{
+    incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
+    Teardown,
+};
 use crate::{
     decode::Payload,
     proctable::{Proc, ProcKey},
@@ -44,7 +47,11 @@ pub struct ZombieAccumulation {
 impl ZombieAccumulation {
     pub fn new(cfg: &DetectConfig) -> ZombieAccumulation {
         ZombieAccumulation {
-            incidents: Incidents::new(Kind::ZombieAccumulation, cfg.update_interval_ns(), cfg.max_incidents),
+            incidents: Incidents::new(
+                Kind::ZombieAccumulation,
+                cfg.update_interval_ns(),
+                cfg.max_incidents,
+            ),
             zombies: HashMap::new(),
             per_parent: HashMap::new(),
             threshold: cfg.zombie_accumulation.threshold as usize,
@@ -60,10 +67,22 @@ impl ZombieAccumulation {
 
     /// Whether `parent` is reaping at `now`: in wait() at the exit, or reaped recently.
     fn reaping(&self, parent: u32, waiting: bool, now: u64) -> bool {
-        waiting || self.last_reap.get(&parent).is_some_and(|t| now.saturating_sub(*t) < self.grace_ns)
+        waiting
+            || self
+                .last_reap
+                .get(&parent)
+                .is_some_and(|t| now.saturating_sub(*t) < self.grace_ns)
     }
 
-    fn add(&mut self, child: &Proc, parent: u32, parent_proc: Option<&Proc>, now: u64, waiting: bool, view: &dyn ContainerView) -> Option<Finding> {
+    fn add(
+        &mut self,
+        child: &Proc,
+        parent: u32,
+        parent_proc: Option<&Proc>,
+        now: u64,
+        waiting: bool,
+        view: &dyn ContainerView,
+    ) -> Option<Finding> {
         if self.zombies.len() >= self.cap {
             self.overflow += 1;
             return None;
@@ -75,7 +94,10 @@ impl ZombieAccumulation {
         if n < self.threshold {
             return None;
         }
-        if !self.incidents.is_open(&parent) && self.grace_ns > 0 && self.reaping(parent, waiting, now) {
+        if !self.incidents.is_open(&parent)
+            && self.grace_ns > 0
+            && self.reaping(parent, waiting, now)
+        {
             // Give a reaping parent its grace; look again when it ends.
             self.parents.insert(parent, parent_proc.cloned());
             self.checks.insert((now + self.grace_ns, parent));
@@ -84,14 +106,22 @@ impl ZombieAccumulation {
         self.report(parent, parent_proc, now, view)
     }
 
-    fn report(&mut self, parent: u32, parent_proc: Option<&Proc>, now: u64, view: &dyn ContainerView) -> Option<Finding> {
+    fn report(
+        &mut self,
+        parent: u32,
+        parent_proc: Option<&Proc>,
+        now: u64,
+        view: &dyn ContainerView,
+    ) -> Option<Finding> {
         let list = self.per_parent.get(&parent)?;
         let n = list.len();
         if n < self.threshold {
             return None;
         }
         let pids: Vec<u32> = list.iter().map(|c| c.key.tgid).collect();
-        let pname = parent_proc.map(|p| who_in(p, view)).unwrap_or_else(|| format!("pid {parent}"));
+        let pname = parent_proc
+            .map(|p| who_in(p, view))
+            .unwrap_or_else(|| format!("pid {parent}"));
         if parent_proc.is_some_and(|p| self.cfg.allowed_program(p)) {
             return None;
         }
@@ -101,7 +131,12 @@ impl ZombieAccumulation {
         );
         let mut processes: Vec<Involved> = Vec::new();
         if let Some(pp) = parent_proc {
-            processes.push(Involved { role: "parent", proc: pp.clone(), address: None, since_ns: None });
+            processes.push(Involved {
+                role: "parent",
+                proc: pp.clone(),
+                address: None,
+                since_ns: None,
+            });
         }
         processes.extend(list.iter().rev().take(16).map(|c| Involved {
             role: "zombie",
@@ -115,7 +150,15 @@ impl ZombieAccumulation {
         details.insert("threshold".into(), json!(self.threshold));
         details.insert("zombie_pids".into(), json!(pids));
         let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
-        self.incidents.raise(parent, &parent.to_string(), now, (n as u64).saturating_sub(prev), summary, processes, details)
+        self.incidents.raise(
+            parent,
+            &parent.to_string(),
+            now,
+            (n as u64).saturating_sub(prev),
+            summary,
+            processes,
+            details,
+        )
     }
 
     fn remove(&mut self, child: ProcKey, now: u64, why: &str) -> Option<Finding> {
@@ -171,7 +214,8 @@ impl ZombieAccumulation {
                 ));
             }
         }
-        let live: std::collections::HashSet<ProcKey> = self.per_parent.values().flatten().map(|c| c.key).collect();
+        let live: std::collections::HashSet<ProcKey> =
+            self.per_parent.values().flatten().map(|c| c.key).collect();
         self.zombies.retain(|k, _| live.contains(k));
         out
     }
@@ -184,15 +228,32 @@ impl ZombieAccumulation {
         }
         match &i.ev.payload {
             Payload::Exit(x) => {
-                let Some(p) = i.subject.filter(|p| p.exited.is_some()) else { return out };
+                let Some(p) = i.subject.filter(|p| p.exited.is_some()) else {
+                    return out;
+                };
                 if !self.zombies.contains_key(&p.key) && !teardown.during {
-                    out.extend(self.add(p, p.ppid, i.parent, ts, x.parent_waiting != 0, i.containers));
+                    out.extend(self.add(
+                        p,
+                        p.ppid,
+                        i.parent,
+                        ts,
+                        x.parent_waiting != 0,
+                        i.containers,
+                    ));
                 }
                 // A parent that exits hands its zombies on.
-                let moved: Vec<(ProcKey, u32)> =
-                    i.reparented.iter().filter(|(k, _)| self.zombies.contains_key(k)).copied().collect();
+                let moved: Vec<(ProcKey, u32)> = i
+                    .reparented
+                    .iter()
+                    .filter(|(k, _)| self.zombies.contains_key(k))
+                    .copied()
+                    .collect();
                 for (child, new_parent) in moved {
-                    let Some(c) = self.per_parent.get(&p.key.tgid).and_then(|l| l.iter().find(|c| c.key == child).cloned()) else {
+                    let Some(c) = self
+                        .per_parent
+                        .get(&p.key.tgid)
+                        .and_then(|l| l.iter().find(|c| c.key == child).cloned())
+                    else {
                         continue;
                     };
                     self.zombies.remove(&child);
@@ -208,7 +269,11 @@ impl ZombieAccumulation {
                     } else {
                         "its unreaped children passed to their new parent"
                     };
-                    out.extend(self.incidents.resolve(&p.key.tgid, ts, format!("{} exited; {why}", who(p))));
+                    out.extend(self.incidents.resolve(
+                        &p.key.tgid,
+                        ts,
+                        format!("{} exited; {why}", who(p)),
+                    ));
                 }
                 self.per_parent.remove(&p.key.tgid);
             }

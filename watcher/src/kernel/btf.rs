@@ -70,7 +70,9 @@ impl Btf {
     pub fn from_sys_fs() -> Result<Btf, SetupError> {
         const PATH: &str = "/sys/kernel/btf/vmlinux";
         let data = std::fs::read(PATH).map_err(|e| {
-            err(format!("cannot read {PATH}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"))
+            err(format!(
+                "cannot read {PATH}: {e} (the kernel needs CONFIG_DEBUG_INFO_BTF=y)"
+            ))
         })?;
         Btf::parse(&data)
     }
@@ -89,14 +91,32 @@ impl Btf {
         let type_len = u32_at(data, 12)? as usize;
         let str_off = u32_at(data, 16)? as usize;
         let str_len = u32_at(data, 20)? as usize;
-        let types_start = hdr_len.checked_add(type_off).ok_or_else(|| err("type offset overflows"))?;
-        let types_end = types_start.checked_add(type_len).ok_or_else(|| err("type length overflows"))?;
-        let str_start = hdr_len.checked_add(str_off).ok_or_else(|| err("string offset overflows"))?;
-        let str_end = str_start.checked_add(str_len).ok_or_else(|| err("string length overflows"))?;
-        let tsec = data.get(types_start..types_end).ok_or_else(|| err("type section out of bounds"))?;
-        let strings = data.get(str_start..str_end).ok_or_else(|| err("string section out of bounds"))?.to_vec();
+        let types_start = hdr_len
+            .checked_add(type_off)
+            .ok_or_else(|| err("type offset overflows"))?;
+        let types_end = types_start
+            .checked_add(type_len)
+            .ok_or_else(|| err("type length overflows"))?;
+        let str_start = hdr_len
+            .checked_add(str_off)
+            .ok_or_else(|| err("string offset overflows"))?;
+        let str_end = str_start
+            .checked_add(str_len)
+            .ok_or_else(|| err("string length overflows"))?;
+        let tsec = data
+            .get(types_start..types_end)
+            .ok_or_else(|| err("type section out of bounds"))?;
+        let strings = data
+            .get(str_start..str_end)
+            .ok_or_else(|| err("string section out of bounds"))?
+            .to_vec();
 
-        let mut types = vec![Type { name_off: 0, kind: 0, size_or_type: 0, members: Vec::new() }];
+        let mut types = vec![Type {
+            name_off: 0,
+            kind: 0,
+            size_or_type: 0,
+            members: Vec::new(),
+        }];
         let mut at = 0usize;
         while at < tsec.len() {
             let name_off = u32_at(tsec, at)?;
@@ -109,15 +129,18 @@ impl Btf {
             let mut members = Vec::new();
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
-                | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let m = at + i * 12;
                         let off = u32_at(tsec, m + 8)?;
-                        let (bit_offset, bitfield_size) =
-                            if kind_flag { (off & 0x00ff_ffff, off >> 24) } else { (off, 0) };
+                        let (bit_offset, bitfield_size) = if kind_flag {
+                            (off & 0x00ff_ffff, off >> 24)
+                        } else {
+                            (off, 0)
+                        };
                         members.push(Member {
                             name_off: u32_at(tsec, m)?,
                             type_id: u32_at(tsec, m + 4)?,
@@ -129,12 +152,25 @@ impl Btf {
                 }
                 KIND_ENUM | KIND_FUNC_PROTO => vlen * 8,
                 KIND_DATASEC | KIND_ENUM64 => vlen * 12,
-                other => return Err(err(format!("unknown BTF kind {other} (newer kernel than this reader?)"))),
+                other => {
+                    return Err(err(format!(
+                        "unknown BTF kind {other} (newer kernel than this reader?)"
+                    )))
+                }
             };
             at += extra;
-            types.push(Type { name_off, kind, size_or_type, members });
+            types.push(Type {
+                name_off,
+                kind,
+                size_or_type,
+                members,
+            });
         }
-        let mut btf = Btf { types, strings, by_name: HashMap::new() };
+        let mut btf = Btf {
+            types,
+            strings,
+            by_name: HashMap::new(),
+        };
         for (id, t) in btf.types.iter().enumerate() {
             if (t.kind == KIND_STRUCT || t.kind == KIND_UNION) && t.name_off != 0 {
                 let name = btf.str_at(t.name_off).to_owned();
@@ -154,7 +190,12 @@ impl Btf {
     fn resolve(&self, mut id: u32) -> u32 {
         for _ in 0..32 {
             match self.types.get(id as usize) {
-                Some(t) if matches!(t.kind, KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG) => {
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+                    ) =>
+                {
                     id = t.size_or_type;
                 }
                 _ => break,
@@ -192,7 +233,9 @@ impl Btf {
         let t = self.types.get(self.resolve(id) as usize)?;
         match t.kind {
             KIND_PTR => Some(8),
-            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT => Some(t.size_or_type),
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT => {
+                Some(t.size_or_type)
+            }
             _ => None,
         }
     }
@@ -206,13 +249,18 @@ impl Btf {
     /// `strukt.member`; `member` may be a dotted path through nested structs
     /// (`__sk_common.skc_net`), whose offsets add up.
     pub fn member(&self, strukt: &str, member: &str) -> Result<(u32, Option<u32>), SetupError> {
-        let ids = self.by_name.get(strukt).ok_or_else(|| err(format!("no struct {strukt} in kernel BTF")))?;
+        let ids = self
+            .by_name
+            .get(strukt)
+            .ok_or_else(|| err(format!("no struct {strukt} in kernel BTF")))?;
         'candidates: for &id in ids {
             let mut at = id;
             let mut bits_total = 0u32;
             let mut last_ty = 0;
             for part in member.split('.') {
-                let Some((bits, bitfield, ty)) = self.find_in(at, part, 0) else { continue 'candidates };
+                let Some((bits, bitfield, ty)) = self.find_in(at, part, 0) else {
+                    continue 'candidates;
+                };
                 if bitfield != 0 || bits % 8 != 0 {
                     return Err(err(format!("{strukt}.{member} is a bitfield")));
                 }
@@ -222,12 +270,17 @@ impl Btf {
             }
             return Ok((bits_total / 8, self.size_of(last_ty)));
         }
-        Err(err(format!("struct {strukt} has no member {member} in kernel BTF")))
+        Err(err(format!(
+            "struct {strukt} has no member {member} in kernel BTF"
+        )))
     }
 
     /// Size in bytes of `struct strukt`.
     pub fn struct_size(&self, strukt: &str) -> Result<u32, SetupError> {
-        let ids = self.by_name.get(strukt).ok_or_else(|| err(format!("no struct {strukt} in kernel BTF")))?;
+        let ids = self
+            .by_name
+            .get(strukt)
+            .ok_or_else(|| err(format!("no struct {strukt} in kernel BTF")))?;
         ids.iter()
             .filter_map(|&id| self.types.get(id as usize))
             .find(|t| t.kind == KIND_STRUCT && t.size_or_type > 0)
@@ -248,20 +301,41 @@ mod tests {
         let mut t = Vec::new();
         let mut push = |v: u32| t.extend_from_slice(&v.to_le_bytes());
         // 1: int (size 4) + int data
-        push(1); push(KIND_INT << 24); push(4); push(32);
+        push(1);
+        push(KIND_INT << 24);
+        push(4);
+        push(32);
         // 2: anonymous struct { int c @0 }
-        push(0); push((KIND_STRUCT << 24) | 1); push(4);
-        push(15); push(1); push(0);
+        push(0);
+        push((KIND_STRUCT << 24) | 1);
+        push(4);
+        push(15);
+        push(1);
+        push(0);
         // 3: anonymous union { int b @0; struct 2 @0 }
-        push(0); push((KIND_UNION << 24) | 2); push(4);
-        push(13); push(1); push(0);
-        push(0); push(2); push(0);
+        push(0);
+        push((KIND_UNION << 24) | 2);
+        push(4);
+        push(13);
+        push(1);
+        push(0);
+        push(0);
+        push(2);
+        push(0);
         // 4: typedef of 3 (anonymous)
-        push(0); push(KIND_TYPEDEF << 24); push(3);
+        push(0);
+        push(KIND_TYPEDEF << 24);
+        push(3);
         // 5: struct outer { int a @0; <typedef 4> @64 bits }
-        push(5); push((KIND_STRUCT << 24) | 2); push(12);
-        push(11); push(1); push(0);
-        push(0); push(4); push(64);
+        push(5);
+        push((KIND_STRUCT << 24) | 2);
+        push(12);
+        push(11);
+        push(1);
+        push(0);
+        push(0);
+        push(4);
+        push(64);
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC.to_le_bytes());
         out.push(1);
@@ -312,22 +386,39 @@ mod tests {
         let Ok(btf) = Btf::from_sys_fs() else {
             panic!("/sys/kernel/btf/vmlinux is not readable: watcher needs a kernel with BTF");
         };
-        let exit_code = btf.member_offset("task_struct", "exit_code").expect("exit_code");
+        let exit_code = btf
+            .member_offset("task_struct", "exit_code")
+            .expect("exit_code");
         let files = btf.member_offset("task_struct", "files").expect("files");
         assert!(exit_code > 0 && files > 0 && exit_code != files);
-        btf.member_offset("mm_struct", "arg_start").expect("mm_struct.arg_start");
+        btf.member_offset("mm_struct", "arg_start")
+            .expect("mm_struct.arg_start");
         // Sizes through typedefs (pid_t), wrappers (atomic_t is a struct of one int) and pointers.
         assert_eq!(btf.member("task_struct", "tgid").expect("tgid").1, Some(4));
-        assert_eq!(btf.member("signal_struct", "live").expect("live").1, Some(4));
-        assert_eq!(btf.member("task_struct", "real_parent").expect("real_parent").1, Some(8));
+        assert_eq!(
+            btf.member("signal_struct", "live").expect("live").1,
+            Some(4)
+        );
+        assert_eq!(
+            btf.member("task_struct", "real_parent")
+                .expect("real_parent")
+                .1,
+            Some(8)
+        );
         assert_eq!(btf.member("socket", "type").expect("type").1, Some(2));
         // An array has no plain size: never read as a value.
         assert_eq!(btf.member("task_struct", "comm").expect("comm").1, None);
         // Dotted paths add the nested offsets: sock.__sk_common.skc_net is a possible_net_t (one pointer).
         let (common, _) = btf.member("sock", "__sk_common").expect("__sk_common");
         let (net, _) = btf.member("sock_common", "skc_net").expect("skc_net");
-        assert_eq!(btf.member("sock", "__sk_common.skc_net").expect("path"), (common + net, Some(8)));
-        assert_eq!(btf.member("net", "ns.inum").expect("net.ns.inum").1, Some(4));
+        assert_eq!(
+            btf.member("sock", "__sk_common.skc_net").expect("path"),
+            (common + net, Some(8))
+        );
+        assert_eq!(
+            btf.member("net", "ns.inum").expect("net.ns.inum").1,
+            Some(4)
+        );
         assert_eq!(btf.struct_size("upid").expect("struct upid"), 16);
     }
 }

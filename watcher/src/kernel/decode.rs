@@ -4,18 +4,27 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 use watcher_common::{
-    CgroupData, Event, EventKind, ExecData, ExitData, ForkData, Header, ReapData, SockCallData, TcpStateData,
-    AF_INET, AF_INET6, ARGS_LEN, CGROUP_MKDIR, CGROUP_PATH_LEN, FILENAME_LEN,
+    CgroupData, Event, EventKind, ExecData, ExitData, ForkData, Header, ReapData, SignalData,
+    SockCallData, TcpStateData, AF_INET, AF_INET6, ARGS_LEN, CGROUP_MKDIR, CGROUP_PATH_LEN,
+    FILENAME_LEN,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("record of {len} bytes is shorter than {need} bytes ({what})")]
-    Short { len: usize, need: usize, what: &'static str },
+    Short {
+        len: usize,
+        need: usize,
+        what: &'static str,
+    },
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
     #[error("record of kind {kind} declares {declared} bytes, expected {expected}")]
-    SizeMismatch { kind: &'static str, declared: u32, expected: usize },
+    SizeMismatch {
+        kind: &'static str,
+        declared: u32,
+        expected: usize,
+    },
 }
 
 /// An exec, with its strings decoded.
@@ -50,6 +59,7 @@ pub enum Payload {
     Connect(SockCallData),
     TcpState(TcpStateData),
     Cgroup(Cgroup),
+    Signal(SignalData),
 }
 
 /// A decoded kernel record.
@@ -70,6 +80,7 @@ impl KernelEvent {
             Payload::Connect(_) => EventKind::Connect,
             Payload::TcpState(_) => EventKind::TcpState,
             Payload::Cgroup(_) => EventKind::Cgroup,
+            Payload::Signal(_) => EventKind::Signal,
         }
     }
 
@@ -82,7 +93,11 @@ impl KernelEvent {
 fn read<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
     let need = std::mem::size_of::<T>();
     if buf.len() < need {
-        return Err(DecodeError::Short { len: buf.len(), need, what });
+        return Err(DecodeError::Short {
+            len: buf.len(),
+            need,
+            what,
+        });
     }
     // SAFETY: length checked above; T is one of the wire structs, made only of
     // integers and byte arrays, for which every bit pattern is valid;
@@ -93,7 +108,11 @@ fn read<T: Copy>(buf: &[u8], what: &'static str) -> Result<T, DecodeError> {
 fn record<T: Copy>(buf: &[u8], header: &Header, kind: EventKind) -> Result<T, DecodeError> {
     let expected = std::mem::size_of::<Event<T>>();
     if header.size as usize != expected {
-        return Err(DecodeError::SizeMismatch { kind: kind.as_str(), declared: header.size, expected });
+        return Err(DecodeError::SizeMismatch {
+            kind: kind.as_str(),
+            declared: header.size,
+            expected,
+        });
     }
     let ev: Event<T> = read(buf, kind.as_str())?;
     Ok(ev.data)
@@ -115,7 +134,9 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
             let argv = if args.is_empty() {
                 Vec::new()
             } else {
-                args.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+                args.split(|&b| b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
             };
             Payload::Exec(Exec {
                 old_pid: d.old_pid,
@@ -133,8 +154,13 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::Cgroup => {
             let d = record::<CgroupData>(buf, &header, kind)?;
             let n = (d.path_len as usize).min(CGROUP_PATH_LEN);
-            Payload::Cgroup(Cgroup { id: d.id, created: d.op == CGROUP_MKDIR, path: cstr(&d.path[..n]) })
+            Payload::Cgroup(Cgroup {
+                id: d.id,
+                created: d.op == CGROUP_MKDIR,
+                path: cstr(&d.path[..n]),
+            })
         }
+        EventKind::Signal => Payload::Signal(record::<SignalData>(buf, &header, kind)?),
     };
     Ok(KernelEvent { header, payload })
 }
@@ -197,7 +223,10 @@ mod tests {
         };
         d.filename[..filename.len()].copy_from_slice(filename.as_bytes());
         d.args[..args.len()].copy_from_slice(args);
-        Event { header: header_for::<ExecData>(EventKind::Exec, 5, 10, 10, "python3"), data: d }
+        Event {
+            header: header_for::<ExecData>(EventKind::Exec, 5, 10, 10, "python3"),
+            data: d,
+        }
     }
 
     fn samples() -> Vec<Vec<u8>> {
@@ -216,19 +245,43 @@ mod tests {
         vec![
             encode(&Event {
                 header: header_for::<ForkData>(EventKind::Fork, 1, 100, 100, "bash"),
-                data: ForkData { child_pid: 101, child_tgid: 101, clone_flags: 0x11, cgroup_id: 0 },
+                data: ForkData {
+                    child_pid: 101,
+                    child_tgid: 101,
+                    clone_flags: 0x11,
+                    cgroup_id: 0,
+                },
             }),
             encode(&exec_event("/usr/bin/python3", b"python3\0app.py\0", 15)),
             encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 2, 101, 101, "python3"),
-                data: ExitData { exit_code: 0x300, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
+                data: ExitData {
+                    exit_code: 0x300,
+                    group_dead: 1,
+                    parent_tgid: 0,
+                    parent_waiting: 0,
+                    cgroup_id: 0,
+                    pidns: 0,
+                    ns_pid: 0,
+                    flags: 0,
+                    _pad: 0,
+                },
             }),
             encode(&Event {
                 header: header_for::<ReapData>(EventKind::Reap, 3, 100, 100, "bash"),
-                data: ReapData { reaped_pid: 101, source: 1 },
+                data: ReapData {
+                    reaped_pid: 101,
+                    source: 1,
+                },
             }),
-            encode(&Event { header: header_for::<SockCallData>(EventKind::Bind, 4, 7, 7, "nc"), data: sock }),
-            encode(&Event { header: header_for::<SockCallData>(EventKind::Connect, 4, 7, 7, "nc"), data: sock }),
+            encode(&Event {
+                header: header_for::<SockCallData>(EventKind::Bind, 4, 7, 7, "nc"),
+                data: sock,
+            }),
+            encode(&Event {
+                header: header_for::<SockCallData>(EventKind::Connect, 4, 7, 7, "nc"),
+                data: sock,
+            }),
             encode(&Event {
                 header: header_for::<TcpStateData>(EventKind::TcpState, 6, 0, 0, "swapper/0"),
                 data: TcpStateData {
@@ -246,45 +299,89 @@ mod tests {
                 },
             }),
             encode(&cgroup_event(true, "/docker/abc")),
+            encode(&Event {
+                header: header_for::<SignalData>(EventKind::Signal, 8, 412, 412, "kill"),
+                data: SignalData {
+                    target_pid: 101,
+                    sig: 9,
+                    code: 0,
+                    group: 1,
+                    source: watcher_common::SIGNAL_GENERATED,
+                    _pad: 0,
+                },
+            }),
         ]
     }
 
     fn cgroup_event(created: bool, path: &str) -> Event<CgroupData> {
         let mut d = CgroupData {
             id: 120,
-            op: if created { CGROUP_MKDIR } else { watcher_common::CGROUP_RMDIR },
+            op: if created {
+                CGROUP_MKDIR
+            } else {
+                watcher_common::CGROUP_RMDIR
+            },
             level: 2,
             path_len: path.len() as u32,
             _pad: 0,
             path: [0; CGROUP_PATH_LEN],
         };
         d.path[..path.len()].copy_from_slice(path.as_bytes());
-        Event { header: header_for::<CgroupData>(EventKind::Cgroup, 7, 900, 900, "runc"), data: d }
+        Event {
+            header: header_for::<CgroupData>(EventKind::Cgroup, 7, 900, 900, "runc"),
+            data: d,
+        }
     }
 
     #[test]
     fn cgroup_records() {
         let e = decode(&encode(&cgroup_event(true, "/docker/abc"))).unwrap();
-        assert_eq!(e.payload, Payload::Cgroup(Cgroup { id: 120, created: true, path: "/docker/abc".into() }));
+        assert_eq!(
+            e.payload,
+            Payload::Cgroup(Cgroup {
+                id: 120,
+                created: true,
+                path: "/docker/abc".into()
+            })
+        );
         let mut ev = cgroup_event(false, "/x");
         ev.data.path_len = 9999;
-        let Payload::Cgroup(c) = decode(&encode(&ev)).unwrap().payload else { panic!("cgroup expected") };
+        let Payload::Cgroup(c) = decode(&encode(&ev)).unwrap().payload else {
+            panic!("cgroup expected")
+        };
         assert!(!c.created);
-        assert_eq!(c.path, "/x", "a length beyond the array is clamped, the string ends at its NUL");
+        assert_eq!(
+            c.path, "/x",
+            "a length beyond the array is clamped, the string ends at its NUL"
+        );
     }
 
     #[test]
     fn round_trips_every_kind() {
-        let kinds: Vec<_> = samples().iter().map(|b| decode(b).expect("decodes").kind()).collect();
+        let kinds: Vec<_> = samples()
+            .iter()
+            .map(|b| decode(b).expect("decodes").kind())
+            .collect();
         assert_eq!(kinds, EventKind::ALL.to_vec());
         let e = decode(&samples()[0]).unwrap();
         assert_eq!(e.header.pid, 100);
         assert_eq!(e.comm(), "bash");
-        assert_eq!(e.payload, Payload::Fork(ForkData { child_pid: 101, child_tgid: 101, clone_flags: 0x11, cgroup_id: 0 }));
+        assert_eq!(
+            e.payload,
+            Payload::Fork(ForkData {
+                child_pid: 101,
+                child_tgid: 101,
+                clone_flags: 0x11,
+                cgroup_id: 0
+            })
+        );
         match decode(&samples()[4]).unwrap().payload {
             Payload::Bind(s) => {
                 assert_eq!((s.port, s.ret, s.fd), (8080, -98, 3));
-                assert_eq!(ip_addr(s.family, &s.addr), Some("127.0.0.1".parse().unwrap()));
+                assert_eq!(
+                    ip_addr(s.family, &s.addr),
+                    Some("127.0.0.1".parse().unwrap())
+                );
             }
             other => panic!("expected bind, got {other:?}"),
         }
@@ -292,7 +389,12 @@ mod tests {
 
     #[test]
     fn exec_strings() {
-        let e = decode(&encode(&exec_event("/usr/bin/python3", b"python3\0app.py\0", 15))).unwrap();
+        let e = decode(&encode(&exec_event(
+            "/usr/bin/python3",
+            b"python3\0app.py\0",
+            15,
+        )))
+        .unwrap();
         assert_eq!(
             e.payload,
             Payload::Exec(Exec {
@@ -308,7 +410,9 @@ mod tests {
         ev.data.filename_len = 9999;
         ev.data.args_len = 9999;
         let e = decode(&encode(&ev)).unwrap();
-        let Payload::Exec(x) = e.payload else { panic!("exec expected") };
+        let Payload::Exec(x) = e.payload else {
+            panic!("exec expected")
+        };
         assert!(x.argv_truncated);
         assert_eq!(x.filename, "x");
         assert_eq!(x.argv[0], "a\u{fffd}");
@@ -318,7 +422,11 @@ mod tests {
     fn truncated_records_are_errors() {
         for s in samples() {
             for n in 0..s.len() {
-                assert!(decode(&s[..n]).is_err(), "a {n}-byte prefix of a {}-byte record decoded", s.len());
+                assert!(
+                    decode(&s[..n]).is_err(),
+                    "a {n}-byte prefix of a {}-byte record decoded",
+                    s.len()
+                );
             }
         }
     }

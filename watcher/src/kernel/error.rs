@@ -12,7 +12,12 @@ pub enum SetupError {
     #[error("tracepoint {tracepoint} has no field `{field}` on this kernel; this kernel's layout is not supported (see `watcher check`)")]
     FieldMissing { tracepoint: String, field: String },
     #[error("tracepoint {tracepoint} field `{field}` is {found} on this kernel where watcher reads {expected}; this kernel's layout is not supported (see `watcher check`)")]
-    FieldType { tracepoint: String, field: String, found: String, expected: String },
+    FieldType {
+        tracepoint: String,
+        field: String,
+        found: String,
+        expected: String,
+    },
     #[error("kernel BTF unusable: {why}")]
     Btf { why: String },
     #[error("the embedded eBPF object could not be loaded: {0}")]
@@ -22,7 +27,11 @@ pub enum SetupError {
     #[error("the kernel refused eBPF program {program}: {why}")]
     Load { program: &'static str, why: String },
     #[error("attaching {program} to tracepoint {tracepoint} failed: {why}")]
-    Attach { program: &'static str, tracepoint: String, why: String },
+    Attach {
+        program: &'static str,
+        tracepoint: String,
+        why: String,
+    },
     #[error("the kernel refused to attach tracepoints: kernel.perf_event_paranoid is {level}, and this kernel (Debian and Ubuntu patch it so) then lets only CAP_SYS_ADMIN open perf events, CAP_PERFMON is not enough; give watcher CAP_SYS_ADMIN too (`watcher install` does on such kernels) or set kernel.perf_event_paranoid=2")]
     PerfRestricted { level: i32 },
     #[error("not in the host's pid namespace (this one is {inode}, the host's is 4026531836): watcher would ignore the host's processes and read the wrong /proc; run it with the host's pid namespace (`docker run --pid=host …`, `hostPID: true` in Kubernetes)")]
@@ -42,7 +51,14 @@ pub fn first_line(e: &dyn std::error::Error) -> String {
     }
     let line = s.lines().next().unwrap_or("").to_owned();
     if line.len() > 300 {
-        format!("{}…", &line[..line.char_indices().nth(300).map(|(i, _)| i).unwrap_or(line.len())])
+        format!(
+            "{}…",
+            &line[..line
+                .char_indices()
+                .nth(300)
+                .map(|(i, _)| i)
+                .unwrap_or(line.len())]
+        )
     } else {
         line
     }

@@ -18,14 +18,37 @@ pub struct Hook {
     pub program: &'static str,
     pub category: &'static str,
     pub name: &'static str,
+    /// What is lost without it, for an optional hook (`None`: required —
+    /// watcher refuses to start without it).
+    pub optional: Option<&'static str>,
 }
 
 const fn hook(program: &'static str, category: &'static str, name: &'static str) -> Hook {
-    Hook { program, category, name }
+    Hook {
+        program,
+        category,
+        name,
+        optional: None,
+    }
 }
 
-/// Every tracepoint watcher uses. All are required.
-pub const HOOKS: [Hook; 15] = [
+const fn optional(
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+    without: &'static str,
+) -> Hook {
+    Hook {
+        program,
+        category,
+        name,
+        optional: Some(without),
+    }
+}
+
+/// Every tracepoint watcher uses. Required ones refuse the start when missing;
+/// optional ones degrade what is said, once.
+pub const HOOKS: [Hook; 17] = [
     hook("task_newtask", "task", "task_newtask"),
     hook("sched_process_exec", "sched", "sched_process_exec"),
     hook("sched_process_exit", "sched", "sched_process_exit"),
@@ -41,6 +64,18 @@ pub const HOOKS: [Hook; 15] = [
     hook("inet_sock_set_state", "sock", "inet_sock_set_state"),
     hook("cgroup_mkdir", "cgroup", "cgroup_mkdir"),
     hook("cgroup_rmdir", "cgroup", "cgroup_rmdir"),
+    optional(
+        "signal_generate",
+        "signal",
+        "signal_generate",
+        "who sent a fatal signal is not known: a stop by a supervisor counts as a crash",
+    ),
+    optional(
+        "mark_victim",
+        "oom",
+        "mark_victim",
+        "an OOM kill is reported as a SIGKILL of unknown origin",
+    ),
 ];
 
 /// Where a BTF member offset goes in the `CONFIG` global.
@@ -64,21 +99,27 @@ pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 25] = [
     ("file", "private_data", 8, |c| &mut c.k_file_private_data),
     ("socket", "type", 2, |c| &mut c.k_socket_type),
     ("socket", "sk", 8, |c| &mut c.k_socket_sk),
-    ("task_struct", "real_parent", 8, |c| &mut c.k_task_real_parent),
+    ("task_struct", "real_parent", 8, |c| {
+        &mut c.k_task_real_parent
+    }),
     ("task_struct", "tgid", 4, |c| &mut c.k_task_tgid),
     // A socket's network namespace.
     ("sock", "__sk_common.skc_net", 8, |c| &mut c.k_sock_net),
     ("net", "ns.inum", 4, |c| &mut c.k_net_inum),
     // A process's pid namespace and its pid there (`struct pid` holds one
     // `struct upid` per nesting level).
-    ("task_struct", "group_leader", 8, |c| &mut c.k_task_group_leader),
+    ("task_struct", "group_leader", 8, |c| {
+        &mut c.k_task_group_leader
+    }),
     ("task_struct", "thread_pid", 8, |c| &mut c.k_task_thread_pid),
     ("pid", "level", 4, |c| &mut c.k_pid_level),
     ("pid", "numbers", 0, |c| &mut c.k_pid_numbers),
     ("upid", "nr", 4, |c| &mut c.k_upid_nr),
     ("upid", "ns", 8, |c| &mut c.k_upid_ns),
     ("pid_namespace", "ns.inum", 4, |c| &mut c.k_pidns_inum),
-    ("pid_namespace", "pid_allocated", 4, |c| &mut c.k_pidns_pid_allocated),
+    ("pid_namespace", "pid_allocated", 4, |c| {
+        &mut c.k_pidns_pid_allocated
+    }),
 ];
 
 /// The embedded eBPF object built by build.rs.
@@ -97,7 +138,11 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { kinds: Vec::new(), wakeup_interval_ns: 1_000_000, ring_bytes: 8 << 20 }
+        LoadOptions {
+            kinds: Vec::new(),
+            wakeup_interval_ns: 1_000_000,
+            ring_bytes: 8 << 20,
+        }
     }
 }
 
@@ -109,6 +154,25 @@ pub struct Probes {
     pub lost: PerCpuArray<MapData, u64>,
     pub config: Config,
     pub tracefs: PathBuf,
+    /// Optional hooks this kernel lacks: (tracepoint, what is lost).
+    pub degraded: Vec<(String, &'static str)>,
+}
+
+impl Probes {
+    /// How many programs are attached.
+    pub fn attached(&self) -> usize {
+        HOOKS.len() - self.degraded.len()
+    }
+
+    /// One line per optional hook this kernel lacks, for the log.
+    pub fn degraded_lines(&self) -> Vec<String> {
+        self.degraded
+            .iter()
+            .map(|(tp, without)| {
+                format!("degraded: tracepoint {tp} is not available on this kernel; {without}")
+            })
+            .collect()
+    }
 }
 
 /// Capability numbers (linux/capability.h).
@@ -127,7 +191,11 @@ fn effective_caps() -> Option<u64> {
 /// (CONFIG_SECURITY_PERF_EVENTS_RESTRICT, default 3) let only CAP_SYS_ADMIN
 /// open perf events, tracepoint attachment included; upstream treats 3 as 2.
 pub fn perf_event_paranoid() -> Option<i32> {
-    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid").ok()?.trim().parse().ok()
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The capabilities this process holds now (read once), as a test: `held()(CAP_BPF)`.
@@ -154,7 +222,9 @@ pub fn check_privileges() -> Result<String, SetupError> {
     if !has(CAP_PERFMON) {
         missing.push("CAP_PERFMON");
     }
-    Err(SetupError::Privileges { missing: missing.join(", ") })
+    Err(SetupError::Privileges {
+        missing: missing.join(", "),
+    })
 }
 
 /// How a program reads a tracepoint field: a plain value of this many bytes,
@@ -168,7 +238,10 @@ enum Read {
 /// The offset of `name` in this kernel's record, if its type is read as `how`
 /// says; a field of another size or kind is refused, never read at a guess.
 fn field(fmt: &tracefs::Format, tp: &str, name: &str, how: Read) -> Result<u32, SetupError> {
-    let f = fmt.field(name).ok_or_else(|| SetupError::FieldMissing { tracepoint: tp.to_owned(), field: name.to_owned() })?;
+    let f = fmt.field(name).ok_or_else(|| SetupError::FieldMissing {
+        tracepoint: tp.to_owned(),
+        field: name.to_owned(),
+    })?;
     let data_loc = f.ty.starts_with("__data_loc");
     let fits = match how {
         Read::Bytes(n) => !data_loc && f.size == n,
@@ -228,13 +301,21 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
 
     // `ret` must sit at the same offset in every sys_exit_* the programs share.
     let mut ret = None;
-    for name in ["sys_exit_wait4", "sys_exit_waitid", "sys_exit_bind", "sys_exit_connect"] {
+    for name in [
+        "sys_exit_wait4",
+        "sys_exit_waitid",
+        "sys_exit_bind",
+        "sys_exit_connect",
+    ] {
         let tp = format!("syscalls/{name}");
         let off = field(&fmt("syscalls", name)?, &tp, "ret", ARG)?;
         match ret {
             None => ret = Some(off),
             Some(r) if r != off => {
-                return Err(SetupError::FieldMissing { tracepoint: tp, field: format!("ret at offset {r}") })
+                return Err(SetupError::FieldMissing {
+                    tracepoint: tp,
+                    field: format!("ret at offset {r}"),
+                })
             }
             Some(_) => {}
         }
@@ -266,10 +347,50 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
             field(&f, &tp, "path", Read::DataLoc)?,
         ];
         if name == "cgroup_mkdir" {
-            [c.tp_cgroup_root, c.tp_cgroup_id, c.tp_cgroup_level, c.tp_cgroup_path] = offsets;
-        } else if offsets != [c.tp_cgroup_root, c.tp_cgroup_id, c.tp_cgroup_level, c.tp_cgroup_path] {
-            return Err(SetupError::FieldMissing { tracepoint: tp, field: "the layout of cgroup/cgroup_mkdir".into() });
+            [
+                c.tp_cgroup_root,
+                c.tp_cgroup_id,
+                c.tp_cgroup_level,
+                c.tp_cgroup_path,
+            ] = offsets;
+        } else if offsets
+            != [
+                c.tp_cgroup_root,
+                c.tp_cgroup_id,
+                c.tp_cgroup_level,
+                c.tp_cgroup_path,
+            ]
+        {
+            return Err(SetupError::FieldMissing {
+                tracepoint: tp,
+                field: "the layout of cgroup/cgroup_mkdir".into(),
+            });
         }
+    }
+
+    // Optional: without them, exits have no sender (see HOOKS).
+    if let Ok(f) = fmt("signal", "signal_generate") {
+        let tp = "signal/signal_generate";
+        let read = || -> Result<[u32; 5], SetupError> {
+            Ok([
+                field(&f, tp, "sig", Read::Bytes(4))?,
+                field(&f, tp, "code", Read::Bytes(4))?,
+                field(&f, tp, "pid", Read::Bytes(4))?,
+                field(&f, tp, "group", Read::Bytes(4))?,
+                field(&f, tp, "result", Read::Bytes(4))?,
+            ])
+        };
+        [
+            c.tp_signal_sig,
+            c.tp_signal_code,
+            c.tp_signal_pid,
+            c.tp_signal_group,
+            c.tp_signal_result,
+        ] = read()?;
+        c.signal_mask = watcher_common::DEFAULT_SIGNAL_MASK;
+    }
+    if let Ok(f) = fmt("oom", "mark_victim") {
+        c.tp_oom_pid = field(&f, "oom/mark_victim", "pid", Read::Bytes(4))?;
     }
 
     for (strukt, member, size, slot) in BTF_MEMBERS {
@@ -285,7 +406,9 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
             continue;
         }
         if found != Some(size) {
-            let found = found.map(|n| format!("{n} bytes")).unwrap_or_else(|| "not a plain value".to_owned());
+            let found = found
+                .map(|n| format!("{n} bytes"))
+                .unwrap_or_else(|| "not a plain value".to_owned());
             return Err(SetupError::Btf {
                 why: format!("{strukt}.{member} is {found} on this kernel where watcher reads {size}; this kernel's layout is not supported"),
             });
@@ -335,8 +458,21 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         .load(OBJECT)
         .map_err(SetupError::Object)?;
 
+    let mut degraded = Vec::new();
     for h in HOOKS {
         let tp_name = format!("{}/{}", h.category, h.name);
+        if let Some(without) = h.optional {
+            if !tracefs_root
+                .join("events")
+                .join(h.category)
+                .join(h.name)
+                .join("format")
+                .exists()
+            {
+                degraded.push((tp_name, without));
+                continue;
+            }
+        }
         let prog: &mut TracePoint = ebpf
             .program_mut(h.program)
             .ok_or(SetupError::ProgramMissing { program: h.program })?
@@ -345,27 +481,60 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
                 program: h.program,
                 why: crate::error::first_line(&e),
             })?;
-        prog.load().map_err(|e| SetupError::Load { program: h.program, why: crate::error::first_line(&e) })?;
+        prog.load().map_err(|e| SetupError::Load {
+            program: h.program,
+            why: crate::error::first_line(&e),
+        })?;
         prog.attach(h.category, h.name).map_err(|e| {
             let why = crate::error::first_line(&e);
             let restricted = || perf_event_paranoid().filter(|&l| l > 2 && !held()(CAP_SYS_ADMIN));
-            if !tracefs_root.join("events").join(h.category).join(h.name).exists() {
-                SetupError::TracepointMissing { tracepoint: tp_name.clone(), why }
-            } else if let Some(level) = why.contains("Permission denied").then(restricted).flatten() {
+            if !tracefs_root
+                .join("events")
+                .join(h.category)
+                .join(h.name)
+                .exists()
+            {
+                SetupError::TracepointMissing {
+                    tracepoint: tp_name.clone(),
+                    why,
+                }
+            } else if let Some(level) = why.contains("Permission denied").then(restricted).flatten()
+            {
                 SetupError::PerfRestricted { level }
             } else {
-                SetupError::Attach { program: h.program, tracepoint: tp_name.clone(), why }
+                SetupError::Attach {
+                    program: h.program,
+                    tracepoint: tp_name.clone(),
+                    why,
+                }
             }
         })?;
     }
 
-    let events = ebpf.take_map(MAP_EVENTS).ok_or(SetupError::Map { name: MAP_EVENTS, why: "missing".into() })?;
-    let events = RingBuf::try_from(events)
-        .map_err(|e| SetupError::Map { name: MAP_EVENTS, why: crate::error::first_line(&e) })?;
-    let lost = ebpf.take_map(MAP_LOST).ok_or(SetupError::Map { name: MAP_LOST, why: "missing".into() })?;
-    let lost = PerCpuArray::try_from(lost)
-        .map_err(|e| SetupError::Map { name: MAP_LOST, why: crate::error::first_line(&e) })?;
-    Ok(Probes { ebpf, events, lost, config, tracefs: tracefs_root })
+    let events = ebpf.take_map(MAP_EVENTS).ok_or(SetupError::Map {
+        name: MAP_EVENTS,
+        why: "missing".into(),
+    })?;
+    let events = RingBuf::try_from(events).map_err(|e| SetupError::Map {
+        name: MAP_EVENTS,
+        why: crate::error::first_line(&e),
+    })?;
+    let lost = ebpf.take_map(MAP_LOST).ok_or(SetupError::Map {
+        name: MAP_LOST,
+        why: "missing".into(),
+    })?;
+    let lost = PerCpuArray::try_from(lost).map_err(|e| SetupError::Map {
+        name: MAP_LOST,
+        why: crate::error::first_line(&e),
+    })?;
+    Ok(Probes {
+        ebpf,
+        events,
+        lost,
+        config,
+        tracefs: tracefs_root,
+        degraded,
+    })
 }
 
 /// Lost records per kind number, summed over CPUs.
@@ -385,9 +554,14 @@ mod tests {
 
     /// A tracefs copy of this kernel's format files with one tracepoint removed.
     fn fake_tracefs(without: &str) -> std::path::PathBuf {
-        let root = std::env::temp_dir().join(format!("watcher-fake-tracefs-{}-{}", std::process::id(), without.replace('/', "-")));
+        let root = std::env::temp_dir().join(format!(
+            "watcher-fake-tracefs-{}-{}",
+            std::process::id(),
+            without.replace('/', "-")
+        ));
         let _ = std::fs::remove_dir_all(&root);
-        let real = tracefs::find().or_else(|| Some(std::path::PathBuf::from("/sys/kernel/tracing")));
+        let real =
+            tracefs::find().or_else(|| Some(std::path::PathBuf::from("/sys/kernel/tracing")));
         for h in HOOKS {
             let name = format!("{}/{}", h.category, h.name);
             if name == without {
@@ -395,8 +569,19 @@ mod tests {
             }
             let dir = root.join("events").join(h.category).join(h.name);
             std::fs::create_dir_all(&dir).unwrap();
-            let src = real.as_ref().unwrap().join("events").join(h.category).join(h.name).join("format");
-            let text = std::fs::read_to_string(&src).unwrap_or_else(|e| panic!("{}: {e} (tracefs must be mounted for this test)", src.display()));
+            let src = real
+                .as_ref()
+                .unwrap()
+                .join("events")
+                .join(h.category)
+                .join(h.name)
+                .join("format");
+            let text = std::fs::read_to_string(&src).unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (tracefs must be mounted for this test)",
+                    src.display()
+                )
+            });
             std::fs::write(dir.join("format"), text).unwrap();
         }
         root
@@ -416,7 +601,10 @@ mod tests {
         let root = fake_tracefs("sock/inet_sock_set_state");
         let e = kernel_config(&root, &btf).expect_err("must fail");
         let msg = e.to_string();
-        assert!(msg.starts_with("tracepoint sock/inet_sock_set_state is not available on this kernel"), "{msg}");
+        assert!(
+            msg.starts_with("tracepoint sock/inet_sock_set_state is not available on this kernel"),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'));
         // And with all of them, the layout is read.
         let root = fake_tracefs("none");
@@ -429,15 +617,26 @@ mod tests {
     /// `cargo xtask vms`) and from this host's 6.18, as `=== category/name` sections.
     const FORMATS: [(&str, &str); 3] = [
         ("6.1", include_str!("testdata/formats/6.1.0-56-amd64.txt")),
-        ("6.12", include_str!("testdata/formats/6.12.117+deb12-amd64.txt")),
+        (
+            "6.12",
+            include_str!("testdata/formats/6.12.117+deb12-amd64.txt"),
+        ),
         ("6.18", include_str!("testdata/formats/6.18.44.txt")),
     ];
 
     /// A tracefs tree holding one captured kernel's format files; `edit`
     /// (tracepoint, text, replacement) changes one line of one of them.
     fn captured_tracefs(kernel: &str, edit: Option<(&str, &str, &str)>) -> std::path::PathBuf {
-        let text = FORMATS.iter().find(|(k, _)| *k == kernel).expect("captured kernel").1;
-        let root = std::env::temp_dir().join(format!("watcher-captured-{}-{kernel}-{:?}", std::process::id(), std::thread::current().id()));
+        let text = FORMATS
+            .iter()
+            .find(|(k, _)| *k == kernel)
+            .expect("captured kernel")
+            .1;
+        let root = std::env::temp_dir().join(format!(
+            "watcher-captured-{}-{kernel}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&root);
         for section in text.split("=== ").skip(1) {
             let (name, body) = section.split_once('\n').expect("section header");
@@ -461,7 +660,9 @@ mod tests {
     fn host_btf() -> Option<Btf> {
         match Btf::from_sys_fs() {
             Ok(b) => Some(b),
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("kernel BTF is needed: {e}"),
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("kernel BTF is needed: {e}")
+            }
             Err(e) => {
                 eprintln!("SKIPPED: no kernel BTF here: {e}");
                 None
@@ -472,10 +673,15 @@ mod tests {
     #[test]
     fn each_kernels_layout_comes_from_its_own_format_files() {
         let Some(btf) = host_btf() else { return };
-        let config = |k| kernel_config(&captured_tracefs(k, None), &btf).unwrap_or_else(|e| panic!("{k}: {e}"));
+        let config = |k| {
+            kernel_config(&captured_tracefs(k, None), &btf).unwrap_or_else(|e| panic!("{k}: {e}"))
+        };
         let (old, mid, new) = (config("6.1"), config("6.12"), config("6.18"));
         // sched_process_free: `char comm[16]` before pid on 6.1/6.12, a 4-byte __data_loc on 6.18.
-        assert_eq!((old.tp_free_pid, mid.tp_free_pid, new.tp_free_pid), (24, 24, 12));
+        assert_eq!(
+            (old.tp_free_pid, mid.tp_free_pid, new.tp_free_pid),
+            (24, 24, 12)
+        );
         // group_dead exists only on 6.18; before, it is derived from signal_struct.live.
         assert_eq!(old.tp_exit_group_dead, watcher_common::OFFSET_NONE);
         assert_eq!(mid.tp_exit_group_dead, watcher_common::OFFSET_NONE);
@@ -485,7 +691,15 @@ mod tests {
             assert_eq!((c.tp_newtask_pid, c.tp_newtask_clone_flags), (8, 32));
             assert_ne!(c.tp_sys_exit_ret, watcher_common::OFFSET_NONE);
             // cgroup_mkdir/rmdir: the same class on all three.
-            assert_eq!((c.tp_cgroup_root, c.tp_cgroup_level, c.tp_cgroup_id, c.tp_cgroup_path), (8, 12, 16, 24));
+            assert_eq!(
+                (
+                    c.tp_cgroup_root,
+                    c.tp_cgroup_level,
+                    c.tp_cgroup_id,
+                    c.tp_cgroup_path
+                ),
+                (8, 12, 16, 24)
+            );
         }
     }
 
@@ -493,16 +707,50 @@ mod tests {
     fn a_field_of_another_size_or_kind_is_refused_not_misread() {
         let Some(btf) = host_btf() else { return };
         // pid as an 8-byte value: refused with one line naming the field and both types.
-        let root = captured_tracefs("6.1", Some(("sched/sched_process_free", "field:pid_t pid;\toffset:24;\tsize:4;", "field:long pid;\toffset:24;\tsize:8;")));
-        let msg = kernel_config(&root, &btf).expect_err("an 8-byte pid is not read as 4").to_string();
-        assert!(msg.starts_with("tracepoint sched/sched_process_free field `pid` is long (8 bytes)"), "{msg}");
-        assert!(msg.contains("a 4-byte value") && !msg.contains('\n'), "{msg}");
+        let root = captured_tracefs(
+            "6.1",
+            Some((
+                "sched/sched_process_free",
+                "field:pid_t pid;\toffset:24;\tsize:4;",
+                "field:long pid;\toffset:24;\tsize:8;",
+            )),
+        );
+        let msg = kernel_config(&root, &btf)
+            .expect_err("an 8-byte pid is not read as 4")
+            .to_string();
+        assert!(
+            msg.starts_with("tracepoint sched/sched_process_free field `pid` is long (8 bytes)"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("a 4-byte value") && !msg.contains('\n'),
+            "{msg}"
+        );
         // exec's filename as a fixed array rather than __data_loc: refused too.
-        let root = captured_tracefs("6.18", Some(("sched/sched_process_exec", "field:__data_loc char[] filename;\toffset:8;\tsize:4;", "field:char filename[4];\toffset:8;\tsize:4;")));
-        let msg = kernel_config(&root, &btf).expect_err("not a __data_loc").to_string();
-        assert!(msg.contains("`filename` is char[4] (4 bytes)") && msg.contains("a __data_loc string"), "{msg}");
+        let root = captured_tracefs(
+            "6.18",
+            Some((
+                "sched/sched_process_exec",
+                "field:__data_loc char[] filename;\toffset:8;\tsize:4;",
+                "field:char filename[4];\toffset:8;\tsize:4;",
+            )),
+        );
+        let msg = kernel_config(&root, &btf)
+            .expect_err("not a __data_loc")
+            .to_string();
+        assert!(
+            msg.contains("`filename` is char[4] (4 bytes)") && msg.contains("a __data_loc string"),
+            "{msg}"
+        );
         // A group_dead that is not a one-byte bool is not read: the BTF fallback is used.
-        let root = captured_tracefs("6.18", Some(("sched/sched_process_exit", "field:bool group_dead;\toffset:32;\tsize:1;", "field:int group_dead;\toffset:32;\tsize:4;")));
+        let root = captured_tracefs(
+            "6.18",
+            Some((
+                "sched/sched_process_exit",
+                "field:bool group_dead;\toffset:32;\tsize:1;",
+                "field:int group_dead;\toffset:32;\tsize:4;",
+            )),
+        );
         let c = kernel_config(&root, &btf).expect("config");
         assert_eq!(c.tp_exit_group_dead, watcher_common::OFFSET_NONE);
     }

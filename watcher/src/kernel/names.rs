@@ -62,7 +62,10 @@ impl ExitStatus {
         if sig == 0 {
             ExitStatus::Code(((raw >> 8) & 0xff) as i32)
         } else {
-            ExitStatus::Signal { signal: sig, core_dumped: raw & 0x80 != 0 }
+            ExitStatus::Signal {
+                signal: sig,
+                core_dumped: raw & 0x80 != 0,
+            }
         }
     }
 
@@ -93,8 +96,20 @@ mod tests {
     fn exit_status_matches_the_kernels_encoding() {
         // Measured on 6.18: exit(3) → 0x300, SIGKILL → 0x9.
         assert_eq!(ExitStatus::from_raw(0x300), ExitStatus::Code(3));
-        assert_eq!(ExitStatus::from_raw(0x9), ExitStatus::Signal { signal: 9, core_dumped: false });
-        assert_eq!(ExitStatus::from_raw(0x86), ExitStatus::Signal { signal: 6, core_dumped: true });
+        assert_eq!(
+            ExitStatus::from_raw(0x9),
+            ExitStatus::Signal {
+                signal: 9,
+                core_dumped: false
+            }
+        );
+        assert_eq!(
+            ExitStatus::from_raw(0x86),
+            ExitStatus::Signal {
+                signal: 6,
+                core_dumped: true
+            }
+        );
         assert_eq!(ExitStatus::from_raw(0), ExitStatus::Code(0));
         assert_eq!(ExitStatus::from_raw(u32::MAX), ExitStatus::Unknown);
         assert!(!ExitStatus::Code(0).abnormal());

@@ -21,7 +21,9 @@ use crate::{
 pub enum Batch {
     Events(Vec<Result<KernelEvent, DecodeError>>),
     /// New kernel-side losses since the last report, by kind number.
-    Lost { by_kind: [u64; LOST_SLOTS as usize] },
+    Lost {
+        by_kind: [u64; LOST_SLOTS as usize],
+    },
 }
 
 pub struct ReaderOptions {
@@ -35,12 +37,19 @@ pub struct ReaderOptions {
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        ReaderOptions { linger: Duration::from_millis(1), tick: Duration::from_millis(100), batch: 1024 }
+        ReaderOptions {
+            linger: Duration::from_millis(1),
+            tick: Duration::from_millis(100),
+            batch: 1024,
+        }
     }
 }
 
 /// Losses since `prev` (updated to `now`), if there are any.
-fn new_losses(lost: &PerCpuArray<MapData, u64>, prev: &mut [u64; LOST_SLOTS as usize]) -> Option<[u64; LOST_SLOTS as usize]> {
+fn new_losses(
+    lost: &PerCpuArray<MapData, u64>,
+    prev: &mut [u64; LOST_SLOTS as usize],
+) -> Option<[u64; LOST_SLOTS as usize]> {
     let now = read_lost(lost);
     let mut delta = [0u64; LOST_SLOTS as usize];
     for i in 0..now.len() {
@@ -50,7 +59,11 @@ fn new_losses(lost: &PerCpuArray<MapData, u64>, prev: &mut [u64; LOST_SLOTS as u
     delta.iter().any(|&d| d > 0).then_some(delta)
 }
 
-fn drain(ring: &mut RingBuf<MapData>, max: usize, out: &mut Vec<Result<KernelEvent, DecodeError>>) -> usize {
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    max: usize,
+    out: &mut Vec<Result<KernelEvent, DecodeError>>,
+) -> usize {
     let mut n = 0;
     while n < max {
         let Some(item) = ring.next() else { break };

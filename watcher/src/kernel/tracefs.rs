@@ -30,18 +30,28 @@ pub fn ensure_mounted() -> Result<PathBuf, SetupError> {
         Some("tracefs"),
         target,
         Some("tracefs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| SetupError::TracefsMissing { why: format!("mounting tracefs on {} failed: {e}", target.display()) })?;
+    .map_err(|e| SetupError::TracefsMissing {
+        why: format!("mounting tracefs on {} failed: {e}", target.display()),
+    })?;
     find().ok_or_else(|| SetupError::TracefsMissing {
-        why: format!("mounted tracefs on {} but it has no events/ directory", target.display()),
+        why: format!(
+            "mounted tracefs on {} but it has no events/ directory",
+            target.display()
+        ),
     })
 }
 
 /// The tracefs mount, if one is mounted.
 pub fn find() -> Option<PathBuf> {
-    CANDIDATES.iter().map(PathBuf::from).find(|p| p.join("events").is_dir())
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("events").is_dir())
 }
 
 /// One field of a tracepoint record.
@@ -72,7 +82,9 @@ impl Format {
                 f.id = id.trim().parse().ok();
                 continue;
             }
-            let Some(rest) = line.strip_prefix("field:") else { continue };
+            let Some(rest) = line.strip_prefix("field:") else {
+                continue;
+            };
             let mut decl = None;
             let mut offset = None;
             let mut size = None;
@@ -89,9 +101,20 @@ impl Format {
                     decl = Some(part.to_owned());
                 }
             }
-            let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) else { continue };
+            let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) else {
+                continue;
+            };
             if let Some((ty, name)) = split_decl(&decl) {
-                f.fields.insert(name.clone(), Field { name, ty, offset, size, signed });
+                f.fields.insert(
+                    name.clone(),
+                    Field {
+                        name,
+                        ty,
+                        offset,
+                        size,
+                        signed,
+                    },
+                );
             }
         }
         f
@@ -107,7 +130,12 @@ fn split_decl(decl: &str) -> Option<(String, String)> {
     let decl = decl.trim();
     let (head, array) = match decl.find('[') {
         // `__data_loc char[] name`: the brackets belong to the type, the name follows.
-        Some(i) if decl[i..].find(']').map(|j| i + j + 1 == decl.len()).unwrap_or(false) => {
+        Some(i)
+            if decl[i..]
+                .find(']')
+                .map(|j| i + j + 1 == decl.len())
+                .unwrap_or(false) =>
+        {
             (&decl[..i], &decl[i..])
         }
         _ => (decl, ""),
@@ -166,9 +194,15 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
         let f = Format::parse(FORK_618);
         assert_eq!(f.id, Some(312));
         let c = f.field("child_comm").expect("child_comm");
-        assert_eq!((c.offset, c.size, c.ty.as_str()), (16, 4, "__data_loc char[]"));
+        assert_eq!(
+            (c.offset, c.size, c.ty.as_str()),
+            (16, 4, "__data_loc char[]")
+        );
         assert_eq!(f.field("child_pid").map(|x| x.offset), Some(20));
-        assert_eq!(f.field("common_pid").map(|x| (x.offset, x.signed)), Some((4, true)));
+        assert_eq!(
+            f.field("common_pid").map(|x| (x.offset, x.signed)),
+            Some((4, true))
+        );
     }
 
     #[test]
@@ -177,13 +211,17 @@ print fmt: \"comm=%s pid=%d child_comm=%s child_pid=%d\", __get_str(parent_comm)
         let c = f.field("child_comm").expect("child_comm");
         assert_eq!((c.offset, c.size, c.ty.as_str()), (28, 16, "char[16]"));
         assert_eq!(f.field("child_pid").map(|x| x.offset), Some(44));
-        assert_eq!(f.field("umyaddr").map(|x| x.ty.as_str()), Some("struct sockaddr *"));
+        assert_eq!(
+            f.field("umyaddr").map(|x| x.ty.as_str()),
+            Some("struct sockaddr *")
+        );
         assert_eq!(f.field("skaddr").map(|x| x.size), Some(8));
     }
 
     #[test]
     fn ignores_garbage() {
-        let f = Format::parse("field:;\nfield:int;offset:x;size:4;\n\u{0}\u{1}field:int a;offset:1;");
+        let f =
+            Format::parse("field:;\nfield:int;offset:x;size:4;\n\u{0}\u{1}field:int a;offset:1;");
         assert!(f.fields.is_empty());
     }
 }

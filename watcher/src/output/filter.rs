@@ -22,17 +22,32 @@ pub struct Filter {
 impl Filter {
     fn finding_matches(&self, f: &crate::record::FindingRecord) -> bool {
         if !self.containers.is_empty()
-            && !f.processes.iter().any(|x| x.container.as_ref().is_some_and(|c| self.containers.iter().any(|k| c.matches(k))))
+            && !f.processes.iter().any(|x| {
+                x.container
+                    .as_ref()
+                    .is_some_and(|c| self.containers.iter().any(|k| c.matches(k)))
+            })
         {
             return false;
         }
-        if !self.pids.is_empty() && !f.processes.iter().any(|x| self.pids.contains(&x.process.pid)) {
+        if !self.pids.is_empty()
+            && !f
+                .processes
+                .iter()
+                .any(|x| self.pids.contains(&x.process.pid))
+        {
             return false;
         }
         if !self.comms.is_empty()
             && !f.processes.iter().any(|x| {
-                let base = x.process.executable.as_deref().and_then(|e| e.rsplit('/').next());
-                self.comms.iter().any(|c| *c == x.process.name || Some(c.as_str()) == base)
+                let base = x
+                    .process
+                    .executable
+                    .as_deref()
+                    .and_then(|e| e.rsplit('/').next());
+                self.comms
+                    .iter()
+                    .any(|c| *c == x.process.name || Some(c.as_str()) == base)
             })
         {
             return false;
@@ -45,7 +60,11 @@ impl Filter {
                 .and_then(|d| d.as_str())
                 .and_then(|d| d.rsplit(':').next())
                 .and_then(|p| p.parse::<u64>().ok());
-            if !self.ports.iter().any(|x| Some(*x as u64) == port || Some(*x as u64) == dest_port) {
+            if !self
+                .ports
+                .iter()
+                .any(|x| Some(*x as u64) == port || Some(*x as u64) == dest_port)
+            {
                 return false;
             }
         }
@@ -70,7 +89,12 @@ impl Filter {
             return self.finding_matches(f);
         }
         let p = r.body.process();
-        if !self.containers.is_empty() && !r.body.container().is_some_and(|c| self.containers.iter().any(|k| c.matches(k))) {
+        if !self.containers.is_empty()
+            && !r
+                .body
+                .container()
+                .is_some_and(|c| self.containers.iter().any(|k| c.matches(k)))
+        {
             return false;
         }
         if !self.pids.is_empty() {
@@ -96,15 +120,22 @@ impl Filter {
         if !self.comms.is_empty() {
             let Some(p) = p else { return false };
             let base = p.executable.as_deref().and_then(|e| e.rsplit('/').next());
-            if !self.comms.iter().any(|c| *c == p.name || Some(c.as_str()) == base) {
+            if !self
+                .comms
+                .iter()
+                .any(|c| *c == p.name || Some(c.as_str()) == base)
+            {
                 return false;
             }
         }
         if !self.ports.is_empty() {
             let ports: Vec<u16> = match &r.body {
-                Body::Bind(s) | Body::Connect(s) => {
-                    s.source.iter().chain(s.destination.iter()).map(|e| e.port).collect()
-                }
+                Body::Bind(s) | Body::Connect(s) => s
+                    .source
+                    .iter()
+                    .chain(s.destination.iter())
+                    .map(|e| e.port)
+                    .collect(),
                 Body::TcpState(t) => vec![t.source.port, t.destination.port],
                 _ => Vec::new(),
             };
@@ -123,7 +154,9 @@ mod tests {
     fn exec_in(container: Option<(&str, Option<&str>)>) -> Record {
         let line = match container {
             Some((id, name)) => {
-                let name = name.map(|n| format!(r#","name":"{n}""#)).unwrap_or_default();
+                let name = name
+                    .map(|n| format!(r#","name":"{n}""#))
+                    .unwrap_or_default();
                 format!(r#","container":{{"id":"{id}"{name},"runtime":"docker"}}"#)
             }
             None => String::new(),
@@ -137,16 +170,31 @@ mod tests {
     #[test]
     fn container_filter_by_name_id_or_id_prefix() {
         let id = "4f1ad7c2b0f0a3c4e5d6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192";
-        let f = |k: &str| Filter { containers: vec![k.to_owned()], ..Filter::default() };
+        let f = |k: &str| Filter {
+            containers: vec![k.to_owned()],
+            ..Filter::default()
+        };
         let named = exec_in(Some((id, Some("web"))));
         let unnamed = exec_in(Some((id, None)));
         let host = exec_in(None);
-        assert!(f("web").matches(&named) && f(id).matches(&named) && f("4f1ad7c2").matches(&unnamed));
-        assert!(!f("db").matches(&named) && !f("4f1").matches(&named), "a 3-digit prefix is too short");
-        assert!(!f("web").matches(&host), "a host process is in no container");
+        assert!(
+            f("web").matches(&named) && f(id).matches(&named) && f("4f1ad7c2").matches(&unnamed)
+        );
+        assert!(
+            !f("db").matches(&named) && !f("4f1").matches(&named),
+            "a 3-digit prefix is too short"
+        );
+        assert!(
+            !f("web").matches(&host),
+            "a host process is in no container"
+        );
         assert!(Filter::default().matches(&host));
         // The human line says which container.
-        assert!(crate::human::line(&named).contains("  [container web]"), "{}", crate::human::line(&named));
+        assert!(
+            crate::human::line(&named).contains("  [container web]"),
+            "{}",
+            crate::human::line(&named)
+        );
         assert!(crate::human::line(&unnamed).contains("  [container 4f1ad7c2b0f0]"));
         assert!(!crate::human::line(&host).contains("[container"));
     }

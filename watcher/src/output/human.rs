@@ -30,8 +30,18 @@ pub fn clean(s: &str) -> String {
 pub fn finding_line(r: &Record, f: &crate::record::FindingRecord, color: bool) -> String {
     let time = r.time.get(11..26).unwrap_or(&r.time);
     let state = f.state.to_uppercase();
-    let count = if f.count > 1 { format!(" (×{})", f.count) } else { String::new() };
-    let text = format!("{time} FINDING   {:<20} {:<8} {}{count}  [{}]", f.kind, state, clean(&f.summary), f.id);
+    let count = if f.count > 1 {
+        format!(" (×{})", f.count)
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "{time} FINDING   {:<20} {:<8} {}{count}  [{}]",
+        f.kind,
+        state,
+        clean(&f.summary),
+        f.id
+    );
     if !color {
         return text;
     }
@@ -54,7 +64,12 @@ pub fn line(r: &Record) -> String {
             .process
             .parent
             .as_ref()
-            .map(|p| (p.pid.to_string(), p.name.clone().unwrap_or_else(|| f.process.name.clone())))
+            .map(|p| {
+                (
+                    p.pid.to_string(),
+                    p.name.clone().unwrap_or_else(|| f.process.name.clone()),
+                )
+            })
             .unwrap_or((String::from("?"), f.process.name.clone())),
         _ => match r.body.process() {
             Some(p) => (p.pid.to_string(), p.name.clone()),
@@ -65,7 +80,11 @@ pub fn line(r: &Record) -> String {
     match &r.body {
         Body::Fork(f) => {
             if f.fork.thread {
-                let _ = write!(d, "new thread {}", f.process.thread.as_ref().map(|t| t.id).unwrap_or(0));
+                let _ = write!(
+                    d,
+                    "new thread {}",
+                    f.process.thread.as_ref().map(|t| t.id).unwrap_or(0)
+                );
             } else {
                 let _ = write!(d, "child {}", f.process.pid);
             }
@@ -85,6 +104,16 @@ pub fn line(r: &Record) -> String {
                 let _ = write!(d, "thread {} ", t.id);
             }
             match (&x.exit.signal, x.process.exit_code) {
+                // The cause says it all when there is more than a code.
+                _ if x.exit.cause.as_ref().is_some_and(|c| c.kind != "exit_code") => {
+                    d.push_str(
+                        &x.exit
+                            .cause
+                            .as_ref()
+                            .map(|c| c.description.clone())
+                            .unwrap_or_default(),
+                    );
+                }
                 (Some(s), _) => {
                     let _ = write!(d, "signal {s}");
                     if x.exit.core_dumped {
@@ -106,7 +135,13 @@ pub fn line(r: &Record) -> String {
         Body::Reap(x) => {
             match &x.reap.reaper {
                 Some(p) => {
-                    let _ = write!(d, "reaped by {} ({}) via {}", p.pid, p.name.as_deref().unwrap_or("?"), x.reap.method);
+                    let _ = write!(
+                        d,
+                        "reaped by {} ({}) via {}",
+                        p.pid,
+                        p.name.as_deref().unwrap_or("?"),
+                        x.reap.method
+                    );
                 }
                 None => d.push_str("released without a wait"),
             }
@@ -115,8 +150,17 @@ pub fn line(r: &Record) -> String {
             }
         }
         Body::Bind(s) | Body::Connect(s) => {
-            let arrow = if matches!(r.body, Body::Connect(_)) { "→ " } else { "" };
-            let addr = s.source.as_ref().or(s.destination.as_ref()).map(ep).unwrap_or_default();
+            let arrow = if matches!(r.body, Body::Connect(_)) {
+                "→ "
+            } else {
+                ""
+            };
+            let addr = s
+                .source
+                .as_ref()
+                .or(s.destination.as_ref())
+                .map(ep)
+                .unwrap_or_default();
             let _ = write!(d, "{} {arrow}{addr} ", s.network.transport);
             match &s.error {
                 None => d.push_str("ok"),
@@ -137,7 +181,12 @@ pub fn line(r: &Record) -> String {
                     let _ = write!(d, "listener on {} closed ({new})", ep(&t.source));
                 }
                 (old, new) => {
-                    let _ = write!(d, "{} > {}  {old} → {new}", ep(&t.source), ep(&t.destination));
+                    let _ = write!(
+                        d,
+                        "{} > {}  {old} → {new}",
+                        ep(&t.source),
+                        ep(&t.destination)
+                    );
                 }
             }
             if let Some(o) = &t.event {
@@ -145,7 +194,11 @@ pub fn line(r: &Record) -> String {
             }
         }
         Body::Loss(l) => {
-            let _ = write!(d, "LOST {} records ({}), {} in total", l.loss.count, l.loss.reason, l.loss.total);
+            let _ = write!(
+                d,
+                "LOST {} records ({}), {} in total",
+                l.loss.count, l.loss.reason, l.loss.total
+            );
         }
         Body::Finding(_) => {}
         Body::Health(h) => {
@@ -153,10 +206,17 @@ pub fn line(r: &Record) -> String {
         }
     }
     let cmdline = match &r.body {
-        Body::Exec(_) | Body::Loss(_) | Body::TcpState(_) | Body::Finding(_) | Body::Health(_) => None,
+        Body::Exec(_) | Body::Loss(_) | Body::TcpState(_) | Body::Finding(_) | Body::Health(_) => {
+            None
+        }
         b => b.process().and_then(|p| p.command_line.as_deref()),
     };
-    let mut out = format!("{time} {:<9} {:>7} {:<16} {d}", r.body.type_name(), pid, clean(&comm));
+    let mut out = format!(
+        "{time} {:<9} {:>7} {:<16} {d}",
+        r.body.type_name(),
+        pid,
+        clean(&comm)
+    );
     if let Some(c) = r.body.container() {
         let _ = write!(out, "  [container {}]", clean(c.label()));
     }
@@ -173,6 +233,9 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(clean("python3 -c \nimport x\tq\u{1b}[31m"), "python3 -c \\nimport x\\tq\\u{1b}[31m");
+        assert_eq!(
+            clean("python3 -c \nimport x\tq\u{1b}[31m"),
+            "python3 -c \\nimport x\\tq\\u{1b}[31m"
+        );
     }
 }

@@ -23,7 +23,12 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 /// The text exposition of `s`.
 pub fn render(s: &Stats) -> String {
     let mut o = String::new();
-    family(&mut o, "watcher_events_total", "counter", "Kernel events processed, by record type.");
+    family(
+        &mut o,
+        "watcher_events_total",
+        "counter",
+        "Kernel events processed, by record type.",
+    );
     for k in EventKind::ALL {
         let n = s.events_by_type.get(k.as_str()).copied().unwrap_or(0);
         let _ = writeln!(o, "watcher_events_total{{type=\"{}\"}} {n}", k.as_str());
@@ -31,58 +36,168 @@ pub fn render(s: &Stats) -> String {
     family(&mut o, "watcher_lost_events_total", "counter", "Kernel records lost because the ring buffer was full (per-CPU counters in the kernel), by record type.");
     for k in EventKind::ALL {
         let n = s.lost_by_type.get(k.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(o, "watcher_lost_events_total{{type=\"{}\"}} {n}", k.as_str());
+        let _ = writeln!(
+            o,
+            "watcher_lost_events_total{{type=\"{}\"}} {n}",
+            k.as_str()
+        );
     }
-    family(&mut o, "watcher_decode_errors_total", "counter", "Ring-buffer records that could not be decoded.");
+    family(
+        &mut o,
+        "watcher_decode_errors_total",
+        "counter",
+        "Ring-buffer records that could not be decoded.",
+    );
     let _ = writeln!(o, "watcher_decode_errors_total {}", s.decode_errors);
-    family(&mut o, "watcher_findings_total", "counter", "Finding records written, by kind and state.");
+    family(
+        &mut o,
+        "watcher_findings_total",
+        "counter",
+        "Finding records written, by kind and state.",
+    );
     for k in Kind::ALL {
         for st in ["open", "update", "resolved"] {
             let n = s.findings.get(&(k.as_str(), st)).copied().unwrap_or(0);
-            let _ = writeln!(o, "watcher_findings_total{{kind=\"{}\",state=\"{st}\"}} {n}", k.as_str());
+            let _ = writeln!(
+                o,
+                "watcher_findings_total{{kind=\"{}\",state=\"{st}\"}} {n}",
+                k.as_str()
+            );
         }
     }
-    family(&mut o, "watcher_open_incidents", "gauge", "Incidents open now, by finding kind.");
+    family(
+        &mut o,
+        "watcher_open_incidents",
+        "gauge",
+        "Incidents open now, by finding kind.",
+    );
     for k in Kind::ALL {
         let n = s.open_incidents.get(k.as_str()).copied().unwrap_or(0);
         let _ = writeln!(o, "watcher_open_incidents{{kind=\"{}\"}} {n}", k.as_str());
     }
-    family(&mut o, "watcher_table_entries", "gauge", "Entries in watcher's bounded tables.");
-    let _ = writeln!(o, "watcher_table_entries{{table=\"processes\"}} {}", s.processes);
-    let _ = writeln!(o, "watcher_table_entries{{table=\"sockets\"}} {}", s.sockets);
-    let _ = writeln!(o, "watcher_table_entries{{table=\"containers\"}} {}", s.containers);
-    family(&mut o, "watcher_table_evictions_total", "counter", "Entries evicted from a full table.");
-    let _ = writeln!(o, "watcher_table_evictions_total{{table=\"processes\"}} {}", s.process_evictions);
-    family(&mut o, "watcher_socket_lookups_total", "counter", "Targeted lookups of the kernel's socket table (to confirm port holders).");
+    family(
+        &mut o,
+        "watcher_table_entries",
+        "gauge",
+        "Entries in watcher's bounded tables.",
+    );
+    let _ = writeln!(
+        o,
+        "watcher_table_entries{{table=\"processes\"}} {}",
+        s.processes
+    );
+    let _ = writeln!(
+        o,
+        "watcher_table_entries{{table=\"sockets\"}} {}",
+        s.sockets
+    );
+    let _ = writeln!(
+        o,
+        "watcher_table_entries{{table=\"containers\"}} {}",
+        s.containers
+    );
+    family(
+        &mut o,
+        "watcher_table_evictions_total",
+        "counter",
+        "Entries evicted from a full table.",
+    );
+    let _ = writeln!(
+        o,
+        "watcher_table_evictions_total{{table=\"processes\"}} {}",
+        s.process_evictions
+    );
+    family(
+        &mut o,
+        "watcher_socket_lookups_total",
+        "counter",
+        "Targeted lookups of the kernel's socket table (to confirm port holders).",
+    );
     let _ = writeln!(o, "watcher_socket_lookups_total {}", s.socket_lookups);
-    family(&mut o, "watcher_socket_lookups_skipped_total", "counter", "Lookups skipped over the budget of 200 a second (the socket table was used as it was).");
-    let _ = writeln!(o, "watcher_socket_lookups_skipped_total {}", s.socket_lookups_skipped);
+    family(
+        &mut o,
+        "watcher_socket_lookups_skipped_total",
+        "counter",
+        "Lookups skipped over the budget of 200 a second (the socket table was used as it was).",
+    );
+    let _ = writeln!(
+        o,
+        "watcher_socket_lookups_skipped_total {}",
+        s.socket_lookups_skipped
+    );
     family(&mut o, "watcher_socket_lookups_unanswered_total", "counter", "Lookups of a network namespace's socket table not answered within 2 s, or of a namespace that could not be entered (the table was used as it was).");
-    let _ = writeln!(o, "watcher_socket_lookups_unanswered_total {}", s.socket_lookups_unanswered);
+    let _ = writeln!(
+        o,
+        "watcher_socket_lookups_unanswered_total {}",
+        s.socket_lookups_unanswered
+    );
     family(&mut o, "watcher_container_names_late_total", "counter", "Event records written without their container's name: the runtime did not name it within 300 ms.");
-    let _ = writeln!(o, "watcher_container_names_late_total {}", s.container_names_late);
-    family(&mut o, "watcher_records_written_total", "counter", "Records written to the feed.");
+    let _ = writeln!(
+        o,
+        "watcher_container_names_late_total {}",
+        s.container_names_late
+    );
+    family(
+        &mut o,
+        "watcher_records_written_total",
+        "counter",
+        "Records written to the feed.",
+    );
     let _ = writeln!(o, "watcher_records_written_total {}", s.records_written);
-    family(&mut o, "watcher_sink_dropped_total", "counter", "Records a sink could not take (a slow socket consumer, syslog errors).");
+    family(
+        &mut o,
+        "watcher_sink_dropped_total",
+        "counter",
+        "Records a sink could not take (a slow socket consumer, syslog errors).",
+    );
     for sink in ["socket", "syslog", "file"] {
-        let _ = writeln!(o, "watcher_sink_dropped_total{{sink=\"{sink}\"}} {}", s.sink_drops.get(sink).copied().unwrap_or(0));
+        let _ = writeln!(
+            o,
+            "watcher_sink_dropped_total{{sink=\"{sink}\"}} {}",
+            s.sink_drops.get(sink).copied().unwrap_or(0)
+        );
     }
     family(&mut o, "watcher_pipeline_healthy", "gauge", "1 when the last canary event came through the whole pipeline in time, 0 when watcher is blind.");
     let _ = writeln!(o, "watcher_pipeline_healthy {}", u8::from(s.healthy));
-    family(&mut o, "watcher_canary_total", "counter", "Canary events, by result.");
+    family(
+        &mut o,
+        "watcher_canary_total",
+        "counter",
+        "Canary events, by result.",
+    );
     let _ = writeln!(o, "watcher_canary_total{{result=\"ok\"}} {}", s.canary_ok);
-    let _ = writeln!(o, "watcher_canary_total{{result=\"missed\"}} {}", s.canary_missed);
-    family(&mut o, "watcher_canary_latency_seconds", "gauge", "The last canary's trip from its exit in the kernel to the reader.");
+    let _ = writeln!(
+        o,
+        "watcher_canary_total{{result=\"missed\"}} {}",
+        s.canary_missed
+    );
+    family(
+        &mut o,
+        "watcher_canary_latency_seconds",
+        "gauge",
+        "The last canary's trip from its exit in the kernel to the reader.",
+    );
     let _ = writeln!(o, "watcher_canary_latency_seconds {}", s.canary_latency_s);
-    family(&mut o, "watcher_uptime_seconds", "gauge", "Seconds since the pipeline started.");
-    let _ = writeln!(o, "watcher_uptime_seconds {:.3}", s.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0));
+    family(
+        &mut o,
+        "watcher_uptime_seconds",
+        "gauge",
+        "Seconds since the pipeline started.",
+    );
+    let _ = writeln!(
+        o,
+        "watcher_uptime_seconds {:.3}",
+        s.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0)
+    );
     o
 }
 
 /// Serve `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, stats: SharedStats) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else { continue };
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
         let stats = stats.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 8192];
@@ -107,12 +222,17 @@ pub async fn serve(listener: TcpListener, stats: SharedStats) {
             let first = line.lines().next().unwrap_or("");
             let mut parts = first.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) = if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                let body = render(&stats.lock().expect("stats lock"));
-                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
-            } else {
-                ("404 Not Found", "text/plain; charset=utf-8", "watcher serves /metrics\n".to_owned())
-            };
+            let (status, ctype, body) =
+                if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
+                    let body = render(&stats.lock().expect("stats lock"));
+                    ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+                } else {
+                    (
+                        "404 Not Found",
+                        "text/plain; charset=utf-8",
+                        "watcher serves /metrics\n".to_owned(),
+                    )
+                };
             let resp = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
@@ -139,7 +259,10 @@ mod tests {
         assert!(text.contains("watcher_pipeline_healthy 1"));
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let name = l.split(['{', ' ']).next().unwrap();
-            assert!(text.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "no TYPE for {name}"
+            );
         }
     }
 }

@@ -169,12 +169,16 @@ pub struct Container {
 impl Container {
     /// Its name, or the short id while the runtime has not named it.
     pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or_else(|| self.id.get(..12).unwrap_or(&self.id))
+        self.name
+            .as_deref()
+            .unwrap_or_else(|| self.id.get(..12).unwrap_or(&self.id))
     }
 
     /// Whether `key` is its name or its id (or an id prefix of at least 4 digits).
     pub fn matches(&self, key: &str) -> bool {
-        self.name.as_deref() == Some(key) || self.id == key || (key.len() >= 4 && self.id.starts_with(key))
+        self.name.as_deref() == Some(key)
+            || self.id == key
+            || (key.len() >= 4 && self.id.starts_with(key))
     }
 }
 
@@ -263,6 +267,49 @@ pub struct ExitInfo {
     /// Milliseconds since the process started, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifetime_ms: Option<f64>,
+    /// Why the process ended (on the record that ends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<ExitCause>,
+}
+
+/// Why a process ended: its status joined with the fatal signal generated for
+/// it (and by whom) or the OOM killer's choice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ExitCause {
+    /// `exit_code`, `signal` (sent by a process or the kernel), `fault`,
+    /// `oom_kill`, `stopped` (exited with a code after a stop signal), `unknown`.
+    pub kind: String,
+    /// One phrase: `SIGTERM from its parent pid 7 (supervisord)`.
+    pub description: String,
+    /// The process that sent the signal (absent when the kernel did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<SignalSender>,
+}
+
+/// The sender of a fatal signal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SignalSender {
+    pub pid: u32,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_line: Option<String>,
+    /// `parent`, `ancestor`, `itself` or `other`.
+    pub relation: String,
+}
+
+impl From<&crate::world::cause::Cause> for ExitCause {
+    fn from(c: &crate::world::cause::Cause) -> ExitCause {
+        ExitCause {
+            kind: c.kind().to_owned(),
+            description: c.describe(),
+            sender: c.sender().map(|s| SignalSender {
+                pid: s.tgid,
+                name: s.comm.to_string(),
+                command_line: s.command_line.clone(),
+                relation: s.relation.as_str().to_owned(),
+            }),
+        }
+    }
 }
 
 /// `exit`: one per thread; `exit.process_exited` marks the process's end.
@@ -483,7 +530,9 @@ impl Clock {
     pub fn now() -> Clock {
         let mono = clock_ns(nix::time::ClockId::CLOCK_MONOTONIC);
         let real = clock_ns(nix::time::ClockId::CLOCK_REALTIME);
-        Clock { offset_ns: real - mono }
+        Clock {
+            offset_ns: real - mono,
+        }
     }
 
     pub fn fixed(offset_ns: i128) -> Clock {
@@ -504,7 +553,8 @@ impl Clock {
     /// RFC 3339 UTC with microseconds.
     pub fn rfc3339(&self, mono_ns: u64) -> String {
         let real = (mono_ns as i128 + self.offset_ns).max(0) as u128;
-        let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(real.min(u64::MAX as u128) as u64);
+        let t = std::time::UNIX_EPOCH
+            + std::time::Duration::from_nanos(real.min(u64::MAX as u128) as u64);
         humantime::format_rfc3339_micros(t).to_string()
     }
 }
@@ -526,11 +576,21 @@ mod tests {
             time: "2026-01-01T00:00:00.000000Z".into(),
             mono_ns: 42,
             body: Body::Loss(LossRecord {
-                loss: LossInfo { count: 3, total: 5, reason: "ring_buffer_full".into(), by_type: BTreeMap::new() },
+                loss: LossInfo {
+                    count: 3,
+                    total: 5,
+                    reason: "ring_buffer_full".into(),
+                    by_type: BTreeMap::new(),
+                },
             }),
         };
         let s = serde_json::to_string(&r).unwrap();
-        assert!(s.starts_with(r#"{"schema":1,"time":"2026-01-01T00:00:00.000000Z","mono_ns":42,"type":"loss""#), "{s}");
+        assert!(
+            s.starts_with(
+                r#"{"schema":1,"time":"2026-01-01T00:00:00.000000Z","mono_ns":42,"type":"loss""#
+            ),
+            "{s}"
+        );
         let back: Record = serde_json::from_str(&s).unwrap();
         assert_eq!(back, r);
     }

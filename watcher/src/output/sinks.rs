@@ -24,14 +24,27 @@ use crate::record::{Body, Record};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Types(Vec<String>);
 
-pub const RECORD_TYPES: [&str; 10] =
-    ["fork", "exec", "exit", "reap", "bind", "connect", "tcp_state", "loss", "finding", "health"];
+pub const RECORD_TYPES: [&str; 10] = [
+    "fork",
+    "exec",
+    "exit",
+    "reap",
+    "bind",
+    "connect",
+    "tcp_state",
+    "loss",
+    "finding",
+    "health",
+];
 
 impl Types {
     pub fn new(types: &[String]) -> Result<Types, String> {
         for t in types {
             if t != "all" && !RECORD_TYPES.contains(&t.as_str()) {
-                return Err(format!("unknown record type `{t}` in [feed] types (use \"all\" or some of {})", RECORD_TYPES.join(", ")));
+                return Err(format!(
+                    "unknown record type `{t}` in [feed] types (use \"all\" or some of {})",
+                    RECORD_TYPES.join(", ")
+                ));
             }
         }
         Ok(Types(types.to_vec()))
@@ -41,7 +54,9 @@ impl Types {
     }
     /// `loss` and `health` always pass: they say the feed is incomplete.
     pub fn wants(&self, r: &Record) -> bool {
-        matches!(r.body, Body::Loss(_) | Body::Health(_)) || self.all() || self.0.iter().any(|t| t == r.body.type_name())
+        matches!(r.body, Body::Loss(_) | Body::Health(_))
+            || self.all()
+            || self.0.iter().any(|t| t == r.body.type_name())
     }
     pub fn list(&self) -> &[String] {
         &self.0
@@ -60,7 +75,10 @@ impl FileSink {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(FileSink { path: path.to_owned(), file: io::BufWriter::new(file) })
+        Ok(FileSink {
+            path: path.to_owned(),
+            file: io::BufWriter::new(file),
+        })
     }
     pub fn write(&mut self, line: &[u8]) -> io::Result<()> {
         self.file.write_all(line)
@@ -99,15 +117,26 @@ pub fn rfc5424(r: &Record, json: &str, hostname: &str, pid: u32) -> String {
     };
     let pri = 3 * 8 + severity;
     let msgid = r.body.type_name();
-    format!("<{pri}>1 {} {hostname} watcher {pid} {msgid} - {json}", r.time)
+    format!(
+        "<{pri}>1 {} {hostname} watcher {pid} {msgid} - {json}",
+        r.time
+    )
 }
 
 impl SyslogSink {
     pub fn open(path: &Path) -> io::Result<SyslogSink> {
         let sock = UnixDatagram::unbound()?;
         sock.connect(path)?;
-        let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "-".into());
-        Ok(SyslogSink { sock, hostname, pid: std::process::id(), errors: 0 })
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "-".into());
+        Ok(SyslogSink {
+            sock,
+            hostname,
+            pid: std::process::id(),
+            errors: 0,
+        })
     }
     pub fn send(&mut self, r: &Record, json: &str) {
         let msg = rfc5424(r, json, &self.hostname, self.pid);
@@ -131,7 +160,12 @@ fn consumer_loss(count: u64, total: u64) -> String {
         time: Clock::now().rfc3339(mono),
         mono_ns: mono,
         body: Body::Loss(LossRecord {
-            loss: LossInfo { count, total, reason: "consumer_too_slow".into(), by_type: Default::default() },
+            loss: LossInfo {
+                count,
+                total,
+                reason: "consumer_too_slow".into(),
+                by_type: Default::default(),
+            },
         }),
     };
     let mut line = serde_json::to_string(&r).unwrap_or_default();
@@ -163,7 +197,10 @@ impl SocketSink {
             if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
                 std::fs::remove_file(path)?;
             } else {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is not a socket", path.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a socket", path.display()),
+                ));
             }
         }
         // Create it owner-only from the start (no window with wider permissions).
@@ -177,10 +214,15 @@ impl SocketSink {
         let c = consumers.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut stream, _)) = listener.accept().await else { continue };
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (tx, mut rx) = mpsc::channel::<Bytes>(CONSUMER_QUEUE);
                 let mine = Arc::new(AtomicU64::new(0));
-                c.lock().expect("consumers lock").push(Consumer { tx, dropped: mine.clone() });
+                c.lock().expect("consumers lock").push(Consumer {
+                    tx,
+                    dropped: mine.clone(),
+                });
                 tokio::spawn(async move {
                     let mut told = 0u64;
                     while let Some(line) = rx.recv().await {
@@ -200,7 +242,12 @@ impl SocketSink {
                 });
             }
         });
-        Ok(SocketSink { path: path.to_owned(), consumers, dropped, task })
+        Ok(SocketSink {
+            path: path.to_owned(),
+            consumers,
+            dropped,
+            task,
+        })
     }
 
     /// Queue a line for every consumer; a full queue drops it for that consumer only.
@@ -254,7 +301,10 @@ mod tests {
                 details: Default::default(),
             }),
         };
-        assert_eq!(rfc5424(&r, "{}", "host", 42), "<28>1 2026-01-02T03:04:05.000006Z host watcher 42 finding - {}");
+        assert_eq!(
+            rfc5424(&r, "{}", "host", 42),
+            "<28>1 2026-01-02T03:04:05.000006Z host watcher 42 finding - {}"
+        );
     }
 
     #[test]

@@ -27,7 +27,13 @@ pub struct Canary {
 
 impl Canary {
     pub fn new(interval: Duration, deadline: Duration) -> Canary {
-        Canary { interval, deadline, last_sent: None, outstanding: Vec::new(), healthy: true }
+        Canary {
+            interval,
+            deadline,
+            last_sent: None,
+            outstanding: Vec::new(),
+            healthy: true,
+        }
     }
 
     /// Fork a canary child if one is due.
@@ -42,7 +48,8 @@ impl Canary {
             nix::unistd::ForkResult::Parent { child } => {
                 // Reap it at once (watcher's own wait is filtered in the kernel).
                 let _ = nix::sys::wait::waitpid(child, None);
-                self.outstanding.push((child.as_raw() as u32, Instant::now()));
+                self.outstanding
+                    .push((child.as_raw() as u32, Instant::now()));
                 if self.outstanding.len() > 16 {
                     self.outstanding.remove(0);
                 }
@@ -53,18 +60,27 @@ impl Canary {
 
     /// If `ev` is a canary's exit, consume it.
     pub fn observe(&mut self, ev: &KernelEvent) -> Option<Seen> {
-        let Payload::Exit(_) = &ev.payload else { return None };
-        let i = self.outstanding.iter().position(|(pid, _)| *pid == ev.header.tgid)?;
+        let Payload::Exit(_) = &ev.payload else {
+            return None;
+        };
+        let i = self
+            .outstanding
+            .iter()
+            .position(|(pid, _)| *pid == ev.header.tgid)?;
         let (_, sent) = self.outstanding.remove(i);
         let seconds = sent.elapsed().as_secs_f64();
-        let recovered = (!self.healthy).then(|| "the canary came through again: the pipeline sees events".to_owned());
+        let recovered = (!self.healthy)
+            .then(|| "the canary came through again: the pipeline sees events".to_owned());
         self.healthy = true;
         Some(Seen { seconds, recovered })
     }
 
     /// Once a second: a change of health to report, if any.
     pub fn tick(&mut self) -> Option<(bool, String, Option<f64>)> {
-        let late = self.outstanding.iter().any(|(_, t)| t.elapsed() > self.deadline);
+        let late = self
+            .outstanding
+            .iter()
+            .any(|(_, t)| t.elapsed() > self.deadline);
         if late && self.healthy {
             self.healthy = false;
             // Forget it, and send a fresh one at once: recovery shows as soon as it comes through.

@@ -18,7 +18,14 @@ pub trait SocketLookup: Send {
     /// (a process using that namespace), the pids believed to hold it looked
     /// at first. `None`: no answer within the short wait — the detectors go on
     /// with the table as it is, and the answer comes through [`SocketLookup::late`].
-    fn ask(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>>;
+    fn ask(
+        &mut self,
+        netns: u32,
+        via: u32,
+        tcp: bool,
+        port: u16,
+        candidates: &[u32],
+    ) -> Option<Vec<KernelSocket>>;
     /// Answers that came after their wait (never blocks).
     fn late(&mut self) -> Vec<(PortKey, Vec<KernelSocket>)> {
         Vec::new()
@@ -30,7 +37,14 @@ pub trait SocketLookup: Send {
 }
 
 impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> SocketLookup for F {
-    fn ask(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+    fn ask(
+        &mut self,
+        netns: u32,
+        via: u32,
+        tcp: bool,
+        port: u16,
+        candidates: &[u32],
+    ) -> Option<Vec<KernelSocket>> {
         self(netns, via, tcp, port, candidates)
     }
 }
@@ -56,7 +70,12 @@ pub struct Engine {
 pub const LOOKUPS_PER_SECOND: u32 = 200;
 
 impl Engine {
-    pub fn new(config: DetectConfig, table: ProcessTable, clock: Clock, lookup: Box<dyn SocketLookup>) -> Engine {
+    pub fn new(
+        config: DetectConfig,
+        table: ProcessTable,
+        clock: Clock,
+        lookup: Box<dyn SocketLookup>,
+    ) -> Engine {
         let mut enricher = Enricher::new(1, 65_536, clock);
         enricher.procs = table;
         enricher.procs.identity = config.identity.into();
@@ -83,7 +102,9 @@ impl Engine {
     /// waits). Returns the status lines it had to say and the incident updates.
     pub fn drain_runtime(&mut self, now: u64) -> (Vec<String>, Vec<Finding>) {
         let (mut said, mut findings) = (Vec::new(), Vec::new());
-        let Some(rx) = &self.runtime else { return (said, findings) };
+        let Some(rx) = &self.runtime else {
+            return (said, findings);
+        };
         let updates: Vec<_> = rx.try_iter().take(4096).collect();
         for u in updates {
             let (line, fs) = self.runtime_update(u, now);
@@ -103,7 +124,8 @@ impl Engine {
             let left = until.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
                 Ok(u) => {
-                    let status = matches!(u, crate::world::containers::RuntimeUpdate::Status { .. });
+                    let status =
+                        matches!(u, crate::world::containers::RuntimeUpdate::Status { .. });
                     said.extend(self.runtime_update(u, 0).0);
                     if status {
                         break;
@@ -129,7 +151,11 @@ impl Engine {
     /// What the container runtime's worker said (applied between batches):
     /// a status line to say, and updates of open incidents that named a
     /// container before the runtime did.
-    pub fn runtime_update(&mut self, u: crate::world::containers::RuntimeUpdate, now: u64) -> (Option<String>, Vec<Finding>) {
+    pub fn runtime_update(
+        &mut self,
+        u: crate::world::containers::RuntimeUpdate,
+        now: u64,
+    ) -> (Option<String>, Vec<Finding>) {
         let (line, renamed) = self.enricher.containers.apply(u);
         let findings = match renamed {
             Some((from, to)) => self.detectors.container_renamed(&from, &to, now),
@@ -141,8 +167,14 @@ impl Engine {
     /// Like [`Engine::handle`]; the event's own record is built only when `build`.
     pub fn handle_opt(&mut self, ev: &KernelEvent, build: bool) -> (Option<Record>, Vec<Finding>) {
         let (touched, owner) = self.enricher.observe(ev);
-        let record = if build { self.enricher.build(ev, &touched, owner.as_ref()) } else { None };
-        let confirm = self.detectors.wants_confirmation(ev, touched.subject.as_ref());
+        let record = if build {
+            self.enricher.build(ev, &touched, owner.as_ref())
+        } else {
+            None
+        };
+        let confirm = self
+            .detectors
+            .wants_confirmation(ev, touched.subject.as_ref());
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second {
             self.budget = (second, 0);
@@ -155,9 +187,19 @@ impl Engine {
             Some(key) => {
                 self.budget.1 += 1;
                 self.lookups += 1;
-                let candidates: Vec<u32> = self.detectors.sockets.holders(key).iter().map(|h| h.proc.key.tgid).collect();
+                let candidates: Vec<u32> = self
+                    .detectors
+                    .sockets
+                    .holders(key)
+                    .iter()
+                    .map(|h| h.proc.key.tgid)
+                    .collect();
                 let (netns, tcp, port) = key;
-                let via = touched.subject.as_ref().map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
+                let via = touched
+                    .subject
+                    .as_ref()
+                    .map(|p| p.key.tgid)
+                    .unwrap_or(ev.header.tgid);
                 self.lookup.ask(netns, via, tcp, port, &candidates)
             }
             None => None,
@@ -189,7 +231,14 @@ impl Engine {
         for (key, kernel) in answers {
             let table = &self.enricher.procs;
             let procs = |tgid: u32| table.get(tgid).cloned();
-            out.extend(self.detectors.confirmed_late(key, &kernel, &procs, &self.enricher.clock, &self.enricher.containers, now));
+            out.extend(self.detectors.confirmed_late(
+                key,
+                &kernel,
+                &procs,
+                &self.enricher.clock,
+                &self.enricher.containers,
+                now,
+            ));
         }
         out
     }
@@ -227,10 +276,19 @@ impl Engine {
                     .processes
                     .iter()
                     .map(|x| {
-                        let (container, orchestrator) = crate::enrich::container_fields(&e.containers, x.proc.container_id.as_deref());
+                        let (container, orchestrator) = crate::enrich::container_fields(
+                            &e.containers,
+                            x.proc.container_id.as_deref(),
+                        );
                         InvolvedProcess {
                             role: x.role.into(),
-                            process: e.process(x.proc.key.tgid, x.proc.key.tgid, x.proc.comm.to_string(), Some(&x.proc), None),
+                            process: e.process(
+                                x.proc.key.tgid,
+                                x.proc.key.tgid,
+                                x.proc.comm.to_string(),
+                                Some(&x.proc),
+                                None,
+                            ),
                             address: x.address.clone(),
                             since: x.since_ns.map(|t| c.rfc3339(t)),
                             container,

@@ -104,7 +104,10 @@ impl Signals {
 /// Whether output types (empty: everything) include event records, not only
 /// findings, loss and health records.
 pub fn carries_events(types: &[String]) -> bool {
-    types.is_empty() || types.iter().any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
+    types.is_empty()
+        || types
+            .iter()
+            .any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
 }
 
 /// Kernel record kinds the kernel side must forward for these output types.
@@ -113,8 +116,15 @@ pub fn kernel_kinds(types: &[String]) -> Vec<EventKind> {
     if types.is_empty() || types.iter().any(|t| t == "finding" || t == "all") {
         return Vec::new();
     }
-    // Process records keep the process table; cgroup records the container table.
-    let mut kinds = vec![EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Reap, EventKind::Cgroup];
+    // Process records keep the process table (signals give exits their cause); cgroup records the container table.
+    let mut kinds = vec![
+        EventKind::Fork,
+        EventKind::Exec,
+        EventKind::Exit,
+        EventKind::Reap,
+        EventKind::Cgroup,
+        EventKind::Signal,
+    ];
     for t in types {
         match t.as_str() {
             "bind" => kinds.push(EventKind::Bind),
@@ -149,7 +159,9 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     s.sockets = engine.detectors.sockets.len() as u64;
     s.socket_lookups = engine.lookups;
     s.socket_lookups_skipped = engine.lookups_skipped;
-    s.socket_lookups_unanswered = engine.lookups_unanswered.load(std::sync::atomic::Ordering::Relaxed);
+    s.socket_lookups_unanswered = engine
+        .lookups_unanswered
+        .load(std::sync::atomic::Ordering::Relaxed);
     s.containers = engine.enricher.containers.len() as u64;
     for (k, n) in engine.detectors.open_incidents() {
         s.open_incidents.insert(k.as_str(), n as u64);
@@ -165,22 +177,33 @@ pub async fn run(
     stats: SharedStats,
     signals: Signals,
 ) -> anyhow::Result<Stats> {
-    let Probes { ebpf, events, lost, .. } = probes;
+    let Probes {
+        ebpf, events, lost, ..
+    } = probes;
     let mut ebpf = Some(ebpf);
     // Fault drill (tests, and operators proving their alerting): detach every
     // program after N seconds, so the pipeline goes blind while still running.
     let drill_detach_at = std::env::var("WATCHER_FAULT_DRILL")
         .ok()
-        .and_then(|v| v.strip_prefix("detach-after=").and_then(|n| n.parse::<f64>().ok()))
+        .and_then(|v| {
+            v.strip_prefix("detach-after=")
+                .and_then(|n| n.parse::<f64>().ok())
+        })
         .map(|secs| Instant::now() + Duration::from_secs_f64(secs));
     let (tx, mut rx) = mpsc::channel::<Batch>(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(reader::run(events, lost, tx, stop_rx, settings.reader));
 
-    let Signals { term: mut sigterm, int: mut sigint, hup: mut sighup } = signals;
+    let Signals {
+        term: mut sigterm,
+        int: mut sigint,
+        hup: mut sighup,
+    } = signals;
 
     stats.lock().expect("stats lock").started = Some(Instant::now());
-    let mut canary = settings.canary_interval.map(|i| Canary::new(i, settings.canary_deadline));
+    let mut canary = settings
+        .canary_interval
+        .map(|i| Canary::new(i, settings.canary_deadline));
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut clock_refreshed = Instant::now();
@@ -194,7 +217,10 @@ pub async fn run(
         let deadline = engine.next_deadline();
         let timer = async {
             match deadline {
-                Some(d) => tokio::time::sleep(Duration::from_nanos(d.saturating_sub(Clock::mono_now()))).await,
+                Some(d) => {
+                    tokio::time::sleep(Duration::from_nanos(d.saturating_sub(Clock::mono_now())))
+                        .await
+                }
                 None => std::future::pending::<()>().await,
             }
         };
@@ -266,7 +292,10 @@ pub async fn run(
         // batches; incidents that named a container by its id say its name now.
         let (lines, renamed) = engine.drain_runtime(Clock::mono_now());
         for line in lines {
-            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: {line}\n").as_bytes());
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("watcher: {line}\n").as_bytes(),
+            );
         }
         records.extend(renamed.iter().map(|f| engine.finding_record(f)));
         count_findings(&stats, &renamed);
@@ -289,7 +318,12 @@ pub async fn run(
                                     // The canary made it through: not an event of the host.
                                     if let Some(reason) = latency.recovered {
                                         stats.lock().expect("stats lock").healthy = true;
-                                        records.push(health_record(&engine.enricher.clock, true, reason, Some(latency.seconds)));
+                                        records.push(health_record(
+                                            &engine.enricher.clock,
+                                            true,
+                                            reason,
+                                            Some(latency.seconds),
+                                        ));
                                     }
                                     let mut s = stats.lock().expect("stats lock");
                                     s.canary_ok += 1;
@@ -334,7 +368,12 @@ pub async fn run(
                     time: engine.enricher.clock.rfc3339(mono),
                     mono_ns: mono,
                     body: Body::Loss(LossRecord {
-                        loss: LossInfo { count, total, reason: "ring_buffer_full".into(), by_type },
+                        loss: LossInfo {
+                            count,
+                            total,
+                            reason: "ring_buffer_full".into(),
+                            by_type,
+                        },
                     }),
                 });
             }
@@ -379,7 +418,9 @@ fn count_findings(stats: &SharedStats, fs: &[crate::detect::Finding]) {
     }
     let mut s = stats.lock().expect("stats lock");
     for f in fs {
-        *s.findings.entry((f.kind.as_str(), f.state.as_str())).or_default() += 1;
+        *s.findings
+            .entry((f.kind.as_str(), f.state.as_str()))
+            .or_default() += 1;
     }
 }
 
@@ -390,10 +431,19 @@ mod tests {
     #[test]
     fn a_filtered_feed_still_gets_the_records_that_keep_the_tables() {
         let k = kernel_kinds(&["exec".to_owned()]);
-        for kind in [EventKind::Fork, EventKind::Exec, EventKind::Exit, EventKind::Reap, EventKind::Cgroup] {
+        for kind in [
+            EventKind::Fork,
+            EventKind::Exec,
+            EventKind::Exit,
+            EventKind::Reap,
+            EventKind::Cgroup,
+        ] {
             assert!(k.contains(&kind), "{kind:?} missing from {k:?}");
         }
         assert!(!k.contains(&EventKind::Bind));
-        assert!(kernel_kinds(&["finding".to_owned()]).is_empty(), "findings need everything");
+        assert!(
+            kernel_kinds(&["finding".to_owned()]).is_empty(),
+            "findings need everything"
+        );
     }
 }

@@ -77,12 +77,17 @@ pub enum RuntimeUpdate {
 /// Where a `docker-proxy` process forwards (`-container-ip A -container-port P`),
 /// if the process is Docker's userland proxy.
 pub fn docker_proxy_target(p: &crate::proctable::Proc) -> Option<(IpAddr, u16)> {
-    let is_proxy = p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some("docker-proxy") || &*p.comm == "docker-proxy";
+    let is_proxy = p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some("docker-proxy")
+        || &*p.comm == "docker-proxy";
     if !is_proxy {
         return None;
     }
     let argv = p.argv.as_deref()?;
-    let arg = |name: &str| argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1));
+    let arg = |name: &str| {
+        argv.iter()
+            .position(|a| a == name)
+            .and_then(|i| argv.get(i + 1))
+    };
     let ip = arg("-container-ip")?.parse().ok()?;
     let port = arg("-container-port")?.parse().ok()?;
     Some((ip, port))
@@ -152,7 +157,11 @@ impl Containers {
         self.meta.is_empty()
     }
 
-    fn bounded<K: Clone + Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, cap: usize, evicted: &mut u64) {
+    fn bounded<K: Clone + Eq + std::hash::Hash, V>(
+        map: &mut HashMap<K, V>,
+        cap: usize,
+        evicted: &mut u64,
+    ) {
         if map.len() >= cap {
             if let Some(k) = map.keys().next().cloned() {
                 map.remove(&k);
@@ -177,7 +186,14 @@ impl Containers {
             let cid: Arc<str> = cid.into();
             if !self.meta.contains_key(&cid) {
                 Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
-                self.meta.insert(cid.clone(), Arc::new(ContainerInfo { id: cid.clone(), runtime, ..Default::default() }));
+                self.meta.insert(
+                    cid.clone(),
+                    Arc::new(ContainerInfo {
+                        id: cid.clone(),
+                        runtime,
+                        ..Default::default()
+                    }),
+                );
             }
             cid
         });
@@ -199,7 +215,14 @@ impl Containers {
     pub fn ask(&mut self, id: &Arc<str>) {
         if !self.meta.contains_key(id) {
             Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
-            self.meta.insert(id.clone(), Arc::new(ContainerInfo { id: id.clone(), runtime: "unknown", ..Default::default() }));
+            self.meta.insert(
+                id.clone(),
+                Arc::new(ContainerInfo {
+                    id: id.clone(),
+                    runtime: "unknown",
+                    ..Default::default()
+                }),
+            );
         }
         let named = self.meta.get(id).is_some_and(|i| i.name.is_some());
         if named || self.asked.contains(id) || self.given_up.contains(id) {
@@ -238,7 +261,10 @@ impl Containers {
 
     /// The container that has `addr` on one of its networks.
     pub fn by_address(&self, addr: IpAddr) -> Option<Arc<ContainerInfo>> {
-        self.meta.values().find(|c| c.addresses.contains(&addr)).cloned()
+        self.meta
+            .values()
+            .find(|c| c.addresses.contains(&addr))
+            .cloned()
     }
 
     /// Apply what the runtime worker said. Returns a status line to say
@@ -295,7 +321,9 @@ impl Containers {
         let mut n = 0;
         let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let Ok(md) = e.metadata() else { continue };
                 if !md.is_dir() {
@@ -332,7 +360,12 @@ pub struct NameWait {
 }
 
 fn waiting_for(r: &crate::record::Record, c: &Containers) -> Option<String> {
-    if matches!(r.body, crate::record::Body::Finding(_) | crate::record::Body::Loss(_) | crate::record::Body::Health(_)) {
+    if matches!(
+        r.body,
+        crate::record::Body::Finding(_)
+            | crate::record::Body::Loss(_)
+            | crate::record::Body::Health(_)
+    ) {
         return None;
     }
     let container = r.body.container()?;
@@ -341,7 +374,9 @@ fn waiting_for(r: &crate::record::Record, c: &Containers) -> Option<String> {
 
 /// Fill in what is known now of a record's container (name, image, pod).
 fn complete(r: &mut crate::record::Record, c: &Containers) {
-    let Some(container) = r.body.container_mut() else { return };
+    let Some(container) = r.body.container_mut() else {
+        return;
+    };
     if c.peek(&container.id).is_none() {
         return;
     }
@@ -366,10 +401,20 @@ impl NameWait {
 
     /// Pass `records` through: what may go now, in order (findings, loss and
     /// health records at once; event records behind a waiting one wait with it).
-    pub fn pass(&mut self, records: Vec<crate::record::Record>, c: &mut Containers, now: std::time::Instant) -> Vec<crate::record::Record> {
+    pub fn pass(
+        &mut self,
+        records: Vec<crate::record::Record>,
+        c: &mut Containers,
+        now: std::time::Instant,
+    ) -> Vec<crate::record::Record> {
         let mut out = Vec::with_capacity(records.len());
         for r in records {
-            let bypass = matches!(r.body, crate::record::Body::Finding(_) | crate::record::Body::Loss(_) | crate::record::Body::Health(_));
+            let bypass = matches!(
+                r.body,
+                crate::record::Body::Finding(_)
+                    | crate::record::Body::Loss(_)
+                    | crate::record::Body::Health(_)
+            );
             if bypass {
                 out.push(r);
             } else if !self.queue.is_empty() || waiting_for(&r, c).is_some() {
@@ -383,7 +428,12 @@ impl NameWait {
     }
 
     /// Release what no longer waits: named since, or out of time.
-    pub fn release(&mut self, c: &mut Containers, now: std::time::Instant, out: &mut Vec<crate::record::Record>) {
+    pub fn release(
+        &mut self,
+        c: &mut Containers,
+        now: std::time::Instant,
+        out: &mut Vec<crate::record::Record>,
+    ) {
         while let Some((since, r)) = self.queue.front() {
             let still = waiting_for(r, c);
             let late = now.duration_since(*since) >= NAME_WAIT;
@@ -433,15 +483,30 @@ mod tests {
 
     #[test]
     fn paths_name_container_and_runtime() {
-        assert_eq!(container_of_path(&format!("/docker/{ID}")), Some((ID.into(), "docker")));
-        assert_eq!(container_of_path(&format!("/system.slice/docker-{ID}.scope")), Some((ID.into(), "docker")));
+        assert_eq!(
+            container_of_path(&format!("/docker/{ID}")),
+            Some((ID.into(), "docker"))
+        );
+        assert_eq!(
+            container_of_path(&format!("/system.slice/docker-{ID}.scope")),
+            Some((ID.into(), "docker"))
+        );
         assert_eq!(
             container_of_path(&format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice/cri-containerd-{ID}.scope")),
             Some((ID.into(), "containerd"))
         );
-        assert_eq!(container_of_path(&format!("/kubepods/besteffort/pod1234/{ID}")), Some((ID.into(), "containerd")));
-        assert_eq!(container_of_path(&format!("/machine.slice/libpod-{ID}.scope")), Some((ID.into(), "podman")));
-        assert_eq!(container_of_path(&format!("/kubepods.slice/crio-{ID}.scope")), Some((ID.into(), "cri-o")));
+        assert_eq!(
+            container_of_path(&format!("/kubepods/besteffort/pod1234/{ID}")),
+            Some((ID.into(), "containerd"))
+        );
+        assert_eq!(
+            container_of_path(&format!("/machine.slice/libpod-{ID}.scope")),
+            Some((ID.into(), "podman"))
+        );
+        assert_eq!(
+            container_of_path(&format!("/kubepods.slice/crio-{ID}.scope")),
+            Some((ID.into(), "cri-o"))
+        );
         assert_eq!(container_of_path("/system.slice/ssh.service"), None);
         assert_eq!(container_of_path("/"), None);
     }
@@ -458,9 +523,16 @@ mod tests {
         c.ask(&id);
         let info = c.peek(&id).expect("known");
         assert_eq!((info.runtime, info.name.as_deref()), ("docker", None));
-        assert_eq!(rx.try_recv().ok().as_deref(), Some(ID), "the runtime is asked once");
+        assert_eq!(
+            rx.try_recv().ok().as_deref(),
+            Some(ID),
+            "the runtime is asked once"
+        );
         c.ask(&id);
-        assert!(rx.try_recv().is_err(), "not asked twice while the answer is on its way");
+        assert!(
+            rx.try_recv().is_err(),
+            "not asked twice while the answer is on its way"
+        );
         c.apply(RuntimeUpdate::Container(ContainerInfo {
             id: id.clone(),
             runtime: "unknown",
@@ -470,8 +542,19 @@ mod tests {
             ..Default::default()
         }));
         let info = c.peek(&id).unwrap();
-        assert_eq!((info.runtime, info.label(), info.describe()), ("docker", "web".to_owned(), "container web (image nginx:1.25)".to_owned()));
-        assert_eq!(c.by_address("172.17.0.2".parse().unwrap()).map(|c| c.label()), Some("web".into()));
+        assert_eq!(
+            (info.runtime, info.label(), info.describe()),
+            (
+                "docker",
+                "web".to_owned(),
+                "container web (image nginx:1.25)".to_owned()
+            )
+        );
+        assert_eq!(
+            c.by_address("172.17.0.2".parse().unwrap())
+                .map(|c| c.label()),
+            Some("web".into())
+        );
         // Stopped: its address may be another container's next.
         c.apply(RuntimeUpdate::Stopped { id: id.clone() });
         // A container the runtime does not know (another runtime's) is not asked about again.
@@ -483,7 +566,11 @@ mod tests {
         c.ask(&other);
         assert!(rx.try_recv().is_err(), "not asked again");
         assert_eq!(c.by_address("172.17.0.2".parse().unwrap()), None);
-        assert_eq!(c.peek(&id).unwrap().label(), "web", "the name stays for its last records");
+        assert_eq!(
+            c.peek(&id).unwrap().label(),
+            "web",
+            "the name stays for its last records"
+        );
         c.cgroup_removed(120);
         assert_eq!(c.id_of_cgroup(120), None);
     }
@@ -512,10 +599,27 @@ mod name_wait_tests {
             time: String::new(),
             mono_ns: pid as u64,
             body: Body::Exec(ExecRecord {
-                process: Process { pid, thread: None, name: "sh".into(), executable: None, command_line: None, entity_id: None, parent: None, user: None, exit_code: None },
+                process: Process {
+                    pid,
+                    thread: None,
+                    name: "sh".into(),
+                    executable: None,
+                    command_line: None,
+                    entity_id: None,
+                    parent: None,
+                    user: None,
+                    exit_code: None,
+                },
                 args: Vec::new(),
-                exec: ExecInfo { args_truncated: false },
-                container: container.map(|id| Container { id: id.into(), name: None, image: None, runtime: "docker".into() }),
+                exec: ExecInfo {
+                    args_truncated: false,
+                },
+                container: container.map(|id| Container {
+                    id: id.into(),
+                    name: None,
+                    image: None,
+                    runtime: "docker".into(),
+                }),
                 orchestrator: None,
             }),
         }
@@ -530,20 +634,39 @@ mod name_wait_tests {
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let mut c = Containers::new(100);
         c.set_requests(tx);
-        c.apply(RuntimeUpdate::Status { line: "docker at /var/run/docker.sock: 0 running container(s)".into(), answering: true });
+        c.apply(RuntimeUpdate::Status {
+            line: "docker at /var/run/docker.sock: 0 running container(s)".into(),
+            answering: true,
+        });
         c.cgroup_made(120, &format!("/docker/{ID}"));
         let mut w = NameWait::default();
         let t0 = std::time::Instant::now();
         // A host record goes at once; the container's waits, and the host record behind it waits too (order).
-        let out = w.pass(vec![exec(1, None), exec(2, Some(ID)), exec(3, None)], &mut c, t0);
+        let out = w.pass(
+            vec![exec(1, None), exec(2, Some(ID)), exec(3, None)],
+            &mut c,
+            t0,
+        );
         assert_eq!(pids(&out), vec![1]);
         assert_eq!(w.deadline(), Some(t0 + NAME_WAIT));
         // The runtime answers: both go, the container's named.
-        c.apply(RuntimeUpdate::Container(ContainerInfo { id: ID.into(), runtime: "docker", name: Some("web".into()), image: Some("nginx".into()), ..Default::default() }));
+        c.apply(RuntimeUpdate::Container(ContainerInfo {
+            id: ID.into(),
+            runtime: "docker",
+            name: Some("web".into()),
+            image: Some("nginx".into()),
+            ..Default::default()
+        }));
         let out = w.pass(Vec::new(), &mut c, t0 + std::time::Duration::from_millis(5));
         assert_eq!(pids(&out), vec![2, 3]);
         let named = out[0].body.container().expect("container");
-        assert_eq!((named.name.as_deref(), named.image.as_ref().map(|i| i.name.as_str())), (Some("web"), Some("nginx")));
+        assert_eq!(
+            (
+                named.name.as_deref(),
+                named.image.as_ref().map(|i| i.name.as_str())
+            ),
+            (Some("web"), Some("nginx"))
+        );
         assert!(w.is_empty());
         // A runtime that does not answer: the records go at the deadline, and that container is not waited for again.
         const OTHER: &str = "0000000000000000000000000000000000000000000000000000000000000001";
@@ -553,7 +676,11 @@ mod name_wait_tests {
         let out = w.pass(Vec::new(), &mut c, t0 + NAME_WAIT);
         assert_eq!((pids(&out), w.unnamed), (vec![4], 1));
         c.ask(&Arc::from(OTHER));
-        assert_eq!(pids(&w.pass(vec![exec(5, Some(OTHER))], &mut c, t0 + NAME_WAIT)), vec![5], "given up: no more waiting");
+        assert_eq!(
+            pids(&w.pass(vec![exec(5, Some(OTHER))], &mut c, t0 + NAME_WAIT)),
+            vec![5],
+            "given up: no more waiting"
+        );
     }
 
     #[test]
@@ -561,9 +688,15 @@ mod name_wait_tests {
         let (tx, _rx) = tokio::sync::mpsc::channel(8);
         let mut c = Containers::new(100);
         c.set_requests(tx);
-        c.apply(RuntimeUpdate::Status { line: "no container runtime socket at /var/run/docker.sock: …".into(), answering: false });
+        c.apply(RuntimeUpdate::Status {
+            line: "no container runtime socket at /var/run/docker.sock: …".into(),
+            answering: false,
+        });
         c.cgroup_made(120, &format!("/docker/{ID}"));
         let mut w = NameWait::default();
-        assert_eq!(pids(&w.pass(vec![exec(1, Some(ID))], &mut c, std::time::Instant::now())), vec![1]);
+        assert_eq!(
+            pids(&w.pass(vec![exec(1, Some(ID))], &mut c, std::time::Instant::now())),
+            vec![1]
+        );
     }
 }

@@ -8,9 +8,10 @@ use crate::{
     names::{errno_message, errno_name, signal_name, tcp_state_name, ExitStatus},
     proctable::{Proc, ProcessTable, Touched},
     record::{
-        Body, Clock, Container, Endpoint, ErrorInfo, ExecInfo, ExecRecord, ExitInfo, ExitRecord, ForkInfo,
-        ForkRecord, Image, Network, Orchestrator, Outcome, Parent, Process, ReapInfo, ReapRecord, Record, Resource,
-        SocketInfo, SocketRecord, TcpInfo, TcpStateRecord, Thread, User, SCHEMA_VERSION,
+        Body, Clock, Container, Endpoint, ErrorInfo, ExecInfo, ExecRecord, ExitCause, ExitInfo,
+        ExitRecord, ForkInfo, ForkRecord, Image, Network, Orchestrator, Outcome, Parent, Process,
+        ReapInfo, ReapRecord, Record, Resource, SocketInfo, SocketRecord, TcpInfo, TcpStateRecord,
+        Thread, User, SCHEMA_VERSION,
     },
     world::containers::Containers,
 };
@@ -33,7 +34,11 @@ pub struct SocketOwners {
 
 impl SocketOwners {
     pub fn new(cap: usize) -> SocketOwners {
-        SocketOwners { owners: HashMap::new(), cap: cap.max(16), evicted: 0 }
+        SocketOwners {
+            owners: HashMap::new(),
+            cap: cap.max(16),
+            evicted: 0,
+        }
     }
     pub fn len(&self) -> usize {
         self.owners.len()
@@ -65,28 +70,48 @@ pub struct Enricher {
 
 /// ECS `container` and `orchestrator` objects of the container `id` (a
 /// process's `container_id`), from what is known now.
-pub fn container_fields(containers: &Containers, id: Option<&str>) -> (Option<Container>, Option<Orchestrator>) {
+pub fn container_fields(
+    containers: &Containers,
+    id: Option<&str>,
+) -> (Option<Container>, Option<Orchestrator>) {
     let Some(id) = id else { return (None, None) };
     let info = containers.peek(id);
     let container = Container {
         id: id.to_owned(),
-        name: info.as_ref().and_then(|c| c.name.as_deref().map(str::to_owned)),
-        image: info.as_ref().and_then(|c| c.image.as_deref()).map(|n| Image { name: n.to_owned() }),
-        runtime: info.as_ref().map(|c| c.runtime).unwrap_or("unknown").to_owned(),
+        name: info
+            .as_ref()
+            .and_then(|c| c.name.as_deref().map(str::to_owned)),
+        image: info
+            .as_ref()
+            .and_then(|c| c.image.as_deref())
+            .map(|n| Image { name: n.to_owned() }),
+        runtime: info
+            .as_ref()
+            .map(|c| c.runtime)
+            .unwrap_or("unknown")
+            .to_owned(),
     };
-    let orchestrator = info.as_ref().and_then(|c| match (&c.pod_namespace, &c.pod_name) {
-        (Some(ns), Some(pod)) => Some(Orchestrator {
-            namespace: ns.to_string(),
-            resource: Resource { name: pod.to_string(), kind: "pod".into() },
-            kind: "kubernetes".into(),
-        }),
-        _ => None,
-    });
+    let orchestrator = info
+        .as_ref()
+        .and_then(|c| match (&c.pod_namespace, &c.pod_name) {
+            (Some(ns), Some(pod)) => Some(Orchestrator {
+                namespace: ns.to_string(),
+                resource: Resource {
+                    name: pod.to_string(),
+                    kind: "pod".into(),
+                },
+                kind: "kubernetes".into(),
+            }),
+            _ => None,
+        });
     (Some(container), orchestrator)
 }
 
 fn endpoint(ip: Option<IpAddr>, port: u16) -> Endpoint {
-    Endpoint { address: ip.map(|i| i.to_string()).unwrap_or_else(|| "?".into()), port }
+    Endpoint {
+        address: ip.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
+        port,
+    }
 }
 
 fn network(family: u16, sock_type: u16, netns: u32) -> Network {
@@ -120,7 +145,9 @@ impl Enricher {
         if p.ppid == 0 {
             return None;
         }
-        let pp = known.filter(|q| q.key.tgid == p.ppid).or_else(|| self.procs.get(p.ppid));
+        let pp = known
+            .filter(|q| q.key.tgid == p.ppid)
+            .or_else(|| self.procs.get(p.ppid));
         Some(Parent {
             pid: p.ppid,
             name: pp.map(|q| q.comm.to_string()),
@@ -129,7 +156,14 @@ impl Enricher {
     }
 
     /// ECS process object of `tgid` (thread `tid`), from the table entry when there is one.
-    pub fn process(&self, tgid: u32, tid: u32, comm: String, p: Option<&Proc>, parent: Option<&Proc>) -> Process {
+    pub fn process(
+        &self,
+        tgid: u32,
+        tid: u32,
+        comm: String,
+        p: Option<&Proc>,
+        parent: Option<&Proc>,
+    ) -> Process {
         match p {
             Some(p) => Process {
                 pid: tgid,
@@ -139,7 +173,9 @@ impl Enricher {
                 command_line: p.command_line(),
                 entity_id: Some(format!("{}-{}", p.key.tgid, p.key.start_ns)),
                 parent: self.parent_of(p, parent),
-                user: Some(User { id: p.uid.to_string() }),
+                user: Some(User {
+                    id: p.uid.to_string(),
+                }),
                 exit_code: None,
             },
             None => Process {
@@ -160,7 +196,13 @@ impl Enricher {
         container_fields(&self.containers, p.and_then(|p| p.container_id.as_deref()))
     }
 
-    fn sock_record(&self, ev: &KernelEvent, s: &SockCallData, touched: &Touched, bind: bool) -> SocketRecord {
+    fn sock_record(
+        &self,
+        ev: &KernelEvent,
+        s: &SockCallData,
+        touched: &Touched,
+        bind: bool,
+    ) -> SocketRecord {
         let h = &ev.header;
         let process = self.process(h.tgid, h.pid, ev.comm(), touched.subject.as_ref(), None);
         let ep = endpoint(ip_addr(s.family, &s.addr), s.port);
@@ -169,17 +211,32 @@ impl Enricher {
             0 => ("success", None),
             r => {
                 let errno = -r;
-                let outcome = if !bind && errno == EINPROGRESS { "unknown" } else { "failure" };
-                (outcome, Some(ErrorInfo { code: errno_name(errno), message: errno_message(errno).to_owned() }))
+                let outcome = if !bind && errno == EINPROGRESS {
+                    "unknown"
+                } else {
+                    "failure"
+                };
+                (
+                    outcome,
+                    Some(ErrorInfo {
+                        code: errno_name(errno),
+                        message: errno_message(errno).to_owned(),
+                    }),
+                )
             }
         };
         SocketRecord {
             source: bind.then(|| ep.clone()),
             destination: (!bind).then_some(ep),
             network: network(s.family, s.sock_type, s.netns),
-            event: Outcome { outcome: outcome.into() },
+            event: Outcome {
+                outcome: outcome.into(),
+            },
             error,
-            socket: SocketInfo { fd: Some(s.fd), sk: (s.skaddr != 0).then(|| format!("{:#x}", s.skaddr)) },
+            socket: SocketInfo {
+                fd: Some(s.fd),
+                sk: (s.skaddr != 0).then(|| format!("{:#x}", s.skaddr)),
+            },
             container,
             orchestrator,
             process,
@@ -212,7 +269,11 @@ impl Enricher {
         }
         let containers = &self.containers;
         let touched = self.procs.apply_in(ev, &|id| containers.id_of_cgroup(id));
-        if let Some(id) = touched.subject.as_ref().and_then(|p| p.container_id.as_ref()) {
+        if let Some(id) = touched
+            .subject
+            .as_ref()
+            .and_then(|p| p.container_id.as_ref())
+        {
             // Ask the runtime (without waiting) about a container it has not named yet.
             self.containers.ask(id);
         }
@@ -239,7 +300,9 @@ impl Enricher {
                         owner = Some(p.clone());
                     }
                 }
-                if t.new_state == TCP_CLOSE || t.new_state == TCP_ESTABLISHED && t.old_state == TCP_SYN_SENT {
+                if t.new_state == TCP_CLOSE
+                    || t.new_state == TCP_ESTABLISHED && t.old_state == TCP_SYN_SENT
+                {
                     self.sockets.owners.remove(&t.skaddr);
                 }
             }
@@ -250,7 +313,12 @@ impl Enricher {
 
     /// The output record of an event already applied with [`Enricher::observe`]
     /// (none for a cgroup record: it only feeds the container table).
-    pub fn build(&self, ev: &KernelEvent, touched: &Touched, owner: Option<&Proc>) -> Option<Record> {
+    pub fn build(
+        &self,
+        ev: &KernelEvent,
+        touched: &Touched,
+        owner: Option<&Proc>,
+    ) -> Option<Record> {
         let h = &ev.header;
         let subject = touched.subject.as_ref();
         let body = match &ev.payload {
@@ -259,7 +327,13 @@ impl Enricher {
                 let mut process = if thread {
                     self.process(h.tgid, f.child_pid, ev.comm(), subject, None)
                 } else {
-                    self.process(f.child_tgid, f.child_tgid, ev.comm(), subject, touched.parent.as_ref())
+                    self.process(
+                        f.child_tgid,
+                        f.child_tgid,
+                        ev.comm(),
+                        subject,
+                        touched.parent.as_ref(),
+                    )
                 };
                 if thread {
                     process.thread = Some(Thread { id: f.child_pid });
@@ -267,7 +341,10 @@ impl Enricher {
                 let (container, orchestrator) = self.container(subject);
                 Body::Fork(ForkRecord {
                     process,
-                    fork: ForkInfo { thread, clone_flags: format!("{:#x}", f.clone_flags) },
+                    fork: ForkInfo {
+                        thread,
+                        clone_flags: format!("{:#x}", f.clone_flags),
+                    },
                     container,
                     orchestrator,
                 })
@@ -275,16 +352,25 @@ impl Enricher {
             Payload::Exec(x) => {
                 let (container, orchestrator) = self.container(subject);
                 Body::Exec(ExecRecord {
-                    process: self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref()),
+                    process: self.process(
+                        h.tgid,
+                        h.pid,
+                        ev.comm(),
+                        subject,
+                        touched.parent.as_ref(),
+                    ),
                     args: x.argv.clone(),
-                    exec: ExecInfo { args_truncated: x.argv_truncated },
+                    exec: ExecInfo {
+                        args_truncated: x.argv_truncated,
+                    },
                     container,
                     orchestrator,
                 })
             }
             Payload::Exit(x) => {
                 let status = ExitStatus::from_raw(x.exit_code);
-                let mut process = self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
+                let mut process =
+                    self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
                 // This record's own word: by the time it is enriched, a later
                 // exit of another thread may already have ended the process.
                 let process_exited = crate::proctable::ends_process(x, h.pid, h.tgid);
@@ -296,23 +382,43 @@ impl Enricher {
                     parent_waiting: x.parent_waiting != 0,
                     status_unknown: false,
                     lifetime_ms: subject
-                        .filter(|p| process_exited && p.key.start_ns > 0 && p.key.start_ns <= h.ts_ns)
+                        .filter(|p| {
+                            process_exited && p.key.start_ns > 0 && p.key.start_ns <= h.ts_ns
+                        })
                         .map(|p| ms(h.ts_ns - p.key.start_ns)),
+                    cause: None,
                 };
                 match status {
                     ExitStatus::Code(c) => process.exit_code = Some(c),
-                    ExitStatus::Signal { signal, core_dumped } => {
+                    ExitStatus::Signal {
+                        signal,
+                        core_dumped,
+                    } => {
                         exit.signal = Some(signal_name(signal));
                         exit.signal_number = Some(signal);
                         exit.core_dumped = core_dumped;
                     }
                     ExitStatus::Unknown => exit.status_unknown = true,
                 }
+                if process_exited {
+                    let cause = crate::world::cause::Cause::of(
+                        status,
+                        subject.and_then(|p| p.signalled.as_ref()),
+                        h.ts_ns,
+                    );
+                    exit.cause = Some(ExitCause::from(&cause));
+                }
                 let (container, orchestrator) = self.container(subject);
-                Body::Exit(ExitRecord { process, exit, container, orchestrator })
+                Body::Exit(ExitRecord {
+                    process,
+                    exit,
+                    container,
+                    orchestrator,
+                })
             }
             Payload::Reap(r) => {
-                let mut process = self.process(r.reaped_pid, r.reaped_pid, String::new(), subject, None);
+                let mut process =
+                    self.process(r.reaped_pid, r.reaped_pid, String::new(), subject, None);
                 if subject.is_none() {
                     process.name = "?".into();
                 }
@@ -331,28 +437,50 @@ impl Enricher {
                 let source = ReapSource::from_u32(r.source);
                 let reaper = match source {
                     ReapSource::Free | ReapSource::Unknown => None,
-                    _ => reaper.or(Some(Parent { pid: h.tgid, name: Some(ev.comm()), executable: None })),
+                    _ => reaper.or(Some(Parent {
+                        pid: h.tgid,
+                        name: Some(ev.comm()),
+                        executable: None,
+                    })),
                 };
                 let (container, orchestrator) = self.container(subject);
                 Body::Reap(ReapRecord {
                     process,
-                    reap: ReapInfo { method: source.as_str().into(), reaper, zombie_ms },
+                    reap: ReapInfo {
+                        method: source.as_str().into(),
+                        reaper,
+                        zombie_ms,
+                    },
                     container,
                     orchestrator,
                 })
             }
             Payload::Bind(s) => Body::Bind(self.sock_record(ev, s, touched, true)),
-            Payload::Cgroup(_) => return None,
+            // They feed the tables only: the cause appears on the exit record.
+            Payload::Cgroup(_) | Payload::Signal(_) => return None,
             Payload::Connect(s) => Body::Connect(self.sock_record(ev, s, touched, false)),
             Payload::TcpState(t) => {
                 let process = match owner {
-                    Some(o) => Some(self.process(o.key.tgid, o.key.tgid, o.comm.to_string(), Some(o), None)),
-                    None if t.new_state == TCP_SYN_SENT => Some(self.process(h.tgid, h.pid, ev.comm(), subject, None)),
+                    Some(o) => Some(self.process(
+                        o.key.tgid,
+                        o.key.tgid,
+                        o.comm.to_string(),
+                        Some(o),
+                        None,
+                    )),
+                    None if t.new_state == TCP_SYN_SENT => {
+                        Some(self.process(h.tgid, h.pid, ev.comm(), subject, None))
+                    }
                     None => None,
                 };
                 let (container, orchestrator) = self.container(owner.or(subject));
                 let event = (t.old_state == TCP_SYN_SENT).then(|| Outcome {
-                    outcome: if t.new_state == TCP_ESTABLISHED { "success" } else { "failure" }.into(),
+                    outcome: if t.new_state == TCP_ESTABLISHED {
+                        "success"
+                    } else {
+                        "failure"
+                    }
+                    .into(),
                 });
                 Body::TcpState(TcpStateRecord {
                     process,
@@ -364,13 +492,21 @@ impl Enricher {
                         new_state: tcp_state_name(t.new_state).into(),
                     },
                     event,
-                    socket: SocketInfo { fd: None, sk: Some(format!("{:#x}", t.skaddr)) },
+                    socket: SocketInfo {
+                        fd: None,
+                        sk: Some(format!("{:#x}", t.skaddr)),
+                    },
                     container,
                     orchestrator,
                 })
             }
         };
-        Some(Record { schema: SCHEMA_VERSION, time: self.clock.rfc3339(h.ts_ns), mono_ns: h.ts_ns, body })
+        Some(Record {
+            schema: SCHEMA_VERSION,
+            time: self.clock.rfc3339(h.ts_ns),
+            mono_ns: h.ts_ns,
+            body,
+        })
     }
 }
 
@@ -404,10 +540,15 @@ mod tests {
         }))
         .unwrap();
         let r = e.record(&c).unwrap();
-        let Body::Connect(c) = r.body else { panic!("connect expected") };
+        let Body::Connect(c) = r.body else {
+            panic!("connect expected")
+        };
         assert_eq!(c.event.outcome, "unknown");
         assert_eq!(c.error.map(|x| x.code).as_deref(), Some("EINPROGRESS"));
-        assert_eq!(c.destination.map(|d| (d.address, d.port)), Some(("127.0.0.1".into(), 9)));
+        assert_eq!(
+            c.destination.map(|d| (d.address, d.port)),
+            Some(("127.0.0.1".into(), 9))
+        );
         // The refusal arrives in softirq context of pid 0.
         let t = decode(&encode(&Event {
             header: header_for::<TcpStateData>(EventKind::TcpState, 11, 0, 0, "swapper/1"),
@@ -426,7 +567,9 @@ mod tests {
             },
         }))
         .unwrap();
-        let Body::TcpState(t) = e.record(&t).unwrap().body else { panic!("tcp_state expected") };
+        let Body::TcpState(t) = e.record(&t).unwrap().body else {
+            panic!("tcp_state expected")
+        };
         assert_eq!(t.process.map(|p| p.pid), Some(77));
         assert_eq!(t.event.map(|o| o.outcome).as_deref(), Some("failure"));
         assert!(e.sockets.is_empty(), "a closed socket is forgotten");
@@ -436,20 +579,48 @@ mod tests {
     fn a_reused_socket_address_is_not_attributed_to_its_old_owner() {
         let mut e = Enricher::new(1000, 1000, Clock::fixed(0));
         // pid 10 binds a socket at kernel address 0xabc, then exits.
-        e.record(&decode(&encode(&Event { header: header_for::<SockCallData>(EventKind::Bind, 1, 10, 10, "old"), data: sock(0, 0xabc) })).unwrap());
+        e.record(
+            &decode(&encode(&Event {
+                header: header_for::<SockCallData>(EventKind::Bind, 1, 10, 10, "old"),
+                data: sock(0, 0xabc),
+            }))
+            .unwrap(),
+        );
         // pid 20's new socket lands at the same address and connects.
         let mk = |ts, pid, old, new| {
             decode(&encode(&Event {
                 header: header_for::<TcpStateData>(EventKind::TcpState, ts, pid, pid, "new"),
-                data: TcpStateData { skaddr: 0xabc, old_state: old, new_state: new, sport: 1, dport: 9, family: AF_INET, protocol: 6, saddr: [0; 16], daddr: [0; 16], netns: 0, _pad: 0 },
+                data: TcpStateData {
+                    skaddr: 0xabc,
+                    old_state: old,
+                    new_state: new,
+                    sport: 1,
+                    dport: 9,
+                    family: AF_INET,
+                    protocol: 6,
+                    saddr: [0; 16],
+                    daddr: [0; 16],
+                    netns: 0,
+                    _pad: 0,
+                },
             }))
             .unwrap()
         };
-        e.record(&decode(&encode(&Event { header: header_for::<SockCallData>(EventKind::Connect, 2, 20, 20, "new"), data: sock(-115, 0) })).unwrap());
+        e.record(
+            &decode(&encode(&Event {
+                header: header_for::<SockCallData>(EventKind::Connect, 2, 20, 20, "new"),
+                data: sock(-115, 0),
+            }))
+            .unwrap(),
+        );
         let (_, _, owner) = e.enrich(&mk(3, 20, 7, 2));
         assert_eq!(owner.map(|p| p.key.tgid), Some(20));
         let (_, _, owner) = e.enrich(&mk(4, 0, 2, 7));
-        assert_eq!(owner.map(|p| p.key.tgid), Some(20), "the refusal belongs to the new owner");
+        assert_eq!(
+            owner.map(|p| p.key.tgid),
+            Some(20),
+            "the refusal belongs to the new owner"
+        );
     }
 
     #[test]
@@ -458,19 +629,37 @@ mod tests {
         e.record(
             &decode(&encode(&Event {
                 header: header_for::<ForkData>(EventKind::Fork, 1_000_000, 1, 1, "init"),
-                data: ForkData { child_pid: 50, child_tgid: 50, clone_flags: 0, cgroup_id: 0 },
+                data: ForkData {
+                    child_pid: 50,
+                    child_tgid: 50,
+                    clone_flags: 0,
+                    cgroup_id: 0,
+                },
             }))
             .unwrap(),
         );
-        let r = e.record(
-            &decode(&encode(&Event {
-                header: header_for::<ExitData>(EventKind::Exit, 31_000_000, 50, 50, "sleep"),
-                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
-            }))
-            .unwrap(),
-        )
-        .unwrap();
-        let Body::Exit(x) = r.body else { panic!("exit expected") };
+        let r = e
+            .record(
+                &decode(&encode(&Event {
+                    header: header_for::<ExitData>(EventKind::Exit, 31_000_000, 50, 50, "sleep"),
+                    data: ExitData {
+                        exit_code: 9,
+                        group_dead: 1,
+                        parent_tgid: 0,
+                        parent_waiting: 0,
+                        cgroup_id: 0,
+                        pidns: 0,
+                        ns_pid: 0,
+                        flags: 0,
+                        _pad: 0,
+                    },
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        let Body::Exit(x) = r.body else {
+            panic!("exit expected")
+        };
         assert_eq!(x.exit.signal.as_deref(), Some("SIGKILL"));
         assert_eq!(x.process.exit_code, None);
         assert_eq!(x.exit.lifetime_ms, Some(30.0));
@@ -482,22 +671,58 @@ mod tests {
         // A joined thread's exit can reach the ring after the leader's, which
         // ended the process: the thread's record keeps its own word.
         let mut e = Enricher::new(1000, 1000, Clock::fixed(0));
-        let ev = |ty, ts, pid, data| decode(&encode(&Event { header: header_for::<ExitData>(ty, ts, pid, 60, "app"), data })).unwrap();
+        let ev = |ty, ts, pid, data| {
+            decode(&encode(&Event {
+                header: header_for::<ExitData>(ty, ts, pid, 60, "app"),
+                data,
+            }))
+            .unwrap()
+        };
         e.record(
             &decode(&encode(&Event {
                 header: header_for::<ForkData>(EventKind::Fork, 1, 1, 1, "init"),
-                data: ForkData { child_pid: 60, child_tgid: 60, clone_flags: 0, cgroup_id: 0 },
+                data: ForkData {
+                    child_pid: 60,
+                    child_tgid: 60,
+                    clone_flags: 0,
+                    cgroup_id: 0,
+                },
             }))
             .unwrap(),
         );
-        let exit = |dead| ExitData { exit_code: 0, group_dead: dead, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 };
-        let Body::Exit(leader) = e.record(&ev(EventKind::Exit, 5, 60, exit(1))).unwrap().body else { panic!("exit expected") };
-        let Body::Exit(thread) = e.record(&ev(EventKind::Exit, 6, 61, exit(0))).unwrap().body else { panic!("exit expected") };
+        let exit = |dead| ExitData {
+            exit_code: 0,
+            group_dead: dead,
+            parent_tgid: 0,
+            parent_waiting: 0,
+            cgroup_id: 0,
+            pidns: 0,
+            ns_pid: 0,
+            flags: 0,
+            _pad: 0,
+        };
+        let Body::Exit(leader) = e.record(&ev(EventKind::Exit, 5, 60, exit(1))).unwrap().body
+        else {
+            panic!("exit expected")
+        };
+        let Body::Exit(thread) = e.record(&ev(EventKind::Exit, 6, 61, exit(0))).unwrap().body
+        else {
+            panic!("exit expected")
+        };
         assert!(leader.exit.process_exited);
         assert!(!thread.exit.process_exited);
         assert_eq!(thread.exit.lifetime_ms, None);
         // When the kernel could not tell, the leader's exit is the process's.
-        let Body::Exit(unknown) = e.record(&ev(EventKind::Exit, 7, 62, exit(watcher_common::GROUP_DEAD_UNKNOWN))).unwrap().body else {
+        let Body::Exit(unknown) = e
+            .record(&ev(
+                EventKind::Exit,
+                7,
+                62,
+                exit(watcher_common::GROUP_DEAD_UNKNOWN),
+            ))
+            .unwrap()
+            .body
+        else {
             panic!("exit expected")
         };
         assert!(!unknown.exit.process_exited);

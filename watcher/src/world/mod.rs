@@ -2,6 +2,7 @@
 //! (seeded from `/proc`, kept from events), enrichment of kernel events into
 //! records, containers (cgroup → container, the runtime's metadata), network
 //! namespaces and the kernel's socket tables in each (sock_diag).
+pub mod cause;
 pub mod containers;
 pub mod enrich;
 pub mod netns;

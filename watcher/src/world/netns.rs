@@ -33,8 +33,15 @@ pub fn own_netns() -> u32 {
 }
 
 enum Query {
-    Port { tcp: bool, port: u16, candidates: Vec<u32>, reply: SyncSender<Vec<KernelSocket>> },
-    Holders { reply: SyncSender<Vec<KernelSocket>> },
+    Port {
+        tcp: bool,
+        port: u16,
+        candidates: Vec<u32>,
+        reply: SyncSender<Vec<KernelSocket>>,
+    },
+    Holders {
+        reply: SyncSender<Vec<KernelSocket>>,
+    },
 }
 
 struct Helper {
@@ -42,7 +49,11 @@ struct Helper {
 }
 
 /// Answers not yet in after their wait: (port, answer channel, asked when).
-type Late = (crate::detect::sockets::PortKey, Receiver<Vec<KernelSocket>>, std::time::Instant);
+type Late = (
+    crate::detect::sockets::PortKey,
+    Receiver<Vec<KernelSocket>>,
+    std::time::Instant,
+);
 
 /// How long a late answer is still awaited (then counted as unanswered).
 const LATE_LIMIT: Duration = Duration::from_secs(2);
@@ -70,18 +81,30 @@ pub struct NsHandle {
 impl NsHandle {
     /// Through a process that lives in it.
     pub fn of_pid(pid: u32) -> NsHandle {
-        NsHandle { file: format!("/proc/{pid}/ns/net").into(), proc_net: format!("/proc/{pid}/net").into() }
+        NsHandle {
+            file: format!("/proc/{pid}/ns/net").into(),
+            proc_net: format!("/proc/{pid}/net").into(),
+        }
     }
 }
 
-fn helper(netns: u32, own: u32, handle: NsHandle, rx: Receiver<Query>, said: bool) -> Option<String> {
+fn helper(
+    netns: u32,
+    own: u32,
+    handle: NsHandle,
+    rx: Receiver<Query>,
+    said: bool,
+) -> Option<String> {
     let mut note = None;
     let entered = if netns == own {
         Ok(())
     } else {
         std::fs::File::open(&handle.file)
             .map_err(|e| e.to_string())
-            .and_then(|f| nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string()))
+            .and_then(|f| {
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| e.to_string())
+            })
     };
     let mut diag = match entered {
         Ok(()) => Diag::open("/proc/net"),
@@ -97,7 +120,12 @@ fn helper(netns: u32, own: u32, handle: NsHandle, rx: Receiver<Query>, said: boo
     };
     loop {
         match rx.recv_timeout(IDLE) {
-            Ok(Query::Port { tcp, port, candidates, reply }) => {
+            Ok(Query::Port {
+                tcp,
+                port,
+                candidates,
+                reply,
+            }) => {
                 let mut socks = diag.port_sockets(tcp, port, &candidates);
                 socks.iter_mut().for_each(|s| s.netns = netns);
                 let _ = reply.try_send(socks);
@@ -132,18 +160,21 @@ impl NetnsLookups {
     fn helper_for(&mut self, netns: u32, handle: &NsHandle) -> Option<&Helper> {
         if netns != self.own && ns_inode(&handle.file) != Some(netns) {
             // The process left (or never was in) that namespace.
-            self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.unanswered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
         let (tx, rx) = sync_channel::<Query>(16);
         let own = self.own;
         let h = handle.clone();
         let said = self.said_fallback;
-        let spawned = std::thread::Builder::new().name(format!("watcher-netns-{netns}")).spawn(move || {
-            if let Some(note) = helper(netns, own, h, rx, said) {
-                eprintln!("watcher: {note}");
-            }
-        });
+        let spawned = std::thread::Builder::new()
+            .name(format!("watcher-netns-{netns}"))
+            .spawn(move || {
+                if let Some(note) = helper(netns, own, h, rx, said) {
+                    eprintln!("watcher: {note}");
+                }
+            });
         if spawned.is_err() {
             return None;
         }
@@ -182,7 +213,8 @@ impl NetnsLookups {
                                     self.late.push((key, reply_rx, std::time::Instant::now()))
                                 }
                                 _ => {
-                                    self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    self.unanswered
+                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 }
                             }
                             None
@@ -194,7 +226,8 @@ impl NetnsLookups {
                     self.helpers.remove(&netns);
                 }
                 Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                    self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.unanswered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return None;
                 }
             }
@@ -206,12 +239,30 @@ impl NetnsLookups {
     /// `pid`, a process using it), holders with their processes; `None` when
     /// no answer came within the deadline (it then comes through
     /// [`NetnsLookups::late_answers`]).
-    pub fn port_sockets(&mut self, netns: u32, pid: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+    pub fn port_sockets(
+        &mut self,
+        netns: u32,
+        pid: u32,
+        tcp: bool,
+        port: u16,
+        candidates: &[u32],
+    ) -> Option<Vec<KernelSocket>> {
         let key = (netns, tcp, port);
         let netns = if netns == 0 { self.own } else { netns };
         let candidates = candidates.to_vec();
-        let make = move |reply| Query::Port { tcp, port, candidates: candidates.clone(), reply };
-        self.ask(netns, &NsHandle::of_pid(pid), make, self.deadline, Some(key))
+        let make = move |reply| Query::Port {
+            tcp,
+            port,
+            candidates: candidates.clone(),
+            reply,
+        };
+        self.ask(
+            netns,
+            &NsHandle::of_pid(pid),
+            make,
+            self.deadline,
+            Some(key),
+        )
     }
 
     /// Answers that came after their wait (never blocks); those older than
@@ -238,10 +289,18 @@ impl NetnsLookups {
     /// `/run/netns`), with its processes: the start-up seed.
     pub fn all_holders(&mut self) -> Vec<KernelSocket> {
         let mut found: HashMap<u32, NsHandle> = HashMap::new();
-        found.insert(self.own, NsHandle { file: "/proc/self/ns/net".into(), proc_net: "/proc/net".into() });
+        found.insert(
+            self.own,
+            NsHandle {
+                file: "/proc/self/ns/net".into(),
+                proc_net: "/proc/net".into(),
+            },
+        );
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for e in dir.flatten() {
-                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
                 let h = NsHandle::of_pid(pid);
                 if let Some(ino) = ns_inode(&h.file) {
                     found.entry(ino).or_insert(h);
@@ -249,11 +308,16 @@ impl NetnsLookups {
             }
         }
         for dir in ["/run/netns", "/var/run/docker/netns"] {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for e in entries.flatten() {
                 let p = e.path();
                 if let Some(ino) = ns_inode(&p) {
-                    found.entry(ino).or_insert(NsHandle { file: p, proc_net: PathBuf::new() });
+                    found.entry(ino).or_insert(NsHandle {
+                        file: p,
+                        proc_net: PathBuf::new(),
+                    });
                 }
             }
         }
@@ -282,7 +346,14 @@ impl NetnsLookups {
 }
 
 impl crate::engine::SocketLookup for NetnsLookups {
-    fn ask(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) -> Option<Vec<KernelSocket>> {
+    fn ask(
+        &mut self,
+        netns: u32,
+        via: u32,
+        tcp: bool,
+        port: u16,
+        candidates: &[u32],
+    ) -> Option<Vec<KernelSocket>> {
         self.port_sockets(netns, via, tcp, port, candidates)
     }
     fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
@@ -304,11 +375,19 @@ mod tests {
         let mut n = NetnsLookups::new(Duration::from_secs(5));
         let me = std::process::id();
         let s = n.port_sockets(0, me, true, port, &[me]).expect("an answer");
-        assert!(s.iter().any(|k| k.pids.contains(&me) && k.netns == n.own()), "{s:?}");
+        assert!(
+            s.iter().any(|k| k.pids.contains(&me) && k.netns == n.own()),
+            "{s:?}"
+        );
         assert_eq!(n.helpers(), 1, "one helper, kept for the next question");
-        let again = n.port_sockets(n.own(), me, true, port, &[me]).expect("an answer");
+        let again = n
+            .port_sockets(n.own(), me, true, port, &[me])
+            .expect("an answer");
         assert_eq!(again.len(), s.len());
         assert_eq!(n.helpers(), 1);
-        assert!(n.all_holders().iter().any(|k| k.port == port && k.pids.contains(&me)));
+        assert!(n
+            .all_holders()
+            .iter()
+            .any(|k| k.port == port && k.pids.contains(&me)));
     }
 }

@@ -9,6 +9,7 @@ use std::{collections::HashMap, sync::Arc};
 use crate::{
     decode::{KernelEvent, Payload},
     names::ExitStatus,
+    world::cause::{Relation, Sender, Signalled},
 };
 use watcher_common::{ExitData, ReapSource};
 
@@ -62,6 +63,8 @@ pub struct Proc {
     pub threads: u32,
     /// Set when the last thread exited: (time, status). The process is a zombie until reaped.
     pub exited: Option<(u64, ExitStatus)>,
+    /// The last fatal signal generated for it (and by whom), or the OOM killer's choice.
+    pub signalled: Option<Arc<Signalled>>,
     /// "Same program" identity: executable plus argument-vector digest at the
     /// last exec (or executable only, by configuration), within its container;
     /// inherited at fork.
@@ -70,7 +73,10 @@ pub struct Proc {
 
 impl Proc {
     pub fn command_line(&self) -> Option<String> {
-        self.argv.as_ref().filter(|a| !a.is_empty()).map(|a| a.join(" "))
+        self.argv
+            .as_ref()
+            .filter(|a| !a.is_empty())
+            .map(|a| a.join(" "))
     }
 }
 
@@ -116,7 +122,13 @@ pub fn fnv1a(parts: &[&[u8]]) -> u64 {
 /// Program identity of an executable and argument vector, within a
 /// container: replicas of one image in separate containers are different
 /// programs (the same program started twice in one container is one).
-pub fn program_id(identity: Identity, exe: Option<&str>, comm: &str, argv: Option<&[String]>, container: Option<&str>) -> u64 {
+pub fn program_id(
+    identity: Identity,
+    exe: Option<&str>,
+    comm: &str,
+    argv: Option<&[String]>,
+    container: Option<&str>,
+) -> u64 {
     let exe = exe.unwrap_or(comm);
     let mut parts: Vec<&[u8]> = vec![exe.as_bytes()];
     if let (Identity::ExeAndArgs, Some(argv)) = (identity, argv) {
@@ -205,7 +217,11 @@ impl ProcessTable {
                 .min()
                 .map(|(_, tgid)| tgid)
                 .or_else(|| {
-                    self.procs.values().filter(|q| q.key.tgid > 1).max_by_key(|q| q.key.start_ns).map(|q| q.key.tgid)
+                    self.procs
+                        .values()
+                        .filter(|q| q.key.tgid > 1)
+                        .max_by_key(|q| q.key.start_ns)
+                        .map(|q| q.key.tgid)
                 });
             if let Some(v) = victim {
                 self.remove(v);
@@ -239,7 +255,9 @@ impl ProcessTable {
 
     /// A process got a new parent (reparenting, adoption by a reaper).
     fn set_ppid(&mut self, tgid: u32, new: u32) {
-        let Some(old) = self.procs.get(&tgid).map(|p| p.ppid) else { return };
+        let Some(old) = self.procs.get(&tgid).map(|p| p.ppid) else {
+            return;
+        };
         if old == new {
             return;
         }
@@ -269,7 +287,10 @@ impl ProcessTable {
                     if let Some(p) = self.procs.get_mut(&h.tgid) {
                         p.threads = p.threads.saturating_add(1);
                     }
-                    return Touched { subject: self.procs.get(&h.tgid).cloned(), parent: None };
+                    return Touched {
+                        subject: self.procs.get(&h.tgid).cloned(),
+                        parent: None,
+                    };
                 }
                 let parent = self.procs.get(&h.tgid).cloned();
                 let ppid = if f.clone_flags & CLONE_PARENT != 0 {
@@ -283,9 +304,15 @@ impl ProcessTable {
                     parent.as_ref().and_then(|p| p.container_id.clone())
                 };
                 let child = Proc {
-                    key: ProcKey { tgid: f.child_tgid, start_ns: h.ts_ns },
+                    key: ProcKey {
+                        tgid: f.child_tgid,
+                        start_ns: h.ts_ns,
+                    },
                     ppid,
-                    comm: parent.as_ref().map(|p| p.comm.clone()).unwrap_or_else(|| ev.comm().into()),
+                    comm: parent
+                        .as_ref()
+                        .map(|p| p.comm.clone())
+                        .unwrap_or_else(|| ev.comm().into()),
                     exe: parent.as_ref().and_then(|p| p.exe.clone()),
                     argv: parent.as_ref().and_then(|p| p.argv.clone()),
                     uid: h.uid,
@@ -294,10 +321,14 @@ impl ProcessTable {
                     pidns: parent.as_ref().map(|p| p.pidns).unwrap_or(0),
                     threads: 1,
                     exited: None,
+                    signalled: None,
                     program: parent.as_ref().map(|p| p.program).unwrap_or(0),
                 };
                 self.insert(child.clone());
-                Touched { subject: Some(child), parent }
+                Touched {
+                    subject: Some(child),
+                    parent,
+                }
             }
             Payload::Exec(x) => {
                 let p = self.entry(ev);
@@ -313,10 +344,19 @@ impl ProcessTable {
                 }
                 let identity = self.identity;
                 let p = self.procs.get_mut(&h.tgid).expect("entry exists");
-                p.program = program_id(identity, p.exe.as_deref(), &p.comm, p.argv.as_deref(), p.container_id.as_deref());
+                p.program = program_id(
+                    identity,
+                    p.exe.as_deref(),
+                    &p.comm,
+                    p.argv.as_deref(),
+                    p.container_id.as_deref(),
+                );
                 let subject = p.clone();
                 let parent = self.procs.get(&subject.ppid).cloned();
-                Touched { subject: Some(subject), parent }
+                Touched {
+                    subject: Some(subject),
+                    parent,
+                }
             }
             Payload::Exit(x) => {
                 let status = ExitStatus::from_raw(x.exit_code);
@@ -345,11 +385,19 @@ impl ProcessTable {
                 // children are not handed to anyone.
                 if group_dead && !ends_pid_namespace(x, h.tgid) {
                     // Its children now belong to a subreaper or init.
-                    let mut orphans: Vec<u32> = self.kids.get(&h.tgid).map(|s| s.iter().copied().collect()).unwrap_or_default();
-                    orphans.retain(|c| *c != h.tgid && self.procs.get(c).is_some_and(|q| q.ppid == h.tgid));
+                    let mut orphans: Vec<u32> = self
+                        .kids
+                        .get(&h.tgid)
+                        .map(|s| s.iter().copied().collect())
+                        .unwrap_or_default();
+                    orphans.retain(|c| {
+                        *c != h.tgid && self.procs.get(c).is_some_and(|q| q.ppid == h.tgid)
+                    });
                     orphans.sort_unstable();
                     for c in orphans {
-                        let new = (self.parent_lookup)(c).filter(|&pp| pp != h.tgid).unwrap_or(1);
+                        let new = (self.parent_lookup)(c)
+                            .filter(|&pp| pp != h.tgid)
+                            .unwrap_or(1);
                         self.set_ppid(c, new);
                         if let Some(child) = self.procs.get(&c) {
                             self.reparented.push((child.key, new));
@@ -357,7 +405,10 @@ impl ProcessTable {
                     }
                 }
                 let parent = self.procs.get(&subject.ppid).cloned();
-                Touched { subject: Some(subject), parent }
+                Touched {
+                    subject: Some(subject),
+                    parent,
+                }
             }
             Payload::Reap(r) => {
                 let reaper = match ReapSource::from_u32(r.source) {
@@ -374,15 +425,93 @@ impl ProcessTable {
                     Some(p) => Some(p.clone()),
                     None => None,
                 };
-                Touched { subject, parent: reaper }
+                Touched {
+                    subject,
+                    parent: reaper,
+                }
             }
             // A socket call runs in its process: learn the process if it is unknown (evicted, missed).
-            Payload::Bind(_) | Payload::Connect(_) => Touched { subject: Some(self.entry(ev).clone()), parent: None },
+            Payload::Bind(_) | Payload::Connect(_) => Touched {
+                subject: Some(self.entry(ev).clone()),
+                parent: None,
+            },
             // A TCP state change may run in softirq context of an unrelated task.
-            Payload::TcpState(_) => Touched { subject: self.procs.get(&h.tgid).cloned(), parent: None },
+            Payload::TcpState(_) => Touched {
+                subject: self.procs.get(&h.tgid).cloned(),
+                parent: None,
+            },
+            Payload::Signal(x) => self.signalled(ev, x),
             // Not about one process.
             Payload::Cgroup(_) => Touched::default(),
         }
+    }
+
+    /// A fatal signal generated for a process (the header is the sender), or
+    /// the OOM killer's choice: remembered on the target for its exit's cause.
+    /// The subject is the target, the parent the sender.
+    fn signalled(&mut self, ev: &KernelEvent, x: &watcher_common::SignalData) -> Touched {
+        let h = &ev.header;
+        // The target is a thread id: a process's own, or the sender's faulting thread.
+        let target = if self.procs.contains_key(&x.target_pid) {
+            x.target_pid
+        } else if x.target_pid == h.pid {
+            h.tgid
+        } else {
+            return Touched::default();
+        };
+        let oom = x.source == watcher_common::SIGNAL_OOM_VICTIM;
+        let by_kernel = oom || x.code > 0;
+        let sender = (!by_kernel).then(|| {
+            let relation = if h.tgid == target {
+                Relation::Itself
+            } else if self.procs.get(&target).is_some_and(|p| p.ppid == h.tgid) {
+                Relation::Parent
+            } else if self.is_ancestor(h.tgid, target) {
+                Relation::Ancestor
+            } else {
+                Relation::Other
+            };
+            let known = self.procs.get(&h.tgid);
+            Sender {
+                tgid: h.tgid,
+                comm: known
+                    .map(|p| p.comm.clone())
+                    .unwrap_or_else(|| ev.comm().into()),
+                exe: known.and_then(|p| p.exe.clone()),
+                command_line: known.and_then(|p| p.command_line()),
+                relation,
+            }
+        });
+        let sender_proc = self.procs.get(&h.tgid).cloned();
+        let p = self.procs.get_mut(&target).expect("checked above");
+        // The OOM killer's own SIGKILL follows its choice: keep the choice.
+        if !p.signalled.as_ref().is_some_and(|s| s.oom && x.sig == 9) {
+            p.signalled = Some(Arc::new(Signalled {
+                at_ns: h.ts_ns,
+                signal: x.sig,
+                code: x.code,
+                oom,
+                sender,
+            }));
+        }
+        Touched {
+            subject: Some(p.clone()),
+            parent: sender_proc,
+        }
+    }
+
+    /// Whether `who` is an ancestor of `tgid` above its parent (bounded walk).
+    fn is_ancestor(&self, who: u32, tgid: u32) -> bool {
+        let mut cur = self.procs.get(&tgid).map(|p| p.ppid);
+        for _ in 0..32 {
+            match cur {
+                Some(0) | None => return false,
+                Some(pp) if pp == who => return true,
+                Some(pp) if pp == 1 => return false,
+                Some(pp) => cur = self.procs.get(&pp).map(|p| p.ppid),
+            }
+        }
+        false
     }
 
     /// The entry of the event's process, created from the event if unknown.
@@ -390,7 +519,10 @@ impl ProcessTable {
         let h = &ev.header;
         if !self.procs.contains_key(&h.tgid) {
             let p = Proc {
-                key: ProcKey { tgid: h.tgid, start_ns: h.ts_ns },
+                key: ProcKey {
+                    tgid: h.tgid,
+                    start_ns: h.ts_ns,
+                },
                 ppid: 0,
                 comm: ev.comm().into(),
                 exe: None,
@@ -401,6 +533,7 @@ impl ProcessTable {
                 pidns: 0,
                 threads: 1,
                 exited: None,
+                signalled: None,
                 program: 0,
             };
             self.insert(p);
@@ -410,14 +543,23 @@ impl ProcessTable {
 
     /// Seed from `/proc`: every process that exists now, zombies included.
     pub fn seed_from_proc(&mut self) -> usize {
-        let Ok(all) = procfs::process::all_processes() else { return 0 };
+        let Ok(all) = procfs::process::all_processes() else {
+            return 0;
+        };
         let tps = procfs::ticks_per_second().max(1);
         let mut n = 0;
         for pr in all.flatten() {
             let Ok(stat) = pr.stat() else { continue };
             let tgid = stat.pid as u32;
-            let exe = pr.exe().ok().map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
-            let argv = pr.cmdline().ok().filter(|a| !a.is_empty()).map(Arc::<[String]>::from);
+            let exe = pr
+                .exe()
+                .ok()
+                .map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
+            let argv = pr
+                .cmdline()
+                .ok()
+                .filter(|a| !a.is_empty())
+                .map(Arc::<[String]>::from);
             let uid = pr.uid().unwrap_or(0);
             let container_id = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
                 .ok()
@@ -425,7 +567,13 @@ impl ProcessTable {
                 .map(Arc::<str>::from);
             let zombie = stat.state == 'Z';
             let start_ns = stat.starttime.saturating_mul(1_000_000_000) / tps;
-            let program = program_id(self.identity, exe.as_deref(), &stat.comm, argv.as_deref(), container_id.as_deref());
+            let program = program_id(
+                self.identity,
+                exe.as_deref(),
+                &stat.comm,
+                argv.as_deref(),
+                container_id.as_deref(),
+            );
             self.insert(Proc {
                 program,
                 key: ProcKey { tgid, start_ns },
@@ -442,6 +590,7 @@ impl ProcessTable {
                     let code = stat.exit_code.unwrap_or(0) as u32;
                     (start_ns, ExitStatus::from_raw(code))
                 }),
+                signalled: None,
             });
             n += 1;
         }
@@ -480,27 +629,55 @@ mod tests {
     fn fork(ts: u64, parent: u32, child: u32, flags: u64) -> KernelEvent {
         decode(&encode(&Event {
             header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "sh"),
-            data: ForkData { child_pid: child, child_tgid: if flags & CLONE_THREAD != 0 { parent } else { child }, clone_flags: flags, cgroup_id: 0 },
+            data: ForkData {
+                child_pid: child,
+                child_tgid: if flags & CLONE_THREAD != 0 {
+                    parent
+                } else {
+                    child
+                },
+                clone_flags: flags,
+                cgroup_id: 0,
+            },
         }))
         .unwrap()
     }
     fn exit(ts: u64, pid: u32, tgid: u32, code: u32, dead: u32) -> KernelEvent {
         decode(&encode(&Event {
             header: header_for::<ExitData>(EventKind::Exit, ts, pid, tgid, "x"),
-            data: ExitData { exit_code: code, group_dead: dead, parent_tgid: 0, parent_waiting: 0, cgroup_id: 0, pidns: 0, ns_pid: 0, flags: 0, _pad: 0 },
+            data: ExitData {
+                exit_code: code,
+                group_dead: dead,
+                parent_tgid: 0,
+                parent_waiting: 0,
+                cgroup_id: 0,
+                pidns: 0,
+                ns_pid: 0,
+                flags: 0,
+                _pad: 0,
+            },
         }))
         .unwrap()
     }
     fn reap(ts: u64, reaper: u32, pid: u32, source: u32) -> KernelEvent {
         decode(&encode(&Event {
             header: header_for::<ReapData>(EventKind::Reap, ts, reaper, reaper, "sh"),
-            data: ReapData { reaped_pid: pid, source },
+            data: ReapData {
+                reaped_pid: pid,
+                source,
+            },
         }))
         .unwrap()
     }
     fn exec(ts: u64, pid: u32, file: &str, argv: &[&str]) -> KernelEvent {
         KernelEvent {
-            header: header_for::<watcher_common::ExecData>(EventKind::Exec, ts, pid, pid, "python3"),
+            header: header_for::<watcher_common::ExecData>(
+                EventKind::Exec,
+                ts,
+                pid,
+                pid,
+                "python3",
+            ),
             payload: Payload::Exec(Exec {
                 old_pid: pid,
                 filename: file.into(),
@@ -519,7 +696,10 @@ mod tests {
             t.apply(&exit(i as u64 + 1, 100_000 + i, 100_000 + i, 0, 1));
             t.apply(&reap(i as u64 + 2, 1, 100_000 + i, 1));
         }
-        assert!(t.kids.values().map(|s| s.len()).sum::<usize>() <= 1, "reaped children leave the index");
+        assert!(
+            t.kids.values().map(|s| s.len()).sum::<usize>() <= 1,
+            "reaped children leave the index"
+        );
         t.apply(&fork(1, 1, 50, 0));
         t.apply(&fork(2, 50, 51, 0));
         assert!(t.kids[&50].contains(&51));
@@ -538,7 +718,10 @@ mod tests {
         t.apply(&exit(14, 700, 700, 0, 1));
         let mut re = t.reparented.clone();
         re.sort();
-        assert_eq!(re.iter().map(|(k, p)| (k.tgid, *p)).collect::<Vec<_>>(), vec![(701, 42), (702, 42)]);
+        assert_eq!(
+            re.iter().map(|(k, p)| (k.tgid, *p)).collect::<Vec<_>>(),
+            vec![(701, 42), (702, 42)]
+        );
         assert_eq!(t.get(702).unwrap().ppid, 42);
         t.apply(&reap(15, 42, 701, 1));
         assert!(t.get(701).is_none());
@@ -546,20 +729,74 @@ mod tests {
 
     #[test]
     fn program_identity() {
-        let a = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "a.py".into()]), None);
-        let b = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "b.py".into()]), None);
-        let a2 = program_id(Identity::ExeAndArgs, Some("/usr/bin/python3"), "python3", Some(&["/usr/bin/python3".into(), "a.py".into()]), None);
+        let a = program_id(
+            Identity::ExeAndArgs,
+            Some("/usr/bin/python3"),
+            "python3",
+            Some(&["python3".into(), "a.py".into()]),
+            None,
+        );
+        let b = program_id(
+            Identity::ExeAndArgs,
+            Some("/usr/bin/python3"),
+            "python3",
+            Some(&["python3".into(), "b.py".into()]),
+            None,
+        );
+        let a2 = program_id(
+            Identity::ExeAndArgs,
+            Some("/usr/bin/python3"),
+            "python3",
+            Some(&["/usr/bin/python3".into(), "a.py".into()]),
+            None,
+        );
         assert_ne!(a, b);
         assert_eq!(a, a2, "argv[0] does not change the program");
-        let ea = program_id(Identity::Exe, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "a.py".into()]), None);
-        let eb = program_id(Identity::Exe, Some("/usr/bin/python3"), "python3", Some(&["python3".into(), "b.py".into()]), None);
+        let ea = program_id(
+            Identity::Exe,
+            Some("/usr/bin/python3"),
+            "python3",
+            Some(&["python3".into(), "a.py".into()]),
+            None,
+        );
+        let eb = program_id(
+            Identity::Exe,
+            Some("/usr/bin/python3"),
+            "python3",
+            Some(&["python3".into(), "b.py".into()]),
+            None,
+        );
         assert_eq!(ea, eb);
         // Within one container: replicas in two containers are two programs.
         let argv: Vec<String> = vec!["sleep".into(), "1000".into()];
-        let c1 = program_id(Identity::ExeAndArgs, Some("/bin/sleep"), "sleep", Some(&argv), Some("c1"));
-        let c1b = program_id(Identity::ExeAndArgs, Some("/bin/sleep"), "sleep", Some(&argv), Some("c1"));
-        let c2 = program_id(Identity::ExeAndArgs, Some("/bin/sleep"), "sleep", Some(&argv), Some("c2"));
-        let host = program_id(Identity::ExeAndArgs, Some("/bin/sleep"), "sleep", Some(&argv), None);
+        let c1 = program_id(
+            Identity::ExeAndArgs,
+            Some("/bin/sleep"),
+            "sleep",
+            Some(&argv),
+            Some("c1"),
+        );
+        let c1b = program_id(
+            Identity::ExeAndArgs,
+            Some("/bin/sleep"),
+            "sleep",
+            Some(&argv),
+            Some("c1"),
+        );
+        let c2 = program_id(
+            Identity::ExeAndArgs,
+            Some("/bin/sleep"),
+            "sleep",
+            Some(&argv),
+            Some("c2"),
+        );
+        let host = program_id(
+            Identity::ExeAndArgs,
+            Some("/bin/sleep"),
+            "sleep",
+            Some(&argv),
+            None,
+        );
         assert_eq!(c1, c1b);
         assert!(c1 != c2 && c1 != host && c2 != host);
         // Stable across runs: a fixed value.
@@ -571,7 +808,10 @@ mod tests {
     fn fork_exec_exit_reap() {
         let mut t = ProcessTable::new(100);
         let touched = t.apply(&fork(10, 1, 200, 0x11));
-        assert_eq!(touched.subject.as_ref().map(|p| (p.key.tgid, p.ppid)), Some((200, 1)));
+        assert_eq!(
+            touched.subject.as_ref().map(|p| (p.key.tgid, p.ppid)),
+            Some((200, 1))
+        );
         let touched = t.apply(&exec(11, 200, "/usr/bin/python3", &["python3", "app.py"]));
         let p = touched.subject.unwrap();
         assert_eq!(p.exe.as_deref(), Some("/usr/bin/python3"));
@@ -593,7 +833,13 @@ mod tests {
         // The exit and reap of the first 300 were lost; a new process gets pid 300.
         let touched = t.apply(&fork(50, 7, 300, 0));
         let p = touched.subject.unwrap();
-        assert_eq!(p.key, ProcKey { tgid: 300, start_ns: 50 });
+        assert_eq!(
+            p.key,
+            ProcKey {
+                tgid: 300,
+                start_ns: 50
+            }
+        );
         assert_eq!(p.ppid, 7);
         assert_ne!(p.exe.as_deref(), Some("/bin/old"));
         assert_eq!(t.stats.replaced, 1);
@@ -622,19 +868,38 @@ mod tests {
         let ev = |pid, ns_pid| {
             decode(&encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 12, pid, pid, "init"),
-                data: ExitData { exit_code: 9, group_dead: 1, parent_tgid: 50, parent_waiting: 0, cgroup_id: 0, pidns: 4026532000, ns_pid, flags: 0, _pad: 0 },
+                data: ExitData {
+                    exit_code: 9,
+                    group_dead: 1,
+                    parent_tgid: 50,
+                    parent_waiting: 0,
+                    cgroup_id: 0,
+                    pidns: 4026532000,
+                    ns_pid,
+                    flags: 0,
+                    _pad: 0,
+                },
             }))
             .unwrap()
         };
         t.apply(&ev(700, 1));
-        assert!(t.reparented.is_empty(), "the kernel reaps a dying namespace's processes");
+        assert!(
+            t.reparented.is_empty(),
+            "the kernel reaps a dying namespace's processes"
+        );
         assert_eq!(t.get(701).unwrap().ppid, 700);
         assert_eq!(t.get(700).unwrap().pidns, 4026532000);
         // An ordinary parent's children are handed on.
         t.apply(&fork(13, 50, 800, 0));
         t.apply(&fork(14, 800, 801, 0));
         t.apply(&ev(800, 7));
-        assert_eq!(t.reparented.iter().map(|(k, p)| (k.tgid, *p)).collect::<Vec<_>>(), vec![(801, 1)]);
+        assert_eq!(
+            t.reparented
+                .iter()
+                .map(|(k, p)| (k.tgid, *p))
+                .collect::<Vec<_>>(),
+            vec![(801, 1)]
+        );
     }
 
     #[test]
@@ -643,7 +908,10 @@ mod tests {
         t.apply(&fork(10, 1, 500, 0));
         let touched = t.apply(&reap(11, 1, 500, 1));
         assert!(touched.subject.is_some());
-        assert!(t.get(500).is_some(), "a live process must stay in the table");
+        assert!(
+            t.get(500).is_some(),
+            "a live process must stay in the table"
+        );
     }
 
     #[test]
@@ -652,7 +920,10 @@ mod tests {
         t.apply(&fork(10, 1, 600, 0));
         t.apply(&exit(11, 600, 600, 0, 1));
         let touched = t.apply(&reap(12, 999, 600, 3));
-        assert!(touched.parent.is_none(), "free runs in an unrelated task: no reaper");
+        assert!(
+            touched.parent.is_none(),
+            "free runs in an unrelated task: no reaper"
+        );
         assert!(t.get(600).is_none());
     }
 
@@ -669,7 +940,13 @@ mod tests {
         let before: Vec<u32> = t.iter().map(|p| p.key.tgid).collect();
         t.apply(&fork(501, 1, 5000, 0));
         assert!(t.get(5000).is_some());
-        assert!(before.iter().filter(|&&p| p != 1000).all(|p| t.get(*p).is_some()) || t.get(1000).is_some());
+        assert!(
+            before
+                .iter()
+                .filter(|&&p| p != 1000)
+                .all(|p| t.get(*p).is_some())
+                || t.get(1000).is_some()
+        );
     }
 
     #[test]
@@ -677,7 +954,9 @@ mod tests {
         let mut t = ProcessTable::new(1 << 16);
         let n = t.seed_from_proc();
         assert!(n > 1);
-        let me = t.get(std::process::id()).expect("this test process is in /proc");
+        let me = t
+            .get(std::process::id())
+            .expect("this test process is in /proc");
         assert!(me.exe.is_some());
         assert!(me.argv.as_ref().map(|a| !a.is_empty()).unwrap_or(false));
     }
@@ -689,12 +968,25 @@ mod tests {
             container_id_from_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")).as_deref(),
             Some(id)
         );
-        assert_eq!(container_id_from_cgroup(&format!("12:pids:/docker/{id}\n")).as_deref(), Some(id));
         assert_eq!(
-            container_id_from_cgroup(&format!("0::/kubepods/burstable/pod1/cri-containerd-{id}.scope")).as_deref(),
+            container_id_from_cgroup(&format!("12:pids:/docker/{id}\n")).as_deref(),
             Some(id)
         );
-        assert_eq!(container_id_from_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"), None);
-        assert_eq!(container_id_from_cgroup(&format!("0::/x/{id}0")), None, "65 hex digits is not an id");
+        assert_eq!(
+            container_id_from_cgroup(&format!(
+                "0::/kubepods/burstable/pod1/cri-containerd-{id}.scope"
+            ))
+            .as_deref(),
+            Some(id)
+        );
+        assert_eq!(
+            container_id_from_cgroup("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
+        assert_eq!(
+            container_id_from_cgroup(&format!("0::/x/{id}0")),
+            None,
+            "65 hex digits is not an id"
+        );
     }
 }

@@ -35,7 +35,9 @@ async fn request(socket: &PathBuf, uri: &str) -> anyhow::Result<Response<Incomin
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::get(uri).header("Host", "docker").body(Empty::<Bytes>::new())?;
+    let req = Request::get(uri)
+        .header("Host", "docker")
+        .body(Empty::<Bytes>::new())?;
     Ok(sender.send_request(req).await?)
 }
 
@@ -49,11 +51,16 @@ async fn get_json(socket: &PathBuf, uri: &str) -> anyhow::Result<Option<Value>> 
             return Ok(None);
         }
         if !status.is_success() {
-            anyhow::bail!("{uri}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+            anyhow::bail!(
+                "{uri}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            );
         }
         Ok(Some(serde_json::from_slice(&body)?))
     };
-    tokio::time::timeout(CALL_DEADLINE, call).await.map_err(|_| anyhow::anyhow!("{uri}: no answer within {CALL_DEADLINE:?}"))?
+    tokio::time::timeout(CALL_DEADLINE, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("{uri}: no answer within {CALL_DEADLINE:?}"))?
 }
 
 fn s(v: &Value) -> Option<Arc<str>> {
@@ -77,7 +84,10 @@ pub fn from_inspect(v: &Value) -> Option<ContainerInfo> {
     Some(ContainerInfo {
         id,
         runtime: "docker",
-        name: v["Name"].as_str().map(|n| Arc::from(n.trim_start_matches('/'))).filter(|n: &Arc<str>| !n.is_empty()),
+        name: v["Name"]
+            .as_str()
+            .map(|n| Arc::from(n.trim_start_matches('/')))
+            .filter(|n: &Arc<str>| !n.is_empty()),
         image: s(&v["Config"]["Image"]),
         pod_namespace: s(&labels["io.kubernetes.pod.namespace"]),
         pod_name: s(&labels["io.kubernetes.pod.name"]),
@@ -114,7 +124,10 @@ async fn inspect(socket: &PathBuf, id: &str) -> Option<RuntimeUpdate> {
 }
 
 /// Follow the event stream until it ends; each container event becomes an update.
-async fn follow_events(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUpdate>) -> anyhow::Result<()> {
+async fn follow_events(
+    socket: &PathBuf,
+    out: &std::sync::mpsc::Sender<RuntimeUpdate>,
+) -> anyhow::Result<()> {
     let filters = r#"{"type":["container"]}"#;
     let uri = format!("/events?filters={}", percent(filters));
     let resp = tokio::time::timeout(CALL_DEADLINE, request(socket, &uri)).await??;
@@ -125,17 +138,26 @@ async fn follow_events(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUp
     let mut buf: Vec<u8> = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame?;
-        let Some(data) = frame.data_ref() else { continue };
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
         buf.extend_from_slice(data);
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=nl).collect();
-            let Ok(ev) = serde_json::from_slice::<Value>(&line) else { continue };
-            let action = ev["Action"].as_str().or_else(|| ev["status"].as_str()).unwrap_or("");
+            let Ok(ev) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            let action = ev["Action"]
+                .as_str()
+                .or_else(|| ev["status"].as_str())
+                .unwrap_or("");
             let update = match action {
                 "create" | "rename" => from_event(&ev).map(RuntimeUpdate::Container),
                 // At start the runtime knows its addresses and restart policy.
                 "start" | "restart" => match s(&ev["Actor"]["ID"]) {
-                    Some(id) => inspect(socket, &id).await.or_else(|| from_event(&ev).map(RuntimeUpdate::Container)),
+                    Some(id) => inspect(socket, &id)
+                        .await
+                        .or_else(|| from_event(&ev).map(RuntimeUpdate::Container)),
                     None => None,
                 },
                 "die" | "stop" => s(&ev["Actor"]["ID"]).map(|id| RuntimeUpdate::Stopped { id }),
@@ -154,7 +176,13 @@ async fn follow_events(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUp
 
 fn percent(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -169,8 +197,17 @@ pub fn containerd_socket() -> Option<PathBuf> {
 /// Metadata from a containerd container (its labels: the kubelet's
 /// `io.kubernetes.*` on a Kubernetes node). containerd's container id is its
 /// name where no Kubernetes container name is given.
-pub fn from_containerd(id: &str, image: &str, labels: &std::collections::HashMap<String, String>) -> ContainerInfo {
-    let label = |k: &str| labels.get(k).filter(|v| !v.is_empty()).map(|v| Arc::<str>::from(v.as_str()));
+pub fn from_containerd(
+    id: &str,
+    image: &str,
+    labels: &std::collections::HashMap<String, String>,
+) -> ContainerInfo {
+    let label = |k: &str| {
+        labels
+            .get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| Arc::<str>::from(v.as_str()))
+    };
     ContainerInfo {
         id: id.into(),
         runtime: "containerd",
@@ -193,15 +230,18 @@ struct Containerd {
 
 impl Containerd {
     fn new(socket: PathBuf) -> Containerd {
-        Containerd { socket, channel: Arc::default() }
+        Containerd {
+            socket,
+            channel: Arc::default(),
+        }
     }
 
     /// The container `id` in any of containerd's namespaces (`k8s.io`, `moby`, `default`, …).
     async fn get(&self, id: &str) -> Option<ContainerInfo> {
         use containerd_client::{
             services::v1::{
-                containers_client::ContainersClient, namespaces_client::NamespacesClient, GetContainerRequest,
-                ListNamespacesRequest,
+                containers_client::ContainersClient, namespaces_client::NamespacesClient,
+                GetContainerRequest, ListNamespacesRequest,
             },
             with_namespace,
         };
@@ -215,7 +255,9 @@ impl Containerd {
                 slot.clone()?
             };
             let namespaces = NamespacesClient::new(ch.clone())
-                .list(Request::new(ListNamespacesRequest { filter: String::new() }))
+                .list(Request::new(ListNamespacesRequest {
+                    filter: String::new(),
+                }))
                 .await
                 .ok()?
                 .into_inner()
@@ -242,7 +284,11 @@ impl Containerd {
 }
 
 /// One question: Docker first, then containerd for what Docker does not know.
-async fn answer(id: Arc<str>, docker: Option<PathBuf>, containerd: Option<Containerd>) -> Option<RuntimeUpdate> {
+async fn answer(
+    id: Arc<str>,
+    docker: Option<PathBuf>,
+    containerd: Option<Containerd>,
+) -> Option<RuntimeUpdate> {
     let mut answer = match &docker {
         Some(socket) => inspect(socket, &id).await,
         None => None,
@@ -266,8 +312,15 @@ const CONCURRENT_QUESTIONS: usize = 16;
 async fn docker_listing(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUpdate>) -> bool {
     match get_json(socket, "/containers/json").await {
         Ok(Some(Value::Array(list))) => {
-            let line = format!("docker at {}: {} running container(s)", socket.display(), list.len());
-            let _ = out.send(RuntimeUpdate::Status { line, answering: true });
+            let line = format!(
+                "docker at {}: {} running container(s)",
+                socket.display(),
+                list.len()
+            );
+            let _ = out.send(RuntimeUpdate::Status {
+                line,
+                answering: true,
+            });
             for c in list {
                 if let Some(id) = c["Id"].as_str() {
                     if let Some(u) = inspect(socket, id).await {
@@ -283,7 +336,10 @@ async fn docker_listing(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeU
                 "the container runtime at {} does not answer ({e:#}): containers are named by their cgroup id only until it does",
                 socket.display()
             );
-            let _ = out.send(RuntimeUpdate::Status { line, answering: false });
+            let _ = out.send(RuntimeUpdate::Status {
+                line,
+                answering: false,
+            });
             false
         }
     }
@@ -305,7 +361,12 @@ fn follow_docker(socket: PathBuf, out: std::sync::mpsc::Sender<RuntimeUpdate>) {
 /// pipeline between batches); questions go in through the sender. Docker is
 /// asked first; a container Docker does not know is asked of containerd
 /// (where its socket exists: a Kubernetes node's runtime).
-pub fn spawn(socket: PathBuf) -> (mpsc::Sender<Arc<str>>, std::sync::mpsc::Receiver<RuntimeUpdate>) {
+pub fn spawn(
+    socket: PathBuf,
+) -> (
+    mpsc::Sender<Arc<str>>,
+    std::sync::mpsc::Receiver<RuntimeUpdate>,
+) {
     let (req_tx, mut req_rx) = mpsc::channel::<Arc<str>>(1024);
     let (out_tx, out_rx) = std::sync::mpsc::channel::<RuntimeUpdate>();
     let spawned = std::thread::Builder::new().name("watcher-runtime".into()).spawn(move || {
@@ -376,15 +437,24 @@ mod tests {
         let c = from_inspect(&v).unwrap();
         assert_eq!(c.name.as_deref(), Some("web"));
         assert_eq!(c.image.as_deref(), Some("nginx:1.25"));
-        assert_eq!((c.pod_namespace.as_deref(), c.pod_name.as_deref()), (Some("shop"), Some("web-7d9")));
+        assert_eq!(
+            (c.pod_namespace.as_deref(), c.pod_name.as_deref()),
+            (Some("shop"), Some("web-7d9"))
+        );
         assert_eq!(c.restart_policy.as_deref(), Some("always"));
-        assert_eq!(c.addresses, vec!["172.17.0.2".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            c.addresses,
+            vec!["172.17.0.2".parse::<std::net::IpAddr>().unwrap()]
+        );
         let e: Value = serde_json::from_str(
             r#"{"Type":"container","Action":"create","Actor":{"ID":"abc","Attributes":{"image":"busybox","name":"t1"}}}"#,
         )
         .unwrap();
         let c = from_event(&e).unwrap();
-        assert_eq!((c.id.as_ref(), c.name.as_deref(), c.image.as_deref()), ("abc", Some("t1"), Some("busybox")));
+        assert_eq!(
+            (c.id.as_ref(), c.name.as_deref(), c.image.as_deref()),
+            ("abc", Some("t1"), Some("busybox"))
+        );
         assert_eq!(percent(r#"{"a":["b"]}"#), "%7B%22a%22%3A%5B%22b%22%5D%7D");
         let labels: std::collections::HashMap<String, String> = [
             ("io.kubernetes.pod.namespace", "prod"),
@@ -395,9 +465,19 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let c = from_containerd("abc", "docker.io/library/api:1", &labels);
-        assert_eq!((c.runtime, c.name.as_deref(), c.image.as_deref()), ("containerd", Some("api"), Some("docker.io/library/api:1")));
-        assert_eq!((c.pod_namespace.as_deref(), c.pod_name.as_deref()), (Some("prod"), Some("api-1")));
+        assert_eq!(
+            (c.runtime, c.name.as_deref(), c.image.as_deref()),
+            ("containerd", Some("api"), Some("docker.io/library/api:1"))
+        );
+        assert_eq!(
+            (c.pod_namespace.as_deref(), c.pod_name.as_deref()),
+            (Some("prod"), Some("api-1"))
+        );
         let bare = from_containerd("redis-1", "", &Default::default());
-        assert_eq!((bare.name.as_deref(), bare.image), (Some("redis-1"), None), "containerd's id is its name");
+        assert_eq!(
+            (bare.name.as_deref(), bare.image),
+            (Some("redis-1"), None),
+            "containerd's id is its name"
+        );
     }
 }

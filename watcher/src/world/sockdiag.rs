@@ -18,7 +18,9 @@ fn parse_addr(hex: &str) -> Option<(IpAddr, u16)> {
     let (a, p) = hex.split_once(':')?;
     let port = u16::from_str_radix(p, 16).ok()?;
     let ip = match a.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(u32::from_str_radix(a, 16).ok()?.to_le_bytes())),
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(a, 16).ok()?.to_le_bytes(),
+        )),
         32 => {
             let mut b = [0u8; 16];
             for k in 0..4 {
@@ -40,11 +42,24 @@ pub fn parse_table(text: &str, tcp: bool) -> Vec<KernelSocket> {
         if f.len() < 10 {
             continue;
         }
-        let Some((addr, port)) = parse_addr(f[1]) else { continue };
-        let Ok(state) = u32::from_str_radix(f[3], 16) else { continue };
+        let Some((addr, port)) = parse_addr(f[1]) else {
+            continue;
+        };
+        let Ok(state) = u32::from_str_radix(f[3], 16) else {
+            continue;
+        };
         let uid = f[7].parse().unwrap_or(0);
         let inode = f[9].parse().unwrap_or(0);
-        out.push(KernelSocket { tcp, addr, port, state, uid, inode, pids: Vec::new(), netns: 0 });
+        out.push(KernelSocket {
+            tcp,
+            addr,
+            port,
+            state,
+            uid,
+            inode,
+            pids: Vec::new(),
+            netns: 0,
+        });
     }
     out
 }
@@ -54,15 +69,27 @@ const TCP_LISTEN_STATE: u8 = 10;
 /// One sock_diag dump: `family` (AF_INET/AF_INET6), TCP or UDP, the given
 /// state mask, optionally only sockets whose local port is `sport` (the kernel
 /// filters listeners by it).
-fn diag(socket: &mut netlink_sys::Socket, family: u8, tcp: bool, states: u32, sport: u16) -> std::io::Result<Vec<KernelSocket>> {
-    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+fn diag(
+    socket: &mut netlink_sys::Socket,
+    family: u8,
+    tcp: bool,
+    states: u32,
+    sport: u16,
+) -> std::io::Result<Vec<KernelSocket>> {
+    use netlink_packet_core::{
+        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    };
     use netlink_packet_sock_diag::{
         constants::{IPPROTO_TCP, IPPROTO_UDP},
         inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
         SockDiagMessage,
     };
 
-    let mut id = if family == 10 { SocketId::new_v6() } else { SocketId::new_v4() };
+    let mut id = if family == 10 {
+        SocketId::new_v6()
+    } else {
+        SocketId::new_v4()
+    };
     id.source_port = sport;
     let mut hdr = NetlinkHeader::default();
     hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -137,12 +164,18 @@ impl Diag {
         if let Err(e) = &socket {
             tracing::debug!("sock_diag unavailable ({e}); reading /proc tables");
         }
-        Diag { socket: socket.ok(), proc_net: proc_net.into() }
+        Diag {
+            socket: socket.ok(),
+            proc_net: proc_net.into(),
+        }
     }
 
     /// Only the tables under `proc_net` (`/proc/<pid>/net` of a namespace watcher may not enter).
     pub fn open_tables_only(proc_net: &std::path::Path) -> Diag {
-        Diag { socket: None, proc_net: proc_net.to_path_buf() }
+        Diag {
+            socket: None,
+            proc_net: proc_net.to_path_buf(),
+        }
     }
 
     /// Sockets of one transport on `port` (0: all) in the states of `states`.
@@ -153,7 +186,10 @@ impl Diag {
                 match diag(sock, family, tcp, states, port) {
                     Ok(v) => out.extend(v.into_iter().filter(|s| port == 0 || s.port == port)),
                     Err(e) => {
-                        tracing::debug!("sock_diag failed ({e}); reading {}", self.proc_net.display());
+                        tracing::debug!(
+                            "sock_diag failed ({e}); reading {}",
+                            self.proc_net.display()
+                        );
                         self.socket = None;
                         out.clear();
                         break;
@@ -192,13 +228,21 @@ impl Diag {
     /// Every holder (TCP listeners, bound UDP sockets), without their processes.
     pub fn holders(&mut self) -> Vec<KernelSocket> {
         let mut all: Vec<KernelSocket> = self.query(true, 0, 1 << TCP_LISTEN_STATE);
-        all.extend(self.query(false, 0, u32::MAX).into_iter().filter(|s| s.port != 0));
+        all.extend(
+            self.query(false, 0, u32::MAX)
+                .into_iter()
+                .filter(|s| s.port != 0),
+        );
         all
     }
 }
 
 fn read_tables(dir: &std::path::Path, tcp: bool) -> Vec<KernelSocket> {
-    let names: [&str; 2] = if tcp { ["tcp", "tcp6"] } else { ["udp", "udp6"] };
+    let names: [&str; 2] = if tcp {
+        ["tcp", "tcp6"]
+    } else {
+        ["udp", "udp6"]
+    };
     names
         .iter()
         .filter_map(|n| fs::read_to_string(dir.join(n)).ok())
@@ -208,11 +252,19 @@ fn read_tables(dir: &std::path::Path, tcp: bool) -> Vec<KernelSocket> {
 
 /// Record which of `inodes` process `pid` holds.
 fn scan_pid(pid: u32, inodes: &[u64], out: &mut HashMap<u64, Vec<u32>>) {
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return };
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return;
+    };
     for fd in fds.flatten() {
-        let Ok(target) = fs::read_link(fd.path()) else { continue };
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
         let t = target.to_string_lossy();
-        let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).and_then(|n| n.parse().ok()) else {
+        let Some(inode) = t
+            .strip_prefix("socket:[")
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|n| n.parse().ok())
+        else {
             continue;
         };
         if inodes.contains(&inode) {
@@ -237,9 +289,13 @@ fn owners(inodes: &[u64], candidates: &[u32]) -> HashMap<u64, Vec<u32>> {
     if inodes.iter().all(|i| out.contains_key(i)) {
         return out;
     }
-    let Ok(procs) = fs::read_dir("/proc") else { return out };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return out;
+    };
     for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
         if !candidates.contains(&pid) {
             scan_pid(pid, inodes, &mut out);
         }
@@ -253,7 +309,11 @@ pub fn with_owners(socks: Vec<KernelSocket>) -> Vec<KernelSocket> {
 }
 
 fn with_owners_of(mut socks: Vec<KernelSocket>, candidates: &[u32]) -> Vec<KernelSocket> {
-    let inodes: Vec<u64> = socks.iter().filter(|s| s.is_holder() && s.inode != 0).map(|s| s.inode).collect();
+    let inodes: Vec<u64> = socks
+        .iter()
+        .filter(|s| s.is_holder() && s.inode != 0)
+        .map(|s| s.inode)
+        .collect();
     let map = owners(&inodes, candidates);
     for s in &mut socks {
         if let Some(p) = map.get(&s.inode) {
@@ -275,7 +335,10 @@ mod tests {
 ";
         let s = parse_table(tcp, true);
         assert_eq!(s.len(), 1);
-        assert_eq!((s[0].addr, s[0].port, s[0].state, s[0].uid, s[0].inode), ("127.0.0.1".parse().unwrap(), 8080, 10, 998, 1060));
+        assert_eq!(
+            (s[0].addr, s[0].port, s[0].state, s[0].uid, s[0].inode),
+            ("127.0.0.1".parse().unwrap(), 8080, 10, 998, 1060)
+        );
         let tcp6 = "hdr
    0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 77 1 0 100 0 0 10 0
    1: 0000000000000000FFFF00000100007F:0051 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 78 1 0 100 0 0 10 0
@@ -293,11 +356,22 @@ mod tests {
         let mut diag = Diag::open("/proc/net");
         let s = diag.port_sockets(true, port, &[]);
         let me = std::process::id();
-        assert!(s.iter().any(|k| k.state == 10 && k.pids.contains(&me) && k.addr == "127.0.0.1".parse::<IpAddr>().unwrap()), "{s:?}");
+        assert!(
+            s.iter().any(|k| k.state == 10
+                && k.pids.contains(&me)
+                && k.addr == "127.0.0.1".parse::<IpAddr>().unwrap()),
+            "{s:?}"
+        );
         let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
         let uport = u.local_addr().unwrap().port();
         let s = diag.port_sockets(false, uport, &[me]);
-        assert!(s.iter().any(|k| k.pids.contains(&me) && k.addr == "::1".parse::<IpAddr>().unwrap()), "{s:?}");
-        assert!(with_owners(diag.holders()).iter().any(|k| k.port == port && k.pids.contains(&me)));
+        assert!(
+            s.iter()
+                .any(|k| k.pids.contains(&me) && k.addr == "::1".parse::<IpAddr>().unwrap()),
+            "{s:?}"
+        );
+        assert!(with_owners(diag.holders())
+            .iter()
+            .any(|k| k.port == port && k.pids.contains(&me)));
     }
 }
