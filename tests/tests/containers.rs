@@ -472,6 +472,41 @@ fn a_restart_always_crash_loop_names_the_container_and_dockers_policy() {
 }
 
 #[test]
+fn an_oom_killed_container_restarted_by_its_policy_says_out_of_memory() {
+    if !require_docker() {
+        return;
+    }
+    let feed = Feed::shared();
+    // dd's 64 MiB buffer in a 16 MiB container: the OOM killer ends it, every time.
+    let c = Container::run(
+        "oom",
+        &["--restart", "always", "--memory", "16m", "--memory-swap", "16m"],
+        &["sh", "-c", "exec dd if=/dev/zero of=/dev/null bs=64M count=1"],
+    );
+    let exit = feed.wait_for_related(
+        "an exit killed by the OOM killer in the container",
+        |v| is(v, "exit") && text(v, &["container", "name"]) == Some(c.name.as_str()),
+        |v| {
+            is(v, "exit")
+                && text(v, &["container", "id"]) == Some(c.id.as_str())
+                && text(v, &["exit", "cause", "kind"]) == Some("oom_kill")
+        },
+    );
+    assert_eq!(text(&exit, &["exit", "signal"]), Some("SIGKILL"), "{exit}");
+    let open = feed.wait_for_related(
+        "respawn_storm naming the out-of-memory cause",
+        |v| is(v, "finding"),
+        |v| {
+            finding(v, "respawn_storm", "open")
+                && text(v, &["details", "container", "name"]) == Some(c.name.as_str())
+        },
+    );
+    let summary = text(&open, &["summary"]).unwrap_or_default();
+    assert!(summary.contains("out of memory"), "the cause is the OOM killer, not a bare SIGKILL: {summary}");
+    assert!(summary.contains("by Docker's restart policy (always)"), "{summary}");
+}
+
+#[test]
 fn twelve_replicas_of_one_image_are_not_duplicates() {
     if !require_docker() {
         return;

@@ -615,3 +615,50 @@ fn readiness_is_notified_to_systemd() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert_eq!(d.wait_exit(), Some(0));
 }
+
+/// SIGHUP with new settings keeps open incidents and the state behind them:
+/// an incident opened before the reload still resolves after it; the
+/// incidents of a detector the reload disables resolve, saying why.
+#[test]
+fn a_reload_keeps_open_incidents_and_resolves_those_of_a_disabled_detector() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("daemon-reload-state");
+    let base = format!(
+        "[feed]\ntypes = [\"finding\"]\nstdout = true\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n",
+        dir.join("status.json").display()
+    );
+    let cfg = write_config(&dir, &base);
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+    d.wait_stderr("running:");
+    // A port conflict (its failing process exits: it stays open for 30 s) …
+    let (failing, _) = cause_port_conflict();
+    let conflict = d.wait_for("port_conflict open", |v| finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&(failing as u64)));
+    // … and six zombies held for 6 s.
+    let mut parent = spawn_actor(ACTOR, &["zombies", "6", "6000"]);
+    parent.value("children");
+    let zombies = d.wait_for("zombie_accumulation open", |v| {
+        finding(v, "zombie_accumulation", "open") && finding_pids(v, Some("parent")).contains(&(parent.pid as u64))
+    });
+    // New thresholds, and port_conflict disabled.
+    std::fs::write(&cfg, format!("{base}[detect.zombie_accumulation]\nthreshold = 8\n[detect.port_conflict]\nenabled = false\n")).unwrap();
+    d.signal(Signal::SIGHUP);
+    d.wait_stderr("configuration reloaded");
+    let gone = d.wait_for("the disabled detector's incident resolved", |v| {
+        finding(v, "port_conflict", "resolved") && v["id"] == conflict["id"]
+    });
+    assert!(text(&gone, &["summary"]).is_some_and(|s| s.contains("disabled by a configuration reload")), "{gone}");
+    // The zombies' incident, opened before the reload, resolves at the reap.
+    parent.value("reaped");
+    d.wait_for("the zombie_accumulation opened before the reload resolved", |v| {
+        finding(v, "zombie_accumulation", "resolved") && v["id"] == zombies["id"]
+    });
+    let reopened = d
+        .records()
+        .iter()
+        .filter(|v| finding(v, "zombie_accumulation", "open") && finding_pids(v, Some("parent")).contains(&(parent.pid as u64)))
+        .count();
+    assert_eq!(reopened, 1, "not opened again by the reload");
+    parent.finish();
+}

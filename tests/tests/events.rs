@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use watcher_tests::{actor, assert_common, is, num, require_root, text, watcher_bin, Feed, Value};
+use watcher_tests::{actor, actor_any, assert_common, is, num, require_root, text, watcher_bin, Feed, Value};
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
@@ -111,9 +111,60 @@ fn death_by_sigkill() {
         exit["process"].get("exit_code").is_none(),
         "killed: no exit code: {exit}"
     );
+    // Its cause: the signal, sent by its parent (signal/signal_generate).
+    assert_eq!(text(&exit, &["exit", "cause", "kind"]), Some("signal"), "{exit}");
+    assert_eq!(num(&exit, &["exit", "cause", "sender", "pid"]), Some(run.pid as u64), "{exit}");
+    assert_eq!(text(&exit, &["exit", "cause", "sender", "relation"]), Some("parent"), "{exit}");
     feed.wait_for("reap of the killed child", |v| {
         is(v, "reap") && pid_is(v, child)
     });
+}
+
+#[test]
+fn a_kill_by_another_process_names_the_sender() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::shared();
+    let mut victim = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+    let pid = victim.id();
+    feed.wait_for("the victim's exec", |v| is(v, "exec") && pid_is(v, pid));
+    let killer = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .spawn()
+        .expect("kill");
+    let killer_pid = killer.id();
+    let _ = victim.wait();
+    let exit = feed.wait_for_related(
+        "the victim's exit naming the kill process",
+        |v| pid_is(v, pid),
+        |v| is(v, "exit") && pid_is(v, pid) && v["exit"]["process_exited"] == true,
+    );
+    let cause = &exit["exit"]["cause"];
+    assert_eq!(cause["kind"], "signal", "{exit}");
+    assert_eq!(num(cause, &["sender", "pid"]), Some(killer_pid as u64), "the sender is the kill process: {exit}");
+    assert_eq!(cause["sender"]["relation"], "other", "{exit}");
+    assert!(
+        text(cause, &["description"]).is_some_and(|d| d.starts_with(&format!("SIGKILL from pid {killer_pid} (kill -KILL {pid})"))),
+        "{exit}"
+    );
+}
+
+#[test]
+fn a_fault_is_a_fault() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::shared();
+    let run = actor_any(ACTOR, &["segv"]);
+    let exit = feed.wait_for_related(
+        "the faulting actor's exit",
+        |v| pid_is(v, run.pid),
+        |v| is(v, "exit") && pid_is(v, run.pid) && v["exit"]["process_exited"] == true,
+    );
+    assert_eq!(text(&exit, &["exit", "signal"]), Some("SIGSEGV"), "{exit}");
+    assert_eq!(text(&exit, &["exit", "cause", "kind"]), Some("fault"), "{exit}");
+    assert!(exit["exit"]["cause"].get("sender").is_none(), "the kernel sent it: {exit}");
 }
 
 #[test]

@@ -243,7 +243,8 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
     }
     // Real components the end-to-end tests talk to, from Debian: rsyslog (the
     // syslog sink), promtool (checks the metrics), make and a C compiler (the
-    // healthy-load build), util-linux (unshare).
+    // healthy-load build), util-linux (unshare), supervisor (a real supervisor's
+    // restarts and stops).
     ensure_tools(&[
         ("rsyslogd", "rsyslog"),
         ("promtool", "prometheus"),
@@ -251,6 +252,7 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         ("cc", "gcc"),
         ("unshare", "util-linux"),
         ("ip", "iproute2"),
+        ("supervisord", "supervisor"),
     ])?;
     // Docker Engine and the images of the container tests (watcher's own
     // image holds the static build, which the kernel matrix needs too).

@@ -158,6 +158,11 @@ fn main() {
             signal::kill(c, Signal::SIGKILL).expect("kill");
             waitpid(c, None).expect("waitpid");
         }
+        "segv" => {
+            // A real fault: the kernel sends SIGSEGV (si_code SEGV_MAPERR).
+            // SAFETY: deliberately invalid; the process dies here.
+            unsafe { std::ptr::null_mut::<u8>().write_volatile(1) };
+        }
         "waitid" => {
             let c = child_exit(5);
             say("child", c);

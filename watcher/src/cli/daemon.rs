@@ -15,7 +15,6 @@ use bytes::Bytes;
 
 use crate::{
     config::Config,
-    detect::Detectors,
     engine::Engine,
     loader::{self, LoadOptions},
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
@@ -211,7 +210,7 @@ impl Output for Feed {
         Ok(true)
     }
 
-    fn reload(&mut self, engine: &mut Engine) -> anyhow::Result<()> {
+    fn reload(&mut self, engine: &mut Engine) -> anyhow::Result<Vec<crate::detect::Finding>> {
         let new = load_config(&self.config_path)?;
         // Reopen the file in any case (logrotate moved it).
         if let Some(f) = self.file.as_mut() {
@@ -226,14 +225,11 @@ impl Output for Feed {
             }
             *self = fresh;
         }
+        let mut resolved = Vec::new();
         if new.detect != self.config.detect {
-            let mut d = Detectors::new(new.detect.clone());
-            let procs: Vec<_> = engine.enricher.procs.iter().cloned().collect();
-            // Open incidents are re-evaluated from what exists now.
-            let sockets =
-                crate::world::netns::NetnsLookups::new(trace::LOOKUP_DEADLINE).all_holders();
-            let _ = d.seed(&procs, &sockets, Clock::mono_now());
-            engine.detectors = d;
+            // Open incidents and what the detectors know stay; new thresholds
+            // apply to what comes next; a disabled detector's incidents resolve.
+            resolved = engine.detectors.reconfigure(new.detect.clone(), Clock::mono_now());
             engine.enricher.procs.identity = new.detect.identity.into();
         }
         if new.metrics != self.config.metrics {
@@ -246,7 +242,7 @@ impl Output for Feed {
             self.config_path.display(),
             self.describe()
         ));
-        Ok(())
+        Ok(resolved)
     }
 
     fn tick(&mut self, stats: &SharedStats) {

@@ -31,6 +31,13 @@ impl AddressUnavailable {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.cfg = cfg.clone();
+    }
+
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
         let Payload::Bind(b) = &i.ev.payload else {
             return Vec::new();

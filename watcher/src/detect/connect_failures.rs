@@ -72,6 +72,15 @@ impl ConnectFailures {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.window_ns = ns(cfg.connect_failures.window_s);
+        self.threshold = cfg.connect_failures.failures as usize;
+        self.cfg = cfg.clone();
+    }
+
     fn failure(
         &mut self,
         key: Key,

@@ -41,6 +41,13 @@ impl DuplicateInstances {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.cfg = cfg.clone();
+    }
+
     fn limit(&self, p: &Proc) -> usize {
         if names_match(&self.cfg.duplicate_instances.singletons, p) {
             1

@@ -80,6 +80,19 @@ impl ForkStorm {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        let bucket_ns = (ns(cfg.fork_storm.growth_window_s) / BUCKETS as u64).max(1);
+        if bucket_ns != self.bucket_ns {
+            // Buckets of another width cannot be summed with the new ones.
+            self.growth.clear();
+            self.bucket_ns = bucket_ns;
+        }
+        self.cfg = cfg.clone();
+    }
+
     fn raise(
         &mut self,
         p: &Proc,

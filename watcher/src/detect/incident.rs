@@ -30,6 +30,18 @@ pub struct Incidents<K> {
 }
 
 impl<K: Hash + Eq + Clone> Incidents<K> {
+    /// New limits from a reloaded configuration (open incidents stay).
+    pub fn set_limits(&mut self, update_interval_ns: u64, cap: usize) {
+        self.update_interval_ns = update_interval_ns;
+        self.cap = cap;
+    }
+
+    /// Resolve every open incident with `summary` (its detector was disabled).
+    pub fn resolve_all(&mut self, now: u64, summary: &str) -> Vec<Finding> {
+        let keys: Vec<K> = self.map.keys().cloned().collect();
+        keys.iter().filter_map(|k| self.resolve(k, now, summary.to_owned())).collect()
+    }
+
     pub fn new(kind: Kind, update_interval_ns: u64, cap: usize) -> Incidents<K> {
         Incidents {
             kind,

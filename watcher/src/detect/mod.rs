@@ -355,6 +355,38 @@ impl Detectors {
         out
     }
 
+    /// Settings from a reloaded configuration. Detectors keep their state and
+    /// open incidents (new thresholds apply to what comes next); the open
+    /// incidents of a detector the new settings disable are resolved, saying
+    /// why, and its state is dropped.
+    pub fn reconfigure(&mut self, new: DetectConfig, now: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        macro_rules! each {
+            ($($kind:expr => $field:ident: $ty:ty),* $(,)?) => {$(
+                if self.config.enabled($kind) && !new.enabled($kind) {
+                    let why = format!("the {} detector was disabled by a configuration reload", $kind.as_str());
+                    out.extend(self.$field.incidents.resolve_all(now, &why));
+                    self.$field = <$ty>::new(&new);
+                } else {
+                    self.$field.reconfigure(&new);
+                }
+            )*};
+        }
+        each!(
+            Kind::PortConflict => port_conflict: port_conflict::PortConflict,
+            Kind::PortShadowed => port_shadowed: port_shadowed::PortShadowed,
+            Kind::AddressUnavailable => address_unavailable: address_unavailable::AddressUnavailable,
+            Kind::ZombieAccumulation => zombie_accumulation: zombie_accumulation::ZombieAccumulation,
+            Kind::Zombie => zombie: zombie::Zombies,
+            Kind::RespawnStorm => respawn_storm: respawn_storm::RespawnStorm,
+            Kind::DuplicateInstances => duplicate_instances: duplicate_instances::DuplicateInstances,
+            Kind::ForkStorm => fork_storm: fork_storm::ForkStorm,
+            Kind::ConnectFailures => connect_failures: connect_failures::ConnectFailures,
+        );
+        self.config = new;
+        out
+    }
+
     /// A container has been described anew by its runtime (named, usually):
     /// open incidents that named it the old way say so in an update.
     pub fn container_renamed(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding> {

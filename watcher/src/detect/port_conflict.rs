@@ -4,6 +4,12 @@
 //! supervisor retrying for hours is one finding with a count, not thousands.
 //! Resolves when a process of that program binds the port, or when the
 //! failing processes have exited and no retry came within the grace period.
+//!
+//! A port prober (a dev server trying 8000, 8001, … until one is free) is one
+//! incident: a failure on a port a little above one the same process already
+//! failed on is added to that incident, and the process's successful bind on
+//! such a port resolves it, saying which port it got. Port 0 (an ephemeral
+//! port) is never a conflict: the kernel picks it (see `ports_exhausted`).
 use std::{collections::HashMap, net::IpAddr};
 
 use serde_json::{json, Map};
@@ -23,6 +29,8 @@ use crate::{
 };
 
 const EADDRINUSE: i32 = 98;
+/// A prober's next try is at most this far above the port it started from.
+const PROBE_SPAN: u16 = 100;
 
 /// (program, network namespace, transport is TCP, port).
 type Key = (u64, u32, bool, u16);
@@ -33,6 +41,13 @@ struct Pending {
     /// The latest failing process and the address it wanted (to restate the
     /// incident when the kernel's table answers late).
     last: Option<(Proc, IpAddr)>,
+    /// Further ports a prober tried (and found in use) after the incident's own.
+    tried: Vec<u16>,
+}
+
+/// Whether `port` is a prober's next try after `from`.
+fn probe_step(from: u16, port: u16) -> bool {
+    port > from && port - from <= PROBE_SPAN
 }
 
 pub struct PortConflict {
@@ -75,6 +90,14 @@ impl PortConflict {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.grace_ns = ns(cfg.port_conflict.resolve_after_exit_s);
+        self.cfg = cfg.clone();
+    }
+
     pub fn on_event(
         &mut self,
         i: &Input,
@@ -84,7 +107,7 @@ impl PortConflict {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
         match &i.ev.payload {
-            Payload::Bind(b) if b.ret == -EADDRINUSE => {
+            Payload::Bind(b) if b.ret == -EADDRINUSE && b.port != 0 => {
                 let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else {
                     return out;
                 };
@@ -92,6 +115,31 @@ impl PortConflict {
                     return out;
                 }
                 let tcp = b.sock_type != 2;
+                // A prober's next try: part of the incident it started.
+                let probing = self.by_proc.get(&p.key).and_then(|keys| {
+                    keys.iter().copied().find(|k| {
+                        (k.1, k.2) == (b.netns, tcp) && probe_step(k.3, b.port) && self.incidents.is_open(k)
+                    })
+                });
+                if let Some(first) = probing {
+                    let pend = self.pending.get_mut(&first).expect("an open conflict is pending");
+                    if !pend.tried.contains(&b.port) {
+                        pend.tried.push(b.port);
+                    }
+                    let tried: Vec<String> = std::iter::once(first.3).chain(pend.tried.iter().copied()).map(|x| x.to_string()).collect();
+                    let summary = format!(
+                        "{} cannot bind {} {}: ports {} are in use (it is trying one port after another)",
+                        who_in(p, i.containers),
+                        transport(tcp),
+                        addr_port(ip, b.port),
+                        tried.join(", ")
+                    );
+                    let processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(addr_port(ip, b.port)), since_ns: None }];
+                    let mut details = self.incidents.get(&first).map(|x| x.details.clone()).unwrap_or_default();
+                    details.insert("ports_tried".into(), json!(std::iter::once(first.3).chain(pend.tried.iter().copied()).collect::<Vec<_>>()));
+                    out.extend(self.incidents.raise(first, &format!("{first:?}"), ts, 1, summary, processes, details));
+                    return out;
+                }
                 let key = (program_key(p), b.netns, tcp, b.port);
                 let (summary, processes) = failed_bind(
                     p,
@@ -114,6 +162,7 @@ impl PortConflict {
                     failing: Vec::new(),
                     resolve_at: None,
                     last: None,
+                    tried: Vec::new(),
                 });
                 pend.last = Some((p.clone(), ip));
                 if !pend.failing.contains(&p.key) {
@@ -145,7 +194,34 @@ impl PortConflict {
             }
             Payload::Bind(b) if b.ret == 0 => {
                 let Some(p) = i.subject else { return out };
-                let key = (program_key(p), b.netns, b.sock_type != 2, b.port);
+                let tcp = b.sock_type != 2;
+                // A prober found its free port: its conflicts below it are over.
+                let probed: Vec<Key> = self
+                    .by_proc
+                    .get(&p.key)
+                    .map(|keys| {
+                        keys.iter()
+                            .copied()
+                            .filter(|k| (k.1, k.2) == (b.netns, tcp) && probe_step(k.3, b.port) && self.incidents.is_open(k))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for k in probed {
+                    let tried = self.pending.remove(&k).map(|x| x.tried).unwrap_or_default();
+                    let ports: Vec<String> = std::iter::once(k.3).chain(tried).map(|x| x.to_string()).collect();
+                    let addr = ip_addr(b.family, &b.addr).map(|ip| addr_port(ip, b.port)).unwrap_or_default();
+                    out.extend(self.incidents.resolve(
+                        &k,
+                        ts,
+                        format!(
+                            "{} bound {addr} after port(s) {} were in use: it probed for a free port and got {}",
+                            who(p),
+                            ports.join(", "),
+                            b.port
+                        ),
+                    ));
+                }
+                let key = (program_key(p), b.netns, tcp, b.port);
                 if self.incidents.is_open(&key) {
                     self.pending.remove(&key);
                     let addr = ip_addr(b.family, &b.addr)

@@ -114,6 +114,13 @@ impl PortShadowed {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.cfg = cfg.clone();
+    }
+
     /// A conflicting pair: different processes, overlapping addresses, and
     /// different programs or users (one program's REUSEPORT pool is fine).
     fn conflicts(&self, a: &Holder, b: &Holder) -> bool {

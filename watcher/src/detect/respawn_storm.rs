@@ -208,6 +208,19 @@ impl RespawnStorm {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        let c = &cfg.respawn_storm;
+        self.max_gap_ns = ns(c.window_s);
+        self.short_ns = ns(c.short_life_s);
+        self.within_ns = ns(c.restart_within_s);
+        self.threshold = c.restarts as u64;
+        self.gave_up_after = c.gave_up_after as u64;
+        self.cfg = cfg.clone();
+    }
+
     /// How long after a crash its restart may come and still continue the loop.
     fn allowed_gap(&self, lp: &Loop) -> u64 {
         match lp.last_gap() {

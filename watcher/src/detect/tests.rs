@@ -997,3 +997,80 @@ fn a_storm_of_failing_binds_is_bounded_in_lookups() {
         .unwrap();
     assert!(f.summary.contains("held by pid 100"), "{}", f.summary);
 }
+
+// ---------------------------------------------------------------- port probers
+
+#[test]
+fn a_port_prober_is_one_incident_resolved_at_its_bind_saying_which_port() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/node", &["node", "vite"]);
+    k.spawn(S, 1, 50, "/usr/bin/python3", &["python3", "-m", "http.server"]);
+    k.set_kernel(vec![listener("0.0.0.0", 8000, &[50]), listener("0.0.0.0", 8001, &[50]), listener("0.0.0.0", 8002, &[50])]);
+    let mut f = Vec::new();
+    for (n, port) in [8000u16, 8001, 8002].into_iter().enumerate() {
+        f.extend(k.bind(2 * S + n as u64 * MS, 100, "127.0.0.1", port, -98, true));
+    }
+    f.extend(k.bind(2 * S + 5 * MS, 100, "127.0.0.1", 8003, 0, true));
+    let conflicts: Vec<_> = f.iter().filter(|x| x.kind.as_str() == "port_conflict").collect();
+    assert_eq!(conflicts.iter().filter(|x| x.state.as_str() == "open").count(), 1, "one incident for the probe: {conflicts:?}");
+    let r = conflicts.iter().find(|x| x.state.as_str() == "resolved").expect("resolved at the successful bind");
+    assert!(r.summary.contains("got 8003") && r.summary.contains("8000, 8001, 8002"), "{}", r.summary);
+    assert_eq!(k.engine.detectors.open_incidents().iter().find(|(kd, _)| kd.as_str() == "port_conflict").map(|x| x.1), Some(0));
+}
+
+#[test]
+fn a_retry_loop_on_one_fixed_port_stays_one_open_incident() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/haproxy", &["haproxy", "-f", "/etc/haproxy.cfg"]);
+    k.spawn(S, 1, 50, "/usr/sbin/nginx", &["nginx"]);
+    k.set_kernel(vec![listener("0.0.0.0", 443, &[50])]);
+    for n in 0..20u64 {
+        k.bind(2 * S + n * S, 100, "0.0.0.0", 443, -98, true);
+    }
+    // A bind of another, unrelated port (not a probe's next try) does not resolve it.
+    k.bind(30 * S, 100, "0.0.0.0", 9100, 0, true);
+    let opens = k.all.iter().filter(|x| x.kind.as_str() == "port_conflict" && x.state.as_str() == "open").count();
+    assert_eq!(opens, 1);
+    assert!(!resolved(&k.all, "port_conflict"), "still failing on 443");
+}
+
+#[test]
+fn a_failed_bind_to_port_0_is_not_a_port_conflict() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
+    let f = k.bind(2 * S, 100, "127.0.0.1", 0, -98, true);
+    assert!(!f.iter().any(|x| x.kind.as_str() == "port_conflict"), "{f:?}");
+}
+
+// ---------------------------------------------------------------- reload
+
+#[test]
+fn a_reload_keeps_open_incidents_and_resolves_a_disabled_detectors() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/master", &["master"]);
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    k.run_timers(4 * S);
+    assert!(opened(&k.all, "zombie_accumulation"), "{:?}", ks(&k.all));
+    k.spawn(S, 1, 300, "/usr/sbin/nginx", &["nginx"]);
+    k.set_kernel(vec![listener("0.0.0.0", 80, &[300])]);
+    k.spawn(S, 1, 400, "/usr/sbin/apache2", &["apache2"]);
+    assert!(opened(&k.bind(5 * S, 400, "0.0.0.0", 80, EADDRINUSE, true), "port_conflict"));
+
+    let mut cfg = DetectConfig::default();
+    cfg.zombie_accumulation.threshold = 3;
+    cfg.port_conflict.enabled = false;
+    let f = k.engine.detectors.reconfigure(cfg, 6 * S);
+    assert_eq!(ks(&f), vec![("port_conflict", "resolved")]);
+    assert!(f[0].summary.contains("disabled by a configuration reload"), "{}", f[0].summary);
+    // The zombies' incident is still open, and resolves when they are reaped.
+    let mut f = Vec::new();
+    for n in 0..6u32 {
+        f.extend(k.reap(7 * S, 100, 200 + n));
+    }
+    assert!(resolved(&f, "zombie_accumulation"), "{:?}", ks(&f));
+    // The disabled detector is quiet now.
+    assert!(!k.bind(8 * S, 400, "0.0.0.0", 80, EADDRINUSE, true).iter().any(|x| x.kind.as_str() == "port_conflict"));
+}

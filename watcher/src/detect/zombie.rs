@@ -51,6 +51,15 @@ impl Zombies {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.max_age_ns = ns(cfg.zombie.max_age_s);
+        self.cap = cfg.max_tracked;
+        self.cfg = cfg.clone();
+    }
+
     fn track(&mut self, p: &Proc, parent_proc: Option<Proc>, from: u64, exited_ns: Option<u64>) {
         if self.children.len() >= self.cap {
             self.overflow += 1;

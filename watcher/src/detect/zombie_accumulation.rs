@@ -65,6 +65,16 @@ impl ZombieAccumulation {
         }
     }
 
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.threshold = cfg.zombie_accumulation.threshold as usize;
+        self.cap = cfg.max_tracked;
+        self.grace_ns = super::config::ns(cfg.zombie_accumulation.reaping_grace_s);
+        self.cfg = cfg.clone();
+    }
+
     /// Whether `parent` is reaping at `now`: in wait() at the exit, or reaped recently.
     fn reaping(&self, parent: u32, waiting: bool, now: u64) -> bool {
         waiting

@@ -60,9 +60,10 @@ pub type SharedStats = Arc<Mutex<Stats>>;
 pub trait Output {
     /// Write records. `Ok(false)`: the consumer is gone (a closed pipe): stop.
     fn write(&mut self, records: &[Record], stats: &SharedStats) -> anyhow::Result<bool>;
-    /// SIGHUP: reopen files, reload what can be reloaded. Errors keep the old state.
-    fn reload(&mut self, _engine: &mut Engine) -> anyhow::Result<()> {
-        Ok(())
+    /// SIGHUP: reopen files, reload what can be reloaded. Errors keep the old
+    /// state. Returns findings the reload decided (incidents of a detector it disabled, resolved).
+    fn reload(&mut self, _engine: &mut Engine) -> anyhow::Result<Vec<crate::detect::Finding>> {
+        Ok(Vec::new())
     }
     /// Called once a second.
     fn tick(&mut self, _stats: &SharedStats) {}
@@ -278,9 +279,15 @@ pub async fn run(
                 Some(Batch::Events(Vec::new()))
             }
             _ = sighup.recv(), if settings.reload_on_hup => {
-                if let Err(e) = out.reload(&mut engine) {
-                    tracing::error!("reload refused, keeping the running configuration: {e:#}");
-                    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: reload refused, keeping the running configuration: {e:#}\n").as_bytes());
+                match out.reload(&mut engine) {
+                    Ok(resolved) => {
+                        records.extend(resolved.iter().map(|f| engine.finding_record(f)));
+                        count_findings(&stats, &resolved);
+                    }
+                    Err(e) => {
+                        tracing::error!("reload refused, keeping the running configuration: {e:#}");
+                        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: reload refused, keeping the running configuration: {e:#}\n").as_bytes());
+                    }
                 }
                 Some(Batch::Events(Vec::new()))
             }

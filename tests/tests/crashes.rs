@@ -1,0 +1,191 @@
+//! Crash loops and their look-alikes with real supervisors and probes: a real
+//! supervisord restarting a healthy program on `supervisorctl restart` (a
+//! stop, not a crash: nothing), supervisord giving up on a program that exits
+//! 1 at start (the loop, naming supervisord and the exit code), and a shell
+//! loop whose curl waits for a dead dependency (`connect_failures` only).
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use watcher_tests::{eventually, finding, free_port, is, num, require_root, temp_dir, text, Feed, Value};
+
+fn require_tool(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "`{tool}` is needed (`cargo xtask test` installs it from Debian)");
+}
+
+/// A supervisord of its own, with `programs` (ini sections), stopped on drop.
+struct Supervisord {
+    child: Child,
+    conf: PathBuf,
+}
+
+impl Supervisord {
+    fn start(dir: &Path, programs: &str) -> Supervisord {
+        require_tool("supervisord");
+        let d = dir.display();
+        let conf = dir.join("supervisord.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[unix_http_server]\nfile={d}/s.sock\n\n[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}\n\n\
+                 [rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n\
+                 [supervisorctl]\nserverurl=unix://{d}/s.sock\n\n{programs}"
+            ),
+        )
+        .expect("config");
+        let child = Command::new("supervisord")
+            .args(["-c", &conf.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("supervisord");
+        Supervisord { child, conf }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let out = Command::new("supervisorctl")
+            .args(["-c", &self.conf.to_string_lossy()])
+            .args(args)
+            .output()
+            .expect("supervisorctl");
+        assert!(out.status.success() || args[0] == "status", "supervisorctl {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        // SIGTERM: supervisord stops its programs, then exits.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+fn parent_is(v: &Value, pid: u32) -> bool {
+    num(v, &["process", "parent", "pid"]) == Some(pid as u64)
+}
+
+/// Everything the detectors decided before `now` is in the feed once a
+/// process started after it is: its exec is the marker.
+fn marker(feed: &Feed, tag: &str) {
+    let arg = format!("watcher-marker-{tag}-{}", std::process::id());
+    let mut c = Command::new("true").arg(&arg).spawn().expect("true");
+    let _ = c.wait();
+    feed.wait_for("the marker's exec", |v| {
+        is(v, "exec") && v["args"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(arg.as_str())))
+    });
+}
+
+#[test]
+fn supervisorctl_restarts_of_a_healthy_program_are_not_a_crash_loop() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::shared();
+    let dir = temp_dir("supervisor-healthy");
+    let sup = Supervisord::start(&dir, "[program:sleeper]\ncommand=sleep 1000\nautorestart=true\n");
+    let spid = sup.pid();
+    let is_sleeper = |v: &Value| is(v, "exec") && parent_is(v, spid) && text(v, &["process", "command_line"]) == Some("sleep 1000");
+    let first = feed.wait_for("supervisord's sleep", is_sleeper);
+    let mut pids = vec![num(&first, &["process", "pid"]).unwrap()];
+    for _ in 0..6 {
+        sup.ctl(&["restart", "sleeper"]);
+        let prev = *pids.last().unwrap();
+        // The stopped instance's end names supervisord as the sender.
+        let exit = feed.wait_for("the stopped sleep's exit", |v| {
+            is(v, "exit") && num(v, &["process", "pid"]) == Some(prev) && v["exit"]["process_exited"] == true
+        });
+        assert_eq!(num(&exit, &["exit", "cause", "sender", "pid"]), Some(spid as u64), "{exit}");
+        assert_eq!(text(&exit, &["exit", "cause", "sender", "relation"]), Some("parent"), "{exit}");
+        let next = feed.wait_for("the restarted sleep", |v| is_sleeper(v) && !pids.contains(&num(v, &["process", "pid"]).unwrap_or(0)));
+        pids.push(num(&next, &["process", "pid"]).unwrap());
+    }
+    marker(&feed, "supervisor-healthy");
+    let storms: Vec<Value> = feed
+        .records()
+        .into_iter()
+        .filter(|v| is(v, "finding") && text(v, &["kind"]) == Some("respawn_storm"))
+        .filter(|v| text(v, &["summary"]).is_some_and(|s| s.contains("sleep 1000")))
+        .collect();
+    assert!(storms.is_empty(), "six restarts by its own supervisor are stops, not crashes: {storms:?}");
+}
+
+#[test]
+fn supervisord_giving_up_on_a_program_that_exits_1_at_start_is_reported() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::shared();
+    let dir = temp_dir("supervisor-flaky");
+    let tag = format!("flaky-{}", std::process::id());
+    // Defaults: startsecs=1, startretries=3 — four starts 1, 2, 3 s apart, then FATAL.
+    let sup = Supervisord::start(&dir, &format!("[program:flaky]\ncommand=sh -c \"echo {tag}; exit 1\"\n"));
+    let spid = sup.pid();
+    let mine = |v: &Value| text(v, &["process", "command_line"]).is_some_and(|c| c.contains(&tag));
+    // The four crashes (each a wait with the deadline), then the finding.
+    let mut ended = Vec::new();
+    for n in 0..4 {
+        let exit = feed.wait_for(&format!("crash {} of the flaky program", n + 1), |v| {
+            is(v, "exit") && mine(v) && v["exit"]["process_exited"] == true && !ended.contains(&num(v, &["process", "pid"]).unwrap_or(0))
+        });
+        assert_eq!(num(&exit, &["process", "exit_code"]), Some(1), "{exit}");
+        ended.push(num(&exit, &["process", "pid"]).unwrap());
+    }
+    let f = feed.wait_for_related(
+        "respawn_storm for the program supervisord gave up on",
+        |v| is(v, "finding"),
+        |v| finding(v, "respawn_storm", "open") && text(v, &["summary"]).is_some_and(|s| s.contains(&tag)),
+    );
+    let summary = text(&f, &["summary"]).unwrap();
+    assert!(summary.contains("is down") && summary.contains("by supervisord"), "{summary}");
+    assert!(summary.contains("exit code 1"), "{summary}");
+    assert_eq!(num(&f, &["details", "restarter", "pid"]), Some(spid as u64), "{f}");
+    drop(sup);
+}
+
+#[test]
+fn a_curl_loop_waiting_for_a_dead_dependency_is_connect_failures_not_a_crash_loop() {
+    if !require_root() {
+        return;
+    }
+    require_tool("curl");
+    let feed = Feed::shared();
+    let port = free_port();
+    let script = format!("until curl -sf http://127.0.0.1:{port}/; do sleep 0.15; done");
+    let mut shell = Command::new("sh").args(["-c", &script]).spawn().expect("sh");
+    let sh_pid = shell.id();
+    let f = feed.wait_for_related(
+        "connect_failures for the dead port",
+        |v| is(v, "finding"),
+        |v| finding(v, "connect_failures", "open") && text(v, &["details", "destination"]) == Some(format!("127.0.0.1:{port}").as_str()),
+    );
+    assert!(text(&f, &["summary"]).is_some_and(|s| s.contains("curl")), "{f}");
+    // Enough curl restarts for a crash loop many times over.
+    eventually("a dozen curl exits with code 7", || {
+        let n = feed
+            .records()
+            .iter()
+            .filter(|v| is(v, "exit") && num(v, &["process", "parent", "pid"]) == Some(sh_pid as u64))
+            .filter(|v| num(v, &["process", "exit_code"]) == Some(7))
+            .count();
+        (n >= 12).then_some(())
+    });
+    marker(&feed, "curl-loop");
+    let _ = shell.kill();
+    let _ = shell.wait();
+    let storms: Vec<Value> = feed
+        .records()
+        .into_iter()
+        .filter(|v| is(v, "finding") && text(v, &["kind"]) == Some("respawn_storm"))
+        .filter(|v| text(v, &["summary"]).is_some_and(|s| s.contains("curl")))
+        .collect();
+    assert!(storms.is_empty(), "curl's exit code 7 is an answer: {storms:?}");
+}
