@@ -139,15 +139,23 @@ fn supervisord_giving_up_on_a_program_that_exits_1_at_start_is_reported() {
         assert_eq!(num(&exit, &["process", "exit_code"]), Some(1), "{exit}");
         ended.push(num(&exit, &["process", "pid"]).unwrap());
     }
-    let f = feed.wait_for_related(
-        "respawn_storm for the program supervisord gave up on",
+    // The loop is found (as a crash loop once it has restarted `restarts`
+    // times, or as given up short of it) and, once supervisord stops
+    // restarting it (FATAL), said to be down.
+    let open = feed.wait_for_related(
+        "respawn_storm for the flaky program",
         |v| is(v, "finding"),
         |v| finding(v, "respawn_storm", "open") && text(v, &["summary"]).is_some_and(|s| s.contains(&tag)),
     );
-    let summary = text(&f, &["summary"]).unwrap();
-    assert!(summary.contains("is down") && summary.contains("by supervisord"), "{summary}");
-    assert!(summary.contains("exit code 1"), "{summary}");
-    assert_eq!(num(&f, &["details", "restarter", "pid"]), Some(spid as u64), "{f}");
+    let summary = text(&open, &["summary"]).unwrap();
+    assert!(summary.contains("by supervisord") && summary.contains("exit code 1"), "{summary}");
+    assert_eq!(num(&open, &["details", "restarter", "pid"]), Some(spid as u64), "{open}");
+    let down = feed.wait_for_related(
+        "the finding saying supervisord gave up",
+        |v| is(v, "finding") && v["id"] == open["id"],
+        |v| v["id"] == open["id"] && text(v, &["summary"]).is_some_and(|s| s.contains("is down")),
+    );
+    assert_eq!(down["details"]["gave_up"], true, "{down}");
     drop(sup);
 }
 
