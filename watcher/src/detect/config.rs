@@ -173,6 +173,10 @@ section!(
     }
 );
 section!(
+    /// `[detect.ports_exhausted]`
+    PortsExhaustedCfg {}
+);
+section!(
     /// `[detect.duplicate_instances]`
     DuplicateInstancesCfg {
         /// Live instances of one program above this open the finding.
@@ -241,6 +245,7 @@ pub struct DetectConfig {
     pub duplicate_instances: DuplicateInstancesCfg,
     pub fork_storm: ForkStormCfg,
     pub connect_failures: ConnectFailuresCfg,
+    pub ports_exhausted: PortsExhaustedCfg,
 }
 
 impl Default for DetectConfig {
@@ -262,6 +267,7 @@ impl Default for DetectConfig {
             duplicate_instances: Default::default(),
             fork_storm: Default::default(),
             connect_failures: Default::default(),
+            ports_exhausted: Default::default(),
         }
     }
 }
@@ -294,6 +300,7 @@ impl DetectConfig {
             Kind::DuplicateInstances => self.duplicate_instances.enabled,
             Kind::ForkStorm => self.fork_storm.enabled,
             Kind::ConnectFailures => self.connect_failures.enabled,
+            Kind::PortsExhausted => self.ports_exhausted.enabled,
         }
     }
 

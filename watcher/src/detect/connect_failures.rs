@@ -26,11 +26,8 @@ const TCP_ESTABLISHED: u32 = 1;
 const TCP_SYN_SENT: u32 = 2;
 const TCP_CLOSE: u32 = 7;
 /// Errors of a connect that never reached SYN_SENT (nothing else reports them).
-const EARLY_FAILURES: [i32; 3] = [
-    101, /* ENETUNREACH */
-    113, /* EHOSTUNREACH */
-    99,  /* EADDRNOTAVAIL */
-];
+/// EADDRNOTAVAIL is not the destination's: no local port was free (`ports_exhausted`).
+const EARLY_FAILURES: [i32; 2] = [101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */];
 const REFUSED_OR_TIMEOUT: [i32; 2] = [111 /* ECONNREFUSED */, 110 /* ETIMEDOUT */];
 
 /// (network namespace, destination address, port): one destination as the clients see it.

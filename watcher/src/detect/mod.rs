@@ -15,6 +15,7 @@ pub mod fork_storm;
 pub mod incident;
 pub mod port_conflict;
 pub mod port_shadowed;
+pub mod ports_exhausted;
 pub mod respawn_storm;
 pub mod sockets;
 pub mod zombie;
@@ -58,10 +59,11 @@ pub enum Kind {
     DuplicateInstances,
     ForkStorm,
     ConnectFailures,
+    PortsExhausted,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::PortConflict,
         Kind::PortShadowed,
         Kind::AddressUnavailable,
@@ -71,6 +73,7 @@ impl Kind {
         Kind::DuplicateInstances,
         Kind::ForkStorm,
         Kind::ConnectFailures,
+        Kind::PortsExhausted,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -84,6 +87,7 @@ impl Kind {
             Kind::DuplicateInstances => "duplicate_instances",
             Kind::ForkStorm => "fork_storm",
             Kind::ConnectFailures => "connect_failures",
+            Kind::PortsExhausted => "ports_exhausted",
         }
     }
 }
@@ -240,6 +244,7 @@ pub struct Detectors {
     pub duplicate_instances: duplicate_instances::DuplicateInstances,
     pub fork_storm: fork_storm::ForkStorm,
     pub connect_failures: connect_failures::ConnectFailures,
+    pub ports_exhausted: ports_exhausted::PortsExhausted,
     pub config: DetectConfig,
 }
 
@@ -265,6 +270,7 @@ impl Detectors {
             duplicate_instances: duplicate_instances::DuplicateInstances::new(&config),
             fork_storm: fork_storm::ForkStorm::new(&config),
             connect_failures: connect_failures::ConnectFailures::new(&config),
+            ports_exhausted: ports_exhausted::PortsExhausted::new(&config),
             config,
         }
     }
@@ -352,6 +358,9 @@ impl Detectors {
             let shadowed = |netns: u32, port: u16| self.port_shadowed.shadowed_port(netns, port);
             out.extend(self.connect_failures.on_event(i, &shadowed));
         }
+        if c.enabled(Kind::PortsExhausted) {
+            out.extend(self.ports_exhausted.on_event(i));
+        }
         out
     }
 
@@ -382,6 +391,7 @@ impl Detectors {
             Kind::DuplicateInstances => duplicate_instances: duplicate_instances::DuplicateInstances,
             Kind::ForkStorm => fork_storm: fork_storm::ForkStorm,
             Kind::ConnectFailures => connect_failures: connect_failures::ConnectFailures,
+            Kind::PortsExhausted => ports_exhausted: ports_exhausted::PortsExhausted,
         );
         self.config = new;
         out
@@ -400,6 +410,7 @@ impl Detectors {
         out.extend(self.duplicate_instances.incidents.rename(from, to, now));
         out.extend(self.fork_storm.incidents.rename(from, to, now));
         out.extend(self.connect_failures.incidents.rename(from, to, now));
+        out.extend(self.ports_exhausted.incidents.rename(from, to, now));
         out
     }
 

@@ -343,7 +343,9 @@ impl SocketTable {
         match &ev.payload {
             Payload::Bind(b) if b.family == AF_INET || b.family == AF_INET6 => {
                 let key = (b.netns, transport_tcp(b.sock_type), b.port);
-                if b.ret == -EADDRINUSE {
+                // Port 0: the kernel found no free ephemeral port — nothing
+                // holds "port 0" (ports_exhausted asks for the summary).
+                if b.ret == -EADDRINUSE && b.port != 0 {
                     return Some(key);
                 }
                 let others = self.holders(key).iter().any(|h| h.proc.key.tgid != me);

@@ -24,6 +24,8 @@ pub const MS: u64 = 1_000_000;
 /// The stand-in for the kernel's socket tables: answers at once, or — when
 /// told to — only later (as a lookup slower than its wait does).
 struct StandIn {
+    /// The port summary a namespace's lookup answers with, and the namespaces asked.
+    summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>>,
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     slow: Arc<std::sync::atomic::AtomicBool>,
     parked: Vec<crate::detect::sockets::PortKey>,
@@ -70,6 +72,14 @@ impl crate::engine::SocketLookup for StandIn {
     fn waiting(&self) -> bool {
         !self.parked.is_empty()
     }
+    fn summary(&mut self, netns: u32, _via: u32) {
+        self.summary.lock().unwrap().1.push(netns);
+    }
+    fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
+        let mut s = self.summary.lock().unwrap();
+        let Some(answer) = s.0.clone() else { return Vec::new() };
+        s.1.drain(..).map(|n| (n, answer.clone())).collect()
+    }
 }
 
 pub struct Kit {
@@ -80,6 +90,7 @@ pub struct Kit {
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     /// Where orphans go when their parent exits.
     pub subreaper: Arc<Mutex<u32>>,
+    summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>>,
 }
 
 fn family_addr(ip: &str) -> (u16, [u8; 16]) {
@@ -102,7 +113,9 @@ impl Kit {
         let table =
             ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
         let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>> = Arc::default();
         let lookup = Box::new(StandIn {
+            summary: summary.clone(),
             kernel: kernel.clone(),
             slow: slow.clone(),
             parked: Vec::new(),
@@ -113,11 +126,22 @@ impl Kit {
             all: Vec::new(),
             kernel,
             subreaper,
+            summary,
         }
     }
 
     pub fn defaults() -> Kit {
         Kit::new(DetectConfig::default())
+    }
+
+    /// What a namespace's port summary says, once asked (None: not answered yet).
+    pub fn set_summary(&mut self, s: Option<crate::sockdiag::PortSummary>) {
+        self.summary.lock().unwrap().0 = s;
+    }
+
+    /// Namespaces whose port summary was asked and not yet answered.
+    pub fn summaries_asked(&self) -> Vec<u32> {
+        self.summary.lock().unwrap().1.clone()
     }
 
     /// What the stand-in for /proc/net says is on the kernel's socket table.

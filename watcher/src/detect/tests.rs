@@ -1074,3 +1074,56 @@ fn a_reload_keeps_open_incidents_and_resolves_a_disabled_detectors() {
     // The disabled detector is quiet now.
     assert!(!k.bind(8 * S, 400, "0.0.0.0", 80, EADDRINUSE, true).iter().any(|x| x.kind.as_str() == "port_conflict"));
 }
+
+// ---------------------------------------------------------------- ports_exhausted
+
+fn exhausted_summary() -> crate::sockdiag::PortSummary {
+    crate::sockdiag::PortSummary {
+        range: Some((40000, 40001)),
+        ports_in_use: 2,
+        sockets: 2,
+        time_wait: 1,
+        by_process: vec![(100, "python3 client.py".into(), 1)],
+        by_destination: vec![(("10.0.0.5".parse().unwrap(), 5432), 2, 1)],
+    }
+}
+
+#[test]
+fn a_failed_bind_to_port_0_opens_ports_exhausted_and_the_summary_follows_as_an_update() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
+    let f = k.bind(2 * S, 100, "127.0.0.1", 0, EADDRINUSE, true);
+    let open = f.iter().find(|x| x.kind.as_str() == "ports_exhausted").expect("opens at once");
+    assert_eq!(open.state, State::Open);
+    assert!(open.summary.starts_with("no free local port in network namespace 0: a bind to 127.0.0.1:0 (any free port) by pid 100"), "{}", open.summary);
+    assert!(!f.iter().any(|x| x.kind.as_str() == "port_conflict"), "not a port conflict: {f:?}");
+    assert_eq!(k.summaries_asked(), vec![0], "one summary asked, off the detector's path");
+    // A second failure within 10 s asks nothing more.
+    k.bind(3 * S, 100, "127.0.0.1", 0, EADDRINUSE, true);
+    assert_eq!(k.summaries_asked(), vec![0]);
+    k.set_summary(Some(exhausted_summary()));
+    let f = k.late(4 * S);
+    let up = f.iter().find(|x| x.kind.as_str() == "ports_exhausted").expect("the summary as an update");
+    assert_eq!(up.state, State::Update);
+    assert!(up.summary.contains("ephemeral range 40000–40001 (2 ports"), "{}", up.summary);
+    assert!(up.summary.contains("2 in use by 2 sockets (1 in TIME_WAIT)"), "{}", up.summary);
+    assert!(up.summary.contains("pid 100 (python3 client.py) 1") && up.summary.contains("10.0.0.5:5432 2 (1 in TIME_WAIT)"), "{}", up.summary);
+    assert_eq!(up.details["ephemeral_range"]["size"], 2);
+    // A later bind to port 0 that works resolves it.
+    let f = k.bind(5 * S, 100, "127.0.0.1", 0, 0, true);
+    assert!(resolved(&f, "ports_exhausted"), "{:?}", ks(&f));
+}
+
+#[test]
+fn a_connect_without_a_free_local_port_is_ports_exhausted_not_connect_failures() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
+    for n in 0..20u64 {
+        k.connect(2 * S + n * MS, 100, "10.0.0.5", 5432, -99, 0x9000 + n);
+    }
+    let kinds = ks(&k.all);
+    assert!(kinds.contains(&("ports_exhausted", "open")), "{kinds:?}");
+    assert!(!kinds.iter().any(|(kd, _)| *kd == "connect_failures"), "the destination is not at fault: {kinds:?}");
+    let f = k.connect(3 * S, 100, "10.0.0.5", 5432, EINPROGRESS, 0x9100);
+    assert!(resolved(&f, "ports_exhausted"));
+}

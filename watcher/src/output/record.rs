@@ -489,11 +489,29 @@ pub struct InvolvedProcess {
     pub orchestrator: Option<Orchestrator>,
 }
 
+/// The finding kinds, for the schema (the names come from `detect::Kind`).
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[expect(dead_code, reason = "only its schema is used")]
+enum FindingKind {
+    PortConflict,
+    PortShadowed,
+    AddressUnavailable,
+    ZombieAccumulation,
+    Zombie,
+    RespawnStorm,
+    DuplicateInstances,
+    ForkStorm,
+    ConnectFailures,
+    PortsExhausted,
+}
+
 /// `finding`: one incident, opened, updated or resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FindingRecord {
     /// `port_conflict`, `port_shadowed`, `address_unavailable`, `zombie_accumulation`, `zombie`,
-    /// `respawn_storm`, `duplicate_instances`, `fork_storm`, `connect_failures`.
+    /// `respawn_storm`, `duplicate_instances`, `fork_storm`, `connect_failures`, `ports_exhausted`.
+    #[schemars(with = "FindingKind")]
     pub kind: String,
     /// `open`, `update`, `resolved`.
     pub state: String,
@@ -562,6 +580,14 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_lists_every_finding_kind() {
+        let schema = serde_json::to_string(&schemars::schema_for!(FindingRecord)).unwrap();
+        for k in crate::detect::Kind::ALL {
+            assert!(schema.contains(&format!("\"{}\"", k.as_str())), "{} is not in the schema", k.as_str());
+        }
+    }
 
     #[test]
     fn time_is_rfc3339_utc() {

@@ -16,7 +16,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokio::{io::AsyncWriteExt, net::UnixListener, sync::mpsc};
+use std::{
+    os::unix::net::{UnixListener, UnixStream},
+    sync::{atomic::AtomicBool, mpsc},
+};
 
 use crate::record::{Body, Record};
 
@@ -147,8 +150,10 @@ impl SyslogSink {
 }
 
 struct Consumer {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::SyncSender<Bytes>,
     dropped: Arc<AtomicU64>,
+    /// Set by its writer thread when the consumer went away.
+    gone: Arc<AtomicBool>,
 }
 
 /// The `loss` record told to a socket consumer that missed records.
@@ -179,7 +184,7 @@ pub struct SocketSink {
     consumers: Arc<Mutex<Vec<Consumer>>>,
     /// Records dropped for slow consumers, all consumers together.
     pub dropped: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    closing: Arc<AtomicBool>,
 }
 
 /// Lines queued per consumer before it starts missing records.
@@ -211,49 +216,41 @@ impl SocketSink {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         let consumers: Arc<Mutex<Vec<Consumer>>> = Arc::default();
         let dropped = Arc::new(AtomicU64::new(0));
+        let closing = Arc::new(AtomicBool::new(false));
+        // Threads of their own, beside the pipeline: a consumer's writes never
+        // wait for the pipeline, and the pipeline never waits for them.
         let c = consumers.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (tx, mut rx) = mpsc::channel::<Bytes>(CONSUMER_QUEUE);
+        let stop = closing.clone();
+        std::thread::Builder::new().name("watcher-feed-accept".into()).spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let (tx, rx) = mpsc::sync_channel::<Bytes>(CONSUMER_QUEUE);
                 let mine = Arc::new(AtomicU64::new(0));
-                c.lock().expect("consumers lock").push(Consumer {
-                    tx,
-                    dropped: mine.clone(),
-                });
-                tokio::spawn(async move {
-                    let mut told = 0u64;
-                    while let Some(line) = rx.recv().await {
-                        // Tell this consumer what it missed before the next record.
-                        let missed = mine.load(Ordering::Relaxed);
-                        if missed > told {
-                            let note = consumer_loss(missed - told, missed);
-                            if stream.write_all(note.as_bytes()).await.is_err() {
-                                return;
-                            }
-                            told = missed;
-                        }
-                        if stream.write_all(&line).await.is_err() {
-                            return;
-                        }
-                    }
-                });
+                let gone = Arc::new(AtomicBool::new(false));
+                c.lock().expect("consumers lock").push(Consumer { tx, dropped: mine.clone(), gone: gone.clone() });
+                let spawned = std::thread::Builder::new()
+                    .name("watcher-feed-consumer".into())
+                    .spawn(move || write_consumer(stream, rx, &mine, &gone));
+                if spawned.is_err() {
+                    tracing::warn!("cannot start a thread for a feed consumer");
+                }
             }
-        });
+        })?;
         Ok(SocketSink {
             path: path.to_owned(),
             consumers,
             dropped,
-            task,
+            closing,
         })
     }
 
     /// Queue a line for every consumer; a full queue drops it for that consumer only.
     pub fn send(&self, line: &Bytes) {
         let mut cs = self.consumers.lock().expect("consumers lock");
-        cs.retain(|c| !c.tx.is_closed());
+        cs.retain(|c| !c.gone.load(Ordering::Relaxed));
         for c in cs.iter() {
             if c.tx.try_send(line.clone()).is_err() {
                 c.dropped.fetch_add(1, Ordering::Relaxed);
@@ -273,9 +270,32 @@ impl SocketSink {
 
 impl Drop for SocketSink {
     fn drop(&mut self) {
-        self.task.abort();
+        // Consumers' threads end with their queues; the accept thread at its next connection.
+        self.consumers.lock().expect("consumers lock").clear();
+        self.closing.store(true, Ordering::Relaxed);
+        let _ = UnixStream::connect(&self.path);
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// One consumer's writer: its queued lines, each preceded by a `loss` record
+/// when it missed some.
+fn write_consumer(mut stream: UnixStream, rx: mpsc::Receiver<Bytes>, missed: &AtomicU64, gone: &AtomicBool) {
+    let mut told = 0u64;
+    while let Ok(line) = rx.recv() {
+        let now_missed = missed.load(Ordering::Relaxed);
+        if now_missed > told {
+            let note = consumer_loss(now_missed - told, now_missed);
+            if stream.write_all(note.as_bytes()).is_err() {
+                break;
+            }
+            told = now_missed;
+        }
+        if stream.write_all(&line).is_err() {
+            break;
+        }
+    }
+    gone.store(true, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -34,6 +34,13 @@ pub trait SocketLookup: Send {
     fn waiting(&self) -> bool {
         false
     }
+    /// Ask for the port summary of namespace `netns` (through `via`, a
+    /// process in it) without waiting: it comes through [`SocketLookup::summaries`].
+    fn summary(&mut self, _netns: u32, _via: u32) {}
+    /// Port summaries that have come (never blocks).
+    fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
+        Vec::new()
+    }
 }
 
 impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> SocketLookup for F {
@@ -220,6 +227,10 @@ impl Engine {
             containers: &self.enricher.containers,
         };
         let findings = self.detectors.on_event(&input);
+        // Summaries of exhausted namespaces, on the lookups' threads.
+        for (netns, via) in std::mem::take(&mut self.detectors.ports_exhausted.asks) {
+            self.lookup.summary(netns, via);
+        }
         (record, findings)
     }
 
@@ -228,6 +239,9 @@ impl Engine {
     pub fn late_confirmations(&mut self, now: u64) -> Vec<Finding> {
         let answers = self.lookup.late();
         let mut out = Vec::new();
+        for (netns, summary) in self.lookup.summaries() {
+            out.extend(self.detectors.ports_exhausted.summarized(netns, summary, &self.enricher.containers, now));
+        }
         for (key, kernel) in answers {
             let table = &self.enricher.procs;
             let procs = |tgid: u32| table.get(tgid).cloned();

@@ -17,7 +17,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{detect::sockets::KernelSocket, sockdiag::Diag};
+use crate::{
+    detect::sockets::KernelSocket,
+    sockdiag::{Diag, PortSummary},
+};
 
 /// A helper with no question for this long ends.
 const IDLE: Duration = Duration::from_secs(10);
@@ -42,6 +45,9 @@ enum Query {
     Holders {
         reply: SyncSender<Vec<KernelSocket>>,
     },
+    Summary {
+        reply: SyncSender<PortSummary>,
+    },
 }
 
 struct Helper {
@@ -64,6 +70,8 @@ pub struct NetnsLookups {
     helpers: HashMap<u32, Helper>,
     deadline: Duration,
     late: Vec<Late>,
+    /// Port summaries asked and not yet in: (namespace, answer channel, asked when).
+    summaries: Vec<(u32, Receiver<PortSummary>, std::time::Instant)>,
     /// Questions not answered within the deadline, or about a namespace that
     /// could not be entered (shared with the metrics).
     pub unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -106,6 +114,7 @@ fn helper(
                     .map_err(|e| e.to_string())
             })
     };
+    let entered_ok = entered.clone();
     let mut diag = match entered {
         Ok(()) => Diag::open("/proc/net"),
         // Not allowed to enter: read the namespace's tables through /proc instead.
@@ -135,6 +144,15 @@ fn helper(
                 socks.iter_mut().for_each(|s| s.netns = netns);
                 let _ = reply.try_send(socks);
             }
+            Ok(Query::Summary { reply }) => {
+                // In the namespace: its own ip_local_port_range and sockets.
+                let mut summary = diag.port_summary();
+                if entered_ok.is_err() {
+                    // /proc/sys/net shows watcher's own namespace, not this one.
+                    summary.range = None;
+                }
+                let _ = reply.try_send(summary);
+            }
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -148,6 +166,7 @@ impl NetnsLookups {
             helpers: HashMap::new(),
             deadline,
             late: Vec::new(),
+            summaries: Vec::new(),
             unanswered: Default::default(),
             said_fallback: false,
         }
@@ -339,6 +358,57 @@ impl NetnsLookups {
         crate::sockdiag::with_owners(all)
     }
 
+    /// Ask for the port summary of `netns` (through `pid`, a process in it);
+    /// never waits: the answer comes through [`NetnsLookups::summaries_in`].
+    pub fn ask_summary(&mut self, netns: u32, pid: u32) {
+        let netns_key = netns;
+        let netns = if netns == 0 { self.own } else { netns };
+        if self.summaries.len() >= 64 {
+            self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let handle = NsHandle::of_pid(pid);
+        for _attempt in 0..2 {
+            let (reply, rx) = sync_channel(1);
+            let helper = match self.helpers.get(&netns) {
+                Some(h) => Some(h),
+                None => self.helper_for(netns, &handle),
+            };
+            let Some(h) = helper else { return };
+            match h.tx.try_send(Query::Summary { reply }) {
+                Ok(()) => {
+                    self.summaries.push((netns_key, rx, std::time::Instant::now()));
+                    return;
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    self.helpers.remove(&netns);
+                }
+                Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Port summaries that have come (never blocks); those older than 5 s are given up.
+    pub fn summaries_in(&mut self) -> Vec<(u32, PortSummary)> {
+        let mut out = Vec::new();
+        let unanswered = &self.unanswered;
+        self.summaries.retain(|(netns, rx, since)| match rx.try_recv() {
+            Ok(s) => {
+                out.push((*netns, s));
+                false
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) if since.elapsed() < Duration::from_secs(5) => true,
+            Err(_) => {
+                unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        });
+        out
+    }
+
     /// Network namespaces with a live helper now.
     pub fn helpers(&self) -> usize {
         self.helpers.len()
@@ -360,7 +430,13 @@ impl crate::engine::SocketLookup for NetnsLookups {
         self.late_answers()
     }
     fn waiting(&self) -> bool {
-        !self.late.is_empty()
+        !self.late.is_empty() || !self.summaries.is_empty()
+    }
+    fn summary(&mut self, netns: u32, via: u32) {
+        self.ask_summary(netns, via)
+    }
+    fn summaries(&mut self) -> Vec<(u32, PortSummary)> {
+        self.summaries_in()
     }
 }
 

@@ -36,6 +36,11 @@ fn parse_addr(hex: &str) -> Option<(IpAddr, u16)> {
 
 /// Parse one `/proc/net/{tcp,udp}{,6}` table.
 pub fn parse_table(text: &str, tcp: bool) -> Vec<KernelSocket> {
+    parse_table_peers(text, tcp).into_iter().map(|(s, _)| s).collect()
+}
+
+/// [`parse_table`], with each socket's remote address.
+fn parse_table_peers(text: &str, tcp: bool) -> Vec<(KernelSocket, (IpAddr, u16))> {
     let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -50,16 +55,20 @@ pub fn parse_table(text: &str, tcp: bool) -> Vec<KernelSocket> {
         };
         let uid = f[7].parse().unwrap_or(0);
         let inode = f[9].parse().unwrap_or(0);
-        out.push(KernelSocket {
-            tcp,
-            addr,
-            port,
-            state,
-            uid,
-            inode,
-            pids: Vec::new(),
-            netns: 0,
-        });
+        let peer = parse_addr(f[2]).unwrap_or((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+        out.push((
+            KernelSocket {
+                tcp,
+                addr,
+                port,
+                state,
+                uid,
+                inode,
+                pids: Vec::new(),
+                netns: 0,
+            },
+            peer,
+        ));
     }
     out
 }
@@ -75,7 +84,7 @@ fn diag(
     tcp: bool,
     states: u32,
     sport: u16,
-) -> std::io::Result<Vec<KernelSocket>> {
+) -> std::io::Result<Vec<(KernelSocket, (IpAddr, u16))>> {
     use netlink_packet_core::{
         NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
     };
@@ -120,16 +129,19 @@ fn diag(
             match msg.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
                     let h = &r.header;
-                    out.push(KernelSocket {
-                        tcp,
-                        addr: h.socket_id.source_address,
-                        port: h.socket_id.source_port,
-                        state: h.state as u32,
-                        uid: h.uid,
-                        inode: h.inode as u64,
-                        pids: Vec::new(),
-                        netns: 0,
-                    });
+                    out.push((
+                        KernelSocket {
+                            tcp,
+                            addr: h.socket_id.source_address,
+                            port: h.socket_id.source_port,
+                            state: h.state as u32,
+                            uid: h.uid,
+                            inode: h.inode as u64,
+                            pids: Vec::new(),
+                            netns: 0,
+                        },
+                        (h.socket_id.destination_address, h.socket_id.destination_port),
+                    ));
                 }
                 NetlinkPayload::Done(_) => return Ok(out),
                 NetlinkPayload::Error(e) => return Err(std::io::Error::other(format!("{e:?}"))),
@@ -180,11 +192,16 @@ impl Diag {
 
     /// Sockets of one transport on `port` (0: all) in the states of `states`.
     fn query(&mut self, tcp: bool, port: u16, states: u32) -> Vec<KernelSocket> {
+        self.query_peers(tcp, port, states).into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// [`Diag::query`], with each socket's remote address.
+    fn query_peers(&mut self, tcp: bool, port: u16, states: u32) -> Vec<(KernelSocket, (IpAddr, u16))> {
         let mut out = Vec::new();
         if let Some(sock) = self.socket.as_mut() {
             for family in [2u8, 10u8] {
                 match diag(sock, family, tcp, states, port) {
-                    Ok(v) => out.extend(v.into_iter().filter(|s| port == 0 || s.port == port)),
+                    Ok(v) => out.extend(v.into_iter().filter(|(s, _)| port == 0 || s.port == port)),
                     Err(e) => {
                         tracing::debug!(
                             "sock_diag failed ({e}); reading {}",
@@ -202,8 +219,25 @@ impl Diag {
         }
         read_tables(&self.proc_net, tcp)
             .into_iter()
-            .filter(|s| (port == 0 || s.port == port) && states & (1 << s.state) != 0)
+            .filter(|(s, _)| (port == 0 || s.port == port) && states & (1 << s.state) != 0)
             .collect()
+    }
+
+    /// The use of local ports in this namespace, for `ports_exhausted`: every
+    /// TCP socket (any state) and UDP socket, counted against the ephemeral
+    /// range (read from this thread's namespace), grouped by owning process
+    /// (one scan of `/proc/<pid>/fd`) and by destination. One dump; the
+    /// caller rate-limits it.
+    pub fn port_summary(&mut self) -> PortSummary {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|t| {
+                let mut it = t.split_whitespace().filter_map(|x| x.parse::<u16>().ok());
+                Some((it.next()?, it.next()?))
+            });
+        let mut all = self.query_peers(true, 0, 0xfff);
+        all.extend(self.query_peers(false, 0, u32::MAX));
+        summarize(all, range)
     }
 
     /// The sockets on `port` of one transport, holders with their
@@ -237,7 +271,84 @@ impl Diag {
     }
 }
 
-fn read_tables(dir: &std::path::Path, tcp: bool) -> Vec<KernelSocket> {
+/// Local ports in use in a network namespace (see [`Diag::port_summary`]).
+pub fn summarize(all: Vec<(KernelSocket, (IpAddr, u16))>, range: Option<(u16, u16)>) -> PortSummary {
+    const TIME_WAIT: u32 = 6;
+    const LISTEN: u32 = 10;
+    let in_range = |p: u16| match range {
+        Some((lo, hi)) => p >= lo && p <= hi,
+        None => true,
+    };
+    // Sockets using an ephemeral local port (listeners hold theirs by choice).
+    let used: Vec<&(KernelSocket, (IpAddr, u16))> =
+        all.iter().filter(|(s, _)| s.port != 0 && in_range(s.port) && !(s.tcp && s.state == LISTEN)).collect();
+    let mut ports: Vec<u16> = used.iter().map(|(s, _)| s.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let mut by_dest: HashMap<(IpAddr, u16), (usize, usize)> = HashMap::new();
+    for (s, peer) in &used {
+        if peer.1 != 0 {
+            let e = by_dest.entry(*peer).or_default();
+            e.0 += 1;
+            if s.tcp && s.state == TIME_WAIT {
+                e.1 += 1;
+            }
+        }
+    }
+    let inodes: Vec<u64> = used.iter().map(|(s, _)| s.inode).filter(|&i| i != 0).collect();
+    let owners = owners(&inodes, &[]);
+    let mut by_pid: HashMap<u32, usize> = HashMap::new();
+    for (s, _) in &used {
+        if let Some(pids) = owners.get(&s.inode) {
+            for p in pids {
+                *by_pid.entry(*p).or_default() += 1;
+            }
+        }
+    }
+    let mut by_process: Vec<(u32, String, usize)> = by_pid
+        .into_iter()
+        .map(|(pid, n)| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .ok()
+                .map(|c| c.trim_end_matches('\0').replace('\0', " "))
+                .filter(|c| !c.is_empty())
+                .or_else(|| fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim().to_owned()))
+                .unwrap_or_default();
+            (pid, comm.chars().take(60).collect(), n)
+        })
+        .collect();
+    by_process.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    by_process.truncate(5);
+    let mut by_destination: Vec<((IpAddr, u16), usize, usize)> = by_dest.into_iter().map(|(d, (n, tw))| (d, n, tw)).collect();
+    by_destination.sort_by(|a, b| b.1.cmp(&a.1));
+    by_destination.truncate(5);
+    PortSummary {
+        range,
+        ports_in_use: ports.len(),
+        sockets: used.len(),
+        time_wait: used.iter().filter(|(s, _)| s.tcp && s.state == TIME_WAIT).count(),
+        by_process,
+        by_destination,
+    }
+}
+
+/// How a network namespace's local ports are used.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PortSummary {
+    /// `net.ipv4.ip_local_port_range` of the namespace (None: unreadable).
+    pub range: Option<(u16, u16)>,
+    /// Distinct local ports in the range in use.
+    pub ports_in_use: usize,
+    /// Sockets using them.
+    pub sockets: usize,
+    pub time_wait: usize,
+    /// Top processes: (pid, command line, sockets).
+    pub by_process: Vec<(u32, String, usize)>,
+    /// Top destinations: (address, sockets, of which in TIME_WAIT).
+    pub by_destination: Vec<((IpAddr, u16), usize, usize)>,
+}
+
+fn read_tables(dir: &std::path::Path, tcp: bool) -> Vec<(KernelSocket, (IpAddr, u16))> {
     let names: [&str; 2] = if tcp {
         ["tcp", "tcp6"]
     } else {
@@ -246,7 +357,7 @@ fn read_tables(dir: &std::path::Path, tcp: bool) -> Vec<KernelSocket> {
     names
         .iter()
         .filter_map(|n| fs::read_to_string(dir.join(n)).ok())
-        .flat_map(|t| parse_table(&t, tcp))
+        .flat_map(|t| parse_table_peers(&t, tcp))
         .collect()
 }
 

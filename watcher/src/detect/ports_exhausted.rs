@@ -1,0 +1,190 @@
+//! `ports_exhausted`: no free local port in a network namespace. A bind to
+//! port 0 (any free port) failing with EADDRINUSE, or a connect failing with
+//! EADDRNOTAVAIL, means the kernel found no ephemeral port: the incident opens
+//! at once for that namespace, naming the failing process. What uses the
+//! ports — the ephemeral range of that namespace, how many are in use, the
+//! top holders by process and by destination with their TIME_WAIT counts —
+//! comes from one sock_diag summary of the namespace, asked on the worker
+//! (at most every 10 s per namespace, never on this path) and added as an
+//! update when it answers. Resolves when a later bind to port 0 or connect in
+//! that namespace gets a port.
+use std::collections::HashMap;
+
+use serde_json::{json, Map, Value};
+
+use super::{addr_port, incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind};
+use crate::{
+    decode::{ip_addr, Payload},
+    proctable::Proc,
+    sockdiag::PortSummary,
+};
+
+const EADDRINUSE: i32 = 98;
+const EADDRNOTAVAIL: i32 = 99;
+const ETIMEDOUT: i32 = 110;
+const ECONNREFUSED: i32 = 111;
+const EINPROGRESS: i32 = 115;
+/// A namespace's port table is summarized at most this often while it fails.
+const SUMMARY_EVERY_NS: u64 = 10_000_000_000;
+
+struct Ns {
+    /// The latest failing processes (distinct, newest last).
+    failing: Vec<Proc>,
+    /// The latest failure, in words.
+    what: String,
+    summary: Option<PortSummary>,
+    asked_ns: Option<u64>,
+}
+
+pub struct PortsExhausted {
+    pub incidents: Incidents<u32>,
+    open: HashMap<u32, Ns>,
+    /// Summaries the engine is to ask for: (network namespace, a process in it).
+    pub asks: Vec<(u32, u32)>,
+    cfg: DetectConfig,
+    pub overflow: u64,
+}
+
+impl PortsExhausted {
+    pub fn new(cfg: &DetectConfig) -> PortsExhausted {
+        PortsExhausted {
+            incidents: Incidents::new(Kind::PortsExhausted, cfg.update_interval_ns(), cfg.max_incidents),
+            open: HashMap::new(),
+            asks: Vec::new(),
+            cfg: cfg.clone(),
+            overflow: 0,
+        }
+    }
+
+    /// Settings from a reloaded configuration: what comes next uses them;
+    /// state and open incidents stay.
+    pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.cfg = cfg.clone();
+    }
+
+    fn describe(&self, netns: u32, view: &dyn ContainerView) -> (String, Vec<Involved>, Map<String, Value>) {
+        let ns = &self.open[&netns];
+        let p = ns.failing.last().expect("a failure opened it");
+        let mut summary = format!("no free local port in network namespace {netns}: {} by {} failed", ns.what, who_in(p, view));
+        let mut details = Map::new();
+        details.insert("network_namespace".into(), json!(netns));
+        details.insert("failure".into(), json!(ns.what));
+        match &ns.summary {
+            None => summary.push_str("; looking up what holds its ports"),
+            Some(s) => {
+                match s.range {
+                    Some((lo, hi)) => {
+                        let size = (hi as usize + 1).saturating_sub(lo as usize);
+                        summary.push_str(&format!(
+                            "; ephemeral range {lo}–{hi} ({size} ports, net.ipv4.ip_local_port_range), {} in use by {} sockets ({} in TIME_WAIT)",
+                            s.ports_in_use, s.sockets, s.time_wait
+                        ));
+                        details.insert("ephemeral_range".into(), json!({"low": lo, "high": hi, "size": size}));
+                    }
+                    None => summary.push_str(&format!(
+                        "; {} local ports in use by {} sockets ({} in TIME_WAIT); the ephemeral range could not be read",
+                        s.ports_in_use, s.sockets, s.time_wait
+                    )),
+                }
+                if !s.by_process.is_empty() {
+                    let top: Vec<String> = s.by_process.iter().take(3).map(|(pid, cmd, n)| format!("pid {pid} ({cmd}) {n}")).collect();
+                    summary.push_str(&format!("; top processes: {}", top.join(", ")));
+                }
+                if !s.by_destination.is_empty() {
+                    let top: Vec<String> = s
+                        .by_destination
+                        .iter()
+                        .take(3)
+                        .map(|((ip, port), n, tw)| format!("{} {n} ({tw} in TIME_WAIT)", addr_port(*ip, *port)))
+                        .collect();
+                    summary.push_str(&format!("; top destinations: {}", top.join(", ")));
+                }
+                details.insert("ports_in_use".into(), json!(s.ports_in_use));
+                details.insert("sockets".into(), json!(s.sockets));
+                details.insert("time_wait".into(), json!(s.time_wait));
+                details.insert(
+                    "top_processes".into(),
+                    json!(s.by_process.iter().map(|(pid, cmd, n)| json!({"pid": pid, "command_line": cmd, "sockets": n})).collect::<Vec<_>>()),
+                );
+                details.insert(
+                    "top_destinations".into(),
+                    json!(s
+                        .by_destination
+                        .iter()
+                        .map(|((ip, port), n, tw)| json!({"address": addr_port(*ip, *port), "sockets": n, "time_wait": tw}))
+                        .collect::<Vec<_>>()),
+                );
+            }
+        }
+        let processes = ns
+            .failing
+            .iter()
+            .rev()
+            .map(|q| Involved { role: "failing", proc: q.clone(), address: None, since_ns: None })
+            .collect();
+        (summary, processes, details)
+    }
+
+    fn failed(&mut self, netns: u32, p: &Proc, what: String, ts: u64, view: &dyn ContainerView) -> Option<Finding> {
+        if !self.open.contains_key(&netns) && self.open.len() >= self.cfg.max_tracked {
+            self.overflow += 1;
+            return None;
+        }
+        let ns = self.open.entry(netns).or_insert(Ns { failing: Vec::new(), what: String::new(), summary: None, asked_ns: None });
+        ns.failing.retain(|q| q.key != p.key);
+        ns.failing.push(p.clone());
+        if ns.failing.len() > 8 {
+            ns.failing.remove(0);
+        }
+        ns.what = what;
+        if ns.asked_ns.is_none_or(|t| ts.saturating_sub(t) >= SUMMARY_EVERY_NS) {
+            ns.asked_ns = Some(ts);
+            self.asks.push((netns, p.key.tgid));
+        }
+        let (summary, processes, details) = self.describe(netns, view);
+        self.incidents.raise(netns, &format!("netns {netns}"), ts, 1, summary, processes, details)
+    }
+
+    fn got_port(&mut self, netns: u32, p: &Proc, how: String, ts: u64) -> Option<Finding> {
+        self.open.remove(&netns)?;
+        self.incidents.resolve(&netns, ts, format!("{} {how}: local ports are free again in network namespace {netns}", who(p)))
+    }
+
+    /// The namespace's port summary answered: the open incident says what holds the ports.
+    pub fn summarized(&mut self, netns: u32, s: PortSummary, view: &dyn ContainerView, now: u64) -> Option<Finding> {
+        self.open.get_mut(&netns)?.summary = Some(s);
+        let (summary, processes, details) = self.describe(netns, view);
+        self.incidents.amend(&netns, |inc| inc.details = details);
+        self.incidents.restate(&netns, summary, processes, now)
+    }
+
+    pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
+        let ts = i.ev.header.ts_ns;
+        let Some(p) = i.subject else { return Vec::new() };
+        if self.cfg.allowed_program(p) {
+            return Vec::new();
+        }
+        let out = match &i.ev.payload {
+            Payload::Bind(b) if b.port == 0 && b.ret == -EADDRINUSE => {
+                let addr = ip_addr(b.family, &b.addr).map(|ip| addr_port(ip, 0)).unwrap_or_else(|| "port 0".into());
+                self.failed(b.netns, p, format!("a bind to {addr} (any free port)"), ts, i.containers)
+            }
+            Payload::Bind(b) if b.port == 0 && b.ret == 0 && self.open.contains_key(&b.netns) => {
+                self.got_port(b.netns, p, "bound a free port".into(), ts)
+            }
+            Payload::Connect(c) if c.ret == -EADDRNOTAVAIL => {
+                let dest = ip_addr(c.family, &c.addr).map(|ip| addr_port(ip, c.port)).unwrap_or_default();
+                self.failed(c.netns, p, format!("a connect to {dest}"), ts, i.containers)
+            }
+            Payload::Connect(c)
+                if matches!(-c.ret, 0 | EINPROGRESS | ECONNREFUSED | ETIMEDOUT) && self.open.contains_key(&c.netns) =>
+            {
+                let dest = ip_addr(c.family, &c.addr).map(|ip| addr_port(ip, c.port)).unwrap_or_default();
+                self.got_port(c.netns, p, format!("got a local port for a connect to {dest}"), ts)
+            }
+            _ => None,
+        };
+        out.into_iter().collect()
+    }
+}
