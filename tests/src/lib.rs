@@ -403,6 +403,14 @@ impl Running {
             .unwrap_or_else(|_| panic!("`{key}` is not a number"))
     }
 
+    /// Write one line to its stdin (a go-ahead for actors that wait for one).
+    pub fn line(&mut self) {
+        use std::io::Write as _;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").expect("write to the actor");
+        stdin.flush().expect("flush");
+    }
+
     /// Close stdin and wait for the exit.
     pub fn finish(mut self) -> std::process::ExitStatus {
         drop(self.child.stdin.take());

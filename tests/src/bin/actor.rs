@@ -234,6 +234,70 @@ fn main() {
                 }
             }
         }
+        "probe-ports" => {
+            // probe-ports FROM: bind 127.0.0.1:FROM, FROM+1, … until one is free (as dev servers do), then hold it until stdin closes.
+            let mut port: u16 = arg(2).parse().expect("port");
+            let s = loop {
+                let s = tcp4();
+                match socket::bind(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])) {
+                    Ok(()) => break s,
+                    Err(_) => port += 1,
+                }
+            };
+            socket::listen(&s, socket::Backlog::new(16).expect("backlog")).expect("listen");
+            say("bound", port);
+            let mut buf = String::new();
+            let _ = std::io::stdin().read_line(&mut buf);
+        }
+        "exhaust" => {
+            // exhaust bind|connect N [PORT]: in this network namespace, N binds
+            // to 127.0.0.1:0 (or N connects to a listener on 127.0.0.1:PORT),
+            // each held; says each errno; on a line from stdin, frees one and
+            // tries once more; holds until stdin closes.
+            use std::os::unix::fs::MetadataExt as _;
+            say("netns", std::fs::metadata("/proc/self/ns/net").expect("netns").ino());
+            let connect = arg(2) == "connect";
+            let n: u32 = arg(3).parse().expect("n");
+            let port: u16 = if connect { arg(4).parse().expect("port") } else { 0 };
+            let listener = connect.then(|| {
+                let l = tcp4();
+                socket::bind(l.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect("bind the listener");
+                socket::listen(&l, socket::Backlog::new(64).expect("backlog")).expect("listen");
+                l
+            });
+            let attempt = || {
+                let s = tcp4();
+                let r = if connect {
+                    socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1]))
+                } else {
+                    socket::bind(s.as_raw_fd(), &v4(0, [127, 0, 0, 1]))
+                };
+                r.map(|()| s)
+            };
+            let mut held = Vec::new();
+            for _ in 0..n {
+                match attempt() {
+                    Ok(s) => held.push(s),
+                    Err(e) => say("errno", e as i32),
+                }
+            }
+            say("held", held.len());
+            let mut buf = String::new();
+            let _ = std::io::stdin().read_line(&mut buf);
+            if !held.is_empty() {
+                held.remove(0);
+            }
+            // A connect's port goes to TIME_WAIT when its side closes first: let the server side close first.
+            match attempt() {
+                Ok(s) => {
+                    held.push(s);
+                    say("again", "ok");
+                }
+                Err(e) => say("again", e as i32),
+            }
+            let _ = std::io::stdin().read_line(&mut buf);
+            drop(listener);
+        }
         "zombies" => {
             // zombies N HOLD_MS: N children exit at once; reaped only after HOLD_MS.
             let n: u32 = arg(2).parse().expect("n");

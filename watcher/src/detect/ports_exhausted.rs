@@ -87,6 +87,9 @@ impl PortsExhausted {
                         s.ports_in_use, s.sockets, s.time_wait
                     )),
                 }
+                if s.sockets == 0 {
+                    summary.push_str(" — sockets bound but neither listening nor connected are not listed by kernels before 6.7");
+                }
                 if !s.by_process.is_empty() {
                     let top: Vec<String> = s.by_process.iter().take(3).map(|(pid, cmd, n)| format!("pid {pid} ({cmd}) {n}")).collect();
                     summary.push_str(&format!("; top processes: {}", top.join(", ")));

@@ -74,6 +74,8 @@ fn parse_table_peers(text: &str, tcp: bool) -> Vec<(KernelSocket, (IpAddr, u16))
 }
 
 const TCP_LISTEN_STATE: u8 = 10;
+/// The pseudo-state sock_diag reports bound-only TCP sockets in (Linux 6.7+).
+const TCP_BOUND_INACTIVE: u32 = 13;
 
 /// One sock_diag dump: `family` (AF_INET/AF_INET6), TCP or UDP, the given
 /// state mask, optionally only sockets whose local port is `sport` (the kernel
@@ -108,7 +110,7 @@ fn diag(
             family,
             protocol: if tcp { IPPROTO_TCP } else { IPPROTO_UDP },
             extensions: ExtensionFlags::empty(),
-            states: StateFlags::from_bits_truncate(states),
+            states: StateFlags::from_bits_retain(states),
             socket_id: id,
         })
         .into(),
@@ -235,7 +237,9 @@ impl Diag {
                 let mut it = t.split_whitespace().filter_map(|x| x.parse::<u16>().ok());
                 Some((it.next()?, it.next()?))
             });
-        let mut all = self.query_peers(true, 0, 0xfff);
+        // Every state, and (Linux 6.7+) TCP_BOUND_INACTIVE (13): sockets bound
+        // but neither listening nor connected, which hold their port too.
+        let mut all = self.query_peers(true, 0, 0xfff | 1 << TCP_BOUND_INACTIVE);
         all.extend(self.query_peers(false, 0, u32::MAX));
         summarize(all, range)
     }
