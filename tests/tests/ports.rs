@@ -119,3 +119,38 @@ fn connects_without_a_free_local_port_are_ports_exhausted_not_connect_failures()
     );
     a.finish();
 }
+
+#[test]
+fn command_lines_differing_after_512_bytes_are_two_programs() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::shared();
+    let port = watcher_tests::free_port().to_string();
+    // `java -cp <long classpath> A` and `… B`, as two REUSEPORT listeners:
+    // one program's pool would be fine, two programs shadow each other.
+    let classpath = format!("/opt/app/lib/{}.jar", "dependency-".repeat(60));
+    let mut a = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", &port, "reuseport", &classpath, "com.example.A"]);
+    a.value("listening");
+    let mut b = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", &port, "reuseport", &classpath, "com.example.B"]);
+    b.value("listening");
+    let exec = feed.wait_for("B's exec", |v| watcher_tests::is(v, "exec") && num(v, &["process", "pid"]) == Some(b.pid as u64));
+    assert!(
+        text(&exec, &["process", "command_line"]).is_some_and(|c| c.ends_with("com.example.B") && c.len() > 600),
+        "the whole command line: {exec}"
+    );
+    assert!(exec["exec"].get("args_truncated").is_none_or(|t| t == false), "completed from /proc: {exec}");
+    let f = feed.wait_for_related(
+        "port_shadowed between the two programs",
+        |v| text(v, &["kind"]) == Some("port_shadowed"),
+        |v| {
+            finding(v, "port_shadowed", "open") && {
+                let pids = finding_pids(v, None);
+                pids.contains(&(a.pid as u64)) && pids.contains(&(b.pid as u64))
+            }
+        },
+    );
+    assert!(text(&f, &["summary"]).is_some(), "{f}");
+    a.finish();
+    b.finish();
+}

@@ -41,6 +41,11 @@ pub trait SocketLookup: Send {
     fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
         Vec::new()
     }
+    /// The whole argument vector of `pid`, whose exec record captured only
+    /// `captured` (see [`crate::world::cmdline`]); `None`: not to be had in time.
+    fn full_args(&mut self, _pid: u32, _captured: &[String]) -> Option<Vec<String>> {
+        None
+    }
 }
 
 impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> SocketLookup for F {
@@ -173,6 +178,23 @@ impl Engine {
 
     /// Like [`Engine::handle`]; the event's own record is built only when `build`.
     pub fn handle_opt(&mut self, ev: &KernelEvent, build: bool) -> (Option<Record>, Vec<Finding>) {
+        // A command line longer than the kernel's capture: the rest from /proc.
+        let completed;
+        let ev = match &ev.payload {
+            crate::decode::Payload::Exec(x) if x.argv_truncated => match self.lookup.full_args(ev.header.tgid, &x.argv) {
+                Some(argv) => {
+                    let mut e = ev.clone();
+                    if let crate::decode::Payload::Exec(x) = &mut e.payload {
+                        x.argv = argv;
+                        x.argv_truncated = false;
+                    }
+                    completed = e;
+                    &completed
+                }
+                None => ev,
+            },
+            _ => ev,
+        };
         let (touched, owner) = self.enricher.observe(ev);
         let record = if build {
             self.enricher.build(ev, &touched, owner.as_ref())

@@ -3,6 +3,7 @@
 //! records, containers (cgroup → container, the runtime's metadata), network
 //! namespaces and the kernel's socket tables in each (sock_diag).
 pub mod cause;
+pub mod cmdline;
 pub mod containers;
 pub mod enrich;
 pub mod netns;

@@ -70,6 +70,8 @@ pub struct NetnsLookups {
     helpers: HashMap<u32, Helper>,
     deadline: Duration,
     late: Vec<Late>,
+    /// Whole command lines, from /proc (a thread of its own).
+    pub cmdlines: crate::world::cmdline::Cmdlines,
     /// Port summaries asked and not yet in: (namespace, answer channel, asked when).
     summaries: Vec<(u32, Receiver<PortSummary>, std::time::Instant)>,
     /// Questions not answered within the deadline, or about a namespace that
@@ -166,6 +168,7 @@ impl NetnsLookups {
             helpers: HashMap::new(),
             deadline,
             late: Vec::new(),
+            cmdlines: crate::world::cmdline::Cmdlines::new(deadline),
             summaries: Vec::new(),
             unanswered: Default::default(),
             said_fallback: false,
@@ -437,6 +440,9 @@ impl crate::engine::SocketLookup for NetnsLookups {
     }
     fn summaries(&mut self) -> Vec<(u32, PortSummary)> {
         self.summaries_in()
+    }
+    fn full_args(&mut self, pid: u32, captured: &[String]) -> Option<Vec<String>> {
+        self.cmdlines.complete(pid, captured)
     }
 }
 

@@ -752,6 +752,10 @@ mod tests {
         );
         assert_ne!(a, b);
         assert_eq!(a, a2, "argv[0] does not change the program");
+        // A login shell (`-bash`) is the shell.
+        let login = program_id(Identity::ExeAndArgs, Some("/usr/bin/bash"), "bash", Some(&["-bash".into()]), None);
+        let shell = program_id(Identity::ExeAndArgs, Some("/usr/bin/bash"), "bash", Some(&["bash".into()]), None);
+        assert_eq!(login, shell);
         let ea = program_id(
             Identity::Exe,
             Some("/usr/bin/python3"),

@@ -1,0 +1,89 @@
+//! Whole command lines. The kernel side copies the first 512 bytes of a new
+//! program's argument vector into its exec record; when that was not all,
+//! the rest is read from `/proc/<pid>/cmdline` by a thread of its own (the
+//! detectors' thread only waits a short deadline for it), so that two
+//! programs whose command lines differ after 512 bytes (`java -cp <long
+//! classpath> A` and `… B`) are two programs. An answer that does not begin
+//! with what the kernel captured (the process exec'd again, or exited and its
+//! pid was reused) is not used.
+use std::{
+    sync::mpsc::{sync_channel, Receiver, SyncSender},
+    time::Duration,
+};
+
+type Question = (u32, SyncSender<Option<Vec<String>>>);
+
+pub struct Cmdlines {
+    tx: Option<SyncSender<Question>>,
+    wait: Duration,
+    /// Command lines completed from `/proc`, and those that could not be.
+    pub completed: u64,
+    pub failed: u64,
+}
+
+fn read(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    if raw.is_empty() {
+        return None;
+    }
+    Some(raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+}
+
+fn serve(rx: Receiver<Question>) {
+    while let Ok((pid, reply)) = rx.recv() {
+        let _ = reply.try_send(read(pid));
+    }
+}
+
+/// Whether `full` begins with the kernel's truncated capture (whose last
+/// argument may be cut short).
+pub fn extends(full: &[String], captured: &[String]) -> bool {
+    let Some((last, whole)) = captured.split_last() else { return !full.is_empty() };
+    full.len() >= captured.len() && full[..whole.len()] == *whole && full[whole.len()].starts_with(last.as_str())
+}
+
+impl Cmdlines {
+    pub fn new(wait: Duration) -> Cmdlines {
+        let (tx, rx) = sync_channel::<Question>(64);
+        let tx = std::thread::Builder::new().name("watcher-cmdline".into()).spawn(move || serve(rx)).ok().map(|_| tx);
+        Cmdlines { tx, wait, completed: 0, failed: 0 }
+    }
+
+    /// The whole argument vector of `pid`, whose exec record captured
+    /// `captured` (truncated); `None` when it cannot be had within the wait.
+    pub fn complete(&mut self, pid: u32, captured: &[String]) -> Option<Vec<String>> {
+        let answer = (|| {
+            let (reply, rx) = sync_channel(1);
+            self.tx.as_ref()?.try_send((pid, reply)).ok()?;
+            rx.recv_timeout(self.wait).ok().flatten()
+        })()
+        .filter(|full| extends(full, captured));
+        match &answer {
+            Some(_) => self.completed += 1,
+            None => self.failed += 1,
+        }
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rest_of_a_long_command_line_comes_from_proc() {
+        let long = format!("{}A", "x".repeat(600));
+        let mut child = std::process::Command::new("sleep").args(["5", &long]).spawn().expect("sleep");
+        // What the kernel would have captured: 512 bytes, the last argument cut.
+        let captured = vec!["sleep".to_owned(), "5".to_owned(), "x".repeat(503)];
+        let mut c = Cmdlines::new(Duration::from_secs(2));
+        let full = c.complete(child.id(), &captured).expect("read from /proc");
+        assert_eq!(full, vec!["sleep".to_owned(), "5".to_owned(), long]);
+        // Another program's command line is not taken for this one.
+        assert!(c.complete(child.id(), &["python3".to_owned(), "x".to_owned()]).is_none());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!((c.completed, c.failed), (1, 1));
+    }
+}
