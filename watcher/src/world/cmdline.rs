@@ -75,6 +75,12 @@ mod tests {
     fn the_rest_of_a_long_command_line_comes_from_proc() {
         let long = format!("{}A", "x".repeat(600));
         let mut child = std::process::Command::new("sleep").args(["5", &long]).spawn().expect("sleep");
+        // Until its exec is done (the forked child runs this test's binary before).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while read(child.id()).is_none_or(|a| a[0] != "sleep") {
+            assert!(std::time::Instant::now() < deadline, "sleep did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         // What the kernel would have captured: 512 bytes, the last argument cut.
         let captured = vec!["sleep".to_owned(), "5".to_owned(), "x".repeat(503)];
         let mut c = Cmdlines::new(Duration::from_secs(2));
