@@ -74,18 +74,19 @@ mod tests {
     #[test]
     fn the_rest_of_a_long_command_line_comes_from_proc() {
         let long = format!("{}A", "x".repeat(600));
-        let mut child = std::process::Command::new("sleep").args(["5", &long]).spawn().expect("sleep");
+        // (The long argument is the shell's $0: it runs `sleep 5`.)
+        let mut child = std::process::Command::new("sh").args(["-c", "sleep 5", &long]).spawn().expect("sh");
         // Until its exec is done (the forked child runs this test's binary before).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while read(child.id()).is_none_or(|a| a[0] != "sleep") {
-            assert!(std::time::Instant::now() < deadline, "sleep did not start");
+        while read(child.id()).is_none_or(|a| a[0] != "sh") {
+            assert!(std::time::Instant::now() < deadline, "sh did not start");
             std::thread::sleep(Duration::from_millis(5));
         }
         // What the kernel would have captured: 512 bytes, the last argument cut.
-        let captured = vec!["sleep".to_owned(), "5".to_owned(), "x".repeat(503)];
+        let captured = vec!["sh".to_owned(), "-c".to_owned(), "sleep 5".to_owned(), "x".repeat(497)];
         let mut c = Cmdlines::new(Duration::from_secs(2));
         let full = c.complete(child.id(), &captured).expect("read from /proc");
-        assert_eq!(full, vec!["sleep".to_owned(), "5".to_owned(), long]);
+        assert_eq!(full, vec!["sh".to_owned(), "-c".to_owned(), "sleep 5".to_owned(), long]);
         // Another program's command line is not taken for this one.
         assert!(c.complete(child.id(), &["python3".to_owned(), "x".to_owned()]).is_none());
         let _ = child.kill();
