@@ -662,3 +662,48 @@ fn a_reload_keeps_open_incidents_and_resolves_those_of_a_disabled_detector() {
     assert_eq!(reopened, 1, "not opened again by the reload");
     parent.finish();
 }
+
+/// An overload with lost records leaves no ghost: children whose reaps were
+/// lost are not reported as zombies, because the tables are reconciled with
+/// /proc before anything those records could open is written.
+#[test]
+fn an_overload_with_lost_records_leaves_no_ghost_finding() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("daemon-overload");
+    let port = free_port();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[feed]\ntypes = [\"finding\", \"loss\"]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n[detect.zombie]\nmax_age_s = 1\n",
+            dir.join("status.json").display()
+        ),
+    );
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap(), "--ring-mib", "1"]);
+    d.wait_stderr("running:");
+    // ~60,000 records while watcher is stopped: the 1 MiB ring keeps the first ones only.
+    d.signal(Signal::SIGSTOP);
+    let flood = actor(ACTOR, &["fork-loop", "20000"]);
+    d.signal(Signal::SIGCONT);
+    d.wait_for("a loss record", |v| text(v, &["type"]) == Some("loss"));
+    let addr = format!("127.0.0.1:{port}");
+    eventually("a reconciliation with /proc", || {
+        (metric(&scrape(&addr), "watcher_reconciliations_total").unwrap_or(0.0) >= 1.0).then_some(())
+    });
+    // A real zombie, unreaped for 3 s: its finding (at the 1 s deadline)
+    // shows the deadlines have run — a ghost's would have come before it.
+    let mut real = spawn_actor(ACTOR, &["zombies", "1", "3000"]);
+    real.value("children");
+    d.wait_for("the real zombie's finding", |v| {
+        finding(v, "zombie", "open") && finding_pids(v, Some("parent")).contains(&(real.pid as u64))
+    });
+    let ghosts: Vec<Value> = d
+        .records()
+        .into_iter()
+        .filter(|v| text(v, &["type"]) == Some("finding") && text(v, &["kind"]).is_some_and(|k| k.starts_with("zombie")))
+        .filter(|v| finding_pids(v, None).contains(&(flood.pid as u64)))
+        .collect();
+    assert!(ghosts.is_empty(), "findings about the flood's children, reaped long ago: {ghosts:?}");
+    real.finish();
+}

@@ -19,7 +19,8 @@ pub const ARGS_LEN: usize = 512;
 
 /// Name of the ring buffer map.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// Name of the per-CPU array of lost-record counters, indexed by [`EventKind`].
+/// Name of the per-CPU array of lost-record counters, indexed by [`EventKind`];
+/// slot 0 counts every lost record (whatever its kind).
 pub const MAP_LOST: &str = "LOST";
 /// Name of the load-time configuration global.
 pub const GLOBAL_CONFIG: &str = "CONFIG";

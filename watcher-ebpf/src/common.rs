@@ -70,6 +70,11 @@ pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
             if let Some(p) = LOST.get_ptr_mut(slot) {
                 unsafe { *p += 1 };
             }
+            // Slot 0 (no kind) counts every loss: the reader looks at it
+            // after each drain, the per-kind slots only when it moved.
+            if let Some(p) = LOST.get_ptr_mut(0) {
+                unsafe { *p += 1 };
+            }
             None
         }
     }

@@ -52,6 +52,11 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         }
     }
 
+    /// Whether the incident with this id is open.
+    pub fn has_id(&self, id: &str) -> bool {
+        self.map.values().any(|inc| inc.id == id)
+    }
+
     pub fn open_count(&self) -> usize {
         self.map.len()
     }

@@ -468,6 +468,22 @@ impl Detectors {
         .min()
     }
 
+    /// Whether the incident `id` of `kind` is open.
+    pub fn is_open(&self, kind: Kind, id: &str) -> bool {
+        match kind {
+            Kind::PortConflict => self.port_conflict.incidents.has_id(id),
+            Kind::PortShadowed => self.port_shadowed.incidents.has_id(id),
+            Kind::AddressUnavailable => self.address_unavailable.incidents.has_id(id),
+            Kind::ZombieAccumulation => self.zombie_accumulation.incidents.has_id(id),
+            Kind::Zombie => self.zombie.incidents.has_id(id),
+            Kind::RespawnStorm => self.respawn_storm.incidents.has_id(id),
+            Kind::DuplicateInstances => self.duplicate_instances.incidents.has_id(id),
+            Kind::ForkStorm => self.fork_storm.incidents.has_id(id),
+            Kind::ConnectFailures => self.connect_failures.incidents.has_id(id),
+            Kind::PortsExhausted => self.ports_exhausted.incidents.has_id(id),
+        }
+    }
+
     /// Open incidents by kind.
     pub fn open_incidents(&self) -> Vec<(Kind, usize)> {
         vec![

@@ -24,6 +24,8 @@ pub const MS: u64 = 1_000_000;
 /// The stand-in for the kernel's socket tables: answers at once, or — when
 /// told to — only later (as a lookup slower than its wait does).
 struct StandIn {
+    /// Where a reconciliation's snapshot is to be sent (by [`Kit::proc_snapshot`]).
+    snapshot: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
     /// The port summary a namespace's lookup answers with, and the namespaces asked.
     summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>>,
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
@@ -75,6 +77,11 @@ impl crate::engine::SocketLookup for StandIn {
     fn summary(&mut self, netns: u32, _via: u32) {
         self.summary.lock().unwrap().1.push(netns);
     }
+    fn start_snapshot(&mut self, _identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        *self.snapshot.lock().unwrap() = Some(tx);
+        Some(rx)
+    }
     fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
         let mut s = self.summary.lock().unwrap();
         let Some(answer) = s.0.clone() else { return Vec::new() };
@@ -91,6 +98,7 @@ pub struct Kit {
     /// Where orphans go when their parent exits.
     pub subreaper: Arc<Mutex<u32>>,
     summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>>,
+    proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
 }
 
 fn family_addr(ip: &str) -> (u16, [u8; 16]) {
@@ -114,7 +122,9 @@ impl Kit {
             ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
         let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>> = Arc::default();
+        let proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>> = Arc::default();
         let lookup = Box::new(StandIn {
+            snapshot: proc_now.clone(),
             summary: summary.clone(),
             kernel: kernel.clone(),
             slow: slow.clone(),
@@ -127,6 +137,7 @@ impl Kit {
             kernel,
             subreaper,
             summary,
+            proc_now,
         }
     }
 
@@ -137,6 +148,12 @@ impl Kit {
     /// What a namespace's port summary says, once asked (None: not answered yet).
     pub fn set_summary(&mut self, s: Option<crate::sockdiag::PortSummary>) {
         self.summary.lock().unwrap().0 = s;
+    }
+
+    /// The reconciliation's `/proc` snapshot (asked at `engine.loss_seen()`) answers with these processes.
+    pub fn proc_snapshot(&mut self, procs: Vec<crate::proctable::Proc>) {
+        let tx = self.proc_now.lock().unwrap().take().expect("a snapshot was asked");
+        tx.send(procs).unwrap();
     }
 
     /// Namespaces whose port summary was asked and not yet answered.

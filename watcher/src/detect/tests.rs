@@ -1127,3 +1127,44 @@ fn a_connect_without_a_free_local_port_is_ports_exhausted_not_connect_failures()
     let f = k.connect(3 * S, 100, "10.0.0.5", 5432, EINPROGRESS, 0x9100);
     assert!(resolved(&f, "ports_exhausted"));
 }
+
+// ---------------------------------------------------------------- repair after loss
+
+/// A parent whose six children exited while records were lost (their reaps among them).
+fn lost_reaps(k: &mut Kit) {
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    k.engine.loss_seen();
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    k.run_timers(4 * S);
+}
+
+#[test]
+fn after_a_loss_a_zombie_finding_for_children_reaped_unseen_is_never_written() {
+    let mut k = Kit::defaults();
+    lost_reaps(&mut k);
+    assert!(!k.all.iter().any(|f| f.kind.as_str() == "zombie_accumulation"), "held while reconciling: {:?}", ks(&k.all));
+    // /proc now: the parent, no children (they were reaped).
+    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
+    k.proc_snapshot(vec![parent]);
+    let f = k.engine.reconciled(5 * S);
+    assert!(f.iter().all(|x| x.kind.as_str() != "zombie_accumulation"), "no ghost finding: {:?}", ks(&f));
+    assert_eq!(k.engine.findings_withdrawn, 1);
+    assert_eq!(k.engine.detectors.open_incidents().iter().map(|x| x.1).sum::<usize>(), 0);
+    // Nor later, at the zombies' deadline.
+    assert!(k.run_timers(30 * S).iter().all(|x| !x.kind.as_str().starts_with("zombie")));
+}
+
+#[test]
+fn after_a_loss_true_zombies_are_written_once_reconciled() {
+    let mut k = Kit::defaults();
+    lost_reaps(&mut k);
+    // /proc now: the parent and its six zombies.
+    let snap: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205].iter().map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap()).collect();
+    k.proc_snapshot(snap);
+    let f = k.engine.reconciled(5 * S);
+    assert!(opened(&f, "zombie_accumulation"), "{:?}", ks(&f));
+    assert_eq!(k.engine.findings_withdrawn, 0);
+}

@@ -537,10 +537,15 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     })
 }
 
-/// Lost records per kind number, summed over CPUs.
+/// Every lost record, summed over CPUs (slot 0: one lookup).
+pub fn read_lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
+    lost.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
+/// Lost records per kind number, summed over CPUs (slot 0, the total, left 0).
 pub fn read_lost(lost: &PerCpuArray<MapData, u64>) -> [u64; LOST_SLOTS as usize] {
     let mut out = [0u64; LOST_SLOTS as usize];
-    for (i, slot) in out.iter_mut().enumerate() {
+    for (i, slot) in out.iter_mut().enumerate().skip(1) {
         if let Ok(v) = lost.get(&(i as u32), 0) {
             *slot = v.iter().sum();
         }

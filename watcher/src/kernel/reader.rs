@@ -13,7 +13,7 @@ use watcher_common::LOST_SLOTS;
 
 use crate::{
     decode::{decode, DecodeError, KernelEvent},
-    loader::read_lost,
+    loader::{read_lost, read_lost_total},
 };
 
 /// What the reader hands to the processing stage.
@@ -86,6 +86,7 @@ pub async fn run(
     // for as long as the AsyncFd (which owns the ring buffer) lives.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
     let mut prev_lost = [0u64; LOST_SLOTS as usize];
+    let mut prev_total = 0u64;
     let mut tick = tokio::time::interval(opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut linger = false;
@@ -108,6 +109,19 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 drain(fd.get_mut(), opts.batch, &mut batch);
+                if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
+                    if tx.send(Batch::Lost { by_kind }).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        // A loss is said before the records drained with it: the engine then
+        // holds what those records would open until it has reconciled.
+        if !batch.is_empty() {
+            let total = read_lost_total(&lost);
+            if total != prev_total {
+                prev_total = total;
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
                     if tx.send(Batch::Lost { by_kind }).await.is_err() {
                         return Ok(());

@@ -137,6 +137,12 @@ pub fn render(s: &Stats) -> String {
         "watcher_container_names_late_total {}",
         s.container_names_late
     );
+    family(&mut o, "watcher_reconciliations_total", "counter", "Reconciliations of the process table with /proc after lost records.");
+    let _ = writeln!(o, "watcher_reconciliations_total {}", s.reconciliations);
+    family(&mut o, "watcher_reconciled_processes_total", "counter", "Processes a reconciliation corrected (ended, reaped or started unseen during a loss).");
+    let _ = writeln!(o, "watcher_reconciled_processes_total {}", s.reconciled_processes);
+    family(&mut o, "watcher_findings_withdrawn_total", "counter", "Findings held after a loss and never written: the reconciliation showed them false.");
+    let _ = writeln!(o, "watcher_findings_withdrawn_total {}", s.findings_withdrawn);
     family(
         &mut o,
         "watcher_records_written_total",

@@ -46,6 +46,10 @@ pub trait SocketLookup: Send {
     fn full_args(&mut self, _pid: u32, _captured: &[String]) -> Option<Vec<String>> {
         None
     }
+    /// Start a snapshot of `/proc` for the reconciliation after a loss (never waits).
+    fn start_snapshot(&mut self, identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+        Some(crate::world::reconcile::start(identity))
+    }
 }
 
 impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> SocketLookup for F {
@@ -74,6 +78,21 @@ pub struct Engine {
     pub lookups_unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Answers of the container runtime's worker.
     runtime: Option<std::sync::mpsc::Receiver<crate::world::containers::RuntimeUpdate>>,
+    /// After a loss: the `/proc` snapshot on its way, and the findings held until it is applied.
+    reconciling: Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>>,
+    held: Vec<Finding>,
+    /// Reconciliations done, and the processes and zombies they corrected (for metrics).
+    pub reconciliations: u64,
+    pub reconciled_processes: u64,
+    /// Held findings never written because the reconciliation showed them false.
+    pub findings_withdrawn: u64,
+}
+
+/// Findings about processes that a loss can make false (a lost exit or
+/// reap): held after a loss until the reconciliation has confirmed them.
+fn held_kind(k: crate::detect::Kind) -> bool {
+    use crate::detect::Kind;
+    matches!(k, Kind::Zombie | Kind::ZombieAccumulation | Kind::DuplicateInstances)
 }
 
 /// At most this many targeted socket lookups per second: each costs ~0.1 ms
@@ -98,6 +117,11 @@ impl Engine {
             lookups: 0,
             lookups_skipped: 0,
             budget: (0, 0),
+            reconciling: None,
+            held: Vec::new(),
+            reconciliations: 0,
+            reconciled_processes: 0,
+            findings_withdrawn: 0,
             lookups_unanswered: Default::default(),
             runtime: None,
         }
@@ -253,7 +277,119 @@ impl Engine {
         for (netns, via) in std::mem::take(&mut self.detectors.ports_exhausted.asks) {
             self.lookup.summary(netns, via);
         }
-        (record, findings)
+        (record, self.hold(findings))
+    }
+
+    /// Records were lost: reconcile with `/proc` (off this thread) before
+    /// writing what the lost records could have made false.
+    pub fn loss_seen(&mut self) {
+        if self.reconciling.is_none() {
+            self.reconciling = self.lookup.start_snapshot(self.enricher.procs.identity);
+        }
+    }
+
+    /// Whether a reconciliation is under way.
+    pub fn reconciling(&self) -> bool {
+        self.reconciling.is_some()
+    }
+
+    /// While reconciling, findings of the held kinds (opens, and what follows
+    /// for incidents held) wait.
+    fn hold(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
+        if self.reconciling.is_none() {
+            return findings;
+        }
+        let mut out = Vec::new();
+        for f in findings {
+            let held_incident = self.held.iter().any(|h| h.id == f.id);
+            if held_kind(f.kind) && (f.state == crate::detect::State::Open || held_incident) {
+                self.held.push(f);
+            } else {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// The snapshot has come: correct the tables with synthetic events, and
+    /// write the held findings whose incidents are still open (never waits).
+    pub fn reconciled(&mut self, now: u64) -> Vec<Finding> {
+        use crate::decode::{header_for, KernelEvent, Payload};
+        use watcher_common::{EventKind, ExitData, ReapData, ReapSource};
+        let Some(rx) = &self.reconciling else { return Vec::new() };
+        let snapshot = match rx.try_recv() {
+            Ok(s) => s,
+            Err(std::sync::mpsc::TryRecvError::Empty) => return Vec::new(),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Vec::new(),
+        };
+        self.reconciling = None;
+        self.reconciliations += 1;
+        let mut out = Vec::new();
+        if !snapshot.is_empty() {
+            let now_by_pid: std::collections::HashMap<u32, &Proc> = snapshot.iter().map(|p| (p.key.tgid, p)).collect();
+            let known: Vec<Proc> = self.enricher.procs.iter().cloned().collect();
+            let exit = |p: &Proc| KernelEvent {
+                header: header_for::<ExitData>(EventKind::Exit, now, p.key.tgid, p.key.tgid, &p.comm),
+                payload: Payload::Exit(ExitData {
+                    exit_code: 0,
+                    group_dead: 1,
+                    parent_tgid: p.ppid,
+                    parent_waiting: 0,
+                    cgroup_id: p.cgroup_id,
+                    pidns: 0,
+                    ns_pid: 0,
+                    flags: 0,
+                    _pad: 0,
+                }),
+            };
+            let reap = |p: &Proc| KernelEvent {
+                header: header_for::<ReapData>(EventKind::Reap, now, 0, 0, ""),
+                payload: Payload::Reap(ReapData { reaped_pid: p.key.tgid, source: ReapSource::Free as u32 }),
+            };
+            for p in &known {
+                let live = now_by_pid.get(&p.key.tgid).filter(|q| crate::world::reconcile::same(p, q));
+                let mut events = Vec::new();
+                match live {
+                    // Gone: its end (and reap) were lost.
+                    None => {
+                        if p.exited.is_none() {
+                            events.push(exit(p));
+                        }
+                        events.push(reap(p));
+                    }
+                    // A zombie now, its exit lost.
+                    Some(q) if q.exited.is_some() && p.exited.is_none() => events.push(exit(p)),
+                    _ => {}
+                }
+                if !events.is_empty() {
+                    self.reconciled_processes += 1;
+                }
+                for ev in events {
+                    let (_, f) = self.handle_opt(&ev, false);
+                    out.extend(f);
+                }
+            }
+            // Processes that started unseen.
+            let new: Vec<Proc> = snapshot.into_iter().filter(|q| self.enricher.procs.get(q.key.tgid).is_none()).collect();
+            for q in &new {
+                self.enricher.procs.insert(q.clone());
+            }
+            self.reconciled_processes += new.len() as u64;
+            out.extend(self.detectors.seed(&new, &[], now));
+        }
+        // What was held: written if its incident survived, else withdrawn
+        // (and what the reconciliation said of it, too).
+        let held = std::mem::take(&mut self.held);
+        let withdrawn: Vec<String> = held
+            .iter()
+            .filter(|h| !self.detectors.is_open(h.kind, &h.id))
+            .map(|h| h.id.clone())
+            .collect();
+        self.findings_withdrawn += held.iter().filter(|h| h.state == crate::detect::State::Open && withdrawn.contains(&h.id)).count() as u64;
+        let mut written: Vec<Finding> = held.into_iter().filter(|h| !withdrawn.contains(&h.id)).collect();
+        out.retain(|f| !withdrawn.contains(&f.id));
+        written.extend(out);
+        written
     }
 
     /// Socket-table answers that came after their wait: the holders are
@@ -279,13 +415,14 @@ impl Engine {
         out
     }
 
-    /// Whether socket-table answers are still on their way.
+    /// Whether socket-table answers (or a reconciliation's snapshot) are still on their way.
     pub fn confirmations_pending(&self) -> bool {
-        self.lookup.waiting()
+        self.lookup.waiting() || self.reconciling.is_some()
     }
 
     pub fn tick(&mut self, now: u64) -> Vec<Finding> {
-        self.detectors.on_tick(now, &self.enricher.containers)
+        let f = self.detectors.on_tick(now, &self.enricher.containers);
+        self.hold(f)
     }
 
     pub fn next_deadline(&self) -> Option<u64> {

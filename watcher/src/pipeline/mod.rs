@@ -42,6 +42,11 @@ pub struct Stats {
     pub containers: u64,
     /// Event records written without their container's name (the runtime did not answer in time).
     pub container_names_late: u64,
+    /// Reconciliations with /proc after losses; processes they corrected;
+    /// held findings they showed false (never written).
+    pub reconciliations: u64,
+    pub reconciled_processes: u64,
+    pub findings_withdrawn: u64,
     pub process_evictions: u64,
     pub records_written: u64,
     /// Records a sink could not take (per sink name).
@@ -164,6 +169,9 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
         .lookups_unanswered
         .load(std::sync::atomic::Ordering::Relaxed);
     s.containers = engine.enricher.containers.len() as u64;
+    s.reconciliations = engine.reconciliations;
+    s.reconciled_processes = engine.reconciled_processes;
+    s.findings_withdrawn = engine.findings_withdrawn;
     for (k, n) in engine.detectors.open_incidents() {
         s.open_incidents.insert(k.as_str(), n as u64);
     }
@@ -309,6 +317,10 @@ pub async fn run(
         let confirmed = engine.late_confirmations(Clock::mono_now());
         records.extend(confirmed.iter().map(|f| engine.finding_record(f)));
         count_findings(&stats, &confirmed);
+        // After a loss: the tables corrected from /proc, the held findings decided.
+        let reconciled = engine.reconciled(Clock::mono_now());
+        records.extend(reconciled.iter().map(|f| engine.finding_record(f)));
+        count_findings(&stats, &reconciled);
         if clock_refreshed.elapsed() > Duration::from_secs(10) {
             engine.enricher.clock = Clock::now();
             clock_refreshed = Instant::now();
@@ -357,6 +369,7 @@ pub async fn run(
                 s.decode_errors += decode_errors;
             }
             Batch::Lost { by_kind } => {
+                engine.loss_seen();
                 let count: u64 = by_kind.iter().sum();
                 let mut by_type = BTreeMap::new();
                 let total = {

@@ -8,5 +8,6 @@ pub mod containers;
 pub mod enrich;
 pub mod netns;
 pub mod proctable;
+pub mod reconcile;
 pub mod runtime;
 pub mod sockdiag;

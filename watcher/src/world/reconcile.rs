@@ -1,0 +1,44 @@
+//! Repair after loss. When the kernel could not write some records (the ring
+//! was full), the process table and the detectors built on it may believe in
+//! processes that ended, or zombies that were reaped. The reader says so
+//! before the records drained with the loss; the engine then holds the
+//! findings those could open (`zombie`, `zombie_accumulation`,
+//! `duplicate_instances`) and asks for a snapshot of `/proc`, taken on a
+//! thread of its own. When it comes, what the table believes is corrected by
+//! synthetic events (an exit and a reap for a process that is gone, a reap
+//! for a zombie that is no longer one, an exit for a process that is now a
+//! zombie) fed through the detectors like any other, processes that started
+//! unseen are added, and only the held findings whose incidents survive that
+//! are written. A loss never leaves a false finding behind, and delays a
+//! true one by the snapshot's time (tens of milliseconds).
+use std::sync::mpsc::{sync_channel, Receiver};
+
+use crate::proctable::{Proc, ProcessTable};
+
+/// `/proc` start times have clock-tick resolution (10 ms): a process in the
+/// table and one in the snapshot with the same pid are the same process when
+/// their starts are this close.
+pub const SAME_START_NS: u64 = 30_000_000;
+
+/// Every process in `/proc` now (zombies with `exited` set).
+pub type Snapshot = Vec<Proc>;
+
+/// Take a snapshot on a thread of its own; the receiver gets it.
+pub fn start(identity: crate::proctable::Identity) -> Receiver<Snapshot> {
+    let (tx, rx) = sync_channel(1);
+    let spawned = std::thread::Builder::new().name("watcher-reconcile".into()).spawn(move || {
+        let mut t = ProcessTable::new(10_000_000);
+        t.identity = identity;
+        t.seed_from_proc();
+        let _ = tx.send(t.iter().cloned().collect());
+    });
+    if spawned.is_err() {
+        tracing::warn!("cannot start the reconciliation thread");
+    }
+    rx
+}
+
+/// Whether a table entry and a snapshot entry are the same process.
+pub fn same(a: &Proc, b: &Proc) -> bool {
+    a.key.tgid == b.key.tgid && a.key.start_ns.abs_diff(b.key.start_ns) <= SAME_START_NS
+}
