@@ -150,10 +150,12 @@ impl Kit {
         self.summary.lock().unwrap().0 = s;
     }
 
-    /// The reconciliation's `/proc` snapshot (asked at `engine.loss_seen()`) answers with these processes.
-    pub fn proc_snapshot(&mut self, procs: Vec<crate::proctable::Proc>) {
+    /// The backlog after a loss is handled, and the reconciliation's `/proc`
+    /// snapshot, taken at `taken_ns`, holds these processes.
+    pub fn proc_snapshot(&mut self, taken_ns: u64, procs: Vec<crate::proctable::Proc>) {
+        self.engine.caught_up();
         let tx = self.proc_now.lock().unwrap().take().expect("a snapshot was asked");
-        tx.send(procs).unwrap();
+        tx.send(crate::world::reconcile::Snapshot { taken_ns, procs }).unwrap();
     }
 
     /// Namespaces whose port summary was asked and not yet answered.

@@ -1148,7 +1148,7 @@ fn after_a_loss_a_zombie_finding_for_children_reaped_unseen_is_never_written() {
     assert!(!k.all.iter().any(|f| f.kind.as_str() == "zombie_accumulation"), "held while reconciling: {:?}", ks(&k.all));
     // /proc now: the parent, no children (they were reaped).
     let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
-    k.proc_snapshot(vec![parent]);
+    k.proc_snapshot(4 * S, vec![parent]);
     let f = k.engine.reconciled(5 * S);
     assert!(f.iter().all(|x| x.kind.as_str() != "zombie_accumulation"), "no ghost finding: {:?}", ks(&f));
     assert_eq!(k.engine.findings_withdrawn, 1);
@@ -1163,7 +1163,7 @@ fn after_a_loss_true_zombies_are_written_once_reconciled() {
     lost_reaps(&mut k);
     // /proc now: the parent and its six zombies.
     let snap: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205].iter().map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap()).collect();
-    k.proc_snapshot(snap);
+    k.proc_snapshot(4 * S, snap);
     let f = k.engine.reconciled(5 * S);
     assert!(opened(&f, "zombie_accumulation"), "{:?}", ks(&f));
     assert_eq!(k.engine.findings_withdrawn, 0);

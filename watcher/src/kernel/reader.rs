@@ -33,6 +33,9 @@ pub struct ReaderOptions {
     pub tick: Duration,
     /// Records per batch at most.
     pub batch: usize,
+    /// The loss total the reader has reported (the pipeline compares the
+    /// kernel's counter with it before firing deadlines).
+    pub losses_said: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for ReaderOptions {
@@ -41,6 +44,7 @@ impl Default for ReaderOptions {
             linger: Duration::from_millis(1),
             tick: Duration::from_millis(100),
             batch: 1024,
+            losses_said: Default::default(),
         }
     }
 }
@@ -77,7 +81,7 @@ fn drain(
 /// Returns when the receiver is gone too.
 pub async fn run(
     ring: RingBuf<MapData>,
-    lost: PerCpuArray<MapData, u64>,
+    lost: std::sync::Arc<PerCpuArray<MapData, u64>>,
     tx: mpsc::Sender<Batch>,
     mut stop: watch::Receiver<bool>,
     opts: ReaderOptions,
@@ -109,6 +113,8 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 drain(fd.get_mut(), opts.batch, &mut batch);
+                prev_total = read_lost_total(&lost);
+                opts.losses_said.store(prev_total, std::sync::atomic::Ordering::Relaxed);
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
                     if tx.send(Batch::Lost { by_kind }).await.is_err() {
                         return Ok(());
@@ -122,6 +128,7 @@ pub async fn run(
             let total = read_lost_total(&lost);
             if total != prev_total {
                 prev_total = total;
+                opts.losses_said.store(total, std::sync::atomic::Ordering::Relaxed);
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
                     if tx.send(Batch::Lost { by_kind }).await.is_err() {
                         return Ok(());

@@ -78,9 +78,19 @@ pub struct Engine {
     pub lookups_unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Answers of the container runtime's worker.
     runtime: Option<std::sync::mpsc::Receiver<crate::world::containers::RuntimeUpdate>>,
-    /// After a loss: the `/proc` snapshot on its way, and the findings held until it is applied.
-    reconciling: Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>>,
+    /// After a loss: findings are held (`Some`); the `/proc` snapshot is
+    /// asked once the backlog is handled (then the receiver is there).
+    reconciling: Option<Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>>>,
     held: Vec<Finding>,
+    /// Processes events spoke of since the snapshot was asked, with the
+    /// events' times: those at or after the snapshot's start are newer than
+    /// it (bounded; beyond it, the reconciliation judges less).
+    touched_since_snapshot: Vec<(u32, u64)>,
+    /// The snapshot, come but not applied until the events before it are handled.
+    snapshot_ready: Option<crate::world::reconcile::Snapshot>,
+    /// The newest event handled (its kernel time).
+    last_event_ns: u64,
+    loss_again: bool,
     /// Reconciliations done, and the processes and zombies they corrected (for metrics).
     pub reconciliations: u64,
     pub reconciled_processes: u64,
@@ -119,6 +129,10 @@ impl Engine {
             budget: (0, 0),
             reconciling: None,
             held: Vec::new(),
+            touched_since_snapshot: Vec::new(),
+            snapshot_ready: None,
+            last_event_ns: 0,
+            loss_again: false,
             reconciliations: 0,
             reconciled_processes: 0,
             findings_withdrawn: 0,
@@ -219,6 +233,16 @@ impl Engine {
             },
             _ => ev,
         };
+        let ts = ev.header.ts_ns;
+        self.last_event_ns = self.last_event_ns.max(ts);
+        if matches!(self.reconciling, Some(Some(_))) && self.touched_since_snapshot.len() < 100_000 {
+            self.touched_since_snapshot.push((ev.header.tgid, ts));
+            match &ev.payload {
+                crate::decode::Payload::Fork(f) => self.touched_since_snapshot.push((f.child_tgid, ts)),
+                crate::decode::Payload::Reap(r) => self.touched_since_snapshot.push((r.reaped_pid, ts)),
+                _ => {}
+            }
+        }
         let (touched, owner) = self.enricher.observe(ev);
         let record = if build {
             self.enricher.build(ev, &touched, owner.as_ref())
@@ -283,8 +307,18 @@ impl Engine {
     /// Records were lost: reconcile with `/proc` (off this thread) before
     /// writing what the lost records could have made false.
     pub fn loss_seen(&mut self) {
-        if self.reconciling.is_none() {
-            self.reconciling = self.lookup.start_snapshot(self.enricher.procs.identity);
+        match self.reconciling {
+            None => self.reconciling = Some(None),
+            // A loss while the snapshot is taken: another one follows this one.
+            Some(Some(_)) => self.loss_again = true,
+            Some(None) => {}
+        }
+    }
+
+    /// The ring's backlog has been handled: after a loss, take the snapshot now.
+    pub fn caught_up(&mut self) {
+        if let Some(None) = self.reconciling {
+            self.reconciling = Some(self.lookup.start_snapshot(self.enricher.procs.identity));
         }
     }
 
@@ -316,18 +350,41 @@ impl Engine {
     pub fn reconciled(&mut self, now: u64) -> Vec<Finding> {
         use crate::decode::{header_for, KernelEvent, Payload};
         use watcher_common::{EventKind, ExitData, ReapData, ReapSource};
-        let Some(rx) = &self.reconciling else { return Vec::new() };
-        let snapshot = match rx.try_recv() {
-            Ok(s) => s,
-            Err(std::sync::mpsc::TryRecvError::Empty) => return Vec::new(),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => Vec::new(),
-        };
+        let Some(Some(rx)) = &self.reconciling else { return Vec::new() };
+        if self.snapshot_ready.is_none() {
+            match rx.try_recv() {
+                Ok(s) => self.snapshot_ready = Some(s),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Vec::new(),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.snapshot_ready = Some(Default::default()),
+            }
+        }
+        // Applied once the events from before the snapshot are handled (the
+        // backlog of the ring), or when none newer came for a second (a quiet host).
+        let taken = self.snapshot_ready.as_ref().map(|s| s.taken_ns).unwrap_or(0);
+        if self.last_event_ns < taken && now < taken + 1_000_000_000 {
+            return Vec::new();
+        }
+        let snapshot = self.snapshot_ready.take().unwrap_or_default();
         self.reconciling = None;
         self.reconciliations += 1;
+        let touched: std::collections::HashSet<u32> = std::mem::take(&mut self.touched_since_snapshot)
+            .into_iter()
+            .filter(|(_, t)| *t >= snapshot.taken_ns)
+            .map(|(p, _)| p)
+            .collect();
         let mut out = Vec::new();
-        if !snapshot.is_empty() {
-            let now_by_pid: std::collections::HashMap<u32, &Proc> = snapshot.iter().map(|p| (p.key.tgid, p)).collect();
-            let known: Vec<Proc> = self.enricher.procs.iter().cloned().collect();
+        if !snapshot.procs.is_empty() {
+            let now_by_pid: std::collections::HashMap<u32, &Proc> = snapshot.procs.iter().map(|p| (p.key.tgid, p)).collect();
+            // Only what the table knew before the walk began is judged by it.
+            let known: Vec<Proc> = self
+                .enricher
+                .procs
+                .iter()
+                .filter(|p| p.key.start_ns + crate::world::reconcile::SAME_START_NS < snapshot.taken_ns)
+                .filter(|p| p.exited.is_none_or(|(t, _)| t < snapshot.taken_ns))
+                .filter(|p| !touched.contains(&p.key.tgid))
+                .cloned()
+                .collect();
             let exit = |p: &Proc| KernelEvent {
                 header: header_for::<ExitData>(EventKind::Exit, now, p.key.tgid, p.key.tgid, &p.comm),
                 payload: Payload::Exit(ExitData {
@@ -370,7 +427,11 @@ impl Engine {
                 }
             }
             // Processes that started unseen.
-            let new: Vec<Proc> = snapshot.into_iter().filter(|q| self.enricher.procs.get(q.key.tgid).is_none()).collect();
+            let new: Vec<Proc> = snapshot
+                .procs
+                .into_iter()
+                .filter(|q| self.enricher.procs.get(q.key.tgid).is_none() && !touched.contains(&q.key.tgid))
+                .collect();
             for q in &new {
                 self.enricher.procs.insert(q.clone());
             }
@@ -389,6 +450,9 @@ impl Engine {
         let mut written: Vec<Finding> = held.into_iter().filter(|h| !withdrawn.contains(&h.id)).collect();
         out.retain(|f| !withdrawn.contains(&f.id));
         written.extend(out);
+        if std::mem::take(&mut self.loss_again) {
+            self.reconciling = Some(None);
+        }
         written
     }
 
@@ -417,7 +481,7 @@ impl Engine {
 
     /// Whether socket-table answers (or a reconciliation's snapshot) are still on their way.
     pub fn confirmations_pending(&self) -> bool {
-        self.lookup.waiting() || self.reconciling.is_some()
+        self.lookup.waiting() || matches!(self.reconciling, Some(Some(_)))
     }
 
     pub fn tick(&mut self, now: u64) -> Vec<Finding> {

@@ -201,7 +201,10 @@ pub async fn run(
         .map(|secs| Instant::now() + Duration::from_secs_f64(secs));
     let (tx, mut rx) = mpsc::channel::<Batch>(256);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let reader = tokio::spawn(reader::run(events, lost, tx, stop_rx, settings.reader));
+    let lost = std::sync::Arc::new(lost);
+    let losses_said = settings.reader.losses_said.clone();
+    let reader_batch = settings.reader.batch;
+    let reader = tokio::spawn(reader::run(events, lost.clone(), tx, stop_rx, settings.reader));
 
     let Signals {
         term: mut sigterm,
@@ -257,12 +260,19 @@ pub async fn run(
             _ = late_timer => Some(Batch::Events(Vec::new())),
             // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
             _ = timer => {
+                // Records lost that the reader has not said yet (it runs after
+                // this): deadlines of what they concern must wait for the reconciliation.
+                if crate::loader::read_lost_total(&lost) != losses_said.load(std::sync::atomic::Ordering::Relaxed) {
+                    engine.loss_seen();
+                }
                 let fs = engine.tick(Clock::mono_now());
                 records.extend(fs.iter().map(|f| engine.finding_record(f)));
                 count_findings(&stats, &fs);
                 Some(Batch::Events(Vec::new()))
             }
             _ = second.tick() => {
+                // A loss without records after it: nothing more to wait for.
+                engine.caught_up();
                 if let Some(c) = canary.as_mut() {
                     if let Some((healthy, reason, latency)) = c.tick() {
                         let mut s = stats.lock().expect("stats lock");
@@ -327,6 +337,9 @@ pub async fn run(
         }
         match batch {
             Batch::Events(evs) => {
+                // A batch shorter than the reader's most: the ring was empty
+                // behind it (after a loss, the backlog is handled now).
+                let caught_up = evs.len() < reader_batch;
                 let mut s_events: BTreeMap<&'static str, u64> = BTreeMap::new();
                 let mut decode_errors = 0;
                 for ev in evs {
@@ -367,6 +380,10 @@ pub async fn run(
                     *s.events_by_type.entry(k).or_default() += n;
                 }
                 s.decode_errors += decode_errors;
+                drop(s);
+                if caught_up {
+                    engine.caught_up();
+                }
             }
             Batch::Lost { by_kind } => {
                 engine.loss_seen();

@@ -1,10 +1,11 @@
 //! Repair after loss. When the kernel could not write some records (the ring
 //! was full), the process table and the detectors built on it may believe in
 //! processes that ended, or zombies that were reaped. The reader says so
-//! before the records drained with the loss; the engine then holds the
-//! findings those could open (`zombie`, `zombie_accumulation`,
-//! `duplicate_instances`) and asks for a snapshot of `/proc`, taken on a
-//! thread of its own. When it comes, what the table believes is corrected by
+//! before the records drained with the loss (and the pipeline checks the
+//! kernel's loss counter before it fires deadlines); the engine then holds
+//! the findings those could open (`zombie`, `zombie_accumulation`,
+//! `duplicate_instances`) and, once the backlog in the ring has been handled,
+//! asks for a snapshot of `/proc`, taken on a thread of its own. When it comes, what the table believes is corrected by
 //! synthetic events (an exit and a reap for a process that is gone, a reap
 //! for a zombie that is no longer one, an exit for a process that is now a
 //! zombie) fed through the detectors like any other, processes that started
@@ -20,17 +21,24 @@ use crate::proctable::{Proc, ProcessTable};
 /// their starts are this close.
 pub const SAME_START_NS: u64 = 30_000_000;
 
-/// Every process in `/proc` now (zombies with `exited` set).
-pub type Snapshot = Vec<Proc>;
+/// Every process in `/proc` (zombies with `exited` set), and when the walk
+/// began (CLOCK_MONOTONIC ns): processes the table learnt of after that are
+/// not judged by it.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub taken_ns: u64,
+    pub procs: Vec<Proc>,
+}
 
 /// Take a snapshot on a thread of its own; the receiver gets it.
 pub fn start(identity: crate::proctable::Identity) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
     let spawned = std::thread::Builder::new().name("watcher-reconcile".into()).spawn(move || {
+        let taken_ns = crate::record::Clock::mono_now();
         let mut t = ProcessTable::new(10_000_000);
         t.identity = identity;
         t.seed_from_proc();
-        let _ = tx.send(t.iter().cloned().collect());
+        let _ = tx.send(Snapshot { taken_ns, procs: t.iter().cloned().collect() });
     });
     if spawned.is_err() {
         tracing::warn!("cannot start the reconciliation thread");
