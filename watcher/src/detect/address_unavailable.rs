@@ -1,6 +1,7 @@
 //! `address_unavailable`: a bind fails with EADDRNOTAVAIL — the address is
 //! not on this host (taken by or reserved for another machine, an interface
 //! not up yet). One incident per address; resolves when a bind to it succeeds.
+use crate::kernel::abi::{EADDRNOTAVAIL};
 use std::net::IpAddr;
 
 use serde_json::{json, Map};
@@ -11,7 +12,6 @@ use super::{
 };
 use crate::decode::{ip_addr, Payload};
 
-const EADDRNOTAVAIL: i32 = 99;
 
 pub struct AddressUnavailable {
     /// Keyed by (network namespace, address).

@@ -5,6 +5,7 @@
 //! fails before sending (unreachable network) counts from its syscall result.
 //! Lists the clients, and notes when the destination port is shadowed.
 //! Resolves when a connect to it succeeds.
+use crate::kernel::abi::{ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT};
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
@@ -22,13 +23,10 @@ use crate::{
     proctable::Proc,
 };
 
-const TCP_ESTABLISHED: u32 = 1;
-const TCP_SYN_SENT: u32 = 2;
-const TCP_CLOSE: u32 = 7;
 /// Errors of a connect that never reached SYN_SENT (nothing else reports them).
 /// EADDRNOTAVAIL is not the destination's: no local port was free (`ports_exhausted`).
-const EARLY_FAILURES: [i32; 2] = [101 /* ENETUNREACH */, 113 /* EHOSTUNREACH */];
-const REFUSED_OR_TIMEOUT: [i32; 2] = [111 /* ECONNREFUSED */, 110 /* ETIMEDOUT */];
+const EARLY_FAILURES: [i32; 2] = [ENETUNREACH, EHOSTUNREACH];
+const REFUSED_OR_TIMEOUT: [i32; 2] = [ECONNREFUSED, ETIMEDOUT];
 
 /// (network namespace, destination address, port): one destination as the clients see it.
 type Key = (u32, IpAddr, u16);
@@ -198,7 +196,7 @@ impl ConnectFailures {
                 }
                 Vec::new()
             }
-            Payload::Connect(c) if c.sock_type != 2 => {
+            Payload::Connect(c) if crate::kernel::abi::is_tcp(c.sock_type) => {
                 let Some(ip) = ip_addr(c.family, &c.addr).map(normalize) else {
                     return Vec::new();
                 };

@@ -14,6 +14,7 @@
 //!   whose exit code is an answer (`curl` 7, `grep -q` 1, `check_http` 2 …);
 //! - a death by signal of which no record says who sent it (the kernel lacks
 //!   the tracepoint, or the record was lost) counts as a crash.
+use crate::kernel::abi::{SIGKILL, SIGPIPE};
 use super::config::{names_match, RespawnStormCfg};
 use crate::{
     names::ExitStatus,
@@ -21,8 +22,6 @@ use crate::{
     world::cause::{Cause, Relation, SI_KERNEL},
 };
 
-const SIGKILL: u32 = 9;
-const SIGPIPE: u32 = 13;
 
 /// What an end was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@
 //! forks are spread over many parents (make, shells, compiler drivers) and its
 //! processes end as fast as they start, so no subtree grows. Resolves when
 //! neither holds any more (checked every second while open).
+use crate::kernel::abi::{CLONE_THREAD};
 use std::collections::HashMap;
 
 use serde_json::{json, Map};
@@ -12,7 +13,6 @@ use serde_json::{json, Map};
 use super::{config::ns, incident::Incidents, who, DetectConfig, Finding, Input, Involved, Kind};
 use crate::{decode::Payload, proctable::Proc};
 
-const CLONE_THREAD: u64 = 0x0001_0000;
 const BUCKETS: usize = 20;
 const SECOND: u64 = 1_000_000_000;
 

@@ -10,6 +10,7 @@
 //! failed on is added to that incident, and the process's successful bind on
 //! such a port resolves it, saying which port it got. Port 0 (an ephemeral
 //! port) is never a conflict: the kernel picks it (see `ports_exhausted`).
+use crate::kernel::abi::{EADDRINUSE};
 use std::{collections::HashMap, net::IpAddr};
 
 use serde_json::{json, Map};
@@ -28,7 +29,6 @@ use crate::{
     proctable::{Proc, ProcKey},
 };
 
-const EADDRINUSE: i32 = 98;
 /// A prober's next try is at most this far above the port it started from.
 const PROBE_SPAN: u16 = 100;
 
@@ -114,7 +114,7 @@ impl PortConflict {
                 if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
                     return out;
                 }
-                let tcp = b.sock_type != 2;
+                let tcp = crate::kernel::abi::is_tcp(b.sock_type);
                 // A prober's next try: part of the incident it started.
                 let probing = self.by_proc.get(&p.key).and_then(|keys| {
                     keys.iter().copied().find(|k| {
@@ -194,7 +194,7 @@ impl PortConflict {
             }
             Payload::Bind(b) if b.ret == 0 => {
                 let Some(p) = i.subject else { return out };
-                let tcp = b.sock_type != 2;
+                let tcp = crate::kernel::abi::is_tcp(b.sock_type);
                 // A prober found its free port: its conflicts below it are over.
                 let probed: Vec<Key> = self
                     .by_proc

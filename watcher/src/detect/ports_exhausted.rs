@@ -8,6 +8,7 @@
 //! (at most every 10 s per namespace, never on this path) and added as an
 //! update when it answers. Resolves when a later bind to port 0 or connect in
 //! that namespace gets a port.
+use crate::kernel::abi::{EADDRINUSE, EADDRNOTAVAIL, ETIMEDOUT, ECONNREFUSED, EINPROGRESS};
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
@@ -19,11 +20,6 @@ use crate::{
     sockdiag::PortSummary,
 };
 
-const EADDRINUSE: i32 = 98;
-const EADDRNOTAVAIL: i32 = 99;
-const ETIMEDOUT: i32 = 110;
-const ECONNREFUSED: i32 = 111;
-const EINPROGRESS: i32 = 115;
 /// A namespace's port table is summarized at most this often while it fails.
 const SUMMARY_EVERY_NS: u64 = 10_000_000_000;
 

@@ -21,6 +21,7 @@
 //! StartLimitBurst, supervisord's startretries): that opens (or updates) the
 //! finding — the program is down — until an instance of it starts again. The loop is over
 //! when a restarted instance lives `short_life_s`, or is stopped.
+use crate::kernel::abi::{CLONE_THREAD};
 use std::collections::{HashMap, VecDeque};
 
 use serde_json::{json, Map, Value};
@@ -38,7 +39,6 @@ use crate::{
     world::{cause::Cause, containers::ContainerInfo},
 };
 
-const CLONE_THREAD: u64 = 0x0001_0000;
 /// Cycles of one loop kept for the finding's facts.
 const KEPT_CYCLES: usize = 64;
 /// Restarts closer than this to their crash are "at once".

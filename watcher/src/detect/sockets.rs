@@ -8,6 +8,7 @@
 //!
 //! Everything is keyed by network namespace (the inode the kernel gives with
 //! each socket record): sockets of different namespaces never share a port.
+use crate::kernel::abi::{TCP_LISTEN, TCP_CLOSE, EADDRINUSE};
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -21,9 +22,6 @@ use crate::{
     proctable::Proc,
 };
 
-const TCP_LISTEN: u32 = 10;
-const TCP_CLOSE: u32 = 7;
-const EADDRINUSE: i32 = 98;
 
 /// A socket as the kernel reports it (`/proc/net/{tcp,udp}{,6}`), with the processes holding it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,7 +127,7 @@ pub struct SocketTable {
 }
 
 fn transport_tcp(sock_type: u16) -> bool {
-    sock_type != 2
+    crate::kernel::abi::is_tcp(sock_type)
 }
 
 impl SocketTable {

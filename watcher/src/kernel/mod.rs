@@ -2,6 +2,7 @@
 //! with every offset read from the running kernel (tracefs format files, BTF),
 //! the ring-buffer reader, the one decoder of the wire format, and the names
 //! of kernel ABI numbers (errno, signals, TCP states).
+pub mod abi;
 pub mod btf;
 pub mod decode;
 pub mod error;

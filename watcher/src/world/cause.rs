@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use crate::names::{signal_name, ExitStatus};
 
-/// `si_code` of a signal the kernel itself sent (`SI_KERNEL`).
-pub const SI_KERNEL: i32 = 0x80;
+pub use crate::kernel::abi::SI_KERNEL;
 
 /// How the sender of a signal relates to the process it was sent to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

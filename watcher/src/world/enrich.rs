@@ -1,4 +1,5 @@
 //! Enrichment: kernel records + the process table → output records.
+use crate::kernel::abi::{CLONE_THREAD, EINPROGRESS, TCP_SYN_SENT, TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN};
 use std::{collections::HashMap, net::IpAddr};
 
 use watcher_common::{ReapSource, SockCallData, AF_INET6};
@@ -16,12 +17,6 @@ use crate::{
     world::containers::Containers,
 };
 
-const CLONE_THREAD: u64 = 0x0001_0000;
-const EINPROGRESS: i32 = 115;
-const TCP_SYN_SENT: u32 = 2;
-const TCP_ESTABLISHED: u32 = 1;
-const TCP_CLOSE: u32 = 7;
-const TCP_LISTEN: u32 = 10;
 
 /// Which process owns a kernel socket, learnt from its bind/connect, so that
 /// TCP state changes running in softirq context (where the current task is

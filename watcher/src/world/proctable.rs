@@ -4,6 +4,7 @@
 //! Identity is `(tgid, start time)`: a fork of a tgid that is still in the
 //! table (its exit was lost, or the pid was reused) replaces the old entry
 //! instead of merging with it. The table is bounded; evictions are counted.
+use crate::kernel::abi::{CLONE_THREAD, CLONE_PARENT};
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
@@ -13,8 +14,6 @@ use crate::{
 };
 use watcher_common::{ExitData, ReapSource};
 
-const CLONE_THREAD: u64 = 0x0001_0000;
-const CLONE_PARENT: u64 = 0x0000_8000;
 
 /// Whether this thread's exit ends its process: the kernel's word (the
 /// tracepoint's `group_dead`, or the programs' claim from `signal_struct.live`),

@@ -6,6 +6,7 @@
 //! one port at a time, to confirm holders before a port finding names them.
 //! A [`Diag`] covers the network namespace it was opened in (its netlink
 //! socket is kept); [`crate::world::netns`] keeps one per namespace.
+use crate::kernel::abi::{TCP_BOUND_INACTIVE};
 use std::{
     collections::HashMap,
     fs,
@@ -74,8 +75,6 @@ fn parse_table_peers(text: &str, tcp: bool) -> Vec<(KernelSocket, (IpAddr, u16))
 }
 
 const TCP_LISTEN_STATE: u8 = 10;
-/// The pseudo-state sock_diag reports bound-only TCP sockets in (Linux 6.7+).
-const TCP_BOUND_INACTIVE: u32 = 13;
 
 /// One sock_diag dump: `family` (AF_INET/AF_INET6), TCP or UDP, the given
 /// state mask, optionally only sockets whose local port is `sport` (the kernel
