@@ -16,6 +16,7 @@ pub mod incident;
 pub mod port_conflict;
 pub mod port_shadowed;
 pub mod ports_exhausted;
+pub mod registry;
 pub mod respawn_storm;
 pub mod sockets;
 pub mod zombie;
@@ -258,6 +259,39 @@ pub struct Teardown {
 }
 
 impl Detectors {
+    /// Every detector, in the order they see an event (the port detectors
+    /// after the socket table; connect_failures after port_shadowed).
+    pub fn registry(&mut self) -> [&mut dyn registry::Detector; 10] {
+        [
+            &mut self.port_conflict,
+            &mut self.port_shadowed,
+            &mut self.address_unavailable,
+            &mut self.zombie_accumulation,
+            &mut self.zombie,
+            &mut self.respawn_storm,
+            &mut self.duplicate_instances,
+            &mut self.fork_storm,
+            &mut self.connect_failures,
+            &mut self.ports_exhausted,
+        ]
+    }
+
+    /// [`Detectors::registry`], to read.
+    pub fn all(&self) -> [&dyn registry::Detector; 10] {
+        [
+            &self.port_conflict,
+            &self.port_shadowed,
+            &self.address_unavailable,
+            &self.zombie_accumulation,
+            &self.zombie,
+            &self.respawn_storm,
+            &self.duplicate_instances,
+            &self.fork_storm,
+            &self.connect_failures,
+            &self.ports_exhausted,
+        ]
+    }
+
     pub fn new(config: DetectConfig) -> Detectors {
         Detectors {
             sockets: SocketTable::new(config.max_sockets),
@@ -325,42 +359,29 @@ impl Detectors {
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
-        let mut out = Vec::new();
         let teardown = self.teardown(i);
-        let c = &self.config;
         // Socket ownership first: the port detectors read it.
         let changes = self.sockets.apply(i);
-        if c.enabled(Kind::PortConflict) {
-            out.extend(self.port_conflict.on_event(i, &self.sockets, &changes));
+        // Whether a connect's destination port is shadowed (port_shadowed's
+        // incidents; it does not change on connect events).
+        let dest = match &i.ev.payload {
+            Payload::Connect(c) => Some((c.netns, c.port)),
+            Payload::TcpState(t) => Some((t.netns, t.dport)),
+            _ => None,
+        };
+        let note = dest.and_then(|(n, p)| self.port_shadowed.shadowed_port(n, p).map(|x| (n, p, x)));
+        let shadowed = |n: u32, p: u16| note.as_ref().filter(|x| (x.0, x.1) == (n, p)).map(|x| x.2.clone());
+        // Lent out for the loop (the registry borrows every detector).
+        let sockets = std::mem::replace(&mut self.sockets, SocketTable::new(0));
+        let ctx = registry::Ctx { sockets: &sockets, changes: &changes, teardown, shadowed: &shadowed };
+        let enabled = Kind::ALL.iter().filter(|k| self.config.enabled(**k)).fold(0u32, |m, k| m | 1 << *k as u32);
+        let mut out = Vec::new();
+        for d in self.registry() {
+            if enabled & (1 << d.kind() as u32) != 0 {
+                out.extend(d.on_event(i, &ctx));
+            }
         }
-        if c.enabled(Kind::PortShadowed) {
-            out.extend(self.port_shadowed.on_event(i, &self.sockets, &changes));
-        }
-        if c.enabled(Kind::AddressUnavailable) {
-            out.extend(self.address_unavailable.on_event(i));
-        }
-        if c.enabled(Kind::ZombieAccumulation) {
-            out.extend(self.zombie_accumulation.on_event(i, teardown));
-        }
-        if c.enabled(Kind::Zombie) {
-            out.extend(self.zombie.on_event(i, teardown));
-        }
-        if c.enabled(Kind::RespawnStorm) {
-            out.extend(self.respawn_storm.on_event(i));
-        }
-        if c.enabled(Kind::DuplicateInstances) {
-            out.extend(self.duplicate_instances.on_event(i));
-        }
-        if c.enabled(Kind::ForkStorm) {
-            out.extend(self.fork_storm.on_event(i));
-        }
-        if c.enabled(Kind::ConnectFailures) {
-            let shadowed = |netns: u32, port: u16| self.port_shadowed.shadowed_port(netns, port);
-            out.extend(self.connect_failures.on_event(i, &shadowed));
-        }
-        if c.enabled(Kind::PortsExhausted) {
-            out.extend(self.ports_exhausted.on_event(i));
-        }
+        self.sockets = sockets;
         out
     }
 
@@ -369,49 +390,25 @@ impl Detectors {
     /// incidents of a detector the new settings disable are resolved, saying
     /// why, and its state is dropped.
     pub fn reconfigure(&mut self, new: DetectConfig, now: u64) -> Vec<Finding> {
+        let old = std::mem::replace(&mut self.config, new.clone());
         let mut out = Vec::new();
-        macro_rules! each {
-            ($($kind:expr => $field:ident: $ty:ty),* $(,)?) => {$(
-                if self.config.enabled($kind) && !new.enabled($kind) {
-                    let why = format!("the {} detector was disabled by a configuration reload", $kind.as_str());
-                    out.extend(self.$field.incidents.resolve_all(now, &why));
-                    self.$field = <$ty>::new(&new);
-                } else {
-                    self.$field.reconfigure(&new);
-                }
-            )*};
+        for d in self.registry() {
+            let kind = d.kind();
+            if old.enabled(kind) && !new.enabled(kind) {
+                let why = format!("the {} detector was disabled by a configuration reload", kind.as_str());
+                out.extend(d.incidents_mut().resolve_all(now, &why));
+                d.reset(&new);
+            } else {
+                d.reconfigure(&new);
+            }
         }
-        each!(
-            Kind::PortConflict => port_conflict: port_conflict::PortConflict,
-            Kind::PortShadowed => port_shadowed: port_shadowed::PortShadowed,
-            Kind::AddressUnavailable => address_unavailable: address_unavailable::AddressUnavailable,
-            Kind::ZombieAccumulation => zombie_accumulation: zombie_accumulation::ZombieAccumulation,
-            Kind::Zombie => zombie: zombie::Zombies,
-            Kind::RespawnStorm => respawn_storm: respawn_storm::RespawnStorm,
-            Kind::DuplicateInstances => duplicate_instances: duplicate_instances::DuplicateInstances,
-            Kind::ForkStorm => fork_storm: fork_storm::ForkStorm,
-            Kind::ConnectFailures => connect_failures: connect_failures::ConnectFailures,
-            Kind::PortsExhausted => ports_exhausted: ports_exhausted::PortsExhausted,
-        );
-        self.config = new;
         out
     }
 
     /// A container has been described anew by its runtime (named, usually):
     /// open incidents that named it the old way say so in an update.
     pub fn container_renamed(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding> {
-        let mut out = Vec::new();
-        out.extend(self.port_conflict.incidents.rename(from, to, now));
-        out.extend(self.port_shadowed.incidents.rename(from, to, now));
-        out.extend(self.address_unavailable.incidents.rename(from, to, now));
-        out.extend(self.zombie_accumulation.incidents.rename(from, to, now));
-        out.extend(self.zombie.incidents.rename(from, to, now));
-        out.extend(self.respawn_storm.incidents.rename(from, to, now));
-        out.extend(self.duplicate_instances.incidents.rename(from, to, now));
-        out.extend(self.fork_storm.incidents.rename(from, to, now));
-        out.extend(self.connect_failures.incidents.rename(from, to, now));
-        out.extend(self.ports_exhausted.incidents.rename(from, to, now));
-        out
+        self.registry().into_iter().flat_map(|d| d.incidents_mut().rename(from, to, now)).collect()
     }
 
     /// The kernel's socket table of one port answered after the event that
@@ -443,80 +440,21 @@ impl Detectors {
 
     /// Deadlines due at `now`.
     pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
-        let mut out = Vec::new();
-        out.extend(self.port_conflict.on_tick(now));
-        out.extend(self.zombie_accumulation.on_tick(now, view));
-        out.extend(self.zombie.on_tick(now, view));
-        out.extend(self.respawn_storm.on_tick(now, view));
-        out.extend(self.fork_storm.on_tick(now));
-        out.extend(self.connect_failures.on_tick(now));
-        out
+        self.registry().into_iter().flat_map(|d| d.on_tick(now, view)).collect()
     }
 
     /// The earliest time `on_tick` has something to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        [
-            self.port_conflict.next_deadline(),
-            self.zombie_accumulation.next_deadline(),
-            self.zombie.next_deadline(),
-            self.respawn_storm.next_deadline(),
-            self.fork_storm.next_deadline(),
-            self.connect_failures.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.all().into_iter().filter_map(|d| d.next_deadline()).min()
     }
 
     /// Whether the incident `id` of `kind` is open.
     pub fn is_open(&self, kind: Kind, id: &str) -> bool {
-        match kind {
-            Kind::PortConflict => self.port_conflict.incidents.has_id(id),
-            Kind::PortShadowed => self.port_shadowed.incidents.has_id(id),
-            Kind::AddressUnavailable => self.address_unavailable.incidents.has_id(id),
-            Kind::ZombieAccumulation => self.zombie_accumulation.incidents.has_id(id),
-            Kind::Zombie => self.zombie.incidents.has_id(id),
-            Kind::RespawnStorm => self.respawn_storm.incidents.has_id(id),
-            Kind::DuplicateInstances => self.duplicate_instances.incidents.has_id(id),
-            Kind::ForkStorm => self.fork_storm.incidents.has_id(id),
-            Kind::ConnectFailures => self.connect_failures.incidents.has_id(id),
-            Kind::PortsExhausted => self.ports_exhausted.incidents.has_id(id),
-        }
+        self.all().into_iter().any(|d| d.kind() == kind && d.incidents().has_id(id))
     }
 
     /// Open incidents by kind.
     pub fn open_incidents(&self) -> Vec<(Kind, usize)> {
-        vec![
-            (
-                Kind::PortConflict,
-                self.port_conflict.incidents.open_count(),
-            ),
-            (
-                Kind::PortShadowed,
-                self.port_shadowed.incidents.open_count(),
-            ),
-            (
-                Kind::AddressUnavailable,
-                self.address_unavailable.incidents.open_count(),
-            ),
-            (
-                Kind::ZombieAccumulation,
-                self.zombie_accumulation.incidents.open_count(),
-            ),
-            (Kind::Zombie, self.zombie.incidents.open_count()),
-            (
-                Kind::RespawnStorm,
-                self.respawn_storm.incidents.open_count(),
-            ),
-            (
-                Kind::DuplicateInstances,
-                self.duplicate_instances.incidents.open_count(),
-            ),
-            (Kind::ForkStorm, self.fork_storm.incidents.open_count()),
-            (
-                Kind::ConnectFailures,
-                self.connect_failures.incidents.open_count(),
-            ),
-        ]
+        self.all().into_iter().map(|d| (d.kind(), d.incidents().open_count())).collect()
     }
 }

@@ -274,7 +274,7 @@ impl RespawnStorm {
                 None => causes.push((d, 1)),
             }
         }
-        causes.sort_by(|a, b| b.1.cmp(&a.1));
+        causes.sort_by_key(|c| std::cmp::Reverse(c.1));
         let what = match &container {
             Some(c) => format!("{} (`{program}`)", c.describe()),
             None => format!("`{program}`"),
@@ -408,7 +408,7 @@ impl RespawnStorm {
     /// A restarted instance ended without crashing (stopped, or lived long): the loop is over.
     fn ended_well(&mut self, p: &Proc, why: String, ts: u64) -> Option<Finding> {
         let lp = self.loops.get(&p.program)?;
-        if !lp.live.is_some_and(|l| l.0 == p.key) {
+        if lp.live.is_none_or(|l| l.0 != p.key) {
             return None;
         }
         self.loops.remove(&p.program);

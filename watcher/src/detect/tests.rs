@@ -1168,3 +1168,10 @@ fn after_a_loss_true_zombies_are_written_once_reconciled() {
     assert!(opened(&f, "zombie_accumulation"), "{:?}", ks(&f));
     assert_eq!(k.engine.findings_withdrawn, 0);
 }
+
+#[test]
+fn the_registry_holds_every_kind_once_in_order() {
+    let d = super::Detectors::new(DetectConfig::default());
+    let kinds: Vec<_> = d.all().iter().map(|x| x.kind()).collect();
+    assert_eq!(kinds, super::Kind::ALL.to_vec());
+}

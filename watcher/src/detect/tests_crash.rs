@@ -19,6 +19,7 @@ fn storm(f: &[Finding]) -> Vec<&Finding> {
 /// Crash → restart cycles of `argv` under `parent`, with crash → restart
 /// delays from `gaps`: each instance lives `life` and ends with `end`
 /// (after `before_end`, e.g. a signal record, at the same instant).
+#[expect(clippy::too_many_arguments, reason = "one supervisor's timing, spelled out at each call")]
 fn cycles(
     k: &mut Kit,
     parent: u32,
@@ -228,9 +229,8 @@ fn kubernetes_crash_loop_backoff_reaches_the_threshold_minutes_later() {
     // CrashLoopBackOff: 10 s, 20 s, 40 s, 80 s, 160 s, 300 s, 300 s.
     let gaps = [10 * S, 20 * S, 40 * S, 80 * S, 160 * S, 300 * S, 300 * S];
     let mut t = S;
-    let mut pid = 500;
     let mut opened_after = None;
-    for (n, gap) in std::iter::once(&0).chain(gaps.iter()).enumerate() {
+    for (pid, (n, gap)) in (500u32..).zip(std::iter::once(&0).chain(gaps.iter()).enumerate()) {
         t += gap;
         // Timers run as they would between events.
         assert!(
@@ -247,7 +247,6 @@ fn kubernetes_crash_loop_backoff_reaches_the_threshold_minutes_later() {
         }
         t += 2 * S;
         k.exit(t, pid, CODE1);
-        pid += 1;
     }
     assert_eq!(
         opened_after,

@@ -506,7 +506,7 @@ impl ProcessTable {
             match cur {
                 Some(0) | None => return false,
                 Some(pp) if pp == who => return true,
-                Some(pp) if pp == 1 => return false,
+                Some(1) => return false,
                 Some(pp) => cur = self.procs.get(&pp).map(|p| p.ppid),
             }
         }

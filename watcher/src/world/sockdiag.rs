@@ -323,7 +323,7 @@ pub fn summarize(all: Vec<(KernelSocket, (IpAddr, u16))>, range: Option<(u16, u1
     by_process.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     by_process.truncate(5);
     let mut by_destination: Vec<((IpAddr, u16), usize, usize)> = by_dest.into_iter().map(|(d, (n, tw))| (d, n, tw)).collect();
-    by_destination.sort_by(|a, b| b.1.cmp(&a.1));
+    by_destination.sort_by_key(|d| std::cmp::Reverse(d.1));
     by_destination.truncate(5);
     PortSummary {
         range,
