@@ -129,11 +129,12 @@ fn a_kill_by_another_process_names_the_sender() {
     let mut victim = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
     let pid = victim.id();
     feed.wait_for("the victim's exec", |v| is(v, "exec") && pid_is(v, pid));
-    let killer = std::process::Command::new("kill")
+    let mut killer = std::process::Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .spawn()
         .expect("kill");
     let killer_pid = killer.id();
+    let _ = killer.wait();
     let _ = victim.wait();
     let exit = feed.wait_for_related(
         "the victim's exit naming the kill process",
