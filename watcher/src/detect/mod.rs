@@ -153,6 +153,8 @@ pub struct Input<'a> {
     pub owner: Option<&'a Proc>,
     /// Children whose parent exited with this event, and their new parent.
     pub reparented: &'a [(ProcKey, u32)],
+    /// For the exit that ends a process: why (built once, in enrichment).
+    pub cause: Option<&'a crate::world::cause::Cause>,
     /// The kernel's sockets on the event's port, looked up at this moment
     /// (set for binds the socket table asked to confirm).
     pub kernel_sockets: Option<&'a [KernelSocket]>,

@@ -472,7 +472,10 @@ impl RespawnStorm {
                 if self.cfg.allowed_program(p) {
                     return Vec::new();
                 }
-                let cause = Cause::of(status, p.signalled.as_ref(), ts);
+                let cause = match i.cause {
+                    Some(c) => c.clone(),
+                    None => Cause::of(status, p.signalled.as_ref(), ts),
+                };
                 let lifetime = ts.saturating_sub(p.key.start_ns);
                 let end = judge(p, &cause, &self.cfg.respawn_storm);
                 match end {

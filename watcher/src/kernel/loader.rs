@@ -705,7 +705,26 @@ mod tests {
                 ),
                 (8, 12, 16, 24)
             );
+            // signal_generate: one layout on all three; mark_victim's pid
+            // first (on 6.1 there is nothing else).
+            assert_eq!(
+                (c.tp_signal_sig, c.tp_signal_code, c.tp_signal_pid, c.tp_signal_group, c.tp_signal_result),
+                (8, 16, 36, 40, 44)
+            );
+            assert_eq!(c.tp_oom_pid, 8);
+            assert_eq!(c.signal_mask, watcher_common::DEFAULT_SIGNAL_MASK);
         }
+    }
+
+    #[test]
+    fn a_kernel_without_the_signal_and_oom_tracepoints_still_loads_without_causes() {
+        let Some(btf) = host_btf() else { return };
+        let root = captured_tracefs("6.18", None);
+        std::fs::remove_dir_all(root.join("events/signal")).unwrap();
+        std::fs::remove_dir_all(root.join("events/oom")).unwrap();
+        let c = kernel_config(&root, &btf).expect("optional tracepoints do not stop the load");
+        assert_eq!((c.tp_signal_sig, c.tp_oom_pid, c.signal_mask), (watcher_common::OFFSET_NONE, watcher_common::OFFSET_NONE, 0));
+        assert!(HOOKS.iter().filter(|h| h.optional.is_some()).all(|h| h.category == "signal" || h.category == "oom"));
     }
 
     #[test]

@@ -290,6 +290,7 @@ impl Engine {
             parent: touched.parent.as_ref(),
             owner: owner.as_ref(),
             reparented: &table.reparented,
+            cause: touched.cause.as_ref(),
             kernel_sockets: kernel.as_deref(),
             procs: &procs,
             ppid_of: &ppid_of,

@@ -263,7 +263,15 @@ impl Enricher {
             return (Touched::default(), None);
         }
         let containers = &self.containers;
-        let touched = self.procs.apply_in(ev, &|id| containers.id_of_cgroup(id));
+        let mut touched = self.procs.apply_in(ev, &|id| containers.id_of_cgroup(id));
+        // Why a process ended, once, for its record and the detectors.
+        if let Payload::Exit(x) = &ev.payload {
+            if crate::proctable::ends_process(x, ev.header.pid, ev.header.tgid) {
+                let status = ExitStatus::from_raw(x.exit_code);
+                let last = touched.subject.as_ref().and_then(|p| p.signalled.as_ref());
+                touched.cause = Some(crate::world::cause::Cause::of(status, last, ev.header.ts_ns));
+            }
+        }
         if let Some(id) = touched
             .subject
             .as_ref()

@@ -84,6 +84,8 @@ impl Proc {
 pub struct Touched {
     pub subject: Option<Proc>,
     pub parent: Option<Proc>,
+    /// For the exit that ends a process: why it ended (set by enrichment).
+    pub cause: Option<crate::world::cause::Cause>,
 }
 
 /// Counters of the table's bounded behaviour.
@@ -288,8 +290,7 @@ impl ProcessTable {
                     }
                     return Touched {
                         subject: self.procs.get(&h.tgid).cloned(),
-                        parent: None,
-                    };
+                        parent: None, cause: None };
                 }
                 let parent = self.procs.get(&h.tgid).cloned();
                 let ppid = if f.clone_flags & CLONE_PARENT != 0 {
@@ -326,8 +327,7 @@ impl ProcessTable {
                 self.insert(child.clone());
                 Touched {
                     subject: Some(child),
-                    parent,
-                }
+                    parent, cause: None }
             }
             Payload::Exec(x) => {
                 let p = self.entry(ev);
@@ -354,8 +354,7 @@ impl ProcessTable {
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched {
                     subject: Some(subject),
-                    parent,
-                }
+                    parent, cause: None }
             }
             Payload::Exit(x) => {
                 let status = ExitStatus::from_raw(x.exit_code);
@@ -406,8 +405,7 @@ impl ProcessTable {
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched {
                     subject: Some(subject),
-                    parent,
-                }
+                    parent, cause: None }
             }
             Payload::Reap(r) => {
                 let reaper = match ReapSource::from_u32(r.source) {
@@ -426,19 +424,16 @@ impl ProcessTable {
                 };
                 Touched {
                     subject,
-                    parent: reaper,
-                }
+                    parent: reaper, cause: None }
             }
             // A socket call runs in its process: learn the process if it is unknown (evicted, missed).
             Payload::Bind(_) | Payload::Connect(_) => Touched {
                 subject: Some(self.entry(ev).clone()),
-                parent: None,
-            },
+                parent: None, cause: None },
             // A TCP state change may run in softirq context of an unrelated task.
             Payload::TcpState(_) => Touched {
                 subject: self.procs.get(&h.tgid).cloned(),
-                parent: None,
-            },
+                parent: None, cause: None },
             Payload::Signal(x) => self.signalled(ev, x),
             // Not about one process.
             Payload::Cgroup(_) => Touched::default(),
@@ -495,8 +490,7 @@ impl ProcessTable {
         }
         Touched {
             subject: Some(p.clone()),
-            parent: sender_proc,
-        }
+            parent: sender_proc, cause: None }
     }
 
     /// Whether `who` is an ancestor of `tgid` above its parent (bounded walk).
