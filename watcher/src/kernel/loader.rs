@@ -621,7 +621,7 @@ mod tests {
     /// Format files captured from Debian 12's 6.1 and 6.12 kernels (booted by
     /// `cargo xtask vms`) and from this host's 6.18, as `=== category/name` sections.
     const FORMATS: [(&str, &str); 3] = [
-        ("6.1", include_str!("testdata/formats/6.1.0-56-amd64.txt")),
+        ("6.1", include_str!("testdata/formats/6.1.0-57-amd64.txt")),
         (
             "6.12",
             include_str!("testdata/formats/6.12.117+deb12-amd64.txt"),
