@@ -444,3 +444,42 @@ fn faults_are_crashes_even_when_restarted_by_the_parent() {
         open.summary
     );
 }
+
+#[test]
+fn a_kubelet_restarting_a_pods_container_as_new_containers_is_one_loop() {
+    let mut k = Kit::defaults();
+    let pod = "0a1b2c3d-0000-4000-8000-00000000abcd";
+    // One shim serves the pod; every restart is a new container (new id, new cgroup).
+    k.spawn(S / 2, 1, 300, "/usr/bin/containerd-shim-runc-v2", &["containerd-shim-runc-v2", "-namespace", "k8s.io"]);
+    let gaps = [10 * S, 20 * S, 40 * S, 80 * S, 160 * S, 300 * S];
+    let mut t = S;
+    let mut opened = None;
+    for (n, gap) in std::iter::once(&0).chain(gaps.iter()).enumerate() {
+        t += gap;
+        let cid = format!("{:064x}", n + 1);
+        let cg = 500 + n as u64;
+        k.cgroup(t - MS, cg, &format!("/kubepods/burstable/pod{pod}/{cid}"));
+        k.engine.runtime_update(
+            crate::world::containers::RuntimeUpdate::Container(crate::world::containers::ContainerInfo {
+                id: cid.as_str().into(),
+                runtime: "containerd",
+                name: Some("api".into()),
+                pod_namespace: Some("shop".into()),
+                pod_name: Some("api-7d9f".into()),
+                ..Default::default()
+            }),
+            t,
+        );
+        let pid = 600 + n as u32;
+        let f = k.spawn_in(t, 300, pid, cg, "/app/server", &["/app/server", "--port", "8080"]);
+        if storm(&f).iter().any(|x| x.state.as_str() == "open") {
+            opened.get_or_insert(n);
+        }
+        t += 2 * S;
+        k.exit(t, pid, CODE1);
+    }
+    assert_eq!(opened, Some(5), "one program across the pod's containers: {:?}", storm(&k.all));
+    let open = k.all.iter().find(|x| x.kind.as_str() == "respawn_storm").unwrap();
+    assert!(open.summary.contains("Kubernetes"), "{}", open.summary);
+    assert!(open.summary.contains("in pod shop/api-7d9f"), "{}", open.summary);
+}

@@ -34,6 +34,10 @@ pub struct ContainerInfo {
     pub pod_name: Option<Arc<str>>,
     /// The runtime's restart policy (`always`, `on-failure`, `unless-stopped`), when it has one.
     pub restart_policy: Option<Arc<str>>,
+    /// Kubernetes: the pod's uid, from the cgroup path (`…pod<uid>…`). A pod's
+    /// container restarted by the kubelet is a new container with a new id in
+    /// the same pod: programs are told apart within the pod, not the container.
+    pub pod_uid: Option<Arc<str>>,
     /// The container's addresses on its networks (Docker's proxy forwards to these).
     pub addresses: Vec<IpAddr>,
 }
@@ -91,6 +95,21 @@ pub fn docker_proxy_target(p: &crate::proctable::Proc) -> Option<(IpAddr, u16)> 
     let ip = arg("-container-ip")?.parse().ok()?;
     let port = arg("-container-port")?.parse().ok()?;
     Some((ip, port))
+}
+
+/// The uid of the Kubernetes pod a cgroup path is in: `/kubepods/burstable/pod<uid>/…`
+/// (cgroupfs driver) or `…kubepods-burstable-pod<uid with _>.slice/…` (systemd driver).
+pub fn pod_uid_of_path(path: &str) -> Option<String> {
+    if !path.contains("kubepods") {
+        return None;
+    }
+    path.split('/').find_map(|seg| {
+        let at = seg.find("pod")?;
+        let rest = &seg[at + 3..];
+        let uid: String = rest.chars().take(36).map(|c| if c == '_' { '-' } else { c }).collect();
+        let ok = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && uid.matches('-').count() == 4;
+        ok.then_some(uid)
+    })
 }
 
 /// A container id and runtime named by a cgroup path, if it is a container's.
@@ -182,18 +201,24 @@ impl Containers {
     /// A cgroup was created (or found at start) at `path`.
     pub fn cgroup_created(&mut self, id: u64, path: &str) {
         Self::bounded(&mut self.cgroups, self.cap, &mut self.evicted);
+        let pod_uid: Option<Arc<str>> = pod_uid_of_path(path).map(Into::into);
         let container = container_of_path(path).map(|(cid, runtime)| {
             let cid: Arc<str> = cid.into();
-            if !self.meta.contains_key(&cid) {
-                Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
-                self.meta.insert(
-                    cid.clone(),
-                    Arc::new(ContainerInfo {
-                        id: cid.clone(),
-                        runtime,
-                        ..Default::default()
-                    }),
-                );
+            match self.meta.get_mut(&cid) {
+                Some(m) if m.pod_uid.is_none() && pod_uid.is_some() => Arc::make_mut(m).pod_uid = pod_uid.clone(),
+                Some(_) => {}
+                None => {
+                    Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
+                    self.meta.insert(
+                        cid.clone(),
+                        Arc::new(ContainerInfo {
+                            id: cid.clone(),
+                            runtime,
+                            pod_uid: pod_uid.clone(),
+                            ..Default::default()
+                        }),
+                    );
+                }
             }
             cid
         });
@@ -208,6 +233,15 @@ impl Containers {
     /// The container id of a cgroup id, if it is a container's.
     pub fn id_of_cgroup(&self, cgroup_id: u64) -> Option<Arc<str>> {
         self.cgroups.get(&cgroup_id).cloned().flatten()
+    }
+
+    /// The scope a container's programs are told apart in: its pod (`pod:<uid>`) on
+    /// Kubernetes, else the container itself.
+    pub fn identity_scope(&self, id: &Arc<str>) -> Arc<str> {
+        match self.meta.get(id).and_then(|m| m.pod_uid.as_ref()) {
+            Some(pod) => format!("pod:{pod}").into(),
+            None => id.clone(),
+        }
     }
 
     /// Ask the runtime (without waiting) about a container it has not named
@@ -285,6 +319,9 @@ impl Containers {
                     }
                     if c.addresses.is_empty() {
                         c.addresses = old.addresses.clone();
+                    }
+                    if c.pod_uid.is_none() {
+                        c.pod_uid = old.pod_uid.clone();
                     }
                 } else {
                     Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
@@ -480,6 +517,19 @@ mod tests {
     use super::*;
 
     const ID: &str = "4f1ad7c2b0f0a3c4e5d6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192";
+
+    #[test]
+    fn a_pods_uid_comes_from_either_cgroup_driver() {
+        let uid = "0a1b2c3d-0000-4000-8000-00000000abcd";
+        let cid = "a".repeat(64);
+        assert_eq!(pod_uid_of_path(&format!("/kubepods/burstable/pod{uid}/{cid}")).as_deref(), Some(uid));
+        let systemd = format!(
+            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{cid}.scope",
+            uid.replace('-', "_")
+        );
+        assert_eq!(pod_uid_of_path(&systemd).as_deref(), Some(uid));
+        assert_eq!(pod_uid_of_path(&format!("/docker/{cid}")), None);
+    }
 
     #[test]
     fn paths_name_container_and_runtime() {

@@ -264,6 +264,18 @@ impl Enricher {
         }
         let containers = &self.containers;
         let mut touched = self.procs.apply_in(ev, &|id| containers.id_of_cgroup(id));
+        // A pod's programs are told apart within the pod: the kubelet restarts
+        // a crashed container as a new container (a new id) in the same pod.
+        if let (Payload::Exec(_), Some(p)) = (&ev.payload, touched.subject.as_mut()) {
+            if let Some(cid) = &p.container_id {
+                let scope = self.containers.identity_scope(cid);
+                if scope != *cid {
+                    p.program = crate::proctable::program_id(self.procs.identity, p.exe.as_deref(), &p.comm, p.argv.as_deref(), Some(&scope));
+                    let (tgid, program) = (p.key.tgid, p.program);
+                    self.procs.set_program(tgid, program);
+                }
+            }
+        }
         // Why a process ended, once, for its record and the detectors.
         if let Payload::Exit(x) = &ev.payload {
             if crate::proctable::ends_process(x, ev.header.pid, ev.header.tgid) {

@@ -507,6 +507,13 @@ impl ProcessTable {
         false
     }
 
+    /// Set a process's program identity (enrichment scopes it by pod on Kubernetes).
+    pub fn set_program(&mut self, tgid: u32, program: u64) {
+        if let Some(p) = self.procs.get_mut(&tgid) {
+            p.program = program;
+        }
+    }
+
     /// The entry of the event's process, created from the event if unknown.
     fn entry(&mut self, ev: &KernelEvent) -> &mut Proc {
         let h = &ev.header;

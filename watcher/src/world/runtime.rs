@@ -93,6 +93,7 @@ pub fn from_inspect(v: &Value) -> Option<ContainerInfo> {
         pod_name: s(&labels["io.kubernetes.pod.name"]),
         restart_policy: s(&v["HostConfig"]["RestartPolicy"]["Name"]).filter(|p| &**p != "no"),
         addresses,
+        pod_uid: s(&labels["io.kubernetes.pod.uid"]),
     })
 }
 
@@ -109,6 +110,7 @@ pub fn from_event(v: &Value) -> Option<ContainerInfo> {
         pod_name: s(&a["io.kubernetes.pod.name"]),
         restart_policy: None,
         addresses: Vec::new(),
+        pod_uid: s(&a["io.kubernetes.pod.uid"]),
     })
 }
 
@@ -217,6 +219,7 @@ pub fn from_containerd(
         pod_name: label("io.kubernetes.pod.name"),
         restart_policy: None,
         addresses: Vec::new(),
+        pod_uid: label("io.kubernetes.pod.uid"),
     }
 }
 
