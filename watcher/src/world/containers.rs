@@ -104,11 +104,12 @@ pub fn pod_uid_of_path(path: &str) -> Option<String> {
         return None;
     }
     path.split('/').find_map(|seg| {
-        let at = seg.find("pod")?;
-        let rest = &seg[at + 3..];
-        let uid: String = rest.chars().take(36).map(|c| if c == '_' { '-' } else { c }).collect();
-        let ok = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && uid.matches('-').count() == 4;
-        ok.then_some(uid)
+        // "kubepods" itself contains "pod": try every occurrence.
+        seg.match_indices("pod").find_map(|(at, _)| {
+            let uid: String = seg[at + 3..].chars().take(36).map(|c| if c == '_' { '-' } else { c }).collect();
+            let ok = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && uid.matches('-').count() == 4;
+            ok.then_some(uid)
+        })
     })
 }
 
