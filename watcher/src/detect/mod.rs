@@ -173,6 +173,10 @@ pub trait ContainerView {
     fn by_id(&self, id: &str) -> Option<std::sync::Arc<ContainerInfo>>;
     /// The container that has this address on one of its networks.
     fn by_address(&self, ip: IpAddr) -> Option<std::sync::Arc<ContainerInfo>>;
+    /// The systemd unit a cgroup id belongs to (`nginx.service`).
+    fn unit_of(&self, _cgroup_id: u64) -> Option<std::sync::Arc<str>> {
+        None
+    }
 }
 
 impl ContainerView for crate::world::containers::Containers {
@@ -181,6 +185,9 @@ impl ContainerView for crate::world::containers::Containers {
     }
     fn by_address(&self, ip: IpAddr) -> Option<std::sync::Arc<ContainerInfo>> {
         crate::world::containers::Containers::by_address(self, ip)
+    }
+    fn unit_of(&self, cgroup_id: u64) -> Option<std::sync::Arc<str>> {
+        self.unit_of_cgroup(cgroup_id)
     }
 }
 

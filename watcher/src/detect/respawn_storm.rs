@@ -256,7 +256,14 @@ impl RespawnStorm {
                 }
             }
         }
-        let (by, by_facts) = restarter(container.as_deref(), &restarters);
+        let (mut by, mut by_facts) = restarter(container.as_deref(), &restarters);
+        // systemd restarts a unit: name it (its cgroup's path says which).
+        if by_facts.get("supervisor").and_then(|v| v.as_str()) == Some("systemd") {
+            if let Some(unit) = view.unit_of(p.cgroup_id) {
+                by = format!("systemd (unit {unit})");
+                by_facts["unit"] = json!(&*unit);
+            }
+        }
         let by_runtime = by_facts.get("runtime").is_some();
         let gaps: Vec<u64> = lp.cycles.iter().map(|c| c.gap_ns).collect();
         let (pace, pace_kind) = cadence(&gaps);
@@ -298,7 +305,7 @@ impl RespawnStorm {
                 last.proc.key.tgid,
                 last.cause.describe(),
                 dur(last.lifetime_ns),
-                if by.starts_with("systemd") { "; systemd gives up after StartLimitBurst starts" } else { "" },
+                if by.starts_with("systemd") { "; systemd gives up after StartLimitBurst starts (see `systemctl status`, reset with `systemctl reset-failed`)" } else { "" },
             )
         } else {
             format!(

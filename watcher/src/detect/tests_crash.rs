@@ -112,17 +112,20 @@ fn systemd_gives_up_after_start_limit_burst_and_the_finding_says_it_is_down() {
     let mut k = Kit::defaults();
     k.spawn(S / 2, 0, 1, "/usr/lib/systemd/systemd", &["/sbin/init"]);
     // Restart=on-failure, RestartSec=100ms, StartLimitBurst=5 in 10 s: five
-    // starts, four restarts, then the unit fails.
-    let (t, last) = cycles(
-        &mut k,
-        1,
-        300,
-        S,
-        20 * MS,
-        &[100 * MS; 4],
-        CODE3,
-        &["/usr/bin/flaky", "--serve"],
-    );
+    // starts, four restarts, then the unit fails. Each start is in the unit's cgroup.
+    k.cgroup(S / 2, 700, "/system.slice/flaky.service");
+    let mut t = S;
+    let mut last = 0;
+    for n in 0..5u32 {
+        last = 300 + n;
+        k.spawn_in(t, 1, last, 700, "/usr/bin/flaky", &["/usr/bin/flaky", "--serve"]);
+        t += 20 * MS;
+        k.exit(t, last, CODE3);
+        k.reap(t + 1, 1, last);
+        if n < 4 {
+            t += 100 * MS;
+        }
+    }
     assert!(
         storm(&k.all).is_empty(),
         "four restarts are below the threshold"
@@ -144,7 +147,7 @@ fn systemd_gives_up_after_start_limit_burst_and_the_finding_says_it_is_down() {
         open.summary
     );
     assert!(
-        open.summary.contains("every ~100 ms by systemd")
+        open.summary.contains("every ~100 ms by systemd (unit flaky.service)")
             && open.summary.contains("StartLimitBurst"),
         "{}",
         open.summary

@@ -133,6 +133,9 @@ pub fn container_of_path(path: &str) -> Option<(String, &'static str)> {
 pub struct Containers {
     /// cgroup id → the container id its path names (None: not a container's).
     cgroups: HashMap<u64, Option<Arc<str>>>,
+    /// cgroup id → the systemd unit its path names (`nginx.service`), for
+    /// naming what systemd restarts.
+    units: HashMap<u64, Arc<str>>,
     /// container id → metadata (at least id and runtime).
     meta: HashMap<Arc<str>, Arc<ContainerInfo>>,
     /// Containers asked of the runtime and not answered yet.
@@ -153,6 +156,7 @@ impl Containers {
     pub fn new(cap: usize) -> Containers {
         Containers {
             cgroups: HashMap::new(),
+            units: HashMap::new(),
             meta: HashMap::new(),
             asked: HashSet::new(),
             given_up: HashSet::new(),
@@ -223,12 +227,22 @@ impl Containers {
             }
             cid
         });
+        if let Some(unit) = path.rsplit('/').find(|seg| seg.ends_with(".service")) {
+            Self::bounded(&mut self.units, self.cap, &mut self.evicted);
+            self.units.insert(id, unit.into());
+        }
         self.cgroups.insert(id, container);
     }
 
     /// A cgroup was removed: forget it (its container's metadata stays until the runtime says it is gone).
     pub fn cgroup_removed(&mut self, id: u64) {
         self.cgroups.remove(&id);
+        self.units.remove(&id);
+    }
+
+    /// The systemd unit of a cgroup id (`nginx.service`), when its path names one.
+    pub fn unit_of_cgroup(&self, cgroup_id: u64) -> Option<Arc<str>> {
+        self.units.get(&cgroup_id).cloned()
     }
 
     /// The container id of a cgroup id, if it is a container's.
