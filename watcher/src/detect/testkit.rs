@@ -24,6 +24,8 @@ pub const MS: u64 = 1_000_000;
 /// The stand-in for the kernel's socket tables: answers at once, or — when
 /// told to — only later (as a lookup slower than its wait does).
 struct StandIn {
+    /// What `/proc` shows when a finding is confirmed (None: no confirmation).
+    confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>>,
     /// Where a reconciliation's snapshot is to be sent (by [`Kit::proc_snapshot`]).
     snapshot: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
     /// The port summary a namespace's lookup answers with, and the namespaces asked.
@@ -82,6 +84,14 @@ impl crate::engine::SocketLookup for StandIn {
         *self.snapshot.lock().unwrap() = Some(tx);
         Some(rx)
     }
+    /// Confirmations only when a test asks for them (`Kit::confirm_with`).
+    fn start_confirmation(&mut self, pids: Vec<u32>, _identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+        let answer = self.confirm.lock().unwrap().clone()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let procs = answer.into_iter().filter(|p| pids.contains(&p.key.tgid)).collect();
+        tx.send(crate::world::reconcile::Snapshot { taken_ns: u64::MAX / 2, procs, only: Some(pids) }).unwrap();
+        Some(rx)
+    }
     fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
         let mut s = self.summary.lock().unwrap();
         let Some(answer) = s.0.clone() else { return Vec::new() };
@@ -99,6 +109,7 @@ pub struct Kit {
     pub subreaper: Arc<Mutex<u32>>,
     summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>>,
     proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
+    confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>>,
 }
 
 fn family_addr(ip: &str) -> (u16, [u8; 16]) {
@@ -123,7 +134,9 @@ impl Kit {
         let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>> = Arc::default();
         let proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>> = Arc::default();
+        let confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>> = Arc::default();
         let lookup = Box::new(StandIn {
+            confirm: confirm.clone(),
             snapshot: proc_now.clone(),
             summary: summary.clone(),
             kernel: kernel.clone(),
@@ -138,6 +151,7 @@ impl Kit {
             subreaper,
             summary,
             proc_now,
+            confirm,
         }
     }
 
@@ -155,7 +169,12 @@ impl Kit {
     pub fn proc_snapshot(&mut self, taken_ns: u64, procs: Vec<crate::proctable::Proc>) {
         self.engine.caught_up();
         let tx = self.proc_now.lock().unwrap().take().expect("a snapshot was asked");
-        tx.send(crate::world::reconcile::Snapshot { taken_ns, procs }).unwrap();
+        tx.send(crate::world::reconcile::Snapshot { taken_ns, procs, only: None }).unwrap();
+    }
+
+    /// From now on, findings about processes are confirmed against this stand-in `/proc`.
+    pub fn confirm_with(&mut self, procs: Vec<crate::proctable::Proc>) {
+        *self.confirm.lock().unwrap() = Some(procs);
     }
 
     /// Namespaces whose port summary was asked and not yet answered.

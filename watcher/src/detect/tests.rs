@@ -1175,3 +1175,40 @@ fn the_registry_holds_every_kind_once_in_order() {
     let kinds: Vec<_> = d.all().iter().map(|x| x.kind()).collect();
     assert_eq!(kinds, super::Kind::ALL.to_vec());
 }
+
+#[test]
+fn a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
+    // /proc says the children are gone (their reaps were never seen, no loss
+    // said so): the finding is not written, and the table is corrected.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
+    k.confirm_with(vec![parent]);
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    k.run_timers(30 * S);
+    assert!(!k.all.iter().any(|f| f.kind.as_str().starts_with("zombie")), "{:?}", ks(&k.all));
+    assert!(k.engine.findings_withdrawn >= 1);
+    assert!(k.engine.enricher.procs.get(203).is_none(), "the gone children left the table");
+
+    // Both ways: real zombies are confirmed and written.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    let now: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205].iter().map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap()).collect();
+    let mut k2 = Kit::defaults();
+    k2.confirm_with(now);
+    k2.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    for n in 0..6u32 {
+        k2.fork(2 * S, 100, 200 + n);
+        k2.exit(2 * S + MS, 200 + n, 0);
+    }
+    k2.run_timers(4 * S);
+    assert!(opened(&k2.all, "zombie_accumulation"), "{:?}", ks(&k2.all));
+    assert_eq!(k2.engine.confirmations, 1);
+}

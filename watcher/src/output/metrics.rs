@@ -139,6 +139,8 @@ pub fn render(s: &Stats) -> String {
     );
     family(&mut o, "watcher_reconciliations_total", "counter", "Reconciliations of the process table with /proc after lost records.");
     let _ = writeln!(o, "watcher_reconciliations_total {}", s.reconciliations);
+    family(&mut o, "watcher_confirmations_total", "counter", "Findings about processes (zombies, instances) confirmed against /proc before they opened.");
+    let _ = writeln!(o, "watcher_confirmations_total {}", s.confirmations);
     family(&mut o, "watcher_reconciled_processes_total", "counter", "Processes a reconciliation corrected (ended, reaped or started unseen during a loss).");
     let _ = writeln!(o, "watcher_reconciled_processes_total {}", s.reconciled_processes);
     family(&mut o, "watcher_findings_withdrawn_total", "counter", "Findings held after a loss and never written: the reconciliation showed them false.");

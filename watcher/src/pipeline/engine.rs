@@ -50,6 +50,15 @@ pub trait SocketLookup: Send {
     fn start_snapshot(&mut self, identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         Some(crate::world::reconcile::start(identity))
     }
+    /// Start reading the processes `pids` from `/proc` to confirm a finding
+    /// (never waits); `None`: no confirmation here (the finding goes as it is).
+    fn start_confirmation(&mut self, pids: Vec<u32>, identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+        Some(crate::world::reconcile::start_for(pids, identity))
+    }
+    /// How long a confirmation is waited for before the finding goes on without it.
+    fn confirmation_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(5)
+    }
 }
 
 impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> SocketLookup for F {
@@ -93,6 +102,8 @@ pub struct Engine {
     loss_again: bool,
     /// Reconciliations done, and the processes and zombies they corrected (for metrics).
     pub reconciliations: u64,
+    /// Findings about processes confirmed against /proc before they opened.
+    pub confirmations: u64,
     pub reconciled_processes: u64,
     /// Held findings never written because the reconciliation showed them false.
     pub findings_withdrawn: u64,
@@ -134,6 +145,7 @@ impl Engine {
             last_event_ns: 0,
             loss_again: false,
             reconciliations: 0,
+            confirmations: 0,
             reconciled_processes: 0,
             findings_withdrawn: 0,
             lookups_unanswered: Default::default(),
@@ -332,8 +344,34 @@ impl Engine {
     /// for incidents held) wait.
     fn hold(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
         if self.reconciling.is_none() {
-            return findings;
+            // No loss: confirm what a finding about processes names before it opens.
+            let opens: Vec<u32> = findings
+                .iter()
+                .filter(|f| held_kind(f.kind) && f.state == crate::detect::State::Open)
+                .flat_map(|f| f.processes.iter().map(|x| x.proc.key.tgid))
+                .collect();
+            if opens.is_empty() {
+                return findings;
+            }
+            let Some(rx) = self.lookup.start_confirmation(opens, self.enricher.procs.identity) else { return findings };
+            let wait = self.lookup.confirmation_wait();
+            self.reconciling = Some(Some(rx));
+            let mut out = self.hold_all(findings);
+            // Usually answered well within the wait: decided now.
+            let until = std::time::Instant::now() + wait;
+            while std::time::Instant::now() < until && self.reconciling.is_some() {
+                let now = self.last_event_ns;
+                out.extend(self.reconciled(now));
+                if self.reconciling.is_some() {
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+            }
+            return out;
         }
+        self.hold_all(findings)
+    }
+
+    fn hold_all(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
         let mut out = Vec::new();
         for f in findings {
             let held_incident = self.held.iter().any(|h| h.id == f.id);
@@ -362,19 +400,24 @@ impl Engine {
         // Applied once the events from before the snapshot are handled (the
         // backlog of the ring), or when none newer came for a second (a quiet host).
         let taken = self.snapshot_ready.as_ref().map(|s| s.taken_ns).unwrap_or(0);
-        if self.last_event_ns < taken && now < taken + 1_000_000_000 {
+        let partial = self.snapshot_ready.as_ref().is_some_and(|s| s.only.is_some());
+        if !partial && self.last_event_ns < taken && now < taken + 1_000_000_000 {
             return Vec::new();
         }
         let snapshot = self.snapshot_ready.take().unwrap_or_default();
         self.reconciling = None;
-        self.reconciliations += 1;
+        if partial {
+            self.confirmations += 1;
+        } else {
+            self.reconciliations += 1;
+        }
         let touched: std::collections::HashSet<u32> = std::mem::take(&mut self.touched_since_snapshot)
             .into_iter()
             .filter(|(_, t)| *t >= snapshot.taken_ns)
             .map(|(p, _)| p)
             .collect();
         let mut out = Vec::new();
-        if !snapshot.procs.is_empty() {
+        if !snapshot.procs.is_empty() || snapshot.only.is_some() {
             let now_by_pid: std::collections::HashMap<u32, &Proc> = snapshot.procs.iter().map(|p| (p.key.tgid, p)).collect();
             // Only what the table knew before the walk began is judged by it.
             let known: Vec<Proc> = self
@@ -384,6 +427,7 @@ impl Engine {
                 .filter(|p| p.key.start_ns + crate::world::reconcile::SAME_START_NS < snapshot.taken_ns)
                 .filter(|p| p.exited.is_none_or(|(t, _)| t < snapshot.taken_ns))
                 .filter(|p| !touched.contains(&p.key.tgid))
+                .filter(|p| snapshot.only.as_ref().is_none_or(|only| only.contains(&p.key.tgid)))
                 .cloned()
                 .collect();
             let exit = |p: &Proc| KernelEvent {
@@ -431,7 +475,7 @@ impl Engine {
             let new: Vec<Proc> = snapshot
                 .procs
                 .into_iter()
-                .filter(|q| self.enricher.procs.get(q.key.tgid).is_none() && !touched.contains(&q.key.tgid))
+                .filter(|q| snapshot.only.is_none() && self.enricher.procs.get(q.key.tgid).is_none() && !touched.contains(&q.key.tgid))
                 .collect();
             for q in &new {
                 self.enricher.procs.insert(q.clone());

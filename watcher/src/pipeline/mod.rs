@@ -45,6 +45,7 @@ pub struct Stats {
     /// Reconciliations with /proc after losses; processes they corrected;
     /// held findings they showed false (never written).
     pub reconciliations: u64,
+    pub confirmations: u64,
     pub reconciled_processes: u64,
     pub findings_withdrawn: u64,
     pub process_evictions: u64,
@@ -170,6 +171,7 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
         .load(std::sync::atomic::Ordering::Relaxed);
     s.containers = engine.enricher.containers.len() as u64;
     s.reconciliations = engine.reconciliations;
+    s.confirmations = engine.confirmations;
     s.reconciled_processes = engine.reconciled_processes;
     s.findings_withdrawn = engine.findings_withdrawn;
     for (k, n) in engine.detectors.open_incidents() {

@@ -546,56 +546,62 @@ impl ProcessTable {
         let Ok(all) = procfs::process::all_processes() else {
             return 0;
         };
-        let tps = procfs::ticks_per_second().max(1);
         let mut n = 0;
         for pr in all.flatten() {
-            let Ok(stat) = pr.stat() else { continue };
-            let tgid = stat.pid as u32;
-            let exe = pr
-                .exe()
-                .ok()
-                .map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
-            let argv = pr
-                .cmdline()
-                .ok()
-                .filter(|a| !a.is_empty())
-                .map(Arc::<[String]>::from);
-            let uid = pr.uid().unwrap_or(0);
-            let container_id = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
-                .ok()
-                .and_then(|c| container_id_from_cgroup(&c))
-                .map(Arc::<str>::from);
-            let zombie = stat.state == 'Z';
-            let start_ns = stat.starttime.saturating_mul(1_000_000_000) / tps;
-            let program = program_id(
-                self.identity,
-                exe.as_deref(),
-                &stat.comm,
-                argv.as_deref(),
-                container_id.as_deref(),
-            );
-            self.insert(Proc {
-                program,
-                key: ProcKey { tgid, start_ns },
-                ppid: stat.ppid.max(0) as u32,
-                comm: stat.comm.as_str().into(),
-                exe,
-                argv,
-                uid,
-                container_id,
-                cgroup_id: 0,
-                pidns: 0,
-                threads: stat.num_threads.max(0) as u32,
-                exited: zombie.then(|| {
-                    let code = stat.exit_code.unwrap_or(0) as u32;
-                    (start_ns, ExitStatus::from_raw(code))
-                }),
-                signalled: None,
-            });
-            n += 1;
+            if let Some(p) = read_proc(&pr, self.identity) {
+                self.insert(p);
+                n += 1;
+            }
         }
         n
     }
+}
+
+/// CLOCK_BOOTTIME − CLOCK_MONOTONIC: time the machine spent suspended (or a
+/// VM paused), by which `/proc` start times run ahead of the records' clock.
+fn suspended_ns() -> u64 {
+    let ns = |id| {
+        nix::time::clock_gettime(id).map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64).unwrap_or(0)
+    };
+    ns(nix::time::ClockId::CLOCK_BOOTTIME).saturating_sub(ns(nix::time::ClockId::CLOCK_MONOTONIC))
+}
+
+/// One process as `/proc/<pid>` shows it now (a zombie with `exited` set);
+/// `None` when it is gone.
+pub fn read_proc(pr: &procfs::process::Process, identity: Identity) -> Option<Proc> {
+    let tps = procfs::ticks_per_second().max(1);
+    let stat = pr.stat().ok()?;
+    let tgid = stat.pid as u32;
+    let exe = pr.exe().ok().map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
+    let argv = pr.cmdline().ok().filter(|a| !a.is_empty()).map(Arc::<[String]>::from);
+    let uid = pr.uid().unwrap_or(0);
+    let container_id = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+        .ok()
+        .and_then(|c| container_id_from_cgroup(&c))
+        .map(Arc::<str>::from);
+    let zombie = stat.state == 'Z';
+    // /proc's start time counts from boot including suspended time
+    // (CLOCK_BOOTTIME); records use CLOCK_MONOTONIC: subtract the difference.
+    let start_ns = (stat.starttime.saturating_mul(1_000_000_000) / tps).saturating_sub(suspended_ns());
+    let program = program_id(identity, exe.as_deref(), &stat.comm, argv.as_deref(), container_id.as_deref());
+    Some(Proc {
+        program,
+        key: ProcKey { tgid, start_ns },
+        ppid: stat.ppid.max(0) as u32,
+        comm: stat.comm.as_str().into(),
+        exe,
+        argv,
+        uid,
+        container_id,
+        cgroup_id: 0,
+        pidns: 0,
+        threads: stat.num_threads.max(0) as u32,
+        exited: zombie.then(|| {
+            let code = stat.exit_code.unwrap_or(0) as u32;
+            (start_ns, ExitStatus::from_raw(code))
+        }),
+        signalled: None,
+    })
 }
 
 /// A container id in a cgroup path (`docker-<64 hex>.scope`, `/docker/<id>`,

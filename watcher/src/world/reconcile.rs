@@ -12,6 +12,10 @@
 //! unseen are added, and only the held findings whose incidents survive that
 //! are written. A loss never leaves a false finding behind, and delays a
 //! true one by the snapshot's time (tens of milliseconds).
+//!
+//! Without a loss, the same path confirms each such finding before it
+//! opens: only the processes it names are read from `/proc` (a zombie must
+//! be in state Z, an instance alive), with the lookups' short wait.
 use std::sync::mpsc::{sync_channel, Receiver};
 
 use crate::proctable::{Proc, ProcessTable};
@@ -28,6 +32,9 @@ pub const SAME_START_NS: u64 = 30_000_000;
 pub struct Snapshot {
     pub taken_ns: u64,
     pub procs: Vec<Proc>,
+    /// A confirmation of these pids only (the processes a finding names):
+    /// nothing else is judged, nothing is added.
+    pub only: Option<Vec<u32>>,
 }
 
 /// Take a snapshot on a thread of its own; the receiver gets it.
@@ -38,10 +45,28 @@ pub fn start(identity: crate::proctable::Identity) -> Receiver<Snapshot> {
         let mut t = ProcessTable::new(10_000_000);
         t.identity = identity;
         t.seed_from_proc();
-        let _ = tx.send(Snapshot { taken_ns, procs: t.iter().cloned().collect() });
+        let _ = tx.send(Snapshot { taken_ns, procs: t.iter().cloned().collect(), only: None });
     });
     if spawned.is_err() {
         tracing::warn!("cannot start the reconciliation thread");
+    }
+    rx
+}
+
+/// Confirm the processes a finding names (read on a thread of its own).
+pub fn start_for(pids: Vec<u32>, identity: crate::proctable::Identity) -> Receiver<Snapshot> {
+    let (tx, rx) = sync_channel(1);
+    let spawned = std::thread::Builder::new().name("watcher-confirm".into()).spawn(move || {
+        let taken_ns = crate::record::Clock::mono_now();
+        let procs = pids
+            .iter()
+            .filter_map(|&pid| procfs::process::Process::new(pid as i32).ok())
+            .filter_map(|pr| crate::proctable::read_proc(&pr, identity))
+            .collect();
+        let _ = tx.send(Snapshot { taken_ns, procs, only: Some(pids) });
+    });
+    if spawned.is_err() {
+        tracing::warn!("cannot start the confirmation thread");
     }
     rx
 }
