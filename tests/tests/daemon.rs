@@ -18,6 +18,15 @@ use watcher_tests::{
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
+/// The tests that flood the host (tens of thousands of forks) take turns:
+/// each watcher sees every process on the host, so two floods at once would
+/// make each other's canary late.
+static FLOOD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn flood_turn() -> std::sync::MutexGuard<'static, ()> {
+    FLOOD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn cause_port_conflict() -> (u32, u32) {
     let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
     let port = holder.value("port");
@@ -36,6 +45,7 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     if !require_root() {
         return;
     }
+    let _turn = flood_turn();
     let dir = temp_dir("daemon");
     let port = free_port();
     let feed_file = dir.join("feed.ndjson");
@@ -495,6 +505,7 @@ fn every_record_type_matches_the_schema() {
     if !require_root() {
         return;
     }
+    let _turn = flood_turn();
     // A small ring buffer, so that a stopped reader loses records (the loss type).
     let d = Feed::start(&["trace", "--json", "--threads", "--ring-mib", "1"]);
     actor(ACTOR, &["spawn-exit", "3"]);
@@ -671,6 +682,7 @@ fn an_overload_with_lost_records_leaves_no_ghost_finding() {
     if !require_root() {
         return;
     }
+    let _turn = flood_turn();
     let dir = temp_dir("daemon-overload");
     let port = free_port();
     let cfg = write_config(
