@@ -31,6 +31,8 @@ use crate::{
 
 /// A prober's next try is at most this far above the port it started from.
 const PROBE_SPAN: u16 = 100;
+/// A prober's tries are looked for among a process's latest conflicts only.
+const PROBE_RECENT: usize = 8;
 
 /// (program, network namespace, transport is TCP, port).
 type Key = (u64, u32, bool, u16);
@@ -116,8 +118,9 @@ impl PortConflict {
                 }
                 let tcp = crate::kernel::abi::is_tcp(b.sock_type);
                 // A prober's next try: part of the incident it started.
+                // (Only its latest conflicts: a prober's tries are consecutive.)
                 let probing = self.by_proc.get(&p.key).and_then(|keys| {
-                    keys.iter().copied().find(|k| {
+                    keys.iter().rev().take(PROBE_RECENT).copied().find(|k| {
                         (k.1, k.2) == (b.netns, tcp) && probe_step(k.3, b.port) && self.incidents.is_open(k)
                     })
                 });
@@ -199,8 +202,11 @@ impl PortConflict {
                 let probed: Vec<Key> = self
                     .by_proc
                     .get(&p.key)
+                    .filter(|_| b.port != 0)
                     .map(|keys| {
                         keys.iter()
+                            .rev()
+                            .take(PROBE_RECENT)
                             .copied()
                             .filter(|k| (k.1, k.2) == (b.netns, tcp) && probe_step(k.3, b.port) && self.incidents.is_open(k))
                             .collect()
