@@ -403,7 +403,7 @@ pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Resu
     Ok(rows)
 }
 
-/// The sum of the daemon's per-CPU `LOST` counters, read from the kernel with
+/// The daemon's lost records (slot 0 of `LOST`, the total), summed over CPUs, read from the kernel with
 /// bpftool (the map is found among the daemon's fds through /proc/<pid>/fdinfo).
 fn kernel_lost(pid: u32) -> Option<u64> {
     let mut ids = Vec::new();
@@ -443,7 +443,12 @@ fn kernel_lost(pid: u32) -> Option<u64> {
     )
     .ok()?;
     let mut total = 0u64;
-    for e in dump.as_array()? {
+    // Slot 0 holds every loss (the per-kind slots 1.. count them again).
+    let slot0 = |k: &serde_json::Value| {
+        k.as_u64() == Some(0)
+            || k.as_array().is_some_and(|b| b.iter().all(|h| h.as_str().is_some_and(|h| h.trim_start_matches("0x").trim_start_matches('0').is_empty())))
+    };
+    for e in dump.as_array()?.iter().filter(|e| slot0(&e["key"])) {
         for v in e["values"].as_array()? {
             let x = &v["value"];
             total += x.as_u64().or_else(|| {

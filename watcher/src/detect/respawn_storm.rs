@@ -572,6 +572,7 @@ impl RespawnStorm {
                 continue;
             }
             if self.incidents.is_open(&k) {
+                self.incidents.amend(&k, |inc| inc.details = details);
                 out.extend(self.incidents.restate(&k, summary, processes, now));
             } else {
                 out.extend(

@@ -581,6 +581,7 @@ fn a_supervisor_restarting_a_crashing_child_is_a_respawn_storm() {
         .expect("an update");
     assert_eq!(down.state.as_str(), "update");
     assert!(down.summary.contains("is down"), "{}", down.summary);
+    assert_eq!(down.details["gave_up"], true, "the update's facts say so too");
     // … and a new instance that lives resolves it.
     k.spawn(
         t + 10 * S,
