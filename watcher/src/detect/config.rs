@@ -274,18 +274,7 @@ impl Default for DetectConfig {
 
 /// A name from the config matches a process by comm, executable path, or executable basename.
 pub fn names_match(names: &[String], p: &Proc) -> bool {
-    if names.is_empty() {
-        return false;
-    }
-    let exe = p.exe.as_deref().unwrap_or("");
-    let base = exe.rsplit('/').next().unwrap_or("");
-    names.iter().any(|n| match n.strip_suffix('*') {
-        // `check_*`: any name with that prefix.
-        Some(prefix) => [&*p.comm, exe, base]
-            .iter()
-            .any(|s| !s.is_empty() && s.starts_with(prefix)),
-        None => n == &*p.comm || n == exe || (!base.is_empty() && n == base),
-    })
+    crate::proctable::name_matches(names, &p.comm, p.exe.as_deref())
 }
 
 impl DetectConfig {

@@ -126,10 +126,6 @@ pub struct SocketTable {
     pub evicted: u64,
 }
 
-fn transport_tcp(sock_type: u16) -> bool {
-    crate::kernel::abi::is_tcp(sock_type)
-}
-
 impl SocketTable {
     pub fn new(cap: usize) -> SocketTable {
         SocketTable {
@@ -340,7 +336,7 @@ impl SocketTable {
         let me = subject.map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
         match &ev.payload {
             Payload::Bind(b) if b.family == AF_INET || b.family == AF_INET6 => {
-                let key = (b.netns, transport_tcp(b.sock_type), b.port);
+                let key = (b.netns, crate::kernel::abi::is_tcp(b.sock_type), b.port);
                 // Port 0: the kernel found no free ephemeral port — nothing
                 // holds "port 0" (ports_exhausted asks for the summary).
                 if b.ret == -EADDRINUSE && b.port != 0 {
@@ -374,7 +370,7 @@ impl SocketTable {
                 let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else {
                     return ch;
                 };
-                let tcp = transport_tcp(b.sock_type);
+                let tcp = crate::kernel::abi::is_tcp(b.sock_type);
                 let h = Holder {
                     netns: b.netns,
                     tcp,

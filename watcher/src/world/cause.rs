@@ -60,15 +60,7 @@ impl Sender {
     /// Whether the sender's name (comm, executable or its basename) is one of `names`
     /// (a trailing `*` matches any rest).
     pub fn named(&self, names: &[String]) -> bool {
-        let exe = self.exe.as_deref().unwrap_or("");
-        let base = exe.rsplit('/').next().unwrap_or("");
-        names.iter().any(|n| {
-            let m = |s: &str| match n.strip_suffix('*') {
-                Some(prefix) => !s.is_empty() && s.starts_with(prefix),
-                None => s == n,
-            };
-            m(&self.comm) || m(exe) || m(base)
-        })
+        crate::proctable::name_matches(names, &self.comm, self.exe.as_deref())
     }
 }
 

@@ -33,6 +33,17 @@ pub fn ends_pid_namespace(x: &ExitData, tgid: u32) -> bool {
     x.ns_pid == 1 && x.pidns != 0 && tgid != 1 && x.group_dead != 0
 }
 
+/// Whether a configured name matches a process by comm, executable path or
+/// executable basename; a trailing `*` (`check_*`) matches any name with that prefix.
+pub fn name_matches(names: &[String], comm: &str, exe: Option<&str>) -> bool {
+    let exe = exe.unwrap_or("");
+    let base = exe.rsplit('/').next().unwrap_or("");
+    names.iter().any(|n| match n.strip_suffix('*') {
+        Some(prefix) => [comm, exe, base].iter().any(|s| !s.is_empty() && s.starts_with(prefix)),
+        None => n == comm || n == exe || (!base.is_empty() && n == base),
+    })
+}
+
 /// Process identity: pid reuse gives a different key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcKey {
