@@ -357,15 +357,14 @@ impl Engine {
             let wait = self.lookup.confirmation_wait();
             self.reconciling = Some(Some(rx));
             let mut out = self.hold_all(findings);
-            // Usually answered well within the wait: decided now.
-            let until = std::time::Instant::now() + wait;
-            while std::time::Instant::now() < until && self.reconciling.is_some() {
-                let now = self.last_event_ns;
-                out.extend(self.reconciled(now));
-                if self.reconciling.is_some() {
-                    std::thread::sleep(std::time::Duration::from_micros(50));
+            // Usually answered well within the wait: decided now (else when it comes).
+            if let Some(Some(rx)) = &self.reconciling {
+                if let Ok(snapshot) = rx.recv_timeout(wait) {
+                    self.snapshot_ready = Some(snapshot);
                 }
             }
+            let now = self.last_event_ns;
+            out.extend(self.reconciled(now));
             return out;
         }
         self.hold_all(findings)
