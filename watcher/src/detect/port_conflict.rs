@@ -129,7 +129,8 @@ impl PortConflict {
                     if !pend.tried.contains(&b.port) {
                         pend.tried.push(b.port);
                     }
-                    let tried: Vec<String> = std::iter::once(first.3).chain(pend.tried.iter().copied()).map(|x| x.to_string()).collect();
+                    let ports: Vec<u16> = std::iter::once(first.3).chain(pend.tried.iter().copied()).collect();
+                    let tried: Vec<String> = ports.iter().map(|x| x.to_string()).collect();
                     let summary = format!(
                         "{} cannot bind {} {}: ports {} are in use (it is trying one port after another)",
                         who_in(p, i.containers),
@@ -139,7 +140,7 @@ impl PortConflict {
                     );
                     let processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(addr_port(ip, b.port)), since_ns: None }];
                     let mut details = self.incidents.get(&first).map(|x| x.details.clone()).unwrap_or_default();
-                    details.insert("ports_tried".into(), json!(std::iter::once(first.3).chain(pend.tried.iter().copied()).collect::<Vec<_>>()));
+                    details.insert("ports_tried".into(), json!(ports));
                     out.extend(self.incidents.raise(first, &format!("{first:?}"), ts, 1, summary, processes, details));
                     return out;
                 }
