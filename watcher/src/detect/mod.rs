@@ -267,38 +267,36 @@ pub struct Teardown {
     pub during: bool,
 }
 
-impl Detectors {
-    /// Every detector, in the order they see an event (the port detectors
-    /// after the socket table; connect_failures after port_shadowed).
-    pub fn registry(&mut self) -> [&mut dyn registry::Detector; 10] {
+/// Every detector of a [`Detectors`], in the order they see an event (the
+/// port detectors after the socket table; connect_failures after
+/// port_shadowed): the one list. A macro so that, used inline, it borrows
+/// the detectors' fields only (the socket table stays free to lend).
+macro_rules! each_detector {
+    ($d:expr, $($r:tt)+) => {
         [
-            &mut self.port_conflict,
-            &mut self.port_shadowed,
-            &mut self.address_unavailable,
-            &mut self.zombie_accumulation,
-            &mut self.zombie,
-            &mut self.respawn_storm,
-            &mut self.duplicate_instances,
-            &mut self.fork_storm,
-            &mut self.connect_failures,
-            &mut self.ports_exhausted,
+            $($r)+ $d.port_conflict as $($r)+ dyn registry::Detector,
+            $($r)+ $d.port_shadowed,
+            $($r)+ $d.address_unavailable,
+            $($r)+ $d.zombie_accumulation,
+            $($r)+ $d.zombie,
+            $($r)+ $d.respawn_storm,
+            $($r)+ $d.duplicate_instances,
+            $($r)+ $d.fork_storm,
+            $($r)+ $d.connect_failures,
+            $($r)+ $d.ports_exhausted,
         ]
+    };
+}
+
+impl Detectors {
+    /// Every detector, in the order they see an event.
+    pub fn registry(&mut self) -> [&mut dyn registry::Detector; 10] {
+        each_detector!(self, &mut)
     }
 
     /// [`Detectors::registry`], to read.
     pub fn all(&self) -> [&dyn registry::Detector; 10] {
-        [
-            &self.port_conflict,
-            &self.port_shadowed,
-            &self.address_unavailable,
-            &self.zombie_accumulation,
-            &self.zombie,
-            &self.respawn_storm,
-            &self.duplicate_instances,
-            &self.fork_storm,
-            &self.connect_failures,
-            &self.ports_exhausted,
-        ]
+        each_detector!(self, &)
     }
 
     pub fn new(config: DetectConfig) -> Detectors {
@@ -380,17 +378,14 @@ impl Detectors {
         };
         let note = dest.and_then(|(n, p)| self.port_shadowed.shadowed_port(n, p).map(|x| (n, p, x)));
         let shadowed = |n: u32, p: u16| note.as_ref().filter(|x| (x.0, x.1) == (n, p)).map(|x| x.2.clone());
-        // Lent out for the loop (the registry borrows every detector).
-        let sockets = std::mem::replace(&mut self.sockets, SocketTable::new(0));
-        let ctx = registry::Ctx { sockets: &sockets, changes: &changes, teardown, shadowed: &shadowed };
+        let ctx = registry::Ctx { sockets: &self.sockets, changes: &changes, teardown, shadowed: &shadowed };
         let enabled = Kind::ALL.iter().filter(|k| self.config.enabled(**k)).fold(0u32, |m, k| m | 1 << *k as u32);
         let mut out = Vec::new();
-        for d in self.registry() {
+        for d in each_detector!(self, &mut) {
             if enabled & (1 << d.kind() as u32) != 0 {
                 out.extend(d.on_event(i, &ctx));
             }
         }
-        self.sockets = sockets;
         out
     }
 
