@@ -206,6 +206,31 @@ impl NetnsLookups {
         self.helpers.get(&netns)
     }
 
+    /// Put a question to the namespace's helper (started when there is none,
+    /// again when it ended idle); its answer channel, or `None` (counted as
+    /// unanswered when the helper's queue is full).
+    fn send<T>(&mut self, netns: u32, handle: &NsHandle, make: impl Fn(SyncSender<T>) -> Query) -> Option<Receiver<T>> {
+        for _attempt in 0..2 {
+            let (reply_tx, reply_rx) = sync_channel(1);
+            let helper = match self.helpers.get(&netns) {
+                Some(h) => h,
+                None => self.helper_for(netns, handle)?,
+            };
+            match helper.tx.try_send(make(reply_tx)) {
+                Ok(()) => return Some(reply_rx),
+                // The helper ended (idle): start another.
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
+                    self.helpers.remove(&netns);
+                }
+                Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
     /// Ask, wait up to `wait`; when the answer is slower and `park` names
     /// the port, keep its channel: it comes through [`NetnsLookups::late_answers`].
     fn ask(
@@ -216,45 +241,19 @@ impl NetnsLookups {
         wait: Duration,
         park: Option<crate::detect::sockets::PortKey>,
     ) -> Option<Vec<KernelSocket>> {
-        for _attempt in 0..2 {
-            let (reply_tx, reply_rx) = sync_channel(1);
-            let sent = match self.helpers.get(&netns) {
-                Some(h) => h.tx.try_send(make(reply_tx.clone())),
-                None => match self.helper_for(netns, handle) {
-                    Some(h) => h.tx.try_send(make(reply_tx.clone())),
-                    None => return None,
-                },
-            };
-            match sent {
-                Ok(()) => {
-                    return match reply_rx.recv_timeout(wait) {
-                        Ok(v) => Some(v),
-                        Err(_) => {
-                            match park {
-                                Some(key) if self.late.len() < 256 => {
-                                    self.late.push((key, reply_rx, std::time::Instant::now()))
-                                }
-                                _ => {
-                                    self.unanswered
-                                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                }
-                            }
-                            None
-                        }
-                    };
+        let reply_rx = self.send(netns, handle, make)?;
+        match reply_rx.recv_timeout(wait) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                match park {
+                    Some(key) if self.late.len() < 256 => self.late.push((key, reply_rx, std::time::Instant::now())),
+                    _ => {
+                        self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
-                // The helper ended (idle): start another.
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                    self.helpers.remove(&netns);
-                }
-                Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                    self.unanswered
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return None;
-                }
+                None
             }
         }
-        None
     }
 
     /// The kernel's sockets on one port of namespace `netns` (entered through
@@ -370,27 +369,8 @@ impl NetnsLookups {
             self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        let handle = NsHandle::of_pid(pid);
-        for _attempt in 0..2 {
-            let (reply, rx) = sync_channel(1);
-            let helper = match self.helpers.get(&netns) {
-                Some(h) => Some(h),
-                None => self.helper_for(netns, &handle),
-            };
-            let Some(h) = helper else { return };
-            match h.tx.try_send(Query::Summary { reply }) {
-                Ok(()) => {
-                    self.summaries.push((netns_key, rx, std::time::Instant::now()));
-                    return;
-                }
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                    self.helpers.remove(&netns);
-                }
-                Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                    self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
-            }
+        if let Some(rx) = self.send(netns, &NsHandle::of_pid(pid), |reply| Query::Summary { reply }) {
+            self.summaries.push((netns_key, rx, std::time::Instant::now()));
         }
     }
 
