@@ -719,3 +719,69 @@ fn an_overload_with_lost_records_leaves_no_ghost_finding() {
     assert!(ghosts.is_empty(), "findings about the flood's children, reaped long ago: {ghosts:?}");
     real.finish();
 }
+
+/// A full kernel table is counted, reported, and repaired: with 64 entries,
+/// 300 zombies overflow the exited-process table, so the kernel cannot report
+/// their reap when a subreaper ignoring SIGCHLD inherits them (the kernel
+/// frees them without a wait). Their parent reaps 10 first (room in the
+/// table again: its own exit, 2 s later, is remembered, and the
+/// reconciliation after the refusals is long done). The loss is said
+/// (`kernel_table_full`, the metric), `/proc` is asked about the processes
+/// whose reap could go unseen, and no zombie finding about the subreaper is
+/// ever written; the accumulation of the process that made them (true)
+/// opens and resolves.
+#[test]
+fn a_full_kernel_table_is_counted_reported_and_repaired() {
+    if !require_root() {
+        return;
+    }
+    let _turn = flood_turn();
+    let dir = temp_dir("daemon-table-full");
+    let port = free_port();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[feed]\ntypes = [\"finding\", \"loss\"]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n[detect.zombie]\nmax_age_s = 1\n",
+            dir.join("status.json").display()
+        ),
+    );
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap(), "--table-entries", "64"]);
+    d.wait_stderr("running:");
+    let mut reaper = spawn_actor(ACTOR, &["orphan-zombies", "300", "10", "2000"]);
+    let middle: u64 = reaper.value("middle").parse().expect("pid");
+    reaper.value("orphaned");
+    let loss = d.wait_for("a kernel_table_full loss", |v| {
+        text(v, &["type"]) == Some("loss") && text(v, &["loss", "reason"]) == Some("kernel_table_full")
+    });
+    assert!(watcher_tests::num(&loss, &["loss", "by_table", "exited"]).unwrap_or(0) > 0, "{loss}");
+    let addr = format!("127.0.0.1:{port}");
+    eventually("the refusals in the metrics, and the unseen reaps repaired", || {
+        let m = scrape(&addr);
+        let full = metric(&m, "watcher_kernel_table_full_total{table=\"exited\"}").unwrap_or(0.0);
+        let repaired = metric(&m, "watcher_reconciled_processes_total").unwrap_or(0.0);
+        (full >= 200.0 && repaired >= 200.0).then_some(())
+    });
+    // The true accumulation: opened for the middle process, resolved at its exit.
+    d.wait_for("the middle process's accumulation", |v| {
+        finding(v, "zombie_accumulation", "open") && finding_pids(v, Some("parent")).contains(&middle)
+    });
+    d.wait_for("its resolution", |v| {
+        finding(v, "zombie_accumulation", "resolved") && text(v, &["summary"]).is_some_and(|s| s.contains(&format!("pid {middle} ")))
+    });
+    // A real zombie, unreaped for 3 s: its finding (1 s deadline) shows the
+    // deadlines of the orphans' (1 s after their exit) have run by now.
+    let mut real = spawn_actor(ACTOR, &["zombies", "1", "3000"]);
+    real.value("children");
+    d.wait_for("the real zombie's finding", |v| {
+        finding(v, "zombie", "open") && finding_pids(v, Some("parent")).contains(&(real.pid as u64))
+    });
+    let ghosts: Vec<Value> = d
+        .records()
+        .into_iter()
+        .filter(|v| text(v, &["type"]) == Some("finding") && text(v, &["kind"]).is_some_and(|k| k.starts_with("zombie")))
+        .filter(|v| finding_pids(v, Some("parent")).contains(&(reaper.pid as u64)))
+        .collect();
+    assert!(ghosts.is_empty(), "findings about zombies the subreaper's kernel reaped: {ghosts:?}");
+    real.finish();
+    reaper.finish();
+}

@@ -20,12 +20,94 @@ pub const ARGS_LEN: usize = 512;
 /// Name of the ring buffer map.
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Name of the per-CPU array of lost-record counters, indexed by [`EventKind`];
-/// slot 0 counts every lost record (whatever its kind).
+/// slot 0 counts every loss (whatever its kind), slots from
+/// [`TABLE_FULL_BASE`] count refused inserts into the kernel's own tables
+/// ([`KernelTable`]): each one is information lost, like a record.
 pub const MAP_LOST: &str = "LOST";
 /// Name of the load-time configuration global.
 pub const GLOBAL_CONFIG: &str = "CONFIG";
-/// Number of slots in [`MAP_LOST`] (one per kind number, 0 = unknown).
-pub const LOST_SLOTS: u32 = 16;
+/// Number of slots in [`MAP_LOST`]: one per kind number below
+/// [`TABLE_FULL_BASE`] (0 = the total), then one per [`KernelTable`].
+pub const LOST_SLOTS: u32 = 32;
+/// The first [`MAP_LOST`] slot that counts a full kernel table.
+pub const TABLE_FULL_BASE: u32 = 16;
+
+/// The kernel side's own bounded tables (hash maps). A full one refuses an
+/// insert; the refusal is counted in [`MAP_LOST`] at `TABLE_FULL_BASE + table`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelTable {
+    /// bind/connect arguments between syscall entry and exit.
+    PendingSock = 0,
+    /// waitid arguments between syscall entry and exit.
+    PendingWaitid = 1,
+    /// Exited processes not yet reaped.
+    Exited = 2,
+    /// Thread groups whose end a thread has claimed (kernels before 6.18).
+    GroupEnd = 3,
+    /// Processes inside wait4/waitid.
+    InWait = 4,
+    /// Reaps inside pid namespaces (namespace pid → host pid).
+    NsReap = 5,
+}
+
+impl KernelTable {
+    pub const ALL: [KernelTable; 6] = [
+        KernelTable::PendingSock,
+        KernelTable::PendingWaitid,
+        KernelTable::Exited,
+        KernelTable::GroupEnd,
+        KernelTable::InWait,
+        KernelTable::NsReap,
+    ];
+
+    /// The map's name in the object (and in metrics and loss records, lower-cased).
+    pub const fn map_name(self) -> &'static str {
+        match self {
+            KernelTable::PendingSock => "PENDING_SOCK",
+            KernelTable::PendingWaitid => "PENDING_WAITID",
+            KernelTable::Exited => "EXITED",
+            KernelTable::GroupEnd => "GROUP_END",
+            KernelTable::InWait => "IN_WAIT",
+            KernelTable::NsReap => "NS_REAP",
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            KernelTable::PendingSock => "pending_sock",
+            KernelTable::PendingWaitid => "pending_waitid",
+            KernelTable::Exited => "exited",
+            KernelTable::GroupEnd => "group_end",
+            KernelTable::InWait => "in_wait",
+            KernelTable::NsReap => "ns_reap",
+        }
+    }
+
+    /// Default capacity (entries).
+    pub const fn default_entries(self) -> u32 {
+        match self {
+            KernelTable::Exited => 65536,
+            _ => 16384,
+        }
+    }
+
+    pub const fn slot(self) -> u32 {
+        TABLE_FULL_BASE + self as u32
+    }
+
+    pub const fn from_slot(slot: u32) -> Option<KernelTable> {
+        match slot.wrapping_sub(TABLE_FULL_BASE) {
+            0 => Some(KernelTable::PendingSock),
+            1 => Some(KernelTable::PendingWaitid),
+            2 => Some(KernelTable::Exited),
+            3 => Some(KernelTable::GroupEnd),
+            4 => Some(KernelTable::InWait),
+            5 => Some(KernelTable::NsReap),
+            _ => None,
+        }
+    }
+}
 /// Bytes of a cgroup path kept in a [`CgroupData`] record (relative to its
 /// hierarchy's root). A power of two: the kernel side masks with it.
 pub const CGROUP_PATH_LEN: usize = 256;
@@ -178,7 +260,7 @@ pub struct ExitData {
     /// The process's pid inside that namespace (1: it is the namespace's init,
     /// whose end makes the kernel kill and reap every process in it); 0 when unknown.
     pub ns_pid: u32,
-    /// [`EXIT_PIDNS_DYING`]: bits.
+    /// [`EXIT_PIDNS_DYING`], [`EXIT_UNTRACKED`]: bits.
     pub flags: u32,
     pub _pad: u32,
 }
@@ -187,6 +269,10 @@ pub struct ExitData {
 /// down — its init has ended, the kernel stopped allocating pids in it and
 /// kills and reaps every process left (this exit is one of those).
 pub const EXIT_PIDNS_DYING: u32 = 1;
+/// [`ExitData::flags`]: the exited-process table was full, so this process's
+/// reap will be reported only if a wait4/waitid reaps it (not when the kernel
+/// frees it without a wait): userspace checks `/proc` for it instead.
+pub const EXIT_UNTRACKED: u32 = 2;
 
 /// How a reap was observed.
 #[repr(u32)]
@@ -559,3 +645,6 @@ mod user {
     // SAFETY: plain-old-data: repr(C), integer and byte-array fields only, explicit padding.
     unsafe impl aya::Pod for super::Config {}
 }
+// Kind numbers and table slots never share a LOST slot.
+const _: () = assert!((EventKind::Signal as u32) < TABLE_FULL_BASE);
+const _: () = assert!(KernelTable::NsReap.slot() < LOST_SLOTS);

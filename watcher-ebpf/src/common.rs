@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use watcher_common::{Config, Event, EventKind, Header, LOST_SLOTS, OFFSET_NONE};
+use aya_ebpf::maps::HashMap;
+use watcher_common::{Config, Event, EventKind, Header, KernelTable, LOST_SLOTS, OFFSET_NONE};
 
 use crate::maps::{EVENTS, LAST_WAKE, LOST};
 
@@ -60,22 +61,39 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
+/// Count one loss in `slot` of LOST, and in slot 0 (every loss: the reader
+/// looks at it after each drain, the other slots only when it moved).
+#[inline(always)]
+pub fn count_loss(slot: u32) {
+    if let Some(p) = LOST.get_ptr_mut(slot % LOST_SLOTS) {
+        unsafe { *p += 1 };
+    }
+    if let Some(p) = LOST.get_ptr_mut(0) {
+        unsafe { *p += 1 };
+    }
+}
+
 /// Reserve a record of type `Event<T>`; on failure count it as lost for `kind`.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
     match EVENTS.reserve::<Event<T>>(0) {
         Some(e) => Some(e),
         None => {
-            let slot = (kind as u32) % LOST_SLOTS;
-            if let Some(p) = LOST.get_ptr_mut(slot) {
-                unsafe { *p += 1 };
-            }
-            // Slot 0 (no kind) counts every loss: the reader looks at it
-            // after each drain, the per-kind slots only when it moved.
-            if let Some(p) = LOST.get_ptr_mut(0) {
-                unsafe { *p += 1 };
-            }
+            count_loss(kind as u32);
             None
+        }
+    }
+}
+
+/// Insert into one of the kernel side's tables; an insert the full table
+/// refused is counted (userspace then repairs what it could not learn).
+#[inline(always)]
+pub fn remember<K, V>(map: &HashMap<K, V>, table: KernelTable, k: &K, v: &V) -> bool {
+    match map.insert(k, v, 0) {
+        Ok(()) => true,
+        Err(_) => {
+            count_loss(table.slot());
+            false
         }
     }
 }

@@ -1,7 +1,11 @@
-//! Maps shared by all programs. Every map is bounded; per-record loss is counted in `LOST`.
+//! Maps shared by all programs. Every map is bounded; per-record loss is
+//! counted in `LOST`, and so is every insert a full table refused (plain hash
+//! maps, not LRU: an LRU map would evict silently and take a lock per
+//! update). Userspace sizes the tables before load and sweeps out entries of
+//! tasks that ended unseen (`kernel::tables`).
 use aya_ebpf::{
     macros::map,
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use watcher_common::LOST_SLOTS;
 
@@ -30,7 +34,7 @@ pub struct PendingSock {
 }
 
 #[map]
-pub static PENDING_SOCK: LruHashMap<u64, PendingSock> = LruHashMap::with_max_entries(16384, 0);
+pub static PENDING_SOCK: HashMap<u64, PendingSock> = HashMap::with_max_entries(16384, 0);
 
 /// waitid arguments in flight (infop pointer, options), keyed by pid_tgid.
 #[derive(Clone, Copy)]
@@ -41,28 +45,28 @@ pub struct PendingWaitid {
 }
 
 #[map]
-pub static PENDING_WAITID: LruHashMap<u64, PendingWaitid> = LruHashMap::with_max_entries(16384, 0);
+pub static PENDING_WAITID: HashMap<u64, PendingWaitid> = HashMap::with_max_entries(16384, 0);
 
 /// Exited thread-group leaders not yet seen reaped by a wait. A `sched_process_free`
 /// of a pid found here is a reap without wait; others (threads, processes already
 /// reaped by wait4/waitid) are not forwarded.
 #[map]
-pub static EXITED: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);
+pub static EXITED: HashMap<u32, u32> = HashMap::with_max_entries(65536, 0);
 
 /// Kernels whose `sched_process_exit` has no `group_dead` (before 6.18): the
 /// thread groups whose end one exiting thread has already claimed, so exactly
 /// one exit record says the process ended. Cleared when the leader is freed.
 #[map]
-pub static GROUP_END: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static GROUP_END: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
 /// Processes (tgid) inside wait4/waitid now, with the entry time: a child
 /// exiting while its parent waits is about to be reaped.
 #[map]
-pub static IN_WAIT: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+pub static IN_WAIT: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 
 /// Pid-namespace reaps: a wait4/waitid inside a pid namespace returns the
 /// child's pid as that namespace sees it. At a process's end, when its parent
 /// lives in a nested namespace, (parent tgid << 32 | the child's pid in the
 /// parent's namespace) → the child's host pid; the reaping syscall looks it up.
 #[map]
-pub static NS_REAP: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static NS_REAP: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);

@@ -7,11 +7,12 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use watcher_common::{EventKind, SockCallData, TcpStateData, AF_INET, AF_INET6};
+use watcher_common::{EventKind, KernelTable, SockCallData, TcpStateData, AF_INET, AF_INET6};
 
 use crate::{
     common::{
-        conf, current_task, emit, kread, now, pid_tgid, sk_netns, tp_read, wanted, wanted_kind,
+        conf, current_task, emit, kread, now, pid_tgid, remember, sk_netns, tp_read, wanted,
+        wanted_kind,
     },
     maps::{PendingSock, PENDING_SOCK},
 };
@@ -74,7 +75,7 @@ fn enter(
         }
         _ => return None,
     }
-    let _ = PENDING_SOCK.insert(&bpf_get_current_pid_tgid(), &p, 0);
+    remember(&PENDING_SOCK, KernelTable::PendingSock, &bpf_get_current_pid_tgid(), &p);
     Some(())
 }
 
@@ -101,8 +102,8 @@ fn sock_of_fd(fd: i32) -> (u16, u64) {
 #[inline(always)]
 fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
     let key = bpf_get_current_pid_tgid();
-    let p = unsafe { PENDING_SOCK.get(&key) }.copied()?;
-    let _ = PENDING_SOCK.remove(&key);
+    let p = unsafe { PENDING_SOCK.get(key) }.copied()?;
+    let _ = PENDING_SOCK.remove(key);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
     let (sock_type, skaddr) = if ret == -EBADF || ret == -ENOTSOCK {
         (0, 0)

@@ -9,19 +9,20 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use watcher_common::{
-    EventKind, ExecData, ExitData, ForkData, ReapData, ReapSource, ARGS_LEN, EXIT_PIDNS_DYING,
-    GROUP_DEAD_UNKNOWN, OFFSET_NONE,
+    EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource, ARGS_LEN,
+    EXIT_PIDNS_DYING, EXIT_UNTRACKED, GROUP_DEAD_UNKNOWN, OFFSET_NONE,
 };
 
 use crate::{
     common::{
-        cgroup_id, conf, current_task, emit, header, kread, now, pid_tgid, read_data_loc_str,
-        reserve, submit, tp_read, wanted, wanted_kind,
+        cgroup_id, conf, count_loss, current_task, emit, header, kread, now, pid_tgid,
+        read_data_loc_str, remember, reserve, submit, tp_read, wanted, wanted_kind,
     },
     maps::{PendingWaitid, EXITED, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
+const EEXIST: i64 = 17;
 /// waitid option: leave the child waitable (not a reap).
 const WNOWAIT: u64 = 0x0100_0000;
 /// siginfo.si_code values of a terminated child (CLD_EXITED, CLD_KILLED, CLD_DUMPED).
@@ -115,11 +116,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     let (pid, tgid) = pid_tgid();
-    if pid == tgid {
-        // A leader's exit makes a process its parent must reap; remember it so
-        // a later sched_process_free without a wait is reported as a reap.
-        let _ = EXITED.insert(&pid, &1, 0);
-    }
+    // A leader's exit makes a process its parent must reap; remember it so
+    // a later sched_process_free without a wait is reported as a reap.
+    let tracked = pid != tgid || remember(&EXITED, KernelTable::Exited, &pid, &1);
     if !wanted(EventKind::Exit, tgid) {
         return None;
     }
@@ -132,9 +131,12 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     let parent: u64 = kread(task, conf!(k_task_real_parent)).unwrap_or(0);
     let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
     let parent_waiting =
-        (parent_tgid != 0 && unsafe { IN_WAIT.get(&parent_tgid) }.is_some()) as u32;
+        (parent_tgid != 0 && unsafe { IN_WAIT.get(parent_tgid) }.is_some()) as u32;
     let ends = group_dead == 1 || (group_dead == GROUP_DEAD_UNKNOWN && pid == tgid);
-    let (pidns, ns_pid, flags) = pid_namespace(task, parent, parent_tgid, tgid, ends);
+    let (pidns, ns_pid, mut flags) = pid_namespace(task, parent, parent_tgid, tgid, ends);
+    if !tracked {
+        flags |= EXIT_UNTRACKED;
+    }
     emit(
         EventKind::Exit,
         now(),
@@ -212,7 +214,7 @@ fn pid_namespace(
                     let nr: i32 = kread(seen, conf!(k_upid_nr)).unwrap_or(0);
                     if nr > 0 {
                         let key = ((parent_tgid as u64) << 32) | nr as u32 as u64;
-                        let _ = NS_REAP.insert(&key, &tgid, 0);
+                        remember(&NS_REAP, KernelTable::NsReap, &key, &tgid);
                     }
                 }
             }
@@ -232,15 +234,15 @@ fn reaped_host_pid(reaper_tgid: u32, seen: u32) -> Option<u32> {
         return Some(seen);
     }
     let key = ((reaper_tgid as u64) << 32) | seen as u64;
-    let host = unsafe { NS_REAP.get(&key) }.copied()?;
-    let _ = NS_REAP.remove(&key);
+    let host = unsafe { NS_REAP.get(key) }.copied()?;
+    let _ = NS_REAP.remove(key);
     Some(host)
 }
 
 #[tracepoint]
 pub fn sys_enter_wait4(_ctx: TracePointContext) -> u32 {
     let (_, tgid) = pid_tgid();
-    let _ = IN_WAIT.insert(&tgid, &now(), 0);
+    remember(&IN_WAIT, KernelTable::InWait, &tgid, &now());
     0
 }
 
@@ -252,13 +254,13 @@ pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
 
 fn try_sys_exit_wait4(ctx: &TracePointContext) -> Option<()> {
     let (_, me) = pid_tgid();
-    let _ = IN_WAIT.remove(&me);
+    let _ = IN_WAIT.remove(me);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
     if ret <= 0 {
         return None;
     }
     let reaped = reaped_host_pid(me, ret as u32)?;
-    let _ = EXITED.remove(&reaped);
+    let _ = EXITED.remove(reaped);
     let (_, tgid) = pid_tgid();
     if !wanted(EventKind::Reap, tgid) {
         return None;
@@ -282,16 +284,17 @@ pub fn sys_enter_waitid(ctx: TracePointContext) -> u32 {
 
 fn try_sys_enter_waitid(ctx: &TracePointContext) -> Option<()> {
     let (_, me) = pid_tgid();
-    let _ = IN_WAIT.insert(&me, &now(), 0);
+    remember(&IN_WAIT, KernelTable::InWait, &me, &now());
     let infop: u64 = tp_read(ctx, conf!(tp_waitid_infop))?;
     let options: u64 = tp_read(ctx, conf!(tp_waitid_options))?;
     if infop == 0 || options & WNOWAIT != 0 {
         return None;
     }
-    let _ = PENDING_WAITID.insert(
+    remember(
+        &PENDING_WAITID,
+        KernelTable::PendingWaitid,
         &bpf_get_current_pid_tgid(),
         &PendingWaitid { infop, options },
-        0,
     );
     Some(())
 }
@@ -304,10 +307,10 @@ pub fn sys_exit_waitid(ctx: TracePointContext) -> u32 {
 
 fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
     let (_, me) = pid_tgid();
-    let _ = IN_WAIT.remove(&me);
+    let _ = IN_WAIT.remove(me);
     let key = bpf_get_current_pid_tgid();
-    let pending = unsafe { PENDING_WAITID.get(&key) }.copied()?;
-    let _ = PENDING_WAITID.remove(&key);
+    let pending = unsafe { PENDING_WAITID.get(key) }.copied()?;
+    let _ = PENDING_WAITID.remove(key);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
     if ret != 0 {
         return None;
@@ -319,7 +322,7 @@ fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let reaped = reaped_host_pid(me, si_pid as u32)?;
-    let _ = EXITED.remove(&reaped);
+    let _ = EXITED.remove(reaped);
     let (_, tgid) = pid_tgid();
     if !wanted(EventKind::Reap, tgid) {
         return None;
@@ -352,10 +355,19 @@ fn group_dead_from_live(task: u64, pid: u32, tgid: u32) -> u32 {
         return 0;
     }
     // EXITED holds the leader from its own exit (inserted above) until it is reaped.
-    if pid != tgid && unsafe { EXITED.get(&tgid) }.is_none() {
+    if pid != tgid && unsafe { EXITED.get(tgid) }.is_none() {
         return 0;
     }
-    GROUP_END.insert(&tgid, &1, BPF_NOEXIST as u64).is_ok() as u32
+    match GROUP_END.insert(tgid, 1, BPF_NOEXIST as u64) {
+        Ok(()) => 1,
+        Err(e) if i64::from(e) == -EEXIST => 0,
+        // The table is full: claim the end (a second claim is better than
+        // none), and count the refusal.
+        Err(_) => {
+            count_loss(KernelTable::GroupEnd.slot());
+            1
+        }
+    }
 }
 
 #[tracepoint]
@@ -369,12 +381,12 @@ fn try_sched_process_free(ctx: &TracePointContext) -> Option<()> {
     let pid = pid as u32;
     if conf!(tp_exit_group_dead) == OFFSET_NONE {
         // A freed leader's pid can be reused: forget its group's end claim.
-        let _ = GROUP_END.remove(&pid);
+        let _ = GROUP_END.remove(pid);
     }
     // Only exited leaders that no wait4/waitid reaped: threads and waited-for
     // processes are not forwarded.
-    unsafe { EXITED.get(&pid) }?;
-    let _ = EXITED.remove(&pid);
+    unsafe { EXITED.get(pid) }?;
+    let _ = EXITED.remove(pid);
     if !wanted_kind(EventKind::Reap) {
         return None;
     }

@@ -316,6 +316,51 @@ fn main() {
             }
             say("reaped", 1);
         }
+        "orphan-zombies" => {
+            // orphan-zombies N REAP HOLD_MS: become a child subreaper that
+            // ignores SIGCHLD (so the kernel reaps what it inherits, without a
+            // wait); a middle child makes N zombies, reaps the first REAP, holds
+            // the rest HOLD_MS and exits without reaping them. Holds until
+            // stdin closes.
+            let n: u32 = arg(2).parse().expect("n");
+            let reap: usize = arg(3).parse().unwrap_or(0);
+            let hold: u64 = arg(4).parse().unwrap_or(0);
+            nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+            // SAFETY: setting a signal disposition to SIG_IGN.
+            unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) }.expect("signal");
+            // SAFETY: single-threaded; the child makes zombies and _exits.
+            match unsafe { fork() }.expect("fork") {
+                ForkResult::Child => {
+                    // SAFETY: back to the default, so its own children stay zombies.
+                    let _ = unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
+                    let kids: Vec<Pid> = (0..n).map(|_| child_exit(0)).collect();
+                    for k in &kids {
+                        // Each one a zombie before the middle exits.
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        loop {
+                            let stat = std::fs::read_to_string(format!("/proc/{k}/stat")).unwrap_or_default();
+                            let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+                            if state == Some('Z') || Instant::now() > deadline {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    for k in kids.iter().take(reap) {
+                        let _ = waitpid(*k, None);
+                    }
+                    std::thread::sleep(Duration::from_millis(hold));
+                    unsafe { libc::_exit(0) }
+                }
+                ForkResult::Parent { child } => {
+                    say("middle", child);
+                    wait_gone(child);
+                    say("orphaned", n);
+                }
+            }
+            let mut buf = String::new();
+            let _ = std::io::stdin().read_line(&mut buf);
+        }
         "supervise" => {
             // supervise N CHILD_MS: restart `actor crash CHILD_MS` N times, as a naive supervisor does.
             let n: u32 = arg(2).parse().expect("n");

@@ -68,6 +68,9 @@ pub struct KernelArgs {
     /// Most processes tracked at once (oldest exited first, then newest, are evicted beyond it).
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
     pub max_processes: u64,
+    /// Capacity of each of the kernel side's own tables (default: 65536 for exited processes, 16384 for the others); a full table is counted and reported as a loss.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
+    pub table_entries: Option<u32>,
 }
 
 impl KernelArgs {
@@ -76,6 +79,7 @@ impl KernelArgs {
             kinds: Vec::new(),
             wakeup_interval_ns: self.wakeup_us * 1000,
             ring_bytes: self.ring_mib << 20,
+            table_entries: self.table_entries,
         }
     }
 }

@@ -418,7 +418,10 @@ fn a_parent_dying_hands_its_zombies_to_the_subreaper() {
     // The parent exits without reaping: its incident resolves, the subreaper gets the zombies.
     let f = k.exit(4 * S, 100, CODE1);
     assert!(resolved(&f, "zombie_accumulation"), "{f:?}");
-    let reopened: Vec<_> = f.iter().filter(|x| x.state == State::Open).collect();
+    assert!(!opened(&f, "zombie_accumulation"), "the subreaper is given the reaping grace first: {f:?}");
+    // It does not reap them within the grace: its own incident opens then.
+    let f = k.run_timers(4 * S + 2 * S);
+    let reopened: Vec<_> = f.iter().filter(|x| x.state == State::Open && x.kind.as_str() == "zombie_accumulation").collect();
     assert_eq!(reopened.len(), 1, "{f:?}");
     assert!(
         reopened[0].summary.contains("pid 50 (subreaper)"),
@@ -431,6 +434,46 @@ fn a_parent_dying_hands_its_zombies_to_the_subreaper() {
         last.extend(k.reap(5 * S + c as u64, 50, 101 + c));
     }
     assert!(resolved(&last, "zombie_accumulation"));
+}
+
+/// Init inheriting a dead parent's zombies reaps them at its SIGCHLD,
+/// within milliseconds: that is not an accumulation of init's.
+#[test]
+fn zombies_inherited_by_a_reaper_that_drains_them_at_once_are_not_its_accumulation() {
+    let mut k = Kit::defaults();
+    k.spawn(S / 2, 1, 50, "/sbin/subreaper", &["subreaper"]);
+    *k.subreaper.lock().unwrap() = 50;
+    seven_children(&mut k, 100);
+    for c in 0..7u32 {
+        k.exit(3 * S + c as u64, 101 + c, 0);
+    }
+    k.exit(4 * S, 100, CODE1);
+    for c in 0..7u32 {
+        assert!(k.reap(4 * S + MS + c as u64 * 100_000, 50, 101 + c).is_empty());
+    }
+    let later = k.run_timers(30 * S);
+    assert!(!later.iter().any(|f| f.kind.as_str() == "zombie_accumulation"), "{later:?}");
+}
+
+/// An overdue zombie whose parent exits passes to the subreaper, which has
+/// `max_age` from then: no finding about it at once, one if it does not reap.
+#[test]
+fn an_inherited_zombie_gives_its_new_parent_max_age_to_reap_it() {
+    let mut k = Kit::defaults();
+    k.spawn(S / 2, 1, 50, "/sbin/subreaper", &["subreaper"]);
+    *k.subreaper.lock().unwrap() = 50;
+    seven_children(&mut k, 100);
+    k.exit(3 * S, 101, 0);
+    let f = k.run_timers(13 * S);
+    assert!(f.iter().any(|x| x.kind.as_str() == "zombie" && x.state == State::Open), "{f:?}");
+    let f = k.exit(20 * S, 100, 0);
+    assert!(resolved(&f, "zombie"), "the old parent's incident ends: {f:?}");
+    assert!(!f.iter().any(|x| x.kind.as_str() == "zombie" && x.state == State::Open), "not the new parent's at once: {f:?}");
+    assert_eq!(k.engine.next_deadline(), Some(30 * S), "max_age from the inheritance");
+    let f = k.run_timers(30 * S);
+    // (The master itself is pid 1's zombie now, with its own deadline.)
+    let opened: Vec<_> = f.iter().filter(|x| x.kind.as_str() == "zombie" && x.state == State::Open && x.summary.contains("pid 50 (subreaper)")).collect();
+    assert_eq!(opened.len(), 1, "{f:?}");
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! `zombie`: a child stays unreaped past `max_age` (10 s). Fires at the
 //! deadline, from the timer (`on_tick` at `next_deadline`), never on a sweep.
 //! One incident per parent: every overdue child of it adds to the count;
-//! resolves when all its overdue children are reaped.
+//! resolves when all its overdue children are reaped. A zombie whose parent
+//! exits passes to its new parent (init, a subreaper), which has `max_age`
+//! from then to reap it.
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Map};
@@ -228,17 +230,18 @@ impl Zombies {
                             .entry(*new_parent)
                             .or_default()
                             .insert(*child);
-                        let was_overdue = match self.children.get_mut(child) {
-                            Some(c) => {
-                                c.parent = *new_parent;
-                                c.parent_proc = (i.procs)(*new_parent);
-                                c.overdue
-                            }
-                            None => continue,
-                        };
-                        if was_overdue {
-                            out.extend(self.raise(*new_parent, ts, i.containers));
-                        }
+                        // The new parent (init, a subreaper) learns of it
+                        // now: it has `max_age` from now to reap it.
+                        let max_age = self.max_age_ns;
+                        let Some(c) = self.children.get_mut(child) else { continue };
+                        c.parent = *new_parent;
+                        c.parent_proc = (i.procs)(*new_parent);
+                        c.overdue = false;
+                        let old_deadline = c.deadline;
+                        c.deadline = old_deadline.max(ts + max_age);
+                        let new_deadline = c.deadline;
+                        self.deadlines.remove(&(old_deadline, *child));
+                        self.deadlines.insert((new_deadline, *child));
                     }
                     if self.incidents.is_open(&p.key.tgid) {
                         out.extend(self.incidents.resolve(

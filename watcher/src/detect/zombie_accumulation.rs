@@ -6,7 +6,8 @@
 //! them in milliseconds. If the count is still at the threshold when the grace
 //! ends, the finding opens then (from the timer). Resolves when the count
 //! drops below it (reaps), or when the parent itself exits (its zombies pass
-//! to a subreaper or init, which are counted from then on).
+//! to a subreaper or init, which are counted from then on, after the grace:
+//! an inheriting reaper drains them at its SIGCHLD).
 //!
 //! When the init of a nested pid namespace (a container's) ends, the kernel
 //! kills every process of that namespace and reaps them itself, without a
@@ -271,7 +272,10 @@ impl ZombieAccumulation {
                         l.retain(|x| x.key != child);
                     }
                     let np = (i.procs)(new_parent);
-                    out.extend(self.add(&c, new_parent, np.as_ref(), ts, false, i.containers));
+                    // The new parent (init, a subreaper) learns of them from
+                    // its SIGCHLD now: it is given the reaping grace, as a
+                    // parent in wait() is, before they count against it.
+                    out.extend(self.add(&c, new_parent, np.as_ref(), ts, true, i.containers));
                 }
                 if self.incidents.is_open(&p.key.tgid) {
                     let why = if teardown.ends.is_some() {

@@ -8,7 +8,7 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use watcher_common::{Config, EventKind, GLOBAL_CONFIG, LOST_SLOTS, MAP_EVENTS, MAP_LOST};
+use watcher_common::{Config, EventKind, KernelTable, GLOBAL_CONFIG, LOST_SLOTS, MAP_EVENTS, MAP_LOST};
 
 use crate::{btf::Btf, error::SetupError, tracefs};
 
@@ -134,6 +134,15 @@ pub struct LoadOptions {
     pub wakeup_interval_ns: u64,
     /// Ring buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// Capacity of every kernel-side table (None: each one's default).
+    pub table_entries: Option<u32>,
+}
+
+impl LoadOptions {
+    /// The capacity `table` is loaded with.
+    pub fn table_capacity(&self, table: KernelTable) -> u32 {
+        self.table_entries.unwrap_or(table.default_entries())
+    }
 }
 
 impl Default for LoadOptions {
@@ -142,6 +151,7 @@ impl Default for LoadOptions {
             kinds: Vec::new(),
             wakeup_interval_ns: 1_000_000,
             ring_bytes: 8 << 20,
+            table_entries: None,
         }
     }
 }
@@ -153,6 +163,8 @@ pub struct Probes {
     pub events: RingBuf<MapData>,
     pub lost: PerCpuArray<MapData, u64>,
     pub config: Config,
+    /// The kernel side's own tables, for the sweeper.
+    pub tables: crate::kernel::tables::Tables,
     pub tracefs: PathBuf,
     /// Optional hooks this kernel lacks: (tracepoint, what is lost).
     pub degraded: Vec<(String, &'static str)>,
@@ -452,11 +464,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         nix::sys::resource::RLIM_INFINITY,
     );
 
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(GLOBAL_CONFIG, &config, true)
-        .map_max_entries(MAP_EVENTS, opts.ring_bytes)
-        .load(OBJECT)
-        .map_err(SetupError::Object)?;
+        .map_max_entries(MAP_EVENTS, opts.ring_bytes);
+    for t in KernelTable::ALL {
+        loader.map_max_entries(t.map_name(), opts.table_capacity(t));
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(SetupError::Object)?;
 
     let mut degraded = Vec::new();
     for h in HOOKS {
@@ -527,11 +542,13 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         name: MAP_LOST,
         why: crate::error::first_line(&e),
     })?;
+    let tables = crate::kernel::tables::Tables::take(&mut ebpf, |t| opts.table_capacity(t));
     Ok(Probes {
         ebpf,
         events,
         lost,
         config,
+        tables,
         tracefs: tracefs_root,
         degraded,
     })
@@ -542,7 +559,7 @@ pub fn read_lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
     lost.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
 }
 
-/// Lost records per kind number, summed over CPUs (slot 0, the total, left 0).
+/// Losses per slot (kind number, then full tables), summed over CPUs (slot 0, the total, left 0).
 pub fn read_lost(lost: &PerCpuArray<MapData, u64>) -> [u64; LOST_SLOTS as usize] {
     let mut out = [0u64; LOST_SLOTS as usize];
     for (i, slot) in out.iter_mut().enumerate().skip(1) {

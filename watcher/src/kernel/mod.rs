@@ -9,4 +9,5 @@ pub mod error;
 pub mod loader;
 pub mod names;
 pub mod reader;
+pub mod tables;
 pub mod tracefs;

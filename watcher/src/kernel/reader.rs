@@ -22,7 +22,7 @@ pub enum Batch {
     Events(Vec<Result<KernelEvent, DecodeError>>),
     /// New kernel-side losses since the last report, by kind number.
     Lost {
-        by_kind: [u64; LOST_SLOTS as usize],
+        by_kind: Box<[u64; LOST_SLOTS as usize]>,
     },
 }
 
@@ -116,7 +116,7 @@ pub async fn run(
                 prev_total = read_lost_total(&lost);
                 opts.losses_said.store(prev_total, std::sync::atomic::Ordering::Relaxed);
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
-                    if tx.send(Batch::Lost { by_kind }).await.is_err() {
+                    if tx.send(Batch::Lost { by_kind: Box::new(by_kind) }).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -130,7 +130,7 @@ pub async fn run(
                 prev_total = total;
                 opts.losses_said.store(total, std::sync::atomic::Ordering::Relaxed);
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
-                    if tx.send(Batch::Lost { by_kind }).await.is_err() {
+                    if tx.send(Batch::Lost { by_kind: Box::new(by_kind) }).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -148,7 +148,7 @@ pub async fn run(
                 }
             }
             if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
-                let _ = tx.send(Batch::Lost { by_kind }).await;
+                let _ = tx.send(Batch::Lost { by_kind: Box::new(by_kind) }).await;
             }
             return Ok(());
         }

@@ -42,6 +42,26 @@ pub fn render(s: &Stats) -> String {
             k.as_str()
         );
     }
+    family(&mut o, "watcher_kernel_table_full_total", "counter", "Inserts a full kernel-side table refused (each is information lost, reported as a loss and repaired by a reconciliation), by table.");
+    for t in watcher_common::KernelTable::ALL {
+        let n = s.table_full.get(t.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(o, "watcher_kernel_table_full_total{{table=\"{}\"}} {n}", t.as_str());
+    }
+    family(&mut o, "watcher_kernel_table_entries", "gauge", "Entries in each kernel-side table at the last sweep (every 30 s).");
+    for t in watcher_common::KernelTable::ALL {
+        let n = s.kernel_tables.get(t.as_str()).map(|x| x.entries).unwrap_or(0);
+        let _ = writeln!(o, "watcher_kernel_table_entries{{table=\"{}\"}} {n}", t.as_str());
+    }
+    family(&mut o, "watcher_kernel_table_capacity", "gauge", "Capacity of each kernel-side table (--table-entries).");
+    for t in watcher_common::KernelTable::ALL {
+        let n = s.kernel_tables.get(t.as_str()).map(|x| x.capacity).unwrap_or(0);
+        let _ = writeln!(o, "watcher_kernel_table_capacity{{table=\"{}\"}} {n}", t.as_str());
+    }
+    family(&mut o, "watcher_kernel_table_swept_total", "counter", "Kernel-side table entries removed because their task had ended without the event that clears them, by table.");
+    for t in watcher_common::KernelTable::ALL {
+        let n = s.kernel_tables.get(t.as_str()).map(|x| x.swept).unwrap_or(0);
+        let _ = writeln!(o, "watcher_kernel_table_swept_total{{table=\"{}\"}} {n}", t.as_str());
+    }
     family(
         &mut o,
         "watcher_decode_errors_total",

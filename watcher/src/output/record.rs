@@ -441,11 +441,16 @@ pub struct LossInfo {
     pub count: u64,
     /// Records lost since start.
     pub total: u64,
-    /// `ring_buffer_full` (kernel side could not reserve) or `decode_error`.
+    /// `ring_buffer_full` (kernel side could not reserve), `kernel_table_full`
+    /// (one of the kernel side's tables refused an insert: what it would have
+    /// remembered is lost) or `consumer_too_slow`.
     pub reason: String,
     /// The new losses by record type.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_type: BTreeMap<String, u64>,
+    /// The new refusals by kernel table (`kernel_table_full`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_table: BTreeMap<String, u64>,
 }
 
 /// `loss`: records that never reached watcher.
@@ -607,6 +612,7 @@ mod tests {
                     total: 5,
                     reason: "ring_buffer_full".into(),
                     by_type: BTreeMap::new(),
+                    by_table: BTreeMap::new(),
                 },
             }),
         };

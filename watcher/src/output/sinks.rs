@@ -170,6 +170,7 @@ fn consumer_loss(count: u64, total: u64) -> String {
                 total,
                 reason: "consumer_too_slow".into(),
                 by_type: Default::default(),
+                by_table: Default::default(),
             },
         }),
     };

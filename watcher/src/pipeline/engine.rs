@@ -100,6 +100,10 @@ pub struct Engine {
     /// The newest event handled (its kernel time).
     last_event_ns: u64,
     loss_again: bool,
+    /// Exited processes the kernel could not remember (its exited-process
+    /// table was full): a reap without a wait would go unseen, so `/proc`
+    /// is asked about them every second until they are gone (bounded).
+    unseen_reaps: Vec<u32>,
     /// Reconciliations done, and the processes and zombies they corrected (for metrics).
     pub reconciliations: u64,
     /// Findings about processes confirmed against /proc before they opened.
@@ -107,6 +111,21 @@ pub struct Engine {
     pub reconciled_processes: u64,
     /// Held findings never written because the reconciliation showed them false.
     pub findings_withdrawn: u64,
+}
+
+/// The processes a finding's truth rests on: those it names, and every
+/// zombie it counts (a parent's accumulation lists 16, counts them all).
+fn depends_on(f: &Finding) -> Vec<u32> {
+    let counted = f.details.get("zombie_pids").and_then(|v| v.as_array()).into_iter().flatten();
+    let mut pids: Vec<u32> = f
+        .processes
+        .iter()
+        .map(|x| x.proc.key.tgid)
+        .chain(counted.filter_map(|v| v.as_u64()).map(|p| p as u32))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 /// Findings about processes that a loss can make false (a lost exit or
@@ -120,6 +139,9 @@ fn held_kind(k: crate::detect::Kind) -> bool {
 /// and takes the kernel's socket-table locks, so a storm of failing binds
 /// (thousands a second) must not turn into a storm of lookups.
 pub const LOOKUPS_PER_SECOND: u32 = 200;
+
+/// Most exited processes waited on for a reap the kernel could not report.
+const UNSEEN_REAPS_MAX: usize = 65_536;
 
 impl Engine {
     pub fn new(
@@ -144,6 +166,7 @@ impl Engine {
             snapshot_ready: None,
             last_event_ns: 0,
             loss_again: false,
+            unseen_reaps: Vec::new(),
             reconciliations: 0,
             confirmations: 0,
             reconciled_processes: 0,
@@ -255,6 +278,11 @@ impl Engine {
                 _ => {}
             }
         }
+        if let crate::decode::Payload::Exit(x) = &ev.payload {
+            if x.flags & watcher_common::EXIT_UNTRACKED != 0 && self.unseen_reaps.len() < UNSEEN_REAPS_MAX {
+                self.unseen_reaps.push(ev.header.tgid);
+            }
+        }
         let (touched, owner) = self.enricher.observe(ev);
         let record = if build {
             self.enricher.build(ev, &touched, owner.as_ref())
@@ -335,6 +363,27 @@ impl Engine {
         }
     }
 
+    /// Once a second: exited processes whose reap the kernel could not have
+    /// reported are looked for in `/proc` (those gone are reaped, through
+    /// the same path as a confirmation); nothing when none is pending.
+    pub fn recheck_unseen_reaps(&mut self) {
+        if self.unseen_reaps.is_empty() || self.reconciling.is_some() {
+            return;
+        }
+        let table = &self.enricher.procs;
+        self.unseen_reaps.retain(|pid| table.get(*pid).is_some_and(|p| p.exited.is_some()));
+        if self.unseen_reaps.is_empty() {
+            return;
+        }
+        let n = self.unseen_reaps.len().min(4096);
+        let pids: Vec<u32> = self.unseen_reaps.iter().take(n).copied().collect();
+        // Those still zombies go round again, behind the rest.
+        self.unseen_reaps.rotate_left(n);
+        if let Some(rx) = self.lookup.start_confirmation(pids, self.enricher.procs.identity) {
+            self.reconciling = Some(Some(rx));
+        }
+    }
+
     /// Whether a reconciliation is under way.
     pub fn reconciling(&self) -> bool {
         self.reconciling.is_some()
@@ -348,7 +397,7 @@ impl Engine {
             let opens: Vec<u32> = findings
                 .iter()
                 .filter(|f| held_kind(f.kind) && f.state == crate::detect::State::Open)
-                .flat_map(|f| f.processes.iter().map(|x| x.proc.key.tgid))
+                .flat_map(depends_on)
                 .collect();
             if opens.is_empty() {
                 return findings;
@@ -496,6 +545,22 @@ impl Engine {
         written.extend(out);
         if std::mem::take(&mut self.loss_again) {
             self.reconciling = Some(None);
+        } else if !partial {
+            // An open raised after the walk began is newer than what the
+            // walk saw (on a quiet host the snapshot waits a second before it
+            // is applied): it is confirmed on its own before it is written.
+            let (newer, rest): (Vec<Finding>, Vec<Finding>) = written.into_iter().partition(|f| {
+                held_kind(f.kind) && f.state == crate::detect::State::Open && f.at_ns > snapshot.taken_ns
+            });
+            written = rest;
+            if !newer.is_empty() {
+                let pids: Vec<u32> = newer.iter().flat_map(depends_on).collect();
+                self.held = newer;
+                match self.lookup.start_confirmation(pids, self.enricher.procs.identity) {
+                    Some(rx) => self.reconciling = Some(Some(rx)),
+                    None => written.append(&mut self.held),
+                }
+            }
         }
         written
     }

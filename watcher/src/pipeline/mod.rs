@@ -29,6 +29,10 @@ pub struct Stats {
     pub events_by_type: BTreeMap<&'static str, u64>,
     pub lost_by_type: BTreeMap<&'static str, u64>,
     pub lost: u64,
+    /// Inserts the kernel side's full tables refused, by table.
+    pub table_full: BTreeMap<&'static str, u64>,
+    /// The kernel side's tables at the last sweep.
+    pub kernel_tables: BTreeMap<&'static str, crate::kernel::tables::TableState>,
     pub decode_errors: u64,
     pub findings: BTreeMap<(&'static str, &'static str), u64>,
     pub open_incidents: BTreeMap<&'static str, u64>,
@@ -179,6 +183,55 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     }
 }
 
+/// The loss records for new kernel-side losses (by `LOST` slot): one for
+/// records the full ring refused, one for inserts full tables refused.
+fn loss_records(by_slot: &[u64; watcher_common::LOST_SLOTS as usize], stats: &SharedStats, clock: &Clock) -> Vec<Record> {
+    use watcher_common::KernelTable;
+    let mut out = Vec::new();
+    let mut s = stats.lock().expect("stats lock");
+    let mut by_type = BTreeMap::new();
+    let mut by_table = BTreeMap::new();
+    for (slot, n) in by_slot.iter().enumerate().filter(|(_, n)| **n > 0) {
+        match KernelTable::from_slot(slot as u32) {
+            Some(t) => {
+                *s.table_full.entry(t.as_str()).or_default() += n;
+                by_table.insert(t.as_str().to_owned(), *n);
+            }
+            None => {
+                let name = EventKind::from_u32(slot as u32).as_str();
+                *s.lost_by_type.entry(name).or_default() += n;
+                s.lost += n;
+                by_type.insert(name.to_owned(), *n);
+            }
+        }
+    }
+    let mono = Clock::mono_now();
+    let mut push = |reason: &str, by_type: BTreeMap<String, u64>, by_table: BTreeMap<String, u64>, total: u64| {
+        out.push(Record {
+            schema: SCHEMA_VERSION,
+            time: clock.rfc3339(mono),
+            mono_ns: mono,
+            body: Body::Loss(LossRecord {
+                loss: LossInfo {
+                    count: by_type.values().chain(by_table.values()).sum(),
+                    total,
+                    reason: reason.into(),
+                    by_type,
+                    by_table,
+                },
+            }),
+        });
+    };
+    if !by_type.is_empty() {
+        push("ring_buffer_full", by_type, BTreeMap::new(), s.lost);
+    }
+    if !by_table.is_empty() {
+        let total = s.table_full.values().sum();
+        push("kernel_table_full", BTreeMap::new(), by_table, total);
+    }
+    out
+}
+
 /// Run until SIGINT/SIGTERM (or the output's consumer is gone). Returns the final counters.
 pub async fn run(
     probes: Probes,
@@ -189,8 +242,11 @@ pub async fn run(
     signals: Signals,
 ) -> anyhow::Result<Stats> {
     let Probes {
-        ebpf, events, lost, ..
+        ebpf, events, lost, tables, ..
     } = probes;
+    // Entries of tasks that ended unseen leave the kernel's tables every 30 s.
+    let table_states = crate::kernel::tables::TableStates::default();
+    let _sweeper = tables.spawn_sweeper(Duration::from_secs(30), table_states.clone());
     let mut ebpf = Some(ebpf);
     // Fault drill (tests, and operators proving their alerting): detach every
     // program after N seconds, so the pipeline goes blind while still running.
@@ -275,6 +331,7 @@ pub async fn run(
             _ = second.tick() => {
                 // A loss without records after it: nothing more to wait for.
                 engine.caught_up();
+                engine.recheck_unseen_reaps();
                 if let Some(c) = canary.as_mut() {
                     if let Some((healthy, reason, latency)) = c.tick() {
                         let mut s = stats.lock().expect("stats lock");
@@ -294,6 +351,9 @@ pub async fn run(
                     ebpf = None;
                 }
                 refresh_stats(&stats, &engine);
+                if let Ok(t) = table_states.lock() {
+                    stats.lock().expect("stats lock").kernel_tables = t.clone();
+                }
                 stats.lock().expect("stats lock").container_names_late = names.unnamed;
                 out.tick(&stats);
                 Some(Batch::Events(Vec::new()))
@@ -389,32 +449,7 @@ pub async fn run(
             }
             Batch::Lost { by_kind } => {
                 engine.loss_seen();
-                let count: u64 = by_kind.iter().sum();
-                let mut by_type = BTreeMap::new();
-                let total = {
-                    let mut s = stats.lock().expect("stats lock");
-                    s.lost += count;
-                    for (k, n) in by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
-                        let name = EventKind::from_u32(k as u32).as_str();
-                        *s.lost_by_type.entry(name).or_default() += n;
-                        by_type.insert(name.to_owned(), *n);
-                    }
-                    s.lost
-                };
-                let mono = Clock::mono_now();
-                records.push(Record {
-                    schema: SCHEMA_VERSION,
-                    time: engine.enricher.clock.rfc3339(mono),
-                    mono_ns: mono,
-                    body: Body::Loss(LossRecord {
-                        loss: LossInfo {
-                            count,
-                            total,
-                            reason: "ring_buffer_full".into(),
-                            by_type,
-                        },
-                    }),
-                });
+                records.extend(loss_records(&by_kind, &stats, &engine.enricher.clock));
             }
         }
         if let Some(c) = canary.as_mut() {
