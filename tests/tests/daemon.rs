@@ -676,7 +676,9 @@ fn a_reload_keeps_open_incidents_and_resolves_those_of_a_disabled_detector() {
 
 /// An overload with lost records leaves no ghost: children whose reaps were
 /// lost are not reported as zombies, because the tables are reconciled with
-/// /proc before anything those records could open is written.
+/// /proc before anything those records could open is written; and hides
+/// nothing: a listener whose start was lost is known after the
+/// reconciliation (the socket table is corrected too).
 #[test]
 fn an_overload_with_lost_records_leaves_no_ghost_finding() {
     if !require_root() {
@@ -697,12 +699,29 @@ fn an_overload_with_lost_records_leaves_no_ghost_finding() {
     // ~60,000 records while watcher is stopped: the 1 MiB ring keeps the first ones only.
     d.signal(Signal::SIGSTOP);
     let flood = actor(ACTOR, &["fork-loop", "20000"]);
+    // A listener that starts while the ring is full: its records are lost.
+    let mut wild = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0", "reuseport"]);
+    let wild_port = wild.value("port");
+    wild.value("listening");
     d.signal(Signal::SIGCONT);
     d.wait_for("a loss record", |v| text(v, &["type"]) == Some("loss"));
     let addr = format!("127.0.0.1:{port}");
-    eventually("a reconciliation with /proc", || {
-        (metric(&scrape(&addr), "watcher_reconciliations_total").unwrap_or(0.0) >= 1.0).then_some(())
+    eventually("a reconciliation with /proc and the socket tables", || {
+        let m = scrape(&addr);
+        let done = metric(&m, "watcher_reconciliations_total").unwrap_or(0.0) >= 1.0;
+        (done && metric(&m, "watcher_reconciled_sockets_total").unwrap_or(0.0) >= 1.0).then_some(())
     });
+    // The socket table knows the unseen listener now: a second listener
+    // on 127.0.0.1 of its port is found shadowing it.
+    let mut spec = spawn_actor(ACTOR, &["listen-hold", "127.0.0.1", &wild_port, "reuseport"]);
+    spec.value("listening");
+    d.wait_for("port_shadowed naming the listener whose start was lost", |v| {
+        finding(v, "port_shadowed", "open")
+            && finding_pids(v, None).contains(&(spec.pid as u64))
+            && finding_pids(v, None).contains(&(wild.pid as u64))
+    });
+    spec.finish();
+    wild.finish();
     // A real zombie, unreaped for 3 s: its finding (at the 1 s deadline)
     // shows the deadlines have run — a ghost's would have come before it.
     let mut real = spawn_actor(ACTOR, &["zombies", "1", "3000"]);

@@ -327,6 +327,78 @@ impl SocketTable {
         }
     }
 
+    /// The network namespaces of the holders known, each with a pid in it.
+    pub fn namespaces(&self) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for v in self.by_port.values() {
+            for h in v {
+                if !out.iter().any(|(n, _)| *n == h.netns) {
+                    out.push((h.netns, h.proc.key.tgid));
+                }
+            }
+        }
+        out
+    }
+
+    /// After a loss: correct the holders of the namespaces `read` with the
+    /// kernel's holder sockets there (`kernel`, read from `taken_ns` on).
+    /// Listeners and UDP holders the kernel no longer lists are dropped
+    /// (their close was lost) unless they bound after the read began;
+    /// listed holders the table lacks are added (their start was lost).
+    /// Bound-only TCP sockets, which the listing leaves out, stay. Returns
+    /// how many holders changed.
+    pub fn resync(
+        &mut self,
+        read: &[u32],
+        kernel: &[KernelSocket],
+        procs: &dyn Fn(u32) -> Option<Proc>,
+        taken_ns: u64,
+    ) -> u64 {
+        let listed = |h: &Holder| {
+            kernel.iter().any(|s| {
+                s.is_holder()
+                    && s.netns == h.netns
+                    && s.tcp == h.tcp
+                    && s.port == h.port
+                    && normalize(s.addr) == h.addr
+                    && s.pids.contains(&h.proc.key.tgid)
+            })
+        };
+        let keys: Vec<PortKey> = self.by_port.keys().filter(|k| read.contains(&k.0)).copied().collect();
+        let mut changed = 0;
+        for key in keys {
+            let gone = self.remove_where(key, |h| {
+                (h.listening || !h.tcp) && h.since_ns.is_none_or(|t| t < taken_ns) && !listed(h)
+            });
+            changed += gone.len() as u64;
+        }
+        for s in kernel.iter().filter(|s| s.is_holder() && read.contains(&s.netns)) {
+            let addr = normalize(s.addr);
+            for pid in &s.pids {
+                let known = self
+                    .holders((s.netns, s.tcp, s.port))
+                    .iter()
+                    .any(|h| h.addr == addr && h.proc.key.tgid == *pid);
+                if known {
+                    continue;
+                }
+                if let Some(p) = procs(*pid) {
+                    self.add(Holder {
+                        netns: s.netns,
+                        tcp: s.tcp,
+                        addr,
+                        port: s.port,
+                        proc: p,
+                        since_ns: None,
+                        listening: s.tcp,
+                    });
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
     /// Whether this event's port should be confirmed against the kernel first.
     pub fn wants_confirmation(
         &self,
@@ -457,6 +529,52 @@ impl SocketTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn proc_of(tgid: u32) -> Proc {
+        Proc {
+            key: crate::proctable::ProcKey { tgid, start_ns: 1 },
+            ppid: 1,
+            comm: "srv".into(),
+            exe: None,
+            argv: None,
+            uid: 0,
+            container_id: None,
+            cgroup_id: 0,
+            pidns: 0,
+            threads: 1,
+            exited: None,
+            signalled: None,
+            program: 0,
+        }
+    }
+
+    fn listener(netns: u32, port: u16, pid: u32) -> KernelSocket {
+        KernelSocket { tcp: true, addr: "0.0.0.0".parse().unwrap(), port, state: TCP_LISTEN, uid: 0, inode: 1, pids: vec![pid], netns }
+    }
+
+    #[test]
+    fn a_resync_after_a_loss_drops_closed_listeners_and_adds_unseen_ones() {
+        let mut t = SocketTable::new(64);
+        let procs = |tgid: u32| Some(proc_of(tgid));
+        t.seed(&[listener(7, 80, 10), listener(7, 81, 11), listener(9, 90, 12)], &procs, 0);
+        // A listener bound after the read began is newer than the listing: kept.
+        t.add(Holder { netns: 7, tcp: true, addr: "0.0.0.0".parse().unwrap(), port: 83, proc: proc_of(14), since_ns: Some(2_000), listening: true });
+        // Bound-only TCP sockets are not in the listing: kept.
+        t.add(Holder { netns: 7, tcp: true, addr: "0.0.0.0".parse().unwrap(), port: 84, proc: proc_of(15), since_ns: Some(500), listening: false });
+        // Namespace 7 now: 80 closed (lost), 81 still there, 82 started unseen.
+        let kernel = [listener(7, 81, 11), listener(7, 82, 13)];
+        let changed = t.resync(&[7], &kernel, &procs, 1_000);
+        assert_eq!(changed, 2, "80 dropped, 82 added");
+        assert!(t.holders((7, true, 80)).is_empty());
+        assert_eq!(t.holders((7, true, 81)).len(), 1);
+        assert_eq!(t.holders((7, true, 82))[0].proc.key.tgid, 13);
+        assert_eq!(t.holders((7, true, 83)).len(), 1, "newer than the read");
+        assert_eq!(t.holders((7, true, 84)).len(), 1, "bound-only");
+        assert_eq!(t.holders((9, true, 90)).len(), 1, "a namespace not read is not judged");
+        let mut ns = t.namespaces();
+        ns.sort();
+        assert_eq!(ns.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![7, 9]);
+    }
 
     #[test]
     fn overlap_rules() {

@@ -79,7 +79,7 @@ impl crate::engine::SocketLookup for StandIn {
     fn summary(&mut self, netns: u32, _via: u32) {
         self.summary.lock().unwrap().1.push(netns);
     }
-    fn start_snapshot(&mut self, _identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+    fn start_snapshot(&mut self, _identity: crate::proctable::Identity, _namespaces: Vec<(u32, u32)>) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         *self.snapshot.lock().unwrap() = Some(tx);
         Some(rx)
@@ -89,7 +89,7 @@ impl crate::engine::SocketLookup for StandIn {
         let answer = self.confirm.lock().unwrap().clone()?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let procs = answer.into_iter().filter(|p| pids.contains(&p.key.tgid)).collect();
-        tx.send(crate::world::reconcile::Snapshot { taken_ns: u64::MAX / 2, procs, only: Some(pids) }).unwrap();
+        tx.send(crate::world::reconcile::Snapshot { taken_ns: u64::MAX / 2, procs, only: Some(pids), ..Default::default() }).unwrap();
         Some(rx)
     }
     fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
@@ -169,7 +169,7 @@ impl Kit {
     pub fn proc_snapshot(&mut self, taken_ns: u64, procs: Vec<crate::proctable::Proc>) {
         self.engine.caught_up();
         let tx = self.proc_now.lock().unwrap().take().expect("a snapshot was asked");
-        tx.send(crate::world::reconcile::Snapshot { taken_ns, procs, only: None }).unwrap();
+        tx.send(crate::world::reconcile::Snapshot { taken_ns, procs, only: None, ..Default::default() }).unwrap();
     }
 
     /// From now on, findings about processes are confirmed against this stand-in `/proc`.

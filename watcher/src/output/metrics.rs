@@ -163,6 +163,8 @@ pub fn render(s: &Stats) -> String {
     let _ = writeln!(o, "watcher_confirmations_total {}", s.confirmations);
     family(&mut o, "watcher_reconciled_processes_total", "counter", "Processes a reconciliation corrected (ended, reaped or started unseen during a loss).");
     let _ = writeln!(o, "watcher_reconciled_processes_total {}", s.reconciled_processes);
+    family(&mut o, "watcher_reconciled_sockets_total", "counter", "Socket-table holders a reconciliation dropped (their close was lost) or added (their start was lost).");
+    let _ = writeln!(o, "watcher_reconciled_sockets_total {}", s.reconciled_sockets);
     family(&mut o, "watcher_findings_withdrawn_total", "counter", "Findings held after a loss and never written: the reconciliation showed them false.");
     let _ = writeln!(o, "watcher_findings_withdrawn_total {}", s.findings_withdrawn);
     family(

@@ -46,9 +46,11 @@ pub trait SocketLookup: Send {
     fn full_args(&mut self, _pid: u32, _captured: &[String]) -> Option<Vec<String>> {
         None
     }
-    /// Start a snapshot of `/proc` for the reconciliation after a loss (never waits).
-    fn start_snapshot(&mut self, identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
-        Some(crate::world::reconcile::start(identity))
+    /// Start a snapshot of `/proc` (and of the holder sockets of
+    /// `namespaces`: netns inode, a pid in it) for the reconciliation after
+    /// a loss (never waits).
+    fn start_snapshot(&mut self, identity: crate::proctable::Identity, namespaces: Vec<(u32, u32)>) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+        Some(crate::world::reconcile::start(identity, namespaces))
     }
     /// Start reading the processes `pids` from `/proc` to confirm a finding
     /// (never waits); `None`: no confirmation here (the finding goes as it is).
@@ -109,6 +111,8 @@ pub struct Engine {
     /// Findings about processes confirmed against /proc before they opened.
     pub confirmations: u64,
     pub reconciled_processes: u64,
+    /// Socket-table holders a reconciliation dropped or added.
+    pub reconciled_sockets: u64,
     /// Held findings never written because the reconciliation showed them false.
     pub findings_withdrawn: u64,
 }
@@ -170,6 +174,7 @@ impl Engine {
             reconciliations: 0,
             confirmations: 0,
             reconciled_processes: 0,
+            reconciled_sockets: 0,
             findings_withdrawn: 0,
             lookups_unanswered: Default::default(),
             runtime: None,
@@ -359,7 +364,10 @@ impl Engine {
     /// The ring's backlog has been handled: after a loss, take the snapshot now.
     pub fn caught_up(&mut self) {
         if let Some(None) = self.reconciling {
-            self.reconciling = Some(self.lookup.start_snapshot(self.enricher.procs.identity));
+            // The namespaces the socket table knows, and watcher's own.
+            let mut namespaces = self.detectors.sockets.namespaces();
+            namespaces.push((crate::world::netns::own_netns(), std::process::id()));
+            self.reconciling = Some(self.lookup.start_snapshot(self.enricher.procs.identity, namespaces));
         }
     }
 
@@ -530,6 +538,11 @@ impl Engine {
             }
             self.reconciled_processes += new.len() as u64;
             out.extend(self.detectors.seed(&new, &[], now));
+        }
+        if !partial && !snapshot.netns_read.is_empty() {
+            let table = &self.enricher.procs;
+            let procs = |tgid: u32| table.get(tgid).cloned();
+            self.reconciled_sockets += self.detectors.sockets.resync(&snapshot.netns_read, &snapshot.sockets, &procs, snapshot.taken_ns);
         }
         // What was held: written if its incident survived, else withdrawn
         // (and what the reconciliation said of it, too).

@@ -51,6 +51,7 @@ pub struct Stats {
     pub reconciliations: u64,
     pub confirmations: u64,
     pub reconciled_processes: u64,
+    pub reconciled_sockets: u64,
     pub findings_withdrawn: u64,
     pub process_evictions: u64,
     pub records_written: u64,
@@ -177,6 +178,7 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     s.reconciliations = engine.reconciliations;
     s.confirmations = engine.confirmations;
     s.reconciled_processes = engine.reconciled_processes;
+    s.reconciled_sockets = engine.reconciled_sockets;
     s.findings_withdrawn = engine.findings_withdrawn;
     for (k, n) in engine.detectors.open_incidents() {
         s.open_incidents.insert(k.as_str(), n as u64);

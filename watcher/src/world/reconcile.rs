@@ -10,8 +10,11 @@
 //! for a zombie that is no longer one, an exit for a process that is now a
 //! zombie) fed through the detectors like any other, processes that started
 //! unseen are added, and only the held findings whose incidents survive that
-//! are written. A loss never leaves a false finding behind, and delays a
-//! true one by the snapshot's time (tens of milliseconds).
+//! are written. The socket table is corrected from the same snapshot: the
+//! holder sockets of every network namespace it knows (listeners whose close
+//! was lost are dropped, listeners whose start was lost are added). A loss
+//! never leaves a false finding behind, and delays a true one by the
+//! snapshot's time (tens of milliseconds).
 //!
 //! Without a loss, the same path confirms each such finding before it
 //! opens: only the processes it names are read from `/proc` (a zombie must
@@ -35,17 +38,46 @@ pub struct Snapshot {
     /// A confirmation of these pids only (the processes a finding names):
     /// nothing else is judged, nothing is added.
     pub only: Option<Vec<u32>>,
+    /// The holder sockets (TCP listeners, bound UDP) of the network
+    /// namespaces in `netns_read`, with their processes.
+    pub sockets: Vec<crate::detect::sockets::KernelSocket>,
+    pub netns_read: Vec<u32>,
 }
 
-/// Take a snapshot on a thread of its own; the receiver gets it.
-pub fn start(identity: crate::proctable::Identity) -> Receiver<Snapshot> {
+/// The holder sockets of each namespace (netns inode, a pid in it), read
+/// from that pid's `/proc/<pid>/net` tables (no namespace is entered), with
+/// their processes (one scan of `/proc/*/fd`). A namespace whose pid has
+/// left it is not read.
+pub fn holders_of(namespaces: &[(u32, u32)]) -> (Vec<crate::detect::sockets::KernelSocket>, Vec<u32>) {
+    let mut all = Vec::new();
+    let mut read = Vec::new();
+    for &(netns, pid) in namespaces {
+        if read.contains(&netns) {
+            continue;
+        }
+        let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+        if crate::world::netns::ns_inode(&dir.join("ns/net")) != Some(netns) {
+            continue;
+        }
+        let mut socks = crate::sockdiag::Diag::open_tables_only(&dir.join("net")).holders();
+        socks.iter_mut().for_each(|s| s.netns = netns);
+        all.extend(socks);
+        read.push(netns);
+    }
+    (crate::sockdiag::with_owners(all), read)
+}
+
+/// Take a snapshot on a thread of its own — every process, and the holder
+/// sockets of `namespaces` (netns inode, a pid in it); the receiver gets it.
+pub fn start(identity: crate::proctable::Identity, namespaces: Vec<(u32, u32)>) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
     let spawned = std::thread::Builder::new().name("watcher-reconcile".into()).spawn(move || {
         let taken_ns = crate::record::Clock::mono_now();
+        let (sockets, netns_read) = holders_of(&namespaces);
         let mut t = ProcessTable::new(10_000_000);
         t.identity = identity;
         t.seed_from_proc();
-        let _ = tx.send(Snapshot { taken_ns, procs: t.iter().cloned().collect(), only: None });
+        let _ = tx.send(Snapshot { taken_ns, procs: t.iter().cloned().collect(), only: None, sockets, netns_read });
     });
     if spawned.is_err() {
         tracing::warn!("cannot start the reconciliation thread");
@@ -63,7 +95,7 @@ pub fn start_for(pids: Vec<u32>, identity: crate::proctable::Identity) -> Receiv
             .filter_map(|&pid| procfs::process::Process::new(pid as i32).ok())
             .filter_map(|pr| crate::proctable::read_proc(&pr, identity))
             .collect();
-        let _ = tx.send(Snapshot { taken_ns, procs, only: Some(pids) });
+        let _ = tx.send(Snapshot { taken_ns, procs, only: Some(pids), ..Default::default() });
     });
     if spawned.is_err() {
         tracing::warn!("cannot start the confirmation thread");
