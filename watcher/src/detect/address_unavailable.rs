@@ -1,7 +1,6 @@
 //! `address_unavailable`: a bind fails with EADDRNOTAVAIL — the address is
 //! not on this host (taken by or reserved for another machine, an interface
 //! not up yet). One incident per address; resolves when a bind to it succeeds.
-use crate::kernel::abi::{EADDRNOTAVAIL};
 use std::net::IpAddr;
 
 use serde_json::{json, Map};
@@ -10,7 +9,7 @@ use super::{
     addr_port, incident::Incidents, sockets::normalize, who, DetectConfig, Finding, Input,
     Involved, Kind,
 };
-use crate::decode::{ip_addr, Payload};
+use crate::world::domain::{BindError, DomainEvent};
 
 
 pub struct AddressUnavailable {
@@ -39,14 +38,14 @@ impl AddressUnavailable {
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
-        let Payload::Bind(b) = &i.ev.payload else {
-            return Vec::new();
+        let (b, failed) = match *i.event {
+            DomainEvent::Bound { local } => (local, false),
+            DomainEvent::BindFailed { local, error: BindError::NotAvailable } => (local, true),
+            _ => return Vec::new(),
         };
-        let Some(ip) = ip_addr(b.family, &b.addr).map(normalize) else {
-            return Vec::new();
-        };
+        let ip = normalize(b.ip);
         let ts = i.ev.header.ts_ns;
-        if b.ret == -EADDRNOTAVAIL {
+        if failed {
             let Some(p) = i.subject else {
                 return Vec::new();
             };
@@ -82,7 +81,7 @@ impl AddressUnavailable {
                 .into_iter()
                 .collect();
         }
-        if b.ret == 0 && self.incidents.is_open(&(b.netns, ip)) {
+        if self.incidents.is_open(&(b.netns, ip)) {
             let by = i
                 .subject
                 .map(who)

@@ -5,7 +5,7 @@
 //! fails before sending (unreachable network) counts from its syscall result.
 //! Lists the clients, and notes when the destination port is shadowed.
 //! Resolves when a connect to it succeeds.
-use crate::kernel::abi::{ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_SENT};
+use crate::kernel::abi::{ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     net::IpAddr,
@@ -18,8 +18,8 @@ use super::{
     Input, Involved, Kind,
 };
 use crate::{
-    decode::{ip_addr, Payload},
     names::errno_name,
+    world::domain::{ConnectOutcome, DomainEvent},
     proctable::Proc,
 };
 
@@ -175,54 +175,42 @@ impl ConnectFailures {
         shadowed: &dyn Fn(u32, u16) -> Option<String>,
     ) -> Vec<Finding> {
         let ts = i.ev.header.ts_ns;
-        match &i.ev.payload {
-            Payload::TcpState(t) if t.old_state == TCP_SYN_SENT => {
-                let Some(ip) = ip_addr(t.family, &t.daddr).map(normalize) else {
-                    return Vec::new();
-                };
-                let key = (t.netns, ip, t.dport);
-                if t.new_state == TCP_ESTABLISHED {
-                    return self.success(key, i.owner, ts).into_iter().collect();
+        let DomainEvent::Connect { dest, sock, outcome, syscall } = *i.event else {
+            return Vec::new();
+        };
+        if !dest.tcp {
+            return Vec::new();
+        }
+        let key = (dest.netns, normalize(dest.ip), dest.port);
+        // The syscall's record is in the connecting process; a state change
+        // may run in another task's context (its socket's owner is known).
+        let who = if syscall { i.subject } else { i.owner };
+        match outcome {
+            ConnectOutcome::Connected => self.success(key, who, ts).into_iter().collect(),
+            ConnectOutcome::HandshakeFailed => {
+                if self.counted.len() > 65_536 {
+                    self.counted.clear();
                 }
-                if t.new_state == TCP_CLOSE {
-                    if self.counted.len() > 65_536 {
-                        self.counted.clear();
-                    }
-                    self.counted.insert(t.skaddr);
-                    return self
-                        .failure(key, i.owner, "refused or timed out".into(), ts, shadowed)
-                        .into_iter()
-                        .collect();
-                }
+                self.counted.insert(sock);
+                self.failure(key, who, "refused or timed out".into(), ts, shadowed).into_iter().collect()
+            }
+            ConnectOutcome::InProgress => {
+                self.counted.remove(&sock);
                 Vec::new()
             }
-            Payload::Connect(c) if crate::kernel::abi::is_tcp(c.sock_type) => {
-                let Some(ip) = ip_addr(c.family, &c.addr).map(normalize) else {
-                    return Vec::new();
-                };
-                let key = (c.netns, ip, c.port);
-                let errno = -c.ret;
-                if c.ret == 0 {
-                    return self.success(key, i.subject, ts).into_iter().collect();
-                }
-                let counted = self.counted.remove(&c.skaddr);
-                if EARLY_FAILURES.contains(&errno)
-                    || (REFUSED_OR_TIMEOUT.contains(&errno) && !counted)
-                {
-                    // Refine the error text of a failure counted from the state change.
-                    return self
-                        .failure(key, i.subject, errno_name(errno), ts, shadowed)
-                        .into_iter()
-                        .collect();
+            ConnectOutcome::Error(errno) => {
+                let counted = self.counted.remove(&sock);
+                if EARLY_FAILURES.contains(&errno) || (REFUSED_OR_TIMEOUT.contains(&errno) && !counted) {
+                    return self.failure(key, who, errno_name(errno), ts, shadowed).into_iter().collect();
                 }
                 if counted {
+                    // Refine the error text of a failure counted from the state change.
                     if let Some(d) = self.dests.get_mut(&key) {
                         d.last_error = errno_name(errno);
                     }
                 }
                 Vec::new()
             }
-            _ => Vec::new(),
         }
     }
 

@@ -12,7 +12,7 @@ use super::{
     config::names_match, incident::Incidents, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
-    decode::Payload,
+    world::domain::DomainEvent,
     proctable::{Proc, ProcKey},
 };
 
@@ -174,15 +174,15 @@ impl DuplicateInstances {
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
-        match &i.ev.payload {
-            Payload::Exec(_) => {
+        match i.event {
+            DomainEvent::Exec => {
                 let Some(p) = i.subject else { return out };
                 out.extend(self.leave(p.key, ts));
                 if Self::is_instance(p, i.parent) {
                     out.extend(self.join(p, ts));
                 }
             }
-            Payload::Exit(_) => {
+            DomainEvent::Exited { .. } => {
                 let Some(p) = i.subject.filter(|p| p.exited.is_some()) else {
                     return out;
                 };

@@ -5,13 +5,12 @@
 //! forks are spread over many parents (make, shells, compiler drivers) and its
 //! processes end as fast as they start, so no subtree grows. Resolves when
 //! neither holds any more (checked every second while open).
-use crate::kernel::abi::{CLONE_THREAD};
 use std::collections::HashMap;
 
 use serde_json::{json, Map};
 
 use super::{config::ns, incident::Incidents, who, DetectConfig, Finding, Input, Involved, Kind};
-use crate::{decode::Payload, proctable::Proc};
+use crate::{proctable::Proc, world::domain::DomainEvent};
 
 const BUCKETS: usize = 20;
 const SECOND: u64 = 1_000_000_000;
@@ -152,9 +151,8 @@ impl ForkStorm {
         let ts = i.ev.header.ts_ns;
         let c = &self.cfg.fork_storm;
         let (rate_limit, sustain, growth_limit) = (c.rate_per_s, c.sustain_s, c.growth as i64);
-        match &i.ev.payload {
-            Payload::Fork(f) if f.clone_flags & CLONE_THREAD == 0 => {
-                let parent = i.ev.header.tgid;
+        match *i.event {
+            DomainEvent::ProcessStarted { parent, .. } => {
                 self.prune(ts);
                 // Rate of one parent.
                 let sec = ts / SECOND;
@@ -238,7 +236,7 @@ impl ForkStorm {
                     }
                 }
             }
-            Payload::Exit(_) => {
+            DomainEvent::Exited { .. } => {
                 let Some(p) = i.subject.filter(|p| p.exited.is_some()) else {
                     return out;
                 };

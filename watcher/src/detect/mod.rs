@@ -37,8 +37,8 @@ use serde_json::{Map, Value};
 
 use crate::{
     decode::KernelEvent,
-    decode::Payload,
     proctable::{Proc, ProcKey},
+    world::domain::DomainEvent,
     record::Clock,
     world::containers::ContainerInfo,
 };
@@ -145,6 +145,9 @@ pub struct Finding {
 /// What a detector is given for one kernel event.
 pub struct Input<'a> {
     pub ev: &'a KernelEvent,
+    /// What the record means (built once, in enrichment): detectors match on
+    /// this, not on the wire payload.
+    pub event: &'a crate::world::domain::DomainEvent,
     /// The event's process after the event (for a reap: the reaped child as it was).
     pub subject: Option<&'a Proc>,
     /// Its parent (for a reap: the reaper).
@@ -321,18 +324,10 @@ impl Detectors {
     /// that namespace: inode numbers of namespaces are reused, so this is told
     /// by the kernel per exit, not remembered by number).
     fn teardown(&self, i: &Input) -> Teardown {
-        let Payload::Exit(x) = &i.ev.payload else {
-            return Teardown::default();
-        };
-        if crate::proctable::ends_pid_namespace(x, i.ev.header.tgid) {
-            return Teardown {
-                ends: Some(x.pidns),
-                during: true,
-            };
-        }
-        Teardown {
-            ends: None,
-            during: x.flags & watcher_common::EXIT_PIDNS_DYING != 0,
+        match *i.event {
+            DomainEvent::Exited { ends_pid_namespace: Some(ns), .. } => Teardown { ends: Some(ns), during: true },
+            DomainEvent::Exited { namespace_dying, .. } => Teardown { ends: None, during: namespace_dying },
+            _ => Teardown::default(),
         }
     }
 
@@ -357,12 +352,8 @@ impl Detectors {
 
     /// Whether a bind should be confirmed against the kernel's socket table
     /// before the detectors see it: (network namespace, transport is TCP, port).
-    pub fn wants_confirmation(
-        &self,
-        ev: &KernelEvent,
-        subject: Option<&Proc>,
-    ) -> Option<sockets::PortKey> {
-        self.sockets.wants_confirmation(ev, subject)
+    pub fn wants_confirmation(&self, event: &DomainEvent, me: u32) -> Option<sockets::PortKey> {
+        self.sockets.wants_confirmation(event, me)
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
@@ -371,9 +362,8 @@ impl Detectors {
         let changes = self.sockets.apply(i);
         // Whether a connect's destination port is shadowed (port_shadowed's
         // incidents; it does not change on connect events).
-        let dest = match &i.ev.payload {
-            Payload::Connect(c) => Some((c.netns, c.port)),
-            Payload::TcpState(t) => Some((t.netns, t.dport)),
+        let dest = match i.event {
+            DomainEvent::Connect { dest, .. } => Some((dest.netns, dest.port)),
             _ => None,
         };
         let note = dest.and_then(|(n, p)| self.port_shadowed.shadowed_port(n, p).map(|x| (n, p, x)));

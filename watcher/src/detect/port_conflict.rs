@@ -10,7 +10,6 @@
 //! failed on is added to that incident, and the process's successful bind on
 //! such a port resolves it, saying which port it got. Port 0 (an ephemeral
 //! port) is never a conflict: the kernel picks it (see `ports_exhausted`).
-use crate::kernel::abi::{EADDRINUSE};
 use std::{collections::HashMap, net::IpAddr};
 
 use serde_json::{json, Map};
@@ -25,8 +24,8 @@ use super::{
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
-    decode::{ip_addr, Payload},
     proctable::{Proc, ProcKey},
+    world::domain::{BindError, DomainEvent},
 };
 
 /// A prober's next try is at most this far above the port it started from.
@@ -108,15 +107,15 @@ impl PortConflict {
     ) -> Vec<Finding> {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
-        match &i.ev.payload {
-            Payload::Bind(b) if b.ret == -EADDRINUSE && b.port != 0 => {
-                let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else {
+        match *i.event {
+            DomainEvent::BindFailed { local: b, error: BindError::InUse } if b.port != 0 => {
+                let (ip, Some(p)) = (b.ip, i.subject) else {
                     return out;
                 };
                 if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
                     return out;
                 }
-                let tcp = crate::kernel::abi::is_tcp(b.sock_type);
+                let tcp = b.tcp;
                 // A prober's next try: part of the incident it started.
                 // (Only its latest conflicts: a prober's tries are consecutive.)
                 let probing = self.by_proc.get(&p.key).and_then(|keys| {
@@ -196,9 +195,9 @@ impl PortConflict {
                     details,
                 ));
             }
-            Payload::Bind(b) if b.ret == 0 => {
+            DomainEvent::Bound { local: b } => {
                 let Some(p) = i.subject else { return out };
-                let tcp = crate::kernel::abi::is_tcp(b.sock_type);
+                let tcp = b.tcp;
                 // A prober found its free port: its conflicts below it are over.
                 let probed: Vec<Key> = self
                     .by_proc
@@ -216,7 +215,7 @@ impl PortConflict {
                 for k in probed {
                     let tried = self.pending.remove(&k).map(|x| x.tried).unwrap_or_default();
                     let ports: Vec<String> = std::iter::once(k.3).chain(tried).map(|x| x.to_string()).collect();
-                    let addr = ip_addr(b.family, &b.addr).map(|ip| addr_port(ip, b.port)).unwrap_or_default();
+                    let addr = addr_port(b.ip, b.port);
                     out.extend(self.incidents.resolve(
                         &k,
                         ts,
@@ -231,9 +230,7 @@ impl PortConflict {
                 let key = (program_key(p), b.netns, tcp, b.port);
                 if self.incidents.is_open(&key) {
                     self.pending.remove(&key);
-                    let addr = ip_addr(b.family, &b.addr)
-                        .map(|ip| addr_port(ip, b.port))
-                        .unwrap_or_default();
+                    let addr = addr_port(b.ip, b.port);
                     out.extend(self.incidents.resolve(
                         &key,
                         ts,

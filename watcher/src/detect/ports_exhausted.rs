@@ -8,15 +8,15 @@
 //! (at most every 10 s per namespace, never on this path) and added as an
 //! update when it answers. Resolves when a later bind to port 0 or connect in
 //! that namespace gets a port.
-use crate::kernel::abi::{EADDRINUSE, EADDRNOTAVAIL, ETIMEDOUT, ECONNREFUSED, EINPROGRESS};
+use crate::kernel::abi::{EADDRNOTAVAIL, ECONNREFUSED, ETIMEDOUT};
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
 use super::{addr_port, incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind};
 use crate::{
-    decode::{ip_addr, Payload},
     proctable::Proc,
+    world::domain::{BindError, ConnectOutcome, DomainEvent},
     sockdiag::PortSummary,
 };
 
@@ -164,23 +164,31 @@ impl PortsExhausted {
         if self.cfg.allowed_program(p) {
             return Vec::new();
         }
-        let out = match &i.ev.payload {
-            Payload::Bind(b) if b.port == 0 && b.ret == -EADDRINUSE => {
-                let addr = ip_addr(b.family, &b.addr).map(|ip| addr_port(ip, 0)).unwrap_or_else(|| "port 0".into());
-                self.failed(b.netns, p, format!("a bind to {addr} (any free port)"), ts, i.containers)
+        let out = match *i.event {
+            DomainEvent::BindFailed { local, error: BindError::InUse } if local.port == 0 => {
+                let addr = addr_port(local.ip, 0);
+                self.failed(local.netns, p, format!("a bind to {addr} (any free port)"), ts, i.containers)
             }
-            Payload::Bind(b) if b.port == 0 && b.ret == 0 && self.open.contains_key(&b.netns) => {
-                self.got_port(b.netns, p, "bound a free port".into(), ts)
+            DomainEvent::Bound { local } if local.port == 0 && self.open.contains_key(&local.netns) => {
+                self.got_port(local.netns, p, "bound a free port".into(), ts)
             }
-            Payload::Connect(c) if c.ret == -EADDRNOTAVAIL => {
-                let dest = ip_addr(c.family, &c.addr).map(|ip| addr_port(ip, c.port)).unwrap_or_default();
-                self.failed(c.netns, p, format!("a connect to {dest}"), ts, i.containers)
+            DomainEvent::Connect { dest, outcome: ConnectOutcome::Error(EADDRNOTAVAIL), .. } => {
+                let dest_s = addr_port(dest.ip, dest.port);
+                self.failed(dest.netns, p, format!("a connect to {dest_s}"), ts, i.containers)
             }
-            Payload::Connect(c)
-                if matches!(-c.ret, 0 | EINPROGRESS | ECONNREFUSED | ETIMEDOUT) && self.open.contains_key(&c.netns) =>
+            // A connect that had a local port (the state change's task may
+            // be another's: the socket's owner is named).
+            DomainEvent::Connect { dest, outcome, syscall, .. }
+                if matches!(
+                    outcome,
+                    ConnectOutcome::Connected
+                        | ConnectOutcome::InProgress
+                        | ConnectOutcome::HandshakeFailed
+                        | ConnectOutcome::Error(ECONNREFUSED | ETIMEDOUT)
+                ) && self.open.contains_key(&dest.netns) =>
             {
-                let dest = ip_addr(c.family, &c.addr).map(|ip| addr_port(ip, c.port)).unwrap_or_default();
-                self.got_port(c.netns, p, format!("got a local port for a connect to {dest}"), ts)
+                let dest_s = addr_port(dest.ip, dest.port);
+                self.got_port(dest.netns, if syscall { p } else { i.owner.unwrap_or(p) }, format!("got a local port for a connect to {dest_s}"), ts)
             }
             _ => None,
         };

@@ -21,7 +21,6 @@
 //! StartLimitBurst, supervisord's startretries): that opens (or updates) the
 //! finding — the program is down — until an instance of it starts again. The loop is over
 //! when a restarted instance lives `short_life_s`, or is stopped.
-use crate::kernel::abi::{CLONE_THREAD};
 use std::collections::{HashMap, VecDeque};
 
 use serde_json::{json, Map, Value};
@@ -34,7 +33,7 @@ use super::{
     who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
-    decode::Payload,
+    world::domain::DomainEvent,
     proctable::{Proc, ProcKey},
     world::{cause::Cause, containers::ContainerInfo},
 };
@@ -468,8 +467,8 @@ impl RespawnStorm {
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
         let ts = i.ev.header.ts_ns;
-        match &i.ev.payload {
-            Payload::Exit(_) => {
+        match i.event {
+            DomainEvent::Exited { .. } => {
                 let Some(p) = i.subject.filter(|p| p.program != 0) else {
                     return Vec::new();
                 };
@@ -509,11 +508,11 @@ impl RespawnStorm {
                     }
                 }
             }
-            Payload::Exec(_) => match i.subject {
+            DomainEvent::Exec => match i.subject {
                 Some(p) => self.started(p, i.parent, ts, i).into_iter().collect(),
                 None => Vec::new(),
             },
-            Payload::Fork(f) if f.clone_flags & CLONE_THREAD == 0 => match i.subject {
+            DomainEvent::ProcessStarted { .. } => match i.subject {
                 // A worker re-forked by its master: the same program without exec.
                 Some(child) => self.started(child, i.parent, ts, i).into_iter().collect(),
                 None => Vec::new(),

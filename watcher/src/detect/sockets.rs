@@ -8,18 +8,16 @@
 //!
 //! Everything is keyed by network namespace (the inode the kernel gives with
 //! each socket record): sockets of different namespaces never share a port.
-use crate::kernel::abi::{TCP_LISTEN, TCP_CLOSE, EADDRINUSE};
+use crate::kernel::abi::TCP_LISTEN;
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use watcher_common::{AF_INET, AF_INET6};
-
 use super::Input;
 use crate::{
-    decode::{ip_addr, Payload},
     proctable::Proc,
+    world::domain::{BindError, DomainEvent},
 };
 
 
@@ -399,28 +397,23 @@ impl SocketTable {
         changed
     }
 
-    /// Whether this event's port should be confirmed against the kernel first.
-    pub fn wants_confirmation(
-        &self,
-        ev: &crate::decode::KernelEvent,
-        subject: Option<&Proc>,
-    ) -> Option<PortKey> {
-        let me = subject.map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
-        match &ev.payload {
-            Payload::Bind(b) if b.family == AF_INET || b.family == AF_INET6 => {
-                let key = (b.netns, crate::kernel::abi::is_tcp(b.sock_type), b.port);
-                // Port 0: the kernel found no free ephemeral port — nothing
-                // holds "port 0" (ports_exhausted asks for the summary).
-                if b.ret == -EADDRINUSE && b.port != 0 {
-                    return Some(key);
-                }
-                let others = self.holders(key).iter().any(|h| h.proc.key.tgid != me);
-                (b.ret == 0 && b.port != 0 && others).then_some(key)
+    /// Whether this event's port should be confirmed against the kernel
+    /// first (`me`: the event's process).
+    pub fn wants_confirmation(&self, event: &DomainEvent, me: u32) -> Option<PortKey> {
+        let others = |key: PortKey| self.holders(key).iter().any(|h| h.proc.key.tgid != me);
+        match *event {
+            // Port 0: the kernel found no free ephemeral port — nothing
+            // holds "port 0" (ports_exhausted asks for the summary).
+            DomainEvent::BindFailed { local, error: BindError::InUse } if local.port != 0 => {
+                Some((local.netns, local.tcp, local.port))
             }
-            Payload::TcpState(t) if t.new_state == TCP_LISTEN => {
-                let key = (t.netns, true, t.sport);
-                let others = self.holders(key).iter().any(|h| h.proc.key.tgid != me);
-                others.then_some(key)
+            DomainEvent::Bound { local } if local.port != 0 => {
+                let key = (local.netns, local.tcp, local.port);
+                others(key).then_some(key)
+            }
+            DomainEvent::ListenStarted { local } => {
+                let key = (local.netns, true, local.port);
+                others(key).then_some(key)
             }
             _ => None,
         }
@@ -429,43 +422,37 @@ impl SocketTable {
     /// Apply one event.
     pub fn apply(&mut self, i: &Input) -> Changes {
         let mut ch = Changes::default();
-        let ev = i.ev;
-        let ts = ev.header.ts_ns;
-        if let (Some(kernel), Some(key)) =
-            (i.kernel_sockets, self.wants_confirmation(ev, i.subject))
-        {
-            let failed = matches!(&ev.payload, Payload::Bind(b) if b.ret == -EADDRINUSE);
+        let ts = i.ev.header.ts_ns;
+        let me = i.subject.map(|p| p.key.tgid).unwrap_or(i.ev.header.tgid);
+        if let (Some(kernel), Some(key)) = (i.kernel_sockets, self.wants_confirmation(i.event, me)) {
+            let failed = matches!(i.event, DomainEvent::BindFailed { error: BindError::InUse, .. });
             self.reconcile(key, kernel, i.procs, failed);
         }
-        match &ev.payload {
-            Payload::Bind(b) if b.ret == 0 && b.port != 0 => {
-                let (Some(ip), Some(p)) = (ip_addr(b.family, &b.addr), i.subject) else {
+        match *i.event {
+            DomainEvent::Bound { local } if local.port != 0 => {
+                let Some(p) = i.subject else {
                     return ch;
                 };
-                let tcp = crate::kernel::abi::is_tcp(b.sock_type);
                 let h = Holder {
-                    netns: b.netns,
-                    tcp,
-                    addr: normalize(ip),
-                    port: b.port,
+                    netns: local.netns,
+                    tcp: local.tcp,
+                    addr: normalize(local.ip),
+                    port: local.port,
                     proc: p.clone(),
                     since_ns: Some(ts),
                     listening: false,
                 };
-                if !tcp {
+                if !local.tcp {
                     ch.receiving = Some(h.clone());
                 }
                 self.add(h);
             }
-            Payload::TcpState(t) if t.new_state == TCP_LISTEN => {
-                let Some(ip) = ip_addr(t.family, &t.saddr) else {
-                    return ch;
-                };
+            DomainEvent::ListenStarted { local } => {
                 let Some(p) = i.owner.or(i.subject) else {
                     return ch;
                 };
-                let addr = normalize(ip);
-                let key = (t.netns, true, t.sport);
+                let addr = normalize(local.ip);
+                let key = (local.netns, true, local.port);
                 let since = self
                     .holders(key)
                     .iter()
@@ -473,10 +460,10 @@ impl SocketTable {
                     .and_then(|h| h.since_ns)
                     .or(Some(ts));
                 let h = Holder {
-                    netns: t.netns,
+                    netns: local.netns,
                     tcp: true,
                     addr,
-                    port: t.sport,
+                    port: local.port,
                     proc: p.clone(),
                     since_ns: since,
                     listening: true,
@@ -484,13 +471,10 @@ impl SocketTable {
                 ch.receiving = Some(h.clone());
                 self.add(h);
             }
-            Payload::TcpState(t) if t.old_state == TCP_LISTEN && t.new_state == TCP_CLOSE => {
-                let Some(ip) = ip_addr(t.family, &t.saddr) else {
-                    return ch;
-                };
-                let addr = normalize(ip);
+            DomainEvent::ListenStopped { local } => {
+                let addr = normalize(local.ip);
                 let closer = i.owner.or(i.subject).map(|p| p.key.tgid);
-                let key = (t.netns, true, t.sport);
+                let key = (local.netns, true, local.port);
                 let holders = self.holders(key);
                 // The closing task's own listener if it has one, else one on that address.
                 let target = holders
@@ -503,7 +487,7 @@ impl SocketTable {
                         self.remove_where(key, |h| h.addr == addr && h.proc.key.tgid == tgid);
                 }
             }
-            Payload::Exit(_) => {
+            DomainEvent::Exited { .. } => {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
                     // Listeners close with their own event (children may have inherited them);
                     // the rest has none: forget them with the process.

@@ -13,7 +13,7 @@ use super::{
     Involved, Kind, Teardown,
 };
 use crate::{
-    decode::Payload,
+    world::domain::DomainEvent,
     proctable::{Proc, ProcKey},
 };
 
@@ -212,8 +212,8 @@ impl Zombies {
                 out.extend(self.forget(k, ts, "reaped by the kernel as its pid namespace ended"));
             }
         }
-        match &i.ev.payload {
-            Payload::Exit(_) => {
+        match i.event {
+            DomainEvent::Exited { .. } => {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
                     if !self.children.contains_key(&p.key) && !teardown.during {
                         let exited = p.exited.map(|(t, _)| t).unwrap_or(ts);
@@ -252,7 +252,7 @@ impl Zombies {
                     }
                 }
             }
-            Payload::Reap(_) => {
+            DomainEvent::Reaped { .. } => {
                 if let Some(c) = i.subject {
                     out.extend(self.forget(c.key, ts, "reaped"));
                 }

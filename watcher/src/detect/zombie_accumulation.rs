@@ -22,7 +22,7 @@ use super::{
     Teardown,
 };
 use crate::{
-    decode::Payload,
+    world::domain::DomainEvent,
     proctable::{Proc, ProcKey},
 };
 
@@ -237,8 +237,8 @@ impl ZombieAccumulation {
         if let Some(ns) = teardown.ends {
             out.extend(self.namespace_ended(ns, ts));
         }
-        match &i.ev.payload {
-            Payload::Exit(x) => {
+        match *i.event {
+            DomainEvent::Exited { parent_waiting, .. } => {
                 let Some(p) = i.subject.filter(|p| p.exited.is_some()) else {
                     return out;
                 };
@@ -248,7 +248,7 @@ impl ZombieAccumulation {
                         p.ppid,
                         i.parent,
                         ts,
-                        x.parent_waiting != 0,
+                        parent_waiting,
                         i.containers,
                     ));
                 }
@@ -291,7 +291,7 @@ impl ZombieAccumulation {
                 }
                 self.per_parent.remove(&p.key.tgid);
             }
-            Payload::Reap(_) => {
+            DomainEvent::Reaped { .. } => {
                 if let Some(reaper) = i.parent {
                     if self.last_reap.len() >= self.cap {
                         let g = self.grace_ns;

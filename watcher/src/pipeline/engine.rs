@@ -294,9 +294,8 @@ impl Engine {
         } else {
             None
         };
-        let confirm = self
-            .detectors
-            .wants_confirmation(ev, touched.subject.as_ref());
+        let me = touched.subject.as_ref().map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
+        let confirm = self.detectors.wants_confirmation(&touched.event, me);
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second {
             self.budget = (second, 0);
@@ -331,6 +330,7 @@ impl Engine {
         let ppid_of = |tgid: u32| table.get(tgid).map(|p| p.ppid);
         let input = Input {
             ev,
+            event: &touched.event,
             subject: touched.subject.as_ref(),
             parent: touched.parent.as_ref(),
             owner: owner.as_ref(),

@@ -276,6 +276,8 @@ impl Enricher {
                 }
             }
         }
+        // What the record means, once, for the detectors.
+        touched.event = crate::world::domain::DomainEvent::of(ev);
         // Why a process ended, once, for its record and the detectors.
         if let Payload::Exit(x) = &ev.payload {
             if crate::proctable::ends_process(x, ev.header.pid, ev.header.tgid) {

@@ -5,6 +5,7 @@
 pub mod cause;
 pub mod cmdline;
 pub mod containers;
+pub mod domain;
 pub mod enrich;
 pub mod netns;
 pub mod proctable;

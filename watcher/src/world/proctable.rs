@@ -97,6 +97,8 @@ pub struct Touched {
     pub parent: Option<Proc>,
     /// For the exit that ends a process: why it ended (set by enrichment).
     pub cause: Option<crate::world::cause::Cause>,
+    /// What the record means (set by enrichment).
+    pub event: crate::world::domain::DomainEvent,
 }
 
 /// Counters of the table's bounded behaviour.
@@ -301,7 +303,7 @@ impl ProcessTable {
                     }
                     return Touched {
                         subject: self.procs.get(&h.tgid).cloned(),
-                        parent: None, cause: None };
+                        parent: None, cause: None, ..Default::default() };
                 }
                 let parent = self.procs.get(&h.tgid).cloned();
                 let ppid = if f.clone_flags & CLONE_PARENT != 0 {
@@ -338,7 +340,7 @@ impl ProcessTable {
                 self.insert(child.clone());
                 Touched {
                     subject: Some(child),
-                    parent, cause: None }
+                    parent, cause: None, ..Default::default() }
             }
             Payload::Exec(x) => {
                 let p = self.entry(ev);
@@ -365,7 +367,7 @@ impl ProcessTable {
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched {
                     subject: Some(subject),
-                    parent, cause: None }
+                    parent, cause: None, ..Default::default() }
             }
             Payload::Exit(x) => {
                 let status = ExitStatus::from_raw(x.exit_code);
@@ -416,7 +418,7 @@ impl ProcessTable {
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched {
                     subject: Some(subject),
-                    parent, cause: None }
+                    parent, cause: None, ..Default::default() }
             }
             Payload::Reap(r) => {
                 let reaper = match ReapSource::from_u32(r.source) {
@@ -435,16 +437,16 @@ impl ProcessTable {
                 };
                 Touched {
                     subject,
-                    parent: reaper, cause: None }
+                    parent: reaper, cause: None, ..Default::default() }
             }
             // A socket call runs in its process: learn the process if it is unknown (evicted, missed).
             Payload::Bind(_) | Payload::Connect(_) => Touched {
                 subject: Some(self.entry(ev).clone()),
-                parent: None, cause: None },
+                parent: None, cause: None, ..Default::default() },
             // A TCP state change may run in softirq context of an unrelated task.
             Payload::TcpState(_) => Touched {
                 subject: self.procs.get(&h.tgid).cloned(),
-                parent: None, cause: None },
+                parent: None, cause: None, ..Default::default() },
             Payload::Signal(x) => self.signalled(ev, x),
             // Not about one process.
             Payload::Cgroup(_) => Touched::default(),
@@ -501,7 +503,7 @@ impl ProcessTable {
         }
         Touched {
             subject: Some(p.clone()),
-            parent: sender_proc, cause: None }
+            parent: sender_proc, cause: None, ..Default::default() }
     }
 
     /// Whether `who` is an ancestor of `tgid` above its parent (bounded walk).
