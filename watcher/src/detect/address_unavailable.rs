@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde_json::{json, Map};
 
 use super::{
-    addr_port, incident::Incidents, sockets::normalize, who, DetectConfig, Finding, Input,
+    addr_port, incident::Incidents, sockets::normalize, summary::Says, who, DetectConfig, Finding, Input,
     Involved, Kind,
 };
 use crate::world::domain::{BindError, DomainEvent};
@@ -52,11 +52,7 @@ impl AddressUnavailable {
             if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
                 return Vec::new();
             }
-            let summary = format!(
-                "{} cannot bind {}: {ip} is not an address of this host (taken by or reserved for another machine, or its interface is down)",
-                who(p),
-                addr_port(ip, b.port)
-            );
+            let summary: String = Says::AddressNotLocal { who: who(p), addr: addr_port(ip, b.port), ip: ip.to_string() }.into();
             let mut details = Map::new();
             details.insert("address".into(), json!(ip.to_string()));
             details.insert("port".into(), json!(b.port));
@@ -91,10 +87,7 @@ impl AddressUnavailable {
                 .resolve(
                     &(b.netns, ip),
                     ts,
-                    format!(
-                        "{by} bound {}: {ip} is available now",
-                        addr_port(ip, b.port)
-                    ),
+                    Says::AddressAvailable { who: by, addr: addr_port(ip, b.port), ip: ip.to_string() }.into(),
                 )
                 .into_iter()
                 .collect();

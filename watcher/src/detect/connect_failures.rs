@@ -14,7 +14,7 @@ use std::{
 use serde_json::{json, Map};
 
 use super::{
-    addr_port, config::ns, incident::Incidents, sockets::normalize, who, DetectConfig, Finding,
+    addr_port, config::ns, incident::Incidents, sockets::normalize, summary::Says, who, DetectConfig, Finding,
     Input, Involved, Kind,
 };
 use crate::{
@@ -120,17 +120,16 @@ impl ConnectFailures {
             return None;
         }
         let dest = addr_port(key.1, key.2);
-        let clients: Vec<String> = d.clients.iter().rev().take(5).map(who).collect();
-        let mut summary = format!(
-            "{n} connects to {dest} failed within {} s ({}) from {} client process(es): {}",
-            self.window_ns / 1_000_000_000,
-            d.last_error,
-            d.clients.len(),
-            clients.join(", ")
-        );
-        if let Some(note) = shadowed(key.0, key.2) {
-            summary.push_str(&format!("; note: {note}"));
+        let summary: String = Says::ConnectsFailing {
+            n,
+            dest: dest.clone(),
+            window_s: self.window_ns / 1_000_000_000,
+            error: d.last_error.clone(),
+            clients: d.clients.len(),
+            named: d.clients.iter().rev().take(5).map(who).collect(),
+            note: shadowed(key.0, key.2),
         }
+        .into();
         let processes = d
             .clients
             .iter()
@@ -159,14 +158,7 @@ impl ConnectFailures {
     fn success(&mut self, key: Key, client: Option<&Proc>, ts: u64) -> Option<Finding> {
         self.dests.remove(&key);
         let by = client.map(who).unwrap_or_else(|| "a client".into());
-        self.incidents.resolve(
-            &key,
-            ts,
-            format!(
-                "{by} connected to {}: it is reachable again",
-                addr_port(key.1, key.2)
-            ),
-        )
+        self.incidents.resolve(&key, ts, Says::Reachable { who: by, dest: addr_port(key.1, key.2) }.into())
     }
 
     pub fn on_event(

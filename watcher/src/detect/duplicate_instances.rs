@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map};
 
 use super::{
-    config::names_match, incident::Incidents, DetectConfig, Finding, Input, Involved, Kind,
+    config::names_match, incident::Incidents, summary::Says, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
     world::domain::DomainEvent,
@@ -80,7 +80,7 @@ impl DuplicateInstances {
             return self.incidents.resolve(
                 &program,
                 now,
-                format!("{n} instance(s) left, within the limit of {limit}"),
+                Says::DuplicatesWithin { n, limit }.into(),
             );
         }
         None
@@ -115,13 +115,8 @@ impl DuplicateInstances {
         let mut parents: Vec<u32> = list.iter().map(|x| x.ppid).collect();
         parents.sort();
         parents.dedup();
-        let kind = if limit == 1 { "a singleton, " } else { "" };
-        let summary = format!(
-            "{n} instances of `{program}` are running ({kind}limit {limit}): pids {}{}; started by {}",
-            pids.iter().take(10).map(|x| x.to_string()).collect::<Vec<_>>().join(", "),
-            if n > 10 { ", …" } else { "" },
-            parents.iter().take(5).map(|x| format!("pid {x}")).collect::<Vec<_>>().join(", ")
-        );
+        let summary: String =
+            Says::Duplicates { n, program: program.clone(), limit, pids: pids.clone(), parents: parents.clone() }.into();
         let mut processes = vec![Involved {
             role: "newest",
             proc: p.clone(),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map};
 
-use super::{config::ns, incident::Incidents, who, DetectConfig, Finding, Input, Involved, Kind};
+use super::{config::ns, incident::Incidents, summary::Says, who, DetectConfig, Finding, Input, Involved, Kind};
 use crate::{proctable::Proc, world::domain::DomainEvent};
 
 const BUCKETS: usize = 20;
@@ -96,13 +96,13 @@ impl ForkStorm {
         &mut self,
         p: &Proc,
         now: u64,
-        why: String,
+        says: impl FnOnce(String) -> Says,
         details: Map<String, serde_json::Value>,
     ) -> Option<Finding> {
         if self.cfg.allowed_program(p) {
             return None;
         }
-        let summary = format!("{} {why}", who(p));
+        let summary: String = says(who(p)).into();
         let processes = vec![Involved {
             role: "forking",
             proc: p.clone(),
@@ -182,7 +182,7 @@ impl ForkStorm {
                             out.extend(self.raise(
                                 &p,
                                 ts,
-                                format!("forks more than {rate_limit} children per second, for {secs} s in a row"),
+                                |who| Says::ForkRate { who, rate: rate_limit, secs: secs as u64 },
                                 d,
                             ));
                         }
@@ -222,13 +222,11 @@ impl ForkStorm {
                                     "window_s".into(),
                                     json!(self.cfg.fork_storm.growth_window_s),
                                 );
+                                let window_s = self.cfg.fork_storm.growth_window_s;
                                 out.extend(self.raise(
                                     &p,
                                     ts,
-                                    format!(
-                                        "is at the root of a fork bomb: its live descendants grew by {g} within {} s (limit {growth_limit})",
-                                        self.cfg.fork_storm.growth_window_s
-                                    ),
+                                    |who| Says::ForkBomb { who, growth: g, window_s, limit: growth_limit },
                                     d,
                                 ));
                             }
@@ -250,7 +248,7 @@ impl ForkStorm {
                     out.extend(self.incidents.resolve(
                         &p.key.tgid,
                         ts,
-                        format!("{} exited", who(p)),
+                        Says::ForkerExited { who: who(p) }.into(),
                     ));
                 }
             }
@@ -282,7 +280,7 @@ impl ForkStorm {
                 self.incidents.resolve(
                     &k,
                     now,
-                    format!("pid {k} forks below the storm thresholds again"),
+                    Says::ForkCalm { pid: k }.into(),
                 )
             })
             .collect()

@@ -19,6 +19,7 @@ pub mod ports_exhausted;
 pub mod registry;
 pub mod respawn_storm;
 pub mod sockets;
+pub mod summary;
 pub mod zombie;
 pub mod zombie_accumulation;
 
@@ -389,7 +390,7 @@ impl Detectors {
         for d in self.registry() {
             let kind = d.kind();
             if old.enabled(kind) && !new.enabled(kind) {
-                let why = format!("the {} detector was disabled by a configuration reload", kind.as_str());
+                let why = summary::Says::DetectorDisabled { kind: kind.as_str() }.to_string();
                 out.extend(d.incidents_mut().resolve_all(now, &why));
                 d.reset(&new);
             } else {

@@ -17,10 +17,10 @@ use serde_json::{json, Map};
 use super::{
     addr_port,
     config::ns,
-    dur,
     incident::Incidents,
     port_shadowed::holder_name,
     sockets::{overlaps, Changes, KernelSocket, PortKey, SocketTable},
+    summary::{HeldBy, Says},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
@@ -129,14 +129,13 @@ impl PortConflict {
                         pend.tried.push(b.port);
                     }
                     let ports: Vec<u16> = std::iter::once(first.3).chain(pend.tried.iter().copied()).collect();
-                    let tried: Vec<String> = ports.iter().map(|x| x.to_string()).collect();
-                    let summary = format!(
-                        "{} cannot bind {} {}: ports {} are in use (it is trying one port after another)",
-                        who_in(p, i.containers),
-                        transport(tcp),
-                        addr_port(ip, b.port),
-                        tried.join(", ")
-                    );
+                    let summary = Says::ConflictProbing {
+                        who: who_in(p, i.containers),
+                        tcp,
+                        addr: addr_port(ip, b.port),
+                        tried: ports.clone(),
+                    }
+                    .into();
                     let processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(addr_port(ip, b.port)), since_ns: None }];
                     let mut details = self.incidents.get(&first).map(|x| x.details.clone()).unwrap_or_default();
                     details.insert("ports_tried".into(), json!(ports));
@@ -214,28 +213,19 @@ impl PortConflict {
                     .unwrap_or_default();
                 for k in probed {
                     let tried = self.pending.remove(&k).map(|x| x.tried).unwrap_or_default();
-                    let ports: Vec<String> = std::iter::once(k.3).chain(tried).map(|x| x.to_string()).collect();
-                    let addr = addr_port(b.ip, b.port);
-                    out.extend(self.incidents.resolve(
-                        &k,
-                        ts,
-                        format!(
-                            "{} bound {addr} after port(s) {} were in use: it probed for a free port and got {}",
-                            who(p),
-                            ports.join(", "),
-                            b.port
-                        ),
-                    ));
+                    let says = Says::ConflictProbed {
+                        who: who(p),
+                        addr: addr_port(b.ip, b.port),
+                        tried: std::iter::once(k.3).chain(tried).collect(),
+                        got: b.port,
+                    };
+                    out.extend(self.incidents.resolve(&k, ts, says.into()));
                 }
                 let key = (program_key(p), b.netns, tcp, b.port);
                 if self.incidents.is_open(&key) {
                     self.pending.remove(&key);
-                    let addr = addr_port(b.ip, b.port);
-                    out.extend(self.incidents.resolve(
-                        &key,
-                        ts,
-                        format!("{} bound {addr}: the port conflict is over", who(p)),
-                    ));
+                    let says = Says::ConflictBound { who: who(p), addr: addr_port(b.ip, b.port) };
+                    out.extend(self.incidents.resolve(&key, ts, says.into()));
                 }
             }
             _ => {}
@@ -266,12 +256,8 @@ impl PortConflict {
         let mut out = Vec::new();
         for key in due {
             self.pending.remove(&key);
-            let grace = dur(self.grace_ns);
-            out.extend(self.incidents.resolve(
-                &key,
-                now,
-                format!("the processes that could not bind port {} exited and none retried within {grace}", key.3),
-            ));
+            let says = Says::ConflictGaveUp { port: key.3, grace_ns: self.grace_ns };
+            out.extend(self.incidents.resolve(&key, now, says.into()));
         }
         out
     }
@@ -336,7 +322,7 @@ fn failed_bind(
         address: Some(want.clone()),
         since_ns: None,
     }];
-    let held_by: Vec<String> = holders
+    let held_by: Vec<HeldBy> = holders
         .iter()
         .map(|h| {
             processes.push(Involved {
@@ -345,47 +331,23 @@ fn failed_bind(
                 address: Some(addr_port(h.addr, h.port)),
                 since_ns: h.since_ns,
             });
-            let since = match h.since_ns {
-                Some(t) => format!(" since {}", clock.hms(t)),
-                None => " since before watcher started".into(),
-            };
-            format!(
-                "{} on {}{since}",
-                holder_name(h, view),
-                addr_port(h.addr, h.port)
-            )
+            HeldBy { name: holder_name(h, view), addr: addr_port(h.addr, h.port), since: h.since_ns.map(|t| clock.hms(t)) }
         })
         .collect();
-    let summary = if held_by.is_empty() {
-        let other_states = kernel
-            .map(|k| {
-                k.iter()
-                    .filter(|s| s.tcp == tcp && s.port == num && !s.is_holder())
-                    .count()
-            })
+    let who = who_in(p, view);
+    let says = if held_by.is_empty() {
+        let connections = kernel
+            .map(|k| k.iter().filter(|s| s.tcp == tcp && s.port == num && !s.is_holder()).count())
             .unwrap_or(0);
-        if other_states > 0 {
-            format!(
-                "{} cannot bind {} {want}: no process listens there, but {other_states} connection(s) still use the port (e.g. TIME_WAIT); set SO_REUSEADDR before bind",
-                who_in(p, view),
-                transport(tcp)
-            )
+        if connections > 0 {
+            Says::ConflictLingering { who, tcp, addr: want, connections }
         } else {
-            format!(
-                "{} cannot bind {} {want}: the address is in use (no current holder found)",
-                who_in(p, view),
-                transport(tcp)
-            )
+            Says::ConflictNoHolder { who, tcp, addr: want }
         }
     } else {
-        format!(
-            "{} cannot bind {} {want}: held by {}",
-            who_in(p, view),
-            transport(tcp),
-            held_by.join("; ")
-        )
+        Says::ConflictHeld { who, tcp, addr: want, holders: held_by }
     };
-    (summary, processes)
+    (says.into(), processes)
 }
 
 /// For summaries elsewhere: `tcp 0.0.0.0:80`.

@@ -19,6 +19,7 @@ use super::{
     addr_port,
     incident::Incidents,
     sockets::{is_wildcard, normalize, overlaps, Changes, Holder, PortKey, SocketTable},
+    summary::{Routes, Says},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::world::containers::docker_proxy_target;
@@ -59,22 +60,12 @@ pub fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
     }
 }
 
-/// Who receives what, in one sentence, for two overlapping holders.
-pub fn routes(a: &Holder, b: &Holder) -> String {
-    routes_named(a, b, &|h: &Holder| who(&h.proc))
-}
-
-/// [`routes`] with holders named by `name`.
-pub fn routes_named(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) -> String {
+/// Who receives what, for two overlapping holders named by `name`.
+pub fn routes(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) -> Routes {
     let (aa, ba) = (normalize(a.addr), normalize(b.addr));
     let port = a.port;
     if aa == ba {
-        return format!(
-            "{} and {} both receive {} (SO_REUSEPORT): connections are split between them",
-            name(a),
-            name(b),
-            addr_port(aa, port)
-        );
+        return Routes::Split { a: name(a), b: name(b), addr: addr_port(aa, port) };
     }
     let (wild, spec) = if is_wildcard(aa) && !is_wildcard(ba) {
         (a, b)
@@ -82,24 +73,23 @@ pub fn routes_named(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) ->
         (b, a)
     } else {
         // Both wildcards of different families.
-        return format!(
-            "{} connections to port {port} go to {} ({}), {} ones to {} ({})",
-            family(aa),
-            name(a),
-            addr_port(aa, port),
-            family(ba),
-            name(b),
-            addr_port(ba, port)
-        );
+        return Routes::ByFamily {
+            fa: family(aa),
+            a: name(a),
+            aaddr: addr_port(aa, port),
+            fb: family(ba),
+            b: name(b),
+            baddr: addr_port(ba, port),
+        };
     };
-    format!(
-        "connections to {} go to {}, all other {} connections to port {port} to {} on {}",
-        addr_port(spec.addr, port),
-        name(spec),
-        family(wild.addr),
-        name(wild),
-        addr_port(wild.addr, port)
-    )
+    Routes::Specific {
+        spec_addr: addr_port(spec.addr, port),
+        spec: name(spec),
+        family: family(wild.addr),
+        port,
+        wild: name(wild),
+        wild_addr: addr_port(wild.addr, port),
+    }
 }
 
 impl PortShadowed {
@@ -163,12 +153,8 @@ impl PortShadowed {
                     .cloned();
                 if let Some(old) = other {
                     let name = |h: &Holder| holder_name(h, i.containers);
-                    let summary = format!(
-                        "port {} ({}) is shadowed: {}",
-                        new.port,
-                        if new.tcp { "tcp" } else { "udp" },
-                        routes_named(new, &old, &name)
-                    );
+                    let summary: String =
+                        Says::Shadowed { port: new.port, tcp: new.tcp, routes: routes(new, &old, &name) }.into();
                     let mut details = Map::new();
                     details.insert(
                         "transport".into(),
@@ -241,11 +227,7 @@ impl PortShadowed {
                         .map(|h| who(&h.proc))
                         .or_else(|| changes.exited.as_ref().map(who))
                         .unwrap_or_else(|| "a holder".into());
-                    out.extend(self.incidents.resolve(
-                        &key,
-                        ts,
-                        format!("{gone} released port {}: it is no longer shadowed", key.2),
-                    ));
+                    out.extend(self.incidents.resolve(&key, ts, Says::ShadowReleased { who: gone, port: key.2 }.into()));
                 }
             }
         }
@@ -258,14 +240,7 @@ impl PortShadowed {
         if !self.incidents.is_open(&key) || self.pair(sockets, key).is_some() {
             return None;
         }
-        self.incidents.resolve(
-            &key,
-            now,
-            format!(
-                "the kernel's socket table shows port {} no longer shadowed",
-                key.2
-            ),
-        )
+        self.incidents.resolve(&key, now, Says::ShadowGoneInKernel { port: key.2 }.into())
     }
 
     /// The open shadowing of a TCP port of one namespace, as a sentence, for other findings to mention.

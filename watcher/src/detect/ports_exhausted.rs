@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{addr_port, incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind};
+use super::{addr_port, incident::Incidents, summary::{PortGot, PortNeed, PortUse, Says}, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind};
 use crate::{
     proctable::Proc,
     world::domain::{BindError, ConnectOutcome, DomainEvent},
@@ -27,7 +27,7 @@ struct Ns {
     /// The latest failing processes (distinct, newest last).
     failing: Vec<Proc>,
     /// The latest failure, in words.
-    what: String,
+    what: PortNeed,
     summary: Option<PortSummary>,
     asked_ns: Option<u64>,
 }
@@ -62,60 +62,39 @@ impl PortsExhausted {
     fn describe(&self, netns: u32, view: &dyn ContainerView) -> (String, Vec<Involved>, Map<String, Value>) {
         let ns = &self.open[&netns];
         let p = ns.failing.last().expect("a failure opened it");
-        let mut summary = format!("no free local port in network namespace {netns}: {} by {} failed", ns.what, who_in(p, view));
         let mut details = Map::new();
         details.insert("network_namespace".into(), json!(netns));
-        details.insert("failure".into(), json!(ns.what));
-        match &ns.summary {
-            None => summary.push_str("; looking up what holds its ports"),
-            Some(s) => {
-                match s.range {
-                    Some((lo, hi)) => {
-                        let size = (hi as usize + 1).saturating_sub(lo as usize);
-                        summary.push_str(&format!(
-                            "; ephemeral range {lo}–{hi} ({size} ports, net.ipv4.ip_local_port_range), {} in use by {} sockets ({} in TIME_WAIT)",
-                            s.ports_in_use, s.sockets, s.time_wait
-                        ));
-                        details.insert("ephemeral_range".into(), json!({"low": lo, "high": hi, "size": size}));
-                    }
-                    None => summary.push_str(&format!(
-                        "; {} local ports in use by {} sockets ({} in TIME_WAIT); the ephemeral range could not be read",
-                        s.ports_in_use, s.sockets, s.time_wait
-                    )),
-                }
-                if s.sockets == 0 {
-                    summary.push_str(" — sockets bound but neither listening nor connected are not listed by kernels before 6.7");
-                }
-                if !s.by_process.is_empty() {
-                    let top: Vec<String> = s.by_process.iter().take(3).map(|(pid, cmd, n)| format!("pid {pid} ({cmd}) {n}")).collect();
-                    summary.push_str(&format!("; top processes: {}", top.join(", ")));
-                }
-                if !s.by_destination.is_empty() {
-                    let top: Vec<String> = s
-                        .by_destination
-                        .iter()
-                        .take(3)
-                        .map(|((ip, port), n, tw)| format!("{} {n} ({tw} in TIME_WAIT)", addr_port(*ip, *port)))
-                        .collect();
-                    summary.push_str(&format!("; top destinations: {}", top.join(", ")));
-                }
-                details.insert("ports_in_use".into(), json!(s.ports_in_use));
-                details.insert("sockets".into(), json!(s.sockets));
-                details.insert("time_wait".into(), json!(s.time_wait));
-                details.insert(
-                    "top_processes".into(),
-                    json!(s.by_process.iter().map(|(pid, cmd, n)| json!({"pid": pid, "command_line": cmd, "sockets": n})).collect::<Vec<_>>()),
-                );
-                details.insert(
-                    "top_destinations".into(),
-                    json!(s
-                        .by_destination
-                        .iter()
-                        .map(|((ip, port), n, tw)| json!({"address": addr_port(*ip, *port), "sockets": n, "time_wait": tw}))
-                        .collect::<Vec<_>>()),
-                );
+        details.insert("failure".into(), json!(ns.what.to_string()));
+        let usage = ns.summary.as_ref().map(|s| {
+            if let Some((lo, hi)) = s.range {
+                let size = (hi as usize + 1).saturating_sub(lo as usize);
+                details.insert("ephemeral_range".into(), json!({"low": lo, "high": hi, "size": size}));
             }
-        }
+            details.insert("ports_in_use".into(), json!(s.ports_in_use));
+            details.insert("sockets".into(), json!(s.sockets));
+            details.insert("time_wait".into(), json!(s.time_wait));
+            details.insert(
+                "top_processes".into(),
+                json!(s.by_process.iter().map(|(pid, cmd, n)| json!({"pid": pid, "command_line": cmd, "sockets": n})).collect::<Vec<_>>()),
+            );
+            details.insert(
+                "top_destinations".into(),
+                json!(s
+                    .by_destination
+                    .iter()
+                    .map(|((ip, port), n, tw)| json!({"address": addr_port(*ip, *port), "sockets": n, "time_wait": tw}))
+                    .collect::<Vec<_>>()),
+            );
+            PortUse {
+                range: s.range,
+                in_use: s.ports_in_use,
+                sockets: s.sockets,
+                time_wait: s.time_wait,
+                top_processes: s.by_process.clone(),
+                top_destinations: s.by_destination.iter().map(|((ip, port), n, tw)| (addr_port(*ip, *port), *n, *tw)).collect(),
+            }
+        });
+        let summary = Says::NoFreePort { netns, what: ns.what.clone(), who: who_in(p, view), usage }.into();
         let processes = ns
             .failing
             .iter()
@@ -125,12 +104,12 @@ impl PortsExhausted {
         (summary, processes, details)
     }
 
-    fn failed(&mut self, netns: u32, p: &Proc, what: String, ts: u64, view: &dyn ContainerView) -> Option<Finding> {
+    fn failed(&mut self, netns: u32, p: &Proc, what: PortNeed, ts: u64, view: &dyn ContainerView) -> Option<Finding> {
         if !self.open.contains_key(&netns) && self.open.len() >= self.cfg.max_tracked {
             self.overflow += 1;
             return None;
         }
-        let ns = self.open.entry(netns).or_insert(Ns { failing: Vec::new(), what: String::new(), summary: None, asked_ns: None });
+        let ns = self.open.entry(netns).or_insert(Ns { failing: Vec::new(), what: what.clone(), summary: None, asked_ns: None });
         ns.failing.retain(|q| q.key != p.key);
         ns.failing.push(p.clone());
         if ns.failing.len() > 8 {
@@ -145,9 +124,9 @@ impl PortsExhausted {
         self.incidents.raise(netns, &format!("netns {netns}"), ts, 1, summary, processes, details)
     }
 
-    fn got_port(&mut self, netns: u32, p: &Proc, how: String, ts: u64) -> Option<Finding> {
+    fn got_port(&mut self, netns: u32, p: &Proc, how: PortGot, ts: u64) -> Option<Finding> {
         self.open.remove(&netns)?;
-        self.incidents.resolve(&netns, ts, format!("{} {how}: local ports are free again in network namespace {netns}", who(p)))
+        self.incidents.resolve(&netns, ts, Says::PortsFree { who: who(p), how, netns }.into())
     }
 
     /// The namespace's port summary answered: the open incident says what holds the ports.
@@ -166,15 +145,13 @@ impl PortsExhausted {
         }
         let out = match *i.event {
             DomainEvent::BindFailed { local, error: BindError::InUse } if local.port == 0 => {
-                let addr = addr_port(local.ip, 0);
-                self.failed(local.netns, p, format!("a bind to {addr} (any free port)"), ts, i.containers)
+                self.failed(local.netns, p, PortNeed::BindAny { addr: addr_port(local.ip, 0) }, ts, i.containers)
             }
             DomainEvent::Bound { local } if local.port == 0 && self.open.contains_key(&local.netns) => {
-                self.got_port(local.netns, p, "bound a free port".into(), ts)
+                self.got_port(local.netns, p, PortGot::BoundFree, ts)
             }
             DomainEvent::Connect { dest, outcome: ConnectOutcome::Error(EADDRNOTAVAIL), .. } => {
-                let dest_s = addr_port(dest.ip, dest.port);
-                self.failed(dest.netns, p, format!("a connect to {dest_s}"), ts, i.containers)
+                self.failed(dest.netns, p, PortNeed::ConnectTo { dest: addr_port(dest.ip, dest.port) }, ts, i.containers)
             }
             // A connect that had a local port (the state change's task may
             // be another's: the socket's owner is named).
@@ -187,8 +164,8 @@ impl PortsExhausted {
                         | ConnectOutcome::Error(ECONNREFUSED | ETIMEDOUT)
                 ) && self.open.contains_key(&dest.netns) =>
             {
-                let dest_s = addr_port(dest.ip, dest.port);
-                self.got_port(dest.netns, if syscall { p } else { i.owner.unwrap_or(p) }, format!("got a local port for a connect to {dest_s}"), ts)
+                let got = PortGot::ConnectTo { dest: addr_port(dest.ip, dest.port) };
+                self.got_port(dest.netns, if syscall { p } else { i.owner.unwrap_or(p) }, got, ts)
             }
             _ => None,
         };

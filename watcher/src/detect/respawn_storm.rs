@@ -28,8 +28,8 @@ use serde_json::{json, Map, Value};
 use super::{
     config::ns,
     crash::{judge, End},
-    dur,
     incident::Incidents,
+    summary::{CrashLoop, Pace, Restarter, Says},
     who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
@@ -107,12 +107,12 @@ pub fn is_runtime_shim(p: &Proc) -> bool {
 }
 
 /// How a loop's restarts are paced, from its crash → restart delays.
-fn cadence(gaps: &[u64]) -> (String, &'static str) {
+fn cadence(gaps: &[u64]) -> (Option<Pace>, &'static str) {
     let Some(&last) = gaps.last() else {
-        return (String::new(), "unknown");
+        return (None, "unknown");
     };
     if gaps.iter().all(|&g| g < AT_ONCE_NS) {
-        return ("at once".into(), "immediate");
+        return (Some(Pace::AtOnce), "immediate");
     }
     // A backoff: delays that never shrink (much) and at least double overall
     // (a runtime's fixed start-up time is added to each, so the ratio of two
@@ -124,39 +124,29 @@ fn cadence(gaps: &[u64]) -> (String, &'static str) {
         .unwrap_or(last);
     let steady_or_growing = gaps.windows(2).all(|w| w[1] * 10 >= w[0] * 9);
     if gaps.len() >= 3 && steady_or_growing && last >= first * 2 {
-        return (
-            format!("with a growing backoff ({} → {})", dur(first), dur(last)),
-            "backoff",
-        );
+        return (Some(Pace::Backoff { first_ns: first, last_ns: last }), "backoff");
     }
     let mut sorted = gaps.to_vec();
     sorted.sort_unstable();
-    (
-        format!("every ~{}", dur(sorted[sorted.len() / 2])),
-        "steady",
-    )
+    (Some(Pace::Every { median_ns: sorted[sorted.len() / 2] }), "steady")
 }
 
-/// The restarter in words, and its facts: a container runtime's policy, a
-/// known supervisor, or the restarting processes.
-fn restarter(container: Option<&ContainerInfo>, restarters: &[&Proc]) -> (String, Value) {
+/// The restarter and its facts: a container runtime's policy, a known
+/// supervisor, or the restarting processes.
+fn restarter(container: Option<&ContainerInfo>, restarters: &[&Proc]) -> (Option<Restarter>, Value) {
     let by_runtime = container.is_some()
         && !restarters.is_empty()
         && restarters.iter().all(|r| is_runtime_shim(r));
     if let (true, Some(c)) = (by_runtime, container) {
-        let text = match (c.runtime, c.restart_policy.as_deref()) {
-            ("docker", Some(policy)) => format!("Docker's restart policy ({policy})"),
-            ("docker", None) => "Docker's restart policy".to_owned(),
-            (rt, _) if c.pod_name.is_some() => format!("Kubernetes (kubelet, through {rt})"),
-            (rt, _) => format!("its container runtime ({rt})"),
+        let who = match c.runtime {
+            "docker" => Restarter::Docker { policy: c.restart_policy.as_deref().map(str::to_owned) },
+            rt if c.pod_name.is_some() => Restarter::Kubernetes { runtime: rt },
+            rt => Restarter::Runtime { runtime: rt },
         };
-        return (
-            text,
-            json!({"runtime": c.runtime, "restart_policy": c.restart_policy.as_deref()}),
-        );
+        return (Some(who), json!({"runtime": c.runtime, "restart_policy": c.restart_policy.as_deref()}));
     }
     let Some(first) = restarters.first() else {
-        return (String::new(), Value::Null);
+        return (None, Value::Null);
     };
     let base = |p: &Proc| {
         p.exe
@@ -172,18 +162,13 @@ fn restarter(container: Option<&ContainerInfo>, restarters: &[&Proc]) -> (String
         (_, "s6-supervise", _) => Some("s6"),
         _ => None,
     };
-    let procs = restarters
-        .iter()
-        .take(3)
-        .map(|r| who(r))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let procs = restarters.iter().take(3).map(|r| who(r)).collect::<Vec<_>>().join(", ");
     match supervisor {
-        Some(s) => (
-            format!("{s} ({procs})"),
-            json!({"supervisor": s, "pid": first.key.tgid}),
+        Some(name) => (
+            Some(Restarter::Supervisor { name, procs, unit: None }),
+            json!({"supervisor": name, "pid": first.key.tgid}),
         ),
-        None => (procs, json!({"pid": first.key.tgid})),
+        None => (Some(Restarter::Processes(procs)), json!({"pid": first.key.tgid})),
     }
 }
 
@@ -259,7 +244,9 @@ impl RespawnStorm {
         // systemd restarts a unit: name it (its cgroup's path says which).
         if by_facts.get("supervisor").and_then(|v| v.as_str()) == Some("systemd") {
             if let Some(unit) = view.unit_of(p.cgroup_id) {
-                by = format!("systemd (unit {unit})");
+                if let Some(Restarter::Supervisor { unit: u, .. }) = by.as_mut() {
+                    *u = Some(unit.to_string());
+                }
                 by_facts["unit"] = json!(&*unit);
             }
         }
@@ -285,36 +272,17 @@ impl RespawnStorm {
             Some(c) => format!("{} (`{program}`)", c.describe()),
             None => format!("`{program}`"),
         };
-        let span = now.saturating_sub(lp.first_ns);
-        let by_text = if by.is_empty() {
-            String::new()
-        } else {
-            format!(" by {by}")
-        };
-        let pace = if pace.is_empty() {
-            String::new()
-        } else {
-            format!(" {pace}")
-        };
-        let mut summary = if lp.gave_up {
-            format!(
-                "{what} is down: it crashed {} times in {}, restarted{pace}{by_text}, and was not restarted after its last crash (pid {} ended with {} after {}){}",
-                lp.count + lp.pending.len() as u64,
-                dur(span),
-                last.proc.key.tgid,
-                last.cause.describe(),
-                dur(last.lifetime_ns),
-                if by.starts_with("systemd") { "; systemd gives up after StartLimitBurst starts (see `systemctl status`, reset with `systemctl reset-failed`)" } else { "" },
-            )
-        } else {
-            format!(
-                "{what} keeps crashing: restarted {} times in {}{pace}{by_text}; last instance pid {} ended with {} after {}",
-                lp.count,
-                dur(span),
-                last.proc.key.tgid,
-                last.cause.describe(),
-                dur(last.lifetime_ns)
-            )
+        let mut facts = CrashLoop {
+            what,
+            count: if lp.gave_up { lp.count + lp.pending.len() as u64 } else { lp.count },
+            span_ns: now.saturating_sub(lp.first_ns),
+            pace,
+            by,
+            last_pid: last.proc.key.tgid,
+            last_end: last.cause.describe(),
+            last_life_ns: last.lifetime_ns,
+            down: lp.gave_up,
+            next_restart_ns: None,
         };
         let mut details = Map::new();
         // The next restart of a backoff: twice the last delay, within the cap.
@@ -326,10 +294,7 @@ impl RespawnStorm {
                     _ => self.max_gap_ns,
                 };
                 let next = (g * 2).min(cap);
-                summary.push_str(&format!(
-                    "; the next restart is due ~{} after the next crash",
-                    dur(next)
-                ));
+                facts.next_restart_ns = Some(next);
                 details.insert("next_restart_delay_s".into(), json!(next as f64 / 1e9));
             }
         }
@@ -385,7 +350,7 @@ impl RespawnStorm {
                 }))
                 .collect::<Vec<_>>()),
         );
-        (program, summary, processes, details)
+        (program, Says::CrashLooping(facts).into(), processes, details)
     }
 
     fn crashed(&mut self, p: &Proc, cause: Cause, ts: u64) {
@@ -427,14 +392,7 @@ impl RespawnStorm {
         // Started again after its restarter gave up: someone brought it back.
         if lp.gave_up {
             self.loops.remove(&p.program);
-            return self.incidents.resolve(
-                &p.program,
-                ts,
-                format!(
-                    "started again (pid {}) after its restarter had given up",
-                    p.key.tgid
-                ),
-            );
+            return self.incidents.resolve(&p.program, ts, Says::LoopStartedAgain { pid: p.key.tgid }.into());
         }
         // The most recent crash this start can follow.
         while lp
@@ -490,20 +448,11 @@ impl RespawnStorm {
                         Vec::new()
                     }
                     End::Stop => {
-                        let why = format!(
-                            "pid {} was stopped ({}): the crash loop is over",
-                            p.key.tgid,
-                            cause.describe()
-                        );
+                        let why = Says::LoopStopped { pid: p.key.tgid, end: cause.describe() }.into();
                         self.ended_well(p, why, ts).into_iter().collect()
                     }
                     _ => {
-                        let why = format!(
-                            "pid {} ended with {} after {}: the crash loop is over",
-                            p.key.tgid,
-                            cause.describe(),
-                            dur(lifetime)
-                        );
+                        let why = Says::LoopEndedWell { pid: p.key.tgid, end: cause.describe(), life_ns: lifetime }.into();
                         self.ended_well(p, why, ts).into_iter().collect()
                     }
                 }
@@ -531,15 +480,7 @@ impl RespawnStorm {
             if let Some((key, start)) = lp.live {
                 if lp.pending.is_empty() && now >= start + self.short_ns {
                     self.loops.remove(&k);
-                    out.extend(self.incidents.resolve(
-                        &k,
-                        now,
-                        format!(
-                            "pid {} has run for {} since its restart: the crash loop is over",
-                            key.tgid,
-                            dur(self.short_ns)
-                        ),
-                    ));
+                    out.extend(self.incidents.resolve(&k, now, Says::LoopLived { pid: key.tgid, for_ns: self.short_ns }.into()));
                     continue;
                 }
             }

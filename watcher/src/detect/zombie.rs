@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Map};
 
 use super::{
-    config::ns, dur, incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input,
+    config::ns, incident::Incidents, summary::Says, who, who_in, ContainerView, DetectConfig, Finding, Input,
     Involved, Kind, Teardown,
 };
 use crate::{
@@ -132,15 +132,14 @@ impl Zombies {
             .as_ref()
             .map(|p| who_in(p, view))
             .unwrap_or_else(|| format!("pid {parent}"));
-        let age = match oldest {
-            Some(t) => format!("the oldest for {}", dur(now.saturating_sub(t))),
-            None => "since before watcher started".into(),
-        };
-        let summary = format!(
-            "{pname} has left {n} exited child(ren) unreaped for more than {} ({age}): zombie pids {}; the parent must wait() for them",
-            dur(self.max_age_ns),
-            pids.iter().take(10).map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
-        );
+        let summary: String = Says::Overdue {
+            parent: pname,
+            n,
+            max_age_ns: self.max_age_ns,
+            oldest_age_ns: oldest.map(|t| now.saturating_sub(t)),
+            pids: pids.clone(),
+        }
+        .into();
         let mut processes = Vec::new();
         if let Some(pp) = parent_proc {
             processes.push(Involved {
@@ -173,7 +172,7 @@ impl Zombies {
         )
     }
 
-    fn forget(&mut self, key: ProcKey, now: u64, why: &str) -> Option<Finding> {
+    fn forget(&mut self, key: ProcKey, now: u64, why: &'static str) -> Option<Finding> {
         let c = self.children.remove(&key)?;
         self.unlink(c.parent, key);
         self.deadlines.remove(&(c.deadline, key));
@@ -183,10 +182,7 @@ impl Zombies {
                 return self.incidents.resolve(
                     &c.parent,
                     now,
-                    format!(
-                        "every overdue zombie of pid {} is gone (last one {why})",
-                        c.parent
-                    ),
+                    Says::OverdueGone { parent_pid: c.parent, why }.into(),
                 );
             }
             let parent = c.parent;
@@ -247,7 +243,7 @@ impl Zombies {
                         out.extend(self.incidents.resolve(
                             &p.key.tgid,
                             ts,
-                            format!("{} exited; its zombies passed to their new parent", who(p)),
+                            Says::ParentExited { who: who(p), why: "its zombies passed to their new parent" }.into(),
                         ));
                     }
                 }

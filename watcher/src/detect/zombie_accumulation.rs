@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Map};
 
 use super::{
-    incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
+    incident::Incidents, summary::Says, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
     Teardown,
 };
 use crate::{
@@ -136,10 +136,7 @@ impl ZombieAccumulation {
         if parent_proc.is_some_and(|p| self.cfg.allowed_program(p)) {
             return None;
         }
-        let summary = format!(
-            "{pname} has {n} exited children it has not reaped (zombies, threshold {}); it must wait() for them",
-            self.threshold
-        );
+        let summary: String = Says::Accumulating { parent: pname, n, threshold: self.threshold }.into();
         let mut processes: Vec<Involved> = Vec::new();
         if let Some(pp) = parent_proc {
             processes.push(Involved {
@@ -172,7 +169,7 @@ impl ZombieAccumulation {
         )
     }
 
-    fn remove(&mut self, child: ProcKey, now: u64, why: &str) -> Option<Finding> {
+    fn remove(&mut self, child: ProcKey, now: u64, why: &'static str) -> Option<Finding> {
         let parent = self.zombies.remove(&child)?;
         let list = self.per_parent.get_mut(&parent)?;
         list.retain(|c| c.key != child);
@@ -184,7 +181,7 @@ impl ZombieAccumulation {
             return self.incidents.resolve(
                 &parent,
                 now,
-                format!("pid {parent} is down to {n} unreaped children ({why}), below the threshold of {}", self.threshold),
+                Says::AccumulationBelow { parent_pid: parent, n, why, threshold: self.threshold }.into(),
             );
         }
         None
@@ -221,7 +218,7 @@ impl ZombieAccumulation {
                 out.extend(self.incidents.resolve(
                     &parent,
                     now,
-                    format!("pid {parent}'s pid namespace ended: the kernel reaped its {gone} zombie(s) ({left} left)"),
+                    Says::AccumulationNamespaceEnded { parent_pid: parent, gone, left }.into(),
                 ));
             }
         }
@@ -286,7 +283,7 @@ impl ZombieAccumulation {
                     out.extend(self.incidents.resolve(
                         &p.key.tgid,
                         ts,
-                        format!("{} exited; {why}", who(p)),
+                        Says::ParentExited { who: who(p), why }.into(),
                     ));
                 }
                 self.per_parent.remove(&p.key.tgid);
