@@ -185,6 +185,38 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     }
 }
 
+/// Kernel-side losses said as records at most once a second: a sustained
+/// overload (a full ring, a full table) drains with a loss after every
+/// batch, and one record per millisecond would bury the findings. The
+/// engine hears of each loss at once; the records add up what came in the
+/// meantime (their counts and totals stay exact).
+#[derive(Default)]
+struct LossRecords {
+    pending: Option<Box<[u64; watcher_common::LOST_SLOTS as usize]>>,
+    last: Option<Instant>,
+}
+
+impl LossRecords {
+    /// New losses: their records now, or held until a second has passed since the last ones.
+    fn add(&mut self, by_slot: &[u64; watcher_common::LOST_SLOTS as usize], stats: &SharedStats, clock: &Clock) -> Vec<Record> {
+        let p = self.pending.get_or_insert_with(|| Box::new([0; watcher_common::LOST_SLOTS as usize]));
+        for (a, b) in p.iter_mut().zip(by_slot.iter()) {
+            *a += b;
+        }
+        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Vec::new();
+        }
+        self.flush(stats, clock)
+    }
+
+    /// What is held, now (each second, and at the end).
+    fn flush(&mut self, stats: &SharedStats, clock: &Clock) -> Vec<Record> {
+        let Some(p) = self.pending.take() else { return Vec::new() };
+        self.last = Some(Instant::now());
+        loss_records(&p, stats, clock)
+    }
+}
+
 /// The loss records for new kernel-side losses (by `LOST` slot): one for
 /// records the full ring refused, one for inserts full tables refused.
 fn loss_records(by_slot: &[u64; watcher_common::LOST_SLOTS as usize], stats: &SharedStats, clock: &Clock) -> Vec<Record> {
@@ -283,6 +315,7 @@ pub async fn run(
     let mut consumer_gone = false;
     let mut pending: Vec<Record> = Vec::new();
     let mut names = crate::world::containers::NameWait::default();
+    let mut losses = LossRecords::default();
 
     loop {
         let mut records = std::mem::take(&mut pending);
@@ -352,6 +385,7 @@ pub async fn run(
                     tracing::warn!("fault drill: detaching every program");
                     ebpf = None;
                 }
+                records.extend(losses.flush(&stats, &engine.enricher.clock));
                 refresh_stats(&stats, &engine);
                 if let Ok(t) = table_states.lock() {
                     stats.lock().expect("stats lock").kernel_tables = t.clone();
@@ -451,7 +485,7 @@ pub async fn run(
             }
             Batch::Lost { by_kind } => {
                 engine.loss_seen();
-                records.extend(loss_records(&by_kind, &stats, &engine.enricher.clock));
+                records.extend(losses.add(&by_kind, &stats, &engine.enricher.clock));
             }
         }
         if let Some(c) = canary.as_mut() {
@@ -478,7 +512,8 @@ pub async fn run(
         }
     }
     let _ = reader.await;
-    let rest = names.flush(&engine.enricher.containers);
+    let mut rest = losses.flush(&stats, &engine.enricher.clock);
+    rest.extend(names.flush(&engine.enricher.containers));
     if !consumer_gone && !rest.is_empty() {
         let _ = out.write(&rest, &stats);
     }
