@@ -325,6 +325,29 @@ impl Kit {
         ))
     }
 
+    /// The last thread of `pid` exits; the kernel's exited-process table
+    /// was full (its reap without a wait would go unseen).
+    pub fn exit_untracked(&mut self, ts: u64, pid: u32) -> Vec<Finding> {
+        self.feed(Self::ev(
+            EventKind::Exit,
+            ts,
+            pid,
+            pid,
+            "x",
+            ExitData {
+                exit_code: 0,
+                group_dead: 1,
+                parent_tgid: 0,
+                parent_waiting: 0,
+                cgroup_id: 0,
+                pidns: 0,
+                ns_pid: 0,
+                flags: watcher_common::EXIT_UNTRACKED,
+                _pad: 0,
+            },
+        ))
+    }
+
     /// The last thread of `pid` exits while its parent is blocked in wait4/waitid.
     pub fn exit_while_parent_waits(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
         let parent = self

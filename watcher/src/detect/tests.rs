@@ -1220,6 +1220,32 @@ fn the_registry_holds_every_kind_once_in_order() {
     assert_eq!(kinds, super::Kind::ALL.to_vec());
 }
 
+/// An exit the kernel's full exited-process table could not remember: its
+/// reap without a wait would never be reported, so /proc is asked about it
+/// (each second) until it is gone; an exit it remembered is left to its reap.
+#[test]
+fn exits_the_kernel_could_not_remember_are_looked_for_in_proc_until_gone() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    k.fork(2 * S, 100, 200);
+    k.fork(2 * S, 100, 201);
+    k.exit_untracked(2 * S + MS, 200);
+    k.exit(2 * S + MS, 201, 0);
+    // /proc: the parent only (200 was freed by the kernel, unseen; 201 too,
+    // but its reap will be reported: it is not asked about).
+    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
+    k.confirm_with(vec![parent]);
+    k.engine.recheck_unseen_reaps();
+    let f = k.engine.reconciled(3 * S);
+    assert!(f.is_empty(), "{f:?}");
+    assert!(k.engine.enricher.procs.get(200).is_none(), "the unseen reap is repaired");
+    assert!(k.engine.enricher.procs.get(201).is_some(), "a remembered exit waits for its reap");
+    assert_eq!(k.engine.reconciled_processes, 1);
+    // Nothing left to ask about.
+    k.engine.recheck_unseen_reaps();
+    assert!(!k.engine.reconciling());
+}
+
 #[test]
 fn a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
     // /proc says the children are gone (their reaps were never seen, no loss
