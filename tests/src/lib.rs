@@ -53,6 +53,8 @@ pub fn mono_ns() -> u64 {
 #[derive(Default)]
 struct State {
     records: Vec<Value>,
+    /// When each record was read from watcher's stdout (CLOCK_MONOTONIC ns).
+    arrivals: Vec<u64>,
     stderr: Vec<String>,
     bad_lines: Vec<String>,
     ready: bool,
@@ -126,7 +128,10 @@ impl Feed {
                 let Ok(line) = line else { break };
                 let mut st = f.state.lock().expect("lock");
                 match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => st.records.push(v),
+                    Ok(v) => {
+                        st.records.push(v);
+                        st.arrivals.push(mono_ns());
+                    }
                     Err(_) => st.bad_lines.push(line),
                 }
                 f.cv.notify_all();
@@ -178,6 +183,13 @@ impl Feed {
                 .expect("wait")
                 .0;
         }
+    }
+
+    /// When `record` (one this feed printed) was read from watcher's stdout (CLOCK_MONOTONIC ns).
+    pub fn arrival(&self, record: &Value) -> u64 {
+        let st = self.state.lock().expect("lock");
+        let i = st.records.iter().position(|r| r == record).expect("a record of this feed");
+        st.arrivals[i]
     }
 
     /// Wait until a record satisfying `pred` is printed; return it. Panics

@@ -650,3 +650,57 @@ fn tracefs_is_mounted_when_missing() {
         "{text}"
     );
 }
+
+/// The wakeup policy (`watcher_common::wake`): every record that can decide
+/// a finding wakes the reader at once. With bulk records drained only every
+/// 5 s, each deciding record still reaches the output well within that
+/// (bounded at 2.5 s here: a wakeup takes microseconds, the bound is for a
+/// loaded machine) — a failed bind, the listen behind it, a listener's
+/// close, a refused connect and its SYN_SENT → CLOSE, an exit with code 1,
+/// an exit its parent is not waiting for, and a death by signal.
+#[test]
+fn deciding_records_wake_the_reader_at_once() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000"]);
+    let prompt = |what: &str, v: &Value| {
+        let took = feed.arrival(v).saturating_sub(num(v, &["mono_ns"]).expect("mono_ns"));
+        assert!(
+            took < 2_500_000_000,
+            "{what} reached the output {} ms after it happened: it did not wake the reader (bulk period 5 s): {v}",
+            took / 1_000_000
+        );
+    };
+    let run = actor(ACTOR, &["addrinuse"]);
+    let port = run.get("port");
+    let v = feed.wait_for("the failed bind", |v| is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some());
+    prompt("a failed bind", &v);
+    let v = feed.wait_for("the listen", |v| {
+        is(v, "tcp_state") && text(v, &["tcp", "new_state"]) == Some("LISTEN") && num(v, &["source", "port"]) == Some(port)
+    });
+    prompt("a listen", &v);
+    let v = feed.wait_for("the listener's close", |v| {
+        is(v, "tcp_state") && text(v, &["tcp", "old_state"]) == Some("LISTEN") && num(v, &["source", "port"]) == Some(port)
+    });
+    prompt("a listener's close", &v);
+    let run = actor(ACTOR, &["connect-refused"]);
+    let port = run.get("port");
+    let v = feed.wait_for("the refused connect", |v| is(v, "connect") && pid_is(v, run.pid));
+    prompt("a refused connect", &v);
+    let v = feed.wait_for("the handshake's end", |v| {
+        is(v, "tcp_state") && text(v, &["tcp", "old_state"]) == Some("SYN_SENT") && num(v, &["destination", "port"]) == Some(port)
+    });
+    prompt("SYN_SENT → CLOSE", &v);
+    let run = actor_any(ACTOR, &["exit", "1"]);
+    let v = feed.wait_for("the exit with code 1", |v| is(v, "exit") && pid_is(v, run.pid));
+    prompt("an exit with code 1", &v);
+    let run = actor(ACTOR, &["zombies", "1", "100"]);
+    let child: u64 = run.values["children"].parse().expect("pid");
+    let v = feed.wait_for("the unwaited child's exit", |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(child));
+    prompt("an exit its parent is not waiting for", &v);
+    let run = actor(ACTOR, &["sigkill"]);
+    let child: u64 = run.get("child");
+    let v = feed.wait_for("the killed child's exit", |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(child));
+    prompt("a death by SIGKILL", &v);
+}

@@ -9,6 +9,8 @@
 //! Kind numbers are part of the format: a retired number is never reused.
 #![no_std]
 
+pub mod wake;
+
 /// Length of a task's `comm`, as in the kernel.
 pub const COMM_LEN: usize = 16;
 /// Bytes of an exec'd filename kept in an [`ExecData`] record.

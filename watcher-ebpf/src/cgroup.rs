@@ -44,6 +44,6 @@ fn try_cgroup(ctx: &TracePointContext, op: u32) -> Option<()> {
         (*d)._pad = 0;
         (*d).path_len = read_data_loc_str(ctx, loc, &mut (*d).path);
     }
-    submit(entry, ts);
+    submit(entry, ts, watcher_common::wake::bulk());
     Some(())
 }

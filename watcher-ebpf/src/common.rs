@@ -1,6 +1,6 @@
 //! Helpers shared by the programs: config access, headers, submit with bounded wakeups.
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_kernel,
@@ -114,26 +114,33 @@ pub fn header<T>(kind: EventKind, ts: u64) -> Header {
     }
 }
 
-/// Write a whole record (header + payload) and submit it.
+/// Write a whole record (header + payload) and submit it; `urgent` from
+/// the wakeup policy (`watcher_common::wake`).
 #[inline(always)]
-pub fn emit<T: 'static>(kind: EventKind, ts: u64, data: T) {
+pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
     if let Some(mut entry) = reserve::<T>(kind) {
         let ev = entry.as_mut_ptr();
         unsafe {
             core::ptr::addr_of_mut!((*ev).header).write(header::<T>(kind, ts));
             core::ptr::addr_of_mut!((*ev).data).write(data);
         }
-        submit(entry, ts);
+        submit(entry, ts, urgent);
     }
 }
 
-/// Submit with at most one wakeup per `wakeup_interval_ns` per CPU: waking the
-/// reader costs far more than the probe (cross-CPU interrupt), so records close
-/// behind a wakeup ride on it and are read by the reader's next drain.
+/// Submit. Bulk records never wake the reader (it drains them within its
+/// bulk period); an urgent one forces a wakeup — at most one per
+/// `wakeup_interval_ns` per CPU: waking the reader costs far more than the
+/// probe (a cross-CPU interrupt), so urgent records close behind a wakeup
+/// are read by the reader's re-drain one interval later.
 #[inline(always)]
-pub fn submit<T>(entry: RingBufEntry<T>, ts: u64) {
+pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
+    if !urgent {
+        entry.submit(BPF_RB_NO_WAKEUP as u64);
+        return;
+    }
     let interval = conf!(wakeup_interval_ns);
-    let mut flags = 0u64;
+    let mut flags = BPF_RB_FORCE_WAKEUP as u64;
     if interval != 0 {
         if let Some(last) = LAST_WAKE.get_ptr_mut(0) {
             unsafe {

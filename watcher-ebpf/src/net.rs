@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use watcher_common::{EventKind, KernelTable, SockCallData, TcpStateData, AF_INET, AF_INET6};
+use watcher_common::{wake, EventKind, KernelTable, SockCallData, TcpStateData, AF_INET, AF_INET6};
 
 use crate::{
     common::{
@@ -110,9 +110,14 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
     } else {
         sock_of_fd(p.fd)
     };
+    let urgent = match kind {
+        EventKind::Bind => wake::bind(ret as i32, sock_type),
+        _ => wake::connect(ret as i32),
+    };
     emit(
         kind,
         now(),
+        urgent,
         SockCallData {
             fd: p.fd,
             ret: ret as i32,
@@ -206,6 +211,6 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         d.saddr[..4].copy_from_slice(&s);
         d.daddr[..4].copy_from_slice(&t);
     }
-    emit(EventKind::TcpState, now(), d);
+    emit(EventKind::TcpState, now(), wake::tcp_state(d.old_state, d.new_state), d);
     Some(())
 }

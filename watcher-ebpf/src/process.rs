@@ -9,7 +9,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use watcher_common::{
-    EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource, ARGS_LEN,
+    wake, EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource, ARGS_LEN,
     EXIT_PIDNS_DYING, EXIT_UNTRACKED, GROUP_DEAD_UNKNOWN, OFFSET_NONE,
 };
 
@@ -50,6 +50,7 @@ fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
     emit(
         EventKind::Fork,
         now(),
+        wake::bulk(),
         ForkData {
             child_pid: child_pid as u32,
             child_tgid,
@@ -104,7 +105,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
             (*d).args_full_len = full as u32;
         }
     }
-    submit(entry, ts);
+    submit(entry, ts, wake::bulk());
     Some(())
 }
 
@@ -140,6 +141,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     emit(
         EventKind::Exit,
         now(),
+        wake::exit(exit_code as u32, ends, parent_waiting != 0),
         ExitData {
             exit_code: exit_code as u32,
             group_dead,
@@ -268,6 +270,7 @@ fn try_sys_exit_wait4(ctx: &TracePointContext) -> Option<()> {
     emit(
         EventKind::Reap,
         now(),
+        wake::bulk(),
         ReapData {
             reaped_pid: reaped,
             source: ReapSource::Wait4 as u32,
@@ -330,6 +333,7 @@ fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
     emit(
         EventKind::Reap,
         now(),
+        wake::bulk(),
         ReapData {
             reaped_pid: reaped,
             source: ReapSource::Waitid as u32,
@@ -393,6 +397,7 @@ fn try_sched_process_free(ctx: &TracePointContext) -> Option<()> {
     emit(
         EventKind::Reap,
         now(),
+        wake::bulk(),
         ReapData {
             reaped_pid: pid,
             source: ReapSource::Free as u32,

@@ -5,7 +5,7 @@
 //! userspace why the next exit of that process happened: a supervisor's stop,
 //! a person's kill, a fault, or the OOM killer.
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use watcher_common::{EventKind, SignalData, SIGNAL_GENERATED, SIGNAL_OOM_VICTIM};
+use watcher_common::{wake, EventKind, SignalData, SIGNAL_GENERATED, SIGNAL_OOM_VICTIM};
 
 use crate::common::{conf, emit, now, tp_read, wanted_kind};
 
@@ -41,7 +41,7 @@ fn try_signal(ctx: &TracePointContext) -> Option<()> {
         source: SIGNAL_GENERATED,
         _pad: 0,
     };
-    emit(EventKind::Signal, now(), data);
+    emit(EventKind::Signal, now(), wake::signal(), data);
     Some(())
 }
 
@@ -64,6 +64,6 @@ fn try_oom(ctx: &TracePointContext) -> Option<()> {
         source: SIGNAL_OOM_VICTIM,
         _pad: 0,
     };
-    emit(EventKind::Signal, now(), data);
+    emit(EventKind::Signal, now(), wake::signal(), data);
     Some(())
 }

@@ -62,6 +62,9 @@ pub struct KernelArgs {
     /// At most one ring-buffer wakeup per CPU per this many microseconds (0: every record wakes the reader).
     #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub wakeup_us: u64,
+    /// Records that cannot decide a finding (forks, execs, reaps, clean exits…) never wake the reader: it drains them at least every this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub bulk_ms: u64,
     /// Ring buffer size in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
@@ -80,6 +83,7 @@ impl KernelArgs {
             wakeup_interval_ns: self.wakeup_us * 1000,
             ring_bytes: self.ring_mib << 20,
             table_entries: self.table_entries,
+            bulk_period: std::time::Duration::from_millis(self.bulk_ms),
         }
     }
 }

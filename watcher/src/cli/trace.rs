@@ -148,7 +148,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let settings = PipelineSettings {
-        reader: ReaderOptions::default(),
+        reader: ReaderOptions { tick: s.load.bulk_period, ..ReaderOptions::default() },
         canary_interval: None,
         canary_deadline: std::time::Duration::from_secs(2),
         reload_on_hup: false,

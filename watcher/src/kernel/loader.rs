@@ -136,6 +136,9 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Capacity of every kernel-side table (None: each one's default).
     pub table_entries: Option<u32>,
+    /// Records that never wake the reader (bulk, `watcher_common::wake`) are
+    /// drained at least this often.
+    pub bulk_period: std::time::Duration,
 }
 
 impl LoadOptions {
@@ -152,6 +155,7 @@ impl Default for LoadOptions {
             wakeup_interval_ns: 1_000_000,
             ring_bytes: 8 << 20,
             table_entries: None,
+            bulk_period: std::time::Duration::from_millis(10),
         }
     }
 }

@@ -1,10 +1,14 @@
 //! The ring-buffer reader: waits on the ring buffer's fd through tokio
 //! `AsyncFd`, drains it in batches, decodes, and polls the kernel's loss counters.
 //!
-//! Wakeups are bounded in the kernel (at most one per CPU per
-//! `wakeup_interval`); records written without a wakeup are picked up by a
-//! "linger" drain one interval after each drain that found records, and by a
-//! slow safety tick.
+//! The kernel decides which records wake it (`watcher_common::wake`: those
+//! that can decide a finding, at most one wakeup per CPU per
+//! `wakeup_interval`); urgent records right behind a wakeup are picked up by
+//! a "linger" drain one interval after each drain that found records, and
+//! bulk records (which never wake it) by the drain every bulk period. The
+//! pipeline can ask for a drain (before it fires a deadline, so that what
+//! happened before the deadline is known): the batch is followed by
+//! [`Batch::Drained`].
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -20,6 +24,8 @@ use crate::{
 #[derive(Debug)]
 pub enum Batch {
     Events(Vec<Result<KernelEvent, DecodeError>>),
+    /// Everything written before a drain request has been sent.
+    Drained,
     /// New kernel-side losses since the last report, by kind number.
     Lost {
         by_kind: Box<[u64; LOST_SLOTS as usize]>,
@@ -29,7 +35,8 @@ pub enum Batch {
 pub struct ReaderOptions {
     /// Re-drain this long after a drain that found records.
     pub linger: Duration,
-    /// Drain and poll loss counters at least this often.
+    /// Drain (bulk records, which never wake the reader) and poll the loss
+    /// counters at least this often.
     pub tick: Duration,
     /// Records per batch at most.
     pub batch: usize,
@@ -42,7 +49,7 @@ impl Default for ReaderOptions {
     fn default() -> Self {
         ReaderOptions {
             linger: Duration::from_millis(1),
-            tick: Duration::from_millis(100),
+            tick: Duration::from_millis(10),
             batch: 1024,
             losses_said: Default::default(),
         }
@@ -63,18 +70,32 @@ fn new_losses(
     delta.iter().any(|&d| d > 0).then_some(delta)
 }
 
+/// Drain up to `max` records into `out`; how many, and whether one of them
+/// was urgent (then an urgent record the kernel's per-CPU wakeup limit kept
+/// quiet may be right behind it: the reader re-drains one interval later).
 fn drain(
     ring: &mut RingBuf<MapData>,
     max: usize,
     out: &mut Vec<Result<KernelEvent, DecodeError>>,
 ) -> usize {
+    drain_urgent(ring, max, out).0
+}
+
+fn drain_urgent(
+    ring: &mut RingBuf<MapData>,
+    max: usize,
+    out: &mut Vec<Result<KernelEvent, DecodeError>>,
+) -> (usize, bool) {
     let mut n = 0;
+    let mut urgent = false;
     while n < max {
         let Some(item) = ring.next() else { break };
-        out.push(decode(&item));
+        let ev = decode(&item);
+        urgent |= ev.as_ref().is_ok_and(|e| e.urgent());
+        out.push(ev);
         n += 1;
     }
-    n
+    (n, urgent)
 }
 
 /// Run until `stop` changes to true, then drain once more and return.
@@ -84,6 +105,7 @@ pub async fn run(
     lost: std::sync::Arc<PerCpuArray<MapData, u64>>,
     tx: mpsc::Sender<Batch>,
     mut stop: watch::Receiver<bool>,
+    mut drain_requests: mpsc::Receiver<()>,
     opts: ReaderOptions,
 ) -> std::io::Result<()> {
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
@@ -97,22 +119,34 @@ pub async fn run(
     loop {
         let mut batch = Vec::new();
         let mut stopping = false;
+        let mut drained = false;
         tokio::select! {
             biased;
             _ = stop.changed() => stopping = true,
+            Some(()) = drain_requests.recv() => {
+                // Everything up to now (in batches of the usual size).
+                while drain(fd.get_mut(), opts.batch, &mut batch) == opts.batch {
+                    if tx.send(Batch::Events(std::mem::take(&mut batch))).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                drained = true;
+            }
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let n = drain(guard.get_inner_mut(), opts.batch, &mut batch);
+                let (n, urgent) = drain_urgent(guard.get_inner_mut(), opts.batch, &mut batch);
                 if n < opts.batch {
                     guard.clear_ready();
                 }
-                linger = n > 0;
+                linger = urgent || n == opts.batch;
             }
             _ = tokio::time::sleep(opts.linger), if linger => {
-                linger = drain(fd.get_mut(), opts.batch, &mut batch) > 0;
+                let (n, urgent) = drain_urgent(fd.get_mut(), opts.batch, &mut batch);
+                linger = urgent || n == opts.batch;
             }
             _ = tick.tick() => {
-                drain(fd.get_mut(), opts.batch, &mut batch);
+                let (n, urgent) = drain_urgent(fd.get_mut(), opts.batch, &mut batch);
+                linger = urgent || n == opts.batch;
                 prev_total = read_lost_total(&lost);
                 opts.losses_said.store(prev_total, std::sync::atomic::Ordering::Relaxed);
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
@@ -153,6 +187,9 @@ pub async fn run(
             return Ok(());
         }
         if !batch.is_empty() && tx.send(Batch::Events(batch)).await.is_err() {
+            return Ok(());
+        }
+        if drained && tx.send(Batch::Drained).await.is_err() {
             return Ok(());
         }
     }

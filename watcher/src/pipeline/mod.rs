@@ -296,7 +296,11 @@ pub async fn run(
     let lost = std::sync::Arc::new(lost);
     let losses_said = settings.reader.losses_said.clone();
     let reader_batch = settings.reader.batch;
-    let reader = tokio::spawn(reader::run(events, lost.clone(), tx, stop_rx, settings.reader));
+    // Before deadlines fire, the reader drains what is in the ring (bulk
+    // records never wake it): a deadline is judged on everything before it.
+    let (drain_tx, drain_rx) = mpsc::channel::<()>(1);
+    let mut awaiting_drain = false;
+    let reader = tokio::spawn(reader::run(events, lost.clone(), tx, stop_rx, drain_rx, settings.reader));
 
     let Signals {
         term: mut sigterm,
@@ -319,7 +323,7 @@ pub async fn run(
 
     loop {
         let mut records = std::mem::take(&mut pending);
-        let deadline = engine.next_deadline();
+        let deadline = if awaiting_drain { None } else { engine.next_deadline() };
         let timer = async {
             match deadline {
                 Some(d) => {
@@ -358,10 +362,15 @@ pub async fn run(
                 if crate::loader::read_lost_total(&lost) != losses_said.load(std::sync::atomic::Ordering::Relaxed) {
                     engine.loss_seen();
                 }
-                let fs = engine.tick(Clock::mono_now());
-                records.extend(fs.iter().map(|f| engine.finding_record(f)));
-                count_findings(&stats, &fs);
-                Some(Batch::Events(Vec::new()))
+                match drain_tx.try_send(()) {
+                    // Fired when the reader says it has drained.
+                    Ok(()) => {
+                        awaiting_drain = true;
+                        Some(Batch::Events(Vec::new()))
+                    }
+                    // The reader has ended: nothing more will come.
+                    Err(_) => Some(Batch::Drained),
+                }
             }
             _ = second.tick() => {
                 // A loss without records after it: nothing more to wait for.
@@ -482,6 +491,12 @@ pub async fn run(
                 if caught_up {
                     engine.caught_up();
                 }
+            }
+            Batch::Drained => {
+                awaiting_drain = false;
+                let fs = engine.tick(Clock::mono_now());
+                records.extend(fs.iter().map(|f| engine.finding_record(f)));
+                count_findings(&stats, &fs);
             }
             Batch::Lost { by_kind } => {
                 engine.loss_seen();

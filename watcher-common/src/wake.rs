@@ -1,0 +1,91 @@
+//! The wakeup policy: which records wake the reader at once, because they
+//! can decide a finding, and which ride on the next drain (bulk: they keep
+//! the tables current, and the reader drains them within its bulk period).
+//! The kernel programs call these functions when they submit; this table
+//! is the only place the choice is made.
+//!
+//! | record | wakes the reader | decides |
+//! |---|---|---|
+//! | fork, exec, reap, cgroup | never | (state only) |
+//! | exit that ends a process with a non-zero status, or while its parent is not in wait() | at once | respawn_storm, zombie, zombie_accumulation |
+//! | other exits (threads; a clean exit its parent is waiting for) | never | |
+//! | bind that failed, or of a UDP socket (it receives from its bind) | at once | port_conflict, address_unavailable, ports_exhausted, port_shadowed |
+//! | bind of a TCP socket that succeeded | never | |
+//! | connect that failed (not EINPROGRESS) | at once | connect_failures, ports_exhausted |
+//! | connect that succeeded or is in progress | never | |
+//! | TCP state: → LISTEN, LISTEN → CLOSE, SYN_SENT → CLOSE | at once | port_shadowed, connect_failures |
+//! | TCP state: SYN_SENT → ESTABLISHED | never | |
+//! | signal (only fatal ones and OOM kills reach the ring) | at once | crash causes |
+//!
+//! An urgent record wakes the reader at most once per CPU per wakeup
+//! interval; the urgent records right behind it are read by the reader's
+//! re-drain ("linger") one interval later.
+
+/// `SOCK_DGRAM`.
+const SOCK_DGRAM: u16 = 2;
+const EINPROGRESS: i32 = 115;
+const TCP_SYN_SENT: u32 = 2;
+const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u32 = 10;
+
+/// fork, exec, reap, cgroup records.
+pub const fn bulk() -> bool {
+    false
+}
+
+/// An exit record (`exit_code`: the raw `task_struct.exit_code`).
+pub const fn exit(exit_code: u32, ends_process: bool, parent_waiting: bool) -> bool {
+    ends_process && (exit_code != 0 || !parent_waiting)
+}
+
+/// A bind record.
+pub const fn bind(ret: i32, sock_type: u16) -> bool {
+    ret != 0 || sock_type == SOCK_DGRAM
+}
+
+/// A connect record.
+pub const fn connect(ret: i32) -> bool {
+    ret != 0 && ret != -EINPROGRESS
+}
+
+/// A TCP state change record.
+pub const fn tcp_state(old: u32, new: u32) -> bool {
+    new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE) || (old == TCP_SYN_SENT && new == TCP_CLOSE)
+}
+
+/// A signal record (fatal signals, OOM kills).
+pub const fn signal() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deciding_records_wake_and_bulk_ones_do_not() {
+        assert!(!bulk());
+        // Exits: a crash, a signal death, an exit nobody waits for.
+        assert!(exit(1 << 8, true, true), "exit code 1");
+        assert!(exit(11, true, true), "SIGSEGV");
+        assert!(exit(0, true, false), "its parent is not waiting: a zombie to be");
+        assert!(!exit(0, true, true), "a clean exit its parent reaps");
+        assert!(!exit(1 << 8, false, false), "a thread");
+        // Binds.
+        assert!(bind(-98, 1), "EADDRINUSE");
+        assert!(bind(-99, 1), "EADDRNOTAVAIL");
+        assert!(bind(0, 2), "a UDP socket starts receiving");
+        assert!(!bind(0, 1), "a TCP bind: the listen decides");
+        // Connects.
+        assert!(connect(-111), "ECONNREFUSED");
+        assert!(connect(-99), "EADDRNOTAVAIL");
+        assert!(!connect(0));
+        assert!(!connect(-115), "EINPROGRESS: the state change decides");
+        // TCP states.
+        assert!(tcp_state(7, 10), "listen");
+        assert!(tcp_state(10, 7), "listener closed");
+        assert!(tcp_state(2, 7), "handshake failed");
+        assert!(!tcp_state(2, 1), "connected");
+        assert!(signal());
+    }
+}
