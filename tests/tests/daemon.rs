@@ -147,6 +147,12 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
             >= 1.0,
         "{m}"
     );
+    // Every stage's latency is measured: records read, the port conflict
+    // decided and written.
+    for stage in ["kernel_to_read", "read_to_decided", "decided_to_written"] {
+        let n = metric(&m, &format!("watcher_stage_latency_seconds_count{{stage=\"{stage}\"}}")).unwrap_or(0.0);
+        assert!(n >= 1.0, "stage {stage} measured {n} times: {m}");
+    }
     // promtool accepts the exposition.
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

@@ -23,7 +23,8 @@ use crate::{
 /// What the reader hands to the processing stage.
 #[derive(Debug)]
 pub enum Batch {
-    Events(Vec<Result<KernelEvent, DecodeError>>),
+    /// Records, and when they were read (CLOCK_MONOTONIC ns; 0: no read).
+    Events(Vec<Result<KernelEvent, DecodeError>>, u64),
     /// Everything written before a drain request has been sent.
     Drained,
     /// New kernel-side losses since the last report, by kind number.
@@ -126,7 +127,7 @@ pub async fn run(
             Some(()) = drain_requests.recv() => {
                 // Everything up to now (in batches of the usual size).
                 while drain(fd.get_mut(), opts.batch, &mut batch) == opts.batch {
-                    if tx.send(Batch::Events(std::mem::take(&mut batch))).await.is_err() {
+                    if tx.send(Batch::Events(std::mem::take(&mut batch), crate::record::Clock::mono_now())).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -156,6 +157,7 @@ pub async fn run(
                 }
             }
         }
+        let read_ns = crate::record::Clock::mono_now();
         // A loss is said before the records drained with it: the engine then
         // holds what those records would open until it has reconciled.
         if !batch.is_empty() {
@@ -177,7 +179,7 @@ pub async fn run(
                 if drain(fd.get_mut(), opts.batch, &mut rest) == 0 {
                     break;
                 }
-                if tx.send(Batch::Events(rest)).await.is_err() {
+                if tx.send(Batch::Events(rest, crate::record::Clock::mono_now())).await.is_err() {
                     return Ok(());
                 }
             }
@@ -186,7 +188,7 @@ pub async fn run(
             }
             return Ok(());
         }
-        if !batch.is_empty() && tx.send(Batch::Events(batch)).await.is_err() {
+        if !batch.is_empty() && tx.send(Batch::Events(batch, read_ns)).await.is_err() {
             return Ok(());
         }
         if drained && tx.send(Batch::Drained).await.is_err() {

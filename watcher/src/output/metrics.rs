@@ -62,6 +62,14 @@ pub fn render(s: &Stats) -> String {
         let n = s.kernel_tables.get(t.as_str()).map(|x| x.swept).unwrap_or(0);
         let _ = writeln!(o, "watcher_kernel_table_swept_total{{table=\"{}\"}} {n}", t.as_str());
     }
+    family(&mut o, "watcher_stage_latency_seconds", "histogram", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks having taken it, findings only).");
+    for (stage, h) in s.stages.each() {
+        for (le, n) in h.cumulative() {
+            let _ = writeln!(o, "watcher_stage_latency_seconds_bucket{{stage=\"{stage}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(o, "watcher_stage_latency_seconds_sum{{stage=\"{stage}\"}} {}", h.sum_s);
+        let _ = writeln!(o, "watcher_stage_latency_seconds_count{{stage=\"{stage}\"}} {}", h.count);
+    }
     family(
         &mut o,
         "watcher_decode_errors_total",

@@ -4,6 +4,7 @@
 //! that proves the chain works, and the counters behind the metrics.
 pub mod canary;
 pub mod engine;
+pub mod stages;
 
 use std::{
     collections::BTreeMap,
@@ -31,6 +32,8 @@ pub struct Stats {
     pub lost: u64,
     /// Inserts the kernel side's full tables refused, by table.
     pub table_full: BTreeMap<&'static str, u64>,
+    /// Latency per pipeline stage.
+    pub stages: stages::Stages,
     /// The kernel side's tables at the last sweep.
     pub kernel_tables: BTreeMap<&'static str, crate::kernel::tables::TableState>,
     pub decode_errors: u64,
@@ -323,6 +326,8 @@ pub async fn run(
 
     loop {
         let mut records = std::mem::take(&mut pending);
+        // When the findings among `records` were decided (for the write stage's latency).
+        let mut decided: Vec<u64> = Vec::new();
         let deadline = if awaiting_drain { None } else { engine.next_deadline() };
         let timer = async {
             match deadline {
@@ -353,8 +358,8 @@ pub async fn run(
         };
         let batch = tokio::select! {
             b = rx.recv() => b,
-            _ = name_timer => Some(Batch::Events(Vec::new())),
-            _ = late_timer => Some(Batch::Events(Vec::new())),
+            _ = name_timer => Some(Batch::Events(Vec::new(), 0)),
+            _ = late_timer => Some(Batch::Events(Vec::new(), 0)),
             // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
             _ = timer => {
                 // Records lost that the reader has not said yet (it runs after
@@ -366,7 +371,7 @@ pub async fn run(
                     // Fired when the reader says it has drained.
                     Ok(()) => {
                         awaiting_drain = true;
-                        Some(Batch::Events(Vec::new()))
+                        Some(Batch::Events(Vec::new(), 0))
                     }
                     // The reader has ended: nothing more will come.
                     Err(_) => Some(Batch::Drained),
@@ -401,7 +406,7 @@ pub async fn run(
                 }
                 stats.lock().expect("stats lock").container_names_late = names.unnamed;
                 out.tick(&stats);
-                Some(Batch::Events(Vec::new()))
+                Some(Batch::Events(Vec::new(), 0))
             }
             _ = sighup.recv(), if settings.reload_on_hup => {
                 match out.reload(&mut engine) {
@@ -414,10 +419,10 @@ pub async fn run(
                         let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: reload refused, keeping the running configuration: {e:#}\n").as_bytes());
                     }
                 }
-                Some(Batch::Events(Vec::new()))
+                Some(Batch::Events(Vec::new(), 0))
             }
-            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new())) }
-            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new())) }
+            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new(), 0)) }
+            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new(), 0)) }
         };
         let Some(batch) = batch else { break };
         // The container runtime's answers (names, images), applied between
@@ -443,10 +448,12 @@ pub async fn run(
             clock_refreshed = Instant::now();
         }
         match batch {
-            Batch::Events(evs) => {
+            Batch::Events(evs, read_ns) => {
                 // A batch shorter than the reader's most: the ring was empty
                 // behind it (after a loss, the backlog is handled now).
                 let caught_up = evs.len() < reader_batch;
+                let mut kernel_to_read = stages::Histogram::default();
+                let mut read_to_decided = stages::Histogram::default();
                 let mut s_events: BTreeMap<&'static str, u64> = BTreeMap::new();
                 let mut decode_errors = 0;
                 for ev in evs {
@@ -470,7 +477,15 @@ pub async fn run(
                                     continue;
                                 }
                             }
+                            kernel_to_read.observe_ns(read_ns.saturating_sub(ev.header.ts_ns));
                             let (r, fs) = engine.handle_opt(&ev, out.wants_events());
+                            if !fs.is_empty() {
+                                let now = Clock::mono_now();
+                                for _ in &fs {
+                                    read_to_decided.observe_ns(now.saturating_sub(read_ns));
+                                    decided.push(now);
+                                }
+                            }
                             *s_events.entry(ev.kind().as_str()).or_default() += 1;
                             records.extend(r);
                             records.extend(fs.iter().map(|f| engine.finding_record(f)));
@@ -486,6 +501,8 @@ pub async fn run(
                 for (k, n) in s_events {
                     *s.events_by_type.entry(k).or_default() += n;
                 }
+                s.stages.kernel_to_read.merge(&kernel_to_read);
+                s.stages.read_to_decided.merge(&read_to_decided);
                 s.decode_errors += decode_errors;
                 drop(s);
                 if caught_up {
@@ -494,7 +511,9 @@ pub async fn run(
             }
             Batch::Drained => {
                 awaiting_drain = false;
-                let fs = engine.tick(Clock::mono_now());
+                let now = Clock::mono_now();
+                let fs = engine.tick(now);
+                decided.extend(fs.iter().map(|_| now));
                 records.extend(fs.iter().map(|f| engine.finding_record(f)));
                 count_findings(&stats, &fs);
             }
@@ -515,6 +534,13 @@ pub async fn run(
             continue;
         }
         match out.write(&records, &stats) {
+            Ok(true) if !decided.is_empty() => {
+                let now = Clock::mono_now();
+                let mut s = stats.lock().expect("stats lock");
+                for d in &decided {
+                    s.stages.decided_to_written.observe_ns(now.saturating_sub(*d));
+                }
+            }
             Ok(true) => {}
             Ok(false) => {
                 consumer_gone = true;

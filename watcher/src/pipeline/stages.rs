@@ -1,0 +1,97 @@
+//! Latency per pipeline stage, as histograms for the metrics: kernel event
+//! → read (the record's kernel timestamp to the drain that read it), read →
+//! decided (to the detectors' verdict: findings only), decided → written
+//! (to the sinks having taken it: findings only).
+
+/// Bucket bounds, seconds: 50 µs … 1 s.
+pub const BOUNDS_S: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A cumulative-on-render histogram of durations.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Per bucket (not cumulative), the last one for > 1 s.
+    pub counts: [u64; BOUNDS_S.len() + 1],
+    pub sum_s: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn observe_ns(&mut self, ns: u64) {
+        let s = ns as f64 / 1e9;
+        let i = BOUNDS_S.iter().position(|b| s <= *b).unwrap_or(BOUNDS_S.len());
+        self.counts[i] += 1;
+        self.sum_s += s;
+        self.count += 1;
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.sum_s += other.sum_s;
+        self.count += other.count;
+    }
+
+    /// (upper bound, cumulative count) per bucket, `+Inf` last.
+    pub fn cumulative(&self) -> Vec<(String, u64)> {
+        let mut acc = 0;
+        let mut out = Vec::new();
+        for (i, n) in self.counts.iter().enumerate() {
+            acc += n;
+            let le = BOUNDS_S.get(i).map(|b| b.to_string()).unwrap_or_else(|| "+Inf".into());
+            out.push((le, acc));
+        }
+        out
+    }
+}
+
+/// The three stages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stages {
+    pub kernel_to_read: Histogram,
+    pub read_to_decided: Histogram,
+    pub decided_to_written: Histogram,
+}
+
+impl Stages {
+    pub fn merge(&mut self, other: &Stages) {
+        self.kernel_to_read.merge(&other.kernel_to_read);
+        self.read_to_decided.merge(&other.read_to_decided);
+        self.decided_to_written.merge(&other.decided_to_written);
+    }
+
+    /// (label, histogram) for the exposition.
+    pub fn each(&self) -> [(&'static str, &Histogram); 3] {
+        [
+            ("kernel_to_read", &self.kernel_to_read),
+            ("read_to_decided", &self.read_to_decided),
+            ("decided_to_written", &self.decided_to_written),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_fall_in_their_buckets_and_add_up() {
+        let mut h = Histogram::default();
+        h.observe_ns(30_000); // 30 µs
+        h.observe_ns(700_000); // 0.7 ms
+        h.observe_ns(2_000_000_000); // 2 s
+        let c = h.cumulative();
+        assert_eq!(c[0], ("0.00005".into(), 1));
+        assert_eq!(c[4], ("0.001".into(), 2), "≤ 1 ms");
+        assert_eq!(c.last().unwrap(), &("+Inf".into(), 3));
+        assert_eq!(h.count, 3);
+        assert!((h.sum_s - 2.00073).abs() < 1e-9);
+        let mut s = Stages::default();
+        let mut o = Stages::default();
+        o.decided_to_written = h.clone();
+        s.merge(&o);
+        assert_eq!(s.decided_to_written.count, 3);
+    }
+}
