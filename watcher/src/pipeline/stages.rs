@@ -89,8 +89,7 @@ mod tests {
         assert_eq!(h.count, 3);
         assert!((h.sum_s - 2.00073).abs() < 1e-9);
         let mut s = Stages::default();
-        let mut o = Stages::default();
-        o.decided_to_written = h.clone();
+        let o = Stages { decided_to_written: h.clone(), ..Default::default() };
         s.merge(&o);
         assert_eq!(s.decided_to_written.count, 3);
     }
