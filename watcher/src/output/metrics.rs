@@ -297,10 +297,22 @@ mod tests {
         assert!(text.contains("watcher_pipeline_healthy 1"));
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let name = l.split(['{', ' ']).next().unwrap();
+            // A histogram's samples are its family's name with a suffix.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|x| name.strip_suffix(x).filter(|f| text.contains(&format!("# TYPE {f} histogram"))))
+                .unwrap_or(name);
             assert!(
-                text.contains(&format!("# TYPE {name} ")),
+                text.contains(&format!("# TYPE {family} ")),
                 "no TYPE for {name}"
             );
         }
+        // The stage histograms: cumulative buckets ending in +Inf, a sum and a count.
+        let mut s = Stats::default();
+        s.stages.read_to_decided.observe_ns(300_000);
+        let text = render(&s);
+        assert!(text.contains("watcher_stage_latency_seconds_bucket{stage=\"read_to_decided\",le=\"0.0005\"} 1"), "{text}");
+        assert!(text.contains("watcher_stage_latency_seconds_bucket{stage=\"read_to_decided\",le=\"+Inf\"} 1"), "{text}");
+        assert!(text.contains("watcher_stage_latency_seconds_count{stage=\"read_to_decided\"} 1"), "{text}");
     }
 }
