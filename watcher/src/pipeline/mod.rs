@@ -303,7 +303,17 @@ pub async fn run(
     // records never wake it): a deadline is judged on everything before it.
     let (drain_tx, drain_rx) = mpsc::channel::<()>(1);
     let mut awaiting_drain = false;
-    let reader = tokio::spawn(reader::run(events, lost.clone(), tx, stop_rx, drain_rx, settings.reader));
+    // The reader has a thread of its own: it only drains the ring, so a
+    // stage that waits (a socket lookup, a sink) never delays reading.
+    let reader_lost = lost.clone();
+    let reader_opts = settings.reader;
+    let reader = std::thread::Builder::new()
+        .name("watcher-reader".into())
+        .spawn(move || -> std::io::Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(reader::run(events, reader_lost, tx, stop_rx, drain_rx, reader_opts))
+        })
+        .context("starting the reader thread")?;
 
     let Signals {
         term: mut sigterm,
@@ -552,7 +562,14 @@ pub async fn run(
             Err(e) => return Err(e),
         }
     }
-    let _ = reader.await;
+    // The reader ends after its final drain once stopped (or when this
+    // loop's receiver is gone).
+    drop(rx);
+    match tokio::task::spawn_blocking(move || reader.join()).await {
+        Ok(Ok(Err(e))) => tracing::warn!("the ring-buffer reader ended with an error: {e}"),
+        Ok(Err(_)) => tracing::warn!("the ring-buffer reader panicked"),
+        _ => {}
+    }
     let mut rest = losses.flush(&stats, &engine.enricher.clock);
     rest.extend(names.flush(&engine.enricher.containers));
     if !consumer_gone && !rest.is_empty() {
