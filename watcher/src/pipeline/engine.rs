@@ -308,19 +308,24 @@ impl Engine {
             Some(key) => {
                 self.budget.1 += 1;
                 self.lookups += 1;
-                let candidates: Vec<u32> = self
+                // The holders the table knows, and the event's own process
+                // (a listener that just started holds the port itself): when
+                // every socket's owner is among them, the helper scans their
+                // fds only, not every process's.
+                let (netns, tcp, port) = key;
+                let via = me;
+                let mut candidates: Vec<u32> = self
                     .detectors
                     .sockets
                     .holders(key)
                     .iter()
                     .map(|h| h.proc.key.tgid)
                     .collect();
-                let (netns, tcp, port) = key;
-                let via = touched
-                    .subject
-                    .as_ref()
-                    .map(|p| p.key.tgid)
-                    .unwrap_or(ev.header.tgid);
+                for pid in owner.as_ref().map(|o| o.key.tgid).into_iter().chain([via]) {
+                    if !candidates.contains(&pid) {
+                        candidates.push(pid);
+                    }
+                }
                 self.lookup.ask(netns, via, tcp, port, &candidates)
             }
             None => None,
