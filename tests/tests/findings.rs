@@ -329,9 +329,11 @@ fn fork_storm_threshold_from_the_config_file() {
         cfg.to_str().unwrap(),
     ]);
     let run = actor(ACTOR, &["fork-fast", "3500", "120"]);
+    // What the rule needs is more than 50 a second for 2 s: on an emulated
+    // CPU (the kernel matrix) the loop does not always reach its 120/s.
     assert!(
-        run.get("forks") >= 300,
-        "the workload forked {} times",
+        run.get("forks") >= 200,
+        "the workload forked {} times in 3.5 s: too few to outpace the configured 50/s",
         run.get("forks")
     );
     let f = fork_storm_opened_and_resolved(&feed, run.pid);
