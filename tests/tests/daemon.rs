@@ -680,6 +680,44 @@ fn a_reload_keeps_open_incidents_and_resolves_those_of_a_disabled_detector() {
     parent.finish();
 }
 
+/// `watcher run` for the loss tests (findings and loss records on stdout,
+/// metrics, a 1 s zombie age) with `extra` arguments; its metrics address.
+fn loss_daemon(name: &str, extra: &[&str]) -> (std::sync::Arc<Feed>, String) {
+    let dir = temp_dir(name);
+    let port = free_port();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[feed]\ntypes = [\"finding\", \"loss\"]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n[detect.zombie]\nmax_age_s = 1\n",
+            dir.join("status.json").display()
+        ),
+    );
+    let mut args = vec!["run", "--config", cfg.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let d = Feed::start(&args);
+    d.wait_stderr("running:");
+    (d, format!("127.0.0.1:{port}"))
+}
+
+/// The zombie findings that `about` selects, once a real zombie (unreaped
+/// for 3 s) has had its finding at the 1 s deadline: by then the deadlines
+/// of anything that exited earlier have run — a ghost's would have come before it.
+fn zombie_findings_after_a_real_one(d: &Feed, about: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut real = spawn_actor(ACTOR, &["zombies", "1", "3000"]);
+    real.value("children");
+    d.wait_for("the real zombie's finding", |v| {
+        finding(v, "zombie", "open") && finding_pids(v, Some("parent")).contains(&(real.pid as u64))
+    });
+    let found = d
+        .records()
+        .into_iter()
+        .filter(|v| text(v, &["type"]) == Some("finding") && text(v, &["kind"]).is_some_and(|k| k.starts_with("zombie")))
+        .filter(|v| about(v))
+        .collect();
+    real.finish();
+    found
+}
+
 /// An overload with lost records leaves no ghost: children whose reaps were
 /// lost are not reported as zombies, because the tables are reconciled with
 /// /proc before anything those records could open is written; and hides
@@ -691,17 +729,7 @@ fn an_overload_with_lost_records_leaves_no_ghost_finding() {
         return;
     }
     let _turn = flood_turn();
-    let dir = temp_dir("daemon-overload");
-    let port = free_port();
-    let cfg = write_config(
-        &dir,
-        &format!(
-            "[feed]\ntypes = [\"finding\", \"loss\"]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n[detect.zombie]\nmax_age_s = 1\n",
-            dir.join("status.json").display()
-        ),
-    );
-    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap(), "--ring-mib", "1"]);
-    d.wait_stderr("running:");
+    let (d, addr) = loss_daemon("daemon-overload", &["--ring-mib", "1"]);
     // ~60,000 records while watcher is stopped: the 1 MiB ring keeps the first ones only.
     d.signal(Signal::SIGSTOP);
     let flood = actor(ACTOR, &["fork-loop", "20000"]);
@@ -711,7 +739,6 @@ fn an_overload_with_lost_records_leaves_no_ghost_finding() {
     wild.value("listening");
     d.signal(Signal::SIGCONT);
     d.wait_for("a loss record", |v| text(v, &["type"]) == Some("loss"));
-    let addr = format!("127.0.0.1:{port}");
     eventually("a reconciliation with /proc and the socket tables", || {
         let m = scrape(&addr);
         let done = metric(&m, "watcher_reconciliations_total").unwrap_or(0.0) >= 1.0;
@@ -728,21 +755,8 @@ fn an_overload_with_lost_records_leaves_no_ghost_finding() {
     });
     spec.finish();
     wild.finish();
-    // A real zombie, unreaped for 3 s: its finding (at the 1 s deadline)
-    // shows the deadlines have run — a ghost's would have come before it.
-    let mut real = spawn_actor(ACTOR, &["zombies", "1", "3000"]);
-    real.value("children");
-    d.wait_for("the real zombie's finding", |v| {
-        finding(v, "zombie", "open") && finding_pids(v, Some("parent")).contains(&(real.pid as u64))
-    });
-    let ghosts: Vec<Value> = d
-        .records()
-        .into_iter()
-        .filter(|v| text(v, &["type"]) == Some("finding") && text(v, &["kind"]).is_some_and(|k| k.starts_with("zombie")))
-        .filter(|v| finding_pids(v, None).contains(&(flood.pid as u64)))
-        .collect();
+    let ghosts = zombie_findings_after_a_real_one(&d, |v| finding_pids(v, None).contains(&(flood.pid as u64)));
     assert!(ghosts.is_empty(), "findings about the flood's children, reaped long ago: {ghosts:?}");
-    real.finish();
 }
 
 /// A full kernel table is counted, reported, and repaired: with 64 entries,
@@ -761,17 +775,7 @@ fn a_full_kernel_table_is_counted_reported_and_repaired() {
         return;
     }
     let _turn = flood_turn();
-    let dir = temp_dir("daemon-table-full");
-    let port = free_port();
-    let cfg = write_config(
-        &dir,
-        &format!(
-            "[feed]\ntypes = [\"finding\", \"loss\"]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n[detect.zombie]\nmax_age_s = 1\n",
-            dir.join("status.json").display()
-        ),
-    );
-    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap(), "--table-entries", "64"]);
-    d.wait_stderr("running:");
+    let (d, addr) = loss_daemon("daemon-table-full", &["--table-entries", "64"]);
     let mut reaper = spawn_actor(ACTOR, &["orphan-zombies", "300", "10", "2000"]);
     let middle: u64 = reaper.value("middle").parse().expect("pid");
     reaper.value("orphaned");
@@ -779,7 +783,6 @@ fn a_full_kernel_table_is_counted_reported_and_repaired() {
         text(v, &["type"]) == Some("loss") && text(v, &["loss", "reason"]) == Some("kernel_table_full")
     });
     assert!(watcher_tests::num(&loss, &["loss", "by_table", "exited"]).unwrap_or(0) > 0, "{loss}");
-    let addr = format!("127.0.0.1:{port}");
     eventually("the refusals in the metrics, and the unseen reaps repaired", || {
         let m = scrape(&addr);
         let full = metric(&m, "watcher_kernel_table_full_total{table=\"exited\"}").unwrap_or(0.0);
@@ -793,20 +796,8 @@ fn a_full_kernel_table_is_counted_reported_and_repaired() {
     d.wait_for("its resolution", |v| {
         finding(v, "zombie_accumulation", "resolved") && text(v, &["summary"]).is_some_and(|s| s.contains(&format!("pid {middle} ")))
     });
-    // A real zombie, unreaped for 3 s: its finding (1 s deadline) shows the
-    // deadlines of the orphans' (1 s after their exit) have run by now.
-    let mut real = spawn_actor(ACTOR, &["zombies", "1", "3000"]);
-    real.value("children");
-    d.wait_for("the real zombie's finding", |v| {
-        finding(v, "zombie", "open") && finding_pids(v, Some("parent")).contains(&(real.pid as u64))
-    });
-    let ghosts: Vec<Value> = d
-        .records()
-        .into_iter()
-        .filter(|v| text(v, &["type"]) == Some("finding") && text(v, &["kind"]).is_some_and(|k| k.starts_with("zombie")))
-        .filter(|v| finding_pids(v, Some("parent")).contains(&(reaper.pid as u64)))
-        .collect();
+    // (The orphans' deadlines came 1 s after their exit.)
+    let ghosts = zombie_findings_after_a_real_one(&d, |v| finding_pids(v, Some("parent")).contains(&(reaper.pid as u64)));
     assert!(ghosts.is_empty(), "findings about zombies the subreaper's kernel reaped: {ghosts:?}");
-    real.finish();
     reaper.finish();
 }

@@ -533,7 +533,7 @@ mod tests {
     }
 
     fn listener(netns: u32, port: u16, pid: u32) -> KernelSocket {
-        KernelSocket { tcp: true, addr: "0.0.0.0".parse().unwrap(), port, state: TCP_LISTEN, uid: 0, inode: 1, pids: vec![pid], netns }
+        KernelSocket { netns, ..crate::detect::testkit::listener("0.0.0.0", port, &[pid]) }
     }
 
     #[test]

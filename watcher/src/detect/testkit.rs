@@ -328,24 +328,7 @@ impl Kit {
     /// The last thread of `pid` exits; the kernel's exited-process table
     /// was full (its reap without a wait would go unseen).
     pub fn exit_untracked(&mut self, ts: u64, pid: u32) -> Vec<Finding> {
-        self.feed(Self::ev(
-            EventKind::Exit,
-            ts,
-            pid,
-            pid,
-            "x",
-            ExitData {
-                exit_code: 0,
-                group_dead: 1,
-                parent_tgid: 0,
-                parent_waiting: 0,
-                cgroup_id: 0,
-                pidns: 0,
-                ns_pid: 0,
-                flags: watcher_common::EXIT_UNTRACKED,
-                _pad: 0,
-            },
-        ))
+        self.exit_in_pidns_flags(ts, pid, 0, 0, 0, watcher_common::EXIT_UNTRACKED)
     }
 
     /// The last thread of `pid` exits while its parent is blocked in wait4/waitid.
@@ -656,7 +639,7 @@ impl Kit {
         self.exit_in_pidns_flags(ts, pid, raw, pidns, ns_pid, 0)
     }
 
-    /// [`Kit::exit_in_pidns`] with the exit record's flags (`EXIT_PIDNS_DYING`).
+    /// [`Kit::exit_in_pidns`] with the exit record's flags (`EXIT_PIDNS_DYING`, `EXIT_UNTRACKED`).
     pub fn exit_in_pidns_flags(
         &mut self,
         ts: u64,
