@@ -4,7 +4,8 @@
 //! The kernel decides which records wake it (`watcher_common::wake`: those
 //! that can decide a finding, at most one wakeup per CPU per
 //! `wakeup_interval`); urgent records right behind a wakeup are picked up by
-//! a "linger" drain one interval after each drain that found records, and
+//! a "linger" drain one interval after each drain that found an urgent
+//! record (or a full batch), and
 //! bulk records (which never wake it) by the drain every bulk period. The
 //! pipeline can ask for a drain (before it fires a deadline, so that what
 //! happened before the deadline is known): the batch is followed by
