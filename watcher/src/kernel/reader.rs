@@ -35,7 +35,7 @@ pub enum Batch {
 }
 
 pub struct ReaderOptions {
-    /// Re-drain this long after a drain that found records.
+    /// Re-drain this long after a drain that found an urgent record (or a full batch).
     pub linger: Duration,
     /// Drain (bulk records, which never wake the reader) and poll the loss
     /// counters at least this often.
