@@ -57,6 +57,8 @@ struct State {
     arrivals: Vec<u64>,
     stderr: Vec<String>,
     bad_lines: Vec<String>,
+    /// Watcher's stdout is not read while set (a stalled consumer).
+    paused: bool,
     ready: bool,
     exited: bool,
 }
@@ -124,8 +126,19 @@ impl Feed {
         let err = child.stderr.take().expect("stderr");
         let f = feed.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
+            let mut out = BufReader::new(out);
+            loop {
+                {
+                    let mut st = f.state.lock().expect("lock");
+                    while st.paused {
+                        st = f.cv.wait(st).expect("wait");
+                    }
+                }
+                let mut line = String::new();
+                if !matches!(out.read_line(&mut line), Ok(n) if n > 0) {
+                    break;
+                }
+                let line = line.trim_end_matches('\n').to_owned();
                 let mut st = f.state.lock().expect("lock");
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => {
@@ -241,6 +254,13 @@ impl Feed {
                 .expect("wait")
                 .0;
         }
+    }
+
+    /// Stop reading watcher's stdout (`true`: it fills the pipe and then
+    /// waits, a stalled consumer), or read it again.
+    pub fn pause_reading(&self, paused: bool) {
+        self.state.lock().expect("lock").paused = paused;
+        self.cv.notify_all();
     }
 
     pub fn records(&self) -> Vec<Value> {

@@ -229,6 +229,62 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     );
 }
 
+/// Each sink writes on its own thread behind a bounded queue: a consumer
+/// that stops reading stdout makes stdout drop (counted, then told), while
+/// the file sink and detection go on.
+#[test]
+fn a_stalled_stdout_drops_for_itself_and_never_holds_up_the_file() {
+    if !require_root() {
+        return;
+    }
+    let _turn = flood_turn();
+    let dir = temp_dir("stalled-stdout");
+    let port = free_port();
+    let feed_file = dir.join("feed.ndjson");
+    let config = format!(
+        "[feed]\ntypes = [\"all\"]\nstdout = true\nfile = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n",
+        feed_file.display(),
+        dir.join("status.json").display()
+    );
+    let cfg = write_config(&dir, &config);
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+    d.wait_stderr("running:");
+    d.pause_reading(true);
+    let addr = format!("127.0.0.1:{port}");
+    let dropped = |m: &str, sink: &str| metric(m, &format!("watcher_sink_dropped_total{{sink=\"{sink}\"}}")).unwrap_or(0.0);
+    // Records until stdout's pipe and queue are full (three per child: fork, exit, reap).
+    let mut m = scrape(&addr);
+    for _ in 0..6 {
+        if dropped(&m, "stdout") > 0.0 {
+            break;
+        }
+        actor(ACTOR, &["fork-fast", "2000", "3000"]);
+        m = scrape(&addr);
+    }
+    assert!(dropped(&m, "stdout") > 0.0, "stdout never dropped: {m}");
+    // stdout is still not read: a finding reaches the file all the same.
+    let (failing, holder) = cause_port_conflict();
+    let pids = format!("\"pid\":{failing},");
+    eventually("the port conflict in the file while stdout is stalled", || {
+        read_file(&feed_file)
+            .lines()
+            .any(|l| l.contains("\"kind\":\"port_conflict\"") && l.contains(&pids) && l.contains(&format!("\"pid\":{holder},")))
+            .then_some(())
+    });
+    let m = scrape(&addr);
+    assert_eq!(dropped(&m, "file"), 0.0, "{m}");
+    assert_eq!(metric(&m, "watcher_pipeline_healthy"), Some(1.0), "{m}");
+    assert!(metric(&m, "watcher_sink_write_latency_seconds_count{sink=\"file\"}").unwrap_or(0.0) > 0.0, "{m}");
+    // Read again: stdout is told how many records it missed.
+    d.pause_reading(false);
+    let told = d.wait_for("a loss record for stdout", |v| {
+        v["type"] == "loss" && v["loss"]["reason"] == "sink_too_slow"
+    });
+    assert!(told["loss"]["count"].as_u64().unwrap_or(0) > 0, "{told}");
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+}
+
 #[test]
 fn syslog_sink_reaches_a_real_rsyslog() {
     if !require_root() {

@@ -11,7 +11,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use bytes::Bytes;
 
 use crate::{
     config::Config,
@@ -20,6 +19,7 @@ use crate::{
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
     reader::ReaderOptions,
     record::{Clock, Record},
+    lane::{Lane, Line, SinkWriter, LANE_QUEUE},
     sinks::{FileSink, SocketSink, SyslogSink, Types},
     trace,
 };
@@ -57,9 +57,9 @@ struct Feed {
     config_path: PathBuf,
     config: Config,
     types: Types,
-    stdout: Option<io::BufWriter<io::Stdout>>,
-    file: Option<FileSink>,
-    syslog: Option<SyslogSink>,
+    /// stdout, the file, syslog: each on its own thread behind a bounded queue.
+    lanes: Vec<Lane>,
+    file: Option<PathBuf>,
     socket: Option<SocketSink>,
     status_file: PathBuf,
 }
@@ -68,23 +68,26 @@ impl Feed {
     fn open(config_path: &Path, config: &Config) -> anyhow::Result<Feed> {
         let f = &config.feed;
         let types = Types::new(&f.types).map_err(anyhow::Error::msg)?;
-        let file = match &f.file {
-            Some(p) => Some(
-                FileSink::open(p)
-                    .with_context(|| format!("opening the feed file {}", p.display()))?,
-            ),
-            None => None,
+        let mut lanes = Vec::new();
+        let lane = |name, w: Box<dyn SinkWriter>| {
+            Lane::start(name, w, LANE_QUEUE).with_context(|| format!("starting the {name} sink's thread"))
         };
-        let syslog = if f.syslog {
-            Some(SyslogSink::open(&f.syslog_socket).with_context(|| {
+        if f.stdout {
+            lanes.push(lane("stdout", Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())))?);
+        }
+        if let Some(p) = &f.file {
+            let file = FileSink::open(p).with_context(|| format!("opening the feed file {}", p.display()))?;
+            lanes.push(lane("file", Box::new(file))?);
+        }
+        if f.syslog {
+            let syslog = SyslogSink::open(&f.syslog_socket).with_context(|| {
                 format!(
                     "connecting to syslog at {} (is a syslog daemon running?)",
                     f.syslog_socket.display()
                 )
-            })?)
-        } else {
-            None
-        };
+            })?;
+            lanes.push(lane("syslog", Box::new(syslog))?);
+        }
         let socket = match &f.socket {
             Some(p) => Some(
                 SocketSink::bind(p)
@@ -96,25 +99,26 @@ impl Feed {
             config_path: config_path.to_owned(),
             config: config.clone(),
             types,
-            stdout: f
-                .stdout
-                .then(|| io::BufWriter::with_capacity(64 * 1024, io::stdout())),
-            file,
-            syslog,
+            lanes,
+            file: f.file.clone(),
             socket,
             status_file: config.health.status_file.clone(),
         })
     }
 
+    fn lane(&self, name: &str) -> Option<&Lane> {
+        self.lanes.iter().find(|l| l.name() == name)
+    }
+
     fn describe(&self) -> String {
         let mut to = Vec::new();
-        if self.stdout.is_some() {
+        if self.lane("stdout").is_some() {
             to.push("stdout".to_owned());
         }
         if let Some(f) = &self.file {
-            to.push(format!("file {}", f.path().display()));
+            to.push(format!("file {}", f.display()));
         }
-        if self.syslog.is_some() {
+        if self.lane("syslog").is_some() {
             to.push(format!(
                 "syslog ({})",
                 self.config.feed.syslog_socket.display()
@@ -162,60 +166,39 @@ impl Feed {
 }
 
 impl Output for Feed {
+    /// Serialized once here; each sink's lane takes it without waiting.
     fn write(&mut self, records: &[Record], stats: &SharedStats) -> anyhow::Result<bool> {
         let mut written = 0u64;
-        let mut file_err = 0u64;
         for r in records.iter().filter(|r| self.types.wants(r)) {
-            let json = serde_json::to_string(r).context("serializing a record")?;
-            let mut line = json.clone().into_bytes();
-            line.push(b'\n');
-            if let Some(o) = self.stdout.as_mut() {
-                if let Err(e) = o.write_all(&line) {
-                    if e.kind() == io::ErrorKind::BrokenPipe {
-                        self.stdout = None;
-                    }
-                }
-            }
-            if let Some(f) = self.file.as_mut() {
-                if f.write(&line).is_err() {
-                    file_err += 1;
-                }
-            }
-            if let Some(s) = self.syslog.as_mut() {
-                s.send(r, &json);
-            }
+            let line = Line::of(r).context("serializing a record")?;
             if let Some(s) = &self.socket {
-                s.send(&Bytes::from(line));
+                s.send(&line.json);
+            }
+            for lane in &self.lanes {
+                lane.send(line.clone());
             }
             written += 1;
         }
-        if let Some(o) = self.stdout.as_mut() {
-            let _ = o.flush();
-        }
-        if let Some(f) = self.file.as_mut() {
-            if f.flush().is_err() {
-                file_err += 1;
-            }
-        }
         let mut s = stats.lock().expect("stats lock");
         s.records_written += written;
-        *s.sink_drops.entry("file".into()).or_default() += file_err;
         if let Some(sock) = &self.socket {
             s.sink_drops
                 .insert("socket".into(), sock.dropped.load(Ordering::Relaxed));
         }
-        if let Some(sl) = &self.syslog {
-            s.sink_drops.insert("syslog".into(), sl.errors);
+        for lane in &self.lanes {
+            // Dropped for a full queue, or not taken by the sink (write errors).
+            s.sink_drops.insert(lane.name().into(), lane.dropped() + lane.errors());
         }
         Ok(true)
     }
 
     fn reload(&mut self, engine: &mut Engine) -> anyhow::Result<Vec<crate::detect::Finding>> {
         let new = load_config(&self.config_path)?;
-        // Reopen the file in any case (logrotate moved it).
-        if let Some(f) = self.file.as_mut() {
-            f.reopen()
-                .with_context(|| format!("reopening {}", f.path().display()))?;
+        // Reopen the file in any case (logrotate moved it): the lane writes
+        // to the new one from its next batch.
+        if let (Some(p), Some(lane)) = (&self.file, self.lane("file")) {
+            let file = FileSink::open(p).with_context(|| format!("reopening {}", p.display()))?;
+            lane.replace(Box::new(file));
         }
         if new.feed != self.config.feed {
             let mut fresh = Feed::open(&self.config_path, &new)?;
@@ -223,7 +206,9 @@ impl Output for Feed {
             if new.feed.socket == self.config.feed.socket {
                 fresh.socket = self.socket.take();
             }
-            *self = fresh;
+            // The old lanes write what they hold off this thread.
+            let old = std::mem::replace(self, fresh);
+            let _ = std::thread::Builder::new().name("watcher-sink-close".into()).spawn(move || drop(old));
         }
         let mut resolved = Vec::new();
         if new.detect != self.config.detect {
@@ -247,6 +232,10 @@ impl Output for Feed {
 
     fn tick(&mut self, stats: &SharedStats) {
         self.write_status(stats);
+        let mut s = stats.lock().expect("stats lock");
+        for lane in &self.lanes {
+            s.sink_latency.insert(lane.name().into(), lane.latency());
+        }
     }
 
     fn wants_events(&self) -> bool {

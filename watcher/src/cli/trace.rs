@@ -5,8 +5,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use anyhow::Context as _;
+
 use crate::{
     config::Config,
+    lane::{Lane, Line, LANE_QUEUE},
     engine::Engine,
     filter::Filter,
     human,
@@ -30,32 +33,37 @@ pub struct TraceSettings {
     pub config: Option<std::path::PathBuf>,
 }
 
-/// Records on stdout: NDJSON, or readable lines (findings in colour on a terminal).
+/// Records on stdout: NDJSON, or readable lines (findings in colour on a
+/// terminal), written by a thread of their own: a consumer that stops
+/// reading misses lines (counted, and told in a `loss` record when it reads
+/// again), and never holds up detection.
 struct Terminal {
     json: bool,
     color: bool,
     filter: Filter,
-    out: io::BufWriter<io::Stdout>,
+    out: Option<Lane>,
     shown: u64,
 }
 
 impl Terminal {
-    fn write_all(&mut self, records: &[Record]) -> io::Result<()> {
-        for r in records.iter().filter(|r| self.filter.matches(r)) {
-            self.shown += 1;
-            match (&r.body, self.color, self.json) {
-                (_, _, true) => {
-                    serde_json::to_writer(&mut self.out, r).map_err(io::Error::other)?;
-                    self.out.write_all(b"\n")?;
-                }
-                (Body::Finding(f), true, false) => {
-                    writeln!(self.out, "{}", human::finding_line(r, f, true))?
-                }
-                _ => writeln!(self.out, "{}", human::line(r))?,
+    fn line(&self, r: &Record) -> serde_json::Result<Line> {
+        Ok(match (&r.body, self.color, self.json) {
+            (_, _, true) => Line::of(r)?,
+            (Body::Finding(f), true, false) => Line::text(human::finding_line(r, f, true)),
+            _ => Line::text(human::line(r)),
+        })
+    }
+
+    /// Write what is queued; the lines stdout could not take.
+    fn close(&mut self) -> u64 {
+        match self.out.take() {
+            Some(lane) => {
+                let missed = lane.dropped() + lane.errors();
+                drop(lane);
+                missed
             }
+            None => 0,
         }
-        // Flushed per batch: a live feed, never block-buffered behind a quiet period.
-        self.out.flush()
     }
 }
 
@@ -65,12 +73,17 @@ impl Output for Terminal {
     }
 
     fn write(&mut self, records: &[Record], _stats: &SharedStats) -> anyhow::Result<bool> {
-        match self.write_all(records) {
-            Ok(()) => Ok(true),
-            // The reader of our stdout went away (e.g. `| head`): a normal end.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
-            Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+        let Some(lane) = &self.out else { return Ok(false) };
+        // The reader of our stdout went away (e.g. `| head`): a normal end.
+        if lane.gone() {
+            return Ok(false);
         }
+        for r in records.iter().filter(|r| self.filter.matches(r)) {
+            self.shown += 1;
+            let line = self.line(r).context("serializing a record")?;
+            lane.send(line);
+        }
+        Ok(true)
     }
 }
 
@@ -136,7 +149,10 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         json: s.json,
         color: !s.json && io::IsTerminal::is_terminal(&io::stdout()),
         filter: s.filter.clone(),
-        out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
+        out: Some(
+            Lane::start("stdout", Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())), LANE_QUEUE)
+                .context("starting the thread that writes stdout")?,
+        ),
         shown: 0,
     };
     let stats: SharedStats = Arc::new(Mutex::new(Stats {
@@ -154,6 +170,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         reload_on_hup: false,
     };
     let st = pipeline::run(probes, engine, settings, &mut out, stats, signals).await?;
+    let missed = out.close();
     findings += st.findings.values().sum::<u64>();
     let secs = st.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
     let total: u64 = st.events_by_type.values().sum();
@@ -164,9 +181,10 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         .collect();
     let _ = writeln!(
         io::stderr(),
-        "watcher: {total} events in {secs:.1} s ({}), {findings} finding records, {} shown, {} lost, {} undecodable",
+        "watcher: {total} events in {secs:.1} s ({}), {findings} finding records, {} shown{}, {} lost, {} undecodable",
         if per_type.is_empty() { "none".to_owned() } else { per_type.join(", ") },
         out.shown,
+        if missed > 0 { format!(" ({missed} of them not written: stdout was not read fast enough)") } else { String::new() },
         st.lost,
         st.decode_errors
     );

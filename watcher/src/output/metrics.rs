@@ -62,13 +62,21 @@ pub fn render(s: &Stats) -> String {
         let n = s.kernel_tables.get(t.as_str()).map(|x| x.swept).unwrap_or(0);
         let _ = writeln!(o, "watcher_kernel_table_swept_total{{table=\"{}\"}} {n}", t.as_str());
     }
-    family(&mut o, "watcher_stage_latency_seconds", "histogram", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks having taken it, findings only).");
+    family(&mut o, "watcher_stage_latency_seconds", "histogram", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks' queues having taken it, findings only; the sinks' own writes: watcher_sink_write_latency_seconds).");
     for (stage, h) in s.stages.each() {
         for (le, n) in h.cumulative() {
             let _ = writeln!(o, "watcher_stage_latency_seconds_bucket{{stage=\"{stage}\",le=\"{le}\"}} {n}");
         }
         let _ = writeln!(o, "watcher_stage_latency_seconds_sum{{stage=\"{stage}\"}} {}", h.sum_s);
         let _ = writeln!(o, "watcher_stage_latency_seconds_count{{stage=\"{stage}\"}} {}", h.count);
+    }
+    family(&mut o, "watcher_sink_write_latency_seconds", "histogram", "Per sink: a record offered to the sink's queue → written by the sink's own thread.");
+    for (sink, h) in &s.sink_latency {
+        for (le, n) in h.cumulative() {
+            let _ = writeln!(o, "watcher_sink_write_latency_seconds_bucket{{sink=\"{sink}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(o, "watcher_sink_write_latency_seconds_sum{{sink=\"{sink}\"}} {}", h.sum_s);
+        let _ = writeln!(o, "watcher_sink_write_latency_seconds_count{{sink=\"{sink}\"}} {}", h.count);
     }
     family(
         &mut o,
@@ -186,9 +194,9 @@ pub fn render(s: &Stats) -> String {
         &mut o,
         "watcher_sink_dropped_total",
         "counter",
-        "Records a sink could not take (a slow socket consumer, syslog errors).",
+        "Records a sink could not take: its queue was full (a stalled sink or consumer) or its write failed.",
     );
-    for sink in ["socket", "syslog", "file"] {
+    for sink in ["stdout", "file", "syslog", "socket"] {
         let _ = writeln!(
             o,
             "watcher_sink_dropped_total{{sink=\"{sink}\"}} {}",

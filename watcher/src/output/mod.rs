@@ -3,6 +3,7 @@
 //! record filters, the daemon's sinks and the Prometheus metrics.
 pub mod filter;
 pub mod human;
+pub mod lane;
 pub mod metrics;
 pub mod record;
 pub mod sinks;

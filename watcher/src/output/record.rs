@@ -443,7 +443,8 @@ pub struct LossInfo {
     pub total: u64,
     /// `ring_buffer_full` (kernel side could not reserve), `kernel_table_full`
     /// (one of the kernel side's tables refused an insert: what it would have
-    /// remembered is lost) or `consumer_too_slow`.
+    /// remembered is lost), `consumer_too_slow` (a socket consumer) or
+    /// `sink_too_slow` (stdout, the file or syslog).
     pub reason: String,
     /// The new losses by record type.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -21,7 +21,10 @@ use std::{
     sync::{atomic::AtomicBool, mpsc},
 };
 
-use crate::record::{Body, Record};
+use crate::{
+    lane::{Line, LineMeta, SinkWriter},
+    record::{Body, Record},
+};
 
 /// Which record types the feed carries: `["finding"]`, `["all"]`, or a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,13 +90,7 @@ impl FileSink {
         self.file.write_all(line)
     }
     pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-    /// After logrotate moved the file: write to a new one at the same path.
-    pub fn reopen(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        *self = FileSink::open(&self.path)?;
-        Ok(())
+        Write::flush(&mut self.file)
     }
     pub fn path(&self) -> &Path {
         &self.path
@@ -105,25 +102,12 @@ pub struct SyslogSink {
     sock: UnixDatagram,
     hostname: String,
     pid: u32,
-    pub errors: u64,
 }
 
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (RFC 5424), facility daemon.
-pub fn rfc5424(r: &Record, json: &str, hostname: &str, pid: u32) -> String {
-    // Severity: an opening finding is a warning, a blind pipeline an error.
-    let severity = match &r.body {
-        Body::Finding(f) if f.state == "open" => 4,
-        Body::Finding(_) => 5,
-        Body::Health(h) if h.health.status != "ok" => 3,
-        Body::Loss(_) => 4,
-        _ => 6,
-    };
-    let pri = 3 * 8 + severity;
-    let msgid = r.body.type_name();
-    format!(
-        "<{pri}>1 {} {hostname} watcher {pid} {msgid} - {json}",
-        r.time
-    )
+pub fn rfc5424(meta: &LineMeta, json: &str, hostname: &str, pid: u32) -> String {
+    let pri = 3 * 8 + meta.severity;
+    format!("<{pri}>1 {} {hostname} watcher {pid} {} - {json}", meta.time, meta.msgid)
 }
 
 impl SyslogSink {
@@ -138,14 +122,23 @@ impl SyslogSink {
             sock,
             hostname,
             pid: std::process::id(),
-            errors: 0,
         })
     }
-    pub fn send(&mut self, r: &Record, json: &str) {
-        let msg = rfc5424(r, json, &self.hostname, self.pid);
-        if self.sock.send(msg.as_bytes()).is_err() {
-            self.errors += 1;
-        }
+}
+
+impl SinkWriter for SyslogSink {
+    fn write(&mut self, line: &Line) -> io::Result<()> {
+        let msg = rfc5424(&line.meta, line.json_str(), &self.hostname, self.pid);
+        self.sock.send(msg.as_bytes()).map(|_| ())
+    }
+}
+
+impl SinkWriter for FileSink {
+    fn write(&mut self, line: &Line) -> io::Result<()> {
+        FileSink::write(self, &line.json)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        FileSink::flush(self)
     }
 }
 
@@ -323,7 +316,7 @@ mod tests {
             }),
         };
         assert_eq!(
-            rfc5424(&r, "{}", "host", 42),
+            rfc5424(&LineMeta::of(&r), "{}", "host", 42),
             "<28>1 2026-01-02T03:04:05.000006Z host watcher 42 finding - {}"
         );
     }

@@ -1,0 +1,404 @@
+//! A sink's lane: a bounded queue and a thread of its own between the
+//! pipeline and one sink (stdout, the feed file, syslog). The pipeline
+//! serializes a record once and offers the line to every lane without
+//! waiting: a lane whose queue is full (its sink is stalled: a consumer that
+//! stopped reading stdout, a slow disk, a syslog daemon that stopped taking)
+//! drops the line for itself only, counts it, and tells its sink how many it
+//! missed (a `loss` record, reason `sink_too_slow`) as soon as it writes again.
+//! Detection and the other sinks never wait for it.
+use std::{
+    io,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc::{self, SyncSender, TrySendError},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+
+use crate::{
+    pipeline::stages::Histogram,
+    record::{Body, Clock, LossInfo, LossRecord, Record, SCHEMA_VERSION},
+};
+
+/// Lines queued per lane before its sink starts missing records.
+pub const LANE_QUEUE: usize = 16_384;
+
+/// How long a stopping lane may take to write what is queued.
+const DRAIN_LIMIT: Duration = Duration::from_secs(3);
+
+/// What a syslog line needs of a record besides its JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineMeta {
+    /// RFC 5424 severity: an opening finding is a warning, a blind pipeline an error.
+    pub severity: u8,
+    /// The record type (`finding`, `exec`, …): syslog's MSGID.
+    pub msgid: &'static str,
+    /// The record's RFC 3339 time.
+    pub time: String,
+}
+
+impl LineMeta {
+    pub fn of(r: &Record) -> LineMeta {
+        let severity = match &r.body {
+            Body::Finding(f) if f.state == "open" => 4,
+            Body::Finding(_) => 5,
+            Body::Health(h) if h.health.status != "ok" => 3,
+            Body::Loss(_) => 4,
+            _ => 6,
+        };
+        LineMeta {
+            severity,
+            msgid: r.body.type_name(),
+            time: r.time.clone(),
+        }
+    }
+}
+
+/// One record, serialized once, shared by every lane.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// The record's JSON and a newline.
+    pub json: Bytes,
+    pub meta: LineMeta,
+    /// When it was offered to the lanes (for the write latency).
+    pub queued: Instant,
+}
+
+impl Line {
+    pub fn of(r: &Record) -> serde_json::Result<Line> {
+        let mut v = serde_json::to_vec(r)?;
+        v.push(b'\n');
+        Ok(Line {
+            json: Bytes::from(v),
+            meta: LineMeta::of(r),
+            queued: Instant::now(),
+        })
+    }
+
+    /// A readable line (`watcher trace` without `--json`): not a record of the feed.
+    pub fn text(mut text: String) -> Line {
+        text.push('\n');
+        Line {
+            json: Bytes::from(text),
+            meta: LineMeta {
+                severity: 6,
+                msgid: "text",
+                time: String::new(),
+            },
+            queued: Instant::now(),
+        }
+    }
+
+    /// The JSON without its newline.
+    pub fn json_str(&self) -> &str {
+        let b = self.json.strip_suffix(b"\n").unwrap_or(&self.json);
+        std::str::from_utf8(b).unwrap_or("")
+    }
+}
+
+/// The `loss` record a lane writes to its sink after it missed `count` lines.
+pub fn missed_line(count: u64, total: u64, reason: &str) -> Line {
+    let mono = Clock::mono_now();
+    let r = Record {
+        schema: SCHEMA_VERSION,
+        time: Clock::now().rfc3339(mono),
+        mono_ns: mono,
+        body: Body::Loss(LossRecord {
+            loss: LossInfo {
+                count,
+                total,
+                reason: reason.into(),
+                by_type: Default::default(),
+                by_table: Default::default(),
+            },
+        }),
+    };
+    Line::of(&r).unwrap_or_else(|_| Line::text(String::new()))
+}
+
+/// What a lane writes to.
+pub trait SinkWriter: Send + 'static {
+    fn write(&mut self, line: &Line) -> io::Result<()>;
+    /// After each batch.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// A readable line goes as it is; the feed's sinks take only records.
+    fn takes_text(&self) -> bool {
+        false
+    }
+}
+
+impl SinkWriter for io::BufWriter<io::Stdout> {
+    fn write(&mut self, line: &Line) -> io::Result<()> {
+        io::Write::write_all(self, &line.json)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        io::Write::flush(self)
+    }
+    fn takes_text(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Lines the full queue refused.
+    dropped: AtomicU64,
+    /// Lines (or flushes) the sink failed to write.
+    errors: AtomicU64,
+    /// The sink is gone for good (a closed pipe): nothing more is offered.
+    gone: AtomicBool,
+    /// A writer to use from the next batch on (a reopened file).
+    replacement: Mutex<Option<Box<dyn SinkWriter>>>,
+    replace: AtomicBool,
+    /// Queued → written, per line.
+    latency: Mutex<Histogram>,
+}
+
+/// A sink's queue and thread.
+pub struct Lane {
+    name: &'static str,
+    tx: Option<SyncSender<Line>>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Lane {
+    /// Start the lane's thread, writing to `writer`, `capacity` lines queued at most.
+    pub fn start(name: &'static str, writer: Box<dyn SinkWriter>, capacity: usize) -> io::Result<Lane> {
+        let (tx, rx) = mpsc::sync_channel::<Line>(capacity.max(1));
+        let shared = Arc::new(Shared::default());
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("watcher-sink-{name}"))
+            .spawn(move || run(writer, rx, &s))?;
+        Ok(Lane {
+            name,
+            tx: Some(tx),
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Offer a line (never waits): a full queue drops it for this lane only.
+    pub fn send(&self, line: Line) {
+        if self.shared.gone.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => self.shared.gone.store(true, Ordering::Relaxed),
+        }
+    }
+
+    /// Write to `writer` from the next batch on (the old one is flushed and closed).
+    pub fn replace(&self, writer: Box<dyn SinkWriter>) {
+        *self.shared.replacement.lock().expect("lane lock") = Some(writer);
+        self.shared.replace.store(true, Ordering::Release);
+    }
+
+    /// Lines dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines the sink failed to write.
+    pub fn errors(&self) -> u64 {
+        self.shared.errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the sink is gone (its pipe closed).
+    pub fn gone(&self) -> bool {
+        self.shared.gone.load(Ordering::Relaxed)
+    }
+
+    /// Queued → written latencies so far.
+    pub fn latency(&self) -> Histogram {
+        self.shared.latency.lock().expect("lane lock").clone()
+    }
+}
+
+impl Drop for Lane {
+    /// What is queued is written (for up to a few seconds: a stalled sink
+    /// does not hold the daemon's stop).
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        let Some(t) = self.thread.take() else { return };
+        let until = Instant::now() + DRAIN_LIMIT;
+        while !t.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Most lines written between two flushes.
+const BATCH: usize = 512;
+
+fn run(mut writer: Box<dyn SinkWriter>, rx: mpsc::Receiver<Line>, s: &Shared) {
+    let mut told = 0u64;
+    let mut batch: Vec<Line> = Vec::with_capacity(BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(l) => batch.push(l),
+                Err(_) => break,
+            }
+        }
+        if s.replace.swap(false, Ordering::Acquire) {
+            if let Some(w) = s.replacement.lock().expect("lane lock").take() {
+                let _ = writer.flush();
+                writer = w;
+            }
+        }
+        // What this sink missed, before what it writes now.
+        let missed = s.dropped.load(Ordering::Relaxed);
+        if missed > told {
+            let note = missed_line(missed - told, missed, "sink_too_slow");
+            if write(&mut *writer, &note, s).is_err() {
+                return;
+            }
+            told = missed;
+        }
+        let text = writer.takes_text();
+        for line in batch.iter().filter(|l| l.meta.msgid != "text" || text) {
+            if write(&mut *writer, line, s).is_err() {
+                return;
+            }
+        }
+        if let Err(e) = writer.flush() {
+            if gone(&e, s) {
+                return;
+            }
+            s.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut h = s.latency.lock().expect("lane lock");
+        for line in batch.drain(..) {
+            h.observe_ns(line.queued.elapsed().as_nanos() as u64);
+        }
+    }
+}
+
+/// Write one line; `Err` when the sink is gone for good.
+fn write(w: &mut dyn SinkWriter, line: &Line, s: &Shared) -> Result<(), ()> {
+    match w.write(line) {
+        Ok(()) => Ok(()),
+        Err(e) if gone(&e, s) => Err(()),
+        Err(_) => {
+            s.errors.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+}
+
+fn gone(e: &io::Error, s: &Shared) -> bool {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        s.gone.store(true, Ordering::Relaxed);
+        true
+    } else {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::Receiver;
+
+    /// A sink that takes one line, then blocks until told to go on.
+    struct Gate {
+        out: Arc<Mutex<Vec<String>>>,
+        go: Receiver<()>,
+    }
+
+    impl SinkWriter for Gate {
+        fn write(&mut self, line: &Line) -> io::Result<()> {
+            let _ = self.go.recv();
+            self.out.lock().unwrap().push(line.json_str().to_owned());
+            Ok(())
+        }
+    }
+
+    /// A record that says `n` (a loss record's total).
+    fn record(n: u64) -> Line {
+        missed_line(0, n, "test")
+    }
+
+    #[test]
+    fn a_stalled_sink_drops_for_itself_and_is_told_what_it_missed() {
+        let (go, gate) = mpsc::channel();
+        let out: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stalled = Lane::start("stalled", Box::new(Gate { out: out.clone(), go: gate }), 4).unwrap();
+        let (fine_tx, fine_rx) = mpsc::channel::<String>();
+        struct Chan(mpsc::Sender<String>);
+        impl SinkWriter for Chan {
+            fn write(&mut self, line: &Line) -> io::Result<()> {
+                let _ = self.0.send(line.json_str().to_owned());
+                Ok(())
+            }
+        }
+        let fine = Lane::start("fine", Box::new(Chan(fine_tx)), 4).unwrap();
+        let t = Instant::now();
+        for n in 0..100 {
+            stalled.send(record(n));
+            fine.send(record(n));
+            // The healthy lane keeps up: each line is written before the next is offered.
+            let got = fine_rx.recv_timeout(Duration::from_secs(5)).expect("the healthy sink writes");
+            assert!(got.contains(&format!("\"total\":{n},")), "{got}");
+        }
+        // Offering never waited for the stalled sink.
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(fine.dropped(), 0);
+        // One line is being written, the queue holds 4: the rest was dropped.
+        let dropped = stalled.dropped();
+        assert!((80..=95).contains(&dropped), "{dropped}");
+        // The sink moves again: a loss record first, then what comes next.
+        drop(go);
+        let until = Instant::now() + Duration::from_secs(5);
+        while !out.lock().unwrap().iter().any(|l| l.contains("sink_too_slow")) && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        stalled.send(record(1000));
+        drop(stalled);
+        let got = out.lock().unwrap().clone();
+        let loss = got.iter().find(|l| l.contains("sink_too_slow")).expect("a loss record");
+        let v: serde_json::Value = serde_json::from_str(loss).unwrap();
+        assert_eq!(v["loss"]["count"].as_u64(), Some(dropped), "{got:?}");
+        assert_eq!(got.len() as u64, 100 - dropped + 2, "{got:?}");
+        assert!(got.last().unwrap().contains("\"total\":1000"), "{got:?}");
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_lane() {
+        struct Closed;
+        impl SinkWriter for Closed {
+            fn write(&mut self, _: &Line) -> io::Result<()> {
+                Err(io::Error::from(io::ErrorKind::BrokenPipe))
+            }
+        }
+        let lane = Lane::start("closed", Box::new(Closed), 4).unwrap();
+        lane.send(record(1));
+        let until = Instant::now() + Duration::from_secs(5);
+        while !lane.gone() && Instant::now() < until {
+            std::thread::yield_now();
+        }
+        assert!(lane.gone());
+        assert_eq!(lane.errors(), 0);
+    }
+}
