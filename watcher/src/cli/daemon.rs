@@ -15,11 +15,11 @@ use anyhow::Context as _;
 use crate::{
     config::Config,
     engine::Engine,
+    lane::{Lane, Line, SinkWriter, LANE_QUEUE},
     loader::{self, LoadOptions},
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
     reader::ReaderOptions,
     record::{Clock, Record},
-    lane::{Lane, Line, SinkWriter, LANE_QUEUE},
     sinks::{FileSink, SocketSink, SyslogSink, Types},
     trace,
 };
@@ -70,13 +70,18 @@ impl Feed {
         let types = Types::new(&f.types).map_err(anyhow::Error::msg)?;
         let mut lanes = Vec::new();
         let lane = |name, w: Box<dyn SinkWriter>| {
-            Lane::start(name, w, LANE_QUEUE).with_context(|| format!("starting the {name} sink's thread"))
+            Lane::start(name, w, LANE_QUEUE)
+                .with_context(|| format!("starting the {name} sink's thread"))
         };
         if f.stdout {
-            lanes.push(lane("stdout", Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())))?);
+            lanes.push(lane(
+                "stdout",
+                Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
+            )?);
         }
         if let Some(p) = &f.file {
-            let file = FileSink::open(p).with_context(|| format!("opening the feed file {}", p.display()))?;
+            let file = FileSink::open(p)
+                .with_context(|| format!("opening the feed file {}", p.display()))?;
             lanes.push(lane("file", Box::new(file))?);
         }
         if f.syslog {
@@ -187,7 +192,8 @@ impl Output for Feed {
         }
         for lane in &self.lanes {
             // Dropped for a full queue, or not taken by the sink (write errors).
-            s.sink_drops.insert(lane.name().into(), lane.dropped() + lane.errors());
+            s.sink_drops
+                .insert(lane.name().into(), lane.dropped() + lane.errors());
         }
         Ok(true)
     }
@@ -208,13 +214,17 @@ impl Output for Feed {
             }
             // The old lanes write what they hold off this thread.
             let old = std::mem::replace(self, fresh);
-            let _ = std::thread::Builder::new().name("watcher-sink-close".into()).spawn(move || drop(old));
+            let _ = std::thread::Builder::new()
+                .name("watcher-sink-close".into())
+                .spawn(move || drop(old));
         }
         let mut resolved = Vec::new();
         if new.detect != self.config.detect {
             // Open incidents and what the detectors know stay; new thresholds
             // apply to what comes next; a disabled detector's incidents resolve.
-            resolved = engine.detectors.reconfigure(new.detect.clone(), Clock::mono_now());
+            resolved = engine
+                .detectors
+                .reconfigure(new.detect.clone(), Clock::mono_now());
             engine.enricher.procs.identity = new.detect.identity.into();
         }
         if new.metrics != self.config.metrics {
@@ -295,7 +305,10 @@ pub async fn run(
     // systemd readiness (Type=notify); nothing happens without NOTIFY_SOCKET.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let settings = PipelineSettings {
-        reader: ReaderOptions { tick: load.bulk_period, ..ReaderOptions::default() },
+        reader: ReaderOptions {
+            tick: load.bulk_period,
+            ..ReaderOptions::default()
+        },
         canary_interval: Some(Duration::from_secs_f64(config.health.canary_interval_s)),
         canary_deadline: Duration::from_secs_f64(config.health.canary_deadline_s),
         reload_on_hup: true,

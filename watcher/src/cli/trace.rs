@@ -9,10 +9,10 @@ use anyhow::Context as _;
 
 use crate::{
     config::Config,
-    lane::{Lane, Line, LANE_QUEUE},
     engine::Engine,
     filter::Filter,
     human,
+    lane::{Lane, Line, LANE_QUEUE},
     loader::{self, LoadOptions},
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
     proctable::ProcessTable,
@@ -73,7 +73,9 @@ impl Output for Terminal {
     }
 
     fn write(&mut self, records: &[Record], _stats: &SharedStats) -> anyhow::Result<bool> {
-        let Some(lane) = &self.out else { return Ok(false) };
+        let Some(lane) = &self.out else {
+            return Ok(false);
+        };
         // The reader of our stdout went away (e.g. `| head`): a normal end.
         if lane.gone() {
             return Ok(false);
@@ -150,8 +152,12 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         color: !s.json && io::IsTerminal::is_terminal(&io::stdout()),
         filter: s.filter.clone(),
         out: Some(
-            Lane::start("stdout", Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())), LANE_QUEUE)
-                .context("starting the thread that writes stdout")?,
+            Lane::start(
+                "stdout",
+                Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
+                LANE_QUEUE,
+            )
+            .context("starting the thread that writes stdout")?,
         ),
         shown: 0,
     };
@@ -164,7 +170,10 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let settings = PipelineSettings {
-        reader: ReaderOptions { tick: s.load.bulk_period, ..ReaderOptions::default() },
+        reader: ReaderOptions {
+            tick: s.load.bulk_period,
+            ..ReaderOptions::default()
+        },
         canary_interval: None,
         canary_deadline: std::time::Duration::from_secs(2),
         reload_on_hup: false,

@@ -6,11 +6,10 @@ use std::net::IpAddr;
 use serde_json::{json, Map};
 
 use super::{
-    addr_port, incident::Incidents, sockets::normalize, summary::Says, who, DetectConfig, Finding, Input,
-    Involved, Kind,
+    addr_port, incident::Incidents, sockets::normalize, summary::Says, who, DetectConfig, Finding,
+    Input, Involved, Kind,
 };
 use crate::world::domain::{BindError, DomainEvent};
-
 
 pub struct AddressUnavailable {
     /// Keyed by (network namespace, address).
@@ -33,14 +32,18 @@ impl AddressUnavailable {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         self.cfg = cfg.clone();
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
         let (b, failed) = match *i.event {
             DomainEvent::Bound { local } => (local, false),
-            DomainEvent::BindFailed { local, error: BindError::NotAvailable } => (local, true),
+            DomainEvent::BindFailed {
+                local,
+                error: BindError::NotAvailable,
+            } => (local, true),
             _ => return Vec::new(),
         };
         let ip = normalize(b.ip);
@@ -52,7 +55,12 @@ impl AddressUnavailable {
             if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
                 return Vec::new();
             }
-            let summary: String = Says::AddressNotLocal { who: who(p), addr: addr_port(ip, b.port), ip: ip.to_string() }.into();
+            let summary: String = Says::AddressNotLocal {
+                who: who(p),
+                addr: addr_port(ip, b.port),
+                ip: ip.to_string(),
+            }
+            .into();
             let mut details = Map::new();
             details.insert("address".into(), json!(ip.to_string()));
             details.insert("port".into(), json!(b.port));
@@ -87,7 +95,12 @@ impl AddressUnavailable {
                 .resolve(
                     &(b.netns, ip),
                     ts,
-                    Says::AddressAvailable { who: by, addr: addr_port(ip, b.port), ip: ip.to_string() }.into(),
+                    Says::AddressAvailable {
+                        who: by,
+                        addr: addr_port(ip, b.port),
+                        ip: ip.to_string(),
+                    }
+                    .into(),
                 )
                 .into_iter()
                 .collect();

@@ -14,13 +14,13 @@ use std::{
 use serde_json::{json, Map};
 
 use super::{
-    addr_port, config::ns, incident::Incidents, sockets::normalize, summary::Says, who, DetectConfig, Finding,
-    Input, Involved, Kind,
+    addr_port, config::ns, incident::Incidents, sockets::normalize, summary::Says, who,
+    DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
     names::errno_name,
-    world::domain::{ConnectOutcome, DomainEvent},
     proctable::Proc,
+    world::domain::{ConnectOutcome, DomainEvent},
 };
 
 /// Errors of a connect that never reached SYN_SENT (nothing else reports them).
@@ -70,7 +70,8 @@ impl ConnectFailures {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         self.window_ns = ns(cfg.connect_failures.window_s);
         self.threshold = cfg.connect_failures.failures as usize;
         self.cfg = cfg.clone();
@@ -158,7 +159,15 @@ impl ConnectFailures {
     fn success(&mut self, key: Key, client: Option<&Proc>, ts: u64) -> Option<Finding> {
         self.dests.remove(&key);
         let by = client.map(who).unwrap_or_else(|| "a client".into());
-        self.incidents.resolve(&key, ts, Says::Reachable { who: by, dest: addr_port(key.1, key.2) }.into())
+        self.incidents.resolve(
+            &key,
+            ts,
+            Says::Reachable {
+                who: by,
+                dest: addr_port(key.1, key.2),
+            }
+            .into(),
+        )
     }
 
     pub fn on_event(
@@ -167,7 +176,13 @@ impl ConnectFailures {
         shadowed: &dyn Fn(u32, u16) -> Option<String>,
     ) -> Vec<Finding> {
         let ts = i.ev.header.ts_ns;
-        let DomainEvent::Connect { dest, sock, outcome, syscall } = *i.event else {
+        let DomainEvent::Connect {
+            dest,
+            sock,
+            outcome,
+            syscall,
+        } = *i.event
+        else {
             return Vec::new();
         };
         if !dest.tcp {
@@ -184,7 +199,9 @@ impl ConnectFailures {
                     self.counted.clear();
                 }
                 self.counted.insert(sock);
-                self.failure(key, who, "refused or timed out".into(), ts, shadowed).into_iter().collect()
+                self.failure(key, who, "refused or timed out".into(), ts, shadowed)
+                    .into_iter()
+                    .collect()
             }
             ConnectOutcome::InProgress => {
                 self.counted.remove(&sock);
@@ -192,8 +209,13 @@ impl ConnectFailures {
             }
             ConnectOutcome::Error(errno) => {
                 let counted = self.counted.remove(&sock);
-                if EARLY_FAILURES.contains(&errno) || (REFUSED_OR_TIMEOUT.contains(&errno) && !counted) {
-                    return self.failure(key, who, errno_name(errno), ts, shadowed).into_iter().collect();
+                if EARLY_FAILURES.contains(&errno)
+                    || (REFUSED_OR_TIMEOUT.contains(&errno) && !counted)
+                {
+                    return self
+                        .failure(key, who, errno_name(errno), ts, shadowed)
+                        .into_iter()
+                        .collect();
                 }
                 if counted {
                     // Refine the error text of a failure counted from the state change.

@@ -14,14 +14,13 @@
 //!   whose exit code is an answer (`curl` 7, `grep -q` 1, `check_http` 2 …);
 //! - a death by signal of which no record says who sent it (the kernel lacks
 //!   the tracepoint, or the record was lost) counts as a crash.
-use crate::kernel::abi::{SIGKILL, SIGPIPE};
 use super::config::{names_match, RespawnStormCfg};
+use crate::kernel::abi::{SIGKILL, SIGPIPE};
 use crate::{
     names::ExitStatus,
     proctable::Proc,
     world::cause::{Cause, Relation, SI_KERNEL},
 };
-
 
 /// What an end was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use serde_json::{json, Map};
 
 use super::{
-    config::names_match, incident::Incidents, summary::Says, DetectConfig, Finding, Input, Involved, Kind,
+    config::names_match, incident::Incidents, summary::Says, DetectConfig, Finding, Input,
+    Involved, Kind,
 };
 use crate::{
-    world::domain::DomainEvent,
     proctable::{Proc, ProcKey},
+    world::domain::DomainEvent,
 };
 
 pub struct DuplicateInstances {
@@ -44,7 +45,8 @@ impl DuplicateInstances {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         self.cfg = cfg.clone();
     }
 
@@ -115,8 +117,14 @@ impl DuplicateInstances {
         let mut parents: Vec<u32> = list.iter().map(|x| x.ppid).collect();
         parents.sort();
         parents.dedup();
-        let summary: String =
-            Says::Duplicates { n, program: program.clone(), limit, pids: pids.clone(), parents: parents.clone() }.into();
+        let summary: String = Says::Duplicates {
+            n,
+            program: program.clone(),
+            limit,
+            pids: pids.clone(),
+            parents: parents.clone(),
+        }
+        .into();
         let mut processes = vec![Involved {
             role: "newest",
             proc: p.clone(),

@@ -9,7 +9,10 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map};
 
-use super::{config::ns, incident::Incidents, summary::Says, who, DetectConfig, Finding, Input, Involved, Kind};
+use super::{
+    config::ns, incident::Incidents, summary::Says, who, DetectConfig, Finding, Input, Involved,
+    Kind,
+};
 use crate::{proctable::Proc, world::domain::DomainEvent};
 
 const BUCKETS: usize = 20;
@@ -82,7 +85,8 @@ impl ForkStorm {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         let bucket_ns = (ns(cfg.fork_storm.growth_window_s) / BUCKETS as u64).max(1);
         if bucket_ns != self.bucket_ns {
             // Buckets of another width cannot be summed with the new ones.
@@ -182,7 +186,11 @@ impl ForkStorm {
                             out.extend(self.raise(
                                 &p,
                                 ts,
-                                |who| Says::ForkRate { who, rate: rate_limit, secs: secs as u64 },
+                                |who| Says::ForkRate {
+                                    who,
+                                    rate: rate_limit,
+                                    secs: secs as u64,
+                                },
                                 d,
                             ));
                         }
@@ -226,7 +234,12 @@ impl ForkStorm {
                                 out.extend(self.raise(
                                     &p,
                                     ts,
-                                    |who| Says::ForkBomb { who, growth: g, window_s, limit: growth_limit },
+                                    |who| Says::ForkBomb {
+                                        who,
+                                        growth: g,
+                                        window_s,
+                                        limit: growth_limit,
+                                    },
                                     d,
                                 ));
                             }
@@ -277,11 +290,8 @@ impl ForkStorm {
             .collect();
         calm.into_iter()
             .filter_map(|k| {
-                self.incidents.resolve(
-                    &k,
-                    now,
-                    Says::ForkCalm { pid: k }.into(),
-                )
+                self.incidents
+                    .resolve(&k, now, Says::ForkCalm { pid: k }.into())
             })
             .collect()
     }

@@ -39,7 +39,9 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
     /// Resolve every open incident with `summary` (its detector was disabled).
     pub fn resolve_all(&mut self, now: u64, summary: &str) -> Vec<Finding> {
         let keys: Vec<K> = self.map.keys().cloned().collect();
-        keys.iter().filter_map(|k| self.resolve(k, now, summary.to_owned())).collect()
+        keys.iter()
+            .filter_map(|k| self.resolve(k, now, summary.to_owned()))
+            .collect()
     }
 
     pub fn new(kind: Kind, update_interval_ns: u64, cap: usize) -> Incidents<K> {

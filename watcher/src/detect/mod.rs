@@ -39,9 +39,9 @@ use serde_json::{Map, Value};
 use crate::{
     decode::KernelEvent,
     proctable::{Proc, ProcKey},
-    world::domain::DomainEvent,
     record::Clock,
     world::containers::ContainerInfo,
+    world::domain::DomainEvent,
 };
 pub use config::DetectConfig;
 use sockets::{KernelSocket, SocketTable};
@@ -326,8 +326,19 @@ impl Detectors {
     /// by the kernel per exit, not remembered by number).
     fn teardown(&self, i: &Input) -> Teardown {
         match *i.event {
-            DomainEvent::Exited { ends_pid_namespace: Some(ns), .. } => Teardown { ends: Some(ns), during: true },
-            DomainEvent::Exited { namespace_dying, .. } => Teardown { ends: None, during: namespace_dying },
+            DomainEvent::Exited {
+                ends_pid_namespace: Some(ns),
+                ..
+            } => Teardown {
+                ends: Some(ns),
+                during: true,
+            },
+            DomainEvent::Exited {
+                namespace_dying, ..
+            } => Teardown {
+                ends: None,
+                during: namespace_dying,
+            },
             _ => Teardown::default(),
         }
     }
@@ -367,10 +378,23 @@ impl Detectors {
             DomainEvent::Connect { dest, .. } => Some((dest.netns, dest.port)),
             _ => None,
         };
-        let note = dest.and_then(|(n, p)| self.port_shadowed.shadowed_port(n, p).map(|x| (n, p, x)));
-        let shadowed = |n: u32, p: u16| note.as_ref().filter(|x| (x.0, x.1) == (n, p)).map(|x| x.2.clone());
-        let ctx = registry::Ctx { sockets: &self.sockets, changes: &changes, teardown, shadowed: &shadowed };
-        let enabled = Kind::ALL.iter().filter(|k| self.config.enabled(**k)).fold(0u32, |m, k| m | 1 << *k as u32);
+        let note =
+            dest.and_then(|(n, p)| self.port_shadowed.shadowed_port(n, p).map(|x| (n, p, x)));
+        let shadowed = |n: u32, p: u16| {
+            note.as_ref()
+                .filter(|x| (x.0, x.1) == (n, p))
+                .map(|x| x.2.clone())
+        };
+        let ctx = registry::Ctx {
+            sockets: &self.sockets,
+            changes: &changes,
+            teardown,
+            shadowed: &shadowed,
+        };
+        let enabled = Kind::ALL
+            .iter()
+            .filter(|k| self.config.enabled(**k))
+            .fold(0u32, |m, k| m | 1 << *k as u32);
         let mut out = Vec::new();
         for d in each_detector!(self, &mut) {
             if enabled & (1 << d.kind() as u32) != 0 {
@@ -390,7 +414,10 @@ impl Detectors {
         for d in self.registry() {
             let kind = d.kind();
             if old.enabled(kind) && !new.enabled(kind) {
-                let why = summary::Says::DetectorDisabled { kind: kind.as_str() }.to_string();
+                let why = summary::Says::DetectorDisabled {
+                    kind: kind.as_str(),
+                }
+                .to_string();
                 out.extend(d.incidents_mut().resolve_all(now, &why));
                 d.reset(&new);
             } else {
@@ -403,7 +430,10 @@ impl Detectors {
     /// A container has been described anew by its runtime (named, usually):
     /// open incidents that named it the old way say so in an update.
     pub fn container_renamed(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding> {
-        self.registry().into_iter().flat_map(|d| d.incidents_mut().rename(from, to, now)).collect()
+        self.registry()
+            .into_iter()
+            .flat_map(|d| d.incidents_mut().rename(from, to, now))
+            .collect()
     }
 
     /// The kernel's socket table of one port answered after the event that
@@ -435,21 +465,32 @@ impl Detectors {
 
     /// Deadlines due at `now`.
     pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
-        self.registry().into_iter().flat_map(|d| d.on_tick(now, view)).collect()
+        self.registry()
+            .into_iter()
+            .flat_map(|d| d.on_tick(now, view))
+            .collect()
     }
 
     /// The earliest time `on_tick` has something to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.all().into_iter().filter_map(|d| d.next_deadline()).min()
+        self.all()
+            .into_iter()
+            .filter_map(|d| d.next_deadline())
+            .min()
     }
 
     /// Whether the incident `id` of `kind` is open.
     pub fn is_open(&self, kind: Kind, id: &str) -> bool {
-        self.all().into_iter().any(|d| d.kind() == kind && d.incidents().has_id(id))
+        self.all()
+            .into_iter()
+            .any(|d| d.kind() == kind && d.incidents().has_id(id))
     }
 
     /// Open incidents by kind.
     pub fn open_incidents(&self) -> Vec<(Kind, usize)> {
-        self.all().into_iter().map(|d| (d.kind(), d.incidents().open_count())).collect()
+        self.all()
+            .into_iter()
+            .map(|d| (d.kind(), d.incidents().open_count()))
+            .collect()
     }
 }

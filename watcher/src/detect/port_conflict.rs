@@ -94,7 +94,8 @@ impl PortConflict {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         self.grace_ns = ns(cfg.port_conflict.resolve_after_exit_s);
         self.cfg = cfg.clone();
     }
@@ -108,7 +109,10 @@ impl PortConflict {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
         match *i.event {
-            DomainEvent::BindFailed { local: b, error: BindError::InUse } if b.port != 0 => {
+            DomainEvent::BindFailed {
+                local: b,
+                error: BindError::InUse,
+            } if b.port != 0 => {
                 let (ip, Some(p)) = (b.ip, i.subject) else {
                     return out;
                 };
@@ -120,15 +124,22 @@ impl PortConflict {
                 // (Only its latest conflicts: a prober's tries are consecutive.)
                 let probing = self.by_proc.get(&p.key).and_then(|keys| {
                     keys.iter().rev().take(PROBE_RECENT).copied().find(|k| {
-                        (k.1, k.2) == (b.netns, tcp) && probe_step(k.3, b.port) && self.incidents.is_open(k)
+                        (k.1, k.2) == (b.netns, tcp)
+                            && probe_step(k.3, b.port)
+                            && self.incidents.is_open(k)
                     })
                 });
                 if let Some(first) = probing {
-                    let pend = self.pending.get_mut(&first).expect("an open conflict is pending");
+                    let pend = self
+                        .pending
+                        .get_mut(&first)
+                        .expect("an open conflict is pending");
                     if !pend.tried.contains(&b.port) {
                         pend.tried.push(b.port);
                     }
-                    let ports: Vec<u16> = std::iter::once(first.3).chain(pend.tried.iter().copied()).collect();
+                    let ports: Vec<u16> = std::iter::once(first.3)
+                        .chain(pend.tried.iter().copied())
+                        .collect();
                     let summary = Says::ConflictProbing {
                         who: who_in(p, i.containers),
                         tcp,
@@ -136,10 +147,27 @@ impl PortConflict {
                         tried: ports.clone(),
                     }
                     .into();
-                    let processes = vec![Involved { role: "failing", proc: p.clone(), address: Some(addr_port(ip, b.port)), since_ns: None }];
-                    let mut details = self.incidents.get(&first).map(|x| x.details.clone()).unwrap_or_default();
+                    let processes = vec![Involved {
+                        role: "failing",
+                        proc: p.clone(),
+                        address: Some(addr_port(ip, b.port)),
+                        since_ns: None,
+                    }];
+                    let mut details = self
+                        .incidents
+                        .get(&first)
+                        .map(|x| x.details.clone())
+                        .unwrap_or_default();
                     details.insert("ports_tried".into(), json!(ports));
-                    out.extend(self.incidents.raise(first, &format!("{first:?}"), ts, 1, summary, processes, details));
+                    out.extend(self.incidents.raise(
+                        first,
+                        &format!("{first:?}"),
+                        ts,
+                        1,
+                        summary,
+                        processes,
+                        details,
+                    ));
                     return out;
                 }
                 let key = (program_key(p), b.netns, tcp, b.port);
@@ -207,7 +235,11 @@ impl PortConflict {
                             .rev()
                             .take(PROBE_RECENT)
                             .copied()
-                            .filter(|k| (k.1, k.2) == (b.netns, tcp) && probe_step(k.3, b.port) && self.incidents.is_open(k))
+                            .filter(|k| {
+                                (k.1, k.2) == (b.netns, tcp)
+                                    && probe_step(k.3, b.port)
+                                    && self.incidents.is_open(k)
+                            })
                             .collect()
                     })
                     .unwrap_or_default();
@@ -224,7 +256,10 @@ impl PortConflict {
                 let key = (program_key(p), b.netns, tcp, b.port);
                 if self.incidents.is_open(&key) {
                     self.pending.remove(&key);
-                    let says = Says::ConflictBound { who: who(p), addr: addr_port(b.ip, b.port) };
+                    let says = Says::ConflictBound {
+                        who: who(p),
+                        addr: addr_port(b.ip, b.port),
+                    };
                     out.extend(self.incidents.resolve(&key, ts, says.into()));
                 }
             }
@@ -256,7 +291,10 @@ impl PortConflict {
         let mut out = Vec::new();
         for key in due {
             self.pending.remove(&key);
-            let says = Says::ConflictGaveUp { port: key.3, grace_ns: self.grace_ns };
+            let says = Says::ConflictGaveUp {
+                port: key.3,
+                grace_ns: self.grace_ns,
+            };
             out.extend(self.incidents.resolve(&key, now, says.into()));
         }
         out
@@ -331,21 +369,43 @@ fn failed_bind(
                 address: Some(addr_port(h.addr, h.port)),
                 since_ns: h.since_ns,
             });
-            HeldBy { name: holder_name(h, view), addr: addr_port(h.addr, h.port), since: h.since_ns.map(|t| clock.hms(t)) }
+            HeldBy {
+                name: holder_name(h, view),
+                addr: addr_port(h.addr, h.port),
+                since: h.since_ns.map(|t| clock.hms(t)),
+            }
         })
         .collect();
     let who = who_in(p, view);
     let says = if held_by.is_empty() {
         let connections = kernel
-            .map(|k| k.iter().filter(|s| s.tcp == tcp && s.port == num && !s.is_holder()).count())
+            .map(|k| {
+                k.iter()
+                    .filter(|s| s.tcp == tcp && s.port == num && !s.is_holder())
+                    .count()
+            })
             .unwrap_or(0);
         if connections > 0 {
-            Says::ConflictLingering { who, tcp, addr: want, connections }
+            Says::ConflictLingering {
+                who,
+                tcp,
+                addr: want,
+                connections,
+            }
         } else {
-            Says::ConflictNoHolder { who, tcp, addr: want }
+            Says::ConflictNoHolder {
+                who,
+                tcp,
+                addr: want,
+            }
         }
     } else {
-        Says::ConflictHeld { who, tcp, addr: want, holders: held_by }
+        Says::ConflictHeld {
+            who,
+            tcp,
+            addr: want,
+            holders: held_by,
+        }
     };
     (says.into(), processes)
 }

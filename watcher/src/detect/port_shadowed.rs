@@ -65,7 +65,11 @@ pub fn routes(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) -> Route
     let (aa, ba) = (normalize(a.addr), normalize(b.addr));
     let port = a.port;
     if aa == ba {
-        return Routes::Split { a: name(a), b: name(b), addr: addr_port(aa, port) };
+        return Routes::Split {
+            a: name(a),
+            b: name(b),
+            addr: addr_port(aa, port),
+        };
     }
     let (wild, spec) = if is_wildcard(aa) && !is_wildcard(ba) {
         (a, b)
@@ -107,7 +111,8 @@ impl PortShadowed {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         self.cfg = cfg.clone();
     }
 
@@ -153,8 +158,12 @@ impl PortShadowed {
                     .cloned();
                 if let Some(old) = other {
                     let name = |h: &Holder| holder_name(h, i.containers);
-                    let summary: String =
-                        Says::Shadowed { port: new.port, tcp: new.tcp, routes: routes(new, &old, &name) }.into();
+                    let summary: String = Says::Shadowed {
+                        port: new.port,
+                        tcp: new.tcp,
+                        routes: routes(new, &old, &name),
+                    }
+                    .into();
                     let mut details = Map::new();
                     details.insert(
                         "transport".into(),
@@ -227,7 +236,17 @@ impl PortShadowed {
                         .map(|h| who(&h.proc))
                         .or_else(|| changes.exited.as_ref().map(who))
                         .unwrap_or_else(|| "a holder".into());
-                    out.extend(self.incidents.resolve(&key, ts, Says::ShadowReleased { who: gone, port: key.2 }.into()));
+                    out.extend(
+                        self.incidents.resolve(
+                            &key,
+                            ts,
+                            Says::ShadowReleased {
+                                who: gone,
+                                port: key.2,
+                            }
+                            .into(),
+                        ),
+                    );
                 }
             }
         }
@@ -240,7 +259,8 @@ impl PortShadowed {
         if !self.incidents.is_open(&key) || self.pair(sockets, key).is_some() {
             return None;
         }
-        self.incidents.resolve(&key, now, Says::ShadowGoneInKernel { port: key.2 }.into())
+        self.incidents
+            .resolve(&key, now, Says::ShadowGoneInKernel { port: key.2 }.into())
     }
 
     /// The open shadowing of a TCP port of one namespace, as a sentence, for other findings to mention.

@@ -13,11 +13,16 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
-use super::{addr_port, incident::Incidents, summary::{PortGot, PortNeed, PortUse, Says}, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind};
+use super::{
+    addr_port,
+    incident::Incidents,
+    summary::{PortGot, PortNeed, PortUse, Says},
+    who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
+};
 use crate::{
     proctable::Proc,
-    world::domain::{BindError, ConnectOutcome, DomainEvent},
     sockdiag::PortSummary,
+    world::domain::{BindError, ConnectOutcome, DomainEvent},
 };
 
 /// A namespace's port table is summarized at most this often while it fails.
@@ -44,7 +49,11 @@ pub struct PortsExhausted {
 impl PortsExhausted {
     pub fn new(cfg: &DetectConfig) -> PortsExhausted {
         PortsExhausted {
-            incidents: Incidents::new(Kind::PortsExhausted, cfg.update_interval_ns(), cfg.max_incidents),
+            incidents: Incidents::new(
+                Kind::PortsExhausted,
+                cfg.update_interval_ns(),
+                cfg.max_incidents,
+            ),
             open: HashMap::new(),
             asks: Vec::new(),
             cfg: cfg.clone(),
@@ -55,11 +64,16 @@ impl PortsExhausted {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         self.cfg = cfg.clone();
     }
 
-    fn describe(&self, netns: u32, view: &dyn ContainerView) -> (String, Vec<Involved>, Map<String, Value>) {
+    fn describe(
+        &self,
+        netns: u32,
+        view: &dyn ContainerView,
+    ) -> (String, Vec<Involved>, Map<String, Value>) {
         let ns = &self.open[&netns];
         let p = ns.failing.last().expect("a failure opened it");
         let mut details = Map::new();
@@ -94,43 +108,92 @@ impl PortsExhausted {
                 top_destinations: s.by_destination.iter().map(|((ip, port), n, tw)| (addr_port(*ip, *port), *n, *tw)).collect(),
             }
         });
-        let summary = Says::NoFreePort { netns, what: ns.what.clone(), who: who_in(p, view), usage }.into();
+        let summary = Says::NoFreePort {
+            netns,
+            what: ns.what.clone(),
+            who: who_in(p, view),
+            usage,
+        }
+        .into();
         let processes = ns
             .failing
             .iter()
             .rev()
-            .map(|q| Involved { role: "failing", proc: q.clone(), address: None, since_ns: None })
+            .map(|q| Involved {
+                role: "failing",
+                proc: q.clone(),
+                address: None,
+                since_ns: None,
+            })
             .collect();
         (summary, processes, details)
     }
 
-    fn failed(&mut self, netns: u32, p: &Proc, what: PortNeed, ts: u64, view: &dyn ContainerView) -> Option<Finding> {
+    fn failed(
+        &mut self,
+        netns: u32,
+        p: &Proc,
+        what: PortNeed,
+        ts: u64,
+        view: &dyn ContainerView,
+    ) -> Option<Finding> {
         if !self.open.contains_key(&netns) && self.open.len() >= self.cfg.max_tracked {
             self.overflow += 1;
             return None;
         }
-        let ns = self.open.entry(netns).or_insert(Ns { failing: Vec::new(), what: what.clone(), summary: None, asked_ns: None });
+        let ns = self.open.entry(netns).or_insert(Ns {
+            failing: Vec::new(),
+            what: what.clone(),
+            summary: None,
+            asked_ns: None,
+        });
         ns.failing.retain(|q| q.key != p.key);
         ns.failing.push(p.clone());
         if ns.failing.len() > 8 {
             ns.failing.remove(0);
         }
         ns.what = what;
-        if ns.asked_ns.is_none_or(|t| ts.saturating_sub(t) >= SUMMARY_EVERY_NS) {
+        if ns
+            .asked_ns
+            .is_none_or(|t| ts.saturating_sub(t) >= SUMMARY_EVERY_NS)
+        {
             ns.asked_ns = Some(ts);
             self.asks.push((netns, p.key.tgid));
         }
         let (summary, processes, details) = self.describe(netns, view);
-        self.incidents.raise(netns, &format!("netns {netns}"), ts, 1, summary, processes, details)
+        self.incidents.raise(
+            netns,
+            &format!("netns {netns}"),
+            ts,
+            1,
+            summary,
+            processes,
+            details,
+        )
     }
 
     fn got_port(&mut self, netns: u32, p: &Proc, how: PortGot, ts: u64) -> Option<Finding> {
         self.open.remove(&netns)?;
-        self.incidents.resolve(&netns, ts, Says::PortsFree { who: who(p), how, netns }.into())
+        self.incidents.resolve(
+            &netns,
+            ts,
+            Says::PortsFree {
+                who: who(p),
+                how,
+                netns,
+            }
+            .into(),
+        )
     }
 
     /// The namespace's port summary answered: the open incident says what holds the ports.
-    pub fn summarized(&mut self, netns: u32, s: PortSummary, view: &dyn ContainerView, now: u64) -> Option<Finding> {
+    pub fn summarized(
+        &mut self,
+        netns: u32,
+        s: PortSummary,
+        view: &dyn ContainerView,
+        now: u64,
+    ) -> Option<Finding> {
         self.open.get_mut(&netns)?.summary = Some(s);
         let (summary, processes, details) = self.describe(netns, view);
         self.incidents.amend(&netns, |inc| inc.details = details);
@@ -139,33 +202,67 @@ impl PortsExhausted {
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
         let ts = i.ev.header.ts_ns;
-        let Some(p) = i.subject else { return Vec::new() };
+        let Some(p) = i.subject else {
+            return Vec::new();
+        };
         if self.cfg.allowed_program(p) {
             return Vec::new();
         }
         let out = match *i.event {
-            DomainEvent::BindFailed { local, error: BindError::InUse } if local.port == 0 => {
-                self.failed(local.netns, p, PortNeed::BindAny { addr: addr_port(local.ip, 0) }, ts, i.containers)
-            }
-            DomainEvent::Bound { local } if local.port == 0 && self.open.contains_key(&local.netns) => {
+            DomainEvent::BindFailed {
+                local,
+                error: BindError::InUse,
+            } if local.port == 0 => self.failed(
+                local.netns,
+                p,
+                PortNeed::BindAny {
+                    addr: addr_port(local.ip, 0),
+                },
+                ts,
+                i.containers,
+            ),
+            DomainEvent::Bound { local }
+                if local.port == 0 && self.open.contains_key(&local.netns) =>
+            {
                 self.got_port(local.netns, p, PortGot::BoundFree, ts)
             }
-            DomainEvent::Connect { dest, outcome: ConnectOutcome::Error(EADDRNOTAVAIL), .. } => {
-                self.failed(dest.netns, p, PortNeed::ConnectTo { dest: addr_port(dest.ip, dest.port) }, ts, i.containers)
-            }
+            DomainEvent::Connect {
+                dest,
+                outcome: ConnectOutcome::Error(EADDRNOTAVAIL),
+                ..
+            } => self.failed(
+                dest.netns,
+                p,
+                PortNeed::ConnectTo {
+                    dest: addr_port(dest.ip, dest.port),
+                },
+                ts,
+                i.containers,
+            ),
             // A connect that had a local port (the state change's task may
             // be another's: the socket's owner is named).
-            DomainEvent::Connect { dest, outcome, syscall, .. }
-                if matches!(
-                    outcome,
-                    ConnectOutcome::Connected
-                        | ConnectOutcome::InProgress
-                        | ConnectOutcome::HandshakeFailed
-                        | ConnectOutcome::Error(ECONNREFUSED | ETIMEDOUT)
-                ) && self.open.contains_key(&dest.netns) =>
+            DomainEvent::Connect {
+                dest,
+                outcome,
+                syscall,
+                ..
+            } if matches!(
+                outcome,
+                ConnectOutcome::Connected
+                    | ConnectOutcome::InProgress
+                    | ConnectOutcome::HandshakeFailed
+                    | ConnectOutcome::Error(ECONNREFUSED | ETIMEDOUT)
+            ) && self.open.contains_key(&dest.netns) =>
             {
-                let got = PortGot::ConnectTo { dest: addr_port(dest.ip, dest.port) };
-                self.got_port(dest.netns, if syscall { p } else { i.owner.unwrap_or(p) }, got, ts)
+                let got = PortGot::ConnectTo {
+                    dest: addr_port(dest.ip, dest.port),
+                };
+                self.got_port(
+                    dest.netns,
+                    if syscall { p } else { i.owner.unwrap_or(p) },
+                    got,
+                    ts,
+                )
             }
             _ => None,
         };

@@ -101,24 +101,33 @@ macro_rules! detector {
 }
 
 use super::{
-    address_unavailable::AddressUnavailable, connect_failures::ConnectFailures, duplicate_instances::DuplicateInstances,
-    fork_storm::ForkStorm, port_conflict::PortConflict, port_shadowed::PortShadowed, ports_exhausted::PortsExhausted,
-    respawn_storm::RespawnStorm, zombie::Zombies, zombie_accumulation::ZombieAccumulation,
+    address_unavailable::AddressUnavailable, connect_failures::ConnectFailures,
+    duplicate_instances::DuplicateInstances, fork_storm::ForkStorm, port_conflict::PortConflict,
+    port_shadowed::PortShadowed, ports_exhausted::PortsExhausted, respawn_storm::RespawnStorm,
+    zombie::Zombies, zombie_accumulation::ZombieAccumulation,
 };
 
 detector!(PortConflict, Kind::PortConflict, |s, i, c| PortConflict::on_event(s, i, c.sockets, c.changes),
     tick: |s, now, _v| PortConflict::on_tick(s, now), deadline: |s| PortConflict::next_deadline(s));
-detector!(PortShadowed, Kind::PortShadowed, |s, i, c| PortShadowed::on_event(s, i, c.sockets, c.changes));
-detector!(AddressUnavailable, Kind::AddressUnavailable, |s, i, _c| AddressUnavailable::on_event(s, i));
+detector!(PortShadowed, Kind::PortShadowed, |s, i, c| {
+    PortShadowed::on_event(s, i, c.sockets, c.changes)
+});
+detector!(AddressUnavailable, Kind::AddressUnavailable, |s, i, _c| {
+    AddressUnavailable::on_event(s, i)
+});
 detector!(ZombieAccumulation, Kind::ZombieAccumulation, |s, i, c| ZombieAccumulation::on_event(s, i, c.teardown),
     tick: |s, now, v| ZombieAccumulation::on_tick(s, now, v), deadline: |s| ZombieAccumulation::next_deadline(s));
 detector!(Zombies, Kind::Zombie, |s, i, c| Zombies::on_event(s, i, c.teardown),
     tick: |s, now, v| Zombies::on_tick(s, now, v), deadline: |s| Zombies::next_deadline(s));
 detector!(RespawnStorm, Kind::RespawnStorm, |s, i, _c| RespawnStorm::on_event(s, i),
     tick: |s, now, v| RespawnStorm::on_tick(s, now, v), deadline: |s| RespawnStorm::next_deadline(s));
-detector!(DuplicateInstances, Kind::DuplicateInstances, |s, i, _c| DuplicateInstances::on_event(s, i));
+detector!(DuplicateInstances, Kind::DuplicateInstances, |s, i, _c| {
+    DuplicateInstances::on_event(s, i)
+});
 detector!(ForkStorm, Kind::ForkStorm, |s, i, _c| ForkStorm::on_event(s, i),
     tick: |s, now, _v| ForkStorm::on_tick(s, now), deadline: |s| ForkStorm::next_deadline(s));
 detector!(ConnectFailures, Kind::ConnectFailures, |s, i, c| ConnectFailures::on_event(s, i, c.shadowed),
     tick: |s, now, _v| ConnectFailures::on_tick(s, now), deadline: |s| ConnectFailures::next_deadline(s));
-detector!(PortsExhausted, Kind::PortsExhausted, |s, i, _c| PortsExhausted::on_event(s, i));
+detector!(PortsExhausted, Kind::PortsExhausted, |s, i, _c| {
+    PortsExhausted::on_event(s, i)
+});

@@ -33,8 +33,8 @@ use super::{
     who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
-    world::domain::DomainEvent,
     proctable::{Proc, ProcKey},
+    world::domain::DomainEvent,
     world::{cause::Cause, containers::ContainerInfo},
 };
 
@@ -124,26 +124,45 @@ fn cadence(gaps: &[u64]) -> (Option<Pace>, &'static str) {
         .unwrap_or(last);
     let steady_or_growing = gaps.windows(2).all(|w| w[1] * 10 >= w[0] * 9);
     if gaps.len() >= 3 && steady_or_growing && last >= first * 2 {
-        return (Some(Pace::Backoff { first_ns: first, last_ns: last }), "backoff");
+        return (
+            Some(Pace::Backoff {
+                first_ns: first,
+                last_ns: last,
+            }),
+            "backoff",
+        );
     }
     let mut sorted = gaps.to_vec();
     sorted.sort_unstable();
-    (Some(Pace::Every { median_ns: sorted[sorted.len() / 2] }), "steady")
+    (
+        Some(Pace::Every {
+            median_ns: sorted[sorted.len() / 2],
+        }),
+        "steady",
+    )
 }
 
 /// The restarter and its facts: a container runtime's policy, a known
 /// supervisor, or the restarting processes.
-fn restarter(container: Option<&ContainerInfo>, restarters: &[&Proc]) -> (Option<Restarter>, Value) {
+fn restarter(
+    container: Option<&ContainerInfo>,
+    restarters: &[&Proc],
+) -> (Option<Restarter>, Value) {
     let by_runtime = container.is_some()
         && !restarters.is_empty()
         && restarters.iter().all(|r| is_runtime_shim(r));
     if let (true, Some(c)) = (by_runtime, container) {
         let who = match c.runtime {
-            "docker" => Restarter::Docker { policy: c.restart_policy.as_deref().map(str::to_owned) },
+            "docker" => Restarter::Docker {
+                policy: c.restart_policy.as_deref().map(str::to_owned),
+            },
             rt if c.pod_name.is_some() => Restarter::Kubernetes { runtime: rt },
             rt => Restarter::Runtime { runtime: rt },
         };
-        return (Some(who), json!({"runtime": c.runtime, "restart_policy": c.restart_policy.as_deref()}));
+        return (
+            Some(who),
+            json!({"runtime": c.runtime, "restart_policy": c.restart_policy.as_deref()}),
+        );
     }
     let Some(first) = restarters.first() else {
         return (None, Value::Null);
@@ -162,13 +181,25 @@ fn restarter(container: Option<&ContainerInfo>, restarters: &[&Proc]) -> (Option
         (_, "s6-supervise", _) => Some("s6"),
         _ => None,
     };
-    let procs = restarters.iter().take(3).map(|r| who(r)).collect::<Vec<_>>().join(", ");
+    let procs = restarters
+        .iter()
+        .take(3)
+        .map(|r| who(r))
+        .collect::<Vec<_>>()
+        .join(", ");
     match supervisor {
         Some(name) => (
-            Some(Restarter::Supervisor { name, procs, unit: None }),
+            Some(Restarter::Supervisor {
+                name,
+                procs,
+                unit: None,
+            }),
             json!({"supervisor": name, "pid": first.key.tgid}),
         ),
-        None => (Some(Restarter::Processes(procs)), json!({"pid": first.key.tgid})),
+        None => (
+            Some(Restarter::Processes(procs)),
+            json!({"pid": first.key.tgid}),
+        ),
     }
 }
 
@@ -195,7 +226,8 @@ impl RespawnStorm {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         let c = &cfg.respawn_storm;
         self.max_gap_ns = ns(c.window_s);
         self.short_ns = ns(c.short_life_s);
@@ -274,7 +306,11 @@ impl RespawnStorm {
         };
         let mut facts = CrashLoop {
             what,
-            count: if lp.gave_up { lp.count + lp.pending.len() as u64 } else { lp.count },
+            count: if lp.gave_up {
+                lp.count + lp.pending.len() as u64
+            } else {
+                lp.count
+            },
             span_ns: now.saturating_sub(lp.first_ns),
             pace,
             by,
@@ -350,7 +386,12 @@ impl RespawnStorm {
                 }))
                 .collect::<Vec<_>>()),
         );
-        (program, Says::CrashLooping(facts).into(), processes, details)
+        (
+            program,
+            Says::CrashLooping(facts).into(),
+            processes,
+            details,
+        )
     }
 
     fn crashed(&mut self, p: &Proc, cause: Cause, ts: u64) {
@@ -392,7 +433,11 @@ impl RespawnStorm {
         // Started again after its restarter gave up: someone brought it back.
         if lp.gave_up {
             self.loops.remove(&p.program);
-            return self.incidents.resolve(&p.program, ts, Says::LoopStartedAgain { pid: p.key.tgid }.into());
+            return self.incidents.resolve(
+                &p.program,
+                ts,
+                Says::LoopStartedAgain { pid: p.key.tgid }.into(),
+            );
         }
         // The most recent crash this start can follow.
         while lp
@@ -448,11 +493,20 @@ impl RespawnStorm {
                         Vec::new()
                     }
                     End::Stop => {
-                        let why = Says::LoopStopped { pid: p.key.tgid, end: cause.describe() }.into();
+                        let why = Says::LoopStopped {
+                            pid: p.key.tgid,
+                            end: cause.describe(),
+                        }
+                        .into();
                         self.ended_well(p, why, ts).into_iter().collect()
                     }
                     _ => {
-                        let why = Says::LoopEndedWell { pid: p.key.tgid, end: cause.describe(), life_ns: lifetime }.into();
+                        let why = Says::LoopEndedWell {
+                            pid: p.key.tgid,
+                            end: cause.describe(),
+                            life_ns: lifetime,
+                        }
+                        .into();
                         self.ended_well(p, why, ts).into_iter().collect()
                     }
                 }
@@ -480,7 +534,17 @@ impl RespawnStorm {
             if let Some((key, start)) = lp.live {
                 if lp.pending.is_empty() && now >= start + self.short_ns {
                     self.loops.remove(&k);
-                    out.extend(self.incidents.resolve(&k, now, Says::LoopLived { pid: key.tgid, for_ns: self.short_ns }.into()));
+                    out.extend(
+                        self.incidents.resolve(
+                            &k,
+                            now,
+                            Says::LoopLived {
+                                pid: key.tgid,
+                                for_ns: self.short_ns,
+                            }
+                            .into(),
+                        ),
+                    );
                     continue;
                 }
             }

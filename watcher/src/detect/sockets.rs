@@ -20,7 +20,6 @@ use crate::{
     world::domain::{BindError, DomainEvent},
 };
 
-
 /// A socket as the kernel reports it (`/proc/net/{tcp,udp}{,6}`), with the processes holding it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelSocket {
@@ -362,7 +361,12 @@ impl SocketTable {
                     && s.pids.contains(&h.proc.key.tgid)
             })
         };
-        let keys: Vec<PortKey> = self.by_port.keys().filter(|k| read.contains(&k.0)).copied().collect();
+        let keys: Vec<PortKey> = self
+            .by_port
+            .keys()
+            .filter(|k| read.contains(&k.0))
+            .copied()
+            .collect();
         let mut changed = 0;
         for key in keys {
             let gone = self.remove_where(key, |h| {
@@ -370,7 +374,10 @@ impl SocketTable {
             });
             changed += gone.len() as u64;
         }
-        for s in kernel.iter().filter(|s| s.is_holder() && read.contains(&s.netns)) {
+        for s in kernel
+            .iter()
+            .filter(|s| s.is_holder() && read.contains(&s.netns))
+        {
             let addr = normalize(s.addr);
             for pid in &s.pids {
                 let known = self
@@ -404,9 +411,10 @@ impl SocketTable {
         match *event {
             // Port 0: the kernel found no free ephemeral port — nothing
             // holds "port 0" (ports_exhausted asks for the summary).
-            DomainEvent::BindFailed { local, error: BindError::InUse } if local.port != 0 => {
-                Some((local.netns, local.tcp, local.port))
-            }
+            DomainEvent::BindFailed {
+                local,
+                error: BindError::InUse,
+            } if local.port != 0 => Some((local.netns, local.tcp, local.port)),
             DomainEvent::Bound { local } if local.port != 0 => {
                 let key = (local.netns, local.tcp, local.port);
                 others(key).then_some(key)
@@ -424,8 +432,15 @@ impl SocketTable {
         let mut ch = Changes::default();
         let ts = i.ev.header.ts_ns;
         let me = i.subject.map(|p| p.key.tgid).unwrap_or(i.ev.header.tgid);
-        if let (Some(kernel), Some(key)) = (i.kernel_sockets, self.wants_confirmation(i.event, me)) {
-            let failed = matches!(i.event, DomainEvent::BindFailed { error: BindError::InUse, .. });
+        if let (Some(kernel), Some(key)) = (i.kernel_sockets, self.wants_confirmation(i.event, me))
+        {
+            let failed = matches!(
+                i.event,
+                DomainEvent::BindFailed {
+                    error: BindError::InUse,
+                    ..
+                }
+            );
             self.reconcile(key, kernel, i.procs, failed);
         }
         match *i.event {
@@ -533,18 +548,45 @@ mod tests {
     }
 
     fn listener(netns: u32, port: u16, pid: u32) -> KernelSocket {
-        KernelSocket { netns, ..crate::detect::testkit::listener("0.0.0.0", port, &[pid]) }
+        KernelSocket {
+            netns,
+            ..crate::detect::testkit::listener("0.0.0.0", port, &[pid])
+        }
     }
 
     #[test]
     fn a_resync_after_a_loss_drops_closed_listeners_and_adds_unseen_ones() {
         let mut t = SocketTable::new(64);
         let procs = |tgid: u32| Some(proc_of(tgid));
-        t.seed(&[listener(7, 80, 10), listener(7, 81, 11), listener(9, 90, 12)], &procs, 0);
+        t.seed(
+            &[
+                listener(7, 80, 10),
+                listener(7, 81, 11),
+                listener(9, 90, 12),
+            ],
+            &procs,
+            0,
+        );
         // A listener bound after the read began is newer than the listing: kept.
-        t.add(Holder { netns: 7, tcp: true, addr: "0.0.0.0".parse().unwrap(), port: 83, proc: proc_of(14), since_ns: Some(2_000), listening: true });
+        t.add(Holder {
+            netns: 7,
+            tcp: true,
+            addr: "0.0.0.0".parse().unwrap(),
+            port: 83,
+            proc: proc_of(14),
+            since_ns: Some(2_000),
+            listening: true,
+        });
         // Bound-only TCP sockets are not in the listing: kept.
-        t.add(Holder { netns: 7, tcp: true, addr: "0.0.0.0".parse().unwrap(), port: 84, proc: proc_of(15), since_ns: Some(500), listening: false });
+        t.add(Holder {
+            netns: 7,
+            tcp: true,
+            addr: "0.0.0.0".parse().unwrap(),
+            port: 84,
+            proc: proc_of(15),
+            since_ns: Some(500),
+            listening: false,
+        });
         // Namespace 7 now: 80 closed (lost), 81 still there, 82 started unseen.
         let kernel = [listener(7, 81, 11), listener(7, 82, 13)];
         let changed = t.resync(&[7], &kernel, &procs, 1_000);
@@ -554,7 +596,11 @@ mod tests {
         assert_eq!(t.holders((7, true, 82))[0].proc.key.tgid, 13);
         assert_eq!(t.holders((7, true, 83)).len(), 1, "newer than the read");
         assert_eq!(t.holders((7, true, 84)).len(), 1, "bound-only");
-        assert_eq!(t.holders((9, true, 90)).len(), 1, "a namespace not read is not judged");
+        assert_eq!(
+            t.holders((9, true, 90)).len(),
+            1,
+            "a namespace not read is not judged"
+        );
         let mut ns = t.namespaces();
         ns.sort();
         assert_eq!(ns.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![7, 9]);

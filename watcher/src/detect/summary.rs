@@ -25,9 +25,23 @@ pub enum Routes {
     /// Both bound the same address (SO_REUSEPORT): connections are split.
     Split { a: String, b: String, addr: String },
     /// Wildcards of two families: each family's connections go to one.
-    ByFamily { fa: &'static str, a: String, aaddr: String, fb: &'static str, b: String, baddr: String },
+    ByFamily {
+        fa: &'static str,
+        a: String,
+        aaddr: String,
+        fb: &'static str,
+        b: String,
+        baddr: String,
+    },
     /// A specific address wins over the wildcard for its address.
-    Specific { spec_addr: String, spec: String, family: &'static str, port: u16, wild: String, wild_addr: String },
+    Specific {
+        spec_addr: String,
+        spec: String,
+        family: &'static str,
+        port: u16,
+        wild: String,
+        wild_addr: String,
+    },
 }
 
 /// How a crash loop's restarts are paced.
@@ -49,14 +63,24 @@ pub enum Restarter {
     Runtime { runtime: &'static str },
     /// A known supervisor (`systemd`, `supervisord`, `runit (runsv)`, `s6`),
     /// its processes named, and for systemd the unit.
-    Supervisor { name: &'static str, procs: String, unit: Option<String> },
+    Supervisor {
+        name: &'static str,
+        procs: String,
+        unit: Option<String>,
+    },
     /// Processes that are no known supervisor.
     Processes(String),
 }
 
 impl Restarter {
     pub fn is_systemd(&self) -> bool {
-        matches!(self, Restarter::Supervisor { name: "systemd", .. })
+        matches!(
+            self,
+            Restarter::Supervisor {
+                name: "systemd",
+                ..
+            }
+        )
     }
 }
 
@@ -65,9 +89,15 @@ impl fmt::Display for Restarter {
         match self {
             Restarter::Docker { policy: Some(p) } => write!(f, "Docker's restart policy ({p})"),
             Restarter::Docker { policy: None } => write!(f, "Docker's restart policy"),
-            Restarter::Kubernetes { runtime } => write!(f, "Kubernetes (kubelet, through {runtime})"),
+            Restarter::Kubernetes { runtime } => {
+                write!(f, "Kubernetes (kubelet, through {runtime})")
+            }
             Restarter::Runtime { runtime } => write!(f, "its container runtime ({runtime})"),
-            Restarter::Supervisor { name: "systemd", unit: Some(u), .. } => write!(f, "systemd (unit {u})"),
+            Restarter::Supervisor {
+                name: "systemd",
+                unit: Some(u),
+                ..
+            } => write!(f, "systemd (unit {u})"),
             Restarter::Supervisor { name, procs, .. } => write!(f, "{name} ({procs})"),
             Restarter::Processes(procs) => write!(f, "{procs}"),
         }
@@ -78,8 +108,12 @@ impl fmt::Display for Restarter {
 #[derive(Clone, Debug, PartialEq)]
 pub enum PortNeed {
     /// A bind to port 0 of this address.
-    BindAny { addr: String },
-    ConnectTo { dest: String },
+    BindAny {
+        addr: String,
+    },
+    ConnectTo {
+        dest: String,
+    },
 }
 
 impl fmt::Display for PortNeed {
@@ -135,51 +169,179 @@ pub struct PortUse {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Says {
     // port_conflict
-    ConflictHeld { who: String, tcp: bool, addr: String, holders: Vec<HeldBy> },
-    ConflictLingering { who: String, tcp: bool, addr: String, connections: usize },
-    ConflictNoHolder { who: String, tcp: bool, addr: String },
-    ConflictProbing { who: String, tcp: bool, addr: String, tried: Vec<u16> },
-    ConflictProbed { who: String, addr: String, tried: Vec<u16>, got: u16 },
-    ConflictBound { who: String, addr: String },
-    ConflictGaveUp { port: u16, grace_ns: u64 },
+    ConflictHeld {
+        who: String,
+        tcp: bool,
+        addr: String,
+        holders: Vec<HeldBy>,
+    },
+    ConflictLingering {
+        who: String,
+        tcp: bool,
+        addr: String,
+        connections: usize,
+    },
+    ConflictNoHolder {
+        who: String,
+        tcp: bool,
+        addr: String,
+    },
+    ConflictProbing {
+        who: String,
+        tcp: bool,
+        addr: String,
+        tried: Vec<u16>,
+    },
+    ConflictProbed {
+        who: String,
+        addr: String,
+        tried: Vec<u16>,
+        got: u16,
+    },
+    ConflictBound {
+        who: String,
+        addr: String,
+    },
+    ConflictGaveUp {
+        port: u16,
+        grace_ns: u64,
+    },
     // port_shadowed
-    Shadowed { port: u16, tcp: bool, routes: Routes },
-    ShadowReleased { who: String, port: u16 },
-    ShadowGoneInKernel { port: u16 },
+    Shadowed {
+        port: u16,
+        tcp: bool,
+        routes: Routes,
+    },
+    ShadowReleased {
+        who: String,
+        port: u16,
+    },
+    ShadowGoneInKernel {
+        port: u16,
+    },
     // address_unavailable
-    AddressNotLocal { who: String, addr: String, ip: String },
-    AddressAvailable { who: String, addr: String, ip: String },
+    AddressNotLocal {
+        who: String,
+        addr: String,
+        ip: String,
+    },
+    AddressAvailable {
+        who: String,
+        addr: String,
+        ip: String,
+    },
     // zombie_accumulation
-    Accumulating { parent: String, n: usize, threshold: usize },
-    AccumulationBelow { parent_pid: u32, n: usize, why: &'static str, threshold: usize },
-    AccumulationNamespaceEnded { parent_pid: u32, gone: usize, left: usize },
+    Accumulating {
+        parent: String,
+        n: usize,
+        threshold: usize,
+    },
+    AccumulationBelow {
+        parent_pid: u32,
+        n: usize,
+        why: &'static str,
+        threshold: usize,
+    },
+    AccumulationNamespaceEnded {
+        parent_pid: u32,
+        gone: usize,
+        left: usize,
+    },
     /// A parent exited (zombie, zombie_accumulation).
-    ParentExited { who: String, why: &'static str },
+    ParentExited {
+        who: String,
+        why: &'static str,
+    },
     // zombie
-    Overdue { parent: String, n: usize, max_age_ns: u64, oldest_age_ns: Option<u64>, pids: Vec<u32> },
-    OverdueGone { parent_pid: u32, why: &'static str },
+    Overdue {
+        parent: String,
+        n: usize,
+        max_age_ns: u64,
+        oldest_age_ns: Option<u64>,
+        pids: Vec<u32>,
+    },
+    OverdueGone {
+        parent_pid: u32,
+        why: &'static str,
+    },
     // duplicate_instances
-    Duplicates { n: usize, program: String, limit: usize, pids: Vec<u32>, parents: Vec<u32> },
-    DuplicatesWithin { n: usize, limit: usize },
+    Duplicates {
+        n: usize,
+        program: String,
+        limit: usize,
+        pids: Vec<u32>,
+        parents: Vec<u32>,
+    },
+    DuplicatesWithin {
+        n: usize,
+        limit: usize,
+    },
     // fork_storm
-    ForkRate { who: String, rate: u32, secs: u64 },
-    ForkBomb { who: String, growth: i64, window_s: f64, limit: i64 },
-    ForkerExited { who: String },
-    ForkCalm { pid: u32 },
+    ForkRate {
+        who: String,
+        rate: u32,
+        secs: u64,
+    },
+    ForkBomb {
+        who: String,
+        growth: i64,
+        window_s: f64,
+        limit: i64,
+    },
+    ForkerExited {
+        who: String,
+    },
+    ForkCalm {
+        pid: u32,
+    },
     // respawn_storm
     CrashLooping(CrashLoop),
-    LoopStartedAgain { pid: u32 },
-    LoopStopped { pid: u32, end: String },
-    LoopEndedWell { pid: u32, end: String, life_ns: u64 },
-    LoopLived { pid: u32, for_ns: u64 },
+    LoopStartedAgain {
+        pid: u32,
+    },
+    LoopStopped {
+        pid: u32,
+        end: String,
+    },
+    LoopEndedWell {
+        pid: u32,
+        end: String,
+        life_ns: u64,
+    },
+    LoopLived {
+        pid: u32,
+        for_ns: u64,
+    },
     // connect_failures
-    ConnectsFailing { n: usize, dest: String, window_s: u64, error: String, clients: usize, named: Vec<String>, note: Option<String> },
-    Reachable { who: String, dest: String },
+    ConnectsFailing {
+        n: usize,
+        dest: String,
+        window_s: u64,
+        error: String,
+        clients: usize,
+        named: Vec<String>,
+        note: Option<String>,
+    },
+    Reachable {
+        who: String,
+        dest: String,
+    },
     // ports_exhausted
-    NoFreePort { netns: u32, what: PortNeed, who: String, usage: Option<PortUse> },
-    PortsFree { who: String, how: PortGot, netns: u32 },
+    NoFreePort {
+        netns: u32,
+        what: PortNeed,
+        who: String,
+        usage: Option<PortUse>,
+    },
+    PortsFree {
+        who: String,
+        how: PortGot,
+        netns: u32,
+    },
     /// Any detector: a reload disabled it, and its incidents end.
-    DetectorDisabled { kind: &'static str },
+    DetectorDisabled {
+        kind: &'static str,
+    },
 }
 
 fn transport(tcp: bool) -> &'static str {
@@ -191,7 +353,11 @@ fn transport(tcp: bool) -> &'static str {
 }
 
 fn list<T: fmt::Display>(items: &[T], sep: &str) -> String {
-    items.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(sep)
+    items
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 impl fmt::Display for Routes {
@@ -221,7 +387,12 @@ impl fmt::Display for Pace {
         match self {
             Pace::AtOnce => write!(f, "at once"),
             Pace::Backoff { first_ns, last_ns } => {
-                write!(f, "with a growing backoff ({} → {})", dur(*first_ns), dur(*last_ns))
+                write!(
+                    f,
+                    "with a growing backoff ({} → {})",
+                    dur(*first_ns),
+                    dur(*last_ns)
+                )
             }
             Pace::Every { median_ns } => write!(f, "every ~{}", dur(*median_ns)),
         }
@@ -447,8 +618,16 @@ mod tests {
             tcp: true,
             addr: "0.0.0.0:80".into(),
             holders: vec![
-                HeldBy { name: "pid 7 (apache2)".into(), addr: "0.0.0.0:80".into(), since: Some("06:15:43".into()) },
-                HeldBy { name: "pid 8 (old)".into(), addr: "[::]:80".into(), since: None },
+                HeldBy {
+                    name: "pid 7 (apache2)".into(),
+                    addr: "0.0.0.0:80".into(),
+                    since: Some("06:15:43".into()),
+                },
+                HeldBy {
+                    name: "pid 8 (old)".into(),
+                    addr: "[::]:80".into(),
+                    since: None,
+                },
             ],
         };
         assert_eq!(
@@ -463,8 +642,13 @@ mod tests {
             what: "`app`".into(),
             count: 5,
             span_ns: 3_100_000_000,
-            pace: Some(Pace::Backoff { first_ns: 100_000_000, last_ns: 1_600_000_000 }),
-            by: Some(Restarter::Docker { policy: Some("always".into()) }),
+            pace: Some(Pace::Backoff {
+                first_ns: 100_000_000,
+                last_ns: 1_600_000_000,
+            }),
+            by: Some(Restarter::Docker {
+                policy: Some("always".into()),
+            }),
             last_pid: 42,
             last_end: "exit code 1".into(),
             last_life_ns: 20_000_000,
@@ -478,7 +662,11 @@ mod tests {
         l.down = true;
         l.next_restart_ns = None;
         l.pace = Some(Pace::AtOnce);
-        l.by = Some(Restarter::Supervisor { name: "systemd", procs: "pid 1 (systemd)".into(), unit: Some("app.service".into()) });
+        l.by = Some(Restarter::Supervisor {
+            name: "systemd",
+            procs: "pid 1 (systemd)".into(),
+            unit: Some("app.service".into()),
+        });
         let s = Says::CrashLooping(l).to_string();
         assert!(s.starts_with("`app` is down: it crashed 5 times in 3.1 s, restarted at once by systemd (unit app.service)"), "{s}");
         assert!(s.ends_with("reset with `systemctl reset-failed`)"), "{s}");

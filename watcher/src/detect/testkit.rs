@@ -79,22 +79,41 @@ impl crate::engine::SocketLookup for StandIn {
     fn summary(&mut self, netns: u32, _via: u32) {
         self.summary.lock().unwrap().1.push(netns);
     }
-    fn start_snapshot(&mut self, _identity: crate::proctable::Identity, _namespaces: Vec<(u32, u32)>) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+    fn start_snapshot(
+        &mut self,
+        _identity: crate::proctable::Identity,
+        _namespaces: Vec<(u32, u32)>,
+    ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         *self.snapshot.lock().unwrap() = Some(tx);
         Some(rx)
     }
     /// Confirmations only when a test asks for them (`Kit::confirm_with`).
-    fn start_confirmation(&mut self, pids: Vec<u32>, _identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+    fn start_confirmation(
+        &mut self,
+        pids: Vec<u32>,
+        _identity: crate::proctable::Identity,
+    ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         let answer = self.confirm.lock().unwrap().clone()?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let procs = answer.into_iter().filter(|p| pids.contains(&p.key.tgid)).collect();
-        tx.send(crate::world::reconcile::Snapshot { taken_ns: u64::MAX / 2, procs, only: Some(pids), ..Default::default() }).unwrap();
+        let procs = answer
+            .into_iter()
+            .filter(|p| pids.contains(&p.key.tgid))
+            .collect();
+        tx.send(crate::world::reconcile::Snapshot {
+            taken_ns: u64::MAX / 2,
+            procs,
+            only: Some(pids),
+            ..Default::default()
+        })
+        .unwrap();
         Some(rx)
     }
     fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
         let mut s = self.summary.lock().unwrap();
-        let Some(answer) = s.0.clone() else { return Vec::new() };
+        let Some(answer) = s.0.clone() else {
+            return Vec::new();
+        };
         s.1.drain(..).map(|n| (n, answer.clone())).collect()
     }
 }
@@ -133,7 +152,9 @@ impl Kit {
             ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
         let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>> = Arc::default();
-        let proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>> = Arc::default();
+        let proc_now: Arc<
+            Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>,
+        > = Arc::default();
         let confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>> = Arc::default();
         let lookup = Box::new(StandIn {
             confirm: confirm.clone(),
@@ -168,8 +189,19 @@ impl Kit {
     /// snapshot, taken at `taken_ns`, holds these processes.
     pub fn proc_snapshot(&mut self, taken_ns: u64, procs: Vec<crate::proctable::Proc>) {
         self.engine.caught_up();
-        let tx = self.proc_now.lock().unwrap().take().expect("a snapshot was asked");
-        tx.send(crate::world::reconcile::Snapshot { taken_ns, procs, only: None, ..Default::default() }).unwrap();
+        let tx = self
+            .proc_now
+            .lock()
+            .unwrap()
+            .take()
+            .expect("a snapshot was asked");
+        tx.send(crate::world::reconcile::Snapshot {
+            taken_ns,
+            procs,
+            only: None,
+            ..Default::default()
+        })
+        .unwrap();
     }
 
     /// From now on, findings about processes are confirmed against this stand-in `/proc`.

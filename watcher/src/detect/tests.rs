@@ -418,10 +418,16 @@ fn a_parent_dying_hands_its_zombies_to_the_subreaper() {
     // The parent exits without reaping: its incident resolves, the subreaper gets the zombies.
     let f = k.exit(4 * S, 100, CODE1);
     assert!(resolved(&f, "zombie_accumulation"), "{f:?}");
-    assert!(!opened(&f, "zombie_accumulation"), "the subreaper is given the reaping grace first: {f:?}");
+    assert!(
+        !opened(&f, "zombie_accumulation"),
+        "the subreaper is given the reaping grace first: {f:?}"
+    );
     // It does not reap them within the grace: its own incident opens then.
     let f = k.run_timers(4 * S + 2 * S);
-    let reopened: Vec<_> = f.iter().filter(|x| x.state == State::Open && x.kind.as_str() == "zombie_accumulation").collect();
+    let reopened: Vec<_> = f
+        .iter()
+        .filter(|x| x.state == State::Open && x.kind.as_str() == "zombie_accumulation")
+        .collect();
     assert_eq!(reopened.len(), 1, "{f:?}");
     assert!(
         reopened[0].summary.contains("pid 50 (subreaper)"),
@@ -449,10 +455,17 @@ fn zombies_inherited_by_a_reaper_that_drains_them_at_once_are_not_its_accumulati
     }
     k.exit(4 * S, 100, CODE1);
     for c in 0..7u32 {
-        assert!(k.reap(4 * S + MS + c as u64 * 100_000, 50, 101 + c).is_empty());
+        assert!(k
+            .reap(4 * S + MS + c as u64 * 100_000, 50, 101 + c)
+            .is_empty());
     }
     let later = k.run_timers(30 * S);
-    assert!(!later.iter().any(|f| f.kind.as_str() == "zombie_accumulation"), "{later:?}");
+    assert!(
+        !later
+            .iter()
+            .any(|f| f.kind.as_str() == "zombie_accumulation"),
+        "{later:?}"
+    );
 }
 
 /// An overdue zombie whose parent exits passes to the subreaper, which has
@@ -465,14 +478,36 @@ fn an_inherited_zombie_gives_its_new_parent_max_age_to_reap_it() {
     seven_children(&mut k, 100);
     k.exit(3 * S, 101, 0);
     let f = k.run_timers(13 * S);
-    assert!(f.iter().any(|x| x.kind.as_str() == "zombie" && x.state == State::Open), "{f:?}");
+    assert!(
+        f.iter()
+            .any(|x| x.kind.as_str() == "zombie" && x.state == State::Open),
+        "{f:?}"
+    );
     let f = k.exit(20 * S, 100, 0);
-    assert!(resolved(&f, "zombie"), "the old parent's incident ends: {f:?}");
-    assert!(!f.iter().any(|x| x.kind.as_str() == "zombie" && x.state == State::Open), "not the new parent's at once: {f:?}");
-    assert_eq!(k.engine.next_deadline(), Some(30 * S), "max_age from the inheritance");
+    assert!(
+        resolved(&f, "zombie"),
+        "the old parent's incident ends: {f:?}"
+    );
+    assert!(
+        !f.iter()
+            .any(|x| x.kind.as_str() == "zombie" && x.state == State::Open),
+        "not the new parent's at once: {f:?}"
+    );
+    assert_eq!(
+        k.engine.next_deadline(),
+        Some(30 * S),
+        "max_age from the inheritance"
+    );
     let f = k.run_timers(30 * S);
     // (The master itself is pid 1's zombie now, with its own deadline.)
-    let opened: Vec<_> = f.iter().filter(|x| x.kind.as_str() == "zombie" && x.state == State::Open && x.summary.contains("pid 50 (subreaper)")).collect();
+    let opened: Vec<_> = f
+        .iter()
+        .filter(|x| {
+            x.kind.as_str() == "zombie"
+                && x.state == State::Open
+                && x.summary.contains("pid 50 (subreaper)")
+        })
+        .collect();
     assert_eq!(opened.len(), 1, "{f:?}");
 }
 
@@ -624,7 +659,10 @@ fn a_supervisor_restarting_a_crashing_child_is_a_respawn_storm() {
         .expect("an update");
     assert_eq!(down.state.as_str(), "update");
     assert!(down.summary.contains("is down"), "{}", down.summary);
-    assert_eq!(down.details["gave_up"], true, "the update's facts say so too");
+    assert_eq!(
+        down.details["gave_up"], true,
+        "the update's facts say so too"
+    );
     // … and a new instance that lives resolves it.
     k.spawn(
         t + 10 * S,
@@ -1048,24 +1086,65 @@ fn a_storm_of_failing_binds_is_bounded_in_lookups() {
 fn a_port_prober_is_one_incident_resolved_at_its_bind_saying_which_port() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/usr/bin/node", &["node", "vite"]);
-    k.spawn(S, 1, 50, "/usr/bin/python3", &["python3", "-m", "http.server"]);
-    k.set_kernel(vec![listener("0.0.0.0", 8000, &[50]), listener("0.0.0.0", 8001, &[50]), listener("0.0.0.0", 8002, &[50])]);
+    k.spawn(
+        S,
+        1,
+        50,
+        "/usr/bin/python3",
+        &["python3", "-m", "http.server"],
+    );
+    k.set_kernel(vec![
+        listener("0.0.0.0", 8000, &[50]),
+        listener("0.0.0.0", 8001, &[50]),
+        listener("0.0.0.0", 8002, &[50]),
+    ]);
     let mut f = Vec::new();
     for (n, port) in [8000u16, 8001, 8002].into_iter().enumerate() {
         f.extend(k.bind(2 * S + n as u64 * MS, 100, "127.0.0.1", port, -98, true));
     }
     f.extend(k.bind(2 * S + 5 * MS, 100, "127.0.0.1", 8003, 0, true));
-    let conflicts: Vec<_> = f.iter().filter(|x| x.kind.as_str() == "port_conflict").collect();
-    assert_eq!(conflicts.iter().filter(|x| x.state.as_str() == "open").count(), 1, "one incident for the probe: {conflicts:?}");
-    let r = conflicts.iter().find(|x| x.state.as_str() == "resolved").expect("resolved at the successful bind");
-    assert!(r.summary.contains("got 8003") && r.summary.contains("8000, 8001, 8002"), "{}", r.summary);
-    assert_eq!(k.engine.detectors.open_incidents().iter().find(|(kd, _)| kd.as_str() == "port_conflict").map(|x| x.1), Some(0));
+    let conflicts: Vec<_> = f
+        .iter()
+        .filter(|x| x.kind.as_str() == "port_conflict")
+        .collect();
+    assert_eq!(
+        conflicts
+            .iter()
+            .filter(|x| x.state.as_str() == "open")
+            .count(),
+        1,
+        "one incident for the probe: {conflicts:?}"
+    );
+    let r = conflicts
+        .iter()
+        .find(|x| x.state.as_str() == "resolved")
+        .expect("resolved at the successful bind");
+    assert!(
+        r.summary.contains("got 8003") && r.summary.contains("8000, 8001, 8002"),
+        "{}",
+        r.summary
+    );
+    assert_eq!(
+        k.engine
+            .detectors
+            .open_incidents()
+            .iter()
+            .find(|(kd, _)| kd.as_str() == "port_conflict")
+            .map(|x| x.1),
+        Some(0)
+    );
 }
 
 #[test]
 fn a_retry_loop_on_one_fixed_port_stays_one_open_incident() {
     let mut k = Kit::defaults();
-    k.spawn(S, 1, 100, "/usr/sbin/haproxy", &["haproxy", "-f", "/etc/haproxy.cfg"]);
+    k.spawn(
+        S,
+        1,
+        100,
+        "/usr/sbin/haproxy",
+        &["haproxy", "-f", "/etc/haproxy.cfg"],
+    );
     k.spawn(S, 1, 50, "/usr/sbin/nginx", &["nginx"]);
     k.set_kernel(vec![listener("0.0.0.0", 443, &[50])]);
     for n in 0..20u64 {
@@ -1073,7 +1152,11 @@ fn a_retry_loop_on_one_fixed_port_stays_one_open_incident() {
     }
     // A bind of another, unrelated port (not a probe's next try) does not resolve it.
     k.bind(30 * S, 100, "0.0.0.0", 9100, 0, true);
-    let opens = k.all.iter().filter(|x| x.kind.as_str() == "port_conflict" && x.state.as_str() == "open").count();
+    let opens = k
+        .all
+        .iter()
+        .filter(|x| x.kind.as_str() == "port_conflict" && x.state.as_str() == "open")
+        .count();
     assert_eq!(opens, 1);
     assert!(!resolved(&k.all, "port_conflict"), "still failing on 443");
 }
@@ -1083,7 +1166,10 @@ fn a_failed_bind_to_port_0_is_not_a_port_conflict() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
     let f = k.bind(2 * S, 100, "127.0.0.1", 0, -98, true);
-    assert!(!f.iter().any(|x| x.kind.as_str() == "port_conflict"), "{f:?}");
+    assert!(
+        !f.iter().any(|x| x.kind.as_str() == "port_conflict"),
+        "{f:?}"
+    );
 }
 
 // ---------------------------------------------------------------- reload
@@ -1101,14 +1187,21 @@ fn a_reload_keeps_open_incidents_and_resolves_a_disabled_detectors() {
     k.spawn(S, 1, 300, "/usr/sbin/nginx", &["nginx"]);
     k.set_kernel(vec![listener("0.0.0.0", 80, &[300])]);
     k.spawn(S, 1, 400, "/usr/sbin/apache2", &["apache2"]);
-    assert!(opened(&k.bind(5 * S, 400, "0.0.0.0", 80, EADDRINUSE, true), "port_conflict"));
+    assert!(opened(
+        &k.bind(5 * S, 400, "0.0.0.0", 80, EADDRINUSE, true),
+        "port_conflict"
+    ));
 
     let mut cfg = DetectConfig::default();
     cfg.zombie_accumulation.threshold = 3;
     cfg.port_conflict.enabled = false;
     let f = k.engine.detectors.reconfigure(cfg, 6 * S);
     assert_eq!(ks(&f), vec![("port_conflict", "resolved")]);
-    assert!(f[0].summary.contains("disabled by a configuration reload"), "{}", f[0].summary);
+    assert!(
+        f[0].summary.contains("disabled by a configuration reload"),
+        "{}",
+        f[0].summary
+    );
     // The zombies' incident is still open, and resolves when they are reaped.
     let mut f = Vec::new();
     for n in 0..6u32 {
@@ -1116,7 +1209,10 @@ fn a_reload_keeps_open_incidents_and_resolves_a_disabled_detectors() {
     }
     assert!(resolved(&f, "zombie_accumulation"), "{:?}", ks(&f));
     // The disabled detector is quiet now.
-    assert!(!k.bind(8 * S, 400, "0.0.0.0", 80, EADDRINUSE, true).iter().any(|x| x.kind.as_str() == "port_conflict"));
+    assert!(!k
+        .bind(8 * S, 400, "0.0.0.0", 80, EADDRINUSE, true)
+        .iter()
+        .any(|x| x.kind.as_str() == "port_conflict"));
 }
 
 // ---------------------------------------------------------------- ports_exhausted
@@ -1137,21 +1233,48 @@ fn a_failed_bind_to_port_0_opens_ports_exhausted_and_the_summary_follows_as_an_u
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
     let f = k.bind(2 * S, 100, "127.0.0.1", 0, EADDRINUSE, true);
-    let open = f.iter().find(|x| x.kind.as_str() == "ports_exhausted").expect("opens at once");
+    let open = f
+        .iter()
+        .find(|x| x.kind.as_str() == "ports_exhausted")
+        .expect("opens at once");
     assert_eq!(open.state, State::Open);
     assert!(open.summary.starts_with("no free local port in network namespace 0: a bind to 127.0.0.1:0 (any free port) by pid 100"), "{}", open.summary);
-    assert!(!f.iter().any(|x| x.kind.as_str() == "port_conflict"), "not a port conflict: {f:?}");
-    assert_eq!(k.summaries_asked(), vec![0], "one summary asked, off the detector's path");
+    assert!(
+        !f.iter().any(|x| x.kind.as_str() == "port_conflict"),
+        "not a port conflict: {f:?}"
+    );
+    assert_eq!(
+        k.summaries_asked(),
+        vec![0],
+        "one summary asked, off the detector's path"
+    );
     // A second failure within 10 s asks nothing more.
     k.bind(3 * S, 100, "127.0.0.1", 0, EADDRINUSE, true);
     assert_eq!(k.summaries_asked(), vec![0]);
     k.set_summary(Some(exhausted_summary()));
     let f = k.late(4 * S);
-    let up = f.iter().find(|x| x.kind.as_str() == "ports_exhausted").expect("the summary as an update");
+    let up = f
+        .iter()
+        .find(|x| x.kind.as_str() == "ports_exhausted")
+        .expect("the summary as an update");
     assert_eq!(up.state, State::Update);
-    assert!(up.summary.contains("ephemeral range 40000–40001 (2 ports"), "{}", up.summary);
-    assert!(up.summary.contains("2 in use by 2 sockets (1 in TIME_WAIT)"), "{}", up.summary);
-    assert!(up.summary.contains("pid 100 (python3 client.py) 1") && up.summary.contains("10.0.0.5:5432 2 (1 in TIME_WAIT)"), "{}", up.summary);
+    assert!(
+        up.summary.contains("ephemeral range 40000–40001 (2 ports"),
+        "{}",
+        up.summary
+    );
+    assert!(
+        up.summary
+            .contains("2 in use by 2 sockets (1 in TIME_WAIT)"),
+        "{}",
+        up.summary
+    );
+    assert!(
+        up.summary.contains("pid 100 (python3 client.py) 1")
+            && up.summary.contains("10.0.0.5:5432 2 (1 in TIME_WAIT)"),
+        "{}",
+        up.summary
+    );
     assert_eq!(up.details["ephemeral_range"]["size"], 2);
     // A later bind to port 0 that works resolves it.
     let f = k.bind(5 * S, 100, "127.0.0.1", 0, 0, true);
@@ -1167,7 +1290,10 @@ fn a_connect_without_a_free_local_port_is_ports_exhausted_not_connect_failures()
     }
     let kinds = ks(&k.all);
     assert!(kinds.contains(&("ports_exhausted", "open")), "{kinds:?}");
-    assert!(!kinds.iter().any(|(kd, _)| *kd == "connect_failures"), "the destination is not at fault: {kinds:?}");
+    assert!(
+        !kinds.iter().any(|(kd, _)| *kd == "connect_failures"),
+        "the destination is not at fault: {kinds:?}"
+    );
     let f = k.connect(3 * S, 100, "10.0.0.5", 5432, EINPROGRESS, 0x9100);
     assert!(resolved(&f, "ports_exhausted"));
 }
@@ -1189,16 +1315,37 @@ fn lost_reaps(k: &mut Kit) {
 fn after_a_loss_a_zombie_finding_for_children_reaped_unseen_is_never_written() {
     let mut k = Kit::defaults();
     lost_reaps(&mut k);
-    assert!(!k.all.iter().any(|f| f.kind.as_str() == "zombie_accumulation"), "held while reconciling: {:?}", ks(&k.all));
+    assert!(
+        !k.all
+            .iter()
+            .any(|f| f.kind.as_str() == "zombie_accumulation"),
+        "held while reconciling: {:?}",
+        ks(&k.all)
+    );
     // /proc now: the parent, no children (they were reaped).
     let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
     k.proc_snapshot(4 * S, vec![parent]);
     let f = k.engine.reconciled(5 * S);
-    assert!(f.iter().all(|x| x.kind.as_str() != "zombie_accumulation"), "no ghost finding: {:?}", ks(&f));
+    assert!(
+        f.iter().all(|x| x.kind.as_str() != "zombie_accumulation"),
+        "no ghost finding: {:?}",
+        ks(&f)
+    );
     assert_eq!(k.engine.findings_withdrawn, 1);
-    assert_eq!(k.engine.detectors.open_incidents().iter().map(|x| x.1).sum::<usize>(), 0);
+    assert_eq!(
+        k.engine
+            .detectors
+            .open_incidents()
+            .iter()
+            .map(|x| x.1)
+            .sum::<usize>(),
+        0
+    );
     // Nor later, at the zombies' deadline.
-    assert!(k.run_timers(30 * S).iter().all(|x| !x.kind.as_str().starts_with("zombie")));
+    assert!(k
+        .run_timers(30 * S)
+        .iter()
+        .all(|x| !x.kind.as_str().starts_with("zombie")));
 }
 
 #[test]
@@ -1206,7 +1353,10 @@ fn after_a_loss_true_zombies_are_written_once_reconciled() {
     let mut k = Kit::defaults();
     lost_reaps(&mut k);
     // /proc now: the parent and its six zombies.
-    let snap: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205].iter().map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap()).collect();
+    let snap: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205]
+        .iter()
+        .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
+        .collect();
     k.proc_snapshot(4 * S, snap);
     let f = k.engine.reconciled(5 * S);
     assert!(opened(&f, "zombie_accumulation"), "{:?}", ks(&f));
@@ -1238,8 +1388,14 @@ fn exits_the_kernel_could_not_remember_are_looked_for_in_proc_until_gone() {
     k.engine.recheck_unseen_reaps();
     let f = k.engine.reconciled(3 * S);
     assert!(f.is_empty(), "{f:?}");
-    assert!(k.engine.enricher.procs.get(200).is_none(), "the unseen reap is repaired");
-    assert!(k.engine.enricher.procs.get(201).is_some(), "a remembered exit waits for its reap");
+    assert!(
+        k.engine.enricher.procs.get(200).is_none(),
+        "the unseen reap is repaired"
+    );
+    assert!(
+        k.engine.enricher.procs.get(201).is_some(),
+        "a remembered exit waits for its reap"
+    );
     assert_eq!(k.engine.reconciled_processes, 1);
     // Nothing left to ask about.
     k.engine.recheck_unseen_reaps();
@@ -1259,9 +1415,16 @@ fn a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
         k.exit(2 * S + MS, 200 + n, 0);
     }
     k.run_timers(30 * S);
-    assert!(!k.all.iter().any(|f| f.kind.as_str().starts_with("zombie")), "{:?}", ks(&k.all));
+    assert!(
+        !k.all.iter().any(|f| f.kind.as_str().starts_with("zombie")),
+        "{:?}",
+        ks(&k.all)
+    );
     assert!(k.engine.findings_withdrawn >= 1);
-    assert!(k.engine.enricher.procs.get(203).is_none(), "the gone children left the table");
+    assert!(
+        k.engine.enricher.procs.get(203).is_none(),
+        "the gone children left the table"
+    );
 
     // Both ways: real zombies are confirmed and written.
     let mut k = Kit::defaults();
@@ -1270,7 +1433,10 @@ fn a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
         k.fork(2 * S, 100, 200 + n);
         k.exit(2 * S + MS, 200 + n, 0);
     }
-    let now: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205].iter().map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap()).collect();
+    let now: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205]
+        .iter()
+        .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
+        .collect();
     let mut k2 = Kit::defaults();
     k2.confirm_with(now);
     k2.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);

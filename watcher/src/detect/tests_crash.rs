@@ -19,7 +19,10 @@ fn storm(f: &[Finding]) -> Vec<&Finding> {
 /// Crash → restart cycles of `argv` under `parent`, with crash → restart
 /// delays from `gaps`: each instance lives `life` and ends with `end`
 /// (after `before_end`, e.g. a signal record, at the same instant).
-#[expect(clippy::too_many_arguments, reason = "one supervisor's timing, spelled out at each call")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one supervisor's timing, spelled out at each call"
+)]
 fn cycles(
     k: &mut Kit,
     parent: u32,
@@ -118,7 +121,14 @@ fn systemd_gives_up_after_start_limit_burst_and_the_finding_says_it_is_down() {
     let mut last = 0;
     for n in 0..5u32 {
         last = 300 + n;
-        k.spawn_in(t, 1, last, 700, "/usr/bin/flaky", &["/usr/bin/flaky", "--serve"]);
+        k.spawn_in(
+            t,
+            1,
+            last,
+            700,
+            "/usr/bin/flaky",
+            &["/usr/bin/flaky", "--serve"],
+        );
         t += 20 * MS;
         k.exit(t, last, CODE3);
         k.reap(t + 1, 1, last);
@@ -147,7 +157,8 @@ fn systemd_gives_up_after_start_limit_burst_and_the_finding_says_it_is_down() {
         open.summary
     );
     assert!(
-        open.summary.contains("every ~100 ms by systemd (unit flaky.service)")
+        open.summary
+            .contains("every ~100 ms by systemd (unit flaky.service)")
             && open.summary.contains("StartLimitBurst"),
         "{}",
         open.summary
@@ -453,7 +464,13 @@ fn a_kubelet_restarting_a_pods_container_as_new_containers_is_one_loop() {
     let mut k = Kit::defaults();
     let pod = "0a1b2c3d-0000-4000-8000-00000000abcd";
     // One shim serves the pod; every restart is a new container (new id, new cgroup).
-    k.spawn(S / 2, 1, 300, "/usr/bin/containerd-shim-runc-v2", &["containerd-shim-runc-v2", "-namespace", "k8s.io"]);
+    k.spawn(
+        S / 2,
+        1,
+        300,
+        "/usr/bin/containerd-shim-runc-v2",
+        &["containerd-shim-runc-v2", "-namespace", "k8s.io"],
+    );
     let gaps = [10 * S, 20 * S, 40 * S, 80 * S, 160 * S, 300 * S];
     let mut t = S;
     let mut opened = None;
@@ -463,26 +480,48 @@ fn a_kubelet_restarting_a_pods_container_as_new_containers_is_one_loop() {
         let cg = 500 + n as u64;
         k.cgroup(t - MS, cg, &format!("/kubepods/burstable/pod{pod}/{cid}"));
         k.engine.runtime_update(
-            crate::world::containers::RuntimeUpdate::Container(crate::world::containers::ContainerInfo {
-                id: cid.as_str().into(),
-                runtime: "containerd",
-                name: Some("api".into()),
-                pod_namespace: Some("shop".into()),
-                pod_name: Some("api-7d9f".into()),
-                ..Default::default()
-            }),
+            crate::world::containers::RuntimeUpdate::Container(
+                crate::world::containers::ContainerInfo {
+                    id: cid.as_str().into(),
+                    runtime: "containerd",
+                    name: Some("api".into()),
+                    pod_namespace: Some("shop".into()),
+                    pod_name: Some("api-7d9f".into()),
+                    ..Default::default()
+                },
+            ),
             t,
         );
         let pid = 600 + n as u32;
-        let f = k.spawn_in(t, 300, pid, cg, "/app/server", &["/app/server", "--port", "8080"]);
+        let f = k.spawn_in(
+            t,
+            300,
+            pid,
+            cg,
+            "/app/server",
+            &["/app/server", "--port", "8080"],
+        );
         if storm(&f).iter().any(|x| x.state.as_str() == "open") {
             opened.get_or_insert(n);
         }
         t += 2 * S;
         k.exit(t, pid, CODE1);
     }
-    assert_eq!(opened, Some(5), "one program across the pod's containers: {:?}", storm(&k.all));
-    let open = k.all.iter().find(|x| x.kind.as_str() == "respawn_storm").unwrap();
+    assert_eq!(
+        opened,
+        Some(5),
+        "one program across the pod's containers: {:?}",
+        storm(&k.all)
+    );
+    let open = k
+        .all
+        .iter()
+        .find(|x| x.kind.as_str() == "respawn_storm")
+        .unwrap();
     assert!(open.summary.contains("Kubernetes"), "{}", open.summary);
-    assert!(open.summary.contains("in pod shop/api-7d9f"), "{}", open.summary);
+    assert!(
+        open.summary.contains("in pod shop/api-7d9f"),
+        "{}",
+        open.summary
+    );
 }

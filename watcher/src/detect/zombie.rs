@@ -9,12 +9,12 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Map};
 
 use super::{
-    config::ns, incident::Incidents, summary::Says, who, who_in, ContainerView, DetectConfig, Finding, Input,
-    Involved, Kind, Teardown,
+    config::ns, incident::Incidents, summary::Says, who, who_in, ContainerView, DetectConfig,
+    Finding, Input, Involved, Kind, Teardown,
 };
 use crate::{
-    world::domain::DomainEvent,
     proctable::{Proc, ProcKey},
+    world::domain::DomainEvent,
 };
 
 struct Child {
@@ -56,7 +56,8 @@ impl Zombies {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         self.max_age_ns = ns(cfg.zombie.max_age_s);
         self.cap = cfg.max_tracked;
         self.cfg = cfg.clone();
@@ -182,7 +183,11 @@ impl Zombies {
                 return self.incidents.resolve(
                     &c.parent,
                     now,
-                    Says::OverdueGone { parent_pid: c.parent, why }.into(),
+                    Says::OverdueGone {
+                        parent_pid: c.parent,
+                        why,
+                    }
+                    .into(),
                 );
             }
             let parent = c.parent;
@@ -229,7 +234,9 @@ impl Zombies {
                         // The new parent (init, a subreaper) learns of it
                         // now: it has `max_age` from now to reap it.
                         let max_age = self.max_age_ns;
-                        let Some(c) = self.children.get_mut(child) else { continue };
+                        let Some(c) = self.children.get_mut(child) else {
+                            continue;
+                        };
                         c.parent = *new_parent;
                         c.parent_proc = (i.procs)(*new_parent);
                         c.overdue = false;
@@ -240,11 +247,17 @@ impl Zombies {
                         self.deadlines.insert((new_deadline, *child));
                     }
                     if self.incidents.is_open(&p.key.tgid) {
-                        out.extend(self.incidents.resolve(
-                            &p.key.tgid,
-                            ts,
-                            Says::ParentExited { who: who(p), why: "its zombies passed to their new parent" }.into(),
-                        ));
+                        out.extend(
+                            self.incidents.resolve(
+                                &p.key.tgid,
+                                ts,
+                                Says::ParentExited {
+                                    who: who(p),
+                                    why: "its zombies passed to their new parent",
+                                }
+                                .into(),
+                            ),
+                        );
                     }
                 }
             }

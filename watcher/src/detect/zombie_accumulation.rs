@@ -18,12 +18,12 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Map};
 
 use super::{
-    incident::Incidents, summary::Says, who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
-    Teardown,
+    incident::Incidents, summary::Says, who, who_in, ContainerView, DetectConfig, Finding, Input,
+    Involved, Kind, Teardown,
 };
 use crate::{
-    world::domain::DomainEvent,
     proctable::{Proc, ProcKey},
+    world::domain::DomainEvent,
 };
 
 pub struct ZombieAccumulation {
@@ -69,7 +69,8 @@ impl ZombieAccumulation {
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        self.incidents.set_limits(cfg.update_interval_ns(), cfg.max_incidents);
+        self.incidents
+            .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         self.threshold = cfg.zombie_accumulation.threshold as usize;
         self.cap = cfg.max_tracked;
         self.grace_ns = super::config::ns(cfg.zombie_accumulation.reaping_grace_s);
@@ -136,7 +137,12 @@ impl ZombieAccumulation {
         if parent_proc.is_some_and(|p| self.cfg.allowed_program(p)) {
             return None;
         }
-        let summary: String = Says::Accumulating { parent: pname, n, threshold: self.threshold }.into();
+        let summary: String = Says::Accumulating {
+            parent: pname,
+            n,
+            threshold: self.threshold,
+        }
+        .into();
         let mut processes: Vec<Involved> = Vec::new();
         if let Some(pp) = parent_proc {
             processes.push(Involved {
@@ -181,7 +187,13 @@ impl ZombieAccumulation {
             return self.incidents.resolve(
                 &parent,
                 now,
-                Says::AccumulationBelow { parent_pid: parent, n, why, threshold: self.threshold }.into(),
+                Says::AccumulationBelow {
+                    parent_pid: parent,
+                    n,
+                    why,
+                    threshold: self.threshold,
+                }
+                .into(),
             );
         }
         None
@@ -215,11 +227,18 @@ impl ZombieAccumulation {
                 self.per_parent.remove(&parent);
             }
             if left < self.threshold && self.incidents.is_open(&parent) {
-                out.extend(self.incidents.resolve(
-                    &parent,
-                    now,
-                    Says::AccumulationNamespaceEnded { parent_pid: parent, gone, left }.into(),
-                ));
+                out.extend(
+                    self.incidents.resolve(
+                        &parent,
+                        now,
+                        Says::AccumulationNamespaceEnded {
+                            parent_pid: parent,
+                            gone,
+                            left,
+                        }
+                        .into(),
+                    ),
+                );
             }
         }
         let live: std::collections::HashSet<ProcKey> =
@@ -240,14 +259,7 @@ impl ZombieAccumulation {
                     return out;
                 };
                 if !self.zombies.contains_key(&p.key) && !teardown.during {
-                    out.extend(self.add(
-                        p,
-                        p.ppid,
-                        i.parent,
-                        ts,
-                        parent_waiting,
-                        i.containers,
-                    ));
+                    out.extend(self.add(p, p.ppid, i.parent, ts, parent_waiting, i.containers));
                 }
                 // A parent that exits hands its zombies on.
                 let moved: Vec<(ProcKey, u32)> = i

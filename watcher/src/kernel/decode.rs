@@ -89,7 +89,9 @@ impl KernelEvent {
     pub fn urgent(&self) -> bool {
         use watcher_common::wake;
         match &self.payload {
-            Payload::Fork(_) | Payload::Exec(_) | Payload::Reap(_) | Payload::Cgroup(_) => wake::bulk(),
+            Payload::Fork(_) | Payload::Exec(_) | Payload::Reap(_) | Payload::Cgroup(_) => {
+                wake::bulk()
+            }
             Payload::Exit(x) => wake::exit(
                 x.exit_code,
                 crate::proctable::ends_process(x, self.header.pid, self.header.tgid),

@@ -8,7 +8,9 @@ use aya::{
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
-use watcher_common::{Config, EventKind, KernelTable, GLOBAL_CONFIG, LOST_SLOTS, MAP_EVENTS, MAP_LOST};
+use watcher_common::{
+    Config, EventKind, KernelTable, GLOBAL_CONFIG, LOST_SLOTS, MAP_EVENTS, MAP_LOST,
+};
 
 use crate::{btf::Btf, error::SetupError, tracefs};
 
@@ -729,7 +731,13 @@ mod tests {
             // signal_generate: one layout on all three; mark_victim's pid
             // first (on 6.1 there is nothing else).
             assert_eq!(
-                (c.tp_signal_sig, c.tp_signal_code, c.tp_signal_pid, c.tp_signal_group, c.tp_signal_result),
+                (
+                    c.tp_signal_sig,
+                    c.tp_signal_code,
+                    c.tp_signal_pid,
+                    c.tp_signal_group,
+                    c.tp_signal_result
+                ),
                 (8, 16, 36, 40, 44)
             );
             assert_eq!(c.tp_oom_pid, 8);
@@ -744,8 +752,14 @@ mod tests {
         std::fs::remove_dir_all(root.join("events/signal")).unwrap();
         std::fs::remove_dir_all(root.join("events/oom")).unwrap();
         let c = kernel_config(&root, &btf).expect("optional tracepoints do not stop the load");
-        assert_eq!((c.tp_signal_sig, c.tp_oom_pid, c.signal_mask), (watcher_common::OFFSET_NONE, watcher_common::OFFSET_NONE, 0));
-        assert!(HOOKS.iter().filter(|h| h.optional.is_some()).all(|h| h.category == "signal" || h.category == "oom"));
+        assert_eq!(
+            (c.tp_signal_sig, c.tp_oom_pid, c.signal_mask),
+            (watcher_common::OFFSET_NONE, watcher_common::OFFSET_NONE, 0)
+        );
+        assert!(HOOKS
+            .iter()
+            .filter(|h| h.optional.is_some())
+            .all(|h| h.category == "signal" || h.category == "oom"));
     }
 
     #[test]

@@ -165,9 +165,16 @@ pub async fn run(
             let total = read_lost_total(&lost);
             if total != prev_total {
                 prev_total = total;
-                opts.losses_said.store(total, std::sync::atomic::Ordering::Relaxed);
+                opts.losses_said
+                    .store(total, std::sync::atomic::Ordering::Relaxed);
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
-                    if tx.send(Batch::Lost { by_kind: Box::new(by_kind) }).await.is_err() {
+                    if tx
+                        .send(Batch::Lost {
+                            by_kind: Box::new(by_kind),
+                        })
+                        .await
+                        .is_err()
+                    {
                         return Ok(());
                     }
                 }
@@ -180,12 +187,20 @@ pub async fn run(
                 if drain(fd.get_mut(), opts.batch, &mut rest) == 0 {
                     break;
                 }
-                if tx.send(Batch::Events(rest, crate::record::Clock::mono_now())).await.is_err() {
+                if tx
+                    .send(Batch::Events(rest, crate::record::Clock::mono_now()))
+                    .await
+                    .is_err()
+                {
                     return Ok(());
                 }
             }
             if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
-                let _ = tx.send(Batch::Lost { by_kind: Box::new(by_kind) }).await;
+                let _ = tx
+                    .send(Batch::Lost {
+                        by_kind: Box::new(by_kind),
+                    })
+                    .await;
             }
             return Ok(());
         }

@@ -47,7 +47,9 @@ pub fn owner(table: KernelTable, key: u64, value: u32) -> Owner {
             tgid: (key >> 32) as u32,
             tid: key as u32,
         },
-        KernelTable::Exited | KernelTable::GroupEnd | KernelTable::InWait => Owner::Process(key as u32),
+        KernelTable::Exited | KernelTable::GroupEnd | KernelTable::InWait => {
+            Owner::Process(key as u32)
+        }
         KernelTable::NsReap => Owner::Process(value),
     }
 }
@@ -55,7 +57,11 @@ pub fn owner(table: KernelTable, key: u64, value: u32) -> Owner {
 /// Whether the owner still exists under `proc` (zombies do: they are still to be reaped).
 pub fn alive(proc: &Path, o: Owner) -> bool {
     match o {
-        Owner::Thread { tgid, tid } => proc.join(tgid.to_string()).join("task").join(tid.to_string()).exists(),
+        Owner::Thread { tgid, tid } => proc
+            .join(tgid.to_string())
+            .join("task")
+            .join(tid.to_string())
+            .exists(),
         Owner::Process(pid) => proc.join(pid.to_string()).exists(),
     }
 }
@@ -79,17 +85,24 @@ impl Tables {
     pub fn take(ebpf: &mut Ebpf, capacity: impl Fn(KernelTable) -> u32) -> Tables {
         let mut maps = Vec::new();
         for t in KernelTable::ALL {
-            let Some(m) = ebpf.take_map(t.map_name()) else { continue };
+            let Some(m) = ebpf.take_map(t.map_name()) else {
+                continue;
+            };
             let map = match t {
                 KernelTable::PendingSock => HashMap::try_from(m).ok().map(Map::PendingSock),
                 KernelTable::PendingWaitid => HashMap::try_from(m).ok().map(Map::PendingWaitid),
-                KernelTable::Exited | KernelTable::GroupEnd => HashMap::try_from(m).ok().map(Map::ByPid),
+                KernelTable::Exited | KernelTable::GroupEnd => {
+                    HashMap::try_from(m).ok().map(Map::ByPid)
+                }
                 KernelTable::InWait => HashMap::try_from(m).ok().map(Map::InWait),
                 KernelTable::NsReap => HashMap::try_from(m).ok().map(Map::NsReap),
             };
             match map {
                 Some(map) => maps.push((t, capacity(t), map)),
-                None => tracing::warn!("kernel table {} has an unexpected layout: not swept", t.map_name()),
+                None => tracing::warn!(
+                    "kernel table {} has an unexpected layout: not swept",
+                    t.map_name()
+                ),
             }
         }
         Tables { maps }
@@ -124,7 +137,11 @@ impl Tables {
             }
             out.push((
                 *t,
-                TableState { entries: pairs.len() as u64 - swept, capacity: *cap as u64, swept },
+                TableState {
+                    entries: pairs.len() as u64 - swept,
+                    capacity: *cap as u64,
+                    swept,
+                },
             ));
         }
         out
@@ -134,23 +151,27 @@ impl Tables {
     /// until `stop` is dropped; each table's state goes to `states`.
     pub fn spawn_sweeper(mut self, interval: Duration, states: TableStates) -> mpsc::Sender<()> {
         let (stop, stopped) = mpsc::channel::<()>();
-        let spawned = std::thread::Builder::new().name("watcher-tables".into()).spawn(move || loop {
-            let now = self.sweep(Path::new("/proc"));
-            if let Ok(mut s) = states.lock() {
-                for (t, st) in now {
-                    let e = s.entry(t.as_str()).or_default();
-                    e.entries = st.entries;
-                    e.capacity = st.capacity;
-                    e.swept += st.swept;
+        let spawned = std::thread::Builder::new()
+            .name("watcher-tables".into())
+            .spawn(move || loop {
+                let now = self.sweep(Path::new("/proc"));
+                if let Ok(mut s) = states.lock() {
+                    for (t, st) in now {
+                        let e = s.entry(t.as_str()).or_default();
+                        e.entries = st.entries;
+                        e.capacity = st.capacity;
+                        e.swept += st.swept;
+                    }
                 }
-            }
-            match stopped.recv_timeout(interval) {
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                _ => return,
-            }
-        });
+                match stopped.recv_timeout(interval) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            });
         if spawned.is_err() {
-            tracing::warn!("cannot start the kernel-table sweeper: entries of tasks that ended unseen stay");
+            tracing::warn!(
+                "cannot start the kernel-table sweeper: entries of tasks that ended unseen stay"
+            );
         }
         stop
     }
@@ -163,13 +184,28 @@ mod tests {
     #[test]
     fn an_entry_belongs_to_its_thread_process_or_reaped_child() {
         let key = (4121u64 << 32) | 4133;
-        assert_eq!(owner(KernelTable::PendingSock, key, 0), Owner::Thread { tgid: 4121, tid: 4133 });
-        assert_eq!(owner(KernelTable::PendingWaitid, key, 0), Owner::Thread { tgid: 4121, tid: 4133 });
+        assert_eq!(
+            owner(KernelTable::PendingSock, key, 0),
+            Owner::Thread {
+                tgid: 4121,
+                tid: 4133
+            }
+        );
+        assert_eq!(
+            owner(KernelTable::PendingWaitid, key, 0),
+            Owner::Thread {
+                tgid: 4121,
+                tid: 4133
+            }
+        );
         assert_eq!(owner(KernelTable::Exited, 77, 0), Owner::Process(77));
         assert_eq!(owner(KernelTable::InWait, 78, 0), Owner::Process(78));
         assert_eq!(owner(KernelTable::GroupEnd, 79, 0), Owner::Process(79));
         // NS_REAP: (parent << 32 | pid inside the namespace) → the child's host pid.
-        assert_eq!(owner(KernelTable::NsReap, (4121u64 << 32) | 2, 5000), Owner::Process(5000));
+        assert_eq!(
+            owner(KernelTable::NsReap, (4121u64 << 32) | 2, 5000),
+            Owner::Process(5000)
+        );
     }
 
     #[test]
@@ -178,11 +214,17 @@ mod tests {
         std::fs::create_dir_all(dir.join("10/task/11")).unwrap();
         assert!(alive(&dir, Owner::Process(10)));
         assert!(alive(&dir, Owner::Thread { tgid: 10, tid: 11 }));
-        assert!(!alive(&dir, Owner::Thread { tgid: 10, tid: 12 }), "a thread that ended");
+        assert!(
+            !alive(&dir, Owner::Thread { tgid: 10, tid: 12 }),
+            "a thread that ended"
+        );
         assert!(!alive(&dir, Owner::Process(12)), "a process that ended");
         // This process, in the real /proc.
         let me = std::process::id();
-        assert!(alive(Path::new("/proc"), Owner::Thread { tgid: me, tid: me }));
+        assert!(alive(
+            Path::new("/proc"),
+            Owner::Thread { tgid: me, tid: me }
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -170,7 +170,11 @@ pub struct Lane {
 
 impl Lane {
     /// Start the lane's thread, writing to `writer`, `capacity` lines queued at most.
-    pub fn start(name: &'static str, writer: Box<dyn SinkWriter>, capacity: usize) -> io::Result<Lane> {
+    pub fn start(
+        name: &'static str,
+        writer: Box<dyn SinkWriter>,
+        capacity: usize,
+    ) -> io::Result<Lane> {
         let (tx, rx) = mpsc::sync_channel::<Line>(capacity.max(1));
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
@@ -344,7 +348,15 @@ mod tests {
     fn a_stalled_sink_drops_for_itself_and_is_told_what_it_missed() {
         let (go, gate) = mpsc::channel();
         let out: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stalled = Lane::start("stalled", Box::new(Gate { out: out.clone(), go: gate }), 4).unwrap();
+        let stalled = Lane::start(
+            "stalled",
+            Box::new(Gate {
+                out: out.clone(),
+                go: gate,
+            }),
+            4,
+        )
+        .unwrap();
         let (fine_tx, fine_rx) = mpsc::channel::<String>();
         struct Chan(mpsc::Sender<String>);
         impl SinkWriter for Chan {
@@ -359,7 +371,9 @@ mod tests {
             stalled.send(record(n));
             fine.send(record(n));
             // The healthy lane keeps up: each line is written before the next is offered.
-            let got = fine_rx.recv_timeout(Duration::from_secs(5)).expect("the healthy sink writes");
+            let got = fine_rx
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the healthy sink writes");
             assert!(got.contains(&format!("\"total\":{n},")), "{got}");
         }
         // Offering never waited for the stalled sink.
@@ -371,13 +385,22 @@ mod tests {
         // The sink moves again: a loss record first, then what comes next.
         drop(go);
         let until = Instant::now() + Duration::from_secs(5);
-        while !out.lock().unwrap().iter().any(|l| l.contains("sink_too_slow")) && Instant::now() < until {
+        while !out
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("sink_too_slow"))
+            && Instant::now() < until
+        {
             std::thread::yield_now();
         }
         stalled.send(record(1000));
         drop(stalled);
         let got = out.lock().unwrap().clone();
-        let loss = got.iter().find(|l| l.contains("sink_too_slow")).expect("a loss record");
+        let loss = got
+            .iter()
+            .find(|l| l.contains("sink_too_slow"))
+            .expect("a loss record");
         let v: serde_json::Value = serde_json::from_str(loss).unwrap();
         assert_eq!(v["loss"]["count"].as_u64(), Some(dropped), "{got:?}");
         assert_eq!(got.len() as u64, 100 - dropped + 2, "{got:?}");

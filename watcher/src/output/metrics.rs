@@ -45,38 +45,103 @@ pub fn render(s: &Stats) -> String {
     family(&mut o, "watcher_kernel_table_full_total", "counter", "Inserts a full kernel-side table refused (each is information lost, reported as a loss and repaired by a reconciliation), by table.");
     for t in watcher_common::KernelTable::ALL {
         let n = s.table_full.get(t.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(o, "watcher_kernel_table_full_total{{table=\"{}\"}} {n}", t.as_str());
+        let _ = writeln!(
+            o,
+            "watcher_kernel_table_full_total{{table=\"{}\"}} {n}",
+            t.as_str()
+        );
     }
-    family(&mut o, "watcher_kernel_table_entries", "gauge", "Entries in each kernel-side table at the last sweep (every 30 s).");
+    family(
+        &mut o,
+        "watcher_kernel_table_entries",
+        "gauge",
+        "Entries in each kernel-side table at the last sweep (every 30 s).",
+    );
     for t in watcher_common::KernelTable::ALL {
-        let n = s.kernel_tables.get(t.as_str()).map(|x| x.entries).unwrap_or(0);
-        let _ = writeln!(o, "watcher_kernel_table_entries{{table=\"{}\"}} {n}", t.as_str());
+        let n = s
+            .kernel_tables
+            .get(t.as_str())
+            .map(|x| x.entries)
+            .unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "watcher_kernel_table_entries{{table=\"{}\"}} {n}",
+            t.as_str()
+        );
     }
-    family(&mut o, "watcher_kernel_table_capacity", "gauge", "Capacity of each kernel-side table (--table-entries).");
+    family(
+        &mut o,
+        "watcher_kernel_table_capacity",
+        "gauge",
+        "Capacity of each kernel-side table (--table-entries).",
+    );
     for t in watcher_common::KernelTable::ALL {
-        let n = s.kernel_tables.get(t.as_str()).map(|x| x.capacity).unwrap_or(0);
-        let _ = writeln!(o, "watcher_kernel_table_capacity{{table=\"{}\"}} {n}", t.as_str());
+        let n = s
+            .kernel_tables
+            .get(t.as_str())
+            .map(|x| x.capacity)
+            .unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "watcher_kernel_table_capacity{{table=\"{}\"}} {n}",
+            t.as_str()
+        );
     }
     family(&mut o, "watcher_kernel_table_swept_total", "counter", "Kernel-side table entries removed because their task had ended without the event that clears them, by table.");
     for t in watcher_common::KernelTable::ALL {
-        let n = s.kernel_tables.get(t.as_str()).map(|x| x.swept).unwrap_or(0);
-        let _ = writeln!(o, "watcher_kernel_table_swept_total{{table=\"{}\"}} {n}", t.as_str());
+        let n = s
+            .kernel_tables
+            .get(t.as_str())
+            .map(|x| x.swept)
+            .unwrap_or(0);
+        let _ = writeln!(
+            o,
+            "watcher_kernel_table_swept_total{{table=\"{}\"}} {n}",
+            t.as_str()
+        );
     }
     family(&mut o, "watcher_stage_latency_seconds", "histogram", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks' queues having taken it, findings only; the sinks' own writes: watcher_sink_write_latency_seconds).");
     for (stage, h) in s.stages.each() {
         for (le, n) in h.cumulative() {
-            let _ = writeln!(o, "watcher_stage_latency_seconds_bucket{{stage=\"{stage}\",le=\"{le}\"}} {n}");
+            let _ = writeln!(
+                o,
+                "watcher_stage_latency_seconds_bucket{{stage=\"{stage}\",le=\"{le}\"}} {n}"
+            );
         }
-        let _ = writeln!(o, "watcher_stage_latency_seconds_sum{{stage=\"{stage}\"}} {}", h.sum_s);
-        let _ = writeln!(o, "watcher_stage_latency_seconds_count{{stage=\"{stage}\"}} {}", h.count);
+        let _ = writeln!(
+            o,
+            "watcher_stage_latency_seconds_sum{{stage=\"{stage}\"}} {}",
+            h.sum_s
+        );
+        let _ = writeln!(
+            o,
+            "watcher_stage_latency_seconds_count{{stage=\"{stage}\"}} {}",
+            h.count
+        );
     }
-    family(&mut o, "watcher_sink_write_latency_seconds", "histogram", "Per sink: a record offered to the sink's queue → written by the sink's own thread.");
+    family(
+        &mut o,
+        "watcher_sink_write_latency_seconds",
+        "histogram",
+        "Per sink: a record offered to the sink's queue → written by the sink's own thread.",
+    );
     for (sink, h) in &s.sink_latency {
         for (le, n) in h.cumulative() {
-            let _ = writeln!(o, "watcher_sink_write_latency_seconds_bucket{{sink=\"{sink}\",le=\"{le}\"}} {n}");
+            let _ = writeln!(
+                o,
+                "watcher_sink_write_latency_seconds_bucket{{sink=\"{sink}\",le=\"{le}\"}} {n}"
+            );
         }
-        let _ = writeln!(o, "watcher_sink_write_latency_seconds_sum{{sink=\"{sink}\"}} {}", h.sum_s);
-        let _ = writeln!(o, "watcher_sink_write_latency_seconds_count{{sink=\"{sink}\"}} {}", h.count);
+        let _ = writeln!(
+            o,
+            "watcher_sink_write_latency_seconds_sum{{sink=\"{sink}\"}} {}",
+            h.sum_s
+        );
+        let _ = writeln!(
+            o,
+            "watcher_sink_write_latency_seconds_count{{sink=\"{sink}\"}} {}",
+            h.count
+        );
     }
     family(
         &mut o,
@@ -173,16 +238,48 @@ pub fn render(s: &Stats) -> String {
         "watcher_container_names_late_total {}",
         s.container_names_late
     );
-    family(&mut o, "watcher_reconciliations_total", "counter", "Reconciliations of the process table with /proc after lost records.");
+    family(
+        &mut o,
+        "watcher_reconciliations_total",
+        "counter",
+        "Reconciliations of the process table with /proc after lost records.",
+    );
     let _ = writeln!(o, "watcher_reconciliations_total {}", s.reconciliations);
-    family(&mut o, "watcher_confirmations_total", "counter", "Findings about processes (zombies, instances) confirmed against /proc before they opened.");
+    family(
+        &mut o,
+        "watcher_confirmations_total",
+        "counter",
+        "Findings about processes (zombies, instances) confirmed against /proc before they opened.",
+    );
     let _ = writeln!(o, "watcher_confirmations_total {}", s.confirmations);
-    family(&mut o, "watcher_reconciled_processes_total", "counter", "Processes a reconciliation corrected (ended, reaped or started unseen during a loss).");
-    let _ = writeln!(o, "watcher_reconciled_processes_total {}", s.reconciled_processes);
+    family(
+        &mut o,
+        "watcher_reconciled_processes_total",
+        "counter",
+        "Processes a reconciliation corrected (ended, reaped or started unseen during a loss).",
+    );
+    let _ = writeln!(
+        o,
+        "watcher_reconciled_processes_total {}",
+        s.reconciled_processes
+    );
     family(&mut o, "watcher_reconciled_sockets_total", "counter", "Socket-table holders a reconciliation dropped (their close was lost) or added (their start was lost).");
-    let _ = writeln!(o, "watcher_reconciled_sockets_total {}", s.reconciled_sockets);
-    family(&mut o, "watcher_findings_withdrawn_total", "counter", "Findings held after a loss and never written: the reconciliation showed them false.");
-    let _ = writeln!(o, "watcher_findings_withdrawn_total {}", s.findings_withdrawn);
+    let _ = writeln!(
+        o,
+        "watcher_reconciled_sockets_total {}",
+        s.reconciled_sockets
+    );
+    family(
+        &mut o,
+        "watcher_findings_withdrawn_total",
+        "counter",
+        "Findings held after a loss and never written: the reconciliation showed them false.",
+    );
+    let _ = writeln!(
+        o,
+        "watcher_findings_withdrawn_total {}",
+        s.findings_withdrawn
+    );
     family(
         &mut o,
         "watcher_records_written_total",
@@ -308,7 +405,10 @@ mod tests {
             // A histogram's samples are its family's name with a suffix.
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
-                .find_map(|x| name.strip_suffix(x).filter(|f| text.contains(&format!("# TYPE {f} histogram"))))
+                .find_map(|x| {
+                    name.strip_suffix(x)
+                        .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
+                })
                 .unwrap_or(name);
             assert!(
                 text.contains(&format!("# TYPE {family} ")),
@@ -319,8 +419,21 @@ mod tests {
         let mut s = Stats::default();
         s.stages.read_to_decided.observe_ns(300_000);
         let text = render(&s);
-        assert!(text.contains("watcher_stage_latency_seconds_bucket{stage=\"read_to_decided\",le=\"0.0005\"} 1"), "{text}");
-        assert!(text.contains("watcher_stage_latency_seconds_bucket{stage=\"read_to_decided\",le=\"+Inf\"} 1"), "{text}");
-        assert!(text.contains("watcher_stage_latency_seconds_count{stage=\"read_to_decided\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "watcher_stage_latency_seconds_bucket{stage=\"read_to_decided\",le=\"0.0005\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "watcher_stage_latency_seconds_bucket{stage=\"read_to_decided\",le=\"+Inf\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("watcher_stage_latency_seconds_count{stage=\"read_to_decided\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -591,7 +591,11 @@ mod tests {
     fn the_schema_lists_every_finding_kind() {
         let schema = serde_json::to_string(&schemars::schema_for!(FindingRecord)).unwrap();
         for k in crate::detect::Kind::ALL {
-            assert!(schema.contains(&format!("\"{}\"", k.as_str())), "{} is not in the schema", k.as_str());
+            assert!(
+                schema.contains(&format!("\"{}\"", k.as_str())),
+                "{} is not in the schema",
+                k.as_str()
+            );
         }
     }
 

@@ -107,7 +107,10 @@ pub struct SyslogSink {
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (RFC 5424), facility daemon.
 pub fn rfc5424(meta: &LineMeta, json: &str, hostname: &str, pid: u32) -> String {
     let pri = 3 * 8 + meta.severity;
-    format!("<{pri}>1 {} {hostname} watcher {pid} {} - {json}", meta.time, meta.msgid)
+    format!(
+        "<{pri}>1 {} {hostname} watcher {pid} {} - {json}",
+        meta.time, meta.msgid
+    )
 }
 
 impl SyslogSink {
@@ -215,24 +218,30 @@ impl SocketSink {
         // wait for the pipeline, and the pipeline never waits for them.
         let c = consumers.clone();
         let stop = closing.clone();
-        std::thread::Builder::new().name("watcher-feed-accept".into()).spawn(move || {
-            for stream in listener.incoming() {
-                if stop.load(Ordering::Relaxed) {
-                    return;
+        std::thread::Builder::new()
+            .name("watcher-feed-accept".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let (tx, rx) = mpsc::sync_channel::<Bytes>(CONSUMER_QUEUE);
+                    let mine = Arc::new(AtomicU64::new(0));
+                    let gone = Arc::new(AtomicBool::new(false));
+                    c.lock().expect("consumers lock").push(Consumer {
+                        tx,
+                        dropped: mine.clone(),
+                        gone: gone.clone(),
+                    });
+                    let spawned = std::thread::Builder::new()
+                        .name("watcher-feed-consumer".into())
+                        .spawn(move || write_consumer(stream, rx, &mine, &gone));
+                    if spawned.is_err() {
+                        tracing::warn!("cannot start a thread for a feed consumer");
+                    }
                 }
-                let Ok(stream) = stream else { continue };
-                let (tx, rx) = mpsc::sync_channel::<Bytes>(CONSUMER_QUEUE);
-                let mine = Arc::new(AtomicU64::new(0));
-                let gone = Arc::new(AtomicBool::new(false));
-                c.lock().expect("consumers lock").push(Consumer { tx, dropped: mine.clone(), gone: gone.clone() });
-                let spawned = std::thread::Builder::new()
-                    .name("watcher-feed-consumer".into())
-                    .spawn(move || write_consumer(stream, rx, &mine, &gone));
-                if spawned.is_err() {
-                    tracing::warn!("cannot start a thread for a feed consumer");
-                }
-            }
-        })?;
+            })?;
         Ok(SocketSink {
             path: path.to_owned(),
             consumers,
@@ -274,7 +283,12 @@ impl Drop for SocketSink {
 
 /// One consumer's writer: its queued lines, each preceded by a `loss` record
 /// when it missed some.
-fn write_consumer(mut stream: UnixStream, rx: mpsc::Receiver<Bytes>, missed: &AtomicU64, gone: &AtomicBool) {
+fn write_consumer(
+    mut stream: UnixStream,
+    rx: mpsc::Receiver<Bytes>,
+    missed: &AtomicU64,
+    gone: &AtomicBool,
+) {
     let mut told = 0u64;
     while let Ok(line) = rx.recv() {
         let now_missed = missed.load(Ordering::Relaxed);

@@ -49,12 +49,20 @@ pub trait SocketLookup: Send {
     /// Start a snapshot of `/proc` (and of the holder sockets of
     /// `namespaces`: netns inode, a pid in it) for the reconciliation after
     /// a loss (never waits).
-    fn start_snapshot(&mut self, identity: crate::proctable::Identity, namespaces: Vec<(u32, u32)>) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+    fn start_snapshot(
+        &mut self,
+        identity: crate::proctable::Identity,
+        namespaces: Vec<(u32, u32)>,
+    ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         Some(crate::world::reconcile::start(identity, namespaces))
     }
     /// Start reading the processes `pids` from `/proc` to confirm a finding
     /// (never waits); `None`: no confirmation here (the finding goes as it is).
-    fn start_confirmation(&mut self, pids: Vec<u32>, identity: crate::proctable::Identity) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+    fn start_confirmation(
+        &mut self,
+        pids: Vec<u32>,
+        identity: crate::proctable::Identity,
+    ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         Some(crate::world::reconcile::start_for(pids, identity))
     }
     /// How long a confirmation is waited for before the finding goes on without it.
@@ -120,7 +128,12 @@ pub struct Engine {
 /// The processes a finding's truth rests on: those it names, and every
 /// zombie it counts (a parent's accumulation lists 16, counts them all).
 fn depends_on(f: &Finding) -> Vec<u32> {
-    let counted = f.details.get("zombie_pids").and_then(|v| v.as_array()).into_iter().flatten();
+    let counted = f
+        .details
+        .get("zombie_pids")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten();
     let mut pids: Vec<u32> = f
         .processes
         .iter()
@@ -136,7 +149,10 @@ fn depends_on(f: &Finding) -> Vec<u32> {
 /// reap): held after a loss until the reconciliation has confirmed them.
 fn held_kind(k: crate::detect::Kind) -> bool {
     use crate::detect::Kind;
-    matches!(k, Kind::Zombie | Kind::ZombieAccumulation | Kind::DuplicateInstances)
+    matches!(
+        k,
+        Kind::Zombie | Kind::ZombieAccumulation | Kind::DuplicateInstances
+    )
 }
 
 /// At most this many targeted socket lookups per second: each costs ~0.1 ms
@@ -259,32 +275,41 @@ impl Engine {
         // A command line longer than the kernel's capture: the rest from /proc.
         let completed;
         let ev = match &ev.payload {
-            crate::decode::Payload::Exec(x) if x.argv_truncated => match self.lookup.full_args(ev.header.tgid, &x.argv) {
-                Some(argv) => {
-                    let mut e = ev.clone();
-                    if let crate::decode::Payload::Exec(x) = &mut e.payload {
-                        x.argv = argv;
-                        x.argv_truncated = false;
+            crate::decode::Payload::Exec(x) if x.argv_truncated => {
+                match self.lookup.full_args(ev.header.tgid, &x.argv) {
+                    Some(argv) => {
+                        let mut e = ev.clone();
+                        if let crate::decode::Payload::Exec(x) = &mut e.payload {
+                            x.argv = argv;
+                            x.argv_truncated = false;
+                        }
+                        completed = e;
+                        &completed
                     }
-                    completed = e;
-                    &completed
+                    None => ev,
                 }
-                None => ev,
-            },
+            }
             _ => ev,
         };
         let ts = ev.header.ts_ns;
         self.last_event_ns = self.last_event_ns.max(ts);
-        if matches!(self.reconciling, Some(Some(_))) && self.touched_since_snapshot.len() < 100_000 {
+        if matches!(self.reconciling, Some(Some(_))) && self.touched_since_snapshot.len() < 100_000
+        {
             self.touched_since_snapshot.push((ev.header.tgid, ts));
             match &ev.payload {
-                crate::decode::Payload::Fork(f) => self.touched_since_snapshot.push((f.child_tgid, ts)),
-                crate::decode::Payload::Reap(r) => self.touched_since_snapshot.push((r.reaped_pid, ts)),
+                crate::decode::Payload::Fork(f) => {
+                    self.touched_since_snapshot.push((f.child_tgid, ts))
+                }
+                crate::decode::Payload::Reap(r) => {
+                    self.touched_since_snapshot.push((r.reaped_pid, ts))
+                }
                 _ => {}
             }
         }
         if let crate::decode::Payload::Exit(x) = &ev.payload {
-            if x.flags & watcher_common::EXIT_UNTRACKED != 0 && self.unseen_reaps.len() < UNSEEN_REAPS_MAX {
+            if x.flags & watcher_common::EXIT_UNTRACKED != 0
+                && self.unseen_reaps.len() < UNSEEN_REAPS_MAX
+            {
                 self.unseen_reaps.push(ev.header.tgid);
             }
         }
@@ -294,7 +319,11 @@ impl Engine {
         } else {
             None
         };
-        let me = touched.subject.as_ref().map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
+        let me = touched
+            .subject
+            .as_ref()
+            .map(|p| p.key.tgid)
+            .unwrap_or(ev.header.tgid);
         let confirm = self.detectors.wants_confirmation(&touched.event, me);
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second {
@@ -372,7 +401,10 @@ impl Engine {
             // The namespaces the socket table knows, and watcher's own.
             let mut namespaces = self.detectors.sockets.namespaces();
             namespaces.push((crate::world::netns::own_netns(), std::process::id()));
-            self.reconciling = Some(self.lookup.start_snapshot(self.enricher.procs.identity, namespaces));
+            self.reconciling = Some(
+                self.lookup
+                    .start_snapshot(self.enricher.procs.identity, namespaces),
+            );
         }
     }
 
@@ -384,7 +416,8 @@ impl Engine {
             return;
         }
         let table = &self.enricher.procs;
-        self.unseen_reaps.retain(|pid| table.get(*pid).is_some_and(|p| p.exited.is_some()));
+        self.unseen_reaps
+            .retain(|pid| table.get(*pid).is_some_and(|p| p.exited.is_some()));
         if self.unseen_reaps.is_empty() {
             return;
         }
@@ -392,7 +425,10 @@ impl Engine {
         let pids: Vec<u32> = self.unseen_reaps.iter().take(n).copied().collect();
         // Those still zombies go round again, behind the rest.
         self.unseen_reaps.rotate_left(n);
-        if let Some(rx) = self.lookup.start_confirmation(pids, self.enricher.procs.identity) {
+        if let Some(rx) = self
+            .lookup
+            .start_confirmation(pids, self.enricher.procs.identity)
+        {
             self.reconciling = Some(Some(rx));
         }
     }
@@ -415,7 +451,12 @@ impl Engine {
             if opens.is_empty() {
                 return findings;
             }
-            let Some(rx) = self.lookup.start_confirmation(opens, self.enricher.procs.identity) else { return findings };
+            let Some(rx) = self
+                .lookup
+                .start_confirmation(opens, self.enricher.procs.identity)
+            else {
+                return findings;
+            };
             let wait = self.lookup.confirmation_wait();
             self.reconciling = Some(Some(rx));
             let mut out = self.hold_all(findings);
@@ -450,18 +491,29 @@ impl Engine {
     pub fn reconciled(&mut self, now: u64) -> Vec<Finding> {
         use crate::decode::{header_for, KernelEvent, Payload};
         use watcher_common::{EventKind, ExitData, ReapData, ReapSource};
-        let Some(Some(rx)) = &self.reconciling else { return Vec::new() };
+        let Some(Some(rx)) = &self.reconciling else {
+            return Vec::new();
+        };
         if self.snapshot_ready.is_none() {
             match rx.try_recv() {
                 Ok(s) => self.snapshot_ready = Some(s),
                 Err(std::sync::mpsc::TryRecvError::Empty) => return Vec::new(),
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.snapshot_ready = Some(Default::default()),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.snapshot_ready = Some(Default::default())
+                }
             }
         }
         // Applied once the events from before the snapshot are handled (the
         // backlog of the ring), or when none newer came for a second (a quiet host).
-        let taken = self.snapshot_ready.as_ref().map(|s| s.taken_ns).unwrap_or(0);
-        let partial = self.snapshot_ready.as_ref().is_some_and(|s| s.only.is_some());
+        let taken = self
+            .snapshot_ready
+            .as_ref()
+            .map(|s| s.taken_ns)
+            .unwrap_or(0);
+        let partial = self
+            .snapshot_ready
+            .as_ref()
+            .is_some_and(|s| s.only.is_some());
         if !partial && self.last_event_ns < taken && now < taken + 1_000_000_000 {
             return Vec::new();
         }
@@ -472,27 +524,42 @@ impl Engine {
         } else {
             self.reconciliations += 1;
         }
-        let touched: std::collections::HashSet<u32> = std::mem::take(&mut self.touched_since_snapshot)
-            .into_iter()
-            .filter(|(_, t)| *t >= snapshot.taken_ns)
-            .map(|(p, _)| p)
-            .collect();
+        let touched: std::collections::HashSet<u32> =
+            std::mem::take(&mut self.touched_since_snapshot)
+                .into_iter()
+                .filter(|(_, t)| *t >= snapshot.taken_ns)
+                .map(|(p, _)| p)
+                .collect();
         let mut out = Vec::new();
         if !snapshot.procs.is_empty() || snapshot.only.is_some() {
-            let now_by_pid: std::collections::HashMap<u32, &Proc> = snapshot.procs.iter().map(|p| (p.key.tgid, p)).collect();
+            let now_by_pid: std::collections::HashMap<u32, &Proc> =
+                snapshot.procs.iter().map(|p| (p.key.tgid, p)).collect();
             // Only what the table knew before the walk began is judged by it.
             let known: Vec<Proc> = self
                 .enricher
                 .procs
                 .iter()
-                .filter(|p| p.key.start_ns + crate::world::reconcile::SAME_START_NS < snapshot.taken_ns)
+                .filter(|p| {
+                    p.key.start_ns + crate::world::reconcile::SAME_START_NS < snapshot.taken_ns
+                })
                 .filter(|p| p.exited.is_none_or(|(t, _)| t < snapshot.taken_ns))
                 .filter(|p| !touched.contains(&p.key.tgid))
-                .filter(|p| snapshot.only.as_ref().is_none_or(|only| only.contains(&p.key.tgid)))
+                .filter(|p| {
+                    snapshot
+                        .only
+                        .as_ref()
+                        .is_none_or(|only| only.contains(&p.key.tgid))
+                })
                 .cloned()
                 .collect();
             let exit = |p: &Proc| KernelEvent {
-                header: header_for::<ExitData>(EventKind::Exit, now, p.key.tgid, p.key.tgid, &p.comm),
+                header: header_for::<ExitData>(
+                    EventKind::Exit,
+                    now,
+                    p.key.tgid,
+                    p.key.tgid,
+                    &p.comm,
+                ),
                 payload: Payload::Exit(ExitData {
                     exit_code: 0,
                     group_dead: 1,
@@ -507,10 +574,15 @@ impl Engine {
             };
             let reap = |p: &Proc| KernelEvent {
                 header: header_for::<ReapData>(EventKind::Reap, now, 0, 0, ""),
-                payload: Payload::Reap(ReapData { reaped_pid: p.key.tgid, source: ReapSource::Free as u32 }),
+                payload: Payload::Reap(ReapData {
+                    reaped_pid: p.key.tgid,
+                    source: ReapSource::Free as u32,
+                }),
             };
             for p in &known {
-                let live = now_by_pid.get(&p.key.tgid).filter(|q| crate::world::reconcile::same(p, q));
+                let live = now_by_pid
+                    .get(&p.key.tgid)
+                    .filter(|q| crate::world::reconcile::same(p, q));
                 let mut events = Vec::new();
                 match live {
                     // Gone: its end (and reap) were lost.
@@ -536,7 +608,11 @@ impl Engine {
             let new: Vec<Proc> = snapshot
                 .procs
                 .into_iter()
-                .filter(|q| snapshot.only.is_none() && self.enricher.procs.get(q.key.tgid).is_none() && !touched.contains(&q.key.tgid))
+                .filter(|q| {
+                    snapshot.only.is_none()
+                        && self.enricher.procs.get(q.key.tgid).is_none()
+                        && !touched.contains(&q.key.tgid)
+                })
                 .collect();
             for q in &new {
                 self.enricher.procs.insert(q.clone());
@@ -547,7 +623,12 @@ impl Engine {
         if !partial && !snapshot.netns_read.is_empty() {
             let table = &self.enricher.procs;
             let procs = |tgid: u32| table.get(tgid).cloned();
-            self.reconciled_sockets += self.detectors.sockets.resync(&snapshot.netns_read, &snapshot.sockets, &procs, snapshot.taken_ns);
+            self.reconciled_sockets += self.detectors.sockets.resync(
+                &snapshot.netns_read,
+                &snapshot.sockets,
+                &procs,
+                snapshot.taken_ns,
+            );
         }
         // What was held: written if its incident survived, else withdrawn
         // (and what the reconciliation said of it, too).
@@ -557,8 +638,14 @@ impl Engine {
             .filter(|h| !self.detectors.is_open(h.kind, &h.id))
             .map(|h| h.id.clone())
             .collect();
-        self.findings_withdrawn += held.iter().filter(|h| h.state == crate::detect::State::Open && withdrawn.contains(&h.id)).count() as u64;
-        let mut written: Vec<Finding> = held.into_iter().filter(|h| !withdrawn.contains(&h.id)).collect();
+        self.findings_withdrawn += held
+            .iter()
+            .filter(|h| h.state == crate::detect::State::Open && withdrawn.contains(&h.id))
+            .count() as u64;
+        let mut written: Vec<Finding> = held
+            .into_iter()
+            .filter(|h| !withdrawn.contains(&h.id))
+            .collect();
         out.retain(|f| !withdrawn.contains(&f.id));
         written.extend(out);
         if std::mem::take(&mut self.loss_again) {
@@ -568,13 +655,18 @@ impl Engine {
             // walk saw (on a quiet host the snapshot waits a second before it
             // is applied): it is confirmed on its own before it is written.
             let (newer, rest): (Vec<Finding>, Vec<Finding>) = written.into_iter().partition(|f| {
-                held_kind(f.kind) && f.state == crate::detect::State::Open && f.at_ns > snapshot.taken_ns
+                held_kind(f.kind)
+                    && f.state == crate::detect::State::Open
+                    && f.at_ns > snapshot.taken_ns
             });
             written = rest;
             if !newer.is_empty() {
                 let pids: Vec<u32> = newer.iter().flat_map(depends_on).collect();
                 self.held = newer;
-                match self.lookup.start_confirmation(pids, self.enricher.procs.identity) {
+                match self
+                    .lookup
+                    .start_confirmation(pids, self.enricher.procs.identity)
+                {
                     Some(rx) => self.reconciling = Some(Some(rx)),
                     None => written.append(&mut self.held),
                 }
@@ -589,7 +681,12 @@ impl Engine {
         let answers = self.lookup.late();
         let mut out = Vec::new();
         for (netns, summary) in self.lookup.summaries() {
-            out.extend(self.detectors.ports_exhausted.summarized(netns, summary, &self.enricher.containers, now));
+            out.extend(self.detectors.ports_exhausted.summarized(
+                netns,
+                summary,
+                &self.enricher.containers,
+                now,
+            ));
         }
         for (key, kernel) in answers {
             let table = &self.enricher.procs;

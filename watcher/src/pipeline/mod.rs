@@ -203,12 +203,22 @@ struct LossRecords {
 
 impl LossRecords {
     /// New losses: their records now, or held until a second has passed since the last ones.
-    fn add(&mut self, by_slot: &[u64; watcher_common::LOST_SLOTS as usize], stats: &SharedStats, clock: &Clock) -> Vec<Record> {
-        let p = self.pending.get_or_insert_with(|| Box::new([0; watcher_common::LOST_SLOTS as usize]));
+    fn add(
+        &mut self,
+        by_slot: &[u64; watcher_common::LOST_SLOTS as usize],
+        stats: &SharedStats,
+        clock: &Clock,
+    ) -> Vec<Record> {
+        let p = self
+            .pending
+            .get_or_insert_with(|| Box::new([0; watcher_common::LOST_SLOTS as usize]));
         for (a, b) in p.iter_mut().zip(by_slot.iter()) {
             *a += b;
         }
-        if self.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
             return Vec::new();
         }
         self.flush(stats, clock)
@@ -216,7 +226,9 @@ impl LossRecords {
 
     /// What is held, now (each second, and at the end).
     fn flush(&mut self, stats: &SharedStats, clock: &Clock) -> Vec<Record> {
-        let Some(p) = self.pending.take() else { return Vec::new() };
+        let Some(p) = self.pending.take() else {
+            return Vec::new();
+        };
         self.last = Some(Instant::now());
         loss_records(&p, stats, clock)
     }
@@ -224,7 +236,11 @@ impl LossRecords {
 
 /// The loss records for new kernel-side losses (by `LOST` slot): one for
 /// records the full ring refused, one for inserts full tables refused.
-fn loss_records(by_slot: &[u64; watcher_common::LOST_SLOTS as usize], stats: &SharedStats, clock: &Clock) -> Vec<Record> {
+fn loss_records(
+    by_slot: &[u64; watcher_common::LOST_SLOTS as usize],
+    stats: &SharedStats,
+    clock: &Clock,
+) -> Vec<Record> {
     use watcher_common::KernelTable;
     let mut out = Vec::new();
     let mut s = stats.lock().expect("stats lock");
@@ -245,7 +261,10 @@ fn loss_records(by_slot: &[u64; watcher_common::LOST_SLOTS as usize], stats: &Sh
         }
     }
     let mono = Clock::mono_now();
-    let mut push = |reason: &str, by_type: BTreeMap<String, u64>, by_table: BTreeMap<String, u64>, total: u64| {
+    let mut push = |reason: &str,
+                    by_type: BTreeMap<String, u64>,
+                    by_table: BTreeMap<String, u64>,
+                    total: u64| {
         out.push(Record {
             schema: SCHEMA_VERSION,
             time: clock.rfc3339(mono),
@@ -281,7 +300,11 @@ pub async fn run(
     signals: Signals,
 ) -> anyhow::Result<Stats> {
     let Probes {
-        ebpf, events, lost, tables, ..
+        ebpf,
+        events,
+        lost,
+        tables,
+        ..
     } = probes;
     // Entries of tasks that ended unseen leave the kernel's tables every 30 s.
     let table_states = crate::kernel::tables::TableStates::default();
@@ -312,8 +335,17 @@ pub async fn run(
     let reader = std::thread::Builder::new()
         .name("watcher-reader".into())
         .spawn(move || -> std::io::Result<()> {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(reader::run(events, reader_lost, tx, stop_rx, drain_rx, reader_opts))
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(reader::run(
+                events,
+                reader_lost,
+                tx,
+                stop_rx,
+                drain_rx,
+                reader_opts,
+            ))
         })
         .context("starting the reader thread")?;
 
@@ -340,7 +372,11 @@ pub async fn run(
         let mut records = std::mem::take(&mut pending);
         // When the findings among `records` were decided (for the write stage's latency).
         let mut decided: Vec<u64> = Vec::new();
-        let deadline = if awaiting_drain { None } else { engine.next_deadline() };
+        let deadline = if awaiting_drain {
+            None
+        } else {
+            engine.next_deadline()
+        };
         let timer = async {
             match deadline {
                 Some(d) => {
@@ -550,7 +586,9 @@ pub async fn run(
                 let now = Clock::mono_now();
                 let mut s = stats.lock().expect("stats lock");
                 for d in &decided {
-                    s.stages.decided_to_written.observe_ns(now.saturating_sub(*d));
+                    s.stages
+                        .decided_to_written
+                        .observe_ns(now.saturating_sub(*d));
                 }
             }
             Ok(true) => {}

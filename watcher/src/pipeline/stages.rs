@@ -5,7 +5,8 @@
 
 /// Bucket bounds, seconds: 50 µs … 1 s.
 pub const BOUNDS_S: [f64; 14] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
 ];
 
 /// A cumulative-on-render histogram of durations.
@@ -20,7 +21,10 @@ pub struct Histogram {
 impl Histogram {
     pub fn observe_ns(&mut self, ns: u64) {
         let s = ns as f64 / 1e9;
-        let i = BOUNDS_S.iter().position(|b| s <= *b).unwrap_or(BOUNDS_S.len());
+        let i = BOUNDS_S
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(BOUNDS_S.len());
         self.counts[i] += 1;
         self.sum_s += s;
         self.count += 1;
@@ -40,7 +44,10 @@ impl Histogram {
         let mut out = Vec::new();
         for (i, n) in self.counts.iter().enumerate() {
             acc += n;
-            let le = BOUNDS_S.get(i).map(|b| b.to_string()).unwrap_or_else(|| "+Inf".into());
+            let le = BOUNDS_S
+                .get(i)
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "+Inf".into());
             out.push((le, acc));
         }
         out
@@ -89,7 +96,10 @@ mod tests {
         assert_eq!(h.count, 3);
         assert!((h.sum_s - 2.00073).abs() < 1e-9);
         let mut s = Stages::default();
-        let o = Stages { decided_to_written: h.clone(), ..Default::default() };
+        let o = Stages {
+            decided_to_written: h.clone(),
+            ..Default::default()
+        };
         s.merge(&o);
         assert_eq!(s.decided_to_written.count, 3);
     }

@@ -27,7 +27,11 @@ fn read(pid: u32) -> Option<Vec<String>> {
     if raw.is_empty() {
         return None;
     }
-    Some(raw.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+    Some(
+        raw.split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
 }
 
 fn serve(rx: Receiver<Question>) {
@@ -39,15 +43,28 @@ fn serve(rx: Receiver<Question>) {
 /// Whether `full` begins with the kernel's truncated capture (whose last
 /// argument may be cut short).
 pub fn extends(full: &[String], captured: &[String]) -> bool {
-    let Some((last, whole)) = captured.split_last() else { return !full.is_empty() };
-    full.len() >= captured.len() && full[..whole.len()] == *whole && full[whole.len()].starts_with(last.as_str())
+    let Some((last, whole)) = captured.split_last() else {
+        return !full.is_empty();
+    };
+    full.len() >= captured.len()
+        && full[..whole.len()] == *whole
+        && full[whole.len()].starts_with(last.as_str())
 }
 
 impl Cmdlines {
     pub fn new(wait: Duration) -> Cmdlines {
         let (tx, rx) = sync_channel::<Question>(64);
-        let tx = std::thread::Builder::new().name("watcher-cmdline".into()).spawn(move || serve(rx)).ok().map(|_| tx);
-        Cmdlines { tx, wait, completed: 0, failed: 0 }
+        let tx = std::thread::Builder::new()
+            .name("watcher-cmdline".into())
+            .spawn(move || serve(rx))
+            .ok()
+            .map(|_| tx);
+        Cmdlines {
+            tx,
+            wait,
+            completed: 0,
+            failed: 0,
+        }
     }
 
     /// The whole argument vector of `pid`, whose exec record captured
@@ -75,7 +92,10 @@ mod tests {
     fn the_rest_of_a_long_command_line_comes_from_proc() {
         let long = format!("{}A", "x".repeat(600));
         // (The long argument is the shell's $0: it runs `sleep 5`.)
-        let mut child = std::process::Command::new("sh").args(["-c", "sleep 5", &long]).spawn().expect("sh");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5", &long])
+            .spawn()
+            .expect("sh");
         // Until its exec is done (the forked child runs this test's binary before).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while read(child.id()).is_none_or(|a| a[0] != "sh") {
@@ -83,12 +103,22 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         // What the kernel would have captured: 512 bytes, the last argument cut.
-        let captured = vec!["sh".to_owned(), "-c".to_owned(), "sleep 5".to_owned(), "x".repeat(497)];
+        let captured = vec![
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "sleep 5".to_owned(),
+            "x".repeat(497),
+        ];
         let mut c = Cmdlines::new(Duration::from_secs(2));
         let full = c.complete(child.id(), &captured).expect("read from /proc");
-        assert_eq!(full, vec!["sh".to_owned(), "-c".to_owned(), "sleep 5".to_owned(), long]);
+        assert_eq!(
+            full,
+            vec!["sh".to_owned(), "-c".to_owned(), "sleep 5".to_owned(), long]
+        );
         // Another program's command line is not taken for this one.
-        assert!(c.complete(child.id(), &["python3".to_owned(), "x".to_owned()]).is_none());
+        assert!(c
+            .complete(child.id(), &["python3".to_owned(), "x".to_owned()])
+            .is_none());
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!((c.completed, c.failed), (1, 1));

@@ -106,8 +106,14 @@ pub fn pod_uid_of_path(path: &str) -> Option<String> {
     path.split('/').find_map(|seg| {
         // "kubepods" itself contains "pod": try every occurrence.
         seg.match_indices("pod").find_map(|(at, _)| {
-            let uid: String = seg[at + 3..].chars().take(36).map(|c| if c == '_' { '-' } else { c }).collect();
-            let ok = uid.len() == 36 && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') && uid.matches('-').count() == 4;
+            let uid: String = seg[at + 3..]
+                .chars()
+                .take(36)
+                .map(|c| if c == '_' { '-' } else { c })
+                .collect();
+            let ok = uid.len() == 36
+                && uid.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+                && uid.matches('-').count() == 4;
             ok.then_some(uid)
         })
     })
@@ -210,7 +216,9 @@ impl Containers {
         let container = container_of_path(path).map(|(cid, runtime)| {
             let cid: Arc<str> = cid.into();
             match self.meta.get_mut(&cid) {
-                Some(m) if m.pod_uid.is_none() && pod_uid.is_some() => Arc::make_mut(m).pod_uid = pod_uid.clone(),
+                Some(m) if m.pod_uid.is_none() && pod_uid.is_some() => {
+                    Arc::make_mut(m).pod_uid = pod_uid.clone()
+                }
                 Some(_) => {}
                 None => {
                     Self::bounded(&mut self.meta, self.cap, &mut self.evicted);
@@ -537,7 +545,10 @@ mod tests {
     fn a_pods_uid_comes_from_either_cgroup_driver() {
         let uid = "0a1b2c3d-0000-4000-8000-00000000abcd";
         let cid = "a".repeat(64);
-        assert_eq!(pod_uid_of_path(&format!("/kubepods/burstable/pod{uid}/{cid}")).as_deref(), Some(uid));
+        assert_eq!(
+            pod_uid_of_path(&format!("/kubepods/burstable/pod{uid}/{cid}")).as_deref(),
+            Some(uid)
+        );
         let systemd = format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{cid}.scope",
             uid.replace('-', "_")

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use crate::{
     decode::{ip_addr, KernelEvent, Payload},
     kernel::abi::{
-        is_tcp, CLONE_THREAD, EADDRINUSE, EADDRNOTAVAIL, EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN,
-        TCP_SYN_SENT,
+        is_tcp, CLONE_THREAD, EADDRINUSE, EADDRNOTAVAIL, EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED,
+        TCP_LISTEN, TCP_SYN_SENT,
     },
 };
 
@@ -51,7 +51,10 @@ pub enum ConnectOutcome {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DomainEvent {
     /// A new process (not a thread) forked by the record's process.
-    ProcessStarted { parent: u32, child: u32 },
+    ProcessStarted {
+        parent: u32,
+        child: u32,
+    },
     ThreadStarted,
     /// The process runs a new program.
     Exec,
@@ -60,20 +63,41 @@ pub enum DomainEvent {
     /// wait4/waitid; `ends_pid_namespace`: it was the init of that (nested)
     /// pid namespace, whose processes the kernel now kills and reaps;
     /// `namespace_dying`: its namespace was already being torn down.
-    Exited { process_ended: bool, parent_waiting: bool, ends_pid_namespace: Option<u32>, namespace_dying: bool },
+    Exited {
+        process_ended: bool,
+        parent_waiting: bool,
+        ends_pid_namespace: Option<u32>,
+        namespace_dying: bool,
+    },
     /// A child was reaped (by a wait, or freed by the kernel without one).
-    Reaped { child: u32 },
+    Reaped {
+        child: u32,
+    },
     /// bind() succeeded (`local.port` 0: the kernel picked a free port).
-    Bound { local: Endpoint },
-    BindFailed { local: Endpoint, error: BindError },
+    Bound {
+        local: Endpoint,
+    },
+    BindFailed {
+        local: Endpoint,
+        error: BindError,
+    },
     /// A TCP socket started listening (→ LISTEN), or stopped (LISTEN → CLOSE).
-    ListenStarted { local: Endpoint },
-    ListenStopped { local: Endpoint },
+    ListenStarted {
+        local: Endpoint,
+    },
+    ListenStopped {
+        local: Endpoint,
+    },
     /// A connect's outcome, from the syscall (`syscall`: in the connecting
     /// process's context) or the socket's state change (in whichever task's
     /// context the kernel ran it: the socket's owner is `Input::owner`);
     /// `sock` is the kernel socket (joins the two).
-    Connect { dest: Endpoint, sock: u64, outcome: ConnectOutcome, syscall: bool },
+    Connect {
+        dest: Endpoint,
+        sock: u64,
+        outcome: ConnectOutcome,
+        syscall: bool,
+    },
     /// Records the detectors do not use (other TCP transitions, cgroups,
     /// signals, unknown address families).
     #[default]
@@ -85,45 +109,101 @@ impl DomainEvent {
     pub fn of(ev: &KernelEvent) -> DomainEvent {
         match &ev.payload {
             Payload::Fork(f) if f.clone_flags & CLONE_THREAD != 0 => DomainEvent::ThreadStarted,
-            Payload::Fork(f) => DomainEvent::ProcessStarted { parent: ev.header.tgid, child: f.child_tgid },
+            Payload::Fork(f) => DomainEvent::ProcessStarted {
+                parent: ev.header.tgid,
+                child: f.child_tgid,
+            },
             Payload::Exec(_) => DomainEvent::Exec,
             Payload::Exit(x) => DomainEvent::Exited {
                 process_ended: crate::proctable::ends_process(x, ev.header.pid, ev.header.tgid),
                 parent_waiting: x.parent_waiting != 0,
-                ends_pid_namespace: crate::proctable::ends_pid_namespace(x, ev.header.tgid).then_some(x.pidns),
+                ends_pid_namespace: crate::proctable::ends_pid_namespace(x, ev.header.tgid)
+                    .then_some(x.pidns),
                 namespace_dying: x.flags & watcher_common::EXIT_PIDNS_DYING != 0,
             },
-            Payload::Reap(r) => DomainEvent::Reaped { child: r.reaped_pid },
+            Payload::Reap(r) => DomainEvent::Reaped {
+                child: r.reaped_pid,
+            },
             Payload::Bind(b) => {
-                let Some(ip) = ip_addr(b.family, &b.addr) else { return DomainEvent::Other };
-                let local = Endpoint { netns: b.netns, tcp: is_tcp(b.sock_type), ip, port: b.port };
+                let Some(ip) = ip_addr(b.family, &b.addr) else {
+                    return DomainEvent::Other;
+                };
+                let local = Endpoint {
+                    netns: b.netns,
+                    tcp: is_tcp(b.sock_type),
+                    ip,
+                    port: b.port,
+                };
                 match -b.ret {
                     0 => DomainEvent::Bound { local },
-                    EADDRINUSE => DomainEvent::BindFailed { local, error: BindError::InUse },
-                    EADDRNOTAVAIL => DomainEvent::BindFailed { local, error: BindError::NotAvailable },
-                    e => DomainEvent::BindFailed { local, error: BindError::Other(e) },
+                    EADDRINUSE => DomainEvent::BindFailed {
+                        local,
+                        error: BindError::InUse,
+                    },
+                    EADDRNOTAVAIL => DomainEvent::BindFailed {
+                        local,
+                        error: BindError::NotAvailable,
+                    },
+                    e => DomainEvent::BindFailed {
+                        local,
+                        error: BindError::Other(e),
+                    },
                 }
             }
             Payload::Connect(c) => {
-                let Some(ip) = ip_addr(c.family, &c.addr) else { return DomainEvent::Other };
-                let dest = Endpoint { netns: c.netns, tcp: is_tcp(c.sock_type), ip, port: c.port };
+                let Some(ip) = ip_addr(c.family, &c.addr) else {
+                    return DomainEvent::Other;
+                };
+                let dest = Endpoint {
+                    netns: c.netns,
+                    tcp: is_tcp(c.sock_type),
+                    ip,
+                    port: c.port,
+                };
                 let outcome = match -c.ret {
                     0 => ConnectOutcome::Connected,
                     EINPROGRESS => ConnectOutcome::InProgress,
                     e => ConnectOutcome::Error(e),
                 };
-                DomainEvent::Connect { dest, sock: c.skaddr, outcome, syscall: true }
+                DomainEvent::Connect {
+                    dest,
+                    sock: c.skaddr,
+                    outcome,
+                    syscall: true,
+                }
             }
             Payload::TcpState(t) => {
                 let endpoint = |addr: &[u8; 16], port: u16| {
-                    ip_addr(t.family, addr).map(|ip| Endpoint { netns: t.netns, tcp: true, ip, port })
+                    ip_addr(t.family, addr).map(|ip| Endpoint {
+                        netns: t.netns,
+                        tcp: true,
+                        ip,
+                        port,
+                    })
                 };
                 match (t.old_state, t.new_state) {
-                    (_, TCP_LISTEN) => endpoint(&t.saddr, t.sport).map_or(DomainEvent::Other, |local| DomainEvent::ListenStarted { local }),
-                    (TCP_LISTEN, TCP_CLOSE) => endpoint(&t.saddr, t.sport).map_or(DomainEvent::Other, |local| DomainEvent::ListenStopped { local }),
+                    (_, TCP_LISTEN) => endpoint(&t.saddr, t.sport)
+                        .map_or(DomainEvent::Other, |local| DomainEvent::ListenStarted {
+                            local,
+                        }),
+                    (TCP_LISTEN, TCP_CLOSE) => endpoint(&t.saddr, t.sport)
+                        .map_or(DomainEvent::Other, |local| DomainEvent::ListenStopped {
+                            local,
+                        }),
                     (TCP_SYN_SENT, new @ (TCP_ESTABLISHED | TCP_CLOSE)) => {
-                        let outcome = if new == TCP_ESTABLISHED { ConnectOutcome::Connected } else { ConnectOutcome::HandshakeFailed };
-                        endpoint(&t.daddr, t.dport).map_or(DomainEvent::Other, |dest| DomainEvent::Connect { dest, sock: t.skaddr, outcome, syscall: false })
+                        let outcome = if new == TCP_ESTABLISHED {
+                            ConnectOutcome::Connected
+                        } else {
+                            ConnectOutcome::HandshakeFailed
+                        };
+                        endpoint(&t.daddr, t.dport).map_or(DomainEvent::Other, |dest| {
+                            DomainEvent::Connect {
+                                dest,
+                                sock: t.skaddr,
+                                outcome,
+                                syscall: false,
+                            }
+                        })
                     }
                     _ => DomainEvent::Other,
                 }
@@ -178,27 +258,84 @@ mod tests {
 
     #[test]
     fn binds_say_what_failed() {
-        let local = |port, tcp| Endpoint { netns: 7, tcp, ip: "127.0.0.1".parse().unwrap(), port };
-        assert_eq!(DomainEvent::of(&sock(0, 80, 1)), DomainEvent::Bound { local: local(80, true) });
-        assert_eq!(DomainEvent::of(&sock(-98, 80, 1)), DomainEvent::BindFailed { local: local(80, true), error: BindError::InUse });
-        assert_eq!(DomainEvent::of(&sock(-99, 80, 2)), DomainEvent::BindFailed { local: local(80, false), error: BindError::NotAvailable });
-        assert_eq!(DomainEvent::of(&sock(-13, 80, 1)), DomainEvent::BindFailed { local: local(80, true), error: BindError::Other(13) });
+        let local = |port, tcp| Endpoint {
+            netns: 7,
+            tcp,
+            ip: "127.0.0.1".parse().unwrap(),
+            port,
+        };
+        assert_eq!(
+            DomainEvent::of(&sock(0, 80, 1)),
+            DomainEvent::Bound {
+                local: local(80, true)
+            }
+        );
+        assert_eq!(
+            DomainEvent::of(&sock(-98, 80, 1)),
+            DomainEvent::BindFailed {
+                local: local(80, true),
+                error: BindError::InUse
+            }
+        );
+        assert_eq!(
+            DomainEvent::of(&sock(-99, 80, 2)),
+            DomainEvent::BindFailed {
+                local: local(80, false),
+                error: BindError::NotAvailable
+            }
+        );
+        assert_eq!(
+            DomainEvent::of(&sock(-13, 80, 1)),
+            DomainEvent::BindFailed {
+                local: local(80, true),
+                error: BindError::Other(13)
+            }
+        );
     }
 
     #[test]
     fn tcp_states_become_listens_and_connect_outcomes() {
-        let dest = Endpoint { netns: 7, tcp: true, ip: "10.0.0.2".parse().unwrap(), port: 80 };
-        let local = Endpoint { netns: 7, tcp: true, ip: "127.0.0.1".parse().unwrap(), port: 40000 };
-        assert_eq!(DomainEvent::of(&state(TCP_CLOSE, TCP_LISTEN)), DomainEvent::ListenStarted { local });
-        assert_eq!(DomainEvent::of(&state(TCP_LISTEN, TCP_CLOSE)), DomainEvent::ListenStopped { local });
+        let dest = Endpoint {
+            netns: 7,
+            tcp: true,
+            ip: "10.0.0.2".parse().unwrap(),
+            port: 80,
+        };
+        let local = Endpoint {
+            netns: 7,
+            tcp: true,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 40000,
+        };
+        assert_eq!(
+            DomainEvent::of(&state(TCP_CLOSE, TCP_LISTEN)),
+            DomainEvent::ListenStarted { local }
+        );
+        assert_eq!(
+            DomainEvent::of(&state(TCP_LISTEN, TCP_CLOSE)),
+            DomainEvent::ListenStopped { local }
+        );
         assert_eq!(
             DomainEvent::of(&state(TCP_SYN_SENT, TCP_CLOSE)),
-            DomainEvent::Connect { dest, sock: 0xabc, outcome: ConnectOutcome::HandshakeFailed, syscall: false }
+            DomainEvent::Connect {
+                dest,
+                sock: 0xabc,
+                outcome: ConnectOutcome::HandshakeFailed,
+                syscall: false
+            }
         );
         assert_eq!(
             DomainEvent::of(&state(TCP_SYN_SENT, TCP_ESTABLISHED)),
-            DomainEvent::Connect { dest, sock: 0xabc, outcome: ConnectOutcome::Connected, syscall: false }
+            DomainEvent::Connect {
+                dest,
+                sock: 0xabc,
+                outcome: ConnectOutcome::Connected,
+                syscall: false
+            }
         );
-        assert_eq!(DomainEvent::of(&state(TCP_CLOSE, TCP_SYN_SENT)), DomainEvent::Other);
+        assert_eq!(
+            DomainEvent::of(&state(TCP_CLOSE, TCP_SYN_SENT)),
+            DomainEvent::Other
+        );
     }
 }

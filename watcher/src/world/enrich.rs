@@ -1,5 +1,7 @@
 //! Enrichment: kernel records + the process table → output records.
-use crate::kernel::abi::{CLONE_THREAD, EINPROGRESS, TCP_SYN_SENT, TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN};
+use crate::kernel::abi::{
+    CLONE_THREAD, EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_SENT,
+};
 use std::{collections::HashMap, net::IpAddr};
 
 use watcher_common::{ReapSource, SockCallData, AF_INET6};
@@ -16,7 +18,6 @@ use crate::{
     },
     world::containers::Containers,
 };
-
 
 /// Which process owns a kernel socket, learnt from its bind/connect, so that
 /// TCP state changes running in softirq context (where the current task is
@@ -270,7 +271,13 @@ impl Enricher {
             if let Some(cid) = &p.container_id {
                 let scope = self.containers.identity_scope(cid);
                 if scope != *cid {
-                    p.program = crate::proctable::program_id(self.procs.identity, p.exe.as_deref(), &p.comm, p.argv.as_deref(), Some(&scope));
+                    p.program = crate::proctable::program_id(
+                        self.procs.identity,
+                        p.exe.as_deref(),
+                        &p.comm,
+                        p.argv.as_deref(),
+                        Some(&scope),
+                    );
                     let (tgid, program) = (p.key.tgid, p.program);
                     self.procs.set_program(tgid, program);
                 }
@@ -283,7 +290,11 @@ impl Enricher {
             if crate::proctable::ends_process(x, ev.header.pid, ev.header.tgid) {
                 let status = ExitStatus::from_raw(x.exit_code);
                 let last = touched.subject.as_ref().and_then(|p| p.signalled.as_ref());
-                touched.cause = Some(crate::world::cause::Cause::of(status, last, ev.header.ts_ns));
+                touched.cause = Some(crate::world::cause::Cause::of(
+                    status,
+                    last,
+                    ev.header.ts_ns,
+                ));
             }
         }
         if let Some(id) = touched

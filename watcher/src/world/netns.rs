@@ -209,7 +209,12 @@ impl NetnsLookups {
     /// Put a question to the namespace's helper (started when there is none,
     /// again when it ended idle); its answer channel, or `None` (counted as
     /// unanswered when the helper's queue is full).
-    fn send<T>(&mut self, netns: u32, handle: &NsHandle, make: impl Fn(SyncSender<T>) -> Query) -> Option<Receiver<T>> {
+    fn send<T>(
+        &mut self,
+        netns: u32,
+        handle: &NsHandle,
+        make: impl Fn(SyncSender<T>) -> Query,
+    ) -> Option<Receiver<T>> {
         for _attempt in 0..2 {
             let (reply_tx, reply_rx) = sync_channel(1);
             let helper = match self.helpers.get(&netns) {
@@ -223,7 +228,8 @@ impl NetnsLookups {
                     self.helpers.remove(&netns);
                 }
                 Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                    self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.unanswered
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     return None;
                 }
             }
@@ -246,9 +252,12 @@ impl NetnsLookups {
             Ok(v) => Some(v),
             Err(_) => {
                 match park {
-                    Some(key) if self.late.len() < 256 => self.late.push((key, reply_rx, std::time::Instant::now())),
+                    Some(key) if self.late.len() < 256 => {
+                        self.late.push((key, reply_rx, std::time::Instant::now()))
+                    }
                     _ => {
-                        self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.unanswered
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 None
@@ -366,11 +375,15 @@ impl NetnsLookups {
         let netns_key = netns;
         let netns = if netns == 0 { self.own } else { netns };
         if self.summaries.len() >= 64 {
-            self.unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.unanswered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        if let Some(rx) = self.send(netns, &NsHandle::of_pid(pid), |reply| Query::Summary { reply }) {
-            self.summaries.push((netns_key, rx, std::time::Instant::now()));
+        if let Some(rx) = self.send(netns, &NsHandle::of_pid(pid), |reply| Query::Summary {
+            reply,
+        }) {
+            self.summaries
+                .push((netns_key, rx, std::time::Instant::now()));
         }
     }
 
@@ -378,17 +391,22 @@ impl NetnsLookups {
     pub fn summaries_in(&mut self) -> Vec<(u32, PortSummary)> {
         let mut out = Vec::new();
         let unanswered = &self.unanswered;
-        self.summaries.retain(|(netns, rx, since)| match rx.try_recv() {
-            Ok(s) => {
-                out.push((*netns, s));
-                false
-            }
-            Err(std::sync::mpsc::TryRecvError::Empty) if since.elapsed() < Duration::from_secs(5) => true,
-            Err(_) => {
-                unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                false
-            }
-        });
+        self.summaries
+            .retain(|(netns, rx, since)| match rx.try_recv() {
+                Ok(s) => {
+                    out.push((*netns, s));
+                    false
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty)
+                    if since.elapsed() < Duration::from_secs(5) =>
+                {
+                    true
+                }
+                Err(_) => {
+                    unanswered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    false
+                }
+            });
         out
     }
 

@@ -4,7 +4,7 @@
 //! Identity is `(tgid, start time)`: a fork of a tgid that is still in the
 //! table (its exit was lost, or the pid was reused) replaces the old entry
 //! instead of merging with it. The table is bounded; evictions are counted.
-use crate::kernel::abi::{CLONE_THREAD, CLONE_PARENT};
+use crate::kernel::abi::{CLONE_PARENT, CLONE_THREAD};
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
@@ -13,7 +13,6 @@ use crate::{
     world::cause::{Relation, Sender, Signalled},
 };
 use watcher_common::{ExitData, ReapSource};
-
 
 /// Whether this thread's exit ends its process: the kernel's word (the
 /// tracepoint's `group_dead`, or the programs' claim from `signal_struct.live`),
@@ -39,7 +38,9 @@ pub fn name_matches(names: &[String], comm: &str, exe: Option<&str>) -> bool {
     let exe = exe.unwrap_or("");
     let base = exe.rsplit('/').next().unwrap_or("");
     names.iter().any(|n| match n.strip_suffix('*') {
-        Some(prefix) => [comm, exe, base].iter().any(|s| !s.is_empty() && s.starts_with(prefix)),
+        Some(prefix) => [comm, exe, base]
+            .iter()
+            .any(|s| !s.is_empty() && s.starts_with(prefix)),
         None => n == comm || n == exe || (!base.is_empty() && n == base),
     })
 }
@@ -303,7 +304,10 @@ impl ProcessTable {
                     }
                     return Touched {
                         subject: self.procs.get(&h.tgid).cloned(),
-                        parent: None, cause: None, ..Default::default() };
+                        parent: None,
+                        cause: None,
+                        ..Default::default()
+                    };
                 }
                 let parent = self.procs.get(&h.tgid).cloned();
                 let ppid = if f.clone_flags & CLONE_PARENT != 0 {
@@ -340,7 +344,10 @@ impl ProcessTable {
                 self.insert(child.clone());
                 Touched {
                     subject: Some(child),
-                    parent, cause: None, ..Default::default() }
+                    parent,
+                    cause: None,
+                    ..Default::default()
+                }
             }
             Payload::Exec(x) => {
                 let p = self.entry(ev);
@@ -367,7 +374,10 @@ impl ProcessTable {
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched {
                     subject: Some(subject),
-                    parent, cause: None, ..Default::default() }
+                    parent,
+                    cause: None,
+                    ..Default::default()
+                }
             }
             Payload::Exit(x) => {
                 let status = ExitStatus::from_raw(x.exit_code);
@@ -418,7 +428,10 @@ impl ProcessTable {
                 let parent = self.procs.get(&subject.ppid).cloned();
                 Touched {
                     subject: Some(subject),
-                    parent, cause: None, ..Default::default() }
+                    parent,
+                    cause: None,
+                    ..Default::default()
+                }
             }
             Payload::Reap(r) => {
                 let reaper = match ReapSource::from_u32(r.source) {
@@ -437,16 +450,25 @@ impl ProcessTable {
                 };
                 Touched {
                     subject,
-                    parent: reaper, cause: None, ..Default::default() }
+                    parent: reaper,
+                    cause: None,
+                    ..Default::default()
+                }
             }
             // A socket call runs in its process: learn the process if it is unknown (evicted, missed).
             Payload::Bind(_) | Payload::Connect(_) => Touched {
                 subject: Some(self.entry(ev).clone()),
-                parent: None, cause: None, ..Default::default() },
+                parent: None,
+                cause: None,
+                ..Default::default()
+            },
             // A TCP state change may run in softirq context of an unrelated task.
             Payload::TcpState(_) => Touched {
                 subject: self.procs.get(&h.tgid).cloned(),
-                parent: None, cause: None, ..Default::default() },
+                parent: None,
+                cause: None,
+                ..Default::default()
+            },
             Payload::Signal(x) => self.signalled(ev, x),
             // Not about one process.
             Payload::Cgroup(_) => Touched::default(),
@@ -503,7 +525,10 @@ impl ProcessTable {
         }
         Touched {
             subject: Some(p.clone()),
-            parent: sender_proc, cause: None, ..Default::default() }
+            parent: sender_proc,
+            cause: None,
+            ..Default::default()
+        }
     }
 
     /// Whether `who` is an ancestor of `tgid` above its parent (bounded walk).
@@ -574,7 +599,9 @@ impl ProcessTable {
 /// VM paused), by which `/proc` start times run ahead of the records' clock.
 fn suspended_ns() -> u64 {
     let ns = |id| {
-        nix::time::clock_gettime(id).map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64).unwrap_or(0)
+        nix::time::clock_gettime(id)
+            .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+            .unwrap_or(0)
     };
     ns(nix::time::ClockId::CLOCK_BOOTTIME).saturating_sub(ns(nix::time::ClockId::CLOCK_MONOTONIC))
 }
@@ -585,8 +612,15 @@ pub fn read_proc(pr: &procfs::process::Process, identity: Identity) -> Option<Pr
     let tps = procfs::ticks_per_second().max(1);
     let stat = pr.stat().ok()?;
     let tgid = stat.pid as u32;
-    let exe = pr.exe().ok().map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
-    let argv = pr.cmdline().ok().filter(|a| !a.is_empty()).map(Arc::<[String]>::from);
+    let exe = pr
+        .exe()
+        .ok()
+        .map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
+    let argv = pr
+        .cmdline()
+        .ok()
+        .filter(|a| !a.is_empty())
+        .map(Arc::<[String]>::from);
     let uid = pr.uid().unwrap_or(0);
     let container_id = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
         .ok()
@@ -595,8 +629,15 @@ pub fn read_proc(pr: &procfs::process::Process, identity: Identity) -> Option<Pr
     let zombie = stat.state == 'Z';
     // /proc's start time counts from boot including suspended time
     // (CLOCK_BOOTTIME); records use CLOCK_MONOTONIC: subtract the difference.
-    let start_ns = (stat.starttime.saturating_mul(1_000_000_000) / tps).saturating_sub(suspended_ns());
-    let program = program_id(identity, exe.as_deref(), &stat.comm, argv.as_deref(), container_id.as_deref());
+    let start_ns =
+        (stat.starttime.saturating_mul(1_000_000_000) / tps).saturating_sub(suspended_ns());
+    let program = program_id(
+        identity,
+        exe.as_deref(),
+        &stat.comm,
+        argv.as_deref(),
+        container_id.as_deref(),
+    );
     Some(Proc {
         program,
         key: ProcKey { tgid, start_ns },
@@ -772,8 +813,20 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a, a2, "argv[0] does not change the program");
         // A login shell (`-bash`) is the shell.
-        let login = program_id(Identity::ExeAndArgs, Some("/usr/bin/bash"), "bash", Some(&["-bash".into()]), None);
-        let shell = program_id(Identity::ExeAndArgs, Some("/usr/bin/bash"), "bash", Some(&["bash".into()]), None);
+        let login = program_id(
+            Identity::ExeAndArgs,
+            Some("/usr/bin/bash"),
+            "bash",
+            Some(&["-bash".into()]),
+            None,
+        );
+        let shell = program_id(
+            Identity::ExeAndArgs,
+            Some("/usr/bin/bash"),
+            "bash",
+            Some(&["bash".into()]),
+            None,
+        );
         assert_eq!(login, shell);
         let ea = program_id(
             Identity::Exe,

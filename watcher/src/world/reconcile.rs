@@ -48,7 +48,9 @@ pub struct Snapshot {
 /// from that pid's `/proc/<pid>/net` tables (no namespace is entered), with
 /// their processes (one scan of `/proc/*/fd`). A namespace whose pid has
 /// left it is not read.
-pub fn holders_of(namespaces: &[(u32, u32)]) -> (Vec<crate::detect::sockets::KernelSocket>, Vec<u32>) {
+pub fn holders_of(
+    namespaces: &[(u32, u32)],
+) -> (Vec<crate::detect::sockets::KernelSocket>, Vec<u32>) {
     let mut all = Vec::new();
     let mut read = Vec::new();
     for &(netns, pid) in namespaces {
@@ -69,16 +71,27 @@ pub fn holders_of(namespaces: &[(u32, u32)]) -> (Vec<crate::detect::sockets::Ker
 
 /// Take a snapshot on a thread of its own — every process, and the holder
 /// sockets of `namespaces` (netns inode, a pid in it); the receiver gets it.
-pub fn start(identity: crate::proctable::Identity, namespaces: Vec<(u32, u32)>) -> Receiver<Snapshot> {
+pub fn start(
+    identity: crate::proctable::Identity,
+    namespaces: Vec<(u32, u32)>,
+) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
-    let spawned = std::thread::Builder::new().name("watcher-reconcile".into()).spawn(move || {
-        let taken_ns = crate::record::Clock::mono_now();
-        let (sockets, netns_read) = holders_of(&namespaces);
-        let mut t = ProcessTable::new(10_000_000);
-        t.identity = identity;
-        t.seed_from_proc();
-        let _ = tx.send(Snapshot { taken_ns, procs: t.iter().cloned().collect(), only: None, sockets, netns_read });
-    });
+    let spawned = std::thread::Builder::new()
+        .name("watcher-reconcile".into())
+        .spawn(move || {
+            let taken_ns = crate::record::Clock::mono_now();
+            let (sockets, netns_read) = holders_of(&namespaces);
+            let mut t = ProcessTable::new(10_000_000);
+            t.identity = identity;
+            t.seed_from_proc();
+            let _ = tx.send(Snapshot {
+                taken_ns,
+                procs: t.iter().cloned().collect(),
+                only: None,
+                sockets,
+                netns_read,
+            });
+        });
     if spawned.is_err() {
         tracing::warn!("cannot start the reconciliation thread");
     }
@@ -88,15 +101,22 @@ pub fn start(identity: crate::proctable::Identity, namespaces: Vec<(u32, u32)>) 
 /// Confirm the processes a finding names (read on a thread of its own).
 pub fn start_for(pids: Vec<u32>, identity: crate::proctable::Identity) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
-    let spawned = std::thread::Builder::new().name("watcher-confirm".into()).spawn(move || {
-        let taken_ns = crate::record::Clock::mono_now();
-        let procs = pids
-            .iter()
-            .filter_map(|&pid| procfs::process::Process::new(pid as i32).ok())
-            .filter_map(|pr| crate::proctable::read_proc(&pr, identity))
-            .collect();
-        let _ = tx.send(Snapshot { taken_ns, procs, only: Some(pids), ..Default::default() });
-    });
+    let spawned = std::thread::Builder::new()
+        .name("watcher-confirm".into())
+        .spawn(move || {
+            let taken_ns = crate::record::Clock::mono_now();
+            let procs = pids
+                .iter()
+                .filter_map(|&pid| procfs::process::Process::new(pid as i32).ok())
+                .filter_map(|pr| crate::proctable::read_proc(&pr, identity))
+                .collect();
+            let _ = tx.send(Snapshot {
+                taken_ns,
+                procs,
+                only: Some(pids),
+                ..Default::default()
+            });
+        });
     if spawned.is_err() {
         tracing::warn!("cannot start the confirmation thread");
     }

@@ -6,7 +6,7 @@
 //! one port at a time, to confirm holders before a port finding names them.
 //! A [`Diag`] covers the network namespace it was opened in (its netlink
 //! socket is kept); [`crate::world::netns`] keeps one per namespace.
-use crate::kernel::abi::{TCP_BOUND_INACTIVE};
+use crate::kernel::abi::TCP_BOUND_INACTIVE;
 use std::{
     collections::HashMap,
     fs,
@@ -37,7 +37,10 @@ fn parse_addr(hex: &str) -> Option<(IpAddr, u16)> {
 
 /// Parse one `/proc/net/{tcp,udp}{,6}` table.
 pub fn parse_table(text: &str, tcp: bool) -> Vec<KernelSocket> {
-    parse_table_peers(text, tcp).into_iter().map(|(s, _)| s).collect()
+    parse_table_peers(text, tcp)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect()
 }
 
 /// [`parse_table`], with each socket's remote address.
@@ -141,7 +144,10 @@ fn diag(
                             pids: Vec::new(),
                             netns: 0,
                         },
-                        (h.socket_id.destination_address, h.socket_id.destination_port),
+                        (
+                            h.socket_id.destination_address,
+                            h.socket_id.destination_port,
+                        ),
                     ));
                 }
                 NetlinkPayload::Done(_) => return Ok(out),
@@ -193,11 +199,19 @@ impl Diag {
 
     /// Sockets of one transport on `port` (0: all) in the states of `states`.
     fn query(&mut self, tcp: bool, port: u16, states: u32) -> Vec<KernelSocket> {
-        self.query_peers(tcp, port, states).into_iter().map(|(s, _)| s).collect()
+        self.query_peers(tcp, port, states)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
     }
 
     /// [`Diag::query`], with each socket's remote address.
-    fn query_peers(&mut self, tcp: bool, port: u16, states: u32) -> Vec<(KernelSocket, (IpAddr, u16))> {
+    fn query_peers(
+        &mut self,
+        tcp: bool,
+        port: u16,
+        states: u32,
+    ) -> Vec<(KernelSocket, (IpAddr, u16))> {
         let mut out = Vec::new();
         if let Some(sock) = self.socket.as_mut() {
             for family in [2u8, 10u8] {
@@ -275,7 +289,10 @@ impl Diag {
 }
 
 /// Local ports in use in a network namespace (see [`Diag::port_summary`]).
-pub fn summarize(all: Vec<(KernelSocket, (IpAddr, u16))>, range: Option<(u16, u16)>) -> PortSummary {
+pub fn summarize(
+    all: Vec<(KernelSocket, (IpAddr, u16))>,
+    range: Option<(u16, u16)>,
+) -> PortSummary {
     const TIME_WAIT: u32 = 6;
     const LISTEN: u32 = 10;
     let in_range = |p: u16| match range {
@@ -283,8 +300,10 @@ pub fn summarize(all: Vec<(KernelSocket, (IpAddr, u16))>, range: Option<(u16, u1
         None => true,
     };
     // Sockets using an ephemeral local port (listeners hold theirs by choice).
-    let used: Vec<&(KernelSocket, (IpAddr, u16))> =
-        all.iter().filter(|(s, _)| s.port != 0 && in_range(s.port) && !(s.tcp && s.state == LISTEN)).collect();
+    let used: Vec<&(KernelSocket, (IpAddr, u16))> = all
+        .iter()
+        .filter(|(s, _)| s.port != 0 && in_range(s.port) && !(s.tcp && s.state == LISTEN))
+        .collect();
     let mut ports: Vec<u16> = used.iter().map(|(s, _)| s.port).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -298,7 +317,11 @@ pub fn summarize(all: Vec<(KernelSocket, (IpAddr, u16))>, range: Option<(u16, u1
             }
         }
     }
-    let inodes: Vec<u64> = used.iter().map(|(s, _)| s.inode).filter(|&i| i != 0).collect();
+    let inodes: Vec<u64> = used
+        .iter()
+        .map(|(s, _)| s.inode)
+        .filter(|&i| i != 0)
+        .collect();
     let owners = owners(&inodes, &[]);
     let mut by_pid: HashMap<u32, usize> = HashMap::new();
     for (s, _) in &used {
@@ -315,21 +338,29 @@ pub fn summarize(all: Vec<(KernelSocket, (IpAddr, u16))>, range: Option<(u16, u1
                 .ok()
                 .map(|c| c.trim_end_matches('\0').replace('\0', " "))
                 .filter(|c| !c.is_empty())
-                .or_else(|| fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|c| c.trim().to_owned()))
+                .or_else(|| {
+                    fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .ok()
+                        .map(|c| c.trim().to_owned())
+                })
                 .unwrap_or_default();
             (pid, comm.chars().take(60).collect(), n)
         })
         .collect();
     by_process.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     by_process.truncate(5);
-    let mut by_destination: Vec<((IpAddr, u16), usize, usize)> = by_dest.into_iter().map(|(d, (n, tw))| (d, n, tw)).collect();
+    let mut by_destination: Vec<((IpAddr, u16), usize, usize)> =
+        by_dest.into_iter().map(|(d, (n, tw))| (d, n, tw)).collect();
     by_destination.sort_by_key(|d| std::cmp::Reverse(d.1));
     by_destination.truncate(5);
     PortSummary {
         range,
         ports_in_use: ports.len(),
         sockets: used.len(),
-        time_wait: used.iter().filter(|(s, _)| s.tcp && s.state == TIME_WAIT).count(),
+        time_wait: used
+            .iter()
+            .filter(|(s, _)| s.tcp && s.state == TIME_WAIT)
+            .count(),
         by_process,
         by_destination,
     }
