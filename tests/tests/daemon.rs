@@ -147,6 +147,12 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
             >= 1.0,
         "{m}"
     );
+    // The holder was named from the kernel's socket list (sock_diag on the
+    // kept socket) and the socket inode its bind record carried: no /proc.
+    assert!(
+        metric(&m, "watcher_socket_lookups_in_place_total").unwrap_or(0.0) >= 1.0,
+        "{m}"
+    );
     // Every stage's latency is measured: records read, the port conflict
     // decided and written.
     for stage in ["kernel_to_read", "read_to_decided", "decided_to_written"] {

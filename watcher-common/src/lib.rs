@@ -344,6 +344,10 @@ pub struct SockCallData {
     pub netns: u32,
     /// Kernel address of the `struct sock` (0 when unknown); joins with [`TcpStateData::skaddr`].
     pub skaddr: u64,
+    /// Inode of the socket (binds only; 0 when unknown): what sock_diag and
+    /// `/proc/net` report for it, so the socket table names its owner
+    /// without looking through `/proc/<pid>/fd`.
+    pub inode: u64,
 }
 
 /// `sock/inet_sock_set_state`: a TCP socket changed state (filtered in the kernel
@@ -364,6 +368,9 @@ pub struct TcpStateData {
     /// Inode of the socket's network namespace; 0 when unknown.
     pub netns: u32,
     pub _pad: u32,
+    /// Inode of the socket, for a transition to LISTEN (0 otherwise, or
+    /// when unknown): names the listener's owner in the socket table.
+    pub inode: u64,
 }
 
 /// [`CgroupData::op`]: a cgroup was created.
@@ -513,6 +520,12 @@ pub struct Config {
     pub k_fdt_max_fds: u32,
     pub k_fdt_fd: u32,
     pub k_file_private_data: u32,
+    /// `file.f_inode` and `inode.i_ino`: a socket's inode.
+    pub k_file_inode: u32,
+    pub k_inode_ino: u32,
+    /// `sock.sk_socket` and `socket.file`: from a listener's `struct sock` to its inode.
+    pub k_sock_socket: u32,
+    pub k_socket_file: u32,
     pub k_socket_type: u32,
     pub k_socket_sk: u32,
     pub k_task_real_parent: u32,
@@ -598,6 +611,10 @@ impl Config {
             k_fdt_max_fds: OFFSET_NONE,
             k_fdt_fd: OFFSET_NONE,
             k_file_private_data: OFFSET_NONE,
+            k_file_inode: OFFSET_NONE,
+            k_inode_ino: OFFSET_NONE,
+            k_sock_socket: OFFSET_NONE,
+            k_socket_file: OFFSET_NONE,
             k_socket_type: OFFSET_NONE,
             k_socket_sk: OFFSET_NONE,
             k_task_real_parent: OFFSET_NONE,
@@ -631,11 +648,11 @@ const _: () = assert!(core::mem::size_of::<ForkData>() == 24);
 const _: () = assert!(core::mem::size_of::<ExecData>() == 24 + FILENAME_LEN + ARGS_LEN);
 const _: () = assert!(core::mem::size_of::<ExitData>() == 40);
 const _: () = assert!(core::mem::size_of::<ReapData>() == 8);
-const _: () = assert!(core::mem::size_of::<SockCallData>() == 48);
-const _: () = assert!(core::mem::size_of::<TcpStateData>() == 64);
+const _: () = assert!(core::mem::size_of::<SockCallData>() == 56);
+const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 280);
+const _: () = assert!(core::mem::size_of::<Config>() == 296);
 const _: () = assert!(
     ARGS_LEN.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

@@ -79,24 +79,31 @@ fn enter(
     Some(())
 }
 
-/// The socket behind `fd` of the current task: (socket.type, struct sock address).
+/// The socket behind `fd` of the current task: (socket.type, struct sock
+/// address, the socket's inode when `inode` is asked for).
 #[inline(always)]
-fn sock_of_fd(fd: i32) -> (u16, u64) {
+fn sock_of_fd(fd: i32, inode: bool) -> (u16, u64, u64) {
     if fd < 0 {
-        return (0, 0);
+        return (0, 0, 0);
     }
     let files: u64 = kread(current_task(), conf!(k_task_files)).unwrap_or(0);
     let fdt: u64 = kread(files, conf!(k_files_fdt)).unwrap_or(0);
     let max: u32 = kread(fdt, conf!(k_fdt_max_fds)).unwrap_or(0);
     if fd as u32 >= max {
-        return (0, 0);
+        return (0, 0, 0);
     }
     let arr: u64 = kread(fdt, conf!(k_fdt_fd)).unwrap_or(0);
     let file: u64 = kread(arr + (fd as u64) * 8, 0).unwrap_or(0);
     let sock: u64 = kread(file, conf!(k_file_private_data)).unwrap_or(0);
     let ty: u16 = kread(sock, conf!(k_socket_type)).unwrap_or(0);
     let sk: u64 = kread(sock, conf!(k_socket_sk)).unwrap_or(0);
-    (ty, sk)
+    let ino: u64 = if inode {
+        let i: u64 = kread(file, conf!(k_file_inode)).unwrap_or(0);
+        kread(i, conf!(k_inode_ino)).unwrap_or(0)
+    } else {
+        0
+    };
+    (ty, sk, ino)
 }
 
 #[inline(always)]
@@ -105,10 +112,12 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
     let p = unsafe { PENDING_SOCK.get(key) }.copied()?;
     let _ = PENDING_SOCK.remove(key);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
-    let (sock_type, skaddr) = if ret == -EBADF || ret == -ENOTSOCK {
-        (0, 0)
+    let (sock_type, skaddr, inode) = if ret == -EBADF || ret == -ENOTSOCK {
+        (0, 0, 0)
     } else {
-        sock_of_fd(p.fd)
+        // The inode names a bound socket's owner in the socket table; a
+        // connect's socket is known by its struct sock alone.
+        sock_of_fd(p.fd, kind == EventKind::Bind && ret == 0)
     };
     let urgent = match kind {
         EventKind::Bind => wake::bind(ret as i32, sock_type),
@@ -129,6 +138,7 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
             scope_id: p.scope_id,
             netns: sk_netns(skaddr),
             skaddr,
+            inode,
         },
     );
     Some(())
@@ -201,7 +211,15 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         daddr: [0; 16],
         netns: sk_netns(skaddr),
         _pad: 0,
+        inode: 0,
     };
+    if new == TCP_LISTEN {
+        // The listener's socket inode (what sock_diag lists it by).
+        let sock: u64 = kread(skaddr, conf!(k_sock_socket)).unwrap_or(0);
+        let file: u64 = kread(sock, conf!(k_socket_file)).unwrap_or(0);
+        let inode: u64 = kread(file, conf!(k_file_inode)).unwrap_or(0);
+        d.inode = kread(inode, conf!(k_inode_ino)).unwrap_or(0);
+    }
     if family == AF_INET6 {
         d.saddr = tp_read(ctx, conf!(tp_sk_saddr_v6)).unwrap_or([0; 16]);
         d.daddr = tp_read(ctx, conf!(tp_sk_daddr_v6)).unwrap_or([0; 16]);

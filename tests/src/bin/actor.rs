@@ -595,10 +595,12 @@ fn main() {
             say("errno", e as i32);
         }
         "notavail" => {
-            // 192.0.2.1 (TEST-NET-1) is on no host: EADDRNOTAVAIL. Nothing is sent.
+            // notavail [ADDR]: 192.0.2.1 (TEST-NET-1, on no host) unless
+            // another is given: EADDRNOTAVAIL. Nothing is sent.
+            let a: std::net::Ipv4Addr = std::env::args().nth(2).map(|a| a.parse().expect("an IPv4 address")).unwrap_or([192, 0, 2, 1].into());
             let s = tcp4();
             let e =
-                socket::bind(s.as_raw_fd(), &v4(4242, [192, 0, 2, 1])).expect_err("bind must fail");
+                socket::bind(s.as_raw_fd(), &v4(4242, a.octets())).expect_err("bind must fail");
             say("errno", e as i32);
         }
         "connect-refused" => {

@@ -39,7 +39,7 @@ impl AddressUnavailable {
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
         let (b, failed) = match *i.event {
-            DomainEvent::Bound { local } => (local, false),
+            DomainEvent::Bound { local, .. } => (local, false),
             DomainEvent::BindFailed {
                 local,
                 error: BindError::NotAvailable,

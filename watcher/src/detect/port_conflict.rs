@@ -222,7 +222,7 @@ impl PortConflict {
                     details,
                 ));
             }
-            DomainEvent::Bound { local: b } => {
+            DomainEvent::Bound { local: b, .. } => {
                 let Some(p) = i.subject else { return out };
                 let tcp = b.tcp;
                 // A prober found its free port: its conflicts below it are over.

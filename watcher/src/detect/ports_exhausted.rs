@@ -221,7 +221,7 @@ impl PortsExhausted {
                 ts,
                 i.containers,
             ),
-            DomainEvent::Bound { local }
+            DomainEvent::Bound { local, .. }
                 if local.port == 0 && self.open.contains_key(&local.netns) =>
             {
                 self.got_port(local.netns, p, PortGot::BoundFree, ts)

@@ -94,6 +94,9 @@ pub struct Holder {
     /// When it bound (CLOCK_MONOTONIC ns); `None` for sockets that existed before watcher started.
     pub since_ns: Option<u64>,
     pub listening: bool,
+    /// The socket's inode (from its bind record, or the kernel's listing;
+    /// 0 when unknown): names the holder of what sock_diag lists without `/proc`.
+    pub inode: u64,
 }
 
 /// What one event changed.
@@ -236,6 +239,7 @@ impl SocketTable {
                         proc: p,
                         since_ns: None,
                         listening: s.tcp,
+                        inode: s.inode,
                     });
                 }
             }
@@ -273,9 +277,13 @@ impl SocketTable {
                 .iter()
                 .filter(|s| normalize(s.addr) == h.addr)
                 .collect();
-            if same_addr.iter().any(|s| s.pids.contains(&h.proc.key.tgid)) {
+            if let Some(s) = same_addr.iter().find(|s| s.pids.contains(&h.proc.key.tgid)) {
                 kept_pids.push((h.addr, h.proc.key.tgid));
-                self.add(h);
+                // The kernel's word on which socket it is.
+                self.add(Holder {
+                    inode: s.inode,
+                    ..h
+                });
             } else if let Some(s) = same_addr.first().filter(|s| !s.pids.is_empty()) {
                 // (A socket no fd holds — its process is closing it — proves nothing:
                 // that case falls through to the next branch.)
@@ -285,6 +293,7 @@ impl SocketTable {
                         self.add(Holder {
                             proc: p,
                             since_ns: h.since_ns,
+                            inode: s.inode,
                             ..h.clone()
                         });
                     }
@@ -317,6 +326,7 @@ impl SocketTable {
                             proc: p,
                             since_ns: None,
                             listening: tcp,
+                            inode: s.inode,
                         });
                     }
                 }
@@ -396,6 +406,7 @@ impl SocketTable {
                         proc: p,
                         since_ns: None,
                         listening: s.tcp,
+                        inode: s.inode,
                     });
                     changed += 1;
                 }
@@ -415,11 +426,11 @@ impl SocketTable {
                 local,
                 error: BindError::InUse,
             } if local.port != 0 => Some((local.netns, local.tcp, local.port)),
-            DomainEvent::Bound { local } if local.port != 0 => {
+            DomainEvent::Bound { local, .. } if local.port != 0 => {
                 let key = (local.netns, local.tcp, local.port);
                 others(key).then_some(key)
             }
-            DomainEvent::ListenStarted { local } => {
+            DomainEvent::ListenStarted { local, .. } => {
                 let key = (local.netns, true, local.port);
                 others(key).then_some(key)
             }
@@ -444,7 +455,7 @@ impl SocketTable {
             self.reconcile(key, kernel, i.procs, failed);
         }
         match *i.event {
-            DomainEvent::Bound { local } if local.port != 0 => {
+            DomainEvent::Bound { local, inode } if local.port != 0 => {
                 let Some(p) = i.subject else {
                     return ch;
                 };
@@ -456,32 +467,39 @@ impl SocketTable {
                     proc: p.clone(),
                     since_ns: Some(ts),
                     listening: false,
+                    inode,
                 };
                 if !local.tcp {
                     ch.receiving = Some(h.clone());
                 }
                 self.add(h);
             }
-            DomainEvent::ListenStarted { local } => {
+            DomainEvent::ListenStarted { local, inode } => {
                 let Some(p) = i.owner.or(i.subject) else {
                     return ch;
                 };
                 let addr = normalize(local.ip);
                 let key = (local.netns, true, local.port);
-                let since = self
+                let bound = self
                     .holders(key)
                     .iter()
                     .find(|h| h.addr == addr && h.proc.key.tgid == p.key.tgid)
-                    .and_then(|h| h.since_ns)
-                    .or(Some(ts));
+                    .cloned();
                 let h = Holder {
                     netns: local.netns,
                     tcp: true,
                     addr,
                     port: local.port,
                     proc: p.clone(),
-                    since_ns: since,
+                    since_ns: bound.as_ref().and_then(|h| h.since_ns).or(Some(ts)),
                     listening: true,
+                    // The socket the listen record named, else the one its
+                    // bind record did (0: neither known).
+                    inode: if inode != 0 {
+                        inode
+                    } else {
+                        bound.map(|h| h.inode).unwrap_or(0)
+                    },
                 };
                 ch.receiving = Some(h.clone());
                 self.add(h);
@@ -576,6 +594,7 @@ mod tests {
             proc: proc_of(14),
             since_ns: Some(2_000),
             listening: true,
+            inode: 0,
         });
         // Bound-only TCP sockets are not in the listing: kept.
         t.add(Holder {
@@ -586,6 +605,7 @@ mod tests {
             proc: proc_of(15),
             since_ns: Some(500),
             listening: false,
+            inode: 0,
         });
         // Namespace 7 now: 80 closed (lost), 81 still there, 82 started unseen.
         let kernel = [listener(7, 81, 11), listener(7, 82, 13)];

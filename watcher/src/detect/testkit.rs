@@ -502,6 +502,7 @@ impl Kit {
             scope_id: 0,
             netns: 0,
             skaddr: sk,
+            inode: 0,
         }
     }
 
@@ -588,6 +589,7 @@ impl Kit {
                 daddr,
                 netns: 0,
                 _pad: 0,
+                inode: 0,
             },
         ))
     }
@@ -741,6 +743,7 @@ impl Kit {
                 daddr,
                 netns,
                 _pad: 0,
+                inode: 0,
             },
         )));
         f

@@ -261,6 +261,7 @@ mod tests {
             scope_id: 0,
             netns: 4026531840,
             skaddr: 0xffff_8880_1234_0000,
+            inode: 4242,
         };
         vec![
             encode(&Event {
@@ -316,6 +317,7 @@ mod tests {
                     daddr: [0; 16],
                     netns: 4026531840,
                     _pad: 0,
+                    inode: 0,
                 },
             }),
             encode(&cgroup_event(true, "/docker/abc")),

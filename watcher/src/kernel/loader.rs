@@ -87,7 +87,7 @@ type Slot = fn(&mut Config) -> &mut u32;
 /// size the programs read — 0 for an array whose elements are addressed from
 /// its offset —, where the offset goes). The one list: `kernel_config` fills
 /// `CONFIG` from it and `watcher check` reports on it.
-pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 25] = [
+pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 29] = [
     ("task_struct", "exit_code", 4, |c| &mut c.k_task_exit_code),
     ("task_struct", "files", 8, |c| &mut c.k_task_files),
     ("task_struct", "mm", 8, |c| &mut c.k_task_mm),
@@ -99,6 +99,10 @@ pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 25] = [
     ("fdtable", "max_fds", 4, |c| &mut c.k_fdt_max_fds),
     ("fdtable", "fd", 8, |c| &mut c.k_fdt_fd),
     ("file", "private_data", 8, |c| &mut c.k_file_private_data),
+    ("file", "f_inode", 8, |c| &mut c.k_file_inode),
+    ("inode", "i_ino", 8, |c| &mut c.k_inode_ino),
+    ("sock", "sk_socket", 8, |c| &mut c.k_sock_socket),
+    ("socket", "file", 8, |c| &mut c.k_socket_file),
     ("socket", "type", 2, |c| &mut c.k_socket_type),
     ("socket", "sk", 8, |c| &mut c.k_socket_sk),
     ("task_struct", "real_parent", 8, |c| {

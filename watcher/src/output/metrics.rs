@@ -226,6 +226,12 @@ pub fn render(s: &Stats) -> String {
         "watcher_socket_lookups_skipped_total {}",
         s.socket_lookups_skipped
     );
+    family(&mut o, "watcher_socket_lookups_in_place_total", "counter", "Socket lookups answered on the pipeline's own thread: sock_diag on the namespace's kept socket, owners from the socket inodes the bind records carried (no /proc, no helper thread).");
+    let _ = writeln!(
+        o,
+        "watcher_socket_lookups_in_place_total {}",
+        s.socket_lookups_in_place
+    );
     family(&mut o, "watcher_socket_lookups_unanswered_total", "counter", "Lookups of a network namespace's socket table not answered within 2 s, or of a namespace that could not be entered (the table was used as it was).");
     let _ = writeln!(
         o,

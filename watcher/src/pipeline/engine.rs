@@ -26,6 +26,25 @@ pub trait SocketLookup: Send {
         port: u16,
         candidates: &[u32],
     ) -> Option<Vec<KernelSocket>>;
+    /// The sockets on the port answered on this thread without `/proc`
+    /// (sock_diag on a kept socket, owners from `known`: socket inode, pid);
+    /// `None`: [`SocketLookup::ask`] instead.
+    fn quick(
+        &mut self,
+        _netns: u32,
+        _via: u32,
+        _tcp: bool,
+        _port: u16,
+        _known: &[(u64, u32)],
+    ) -> Option<Vec<KernelSocket>> {
+        None
+    }
+    /// Once a second: close what has not been used for a while.
+    fn sweep(&mut self) {}
+    /// (answered by [`SocketLookup::quick`], not answerable that way).
+    fn quick_counts(&self) -> (u64, u64) {
+        (0, 0)
+    }
     /// Answers that came after their wait (never blocks).
     fn late(&mut self) -> Vec<(PortKey, Vec<KernelSocket>)> {
         Vec::new()
@@ -337,25 +356,46 @@ impl Engine {
             Some(key) => {
                 self.budget.1 += 1;
                 self.lookups += 1;
-                // The holders the table knows, and the event's own process
-                // (a listener that just started holds the port itself): when
-                // every socket's owner is among them, the helper scans their
-                // fds only, not every process's.
                 let (netns, tcp, port) = key;
                 let via = me;
-                let mut candidates: Vec<u32> = self
+                // The holders whose socket inode the table knows (from their
+                // bind records), of processes still alive: when they explain
+                // every socket on the port, the answer needs no /proc.
+                let procs = &self.enricher.procs;
+                let known: Vec<(u64, u32)> = self
                     .detectors
                     .sockets
                     .holders(key)
                     .iter()
-                    .map(|h| h.proc.key.tgid)
+                    .filter(|h| {
+                        h.inode != 0
+                            && procs
+                                .get(h.proc.key.tgid)
+                                .is_some_and(|p| p.key == h.proc.key && p.exited.is_none())
+                    })
+                    .map(|h| (h.inode, h.proc.key.tgid))
                     .collect();
-                for pid in owner.as_ref().map(|o| o.key.tgid).into_iter().chain([via]) {
-                    if !candidates.contains(&pid) {
-                        candidates.push(pid);
+                if let Some(socks) = self.lookup.quick(netns, via, tcp, port, &known) {
+                    Some(socks)
+                } else {
+                    // Else a helper: the holders the table knows, and the
+                    // event's own process (a listener that just started holds
+                    // the port itself): when every socket's owner is among them,
+                    // it scans their fds only, not every process's.
+                    let mut candidates: Vec<u32> = self
+                        .detectors
+                        .sockets
+                        .holders(key)
+                        .iter()
+                        .map(|h| h.proc.key.tgid)
+                        .collect();
+                    for pid in owner.as_ref().map(|o| o.key.tgid).into_iter().chain([via]) {
+                        if !candidates.contains(&pid) {
+                            candidates.push(pid);
+                        }
                     }
+                    self.lookup.ask(netns, via, tcp, port, &candidates)
                 }
-                self.lookup.ask(netns, via, tcp, port, &candidates)
             }
             None => None,
         };
@@ -412,6 +452,7 @@ impl Engine {
     /// reported are looked for in `/proc` (those gone are reaped, through
     /// the same path as a confirmation); nothing when none is pending.
     pub fn recheck_unseen_reaps(&mut self) {
+        self.lookup.sweep();
         if self.unseen_reaps.is_empty() || self.reconciling.is_some() {
             return;
         }
@@ -701,6 +742,11 @@ impl Engine {
             ));
         }
         out
+    }
+
+    /// Lookups answered on this thread without `/proc` ([`SocketLookup::quick`]).
+    pub fn lookups_in_place(&self) -> u64 {
+        self.lookup.quick_counts().0
     }
 
     /// Whether socket-table answers (or a reconciliation's snapshot) are still on their way.

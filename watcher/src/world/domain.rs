@@ -74,16 +74,20 @@ pub enum DomainEvent {
         child: u32,
     },
     /// bind() succeeded (`local.port` 0: the kernel picked a free port).
+    /// `inode`: the socket's (0 when unknown).
     Bound {
         local: Endpoint,
+        inode: u64,
     },
     BindFailed {
         local: Endpoint,
         error: BindError,
     },
-    /// A TCP socket started listening (→ LISTEN), or stopped (LISTEN → CLOSE).
+    /// A TCP socket started listening (→ LISTEN; `inode`: the socket's, 0
+    /// when unknown), or stopped (LISTEN → CLOSE).
     ListenStarted {
         local: Endpoint,
+        inode: u64,
     },
     ListenStopped {
         local: Endpoint,
@@ -135,7 +139,10 @@ impl DomainEvent {
                     port: b.port,
                 };
                 match -b.ret {
-                    0 => DomainEvent::Bound { local },
+                    0 => DomainEvent::Bound {
+                        local,
+                        inode: b.inode,
+                    },
                     EADDRINUSE => DomainEvent::BindFailed {
                         local,
                         error: BindError::InUse,
@@ -182,10 +189,14 @@ impl DomainEvent {
                     })
                 };
                 match (t.old_state, t.new_state) {
-                    (_, TCP_LISTEN) => endpoint(&t.saddr, t.sport)
-                        .map_or(DomainEvent::Other, |local| DomainEvent::ListenStarted {
-                            local,
-                        }),
+                    (_, TCP_LISTEN) => {
+                        endpoint(&t.saddr, t.sport).map_or(DomainEvent::Other, |local| {
+                            DomainEvent::ListenStarted {
+                                local,
+                                inode: t.inode,
+                            }
+                        })
+                    }
                     (TCP_LISTEN, TCP_CLOSE) => endpoint(&t.saddr, t.sport)
                         .map_or(DomainEvent::Other, |local| DomainEvent::ListenStopped {
                             local,
@@ -233,6 +244,7 @@ mod tests {
                 scope_id: 0,
                 netns: 7,
                 skaddr: 0xabc,
+                inode: 0,
             }),
         }
     }
@@ -252,6 +264,7 @@ mod tests {
                 daddr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 netns: 7,
                 _pad: 0,
+                inode: 0,
             }),
         }
     }
@@ -267,7 +280,8 @@ mod tests {
         assert_eq!(
             DomainEvent::of(&sock(0, 80, 1)),
             DomainEvent::Bound {
-                local: local(80, true)
+                local: local(80, true),
+                inode: 0
             }
         );
         assert_eq!(
@@ -309,7 +323,7 @@ mod tests {
         };
         assert_eq!(
             DomainEvent::of(&state(TCP_CLOSE, TCP_LISTEN)),
-            DomainEvent::ListenStarted { local }
+            DomainEvent::ListenStarted { local, inode: 0 }
         );
         assert_eq!(
             DomainEvent::of(&state(TCP_LISTEN, TCP_CLOSE)),

@@ -556,6 +556,7 @@ mod tests {
             scope_id: 0,
             netns: 0,
             skaddr: sk,
+            inode: 0,
         }
     }
 
@@ -592,6 +593,7 @@ mod tests {
                 daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 netns: 0,
                 _pad: 0,
+                inode: 0,
             },
         }))
         .unwrap();
@@ -630,6 +632,7 @@ mod tests {
                     daddr: [0; 16],
                     netns: 0,
                     _pad: 0,
+                    inode: 0,
                 },
             }))
             .unwrap()

@@ -78,7 +78,23 @@ pub struct NetnsLookups {
     /// could not be entered (shared with the metrics).
     pub unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     said_fallback: bool,
+    /// sock_diag sockets used from the pipeline's own thread, one per
+    /// namespace (opened inside it by a short-lived thread; a netlink socket
+    /// stays in the namespace it was opened in), with their last use.
+    kept: HashMap<u32, (Diag, std::time::Instant)>,
+    /// Namespaces whose kept socket is being opened.
+    opening: HashMap<u32, Receiver<Diag>>,
+    /// Lookups answered on the pipeline's thread (sock_diag + the socket
+    /// table's inodes), and those that needed a helper (an owner only
+    /// `/proc` can tell, or no kept socket yet).
+    pub quick_answers: u64,
+    pub quick_misses: u64,
 }
+
+/// Namespaces with a kept socket at most; one unused this long is closed
+/// (a kept socket holds its namespace alive).
+const KEPT_MAX: usize = 256;
+const KEPT_IDLE: Duration = Duration::from_secs(10);
 
 /// Where to enter a namespace: a file of it, and the `/proc/…/net` directory
 /// that shows its tables.
@@ -163,8 +179,15 @@ fn helper(
 
 impl NetnsLookups {
     pub fn new(deadline: Duration) -> NetnsLookups {
+        let own = own_netns();
+        // watcher's own namespace: its kept socket from the start.
+        let mut kept = HashMap::new();
+        let d = Diag::open("/proc/net");
+        if d.has_netlink() {
+            kept.insert(own, (d, std::time::Instant::now()));
+        }
         NetnsLookups {
-            own: own_netns(),
+            own,
             helpers: HashMap::new(),
             deadline,
             late: Vec::new(),
@@ -172,7 +195,114 @@ impl NetnsLookups {
             summaries: Vec::new(),
             unanswered: Default::default(),
             said_fallback: false,
+            kept,
+            opening: HashMap::new(),
+            quick_answers: 0,
+            quick_misses: 0,
         }
+    }
+
+    /// The kept sock_diag socket of `netns` (entered through `pid`, a
+    /// process in it), or `None` while it is being opened (never waits).
+    fn kept_diag(&mut self, netns: u32, pid: u32) -> Option<&mut Diag> {
+        if !self.kept.contains_key(&netns) {
+            if let Some(rx) = self.opening.get(&netns) {
+                match rx.try_recv() {
+                    Ok(d) => {
+                        self.opening.remove(&netns);
+                        self.kept.insert(netns, (d, std::time::Instant::now()));
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        // Could not be opened (not allowed to enter, no sock_diag): asked through a helper.
+                        self.opening.remove(&netns);
+                        return None;
+                    }
+                }
+            } else {
+                if self.kept.len() >= KEPT_MAX || self.opening.len() >= 32 {
+                    return None;
+                }
+                let (tx, rx) = sync_channel(1);
+                let own = self.own;
+                let file = NsHandle::of_pid(pid).file;
+                let spawned = std::thread::Builder::new()
+                    .name("watcher-netns-open".into())
+                    .spawn(move || {
+                        if netns != own {
+                            let entered = std::fs::File::open(&file)
+                                .ok()
+                                .filter(|_| ns_inode(&file) == Some(netns))
+                                .is_some_and(|f| {
+                                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                                        .is_ok()
+                                });
+                            if !entered {
+                                return;
+                            }
+                        }
+                        let d = Diag::open("/proc/thread-self/net");
+                        if d.has_netlink() {
+                            let _ = tx.send(d);
+                        }
+                    });
+                if spawned.is_ok() {
+                    self.opening.insert(netns, rx);
+                }
+                return None;
+            }
+        }
+        let (d, used) = self.kept.get_mut(&netns)?;
+        *used = std::time::Instant::now();
+        Some(d)
+    }
+
+    /// The sockets on one port of `netns` straight from the kernel, on the
+    /// calling thread (sock_diag on the namespace's kept socket: no thread
+    /// hand-off, no `/proc`), each holder's processes from `known` (socket
+    /// inode, pid: what the socket table learnt from bind records). `None`
+    /// when that is not enough — a holder whose inode the table does not
+    /// know (inherited, or bound before watcher started), or no kept socket
+    /// yet: then a helper is asked.
+    pub fn quick_port(
+        &mut self,
+        netns: u32,
+        via: u32,
+        tcp: bool,
+        port: u16,
+        known: &[(u64, u32)],
+    ) -> Option<Vec<KernelSocket>> {
+        let netns = if netns == 0 { self.own } else { netns };
+        let answer = self
+            .kept_diag(netns, via)
+            .and_then(|d| d.port_sockets_netlink(tcp, port));
+        let Some(mut socks) = answer else {
+            self.quick_misses += 1;
+            return None;
+        };
+        for s in &mut socks {
+            s.netns = netns;
+            if s.is_holder() {
+                s.pids = known
+                    .iter()
+                    .filter(|(i, _)| *i != 0 && *i == s.inode)
+                    .map(|(_, p)| *p)
+                    .collect();
+                if s.pids.is_empty() {
+                    self.quick_misses += 1;
+                    return None;
+                }
+            }
+        }
+        self.quick_answers += 1;
+        Some(socks)
+    }
+
+    /// Close kept sockets unused for a while (they hold their namespaces alive).
+    pub fn sweep(&mut self) {
+        let own = self.own;
+        self.kept
+            .retain(|ns, (_, used)| *ns == own || used.elapsed() < KEPT_IDLE);
     }
 
     pub fn own(&self) -> u32 {
@@ -442,11 +572,116 @@ impl crate::engine::SocketLookup for NetnsLookups {
     fn full_args(&mut self, pid: u32, captured: &[String]) -> Option<Vec<String>> {
         self.cmdlines.complete(pid, captured)
     }
+    fn quick(
+        &mut self,
+        netns: u32,
+        via: u32,
+        tcp: bool,
+        port: u16,
+        known: &[(u64, u32)],
+    ) -> Option<Vec<KernelSocket>> {
+        self.quick_port(netns, via, tcp, port, known)
+    }
+    fn sweep(&mut self) {
+        NetnsLookups::sweep(self)
+    }
+    fn quick_counts(&self) -> (u64, u64) {
+        (self.quick_answers, self.quick_misses)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_is_answered_in_place_when_the_table_knows_its_socket() {
+        use std::os::fd::AsRawFd as _;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let inode = nix::sys::stat::fstat(l.as_raw_fd()).unwrap().st_ino;
+        let me = std::process::id();
+        let mut n = NetnsLookups::new(Duration::from_secs(5));
+        let s = n
+            .quick_port(0, me, true, port, &[(inode, me)])
+            .expect("answered in place");
+        assert!(
+            s.iter().any(|k| k.port == port
+                && k.inode == inode
+                && k.pids == vec![me]
+                && k.netns == n.own()),
+            "{s:?}"
+        );
+        assert_eq!((n.quick_answers, n.quick_misses), (1, 0));
+        // Again, and for another listener: the kept socket answers every time.
+        let l2 = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port2 = l2.local_addr().unwrap().port();
+        let inode2 = nix::sys::stat::fstat(l2.as_raw_fd()).unwrap().st_ino;
+        for _ in 0..3 {
+            let s = n
+                .quick_port(0, me, true, port2, &[(inode2, me)])
+                .expect("answered in place");
+            assert!(
+                s.iter().any(|k| k.port == port2 && k.inode == inode2),
+                "{s:?}"
+            );
+            let s = n
+                .quick_port(0, me, true, port, &[(inode, me)])
+                .expect("answered in place");
+            assert!(
+                s.iter().any(|k| k.port == port && k.inode == inode),
+                "{s:?}"
+            );
+        }
+        n.quick_answers = 1;
+        // A listener whose socket the table does not know: only /proc can name it, a helper's work.
+        assert!(n
+            .quick_port(0, me, true, port, &[(inode + 1, me)])
+            .is_none());
+        assert_eq!(n.quick_misses, 1);
+        // Another namespace's socket is opened off this thread: not answered
+        // in place until it is there (a namespace of its own: `unshare`).
+        let mut child = std::process::Command::new("unshare")
+            .args(["-n", "sleep", "30"])
+            .spawn()
+            .expect("unshare");
+        let pid = child.id();
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        let theirs = loop {
+            // (unshare execs sleep once the namespace is made)
+            let ns = ns_inode(Path::new(&format!("/proc/{pid}/ns/net")));
+            if let Some(ns) = ns.filter(|ns| *ns != n.own()) {
+                break ns;
+            }
+            if std::time::Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                // Making a namespace takes root.
+                assert!(
+                    !nix::unistd::geteuid().is_root(),
+                    "unshare -n made no namespace"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(n.quick_port(theirs, pid, false, port, &[]).is_none());
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            if let Some(a) = n.quick_port(theirs, pid, false, port, &[]) {
+                break a;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "the namespace's socket never opened"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // (UDP: a TCP port without a listener is a helper's work.) Nothing of ours is in their namespace.
+        assert!(answer.is_empty(), "{answer:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     #[test]
     fn own_namespace_is_asked_through_a_helper() {

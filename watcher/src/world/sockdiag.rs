@@ -263,7 +263,34 @@ impl Diag {
     /// sockets on the port (TIME_WAIT, connections), which explain an
     /// EADDRINUSE without a holder.
     pub fn port_sockets(&mut self, tcp: bool, port: u16, candidates: &[u32]) -> Vec<KernelSocket> {
+        let socks = self.on_port(tcp, port);
+        with_owners_of(socks, candidates)
+    }
+
+    /// The holders of `port` (TCP listeners, UDP sockets) without their
+    /// processes, from sock_diag only: `None` when this namespace has no
+    /// working sock_diag socket, or when TCP has no listener there (the
+    /// other sockets on the port are a dump of the whole connection table:
+    /// a helper's work). Never reads `/proc`.
+    pub fn port_sockets_netlink(&mut self, tcp: bool, port: u16) -> Option<Vec<KernelSocket>> {
+        self.socket.as_ref()?;
         let socks = if tcp {
+            self.query(true, port, 1 << TCP_LISTEN_STATE)
+        } else {
+            self.query(false, port, u32::MAX)
+        };
+        // A failed query falls back to /proc and drops the socket: not an answer here.
+        self.socket.as_ref()?;
+        (!tcp || !socks.is_empty()).then_some(socks)
+    }
+
+    /// Whether sock_diag works here.
+    pub fn has_netlink(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    fn on_port(&mut self, tcp: bool, port: u16) -> Vec<KernelSocket> {
+        if tcp {
             let listeners = self.query(true, port, 1 << TCP_LISTEN_STATE);
             if listeners.is_empty() {
                 self.query(true, port, !(1u32 << TCP_LISTEN_STATE) & 0xfff)
@@ -272,8 +299,7 @@ impl Diag {
             }
         } else {
             self.query(false, port, u32::MAX)
-        };
-        with_owners_of(socks, candidates)
+        }
     }
 
     /// Every holder (TCP listeners, bound UDP sockets), without their processes.
