@@ -64,6 +64,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                 scope_id: 0,
                 netns: 0,
                 skaddr: 0xffff_0000_0000_0000 | i as u64,
+                inode: 0,
             };
             out.push(encode(&Event {
                 header: header_for::<SockCallData>(EventKind::Bind, ts + 600, pid, pid, "cc1"),
@@ -93,6 +94,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                     daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     netns: 0,
                     _pad: 0,
+                    inode: 0,
                 },
             }));
         }
