@@ -93,12 +93,18 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
         });
     }
 
-    // A finding reaches stdout, the file and the reading consumer.
-    let (failing, holder) = cause_port_conflict();
+    // A finding reaches stdout, the file and the reading consumer. (The
+    // holder listens until the finding is out: a listener gone before the
+    // lookup is a helper's question, not one answered in place.)
+    let mut holding = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+    let held = holding.value("port");
+    let failing = actor_any(ACTOR, &["bind-port", &held]).pid;
+    let holder = holding.pid;
     let f = d.wait_for("port_conflict", |v| {
         finding(v, "port_conflict", "open")
             && finding_pids(v, Some("failing")) == vec![failing as u64]
     });
+    holding.finish();
     assert_eq!(finding_pids(&f, Some("holder")), vec![holder as u64]);
     let id = text(&f, &["id"]).unwrap().to_owned();
     eventually("the finding in the file", || {
