@@ -254,7 +254,7 @@ fn a_stalled_stdout_drops_for_itself_and_never_holds_up_the_file() {
     let port = free_port();
     let feed_file = dir.join("feed.ndjson");
     let config = format!(
-        "[feed]\ntypes = [\"all\"]\nstdout = true\nfile = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n",
+        "[feed]\ntypes = [\"all\"]\nstdout = true\nfile = \"{}\"\nsink_queue = 64\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n",
         feed_file.display(),
         dir.join("status.json").display()
     );
@@ -264,13 +264,14 @@ fn a_stalled_stdout_drops_for_itself_and_never_holds_up_the_file() {
     d.pause_reading(true);
     let addr = format!("127.0.0.1:{port}");
     let dropped = |m: &str, sink: &str| metric(m, &format!("watcher_sink_dropped_total{{sink=\"{sink}\"}}")).unwrap_or(0.0);
-    // Records until stdout's pipe and queue are full (three per child: fork, exit, reap).
+    // Records until stdout's pipe (64 KiB) and its queue (64) are full
+    // (three per child: fork, exit, reap; ~300 fill the pipe).
     let mut m = scrape(&addr);
-    for _ in 0..6 {
+    for _ in 0..10 {
         if dropped(&m, "stdout") > 0.0 {
             break;
         }
-        actor(ACTOR, &["fork-fast", "2000", "3000"]);
+        actor(ACTOR, &["fork-fast", "300", "1000"]);
         m = scrape(&addr);
     }
     assert!(dropped(&m, "stdout") > 0.0, "stdout never dropped: {m}");

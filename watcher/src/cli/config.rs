@@ -40,6 +40,8 @@ pub struct FeedConfig {
     pub syslog: bool,
     /// The local syslog socket.
     pub syslog_socket: PathBuf,
+    /// Records queued per sink (stdout, file, syslog) before a stalled one drops.
+    pub sink_queue: usize,
 }
 
 impl Default for FeedConfig {
@@ -51,6 +53,7 @@ impl Default for FeedConfig {
             socket: None,
             syslog: false,
             syslog_socket: PathBuf::from("/dev/log"),
+            sink_queue: crate::lane::LANE_QUEUE,
         }
     }
 }
@@ -165,6 +168,12 @@ impl Config {
             }
         };
         crate::sinks::Types::new(&self.feed.types).map_err(|m| at("types", m))?;
+        if !(1..=1_000_000).contains(&self.feed.sink_queue) {
+            return Err(at(
+                "sink_queue",
+                format!("sink_queue = {} is out of range (1 … 1000000 records)", self.feed.sink_queue),
+            ));
+        }
         if !self.metrics.listen.is_empty()
             && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
         {

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use crate::{
     config::Config,
     engine::Engine,
-    lane::{Lane, Line, SinkWriter, LANE_QUEUE},
+    lane::{Lane, Line, SinkWriter},
     loader::{self, LoadOptions},
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
     reader::ReaderOptions,
@@ -70,7 +70,7 @@ impl Feed {
         let types = Types::new(&f.types).map_err(anyhow::Error::msg)?;
         let mut lanes = Vec::new();
         let lane = |name, w: Box<dyn SinkWriter>| {
-            Lane::start(name, w, LANE_QUEUE)
+            Lane::start(name, w, f.sink_queue)
                 .with_context(|| format!("starting the {name} sink's thread"))
         };
         if f.stdout {
@@ -194,6 +194,7 @@ impl Output for Feed {
             // Dropped for a full queue, or not taken by the sink (write errors).
             s.sink_drops
                 .insert(lane.name().into(), lane.dropped() + lane.errors());
+            s.sink_latency.insert(lane.name().into(), lane.latency());
         }
         Ok(true)
     }
@@ -242,10 +243,6 @@ impl Output for Feed {
 
     fn tick(&mut self, stats: &SharedStats) {
         self.write_status(stats);
-        let mut s = stats.lock().expect("stats lock");
-        for lane in &self.lanes {
-            s.sink_latency.insert(lane.name().into(), lane.latency());
-        }
     }
 
     fn wants_events(&self) -> bool {
