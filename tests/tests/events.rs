@@ -704,3 +704,52 @@ fn deciding_records_wake_the_reader_at_once() {
     let v = feed.wait_for("the killed child's exit", |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(child));
     prompt("a death by SIGKILL", &v);
 }
+
+/// The ring layout with one ring buffer per CPU (`--ring-cpus 1`): every
+/// record of processes pinned to each CPU arrives, and each process's
+/// records in order although they cross rings (the fork is written on the
+/// parent's CPU, the child's exit on its own); while one CPU's ring
+/// overflows (the reader stopped), the loss is counted and said, and
+/// another CPU's records still arrive.
+#[test]
+fn one_ring_per_cpu_loses_nothing_and_counts_its_own_loss() {
+    if !require_root() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let feed = Feed::start(&["trace", "--json", "--ring-cpus", "1", "--ring-mib", "1"]);
+    let order = |pid: u64| {
+        let recs = feed.records();
+        let at = |ty: &str| recs.iter().position(|v| is(v, ty) && num(v, &["process", "pid"]) == Some(pid));
+        (at("fork"), at("exit"), at("reap"))
+    };
+    for cpu in 0..cpus.min(4) {
+        let c = cpu.to_string();
+        // taskset pins the actor, and the child it forks, to one CPU.
+        let run = actor("taskset", &["-c", &c, ACTOR, "spawn-exit", "5"]);
+        let child: u64 = run.get("child");
+        let exit = feed.wait_for(&format!("the exit of a child on CPU {cpu}"), |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(child));
+        assert_eq!(num(&exit, &["process", "exit_code"]), Some(5), "{exit}");
+        feed.wait_for(&format!("the reap of a child on CPU {cpu}"), |v| is(v, "reap") && num(v, &["process", "pid"]) == Some(child));
+        let (fork, exit, reap) = order(child);
+        assert!(fork.is_some() && fork < exit && exit < reap, "CPU {cpu}: fork, exit, reap at {fork:?}, {exit:?}, {reap:?}");
+    }
+    if cpus < 2 {
+        eprintln!("one CPU: one ring; the overflow of one CPU's ring beside another's is not shown here");
+        return;
+    }
+    // The reader stops; CPU 1's ring (1 MiB) overflows with a fork loop; then a process on CPU 0.
+    feed.signal(nix::sys::signal::Signal::SIGSTOP);
+    let flood = Command::new("taskset")
+        .args(["-c", "1", ACTOR, "fork-loop", "8000"])
+        .stdout(Stdio::null())
+        .status();
+    let quiet = actor_any("taskset", &["-c", "0", ACTOR, "exit", "9"]);
+    feed.signal(nix::sys::signal::Signal::SIGCONT);
+    assert!(flood.is_ok_and(|s| s.success()), "the fork loop");
+    let loss = feed.wait_for("a loss record", |v| is(v, "loss") && text(v, &["loss", "reason"]) == Some("ring_buffer_full"));
+    assert!(num(&loss, &["loss", "count"]).unwrap_or(0) > 0, "{loss}");
+    // CPU 0's ring had room: its records came through.
+    let v = feed.wait_for("the exit on CPU 0 during the overflow", |v| is(v, "exit") && pid_is(v, quiet.pid));
+    assert_eq!(num(&v, &["process", "exit_code"]), Some(9), "{v}");
+}

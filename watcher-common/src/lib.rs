@@ -21,6 +21,12 @@ pub const ARGS_LEN: usize = 512;
 
 /// Name of the ring buffer map.
 pub const MAP_EVENTS: &str = "EVENTS";
+/// The ring buffers, in order: ring i of the layout is `MAP_RINGS[i]`.
+pub const MAP_RINGS: [&str; RINGS] = [
+    "EVENTS", "EVENTS_1", "EVENTS_2", "EVENTS_3", "EVENTS_4", "EVENTS_5", "EVENTS_6", "EVENTS_7",
+];
+/// Ring buffers at most (one per group of CPUs).
+pub const RINGS: usize = 8;
 /// Name of the per-CPU array of lost-record counters, indexed by [`EventKind`];
 /// slot 0 counts every loss (whatever its kind), slots from
 /// [`TABLE_FULL_BASE`] count refused inserts into the kernel's own tables
@@ -465,6 +471,10 @@ pub struct Config {
     /// Minimum time between two ring-buffer wakeups on one CPU; records in
     /// between are written without a wakeup and read by the reader's next drain.
     pub wakeup_interval_ns: u64,
+    /// CPUs per ring buffer: 0 writes every CPU's records to one ring;
+    /// N > 0 writes CPU c's to ring c / N (at most [`RINGS`] rings).
+    pub ring_cpus: u32,
+    pub _pad_ring: u32,
 
     // task/task_newtask
     pub tp_newtask_pid: u32,
@@ -569,6 +579,8 @@ impl Config {
             self_tgid: 0,
             kinds_mask: 0,
             wakeup_interval_ns: 0,
+            ring_cpus: 0,
+            _pad_ring: 0,
             tp_newtask_pid: OFFSET_NONE,
             tp_newtask_clone_flags: OFFSET_NONE,
             tp_exec_filename: OFFSET_NONE,
@@ -652,7 +664,7 @@ const _: () = assert!(core::mem::size_of::<SockCallData>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 296);
+const _: () = assert!(core::mem::size_of::<Config>() == 304);
 const _: () = assert!(
     ARGS_LEN.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

@@ -4,7 +4,10 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_kernel,
-        generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_smp_processor_id,
+            bpf_ktime_get_ns,
+        },
     },
     maps::ring_buf::RingBufEntry,
     programs::TracePointContext,
@@ -13,7 +16,9 @@ use aya_ebpf::{
 use aya_ebpf::maps::HashMap;
 use watcher_common::{Config, Event, EventKind, Header, KernelTable, LOST_SLOTS, OFFSET_NONE};
 
-use crate::maps::{EVENTS, LAST_WAKE, LOST};
+use crate::maps::{
+    EVENTS, EVENTS_1, EVENTS_2, EVENTS_3, EVENTS_4, EVENTS_5, EVENTS_6, EVENTS_7, LAST_WAKE, LOST,
+};
 
 /// Filled by userspace before load.
 #[unsafe(no_mangle)]
@@ -76,7 +81,24 @@ pub fn count_loss(slot: u32) {
 /// Reserve a record of type `Event<T>`; on failure count it as lost for `kind`.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
-    match EVENTS.reserve::<Event<T>>(0) {
+    // The ring of this CPU's group (`ring_cpus` CPUs per ring; 0: one ring).
+    let per = conf!(ring_cpus);
+    let ring = if per == 0 {
+        0
+    } else {
+        (unsafe { bpf_get_smp_processor_id() }) / per
+    };
+    let entry = match ring {
+        0 => EVENTS.reserve::<Event<T>>(0),
+        1 => EVENTS_1.reserve::<Event<T>>(0),
+        2 => EVENTS_2.reserve::<Event<T>>(0),
+        3 => EVENTS_3.reserve::<Event<T>>(0),
+        4 => EVENTS_4.reserve::<Event<T>>(0),
+        5 => EVENTS_5.reserve::<Event<T>>(0),
+        6 => EVENTS_6.reserve::<Event<T>>(0),
+        _ => EVENTS_7.reserve::<Event<T>>(0),
+    };
+    match entry {
         Some(e) => Some(e),
         None => {
             count_loss(kind as u32);

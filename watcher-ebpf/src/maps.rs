@@ -9,9 +9,25 @@ use aya_ebpf::{
 };
 use watcher_common::LOST_SLOTS;
 
-/// All records. Userspace may resize it before load (`set_max_entries`).
+/// All records (ring 0: every CPU's, or the first group's when the layout
+/// is one ring per group of CPUs). Userspace sizes each ring before load
+/// (`set_max_entries`); rings the layout does not use get one page.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+#[map]
+pub static EVENTS_1: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_2: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_3: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_4: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_5: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_6: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+pub static EVENTS_7: RingBuf = RingBuf::with_byte_size(4096, 0);
 
 /// Records that could not be reserved (ring buffer full), per CPU, indexed by kind.
 #[map]

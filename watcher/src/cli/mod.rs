@@ -65,9 +65,12 @@ pub struct KernelArgs {
     /// Records that cannot decide a finding (forks, execs, reaps, clean exits…) never wake the reader: it drains them at least every this many milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub bulk_ms: u64,
-    /// Ring buffer size in MiB (a power of two).
+    /// Ring buffer size in MiB (a power of two), per ring.
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
+    /// CPUs per ring buffer: 0 (the default) puts every CPU's records in one ring; N gives each group of N CPUs a ring of its own (at most 8 rings), read together — fewer CPUs contend for one ring's reserve lock on a host with many.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub ring_cpus: u32,
     /// Most processes tracked at once (oldest exited first, then newest, are evicted beyond it).
     #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
     pub max_processes: u64,
@@ -82,6 +85,7 @@ impl KernelArgs {
             kinds: Vec::new(),
             wakeup_interval_ns: self.wakeup_us * 1000,
             ring_bytes: self.ring_mib << 20,
+            ring_cpus: self.ring_cpus,
             table_entries: self.table_entries,
             bulk_period: std::time::Duration::from_millis(self.bulk_ms),
         }

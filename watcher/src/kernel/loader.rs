@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use watcher_common::{
-    Config, EventKind, KernelTable, GLOBAL_CONFIG, LOST_SLOTS, MAP_EVENTS, MAP_LOST,
+    Config, EventKind, KernelTable, GLOBAL_CONFIG, LOST_SLOTS, MAP_LOST, MAP_RINGS, RINGS,
 };
 
 use crate::{btf::Btf, error::SetupError, tracefs};
@@ -128,6 +128,32 @@ pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 29] = [
     }),
 ];
 
+/// Possible CPUs (CPU numbers go up to this minus one).
+fn possible_cpus() -> u32 {
+    aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1).max(1)
+}
+
+/// The ring layout for `ring_cpus` CPUs per ring on `cpus` CPUs: (rings,
+/// CPUs per ring as loaded — 0 for one ring —, a note when it had to differ).
+pub fn ring_layout(ring_cpus: u32, cpus: u32) -> (usize, u32, Option<String>) {
+    if ring_cpus == 0 || ring_cpus >= cpus {
+        return (1, 0, None);
+    }
+    let rings = cpus.div_ceil(ring_cpus) as usize;
+    if rings <= RINGS {
+        return (rings, ring_cpus, None);
+    }
+    // More groups than rings: bigger groups.
+    let per = cpus.div_ceil(RINGS as u32);
+    (
+        cpus.div_ceil(per) as usize,
+        per,
+        Some(format!(
+            "--ring-cpus {ring_cpus} would need {rings} ring buffers on {cpus} CPUs; at most {RINGS}: {per} CPUs per ring"
+        )),
+    )
+}
+
 /// The embedded eBPF object built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/watcher"));
 
@@ -138,8 +164,10 @@ pub struct LoadOptions {
     pub kinds: Vec<EventKind>,
     /// At most one ring-buffer wakeup per CPU per this many ns (0: wake on every record).
     pub wakeup_interval_ns: u64,
-    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    /// Ring buffer size in bytes, per ring (a power of two, multiple of the page size).
     pub ring_bytes: u32,
+    /// CPUs per ring buffer (0: one ring for every CPU).
+    pub ring_cpus: u32,
     /// Capacity of every kernel-side table (None: each one's default).
     pub table_entries: Option<u32>,
     /// Records that never wake the reader (bulk, `watcher_common::wake`) are
@@ -160,6 +188,7 @@ impl Default for LoadOptions {
             kinds: Vec::new(),
             wakeup_interval_ns: 1_000_000,
             ring_bytes: 8 << 20,
+            ring_cpus: 0,
             table_entries: None,
             bulk_period: std::time::Duration::from_millis(10),
         }
@@ -170,7 +199,8 @@ impl Default for LoadOptions {
 pub struct Probes {
     /// Keeps programs and links alive.
     pub ebpf: Ebpf,
-    pub events: RingBuf<MapData>,
+    /// The ring buffers of the layout (one, or one per group of CPUs), read together.
+    pub events: Vec<RingBuf<MapData>>,
     pub lost: PerCpuArray<MapData, u64>,
     pub config: Config,
     /// The kernel side's own tables, for the sweeper.
@@ -178,6 +208,8 @@ pub struct Probes {
     pub tracefs: PathBuf,
     /// Optional hooks this kernel lacks: (tracepoint, what is lost).
     pub degraded: Vec<(String, &'static str)>,
+    /// Said once when the ring layout asked for could not be had as asked.
+    pub layout_note: Option<String>,
 }
 
 impl Probes {
@@ -193,6 +225,7 @@ impl Probes {
             .map(|(tp, without)| {
                 format!("degraded: tracepoint {tp} is not available on this kernel; {without}")
             })
+            .chain(self.layout_note.clone())
             .collect()
     }
 }
@@ -465,6 +498,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     config.self_tgid = std::process::id();
     config.kinds_mask = opts.kinds.iter().fold(0u32, |m, k| m | 1 << (*k as u32));
     config.wakeup_interval_ns = opts.wakeup_interval_ns;
+    let (rings, ring_cpus, layout_note) = ring_layout(opts.ring_cpus, possible_cpus());
+    config.ring_cpus = ring_cpus;
 
     // RLIMIT_MEMLOCK: not needed on kernels that charge BPF memory to the
     // cgroup (5.11+), and raising it can fail (EPERM); try, never fail on it.
@@ -476,8 +511,11 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
 
     let mut loader = EbpfLoader::new();
     loader
-        .override_global(GLOBAL_CONFIG, &config, true)
-        .map_max_entries(MAP_EVENTS, opts.ring_bytes);
+        .override_global(GLOBAL_CONFIG, &config, true);
+    for (i, name) in MAP_RINGS.iter().enumerate() {
+        // Rings the layout does not use: one page each.
+        loader.map_max_entries(name, if i < rings { opts.ring_bytes } else { 4096 });
+    }
     for t in KernelTable::ALL {
         loader.map_max_entries(t.map_name(), opts.table_capacity(t));
     }
@@ -536,14 +574,17 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         })?;
     }
 
-    let events = ebpf.take_map(MAP_EVENTS).ok_or(SetupError::Map {
-        name: MAP_EVENTS,
-        why: "missing".into(),
-    })?;
-    let events = RingBuf::try_from(events).map_err(|e| SetupError::Map {
-        name: MAP_EVENTS,
-        why: crate::error::first_line(&e),
-    })?;
+    let mut events = Vec::with_capacity(rings);
+    for name in &MAP_RINGS[..rings] {
+        let map = ebpf.take_map(name).ok_or(SetupError::Map {
+            name,
+            why: "missing".into(),
+        })?;
+        events.push(RingBuf::try_from(map).map_err(|e| SetupError::Map {
+            name,
+            why: crate::error::first_line(&e),
+        })?);
+    }
     let lost = ebpf.take_map(MAP_LOST).ok_or(SetupError::Map {
         name: MAP_LOST,
         why: "missing".into(),
@@ -561,6 +602,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         tables,
         tracefs: tracefs_root,
         degraded,
+        layout_note,
     })
 }
 
@@ -583,6 +625,26 @@ pub fn read_lost(lost: &PerCpuArray<MapData, u64>) -> [u64; LOST_SLOTS as usize]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_layouts() {
+        // One ring: the default, and whenever a group would hold every CPU.
+        assert_eq!(ring_layout(0, 64), (1, 0, None));
+        assert_eq!(ring_layout(2, 2), (1, 0, None));
+        assert_eq!(ring_layout(8, 4), (1, 0, None));
+        // One ring per group; a last group may be smaller.
+        assert_eq!(ring_layout(1, 2), (2, 1, None));
+        assert_eq!(ring_layout(8, 64), (8, 8, None));
+        assert_eq!(ring_layout(16, 40), (3, 16, None));
+        // More groups than rings: bigger groups, said once.
+        let (rings, per, note) = ring_layout(1, 64);
+        assert_eq!((rings, per), (8, 8));
+        assert!(note.unwrap().contains("8 CPUs per ring"));
+        let (rings, per, _) = ring_layout(4, 66);
+        assert_eq!((rings, per), (8, 9));
+        // Every CPU's ring exists: CPU 65 / 9 = ring 7.
+        assert!(65 / per < rings as u32);
+    }
 
     /// A tracefs copy of this kernel's format files with one tracepoint removed.
     fn fake_tracefs(without: &str) -> std::path::PathBuf {

@@ -72,18 +72,63 @@ fn new_losses(
     delta.iter().any(|&d| d > 0).then_some(delta)
 }
 
-/// Drain up to `max` records into `out`; how many, and whether one of them
-/// was urgent (then an urgent record the kernel's per-CPU wakeup limit kept
-/// quiet may be right behind it: the reader re-drains one interval later).
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    max: usize,
-    out: &mut Vec<Result<KernelEvent, DecodeError>>,
-) -> usize {
-    drain_urgent(ring, max, out).0
+/// The ring buffers of the layout (one, or one per group of CPUs), read
+/// together: one epoll set watches them all, and the reader waits on it.
+pub struct Rings {
+    rings: Vec<RingBuf<MapData>>,
+    epoll: nix::sys::epoll::Epoll,
 }
 
-fn drain_urgent(
+impl Rings {
+    pub fn new(rings: Vec<RingBuf<MapData>>) -> std::io::Result<Rings> {
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        for (i, r) in rings.iter().enumerate() {
+            epoll.add(r, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
+        }
+        Ok(Rings { rings, epoll })
+    }
+
+    /// Drain up to `max` records of each ring into `out` (merged in kernel
+    /// time order when there are several rings); how many, and whether one of
+    /// them was urgent (then an urgent record the kernel's per-CPU wakeup
+    /// limit kept quiet may be right behind it: the reader re-drains one
+    /// interval later). `full`: some ring gave `max`, and may hold more.
+    fn drain(&mut self, max: usize, out: &mut Vec<Result<KernelEvent, DecodeError>>) -> Drained {
+        let start = out.len();
+        let mut full = false;
+        let mut urgent = false;
+        for ring in &mut self.rings {
+            let (n, u) = drain_ring(ring, max, out);
+            full |= n == max;
+            urgent |= u;
+        }
+        if self.rings.len() > 1 {
+            // Each ring is in order; records of different CPU groups interleave by time.
+            out[start..].sort_by_key(|e| e.as_ref().map(|e| e.header.ts_ns).unwrap_or(0));
+        }
+        Drained {
+            n: out.len() - start,
+            full,
+            urgent,
+        }
+    }
+}
+
+/// What one drain found.
+struct Drained {
+    n: usize,
+    full: bool,
+    urgent: bool,
+}
+
+impl std::os::fd::AsRawFd for Rings {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsFd::as_fd(&self.epoll.0).as_raw_fd()
+    }
+}
+
+fn drain_ring(
     ring: &mut RingBuf<MapData>,
     max: usize,
     out: &mut Vec<Result<KernelEvent, DecodeError>>,
@@ -103,15 +148,15 @@ fn drain_urgent(
 /// Run until `stop` changes to true, then drain once more and return.
 /// Returns when the receiver is gone too.
 pub async fn run(
-    ring: RingBuf<MapData>,
+    ring: Rings,
     lost: std::sync::Arc<PerCpuArray<MapData, u64>>,
     tx: mpsc::Sender<Batch>,
     mut stop: watch::Receiver<bool>,
     mut drain_requests: mpsc::Receiver<()>,
     opts: ReaderOptions,
 ) -> std::io::Result<()> {
-    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged
-    // for as long as the AsyncFd (which owns the ring buffer) lives.
+    // The epoll set's fd stays open and unchanged for as long as the AsyncFd
+    // (which owns it, and the rings) lives.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
     let mut prev_lost = [0u64; LOST_SLOTS as usize];
     let mut prev_total = 0u64;
@@ -127,7 +172,7 @@ pub async fn run(
             _ = stop.changed() => stopping = true,
             Some(()) = drain_requests.recv() => {
                 // Everything up to now (in batches of the usual size).
-                while drain(fd.get_mut(), opts.batch, &mut batch) == opts.batch {
+                while fd.get_mut().drain(opts.batch, &mut batch).full {
                     if tx.send(Batch::Events(std::mem::take(&mut batch), crate::record::Clock::mono_now())).await.is_err() {
                         return Ok(());
                     }
@@ -136,19 +181,19 @@ pub async fn run(
             }
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                let (n, urgent) = drain_urgent(guard.get_inner_mut(), opts.batch, &mut batch);
-                if n < opts.batch {
+                let d = guard.get_inner_mut().drain(opts.batch, &mut batch);
+                if !d.full {
                     guard.clear_ready();
                 }
-                linger = urgent || n == opts.batch;
+                linger = d.urgent || d.full;
             }
             _ = tokio::time::sleep(opts.linger), if linger => {
-                let (n, urgent) = drain_urgent(fd.get_mut(), opts.batch, &mut batch);
-                linger = urgent || n == opts.batch;
+                let d = fd.get_mut().drain(opts.batch, &mut batch);
+                linger = d.urgent || d.full;
             }
             _ = tick.tick() => {
-                let (n, urgent) = drain_urgent(fd.get_mut(), opts.batch, &mut batch);
-                linger = urgent || n == opts.batch;
+                let d = fd.get_mut().drain(opts.batch, &mut batch);
+                linger = d.urgent || d.full;
                 prev_total = read_lost_total(&lost);
                 opts.losses_said.store(prev_total, std::sync::atomic::Ordering::Relaxed);
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
@@ -184,7 +229,7 @@ pub async fn run(
             // Final drain: everything the kernel wrote before the stop.
             loop {
                 let mut rest = Vec::new();
-                if drain(fd.get_mut(), opts.batch, &mut rest) == 0 {
+                if fd.get_mut().drain(opts.batch, &mut rest).n == 0 {
                     break;
                 }
                 if tx

@@ -342,7 +342,7 @@ pub async fn run(
                 .enable_all()
                 .build()?;
             rt.block_on(reader::run(
-                events,
+                reader::Rings::new(events)?,
                 reader_lost,
                 tx,
                 stop_rx,
