@@ -231,6 +231,38 @@ fn threads_are_told_from_processes() {
     assert_eq!(exit["exit"]["process_exited"], false, "{exit}");
 }
 
+/// Without `--threads` the kernel writes no thread creation and no exit of
+/// a thread that does not end its process (nothing decides on them): 500
+/// threads come and go, and the kernel events counted (every record read,
+/// shown or not) do not grow by them; the process's own records still come.
+#[test]
+fn threads_are_not_written_unless_asked_for() {
+    if !require_root() {
+        return;
+    }
+    let dir = watcher_tests::temp_dir("threads");
+    let port = watcher_tests::free_port();
+    let cfg = watcher_tests::write_config(
+        &dir,
+        &format!(
+            "[feed]\ntypes = [\"all\"]\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n",
+            dir.join("status.json").display()
+        ),
+    );
+    let feed = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+    let addr = format!("127.0.0.1:{port}");
+    let counted = |ty: &str| {
+        watcher_tests::metric(&watcher_tests::scrape(&addr), &format!("watcher_events_total{{type=\"{ty}\"}}")).unwrap_or(0.0)
+    };
+    let (forks, exits) = (counted("fork"), counted("exit"));
+    let run = actor(ACTOR, &["threads", "500"]);
+    let exit = feed.wait_for("the process's exit", |v| is(v, "exit") && pid_is(v, run.pid));
+    assert_eq!(exit["exit"]["process_exited"], true, "{exit}");
+    // Everything up to the exit has been counted; the host's other processes add a few.
+    let (forks, exits) = (counted("fork") - forks, counted("exit") - exits);
+    assert!(forks < 100.0 && exits < 100.0, "500 threads came and went: {forks} forks and {exits} exits counted");
+}
+
 #[test]
 fn the_last_thread_ends_the_process_when_the_leader_went_first() {
     if !require_root() {

@@ -474,7 +474,10 @@ pub struct Config {
     /// CPUs per ring buffer: 0 writes every CPU's records to one ring;
     /// N > 0 writes CPU c's to ring c / N (at most [`RINGS`] rings).
     pub ring_cpus: u32,
-    pub _pad_ring: u32,
+    /// Non-zero: thread creations, and exits of threads that do not end
+    /// their process, are written too (`trace --threads`); else the kernel
+    /// drops them (nothing downstream decides on them).
+    pub threads: u32,
 
     // task/task_newtask
     pub tp_newtask_pid: u32,
@@ -580,7 +583,7 @@ impl Config {
             kinds_mask: 0,
             wakeup_interval_ns: 0,
             ring_cpus: 0,
-            _pad_ring: 0,
+            threads: 0,
             tp_newtask_pid: OFFSET_NONE,
             tp_newtask_clone_flags: OFFSET_NONE,
             tp_exec_filename: OFFSET_NONE,

@@ -43,6 +43,10 @@ fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
     let child_pid: i32 = tp_read(ctx, conf!(tp_newtask_pid))?;
     let clone_flags: u64 = tp_read(ctx, conf!(tp_newtask_clone_flags)).unwrap_or(0);
     let child_tgid = if clone_flags & CLONE_THREAD != 0 {
+        // A new thread decides nothing: written only when asked for.
+        if conf!(threads) == 0 {
+            return None;
+        }
         tgid
     } else {
         child_pid as u32
@@ -134,6 +138,11 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     let parent_waiting =
         (parent_tgid != 0 && unsafe { IN_WAIT.get(parent_tgid) }.is_some()) as u32;
     let ends = group_dead == 1 || (group_dead == GROUP_DEAD_UNKNOWN && pid == tgid);
+    // A thread's exit that does not end its process decides nothing (the
+    // leader's own exit is kept: the process may end with a later thread's).
+    if !ends && pid != tgid && conf!(threads) == 0 {
+        return None;
+    }
     let (pidns, ns_pid, mut flags) = pid_namespace(task, parent, parent_tgid, tgid, ends);
     if !tracked {
         flags |= EXIT_UNTRACKED;

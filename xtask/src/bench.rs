@@ -73,10 +73,8 @@ impl Feed {
         Ok(Feed { lines, child })
     }
 
-    fn stop(mut self) {
-        // SAFETY: sending a signal to our child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+    fn stop(self) {
+        // Dropped: stopped.
     }
 
     /// Wait until `n` open findings of `kind` exist (deadline 60 s).
@@ -157,6 +155,15 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64, f64, usize) {
     }
     let at = |q: f64| v[((q * (n - 1) as f64).round() as usize).min(n - 1)];
     (at(0.5), at(0.99), v[n - 1], n)
+}
+
+/// The watcher stops with the feed, on every path (a failed measurement too).
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // SAFETY: sending a signal to our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
 }
 
 /// The finding kinds measured, in the order of the tables.

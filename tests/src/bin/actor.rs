@@ -561,6 +561,13 @@ fn main() {
             let t = std::thread::spawn(|| unsafe { libc::gettid() });
             say("tid", t.join().expect("join"));
         }
+        "threads" => {
+            // threads N: N threads, one after another, each started and joined.
+            let n: u32 = arg(2).parse().expect("n");
+            for _ in 0..n {
+                std::thread::spawn(|| ()).join().expect("join");
+            }
+        }
         "bind4" => {
             let s = tcp4();
             socket::bind(s.as_raw_fd(), &v4(0, [127, 0, 0, 1])).expect("bind");

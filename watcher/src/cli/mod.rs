@@ -86,6 +86,7 @@ impl KernelArgs {
             wakeup_interval_ns: self.wakeup_us * 1000,
             ring_bytes: self.ring_mib << 20,
             ring_cpus: self.ring_cpus,
+            threads: false,
             table_entries: self.table_entries,
             bulk_period: std::time::Duration::from_millis(self.bulk_ms),
         }
@@ -188,7 +189,10 @@ impl TraceArgs {
                 threads: self.threads,
                 containers: self.container.clone(),
             },
-            load: self.kernel.load(),
+            load: LoadOptions {
+                threads: self.threads,
+                ..self.kernel.load()
+            },
             max_processes: self.kernel.max_processes as usize,
             config: self.config.clone(),
         }

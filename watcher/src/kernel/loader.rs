@@ -168,6 +168,8 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// CPUs per ring buffer (0: one ring for every CPU).
     pub ring_cpus: u32,
+    /// Write thread creations and exits of single threads (`trace --threads`).
+    pub threads: bool,
     /// Capacity of every kernel-side table (None: each one's default).
     pub table_entries: Option<u32>,
     /// Records that never wake the reader (bulk, `watcher_common::wake`) are
@@ -189,6 +191,7 @@ impl Default for LoadOptions {
             wakeup_interval_ns: 1_000_000,
             ring_bytes: 8 << 20,
             ring_cpus: 0,
+            threads: false,
             table_entries: None,
             bulk_period: std::time::Duration::from_millis(10),
         }
@@ -500,6 +503,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     config.wakeup_interval_ns = opts.wakeup_interval_ns;
     let (rings, ring_cpus, layout_note) = ring_layout(opts.ring_cpus, possible_cpus());
     config.ring_cpus = ring_cpus;
+    config.threads = opts.threads as u32;
 
     // RLIMIT_MEMLOCK: not needed on kernels that charge BPF memory to the
     // cgroup (5.11+), and raising it can fail (EPERM); try, never fail on it.
