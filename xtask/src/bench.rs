@@ -109,6 +109,8 @@ impl Feed {
             .expect("lock")
             .iter()
             .filter(|(_, v)| v["type"] == "finding" && v["kind"] == kind && v["state"] == "open")
+            // The load's own fork storm is not a sample.
+            .filter(|(_, v)| !v.to_string().contains(LOAD_FORKS))
             .filter_map(|(at, v)| v["mono_ns"].as_u64().map(|m| (*at, m)))
             .collect()
     }
@@ -180,6 +182,9 @@ const KINDS: [&str; 10] = [
     "ports_exhausted",
 ];
 
+/// The load's fork loop (its arguments, which its findings name).
+const LOAD_FORKS: &str = "fork-loop 4000000000";
+
 /// Load beside a latency run: the fork/exit/wait loop and a parallel build.
 struct Load {
     children: Vec<std::process::Child>,
@@ -188,7 +193,7 @@ struct Load {
 impl Load {
     fn start(root: &Path, actor: &Path, dir: &Path) -> Result<Load> {
         let fork = Command::new(actor)
-            .args(["fork-loop", "4000000000"])
+            .args(LOAD_FORKS.split(' '))
             .stdout(Stdio::null())
             .spawn()?;
         // A parallel build (both CPUs) of a few crates, again and again.
@@ -277,27 +282,30 @@ pub fn latency(watcher: &Path, actor: &Path, reps: usize, dir: &Path) -> Result<
         ),
     )?;
     let feed = Feed::start(watcher, &["run", "--config", &cfg.to_string_lossy()])?;
-    // port_conflict: a listener, a failing bind; a new port each time.
-    for _ in 0..reps {
+    // port_conflict: a listener, a failing bind; a new port each time. The
+    // listener stays until the finding is out, as a real one does (one gone
+    // a millisecond after the failing bind is found gone by the lookup).
+    for i in 0..reps {
         let mut holder = spawn(actor, &["listen-hold", "0.0.0.0", "0"])?;
         let port = value(&mut holder, "port")?;
         run(actor, &["bind-port", &port])?;
+        feed.wait_open("port_conflict", i + 1)?;
         drop(holder.stdin.take());
         holder.wait()?;
     }
-    feed.wait_open("port_conflict", reps)?;
-    // port_shadowed: a wildcard and a specific listener of different programs.
-    for _ in 0..reps {
+    // port_shadowed: a wildcard and a specific listener of different
+    // programs, both kept until the finding is out.
+    for i in 0..reps {
         let mut a = spawn(actor, &["listen-hold", "0.0.0.0", "0", "reuseport"])?;
         let port = value(&mut a, "port")?;
         let mut b = spawn(actor, &["listen-hold", "127.0.0.1", &port, "reuseport"])?;
         value(&mut b, "listening")?;
+        feed.wait_open("port_shadowed", i + 1)?;
         for c in [&mut a, &mut b] {
             drop(c.stdin.take());
             c.wait()?;
         }
     }
-    feed.wait_open("port_shadowed", reps)?;
     // address_unavailable: a bind to an address of TEST-NET-2 (on no host), a new one each time.
     for i in 0..reps {
         run(actor, &["notavail", &format!("198.51.100.{}", 1 + i % 250)])?;
@@ -318,9 +326,17 @@ pub fn latency(watcher: &Path, actor: &Path, reps: usize, dir: &Path) -> Result<
         run(actor, &["copies", "11", &(300 + i).to_string()])?;
     }
     feed.wait_open("duplicate_instances", reps)?;
-    // connect_failures: 12 refused connects to a new closed port.
+    // connect_failures: 12 refused connects to a new closed port (never
+    // one used before: a second burst would join the first one's incident).
+    let mut used = std::collections::HashSet::new();
     for _ in 0..reps {
-        run(actor, &["connect-burst", &free_port().to_string(), "12"])?;
+        let port = loop {
+            let p = free_port();
+            if used.insert(p) {
+                break p;
+            }
+        };
+        run(actor, &["connect-burst", &port.to_string(), "12"])?;
     }
     feed.wait_open("connect_failures", reps)?;
     // fork_storm: 1,000 forks a second for 1.3 s (sustain 1 s), a new parent each time.
