@@ -285,9 +285,19 @@ pub fn latency(watcher: &Path, actor: &Path, reps: usize, dir: &Path) -> Result<
     // port_conflict: a listener, a failing bind; a new port each time. The
     // listener stays until the finding is out, as a real one does (one gone
     // a millisecond after the failing bind is found gone by the lookup).
+    // (A port used before in this run would join that port's incident, still
+    // open: a new listener is taken instead.)
+    let mut ports_used = std::collections::HashSet::new();
     for i in 0..reps {
-        let mut holder = spawn(actor, &["listen-hold", "0.0.0.0", "0"])?;
-        let port = value(&mut holder, "port")?;
+        let (mut holder, port) = loop {
+            let mut h = spawn(actor, &["listen-hold", "0.0.0.0", "0"])?;
+            let p = value(&mut h, "port")?;
+            if ports_used.insert(p.clone()) {
+                break (h, p);
+            }
+            drop(h.stdin.take());
+            h.wait()?;
+        };
         run(actor, &["bind-port", &port])?;
         feed.wait_open("port_conflict", i + 1)?;
         drop(holder.stdin.take());
@@ -296,8 +306,15 @@ pub fn latency(watcher: &Path, actor: &Path, reps: usize, dir: &Path) -> Result<
     // port_shadowed: a wildcard and a specific listener of different
     // programs, both kept until the finding is out.
     for i in 0..reps {
-        let mut a = spawn(actor, &["listen-hold", "0.0.0.0", "0", "reuseport"])?;
-        let port = value(&mut a, "port")?;
+        let (mut a, port) = loop {
+            let mut h = spawn(actor, &["listen-hold", "0.0.0.0", "0", "reuseport"])?;
+            let p = value(&mut h, "port")?;
+            if ports_used.insert(p.clone()) {
+                break (h, p);
+            }
+            drop(h.stdin.take());
+            h.wait()?;
+        };
         let mut b = spawn(actor, &["listen-hold", "127.0.0.1", &port, "reuseport"])?;
         value(&mut b, "listening")?;
         feed.wait_open("port_shadowed", i + 1)?;
