@@ -84,9 +84,10 @@ pub trait SocketLookup: Send {
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         Some(crate::world::reconcile::start_for(pids, identity))
     }
-    /// How long a confirmation is waited for before the finding goes on without it.
+    /// How long the detectors' thread waits for a confirmation (default:
+    /// not at all — the answer wakes the pipeline when it comes).
     fn confirmation_wait(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(5)
+        std::time::Duration::ZERO
     }
 }
 
@@ -142,6 +143,8 @@ pub struct Engine {
     pub reconciled_sockets: u64,
     /// Held findings never written because the reconciliation showed them false.
     pub findings_withdrawn: u64,
+    /// Woken when a confirmation's answer has come (the pipeline then applies it).
+    pub answers: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The processes a finding's truth rests on: those it names, and every
@@ -211,6 +214,7 @@ impl Engine {
             reconciled_processes: 0,
             reconciled_sockets: 0,
             findings_withdrawn: 0,
+            answers: Default::default(),
             lookups_unanswered: Default::default(),
             runtime: None,
         }
@@ -499,19 +503,58 @@ impl Engine {
                 return findings;
             };
             let wait = self.lookup.confirmation_wait();
-            self.reconciling = Some(Some(rx));
             let mut out = self.hold_all(findings);
-            // Usually answered well within the wait: decided now (else when it comes).
-            if let Some(Some(rx)) = &self.reconciling {
-                if let Ok(snapshot) = rx.recv_timeout(wait) {
+            // Decided now when the answer is already there; else the findings
+            // are held and the answer wakes the pipeline when it comes (the
+            // detectors never wait for /proc).
+            let got = if wait.is_zero() {
+                rx.try_recv().ok()
+            } else {
+                rx.recv_timeout(wait).ok()
+            };
+            let rx = match got {
+                Some(snapshot) => {
                     self.snapshot_ready = Some(snapshot);
+                    rx
                 }
-            }
+                None => self.woken(rx),
+            };
+            self.reconciling = Some(Some(rx));
             let now = self.last_event_ns;
             out.extend(self.reconciled(now));
             return out;
         }
         self.hold_all(findings)
+    }
+
+    /// `rx`, forwarded by a thread that wakes the pipeline when the answer
+    /// has come (`rx` itself when no thread can be started: then the
+    /// pipeline's poll of pending answers finds it).
+    fn woken(
+        &self,
+        rx: std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>,
+    ) -> std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot> {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
+        let (tx, out) = std::sync::mpsc::sync_channel(1);
+        let wake = self.answers.clone();
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("watcher-confirm-wait".into())
+            .spawn(move || {
+                let rx = theirs.lock().ok().and_then(|mut s| s.take());
+                if let Some(Ok(snapshot)) = rx.map(|rx| rx.recv()) {
+                    let _ = tx.send(snapshot);
+                }
+                wake.notify_one();
+            });
+        match spawned {
+            Ok(_) => out,
+            Err(_) => slot
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .unwrap_or(out),
+        }
     }
 
     fn hold_all(&mut self, findings: Vec<Finding>) -> Vec<Finding> {

@@ -370,6 +370,7 @@ pub async fn run(
     let mut pending: Vec<Record> = Vec::new();
     let mut names = crate::world::containers::NameWait::default();
     let mut losses = LossRecords::default();
+    let answers = engine.answers.clone();
 
     loop {
         let mut records = std::mem::take(&mut pending);
@@ -409,6 +410,8 @@ pub async fn run(
         };
         let batch = tokio::select! {
             b = rx.recv() => b,
+            // A confirmation's answer has come: applied below.
+            _ = answers.notified() => Some(Batch::Events(Vec::new(), 0)),
             _ = name_timer => Some(Batch::Events(Vec::new(), 0)),
             _ = late_timer => Some(Batch::Events(Vec::new(), 0)),
             // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
