@@ -20,6 +20,21 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// One labelled histogram's samples: cumulative buckets ending in `+Inf`, a sum and a count.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    value: &str,
+    h: &crate::pipeline::stages::Histogram,
+) {
+    for (le, n) in h.cumulative() {
+        let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {}", h.sum_s);
+    let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {}", h.count);
+}
+
 /// The text exposition of `s`.
 pub fn render(s: &Stats) -> String {
     let mut o = String::new();
@@ -102,22 +117,7 @@ pub fn render(s: &Stats) -> String {
     }
     family(&mut o, "watcher_stage_latency_seconds", "histogram", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks' queues having taken it, findings only; the sinks' own writes: watcher_sink_write_latency_seconds).");
     for (stage, h) in s.stages.each() {
-        for (le, n) in h.cumulative() {
-            let _ = writeln!(
-                o,
-                "watcher_stage_latency_seconds_bucket{{stage=\"{stage}\",le=\"{le}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "watcher_stage_latency_seconds_sum{{stage=\"{stage}\"}} {}",
-            h.sum_s
-        );
-        let _ = writeln!(
-            o,
-            "watcher_stage_latency_seconds_count{{stage=\"{stage}\"}} {}",
-            h.count
-        );
+        histogram(&mut o, "watcher_stage_latency_seconds", "stage", stage, h);
     }
     family(
         &mut o,
@@ -126,22 +126,7 @@ pub fn render(s: &Stats) -> String {
         "Per sink: a record offered to the sink's queue → written by the sink's own thread.",
     );
     for (sink, h) in &s.sink_latency {
-        for (le, n) in h.cumulative() {
-            let _ = writeln!(
-                o,
-                "watcher_sink_write_latency_seconds_bucket{{sink=\"{sink}\",le=\"{le}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            o,
-            "watcher_sink_write_latency_seconds_sum{{sink=\"{sink}\"}} {}",
-            h.sum_s
-        );
-        let _ = writeln!(
-            o,
-            "watcher_sink_write_latency_seconds_count{{sink=\"{sink}\"}} {}",
-            h.count
-        );
+        histogram(&mut o, "watcher_sink_write_latency_seconds", "sink", sink, h);
     }
     family(
         &mut o,

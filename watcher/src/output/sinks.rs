@@ -152,29 +152,6 @@ struct Consumer {
     gone: Arc<AtomicBool>,
 }
 
-/// The `loss` record told to a socket consumer that missed records.
-fn consumer_loss(count: u64, total: u64) -> String {
-    use crate::record::{Clock, LossInfo, LossRecord, SCHEMA_VERSION};
-    let mono = Clock::mono_now();
-    let r = Record {
-        schema: SCHEMA_VERSION,
-        time: Clock::now().rfc3339(mono),
-        mono_ns: mono,
-        body: Body::Loss(LossRecord {
-            loss: LossInfo {
-                count,
-                total,
-                reason: "consumer_too_slow".into(),
-                by_type: Default::default(),
-                by_table: Default::default(),
-            },
-        }),
-    };
-    let mut line = serde_json::to_string(&r).unwrap_or_default();
-    line.push('\n');
-    line
-}
-
 /// A unix stream socket: every connected consumer receives the feed.
 pub struct SocketSink {
     path: PathBuf,
@@ -293,8 +270,8 @@ fn write_consumer(
     while let Ok(line) = rx.recv() {
         let now_missed = missed.load(Ordering::Relaxed);
         if now_missed > told {
-            let note = consumer_loss(now_missed - told, now_missed);
-            if stream.write_all(note.as_bytes()).is_err() {
+            let note = crate::lane::missed_line(now_missed - told, now_missed, "consumer_too_slow");
+            if stream.write_all(&note.json).is_err() {
                 break;
             }
             told = now_missed;
