@@ -735,6 +735,37 @@ fn deciding_records_wake_the_reader_at_once() {
     let child: u64 = run.get("child");
     let v = feed.wait_for("the killed child's exit", |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(child));
     prompt("a death by SIGKILL", &v);
+    // An exec: a new instance (duplicate_instances, a crash loop's restart).
+    let run = actor(ACTOR, &["sleep-ms", "1"]);
+    let v = feed.wait_for("the exec", |v| is(v, "exec") && pid_is(v, run.pid));
+    prompt("an exec", &v);
+}
+
+/// A CPU that woke the reader less than a wakeup interval ago wakes it again
+/// as soon as the reader has read from the ring since: with a 1 s interval
+/// and a 5 s bulk period, a second failed bind 300 ms after the first (on
+/// the same CPU) still reaches the output at once, not at the next drain.
+#[test]
+fn an_urgent_record_after_the_reader_caught_up_wakes_it_again() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000", "--wakeup-us", "1000000"]);
+    let mut last = 0;
+    for n in 0..3 {
+        let run = actor("taskset", &["-c", "0", ACTOR, "addrinuse"]);
+        let v = feed.wait_for("the failed bind", |v| is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some());
+        let at = num(&v, &["mono_ns"]).expect("mono_ns");
+        let took = feed.arrival(&v).saturating_sub(at);
+        assert!(
+            took < 2_000_000_000,
+            "failed bind {n} ({} ms after the previous one) reached the output {} ms after it happened: it did not wake the reader: {v}",
+            at.saturating_sub(last) / 1_000_000,
+            took / 1_000_000
+        );
+        last = at;
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 }
 
 /// The ring layout with one ring buffer per CPU (`--ring-cpus 1`): every

@@ -6,7 +6,8 @@
 //!
 //! | record | wakes the reader | decides |
 //! |---|---|---|
-//! | fork, exec, reap, cgroup | never | (state only) |
+//! | fork, reap, cgroup | never | (state only; a fork storm, or a worker re-forked in a crash loop, is read by the busy drain) |
+//! | exec | at once | duplicate_instances, respawn_storm (the restart) |
 //! | exit that ends a process with a non-zero status, or while its parent is not in wait() | at once | respawn_storm, zombie, zombie_accumulation |
 //! | other exits (threads; a clean exit its parent is waiting for) | never | |
 //! | bind that failed, or of a UDP socket (it receives from its bind) | at once | port_conflict, address_unavailable, ports_exhausted, port_shadowed |
@@ -17,9 +18,16 @@
 //! | TCP state: SYN_SENT → ESTABLISHED | never | |
 //! | signal (only fatal ones and OOM kills reach the ring) | at once | crash causes |
 //!
-//! An urgent record wakes the reader at most once per CPU per wakeup
-//! interval; the urgent records right behind it are read by the reader's
-//! re-drain ("linger") one interval later.
+//! An urgent record wakes the reader unless its CPU woke it less than one
+//! wakeup interval ago and the reader has not read from the ring since (it
+//! is awake, or about to be): a burst of urgent records costs one wakeup per
+//! drain, and an urgent record after the reader has caught up wakes it at
+//! once. The reader re-drains one interval after each drain, and keeps doing
+//! so while records have come within the last ten intervals: urgent records
+//! that did not wake it, and bulk ones while records flow, wait at most about
+//! one interval; the first bulk record after a quiet spell at most the bulk
+//! period. An exec is the rarest and costliest of the process records (it
+//! loads a program), so waking for it costs nothing measurable.
 
 /// `SOCK_DGRAM`.
 const SOCK_DGRAM: u16 = 2;
@@ -28,9 +36,14 @@ const TCP_SYN_SENT: u32 = 2;
 const TCP_CLOSE: u32 = 7;
 const TCP_LISTEN: u32 = 10;
 
-/// fork, exec, reap, cgroup records.
+/// fork, reap, cgroup records.
 pub const fn bulk() -> bool {
     false
+}
+
+/// An exec record: a new instance of a program.
+pub const fn exec() -> bool {
+    true
 }
 
 /// An exit record (`exit_code`: the raw `task_struct.exit_code`).
@@ -65,6 +78,7 @@ mod tests {
     #[test]
     fn deciding_records_wake_and_bulk_ones_do_not() {
         assert!(!bulk());
+        assert!(exec(), "a new instance: duplicate_instances, a restart");
         // Exits: a crash, a signal death, an exit nobody waits for.
         assert!(exit(1 << 8, true, true), "exit code 1");
         assert!(exit(11, true, true), "SIGSEGV");

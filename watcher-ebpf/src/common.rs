@@ -78,17 +78,21 @@ pub fn count_loss(slot: u32) {
     }
 }
 
-/// Reserve a record of type `Event<T>`; on failure count it as lost for `kind`.
+/// The ring of this CPU's group (`ring_cpus` CPUs per ring; 0: one ring).
 #[inline(always)]
-pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
-    // The ring of this CPU's group (`ring_cpus` CPUs per ring; 0: one ring).
+fn ring_index() -> u32 {
     let per = conf!(ring_cpus);
-    let ring = if per == 0 {
+    if per == 0 {
         0
     } else {
         (unsafe { bpf_get_smp_processor_id() }) / per
-    };
-    let entry = match ring {
+    }
+}
+
+/// Reserve a record of type `Event<T>`; on failure count it as lost for `kind`.
+#[inline(always)]
+pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
+    let entry = match ring_index() {
         0 => EVENTS.reserve::<Event<T>>(0),
         1 => EVENTS_1.reserve::<Event<T>>(0),
         2 => EVENTS_2.reserve::<Event<T>>(0),
@@ -104,6 +108,22 @@ pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
             count_loss(kind as u32);
             None
         }
+    }
+}
+
+/// How far the reader has consumed this CPU's ring.
+#[inline(always)]
+fn consumer_pos() -> u64 {
+    let q = aya_ebpf::bindings::BPF_RB_CONS_POS as u64;
+    match ring_index() {
+        0 => EVENTS.query(q),
+        1 => EVENTS_1.query(q),
+        2 => EVENTS_2.query(q),
+        3 => EVENTS_3.query(q),
+        4 => EVENTS_4.query(q),
+        5 => EVENTS_5.query(q),
+        6 => EVENTS_6.query(q),
+        _ => EVENTS_7.query(q),
     }
 }
 
@@ -151,10 +171,14 @@ pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
 }
 
 /// Submit. Bulk records never wake the reader (it drains them within its
-/// bulk period); an urgent one forces a wakeup — at most one per
-/// `wakeup_interval_ns` per CPU: waking the reader costs far more than the
-/// probe (a cross-CPU interrupt), so urgent records close behind a wakeup
-/// are read by the reader's re-drain one interval later.
+/// bulk period); an urgent one forces a wakeup unless this CPU woke the
+/// reader less than `wakeup_interval_ns` ago **and** the reader has not read
+/// anything of the ring since (its consumer position is where it was at that
+/// wakeup): then the reader is awake or about to be, and its drain (or the
+/// re-drain one interval after it) reads this record too. Waking costs far
+/// more than the probe (an interrupt on this CPU, a wakeup of the reader);
+/// this way a burst of urgent records costs one wakeup per drain, and an
+/// urgent record after the reader has read the last one wakes it at once.
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
     if !urgent {
@@ -164,10 +188,12 @@ pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
     let interval = conf!(wakeup_interval_ns);
     let mut flags = BPF_RB_FORCE_WAKEUP as u64;
     if interval != 0 {
-        if let Some(last) = LAST_WAKE.get_ptr_mut(0) {
+        if let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1)) {
+            let cons = consumer_pos();
             unsafe {
-                if ts.wrapping_sub(*last) >= interval {
+                if ts.wrapping_sub(*last) >= interval || cons != *cons_then {
                     *last = ts;
+                    *cons_then = cons;
                 } else {
                     flags = BPF_RB_NO_WAKEUP as u64;
                 }

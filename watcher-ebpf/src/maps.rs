@@ -33,9 +33,10 @@ pub static EVENTS_7: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 
-/// Per CPU: CLOCK_MONOTONIC time of the last record submitted with a wakeup.
+/// Per CPU: [0] CLOCK_MONOTONIC time of the last record submitted with a
+/// wakeup, [1] its ring's consumer position then.
 #[map]
-pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 
 /// The arguments of a bind/connect in flight, read at syscall entry, keyed by pid_tgid.
 #[derive(Clone, Copy)]

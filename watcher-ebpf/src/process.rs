@@ -109,7 +109,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
             (*d).args_full_len = full as u32;
         }
     }
-    submit(entry, ts, wake::bulk());
+    submit(entry, ts, wake::exec());
     Some(())
 }
 

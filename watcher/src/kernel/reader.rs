@@ -2,11 +2,13 @@
 //! `AsyncFd`, drains it in batches, decodes, and polls the kernel's loss counters.
 //!
 //! The kernel decides which records wake it (`watcher_common::wake`: those
-//! that can decide a finding, at most one wakeup per CPU per
-//! `wakeup_interval`); urgent records right behind a wakeup are picked up by
-//! a "linger" drain one interval after each drain that found an urgent
-//! record (or a full batch), and
-//! bulk records (which never wake it) by the drain every bulk period. The
+//! that can decide a finding; a CPU that woke the reader less than
+//! `wakeup_interval` ago does not wake it again until it has read from the
+//! ring); urgent records right behind a wakeup are picked up by a "linger"
+//! drain one interval after each drain, repeated while records have come
+//! within the last ten intervals; so are bulk records (which never wake it)
+//! while records flow, and by the drain every bulk period after a quiet
+//! spell. The
 //! pipeline can ask for a drain (before it fires a deadline, so that what
 //! happened before the deadline is known): the batch is followed by
 //! [`Batch::Drained`].
@@ -35,7 +37,7 @@ pub enum Batch {
 }
 
 pub struct ReaderOptions {
-    /// Re-drain this long after a drain that found an urgent record (or a full batch).
+    /// Re-drain this long after a drain that found records.
     pub linger: Duration,
     /// Drain (bulk records, which never wake the reader) and poll the loss
     /// counters at least this often.
@@ -90,18 +92,15 @@ impl Rings {
     }
 
     /// Drain up to `max` records of each ring into `out` (merged in kernel
-    /// time order when there are several rings); how many, and whether one of
-    /// them was urgent (then an urgent record the kernel's per-CPU wakeup
-    /// limit kept quiet may be right behind it: the reader re-drains one
+    /// time order when there are several rings); how many (when some, more
+    /// may be right behind them — an urgent record the kernel's per-CPU
+    /// wakeup limit kept quiet, or bulk ones: the reader re-drains one
     /// interval later). `full`: some ring gave `max`, and may hold more.
     fn drain(&mut self, max: usize, out: &mut Vec<Result<KernelEvent, DecodeError>>) -> Drained {
         let start = out.len();
         let mut full = false;
-        let mut urgent = false;
         for ring in &mut self.rings {
-            let (n, u) = drain_ring(ring, max, out);
-            full |= n == max;
-            urgent |= u;
+            full |= drain_ring(ring, max, out) == max;
         }
         if self.rings.len() > 1 {
             // Each ring is in order; records of different CPU groups interleave by time.
@@ -110,7 +109,6 @@ impl Rings {
         Drained {
             n: out.len() - start,
             full,
-            urgent,
         }
     }
 }
@@ -119,7 +117,6 @@ impl Rings {
 struct Drained {
     n: usize,
     full: bool,
-    urgent: bool,
 }
 
 impl std::os::fd::AsRawFd for Rings {
@@ -132,17 +129,30 @@ fn drain_ring(
     ring: &mut RingBuf<MapData>,
     max: usize,
     out: &mut Vec<Result<KernelEvent, DecodeError>>,
-) -> (usize, bool) {
+) -> usize {
     let mut n = 0;
-    let mut urgent = false;
     while n < max {
         let Some(item) = ring.next() else { break };
-        let ev = decode(&item);
-        urgent |= ev.as_ref().is_ok_and(|e| e.urgent());
-        out.push(ev);
+        out.push(decode(&item));
         n += 1;
     }
-    (n, urgent)
+    n
+}
+
+/// Empty re-drains after the last one that found records before the reader
+/// waits for a wakeup or the bulk period again.
+const LINGER_DRAINS: u32 = 10;
+
+/// Whether to re-drain one linger interval from now, after a drain that
+/// found `n` records: while records have come within the last `window` — a
+/// trickle of bulk records (a fork storm's forks, one a millisecond) is read
+/// within an interval, not a bulk period.
+fn lingers(n: usize, found_at: &mut tokio::time::Instant, window: Duration) -> bool {
+    let now = tokio::time::Instant::now();
+    if n > 0 {
+        *found_at = now;
+    }
+    now.duration_since(*found_at) < window
 }
 
 /// Run until `stop` changes to true, then drain once more and return.
@@ -163,6 +173,11 @@ pub async fn run(
     let mut tick = tokio::time::interval(opts.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut linger = false;
+    // When a drain last found records: the reader re-drains every linger
+    // interval until LINGER_DRAINS intervals (at most a bulk period) have
+    // passed without any.
+    let window = (opts.linger * LINGER_DRAINS).min(opts.tick);
+    let mut found_at = tokio::time::Instant::now() - window;
     loop {
         let mut batch = Vec::new();
         let mut stopping = false;
@@ -185,15 +200,15 @@ pub async fn run(
                 if !d.full {
                     guard.clear_ready();
                 }
-                linger = d.urgent || d.full;
+                linger = lingers(d.n, &mut found_at, window);
             }
             _ = tokio::time::sleep(opts.linger), if linger => {
                 let d = fd.get_mut().drain(opts.batch, &mut batch);
-                linger = d.urgent || d.full;
+                linger = lingers(d.n, &mut found_at, window);
             }
             _ = tick.tick() => {
                 let d = fd.get_mut().drain(opts.batch, &mut batch);
-                linger = d.urgent || d.full;
+                linger = lingers(d.n, &mut found_at, window);
                 prev_total = read_lost_total(&lost);
                 opts.losses_said.store(prev_total, std::sync::atomic::Ordering::Relaxed);
                 if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {

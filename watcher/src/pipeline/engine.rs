@@ -76,13 +76,15 @@ pub trait SocketLookup: Send {
         Some(crate::world::reconcile::start(identity, namespaces))
     }
     /// Start reading the processes `pids` from `/proc` to confirm a finding
-    /// (never waits); `None`: no confirmation here (the finding goes as it is).
+    /// (never waits; `answered` is notified when the answer is there);
+    /// `None`: no confirmation here (the finding goes as it is).
     fn start_confirmation(
         &mut self,
         pids: Vec<u32>,
         identity: crate::proctable::Identity,
+        answered: &std::sync::Arc<tokio::sync::Notify>,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
-        Some(crate::world::reconcile::start_for(pids, identity))
+        Some(crate::world::reconcile::start_for(pids, identity, answered.clone()))
     }
     /// How long the detectors' thread waits for a confirmation (default:
     /// not at all — the answer wakes the pipeline when it comes).
@@ -472,7 +474,7 @@ impl Engine {
         self.unseen_reaps.rotate_left(n);
         if let Some(rx) = self
             .lookup
-            .start_confirmation(pids, self.enricher.procs.identity)
+            .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
         {
             self.reconciling = Some(Some(rx));
         }
@@ -498,7 +500,7 @@ impl Engine {
             }
             let Some(rx) = self
                 .lookup
-                .start_confirmation(opens, self.enricher.procs.identity)
+                .start_confirmation(opens, self.enricher.procs.identity, &self.answers)
             else {
                 return findings;
             };
@@ -512,49 +514,15 @@ impl Engine {
             } else {
                 rx.recv_timeout(wait).ok()
             };
-            let rx = match got {
-                Some(snapshot) => {
-                    self.snapshot_ready = Some(snapshot);
-                    rx
-                }
-                None => self.woken(rx),
-            };
+            if let Some(snapshot) = got {
+                self.snapshot_ready = Some(snapshot);
+            }
             self.reconciling = Some(Some(rx));
             let now = self.last_event_ns;
             out.extend(self.reconciled(now));
             return out;
         }
         self.hold_all(findings)
-    }
-
-    /// `rx`, forwarded by a thread that wakes the pipeline when the answer
-    /// has come (`rx` itself when no thread can be started: then the
-    /// pipeline's poll of pending answers finds it).
-    fn woken(
-        &self,
-        rx: std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>,
-    ) -> std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot> {
-        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(rx)));
-        let (tx, out) = std::sync::mpsc::sync_channel(1);
-        let wake = self.answers.clone();
-        let theirs = slot.clone();
-        let spawned = std::thread::Builder::new()
-            .name("watcher-confirm-wait".into())
-            .spawn(move || {
-                let rx = theirs.lock().ok().and_then(|mut s| s.take());
-                if let Some(Ok(snapshot)) = rx.map(|rx| rx.recv()) {
-                    let _ = tx.send(snapshot);
-                }
-                wake.notify_one();
-            });
-        match spawned {
-            Ok(_) => out,
-            Err(_) => slot
-                .lock()
-                .ok()
-                .and_then(|mut s| s.take())
-                .unwrap_or(out),
-        }
     }
 
     fn hold_all(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
@@ -749,7 +717,7 @@ impl Engine {
                 self.held = newer;
                 match self
                     .lookup
-                    .start_confirmation(pids, self.enricher.procs.identity)
+                    .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
                 {
                     Some(rx) => self.reconciling = Some(Some(rx)),
                     None => written.append(&mut self.held),

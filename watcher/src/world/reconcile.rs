@@ -99,7 +99,11 @@ pub fn start(
 }
 
 /// Confirm the processes a finding names (read on a thread of its own).
-pub fn start_for(pids: Vec<u32>, identity: crate::proctable::Identity) -> Receiver<Snapshot> {
+pub fn start_for(
+    pids: Vec<u32>,
+    identity: crate::proctable::Identity,
+    answered: std::sync::Arc<tokio::sync::Notify>,
+) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
     let spawned = std::thread::Builder::new()
         .name("watcher-confirm".into())
@@ -116,6 +120,7 @@ pub fn start_for(pids: Vec<u32>, identity: crate::proctable::Identity) -> Receiv
                 only: Some(pids),
                 ..Default::default()
             });
+            answered.notify_one();
         });
     if spawned.is_err() {
         tracing::warn!("cannot start the confirmation thread");
