@@ -201,7 +201,11 @@ impl Feed {
     /// When `record` (one this feed printed) was read from watcher's stdout (CLOCK_MONOTONIC ns).
     pub fn arrival(&self, record: &Value) -> u64 {
         let st = self.state.lock().expect("lock");
-        let i = st.records.iter().position(|r| r == record).expect("a record of this feed");
+        let i = st
+            .records
+            .iter()
+            .position(|r| r == record)
+            .expect("a record of this feed");
         st.arrivals[i]
     }
 
@@ -545,7 +549,7 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 pub fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .expect("request");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("response");

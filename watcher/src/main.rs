@@ -31,6 +31,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Check(a) if a.daemon => watcher::daemon::check_daemon(&a.status),
+        Command::Check(a) if a.config.is_some() => {
+            let path = a.config.unwrap_or_default();
+            Ok(match watcher::config::Config::load(&path) {
+                Ok(_) => {
+                    println!("ok    config: {} is valid", path.display());
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("FAIL  config: {e}");
+                    std::process::ExitCode::from(1)
+                }
+            })
+        }
         Command::Check(_) => watcher::check::run(),
         Command::Trace(args) => runtime()?.block_on(watcher::trace::run(args.settings())),
         Command::Run(args) => runtime()?.block_on(watcher::daemon::run(

@@ -16,6 +16,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 mod bench;
+mod deb;
 mod docker;
 mod vms;
 use clap::{Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Cmd {
     Bench,
     /// Build watcher's container image (FROM scratch, the static build), tagged watcher:latest.
     Image,
+    /// Build the Debian package target/watcher_<version>_amd64.deb (static binary, systemd unit,
+    /// default config as a conffile, Prometheus rules, docs).
+    Deb,
     /// Fuzz the record decoder and the config parser (cargo-fuzz, nightly) for a while each.
     Fuzz {
         /// Seconds per target.
@@ -126,6 +130,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 docker::WATCHER_IMAGE,
             )?;
             println!("xtask: built {}", docker::WATCHER_IMAGE);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Deb => {
+            let bin_dir = setup()?;
+            let exes = vms::build_static(&bin_dir)?;
+            let deb = deb::build(vms::path_of(&exes, "watcher"), &target_dir())?;
+            println!(
+                "xtask: built {}; install it with: apt-get install {}",
+                deb.display(),
+                deb.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Vms { kernels } => {
@@ -242,12 +257,16 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         eprintln!("xtask: warning: {msg}; they will fail");
     }
     // Real components the end-to-end tests talk to, from Debian: rsyslog (the
-    // syslog sink), promtool (checks the metrics), make and a C compiler (the
-    // healthy-load build), util-linux (unshare), supervisor (a real supervisor's
-    // restarts and stops).
+    // syslog sink), Prometheus and promtool (the metrics, the shipped rules),
+    // Alertmanager (the alert sink), make and a C compiler (the healthy-load
+    // build), util-linux (unshare), supervisor (a real supervisor's restarts
+    // and stops), dpkg-deb (the package).
     ensure_tools(&[
         ("rsyslogd", "rsyslog"),
         ("promtool", "prometheus"),
+        ("prometheus", "prometheus"),
+        ("prometheus-alertmanager", "prometheus-alertmanager"),
+        ("dpkg-deb", "dpkg"),
         ("make", "make"),
         ("cc", "gcc"),
         ("unshare", "util-linux"),
@@ -265,13 +284,16 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         &target_dir(),
         docker::WATCHER_IMAGE,
     )?;
+    // The Debian package, installed and removed again by the package test.
+    let deb = deb::build(vms::path_of(&exes, "watcher"), &target_dir())?;
     build(&bin_dir, false, &["-p", "watcher", "-p", "watcher-tests"])?;
     let watcher = target_dir().join("debug").join("watcher");
     let mut cmd = cargo(&bin_dir)?;
     cmd.args(["test", "--no-fail-fast"])
         .env("WATCHER_BIN", &watcher)
         .env("WATCHER_TEST_IMAGE", docker::TEST_IMAGE)
-        .env("WATCHER_IMAGE", docker::WATCHER_IMAGE);
+        .env("WATCHER_IMAGE", docker::WATCHER_IMAGE)
+        .env("WATCHER_DEB", &deb);
     cmd.args(&args);
     let host_ok = cmd.status().context("running cargo test")?.success();
     drop(daemon);

@@ -96,6 +96,39 @@ impl Default for HealthConfig {
     }
 }
 
+/// `[alerts]`: open incidents as alerts in Prometheus Alertmanager (`watcher run`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alertmanager base URLs (`http://host:port`, optionally with a path
+    /// prefix); every one receives every alert. Empty: no alerts.
+    pub alertmanager: Vec<String>,
+    /// Re-post open incidents this often (seconds); each carries an `endsAt`
+    /// four periods ahead, so Alertmanager ends it by itself if watcher stops.
+    pub repost_s: f64,
+    /// One post's deadline (seconds).
+    pub timeout_s: f64,
+    /// The `host` label; empty: this host's name.
+    pub host: String,
+    /// Severity per finding kind: critical, warning, info, or none (no alert).
+    pub severity: std::collections::BTreeMap<String, String>,
+    /// Labels added to every alert (e.g. `env = "prod"`).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            alertmanager: Vec::new(),
+            repost_s: 60.0,
+            timeout_s: 5.0,
+            host: String::new(),
+            severity: Default::default(),
+            labels: Default::default(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -103,6 +136,7 @@ pub struct Config {
     pub feed: FeedConfig,
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
+    pub alerts: AlertsConfig,
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -171,7 +205,10 @@ impl Config {
         if !(1..=1_000_000).contains(&self.feed.sink_queue) {
             return Err(at(
                 "sink_queue",
-                format!("sink_queue = {} is out of range (1 … 1000000 records)", self.feed.sink_queue),
+                format!(
+                    "sink_queue = {} is out of range (1 … 1000000 records)",
+                    self.feed.sink_queue
+                ),
             ));
         }
         if !self.metrics.listen.is_empty()
@@ -184,6 +221,71 @@ impl Config {
                     self.metrics.listen
                 ),
             ));
+        }
+        let a = &self.alerts;
+        for url in &a.alertmanager {
+            crate::alerts::endpoint(url).map_err(|m| at("alertmanager", m))?;
+        }
+        if !(a.repost_s.is_finite() && (1.0..=3600.0).contains(&a.repost_s)) {
+            return Err(at(
+                "repost_s",
+                format!(
+                    "repost_s = {} is not between 1 and 3600 seconds",
+                    a.repost_s
+                ),
+            ));
+        }
+        if !(a.timeout_s.is_finite() && (0.1..=60.0).contains(&a.timeout_s)) {
+            return Err(at(
+                "timeout_s",
+                format!(
+                    "timeout_s = {} is not between 0.1 and 60 seconds",
+                    a.timeout_s
+                ),
+            ));
+        }
+        for (kind, sev) in &a.severity {
+            if !crate::detect::Kind::ALL.iter().any(|k| k.as_str() == kind) {
+                let kinds: Vec<&str> = crate::detect::Kind::ALL
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect();
+                return Err(at(
+                    kind,
+                    format!("`{kind}` is not a finding kind ({})", kinds.join(", ")),
+                ));
+            }
+            if !crate::alerts::SEVERITIES.contains(&sev.as_str()) {
+                return Err(at(
+                    kind,
+                    format!(
+                        "severity `{sev}` for {kind}: use one of {}",
+                        crate::alerts::SEVERITIES.join(", ")
+                    ),
+                ));
+            }
+        }
+        for name in a.labels.keys() {
+            let ok = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let ours = [
+                "alertname",
+                "kind",
+                "severity",
+                "host",
+                "program",
+                "container",
+                "incident",
+            ];
+            if !ok || ours.contains(&name.as_str()) {
+                return Err(at(
+                    name,
+                    format!("`{name}` cannot be an extra label (a Prometheus label name, not one of {})", ours.join(", ")),
+                ));
+            }
         }
         let h = &self.health;
         if !(h.canary_interval_s.is_finite()
@@ -273,6 +375,37 @@ mod tests {
         assert!(check("[metrics]\nlisten = \"\"\n").is_ok());
         let e = check("[health]\ncanary_interval_s = 0\n").unwrap_err();
         assert!(e.starts_with("w.toml:2:"), "{e}");
+        // [alerts]
+        assert!(check("[alerts]\nalertmanager = [\"http://127.0.0.1:9093\", \"http://am2:9093/am\"]\n[alerts.severity]\nzombie = \"none\"\n[alerts.labels]\nenv = \"prod\"\n").is_ok());
+        let e = check("[alerts]\nalertmanager = [\"https://am:9093\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("https is not supported"),
+            "{e}"
+        );
+        let e = check("[alerts]\nalertmanager = [\"127.0.0.1:9093\"]\n").unwrap_err();
+        assert!(e.starts_with("w.toml:2:") && e.contains("http://"), "{e}");
+        let e = check("[alerts]\nrepost_s = 0\n").unwrap_err();
+        assert!(e.starts_with("w.toml:2:"), "{e}");
+        let e = check("[alerts.severity]\nport_conflict = \"page\"\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("critical, warning, info, none"),
+            "{e}"
+        );
+        let e = check("[alerts.severity]\nport_conflicts = \"critical\"\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("not a finding kind"),
+            "{e}"
+        );
+        let e = check("[alerts.labels]\nseverity = \"x\"\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("extra label"),
+            "{e}"
+        );
+        let e = parse("[alerts]\nalertmanagers = []\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("unknown field"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -61,6 +61,8 @@ struct Feed {
     lanes: Vec<Lane>,
     file: Option<PathBuf>,
     socket: Option<SocketSink>,
+    /// Open incidents as alerts in Alertmanager (`[alerts]`).
+    alerts: Option<crate::alerts::AlertSink>,
     status_file: PathBuf,
 }
 
@@ -107,6 +109,8 @@ impl Feed {
             lanes,
             file: f.file.clone(),
             socket,
+            // Started once by `run` (it keeps its book of open incidents across reloads).
+            alerts: None,
             status_file: config.health.status_file.clone(),
         })
     }
@@ -131,6 +135,12 @@ impl Feed {
         }
         if let Some(s) = &self.socket {
             to.push(format!("socket {}", s.path().display()));
+        }
+        if self.alerts.is_some() {
+            to.push(format!(
+                "alerts to Alertmanager {}",
+                self.config.alerts.alertmanager.join(", ")
+            ));
         }
         format!(
             "feed of {} → {}",
@@ -174,6 +184,13 @@ impl Output for Feed {
     /// Serialized once here; each sink's lane takes it without waiting.
     fn write(&mut self, records: &[Record], stats: &SharedStats) -> anyhow::Result<bool> {
         let mut written = 0u64;
+        if let Some(a) = &self.alerts {
+            for r in records {
+                if let crate::record::Body::Finding(f) = &r.body {
+                    a.offer(f);
+                }
+            }
+        }
         for r in records.iter().filter(|r| self.types.wants(r)) {
             let line = Line::of(r).context("serializing a record")?;
             if let Some(s) = &self.socket {
@@ -213,6 +230,8 @@ impl Output for Feed {
             if new.feed.socket == self.config.feed.socket {
                 fresh.socket = self.socket.take();
             }
+            // The alert sink keeps its book of open incidents.
+            fresh.alerts = self.alerts.take();
             // The old lanes write what they hold off this thread.
             let old = std::mem::replace(self, fresh);
             let _ = std::thread::Builder::new()
@@ -230,6 +249,9 @@ impl Output for Feed {
         }
         if new.metrics != self.config.metrics {
             say("[metrics] changed: it takes effect at the next restart");
+        }
+        if new.alerts != self.config.alerts {
+            say("[alerts] changed: it takes effect at the next restart (the open incidents are posted again then)");
         }
         self.config = new;
         self.status_file = self.config.health.status_file.clone();
@@ -264,9 +286,16 @@ pub async fn run(
     }
     let signals = pipeline::Signals::install()?;
     let mut feed = Feed::open(&config_path, &config)?;
+    if !config.alerts.alertmanager.is_empty() {
+        feed.alerts = Some(
+            crate::alerts::AlertSink::start(&config.alerts)
+                .context("starting the Alertmanager sink's thread")?,
+        );
+    }
     // Healthy until a canary says otherwise.
     let stats: SharedStats = Arc::new(Mutex::new(Stats {
         healthy: true,
+        alerts: feed.alerts.as_ref().map(|a| a.stats.clone()),
         ..Stats::default()
     }));
     let metrics = if config.metrics.listen.is_empty() {

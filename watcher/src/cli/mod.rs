@@ -44,6 +44,9 @@ pub struct CheckArgs {
     /// The daemon's status file ([health] status_file).
     #[arg(long, value_name = "FILE", default_value = "/run/watcher/status.json")]
     pub status: std::path::PathBuf,
+    /// Check this configuration file instead (before a reload or restart): valid, or the line that is not.
+    #[arg(long, value_name = "FILE", conflicts_with = "daemon")]
+    pub config: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,7 +65,7 @@ pub struct KernelArgs {
     /// At most one ring-buffer wakeup per CPU per this many microseconds (0: every record wakes the reader).
     #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub wakeup_us: u64,
-    /// Records that cannot decide a finding (forks, execs, reaps, clean exits…) never wake the reader: it drains them at least every this many milliseconds.
+    /// Records that cannot decide a finding (forks, reaps, clean exits…) never wake the reader: it drains them at least every this many milliseconds (every wakeup interval while records flow).
     #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub bulk_ms: u64,
     /// Ring buffer size in MiB (a power of two), per ring.

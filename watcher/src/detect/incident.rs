@@ -10,6 +10,8 @@ use crate::proctable::fnv1a;
 #[derive(Clone, Debug)]
 pub struct Incident {
     pub id: String,
+    /// The kind and key, hashed: the same across restarts.
+    pub subject: String,
     pub first_ns: u64,
     pub last_ns: u64,
     pub count: u64,
@@ -80,6 +82,7 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
             kind: self.kind,
             state,
             id: inc.id.clone(),
+            subject: inc.subject.clone(),
             summary: inc.summary.clone(),
             count: inc.count,
             first_seen_ns: inc.first_ns,
@@ -125,6 +128,11 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
                 "{}-{:016x}",
                 self.kind.as_str(),
                 fnv1a(&[key_text.as_bytes(), &now.to_le_bytes()])
+            ),
+            subject: format!(
+                "{}-{:016x}",
+                self.kind.as_str(),
+                fnv1a(&[key_text.as_bytes()])
             ),
             first_ns: now,
             last_ns: now,

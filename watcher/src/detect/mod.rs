@@ -130,6 +130,9 @@ pub struct Finding {
     pub state: State,
     /// Stable for the whole incident.
     pub id: String,
+    /// What the incident is about (its kind and key, hashed; no time): the
+    /// same after a restart of watcher, and for a recurrence.
+    pub subject: String,
     /// One sentence a person can act on.
     pub summary: String,
     /// How many times the pattern was seen in this incident.

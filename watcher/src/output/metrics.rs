@@ -1,13 +1,17 @@
-//! Prometheus metrics: the text exposition format (0.0.4), written from the
-//! pipeline's counters at scrape time, served over plain HTTP (one request
-//! per connection; `GET /metrics`). Both are small enough that a web
-//! framework would be the larger part of the binary.
-use std::fmt::Write as _;
+//! Prometheus metrics: the pipeline's counters, encoded at scrape time in
+//! the Prometheus text format (0.0.4) by `prometheus-client` (a collector
+//! reads a snapshot of the counters), served by `hyper` (`GET /metrics`).
+use std::{convert::Infallible, fmt};
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
+use bytes::Bytes;
+use http_body_util::Full;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
 };
+use tokio::net::TcpListener;
 use watcher_common::EventKind;
 
 use crate::{
@@ -15,364 +19,343 @@ use crate::{
     pipeline::{SharedStats, Stats},
 };
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// One family of counters, one sample per label value (`name` ends in `_total`).
+fn counters<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, n) in samples {
+        ConstCounter::new(n).encode(m.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
 }
 
-/// One labelled histogram's samples: cumulative buckets ending in `+Inf`, a sum and a count.
-fn histogram(
-    out: &mut String,
+/// A counter without labels.
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, n: u64) -> fmt::Result {
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    ConstCounter::new(n).encode(e.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// One family of gauges, one sample per label value.
+fn gauges<'a>(
+    e: &mut DescriptorEncoder,
     name: &str,
+    help: &str,
     label: &str,
-    value: &str,
-    h: &crate::pipeline::stages::Histogram,
-) {
-    for (le, n) in h.cumulative() {
-        let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"{le}\"}} {n}");
+    samples: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, n) in samples {
+        ConstGauge::new(n).encode(m.encode_family(&[(label, value)])?)?;
     }
-    let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {}", h.sum_s);
-    let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {}", h.count);
+    Ok(())
+}
+
+/// A gauge without labels.
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> fmt::Result {
+    ConstGauge::new(v).encode(e.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A latency histogram of the pipeline, as `prometheus-client` encodes one.
+#[derive(Debug)]
+struct Hist<'a>(&'a crate::pipeline::stages::Histogram);
+
+impl EncodeMetric for Hist<'_> {
+    fn encode(&self, mut e: MetricEncoder) -> fmt::Result {
+        let h = self.0;
+        let buckets: Vec<(f64, u64)> = h
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let le = crate::pipeline::stages::BOUNDS_S
+                    .get(i)
+                    .copied()
+                    .unwrap_or(f64::INFINITY);
+                (le, *n)
+            })
+            .collect();
+        e.encode_histogram::<NoLabelSet>(h.sum_s, h.count, &buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// One family of histograms, one per label value.
+fn histograms<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, &'a crate::pipeline::stages::Histogram)>,
+) -> fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (value, h) in samples {
+        Hist(h).encode(m.encode_family(&[(label, value)])?)?;
+    }
+    Ok(())
+}
+
+/// A snapshot of the counters, encoded at scrape time.
+#[derive(Debug)]
+struct Snapshot(Stats);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        let e = &mut e;
+        counters(
+            e,
+            "watcher_events_total",
+            "Kernel events processed, by record type.",
+            "type",
+            EventKind::ALL.iter().map(|k| {
+                (
+                    k.as_str(),
+                    s.events_by_type.get(k.as_str()).copied().unwrap_or(0),
+                )
+            }),
+        )?;
+        counters(e, "watcher_lost_events_total", "Kernel records lost because the ring buffer was full (per-CPU counters in the kernel), by record type.", "type",
+            EventKind::ALL.iter().map(|k| (k.as_str(), s.lost_by_type.get(k.as_str()).copied().unwrap_or(0))))?;
+        let tables = watcher_common::KernelTable::ALL;
+        counters(e, "watcher_kernel_table_full_total", "Inserts a full kernel-side table refused (each is information lost, reported as a loss and repaired by a reconciliation), by table.", "table",
+            tables.iter().map(|t| (t.as_str(), s.table_full.get(t.as_str()).copied().unwrap_or(0))))?;
+        let kt = |t: &watcher_common::KernelTable| {
+            s.kernel_tables.get(t.as_str()).cloned().unwrap_or_default()
+        };
+        gauges(
+            e,
+            "watcher_kernel_table_entries",
+            "Entries in each kernel-side table at the last sweep (every 30 s).",
+            "table",
+            tables.iter().map(|t| (t.as_str(), kt(t).entries)),
+        )?;
+        gauges(
+            e,
+            "watcher_kernel_table_capacity",
+            "Capacity of each kernel-side table (--table-entries).",
+            "table",
+            tables.iter().map(|t| (t.as_str(), kt(t).capacity)),
+        )?;
+        counters(e, "watcher_kernel_table_swept_total", "Kernel-side table entries removed because their task had ended without the event that clears them, by table.", "table",
+            tables.iter().map(|t| (t.as_str(), kt(t).swept)))?;
+        histograms(e, "watcher_stage_latency_seconds", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks' queues having taken it, findings only; the sinks' own writes: watcher_sink_write_latency_seconds).", "stage",
+            s.stages.each())?;
+        histograms(
+            e,
+            "watcher_sink_write_latency_seconds",
+            "Per sink: a record offered to the sink's queue → written by the sink's own thread.",
+            "sink",
+            s.sink_latency.iter().map(|(k, h)| (k.as_str(), h)),
+        )?;
+        counter(
+            e,
+            "watcher_decode_errors_total",
+            "Ring-buffer records that could not be decoded.",
+            s.decode_errors,
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "watcher_findings",
+                "Finding records written, by kind and state.",
+                None,
+                MetricType::Counter,
+            )?;
+            for k in Kind::ALL {
+                for st in ["open", "update", "resolved"] {
+                    let n = s.findings.get(&(k.as_str(), st)).copied().unwrap_or(0);
+                    ConstCounter::new(n)
+                        .encode(m.encode_family(&[("kind", k.as_str()), ("state", st)])?)?;
+                }
+            }
+        }
+        gauges(
+            e,
+            "watcher_open_incidents",
+            "Incidents open now, by finding kind.",
+            "kind",
+            Kind::ALL.iter().map(|k| {
+                (
+                    k.as_str(),
+                    s.open_incidents.get(k.as_str()).copied().unwrap_or(0),
+                )
+            }),
+        )?;
+        gauges(
+            e,
+            "watcher_table_entries",
+            "Entries in watcher's bounded tables.",
+            "table",
+            [
+                ("processes", s.processes),
+                ("sockets", s.sockets),
+                ("containers", s.containers),
+            ],
+        )?;
+        counters(
+            e,
+            "watcher_table_evictions_total",
+            "Entries evicted from a full table.",
+            "table",
+            [("processes", s.process_evictions)],
+        )?;
+        counter(
+            e,
+            "watcher_socket_lookups_total",
+            "Targeted lookups of the kernel's socket table (to confirm port holders).",
+            s.socket_lookups,
+        )?;
+        counter(e, "watcher_socket_lookups_skipped_total", "Lookups skipped over the budget of 200 a second (the socket table was used as it was).", s.socket_lookups_skipped)?;
+        counter(e, "watcher_socket_lookups_in_place_total", "Socket lookups answered on the pipeline's own thread: sock_diag on the namespace's kept socket, owners from the socket inodes the bind records carried (no /proc, no helper thread).", s.socket_lookups_in_place)?;
+        counter(e, "watcher_socket_lookups_unanswered_total", "Lookups of a network namespace's socket table not answered within 2 s, or of a namespace that could not be entered (the table was used as it was).", s.socket_lookups_unanswered)?;
+        counter(e, "watcher_container_names_late_total", "Event records written without their container's name: the runtime did not name it within 300 ms.", s.container_names_late)?;
+        counter(
+            e,
+            "watcher_reconciliations_total",
+            "Reconciliations of the process table with /proc after lost records.",
+            s.reconciliations,
+        )?;
+        counter(e, "watcher_confirmations_total", "Findings about processes (zombies, instances) confirmed against /proc before they opened.", s.confirmations)?;
+        counter(
+            e,
+            "watcher_reconciled_processes_total",
+            "Processes a reconciliation corrected (ended, reaped or started unseen during a loss).",
+            s.reconciled_processes,
+        )?;
+        counter(e, "watcher_reconciled_sockets_total", "Socket-table holders a reconciliation dropped (their close was lost) or added (their start was lost).", s.reconciled_sockets)?;
+        counter(
+            e,
+            "watcher_findings_withdrawn_total",
+            "Findings held after a loss and never written: the reconciliation showed them false.",
+            s.findings_withdrawn,
+        )?;
+        counter(
+            e,
+            "watcher_records_written_total",
+            "Records written to the feed.",
+            s.records_written,
+        )?;
+        counters(e, "watcher_sink_dropped_total", "Records a sink could not take: its queue was full (a stalled sink or consumer) or its write failed.", "sink",
+            ["stdout", "file", "syslog", "socket"].map(|k| (k, s.sink_drops.get(k).copied().unwrap_or(0))))?;
+        if let Some(a) = &s.alerts {
+            use std::sync::atomic::Ordering::Relaxed;
+            {
+                let mut m = e.encode_descriptor("watcher_alert_posts", "Posts to each Alertmanager of [alerts], by result (ok, failed: refused, unreachable or no answer within timeout_s; retried with backoff).", None, MetricType::Counter)?;
+                for t in &a.targets {
+                    for (result, n) in [
+                        ("ok", t.ok.load(Relaxed)),
+                        ("failed", t.failed.load(Relaxed)),
+                    ] {
+                        ConstCounter::new(n).encode(m.encode_family(&[
+                            ("alertmanager", t.url.as_str()),
+                            ("result", result),
+                        ])?)?;
+                    }
+                }
+            }
+            gauges(e, "watcher_alerts_pending", "Alerts whose newest state an Alertmanager has not taken yet (an opening, a resolution).", "alertmanager",
+                a.targets.iter().map(|t| (t.url.as_str(), t.pending.load(Relaxed))))?;
+            gauges(
+                e,
+                "watcher_alertmanager_up",
+                "1 when the last post to this Alertmanager succeeded.",
+                "alertmanager",
+                a.targets
+                    .iter()
+                    .map(|t| (t.url.as_str(), u64::from(t.up.load(Relaxed)))),
+            )?;
+            gauge(e, "watcher_alerts", "Alerts the Alertmanager sink keeps: open incidents, and resolved ones not yet delivered.", a.alerts.load(Relaxed) as f64)?;
+            counter(e, "watcher_alerts_dropped_total", "Findings the Alertmanager sink could not take (its queue, or its book of 4096 alerts, was full).", a.dropped.load(Relaxed))?;
+        }
+        gauge(e, "watcher_pipeline_healthy", "1 when the last canary event came through the whole pipeline in time, 0 when watcher is blind.", if s.healthy { 1.0 } else { 0.0 })?;
+        counters(
+            e,
+            "watcher_canary_total",
+            "Canary events, by result.",
+            "result",
+            [("ok", s.canary_ok), ("missed", s.canary_missed)],
+        )?;
+        gauge(
+            e,
+            "watcher_canary_latency_seconds",
+            "The last canary's trip from its exit in the kernel to the reader.",
+            s.canary_latency_s,
+        )?;
+        gauge(
+            e,
+            "watcher_uptime_seconds",
+            "Seconds since the pipeline started.",
+            s.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0),
+        )?;
+        Ok(())
+    }
 }
 
 /// The text exposition of `s`.
 pub fn render(s: &Stats) -> String {
-    let mut o = String::new();
-    family(
-        &mut o,
-        "watcher_events_total",
-        "counter",
-        "Kernel events processed, by record type.",
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(s.clone())));
+    let mut out = String::new();
+    // Writing to a String does not fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
+
+type Response = hyper::Response<Full<Bytes>>;
+
+fn respond(stats: &SharedStats, req: &hyper::Request<hyper::body::Incoming>) -> Response {
+    let (status, ctype, body) =
+        if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+            let snapshot = stats.lock().map(|s| s.clone()).unwrap_or_default();
+            (
+                hyper::StatusCode::OK,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                render(&snapshot),
+            )
+        } else {
+            (
+                hyper::StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "watcher serves /metrics\n".to_owned(),
+            )
+        };
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
     );
-    for k in EventKind::ALL {
-        let n = s.events_by_type.get(k.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(o, "watcher_events_total{{type=\"{}\"}} {n}", k.as_str());
-    }
-    family(&mut o, "watcher_lost_events_total", "counter", "Kernel records lost because the ring buffer was full (per-CPU counters in the kernel), by record type.");
-    for k in EventKind::ALL {
-        let n = s.lost_by_type.get(k.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "watcher_lost_events_total{{type=\"{}\"}} {n}",
-            k.as_str()
-        );
-    }
-    family(&mut o, "watcher_kernel_table_full_total", "counter", "Inserts a full kernel-side table refused (each is information lost, reported as a loss and repaired by a reconciliation), by table.");
-    for t in watcher_common::KernelTable::ALL {
-        let n = s.table_full.get(t.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "watcher_kernel_table_full_total{{table=\"{}\"}} {n}",
-            t.as_str()
-        );
-    }
-    family(
-        &mut o,
-        "watcher_kernel_table_entries",
-        "gauge",
-        "Entries in each kernel-side table at the last sweep (every 30 s).",
-    );
-    for t in watcher_common::KernelTable::ALL {
-        let n = s
-            .kernel_tables
-            .get(t.as_str())
-            .map(|x| x.entries)
-            .unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "watcher_kernel_table_entries{{table=\"{}\"}} {n}",
-            t.as_str()
-        );
-    }
-    family(
-        &mut o,
-        "watcher_kernel_table_capacity",
-        "gauge",
-        "Capacity of each kernel-side table (--table-entries).",
-    );
-    for t in watcher_common::KernelTable::ALL {
-        let n = s
-            .kernel_tables
-            .get(t.as_str())
-            .map(|x| x.capacity)
-            .unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "watcher_kernel_table_capacity{{table=\"{}\"}} {n}",
-            t.as_str()
-        );
-    }
-    family(&mut o, "watcher_kernel_table_swept_total", "counter", "Kernel-side table entries removed because their task had ended without the event that clears them, by table.");
-    for t in watcher_common::KernelTable::ALL {
-        let n = s
-            .kernel_tables
-            .get(t.as_str())
-            .map(|x| x.swept)
-            .unwrap_or(0);
-        let _ = writeln!(
-            o,
-            "watcher_kernel_table_swept_total{{table=\"{}\"}} {n}",
-            t.as_str()
-        );
-    }
-    family(&mut o, "watcher_stage_latency_seconds", "histogram", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks' queues having taken it, findings only; the sinks' own writes: watcher_sink_write_latency_seconds).");
-    for (stage, h) in s.stages.each() {
-        histogram(&mut o, "watcher_stage_latency_seconds", "stage", stage, h);
-    }
-    family(
-        &mut o,
-        "watcher_sink_write_latency_seconds",
-        "histogram",
-        "Per sink: a record offered to the sink's queue → written by the sink's own thread.",
-    );
-    for (sink, h) in &s.sink_latency {
-        histogram(&mut o, "watcher_sink_write_latency_seconds", "sink", sink, h);
-    }
-    family(
-        &mut o,
-        "watcher_decode_errors_total",
-        "counter",
-        "Ring-buffer records that could not be decoded.",
-    );
-    let _ = writeln!(o, "watcher_decode_errors_total {}", s.decode_errors);
-    family(
-        &mut o,
-        "watcher_findings_total",
-        "counter",
-        "Finding records written, by kind and state.",
-    );
-    for k in Kind::ALL {
-        for st in ["open", "update", "resolved"] {
-            let n = s.findings.get(&(k.as_str(), st)).copied().unwrap_or(0);
-            let _ = writeln!(
-                o,
-                "watcher_findings_total{{kind=\"{}\",state=\"{st}\"}} {n}",
-                k.as_str()
-            );
-        }
-    }
-    family(
-        &mut o,
-        "watcher_open_incidents",
-        "gauge",
-        "Incidents open now, by finding kind.",
-    );
-    for k in Kind::ALL {
-        let n = s.open_incidents.get(k.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(o, "watcher_open_incidents{{kind=\"{}\"}} {n}", k.as_str());
-    }
-    family(
-        &mut o,
-        "watcher_table_entries",
-        "gauge",
-        "Entries in watcher's bounded tables.",
-    );
-    let _ = writeln!(
-        o,
-        "watcher_table_entries{{table=\"processes\"}} {}",
-        s.processes
-    );
-    let _ = writeln!(
-        o,
-        "watcher_table_entries{{table=\"sockets\"}} {}",
-        s.sockets
-    );
-    let _ = writeln!(
-        o,
-        "watcher_table_entries{{table=\"containers\"}} {}",
-        s.containers
-    );
-    family(
-        &mut o,
-        "watcher_table_evictions_total",
-        "counter",
-        "Entries evicted from a full table.",
-    );
-    let _ = writeln!(
-        o,
-        "watcher_table_evictions_total{{table=\"processes\"}} {}",
-        s.process_evictions
-    );
-    family(
-        &mut o,
-        "watcher_socket_lookups_total",
-        "counter",
-        "Targeted lookups of the kernel's socket table (to confirm port holders).",
-    );
-    let _ = writeln!(o, "watcher_socket_lookups_total {}", s.socket_lookups);
-    family(
-        &mut o,
-        "watcher_socket_lookups_skipped_total",
-        "counter",
-        "Lookups skipped over the budget of 200 a second (the socket table was used as it was).",
-    );
-    let _ = writeln!(
-        o,
-        "watcher_socket_lookups_skipped_total {}",
-        s.socket_lookups_skipped
-    );
-    family(&mut o, "watcher_socket_lookups_in_place_total", "counter", "Socket lookups answered on the pipeline's own thread: sock_diag on the namespace's kept socket, owners from the socket inodes the bind records carried (no /proc, no helper thread).");
-    let _ = writeln!(
-        o,
-        "watcher_socket_lookups_in_place_total {}",
-        s.socket_lookups_in_place
-    );
-    family(&mut o, "watcher_socket_lookups_unanswered_total", "counter", "Lookups of a network namespace's socket table not answered within 2 s, or of a namespace that could not be entered (the table was used as it was).");
-    let _ = writeln!(
-        o,
-        "watcher_socket_lookups_unanswered_total {}",
-        s.socket_lookups_unanswered
-    );
-    family(&mut o, "watcher_container_names_late_total", "counter", "Event records written without their container's name: the runtime did not name it within 300 ms.");
-    let _ = writeln!(
-        o,
-        "watcher_container_names_late_total {}",
-        s.container_names_late
-    );
-    family(
-        &mut o,
-        "watcher_reconciliations_total",
-        "counter",
-        "Reconciliations of the process table with /proc after lost records.",
-    );
-    let _ = writeln!(o, "watcher_reconciliations_total {}", s.reconciliations);
-    family(
-        &mut o,
-        "watcher_confirmations_total",
-        "counter",
-        "Findings about processes (zombies, instances) confirmed against /proc before they opened.",
-    );
-    let _ = writeln!(o, "watcher_confirmations_total {}", s.confirmations);
-    family(
-        &mut o,
-        "watcher_reconciled_processes_total",
-        "counter",
-        "Processes a reconciliation corrected (ended, reaped or started unseen during a loss).",
-    );
-    let _ = writeln!(
-        o,
-        "watcher_reconciled_processes_total {}",
-        s.reconciled_processes
-    );
-    family(&mut o, "watcher_reconciled_sockets_total", "counter", "Socket-table holders a reconciliation dropped (their close was lost) or added (their start was lost).");
-    let _ = writeln!(
-        o,
-        "watcher_reconciled_sockets_total {}",
-        s.reconciled_sockets
-    );
-    family(
-        &mut o,
-        "watcher_findings_withdrawn_total",
-        "counter",
-        "Findings held after a loss and never written: the reconciliation showed them false.",
-    );
-    let _ = writeln!(
-        o,
-        "watcher_findings_withdrawn_total {}",
-        s.findings_withdrawn
-    );
-    family(
-        &mut o,
-        "watcher_records_written_total",
-        "counter",
-        "Records written to the feed.",
-    );
-    let _ = writeln!(o, "watcher_records_written_total {}", s.records_written);
-    family(
-        &mut o,
-        "watcher_sink_dropped_total",
-        "counter",
-        "Records a sink could not take: its queue was full (a stalled sink or consumer) or its write failed.",
-    );
-    for sink in ["stdout", "file", "syslog", "socket"] {
-        let _ = writeln!(
-            o,
-            "watcher_sink_dropped_total{{sink=\"{sink}\"}} {}",
-            s.sink_drops.get(sink).copied().unwrap_or(0)
-        );
-    }
-    family(&mut o, "watcher_pipeline_healthy", "gauge", "1 when the last canary event came through the whole pipeline in time, 0 when watcher is blind.");
-    let _ = writeln!(o, "watcher_pipeline_healthy {}", u8::from(s.healthy));
-    family(
-        &mut o,
-        "watcher_canary_total",
-        "counter",
-        "Canary events, by result.",
-    );
-    let _ = writeln!(o, "watcher_canary_total{{result=\"ok\"}} {}", s.canary_ok);
-    let _ = writeln!(
-        o,
-        "watcher_canary_total{{result=\"missed\"}} {}",
-        s.canary_missed
-    );
-    family(
-        &mut o,
-        "watcher_canary_latency_seconds",
-        "gauge",
-        "The last canary's trip from its exit in the kernel to the reader.",
-    );
-    let _ = writeln!(o, "watcher_canary_latency_seconds {}", s.canary_latency_s);
-    family(
-        &mut o,
-        "watcher_uptime_seconds",
-        "gauge",
-        "Seconds since the pipeline started.",
-    );
-    let _ = writeln!(
-        o,
-        "watcher_uptime_seconds {:.3}",
-        s.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0)
-    );
-    o
+    r
 }
 
 /// Serve `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, stats: SharedStats) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
+        let Ok((conn, _)) = listener.accept().await else {
             continue;
         };
         let stats = stats.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            // Read the request head (bounded), with a deadline.
-            let head = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-                loop {
-                    match conn.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(k) => n += k,
-                    }
-                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || n == buf.len() {
-                        return true;
-                    }
-                }
-            })
+            let service = hyper::service::service_fn(move |req| {
+                let r = respond(&stats, &req);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            // A scraper that stalls is dropped after the deadline.
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                hyper::server::conn::http1::Builder::new()
+                    .header_read_timeout(std::time::Duration::from_secs(5))
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(conn), service),
+            )
             .await;
-            if !matches!(head, Ok(true)) {
-                return;
-            }
-            let line = String::from_utf8_lossy(&buf[..n]);
-            let first = line.lines().next().unwrap_or("");
-            let mut parts = first.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            let (status, ctype, body) =
-                if method == "GET" && (path == "/metrics" || path.starts_with("/metrics?")) {
-                    let body = render(&stats.lock().expect("stats lock"));
-                    ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
-                } else {
-                    (
-                        "404 Not Found",
-                        "text/plain; charset=utf-8",
-                        "watcher serves /metrics\n".to_owned(),
-                    )
-                };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = conn.write_all(resp.as_bytes()).await;
-            let _ = conn.shutdown().await;
         });
     }
 }

@@ -1,6 +1,8 @@
 //! What watcher writes: the records of the NDJSON contract (serde types,
 //! separate from the wire structs), the human lines of `watcher trace`, the
-//! record filters, the daemon's sinks and the Prometheus metrics.
+//! record filters, the daemon's sinks, the Alertmanager sink and the Prometheus
+//! metrics.
+pub mod alerts;
 pub mod filter;
 pub mod human;
 pub mod lane;

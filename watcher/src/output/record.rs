@@ -523,6 +523,12 @@ pub struct FindingRecord {
     pub state: String,
     /// Stable for the whole incident.
     pub id: String,
+    /// What the incident is about (its kind and what it concerns — a port, a
+    /// parent, a program, a destination — hashed, without time): the same
+    /// after watcher restarts and when the same trouble recurs. Alerts are
+    /// keyed by it.
+    #[serde(default)]
+    pub subject: String,
     /// One sentence a person can act on.
     pub summary: String,
     /// Occurrences in this incident so far.

@@ -298,6 +298,7 @@ mod tests {
                 kind: "zombie".into(),
                 state: "open".into(),
                 id: "z".into(),
+                subject: "zombie-0".into(),
                 summary: "s".into(),
                 count: 1,
                 first_seen: String::new(),

@@ -84,7 +84,11 @@ pub trait SocketLookup: Send {
         identity: crate::proctable::Identity,
         answered: &std::sync::Arc<tokio::sync::Notify>,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
-        Some(crate::world::reconcile::start_for(pids, identity, answered.clone()))
+        Some(crate::world::reconcile::start_for(
+            pids,
+            identity,
+            answered.clone(),
+        ))
     }
     /// How long the detectors' thread waits for a confirmation (default:
     /// not at all — the answer wakes the pipeline when it comes).
@@ -472,9 +476,9 @@ impl Engine {
         let pids: Vec<u32> = self.unseen_reaps.iter().take(n).copied().collect();
         // Those still zombies go round again, behind the rest.
         self.unseen_reaps.rotate_left(n);
-        if let Some(rx) = self
-            .lookup
-            .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
+        if let Some(rx) =
+            self.lookup
+                .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
         {
             self.reconciling = Some(Some(rx));
         }
@@ -498,9 +502,9 @@ impl Engine {
             if opens.is_empty() {
                 return findings;
             }
-            let Some(rx) = self
-                .lookup
-                .start_confirmation(opens, self.enricher.procs.identity, &self.answers)
+            let Some(rx) =
+                self.lookup
+                    .start_confirmation(opens, self.enricher.procs.identity, &self.answers)
             else {
                 return findings;
             };
@@ -715,10 +719,11 @@ impl Engine {
             if !newer.is_empty() {
                 let pids: Vec<u32> = newer.iter().flat_map(depends_on).collect();
                 self.held = newer;
-                match self
-                    .lookup
-                    .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
-                {
+                match self.lookup.start_confirmation(
+                    pids,
+                    self.enricher.procs.identity,
+                    &self.answers,
+                ) {
                     Some(rx) => self.reconciling = Some(Some(rx)),
                     None => written.append(&mut self.held),
                 }
@@ -786,6 +791,7 @@ impl Engine {
                 kind: f.kind.as_str().into(),
                 state: f.state.as_str().into(),
                 id: f.id.clone(),
+                subject: f.subject.clone(),
                 summary: f.summary.clone(),
                 count: f.count,
                 first_seen: c.rfc3339(f.first_seen_ns),

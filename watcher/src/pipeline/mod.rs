@@ -27,6 +27,8 @@ use crate::{
 /// Counters of a run, shared with the metrics endpoint.
 #[derive(Default, Debug, Clone)]
 pub struct Stats {
+    /// The Alertmanager sink's counters, when it runs.
+    pub alerts: Option<std::sync::Arc<crate::alerts::AlertStats>>,
     pub events_by_type: BTreeMap<&'static str, u64>,
     pub lost_by_type: BTreeMap<&'static str, u64>,
     pub lost: u64,
