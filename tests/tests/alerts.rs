@@ -304,7 +304,7 @@ fn a_port_conflict_fires_in_alertmanager_and_resolves() {
         |a, st| st == "firing" && label(a, "alertname") == "WatcherPortConflict",
     );
     eprintln!(
-        "MEASURED failing bind → webhook: {:.1} ms",
+        "MEASURED failing bind → webhook: {:.1} ms\nWEBHOOK {alert}",
         at.saturating_sub(bind_ns) as f64 / 1e6
     );
     assert_eq!(label(&alert, "kind"), "port_conflict", "{alert}");
