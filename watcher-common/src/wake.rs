@@ -19,10 +19,11 @@
 //! | signal (only fatal ones and OOM kills reach the ring) | at once | crash causes |
 //!
 //! An urgent record wakes the reader unless its CPU woke it less than one
-//! wakeup interval ago and the reader has not read from the ring since (it
-//! is awake, or about to be): a burst of urgent records costs one wakeup per
-//! drain, and an urgent record after the reader has caught up wakes it at
-//! once. The reader re-drains one interval after each drain, and keeps doing
+//! wakeup interval ago and either less than an eighth of an interval ago or
+//! the reader has not read from the ring since (it is awake, or about to
+//! be): a storm of urgent records costs at most eight wakeups per interval
+//! per CPU, and an urgent record more than an eighth of an interval after
+//! the last wakeup, once the reader has caught up, wakes it at once. The reader re-drains one interval after each drain, and keeps doing
 //! so while records have come within the last ten intervals: urgent records
 //! that did not wake it, and bulk ones while records flow, wait at most about
 //! one interval; the first bulk record after a quiet spell at most the bulk

@@ -171,14 +171,16 @@ pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
 }
 
 /// Submit. Bulk records never wake the reader (it drains them within its
-/// bulk period); an urgent one forces a wakeup unless this CPU woke the
-/// reader less than `wakeup_interval_ns` ago **and** the reader has not read
-/// anything of the ring since (its consumer position is where it was at that
-/// wakeup): then the reader is awake or about to be, and its drain (or the
-/// re-drain one interval after it) reads this record too. Waking costs far
-/// more than the probe (an interrupt on this CPU, a wakeup of the reader);
-/// this way a burst of urgent records costs one wakeup per drain, and an
-/// urgent record after the reader has read the last one wakes it at once.
+/// bulk period); an urgent one forces a wakeup when this CPU's last wakeup
+/// was at least `wakeup_interval_ns` ago, or at least an eighth of that ago
+/// and the reader has read from the ring since (its consumer position moved:
+/// it is likely asleep again). Otherwise the reader is awake or about to be,
+/// and its drain, or its re-drain one interval later, reads this record too.
+/// Waking costs far more than the probe (an interrupt on this CPU, a wakeup
+/// of the reader, a small batch through the pipeline): a storm of urgent
+/// records wakes it at most eight times per interval per CPU, while an
+/// urgent record that follows another by more than an eighth of an interval
+/// (a crash loop's restart after its crash) wakes it at once.
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
     if !urgent {
@@ -191,7 +193,8 @@ pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
         if let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1)) {
             let cons = consumer_pos();
             unsafe {
-                if ts.wrapping_sub(*last) >= interval || cons != *cons_then {
+                let since = ts.wrapping_sub(*last);
+                if since >= interval || (since >= interval / 8 && cons != *cons_then) {
                     *last = ts;
                     *cons_then = cons;
                 } else {

@@ -793,7 +793,10 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     ));
     let mut all_stages = Vec::new();
     let mut tables: Vec<Vec<String>> = Vec::new();
-    for loaded in [false, true] {
+    // WATCHER_BENCH_OVERHEAD_ONLY: the overhead rounds alone (a noisy
+    // machine's ratios are worth repeating without the 15 minutes of latency runs).
+    let overhead_only = std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_some();
+    for loaded in [false, true].into_iter().filter(|_| !overhead_only) {
         let what = if loaded { "while the fork/exit/wait loop and a parallel build (`cargo build -j 2`) run" } else { "quiet machine" };
         eprintln!("xtask bench: detection latency, {what} ({reps} of each kind) …");
         let load = if loaded { Some(Load::start(root, actor, &dir)?) } else { None };
@@ -803,7 +806,12 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         all_stages.push((what, stages));
     }
     out.push_str("| finding | n | quiet p50 | quiet p99 | quiet max | loaded p50 | loaded p99 | loaded max |\n|---|---|---|---|---|---|---|---|\n");
-    for (q, l) in tables[0].iter().zip(tables[1].iter()) {
+    for (q, l) in tables
+        .first()
+        .into_iter()
+        .flatten()
+        .zip(tables.get(1).into_iter().flatten())
+    {
         // "| kind | n | p50 | p99 | max |" twice → one row.
         let qf: Vec<&str> = q.trim_matches('|').split('|').map(str::trim).collect();
         let lf: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
@@ -844,6 +852,11 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         out.push('\n');
     }
     out.push_str("\n`watcher` is `watcher run` with its default configuration (findings to stdout, canary on); `bpftrace` prints every event of the same tracepoints.\n");
+    if overhead_only {
+        print!("{out}");
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
     eprintln!("xtask bench: userspace throughput …");
     let replay = Command::new(env!("CARGO"))
         .args(["bench", "-q", "-p", "watcher", "--bench", "replay"])

@@ -62,7 +62,7 @@ pub struct InstallArgs {
 /// Kernel-side settings shared by `trace` and `run`.
 #[derive(Debug, clap::Args)]
 pub struct KernelArgs {
-    /// At most one ring-buffer wakeup per CPU per this many microseconds (0: every record wakes the reader).
+    /// Ring-buffer wakeups for records that can decide a finding: one per CPU per this many microseconds, or up to eight when the reader keeps up (0: every such record wakes the reader).
     #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub wakeup_us: u64,
     /// Records that cannot decide a finding (forks, reaps, clean exits…) never wake the reader: it drains them at least every this many milliseconds (every wakeup interval while records flow).

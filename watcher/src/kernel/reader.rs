@@ -3,8 +3,8 @@
 //!
 //! The kernel decides which records wake it (`watcher_common::wake`: those
 //! that can decide a finding; a CPU that woke the reader less than
-//! `wakeup_interval` ago does not wake it again until it has read from the
-//! ring); urgent records right behind a wakeup are picked up by a "linger"
+//! `wakeup_interval` ago wakes it again only after an eighth of it, and only
+//! once the reader has read from the ring since); urgent records right behind a wakeup are picked up by a "linger"
 //! drain one interval after each drain, repeated while records have come
 //! within the last ten intervals; so are bulk records (which never wake it)
 //! while records flow, and by the drain every bulk period after a quiet
