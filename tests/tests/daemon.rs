@@ -728,7 +728,10 @@ fn a_reload_keeps_open_incidents_and_resolves_those_of_a_disabled_detector() {
         finding(v, "zombie_accumulation", "open") && finding_pids(v, Some("parent")).contains(&(parent.pid as u64))
     });
     // New thresholds, and port_conflict disabled.
-    std::fs::write(&cfg, format!("{base}[detect.zombie_accumulation]\nthreshold = 8\n[detect.port_conflict]\nenabled = false\n")).unwrap();
+    // [feed] changes too (its sinks are reopened): the detector settings still apply.
+    let changed = base.replace("types = [\"finding\"]", "types = [\"finding\", \"loss\"]");
+    assert_ne!(changed, base);
+    std::fs::write(&cfg, format!("{changed}[detect.zombie_accumulation]\nthreshold = 8\n[detect.port_conflict]\nenabled = false\n")).unwrap();
     d.signal(Signal::SIGHUP);
     d.wait_stderr("configuration reloaded");
     let gone = d.wait_for("the disabled detector's incident resolved", |v| {

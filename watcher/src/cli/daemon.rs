@@ -218,16 +218,19 @@ impl Output for Feed {
 
     fn reload(&mut self, engine: &mut Engine) -> anyhow::Result<Vec<crate::detect::Finding>> {
         let new = load_config(&self.config_path)?;
+        // What runs now: every comparison below is against it (a reopened
+        // feed replaces `self`, config included).
+        let running = self.config.clone();
         // Reopen the file in any case (logrotate moved it): the lane writes
         // to the new one from its next batch.
         if let (Some(p), Some(lane)) = (&self.file, self.lane("file")) {
             let file = FileSink::open(p).with_context(|| format!("reopening {}", p.display()))?;
             lane.replace(Box::new(file));
         }
-        if new.feed != self.config.feed {
+        if new.feed != running.feed {
             let mut fresh = Feed::open(&self.config_path, &new)?;
             // Keep what did not change (the socket's consumers stay connected).
-            if new.feed.socket == self.config.feed.socket {
+            if new.feed.socket == running.feed.socket {
                 fresh.socket = self.socket.take();
             }
             // The alert sink keeps its book of open incidents.
@@ -239,7 +242,7 @@ impl Output for Feed {
                 .spawn(move || drop(old));
         }
         let mut resolved = Vec::new();
-        if new.detect != self.config.detect {
+        if new.detect != running.detect {
             // Open incidents and what the detectors know stay; new thresholds
             // apply to what comes next; a disabled detector's incidents resolve.
             resolved = engine
@@ -247,13 +250,17 @@ impl Output for Feed {
                 .reconfigure(new.detect.clone(), Clock::mono_now());
             engine.enricher.procs.identity = new.detect.identity.into();
         }
-        if new.metrics != self.config.metrics {
+        if new.metrics != running.metrics {
             say("[metrics] changed: it takes effect at the next restart");
         }
-        if new.alerts != self.config.alerts {
-            say("[alerts] changed: it takes effect at the next restart (the open incidents are posted again then)");
+        if new.alerts != running.alerts {
+            say("[alerts] changed: it takes effect at the next restart");
         }
         self.config = new;
+        // What runs until then: the listener, the sink with its
+        // Alertmanagers and open alerts (the next reload compares with them).
+        self.config.metrics = running.metrics;
+        self.config.alerts = running.alerts;
         self.status_file = self.config.health.status_file.clone();
         say(&format!(
             "configuration reloaded from {}; {}",
