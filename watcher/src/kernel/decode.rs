@@ -84,26 +84,6 @@ impl KernelEvent {
         }
     }
 
-    /// Whether the kernel submitted this record as urgent (the wakeup
-    /// policy, `watcher_common::wake`, applied to the decoded record).
-    pub fn urgent(&self) -> bool {
-        use watcher_common::wake;
-        match &self.payload {
-            Payload::Fork(_) | Payload::Exec(_) | Payload::Reap(_) | Payload::Cgroup(_) => {
-                wake::bulk()
-            }
-            Payload::Exit(x) => wake::exit(
-                x.exit_code,
-                crate::proctable::ends_process(x, self.header.pid, self.header.tgid),
-                x.parent_waiting != 0,
-            ),
-            Payload::Bind(b) => wake::bind(b.ret, b.sock_type),
-            Payload::Connect(c) => wake::connect(c.ret),
-            Payload::TcpState(t) => wake::tcp_state(t.old_state, t.new_state),
-            Payload::Signal(_) => wake::signal(),
-        }
-    }
-
     pub fn comm(&self) -> String {
         cstr(&self.header.comm)
     }
