@@ -22,12 +22,20 @@ pub fn require_root() -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    let msg = "end-to-end tests load eBPF programs and need root: run `cargo xtask test` as root";
+    unavailable(
+        "end-to-end tests load eBPF programs and need root: run `cargo xtask test` as root",
+    );
+    false
+}
+
+/// Something a test needs is missing (`msg` says what and how to get it):
+/// under CI (CI=true) the test fails with it; elsewhere it is said and the
+/// caller skips the test.
+pub fn unavailable(msg: &str) {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{msg} (CI=true: refusing to skip)");
     }
     eprintln!("SKIPPED: {msg}");
-    false
 }
 
 /// The watcher binary under test: `$WATCHER_BIN` (set by `cargo xtask test`) or target/debug/watcher.
@@ -534,13 +542,18 @@ pub fn free_port() -> u16 {
 }
 
 /// Poll `f` until it returns Some, with the deadline.
-pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
+pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_within(DEADLINE, what, f)
+}
+
+/// Poll `f` until it returns Some, for at most `limit`.
+pub fn eventually_within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -38,11 +38,9 @@ fn the_package_installs_checks_and_removes_cleanly() {
         return;
     }
     let Some(deb) = std::env::var_os("WATCHER_DEB") else {
-        let msg = "WATCHER_DEB is not set: run the tests through `cargo xtask test`, which builds the package";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg} (CI=true: refusing to skip)");
-        }
-        eprintln!("SKIPPED: {msg}");
+        watcher_tests::unavailable(
+            "WATCHER_DEB is not set: run the tests through `cargo xtask test`, which builds the package",
+        );
         return;
     };
     let deb = Path::new(&deb).canonicalize().expect("the package file");

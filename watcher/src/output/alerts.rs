@@ -209,6 +209,16 @@ struct Book {
     version: u64,
 }
 
+impl Book {
+    /// Alerts whose newest version an Alertmanager that took `sent` has not taken.
+    fn pending(&self, sent: &HashMap<String, u64>) -> u64 {
+        self.entries
+            .iter()
+            .filter(|(id, e)| sent.get(*id) != Some(&e.version))
+            .count() as u64
+    }
+}
+
 /// Per Alertmanager, for the metrics.
 #[derive(Debug, Default)]
 pub struct Target {
@@ -479,12 +489,7 @@ async fn post_loop(
                 }
             }
             sent.retain(|id, _| b.entries.contains_key(id));
-            let pending = b
-                .entries
-                .iter()
-                .filter(|(id, e)| sent.get(*id) != Some(&e.version))
-                .count();
-            target.pending.store(pending as u64, Ordering::Relaxed);
+            target.pending.store(b.pending(&sent), Ordering::Relaxed);
             (batch, versions)
         };
         if batch.is_empty() {
@@ -507,14 +512,8 @@ async fn post_loop(
                 for (id, v) in versions {
                     sent.insert(id, v);
                 }
-                let pending = {
-                    let b = book.lock().expect("alert book");
-                    b.entries
-                        .iter()
-                        .filter(|(id, e)| sent.get(*id) != Some(&e.version))
-                        .count()
-                };
-                target.pending.store(pending as u64, Ordering::Relaxed);
+                let pending = book.lock().expect("alert book").pending(&sent);
+                target.pending.store(pending, Ordering::Relaxed);
                 if full {
                     last_full = now;
                 }
