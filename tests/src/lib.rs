@@ -71,11 +71,100 @@ struct State {
     exited: bool,
 }
 
-/// A running `watcher trace --json …` and everything it printed.
+/// A running `watcher trace --json …` and everything it printed. Dropped
+/// (the test's last handle, also when it panics), the watcher is continued
+/// if stopped, sent SIGTERM, and killed if it has not ended within 10 s: no
+/// watcher outlives its test to load the machine or keep programs attached.
 pub struct Feed {
     state: Mutex<State>,
     cv: Condvar,
     pub pid: u32,
+    /// Set once `wait_exit` (or Drop) has reaped the process.
+    reaped: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        use nix::sys::{signal, wait};
+        if self.reaped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+        let _ = signal::kill(pid, signal::Signal::SIGCONT);
+        let _ = signal::kill(pid, signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match wait::waitpid(pid, Some(wait::WaitPidFlag::WNOHANG)) {
+                Ok(wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Ok(wait::WaitStatus::StillAlive) => {
+                    let _ = signal::kill(pid, signal::Signal::SIGKILL);
+                    let _ = wait::waitpid(pid, None);
+                    return;
+                }
+                Ok(wait::WaitStatus::Exited(..)) | Ok(wait::WaitStatus::Signaled(..)) | Err(_) => {
+                    return
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
+
+/// A watcher stopped with SIGSTOP (its reader not reading, so that its ring
+/// overflows) until this guard is dropped: it is continued then, also when
+/// the test panics while it is stopped.
+pub struct Stopped<'a>(&'a Feed);
+
+impl Feed {
+    /// Stop the watcher (SIGSTOP) until the returned guard is dropped.
+    pub fn stopped(&self) -> Stopped<'_> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        Stopped(self)
+    }
+}
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0.pid as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+/// A child process of the test that is killed and reaped when the guard is
+/// dropped (also when the test panics): rsyslogd, shell loops, helpers.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    pub fn spawn(cmd: &mut Command) -> ChildGuard {
+        ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}")))
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// True when `text` names `pid N` as a whole number (`pid 12` is not in
+/// `pid 123`).
+pub fn names_pid(text: &str, pid: u32) -> bool {
+    let needle = format!("pid {pid}");
+    text.match_indices(&needle).any(|(i, _)| {
+        !text[i + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
 }
 
 impl Feed {
@@ -129,6 +218,7 @@ impl Feed {
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
             pid: child.id(),
+            reaped: std::sync::atomic::AtomicBool::new(false),
         });
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
@@ -318,8 +408,14 @@ impl Feed {
                 nix::unistd::Pid::from_raw(self.pid as i32),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
             ) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => return Some(code),
-                Ok(nix::sys::wait::WaitStatus::Signaled(..)) => return None,
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => {
+                    self.reaped.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return Some(code);
+                }
+                Ok(nix::sys::wait::WaitStatus::Signaled(..)) => {
+                    self.reaped.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return None;
+                }
                 Ok(_) => {}
                 Err(e) => panic!("waitpid: {e}"),
             }
@@ -462,6 +558,16 @@ impl Running {
     }
 }
 
+/// An actor a test did not finish (it panicked first) is killed and reaped.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Start `actor <args>` without waiting for it.
 pub fn spawn_actor(bin: &str, args: &[&str]) -> Running {
     let mut child = Command::new(bin)
@@ -594,4 +700,131 @@ pub fn write_config(dir: &std::path::Path, text: &str) -> PathBuf {
     let cfg = dir.join("w.toml");
     std::fs::write(&cfg, text).expect("write config");
     cfg
+}
+
+/// What a process uses now: CPU seconds (user + system), resident memory
+/// (KiB, now and its peak) and threads, from `/proc/<pid>/{stat,status}`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu_s: f64,
+    pub rss_kib: u64,
+    pub rss_peak_kib: u64,
+    pub threads: u64,
+}
+
+pub fn usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis: utime is the 14th field, stime the 15th.
+    let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??.max(1) as f64;
+    let cpu_s = (rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some(Usage {
+        cpu_s,
+        rss_kib: field("VmRSS:")?,
+        rss_peak_kib: field("VmHWM:")?,
+        threads: field("Threads:")?,
+    })
+}
+
+/// Samples a process's usage every 20 ms until stopped: the peaks of its
+/// resident memory and thread count over that time.
+pub struct Sampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Usage>>,
+}
+
+impl Sampler {
+    pub fn start(pid: u32) -> Sampler {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = Usage::default();
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(u) = usage(pid) {
+                    peak.cpu_s = u.cpu_s;
+                    peak.rss_kib = peak.rss_kib.max(u.rss_kib);
+                    peak.rss_peak_kib = u.rss_peak_kib;
+                    peak.threads = peak.threads.max(u.threads);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        Sampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop sampling: the peaks seen (`cpu_s` is the last reading).
+    pub fn finish(mut self) -> Usage {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().map(|t| t.join().expect("sampler")).unwrap_or_default()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A real rsyslogd on a socket of its own, writing each message's text
+/// (`%msg%`) to a file; killed when dropped.
+pub struct Rsyslog {
+    pub socket: PathBuf,
+    pub out: PathBuf,
+    pub child: ChildGuard,
+}
+
+impl Rsyslog {
+    pub fn start(dir: &std::path::Path) -> Rsyslog {
+        let socket = dir.join("log.sock");
+        let out = dir.join("out.log");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{d}\")\nmodule(load=\"imuxsock\" SysSock.Use=\"off\")\ninput(type=\"imuxsock\" Socket=\"{s}\" UseSpecialParser=\"off\" ParseHostname=\"on\")\ntemplate(name=\"msgonly\" type=\"string\" string=\"%msg%\\n\")\n*.* action(type=\"omfile\" file=\"{o}\" template=\"msgonly\")\n",
+                d = dir.display(),
+                s = socket.display(),
+                o = out.display()
+            ),
+        )
+        .expect("rsyslog.conf");
+        let rsyslogd = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("rsyslogd (Debian: rsyslog; `cargo xtask test` installs it)");
+        let child = ChildGuard::spawn(
+            Command::new(rsyslogd)
+                .args(["-n", "-f"])
+                .arg(&conf)
+                .arg("-i")
+                .arg(dir.join("rsyslogd.pid"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        eventually("rsyslog's socket", || socket.exists().then_some(()));
+        Rsyslog { socket, out, child }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pid_is_named_as_a_whole_number() {
+        assert!(super::names_pid("by pid 12 (actor)", 12));
+        assert!(super::names_pid("pid 12", 12));
+        assert!(!super::names_pid("by pid 123 (actor)", 12));
+        assert!(super::names_pid("pid 123 and pid 12,", 12));
+    }
 }

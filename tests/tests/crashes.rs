@@ -168,7 +168,8 @@ fn a_curl_loop_waiting_for_a_dead_dependency_is_connect_failures_not_a_crash_loo
     let feed = Feed::shared();
     let port = free_port();
     let script = format!("until curl -sf http://127.0.0.1:{port}/; do sleep 0.15; done");
-    let mut shell = Command::new("sh").args(["-c", &script]).spawn().expect("sh");
+    // Killed when the test ends, also when it fails.
+    let shell = watcher_tests::ChildGuard::spawn(Command::new("sh").args(["-c", &script]));
     let sh_pid = shell.id();
     let f = feed.wait_for_related(
         "connect_failures for the dead port",
@@ -187,8 +188,7 @@ fn a_curl_loop_waiting_for_a_dead_dependency_is_connect_failures_not_a_crash_loo
         (n >= 12).then_some(())
     });
     marker(&feed, "curl-loop");
-    let _ = shell.kill();
-    let _ = shell.wait();
+    drop(shell);
     let storms: Vec<Value> = feed
         .records()
         .into_iter()

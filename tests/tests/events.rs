@@ -250,17 +250,21 @@ fn threads_are_not_written_unless_asked_for() {
         ),
     );
     let feed = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
-    let addr = format!("127.0.0.1:{port}");
-    let counted = |ty: &str| {
-        watcher_tests::metric(&watcher_tests::scrape(&addr), &format!("watcher_events_total{{type=\"{ty}\"}}")).unwrap_or(0.0)
-    };
-    let (forks, exits) = (counted("fork"), counted("exit"));
     let run = actor(ACTOR, &["threads", "500"]);
     let exit = feed.wait_for("the process's exit", |v| is(v, "exit") && pid_is(v, run.pid));
     assert_eq!(exit["exit"]["process_exited"], true, "{exit}");
-    // Everything up to the exit has been counted; the host's other processes add a few.
-    let (forks, exits) = (counted("fork") - forks, counted("exit") - exits);
-    assert!(forks < 100.0 && exits < 100.0, "500 threads came and went: {forks} forks and {exits} exits counted");
+    // Every record up to the process's exit is out: none is about one of
+    // its 500 threads (counted per process, not host-wide, where sibling
+    // tests fork at the same time).
+    let threads: Vec<Value> = feed
+        .records()
+        .into_iter()
+        .filter(|v| is(v, "fork") || is(v, "exit"))
+        .filter(|v| pid_is(v, run.pid) && v["process"].get("thread").is_some())
+        .collect();
+    assert!(threads.is_empty(), "500 threads came and went: {} thread records: {:?}", threads.len(), threads.iter().take(3).collect::<Vec<_>>());
+    // The process itself is there (its fork from the test, its exit).
+    assert!(feed.records().iter().any(|v| is(v, "fork") && pid_is(v, run.pid)), "the process's own fork");
 }
 
 #[test]
@@ -751,11 +755,17 @@ fn an_urgent_record_after_the_reader_caught_up_wakes_it_again() {
         return;
     }
     let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000", "--wakeup-us", "1000000"]);
-    let mut last = 0;
+    let mut last = 0u64;
     for n in 0..3 {
         let run = actor("taskset", &["-c", "0", ACTOR, "addrinuse"]);
         let v = feed.wait_for("the failed bind", |v| is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some());
         let at = num(&v, &["mono_ns"]).expect("mono_ns");
+        // What is tested needs the bind within the wakeup interval (1 s) of the previous one.
+        assert!(
+            n == 0 || at.saturating_sub(last) < 1_000_000_000,
+            "failed bind {n} came {} ms after the previous one, past the 1 s wakeup interval: nothing was tested",
+            at.saturating_sub(last) / 1_000_000
+        );
         let took = feed.arrival(&v).saturating_sub(at);
         assert!(
             took < 2_000_000_000,
@@ -798,17 +808,18 @@ fn one_ring_per_cpu_loses_nothing_and_counts_its_own_loss() {
         assert!(fork.is_some() && fork < exit && exit < reap, "CPU {cpu}: fork, exit, reap at {fork:?}, {exit:?}, {reap:?}");
     }
     if cpus < 2 {
-        eprintln!("one CPU: one ring; the overflow of one CPU's ring beside another's is not shown here");
+        // (The kernel matrix's guests have two vCPUs for this.)
+        watcher_tests::unavailable("one CPU: the overflow of one CPU's ring beside another's needs two");
         return;
     }
     // The reader stops; CPU 1's ring (1 MiB) overflows with a fork loop; then a process on CPU 0.
-    feed.signal(nix::sys::signal::Signal::SIGSTOP);
+    let stopped = feed.stopped();
     let flood = Command::new("taskset")
         .args(["-c", "1", ACTOR, "fork-loop", "8000"])
         .stdout(Stdio::null())
         .status();
     let quiet = actor_any("taskset", &["-c", "0", ACTOR, "exit", "9"]);
-    feed.signal(nix::sys::signal::Signal::SIGCONT);
+    drop(stopped);
     assert!(flood.is_ok_and(|s| s.success()), "the fork loop");
     let loss = feed.wait_for("a loss record", |v| is(v, "loss") && text(v, &["loss", "reason"]) == Some("ring_buffer_full"));
     assert!(num(&loss, &["loss", "count"]).unwrap_or(0) > 0, "{loss}");

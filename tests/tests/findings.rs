@@ -139,7 +139,8 @@ fn seven_unreaped_children_open_deadline_and_resolve() {
         return;
     }
     let feed = Feed::shared();
-    let mut parent = spawn_actor(ACTOR, &["zombies", "7", "12500"]);
+    // Reaped when the test says (after the 10 s deadline's finding).
+    let mut parent = spawn_actor(ACTOR, &["zombies", "7", "stdin"]);
     let children: Vec<u64> = parent
         .value("children")
         .split(',')
@@ -153,7 +154,9 @@ fn seven_unreaped_children_open_deadline_and_resolve() {
                 && finding_pids(v, Some("parent")) == vec![parent.pid as u64]
         },
     );
-    // It fires while handling the exit that crosses 5: the 5th child's exit.
+    // It fires while handling the exit that crosses 5: one of the children's
+    // exits (which one is the 5th to be read depends on the order the CPUs'
+    // records reach the ring, not only on their times).
     let exits: Vec<u64> = feed
         .records()
         .iter()
@@ -163,14 +166,11 @@ fn seven_unreaped_children_open_deadline_and_resolve() {
         })
         .filter_map(|v| num(v, &["mono_ns"]))
         .collect();
+    assert!(exits.len() >= 5, "saw the exits: {exits:?}");
+    let at = num(&acc, &["mono_ns"]).unwrap_or(0);
+    assert!(exits.contains(&at), "at a child's exit ({at}), one of {exits:?}");
     let mut sorted = exits.clone();
     sorted.sort();
-    assert!(sorted.len() >= 5, "saw the exits: {sorted:?}");
-    assert_eq!(
-        num(&acc, &["mono_ns"]),
-        Some(sorted[4]),
-        "at the crossing exit"
-    );
     assert_eq!(num(&acc, &["details", "unreaped"]), Some(5));
     // The age deadline: 10 s after the exits, from the timer.
     let z = feed.wait_for_related(
@@ -198,6 +198,7 @@ fn seven_unreaped_children_open_deadline_and_resolve() {
         "{z}"
     );
     // Reaped: both resolve.
+    parent.line();
     parent.value("reaped");
     feed.wait_for("zombie resolved", |v| {
         finding(v, "zombie", "resolved") && text(v, &["id"]) == text(&z, &["id"])

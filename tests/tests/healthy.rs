@@ -170,6 +170,11 @@ fn a_healthy_host_produces_no_findings() {
     assert!(accepted >= 300, "{accepted} accepted connections");
     assert!(greps >= 40, "{greps} grep -q answers");
 
+    // Nothing was lost: a finding missing because its records were dropped
+    // would make this test pass for the wrong reason.
+    let losses: Vec<&Value> = records.iter().filter(|v| text(v, &["type"]) == Some("loss")).collect();
+    assert!(losses.is_empty(), "records were lost during the healthy workload: {losses:?}");
+
     let findings: Vec<&Value> = records
         .iter()
         .filter(|v| text(v, &["type"]) == Some("finding"))

@@ -48,7 +48,7 @@ fn a_port_prober_is_one_incident_resolved_where_it_bound() {
     let resolved = feed.wait_for_related(
         "the prober's incident resolved at its bind",
         |v| text(v, &["kind"]) == Some("port_conflict"),
-        |v| finding(v, "port_conflict", "resolved") && text(v, &["summary"]).is_some_and(|s| s.contains(&format!("pid {}", prober.pid))),
+        |v| finding(v, "port_conflict", "resolved") && text(v, &["summary"]).is_some_and(|s| watcher_tests::names_pid(s, prober.pid)),
     );
     assert!(text(&resolved, &["summary"]).unwrap().contains(&format!("got {got}")), "{resolved}");
     let opened: Vec<Value> = feed
@@ -74,7 +74,7 @@ fn bind_to_port_0_in_a_namespace_without_free_ports_is_ports_exhausted() {
     assert_eq!(a.value("errno"), "98", "the third bind(0) finds no free port");
     let open = exhausted(&feed, netns, "open", "ports_exhausted opened for the namespace", |_| true);
     assert!(
-        text(&open, &["summary"]).is_some_and(|s| s.contains("a bind to 127.0.0.1:0 (any free port)") && s.contains(&format!("pid {}", a.pid))),
+        text(&open, &["summary"]).is_some_and(|s| s.contains("a bind to 127.0.0.1:0 (any free port)") && watcher_tests::names_pid(s, a.pid)),
         "{open}"
     );
     // Not a port conflict on "port 0".

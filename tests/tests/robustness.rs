@@ -25,7 +25,7 @@ fn a_restarted_daemon_rediscovers_zombies_and_listeners() {
     );
     let first = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
     // Zombies and a listener come into being while the first daemon runs…
-    let mut parent = spawn_actor(ACTOR, &["zombies", "6", "30000"]);
+    let mut parent = spawn_actor(ACTOR, &["zombies", "6", "stdin"]);
     let children: Vec<u64> = parent
         .value("children")
         .split(',')
@@ -69,9 +69,7 @@ fn a_restarted_daemon_rediscovers_zombies_and_listeners() {
         "{f}"
     );
     holder.finish();
-    drop(parent.child.stdin.take());
-    let _ = parent.child.kill();
-    let _ = parent.child.wait();
+    parent.finish();
     second.signal(Signal::SIGTERM);
     assert_eq!(second.wait_exit(), Some(0));
 }

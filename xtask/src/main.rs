@@ -66,6 +66,13 @@ enum Cmd {
         /// Debian kernel packages to boot instead, e.g. linux-image-6.1.0-56-amd64.
         #[arg(long = "kernel")]
         kernels: Vec<String>,
+        /// Instead of the tests: N attach/detach cycles of three watchers (one
+        /// detaching its programs while running, one killed with SIGKILL every
+        /// third cycle) under a fork and bind load, with the guest kernel's
+        /// lockup detectors printing every CPU's stack (the 6.1 kernel unless
+        /// --kernel says otherwise). Log: target/vm/<release>.soak.log.
+        #[arg(long, value_name = "CYCLES")]
+        soak: Option<u32>,
     },
     /// Run every test: unit tests, the end-to-end tests (real kernel programs, real processes; needs root),
     /// then the kernel matrix (`vms`). With arguments for `cargo test`, only those tests run.
@@ -143,8 +150,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Vms { kernels } => {
+        Cmd::Vms { kernels, soak } => {
             let bin_dir = setup()?;
+            if let Some(cycles) = soak {
+                return Ok(if vms::soak(&bin_dir, &kernels, cycles)? {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
             Ok(if vms::run(&bin_dir, &kernels)? {
                 ExitCode::SUCCESS
             } else {

@@ -5,7 +5,10 @@
 use std::{
     io::Write,
     net::{Ipv4Addr, SocketAddr, TcpListener},
-    os::{fd::AsRawFd, unix::process::CommandExt},
+    os::{
+        fd::AsRawFd,
+        unix::{ffi::OsStrExt, process::CommandExt},
+    },
     process::exit,
     time::{Duration, Instant},
 };
@@ -55,6 +58,24 @@ fn tcp4() -> std::os::fd::OwnedFd {
         None,
     )
     .expect("socket")
+}
+
+/// Bring `lo` up in the network namespace this process is in (it must be
+/// allowed to: root of the namespace's user namespace).
+fn lo_up() {
+    // SAFETY: a plain ioctl on a socket with a zeroed, NUL-terminated ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        assert!(fd >= 0, "socket");
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req), 0, "SIOCGIFFLAGS");
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req), 0, "SIOCSIFFLAGS");
+        libc::close(fd);
+    }
 }
 
 /// A port nobody listens on: bind port 0, note it, close.
@@ -125,12 +146,52 @@ fn keep_caps(list: &str, prog: &[String]) -> ! {
     panic!("exec {}: {err}", prog[0]);
 }
 
+/// Wait `how`: a number of milliseconds, or `stdin` — until a line comes on
+/// stdin (or it closes).
+fn hold(how: &str) {
+    if how == "stdin" {
+        let mut buf = String::new();
+        let _ = std::io::stdin().read_line(&mut buf);
+    } else {
+        std::thread::sleep(Duration::from_millis(how.parse().unwrap_or(0)));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     if arg(1) == "keep-caps" {
         assert_eq!(arg(3), "--", "usage: actor keep-caps N,N,… -- PROG ARGS");
         keep_caps(arg(2), &args[4..]);
+    }
+    if arg(1) == "as-user" {
+        // as-user UID -- PROG ARGS: run PROG as that user (and group), no
+        // supplementary groups, no capabilities: a local user.
+        assert_eq!(arg(3), "--", "usage: actor as-user UID -- PROG ARGS");
+        let id: u32 = arg(2).parse().expect("uid");
+        nix::unistd::setgroups(&[]).expect("setgroups");
+        nix::unistd::setgid(nix::unistd::Gid::from_raw(id)).expect("setgid");
+        nix::unistd::setuid(nix::unistd::Uid::from_raw(id)).expect("setuid");
+        let err = std::process::Command::new(&args[4]).args(&args[5..]).exec();
+        panic!("exec {}: {err}", args[4]);
+    }
+    if arg(1) == "named" {
+        // named PORT (run by `hostile-names`): a process whose name is
+        // hostile binds a port that is held: a port conflict naming it.
+        let name = b"\x1b[2J\x1b]0;x\x07\n\xff\xfe";
+        // SAFETY: PR_SET_NAME reads a NUL-terminated buffer of at most 16 bytes.
+        let mut comm = [0u8; 16];
+        comm[..name.len()].copy_from_slice(name);
+        unsafe { libc::prctl(libc::PR_SET_NAME, comm.as_ptr()) };
+        let port: u16 = arg(2).parse().expect("port");
+        say("pid", std::process::id());
+        let s = tcp4();
+        let e = socket::bind(s.as_raw_fd(), &v4(port, [0, 0, 0, 0])).expect_err("the port is held");
+        say("errno", e as i32);
+        // Until the test has seen the finding (stdin closes).
+        let mut buf = String::new();
+        let _ = std::io::stdin().read_line(&mut buf);
+        exit(0);
     }
     say("pid", std::process::id());
     match arg(1) {
@@ -299,9 +360,10 @@ fn main() {
             drop(listener);
         }
         "zombies" => {
-            // zombies N HOLD_MS: N children exit at once; reaped only after HOLD_MS.
+            // zombies N HOLD: N children exit at once; reaped only after
+            // HOLD (milliseconds, or `stdin`: when a line comes on stdin or it closes —
+            // the test says when, instead of racing a fixed hold).
             let n: u32 = arg(2).parse().expect("n");
-            let hold: u64 = arg(3).parse().expect("ms");
             let kids: Vec<Pid> = (0..n).map(|_| child_exit(0)).collect();
             say(
                 "children",
@@ -310,7 +372,7 @@ fn main() {
                     .collect::<Vec<_>>()
                     .join(","),
             );
-            std::thread::sleep(Duration::from_millis(hold));
+            hold(arg(3));
             for k in kids {
                 waitpid(k, None).expect("waitpid");
             }
@@ -320,11 +382,11 @@ fn main() {
             // orphan-zombies N REAP HOLD_MS: become a child subreaper that
             // ignores SIGCHLD (so the kernel reaps what it inherits, without a
             // wait); a middle child makes N zombies, reaps the first REAP, holds
-            // the rest HOLD_MS and exits without reaping them. Holds until
-            // stdin closes.
+            // the rest for HOLD (ms, or `stdin`: until a line comes on stdin)
+            // and exits without reaping them. Holds until stdin closes.
             let n: u32 = arg(2).parse().expect("n");
             let reap: usize = arg(3).parse().unwrap_or(0);
-            let hold: u64 = arg(4).parse().unwrap_or(0);
+            let middle_hold = arg(4).to_owned();
             nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
             // SAFETY: setting a signal disposition to SIG_IGN.
             unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) }.expect("signal");
@@ -349,7 +411,8 @@ fn main() {
                     for k in kids.iter().take(reap) {
                         let _ = waitpid(*k, None);
                     }
-                    std::thread::sleep(Duration::from_millis(hold));
+                    say("reaped", reap);
+                    hold(&middle_hold);
                     unsafe { libc::_exit(0) }
                 }
                 ForkResult::Parent { child } => {
@@ -637,6 +700,196 @@ fn main() {
                 nix::poll::PollFlags::POLLOUT,
             )];
             let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(5000u16));
+        }
+        "hostile-names" => {
+            // hostile-names PORT: exec this program as `named PORT` with an
+            // argv[0] of 4 KiB holding terminal escapes, control characters
+            // and bytes that are not UTF-8, and a name (comm) of the same kind.
+            let mut zero: Vec<u8> = b"\x1b[31mred\x1b[0m\r\n\x07\x08\xc3\x28\xff".to_vec();
+            zero.extend(std::iter::repeat_n(b'A', 4096 - zero.len()));
+            let me = std::env::current_exe().expect("own path");
+            let err = std::process::Command::new(me)
+                .arg0(std::ffi::OsStr::from_bytes(&zero))
+                .args(["named", arg(2)])
+                .exec();
+            panic!("exec: {err}");
+        }
+        "exec-flood" => {
+            // exec-flood N BYTES ALIVE: N programs exec'd with a command line
+            // of BYTES (one argument; at most 128 KiB, the kernel's limit for
+            // one); the first ALIVE of them live 300 ms (`sh -c 'sleep 0.3'`,
+            // the long argument its $0), the rest are /bin/true.
+            let n: u32 = arg(2).parse().expect("n");
+            let bytes: usize = arg(3).parse().expect("bytes");
+            let alive: u32 = arg(4).parse().unwrap_or(0);
+            let big = std::ffi::CString::new("z".repeat(bytes.min(128 * 1024 - 1))).expect("arg");
+            let sh = std::ffi::CString::new("/bin/sh").expect("sh");
+            let tru = std::ffi::CString::new("/bin/true").expect("true");
+            let c = std::ffi::CString::new("-c").expect("c");
+            let sleep = std::ffi::CString::new("sleep 0.3").expect("sleep");
+            let t = Instant::now();
+            let mut kids = Vec::new();
+            for i in 0..n {
+                // SAFETY: single-threaded; the child only execs or _exits.
+                match unsafe { fork() }.expect("fork") {
+                    ForkResult::Child => {
+                        if i < alive {
+                            let _ = nix::unistd::execv(&sh, &[sh.clone(), c.clone(), sleep.clone(), big.clone()]);
+                        } else {
+                            let _ = nix::unistd::execv(&tru, &[tru.clone(), big.clone()]);
+                        }
+                        unsafe { libc::_exit(127) }
+                    }
+                    ForkResult::Parent { child } => {
+                        if i < alive {
+                            kids.push(child);
+                        } else {
+                            waitpid(child, None).expect("waitpid");
+                        }
+                    }
+                }
+            }
+            for k in kids {
+                waitpid(k, None).expect("waitpid");
+            }
+            say("execs", n);
+            say("elapsed_ns", t.elapsed().as_nanos());
+        }
+        "netns-flood" => {
+            // netns-flood N BATCH (as a local user): N network namespaces,
+            // each made in a user namespace of its own, BATCH alive at once;
+            // in each, a listener on 0.0.0.0:4000, a second bind of that port
+            // (EADDRINUSE) and a connect to 127.0.0.1:4001 (lo is down: it fails).
+            let n: u32 = arg(2).parse().expect("n");
+            let batch: u32 = arg(3).parse().unwrap_or(500);
+            let t = Instant::now();
+            let mut made = 0;
+            let mut failed_binds = 0;
+            while made < n {
+                let (release_r, release_w) = nix::unistd::pipe().expect("pipe");
+                let (done_r, done_w) = nix::unistd::pipe().expect("pipe");
+                let mut kids = Vec::new();
+                for _ in 0..batch.min(n - made) {
+                    // SAFETY: single-threaded; the child makes its namespaces, binds, waits, _exits.
+                    match unsafe { fork() }.expect("fork") {
+                        ForkResult::Child => {
+                            drop(release_w);
+                            drop(done_r);
+                            let ok = nix::sched::unshare(
+                                nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNET,
+                            )
+                            .is_ok();
+                            let mut r = 0u8;
+                            if ok {
+                                let a = tcp4();
+                                let _ = socket::setsockopt(&a, socket::sockopt::ReuseAddr, &true);
+                                let _ = socket::bind(a.as_raw_fd(), &v4(4000, [0, 0, 0, 0]));
+                                let _ = socket::listen(&a, socket::Backlog::new(1).expect("backlog"));
+                                let b = tcp4();
+                                if socket::bind(b.as_raw_fd(), &v4(4000, [0, 0, 0, 0])).is_err() {
+                                    r = 1;
+                                }
+                                let c = tcp4();
+                                let _ = socket::connect(c.as_raw_fd(), &v4(4001, [127, 0, 0, 1]));
+                                let _ = nix::unistd::write(&done_w, &[r]);
+                                let mut buf = [0u8; 1];
+                                let _ = nix::unistd::read(release_r.as_raw_fd(), &mut buf);
+                                unsafe { libc::_exit(0) }
+                            }
+                            let _ = nix::unistd::write(&done_w, &[2]);
+                            unsafe { libc::_exit(1) }
+                        }
+                        ForkResult::Parent { child } => kids.push(child),
+                    }
+                }
+                drop(done_w);
+                drop(release_r);
+                // Each child says when it has bound; all are released together.
+                let mut buf = [0u8; 1];
+                for _ in 0..kids.len() {
+                    match nix::unistd::read(done_r.as_raw_fd(), &mut buf) {
+                        Ok(1) if buf[0] == 1 => failed_binds += 1,
+                        Ok(1) if buf[0] == 2 => panic!("unshare(CLONE_NEWUSER|CLONE_NEWNET) refused"),
+                        _ => {}
+                    }
+                }
+                drop(release_w);
+                for k in &kids {
+                    waitpid(*k, None).expect("waitpid");
+                }
+                made += kids.len() as u32;
+            }
+            say("namespaces", made);
+            say("failed_binds", failed_binds);
+            say("elapsed_ns", t.elapsed().as_nanos());
+        }
+        "port-flood" => {
+            // port-flood N (as a local user): N distinct ports whose second
+            // bind fails (EADDRINUSE), in namespaces of its own (user + net),
+            // 60,000 ports each.
+            let n: u32 = arg(2).parse().expect("n");
+            let t = Instant::now();
+            let mut done = 0u32;
+            while done < n {
+                let chunk = (n - done).min(60_000);
+                // SAFETY: single-threaded; the child works in its namespaces and _exits.
+                match unsafe { fork() }.expect("fork") {
+                    ForkResult::Child => {
+                        nix::sched::unshare(
+                            nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNET,
+                        )
+                        .expect("unshare(CLONE_NEWUSER|CLONE_NEWNET)");
+                        let mut failed = 0u32;
+                        for port in (1024..=65535u16).take(chunk as usize) {
+                            let a = tcp4();
+                            if socket::bind(a.as_raw_fd(), &v4(port, [0, 0, 0, 0])).is_err() {
+                                continue;
+                            }
+                            let b = tcp4();
+                            if socket::bind(b.as_raw_fd(), &v4(port, [0, 0, 0, 0])).is_err() {
+                                failed += 1;
+                            }
+                        }
+                        unsafe { libc::_exit(if failed == chunk { 0 } else { 1 }) }
+                    }
+                    ForkResult::Parent { child } => {
+                        let st = waitpid(child, None).expect("waitpid");
+                        assert!(
+                            matches!(st, nix::sys::wait::WaitStatus::Exited(_, 0)),
+                            "the port flood's child: {st:?}"
+                        );
+                    }
+                }
+                done += chunk;
+            }
+            say("failed_binds", done);
+            say("elapsed_ns", t.elapsed().as_nanos());
+        }
+        "refused-flood" => {
+            // refused-flood N (as a local user): connects to N distinct
+            // destinations (127.0.0.1–127.0.0.2, every port from 1) that
+            // nobody listens on, in a namespace of its own with lo up: each refused.
+            let n: u32 = arg(2).parse().expect("n");
+            nix::sched::unshare(
+                nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNET,
+            )
+            .expect("unshare(CLONE_NEWUSER|CLONE_NEWNET)");
+            lo_up();
+            let t = Instant::now();
+            let mut refused = 0u32;
+            'all: for host in [1u8, 2] {
+                for port in 1..=65535u16 {
+                    if refused >= n {
+                        break 'all;
+                    }
+                    let c = tcp4();
+                    if socket::connect(c.as_raw_fd(), &v4(port, [127, 0, 0, host])) == Err(nix::errno::Errno::ECONNREFUSED) {
+                        refused += 1;
+                    }
+                }
+            }
+            say("refused", refused);
+            say("elapsed_ns", t.elapsed().as_nanos());
         }
         "listen-port" => {
             let port: u16 = arg(2).parse().expect("port");

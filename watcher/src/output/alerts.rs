@@ -103,6 +103,28 @@ pub struct Alert {
     pub ends_at: String,
 }
 
+/// Longest label value and summary taken from what a process chose (its
+/// name, its container's name): notification templates and UIs show them.
+const LABEL_MAX: usize = 128;
+const SUMMARY_MAX: usize = 2048;
+
+/// A value a local user chose (program and container names, command lines
+/// in a summary), made inert for whoever reads the notification: control
+/// characters (terminal escapes, newlines) escaped as in the human lines,
+/// and at most `max` bytes (cut at a character boundary, marked with `…`).
+fn inert(s: &str, max: usize) -> String {
+    let mut out = crate::output::human::clean(s);
+    if out.len() > max {
+        let mut end = max.saturating_sub('…'.len_utf8());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
 /// Turns findings into alerts: the labels and annotations of a config.
 #[derive(Clone, Debug)]
 pub struct Labeller {
@@ -166,13 +188,13 @@ impl Labeller {
                 .and_then(|e| e.rsplit('/').next())
                 .filter(|s| !s.is_empty())
                 .unwrap_or(&p.name);
-            labels.insert("program".into(), program.to_owned());
+            labels.insert("program".into(), inert(program, LABEL_MAX));
         }
         if let Some(c) = f.processes.iter().find_map(|p| p.container.as_ref()) {
-            labels.insert("container".into(), c.label().to_owned());
+            labels.insert("container".into(), inert(c.label(), LABEL_MAX));
         }
         let mut annotations = BTreeMap::new();
-        annotations.insert("summary".into(), f.summary.clone());
+        annotations.insert("summary".into(), inert(&f.summary, SUMMARY_MAX));
         annotations.insert("description".into(), what_to_do(&f.kind).into());
         annotations.insert("first_seen".into(), f.first_seen.clone());
         annotations.insert("occurrences".into(), f.count.to_string());
@@ -720,5 +742,16 @@ mod tests {
             .contains("https is not supported"));
         assert!(endpoint("am:9093").is_err());
         assert!(endpoint("not a url").is_err());
+    }
+
+    #[test]
+    fn names_a_local_user_chose_are_inert_in_labels_and_annotations() {
+        let hostile = format!("evil\x1b[2J\x1b]0;pwned\x07\nname{}", "é".repeat(3000));
+        let v = inert(&hostile, LABEL_MAX);
+        assert!(v.len() <= LABEL_MAX, "{}", v.len());
+        assert!(!v.chars().any(|c| c.is_control()), "{v:?}");
+        assert!(v.starts_with("evil\\u{1b}[2J"), "{v:?}");
+        assert!(v.ends_with('…'));
+        assert_eq!(inert("nginx", LABEL_MAX), "nginx");
     }
 }

@@ -62,7 +62,7 @@ pub trait SocketLookup: Send {
     }
     /// The whole argument vector of `pid`, whose exec record captured only
     /// `captured` (see [`crate::world::cmdline`]); `None`: not to be had in time.
-    fn full_args(&mut self, _pid: u32, _captured: &[String]) -> Option<Vec<String>> {
+    fn full_args(&mut self, _pid: u32, _captured: &[String]) -> Option<crate::world::cmdline::Args> {
         None
     }
     /// Start a snapshot of `/proc` (and of the holder sockets of
@@ -306,11 +306,11 @@ impl Engine {
         let ev = match &ev.payload {
             crate::decode::Payload::Exec(x) if x.argv_truncated => {
                 match self.lookup.full_args(ev.header.tgid, &x.argv) {
-                    Some(argv) => {
+                    Some((argv, cut)) => {
                         let mut e = ev.clone();
                         if let crate::decode::Payload::Exec(x) = &mut e.payload {
                             x.argv = argv;
-                            x.argv_truncated = false;
+                            x.argv_truncated = cut;
                         }
                         completed = e;
                         &completed

@@ -52,7 +52,15 @@ enum Query {
 
 struct Helper {
     tx: SyncSender<Query>,
+    /// Held by the helper's thread too: a count of 1 means it has ended.
+    alive: std::sync::Arc<()>,
 }
+
+/// Helper threads at once, whatever the number of namespaces: a local user
+/// can make thousands of namespaces (in user namespaces), and each must not
+/// become a thread. A question about one more namespace is counted as
+/// unanswered (its finding goes out with what the tables know).
+pub const HELPERS_MAX: usize = 32;
 
 /// Answers not yet in after their wait: (port, answer channel, asked when).
 type Late = (
@@ -89,6 +97,8 @@ pub struct NetnsLookups {
     /// `/proc` can tell, or no kept socket yet).
     pub quick_answers: u64,
     pub quick_misses: u64,
+    /// Questions about a namespace not asked because HELPERS_MAX helpers were busy.
+    pub helpers_refused: u64,
 }
 
 /// Namespaces with a kept socket at most; one unused this long is closed
@@ -199,6 +209,7 @@ impl NetnsLookups {
             opening: HashMap::new(),
             quick_answers: 0,
             quick_misses: 0,
+            helpers_refused: 0,
         }
     }
 
@@ -316,13 +327,25 @@ impl NetnsLookups {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
+        // Helpers that ended (idle) leave room.
+        self.helpers
+            .retain(|_, h| std::sync::Arc::strong_count(&h.alive) > 1);
+        if self.helpers.len() >= HELPERS_MAX {
+            self.unanswered
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.helpers_refused += 1;
+            return None;
+        }
         let (tx, rx) = sync_channel::<Query>(16);
         let own = self.own;
         let h = handle.clone();
         let said = self.said_fallback;
+        let alive = std::sync::Arc::new(());
+        let held = alive.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("watcher-netns-{netns}"))
             .spawn(move || {
+                let _held = held;
                 if let Some(note) = helper(netns, own, h, rx, said) {
                     eprintln!("watcher: {note}");
                 }
@@ -332,7 +355,7 @@ impl NetnsLookups {
         }
         // Said (at most) once: later helpers stay quiet about it.
         self.said_fallback = true;
-        self.helpers.insert(netns, Helper { tx });
+        self.helpers.insert(netns, Helper { tx, alive });
         self.helpers.get(&netns)
     }
 
@@ -542,7 +565,10 @@ impl NetnsLookups {
 
     /// Network namespaces with a live helper now.
     pub fn helpers(&self) -> usize {
-        self.helpers.len()
+        self.helpers
+            .values()
+            .filter(|h| std::sync::Arc::strong_count(&h.alive) > 1)
+            .count()
     }
 }
 
@@ -569,7 +595,7 @@ impl crate::engine::SocketLookup for NetnsLookups {
     fn summaries(&mut self) -> Vec<(u32, PortSummary)> {
         self.summaries_in()
     }
-    fn full_args(&mut self, pid: u32, captured: &[String]) -> Option<Vec<String>> {
+    fn full_args(&mut self, pid: u32, captured: &[String]) -> Option<crate::world::cmdline::Args> {
         self.cmdlines.complete(pid, captured)
     }
     fn quick(
@@ -681,6 +707,33 @@ mod tests {
         assert!(answer.is_empty(), "{answer:?}");
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[test]
+    fn helpers_are_bounded_whatever_the_number_of_namespaces() {
+        // Each question is about "another" namespace (watcher's own is
+        // pretended elsewhere; each helper, entered through this process,
+        // lives in ours, and is then filed under a namespace of its own):
+        // at most HELPERS_MAX helpers live at once; the next question is
+        // refused and counted as unanswered, not given a thread.
+        let mut n = NetnsLookups::new(Duration::from_millis(1));
+        let real = n.own;
+        n.own = real.wrapping_add(1);
+        let me = std::process::id();
+        for k in 0..HELPERS_MAX as u32 {
+            assert!(
+                n.send(real, &NsHandle::of_pid(me), |reply| Query::Holders { reply }).is_some(),
+                "helper {k} started"
+            );
+            let h = n.helpers.remove(&real).expect("a helper");
+            n.helpers.insert(real.wrapping_add(100 + k), h);
+        }
+        assert_eq!(n.helpers(), HELPERS_MAX);
+        let before = n.unanswered.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(n.send(real, &NsHandle::of_pid(me), |reply| Query::Holders { reply }).is_none());
+        assert_eq!(n.helpers_refused, 1);
+        assert_eq!(n.unanswered.load(std::sync::atomic::Ordering::Relaxed), before + 1);
+        assert_eq!(n.helpers(), HELPERS_MAX, "no thread more");
     }
 
     #[test]

@@ -360,9 +360,8 @@ pub fn summarize(
     let mut by_process: Vec<(u32, String, usize)> = by_pid
         .into_iter()
         .map(|(pid, n)| {
-            let comm = fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                .ok()
-                .map(|c| c.trim_end_matches('\0').replace('\0', " "))
+            let comm = crate::world::cmdline::read(pid)
+                .map(|(args, _)| args.join(" "))
                 .filter(|c| !c.is_empty())
                 .or_else(|| {
                     fs::read_to_string(format!("/proc/{pid}/comm"))
