@@ -227,9 +227,9 @@ impl Feed {
             let mut out = BufReader::new(out);
             loop {
                 {
-                    let mut st = f.state.lock().expect("lock");
+                    let mut st = f.state.lock().unwrap_or_else(|e| e.into_inner());
                     while st.paused {
-                        st = f.cv.wait(st).expect("wait");
+                        st = f.cv.wait(st).unwrap_or_else(|e| e.into_inner());
                     }
                 }
                 let mut line = String::new();
@@ -237,7 +237,7 @@ impl Feed {
                     break;
                 }
                 let line = line.trim_end_matches('\n').to_owned();
-                let mut st = f.state.lock().expect("lock");
+                let mut st = f.state.lock().unwrap_or_else(|e| e.into_inner());
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => {
                         st.records.push(v);
@@ -247,14 +247,14 @@ impl Feed {
                 }
                 f.cv.notify_all();
             }
-            f.state.lock().expect("lock").exited = true;
+            f.state.lock().unwrap_or_else(|e| e.into_inner()).exited = true;
             f.cv.notify_all();
         });
         let f = feed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
-                let mut st = f.state.lock().expect("lock");
+                let mut st = f.state.lock().unwrap_or_else(|e| e.into_inner());
                 if (line.contains("tracing") && line.contains("tracepoints"))
                     || line.contains("watcher: running:")
                 {
@@ -280,7 +280,7 @@ impl Feed {
 
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let mut st = self.state.lock().expect("lock");
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while !st.ready {
             if st.exited || Instant::now() > deadline {
                 panic!(
@@ -291,14 +291,14 @@ impl Feed {
             st = self
                 .cv
                 .wait_timeout(st, Duration::from_millis(100))
-                .expect("wait")
+                .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
     }
 
     /// When `record` (one this feed printed) was read from watcher's stdout (CLOCK_MONOTONIC ns).
     pub fn arrival(&self, record: &Value) -> u64 {
-        let st = self.state.lock().expect("lock");
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let i = st
             .records
             .iter()
@@ -322,7 +322,7 @@ impl Feed {
     ) -> Value {
         let deadline = Instant::now() + DEADLINE;
         let mut seen = 0;
-        let mut st = self.state.lock().expect("lock");
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             assert!(
                 st.bad_lines.is_empty(),
@@ -353,7 +353,7 @@ impl Feed {
             st = self
                 .cv
                 .wait_timeout(st, Duration::from_millis(200))
-                .expect("wait")
+                .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
     }
@@ -361,22 +361,22 @@ impl Feed {
     /// Stop reading watcher's stdout (`true`: it fills the pipe and then
     /// waits, a stalled consumer), or read it again.
     pub fn pause_reading(&self, paused: bool) {
-        self.state.lock().expect("lock").paused = paused;
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).paused = paused;
         self.cv.notify_all();
     }
 
     pub fn records(&self) -> Vec<Value> {
-        self.state.lock().expect("lock").records.clone()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).records.clone()
     }
 
     pub fn stderr(&self) -> Vec<String> {
-        self.state.lock().expect("lock").stderr.clone()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stderr.clone()
     }
 
     /// Wait (with the deadline) for a stderr line containing `text`.
     pub fn wait_stderr(&self, text: &str) -> String {
         let deadline = Instant::now() + DEADLINE;
-        let mut st = self.state.lock().expect("lock");
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(l) = st.stderr.iter().find(|l| l.contains(text)) {
                 return l.clone();
@@ -390,7 +390,7 @@ impl Feed {
             st = self
                 .cv
                 .wait_timeout(st, Duration::from_millis(200))
-                .expect("wait")
+                .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
     }

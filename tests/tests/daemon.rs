@@ -724,10 +724,10 @@ fn readiness_is_notified_to_systemd() {
     // … and a process that starts right after it is seen (what a unit
     // ordered After=watcher.service relies on).
     let run = actor(ACTOR, &["exit", "0"]);
-    let exec = format!("\"type\":\"exec\"");
+    let exec = "\"type\":\"exec\"";
     let pid = format!("\"pid\":{},", run.pid);
     eventually("the exec of a process started right after READY=1", || {
-        read_file(&out).lines().any(|l| l.contains(&exec) && l.contains(&pid)).then_some(())
+        read_file(&out).lines().any(|l| l.contains(exec) && l.contains(&pid)).then_some(())
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.id() as i32), Signal::SIGTERM).unwrap();
     let n = sock.recv(&mut buf).expect("a stopping notification");

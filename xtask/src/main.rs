@@ -73,6 +73,17 @@ enum Cmd {
         /// --kernel says otherwise). Log: target/vm/<release>.soak.log.
         #[arg(long, value_name = "CYCLES")]
         soak: Option<u32>,
+        /// What the soak toggles: `watcher` (attach/detach) or `tracefs` (a
+        /// syscall tracepoint enabled and disabled through tracefs, no
+        /// watcher and no BPF at all: the control experiment).
+        #[arg(long, value_name = "WHAT", default_value = "watcher")]
+        soak_with: String,
+        /// QEMU's TCG threading: `single` (one host thread runs every vCPU in
+        /// turn; the default) or `multi` (a host thread per vCPU, where a
+        /// vCPU can keep running a stale translation of kernel code another
+        /// vCPU patched: see the README's "Kernel matrix").
+        #[arg(long, value_name = "MODE", default_value = "single")]
+        tcg: String,
     },
     /// Run every test: unit tests, the end-to-end tests (real kernel programs, real processes; needs root),
     /// then the kernel matrix (`vms`). With arguments for `cargo test`, only those tests run.
@@ -150,10 +161,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Vms { kernels, soak } => {
+        Cmd::Vms {
+            kernels,
+            soak,
+            soak_with,
+            tcg,
+        } => {
             let bin_dir = setup()?;
+            vms::set_tcg(&tcg)?;
             if let Some(cycles) = soak {
-                return Ok(if vms::soak(&bin_dir, &kernels, cycles)? {
+                return Ok(if vms::soak(&bin_dir, &kernels, cycles, &soak_with)? {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::from(1)
@@ -307,7 +324,11 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         .env("WATCHER_BIN", &watcher)
         .env("WATCHER_TEST_IMAGE", docker::TEST_IMAGE)
         .env("WATCHER_IMAGE", docker::WATCHER_IMAGE)
-        .env("WATCHER_DEB", &deb);
+        .env("WATCHER_DEB", &deb)
+        // The hostile-load tests measure the build users run.
+        .env("WATCHER_RELEASE_BIN", vms::path_of(&exes, "watcher"))
+        // A static actor runs inside the busybox container (the fork bomb).
+        .env("WATCHER_STATIC_ACTOR", vms::path_of(&exes, "actor"));
     cmd.args(&args);
     let host_ok = cmd.status().context("running cargo test")?.success();
     drop(daemon);

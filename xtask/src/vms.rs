@@ -74,6 +74,31 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ("daemon", "syslog_sink_reaches_a_real_rsyslog", "it needs rsyslogd, not in the guest"),
 ];
 
+/// QEMU's TCG threading (`single` unless `cargo xtask vms --tcg multi`).
+static TCG: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+pub fn set_tcg(mode: &str) -> Result<()> {
+    let m = match mode {
+        "single" => "single",
+        "multi" => "multi",
+        other => bail!("--tcg {other}: say `single` or `multi`"),
+    };
+    let _ = TCG.set(m);
+    Ok(())
+}
+
+/// `-accel` for the guests. Single-threaded TCG by default: with a host
+/// thread per vCPU (`multi`), a vCPU can keep executing its stale
+/// translation of a kernel instruction that another vCPU has patched — the
+/// int3 of a jump label being switched (what attaching or detaching the
+/// first or last program on a syscall tracepoint does) — and loop on it
+/// forever: both vCPUs "soft-locked" in syscall_trace_enter, with the NOP
+/// back in memory. Reproduced with `cargo xtask vms --soak 150 --tcg multi`,
+/// with watcher and without it (`--soak-with tracefs`); never with `single`.
+fn accel() -> String {
+    format!("tcg,thread={}", TCG.get().copied().unwrap_or("single"))
+}
+
 /// Per kernel: boot + checks must end within this, or the run fails.
 const BOOT_DEADLINE: Duration = Duration::from_secs(240);
 
@@ -501,10 +526,11 @@ fn plain(line: &str) -> String {
 
 /// Boot one kernel with the initramfs; stream its console prefixed; judge by the markers.
 fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> Result<Outcome> {
-    boot_with(tools, image, initrd, label, log, "console=ttyS0 panic=-1 quiet", BOOT_DEADLINE)
+    boot_with(tools, image, initrd, label, log, "console=ttyS0 panic=-1 quiet", BOOT_DEADLINE, false)
 }
 
 /// Boot with this kernel command line and deadline.
+#[allow(clippy::too_many_arguments)]
 fn boot_with(
     tools: &Path,
     image: &Path,
@@ -513,7 +539,10 @@ fn boot_with(
     log: &Path,
     append: &str,
     limit: Duration,
+    stop_on_alarm: bool,
 ) -> Result<Outcome> {
+    // (The soak stops 30 s after the guest kernel's first alarm: its stacks are out by then.)
+    let mut alarm_at: Option<Instant> = None;
     let start = Instant::now();
     let mut child = Command::new(tools.join("usr/bin/qemu-system-x86_64"))
         .envs(qemu_env(tools))
@@ -523,8 +552,8 @@ fn boot_with(
         .arg(tools.join("usr/share/qemu"))
         .args([
             // Two vCPUs: the tests of one ring per CPU and of CPUs racing
-            // each other need them (multi-threaded TCG: one host thread each).
-            "-machine", "q35", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1G", "-smp", "2",
+            // each other need them (see accel() for the TCG threading).
+            "-machine", "q35", "-accel", &accel(), "-cpu", "max", "-m", "1G", "-smp", "2",
         ])
         .args(["-nographic", "-no-reboot", "-vga", "none", "-nic", "none"])
         .arg("-kernel")
@@ -564,6 +593,10 @@ fn boot_with(
     let mut counts: Option<String> = None;
     let deadline = start + limit;
     loop {
+        let deadline = match alarm_at {
+            Some(t) if stop_on_alarm => deadline.min(t + Duration::from_secs(30)),
+            _ => deadline,
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
@@ -589,6 +622,7 @@ fn boot_with(
                 // The guest kernel's own alarms: said in the summary even when every test passes.
                 if is_kernel_alarm(&line) && !summary.iter().any(|s| s.starts_with("kernel reported")) {
                     summary.push(format!("kernel reported: {}", line.trim()));
+                    alarm_at = Some(Instant::now());
                 }
                 if let Some(rest) = line.strip_prefix("test result: ") {
                     // "ok. 19 passed; 0 failed; 0 ignored; 0 measured; 1 filtered out; finished in 5.85s"
@@ -613,7 +647,11 @@ fn boot_with(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                summary.push(format!("timed out after {} s", limit.as_secs()));
+                if alarm_at.is_some() && stop_on_alarm {
+                    summary.push("stopped 30 s after the kernel's alarm".into());
+                } else {
+                    summary.push(format!("timed out after {} s", limit.as_secs()));
+                }
                 break;
             }
         }
@@ -624,7 +662,7 @@ fn boot_with(
     }
     let seconds = start.elapsed().as_secs_f64();
     let mut ok = done;
-    let wanted: Vec<&str> = if steps.iter().any(|(s, _, _)| s == "soak") {
+    let wanted: Vec<&str> = if stop_on_alarm {
         vec!["soak"]
     } else {
         ["check"].into_iter().chain(TEST_BINARIES).collect()
@@ -667,9 +705,28 @@ fn is_kernel_alarm(line: &str) -> bool {
 /// does), one is killed with SIGKILL every third cycle (the kernel detaches
 /// for it), and the third ends with SIGTERM. Each cycle's end is a console
 /// line; a guest that locks up stops printing them.
-fn soak_script(exes: &[(String, PathBuf)], cycles: u32) -> String {
+fn soak_script(exes: &[(String, PathBuf)], cycles: u32, with: &str) -> String {
     let watcher = path_of(exes, "watcher").display();
     let actor = path_of(exes, "actor").display();
+    let cycle = if with == "tracefs" {
+        // The control: the same jump label switched without watcher or BPF.
+        r#"  for k in 1 2 3 4 5 6 7 8 9 10; do
+    echo 1 > /sys/kernel/tracing/events/syscalls/sys_enter_bind/enable
+    echo 0 > /sys/kernel/tracing/events/syscalls/sys_enter_bind/enable
+  done
+  sleep 1"#
+            .to_owned()
+    } else {
+        format!(
+            r#"  {watcher} trace --json >/dev/null 2>/tmp/a.err & A=$!
+  {watcher} run --config /tmp/s1.toml >/dev/null 2>/tmp/b.err & B=$!
+  WATCHER_FAULT_DRILL=detach-after=$((RANDOM % 3 + 1)) {watcher} run --config /tmp/s2.toml >/dev/null 2>/tmp/c.err & C=$!
+  sleep $((RANDOM % 3 + 3))
+  if [ $((i % 3)) -eq 0 ]; then kill -KILL $A; else kill -TERM $A; fi
+  kill -TERM $B $C
+  wait $A $B $C"#
+        )
+    };
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -699,13 +756,7 @@ done
 LOAD=$!
 i=1
 while [ $i -le {cycles} ]; do
-  {watcher} trace --json >/dev/null 2>/tmp/a.err & A=$!
-  {watcher} run --config /tmp/s1.toml >/dev/null 2>/tmp/b.err & B=$!
-  WATCHER_FAULT_DRILL=detach-after=$((RANDOM % 3 + 1)) {watcher} run --config /tmp/s2.toml >/dev/null 2>/tmp/c.err & C=$!
-  sleep $((RANDOM % 3 + 3))
-  if [ $((i % 3)) -eq 0 ]; then kill -KILL $A; else kill -TERM $A; fi
-  kill -TERM $B $C
-  wait $A $B $C
+{cycle}
   echo "WATCHER-SOAK cycle $i of {cycles} at $(cut -d' ' -f1 /proc/uptime) s"
   i=$((i + 1))
 done
@@ -719,7 +770,10 @@ poweroff -f
 
 /// `cargo xtask vms --soak N`: the attach/detach soak on each kernel (6.1 by
 /// default); Ok(false) if a guest did not finish or its kernel raised an alarm.
-pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32) -> Result<bool> {
+pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32, with: &str) -> Result<bool> {
+    if !["watcher", "tracefs"].contains(&with) {
+        bail!("--soak-with {with}: say `watcher` or `tracefs`");
+    }
     let packages: Vec<String> = if packages.is_empty() {
         vec![newest_package(SERIES[0])?]
     } else {
@@ -734,12 +788,12 @@ pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32) -> Result<bool> {
     let work = crate::target_dir().join("vm");
     fs::create_dir_all(&work)?;
     let initrd = work.join("soak.cpio");
-    initramfs(&tools.join("bin/busybox"), &exes, &soak_script(&exes, cycles), &initrd)?;
+    initramfs(&tools.join("bin/busybox"), &exes, &soak_script(&exes, cycles, with), &initrd)?;
     let mut all = true;
     for (pkg, image) in &images {
         let release = pkg.strip_prefix("linux-image-").unwrap_or(pkg);
-        let log = work.join(format!("{release}.soak.log"));
-        eprintln!("xtask: soaking {release} under QEMU (TCG), {cycles} cycles; console in {}", log.display());
+        let log = work.join(format!("{release}.soak-{with}-{}.log", accel().replace([',', '='], "-")));
+        eprintln!("xtask: soaking {release} under QEMU ({}), {cycles} cycles of {with}; console in {}", accel(), log.display());
         // Not quiet: a lockup's stack is printed at the default log level.
         let o = boot_with(
             &tools,
@@ -748,7 +802,8 @@ pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32) -> Result<bool> {
             release,
             &log,
             "console=ttyS0 panic=-1 loglevel=7",
-            Duration::from_secs(60 + 30 * cycles as u64),
+            Duration::from_secs(120 + 12 * cycles as u64),
+            true,
         )?;
         let alarms = fs::read_to_string(&log)?.lines().filter(|l| is_kernel_alarm(l)).count();
         let ok = o.ok && alarms == 0;

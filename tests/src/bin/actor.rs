@@ -158,7 +158,8 @@ fn hold(how: &str) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // (Lossy: `hostile-names` runs this program with an argv[0] that is not UTF-8.)
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     if arg(1) == "keep-caps" {
         assert_eq!(arg(3), "--", "usage: actor keep-caps N,N,… -- PROG ARGS");
@@ -727,6 +728,7 @@ fn main() {
             let tru = std::ffi::CString::new("/bin/true").expect("true");
             let c = std::ffi::CString::new("-c").expect("c");
             let sleep = std::ffi::CString::new("sleep 0.3").expect("sleep");
+            say("flooding", 1);
             let t = Instant::now();
             let mut kids = Vec::new();
             for i in 0..n {
@@ -762,6 +764,7 @@ fn main() {
             // (EADDRINUSE) and a connect to 127.0.0.1:4001 (lo is down: it fails).
             let n: u32 = arg(2).parse().expect("n");
             let batch: u32 = arg(3).parse().unwrap_or(500);
+            say("flooding", 1);
             let t = Instant::now();
             let mut made = 0;
             let mut failed_binds = 0;
@@ -828,6 +831,7 @@ fn main() {
             // bind fails (EADDRINUSE), in namespaces of its own (user + net),
             // 60,000 ports each.
             let n: u32 = arg(2).parse().expect("n");
+            say("flooding", 1);
             let t = Instant::now();
             let mut done = 0u32;
             while done < n {
@@ -875,6 +879,7 @@ fn main() {
             )
             .expect("unshare(CLONE_NEWUSER|CLONE_NEWNET)");
             lo_up();
+            say("flooding", 1);
             let t = Instant::now();
             let mut refused = 0u32;
             'all: for host in [1u8, 2] {
@@ -890,6 +895,50 @@ fn main() {
             }
             say("refused", refused);
             say("elapsed_ns", t.elapsed().as_nanos());
+        }
+        "fork-bomb" => {
+            // fork-bomb MS: a fork bomb that outlives its limit for MS
+            // milliseconds: it grows until the cgroup's pids limit refuses a
+            // fork, then every process forks and exits (its child goes on),
+            // so the population stays at the limit while processes come and
+            // go as fast as pids free up; a refused fork (EAGAIN) is tried
+            // again. This process (a container's init) reaps everything.
+            let ms: u64 = arg(2).parse().unwrap_or(5000);
+            let end = Instant::now() + Duration::from_millis(ms);
+            let worker = move || -> ! {
+                while Instant::now() < end {
+                    // SAFETY: single-threaded; the bomb's processes only fork and _exit.
+                    match unsafe { fork() } {
+                        Ok(ForkResult::Child) => {}
+                        Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
+                        Err(_) => std::thread::yield_now(),
+                    }
+                }
+                unsafe { libc::_exit(0) }
+            };
+            // SAFETY: as above.
+            match unsafe { fork() }.expect("fork") {
+                ForkResult::Child => {
+                    // Grow until refused, then go on as a worker too.
+                    loop {
+                        match unsafe { fork() } {
+                            Ok(ForkResult::Child) => worker(),
+                            Ok(ForkResult::Parent { .. }) => {}
+                            Err(_) => worker(),
+                        }
+                    }
+                }
+                ForkResult::Parent { .. } => {
+                    say("bombing", ms);
+                    while Instant::now() < end + Duration::from_secs(1) {
+                        if waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)).is_err() {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    // What is left: reaped until none is.
+                    while waitpid(Pid::from_raw(-1), None).is_ok() {}
+                }
+            }
         }
         "listen-port" => {
             let port: u16 = arg(2).parse().expect("port");

@@ -236,6 +236,9 @@ pub struct DetectConfig {
     /// Per-finding state kept (children, programs, destinations).
     #[serde(deserialize_with = "capacity")]
     pub max_tracked: usize,
+    /// New incidents one user may open per second, per kind (0: no limit):
+    /// beyond it they are counted (`watcher_incidents_not_opened_total`), not opened.
+    pub max_opens_per_user_s: u32,
     pub port_conflict: PortConflictCfg,
     pub port_shadowed: PortShadowedCfg,
     pub address_unavailable: AddressUnavailableCfg,
@@ -258,6 +261,7 @@ impl Default for DetectConfig {
             max_incidents: 4096,
             max_sockets: 65_536,
             max_tracked: 65_536,
+            max_opens_per_user_s: crate::detect::incident::OPENS_PER_USER_PER_SECOND,
             port_conflict: Default::default(),
             port_shadowed: Default::default(),
             address_unavailable: Default::default(),

@@ -48,6 +48,7 @@ pub struct ConnectFailures {
     threshold: usize,
     cfg: DetectConfig,
     pub overflow: u64,
+    sweeps: crate::detect::room::Sweeps,
 }
 
 impl ConnectFailures {
@@ -64,6 +65,7 @@ impl ConnectFailures {
             threshold: cfg.connect_failures.failures as usize,
             cfg: cfg.clone(),
             overflow: 0,
+            sweeps: Default::default(),
         }
     }
 
@@ -90,8 +92,11 @@ impl ConnectFailures {
         }
         if !self.dests.contains_key(&key) && self.dests.len() >= self.cfg.max_tracked {
             // Make room: forget destinations with no failure in the window.
-            let w = self.window_ns;
-            self.dests.retain(|_, d| ts.saturating_sub(d.last) < w);
+            // (One pass a second at most: a flood of new destinations costs O(1) each.)
+            if self.sweeps.due(ts) {
+                let w = self.window_ns;
+                self.dests.retain(|_, d| ts.saturating_sub(d.last) < w);
+            }
             if self.dests.len() >= self.cfg.max_tracked {
                 self.overflow += 1;
                 return None;

@@ -29,7 +29,19 @@ pub struct Incidents<K> {
     cap: usize,
     /// Incidents not opened because the table was full.
     pub overflow: u64,
+    /// New incidents one user may open in a second (0: no limit).
+    opens_per_user: u32,
+    /// user id → (second, incidents opened in it); bounded by [`OPEN_RATE_USERS`].
+    opens: HashMap<u32, (u64, u32)>,
+    /// Incidents not opened because their user had opened its second's share.
+    pub suppressed: u64,
 }
+
+/// Users whose opens are counted at once (the table is emptied beyond).
+const OPEN_RATE_USERS: usize = 4096;
+
+/// Default of `[detect] max_opens_per_user_s`.
+pub const OPENS_PER_USER_PER_SECOND: u32 = 50;
 
 impl<K: Hash + Eq + Clone> Incidents<K> {
     /// New limits from a reloaded configuration (open incidents stay).
@@ -53,7 +65,40 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
             update_interval_ns,
             cap: cap.max(1),
             overflow: 0,
+            opens_per_user: OPENS_PER_USER_PER_SECOND,
+            opens: HashMap::new(),
+            suppressed: 0,
         }
+    }
+
+    /// At most `n` new incidents a second per user (0: no limit): a local
+    /// user who makes 100,000 ports fail opens `n` a second, counted beyond,
+    /// while other users' incidents still open.
+    pub fn set_open_rate(&mut self, n: u32) {
+        self.opens_per_user = n;
+    }
+
+    /// Whether the user of `processes` (its first, the one the finding is
+    /// about) may open one more incident at `now`; counts it.
+    fn may_open(&mut self, processes: &[Involved], now: u64) -> bool {
+        if self.opens_per_user == 0 {
+            return true;
+        }
+        let uid = processes.first().map(|p| p.proc.uid).unwrap_or(u32::MAX);
+        let second = now / 1_000_000_000;
+        if self.opens.len() >= OPEN_RATE_USERS && !self.opens.contains_key(&uid) {
+            self.opens.retain(|_, (s, _)| *s == second);
+        }
+        let e = self.opens.entry(uid).or_insert((second, 0));
+        if e.0 != second {
+            *e = (second, 0);
+        }
+        if e.1 >= self.opens_per_user {
+            self.suppressed += 1;
+            return false;
+        }
+        e.1 += 1;
+        true
     }
 
     /// Whether the incident with this id is open.
@@ -121,6 +166,9 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         }
         if self.map.len() >= self.cap {
             self.overflow += 1;
+            return None;
+        }
+        if !self.may_open(&processes, now) {
             return None;
         }
         let inc = Incident {
@@ -206,6 +254,48 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn by(uid: u32) -> Vec<Involved> {
+        vec![Involved {
+            role: "failing",
+            proc: crate::proctable::Proc {
+                key: crate::proctable::ProcKey { tgid: 1000 + uid, start_ns: 1 },
+                ppid: 1,
+                comm: "x".into(),
+                exe: None,
+                argv: None,
+                uid,
+                container_id: None,
+                cgroup_id: 0,
+                pidns: 0,
+                threads: 1,
+                exited: None,
+                signalled: None,
+                program: 0,
+            },
+            address: None,
+            since_ns: None,
+        }]
+    }
+
+    #[test]
+    fn one_user_opens_a_bounded_number_a_second_and_others_still_open() {
+        let mut inc: Incidents<u32> = Incidents::new(Kind::PortConflict, 10, 100_000);
+        inc.set_open_rate(50);
+        let sec = 7_000_000_000;
+        let opened = (0..1000u32)
+            .filter(|k| inc.raise(*k, &k.to_string(), sec + *k as u64, 1, "s".into(), by(65534), Map::new()).is_some())
+            .count();
+        assert_eq!(opened, 50, "the flooding user's share of the second");
+        assert_eq!(inc.suppressed, 950);
+        // Another user in the same second: opened.
+        assert!(inc.raise(5000, "root", sec + 2000, 1, "s".into(), by(0), Map::new()).is_some());
+        // The flooding user, the next second: its share again.
+        assert!(inc.raise(6000, "next", sec + 1_000_000_000, 1, "s".into(), by(65534), Map::new()).is_some());
+        // 0: no limit.
+        inc.set_open_rate(0);
+        assert!(inc.raise(7000, "free", sec + 1_000_000_001, 1, "s".into(), by(65534), Map::new()).is_some());
+    }
 
     #[test]
     fn open_update_rate_limited_resolve() {

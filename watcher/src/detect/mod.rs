@@ -18,6 +18,7 @@ pub mod port_shadowed;
 pub mod ports_exhausted;
 pub mod registry;
 pub mod respawn_storm;
+pub mod room;
 pub mod sockets;
 pub mod summary;
 pub mod zombie;
@@ -307,6 +308,23 @@ impl Detectors {
     }
 
     pub fn new(config: DetectConfig) -> Detectors {
+        let mut d = Detectors::build(config);
+        let rate = d.config.max_opens_per_user_s;
+        for det in d.registry() {
+            det.incidents_mut().set_open_rate(rate);
+        }
+        d
+    }
+
+    /// Incidents not opened, per kind: (the table was full, their user's rate was spent).
+    pub fn not_opened(&self) -> Vec<(Kind, (u64, u64))> {
+        self.all()
+            .into_iter()
+            .map(|d| (d.kind(), d.incidents().not_opened()))
+            .collect()
+    }
+
+    fn build(config: DetectConfig) -> Detectors {
         Detectors {
             sockets: SocketTable::new(config.max_sockets),
             port_conflict: port_conflict::PortConflict::new(&config),
@@ -426,6 +444,7 @@ impl Detectors {
             } else {
                 d.reconfigure(&new);
             }
+            d.incidents_mut().set_open_rate(new.max_opens_per_user_s);
         }
         out
     }

@@ -58,6 +58,13 @@ pub struct PortConflict {
     by_proc: HashMap<ProcKey, Vec<Key>>,
     grace_ns: u64,
     cfg: DetectConfig,
+    sweeps: crate::detect::room::Sweeps,
+    /// (resolve_at, key) of pending conflicts whose failing processes are
+    /// gone, earliest first: the next deadline and what is due are read
+    /// here, not by a pass over every pending conflict (65,536 of them when a
+    /// local user makes that many ports fail). Entries whose conflict moved
+    /// on are skipped when they come up.
+    deadlines: std::collections::BTreeSet<(u64, Key)>,
 }
 
 pub fn program_key(p: &Proc) -> u64 {
@@ -88,6 +95,8 @@ impl PortConflict {
             by_proc: HashMap::new(),
             grace_ns: ns(cfg.port_conflict.resolve_after_exit_s),
             cfg: cfg.clone(),
+            sweeps: Default::default(),
+            deadlines: Default::default(),
         }
     }
 
@@ -181,8 +190,13 @@ impl PortConflict {
                     i.containers,
                 );
                 if !self.pending.contains_key(&key) && self.pending.len() >= self.cfg.max_tracked {
-                    // Bounded: forget conflicts whose failing processes are gone.
-                    self.pending.retain(|_, p| p.resolve_at.is_none());
+                    // Bounded: forget conflicts whose failing processes are
+                    // gone (one pass a second at most: a flood of new ports costs O(1) each).
+                    if self.sweeps.due(ts) {
+                        self.pending.retain(|_, p| p.resolve_at.is_none());
+                        // (What was left has no deadline.)
+                        self.deadlines.clear();
+                    }
                     if self.pending.len() >= self.cfg.max_tracked {
                         self.incidents.overflow += 1;
                         return out;
@@ -197,7 +211,10 @@ impl PortConflict {
                 pend.last = Some((p.clone(), ip));
                 if !pend.failing.contains(&p.key) {
                     let keys = self.by_proc.entry(p.key).or_default();
-                    if !keys.contains(&key) {
+                    // (The recent ones only: a process failing on 60,000
+                    // ports must not make each new one a scan of the rest;
+                    // an older repeat listed twice is resolved once.)
+                    if !keys.iter().rev().take(64).any(|k| *k == key) {
                         keys.push(key);
                     }
                     pend.failing.push(p.key);
@@ -267,27 +284,46 @@ impl PortConflict {
         }
         if let Some(dead) = &changes.exited {
             let keys = self.by_proc.remove(&dead.key).unwrap_or_default();
+            // (Only the exit of a process with conflicts looks for due ones:
+            // a pass over every pending conflict is not paid by every exit.)
+            let had = !keys.is_empty();
             for key in keys {
                 let Some(pend) = self.pending.get_mut(&key) else {
                     continue;
                 };
                 pend.failing.retain(|k| *k != dead.key);
                 if pend.failing.is_empty() {
-                    pend.resolve_at = Some(ts + self.grace_ns);
+                    let at = ts + self.grace_ns;
+                    pend.resolve_at = Some(at);
+                    self.deadlines.insert((at, key));
                 }
             }
-            out.extend(self.on_tick(ts));
+            if self.deadlines.len() > 4 * self.cfg.max_tracked.max(1) {
+                // Mostly entries that moved on: rebuilt from what is pending.
+                self.deadlines = self
+                    .pending
+                    .iter()
+                    .filter_map(|(k, p)| p.resolve_at.map(|t| (t, *k)))
+                    .collect();
+            }
+            if had {
+                out.extend(self.on_tick(ts));
+            }
         }
         out
     }
 
     pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
-        let due: Vec<Key> = self
-            .pending
-            .iter()
-            .filter(|(_, v)| v.resolve_at.is_some_and(|t| t <= now))
-            .map(|(k, _)| *k)
-            .collect();
+        let mut due: Vec<Key> = Vec::new();
+        while let Some(&(t, key)) = self.deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if self.pending.get(&key).is_some_and(|p| p.resolve_at == Some(t)) {
+                due.push(key);
+            }
+        }
         let mut out = Vec::new();
         for key in due {
             self.pending.remove(&key);
@@ -301,7 +337,8 @@ impl PortConflict {
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
-        self.pending.values().filter_map(|v| v.resolve_at).min()
+        // (Possibly one that moved on: waking for it only skips it.)
+        self.deadlines.first().map(|(t, _)| *t)
     }
 
     /// The kernel's socket table of `port` answered after the incident was

@@ -29,6 +29,9 @@ pub trait IncidentTable {
     fn has_id(&self, id: &str) -> bool;
     fn rename(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding>;
     fn resolve_all(&mut self, now: u64, summary: &str) -> Vec<Finding>;
+    fn set_open_rate(&mut self, n: u32);
+    /// Incidents not opened: (the table was full, their user's rate was spent).
+    fn not_opened(&self) -> (u64, u64);
 }
 
 impl<K: Hash + Eq + Clone> IncidentTable for Incidents<K> {
@@ -43,6 +46,12 @@ impl<K: Hash + Eq + Clone> IncidentTable for Incidents<K> {
     }
     fn resolve_all(&mut self, now: u64, summary: &str) -> Vec<Finding> {
         Incidents::resolve_all(self, now, summary)
+    }
+    fn set_open_rate(&mut self, n: u32) {
+        Incidents::set_open_rate(self, n)
+    }
+    fn not_opened(&self) -> (u64, u64) {
+        (self.overflow, self.suppressed)
     }
 }
 

@@ -152,9 +152,12 @@ impl SocketTable {
     fn add(&mut self, h: Holder) {
         if self.len >= self.cap {
             // Drop a non-listening holder first (least likely to matter), else any.
+            // (Among the first 64 ports: a table of listeners only must not
+            // make each insertion a scan of all of it.)
             let victim = self
                 .by_port
                 .iter()
+                .take(64)
                 .find(|(_, v)| v.iter().any(|h| !h.listening))
                 .or_else(|| self.by_port.iter().next())
                 .map(|(k, _)| *k);

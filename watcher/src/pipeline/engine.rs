@@ -118,7 +118,12 @@ pub struct Engine {
     pub lookups: u64,
     /// Lookups skipped because the budget of the second was spent (the socket table is used as it is).
     pub lookups_skipped: u64,
-    budget: (u64, u32),
+    /// (second of event time, lookups made in it, time they took).
+    budget: (u64, u32, std::time::Duration),
+    /// (second of event time, time spent completing command lines from /proc in it).
+    args_budget: (u64, std::time::Duration),
+    /// Command lines left as the kernel captured them: the second's budget was spent.
+    pub args_skipped: u64,
     /// Lookups the per-namespace helpers did not answer in time (shared with them).
     pub lookups_unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Answers of the container runtime's worker.
@@ -187,6 +192,11 @@ fn held_kind(k: crate::detect::Kind) -> bool {
 /// and takes the kernel's socket-table locks, so a storm of failing binds
 /// (thousands a second) must not turn into a storm of lookups.
 pub const LOOKUPS_PER_SECOND: u32 = 200;
+/// And the time they may take on this thread in a second of events (5 %):
+/// a local user who makes failing binds in thousands of namespaces (each
+/// lookup a wait for another namespace's answer) cannot hold up detection
+/// for longer than this.
+pub const LOOKUP_TIME_PER_SECOND: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Most exited processes waited on for a reap the kernel could not report.
 const UNSEEN_REAPS_MAX: usize = 65_536;
@@ -207,7 +217,9 @@ impl Engine {
             lookup,
             lookups: 0,
             lookups_skipped: 0,
-            budget: (0, 0),
+            budget: (0, 0, std::time::Duration::ZERO),
+            args_budget: (0, std::time::Duration::ZERO),
+            args_skipped: 0,
             reconciling: None,
             held: Vec::new(),
             touched_since_snapshot: Vec::new(),
@@ -305,7 +317,22 @@ impl Engine {
         let completed;
         let ev = match &ev.payload {
             crate::decode::Payload::Exec(x) if x.argv_truncated => {
-                match self.lookup.full_args(ev.header.tgid, &x.argv) {
+                // Within the same budget of time as the socket lookups (an
+                // exec flood of long command lines cannot hold up detection
+                // for more than it); past it, the kernel's capture stays.
+                let second = ev.header.ts_ns / 1_000_000_000;
+                if self.args_budget.0 != second {
+                    self.args_budget = (second, std::time::Duration::ZERO);
+                }
+                let started = std::time::Instant::now();
+                let full = if self.args_budget.1 < LOOKUP_TIME_PER_SECOND {
+                    self.lookup.full_args(ev.header.tgid, &x.argv)
+                } else {
+                    self.args_skipped += 1;
+                    None
+                };
+                self.args_budget.1 += started.elapsed();
+                match full {
                     Some((argv, cut)) => {
                         let mut e = ev.clone();
                         if let crate::decode::Payload::Exec(x) = &mut e.payload {
@@ -356,10 +383,14 @@ impl Engine {
         let confirm = self.detectors.wants_confirmation(&touched.event, me);
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second {
-            self.budget = (second, 0);
+            self.budget = (second, 0, std::time::Duration::ZERO);
         }
+        let started = std::time::Instant::now();
         let kernel = match confirm {
-            Some(_) if self.budget.1 >= LOOKUPS_PER_SECOND => {
+            Some(_)
+                if self.budget.1 >= LOOKUPS_PER_SECOND
+                    || self.budget.2 >= LOOKUP_TIME_PER_SECOND =>
+            {
                 self.lookups_skipped += 1;
                 None
             }
@@ -409,6 +440,9 @@ impl Engine {
             }
             None => None,
         };
+        if confirm.is_some() {
+            self.budget.2 += started.elapsed();
+        }
         let table = &self.enricher.procs;
         let procs = |tgid: u32| table.get(tgid).cloned();
         let ppid_of = |tgid: u32| table.get(tgid).map(|p| p.ppid);

@@ -41,6 +41,8 @@ pub struct Stats {
     pub decode_errors: u64,
     pub findings: BTreeMap<(&'static str, &'static str), u64>,
     pub open_incidents: BTreeMap<&'static str, u64>,
+    /// Incidents not opened per kind: (the table was full, their user's rate was spent).
+    pub not_opened: BTreeMap<&'static str, (u64, u64)>,
     pub processes: u64,
     pub sockets: u64,
     pub socket_lookups: u64,
@@ -192,6 +194,9 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     s.findings_withdrawn = engine.findings_withdrawn;
     for (k, n) in engine.detectors.open_incidents() {
         s.open_incidents.insert(k.as_str(), n as u64);
+    }
+    for (k, n) in engine.detectors.not_opened() {
+        s.not_opened.insert(k.as_str(), n);
     }
 }
 

@@ -1,0 +1,473 @@
+//! A local user against the root daemon. Everything a process does is input
+//! to watcher; each workload here is run by an unprivileged user (uid 65534,
+//! no capabilities; network namespaces are made in user namespaces, as any
+//! user may on Debian 12) while `watcher run` watches with its default
+//! settings. For each, watcher must:
+//! - stay within its budgets: resident memory at most [`RSS_BUDGET_MIB`],
+//!   threads at most [`THREADS_BUDGET`] (CPU per event is measured and
+//!   printed, `MEASURED …` lines, not asserted: the machines are shared);
+//! - lose nothing it did not count: every event of the workload is either
+//!   counted (`watcher_events_total`) or counted lost (`watcher_lost_events_total`);
+//! - still report a real port conflict elsewhere on the host while the
+//!   workload runs (the bind → finding time is printed).
+//!
+//! And names a local user chose (a process's name, its command line, with
+//! terminal escapes, control characters, bytes that are not UTF-8, 4 KiB
+//! long) reach every sink inert: no raw control byte in a human line, the
+//! JSON feed, the file, the unix socket, or rsyslog's file.
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::net::UnixStream,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use watcher_tests::{
+    actor_any, eventually, eventually_within, finding, finding_pids, free_port, metric,
+    require_root, scrape, spawn_actor, temp_dir, write_config, Feed, Running, Sampler, Usage,
+    Value,
+};
+
+const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
+
+/// The local user the workloads run as.
+const NOBODY: &str = "65534";
+
+/// What watcher may hold, whatever a local user does (README: Robustness).
+const RSS_BUDGET_MIB: u64 = 256;
+const THREADS_BUDGET: u64 = 64;
+
+/// The hostile workloads take turns: each measures one watcher under one load.
+static TURN: Mutex<()> = Mutex::new(());
+
+struct Daemon {
+    feed: Arc<Feed>,
+    addr: String,
+}
+
+/// The build users run (`$WATCHER_RELEASE_BIN`, the static release binary
+/// `cargo xtask test` builds for the package and the image): what is
+/// measured here is what a host gets. The test build otherwise.
+fn release_bin() -> String {
+    std::env::var("WATCHER_RELEASE_BIN")
+        .unwrap_or_else(|_| watcher_tests::watcher_bin().to_string_lossy().into_owned())
+}
+
+/// `watcher run` with the default settings but for findings and losses on
+/// stdout and a metrics endpoint.
+fn daemon(name: &str) -> Daemon {
+    let dir = temp_dir(name);
+    let port = free_port();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[feed]\ntypes = [\"finding\", \"loss\"]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n",
+            dir.join("status.json").display()
+        ),
+    );
+    let bin = release_bin();
+    let feed = Feed::start_command(&[&bin, "run", "--config", cfg.to_str().unwrap()]);
+    feed.wait_stderr("running:");
+    Daemon {
+        feed,
+        addr: format!("127.0.0.1:{port}"),
+    }
+}
+
+/// The sum of a metric's samples whose labels contain `labels` (all of them when empty).
+fn total(m: &str, name: &str, labels: &str) -> f64 {
+    m.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter(|l| l.contains(labels))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Counted plus counted-lost events of one type.
+fn accounted(m: &str, ty: &str) -> f64 {
+    let label = format!("type=\"{ty}\"");
+    total(m, "watcher_events_total", &label) + total(m, "watcher_lost_events_total", &label)
+}
+
+/// Start `actor <args>` as the local user.
+fn as_nobody(args: &[&str]) -> Running {
+    let mut argv = vec!["as-user", NOBODY, "--", ACTOR];
+    argv.extend_from_slice(args);
+    spawn_actor(ACTOR, &argv)
+}
+
+/// Real port conflicts (as root, in the host's namespace) caused one after
+/// another while `workload` runs, at least one; each one's time from the
+/// failing bind to its finding read from watcher's stdout, in ms.
+fn conflicts_while(d: &Daemon, workload: &mut Running) -> Vec<f64> {
+    workload.value("flooding");
+    let mut took = Vec::new();
+    loop {
+        let busy = matches!(workload.child.try_wait(), Ok(None));
+        let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+        let port = holder.value("port");
+        let failing = actor_any(ACTOR, &["bind-port", &port]);
+        let f = d.feed.wait_for("a port conflict elsewhere on the host, during the load", |v| {
+            finding(v, "port_conflict", "open")
+                && finding_pids(v, Some("failing")).contains(&(failing.pid as u64))
+        });
+        holder.finish();
+        let at = f["mono_ns"].as_u64().unwrap_or(0);
+        took.push(d.feed.arrival(&f).saturating_sub(at) as f64 / 1e6);
+        assert!(
+            busy || took.len() > 1,
+            "the workload had ended before the first conflict: it is too short to test anything"
+        );
+        if !matches!(workload.child.try_wait(), Ok(None)) || took.len() >= 50 {
+            return took;
+        }
+    }
+}
+
+/// Says what was measured, checks the budgets.
+fn report(what: &str, before: Usage, peak: Usage, events: f64, took: &[f64]) {
+    let cpu = peak.cpu_s - before.cpu_s;
+    let mut sorted = took.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "MEASURED hostile {what}: watcher CPU {cpu:.2} s for {events} events ({:.1} µs/event); RSS peak {} MiB (start {} MiB); threads peak {} (start {}); a port conflict elsewhere: {} found, bind → finding median {:.1} ms, max {:.1} ms",
+        cpu * 1e6 / events.max(1.0),
+        peak.rss_peak_kib / 1024,
+        before.rss_kib / 1024,
+        peak.threads,
+        before.threads,
+        sorted.len(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+    );
+    assert!(
+        peak.rss_peak_kib / 1024 <= RSS_BUDGET_MIB,
+        "{what}: watcher's resident memory peaked at {} MiB, over its budget of {RSS_BUDGET_MIB} MiB",
+        peak.rss_peak_kib / 1024
+    );
+    assert!(
+        peak.threads <= THREADS_BUDGET,
+        "{what}: watcher ran {} threads, over its budget of {THREADS_BUDGET}",
+        peak.threads
+    );
+}
+
+/// Run `args` as the local user under a fresh watcher; returns what the
+/// workload printed, the metrics before and after it (once watcher has
+/// accounted for `ty` events up to `expect(values)`).
+fn hostile(
+    name: &str,
+    args: &[&str],
+    ty: &str,
+    expect: impl Fn(&std::collections::HashMap<String, String>) -> f64,
+) {
+    if !require_root() {
+        return;
+    }
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let d = daemon(name);
+    let before = watcher_tests::usage(d.feed.pid).expect("watcher's usage");
+    let m0 = scrape(&d.addr);
+    let sampler = Sampler::start(d.feed.pid);
+    let mut work = as_nobody(args);
+    let took = conflicts_while(&d, &mut work);
+    let status = work.child.wait().expect("wait");
+    // (The values it printed at its end.)
+    let values = {
+        let mut w = work;
+        w.value("elapsed_ns");
+        w.values.clone()
+    };
+    assert!(status.success(), "{name}: the workload failed ({status}): {values:?}");
+    let want = expect(&values);
+    // Everything the workload did is counted, or counted lost.
+    let m1 = eventually_within(Duration::from_secs(60), &format!("{name}: its {want} {ty} events accounted for"), || {
+        let m = scrape(&d.addr);
+        (accounted(&m, ty) - accounted(&m0, ty) >= want).then_some(m)
+    });
+    let peak = sampler.finish();
+    let events = total(&m1, "watcher_events_total", "") - total(&m0, "watcher_events_total", "");
+    let lost = total(&m1, "watcher_lost_events_total", "") - total(&m0, "watcher_lost_events_total", "");
+    eprintln!(
+        "MEASURED hostile {name}: {values:?}; lost (counted) {lost}; lookups unanswered {}",
+        metric(&m1, "watcher_socket_lookups_unanswered_total").unwrap_or(0.0)
+    );
+    report(name, before, peak, events, &took);
+    // Still whole: the pipeline is healthy again once the load is over.
+    eventually("the pipeline healthy after the load", || {
+        (metric(&scrape(&d.addr), "watcher_pipeline_healthy") == Some(1.0)).then_some(())
+    });
+}
+
+#[test]
+fn an_exec_flood_with_128_kib_command_lines() {
+    // 3,000 programs with a 128 KiB argument each; 300 of them live long
+    // enough for watcher to read their command line from /proc (it reads 4 KiB).
+    hostile(
+        "exec-flood",
+        &["exec-flood", "3000", "131071", "300"],
+        "exec",
+        |v| v["execs"].parse::<f64>().unwrap_or(0.0),
+    );
+}
+
+#[test]
+fn failing_binds_and_connects_in_5000_network_namespaces() {
+    // Each namespace in a user namespace of its own, 500 alive at once: a
+    // listener, a second bind of its port (EADDRINUSE: watcher asks the
+    // namespace's socket table who holds it), a connect that fails.
+    hostile(
+        "netns-flood",
+        &["netns-flood", "5000", "500"],
+        "bind",
+        |v| {
+            assert_eq!(v["namespaces"], "5000", "{v:?}");
+            assert_eq!(v["failed_binds"], "5000", "every second bind failed: {v:?}");
+            // Two binds in each.
+            10_000.0
+        },
+    );
+}
+
+#[test]
+fn one_hundred_thousand_distinct_ports_failing() {
+    hostile(
+        "port-flood",
+        &["port-flood", "100000"],
+        "bind",
+        |v| {
+            assert_eq!(v["failed_binds"], "100000", "{v:?}");
+            200_000.0
+        },
+    );
+}
+
+#[test]
+fn one_hundred_thousand_distinct_destinations_refused() {
+    hostile(
+        "refused-flood",
+        &["refused-flood", "100000"],
+        "connect",
+        |v| {
+            assert_eq!(v["refused"], "100000", "{v:?}");
+            100_000.0
+        },
+    );
+}
+
+/// `docker run -d` as the local user, removed when dropped.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+#[test]
+fn a_fork_bomb_in_a_container_with_a_pids_limit() {
+    if !require_root() {
+        return;
+    }
+    let image = std::env::var("WATCHER_TEST_IMAGE").unwrap_or_else(|_| "watcher-test:latest".into());
+    let have = Command::new("docker")
+        .args(["image", "inspect", &image])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        watcher_tests::unavailable(&format!(
+            "the fork bomb runs in a container: it needs a running Docker Engine and the image {image} (`cargo xtask test` starts dockerd and builds it)"
+        ));
+        return;
+    }
+    let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let d = daemon("fork-bomb");
+    let before = watcher_tests::usage(d.feed.pid).expect("watcher's usage");
+    let m0 = scrape(&d.addr);
+    let sampler = Sampler::start(d.feed.pid);
+    let name = format!("wt-{}-bomb", std::process::id());
+    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    // A bomb that outlives its limit (a shell's bomb dies at its first
+    // refused fork), as an unprivileged user, 64 processes at most, for 20 s:
+    // the static actor, mounted into the busybox image.
+    let Ok(actor) = std::env::var("WATCHER_STATIC_ACTOR") else {
+        watcher_tests::unavailable("the fork bomb runs the static actor in a container: $WATCHER_STATIC_ACTOR (set by `cargo xtask test`)");
+        return;
+    };
+    let mount = format!("{actor}:/bomb:ro");
+    let run = Command::new("docker")
+        .args(["run", "-d", "--name", &name, "--user", "65534:65534", "--pids-limit", "64", "-v", &mount, &image])
+        .args(["/bomb", "fork-bomb", "20000"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker run");
+    assert!(run.status.success(), "docker run: {}", String::from_utf8_lossy(&run.stderr));
+    let container = Container(name);
+    // It forks as fast as the limit lets it: watcher sees the bomb …
+    eventually_within(Duration::from_secs(20), "the bomb's forks counted", || {
+        let m = scrape(&d.addr);
+        (accounted(&m, "fork") - accounted(&m0, "fork") >= 2000.0).then_some(())
+    });
+    // … and a conflict elsewhere on the host is still found while it runs.
+    let running = || {
+        Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Running}}", &container.0])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+    };
+    let mut took = Vec::new();
+    while took.len() < 50 && (took.is_empty() || running()) {
+        let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+        let port = holder.value("port");
+        let failing = actor_any(ACTOR, &["bind-port", &port]);
+        let f = d.feed.wait_for("a port conflict elsewhere, during the bomb", |v| {
+            finding(v, "port_conflict", "open")
+                && finding_pids(v, Some("failing")).contains(&(failing.pid as u64))
+        });
+        holder.finish();
+        took.push(d.feed.arrival(&f).saturating_sub(f["mono_ns"].as_u64().unwrap_or(0)) as f64 / 1e6);
+    }
+    let storms: Vec<String> = d
+        .feed
+        .records()
+        .iter()
+        .filter(|v| v["type"] == "finding" && v["kind"] == "fork_storm")
+        .map(|v| v["summary"].to_string())
+        .collect();
+    eprintln!("the bomb's fork_storm findings: {storms:?}");
+    drop(container);
+    let m1 = scrape(&d.addr);
+    let peak = sampler.finish();
+    let events = total(&m1, "watcher_events_total", "") - total(&m0, "watcher_events_total", "");
+    report("fork-bomb", before, peak, events, &took);
+    eventually("the pipeline healthy after the bomb", || {
+        (metric(&scrape(&d.addr), "watcher_pipeline_healthy") == Some(1.0)).then_some(())
+    });
+}
+
+/// True when `bytes` hold a control character other than the newline that
+/// ends each line (as raw bytes, or as a C1 control encoded in UTF-8).
+fn raw_controls(bytes: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| l.chars().any(|c| c.is_control()))
+        .map(|l| l.chars().take(200).collect())
+        .collect()
+}
+
+#[test]
+fn hostile_names_reach_every_sink_inert() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("hostile-names");
+    let rs = watcher_tests::Rsyslog::start(&dir);
+    let file = dir.join("feed.ndjson");
+    let sock = dir.join("feed.sock");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[feed]\ntypes = [\"all\"]\nstdout = true\nfile = \"{}\"\nsocket = \"{}\"\nsyslog = true\nsyslog_socket = \"{}\"\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n",
+            file.display(),
+            sock.display(),
+            rs.socket.display(),
+            dir.join("status.json").display()
+        ),
+    );
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+    d.wait_stderr("running:");
+    // The human lines of `watcher trace`, as a terminal would get them.
+    let human = dir.join("human.txt");
+    let trace = watcher_tests::ChildGuard::spawn(
+        Command::new(watcher_tests::watcher_bin())
+            .args(["trace"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&human).unwrap())
+            .stderr(Stdio::null()),
+    );
+    let socket_lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let reader = UnixStream::connect(&sock).expect("the feed socket");
+    let got = socket_lines.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(reader).lines().map_while(Result::ok) {
+            got.lock().unwrap().push(l);
+        }
+    });
+    // `watcher trace` is attached once it prints its own first lines.
+    eventually("watcher trace running", || {
+        let _ = Command::new("true").status();
+        (std::fs::metadata(&human).map(|m| m.len()).unwrap_or(0) > 0).then_some(())
+    });
+
+    let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+    let port = holder.value("port");
+    let mut named = as_nobody(&["hostile-names", &port]);
+    let pid = named.num("pid");
+    assert_eq!(named.value("errno"), "98", "the hostile process's bind fails");
+    let f = d.wait_for("the port conflict of the hostile process", |v| {
+        finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&pid)
+    });
+    // JSON carries the command line exactly (escaped by JSON itself).
+    let who = f["processes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["process"]["pid"].as_u64() == Some(pid)))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert!(
+        who["process"]["command_line"].as_str().is_some_and(|n| n.starts_with("\u{1b}[31mred")),
+        "the command line as the process was given it: {who}"
+    );
+    let pids = format!("\"pid\":{pid},");
+    let exec_of_it = |l: &str| l.contains("\"type\":\"exec\"") && l.contains(&pids);
+    // Every sink has the finding (and the exec with its 4 KiB argv[0]) …
+    eventually("the finding and the exec in the file", || {
+        let t = std::fs::read_to_string(&file).unwrap_or_default();
+        (t.lines().any(|l| l.contains("port_conflict") && l.contains(&pids)) && t.lines().any(exec_of_it)).then_some(())
+    });
+    eventually("the finding on the socket", || {
+        socket_lines.lock().unwrap().iter().any(|l| l.contains("port_conflict") && l.contains(&pids)).then_some(())
+    });
+    eventually("the finding in rsyslog", || {
+        std::fs::read_to_string(&rs.out).unwrap_or_default().contains(&pids).then_some(())
+    });
+    eventually("the finding in the human lines", || {
+        std::fs::read_to_string(&human)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("FINDING") && l.contains("port_conflict") && watcher_tests::names_pid(l, pid as u32))
+            .then_some(())
+    });
+    named.line();
+    named.finish();
+    holder.finish();
+    drop(trace);
+    // … and none holds a raw control character: not one escape reaches a
+    // terminal, a log line or a parser.
+    let file_text = std::fs::read(&file).unwrap();
+    for (sink, bytes) in [
+        ("the file", file_text.clone()),
+        ("the socket", socket_lines.lock().unwrap().join("\n").into_bytes()),
+        ("rsyslog's file", std::fs::read(&rs.out).unwrap()),
+        ("the human lines", std::fs::read(&human).unwrap()),
+    ] {
+        let bad = raw_controls(&bytes);
+        assert!(bad.is_empty(), "raw control characters in {sink}: {bad:?}");
+    }
+    // Each JSON line parses, the last exec's argv[0] (4 KiB, not UTF-8) among them.
+    let exec = String::from_utf8(file_text)
+        .expect("the feed is UTF-8 (bytes that were not are replaced)")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("each line is JSON"))
+        .rfind(|v| v["type"] == "exec" && v["process"]["pid"].as_u64() == Some(pid))
+        .expect("the exec");
+    let cmd = exec["process"]["command_line"].as_str().unwrap_or("");
+    assert!(cmd.starts_with("\u{1b}[31mred"), "{exec}");
+    assert!(cmd.contains('\u{fffd}'), "bytes that are not UTF-8 replaced: {exec}");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+}
