@@ -72,6 +72,13 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     ("daemon", "the_metrics_exposition_passes_promtool", "promtool (Prometheus) is not in the guest"),
     ("daemon", "syslog_sink_reaches_a_real_rsyslog", "it needs rsyslogd, not in the guest"),
+    (
+        "events",
+        "one_ring_per_cpu_loses_nothing_and_counts_its_own_loss",
+        "one CPU's overflow beside another's needs two vCPUs; the guests have one (with two, multi-threaded \
+         TCG can run stale patched kernel code, see the README, and single-threaded TCG doubles the guests' \
+         time); it runs on the host",
+    ),
 ];
 
 /// QEMU's TCG threading (`single` unless `cargo xtask vms --tcg multi`).
@@ -100,7 +107,7 @@ fn accel() -> String {
 }
 
 /// Per kernel: boot + checks must end within this, or the run fails.
-const BOOT_DEADLINE: Duration = Duration::from_secs(240);
+const BOOT_DEADLINE: Duration = Duration::from_secs(420);
 
 /// The tracepoints watcher attaches (as in watcher's `loader::HOOKS`): their
 /// format files are printed by each guest and kept in
@@ -544,6 +551,7 @@ fn boot_with(
     // (The soak stops 30 s after the guest kernel's first alarm: its stacks are out by then.)
     let mut alarm_at: Option<Instant> = None;
     let start = Instant::now();
+    let smp = if stop_on_alarm { "2" } else { "1" };
     let mut child = Command::new(tools.join("usr/bin/qemu-system-x86_64"))
         .envs(qemu_env(tools))
         .arg("-L")
@@ -551,9 +559,8 @@ fn boot_with(
         .arg("-L")
         .arg(tools.join("usr/share/qemu"))
         .args([
-            // Two vCPUs: the tests of one ring per CPU and of CPUs racing
-            // each other need them (see accel() for the TCG threading).
-            "-machine", "q35", "-accel", &accel(), "-cpu", "max", "-m", "1G", "-smp", "2",
+            // One vCPU (see SKIPPED for what needs two; `--soak` uses two, see accel()).
+            "-machine", "q35", "-accel", &accel(), "-cpu", "max", "-m", "1G", "-smp", smp,
         ])
         .args(["-nographic", "-no-reboot", "-vga", "none", "-nic", "none"])
         .arg("-kernel")

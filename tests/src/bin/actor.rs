@@ -665,6 +665,23 @@ fn main() {
                 .expect_err("second bind must fail");
             say("errno", e as i32);
         }
+        "addrinuse-repeat" => {
+            // addrinuse-repeat N MS: N failed binds (EADDRINUSE), MS apart,
+            // from one process (no process start between them).
+            let n: u32 = arg(2).parse().unwrap_or(3);
+            let ms: u64 = arg(3).parse().unwrap_or(300);
+            let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+            let port = l.local_addr().expect("addr").port();
+            say("port", port);
+            for k in 0..n {
+                if k > 0 {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
+                let s = tcp4();
+                let _ = socket::bind(s.as_raw_fd(), &v4(port, [127, 0, 0, 1]))
+                    .expect_err("second bind must fail");
+            }
+        }
         "notavail" => {
             // notavail [ADDR]: 192.0.2.1 (TEST-NET-1, on no host) unless
             // another is given: EADDRNOTAVAIL. Nothing is sent.
