@@ -118,8 +118,8 @@ pub struct Engine {
     pub lookups: u64,
     /// Lookups skipped because the budget of the second was spent (the socket table is used as it is).
     pub lookups_skipped: u64,
-    /// (second of event time, lookups made in it, time they took).
-    budget: (u64, u32, std::time::Duration),
+    /// (second of event time, lookups made in it).
+    budget: (u64, u32),
     /// (second of event time, time spent completing command lines from /proc in it).
     args_budget: (u64, std::time::Duration),
     /// Command lines left as the kernel captured them: the second's budget was spent.
@@ -192,10 +192,9 @@ fn held_kind(k: crate::detect::Kind) -> bool {
 /// and takes the kernel's socket-table locks, so a storm of failing binds
 /// (thousands a second) must not turn into a storm of lookups.
 pub const LOOKUPS_PER_SECOND: u32 = 200;
-/// And the time they may take on this thread in a second of events (5 %):
-/// a local user who makes failing binds in thousands of namespaces (each
-/// lookup a wait for another namespace's answer) cannot hold up detection
-/// for longer than this.
+/// The time `/proc` command-line completions may take on this thread in a
+/// second of events (5 %): a flood of execs with long command lines cannot
+/// hold up detection for longer than this (past it, the kernel's capture stays).
 pub const LOOKUP_TIME_PER_SECOND: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Most exited processes waited on for a reap the kernel could not report.
@@ -217,7 +216,7 @@ impl Engine {
             lookup,
             lookups: 0,
             lookups_skipped: 0,
-            budget: (0, 0, std::time::Duration::ZERO),
+            budget: (0, 0),
             args_budget: (0, std::time::Duration::ZERO),
             args_skipped: 0,
             reconciling: None,
@@ -317,7 +316,7 @@ impl Engine {
         let completed;
         let ev = match &ev.payload {
             crate::decode::Payload::Exec(x) if x.argv_truncated => {
-                // Within the same budget of time as the socket lookups (an
+                // Within a budget of time on this thread (an
                 // exec flood of long command lines cannot hold up detection
                 // for more than it); past it, the kernel's capture stays.
                 let second = ev.header.ts_ns / 1_000_000_000;
@@ -383,14 +382,14 @@ impl Engine {
         let confirm = self.detectors.wants_confirmation(&touched.event, me);
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second {
-            self.budget = (second, 0, std::time::Duration::ZERO);
+            self.budget = (second, 0);
         }
-        let started = std::time::Instant::now();
         let kernel = match confirm {
-            Some(_)
-                if self.budget.1 >= LOOKUPS_PER_SECOND
-                    || self.budget.2 >= LOOKUP_TIME_PER_SECOND =>
-            {
+            // (Counted, not timed: a lookup skipped for time left a real
+            // conflict whose holder only the kernel knew unreported — the
+            // hostile tests' conflict elsewhere, when 27 lookups had taken
+            // 50 ms within one second.)
+            Some(_) if self.budget.1 >= LOOKUPS_PER_SECOND => {
                 self.lookups_skipped += 1;
                 None
             }
@@ -440,9 +439,7 @@ impl Engine {
             }
             None => None,
         };
-        if confirm.is_some() {
-            self.budget.2 += started.elapsed();
-        }
+
         let table = &self.enricher.procs;
         let procs = |tgid: u32| table.get(tgid).cloned();
         let ppid_of = |tgid: u32| table.get(tgid).map(|p| p.ppid);
