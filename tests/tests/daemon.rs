@@ -697,7 +697,7 @@ fn readiness_is_notified_to_systemd() {
     let cfg = write_config(
         &dir,
         &format!(
-            "[feed]\ntypes = [\"all\"]\nstdout = true\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n",
+            "[feed]\ntypes = [\"exec\"]\nstdout = true\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n",
             dir.join("s.json").display()
         ),
     );
