@@ -118,8 +118,10 @@ pub struct Engine {
     pub lookups: u64,
     /// Lookups skipped because the budget of the second was spent (the socket table is used as it is).
     pub lookups_skipped: u64,
-    /// (second of event time, lookups made in it).
-    budget: (u64, u32),
+    /// (second of event time, lookups made in it per user): each user has
+    /// [`LOOKUPS_PER_SECOND`] of its own, so a local user's flood of failing
+    /// binds cannot spend the lookups another user's conflict needs.
+    budget: (u64, std::collections::HashMap<u32, u32>),
     /// (second of event time, time spent completing command lines from /proc in it).
     args_budget: (u64, std::time::Duration),
     /// Command lines left as the kernel captured them: the second's budget was spent.
@@ -216,7 +218,7 @@ impl Engine {
             lookup,
             lookups: 0,
             lookups_skipped: 0,
-            budget: (0, 0),
+            budget: (0, std::collections::HashMap::new()),
             args_budget: (0, std::time::Duration::ZERO),
             args_skipped: 0,
             reconciling: None,
@@ -381,20 +383,21 @@ impl Engine {
             .unwrap_or(ev.header.tgid);
         let confirm = self.detectors.wants_confirmation(&touched.event, me);
         let second = ev.header.ts_ns / 1_000_000_000;
-        if self.budget.0 != second {
-            self.budget = (second, 0);
+        if self.budget.0 != second || self.budget.1.len() > 4096 {
+            self.budget = (second, std::collections::HashMap::new());
         }
+        let uid = touched.subject.as_ref().map(|p| p.uid).unwrap_or(u32::MAX);
         let kernel = match confirm {
             // (Counted, not timed: a lookup skipped for time left a real
             // conflict whose holder only the kernel knew unreported — the
             // hostile tests' conflict elsewhere, when 27 lookups had taken
             // 50 ms within one second.)
-            Some(_) if self.budget.1 >= LOOKUPS_PER_SECOND => {
+            Some(_) if self.budget.1.get(&uid).copied().unwrap_or(0) >= LOOKUPS_PER_SECOND => {
                 self.lookups_skipped += 1;
                 None
             }
             Some(key) => {
-                self.budget.1 += 1;
+                *self.budget.1.entry(uid).or_default() += 1;
                 self.lookups += 1;
                 let (netns, tcp, port) = key;
                 let via = me;
