@@ -639,12 +639,28 @@ pub fn finding_pids(v: &Value, role: Option<&str>) -> Vec<u64> {
 }
 
 /// A port nobody listens on now.
+/// Picked below the kernel's ephemeral range (32768–60999 by default), at
+/// random: a port the kernel hands out for a bind to port 0 — what every
+/// actor, curl and watcher helper does — can be the one just picked here
+/// and closed again (a guest's metrics endpoint once found its port taken).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = mono_ns() ^ ((std::process::id() as u64) << 20);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // (splitmix64 of the seed and a counter)
+        let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let port = 20_000 + ((z ^ (z >> 31)) % 10_000) as u16;
+        // Free on every address (each listener closed again before the next).
+        let loopback = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if loopback && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 29999 in 1,000 tries");
 }
 
 /// Poll `f` until it returns Some, with the deadline.
