@@ -74,9 +74,43 @@ enum Map {
     NsReap(HashMap<MapData, u64, u32>),
 }
 
+impl Map {
+    /// Its (key, value) pairs (value 0 where only the key tells the owner).
+    fn pairs(&self) -> Vec<(u64, u32)> {
+        match self {
+            Map::PendingSock(m) => m.keys().flatten().map(|k| (k, 0)).collect(),
+            Map::PendingWaitid(m) => m.keys().flatten().map(|k| (k, 0)).collect(),
+            Map::ByPid(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
+            Map::InWait(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
+            Map::NsReap(m) => m.iter().flatten().collect(),
+        }
+    }
+}
+
 /// The tables, taken out of the loaded object.
 pub struct Tables {
     maps: Vec<(KernelTable, u32, Map)>,
+    strikes: Strikes,
+}
+
+/// Entries whose task was gone at the last sweep. An entry is removed only
+/// when its task is gone at two sweeps in a row: a child its kernel reaps
+/// without a wait (SIGCHLD ignored) leaves `/proc` at its exit, but its
+/// `sched_process_free` — which reports the reap and removes the entry —
+/// comes only after an RCU grace period, which can be long (seconds in an
+/// emulated guest). Removed at once, the entry was gone when the free came,
+/// and the reap was never reported (a guest's test caught it).
+#[derive(Default, Debug)]
+struct Strikes(std::collections::HashSet<(u32, u64)>);
+
+impl Strikes {
+    /// Of the entries gone now (table slot, key), those to remove: gone at
+    /// the previous sweep too. The others are remembered for the next.
+    fn judge(&mut self, gone: Vec<(u32, u64)>) -> Vec<(u32, u64)> {
+        let (remove, first): (Vec<_>, Vec<_>) = gone.into_iter().partition(|e| self.0.contains(e));
+        self.0 = first.into_iter().collect();
+        remove
+    }
 }
 
 impl Tables {
@@ -105,25 +139,35 @@ impl Tables {
                 ),
             }
         }
-        Tables { maps }
+        Tables {
+            maps,
+            strikes: Strikes::default(),
+        }
     }
 
     /// Remove the entries whose task is gone; how full each table is now.
     pub fn sweep(&mut self, proc: &Path) -> Vec<(KernelTable, TableState)> {
+        // First which entries' tasks are gone (keys read before any removal:
+        // a map must not change under its own iteration) …
+        let mut gone = Vec::new();
+        for (t, _, map) in &self.maps {
+            let pairs = map.pairs();
+            gone.extend(
+                pairs
+                    .iter()
+                    .filter(|(k, v)| !alive(proc, owner(*t, *k, *v)))
+                    .map(|(k, _)| (t.slot(), *k)),
+            );
+        }
+        // … then remove those that were gone at the last sweep already.
+        let remove: std::collections::HashSet<(u32, u64)> =
+            self.strikes.judge(gone).into_iter().collect();
         let mut out = Vec::new();
         for (t, cap, map) in &mut self.maps {
-            // (key, value) pairs; keys are read first, removal after: a map
-            // must not change under its own iteration.
-            let pairs: Vec<(u64, u32)> = match map {
-                Map::PendingSock(m) => m.keys().flatten().map(|k| (k, 0)).collect(),
-                Map::PendingWaitid(m) => m.keys().flatten().map(|k| (k, 0)).collect(),
-                Map::ByPid(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
-                Map::InWait(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
-                Map::NsReap(m) => m.iter().flatten().collect(),
-            };
+            let pairs = map.pairs();
             let mut swept = 0;
-            for (k, v) in &pairs {
-                if alive(proc, owner(*t, *k, *v)) {
+            for (k, _) in &pairs {
+                if !remove.contains(&(t.slot(), *k)) {
                     continue;
                 }
                 let removed = match map {
@@ -206,6 +250,18 @@ mod tests {
             owner(KernelTable::NsReap, (4121u64 << 32) | 2, 5000),
             Owner::Process(5000)
         );
+    }
+
+    #[test]
+    fn an_entry_is_swept_only_when_gone_at_two_sweeps_in_a_row() {
+        let mut s = Strikes::default();
+        // Gone once: kept (its free may still come).
+        assert!(s.judge(vec![(2, 10), (2, 11)]).is_empty());
+        // 10 still gone: removed; 11 came back (its free removed it, or
+        // it was never gone); 12 gone for the first time: kept.
+        assert_eq!(s.judge(vec![(2, 10), (2, 12)]), vec![(2, 10)]);
+        assert_eq!(s.judge(vec![(2, 12)]), vec![(2, 12)]);
+        assert!(s.judge(vec![]).is_empty());
     }
 
     #[test]
