@@ -126,8 +126,12 @@ fn supervisord_giving_up_on_a_program_that_exits_1_at_start_is_reported() {
     let feed = Feed::shared();
     let dir = temp_dir("supervisor-flaky");
     let tag = format!("flaky-{}", std::process::id());
-    // Defaults: startsecs=1, startretries=3 — four starts 1, 2, 3 s apart, then FATAL.
-    let sup = Supervisord::start(&dir, &format!("[program:flaky]\ncommand=sh -c \"echo {tag}; exit 1\"\n"));
+    // startretries=3 (the default): four starts 1, 2, 3 s apart, then FATAL.
+    // startsecs=5, not the default 1: supervisord decides a start succeeded
+    // when it next looks (its loop wakes once a second) and startsecs have
+    // passed; on a busy machine it once looked late, took a 10 ms run for a
+    // successful start, restarted it as an unexpected exit and never gave up.
+    let sup = Supervisord::start(&dir, &format!("[program:flaky]\ncommand=sh -c \"echo {tag}; exit 1\"\nstartsecs=5\n"));
     let spid = sup.pid();
     let mine = |v: &Value| text(v, &["process", "command_line"]).is_some_and(|c| c.contains(&tag));
     // The four crashes (each a wait with the deadline), then the finding.
