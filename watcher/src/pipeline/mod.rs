@@ -47,6 +47,9 @@ pub struct Stats {
     pub sockets: u64,
     pub socket_lookups: u64,
     pub socket_lookups_skipped: u64,
+    /// Command lines left as the kernel captured them (512 bytes): the second's
+    /// time for `/proc` completions was spent.
+    pub command_lines_left_short: u64,
     /// Lookups answered on the pipeline's thread: sock_diag and the table's inodes, no `/proc`.
     pub socket_lookups_in_place: u64,
     /// Lookups a namespace's helper did not answer within the deadline (or could not enter).
@@ -182,6 +185,7 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     s.sockets = engine.detectors.sockets.len() as u64;
     s.socket_lookups = engine.lookups;
     s.socket_lookups_skipped = engine.lookups_skipped;
+    s.command_lines_left_short = engine.args_skipped;
     s.socket_lookups_in_place = engine.lookups_in_place();
     s.socket_lookups_unanswered = engine
         .lookups_unanswered
