@@ -102,13 +102,13 @@ fn as_nobody(args: &[&str]) -> Running {
 }
 
 /// Real port conflicts (as root, in the host's namespace) caused one after
-/// another while `workload` runs, at least one; each one's time from the
-/// failing bind to its finding read from watcher's stdout, in ms.
-fn conflicts_while(d: &Daemon, workload: &mut Running) -> Vec<f64> {
-    workload.value("flooding");
+/// another while the workload is `busy`, at least one, at most 50; each
+/// one's time from the failing bind to its finding read from watcher's
+/// stdout, in ms.
+fn conflicts_while(d: &Daemon, mut busy: impl FnMut() -> bool) -> Vec<f64> {
     let mut took = Vec::new();
     loop {
-        let busy = matches!(workload.child.try_wait(), Ok(None));
+        let was_busy = busy();
         let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
         let port = holder.value("port");
         let failing = actor_any(ACTOR, &["bind-port", &port]);
@@ -124,10 +124,10 @@ fn conflicts_while(d: &Daemon, workload: &mut Running) -> Vec<f64> {
         let at = f["mono_ns"].as_u64().unwrap_or(0);
         took.push(d.feed.arrival(&f).saturating_sub(at) as f64 / 1e6);
         assert!(
-            busy || took.len() > 1,
+            was_busy || took.len() > 1,
             "the workload had ended before the first conflict: it is too short to test anything"
         );
-        if !matches!(workload.child.try_wait(), Ok(None)) || took.len() >= 50 {
+        if !busy() || took.len() >= 50 {
             return took;
         }
         // (Paced, 20 a second at most: root's own share of new incidents is
@@ -182,7 +182,8 @@ fn hostile(
     let m0 = scrape(&d.addr);
     let sampler = Sampler::start(d.feed.pid);
     let mut work = as_nobody(args);
-    let took = conflicts_while(&d, &mut work);
+    work.value("flooding");
+    let took = conflicts_while(&d, || matches!(work.child.try_wait(), Ok(None)));
     let status = work.child.wait().expect("wait");
     // (The values it printed at its end.)
     let values = {
@@ -327,20 +328,7 @@ fn a_fork_bomb_in_a_container_with_a_pids_limit() {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
     };
-    let mut took = Vec::new();
-    while took.len() < 50 && (took.is_empty() || running()) {
-        let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
-        let port = holder.value("port");
-        let failing = actor_any(ACTOR, &["bind-port", &port]);
-        let f = d.feed.wait_for("a port conflict elsewhere, during the bomb", |v| {
-            finding(v, "port_conflict", "open")
-                && finding_pids(v, Some("failing")).contains(&(failing.pid as u64))
-        });
-        holder.finish();
-        took.push(d.feed.arrival(&f).saturating_sub(f["mono_ns"].as_u64().unwrap_or(0)) as f64 / 1e6);
-        // (Paced: see conflicts_while.)
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let took = conflicts_while(&d, running);
     let storms: Vec<String> = d
         .feed
         .records()

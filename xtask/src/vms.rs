@@ -443,6 +443,18 @@ pub(crate) fn path_of<'a>(exes: &'a [(String, PathBuf)], name: &str) -> &'a Path
         .1
 }
 
+/// How every guest's /init begins: busybox's applets, the kernel's file
+/// systems (the initramfs itself is writable: nothing is mounted over /tmp,
+/// where a checkout may live) and `lo`.
+const GUEST_PREAMBLE: &str = "#!/bin/busybox sh\n\
+/bin/busybox --install -s /bin\n\
+export PATH=/bin\n\
+mount -t proc proc /proc\n\
+mount -t sysfs sysfs /sys\n\
+mount -t devtmpfs devtmpfs /dev\n\
+ip link set lo up\n\
+";
+
 /// The guest's /init.
 fn init_script(exes: &[(String, PathBuf)]) -> String {
     let watcher = path_of(exes, "watcher").display();
@@ -465,14 +477,7 @@ fn init_script(exes: &[(String, PathBuf)]) -> String {
         ));
     }
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-ip link set lo up
-echo "WATCHER-VM kernel $(uname -r)"
+        r#"{GUEST_PREAMBLE}echo "WATCHER-VM kernel $(uname -r)"
 export CI=true WATCHER_BIN={watcher} RUST_BACKTRACE=1
 {steps}echo "WATCHER-VM done"
 poweroff -f
@@ -764,14 +769,7 @@ fn soak_script(exes: &[(String, PathBuf)], cycles: u32, with: &str) -> String {
         )
     };
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-ip link set lo up
-echo "WATCHER-VM kernel $(uname -r) cpus $(nproc)"
+        r#"{GUEST_PREAMBLE}echo "WATCHER-VM kernel $(uname -r) cpus $(nproc)"
 # Every CPU's stack on a soft lockup; hung tasks after 30 s.
 echo 1 > /proc/sys/kernel/softlockup_all_cpu_backtrace
 echo 30 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null

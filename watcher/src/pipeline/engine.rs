@@ -197,7 +197,7 @@ pub const LOOKUPS_PER_SECOND: u32 = 200;
 /// The time `/proc` command-line completions may take on this thread in a
 /// second of events (5 %): a flood of execs with long command lines cannot
 /// hold up detection for longer than this (past it, the kernel's capture stays).
-pub const LOOKUP_TIME_PER_SECOND: std::time::Duration = std::time::Duration::from_millis(50);
+pub const ARGS_TIME_PER_SECOND: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Most exited processes waited on for a reap the kernel could not report.
 const UNSEEN_REAPS_MAX: usize = 65_536;
@@ -326,7 +326,7 @@ impl Engine {
                     self.args_budget = (second, std::time::Duration::ZERO);
                 }
                 let started = std::time::Instant::now();
-                let full = if self.args_budget.1 < LOOKUP_TIME_PER_SECOND {
+                let full = if self.args_budget.1 < ARGS_TIME_PER_SECOND {
                     self.lookup.full_args(ev.header.tgid, &x.argv)
                 } else {
                     self.args_skipped += 1;
