@@ -107,13 +107,25 @@ fn as_nobody(args: &[&str]) -> Running {
 /// stdout, in ms.
 fn conflicts_while(d: &Daemon, mut busy: impl FnMut() -> bool) -> Vec<f64> {
     let mut took = Vec::new();
+    // Ports already conflicted on: the same program failing on the same
+    // port again while that incident is open is a repeat of it (a count on
+    // it, not a new one), so each conflict here is on a port not used before
+    // (bind(0) can hand out a port again once its holder closed it).
+    let mut used: Vec<String> = Vec::new();
     loop {
         let was_busy = busy();
-        let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
-        let port = holder.value("port");
+        let (mut holder, port) = loop {
+            let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+            let port = holder.value("port");
+            if !used.contains(&port) {
+                break (holder, port);
+            }
+            holder.finish();
+        };
+        used.push(port.clone());
         let failing = actor_any(ACTOR, &["bind-port", &port]);
         let f = d.feed.wait_for_related(
-            &format!("a port conflict elsewhere on the host (pid {}), during the load", failing.pid),
+            &format!("a port conflict elsewhere on the host (pid {}, port {port}), during the load", failing.pid),
             |v| v["type"] != "health",
             |v| {
                 finding(v, "port_conflict", "open")

@@ -915,11 +915,13 @@ fn main() {
         }
         "fork-bomb" => {
             // fork-bomb MS: a fork bomb that outlives its limit for MS
-            // milliseconds: it grows until the cgroup's pids limit refuses a
-            // fork, then every process forks and exits (its child goes on),
-            // so the population stays at the limit while processes come and
-            // go as fast as pids free up; a refused fork (EAGAIN) is tried
-            // again. This process (a container's init) reaps everything.
+            // milliseconds. A grower forks workers for as long as the bomb
+            // lasts (a refused fork, EAGAIN, is tried again); each worker
+            // forks and exits (its child goes on as a worker), so processes
+            // come and go as fast as the cgroup's pids limit lets them. A
+            // worker refused a fork exits instead: workers that all waited for
+            // a free pid would hold every pid of the limit and stall the bomb.
+            // This process (a container's init) reaps the orphans.
             let ms: u64 = arg(2).parse().unwrap_or(5000);
             let end = Instant::now() + Duration::from_millis(ms);
             let worker = move || -> ! {
@@ -927,8 +929,7 @@ fn main() {
                     // SAFETY: single-threaded; the bomb's processes only fork and _exit.
                     match unsafe { fork() } {
                         Ok(ForkResult::Child) => {}
-                        Ok(ForkResult::Parent { .. }) => unsafe { libc::_exit(0) },
-                        Err(_) => std::thread::yield_now(),
+                        Ok(ForkResult::Parent { .. }) | Err(_) => unsafe { libc::_exit(0) },
                     }
                 }
                 unsafe { libc::_exit(0) }
@@ -936,14 +937,19 @@ fn main() {
             // SAFETY: as above.
             match unsafe { fork() }.expect("fork") {
                 ForkResult::Child => {
-                    // Grow until refused, then go on as a worker too.
-                    loop {
+                    // The grower's children are reaped by the kernel (SIGCHLD
+                    // ignored): waited for by nobody, they would hold the
+                    // limit's pids as zombies.
+                    // SAFETY: setting a disposition, no handler.
+                    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+                    while Instant::now() < end {
                         match unsafe { fork() } {
                             Ok(ForkResult::Child) => worker(),
                             Ok(ForkResult::Parent { .. }) => {}
-                            Err(_) => worker(),
+                            Err(_) => std::thread::yield_now(),
                         }
                     }
+                    unsafe { libc::_exit(0) }
                 }
                 ForkResult::Parent { .. } => {
                     say("bombing", ms);

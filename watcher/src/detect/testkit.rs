@@ -476,6 +476,22 @@ impl Kit {
         f
     }
 
+    /// A reap only `sched_process_free` told of (no wait seen): the header
+    /// is whatever task freed it.
+    pub fn freed(&mut self, ts: u64, pid: u32) -> Vec<Finding> {
+        self.feed(Self::ev(
+            EventKind::Reap,
+            ts,
+            0,
+            0,
+            "rcu",
+            ReapData {
+                reaped_pid: pid,
+                source: watcher_common::ReapSource::Free as u32,
+            },
+        ))
+    }
+
     pub fn reap(&mut self, ts: u64, reaper: u32, pid: u32) -> Vec<Finding> {
         self.feed(Self::ev(
             EventKind::Reap,

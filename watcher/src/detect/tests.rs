@@ -376,6 +376,25 @@ fn a_master_whose_workers_end_at_once_while_it_waits_is_not_an_accumulation() {
 }
 
 #[test]
+fn a_reaper_whose_reaps_only_frees_tell_of_gets_the_grace() {
+    // A container's busy init, whose wait the kernel could not name (its
+    // reaps are seen at the children's release): reaping, it must not open
+    // and resolve an accumulation at every burst.
+    let mut k = Kit::defaults();
+    seven_children(&mut k, 100);
+    k.exit(3 * S, 101, 0);
+    assert!(k.freed(3 * S + 1, 101).is_empty());
+    for c in 1..7u32 {
+        k.exit(3 * S + 2 + c as u64, 101 + c, 0);
+    }
+    for c in 1..7u32 {
+        k.freed(3 * S + 100 * MS + c as u64, 101 + c);
+    }
+    k.run_timers(30 * S);
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
+#[test]
 fn a_waiting_parent_that_does_not_reap_these_children_is_reported_after_the_grace() {
     let mut k = Kit::defaults();
     seven_children(&mut k, 100);

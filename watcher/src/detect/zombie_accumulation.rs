@@ -301,13 +301,21 @@ impl ZombieAccumulation {
                 self.per_parent.remove(&p.key.tgid);
             }
             DomainEvent::Reaped { .. } => {
-                if let Some(reaper) = i.parent {
+                // The reaper: the kernel's word, else (a reap only the
+                // child's release told of: `sched_process_free`) the parent
+                // the zombie was counted against — its wait, or the kernel
+                // for it (SIGCHLD ignored), took the child. Either way that
+                // parent is reaping and gets the grace.
+                let reaper = i.parent.map(|r| r.key.tgid).or_else(|| {
+                    i.subject.and_then(|c| self.zombies.get(&c.key).copied())
+                });
+                if let Some(reaper) = reaper {
                     if self.last_reap.len() >= self.cap {
                         let g = self.grace_ns;
                         self.last_reap.retain(|_, t| ts.saturating_sub(*t) < g);
                     }
                     if self.last_reap.len() < self.cap {
-                        self.last_reap.insert(reaper.key.tgid, ts);
+                        self.last_reap.insert(reaper, ts);
                     }
                 }
                 if let Some(c) = i.subject {
