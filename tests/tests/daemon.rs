@@ -931,3 +931,51 @@ fn a_full_kernel_table_is_counted_reported_and_repaired() {
     assert!(ghosts.is_empty(), "findings about zombies the subreaper's kernel reaped: {ghosts:?}");
     reaper.finish();
 }
+
+/// A process that ends with children hands them to the kernel's choice of
+/// reaper — here a child subreaper above it, not init — and watcher learns
+/// that choice from the kernel side at the exit (no `/proc` read): the
+/// inherited zombies are counted against the subreaper, whose accumulation
+/// opens and resolves when it reaps them.
+#[test]
+fn zombies_orphaned_under_a_subreaper_are_its_own_named_by_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("daemon-subreaper");
+    let port = free_port();
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[feed]\ntypes = [\"finding\"]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n",
+            dir.join("status.json").display()
+        ),
+    );
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+    d.wait_stderr("running:");
+    let addr = format!("127.0.0.1:{port}");
+    let told = |m: &str| metric(m, "watcher_new_parents_total{source=\"kernel\"}").unwrap_or(0.0);
+    let before = told(&scrape(&addr));
+    let mut sub = spawn_actor(ACTOR, &["subreaper-orphans", "6"]);
+    let middle: u64 = sub.value("middle").parse().unwrap();
+    sub.value("orphaned");
+    let acc = d.wait_for("the subreaper's zombie_accumulation", |v| {
+        finding(v, "zombie_accumulation", "open")
+            && finding_pids(v, Some("parent")).contains(&(sub.pid as u64))
+    });
+    let zombies = acc["details"]["zombie_pids"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(zombies, 6, "the six inherited zombies: {acc}");
+    assert!(
+        !finding_pids(&acc, None).contains(&middle),
+        "the middle, gone, is not part of it: {acc}"
+    );
+    // The kernel side named the new parent of the six.
+    eventually("the new parents counted as the kernel's word", || {
+        (told(&scrape(&addr)) - before >= 6.0).then_some(())
+    });
+    sub.line();
+    assert_eq!(sub.value("reaped"), "6");
+    d.wait_for("the subreaper's accumulation resolved", |v| {
+        finding(v, "zombie_accumulation", "resolved") && v["id"] == acc["id"]
+    });
+}

@@ -114,7 +114,7 @@ fn conflicts_while(d: &Daemon, mut busy: impl FnMut() -> bool) -> Vec<f64> {
     let mut used: Vec<String> = Vec::new();
     loop {
         let was_busy = busy();
-        let (mut holder, port) = loop {
+        let (holder, port) = loop {
             let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
             let port = holder.value("port");
             if !used.contains(&port) {

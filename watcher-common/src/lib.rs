@@ -268,9 +268,12 @@ pub struct ExitData {
     /// The process's pid inside that namespace (1: it is the namespace's init,
     /// whose end makes the kernel kill and reap every process in it); 0 when unknown.
     pub ns_pid: u32,
-    /// [`EXIT_PIDNS_DYING`], [`EXIT_UNTRACKED`]: bits.
+    /// [`EXIT_PIDNS_DYING`], [`EXIT_UNTRACKED`], [`EXIT_NO_CHILDREN`]: bits.
     pub flags: u32,
-    pub _pad: u32,
+    /// When the process ends with children: the tgid they pass to (a child
+    /// subreaper above it in its pid namespace, else that namespace's init),
+    /// as the kernel will choose; 0 when not read.
+    pub reaper_tgid: u32,
 }
 
 /// [`ExitData::flags`]: the process's (nested) pid namespace is being torn
@@ -281,6 +284,9 @@ pub const EXIT_PIDNS_DYING: u32 = 1;
 /// reap will be reported only if a wait4/waitid reaps it (not when the kernel
 /// frees it without a wait): userspace checks `/proc` for it instead.
 pub const EXIT_UNTRACKED: u32 = 2;
+/// [`ExitData::flags`]: the process ended with no child (none left to
+/// reparent, whatever userspace's table still lists).
+pub const EXIT_NO_CHILDREN: u32 = 4;
 
 /// How a reap was observed.
 #[repr(u32)]
@@ -559,6 +565,17 @@ pub struct Config {
     pub k_pidns_inum: u32,
     /// `pid_namespace.pid_allocated` (PIDNS_ADDING cleared when it is torn down).
     pub k_pidns_pid_allocated: u32,
+    /// Who an ending process's children pass to (the kernel's
+    /// `find_new_reaper`): `task_struct.children` (a list head: empty when
+    /// it points at itself), `pid_namespace.child_reaper`, and the words and
+    /// bits of `signal_struct.is_child_subreaper` / `has_child_subreaper`.
+    /// Any of them OFFSET_NONE: not read (userspace asks `/proc`).
+    pub k_task_children: u32,
+    pub k_pidns_child_reaper: u32,
+    pub k_signal_is_subreaper: u32,
+    pub k_signal_is_subreaper_bit: u32,
+    pub k_signal_has_subreaper: u32,
+    pub k_signal_has_subreaper_bit: u32,
 
     // signal/signal_generate
     pub tp_signal_sig: u32,
@@ -645,6 +662,12 @@ impl Config {
             k_upid_ns: OFFSET_NONE,
             k_pidns_inum: OFFSET_NONE,
             k_pidns_pid_allocated: OFFSET_NONE,
+            k_task_children: OFFSET_NONE,
+            k_pidns_child_reaper: OFFSET_NONE,
+            k_signal_is_subreaper: OFFSET_NONE,
+            k_signal_is_subreaper_bit: 0,
+            k_signal_has_subreaper: OFFSET_NONE,
+            k_signal_has_subreaper_bit: 0,
             tp_signal_sig: OFFSET_NONE,
             tp_signal_code: OFFSET_NONE,
             tp_signal_pid: OFFSET_NONE,
@@ -667,7 +690,7 @@ const _: () = assert!(core::mem::size_of::<SockCallData>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 304);
+const _: () = assert!(core::mem::size_of::<Config>() == 328);
 const _: () = assert!(
     ARGS_LEN.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

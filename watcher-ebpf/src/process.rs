@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use watcher_common::{
     wake, EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource, ARGS_LEN,
-    EXIT_PIDNS_DYING, EXIT_UNTRACKED, GROUP_DEAD_UNKNOWN, OFFSET_NONE,
+    EXIT_NO_CHILDREN, EXIT_PIDNS_DYING, EXIT_UNTRACKED, GROUP_DEAD_UNKNOWN, OFFSET_NONE,
 };
 
 use crate::{
@@ -143,9 +143,17 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     if !ends && pid != tgid && conf!(threads) == 0 {
         return None;
     }
-    let (pidns, ns_pid, mut flags) = pid_namespace(task, parent, parent_tgid, tgid, ends);
+    let (pidns, ns_pid, mut flags, ns) = pid_namespace(task, parent, parent_tgid, tgid, ends);
     if !tracked {
         flags |= EXIT_UNTRACKED;
+    }
+    let mut reaper_tgid = 0;
+    if ends {
+        match new_reaper(task, ns) {
+            Reaper::NoChildren => flags |= EXIT_NO_CHILDREN,
+            Reaper::Tgid(t) => reaper_tgid = t,
+            Reaper::Unknown => {}
+        }
     }
     emit(
         EventKind::Exit,
@@ -160,10 +168,91 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
             pidns,
             ns_pid,
             flags,
-            _pad: 0,
+            reaper_tgid,
         },
     );
     Some(())
+}
+
+enum Reaper {
+    Unknown,
+    NoChildren,
+    Tgid(u32),
+}
+
+/// Ancestors looked at for a child subreaper (the kernel walks them all, up
+/// to its pid namespace's init; deeper chains of subreapers are rare).
+const SUBREAPER_DEPTH: u32 = 16;
+
+/// Whether `task`'s `signal_struct` has the one-bit flag at (`word`, `bit`).
+#[inline(always)]
+fn signal_flag(task: u64, word: u32, bit: u32) -> Option<bool> {
+    let signal: u64 = kread(task, conf!(k_task_signal))?;
+    let w: u32 = kread(signal, word)?;
+    Some(w & (1u32 << (bit & 31)) != 0)
+}
+
+/// Who the children of the ending process `task` (its last thread) pass
+/// to, as the kernel's `find_new_reaper` will choose right after this
+/// tracepoint: the nearest ancestor in the same pid namespace that is a
+/// child subreaper, else the namespace's init (`ns`: its `pid_namespace`).
+#[inline(always)]
+fn new_reaper(task: u64, ns: u64) -> Reaper {
+    let children = conf!(k_task_children);
+    if children == OFFSET_NONE || ns == 0 {
+        return Reaper::Unknown;
+    }
+    // An empty list head points at itself.
+    let Some(next) = kread::<u64>(task, children) else {
+        return Reaper::Unknown;
+    };
+    if next == task + children as u64 {
+        return Reaper::NoChildren;
+    }
+    let Some(init) = kread::<u64>(ns, conf!(k_pidns_child_reaper)) else {
+        return Reaper::Unknown;
+    };
+    let tgid_of = |t: u64| kread::<i32>(t, conf!(k_task_tgid)).unwrap_or(0).max(0) as u32;
+    let has = signal_flag(
+        task,
+        conf!(k_signal_has_subreaper),
+        conf!(k_signal_has_subreaper_bit),
+    );
+    if has == Some(true) {
+        let Some((level, _)) = pid_of(task) else {
+            return Reaper::Unknown;
+        };
+        let mut r: u64 = kread(task, conf!(k_task_real_parent)).unwrap_or(0);
+        for _ in 0..SUBREAPER_DEPTH {
+            if r == 0 || r == init {
+                break;
+            }
+            match pid_of(r) {
+                Some((l, _)) if l == level => {}
+                _ => break,
+            }
+            if signal_flag(
+                r,
+                conf!(k_signal_is_subreaper),
+                conf!(k_signal_is_subreaper_bit),
+            ) == Some(true)
+            {
+                let t = tgid_of(r);
+                return if t != 0 { Reaper::Tgid(t) } else { Reaper::Unknown };
+            }
+            r = kread(r, conf!(k_task_real_parent)).unwrap_or(0);
+        }
+        if r != 0 && r != init {
+            // Deeper than looked: not known.
+            return Reaper::Unknown;
+        }
+    } else if has.is_none() {
+        return Reaper::Unknown;
+    }
+    match tgid_of(init) {
+        0 => Reaper::Unknown,
+        t => Reaper::Tgid(t),
+    }
 }
 
 /// The `struct upid` of `pid` (a `struct pid *`) at namespace `level`.
@@ -189,7 +278,7 @@ fn pid_of(task: u64) -> Option<(u32, u64)> {
 /// `pid_namespace.pid_allocated` without this bit: no new pids, the namespace is being torn down.
 const PIDNS_ADDING: u32 = 1 << 31;
 
-/// (pid namespace inode, pid in it, flags) of the exiting task's process. When the
+/// (pid namespace inode, pid in it, flags, the `pid_namespace`) of the exiting task's process. When the
 /// process ends and its parent sees it through a nested pid namespace, the
 /// parent's wait will return that namespace's pid: remember the host pid for it.
 #[inline(always)]
@@ -199,13 +288,13 @@ fn pid_namespace(
     parent_tgid: u32,
     tgid: u32,
     ends: bool,
-) -> (u32, u32, u32) {
+) -> (u32, u32, u32, u64) {
     let leader: u64 = kread(task, conf!(k_task_group_leader)).unwrap_or(0);
     let Some((level, lpid)) = pid_of(leader) else {
-        return (0, 0, 0);
+        return (0, 0, 0, 0);
     };
     let Some(own) = upid_at(lpid, level) else {
-        return (0, 0, 0);
+        return (0, 0, 0, 0);
     };
     let ns_pid: i32 = kread(own, conf!(k_upid_nr)).unwrap_or(0);
     let ns: u64 = kread(own, conf!(k_upid_ns)).unwrap_or(0);
@@ -231,7 +320,7 @@ fn pid_namespace(
             }
         }
     }
-    (pidns, ns_pid.max(0) as u32, flags)
+    (pidns, ns_pid.max(0) as u32, flags, ns)
 }
 
 /// The host pid of a child the current task reaped, from the pid its wait

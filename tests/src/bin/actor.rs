@@ -425,6 +425,45 @@ fn main() {
             let mut buf = String::new();
             let _ = std::io::stdin().read_line(&mut buf);
         }
+        "subreaper-orphans" => {
+            // subreaper-orphans N: become a child subreaper; a middle child
+            // makes N zombies and exits without reaping them, so they pass to
+            // this process (not to init), which reaps them when a line comes
+            // on stdin.
+            let n: u32 = arg(2).parse().expect("n");
+            nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+            // SAFETY: single-threaded; the child makes zombies and _exits.
+            match unsafe { fork() }.expect("fork") {
+                ForkResult::Child => {
+                    let kids: Vec<Pid> = (0..n).map(|_| child_exit(0)).collect();
+                    for k in &kids {
+                        // Each one a zombie before the middle exits.
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        loop {
+                            let stat = std::fs::read_to_string(format!("/proc/{k}/stat")).unwrap_or_default();
+                            let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+                            if state == Some('Z') || Instant::now() > deadline {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    unsafe { libc::_exit(0) }
+                }
+                ForkResult::Parent { child } => {
+                    say("middle", child);
+                    waitpid(child, None).expect("waitpid middle");
+                    say("orphaned", n);
+                    let mut buf = String::new();
+                    let _ = std::io::stdin().read_line(&mut buf);
+                    let mut reaped = 0;
+                    while waitpid(Pid::from_raw(-1), None).is_ok() {
+                        reaped += 1;
+                    }
+                    say("reaped", reaped);
+                }
+            }
+        }
         "supervise" => {
             // supervise N CHILD_MS: restart `actor crash CHILD_MS` N times, as a naive supervisor does.
             let n: u32 = arg(2).parse().expect("n");

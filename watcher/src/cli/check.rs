@@ -152,6 +152,20 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 ),
                 Err(e) => push!(false, "layout", e.to_string()),
             }
+            let mut c = watcher_common::Config::empty();
+            match loader::reaper_layout(btf, &mut c) {
+                Ok(()) => push!(
+                    true,
+                    "new parents",
+                    "an ending process's children: their new parent read by the kernel side (pid_namespace.child_reaper, signal_struct subreaper flags)".to_string()
+                ),
+                // Degraded, not failed: the rest works.
+                Err(e) => push!(
+                    true,
+                    "new parents",
+                    format!("asked of /proc/<pid>/stat when a process ends with children ({e})")
+                ),
+            }
         }
     }
 

@@ -353,7 +353,7 @@ impl Kit {
                 pidns: 0,
                 ns_pid: 0,
                 flags: 0,
-                _pad: 0,
+                reaper_tgid: 0,
             },
         ))
     }
@@ -388,7 +388,7 @@ impl Kit {
                 pidns: 0,
                 ns_pid: 0,
                 flags: 0,
-                _pad: 0,
+                reaper_tgid: 0,
             },
         ))
     }
@@ -416,7 +416,7 @@ impl Kit {
                 pidns: 0,
                 ns_pid: 0,
                 flags: 0,
-                _pad: 0,
+                reaper_tgid: 0,
             },
         ))
     }
@@ -722,7 +722,7 @@ impl Kit {
                 pidns,
                 ns_pid,
                 flags,
-                _pad: 0,
+                reaper_tgid: 0,
             },
         ))
     }

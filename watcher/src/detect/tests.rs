@@ -606,7 +606,7 @@ fn zombies_existing_at_start_are_counted() {
                     pidns: 0,
                     ns_pid: 0,
                     flags: 0,
-                    _pad: 0,
+                    reaper_tgid: 0,
                 },
             }))
             .unwrap(),

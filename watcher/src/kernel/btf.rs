@@ -275,6 +275,27 @@ impl Btf {
         )))
     }
 
+    /// A one-bit bitfield `strukt.member` (e.g. `signal_struct`,
+    /// `is_child_subreaper`): the byte offset of the aligned 32-bit word
+    /// that holds it, and its bit in that word (little-endian).
+    pub fn flag_bit(&self, strukt: &str, member: &str) -> Result<(u32, u32), SetupError> {
+        let ids = self
+            .by_name
+            .get(strukt)
+            .ok_or_else(|| err(format!("no struct {strukt} in kernel BTF")))?;
+        for &id in ids {
+            if let Some((bits, size, _)) = self.find_in(id, member, 0) {
+                if size != 1 {
+                    return Err(err(format!("{strukt}.{member} is not a one-bit flag")));
+                }
+                return Ok(((bits / 32) * 4, bits % 32));
+            }
+        }
+        Err(err(format!(
+            "struct {strukt} has no member {member} in kernel BTF"
+        )))
+    }
+
     /// Size in bytes of `struct strukt`.
     pub fn struct_size(&self, strukt: &str) -> Result<u32, SetupError> {
         let ids = self
@@ -420,5 +441,17 @@ mod tests {
             Some(4)
         );
         assert_eq!(btf.struct_size("upid").expect("struct upid"), 16);
+        // One-bit flags: the word that holds them and their bit; two
+        // neighbouring flags are one bit apart in the same word.
+        let (w1, b1) = btf
+            .flag_bit("signal_struct", "is_child_subreaper")
+            .expect("is_child_subreaper");
+        let (w2, b2) = btf
+            .flag_bit("signal_struct", "has_child_subreaper")
+            .expect("has_child_subreaper");
+        assert_eq!(w1 % 4, 0);
+        assert_eq!((w2 * 8 + b2) - (w1 * 8 + b1), 1);
+        assert!(btf.flag_bit("task_struct", "tgid").is_err(), "not a flag");
+        assert!(btf.member("signal_struct", "is_child_subreaper").is_err(), "a bitfield is never read as a value");
     }
 }

@@ -265,7 +265,7 @@ mod tests {
                     pidns: 0,
                     ns_pid: 0,
                     flags: 0,
-                    _pad: 0,
+                    reaper_tgid: 0,
                 },
             }),
             encode(&Event {

@@ -474,7 +474,47 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
         *slot(&mut c) = offset;
     }
     c.k_upid_size = btf.struct_size("upid")?;
+    // (Missing: the new parents are asked of `/proc`; `watcher check` says so.)
+    let _ = reaper_layout(btf, &mut c);
     Ok(c)
+}
+
+/// The members that tell who an ending process's children pass to. Optional:
+/// when one is missing or laid out otherwise, none is read and the new parent
+/// is asked of `/proc` (off the kernel side, as before). `Ok`: all found.
+pub fn reaper_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
+    let found = (|| -> Result<[u32; 6], SetupError> {
+        let (children, size) = btf.member("task_struct", "children")?;
+        // A list head: the first pointer is `next`.
+        if size != Some(16) {
+            return Err(SetupError::Btf {
+                why: "task_struct.children is not a list head".into(),
+            });
+        }
+        let (reaper, size) = btf.member("pid_namespace", "child_reaper")?;
+        if size != Some(8) {
+            return Err(SetupError::Btf {
+                why: "pid_namespace.child_reaper is not a pointer".into(),
+            });
+        }
+        let (is_word, is_bit) = btf.flag_bit("signal_struct", "is_child_subreaper")?;
+        let (has_word, has_bit) = btf.flag_bit("signal_struct", "has_child_subreaper")?;
+        Ok([children, reaper, is_word, is_bit, has_word, has_bit])
+    })();
+    match found {
+        Ok(v) => {
+            [
+                c.k_task_children,
+                c.k_pidns_child_reaper,
+                c.k_signal_is_subreaper,
+                c.k_signal_is_subreaper_bit,
+                c.k_signal_has_subreaper,
+                c.k_signal_has_subreaper_bit,
+            ] = v;
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The inode of the initial pid namespace (`PROC_PID_INIT_INO`, fixed in the kernel).

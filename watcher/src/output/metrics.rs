@@ -221,6 +221,16 @@ impl Collector for Snapshot {
             "table",
             [("processes", s.process_evictions)],
         )?;
+        counters(
+            e,
+            "watcher_new_parents_total",
+            "Children of ending processes given their new parent: named by the kernel side, or read from /proc (on kernels whose layout does not let the kernel side tell).",
+            "source",
+            [
+                ("kernel", s.new_parents_told),
+                ("proc", s.new_parents_asked),
+            ],
+        )?;
         counter(
             e,
             "watcher_socket_lookups_total",

@@ -659,7 +659,7 @@ impl Engine {
                     pidns: 0,
                     ns_pid: 0,
                     flags: 0,
-                    _pad: 0,
+                    reaper_tgid: 0,
                 }),
             };
             let reap = |p: &Proc| KernelEvent {

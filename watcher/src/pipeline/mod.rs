@@ -66,6 +66,8 @@ pub struct Stats {
     pub reconciled_sockets: u64,
     pub findings_withdrawn: u64,
     pub process_evictions: u64,
+    pub new_parents_told: u64,
+    pub new_parents_asked: u64,
     pub records_written: u64,
     /// Records a sink could not take (per sink name).
     pub sink_drops: BTreeMap<String, u64>,
@@ -182,6 +184,8 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     let mut s = stats.lock().expect("stats lock");
     s.processes = engine.enricher.procs.len() as u64;
     s.process_evictions = engine.enricher.procs.stats.evicted;
+    s.new_parents_told = engine.enricher.procs.stats.new_parents_told;
+    s.new_parents_asked = engine.enricher.procs.stats.new_parents_asked;
     s.sockets = engine.detectors.sockets.len() as u64;
     s.socket_lookups = engine.lookups;
     s.socket_lookups_skipped = engine.lookups_skipped;

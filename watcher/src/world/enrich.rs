@@ -682,7 +682,7 @@ mod tests {
                         pidns: 0,
                         ns_pid: 0,
                         flags: 0,
-                        _pad: 0,
+                        reaper_tgid: 0,
                     },
                 }))
                 .unwrap(),
@@ -730,7 +730,7 @@ mod tests {
             pidns: 0,
             ns_pid: 0,
             flags: 0,
-            _pad: 0,
+            reaper_tgid: 0,
         };
         let Body::Exit(leader) = e.record(&ev(EventKind::Exit, 5, 60, exit(1))).unwrap().body
         else {

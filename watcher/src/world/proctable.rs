@@ -109,6 +109,10 @@ pub struct TableStats {
     pub evicted: u64,
     /// Forks of a tgid already present (lost exit or pid reuse).
     pub replaced: u64,
+    /// Orphans of an ending process whose new parent the kernel side named,
+    /// and those it had to be asked of `/proc` for (a read on the pipeline's thread).
+    pub new_parents_told: u64,
+    pub new_parents_asked: u64,
 }
 
 /// What makes two processes "the same program".
@@ -415,10 +419,29 @@ impl ProcessTable {
                         *c != h.tgid && self.procs.get(c).is_some_and(|q| q.ppid == h.tgid)
                     });
                     orphans.sort_unstable();
+                    // The kernel side names the new parent (it reads what
+                    // `find_new_reaper` will choose); `/proc` is asked only
+                    // on a kernel whose layout did not let it.
+                    let told = if x.flags & watcher_common::EXIT_NO_CHILDREN != 0 {
+                        // None left: those listed were reaped unseen (or their
+                        // records are late); init's is the harmless guess.
+                        Some(1)
+                    } else {
+                        Some(x.reaper_tgid).filter(|&r| r != 0 && r != h.tgid)
+                    };
                     for c in orphans {
-                        let new = (self.parent_lookup)(c)
-                            .filter(|&pp| pp != h.tgid)
-                            .unwrap_or(1);
+                        let new = match told {
+                            Some(t) => {
+                                self.stats.new_parents_told += 1;
+                                t
+                            }
+                            None => {
+                                self.stats.new_parents_asked += 1;
+                                (self.parent_lookup)(c)
+                                    .filter(|&pp| pp != h.tgid)
+                                    .unwrap_or(1)
+                            }
+                        };
                         self.set_ppid(c, new);
                         if let Some(child) = self.procs.get(&c) {
                             self.reparented.push((child.key, new));
@@ -714,7 +737,7 @@ mod tests {
                 pidns: 0,
                 ns_pid: 0,
                 flags: 0,
-                _pad: 0,
+                reaper_tgid: 0,
             },
         }))
         .unwrap()
@@ -785,6 +808,53 @@ mod tests {
         assert_eq!(t.get(702).unwrap().ppid, 42);
         t.apply(&reap(15, 42, 701, 1));
         assert!(t.get(701).is_none());
+    }
+
+    /// An exit record as the kernel side writes it when it named the
+    /// process's new reaper (`reaper`), or found it had no children (`flags`).
+    fn exit_told(ts: u64, tgid: u32, reaper: u32, flags: u32) -> KernelEvent {
+        let mut ev = exit(ts, tgid, tgid, 0, 1);
+        if let Payload::Exit(x) = &mut ev.payload {
+            x.reaper_tgid = reaper;
+            x.flags = flags;
+        }
+        ev
+    }
+
+    #[test]
+    fn the_new_parent_the_kernel_names_is_taken_without_asking_proc() {
+        let mut t = ProcessTable::with_parent_lookup(
+            100,
+            Box::new(|pid| panic!("/proc asked for the parent of {pid}")),
+        );
+        t.apply(&fork(10, 1, 600, 0));
+        t.apply(&fork(11, 600, 700, 0));
+        t.apply(&fork(12, 700, 701, 0));
+        t.apply(&fork(13, 700, 702, 0));
+        // 700 ends; the kernel side read that its children go to the subreaper 600.
+        t.apply(&exit_told(14, 700, 600, 0));
+        let mut re = t.reparented.clone();
+        re.sort();
+        assert_eq!(
+            re.iter().map(|(k, p)| (k.tgid, *p)).collect::<Vec<_>>(),
+            vec![(701, 600), (702, 600)]
+        );
+        assert_eq!(t.get(702).unwrap().ppid, 600);
+        assert_eq!((t.stats.new_parents_told, t.stats.new_parents_asked), (2, 0));
+        // 600 ends with no child left (the kernel says so): those the table
+        // still lists were reaped unseen; nothing is asked.
+        t.apply(&exit_told(15, 600, 0, watcher_common::EXIT_NO_CHILDREN));
+        assert_eq!(t.stats.new_parents_asked, 0);
+    }
+
+    #[test]
+    fn without_the_kernels_word_the_new_parent_is_asked_of_proc() {
+        let mut t = ProcessTable::with_parent_lookup(100, Box::new(|_| Some(42)));
+        t.apply(&fork(10, 1, 700, 0));
+        t.apply(&fork(11, 700, 701, 0));
+        t.apply(&exit_told(12, 700, 0, 0));
+        assert_eq!(t.get(701).unwrap().ppid, 42);
+        assert_eq!((t.stats.new_parents_told, t.stats.new_parents_asked), (0, 1));
     }
 
     #[test]
@@ -953,7 +1023,7 @@ mod tests {
                     pidns: 4026532000,
                     ns_pid,
                     flags: 0,
-                    _pad: 0,
+                    reaper_tgid: 0,
                 },
             }))
             .unwrap()
