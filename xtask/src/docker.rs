@@ -145,6 +145,15 @@ pub fn build_image(static_watcher: &Path, work: &Path, tag: &str) -> Result<()> 
     fs::copy(static_watcher, ctx.join("watcher"))?;
     let dockerfile: PathBuf = crate::workspace_root().join("packaging/Dockerfile");
     eprintln!("xtask: building the image {tag} (FROM scratch, the static watcher)");
+    let id = |tag: &str| {
+        Command::new("docker")
+            .args(["image", "inspect", "-f", "{{.Id}}", tag])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let before = id(tag);
     crate::check(
         Command::new("docker")
             .args(["build", "-q", "-t", tag, "-f"])
@@ -154,5 +163,15 @@ pub fn build_image(static_watcher: &Path, work: &Path, tag: &str) -> Result<()> 
             .stdout(Stdio::null())
             .status()?,
         "docker build",
-    )
+    )?;
+    // The image this tag named before is left untagged by the new build:
+    // removed, so that every test run does not leave one behind (not when a
+    // container still uses it: that one stays, and says so).
+    if let Some(old) = before.filter(|old| Some(old) != id(tag).as_ref()) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", &old])
+            .stdout(Stdio::null())
+            .status();
+    }
+    Ok(())
 }
