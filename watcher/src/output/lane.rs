@@ -325,14 +325,19 @@ mod tests {
     use super::*;
     use std::sync::mpsc::Receiver;
 
-    /// A sink that takes one line, then blocks until told to go on.
+    /// A sink that blocks in each write until told to go on (says when it
+    /// first blocked).
     struct Gate {
         out: Arc<Mutex<Vec<String>>>,
         go: Receiver<()>,
+        entered: Option<mpsc::Sender<()>>,
     }
 
     impl SinkWriter for Gate {
         fn write(&mut self, line: &Line) -> io::Result<()> {
+            if let Some(e) = self.entered.take() {
+                let _ = e.send(());
+            }
             let _ = self.go.recv();
             self.out.lock().unwrap().push(line.json_str().to_owned());
             Ok(())
@@ -347,12 +352,14 @@ mod tests {
     #[test]
     fn a_stalled_sink_drops_for_itself_and_is_told_what_it_missed() {
         let (go, gate) = mpsc::channel();
+        let (entered_tx, entered) = mpsc::channel();
         let out: Arc<Mutex<Vec<String>>> = Arc::default();
         let stalled = Lane::start(
             "stalled",
             Box::new(Gate {
                 out: out.clone(),
                 go: gate,
+                entered: Some(entered_tx),
             }),
             4,
         )
@@ -367,8 +374,16 @@ mod tests {
         }
         let fine = Lane::start("fine", Box::new(Chan(fine_tx)), 4).unwrap();
         let t = Instant::now();
+        // The stalled sink takes its first line and blocks writing it (the
+        // lane's batch is that one line: nothing else was offered yet).
+        stalled.send(record(0));
+        entered
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the stalled sink took its first line");
         for n in 0..100 {
-            stalled.send(record(n));
+            if n > 0 {
+                stalled.send(record(n));
+            }
             fine.send(record(n));
             // The healthy lane keeps up: each line is written before the next is offered.
             let got = fine_rx
@@ -381,7 +396,7 @@ mod tests {
         assert_eq!(fine.dropped(), 0);
         // One line is being written, the queue holds 4: the rest was dropped.
         let dropped = stalled.dropped();
-        assert!((80..=95).contains(&dropped), "{dropped}");
+        assert_eq!(dropped, 95);
         // The sink moves again: a loss record first, then what comes next.
         drop(go);
         let until = Instant::now() + Duration::from_secs(5);
@@ -403,6 +418,11 @@ mod tests {
             .expect("a loss record");
         let v: serde_json::Value = serde_json::from_str(loss).unwrap();
         assert_eq!(v["loss"]["count"].as_u64(), Some(dropped), "{got:?}");
+        assert_eq!(
+            got.iter().filter(|l| l.contains("sink_too_slow")).count(),
+            1,
+            "{got:?}"
+        );
         assert_eq!(got.len() as u64, 100 - dropped + 2, "{got:?}");
         assert!(got.last().unwrap().contains("\"total\":1000"), "{got:?}");
     }

@@ -5,7 +5,7 @@
 //! kernel's loss counter before it fires deadlines); the engine then holds
 //! the findings those could open (`zombie`, `zombie_accumulation`,
 //! `duplicate_instances`) and, once the backlog in the ring has been handled,
-//! asks for a snapshot of `/proc`, taken on a thread of its own. When it comes, what the table believes is corrected by
+//! asks for a snapshot of `/proc`, taken on the `/proc` worker thread. When it comes, what the table believes is corrected by
 //! synthetic events (an exit and a reap for a process that is gone, a reap
 //! for a zombie that is no longer one, an exit for a process that is now a
 //! zombie) fed through the detectors like any other, processes that started
@@ -69,62 +69,92 @@ pub fn holders_of(
     (crate::sockdiag::with_owners(all), read)
 }
 
-/// Take a snapshot on a thread of its own — every process, and the holder
+/// A question for `/proc` (a snapshot, a confirmation), answered off the
+/// pipeline's thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the one persistent `/proc` worker (started at the first
+/// question, then kept: no thread is spawned per question). The engine has
+/// one question in flight at a time — the next starts when the last was
+/// answered — so its queue stays that short. With no worker (it could not be
+/// started: out of threads), the question is answered here, late but true.
+fn on_worker(job: Job) {
+    static WORKER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let tx = WORKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("watcher-proc".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let unasked = match tx {
+        Some(tx) => match tx.send(job) {
+            Ok(()) => return,
+            Err(e) => e.0,
+        },
+        None => job,
+    };
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "cannot start the /proc worker thread: /proc is read on the pipeline's thread"
+        )
+    });
+    unasked();
+}
+
+/// Take a snapshot on the `/proc` worker — every process, and the holder
 /// sockets of `namespaces` (netns inode, a pid in it); the receiver gets it.
 pub fn start(
     identity: crate::proctable::Identity,
     namespaces: Vec<(u32, u32)>,
 ) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
-    let spawned = std::thread::Builder::new()
-        .name("watcher-reconcile".into())
-        .spawn(move || {
-            let taken_ns = crate::record::Clock::mono_now();
-            let (sockets, netns_read) = holders_of(&namespaces);
-            let mut t = ProcessTable::new(10_000_000);
-            t.identity = identity;
-            t.seed_from_proc();
-            let _ = tx.send(Snapshot {
-                taken_ns,
-                procs: t.iter().cloned().collect(),
-                only: None,
-                sockets,
-                netns_read,
-            });
+    on_worker(Box::new(move || {
+        let taken_ns = crate::record::Clock::mono_now();
+        let (sockets, netns_read) = holders_of(&namespaces);
+        let mut t = ProcessTable::new(10_000_000);
+        t.identity = identity;
+        t.seed_from_proc();
+        let _ = tx.send(Snapshot {
+            taken_ns,
+            procs: t.iter().cloned().collect(),
+            only: None,
+            sockets,
+            netns_read,
         });
-    if spawned.is_err() {
-        tracing::warn!("cannot start the reconciliation thread");
-    }
+    }));
     rx
 }
 
-/// Confirm the processes a finding names (read on a thread of its own).
+/// Confirm the processes a finding names (read on the `/proc` worker).
 pub fn start_for(
     pids: Vec<u32>,
     identity: crate::proctable::Identity,
     answered: std::sync::Arc<tokio::sync::Notify>,
 ) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
-    let spawned = std::thread::Builder::new()
-        .name("watcher-confirm".into())
-        .spawn(move || {
-            let taken_ns = crate::record::Clock::mono_now();
-            let procs = pids
-                .iter()
-                .filter_map(|&pid| procfs::process::Process::new(pid as i32).ok())
-                .filter_map(|pr| crate::proctable::read_proc(&pr, identity))
-                .collect();
-            let _ = tx.send(Snapshot {
-                taken_ns,
-                procs,
-                only: Some(pids),
-                ..Default::default()
-            });
-            answered.notify_one();
+    on_worker(Box::new(move || {
+        let taken_ns = crate::record::Clock::mono_now();
+        let procs = pids
+            .iter()
+            .filter_map(|&pid| procfs::process::Process::new(pid as i32).ok())
+            .filter_map(|pr| crate::proctable::read_proc(&pr, identity))
+            .collect();
+        let _ = tx.send(Snapshot {
+            taken_ns,
+            procs,
+            only: Some(pids),
+            ..Default::default()
         });
-    if spawned.is_err() {
-        tracing::warn!("cannot start the confirmation thread");
-    }
+        answered.notify_one();
+    }));
     rx
 }
 
