@@ -1099,6 +1099,45 @@ fn a_storm_of_failing_binds_is_bounded_in_lookups() {
     assert!(f.summary.contains("held by pid 100"), "{}", f.summary);
 }
 
+#[test]
+fn a_user_whose_lookups_waited_its_share_is_asked_without_waiting_and_others_still_wait() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/holder", &["holder"]);
+    k.as_user(200, 65534);
+    k.spawn(S, 1, 200, "/bin/storm", &["storm"]);
+    k.spawn(S, 1, 300, "/bin/other", &["other"]);
+    // Each lookup waited for takes 5 ms: a user's 20 ms of the second are
+    // spent after 4 of them (fewer when a sleep overshoots).
+    k.lookups_take(std::time::Duration::from_millis(5));
+    for n in 0..20u64 {
+        // (Ports far apart: not a prober's tries, which are one incident.)
+        let port = 20_000 + 200 * n as u16;
+        k.listen(2 * S + n * 1000, 100, "127.0.0.1", port, 0x10_0000 + n);
+        k.bind(2 * S + n * 1000 + 500, 200, "127.0.0.1", port, EADDRINUSE, true);
+    }
+    let waited = k.lookups_waited();
+    assert!((1..=4).contains(&waited), "{waited}");
+    assert_eq!(k.engine.lookups_not_waited, 20 - waited);
+    // Another user's conflict in the same second is still waited for.
+    k.listen(2 * S + 900_000, 100, "127.0.0.1", 50_000, 0x20_0000);
+    k.bind(2 * S + 900_500, 300, "127.0.0.1", 50_000, EADDRINUSE, true);
+    assert_eq!(k.lookups_waited(), waited + 1);
+    assert_eq!(k.engine.lookups_not_waited, 20 - waited);
+    // The storm's answers come late, and its conflicts were found at once
+    // from the table (the holder named).
+    let conflicts = k
+        .all
+        .iter()
+        .filter(|f| f.kind.as_str() == "port_conflict" && f.summary.contains("held by pid 100"))
+        .count();
+    assert!(conflicts >= 20, "{conflicts}");
+    k.late(2 * S + S / 2);
+    // The next second, the storm's user waits again.
+    k.listen(3 * S + 1000, 100, "127.0.0.1", 51_000, 0x30_0000);
+    k.bind(3 * S + 1500, 200, "127.0.0.1", 51_000, EADDRINUSE, true);
+    assert_eq!(k.lookups_waited(), waited + 2);
+}
+
 // ---------------------------------------------------------------- port probers
 
 #[test]

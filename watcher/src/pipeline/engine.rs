@@ -39,6 +39,17 @@ pub trait SocketLookup: Send {
     ) -> Option<Vec<KernelSocket>> {
         None
     }
+    /// As [`SocketLookup::ask`], without waiting for the answer: it comes
+    /// through [`SocketLookup::late`] (or not at all: `None` then too).
+    fn ask_later(
+        &mut self,
+        _netns: u32,
+        _via: u32,
+        _tcp: bool,
+        _port: u16,
+        _candidates: &[u32],
+    ) {
+    }
     /// Once a second: close what has not been used for a while.
     fn sweep(&mut self) {}
     /// (answered by [`SocketLookup::quick`], not answerable that way).
@@ -121,7 +132,11 @@ pub struct Engine {
     /// (second of event time, lookups made in it per user): each user has
     /// [`LOOKUPS_PER_SECOND`] of its own, so a local user's flood of failing
     /// binds cannot spend the lookups another user's conflict needs.
-    budget: (u64, std::collections::HashMap<u32, u32>),
+    /// With the time its lookups made this thread wait in that second: past
+    /// [`LOOKUP_WAIT_PER_USER_SECOND`], its lookups are asked without waiting.
+    budget: (u64, std::collections::HashMap<u32, (u32, std::time::Duration)>),
+    /// Lookups asked without waiting: their user had made this thread wait its share.
+    pub lookups_not_waited: u64,
     /// (second of event time, time spent completing command lines from /proc in it).
     args_budget: (u64, std::time::Duration),
     /// Command lines left as the kernel captured them: the second's budget was spent.
@@ -194,6 +209,13 @@ fn held_kind(k: crate::detect::Kind) -> bool {
 /// and takes the kernel's socket-table locks, so a storm of failing binds
 /// (thousands a second) must not turn into a storm of lookups.
 pub const LOOKUPS_PER_SECOND: u32 = 200;
+/// The time one user's socket lookups may make the deciding thread wait per
+/// second of events (each waits up to the lookup deadline, 5 ms): past it,
+/// that user's lookups are asked without waiting and their answers restate
+/// the findings when they come. A local user's flood of failing binds then
+/// delays everyone else's findings by this much a second at most (it was 200
+/// lookups × 5 ms: the whole second).
+pub const LOOKUP_WAIT_PER_USER_SECOND: std::time::Duration = std::time::Duration::from_millis(20);
 /// The time `/proc` command-line completions may take on this thread in a
 /// second of events (5 %): a flood of execs with long command lines cannot
 /// hold up detection for longer than this (past it, the kernel's capture stays).
@@ -219,6 +241,7 @@ impl Engine {
             lookups: 0,
             lookups_skipped: 0,
             budget: (0, std::collections::HashMap::new()),
+            lookups_not_waited: 0,
             args_budget: (0, std::time::Duration::ZERO),
             args_skipped: 0,
             reconciling: None,
@@ -392,12 +415,12 @@ impl Engine {
             // conflict whose holder only the kernel knew unreported — the
             // hostile tests' conflict elsewhere, when 27 lookups had taken
             // 50 ms within one second.)
-            Some(_) if self.budget.1.get(&uid).copied().unwrap_or(0) >= LOOKUPS_PER_SECOND => {
+            Some(_) if self.budget.1.get(&uid).map(|b| b.0).unwrap_or(0) >= LOOKUPS_PER_SECOND => {
                 self.lookups_skipped += 1;
                 None
             }
             Some(key) => {
-                *self.budget.1.entry(uid).or_default() += 1;
+                self.budget.1.entry(uid).or_default().0 += 1;
                 self.lookups += 1;
                 let (netns, tcp, port) = key;
                 let via = me;
@@ -437,7 +460,17 @@ impl Engine {
                             candidates.push(pid);
                         }
                     }
-                    self.lookup.ask(netns, via, tcp, port, &candidates)
+                    let waited = self.budget.1.get(&uid).map(|b| b.1).unwrap_or_default();
+                    if waited >= LOOKUP_WAIT_PER_USER_SECOND {
+                        self.lookups_not_waited += 1;
+                        self.lookup.ask_later(netns, via, tcp, port, &candidates);
+                        None
+                    } else {
+                        let started = std::time::Instant::now();
+                        let answer = self.lookup.ask(netns, via, tcp, port, &candidates);
+                        self.budget.1.entry(uid).or_default().1 += started.elapsed();
+                        answer
+                    }
                 }
             }
             None => None,

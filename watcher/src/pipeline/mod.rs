@@ -47,6 +47,7 @@ pub struct Stats {
     pub sockets: u64,
     pub socket_lookups: u64,
     pub socket_lookups_skipped: u64,
+    pub socket_lookups_not_waited: u64,
     /// Command lines left as the kernel captured them (512 bytes): the second's
     /// time for `/proc` completions was spent.
     pub command_lines_left_short: u64,
@@ -189,6 +190,7 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     s.sockets = engine.detectors.sockets.len() as u64;
     s.socket_lookups = engine.lookups;
     s.socket_lookups_skipped = engine.lookups_skipped;
+    s.socket_lookups_not_waited = engine.lookups_not_waited;
     s.command_lines_left_short = engine.args_skipped;
     s.socket_lookups_in_place = engine.lookups_in_place();
     s.socket_lookups_unanswered = engine

@@ -78,6 +78,9 @@ pub struct NetnsLookups {
     helpers: HashMap<u32, Helper>,
     deadline: Duration,
     late: Vec<Late>,
+    /// Answers to questions asked without waiting that were there at once
+    /// (handed out with the late ones).
+    early: Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)>,
     /// Whole command lines, from /proc (a thread of its own).
     pub cmdlines: crate::world::cmdline::Cmdlines,
     /// Port summaries asked and not yet in: (namespace, answer channel, asked when).
@@ -201,6 +204,7 @@ impl NetnsLookups {
             helpers: HashMap::new(),
             deadline,
             late: Vec::new(),
+            early: Vec::new(),
             cmdlines: crate::world::cmdline::Cmdlines::new(deadline),
             summaries: Vec::new(),
             unanswered: Default::default(),
@@ -583,11 +587,21 @@ impl crate::engine::SocketLookup for NetnsLookups {
     ) -> Option<Vec<KernelSocket>> {
         self.port_sockets(netns, via, tcp, port, candidates)
     }
+    fn ask_later(&mut self, netns: u32, via: u32, tcp: bool, port: u16, candidates: &[u32]) {
+        let deadline = std::mem::replace(&mut self.deadline, Duration::ZERO);
+        // (An answer already there is taken now: parked, it comes as late.)
+        if let Some(now) = self.port_sockets(netns, via, tcp, port, candidates) {
+            self.early.push(((netns, tcp, port), now));
+        }
+        self.deadline = deadline;
+    }
     fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
-        self.late_answers()
+        let mut out = std::mem::take(&mut self.early);
+        out.extend(self.late_answers());
+        out
     }
     fn waiting(&self) -> bool {
-        !self.late.is_empty() || !self.summaries.is_empty()
+        !self.late.is_empty() || !self.early.is_empty() || !self.summaries.is_empty()
     }
     fn summary(&mut self, netns: u32, via: u32) {
         self.ask_summary(netns, via)
