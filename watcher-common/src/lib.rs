@@ -576,6 +576,8 @@ pub struct Config {
     pub k_signal_is_subreaper_bit: u32,
     pub k_signal_has_subreaper: u32,
     pub k_signal_has_subreaper_bit: u32,
+    /// `task_struct.pid` (the raw `sched_process_free` reads the freed task's).
+    pub k_task_pid: u32,
 
     // signal/signal_generate
     pub tp_signal_sig: u32,
@@ -588,7 +590,7 @@ pub struct Config {
     /// Signals (bit `1 << signo`) whose generation is forwarded: those whose
     /// default action ends the process, less the frequent ones that say little.
     pub signal_mask: u32,
-    pub _pad: [u32; 2],
+    pub _pad: [u32; 1],
 }
 
 impl Config {
@@ -668,6 +670,7 @@ impl Config {
             k_signal_is_subreaper_bit: 0,
             k_signal_has_subreaper: OFFSET_NONE,
             k_signal_has_subreaper_bit: 0,
+            k_task_pid: OFFSET_NONE,
             tp_signal_sig: OFFSET_NONE,
             tp_signal_code: OFFSET_NONE,
             tp_signal_pid: OFFSET_NONE,
@@ -675,7 +678,7 @@ impl Config {
             tp_signal_result: OFFSET_NONE,
             tp_oom_pid: OFFSET_NONE,
             signal_mask: 0,
-            _pad: [0; 2],
+            _pad: [0; 1],
         }
     }
 }

@@ -237,6 +237,15 @@ fn main() {
             say("child", c);
             wait_gone(c);
         }
+        "ignored-children" => {
+            // ignored-children N: with SIGCHLD ignored, N children that exit
+            // at once (the kernel reaps each without a wait); their pids.
+            let n: u32 = arg(2).parse().expect("n");
+            // SAFETY: setting a signal disposition to SIG_IGN.
+            unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) }.expect("signal");
+            let kids: Vec<String> = (0..n).map(|_| child_exit(0).to_string()).collect();
+            say("children", kids.join(","));
+        }
         "fork-loop" => {
             // N × (fork, child _exit(0), wait4): the classic tracer stress.
             let n: u32 = arg(2).parse().unwrap_or(10_000);

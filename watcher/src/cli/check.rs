@@ -177,8 +177,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 true,
                 "load",
                 format!(
-                    "{} programs loaded and attached (ring buffer {} KiB)",
-                    p.attached(),
+                    "{} loaded and attached (ring buffer {} KiB)",
+                    p.attachment(),
                     opts.ring_bytes / 1024
                 ),
             ),

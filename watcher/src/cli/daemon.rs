@@ -320,8 +320,8 @@ pub async fn run(
     };
     let (engine, initial, seeded) = trace::engine(&config, max_processes);
     say(&format!(
-        "running: {} tracepoints attached ({} processes known); {}; metrics {}; canary every {} s",
-        probes.attached(),
+        "running: {} attached ({} processes known); {}; metrics {}; canary every {} s",
+        probes.attachment(),
         seeded,
         feed.describe(),
         if config.metrics.listen.is_empty() {

@@ -138,12 +138,12 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
     for line in probes.degraded_lines() {
         let _ = writeln!(io::stderr(), "watcher: {line}");
     }
-    let attached = probes.attached();
+    let attached = probes.attachment();
     let signals = pipeline::Signals::install()?;
     let (engine, initial, seeded) = engine(&config, s.max_processes);
     let _ = writeln!(
         io::stderr(),
-        "watcher: tracing {} tracepoints ({} processes known); Ctrl-C to stop",
+        "watcher: tracing {} ({} processes known); Ctrl-C to stop",
         attached,
         seeded
     );

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use watcher_common::{
@@ -87,7 +87,7 @@ type Slot = fn(&mut Config) -> &mut u32;
 /// size the programs read — 0 for an array whose elements are addressed from
 /// its offset —, where the offset goes). The one list: `kernel_config` fills
 /// `CONFIG` from it and `watcher check` reports on it.
-pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 29] = [
+pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 30] = [
     ("task_struct", "exit_code", 4, |c| &mut c.k_task_exit_code),
     ("task_struct", "files", 8, |c| &mut c.k_task_files),
     ("task_struct", "mm", 8, |c| &mut c.k_task_mm),
@@ -109,6 +109,7 @@ pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 29] = [
         &mut c.k_task_real_parent
     }),
     ("task_struct", "tgid", 4, |c| &mut c.k_task_tgid),
+    ("task_struct", "pid", 4, |c| &mut c.k_task_pid),
     // A socket's network namespace.
     ("sock", "__sk_common.skc_net", 8, |c| &mut c.k_sock_net),
     ("net", "ns.inum", 4, |c| &mut c.k_net_inum),
@@ -213,7 +214,18 @@ pub struct Probes {
     pub degraded: Vec<(String, &'static str)>,
     /// Said once when the ring layout asked for could not be had as asked.
     pub layout_note: Option<String>,
+    /// Hooks attached as raw tracepoints rather than through tracefs (see
+    /// [`RAW_FIRST`]), and why a raw attach fell back, when it did.
+    pub raw: Vec<&'static str>,
+    pub raw_fallback: Option<String>,
 }
+
+/// Hooks whose program is attached as a raw tracepoint when the kernel
+/// allows it (`<program>_raw` in the object), the tracefs tracepoint
+/// otherwise: those that run in softirq context (an RCU callback), where a
+/// classic tracepoint's program is skipped — silently — whenever another
+/// program was running on that CPU (the kernel's `bpf_prog_active`).
+pub const RAW_FIRST: [&str; 1] = ["sched_process_free"];
 
 impl Probes {
     /// How many programs are attached.
@@ -221,13 +233,27 @@ impl Probes {
         HOOKS.len() - self.degraded.len()
     }
 
-    /// One line per optional hook this kernel lacks, for the log.
+    /// How the programs are attached, for `watcher check` and the log:
+    /// "17 tracepoints (sched_process_free as a raw tracepoint)".
+    pub fn attachment(&self) -> String {
+        let n = self.attached();
+        if self.raw.is_empty() {
+            format!("{n} tracepoints")
+        } else {
+            format!("{n} tracepoints ({} as a raw tracepoint)", self.raw.join(", "))
+        }
+    }
+
+    /// One line per optional hook this kernel lacks, for the log (and the
+    /// reason a raw attach fell back to tracefs).
     pub fn degraded_lines(&self) -> Vec<String> {
-        self.degraded
-            .iter()
-            .map(|(tp, without)| {
+        let fallback = self.raw_fallback.iter().map(|why| {
+            format!("degraded: raw tracepoint {why}; attached through tracefs instead (a free that comes while another program runs on that CPU goes unseen)")
+        });
+        fallback
+            .chain(self.degraded.iter().map(|(tp, without)| {
                 format!("degraded: tracepoint {tp} is not available on this kernel; {without}")
-            })
+            }))
             .chain(self.layout_note.clone())
             .collect()
     }
@@ -566,6 +592,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     let mut ebpf = loader.load(OBJECT).map_err(SetupError::Object)?;
 
     let mut degraded = Vec::new();
+    let mut raw = Vec::new();
+    let mut raw_fallback = None;
     for h in HOOKS {
         let tp_name = format!("{}/{}", h.category, h.name);
         if let Some(without) = h.optional {
@@ -578,6 +606,15 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
             {
                 degraded.push((tp_name, without));
                 continue;
+            }
+        }
+        if RAW_FIRST.contains(&h.program) {
+            match attach_raw(&mut ebpf, &h) {
+                Ok(()) => {
+                    raw.push(h.program);
+                    continue;
+                }
+                Err(why) => raw_fallback = Some(format!("{}: {why}", h.name)),
             }
         }
         let prog: &mut TracePoint = ebpf
@@ -647,7 +684,22 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         tracefs: tracefs_root,
         degraded,
         layout_note,
+        raw,
+        raw_fallback,
     })
+}
+
+/// Load `<program>_raw` and attach it to the raw tracepoint `hook.name`.
+fn attach_raw(ebpf: &mut Ebpf, h: &Hook) -> Result<(), String> {
+    let name = format!("{}_raw", h.program);
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(&name)
+        .ok_or_else(|| format!("no program {name} in the object"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| crate::error::first_line(&e))?;
+    prog.load().map_err(|e| crate::error::first_line(&e))?;
+    prog.attach(h.name).map_err(|e| crate::error::first_line(&e))?;
+    Ok(())
 }
 
 /// Every lost record, summed over CPUs (slot 0: one lookup).
