@@ -9,5 +9,6 @@ pub mod error;
 pub mod loader;
 pub mod names;
 pub mod reader;
+pub mod skips;
 pub mod tables;
 pub mod tracefs;

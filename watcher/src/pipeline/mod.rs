@@ -34,6 +34,8 @@ pub struct Stats {
     pub lost: u64,
     /// Inserts the kernel side's full tables refused, by table.
     pub table_full: BTreeMap<&'static str, u64>,
+    /// Runs of each program the kernel skipped (another program was running on its CPU).
+    pub program_skips: BTreeMap<String, u64>,
     /// Latency per pipeline stage.
     pub stages: stages::Stages,
     /// The kernel side's tables at the last sweep.
@@ -310,6 +312,39 @@ fn loss_records(
     out
 }
 
+/// The loss record for runs of watcher's programs the kernel skipped (by
+/// the record type each would have written), counted with the ring's losses.
+fn skip_record(
+    new: &[(EventKind, u64)],
+    skips: &crate::kernel::skips::Skips,
+    stats: &SharedStats,
+    clock: &Clock,
+) -> Record {
+    let mut s = stats.lock().expect("stats lock");
+    let mut by_type = BTreeMap::new();
+    // (Not in `watcher_lost_events_total`: that is the ring's count, which
+    // the kernel's per-CPU counters and the ring's loss records match.)
+    for (kind, n) in new {
+        by_type.insert(kind.as_str().to_owned(), *n);
+    }
+    s.program_skips = skips.total.clone();
+    let mono = Clock::mono_now();
+    Record {
+        schema: SCHEMA_VERSION,
+        time: clock.rfc3339(mono),
+        mono_ns: mono,
+        body: Body::Loss(LossRecord {
+            loss: LossInfo {
+                count: by_type.values().sum(),
+                total: skips.total.values().sum(),
+                reason: "program_skipped".into(),
+                by_type,
+                by_table: BTreeMap::new(),
+            },
+        }),
+    }
+}
+
 /// Run until SIGINT/SIGTERM (or the output's consumer is gone). Returns the final counters.
 pub async fn run(
     probes: Probes,
@@ -330,6 +365,11 @@ pub async fn run(
     let table_states = crate::kernel::tables::TableStates::default();
     let _sweeper = tables.spawn_sweeper(Duration::from_secs(30), table_states.clone());
     let mut ebpf = Some(ebpf);
+    let mut skips = crate::kernel::skips::Skips::default();
+    // (Skips from before start are not this run's losses.)
+    let _ = skips.poll(ebpf.as_ref().expect("just set"));
+    skips.total.values_mut().for_each(|n| *n = 0);
+    stats.lock().expect("stats lock").program_skips = skips.total.clone();
     // Fault drill (tests, and operators proving their alerting): detach every
     // program after N seconds, so the pipeline goes blind while still running.
     let drill_detach_at = std::env::var("WATCHER_FAULT_DRILL")
@@ -471,6 +511,14 @@ pub async fn run(
                     ebpf = None;
                 }
                 records.extend(losses.flush(&stats, &engine.enricher.clock));
+                // Runs the kernel skipped: records lost without a trace in the ring.
+                if let Some(e) = ebpf.as_ref() {
+                    let new = skips.poll(e);
+                    if !new.is_empty() {
+                        engine.loss_seen();
+                        records.push(skip_record(&new, &skips, &stats, &engine.enricher.clock));
+                    }
+                }
                 refresh_stats(&stats, &engine);
                 if let Ok(t) = table_states.lock() {
                     stats.lock().expect("stats lock").kernel_tables = t.clone();
