@@ -223,13 +223,25 @@ fn new_reaper(task: u64, ns: u64) -> Reaper {
             return Reaper::Unknown;
         };
         let mut r: u64 = kread(task, conf!(k_task_real_parent)).unwrap_or(0);
+        // Whether the walk reached the namespace's init or left the
+        // namespace (a process entered into it, `docker exec`'s): the init
+        // is the reaper then, as in the kernel.
+        let mut ended = false;
         for _ in 0..SUBREAPER_DEPTH {
-            if r == 0 || r == init {
+            if r == 0 {
+                return Reaper::Unknown;
+            }
+            if r == init {
+                ended = true;
                 break;
             }
             match pid_of(r) {
                 Some((l, _)) if l == level => {}
-                _ => break,
+                Some(_) => {
+                    ended = true;
+                    break;
+                }
+                None => return Reaper::Unknown,
             }
             if signal_flag(
                 r,
@@ -242,7 +254,7 @@ fn new_reaper(task: u64, ns: u64) -> Reaper {
             }
             r = kread(r, conf!(k_task_real_parent)).unwrap_or(0);
         }
-        if r != 0 && r != init {
+        if !ended {
             // Deeper than looked: not known.
             return Reaper::Unknown;
         }

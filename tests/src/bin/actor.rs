@@ -35,6 +35,19 @@ fn child_exit(code: i32) -> Pid {
     }
 }
 
+/// Until `pid` is a zombie (state Z in /proc), 10 s at most.
+fn until_zombie(pid: Pid) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+        if state == Some('Z') || Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn wait_gone(pid: Pid) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
@@ -406,18 +419,8 @@ fn main() {
                     // SAFETY: back to the default, so its own children stay zombies.
                     let _ = unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
                     let kids: Vec<Pid> = (0..n).map(|_| child_exit(0)).collect();
-                    for k in &kids {
-                        // Each one a zombie before the middle exits.
-                        let deadline = Instant::now() + Duration::from_secs(10);
-                        loop {
-                            let stat = std::fs::read_to_string(format!("/proc/{k}/stat")).unwrap_or_default();
-                            let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
-                            if state == Some('Z') || Instant::now() > deadline {
-                                break;
-                            }
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
+                    // Each one a zombie before the middle exits.
+                    kids.iter().for_each(|k| until_zombie(*k));
                     for k in kids.iter().take(reap) {
                         let _ = waitpid(*k, None);
                     }
@@ -445,18 +448,8 @@ fn main() {
             match unsafe { fork() }.expect("fork") {
                 ForkResult::Child => {
                     let kids: Vec<Pid> = (0..n).map(|_| child_exit(0)).collect();
-                    for k in &kids {
-                        // Each one a zombie before the middle exits.
-                        let deadline = Instant::now() + Duration::from_secs(10);
-                        loop {
-                            let stat = std::fs::read_to_string(format!("/proc/{k}/stat")).unwrap_or_default();
-                            let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
-                            if state == Some('Z') || Instant::now() > deadline {
-                                break;
-                            }
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
+                    // Each one a zombie before the middle exits.
+                    kids.iter().for_each(|k| until_zombie(*k));
                     unsafe { libc::_exit(0) }
                 }
                 ForkResult::Parent { child } => {
