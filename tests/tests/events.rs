@@ -725,11 +725,11 @@ fn check_reports_every_prerequisite() {
         );
     }
     // What the kernel side does on the kernels watcher supports (6.1 and
-    // later): it names an ending process's new parent, and the free of a task
-    // is seen through a raw tracepoint.
+    // later): it names an ending process's new parent, and the hooks that run
+    // in softirqs (a task's free, a TCP state change) are raw tracepoints.
     for (what, how) in [
         ("new parents", "read by the kernel side"),
-        ("load", "sched_process_free as a raw tracepoint"),
+        ("load", "raw: sched_process_free, inet_sock_set_state"),
     ] {
         assert!(
             text.lines()

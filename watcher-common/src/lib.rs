@@ -578,6 +578,21 @@ pub struct Config {
     pub k_signal_has_subreaper_bit: u32,
     /// `task_struct.pid` (the raw `sched_process_free` reads the freed task's).
     pub k_task_pid: u32,
+    /// What the raw `inet_sock_set_state` reads from the `struct sock` (the
+    /// tracefs one has them as fields, read from the same members):
+    /// `__sk_common.skc_family`, `inet_sock.inet_sport` (network order),
+    /// `skc_dport` (network order), `inet_sock.inet_saddr`, `skc_daddr`,
+    /// `skc_v6_rcv_saddr`, `skc_v6_daddr`, and `sk_protocol` (a `struct
+    /// sock` is the start of its `inet_sock`). Any OFFSET_NONE: the tracefs
+    /// tracepoint is attached.
+    pub k_sk_family: u32,
+    pub k_sk_sport: u32,
+    pub k_sk_dport: u32,
+    pub k_sk_rcv_saddr: u32,
+    pub k_sk_daddr: u32,
+    pub k_sk_v6_rcv_saddr: u32,
+    pub k_sk_v6_daddr: u32,
+    pub k_sk_protocol: u32,
 
     // signal/signal_generate
     pub tp_signal_sig: u32,
@@ -671,6 +686,14 @@ impl Config {
             k_signal_has_subreaper: OFFSET_NONE,
             k_signal_has_subreaper_bit: 0,
             k_task_pid: OFFSET_NONE,
+            k_sk_family: OFFSET_NONE,
+            k_sk_sport: OFFSET_NONE,
+            k_sk_dport: OFFSET_NONE,
+            k_sk_rcv_saddr: OFFSET_NONE,
+            k_sk_daddr: OFFSET_NONE,
+            k_sk_v6_rcv_saddr: OFFSET_NONE,
+            k_sk_v6_daddr: OFFSET_NONE,
+            k_sk_protocol: OFFSET_NONE,
             tp_signal_sig: OFFSET_NONE,
             tp_signal_code: OFFSET_NONE,
             tp_signal_pid: OFFSET_NONE,
@@ -693,7 +716,7 @@ const _: () = assert!(core::mem::size_of::<SockCallData>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 328);
+const _: () = assert!(core::mem::size_of::<Config>() == 360);
 const _: () = assert!(
     ARGS_LEN.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

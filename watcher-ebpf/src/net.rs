@@ -4,8 +4,8 @@
 //! outcome of non-blocking connects and listeners opening/closing.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use watcher_common::{wake, EventKind, KernelTable, SockCallData, TcpStateData, AF_INET, AF_INET6};
 
@@ -186,15 +186,20 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Only what watcher uses: the start and outcome of active opens, and
+/// listeners opening and closing. Passive-side churn of a busy server is not forwarded.
+#[inline(always)]
+fn wanted_transition(old: i32, new: i32) -> bool {
+    old == TCP_SYN_SENT || new == TCP_SYN_SENT || old == TCP_LISTEN || new == TCP_LISTEN
+}
+
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
     if !wanted_kind(EventKind::TcpState) {
         return None;
     }
     let old: i32 = tp_read(ctx, conf!(tp_sk_oldstate))?;
     let new: i32 = tp_read(ctx, conf!(tp_sk_newstate))?;
-    // Only what watcher uses: the start and outcome of active opens, and
-    // listeners opening and closing. Passive-side churn of a busy server is not forwarded.
-    if !(old == TCP_SYN_SENT || new == TCP_SYN_SENT || old == TCP_LISTEN || new == TCP_LISTEN) {
+    if !wanted_transition(old, new) {
         return None;
     }
     let family: u16 = tp_read(ctx, conf!(tp_sk_family))?;
@@ -213,13 +218,6 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         _pad: 0,
         inode: 0,
     };
-    if new == TCP_LISTEN {
-        // The listener's socket inode (what sock_diag lists it by).
-        let sock: u64 = kread(skaddr, conf!(k_sock_socket)).unwrap_or(0);
-        let file: u64 = kread(sock, conf!(k_socket_file)).unwrap_or(0);
-        let inode: u64 = kread(file, conf!(k_file_inode)).unwrap_or(0);
-        d.inode = kread(inode, conf!(k_inode_ino)).unwrap_or(0);
-    }
     if family == AF_INET6 {
         d.saddr = tp_read(ctx, conf!(tp_sk_saddr_v6)).unwrap_or([0; 16]);
         d.daddr = tp_read(ctx, conf!(tp_sk_daddr_v6)).unwrap_or([0; 16]);
@@ -229,6 +227,72 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         d.saddr[..4].copy_from_slice(&s);
         d.daddr[..4].copy_from_slice(&t);
     }
-    emit(EventKind::TcpState, now(), wake::tcp_state(d.old_state, d.new_state), d);
+    send_tcp_state(d);
     Some(())
+}
+
+/// The same, as a raw tracepoint (the loader's first choice, when BTF has
+/// the `struct sock` members): a TCP state change often comes in the
+/// network softirq, on top of another program of watcher's, where the
+/// tracefs program is skipped (the kernel's `bpf_prog_active`; 92 runs in
+/// the healthy workload's minute).
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state_raw(ctx: RawTracePointContext) -> i32 {
+    let _ = try_inet_sock_set_state_raw(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state_raw(ctx: &RawTracePointContext) -> Option<()> {
+    if !wanted_kind(EventKind::TcpState) {
+        return None;
+    }
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let skaddr: u64 = ctx.arg(0);
+    let old = ctx.arg::<u64>(1) as i32;
+    let new = ctx.arg::<u64>(2) as i32;
+    if !wanted_transition(old, new) {
+        return None;
+    }
+    let family: u16 = kread(skaddr, conf!(k_sk_family))?;
+    let dport: u16 = kread(skaddr, conf!(k_sk_dport)).unwrap_or(0);
+    let mut d = TcpStateData {
+        skaddr,
+        old_state: old as u32,
+        new_state: new as u32,
+        sport: u16::from_be(kread(skaddr, conf!(k_sk_sport)).unwrap_or(0)),
+        dport: u16::from_be(dport),
+        family,
+        protocol: kread(skaddr, conf!(k_sk_protocol)).unwrap_or(0),
+        saddr: [0; 16],
+        daddr: [0; 16],
+        netns: sk_netns(skaddr),
+        _pad: 0,
+        inode: 0,
+    };
+    if family == AF_INET6 {
+        d.saddr = kread(skaddr, conf!(k_sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+        d.daddr = kread(skaddr, conf!(k_sk_v6_daddr)).unwrap_or([0; 16]);
+    } else {
+        let s: [u8; 4] = kread(skaddr, conf!(k_sk_rcv_saddr)).unwrap_or([0; 4]);
+        let t: [u8; 4] = kread(skaddr, conf!(k_sk_daddr)).unwrap_or([0; 4]);
+        d.saddr[..4].copy_from_slice(&s);
+        d.daddr[..4].copy_from_slice(&t);
+    }
+    send_tcp_state(d);
+    Some(())
+}
+
+/// A listener's socket inode, then the record.
+#[inline(always)]
+fn send_tcp_state(mut d: TcpStateData) {
+    let skaddr = d.skaddr;
+    let new = d.new_state as i32;
+    if new == TCP_LISTEN {
+        // The listener's socket inode (what sock_diag lists it by).
+        let sock: u64 = kread(skaddr, conf!(k_sock_socket)).unwrap_or(0);
+        let file: u64 = kread(sock, conf!(k_socket_file)).unwrap_or(0);
+        let inode: u64 = kread(file, conf!(k_file_inode)).unwrap_or(0);
+        d.inode = kread(inode, conf!(k_inode_ino)).unwrap_or(0);
+    }
+    emit(EventKind::TcpState, now(), wake::tcp_state(d.old_state, d.new_state), d);
 }

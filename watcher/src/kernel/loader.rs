@@ -225,7 +225,7 @@ pub struct Probes {
 /// otherwise: those that run in softirq context (an RCU callback), where a
 /// classic tracepoint's program is skipped — silently — whenever another
 /// program was running on that CPU (the kernel's `bpf_prog_active`).
-pub const RAW_FIRST: [&str; 1] = ["sched_process_free"];
+pub const RAW_FIRST: [&str; 2] = ["sched_process_free", "inet_sock_set_state"];
 
 impl Probes {
     /// How many programs are attached.
@@ -234,13 +234,13 @@ impl Probes {
     }
 
     /// How the programs are attached, for `watcher check` and the log:
-    /// "17 tracepoints (sched_process_free as a raw tracepoint)".
+    /// "17 tracepoints (raw: sched_process_free, inet_sock_set_state)".
     pub fn attachment(&self) -> String {
         let n = self.attached();
         if self.raw.is_empty() {
             format!("{n} tracepoints")
         } else {
-            format!("{n} tracepoints ({} as a raw tracepoint)", self.raw.join(", "))
+            format!("{n} tracepoints (raw: {})", self.raw.join(", "))
         }
     }
 
@@ -248,7 +248,7 @@ impl Probes {
     /// reason a raw attach fell back to tracefs).
     pub fn degraded_lines(&self) -> Vec<String> {
         let fallback = self.raw_fallback.iter().map(|why| {
-            format!("degraded: raw tracepoint {why}; attached through tracefs instead (a free that comes while another program runs on that CPU goes unseen)")
+            format!("degraded: raw tracepoint {why}; attached through tracefs instead (its runs while another program runs on that CPU are skipped: counted in watcher_program_skips_total)")
         });
         fallback
             .chain(self.degraded.iter().map(|(tp, without)| {
@@ -502,7 +502,45 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
     c.k_upid_size = btf.struct_size("upid")?;
     // (Missing: the new parents are asked of `/proc`; `watcher check` says so.)
     let _ = reaper_layout(btf, &mut c);
+    // (Missing: inet_sock_set_state is attached through tracefs.)
+    let _ = sock_layout(btf, &mut c);
     Ok(c)
+}
+
+/// The `struct sock` members the raw `inet_sock_set_state` reads. Optional:
+/// without them that hook is attached through tracefs (whose fields carry them).
+pub fn sock_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
+    let members: [(&str, &str, u32); 8] = [
+        ("sock", "__sk_common.skc_family", 2),
+        // (The tracefs fields' sources: at a listener's close the kernel has
+        // cleared skc_num already, not inet_sport.)
+        ("inet_sock", "inet_sport", 2),
+        ("sock", "__sk_common.skc_dport", 2),
+        ("inet_sock", "inet_saddr", 4),
+        ("sock", "__sk_common.skc_daddr", 4),
+        ("sock", "__sk_common.skc_v6_rcv_saddr", 16),
+        ("sock", "__sk_common.skc_v6_daddr", 16),
+        ("sock", "sk_protocol", 2),
+    ];
+    let mut found = [0u32; 8];
+    for (i, (strukt, member, size)) in members.iter().enumerate() {
+        let (off, got) = btf.member(strukt, member).map_err(|e| e.to_string())?;
+        if got != Some(*size) {
+            return Err(format!("{strukt}.{member} is not {size} bytes on this kernel"));
+        }
+        found[i] = off;
+    }
+    [
+        c.k_sk_family,
+        c.k_sk_sport,
+        c.k_sk_dport,
+        c.k_sk_rcv_saddr,
+        c.k_sk_daddr,
+        c.k_sk_v6_rcv_saddr,
+        c.k_sk_v6_daddr,
+        c.k_sk_protocol,
+    ] = found;
+    Ok(())
 }
 
 /// The members that tell who an ending process's children pass to. Optional:
@@ -608,7 +646,9 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
                 continue;
             }
         }
-        if RAW_FIRST.contains(&h.program) {
+        // (The raw inet_sock_set_state reads the socket through BTF.)
+        let ready = h.program != "inet_sock_set_state" || config.k_sk_family != watcher_common::OFFSET_NONE;
+        if RAW_FIRST.contains(&h.program) && ready {
             match attach_raw(&mut ebpf, &h) {
                 Ok(()) => {
                     raw.push(h.program);

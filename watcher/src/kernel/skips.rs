@@ -46,7 +46,7 @@ pub fn skipped(fd: BorrowedFd) -> Option<u64> {
 
 /// The record type a program's skipped run would have written (its hook's).
 pub fn kind_of(program: &str) -> EventKind {
-    match program {
+    match program.strip_suffix("_raw").unwrap_or(program) {
         "task_newtask" => EventKind::Fork,
         "sched_process_exec" => EventKind::Exec,
         "sched_process_exit" => EventKind::Exit,
@@ -113,6 +113,7 @@ mod tests {
             assert_eq!(k, want, "{}", h.program);
         }
         assert_eq!(kind_of("sched_process_free_raw"), EventKind::Reap);
+        assert_eq!(kind_of("inet_sock_set_state_raw"), EventKind::TcpState);
     }
 
     #[test]
