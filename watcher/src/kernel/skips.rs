@@ -2,10 +2,14 @@
 //! tracefs does not run while another program runs on its CPU (the kernel's
 //! `bpf_prog_active`): an event that comes in a softirq on top of a
 //! syscall's program — a TCP state change on a packet's arrival, a signal —
-//! is then lost without a trace in the ring. The kernel counts those skips
-//! per program (`bpf_prog_info.recursion_misses`, kernel 5.12 and later);
-//! read once a second, each new one is a lost record, said as a `loss`
-//! (`program_skipped`) and repaired like one.
+//! may then be lost without a trace in the ring. A raw tracepoint's program
+//! is skipped only when it interrupts itself (a TCP state change in a
+//! softirq on top of another one). The kernel counts skips per program
+//! (`bpf_prog_info.recursion_misses`, kernel 5.12 and later), read once a
+//! second into `watcher_program_skips_total`. They are not said as a `loss`:
+//! most runs of the hooks that get skipped decide nothing (state changes
+//! watcher filters out in the kernel), so a skip is a record that may have
+//! been lost, not one that was.
 use std::{
     collections::HashMap,
     os::fd::{AsFd, AsRawFd, BorrowedFd},

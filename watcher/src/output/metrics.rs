@@ -124,7 +124,7 @@ impl Collector for Snapshot {
         )?;
         counters(e, "watcher_lost_events_total", "Kernel records lost because the ring buffer was full (per-CPU counters in the kernel), by record type.", "type",
             EventKind::ALL.iter().map(|k| (k.as_str(), s.lost_by_type.get(k.as_str()).copied().unwrap_or(0))))?;
-        counters(e, "watcher_program_skips_total", "Runs of a program the kernel skipped because another program was running on its CPU (tracefs-attached programs; a record lost without a trace in the ring, said as a loss `program_skipped` and repaired), by program.", "program",
+        counters(e, "watcher_program_skips_total", "Runs of a program the kernel skipped because a program was already running on its CPU (any other for a tracefs-attached program, itself for a raw tracepoint's): each a record that may have been lost without a trace in the ring, by program.", "program",
             s.program_skips.iter().map(|(p, n)| (p.as_str(), *n)))?;
         let tables = watcher_common::KernelTable::ALL;
         counters(e, "watcher_kernel_table_full_total", "Inserts a full kernel-side table refused (each is information lost, reported as a loss and repaired by a reconciliation), by table.", "table",

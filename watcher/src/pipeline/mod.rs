@@ -312,39 +312,6 @@ fn loss_records(
     out
 }
 
-/// The loss record for runs of watcher's programs the kernel skipped (by
-/// the record type each would have written), counted with the ring's losses.
-fn skip_record(
-    new: &[(EventKind, u64)],
-    skips: &crate::kernel::skips::Skips,
-    stats: &SharedStats,
-    clock: &Clock,
-) -> Record {
-    let mut s = stats.lock().expect("stats lock");
-    let mut by_type = BTreeMap::new();
-    // (Not in `watcher_lost_events_total`: that is the ring's count, which
-    // the kernel's per-CPU counters and the ring's loss records match.)
-    for (kind, n) in new {
-        by_type.insert(kind.as_str().to_owned(), *n);
-    }
-    s.program_skips = skips.total.clone();
-    let mono = Clock::mono_now();
-    Record {
-        schema: SCHEMA_VERSION,
-        time: clock.rfc3339(mono),
-        mono_ns: mono,
-        body: Body::Loss(LossRecord {
-            loss: LossInfo {
-                count: by_type.values().sum(),
-                total: skips.total.values().sum(),
-                reason: "program_skipped".into(),
-                by_type,
-                by_table: BTreeMap::new(),
-            },
-        }),
-    }
-}
-
 /// Run until SIGINT/SIGTERM (or the output's consumer is gone). Returns the final counters.
 pub async fn run(
     probes: Probes,
@@ -511,12 +478,13 @@ pub async fn run(
                     ebpf = None;
                 }
                 records.extend(losses.flush(&stats, &engine.enricher.clock));
-                // Runs the kernel skipped: records lost without a trace in the ring.
+                // Runs the kernel skipped (counted, not said as a loss: most
+                // runs of the hooks that can be skipped decide nothing — a
+                // TCP state change watcher filters out — so a skip is a
+                // record that may have been lost, not one that was).
                 if let Some(e) = ebpf.as_ref() {
-                    let new = skips.poll(e);
-                    if !new.is_empty() {
-                        engine.loss_seen();
-                        records.push(skip_record(&new, &skips, &stats, &engine.enricher.clock));
+                    if !skips.poll(e).is_empty() {
+                        stats.lock().expect("stats lock").program_skips = skips.total.clone();
                     }
                 }
                 refresh_stats(&stats, &engine);
