@@ -246,57 +246,6 @@ fn zombies_orphaned_under_a_subreaper_are_its_own() {
     });
 }
 
-/// Every kernel-reaped child is reported while the CPUs run other programs
-/// of watcher's (fork loops: wait4 and task tracepoints): the free of a task
-/// comes in an RCU callback, in a softirq, often on top of another program —
-/// through tracefs its program was skipped then, silently (47 of 5,000 frees
-/// in a run like this one), so it is attached as a raw tracepoint.
-#[test]
-fn every_reap_without_wait_is_reported_under_load() {
-    if !require_root() {
-        return;
-    }
-    // (Not beside a test that times watcher: every watcher sees this load.)
-    let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
-    let feed = Feed::start(&["trace", "--json"]);
-    let load: Vec<watcher_tests::ChildGuard> = (0..2)
-        .map(|_| {
-            watcher_tests::ChildGuard::spawn(
-                Command::new(ACTOR)
-                    .args(["fork-loop", "20000"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null()),
-            )
-        })
-        .collect();
-    let run = actor(ACTOR, &["ignored-children", "2000"]);
-    let kids: std::collections::HashSet<u64> = run.values["children"]
-        .split(',')
-        .filter_map(|p| p.parse().ok())
-        .collect();
-    assert_eq!(kids.len(), 2000);
-    let missing = || {
-        let reaped: std::collections::HashSet<u64> = feed
-            .records()
-            .iter()
-            .filter(|v| is(v, "reap") && text(v, &["reap", "method"]) == Some("free"))
-            .filter_map(|v| num(v, &["process", "pid"]))
-            .collect();
-        kids.difference(&reaped).count()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while missing() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    drop(load);
-    let lost = feed.records().iter().filter(|v| is(v, "loss")).count();
-    assert_eq!(
-        missing(),
-        0,
-        "children whose reap was never reported ({lost} loss records in the feed)"
-    );
-}
-
 #[test]
 fn threads_are_told_from_processes() {
     if !require_root() {

@@ -103,13 +103,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "events",
-        "every_reap_without_wait_is_reported_under_load",
-        "two fork loops and 2,000 children on one emulated vCPU, under a watcher of its own, take the \
-         guest's time; that the free is attached as a raw tracepoint on this kernel is checked by \
-         `check_reports_every_prerequisite`; it runs on the host",
-    ),
-    (
-        "events",
         "one_ring_per_cpu_loses_nothing_and_counts_its_own_loss",
         "one CPU's overflow beside another's needs two vCPUs; the guests have one (with two, multi-threaded \
          TCG can run stale patched kernel code, see the README, and single-threaded TCG doubles the guests' \
