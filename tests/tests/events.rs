@@ -97,6 +97,81 @@ fn exec_carries_the_new_program_and_its_arguments() {
     assert_eq!(text(&exec, &["process", "name"]), Some("actor"));
 }
 
+/// The exec record of `actor exec-self ARG` (the actor execs itself as
+/// `actor exit 0 ARG`), found by `ARG`'s first bytes.
+fn exec_with(feed: &Feed, pid: u32, arg_start: &str) -> Value {
+    feed.wait_for_related(
+        "exec of the actor with the long argument",
+        |v| pid_is(v, pid),
+        |v| {
+            is(v, "exec")
+                && pid_is(v, pid)
+                && v["args"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 4 && a[3].as_str().is_some_and(|x| x.starts_with(arg_start)))
+        },
+    )
+}
+
+/// Bytes of an argument vector as the kernel keeps it (NUL-separated).
+fn argv_bytes(exec: &Value) -> usize {
+    let a = exec["args"].as_array().expect("args");
+    a.iter().map(|x| x.as_str().expect("string").len()).sum::<usize>() + a.len() - 1
+}
+
+#[test]
+fn long_command_lines_come_whole_from_the_kernel_up_to_the_cap() {
+    if !require_root() {
+        return;
+    }
+    // A watcher of its own, stopped while the programs run and end: it
+    // reads their exec records when /proc has nothing more to say about them.
+    let feed = Feed::start(&["trace", "--json", "--type", "exec"]);
+    let tag = format!("whole-{}-", std::process::id());
+    let long = format!("{tag}{}END", "x".repeat(3000));
+    let tag2 = format!("cut-{}-", std::process::id());
+    let huge = format!("{tag2}{}", "y".repeat(20_000));
+    let (run, run2) = {
+        let _stopped = feed.stopped();
+        (actor(ACTOR, &["exec-self", &long]), actor(ACTOR, &["exec-self", &huge]))
+    };
+    // 3 KB, a build server's compiler line: whole, from the exec record.
+    let exec = exec_with(&feed, run.pid, &tag);
+    assert_eq!(exec["args"][3].as_str(), Some(long.as_str()), "the whole argument");
+    assert_eq!(exec["exec"]["args_truncated"], false, "{}", exec["exec"]);
+    assert_eq!(
+        text(&exec, &["process", "command_line"]),
+        Some(format!("actor exit 0 {long}").as_str())
+    );
+    // 20 KB: the first 4096 bytes (the default cap), and said to be cut.
+    let exec = exec_with(&feed, run2.pid, &tag2);
+    assert_eq!(exec["exec"]["args_truncated"], true, "{}", exec["exec"]);
+    assert_eq!(argv_bytes(&exec), 4096, "the default cap");
+    assert!(huge.starts_with(exec["args"][3].as_str().unwrap_or("-")));
+}
+
+#[test]
+fn the_command_line_cap_is_the_operators() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::start(&["trace", "--json", "--type", "exec", "--args-bytes", "512"]);
+    let tag = format!("cap-{}-", std::process::id());
+    let long = format!("{tag}{}", "z".repeat(3000));
+    let run = actor(ACTOR, &["exec-self", &long]);
+    let exec = exec_with(&feed, run.pid, &tag);
+    assert_eq!(exec["exec"]["args_truncated"], true, "{}", exec["exec"]);
+    assert_eq!(argv_bytes(&exec), 512, "--args-bytes 512");
+    // Beyond what the kernel side can hold: refused, with the range.
+    let out = std::process::Command::new(watcher_bin())
+        .args(["trace", "--args-bytes", "65536"])
+        .output()
+        .expect("watcher");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--args-bytes") && err.contains("16384"), "{err}");
+}
+
 #[test]
 fn death_by_sigkill() {
     if !require_root() {

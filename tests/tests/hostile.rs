@@ -226,8 +226,8 @@ fn hostile(
 
 #[test]
 fn an_exec_flood_with_128_kib_command_lines() {
-    // 3,000 programs with a 128 KiB argument each; 300 of them live long
-    // enough for watcher to read their command line from /proc (it reads 4 KiB).
+    // 3,000 programs with a 128 KiB argument each (300 of them live 300 ms):
+    // the kernel side copies 4 KiB of each into its exec record.
     hostile(
         "exec-flood",
         &["exec-flood", "3000", "131071", "300"],

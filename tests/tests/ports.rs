@@ -139,7 +139,7 @@ fn command_lines_differing_after_512_bytes_are_two_programs() {
         text(&exec, &["process", "command_line"]).is_some_and(|c| c.ends_with("com.example.B") && c.len() > 600),
         "the whole command line: {exec}"
     );
-    assert!(exec["exec"].get("args_truncated").is_none_or(|t| t == false), "completed from /proc: {exec}");
+    assert!(exec["exec"].get("args_truncated").is_none_or(|t| t == false), "whole, from the kernel's exec record: {exec}");
     let f = feed.wait_for_related(
         "port_shadowed between the two programs",
         |v| text(v, &["kind"]) == Some("port_shadowed"),

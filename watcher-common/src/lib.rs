@@ -15,9 +15,13 @@ pub mod wake;
 pub const COMM_LEN: usize = 16;
 /// Bytes of an exec'd filename kept in an [`ExecData`] record.
 pub const FILENAME_LEN: usize = 256;
-/// Bytes of the argument vector (NUL-separated, as in `/proc/<pid>/cmdline`)
-/// kept in an [`ExecData`] record. A power of two: the kernel side masks with it.
-pub const ARGS_LEN: usize = 512;
+/// Most bytes of an argument vector (NUL-separated, as in
+/// `/proc/<pid>/cmdline`) an exec record can carry: the size of the kernel
+/// side's per-CPU scratch area. A power of two: the kernel side masks with it.
+pub const ARGS_MAX: usize = 16384;
+/// Bytes of the argument vector an exec record carries unless the load says
+/// otherwise ([`Config::args_cap`]).
+pub const ARGS_CAP_DEFAULT: u32 = 4096;
 
 /// Name of the ring buffer map.
 pub const MAP_EVENTS: &str = "EVENTS";
@@ -225,7 +229,10 @@ pub struct ForkData {
     pub cgroup_id: u64,
 }
 
-/// `sched/sched_process_exec`: the current task runs a new program.
+/// `sched/sched_process_exec`: the current task runs a new program. The
+/// record is variable-size: this struct (after the header) is followed by
+/// `args_len` bytes of the argument vector, and the header's `size` is
+/// `size_of::<Event<ExecData>>() + args_len`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecData {
@@ -233,7 +240,7 @@ pub struct ExecData {
     pub old_pid: u32,
     /// Bytes used in `filename` (without NUL).
     pub filename_len: u32,
-    /// Bytes copied into `args`.
+    /// Bytes of the argument vector that follow this struct in the record.
     pub args_len: u32,
     /// Full length of the argument area (`arg_end - arg_start`); larger than `args_len` when truncated.
     pub args_full_len: u32,
@@ -241,8 +248,6 @@ pub struct ExecData {
     /// cgroup by then (the runtime moves them after the clone).
     pub cgroup_id: u64,
     pub filename: [u8; FILENAME_LEN],
-    /// The argument vector, NUL-separated.
-    pub args: [u8; ARGS_LEN],
 }
 
 /// `group_dead` value when the kernel could not tell.
@@ -605,7 +610,9 @@ pub struct Config {
     /// Signals (bit `1 << signo`) whose generation is forwarded: those whose
     /// default action ends the process, less the frequent ones that say little.
     pub signal_mask: u32,
-    pub _pad: [u32; 1],
+    /// Most bytes of an argument vector copied into an exec record
+    /// (at most [`ARGS_MAX`]; 0: none).
+    pub args_cap: u32,
 }
 
 impl Config {
@@ -701,7 +708,7 @@ impl Config {
             tp_signal_result: OFFSET_NONE,
             tp_oom_pid: OFFSET_NONE,
             signal_mask: 0,
-            _pad: [0; 1],
+            args_cap: ARGS_CAP_DEFAULT,
         }
     }
 }
@@ -709,7 +716,7 @@ impl Config {
 // Layout is part of the format: fail the build if a struct changes size.
 const _: () = assert!(core::mem::size_of::<Header>() == 48);
 const _: () = assert!(core::mem::size_of::<ForkData>() == 24);
-const _: () = assert!(core::mem::size_of::<ExecData>() == 24 + FILENAME_LEN + ARGS_LEN);
+const _: () = assert!(core::mem::size_of::<ExecData>() == 24 + FILENAME_LEN);
 const _: () = assert!(core::mem::size_of::<ExitData>() == 40);
 const _: () = assert!(core::mem::size_of::<ReapData>() == 8);
 const _: () = assert!(core::mem::size_of::<SockCallData>() == 56);
@@ -718,7 +725,7 @@ const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
 const _: () = assert!(core::mem::size_of::<Config>() == 360);
 const _: () = assert!(
-    ARGS_LEN.is_power_of_two()
+    ARGS_MAX.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()
         && CGROUP_PATH_LEN.is_power_of_two()
 );

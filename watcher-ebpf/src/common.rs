@@ -183,9 +183,14 @@ pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
 /// (a crash loop's restart after its crash) wakes it at once.
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
+    entry.submit(wake_flags(ts, urgent));
+}
+
+/// The flags a record is submitted with (see [`submit`]).
+#[inline(always)]
+pub fn wake_flags(ts: u64, urgent: bool) -> u64 {
     if !urgent {
-        entry.submit(BPF_RB_NO_WAKEUP as u64);
-        return;
+        return BPF_RB_NO_WAKEUP as u64;
     }
     let interval = conf!(wakeup_interval_ns);
     let mut flags = BPF_RB_FORCE_WAKEUP as u64;
@@ -203,7 +208,26 @@ pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
             }
         }
     }
-    entry.submit(flags);
+    flags
+}
+
+/// Copy a whole record (`bytes`, header first) into this CPU's ring; on
+/// failure count it as lost for `kind`.
+#[inline(always)]
+pub fn output(kind: EventKind, bytes: &[u8], flags: u64) {
+    let r = match ring_index() {
+        0 => EVENTS.output::<[u8]>(bytes, flags),
+        1 => EVENTS_1.output::<[u8]>(bytes, flags),
+        2 => EVENTS_2.output::<[u8]>(bytes, flags),
+        3 => EVENTS_3.output::<[u8]>(bytes, flags),
+        4 => EVENTS_4.output::<[u8]>(bytes, flags),
+        5 => EVENTS_5.output::<[u8]>(bytes, flags),
+        6 => EVENTS_6.output::<[u8]>(bytes, flags),
+        _ => EVENTS_7.output::<[u8]>(bytes, flags),
+    };
+    if r.is_err() {
+        count_loss(kind as u32);
+    }
 }
 
 /// Read a value of type `T` at `off` in the tracepoint record; `None` when the

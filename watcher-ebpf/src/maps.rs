@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use watcher_common::LOST_SLOTS;
+use watcher_common::{Event, ExecData, ARGS_MAX, LOST_SLOTS};
 
 /// All records (ring 0: every CPU's, or the first group's when the layout
 /// is one ring per group of CPUs). Userspace sizes each ring before load
@@ -37,6 +37,20 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0)
 /// wakeup, [1] its ring's consumer position then.
 #[map]
 pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// An exec record being built: the header, the fixed part and up to
+/// [`ARGS_MAX`] bytes of the argument vector; written to the ring at its
+/// actual size (`bpf_ringbuf_output`), so a short command line costs a
+/// short record.
+#[repr(C)]
+pub struct ExecScratch {
+    pub event: Event<ExecData>,
+    pub args: [u8; ARGS_MAX],
+}
+
+/// One [`ExecScratch`] per CPU (a program runs to its end on one CPU).
+#[map]
+pub static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// The arguments of a bind/connect in flight, read at syscall entry, keyed by pid_tgid.
 #[derive(Clone, Copy)]

@@ -9,16 +9,17 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use watcher_common::{
-    wake, EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource, ARGS_LEN,
+    wake, Event, EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource, ARGS_MAX,
     EXIT_NO_CHILDREN, EXIT_PIDNS_DYING, EXIT_UNTRACKED, GROUP_DEAD_UNKNOWN, OFFSET_NONE,
 };
 
 use crate::{
     common::{
         cgroup_id, conf, count_loss, current_task, emit, header, kread, now, pid_tgid,
-        read_data_loc_str, remember, reserve, submit, tp_read, wanted, wanted_kind,
+        output, read_data_loc_str, remember, reserve, submit, tp_read, wake_flags, wanted,
+        wanted_kind,
     },
-    maps::{PendingWaitid, EXITED, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID},
+    maps::{PendingWaitid, EXEC_SCRATCH, EXITED, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID},
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -79,37 +80,43 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
     let loc: u32 = tp_read(ctx, conf!(tp_exec_filename))?;
     let old_pid: i32 = tp_read(ctx, conf!(tp_exec_old_pid)).unwrap_or(pid as i32);
     let ts = now();
-    let mut entry = reserve::<ExecData>(EventKind::Exec)?;
-    let ev = entry.as_mut_ptr();
+    let scratch = EXEC_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch area; the program runs to its end on this CPU.
     unsafe {
+        let ev = core::ptr::addr_of_mut!((*scratch).event);
         core::ptr::addr_of_mut!((*ev).header).write(header::<ExecData>(EventKind::Exec, ts));
         let d = core::ptr::addr_of_mut!((*ev).data);
         (*d).old_pid = old_pid as u32;
         (*d).cgroup_id = cgroup_id();
         (*d).filename_len = read_data_loc_str(ctx, loc, &mut (*d).filename);
-        // The argument vector, from the new mm's arg_start..arg_end.
-        (*d).args_len = 0;
+        // The argument vector, from the new mm's arg_start..arg_end (just
+        // copied there by the exec: present, no fault), up to the cap.
         (*d).args_full_len = 0;
+        let mut n: u64 = 0;
         let mm: u64 = kread(current_task(), conf!(k_task_mm)).unwrap_or(0);
         let start: u64 = kread(mm, conf!(k_mm_arg_start)).unwrap_or(0);
         let end: u64 = kread(mm, conf!(k_mm_arg_end)).unwrap_or(0);
         if start != 0 && end > start {
             let full = end - start;
-            let mut n = if full > (ARGS_LEN - 1) as u64 {
-                (ARGS_LEN - 1) as u64
-            } else {
-                full
-            };
-            n &= (ARGS_LEN - 1) as u64;
-            let dst = core::ptr::addr_of_mut!((*d).args) as *mut core::ffi::c_void;
-            if generated::bpf_probe_read_user(dst, n as u32, start as *const core::ffi::c_void) == 0
+            let cap = conf!(args_cap) as u64;
+            n = if full < cap { full } else { cap };
+            if n > ARGS_MAX as u64 {
+                n = ARGS_MAX as u64;
+            }
+            let dst = core::ptr::addr_of_mut!((*scratch).args) as *mut core::ffi::c_void;
+            if n > 0
+                && generated::bpf_probe_read_user(dst, n as u32, start as *const core::ffi::c_void) != 0
             {
-                (*d).args_len = n as u32;
+                n = 0;
             }
             (*d).args_full_len = full as u32;
         }
+        (*d).args_len = n as u32;
+        let len = core::mem::size_of::<Event<ExecData>>() as u64 + n;
+        (*ev).header.size = len as u32;
+        let bytes = core::slice::from_raw_parts(scratch as *const u8, len as usize);
+        output(EventKind::Exec, bytes, wake_flags(ts, wake::exec()));
     }
-    submit(entry, ts, wake::exec());
     Some(())
 }
 

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use watcher::{
-    decode::{decode, encode, header_for},
+    decode::{decode, encode, encode_exec, header_for},
     detect::DetectConfig,
     engine::Engine,
     proctable::ProcessTable,
@@ -12,7 +12,7 @@ use watcher::{
 };
 use watcher_common::{
     Event, EventKind, ExecData, ExitData, ForkData, ReapData, SockCallData, TcpStateData, AF_INET,
-    ARGS_LEN, FILENAME_LEN,
+    FILENAME_LEN,
 };
 
 fn records(n: usize) -> Vec<Vec<u8>> {
@@ -41,17 +41,17 @@ fn records(n: usize) -> Vec<Vec<u8>> {
             args_full_len: 0,
             cgroup_id: 0,
             filename: [0; FILENAME_LEN],
-            args: [0; ARGS_LEN],
         };
         d.filename[..12].copy_from_slice(b"/usr/bin/cc1");
         let args = format!("cc1\0-quiet\0f{}.c\0-o\0/tmp/cc{}.s\0", i % 500, i % 500);
-        d.args[..args.len()].copy_from_slice(args.as_bytes());
-        d.args_len = args.len() as u32;
         d.args_full_len = args.len() as u32;
-        out.push(encode(&Event {
-            header: header_for::<ExecData>(EventKind::Exec, ts + 500, pid, pid, "cc1"),
-            data: d,
-        }));
+        out.push(encode_exec(
+            &Event {
+                header: header_for::<ExecData>(EventKind::Exec, ts + 500, pid, pid, "cc1"),
+                data: d,
+            },
+            args.as_bytes(),
+        ));
         if i.is_multiple_of(10) {
             let sock = |ret: i32, port: u16| SockCallData {
                 fd: 3,

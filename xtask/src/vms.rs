@@ -96,12 +96,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "the same: the port summary needs the inet_diag module, not in the guest; it runs on the host",
     ),
     (
-        "ports",
-        "command_lines_differing_after_512_bytes_are_two_programs",
-        "the rest of a long command line comes from /proc within a 5 ms wait, which an emulated CPU misses \
-         (reading argv in the kernel, issue 21, removes the wait); it runs on the host",
-    ),
-    (
         "events",
         "one_ring_per_cpu_loses_nothing_and_counts_its_own_loss",
         "one CPU's overflow beside another's needs two vCPUs; the guests have one (with two, multi-threaded \

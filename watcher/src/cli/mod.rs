@@ -80,6 +80,9 @@ pub struct KernelArgs {
     /// Capacity of each of the kernel side's own tables (default: 65536 for exited processes, 16384 for the others); a full table is counted and reported as a loss.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(16..=4_194_304))]
     pub table_entries: Option<u32>,
+    /// Most bytes of a new program's command line kept in its exec record, copied by the kernel at the exec (at most 16384); a longer one is kept cut and says so (`exec.args_truncated`).
+    #[arg(long, value_name = "BYTES", default_value_t = watcher_common::ARGS_CAP_DEFAULT, value_parser = clap::value_parser!(u32).range(0..=watcher_common::ARGS_MAX as i64))]
+    pub args_bytes: u32,
 }
 
 impl KernelArgs {
@@ -92,6 +95,7 @@ impl KernelArgs {
             threads: false,
             table_entries: self.table_entries,
             bulk_period: std::time::Duration::from_millis(self.bulk_ms),
+            args_bytes: self.args_bytes,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use thiserror::Error;
 use watcher_common::{
     CgroupData, Event, EventKind, ExecData, ExitData, ForkData, Header, ReapData, SignalData,
-    SockCallData, TcpStateData, AF_INET, AF_INET6, ARGS_LEN, CGROUP_MKDIR, CGROUP_PATH_LEN,
+    SockCallData, TcpStateData, AF_INET, AF_INET6, ARGS_MAX, CGROUP_MKDIR, CGROUP_PATH_LEN,
     FILENAME_LEN,
 };
 
@@ -126,10 +126,25 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::Unknown => return Err(DecodeError::UnknownKind(header.kind)),
         EventKind::Fork => Payload::Fork(record::<ForkData>(buf, &header, kind)?),
         EventKind::Exec => {
-            let d = record::<ExecData>(buf, &header, kind)?;
+            // Variable-size: the fixed part, then `args_len` bytes of argv.
+            let fixed = std::mem::size_of::<Event<ExecData>>();
+            let d = read::<Event<ExecData>>(buf, kind.as_str())?.data;
+            let alen = d.args_len as usize;
+            if alen > ARGS_MAX || header.size as usize != fixed + alen {
+                return Err(DecodeError::SizeMismatch {
+                    kind: kind.as_str(),
+                    declared: header.size,
+                    expected: fixed + alen.min(ARGS_MAX),
+                });
+            }
+            let Some(args) = buf.get(fixed..fixed + alen) else {
+                return Err(DecodeError::Short {
+                    len: buf.len(),
+                    need: fixed + alen,
+                    what: kind.as_str(),
+                });
+            };
             let flen = (d.filename_len as usize).min(FILENAME_LEN);
-            let alen = (d.args_len as usize).min(ARGS_LEN);
-            let args = &d.args[..alen];
             let args = args.strip_suffix(&[0]).unwrap_or(args);
             let argv = if args.is_empty() {
                 Vec::new()
@@ -189,6 +204,17 @@ pub fn encode<T: Copy>(ev: &Event<T>) -> Vec<u8> {
     out
 }
 
+/// The bytes of an exec record as the kernel writes it: the fixed part,
+/// then `args` (its `args_len` and the header's size set to match).
+pub fn encode_exec(ev: &Event<ExecData>, args: &[u8]) -> Vec<u8> {
+    let mut ev = *ev;
+    ev.data.args_len = args.len() as u32;
+    ev.header.size = (std::mem::size_of::<Event<ExecData>>() + args.len()) as u32;
+    let mut out = encode(&ev);
+    out.extend_from_slice(args);
+    out
+}
+
 /// A header for building records in tests and replays.
 pub fn header_for<T>(kind: EventKind, ts_ns: u64, pid: u32, tgid: u32, comm: &str) -> Header {
     let mut c = [0u8; 16];
@@ -211,22 +237,21 @@ pub fn header_for<T>(kind: EventKind, ts_ns: u64, pid: u32, tgid: u32, comm: &st
 mod tests {
     use super::*;
 
-    fn exec_event(filename: &str, args: &[u8], full: u32) -> Event<ExecData> {
+    fn exec_record(filename: &str, args: &[u8], full: u32) -> Vec<u8> {
         let mut d = ExecData {
             old_pid: 10,
             cgroup_id: 0,
             filename_len: filename.len() as u32,
-            args_len: args.len() as u32,
+            args_len: 0,
             args_full_len: full,
             filename: [0; FILENAME_LEN],
-            args: [0; ARGS_LEN],
         };
         d.filename[..filename.len()].copy_from_slice(filename.as_bytes());
-        d.args[..args.len()].copy_from_slice(args);
-        Event {
+        let ev = Event {
             header: header_for::<ExecData>(EventKind::Exec, 5, 10, 10, "python3"),
             data: d,
-        }
+        };
+        encode_exec(&ev, args)
     }
 
     fn samples() -> Vec<Vec<u8>> {
@@ -253,7 +278,7 @@ mod tests {
                     cgroup_id: 0,
                 },
             }),
-            encode(&exec_event("/usr/bin/python3", b"python3\0app.py\0", 15)),
+            exec_record("/usr/bin/python3", b"python3\0app.py\0", 15),
             encode(&Event {
                 header: header_for::<ExitData>(EventKind::Exit, 2, 101, 101, "python3"),
                 data: ExitData {
@@ -391,12 +416,7 @@ mod tests {
 
     #[test]
     fn exec_strings() {
-        let e = decode(&encode(&exec_event(
-            "/usr/bin/python3",
-            b"python3\0app.py\0",
-            15,
-        )))
-        .unwrap();
+        let e = decode(&exec_record("/usr/bin/python3", b"python3\0app.py\0", 15)).unwrap();
         assert_eq!(
             e.payload,
             Payload::Exec(Exec {
@@ -407,17 +427,43 @@ mod tests {
                 cgroup_id: 0,
             })
         );
-        // Truncated by the kernel, lengths larger than the arrays, invalid UTF-8.
-        let mut ev = exec_event("x", b"a\xff\0b", 5000);
-        ev.data.filename_len = 9999;
-        ev.data.args_len = 9999;
-        let e = decode(&encode(&ev)).unwrap();
+        // Truncated by the kernel, a filename length larger than its array, invalid UTF-8.
+        let mut r = exec_record("x", b"a\xff\0b", 5000);
+        r[48 + 4..48 + 8].copy_from_slice(&9999u32.to_le_bytes());
+        let e = decode(&r).unwrap();
         let Payload::Exec(x) = e.payload else {
             panic!("exec expected")
         };
         assert!(x.argv_truncated);
         assert_eq!(x.filename, "x");
         assert_eq!(x.argv[0], "a\u{fffd}");
+    }
+
+    #[test]
+    fn an_exec_record_is_as_long_as_its_command_line() {
+        // 3 KiB of argv: the record is the fixed part and those bytes, whole.
+        let long = format!("gcc\0{}\0", "-Iinclude/x ".repeat(256));
+        let r = exec_record("/usr/bin/gcc", long.as_bytes(), long.len() as u32);
+        assert_eq!(r.len(), std::mem::size_of::<Event<ExecData>>() + long.len());
+        let Payload::Exec(x) = decode(&r).unwrap().payload else {
+            panic!("exec expected")
+        };
+        assert_eq!(x.argv.len(), 2);
+        assert_eq!(x.argv[1].len(), 12 * 256);
+        assert!(!x.argv_truncated);
+        // An args_len that disagrees with the record's size, or beyond the
+        // most the kernel can write, is refused, never read past the record.
+        let mut bad = r.clone();
+        bad[48 + 8..48 + 12].copy_from_slice(&(long.len() as u32 + 1).to_le_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::SizeMismatch { .. })));
+        let mut bad = r.clone();
+        bad[48 + 8..48 + 12].copy_from_slice(&(ARGS_MAX as u32 + 1).to_le_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::SizeMismatch { .. })));
+        // A record cut short of its declared argv is short, not garbage.
+        assert!(matches!(
+            decode(&r[..r.len() - 1]),
+            Err(DecodeError::Short { .. })
+        ));
     }
 
     #[test]

@@ -176,6 +176,9 @@ pub struct LoadOptions {
     /// Records that never wake the reader (bulk, `watcher_common::wake`) are
     /// drained at least this often.
     pub bulk_period: std::time::Duration,
+    /// Most bytes of a new program's argument vector an exec record carries
+    /// (at most `watcher_common::ARGS_MAX`).
+    pub args_bytes: u32,
 }
 
 impl LoadOptions {
@@ -195,6 +198,7 @@ impl Default for LoadOptions {
             threads: false,
             table_entries: None,
             bulk_period: std::time::Duration::from_millis(10),
+            args_bytes: watcher_common::ARGS_CAP_DEFAULT,
         }
     }
 }
@@ -608,6 +612,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     let (rings, ring_cpus, layout_note) = ring_layout(opts.ring_cpus, possible_cpus());
     config.ring_cpus = ring_cpus;
     config.threads = opts.threads as u32;
+    config.args_cap = opts.args_bytes.min(watcher_common::ARGS_MAX as u32);
 
     // RLIMIT_MEMLOCK: not needed on kernels that charge BPF memory to the
     // cgroup (5.11+), and raising it can fail (EPERM); try, never fail on it.

@@ -239,7 +239,7 @@ impl Collector for Snapshot {
             "Targeted lookups of the kernel's socket table (to confirm port holders).",
             s.socket_lookups,
         )?;
-        counter(e, "watcher_command_lines_left_short_total", "Exec records whose command line was left as the kernel captured it (512 bytes): the second's 50 ms for completing command lines from /proc was spent.", s.command_lines_left_short)?;
+        counter(e, "watcher_command_lines_cut_total", "Exec records whose command line was longer than the kernel's cap (--args-bytes, 4096 by default): kept cut, and said to be (exec.args_truncated).", s.command_lines_cut)?;
         counter(e, "watcher_socket_lookups_skipped_total", "Lookups skipped over the budget of 200 a second (the socket table was used as it was).", s.socket_lookups_skipped)?;
         counter(e, "watcher_socket_lookups_not_waited_total", "Lookups asked without waiting for the answer: their user's lookups had made the pipeline wait 20 ms in that second (the answer restates the finding when it comes).", s.socket_lookups_not_waited)?;
         counter(e, "watcher_socket_lookups_in_place_total", "Socket lookups answered on the pipeline's own thread: sock_diag on the namespace's kept socket, owners from the socket inodes the bind records carried (no /proc, no helper thread).", s.socket_lookups_in_place)?;

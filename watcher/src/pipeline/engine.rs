@@ -71,11 +71,6 @@ pub trait SocketLookup: Send {
     fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
         Vec::new()
     }
-    /// The whole argument vector of `pid`, whose exec record captured only
-    /// `captured` (see [`crate::world::cmdline`]); `None`: not to be had in time.
-    fn full_args(&mut self, _pid: u32, _captured: &[String]) -> Option<crate::world::cmdline::Args> {
-        None
-    }
     /// Start a snapshot of `/proc` (and of the holder sockets of
     /// `namespaces`: netns inode, a pid in it) for the reconciliation after
     /// a loss (never waits).
@@ -137,10 +132,9 @@ pub struct Engine {
     budget: (u64, std::collections::HashMap<u32, (u32, std::time::Duration)>),
     /// Lookups asked without waiting: their user had made this thread wait its share.
     pub lookups_not_waited: u64,
-    /// (second of event time, time spent completing command lines from /proc in it).
-    args_budget: (u64, std::time::Duration),
-    /// Command lines left as the kernel captured them: the second's budget was spent.
-    pub args_skipped: u64,
+    /// Exec records whose command line was longer than the kernel's cap
+    /// (kept cut, and said to be).
+    pub args_cut: u64,
     /// Lookups the per-namespace helpers did not answer in time (shared with them).
     pub lookups_unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Answers of the container runtime's worker.
@@ -216,10 +210,6 @@ pub const LOOKUPS_PER_SECOND: u32 = 200;
 /// delays everyone else's findings by this much a second at most (it was 200
 /// lookups × 5 ms: the whole second).
 pub const LOOKUP_WAIT_PER_USER_SECOND: std::time::Duration = std::time::Duration::from_millis(20);
-/// The time `/proc` command-line completions may take on this thread in a
-/// second of events (5 %): a flood of execs with long command lines cannot
-/// hold up detection for longer than this (past it, the kernel's capture stays).
-pub const ARGS_TIME_PER_SECOND: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Most exited processes waited on for a reap the kernel could not report.
 const UNSEEN_REAPS_MAX: usize = 65_536;
@@ -242,8 +232,7 @@ impl Engine {
             lookups_skipped: 0,
             budget: (0, std::collections::HashMap::new()),
             lookups_not_waited: 0,
-            args_budget: (0, std::time::Duration::ZERO),
-            args_skipped: 0,
+            args_cut: 0,
             reconciling: None,
             held: Vec::new(),
             touched_since_snapshot: Vec::new(),
@@ -337,40 +326,14 @@ impl Engine {
 
     /// Like [`Engine::handle`]; the event's own record is built only when `build`.
     pub fn handle_opt(&mut self, ev: &KernelEvent, build: bool) -> (Option<Record>, Vec<Finding>) {
-        // A command line longer than the kernel's capture: the rest from /proc.
-        let completed;
-        let ev = match &ev.payload {
-            crate::decode::Payload::Exec(x) if x.argv_truncated => {
-                // Within a budget of time on this thread (an
-                // exec flood of long command lines cannot hold up detection
-                // for more than it); past it, the kernel's capture stays.
-                let second = ev.header.ts_ns / 1_000_000_000;
-                if self.args_budget.0 != second {
-                    self.args_budget = (second, std::time::Duration::ZERO);
-                }
-                let started = std::time::Instant::now();
-                let full = if self.args_budget.1 < ARGS_TIME_PER_SECOND {
-                    self.lookup.full_args(ev.header.tgid, &x.argv)
-                } else {
-                    self.args_skipped += 1;
-                    None
-                };
-                self.args_budget.1 += started.elapsed();
-                match full {
-                    Some((argv, cut)) => {
-                        let mut e = ev.clone();
-                        if let crate::decode::Payload::Exec(x) = &mut e.payload {
-                            x.argv = argv;
-                            x.argv_truncated = cut;
-                        }
-                        completed = e;
-                        &completed
-                    }
-                    None => ev,
-                }
+        // A command line longer than the kernel's cap is kept cut (the
+        // kernel copies up to `--args-bytes`, 4 KiB by default: what a
+        // record keeps of one at most; nothing is read from /proc for it).
+        if let crate::decode::Payload::Exec(x) = &ev.payload {
+            if x.argv_truncated {
+                self.args_cut += 1;
             }
-            _ => ev,
-        };
+        }
         let ts = ev.header.ts_ns;
         self.last_event_ns = self.last_event_ns.max(ts);
         if matches!(self.reconciling, Some(Some(_))) && self.touched_since_snapshot.len() < 100_000

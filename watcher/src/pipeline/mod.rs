@@ -50,9 +50,9 @@ pub struct Stats {
     pub socket_lookups: u64,
     pub socket_lookups_skipped: u64,
     pub socket_lookups_not_waited: u64,
-    /// Command lines left as the kernel captured them (512 bytes): the second's
-    /// time for `/proc` completions was spent.
-    pub command_lines_left_short: u64,
+    /// Exec records whose command line was longer than the kernel's cap
+    /// (`--args-bytes`): kept cut, and said to be (`exec.args_truncated`).
+    pub command_lines_cut: u64,
     /// Lookups answered on the pipeline's thread: sock_diag and the table's inodes, no `/proc`.
     pub socket_lookups_in_place: u64,
     /// Lookups a namespace's helper did not answer within the deadline (or could not enter).
@@ -193,7 +193,7 @@ fn refresh_stats(stats: &SharedStats, engine: &Engine) {
     s.socket_lookups = engine.lookups;
     s.socket_lookups_skipped = engine.lookups_skipped;
     s.socket_lookups_not_waited = engine.lookups_not_waited;
-    s.command_lines_left_short = engine.args_skipped;
+    s.command_lines_cut = engine.args_cut;
     s.socket_lookups_in_place = engine.lookups_in_place();
     s.socket_lookups_unanswered = engine
         .lookups_unanswered

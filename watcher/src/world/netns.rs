@@ -81,8 +81,6 @@ pub struct NetnsLookups {
     /// Answers to questions asked without waiting that were there at once
     /// (handed out with the late ones).
     early: Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)>,
-    /// Whole command lines, from /proc (a thread of its own).
-    pub cmdlines: crate::world::cmdline::Cmdlines,
     /// Port summaries asked and not yet in: (namespace, answer channel, asked when).
     summaries: Vec<(u32, Receiver<PortSummary>, std::time::Instant)>,
     /// Questions not answered within the deadline, or about a namespace that
@@ -205,7 +203,6 @@ impl NetnsLookups {
             deadline,
             late: Vec::new(),
             early: Vec::new(),
-            cmdlines: crate::world::cmdline::Cmdlines::new(deadline),
             summaries: Vec::new(),
             unanswered: Default::default(),
             said_fallback: false,
@@ -608,9 +605,6 @@ impl crate::engine::SocketLookup for NetnsLookups {
     }
     fn summaries(&mut self) -> Vec<(u32, PortSummary)> {
         self.summaries_in()
-    }
-    fn full_args(&mut self, pid: u32, captured: &[String]) -> Option<crate::world::cmdline::Args> {
-        self.cmdlines.complete(pid, captured)
     }
     fn quick(
         &mut self,
