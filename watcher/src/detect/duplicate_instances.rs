@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde_json::{json, Map};
 
 use super::{
-    config::names_match, incident::Incidents, summary::Says, DetectConfig, Finding, Input,
-    Involved, Kind,
+    config::names_match, incident::Incidents, members::Members, summary::Says, DetectConfig,
+    Finding, Input, Involved, Kind,
 };
 use crate::{
     proctable::{Proc, ProcKey},
@@ -20,7 +20,7 @@ use crate::{
 pub struct DuplicateInstances {
     pub incidents: Incidents<u64>,
     /// Program → its live instances.
-    instances: HashMap<u64, Vec<Proc>>,
+    instances: HashMap<u64, Members>,
     /// Instance → its program.
     member: HashMap<ProcKey, u64>,
     cfg: DetectConfig,
@@ -71,7 +71,7 @@ impl DuplicateInstances {
         let program = self.member.remove(&key)?;
         let (n, first) = {
             let list = self.instances.get_mut(&program)?;
-            list.retain(|x| x.key != key);
+            list.remove(&key);
             (list.len(), list.first().cloned())
         };
         let limit = first.as_ref().map(|p| self.limit(p)).unwrap_or(usize::MAX);
@@ -104,7 +104,13 @@ impl DuplicateInstances {
         if n <= limit || self.cfg.allowed_program(p) {
             return None;
         }
-        let list = self.instances.get(&p.program)?.clone();
+        let prev = self.incidents.get(&p.program).map(|i| i.count).unwrap_or(0);
+        if !self.incidents.due(&p.program, now) {
+            self.incidents
+                .bump(&p.program, now, (n as u64).saturating_sub(prev));
+            return None;
+        }
+        let list = self.instances.get(&p.program)?;
         let program = p
             .command_line()
             .unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
@@ -148,7 +154,6 @@ impl DuplicateInstances {
         details.insert("singleton".into(), json!(limit == 1));
         details.insert("pids".into(), json!(pids));
         details.insert("parents".into(), json!(parents));
-        let prev = self.incidents.get(&p.program).map(|i| i.count).unwrap_or(0);
         self.incidents.raise(
             p.program,
             &program,

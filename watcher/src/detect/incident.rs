@@ -110,6 +110,26 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         self.map.len()
     }
 
+    /// Whether raising `k` now would write a record: it is not open yet,
+    /// or its update interval has passed. A detector builds what a record
+    /// says (summary, processes, details: O(members)) only then, and
+    /// [`Incidents::bump`]s the count otherwise: an incident of 3,000
+    /// instances or zombies then costs O(1) per occurrence, not O(n).
+    pub fn due(&self, k: &K, now: u64) -> bool {
+        self.map
+            .get(k)
+            .is_none_or(|inc| now.saturating_sub(inc.last_emit_ns) >= self.update_interval_ns)
+    }
+
+    /// Count `count` more occurrences of the open incident `k` without a
+    /// record (what it says stays as last written until its next update).
+    pub fn bump(&mut self, k: &K, now: u64, count: u64) {
+        if let Some(inc) = self.map.get_mut(k) {
+            inc.count += count;
+            inc.last_ns = now;
+        }
+    }
+
     pub fn is_open(&self, k: &K) -> bool {
         self.map.contains_key(k)
     }

@@ -13,6 +13,7 @@ pub mod crash;
 pub mod duplicate_instances;
 pub mod fork_storm;
 pub mod incident;
+pub mod members;
 pub mod port_conflict;
 pub mod port_shadowed;
 pub mod ports_exhausted;

@@ -359,6 +359,31 @@ fn zombie_accumulation_fires_on_the_crossing_exit_and_resolves_below() {
 }
 
 #[test]
+fn thousands_of_zombies_are_counted_between_updates_and_reaped_in_any_order() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/master", &["master"]);
+    for n in 0..2000u32 {
+        k.fork(S + n as u64 * 3 * MS, 100, 1000 + n);
+    }
+    let mut written = Vec::new();
+    for n in 0..2000u32 {
+        written.extend(k.exit(8 * S + n as u64 * MS, 1000 + n, 0));
+    }
+    assert_eq!(ks(&written), vec![("zombie_accumulation", "open")]);
+    // One more after the update interval: the update says all of them.
+    k.fork(19 * S, 100, 5000);
+    let f = k.exit(20 * S, 5000, 0);
+    assert_eq!(ks(&f), vec![("zombie_accumulation", "update")]);
+    assert_eq!(f[0].details["unreaped"], 2001);
+    // Reaped newest first, then the rest: resolved once below the threshold.
+    let mut f = k.reap(21 * S, 100, 5000);
+    for n in (0..2000u32).rev() {
+        f.extend(k.reap(21 * S + 1 + n as u64, 100, 1000 + n));
+    }
+    assert!(resolved(&f, "zombie_accumulation"), "{:?}", ks(&f));
+}
+
+#[test]
 fn a_master_whose_workers_end_at_once_while_it_waits_is_not_an_accumulation() {
     let mut k = Kit::defaults();
     seven_children(&mut k, 100);
@@ -795,6 +820,32 @@ fn eleven_copies_side_by_side_are_duplicates_and_resolve_when_fewer() {
     );
     let f = k.exit(3 * S, 205, 0);
     assert!(resolved(&f, "duplicate_instances"));
+}
+
+#[test]
+fn thousands_of_copies_are_counted_between_updates_and_said_whole_at_the_next() {
+    // 2,000 copies within the update interval (10 s; one each 3 ms, below
+    // a fork storm): one `open`, every
+    // later copy counted without a record (nothing is built for it); the
+    // first copy after the interval writes an update that says them all.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/sh", &["sh", "start.sh"]);
+    let mut written = Vec::new();
+    for n in 0..2000u32 {
+        written.extend(k.spawn(2 * S + n as u64 * 3 * MS, 100, 1000 + n, "/usr/bin/python3", &["python3", "w.py"]));
+    }
+    assert_eq!(ks(&written), vec![("duplicate_instances", "open")]);
+    let f = k.spawn(13 * S, 100, 5000, "/usr/bin/python3", &["python3", "w.py"]);
+    assert_eq!(ks(&f), vec![("duplicate_instances", "update")]);
+    assert_eq!(f[0].count, 2001, "the count is the instances, each counted: {}", f[0].count);
+    assert_eq!(f[0].details["instances"], 2001);
+    assert!(f[0].summary.starts_with("2001 instances of `python3 w.py`"), "{}", f[0].summary);
+    // Down to the limit: resolved (removal by key, in any order).
+    let mut f = Vec::new();
+    for n in (0..1991u32).rev() {
+        f.extend(k.exit(14 * S + n as u64, 1000 + n, 0));
+    }
+    assert!(resolved(&f, "duplicate_instances"), "{:?}", ks(&f));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Map};
 
 use super::{
-    incident::Incidents, summary::Says, who, who_in, ContainerView, DetectConfig, Finding, Input,
+    incident::Incidents, members::Members, summary::Says, who, who_in, ContainerView, DetectConfig, Finding, Input,
     Involved, Kind, Teardown,
 };
 use crate::{
@@ -31,7 +31,7 @@ pub struct ZombieAccumulation {
     /// Unreaped children → their parent's tgid.
     zombies: HashMap<ProcKey, u32>,
     /// Parent tgid → its unreaped children.
-    per_parent: HashMap<u32, Vec<Proc>>,
+    per_parent: HashMap<u32, Members>,
     threshold: usize,
     cap: usize,
     /// Zombies not tracked because the table was full.
@@ -130,6 +130,12 @@ impl ZombieAccumulation {
         if n < self.threshold {
             return None;
         }
+        if !self.incidents.due(&parent, now) {
+            let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
+            self.incidents
+                .bump(&parent, now, (n as u64).saturating_sub(prev));
+            return None;
+        }
         let pids: Vec<u32> = list.iter().map(|c| c.key.tgid).collect();
         let pname = parent_proc
             .map(|p| who_in(p, view))
@@ -178,7 +184,7 @@ impl ZombieAccumulation {
     fn remove(&mut self, child: ProcKey, now: u64, why: &'static str) -> Option<Finding> {
         let parent = self.zombies.remove(&child)?;
         let list = self.per_parent.get_mut(&parent)?;
-        list.retain(|c| c.key != child);
+        list.remove(&child);
         let n = list.len();
         if n == 0 {
             self.per_parent.remove(&parent);
@@ -222,7 +228,7 @@ impl ZombieAccumulation {
         }
         let mut out = Vec::new();
         for (parent, gone) in parents {
-            let left = self.per_parent.get(&parent).map(Vec::len).unwrap_or(0);
+            let left = self.per_parent.get(&parent).map(Members::len).unwrap_or(0);
             if left == 0 {
                 self.per_parent.remove(&parent);
             }
@@ -242,7 +248,7 @@ impl ZombieAccumulation {
             }
         }
         let live: std::collections::HashSet<ProcKey> =
-            self.per_parent.values().flatten().map(|c| c.key).collect();
+            self.per_parent.values().flat_map(|m| m.iter()).map(|c| c.key).collect();
         self.zombies.retain(|k, _| live.contains(k));
         out
     }
@@ -272,13 +278,13 @@ impl ZombieAccumulation {
                     let Some(c) = self
                         .per_parent
                         .get(&p.key.tgid)
-                        .and_then(|l| l.iter().find(|c| c.key == child).cloned())
+                        .and_then(|l| l.get(&child).cloned())
                     else {
                         continue;
                     };
                     self.zombies.remove(&child);
                     if let Some(l) = self.per_parent.get_mut(&p.key.tgid) {
-                        l.retain(|x| x.key != child);
+                        l.remove(&child);
                     }
                     let np = (i.procs)(new_parent);
                     // The new parent (init, a subreaper) learns of them from
