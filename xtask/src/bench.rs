@@ -771,6 +771,112 @@ pub fn memory(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
     Ok(rows)
 }
 
+/// Sum of every sample of a metric family (`name{…} value` lines).
+fn metric_sum(port: u16, family: &str) -> f64 {
+    scrape(port)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// CPU time (user + system, every thread) of process `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): state is field 3.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+/// watcher's own CPU per event it processed, for four mixes of real
+/// workloads with a generator on every CPU (`watcher run`, default
+/// settings, no sink but the metrics): accepted TCP connects,
+/// fork+exit+wait, exec of a program with a 3 KB command line, and a mix
+/// of binds, failing binds and refused connects.
+pub fn cpu_per_event(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mixes: [(&str, &str); 4] = [
+        ("accepted TCP connects (client + server pairs)", "connects"),
+        ("fork + exit + wait", "forks"),
+        ("exec of a program with a 3 KB command line (fork + exec + exit + wait)", "execs"),
+        ("bind, failing bind (EADDRINUSE), refused connect", "failures"),
+    ];
+    let mut rows = Vec::new();
+    for (what, mix) in mixes {
+        let port = free_port();
+        let cfg = dir.join("cpu.toml");
+        std::fs::write(&cfg, format!("[feed]\nstdout = false\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n", dir.join("cpu.json").display()))?;
+        let mut d = Command::new(watcher)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let pid = d.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while scrape(port).is_none() {
+            if Instant::now() > deadline {
+                let _ = d.kill();
+                bail!("watcher run did not serve its metrics");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (e0, l0, c0) = (
+            metric_sum(port, "watcher_events_total"),
+            metric_sum(port, "watcher_lost_events_total"),
+            cpu_seconds(pid),
+        );
+        let t = Instant::now();
+        let mut gens = Vec::new();
+        for _ in 0..cpus {
+            match mix {
+                "connects" => {
+                    let p = free_port().to_string();
+                    let mut srv = spawn(actor, &["serve", &p, "20000"])?;
+                    value(&mut srv, "port")?;
+                    gens.push(srv);
+                    gens.push(spawn(actor, &["clients", &p, "20000"])?);
+                }
+                "forks" => gens.push(spawn(actor, &["fork-loop", "60000"])?),
+                "execs" => gens.push(spawn(actor, &["exec-flood", "6000", "3000", "0"])?),
+                _ => gens.push(spawn(actor, &["net-loop", "30000"])?),
+            }
+        }
+        for mut g in gens {
+            g.wait()?;
+        }
+        let took = t.elapsed().as_secs_f64();
+        // Until watcher has processed what the generators did (its count stops moving).
+        let mut last = -1.0;
+        let settle = Instant::now() + Duration::from_secs(30);
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let e = metric_sum(port, "watcher_events_total");
+            if e == last || Instant::now() > settle {
+                break;
+            }
+            last = e;
+        }
+        let events = metric_sum(port, "watcher_events_total") - e0;
+        let lost = metric_sum(port, "watcher_lost_events_total") - l0;
+        let cpu = cpu_seconds(pid) - c0;
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let _ = d.wait();
+        rows.push(format!(
+            "| {what} | {:.0} | {:.0}/s | {cpu:.2} s | {:.2} µs | {lost:.0} |",
+            events,
+            events / took.max(1e-9),
+            cpu * 1e6 / events.max(1.0),
+        ));
+    }
+    Ok(rows)
+}
+
 pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     let mut out = String::new();
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -791,6 +897,24 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     out.push_str(&format!(
         "### Detection latency: deciding kernel event → finding line readable on stdout (µs), {reps} of each, `watcher run` with default settings (`zombie.max_age_s = 1`, `fork_storm.sustain_s = 1`)\n\n"
     ));
+    let cpu_only = std::env::var_os("WATCHER_BENCH_CPU_ONLY").is_some();
+    if cpu_only || std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() {
+        eprintln!("xtask bench: watcher CPU per event, four mixes …");
+        let rows = cpu_per_event(watcher, actor, &dir)?;
+        out.push_str(&format!(
+            "### watcher's CPU per event processed (`watcher run`, default settings, a generator on each of the {cpus} CPUs)\n\n| mix | events | rate | watcher CPU | per event | lost |\n|---|---|---|---|---|---|\n"
+        ));
+        for r in rows {
+            out.push_str(&r);
+            out.push('\n');
+        }
+        out.push('\n');
+        if cpu_only {
+            print!("{out}");
+            let _ = std::fs::remove_dir_all(&dir);
+            return Ok(());
+        }
+    }
     let mut all_stages = Vec::new();
     let mut tables: Vec<Vec<String>> = Vec::new();
     // WATCHER_BENCH_OVERHEAD_ONLY: the overhead rounds alone (a noisy
