@@ -894,9 +894,6 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
-    out.push_str(&format!(
-        "### Detection latency: deciding kernel event → finding line readable on stdout (µs), {reps} of each, `watcher run` with default settings (`zombie.max_age_s = 1`, `fork_storm.sustain_s = 1`)\n\n"
-    ));
     let cpu_only = std::env::var_os("WATCHER_BENCH_CPU_ONLY").is_some();
     if cpu_only || std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() {
         eprintln!("xtask bench: watcher CPU per event, four mixes …");
@@ -915,6 +912,9 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
             return Ok(());
         }
     }
+    out.push_str(&format!(
+        "### Detection latency: deciding kernel event → finding line readable on stdout (µs), {reps} of each, `watcher run` with default settings (`zombie.max_age_s = 1`, `fork_storm.sustain_s = 1`)\n\n"
+    ));
     let mut all_stages = Vec::new();
     let mut tables: Vec<Vec<String>> = Vec::new();
     // WATCHER_BENCH_OVERHEAD_ONLY: the overhead rounds alone (a noisy

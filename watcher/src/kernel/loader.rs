@@ -210,6 +210,8 @@ pub struct Probes {
     /// The ring buffers of the layout (one, or one per group of CPUs), read together.
     pub events: Vec<RingBuf<MapData>>,
     pub lost: PerCpuArray<MapData, u64>,
+    /// Bytes of each ring.
+    pub ring_bytes: u32,
     pub config: Config,
     /// The kernel side's own tables, for the sweeper.
     pub tables: crate::kernel::tables::Tables,
@@ -724,6 +726,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         ebpf,
         events,
         lost,
+        ring_bytes: opts.ring_bytes,
         config,
         tables,
         tracefs: tracefs_root,

@@ -325,6 +325,7 @@ pub async fn run(
         ebpf,
         events,
         lost,
+        ring_bytes,
         tables,
         ..
     } = probes;
@@ -364,7 +365,7 @@ pub async fn run(
     let reader_lost = lost.clone();
     let reader_opts = settings.reader;
     let reader = tokio::spawn(reader::run(
-        reader::Rings::new(events)?,
+        reader::Rings::new(events, ring_bytes)?,
         reader_lost,
         tx,
         stop_rx,
