@@ -70,21 +70,7 @@ mod tests {
     use super::*;
 
     fn proc(tgid: u32) -> Proc {
-        Proc {
-            key: ProcKey { tgid, start_ns: tgid as u64 * 10 },
-            ppid: 1,
-            comm: "srv".into(),
-            exe: None,
-            argv: None,
-            uid: 0,
-            container_id: None,
-            cgroup_id: 0,
-            pidns: 0,
-            threads: 1,
-            exited: None,
-            signalled: None,
-            program: 0,
-        }
+        Proc::bare(ProcKey { tgid, start_ns: tgid as u64 * 10 }, 1, "srv")
     }
 
     #[test]

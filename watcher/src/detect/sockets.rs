@@ -551,21 +551,7 @@ mod tests {
     use super::*;
 
     fn proc_of(tgid: u32) -> Proc {
-        Proc {
-            key: crate::proctable::ProcKey { tgid, start_ns: 1 },
-            ppid: 1,
-            comm: "srv".into(),
-            exe: None,
-            argv: None,
-            uid: 0,
-            container_id: None,
-            cgroup_id: 0,
-            pidns: 0,
-            threads: 1,
-            exited: None,
-            signalled: None,
-            program: 0,
-        }
+        Proc::bare(crate::proctable::ProcKey { tgid, start_ns: 1 }, 1, "srv")
     }
 
     fn listener(netns: u32, port: u16, pid: u32) -> KernelSocket {

@@ -83,6 +83,25 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A process known by its key, parent and name only (nothing else seen yet).
+    pub fn bare(key: ProcKey, ppid: u32, comm: &str) -> Proc {
+        Proc {
+            key,
+            ppid,
+            comm: comm.into(),
+            exe: None,
+            argv: None,
+            uid: 0,
+            container_id: None,
+            cgroup_id: 0,
+            pidns: 0,
+            threads: 1,
+            exited: None,
+            signalled: None,
+            program: 0,
+        }
+    }
+
     pub fn command_line(&self) -> Option<String> {
         self.argv
             .as_ref()
@@ -590,22 +609,15 @@ impl ProcessTable {
         let h = &ev.header;
         if !self.procs.contains_key(&h.tgid) {
             let p = Proc {
-                key: ProcKey {
-                    tgid: h.tgid,
-                    start_ns: h.ts_ns,
-                },
-                ppid: 0,
-                comm: ev.comm().into(),
-                exe: None,
-                argv: None,
                 uid: h.uid,
-                container_id: None,
-                cgroup_id: 0,
-                pidns: 0,
-                threads: 1,
-                exited: None,
-                signalled: None,
-                program: 0,
+                ..Proc::bare(
+                    ProcKey {
+                        tgid: h.tgid,
+                        start_ns: h.ts_ns,
+                    },
+                    0,
+                    &ev.comm(),
+                )
             };
             self.insert(p);
         }
