@@ -70,22 +70,9 @@ mod tests {
 
     fn proc(comm: &str, exe: &str) -> Proc {
         Proc {
-            key: crate::proctable::ProcKey {
-                tgid: 10,
-                start_ns: 1,
-            },
-            ppid: 1,
-            comm: comm.into(),
             exe: Some(exe.into()),
-            argv: None,
-            uid: 0,
-            container_id: None,
-            cgroup_id: 0,
-            pidns: 0,
-            threads: 1,
-            exited: None,
-            signalled: None,
             program: 1,
+            ..Proc::bare(crate::proctable::ProcKey { tgid: 10, start_ns: 1 }, 1, comm)
         }
     }
 

@@ -279,19 +279,12 @@ mod tests {
         vec![Involved {
             role: "failing",
             proc: crate::proctable::Proc {
-                key: crate::proctable::ProcKey { tgid: 1000 + uid, start_ns: 1 },
-                ppid: 1,
-                comm: "x".into(),
-                exe: None,
-                argv: None,
                 uid,
-                container_id: None,
-                cgroup_id: 0,
-                pidns: 0,
-                threads: 1,
-                exited: None,
-                signalled: None,
-                program: 0,
+                ..crate::proctable::Proc::bare(
+                    crate::proctable::ProcKey { tgid: 1000 + uid, start_ns: 1 },
+                    1,
+                    "x",
+                )
             },
             address: None,
             since_ns: None,
