@@ -104,10 +104,7 @@ impl DuplicateInstances {
         if n <= limit || self.cfg.allowed_program(p) {
             return None;
         }
-        let prev = self.incidents.get(&p.program).map(|i| i.count).unwrap_or(0);
-        if !self.incidents.due(&p.program, now) {
-            self.incidents
-                .bump(&p.program, now, (n as u64).saturating_sub(prev));
+        if self.incidents.count_until_due(&p.program, now, n as u64) {
             return None;
         }
         let list = self.instances.get(&p.program)?;
@@ -154,6 +151,7 @@ impl DuplicateInstances {
         details.insert("singleton".into(), json!(limit == 1));
         details.insert("pids".into(), json!(pids));
         details.insert("parents".into(), json!(parents));
+        let prev = self.incidents.get(&p.program).map(|i| i.count).unwrap_or(0);
         self.incidents.raise(
             p.program,
             &program,

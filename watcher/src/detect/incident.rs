@@ -110,23 +110,22 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         self.map.len()
     }
 
-    /// Whether raising `k` now would write a record: it is not open yet,
-    /// or its update interval has passed. A detector builds what a record
-    /// says (summary, processes, details: O(members)) only then, and
-    /// [`Incidents::bump`]s the count otherwise: an incident of 3,000
-    /// instances or zombies then costs O(1) per occurrence, not O(n).
-    pub fn due(&self, k: &K, now: u64) -> bool {
-        self.map
-            .get(k)
-            .is_none_or(|inc| now.saturating_sub(inc.last_emit_ns) >= self.update_interval_ns)
-    }
-
-    /// Count `count` more occurrences of the open incident `k` without a
-    /// record (what it says stays as last written until its next update).
-    pub fn bump(&mut self, k: &K, now: u64, count: u64) {
-        if let Some(inc) = self.map.get_mut(k) {
-            inc.count += count;
-            inc.last_ns = now;
+    /// Count an occurrence of the open incident `k` that now stands at
+    /// `total` (as a raise would: its count becomes at least `total`)
+    /// without a record, when its update is not due yet; false when a raise
+    /// would write one (it is not open, or its update interval has passed).
+    /// A detector builds what a record says (summary, processes, details:
+    /// O(members)) only on false: an incident of 3,000 instances or zombies
+    /// costs O(1) per occurrence between its updates, not O(n). What it
+    /// says stays as last written until its next update.
+    pub fn count_until_due(&mut self, k: &K, now: u64, total: u64) -> bool {
+        match self.map.get_mut(k) {
+            Some(inc) if now.saturating_sub(inc.last_emit_ns) < self.update_interval_ns => {
+                inc.count = inc.count.max(total);
+                inc.last_ns = now;
+                true
+            }
+            _ => false,
         }
     }
 

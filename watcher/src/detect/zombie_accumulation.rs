@@ -130,10 +130,7 @@ impl ZombieAccumulation {
         if n < self.threshold {
             return None;
         }
-        if !self.incidents.due(&parent, now) {
-            let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
-            self.incidents
-                .bump(&parent, now, (n as u64).saturating_sub(prev));
+        if self.incidents.count_until_due(&parent, now, n as u64) {
             return None;
         }
         let pids: Vec<u32> = list.iter().map(|c| c.key.tgid).collect();
