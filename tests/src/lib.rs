@@ -140,7 +140,10 @@ pub struct ChildGuard(pub std::process::Child);
 
 impl ChildGuard {
     pub fn spawn(cmd: &mut Command) -> ChildGuard {
-        ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}")))
+        ChildGuard(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}")),
+        )
     }
 
     pub fn id(&self) -> u32 {
@@ -366,11 +369,19 @@ impl Feed {
     }
 
     pub fn records(&self) -> Vec<Value> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).records.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .records
+            .clone()
     }
 
     pub fn stderr(&self) -> Vec<String> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).stderr.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stderr
+            .clone()
     }
 
     /// Wait (with the deadline) for a stderr line containing `text`.
@@ -732,7 +743,9 @@ pub fn usage(pid: u32) -> Option<Usage> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command's closing parenthesis: utime is the 14th field, stime the 15th.
     let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??.max(1) as f64;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()??
+        .max(1) as f64;
     let cpu_s = (rest.get(11)?.parse::<f64>().ok()? + rest.get(12)?.parse::<f64>().ok()?) / ticks;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
@@ -783,7 +796,10 @@ impl Sampler {
     /// Stop sampling: the peaks seen (`cpu_s` is the last reading).
     pub fn finish(mut self) -> Usage {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.thread.take().map(|t| t.join().expect("sampler")).unwrap_or_default()
+        self.thread
+            .take()
+            .map(|t| t.join().expect("sampler"))
+            .unwrap_or_default()
     }
 }
 

@@ -289,7 +289,11 @@ fn a_port_conflict_fires_in_alertmanager_and_resolves() {
     let (at, alert) = hook.wait(
         Duration::from_secs(20),
         "a firing WatcherPortConflict at the webhook",
-        |a, st| st == "firing" && label(a, "alertname") == "WatcherPortConflict" && label(a, "incident") == subject,
+        |a, st| {
+            st == "firing"
+                && label(a, "alertname") == "WatcherPortConflict"
+                && label(a, "incident") == subject
+        },
     );
     eprintln!(
         "MEASURED failing bind → webhook: {:.1} ms\nWEBHOOK {alert}",
@@ -331,7 +335,9 @@ fn a_port_conflict_fires_in_alertmanager_and_resolves() {
     let mine = active
         .iter()
         .find(|a| label(a, "alertname") == "WatcherPortConflict" && label(a, "incident") == subject)
-        .unwrap_or_else(|| panic!("Alertmanager holds no WatcherPortConflict of {subject}: {active:?}"));
+        .unwrap_or_else(|| {
+            panic!("Alertmanager holds no WatcherPortConflict of {subject}: {active:?}")
+        });
     assert_eq!(mine["status"]["state"], "active", "{mine}");
     assert!(
         mine["endsAt"].as_str().unwrap_or("") > mine["startsAt"].as_str().unwrap_or(""),
@@ -345,7 +351,11 @@ fn a_port_conflict_fires_in_alertmanager_and_resolves() {
     hook.wait(
         Duration::from_secs(20),
         "a resolved WatcherPortConflict at the webhook",
-        |a, st| st == "resolved" && label(a, "alertname") == "WatcherPortConflict" && label(a, "incident") == subject,
+        |a, st| {
+            st == "resolved"
+                && label(a, "alertname") == "WatcherPortConflict"
+                && label(a, "incident") == subject
+        },
     );
     holder.finish();
     let m = scrape(&format!("127.0.0.1:{mport}"));
@@ -408,7 +418,7 @@ fn an_alertmanager_that_is_down_is_retried_and_gets_what_it_missed() {
             )
             .unwrap_or(0.0)
                 >= 1.0)
-        .then_some(())
+            .then_some(())
     });
     // Said once, not per retry.
     std::thread::sleep(Duration::from_secs(2));
@@ -426,7 +436,11 @@ fn an_alertmanager_that_is_down_is_retried_and_gets_what_it_missed() {
     hook.wait(
         Duration::from_secs(45),
         "the missed WatcherPortConflict at the webhook",
-        |a, st| st == "firing" && label(a, "alertname") == "WatcherPortConflict" && label(a, "incident") == subject,
+        |a, st| {
+            st == "firing"
+                && label(a, "alertname") == "WatcherPortConflict"
+                && label(a, "incident") == subject
+        },
     );
     d.wait_stderr("takes alerts again");
     holder.finish();

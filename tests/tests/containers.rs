@@ -480,8 +480,19 @@ fn an_oom_killed_container_restarted_by_its_policy_says_out_of_memory() {
     // dd's 64 MiB buffer in a 16 MiB container: the OOM killer ends it, every time.
     let c = Container::run(
         "oom",
-        &["--restart", "always", "--memory", "16m", "--memory-swap", "16m"],
-        &["sh", "-c", "exec dd if=/dev/zero of=/dev/null bs=64M count=1"],
+        &[
+            "--restart",
+            "always",
+            "--memory",
+            "16m",
+            "--memory-swap",
+            "16m",
+        ],
+        &[
+            "sh",
+            "-c",
+            "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+        ],
     );
     let exit = feed.wait_for_related(
         "an exit killed by the OOM killer in the container",
@@ -502,8 +513,14 @@ fn an_oom_killed_container_restarted_by_its_policy_says_out_of_memory() {
         },
     );
     let summary = text(&open, &["summary"]).unwrap_or_default();
-    assert!(summary.contains("out of memory"), "the cause is the OOM killer, not a bare SIGKILL: {summary}");
-    assert!(summary.contains("by Docker's restart policy (always)"), "{summary}");
+    assert!(
+        summary.contains("out of memory"),
+        "the cause is the OOM killer, not a bare SIGKILL: {summary}"
+    );
+    assert!(
+        summary.contains("by Docker's restart policy (always)"),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -8,14 +8,19 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-use watcher_tests::{eventually, finding, free_port, is, num, require_root, temp_dir, text, Feed, Value};
+use watcher_tests::{
+    eventually, finding, free_port, is, num, require_root, temp_dir, text, Feed, Value,
+};
 
 fn require_tool(tool: &str) {
     let ok = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(ok, "`{tool}` is needed (`cargo xtask test` installs it from Debian)");
+    assert!(
+        ok,
+        "`{tool}` is needed (`cargo xtask test` installs it from Debian)"
+    );
 }
 
 /// A supervisord of its own, with `programs` (ini sections), stopped on drop.
@@ -57,14 +62,21 @@ impl Supervisord {
             .args(args)
             .output()
             .expect("supervisorctl");
-        assert!(out.status.success() || args[0] == "status", "supervisorctl {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success() || args[0] == "status",
+            "supervisorctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }
 
 impl Drop for Supervisord {
     fn drop(&mut self) {
         // SIGTERM: supervisord stops its programs, then exits.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
         let _ = self.child.wait();
     }
 }
@@ -80,7 +92,10 @@ fn marker(feed: &Feed, tag: &str) {
     let mut c = Command::new("true").arg(&arg).spawn().expect("true");
     let _ = c.wait();
     feed.wait_for("the marker's exec", |v| {
-        is(v, "exec") && v["args"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str() == Some(arg.as_str())))
+        is(v, "exec")
+            && v["args"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(arg.as_str())))
     });
 }
 
@@ -91,9 +106,16 @@ fn supervisorctl_restarts_of_a_healthy_program_are_not_a_crash_loop() {
     }
     let feed = Feed::shared();
     let dir = temp_dir("supervisor-healthy");
-    let sup = Supervisord::start(&dir, "[program:sleeper]\ncommand=sleep 1000\nautorestart=true\n");
+    let sup = Supervisord::start(
+        &dir,
+        "[program:sleeper]\ncommand=sleep 1000\nautorestart=true\n",
+    );
     let spid = sup.pid();
-    let is_sleeper = |v: &Value| is(v, "exec") && parent_is(v, spid) && text(v, &["process", "command_line"]) == Some("sleep 1000");
+    let is_sleeper = |v: &Value| {
+        is(v, "exec")
+            && parent_is(v, spid)
+            && text(v, &["process", "command_line"]) == Some("sleep 1000")
+    };
     let first = feed.wait_for("supervisord's sleep", is_sleeper);
     let mut pids = vec![num(&first, &["process", "pid"]).unwrap()];
     for _ in 0..6 {
@@ -101,11 +123,23 @@ fn supervisorctl_restarts_of_a_healthy_program_are_not_a_crash_loop() {
         let prev = *pids.last().unwrap();
         // The stopped instance's end names supervisord as the sender.
         let exit = feed.wait_for("the stopped sleep's exit", |v| {
-            is(v, "exit") && num(v, &["process", "pid"]) == Some(prev) && v["exit"]["process_exited"] == true
+            is(v, "exit")
+                && num(v, &["process", "pid"]) == Some(prev)
+                && v["exit"]["process_exited"] == true
         });
-        assert_eq!(num(&exit, &["exit", "cause", "sender", "pid"]), Some(spid as u64), "{exit}");
-        assert_eq!(text(&exit, &["exit", "cause", "sender", "relation"]), Some("parent"), "{exit}");
-        let next = feed.wait_for("the restarted sleep", |v| is_sleeper(v) && !pids.contains(&num(v, &["process", "pid"]).unwrap_or(0)));
+        assert_eq!(
+            num(&exit, &["exit", "cause", "sender", "pid"]),
+            Some(spid as u64),
+            "{exit}"
+        );
+        assert_eq!(
+            text(&exit, &["exit", "cause", "sender", "relation"]),
+            Some("parent"),
+            "{exit}"
+        );
+        let next = feed.wait_for("the restarted sleep", |v| {
+            is_sleeper(v) && !pids.contains(&num(v, &["process", "pid"]).unwrap_or(0))
+        });
         pids.push(num(&next, &["process", "pid"]).unwrap());
     }
     marker(&feed, "supervisor-healthy");
@@ -115,7 +149,10 @@ fn supervisorctl_restarts_of_a_healthy_program_are_not_a_crash_loop() {
         .filter(|v| is(v, "finding") && text(v, &["kind"]) == Some("respawn_storm"))
         .filter(|v| text(v, &["summary"]).is_some_and(|s| s.contains("sleep 1000")))
         .collect();
-    assert!(storms.is_empty(), "six restarts by its own supervisor are stops, not crashes: {storms:?}");
+    assert!(
+        storms.is_empty(),
+        "six restarts by its own supervisor are stops, not crashes: {storms:?}"
+    );
 }
 
 #[test]
@@ -131,14 +168,20 @@ fn supervisord_giving_up_on_a_program_that_exits_1_at_start_is_reported() {
     // when it next looks (its loop wakes once a second) and startsecs have
     // passed; on a busy machine it once looked late, took a 10 ms run for a
     // successful start, restarted it as an unexpected exit and never gave up.
-    let sup = Supervisord::start(&dir, &format!("[program:flaky]\ncommand=sh -c \"echo {tag}; exit 1\"\nstartsecs=5\n"));
+    let sup = Supervisord::start(
+        &dir,
+        &format!("[program:flaky]\ncommand=sh -c \"echo {tag}; exit 1\"\nstartsecs=5\n"),
+    );
     let spid = sup.pid();
     let mine = |v: &Value| text(v, &["process", "command_line"]).is_some_and(|c| c.contains(&tag));
     // The four crashes (each a wait with the deadline), then the finding.
     let mut ended = Vec::new();
     for n in 0..4 {
         let exit = feed.wait_for(&format!("crash {} of the flaky program", n + 1), |v| {
-            is(v, "exit") && mine(v) && v["exit"]["process_exited"] == true && !ended.contains(&num(v, &["process", "pid"]).unwrap_or(0))
+            is(v, "exit")
+                && mine(v)
+                && v["exit"]["process_exited"] == true
+                && !ended.contains(&num(v, &["process", "pid"]).unwrap_or(0))
         });
         assert_eq!(num(&exit, &["process", "exit_code"]), Some(1), "{exit}");
         ended.push(num(&exit, &["process", "pid"]).unwrap());
@@ -149,11 +192,21 @@ fn supervisord_giving_up_on_a_program_that_exits_1_at_start_is_reported() {
     let open = feed.wait_for_related(
         "respawn_storm for the flaky program",
         |v| is(v, "finding"),
-        |v| finding(v, "respawn_storm", "open") && text(v, &["summary"]).is_some_and(|s| s.contains(&tag)),
+        |v| {
+            finding(v, "respawn_storm", "open")
+                && text(v, &["summary"]).is_some_and(|s| s.contains(&tag))
+        },
     );
     let summary = text(&open, &["summary"]).unwrap();
-    assert!(summary.contains("by supervisord") && summary.contains("exit code 1"), "{summary}");
-    assert_eq!(num(&open, &["details", "restarter", "pid"]), Some(spid as u64), "{open}");
+    assert!(
+        summary.contains("by supervisord") && summary.contains("exit code 1"),
+        "{summary}"
+    );
+    assert_eq!(
+        num(&open, &["details", "restarter", "pid"]),
+        Some(spid as u64),
+        "{open}"
+    );
     let down = feed.wait_for_related(
         "the finding saying supervisord gave up",
         |v| is(v, "finding") && v["id"] == open["id"],
@@ -178,15 +231,24 @@ fn a_curl_loop_waiting_for_a_dead_dependency_is_connect_failures_not_a_crash_loo
     let f = feed.wait_for_related(
         "connect_failures for the dead port",
         |v| is(v, "finding"),
-        |v| finding(v, "connect_failures", "open") && text(v, &["details", "destination"]) == Some(format!("127.0.0.1:{port}").as_str()),
+        |v| {
+            finding(v, "connect_failures", "open")
+                && text(v, &["details", "destination"])
+                    == Some(format!("127.0.0.1:{port}").as_str())
+        },
     );
-    assert!(text(&f, &["summary"]).is_some_and(|s| s.contains("curl")), "{f}");
+    assert!(
+        text(&f, &["summary"]).is_some_and(|s| s.contains("curl")),
+        "{f}"
+    );
     // Enough curl restarts for a crash loop many times over.
     eventually("a dozen curl exits with code 7", || {
         let n = feed
             .records()
             .iter()
-            .filter(|v| is(v, "exit") && num(v, &["process", "parent", "pid"]) == Some(sh_pid as u64))
+            .filter(|v| {
+                is(v, "exit") && num(v, &["process", "parent", "pid"]) == Some(sh_pid as u64)
+            })
             .filter(|v| num(v, &["process", "exit_code"]) == Some(7))
             .count();
         (n >= 12).then_some(())
@@ -199,5 +261,8 @@ fn a_curl_loop_waiting_for_a_dead_dependency_is_connect_failures_not_a_crash_loo
         .filter(|v| is(v, "finding") && text(v, &["kind"]) == Some("respawn_storm"))
         .filter(|v| text(v, &["summary"]).is_some_and(|s| s.contains("curl")))
         .collect();
-    assert!(storms.is_empty(), "curl's exit code 7 is an answer: {storms:?}");
+    assert!(
+        storms.is_empty(),
+        "curl's exit code 7 is an answer: {storms:?}"
+    );
 }

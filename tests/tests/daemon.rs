@@ -168,7 +168,11 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     // Every stage's latency is measured: records read, the port conflict
     // decided and written.
     for stage in ["kernel_to_read", "read_to_decided", "decided_to_written"] {
-        let n = metric(&m, &format!("watcher_stage_latency_seconds_count{{stage=\"{stage}\"}}")).unwrap_or(0.0);
+        let n = metric(
+            &m,
+            &format!("watcher_stage_latency_seconds_count{{stage=\"{stage}\"}}"),
+        )
+        .unwrap_or(0.0);
         assert!(n >= 1.0, "stage {stage} measured {n} times: {m}");
     }
     // The stalled consumer, reading at last, is told what it missed.
@@ -243,20 +247,37 @@ fn the_metrics_exposition_passes_promtool() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
     else {
-        watcher_tests::unavailable("promtool is needed (Debian: prometheus); `cargo xtask test` installs it");
+        watcher_tests::unavailable(
+            "promtool is needed (Debian: prometheus); `cargo xtask test` installs it",
+        );
         return;
     };
     let (d, addr) = loss_daemon("promtool", &[]);
     let (failing, _) = cause_port_conflict();
     d.wait_for("the port conflict", |v| {
-        finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&(failing as u64))
+        finding(v, "port_conflict", "open")
+            && finding_pids(v, Some("failing")).contains(&(failing as u64))
     });
     let m = eventually("the finding and every stage in the metrics", || {
         let m = scrape(&addr);
-        let stages = ["kernel_to_read", "read_to_decided", "decided_to_written"].iter().all(|st| {
-            metric(&m, &format!("watcher_stage_latency_seconds_count{{stage=\"{st}\"}}")).unwrap_or(0.0) >= 1.0
-        });
-        (stages && metric(&m, "watcher_findings_total{kind=\"port_conflict\",state=\"open\"}").unwrap_or(0.0) >= 1.0).then_some(m)
+        let stages = ["kernel_to_read", "read_to_decided", "decided_to_written"]
+            .iter()
+            .all(|st| {
+                metric(
+                    &m,
+                    &format!("watcher_stage_latency_seconds_count{{stage=\"{st}\"}}"),
+                )
+                .unwrap_or(0.0)
+                    >= 1.0
+            });
+        (stages
+            && metric(
+                &m,
+                "watcher_findings_total{kind=\"port_conflict\",state=\"open\"}",
+            )
+            .unwrap_or(0.0)
+                >= 1.0)
+            .then_some(m)
     });
     let mut check = Command::new(promtool)
         .args(["check", "metrics"])
@@ -299,7 +320,9 @@ fn a_stalled_stdout_drops_for_itself_and_never_holds_up_the_file() {
     d.wait_stderr("running:");
     d.pause_reading(true);
     let addr = format!("127.0.0.1:{port}");
-    let dropped = |m: &str, sink: &str| metric(m, &format!("watcher_sink_dropped_total{{sink=\"{sink}\"}}")).unwrap_or(0.0);
+    let dropped = |m: &str, sink: &str| {
+        metric(m, &format!("watcher_sink_dropped_total{{sink=\"{sink}\"}}")).unwrap_or(0.0)
+    };
     // Records until stdout's pipe (64 KiB) and its queue (64) are full
     // (three per child: fork, exit, reap; ~300 fill the pipe).
     let mut m = scrape(&addr);
@@ -314,18 +337,33 @@ fn a_stalled_stdout_drops_for_itself_and_never_holds_up_the_file() {
     // stdout is still not read: a finding reaches the file all the same.
     let (failing, holder) = cause_port_conflict();
     let pids = format!("\"pid\":{failing},");
-    eventually("the port conflict in the file while stdout is stalled", || {
-        read_file(&feed_file)
-            .lines()
-            .any(|l| l.contains("\"kind\":\"port_conflict\"") && l.contains(&pids) && l.contains(&format!("\"pid\":{holder},")))
-            .then_some(())
-    });
+    eventually(
+        "the port conflict in the file while stdout is stalled",
+        || {
+            read_file(&feed_file)
+                .lines()
+                .any(|l| {
+                    l.contains("\"kind\":\"port_conflict\"")
+                        && l.contains(&pids)
+                        && l.contains(&format!("\"pid\":{holder},"))
+                })
+                .then_some(())
+        },
+    );
     let m = eventually("the pipeline healthy while stdout is stalled", || {
         let m = scrape(&addr);
         (metric(&m, "watcher_pipeline_healthy") == Some(1.0)).then_some(m)
     });
     assert_eq!(dropped(&m, "file"), 0.0, "{m}");
-    assert!(metric(&m, "watcher_sink_write_latency_seconds_count{sink=\"file\"}").unwrap_or(0.0) > 0.0, "{m}");
+    assert!(
+        metric(
+            &m,
+            "watcher_sink_write_latency_seconds_count{sink=\"file\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "{m}"
+    );
     // Read again: stdout is told how many records it missed.
     d.pause_reading(false);
     let told = d.wait_for("a loss record for stdout", |v| {
@@ -597,14 +635,24 @@ fn every_record_type_matches_the_schema() {
     let run = actor(ACTOR, &["connect-nonblocking"]);
     let (failing, _) = cause_port_conflict();
     d.wait_for("the port conflict's finding", |v| {
-        finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&(failing as u64))
+        finding(v, "port_conflict", "open")
+            && finding_pids(v, Some("failing")).contains(&(failing as u64))
     });
     // The connect's TCP states came before the actor's exit.
     d.wait_for("the connecting actor's exit", |v| {
         text(v, &["type"]) == Some("exit") && v["process"]["pid"].as_u64() == Some(run.pid as u64)
     });
     let types = validate_all(&d.records());
-    for t in ["fork", "exec", "exit", "reap", "bind", "connect", "tcp_state", "finding"] {
+    for t in [
+        "fork",
+        "exec",
+        "exit",
+        "reap",
+        "bind",
+        "connect",
+        "tcp_state",
+        "finding",
+    ] {
         assert!(
             types.contains(t),
             "no `{t}` record was validated: {types:?}"
@@ -721,14 +769,20 @@ fn readiness_is_notified_to_systemd() {
     );
     // Ready only once running: the line was written before the notification …
     let said = read_file(&err);
-    assert!(said.contains("running:"), "READY=1 before the daemon said it runs: {said}");
+    assert!(
+        said.contains("running:"),
+        "READY=1 before the daemon said it runs: {said}"
+    );
     // … and a process that starts right after it is seen (what a unit
     // ordered After=watcher.service relies on).
     let run = actor(ACTOR, &["exit", "0"]);
     let exec = "\"type\":\"exec\"";
     let pid = format!("\"pid\":{},", run.pid);
     eventually("the exec of a process started right after READY=1", || {
-        read_file(&out).lines().any(|l| l.contains(exec) && l.contains(&pid)).then_some(())
+        read_file(&out)
+            .lines()
+            .any(|l| l.contains(exec) && l.contains(&pid))
+            .then_some(())
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.id() as i32), Signal::SIGTERM).unwrap();
     let n = sock.recv(&mut buf).expect("a stopping notification");
@@ -755,12 +809,16 @@ fn a_reload_keeps_open_incidents_and_resolves_those_of_a_disabled_detector() {
     d.wait_stderr("running:");
     // A port conflict (its failing process exits: it stays open for 30 s) …
     let (failing, _) = cause_port_conflict();
-    let conflict = d.wait_for("port_conflict open", |v| finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&(failing as u64)));
+    let conflict = d.wait_for("port_conflict open", |v| {
+        finding(v, "port_conflict", "open")
+            && finding_pids(v, Some("failing")).contains(&(failing as u64))
+    });
     // … and six zombies, held until the test says (after the reload).
     let mut parent = spawn_actor(ACTOR, &["zombies", "6", "stdin"]);
     parent.value("children");
     let zombies = d.wait_for("zombie_accumulation open", |v| {
-        finding(v, "zombie_accumulation", "open") && finding_pids(v, Some("parent")).contains(&(parent.pid as u64))
+        finding(v, "zombie_accumulation", "open")
+            && finding_pids(v, Some("parent")).contains(&(parent.pid as u64))
     });
     // New thresholds, and port_conflict disabled.
     // [feed] changes too (its sinks are reopened): the detector settings still apply.
@@ -772,23 +830,32 @@ fn a_reload_keeps_open_incidents_and_resolves_those_of_a_disabled_detector() {
     let gone = d.wait_for("the disabled detector's incident resolved", |v| {
         finding(v, "port_conflict", "resolved") && v["id"] == conflict["id"]
     });
-    assert!(text(&gone, &["summary"]).is_some_and(|s| s.contains("disabled by a configuration reload")), "{gone}");
+    assert!(
+        text(&gone, &["summary"]).is_some_and(|s| s.contains("disabled by a configuration reload")),
+        "{gone}"
+    );
     // The zombies' incident, opened before the reload, is still open (the
     // reload resolved only the disabled detector's) …
     assert!(
-        !d.records().iter().any(|v| finding(v, "zombie_accumulation", "resolved") && v["id"] == zombies["id"]),
+        !d.records()
+            .iter()
+            .any(|v| finding(v, "zombie_accumulation", "resolved") && v["id"] == zombies["id"]),
         "the reload resolved the zombies' incident"
     );
     // … and resolves at the reap, which comes after the reload.
     parent.line();
     parent.value("reaped");
-    d.wait_for("the zombie_accumulation opened before the reload resolved", |v| {
-        finding(v, "zombie_accumulation", "resolved") && v["id"] == zombies["id"]
-    });
+    d.wait_for(
+        "the zombie_accumulation opened before the reload resolved",
+        |v| finding(v, "zombie_accumulation", "resolved") && v["id"] == zombies["id"],
+    );
     let reopened = d
         .records()
         .iter()
-        .filter(|v| finding(v, "zombie_accumulation", "open") && finding_pids(v, Some("parent")).contains(&(parent.pid as u64)))
+        .filter(|v| {
+            finding(v, "zombie_accumulation", "open")
+                && finding_pids(v, Some("parent")).contains(&(parent.pid as u64))
+        })
         .count();
     assert_eq!(reopened, 1, "not opened again by the reload");
     parent.finish();
@@ -825,7 +892,10 @@ fn zombie_findings_after_a_real_one(d: &Feed, about: impl Fn(&Value) -> bool) ->
     let found = d
         .records()
         .into_iter()
-        .filter(|v| text(v, &["type"]) == Some("finding") && text(v, &["kind"]).is_some_and(|k| k.starts_with("zombie")))
+        .filter(|v| {
+            text(v, &["type"]) == Some("finding")
+                && text(v, &["kind"]).is_some_and(|k| k.starts_with("zombie"))
+        })
         .filter(|v| about(v))
         .collect();
     real.finish();
@@ -860,17 +930,28 @@ fn an_overload_with_lost_records_leaves_no_ghost_finding() {
     });
     // The socket table knows the unseen listener now: a second listener
     // on 127.0.0.1 of its port is found shadowing it.
-    let mut spec = spawn_actor(ACTOR, &["listen-hold", "127.0.0.1", &wild_port, "reuseport"]);
+    let mut spec = spawn_actor(
+        ACTOR,
+        &["listen-hold", "127.0.0.1", &wild_port, "reuseport"],
+    );
     spec.value("listening");
-    d.wait_for("port_shadowed naming the listener whose start was lost", |v| {
-        finding(v, "port_shadowed", "open")
-            && finding_pids(v, None).contains(&(spec.pid as u64))
-            && finding_pids(v, None).contains(&(wild.pid as u64))
-    });
+    d.wait_for(
+        "port_shadowed naming the listener whose start was lost",
+        |v| {
+            finding(v, "port_shadowed", "open")
+                && finding_pids(v, None).contains(&(spec.pid as u64))
+                && finding_pids(v, None).contains(&(wild.pid as u64))
+        },
+    );
     spec.finish();
     wild.finish();
-    let ghosts = zombie_findings_after_a_real_one(&d, |v| finding_pids(v, None).contains(&(flood.pid as u64)));
-    assert!(ghosts.is_empty(), "findings about the flood's children, reaped long ago: {ghosts:?}");
+    let ghosts = zombie_findings_after_a_real_one(&d, |v| {
+        finding_pids(v, None).contains(&(flood.pid as u64))
+    });
+    assert!(
+        ghosts.is_empty(),
+        "findings about the flood's children, reaped long ago: {ghosts:?}"
+    );
 }
 
 /// A full kernel table is counted, reported, and repaired: with 64 entries,
@@ -908,11 +989,13 @@ fn a_full_kernel_table_is_counted_reported_and_repaired() {
     );
     eventually("the refusals in the metrics", || {
         let m = scrape(&addr);
-        (metric(&m, "watcher_kernel_table_full_total{table=\"exited\"}").unwrap_or(0.0) >= 200.0).then_some(())
+        (metric(&m, "watcher_kernel_table_full_total{table=\"exited\"}").unwrap_or(0.0) >= 200.0)
+            .then_some(())
     });
     // The true accumulation: opened for the middle process …
     d.wait_for("the middle process's accumulation", |v| {
-        finding(v, "zombie_accumulation", "open") && finding_pids(v, Some("parent")).contains(&middle)
+        finding(v, "zombie_accumulation", "open")
+            && finding_pids(v, Some("parent")).contains(&middle)
     });
     // … which exits now (after the refusals: room in the table again, so
     // its exit is remembered). The subreaper's kernel frees its orphans
@@ -924,10 +1007,16 @@ fn a_full_kernel_table_is_counted_reported_and_repaired() {
         (metric(&m, "watcher_reconciled_processes_total").unwrap_or(0.0) >= 200.0).then_some(())
     });
     d.wait_for("its resolution", |v| {
-        finding(v, "zombie_accumulation", "resolved") && text(v, &["summary"]).is_some_and(|s| s.contains(&format!("pid {middle} ")))
+        finding(v, "zombie_accumulation", "resolved")
+            && text(v, &["summary"]).is_some_and(|s| s.contains(&format!("pid {middle} ")))
     });
     // (The orphans' deadlines came 1 s after their exit.)
-    let ghosts = zombie_findings_after_a_real_one(&d, |v| finding_pids(v, Some("parent")).contains(&(reaper.pid as u64)));
-    assert!(ghosts.is_empty(), "findings about zombies the subreaper's kernel reaped: {ghosts:?}");
+    let ghosts = zombie_findings_after_a_real_one(&d, |v| {
+        finding_pids(v, Some("parent")).contains(&(reaper.pid as u64))
+    });
+    assert!(
+        ghosts.is_empty(),
+        "findings about zombies the subreaper's kernel reaped: {ghosts:?}"
+    );
     reaper.finish();
 }

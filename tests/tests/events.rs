@@ -6,7 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use watcher_tests::{actor, actor_any, assert_common, is, num, require_root, text, watcher_bin, Feed, Value};
+use watcher_tests::{
+    actor, actor_any, assert_common, is, num, require_root, text, watcher_bin, Feed, Value,
+};
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
@@ -106,9 +108,9 @@ fn exec_with(feed: &Feed, pid: u32, arg_start: &str) -> Value {
         |v| {
             is(v, "exec")
                 && pid_is(v, pid)
-                && v["args"]
-                    .as_array()
-                    .is_some_and(|a| a.len() == 4 && a[3].as_str().is_some_and(|x| x.starts_with(arg_start)))
+                && v["args"].as_array().is_some_and(|a| {
+                    a.len() == 4 && a[3].as_str().is_some_and(|x| x.starts_with(arg_start))
+                })
         },
     )
 }
@@ -116,7 +118,11 @@ fn exec_with(feed: &Feed, pid: u32, arg_start: &str) -> Value {
 /// Bytes of an argument vector as the kernel keeps it (NUL-separated).
 fn argv_bytes(exec: &Value) -> usize {
     let a = exec["args"].as_array().expect("args");
-    a.iter().map(|x| x.as_str().expect("string").len()).sum::<usize>() + a.len() - 1
+    a.iter()
+        .map(|x| x.as_str().expect("string").len())
+        .sum::<usize>()
+        + a.len()
+        - 1
 }
 
 #[test]
@@ -133,11 +139,18 @@ fn long_command_lines_come_whole_from_the_kernel_up_to_the_cap() {
     let huge = format!("{tag2}{}", "y".repeat(20_000));
     let (run, run2) = {
         let _stopped = feed.stopped();
-        (actor(ACTOR, &["exec-self", &long]), actor(ACTOR, &["exec-self", &huge]))
+        (
+            actor(ACTOR, &["exec-self", &long]),
+            actor(ACTOR, &["exec-self", &huge]),
+        )
     };
     // 3 KB, a build server's compiler line: whole, from the exec record.
     let exec = exec_with(&feed, run.pid, &tag);
-    assert_eq!(exec["args"][3].as_str(), Some(long.as_str()), "the whole argument");
+    assert_eq!(
+        exec["args"][3].as_str(),
+        Some(long.as_str()),
+        "the whole argument"
+    );
     assert_eq!(exec["exec"]["args_truncated"], false, "{}", exec["exec"]);
     assert_eq!(
         text(&exec, &["process", "command_line"]),
@@ -169,7 +182,10 @@ fn the_command_line_cap_is_the_operators() {
         .expect("watcher");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--args-bytes") && err.contains("16384"), "{err}");
+    assert!(
+        err.contains("--args-bytes") && err.contains("16384"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -192,9 +208,21 @@ fn death_by_sigkill() {
         "killed: no exit code: {exit}"
     );
     // Its cause: the signal, sent by its parent (signal/signal_generate).
-    assert_eq!(text(&exit, &["exit", "cause", "kind"]), Some("signal"), "{exit}");
-    assert_eq!(num(&exit, &["exit", "cause", "sender", "pid"]), Some(run.pid as u64), "{exit}");
-    assert_eq!(text(&exit, &["exit", "cause", "sender", "relation"]), Some("parent"), "{exit}");
+    assert_eq!(
+        text(&exit, &["exit", "cause", "kind"]),
+        Some("signal"),
+        "{exit}"
+    );
+    assert_eq!(
+        num(&exit, &["exit", "cause", "sender", "pid"]),
+        Some(run.pid as u64),
+        "{exit}"
+    );
+    assert_eq!(
+        text(&exit, &["exit", "cause", "sender", "relation"]),
+        Some("parent"),
+        "{exit}"
+    );
     feed.wait_for("reap of the killed child", |v| {
         is(v, "reap") && pid_is(v, child)
     });
@@ -206,7 +234,10 @@ fn a_kill_by_another_process_names_the_sender() {
         return;
     }
     let feed = Feed::shared();
-    let mut victim = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+    let mut victim = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep");
     let pid = victim.id();
     feed.wait_for("the victim's exec", |v| is(v, "exec") && pid_is(v, pid));
     let mut killer = std::process::Command::new("kill")
@@ -223,10 +254,16 @@ fn a_kill_by_another_process_names_the_sender() {
     );
     let cause = &exit["exit"]["cause"];
     assert_eq!(cause["kind"], "signal", "{exit}");
-    assert_eq!(num(cause, &["sender", "pid"]), Some(killer_pid as u64), "the sender is the kill process: {exit}");
+    assert_eq!(
+        num(cause, &["sender", "pid"]),
+        Some(killer_pid as u64),
+        "the sender is the kill process: {exit}"
+    );
     assert_eq!(cause["sender"]["relation"], "other", "{exit}");
     assert!(
-        text(cause, &["description"]).is_some_and(|d| d.starts_with(&format!("SIGKILL from pid {killer_pid} (kill -KILL {pid})"))),
+        text(cause, &["description"]).is_some_and(
+            |d| d.starts_with(&format!("SIGKILL from pid {killer_pid} (kill -KILL {pid})"))
+        ),
         "{exit}"
     );
 }
@@ -244,8 +281,15 @@ fn a_fault_is_a_fault() {
         |v| is(v, "exit") && pid_is(v, run.pid) && v["exit"]["process_exited"] == true,
     );
     assert_eq!(text(&exit, &["exit", "signal"]), Some("SIGSEGV"), "{exit}");
-    assert_eq!(text(&exit, &["exit", "cause", "kind"]), Some("fault"), "{exit}");
-    assert!(exit["exit"]["cause"].get("sender").is_none(), "the kernel sent it: {exit}");
+    assert_eq!(
+        text(&exit, &["exit", "cause", "kind"]),
+        Some("fault"),
+        "{exit}"
+    );
+    assert!(
+        exit["exit"]["cause"].get("sender").is_none(),
+        "the kernel sent it: {exit}"
+    );
 }
 
 #[test]
@@ -302,13 +346,15 @@ fn zombies_orphaned_under_a_subreaper_are_its_own() {
     let mut sub = watcher_tests::spawn_actor(ACTOR, &["subreaper-orphans", "6"]);
     let middle: u64 = sub.value("middle").parse().unwrap();
     sub.value("orphaned");
-    let parent_is = |v: &Value| {
-        watcher_tests::finding_pids(v, Some("parent")).contains(&(sub.pid as u64))
-    };
+    let parent_is =
+        |v: &Value| watcher_tests::finding_pids(v, Some("parent")).contains(&(sub.pid as u64));
     let acc = feed.wait_for("the subreaper's zombie_accumulation", |v| {
         watcher_tests::finding(v, "zombie_accumulation", "open") && parent_is(v)
     });
-    let zombies = acc["details"]["zombie_pids"].as_array().map(Vec::len).unwrap_or(0);
+    let zombies = acc["details"]["zombie_pids"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
     assert_eq!(zombies, 6, "the six inherited zombies: {acc}");
     assert!(
         !watcher_tests::finding_pids(&acc, None).contains(&middle),
@@ -365,7 +411,9 @@ fn threads_are_not_written_unless_asked_for() {
     );
     let feed = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
     let run = actor(ACTOR, &["threads", "500"]);
-    let exit = feed.wait_for("the process's exit", |v| is(v, "exit") && pid_is(v, run.pid));
+    let exit = feed.wait_for("the process's exit", |v| {
+        is(v, "exit") && pid_is(v, run.pid)
+    });
     assert_eq!(exit["exit"]["process_exited"], true, "{exit}");
     // Every record up to the process's exit is out: none is about one of
     // its 500 threads (counted per process, not host-wide, where sibling
@@ -376,9 +424,19 @@ fn threads_are_not_written_unless_asked_for() {
         .filter(|v| is(v, "fork") || is(v, "exit"))
         .filter(|v| pid_is(v, run.pid) && v["process"].get("thread").is_some())
         .collect();
-    assert!(threads.is_empty(), "500 threads came and went: {} thread records: {:?}", threads.len(), threads.iter().take(3).collect::<Vec<_>>());
+    assert!(
+        threads.is_empty(),
+        "500 threads came and went: {} thread records: {:?}",
+        threads.len(),
+        threads.iter().take(3).collect::<Vec<_>>()
+    );
     // The process itself is there (its fork from the test, its exit).
-    assert!(feed.records().iter().any(|v| is(v, "fork") && pid_is(v, run.pid)), "the process's own fork");
+    assert!(
+        feed.records()
+            .iter()
+            .any(|v| is(v, "fork") && pid_is(v, run.pid)),
+        "the process's own fork"
+    );
 }
 
 #[test]
@@ -830,7 +888,9 @@ fn deciding_records_wake_the_reader_at_once() {
     let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000"]);
     let prompt = |what: &str, v: &Value| {
-        let took = feed.arrival(v).saturating_sub(num(v, &["mono_ns"]).expect("mono_ns"));
+        let took = feed
+            .arrival(v)
+            .saturating_sub(num(v, &["mono_ns"]).expect("mono_ns"));
         assert!(
             took < 2_500_000_000,
             "{what} reached the output {} ms after it happened: it did not wake the reader (bulk period 5 s): {v}",
@@ -839,34 +899,50 @@ fn deciding_records_wake_the_reader_at_once() {
     };
     let run = actor(ACTOR, &["addrinuse"]);
     let port = run.get("port");
-    let v = feed.wait_for("the failed bind", |v| is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some());
+    let v = feed.wait_for("the failed bind", |v| {
+        is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some()
+    });
     prompt("a failed bind", &v);
     let v = feed.wait_for("the listen", |v| {
-        is(v, "tcp_state") && text(v, &["tcp", "new_state"]) == Some("LISTEN") && num(v, &["source", "port"]) == Some(port)
+        is(v, "tcp_state")
+            && text(v, &["tcp", "new_state"]) == Some("LISTEN")
+            && num(v, &["source", "port"]) == Some(port)
     });
     prompt("a listen", &v);
     let v = feed.wait_for("the listener's close", |v| {
-        is(v, "tcp_state") && text(v, &["tcp", "old_state"]) == Some("LISTEN") && num(v, &["source", "port"]) == Some(port)
+        is(v, "tcp_state")
+            && text(v, &["tcp", "old_state"]) == Some("LISTEN")
+            && num(v, &["source", "port"]) == Some(port)
     });
     prompt("a listener's close", &v);
     let run = actor(ACTOR, &["connect-refused"]);
     let port = run.get("port");
-    let v = feed.wait_for("the refused connect", |v| is(v, "connect") && pid_is(v, run.pid));
+    let v = feed.wait_for("the refused connect", |v| {
+        is(v, "connect") && pid_is(v, run.pid)
+    });
     prompt("a refused connect", &v);
     let v = feed.wait_for("the handshake's end", |v| {
-        is(v, "tcp_state") && text(v, &["tcp", "old_state"]) == Some("SYN_SENT") && num(v, &["destination", "port"]) == Some(port)
+        is(v, "tcp_state")
+            && text(v, &["tcp", "old_state"]) == Some("SYN_SENT")
+            && num(v, &["destination", "port"]) == Some(port)
     });
     prompt("SYN_SENT → CLOSE", &v);
     let run = actor_any(ACTOR, &["exit", "1"]);
-    let v = feed.wait_for("the exit with code 1", |v| is(v, "exit") && pid_is(v, run.pid));
+    let v = feed.wait_for("the exit with code 1", |v| {
+        is(v, "exit") && pid_is(v, run.pid)
+    });
     prompt("an exit with code 1", &v);
     let run = actor(ACTOR, &["zombies", "1", "100"]);
     let child: u64 = run.values["children"].parse().expect("pid");
-    let v = feed.wait_for("the unwaited child's exit", |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(child));
+    let v = feed.wait_for("the unwaited child's exit", |v| {
+        is(v, "exit") && num(v, &["process", "pid"]) == Some(child)
+    });
     prompt("an exit its parent is not waiting for", &v);
     let run = actor(ACTOR, &["sigkill"]);
     let child: u64 = run.get("child");
-    let v = feed.wait_for("the killed child's exit", |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(child));
+    let v = feed.wait_for("the killed child's exit", |v| {
+        is(v, "exit") && num(v, &["process", "pid"]) == Some(child)
+    });
     prompt("a death by SIGKILL", &v);
     // An exec: a new instance (duplicate_instances, a crash loop's restart).
     let run = actor(ACTOR, &["sleep-ms", "1"]);
@@ -883,15 +959,28 @@ fn an_urgent_record_after_the_reader_caught_up_wakes_it_again() {
     if !require_root() {
         return;
     }
-    let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000", "--wakeup-us", "1000000"]);
+    let feed = Feed::start(&[
+        "trace",
+        "--json",
+        "--bulk-ms",
+        "5000",
+        "--wakeup-us",
+        "1000000",
+    ]);
     // Three failed binds 300 ms apart from one process pinned to CPU 0 (no
     // process start between them: they stay within the 1 s interval even on
     // an emulated CPU).
-    let run = actor("taskset", &["-c", "0", ACTOR, "addrinuse-repeat", "3", "300"]);
+    let run = actor(
+        "taskset",
+        &["-c", "0", ACTOR, "addrinuse-repeat", "3", "300"],
+    );
     let mut last = 0u64;
     for n in 0..3 {
         let v = feed.wait_for("the failed bind", |v| {
-            is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some() && num(v, &["mono_ns"]).unwrap_or(0) > last
+            is(v, "bind")
+                && pid_is(v, run.pid)
+                && v.get("error").is_some()
+                && num(v, &["mono_ns"]).unwrap_or(0) > last
         });
         let at = num(&v, &["mono_ns"]).expect("mono_ns");
         // What is tested needs the bind within the wakeup interval (1 s) of the previous one.
@@ -925,11 +1014,16 @@ fn one_ring_per_cpu_loses_nothing_and_counts_its_own_loss() {
     // (One CPU's ring must stay quiet while the other's overflows: not
     // beside a test that loads every CPU.)
     let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let feed = Feed::start(&["trace", "--json", "--ring-cpus", "1", "--ring-mib", "1"]);
     let order = |pid: u64| {
         let recs = feed.records();
-        let at = |ty: &str| recs.iter().position(|v| is(v, ty) && num(v, &["process", "pid"]) == Some(pid));
+        let at = |ty: &str| {
+            recs.iter()
+                .position(|v| is(v, ty) && num(v, &["process", "pid"]) == Some(pid))
+        };
         (at("fork"), at("exit"), at("reap"))
     };
     for cpu in 0..cpus.min(4) {
@@ -937,15 +1031,24 @@ fn one_ring_per_cpu_loses_nothing_and_counts_its_own_loss() {
         // taskset pins the actor, and the child it forks, to one CPU.
         let run = actor("taskset", &["-c", &c, ACTOR, "spawn-exit", "5"]);
         let child: u64 = run.get("child");
-        let exit = feed.wait_for(&format!("the exit of a child on CPU {cpu}"), |v| is(v, "exit") && num(v, &["process", "pid"]) == Some(child));
+        let exit = feed.wait_for(&format!("the exit of a child on CPU {cpu}"), |v| {
+            is(v, "exit") && num(v, &["process", "pid"]) == Some(child)
+        });
         assert_eq!(num(&exit, &["process", "exit_code"]), Some(5), "{exit}");
-        feed.wait_for(&format!("the reap of a child on CPU {cpu}"), |v| is(v, "reap") && num(v, &["process", "pid"]) == Some(child));
+        feed.wait_for(&format!("the reap of a child on CPU {cpu}"), |v| {
+            is(v, "reap") && num(v, &["process", "pid"]) == Some(child)
+        });
         let (fork, exit, reap) = order(child);
-        assert!(fork.is_some() && fork < exit && exit < reap, "CPU {cpu}: fork, exit, reap at {fork:?}, {exit:?}, {reap:?}");
+        assert!(
+            fork.is_some() && fork < exit && exit < reap,
+            "CPU {cpu}: fork, exit, reap at {fork:?}, {exit:?}, {reap:?}"
+        );
     }
     if cpus < 2 {
         // (The kernel matrix skips this test: its guests have one vCPU.)
-        watcher_tests::unavailable("one CPU: the overflow of one CPU's ring beside another's needs two");
+        watcher_tests::unavailable(
+            "one CPU: the overflow of one CPU's ring beside another's needs two",
+        );
         return;
     }
     // The reader stops; CPU 1's ring (1 MiB) overflows with a fork loop; then a process on CPU 0.
@@ -957,9 +1060,13 @@ fn one_ring_per_cpu_loses_nothing_and_counts_its_own_loss() {
     let quiet = actor_any("taskset", &["-c", "0", ACTOR, "exit", "9"]);
     drop(stopped);
     assert!(flood.is_ok_and(|s| s.success()), "the fork loop");
-    let loss = feed.wait_for("a loss record", |v| is(v, "loss") && text(v, &["loss", "reason"]) == Some("ring_buffer_full"));
+    let loss = feed.wait_for("a loss record", |v| {
+        is(v, "loss") && text(v, &["loss", "reason"]) == Some("ring_buffer_full")
+    });
     assert!(num(&loss, &["loss", "count"]).unwrap_or(0) > 0, "{loss}");
     // CPU 0's ring had room: its records came through.
-    let v = feed.wait_for("the exit on CPU 0 during the overflow", |v| is(v, "exit") && pid_is(v, quiet.pid));
+    let v = feed.wait_for("the exit on CPU 0 during the overflow", |v| {
+        is(v, "exit") && pid_is(v, quiet.pid)
+    });
     assert_eq!(num(&v, &["process", "exit_code"]), Some(9), "{v}");
 }

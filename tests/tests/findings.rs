@@ -168,7 +168,10 @@ fn seven_unreaped_children_open_deadline_and_resolve() {
         .collect();
     assert!(exits.len() >= 5, "saw the exits: {exits:?}");
     let at = num(&acc, &["mono_ns"]).unwrap_or(0);
-    assert!(exits.contains(&at), "at a child's exit ({at}), one of {exits:?}");
+    assert!(
+        exits.contains(&at),
+        "at a child's exit ({at}), one of {exits:?}"
+    );
     let mut sorted = exits.clone();
     sorted.sort();
     assert_eq!(num(&acc, &["details", "unreaped"]), Some(5));

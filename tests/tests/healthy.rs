@@ -172,8 +172,14 @@ fn a_healthy_host_produces_no_findings() {
 
     // Nothing was lost: a finding missing because its records were dropped
     // would make this test pass for the wrong reason.
-    let losses: Vec<&Value> = records.iter().filter(|v| text(v, &["type"]) == Some("loss")).collect();
-    assert!(losses.is_empty(), "records were lost during the healthy workload: {losses:?}");
+    let losses: Vec<&Value> = records
+        .iter()
+        .filter(|v| text(v, &["type"]) == Some("loss"))
+        .collect();
+    assert!(
+        losses.is_empty(),
+        "records were lost during the healthy workload: {losses:?}"
+    );
 
     let findings: Vec<&Value> = records
         .iter()

@@ -24,9 +24,9 @@ use std::{
 };
 
 use watcher_tests::{
-    actor, actor_any, eventually, is, num, text, eventually_within, finding, finding_pids, free_port, metric,
-    require_root, scrape, spawn_actor, temp_dir, write_config, Feed, Running, Sampler, Usage,
-    Value,
+    actor, actor_any, eventually, eventually_within, finding, finding_pids, free_port, is, metric,
+    num, require_root, scrape, spawn_actor, temp_dir, text, write_config, Feed, Running, Sampler,
+    Usage, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -125,7 +125,10 @@ fn conflicts_while(d: &Daemon, mut busy: impl FnMut() -> bool) -> Vec<f64> {
         used.push(port.clone());
         let failing = actor_any(ACTOR, &["bind-port", &port]);
         let f = d.feed.wait_for_related(
-            &format!("a port conflict elsewhere on the host (pid {}, port {port}), during the load", failing.pid),
+            &format!(
+                "a port conflict elsewhere on the host (pid {}, port {port}), during the load",
+                failing.pid
+            ),
             |v| v["type"] != "health",
             |v| {
                 finding(v, "port_conflict", "open")
@@ -153,6 +156,12 @@ fn report(what: &str, before: Usage, peak: Usage, events: f64, took: &[f64]) {
     let cpu = peak.cpu_s - before.cpu_s;
     let mut sorted = took.to_vec();
     sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "MEASURED hostile {what}: each conflict elsewhere, bind → finding (ms, in order): {:?}",
+        took.iter()
+            .map(|t| (t * 10.0).round() / 10.0)
+            .collect::<Vec<_>>()
+    );
     eprintln!(
         "MEASURED hostile {what}: watcher CPU {cpu:.2} s for {events} events ({:.1} µs/event); RSS peak {} MiB (start {} MiB); threads peak {} (start {}); a port conflict elsewhere: {} found, bind → finding median {:.1} ms, max {:.1} ms",
         cpu * 1e6 / events.max(1.0),
@@ -203,16 +212,24 @@ fn hostile(
         w.value("elapsed_ns");
         w.values.clone()
     };
-    assert!(status.success(), "{name}: the workload failed ({status}): {values:?}");
+    assert!(
+        status.success(),
+        "{name}: the workload failed ({status}): {values:?}"
+    );
     let want = expect(&values);
     // Everything the workload did is counted, or counted lost.
-    let m1 = eventually_within(Duration::from_secs(60), &format!("{name}: its {want} {ty} events accounted for"), || {
-        let m = scrape(&d.addr);
-        (accounted(&m, ty) - accounted(&m0, ty) >= want).then_some(m)
-    });
+    let m1 = eventually_within(
+        Duration::from_secs(60),
+        &format!("{name}: its {want} {ty} events accounted for"),
+        || {
+            let m = scrape(&d.addr);
+            (accounted(&m, ty) - accounted(&m0, ty) >= want).then_some(m)
+        },
+    );
     let peak = sampler.finish();
     let events = total(&m1, "watcher_events_total", "") - total(&m0, "watcher_events_total", "");
-    let lost = total(&m1, "watcher_lost_events_total", "") - total(&m0, "watcher_lost_events_total", "");
+    let lost =
+        total(&m1, "watcher_lost_events_total", "") - total(&m0, "watcher_lost_events_total", "");
     eprintln!(
         "MEASURED hostile {name}: {values:?}; lost (counted) {lost}; lookups unanswered {}",
         metric(&m1, "watcher_socket_lookups_unanswered_total").unwrap_or(0.0)
@@ -256,15 +273,10 @@ fn failing_binds_and_connects_in_5000_network_namespaces() {
 
 #[test]
 fn one_hundred_thousand_distinct_ports_failing() {
-    hostile(
-        "port-flood",
-        &["port-flood", "100000"],
-        "bind",
-        |v| {
-            assert_eq!(v["failed_binds"], "100000", "{v:?}");
-            200_000.0
-        },
-    );
+    hostile("port-flood", &["port-flood", "100000"], "bind", |v| {
+        assert_eq!(v["failed_binds"], "100000", "{v:?}");
+        200_000.0
+    });
 }
 
 #[test]
@@ -294,7 +306,8 @@ fn a_fork_bomb_in_a_container_with_a_pids_limit() {
     if !require_root() {
         return;
     }
-    let image = std::env::var("WATCHER_TEST_IMAGE").unwrap_or_else(|_| "watcher-test:latest".into());
+    let image =
+        std::env::var("WATCHER_TEST_IMAGE").unwrap_or_else(|_| "watcher-test:latest".into());
     let have = Command::new("docker")
         .args(["image", "inspect", &image])
         .output()
@@ -321,12 +334,28 @@ fn a_fork_bomb_in_a_container_with_a_pids_limit() {
     };
     let mount = format!("{actor}:/bomb:ro");
     let run = Command::new("docker")
-        .args(["run", "-d", "--name", &name, "--user", "65534:65534", "--pids-limit", "64", "-v", &mount, &image])
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--user",
+            "65534:65534",
+            "--pids-limit",
+            "64",
+            "-v",
+            &mount,
+            &image,
+        ])
         .args(["/bomb", "fork-bomb", "20000"])
         .stdin(Stdio::null())
         .output()
         .expect("docker run");
-    assert!(run.status.success(), "docker run: {}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "docker run: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let container = Container(name);
     // It forks as fast as the limit lets it: watcher sees the bomb …
     eventually_within(Duration::from_secs(20), "the bomb's forks counted", || {
@@ -419,7 +448,11 @@ fn hostile_names_reach_every_sink_inert() {
     let port = holder.value("port");
     let mut named = as_nobody(&["hostile-names", &port]);
     let pid = named.num("pid");
-    assert_eq!(named.value("errno"), "98", "the hostile process's bind fails");
+    assert_eq!(
+        named.value("errno"),
+        "98",
+        "the hostile process's bind fails"
+    );
     let f = d.wait_for("the port conflict of the hostile process", |v| {
         finding(v, "port_conflict", "open") && finding_pids(v, Some("failing")).contains(&pid)
     });
@@ -430,7 +463,9 @@ fn hostile_names_reach_every_sink_inert() {
         .cloned()
         .unwrap_or(Value::Null);
     assert!(
-        who["process"]["command_line"].as_str().is_some_and(|n| n.starts_with("\u{1b}[31mred")),
+        who["process"]["command_line"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("\u{1b}[31mred")),
         "the command line as the process was given it: {who}"
     );
     let pids = format!("\"pid\":{pid},");
@@ -438,19 +473,34 @@ fn hostile_names_reach_every_sink_inert() {
     // Every sink has the finding (and the exec with its 4 KiB argv[0]) …
     eventually("the finding and the exec in the file", || {
         let t = std::fs::read_to_string(&file).unwrap_or_default();
-        (t.lines().any(|l| l.contains("port_conflict") && l.contains(&pids)) && t.lines().any(exec_of_it)).then_some(())
+        (t.lines()
+            .any(|l| l.contains("port_conflict") && l.contains(&pids))
+            && t.lines().any(exec_of_it))
+        .then_some(())
     });
     eventually("the finding on the socket", || {
-        socket_lines.lock().unwrap().iter().any(|l| l.contains("port_conflict") && l.contains(&pids)).then_some(())
+        socket_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("port_conflict") && l.contains(&pids))
+            .then_some(())
     });
     eventually("the finding in rsyslog", || {
-        std::fs::read_to_string(&rs.out).unwrap_or_default().contains(&pids).then_some(())
+        std::fs::read_to_string(&rs.out)
+            .unwrap_or_default()
+            .contains(&pids)
+            .then_some(())
     });
     eventually("the finding in the human lines", || {
         std::fs::read_to_string(&human)
             .unwrap_or_default()
             .lines()
-            .any(|l| l.contains("FINDING") && l.contains("port_conflict") && watcher_tests::names_pid(l, pid as u32))
+            .any(|l| {
+                l.contains("FINDING")
+                    && l.contains("port_conflict")
+                    && watcher_tests::names_pid(l, pid as u32)
+            })
             .then_some(())
     });
     named.line();
@@ -462,7 +512,10 @@ fn hostile_names_reach_every_sink_inert() {
     let file_text = std::fs::read(&file).unwrap();
     for (sink, bytes) in [
         ("the file", file_text.clone()),
-        ("the socket", socket_lines.lock().unwrap().join("\n").into_bytes()),
+        (
+            "the socket",
+            socket_lines.lock().unwrap().join("\n").into_bytes(),
+        ),
         ("rsyslog's file", std::fs::read(&rs.out).unwrap()),
         ("the human lines", std::fs::read(&human).unwrap()),
     ] {
@@ -478,7 +531,10 @@ fn hostile_names_reach_every_sink_inert() {
         .expect("the exec");
     let cmd = exec["process"]["command_line"].as_str().unwrap_or("");
     assert!(cmd.starts_with("\u{1b}[31mred"), "{exec}");
-    assert!(cmd.contains('\u{fffd}'), "bytes that are not UTF-8 replaced: {exec}");
+    assert!(
+        cmd.contains('\u{fffd}'),
+        "bytes that are not UTF-8 replaced: {exec}"
+    );
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
 }

@@ -64,7 +64,9 @@ pub const fn connect(ret: i32) -> bool {
 
 /// A TCP state change record.
 pub const fn tcp_state(old: u32, new: u32) -> bool {
-    new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE) || (old == TCP_SYN_SENT && new == TCP_CLOSE)
+    new == TCP_LISTEN
+        || (old == TCP_LISTEN && new == TCP_CLOSE)
+        || (old == TCP_SYN_SENT && new == TCP_CLOSE)
 }
 
 /// A signal record (fatal signals, OOM kills).
@@ -83,7 +85,10 @@ mod tests {
         // Exits: a crash, a signal death, an exit nobody waits for.
         assert!(exit(1 << 8, true, true), "exit code 1");
         assert!(exit(11, true, true), "SIGSEGV");
-        assert!(exit(0, true, false), "its parent is not waiting: a zombie to be");
+        assert!(
+            exit(0, true, false),
+            "its parent is not waiting: a zombie to be"
+        );
         assert!(!exit(0, true, true), "a clean exit its parent reaps");
         assert!(!exit(1 << 8, false, false), "a thread");
         // Binds.

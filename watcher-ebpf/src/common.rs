@@ -1,4 +1,5 @@
 //! Helpers shared by the programs: config access, headers, submit with bounded wakeups.
+use aya_ebpf::maps::HashMap;
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
@@ -13,7 +14,6 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use aya_ebpf::maps::HashMap;
 use watcher_common::{Config, Event, EventKind, Header, KernelTable, LOST_SLOTS, OFFSET_NONE};
 
 use crate::maps::{
@@ -195,7 +195,8 @@ pub fn wake_flags(ts: u64, urgent: bool) -> u64 {
     let interval = conf!(wakeup_interval_ns);
     let mut flags = BPF_RB_FORCE_WAKEUP as u64;
     if interval != 0 {
-        if let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1)) {
+        if let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1))
+        {
             let cons = consumer_pos();
             unsafe {
                 let since = ts.wrapping_sub(*last);

@@ -75,7 +75,12 @@ fn enter(
         }
         _ => return None,
     }
-    remember(&PENDING_SOCK, KernelTable::PendingSock, &bpf_get_current_pid_tgid(), &p);
+    remember(
+        &PENDING_SOCK,
+        KernelTable::PendingSock,
+        &bpf_get_current_pid_tgid(),
+        &p,
+    );
     Some(())
 }
 
@@ -294,5 +299,10 @@ fn send_tcp_state(mut d: TcpStateData) {
         let inode: u64 = kread(file, conf!(k_file_inode)).unwrap_or(0);
         d.inode = kread(inode, conf!(k_inode_ino)).unwrap_or(0);
     }
-    emit(EventKind::TcpState, now(), wake::tcp_state(d.old_state, d.new_state), d);
+    emit(
+        EventKind::TcpState,
+        now(),
+        wake::tcp_state(d.old_state, d.new_state),
+        d,
+    );
 }

@@ -9,15 +9,14 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use watcher_common::{
-    wake, Event, EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource, ARGS_MAX,
-    EXIT_NO_CHILDREN, EXIT_PIDNS_DYING, EXIT_UNTRACKED, GROUP_DEAD_UNKNOWN, OFFSET_NONE,
+    wake, Event, EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource,
+    ARGS_MAX, EXIT_NO_CHILDREN, EXIT_PIDNS_DYING, EXIT_UNTRACKED, GROUP_DEAD_UNKNOWN, OFFSET_NONE,
 };
 
 use crate::{
     common::{
-        cgroup_id, conf, count_loss, current_task, emit, header, kread, now, pid_tgid,
-        output, read_data_loc_str, remember, reserve, submit, tp_read, wake_flags, wanted,
-        wanted_kind,
+        cgroup_id, conf, count_loss, current_task, emit, header, kread, now, output, pid_tgid,
+        read_data_loc_str, remember, tp_read, wake_flags, wanted, wanted_kind,
     },
     maps::{PendingWaitid, EXEC_SCRATCH, EXITED, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID},
 };
@@ -105,7 +104,8 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
             }
             let dst = core::ptr::addr_of_mut!((*scratch).args) as *mut core::ffi::c_void;
             if n > 0
-                && generated::bpf_probe_read_user(dst, n as u32, start as *const core::ffi::c_void) != 0
+                && generated::bpf_probe_read_user(dst, n as u32, start as *const core::ffi::c_void)
+                    != 0
             {
                 n = 0;
             }
@@ -142,8 +142,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     };
     let parent: u64 = kread(task, conf!(k_task_real_parent)).unwrap_or(0);
     let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
-    let parent_waiting =
-        (parent_tgid != 0 && unsafe { IN_WAIT.get(parent_tgid) }.is_some()) as u32;
+    let parent_waiting = (parent_tgid != 0 && unsafe { IN_WAIT.get(parent_tgid) }.is_some()) as u32;
     let ends = group_dead == 1 || (group_dead == GROUP_DEAD_UNKNOWN && pid == tgid);
     // A thread's exit that does not end its process decides nothing (the
     // leader's own exit is kept: the process may end with a later thread's).
@@ -257,7 +256,11 @@ fn new_reaper(task: u64, ns: u64) -> Reaper {
             ) == Some(true)
             {
                 let t = tgid_of(r);
-                return if t != 0 { Reaper::Tgid(t) } else { Reaper::Unknown };
+                return if t != 0 {
+                    Reaper::Tgid(t)
+                } else {
+                    Reaper::Unknown
+                };
             }
             r = kread(r, conf!(k_task_real_parent)).unwrap_or(0);
         }

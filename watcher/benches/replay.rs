@@ -109,7 +109,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                 pidns: 0,
                 ns_pid: 0,
                 flags: 0,
-                _pad: 0,
+                reaper_tgid: 0,
             },
         }));
         out.push(encode(&Event {

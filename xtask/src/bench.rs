@@ -212,7 +212,9 @@ impl Load {
         let build = build.spawn()?;
         // Let the build get going.
         std::thread::sleep(Duration::from_secs(3));
-        Ok(Load { children: vec![fork, build] })
+        Ok(Load {
+            children: vec![fork, build],
+        })
     }
 }
 
@@ -268,7 +270,12 @@ fn fmt_ms(ms: f64) -> String {
 
 /// Detection latency per finding kind (`reps` of each), as markdown rows,
 /// and the pipeline's per-stage histograms from its metrics.
-pub fn latency(watcher: &Path, actor: &Path, reps: usize, dir: &Path) -> Result<(Vec<String>, Vec<String>)> {
+pub fn latency(
+    watcher: &Path,
+    actor: &Path,
+    reps: usize,
+    dir: &Path,
+) -> Result<(Vec<String>, Vec<String>)> {
     let port = free_port();
     let cfg = dir.join("latency.toml");
     // Shorter clocks than the defaults where a kind needs time to be decided
@@ -400,12 +407,22 @@ pub fn latency(watcher: &Path, actor: &Path, reps: usize, dir: &Path) -> Result<
     let metrics = scrape(port).unwrap_or_default();
     let mut stages = Vec::new();
     for stage in ["kernel_to_read", "read_to_decided", "decided_to_written"] {
-        if let Some((p50, p99, n)) = bucket_quantiles(&metrics, "watcher_stage_latency_seconds", &format!("stage=\"{stage}\"")) {
+        if let Some((p50, p99, n)) = bucket_quantiles(
+            &metrics,
+            "watcher_stage_latency_seconds",
+            &format!("stage=\"{stage}\""),
+        ) {
             stages.push(format!("| {stage} | {n} | {p50} | {p99} |"));
         }
     }
-    if let Some((p50, p99, n)) = bucket_quantiles(&metrics, "watcher_sink_write_latency_seconds", "sink=\"stdout\"") {
-        stages.push(format!("| queued → written (stdout) | {n} | {p50} | {p99} |"));
+    if let Some((p50, p99, n)) = bucket_quantiles(
+        &metrics,
+        "watcher_sink_write_latency_seconds",
+        "sink=\"stdout\"",
+    ) {
+        stages.push(format!(
+            "| queued → written (stdout) | {n} | {p50} | {p99} |"
+        ));
     }
     feed.stop();
     Ok((rows, stages))
@@ -614,7 +631,15 @@ fn kernel_lost(pid: u32) -> Option<u64> {
     // Slot 0 holds every loss (the per-kind slots 1.. count them again).
     let slot0 = |k: &serde_json::Value| {
         k.as_u64() == Some(0)
-            || k.as_array().is_some_and(|b| b.iter().all(|h| h.as_str().is_some_and(|h| h.trim_start_matches("0x").trim_start_matches('0').is_empty())))
+            || k.as_array().is_some_and(|b| {
+                b.iter().all(|h| {
+                    h.as_str().is_some_and(|h| {
+                        h.trim_start_matches("0x")
+                            .trim_start_matches('0')
+                            .is_empty()
+                    })
+                })
+            })
     };
     for e in dump.as_array()?.iter().filter(|e| slot0(&e["key"])) {
         for v in e["values"].as_array()? {
@@ -799,12 +824,20 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// fork+exit+wait, exec of a program with a 3 KB command line, and a mix
 /// of binds, failing binds and refused connects.
 pub fn cpu_per_event(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mixes: [(&str, &str); 4] = [
         ("accepted TCP connects (client + server pairs)", "connects"),
         ("fork + exit + wait", "forks"),
-        ("exec of a program with a 3 KB command line (fork + exec + exit + wait)", "execs"),
-        ("bind, failing bind (EADDRINUSE), refused connect", "failures"),
+        (
+            "exec of a program with a 3 KB command line (fork + exec + exit + wait)",
+            "execs",
+        ),
+        (
+            "bind, failing bind (EADDRINUSE), refused connect",
+            "failures",
+        ),
     ];
     let mut rows = Vec::new();
     for (what, mix) in mixes {
@@ -921,9 +954,17 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     // machine's ratios are worth repeating without the 15 minutes of latency runs).
     let overhead_only = std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_some();
     for loaded in [false, true].into_iter().filter(|_| !overhead_only) {
-        let what = if loaded { "while the fork/exit/wait loop and a parallel build (`cargo build -j 2`) run" } else { "quiet machine" };
+        let what = if loaded {
+            "while the fork/exit/wait loop and a parallel build (`cargo build -j 2`) run"
+        } else {
+            "quiet machine"
+        };
         eprintln!("xtask bench: detection latency, {what} ({reps} of each kind) …");
-        let load = if loaded { Some(Load::start(root, actor, &dir)?) } else { None };
+        let load = if loaded {
+            Some(Load::start(root, actor, &dir)?)
+        } else {
+            None
+        };
         let (rows, stages) = latency(watcher, actor, reps, &dir)?;
         drop(load);
         tables.push(rows);

@@ -481,7 +481,12 @@ poweroff -f
 
 /// A newc initramfs (written by busybox cpio): busybox, the static binaries at
 /// their build paths, and /init.
-fn initramfs(busybox: &Path, exes: &[(String, PathBuf)], init_text: &str, out: &Path) -> Result<()> {
+fn initramfs(
+    busybox: &Path,
+    exes: &[(String, PathBuf)],
+    init_text: &str,
+    out: &Path,
+) -> Result<()> {
     let stage = out.with_extension("d");
     let _ = fs::remove_dir_all(&stage);
     for d in ["bin", "proc", "sys", "dev", "tmp", "etc", "root"] {
@@ -561,7 +566,16 @@ fn plain(line: &str) -> String {
 
 /// Boot one kernel with the initramfs; stream its console prefixed; judge by the markers.
 fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> Result<Outcome> {
-    boot_with(tools, image, initrd, label, log, "console=ttyS0 panic=-1 quiet", BOOT_DEADLINE, false)
+    boot_with(
+        tools,
+        image,
+        initrd,
+        label,
+        log,
+        "console=ttyS0 panic=-1 quiet",
+        BOOT_DEADLINE,
+        false,
+    )
 }
 
 /// Boot with this kernel command line and deadline.
@@ -588,7 +602,16 @@ fn boot_with(
         .arg(tools.join("usr/share/qemu"))
         .args([
             // One vCPU (see SKIPPED for what needs two; `--soak` uses two, see accel()).
-            "-machine", "q35", "-accel", &accel(), "-cpu", "max", "-m", "1G", "-smp", smp,
+            "-machine",
+            "q35",
+            "-accel",
+            &accel(),
+            "-cpu",
+            "max",
+            "-m",
+            "1G",
+            "-smp",
+            smp,
         ])
         .args(["-nographic", "-no-reboot", "-vga", "none", "-nic", "none"])
         .arg("-kernel")
@@ -655,7 +678,9 @@ fn boot_with(
                     }
                 }
                 // The guest kernel's own alarms: said in the summary even when every test passes.
-                if is_kernel_alarm(&line) && !summary.iter().any(|s| s.starts_with("kernel reported")) {
+                if is_kernel_alarm(&line)
+                    && !summary.iter().any(|s| s.starts_with("kernel reported"))
+                {
                     summary.push(format!("kernel reported: {}", line.trim()));
                     alarm_at = Some(Instant::now());
                 }
@@ -816,12 +841,24 @@ pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32, with: &str) -> Res
     let work = crate::target_dir().join("vm");
     fs::create_dir_all(&work)?;
     let initrd = work.join("soak.cpio");
-    initramfs(&tools.join("bin/busybox"), &exes, &soak_script(&exes, cycles, with), &initrd)?;
+    initramfs(
+        &tools.join("bin/busybox"),
+        &exes,
+        &soak_script(&exes, cycles, with),
+        &initrd,
+    )?;
     let mut all = true;
     for (pkg, image) in &images {
         let release = pkg.strip_prefix("linux-image-").unwrap_or(pkg);
-        let log = work.join(format!("{release}.soak-{with}-{}.log", accel().replace([',', '='], "-")));
-        eprintln!("xtask: soaking {release} under QEMU ({}), {cycles} cycles of {with}; console in {}", accel(), log.display());
+        let log = work.join(format!(
+            "{release}.soak-{with}-{}.log",
+            accel().replace([',', '='], "-")
+        ));
+        eprintln!(
+            "xtask: soaking {release} under QEMU ({}), {cycles} cycles of {with}; console in {}",
+            accel(),
+            log.display()
+        );
         // Not quiet: a lockup's stack is printed at the default log level.
         let o = boot_with(
             &tools,
@@ -833,7 +870,10 @@ pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32, with: &str) -> Res
             Duration::from_secs(120 + 12 * cycles as u64),
             true,
         )?;
-        let alarms = fs::read_to_string(&log)?.lines().filter(|l| is_kernel_alarm(l)).count();
+        let alarms = fs::read_to_string(&log)?
+            .lines()
+            .filter(|l| is_kernel_alarm(l))
+            .count();
         let ok = o.ok && alarms == 0;
         all &= ok;
         println!(
@@ -881,7 +921,12 @@ pub fn run(bin_dir: &Path, packages: &[String]) -> Result<bool> {
     let work = crate::target_dir().join("vm");
     fs::create_dir_all(&work)?;
     let initrd = work.join("initramfs.cpio");
-    initramfs(&tools.join("bin/busybox"), &exes, &init_script(&exes), &initrd)?;
+    initramfs(
+        &tools.join("bin/busybox"),
+        &exes,
+        &init_script(&exes),
+        &initrd,
+    )?;
     for (b, t, why) in SKIPPED {
         eprintln!("xtask: in the guests, `{b}::{t}` is not run: {why}");
     }
@@ -964,7 +1009,10 @@ mod tests {
         assert_eq!(init.matches("--skip").count(), SKIPPED.len());
         // Skips match whole names only.
         for (b, _, _) in SKIPPED {
-            let line = init.lines().find(|l| l.contains(&format!("/build/{b} "))).expect("the binary runs");
+            let line = init
+                .lines()
+                .find(|l| l.contains(&format!("/build/{b} ")))
+                .expect("the binary runs");
             assert!(line.contains(" --exact "), "{line}");
         }
         assert!(

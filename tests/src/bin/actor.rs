@@ -40,7 +40,9 @@ fn until_zombie(pid: Pid) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next());
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.trim_start().chars().next());
         if state == Some('Z') || Instant::now() > deadline {
             return;
         }
@@ -84,9 +86,17 @@ fn lo_up() {
         for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
             *d = *s as libc::c_char;
         }
-        assert_eq!(libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req), 0, "SIOCGIFFLAGS");
+        assert_eq!(
+            libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut req),
+            0,
+            "SIOCGIFFLAGS"
+        );
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        assert_eq!(libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req), 0, "SIOCSIFFLAGS");
+        assert_eq!(
+            libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &req),
+            0,
+            "SIOCSIFFLAGS"
+        );
         libc::close(fd);
     }
 }
@@ -172,7 +182,9 @@ fn hold(how: &str) {
 
 fn main() {
     // (Lossy: `hostile-names` runs this program with an argv[0] that is not UTF-8.)
-    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
     if arg(1) == "keep-caps" {
         assert_eq!(arg(3), "--", "usage: actor keep-caps N,N,… -- PROG ARGS");
@@ -339,10 +351,17 @@ fn main() {
             // each held; says each errno; on a line from stdin, frees one and
             // tries once more; holds until stdin closes.
             use std::os::unix::fs::MetadataExt as _;
-            say("netns", std::fs::metadata("/proc/self/ns/net").expect("netns").ino());
+            say(
+                "netns",
+                std::fs::metadata("/proc/self/ns/net").expect("netns").ino(),
+            );
             let connect = arg(2) == "connect";
             let n: u32 = arg(3).parse().expect("n");
-            let port: u16 = if connect { arg(4).parse().expect("port") } else { 0 };
+            let port: u16 = if connect {
+                arg(4).parse().expect("port")
+            } else {
+                0
+            };
             let listener = connect.then(|| {
                 let l = tcp4();
                 socket::bind(l.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect("bind the listener");
@@ -726,10 +745,12 @@ fn main() {
         "notavail" => {
             // notavail [ADDR]: 192.0.2.1 (TEST-NET-1, on no host) unless
             // another is given: EADDRNOTAVAIL. Nothing is sent.
-            let a: std::net::Ipv4Addr = std::env::args().nth(2).map(|a| a.parse().expect("an IPv4 address")).unwrap_or([192, 0, 2, 1].into());
+            let a: std::net::Ipv4Addr = std::env::args()
+                .nth(2)
+                .map(|a| a.parse().expect("an IPv4 address"))
+                .unwrap_or([192, 0, 2, 1].into());
             let s = tcp4();
-            let e =
-                socket::bind(s.as_raw_fd(), &v4(4242, a.octets())).expect_err("bind must fail");
+            let e = socket::bind(s.as_raw_fd(), &v4(4242, a.octets())).expect_err("bind must fail");
             say("errno", e as i32);
         }
         "connect-refused" => {
@@ -794,7 +815,10 @@ fn main() {
                 match unsafe { fork() }.expect("fork") {
                     ForkResult::Child => {
                         if i < alive {
-                            let _ = nix::unistd::execv(&sh, &[sh.clone(), c.clone(), sleep.clone(), big.clone()]);
+                            let _ = nix::unistd::execv(
+                                &sh,
+                                &[sh.clone(), c.clone(), sleep.clone(), big.clone()],
+                            );
                         } else {
                             let _ = nix::unistd::execv(&tru, &[tru.clone(), big.clone()]);
                         }
@@ -837,7 +861,8 @@ fn main() {
                             drop(release_w);
                             drop(done_r);
                             let ok = nix::sched::unshare(
-                                nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNET,
+                                nix::sched::CloneFlags::CLONE_NEWUSER
+                                    | nix::sched::CloneFlags::CLONE_NEWNET,
                             )
                             .is_ok();
                             let mut r = 0u8;
@@ -845,7 +870,8 @@ fn main() {
                                 let a = tcp4();
                                 let _ = socket::setsockopt(&a, socket::sockopt::ReuseAddr, &true);
                                 let _ = socket::bind(a.as_raw_fd(), &v4(4000, [0, 0, 0, 0]));
-                                let _ = socket::listen(&a, socket::Backlog::new(1).expect("backlog"));
+                                let _ =
+                                    socket::listen(&a, socket::Backlog::new(1).expect("backlog"));
                                 let b = tcp4();
                                 if socket::bind(b.as_raw_fd(), &v4(4000, [0, 0, 0, 0])).is_err() {
                                     r = 1;
@@ -870,7 +896,9 @@ fn main() {
                 for _ in 0..kids.len() {
                     match nix::unistd::read(done_r.as_raw_fd(), &mut buf) {
                         Ok(1) if buf[0] == 1 => failed_binds += 1,
-                        Ok(1) if buf[0] == 2 => panic!("unshare(CLONE_NEWUSER|CLONE_NEWNET) refused"),
+                        Ok(1) if buf[0] == 2 => {
+                            panic!("unshare(CLONE_NEWUSER|CLONE_NEWNET) refused")
+                        }
                         _ => {}
                     }
                 }
@@ -898,7 +926,8 @@ fn main() {
                 match unsafe { fork() }.expect("fork") {
                     ForkResult::Child => {
                         nix::sched::unshare(
-                            nix::sched::CloneFlags::CLONE_NEWUSER | nix::sched::CloneFlags::CLONE_NEWNET,
+                            nix::sched::CloneFlags::CLONE_NEWUSER
+                                | nix::sched::CloneFlags::CLONE_NEWNET,
                         )
                         .expect("unshare(CLONE_NEWUSER|CLONE_NEWNET)");
                         let mut failed = 0u32;
@@ -946,7 +975,9 @@ fn main() {
                         break 'all;
                     }
                     let c = tcp4();
-                    if socket::connect(c.as_raw_fd(), &v4(port, [127, 0, 0, host])) == Err(nix::errno::Errno::ECONNREFUSED) {
+                    if socket::connect(c.as_raw_fd(), &v4(port, [127, 0, 0, host]))
+                        == Err(nix::errno::Errno::ECONNREFUSED)
+                    {
                         refused += 1;
                     }
                 }

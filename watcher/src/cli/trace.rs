@@ -89,11 +89,6 @@ impl Output for Terminal {
     }
 }
 
-/// How long the pipeline waits for a namespace's socket table before it
-/// goes on with what it knows (a slower answer corrects the finding later,
-/// with an update).
-pub const LOOKUP_DEADLINE: std::time::Duration = std::time::Duration::from_millis(5);
-
 /// Build the engine: the process table seeded from /proc, the cgroup →
 /// container table from the cgroup v2 tree, detectors seeded from them and
 /// from every network namespace's sockets, the container runtime's worker
@@ -102,7 +97,9 @@ pub fn engine(config: &Config, max_processes: usize) -> (Engine, Vec<Record>, us
     let mut table = ProcessTable::new(max_processes);
     table.identity = config.detect.identity.into();
     let seeded = table.seed_from_proc();
-    let mut netns = NetnsLookups::new(LOOKUP_DEADLINE);
+    // (Never waited for: the pipeline goes on with what its tables know,
+    // and an answer corrects the finding when it comes, with an update.)
+    let mut netns = NetnsLookups::new(std::time::Duration::ZERO);
     let sockets = netns.all_holders();
     let unanswered = netns.unanswered.clone();
     let mut engine = Engine::new(config.detect.clone(), table, Clock::now(), Box::new(netns));

@@ -72,7 +72,14 @@ mod tests {
         Proc {
             exe: Some(exe.into()),
             program: 1,
-            ..Proc::bare(crate::proctable::ProcKey { tgid: 10, start_ns: 1 }, 1, comm)
+            ..Proc::bare(
+                crate::proctable::ProcKey {
+                    tgid: 10,
+                    start_ns: 1,
+                },
+                1,
+                comm,
+            )
         }
     }
 

@@ -101,6 +101,36 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         true
     }
 
+    /// Whether opening `k` for user `uid` at `now` would be refused (the
+    /// table is full, or the user has opened its second's share), counted
+    /// as a raise would count it. A detector asks before it builds what an
+    /// open would say: a local user's flood of new keys (100,000 failing
+    /// ports) then costs a lookup in two small maps per event, not a
+    /// summary, a process list and a socket lookup each.
+    pub fn refuses_open(&mut self, k: &K, uid: u32, now: u64) -> bool {
+        if self.map.contains_key(k) {
+            return false;
+        }
+        if self.map.len() >= self.cap {
+            self.overflow += 1;
+            return true;
+        }
+        if self.user_share_spent(uid, now) {
+            self.suppressed += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Whether user `uid` has opened its share of incidents in the second of `now`.
+    pub fn user_share_spent(&self, uid: u32, now: u64) -> bool {
+        self.opens_per_user != 0
+            && self
+                .opens
+                .get(&uid)
+                .is_some_and(|(s, n)| *s == now / 1_000_000_000 && *n >= self.opens_per_user)
+    }
+
     /// Whether the incident with this id is open.
     pub fn has_id(&self, id: &str) -> bool {
         self.map.values().any(|inc| inc.id == id)
@@ -280,7 +310,10 @@ mod tests {
             proc: crate::proctable::Proc {
                 uid,
                 ..crate::proctable::Proc::bare(
-                    crate::proctable::ProcKey { tgid: 1000 + uid, start_ns: 1 },
+                    crate::proctable::ProcKey {
+                        tgid: 1000 + uid,
+                        start_ns: 1,
+                    },
                     1,
                     "x",
                 )
@@ -296,17 +329,50 @@ mod tests {
         inc.set_open_rate(50);
         let sec = 7_000_000_000;
         let opened = (0..1000u32)
-            .filter(|k| inc.raise(*k, &k.to_string(), sec + *k as u64, 1, "s".into(), by(65534), Map::new()).is_some())
+            .filter(|k| {
+                inc.raise(
+                    *k,
+                    &k.to_string(),
+                    sec + *k as u64,
+                    1,
+                    "s".into(),
+                    by(65534),
+                    Map::new(),
+                )
+                .is_some()
+            })
             .count();
         assert_eq!(opened, 50, "the flooding user's share of the second");
         assert_eq!(inc.suppressed, 950);
         // Another user in the same second: opened.
-        assert!(inc.raise(5000, "root", sec + 2000, 1, "s".into(), by(0), Map::new()).is_some());
+        assert!(inc
+            .raise(5000, "root", sec + 2000, 1, "s".into(), by(0), Map::new())
+            .is_some());
         // The flooding user, the next second: its share again.
-        assert!(inc.raise(6000, "next", sec + 1_000_000_000, 1, "s".into(), by(65534), Map::new()).is_some());
+        assert!(inc
+            .raise(
+                6000,
+                "next",
+                sec + 1_000_000_000,
+                1,
+                "s".into(),
+                by(65534),
+                Map::new()
+            )
+            .is_some());
         // 0: no limit.
         inc.set_open_rate(0);
-        assert!(inc.raise(7000, "free", sec + 1_000_000_001, 1, "s".into(), by(65534), Map::new()).is_some());
+        assert!(inc
+            .raise(
+                7000,
+                "free",
+                sec + 1_000_000_001,
+                1,
+                "s".into(),
+                by(65534),
+                Map::new()
+            )
+            .is_some());
     }
 
     #[test]

@@ -70,7 +70,14 @@ mod tests {
     use super::*;
 
     fn proc(tgid: u32) -> Proc {
-        Proc::bare(ProcKey { tgid, start_ns: tgid as u64 * 10 }, 1, "srv")
+        Proc::bare(
+            ProcKey {
+                tgid,
+                start_ns: tgid as u64 * 10,
+            },
+            1,
+            "srv",
+        )
     }
 
     #[test]
@@ -81,10 +88,17 @@ mod tests {
         }
         m.push(proc(3));
         let order: Vec<u32> = m.iter().map(|p| p.key.tgid).collect();
-        assert_eq!(order, [5, 3, 9, 1], "joined order; a repeat keeps its place");
+        assert_eq!(
+            order,
+            [5, 3, 9, 1],
+            "joined order; a repeat keeps its place"
+        );
         assert_eq!(m.remove(&proc(9).key).map(|p| p.key.tgid), Some(9));
         assert!(m.remove(&proc(9).key).is_none());
-        assert_eq!(m.iter().rev().map(|p| p.key.tgid).collect::<Vec<_>>(), [1, 3, 5]);
+        assert_eq!(
+            m.iter().rev().map(|p| p.key.tgid).collect::<Vec<_>>(),
+            [1, 3, 5]
+        );
         m.retain(|p| p.key.tgid != 5);
         assert_eq!(m.first().map(|p| p.key.tgid), Some(3));
         assert!(m.get(&proc(5).key).is_none() && m.get(&proc(1).key).is_some());

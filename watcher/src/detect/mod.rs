@@ -386,8 +386,23 @@ impl Detectors {
 
     /// Whether a bind should be confirmed against the kernel's socket table
     /// before the detectors see it: (network namespace, transport is TCP, port).
-    pub fn wants_confirmation(&self, event: &DomainEvent, me: u32) -> Option<sockets::PortKey> {
-        self.sockets.wants_confirmation(event, me)
+    /// A failing bind whose incident would not open (its user has opened
+    /// its second's share, or the table is full) is not worth a lookup:
+    /// nothing would be written from the answer.
+    pub fn wants_confirmation(
+        &self,
+        event: &DomainEvent,
+        me: u32,
+        subject: Option<&crate::proctable::Proc>,
+        now: u64,
+    ) -> Option<sockets::PortKey> {
+        let key = self.sockets.wants_confirmation(event, me)?;
+        if let (DomainEvent::BindFailed { local, .. }, Some(p)) = (event, subject) {
+            if self.port_conflict.would_refuse(p, local, now) {
+                return None;
+            }
+        }
+        Some(key)
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {

@@ -180,6 +180,11 @@ impl PortConflict {
                     return out;
                 }
                 let key = (program_key(p), b.netns, tcp, b.port);
+                // (Before anything is built: a local user's flood of new
+                // ports opens its share a second, the rest cost O(1).)
+                if self.incidents.refuses_open(&key, p.uid, ts) {
+                    return out;
+                }
                 let (summary, processes) = failed_bind(
                     p,
                     ip,
@@ -313,6 +318,15 @@ impl PortConflict {
         out
     }
 
+    /// Whether `p`'s failing bind to `b` would neither open nor update an
+    /// incident (counted nowhere: a question before a lookup).
+    pub fn would_refuse(&self, p: &Proc, b: &crate::world::domain::Endpoint, now: u64) -> bool {
+        let key = (program_key(p), b.netns, b.tcp, b.port);
+        !self.incidents.is_open(&key)
+            && (self.incidents.open_count() >= self.cfg.max_incidents
+                || self.incidents.user_share_spent(p.uid, now))
+    }
+
     pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
         let mut due: Vec<Key> = Vec::new();
         while let Some(&(t, key)) = self.deadlines.first() {
@@ -320,7 +334,11 @@ impl PortConflict {
                 break;
             }
             self.deadlines.pop_first();
-            if self.pending.get(&key).is_some_and(|p| p.resolve_at == Some(t)) {
+            if self
+                .pending
+                .get(&key)
+                .is_some_and(|p| p.resolve_at == Some(t))
+            {
                 due.push(key);
             }
         }

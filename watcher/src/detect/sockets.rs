@@ -122,9 +122,17 @@ pub struct SocketTable {
     by_tgid: HashMap<u32, std::collections::HashSet<PortKey>>,
     len: usize,
     cap: usize,
-    /// Holders dropped because the table was full.
+    /// Holders dropped because the table was full, or not kept because
+    /// their process held [`PER_PROCESS_MAX`] non-listening sockets already.
     pub evicted: u64,
 }
+
+/// Non-listening sockets (bound TCP, UDP) kept per process: a process that
+/// binds 100,000 ports must not make its exit a 100 ms pass on the deciding
+/// thread, nor fill the table for everyone. Beyond, a conflict on one of its
+/// ports is still found; its holder is named by the lookup (`/proc`), not
+/// the table. Listeners are always kept.
+pub const PER_PROCESS_MAX: usize = 4096;
 
 impl SocketTable {
     pub fn new(cap: usize) -> SocketTable {
@@ -150,6 +158,15 @@ impl SocketTable {
     }
 
     fn add(&mut self, h: Holder) {
+        if !h.listening
+            && self
+                .by_tgid
+                .get(&h.proc.key.tgid)
+                .is_some_and(|ports| ports.len() >= PER_PROCESS_MAX && !ports.contains(&h.key()))
+        {
+            self.evicted += 1;
+            return;
+        }
         if self.len >= self.cap {
             // Drop a non-listening holder first (least likely to matter), else any.
             // (Among the first 64 ports: a table of listeners only must not
@@ -221,6 +238,42 @@ impl SocketTable {
                 }
             }
         }
+        out
+    }
+
+    /// The exited process `p`'s non-listening holders, removed (its
+    /// listeners close with their own events: children may have inherited
+    /// them). One pass over its own ports, its index entry taken whole.
+    fn remove_process(&mut self, p: &Proc) -> Vec<Holder> {
+        let tgid = p.key.tgid;
+        let Some(keys) = self.by_tgid.remove(&tgid) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut still = std::collections::HashSet::new();
+        for key in keys {
+            let Some(v) = self.by_port.get_mut(&key) else {
+                continue;
+            };
+            let mut i = 0;
+            while i < v.len() {
+                if v[i].proc.key == p.key && !v[i].listening {
+                    out.push(v.remove(i));
+                } else {
+                    if v[i].proc.key.tgid == tgid {
+                        still.insert(key);
+                    }
+                    i += 1;
+                }
+            }
+            if v.is_empty() {
+                self.by_port.remove(&key);
+            }
+        }
+        if !still.is_empty() {
+            self.by_tgid.insert(tgid, still);
+        }
+        self.len -= out.len();
         out
     }
 
@@ -527,16 +580,7 @@ impl SocketTable {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
                     // Listeners close with their own event (children may have inherited them);
                     // the rest has none: forget them with the process.
-                    let ports: Vec<PortKey> = self
-                        .by_tgid
-                        .get(&p.key.tgid)
-                        .map(|s| s.iter().copied().collect())
-                        .unwrap_or_default();
-                    for key in ports {
-                        ch.removed.extend(
-                            self.remove_where(key, |h| h.proc.key == p.key && !h.listening),
-                        );
-                    }
+                    ch.removed = self.remove_process(p);
                     ch.exited = Some(p.clone());
                 }
             }
@@ -613,6 +657,45 @@ mod tests {
         let mut ns = t.namespaces();
         ns.sort();
         assert_eq!(ns.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![7, 9]);
+    }
+
+    #[test]
+    fn a_process_keeps_at_most_its_share_of_sockets_and_its_exit_removes_them_in_one_pass() {
+        let mut t = SocketTable::new(1 << 20);
+        let p = proc_of(40);
+        let bound = |port: u16, listening: bool| Holder {
+            netns: 7,
+            tcp: true,
+            addr: "0.0.0.0".parse().unwrap(),
+            port,
+            proc: p.clone(),
+            since_ns: Some(1),
+            listening,
+            inode: port as u64,
+        };
+        for port in 1..=5000u16 {
+            t.add(bound(port, false));
+        }
+        assert_eq!(t.len(), PER_PROCESS_MAX);
+        assert_eq!(t.evicted, 5000 - PER_PROCESS_MAX as u64);
+        // A listener is always kept; another process is not limited by this one.
+        t.add(bound(6000, true));
+        t.add(Holder {
+            proc: proc_of(41),
+            ..bound(6001, false)
+        });
+        assert_eq!(t.len(), PER_PROCESS_MAX + 2);
+        let removed = t.remove_process(&p);
+        assert_eq!(removed.len(), PER_PROCESS_MAX);
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t.holders((7, true, 6000)).len(),
+            1,
+            "its listener closes with its own event"
+        );
+        assert_eq!(t.holders((7, true, 1)).len(), 0);
+        // Its index keeps the listener's port only.
+        assert_eq!(t.by_tgid.get(&40).map(|s| s.len()), Some(1));
     }
 
     #[test]

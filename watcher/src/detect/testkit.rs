@@ -33,9 +33,6 @@ struct StandIn {
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     slow: Arc<std::sync::atomic::AtomicBool>,
     parked: Vec<crate::detect::sockets::PortKey>,
-    /// How long each waited-for lookup takes (real time: the engine times it),
-    /// and how many were waited for.
-    delay: Arc<Mutex<(std::time::Duration, u64)>>,
 }
 
 impl crate::engine::SocketLookup for StandIn {
@@ -47,13 +44,6 @@ impl crate::engine::SocketLookup for StandIn {
         port: u16,
         _candidates: &[u32],
     ) -> Option<Vec<KernelSocket>> {
-        {
-            let mut d = self.delay.lock().unwrap();
-            d.1 += 1;
-            if !d.0.is_zero() {
-                std::thread::sleep(d.0);
-            }
-        }
         if self.slow.load(std::sync::atomic::Ordering::Relaxed) {
             self.parked.push((netns, tcp, port));
             return None;
@@ -67,9 +57,6 @@ impl crate::engine::SocketLookup for StandIn {
                 .cloned()
                 .collect(),
         )
-    }
-    fn ask_later(&mut self, netns: u32, _via: u32, tcp: bool, port: u16, _candidates: &[u32]) {
-        self.parked.push((netns, tcp, port));
     }
     fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
         let k = self.kernel.lock().unwrap();
@@ -143,7 +130,6 @@ pub struct Kit {
     summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>>,
     proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
     confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>>,
-    lookup_delay: Arc<Mutex<(std::time::Duration, u64)>>,
     /// The uid of the events of these processes (else 0).
     uids: std::collections::HashMap<u32, u32>,
 }
@@ -173,7 +159,6 @@ impl Kit {
             Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>,
         > = Arc::default();
         let confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>> = Arc::default();
-        let lookup_delay: Arc<Mutex<(std::time::Duration, u64)>> = Arc::default();
         let lookup = Box::new(StandIn {
             confirm: confirm.clone(),
             snapshot: proc_now.clone(),
@@ -181,7 +166,6 @@ impl Kit {
             kernel: kernel.clone(),
             slow: slow.clone(),
             parked: Vec::new(),
-            delay: lookup_delay.clone(),
         });
         Kit {
             engine: Engine::new(cfg, table, Clock::fixed(0), lookup),
@@ -192,20 +176,8 @@ impl Kit {
             summary,
             proc_now,
             confirm,
-            lookup_delay,
             uids: Default::default(),
         }
-    }
-
-    /// Each socket lookup waited for takes `d` from now on (really: the
-    /// engine times them).
-    pub fn lookups_take(&mut self, d: std::time::Duration) {
-        self.lookup_delay.lock().unwrap().0 = d;
-    }
-
-    /// Socket lookups waited for so far.
-    pub fn lookups_waited(&self) -> u64 {
-        self.lookup_delay.lock().unwrap().1
     }
 
     /// The events of process `tgid` are from user `uid` from now on.

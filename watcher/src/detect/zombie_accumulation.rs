@@ -18,8 +18,8 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Map};
 
 use super::{
-    incident::Incidents, members::Members, summary::Says, who, who_in, ContainerView, DetectConfig, Finding, Input,
-    Involved, Kind, Teardown,
+    incident::Incidents, members::Members, summary::Says, who, who_in, ContainerView, DetectConfig,
+    Finding, Input, Involved, Kind, Teardown,
 };
 use crate::{
     proctable::{Proc, ProcKey},
@@ -244,8 +244,12 @@ impl ZombieAccumulation {
                 );
             }
         }
-        let live: std::collections::HashSet<ProcKey> =
-            self.per_parent.values().flat_map(|m| m.iter()).map(|c| c.key).collect();
+        let live: std::collections::HashSet<ProcKey> = self
+            .per_parent
+            .values()
+            .flat_map(|m| m.iter())
+            .map(|c| c.key)
+            .collect();
         self.zombies.retain(|k, _| live.contains(k));
         out
     }
@@ -309,9 +313,10 @@ impl ZombieAccumulation {
                 // the zombie was counted against — its wait, or the kernel
                 // for it (SIGCHLD ignored), took the child. Either way that
                 // parent is reaping and gets the grace.
-                let reaper = i.parent.map(|r| r.key.tgid).or_else(|| {
-                    i.subject.and_then(|c| self.zombies.get(&c.key).copied())
-                });
+                let reaper = i
+                    .parent
+                    .map(|r| r.key.tgid)
+                    .or_else(|| i.subject.and_then(|c| self.zombies.get(&c.key).copied()));
                 if let Some(reaper) = reaper {
                     if self.last_reap.len() >= self.cap {
                         let g = self.grace_ns;

@@ -452,6 +452,9 @@ mod tests {
         assert_eq!(w1 % 4, 0);
         assert_eq!((w2 * 8 + b2) - (w1 * 8 + b1), 1);
         assert!(btf.flag_bit("task_struct", "tgid").is_err(), "not a flag");
-        assert!(btf.member("signal_struct", "is_child_subreaper").is_err(), "a bitfield is never read as a value");
+        assert!(
+            btf.member("signal_struct", "is_child_subreaper").is_err(),
+            "a bitfield is never read as a value"
+        );
     }
 }

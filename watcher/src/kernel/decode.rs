@@ -455,10 +455,16 @@ mod tests {
         // most the kernel can write, is refused, never read past the record.
         let mut bad = r.clone();
         bad[48 + 8..48 + 12].copy_from_slice(&(long.len() as u32 + 1).to_le_bytes());
-        assert!(matches!(decode(&bad), Err(DecodeError::SizeMismatch { .. })));
+        assert!(matches!(
+            decode(&bad),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
         let mut bad = r.clone();
         bad[48 + 8..48 + 12].copy_from_slice(&(ARGS_MAX as u32 + 1).to_le_bytes());
-        assert!(matches!(decode(&bad), Err(DecodeError::SizeMismatch { .. })));
+        assert!(matches!(
+            decode(&bad),
+            Err(DecodeError::SizeMismatch { .. })
+        ));
         // A record cut short of its declared argv is short, not garbage.
         assert!(matches!(
             decode(&r[..r.len() - 1]),

@@ -532,7 +532,9 @@ pub fn sock_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
     for (i, (strukt, member, size)) in members.iter().enumerate() {
         let (off, got) = btf.member(strukt, member).map_err(|e| e.to_string())?;
         if got != Some(*size) {
-            return Err(format!("{strukt}.{member} is not {size} bytes on this kernel"));
+            return Err(format!(
+                "{strukt}.{member} is not {size} bytes on this kernel"
+            ));
         }
         found[i] = off;
     }
@@ -625,8 +627,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     );
 
     let mut loader = EbpfLoader::new();
-    loader
-        .override_global(GLOBAL_CONFIG, &config, true);
+    loader.override_global(GLOBAL_CONFIG, &config, true);
     for (i, name) in MAP_RINGS.iter().enumerate() {
         // Rings the layout does not use: one page each.
         loader.map_max_entries(name, if i < rings { opts.ring_bytes } else { 4096 });
@@ -654,7 +655,8 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
             }
         }
         // (The raw inet_sock_set_state reads the socket through BTF.)
-        let ready = h.program != "inet_sock_set_state" || config.k_sk_family != watcher_common::OFFSET_NONE;
+        let ready =
+            h.program != "inet_sock_set_state" || config.k_sk_family != watcher_common::OFFSET_NONE;
         if RAW_FIRST.contains(&h.program) && ready {
             match attach_raw(&mut ebpf, &h) {
                 Ok(()) => {
@@ -746,7 +748,8 @@ fn attach_raw(ebpf: &mut Ebpf, h: &Hook) -> Result<(), String> {
         .try_into()
         .map_err(|e: aya::programs::ProgramError| crate::error::first_line(&e))?;
     prog.load().map_err(|e| crate::error::first_line(&e))?;
-    prog.attach(h.name).map_err(|e| crate::error::first_line(&e))?;
+    prog.attach(h.name)
+        .map_err(|e| crate::error::first_line(&e))?;
     Ok(())
 }
 

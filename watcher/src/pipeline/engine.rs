@@ -39,17 +39,9 @@ pub trait SocketLookup: Send {
     ) -> Option<Vec<KernelSocket>> {
         None
     }
-    /// As [`SocketLookup::ask`], without waiting for the answer: it comes
-    /// through [`SocketLookup::late`] (or not at all: `None` then too).
-    fn ask_later(
-        &mut self,
-        _netns: u32,
-        _via: u32,
-        _tcp: bool,
-        _port: u16,
-        _candidates: &[u32],
-    ) {
-    }
+    /// Notify `wake` whenever an answer has come (the pipeline then
+    /// takes it through [`SocketLookup::late`] at once).
+    fn wake_on_answer(&mut self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
     /// Once a second: close what has not been used for a while.
     fn sweep(&mut self) {}
     /// (answered by [`SocketLookup::quick`], not answerable that way).
@@ -127,11 +119,7 @@ pub struct Engine {
     /// (second of event time, lookups made in it per user): each user has
     /// [`LOOKUPS_PER_SECOND`] of its own, so a local user's flood of failing
     /// binds cannot spend the lookups another user's conflict needs.
-    /// With the time its lookups made this thread wait in that second: past
-    /// [`LOOKUP_WAIT_PER_USER_SECOND`], its lookups are asked without waiting.
-    budget: (u64, std::collections::HashMap<u32, (u32, std::time::Duration)>),
-    /// Lookups asked without waiting: their user had made this thread wait its share.
-    pub lookups_not_waited: u64,
+    budget: (u64, std::collections::HashMap<u32, u32>),
     /// Exec records whose command line was longer than the kernel's cap
     /// (kept cut, and said to be).
     pub args_cut: u64,
@@ -203,13 +191,6 @@ fn held_kind(k: crate::detect::Kind) -> bool {
 /// and takes the kernel's socket-table locks, so a storm of failing binds
 /// (thousands a second) must not turn into a storm of lookups.
 pub const LOOKUPS_PER_SECOND: u32 = 200;
-/// The time one user's socket lookups may make the deciding thread wait per
-/// second of events (each waits up to the lookup deadline, 5 ms): past it,
-/// that user's lookups are asked without waiting and their answers restate
-/// the findings when they come. A local user's flood of failing binds then
-/// delays everyone else's findings by this much a second at most (it was 200
-/// lookups × 5 ms: the whole second).
-pub const LOOKUP_WAIT_PER_USER_SECOND: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Most exited processes waited on for a reap the kernel could not report.
 const UNSEEN_REAPS_MAX: usize = 65_536;
@@ -224,6 +205,9 @@ impl Engine {
         let mut enricher = Enricher::new(1, 65_536, clock);
         enricher.procs = table;
         enricher.procs.identity = config.identity.into();
+        let answers: std::sync::Arc<tokio::sync::Notify> = Default::default();
+        let mut lookup = lookup;
+        lookup.wake_on_answer(answers.clone());
         Engine {
             enricher,
             detectors: Detectors::new(config),
@@ -231,7 +215,6 @@ impl Engine {
             lookups: 0,
             lookups_skipped: 0,
             budget: (0, std::collections::HashMap::new()),
-            lookups_not_waited: 0,
             args_cut: 0,
             reconciling: None,
             held: Vec::new(),
@@ -245,7 +228,7 @@ impl Engine {
             reconciled_processes: 0,
             reconciled_sockets: 0,
             findings_withdrawn: 0,
-            answers: Default::default(),
+            answers,
             lookups_unanswered: Default::default(),
             runtime: None,
         }
@@ -367,7 +350,12 @@ impl Engine {
             .as_ref()
             .map(|p| p.key.tgid)
             .unwrap_or(ev.header.tgid);
-        let confirm = self.detectors.wants_confirmation(&touched.event, me);
+        let confirm = self.detectors.wants_confirmation(
+            &touched.event,
+            me,
+            touched.subject.as_ref(),
+            ev.header.ts_ns,
+        );
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second || self.budget.1.len() > 4096 {
             self.budget = (second, std::collections::HashMap::new());
@@ -378,12 +366,12 @@ impl Engine {
             // conflict whose holder only the kernel knew unreported — the
             // hostile tests' conflict elsewhere, when 27 lookups had taken
             // 50 ms within one second.)
-            Some(_) if self.budget.1.get(&uid).map(|b| b.0).unwrap_or(0) >= LOOKUPS_PER_SECOND => {
+            Some(_) if self.budget.1.get(&uid).copied().unwrap_or(0) >= LOOKUPS_PER_SECOND => {
                 self.lookups_skipped += 1;
                 None
             }
             Some(key) => {
-                self.budget.1.entry(uid).or_default().0 += 1;
+                *self.budget.1.entry(uid).or_default() += 1;
                 self.lookups += 1;
                 let (netns, tcp, port) = key;
                 let via = me;
@@ -423,17 +411,9 @@ impl Engine {
                             candidates.push(pid);
                         }
                     }
-                    let waited = self.budget.1.get(&uid).map(|b| b.1).unwrap_or_default();
-                    if waited >= LOOKUP_WAIT_PER_USER_SECOND {
-                        self.lookups_not_waited += 1;
-                        self.lookup.ask_later(netns, via, tcp, port, &candidates);
-                        None
-                    } else {
-                        let started = std::time::Instant::now();
-                        let answer = self.lookup.ask(netns, via, tcp, port, &candidates);
-                        self.budget.1.entry(uid).or_default().1 += started.elapsed();
-                        answer
-                    }
+                    // (Not waited for: an answer not there at once comes
+                    // later, wakes the pipeline, and restates the finding.)
+                    self.lookup.ask(netns, via, tcp, port, &candidates)
                 }
             }
             None => None,

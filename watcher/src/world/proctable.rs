@@ -862,7 +862,10 @@ mod tests {
             vec![(701, 600), (702, 600)]
         );
         assert_eq!(t.get(702).unwrap().ppid, 600);
-        assert_eq!((t.stats.new_parents_told, t.stats.new_parents_asked), (2, 0));
+        assert_eq!(
+            (t.stats.new_parents_told, t.stats.new_parents_asked),
+            (2, 0)
+        );
         // 600 ends with no child left (the kernel says so): those the table
         // still lists were reaped unseen; nothing is asked.
         t.apply(&exit_told(15, 600, 0, watcher_common::EXIT_NO_CHILDREN));
@@ -876,7 +879,10 @@ mod tests {
         t.apply(&fork(11, 700, 701, 0));
         t.apply(&exit_told(12, 700, 0, 0));
         assert_eq!(t.get(701).unwrap().ppid, 42);
-        assert_eq!((t.stats.new_parents_told, t.stats.new_parents_asked), (0, 1));
+        assert_eq!(
+            (t.stats.new_parents_told, t.stats.new_parents_asked),
+            (0, 1)
+        );
     }
 
     #[test]
