@@ -269,6 +269,23 @@ fn main() {
             // SAFETY: setting a signal disposition to SIG_IGN.
             unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) }.expect("signal");
             let kids: Vec<String> = (0..n).map(|_| child_exit(0).to_string()).collect();
+            // Until every one has ended: one still running when this process
+            // exits would pass to init and be reaped by its wait, not by the
+            // kernel (under load a child may not have run yet).
+            let me = std::process::id().to_string();
+            let mine = |pid: &String| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit_once(')')
+                            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(|pp| pp == me))
+                    })
+                    .unwrap_or(false)
+            };
+            let until = Instant::now() + Duration::from_secs(30);
+            while kids.iter().any(mine) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             say("children", kids.join(","));
         }
         "fork-loop" => {
