@@ -591,8 +591,30 @@ fn every_reap_without_wait_is_reported_under_load() {
         .filter_map(|v| num(v, &["loss", "count"]))
         .sum();
     let missing = missing() as u64;
+    // (What the feed did say of a few of them, to tell which path lost it.)
+    let said = || {
+        let records = feed.records();
+        let reaped: std::collections::HashSet<u64> = records
+            .iter()
+            .filter(|v| is(v, "reap") && text(v, &["reap", "method"]) == Some("free"))
+            .filter_map(|v| num(v, &["process", "pid"]))
+            .collect();
+        kids.difference(&reaped)
+            .take(3)
+            .map(|pid| {
+                let of: Vec<String> = records
+                    .iter()
+                    .filter(|v| num(v, &["process", "pid"]) == Some(*pid))
+                    .map(|v| v.to_string())
+                    .collect();
+                format!("pid {pid}: {}", of.join("\n  "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert!(
         missing <= lost,
-        "{missing} children whose reap was never reported, and only {lost} records counted lost"
+        "{missing} children whose reap was never reported, and only {lost} records counted lost; the feed of some:\n{}",
+        said()
     );
 }

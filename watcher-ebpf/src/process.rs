@@ -18,7 +18,10 @@ use crate::{
         cgroup_id, conf, count_loss, current_task, emit, header, kread, now, output, pid_tgid,
         read_data_loc_str, remember, tp_read, wake_flags, wanted, wanted_kind,
     },
-    maps::{PendingWaitid, EXEC_SCRATCH, EXITED, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID},
+    maps::{
+        PendingWaitid, EXEC_SCRATCH, EXITED, EXITED_SHADOWED, GROUP_END, IN_WAIT, NS_REAP,
+        PENDING_WAITID,
+    },
 };
 
 const CLONE_THREAD: u64 = 0x0001_0000;
@@ -128,13 +131,13 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 
 fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     let (pid, tgid) = pid_tgid();
+    let task = current_task();
     // A leader's exit makes a process its parent must reap; remember it so
     // a later sched_process_free without a wait is reported as a reap.
-    let tracked = pid != tgid || remember(&EXITED, KernelTable::Exited, &pid, &1);
+    let tracked = pid != tgid || exited(pid, task);
     if !wanted(EventKind::Exit, tgid) {
         return None;
     }
-    let task = current_task();
     let exit_code: i32 = kread(task, conf!(k_task_exit_code)).unwrap_or(-1);
     let group_dead = match tp_read::<u8>(ctx, conf!(tp_exit_group_dead)) {
         Some(v) => (v != 0) as u32,
@@ -178,6 +181,19 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
         },
     );
     Some(())
+}
+
+/// Remember the exited leader `task` (pid `pid`) until its reap; an older
+/// leader of that pid still waiting for its free moves aside
+/// (`EXITED_SHADOWED`). False when a full table refused it (counted).
+#[inline(always)]
+fn exited(pid: u32, task: u64) -> bool {
+    if let Some(older) = unsafe { EXITED.get(pid) }.copied() {
+        if older != task {
+            let _ = remember(&EXITED_SHADOWED, KernelTable::Exited, &older, &pid);
+        }
+    }
+    remember(&EXITED, KernelTable::Exited, &pid, &task)
 }
 
 enum Reaper {
@@ -496,7 +512,8 @@ fn group_dead_from_live(task: u64, pid: u32, tgid: u32) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_free(ctx: TracePointContext) -> u32 {
-    let _ = tp_read::<i32>(&ctx, conf!(tp_free_pid)).map(|pid| freed(pid as u32));
+    // (No task here: the newest leader of the pid is taken for it.)
+    let _ = tp_read::<i32>(&ctx, conf!(tp_free_pid)).map(|pid| freed(pid as u32, 0));
     0
 }
 
@@ -511,21 +528,30 @@ pub fn sched_process_free_raw(ctx: RawTracePointContext) -> i32 {
     // TP_PROTO(struct task_struct *p)
     let task: u64 = ctx.arg(0);
     if let Some(pid) = kread::<i32>(task, conf!(k_task_pid)) {
-        freed(pid as u32);
+        freed(pid as u32, task);
     }
     0
 }
 
 #[inline(always)]
-fn freed(pid: u32) -> Option<()> {
+fn freed(pid: u32, task: u64) -> Option<()> {
     if conf!(tp_exit_group_dead) == OFFSET_NONE {
         // A freed leader's pid can be reused: forget its group's end claim.
         let _ = GROUP_END.remove(pid);
     }
     // Only exited leaders that no wait4/waitid reaped: threads and waited-for
     // processes are not forwarded.
-    unsafe { EXITED.get(pid) }?;
-    let _ = EXITED.remove(pid);
+    // Its own entry: the pid's (unless a newer leader took the pid over),
+    // else the one it was moved aside to.
+    match unsafe { EXITED.get(pid) }.copied() {
+        Some(t) if task == 0 || t == task => {
+            let _ = EXITED.remove(pid);
+        }
+        _ => {
+            unsafe { EXITED_SHADOWED.get(task) }?;
+            let _ = EXITED_SHADOWED.remove(task);
+        }
+    }
     if !wanted_kind(EventKind::Reap) {
         return None;
     }

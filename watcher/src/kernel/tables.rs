@@ -70,7 +70,8 @@ enum Map {
     PendingSock(HashMap<MapData, u64, [u8; 32]>),
     PendingWaitid(HashMap<MapData, u64, [u8; 16]>),
     ByPid(HashMap<MapData, u32, u32>),
-    InWait(HashMap<MapData, u32, u64>),
+    /// Keyed by pid, a u64 value (EXITED: the leader's task; IN_WAIT).
+    ByPidWide(HashMap<MapData, u32, u64>),
     NsReap(HashMap<MapData, u64, u32>),
 }
 
@@ -81,7 +82,7 @@ impl Map {
             Map::PendingSock(m) => m.keys().flatten().map(|k| (k, 0)).collect(),
             Map::PendingWaitid(m) => m.keys().flatten().map(|k| (k, 0)).collect(),
             Map::ByPid(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
-            Map::InWait(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
+            Map::ByPidWide(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
             Map::NsReap(m) => m.iter().flatten().collect(),
         }
     }
@@ -125,10 +126,10 @@ impl Tables {
             let map = match t {
                 KernelTable::PendingSock => HashMap::try_from(m).ok().map(Map::PendingSock),
                 KernelTable::PendingWaitid => HashMap::try_from(m).ok().map(Map::PendingWaitid),
-                KernelTable::Exited | KernelTable::GroupEnd => {
-                    HashMap::try_from(m).ok().map(Map::ByPid)
+                KernelTable::GroupEnd => HashMap::try_from(m).ok().map(Map::ByPid),
+                KernelTable::Exited | KernelTable::InWait => {
+                    HashMap::try_from(m).ok().map(Map::ByPidWide)
                 }
-                KernelTable::InWait => HashMap::try_from(m).ok().map(Map::InWait),
                 KernelTable::NsReap => HashMap::try_from(m).ok().map(Map::NsReap),
             };
             match map {
@@ -174,7 +175,7 @@ impl Tables {
                     Map::PendingSock(m) => m.remove(k).is_ok(),
                     Map::PendingWaitid(m) => m.remove(k).is_ok(),
                     Map::ByPid(m) => m.remove(&(*k as u32)).is_ok(),
-                    Map::InWait(m) => m.remove(&(*k as u32)).is_ok(),
+                    Map::ByPidWide(m) => m.remove(&(*k as u32)).is_ok(),
                     Map::NsReap(m) => m.remove(k).is_ok(),
                 };
                 swept += removed as u64;
