@@ -303,6 +303,8 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         ("unshare", "util-linux"),
         ("ip", "iproute2"),
         ("supervisord", "supervisor"),
+        // The kernel's own account of task frees for the reap test.
+        ("perf", "linux-perf"),
     ])?;
     // Docker Engine and the images of the container tests (watcher's own
     // image holds the static build, which the kernel matrix needs too).
