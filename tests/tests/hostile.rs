@@ -665,10 +665,10 @@ fn every_reap_without_wait_is_reported_under_load() {
             .join("\n")
     };
     // KNOWN GAP (issue 20, open): a few children the kernel did free (perf
-    // saw it) are not reported, without a loss or a skipped run — 1–19 of
-    // 2,000 in about one run in three on the development host, after the
-    // pid-reuse race (EXITED_SHADOWED) was fixed. Until it is understood,
-    // up to 2 % may go missing here (printed above); more fails the test.
+    // saw it) are not reported, without a loss or a skipped run — usually
+    // 2–19 of 2,000, once 221, in about one run in three on the development
+    // host, after the pid-reuse race (EXITED_SHADOWED) was fixed. Until it
+    // is understood, up to 2 % may go missing here (printed); more fails.
     let known_gap = kids.len() as u64 / 50;
     if missing > lost {
         eprintln!(
