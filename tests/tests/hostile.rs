@@ -580,17 +580,16 @@ fn every_reap_without_wait_is_reported_under_load() {
         .filter_map(|p| p.parse().ok())
         .collect();
     assert_eq!(kids.len(), 2000);
-    let missing = || {
-        let reaped: std::collections::HashSet<u64> = feed
-            .records()
+    // The pids the feed has reported reaped without a wait, so far.
+    let reported = || -> std::collections::HashSet<u64> {
+        feed.records()
             .iter()
             .filter(|v| is(v, "reap") && text(v, &["reap", "method"]) == Some("free"))
             .filter_map(|v| num(v, &["process", "pid"]))
-            .collect();
-        kids.difference(&reaped).count()
+            .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while missing() > 0 && Instant::now() < deadline {
+    while kids.difference(&reported()).next().is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(load);
@@ -623,12 +622,7 @@ fn every_reap_without_wait_is_reported_under_load() {
         .filter_map(|l| l.split("pid=").nth(1))
         .filter_map(|p| p.split_whitespace().next()?.parse().ok())
         .collect();
-    let reaped: std::collections::HashSet<u64> = feed
-        .records()
-        .iter()
-        .filter(|v| is(v, "reap") && text(v, &["reap", "method"]) == Some("free"))
-        .filter_map(|v| num(v, &["process", "pid"]))
-        .collect();
+    let reaped = reported();
     let not_freed = kids
         .iter()
         .filter(|p| !freed.contains(p) && !reaped.contains(p))
@@ -645,11 +639,6 @@ fn every_reap_without_wait_is_reported_under_load() {
     // (What the feed did say of a few of them, to tell which path lost it.)
     let said = || {
         let records = feed.records();
-        let reaped: std::collections::HashSet<u64> = records
-            .iter()
-            .filter(|v| is(v, "reap") && text(v, &["reap", "method"]) == Some("free"))
-            .filter_map(|v| num(v, &["process", "pid"]))
-            .collect();
         kids.difference(&reaped)
             .filter(|p| freed.contains(p))
             .take(3)

@@ -35,14 +35,23 @@ fn child_exit(code: i32) -> Pid {
     }
 }
 
+/// The fields of `/proc/<pid>/stat` after the command's closing
+/// parenthesis (state first, then the parent's pid); none when it is gone.
+fn stat_fields(pid: impl std::fmt::Display) -> Vec<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().map(str::to_owned).collect())
+        })
+        .unwrap_or_default()
+}
+
 /// Until `pid` is a zombie (state Z in /proc), 10 s at most.
 fn until_zombie(pid: Pid) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, r)| r.trim_start().chars().next());
+        let state = stat_fields(pid).first().and_then(|s| s.chars().next());
         if state == Some('Z') || Instant::now() > deadline {
             return;
         }
@@ -273,15 +282,7 @@ fn main() {
             // exits would pass to init and be reaped by its wait, not by the
             // kernel (under load a child may not have run yet).
             let me = std::process::id().to_string();
-            let mine = |pid: &String| {
-                std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        s.rsplit_once(')')
-                            .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(|pp| pp == me))
-                    })
-                    .unwrap_or(false)
-            };
+            let mine = |pid: &String| stat_fields(pid).get(1) == Some(&me);
             let until = Instant::now() + Duration::from_secs(30);
             while kids.iter().any(mine) && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(5));

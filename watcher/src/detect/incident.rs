@@ -37,6 +37,14 @@ pub struct Incidents<K> {
     pub suppressed: u64,
 }
 
+/// Why an incident would not open.
+enum Refused {
+    /// `cap` incidents are open already.
+    Full,
+    /// Its user has opened its share of the second.
+    UserRate,
+}
+
 /// Users whose opens are counted at once (the table is emptied beyond).
 const OPEN_RATE_USERS: usize = 4096;
 
@@ -101,34 +109,48 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         true
     }
 
-    /// Whether opening `k` for user `uid` at `now` would be refused (the
-    /// table is full, or the user has opened its second's share), counted
-    /// as a raise would count it. A detector asks before it builds what an
-    /// open would say: a local user's flood of new keys (100,000 failing
-    /// ports) then costs a lookup in two small maps per event, not a
-    /// summary, a process list and a socket lookup each.
-    pub fn refuses_open(&mut self, k: &K, uid: u32, now: u64) -> bool {
+    /// Why opening `k` for user `uid` at `now` would be refused (nothing counted).
+    fn refusal(&self, k: &K, uid: u32, now: u64) -> Option<Refused> {
         if self.map.contains_key(k) {
-            return false;
-        }
-        if self.map.len() >= self.cap {
-            self.overflow += 1;
-            return true;
-        }
-        if self.user_share_spent(uid, now) {
-            self.suppressed += 1;
-            return true;
-        }
-        false
-    }
-
-    /// Whether user `uid` has opened its share of incidents in the second of `now`.
-    pub fn user_share_spent(&self, uid: u32, now: u64) -> bool {
-        self.opens_per_user != 0
+            None
+        } else if self.map.len() >= self.cap {
+            Some(Refused::Full)
+        } else if self.opens_per_user != 0
             && self
                 .opens
                 .get(&uid)
                 .is_some_and(|(s, n)| *s == now / 1_000_000_000 && *n >= self.opens_per_user)
+        {
+            Some(Refused::UserRate)
+        } else {
+            None
+        }
+    }
+
+    /// Whether opening `k` for user `uid` at `now` would be refused (the
+    /// table is full, or the user has opened its second's share), nothing
+    /// counted: a question before work that only an open would need.
+    pub fn would_refuse_open(&self, k: &K, uid: u32, now: u64) -> bool {
+        self.refusal(k, uid, now).is_some()
+    }
+
+    /// As [`Incidents::would_refuse_open`], counted as a raise would count
+    /// it. A detector asks before it builds what an open would say: a local
+    /// user's flood of new keys (100,000 failing ports) then costs a lookup
+    /// in two small maps per event, not a summary, a process list and a
+    /// socket lookup each.
+    pub fn refuses_open(&mut self, k: &K, uid: u32, now: u64) -> bool {
+        match self.refusal(k, uid, now) {
+            None => false,
+            Some(Refused::Full) => {
+                self.overflow += 1;
+                true
+            }
+            Some(Refused::UserRate) => {
+                self.suppressed += 1;
+                true
+            }
+        }
     }
 
     /// Whether the incident with this id is open.

@@ -322,9 +322,7 @@ impl PortConflict {
     /// incident (counted nowhere: a question before a lookup).
     pub fn would_refuse(&self, p: &Proc, b: &crate::world::domain::Endpoint, now: u64) -> bool {
         let key = (program_key(p), b.netns, b.tcp, b.port);
-        !self.incidents.is_open(&key)
-            && (self.incidents.open_count() >= self.cfg.max_incidents
-                || self.incidents.user_share_spent(p.uid, now))
+        self.incidents.would_refuse_open(&key, p.uid, now)
     }
 
     pub fn on_tick(&mut self, now: u64) -> Vec<Finding> {
