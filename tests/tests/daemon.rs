@@ -83,18 +83,21 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
         }
     });
     let mut stalled = UnixStream::connect(&sock).expect("consumer B");
-    // Both are accepted before what follows: records caused after they connected reach A.
-    for _ in 0..2 {
-        let m = actor(ACTOR, &["exit", "0"]);
-        let pid = format!("\"pid\":{},", m.pid);
-        eventually("the reading consumer gets records", || {
-            got.lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(&pid))
-                .then_some(())
-        });
-    }
+    // Both are accepted (the daemon says so) before what follows: a record
+    // caused before its consumer was accepted is not that consumer's.
+    let metrics_addr = format!("127.0.0.1:{port}");
+    eventually("both consumers accepted", || {
+        (metric(&scrape(&metrics_addr), "watcher_feed_socket_consumers") == Some(2.0)).then_some(())
+    });
+    let m = actor(ACTOR, &["exit", "0"]);
+    let pid = format!("\"pid\":{},", m.pid);
+    eventually("the reading consumer gets records", || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&pid))
+            .then_some(())
+    });
 
     // A finding reaches stdout, the file and the reading consumer. (The
     // holder listens until the finding is out: a listener gone before the
@@ -133,7 +136,6 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     eventually("the reading consumer keeps up through the flood", || {
         got.lock().unwrap().iter().any(&flood_exit).then_some(())
     });
-    let metrics_addr = format!("127.0.0.1:{port}");
     let m = eventually("socket drops counted", || {
         let m = scrape(&metrics_addr);
         (metric(&m, "watcher_sink_dropped_total{sink=\"socket\"}").unwrap_or(0.0) > 0.0)

@@ -438,11 +438,17 @@ fn hostile_names_reach_every_sink_inert() {
             got.lock().unwrap().push(l);
         }
     });
-    // `watcher trace` is attached once it prints its own first lines.
-    eventually("watcher trace running", || {
-        let _ = Command::new("true").status();
-        (std::fs::metadata(&human).map(|m| m.len()).unwrap_or(0) > 0).then_some(())
-    });
+    // `watcher trace` is attached once it prints its own first lines; the
+    // socket's consumer is accepted once records reach it.
+    eventually(
+        "watcher trace running and the socket's consumer accepted",
+        || {
+            let _ = Command::new("true").status();
+            (std::fs::metadata(&human).map(|m| m.len()).unwrap_or(0) > 0
+                && !socket_lines.lock().unwrap().is_empty())
+            .then_some(())
+        },
+    );
 
     let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
     let port = holder.value("port");

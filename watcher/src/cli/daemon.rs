@@ -206,6 +206,7 @@ impl Output for Feed {
         if let Some(sock) = &self.socket {
             s.sink_drops
                 .insert("socket".into(), sock.dropped.load(Ordering::Relaxed));
+            s.socket_consumers = Some(sock.consumers() as u64);
         }
         for lane in &self.lanes {
             // Dropped for a full queue, or not taken by the sink (write errors).
@@ -271,6 +272,9 @@ impl Output for Feed {
     }
 
     fn tick(&mut self, stats: &SharedStats) {
+        // Consumers come and go between writes too.
+        stats.lock().expect("stats lock").socket_consumers =
+            self.socket.as_ref().map(|s| s.consumers() as u64);
         self.write_status(stats);
     }
 

@@ -270,6 +270,14 @@ impl Collector for Snapshot {
             "Records written to the feed.",
             s.records_written,
         )?;
+        if let Some(n) = s.socket_consumers {
+            gauge(
+                e,
+                "watcher_feed_socket_consumers",
+                "Consumers connected to the feed socket ([feed] socket) now.",
+                n as f64,
+            )?;
+        }
         counters(e, "watcher_sink_dropped_total", "Records a sink could not take: its queue was full (a stalled sink or consumer) or its write failed.", "sink",
             ["stdout", "file", "syslog", "socket"].map(|k| (k, s.sink_drops.get(k).copied().unwrap_or(0))))?;
         if let Some(a) = &s.alerts {

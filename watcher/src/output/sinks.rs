@@ -239,8 +239,12 @@ impl SocketSink {
         }
     }
 
+    /// Consumers connected now (accepted, not gone).
     pub fn consumers(&self) -> usize {
-        self.consumers.lock().expect("consumers lock").len()
+        let cs = self.consumers.lock().expect("consumers lock");
+        cs.iter()
+            .filter(|c| !c.gone.load(Ordering::Relaxed))
+            .count()
     }
 
     pub fn path(&self) -> &Path {

@@ -74,6 +74,8 @@ pub struct Stats {
     pub records_written: u64,
     /// Records a sink could not take (per sink name).
     pub sink_drops: BTreeMap<String, u64>,
+    /// Consumers connected to the feed socket now (None: no socket).
+    pub socket_consumers: Option<u64>,
     /// Per sink: a line offered to its queue → written by its thread.
     pub sink_latency: BTreeMap<String, stages::Histogram>,
     pub healthy: bool,
