@@ -129,6 +129,29 @@ impl Default for AlertsConfig {
     }
 }
 
+/// `[otlp]`: records as OpenTelemetry logs to a Collector (`watcher run`).
+/// What the file leaves out comes from the standard `OTEL_EXPORTER_OTLP_*`
+/// variables, then from the defaults (`crate::otlp::Settings::resolve`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The receiver's base URL (`http://host:4318`; http/protobuf posts to
+    /// `/v1/logs` under it), or its gRPC address (`http://host:4317`).
+    /// Unset here and in the environment: no OTLP.
+    pub endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    pub protocol: Option<String>,
+    /// Record types sent (default `["finding", "loss", "health"]`; `["all"]`
+    /// for every event too).
+    pub types: Option<Vec<String>>,
+    /// Headers on every export (e.g. `authorization = "Bearer …"`).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `gzip` (default) or `none`.
+    pub compression: Option<String>,
+    /// One export's deadline, seconds (default 5).
+    pub timeout_s: Option<f64>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -137,6 +160,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub health: HealthConfig,
     pub alerts: AlertsConfig,
+    pub otlp: OtlpConfig,
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -287,6 +311,8 @@ impl Config {
                 ));
             }
         }
+        // The file's own values (the environment is read at start).
+        crate::otlp::Settings::resolve(&self.otlp, &|_| None).map_err(|(key, m)| at(key, m))?;
         let h = &self.health;
         if !(h.canary_interval_s.is_finite()
             && h.canary_interval_s >= 0.1
@@ -402,6 +428,30 @@ mod tests {
             "{e}"
         );
         let e = parse("[alerts]\nalertmanagers = []\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("unknown field"),
+            "{e}"
+        );
+        // [otlp]
+        assert!(check("[otlp]\nendpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpc\"\ntypes = [\"all\"]\ncompression = \"none\"\ntimeout_s = 2\n[otlp.headers]\nauthorization = \"Bearer x\"\n").is_ok());
+        let e =
+            check("[otlp]\nendpoint = \"http://c:4318\"\nprotocol = \"http/json\"\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:3:") && e.contains("http/protobuf"),
+            "{e}"
+        );
+        let e = check("[otlp]\nendpoint = \"https://c:4318\"\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:2:") && e.contains("https is not supported"),
+            "{e}"
+        );
+        let e =
+            check("[otlp]\nendpoint = \"http://c:4318\"\ntypes = [\"findings\"]\n").unwrap_err();
+        assert!(
+            e.starts_with("w.toml:3:") && e.contains("[otlp] types"),
+            "{e}"
+        );
+        let e = parse("[otlp]\nendpoints = \"x\"\n").unwrap_err();
         assert!(
             e.starts_with("w.toml:2:") && e.contains("unknown field"),
             "{e}"

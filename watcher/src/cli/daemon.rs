@@ -63,6 +63,8 @@ struct Feed {
     socket: Option<SocketSink>,
     /// Open incidents as alerts in Alertmanager (`[alerts]`).
     alerts: Option<crate::alerts::AlertSink>,
+    /// Records as OpenTelemetry logs (`[otlp]`).
+    otlp: Option<crate::otlp::OtlpSink>,
     status_file: PathBuf,
 }
 
@@ -111,6 +113,7 @@ impl Feed {
             socket,
             // Started once by `run` (it keeps its book of open incidents across reloads).
             alerts: None,
+            otlp: None,
             status_file: config.health.status_file.clone(),
         })
     }
@@ -135,6 +138,9 @@ impl Feed {
         }
         if let Some(s) = &self.socket {
             to.push(format!("socket {}", s.path().display()));
+        }
+        if let Some(o) = &self.otlp {
+            to.push(format!("{} of {}", o.describe(), o.types().join(",")));
         }
         if self.alerts.is_some() {
             to.push(format!(
@@ -191,6 +197,11 @@ impl Output for Feed {
                 }
             }
         }
+        if let Some(o) = &self.otlp {
+            for r in records {
+                o.offer(r);
+            }
+        }
         for r in records.iter().filter(|r| self.types.wants(r)) {
             let line = Line::of(r).context("serializing a record")?;
             if let Some(s) = &self.socket {
@@ -236,6 +247,7 @@ impl Output for Feed {
             }
             // The alert sink keeps its book of open incidents.
             fresh.alerts = self.alerts.take();
+            fresh.otlp = self.otlp.take();
             // The old lanes write what they hold off this thread.
             let old = std::mem::replace(self, fresh);
             let _ = std::thread::Builder::new()
@@ -257,11 +269,15 @@ impl Output for Feed {
         if new.alerts != running.alerts {
             say("[alerts] changed: it takes effect at the next restart");
         }
+        if new.otlp != running.otlp {
+            say("[otlp] changed: it takes effect at the next restart");
+        }
         self.config = new;
         // What runs until then: the listener, the sink with its
         // Alertmanagers and open alerts (the next reload compares with them).
         self.config.metrics = running.metrics;
         self.config.alerts = running.alerts;
+        self.config.otlp = running.otlp;
         self.status_file = self.config.health.status_file.clone();
         say(&format!(
             "configuration reloaded from {}; {}",
@@ -280,6 +296,7 @@ impl Output for Feed {
 
     fn wants_events(&self) -> bool {
         pipeline::carries_events(self.types.list())
+            || self.otlp.as_ref().is_some_and(|o| o.wants_events())
     }
 }
 
@@ -289,8 +306,15 @@ pub async fn run(
     max_processes: usize,
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
+    // [otlp], with what the file leaves out from the OTEL_* environment.
+    let otlp = crate::otlp::Settings::resolve(&config.otlp, &|k| std::env::var(k).ok())
+        .map_err(|(key, m)| anyhow::anyhow!("[otlp] {key}: {m}"))?;
     let mut load = load;
-    load.kinds = pipeline::kernel_kinds(&config.feed.types);
+    let mut types = config.feed.types.clone();
+    if let Some(o) = &otlp {
+        types.extend(o.types.list().iter().cloned());
+    }
+    load.kinds = pipeline::kernel_kinds(&types);
     let probes = loader::load(&load)?;
     for line in probes.degraded_lines() {
         say(&line);
@@ -303,10 +327,15 @@ pub async fn run(
                 .context("starting the Alertmanager sink's thread")?,
         );
     }
+    if let Some(o) = otlp {
+        feed.otlp =
+            Some(crate::otlp::OtlpSink::start(o).context("starting the OTLP sink's thread")?);
+    }
     // Healthy until a canary says otherwise.
     let stats: SharedStats = Arc::new(Mutex::new(Stats {
         healthy: true,
         alerts: feed.alerts.as_ref().map(|a| a.stats.clone()),
+        otlp: feed.otlp.as_ref().map(|o| o.stats.clone()),
         ..Stats::default()
     }));
     let metrics = if config.metrics.listen.is_empty() {

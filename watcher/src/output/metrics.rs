@@ -280,6 +280,23 @@ impl Collector for Snapshot {
         }
         counters(e, "watcher_sink_dropped_total", "Records a sink could not take: its queue was full (a stalled sink or consumer) or its write failed.", "sink",
             ["stdout", "file", "syslog", "socket"].map(|k| (k, s.sink_drops.get(k).copied().unwrap_or(0))))?;
+        if let Some(o) = &s.otlp {
+            use std::sync::atomic::Ordering::Relaxed;
+            counters(e, "watcher_otlp_records_total", "Records for the OTLP receiver, by result: sent (taken), rejected (refused by the receiver, partial successes included), dropped (its queue was full, or it was still down when watcher stopped).", "result",
+                [("sent", o.sent.load(Relaxed)), ("rejected", o.rejected.load(Relaxed)), ("dropped", o.dropped.load(Relaxed))])?;
+            gauge(
+                e,
+                "watcher_otlp_queue",
+                "Records waiting for the OTLP receiver (queued, and in the batch being exported).",
+                o.queue.load(Relaxed) as f64,
+            )?;
+            gauge(
+                e,
+                "watcher_otlp_up",
+                "1 when the last export to the OTLP receiver succeeded (or none failed yet).",
+                u64::from(o.up.load(Relaxed)) as f64,
+            )?;
+        }
         if let Some(a) = &s.alerts {
             use std::sync::atomic::Ordering::Relaxed;
             {

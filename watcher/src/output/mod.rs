@@ -1,11 +1,12 @@
 //! What watcher writes: the records of the NDJSON contract (serde types,
 //! separate from the wire structs), the human lines of `watcher trace`, the
-//! record filters, the daemon's sinks, the Alertmanager sink and the Prometheus
-//! metrics.
+//! record filters, the daemon's sinks, the Alertmanager and OTLP sinks and the
+//! Prometheus metrics.
 pub mod alerts;
 pub mod filter;
 pub mod human;
 pub mod lane;
 pub mod metrics;
+pub mod otlp;
 pub mod record;
 pub mod sinks;

@@ -29,6 +29,8 @@ use crate::{
 pub struct Stats {
     /// The Alertmanager sink's counters, when it runs.
     pub alerts: Option<std::sync::Arc<crate::alerts::AlertStats>>,
+    /// The OTLP sink's counters, when it runs.
+    pub otlp: Option<std::sync::Arc<crate::otlp::OtlpStats>>,
     pub events_by_type: BTreeMap<&'static str, u64>,
     pub lost_by_type: BTreeMap<&'static str, u64>,
     pub lost: u64,

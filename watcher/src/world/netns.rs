@@ -105,7 +105,7 @@ pub struct NetnsLookups {
 }
 
 /// The helpers' nice value (the deciding thread's is the process's, 0 by default).
-const HELPER_NICE: i32 = 10;
+pub const HELPER_NICE: i32 = 10;
 
 /// Namespaces with a kept socket at most; one unused this long is closed
 /// (a kept socket holds its namespace alive).

@@ -564,7 +564,11 @@ impl ProcessTable {
             }
         });
         let sender_proc = self.procs.get(&h.tgid).cloned();
-        let p = self.procs.get_mut(&target).expect("checked above");
+        // (A thread of a process the table does not know — missed or
+        // evicted — signalled itself: nothing to remember it on.)
+        let Some(p) = self.procs.get_mut(&target) else {
+            return Touched::default();
+        };
         // The OOM killer's own SIGKILL follows its choice: keep the choice.
         if !p.signalled.as_ref().is_some_and(|s| s.oom && x.sig == 9) {
             p.signalled = Some(Arc::new(Signalled {
@@ -791,6 +795,26 @@ mod tests {
                 cgroup_id: 0,
             }),
         }
+    }
+
+    #[test]
+    fn a_fault_in_a_thread_of_an_unknown_process_is_ignored_not_a_panic() {
+        let mut t = ProcessTable::with_parent_lookup(100, Box::new(|_| Some(1)));
+        // Thread 501 of process 500, neither known (evicted, or missed in a loss).
+        let ev = decode(&encode(&Event {
+            header: header_for::<watcher_common::SignalData>(EventKind::Signal, 1, 501, 500, "w"),
+            data: watcher_common::SignalData {
+                target_pid: 501,
+                sig: 11,
+                code: 1,
+                group: 0,
+                source: watcher_common::SIGNAL_GENERATED,
+                _pad: 0,
+            },
+        }))
+        .unwrap();
+        let touched = t.apply(&ev);
+        assert!(touched.subject.is_none());
     }
 
     #[test]
