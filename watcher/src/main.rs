@@ -46,6 +46,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check(_) => watcher::check::run(),
         Command::Trace(args) => runtime()?.block_on(watcher::trace::run(args.settings())),
+        Command::Top(args) => watcher::cli::top::run(args.settings()),
         Command::Run(args) => runtime()?.block_on(watcher::daemon::run(
             args.config.clone(),
             args.kernel.load(),

@@ -305,6 +305,8 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         ("supervisord", "supervisor"),
         // The kernel's own account of task frees for the reap test.
         ("perf", "linux-perf"),
+        // A real terminal for `watcher top`.
+        ("tmux", "tmux"),
     ])?;
     // Docker Engine and the images of the container tests (watcher's own
     // image holds the static build, which the kernel matrix needs too).

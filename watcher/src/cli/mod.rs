@@ -3,6 +3,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod install;
+pub mod top;
 pub mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -24,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Stream process and socket events live (readable lines, or NDJSON with --json).
     Trace(TraceArgs),
+    /// A live full-screen view: open incidents, listeners, event rates per program and container.
+    Top(TopArgs),
     /// Run as a daemon: findings as NDJSON to stdout/file/syslog/socket, metrics, SIGHUP reload.
     Run(RunArgs),
     /// Check every prerequisite (privileges, kernel, tracefs, BTF, tracepoints) and say what to do.
@@ -170,6 +173,29 @@ pub struct TraceArgs {
     pub config: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub kernel: KernelArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// Read a running daemon's feed socket ([feed] socket) instead of loading kernel programs of its own.
+    #[arg(long, value_name = "PATH")]
+    pub attach: Option<std::path::PathBuf>,
+    /// Configuration file (TOML) for its own pipeline: detector thresholds, windows, allow-lists.
+    #[arg(long, value_name = "FILE", conflicts_with = "attach")]
+    pub config: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub kernel: KernelArgs,
+}
+
+impl TopArgs {
+    pub fn settings(&self) -> top::TopSettings {
+        top::TopSettings {
+            attach: self.attach.clone(),
+            config: self.config.clone(),
+            load: self.kernel.load(),
+            max_processes: self.kernel.max_processes as usize,
+        }
+    }
 }
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {

@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod otlp;
 pub mod record;
 pub mod sinks;
+pub mod top;

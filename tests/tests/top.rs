@@ -1,0 +1,153 @@
+//! `watcher top` in a real terminal (tmux, 200×50): a real port conflict
+//! and a real crash loop appear on the screen within 2 s, and `q` exits 0
+//! with the terminal given back.
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use watcher_tests::{actor_any, eventually_within, require_root, spawn_actor, temp_dir};
+
+const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
+
+/// A tmux server of this test's own (its own socket), killed at the end.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "top"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+fn tmux_present() -> bool {
+    if Path::new("/usr/bin/tmux").exists() {
+        return true;
+    }
+    watcher_tests::unavailable(
+        "tmux not found: `cargo xtask test` installs it (apt-get install tmux)",
+    );
+    false
+}
+
+#[test]
+fn top_shows_a_port_conflict_and_a_crash_loop_in_a_real_terminal_and_q_quits() {
+    if !require_root() || !tmux_present() {
+        return;
+    }
+    let dir = temp_dir("top");
+    let exit_file: PathBuf = dir.join("exit");
+    let _ = std::fs::remove_file(&exit_file);
+    let tmux = Tmux {
+        socket: format!("watcher-top-{}", std::process::id()),
+    };
+    let script = format!(
+        "{} top; echo exit=$? > {}",
+        watcher_tests::watcher_bin().display(),
+        exit_file.display()
+    );
+    let ok = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &script,
+        ])
+        .status()
+        .expect("tmux new-session");
+    assert!(ok.success(), "tmux new-session failed");
+    eventually_within(Duration::from_secs(30), "watcher top on the screen", || {
+        let s = tmux.screen();
+        (s.contains("watcher top") && s.contains("Incidents")).then_some(())
+    });
+
+    // A port conflict: the holder listens, a second process fails to bind.
+    let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+    let port = holder.value("port");
+    let failing = actor_any(ACTOR, &["bind-port", &port]);
+    let since = Instant::now();
+    let screen = eventually_within(Duration::from_secs(2), "the conflict on the screen", || {
+        let s = tmux.screen();
+        (s.lines().any(|l| {
+            l.contains("port_conflict")
+                && l.contains(&format!(":{port}"))
+                && l.contains(&format!("holder actor ({})", holder.pid))
+        }) && s.lines().any(|l| {
+            l.contains(&format!(":{port}"))
+                && l.contains(&holder.pid.to_string())
+                && l.contains("conflict")
+                && !l.contains("port_conflict")
+        }))
+        .then_some(s)
+    });
+    eprintln!(
+        "MEASURED port conflict → on the screen: ≤ {:.0} ms (failing pid {})\n{screen}",
+        since.elapsed().as_secs_f64() * 1e3,
+        failing.pid
+    );
+
+    // A crash loop: a supervisor restarting a program that exits 1.
+    actor_any(ACTOR, &["supervise", "6", "30"]);
+    let since = Instant::now();
+    let screen = eventually_within(
+        Duration::from_secs(2),
+        "the crash loop on the screen",
+        || {
+            let s = tmux.screen();
+            s.lines()
+                .any(|l| {
+                    l.contains("respawn_storm")
+                        && l.contains("actor (")
+                        && l.contains("exit code 1")
+                })
+                .then_some(s)
+        },
+    );
+    eprintln!(
+        "MEASURED crash loop → on the screen: ≤ {:.0} ms\n{screen}",
+        since.elapsed().as_secs_f64() * 1e3
+    );
+    holder.finish();
+
+    // `?` shows the keys, Esc closes them, q quits with 0.
+    let _ = tmux.cmd().args(["send-keys", "-t", "top", "?"]).status();
+    eventually_within(Duration::from_secs(5), "the keys", || {
+        tmux.screen().contains("these keys").then_some(())
+    });
+    let _ = tmux
+        .cmd()
+        .args(["send-keys", "-t", "top", "Escape"])
+        .status();
+    let _ = tmux.cmd().args(["send-keys", "-t", "top", "q"]).status();
+    let said = eventually_within(Duration::from_secs(15), "watcher top's exit", || {
+        std::fs::read_to_string(&exit_file)
+            .ok()
+            .filter(|s| s.contains("exit="))
+    });
+    assert_eq!(said.trim(), "exit=0", "watcher top's exit status");
+}

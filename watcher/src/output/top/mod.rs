@@ -1,0 +1,6 @@
+//! `watcher top`: a live view of what watcher knows — open incidents,
+//! listeners per network namespace, event rates per program and container —
+//! built from records (`model`) and drawn with ratatui (`view`). The
+//! command itself (terminal, keys, where records come from) is `cli::top`.
+pub mod model;
+pub mod view;
