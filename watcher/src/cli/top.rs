@@ -82,6 +82,15 @@ impl QuietStderr {
         if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
             let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
         }
+        // A panic says why on the real stderr (the terminal is restored
+        // first by ratatui's hook, which wraps this one).
+        if let Some(raw) = saved.as_ref().map(|fd| fd.as_raw_fd()) {
+            let prev = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let _ = nix::unistd::dup2(raw, 2);
+                prev(info)
+            }));
+        }
         QuietStderr(saved)
     }
 }
@@ -108,6 +117,8 @@ pub fn run(s: TopSettings) -> anyhow::Result<ExitCode> {
     let dropped = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let mut stats: Option<SharedStats> = None;
+    // Listeners at start: (netns, tcp, address, port, pid, program).
+    let mut seeded: Vec<(u32, bool, String, u16, u32, String)> = Vec::new();
     let mut pipeline_thread = None;
     let source = match &s.attach {
         Some(path) => {
@@ -149,12 +160,24 @@ pub fn run(s: TopSettings) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (signals, (engine, initial, _)) = rt.block_on(async {
+            let (signals, (engine, initial, _, sockets)) = rt.block_on(async {
                 anyhow::Ok((
                     pipeline::Signals::install()?,
-                    crate::trace::engine(&config, s.max_processes),
+                    crate::trace::engine_and_sockets(&config, s.max_processes),
                 ))
             })?;
+            // What listens already, named from the process table.
+            for k in sockets.iter().filter(|k| k.is_holder()) {
+                for pid in &k.pids {
+                    let name = engine
+                        .enricher
+                        .procs
+                        .get(*pid)
+                        .map(|p| p.comm.to_string())
+                        .unwrap_or_else(|| "?".into());
+                    seeded.push((k.netns, k.tcp, k.addr.to_string(), k.port, *pid, name));
+                }
+            }
             for r in initial {
                 let _ = tx.try_send(r);
             }
@@ -194,9 +217,13 @@ pub fn run(s: TopSettings) -> anyhow::Result<ExitCode> {
         }
     };
     let quiet = QuietStderr::start();
+    let mut model = Model::new(source);
+    for (netns, tcp, addr, port, pid, name) in seeded {
+        model.seed_listener(netns, tcp, &addr, port, pid, &name);
+    }
     let result = screen(
         rx,
-        source,
+        model,
         stats,
         &dropped,
         &done,
@@ -222,7 +249,7 @@ pub fn run(s: TopSettings) -> anyhow::Result<ExitCode> {
 
 fn screen(
     rx: Receiver<Record>,
-    source: Source,
+    mut model: Model,
     stats: Option<SharedStats>,
     dropped: &AtomicU64,
     done: &AtomicBool,
@@ -230,7 +257,6 @@ fn screen(
     attached: bool,
 ) -> anyhow::Result<()> {
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
-    let mut model = Model::new(source);
     let mut ui = Ui::new(colour);
     let started = Instant::now();
     let mut drawn_version = u64::MAX;

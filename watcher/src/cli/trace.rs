@@ -94,6 +94,20 @@ impl Output for Terminal {
 /// from every network namespace's sockets, the container runtime's worker
 /// started. Returns the findings that hold at start.
 pub fn engine(config: &Config, max_processes: usize) -> (Engine, Vec<Record>, usize) {
+    let (engine, records, seeded, _) = engine_and_sockets(config, max_processes);
+    (engine, records, seeded)
+}
+
+/// The same, with the sockets every network namespace held at start.
+pub fn engine_and_sockets(
+    config: &Config,
+    max_processes: usize,
+) -> (
+    Engine,
+    Vec<Record>,
+    usize,
+    Vec<crate::detect::sockets::KernelSocket>,
+) {
     let mut table = ProcessTable::new(max_processes);
     table.identity = config.detect.identity.into();
     let seeded = table.seed_from_proc();
@@ -118,7 +132,7 @@ pub fn engine(config: &Config, max_processes: usize) -> (Engine, Vec<Record>, us
     }
     let initial = engine.seed(&sockets, Clock::mono_now());
     let records = initial.iter().map(|f| engine.finding_record(f)).collect();
-    (engine, records, seeded)
+    (engine, records, seeded, sockets)
 }
 
 fn say_once(what: &str) {

@@ -295,6 +295,30 @@ impl Model {
         }
     }
 
+    /// A socket that listened before the records began (read at start).
+    pub fn seed_listener(
+        &mut self,
+        netns: u32,
+        tcp: bool,
+        addr: &str,
+        port: u16,
+        pid: u32,
+        program: &str,
+    ) {
+        let e = crate::record::Endpoint {
+            address: addr.to_owned(),
+            port,
+        };
+        self.listen(
+            netns,
+            if tcp { "tcp" } else { "udp" },
+            &e,
+            pid,
+            program,
+            None,
+        );
+    }
+
     fn listen(
         &mut self,
         netns: u32,
