@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use watcher_tests::{actor_any, eventually_within, require_root, spawn_actor, temp_dir};
+use watcher_tests::{
+    actor_any, eventually_within, require_root, spawn_actor, temp_dir, write_config, Feed,
+};
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
@@ -150,4 +152,84 @@ fn top_shows_a_port_conflict_and_a_crash_loop_in_a_real_terminal_and_q_quits() {
             .filter(|s| s.contains("exit="))
     });
     assert_eq!(said.trim(), "exit=0", "watcher top's exit status");
+}
+
+#[test]
+fn top_attached_to_a_daemons_socket_shows_its_incidents_and_listeners() {
+    if !require_root() || !tmux_present() {
+        return;
+    }
+    let dir = temp_dir("top-attach");
+    let sock = dir.join("feed.sock");
+    let cfg = write_config(
+        &dir,
+        &format!(
+            "[feed]\ntypes = [\"all\"]\nstdout = false\nsocket = \"{}\"\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n",
+            sock.display(),
+            dir.join("status.json").display()
+        ),
+    );
+    let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+    d.wait_stderr("running:");
+    let exit_file = dir.join("exit");
+    let _ = std::fs::remove_file(&exit_file);
+    let tmux = Tmux {
+        socket: format!("watcher-top-attach-{}", std::process::id()),
+    };
+    let script = format!(
+        "{} top --attach {}; echo exit=$? > {}",
+        watcher_tests::watcher_bin().display(),
+        sock.display(),
+        exit_file.display()
+    );
+    let ok = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            &script,
+        ])
+        .status()
+        .expect("tmux new-session");
+    assert!(ok.success(), "tmux new-session failed");
+    eventually_within(Duration::from_secs(30), "watcher top attached", || {
+        let s = tmux.screen();
+        s.contains(&format!("attached to {}", sock.display()))
+            .then_some(())
+    });
+    let mut holder = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+    let port = holder.value("port");
+    actor_any(ACTOR, &["bind-port", &port]);
+    eventually_within(
+        Duration::from_secs(2),
+        "the conflict and its listener on the attached screen",
+        || {
+            let s = tmux.screen();
+            (s.lines()
+                .any(|l| l.contains("port_conflict") && l.contains(&format!(":{port}")))
+                && s.lines().any(|l| {
+                    l.contains(&format!("0.0.0.0:{port}"))
+                        && l.contains(&holder.pid.to_string())
+                        && l.contains("conflict")
+                        && !l.contains("port_conflict")
+                }))
+            .then_some(())
+        },
+    );
+    holder.finish();
+    let _ = tmux.cmd().args(["send-keys", "-t", "top", "q"]).status();
+    let said = eventually_within(Duration::from_secs(15), "watcher top's exit", || {
+        std::fs::read_to_string(&exit_file)
+            .ok()
+            .filter(|s| s.contains("exit="))
+    });
+    assert_eq!(said.trim(), "exit=0", "watcher top's exit status");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
 }
