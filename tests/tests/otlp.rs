@@ -283,10 +283,19 @@ fn a_receiver_answering_503_three_times_still_gets_it() {
             (w[1] - w[0]) / 1_000_000
         );
     }
-    let m = scrape(&metrics);
-    assert!(
-        metric(&m, "watcher_otlp_records_total{result=\"rejected\"}").unwrap_or(0.0) >= 1.0,
-        "the partial success's reject is counted: {m}"
+    // (Counted once watcher has read the answer, just after the receiver printed.)
+    eventually_within(
+        Duration::from_secs(5),
+        "the partial success's reject counted",
+        || {
+            (metric(
+                &scrape(&metrics),
+                "watcher_otlp_records_total{result=\"rejected\"}",
+            )
+            .unwrap_or(0.0)
+                >= 1.0)
+                .then_some(())
+        },
     );
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
@@ -367,6 +376,55 @@ fn a_full_queue_is_counted_and_told_to_the_receiver() {
     rx.wait(Duration::from_secs(10), "a fork log record", |v| {
         v["event_name"] == "watcher.fork" && v["attributes"]["process.pid"].is_u64()
     });
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+}
+
+#[test]
+fn a_grpc_receiver_answering_unavailable_is_retried_after_its_retry_info() {
+    if !require_root() {
+        return;
+    }
+    let rx = Receiver::start(&[
+        "--grpc",
+        "127.0.0.1:0",
+        "--fail-first",
+        "2",
+        "--retry-after-s",
+        "3",
+    ]);
+    let dir = temp_dir("otlp-grpc-unavailable");
+    let (d, _) = start_watcher(
+        &dir,
+        &format!(
+            "[otlp]\nendpoint = \"{}\"\nprotocol = \"grpc\"\n",
+            rx.grpc.clone().unwrap()
+        ),
+        &[],
+    );
+    let (failing, holding, port) = conflict();
+    let v = conflict_record(&rx, Duration::from_secs(30), failing);
+    check_fields(&v, failing, holding.pid, &port);
+    // Refused twice with UNAVAILABLE and a RetryInfo of 3 s: the retries
+    // waited for it (the backoff alone retries after 0.5 s, then 1 s).
+    let mut times: Vec<u64> = rx
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l["refused"] == "grpc")
+        .map(|l| l["received_unix_nano"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 2, "{times:?}");
+    times.push(v["received_unix_nano"].as_str().unwrap().parse().unwrap());
+    let gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .collect();
+    assert!(
+        gaps.iter().any(|g| *g >= 2_500),
+        "no retry waited for the RetryInfo of 3 s: gaps {gaps:?} ms"
+    );
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
 }

@@ -7,7 +7,8 @@
 //! `http ADDR` / `grpc ADDR` once listening, then one JSON line per log
 //! record received (what the record carries, with its resource, how it came
 //! and when), and one `{"refused": …}` line per export it answered with
-//! HTTP 503 (`Retry-After: 1`) or gRPC UNAVAILABLE (the first N exports).
+//! HTTP 503 (`Retry-After: 1`) or gRPC UNAVAILABLE (with a RetryInfo of
+//! `--retry-after-s`, 1 by default) (the first N exports).
 //! With `--reject N`, every export it takes answers a partial success that
 //! rejected N records.
 use std::{
@@ -133,6 +134,7 @@ fn picked<'a>(pairs: impl Iterator<Item = (&'a str, String)>) -> Map<String, Val
 struct Grpc {
     fail: Arc<AtomicU64>,
     reject: i64,
+    retry_after: u64,
 }
 
 #[tonic::async_trait]
@@ -143,7 +145,16 @@ impl LogsService for Grpc {
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         if take_failure(&self.fail) {
             refused("grpc");
-            return Err(tonic::Status::unavailable("told to refuse"));
+            // With a RetryInfo, as a Collector under pressure says it.
+            return Err(
+                <tonic::Status as tonic_types::StatusExt>::with_error_details(
+                    tonic::Code::Unavailable,
+                    "told to refuse",
+                    tonic_types::ErrorDetails::with_retry_info(Some(
+                        std::time::Duration::from_secs(self.retry_after),
+                    )),
+                ),
+            );
         }
         let headers = picked(request.metadata().iter().filter_map(|kv| match kv {
             tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
@@ -289,6 +300,9 @@ async fn main() -> anyhow::Result<()> {
         let service = LogsServiceServer::new(Grpc {
             fail: fail.clone(),
             reject,
+            retry_after: opt("--retry-after-s")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
         })
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)

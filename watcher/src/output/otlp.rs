@@ -9,7 +9,7 @@
 //! `BATCH_WAIT` after the first; a finding leaves at once with what is
 //! queued), and exports each batch until the receiver
 //! takes it: retried with a doubling backoff (0.5 s … 30 s, or what an HTTP
-//! `Retry-After` says) on connection errors, HTTP 429/502/503/504 and the
+//! `Retry-After` or a gRPC `RetryInfo` says) on connection errors, HTTP 429/502/503/504 and the
 //! gRPC codes OTLP calls retryable. A batch the receiver refuses for good
 //! (another HTTP 4xx/5xx, gRPC INVALID_ARGUMENT…) and records a partial
 //! success rejects are counted as `rejected`.
@@ -799,7 +799,13 @@ impl Exporter {
                             | Code::Unavailable
                             | Code::DataLoss
                             | Code::ResourceExhausted
-                            | Code::Unknown => Err(Failed::Retry(why, None)),
+                            | Code::Unknown => {
+                                // The delay the receiver asks for (google.rpc.RetryInfo).
+                                use tonic_types::StatusExt;
+                                let after =
+                                    status.get_details_retry_info().and_then(|r| r.retry_delay);
+                                Err(Failed::Retry(why, after))
+                            }
                             _ => Err(Failed::Refused(why)),
                         }
                     }
@@ -932,6 +938,7 @@ async fn run(
         ..Default::default()
     };
     let mut stopping = false;
+    let mut stop_deadline: Option<Instant> = None;
     let mut told_dropped = 0u64;
     let mut down_since: Option<Instant> = None;
     loop {
@@ -976,6 +983,12 @@ async fn run(
                 }
             }
         }
+        if stop_deadline.is_some_and(|g| Instant::now() >= g) {
+            stats
+                .dropped
+                .fetch_add((batch.len() + rx.len()) as u64, Ordering::Relaxed);
+            return;
+        }
         let dropped = stats.dropped.load(Ordering::Relaxed);
         if dropped > told_dropped {
             batch.insert(0, loss_log(dropped - told_dropped, dropped, &clock));
@@ -1003,10 +1016,31 @@ async fn run(
             }],
         };
         let mut backoff = BACKOFF_FIRST;
-        // At stop, one more try within the deadline, then what is left is counted dropped.
-        let give_up = stopping.then(|| Instant::now() + settings.timeout);
+        // At stop, what is queued has one export deadline in all; what is
+        // left then is counted dropped.
+        if stopping && stop_deadline.is_none() {
+            stop_deadline = Some(Instant::now() + settings.timeout);
+        }
+        let give_up = stop_deadline;
         loop {
-            match exporter.export(&settings, &req).await {
+            let attempt = exporter.export(&settings, &req);
+            let result = match give_up {
+                Some(g) => {
+                    match tokio::time::timeout(g.saturating_duration_since(Instant::now()), attempt)
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => {
+                            stats
+                                .dropped
+                                .fetch_add(n + rx.len() as u64, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+                None => attempt.await,
+            };
+            match result {
                 Ok(rejected) => {
                     stats.sent.fetch_add(n - rejected.min(n), Ordering::Relaxed);
                     stats.rejected.fetch_add(rejected.min(n), Ordering::Relaxed);
