@@ -75,6 +75,26 @@ impl Receiver {
     }
 }
 
+/// When the receiver refused exports over `via`, then when it took `v`.
+fn refusals_then(rx: &Receiver, via: &str, v: &Value) -> Vec<u64> {
+    let ns = |l: &Value| -> u64 {
+        l["received_unix_nano"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut times: Vec<u64> = rx
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l["refused"] == via)
+        .map(ns)
+        .collect();
+    times.push(ns(v));
+    times
+}
+
 fn attr<'a>(v: &'a Value, key: &str) -> &'a Value {
     &v["attributes"][key]
 }
@@ -264,18 +284,8 @@ fn a_receiver_answering_503_three_times_still_gets_it() {
     let v = conflict_record(&rx, Duration::from_secs(30), failing);
     check_fields(&v, failing, holder, &port);
     // Refused three times, each retry after the Retry-After (1 s) it was given.
-    let refusals: Vec<u64> = rx
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l["refused"] == "http")
-        .map(|l| l["received_unix_nano"].as_str().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(refusals.len(), 3, "{refusals:?}");
-    let received: u64 = v["received_unix_nano"].as_str().unwrap().parse().unwrap();
-    let mut times = refusals.clone();
-    times.push(received);
+    let times = refusals_then(&rx, "http", &v);
+    assert_eq!(times.len(), 4, "three refusals, then the record: {times:?}");
     for w in times.windows(2) {
         assert!(
             w[1] - w[0] >= 900_000_000,
@@ -407,16 +417,8 @@ fn a_grpc_receiver_answering_unavailable_is_retried_after_its_retry_info() {
     check_fields(&v, failing, holding.pid, &port);
     // Refused twice with UNAVAILABLE and a RetryInfo of 3 s: the retries
     // waited for it (the backoff alone retries after 0.5 s, then 1 s).
-    let mut times: Vec<u64> = rx
-        .lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|l| l["refused"] == "grpc")
-        .map(|l| l["received_unix_nano"].as_str().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(times.len(), 2, "{times:?}");
-    times.push(v["received_unix_nano"].as_str().unwrap().parse().unwrap());
+    let times = refusals_then(&rx, "grpc", &v);
+    assert_eq!(times.len(), 3, "two refusals, then the record: {times:?}");
     let gaps: Vec<u64> = times
         .windows(2)
         .map(|w| (w[1] - w[0]) / 1_000_000)

@@ -19,6 +19,34 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A detached 200×50 session running `script` (its exit status to `exit_file`).
+    fn start(name: &str, script: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("{name}-{}", std::process::id()),
+        };
+        let ok = tmux
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "top",
+                "-x",
+                "200",
+                "-y",
+                "50",
+                script,
+            ])
+            .status()
+            .expect("tmux new-session");
+        assert!(ok.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn keys(&self, keys: &str) {
+        let _ = self.cmd().args(["send-keys", "-t", "top", keys]).status();
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
         c.args(["-L", &self.socket]);
@@ -41,6 +69,17 @@ impl Drop for Tmux {
     }
 }
 
+/// What `script`'s `echo exit=$? > FILE` wrote, within a deadline.
+fn exit_status(exit_file: &Path) -> String {
+    eventually_within(Duration::from_secs(15), "watcher top's exit", || {
+        std::fs::read_to_string(exit_file)
+            .ok()
+            .filter(|s| s.contains("exit="))
+    })
+    .trim()
+    .to_owned()
+}
+
 fn tmux_present() -> bool {
     if Path::new("/usr/bin/tmux").exists() {
         return true;
@@ -59,30 +98,12 @@ fn top_shows_a_port_conflict_and_a_crash_loop_in_a_real_terminal_and_q_quits() {
     let dir = temp_dir("top");
     let exit_file: PathBuf = dir.join("exit");
     let _ = std::fs::remove_file(&exit_file);
-    let tmux = Tmux {
-        socket: format!("watcher-top-{}", std::process::id()),
-    };
     let script = format!(
         "{} top; echo exit=$? > {}",
         watcher_tests::watcher_bin().display(),
         exit_file.display()
     );
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            "200",
-            "-y",
-            "50",
-            &script,
-        ])
-        .status()
-        .expect("tmux new-session");
-    assert!(ok.success(), "tmux new-session failed");
+    let tmux = Tmux::start("watcher-top", &script);
     eventually_within(Duration::from_secs(30), "watcher top on the screen", || {
         let s = tmux.screen();
         (s.contains("watcher top") && s.contains("Incidents")).then_some(())
@@ -137,21 +158,17 @@ fn top_shows_a_port_conflict_and_a_crash_loop_in_a_real_terminal_and_q_quits() {
     holder.finish();
 
     // `?` shows the keys, Esc closes them, q quits with 0.
-    let _ = tmux.cmd().args(["send-keys", "-t", "top", "?"]).status();
+    tmux.keys("?");
     eventually_within(Duration::from_secs(5), "the keys", || {
         tmux.screen().contains("these keys").then_some(())
     });
-    let _ = tmux
-        .cmd()
-        .args(["send-keys", "-t", "top", "Escape"])
-        .status();
-    let _ = tmux.cmd().args(["send-keys", "-t", "top", "q"]).status();
-    let said = eventually_within(Duration::from_secs(15), "watcher top's exit", || {
-        std::fs::read_to_string(&exit_file)
-            .ok()
-            .filter(|s| s.contains("exit="))
-    });
-    assert_eq!(said.trim(), "exit=0", "watcher top's exit status");
+    tmux.keys("Escape");
+    tmux.keys("q");
+    assert_eq!(
+        exit_status(&exit_file),
+        "exit=0",
+        "watcher top's exit status"
+    );
 }
 
 #[test]
@@ -173,31 +190,13 @@ fn top_attached_to_a_daemons_socket_shows_its_incidents_and_listeners() {
     d.wait_stderr("running:");
     let exit_file = dir.join("exit");
     let _ = std::fs::remove_file(&exit_file);
-    let tmux = Tmux {
-        socket: format!("watcher-top-attach-{}", std::process::id()),
-    };
     let script = format!(
         "{} top --attach {}; echo exit=$? > {}",
         watcher_tests::watcher_bin().display(),
         sock.display(),
         exit_file.display()
     );
-    let ok = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            "200",
-            "-y",
-            "50",
-            &script,
-        ])
-        .status()
-        .expect("tmux new-session");
-    assert!(ok.success(), "tmux new-session failed");
+    let tmux = Tmux::start("watcher-top-attach", &script);
     eventually_within(Duration::from_secs(30), "watcher top attached", || {
         let s = tmux.screen();
         s.contains(&format!("attached to {}", sock.display()))
@@ -223,13 +222,12 @@ fn top_attached_to_a_daemons_socket_shows_its_incidents_and_listeners() {
         },
     );
     holder.finish();
-    let _ = tmux.cmd().args(["send-keys", "-t", "top", "q"]).status();
-    let said = eventually_within(Duration::from_secs(15), "watcher top's exit", || {
-        std::fs::read_to_string(&exit_file)
-            .ok()
-            .filter(|s| s.contains("exit="))
-    });
-    assert_eq!(said.trim(), "exit=0", "watcher top's exit status");
+    tmux.keys("q");
+    assert_eq!(
+        exit_status(&exit_file),
+        "exit=0",
+        "watcher top's exit status"
+    );
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
 }
