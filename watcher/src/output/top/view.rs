@@ -747,6 +747,22 @@ mod tests {
     }
 
     #[test]
+    fn tiny_terminals_and_every_popup_draw_without_panicking() {
+        let m = model();
+        for (w, h) in [(1, 1), (10, 3), (20, 5), (40, 10), (79, 23)] {
+            for popup in [Popup::None, Popup::Record, Popup::Keys] {
+                let mut ui = Ui::new(true);
+                ui.popup = popup;
+                ui.filter = "x".into();
+                for _ in 0..3 {
+                    screen(&m, &ui, w, h);
+                    ui.next_pane(false);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn sorting_cycles_through_the_counts() {
         let m = model();
         let mut ui = Ui::new(false);
