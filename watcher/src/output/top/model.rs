@@ -16,6 +16,10 @@ pub const RATE_SECONDS: usize = 10;
 pub const MAX_INCIDENTS: usize = 1000;
 /// Listeners and programs kept at most.
 pub const MAX_ROWS: usize = 10_000;
+/// Outgoing TCP sockets followed at most (for ports in use per destination).
+pub const MAX_OUTGOING: usize = 200_000;
+/// A destination with at least this many local ports in use is shown.
+pub const BUSY_PORTS: u32 = 100;
 
 /// One incident as a row.
 #[derive(Clone, Debug)]
@@ -104,8 +108,11 @@ pub struct Model {
     pub incidents: Vec<Incident>,
     pub listeners: BTreeMap<ListenKey, Listener>,
     pub programs: HashMap<(String, Option<String>), Rates>,
-    /// Connects per (namespace, destination) over the rate window.
-    pub connects: HashMap<(u32, String), Rates>,
+    /// Local ports in use now per (namespace, destination): TCP sockets
+    /// between their SYN_SENT and their CLOSE.
+    pub ports_in_use: HashMap<(u32, String), u32>,
+    /// Those sockets (by kernel address), to count each close once.
+    outgoing: HashMap<String, (u32, String)>,
     pub source: Source,
     /// Events seen (not findings, losses, health).
     pub events: u64,
@@ -165,7 +172,8 @@ impl Model {
             incidents: Vec::new(),
             listeners: BTreeMap::new(),
             programs: HashMap::new(),
-            connects: HashMap::new(),
+            ports_in_use: HashMap::new(),
+            outgoing: HashMap::new(),
             source,
             events: 0,
             per_second: VecDeque::new(),
@@ -280,14 +288,25 @@ impl Model {
                     );
                 }
             }
-            Body::Connect(c) => {
-                if let Some(d) = &c.destination {
-                    let key = (
-                        c.network.netns.unwrap_or(0),
-                        format!("{}:{}", d.address, d.port),
-                    );
-                    if self.connects.contains_key(&key) || self.connects.len() < MAX_ROWS {
-                        self.connects.entry(key).or_default().add(sec, 0);
+            Body::TcpState(t) if t.tcp.new_state == "SYN_SENT" => {
+                if let Some(sk) = t.socket.sk.clone() {
+                    if self.outgoing.len() < MAX_OUTGOING && !self.outgoing.contains_key(&sk) {
+                        let key = (
+                            t.network.netns.unwrap_or(0),
+                            format!("{}:{}", t.destination.address, t.destination.port),
+                        );
+                        *self.ports_in_use.entry(key.clone()).or_default() += 1;
+                        self.outgoing.insert(sk, key);
+                    }
+                }
+            }
+            Body::TcpState(t) if t.tcp.new_state == "CLOSE" => {
+                if let Some(key) = t.socket.sk.as_ref().and_then(|sk| self.outgoing.remove(sk)) {
+                    if let Some(n) = self.ports_in_use.get_mut(&key) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            self.ports_in_use.remove(&key);
+                        }
                     }
                 }
             }
@@ -504,6 +523,34 @@ mod tests {
             .keys()
             .any(|k| k.transport == "udp" && k.port == 5353));
         assert!(!m.listeners.keys().any(|k| k.port == 9000));
+    }
+
+    #[test]
+    fn ports_in_use_per_destination_follow_syn_sent_and_close() {
+        let mut m = Model::new(Source::Standalone);
+        let line = |i: u32, old: &str, new: &str| {
+            format!(
+                r#"{{"schema":1,"time":"2026-12-03T09:00:00.000000Z","mono_ns":{},"type":"tcp_state","process":{{"pid":9,"name":"curl"}},"source":{{"address":"10.0.0.1","port":{}}},"destination":{{"address":"10.0.0.5","port":443}},"network":{{"transport":"tcp","type":"ipv4","netns":7}},"tcp":{{"old_state":"{old}","new_state":"{new}"}},"socket":{{"sk":"0x{i:x}"}}}}"#,
+                1000 + i,
+                30000 + i
+            )
+        };
+        for i in 0..150 {
+            m.apply(&records(&line(i, "CLOSE", "SYN_SENT"))[0]);
+        }
+        // A second SYN_SENT of one socket counts once; 50 close.
+        m.apply(&records(&line(0, "CLOSE", "SYN_SENT"))[0]);
+        for i in 0..50 {
+            m.apply(&records(&line(i, "ESTABLISHED", "CLOSE"))[0]);
+        }
+        assert_eq!(
+            m.ports_in_use.get(&(7, "10.0.0.5:443".to_owned())),
+            Some(&100)
+        );
+        for i in 50..150 {
+            m.apply(&records(&line(i, "ESTABLISHED", "CLOSE"))[0]);
+        }
+        assert!(m.ports_in_use.is_empty());
     }
 
     #[test]

@@ -154,7 +154,7 @@ pub fn incident_rows<'a>(m: &'a Model, ui: &Ui) -> Vec<&'a Incident> {
 }
 
 /// Rows of the ports pane: (netns, proto, address, pid, program, container, mark).
-pub fn port_rows(m: &Model, ui: &Ui, now_ns: u64) -> Vec<[String; 7]> {
+pub fn port_rows(m: &Model, ui: &Ui) -> Vec<[String; 7]> {
     let mut rows: Vec<[String; 7]> = m
         .listeners
         .iter()
@@ -175,22 +175,20 @@ pub fn port_rows(m: &Model, ui: &Ui, now_ns: u64) -> Vec<[String; 7]> {
             ]
         })
         .collect();
-    // Outgoing ports in use, where they are many: connects per destination.
-    let now = now_ns / 1_000_000_000;
-    let mut busy: Vec<(u32, &String, u32)> = m
-        .connects
+    // Local ports in use per namespace and destination, where they are many.
+    let mut busy: Vec<(&(u32, String), &u32)> = m
+        .ports_in_use
         .iter()
-        .map(|((ns, dest), r)| (*ns, dest, r.totals(now)[0]))
-        .filter(|(_, _, n)| *n >= 100)
+        .filter(|(_, n)| **n >= super::model::BUSY_PORTS)
         .collect();
-    busy.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(b.1)));
-    for (ns, dest, n) in busy.into_iter().take(5) {
+    busy.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for ((ns, dest), n) in busy.into_iter().take(5) {
         rows.push([
             ns.to_string(),
             "out".into(),
             format!("→ {dest}"),
             String::new(),
-            format!("{n} connects/{RATE_SECONDS}s"),
+            format!("{n} local ports in use"),
             String::new(),
             "busy".into(),
         ]);
@@ -241,7 +239,7 @@ pub fn process_rows(m: &Model, ui: &Ui, now_ns: u64) -> Vec<(String, String, [u3
 pub fn rows_in(m: &Model, ui: &Ui, now_ns: u64) -> usize {
     match ui.pane {
         Pane::Incidents => incident_rows(m, ui).len(),
-        Pane::Ports => port_rows(m, ui, now_ns).len(),
+        Pane::Ports => port_rows(m, ui).len(),
         Pane::Processes => process_rows(m, ui, now_ns).len(),
     }
 }
@@ -270,7 +268,7 @@ pub fn render(f: &mut Frame, m: &Model, ui: &Ui, now_ns: u64) {
             .constraints([Constraint::Percentage(55), Constraint::Percentage(45)])
             .split(body[1]);
         incidents(f, body[0], m, ui, now_ns, true);
-        ports(f, bottom[0], m, ui, now_ns, true);
+        ports(f, bottom[0], m, ui, true);
         processes(f, bottom[1], m, ui, now_ns, true);
     } else {
         // Small terminals: the focused pane, the others as tabs with their counts.
@@ -280,7 +278,7 @@ pub fn render(f: &mut Frame, m: &Model, ui: &Ui, now_ns: u64) {
             .split(outer[1]);
         let counts = [
             incident_rows(m, ui).len(),
-            port_rows(m, ui, now_ns).len(),
+            port_rows(m, ui).len(),
             process_rows(m, ui, now_ns).len(),
         ];
         let mut spans = Vec::new();
@@ -295,7 +293,7 @@ pub fn render(f: &mut Frame, m: &Model, ui: &Ui, now_ns: u64) {
         f.render_widget(Paragraph::new(Line::from(spans)), body[0]);
         match ui.pane {
             Pane::Incidents => incidents(f, body[1], m, ui, now_ns, false),
-            Pane::Ports => ports(f, body[1], m, ui, now_ns, false),
+            Pane::Ports => ports(f, body[1], m, ui, false),
             Pane::Processes => processes(f, body[1], m, ui, now_ns, false),
         }
     }
@@ -472,8 +470,8 @@ fn incidents(f: &mut Frame, area: Rect, m: &Model, ui: &Ui, now_ns: u64, wide: b
     f.render_stateful_widget(t, area, &mut st);
 }
 
-fn ports(f: &mut Frame, area: Rect, m: &Model, ui: &Ui, now_ns: u64, wide: bool) {
-    let rows_of = port_rows(m, ui, now_ns);
+fn ports(f: &mut Frame, area: Rect, m: &Model, ui: &Ui, wide: bool) {
+    let rows_of = port_rows(m, ui);
     let rows: Vec<Row> = rows_of
         .iter()
         .map(|r| {
