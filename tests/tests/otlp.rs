@@ -430,3 +430,35 @@ fn a_grpc_receiver_answering_unavailable_is_retried_after_its_retry_info() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
 }
+
+#[test]
+fn a_watcher_whose_receiver_is_down_stops_within_its_timeout() {
+    if !require_root() {
+        return;
+    }
+    let dir = temp_dir("otlp-stop");
+    let port = free_port();
+    let (d, metrics) = start_watcher(
+        &dir,
+        &format!("[otlp]\nendpoint = \"http://127.0.0.1:{port}\"\ntimeout_s = 1\n"),
+        &[],
+    );
+    // A finding the sink keeps retrying to export.
+    let (_failing, _holding, _port) = conflict();
+    eventually_within(Duration::from_secs(15), "watcher_otlp_up 0", || {
+        (metric(&scrape(&metrics), "watcher_otlp_up") == Some(0.0)).then_some(())
+    });
+    // SIGTERM while it retries: what is queued gets timeout_s, then it ends.
+    let asked = std::time::Instant::now();
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(), Some(0));
+    let took = asked.elapsed();
+    eprintln!(
+        "MEASURED stop with the receiver down: {:.0} ms",
+        took.as_secs_f64() * 1e3
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "stopping took {took:?} (timeout_s = 1)"
+    );
+}

@@ -1016,13 +1016,14 @@ async fn run(
             }],
         };
         let mut backoff = BACKOFF_FIRST;
-        // At stop, what is queued has one export deadline in all; what is
-        // left then is counted dropped.
-        if stopping && stop_deadline.is_none() {
-            stop_deadline = Some(Instant::now() + settings.timeout);
-        }
-        let give_up = stop_deadline;
         loop {
+            // At stop (also one that comes while this batch is retried),
+            // what is queued has one export deadline in all; what is left
+            // then is counted dropped.
+            if stopping && stop_deadline.is_none() {
+                stop_deadline = Some(Instant::now() + settings.timeout);
+            }
+            let give_up = stop_deadline;
             let attempt = exporter.export(&settings, &req);
             let result = match give_up {
                 Some(g) => {
