@@ -163,6 +163,11 @@ fn top_shows_a_port_conflict_and_a_crash_loop_in_a_real_terminal_and_q_quits() {
         tmux.screen().contains("these keys").then_some(())
     });
     tmux.keys("Escape");
+    // Only once the popup is gone: an ESC followed at once by `q` is read
+    // as Alt+q (one key, which closes the popup and does not quit).
+    eventually_within(Duration::from_secs(5), "the keys popup closed", || {
+        (!tmux.screen().contains("these keys")).then_some(())
+    });
     tmux.keys("q");
     assert_eq!(
         exit_status(&exit_file),
