@@ -13,16 +13,17 @@ use watcher_tests::{
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
-/// A tmux server of this test's own (its own socket), killed at the end.
+/// A tmux server of this test's own (its own socket, in the test's
+/// directory), killed and its socket removed at the end.
 struct Tmux {
-    socket: String,
+    socket: PathBuf,
 }
 
 impl Tmux {
     /// A detached 200×50 session running `script` (its exit status to `exit_file`).
-    fn start(name: &str, script: &str) -> Tmux {
+    fn start(dir: &Path, script: &str) -> Tmux {
         let tmux = Tmux {
-            socket: format!("{name}-{}", std::process::id()),
+            socket: dir.join("tmux.sock"),
         };
         let ok = tmux
             .cmd()
@@ -49,7 +50,7 @@ impl Tmux {
 
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
-        c.args(["-L", &self.socket]);
+        c.arg("-S").arg(&self.socket);
         c
     }
 
@@ -66,6 +67,7 @@ impl Tmux {
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = self.cmd().arg("kill-server").status();
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -103,7 +105,7 @@ fn top_shows_a_port_conflict_and_a_crash_loop_in_a_real_terminal_and_q_quits() {
         watcher_tests::watcher_bin().display(),
         exit_file.display()
     );
-    let tmux = Tmux::start("watcher-top", &script);
+    let tmux = Tmux::start(&dir, &script);
     eventually_within(Duration::from_secs(30), "watcher top on the screen", || {
         let s = tmux.screen();
         (s.contains("watcher top") && s.contains("Incidents")).then_some(())
@@ -201,7 +203,7 @@ fn top_attached_to_a_daemons_socket_shows_its_incidents_and_listeners() {
         sock.display(),
         exit_file.display()
     );
-    let tmux = Tmux::start("watcher-top-attach", &script);
+    let tmux = Tmux::start(&dir, &script);
     eventually_within(Duration::from_secs(30), "watcher top attached", || {
         let s = tmux.screen();
         s.contains(&format!("attached to {}", sock.display()))
