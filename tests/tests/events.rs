@@ -592,6 +592,7 @@ fn nonblocking_connect_outcome_comes_from_tcp_state() {
     let feed = Feed::shared();
     let run = actor(ACTOR, &["connect-nonblocking"]);
     let port = run.get("port");
+    let source = run.get("source");
     let c = feed.wait_for_related(
         "connect in progress",
         |v| pid_is(v, run.pid),
@@ -600,14 +601,17 @@ fn nonblocking_connect_outcome_comes_from_tcp_state() {
     assert_eq!(text(&c, &["error", "code"]), Some("EINPROGRESS"), "{c}");
     assert_eq!(text(&c, &["event", "outcome"]), Some("unknown"), "{c}");
     // The refusal runs in softirq context; it must still name the caller.
+    // The connection is told by both ports: another test's actor may pick
+    // the same closed port at the same time.
+    let this_connection = move |v: &Value| {
+        is(v, "tcp_state")
+            && num(v, &["destination", "port"]) == Some(port)
+            && num(v, &["source", "port"]) == Some(source)
+    };
     let t = feed.wait_for_related(
         "SYN_SENT → CLOSE attributed to the caller",
-        |v| is(v, "tcp_state") && num(v, &["destination", "port"]) == Some(port),
-        |v| {
-            is(v, "tcp_state")
-                && num(v, &["destination", "port"]) == Some(port)
-                && text(v, &["tcp", "old_state"]) == Some("SYN_SENT")
-        },
+        this_connection,
+        move |v| this_connection(v) && text(v, &["tcp", "old_state"]) == Some("SYN_SENT"),
     );
     assert_eq!(text(&t, &["tcp", "new_state"]), Some("CLOSE"), "{t}");
     assert_eq!(text(&t, &["event", "outcome"]), Some("failure"), "{t}");

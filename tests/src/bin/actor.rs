@@ -792,6 +792,10 @@ fn main() {
             let e =
                 socket::connect(s.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect_err("EINPROGRESS");
             say("errno", e as i32);
+            // The local port names this attempt: another actor may pick the
+            // same closed port at the same time.
+            let local: socket::SockaddrIn = socket::getsockname(s.as_raw_fd()).expect("getsockname");
+            say("source", local.port());
             // Wait for the outcome (refused) so the state change happens while we live.
             let mut pfd = [nix::poll::PollFd::new(
                 std::os::fd::AsFd::as_fd(&s),
