@@ -895,3 +895,186 @@ fn a_container_only_containerd_knows_is_named_from_its_kubernetes_labels() {
         "{exit}"
     );
 }
+
+/// A second Docker Engine with `--userland-proxy=false`, in network and
+/// mount namespaces of its own (its bridge, iptables rules and overlay
+/// mounts never touch the host's engine), with its own managed containerd
+/// and the test image loaded. Its containers are removed and the engine
+/// stopped when dropped; the namespaces go with it.
+struct NoProxyDocker {
+    dir: std::path::PathBuf,
+    host: String,
+    daemon: watcher_tests::ChildGuard,
+}
+
+impl NoProxyDocker {
+    fn start() -> NoProxyDocker {
+        let dir = std::env::temp_dir().join(format!("watcher-dockerd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dockerd's directory");
+        let d = dir.display();
+        // A tmpfs over /run/containerd hides a system containerd's socket:
+        // dockerd starts its own then (one that sees its mounts).
+        let script = format!(
+            "mount --make-rprivate / && \
+             if [ -d /run/containerd ]; then mount -t tmpfs none /run/containerd; fi && \
+             exec dockerd --userland-proxy=false --data-root {d}/data --exec-root {d}/exec \
+             --pidfile {d}/docker.pid -H unix://{d}/docker.sock"
+        );
+        let log = std::fs::File::create(dir.join("dockerd.log")).expect("log");
+        let daemon = watcher_tests::ChildGuard::spawn(
+            Command::new("unshare")
+                .args(["--net", "--mount", "sh", "-c", &script])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+        );
+        let me = NoProxyDocker {
+            host: format!("unix://{d}/docker.sock"),
+            dir,
+            daemon,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !me.docker_ok(&["version"]) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the second dockerd did not answer within 60 s: {}",
+                std::fs::read_to_string(me.dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let load = Command::new("sh")
+            .args([
+                "-c",
+                &format!("docker save {} | docker -H {} load -q", image(), me.host),
+            ])
+            .output()
+            .expect("docker save | load");
+        assert!(
+            load.status.success(),
+            "loading the test image: {}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        me
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> bool {
+        Command::new("docker")
+            .arg("-H")
+            .arg(&self.host)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let mut all = vec!["-H", &self.host];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    /// The engine's network namespace, for processes that meet its ports.
+    fn netns(&self) -> String {
+        format!("/proc/{}/ns/net", self.daemon.id())
+    }
+}
+
+impl Drop for NoProxyDocker {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in ids.split_whitespace() {
+            let _ = self.docker_ok(&["rm", "-f", id]);
+        }
+        let pid = nix::unistd::Pid::from_raw(self.daemon.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline && matches!(self.daemon.0.try_wait(), Ok(None)) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // (The guard kills what is left; the mounts die with the namespace.)
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_port_dockerd_holds_itself_without_the_userland_proxy_names_its_container() {
+    if !require_docker() {
+        return;
+    }
+    let engine = NoProxyDocker::start();
+    let feed = Feed::start_with(&["trace", "--json"], &[("DOCKER_HOST", &engine.host)], &[]);
+    let port: u16 = 18089;
+    let name = format!("wt-{}-noproxy", std::process::id());
+    engine.docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-p",
+        &format!("{port}:80"),
+        &image(),
+        "sleep",
+        "1000",
+    ]);
+    // dockerd itself holds the published port in its namespace.
+    let dockerd = engine.daemon.id() as u64;
+    feed.wait_for(
+        &format!("dockerd (pid {dockerd}) listening on port {port}"),
+        |v| listening(v, port, |v| num(v, &["process", "pid"]) == Some(dockerd)),
+    );
+    let shadowed =
+        |v: &Value| finding(v, "port_shadowed", "open") && port_of(v) == Some(port as u64);
+    // A host program (in the engine's namespace: where the port is) wants it.
+    let ns = engine.netns();
+    let failing = actor_any(
+        "nsenter",
+        &[
+            &format!("--net={ns}"),
+            ACTOR,
+            "bind-port",
+            &port.to_string(),
+        ],
+    );
+    assert_eq!(failing.code, Some(1), "dockerd holds 0.0.0.0:{port}");
+    // (Written at once from what is known; when the runtime's answer to the
+    // container's start comes later, an update names the container.)
+    let open = feed.wait_for(
+        "port_conflict naming the container dockerd holds it for",
+        |v| {
+            (finding(v, "port_conflict", "open") || finding(v, "port_conflict", "update"))
+                && finding_pids(v, Some("failing")).contains(&(failing.pid as u64))
+                && v["details"].get("published_by_container").is_some()
+        },
+    );
+    let summary = text(&open, &["summary"]).unwrap_or_default();
+    assert!(
+        summary.contains("(dockerd")
+            && summary.contains(&format!("Docker's port for container {name} (image")),
+        "names dockerd and the container it holds the port for: {summary}"
+    );
+    assert_eq!(
+        text(&open, &["details", "published_by_container", "name"]),
+        Some(name.as_str()),
+        "{open}"
+    );
+    assert_eq!(
+        num(&open, &["details", "published_by_container", "port"]),
+        Some(80),
+        "{open}"
+    );
+    assert!(
+        text(&open, &["details", "published_by_container", "address"])
+            .is_some_and(|a| a.starts_with("172.")),
+        "the container's own address: {open}"
+    );
+    assert_eq!(finding_pids(&open, Some("holder")), vec![dockerd], "{open}");
+    // Nothing else was said about the published port.
+    let so_far = records_until_marker(&feed);
+    assert!(
+        !so_far.iter().any(shadowed),
+        "a published port's sockets are one service: {:?}",
+        so_far.iter().filter(|v| shadowed(v)).collect::<Vec<_>>()
+    );
+}

@@ -794,7 +794,8 @@ fn main() {
             say("errno", e as i32);
             // The local port names this attempt: another actor may pick the
             // same closed port at the same time.
-            let local: socket::SockaddrIn = socket::getsockname(s.as_raw_fd()).expect("getsockname");
+            let local: socket::SockaddrIn =
+                socket::getsockname(s.as_raw_fd()).expect("getsockname");
             say("source", local.port());
             // Wait for the outcome (refused) so the state change happens while we live.
             let mut pfd = [nix::poll::PollFd::new(

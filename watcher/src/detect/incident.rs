@@ -314,6 +314,13 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         Some(self.finding(&inc, State::Update, now))
     }
 
+    /// Set one detail of an open incident (written with its next record).
+    pub fn set_detail(&mut self, k: &K, name: &str, value: Value) {
+        if let Some(inc) = self.map.get_mut(k) {
+            inc.details.insert(name.into(), value);
+        }
+    }
+
     /// The condition cleared: a `resolved` record with `summary`.
     pub fn resolve(&mut self, k: &K, now: u64, summary: String) -> Option<Finding> {
         let mut inc = self.map.remove(k)?;

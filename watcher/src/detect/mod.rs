@@ -186,6 +186,18 @@ pub trait ContainerView {
     fn unit_of(&self, _cgroup_id: u64) -> Option<std::sync::Arc<str>> {
         None
     }
+    /// The running container whose published port `addr:port` is (the runtime's port map).
+    fn by_published(
+        &self,
+        _tcp: bool,
+        _addr: IpAddr,
+        _port: u16,
+    ) -> Option<(
+        std::sync::Arc<ContainerInfo>,
+        crate::world::containers::Published,
+    )> {
+        None
+    }
 }
 
 impl ContainerView for crate::world::containers::Containers {
@@ -197,6 +209,17 @@ impl ContainerView for crate::world::containers::Containers {
     }
     fn unit_of(&self, cgroup_id: u64) -> Option<std::sync::Arc<str>> {
         self.unit_of_cgroup(cgroup_id)
+    }
+    fn by_published(
+        &self,
+        tcp: bool,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<(
+        std::sync::Arc<ContainerInfo>,
+        crate::world::containers::Published,
+    )> {
+        crate::world::containers::Containers::by_published(self, tcp, addr, port)
     }
 }
 
@@ -474,6 +497,19 @@ impl Detectors {
             .collect()
     }
 
+    /// The runtime told the host ports it publishes for a container:
+    /// conflicts on them name the container now.
+    pub fn ports_published(
+        &mut self,
+        ports: &[(bool, u16)],
+        clock: &Clock,
+        view: &dyn ContainerView,
+        now: u64,
+    ) -> Vec<Finding> {
+        self.port_conflict
+            .published(ports, &self.sockets, clock, view, now)
+    }
+
     /// The kernel's socket table of one port answered after the event that
     /// asked for it had been handled: correct the holders, and restate or
     /// resolve the port incidents that named them.
@@ -497,7 +533,7 @@ impl Detectors {
         let mut out = self
             .port_conflict
             .reconfirm(key, &self.sockets, kernel, clock, view, now);
-        out.extend(self.port_shadowed.reconfirm(key, &self.sockets, now));
+        out.extend(self.port_shadowed.reconfirm(key, &self.sockets, view, now));
         out
     }
 

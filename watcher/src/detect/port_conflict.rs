@@ -18,7 +18,7 @@ use super::{
     addr_port,
     config::ns,
     incident::Incidents,
-    port_shadowed::holder_name,
+    port_shadowed::{held_for, holder_name, published_details},
     sockets::{overlaps, Changes, KernelSocket, PortKey, SocketTable},
     summary::{HeldBy, Says},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
@@ -234,6 +234,11 @@ impl PortConflict {
                 details.insert("port".into(), json!(b.port));
                 details.insert("network_namespace".into(), json!(b.netns));
                 details.insert("failing_processes".into(), json!(pend.failing.len()));
+                // The port is a container's published port a runtime holds.
+                let behind = published_behind(p, ip, (b.netns, tcp, b.port), sockets, i.containers);
+                if let Some(c) = behind {
+                    details.insert("published_by_container".into(), c);
+                }
                 out.extend(self.incidents.raise(
                     key,
                     &format!("{key:?}"),
@@ -382,6 +387,57 @@ impl PortConflict {
             };
             let (summary, processes) =
                 failed_bind(&p, ip, port, sockets, Some(kernel), clock, view);
+            out.extend(self.incidents.restate(&key, summary, processes, now));
+        }
+        out
+    }
+}
+
+/// The container a runtime holds one of `port`'s overlapping sockets for,
+/// as the finding's `published_by_container`.
+fn published_behind(
+    p: &Proc,
+    ip: IpAddr,
+    port: PortKey,
+    sockets: &SocketTable,
+    view: &dyn ContainerView,
+) -> Option<serde_json::Value> {
+    sockets
+        .holders(port)
+        .iter()
+        .filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip))
+        .find_map(|h| held_for(h, view).and_then(|f| published_details(&f)))
+}
+
+impl PortConflict {
+    /// The runtime said which host ports it publishes for a container (after
+    /// the conflict was written: its answer is asynchronous): open conflicts
+    /// on such a port, held by the runtime, name the container in an update.
+    pub fn published(
+        &mut self,
+        ports: &[(bool, u16)],
+        sockets: &SocketTable,
+        clock: &crate::record::Clock,
+        view: &dyn ContainerView,
+        now: u64,
+    ) -> Vec<Finding> {
+        let keys: Vec<Key> = self
+            .pending
+            .keys()
+            .filter(|k| ports.contains(&(k.2, k.3)) && self.incidents.is_open(k))
+            .copied()
+            .collect();
+        let mut out = Vec::new();
+        for key in keys {
+            let Some((p, ip)) = self.pending.get(&key).and_then(|x| x.last.clone()) else {
+                continue;
+            };
+            let port = (key.1, key.2, key.3);
+            let Some(c) = published_behind(&p, ip, port, sockets, view) else {
+                continue;
+            };
+            let (summary, processes) = failed_bind(&p, ip, port, sockets, None, clock, view);
+            self.incidents.set_detail(&key, "published_by_container", c);
             out.extend(self.incidents.restate(&key, summary, processes, now));
         }
         out

@@ -11,7 +11,7 @@
 //! same container address and port): one service, never shadowing. A host
 //! process that takes 127.0.0.1:P over it *is* the incident, and the finding
 //! names the container behind the proxy.
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use serde_json::{json, Map};
 
@@ -22,7 +22,7 @@ use super::{
     summary::{Routes, Says},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
-use crate::world::containers::docker_proxy_target;
+use crate::world::containers::{docker_proxy_target, ContainerInfo};
 
 type Key = PortKey;
 
@@ -39,25 +39,134 @@ fn family(ip: IpAddr) -> &'static str {
     }
 }
 
+/// Who a host socket is held for, when a container runtime holds it for a
+/// container.
+pub struct HeldFor {
+    /// The container, when the runtime has said which.
+    pub container: Option<Arc<ContainerInfo>>,
+    /// Where it forwards: the container's address (when known) and port.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// Docker's userland proxy (it names its target in its arguments).
+    pub proxy: bool,
+}
+
+impl HeldFor {
+    /// Two holders of one publication (the IPv4 and IPv6 sockets of one
+    /// published port, in one process or two): one service.
+    fn same(&self, other: &HeldFor) -> bool {
+        match (&self.container, &other.container) {
+            (Some(a), Some(b)) => a.id == b.id && self.port == other.port,
+            _ => self.ip.is_some() && self.ip == other.ip && self.port == other.port,
+        }
+    }
+}
+
+/// The container a host socket is held for: Docker's proxy names the
+/// container address it forwards to; any other holder (dockerd itself with
+/// `userland-proxy: false`, Podman's conmon or rootlessport) is found in the
+/// runtime's own port map by the exact address and port it holds. A process
+/// inside a container holds its own ports.
+pub fn held_for(h: &Holder, view: &dyn ContainerView) -> Option<HeldFor> {
+    if let Some((ip, port)) = docker_proxy_target(&h.proc) {
+        return Some(HeldFor {
+            container: view.by_address(ip),
+            ip: Some(ip),
+            port,
+            proxy: true,
+        });
+    }
+    if h.proc.container_id.is_some() || !is_runtime_process(&h.proc) {
+        return None;
+    }
+    let (c, p) = view.by_published(h.tcp, h.addr, h.port)?;
+    Some(HeldFor {
+        ip: c.addresses.first().copied(),
+        container: Some(c),
+        port: p.port,
+        proxy: false,
+    })
+}
+
+/// Programs that hold host ports for containers: Docker's engine and
+/// proxy, rootless Docker's and Podman's port forwarders, Podman's conmon
+/// and netavark, user-mode networking. A host program holding a published
+/// address in another network namespace is not one of them.
+fn is_runtime_process(p: &crate::proctable::Proc) -> bool {
+    const HOLDERS: &[&str] = &[
+        "dockerd",
+        "docker-proxy",
+        "rootlesskit",
+        "rootlessport",
+        "slirp4netns",
+        "pasta",
+        "pasta.avx2",
+        "conmon",
+        "podman",
+        "netavark",
+        "containerd",
+        "crio",
+    ];
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let names = [
+        p.exe.as_deref().map(base),
+        Some(base(&p.comm)),
+        p.argv.as_deref().and_then(|a| a.first()).map(|a| base(a)),
+    ];
+    names
+        .iter()
+        .flatten()
+        .any(|n| HOLDERS.contains(&n.as_str()))
+}
+
+/// A runtime's name as people write it.
+fn runtime_name(runtime: &str) -> &str {
+    match runtime {
+        "docker" => "Docker",
+        "podman" => "Podman",
+        "containerd" => "containerd",
+        "cri-o" => "CRI-O",
+        other => other,
+    }
+}
+
 /// A holder in a summary: `pid 7 (nginx …)`, with the container it runs in,
-/// or for Docker's proxy the container it forwards to.
+/// or for a port a runtime holds the container it is published for.
 pub fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
-    let Some((ip, port)) = docker_proxy_target(&h.proc) else {
+    let Some(f) = held_for(h, view) else {
         return who_in(&h.proc, view);
     };
-    match view.by_address(ip) {
-        Some(c) => format!(
-            "{}, Docker's proxy for {} at {}",
+    let at = match f.ip {
+        Some(ip) => addr_port(ip, f.port),
+        None => format!("port {}", f.port),
+    };
+    match (&f.container, f.proxy) {
+        (Some(c), true) => format!(
+            "{}, Docker's proxy for {} at {at}",
             who(&h.proc),
-            c.describe(),
-            addr_port(ip, port)
+            c.describe()
         ),
-        None => format!(
-            "{}, Docker's proxy for the container at {}",
+        (None, _) => format!("{}, Docker's proxy for the container at {at}", who(&h.proc)),
+        (Some(c), false) => format!(
+            "{}, {}'s port for {} at {at}",
             who(&h.proc),
-            addr_port(ip, port)
+            runtime_name(c.runtime),
+            c.describe(),
         ),
     }
+}
+
+/// `published_by_container` in a finding's details.
+pub fn published_details(f: &HeldFor) -> Option<serde_json::Value> {
+    let c = f.container.as_ref()?;
+    Some(json!({
+        "id": &*c.id,
+        "name": c.name.as_deref(),
+        "image": c.image.as_deref(),
+        "runtime": c.runtime,
+        "address": f.ip.map(|ip| ip.to_string()),
+        "port": f.port,
+    }))
 }
 
 /// Who receives what, for two overlapping holders named by `name`.
@@ -118,21 +227,26 @@ impl PortShadowed {
 
     /// A conflicting pair: different processes, overlapping addresses, and
     /// different programs or users (one program's REUSEPORT pool is fine).
-    fn conflicts(&self, a: &Holder, b: &Holder) -> bool {
+    fn conflicts(&self, a: &Holder, b: &Holder, view: &dyn ContainerView) -> bool {
         a.proc.key.tgid != b.proc.key.tgid
             && a.netns == b.netns
             && overlaps(a.addr, b.addr)
-            && !one_published_port(a, b)
+            && !one_published_port(a, b, view)
             && (a.proc.program != b.proc.program || a.proc.uid != b.proc.uid)
             && !self.cfg.allowed_program(&a.proc)
             && !self.cfg.allowed_program(&b.proc)
     }
 
-    fn pair(&self, sockets: &SocketTable, key: Key) -> Option<(Holder, Holder)> {
+    fn pair(
+        &self,
+        sockets: &SocketTable,
+        key: Key,
+        view: &dyn ContainerView,
+    ) -> Option<(Holder, Holder)> {
         let hs = sockets.holders(key);
         for (x, a) in hs.iter().enumerate() {
             for b in &hs[x + 1..] {
-                if self.conflicts(a, b) {
+                if self.conflicts(a, b, view) {
                     return Some((a.clone(), b.clone()));
                 }
             }
@@ -154,7 +268,7 @@ impl PortShadowed {
                 let other = sockets
                     .holders(key)
                     .iter()
-                    .find(|h| self.conflicts(h, new))
+                    .find(|h| self.conflicts(h, new, i.containers))
                     .cloned();
                 if let Some(old) = other {
                     let name = |h: &Holder| holder_name(h, i.containers);
@@ -172,10 +286,10 @@ impl PortShadowed {
                     details.insert("port".into(), json!(new.port));
                     details.insert("network_namespace".into(), json!(new.netns));
                     let behind = [new, &old].iter().find_map(|h| {
-                        docker_proxy_target(&h.proc).and_then(|(ip, _)| i.containers.by_address(ip))
+                        held_for(h, i.containers).and_then(|f| published_details(&f))
                     });
                     if let Some(c) = behind {
-                        details.insert("published_by_container".into(), json!({"id": &*c.id, "name": c.name.as_deref(), "image": c.image.as_deref()}));
+                        details.insert("published_by_container".into(), c);
                     }
                     details.insert(
                         "holders".into(),
@@ -228,7 +342,7 @@ impl PortShadowed {
             keys.sort();
             keys.dedup();
             for key in keys {
-                if self.incidents.is_open(&key) && self.pair(sockets, key).is_none() {
+                if self.incidents.is_open(&key) && self.pair(sockets, key, i.containers).is_none() {
                     let gone = changes
                         .removed
                         .iter()
@@ -255,8 +369,14 @@ impl PortShadowed {
 
     /// The kernel's table of `key` answered late: an incident whose pair the
     /// corrected socket table no longer holds is resolved.
-    pub fn reconfirm(&mut self, key: Key, sockets: &SocketTable, now: u64) -> Option<Finding> {
-        if !self.incidents.is_open(&key) || self.pair(sockets, key).is_some() {
+    pub fn reconfirm(
+        &mut self,
+        key: Key,
+        sockets: &SocketTable,
+        view: &dyn ContainerView,
+        now: u64,
+    ) -> Option<Finding> {
+        if !self.incidents.is_open(&key) || self.pair(sockets, key, view).is_some() {
             return None;
         }
         self.incidents
@@ -271,11 +391,11 @@ impl PortShadowed {
     }
 }
 
-/// Two Docker proxies forwarding the same published port to the same
-/// container address and port (one for IPv4, one for IPv6): one service.
-pub fn one_published_port(a: &Holder, b: &Holder) -> bool {
-    match (docker_proxy_target(&a.proc), docker_proxy_target(&b.proc)) {
-        (Some(x), Some(y)) => x == y,
+/// Two holders of the same published port of one container (Docker's
+/// proxies for IPv4 and IPv6, or a runtime's own two sockets): one service.
+pub fn one_published_port(a: &Holder, b: &Holder, view: &dyn ContainerView) -> bool {
+    match (held_for(a, view), held_for(b, view)) {
+        (Some(x), Some(y)) => x.same(&y),
         _ => false,
     }
 }

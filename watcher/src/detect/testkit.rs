@@ -673,6 +673,23 @@ impl Kit {
             .1
     }
 
+    /// The runtime tells what it knows of a container, in full.
+    pub fn runtime_knows(&mut self, c: crate::world::containers::ContainerInfo) -> Vec<Finding> {
+        self.engine
+            .runtime_update(crate::world::containers::RuntimeUpdate::Container(c), 0)
+            .1
+    }
+
+    /// The runtime says a container stopped.
+    pub fn runtime_stopped(&mut self, id: &str) -> Vec<Finding> {
+        self.engine
+            .runtime_update(
+                crate::world::containers::RuntimeUpdate::Stopped { id: id.into() },
+                0,
+            )
+            .1
+    }
+
     /// Fork `child` from `parent`, then exec `exe argv` in cgroup `cgroup`
     /// (a runtime moves the process into the container's cgroup before its exec).
     pub fn spawn_in(

@@ -416,3 +416,200 @@ fn a_confirmation_slower_than_its_wait_corrects_the_finding_with_an_update() {
     assert_eq!(holders, vec![101]);
     assert!(k.late(5 * S).is_empty(), "nothing more on its way");
 }
+
+/// `web` (nginx:1.25 at 172.17.0.2) publishes its port 80 on 0.0.0.0:18081
+/// and [::]:18081, held by `holder` in the host's namespace.
+fn published_web(k: &mut Kit) -> Vec<crate::detect::Finding> {
+    use crate::world::containers::{ContainerInfo, Published};
+    k.cgroup(S / 2, 120, &format!("/docker/{CID}"));
+    let p = |ip: &str| Published {
+        tcp: true,
+        host_ip: ip.parse().unwrap(),
+        host_port: 18081,
+        port: 80,
+    };
+    k.runtime_knows(ContainerInfo {
+        id: CID.into(),
+        runtime: "docker",
+        name: Some("web".into()),
+        image: Some("nginx:1.25".into()),
+        addresses: vec!["172.17.0.2".parse().unwrap()],
+        published: vec![p("0.0.0.0"), p("::")],
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_port_dockerd_holds_without_the_userland_proxy_names_the_container_it_is_published_for() {
+    let mut k = Kit::defaults();
+    let _ = published_web(&mut k);
+    // dockerd (userland-proxy: false) holds both families itself: quiet.
+    k.spawn(
+        S,
+        1,
+        90,
+        "/usr/sbin/dockerd",
+        &["dockerd", "--userland-proxy=false"],
+    );
+    let mut f = k.listen_ns(2 * S, 90, HOST_NS, "0.0.0.0", 18081, 0xa);
+    f.extend(k.listen_ns(2 * S + MS, 90, HOST_NS, "::", 18081, 0xb));
+    k.set_kernel(vec![
+        KernelSocket {
+            netns: HOST_NS,
+            ..listener("0.0.0.0", 18081, &[90])
+        },
+        KernelSocket {
+            netns: HOST_NS,
+            ..listener("::", 18081, &[90])
+        },
+    ]);
+    assert!(
+        f.is_empty(),
+        "a published port's two sockets are one service: {f:?}"
+    );
+    // A host program fails to bind it: told which container it is published for.
+    k.spawn(
+        3 * S,
+        1,
+        300,
+        "/usr/bin/python3",
+        &["python3", "-m", "http.server", "18081"],
+    );
+    let f = k.bind_ns(4 * S, 300, HOST_NS, "0.0.0.0", 18081, EADDRINUSE);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    let s = &f[0].summary;
+    assert!(
+        s.contains("pid 90 (dockerd --userland-proxy=false), Docker's port for container web (image nginx:1.25) at 172.17.0.2:80 on 0.0.0.0:18081"),
+        "{s}"
+    );
+    let c = &f[0].details["published_by_container"];
+    assert_eq!(c["name"], "web", "{c}");
+    assert_eq!(c["image"], "nginx:1.25", "{c}");
+    assert_eq!(c["address"], "172.17.0.2", "{c}");
+    assert_eq!(c["port"], 80, "{c}");
+    assert_eq!(c["runtime"], "docker", "{c}");
+}
+
+#[test]
+fn a_host_socket_that_is_not_the_published_address_is_not_the_containers() {
+    let mut k = Kit::defaults();
+    let _ = published_web(&mut k);
+    k.spawn(S, 1, 90, "/usr/sbin/dockerd", &["dockerd"]);
+    k.listen_ns(2 * S, 90, HOST_NS, "0.0.0.0", 18081, 0xa);
+    // A host program on 127.0.0.1 of the same port shadows the published
+    // port for loopback: the incident names it as itself, and dockerd as
+    // holding the port for the container.
+    k.spawn(
+        3 * S,
+        1,
+        300,
+        "/usr/bin/python3",
+        &["python3", "-m", "http.server"],
+    );
+    let f = k.listen_ns(4 * S, 300, HOST_NS, "127.0.0.1", 18081, 0xc);
+    assert_eq!(ks(&f), vec![("port_shadowed", "open")]);
+    let s = &f[0].summary;
+    assert!(
+        s.contains("connections to 127.0.0.1:18081 go to pid 300 (python3"),
+        "{s}"
+    );
+    assert!(
+        !s.contains("pid 300 (python3 -m http.server), Docker's"),
+        "{s}"
+    );
+    assert!(
+        s.contains("pid 90 (dockerd), Docker's port for container web"),
+        "{s}"
+    );
+    // Once the container stopped, its published ports are nobody's: a
+    // socket dockerd still holds there is dockerd's own.
+    k.runtime_stopped(CID);
+    k.spawn(5 * S, 1, 301, "/usr/bin/python3", &["python3"]);
+    let f = k.bind_ns(6 * S, 301, HOST_NS, "0.0.0.0", 18081, EADDRINUSE);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    assert!(!f[0].summary.contains("'s port for"), "{}", f[0].summary);
+    assert!(f[0].details.get("published_by_container").is_none());
+}
+
+#[test]
+fn a_process_inside_the_container_holds_its_own_port() {
+    let mut k = Kit::defaults();
+    let _ = published_web(&mut k);
+    // Host networking: the container's own nginx on the host port is not
+    // "held for" the container, it is the container's process.
+    k.spawn_in(S, 50, 400, 120, "/usr/sbin/nginx", &["nginx"]);
+    k.listen_ns(2 * S, 400, HOST_NS, "0.0.0.0", 18081, 0xa);
+    k.set_kernel(vec![KernelSocket {
+        netns: HOST_NS,
+        ..listener("0.0.0.0", 18081, &[400])
+    }]);
+    k.spawn(3 * S, 1, 300, "/usr/bin/python3", &["python3"]);
+    let f = k.bind_ns(4 * S, 300, HOST_NS, "0.0.0.0", 18081, EADDRINUSE);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    let s = &f[0].summary;
+    assert!(
+        s.contains("pid 400 (nginx) in container web (image nginx:1.25)"),
+        "{s}"
+    );
+    assert!(!s.contains("'s port for"), "{s}");
+}
+
+#[test]
+fn a_conflict_written_before_the_runtime_answered_is_restated_with_the_container() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 90, "/usr/sbin/dockerd", &["dockerd"]);
+    k.listen_ns(2 * S, 90, HOST_NS, "0.0.0.0", 18081, 0xa);
+    k.spawn(3 * S, 1, 300, "/usr/bin/python3", &["python3"]);
+    let f = k.bind_ns(4 * S, 300, HOST_NS, "0.0.0.0", 18081, EADDRINUSE);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    assert!(!f[0].summary.contains("'s port for"), "{}", f[0].summary);
+    // The answer to the container's start arrives: an update names it.
+    let f = published_web(&mut k);
+    assert_eq!(ks(&f), vec![("port_conflict", "update")]);
+    assert!(
+        f[0].summary.contains(
+            "pid 90 (dockerd), Docker's port for container web (image nginx:1.25) at 172.17.0.2:80"
+        ),
+        "{}",
+        f[0].summary
+    );
+    assert_eq!(f[0].details["published_by_container"]["name"], "web");
+    let f = k.runtime_knows(crate::world::containers::ContainerInfo {
+        id: CID.into(),
+        runtime: "docker",
+        name: Some("web".into()),
+        image: Some("nginx:1.25".into()),
+        addresses: vec!["172.17.0.2".parse().unwrap()],
+        published: vec![crate::world::containers::Published {
+            tcp: true,
+            host_ip: "0.0.0.0".parse().unwrap(),
+            host_port: 18081,
+            port: 80,
+        }],
+        ..Default::default()
+    });
+    assert!(
+        f.is_empty(),
+        "what was already known is not said again: {f:?}"
+    );
+}
+
+#[test]
+fn a_host_program_on_a_published_address_in_another_namespace_is_its_own() {
+    let mut k = Kit::defaults();
+    let _ = published_web(&mut k);
+    // An `ip netns` namespace's nc on 0.0.0.0:18081 is not the runtime.
+    k.spawn(S, 1, 500, "/bin/nc", &["nc", "-l", "-p", "18081"]);
+    k.listen_ns(2 * S, 500, 4026532999, "0.0.0.0", 18081, 0xa);
+    k.spawn(
+        3 * S,
+        1,
+        501,
+        "/bin/nc",
+        &["nc", "-l", "-p", "18081", "-e", "x"],
+    );
+    let f = k.bind_ns(4 * S, 501, 4026532999, "0.0.0.0", 18081, EADDRINUSE);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    assert!(!f[0].summary.contains("'s port for"), "{}", f[0].summary);
+    assert!(f[0].details.get("published_by_container").is_none());
+}

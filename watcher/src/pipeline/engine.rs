@@ -299,11 +299,32 @@ impl Engine {
         u: crate::world::containers::RuntimeUpdate,
         now: u64,
     ) -> (Option<String>, Vec<Finding>) {
+        // Host ports newly published for a container (its start's answer
+        // may come after a conflict on one of them was written).
+        let published: Vec<(bool, u16)> = match &u {
+            crate::world::containers::RuntimeUpdate::Container(c) if !c.published.is_empty() => {
+                let before = self.enricher.containers.peek(&c.id);
+                c.published
+                    .iter()
+                    .filter(|p| !before.as_ref().is_some_and(|b| b.published.contains(p)))
+                    .map(|p| (p.tcp, p.host_port))
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let (line, renamed) = self.enricher.containers.apply(u);
-        let findings = match renamed {
+        let mut findings = match renamed {
             Some((from, to)) => self.detectors.container_renamed(&from, &to, now),
             None => Vec::new(),
         };
+        if !published.is_empty() {
+            findings.extend(self.detectors.ports_published(
+                &published,
+                &self.enricher.clock,
+                &self.enricher.containers,
+                now,
+            ));
+        }
         (line, findings)
     }
 

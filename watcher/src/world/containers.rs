@@ -40,6 +40,30 @@ pub struct ContainerInfo {
     pub pod_uid: Option<Arc<str>>,
     /// The container's addresses on its networks (Docker's proxy forwards to these).
     pub addresses: Vec<IpAddr>,
+    /// The host ports the runtime publishes for it (Docker's
+    /// `NetworkSettings.Ports`): whoever holds one of them on the host —
+    /// docker-proxy, dockerd itself with `userland-proxy: false`, Podman's
+    /// conmon or rootlessport — holds it for this container.
+    pub published: Vec<Published>,
+}
+
+/// One published port: `host_ip:host_port` on the host forwards to the
+/// container's `port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub tcp: bool,
+    /// The host address it is published on (`0.0.0.0`, `::` or one address).
+    pub host_ip: IpAddr,
+    pub host_port: u16,
+    /// The port inside the container.
+    pub port: u16,
+}
+
+impl Published {
+    /// Whether a socket bound to `addr:port` on the host is this publication.
+    pub fn is_held_by(&self, tcp: bool, addr: IpAddr, port: u16) -> bool {
+        self.tcp == tcp && self.host_port == port && self.host_ip == addr
+    }
 }
 
 impl ContainerInfo {
@@ -324,6 +348,21 @@ impl Containers {
             .cloned()
     }
 
+    /// The running container the runtime publishes `addr:port` for.
+    pub fn by_published(
+        &self,
+        tcp: bool,
+        addr: IpAddr,
+        port: u16,
+    ) -> Option<(Arc<ContainerInfo>, Published)> {
+        self.meta.values().find_map(|c| {
+            c.published
+                .iter()
+                .find(|p| p.is_held_by(tcp, addr, port))
+                .map(|p| (c.clone(), *p))
+        })
+    }
+
     /// Apply what the runtime worker said. Returns a status line to say
     /// once, if any, and how a container was described before and is now
     /// when that changed.
@@ -343,6 +382,9 @@ impl Containers {
                     if c.addresses.is_empty() {
                         c.addresses = old.addresses.clone();
                     }
+                    if c.published.is_empty() {
+                        c.published = old.published.clone();
+                    }
                     if c.pod_uid.is_none() {
                         c.pod_uid = old.pod_uid.clone();
                     }
@@ -357,11 +399,13 @@ impl Containers {
                 // container): never asked again.
                 self.give_up(&id);
                 // Keep its name: records of its last processes may still be on
-                // their way. Its addresses go: they may be another's now.
+                // their way. Its addresses and published ports go: they may
+                // be another's now.
                 if let Some(old) = self.meta.get(&id) {
-                    if !old.addresses.is_empty() {
+                    if !old.addresses.is_empty() || !old.published.is_empty() {
                         let mut c = (**old).clone();
                         c.addresses.clear();
+                        c.published.clear();
                         self.meta.insert(id, Arc::new(c));
                     }
                 }

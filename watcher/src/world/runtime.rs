@@ -84,6 +84,7 @@ pub fn from_inspect(v: &Value) -> Option<ContainerInfo> {
     Some(ContainerInfo {
         id,
         runtime: "docker",
+        published: published_ports(&v["NetworkSettings"]["Ports"]),
         name: v["Name"]
             .as_str()
             .map(|n| Arc::from(n.trim_start_matches('/')))
@@ -95,6 +96,51 @@ pub fn from_inspect(v: &Value) -> Option<ContainerInfo> {
         addresses,
         pod_uid: s(&labels["io.kubernetes.pod.uid"]),
     })
+}
+
+/// Docker's (and Podman's compatible API's) port map:
+/// `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "53/udp": null}`.
+/// An empty `HostIp` is every address of both families.
+pub fn published_ports(ports: &Value) -> Vec<super::containers::Published> {
+    let mut out = Vec::new();
+    let Some(map) = ports.as_object() else {
+        return out;
+    };
+    for (inside, bindings) in map {
+        let Some((port, proto)) = inside.split_once('/') else {
+            continue;
+        };
+        let (Ok(port), tcp) = (port.parse::<u16>(), proto == "tcp") else {
+            continue;
+        };
+        if proto != "tcp" && proto != "udp" {
+            continue;
+        }
+        for b in bindings.as_array().into_iter().flatten() {
+            let Some(host_port) = b["HostPort"].as_str().and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
+            let ips: Vec<std::net::IpAddr> = match b["HostIp"].as_str().unwrap_or("") {
+                "" => vec![
+                    std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    std::net::Ipv6Addr::UNSPECIFIED.into(),
+                ],
+                ip => ip.parse().into_iter().collect(),
+            };
+            for host_ip in ips {
+                let p = super::containers::Published {
+                    tcp,
+                    host_ip,
+                    host_port,
+                    port,
+                };
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Metadata from an event's actor attributes (create/rename carry name, image and labels).
@@ -110,6 +156,7 @@ pub fn from_event(v: &Value) -> Option<ContainerInfo> {
         pod_name: s(&a["io.kubernetes.pod.name"]),
         restart_policy: None,
         addresses: Vec::new(),
+        published: Vec::new(),
         pod_uid: s(&a["io.kubernetes.pod.uid"]),
     })
 }
@@ -219,6 +266,7 @@ pub fn from_containerd(
         pod_name: label("io.kubernetes.pod.name"),
         restart_policy: None,
         addresses: Vec::new(),
+        published: Vec::new(),
         pod_uid: label("io.kubernetes.pod.uid"),
     }
 }
@@ -428,6 +476,40 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_port_map_is_every_published_address() {
+        let v: Value = serde_json::from_str(
+            r#"{"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"},{"HostIp":"::","HostPort":"8080"}],
+                "53/udp":[{"HostIp":"","HostPort":"5353"}],
+                "9000/tcp":null, "bad":[{"HostIp":"0.0.0.0","HostPort":"1"}],
+                "81/tcp":[{"HostIp":"127.0.0.1","HostPort":"not a port"}]}"#,
+        )
+        .unwrap();
+        let mut got: Vec<String> = published_ports(&v)
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} {} {}->{}",
+                    if p.tcp { "tcp" } else { "udp" },
+                    p.host_ip,
+                    p.host_port,
+                    p.port
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "tcp 0.0.0.0 8080->80",
+                "tcp :: 8080->80",
+                "udp 0.0.0.0 5353->53",
+                "udp :: 5353->53"
+            ]
+        );
+        assert!(published_ports(&Value::Null).is_empty());
+    }
 
     #[test]
     fn inspect_and_event_bodies() {
