@@ -137,6 +137,28 @@ pub fn ensure_test_image(work: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The busybox test image in Podman's store too (copied from Docker's:
+/// `docker save | podman load`), once.
+pub fn ensure_podman_image() -> Result<()> {
+    let has = Command::new("podman")
+        .args(["image", "exists", TEST_IMAGE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if has {
+        return Ok(());
+    }
+    eprintln!("xtask: loading {TEST_IMAGE} into Podman's store");
+    crate::check(
+        Command::new("sh")
+            .args(["-c", &format!("docker save {TEST_IMAGE} | podman load -q")])
+            .stdout(Stdio::null())
+            .status()?,
+        "docker save | podman load",
+    )
+}
+
 /// Watcher's image: `packaging/Dockerfile` (FROM scratch) around the static build.
 pub fn build_image(static_watcher: &Path, work: &Path, tag: &str) -> Result<()> {
     let ctx = work.join("image");

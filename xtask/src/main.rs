@@ -307,12 +307,15 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         ("perf", "linux-perf"),
         // A real terminal for `watcher top`.
         ("tmux", "tmux"),
+        // Podman's containers, named from its store and its API.
+        ("podman", "podman"),
     ])?;
     // Docker Engine and the images of the container tests (watcher's own
     // image holds the static build, which the kernel matrix needs too).
     // `daemon` stops a dockerd started here when this function returns.
     let daemon = docker::ensure_daemon(&target_dir())?;
     docker::ensure_test_image(&target_dir())?;
+    docker::ensure_podman_image()?;
     let exes = vms::build_static(&bin_dir)?;
     docker::build_image(
         vms::path_of(&exes, "watcher"),

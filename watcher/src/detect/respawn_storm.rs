@@ -92,9 +92,12 @@ pub struct RespawnStorm {
     pub overflow: u64,
 }
 
-/// A container runtime's per-container process (containerd's shim, conmon):
-/// the parent of a container's first process, new at every start.
+/// A container runtime's per-container process (containerd's shim, conmon),
+/// or the OCI runtime that starts the container's first process (runc, crun:
+/// its parent until the runtime exits and the shim adopts it): new at every
+/// start.
 pub fn is_runtime_shim(p: &Proc) -> bool {
+    const OCI: &[&str] = &["runc", "crun", "youki", "runsc"];
     let base = p
         .exe
         .as_deref()
@@ -104,6 +107,8 @@ pub fn is_runtime_shim(p: &Proc) -> bool {
         || base.starts_with("containerd-shim")
         || &*p.comm == "conmon"
         || base == "conmon"
+        || OCI.contains(&&*p.comm)
+        || OCI.contains(&base)
 }
 
 /// How a loop's restarts are paced, from its crash → restart delays.
@@ -149,11 +154,16 @@ fn restarter(
     restarters: &[&Proc],
 ) -> (Option<Restarter>, Value) {
     let by_runtime = container.is_some()
-        && !restarters.is_empty()
-        && restarters.iter().all(|r| is_runtime_shim(r));
+        && restarters.iter().any(|r| is_runtime_shim(r))
+        // (pid 1 appears where an instance was orphaned before the runtime's
+        // per-container process adopted it: it restarts nothing.)
+        && restarters
+            .iter()
+            .all(|r| is_runtime_shim(r) || r.key.tgid == 1);
     if let (true, Some(c)) = (by_runtime, container) {
         let who = match c.runtime {
-            "docker" => Restarter::Docker {
+            rt @ ("docker" | "podman") if c.pod_name.is_none() => Restarter::Policy {
+                runtime: if rt == "docker" { "Docker" } else { "Podman" },
                 policy: c.restart_policy.as_deref().map(str::to_owned),
             },
             rt if c.pod_name.is_some() => Restarter::Kubernetes { runtime: rt },

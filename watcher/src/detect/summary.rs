@@ -55,8 +55,12 @@ pub enum Pace {
 /// Who restarts a crash loop.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Restarter {
-    /// Docker's restart policy (`always`, `on-failure`, …) when known.
-    Docker { policy: Option<String> },
+    /// A runtime's restart policy (`always`, `on-failure`, …) when known:
+    /// Docker's or Podman's (`runtime` as people write it).
+    Policy {
+        runtime: &'static str,
+        policy: Option<String>,
+    },
     /// The kubelet, through the runtime named.
     Kubernetes { runtime: &'static str },
     /// Another container runtime.
@@ -87,8 +91,14 @@ impl Restarter {
 impl fmt::Display for Restarter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Restarter::Docker { policy: Some(p) } => write!(f, "Docker's restart policy ({p})"),
-            Restarter::Docker { policy: None } => write!(f, "Docker's restart policy"),
+            Restarter::Policy {
+                runtime,
+                policy: Some(p),
+            } => write!(f, "{runtime}'s restart policy ({p})"),
+            Restarter::Policy {
+                runtime,
+                policy: None,
+            } => write!(f, "{runtime}'s restart policy"),
             Restarter::Kubernetes { runtime } => {
                 write!(f, "Kubernetes (kubelet, through {runtime})")
             }
@@ -646,7 +656,8 @@ mod tests {
                 first_ns: 100_000_000,
                 last_ns: 1_600_000_000,
             }),
-            by: Some(Restarter::Docker {
+            by: Some(Restarter::Policy {
+                runtime: "Docker",
                 policy: Some("always".into()),
             }),
             last_pid: 42,

@@ -613,3 +613,72 @@ fn a_host_program_on_a_published_address_in_another_namespace_is_its_own() {
     assert!(!f[0].summary.contains("'s port for"), "{}", f[0].summary);
     assert!(f[0].details.get("published_by_container").is_none());
 }
+
+#[test]
+fn a_crash_loop_restarted_by_podmans_policy_names_the_container_and_podman() {
+    use crate::world::containers::ContainerInfo;
+    let mut k = Kit::defaults();
+    k.cgroup(S / 2, 120, &format!("/machine.slice/libpod-{CID}.scope"));
+    let mut f = Vec::new();
+    let mut t = S;
+    for n in 0..8u32 {
+        // Podman restarts at once: a new conmon for every start, the
+        // container's process its child.
+        let conmon = 300 + n * 2;
+        k.spawn(
+            t,
+            1,
+            conmon,
+            "/usr/bin/conmon",
+            &["/usr/bin/conmon", "--api-version", "1", "-c", CID],
+        );
+        // (One instance orphaned before its conmon adopted it: pid 1 is its
+        // parent then, and restarts nothing.)
+        let parent = if n == 3 { 1 } else { conmon };
+        f.extend(k.spawn_in(
+            t + MS,
+            parent,
+            conmon + 1,
+            120,
+            "/bin/sh",
+            &["sh", "-c", "exit 3"],
+        ));
+        if n == 0 {
+            // The name arrives after the first event (the store's answer).
+            f.extend(k.runtime_knows(ContainerInfo {
+                id: CID.into(),
+                runtime: "podman",
+                name: Some("crashy".into()),
+                image: Some("localhost/busybox:latest".into()),
+                restart_policy: Some("always".into()),
+                ..Default::default()
+            }));
+        }
+        t += 60 * MS;
+        f.extend(k.exit(t, conmon + 1, CODE3));
+        t += 150 * MS;
+    }
+    let open = f
+        .iter()
+        .find(|x| x.kind.as_str() == "respawn_storm")
+        .unwrap_or_else(|| {
+            panic!(
+                "respawn_storm: {:?}",
+                f.iter()
+                    .map(|x| (x.kind.as_str(), x.state.as_str(), x.summary.clone()))
+                    .collect::<Vec<_>>()
+            )
+        });
+    let s = &open.summary;
+    assert!(
+        s.starts_with("container crashy (image localhost/busybox:latest)"),
+        "{s}"
+    );
+    assert!(s.contains("by Podman's restart policy (always)"), "{s}");
+    assert!(!s.contains("conmon"), "the runtime, not conmon pids: {s}");
+    assert_eq!(
+        open.details["restarter"]["runtime"], "podman",
+        "{:?}",
+        open.details
+    );
+}

@@ -88,6 +88,10 @@ impl ContainerInfo {
     }
 }
 
+/// A question for the runtime worker: a container id, and the runtime its
+/// cgroup path names (`podman`, `docker`, …; `unknown`).
+pub type Question = (Arc<str>, &'static str);
+
 /// What the runtime worker reports back.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuntimeUpdate {
@@ -172,7 +176,7 @@ pub struct Containers {
     asked: HashSet<Arc<str>>,
     /// Containers the runtime did not answer for in time: not asked (nor waited for) again.
     given_up: HashSet<Arc<str>>,
-    requests: Option<tokio::sync::mpsc::Sender<Arc<str>>>,
+    requests: Option<tokio::sync::mpsc::Sender<Question>>,
     /// Whether a runtime answers questions (said by the worker's first status).
     answering: bool,
     cap: usize,
@@ -199,7 +203,7 @@ impl Containers {
     }
 
     /// Where to ask for metadata of containers seen before the runtime said anything about them.
-    pub fn set_requests(&mut self, tx: tokio::sync::mpsc::Sender<Arc<str>>) {
+    pub fn set_requests(&mut self, tx: tokio::sync::mpsc::Sender<Question>) {
         self.requests = Some(tx);
     }
 
@@ -313,7 +317,8 @@ impl Containers {
             if self.asked.len() < self.cap {
                 self.asked.insert(id.clone());
             }
-            if tx.try_send(id.clone()).is_err() {
+            let hint = self.meta.get(id).map_or("unknown", |i| i.runtime);
+            if tx.try_send((id.clone(), hint)).is_err() {
                 self.requests_dropped += 1;
             }
         }
@@ -644,7 +649,7 @@ mod tests {
         let info = c.peek(&id).expect("known");
         assert_eq!((info.runtime, info.name.as_deref()), ("docker", None));
         assert_eq!(
-            rx.try_recv().ok().as_deref(),
+            rx.try_recv().ok().map(|q| q.0).as_deref(),
             Some(ID),
             "the runtime is asked once"
         );
@@ -681,7 +686,7 @@ mod tests {
         c.cgroup_created(121, "/kubepods/besteffort/pod1/0000000000000000000000000000000000000000000000000000000000000abc");
         let other = c.id_of_cgroup(121).unwrap();
         c.ask(&other);
-        assert_eq!(rx.try_recv().ok().as_deref(), Some(&*other));
+        assert_eq!(rx.try_recv().ok().map(|q| q.0).as_deref(), Some(&*other));
         c.apply(RuntimeUpdate::Gone { id: other.clone() });
         c.ask(&other);
         assert!(rx.try_recv().is_err(), "not asked again");

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::containers::{ContainerInfo, RuntimeUpdate};
+use super::containers::{ContainerInfo, Question, RuntimeUpdate};
 
 /// Deadline of one API call.
 const CALL_DEADLINE: Duration = Duration::from_secs(2);
@@ -144,12 +144,12 @@ pub fn published_ports(ports: &Value) -> Vec<super::containers::Published> {
 }
 
 /// Metadata from an event's actor attributes (create/rename carry name, image and labels).
-pub fn from_event(v: &Value) -> Option<ContainerInfo> {
+pub fn from_event(v: &Value, runtime: &'static str) -> Option<ContainerInfo> {
     let id = s(&v["Actor"]["ID"]).or_else(|| s(&v["id"]))?;
     let a = &v["Actor"]["Attributes"];
     Some(ContainerInfo {
         id,
-        runtime: "docker",
+        runtime,
         name: s(&a["name"]),
         image: s(&a["image"]),
         pod_namespace: s(&a["io.kubernetes.pod.namespace"]),
@@ -161,12 +161,23 @@ pub fn from_event(v: &Value) -> Option<ContainerInfo> {
     })
 }
 
-async fn inspect(socket: &PathBuf, id: &str) -> Option<RuntimeUpdate> {
-    match get_json(socket, &format!("/containers/{id}/json")).await {
-        Ok(Some(v)) => from_inspect(&v).map(RuntimeUpdate::Container),
+/// An engine that speaks Docker's API: Docker itself, or Podman's
+/// compatible service (`podman system service`).
+#[derive(Clone, Debug)]
+struct Engine {
+    socket: PathBuf,
+    runtime: &'static str,
+}
+
+async fn inspect(engine: &Engine, id: &str) -> Option<RuntimeUpdate> {
+    match get_json(&engine.socket, &format!("/containers/{id}/json")).await {
+        Ok(Some(v)) => from_inspect(&v).map(|mut c| {
+            c.runtime = engine.runtime;
+            RuntimeUpdate::Container(c)
+        }),
         Ok(None) => Some(RuntimeUpdate::Gone { id: id.into() }),
         Err(e) => {
-            tracing::debug!("docker: inspect {id}: {e:#}");
+            tracing::debug!("{}: inspect {id}: {e:#}", engine.runtime);
             None
         }
     }
@@ -174,12 +185,12 @@ async fn inspect(socket: &PathBuf, id: &str) -> Option<RuntimeUpdate> {
 
 /// Follow the event stream until it ends; each container event becomes an update.
 async fn follow_events(
-    socket: &PathBuf,
+    engine: &Engine,
     out: &std::sync::mpsc::Sender<RuntimeUpdate>,
 ) -> anyhow::Result<()> {
     let filters = r#"{"type":["container"]}"#;
     let uri = format!("/events?filters={}", percent(filters));
-    let resp = tokio::time::timeout(CALL_DEADLINE, request(socket, &uri)).await??;
+    let resp = tokio::time::timeout(CALL_DEADLINE, request(&engine.socket, &uri)).await??;
     if !resp.status().is_success() {
         anyhow::bail!("/events: HTTP {}", resp.status());
     }
@@ -201,12 +212,14 @@ async fn follow_events(
                 .or_else(|| ev["status"].as_str())
                 .unwrap_or("");
             let update = match action {
-                "create" | "rename" => from_event(&ev).map(RuntimeUpdate::Container),
+                "create" | "rename" => {
+                    from_event(&ev, engine.runtime).map(RuntimeUpdate::Container)
+                }
                 // At start the runtime knows its addresses and restart policy.
                 "start" | "restart" => match s(&ev["Actor"]["ID"]) {
-                    Some(id) => inspect(socket, &id)
+                    Some(id) => inspect(engine, &id)
                         .await
-                        .or_else(|| from_event(&ev).map(RuntimeUpdate::Container)),
+                        .or_else(|| from_event(&ev, engine.runtime).map(RuntimeUpdate::Container)),
                     None => None,
                 },
                 "die" | "stop" => s(&ev["Actor"]["ID"]).map(|id| RuntimeUpdate::Stopped { id }),
@@ -233,6 +246,96 @@ fn percent(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Podman's Docker-compatible API (`podman system service`, rootful):
+/// `$PODMAN_SOCKET` (`unix://…` or a path), else `/run/podman/podman.sock`.
+pub fn podman_socket() -> PathBuf {
+    std::env::var("PODMAN_SOCKET")
+        .ok()
+        .map(|h| PathBuf::from(h.strip_prefix("unix://").unwrap_or(&h)))
+        .unwrap_or_else(|| PathBuf::from("/run/podman/podman.sock"))
+}
+
+/// Podman's container store (containers/storage's `graphroot`, rootful):
+/// `$PODMAN_STORAGE`, else `/var/lib/containers/storage`.
+pub fn podman_storage() -> PathBuf {
+    std::env::var_os("PODMAN_STORAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/containers/storage"))
+}
+
+/// A container from containers/storage's `overlay-containers/containers.json`
+/// (what Podman writes at create, without a service running): its name and
+/// image. Published ports and the restart policy live in Podman's own
+/// database; they come from its API when it runs.
+pub fn from_podman_storage(list: &Value, id: &str) -> Option<ContainerInfo> {
+    let c = list
+        .as_array()?
+        .iter()
+        .find(|c| c["id"].as_str() == Some(id))?;
+    let meta: Value = c["metadata"]
+        .as_str()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or(Value::Null);
+    Some(ContainerInfo {
+        id: id.into(),
+        runtime: "podman",
+        name: s(&c["names"][0]).or_else(|| s(&meta["name"])),
+        image: s(&meta["image-name"]),
+        ..Default::default()
+    })
+}
+
+/// Podman: its API when the service runs, else its store on disk.
+#[derive(Clone, Debug)]
+struct Podman {
+    api: Engine,
+    storage: PathBuf,
+}
+
+impl Podman {
+    fn found() -> Option<Podman> {
+        let p = Podman {
+            api: Engine {
+                socket: podman_socket(),
+                runtime: "podman",
+            },
+            storage: podman_storage(),
+        };
+        (p.api.socket.exists() || p.containers_json().exists()).then_some(p)
+    }
+
+    fn containers_json(&self) -> PathBuf {
+        self.storage.join("overlay-containers/containers.json")
+    }
+
+    async fn get(&self, id: &str) -> Option<ContainerInfo> {
+        if self.api.socket.exists() {
+            if let Some(RuntimeUpdate::Container(c)) = inspect(&self.api, id).await {
+                return Some(c);
+            }
+        }
+        // (A local file on the worker's thread: never the pipeline's.)
+        let bytes = std::fs::read(self.containers_json()).ok()?;
+        let list: Value = serde_json::from_slice(&bytes).ok()?;
+        from_podman_storage(&list, id)
+    }
+
+    /// What it says at start.
+    fn status(&self) -> String {
+        if self.api.socket.exists() {
+            format!(
+                "podman at {} (its Docker-compatible API)",
+                self.api.socket.display()
+            )
+        } else {
+            format!(
+                "podman: its store at {} (names and images; published ports and restart policies need `podman system service`)",
+                self.storage.display()
+            )
+        }
+    }
 }
 
 /// containerd's socket: `$CONTAINERD_ADDRESS`, else the default, when it exists.
@@ -334,24 +437,49 @@ impl Containerd {
     }
 }
 
-/// One question: Docker first, then containerd for what Docker does not know.
+/// One question, asked of the runtime the container's cgroup names first
+/// (Podman for `libpod-…`), then Docker, then Podman, then containerd for
+/// what none of the others knows.
 async fn answer(
     id: Arc<str>,
-    docker: Option<PathBuf>,
+    hint: &'static str,
+    docker: Option<Engine>,
+    podman: Option<Podman>,
     containerd: Option<Containerd>,
 ) -> Option<RuntimeUpdate> {
-    let mut answer = match &docker {
-        Some(socket) => inspect(socket, &id).await,
-        None => None,
-    };
-    if matches!(answer, None | Some(RuntimeUpdate::Gone { .. })) {
+    let known = |a: &Option<RuntimeUpdate>| matches!(a, Some(RuntimeUpdate::Container(_)));
+    let mut answer = None;
+    if hint == "podman" {
+        if let Some(p) = &podman {
+            answer = p.get(&id).await.map(RuntimeUpdate::Container);
+        }
+    }
+    if !known(&answer) {
+        if let Some(d) = &docker {
+            answer = inspect(d, &id).await.or(answer);
+        }
+    }
+    if !known(&answer) && hint != "podman" {
+        if let Some(p) = &podman {
+            if let Some(c) = p.get(&id).await {
+                answer = Some(RuntimeUpdate::Container(c));
+            }
+        }
+    }
+    if !known(&answer) {
         if let Some(cd) = &containerd {
             match cd.get(&id).await {
                 Some(info) => answer = Some(RuntimeUpdate::Container(info)),
-                None if docker.is_none() => answer = Some(RuntimeUpdate::Gone { id: id.clone() }),
+                None if docker.is_none() && podman.is_none() => {
+                    answer = Some(RuntimeUpdate::Gone { id: id.clone() })
+                }
                 None => {}
             }
         }
+    }
+    if answer.is_none() && docker.is_none() && podman.is_some() && containerd.is_none() {
+        // Podman alone, and its store does not have it: not Podman's.
+        answer = Some(RuntimeUpdate::Gone { id: id.clone() });
     }
     answer
 }
@@ -360,11 +488,13 @@ async fn answer(
 const CONCURRENT_QUESTIONS: usize = 16;
 
 /// Docker's list of running containers, each inspected: what to say at start.
-async fn docker_listing(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeUpdate>) -> bool {
+async fn docker_listing(engine: &Engine, out: &std::sync::mpsc::Sender<RuntimeUpdate>) -> bool {
+    let socket = &engine.socket;
     match get_json(socket, "/containers/json").await {
         Ok(Some(Value::Array(list))) => {
             let line = format!(
-                "docker at {}: {} running container(s)",
+                "{} at {}: {} running container(s)",
+                engine.runtime,
                 socket.display(),
                 list.len()
             );
@@ -374,7 +504,7 @@ async fn docker_listing(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeU
             });
             for c in list {
                 if let Some(id) = c["Id"].as_str() {
-                    if let Some(u) = inspect(socket, id).await {
+                    if let Some(u) = inspect(engine, id).await {
                         let _ = out.send(u);
                     }
                 }
@@ -396,12 +526,12 @@ async fn docker_listing(socket: &PathBuf, out: &std::sync::mpsc::Sender<RuntimeU
     }
 }
 
-/// Follow Docker's event stream (reconnecting after a pause when it ends).
-fn follow_docker(socket: PathBuf, out: std::sync::mpsc::Sender<RuntimeUpdate>) {
+/// Follow an engine's event stream (reconnecting after a pause when it ends).
+fn follow_docker(engine: Engine, out: std::sync::mpsc::Sender<RuntimeUpdate>) {
     tokio::spawn(async move {
         loop {
-            if let Err(e) = follow_events(&socket, &out).await {
-                tracing::debug!("docker events: {e:#}");
+            if let Err(e) = follow_events(&engine, &out).await {
+                tracing::debug!("{} events: {e:#}", engine.runtime);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -410,30 +540,46 @@ fn follow_docker(socket: PathBuf, out: std::sync::mpsc::Sender<RuntimeUpdate>) {
 
 /// Start the worker. Updates arrive on the returned receiver (drained by the
 /// pipeline between batches); questions go in through the sender. Docker is
-/// asked first; a container Docker does not know is asked of containerd
-/// (where its socket exists: a Kubernetes node's runtime).
+/// asked first (Podman first for a `libpod-…` cgroup); a container neither
+/// knows is asked of containerd (where its socket exists: a Kubernetes
+/// node's runtime).
 pub fn spawn(
     socket: PathBuf,
 ) -> (
-    mpsc::Sender<Arc<str>>,
+    mpsc::Sender<Question>,
     std::sync::mpsc::Receiver<RuntimeUpdate>,
 ) {
-    let (req_tx, mut req_rx) = mpsc::channel::<Arc<str>>(1024);
+    let (req_tx, mut req_rx) = mpsc::channel::<Question>(1024);
     let (out_tx, out_rx) = std::sync::mpsc::channel::<RuntimeUpdate>();
     let spawned = std::thread::Builder::new().name("watcher-runtime".into()).spawn(move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async move {
             let containerd = containerd_socket().map(Containerd::new);
+            let engine = Engine { socket: socket.clone(), runtime: "docker" };
+            let podman = Podman::found();
             let mut docker = socket.exists();
+            let mut any = false;
             if docker {
-                docker_listing(&socket, &out_tx).await;
-                follow_docker(socket.clone(), out_tx.clone());
-            } else if let Some(cd) = &containerd {
+                docker_listing(&engine, &out_tx).await;
+                follow_docker(engine.clone(), out_tx.clone());
+                any = true;
+            }
+            if let Some(p) = &podman {
+                any = true;
+                if p.api.socket.exists() && docker_listing(&p.api, &out_tx).await {
+                    follow_docker(p.api.clone(), out_tx.clone());
+                } else {
+                    let _ = out_tx.send(RuntimeUpdate::Status { line: p.status(), answering: true });
+                }
+            }
+            if let Some(cd) = &containerd {
                 let line = format!("containerd at {}", cd.socket.display());
                 let _ = out_tx.send(RuntimeUpdate::Status { line, answering: true });
-            } else {
+                any = true;
+            }
+            if !any {
                 let line = format!(
-                    "no container runtime socket at {}: containers are named by their cgroup id only (set DOCKER_HOST=unix://… if Docker listens elsewhere, CONTAINERD_ADDRESS for containerd)",
+                    "no container runtime socket at {}: containers are named by their cgroup id only (set DOCKER_HOST=unix://… if Docker listens elsewhere, CONTAINERD_ADDRESS for containerd, PODMAN_SOCKET for Podman's service)",
                     socket.display()
                 );
                 let _ = out_tx.send(RuntimeUpdate::Status { line, answering: false });
@@ -444,11 +590,12 @@ pub fn spawn(
             loop {
                 tokio::select! {
                     q = req_rx.recv() => {
-                        let Some(id) = q else { return };
+                        let Some((id, hint)) = q else { return };
                         let Ok(permit) = permits.clone().acquire_owned().await else { return };
-                        let (docker, containerd, out) = (docker.then(|| socket.clone()), containerd.clone(), out_tx.clone());
+                        let (docker, podman, containerd, out) =
+                            (docker.then(|| engine.clone()), podman.clone(), containerd.clone(), out_tx.clone());
                         tokio::spawn(async move {
-                            if let Some(u) = answer(id, docker, containerd).await {
+                            if let Some(u) = answer(id, hint, docker, podman, containerd).await {
                                 let _ = out.send(u);
                             }
                             drop(permit);
@@ -457,9 +604,9 @@ pub fn spawn(
                     // A Docker Engine started after watcher is followed from when its socket appears.
                     _ = tokio::time::sleep(Duration::from_secs(5)), if !docker => {
                         if socket.exists() {
-                            docker = docker_listing(&socket, &out_tx).await;
+                            docker = docker_listing(&engine, &out_tx).await;
                             if docker {
-                                follow_docker(socket.clone(), out_tx.clone());
+                                follow_docker(engine.clone(), out_tx.clone());
                             }
                         }
                     }
@@ -512,6 +659,29 @@ mod tests {
     }
 
     #[test]
+    fn podmans_store_names_its_containers() {
+        let v: Value = serde_json::from_str(
+            r#"[{"id":"4eb1","names":["pw1"],"image":"4ca8",
+                 "metadata":"{\"image-name\":\"localhost/watcher-test/busybox:latest\",\"image-id\":\"4ca8\",\"name\":\"pw1\"}"},
+                {"id":"77aa","names":[],"metadata":"not json"}]"#,
+        )
+        .unwrap();
+        let c = from_podman_storage(&v, "4eb1").unwrap();
+        assert_eq!(
+            (c.runtime, c.name.as_deref(), c.image.as_deref()),
+            (
+                "podman",
+                Some("pw1"),
+                Some("localhost/watcher-test/busybox:latest")
+            )
+        );
+        let c = from_podman_storage(&v, "77aa").unwrap();
+        assert_eq!((c.name, c.image), (None, None));
+        assert!(from_podman_storage(&v, "ffff").is_none());
+        assert!(from_podman_storage(&Value::Null, "4eb1").is_none());
+    }
+
+    #[test]
     fn inspect_and_event_bodies() {
         let v: Value = serde_json::from_str(
             r#"{"Id":"abc","Name":"/web","Config":{"Image":"nginx:1.25","Labels":{"io.kubernetes.pod.namespace":"shop","io.kubernetes.pod.name":"web-7d9"}},
@@ -535,7 +705,7 @@ mod tests {
             r#"{"Type":"container","Action":"create","Actor":{"ID":"abc","Attributes":{"image":"busybox","name":"t1"}}}"#,
         )
         .unwrap();
-        let c = from_event(&e).unwrap();
+        let c = from_event(&e, "docker").unwrap();
         assert_eq!(
             (c.id.as_ref(), c.name.as_deref(), c.image.as_deref()),
             ("abc", Some("t1"), Some("busybox"))
