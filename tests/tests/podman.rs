@@ -5,7 +5,8 @@
 use std::process::{Command, Stdio};
 
 use watcher_tests::{
-    actor_any, finding, finding_pids, is, num, require_root, text, ChildGuard, Feed, Value,
+    actor_any, finding, finding_pids, is, num, require_root, text, watcher_bin, ChildGuard, Feed,
+    Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -91,6 +92,20 @@ impl Drop for Container {
     }
 }
 
+/// `watcher check`'s line about Podman, with `PODMAN_SOCKET` set to `socket`.
+fn check_line(socket: &str) -> String {
+    let out = Command::new(watcher_bin())
+        .arg("check")
+        .env("PODMAN_SOCKET", socket)
+        .output()
+        .expect("watcher check");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.contains("runtime podman"))
+        .unwrap_or_else(|| panic!("watcher check says nothing of Podman:\n{text}"))
+        .to_owned()
+}
+
 fn container_name(v: &Value) -> Option<&str> {
     text(v, &["container", "name"])
 }
@@ -101,6 +116,12 @@ fn a_podman_containers_name_comes_from_its_store_and_its_crash_loop_is_podmans()
         return;
     }
     // No API service: what Podman wrote on disk names it.
+    let line = check_line("/nonexistent/podman.sock");
+    assert!(
+        line.contains("Podman's store at")
+            && line.contains("not its restart policy or published ports"),
+        "{line}"
+    );
     let feed = Feed::start_with(
         &["trace", "--json"],
         &[("PODMAN_SOCKET", "/nonexistent/podman.sock")],
@@ -189,6 +210,13 @@ fn with_podmans_service_a_port_conmon_holds_names_the_container_it_is_published_
         return;
     }
     let service = Service::start();
+    let line = check_line(service.socket.to_str().unwrap());
+    assert!(
+        line.contains("Podman 4")
+            && line.contains("its API at")
+            && line.contains("published ports"),
+        "{line}"
+    );
     let feed = Feed::start_with(
         &["trace", "--json"],
         &[("PODMAN_SOCKET", service.socket.to_str().unwrap())],

@@ -169,6 +169,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
     }
 
+    // Container runtimes: informational (none is needed).
+    for (what, detail) in crate::world::runtime::survey() {
+        push!(true, &what, detail);
+    }
+
     let all_ok = lines.iter().all(|l| l.ok);
     if all_ok {
         let opts = loader::LoadOptions::default();

@@ -620,6 +620,80 @@ pub fn spawn(
     (req_tx, out_rx)
 }
 
+/// For `watcher check`: each container runtime found on this host, what
+/// watcher can name through it and what not. Blocking (a CLI's question,
+/// never the pipeline's); every call has the usual deadline.
+pub fn survey() -> Vec<(String, String)> {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return Vec::new();
+    };
+    rt.block_on(async {
+        let mut out = Vec::new();
+        let version = |e: Engine| async move {
+            get_json(&e.socket, "/version")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|v| v["Version"].as_str().map(str::to_owned))
+        };
+        let docker = docker_socket();
+        if docker.exists() {
+            let e = Engine { socket: docker.clone(), runtime: "docker" };
+            out.push(("runtime docker".to_owned(), match version(e).await {
+                Some(v) => format!(
+                    "Docker {v} at {}: names id, name, image, restart policy, addresses and published ports (held by docker-proxy or by dockerd itself), Kubernetes labels",
+                    docker.display()
+                ),
+                None => format!(
+                    "{} exists but does not answer: Docker's containers are named by their cgroup id only",
+                    docker.display()
+                ),
+            }));
+        }
+        if let Some(p) = Podman::found() {
+            let api = if p.api.socket.exists() { version(p.api.clone()).await } else { None };
+            out.push(("runtime podman".to_owned(), match api {
+                Some(v) => format!(
+                    "Podman {v}, its API at {}: names id, name, image, restart policy, addresses and published ports (held by conmon)",
+                    p.api.socket.display()
+                ),
+                None => format!(
+                    "Podman's store at {}: names id, name and image; not its restart policy or published ports (they need its API: `podman system service`, or PODMAN_SOCKET)",
+                    p.storage.display()
+                ),
+            }));
+        }
+        if let Some(sock) = containerd_socket() {
+            let cd = Containerd::new(sock.clone());
+            let answers = tokio::time::timeout(CALL_DEADLINE, containerd_client::connect(&cd.socket))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            out.push(("runtime containerd".to_owned(), if answers {
+                format!(
+                    "containerd at {}: names id, image, and the pod, namespace and container name from the kubelet's io.kubernetes.* labels; not restart policies (the kubelet's) or published ports",
+                    sock.display()
+                )
+            } else {
+                format!("{} exists but does not answer: its containers are named by their cgroup id only", sock.display())
+            }));
+        }
+        let crio = PathBuf::from("/var/run/crio/crio.sock");
+        if crio.exists() {
+            out.push(("runtime cri-o".to_owned(), format!(
+                "CRI-O at {}: its containers are told by their cgroup (crio-<id>.scope) and pod uid; not asked for names or images (no client for its API yet)",
+                crio.display()
+            )));
+        }
+        if out.is_empty() {
+            out.push(("runtime".to_owned(), "none found (Docker, Podman, containerd, CRI-O): containers, if any, are named by their cgroup id only".to_owned()));
+        }
+        out
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
