@@ -100,7 +100,10 @@ impl fmt::Display for Restarter {
                 policy: None,
             } => write!(f, "{runtime}'s restart policy"),
             Restarter::Kubernetes { runtime } => {
-                write!(f, "Kubernetes (kubelet, through {runtime})")
+                write!(
+                    f,
+                    "Kubernetes' CrashLoopBackOff (kubelet, through {runtime})"
+                )
             }
             Restarter::Runtime { runtime } => write!(f, "its container runtime ({runtime})"),
             Restarter::Supervisor {

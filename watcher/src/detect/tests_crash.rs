@@ -459,6 +459,101 @@ fn faults_are_crashes_even_when_restarted_by_the_parent() {
     );
 }
 
+/// The kubelet's CrashLoopBackOff (10 s doubling, capped at 5 min) scaled
+/// down `scale` times, for a container OOM-killed at every start; the
+/// detector's windows scaled the same way through the config. Returns the
+/// findings.
+fn kubelet_cadence(scale: u64, restarts: u32) -> Vec<crate::detect::Finding> {
+    let mut cfg = crate::detect::DetectConfig::default();
+    let s = |secs: f64| secs / scale as f64;
+    cfg.respawn_storm.window_s = s(330.0);
+    cfg.respawn_storm.restart_within_s = s(30.0);
+    cfg.respawn_storm.short_life_s = s(30.0);
+    cfg.respawn_storm.restarts = restarts;
+    let mut k = Kit::new(cfg);
+    let pod = "0a1b2c3d-0000-4000-8000-00000000abcd";
+    k.spawn(
+        S / 2,
+        1,
+        300,
+        "/usr/bin/containerd-shim-runc-v2",
+        &["containerd-shim-runc-v2", "-namespace", "k8s.io"],
+    );
+    let mut t = S;
+    let mut backoff = 10 * S / scale;
+    let mut out = Vec::new();
+    for n in 0..8u64 {
+        let cid = format!("{:064x}", n + 1);
+        let cg = 500 + n;
+        k.cgroup(
+            t - MS / scale,
+            cg,
+            &format!("/kubepods/burstable/pod{pod}/{cid}"),
+        );
+        k.engine.runtime_update(
+            crate::world::containers::RuntimeUpdate::Container(
+                crate::world::containers::ContainerInfo {
+                    id: cid.as_str().into(),
+                    runtime: "containerd",
+                    name: Some("api".into()),
+                    image: Some("registry.local/api:1".into()),
+                    pod_namespace: Some("shop".into()),
+                    pod_name: Some("api-7d9f".into()),
+                    ..Default::default()
+                },
+            ),
+            t,
+        );
+        let pid = 600 + n as u32;
+        out.extend(k.spawn_in(t, 300, pid, cg, "/app/server", &["/app/server"]));
+        // It grows past its memory limit within 2 s (scaled).
+        t += 2 * S / scale;
+        out.extend(k.oom_kill(t, pid));
+        out.extend(k.exit(t + MS / scale, pid, 9));
+        t += backoff;
+        backoff = (backoff * 2).min(300 * S / scale);
+    }
+    out
+}
+
+#[test]
+fn the_kubelets_crash_loop_backoff_scaled_down_by_config_names_the_pod_and_the_oom_kills() {
+    for scale in [1, 100] {
+        let f = kubelet_cadence(scale, 5);
+        let open = storm(&f)
+            .into_iter()
+            .find(|x| x.state.as_str() == "open")
+            .unwrap_or_else(|| panic!("scale {scale}: no loop in {:?}", storm(&f)));
+        let s = &open.summary;
+        assert!(
+            s.contains("Kubernetes' CrashLoopBackOff (kubelet, through containerd)"),
+            "scale {scale}: {s}"
+        );
+        assert!(s.contains("in pod shop/api-7d9f"), "scale {scale}: {s}");
+        assert!(
+            s.contains("killed by the OOM killer (out of memory)"),
+            "scale {scale}: {s}"
+        );
+        assert!(
+            s.contains("backoff"),
+            "the kubelet's backoff, scale {scale}: {s}"
+        );
+        assert_eq!(open.details["restarter"]["runtime"], "containerd");
+    }
+    // The restarts the config asks for: 7 restarts are needed for 7.
+    let f = kubelet_cadence(100, 7);
+    let opens: Vec<_> = storm(&f)
+        .into_iter()
+        .filter(|x| x.state.as_str() == "open")
+        .collect();
+    assert_eq!(opens.len(), 1, "{opens:?}");
+    assert!(
+        opens[0].summary.contains("restarted 7 times"),
+        "{}",
+        opens[0].summary
+    );
+}
+
 #[test]
 fn a_kubelet_restarting_a_pods_container_as_new_containers_is_one_loop() {
     let mut k = Kit::defaults();
