@@ -323,7 +323,19 @@ impl Feed {
         related: impl Fn(&Value) -> bool,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + DEADLINE;
+        self.wait_for_related_within(DEADLINE, what, related, pred)
+    }
+
+    /// Like `wait_for_related`, for a record whose time another program's
+    /// own timing decides (a supervisor's backoff): waits up to `limit`.
+    pub fn wait_for_related_within(
+        &self,
+        limit: Duration,
+        what: &str,
+        related: impl Fn(&Value) -> bool,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
         let mut seen = 0;
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -347,7 +359,7 @@ impl Feed {
                     .collect();
                 panic!(
                     "expected {what} within {:?}; got {} records, none matching. Related records:\n{}\nwatcher stderr:\n{}",
-                    DEADLINE,
+                    limit,
                     st.records.len(),
                     rel.join("\n"),
                     st.stderr.join("\n")

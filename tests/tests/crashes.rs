@@ -188,8 +188,13 @@ fn supervisord_giving_up_on_a_program_that_exits_1_at_start_is_reported() {
     }
     // The loop is found (as a crash loop once it has restarted `restarts`
     // times, or as given up short of it) and, once supervisord stops
-    // restarting it (FATAL), said to be down.
-    let open = feed.wait_for_related(
+    // restarting it (FATAL), said to be down. Given up is decided when the
+    // next restart is overdue: up to 2.5 times supervisord's last delay
+    // (3 s, plus its loop's second, longer when the machine is loaded)
+    // after the last crash — supervisord's timing, not watcher's.
+    let backoff_bound = std::time::Duration::from_secs(40);
+    let open = feed.wait_for_related_within(
+        backoff_bound,
         "respawn_storm for the flaky program",
         |v| is(v, "finding"),
         |v| {
@@ -207,7 +212,8 @@ fn supervisord_giving_up_on_a_program_that_exits_1_at_start_is_reported() {
         Some(spid as u64),
         "{open}"
     );
-    let down = feed.wait_for_related(
+    let down = feed.wait_for_related_within(
+        backoff_bound,
         "the finding saying supervisord gave up",
         |v| is(v, "finding") && v["id"] == open["id"],
         |v| v["id"] == open["id"] && text(v, &["summary"]).is_some_and(|s| s.contains("is down")),
