@@ -374,10 +374,45 @@ impl PortConflict {
         view: &dyn ContainerView,
         now: u64,
     ) -> Vec<Finding> {
+        let which = |k: &Key| (k.1, k.2, k.3) == port;
+        self.restate_open(&which, sockets, Some(kernel), clock, view, now, false)
+    }
+
+    /// The runtime said which host ports it publishes for a container (after
+    /// the conflict was written: its answer is asynchronous): open conflicts
+    /// on such a port, held by the runtime, name the container in an update.
+    pub fn published(
+        &mut self,
+        ports: &[(bool, u16)],
+        sockets: &SocketTable,
+        clock: &crate::record::Clock,
+        view: &dyn ContainerView,
+        now: u64,
+    ) -> Vec<Finding> {
+        let which = |k: &Key| ports.contains(&(k.2, k.3));
+        self.restate_open(&which, sockets, None, clock, view, now, true)
+    }
+
+    /// Restate the open conflicts `which` selects from what the tables know
+    /// now (only those on a runtime's published port when `published_only`).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the tables a restatement reads, spelled out"
+    )]
+    fn restate_open(
+        &mut self,
+        which: &dyn Fn(&Key) -> bool,
+        sockets: &SocketTable,
+        kernel: Option<&[KernelSocket]>,
+        clock: &crate::record::Clock,
+        view: &dyn ContainerView,
+        now: u64,
+        published_only: bool,
+    ) -> Vec<Finding> {
         let keys: Vec<Key> = self
             .pending
             .keys()
-            .filter(|k| (k.1, k.2, k.3) == port && self.incidents.is_open(k))
+            .filter(|k| which(k) && self.incidents.is_open(k))
             .copied()
             .collect();
         let mut out = Vec::new();
@@ -385,8 +420,13 @@ impl PortConflict {
             let Some((p, ip)) = self.pending.get(&key).and_then(|x| x.last.clone()) else {
                 continue;
             };
-            let (summary, processes) =
-                failed_bind(&p, ip, port, sockets, Some(kernel), clock, view);
+            let port = (key.1, key.2, key.3);
+            match published_behind(&p, ip, port, sockets, view) {
+                Some(c) => self.incidents.set_detail(&key, "published_by_container", c),
+                None if published_only => continue,
+                None => {}
+            }
+            let (summary, processes) = failed_bind(&p, ip, port, sockets, kernel, clock, view);
             out.extend(self.incidents.restate(&key, summary, processes, now));
         }
         out
@@ -407,41 +447,6 @@ fn published_behind(
         .iter()
         .filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip))
         .find_map(|h| held_for(h, view).and_then(|f| published_details(&f)))
-}
-
-impl PortConflict {
-    /// The runtime said which host ports it publishes for a container (after
-    /// the conflict was written: its answer is asynchronous): open conflicts
-    /// on such a port, held by the runtime, name the container in an update.
-    pub fn published(
-        &mut self,
-        ports: &[(bool, u16)],
-        sockets: &SocketTable,
-        clock: &crate::record::Clock,
-        view: &dyn ContainerView,
-        now: u64,
-    ) -> Vec<Finding> {
-        let keys: Vec<Key> = self
-            .pending
-            .keys()
-            .filter(|k| ports.contains(&(k.2, k.3)) && self.incidents.is_open(k))
-            .copied()
-            .collect();
-        let mut out = Vec::new();
-        for key in keys {
-            let Some((p, ip)) = self.pending.get(&key).and_then(|x| x.last.clone()) else {
-                continue;
-            };
-            let port = (key.1, key.2, key.3);
-            let Some(c) = published_behind(&p, ip, port, sockets, view) else {
-                continue;
-            };
-            let (summary, processes) = failed_bind(&p, ip, port, sockets, None, clock, view);
-            self.incidents.set_detail(&key, "published_by_container", c);
-            out.extend(self.incidents.restate(&key, summary, processes, now));
-        }
-        out
-    }
 }
 
 /// The summary and processes of a failed bind of `p` to `ip` on `port`,
