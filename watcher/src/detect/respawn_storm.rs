@@ -274,6 +274,20 @@ impl RespawnStorm {
             .take(80)
             .collect();
         let container = p.container_id.as_deref().and_then(|id| view.by_id(id));
+        // A kubelet's restart is a new container, which its runtime may not
+        // have described yet: an earlier instance's container of the loop
+        // (the same pod) says which pod it is.
+        let container = match container {
+            Some(c) if c.pod_name.is_none() => lp
+                .cycles
+                .iter()
+                .rev()
+                .filter_map(|cy| cy.crash.proc.container_id.as_deref())
+                .filter_map(|id| view.by_id(id))
+                .find(|c| c.pod_name.is_some())
+                .or(Some(c)),
+            other => other,
+        };
         let mut restarters: Vec<&Proc> = Vec::new();
         for c in lp.cycles.iter().rev() {
             if let Some(r) = &c.restarter {
