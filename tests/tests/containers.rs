@@ -800,6 +800,36 @@ fn containerd_socket() -> Option<&'static str> {
     .find(|p| std::path::Path::new(p).exists())
 }
 
+/// containerd's socket, with the busybox image in its Kubernetes namespace
+/// (`k8s.io`); and the image's reference there.
+fn containerd_with_image() -> (&'static str, String) {
+    let Some(sock) = containerd_socket() else {
+        panic!("Docker Engine runs but no containerd socket was found (looked for /run/containerd/containerd.sock and /var/run/docker/containerd/containerd.sock)");
+    };
+    let import = format!(
+        "docker save {} | ctr -a {sock} -n k8s.io images import -",
+        image()
+    );
+    let ok = Command::new("sh")
+        .args(["-c", &import])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "importing the image into containerd failed: {import}");
+    (sock, format!("docker.io/{}", image()))
+}
+
+/// A containerd container (namespace `k8s.io`) removed when dropped, also
+/// when the test fails.
+struct CtrContainer<'a>(&'a str, String);
+
+impl Drop for CtrContainer<'_> {
+    fn drop(&mut self) {
+        let _ = ctr(self.0, &["tasks", "kill", "-s", "SIGKILL", &self.1]);
+        let _ = ctr(self.0, &["tasks", "rm", "-f", &self.1]);
+        let _ = ctr(self.0, &["containers", "rm", &self.1]);
+    }
+}
+
 fn ctr(sock: &str, args: &[&str]) -> std::process::Output {
     Command::new("ctr")
         .args(["-a", sock, "-n", "k8s.io"])
@@ -814,32 +844,11 @@ fn a_container_only_containerd_knows_is_named_from_its_kubernetes_labels() {
     if !require_docker() {
         return;
     }
-    let Some(sock) = containerd_socket() else {
-        panic!("Docker Engine runs but no containerd socket was found (looked for /run/containerd/containerd.sock and /var/run/docker/containerd/containerd.sock)");
-    };
-    // The busybox image, in containerd's Kubernetes namespace.
-    let import = format!(
-        "docker save {} | ctr -a {sock} -n k8s.io images import -",
-        image()
-    );
-    let ok = Command::new("sh")
-        .args(["-c", &import])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(ok, "importing the image into containerd failed: {import}");
-    let image_ref = format!("docker.io/{}", image());
+    let (sock, image_ref) = containerd_with_image();
     // Its own watcher, told where containerd listens.
     let feed = Feed::start_with(&["trace", "--json"], &[("CONTAINERD_ADDRESS", sock)], &[]);
     let id = format!("{:064x}", 0xc0de_0000_0000_u64 + std::process::id() as u64);
-    struct Remove<'a>(&'a str, String);
-    impl Drop for Remove<'_> {
-        fn drop(&mut self) {
-            let _ = ctr(self.0, &["tasks", "kill", "-s", "SIGKILL", &self.1]);
-            let _ = ctr(self.0, &["tasks", "rm", "-f", &self.1]);
-            let _ = ctr(self.0, &["containers", "rm", &self.1]);
-        }
-    }
-    let _guard = Remove(sock, id.clone());
+    let _guard = CtrContainer(sock, id.clone());
     let out = ctr(
         sock,
         &[
@@ -894,6 +903,159 @@ fn a_container_only_containerd_knows_is_named_from_its_kubernetes_labels() {
         Some("api-7c4d"),
         "{exit}"
     );
+}
+
+/// The cgroup directories runc makes for `--cgroup /kubepods/burstable/pod<uid>/<id>`
+/// in every hierarchy: the pod's removed when dropped, and `kubepods` and
+/// `kubepods/burstable` too where they did not exist before (runc removes
+/// only the container's own).
+struct PodCgroups {
+    pod: String,
+    made: Vec<std::path::PathBuf>,
+}
+
+impl PodCgroups {
+    fn hierarchies() -> Vec<std::path::PathBuf> {
+        let mut h = vec![std::path::PathBuf::from("/sys/fs/cgroup")];
+        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
+            h.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        h
+    }
+
+    fn new(pod: &str) -> PodCgroups {
+        let made = Self::hierarchies()
+            .into_iter()
+            .flat_map(|h| [h.join("kubepods/burstable"), h.join("kubepods")])
+            .filter(|d| !d.exists())
+            .collect();
+        PodCgroups {
+            pod: pod.to_owned(),
+            made,
+        }
+    }
+}
+
+impl Drop for PodCgroups {
+    fn drop(&mut self) {
+        for h in Self::hierarchies() {
+            let _ = std::fs::remove_dir(h.join(format!("kubepods/burstable/pod{}", self.pod)));
+        }
+        // (`made` lists burstable before kubepods: children first.)
+        for d in &self.made {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// The kubelet's CrashLoopBackOff without a kubelet: a pod's container
+/// OOM-killed at every start and started again as a new container of the
+/// same pod (the kubelet's cgroup path and `io.kubernetes.*` labels,
+/// through containerd's API) after the kubelet's delays — 10 s doubling,
+/// capped at 5 min — scaled down 50 times; watcher's windows are scaled the
+/// same way through its config (`[detect.respawn_storm]`), no special path.
+#[test]
+fn a_pods_container_restarted_at_the_kubelets_backoff_is_crash_loop_backoff_out_of_memory() {
+    if !require_docker() {
+        return;
+    }
+    let (sock, image_ref) = containerd_with_image();
+    let dir = watcher_tests::temp_dir("kubelet-cadence");
+    let cfg = watcher_tests::write_config(
+        &dir,
+        "[detect.respawn_storm]\n\
+         restarts = 4\n\
+         window_s = 6.6        # the kubelet's 5 min cap (330 s), / 50\n\
+         restart_within_s = 2.0\n\
+         short_life_s = 2.0\n",
+    );
+    let feed = Feed::start_with(
+        &["trace", "--json", "--config", cfg.to_str().unwrap()],
+        &[("CONTAINERD_ADDRESS", sock)],
+        &[],
+    );
+    let me = std::process::id() as u64;
+    let pod = format!("{:08x}-0000-4000-8000-{:012x}", me, me);
+    let _cgroups = PodCgroups::new(&pod);
+    let scale = 50;
+    let mut backoff = std::time::Duration::from_secs(10) / scale;
+    let cap = std::time::Duration::from_secs(300) / scale;
+    let storm = |v: &Value| {
+        finding(v, "respawn_storm", "open")
+            && text(v, &["summary"]).is_some_and(|s| s.contains("pod shop/api-"))
+            && text(v, &["summary"]).is_some_and(|s| s.contains(&format!("{me}")))
+    };
+    let mut found = None;
+    for n in 0..8u64 {
+        let id = format!("{:064x}", 0xcb00_0000_0000_u64 + me * 16 + n);
+        let _guard = CtrContainer(sock, id.clone());
+        // dd's 64 MiB buffer under a 16 MiB limit: the OOM killer, every start.
+        let out = ctr(
+            sock,
+            &[
+                "run",
+                "--rm",
+                "--cgroup",
+                &format!("/kubepods/burstable/pod{pod}/{id}"),
+                "--memory-limit",
+                "16777216",
+                "--label",
+                "io.kubernetes.pod.namespace=shop",
+                "--label",
+                &format!("io.kubernetes.pod.name=api-{me}"),
+                "--label",
+                &format!("io.kubernetes.pod.uid={pod}"),
+                "--label",
+                "io.kubernetes.container.name=api",
+                &image_ref,
+                &id,
+                "sh",
+                "-c",
+                "exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(137),
+            "ctr run: the OOM killer ends it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        found = feed.records().into_iter().find(|v| storm(v));
+        if found.is_some() {
+            break;
+        }
+        // The kubelet's back-off before it starts the next container
+        // (the scenario's own timing, as a supervisor's delay is).
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(cap);
+    }
+    let open = match found {
+        Some(v) => v,
+        None => feed.wait_for_related(
+            "respawn_storm naming the pod's CrashLoopBackOff",
+            |v| {
+                is(v, "finding")
+                    || (is(v, "exit") && text(v, &["orchestrator", "namespace"]) == Some("shop"))
+            },
+            storm,
+        ),
+    };
+    let summary = text(&open, &["summary"]).unwrap_or_default();
+    assert!(
+        summary.contains("Kubernetes' CrashLoopBackOff (kubelet, through containerd)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!(
+            "container api (image {image_ref}) in pod shop/api-{me}"
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("killed by the OOM killer (out of memory)"),
+        "{summary}"
+    );
+    assert_eq!(num(&open, &["details", "restarts"]), Some(4), "{open}");
 }
 
 /// A second Docker Engine with `--userland-proxy=false`, in network and
