@@ -21,6 +21,12 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: single-threaded build script, before spawning children.
         unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
     }
+    // aya-build echoes the inner cargo's stderr as `cargo:warning=` lines:
+    // its "Compiling …" progress would read as 40 warnings. Quiet, it says
+    // only what is worth a warning (the kernel crate's own diagnostics, on
+    // stdout as JSON, are still echoed).
+    // SAFETY: single-threaded build script, before spawning children.
+    unsafe { std::env::set_var("CARGO_TERM_QUIET", "true") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "watcher-ebpf",
