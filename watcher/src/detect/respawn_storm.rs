@@ -21,7 +21,7 @@
 //! StartLimitBurst, supervisord's startretries): that opens (or updates) the
 //! finding — the program is down — until an instance of it starts again. The loop is over
 //! when a restarted instance lives `short_life_s`, or is stopped.
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use serde_json::{json, Map, Value};
 
@@ -90,6 +90,11 @@ pub struct RespawnStorm {
     threshold: u64,
     gave_up_after: u64,
     pub overflow: u64,
+    /// (when, loop) for every loop with a deadline: a restarted instance
+    /// that lives `short_life_s`, or a restart overdue. Entries that moved
+    /// on stay until due (waking for one only finds nothing to do); the set
+    /// is rebuilt when they outnumber the loops.
+    deadlines: BTreeSet<(u64, u64)>,
 }
 
 /// A container runtime's per-container process (containerd's shim, conmon),
@@ -230,7 +235,43 @@ impl RespawnStorm {
             threshold: c.restarts as u64,
             gave_up_after: c.gave_up_after as u64,
             overflow: 0,
+            deadlines: BTreeSet::new(),
         }
+    }
+
+    /// When `lp` is next due: its restarted instance has lived long enough,
+    /// or its last crash's restart is overdue.
+    fn loop_deadline(&self, lp: &Loop) -> Option<u64> {
+        let healthy = lp
+            .live
+            .filter(|_| lp.pending.is_empty())
+            .map(|l| l.1 + self.short_ns);
+        let expired = lp
+            .pending
+            .back()
+            .filter(|_| !lp.gave_up)
+            .map(|c| c.at + self.allowed_gap(lp));
+        [healthy, expired].into_iter().flatten().min()
+    }
+
+    /// Note loop `k`'s deadline after it changed (O(log n)).
+    fn schedule(&mut self, k: u64) {
+        if let Some(t) = self.loops.get(&k).and_then(|lp| self.loop_deadline(lp)) {
+            self.deadlines.insert((t, k));
+        }
+        if self.deadlines.len() > 4 * self.loops.len() + 1024 {
+            self.reschedule_all();
+        }
+    }
+
+    /// Every loop's deadline anew (after a reload changed the windows, or
+    /// when stale entries pile up).
+    fn reschedule_all(&mut self) {
+        self.deadlines = self
+            .loops
+            .iter()
+            .filter_map(|(k, lp)| self.loop_deadline(lp).map(|t| (t, *k)))
+            .collect();
     }
 
     /// Settings from a reloaded configuration: what comes next uses them;
@@ -245,6 +286,7 @@ impl RespawnStorm {
         self.threshold = c.restarts as u64;
         self.gave_up_after = c.gave_up_after as u64;
         self.cfg = cfg.clone();
+        self.reschedule_all();
     }
 
     /// How long after a crash its restart may come and still continue the loop.
@@ -439,6 +481,7 @@ impl RespawnStorm {
         while lp.pending.len() > 64 {
             lp.pending.pop_front();
         }
+        self.schedule(p.program);
     }
 
     /// A restarted instance ended without crashing (stopped, or lived long): the loop is over.
@@ -483,6 +526,8 @@ impl RespawnStorm {
         }
         lp.count += 1;
         lp.live = Some((p.key, ts));
+        self.schedule(p.program);
+        let lp = self.loops.get(&p.program).expect("present");
         if lp.count < self.threshold && !self.incidents.is_open(&p.program) {
             return None;
         }
@@ -550,8 +595,26 @@ impl RespawnStorm {
 
     pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
         let mut out = Vec::new();
-        let keys: Vec<u64> = self.loops.keys().copied().collect();
+        // The loops due (O(due · log n), not a pass over every loop).
+        let mut keys: Vec<u64> = Vec::new();
+        while let Some(&(t, k)) = self.deadlines.first() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
         for k in keys {
+            let Some(lp) = self.loops.get(&k) else {
+                continue;
+            };
+            // (An entry that moved on: its loop's deadline is later now.)
+            if self.loop_deadline(lp).is_some_and(|t| t > now) {
+                self.schedule(k);
+                continue;
+            }
             let allowed = self.allowed_gap(&self.loops[&k]);
             let lp = &self.loops[&k];
             // A restarted instance that lived: healthy again.
@@ -613,20 +676,7 @@ impl RespawnStorm {
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
-        self.loops
-            .values()
-            .filter_map(|lp| {
-                let healthy = lp
-                    .live
-                    .filter(|_| lp.pending.is_empty())
-                    .map(|l| l.1 + self.short_ns);
-                let expired = lp
-                    .pending
-                    .back()
-                    .filter(|_| !lp.gave_up)
-                    .map(|c| c.at + self.allowed_gap(lp));
-                [healthy, expired].into_iter().flatten().min()
-            })
-            .min()
+        // (Possibly one that moved on: waking for it only finds nothing to do.)
+        self.deadlines.first().map(|(t, _)| *t)
     }
 }
