@@ -81,7 +81,7 @@ enum Cmd {
         /// QEMU's TCG threading: `single` (one host thread runs every vCPU in
         /// turn; the default) or `multi` (a host thread per vCPU, where a
         /// vCPU can keep running a stale translation of kernel code another
-        /// vCPU patched: see the README's "Kernel matrix").
+        /// vCPU patched: see docs/kernels.md).
         #[arg(long, value_name = "MODE", default_value = "single")]
         tcg: String,
     },

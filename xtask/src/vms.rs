@@ -99,7 +99,7 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "events",
         "one_ring_per_cpu_loses_nothing_and_counts_its_own_loss",
         "one CPU's overflow beside another's needs two vCPUs; the guests have one (with two, multi-threaded \
-         TCG can run stale patched kernel code, see the README, and single-threaded TCG doubles the guests' \
+         TCG can run stale patched kernel code, see docs/kernels.md, and single-threaded TCG doubles the guests' \
          time); it runs on the host",
     ),
 ];
