@@ -6,13 +6,15 @@ use std::{path::Path, process::Command};
 
 use watcher_tests::require_root;
 
-const FILES: [&str; 7] = [
+const FILES: [&str; 8] = [
     "/usr/bin/watcher",
     "/lib/systemd/system/watcher.service",
     "/etc/watcher/watcher.toml",
     "/usr/share/watcher/watcher-rules.yml",
     "/usr/share/watcher/watcher-rules.test.yml",
     "/usr/share/doc/watcher/README.md",
+    // (What the README links to.)
+    "/usr/share/doc/watcher/docs/events.md",
     "/usr/share/doc/watcher/copyright",
 ];
 

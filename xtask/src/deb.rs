@@ -134,6 +134,26 @@ pub fn build(binary: &Path, out_dir: &Path) -> Result<PathBuf> {
         &fs::read(ws.join("README.md"))?,
         0o644,
     )?;
+    // The README links to docs/: the same files beside it.
+    let mut docs: Vec<_> = fs::read_dir(ws.join("docs"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    for d in docs {
+        let name = d
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        put(
+            &stage,
+            &format!("/usr/share/doc/watcher/docs/{name}"),
+            &fs::read(&d)?,
+            0o644,
+        )?;
+    }
     put(
         &stage,
         "/usr/share/doc/watcher/copyright",
