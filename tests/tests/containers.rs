@@ -1052,7 +1052,7 @@ fn a_pods_container_restarted_at_the_kubelets_backoff_is_crash_loop_backoff_out_
         "{summary}"
     );
     assert!(
-        summary.contains("killed by the OOM killer (out of memory)"),
+        summary.contains("SIGKILL from the OOM killer (out of memory)"),
         "{summary}"
     );
     assert_eq!(num(&open, &["details", "restarts"]), Some(4), "{open}");

@@ -377,7 +377,7 @@ fn an_oom_killed_container_restarted_by_its_policy_says_out_of_memory() {
         .expect("opens");
     assert!(
         open.summary
-            .contains("killed by the OOM killer (out of memory)"),
+            .contains("SIGKILL from the OOM killer (out of memory)"),
         "{}",
         open.summary
     );
@@ -535,7 +535,7 @@ fn the_kubelets_crash_loop_backoff_scaled_down_by_config_names_the_pod_and_the_o
         );
         assert!(s.contains("in pod shop/api-7d9f"), "scale {scale}: {s}");
         assert!(
-            s.contains("killed by the OOM killer (out of memory)"),
+            s.contains("SIGKILL from the OOM killer (out of memory)"),
             "scale {scale}: {s}"
         );
         assert!(

@@ -141,7 +141,7 @@ impl Cause {
         self.signalled.as_ref().and_then(|s| s.sender.as_ref())
     }
 
-    /// One phrase: `exit code 3`, `SIGSEGV (a fault, core dumped)`, `killed by
+    /// One phrase: `exit code 3`, `SIGSEGV (a fault, core dumped)`, `SIGKILL from
     /// the OOM killer (out of memory)`, `SIGTERM from its parent pid 7 (supervisord)`.
     pub fn describe(&self) -> String {
         let from = |s: &Signalled| match &s.sender {
@@ -155,7 +155,7 @@ impl Cause {
             None => " from the kernel".to_owned(),
         };
         match (self.status, &self.signalled) {
-            (_, Some(s)) if s.oom => "killed by the OOM killer (out of memory)".to_owned(),
+            (_, Some(s)) if s.oom => "SIGKILL from the OOM killer (out of memory)".to_owned(),
             (
                 ExitStatus::Signal {
                     signal,
