@@ -1166,6 +1166,22 @@ fn a_port_dockerd_holds_itself_without_the_userland_proxy_names_its_container() 
         return;
     }
     let engine = NoProxyDocker::start();
+    // `watcher check` says what it can name through this engine.
+    let check = Command::new(watcher_tests::watcher_bin())
+        .arg("check")
+        .env("DOCKER_HOST", &engine.host)
+        .output()
+        .expect("watcher check");
+    let check = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.lines().any(|l| l.contains("runtime docker")
+            && l.contains(&format!(
+                "at {}:",
+                engine.host.trim_start_matches("unix://")
+            ))
+            && l.contains("published ports (held by docker-proxy or by dockerd itself)")),
+        "{check}"
+    );
     let feed = Feed::start_with(&["trace", "--json"], &[("DOCKER_HOST", &engine.host)], &[]);
     let port: u16 = 18089;
     let name = format!("wt-{}-noproxy", std::process::id());
