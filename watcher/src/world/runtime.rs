@@ -322,19 +322,12 @@ impl Podman {
         from_podman_storage(&list, id)
     }
 
-    /// What it says at start.
-    fn status(&self) -> String {
-        if self.api.socket.exists() {
-            format!(
-                "podman at {} (its Docker-compatible API)",
-                self.api.socket.display()
-            )
-        } else {
-            format!(
-                "podman: its store at {} (names and images; published ports and restart policies need `podman system service`)",
-                self.storage.display()
-            )
-        }
+    /// What it says at start when its API does not answer (or does not run).
+    fn store_status(&self) -> String {
+        format!(
+            "podman: its store at {} (names and images; published ports and restart policies need `podman system service`)",
+            self.storage.display()
+        )
     }
 }
 
@@ -569,7 +562,7 @@ pub fn spawn(
                 if p.api.socket.exists() && docker_listing(&p.api, &out_tx).await {
                     follow_docker(p.api.clone(), out_tx.clone());
                 } else {
-                    let _ = out_tx.send(RuntimeUpdate::Status { line: p.status(), answering: true });
+                    let _ = out_tx.send(RuntimeUpdate::Status { line: p.store_status(), answering: true });
                 }
             }
             if let Some(cd) = &containerd {
