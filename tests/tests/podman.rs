@@ -277,4 +277,28 @@ fn with_podmans_service_a_port_conmon_holds_names_the_container_it_is_published_
         Some(80),
         "{open}"
     );
+    // Through the API the restart policy is named too.
+    let crashy = Container::run(
+        "api-crashy",
+        &["--restart", "always"],
+        &["sh", "-c", "exit 3"],
+    );
+    let storm = feed.wait_for_related(
+        "respawn_storm naming Podman's restart policy (always)",
+        |v| is(v, "finding"),
+        |v| {
+            finding(v, "respawn_storm", "open")
+                && text(v, &["details", "container", "name"]) == Some(crashy.name.as_str())
+        },
+    );
+    let summary = text(&storm, &["summary"]).unwrap_or_default();
+    assert!(
+        summary.contains("by Podman's restart policy (always)"),
+        "{summary}"
+    );
+    assert_eq!(
+        text(&storm, &["details", "restarter", "restart_policy"]),
+        Some("always"),
+        "{storm}"
+    );
 }
