@@ -1145,7 +1145,12 @@ impl NoProxyDocker {
 
 impl Drop for NoProxyDocker {
     fn drop(&mut self) {
-        let ids = self.docker(&["ps", "-aq"]);
+        // (No panic here: this also runs while a failed start unwinds.)
+        let ids = Command::new("docker")
+            .args(["-H", &self.host, "ps", "-aq"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         for id in ids.split_whitespace() {
             let _ = self.docker_ok(&["rm", "-f", id]);
         }
