@@ -196,7 +196,7 @@ fn supervisord_giving_up_on_a_program_that_exits_1_at_start_is_reported() {
     let open = feed.wait_for_related_within(
         backoff_bound,
         "respawn_storm for the flaky program",
-        |v| is(v, "finding"),
+        |v| is(v, "finding") || mine(v) || num(v, &["process", "pid"]) == Some(spid as u64),
         |v| {
             finding(v, "respawn_storm", "open")
                 && text(v, &["summary"]).is_some_and(|s| s.contains(&tag))
