@@ -8,10 +8,12 @@
 //! worker that did not exec) after such a crash. Consecutive crash → restart
 //! cycles are one loop while each restart follows its crash within the
 //! expected delay: `restart_within_s` for the first, then up to 2.5 times the
-//! previous delay (at least 2 s more), so supervisors that restart at once
-//! (supervisord, runit), after a fixed delay (systemd's `RestartSec`) or with
-//! a doubling backoff (Docker 100 ms → 1 min, Kubernetes 10 s → 5 min) all
-//! keep one loop; `window_s` caps the delay.
+//! previous delay (at least 3 s more), so supervisors that restart at once
+//! (supervisord, runit), after a fixed delay (systemd's `RestartSec`), with a
+//! linear backoff (supervisord's BACKOFF: 1, 2, 3 s, each acted on at its
+//! once-a-second loop's next turn, so 1.0 s can be followed by 3.0+ s) or
+//! with a doubling backoff (Docker 100 ms → 1 min, Kubernetes 10 s → 5 min)
+//! all keep one loop; `window_s` caps the delay.
 //!
 //! `restarts` (5) cycles open the finding, which states the cadence, the
 //! causes, the restarter and, for a backoff, when the next restart is due.
@@ -290,11 +292,16 @@ impl RespawnStorm {
     }
 
     /// How long after a crash its restart may come and still continue the loop.
+    ///
+    /// 2.5 × the last delay covers a doubling backoff with jitter; "3 s
+    /// more" covers a linear one acted on by a once-a-second loop: the
+    /// delay grows by 1 s and the loop's turn may come up to 1 s later
+    /// than the last time (supervisord: 1.0 s, then 2.0–3.0+ s).
     fn allowed_gap(&self, lp: &Loop) -> u64 {
         match lp.last_gap() {
             None => self.within_ns,
             Some(g) => (g.saturating_mul(5) / 2)
-                .max(g + 2_000_000_000)
+                .max(g + 3_000_000_000)
                 .min(self.max_gap_ns.max(self.within_ns)),
         }
     }

@@ -694,9 +694,9 @@ fn a_supervisor_restarting_a_crashing_child_is_a_respawn_storm() {
         .iter()
         .any(|p| p.role == "restarter" && p.proc.key.tgid == 100));
     // Not restarted after the last crash (the expected delay: 2.5 × 20 ms, at
-    // least 2 s more): the loop's program is down, said in an update …
-    assert!(k.run_timers(t + S).is_empty());
-    let f = k.run_timers(t + 3 * S);
+    // least 3 s more): the loop's program is down, said in an update …
+    assert!(k.run_timers(t + 2 * S).is_empty());
+    let f = k.run_timers(t + 4 * S);
     let down = f
         .iter()
         .find(|x| x.kind.as_str() == "respawn_storm")

@@ -140,12 +140,12 @@ fn systemd_gives_up_after_start_limit_burst_and_the_finding_says_it_is_down() {
         storm(&k.all).is_empty(),
         "four restarts are below the threshold"
     );
-    // Not restarted within the expected delay (2.5 × 100 ms, at least 2 s more): given up.
+    // Not restarted within the expected delay (2.5 × 100 ms, at least 3 s more): given up.
     assert!(
-        storm(&k.run_timers(t + S)).is_empty(),
+        storm(&k.run_timers(t + 2 * S)).is_empty(),
         "not before the expected delay"
     );
-    let f = k.run_timers(t + 3 * S);
+    let f = k.run_timers(t + 4 * S);
     let open = storm(&f)
         .into_iter()
         .find(|x| x.state.as_str() == "open")
@@ -275,6 +275,45 @@ fn kubernetes_crash_loop_backoff_reaches_the_threshold_minutes_later() {
     assert!(
         open.summary
             .contains("with a growing backoff (10.0 s → 2 min)"),
+        "{}",
+        open.summary
+    );
+}
+
+/// supervisord's BACKOFF (startretries=3): the n-th restart is due n s after
+/// the crash and made at its main loop's next turn (once a second). When a
+/// turn comes just before a delay is due, that restart waits for the next
+/// turn: 1.0 s, then 3.0+ s, then 3.9 s. One loop all the same, given up
+/// when the fourth crash is not restarted.
+#[test]
+fn supervisords_backoff_with_its_loop_turn_late_is_one_loop_given_up() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/supervisord", &["supervisord"]);
+    let (t, last) = cycles(
+        &mut k,
+        100,
+        200,
+        2 * S,
+        10 * MS,
+        &[1_000 * MS, 3_050 * MS, 3_900 * MS],
+        CODE1,
+        &["sh", "-c", "echo flaky; exit 1"],
+    );
+    assert!(
+        storm(&k.all).is_empty(),
+        "three restarts: below the threshold"
+    );
+    let f = k.run_timers(t + 30 * S);
+    let open = storm(&f)
+        .into_iter()
+        .find(|x| x.state.as_str() == "open")
+        .expect("supervisord gave up on a loop of four crashes");
+    assert_eq!(open.details["gave_up"], true);
+    assert!(
+        open.summary.contains("by supervisord")
+            && open
+                .summary
+                .contains(&format!("pid {last} ended with exit code 1")),
         "{}",
         open.summary
     );
