@@ -818,11 +818,14 @@ fn check_reports_every_prerequisite() {
         );
     }
     // What the kernel side does on the kernels watcher supports (6.1 and
-    // later): it names an ending process's new parent, and the hooks that run
-    // in softirqs (a task's free, a TCP state change) are raw tracepoints.
+    // later): it names an ending process's new parent, and the process and
+    // TCP state hooks are raw tracepoints (their prototypes read from BTF).
     for (what, how) in [
         ("new parents", "read by the kernel side"),
-        ("load", "raw: sched_process_free, inet_sock_set_state"),
+        (
+            "load",
+            "raw: task_newtask, sched_process_exec, sched_process_exit, sched_process_free, inet_sock_set_state",
+        ),
     ] {
         assert!(
             text.lines()

@@ -598,6 +598,12 @@ pub struct Config {
     pub k_sk_v6_rcv_saddr: u32,
     pub k_sk_v6_daddr: u32,
     pub k_sk_protocol: u32,
+    /// `linux_binprm.filename` (the raw `sched_process_exec` reads the
+    /// path the tracefs record copies; OFFSET_NONE: tracefs is attached).
+    pub k_bprm_filename: u32,
+    /// Non-zero: the raw `sched_process_exit` has `group_dead` as its second
+    /// argument (BTF's `btf_trace_sched_process_exit` prototype, 6.16 on).
+    pub raw_exit_group_dead: u32,
 
     // signal/signal_generate
     pub tp_signal_sig: u32,
@@ -701,6 +707,8 @@ impl Config {
             k_sk_v6_rcv_saddr: OFFSET_NONE,
             k_sk_v6_daddr: OFFSET_NONE,
             k_sk_protocol: OFFSET_NONE,
+            k_bprm_filename: OFFSET_NONE,
+            raw_exit_group_dead: 0,
             tp_signal_sig: OFFSET_NONE,
             tp_signal_code: OFFSET_NONE,
             tp_signal_pid: OFFSET_NONE,
@@ -723,7 +731,7 @@ const _: () = assert!(core::mem::size_of::<SockCallData>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 360);
+const _: () = assert!(core::mem::size_of::<Config>() == 368);
 const _: () = assert!(
     ARGS_MAX.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

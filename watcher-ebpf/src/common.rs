@@ -257,6 +257,19 @@ pub fn read_data_loc_str(ctx: &TracePointContext, loc: u32, buf: &mut [u8]) -> u
     }
 }
 
+/// Copy the kernel string at `src` into `buf`; its length (0: unreadable).
+#[inline(always)]
+pub fn read_kernel_str(src: u64, buf: &mut [u8]) -> u32 {
+    if src == 0 {
+        return 0;
+    }
+    // SAFETY: the helper checks the read; `buf` bounds the copy.
+    match unsafe { aya_ebpf::helpers::bpf_probe_read_kernel_str_bytes(src as *const u8, buf) } {
+        Ok(s) => s.len() as u32,
+        Err(_) => 0,
+    }
+}
+
 /// Read a kernel value at `base + off`; `None` when the offset is unknown or base is null.
 #[inline(always)]
 pub fn kread<T>(base: u64, off: u32) -> Option<T> {

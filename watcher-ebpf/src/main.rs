@@ -1,7 +1,9 @@
 //! watcher's kernel programs. They observe and forward; detection lives in userspace.
 //!
 //! Tracepoints only (kprobes may be absent, fentry may be refused, and
-//! tracepoints are the stable interface). Every field offset comes from the
+//! tracepoints are the stable interface): raw tracepoints where the kernel's
+//! BTF gives their arguments (process creation, exec, exit, free, TCP
+//! state), the tracefs ones otherwise and for system calls. Every field offset comes from the
 //! [`Config`] global that userspace fills from the running kernel's tracefs
 //! format files and BTF before load.
 #![no_std]

@@ -16,7 +16,7 @@ use watcher_common::{
 use crate::{
     common::{
         cgroup_id, conf, count_loss, current_task, emit, header, kread, now, output, pid_tgid,
-        read_data_loc_str, remember, tp_read, wake_flags, wanted, wanted_kind,
+        read_data_loc_str, read_kernel_str, remember, tp_read, wake_flags, wanted, wanted_kind,
     },
     maps::{
         PendingWaitid, EXEC_SCRATCH, EXITED, EXITED_SHADOWED, GROUP_END, IN_WAIT, NS_REAP,
@@ -34,17 +34,30 @@ const CLD_DUMPED: i32 = 3;
 
 #[tracepoint]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    let _ = try_task_newtask(&ctx);
+    let _ = tp_read::<i32>(&ctx, conf!(tp_newtask_pid)).map(|child_pid| {
+        let clone_flags: u64 = tp_read(&ctx, conf!(tp_newtask_clone_flags)).unwrap_or(0);
+        new_task(child_pid, clone_flags)
+    });
     0
 }
 
-fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
+/// The same, as a raw tracepoint (the loader's first choice): the kernel's
+/// own arguments, no trace record built first.
+#[raw_tracepoint(tracepoint = "task_newtask")]
+pub fn task_newtask_raw(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *task, unsigned long clone_flags)
+    let task: u64 = ctx.arg(0);
+    let clone_flags: u64 = ctx.arg(1);
+    let _ = kread::<i32>(task, conf!(k_task_pid)).map(|pid| new_task(pid, clone_flags));
+    0
+}
+
+#[inline(always)]
+fn new_task(child_pid: i32, clone_flags: u64) -> Option<()> {
     let (_, tgid) = pid_tgid();
     if !wanted(EventKind::Fork, tgid) {
         return None;
     }
-    let child_pid: i32 = tp_read(ctx, conf!(tp_newtask_pid))?;
-    let clone_flags: u64 = tp_read(ctx, conf!(tp_newtask_clone_flags)).unwrap_or(0);
     let child_tgid = if clone_flags & CLONE_THREAD != 0 {
         // A new thread decides nothing: written only when asked for.
         if conf!(threads) == 0 {
@@ -70,17 +83,34 @@ fn try_task_newtask(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let _ = try_sched_process_exec(&ctx);
+    let (pid, _) = pid_tgid();
+    let _ = tp_read::<u32>(&ctx, conf!(tp_exec_filename)).map(|loc| {
+        let old_pid: i32 = tp_read(&ctx, conf!(tp_exec_old_pid)).unwrap_or(pid as i32);
+        exec(old_pid, |buf| read_data_loc_str(&ctx, loc, buf))
+    });
     0
 }
 
-fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
-    let (pid, tgid) = pid_tgid();
+/// The same, as a raw tracepoint (the loader's first choice): the path is
+/// read from the `linux_binprm` the tracefs record copies it from.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec_raw(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let old_pid = ctx.arg::<u64>(1) as i32;
+    let bprm: u64 = ctx.arg(2);
+    let filename: u64 = kread(bprm, conf!(k_bprm_filename)).unwrap_or(0);
+    let _ = exec(old_pid, |buf| read_kernel_str(filename, buf));
+    0
+}
+
+/// The exec record: the path (written into `buf` by `filename`, which
+/// returns its length) and the argument vector, from the new mm.
+#[inline(always)]
+fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
+    let (_, tgid) = pid_tgid();
     if !wanted(EventKind::Exec, tgid) {
         return None;
     }
-    let loc: u32 = tp_read(ctx, conf!(tp_exec_filename))?;
-    let old_pid: i32 = tp_read(ctx, conf!(tp_exec_old_pid)).unwrap_or(pid as i32);
     let ts = now();
     let scratch = EXEC_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch area; the program runs to its end on this CPU.
@@ -90,7 +120,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
         let d = core::ptr::addr_of_mut!((*ev).data);
         (*d).old_pid = old_pid as u32;
         (*d).cgroup_id = cgroup_id();
-        (*d).filename_len = read_data_loc_str(ctx, loc, &mut (*d).filename);
+        (*d).filename_len = filename(&mut (*d).filename);
         // The argument vector, from the new mm's arg_start..arg_end (just
         // copied there by the exec: present, no fault), up to the cap.
         (*d).args_full_len = 0;
@@ -125,11 +155,28 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_sched_process_exit(&ctx);
+    let _ = exit(tp_read::<u8>(&ctx, conf!(tp_exit_group_dead)));
     0
 }
 
-fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
+/// The same, as a raw tracepoint (the loader's first choice).
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit_raw(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct task_struct *p), and `bool group_dead` from 6.16 on
+    // (the loader read which from BTF).
+    let group_dead = if conf!(raw_exit_group_dead) != 0 {
+        Some(ctx.arg::<u64>(1) as u8)
+    } else {
+        None
+    };
+    let _ = exit(group_dead);
+    0
+}
+
+/// The exit record of the current task (`group_dead`: the tracepoint's own
+/// word on whether its process ends, when the kernel passes it).
+#[inline(always)]
+fn exit(group_dead: Option<u8>) -> Option<()> {
     let (pid, tgid) = pid_tgid();
     let task = current_task();
     // A leader's exit makes a process its parent must reap; remember it so
@@ -139,7 +186,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let exit_code: i32 = kread(task, conf!(k_task_exit_code)).unwrap_or(-1);
-    let group_dead = match tp_read::<u8>(ctx, conf!(tp_exit_group_dead)) {
+    let group_dead = match group_dead {
         Some(v) => (v != 0) as u32,
         None => group_dead_from_live(task, pid, tgid),
     };

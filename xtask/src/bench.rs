@@ -441,6 +441,8 @@ tracepoint:sock:inet_sock_set_state
 struct Tracer {
     child: std::process::Child,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// watcher's metrics port.
+    port: Option<u16>,
 }
 
 impl Tracer {
@@ -448,12 +450,20 @@ impl Tracer {
     fn start(kind: &str, watcher: &Path, dir: &Path) -> Result<Option<Tracer>> {
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", "0"]);
+        let mut port = None;
         let ready_on_stderr = match kind {
             "none" => return Ok(None),
-            "watcher" => {
+            // (watcher-tracefs: every hook attached through tracefs, to
+            // measure what the raw tracepoints save.)
+            "watcher" | "watcher-tracefs" => {
+                let p = free_port();
+                port = Some(p);
                 let cfg = dir.join("bench.toml");
-                std::fs::write(&cfg, format!("[feed]\nstdout = true\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", dir.join("status.json").display()))?;
+                std::fs::write(&cfg, format!("[feed]\nstdout = true\n[metrics]\nlisten = \"127.0.0.1:{p}\"\n[health]\nstatus_file = \"{}\"\n", dir.join("status.json").display()))?;
                 cmd.arg(watcher).args(["run", "--config"]).arg(&cfg);
+                if kind == "watcher-tracefs" {
+                    cmd.env("WATCHER_ATTACH", "tracefs");
+                }
                 true
             }
             "bpftrace" => {
@@ -496,6 +506,7 @@ impl Tracer {
         Ok(Some(Tracer {
             child,
             stderr: lines,
+            port,
         }))
     }
 
@@ -521,6 +532,67 @@ impl Tracer {
     }
 }
 
+/// The kernel's own time in each of watcher's programs (`kernel.bpf_stats_enabled`
+/// on for the run, put back after), as ns per run, with the programs attached as
+/// raw tracepoints and through tracefs, under the fork loop and the net loop.
+/// (A tracefs program's ns/run leaves out the trace record the kernel builds
+/// before it runs: the workload's time, in the overhead rows, has both.)
+pub fn program_costs(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
+    const SWITCH: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write(SWITCH, &self.0);
+        }
+    }
+    let _restore = Restore(std::fs::read_to_string(SWITCH).unwrap_or_else(|_| "0".into()));
+    std::fs::write(SWITCH, "1").context("turning kernel.bpf_stats_enabled on")?;
+    // program (without `_raw`) → [(runs, ns) raw, (runs, ns) tracefs]
+    let mut by: std::collections::BTreeMap<String, [(u64, f64); 2]> = Default::default();
+    for (i, kind) in ["watcher", "watcher-tracefs"].into_iter().enumerate() {
+        let tracer = Tracer::start(kind, watcher, dir)?.context("a watcher")?;
+        workload(actor, &["fork-loop", "20000"])?;
+        workload(actor, &["net-loop", "20000"])?;
+        let body = tracer.port.and_then(scrape).unwrap_or_default();
+        tracer.stop();
+        let sample = |l: &str, family: &str| -> Option<(String, f64)> {
+            let rest = l.strip_prefix(family)?.strip_prefix("{program=\"")?;
+            let (name, v) = rest.split_once("\"} ")?;
+            Some((
+                name.trim_end_matches("_raw").to_owned(),
+                v.trim().parse().ok()?,
+            ))
+        };
+        for l in body.lines() {
+            if let Some((p, n)) = sample(l, "watcher_program_runs_total") {
+                by.entry(p).or_default()[i].0 = n as u64;
+            } else if let Some((p, secs)) = sample(l, "watcher_program_run_seconds_total") {
+                by.entry(p).or_default()[i].1 = secs * 1e9;
+            }
+        }
+    }
+    let per = |(runs, ns): (u64, f64)| {
+        if runs == 0 {
+            "–".to_owned()
+        } else {
+            format!("{:.0}", ns / runs as f64)
+        }
+    };
+    Ok(by
+        .into_iter()
+        .filter(|(_, v)| v[0].0 + v[1].0 > 0)
+        .map(|(p, v)| {
+            format!(
+                "| `{p}` | {} | {} | {} | {} |",
+                v[0].0,
+                per(v[0]),
+                v[1].0,
+                per(v[1])
+            )
+        })
+        .collect())
+}
+
 /// Elapsed ns of a workload pinned to CPU 1.
 fn workload(actor: &Path, args: &[&str]) -> Result<u64> {
     let out = Command::new("taskset")
@@ -542,7 +614,7 @@ fn stats(v: &mut [f64]) -> (f64, f64, f64) {
 
 /// Throughput ratios of each workload under each tracer, interleaved runs.
 pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Result<Vec<String>> {
-    let tracers = ["none", "watcher", "bpftrace"];
+    let tracers = ["none", "watcher", "watcher-tracefs", "bpftrace"];
     let workloads: [(&str, Vec<&str>); 2] = [
         ("fork/exit/wait loop (10,000)", vec!["fork-loop", "10000"]),
         ("bind+bind+connect loop (20,000)", vec!["net-loop", "20000"]),
@@ -1000,6 +1072,14 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(());
     }
+    eprintln!("xtask bench: the kernel programs' own cost (bpf_stats) …");
+    let rows = program_costs(watcher, actor, &dir)?;
+    out.push_str("\n### The kernel programs' own time per run (`kernel.bpf_stats_enabled`), a fork/exit/wait loop (20,000) and a bind+bind+connect loop (20,000)\n\n| program | runs, raw tracepoints | ns/run | runs, through tracefs | ns/run |\n|---|---|---|---|---|\n");
+    for r in rows {
+        out.push_str(&r);
+        out.push('\n');
+    }
+    out.push_str("\nA program attached through tracefs runs after the kernel has built its trace record (not in its ns/run); the overhead rows below have both (`watcher-tracefs`: `WATCHER_ATTACH=tracefs`).\n");
     let rounds: usize = std::env::var("WATCHER_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -46,6 +46,8 @@ struct Type {
     /// Size (struct/union/int) or referenced type id (ptr/typedef/modifiers).
     size_or_type: u32,
     members: Vec<Member>,
+    /// Parameters of a function prototype.
+    params: u32,
 }
 
 /// Parsed BTF: types by id (index 0 is `void`) and the string section.
@@ -53,6 +55,8 @@ pub struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     by_name: HashMap<String, Vec<u32>>,
+    /// The typedefs `btf_trace_<tracepoint>`: a raw tracepoint's prototype.
+    raw_tracepoints: HashMap<String, u32>,
 }
 
 fn err(why: impl Into<String>) -> SetupError {
@@ -116,6 +120,7 @@ impl Btf {
             kind: 0,
             size_or_type: 0,
             members: Vec::new(),
+            params: 0,
         }];
         let mut at = 0usize;
         while at < tsec.len() {
@@ -164,17 +169,28 @@ impl Btf {
                 kind,
                 size_or_type,
                 members,
+                params: if kind == KIND_FUNC_PROTO {
+                    vlen as u32
+                } else {
+                    0
+                },
             });
         }
         let mut btf = Btf {
             types,
             strings,
             by_name: HashMap::new(),
+            raw_tracepoints: HashMap::new(),
         };
         for (id, t) in btf.types.iter().enumerate() {
             if (t.kind == KIND_STRUCT || t.kind == KIND_UNION) && t.name_off != 0 {
                 let name = btf.str_at(t.name_off).to_owned();
                 btf.by_name.entry(name).or_default().push(id as u32);
+            }
+            if t.kind == KIND_TYPEDEF {
+                if let Some(tp) = btf.str_at(t.name_off).strip_prefix("btf_trace_") {
+                    btf.raw_tracepoints.insert(tp.to_owned(), id as u32);
+                }
             }
         }
         Ok(btf)
@@ -296,6 +312,26 @@ impl Btf {
         )))
     }
 
+    /// How many arguments the raw tracepoint `tp` passes its programs (its
+    /// `TP_PROTO`), from the kernel's `btf_trace_<tp>` typedef: a pointer to
+    /// a function whose first parameter is the tracepoint's private data.
+    pub fn raw_tracepoint_args(&self, tp: &str) -> Result<u32, SetupError> {
+        let id = *self
+            .raw_tracepoints
+            .get(tp)
+            .ok_or_else(|| err(format!("no raw tracepoint {tp} in kernel BTF")))?;
+        let ptr = self.resolve(id);
+        let proto = self
+            .types
+            .get(ptr as usize)
+            .filter(|t| t.kind == KIND_PTR)
+            .map(|t| self.resolve(t.size_or_type))
+            .and_then(|p| self.types.get(p as usize))
+            .filter(|t| t.kind == KIND_FUNC_PROTO && t.params >= 1)
+            .ok_or_else(|| err(format!("btf_trace_{tp} is not a pointer to a prototype")))?;
+        Ok(proto.params - 1)
+    }
+
     /// Size in bytes of `struct strukt`.
     pub fn struct_size(&self, strukt: &str) -> Result<u32, SetupError> {
         let ids = self
@@ -399,6 +435,30 @@ mod tests {
             }
             let _ = Btf::parse(&g).map(|btf| btf.member_offset("outer", "c"));
         }
+    }
+
+    #[test]
+    fn reads_the_running_kernels_raw_tracepoint_prototypes() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            panic!("/sys/kernel/btf/vmlinux is not readable: watcher needs a kernel with BTF");
+        };
+        // TP_PROTO(struct task_struct *task, unsigned long clone_flags)
+        assert_eq!(btf.raw_tracepoint_args("task_newtask").unwrap(), 2);
+        // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+        assert_eq!(btf.raw_tracepoint_args("sched_process_exec").unwrap(), 3);
+        // TP_PROTO(struct task_struct *p), and `bool group_dead` from 6.16 on:
+        // as many as its tracefs record has a group_dead field or not.
+        let exit = btf.raw_tracepoint_args("sched_process_exit").unwrap();
+        let format = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+            .iter()
+            .find_map(|t| {
+                std::fs::read_to_string(format!("{t}/events/sched/sched_process_exit/format")).ok()
+            });
+        match format {
+            Some(f) => assert_eq!(exit, 1 + f.contains("group_dead") as u32, "{f}"),
+            None => assert!(exit == 1 || exit == 2, "{exit}"),
+        }
+        assert!(btf.raw_tracepoint_args("no_such_tracepoint").is_err());
     }
 
     #[test]

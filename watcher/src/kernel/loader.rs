@@ -228,10 +228,47 @@ pub struct Probes {
 
 /// Hooks whose program is attached as a raw tracepoint when the kernel
 /// allows it (`<program>_raw` in the object), the tracefs tracepoint
-/// otherwise: those that run in softirq context (an RCU callback), where a
-/// classic tracepoint's program is skipped — silently — whenever another
-/// program was running on that CPU (the kernel's `bpf_prog_active`).
-pub const RAW_FIRST: [&str; 2] = ["sched_process_free", "inet_sock_set_state"];
+/// otherwise. A raw tracepoint's program gets the kernel's own arguments
+/// (the `task_struct`, the `linux_binprm`, the `sock`); a classic one's runs
+/// after the kernel has built a trace record of copied fields, and is
+/// skipped — silently — whenever another program was running on that CPU
+/// (the kernel's `bpf_prog_active`): the free and the TCP state changes run
+/// in softirqs, on top of other programs. The syscall hooks stay classic:
+/// their raw tracepoints (`sys_enter`/`sys_exit`) would run for every
+/// system call of the host.
+pub const RAW_FIRST: [&str; 5] = [
+    "task_newtask",
+    "sched_process_exec",
+    "sched_process_exit",
+    "sched_process_free",
+    "inet_sock_set_state",
+];
+
+/// Why the raw tracepoint of `program` cannot be used on this kernel
+/// (`None`: it can): its prototype in BTF, and the members its program reads.
+fn raw_unready(btf: &Btf, c: &Config, program: &str) -> Option<String> {
+    let args = |tp: &str| btf.raw_tracepoint_args(tp).map_err(|e| e.to_string());
+    let want = |tp: &str, n: &[u32]| match args(tp) {
+        Ok(got) if n.contains(&got) => None,
+        Ok(got) => Some(format!("{tp} passes {got} arguments on this kernel")),
+        Err(e) => Some(e),
+    };
+    let member = |off: u32, what: &str| {
+        (off == watcher_common::OFFSET_NONE).then(|| format!("{what} is not in BTF"))
+    };
+    match program {
+        "task_newtask" => {
+            want("task_newtask", &[2]).or_else(|| member(c.k_task_pid, "task_struct.pid"))
+        }
+        "sched_process_exec" => want("sched_process_exec", &[3])
+            .or_else(|| member(c.k_bprm_filename, "linux_binprm.filename")),
+        "sched_process_exit" => want("sched_process_exit", &[1, 2]),
+        "sched_process_free" => member(c.k_task_pid, "task_struct.pid"),
+        // (The raw inet_sock_set_state reads the socket through BTF.)
+        "inet_sock_set_state" => member(c.k_sk_family, "the struct sock members"),
+        _ => Some("no raw program".into()),
+    }
+}
 
 impl Probes {
     /// How many programs are attached.
@@ -510,6 +547,11 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
     let _ = reaper_layout(btf, &mut c);
     // (Missing: inet_sock_set_state is attached through tracefs.)
     let _ = sock_layout(btf, &mut c);
+    // (Missing: sched_process_exec is attached through tracefs.)
+    if let Ok((off, Some(8))) = btf.member("linux_binprm", "filename") {
+        c.k_bprm_filename = off;
+    }
+    c.raw_exit_group_dead = (btf.raw_tracepoint_args("sched_process_exit").ok() == Some(2)) as u32;
     Ok(c)
 }
 
@@ -637,6 +679,9 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     }
     let mut ebpf = loader.load(OBJECT).map_err(SetupError::Object)?;
 
+    // A diagnostic: every hook through tracefs (to measure what the raw
+    // attachments save, or to rule them out).
+    let tracefs_only = std::env::var_os("WATCHER_ATTACH").is_some_and(|v| v == "tracefs");
     let mut degraded = Vec::new();
     let mut raw = Vec::new();
     let mut raw_fallback = None;
@@ -654,9 +699,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
                 continue;
             }
         }
-        // (The raw inet_sock_set_state reads the socket through BTF.)
-        let ready =
-            h.program != "inet_sock_set_state" || config.k_sk_family != watcher_common::OFFSET_NONE;
+        let ready = !tracefs_only && raw_unready(&btf, &config, h.program).is_none();
         if RAW_FIRST.contains(&h.program) && ready {
             match attach_raw(&mut ebpf, &h) {
                 Ok(()) => {

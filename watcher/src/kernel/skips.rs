@@ -27,8 +27,20 @@ struct InfoAttr {
 
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
-/// The runs of the program behind `fd` the kernel skipped since it was loaded.
-pub fn skipped(fd: BorrowedFd) -> Option<u64> {
+/// What the kernel counts of the program behind `fd` since it was loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramCounts {
+    /// Runs it skipped (`recursion_misses`).
+    pub skipped: u64,
+    /// Runs, and the time they took (ns): counted only while
+    /// `kernel.bpf_stats_enabled` is 1 (the kernel's switch; off by default,
+    /// it costs two clock reads per run).
+    pub runs: u64,
+    pub run_ns: u64,
+}
+
+/// The kernel's counts of the program behind `fd`.
+pub fn counts(fd: BorrowedFd) -> Option<ProgramCounts> {
     // SAFETY: a plain C struct; all zeroes is its empty value.
     let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut attr = InfoAttr {
@@ -45,7 +57,16 @@ pub fn skipped(fd: BorrowedFd) -> Option<u64> {
             std::mem::size_of::<InfoAttr>() as libc::c_uint,
         )
     };
-    (r == 0).then_some(info.recursion_misses)
+    (r == 0).then_some(ProgramCounts {
+        skipped: info.recursion_misses,
+        runs: info.run_cnt,
+        run_ns: info.run_time_ns,
+    })
+}
+
+/// The runs of the program behind `fd` the kernel skipped since it was loaded.
+pub fn skipped(fd: BorrowedFd) -> Option<u64> {
+    counts(fd).map(|c| c.skipped)
 }
 
 /// The record type a program's skipped run would have written (its hook's).
@@ -69,6 +90,9 @@ pub struct Skips {
     seen: HashMap<String, u64>,
     /// Skips since start, per program (for the metrics).
     pub total: std::collections::BTreeMap<String, u64>,
+    /// Runs and their time (ns) at the last look, per attached program
+    /// (counted while `kernel.bpf_stats_enabled` is 1).
+    pub runs: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 impl Skips {
@@ -76,9 +100,11 @@ impl Skips {
     pub fn poll(&mut self, ebpf: &aya::Ebpf) -> Vec<(EventKind, u64)> {
         let mut out: Vec<(EventKind, u64)> = Vec::new();
         for (name, prog) in ebpf.programs() {
-            let Some(n) = prog.fd().ok().and_then(|fd| skipped(fd.as_fd())) else {
+            let Some(c) = prog.fd().ok().and_then(|fd| counts(fd.as_fd())) else {
                 continue;
             };
+            self.runs.insert(name.to_owned(), (c.runs, c.run_ns));
+            let n = c.skipped;
             let before = self.seen.insert(name.to_owned(), n).unwrap_or(0);
             // (Every program has its series, 0 until it skips.)
             self.total.entry(name.to_owned()).or_default();

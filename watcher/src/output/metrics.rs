@@ -126,6 +126,15 @@ impl Collector for Snapshot {
             EventKind::ALL.iter().map(|k| (k.as_str(), s.lost_by_type.get(k.as_str()).copied().unwrap_or(0))))?;
         counters(e, "watcher_program_skips_total", "Runs of a program the kernel skipped because a program was already running on its CPU (any other for a tracefs-attached program, itself for a raw tracepoint's): each a record that may have been lost without a trace in the ring, by program.", "program",
             s.program_skips.iter().map(|(p, n)| (p.as_str(), *n)))?;
+        counters(e, "watcher_program_runs_total", "Runs of each attached program, counted by the kernel while kernel.bpf_stats_enabled is 1 (off by default: sysctl -w kernel.bpf_stats_enabled=1).", "program",
+            s.program_runs.iter().map(|(p, (n, _))| (p.as_str(), *n)))?;
+        {
+            let mut m = e.encode_descriptor("watcher_program_run_seconds", "Time the kernel spent in each attached program, counted while kernel.bpf_stats_enabled is 1; with watcher_program_runs_total, the cost of one run.", None, MetricType::Counter)?;
+            for (p, (_, ns)) in &s.program_runs {
+                ConstCounter::new(*ns as f64 / 1e9)
+                    .encode(m.encode_family(&[("program", p.as_str())])?)?;
+            }
+        }
         let tables = watcher_common::KernelTable::ALL;
         counters(e, "watcher_kernel_table_full_total", "Inserts a full kernel-side table refused (each is information lost, reported as a loss and repaired by a reconciliation), by table.", "table",
             tables.iter().map(|t| (t.as_str(), s.table_full.get(t.as_str()).copied().unwrap_or(0))))?;

@@ -38,6 +38,9 @@ pub struct Stats {
     pub table_full: BTreeMap<&'static str, u64>,
     /// Runs of each program the kernel skipped (another program was running on its CPU).
     pub program_skips: BTreeMap<String, u64>,
+    /// Runs of each attached program and their time in ns (while
+    /// `kernel.bpf_stats_enabled` is 1).
+    pub program_runs: BTreeMap<String, (u64, u64)>,
     /// Latency per pipeline stage.
     pub stages: stages::Stages,
     /// The kernel side's tables at the last sweep.
@@ -484,9 +487,12 @@ pub async fn run(
                 // TCP state change watcher filters out — so a skip is a
                 // record that may have been lost, not one that was).
                 if let Some(e) = ebpf.as_ref() {
-                    if !skips.poll(e).is_empty() {
-                        stats.lock().expect("stats lock").program_skips = skips.total.clone();
+                    let skipped = !skips.poll(e).is_empty();
+                    let mut st = stats.lock().expect("stats lock");
+                    if skipped {
+                        st.program_skips = skips.total.clone();
                     }
+                    st.program_runs = skips.runs.clone();
                 }
                 refresh_stats(&stats, &engine);
                 if let Ok(t) = table_states.lock() {
