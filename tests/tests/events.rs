@@ -99,6 +99,51 @@ fn exec_carries_the_new_program_and_its_arguments() {
     assert_eq!(text(&exec, &["process", "name"]), Some("actor"));
 }
 
+/// The fallback the raw tracepoints leave to other kernels: every hook
+/// attached through tracefs (`WATCHER_ATTACH=tracefs`) still carries fork,
+/// exec (path and arguments), exit (code) and the reap.
+#[test]
+fn through_tracefs_alone_fork_exec_exit_and_reap_still_come() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::start_with(&["trace", "--json"], &[("WATCHER_ATTACH", "tracefs")], &[]);
+    let line = feed.wait_stderr("tracepoints");
+    assert!(
+        line.contains("17 tracepoints") && !line.contains("raw"),
+        "not every hook through tracefs: {line}"
+    );
+    let run = actor(ACTOR, &["spawn-exit", "3"]);
+    let child = run.get("child") as u32;
+    let related = |v: &Value| pid_is(v, child) || pid_is(v, run.pid);
+    let fork = feed.wait_for_related("fork of the child", related, |v| {
+        is(v, "fork") && pid_is(v, child)
+    });
+    assert_eq!(
+        num(&fork, &["process", "parent", "pid"]),
+        Some(run.pid as u64),
+        "{fork}"
+    );
+    let exit = feed.wait_for_related("exit code 3", related, |v| {
+        is(v, "exit") && pid_is(v, child)
+    });
+    assert_eq!(num(&exit, &["process", "exit_code"]), Some(3), "{exit}");
+    assert_eq!(exit["exit"]["process_exited"], true, "{exit}");
+    let reap = feed.wait_for_related("reap by wait4", related, |v| {
+        is(v, "reap") && pid_is(v, child)
+    });
+    assert_eq!(
+        num(&reap, &["reap", "reaper", "pid"]),
+        Some(run.pid as u64),
+        "{reap}"
+    );
+    let marker = format!("tracefs-{}", std::process::id());
+    let run = actor(ACTOR, &["exec-self", &marker]);
+    let exec = exec_with(&feed, run.pid, &marker);
+    let exe = text(&exec, &["process", "executable"]).unwrap_or("");
+    assert!(exe.ends_with("/actor"), "executable {exe}: {exec}");
+}
+
 /// The exec record of `actor exec-self ARG` (the actor execs itself as
 /// `actor exit 0 ARG`), found by `ARG`'s first bytes.
 fn exec_with(feed: &Feed, pid: u32, arg_start: &str) -> Value {

@@ -67,7 +67,12 @@ fn daemon(name: &str) -> Daemon {
         ),
     );
     let bin = release_bin();
-    let feed = Feed::start_command(&[&bin, "run", "--config", cfg.to_str().unwrap()]);
+    // (WATCHER_HOSTILE_WRAPPER, e.g. "chrt -f 1": to measure watcher under
+    // a scheduling policy an operator may give it.)
+    let wrapper = std::env::var("WATCHER_HOSTILE_WRAPPER").unwrap_or_default();
+    let mut argv: Vec<&str> = wrapper.split_whitespace().collect();
+    argv.extend([bin.as_str(), "run", "--config", cfg.to_str().unwrap()]);
+    let feed = Feed::start_command(&argv);
     feed.wait_stderr("running:");
     Daemon {
         feed,

@@ -11,6 +11,17 @@ use watcher_tests::{
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
+/// `podman` with runc as its OCI runtime. Debian's Podman prefers crun when
+/// it is installed (a fresh machine gets it with podman), and crun refuses
+/// this machine kind's hybrid cgroups ("cgroups in hybrid mode not
+/// supported, drop all controllers from cgroupv2": the v2 hierarchy has
+/// `hugetlb`); runc (Docker's, installed with docker.io) runs them.
+fn podman_cmd() -> Command {
+    let mut c = Command::new("podman");
+    c.args(["--runtime", "runc"]);
+    c
+}
+
 fn image() -> String {
     std::env::var("WATCHER_TEST_IMAGE").unwrap_or_else(|_| "watcher-test/busybox:latest".into())
 }
@@ -21,7 +32,7 @@ fn require_podman() -> bool {
     if !require_root() {
         return false;
     }
-    let ok = Command::new("podman")
+    let ok = podman_cmd()
         .args(["image", "exists", &image()])
         .status()
         .is_ok_and(|s| s.success());
@@ -40,7 +51,7 @@ fn require_podman() -> bool {
 }
 
 fn podman(args: &[&str]) -> String {
-    let out = Command::new("podman")
+    let out = podman_cmd()
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -61,7 +72,7 @@ struct Container {
 impl Container {
     fn run(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
         let name = format!("wt-{}-{tag}", std::process::id());
-        let _ = Command::new("podman").args(["rm", "-f", &name]).output();
+        let _ = podman_cmd().args(["rm", "-f", &name]).output();
         // Podman gives containers the file and process limits of its own
         // defaults (above this machine's hard limits: runc then fails to set
         // them); these are well below.
@@ -79,14 +90,17 @@ impl Container {
         let img = image();
         args.push(&img);
         args.extend_from_slice(cmd);
+        // (The guard first: a `podman run` that fails may leave the
+        // container created, and the guard removes it.)
+        let guard = Container { name: name.clone() };
         podman(&args);
-        Container { name }
+        guard
     }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = Command::new("podman")
+        let _ = podman_cmd()
             .args(["rm", "-f", "-t", "0", &self.name])
             .output();
     }
@@ -187,7 +201,7 @@ impl Service {
         let dir = watcher_tests::temp_dir("podman-service");
         let socket = dir.join("podman.sock");
         let child = ChildGuard::spawn(
-            Command::new("podman")
+            podman_cmd()
                 .args(["system", "service", "--time=0"])
                 .arg(format!("unix://{}", socket.display()))
                 .stdin(Stdio::null())

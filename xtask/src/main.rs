@@ -307,8 +307,11 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         ("perf", "linux-perf"),
         // A real terminal for `watcher top`.
         ("tmux", "tmux"),
-        // Podman's containers, named from its store and its API.
+        // Podman's containers, named from its store and its API; runc as
+        // its OCI runtime (a fresh machine gets crun with podman, and crun
+        // refuses this machine kind's hybrid cgroups).
         ("podman", "podman"),
+        ("runc", "runc"),
     ])?;
     // Docker Engine and the images of the container tests (watcher's own
     // image holds the static build, which the kernel matrix needs too).

@@ -303,7 +303,10 @@ impl Podman {
             },
             storage: podman_storage(),
         };
-        (p.api.socket.exists() || p.containers_json().exists()).then_some(p)
+        // (Its store has `libpod/` — Podman's own state — from the first
+        // image pulled or loaded; `containers.json` from the first container.)
+        (p.api.socket.exists() || p.containers_json().exists() || p.storage.join("libpod").is_dir())
+            .then_some(p)
     }
 
     fn containers_json(&self) -> PathBuf {
