@@ -988,8 +988,13 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
+    let when = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     out.push_str(&format!(
-        "Measured by `cargo xtask bench` on {} CPUs, kernel {}, release build.\n\n",
+        "Measured by `cargo xtask bench` on {} CPUs, kernel {}, release build, {when}.\n\n",
         cpus,
         host.trim()
     ));
@@ -1148,9 +1153,33 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let mut f = std::fs::File::create(dir.join("latest.md"))?;
     f.write_all(out.as_bytes())?;
+    let doc = root.join("docs").join("performance.md");
+    write_between_marks(&doc, &out)?;
     eprintln!(
-        "xtask bench: written to {}",
-        dir.join("latest.md").display()
+        "xtask bench: written to {} and {}",
+        dir.join("latest.md").display(),
+        doc.display()
     );
+    Ok(())
+}
+
+/// Where in docs/performance.md a full `cargo xtask bench` run goes: what is
+/// between these lines is replaced by the run's tables (never pasted by hand).
+const BEGIN_MARK: &str = "<!-- cargo xtask bench: begin (generated, do not edit) -->";
+const END_MARK: &str = "<!-- cargo xtask bench: end -->";
+
+/// Replace what is between the marks in `doc` with `out` (the marks kept).
+fn write_between_marks(doc: &Path, out: &str) -> Result<()> {
+    let text = std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+    let (Some(b), Some(e)) = (text.find(BEGIN_MARK), text.find(END_MARK)) else {
+        bail!("{} has no `{BEGIN_MARK}` … `{END_MARK}` section for the run", doc.display());
+    };
+    if e < b {
+        bail!("{}: the bench marks are out of order", doc.display());
+    }
+    // (Headings one level down: the run sits under the document's own.)
+    let body = out.replace("\n### ", "\n#### ");
+    let new = format!("{}{BEGIN_MARK}\n\n{}\n{}", &text[..b], body.trim(), &text[e..]);
+    std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))?;
     Ok(())
 }
