@@ -227,6 +227,14 @@ impl Feed {
         let err = child.stderr.take().expect("stderr");
         let f = feed.clone();
         std::thread::spawn(move || {
+            // (WATCHER_TEST_READER_FIFO: this reader at SCHED_FIFO 1, to
+            // measure watcher's latency under a load without the test's
+            // own reader waiting for a CPU in the figure.)
+            if std::env::var_os("WATCHER_TEST_READER_FIFO").is_some() {
+                let p = libc::sched_param { sched_priority: 1 };
+                // SAFETY: this thread's own policy; the call only reads `p`.
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
+            }
             let mut out = BufReader::new(out);
             loop {
                 {

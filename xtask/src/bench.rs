@@ -553,7 +553,25 @@ pub fn program_costs(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<Str
         let tracer = Tracer::start(kind, watcher, dir)?.context("a watcher")?;
         workload(actor, &["fork-loop", "20000"])?;
         workload(actor, &["net-loop", "20000"])?;
-        let body = tracer.port.and_then(scrape).unwrap_or_default();
+        // watcher reads the kernel's counts once a second: scrape until two
+        // looks a second apart agree (the loops' runs all counted).
+        let port = tracer.port.context("watcher's metrics port")?;
+        let mut body = scrape(port).unwrap_or_default();
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(1100));
+            let next = scrape(port).unwrap_or_default();
+            let runs = |b: &str| -> Vec<String> {
+                b.lines()
+                    .filter(|l| l.starts_with("watcher_program_runs_total"))
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let settled = runs(&next) == runs(&body);
+            body = next;
+            if settled {
+                break;
+            }
+        }
         tracer.stop();
         let sample = |l: &str, family: &str| -> Option<(String, f64)> {
             let rest = l.strip_prefix(family)?.strip_prefix("{program=\"")?;
@@ -1079,12 +1097,18 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     }
     eprintln!("xtask bench: the kernel programs' own cost (bpf_stats) …");
     let rows = program_costs(watcher, actor, &dir)?;
+    let programs_only = std::env::var_os("WATCHER_BENCH_PROGRAMS_ONLY").is_some();
     out.push_str("\n### The kernel programs' own time per run (`kernel.bpf_stats_enabled`), a fork/exit/wait loop (20,000) and a bind+bind+connect loop (20,000)\n\n| program | runs, raw tracepoints | ns/run | runs, through tracefs | ns/run |\n|---|---|---|---|---|\n");
     for r in rows {
         out.push_str(&r);
         out.push('\n');
     }
     out.push_str("\nA program attached through tracefs runs after the kernel has built its trace record (not in its ns/run); the overhead rows below have both (`watcher-tracefs`: `WATCHER_ATTACH=tracefs`).\n");
+    if programs_only {
+        print!("{out}");
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(());
+    }
     let rounds: usize = std::env::var("WATCHER_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
