@@ -231,7 +231,10 @@ impl Feed {
             // measure watcher's latency under a load without the test's
             // own reader waiting for a CPU in the figure.)
             if std::env::var_os("WATCHER_TEST_READER_FIFO").is_some() {
-                let p = libc::sched_param { sched_priority: 1 };
+                // SAFETY: a plain C struct (musl's has more fields than
+                // glibc's); all zeroes is a valid value.
+                let mut p: libc::sched_param = unsafe { std::mem::zeroed() };
+                p.sched_priority = 1;
                 // SAFETY: this thread's own policy; the call only reads `p`.
                 unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) };
             }

@@ -26,7 +26,12 @@ fn fork_exit_code_3_and_wait4_reap() {
     if !require_root() {
         return;
     }
-    let feed = Feed::shared();
+    fork_exit_3_and_reap(&Feed::shared());
+}
+
+/// `actor spawn-exit 3`: its child's fork, its exit with code 3 and its reap
+/// by the actor's wait4, each checked field by field.
+fn fork_exit_3_and_reap(feed: &Feed) {
     let run = actor(ACTOR, &["spawn-exit", "3"]);
     let child = run.get("child") as u32;
     let related = |v: &Value| pid_is(v, child) || pid_is(v, run.pid);
@@ -113,30 +118,7 @@ fn through_tracefs_alone_fork_exec_exit_and_reap_still_come() {
         line.contains("17 tracepoints") && !line.contains("raw"),
         "not every hook through tracefs: {line}"
     );
-    let run = actor(ACTOR, &["spawn-exit", "3"]);
-    let child = run.get("child") as u32;
-    let related = |v: &Value| pid_is(v, child) || pid_is(v, run.pid);
-    let fork = feed.wait_for_related("fork of the child", related, |v| {
-        is(v, "fork") && pid_is(v, child)
-    });
-    assert_eq!(
-        num(&fork, &["process", "parent", "pid"]),
-        Some(run.pid as u64),
-        "{fork}"
-    );
-    let exit = feed.wait_for_related("exit code 3", related, |v| {
-        is(v, "exit") && pid_is(v, child)
-    });
-    assert_eq!(num(&exit, &["process", "exit_code"]), Some(3), "{exit}");
-    assert_eq!(exit["exit"]["process_exited"], true, "{exit}");
-    let reap = feed.wait_for_related("reap by wait4", related, |v| {
-        is(v, "reap") && pid_is(v, child)
-    });
-    assert_eq!(
-        num(&reap, &["reap", "reaper", "pid"]),
-        Some(run.pid as u64),
-        "{reap}"
-    );
+    fork_exit_3_and_reap(&feed);
     let marker = format!("tracefs-{}", std::process::id());
     let run = actor(ACTOR, &["exec-self", &marker]);
     let exec = exec_with(&feed, run.pid, &marker);
