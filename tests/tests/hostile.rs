@@ -311,8 +311,8 @@ fn a_fork_bomb_in_a_container_with_a_pids_limit() {
     if !require_root() {
         return;
     }
-    let image =
-        std::env::var("WATCHER_TEST_IMAGE").unwrap_or_else(|_| "watcher-test/busybox:latest".into());
+    let image = std::env::var("WATCHER_TEST_IMAGE")
+        .unwrap_or_else(|_| "watcher-test/busybox:latest".into());
     let have = Command::new("docker")
         .args(["image", "inspect", &image])
         .output()

@@ -2,13 +2,13 @@
 //! enrich → detect → serialize on one thread; prints events per second.
 //! Run by `cargo xtask bench` (or `cargo bench -p watcher --bench replay`).
 use std::time::Instant;
+use watcher::kernel::clock::Clock;
 
 use watcher::{
     decode::{decode, encode, encode_exec, header_for},
     detect::DetectConfig,
     engine::Engine,
     proctable::ProcessTable,
-    record::Clock,
 };
 use watcher_common::{
     Event, EventKind, ExecData, ExitData, ForkData, ReapData, SockCallData, TcpStateData, AF_INET,

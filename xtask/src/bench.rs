@@ -1194,16 +1194,25 @@ const END_MARK: &str = "<!-- cargo xtask bench: end -->";
 
 /// Replace what is between the marks in `doc` with `out` (the marks kept).
 fn write_between_marks(doc: &Path, out: &str) -> Result<()> {
-    let text = std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
+    let text =
+        std::fs::read_to_string(doc).with_context(|| format!("reading {}", doc.display()))?;
     let (Some(b), Some(e)) = (text.find(BEGIN_MARK), text.find(END_MARK)) else {
-        bail!("{} has no `{BEGIN_MARK}` … `{END_MARK}` section for the run", doc.display());
+        bail!(
+            "{} has no `{BEGIN_MARK}` … `{END_MARK}` section for the run",
+            doc.display()
+        );
     };
     if e < b {
         bail!("{}: the bench marks are out of order", doc.display());
     }
     // (Headings one level down: the run sits under the document's own.)
     let body = out.replace("\n### ", "\n#### ");
-    let new = format!("{}{BEGIN_MARK}\n\n{}\n{}", &text[..b], body.trim(), &text[e..]);
+    let new = format!(
+        "{}{BEGIN_MARK}\n\n{}\n{}",
+        &text[..b],
+        body.trim(),
+        &text[e..]
+    );
     std::fs::write(doc, new).with_context(|| format!("writing {}", doc.display()))?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! to the configured sinks, Prometheus metrics on loopback, SIGHUP to reopen
 //! files and reload the configuration, SIGTERM/SIGINT to drain and stop,
 //! readiness to systemd, and a canary that proves the pipeline sees events.
+use crate::kernel::clock::Clock;
 use std::{
     io::{self, Write},
     path::{Path, PathBuf},
@@ -19,7 +20,7 @@ use crate::{
     loader::{self, LoadOptions},
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
     reader::ReaderOptions,
-    record::{Clock, Record},
+    record::Record,
     sinks::{FileSink, SocketSink, SyslogSink, Types},
     trace,
 };

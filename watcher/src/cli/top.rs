@@ -1,6 +1,7 @@
 //! `watcher top`: the terminal, the keys, and where the records come from —
 //! its own pipeline (as `watcher trace`), or a running daemon's feed socket
 //! (`--attach PATH`: no second set of kernel programs).
+use crate::kernel::clock::Clock;
 use std::{
     io::{BufRead, BufReader, Write},
     os::fd::AsRawFd,
@@ -22,7 +23,7 @@ use crate::{
     loader::{self, LoadOptions},
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
     reader::ReaderOptions,
-    record::{Clock, Record},
+    record::Record,
     top::{
         model::{Model, Source},
         view::{self, Pane, Popup, Ui},

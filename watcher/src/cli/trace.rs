@@ -1,4 +1,5 @@
 //! `watcher trace`: the live stream of process and socket events and findings.
+use crate::kernel::clock::Clock;
 use std::{
     io::{self, Write},
     process::ExitCode,
@@ -17,7 +18,7 @@ use crate::{
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
     proctable::ProcessTable,
     reader::ReaderOptions,
-    record::{Body, Clock, Record},
+    record::{Body, Record},
     world::netns::NetnsLookups,
 };
 

@@ -34,6 +34,7 @@ mod tests_containers;
 #[cfg(test)]
 mod tests_crash;
 
+use crate::kernel::clock::Clock;
 use std::net::IpAddr;
 
 use serde_json::{Map, Value};
@@ -41,7 +42,6 @@ use serde_json::{Map, Value};
 use crate::{
     decode::KernelEvent,
     proctable::{Proc, ProcKey},
-    record::Clock,
     world::containers::ContainerInfo,
     world::domain::DomainEvent,
 };

@@ -370,7 +370,7 @@ impl PortConflict {
         port: PortKey,
         sockets: &SocketTable,
         kernel: &[KernelSocket],
-        clock: &crate::record::Clock,
+        clock: &crate::kernel::clock::Clock,
         view: &dyn ContainerView,
         now: u64,
     ) -> Vec<Finding> {
@@ -385,7 +385,7 @@ impl PortConflict {
         &mut self,
         ports: &[(bool, u16)],
         sockets: &SocketTable,
-        clock: &crate::record::Clock,
+        clock: &crate::kernel::clock::Clock,
         view: &dyn ContainerView,
         now: u64,
     ) -> Vec<Finding> {
@@ -404,7 +404,7 @@ impl PortConflict {
         which: &dyn Fn(&Key) -> bool,
         sockets: &SocketTable,
         kernel: Option<&[KernelSocket]>,
-        clock: &crate::record::Clock,
+        clock: &crate::kernel::clock::Clock,
         view: &dyn ContainerView,
         now: u64,
         published_only: bool,
@@ -458,7 +458,7 @@ fn failed_bind(
     port: PortKey,
     sockets: &SocketTable,
     kernel: Option<&[KernelSocket]>,
-    clock: &crate::record::Clock,
+    clock: &crate::kernel::clock::Clock,
     view: &dyn ContainerView,
 ) -> (String, Vec<Involved>) {
     let (_, tcp, num) = port;

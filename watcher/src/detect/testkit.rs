@@ -1,6 +1,7 @@
 //! Building event sequences for the detectors' unit tests: the real
 //! process table, enrichment and detectors, with events built as the kernel
 //! would write them and a stand-in for the one /proc lookup.
+use crate::kernel::clock::Clock;
 use std::{
     net::IpAddr,
     sync::{Arc, Mutex},
@@ -15,7 +16,6 @@ use crate::{
     decode::{decode, encode, header_for, Exec, KernelEvent, Payload},
     engine::Engine,
     proctable::ProcessTable,
-    record::Clock,
 };
 
 pub const S: u64 = 1_000_000_000;

@@ -4,6 +4,7 @@
 //! of kernel ABI numbers (errno, signals, TCP states).
 pub mod abi;
 pub mod btf;
+pub mod clock;
 pub mod decode;
 pub mod error;
 pub mod loader;

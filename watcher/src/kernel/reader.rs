@@ -226,7 +226,7 @@ pub async fn run(
             Some(()) = drain_requests.recv() => {
                 // Everything up to now (in batches of the usual size).
                 while fd.get_mut().drain(opts.batch, &mut batch).full {
-                    if tx.send(Batch::Events(std::mem::take(&mut batch), crate::record::Clock::mono_now())).await.is_err() {
+                    if tx.send(Batch::Events(std::mem::take(&mut batch), crate::kernel::clock::Clock::mono_now())).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -259,7 +259,7 @@ pub async fn run(
                 }
             }
         }
-        let read_ns = crate::record::Clock::mono_now();
+        let read_ns = crate::kernel::clock::Clock::mono_now();
         // A loss is said before the records drained with it: the engine then
         // holds what those records would open until it has reconciled. (The
         // counter is read only after a drain that may follow a loss — one
@@ -292,7 +292,7 @@ pub async fn run(
                     break;
                 }
                 if tx
-                    .send(Batch::Events(rest, crate::record::Clock::mono_now()))
+                    .send(Batch::Events(rest, crate::kernel::clock::Clock::mono_now()))
                     .await
                     .is_err()
                 {

@@ -13,6 +13,7 @@
 //! stays in the book (at most `MAX_ALERTS`) and goes with the next post that
 //! succeeds; each post is counted by result, and an outage is said once in
 //! the log when it starts and once when it ends.
+use crate::kernel::clock::Clock;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
@@ -27,11 +28,7 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::{
-    config::AlertsConfig,
-    detect::Kind,
-    record::{Clock, FindingRecord},
-};
+use crate::{config::AlertsConfig, detect::Kind, record::FindingRecord};
 
 /// Alerts kept at most (open ones and resolved ones not yet delivered).
 pub const MAX_ALERTS: usize = 4096;

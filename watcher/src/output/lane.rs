@@ -6,6 +6,7 @@
 //! drops the line for itself only, counts it, and tells its sink how many it
 //! missed (a `loss` record, reason `sink_too_slow`) as soon as it writes again.
 //! Detection and the other sinks never wait for it.
+use crate::kernel::clock::Clock;
 use std::{
     io,
     sync::{
@@ -21,7 +22,7 @@ use bytes::Bytes;
 
 use crate::{
     pipeline::stages::Histogram,
-    record::{Body, Clock, LossInfo, LossRecord, Record, SCHEMA_VERSION},
+    record::{Body, LossInfo, LossRecord, Record, SCHEMA_VERSION},
 };
 
 /// Lines queued per lane before its sink starts missing records.

@@ -13,6 +13,7 @@
 //! gRPC codes OTLP calls retryable. A batch the receiver refuses for good
 //! (another HTTP 4xx/5xx, gRPC INVALID_ARGUMENT…) and records a partial
 //! success rejects are counted as `rejected`.
+use crate::kernel::clock::Clock;
 use std::{
     collections::BTreeMap,
     io::Write,
@@ -40,7 +41,7 @@ use tokio::{sync::Notify, time::Instant};
 
 use crate::{
     config::OtlpConfig,
-    record::{Body, Clock, Container, Endpoint, Orchestrator, Process, Record},
+    record::{Body, Container, Endpoint, Orchestrator, Process, Record},
     sinks::Types,
 };
 

@@ -1,6 +1,7 @@
 //! The processing stage: enrich each kernel event, feed the detectors
 //! (confirming ports against the kernel first when they ask), and turn
 //! findings into records. The only I/O here is the targeted socket lookup.
+use crate::kernel::clock::Clock;
 use crate::{
     decode::KernelEvent,
     detect::{
@@ -9,7 +10,7 @@ use crate::{
     },
     enrich::Enricher,
     proctable::{Proc, ProcessTable},
-    record::{Body, Clock, FindingRecord, InvolvedProcess, Record, SCHEMA_VERSION},
+    record::{Body, FindingRecord, InvolvedProcess, Record, SCHEMA_VERSION},
 };
 
 /// Looks up the kernel's sockets on one port of one network namespace.

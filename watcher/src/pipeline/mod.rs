@@ -6,6 +6,7 @@ pub mod canary;
 pub mod engine;
 pub mod stages;
 
+use crate::kernel::clock::Clock;
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -21,7 +22,7 @@ use crate::{
     engine::Engine,
     loader::Probes,
     reader::{self, Batch, ReaderOptions},
-    record::{Body, Clock, HealthInfo, HealthRecord, LossInfo, LossRecord, Record, SCHEMA_VERSION},
+    record::{Body, HealthInfo, HealthRecord, LossInfo, LossRecord, Record, SCHEMA_VERSION},
 };
 
 /// Counters of a run, shared with the metrics endpoint.

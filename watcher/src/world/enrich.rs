@@ -2,6 +2,7 @@
 use crate::kernel::abi::{
     CLONE_THREAD, EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_SENT,
 };
+use crate::kernel::clock::Clock;
 use std::{collections::HashMap, net::IpAddr};
 
 use watcher_common::{ReapSource, SockCallData, AF_INET6};
@@ -11,7 +12,7 @@ use crate::{
     names::{errno_message, errno_name, signal_name, tcp_state_name, ExitStatus},
     proctable::{Proc, ProcessTable, Touched},
     record::{
-        Body, Clock, Container, Endpoint, ErrorInfo, ExecInfo, ExecRecord, ExitCause, ExitInfo,
+        Body, Container, Endpoint, ErrorInfo, ExecInfo, ExecRecord, ExitCause, ExitInfo,
         ExitRecord, ForkInfo, ForkRecord, Image, Network, Orchestrator, Outcome, Parent, Process,
         ReapInfo, ReapRecord, Record, Resource, SocketInfo, SocketRecord, TcpInfo, TcpStateRecord,
         Thread, User, SCHEMA_VERSION,

@@ -117,7 +117,7 @@ pub fn start(
 ) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
     on_worker(Box::new(move || {
-        let taken_ns = crate::record::Clock::mono_now();
+        let taken_ns = crate::kernel::clock::Clock::mono_now();
         let (sockets, netns_read) = holders_of(&namespaces);
         let mut t = ProcessTable::new(10_000_000);
         t.identity = identity;
@@ -141,7 +141,7 @@ pub fn start_for(
 ) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
     on_worker(Box::new(move || {
-        let taken_ns = crate::record::Clock::mono_now();
+        let taken_ns = crate::kernel::clock::Clock::mono_now();
         let procs = pids
             .iter()
             .filter_map(|&pid| procfs::process::Process::new(pid as i32).ok())
