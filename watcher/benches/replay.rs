@@ -5,10 +5,10 @@ use std::time::Instant;
 use watcher::kernel::clock::Clock;
 
 use watcher::{
-    decode::{decode, encode, encode_exec, header_for},
     detect::DetectConfig,
-    engine::Engine,
-    proctable::ProcessTable,
+    kernel::decode::{decode, encode, encode_exec, header_for},
+    pipeline::engine::Engine,
+    world::proctable::ProcessTable,
 };
 use watcher_common::{
     Event, EventKind, ExecData, ExitData, ForkData, ReapData, SockCallData, TcpStateData, AF_INET,

@@ -19,10 +19,3 @@ pub mod kernel;
 pub mod output;
 pub mod pipeline;
 pub mod world;
-
-// Short paths, used across the crate and by the benchmarks and fuzz targets.
-pub use cli::{check, config, daemon, install, trace};
-pub use kernel::{abi, btf, decode, error, loader, names, reader, tracefs};
-pub use output::{alerts, filter, human, lane, metrics, otlp, record, sinks, top};
-pub use pipeline::{canary, engine};
-pub use world::{enrich, proctable, sockdiag};

@@ -30,10 +30,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .build()
     };
     match cli.command {
-        Command::Check(a) if a.daemon => watcher::daemon::check_daemon(&a.status),
+        Command::Check(a) if a.daemon => watcher::cli::daemon::check_daemon(&a.status),
         Command::Check(a) if a.config.is_some() => {
             let path = a.config.unwrap_or_default();
-            Ok(match watcher::config::Config::load(&path) {
+            Ok(match watcher::cli::config::Config::load(&path) {
                 Ok(_) => {
                     println!("ok    config: {} is valid", path.display());
                     std::process::ExitCode::SUCCESS
@@ -44,21 +44,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Check(_) => watcher::check::run(),
-        Command::Trace(args) => runtime()?.block_on(watcher::trace::run(args.settings())),
+        Command::Check(_) => watcher::cli::check::run(),
+        Command::Trace(args) => runtime()?.block_on(watcher::cli::trace::run(args.settings())),
         Command::Top(args) => watcher::cli::top::run(args.settings()),
-        Command::Run(args) => runtime()?.block_on(watcher::daemon::run(
+        Command::Run(args) => runtime()?.block_on(watcher::cli::daemon::run(
             args.config.clone(),
             args.kernel.load(),
             args.kernel.max_processes as usize,
         )),
         Command::Schema => {
-            let schema = schemars::schema_for!(watcher::record::Record);
+            let schema = schemars::schema_for!(watcher::output::record::Record);
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{}", serde_json::to_string_pretty(&schema)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Install(a) => watcher::install::install(&a.root, a.binary),
-        Command::Uninstall(a) => watcher::install::uninstall(&a.root),
+        Command::Install(a) => watcher::cli::install::install(&a.root, a.binary),
+        Command::Uninstall(a) => watcher::cli::install::uninstall(&a.root),
     }
 }

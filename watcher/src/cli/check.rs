@@ -1,7 +1,7 @@
 //! `watcher check`: each prerequisite, ok or not, and what to do.
 use std::process::ExitCode;
 
-use crate::{btf::Btf, error::SetupError, loader, tracefs};
+use crate::{kernel::btf::Btf, kernel::error::SetupError, kernel::loader, kernel::tracefs};
 
 struct Line {
     ok: bool,

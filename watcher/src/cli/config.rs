@@ -53,7 +53,7 @@ impl Default for FeedConfig {
             socket: None,
             syslog: false,
             syslog_socket: PathBuf::from("/dev/log"),
-            sink_queue: crate::lane::LANE_QUEUE,
+            sink_queue: crate::output::lane::LANE_QUEUE,
         }
     }
 }
@@ -131,7 +131,7 @@ impl Default for AlertsConfig {
 
 /// `[otlp]`: records as OpenTelemetry logs to a Collector (`watcher run`).
 /// What the file leaves out comes from the standard `OTEL_EXPORTER_OTLP_*`
-/// variables, then from the defaults (`crate::otlp::Settings::resolve`).
+/// variables, then from the defaults (`crate::output::otlp::Settings::resolve`).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpConfig {
@@ -225,7 +225,7 @@ impl Config {
                 message,
             }
         };
-        crate::sinks::Types::new(&self.feed.types).map_err(|m| at("types", m))?;
+        crate::output::sinks::Types::new(&self.feed.types).map_err(|m| at("types", m))?;
         if !(1..=1_000_000).contains(&self.feed.sink_queue) {
             return Err(at(
                 "sink_queue",
@@ -248,7 +248,7 @@ impl Config {
         }
         let a = &self.alerts;
         for url in &a.alertmanager {
-            crate::alerts::endpoint(url).map_err(|m| at("alertmanager", m))?;
+            crate::output::alerts::endpoint(url).map_err(|m| at("alertmanager", m))?;
         }
         if !(a.repost_s.is_finite() && (1.0..=3600.0).contains(&a.repost_s)) {
             return Err(at(
@@ -279,12 +279,12 @@ impl Config {
                     format!("`{kind}` is not a finding kind ({})", kinds.join(", ")),
                 ));
             }
-            if !crate::alerts::SEVERITIES.contains(&sev.as_str()) {
+            if !crate::output::alerts::SEVERITIES.contains(&sev.as_str()) {
                 return Err(at(
                     kind,
                     format!(
                         "severity `{sev}` for {kind}: use one of {}",
-                        crate::alerts::SEVERITIES.join(", ")
+                        crate::output::alerts::SEVERITIES.join(", ")
                     ),
                 ));
             }
@@ -312,7 +312,8 @@ impl Config {
             }
         }
         // The file's own values (the environment is read at start).
-        crate::otlp::Settings::resolve(&self.otlp, &|_| None).map_err(|(key, m)| at(key, m))?;
+        crate::output::otlp::Settings::resolve(&self.otlp, &|_| None)
+            .map_err(|(key, m)| at(key, m))?;
         let h = &self.health;
         if !(h.canary_interval_s.is_finite()
             && h.canary_interval_s >= 0.1

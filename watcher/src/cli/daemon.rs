@@ -14,15 +14,15 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    config::Config,
-    engine::Engine,
-    lane::{Lane, Line, SinkWriter},
-    loader::{self, LoadOptions},
+    cli::config::Config,
+    cli::trace,
+    kernel::loader::{self, LoadOptions},
+    kernel::reader::ReaderOptions,
+    output::lane::{Lane, Line, SinkWriter},
+    output::record::Record,
+    output::sinks::{FileSink, SocketSink, SyslogSink, Types},
+    pipeline::engine::Engine,
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
-    reader::ReaderOptions,
-    record::Record,
-    sinks::{FileSink, SocketSink, SyslogSink, Types},
-    trace,
 };
 
 fn say(line: &str) {
@@ -63,9 +63,9 @@ struct Feed {
     file: Option<PathBuf>,
     socket: Option<SocketSink>,
     /// Open incidents as alerts in Alertmanager (`[alerts]`).
-    alerts: Option<crate::alerts::AlertSink>,
+    alerts: Option<crate::output::alerts::AlertSink>,
     /// Records as OpenTelemetry logs (`[otlp]`).
-    otlp: Option<crate::otlp::OtlpSink>,
+    otlp: Option<crate::output::otlp::OtlpSink>,
     status_file: PathBuf,
 }
 
@@ -193,7 +193,7 @@ impl Output for Feed {
         let mut written = 0u64;
         if let Some(a) = &self.alerts {
             for r in records {
-                if let crate::record::Body::Finding(f) = &r.body {
+                if let crate::output::record::Body::Finding(f) = &r.body {
                     a.offer(f);
                 }
             }
@@ -308,7 +308,7 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
     // [otlp], with what the file leaves out from the OTEL_* environment.
-    let otlp = crate::otlp::Settings::resolve(&config.otlp, &|k| std::env::var(k).ok())
+    let otlp = crate::output::otlp::Settings::resolve(&config.otlp, &|k| std::env::var(k).ok())
         .map_err(|(key, m)| anyhow::anyhow!("[otlp] {key}: {m}"))?;
     let mut load = load;
     let mut types = config.feed.types.clone();
@@ -324,13 +324,14 @@ pub async fn run(
     let mut feed = Feed::open(&config_path, &config)?;
     if !config.alerts.alertmanager.is_empty() {
         feed.alerts = Some(
-            crate::alerts::AlertSink::start(&config.alerts)
+            crate::output::alerts::AlertSink::start(&config.alerts)
                 .context("starting the Alertmanager sink's thread")?,
         );
     }
     if let Some(o) = otlp {
-        feed.otlp =
-            Some(crate::otlp::OtlpSink::start(o).context("starting the OTLP sink's thread")?);
+        feed.otlp = Some(
+            crate::output::otlp::OtlpSink::start(o).context("starting the OTLP sink's thread")?,
+        );
     }
     // Healthy until a canary says otherwise.
     let stats: SharedStats = Arc::new(Mutex::new(Stats {
@@ -350,7 +351,10 @@ pub async fn run(
                     config.metrics.listen
                 )
             })?;
-        Some(tokio::spawn(crate::metrics::serve(listener, stats.clone())))
+        Some(tokio::spawn(crate::output::metrics::serve(
+            listener,
+            stats.clone(),
+        )))
     };
     let (engine, initial, seeded) = trace::engine(&config, max_processes);
     say(&format!(

@@ -36,7 +36,7 @@ pub fn install(root: &Path, binary: Option<PathBuf>) -> anyhow::Result<ExitCode>
         Some(b) => b,
         None => std::env::current_exe().context("finding this binary")?,
     };
-    let paranoid = crate::loader::perf_event_paranoid();
+    let paranoid = crate::kernel::loader::perf_event_paranoid();
     let unit = unit_text(&binary, paranoid);
     if let Some(level) = paranoid.filter(|&l| l > 2) {
         println!(
@@ -139,12 +139,13 @@ mod tests {
 
     #[test]
     fn the_shipped_config_is_valid_and_says_the_defaults() {
-        let c = crate::config::Config::parse(DEFAULT_CONFIG, Path::new("watcher.toml")).unwrap();
+        let c =
+            crate::cli::config::Config::parse(DEFAULT_CONFIG, Path::new("watcher.toml")).unwrap();
         c.validate(DEFAULT_CONFIG, Path::new("watcher.toml"))
             .unwrap();
         assert_eq!(
             c,
-            crate::config::Config::default(),
+            crate::cli::config::Config::default(),
             "the commented file must show the real defaults"
         );
     }

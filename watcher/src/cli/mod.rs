@@ -8,7 +8,7 @@ pub mod trace;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{filter::Filter, loader::LoadOptions, trace::TraceSettings};
+use crate::{cli::trace::TraceSettings, kernel::loader::LoadOptions, output::filter::Filter};
 
 /// Catch port conflicts, zombies, crash loops and unreachable dependencies the
 /// instant the kernel sees them (eBPF tracepoints).

@@ -19,15 +19,15 @@ use anyhow::Context;
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
 use crate::{
-    config::Config,
-    loader::{self, LoadOptions},
-    pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
-    reader::ReaderOptions,
-    record::Record,
-    top::{
+    cli::config::Config,
+    kernel::loader::{self, LoadOptions},
+    kernel::reader::ReaderOptions,
+    output::record::Record,
+    output::top::{
         model::{Model, Source},
         view::{self, Pane, Popup, Ui},
     },
+    pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
 };
 
 /// Redraws at most this often (at once when an incident opens).
@@ -164,7 +164,7 @@ pub fn run(s: TopSettings) -> anyhow::Result<ExitCode> {
             let (signals, (engine, initial, _, sockets)) = rt.block_on(async {
                 anyhow::Ok((
                     pipeline::Signals::install()?,
-                    crate::trace::engine_and_sockets(&config, s.max_processes),
+                    crate::cli::trace::engine_and_sockets(&config, s.max_processes),
                 ))
             })?;
             // What listens already, named from the process table.

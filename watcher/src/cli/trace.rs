@@ -9,17 +9,17 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    config::Config,
-    engine::Engine,
-    filter::Filter,
-    human,
-    lane::{Lane, Line, LANE_QUEUE},
-    loader::{self, LoadOptions},
+    cli::config::Config,
+    kernel::loader::{self, LoadOptions},
+    kernel::reader::ReaderOptions,
+    output::filter::Filter,
+    output::human,
+    output::lane::{Lane, Line, LANE_QUEUE},
+    output::record::{Body, Record},
+    pipeline::engine::Engine,
     pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
-    proctable::ProcessTable,
-    reader::ReaderOptions,
-    record::{Body, Record},
     world::netns::NetnsLookups,
+    world::proctable::ProcessTable,
 };
 
 /// Settings of one trace run (validated CLI arguments).
@@ -107,7 +107,7 @@ pub fn engine_and_sockets(
     Engine,
     Vec<Record>,
     usize,
-    Vec<crate::detect::sockets::KernelSocket>,
+    Vec<crate::world::sockdiag::KernelSocket>,
 ) {
     let mut table = ProcessTable::new(max_processes);
     table.identity = config.detect.identity.into();

@@ -5,7 +5,7 @@
 use serde::{de::Error as _, Deserialize, Deserializer, Serialize};
 
 use super::Kind;
-use crate::proctable::{Identity, Proc};
+use crate::world::proctable::{Identity, Proc};
 
 fn at_least_1<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let v = u32::deserialize(d)?;
@@ -278,7 +278,7 @@ impl Default for DetectConfig {
 
 /// A name from the config matches a process by comm, executable path, or executable basename.
 pub fn names_match(names: &[String], p: &Proc) -> bool {
-    crate::proctable::name_matches(names, &p.comm, p.exe.as_deref())
+    crate::world::proctable::name_matches(names, &p.comm, p.exe.as_deref())
 }
 
 impl DetectConfig {

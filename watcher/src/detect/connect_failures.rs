@@ -18,9 +18,9 @@ use super::{
     DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
-    names::errno_name,
-    proctable::Proc,
+    kernel::names::errno_name,
     world::domain::{ConnectOutcome, DomainEvent},
+    world::proctable::Proc,
 };
 
 /// Errors of a connect that never reached SYN_SENT (nothing else reports them).

@@ -17,9 +17,9 @@
 use super::config::{names_match, RespawnStormCfg};
 use crate::kernel::abi::{SIGKILL, SIGPIPE};
 use crate::{
-    names::ExitStatus,
-    proctable::Proc,
+    kernel::names::ExitStatus,
     world::cause::{Cause, Relation, SI_KERNEL},
+    world::proctable::Proc,
 };
 
 /// What an end was.
@@ -73,7 +73,7 @@ mod tests {
             exe: Some(exe.into()),
             program: 1,
             ..Proc::bare(
-                crate::proctable::ProcKey {
+                crate::world::proctable::ProcKey {
                     tgid: 10,
                     start_ns: 1,
                 },

@@ -13,8 +13,8 @@ use super::{
     Finding, Input, Involved, Kind,
 };
 use crate::{
-    proctable::{Proc, ProcKey},
     world::domain::DomainEvent,
+    world::proctable::{Proc, ProcKey},
 };
 
 pub struct DuplicateInstances {

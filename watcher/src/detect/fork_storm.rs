@@ -13,7 +13,7 @@ use super::{
     config::ns, incident::Incidents, summary::Says, who, DetectConfig, Finding, Input, Involved,
     Kind,
 };
-use crate::{proctable::Proc, world::domain::DomainEvent};
+use crate::{world::domain::DomainEvent, world::proctable::Proc};
 
 const BUCKETS: usize = 20;
 const SECOND: u64 = 1_000_000_000;

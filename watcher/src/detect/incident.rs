@@ -5,7 +5,7 @@ use std::{collections::HashMap, hash::Hash};
 use serde_json::{Map, Value};
 
 use super::{Finding, Involved, Kind, State};
-use crate::proctable::fnv1a;
+use crate::world::proctable::fnv1a;
 
 #[derive(Clone, Debug)]
 pub struct Incident {
@@ -336,10 +336,10 @@ mod tests {
     fn by(uid: u32) -> Vec<Involved> {
         vec![Involved {
             role: "failing",
-            proc: crate::proctable::Proc {
+            proc: crate::world::proctable::Proc {
                 uid,
-                ..crate::proctable::Proc::bare(
-                    crate::proctable::ProcKey {
+                ..crate::world::proctable::Proc::bare(
+                    crate::world::proctable::ProcKey {
                         tgid: 1000 + uid,
                         start_ns: 1,
                     },

@@ -4,7 +4,7 @@
 //! reaped one by one moved ~1 GB of memory.)
 use std::collections::{BTreeMap, HashMap};
 
-use crate::proctable::{Proc, ProcKey};
+use crate::world::proctable::{Proc, ProcKey};
 
 #[derive(Default)]
 pub struct Members {

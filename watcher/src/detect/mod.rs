@@ -39,14 +39,15 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
+use crate::world::sockdiag::KernelSocket;
 use crate::{
-    decode::KernelEvent,
-    proctable::{Proc, ProcKey},
+    kernel::decode::KernelEvent,
     world::containers::ContainerInfo,
     world::domain::DomainEvent,
+    world::proctable::{Proc, ProcKey},
 };
 pub use config::DetectConfig;
-use sockets::{KernelSocket, SocketTable};
+use sockets::SocketTable;
 
 /// Processes existing at start, by tgid (for the detectors' seeds).
 pub type ProcIndex<'a> = std::collections::HashMap<u32, &'a Proc>;
@@ -416,9 +417,9 @@ impl Detectors {
         &self,
         event: &DomainEvent,
         me: u32,
-        subject: Option<&crate::proctable::Proc>,
+        subject: Option<&crate::world::proctable::Proc>,
         now: u64,
-    ) -> Option<sockets::PortKey> {
+    ) -> Option<crate::world::sockdiag::PortKey> {
         let key = self.sockets.wants_confirmation(event, me)?;
         if let (DomainEvent::BindFailed { local, .. }, Some(p)) = (event, subject) {
             if self.port_conflict.would_refuse(p, local, now) {
@@ -515,7 +516,7 @@ impl Detectors {
     /// resolve the port incidents that named them.
     pub fn confirmed_late(
         &mut self,
-        key: sockets::PortKey,
+        key: crate::world::sockdiag::PortKey,
         kernel: &[KernelSocket],
         procs: &dyn Fn(u32) -> Option<Proc>,
         clock: &Clock,

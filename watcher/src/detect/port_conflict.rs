@@ -10,6 +10,7 @@
 //! failed on is added to that incident, and the process's successful bind on
 //! such a port resolves it, saying which port it got. Port 0 (an ephemeral
 //! port) is never a conflict: the kernel picks it (see `ports_exhausted`).
+use crate::world::sockdiag::{KernelSocket, PortKey};
 use std::{collections::HashMap, net::IpAddr};
 
 use serde_json::{json, Map};
@@ -19,13 +20,13 @@ use super::{
     config::ns,
     incident::Incidents,
     port_shadowed::{held_for, holder_name, published_details},
-    sockets::{overlaps, Changes, KernelSocket, PortKey, SocketTable},
+    sockets::{overlaps, Changes, SocketTable},
     summary::{HeldBy, Says},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
-    proctable::{Proc, ProcKey},
     world::domain::{BindError, DomainEvent},
+    world::proctable::{Proc, ProcKey},
 };
 
 /// A prober's next try is at most this far above the port it started from.

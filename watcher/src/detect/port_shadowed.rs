@@ -11,6 +11,7 @@
 //! same container address and port): one service, never shadowing. A host
 //! process that takes 127.0.0.1:P over it *is* the incident, and the finding
 //! names the container behind the proxy.
+use crate::world::sockdiag::PortKey;
 use std::{net::IpAddr, sync::Arc};
 
 use serde_json::{json, Map};
@@ -18,7 +19,7 @@ use serde_json::{json, Map};
 use super::{
     addr_port,
     incident::Incidents,
-    sockets::{is_wildcard, normalize, overlaps, Changes, Holder, PortKey, SocketTable},
+    sockets::{is_wildcard, normalize, overlaps, Changes, Holder, SocketTable},
     summary::{Routes, Says},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
@@ -92,7 +93,7 @@ pub fn held_for(h: &Holder, view: &dyn ContainerView) -> Option<HeldFor> {
 /// proxy, rootless Docker's and Podman's port forwarders, Podman's conmon
 /// and netavark, user-mode networking. A host program holding a published
 /// address in another network namespace is not one of them.
-fn is_runtime_process(p: &crate::proctable::Proc) -> bool {
+fn is_runtime_process(p: &crate::world::proctable::Proc) -> bool {
     const HOLDERS: &[&str] = &[
         "dockerd",
         "docker-proxy",

@@ -20,9 +20,9 @@ use super::{
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
-    proctable::Proc,
-    sockdiag::PortSummary,
     world::domain::{BindError, ConnectOutcome, DomainEvent},
+    world::proctable::Proc,
+    world::sockdiag::PortSummary,
 };
 
 /// A namespace's port table is summarized at most this often while it fails.

@@ -35,8 +35,8 @@ use super::{
     who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
-    proctable::{Proc, ProcKey},
     world::domain::DomainEvent,
+    world::proctable::{Proc, ProcKey},
     world::{cause::Cause, containers::ContainerInfo},
 };
 

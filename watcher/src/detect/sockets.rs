@@ -8,7 +8,6 @@
 //!
 //! Everything is keyed by network namespace (the inode the kernel gives with
 //! each socket record): sockets of different namespaces never share a port.
-use crate::kernel::abi::TCP_LISTEN;
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -16,35 +15,12 @@ use std::{
 
 use super::Input;
 use crate::{
-    proctable::Proc,
-    world::domain::{BindError, DomainEvent},
+    world::proctable::Proc,
+    world::{
+        domain::{BindError, DomainEvent},
+        sockdiag::{KernelSocket, PortKey},
+    },
 };
-
-/// A socket as the kernel reports it (`/proc/net/{tcp,udp}{,6}`), with the processes holding it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelSocket {
-    pub tcp: bool,
-    pub addr: IpAddr,
-    pub port: u16,
-    /// Kernel state number (TCP: 10 LISTEN, 6 TIME_WAIT, 1 ESTABLISHED…; UDP: 7 unconnected, 1 connected).
-    pub state: u32,
-    pub uid: u32,
-    pub inode: u64,
-    pub pids: Vec<u32>,
-    /// Inode of the network namespace the socket is in.
-    pub netns: u32,
-}
-
-impl KernelSocket {
-    /// A socket that holds the port for new binds and receives traffic for it.
-    pub fn is_holder(&self) -> bool {
-        if self.tcp {
-            self.state == TCP_LISTEN
-        } else {
-            true
-        }
-    }
-}
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
 pub fn normalize(ip: IpAddr) -> IpAddr {
@@ -78,9 +54,6 @@ pub fn overlaps(a: IpAddr, b: IpAddr) -> bool {
         _ => is_wildcard(a) || is_wildcard(b),
     }
 }
-
-/// (network namespace, transport is TCP, port): one port space.
-pub type PortKey = (u32, bool, u16);
 
 /// A process holding an address and port.
 #[derive(Clone, Debug, PartialEq)]
@@ -595,7 +568,11 @@ mod tests {
     use super::*;
 
     fn proc_of(tgid: u32) -> Proc {
-        Proc::bare(crate::proctable::ProcKey { tgid, start_ns: 1 }, 1, "srv")
+        Proc::bare(
+            crate::world::proctable::ProcKey { tgid, start_ns: 1 },
+            1,
+            "srv",
+        )
     }
 
     fn listener(netns: u32, port: u16, pid: u32) -> KernelSocket {

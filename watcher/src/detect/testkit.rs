@@ -11,11 +11,12 @@ use watcher_common::{
     Event, EventKind, ExitData, ForkData, ReapData, SockCallData, TcpStateData, AF_INET, AF_INET6,
 };
 
-use super::{sockets::KernelSocket, DetectConfig, Finding, State};
+use super::{DetectConfig, Finding, State};
+use crate::world::sockdiag::KernelSocket;
 use crate::{
-    decode::{decode, encode, header_for, Exec, KernelEvent, Payload},
-    engine::Engine,
-    proctable::ProcessTable,
+    kernel::decode::{decode, encode, header_for, Exec, KernelEvent, Payload},
+    pipeline::engine::Engine,
+    world::proctable::ProcessTable,
 };
 
 pub const S: u64 = 1_000_000_000;
@@ -25,17 +26,17 @@ pub const MS: u64 = 1_000_000;
 /// told to — only later (as a lookup slower than its wait does).
 struct StandIn {
     /// What `/proc` shows when a finding is confirmed (None: no confirmation).
-    confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>>,
+    confirm: Arc<Mutex<Option<Vec<crate::world::proctable::Proc>>>>,
     /// Where a reconciliation's snapshot is to be sent (by [`Kit::proc_snapshot`]).
     snapshot: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
     /// The port summary a namespace's lookup answers with, and the namespaces asked.
-    summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>>,
+    summary: Arc<Mutex<(Option<crate::world::sockdiag::PortSummary>, Vec<u32>)>>,
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     slow: Arc<std::sync::atomic::AtomicBool>,
-    parked: Vec<crate::detect::sockets::PortKey>,
+    parked: Vec<crate::world::sockdiag::PortKey>,
 }
 
-impl crate::engine::SocketLookup for StandIn {
+impl crate::world::lookup::SocketLookup for StandIn {
     fn ask(
         &mut self,
         netns: u32,
@@ -58,7 +59,7 @@ impl crate::engine::SocketLookup for StandIn {
                 .collect(),
         )
     }
-    fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
+    fn late(&mut self) -> Vec<(crate::world::sockdiag::PortKey, Vec<KernelSocket>)> {
         let k = self.kernel.lock().unwrap();
         self.parked
             .drain(..)
@@ -81,7 +82,7 @@ impl crate::engine::SocketLookup for StandIn {
     }
     fn start_snapshot(
         &mut self,
-        _identity: crate::proctable::Identity,
+        _identity: crate::world::proctable::Identity,
         _namespaces: Vec<(u32, u32)>,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -92,7 +93,7 @@ impl crate::engine::SocketLookup for StandIn {
     fn start_confirmation(
         &mut self,
         pids: Vec<u32>,
-        _identity: crate::proctable::Identity,
+        _identity: crate::world::proctable::Identity,
         _answered: &Arc<tokio::sync::Notify>,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         let answer = self.confirm.lock().unwrap().clone()?;
@@ -110,7 +111,7 @@ impl crate::engine::SocketLookup for StandIn {
         .unwrap();
         Some(rx)
     }
-    fn summaries(&mut self) -> Vec<(u32, crate::sockdiag::PortSummary)> {
+    fn summaries(&mut self) -> Vec<(u32, crate::world::sockdiag::PortSummary)> {
         let mut s = self.summary.lock().unwrap();
         let Some(answer) = s.0.clone() else {
             return Vec::new();
@@ -127,9 +128,9 @@ pub struct Kit {
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     /// Where orphans go when their parent exits.
     pub subreaper: Arc<Mutex<u32>>,
-    summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>>,
+    summary: Arc<Mutex<(Option<crate::world::sockdiag::PortSummary>, Vec<u32>)>>,
     proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
-    confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>>,
+    confirm: Arc<Mutex<Option<Vec<crate::world::proctable::Proc>>>>,
     /// The uid of the events of these processes (else 0).
     uids: std::collections::HashMap<u32, u32>,
 }
@@ -154,11 +155,12 @@ impl Kit {
         let table =
             ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
         let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let summary: Arc<Mutex<(Option<crate::sockdiag::PortSummary>, Vec<u32>)>> = Arc::default();
+        let summary: Arc<Mutex<(Option<crate::world::sockdiag::PortSummary>, Vec<u32>)>> =
+            Arc::default();
         let proc_now: Arc<
             Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>,
         > = Arc::default();
-        let confirm: Arc<Mutex<Option<Vec<crate::proctable::Proc>>>> = Arc::default();
+        let confirm: Arc<Mutex<Option<Vec<crate::world::proctable::Proc>>>> = Arc::default();
         let lookup = Box::new(StandIn {
             confirm: confirm.clone(),
             snapshot: proc_now.clone(),
@@ -190,13 +192,13 @@ impl Kit {
     }
 
     /// What a namespace's port summary says, once asked (None: not answered yet).
-    pub fn set_summary(&mut self, s: Option<crate::sockdiag::PortSummary>) {
+    pub fn set_summary(&mut self, s: Option<crate::world::sockdiag::PortSummary>) {
         self.summary.lock().unwrap().0 = s;
     }
 
     /// The backlog after a loss is handled, and the reconciliation's `/proc`
     /// snapshot, taken at `taken_ns`, holds these processes.
-    pub fn proc_snapshot(&mut self, taken_ns: u64, procs: Vec<crate::proctable::Proc>) {
+    pub fn proc_snapshot(&mut self, taken_ns: u64, procs: Vec<crate::world::proctable::Proc>) {
         self.engine.caught_up();
         let tx = self
             .proc_now
@@ -214,7 +216,7 @@ impl Kit {
     }
 
     /// From now on, findings about processes are confirmed against this stand-in `/proc`.
-    pub fn confirm_with(&mut self, procs: Vec<crate::proctable::Proc>) {
+    pub fn confirm_with(&mut self, procs: Vec<crate::world::proctable::Proc>) {
         *self.confirm.lock().unwrap() = Some(procs);
     }
 
@@ -638,7 +640,7 @@ impl Kit {
             },
         );
         ev.header.kind = EventKind::Cgroup as u32;
-        ev.payload = Payload::Cgroup(crate::decode::Cgroup {
+        ev.payload = Payload::Cgroup(crate::kernel::decode::Cgroup {
             id,
             created: true,
             path: path.into(),

@@ -4,7 +4,7 @@ use super::{
     testkit::{ks, listener, opened, resolved, Kit, MS, S},
     DetectConfig, State,
 };
-use crate::detect::sockets::KernelSocket;
+use crate::world::sockdiag::KernelSocket;
 
 const EADDRINUSE: i32 = -98;
 const EADDRNOTAVAIL: i32 = -99;
@@ -614,33 +614,35 @@ fn zombies_existing_at_start_are_counted() {
     // Make them zombies in the table as /proc would show them, before the detectors know.
     for c in 0..6u32 {
         k.engine.enricher.procs.apply(
-            &crate::decode::decode(&crate::decode::encode(&watcher_common::Event {
-                header: crate::decode::header_for::<watcher_common::ExitData>(
-                    watcher_common::EventKind::Exit,
-                    2 * S,
-                    101 + c,
-                    101 + c,
-                    "x",
-                ),
-                data: watcher_common::ExitData {
-                    exit_code: 0,
-                    group_dead: 1,
-                    parent_tgid: 0,
-                    parent_waiting: 0,
-                    cgroup_id: 0,
-                    pidns: 0,
-                    ns_pid: 0,
-                    flags: 0,
-                    reaper_tgid: 0,
+            &crate::kernel::decode::decode(&crate::kernel::decode::encode(
+                &watcher_common::Event {
+                    header: crate::kernel::decode::header_for::<watcher_common::ExitData>(
+                        watcher_common::EventKind::Exit,
+                        2 * S,
+                        101 + c,
+                        101 + c,
+                        "x",
+                    ),
+                    data: watcher_common::ExitData {
+                        exit_code: 0,
+                        group_dead: 1,
+                        parent_tgid: 0,
+                        parent_waiting: 0,
+                        cgroup_id: 0,
+                        pidns: 0,
+                        ns_pid: 0,
+                        flags: 0,
+                        reaper_tgid: 0,
+                    },
                 },
-            }))
+            ))
             .unwrap(),
         );
     }
     let mut fresh = Kit::defaults();
     fresh.engine.enricher.procs = std::mem::replace(
         &mut k.engine.enricher.procs,
-        crate::proctable::ProcessTable::new(16),
+        crate::world::proctable::ProcessTable::new(16),
     );
     let f = fresh.engine.seed(&[], 3 * S);
     assert!(opened(&f, "zombie_accumulation"), "{f:?}");
@@ -1202,7 +1204,7 @@ fn each_user_has_its_own_lookups_and_none_is_waited_for() {
             true,
         );
     }
-    let per_user = crate::engine::LOOKUPS_PER_SECOND as u64;
+    let per_user = crate::pipeline::engine::LOOKUPS_PER_SECOND as u64;
     assert_eq!(k.engine.lookups, per_user);
     assert_eq!(k.engine.lookups_skipped, 300 - per_user);
     // Every conflict was written at once, from the table (the holder named).
@@ -1360,8 +1362,8 @@ fn a_reload_keeps_open_incidents_and_resolves_a_disabled_detectors() {
 
 // ---------------------------------------------------------------- ports_exhausted
 
-fn exhausted_summary() -> crate::sockdiag::PortSummary {
-    crate::sockdiag::PortSummary {
+fn exhausted_summary() -> crate::world::sockdiag::PortSummary {
+    crate::world::sockdiag::PortSummary {
         range: Some((40000, 40001)),
         ports_in_use: 2,
         sockets: 2,

@@ -1,7 +1,7 @@
 //! Detector unit tests on a container host: network and pid namespaces,
 //! Docker's proxy, containers as the unit of "same program" — both ways.
 use super::testkit::{ks, listener, opened, Kit, MS, S};
-use crate::detect::sockets::KernelSocket;
+use crate::world::sockdiag::KernelSocket;
 
 const EADDRINUSE: i32 = -98;
 const SIGKILL: u32 = 9;

@@ -22,8 +22,8 @@ use super::{
     Finding, Input, Involved, Kind, Teardown,
 };
 use crate::{
-    proctable::{Proc, ProcKey},
     world::domain::DomainEvent,
+    world::proctable::{Proc, ProcKey},
 };
 
 pub struct ZombieAccumulation {

@@ -5,7 +5,7 @@
 //! Format: Documentation/bpf/btf.rst (header, type section, string section).
 use std::collections::HashMap;
 
-use crate::error::SetupError;
+use crate::kernel::error::SetupError;
 
 const MAGIC: u16 = 0xeb9f;
 

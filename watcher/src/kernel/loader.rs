@@ -12,7 +12,7 @@ use watcher_common::{
     Config, EventKind, KernelTable, GLOBAL_CONFIG, LOST_SLOTS, MAP_LOST, MAP_RINGS, RINGS,
 };
 
-use crate::{btf::Btf, error::SetupError, tracefs};
+use crate::{kernel::btf::Btf, kernel::error::SetupError, kernel::tracefs};
 
 /// A program and the tracepoint it attaches to.
 #[derive(Clone, Copy, Debug)]
@@ -715,14 +715,14 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
             .try_into()
             .map_err(|e: aya::programs::ProgramError| SetupError::Load {
                 program: h.program,
-                why: crate::error::first_line(&e),
+                why: crate::kernel::error::first_line(&e),
             })?;
         prog.load().map_err(|e| SetupError::Load {
             program: h.program,
-            why: crate::error::first_line(&e),
+            why: crate::kernel::error::first_line(&e),
         })?;
         prog.attach(h.category, h.name).map_err(|e| {
-            let why = crate::error::first_line(&e);
+            let why = crate::kernel::error::first_line(&e);
             let restricted = || perf_event_paranoid().filter(|&l| l > 2 && !held()(CAP_SYS_ADMIN));
             if !tracefs_root
                 .join("events")
@@ -755,7 +755,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         })?;
         events.push(RingBuf::try_from(map).map_err(|e| SetupError::Map {
             name,
-            why: crate::error::first_line(&e),
+            why: crate::kernel::error::first_line(&e),
         })?);
     }
     let lost = ebpf.take_map(MAP_LOST).ok_or(SetupError::Map {
@@ -764,7 +764,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     })?;
     let lost = PerCpuArray::try_from(lost).map_err(|e| SetupError::Map {
         name: MAP_LOST,
-        why: crate::error::first_line(&e),
+        why: crate::kernel::error::first_line(&e),
     })?;
     let tables = crate::kernel::tables::Tables::take(&mut ebpf, |t| opts.table_capacity(t));
     Ok(Probes {
@@ -789,10 +789,11 @@ fn attach_raw(ebpf: &mut Ebpf, h: &Hook) -> Result<(), String> {
         .program_mut(&name)
         .ok_or_else(|| format!("no program {name} in the object"))?
         .try_into()
-        .map_err(|e: aya::programs::ProgramError| crate::error::first_line(&e))?;
-    prog.load().map_err(|e| crate::error::first_line(&e))?;
+        .map_err(|e: aya::programs::ProgramError| crate::kernel::error::first_line(&e))?;
+    prog.load()
+        .map_err(|e| crate::kernel::error::first_line(&e))?;
     prog.attach(h.name)
-        .map_err(|e| crate::error::first_line(&e))?;
+        .map_err(|e| crate::kernel::error::first_line(&e))?;
     Ok(())
 }
 

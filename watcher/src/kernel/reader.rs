@@ -19,8 +19,8 @@ use tokio::{io::unix::AsyncFd, sync::mpsc, sync::watch};
 use watcher_common::LOST_SLOTS;
 
 use crate::{
-    decode::{decode, DecodeError, KernelEvent},
-    loader::{read_lost, read_lost_total},
+    kernel::decode::{decode, DecodeError, KernelEvent},
+    kernel::loader::{read_lost, read_lost_total},
 };
 
 /// What the reader hands to the processing stage.

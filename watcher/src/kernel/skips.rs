@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn each_program_names_the_record_type_it_would_have_written() {
-        for h in crate::loader::HOOKS {
+        for h in crate::kernel::loader::HOOKS {
             let k = kind_of(h.program);
             let want = match h.category {
                 "task" => EventKind::Fork,

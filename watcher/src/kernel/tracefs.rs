@@ -9,7 +9,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::error::SetupError;
+use crate::kernel::error::SetupError;
 
 /// Where tracefs is mounted by convention; the first that has `events/` wins.
 pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];

@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::{config::AlertsConfig, detect::Kind, record::FindingRecord};
+use crate::{cli::config::AlertsConfig, detect::Kind, output::record::FindingRecord};
 
 /// Alerts kept at most (open ones and resolved ones not yet delivered).
 pub const MAX_ALERTS: usize = 4096;
@@ -616,7 +616,7 @@ async fn post(ep: &Endpoint, body: Bytes, timeout: Duration) -> Result<(), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Container, InvolvedProcess, Process};
+    use crate::output::record::{Container, InvolvedProcess, Process};
 
     fn finding(state: &str) -> FindingRecord {
         FindingRecord {

@@ -1,5 +1,5 @@
 //! Record filters of `watcher trace`.
-use crate::record::{Body, Record};
+use crate::output::record::{Body, Record};
 
 /// A record passes when it matches every filter that is set. Loss records always pass:
 /// they say the watcher was partly blind.
@@ -20,7 +20,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn finding_matches(&self, f: &crate::record::FindingRecord) -> bool {
+    fn finding_matches(&self, f: &crate::output::record::FindingRecord) -> bool {
         if !self.containers.is_empty()
             && !f.processes.iter().any(|x| {
                 x.container
@@ -191,11 +191,11 @@ mod tests {
         assert!(Filter::default().matches(&host));
         // The human line says which container.
         assert!(
-            crate::human::line(&named).contains("  [container web]"),
+            crate::output::human::line(&named).contains("  [container web]"),
             "{}",
-            crate::human::line(&named)
+            crate::output::human::line(&named)
         );
-        assert!(crate::human::line(&unnamed).contains("  [container 4f1ad7c2b0f0]"));
-        assert!(!crate::human::line(&host).contains("[container"));
+        assert!(crate::output::human::line(&unnamed).contains("  [container 4f1ad7c2b0f0]"));
+        assert!(!crate::output::human::line(&host).contains("[container"));
     }
 }

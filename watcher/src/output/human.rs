@@ -1,7 +1,7 @@
 //! The readable one-line form of a record, for `watcher trace` on a terminal.
 use std::fmt::Write as _;
 
-use crate::record::{Body, Endpoint, Record};
+use crate::output::record::{Body, Endpoint, Record};
 
 fn ep(e: &Endpoint) -> String {
     if e.address.contains(':') {
@@ -27,7 +27,7 @@ pub fn clean(s: &str) -> String {
 }
 
 /// A finding: `HH:MM:SS.ffffff FINDING  kind  STATE  summary  [id]`, in colour on a terminal.
-pub fn finding_line(r: &Record, f: &crate::record::FindingRecord, color: bool) -> String {
+pub fn finding_line(r: &Record, f: &crate::output::record::FindingRecord, color: bool) -> String {
     let time = r.time.get(11..26).unwrap_or(&r.time);
     let state = f.state.to_uppercase();
     let count = if f.count > 1 {

@@ -21,8 +21,8 @@ use std::{
 use bytes::Bytes;
 
 use crate::{
+    output::record::{Body, LossInfo, LossRecord, Record, SCHEMA_VERSION},
     pipeline::stages::Histogram,
-    record::{Body, LossInfo, LossRecord, Record, SCHEMA_VERSION},
 };
 
 /// Lines queued per lane before its sink starts missing records.

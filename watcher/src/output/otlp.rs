@@ -40,9 +40,9 @@ use prost::Message;
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
-    config::OtlpConfig,
-    record::{Body, Container, Endpoint, Orchestrator, Process, Record},
-    sinks::Types,
+    cli::config::OtlpConfig,
+    output::record::{Body, Container, Endpoint, Orchestrator, Process, Record},
+    output::sinks::Types,
 };
 
 /// Records queued for the sink's thread before they are dropped (counted).
@@ -418,7 +418,7 @@ pub fn log_record(r: &Record, observed_unix_ns: u64) -> LogRecord {
             let severity = if f.state == "resolved" {
                 info
             } else {
-                match kind.map(crate::alerts::default_severity) {
+                match kind.map(crate::output::alerts::default_severity) {
                     Some("critical") => SeverityNumber::Error,
                     _ => SeverityNumber::Warn,
                 }
@@ -546,7 +546,7 @@ pub fn log_record(r: &Record, observed_unix_ns: u64) -> LogRecord {
             (
                 format!("watcher.{}", body.type_name()),
                 severity,
-                crate::human::line(r),
+                crate::output::human::line(r),
             )
         }
     };
@@ -1116,11 +1116,11 @@ fn now_unix_ns() -> u64 {
 fn loss_log(count: u64, total: u64, clock: &Clock) -> LogRecord {
     let mono = Clock::mono_now();
     let r = Record {
-        schema: crate::record::SCHEMA_VERSION,
+        schema: crate::output::record::SCHEMA_VERSION,
         time: clock.rfc3339(mono),
         mono_ns: mono,
-        body: Body::Loss(crate::record::LossRecord {
-            loss: crate::record::LossInfo {
+        body: Body::Loss(crate::output::record::LossRecord {
+            loss: crate::output::record::LossInfo {
                 count,
                 total,
                 reason: "otlp_queue_full".into(),

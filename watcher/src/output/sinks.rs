@@ -22,8 +22,8 @@ use std::{
 };
 
 use crate::{
-    lane::{Line, LineMeta, SinkWriter},
-    record::{Body, Record},
+    output::lane::{Line, LineMeta, SinkWriter},
+    output::record::{Body, Record},
 };
 
 /// Which record types the feed carries: `["finding"]`, `["all"]`, or a list.
@@ -274,7 +274,11 @@ fn write_consumer(
     while let Ok(line) = rx.recv() {
         let now_missed = missed.load(Ordering::Relaxed);
         if now_missed > told {
-            let note = crate::lane::missed_line(now_missed - told, now_missed, "consumer_too_slow");
+            let note = crate::output::lane::missed_line(
+                now_missed - told,
+                now_missed,
+                "consumer_too_slow",
+            );
             if stream.write_all(&note.json).is_err() {
                 break;
             }
@@ -290,7 +294,7 @@ fn write_consumer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{FindingRecord, SCHEMA_VERSION};
+    use crate::output::record::{FindingRecord, SCHEMA_VERSION};
 
     #[test]
     fn rfc5424_lines() {

@@ -6,7 +6,7 @@
 //! `watcher_pipeline_healthy 0`, the status `watcher check --daemon` reads).
 use std::time::{Duration, Instant};
 
-use crate::decode::{KernelEvent, Payload};
+use crate::kernel::decode::{KernelEvent, Payload};
 
 /// Exit code of canary children (recognisable in a trace of the host).
 pub const CANARY_EXIT_CODE: i32 = 87;

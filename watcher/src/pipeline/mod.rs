@@ -18,20 +18,22 @@ use tokio::sync::{mpsc, watch};
 use watcher_common::EventKind;
 
 use crate::{
-    canary::Canary,
-    engine::Engine,
-    loader::Probes,
-    reader::{self, Batch, ReaderOptions},
-    record::{Body, HealthInfo, HealthRecord, LossInfo, LossRecord, Record, SCHEMA_VERSION},
+    kernel::loader::Probes,
+    kernel::reader::{self, Batch, ReaderOptions},
+    output::record::{
+        Body, HealthInfo, HealthRecord, LossInfo, LossRecord, Record, SCHEMA_VERSION,
+    },
+    pipeline::canary::Canary,
+    pipeline::engine::Engine,
 };
 
 /// Counters of a run, shared with the metrics endpoint.
 #[derive(Default, Debug, Clone)]
 pub struct Stats {
     /// The Alertmanager sink's counters, when it runs.
-    pub alerts: Option<std::sync::Arc<crate::alerts::AlertStats>>,
+    pub alerts: Option<std::sync::Arc<crate::output::alerts::AlertStats>>,
     /// The OTLP sink's counters, when it runs.
-    pub otlp: Option<std::sync::Arc<crate::otlp::OtlpStats>>,
+    pub otlp: Option<std::sync::Arc<crate::output::otlp::OtlpStats>>,
     pub events_by_type: BTreeMap<&'static str, u64>,
     pub lost_by_type: BTreeMap<&'static str, u64>,
     pub lost: u64,
@@ -447,7 +449,7 @@ pub async fn run(
             _ = timer => {
                 // Records lost that the reader has not said yet (it runs after
                 // this): deadlines of what they concern must wait for the reconciliation.
-                if crate::loader::read_lost_total(&lost) != losses_said.load(std::sync::atomic::Ordering::Relaxed) {
+                if crate::kernel::loader::read_lost_total(&lost) != losses_said.load(std::sync::atomic::Ordering::Relaxed) {
                     engine.loss_seen();
                 }
                 match drain_tx.try_send(()) {

@@ -4,7 +4,7 @@
 //! or an answer is the detectors' rule (`detect::crash`), which reads these.
 use std::sync::Arc;
 
-use crate::names::{signal_name, ExitStatus};
+use crate::kernel::names::{signal_name, ExitStatus};
 
 pub use crate::kernel::abi::SI_KERNEL;
 
@@ -60,7 +60,7 @@ impl Sender {
     /// Whether the sender's name (comm, executable or its basename) is one of `names`
     /// (a trailing `*` matches any rest).
     pub fn named(&self, names: &[String]) -> bool {
-        crate::proctable::name_matches(names, &self.comm, self.exe.as_deref())
+        crate::world::proctable::name_matches(names, &self.comm, self.exe.as_deref())
     }
 }
 

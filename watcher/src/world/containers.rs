@@ -108,7 +108,7 @@ pub enum RuntimeUpdate {
 
 /// Where a `docker-proxy` process forwards (`-container-ip A -container-port P`),
 /// if the process is Docker's userland proxy.
-pub fn docker_proxy_target(p: &crate::proctable::Proc) -> Option<(IpAddr, u16)> {
+pub fn docker_proxy_target(p: &crate::world::proctable::Proc) -> Option<(IpAddr, u16)> {
     let is_proxy = p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some("docker-proxy")
         || &*p.comm == "docker-proxy";
     if !is_proxy {
@@ -149,7 +149,7 @@ pub fn pod_uid_of_path(path: &str) -> Option<String> {
 
 /// A container id and runtime named by a cgroup path, if it is a container's.
 pub fn container_of_path(path: &str) -> Option<(String, &'static str)> {
-    let id = crate::proctable::container_id_from_cgroup(path)?;
+    let id = crate::world::proctable::container_id_from_cgroup(path)?;
     let runtime = if path.contains("docker") {
         "docker"
     } else if path.contains("crio-") {
@@ -463,17 +463,17 @@ pub const NAME_WAIT: std::time::Duration = std::time::Duration::from_millis(300)
 /// when the name comes (see `Detectors::container_renamed`).
 #[derive(Default)]
 pub struct NameWait {
-    queue: std::collections::VecDeque<(std::time::Instant, crate::record::Record)>,
+    queue: std::collections::VecDeque<(std::time::Instant, crate::output::record::Record)>,
     /// Records released without the name because the runtime did not answer in time.
     pub unnamed: u64,
 }
 
-fn waiting_for(r: &crate::record::Record, c: &Containers) -> Option<String> {
+fn waiting_for(r: &crate::output::record::Record, c: &Containers) -> Option<String> {
     if matches!(
         r.body,
-        crate::record::Body::Finding(_)
-            | crate::record::Body::Loss(_)
-            | crate::record::Body::Health(_)
+        crate::output::record::Body::Finding(_)
+            | crate::output::record::Body::Loss(_)
+            | crate::output::record::Body::Health(_)
     ) {
         return None;
     }
@@ -482,14 +482,15 @@ fn waiting_for(r: &crate::record::Record, c: &Containers) -> Option<String> {
 }
 
 /// Fill in what is known now of a record's container (name, image, pod).
-fn complete(r: &mut crate::record::Record, c: &Containers) {
+fn complete(r: &mut crate::output::record::Record, c: &Containers) {
     let Some(container) = r.body.container_mut() else {
         return;
     };
     if c.peek(&container.id).is_none() {
         return;
     }
-    let (fresh, orchestrator) = crate::enrich::container_fields(c, Some(&container.id.clone()));
+    let (fresh, orchestrator) =
+        crate::world::enrich::container_fields(c, Some(&container.id.clone()));
     if let Some(fresh) = fresh {
         *container = fresh;
     }
@@ -512,17 +513,17 @@ impl NameWait {
     /// health records at once; event records behind a waiting one wait with it).
     pub fn pass(
         &mut self,
-        records: Vec<crate::record::Record>,
+        records: Vec<crate::output::record::Record>,
         c: &mut Containers,
         now: std::time::Instant,
-    ) -> Vec<crate::record::Record> {
+    ) -> Vec<crate::output::record::Record> {
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             let bypass = matches!(
                 r.body,
-                crate::record::Body::Finding(_)
-                    | crate::record::Body::Loss(_)
-                    | crate::record::Body::Health(_)
+                crate::output::record::Body::Finding(_)
+                    | crate::output::record::Body::Loss(_)
+                    | crate::output::record::Body::Health(_)
             );
             if bypass {
                 out.push(r);
@@ -541,7 +542,7 @@ impl NameWait {
         &mut self,
         c: &mut Containers,
         now: std::time::Instant,
-        out: &mut Vec<crate::record::Record>,
+        out: &mut Vec<crate::output::record::Record>,
     ) {
         while let Some((since, r)) = self.queue.front() {
             let still = waiting_for(r, c);
@@ -560,7 +561,7 @@ impl NameWait {
     }
 
     /// Everything still waiting (at the end), completed as far as known.
-    pub fn flush(&mut self, c: &Containers) -> Vec<crate::record::Record> {
+    pub fn flush(&mut self, c: &Containers) -> Vec<crate::output::record::Record> {
         self.queue
             .drain(..)
             .map(|(_, mut r)| {
@@ -714,7 +715,7 @@ mod tests {
 #[cfg(test)]
 mod name_wait_tests {
     use super::*;
-    use crate::record::{Body, Container, ExecInfo, ExecRecord, Process, Record};
+    use crate::output::record::{Body, Container, ExecInfo, ExecRecord, Process, Record};
 
     const ID: &str = "4f1ad7c2b0f0a3c4e5d6b7a8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192";
 

@@ -6,11 +6,11 @@
 use std::net::IpAddr;
 
 use crate::{
-    decode::{ip_addr, KernelEvent, Payload},
     kernel::abi::{
         is_tcp, CLONE_THREAD, EADDRINUSE, EADDRNOTAVAIL, EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED,
         TCP_LISTEN, TCP_SYN_SENT,
     },
+    kernel::decode::{ip_addr, KernelEvent, Payload},
 };
 
 /// An address and port of one transport in one network namespace.
@@ -119,9 +119,13 @@ impl DomainEvent {
             },
             Payload::Exec(_) => DomainEvent::Exec,
             Payload::Exit(x) => DomainEvent::Exited {
-                process_ended: crate::proctable::ends_process(x, ev.header.pid, ev.header.tgid),
+                process_ended: crate::world::proctable::ends_process(
+                    x,
+                    ev.header.pid,
+                    ev.header.tgid,
+                ),
                 parent_waiting: x.parent_waiting != 0,
-                ends_pid_namespace: crate::proctable::ends_pid_namespace(x, ev.header.tgid)
+                ends_pid_namespace: crate::world::proctable::ends_pid_namespace(x, ev.header.tgid)
                     .then_some(x.pidns),
                 namespace_dying: x.flags & watcher_common::EXIT_PIDNS_DYING != 0,
             },
@@ -227,7 +231,7 @@ impl DomainEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::header_for;
+    use crate::kernel::decode::header_for;
     use watcher_common::{EventKind, SockCallData, TcpStateData, AF_INET};
 
     fn sock(ret: i32, port: u16, sock_type: u16) -> KernelEvent {

@@ -8,16 +8,16 @@ use std::{collections::HashMap, net::IpAddr};
 use watcher_common::{ReapSource, SockCallData, AF_INET6};
 
 use crate::{
-    decode::{ip_addr, KernelEvent, Payload},
-    names::{errno_message, errno_name, signal_name, tcp_state_name, ExitStatus},
-    proctable::{Proc, ProcessTable, Touched},
-    record::{
+    kernel::decode::{ip_addr, KernelEvent, Payload},
+    kernel::names::{errno_message, errno_name, signal_name, tcp_state_name, ExitStatus},
+    output::record::{
         Body, Container, Endpoint, ErrorInfo, ExecInfo, ExecRecord, ExitCause, ExitInfo,
         ExitRecord, ForkInfo, ForkRecord, Image, Network, Orchestrator, Outcome, Parent, Process,
         ReapInfo, ReapRecord, Record, Resource, SocketInfo, SocketRecord, TcpInfo, TcpStateRecord,
         Thread, User, SCHEMA_VERSION,
     },
     world::containers::Containers,
+    world::proctable::{Proc, ProcessTable, Touched},
 };
 
 /// Which process owns a kernel socket, learnt from its bind/connect, so that
@@ -272,7 +272,7 @@ impl Enricher {
             if let Some(cid) = &p.container_id {
                 let scope = self.containers.identity_scope(cid);
                 if scope != *cid {
-                    p.program = crate::proctable::program_id(
+                    p.program = crate::world::proctable::program_id(
                         self.procs.identity,
                         p.exe.as_deref(),
                         &p.comm,
@@ -288,7 +288,7 @@ impl Enricher {
         touched.event = crate::world::domain::DomainEvent::of(ev);
         // Why a process ended, once, for its record and the detectors.
         if let Payload::Exit(x) = &ev.payload {
-            if crate::proctable::ends_process(x, ev.header.pid, ev.header.tgid) {
+            if crate::world::proctable::ends_process(x, ev.header.pid, ev.header.tgid) {
                 let status = ExitStatus::from_raw(x.exit_code);
                 let last = touched.subject.as_ref().and_then(|p| p.signalled.as_ref());
                 touched.cause = Some(crate::world::cause::Cause::of(
@@ -402,7 +402,7 @@ impl Enricher {
                     self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
                 // This record's own word: by the time it is enriched, a later
                 // exit of another thread may already have ended the process.
-                let process_exited = crate::proctable::ends_process(x, h.pid, h.tgid);
+                let process_exited = crate::world::proctable::ends_process(x, h.pid, h.tgid);
                 let mut exit = ExitInfo {
                     signal: None,
                     signal_number: None,
@@ -542,7 +542,7 @@ impl Enricher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{decode, encode, header_for};
+    use crate::kernel::decode::{decode, encode, header_for};
     use watcher_common::{Event, EventKind, ExitData, ForkData, TcpStateData, AF_INET};
 
     fn sock(ret: i32, sk: u64) -> SockCallData {

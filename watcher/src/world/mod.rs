@@ -7,6 +7,7 @@ pub mod cmdline;
 pub mod containers;
 pub mod domain;
 pub mod enrich;
+pub mod lookup;
 pub mod netns;
 pub mod proctable;
 pub mod reconcile;

@@ -19,10 +19,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{
-    detect::sockets::KernelSocket,
-    sockdiag::{Diag, PortSummary},
-};
+use crate::world::sockdiag::{Diag, KernelSocket, PortSummary};
 
 /// A helper with no question for this long ends.
 const IDLE: Duration = Duration::from_secs(10);
@@ -66,7 +63,7 @@ pub const HELPERS_MAX: usize = 32;
 
 /// Answers not yet in after their wait: (port, answer channel, asked when).
 type Late = (
-    crate::detect::sockets::PortKey,
+    crate::world::sockdiag::PortKey,
     Receiver<Vec<KernelSocket>>,
     std::time::Instant,
 );
@@ -421,7 +418,7 @@ impl NetnsLookups {
         handle: &NsHandle,
         make: impl Fn(SyncSender<Vec<KernelSocket>>) -> Query,
         wait: Duration,
-        park: Option<crate::detect::sockets::PortKey>,
+        park: Option<crate::world::sockdiag::PortKey>,
     ) -> Option<Vec<KernelSocket>> {
         let reply_rx = self.send(netns, handle, make)?;
         let now = if wait.is_zero() {
@@ -478,7 +475,7 @@ impl NetnsLookups {
 
     /// Answers that came after their wait (never blocks); those older than
     /// 2 s are given up and counted as unanswered.
-    pub fn late_answers(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
+    pub fn late_answers(&mut self) -> Vec<(crate::world::sockdiag::PortKey, Vec<KernelSocket>)> {
         let mut out = Vec::new();
         let unanswered = &self.unanswered;
         self.late.retain(|(key, rx, since)| match rx.try_recv() {
@@ -547,7 +544,7 @@ impl NetnsLookups {
                 self.helpers.remove(&ino);
             }
         }
-        crate::sockdiag::with_owners(all)
+        crate::world::sockdiag::with_owners(all)
     }
 
     /// Ask for the port summary of `netns` (through `pid`, a process in it);
@@ -600,7 +597,7 @@ impl NetnsLookups {
     }
 }
 
-impl crate::engine::SocketLookup for NetnsLookups {
+impl crate::world::lookup::SocketLookup for NetnsLookups {
     fn ask(
         &mut self,
         netns: u32,
@@ -614,7 +611,7 @@ impl crate::engine::SocketLookup for NetnsLookups {
     fn wake_on_answer(&mut self, wake: std::sync::Arc<tokio::sync::Notify>) {
         self.wake = Some(wake);
     }
-    fn late(&mut self) -> Vec<(crate::detect::sockets::PortKey, Vec<KernelSocket>)> {
+    fn late(&mut self) -> Vec<(crate::world::sockdiag::PortKey, Vec<KernelSocket>)> {
         self.late_answers()
     }
     fn waiting(&self) -> bool {

@@ -8,8 +8,8 @@ use crate::kernel::abi::{CLONE_PARENT, CLONE_THREAD};
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    decode::{KernelEvent, Payload},
-    names::ExitStatus,
+    kernel::decode::{KernelEvent, Payload},
+    kernel::names::ExitStatus,
     world::cause::{Relation, Sender, Signalled},
 };
 use watcher_common::{ExitData, ReapSource};
@@ -732,7 +732,7 @@ pub fn container_id_from_cgroup(cgroup: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{decode, encode, header_for, Exec};
+    use crate::kernel::decode::{decode, encode, header_for, Exec};
     use watcher_common::{Event, EventKind, ExitData, ForkData, ReapData};
 
     fn fork(ts: u64, parent: u32, child: u32, flags: u64) -> KernelEvent {

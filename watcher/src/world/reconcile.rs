@@ -21,7 +21,7 @@
 //! be in state Z, an instance alive), with the lookups' short wait.
 use std::sync::mpsc::{sync_channel, Receiver};
 
-use crate::proctable::{Proc, ProcessTable};
+use crate::world::proctable::{Proc, ProcessTable};
 
 /// `/proc` start times have clock-tick resolution (10 ms): a process in the
 /// table and one in the snapshot with the same pid are the same process when
@@ -40,7 +40,7 @@ pub struct Snapshot {
     pub only: Option<Vec<u32>>,
     /// The holder sockets (TCP listeners, bound UDP) of the network
     /// namespaces in `netns_read`, with their processes.
-    pub sockets: Vec<crate::detect::sockets::KernelSocket>,
+    pub sockets: Vec<crate::world::sockdiag::KernelSocket>,
     pub netns_read: Vec<u32>,
 }
 
@@ -50,7 +50,7 @@ pub struct Snapshot {
 /// left it is not read.
 pub fn holders_of(
     namespaces: &[(u32, u32)],
-) -> (Vec<crate::detect::sockets::KernelSocket>, Vec<u32>) {
+) -> (Vec<crate::world::sockdiag::KernelSocket>, Vec<u32>) {
     let mut all = Vec::new();
     let mut read = Vec::new();
     for &(netns, pid) in namespaces {
@@ -61,12 +61,12 @@ pub fn holders_of(
         if crate::world::netns::ns_inode(&dir.join("ns/net")) != Some(netns) {
             continue;
         }
-        let mut socks = crate::sockdiag::Diag::open_tables_only(&dir.join("net")).holders();
+        let mut socks = crate::world::sockdiag::Diag::open_tables_only(&dir.join("net")).holders();
         socks.iter_mut().for_each(|s| s.netns = netns);
         all.extend(socks);
         read.push(netns);
     }
-    (crate::sockdiag::with_owners(all), read)
+    (crate::world::sockdiag::with_owners(all), read)
 }
 
 /// A question for `/proc` (a snapshot, a confirmation), answered off the
@@ -112,7 +112,7 @@ fn on_worker(job: Job) {
 /// Take a snapshot on the `/proc` worker — every process, and the holder
 /// sockets of `namespaces` (netns inode, a pid in it); the receiver gets it.
 pub fn start(
-    identity: crate::proctable::Identity,
+    identity: crate::world::proctable::Identity,
     namespaces: Vec<(u32, u32)>,
 ) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
@@ -136,7 +136,7 @@ pub fn start(
 /// Confirm the processes a finding names (read on the `/proc` worker).
 pub fn start_for(
     pids: Vec<u32>,
-    identity: crate::proctable::Identity,
+    identity: crate::world::proctable::Identity,
     answered: std::sync::Arc<tokio::sync::Notify>,
 ) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
@@ -145,7 +145,7 @@ pub fn start_for(
         let procs = pids
             .iter()
             .filter_map(|&pid| procfs::process::Process::new(pid as i32).ok())
-            .filter_map(|pr| crate::proctable::read_proc(&pr, identity))
+            .filter_map(|pr| crate::world::proctable::read_proc(&pr, identity))
             .collect();
         let _ = tx.send(Snapshot {
             taken_ns,

@@ -6,14 +6,41 @@
 //! one port at a time, to confirm holders before a port finding names them.
 //! A [`Diag`] covers the network namespace it was opened in (its netlink
 //! socket is kept); [`crate::world::netns`] keeps one per namespace.
-use crate::kernel::abi::TCP_BOUND_INACTIVE;
+use crate::kernel::abi::{TCP_BOUND_INACTIVE, TCP_LISTEN};
 use std::{
     collections::HashMap,
     fs,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use crate::detect::sockets::KernelSocket;
+/// A socket as the kernel reports it (`/proc/net/{tcp,udp}{,6}`), with the processes holding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelSocket {
+    pub tcp: bool,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Kernel state number (TCP: 10 LISTEN, 6 TIME_WAIT, 1 ESTABLISHED…; UDP: 7 unconnected, 1 connected).
+    pub state: u32,
+    pub uid: u32,
+    pub inode: u64,
+    pub pids: Vec<u32>,
+    /// Inode of the network namespace the socket is in.
+    pub netns: u32,
+}
+
+impl KernelSocket {
+    /// A socket that holds the port for new binds and receives traffic for it.
+    pub fn is_holder(&self) -> bool {
+        if self.tcp {
+            self.state == TCP_LISTEN
+        } else {
+            true
+        }
+    }
+}
+
+/// (network namespace, transport is TCP, port): one port space.
+pub type PortKey = (u32, bool, u16);
 
 fn parse_addr(hex: &str) -> Option<(IpAddr, u16)> {
     let (a, p) = hex.split_once(':')?;

@@ -6,7 +6,7 @@
 //! screen.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::record::{Body, FindingRecord, Record};
+use crate::output::record::{Body, FindingRecord, Record};
 
 /// A resolved incident stays on screen (fading) this long.
 pub const RESOLVED_FADE_NS: u64 = 5_000_000_000;
@@ -131,7 +131,7 @@ pub struct Model {
     pub hint: Option<String>,
 }
 
-fn container_label(c: Option<&crate::record::Container>) -> Option<String> {
+fn container_label(c: Option<&crate::output::record::Container>) -> Option<String> {
     c.map(|c| c.label().to_owned())
 }
 
@@ -324,7 +324,7 @@ impl Model {
         pid: u32,
         program: &str,
     ) {
-        let e = crate::record::Endpoint {
+        let e = crate::output::record::Endpoint {
             address: addr.to_owned(),
             port,
         };
@@ -342,7 +342,7 @@ impl Model {
         &mut self,
         netns: u32,
         transport: &str,
-        e: &crate::record::Endpoint,
+        e: &crate::output::record::Endpoint,
         pid: u32,
         program: &str,
         container: Option<String>,

@@ -674,7 +674,7 @@ fn record_popup(f: &mut Frame, area: Rect, m: &Model, ui: &Ui) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Record;
+    use crate::output::record::Record;
     use ratatui::{backend::TestBackend, Terminal};
 
     fn model() -> Model {

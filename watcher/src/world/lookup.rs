@@ -1,0 +1,102 @@
+//! What the engine asks of the world about sockets and processes: the
+//! kernel's sockets on one port (answered in place or by a network
+//! namespace's helper), port summaries, the snapshots of `/proc` for a
+//! reconciliation and for a confirmation. Implemented by
+//! [`crate::world::netns::NetnsLookups`]; tests stand in for it.
+use crate::world::sockdiag::{KernelSocket, PortKey};
+
+/// Looks up the kernel's sockets on one port of one network namespace.
+pub trait SocketLookup: Send {
+    /// The sockets on (netns, transport is TCP, port), asked through `via`
+    /// (a process using that namespace), the pids believed to hold it looked
+    /// at first. `None`: no answer within the short wait — the detectors go on
+    /// with the table as it is, and the answer comes through [`SocketLookup::late`].
+    fn ask(
+        &mut self,
+        netns: u32,
+        via: u32,
+        tcp: bool,
+        port: u16,
+        candidates: &[u32],
+    ) -> Option<Vec<KernelSocket>>;
+    /// The sockets on the port answered on this thread without `/proc`
+    /// (sock_diag on a kept socket, owners from `known`: socket inode, pid);
+    /// `None`: [`SocketLookup::ask`] instead.
+    fn quick(
+        &mut self,
+        _netns: u32,
+        _via: u32,
+        _tcp: bool,
+        _port: u16,
+        _known: &[(u64, u32)],
+    ) -> Option<Vec<KernelSocket>> {
+        None
+    }
+    /// Notify `wake` whenever an answer has come (the pipeline then
+    /// takes it through [`SocketLookup::late`] at once).
+    fn wake_on_answer(&mut self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
+    /// Once a second: close what has not been used for a while.
+    fn sweep(&mut self) {}
+    /// (answered by [`SocketLookup::quick`], not answerable that way).
+    fn quick_counts(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    /// Answers that came after their wait (never blocks).
+    fn late(&mut self) -> Vec<(PortKey, Vec<KernelSocket>)> {
+        Vec::new()
+    }
+    /// Whether answers are still on their way.
+    fn waiting(&self) -> bool {
+        false
+    }
+    /// Ask for the port summary of namespace `netns` (through `via`, a
+    /// process in it) without waiting: it comes through [`SocketLookup::summaries`].
+    fn summary(&mut self, _netns: u32, _via: u32) {}
+    /// Port summaries that have come (never blocks).
+    fn summaries(&mut self) -> Vec<(u32, crate::world::sockdiag::PortSummary)> {
+        Vec::new()
+    }
+    /// Start a snapshot of `/proc` (and of the holder sockets of
+    /// `namespaces`: netns inode, a pid in it) for the reconciliation after
+    /// a loss (never waits).
+    fn start_snapshot(
+        &mut self,
+        identity: crate::world::proctable::Identity,
+        namespaces: Vec<(u32, u32)>,
+    ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+        Some(crate::world::reconcile::start(identity, namespaces))
+    }
+    /// Start reading the processes `pids` from `/proc` to confirm a finding
+    /// (never waits; `answered` is notified when the answer is there);
+    /// `None`: no confirmation here (the finding goes as it is).
+    fn start_confirmation(
+        &mut self,
+        pids: Vec<u32>,
+        identity: crate::world::proctable::Identity,
+        answered: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+        Some(crate::world::reconcile::start_for(
+            pids,
+            identity,
+            answered.clone(),
+        ))
+    }
+    /// How long the detectors' thread waits for a confirmation (default:
+    /// not at all — the answer wakes the pipeline when it comes).
+    fn confirmation_wait(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> SocketLookup for F {
+    fn ask(
+        &mut self,
+        netns: u32,
+        via: u32,
+        tcp: bool,
+        port: u16,
+        candidates: &[u32],
+    ) -> Option<Vec<KernelSocket>> {
+        self(netns, via, tcp, port, candidates)
+    }
+}
