@@ -3,10 +3,12 @@
 //! record filters, the daemon's sinks, the Alertmanager and OTLP sinks and the
 //! Prometheus metrics.
 pub mod alerts;
+pub mod enrich;
 pub mod filter;
 pub mod human;
 pub mod lane;
 pub mod metrics;
+pub mod names;
 pub mod otlp;
 pub mod record;
 pub mod sinks;

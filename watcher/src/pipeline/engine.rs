@@ -5,8 +5,8 @@ use crate::kernel::clock::Clock;
 use crate::{
     detect::{DetectConfig, Detectors, Finding, Input},
     kernel::decode::KernelEvent,
+    output::enrich::Enricher,
     output::record::{Body, FindingRecord, InvolvedProcess, Record, SCHEMA_VERSION},
-    world::enrich::Enricher,
     world::proctable::{Proc, ProcessTable},
     world::{lookup::SocketLookup, sockdiag::KernelSocket},
 };
@@ -734,7 +734,7 @@ impl Engine {
                     .processes
                     .iter()
                     .map(|x| {
-                        let (container, orchestrator) = crate::world::enrich::container_fields(
+                        let (container, orchestrator) = crate::output::enrich::container_fields(
                             &e.containers,
                             x.proc.container_id.as_deref(),
                         );

@@ -399,7 +399,7 @@ pub async fn run(
     let mut stopping = false;
     let mut consumer_gone = false;
     let mut pending: Vec<Record> = Vec::new();
-    let mut names = crate::world::containers::NameWait::default();
+    let mut names = crate::output::names::NameWait::default();
     let mut losses = LossRecords::default();
     let answers = engine.answers.clone();
 
@@ -672,7 +672,7 @@ pub async fn run(
 /// `Ok(false)`: the output's consumer is gone.
 fn deliver(
     out: &mut dyn Output,
-    names: &mut crate::world::containers::NameWait,
+    names: &mut crate::output::names::NameWait,
     engine: &mut Engine,
     records: Vec<Record>,
     decided: &mut Vec<u64>,

@@ -6,7 +6,6 @@ pub mod cause;
 pub mod cmdline;
 pub mod containers;
 pub mod domain;
-pub mod enrich;
 pub mod lookup;
 pub mod netns;
 pub mod proctable;
