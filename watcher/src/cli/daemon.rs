@@ -21,8 +21,9 @@ use crate::{
     output::lane::{Lane, Line, SinkWriter},
     output::record::Record,
     output::sinks::{FileSink, SocketSink, SyslogSink, Types},
+    output::stats::{SharedStats, Stats},
     pipeline::engine::Engine,
-    pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
+    pipeline::{self, Output, PipelineSettings},
 };
 
 fn say(line: &str) {
@@ -296,7 +297,7 @@ impl Output for Feed {
     }
 
     fn wants_events(&self) -> bool {
-        pipeline::carries_events(self.types.list())
+        crate::output::filter::carries_events(self.types.list())
             || self.otlp.as_ref().is_some_and(|o| o.wants_events())
     }
 }

@@ -23,11 +23,12 @@ use crate::{
     kernel::loader::{self, LoadOptions},
     kernel::reader::ReaderOptions,
     output::record::Record,
+    output::stats::{SharedStats, Stats},
     output::top::{
         model::{Model, Source},
         view::{self, Pane, Popup, Ui},
     },
-    pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
+    pipeline::{self, Output, PipelineSettings},
 };
 
 /// Redraws at most this often (at once when an incident opens).

@@ -16,8 +16,9 @@ use crate::{
     output::human,
     output::lane::{Lane, Line, LANE_QUEUE},
     output::record::{Body, Record},
+    output::stats::{SharedStats, Stats},
     pipeline::engine::Engine,
-    pipeline::{self, Output, PipelineSettings, SharedStats, Stats},
+    pipeline::{self, Output, PipelineSettings},
     world::netns::NetnsLookups,
     world::proctable::ProcessTable,
 };
@@ -70,7 +71,7 @@ impl Terminal {
 
 impl Output for Terminal {
     fn wants_events(&self) -> bool {
-        pipeline::carries_events(&self.filter.types)
+        crate::output::filter::carries_events(&self.filter.types)
     }
 
     fn write(&mut self, records: &[Record], _stats: &SharedStats) -> anyhow::Result<bool> {

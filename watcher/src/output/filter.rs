@@ -199,3 +199,12 @@ mod tests {
         assert!(!crate::output::human::line(&host).contains("[container"));
     }
 }
+
+/// Whether output types (empty: everything) include event records, not only
+/// findings, loss and health records.
+pub fn carries_events(types: &[String]) -> bool {
+    types.is_empty()
+        || types
+            .iter()
+            .any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
+}

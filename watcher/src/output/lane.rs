@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use crate::{
     output::record::{Body, LossInfo, LossRecord, Record, SCHEMA_VERSION},
-    pipeline::stages::Histogram,
+    output::stages::Histogram,
 };
 
 /// Lines queued per lane before its sink starts missing records.

@@ -16,7 +16,7 @@ use watcher_common::EventKind;
 
 use crate::{
     detect::Kind,
-    pipeline::{SharedStats, Stats},
+    output::stats::{SharedStats, Stats},
 };
 
 /// One family of counters, one sample per label value (`name` ends in `_total`).
@@ -63,7 +63,7 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: f64) -> fmt::Resu
 
 /// A latency histogram of the pipeline, as `prometheus-client` encodes one.
 #[derive(Debug)]
-struct Hist<'a>(&'a crate::pipeline::stages::Histogram);
+struct Hist<'a>(&'a crate::output::stages::Histogram);
 
 impl EncodeMetric for Hist<'_> {
     fn encode(&self, mut e: MetricEncoder) -> fmt::Result {
@@ -73,7 +73,7 @@ impl EncodeMetric for Hist<'_> {
             .iter()
             .enumerate()
             .map(|(i, n)| {
-                let le = crate::pipeline::stages::BOUNDS_S
+                let le = crate::output::stages::BOUNDS_S
                     .get(i)
                     .copied()
                     .unwrap_or(f64::INFINITY);
@@ -93,7 +93,7 @@ fn histograms<'a>(
     name: &str,
     help: &str,
     label: &str,
-    samples: impl IntoIterator<Item = (&'a str, &'a crate::pipeline::stages::Histogram)>,
+    samples: impl IntoIterator<Item = (&'a str, &'a crate::output::stages::Histogram)>,
 ) -> fmt::Result {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (value, h) in samples {

@@ -12,4 +12,6 @@ pub mod names;
 pub mod otlp;
 pub mod record;
 pub mod sinks;
+pub mod stages;
+pub mod stats;
 pub mod top;

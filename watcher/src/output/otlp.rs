@@ -665,7 +665,7 @@ impl OtlpSink {
 
     /// Whether it sends event records (not only findings, losses, health).
     pub fn wants_events(&self) -> bool {
-        crate::pipeline::carries_events(self.types.list())
+        crate::output::filter::carries_events(self.types.list())
     }
 
     pub fn types(&self) -> &[String] {
