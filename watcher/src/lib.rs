@@ -2,17 +2,24 @@
 //! dependencies the instant the kernel sees them — on plain hosts and on
 //! container hosts.
 //!
-//! The layers, one folder each:
+//! The layers, one folder each, from the bottom up — a module uses its own
+//! layer and those below it, never one above (`watcher/tests/layers.rs`
+//! checks every path in the source):
 //! - [`kernel`]: loading the programs with offsets from tracefs and BTF, the
-//!   ring-buffer reader, the one decoder of the wire format, kernel ABI names.
+//!   ring-buffer reader, the one decoder of the wire format, kernel ABI
+//!   names, the kernel's clock.
 //! - [`world`]: what watcher knows beyond single events — the process table,
-//!   enrichment into records, containers (cgroup → container, the runtime's
-//!   API) and network namespaces (per-namespace socket tables).
+//!   typed domain events, containers (cgroup → container, the runtime's API),
+//!   network namespaces and the kernel's socket tables in each, and what the
+//!   engine may ask of them (`world::lookup`).
 //! - [`detect`]: the detectors, pure state machines.
+//! - [`output`]: records (the NDJSON contract) and their enrichment from
+//!   events, human lines, filters, sinks, metrics and the run's counters.
 //! - [`pipeline`]: the processing loop — reader → engine (enrich + detect) →
-//!   output — with its deadline timer, canary and counters.
-//! - [`output`]: records (the NDJSON contract), human lines, filters, sinks, metrics.
-//! - [`cli`]: the commands (`trace`, `run`, `check`, `install`) and the daemon's config.
+//!   output — with its deadline timer and canary; above `detect` and
+//!   `output`, which it drives.
+//! - [`cli`]: the commands (`trace`, `run`, `check`, `install`, `top`) and the
+//!   daemon's config.
 pub mod cli;
 pub mod detect;
 pub mod kernel;

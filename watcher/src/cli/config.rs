@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::detect::DetectConfig;
+use crate::{
+    detect::DetectConfig,
+    output::{alerts::AlertsConfig, otlp::OtlpConfig},
+};
 
 /// Config files larger than this are refused (nobody writes one by hand).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -94,62 +97,6 @@ impl Default for HealthConfig {
             status_file: PathBuf::from("/run/watcher/status.json"),
         }
     }
-}
-
-/// `[alerts]`: open incidents as alerts in Prometheus Alertmanager (`watcher run`).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AlertsConfig {
-    /// Alertmanager base URLs (`http://host:port`, optionally with a path
-    /// prefix); every one receives every alert. Empty: no alerts.
-    pub alertmanager: Vec<String>,
-    /// Re-post open incidents this often (seconds); each carries an `endsAt`
-    /// four periods ahead, so Alertmanager ends it by itself if watcher stops.
-    pub repost_s: f64,
-    /// One post's deadline (seconds).
-    pub timeout_s: f64,
-    /// The `host` label; empty: this host's name.
-    pub host: String,
-    /// Severity per finding kind: critical, warning, info, or none (no alert).
-    pub severity: std::collections::BTreeMap<String, String>,
-    /// Labels added to every alert (e.g. `env = "prod"`).
-    pub labels: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for AlertsConfig {
-    fn default() -> Self {
-        AlertsConfig {
-            alertmanager: Vec::new(),
-            repost_s: 60.0,
-            timeout_s: 5.0,
-            host: String::new(),
-            severity: Default::default(),
-            labels: Default::default(),
-        }
-    }
-}
-
-/// `[otlp]`: records as OpenTelemetry logs to a Collector (`watcher run`).
-/// What the file leaves out comes from the standard `OTEL_EXPORTER_OTLP_*`
-/// variables, then from the defaults (`crate::output::otlp::Settings::resolve`).
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OtlpConfig {
-    /// The receiver's base URL (`http://host:4318`; http/protobuf posts to
-    /// `/v1/logs` under it), or its gRPC address (`http://host:4317`).
-    /// Unset here and in the environment: no OTLP.
-    pub endpoint: Option<String>,
-    /// `http/protobuf` (default) or `grpc`.
-    pub protocol: Option<String>,
-    /// Record types sent (default `["finding", "loss", "health"]`; `["all"]`
-    /// for every event too).
-    pub types: Option<Vec<String>>,
-    /// Headers on every export (e.g. `authorization = "Bearer …"`).
-    pub headers: std::collections::BTreeMap<String, String>,
-    /// `gzip` (default) or `none`.
-    pub compression: Option<String>,
-    /// One export's deadline, seconds (default 5).
-    pub timeout_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

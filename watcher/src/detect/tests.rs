@@ -1204,7 +1204,7 @@ fn each_user_has_its_own_lookups_and_none_is_waited_for() {
             true,
         );
     }
-    let per_user = crate::pipeline::engine::LOOKUPS_PER_SECOND as u64;
+    let per_user = crate::world::lookup::LOOKUPS_PER_SECOND as u64;
     assert_eq!(k.engine.lookups, per_user);
     assert_eq!(k.engine.lookups_skipped, 300 - per_user);
     // Every conflict was written at once, from the table (the holder named).

@@ -28,7 +28,7 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::{sync::Notify, time::Instant};
 
-use crate::{cli::config::AlertsConfig, detect::Kind, output::record::FindingRecord};
+use crate::{detect::Kind, output::record::FindingRecord};
 
 /// Alerts kept at most (open ones and resolved ones not yet delivered).
 pub const MAX_ALERTS: usize = 4096;
@@ -610,6 +610,39 @@ async fn post(ep: &Endpoint, body: Bytes, timeout: Duration) -> Result<(), Strin
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+/// `[alerts]`: open incidents as alerts in Prometheus Alertmanager (`watcher run`).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alertmanager base URLs (`http://host:port`, optionally with a path
+    /// prefix); every one receives every alert. Empty: no alerts.
+    pub alertmanager: Vec<String>,
+    /// Re-post open incidents this often (seconds); each carries an `endsAt`
+    /// four periods ahead, so Alertmanager ends it by itself if watcher stops.
+    pub repost_s: f64,
+    /// One post's deadline (seconds).
+    pub timeout_s: f64,
+    /// The `host` label; empty: this host's name.
+    pub host: String,
+    /// Severity per finding kind: critical, warning, info, or none (no alert).
+    pub severity: std::collections::BTreeMap<String, String>,
+    /// Labels added to every alert (e.g. `env = "prod"`).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            alertmanager: Vec::new(),
+            repost_s: 60.0,
+            timeout_s: 5.0,
+            host: String::new(),
+            severity: Default::default(),
+            labels: Default::default(),
+        }
     }
 }
 

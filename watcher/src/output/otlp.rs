@@ -40,7 +40,6 @@ use prost::Message;
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
-    cli::config::OtlpConfig,
     output::record::{Body, Container, Endpoint, Orchestrator, Process, Record},
     output::sinks::Types,
 };
@@ -1130,6 +1129,29 @@ fn loss_log(count: u64, total: u64, clock: &Clock) -> LogRecord {
         }),
     };
     log_record(&r, now_unix_ns())
+}
+
+/// `[otlp]`: records as OpenTelemetry logs to a Collector (`watcher run`).
+/// What the file leaves out comes from the standard `OTEL_EXPORTER_OTLP_*`
+/// variables, then from the defaults (`crate::output::otlp::Settings::resolve`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The receiver's base URL (`http://host:4318`; http/protobuf posts to
+    /// `/v1/logs` under it), or its gRPC address (`http://host:4317`).
+    /// Unset here and in the environment: no OTLP.
+    pub endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    pub protocol: Option<String>,
+    /// Record types sent (default `["finding", "loss", "health"]`; `["all"]`
+    /// for every event too).
+    pub types: Option<Vec<String>>,
+    /// Headers on every export (e.g. `authorization = "Bearer …"`).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// `gzip` (default) or `none`.
+    pub compression: Option<String>,
+    /// One export's deadline, seconds (default 5).
+    pub timeout_s: Option<f64>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ use crate::{
     output::enrich::Enricher,
     output::record::{Body, FindingRecord, InvolvedProcess, Record, SCHEMA_VERSION},
     world::proctable::{Proc, ProcessTable},
-    world::{lookup::SocketLookup, sockdiag::KernelSocket},
+    world::{
+        lookup::{SocketLookup, LOOKUPS_PER_SECOND},
+        sockdiag::KernelSocket,
+    },
 };
 
 pub struct Engine {
@@ -20,7 +23,7 @@ pub struct Engine {
     /// Lookups skipped because the budget of the second was spent (the socket table is used as it is).
     pub lookups_skipped: u64,
     /// (second of event time, lookups made in it per user): each user has
-    /// [`LOOKUPS_PER_SECOND`] of its own, so a local user's flood of failing
+    /// [`crate::world::lookup::LOOKUPS_PER_SECOND`] of its own, so a local user's flood of failing
     /// binds cannot spend the lookups another user's conflict needs.
     budget: (u64, std::collections::HashMap<u32, u32>),
     /// Exec records whose command line was longer than the kernel's cap
@@ -89,11 +92,6 @@ fn held_kind(k: crate::detect::Kind) -> bool {
         Kind::Zombie | Kind::ZombieAccumulation | Kind::DuplicateInstances
     )
 }
-
-/// At most this many targeted socket lookups per second: each costs ~0.1 ms
-/// and takes the kernel's socket-table locks, so a storm of failing binds
-/// (thousands a second) must not turn into a storm of lookups.
-pub const LOOKUPS_PER_SECOND: u32 = 200;
 
 /// Most exited processes waited on for a reap the kernel could not report.
 const UNSEEN_REAPS_MAX: usize = 65_536;

@@ -5,6 +5,11 @@
 //! [`crate::world::netns::NetnsLookups`]; tests stand in for it.
 use crate::world::sockdiag::{KernelSocket, PortKey};
 
+/// At most this many targeted socket lookups per second (each user's own budget): each costs ~0.1 ms
+/// and takes the kernel's socket-table locks, so a storm of failing binds
+/// (thousands a second) must not turn into a storm of lookups.
+pub const LOOKUPS_PER_SECOND: u32 = 200;
+
 /// Looks up the kernel's sockets on one port of one network namespace.
 pub trait SocketLookup: Send {
     /// The sockets on (netns, transport is TCP, port), asked through `via`
