@@ -12,8 +12,8 @@ use std::{
 };
 
 use watcher_tests::{
-    actor_any, eventually_within, free_port, metric, require_root, scrape, spawn_actor, temp_dir,
-    write_config, ChildGuard, Feed, Value,
+    actor_any, eventually_within, finding, finding_pids, free_port, metric, require_root, scrape,
+    spawn_actor, temp_dir, write_config, ChildGuard, Feed, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -443,11 +443,30 @@ fn a_watcher_whose_receiver_is_down_stops_within_its_timeout() {
         &format!("[otlp]\nendpoint = \"http://127.0.0.1:{port}\"\ntimeout_s = 1\n"),
         &[],
     );
-    // A finding the sink keeps retrying to export.
-    let (_failing, _holding, _port) = conflict();
-    eventually_within(Duration::from_secs(15), "watcher_otlp_up 0", || {
-        (metric(&scrape(&metrics), "watcher_otlp_up") == Some(0.0)).then_some(())
+    // A finding the sink keeps retrying to export: first on the feed (so a
+    // failure says which step did not happen), then the sink is down.
+    let (failing, _holding, _port) = conflict();
+    d.wait_for("the port_conflict finding on the feed", |v| {
+        finding(v, "port_conflict", "open")
+            && finding_pids(v, Some("failing")).contains(&(failing as u64))
     });
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = scrape(&metrics);
+        if metric(&m, "watcher_otlp_up") == Some(0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "watcher_otlp_up did not go to 0 within 15 s; its OTLP metrics:\n{}\nwatcher said:\n{}",
+            m.lines()
+                .filter(|l| l.starts_with("watcher_otlp"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            d.stderr().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // SIGTERM while it retries: what is queued gets timeout_s, then it ends.
     let asked = std::time::Instant::now();
     d.signal(nix::sys::signal::Signal::SIGTERM);
