@@ -29,10 +29,6 @@ pub mod zombie_accumulation;
 pub mod testkit;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_containers;
-#[cfg(test)]
-mod tests_crash;
 
 use crate::kernel::clock::Clock;
 use std::net::IpAddr;

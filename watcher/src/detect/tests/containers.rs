@@ -1,6 +1,6 @@
 //! Detector unit tests on a container host: network and pid namespaces,
 //! Docker's proxy, containers as the unit of "same program" — both ways.
-use super::testkit::{ks, listener, opened, Kit, MS, S};
+use crate::detect::testkit::{ks, listener, opened, Kit, MS, S};
 use crate::world::sockdiag::KernelSocket;
 
 const EADDRINUSE: i32 = -98;
@@ -327,13 +327,13 @@ fn a_namespace_inits_end_reaps_its_zombies_and_blames_nobody() {
     // Nothing lands on PID 1 or the shim, now or at the zombie deadline.
     let later = k.run_timers(60 * S);
     assert!(
-        later.iter().all(|x| x.state != super::State::Open),
+        later.iter().all(|x| x.state != crate::detect::State::Open),
         "{later:?}"
     );
     assert!(
         !k.all
             .iter()
-            .any(|x| x.state == super::State::Open && x.kind.as_str() == "zombie"),
+            .any(|x| x.state == crate::detect::State::Open && x.kind.as_str() == "zombie"),
         "{:?}",
         k.all
     );

@@ -1,7 +1,7 @@
 //! Crash causes and real supervisors' cadences, replayed with each one's
 //! exact timing: both ways — the loop is found, and the look-alike is not.
-use super::testkit::*;
-use super::Finding;
+use crate::detect::testkit::*;
+use crate::detect::Finding;
 
 const CODE1: u32 = 0x100;
 const CODE3: u32 = 0x300;

@@ -1,0 +1,112 @@
+//! Detector unit tests, fork_storm: event sequences in, findings out —
+//! both ways: the incident is found, and the healthy look-alike is not.
+use crate::detect::testkit::{ks, opened, resolved, Kit, MS, S};
+
+// ---------------------------------------------------------------- fork_storm
+
+#[test]
+fn forking_faster_than_500_per_second_for_2_seconds() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/spawner", &["spawner"]);
+    let mut open_at = None;
+    // 800 forks/s for 3 s; children exit at once.
+    for n in 0..2400u64 {
+        let pid = 1000 + n as u32;
+        let t = 2 * S + n * S / 800;
+        let f = k.fork(t, 100, pid);
+        if opened(&f, "fork_storm") {
+            open_at.get_or_insert(t);
+        }
+        k.exit(t + 1, pid, 0);
+        k.reap(t + 2, 100, pid);
+    }
+    let at = open_at.expect("fork_storm");
+    assert!(
+        (3 * S..4 * S).contains(&at),
+        "opens in the second second: {at}"
+    );
+    let f = k.run_timers(7 * S);
+    assert!(resolved(&f, "fork_storm"), "{:?}", ks(&f));
+}
+
+#[test]
+fn a_fork_bomb_names_the_root_of_the_growing_tree() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
+    k.fork(2 * S, 50, 100);
+    let mut pid = 1000;
+    let mut t = 3 * S;
+    // 10 children of 100, each forking 110 that never exit: 1,110 new descendants in 1.1 s.
+    for c in 0..10u32 {
+        let child = 200 + c;
+        k.fork(t, 100, child);
+        for _ in 0..110 {
+            t += MS;
+            k.fork(t, child, pid);
+            pid += 1;
+        }
+    }
+    let f: Vec<_> = k
+        .all
+        .iter()
+        .filter(|x| x.kind.as_str() == "fork_storm")
+        .collect();
+    assert_eq!(f.len(), 1, "{:?}", ks(&k.all));
+    assert_eq!(f[0].processes[0].proc.key.tgid, 100, "{}", f[0].summary);
+    assert!(f[0].summary.contains("fork bomb"));
+}
+
+#[test]
+fn a_parallel_build_is_not_a_fork_storm() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/make", &["make", "-j2"]);
+    let mut pid = 1000;
+    let mut t = 2 * S;
+    // 600 files: make → sh → cc → cc1/as, each ending before the next few start.
+    for file in 0..600u32 {
+        let name = format!("f{file}.c");
+        let sh = pid;
+        k.spawn(
+            t,
+            100,
+            sh,
+            "/bin/sh",
+            &["sh", "-c", &format!("cc -c {name}")],
+        );
+        let cc = pid + 1;
+        k.spawn(t + MS, sh, cc, "/usr/bin/cc", &["cc", "-c", &name]);
+        let cc1 = pid + 2;
+        k.spawn(
+            t + 2 * MS,
+            cc,
+            cc1,
+            "/usr/lib/gcc/cc1",
+            &["cc1", &name, "-o", &format!("/tmp/cc{file}.s")],
+        );
+        k.exit(t + 20 * MS, cc1, 0);
+        k.reap(t + 20 * MS + 1, cc, cc1);
+        let r#as = pid + 3;
+        k.spawn(
+            t + 21 * MS,
+            cc,
+            r#as,
+            "/usr/bin/as",
+            &[
+                "as",
+                "-o",
+                &format!("f{file}.o"),
+                &format!("/tmp/cc{file}.s"),
+            ],
+        );
+        k.exit(t + 25 * MS, r#as, 0);
+        k.reap(t + 25 * MS + 1, cc, r#as);
+        k.exit(t + 26 * MS, cc, 0);
+        k.reap(t + 26 * MS + 1, sh, cc);
+        k.exit(t + 27 * MS, sh, 0);
+        k.reap(t + 27 * MS + 1, 100, sh);
+        pid += 4;
+        t += 14 * MS; // two jobs overlapping
+    }
+    k.run_timers(t + 120 * S);
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}

@@ -1,0 +1,492 @@
+//! Detector unit tests, port_conflict, port_shadowed, address_unavailable, ports_exhausted and port probers: event sequences in, findings out —
+//! both ways: the incident is found, and the healthy look-alike is not.
+use crate::detect::{
+    testkit::{ks, listener, opened, resolved, Kit, MS, S},
+    State,
+};
+use crate::world::sockdiag::KernelSocket;
+
+use super::{CODE1, EADDRINUSE, EADDRNOTAVAIL, EINPROGRESS};
+
+// ---------------------------------------------------------------- port_conflict
+
+#[test]
+fn port_conflict_names_the_confirmed_holder_and_is_one_incident_for_retries() {
+    let mut k = Kit::defaults();
+    k.spawn(
+        S,
+        1,
+        100,
+        "/usr/sbin/nginx",
+        &["nginx", "-g", "daemon off;"],
+    );
+    k.listen(2 * S, 100, "0.0.0.0", 8080, 0xa);
+    k.set_kernel(vec![listener("0.0.0.0", 8080, &[100])]);
+    k.spawn(3 * S, 1, 200, "/usr/bin/python3", &["python3", "app.py"]);
+    let f = k.bind(4 * S, 200, "0.0.0.0", 8080, EADDRINUSE, true);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    let s = &f[0].summary;
+    assert!(s.starts_with("pid 200 (python3 app.py) cannot bind tcp 0.0.0.0:8080: held by pid 100 (nginx -g daemon off;) on 0.0.0.0:8080 since "), "{s}");
+    assert_eq!(
+        f[0].processes
+            .iter()
+            .map(|p| (p.role, p.proc.key.tgid))
+            .collect::<Vec<_>>(),
+        vec![("failing", 200), ("holder", 100)]
+    );
+    // The supervisor retries with new processes of the same program: the same incident.
+    let id = f[0].id.clone();
+    k.exit(4 * S + 10 * MS, 200, CODE1);
+    for n in 0..20u32 {
+        let pid = 300 + n;
+        let t = 5 * S + n as u64 * S;
+        k.spawn(t, 1, pid, "/usr/bin/python3", &["python3", "app.py"]);
+        let f = k.bind(t + 5 * MS, pid, "0.0.0.0", 8080, EADDRINUSE, true);
+        assert!(
+            f.iter().all(|x| x.id == id && x.state == State::Update),
+            "{f:?}"
+        );
+        k.exit(t + 10 * MS, pid, CODE1);
+    }
+    let updates = k
+        .all
+        .iter()
+        .filter(|x| x.state == State::Update && x.kind.as_str() == "port_conflict")
+        .count();
+    assert!(updates <= 3, "updates are rate-limited: {updates}");
+    // nginx goes away, the next try binds: resolved.
+    k.unlisten(30 * S, 100, "0.0.0.0", 8080, 0xa);
+    k.set_kernel(vec![]);
+    k.spawn(31 * S, 1, 400, "/usr/bin/python3", &["python3", "app.py"]);
+    let f = k.bind(32 * S, 400, "0.0.0.0", 8080, 0, true);
+    assert_eq!(ks(&f), vec![("port_conflict", "resolved")]);
+    assert_eq!(f[0].id, id);
+    assert_eq!(f[0].count, 21);
+}
+
+#[test]
+fn port_conflict_resolves_after_the_failing_process_exits_and_nobody_retries() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/a", &["a"]);
+    k.listen(S + 1, 100, "127.0.0.1", 7000, 1);
+    k.set_kernel(vec![listener("127.0.0.1", 7000, &[100])]);
+    k.spawn(2 * S, 1, 200, "/bin/b", &["b"]);
+    assert!(opened(
+        &k.bind(3 * S, 200, "127.0.0.1", 7000, EADDRINUSE, true),
+        "port_conflict"
+    ));
+    k.exit(4 * S, 200, CODE1);
+    k.reap(4 * S + 1, 1, 200);
+    assert!(
+        k.run_timers(4 * S + 29 * S).is_empty(),
+        "within the grace period"
+    );
+    assert!(resolved(&k.run_timers(4 * S + 30 * S), "port_conflict"));
+}
+
+#[test]
+fn port_conflict_holder_comes_from_the_kernel_not_a_stale_table() {
+    let mut k = Kit::defaults();
+    // 100 bound and listened, then forked 150 (inheriting the socket) and exited.
+    k.spawn(S, 1, 100, "/usr/sbin/daemon", &["daemon"]);
+    k.listen(S + 1, 100, "0.0.0.0", 6000, 7);
+    k.fork(S + 2, 100, 150);
+    k.exit(S + 3, 100, 0);
+    k.reap(S + 4, 1, 100);
+    k.set_kernel(vec![listener("0.0.0.0", 6000, &[150])]);
+    k.spawn(2 * S, 1, 200, "/bin/other", &["other"]);
+    let f = k.bind(3 * S, 200, "0.0.0.0", 6000, EADDRINUSE, true);
+    assert!(
+        f[0].summary.contains("held by pid 150 (daemon)"),
+        "{}",
+        f[0].summary
+    );
+}
+
+#[test]
+fn port_conflict_with_only_time_wait_connections_says_so() {
+    let mut k = Kit::defaults();
+    k.set_kernel(vec![KernelSocket {
+        tcp: true,
+        addr: "127.0.0.1".parse().unwrap(),
+        port: 7100,
+        state: 6,
+        uid: 0,
+        netns: 0,
+        inode: 0,
+        pids: vec![],
+    }]);
+    k.spawn(S, 1, 200, "/bin/b", &["b"]);
+    let f = k.bind(2 * S, 200, "0.0.0.0", 7100, EADDRINUSE, true);
+    assert!(
+        f[0].summary.contains("TIME_WAIT") && f[0].summary.contains("SO_REUSEADDR"),
+        "{}",
+        f[0].summary
+    );
+}
+
+#[test]
+fn allow_listed_ports_are_quiet() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 200, "/usr/sbin/avahi-daemon", &["avahi-daemon"]);
+    assert!(k
+        .bind(2 * S, 200, "0.0.0.0", 5353, EADDRINUSE, false)
+        .is_empty());
+}
+
+#[test]
+fn holders_existing_at_start_are_named() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/sshd", &["sshd"]);
+    let seed = vec![listener("0.0.0.0", 22, &[100])];
+    k.engine.seed(&seed, S);
+    k.set_kernel(seed);
+    k.spawn(2 * S, 1, 200, "/bin/dropbear", &["dropbear"]);
+    let f = k.bind(3 * S, 200, "0.0.0.0", 22, EADDRINUSE, true);
+    assert!(
+        f[0].summary
+            .contains("held by pid 100 (sshd) on 0.0.0.0:22 since before watcher started"),
+        "{}",
+        f[0].summary
+    );
+}
+
+// ---------------------------------------------------------------- port_shadowed
+
+#[test]
+fn specific_address_shadows_a_wildcard_of_another_program() {
+    let mut k = Kit::defaults();
+    k.spawn(
+        S,
+        1,
+        100,
+        "/usr/bin/docker-proxy",
+        &["docker-proxy", "-host-port", "54112"],
+    );
+    k.listen(2 * S, 100, "0.0.0.0", 54112, 1);
+    k.spawn(3 * S, 1, 200, "/usr/bin/node", &["node", "dev.js"]);
+    k.set_kernel(vec![
+        listener("0.0.0.0", 54112, &[100]),
+        listener("127.0.0.1", 54112, &[200]),
+    ]);
+    let f = k.listen(4 * S, 200, "127.0.0.1", 54112, 2);
+    assert_eq!(ks(&f), vec![("port_shadowed", "open")]);
+    let s = &f[0].summary;
+    assert!(
+        s.contains("connections to 127.0.0.1:54112 go to pid 200 (node dev.js)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("to pid 100 (docker-proxy -host-port 54112) on 0.0.0.0:54112"),
+        "{s}"
+    );
+    // The dev server stops: resolved.
+    assert!(resolved(
+        &k.unlisten(5 * S, 200, "127.0.0.1", 54112, 2),
+        "port_shadowed"
+    ));
+}
+
+#[test]
+fn ipv4_and_ipv6_wildcards_of_different_programs() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/v4", &["v4"]);
+    k.listen(2 * S, 100, "0.0.0.0", 9000, 1);
+    k.spawn(3 * S, 1, 200, "/bin/v6", &["v6"]);
+    k.set_kernel(vec![
+        listener("0.0.0.0", 9000, &[100]),
+        listener("::", 9000, &[200]),
+    ]);
+    let f = k.listen(4 * S, 200, "::", 9000, 2);
+    assert!(opened(&f, "port_shadowed"));
+    assert!(
+        f[0].summary
+            .contains("IPv6 connections to port 9000 go to pid 200")
+            && f[0].summary.contains("IPv4 ones to pid 100"),
+        "{}",
+        f[0].summary
+    );
+    // The v4 holder exits; its listener closes.
+    k.exit(5 * S, 100, 0);
+    assert!(resolved(
+        &k.unlisten(5 * S + 1, 100, "0.0.0.0", 9000, 1),
+        "port_shadowed"
+    ));
+}
+
+#[test]
+fn ipv4_mapped_ipv6_is_the_same_address() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/a", &["a"]);
+    k.listen(2 * S, 100, "::ffff:127.0.0.1", 9100, 1);
+    k.spawn(3 * S, 1, 200, "/bin/b", &["b"]);
+    k.set_kernel(vec![listener("::ffff:127.0.0.1", 9100, &[100])]);
+    assert!(opened(
+        &k.listen(4 * S, 200, "127.0.0.1", 9100, 2),
+        "port_shadowed"
+    ));
+}
+
+#[test]
+fn a_reuseport_pool_of_one_program_and_one_process_are_not_shadowing() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/worker", &["worker", "--port", "9200"]);
+    k.spawn(S, 1, 101, "/usr/bin/worker", &["worker", "--port", "9200"]);
+    k.spawn(S, 1, 102, "/usr/bin/worker", &["worker", "--port", "9200"]);
+    for (i, pid) in [100u32, 101, 102].iter().enumerate() {
+        assert!(k
+            .listen(2 * S + i as u64, *pid, "0.0.0.0", 9200, 10 + i as u64)
+            .is_empty());
+    }
+    // One process on v4 and v6.
+    k.spawn(3 * S, 1, 300, "/bin/dual", &["dual"]);
+    assert!(k.listen(4 * S, 300, "0.0.0.0", 9300, 20).is_empty());
+    assert!(k.listen(4 * S + 5, 300, "::", 9300, 21).is_empty());
+    // Different specific addresses do not overlap.
+    assert!(k.listen(4 * S + 9, 300, "127.0.0.1", 9301, 22).is_empty());
+    k.spawn(5 * S, 1, 400, "/bin/x", &["x"]);
+    assert!(k.listen(6 * S, 400, "127.0.0.2", 9301, 30).is_empty());
+    assert!(k.all.is_empty(), "{:?}", k.all);
+}
+
+#[test]
+fn a_shadow_that_is_already_over_when_looked_up_is_still_reported() {
+    // Both listeners closed before the lookup ran: their closes are still queued.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/a", &["a"]);
+    k.listen(2 * S, 100, "0.0.0.0", 9500, 1);
+    k.spawn(3 * S, 1, 200, "/bin/b", &["b"]);
+    k.set_kernel(vec![]);
+    assert!(opened(
+        &k.listen(4 * S, 200, "127.0.0.1", 9500, 2),
+        "port_shadowed"
+    ));
+    assert!(resolved(
+        &k.unlisten(5 * S, 200, "127.0.0.1", 9500, 2),
+        "port_shadowed"
+    ));
+}
+
+#[test]
+fn a_socket_the_events_have_not_shown_yet_is_not_a_holder() {
+    // Two members of one program's pool: when the first one's listen is
+    // confirmed, the kernel already lists the second, whose exec is still
+    // queued (the table thinks it is its parent, another program).
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 10, "/bin/launcher", &["launcher"]);
+    k.spawn(S, 10, 100, "/usr/bin/member", &["member", "9400"]);
+    k.listen(2 * S, 100, "0.0.0.0", 9400, 1);
+    k.fork(3 * S, 10, 101);
+    k.set_kernel(vec![
+        listener("0.0.0.0", 9400, &[100]),
+        listener("0.0.0.0", 9400, &[101]),
+    ]);
+    // A third member's listen triggers a confirmation while 101's exec is not yet seen.
+    k.spawn(3 * S + 10, 10, 102, "/usr/bin/member", &["member", "9400"]);
+    let f = k.listen(4 * S, 102, "0.0.0.0", 9400, 3);
+    assert!(f.is_empty(), "{:?}", ks(&f));
+    // Then 101's exec and listen arrive: one program, no finding.
+    k.exec(3 * S + 1, 101, "/usr/bin/member", &["member", "9400"]);
+    assert!(k.listen(4 * S + 5, 101, "0.0.0.0", 9400, 2).is_empty());
+    assert!(k.all.is_empty(), "{:?}", ks(&k.all));
+}
+
+// ---------------------------------------------------------------- address_unavailable
+
+#[test]
+fn address_unavailable_opens_and_resolves() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/sbin/keepalived", &["app"]);
+    let f = k.bind(2 * S, 100, "192.0.2.10", 80, EADDRNOTAVAIL, true);
+    assert_eq!(ks(&f), vec![("address_unavailable", "open")]);
+    assert!(
+        f[0].summary
+            .contains("192.0.2.10 is not an address of this host"),
+        "{}",
+        f[0].summary
+    );
+    assert!(
+        k.bind(3 * S, 100, "192.0.2.10", 80, EADDRNOTAVAIL, true)
+            .is_empty(),
+        "rate-limited update"
+    );
+    assert!(resolved(
+        &k.bind(20 * S, 100, "192.0.2.10", 80, 0, true),
+        "address_unavailable"
+    ));
+}
+
+// ---------------------------------------------------------------- port probers
+
+#[test]
+fn a_port_prober_is_one_incident_resolved_at_its_bind_saying_which_port() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/node", &["node", "vite"]);
+    k.spawn(
+        S,
+        1,
+        50,
+        "/usr/bin/python3",
+        &["python3", "-m", "http.server"],
+    );
+    k.set_kernel(vec![
+        listener("0.0.0.0", 8000, &[50]),
+        listener("0.0.0.0", 8001, &[50]),
+        listener("0.0.0.0", 8002, &[50]),
+    ]);
+    let mut f = Vec::new();
+    for (n, port) in [8000u16, 8001, 8002].into_iter().enumerate() {
+        f.extend(k.bind(2 * S + n as u64 * MS, 100, "127.0.0.1", port, -98, true));
+    }
+    f.extend(k.bind(2 * S + 5 * MS, 100, "127.0.0.1", 8003, 0, true));
+    let conflicts: Vec<_> = f
+        .iter()
+        .filter(|x| x.kind.as_str() == "port_conflict")
+        .collect();
+    assert_eq!(
+        conflicts
+            .iter()
+            .filter(|x| x.state.as_str() == "open")
+            .count(),
+        1,
+        "one incident for the probe: {conflicts:?}"
+    );
+    let r = conflicts
+        .iter()
+        .find(|x| x.state.as_str() == "resolved")
+        .expect("resolved at the successful bind");
+    assert!(
+        r.summary.contains("got 8003") && r.summary.contains("8000, 8001, 8002"),
+        "{}",
+        r.summary
+    );
+    assert_eq!(
+        k.engine
+            .detectors
+            .open_incidents()
+            .iter()
+            .find(|(kd, _)| kd.as_str() == "port_conflict")
+            .map(|x| x.1),
+        Some(0)
+    );
+}
+
+#[test]
+fn a_retry_loop_on_one_fixed_port_stays_one_open_incident() {
+    let mut k = Kit::defaults();
+    k.spawn(
+        S,
+        1,
+        100,
+        "/usr/sbin/haproxy",
+        &["haproxy", "-f", "/etc/haproxy.cfg"],
+    );
+    k.spawn(S, 1, 50, "/usr/sbin/nginx", &["nginx"]);
+    k.set_kernel(vec![listener("0.0.0.0", 443, &[50])]);
+    for n in 0..20u64 {
+        k.bind(2 * S + n * S, 100, "0.0.0.0", 443, -98, true);
+    }
+    // A bind of another, unrelated port (not a probe's next try) does not resolve it.
+    k.bind(30 * S, 100, "0.0.0.0", 9100, 0, true);
+    let opens = k
+        .all
+        .iter()
+        .filter(|x| x.kind.as_str() == "port_conflict" && x.state.as_str() == "open")
+        .count();
+    assert_eq!(opens, 1);
+    assert!(!resolved(&k.all, "port_conflict"), "still failing on 443");
+}
+
+#[test]
+fn a_failed_bind_to_port_0_is_not_a_port_conflict() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
+    let f = k.bind(2 * S, 100, "127.0.0.1", 0, -98, true);
+    assert!(
+        !f.iter().any(|x| x.kind.as_str() == "port_conflict"),
+        "{f:?}"
+    );
+}
+
+// ---------------------------------------------------------------- ports_exhausted
+
+fn exhausted_summary() -> crate::world::sockdiag::PortSummary {
+    crate::world::sockdiag::PortSummary {
+        range: Some((40000, 40001)),
+        ports_in_use: 2,
+        sockets: 2,
+        time_wait: 1,
+        by_process: vec![(100, "python3 client.py".into(), 1)],
+        by_destination: vec![(("10.0.0.5".parse().unwrap(), 5432), 2, 1)],
+    }
+}
+
+#[test]
+fn a_failed_bind_to_port_0_opens_ports_exhausted_and_the_summary_follows_as_an_update() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
+    let f = k.bind(2 * S, 100, "127.0.0.1", 0, EADDRINUSE, true);
+    let open = f
+        .iter()
+        .find(|x| x.kind.as_str() == "ports_exhausted")
+        .expect("opens at once");
+    assert_eq!(open.state, State::Open);
+    assert!(open.summary.starts_with("no free local port in network namespace 0: a bind to 127.0.0.1:0 (any free port) by pid 100"), "{}", open.summary);
+    assert!(
+        !f.iter().any(|x| x.kind.as_str() == "port_conflict"),
+        "not a port conflict: {f:?}"
+    );
+    assert_eq!(
+        k.summaries_asked(),
+        vec![0],
+        "one summary asked, off the detector's path"
+    );
+    // A second failure within 10 s asks nothing more.
+    k.bind(3 * S, 100, "127.0.0.1", 0, EADDRINUSE, true);
+    assert_eq!(k.summaries_asked(), vec![0]);
+    k.set_summary(Some(exhausted_summary()));
+    let f = k.late(4 * S);
+    let up = f
+        .iter()
+        .find(|x| x.kind.as_str() == "ports_exhausted")
+        .expect("the summary as an update");
+    assert_eq!(up.state, State::Update);
+    assert!(
+        up.summary.contains("ephemeral range 40000–40001 (2 ports"),
+        "{}",
+        up.summary
+    );
+    assert!(
+        up.summary
+            .contains("2 in use by 2 sockets (1 in TIME_WAIT)"),
+        "{}",
+        up.summary
+    );
+    assert!(
+        up.summary.contains("pid 100 (python3 client.py) 1")
+            && up.summary.contains("10.0.0.5:5432 2 (1 in TIME_WAIT)"),
+        "{}",
+        up.summary
+    );
+    assert_eq!(up.details["ephemeral_range"]["size"], 2);
+    // A later bind to port 0 that works resolves it.
+    let f = k.bind(5 * S, 100, "127.0.0.1", 0, 0, true);
+    assert!(resolved(&f, "ports_exhausted"), "{:?}", ks(&f));
+}
+
+#[test]
+fn a_connect_without_a_free_local_port_is_ports_exhausted_not_connect_failures() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
+    for n in 0..20u64 {
+        k.connect(2 * S + n * MS, 100, "10.0.0.5", 5432, -99, 0x9000 + n);
+    }
+    let kinds = ks(&k.all);
+    assert!(kinds.contains(&("ports_exhausted", "open")), "{kinds:?}");
+    assert!(
+        !kinds.iter().any(|(kd, _)| *kd == "connect_failures"),
+        "the destination is not at fault: {kinds:?}"
+    );
+    let f = k.connect(3 * S, 100, "10.0.0.5", 5432, EINPROGRESS, 0x9100);
+    assert!(resolved(&f, "ports_exhausted"));
+}

@@ -1,0 +1,157 @@
+//! Detector unit tests, repair after a loss; confirmation against /proc; the registry: event sequences in, findings out —
+//! both ways: the incident is found, and the healthy look-alike is not.
+use crate::detect::{
+    testkit::{ks, opened, Kit, MS, S},
+    DetectConfig,
+};
+
+// ---------------------------------------------------------------- repair after loss
+
+/// A parent whose six children exited while records were lost (their reaps among them).
+fn lost_reaps(k: &mut Kit) {
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    k.engine.loss_seen();
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    k.run_timers(4 * S);
+}
+
+#[test]
+fn after_a_loss_a_zombie_finding_for_children_reaped_unseen_is_never_written() {
+    let mut k = Kit::defaults();
+    lost_reaps(&mut k);
+    assert!(
+        !k.all
+            .iter()
+            .any(|f| f.kind.as_str() == "zombie_accumulation"),
+        "held while reconciling: {:?}",
+        ks(&k.all)
+    );
+    // /proc now: the parent, no children (they were reaped).
+    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
+    k.proc_snapshot(4 * S, vec![parent]);
+    let f = k.engine.reconciled(5 * S);
+    assert!(
+        f.iter().all(|x| x.kind.as_str() != "zombie_accumulation"),
+        "no ghost finding: {:?}",
+        ks(&f)
+    );
+    assert_eq!(k.engine.findings_withdrawn, 1);
+    assert_eq!(
+        k.engine
+            .detectors
+            .open_incidents()
+            .iter()
+            .map(|x| x.1)
+            .sum::<usize>(),
+        0
+    );
+    // Nor later, at the zombies' deadline.
+    assert!(k
+        .run_timers(30 * S)
+        .iter()
+        .all(|x| !x.kind.as_str().starts_with("zombie")));
+}
+
+#[test]
+fn after_a_loss_true_zombies_are_written_once_reconciled() {
+    let mut k = Kit::defaults();
+    lost_reaps(&mut k);
+    // /proc now: the parent and its six zombies.
+    let snap: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205]
+        .iter()
+        .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
+        .collect();
+    k.proc_snapshot(4 * S, snap);
+    let f = k.engine.reconciled(5 * S);
+    assert!(opened(&f, "zombie_accumulation"), "{:?}", ks(&f));
+    assert_eq!(k.engine.findings_withdrawn, 0);
+}
+
+#[test]
+fn the_registry_holds_every_kind_once_in_order() {
+    let d = crate::detect::Detectors::new(DetectConfig::default());
+    let kinds: Vec<_> = d.all().iter().map(|x| x.kind()).collect();
+    assert_eq!(kinds, crate::detect::Kind::ALL.to_vec());
+}
+
+/// An exit the kernel's full exited-process table could not remember: its
+/// reap without a wait would never be reported, so /proc is asked about it
+/// (each second) until it is gone; an exit it remembered is left to its reap.
+#[test]
+fn exits_the_kernel_could_not_remember_are_looked_for_in_proc_until_gone() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    k.fork(2 * S, 100, 200);
+    k.fork(2 * S, 100, 201);
+    k.exit_untracked(2 * S + MS, 200);
+    k.exit(2 * S + MS, 201, 0);
+    // /proc: the parent only (200 was freed by the kernel, unseen; 201 too,
+    // but its reap will be reported: it is not asked about).
+    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
+    k.confirm_with(vec![parent]);
+    k.engine.recheck_unseen_reaps();
+    let f = k.engine.reconciled(3 * S);
+    assert!(f.is_empty(), "{f:?}");
+    assert!(
+        k.engine.enricher.procs.get(200).is_none(),
+        "the unseen reap is repaired"
+    );
+    assert!(
+        k.engine.enricher.procs.get(201).is_some(),
+        "a remembered exit waits for its reap"
+    );
+    assert_eq!(k.engine.reconciled_processes, 1);
+    // Nothing left to ask about.
+    k.engine.recheck_unseen_reaps();
+    assert!(!k.engine.reconciling());
+}
+
+#[test]
+fn a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
+    // /proc says the children are gone (their reaps were never seen, no loss
+    // said so): the finding is not written, and the table is corrected.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
+    k.confirm_with(vec![parent]);
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    k.run_timers(30 * S);
+    assert!(
+        !k.all.iter().any(|f| f.kind.as_str().starts_with("zombie")),
+        "{:?}",
+        ks(&k.all)
+    );
+    assert!(k.engine.findings_withdrawn >= 1);
+    assert!(
+        k.engine.enricher.procs.get(203).is_none(),
+        "the gone children left the table"
+    );
+
+    // Both ways: real zombies are confirmed and written.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    let now: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205]
+        .iter()
+        .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
+        .collect();
+    let mut k2 = Kit::defaults();
+    k2.confirm_with(now);
+    k2.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    for n in 0..6u32 {
+        k2.fork(2 * S, 100, 200 + n);
+        k2.exit(2 * S + MS, 200 + n, 0);
+    }
+    k2.run_timers(4 * S);
+    assert!(opened(&k2.all, "zombie_accumulation"), "{:?}", ks(&k2.all));
+    assert_eq!(k2.engine.confirmations, 1);
+}
