@@ -188,7 +188,7 @@ impl EventKind {
 
 /// Common header of every record.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Header {
     /// [`EventKind`] number.
     pub kind: u32,
@@ -217,7 +217,7 @@ pub struct Event<T> {
 
 /// `task/task_newtask`: a task was created by the current task (the parent).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForkData {
     /// Thread id of the new task.
     pub child_pid: u32,
@@ -255,7 +255,7 @@ pub const GROUP_DEAD_UNKNOWN: u32 = 2;
 
 /// `sched/sched_process_exit`: the current task (one thread) exits.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExitData {
     /// `task_struct.exit_code`: `(code << 8) | signal | 0x80 if core dumped`.
     pub exit_code: u32,
@@ -328,7 +328,7 @@ impl ReapSource {
 
 /// A reap: the exited process `reaped_pid` was released.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReapData {
     pub reaped_pid: u32,
     /// [`ReapSource`] number.
@@ -341,7 +341,7 @@ pub const AF_INET6: u16 = 10;
 
 /// `sys_enter_bind`/`sys_exit_bind` or `sys_enter_connect`/`sys_exit_connect`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockCallData {
     pub fd: i32,
     /// Syscall result: 0 or a negative errno.
@@ -370,7 +370,7 @@ pub struct SockCallData {
 /// `sock/inet_sock_set_state`: a TCP socket changed state (filtered in the kernel
 /// to the transitions watcher uses: out of SYN_SENT, into or out of LISTEN).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpStateData {
     pub skaddr: u64,
     pub old_state: u32,
@@ -427,7 +427,7 @@ pub const SIGNAL_OOM_VICTIM: u32 = 2;
 /// to [`Config::signal_mask`], delivered, not ignored), or the OOM killer's
 /// choice. Lets userspace tell a supervisor's stop from a crash.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SignalData {
     /// The target task (a thread id; the process's for a process-wide signal).
     pub target_pid: u32,

@@ -59,12 +59,12 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                 family: AF_INET,
                 port,
                 sock_type: 1,
-                _pad: 0,
                 addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 scope_id: 0,
                 netns: 0,
                 skaddr: 0xffff_0000_0000_0000 | i as u64,
                 inode: 0,
+                ..Default::default()
             };
             out.push(encode(&Event {
                 header: header_for::<SockCallData>(EventKind::Bind, ts + 600, pid, pid, "cc1"),
@@ -93,8 +93,8 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                     saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                     netns: 0,
-                    _pad: 0,
                     inode: 0,
+                    ..Default::default()
                 },
             }));
         }

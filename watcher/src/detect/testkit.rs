@@ -442,7 +442,7 @@ impl Kit {
             code: 0,
             group: 1,
             source: watcher_common::SIGNAL_GENERATED,
-            _pad: 0,
+            ..Default::default()
         };
         self.feed(Self::ev(EventKind::Signal, ts, sender, sender, "k", d))
     }
@@ -455,7 +455,7 @@ impl Kit {
             code: 1,
             group: 0,
             source: watcher_common::SIGNAL_GENERATED,
-            _pad: 0,
+            ..Default::default()
         };
         self.feed(Self::ev(EventKind::Signal, ts, pid, pid, "f", d))
     }
@@ -474,7 +474,7 @@ impl Kit {
                 code: 0,
                 group: 1,
                 source: watcher_common::SIGNAL_OOM_VICTIM,
-                _pad: 0,
+                ..Default::default()
             },
         ));
         let d = watcher_common::SignalData {
@@ -483,7 +483,7 @@ impl Kit {
             code: crate::world::cause::SI_KERNEL,
             group: 1,
             source: watcher_common::SIGNAL_GENERATED,
-            _pad: 0,
+            ..Default::default()
         };
         f.extend(self.feed(Self::ev(EventKind::Signal, ts + 1, victim, victim, "o", d)));
         f
@@ -527,12 +527,12 @@ impl Kit {
             family,
             port,
             sock_type: if tcp { 1 } else { 2 },
-            _pad: 0,
             addr,
             scope_id: 0,
             netns: 0,
             skaddr: sk,
             inode: 0,
+            ..Default::default()
         }
     }
 
@@ -618,8 +618,8 @@ impl Kit {
                 saddr,
                 daddr,
                 netns: 0,
-                _pad: 0,
                 inode: 0,
+                ..Default::default()
             },
         ))
     }
@@ -789,8 +789,8 @@ impl Kit {
                 saddr,
                 daddr,
                 netns,
-                _pad: 0,
                 inode: 0,
+                ..Default::default()
             },
         )));
         f

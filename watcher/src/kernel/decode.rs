@@ -228,8 +228,8 @@ pub fn header_for<T>(kind: EventKind, ts_ns: u64, pid: u32, tgid: u32, comm: &st
         pid,
         tgid,
         uid: 0,
-        _pad: 0,
         comm: c,
+        ..Default::default()
     }
 }
 
@@ -261,12 +261,12 @@ mod tests {
             family: AF_INET,
             port: 8080,
             sock_type: 1,
-            _pad: 0,
             addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             scope_id: 0,
             netns: 4026531840,
             skaddr: 0xffff_8880_1234_0000,
             inode: 4242,
+            ..Default::default()
         };
         vec![
             encode(&Event {
@@ -321,8 +321,8 @@ mod tests {
                     saddr: [0; 16],
                     daddr: [0; 16],
                     netns: 4026531840,
-                    _pad: 0,
                     inode: 0,
+                    ..Default::default()
                 },
             }),
             encode(&cgroup_event(true, "/docker/abc")),
@@ -334,7 +334,7 @@ mod tests {
                     code: 0,
                     group: 1,
                     source: watcher_common::SIGNAL_GENERATED,
-                    _pad: 0,
+                    ..Default::default()
                 },
             }),
         ]
@@ -350,8 +350,8 @@ mod tests {
             },
             level: 2,
             path_len: path.len() as u32,
-            _pad: 0,
             path: [0; CGROUP_PATH_LEN],
+            _pad: 0,
         };
         d.path[..path.len()].copy_from_slice(path.as_bytes());
         Event {

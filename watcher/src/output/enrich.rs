@@ -552,12 +552,12 @@ mod tests {
             family: AF_INET,
             port: 9,
             sock_type: 1,
-            _pad: 0,
             addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             scope_id: 0,
             netns: 0,
             skaddr: sk,
             inode: 0,
+            ..Default::default()
         }
     }
 
@@ -593,8 +593,8 @@ mod tests {
                 saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 netns: 0,
-                _pad: 0,
                 inode: 0,
+                ..Default::default()
             },
         }))
         .unwrap();
@@ -632,8 +632,8 @@ mod tests {
                     saddr: [0; 16],
                     daddr: [0; 16],
                     netns: 0,
-                    _pad: 0,
                     inode: 0,
+                    ..Default::default()
                 },
             }))
             .unwrap()

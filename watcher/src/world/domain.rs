@@ -243,12 +243,12 @@ mod tests {
                 family: AF_INET,
                 port,
                 sock_type,
-                _pad: 0,
                 addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 scope_id: 0,
                 netns: 7,
                 skaddr: 0xabc,
                 inode: 0,
+                ..Default::default()
             }),
         }
     }
@@ -267,8 +267,8 @@ mod tests {
                 saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 daddr: [10, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 netns: 7,
-                _pad: 0,
                 inode: 0,
+                ..Default::default()
             }),
         }
     }

@@ -809,7 +809,7 @@ mod tests {
                 code: 1,
                 group: 0,
                 source: watcher_common::SIGNAL_GENERATED,
-                _pad: 0,
+                ..Default::default()
             },
         }))
         .unwrap();
