@@ -13,6 +13,8 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod runtime;
+
 /// Deadline for an expected record.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 

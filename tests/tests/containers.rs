@@ -6,81 +6,24 @@
 use std::process::{Command, Stdio};
 
 use watcher_tests::{
-    actor_any, finding, finding_pids, free_port, is, num, require_root, spawn_actor, text, Feed,
-    Running, Value,
+    actor_any, finding, finding_pids, free_port, is, num, require_root,
+    runtime::{image, Container, DOCKER},
+    spawn_actor, text, Feed, Running, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
-fn image() -> String {
-    std::env::var("WATCHER_TEST_IMAGE").unwrap_or_else(|_| "watcher-test/busybox:latest".into())
-}
-
-/// Docker answers and the test image exists. Under CI a missing engine fails
-/// the test with a clear message; elsewhere the test says so and is skipped.
 fn require_docker() -> bool {
-    if !require_root() {
-        return false;
-    }
-    let ok = Command::new("docker")
-        .args(["image", "inspect", &image()])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return true;
-    }
-    let msg = format!(
-        "the container tests need a running Docker Engine and the image {} (`cargo xtask test` installs docker.io, starts dockerd and builds it)",
-        image()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg} (CI=true: refusing to skip)");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    DOCKER.require()
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    DOCKER.run(args)
 }
 
-/// A container, removed (`docker rm -f`) when dropped.
-struct Container {
-    name: String,
-    id: String,
-}
-
-impl Container {
-    /// `docker run -d --name wt-<test pid>-<tag> <extra> <image> <cmd>`.
-    fn run(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
-        let name = format!("wt-{}-{tag}", std::process::id());
-        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
-        let mut args = vec!["run", "-d", "--name", &name];
-        args.extend_from_slice(extra);
-        let img = image();
-        args.push(&img);
-        args.extend_from_slice(cmd);
-        let id = docker(&args);
-        Container { name, id }
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.name])
-            .output();
-    }
+/// `docker run -d --name wt-<test pid>-<tag> <extra> <image> <cmd>`, removed when dropped.
+fn run_container(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
+    Container::run(&DOCKER, tag, extra, cmd)
 }
 
 /// A named network namespace (`ip netns add`), deleted when dropped.
@@ -156,7 +99,7 @@ fn dockers_published_port_pair_is_quiet_and_a_loopback_bind_over_it_names_the_co
     let feed = Feed::shared();
     let port = free_port();
     let publish = format!("{port}:8080");
-    let c = Container::run("published", &["-p", &publish], &["sleep", "1000"]);
+    let c = run_container("published", &["-p", &publish], &["sleep", "1000"]);
     for family in ["0.0.0.0", "::"] {
         feed.wait_for(
             &format!("docker-proxy listening on {family} port {port}"),
@@ -211,8 +154,8 @@ fn the_same_port_in_two_containers_and_on_host_loopback_is_quiet() {
     let feed = Feed::shared();
     let port = free_port();
     let p = port.to_string();
-    let a = Container::run("same-a", &[], &["nc", "-ll", "-p", &p, "-e", "true"]);
-    let b = Container::run("same-b", &[], &["nc", "-ll", "-p", &p, "-e", "true"]);
+    let a = run_container("same-a", &[], &["nc", "-ll", "-p", &p, "-e", "true"]);
+    let b = run_container("same-b", &[], &["nc", "-ll", "-p", &p, "-e", "true"]);
     let mut host = spawn_actor(ACTOR, &["listen-hold", "127.0.0.1", &p]);
     host.value("listening");
     let mut netns = Vec::new();
@@ -255,7 +198,7 @@ fn a_port_conflict_inside_a_container_names_the_holder_in_that_container() {
     let mut host = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", &p]);
     host.value("listening");
     let script = format!("nc -ll -p {p} -e true & sleep 0.5; exec nc -l -p {p}");
-    let c = Container::run("conflict", &[], &["sh", "-c", &script]);
+    let c = run_container("conflict", &[], &["sh", "-c", &script]);
     let open = feed.wait_for_related(
         "port_conflict inside the container",
         |v| is(v, "finding"),
@@ -302,7 +245,7 @@ fn every_record_of_a_container_process_carries_its_id_name_and_image() {
     }
     let feed = Feed::shared();
     let marker = format!("attribution-{}", std::process::id());
-    let c = Container::run(
+    let c = run_container(
         "records",
         &[],
         &[
@@ -373,7 +316,7 @@ fn zombies_inside_a_container_name_it_and_removing_it_blames_nobody() {
         return;
     }
     let feed = Feed::shared();
-    let c = Container::run(
+    let c = run_container(
         "zombies",
         &[],
         &[
@@ -438,7 +381,7 @@ fn a_restart_always_crash_loop_names_the_container_and_dockers_policy() {
         return;
     }
     let feed = Feed::shared();
-    let c = Container::run(
+    let c = run_container(
         "crashloop",
         &["--restart", "always"],
         &["sh", "-c", "sleep 0.3; exit 3"],
@@ -478,7 +421,7 @@ fn an_oom_killed_container_restarted_by_its_policy_says_out_of_memory() {
     }
     let feed = Feed::shared();
     // dd's 64 MiB buffer in a 16 MiB container: the OOM killer ends it, every time.
-    let c = Container::run(
+    let c = run_container(
         "oom",
         &[
             "--restart",
@@ -531,7 +474,7 @@ fn twelve_replicas_of_one_image_are_not_duplicates() {
     let feed = Feed::shared();
     let tag = format!("replica-{}", std::process::id());
     let replicas: Vec<Container> = (0..12)
-        .map(|n| Container::run(&format!("rep{n}"), &["--label", &tag], &["sleep", "1000"]))
+        .map(|n| run_container(&format!("rep{n}"), &["--label", &tag], &["sleep", "1000"]))
         .collect();
     for c in &replicas {
         feed.wait_for(&format!("sleep in {}", c.name), |v| {
@@ -617,7 +560,7 @@ fn watcher_running_as_a_container_sees_a_host_processes_port_conflict() {
         "the host's pids, the host's holder: {open}"
     );
     // It attributes containers too.
-    let c = Container::run("seen-by-watcher", &[], &["sh", "-c", "exit 4"]);
+    let c = run_container("seen-by-watcher", &[], &["sh", "-c", "exit 4"]);
     feed.wait_for("the container's exit, attributed", |v| {
         is(v, "exit") && container_name(v) == Some(c.name.as_str())
     });
@@ -753,7 +696,7 @@ fn a_pods_container_carries_its_namespace_and_pod_from_the_runtimes_kubernetes_l
     }
     let feed = Feed::shared();
     // The labels the kubelet puts on a pod's containers (as with cri-dockerd).
-    let c = Container::run(
+    let c = run_container(
         "pod",
         &[
             "--label",

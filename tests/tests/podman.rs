@@ -5,105 +5,24 @@
 use std::process::{Command, Stdio};
 
 use watcher_tests::{
-    actor_any, finding, finding_pids, is, num, require_root, text, watcher_bin, ChildGuard, Feed,
-    Value,
+    actor_any, finding, finding_pids, is, num,
+    runtime::{image, Container, PODMAN},
+    text, watcher_bin, ChildGuard, Feed, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
-/// `podman` with runc as its OCI runtime. Debian's Podman prefers crun when
-/// it is installed (a fresh machine gets it with podman), and crun refuses
-/// this machine kind's hybrid cgroups ("cgroups in hybrid mode not
-/// supported, drop all controllers from cgroupv2": the v2 hierarchy has
-/// `hugetlb`); runc (Docker's, installed with docker.io) runs them.
 fn podman_cmd() -> Command {
-    let mut c = Command::new("podman");
-    c.args(["--runtime", "runc"]);
-    c
+    PODMAN.command()
 }
 
-fn image() -> String {
-    std::env::var("WATCHER_TEST_IMAGE").unwrap_or_else(|_| "watcher-test/busybox:latest".into())
-}
-
-/// Podman runs and has the test image. Under CI a missing Podman fails the
-/// test with a clear message; elsewhere the test says so and is skipped.
 fn require_podman() -> bool {
-    if !require_root() {
-        return false;
-    }
-    let ok = podman_cmd()
-        .args(["image", "exists", &image()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    let msg = format!(
-        "the Podman tests need podman and the image {} in its store (`cargo xtask test` installs podman and loads it)",
-        image()
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg} (CI=true: refusing to skip)");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    PODMAN.require()
 }
 
-fn podman(args: &[&str]) -> String {
-    let out = podman_cmd()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running podman");
-    assert!(
-        out.status.success(),
-        "podman {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A container of `podman run -d`, removed (`podman rm -f`) when dropped.
-struct Container {
-    name: String,
-}
-
-impl Container {
-    fn run(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
-        let name = format!("wt-{}-{tag}", std::process::id());
-        let _ = podman_cmd().args(["rm", "-f", &name]).output();
-        // Podman gives containers the file and process limits of its own
-        // defaults (above this machine's hard limits: runc then fails to set
-        // them); these are well below.
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ];
-        args.extend_from_slice(extra);
-        let img = image();
-        args.push(&img);
-        args.extend_from_slice(cmd);
-        // (The guard first: a `podman run` that fails may leave the
-        // container created, and the guard removes it.)
-        let guard = Container { name: name.clone() };
-        podman(&args);
-        guard
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = podman_cmd()
-            .args(["rm", "-f", "-t", "0", &self.name])
-            .output();
-    }
+/// `podman run -d --name wt-<test pid>-<tag> <extra> <image> <cmd>`, removed when dropped.
+fn run_container(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
+    Container::run(&PODMAN, tag, extra, cmd)
 }
 
 /// `watcher check`'s line about Podman, with `PODMAN_SOCKET` set to `socket`.
@@ -141,7 +60,7 @@ fn a_podman_containers_name_comes_from_its_store_and_its_crash_loop_is_podmans()
         &[("PODMAN_SOCKET", "/nonexistent/podman.sock")],
         &[],
     );
-    let c = Container::run("crashy", &["--restart", "always"], &["sh", "-c", "exit 3"]);
+    let c = run_container("crashy", &["--restart", "always"], &["sh", "-c", "exit 3"]);
     let open = feed.wait_for_related(
         "respawn_storm naming the Podman container",
         |v| is(v, "finding"),
@@ -241,7 +160,7 @@ fn with_podmans_service_a_port_conmon_holds_names_the_container_it_is_published_
         "watcher says it follows Podman's API"
     );
     let port = watcher_tests::free_port();
-    let c = Container::run(
+    let c = run_container(
         "published",
         &["-p", &format!("{port}:80")],
         &["sleep", "1000"],
@@ -292,7 +211,7 @@ fn with_podmans_service_a_port_conmon_holds_names_the_container_it_is_published_
         "{open}"
     );
     // Through the API the restart policy is named too.
-    let crashy = Container::run(
+    let crashy = run_container(
         "api-crashy",
         &["--restart", "always"],
         &["sh", "-c", "exit 3"],
