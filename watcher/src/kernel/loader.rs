@@ -223,7 +223,7 @@ pub struct Probes {
     /// Hooks attached as raw tracepoints rather than through tracefs (see
     /// [`RAW_FIRST`]), and why a raw attach fell back, when it did.
     pub raw: Vec<&'static str>,
-    pub raw_fallback: Option<String>,
+    pub raw_fallback: Vec<String>,
 }
 
 /// Hooks whose program is attached as a raw tracepoint when the kernel
@@ -684,7 +684,7 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     let tracefs_only = std::env::var_os("WATCHER_ATTACH").is_some_and(|v| v == "tracefs");
     let mut degraded = Vec::new();
     let mut raw = Vec::new();
-    let mut raw_fallback = None;
+    let mut raw_fallback = Vec::new();
     for h in HOOKS {
         let tp_name = format!("{}/{}", h.category, h.name);
         if let Some(without) = h.optional {
@@ -699,14 +699,18 @@ pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
                 continue;
             }
         }
-        let ready = !tracefs_only && raw_unready(&btf, &config, h.program).is_none();
-        if RAW_FIRST.contains(&h.program) && ready {
-            match attach_raw(&mut ebpf, &h) {
-                Ok(()) => {
-                    raw.push(h.program);
-                    continue;
-                }
-                Err(why) => raw_fallback = Some(format!("{}: {why}", h.name)),
+        // (Through tracefs when this kernel's BTF does not describe what
+        // the raw program reads, or its attach fails: said once, at start.)
+        if RAW_FIRST.contains(&h.program) && !tracefs_only {
+            match raw_unready(&btf, &config, h.program) {
+                Some(why) => raw_fallback.push(format!("{}: {why}", h.name)),
+                None => match attach_raw(&mut ebpf, &h) {
+                    Ok(()) => {
+                        raw.push(h.program);
+                        continue;
+                    }
+                    Err(why) => raw_fallback.push(format!("{}: {why}", h.name)),
+                },
             }
         }
         let prog: &mut TracePoint = ebpf
@@ -816,6 +820,30 @@ pub fn read_lost(lost: &PerCpuArray<MapData, u64>) -> [u64; LOST_SLOTS as usize]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_raw_hook_is_ready_on_the_running_kernel_and_says_why_when_not() {
+        let btf =
+            Btf::from_sys_fs().expect("/sys/kernel/btf/vmlinux: watcher needs a kernel with BTF");
+        let mut c = Config::empty();
+        c.k_task_pid = btf
+            .member_offset("task_struct", "pid")
+            .expect("task_struct.pid");
+        c.k_bprm_filename = btf
+            .member_offset("linux_binprm", "filename")
+            .expect("linux_binprm.filename");
+        sock_layout(&btf, &mut c).expect("the struct sock members");
+        for p in RAW_FIRST {
+            assert_eq!(raw_unready(&btf, &c, p), None, "{p}");
+        }
+        // Without the members a program reads: its tracefs program, and why.
+        let bare = Config::empty();
+        let why = raw_unready(&btf, &bare, "sched_process_exec").expect("not ready");
+        assert!(why.contains("linux_binprm.filename"), "{why}");
+        let why = raw_unready(&btf, &bare, "task_newtask").expect("not ready");
+        assert!(why.contains("task_struct.pid"), "{why}");
+        assert!(raw_unready(&btf, &bare, "sys_enter_bind").is_some());
+    }
 
     #[test]
     fn ring_layouts() {
