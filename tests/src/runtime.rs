@@ -66,14 +66,7 @@ impl Cli {
         if !crate::require_root() {
             return false;
         }
-        let ok = self
-            .command()
-            .args(["image", "inspect", &image()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
+        if self.has_image(&image()) {
             return true;
         }
         let msg = format!("these tests need {} and the image {}", self.needs, image());
@@ -82,6 +75,16 @@ impl Cli {
         }
         eprintln!("SKIPPED: {msg}");
         false
+    }
+
+    /// Whether the runtime answers and has `image`.
+    pub fn has_image(&self, image: &str) -> bool {
+        self.command()
+            .args(["image", "inspect", image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     /// Run a command to its end; its stdout, trimmed. Panics on failure.
@@ -110,17 +113,25 @@ pub struct Container {
 }
 
 impl Container {
+    /// The guard of a container the test runs itself under `name` (one of
+    /// its own, `wt-<test pid>-…`): one left by an earlier run is removed
+    /// now, and this one when the guard drops.
+    pub fn named(cli: &'static Cli, name: String) -> Container {
+        let guard = Container {
+            cli,
+            name,
+            id: String::new(),
+        };
+        guard.remove();
+        guard
+    }
+
     /// `<cli> run -d --name wt-<test pid>-<tag> <flags> <extra> <image> <cmd>`.
     pub fn run(cli: &'static Cli, tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
         let name = format!("wt-{}-{tag}", std::process::id());
         // (The guard first: a `run` that fails may leave the container
         // created, and the guard removes it.)
-        let mut guard = Container {
-            cli,
-            name: name.clone(),
-            id: String::new(),
-        };
-        guard.remove();
+        let mut guard = Container::named(cli, name.clone());
         let mut args = vec!["run", "-d", "--name", &name];
         args.extend_from_slice(cli.run_flags);
         args.extend_from_slice(extra);

@@ -13,14 +13,6 @@ use watcher_tests::{
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
-fn require_docker() -> bool {
-    DOCKER.require()
-}
-
-fn docker(args: &[&str]) -> String {
-    DOCKER.run(args)
-}
-
 /// `docker run -d --name wt-<test pid>-<tag> <extra> <image> <cmd>`, removed when dropped.
 fn run_container(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
     Container::run(&DOCKER, tag, extra, cmd)
@@ -93,7 +85,7 @@ fn records_until_marker(feed: &Feed) -> Vec<Value> {
 
 #[test]
 fn dockers_published_port_pair_is_quiet_and_a_loopback_bind_over_it_names_the_container() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -148,7 +140,7 @@ fn dockers_published_port_pair_is_quiet_and_a_loopback_bind_over_it_names_the_co
 
 #[test]
 fn the_same_port_in_two_containers_and_on_host_loopback_is_quiet() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -188,7 +180,7 @@ fn the_same_port_in_two_containers_and_on_host_loopback_is_quiet() {
 
 #[test]
 fn a_port_conflict_inside_a_container_names_the_holder_in_that_container() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -240,7 +232,7 @@ fn a_port_conflict_inside_a_container_names_the_holder_in_that_container() {
 
 #[test]
 fn every_record_of_a_container_process_carries_its_id_name_and_image() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -312,7 +304,7 @@ fn every_record_of_a_container_process_carries_its_id_name_and_image() {
 
 #[test]
 fn zombies_inside_a_container_name_it_and_removing_it_blames_nobody() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -377,7 +369,7 @@ fn zombies_inside_a_container_name_it_and_removing_it_blames_nobody() {
 
 #[test]
 fn a_restart_always_crash_loop_names_the_container_and_dockers_policy() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -416,7 +408,7 @@ fn a_restart_always_crash_loop_names_the_container_and_dockers_policy() {
 
 #[test]
 fn an_oom_killed_container_restarted_by_its_policy_says_out_of_memory() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -468,7 +460,7 @@ fn an_oom_killed_container_restarted_by_its_policy_says_out_of_memory() {
 
 #[test]
 fn twelve_replicas_of_one_image_are_not_duplicates() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -495,28 +487,18 @@ fn twelve_replicas_of_one_image_are_not_duplicates() {
 
 #[test]
 fn watcher_running_as_a_container_sees_a_host_processes_port_conflict() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let watcher_image = std::env::var("WATCHER_IMAGE").unwrap_or_else(|_| "watcher:latest".into());
-    let have = Command::new("docker")
-        .args(["image", "inspect", &watcher_image])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
+    if !DOCKER.has_image(&watcher_image) {
         let msg = format!("the image {watcher_image} is missing: `cargo xtask image` (or `cargo xtask test`) builds it");
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
         eprintln!("SKIPPED: {msg}");
         return;
     }
     let name = format!("wt-{}-watcher", std::process::id());
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-        }
-    }
-    let _guard = Remove(name.clone());
+    let _guard = Container::named(&DOCKER, name.clone());
     // Exactly the `docker run` line of the README.
     let feed = Feed::start_command(&[
         "docker",
@@ -647,15 +629,11 @@ fn sockets_of_every_network_namespace_are_seeded_at_start() {
 
 #[test]
 fn watcher_refuses_in_one_line_outside_the_hosts_pid_namespace() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let watcher_image = std::env::var("WATCHER_IMAGE").unwrap_or_else(|_| "watcher:latest".into());
-    if !Command::new("docker")
-        .args(["image", "inspect", &watcher_image])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    if !DOCKER.has_image(&watcher_image) {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "the image {watcher_image} is missing"
@@ -664,6 +642,7 @@ fn watcher_refuses_in_one_line_outside_the_hosts_pid_namespace() {
         return;
     }
     let name = format!("wt-{}-nopidns", std::process::id());
+    let guard = Container::named(&DOCKER, name.clone());
     let out = Command::new("docker")
         .args([
             "run",
@@ -677,7 +656,7 @@ fn watcher_refuses_in_one_line_outside_the_hosts_pid_namespace() {
         ])
         .output()
         .expect("docker run");
-    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    drop(guard);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -691,7 +670,7 @@ fn watcher_refuses_in_one_line_outside_the_hosts_pid_namespace() {
 
 #[test]
 fn a_pods_container_carries_its_namespace_and_pod_from_the_runtimes_kubernetes_labels() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let feed = Feed::shared();
@@ -784,7 +763,7 @@ fn ctr(sock: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn a_container_only_containerd_knows_is_named_from_its_kubernetes_labels() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let (sock, image_ref) = containerd_with_image();
@@ -899,7 +878,7 @@ impl Drop for PodCgroups {
 /// same way through its config (`[detect.respawn_storm]`), no special path.
 #[test]
 fn a_pods_container_restarted_at_the_kubelets_backoff_is_crash_loop_backoff_out_of_memory() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let (sock, image_ref) = containerd_with_image();
@@ -1077,7 +1056,7 @@ impl NoProxyDocker {
     fn docker(&self, args: &[&str]) -> String {
         let mut all = vec!["-H", &self.host];
         all.extend_from_slice(args);
-        docker(&all)
+        DOCKER.run(&all)
     }
 
     /// The engine's network namespace, for processes that meet its ports.
@@ -1110,7 +1089,7 @@ impl Drop for NoProxyDocker {
 
 #[test]
 fn a_port_dockerd_holds_itself_without_the_userland_proxy_names_its_container() {
-    if !require_docker() {
+    if !DOCKER.require() {
         return;
     }
     let engine = NoProxyDocker::start();

@@ -25,8 +25,9 @@ use std::{
 
 use watcher_tests::{
     actor, actor_any, eventually, eventually_within, finding, finding_pids, free_port, is, metric,
-    num, require_root, scrape, spawn_actor, temp_dir, text, write_config, Feed, Running, Sampler,
-    Usage, Value,
+    num, require_root,
+    runtime::{Container, DOCKER},
+    scrape, spawn_actor, temp_dir, text, write_config, Feed, Running, Sampler, Usage, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -297,27 +298,13 @@ fn one_hundred_thousand_distinct_destinations_refused() {
     );
 }
 
-/// `docker run -d` as the local user, removed when dropped.
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
-    }
-}
-
 #[test]
 fn a_fork_bomb_in_a_container_with_a_pids_limit() {
     if !require_root() {
         return;
     }
-    let image = std::env::var("WATCHER_TEST_IMAGE")
-        .unwrap_or_else(|_| "watcher-test/busybox:latest".into());
-    let have = Command::new("docker")
-        .args(["image", "inspect", &image])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
+    let image = watcher_tests::runtime::image();
+    if !DOCKER.has_image(&image) {
         watcher_tests::unavailable(&format!(
             "the fork bomb runs in a container: it needs a running Docker Engine and the image {image} (`cargo xtask test` starts dockerd and builds it)"
         ));
@@ -329,7 +316,8 @@ fn a_fork_bomb_in_a_container_with_a_pids_limit() {
     let m0 = scrape(&d.addr);
     let sampler = Sampler::start(d.feed.pid);
     let name = format!("wt-{}-bomb", std::process::id());
-    let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    // (The guard first: a `docker run` that fails may leave it created.)
+    let container = Container::named(&DOCKER, name.clone());
     // A bomb that outlives its limit (a shell's bomb dies at its first
     // refused fork), as an unprivileged user, 64 processes at most, for 20 s:
     // the static actor, mounted into the busybox image.
@@ -361,7 +349,6 @@ fn a_fork_bomb_in_a_container_with_a_pids_limit() {
         "docker run: {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let container = Container(name);
     // It forks as fast as the limit lets it: watcher sees the bomb …
     eventually_within(Duration::from_secs(20), "the bomb's forks counted", || {
         let m = scrape(&d.addr);
@@ -370,7 +357,7 @@ fn a_fork_bomb_in_a_container_with_a_pids_limit() {
     // … and a conflict elsewhere on the host is still found while it runs.
     let running = || {
         Command::new("docker")
-            .args(["inspect", "-f", "{{.State.Running}}", &container.0])
+            .args(["inspect", "-f", "{{.State.Running}}", &container.name])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
     };

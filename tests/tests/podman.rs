@@ -12,14 +12,6 @@ use watcher_tests::{
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
-fn podman_cmd() -> Command {
-    PODMAN.command()
-}
-
-fn require_podman() -> bool {
-    PODMAN.require()
-}
-
 /// `podman run -d --name wt-<test pid>-<tag> <extra> <image> <cmd>`, removed when dropped.
 fn run_container(tag: &str, extra: &[&str], cmd: &[&str]) -> Container {
     Container::run(&PODMAN, tag, extra, cmd)
@@ -45,7 +37,7 @@ fn container_name(v: &Value) -> Option<&str> {
 
 #[test]
 fn a_podman_containers_name_comes_from_its_store_and_its_crash_loop_is_podmans() {
-    if !require_podman() {
+    if !PODMAN.require() {
         return;
     }
     // No API service: what Podman wrote on disk names it.
@@ -120,7 +112,8 @@ impl Service {
         let dir = watcher_tests::temp_dir("podman-service");
         let socket = dir.join("podman.sock");
         let child = ChildGuard::spawn(
-            podman_cmd()
+            PODMAN
+                .command()
                 .args(["system", "service", "--time=0"])
                 .arg(format!("unix://{}", socket.display()))
                 .stdin(Stdio::null())
@@ -139,7 +132,7 @@ impl Service {
 
 #[test]
 fn with_podmans_service_a_port_conmon_holds_names_the_container_it_is_published_for() {
-    if !require_podman() {
+    if !PODMAN.require() {
         return;
     }
     let service = Service::start();

@@ -1035,9 +1035,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         }
         out.push('\n');
         if cpu_only {
-            print!("{out}");
-            let _ = std::fs::remove_dir_all(&dir);
-            return Ok(());
+            return partial(&out, &dir);
         }
     }
     out.push_str(&format!(
@@ -1091,9 +1089,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         }
     }
     if std::env::var_os("WATCHER_BENCH_LATENCY_ONLY").is_some() {
-        print!("{out}");
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(());
+        return partial(&out, &dir);
     }
     eprintln!("xtask bench: the kernel programs' own cost (bpf_stats) …");
     let rows = program_costs(watcher, actor, &dir)?;
@@ -1105,9 +1101,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     }
     out.push_str("\nA program attached through tracefs runs after the kernel has built its trace record (not in its ns/run); the overhead rows below have both (`watcher-tracefs`: `WATCHER_ATTACH=tracefs`).\n");
     if programs_only {
-        print!("{out}");
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(());
+        return partial(&out, &dir);
     }
     let rounds: usize = std::env::var("WATCHER_BENCH_ROUNDS")
         .ok()
@@ -1127,9 +1121,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     }
     out.push_str("\n`watcher` is `watcher run` with its default configuration (findings to stdout, canary on); `bpftrace` prints every event of the same tracepoints.\n");
     if overhead_only {
-        print!("{out}");
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(());
+        return partial(&out, &dir);
     }
     eprintln!("xtask bench: userspace throughput …");
     let replay = Command::new(env!("CARGO"))
@@ -1184,6 +1176,13 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         dir.join("latest.md").display(),
         doc.display()
     );
+    Ok(())
+}
+
+/// A run of some parts only (`WATCHER_BENCH_*_ONLY`): printed, not written.
+fn partial(out: &str, dir: &Path) -> Result<()> {
+    print!("{out}");
+    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
 
