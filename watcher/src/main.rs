@@ -5,6 +5,11 @@ use clap::Parser;
 use watcher::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // No transparent huge pages for watcher's memory: the first touch of a
+    // fresh 2 MiB region (an allocator's new arena, a table that grew) zeroes
+    // all of it inside one page fault, on whichever thread touched it — tens
+    // of milliseconds on the deciding thread under a flood (measured).
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -47,6 +47,47 @@ pub struct ReaderOptions {
     /// The loss total the reader has reported (the pipeline compares the
     /// kernel's counter with it before firing deadlines).
     pub losses_said: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Batches the pipeline has emptied, given back to be filled again.
+    pub spares: Spares,
+}
+
+/// A batch's storage.
+pub type Records = Vec<Result<KernelEvent, DecodeError>>;
+
+/// Emptied batches on their way back from the pipeline to the reader: a
+/// full batch is 1,024 × 128 bytes, over the size musl's allocator maps
+/// fresh from the kernel (and unmaps when freed), so a new vector per
+/// batch was an mmap, 32 page faults and a munmap under the process's
+/// memory-map lock per batch — on the deciding thread, and contended by
+/// every other thread of watcher under a flood.
+#[derive(Clone, Default, Debug)]
+pub struct Spares(std::sync::Arc<std::sync::Mutex<Vec<Records>>>);
+
+impl Spares {
+    /// Most emptied batches kept.
+    const KEEP: usize = 8;
+
+    /// An empty batch, with room for `batch` records when one was given back.
+    pub fn take(&self) -> Records {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default()
+    }
+
+    /// Give an emptied batch back.
+    pub fn give(&self, mut records: Records) {
+        records.clear();
+        if records.capacity() == 0 {
+            return;
+        }
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() < Self::KEEP {
+                v.push(records);
+            }
+        }
+    }
 }
 
 impl Default for ReaderOptions {
@@ -56,6 +97,7 @@ impl Default for ReaderOptions {
             tick: Duration::from_millis(10),
             batch: 1024,
             losses_said: Default::default(),
+            spares: Spares::default(),
         }
     }
 }
@@ -217,7 +259,7 @@ pub async fn run(
     let window = (opts.linger * LINGER_DRAINS).min(opts.tick);
     let mut found_at = tokio::time::Instant::now() - window;
     loop {
-        let mut batch = Vec::new();
+        let mut batch = opts.spares.take();
         let mut stopping = false;
         let mut drained = false;
         tokio::select! {
@@ -226,7 +268,7 @@ pub async fn run(
             Some(()) = drain_requests.recv() => {
                 // Everything up to now (in batches of the usual size).
                 while fd.get_mut().drain(opts.batch, &mut batch).full {
-                    if tx.send(Batch::Events(std::mem::take(&mut batch), crate::kernel::clock::Clock::mono_now())).await.is_err() {
+                    if tx.send(Batch::Events(std::mem::replace(&mut batch, opts.spares.take()), crate::kernel::clock::Clock::mono_now())).await.is_err() {
                         return Ok(());
                     }
                 }

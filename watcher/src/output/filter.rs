@@ -147,6 +147,15 @@ impl Filter {
     }
 }
 
+/// Whether output types (empty: everything) include event records, not only
+/// findings, loss and health records.
+pub fn carries_events(types: &[String]) -> bool {
+    types.is_empty()
+        || types
+            .iter()
+            .any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,13 +207,4 @@ mod tests {
         assert!(crate::output::human::line(&unnamed).contains("  [container 4f1ad7c2b0f0]"));
         assert!(!crate::output::human::line(&host).contains("[container"));
     }
-}
-
-/// Whether output types (empty: everything) include event records, not only
-/// findings, loss and health records.
-pub fn carries_events(types: &[String]) -> bool {
-    types.is_empty()
-        || types
-            .iter()
-            .any(|t| !matches!(t.as_str(), "finding" | "loss" | "health"))
 }

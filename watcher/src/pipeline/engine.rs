@@ -29,7 +29,7 @@ pub struct Engine {
     /// Exec records whose command line was longer than the kernel's cap
     /// (kept cut, and said to be).
     pub args_cut: u64,
-    /// Lookups the per-namespace helpers did not answer in time (shared with them).
+    /// Lookups the namespace workers did not answer in time (shared with them).
     pub lookups_unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Answers of the container runtime's worker.
     runtime: Option<std::sync::mpsc::Receiver<crate::world::containers::RuntimeUpdate>>,

@@ -294,6 +294,7 @@ pub async fn run(
     // with `watcher run` on 2 vCPUs). The ring (8 MiB by default) is the
     // buffer while a batch is processed; sinks write from their own threads.
     let reader_lost = lost.clone();
+    let spares = settings.reader.spares.clone();
     let reader_opts = settings.reader;
     let reader = tokio::spawn(reader::run(
         reader::Rings::new(events, ring_bytes)?,
@@ -466,7 +467,7 @@ pub async fn run(
             clock_refreshed = Instant::now();
         }
         match batch {
-            Batch::Events(evs, read_ns) => {
+            Batch::Events(mut evs, read_ns) => {
                 // A batch shorter than the reader's most: the ring was empty
                 // behind it (after a loss, the backlog is handled now).
                 let caught_up = evs.len() < reader_batch;
@@ -474,7 +475,7 @@ pub async fn run(
                 let mut read_to_decided = crate::output::stages::Histogram::default();
                 let mut s_events: BTreeMap<&'static str, u64> = BTreeMap::new();
                 let mut decode_errors = 0;
-                for ev in evs {
+                for ev in evs.drain(..) {
                     match ev {
                         Ok(ev) => {
                             if let Some(c) = canary.as_mut() {
@@ -537,6 +538,7 @@ pub async fn run(
                 s.stages.read_to_decided.merge(&read_to_decided);
                 s.decode_errors += decode_errors;
                 drop(s);
+                spares.give(evs);
                 if caught_up {
                     engine.caught_up();
                 }

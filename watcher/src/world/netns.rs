@@ -1,13 +1,13 @@
 //! Network namespaces. Ports are compared only within one namespace: a
 //! socket's namespace comes from the kernel with every socket record
 //! (`sk->__sk_common.skc_net`), and the kernel's own socket table of a
-//! namespace is asked through a sock_diag socket opened *inside* it — by a
-//! helper thread that `setns()` into `/proc/<pid>/ns/net` of a process seen
-//! using it, keeps that socket, and ends (leaving the namespace free to go)
-//! after a while without questions. The pipeline does not wait for an
-//! answer (watcher's own deadline is zero): the detectors go on with the
-//! table they have, and the answer, when it comes, wakes the pipeline and
-//! corrects what was said (an update).
+//! namespace is asked through a sock_diag socket opened *inside* it — by
+//! one of a few worker threads, started once, that `setns()` into
+//! `/proc/<pid>/ns/net` of a process seen using it and keep the sockets of
+//! the namespaces they were last asked about for a while. The pipeline does
+//! not wait for an answer (watcher's own deadline is zero): the detectors
+//! go on with the table they have, and the answer, when it comes, wakes the
+//! pipeline and corrects what was said (an update).
 //!
 //! Without the right to enter a namespace (CAP_SYS_ADMIN), a namespace's
 //! tables are read from `/proc/<pid>/net/{tcp,udp}{,6}` instead (said once).
@@ -15,14 +15,15 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender},
-    time::Duration,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
 };
 
 use crate::world::sockdiag::{Diag, KernelSocket, PortSummary};
-
-/// A helper with no question for this long ends.
-const IDLE: Duration = Duration::from_secs(10);
 
 /// The inode of a namespace file (`/proc/<pid>/ns/net`, `/run/netns/x`).
 pub fn ns_inode(path: &Path) -> Option<u32> {
@@ -47,61 +48,78 @@ enum Query {
     Summary {
         reply: SyncSender<PortSummary>,
     },
+    /// A sock_diag socket opened inside the namespace, for the pipeline's
+    /// own thread to keep and ask without a hand-over.
+    Open {
+        reply: SyncSender<Diag>,
+    },
 }
 
-struct Helper {
-    tx: SyncSender<Query>,
-    /// Held by the helper's thread too: a count of 1 means it has ended.
-    alive: std::sync::Arc<()>,
+/// A question about one namespace, entered through `handle`.
+struct Job {
+    netns: u32,
+    handle: NsHandle,
+    query: Query,
 }
 
-/// Helper threads at once, whatever the number of namespaces: a local user
-/// can make thousands of namespaces (in user namespaces), and each must not
-/// become a thread. A question about one more namespace is counted as
+/// The workers that answer questions about namespaces: this many threads
+/// whatever the number of namespaces (a local user can make thousands of
+/// them in user namespaces, and each must not become a thread — nor may
+/// the deciding thread start one: a thread's stack is mapped under the
+/// process's memory-map lock, which under a flood the deciding thread then
+/// waited for, measured at up to 20 ms).
+pub const WORKERS: usize = 4;
+
+/// Questions waiting for a worker at most; one more is counted as
 /// unanswered (its finding goes out with what the tables know).
-pub const HELPERS_MAX: usize = 32;
+const QUEUE: usize = 64;
+
+/// A worker keeps the sockets of this many namespaces at most, each for
+/// `KEPT_IDLE` after its last question (a kept socket holds its namespace
+/// alive).
+const WORKER_KEPT: usize = 16;
+
+/// How long a late answer is still awaited (then counted as unanswered).
+const LATE_LIMIT: Duration = Duration::from_secs(2);
 
 /// Answers not yet in after their wait: (port, answer channel, asked when).
 type Late = (
     crate::world::sockdiag::PortKey,
     Receiver<Vec<KernelSocket>>,
-    std::time::Instant,
+    Instant,
 );
 
-/// How long a late answer is still awaited (then counted as unanswered).
-const LATE_LIMIT: Duration = Duration::from_secs(2);
-
-/// The per-namespace helpers.
+/// The per-namespace lookups.
 pub struct NetnsLookups {
     own: u32,
-    helpers: HashMap<u32, Helper>,
+    /// Questions for the workers.
+    jobs: SyncSender<Job>,
+    /// Held by each worker too (how many live: [`NetnsLookups::workers`]).
+    shared: Arc<Shared>,
     deadline: Duration,
     late: Vec<Late>,
     /// Port summaries asked and not yet in: (namespace, answer channel, asked when).
-    summaries: Vec<(u32, Receiver<PortSummary>, std::time::Instant)>,
+    summaries: Vec<(u32, Receiver<PortSummary>, Instant)>,
     /// Questions not answered within the deadline, or about a namespace that
     /// could not be entered (shared with the metrics).
-    pub unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    said_fallback: bool,
+    pub unanswered: Arc<std::sync::atomic::AtomicU64>,
     /// sock_diag sockets used from the pipeline's own thread, one per
-    /// namespace (opened inside it by a short-lived thread; a netlink socket
-    /// stays in the namespace it was opened in), with their last use.
-    kept: HashMap<u32, (Diag, std::time::Instant)>,
+    /// namespace (opened inside it by a worker; a netlink socket stays in
+    /// the namespace it was opened in), with their last use.
+    kept: HashMap<u32, (Diag, Instant)>,
     /// Namespaces whose kept socket is being opened.
     opening: HashMap<u32, Receiver<Diag>>,
     /// Lookups answered on the pipeline's thread (sock_diag + the socket
-    /// table's inodes), and those that needed a helper (an owner only
+    /// table's inodes), and those that needed a worker (an owner only
     /// `/proc` can tell, or no kept socket yet).
     pub quick_answers: u64,
     pub quick_misses: u64,
-    /// Questions about a namespace not asked because HELPERS_MAX helpers were busy.
-    pub helpers_refused: u64,
-    /// Notified by a helper each time it has answered (the pipeline then
-    /// takes the answer at once rather than at its next look).
-    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Notified by a worker each time it has answered (the pipeline then
+    /// takes the answer at once rather than at its next look); set once.
+    wake: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>>,
 }
 
-/// The helpers' nice value (the deciding thread's is the process's, 0 by default).
+/// The workers' nice value (the deciding thread's is the process's, 0 by default).
 pub const HELPER_NICE: i32 = 10;
 
 /// Namespaces with a kept socket at most; one unused this long is closed
@@ -127,83 +145,147 @@ impl NsHandle {
     }
 }
 
-fn helper(
-    netns: u32,
+/// Enter namespace `netns` through `handle` (checked to be that namespace:
+/// the process may have left it, or its pid be another's by now).
+fn enter(handle: &NsHandle, netns: u32) -> Result<(), String> {
+    let f = std::fs::File::open(&handle.file).map_err(|e| e.to_string())?;
+    let ino = f.metadata().map_err(|e| e.to_string())?.ino() as u32;
+    if ino != netns {
+        return Err(format!(
+            "{} is no longer that namespace",
+            handle.file.display()
+        ));
+    }
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())
+}
+
+/// What the workers share.
+struct Shared {
     own: u32,
-    handle: NsHandle,
-    rx: Receiver<Query>,
-    said: bool,
-    wake: Option<std::sync::Arc<tokio::sync::Notify>>,
-) -> Option<String> {
-    // Below the deciding thread: 32 helpers answering a local user's
+    jobs: Mutex<Receiver<Job>>,
+    unanswered: Arc<std::sync::atomic::AtomicU64>,
+    /// The fallback to `/proc` tables has been said (once for all workers).
+    said_fallback: AtomicBool,
+    wake: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>>,
+}
+
+/// One worker: takes the next question, enters its namespace unless it is
+/// in it already (it stays there), answers through the namespace's socket.
+fn worker(shared: Arc<Shared>) {
+    // Below the deciding thread: the workers answering a local user's
     // thousands of namespaces must not make it wait for a CPU (on 2 CPUs,
-    // at equal weight, a finding waited up to 130 ms behind them). A
-    // thread's own nice value (Linux: PRIO_PROCESS of the calling thread).
+    // at equal weight, a finding waited up to 130 ms behind 32 per-namespace
+    // helpers). A thread's own nice value (Linux: PRIO_PROCESS of the
+    // calling thread).
     // SAFETY: setpriority takes plain integers.
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, HELPER_NICE);
     }
-    let answered = || {
-        if let Some(w) = &wake {
-            w.notify_one();
-        }
-    };
-    let mut note = None;
-    let entered = if netns == own {
-        Ok(())
-    } else {
-        std::fs::File::open(&handle.file)
-            .map_err(|e| e.to_string())
-            .and_then(|f| {
-                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(|e| e.to_string())
-            })
-    };
-    let entered_ok = entered.clone();
-    let mut diag = match entered {
-        Ok(()) => Diag::open("/proc/net"),
-        // Not allowed to enter: read the namespace's tables through /proc instead.
-        Err(e) => {
-            if !said {
-                note = Some(format!(
-                    "cannot enter network namespaces ({e}): their sockets are read from /proc/<pid>/net instead (give watcher CAP_SYS_ADMIN for sock_diag)"
-                ));
-            }
-            Diag::open_tables_only(&handle.proc_net)
-        }
-    };
+    let mut here = shared.own;
+    let mut kept: HashMap<u32, (Diag, Instant)> = HashMap::new();
     loop {
-        match rx.recv_timeout(IDLE) {
-            Ok(Query::Port {
-                tcp,
-                port,
-                candidates,
-                reply,
-            }) => {
+        let job = {
+            let Ok(rx) = shared.jobs.lock() else { return };
+            rx.recv_timeout(Duration::from_secs(1))
+        };
+        let job = match job {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => {
+                kept.retain(|_, (_, used)| used.elapsed() < KEPT_IDLE);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let netns = job.netns;
+        let entered = if netns == here {
+            Ok(())
+        } else {
+            enter(&job.handle, netns).map(|()| here = netns)
+        };
+        if let Err(e) = &entered {
+            if netns != shared.own && !job.handle.file.exists() {
+                // Gone (the process left, the namespace went): nothing to answer.
+                shared.unanswered.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if matches!(job.query, Query::Open { .. }) {
+                continue;
+            }
+            if !shared.said_fallback.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "watcher: cannot enter network namespaces ({e}): their sockets are read from /proc/<pid>/net instead (give watcher CAP_SYS_ADMIN for sock_diag)"
+                );
+            }
+        }
+        let mut tables_only;
+        let diag = match (&entered, &job.query) {
+            (_, Query::Open { .. }) => None,
+            (Ok(()), _) => {
+                if !kept.contains_key(&netns) && kept.len() >= WORKER_KEPT {
+                    if let Some(oldest) = kept
+                        .iter()
+                        .min_by_key(|(_, (_, used))| *used)
+                        .map(|(k, _)| *k)
+                    {
+                        kept.remove(&oldest);
+                    }
+                }
+                let (d, used) = kept
+                    .entry(netns)
+                    .or_insert_with(|| (Diag::open("/proc/thread-self/net"), Instant::now()));
+                *used = Instant::now();
+                Some(d)
+            }
+            // Not allowed to enter: read the namespace's tables through /proc instead.
+            (Err(_), _) => {
+                tables_only = Diag::open_tables_only(&job.handle.proc_net);
+                Some(&mut tables_only)
+            }
+        };
+        let answered = || {
+            if let Some(w) = shared.wake.get() {
+                w.notify_one();
+            }
+        };
+        match (job.query, diag) {
+            (Query::Open { reply }, _) => {
+                let d = Diag::open("/proc/thread-self/net");
+                if d.has_netlink() {
+                    let _ = reply.try_send(d);
+                }
+            }
+            (
+                Query::Port {
+                    tcp,
+                    port,
+                    candidates,
+                    reply,
+                },
+                Some(diag),
+            ) => {
                 let mut socks = diag.port_sockets(tcp, port, &candidates);
                 socks.iter_mut().for_each(|s| s.netns = netns);
                 let _ = reply.try_send(socks);
                 answered();
             }
-            Ok(Query::Holders { reply }) => {
+            (Query::Holders { reply }, Some(diag)) => {
                 let mut socks = diag.holders();
                 socks.iter_mut().for_each(|s| s.netns = netns);
                 let _ = reply.try_send(socks);
             }
-            Ok(Query::Summary { reply }) => {
+            (Query::Summary { reply }, Some(diag)) => {
                 // In the namespace: its own ip_local_port_range and sockets.
                 let mut summary = diag.port_summary();
-                if entered_ok.is_err() {
+                if entered.is_err() {
                     // /proc/sys/net shows watcher's own namespace, not this one.
                     summary.range = None;
                 }
                 let _ = reply.try_send(summary);
                 answered();
             }
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            (_, None) => {}
         }
     }
-    note
 }
 
 impl NetnsLookups {
@@ -215,20 +297,36 @@ impl NetnsLookups {
         if d.has_netlink() {
             kept.insert(own, (d, std::time::Instant::now()));
         }
+        let (jobs, rx) = sync_channel::<Job>(QUEUE);
+        let unanswered: Arc<std::sync::atomic::AtomicU64> = Default::default();
+        let wake: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>> = Default::default();
+        let shared = Arc::new(Shared {
+            own,
+            jobs: Mutex::new(rx),
+            unanswered: unanswered.clone(),
+            said_fallback: AtomicBool::new(false),
+            wake: wake.clone(),
+        });
+        for i in 0..WORKERS {
+            let mine = shared.clone();
+            // (Without a worker every question is counted unanswered.)
+            let _ = std::thread::Builder::new()
+                .name(format!("watcher-netns-{i}"))
+                .spawn(move || worker(mine));
+        }
         NetnsLookups {
             own,
-            helpers: HashMap::new(),
+            jobs,
+            shared,
             deadline,
             late: Vec::new(),
             summaries: Vec::new(),
-            unanswered: Default::default(),
-            said_fallback: false,
+            unanswered,
             kept,
             opening: HashMap::new(),
             quick_answers: 0,
             quick_misses: 0,
-            helpers_refused: 0,
-            wake: None,
+            wake,
         }
     }
 
@@ -253,30 +351,9 @@ impl NetnsLookups {
                 if self.kept.len() >= KEPT_MAX || self.opening.len() >= 32 {
                     return None;
                 }
-                let (tx, rx) = sync_channel(1);
-                let own = self.own;
-                let file = NsHandle::of_pid(pid).file;
-                let spawned = std::thread::Builder::new()
-                    .name("watcher-netns-open".into())
-                    .spawn(move || {
-                        if netns != own {
-                            let entered = std::fs::File::open(&file)
-                                .ok()
-                                .filter(|_| ns_inode(&file) == Some(netns))
-                                .is_some_and(|f| {
-                                    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
-                                        .is_ok()
-                                });
-                            if !entered {
-                                return;
-                            }
-                        }
-                        let d = Diag::open("/proc/thread-self/net");
-                        if d.has_netlink() {
-                            let _ = tx.send(d);
-                        }
-                    });
-                if spawned.is_ok() {
+                if let Some(rx) =
+                    self.send(netns, &NsHandle::of_pid(pid), |reply| Query::Open { reply })
+                {
                     self.opening.insert(netns, rx);
                 }
                 return None;
@@ -339,75 +416,27 @@ impl NetnsLookups {
         self.own
     }
 
-    fn helper_for(&mut self, netns: u32, handle: &NsHandle) -> Option<&Helper> {
-        if netns != self.own && ns_inode(&handle.file) != Some(netns) {
-            // The process left (or never was in) that namespace.
-            self.unanswered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return None;
-        }
-        // Helpers that ended (idle) leave room.
-        self.helpers
-            .retain(|_, h| std::sync::Arc::strong_count(&h.alive) > 1);
-        if self.helpers.len() >= HELPERS_MAX {
-            self.unanswered
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.helpers_refused += 1;
-            return None;
-        }
-        let (tx, rx) = sync_channel::<Query>(16);
-        let own = self.own;
-        let h = handle.clone();
-        let said = self.said_fallback;
-        let wake = self.wake.clone();
-        let alive = std::sync::Arc::new(());
-        let held = alive.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("watcher-netns-{netns}"))
-            .spawn(move || {
-                let _held = held;
-                if let Some(note) = helper(netns, own, h, rx, said, wake) {
-                    eprintln!("watcher: {note}");
-                }
-            });
-        if spawned.is_err() {
-            return None;
-        }
-        // Said (at most) once: later helpers stay quiet about it.
-        self.said_fallback = true;
-        self.helpers.insert(netns, Helper { tx, alive });
-        self.helpers.get(&netns)
-    }
-
-    /// Put a question to the namespace's helper (started when there is none,
-    /// again when it ended idle); its answer channel, or `None` (counted as
-    /// unanswered when the helper's queue is full).
+    /// Put a question to the workers; its answer channel, or `None`
+    /// (counted as unanswered) when as many questions wait already.
     fn send<T>(
         &mut self,
         netns: u32,
         handle: &NsHandle,
-        make: impl Fn(SyncSender<T>) -> Query,
+        make: impl FnOnce(SyncSender<T>) -> Query,
     ) -> Option<Receiver<T>> {
-        for _attempt in 0..2 {
-            let (reply_tx, reply_rx) = sync_channel(1);
-            let helper = match self.helpers.get(&netns) {
-                Some(h) => h,
-                None => self.helper_for(netns, handle)?,
-            };
-            match helper.tx.try_send(make(reply_tx)) {
-                Ok(()) => return Some(reply_rx),
-                // The helper ended (idle): start another.
-                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                    self.helpers.remove(&netns);
-                }
-                Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                    self.unanswered
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return None;
-                }
+        let (reply_tx, reply_rx) = sync_channel(1);
+        let job = Job {
+            netns,
+            handle: handle.clone(),
+            query: make(reply_tx),
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => Some(reply_rx),
+            Err(_) => {
+                self.unanswered.fetch_add(1, Ordering::Relaxed);
+                None
             }
         }
-        None
     }
 
     /// Ask, wait up to `wait`; when the answer is slower and `park` names
@@ -416,7 +445,7 @@ impl NetnsLookups {
         &mut self,
         netns: u32,
         handle: &NsHandle,
-        make: impl Fn(SyncSender<Vec<KernelSocket>>) -> Query,
+        make: impl FnOnce(SyncSender<Vec<KernelSocket>>) -> Query,
         wait: Duration,
         park: Option<crate::world::sockdiag::PortKey>,
     ) -> Option<Vec<KernelSocket>> {
@@ -537,12 +566,6 @@ impl NetnsLookups {
             if let Some(v) = self.ask(ino, &h, |reply| Query::Holders { reply }, wait, None) {
                 all.extend(v);
             }
-            if ino != self.own {
-                // One question per namespace at start: its helper ends now
-                // (a later question starts another), not one thread per
-                // container idling for its 10 s.
-                self.helpers.remove(&ino);
-            }
         }
         crate::world::sockdiag::with_owners(all)
     }
@@ -587,13 +610,12 @@ impl NetnsLookups {
             });
         out
     }
+}
 
-    /// Network namespaces with a live helper now.
-    pub fn helpers(&self) -> usize {
-        self.helpers
-            .values()
-            .filter(|h| std::sync::Arc::strong_count(&h.alive) > 1)
-            .count()
+impl NetnsLookups {
+    /// Worker threads alive (WORKERS, unless one could not be started).
+    pub fn workers(&self) -> usize {
+        Arc::strong_count(&self.shared) - 1
     }
 }
 
@@ -609,7 +631,7 @@ impl crate::world::lookup::SocketLookup for NetnsLookups {
         self.port_sockets(netns, via, tcp, port, candidates)
     }
     fn wake_on_answer(&mut self, wake: std::sync::Arc<tokio::sync::Notify>) {
-        self.wake = Some(wake);
+        let _ = self.wake.set(wake);
     }
     fn late(&mut self) -> Vec<(crate::world::sockdiag::PortKey, Vec<KernelSocket>)> {
         self.late_answers()
@@ -735,44 +757,35 @@ mod tests {
     }
 
     #[test]
-    fn helpers_are_bounded_whatever_the_number_of_namespaces() {
-        // Each question is about "another" namespace (watcher's own is
-        // pretended elsewhere; each helper, entered through this process,
-        // lives in ours, and is then filed under a namespace of its own):
-        // at most HELPERS_MAX helpers live at once; the next question is
-        // refused and counted as unanswered, not given a thread.
-        let mut n = NetnsLookups::new(Duration::from_millis(1));
-        let real = n.own;
-        n.own = real.wrapping_add(1);
+    fn a_few_workers_answer_or_count_every_question_whatever_their_number() {
+        // A thousand questions at once (a local user's thousands of
+        // namespaces): no thread more than the workers, and each question is
+        // answered or counted as unanswered — none waits on the asking
+        // thread, none is dropped without a count.
+        let mut n = NetnsLookups::new(Duration::ZERO);
         let me = std::process::id();
-        for k in 0..HELPERS_MAX as u32 {
-            assert!(
-                n.send(real, &NsHandle::of_pid(me), |reply| Query::Holders {
-                    reply
-                })
-                .is_some(),
-                "helper {k} started"
-            );
-            let h = n.helpers.remove(&real).expect("a helper");
-            n.helpers.insert(real.wrapping_add(100 + k), h);
+        let asked = 1000;
+        let mut answers = Vec::new();
+        for _ in 0..asked {
+            if let Some(rx) = n.send(n.own, &NsHandle::of_pid(me), |reply| Query::Holders {
+                reply,
+            }) {
+                answers.push(rx);
+            }
         }
-        assert_eq!(n.helpers(), HELPERS_MAX);
-        let before = n.unanswered.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(n
-            .send(real, &NsHandle::of_pid(me), |reply| Query::Holders {
-                reply
-            })
-            .is_none());
-        assert_eq!(n.helpers_refused, 1);
-        assert_eq!(
-            n.unanswered.load(std::sync::atomic::Ordering::Relaxed),
-            before + 1
-        );
-        assert_eq!(n.helpers(), HELPERS_MAX, "no thread more");
+        assert_eq!(n.workers(), WORKERS, "no thread more");
+        let refused = n.unanswered.load(Ordering::Relaxed);
+        assert!(refused > 0, "a queue of {QUEUE} took {asked} questions");
+        assert_eq!(answers.len() as u64 + refused, asked);
+        for rx in answers {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("a question taken is answered");
+        }
+        assert_eq!(n.workers(), WORKERS);
     }
 
     #[test]
-    fn own_namespace_is_asked_through_a_helper() {
+    fn own_namespace_is_asked_through_a_worker() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let mut n = NetnsLookups::new(Duration::from_secs(5));
@@ -782,12 +795,11 @@ mod tests {
             s.iter().any(|k| k.pids.contains(&me) && k.netns == n.own()),
             "{s:?}"
         );
-        assert_eq!(n.helpers(), 1, "one helper, kept for the next question");
+        assert_eq!(n.workers(), WORKERS);
         let again = n
             .port_sockets(n.own(), me, true, port, &[me])
             .expect("an answer");
         assert_eq!(again.len(), s.len());
-        assert_eq!(n.helpers(), 1);
         assert!(n
             .all_holders()
             .iter()
