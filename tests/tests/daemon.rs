@@ -574,6 +574,19 @@ fn the_units_capability_set_is_enough() {
         &[ACTOR, "keep-caps", &list, "--"],
     );
     d.wait_stderr("running:");
+    // Without CAP_SYS_NICE (the unit sets Nice= instead) it cannot take
+    // its [daemon] nice, says so in one line, and runs on.
+    let said: Vec<String> = d
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains("nice"))
+        .collect();
+    assert!(
+        said.len() == 1
+            && said[0].contains("cannot run at nice -10 ([daemon] nice)")
+            && said[0].contains("CAP_SYS_NICE"),
+        "{said:?}"
+    );
     let status_text = read_file(std::path::Path::new(&format!("/proc/{}/status", d.pid)));
     let eff = status_text
         .lines()
@@ -1021,4 +1034,71 @@ fn a_full_kernel_table_is_counted_reported_and_repaired() {
         "findings about zombies the subreaper's kernel reaped: {ghosts:?}"
     );
     reaper.finish();
+}
+
+/// The nice value of each thread of `pid`, by thread name.
+fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("its threads")
+        .flatten()
+    {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid … : the name ends at the last ')'; nice is field 19.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let name = stat[stat.find('(').unwrap_or(0) + 1..close].to_owned();
+        let nice = stat[close + 2..]
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .expect("field 19");
+        out.push((name, nice));
+    }
+    out
+}
+
+#[test]
+fn the_daemon_runs_ahead_of_a_flood_and_its_workers_behind() {
+    if !require_root() {
+        return;
+    }
+    for (setting, want) in [("", -10), ("[daemon]\nnice = 0\n", 0)] {
+        let dir = temp_dir("nice");
+        let cfg = write_config(
+            &dir,
+            &format!(
+                "{setting}[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n",
+                dir.join("status.json").display()
+            ),
+        );
+        let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
+        d.wait_stderr("running:");
+        let threads = thread_nices(d.pid);
+        let of = |name: &str| -> Vec<i64> {
+            threads
+                .iter()
+                .filter(|(n, _)| n.starts_with(name))
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        // The deciding thread (the process's first), and the sinks' threads it started.
+        assert_eq!(threads[0].1, want, "{setting:?}: {threads:?}");
+        assert!(
+            !of("watcher-sink").is_empty() && of("watcher-sink").iter().all(|v| *v == want),
+            "{threads:?}"
+        );
+        // The workers that enter namespaces and walk /proc: behind it.
+        assert_eq!(of("watcher-netns"), vec![10; 4], "{threads:?}");
+        assert!(
+            !d.stderr().iter().any(|l| l.contains("nice")),
+            "as root it takes its nice value: {:?}",
+            d.stderr()
+        );
+        d.signal(Signal::SIGTERM);
+        assert_eq!(d.wait_exit(), Some(0));
+    }
 }

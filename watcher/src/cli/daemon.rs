@@ -274,12 +274,16 @@ impl Output for Feed {
         if new.otlp != running.otlp {
             say("[otlp] changed: it takes effect at the next restart");
         }
+        if new.daemon != running.daemon {
+            say("[daemon] changed: it takes effect at the next restart");
+        }
         self.config = new;
         // What runs until then: the listener, the sink with its
         // Alertmanagers and open alerts (the next reload compares with them).
         self.config.metrics = running.metrics;
         self.config.alerts = running.alerts;
         self.config.otlp = running.otlp;
+        self.config.daemon = running.daemon;
         self.status_file = self.config.health.status_file.clone();
         say(&format!(
             "configuration reloaded from {}; {}",
@@ -302,12 +306,31 @@ impl Output for Feed {
     }
 }
 
+/// Run the calling thread (and the threads it starts from now on) at nice
+/// `nice`; `Err`: the one line that says why not and what to do.
+fn set_nice(nice: i32) -> Result<(), String> {
+    // SAFETY: plain integers; PRIO_PROCESS with 0 is the calling thread on Linux.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    Err(format!(
+        "cannot run at nice {nice} ([daemon] nice): {e}; under a local user's flood a finding may wait for a CPU — give watcher CAP_SYS_NICE (or Nice={nice} in its systemd unit), or set [daemon] nice = 0 to say so"
+    ))
+}
+
 pub async fn run(
     config_path: PathBuf,
     load: LoadOptions,
     max_processes: usize,
 ) -> anyhow::Result<ExitCode> {
     let config = load_config(&config_path)?;
+    // Before any thread is started: threads take their nice value from the
+    // one that starts them (Linux keeps it per thread).
+    if let Err(line) = set_nice(config.daemon.nice) {
+        say(&line);
+    }
     // [otlp], with what the file leaves out from the OTEL_* environment.
     let otlp = crate::output::otlp::Settings::resolve(&config.otlp, &|k| std::env::var(k).ok())
         .map_err(|(key, m)| anyhow::anyhow!("[otlp] {key}: {m}"))?;
