@@ -227,7 +227,11 @@ impl Feed {
         });
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
-        let f = feed.clone();
+        // The readers hold the feed only while they handle a line: when the
+        // test lets go of it, it is dropped, and its Drop stops the watcher
+        // (a strong reference here kept every watcher of a test binary
+        // running, and loading the machine, until the binary ended).
+        let weak = Arc::downgrade(&feed);
         std::thread::spawn(move || {
             // (WATCHER_TEST_READER_FIFO: this reader at SCHED_FIFO 1, to
             // measure watcher's latency under a load without the test's
@@ -243,6 +247,7 @@ impl Feed {
             let mut out = BufReader::new(out);
             loop {
                 {
+                    let Some(f) = weak.upgrade() else { return };
                     let mut st = f.state.lock().unwrap_or_else(|e| e.into_inner());
                     while st.paused {
                         st = f.cv.wait(st).unwrap_or_else(|e| e.into_inner());
@@ -253,6 +258,7 @@ impl Feed {
                     break;
                 }
                 let line = line.trim_end_matches('\n').to_owned();
+                let Some(f) = weak.upgrade() else { return };
                 let mut st = f.state.lock().unwrap_or_else(|e| e.into_inner());
                 match serde_json::from_str::<Value>(&line) {
                     Ok(v) => {
@@ -263,13 +269,16 @@ impl Feed {
                 }
                 f.cv.notify_all();
             }
-            f.state.lock().unwrap_or_else(|e| e.into_inner()).exited = true;
-            f.cv.notify_all();
+            if let Some(f) = weak.upgrade() {
+                f.state.lock().unwrap_or_else(|e| e.into_inner()).exited = true;
+                f.cv.notify_all();
+            }
         });
-        let f = feed.clone();
+        let weak = Arc::downgrade(&feed);
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
+                let Some(f) = weak.upgrade() else { return };
                 let mut st = f.state.lock().unwrap_or_else(|e| e.into_inner());
                 if (line.contains("tracing") && line.contains("tracepoints"))
                     || line.contains("watcher: running:")

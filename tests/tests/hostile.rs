@@ -50,6 +50,45 @@ struct Daemon {
 /// The build users run (`$WATCHER_RELEASE_BIN`, the static release binary
 /// `cargo xtask test` builds for the package and the image): what is
 /// measured here is what a host gets. The test build otherwise.
+/// The CPUs' idle share over `span`, from /proc/stat.
+fn idle_share(span: Duration) -> f64 {
+    let sample = || -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal
+        let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+        (idle, f.iter().take(8).sum())
+    };
+    let (i0, t0) = sample();
+    std::thread::sleep(span);
+    let (i1, t1) = sample();
+    (i1 - i0) as f64 / (t1 - t0).max(1) as f64
+}
+
+/// Wait until the machine is quiet again (three quarters of its CPU time
+/// idle over a quarter second), at most a minute: the kernel finishes the
+/// previous flood's work after it — 5,000 network namespaces are torn down
+/// by its workers for seconds, without preemption on a kernel built without
+/// it — and each flood is measured on its own.
+fn wait_quiet() {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while idle_share(Duration::from_millis(250)) < 0.75 {
+        if std::time::Instant::now() > until {
+            eprintln!(
+                "MEASURED hostile: the machine was still busy after a minute; measuring anyway"
+            );
+            return;
+        }
+    }
+}
+
 fn release_bin() -> String {
     std::env::var("WATCHER_RELEASE_BIN")
         .unwrap_or_else(|_| watcher_tests::watcher_bin().to_string_lossy().into_owned())
@@ -204,6 +243,7 @@ fn hostile(
         return;
     }
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    wait_quiet();
     let d = daemon(name);
     let before = watcher_tests::usage(d.feed.pid).expect("watcher's usage");
     let m0 = scrape(&d.addr);
@@ -311,6 +351,7 @@ fn a_fork_bomb_in_a_container_with_a_pids_limit() {
         return;
     }
     let _turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    wait_quiet();
     let d = daemon("fork-bomb");
     let before = watcher_tests::usage(d.feed.pid).expect("watcher's usage");
     let m0 = scrape(&d.addr);
