@@ -116,210 +116,243 @@ impl PortConflict {
         sockets: &SocketTable,
         changes: &Changes,
     ) -> Vec<Finding> {
-        let mut out = Vec::new();
-        let ts = i.ev.header.ts_ns;
-        match *i.event {
+        let mut out = match *i.event {
             DomainEvent::BindFailed {
                 local: b,
                 error: BindError::InUse,
-            } if b.port != 0 => {
-                let (ip, Some(p)) = (b.ip, i.subject) else {
-                    return out;
-                };
-                if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
-                    return out;
-                }
-                let tcp = b.tcp;
-                // A prober's next try: part of the incident it started.
-                // (Only its latest conflicts: a prober's tries are consecutive.)
-                let probing = self.by_proc.get(&p.key).and_then(|keys| {
-                    keys.iter().rev().take(PROBE_RECENT).copied().find(|k| {
+            } if b.port != 0 => self.bind_failed(i, b, sockets),
+            DomainEvent::Bound { local: b, .. } => self.bound(i, b),
+            _ => Vec::new(),
+        };
+        if let Some(dead) = &changes.exited {
+            out.extend(self.exited(dead, i.ev.header.ts_ns));
+        }
+        out
+    }
+
+    /// A bind that failed with EADDRINUSE: a prober's next try, or a
+    /// conflict opened (or counted) for the program, its namespace and port.
+    fn bind_failed(
+        &mut self,
+        i: &Input,
+        b: crate::world::domain::Endpoint,
+        sockets: &SocketTable,
+    ) -> Vec<Finding> {
+        let ts = i.ev.header.ts_ns;
+        let (ip, Some(p)) = (b.ip, i.subject) else {
+            return Vec::new();
+        };
+        if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
+            return Vec::new();
+        }
+        let tcp = b.tcp;
+        // A prober's next try: part of the incident it started.
+        // (Only its latest conflicts: a prober's tries are consecutive.)
+        let probing = self.by_proc.get(&p.key).and_then(|keys| {
+            keys.iter().rev().take(PROBE_RECENT).copied().find(|k| {
+                (k.1, k.2) == (b.netns, tcp) && probe_step(k.3, b.port) && self.incidents.is_open(k)
+            })
+        });
+        if let Some(first) = probing {
+            return self.probe_tried(i, p, b, first);
+        }
+        let key = (program_key(p), b.netns, tcp, b.port);
+        // (Before anything is built: a local user's flood of new
+        // ports opens its share a second, the rest cost O(1).)
+        if self.incidents.refuses_open(&key, p.uid, ts) {
+            return Vec::new();
+        }
+        let (summary, processes) = failed_bind(
+            p,
+            ip,
+            (b.netns, tcp, b.port),
+            sockets,
+            i.kernel_sockets,
+            i.clock,
+            i.containers,
+        );
+        if !self.pending.contains_key(&key) && self.pending.len() >= self.cfg.max_tracked {
+            // Bounded: forget conflicts whose failing processes are
+            // gone (one pass a second at most: a flood of new ports costs O(1) each).
+            if self.sweeps.due(ts) {
+                self.pending.retain(|_, p| p.resolve_at.is_none());
+                // (What was left has no deadline.)
+                self.deadlines.clear();
+            }
+            if self.pending.len() >= self.cfg.max_tracked {
+                self.incidents.overflow += 1;
+                return Vec::new();
+            }
+        }
+        let pend = self.pending.entry(key).or_insert(Pending {
+            failing: Vec::new(),
+            resolve_at: None,
+            last: None,
+            tried: Vec::new(),
+        });
+        pend.last = Some((p.clone(), ip));
+        if !pend.failing.contains(&p.key) {
+            let keys = self.by_proc.entry(p.key).or_default();
+            // (The recent ones only: a process failing on 60,000
+            // ports must not make each new one a scan of the rest;
+            // an older repeat listed twice is resolved once.)
+            if !keys.iter().rev().take(64).any(|k| *k == key) {
+                keys.push(key);
+            }
+            pend.failing.push(p.key);
+            if pend.failing.len() > 64 {
+                pend.failing.remove(0);
+            }
+        }
+        pend.resolve_at = None;
+        let mut details = Map::new();
+        details.insert("transport".into(), json!(transport(tcp)));
+        details.insert("address".into(), json!(ip.to_string()));
+        details.insert("port".into(), json!(b.port));
+        details.insert("network_namespace".into(), json!(b.netns));
+        details.insert("failing_processes".into(), json!(pend.failing.len()));
+        // The port is a container's published port a runtime holds.
+        let behind = published_behind(p, ip, (b.netns, tcp, b.port), sockets, i.containers);
+        if let Some(c) = behind {
+            details.insert("published_by_container".into(), c);
+        }
+        self.incidents
+            .raise(key, &format!("{key:?}"), ts, 1, summary, processes, details)
+            .into_iter()
+            .collect()
+    }
+
+    /// A prober's next failing try: part of the incident its first opened.
+    fn probe_tried(
+        &mut self,
+        i: &Input,
+        p: &Proc,
+        b: crate::world::domain::Endpoint,
+        first: Key,
+    ) -> Vec<Finding> {
+        let ts = i.ev.header.ts_ns;
+        let (ip, tcp) = (b.ip, b.tcp);
+        let pend = self
+            .pending
+            .get_mut(&first)
+            .expect("an open conflict is pending");
+        if !pend.tried.contains(&b.port) {
+            pend.tried.push(b.port);
+        }
+        let ports: Vec<u16> = std::iter::once(first.3)
+            .chain(pend.tried.iter().copied())
+            .collect();
+        let summary = Says::ConflictProbing {
+            who: who_in(p, i.containers),
+            tcp,
+            addr: addr_port(ip, b.port),
+            tried: ports.clone(),
+        }
+        .into();
+        let processes = vec![Involved {
+            role: "failing",
+            proc: p.clone(),
+            address: Some(addr_port(ip, b.port)),
+            since_ns: None,
+        }];
+        let mut details = self
+            .incidents
+            .get(&first)
+            .map(|x| x.details.clone())
+            .unwrap_or_default();
+        details.insert("ports_tried".into(), json!(ports));
+        self.incidents
+            .raise(
+                first,
+                &format!("{first:?}"),
+                ts,
+                1,
+                summary,
+                processes,
+                details,
+            )
+            .into_iter()
+            .collect()
+    }
+
+    /// A bind that succeeded: a prober found its port, or the program's
+    /// conflict on this port is over.
+    fn bound(&mut self, i: &Input, b: crate::world::domain::Endpoint) -> Vec<Finding> {
+        let ts = i.ev.header.ts_ns;
+        let mut out = Vec::new();
+        let Some(p) = i.subject else {
+            return Vec::new();
+        };
+        let tcp = b.tcp;
+        // A prober found its free port: its conflicts below it are over.
+        let probed: Vec<Key> = self
+            .by_proc
+            .get(&p.key)
+            .filter(|_| b.port != 0)
+            .map(|keys| {
+                keys.iter()
+                    .rev()
+                    .take(PROBE_RECENT)
+                    .copied()
+                    .filter(|k| {
                         (k.1, k.2) == (b.netns, tcp)
                             && probe_step(k.3, b.port)
                             && self.incidents.is_open(k)
                     })
-                });
-                if let Some(first) = probing {
-                    let pend = self
-                        .pending
-                        .get_mut(&first)
-                        .expect("an open conflict is pending");
-                    if !pend.tried.contains(&b.port) {
-                        pend.tried.push(b.port);
-                    }
-                    let ports: Vec<u16> = std::iter::once(first.3)
-                        .chain(pend.tried.iter().copied())
-                        .collect();
-                    let summary = Says::ConflictProbing {
-                        who: who_in(p, i.containers),
-                        tcp,
-                        addr: addr_port(ip, b.port),
-                        tried: ports.clone(),
-                    }
-                    .into();
-                    let processes = vec![Involved {
-                        role: "failing",
-                        proc: p.clone(),
-                        address: Some(addr_port(ip, b.port)),
-                        since_ns: None,
-                    }];
-                    let mut details = self
-                        .incidents
-                        .get(&first)
-                        .map(|x| x.details.clone())
-                        .unwrap_or_default();
-                    details.insert("ports_tried".into(), json!(ports));
-                    out.extend(self.incidents.raise(
-                        first,
-                        &format!("{first:?}"),
-                        ts,
-                        1,
-                        summary,
-                        processes,
-                        details,
-                    ));
-                    return out;
-                }
-                let key = (program_key(p), b.netns, tcp, b.port);
-                // (Before anything is built: a local user's flood of new
-                // ports opens its share a second, the rest cost O(1).)
-                if self.incidents.refuses_open(&key, p.uid, ts) {
-                    return out;
-                }
-                let (summary, processes) = failed_bind(
-                    p,
-                    ip,
-                    (b.netns, tcp, b.port),
-                    sockets,
-                    i.kernel_sockets,
-                    i.clock,
-                    i.containers,
-                );
-                if !self.pending.contains_key(&key) && self.pending.len() >= self.cfg.max_tracked {
-                    // Bounded: forget conflicts whose failing processes are
-                    // gone (one pass a second at most: a flood of new ports costs O(1) each).
-                    if self.sweeps.due(ts) {
-                        self.pending.retain(|_, p| p.resolve_at.is_none());
-                        // (What was left has no deadline.)
-                        self.deadlines.clear();
-                    }
-                    if self.pending.len() >= self.cfg.max_tracked {
-                        self.incidents.overflow += 1;
-                        return out;
-                    }
-                }
-                let pend = self.pending.entry(key).or_insert(Pending {
-                    failing: Vec::new(),
-                    resolve_at: None,
-                    last: None,
-                    tried: Vec::new(),
-                });
-                pend.last = Some((p.clone(), ip));
-                if !pend.failing.contains(&p.key) {
-                    let keys = self.by_proc.entry(p.key).or_default();
-                    // (The recent ones only: a process failing on 60,000
-                    // ports must not make each new one a scan of the rest;
-                    // an older repeat listed twice is resolved once.)
-                    if !keys.iter().rev().take(64).any(|k| *k == key) {
-                        keys.push(key);
-                    }
-                    pend.failing.push(p.key);
-                    if pend.failing.len() > 64 {
-                        pend.failing.remove(0);
-                    }
-                }
-                pend.resolve_at = None;
-                let mut details = Map::new();
-                details.insert("transport".into(), json!(transport(tcp)));
-                details.insert("address".into(), json!(ip.to_string()));
-                details.insert("port".into(), json!(b.port));
-                details.insert("network_namespace".into(), json!(b.netns));
-                details.insert("failing_processes".into(), json!(pend.failing.len()));
-                // The port is a container's published port a runtime holds.
-                let behind = published_behind(p, ip, (b.netns, tcp, b.port), sockets, i.containers);
-                if let Some(c) = behind {
-                    details.insert("published_by_container".into(), c);
-                }
-                out.extend(self.incidents.raise(
-                    key,
-                    &format!("{key:?}"),
-                    ts,
-                    1,
-                    summary,
-                    processes,
-                    details,
-                ));
-            }
-            DomainEvent::Bound { local: b, .. } => {
-                let Some(p) = i.subject else { return out };
-                let tcp = b.tcp;
-                // A prober found its free port: its conflicts below it are over.
-                let probed: Vec<Key> = self
-                    .by_proc
-                    .get(&p.key)
-                    .filter(|_| b.port != 0)
-                    .map(|keys| {
-                        keys.iter()
-                            .rev()
-                            .take(PROBE_RECENT)
-                            .copied()
-                            .filter(|k| {
-                                (k.1, k.2) == (b.netns, tcp)
-                                    && probe_step(k.3, b.port)
-                                    && self.incidents.is_open(k)
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for k in probed {
-                    let tried = self.pending.remove(&k).map(|x| x.tried).unwrap_or_default();
-                    let says = Says::ConflictProbed {
-                        who: who(p),
-                        addr: addr_port(b.ip, b.port),
-                        tried: std::iter::once(k.3).chain(tried).collect(),
-                        got: b.port,
-                    };
-                    out.extend(self.incidents.resolve(&k, ts, says.into()));
-                }
-                let key = (program_key(p), b.netns, tcp, b.port);
-                if self.incidents.is_open(&key) {
-                    self.pending.remove(&key);
-                    let says = Says::ConflictBound {
-                        who: who(p),
-                        addr: addr_port(b.ip, b.port),
-                    };
-                    out.extend(self.incidents.resolve(&key, ts, says.into()));
-                }
-            }
-            _ => {}
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in probed {
+            let tried = self.pending.remove(&k).map(|x| x.tried).unwrap_or_default();
+            let says = Says::ConflictProbed {
+                who: who(p),
+                addr: addr_port(b.ip, b.port),
+                tried: std::iter::once(k.3).chain(tried).collect(),
+                got: b.port,
+            };
+            out.extend(self.incidents.resolve(&k, ts, says.into()));
         }
-        if let Some(dead) = &changes.exited {
-            let keys = self.by_proc.remove(&dead.key).unwrap_or_default();
-            // (Only the exit of a process with conflicts looks for due ones:
-            // a pass over every pending conflict is not paid by every exit.)
-            let had = !keys.is_empty();
-            for key in keys {
-                let Some(pend) = self.pending.get_mut(&key) else {
-                    continue;
-                };
-                pend.failing.retain(|k| *k != dead.key);
-                if pend.failing.is_empty() {
-                    let at = ts + self.grace_ns;
-                    pend.resolve_at = Some(at);
-                    self.deadlines.insert((at, key));
-                }
+        let key = (program_key(p), b.netns, tcp, b.port);
+        if self.incidents.is_open(&key) {
+            self.pending.remove(&key);
+            let says = Says::ConflictBound {
+                who: who(p),
+                addr: addr_port(b.ip, b.port),
+            };
+            out.extend(self.incidents.resolve(&key, ts, says.into()));
+        }
+        out
+    }
+
+    /// A process ended: the conflicts it was the last failing process of
+    /// resolve after the grace period.
+    fn exited(&mut self, dead: &Proc, ts: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let keys = self.by_proc.remove(&dead.key).unwrap_or_default();
+        // (Only the exit of a process with conflicts looks for due ones:
+        // a pass over every pending conflict is not paid by every exit.)
+        let had = !keys.is_empty();
+        for key in keys {
+            let Some(pend) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            pend.failing.retain(|k| *k != dead.key);
+            if pend.failing.is_empty() {
+                let at = ts + self.grace_ns;
+                pend.resolve_at = Some(at);
+                self.deadlines.insert((at, key));
             }
-            if self.deadlines.len() > 4 * self.cfg.max_tracked.max(1) {
-                // Mostly entries that moved on: rebuilt from what is pending.
-                self.deadlines = self
-                    .pending
-                    .iter()
-                    .filter_map(|(k, p)| p.resolve_at.map(|t| (t, *k)))
-                    .collect();
-            }
-            if had {
-                out.extend(self.on_tick(ts));
-            }
+        }
+        if self.deadlines.len() > 4 * self.cfg.max_tracked.max(1) {
+            // Mostly entries that moved on: rebuilt from what is pending.
+            self.deadlines = self
+                .pending
+                .iter()
+                .filter_map(|(k, p)| p.resolve_at.map(|t| (t, *k)))
+                .collect();
+        }
+        if had {
+            out.extend(self.on_tick(ts));
         }
         out
     }

@@ -349,192 +349,213 @@ impl Enricher {
         owner: Option<&Proc>,
     ) -> Option<Record> {
         let h = &ev.header;
-        let subject = touched.subject.as_ref();
         let body = match &ev.payload {
-            Payload::Fork(f) => {
-                let thread = f.clone_flags & CLONE_THREAD != 0;
-                let mut process = if thread {
-                    self.process(h.tgid, f.child_pid, ev.comm(), subject, None)
-                } else {
-                    self.process(
-                        f.child_tgid,
-                        f.child_tgid,
-                        ev.comm(),
-                        subject,
-                        touched.parent.as_ref(),
-                    )
-                };
-                if thread {
-                    process.thread = Some(Thread { id: f.child_pid });
-                }
-                let (container, orchestrator) = self.container(subject);
-                Body::Fork(ForkRecord {
-                    process,
-                    fork: ForkInfo {
-                        thread,
-                        clone_flags: format!("{:#x}", f.clone_flags),
-                    },
-                    container,
-                    orchestrator,
-                })
-            }
-            Payload::Exec(x) => {
-                let (container, orchestrator) = self.container(subject);
-                Body::Exec(ExecRecord {
-                    process: self.process(
-                        h.tgid,
-                        h.pid,
-                        ev.comm(),
-                        subject,
-                        touched.parent.as_ref(),
-                    ),
-                    args: x.argv.clone(),
-                    exec: ExecInfo {
-                        args_truncated: x.argv_truncated,
-                    },
-                    container,
-                    orchestrator,
-                })
-            }
-            Payload::Exit(x) => {
-                let status = ExitStatus::from_raw(x.exit_code);
-                let mut process =
-                    self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
-                // This record's own word: by the time it is enriched, a later
-                // exit of another thread may already have ended the process.
-                let process_exited = crate::world::proctable::ends_process(x, h.pid, h.tgid);
-                let mut exit = ExitInfo {
-                    signal: None,
-                    signal_number: None,
-                    core_dumped: false,
-                    process_exited,
-                    parent_waiting: x.parent_waiting != 0,
-                    status_unknown: false,
-                    lifetime_ms: subject
-                        .filter(|p| {
-                            process_exited && p.key.start_ns > 0 && p.key.start_ns <= h.ts_ns
-                        })
-                        .map(|p| ms(h.ts_ns - p.key.start_ns)),
-                    cause: None,
-                };
-                match status {
-                    ExitStatus::Code(c) => process.exit_code = Some(c),
-                    ExitStatus::Signal {
-                        signal,
-                        core_dumped,
-                    } => {
-                        exit.signal = Some(signal_name(signal));
-                        exit.signal_number = Some(signal);
-                        exit.core_dumped = core_dumped;
-                    }
-                    ExitStatus::Unknown => exit.status_unknown = true,
-                }
-                if process_exited {
-                    let cause = crate::world::cause::Cause::of(
-                        status,
-                        subject.and_then(|p| p.signalled.as_ref()),
-                        h.ts_ns,
-                    );
-                    exit.cause = Some(ExitCause::from(&cause));
-                }
-                let (container, orchestrator) = self.container(subject);
-                Body::Exit(ExitRecord {
-                    process,
-                    exit,
-                    container,
-                    orchestrator,
-                })
-            }
-            Payload::Reap(r) => {
-                let mut process =
-                    self.process(r.reaped_pid, r.reaped_pid, String::new(), subject, None);
-                if subject.is_none() {
-                    process.name = "?".into();
-                }
-                let mut zombie_ms = None;
-                if let Some((t, status)) = subject.and_then(|p| p.exited) {
-                    if let ExitStatus::Code(c) = status {
-                        process.exit_code = Some(c);
-                    }
-                    zombie_ms = (h.ts_ns >= t).then(|| ms(h.ts_ns - t));
-                }
-                let reaper = touched.parent.as_ref().map(|p| Parent {
-                    pid: p.key.tgid,
-                    name: Some(p.comm.to_string()),
-                    executable: p.exe.as_deref().map(str::to_owned),
-                });
-                let source = ReapSource::from_u32(r.source);
-                let reaper = match source {
-                    ReapSource::Free | ReapSource::Unknown => None,
-                    _ => reaper.or(Some(Parent {
-                        pid: h.tgid,
-                        name: Some(ev.comm()),
-                        executable: None,
-                    })),
-                };
-                let (container, orchestrator) = self.container(subject);
-                Body::Reap(ReapRecord {
-                    process,
-                    reap: ReapInfo {
-                        method: source.as_str().into(),
-                        reaper,
-                        zombie_ms,
-                    },
-                    container,
-                    orchestrator,
-                })
-            }
+            Payload::Fork(f) => self.fork_body(ev, f, touched),
+            Payload::Exec(x) => self.exec_body(ev, x, touched),
+            Payload::Exit(x) => self.exit_body(ev, x, touched),
+            Payload::Reap(r) => self.reap_body(ev, r, touched),
             Payload::Bind(s) => Body::Bind(self.sock_record(ev, s, touched, true)),
             // They feed the tables only: the cause appears on the exit record.
             Payload::Cgroup(_) | Payload::Signal(_) => return None,
             Payload::Connect(s) => Body::Connect(self.sock_record(ev, s, touched, false)),
-            Payload::TcpState(t) => {
-                let process = match owner {
-                    Some(o) => Some(self.process(
-                        o.key.tgid,
-                        o.key.tgid,
-                        o.comm.to_string(),
-                        Some(o),
-                        None,
-                    )),
-                    None if t.new_state == TCP_SYN_SENT => {
-                        Some(self.process(h.tgid, h.pid, ev.comm(), subject, None))
-                    }
-                    None => None,
-                };
-                let (container, orchestrator) = self.container(owner.or(subject));
-                let event = (t.old_state == TCP_SYN_SENT).then(|| Outcome {
-                    outcome: if t.new_state == TCP_ESTABLISHED {
-                        "success"
-                    } else {
-                        "failure"
-                    }
-                    .into(),
-                });
-                Body::TcpState(TcpStateRecord {
-                    process,
-                    source: endpoint(ip_addr(t.family, &t.saddr), t.sport),
-                    destination: endpoint(ip_addr(t.family, &t.daddr), t.dport),
-                    network: network(t.family, 1, t.netns),
-                    tcp: TcpInfo {
-                        old_state: tcp_state_name(t.old_state).into(),
-                        new_state: tcp_state_name(t.new_state).into(),
-                    },
-                    event,
-                    socket: SocketInfo {
-                        fd: None,
-                        sk: Some(format!("{:#x}", t.skaddr)),
-                    },
-                    container,
-                    orchestrator,
-                })
-            }
+            Payload::TcpState(t) => self.tcp_state_body(ev, t, touched, owner),
         };
         Some(Record {
             schema: SCHEMA_VERSION,
             time: self.clock.rfc3339(h.ts_ns),
             mono_ns: h.ts_ns,
             body,
+        })
+    }
+
+    /// A process's (or thread's) creation.
+    fn fork_body(&self, ev: &KernelEvent, f: &watcher_common::ForkData, touched: &Touched) -> Body {
+        let h = &ev.header;
+        let subject = touched.subject.as_ref();
+        let thread = f.clone_flags & CLONE_THREAD != 0;
+        let mut process = if thread {
+            self.process(h.tgid, f.child_pid, ev.comm(), subject, None)
+        } else {
+            self.process(
+                f.child_tgid,
+                f.child_tgid,
+                ev.comm(),
+                subject,
+                touched.parent.as_ref(),
+            )
+        };
+        if thread {
+            process.thread = Some(Thread { id: f.child_pid });
+        }
+        let (container, orchestrator) = self.container(subject);
+        Body::Fork(ForkRecord {
+            process,
+            fork: ForkInfo {
+                thread,
+                clone_flags: format!("{:#x}", f.clone_flags),
+            },
+            container,
+            orchestrator,
+        })
+    }
+
+    /// A new program: its arguments.
+    fn exec_body(
+        &self,
+        ev: &KernelEvent,
+        x: &crate::kernel::decode::Exec,
+        touched: &Touched,
+    ) -> Body {
+        let h = &ev.header;
+        let subject = touched.subject.as_ref();
+        let (container, orchestrator) = self.container(subject);
+        Body::Exec(ExecRecord {
+            process: self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref()),
+            args: x.argv.clone(),
+            exec: ExecInfo {
+                args_truncated: x.argv_truncated,
+            },
+            container,
+            orchestrator,
+        })
+    }
+
+    /// A thread's or process's end: its status, and why (the cause) when the process ended.
+    fn exit_body(&self, ev: &KernelEvent, x: &watcher_common::ExitData, touched: &Touched) -> Body {
+        let h = &ev.header;
+        let subject = touched.subject.as_ref();
+        let status = ExitStatus::from_raw(x.exit_code);
+        let mut process = self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
+        // This record's own word: by the time it is enriched, a later
+        // exit of another thread may already have ended the process.
+        let process_exited = crate::world::proctable::ends_process(x, h.pid, h.tgid);
+        let mut exit = ExitInfo {
+            signal: None,
+            signal_number: None,
+            core_dumped: false,
+            process_exited,
+            parent_waiting: x.parent_waiting != 0,
+            status_unknown: false,
+            lifetime_ms: subject
+                .filter(|p| process_exited && p.key.start_ns > 0 && p.key.start_ns <= h.ts_ns)
+                .map(|p| ms(h.ts_ns - p.key.start_ns)),
+            cause: None,
+        };
+        match status {
+            ExitStatus::Code(c) => process.exit_code = Some(c),
+            ExitStatus::Signal {
+                signal,
+                core_dumped,
+            } => {
+                exit.signal = Some(signal_name(signal));
+                exit.signal_number = Some(signal);
+                exit.core_dumped = core_dumped;
+            }
+            ExitStatus::Unknown => exit.status_unknown = true,
+        }
+        if process_exited {
+            let cause = crate::world::cause::Cause::of(
+                status,
+                subject.and_then(|p| p.signalled.as_ref()),
+                h.ts_ns,
+            );
+            exit.cause = Some(ExitCause::from(&cause));
+        }
+        let (container, orchestrator) = self.container(subject);
+        Body::Exit(ExitRecord {
+            process,
+            exit,
+            container,
+            orchestrator,
+        })
+    }
+
+    /// A child reaped: by whom, how, after how long a zombie.
+    fn reap_body(&self, ev: &KernelEvent, r: &watcher_common::ReapData, touched: &Touched) -> Body {
+        let h = &ev.header;
+        let subject = touched.subject.as_ref();
+        let mut process = self.process(r.reaped_pid, r.reaped_pid, String::new(), subject, None);
+        if subject.is_none() {
+            process.name = "?".into();
+        }
+        let mut zombie_ms = None;
+        if let Some((t, status)) = subject.and_then(|p| p.exited) {
+            if let ExitStatus::Code(c) = status {
+                process.exit_code = Some(c);
+            }
+            zombie_ms = (h.ts_ns >= t).then(|| ms(h.ts_ns - t));
+        }
+        let reaper = touched.parent.as_ref().map(|p| Parent {
+            pid: p.key.tgid,
+            name: Some(p.comm.to_string()),
+            executable: p.exe.as_deref().map(str::to_owned),
+        });
+        let source = ReapSource::from_u32(r.source);
+        let reaper = match source {
+            ReapSource::Free | ReapSource::Unknown => None,
+            _ => reaper.or(Some(Parent {
+                pid: h.tgid,
+                name: Some(ev.comm()),
+                executable: None,
+            })),
+        };
+        let (container, orchestrator) = self.container(subject);
+        Body::Reap(ReapRecord {
+            process,
+            reap: ReapInfo {
+                method: source.as_str().into(),
+                reaper,
+                zombie_ms,
+            },
+            container,
+            orchestrator,
+        })
+    }
+
+    /// A TCP state change, named by the socket's owner when it is known.
+    fn tcp_state_body(
+        &self,
+        ev: &KernelEvent,
+        t: &watcher_common::TcpStateData,
+        touched: &Touched,
+        owner: Option<&Proc>,
+    ) -> Body {
+        let h = &ev.header;
+        let subject = touched.subject.as_ref();
+        let process = match owner {
+            Some(o) => {
+                Some(self.process(o.key.tgid, o.key.tgid, o.comm.to_string(), Some(o), None))
+            }
+            None if t.new_state == TCP_SYN_SENT => {
+                Some(self.process(h.tgid, h.pid, ev.comm(), subject, None))
+            }
+            None => None,
+        };
+        let (container, orchestrator) = self.container(owner.or(subject));
+        let event = (t.old_state == TCP_SYN_SENT).then(|| Outcome {
+            outcome: if t.new_state == TCP_ESTABLISHED {
+                "success"
+            } else {
+                "failure"
+            }
+            .into(),
+        });
+        Body::TcpState(TcpStateRecord {
+            process,
+            source: endpoint(ip_addr(t.family, &t.saddr), t.sport),
+            destination: endpoint(ip_addr(t.family, &t.daddr), t.dport),
+            network: network(t.family, 1, t.netns),
+            tcp: TcpInfo {
+                old_state: tcp_state_name(t.old_state).into(),
+                new_state: tcp_state_name(t.new_state).into(),
+            },
+            event,
+            socket: SocketInfo {
+                fd: None,
+                sk: Some(format!("{:#x}", t.skaddr)),
+            },
+            container,
+            orchestrator,
         })
     }
 }

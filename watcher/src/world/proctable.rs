@@ -330,183 +330,10 @@ impl ProcessTable {
         self.reparented.clear();
         let h = &ev.header;
         match &ev.payload {
-            Payload::Fork(f) => {
-                if f.clone_flags & CLONE_THREAD != 0 {
-                    if let Some(p) = self.procs.get_mut(&h.tgid) {
-                        p.threads = p.threads.saturating_add(1);
-                    }
-                    return Touched {
-                        subject: self.procs.get(&h.tgid).cloned(),
-                        parent: None,
-                        cause: None,
-                        ..Default::default()
-                    };
-                }
-                let parent = self.procs.get(&h.tgid).cloned();
-                let ppid = if f.clone_flags & CLONE_PARENT != 0 {
-                    parent.as_ref().map(|p| p.ppid).unwrap_or(0)
-                } else {
-                    h.tgid
-                };
-                let container_id = if f.cgroup_id != 0 {
-                    container_of(f.cgroup_id)
-                } else {
-                    parent.as_ref().and_then(|p| p.container_id.clone())
-                };
-                let child = Proc {
-                    key: ProcKey {
-                        tgid: f.child_tgid,
-                        start_ns: h.ts_ns,
-                    },
-                    ppid,
-                    comm: parent
-                        .as_ref()
-                        .map(|p| p.comm.clone())
-                        .unwrap_or_else(|| ev.comm().into()),
-                    exe: parent.as_ref().and_then(|p| p.exe.clone()),
-                    argv: parent.as_ref().and_then(|p| p.argv.clone()),
-                    uid: h.uid,
-                    container_id,
-                    cgroup_id: f.cgroup_id,
-                    pidns: parent.as_ref().map(|p| p.pidns).unwrap_or(0),
-                    threads: 1,
-                    exited: None,
-                    signalled: None,
-                    program: parent.as_ref().map(|p| p.program).unwrap_or(0),
-                };
-                self.insert(child.clone());
-                Touched {
-                    subject: Some(child),
-                    parent,
-                    cause: None,
-                    ..Default::default()
-                }
-            }
-            Payload::Exec(x) => {
-                let p = self.entry(ev);
-                p.comm = ev.comm().into();
-                p.exe = Some(x.filename.as_str().into());
-                p.argv = Some(x.argv.clone().into());
-                p.uid = h.uid;
-                // exec kills every other thread.
-                p.threads = 1;
-                if x.cgroup_id != 0 {
-                    p.cgroup_id = x.cgroup_id;
-                    p.container_id = container_of(x.cgroup_id);
-                }
-                let identity = self.identity;
-                let p = self.procs.get_mut(&h.tgid).expect("entry exists");
-                p.program = program_id(
-                    identity,
-                    p.exe.as_deref(),
-                    &p.comm,
-                    p.argv.as_deref(),
-                    p.container_id.as_deref(),
-                );
-                let subject = p.clone();
-                let parent = self.procs.get(&subject.ppid).cloned();
-                Touched {
-                    subject: Some(subject),
-                    parent,
-                    cause: None,
-                    ..Default::default()
-                }
-            }
-            Payload::Exit(x) => {
-                let status = ExitStatus::from_raw(x.exit_code);
-                let group_dead = ends_process(x, h.pid, h.tgid);
-                let tgid = self.entry(ev).key.tgid;
-                if x.parent_tgid != 0 && x.parent_tgid != tgid {
-                    // The kernel's word on the parent (it follows reparenting).
-                    self.set_ppid(tgid, x.parent_tgid);
-                }
-                let p = self.procs.get_mut(&tgid).expect("entry exists");
-                p.threads = p.threads.saturating_sub(1);
-                if x.pidns != 0 {
-                    p.pidns = x.pidns;
-                }
-                if x.cgroup_id != 0 && x.cgroup_id != p.cgroup_id {
-                    p.cgroup_id = x.cgroup_id;
-                    p.container_id = container_of(x.cgroup_id);
-                }
-                if group_dead {
-                    p.exited = Some((h.ts_ns, status));
-                    p.threads = 0;
-                }
-                let subject = p.clone();
-                // The init of a nested pid namespace: the kernel kills every
-                // process in it and reaps them itself (no wait syscall); its
-                // children are not handed to anyone.
-                if group_dead && !ends_pid_namespace(x, h.tgid) {
-                    // Its children now belong to a subreaper or init.
-                    let mut orphans: Vec<u32> = self
-                        .kids
-                        .get(&h.tgid)
-                        .map(|s| s.iter().copied().collect())
-                        .unwrap_or_default();
-                    orphans.retain(|c| {
-                        *c != h.tgid && self.procs.get(c).is_some_and(|q| q.ppid == h.tgid)
-                    });
-                    orphans.sort_unstable();
-                    // The kernel side names the new parent (it reads what
-                    // `find_new_reaper` will choose); `/proc` is asked only
-                    // on a kernel whose layout did not let it.
-                    let told = if x.flags & watcher_common::EXIT_NO_CHILDREN != 0 {
-                        // None left: those listed were reaped unseen (or their
-                        // records are late); init's is the harmless guess.
-                        Some(1)
-                    } else {
-                        Some(x.reaper_tgid).filter(|&r| r != 0 && r != h.tgid)
-                    };
-                    for c in orphans {
-                        let new = match told {
-                            Some(t) => {
-                                self.stats.new_parents_told += 1;
-                                t
-                            }
-                            None => {
-                                self.stats.new_parents_asked += 1;
-                                (self.parent_lookup)(c)
-                                    .filter(|&pp| pp != h.tgid)
-                                    .unwrap_or(1)
-                            }
-                        };
-                        self.set_ppid(c, new);
-                        if let Some(child) = self.procs.get(&c) {
-                            self.reparented.push((child.key, new));
-                        }
-                    }
-                }
-                let parent = self.procs.get(&subject.ppid).cloned();
-                Touched {
-                    subject: Some(subject),
-                    parent,
-                    cause: None,
-                    ..Default::default()
-                }
-            }
-            Payload::Reap(r) => {
-                let reaper = match ReapSource::from_u32(r.source) {
-                    ReapSource::Free | ReapSource::Unknown => None,
-                    _ => self.procs.get(&h.tgid).cloned(),
-                };
-                // A reaper that is not the parent we knew adopted the child.
-                if let Some(reaper) = &reaper {
-                    self.set_ppid(r.reaped_pid, reaper.key.tgid);
-                }
-                // wait4 also returns stopped/continued children: only an exited process is reaped.
-                let subject = match self.procs.get(&r.reaped_pid) {
-                    Some(p) if p.exited.is_some() => self.remove(r.reaped_pid),
-                    Some(p) => Some(p.clone()),
-                    None => None,
-                };
-                Touched {
-                    subject,
-                    parent: reaper,
-                    cause: None,
-                    ..Default::default()
-                }
-            }
+            Payload::Fork(f) => self.on_fork(ev, f, container_of),
+            Payload::Exec(x) => self.on_exec(ev, x, container_of),
+            Payload::Exit(x) => self.on_exit(ev, x, container_of),
+            Payload::Reap(r) => self.on_reap(ev, r),
             // A socket call runs in its process: learn the process if it is unknown (evicted, missed).
             Payload::Bind(_) | Payload::Connect(_) => Touched {
                 subject: Some(self.entry(ev).clone()),
@@ -524,6 +351,213 @@ impl ProcessTable {
             Payload::Signal(x) => self.signalled(ev, x),
             // Not about one process.
             Payload::Cgroup(_) => Touched::default(),
+        }
+    }
+
+    /// A new thread (counted) or process (its child, inheriting what the
+    /// parent had: name, executable, arguments, container, program).
+    fn on_fork(
+        &mut self,
+        ev: &KernelEvent,
+        f: &watcher_common::ForkData,
+        container_of: ContainerOf,
+    ) -> Touched {
+        let h = &ev.header;
+        if f.clone_flags & CLONE_THREAD != 0 {
+            if let Some(p) = self.procs.get_mut(&h.tgid) {
+                p.threads = p.threads.saturating_add(1);
+            }
+            return Touched {
+                subject: self.procs.get(&h.tgid).cloned(),
+                parent: None,
+                cause: None,
+                ..Default::default()
+            };
+        }
+        let parent = self.procs.get(&h.tgid).cloned();
+        let ppid = if f.clone_flags & CLONE_PARENT != 0 {
+            parent.as_ref().map(|p| p.ppid).unwrap_or(0)
+        } else {
+            h.tgid
+        };
+        let container_id = if f.cgroup_id != 0 {
+            container_of(f.cgroup_id)
+        } else {
+            parent.as_ref().and_then(|p| p.container_id.clone())
+        };
+        let child = Proc {
+            key: ProcKey {
+                tgid: f.child_tgid,
+                start_ns: h.ts_ns,
+            },
+            ppid,
+            comm: parent
+                .as_ref()
+                .map(|p| p.comm.clone())
+                .unwrap_or_else(|| ev.comm().into()),
+            exe: parent.as_ref().and_then(|p| p.exe.clone()),
+            argv: parent.as_ref().and_then(|p| p.argv.clone()),
+            uid: h.uid,
+            container_id,
+            cgroup_id: f.cgroup_id,
+            pidns: parent.as_ref().map(|p| p.pidns).unwrap_or(0),
+            threads: 1,
+            exited: None,
+            signalled: None,
+            program: parent.as_ref().map(|p| p.program).unwrap_or(0),
+        };
+        self.insert(child.clone());
+        Touched {
+            subject: Some(child),
+            parent,
+            cause: None,
+            ..Default::default()
+        }
+    }
+
+    /// A new program in the process: its name, executable, arguments,
+    /// container and program identity.
+    fn on_exec(
+        &mut self,
+        ev: &KernelEvent,
+        x: &crate::kernel::decode::Exec,
+        container_of: ContainerOf,
+    ) -> Touched {
+        let h = &ev.header;
+        let p = self.entry(ev);
+        p.comm = ev.comm().into();
+        p.exe = Some(x.filename.as_str().into());
+        p.argv = Some(x.argv.clone().into());
+        p.uid = h.uid;
+        // exec kills every other thread.
+        p.threads = 1;
+        if x.cgroup_id != 0 {
+            p.cgroup_id = x.cgroup_id;
+            p.container_id = container_of(x.cgroup_id);
+        }
+        let identity = self.identity;
+        let p = self.procs.get_mut(&h.tgid).expect("entry exists");
+        p.program = program_id(
+            identity,
+            p.exe.as_deref(),
+            &p.comm,
+            p.argv.as_deref(),
+            p.container_id.as_deref(),
+        );
+        let subject = p.clone();
+        let parent = self.procs.get(&subject.ppid).cloned();
+        Touched {
+            subject: Some(subject),
+            parent,
+            cause: None,
+            ..Default::default()
+        }
+    }
+
+    /// A thread's exit; the process's end when it was the last (its
+    /// children go to their new parent).
+    fn on_exit(&mut self, ev: &KernelEvent, x: &ExitData, container_of: ContainerOf) -> Touched {
+        let h = &ev.header;
+        let status = ExitStatus::from_raw(x.exit_code);
+        let group_dead = ends_process(x, h.pid, h.tgid);
+        let tgid = self.entry(ev).key.tgid;
+        if x.parent_tgid != 0 && x.parent_tgid != tgid {
+            // The kernel's word on the parent (it follows reparenting).
+            self.set_ppid(tgid, x.parent_tgid);
+        }
+        let p = self.procs.get_mut(&tgid).expect("entry exists");
+        p.threads = p.threads.saturating_sub(1);
+        if x.pidns != 0 {
+            p.pidns = x.pidns;
+        }
+        if x.cgroup_id != 0 && x.cgroup_id != p.cgroup_id {
+            p.cgroup_id = x.cgroup_id;
+            p.container_id = container_of(x.cgroup_id);
+        }
+        if group_dead {
+            p.exited = Some((h.ts_ns, status));
+            p.threads = 0;
+        }
+        let subject = p.clone();
+        // The init of a nested pid namespace: the kernel kills every
+        // process in it and reaps them itself (no wait syscall); its
+        // children are not handed to anyone.
+        if group_dead && !ends_pid_namespace(x, h.tgid) {
+            self.hand_orphans(x, h.tgid);
+        }
+        let parent = self.procs.get(&subject.ppid).cloned();
+        Touched {
+            subject: Some(subject),
+            parent,
+            cause: None,
+            ..Default::default()
+        }
+    }
+
+    /// The children of `tgid`, which has ended, belong to a subreaper or
+    /// init now (the one the kernel side named, or `/proc`'s answer).
+    fn hand_orphans(&mut self, x: &ExitData, tgid: u32) {
+        // Its children now belong to a subreaper or init.
+        let mut orphans: Vec<u32> = self
+            .kids
+            .get(&tgid)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        orphans.retain(|c| *c != tgid && self.procs.get(c).is_some_and(|q| q.ppid == tgid));
+        orphans.sort_unstable();
+        // The kernel side names the new parent (it reads what
+        // `find_new_reaper` will choose); `/proc` is asked only
+        // on a kernel whose layout did not let it.
+        let told = if x.flags & watcher_common::EXIT_NO_CHILDREN != 0 {
+            // None left: those listed were reaped unseen (or their
+            // records are late); init's is the harmless guess.
+            Some(1)
+        } else {
+            Some(x.reaper_tgid).filter(|&r| r != 0 && r != tgid)
+        };
+        for c in orphans {
+            let new = match told {
+                Some(t) => {
+                    self.stats.new_parents_told += 1;
+                    t
+                }
+                None => {
+                    self.stats.new_parents_asked += 1;
+                    (self.parent_lookup)(c)
+                        .filter(|&pp| pp != tgid)
+                        .unwrap_or(1)
+                }
+            };
+            self.set_ppid(c, new);
+            if let Some(child) = self.procs.get(&c) {
+                self.reparented.push((child.key, new));
+            }
+        }
+    }
+
+    /// A child reaped (by wait, or freed unwaited): it leaves the table
+    /// once it had exited; a reaper that was not its parent adopted it.
+    fn on_reap(&mut self, ev: &KernelEvent, r: &watcher_common::ReapData) -> Touched {
+        let h = &ev.header;
+        let reaper = match ReapSource::from_u32(r.source) {
+            ReapSource::Free | ReapSource::Unknown => None,
+            _ => self.procs.get(&h.tgid).cloned(),
+        };
+        // A reaper that is not the parent we knew adopted the child.
+        if let Some(reaper) = &reaper {
+            self.set_ppid(r.reaped_pid, reaper.key.tgid);
+        }
+        // wait4 also returns stopped/continued children: only an exited process is reaped.
+        let subject = match self.procs.get(&r.reaped_pid) {
+            Some(p) if p.exited.is_some() => self.remove(r.reaped_pid),
+            Some(p) => Some(p.clone()),
+            None => None,
+        };
+        Touched {
+            subject,
+            parent: reaper,
+            cause: None,
+            ..Default::default()
         }
     }
 
