@@ -34,6 +34,9 @@ pub enum Batch {
     Lost {
         by_kind: Box<[u64; LOST_SLOTS as usize]>,
     },
+    /// No records: the processing loop woke for something else (an
+    /// answer, a timer, a signal) and does its between-batches work.
+    Wake,
 }
 
 pub struct ReaderOptions {

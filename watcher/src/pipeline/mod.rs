@@ -364,9 +364,9 @@ pub async fn run(
         let batch = tokio::select! {
             b = rx.recv() => b,
             // A confirmation's answer has come: applied below.
-            _ = answers.notified() => Some(Batch::Events(Vec::new(), 0)),
-            _ = name_timer => Some(Batch::Events(Vec::new(), 0)),
-            _ = late_timer => Some(Batch::Events(Vec::new(), 0)),
+            _ = answers.notified() => Some(Batch::Wake),
+            _ = name_timer => Some(Batch::Wake),
+            _ = late_timer => Some(Batch::Wake),
             // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
             _ = timer => {
                 // Records lost that the reader has not said yet (it runs after
@@ -378,7 +378,7 @@ pub async fn run(
                     // Fired when the reader says it has drained.
                     Ok(()) => {
                         awaiting_drain = true;
-                        Some(Batch::Events(Vec::new(), 0))
+                        Some(Batch::Wake)
                     }
                     // The reader has ended: nothing more will come.
                     Err(_) => Some(Batch::Drained),
@@ -425,7 +425,7 @@ pub async fn run(
                 }
                 stats.lock().expect("stats lock").container_names_late = names.unnamed;
                 out.tick(&stats);
-                Some(Batch::Events(Vec::new(), 0))
+                Some(Batch::Wake)
             }
             _ = sighup.recv(), if settings.reload_on_hup => {
                 match out.reload(&mut engine) {
@@ -438,10 +438,10 @@ pub async fn run(
                         let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: reload refused, keeping the running configuration: {e:#}\n").as_bytes());
                     }
                 }
-                Some(Batch::Events(Vec::new(), 0))
+                Some(Batch::Wake)
             }
-            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new(), 0)) }
-            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Events(Vec::new(), 0)) }
+            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Wake) }
+            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Wake) }
         };
         let Some(batch) = batch else { break };
         // The container runtime's answers (names, images), applied between
@@ -543,6 +543,7 @@ pub async fn run(
                     engine.caught_up();
                 }
             }
+            Batch::Wake => {}
             Batch::Drained => {
                 awaiting_drain = false;
                 let now = Clock::mono_now();
