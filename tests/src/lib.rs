@@ -688,9 +688,14 @@ pub fn finding_pids(v: &Value, role: Option<&str>) -> Vec<u64> {
 /// random: a port the kernel hands out for a bind to port 0 — what every
 /// actor, curl and watcher helper does — can be the one just picked here
 /// and closed again (a guest's metrics endpoint once found its port taken).
+///
+/// Never the same port twice in one test binary: a port picked for a
+/// receiver "not there yet" is free until that receiver starts, and another
+/// test's listener given the same port meanwhile would answer in its place.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static HANDED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let seed = mono_ns() ^ ((std::process::id() as u64) << 20);
     for _ in 0..1000 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -699,9 +704,14 @@ pub fn free_port() -> u16 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         let port = 20_000 + ((z ^ (z >> 31)) % 10_000) as u16;
+        let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+        if handed.contains(&port) {
+            continue;
+        }
         // Free on every address (each listener closed again before the next).
         let loopback = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
         if loopback && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            handed.push(port);
             return port;
         }
     }
