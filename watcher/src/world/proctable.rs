@@ -445,6 +445,11 @@ impl ProcessTable {
             p.container_id.as_deref(),
         );
         let subject = p.clone();
+        self.with_parent(subject)
+    }
+
+    /// `subject`, with its parent as the table knows it.
+    fn with_parent(&self, subject: Proc) -> Touched {
         let parent = self.procs.get(&subject.ppid).cloned();
         Touched {
             subject: Some(subject),
@@ -485,13 +490,7 @@ impl ProcessTable {
         if group_dead && !ends_pid_namespace(x, h.tgid) {
             self.hand_orphans(x, h.tgid);
         }
-        let parent = self.procs.get(&subject.ppid).cloned();
-        Touched {
-            subject: Some(subject),
-            parent,
-            cause: None,
-            ..Default::default()
-        }
+        self.with_parent(subject)
     }
 
     /// The children of `tgid`, which has ended, belong to a subreaper or
