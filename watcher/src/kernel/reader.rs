@@ -353,7 +353,10 @@ pub async fn run(
             }
             return Ok(());
         }
-        if !batch.is_empty() && tx.send(Batch::Events(batch, read_ns)).await.is_err() {
+        if batch.is_empty() {
+            // (A drain that found nothing keeps its storage for the next.)
+            opts.spares.give(batch);
+        } else if tx.send(Batch::Events(batch, read_ns)).await.is_err() {
             return Ok(());
         }
         if drained && tx.send(Batch::Drained).await.is_err() {
