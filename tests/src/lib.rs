@@ -724,13 +724,26 @@ pub fn eventually<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// Poll `f` until it returns Some, for at most `limit`.
-pub fn eventually_within<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn eventually_within<T>(limit: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    eventually_explained(limit, what, f, String::new)
+}
+
+/// [`eventually_within`], and when it fails, what `explain` says then
+/// (the state that tells why, read at the moment of failure).
+pub fn eventually_explained<T>(
+    limit: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {limit:?}\n{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -12,8 +12,8 @@ use std::{
 };
 
 use watcher_tests::{
-    actor_any, eventually_within, finding, finding_pids, free_port, metric, require_root, scrape,
-    spawn_actor, temp_dir, write_config, ChildGuard, Feed, Value,
+    actor_any, eventually_explained, eventually_within, finding, finding_pids, free_port, metric,
+    require_root, scrape, spawn_actor, temp_dir, write_config, ChildGuard, Feed, Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -363,15 +363,17 @@ fn a_full_queue_is_counted_and_told_to_the_receiver() {
         &[],
     );
     actor_any(ACTOR, &["fork-loop", "12000"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let dropped = loop {
-        let m = scrape(&metrics);
-        let n = metric(&m, "watcher_otlp_records_total{result=\"dropped\"}").unwrap_or(0.0);
-        let queued = metric(&m, "watcher_otlp_queue").unwrap_or(0.0);
-        if n > 0.0 && queued <= (16_384 + 512) as f64 {
-            break n;
-        }
-        if std::time::Instant::now() > deadline {
+    let dropped = eventually_explained(
+        Duration::from_secs(30),
+        "records counted dropped",
+        || {
+            let m = scrape(&metrics);
+            let n = metric(&m, "watcher_otlp_records_total{result=\"dropped\"}").unwrap_or(0.0);
+            let queued = metric(&m, "watcher_otlp_queue").unwrap_or(0.0);
+            (n > 0.0 && queued <= (16_384 + 512) as f64).then_some(n)
+        },
+        || {
+            let m = scrape(&metrics);
             let said: Vec<&str> = m
                 .lines()
                 .filter(|l| {
@@ -381,14 +383,13 @@ fn a_full_queue_is_counted_and_told_to_the_receiver() {
                             || l.contains("lost"))
                 })
                 .collect();
-            panic!(
-                "no record counted dropped within 30 s; its metrics:\n{}\nits stderr: {:?}",
+            format!(
+                "its metrics:\n{}\nits stderr: {:?}",
                 said.join("\n"),
                 d.stderr()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+            )
+        },
+    );
     let rx = Receiver::start(&["--http", &format!("127.0.0.1:{port}")]);
     let loss = rx.wait(Duration::from_secs(40), "the loss log record", |v| {
         v["event_name"] == "watcher.loss"
