@@ -989,14 +989,15 @@ async fn run(
                 .fetch_add((batch.len() + rx.len()) as u64, Ordering::Relaxed);
             return;
         }
+        // The queue gauge counts records waiting to go: the loss record
+        // put in front of them says what was dropped and is not one.
+        let held = batch.len() as u64;
         let dropped = stats.dropped.load(Ordering::Relaxed);
         if dropped > told_dropped {
             batch.insert(0, loss_log(dropped - told_dropped, dropped, &clock));
             told_dropped = dropped;
         }
-        stats
-            .queue
-            .store((batch.len() + rx.len()) as u64, Ordering::Relaxed);
+        stats.queue.store(held + rx.len() as u64, Ordering::Relaxed);
         if batch.is_empty() {
             if stopping {
                 return;
@@ -1084,7 +1085,7 @@ async fn run(
                             return;
                         }
                     }
-                    stats.queue.store(n + rx.len() as u64, Ordering::Relaxed);
+                    stats.queue.store(held + rx.len() as u64, Ordering::Relaxed);
                     if !stopping {
                         tokio::select! {
                             _ = stop.notified() => stopping = true,
@@ -1374,5 +1375,55 @@ mod tests {
             matches!(attr(&l, "watcher.exit"), Some(Value::KvlistValue(_))),
             "{l:?}"
         );
+    }
+
+    /// The queue gauge counts records waiting to go, whatever else the sink
+    /// puts in front of them: with the queue full and a batch held for a
+    /// receiver that is down, it reads the queue's size, not one more for
+    /// the loss record that tells the receiver of what was dropped.
+    #[test]
+    fn the_queue_gauge_counts_waiting_records_and_not_the_loss_record() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A port nobody listens on: every export is "try again".
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let settings = Settings {
+                url: format!("http://127.0.0.1:{port}/v1/logs"),
+                protocol: Protocol::HttpProtobuf,
+                types: Types::new(&["all".to_owned()]).unwrap(),
+                headers: Vec::new(),
+                gzip: false,
+                timeout: Duration::from_secs(1),
+                service_name: "watcher".into(),
+                resource: Vec::new(),
+            };
+            let line = r#"{"schema":1,"time":"2026-12-03T08:00:00.000001Z","mono_ns":5,"type":"exit","process":{"pid":9,"name":"sh","exit_code":3},"exit":{"core_dumped":false,"process_exited":true,"parent_waiting":false,"status_unknown":false}}"#;
+            let r: Record = serde_json::from_str(line).unwrap();
+            let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+            for _ in 0..QUEUE {
+                tx.try_send(r.clone()).unwrap();
+            }
+            let stats = Arc::new(OtlpStats::default());
+            stats.up.store(true, Ordering::Relaxed);
+            stats.dropped.store(7, Ordering::Relaxed);
+            let stop = Arc::new(Notify::new());
+            let sink = tokio::spawn(run(rx, settings, stats.clone(), stop.clone()));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while stats.up.load(Ordering::Relaxed) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(!stats.up.load(Ordering::Relaxed), "the export never failed");
+            assert_eq!(stats.queue.load(Ordering::Relaxed), QUEUE as u64);
+            drop(tx);
+            stop.notify_one();
+            let _ = tokio::time::timeout(Duration::from_secs(5), sink).await;
+        });
     }
 }
