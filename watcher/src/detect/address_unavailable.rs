@@ -10,6 +10,26 @@ use super::{
     Input, Involved, Kind,
 };
 use crate::world::domain::{BindError, DomainEvent};
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.address_unavailable]`
+    AddressUnavailableCfg {}
+);
+
+impl Declared for AddressUnavailable {
+    const NAME: &'static str = "address_unavailable";
+    const SEVERITY: &'static str = "warning";
+    const ADVICE: &'static str = "A program binds an address this host does not have (a moved IP, an interface not up yet, a wrong bind address in its config). Fix its bind address or bring the address up.";
+    type Config = AddressUnavailableCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        AddressUnavailable::new(cfg)
+    }
+}
+
+detector!(AddressUnavailable, |s, i, _c| {
+    AddressUnavailable::on_event(s, i)
+});
 
 pub struct AddressUnavailable {
     /// Keyed by (network namespace, address).

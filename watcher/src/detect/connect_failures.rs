@@ -22,6 +22,31 @@ use crate::{
     world::domain::{ConnectOutcome, DomainEvent},
     world::proctable::Proc,
 };
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.connect_failures]`
+    ConnectFailuresCfg {
+        /// Failed connects to one destination within `window_s` that open the finding.
+        #[serde(deserialize_with = "crate::detect::config::at_least_1")]
+        failures: u32 = 10,
+        #[serde(deserialize_with = "crate::detect::config::seconds")]
+        window_s: f64 = 10.0,
+    }
+);
+
+impl Declared for ConnectFailures {
+    const NAME: &'static str = "connect_failures";
+    const SEVERITY: &'static str = "warning";
+    const ADVICE: &'static str = "Connections to a dependency keep failing: it is down, not listening, or unreachable from this host or container. The finding names the destination and the clients.";
+    type Config = ConnectFailuresCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        ConnectFailures::new(cfg)
+    }
+}
+
+detector!(ConnectFailures, |s, i, c| ConnectFailures::on_event(s, i, c.shadowed),
+    tick: |s, now, _v| ConnectFailures::on_tick(s, now), deadline: |s| ConnectFailures::next_deadline(s));
 
 /// Errors of a connect that never reached SYN_SENT (nothing else reports them).
 /// EADDRNOTAVAIL is not the destination's: no local port was free (`ports_exhausted`).

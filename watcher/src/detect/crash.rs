@@ -14,7 +14,7 @@
 //!   whose exit code is an answer (`curl` 7, `grep -q` 1, `check_http` 2 …);
 //! - a death by signal of which no record says who sent it (the kernel lacks
 //!   the tracepoint, or the record was lost) counts as a crash.
-use super::config::{names_match, RespawnStormCfg};
+use super::{config::names_match, respawn_storm::RespawnStormCfg};
 use crate::kernel::abi::{SIGKILL, SIGPIPE};
 use crate::{
     kernel::names::ExitStatus,

@@ -16,6 +16,33 @@ use crate::{
     world::domain::DomainEvent,
     world::proctable::{Proc, ProcKey},
 };
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.duplicate_instances]`
+    DuplicateInstancesCfg {
+        /// Live instances of one program above this open the finding.
+        #[serde(deserialize_with = "crate::detect::config::at_least_1")]
+        limit: u32 = 10,
+        /// Programs that must run once (limit 1): name, basename or path.
+        singletons: Vec<String> = Vec::new(),
+    }
+);
+
+impl Declared for DuplicateInstances {
+    const NAME: &'static str = "duplicate_instances";
+    const SEVERITY: &'static str = "warning";
+    const ADVICE: &'static str = "More instances of a program run than it should have (a second copy started beside the first, or a singleton run twice). Stop the extra ones and find what starts them.";
+    const HELD_AFTER_LOSS: bool = true;
+    type Config = DuplicateInstancesCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        DuplicateInstances::new(cfg)
+    }
+}
+
+detector!(DuplicateInstances, |s, i, _c| {
+    DuplicateInstances::on_event(s, i)
+});
 
 pub struct DuplicateInstances {
     pub incidents: Incidents<u64>,

@@ -14,6 +14,38 @@ use super::{
     Kind,
 };
 use crate::{world::domain::DomainEvent, world::proctable::Proc};
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.fork_storm]`
+    ForkStormCfg {
+        /// Children per second from one process…
+        #[serde(deserialize_with = "crate::detect::config::at_least_1")]
+        rate_per_s: u32 = 500,
+        /// …sustained this many seconds.
+        #[serde(deserialize_with = "crate::detect::config::at_least_1")]
+        sustain_s: u32 = 2,
+        /// Or: live descendants of one process growing by more than this…
+        #[serde(deserialize_with = "crate::detect::config::at_least_1")]
+        growth: u32 = 1000,
+        /// …within this many seconds.
+        #[serde(deserialize_with = "crate::detect::config::seconds")]
+        growth_window_s: f64 = 2.0,
+    }
+);
+
+impl Declared for ForkStorm {
+    const NAME: &'static str = "fork_storm";
+    const SEVERITY: &'static str = "critical";
+    const ADVICE: &'static str = "A process forks children far faster than normal, or its subtree grows without bound (a fork bomb, a runaway retry loop). Stop the process the finding names before the host runs out of processes.";
+    type Config = ForkStormCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        ForkStorm::new(cfg)
+    }
+}
+
+detector!(ForkStorm, |s, i, _c| ForkStorm::on_event(s, i),
+    tick: |s, now, _v| ForkStorm::on_tick(s, now), deadline: |s| ForkStorm::next_deadline(s));
 
 const BUCKETS: usize = 20;
 const SECOND: u64 = 1_000_000_000;

@@ -18,6 +18,8 @@ pub struct Incident {
     last_emit_ns: u64,
     pub summary: String,
     pub processes: Vec<Involved>,
+    /// Processes it counts without naming them (see [`Finding::counted`]).
+    pub counted: Vec<u32>,
     pub details: Map<String, Value>,
 }
 
@@ -205,6 +207,7 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
             last_seen_ns: inc.last_ns,
             at_ns,
             processes: inc.processes.clone(),
+            counted: inc.counted.clone(),
             details: inc.details.clone(),
         }
     }
@@ -222,11 +225,38 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         processes: Vec<Involved>,
         details: Map<String, Value>,
     ) -> Option<Finding> {
+        self.raise_counting(
+            k,
+            key_text,
+            now,
+            count,
+            summary,
+            processes,
+            Vec::new(),
+            details,
+        )
+    }
+
+    /// [`Incidents::raise`] for a finding that also counts processes it does
+    /// not name (`counted`: a parent's zombies, all of them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn raise_counting(
+        &mut self,
+        k: K,
+        key_text: &str,
+        now: u64,
+        count: u64,
+        summary: String,
+        processes: Vec<Involved>,
+        counted: Vec<u32>,
+        details: Map<String, Value>,
+    ) -> Option<Finding> {
         if let Some(inc) = self.map.get_mut(&k) {
             inc.count += count;
             inc.last_ns = now;
             inc.summary = summary;
             inc.processes = processes;
+            inc.counted = counted;
             inc.details = details;
             if now.saturating_sub(inc.last_emit_ns) >= self.update_interval_ns {
                 inc.last_emit_ns = now;
@@ -259,6 +289,7 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
             last_emit_ns: now,
             summary,
             processes,
+            counted,
             details,
         };
         let f = self.finding(&inc, State::Open, now);

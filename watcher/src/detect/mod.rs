@@ -6,24 +6,53 @@
 //!
 //! A finding is one incident: `open` when the pattern is first seen, `update`
 //! (rate-limited) while it continues, `resolved` when it clears.
-pub mod address_unavailable;
+//!
+//! ## Adding a detector
+//!
+//! One file and one line. The file, `detect/<name>.rs`, holds a type that
+//! implements [`registry::Detector`] (the calls it answers, usually through
+//! the `detector!` macro) and [`registry::Declared`] (its kind's name, its
+//! alerts' default severity and advice, and its `[detect.<name>]` section,
+//! made with `config::section!`). The line goes into [`with_detectors`]:
+//! `<name>: <KindVariant> => <Type>,`. From that list come the module, the
+//! [`Kind`] variant and [`Kind::ALL`], the [`Detectors`] field and its place
+//! in the order detectors see an event, the `[detect]` config's section,
+//! the records' schema of kinds, the alert severity and description, and
+//! the metrics' kind labels. A finding's summary sentence is a [`summary::Says`]
+//! variant. The test `every_listed_kind_is_declared_everywhere` (detect/tests/registry.rs)
+//! fails when a kind is missing from what is not made from the list (the
+//! docs' list of findings).
+
+/// The one list of detectors, in the order they see an event (the port
+/// detectors after the socket table; connect_failures after port_shadowed):
+/// `module: Kind variant => type` (the type lives in the module). Used as
+/// `with_detectors!(a_macro)`, which gets the list.
+macro_rules! with_detectors {
+    ($then:ident) => {
+        $then! {
+            port_conflict: PortConflict => PortConflict,
+            port_shadowed: PortShadowed => PortShadowed,
+            address_unavailable: AddressUnavailable => AddressUnavailable,
+            zombie_accumulation: ZombieAccumulation => ZombieAccumulation,
+            zombie: Zombie => Zombies,
+            respawn_storm: RespawnStorm => RespawnStorm,
+            duplicate_instances: DuplicateInstances => DuplicateInstances,
+            fork_storm: ForkStorm => ForkStorm,
+            connect_failures: ConnectFailures => ConnectFailures,
+            ports_exhausted: PortsExhausted => PortsExhausted,
+        }
+    };
+}
+pub(crate) use with_detectors;
+
 pub mod config;
-pub mod connect_failures;
 pub mod crash;
-pub mod duplicate_instances;
-pub mod fork_storm;
 pub mod incident;
 pub mod members;
-pub mod port_conflict;
-pub mod port_shadowed;
-pub mod ports_exhausted;
 pub mod registry;
-pub mod respawn_storm;
 pub mod room;
 pub mod sockets;
 pub mod summary;
-pub mod zombie;
-pub mod zombie_accumulation;
 
 #[cfg(test)]
 pub mod testkit;
@@ -48,50 +77,95 @@ use sockets::SocketTable;
 /// Processes existing at start, by tgid (for the detectors' seeds).
 pub type ProcIndex<'a> = std::collections::HashMap<u32, &'a Proc>;
 
-/// The finding kinds of DESIGN.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    PortConflict,
-    PortShadowed,
-    AddressUnavailable,
-    ZombieAccumulation,
-    Zombie,
-    RespawnStorm,
-    DuplicateInstances,
-    ForkStorm,
-    ConnectFailures,
-    PortsExhausted,
-}
+/// What the list makes here: the detectors' modules, [`Kind`], and [`Detectors`]'s fields.
+macro_rules! declare_detectors {
+    ($($field:ident: $kind:ident => $ty:ident,)*) => {
+        $(pub mod $field;)*
 
-impl Kind {
-    pub const ALL: [Kind; 10] = [
-        Kind::PortConflict,
-        Kind::PortShadowed,
-        Kind::AddressUnavailable,
-        Kind::ZombieAccumulation,
-        Kind::Zombie,
-        Kind::RespawnStorm,
-        Kind::DuplicateInstances,
-        Kind::ForkStorm,
-        Kind::ConnectFailures,
-        Kind::PortsExhausted,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Kind::PortConflict => "port_conflict",
-            Kind::PortShadowed => "port_shadowed",
-            Kind::AddressUnavailable => "address_unavailable",
-            Kind::ZombieAccumulation => "zombie_accumulation",
-            Kind::Zombie => "zombie",
-            Kind::RespawnStorm => "respawn_storm",
-            Kind::DuplicateInstances => "duplicate_instances",
-            Kind::ForkStorm => "fork_storm",
-            Kind::ConnectFailures => "connect_failures",
-            Kind::PortsExhausted => "ports_exhausted",
+        /// The finding kinds of DESIGN.md: one per detector.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kind {
+            $($kind,)*
         }
-    }
+
+        $(impl registry::Listed for $field::$ty {
+            const KIND: Kind = Kind::$kind;
+        })*
+
+        impl Kind {
+            /// Every kind, in the order its detector sees an event.
+            pub const ALL: [Kind; Kind::COUNT] = [$(Kind::$kind,)*];
+            pub const COUNT: usize = [$(stringify!($kind),)*].len();
+
+            /// Its name in records, config and alerts (`port_conflict`).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => <$field::$ty as registry::Declared>::NAME,)*
+                }
+            }
+
+            /// Its alerts' severity unless the config says otherwise.
+            pub const fn severity(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => <$field::$ty as registry::Declared>::SEVERITY,)*
+                }
+            }
+
+            /// What to do about one of its findings.
+            pub const fn advice(self) -> &'static str {
+                match self {
+                    $(Kind::$kind => <$field::$ty as registry::Declared>::ADVICE,)*
+                }
+            }
+
+            /// Whether its findings are held after a loss until confirmed.
+            pub const fn held_after_loss(self) -> bool {
+                match self {
+                    $(Kind::$kind => <$field::$ty as registry::Declared>::HELD_AFTER_LOSS,)*
+                }
+            }
+
+            /// The kind named `name` (`port_conflict`).
+            pub fn from_name(name: &str) -> Option<Kind> {
+                Kind::ALL.into_iter().find(|k| k.as_str() == name)
+            }
+        }
+
+        /// Every detector, fed in order, sharing the socket table.
+        pub struct Detectors {
+            pub sockets: SocketTable,
+            $(pub $field: $field::$ty,)*
+            pub config: DetectConfig,
+        }
+
+        impl Detectors {
+            fn build(config: DetectConfig) -> Detectors {
+                use registry::Declared;
+                Detectors {
+                    sockets: SocketTable::new(config.max_sockets),
+                    $($field: <$field::$ty as Declared>::new(&config),)*
+                    config,
+                }
+            }
+
+            /// The socket table, and every detector in the order they see an event.
+            fn split(&mut self) -> (&SocketTable, [&mut dyn registry::Detector; Kind::COUNT]) {
+                (&self.sockets, [$(&mut self.$field as &mut dyn registry::Detector,)*])
+            }
+
+            /// Every detector, in the order they see an event.
+            pub fn registry(&mut self) -> [&mut dyn registry::Detector; Kind::COUNT] {
+                self.split().1
+            }
+
+            /// [`Detectors::registry`], to read.
+            pub fn all(&self) -> [&dyn registry::Detector; Kind::COUNT] {
+                [$(&self.$field as &dyn registry::Detector,)*]
+            }
+        }
+    };
 }
+with_detectors!(declare_detectors);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -141,6 +215,10 @@ pub struct Finding {
     /// When the deciding event happened (the record's `mono_ns`).
     pub at_ns: u64,
     pub processes: Vec<Involved>,
+    /// Processes (tgids) the finding counts without naming them all: its
+    /// truth rests on them too (a parent's accumulation names 16 zombies
+    /// and counts every one).
+    pub counted: Vec<u32>,
     /// Kind-specific facts (thresholds, addresses, exit codes…).
     pub details: Map<String, Value>,
 }
@@ -271,22 +349,6 @@ pub fn dur(ns: u64) -> String {
     }
 }
 
-/// Every detector, fed in order, sharing the socket table.
-pub struct Detectors {
-    pub sockets: SocketTable,
-    pub port_conflict: port_conflict::PortConflict,
-    pub port_shadowed: port_shadowed::PortShadowed,
-    pub address_unavailable: address_unavailable::AddressUnavailable,
-    pub zombie_accumulation: zombie_accumulation::ZombieAccumulation,
-    pub zombie: zombie::Zombies,
-    pub respawn_storm: respawn_storm::RespawnStorm,
-    pub duplicate_instances: duplicate_instances::DuplicateInstances,
-    pub fork_storm: fork_storm::ForkStorm,
-    pub connect_failures: connect_failures::ConnectFailures,
-    pub ports_exhausted: ports_exhausted::PortsExhausted,
-    pub config: DetectConfig,
-}
-
 /// What a pid namespace's end means for one event (see [`Detectors::on_event`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Teardown {
@@ -296,38 +358,7 @@ pub struct Teardown {
     pub during: bool,
 }
 
-/// Every detector of a [`Detectors`], in the order they see an event (the
-/// port detectors after the socket table; connect_failures after
-/// port_shadowed): the one list. A macro so that, used inline, it borrows
-/// the detectors' fields only (the socket table stays free to lend).
-macro_rules! each_detector {
-    ($d:expr, $($r:tt)+) => {
-        [
-            $($r)+ $d.port_conflict as $($r)+ dyn registry::Detector,
-            $($r)+ $d.port_shadowed,
-            $($r)+ $d.address_unavailable,
-            $($r)+ $d.zombie_accumulation,
-            $($r)+ $d.zombie,
-            $($r)+ $d.respawn_storm,
-            $($r)+ $d.duplicate_instances,
-            $($r)+ $d.fork_storm,
-            $($r)+ $d.connect_failures,
-            $($r)+ $d.ports_exhausted,
-        ]
-    };
-}
-
 impl Detectors {
-    /// Every detector, in the order they see an event.
-    pub fn registry(&mut self) -> [&mut dyn registry::Detector; 10] {
-        each_detector!(self, &mut)
-    }
-
-    /// [`Detectors::registry`], to read.
-    pub fn all(&self) -> [&dyn registry::Detector; 10] {
-        each_detector!(self, &)
-    }
-
     pub fn new(config: DetectConfig) -> Detectors {
         let mut d = Detectors::build(config);
         let rate = d.config.max_opens_per_user_s;
@@ -343,23 +374,6 @@ impl Detectors {
             .into_iter()
             .map(|d| (d.kind(), d.incidents().not_opened()))
             .collect()
-    }
-
-    fn build(config: DetectConfig) -> Detectors {
-        Detectors {
-            sockets: SocketTable::new(config.max_sockets),
-            port_conflict: port_conflict::PortConflict::new(&config),
-            port_shadowed: port_shadowed::PortShadowed::new(&config),
-            address_unavailable: address_unavailable::AddressUnavailable::new(&config),
-            zombie_accumulation: zombie_accumulation::ZombieAccumulation::new(&config),
-            zombie: zombie::Zombies::new(&config),
-            respawn_storm: respawn_storm::RespawnStorm::new(&config),
-            duplicate_instances: duplicate_instances::DuplicateInstances::new(&config),
-            fork_storm: fork_storm::ForkStorm::new(&config),
-            connect_failures: connect_failures::ConnectFailures::new(&config),
-            ports_exhausted: ports_exhausted::PortsExhausted::new(&config),
-            config,
-        }
     }
 
     /// The kernel's word on a pid namespace's end: the exit of its init, and
@@ -442,18 +456,19 @@ impl Detectors {
                 .filter(|x| (x.0, x.1) == (n, p))
                 .map(|x| x.2.clone())
         };
-        let ctx = registry::Ctx {
-            sockets: &self.sockets,
-            changes: &changes,
-            teardown,
-            shadowed: &shadowed,
-        };
         let enabled = Kind::ALL
             .iter()
             .filter(|k| self.config.enabled(**k))
             .fold(0u32, |m, k| m | 1 << *k as u32);
+        let (sockets, detectors) = self.split();
+        let ctx = registry::Ctx {
+            sockets,
+            changes: &changes,
+            teardown,
+            shadowed: &shadowed,
+        };
         let mut out = Vec::new();
-        for d in each_detector!(self, &mut) {
+        for d in detectors {
             if enabled & (1 << d.kind() as u32) != 0 {
                 out.extend(d.on_event(i, &ctx));
             }

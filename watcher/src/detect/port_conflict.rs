@@ -28,6 +28,29 @@ use crate::{
     world::domain::{BindError, DomainEvent},
     world::proctable::{Proc, ProcKey},
 };
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.port_conflict]`
+    PortConflictCfg {
+        /// After the failing process exits, wait this long for a retry before resolving.
+        #[serde(deserialize_with = "crate::detect::config::seconds_or_zero")]
+        resolve_after_exit_s: f64 = 30.0,
+    }
+);
+
+impl Declared for PortConflict {
+    const NAME: &'static str = "port_conflict";
+    const SEVERITY: &'static str = "critical";
+    const ADVICE: &'static str = "A program cannot bind a port another process holds: stop the one that should not run there (or move one of them to another port); the failing program keeps failing until then. The finding names both, with their containers.";
+    type Config = PortConflictCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        PortConflict::new(cfg)
+    }
+}
+
+detector!(PortConflict, |s, i, c| PortConflict::on_event(s, i, c.sockets, c.changes),
+    tick: |s, now, _v| PortConflict::on_tick(s, now), deadline: |s| PortConflict::next_deadline(s));
 
 /// A prober's next try is at most this far above the port it started from.
 const PROBE_SPAN: u16 = 100;

@@ -24,6 +24,26 @@ use super::{
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::world::containers::{docker_proxy_target, ContainerInfo};
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.port_shadowed]`
+    PortShadowedCfg {}
+);
+
+impl Declared for PortShadowed {
+    const NAME: &'static str = "port_shadowed";
+    const SEVERITY: &'static str = "warning";
+    const ADVICE: &'static str = "Two programs listen on overlapping addresses of one port: connections go to one of them, not necessarily the intended one. Stop one, or bind them to distinct ports or addresses.";
+    type Config = PortShadowedCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        PortShadowed::new(cfg)
+    }
+}
+
+detector!(PortShadowed, |s, i, c| {
+    PortShadowed::on_event(s, i, c.sockets, c.changes)
+});
 
 type Key = PortKey;
 

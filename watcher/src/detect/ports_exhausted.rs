@@ -24,6 +24,26 @@ use crate::{
     world::proctable::Proc,
     world::sockdiag::PortSummary,
 };
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.ports_exhausted]`
+    PortsExhaustedCfg {}
+);
+
+impl Declared for PortsExhausted {
+    const NAME: &'static str = "ports_exhausted";
+    const SEVERITY: &'static str = "critical";
+    const ADVICE: &'static str = "A network namespace has run out of ephemeral ports: new outgoing connections fail. Find the program holding thousands of connections (the finding names it), reuse connections, or widen net.ipv4.ip_local_port_range.";
+    type Config = PortsExhaustedCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        PortsExhausted::new(cfg)
+    }
+}
+
+detector!(PortsExhausted, |s, i, _c| {
+    PortsExhausted::on_event(s, i)
+});
 
 /// A namespace's port table is summarized at most this often while it fails.
 const SUMMARY_EVERY_NS: u64 = 10_000_000_000;

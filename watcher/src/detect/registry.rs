@@ -1,9 +1,11 @@
-//! The one detector trait and the registry: every detector answers the same
-//! calls (an event, a deadline, its next deadline, its incidents, new
-//! settings), so [`super::Detectors`] fans out in one loop over
-//! [`super::Detectors::registry`] instead of once per detector per call.
-//! Adding a detector is its module, its `impl Detector`, and one line in the
-//! registry.
+//! The detector traits: every detector answers the same calls (an event, a
+//! deadline, its next deadline, its incidents, new settings) — [`Detector`],
+//! so [`super::Detectors`] fans out in one loop — and declares what the
+//! rest of watcher says of its findings — [`Declared`]: its kind's name, its
+//! alerts' default severity and advice, its `[detect.<name>]` section.
+//! The list of detectors is [`super::with_detectors`]: the kind enum, the
+//! [`super::Detectors`] fields, the `[detect]` config and the schema's kind
+//! list are all made from it.
 use std::hash::Hash;
 
 use super::{
@@ -11,6 +13,39 @@ use super::{
     sockets::{Changes, SocketTable},
     ContainerView, DetectConfig, Finding, Input, Kind, Teardown,
 };
+
+/// What a detector declares about itself, read by the layers that present
+/// its findings (records, alerts, config, schema, metrics).
+pub trait Declared: Detector + Sized {
+    /// Its kind's name: the records' `kind`, its `[detect.<name>]` section,
+    /// its alerts' `alertname` (`port_conflict` → `WatcherPortConflict`).
+    const NAME: &'static str;
+    /// Its alerts' severity unless `[alerts.severity]` says otherwise
+    /// (`critical`, `warning` or `info`).
+    const SEVERITY: &'static str;
+    /// What a person should do about one of its findings: its alerts'
+    /// `description`.
+    const ADVICE: &'static str;
+    /// Whether a lost exit or reap can make its findings false (they are
+    /// about processes being alive, or dead and unreaped): then a finding
+    /// decided after a loss is held until the reconciliation confirms it.
+    const HELD_AFTER_LOSS: bool = false;
+    /// Its `[detect.<name>]` section (made with [`super::config::section`]).
+    type Config: Section;
+    fn new(cfg: &DetectConfig) -> Self;
+}
+
+/// A `[detect.<name>]` section: every one can be turned off.
+pub trait Section:
+    Clone + std::fmt::Debug + PartialEq + Default + serde::Serialize + serde::de::DeserializeOwned
+{
+    fn enabled(&self) -> bool;
+}
+
+/// The kind a listed detector's findings have (implemented by the list).
+pub trait Listed {
+    const KIND: Kind;
+}
 
 /// What a detector is given with an event besides its [`Input`]: the
 /// shared socket table (after the event), what the event changed in it, what
@@ -75,17 +110,28 @@ pub trait Detector {
     fn reset(&mut self, cfg: &DetectConfig);
 }
 
+/// `impl Detector` for a detector type, from the calls it answers: its
+/// event handler (given `self`, the [`Input`] and the [`Ctx`]), and when it
+/// has deadlines, its tick and its next deadline.
 macro_rules! detector {
-    ($ty:ty, $kind:expr, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)?) => {
-        impl Detector for $ty {
-            fn kind(&self) -> Kind {
-                $kind
+    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)?) => {
+        impl $crate::detect::registry::Detector for $ty {
+            fn kind(&self) -> $crate::detect::Kind {
+                <$ty as $crate::detect::registry::Listed>::KIND
             }
-            fn on_event(&mut self, $i: &Input, $ctx: &Ctx) -> Vec<Finding> {
+            fn on_event(
+                &mut self,
+                $i: &$crate::detect::Input,
+                $ctx: &$crate::detect::registry::Ctx,
+            ) -> Vec<$crate::detect::Finding> {
                 let $s = self;
                 $event
             }
-            $(fn on_tick(&mut self, $tn: u64, $tv: &dyn ContainerView) -> Vec<Finding> {
+            $(fn on_tick(
+                &mut self,
+                $tn: u64,
+                $tv: &dyn $crate::detect::ContainerView,
+            ) -> Vec<$crate::detect::Finding> {
                 let $ts = self;
                 $tick
             })?
@@ -93,50 +139,20 @@ macro_rules! detector {
                 let $ds = self;
                 $dl
             })?
-            fn incidents(&self) -> &dyn IncidentTable {
+            fn incidents(&self) -> &dyn $crate::detect::registry::IncidentTable {
                 &self.incidents
             }
-            fn incidents_mut(&mut self) -> &mut dyn IncidentTable {
+            fn incidents_mut(&mut self) -> &mut dyn $crate::detect::registry::IncidentTable {
                 &mut self.incidents
             }
-            fn reconfigure(&mut self, cfg: &DetectConfig) {
+            fn reconfigure(&mut self, cfg: &$crate::detect::DetectConfig) {
                 <$ty>::reconfigure(self, cfg)
             }
-            fn reset(&mut self, cfg: &DetectConfig) {
+            fn reset(&mut self, cfg: &$crate::detect::DetectConfig) {
                 *self = <$ty>::new(cfg);
             }
         }
     };
 }
 
-use super::{
-    address_unavailable::AddressUnavailable, connect_failures::ConnectFailures,
-    duplicate_instances::DuplicateInstances, fork_storm::ForkStorm, port_conflict::PortConflict,
-    port_shadowed::PortShadowed, ports_exhausted::PortsExhausted, respawn_storm::RespawnStorm,
-    zombie::Zombies, zombie_accumulation::ZombieAccumulation,
-};
-
-detector!(PortConflict, Kind::PortConflict, |s, i, c| PortConflict::on_event(s, i, c.sockets, c.changes),
-    tick: |s, now, _v| PortConflict::on_tick(s, now), deadline: |s| PortConflict::next_deadline(s));
-detector!(PortShadowed, Kind::PortShadowed, |s, i, c| {
-    PortShadowed::on_event(s, i, c.sockets, c.changes)
-});
-detector!(AddressUnavailable, Kind::AddressUnavailable, |s, i, _c| {
-    AddressUnavailable::on_event(s, i)
-});
-detector!(ZombieAccumulation, Kind::ZombieAccumulation, |s, i, c| ZombieAccumulation::on_event(s, i, c.teardown),
-    tick: |s, now, v| ZombieAccumulation::on_tick(s, now, v), deadline: |s| ZombieAccumulation::next_deadline(s));
-detector!(Zombies, Kind::Zombie, |s, i, c| Zombies::on_event(s, i, c.teardown),
-    tick: |s, now, v| Zombies::on_tick(s, now, v), deadline: |s| Zombies::next_deadline(s));
-detector!(RespawnStorm, Kind::RespawnStorm, |s, i, _c| RespawnStorm::on_event(s, i),
-    tick: |s, now, v| RespawnStorm::on_tick(s, now, v), deadline: |s| RespawnStorm::next_deadline(s));
-detector!(DuplicateInstances, Kind::DuplicateInstances, |s, i, _c| {
-    DuplicateInstances::on_event(s, i)
-});
-detector!(ForkStorm, Kind::ForkStorm, |s, i, _c| ForkStorm::on_event(s, i),
-    tick: |s, now, _v| ForkStorm::on_tick(s, now), deadline: |s| ForkStorm::next_deadline(s));
-detector!(ConnectFailures, Kind::ConnectFailures, |s, i, c| ConnectFailures::on_event(s, i, c.shadowed),
-    tick: |s, now, _v| ConnectFailures::on_tick(s, now), deadline: |s| ConnectFailures::next_deadline(s));
-detector!(PortsExhausted, Kind::PortsExhausted, |s, i, _c| {
-    PortsExhausted::on_event(s, i)
-});
+pub(crate) use detector;

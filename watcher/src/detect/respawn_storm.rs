@@ -39,6 +39,71 @@ use crate::{
     world::proctable::{Proc, ProcKey},
     world::{cause::Cause, containers::ContainerInfo},
 };
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.respawn_storm]`
+    RespawnStormCfg {
+        /// Consecutive crash → restart cycles of one program that open the finding.
+        #[serde(deserialize_with = "crate::detect::config::at_least_1")]
+        restarts: u32 = 5,
+        /// The longest delay between a crash and its restart that still continues
+        /// a loop once its restarter backs off (Docker doubles up to 1 min,
+        /// Kubernetes up to 5 min).
+        #[serde(deserialize_with = "crate::detect::config::seconds")]
+        window_s: f64 = 330.0,
+        /// A life shorter than this that ends abnormally counts as a crash; a
+        /// restarted instance that lives this long ends the loop.
+        #[serde(deserialize_with = "crate::detect::config::seconds")]
+        short_life_s: f64 = 30.0,
+        /// The first restart must follow its crash within this long.
+        #[serde(deserialize_with = "crate::detect::config::seconds")]
+        restart_within_s: f64 = 30.0,
+        /// A loop of at least this many crashes whose restarter then stops
+        /// restarting it (systemd's StartLimitBurst, supervisord's startretries)
+        /// is reported: the program is down.
+        #[serde(deserialize_with = "crate::detect::config::at_least_1")]
+        gave_up_after: u32 = 3,
+        /// Programs whose non-zero exit code is an answer, not a crash: probes,
+        /// tests, compilers (name, basename or path; a trailing `*` matches any rest).
+        answer_programs: Vec<String> = [
+            "grep", "egrep", "fgrep", "zgrep", "rg", "pgrep", "pkill", "pidof", "test", "[", "false", "diff", "cmp",
+            "which", "id", "getent", "timeout", "ping", "ping6", "fping", "arping", "curl", "wget", "nc", "ncat",
+            "netcat", "socat", "telnet", "ss", "dig", "host", "nslookup", "mountpoint", "flock", "kill", "systemctl",
+            "ls", "stat", "find", "expr", "check_*", "pg_isready", "mysqladmin", "redis-cli", "sha256sum",
+            "md5sum", "cc", "gcc", "g++", "c++", "clang", "clang++", "rustc", "javac", "go", "tsc", "make", "cargo",
+            "ld", "as",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        /// Senders whose fatal signal is a stop, not a crash, besides the
+        /// process's parent and ancestors: supervisors, container runtimes, and
+        /// the tools a person stops a process with.
+        stoppers: Vec<String> = [
+            "systemd", "init", "supervisord", "runsv", "runsvdir", "s6-supervise", "containerd-shim*", "runc", "crun",
+            "conmon", "dockerd", "containerd", "docker-init", "tini", "dumb-init", "kubelet", "monit", "circusd",
+            "kill", "pkill", "killall", "skill", "timeout", "bash", "sh", "dash", "zsh", "fish", "ash", "ksh",
+            "busybox", "sudo", "su", "tmux: server", "screen",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    }
+);
+
+impl Declared for RespawnStorm {
+    const NAME: &'static str = "respawn_storm";
+    const SEVERITY: &'static str = "critical";
+    const ADVICE: &'static str = "A program keeps crashing and being restarted (a crash loop, hidden by its restart policy). The finding names the cause of each end; fix the cause — restarting it again will not.";
+    type Config = RespawnStormCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        RespawnStorm::new(cfg)
+    }
+}
+
+detector!(RespawnStorm, |s, i, _c| RespawnStorm::on_event(s, i),
+    tick: |s, now, v| RespawnStorm::on_tick(s, now, v), deadline: |s| RespawnStorm::next_deadline(s));
 
 /// Cycles of one loop kept for the finding's facts.
 const KEPT_CYCLES: usize = 64;

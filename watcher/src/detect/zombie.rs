@@ -16,6 +16,30 @@ use crate::{
     world::domain::DomainEvent,
     world::proctable::{Proc, ProcKey},
 };
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.zombie]`
+    ZombieCfg {
+        /// A child unreaped this long is a finding (fires at the deadline).
+        #[serde(deserialize_with = "crate::detect::config::seconds")]
+        max_age_s: f64 = 10.0,
+    }
+);
+
+impl Declared for Zombies {
+    const NAME: &'static str = "zombie";
+    const SEVERITY: &'static str = "info";
+    const ADVICE: &'static str = "A child exited long ago and its parent has not reaped it. If it stays, the parent is likely stuck or buggy: look at the parent the finding names.";
+    const HELD_AFTER_LOSS: bool = true;
+    type Config = ZombieCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        Zombies::new(cfg)
+    }
+}
+
+detector!(Zombies, |s, i, c| Zombies::on_event(s, i, c.teardown),
+    tick: |s, now, v| Zombies::on_tick(s, now, v), deadline: |s| Zombies::next_deadline(s));
 
 struct Child {
     proc: Proc,
@@ -162,13 +186,14 @@ impl Zombies {
         details.insert("max_age_s".into(), json!(self.max_age_ns as f64 / 1e9));
         details.insert("zombie_pids".into(), json!(pids));
         let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
-        self.incidents.raise(
+        self.incidents.raise_counting(
             parent,
             &parent.to_string(),
             now,
             (n as u64).saturating_sub(prev),
             summary,
             processes,
+            pids,
             details,
         )
     }

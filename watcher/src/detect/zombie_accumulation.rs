@@ -25,6 +25,35 @@ use crate::{
     world::domain::DomainEvent,
     world::proctable::{Proc, ProcKey},
 };
+use super::registry::{detector, Declared};
+
+crate::detect::config::section!(
+    /// `[detect.zombie_accumulation]`
+    ZombieAccumulationCfg {
+        /// Unreaped children of one parent that open the finding.
+        #[serde(deserialize_with = "crate::detect::config::at_least_1")]
+        threshold: u32 = 5,
+        /// A parent that is reaping — inside wait() when its child exits, or reaped one
+        /// within this long — gets this long to bring the count back below the threshold
+        /// (a master whose workers all exit at once) before the finding opens.
+        #[serde(deserialize_with = "crate::detect::config::seconds_or_zero")]
+        reaping_grace_s: f64 = 1.0,
+    }
+);
+
+impl Declared for ZombieAccumulation {
+    const NAME: &'static str = "zombie_accumulation";
+    const SEVERITY: &'static str = "warning";
+    const ADVICE: &'static str = "A parent is not reaping its exited children: its zombies fill the process table. Restart or fix the parent (it must wait() for its children); killing the zombies does nothing.";
+    const HELD_AFTER_LOSS: bool = true;
+    type Config = ZombieAccumulationCfg;
+    fn new(cfg: &DetectConfig) -> Self {
+        ZombieAccumulation::new(cfg)
+    }
+}
+
+detector!(ZombieAccumulation, |s, i, c| ZombieAccumulation::on_event(s, i, c.teardown),
+    tick: |s, now, v| ZombieAccumulation::on_tick(s, now, v), deadline: |s| ZombieAccumulation::next_deadline(s));
 
 pub struct ZombieAccumulation {
     pub incidents: Incidents<u32>,
@@ -167,13 +196,14 @@ impl ZombieAccumulation {
         details.insert("threshold".into(), json!(self.threshold));
         details.insert("zombie_pids".into(), json!(pids));
         let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
-        self.incidents.raise(
+        self.incidents.raise_counting(
             parent,
             &parent.to_string(),
             now,
             (n as u64).saturating_sub(prev),
             summary,
             processes,
+            pids,
             details,
         )
     }

@@ -39,40 +39,20 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// An open alert's `endsAt` is this many re-post periods ahead.
 const ENDS_AHEAD: u32 = 4;
 
-/// The severity a kind's alerts carry unless `[alerts.severity]` says otherwise.
+/// The severity a kind's alerts carry unless `[alerts.severity]` says
+/// otherwise (declared by its detector).
 pub fn default_severity(kind: Kind) -> &'static str {
-    match kind {
-        // A service cannot start, keeps dying, or the host is running out.
-        Kind::PortConflict | Kind::RespawnStorm | Kind::ForkStorm | Kind::PortsExhausted => {
-            "critical"
-        }
-        Kind::PortShadowed
-        | Kind::AddressUnavailable
-        | Kind::ZombieAccumulation
-        | Kind::DuplicateInstances
-        | Kind::ConnectFailures => "warning",
-        Kind::Zombie => "info",
-    }
+    kind.severity()
 }
 
 /// The severities an operator may set; `none` sends no alert for the kind.
 pub const SEVERITIES: [&str; 4] = ["critical", "warning", "info", "none"];
 
-/// What to do, per kind: the alert's `description`.
+/// What to do, per kind: the alert's `description` (declared by its detector).
 fn what_to_do(kind: &str) -> &'static str {
-    match kind {
-        "port_conflict" => "A program cannot bind a port another process holds: stop the one that should not run there (or move one of them to another port); the failing program keeps failing until then. The finding names both, with their containers.",
-        "port_shadowed" => "Two programs listen on overlapping addresses of one port: connections go to one of them, not necessarily the intended one. Stop one, or bind them to distinct ports or addresses.",
-        "address_unavailable" => "A program binds an address this host does not have (a moved IP, an interface not up yet, a wrong bind address in its config). Fix its bind address or bring the address up.",
-        "zombie_accumulation" => "A parent is not reaping its exited children: its zombies fill the process table. Restart or fix the parent (it must wait() for its children); killing the zombies does nothing.",
-        "zombie" => "A child exited long ago and its parent has not reaped it. If it stays, the parent is likely stuck or buggy: look at the parent the finding names.",
-        "respawn_storm" => "A program keeps crashing and being restarted (a crash loop, hidden by its restart policy). The finding names the cause of each end; fix the cause — restarting it again will not.",
-        "duplicate_instances" => "More instances of a program run than it should have (a second copy started beside the first, or a singleton run twice). Stop the extra ones and find what starts them.",
-        "fork_storm" => "A process forks children far faster than normal, or its subtree grows without bound (a fork bomb, a runaway retry loop). Stop the process the finding names before the host runs out of processes.",
-        "connect_failures" => "Connections to a dependency keep failing: it is down, not listening, or unreachable from this host or container. The finding names the destination and the clients.",
-        "ports_exhausted" => "A network namespace has run out of ephemeral ports: new outgoing connections fail. Find the program holding thousands of connections (the finding names it), reuse connections, or widen net.ipv4.ip_local_port_range.",
-        _ => "See watcher's feed for the processes involved.",
-    }
+    Kind::from_name(kind)
+        .map(Kind::advice)
+        .unwrap_or("See watcher's feed for the processes involved.")
 }
 
 /// `port_conflict` → `WatcherPortConflict`.

@@ -495,28 +495,31 @@ pub struct InvolvedProcess {
     pub orchestrator: Option<Orchestrator>,
 }
 
-/// The finding kinds, for the schema (the names come from `detect::Kind`).
-#[derive(JsonSchema)]
-#[serde(rename_all = "snake_case")]
-#[expect(dead_code, reason = "only its schema is used")]
-enum FindingKind {
-    PortConflict,
-    PortShadowed,
-    AddressUnavailable,
-    ZombieAccumulation,
-    Zombie,
-    RespawnStorm,
-    DuplicateInstances,
-    ForkStorm,
-    ConnectFailures,
-    PortsExhausted,
+/// The finding kinds, for the schema: the names of `detect::Kind::ALL`.
+struct FindingKind;
+
+impl JsonSchema for FindingKind {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FindingKind".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = crate::detect::Kind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        schemars::json_schema!({
+            "description": "The finding kinds, one per detector.",
+            "type": "string",
+            "enum": names,
+        })
+    }
 }
 
 /// `finding`: one incident, opened, updated or resolved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FindingRecord {
-    /// `port_conflict`, `port_shadowed`, `address_unavailable`, `zombie_accumulation`, `zombie`,
-    /// `respawn_storm`, `duplicate_instances`, `fork_storm`, `connect_failures`, `ports_exhausted`.
+    /// Its kind: one per detector (`port_conflict`, `zombie`, …).
     #[schemars(with = "FindingKind")]
     pub kind: String,
     /// `open`, `update`, `resolved`.

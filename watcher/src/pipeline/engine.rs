@@ -66,31 +66,15 @@ pub struct Engine {
 /// The processes a finding's truth rests on: those it names, and every
 /// zombie it counts (a parent's accumulation lists 16, counts them all).
 fn depends_on(f: &Finding) -> Vec<u32> {
-    let counted = f
-        .details
-        .get("zombie_pids")
-        .and_then(|v| v.as_array())
-        .into_iter()
-        .flatten();
     let mut pids: Vec<u32> = f
         .processes
         .iter()
         .map(|x| x.proc.key.tgid)
-        .chain(counted.filter_map(|v| v.as_u64()).map(|p| p as u32))
+        .chain(f.counted.iter().copied())
         .collect();
     pids.sort_unstable();
     pids.dedup();
     pids
-}
-
-/// Findings about processes that a loss can make false (a lost exit or
-/// reap): held after a loss until the reconciliation has confirmed them.
-fn held_kind(k: crate::detect::Kind) -> bool {
-    use crate::detect::Kind;
-    matches!(
-        k,
-        Kind::Zombie | Kind::ZombieAccumulation | Kind::DuplicateInstances
-    )
 }
 
 /// Most exited processes waited on for a reap the kernel could not report.
@@ -428,7 +412,7 @@ impl Engine {
             // No loss: confirm what a finding about processes names before it opens.
             let opens: Vec<u32> = findings
                 .iter()
-                .filter(|f| held_kind(f.kind) && f.state == crate::detect::State::Open)
+                .filter(|f| f.kind.held_after_loss() && f.state == crate::detect::State::Open)
                 .flat_map(depends_on)
                 .collect();
             if opens.is_empty() {
@@ -465,7 +449,8 @@ impl Engine {
         let mut out = Vec::new();
         for f in findings {
             let held_incident = self.held.iter().any(|h| h.id == f.id);
-            if held_kind(f.kind) && (f.state == crate::detect::State::Open || held_incident) {
+            if f.kind.held_after_loss() && (f.state == crate::detect::State::Open || held_incident)
+            {
                 self.held.push(f);
             } else {
                 out.push(f);
@@ -643,7 +628,7 @@ impl Engine {
             // walk saw (on a quiet host the snapshot waits a second before it
             // is applied): it is confirmed on its own before it is written.
             let (newer, rest): (Vec<Finding>, Vec<Finding>) = written.into_iter().partition(|f| {
-                held_kind(f.kind)
+                f.kind.held_after_loss()
                     && f.state == crate::detect::State::Open
                     && f.at_ns > snapshot.taken_ns
             });

@@ -15,6 +15,7 @@ mod crash_loops;
 mod fork_storm;
 mod instances;
 mod ports;
+mod registry;
 mod reload;
 mod repair;
 mod zombies;
