@@ -3,10 +3,10 @@
 //! not up yet). One incident per address; resolves when a bind to it succeeds.
 use std::net::IpAddr;
 
-use serde_json::{json, Map};
+use serde::Serialize;
 
 use super::{
-    addr_port, incident::Incidents, sockets::normalize, summary::Says, who, DetectConfig, Finding,
+    addr_port, incident::Incidents, sockets::normalize, who, DetectConfig, Finding,
     Input, Involved, Kind,
 };
 use crate::world::domain::{BindError, DomainEvent};
@@ -30,6 +30,28 @@ impl Declared for AddressUnavailable {
 detector!(AddressUnavailable, |s, i, _c| {
     AddressUnavailable::on_event(s, i)
 });
+
+/// What an `address_unavailable` finding says.
+#[derive(Serialize)]
+struct NotLocal {
+    #[serde(skip)]
+    who: String,
+    address: IpAddr,
+    port: u16,
+    network_namespace: u32,
+}
+
+impl std::fmt::Display for NotLocal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} cannot bind {}: {} is not an address of this host (taken by or reserved for another machine, or its interface is down)",
+            self.who,
+            addr_port(self.address, self.port),
+            self.address
+        )
+    }
+}
 
 pub struct AddressUnavailable {
     /// Keyed by (network namespace, address).
@@ -75,22 +97,18 @@ impl AddressUnavailable {
             if self.cfg.allowed_port(b.port) || self.cfg.allowed_program(p) {
                 return Vec::new();
             }
-            let summary: String = Says::AddressNotLocal {
+            let facts = NotLocal {
                 who: who(p),
-                addr: addr_port(ip, b.port),
-                ip: ip.to_string(),
-            }
-            .into();
-            let mut details = Map::new();
-            details.insert("address".into(), json!(ip.to_string()));
-            details.insert("port".into(), json!(b.port));
+                address: ip,
+                port: b.port,
+                network_namespace: b.netns,
+            };
             let processes = vec![Involved {
                 role: "failing",
                 proc: p.clone(),
                 address: Some(addr_port(ip, b.port)),
                 since_ns: None,
             }];
-            details.insert("network_namespace".into(), json!(b.netns));
             return self
                 .incidents
                 .raise(
@@ -98,9 +116,8 @@ impl AddressUnavailable {
                     &format!("{}/{ip}", b.netns),
                     ts,
                     1,
-                    summary,
+                    &facts,
                     processes,
-                    details,
                 )
                 .into_iter()
                 .collect();
@@ -115,12 +132,10 @@ impl AddressUnavailable {
                 .resolve(
                     &(b.netns, ip),
                     ts,
-                    Says::AddressAvailable {
-                        who: by,
-                        addr: addr_port(ip, b.port),
-                        ip: ip.to_string(),
-                    }
-                    .into(),
+                    format_args!(
+                        "{by} bound {}: {ip} is available now",
+                        addr_port(ip, b.port)
+                    ),
                 )
                 .into_iter()
                 .collect();

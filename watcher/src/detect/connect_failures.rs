@@ -11,11 +11,11 @@ use std::{
     net::IpAddr,
 };
 
-use serde_json::{json, Map};
+use serde::Serialize;
 
 use super::{
-    addr_port, config::ns, incident::Incidents, sockets::normalize, summary::Says, who,
-    DetectConfig, Finding, Input, Involved, Kind,
+    addr_port, config::ns, incident::Incidents, sockets::normalize, who, DetectConfig, Finding,
+    Input, Involved, Kind,
 };
 use crate::{
     kernel::names::errno_name,
@@ -47,6 +47,42 @@ impl Declared for ConnectFailures {
 
 detector!(ConnectFailures, |s, i, c| ConnectFailures::on_event(s, i, c.shadowed),
     tick: |s, now, _v| ConnectFailures::on_tick(s, now), deadline: |s| ConnectFailures::next_deadline(s));
+
+/// What a `connect_failures` finding says.
+#[derive(Serialize)]
+struct Failing {
+    destination: String,
+    failures_in_window: usize,
+    window_s: f64,
+    last_error: String,
+    /// Every client's pid (the last 32).
+    clients: Vec<u32>,
+    /// The latest five clients, named.
+    #[serde(skip)]
+    named: Vec<String>,
+    /// Whether the destination port is shadowed.
+    #[serde(skip)]
+    note: Option<String>,
+}
+
+impl std::fmt::Display for Failing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} connects to {} failed within {} s ({}) from {} client process(es): {}",
+            self.failures_in_window,
+            self.destination,
+            self.window_s as u64,
+            self.last_error,
+            self.clients.len(),
+            self.named.join(", ")
+        )?;
+        if let Some(note) = &self.note {
+            write!(f, "; note: {note}")?;
+        }
+        Ok(())
+    }
+}
 
 /// Errors of a connect that never reached SYN_SENT (nothing else reports them).
 /// EADDRNOTAVAIL is not the destination's: no local port was free (`ports_exhausted`).
@@ -151,16 +187,15 @@ impl ConnectFailures {
             return None;
         }
         let dest = addr_port(key.1, key.2);
-        let summary: String = Says::ConnectsFailing {
-            n,
-            dest: dest.clone(),
-            window_s: self.window_ns / 1_000_000_000,
-            error: d.last_error.clone(),
-            clients: d.clients.len(),
+        let facts = Failing {
+            destination: dest.clone(),
+            failures_in_window: n,
+            window_s: self.window_ns as f64 / 1e9,
+            last_error: d.last_error.clone(),
+            clients: d.clients.iter().map(|c| c.key.tgid).collect(),
             named: d.clients.iter().rev().take(5).map(who).collect(),
             note: shadowed(key.0, key.2),
-        }
-        .into();
+        };
         let processes = d
             .clients
             .iter()
@@ -173,17 +208,8 @@ impl ConnectFailures {
                 since_ns: None,
             })
             .collect();
-        let mut details = Map::new();
-        details.insert("destination".into(), json!(dest));
-        details.insert("failures_in_window".into(), json!(n));
-        details.insert("window_s".into(), json!(self.window_ns as f64 / 1e9));
-        details.insert("last_error".into(), json!(d.last_error));
-        details.insert(
-            "clients".into(),
-            json!(d.clients.iter().map(|c| c.key.tgid).collect::<Vec<_>>()),
-        );
         self.incidents
-            .raise(key, &dest, ts, 1, summary, processes, details)
+            .raise(key, &dest, ts, 1, &facts, processes)
     }
 
     fn success(&mut self, key: Key, client: Option<&Proc>, ts: u64) -> Option<Finding> {
@@ -192,11 +218,10 @@ impl ConnectFailures {
         self.incidents.resolve(
             &key,
             ts,
-            Says::Reachable {
-                who: by,
-                dest: addr_port(key.1, key.2),
-            }
-            .into(),
+            format_args!(
+                "{by} connected to {}: it is reachable again",
+                addr_port(key.1, key.2)
+            ),
         )
     }
 

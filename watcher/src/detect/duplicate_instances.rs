@@ -6,10 +6,10 @@
 //! falls back to the limit.
 use std::collections::HashMap;
 
-use serde_json::{json, Map};
+use serde::Serialize;
 
 use super::{
-    config::names_match, incident::Incidents, members::Members, summary::Says, DetectConfig,
+    config::names_match, incident::Incidents, members::Members, DetectConfig,
     Finding, Input, Involved, Kind,
 };
 use crate::{
@@ -43,6 +43,36 @@ impl Declared for DuplicateInstances {
 detector!(DuplicateInstances, |s, i, _c| {
     DuplicateInstances::on_event(s, i)
 });
+
+/// What a `duplicate_instances` finding says.
+#[derive(Serialize)]
+struct Duplicates {
+    instances: usize,
+    #[serde(skip)]
+    program: String,
+    limit: usize,
+    singleton: bool,
+    pids: Vec<u32>,
+    parents: Vec<u32>,
+}
+
+impl std::fmt::Display for Duplicates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.singleton { "a singleton, " } else { "" };
+        let shown: Vec<String> = self.pids.iter().take(10).map(u32::to_string).collect();
+        let by: Vec<String> = self.parents.iter().take(5).map(|x| format!("pid {x}")).collect();
+        write!(
+            f,
+            "{} instances of `{}` are running ({kind}limit {}): pids {}{}; started by {}",
+            self.instances,
+            self.program,
+            self.limit,
+            shown.join(", "),
+            if self.instances > 10 { ", …" } else { "" },
+            by.join(", ")
+        )
+    }
+}
 
 pub struct DuplicateInstances {
     pub incidents: Incidents<u64>,
@@ -109,7 +139,7 @@ impl DuplicateInstances {
             return self.incidents.resolve(
                 &program,
                 now,
-                Says::DuplicatesWithin { n, limit }.into(),
+                format_args!("{n} instance(s) left, within the limit of {limit}"),
             );
         }
         None
@@ -147,14 +177,14 @@ impl DuplicateInstances {
         let mut parents: Vec<u32> = list.iter().map(|x| x.ppid).collect();
         parents.sort();
         parents.dedup();
-        let summary: String = Says::Duplicates {
-            n,
+        let facts = Duplicates {
+            instances: n,
             program: program.clone(),
             limit,
-            pids: pids.clone(),
-            parents: parents.clone(),
-        }
-        .into();
+            singleton: limit == 1,
+            pids,
+            parents,
+        };
         let mut processes = vec![Involved {
             role: "newest",
             proc: p.clone(),
@@ -172,21 +202,14 @@ impl DuplicateInstances {
                     since_ns: Some(x.key.start_ns),
                 }),
         );
-        let mut details = Map::new();
-        details.insert("instances".into(), json!(n));
-        details.insert("limit".into(), json!(limit));
-        details.insert("singleton".into(), json!(limit == 1));
-        details.insert("pids".into(), json!(pids));
-        details.insert("parents".into(), json!(parents));
         let prev = self.incidents.get(&p.program).map(|i| i.count).unwrap_or(0);
         self.incidents.raise(
             p.program,
             &program,
             now,
             (n as u64).saturating_sub(prev),
-            summary,
+            &facts,
             processes,
-            details,
         )
     }
 

@@ -7,10 +7,10 @@
 //! neither holds any more (checked every second while open).
 use std::collections::HashMap;
 
-use serde_json::{json, Map};
+use serde::Serialize;
 
 use super::{
-    config::ns, incident::Incidents, summary::Says, who, DetectConfig, Finding, Input, Involved,
+    config::ns, incident::Incidents, who, DetectConfig, Finding, Input, Involved,
     Kind,
 };
 use crate::{world::domain::DomainEvent, world::proctable::Proc};
@@ -88,6 +88,52 @@ impl Growth {
     }
 }
 
+/// What a `fork_storm` finding says.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Storm {
+    /// Children per second above the rate, for seconds in a row.
+    Rate {
+        #[serde(skip)]
+        who: String,
+        rate_per_s: u32,
+        sustained_s: u32,
+    },
+    /// Live descendants grew by more than the limit within the window.
+    Bomb {
+        #[serde(skip)]
+        who: String,
+        growth: i64,
+        window_s: f64,
+        #[serde(skip)]
+        limit: i64,
+    },
+}
+
+impl std::fmt::Display for Storm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Storm::Rate {
+                who,
+                rate_per_s,
+                sustained_s,
+            } => write!(
+                f,
+                "{who} forks more than {rate_per_s} children per second, for {sustained_s} s in a row"
+            ),
+            Storm::Bomb {
+                who,
+                growth,
+                window_s,
+                limit,
+            } => write!(
+                f,
+                "{who} is at the root of a fork bomb: its live descendants grew by {growth} within {window_s} s (limit {limit})"
+            ),
+        }
+    }
+}
+
 pub struct ForkStorm {
     pub incidents: Incidents<u32>,
     rates: HashMap<u32, Rate>,
@@ -132,13 +178,12 @@ impl ForkStorm {
         &mut self,
         p: &Proc,
         now: u64,
-        says: impl FnOnce(String) -> Says,
-        details: Map<String, serde_json::Value>,
+        facts: impl FnOnce(String) -> Storm,
     ) -> Option<Finding> {
         if self.cfg.allowed_program(p) {
             return None;
         }
-        let summary: String = says(who(p)).into();
+        let facts = facts(who(p));
         let processes = vec![Involved {
             role: "forking",
             proc: p.clone(),
@@ -153,9 +198,8 @@ impl ForkStorm {
             &p.key.tgid.to_string(),
             now,
             1,
-            summary,
+            &facts,
             processes,
-            details,
         )
     }
 
@@ -212,19 +256,11 @@ impl ForkStorm {
                     if r.count == rate_limit && r.streak + 1 >= sustain {
                         let secs = r.streak + 1;
                         if let Some(p) = i.parent.cloned().or_else(|| (i.procs)(parent)) {
-                            let mut d = Map::new();
-                            d.insert("rate_per_s".into(), json!(rate_limit));
-                            d.insert("sustained_s".into(), json!(secs));
-                            out.extend(self.raise(
-                                &p,
-                                ts,
-                                |who| Says::ForkRate {
-                                    who,
-                                    rate: rate_limit,
-                                    secs: secs as u64,
-                                },
-                                d,
-                            ));
+                            out.extend(self.raise(&p, ts, |who| Storm::Rate {
+                                who,
+                                rate_per_s: rate_limit,
+                                sustained_s: secs,
+                            }));
                         }
                     }
                 }
@@ -256,24 +292,13 @@ impl ForkStorm {
                                 .any(|k| Self::ancestors(i, a).contains(k))
                         {
                             if let Some(p) = (i.procs)(a) {
-                                let mut d = Map::new();
-                                d.insert("growth".into(), json!(g));
-                                d.insert(
-                                    "window_s".into(),
-                                    json!(self.cfg.fork_storm.growth_window_s),
-                                );
                                 let window_s = self.cfg.fork_storm.growth_window_s;
-                                out.extend(self.raise(
-                                    &p,
-                                    ts,
-                                    |who| Says::ForkBomb {
-                                        who,
-                                        growth: g,
-                                        window_s,
-                                        limit: growth_limit,
-                                    },
-                                    d,
-                                ));
+                                out.extend(self.raise(&p, ts, |who| Storm::Bomb {
+                                    who,
+                                    growth: g,
+                                    window_s,
+                                    limit: growth_limit,
+                                }));
                             }
                         }
                     }
@@ -293,7 +318,7 @@ impl ForkStorm {
                     out.extend(self.incidents.resolve(
                         &p.key.tgid,
                         ts,
-                        Says::ForkerExited { who: who(p) }.into(),
+                        format_args!("{} exited", who(p)),
                     ));
                 }
             }
@@ -323,7 +348,7 @@ impl ForkStorm {
         calm.into_iter()
             .filter_map(|k| {
                 self.incidents
-                    .resolve(&k, now, Says::ForkCalm { pid: k }.into())
+                    .resolve(&k, now, format_args!("pid {k} forks below the storm thresholds again"))
             })
             .collect()
     }

@@ -4,7 +4,7 @@ use std::{collections::HashMap, hash::Hash};
 
 use serde_json::{Map, Value};
 
-use super::{Finding, Involved, Kind, State};
+use super::{summary::Facts, Finding, Involved, Kind, State};
 use crate::world::proctable::fnv1a;
 
 #[derive(Clone, Debug)]
@@ -213,19 +213,19 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
     }
 
     /// The pattern is seen (again) at `now`: opens the incident, or updates it
-    /// (a record at most once per update interval). `count` is added to the incident's count.
-    #[allow(clippy::too_many_arguments)]
+    /// (a record at most once per update interval). `count` is added to the
+    /// incident's count; `facts` are what it says (summary and details).
     pub fn raise(
         &mut self,
         k: K,
         key_text: &str,
         now: u64,
         count: u64,
-        summary: String,
+        facts: &impl Facts,
         processes: Vec<Involved>,
-        details: Map<String, Value>,
     ) -> Option<Finding> {
-        self.raise_counting(
+        let (summary, details) = facts.said();
+        self.open_or_update(
             k,
             key_text,
             now,
@@ -237,10 +237,26 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         )
     }
 
-    /// [`Incidents::raise`] for a finding that also counts processes it does
-    /// not name (`counted`: a parent's zombies, all of them).
-    #[allow(clippy::too_many_arguments)]
+    /// [`Incidents::raise`] for a finding that also counts processes
+    /// it does not name (`counted`: a parent's zombies, all of them).
     pub fn raise_counting(
+        &mut self,
+        k: K,
+        key_text: &str,
+        now: u64,
+        count: u64,
+        facts: &impl Facts,
+        processes: Vec<Involved>,
+        counted: Vec<u32>,
+    ) -> Option<Finding> {
+        let (summary, details) = facts.said();
+        self.open_or_update(
+            k, key_text, now, count, summary, processes, counted, details,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_or_update(
         &mut self,
         k: K,
         key_text: &str,
@@ -327,7 +343,7 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
 
     /// What an open incident says was corrected (a late confirmation): an
     /// update with the new summary and processes, when they differ.
-    pub fn restate(
+    fn restate_said(
         &mut self,
         k: &K,
         summary: String,
@@ -345,17 +361,29 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         Some(self.finding(&inc, State::Update, now))
     }
 
-    /// Set one detail of an open incident (written with its next record).
-    pub fn set_detail(&mut self, k: &K, name: &str, value: Value) {
+    /// What an open incident says was corrected (a late confirmation): an
+    /// update with the new summary and processes, when the summary differs;
+    /// the details are replaced too (written with this update, or with the
+    /// next record when the summary did not change).
+    pub fn restate(
+        &mut self,
+        k: &K,
+        facts: &impl Facts,
+        processes: Vec<Involved>,
+        now: u64,
+    ) -> Option<Finding> {
+        let (summary, details) = facts.said();
         if let Some(inc) = self.map.get_mut(k) {
-            inc.details.insert(name.into(), value);
+            inc.details = details;
         }
+        self.restate_said(k, summary, processes, now)
     }
 
-    /// The condition cleared: a `resolved` record with `summary`.
-    pub fn resolve(&mut self, k: &K, now: u64, summary: String) -> Option<Finding> {
+    /// The condition cleared: a `resolved` record saying `why` (its details
+    /// are the incident's last).
+    pub fn resolve(&mut self, k: &K, now: u64, why: impl std::fmt::Display) -> Option<Finding> {
         let mut inc = self.map.remove(k)?;
-        inc.summary = summary;
+        inc.summary = why.to_string();
         Some(self.finding(&inc, State::Resolved, now))
     }
 }
@@ -363,6 +391,16 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Facts that are a sentence only.
+    #[derive(serde::Serialize)]
+    struct Said(&'static str);
+
+    impl std::fmt::Display for Said {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
 
     fn by(uid: u32) -> Vec<Involved> {
         vec![Involved {
@@ -395,9 +433,8 @@ mod tests {
                     &k.to_string(),
                     sec + *k as u64,
                     1,
-                    "s".into(),
+                    &Said("s"),
                     by(65534),
-                    Map::new(),
                 )
                 .is_some()
             })
@@ -406,68 +443,45 @@ mod tests {
         assert_eq!(inc.suppressed, 950);
         // Another user in the same second: opened.
         assert!(inc
-            .raise(5000, "root", sec + 2000, 1, "s".into(), by(0), Map::new())
+            .raise(5000, "root", sec + 2000, 1, &Said("s"), by(0),)
             .is_some());
         // The flooding user, the next second: its share again.
         assert!(inc
-            .raise(
-                6000,
-                "next",
-                sec + 1_000_000_000,
-                1,
-                "s".into(),
-                by(65534),
-                Map::new()
-            )
+            .raise(6000, "next", sec + 1_000_000_000, 1, &Said("s"), by(65534),)
             .is_some());
         // 0: no limit.
         inc.set_open_rate(0);
         assert!(inc
-            .raise(
-                7000,
-                "free",
-                sec + 1_000_000_001,
-                1,
-                "s".into(),
-                by(65534),
-                Map::new()
-            )
+            .raise(7000, "free", sec + 1_000_000_001, 1, &Said("s"), by(65534),)
             .is_some());
     }
 
     #[test]
     fn open_update_rate_limited_resolve() {
         let mut inc: Incidents<u32> = Incidents::new(Kind::Zombie, 10, 2);
-        let f = inc
-            .raise(1, "a", 100, 1, "s".into(), vec![], Map::new())
-            .unwrap();
+        let f = inc.raise(1, "a", 100, 1, &Said("s"), vec![]).unwrap();
         assert_eq!((f.state, f.count), (State::Open, 1));
         assert!(
-            inc.raise(1, "a", 105, 1, "s".into(), vec![], Map::new())
-                .is_none(),
+            inc.raise(1, "a", 105, 1, &Said("s"), vec![],).is_none(),
             "rate-limited"
         );
-        let u = inc
-            .raise(1, "a", 111, 1, "s2".into(), vec![], Map::new())
-            .unwrap();
+        let u = inc.raise(1, "a", 111, 1, &Said("s2"), vec![]).unwrap();
         assert_eq!(
             (u.state, u.count, u.id.clone(), u.first_seen_ns),
             (State::Update, 3, f.id.clone(), 100)
         );
-        inc.raise(2, "b", 111, 1, "s".into(), vec![], Map::new())
-            .unwrap();
+        inc.raise(2, "b", 111, 1, &Said("s"), vec![]).unwrap();
         assert!(
-            inc.raise(3, "c", 111, 1, "s".into(), vec![], Map::new())
-                .is_none(),
+            inc.raise(3, "c", 111, 1, &Said("s"), vec![],).is_none(),
             "bounded"
         );
         assert_eq!(inc.overflow, 1);
-        let r = inc.resolve(&1, 200, "done".into()).unwrap();
+        let r = inc.resolve(&1, 200, "done").unwrap();
         assert_eq!(
             (r.state, r.id, r.count, r.summary.as_str()),
             (State::Resolved, f.id, 3, "done")
         );
-        assert!(inc.resolve(&1, 201, "x".into()).is_none());
+        assert!(inc.resolve(&1, 201, "x").is_none());
     }
 
     #[test]
@@ -479,21 +493,12 @@ mod tests {
                 "a",
                 100,
                 1,
-                "pid 7 (sleep) in container 4f1ad7c2b0f0 has 5 zombies".into(),
+                &Said("pid 7 (sleep) in container 4f1ad7c2b0f0 has 5 zombies"),
                 vec![],
-                Map::new(),
             )
             .unwrap();
-        inc.raise(
-            2,
-            "b",
-            100,
-            1,
-            "pid 8 (x) has 5 zombies".into(),
-            vec![],
-            Map::new(),
-        )
-        .unwrap();
+        inc.raise(2, "b", 100, 1, &Said("pid 8 (x) has 5 zombies"), vec![])
+            .unwrap();
         let u = inc.rename("container 4f1ad7c2b0f0", "container web (image nginx)", 101);
         assert_eq!(u.len(), 1);
         assert_eq!(

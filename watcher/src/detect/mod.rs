@@ -18,8 +18,9 @@
 //! [`Kind`] variant and [`Kind::ALL`], the [`Detectors`] field and its place
 //! in the order detectors see an event, the `[detect]` config's section,
 //! the records' schema of kinds, the alert severity and description, and
-//! the metrics' kind labels. A finding's summary sentence is a [`summary::Says`]
-//! variant. The test `every_listed_kind_is_declared_everywhere` (detect/tests/registry.rs)
+//! the metrics' kind labels. What its findings say — the summary sentence
+//! and the details — is a facts type in the same file ([`summary::Facts`]).
+//! The test `every_listed_kind_is_declared_everywhere` (detect/tests/registry.rs)
 //! fails when a kind is missing from what is not made from the list (the
 //! docs' list of findings).
 
@@ -486,10 +487,10 @@ impl Detectors {
         for d in self.registry() {
             let kind = d.kind();
             if old.enabled(kind) && !new.enabled(kind) {
-                let why = summary::Says::DetectorDisabled {
-                    kind: kind.as_str(),
-                }
-                .to_string();
+                let why = format!(
+                    "the {} detector was disabled by a configuration reload",
+                    kind.as_str()
+                );
                 out.extend(d.incidents_mut().resolve_all(now, &why));
                 d.reset(&new);
             } else {

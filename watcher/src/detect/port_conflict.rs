@@ -13,15 +13,15 @@
 use crate::world::sockdiag::{KernelSocket, PortKey};
 use std::{collections::HashMap, net::IpAddr};
 
-use serde_json::{json, Map};
+use serde::Serialize;
 
 use super::{
     addr_port,
     config::ns,
     incident::Incidents,
-    port_shadowed::{held_for, holder_name, published_details},
+    dur,
+    port_shadowed::{held_for, holder_name, published_details, PublishedBy},
     sockets::{overlaps, Changes, SocketTable},
-    summary::{HeldBy, Says},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
@@ -68,6 +68,87 @@ struct Pending {
     last: Option<(Proc, IpAddr)>,
     /// Further ports a prober tried (and found in use) after the incident's own.
     tried: Vec<u16>,
+    /// The container a runtime holds the port for, when one does.
+    published: Option<PublishedBy>,
+}
+
+/// A holder of a port, as a port finding names it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldBy {
+    pub name: String,
+    /// `0.0.0.0:80`.
+    pub addr: String,
+    /// Wall-clock time it bound (`06:15:43`), `None` when before watcher started.
+    pub since: Option<String>,
+}
+
+/// What a `port_conflict` finding says.
+#[derive(Serialize)]
+struct Conflict {
+    transport: &'static str,
+    address: IpAddr,
+    port: u16,
+    network_namespace: u32,
+    /// Processes failing on it now (the latest 64).
+    failing_processes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published_by_container: Option<PublishedBy>,
+    /// A prober's ports, its first one first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ports_tried: Option<Vec<u16>>,
+    #[serde(skip)]
+    who: String,
+    /// The address and port it wanted (a prober's latest).
+    #[serde(skip)]
+    want: String,
+    #[serde(skip)]
+    holding: Holding,
+}
+
+/// Who has the port a bind failed on.
+enum Holding {
+    /// The holders the socket table knows.
+    Held(Vec<HeldBy>),
+    /// Nobody listens, but connections still use the port (TIME_WAIT).
+    Lingering(usize),
+    /// Nobody found.
+    Nobody,
+    /// A prober's ports so far, all in use.
+    Probing(Vec<u16>),
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (who, transport, want) = (&self.who, self.transport, &self.want);
+        match &self.holding {
+            Holding::Held(holders) => {
+                let held: Vec<String> = holders
+                    .iter()
+                    .map(|h| match &h.since {
+                        Some(t) => format!("{} on {} since {t}", h.name, h.addr),
+                        None => format!("{} on {} since before watcher started", h.name, h.addr),
+                    })
+                    .collect();
+                write!(f, "{who} cannot bind {transport} {want}: held by {}", held.join("; "))
+            }
+            Holding::Lingering(connections) => write!(
+                f,
+                "{who} cannot bind {transport} {want}: no process listens there, but {connections} connection(s) still use the port (e.g. TIME_WAIT); set SO_REUSEADDR before bind"
+            ),
+            Holding::Nobody => write!(
+                f,
+                "{who} cannot bind {transport} {want}: the address is in use (no current holder found)"
+            ),
+            Holding::Probing(tried) => {
+                let tried: Vec<String> = tried.iter().map(u16::to_string).collect();
+                write!(
+                    f,
+                    "{who} cannot bind {transport} {want}: ports {} are in use (it is trying one port after another)",
+                    tried.join(", ")
+                )
+            }
+        }
+    }
 }
 
 /// Whether `port` is a prober's next try after `from`.
@@ -185,7 +266,7 @@ impl PortConflict {
         if self.incidents.refuses_open(&key, p.uid, ts) {
             return Vec::new();
         }
-        let (summary, processes) = failed_bind(
+        let (mut facts, processes) = failed_bind(
             p,
             ip,
             (b.netns, tcp, b.port),
@@ -212,6 +293,7 @@ impl PortConflict {
             resolve_at: None,
             last: None,
             tried: Vec::new(),
+            published: None,
         });
         pend.last = Some((p.clone(), ip));
         if !pend.failing.contains(&p.key) {
@@ -228,19 +310,13 @@ impl PortConflict {
             }
         }
         pend.resolve_at = None;
-        let mut details = Map::new();
-        details.insert("transport".into(), json!(transport(tcp)));
-        details.insert("address".into(), json!(ip.to_string()));
-        details.insert("port".into(), json!(b.port));
-        details.insert("network_namespace".into(), json!(b.netns));
-        details.insert("failing_processes".into(), json!(pend.failing.len()));
+        facts.failing_processes = pend.failing.len();
         // The port is a container's published port a runtime holds.
-        let behind = published_behind(p, ip, (b.netns, tcp, b.port), sockets, i.containers);
-        if let Some(c) = behind {
-            details.insert("published_by_container".into(), c);
-        }
+        facts.published_by_container =
+            published_behind(p, ip, (b.netns, tcp, b.port), sockets, i.containers);
+        pend.published = facts.published_by_container.clone();
         self.incidents
-            .raise(key, &format!("{key:?}"), ts, 1, summary, processes, details)
+            .raise(key, &format!("{key:?}"), ts, 1, &facts, processes)
             .into_iter()
             .collect()
     }
@@ -265,35 +341,27 @@ impl PortConflict {
         let ports: Vec<u16> = std::iter::once(first.3)
             .chain(pend.tried.iter().copied())
             .collect();
-        let summary = Says::ConflictProbing {
+        // (The incident's own facts stay those of its first port.)
+        let facts = Conflict {
+            transport: transport(tcp),
+            address: pend.last.as_ref().map_or(ip, |(_, a)| *a),
+            port: first.3,
+            network_namespace: first.1,
+            failing_processes: pend.failing.len(),
+            published_by_container: pend.published.clone(),
+            ports_tried: Some(ports.clone()),
             who: who_in(p, i.containers),
-            tcp,
-            addr: addr_port(ip, b.port),
-            tried: ports.clone(),
-        }
-        .into();
+            want: addr_port(ip, b.port),
+            holding: Holding::Probing(ports),
+        };
         let processes = vec![Involved {
             role: "failing",
             proc: p.clone(),
             address: Some(addr_port(ip, b.port)),
             since_ns: None,
         }];
-        let mut details = self
-            .incidents
-            .get(&first)
-            .map(|x| x.details.clone())
-            .unwrap_or_default();
-        details.insert("ports_tried".into(), json!(ports));
         self.incidents
-            .raise(
-                first,
-                &format!("{first:?}"),
-                ts,
-                1,
-                summary,
-                processes,
-                details,
-            )
+            .raise(first, &format!("{first:?}"), ts, 1, &facts, processes)
             .into_iter()
             .collect()
     }
@@ -327,22 +395,34 @@ impl PortConflict {
             .unwrap_or_default();
         for k in probed {
             let tried = self.pending.remove(&k).map(|x| x.tried).unwrap_or_default();
-            let says = Says::ConflictProbed {
-                who: who(p),
-                addr: addr_port(b.ip, b.port),
-                tried: std::iter::once(k.3).chain(tried).collect(),
-                got: b.port,
-            };
-            out.extend(self.incidents.resolve(&k, ts, says.into()));
+            let tried: Vec<String> = std::iter::once(k.3)
+                .chain(tried)
+                .map(|t| t.to_string())
+                .collect();
+            out.extend(self.incidents.resolve(
+                &k,
+                ts,
+                format_args!(
+                    "{} bound {} after port(s) {} were in use: it probed for a free port and got {}",
+                    who(p),
+                    addr_port(b.ip, b.port),
+                    tried.join(", "),
+                    b.port
+                ),
+            ));
         }
         let key = (program_key(p), b.netns, tcp, b.port);
         if self.incidents.is_open(&key) {
             self.pending.remove(&key);
-            let says = Says::ConflictBound {
-                who: who(p),
-                addr: addr_port(b.ip, b.port),
-            };
-            out.extend(self.incidents.resolve(&key, ts, says.into()));
+            out.extend(self.incidents.resolve(
+                &key,
+                ts,
+                format_args!(
+                    "{} bound {}: the port conflict is over",
+                    who(p),
+                    addr_port(b.ip, b.port)
+                ),
+            ));
         }
         out
     }
@@ -405,11 +485,15 @@ impl PortConflict {
         let mut out = Vec::new();
         for key in due {
             self.pending.remove(&key);
-            let says = Says::ConflictGaveUp {
-                port: key.3,
-                grace_ns: self.grace_ns,
-            };
-            out.extend(self.incidents.resolve(&key, now, says.into()));
+            out.extend(self.incidents.resolve(
+                &key,
+                now,
+                format_args!(
+                    "the processes that could not bind port {} exited and none retried within {}",
+                    key.3,
+                    dur(self.grace_ns)
+                ),
+            ));
         }
         out
     }
@@ -474,17 +558,27 @@ impl PortConflict {
             .collect();
         let mut out = Vec::new();
         for key in keys {
-            let Some((p, ip)) = self.pending.get(&key).and_then(|x| x.last.clone()) else {
+            let Some(pend) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            let Some((p, ip)) = pend.last.clone() else {
                 continue;
             };
             let port = (key.1, key.2, key.3);
             match published_behind(&p, ip, port, sockets, view) {
-                Some(c) => self.incidents.set_detail(&key, "published_by_container", c),
+                Some(c) => pend.published = Some(c),
                 None if published_only => continue,
                 None => {}
             }
-            let (summary, processes) = failed_bind(&p, ip, port, sockets, kernel, clock, view);
-            out.extend(self.incidents.restate(&key, summary, processes, now));
+            let (mut facts, processes) = failed_bind(&p, ip, port, sockets, kernel, clock, view);
+            facts.failing_processes = pend.failing.len();
+            facts.published_by_container = pend.published.clone();
+            facts.ports_tried = (!pend.tried.is_empty()).then(|| {
+                std::iter::once(key.3)
+                    .chain(pend.tried.iter().copied())
+                    .collect()
+            });
+            out.extend(self.incidents.restate(&key, &facts, processes, now));
         }
         out
     }
@@ -498,7 +592,7 @@ fn published_behind(
     port: PortKey,
     sockets: &SocketTable,
     view: &dyn ContainerView,
-) -> Option<serde_json::Value> {
+) -> Option<PublishedBy> {
     sockets
         .holders(port)
         .iter()
@@ -506,9 +600,11 @@ fn published_behind(
         .find_map(|h| held_for(h, view).and_then(|f| published_details(&f)))
 }
 
-/// The summary and processes of a failed bind of `p` to `ip` on `port`,
+/// What a failed bind of `p` to `ip` on `port` says, and its processes,
 /// with the holders the socket table knows (`kernel`: the kernel's own table
-/// of that port, when it has answered).
+/// of that port, when it has answered). The incident's counts
+/// (`failing_processes`, `ports_tried`) and `published_by_container` are
+/// the caller's to fill.
 fn failed_bind(
     p: &Proc,
     ip: IpAddr,
@@ -517,8 +613,8 @@ fn failed_bind(
     kernel: Option<&[KernelSocket]>,
     clock: &crate::kernel::clock::Clock,
     view: &dyn ContainerView,
-) -> (String, Vec<Involved>) {
-    let (_, tcp, num) = port;
+) -> (Conflict, Vec<Involved>) {
+    let (netns, tcp, num) = port;
     let want = addr_port(ip, num);
     let holders: Vec<_> = sockets
         .holders(port)
@@ -547,8 +643,7 @@ fn failed_bind(
             }
         })
         .collect();
-    let who = who_in(p, view);
-    let says = if held_by.is_empty() {
+    let holding = if held_by.is_empty() {
         let connections = kernel
             .map(|k| {
                 k.iter()
@@ -557,31 +652,71 @@ fn failed_bind(
             })
             .unwrap_or(0);
         if connections > 0 {
-            Says::ConflictLingering {
-                who,
-                tcp,
-                addr: want,
-                connections,
-            }
+            Holding::Lingering(connections)
         } else {
-            Says::ConflictNoHolder {
-                who,
-                tcp,
-                addr: want,
-            }
+            Holding::Nobody
         }
     } else {
-        Says::ConflictHeld {
-            who,
-            tcp,
-            addr: want,
-            holders: held_by,
-        }
+        Holding::Held(held_by)
     };
-    (says.into(), processes)
+    let facts = Conflict {
+        transport: transport(tcp),
+        address: ip,
+        port: num,
+        network_namespace: netns,
+        failing_processes: 1,
+        published_by_container: None,
+        ports_tried: None,
+        who: who_in(p, view),
+        want,
+        holding,
+    };
+    (facts, processes)
 }
 
 /// For summaries elsewhere: `tcp 0.0.0.0:80`.
 pub fn describe(tcp: bool, ip: IpAddr, port: u16) -> String {
     format!("{} {}", transport(tcp), addr_port(ip, port))
+}
+
+#[cfg(test)]
+mod words {
+    use super::*;
+
+    #[test]
+    fn a_port_conflict_names_every_holder_and_when_it_bound_and_details_its_port() {
+        let c = Conflict {
+            transport: "tcp",
+            address: "0.0.0.0".parse().unwrap(),
+            port: 80,
+            network_namespace: 4026531840,
+            failing_processes: 1,
+            published_by_container: None,
+            ports_tried: None,
+            who: "pid 9 (nginx)".into(),
+            want: "0.0.0.0:80".into(),
+            holding: Holding::Held(vec![
+                HeldBy {
+                    name: "pid 7 (apache2)".into(),
+                    addr: "0.0.0.0:80".into(),
+                    since: Some("06:15:43".into()),
+                },
+                HeldBy {
+                    name: "pid 8 (old)".into(),
+                    addr: "[::]:80".into(),
+                    since: None,
+                },
+            ]),
+        };
+        let (summary, details) = crate::detect::summary::Facts::said(&c);
+        assert_eq!(
+            summary,
+            "pid 9 (nginx) cannot bind tcp 0.0.0.0:80: held by pid 7 (apache2) on 0.0.0.0:80 since 06:15:43; pid 8 (old) on [::]:80 since before watcher started"
+        );
+        assert_eq!(
+            serde_json::Value::Object(details),
+            serde_json::json!({"transport": "tcp", "address": "0.0.0.0", "port": 80,
+                "network_namespace": 4026531840u32, "failing_processes": 1})
+        );
+    }
 }

@@ -14,13 +14,12 @@
 use crate::world::sockdiag::PortKey;
 use std::{net::IpAddr, sync::Arc};
 
-use serde_json::{json, Map};
+use serde::Serialize;
 
 use super::{
     addr_port,
     incident::Incidents,
     sockets::{is_wildcard, normalize, overlaps, Changes, Holder, SocketTable},
-    summary::{Routes, Says},
     who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::world::containers::{docker_proxy_target, ContainerInfo};
@@ -177,17 +176,104 @@ pub fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
     }
 }
 
-/// `published_by_container` in a finding's details.
-pub fn published_details(f: &HeldFor) -> Option<serde_json::Value> {
+/// `published_by_container` in a port finding's details: the container a
+/// runtime holds the port for, and where it forwards.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PublishedBy {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub runtime: &'static str,
+    pub address: Option<String>,
+    pub port: u16,
+}
+
+/// [`PublishedBy`] of a holder, when a runtime has said which container.
+pub fn published_details(f: &HeldFor) -> Option<PublishedBy> {
     let c = f.container.as_ref()?;
-    Some(json!({
-        "id": &*c.id,
-        "name": c.name.as_deref(),
-        "image": c.image.as_deref(),
-        "runtime": c.runtime,
-        "address": f.ip.map(|ip| ip.to_string()),
-        "port": f.port,
-    }))
+    Some(PublishedBy {
+        id: c.id.to_string(),
+        name: c.name.as_deref().map(str::to_owned),
+        image: c.image.as_deref().map(str::to_owned),
+        runtime: c.runtime,
+        address: f.ip.map(|ip| ip.to_string()),
+        port: f.port,
+    })
+}
+
+/// One of a shadowed port's two holders.
+#[derive(Serialize)]
+struct HolderAt {
+    pid: u32,
+    address: String,
+}
+
+/// What a `port_shadowed` finding says.
+#[derive(Serialize)]
+struct Shadowed {
+    transport: &'static str,
+    port: u16,
+    network_namespace: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published_by_container: Option<PublishedBy>,
+    /// The new holder, then the one it shadows.
+    holders: [HolderAt; 2],
+    #[serde(skip)]
+    routes: Routes,
+}
+
+impl std::fmt::Display for Shadowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "port {} ({}) is shadowed: {}",
+            self.port, self.transport, self.routes
+        )
+    }
+}
+
+/// Who receives a shadowed port's connections.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Routes {
+    /// Both bound the same address (SO_REUSEPORT): connections are split.
+    Split { a: String, b: String, addr: String },
+    /// Wildcards of two families: each family's connections go to one.
+    ByFamily {
+        fa: &'static str,
+        a: String,
+        aaddr: String,
+        fb: &'static str,
+        b: String,
+        baddr: String,
+    },
+    /// A specific address wins over the wildcard for its address.
+    Specific {
+        spec_addr: String,
+        spec: String,
+        family: &'static str,
+        port: u16,
+        wild: String,
+        wild_addr: String,
+    },
+}
+
+impl std::fmt::Display for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Routes::Split { a, b, addr } => {
+                write!(f, "{a} and {b} both receive {addr} (SO_REUSEPORT): connections are split between them")
+            }
+            Routes::ByFamily { fa, a, aaddr, fb, b, baddr } => {
+                // (The port of `1.2.3.4:80` / `[::1]:80`.)
+                let port = aaddr.rsplit(':').next().unwrap_or("");
+                write!(f, "{fa} connections to port {port} go to {a} ({aaddr}), {fb} ones to {b} ({baddr})")
+            }
+            Routes::Specific { spec_addr, spec, family, port, wild, wild_addr } => write!(
+                f,
+                "connections to {spec_addr} go to {spec}, all other {family} connections to port {port} to {wild} on {wild_addr}"
+            ),
+        }
+    }
 }
 
 /// Who receives what, for two overlapping holders named by `name`.
@@ -293,32 +379,25 @@ impl PortShadowed {
                     .cloned();
                 if let Some(old) = other {
                     let name = |h: &Holder| holder_name(h, i.containers);
-                    let summary: String = Says::Shadowed {
+                    let facts = Shadowed {
+                        transport: if new.tcp { "tcp" } else { "udp" },
                         port: new.port,
-                        tcp: new.tcp,
+                        network_namespace: new.netns,
+                        published_by_container: [new, &old].iter().find_map(|h| {
+                            held_for(h, i.containers).and_then(|f| published_details(&f))
+                        }),
+                        holders: [
+                            HolderAt {
+                                pid: new.proc.key.tgid,
+                                address: new.addr.to_string(),
+                            },
+                            HolderAt {
+                                pid: old.proc.key.tgid,
+                                address: old.addr.to_string(),
+                            },
+                        ],
                         routes: routes(new, &old, &name),
-                    }
-                    .into();
-                    let mut details = Map::new();
-                    details.insert(
-                        "transport".into(),
-                        json!(if new.tcp { "tcp" } else { "udp" }),
-                    );
-                    details.insert("port".into(), json!(new.port));
-                    details.insert("network_namespace".into(), json!(new.netns));
-                    let behind = [new, &old].iter().find_map(|h| {
-                        held_for(h, i.containers).and_then(|f| published_details(&f))
-                    });
-                    if let Some(c) = behind {
-                        details.insert("published_by_container".into(), c);
-                    }
-                    details.insert(
-                        "holders".into(),
-                        json!([
-                            {"pid": new.proc.key.tgid, "address": new.addr.to_string()},
-                            {"pid": old.proc.key.tgid, "address": old.addr.to_string()},
-                        ]),
-                    );
+                    };
                     let processes = vec![
                         Involved {
                             role: "new_holder",
@@ -338,9 +417,8 @@ impl PortShadowed {
                         &format!("{key:?}"),
                         ts,
                         1,
-                        summary,
+                        &facts,
                         processes,
-                        details,
                     ));
                 }
             }
@@ -375,11 +453,10 @@ impl PortShadowed {
                         self.incidents.resolve(
                             &key,
                             ts,
-                            Says::ShadowReleased {
-                                who: gone,
-                                port: key.2,
-                            }
-                            .into(),
+                            format_args!(
+                                "{gone} released port {}: it is no longer shadowed",
+                                key.2
+                            ),
                         ),
                     );
                 }
@@ -401,7 +478,14 @@ impl PortShadowed {
             return None;
         }
         self.incidents
-            .resolve(&key, now, Says::ShadowGoneInKernel { port: key.2 }.into())
+            .resolve(
+                &key,
+                now,
+                format_args!(
+                    "the kernel's socket table shows port {} no longer shadowed",
+                    key.2
+                ),
+            )
     }
 
     /// The open shadowing of a TCP port of one namespace, as a sentence, for other findings to mention.
@@ -418,5 +502,23 @@ pub fn one_published_port(a: &Holder, b: &Holder, view: &dyn ContainerView) -> b
     match (held_for(a, view), held_for(b, view)) {
         (Some(x), Some(y)) => x.same(&y),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod words {
+    use super::*;
+
+    #[test]
+    fn routes_say_who_receives_what() {
+        let r = Routes::ByFamily {
+            fa: "IPv4",
+            a: "pid 1 (a)".into(),
+            aaddr: "0.0.0.0:80".into(),
+            fb: "IPv6",
+            b: "pid 2 (b)".into(),
+            baddr: "[::]:80".into(),
+        };
+        assert_eq!(r.to_string(), "IPv4 connections to port 80 go to pid 1 (a) (0.0.0.0:80), IPv6 ones to pid 2 (b) ([::]:80)");
     }
 }

@@ -11,13 +11,11 @@
 use crate::kernel::abi::{EADDRNOTAVAIL, ECONNREFUSED, ETIMEDOUT};
 use std::collections::HashMap;
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 use super::{
-    addr_port,
-    incident::Incidents,
-    summary::{PortGot, PortNeed, PortUse, Says},
-    who, who_in, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
+    addr_port, incident::Incidents, who, who_in, ContainerView, DetectConfig, Finding, Input,
+    Involved, Kind,
 };
 use crate::{
     world::domain::{BindError, ConnectOutcome, DomainEvent},
@@ -47,6 +45,133 @@ detector!(PortsExhausted, |s, i, _c| {
 
 /// A namespace's port table is summarized at most this often while it fails.
 const SUMMARY_EVERY_NS: u64 = 10_000_000_000;
+
+/// What could not get a local port.
+#[derive(Clone, Debug, PartialEq)]
+enum PortNeed {
+    /// A bind to port 0 of this address.
+    BindAny { addr: String },
+    ConnectTo { dest: String },
+}
+
+impl std::fmt::Display for PortNeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortNeed::BindAny { addr } => write!(f, "a bind to {addr} (any free port)"),
+            PortNeed::ConnectTo { dest } => write!(f, "a connect to {dest}"),
+        }
+    }
+}
+
+/// How a local port was had again (the resolution).
+#[derive(Clone, Debug, PartialEq)]
+enum PortGot {
+    BoundFree,
+    ConnectTo { dest: String },
+}
+
+impl std::fmt::Display for PortGot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortGot::BoundFree => write!(f, "bound a free port"),
+            PortGot::ConnectTo { dest } => write!(f, "got a local port for a connect to {dest}"),
+        }
+    }
+}
+
+/// What a `ports_exhausted` finding says: the failure, and once the
+/// namespace's sockets were summarized (on a worker), what holds its ports.
+#[derive(Serialize)]
+struct NoFreePort {
+    network_namespace: u32,
+    /// The latest failure, in words.
+    failure: String,
+    #[serde(skip)]
+    who: String,
+    #[serde(flatten)]
+    usage: Option<PortUse>,
+}
+
+#[derive(Serialize)]
+struct PortUse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ephemeral_range: Option<Range>,
+    ports_in_use: usize,
+    sockets: usize,
+    time_wait: usize,
+    /// Most sockets first.
+    top_processes: Vec<TopProcess>,
+    top_destinations: Vec<TopDestination>,
+}
+
+/// `net.ipv4.ip_local_port_range` of the namespace.
+#[derive(Serialize)]
+struct Range {
+    low: u16,
+    high: u16,
+    size: usize,
+}
+
+#[derive(Serialize)]
+struct TopProcess {
+    pid: u32,
+    command_line: String,
+    sockets: usize,
+}
+
+#[derive(Serialize)]
+struct TopDestination {
+    address: String,
+    sockets: usize,
+    time_wait: usize,
+}
+
+impl std::fmt::Display for NoFreePort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no free local port in network namespace {}: {} by {} failed",
+            self.network_namespace, self.failure, self.who
+        )?;
+        let Some(u) = &self.usage else {
+            return write!(f, "; looking up what holds its ports");
+        };
+        match &u.ephemeral_range {
+            Some(r) => write!(
+                f,
+                "; ephemeral range {}–{} ({} ports, net.ipv4.ip_local_port_range), {} in use by {} sockets ({} in TIME_WAIT)",
+                r.low, r.high, r.size, u.ports_in_use, u.sockets, u.time_wait
+            )?,
+            None => write!(
+                f,
+                "; {} local ports in use by {} sockets ({} in TIME_WAIT); the ephemeral range could not be read",
+                u.ports_in_use, u.sockets, u.time_wait
+            )?,
+        }
+        if u.sockets == 0 {
+            write!(f, " — sockets bound but neither listening nor connected are not listed by kernels before 6.7")?;
+        }
+        if !u.top_processes.is_empty() {
+            let top: Vec<String> = u
+                .top_processes
+                .iter()
+                .take(3)
+                .map(|t| format!("pid {} ({}) {}", t.pid, t.command_line, t.sockets))
+                .collect();
+            write!(f, "; top processes: {}", top.join(", "))?;
+        }
+        if !u.top_destinations.is_empty() {
+            let top: Vec<String> = u
+                .top_destinations
+                .iter()
+                .take(3)
+                .map(|t| format!("{} {} ({} in TIME_WAIT)", t.address, t.sockets, t.time_wait))
+                .collect();
+            write!(f, "; top destinations: {}", top.join(", "))?;
+        }
+        Ok(())
+    }
+}
 
 struct Ns {
     /// The latest failing processes (distinct, newest last).
@@ -89,52 +214,43 @@ impl PortsExhausted {
         self.cfg = cfg.clone();
     }
 
-    fn describe(
-        &self,
-        netns: u32,
-        view: &dyn ContainerView,
-    ) -> (String, Vec<Involved>, Map<String, Value>) {
+    fn describe(&self, netns: u32, view: &dyn ContainerView) -> (NoFreePort, Vec<Involved>) {
         let ns = &self.open[&netns];
         let p = ns.failing.last().expect("a failure opened it");
-        let mut details = Map::new();
-        details.insert("network_namespace".into(), json!(netns));
-        details.insert("failure".into(), json!(ns.what.to_string()));
-        let usage = ns.summary.as_ref().map(|s| {
-            if let Some((lo, hi)) = s.range {
-                let size = (hi as usize + 1).saturating_sub(lo as usize);
-                details.insert("ephemeral_range".into(), json!({"low": lo, "high": hi, "size": size}));
-            }
-            details.insert("ports_in_use".into(), json!(s.ports_in_use));
-            details.insert("sockets".into(), json!(s.sockets));
-            details.insert("time_wait".into(), json!(s.time_wait));
-            details.insert(
-                "top_processes".into(),
-                json!(s.by_process.iter().map(|(pid, cmd, n)| json!({"pid": pid, "command_line": cmd, "sockets": n})).collect::<Vec<_>>()),
-            );
-            details.insert(
-                "top_destinations".into(),
-                json!(s
-                    .by_destination
-                    .iter()
-                    .map(|((ip, port), n, tw)| json!({"address": addr_port(*ip, *port), "sockets": n, "time_wait": tw}))
-                    .collect::<Vec<_>>()),
-            );
-            PortUse {
-                range: s.range,
-                in_use: s.ports_in_use,
-                sockets: s.sockets,
-                time_wait: s.time_wait,
-                top_processes: s.by_process.clone(),
-                top_destinations: s.by_destination.iter().map(|((ip, port), n, tw)| (addr_port(*ip, *port), *n, *tw)).collect(),
-            }
+        let usage = ns.summary.as_ref().map(|s| PortUse {
+            ephemeral_range: s.range.map(|(low, high)| Range {
+                low,
+                high,
+                size: (high as usize + 1).saturating_sub(low as usize),
+            }),
+            ports_in_use: s.ports_in_use,
+            sockets: s.sockets,
+            time_wait: s.time_wait,
+            top_processes: s
+                .by_process
+                .iter()
+                .map(|(pid, cmd, n)| TopProcess {
+                    pid: *pid,
+                    command_line: cmd.clone(),
+                    sockets: *n,
+                })
+                .collect(),
+            top_destinations: s
+                .by_destination
+                .iter()
+                .map(|((ip, port), n, tw)| TopDestination {
+                    address: addr_port(*ip, *port),
+                    sockets: *n,
+                    time_wait: *tw,
+                })
+                .collect(),
         });
-        let summary = Says::NoFreePort {
-            netns,
-            what: ns.what.clone(),
+        let facts = NoFreePort {
+            network_namespace: netns,
+            failure: ns.what.to_string(),
             who: who_in(p, view),
             usage,
-        }
-        .into();
+        };
         let processes = ns
             .failing
             .iter()
@@ -146,7 +262,7 @@ impl PortsExhausted {
                 since_ns: None,
             })
             .collect();
-        (summary, processes, details)
+        (facts, processes)
     }
 
     fn failed(
@@ -180,16 +296,9 @@ impl PortsExhausted {
             ns.asked_ns = Some(ts);
             self.asks.push((netns, p.key.tgid));
         }
-        let (summary, processes, details) = self.describe(netns, view);
-        self.incidents.raise(
-            netns,
-            &format!("netns {netns}"),
-            ts,
-            1,
-            summary,
-            processes,
-            details,
-        )
+        let (facts, processes) = self.describe(netns, view);
+        self.incidents
+            .raise(netns, &format!("netns {netns}"), ts, 1, &facts, processes)
     }
 
     fn got_port(&mut self, netns: u32, p: &Proc, how: PortGot, ts: u64) -> Option<Finding> {
@@ -197,12 +306,10 @@ impl PortsExhausted {
         self.incidents.resolve(
             &netns,
             ts,
-            Says::PortsFree {
-                who: who(p),
-                how,
-                netns,
-            }
-            .into(),
+            format_args!(
+                "{} {how}: local ports are free again in network namespace {netns}",
+                who(p)
+            ),
         )
     }
 
@@ -215,9 +322,8 @@ impl PortsExhausted {
         now: u64,
     ) -> Option<Finding> {
         self.open.get_mut(&netns)?.summary = Some(s);
-        let (summary, processes, details) = self.describe(netns, view);
-        self.incidents.amend(&netns, |inc| inc.details = details);
-        self.incidents.restate(&netns, summary, processes, now)
+        let (facts, processes) = self.describe(netns, view);
+        self.incidents.restate(&netns, &facts, processes, now)
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {

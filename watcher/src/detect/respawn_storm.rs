@@ -25,13 +25,15 @@
 //! when a restarted instance lives `short_life_s`, or is stopped.
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use serde_json::{json, Map, Value};
+use std::fmt;
+
+use serde::Serialize;
 
 use super::{
     config::ns,
     crash::{judge, End},
     incident::Incidents,
-    summary::{CrashLoop, Pace, Restarter, Says},
+    dur,
     who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
 };
 use crate::{
@@ -104,6 +106,226 @@ impl Declared for RespawnStorm {
 
 detector!(RespawnStorm, |s, i, _c| RespawnStorm::on_event(s, i),
     tick: |s, now, v| RespawnStorm::on_tick(s, now, v), deadline: |s| RespawnStorm::next_deadline(s));
+
+/// How a crash loop's restarts are paced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pace {
+    AtOnce,
+    Backoff { first_ns: u64, last_ns: u64 },
+    Every { median_ns: u64 },
+}
+
+/// Who restarts a crash loop.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Restarter {
+    /// A runtime's restart policy (`always`, `on-failure`, …) when known:
+    /// Docker's or Podman's (`runtime` as people write it).
+    Policy {
+        runtime: &'static str,
+        policy: Option<String>,
+    },
+    /// The kubelet, through the runtime named.
+    Kubernetes { runtime: &'static str },
+    /// Another container runtime.
+    Runtime { runtime: &'static str },
+    /// A known supervisor (`systemd`, `supervisord`, `runit (runsv)`, `s6`),
+    /// its processes named, and for systemd the unit.
+    Supervisor {
+        name: &'static str,
+        procs: String,
+        unit: Option<String>,
+    },
+    /// Processes that are no known supervisor.
+    Processes(String),
+}
+
+impl Restarter {
+    pub fn is_systemd(&self) -> bool {
+        matches!(
+            self,
+            Restarter::Supervisor {
+                name: "systemd",
+                ..
+            }
+        )
+    }
+}
+
+impl fmt::Display for Restarter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Restarter::Policy {
+                runtime,
+                policy: Some(p),
+            } => write!(f, "{runtime}'s restart policy ({p})"),
+            Restarter::Policy {
+                runtime,
+                policy: None,
+            } => write!(f, "{runtime}'s restart policy"),
+            Restarter::Kubernetes { runtime } => {
+                write!(
+                    f,
+                    "Kubernetes' CrashLoopBackOff (kubelet, through {runtime})"
+                )
+            }
+            Restarter::Runtime { runtime } => write!(f, "its container runtime ({runtime})"),
+            Restarter::Supervisor {
+                name: "systemd",
+                unit: Some(u),
+                ..
+            } => write!(f, "systemd (unit {u})"),
+            Restarter::Supervisor { name, procs, .. } => write!(f, "{name} ({procs})"),
+            Restarter::Processes(procs) => write!(f, "{procs}"),
+        }
+    }
+}
+
+impl fmt::Display for Pace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pace::AtOnce => write!(f, "at once"),
+            Pace::Backoff { first_ns, last_ns } => {
+                write!(
+                    f,
+                    "with a growing backoff ({} → {})",
+                    dur(*first_ns),
+                    dur(*last_ns)
+                )
+            }
+            Pace::Every { median_ns } => write!(f, "every ~{}", dur(*median_ns)),
+        }
+    }
+}
+
+/// A crash loop's facts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrashLoop {
+    /// ``container web (image x) (`python3 app.py`)`` or `` `python3 app.py` ``.
+    pub what: String,
+    /// Restarts (the open sentence) or crashes (the "down" sentence).
+    pub count: u64,
+    pub span_ns: u64,
+    pub pace: Option<Pace>,
+    pub by: Option<Restarter>,
+    pub last_pid: u32,
+    /// The last instance's end (`exit code 1`, `SIGSEGV (fault)`, `out of memory`).
+    pub last_end: String,
+    pub last_life_ns: u64,
+    /// Not restarted after its last crash.
+    pub down: bool,
+    /// A backoff's next delay.
+    pub next_restart_ns: Option<u64>,
+}
+
+impl fmt::Display for CrashLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let l = self;
+        let pace = l.pace.as_ref().map(|p| format!(" {p}")).unwrap_or_default();
+        let by = l.by.as_ref().map(|b| format!(" by {b}")).unwrap_or_default();
+        if l.down {
+            write!(
+                f,
+                "{} is down: it crashed {} times in {}, restarted{pace}{by}, and was not restarted after its last crash (pid {} ended with {} after {}){}",
+                l.what,
+                l.count,
+                dur(l.span_ns),
+                l.last_pid,
+                l.last_end,
+                dur(l.last_life_ns),
+                if l.by.as_ref().is_some_and(Restarter::is_systemd) { "; systemd gives up after StartLimitBurst starts (see `systemctl status`, reset with `systemctl reset-failed`)" } else { "" },
+            )?;
+        } else {
+            write!(
+                f,
+                "{} keeps crashing: restarted {} times in {}{pace}{by}; last instance pid {} ended with {} after {}",
+                l.what,
+                l.count,
+                dur(l.span_ns),
+                l.last_pid,
+                l.last_end,
+                dur(l.last_life_ns)
+            )?;
+        }
+        if let Some(next) = l.next_restart_ns {
+            write!(f, "; the next restart is due ~{} after the next crash", dur(next))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a `respawn_storm` finding says: the loop in words, and its facts.
+#[derive(Serialize)]
+struct Looping {
+    #[serde(skip)]
+    words: CrashLoop,
+    /// A backoff's next delay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_restart_delay_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container: Option<LoopContainer>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restarter: Option<RestarterFacts>,
+    restarts: u64,
+    /// `restarts`, under its former name for consumers of earlier versions.
+    restarts_in_window: u64,
+    /// `immediate`, `backoff`, `steady` or `unknown`.
+    cadence: &'static str,
+    gave_up: bool,
+    /// Most frequent first.
+    causes: Vec<CauseCount>,
+    /// The latest ten cycles, newest first.
+    recent: Vec<Recent>,
+}
+
+impl fmt::Display for Looping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.words.fmt(f)
+    }
+}
+
+#[derive(Serialize)]
+struct LoopContainer {
+    id: String,
+    name: Option<String>,
+    image: Option<String>,
+}
+
+/// Who restarts the loop, for programs: a runtime and its policy, a known
+/// supervisor, or the restarting process.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum RestarterFacts {
+    Runtime {
+        runtime: &'static str,
+        restart_policy: Option<String>,
+    },
+    Supervisor {
+        supervisor: &'static str,
+        pid: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unit: Option<String>,
+    },
+    Process {
+        pid: u32,
+    },
+}
+
+#[derive(Serialize)]
+struct CauseCount {
+    cause: String,
+    count: usize,
+}
+
+/// One crash → restart cycle.
+#[derive(Serialize)]
+struct Recent {
+    pid: u32,
+    end: String,
+    cause: &'static str,
+    lifetime_ms: f64,
+    restart_delay_ms: f64,
+    restarted_by: Option<u32>,
+}
 
 /// Cycles of one loop kept for the finding's facts.
 const KEPT_CYCLES: usize = 64;
@@ -224,7 +446,7 @@ fn cadence(gaps: &[u64]) -> (Option<Pace>, &'static str) {
 fn restarter(
     container: Option<&ContainerInfo>,
     restarters: &[&Proc],
-) -> (Option<Restarter>, Value) {
+) -> (Option<Restarter>, Option<RestarterFacts>) {
     let by_runtime = container.is_some()
         && restarters.iter().any(|r| is_runtime_shim(r))
         // (pid 1 appears where an instance was orphaned before the runtime's
@@ -243,11 +465,14 @@ fn restarter(
         };
         return (
             Some(who),
-            json!({"runtime": c.runtime, "restart_policy": c.restart_policy.as_deref()}),
+            Some(RestarterFacts::Runtime {
+                runtime: c.runtime,
+                restart_policy: c.restart_policy.as_deref().map(str::to_owned),
+            }),
         );
     }
     let Some(first) = restarters.first() else {
-        return (None, Value::Null);
+        return (None, None);
     };
     let base = |p: &Proc| {
         p.exe
@@ -276,11 +501,17 @@ fn restarter(
                 procs,
                 unit: None,
             }),
-            json!({"supervisor": name, "pid": first.key.tgid}),
+            Some(RestarterFacts::Supervisor {
+                supervisor: name,
+                pid: first.key.tgid,
+                unit: None,
+            }),
         ),
         None => (
             Some(Restarter::Processes(procs)),
-            json!({"pid": first.key.tgid}),
+            Some(RestarterFacts::Process {
+                pid: first.key.tgid,
+            }),
         ),
     }
 }
@@ -378,7 +609,7 @@ impl RespawnStorm {
         lp: &Loop,
         now: u64,
         view: &dyn ContainerView,
-    ) -> (String, String, Vec<Involved>, Map<String, Value>) {
+    ) -> (String, Looping, Vec<Involved>) {
         let program = p
             .command_line()
             .unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
@@ -412,15 +643,20 @@ impl RespawnStorm {
         }
         let (mut by, mut by_facts) = restarter(container.as_deref(), &restarters);
         // systemd restarts a unit: name it (its cgroup's path says which).
-        if by_facts.get("supervisor").and_then(|v| v.as_str()) == Some("systemd") {
+        if let Some(RestarterFacts::Supervisor {
+            supervisor: "systemd",
+            unit: said,
+            ..
+        }) = &mut by_facts
+        {
             if let Some(unit) = view.unit_of(p.cgroup_id) {
                 if let Some(Restarter::Supervisor { unit: u, .. }) = by.as_mut() {
                     *u = Some(unit.to_string());
                 }
-                by_facts["unit"] = json!(&*unit);
+                *said = Some(unit.to_string());
             }
         }
-        let by_runtime = by_facts.get("runtime").is_some();
+        let by_runtime = matches!(by_facts, Some(RestarterFacts::Runtime { .. }));
         let gaps: Vec<u64> = lp.cycles.iter().map(|c| c.gap_ns).collect();
         let (pace, pace_kind) = cadence(&gaps);
         let last = lp
@@ -442,7 +678,7 @@ impl RespawnStorm {
             Some(c) => format!("{} (`{program}`)", c.describe()),
             None => format!("`{program}`"),
         };
-        let mut facts = CrashLoop {
+        let mut words = CrashLoop {
             what,
             count: if lp.gave_up {
                 lp.count + lp.pending.len() as u64
@@ -458,7 +694,7 @@ impl RespawnStorm {
             down: lp.gave_up,
             next_restart_ns: None,
         };
-        let mut details = Map::new();
+        let mut next_restart_delay_s = None;
         // The next restart of a backoff: twice the last delay, within the cap.
         if pace_kind == "backoff" && !lp.gave_up {
             if let Some(g) = lp.last_gap() {
@@ -468,8 +704,8 @@ impl RespawnStorm {
                     _ => self.max_gap_ns,
                 };
                 let next = (g * 2).min(cap);
-                facts.next_restart_ns = Some(next);
-                details.insert("next_restart_delay_s".into(), json!(next as f64 / 1e9));
+                words.next_restart_ns = Some(next);
+                next_restart_delay_s = Some(next as f64 / 1e9);
             }
         }
         let mut processes = vec![Involved {
@@ -486,50 +722,39 @@ impl RespawnStorm {
                 since_ns: None,
             });
         }
-        if let Some(c) = &container {
-            details.insert(
-                "container".into(),
-                json!({"id": &*c.id, "name": c.name.as_deref(), "image": c.image.as_deref()}),
-            );
-        }
-        if !by_facts.is_null() {
-            details.insert("restarter".into(), by_facts);
-        }
-        details.insert("restarts".into(), json!(lp.count));
-        // Kept under its former name for consumers of earlier versions.
-        details.insert("restarts_in_window".into(), json!(lp.count));
-        details.insert("cadence".into(), json!(pace_kind));
-        details.insert("gave_up".into(), json!(lp.gave_up));
-        details.insert(
-            "causes".into(),
-            json!(causes
-                .iter()
-                .map(|(c, n)| json!({"cause": c, "count": n}))
-                .collect::<Vec<_>>()),
-        );
-        details.insert(
-            "recent".into(),
-            json!(lp
+        let facts = Looping {
+            words,
+            next_restart_delay_s,
+            container: container.as_ref().map(|c| LoopContainer {
+                id: c.id.to_string(),
+                name: c.name.as_deref().map(str::to_owned),
+                image: c.image.as_deref().map(str::to_owned),
+            }),
+            restarter: by_facts,
+            restarts: lp.count,
+            restarts_in_window: lp.count,
+            cadence: pace_kind,
+            gave_up: lp.gave_up,
+            causes: causes
+                .into_iter()
+                .map(|(cause, count)| CauseCount { cause, count })
+                .collect(),
+            recent: lp
                 .cycles
                 .iter()
                 .rev()
                 .take(10)
-                .map(|c| json!({
-                    "pid": c.crash.proc.key.tgid,
-                    "end": c.crash.cause.describe(),
-                    "cause": c.crash.cause.kind(),
-                    "lifetime_ms": c.crash.lifetime_ns as f64 / 1e6,
-                    "restart_delay_ms": c.gap_ns as f64 / 1e6,
-                    "restarted_by": c.restarter.as_ref().map(|x| x.key.tgid),
-                }))
-                .collect::<Vec<_>>()),
-        );
-        (
-            program,
-            Says::CrashLooping(facts).into(),
-            processes,
-            details,
-        )
+                .map(|c| Recent {
+                    pid: c.crash.proc.key.tgid,
+                    end: c.crash.cause.describe(),
+                    cause: c.crash.cause.kind(),
+                    lifetime_ms: c.crash.lifetime_ns as f64 / 1e6,
+                    restart_delay_ms: c.gap_ns as f64 / 1e6,
+                    restarted_by: c.restarter.as_ref().map(|x| x.key.tgid),
+                })
+                .collect(),
+        };
+        (program, facts, processes)
     }
 
     fn crashed(&mut self, p: &Proc, cause: Cause, ts: u64) {
@@ -575,7 +800,10 @@ impl RespawnStorm {
             return self.incidents.resolve(
                 &p.program,
                 ts,
-                Says::LoopStartedAgain { pid: p.key.tgid }.into(),
+                format_args!(
+                    "started again (pid {}) after its restarter had given up",
+                    p.key.tgid
+                ),
             );
         }
         // The most recent crash this start can follow.
@@ -604,9 +832,9 @@ impl RespawnStorm {
             return None;
         }
         let lp = self.loops.get(&p.program).expect("present");
-        let (program, summary, processes, details) = self.describe(p, lp, ts, i.containers);
+        let (program, facts, processes) = self.describe(p, lp, ts, i.containers);
         self.incidents
-            .raise(p.program, &program, ts, 1, summary, processes, details)
+            .raise(p.program, &program, ts, 1, &facts, processes)
     }
 
     pub fn on_event(&mut self, i: &Input) -> Vec<Finding> {
@@ -634,20 +862,20 @@ impl RespawnStorm {
                         Vec::new()
                     }
                     End::Stop => {
-                        let why = Says::LoopStopped {
-                            pid: p.key.tgid,
-                            end: cause.describe(),
-                        }
-                        .into();
+                        let why = format!(
+                            "pid {} was stopped ({}): the crash loop is over",
+                            p.key.tgid,
+                            cause.describe()
+                        );
                         self.ended_well(p, why, ts).into_iter().collect()
                     }
                     _ => {
-                        let why = Says::LoopEndedWell {
-                            pid: p.key.tgid,
-                            end: cause.describe(),
-                            life_ns: lifetime,
-                        }
-                        .into();
+                        let why = format!(
+                            "pid {} ended with {} after {}: the crash loop is over",
+                            p.key.tgid,
+                            cause.describe(),
+                            dur(lifetime)
+                        );
                         self.ended_well(p, why, ts).into_iter().collect()
                     }
                 }
@@ -697,11 +925,11 @@ impl RespawnStorm {
                         self.incidents.resolve(
                             &k,
                             now,
-                            Says::LoopLived {
-                                pid: key.tgid,
-                                for_ns: self.short_ns,
-                            }
-                            .into(),
+                            format_args!(
+                                "pid {} has run for {} since its restart: the crash loop is over",
+                                key.tgid,
+                                dur(self.short_ns)
+                            ),
                         ),
                     );
                     continue;
@@ -724,23 +952,23 @@ impl RespawnStorm {
             lp.gave_up = true;
             let p = lp.pending.back().expect("checked").proc.clone();
             let lp = &self.loops[&k];
-            let (program, summary, processes, details) = self.describe(&p, lp, now, view);
+            let (program, facts, processes) = self.describe(&p, lp, now, view);
             // Short of the threshold, only a known supervisor's giving up is
             // said (a script that tries three times is not a service down).
-            let supervised = details
-                .get("restarter")
-                .is_some_and(|r| r.get("supervisor").is_some() || r.get("runtime").is_some());
+            let supervised = matches!(
+                facts.restarter,
+                Some(RestarterFacts::Supervisor { .. } | RestarterFacts::Runtime { .. })
+            );
             if !self.incidents.is_open(&k) && lp.count < self.threshold && !supervised {
                 self.loops.remove(&k);
                 continue;
             }
             if self.incidents.is_open(&k) {
-                self.incidents.amend(&k, |inc| inc.details = details);
-                out.extend(self.incidents.restate(&k, summary, processes, now));
+                out.extend(self.incidents.restate(&k, &facts, processes, now));
             } else {
                 out.extend(
                     self.incidents
-                        .raise(k, &program, now, 1, summary, processes, details),
+                        .raise(k, &program, now, 1, &facts, processes),
                 );
             }
         }
@@ -750,5 +978,47 @@ impl RespawnStorm {
     pub fn next_deadline(&self) -> Option<u64> {
         // (Possibly one that moved on: waking for it only finds nothing to do.)
         self.deadlines.first().map(|(t, _)| *t)
+    }
+}
+
+#[cfg(test)]
+mod words {
+    use super::*;
+
+    #[test]
+    fn a_crash_loop_states_pace_restarter_end_and_next_restart() {
+        let mut l = CrashLoop {
+            what: "`app`".into(),
+            count: 5,
+            span_ns: 3_100_000_000,
+            pace: Some(Pace::Backoff {
+                first_ns: 100_000_000,
+                last_ns: 1_600_000_000,
+            }),
+            by: Some(Restarter::Policy {
+                runtime: "Docker",
+                policy: Some("always".into()),
+            }),
+            last_pid: 42,
+            last_end: "exit code 1".into(),
+            last_life_ns: 20_000_000,
+            down: false,
+            next_restart_ns: Some(3_200_000_000),
+        };
+        assert_eq!(
+            l.to_string(),
+            "`app` keeps crashing: restarted 5 times in 3.1 s with a growing backoff (100 ms → 1.6 s) by Docker's restart policy (always); last instance pid 42 ended with exit code 1 after 20 ms; the next restart is due ~3.2 s after the next crash"
+        );
+        l.down = true;
+        l.next_restart_ns = None;
+        l.pace = Some(Pace::AtOnce);
+        l.by = Some(Restarter::Supervisor {
+            name: "systemd",
+            procs: "pid 1 (systemd)".into(),
+            unit: Some("app.service".into()),
+        });
+        let s = l.to_string();
+        assert!(s.starts_with("`app` is down: it crashed 5 times in 3.1 s, restarted at once by systemd (unit app.service)"), "{s}");
+        assert!(s.ends_with("reset with `systemctl reset-failed`)"), "{s}");
     }
 }

@@ -6,10 +6,11 @@
 //! from then to reap it.
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::{json, Map};
+use serde::Serialize;
+use serde_json::json;
 
 use super::{
-    config::ns, incident::Incidents, summary::Says, who, who_in, ContainerView, DetectConfig,
+    config::ns, dur, incident::Incidents, who, who_in, ContainerView, DetectConfig,
     Finding, Input, Involved, Kind, Teardown,
 };
 use crate::{
@@ -40,6 +41,45 @@ impl Declared for Zombies {
 
 detector!(Zombies, |s, i, c| Zombies::on_event(s, i, c.teardown),
     tick: |s, now, v| Zombies::on_tick(s, now, v), deadline: |s| Zombies::next_deadline(s));
+
+/// What a `zombie` finding says.
+#[derive(Serialize)]
+struct Overdue {
+    #[serde(skip)]
+    parent: String,
+    parent_pid: u32,
+    overdue: usize,
+    #[serde(skip)]
+    max_age_ns: u64,
+    max_age_s: f64,
+    /// How long the oldest has been a zombie (unknown for those found at start).
+    #[serde(skip)]
+    oldest_age_ns: Option<u64>,
+    zombie_pids: Vec<u32>,
+}
+
+impl std::fmt::Display for Overdue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let age = match self.oldest_age_ns {
+            Some(a) => format!("the oldest for {}", dur(a)),
+            None => "since before watcher started".into(),
+        };
+        let shown: Vec<String> = self
+            .zombie_pids
+            .iter()
+            .take(10)
+            .map(u32::to_string)
+            .collect();
+        write!(
+            f,
+            "{} has left {} exited child(ren) unreaped for more than {} ({age}): zombie pids {}; the parent must wait() for them",
+            self.parent,
+            self.overdue,
+            dur(self.max_age_ns),
+            shown.join(", ")
+        )
+    }
+}
 
 struct Child {
     proc: Proc,
@@ -157,14 +197,15 @@ impl Zombies {
             .as_ref()
             .map(|p| who_in(p, view))
             .unwrap_or_else(|| format!("pid {parent}"));
-        let summary: String = Says::Overdue {
+        let facts = Overdue {
             parent: pname,
-            n,
+            parent_pid: parent,
+            overdue: n,
             max_age_ns: self.max_age_ns,
+            max_age_s: self.max_age_ns as f64 / 1e9,
             oldest_age_ns: oldest.map(|t| now.saturating_sub(t)),
-            pids: pids.clone(),
-        }
-        .into();
+            zombie_pids: pids.clone(),
+        };
         let mut processes = Vec::new();
         if let Some(pp) = parent_proc {
             processes.push(Involved {
@@ -180,21 +221,15 @@ impl Zombies {
             address: None,
             since_ns: c.exited_ns,
         }));
-        let mut details = Map::new();
-        details.insert("parent_pid".into(), json!(parent));
-        details.insert("overdue".into(), json!(n));
-        details.insert("max_age_s".into(), json!(self.max_age_ns as f64 / 1e9));
-        details.insert("zombie_pids".into(), json!(pids));
         let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
         self.incidents.raise_counting(
             parent,
             &parent.to_string(),
             now,
             (n as u64).saturating_sub(prev),
-            summary,
+            &facts,
             processes,
             pids,
-            details,
         )
     }
 
@@ -208,11 +243,10 @@ impl Zombies {
                 return self.incidents.resolve(
                     &c.parent,
                     now,
-                    Says::OverdueGone {
-                        parent_pid: c.parent,
-                        why,
-                    }
-                    .into(),
+                    format_args!(
+                        "every overdue zombie of pid {} is gone (last one {why})",
+                        c.parent
+                    ),
                 );
             }
             let parent = c.parent;
@@ -276,11 +310,10 @@ impl Zombies {
                             self.incidents.resolve(
                                 &p.key.tgid,
                                 ts,
-                                Says::ParentExited {
-                                    who: who(p),
-                                    why: "its zombies passed to their new parent",
-                                }
-                                .into(),
+                                format_args!(
+                                    "{} exited; its zombies passed to their new parent",
+                                    who(p)
+                                ),
                             ),
                         );
                     }

@@ -15,10 +15,10 @@
 //! are dropped.
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::{json, Map};
+use serde::Serialize;
 
 use super::{
-    incident::Incidents, members::Members, summary::Says, who, who_in, ContainerView, DetectConfig,
+    incident::Incidents, members::Members, who, who_in, ContainerView, DetectConfig,
     Finding, Input, Involved, Kind, Teardown,
 };
 use crate::{
@@ -54,6 +54,27 @@ impl Declared for ZombieAccumulation {
 
 detector!(ZombieAccumulation, |s, i, c| ZombieAccumulation::on_event(s, i, c.teardown),
     tick: |s, now, v| ZombieAccumulation::on_tick(s, now, v), deadline: |s| ZombieAccumulation::next_deadline(s));
+
+/// What a `zombie_accumulation` finding says.
+#[derive(Serialize)]
+struct Accumulating {
+    #[serde(skip)]
+    parent: String,
+    parent_pid: u32,
+    unreaped: usize,
+    threshold: usize,
+    zombie_pids: Vec<u32>,
+}
+
+impl std::fmt::Display for Accumulating {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} has {} exited children it has not reaped (zombies, threshold {}); it must wait() for them",
+            self.parent, self.unreaped, self.threshold
+        )
+    }
+}
 
 pub struct ZombieAccumulation {
     pub incidents: Incidents<u32>,
@@ -169,12 +190,13 @@ impl ZombieAccumulation {
         if parent_proc.is_some_and(|p| self.cfg.allowed_program(p)) {
             return None;
         }
-        let summary: String = Says::Accumulating {
+        let facts = Accumulating {
             parent: pname,
-            n,
+            parent_pid: parent,
+            unreaped: n,
             threshold: self.threshold,
-        }
-        .into();
+            zombie_pids: pids.clone(),
+        };
         let mut processes: Vec<Involved> = Vec::new();
         if let Some(pp) = parent_proc {
             processes.push(Involved {
@@ -190,21 +212,15 @@ impl ZombieAccumulation {
             address: None,
             since_ns: c.exited.map(|(t, _)| t),
         }));
-        let mut details = Map::new();
-        details.insert("parent_pid".into(), json!(parent));
-        details.insert("unreaped".into(), json!(n));
-        details.insert("threshold".into(), json!(self.threshold));
-        details.insert("zombie_pids".into(), json!(pids));
         let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
         self.incidents.raise_counting(
             parent,
             &parent.to_string(),
             now,
             (n as u64).saturating_sub(prev),
-            summary,
+            &facts,
             processes,
             pids,
-            details,
         )
     }
 
@@ -220,13 +236,10 @@ impl ZombieAccumulation {
             return self.incidents.resolve(
                 &parent,
                 now,
-                Says::AccumulationBelow {
-                    parent_pid: parent,
-                    n,
-                    why,
-                    threshold: self.threshold,
-                }
-                .into(),
+                format_args!(
+                    "pid {parent} is down to {n} unreaped children ({why}), below the threshold of {}",
+                    self.threshold
+                ),
             );
         }
         None
@@ -264,12 +277,9 @@ impl ZombieAccumulation {
                     self.incidents.resolve(
                         &parent,
                         now,
-                        Says::AccumulationNamespaceEnded {
-                            parent_pid: parent,
-                            gone,
-                            left,
-                        }
-                        .into(),
+                        format_args!(
+                            "pid {parent}'s pid namespace ended: the kernel reaped its {gone} zombie(s) ({left} left)"
+                        ),
                     ),
                 );
             }
@@ -332,7 +342,7 @@ impl ZombieAccumulation {
                     out.extend(self.incidents.resolve(
                         &p.key.tgid,
                         ts,
-                        Says::ParentExited { who: who(p), why }.into(),
+                        format_args!("{} exited; {why}", who(p)),
                     ));
                 }
                 self.per_parent.remove(&p.key.tgid);
