@@ -239,6 +239,10 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
 
     /// [`Incidents::raise`] for a finding that also counts processes
     /// it does not name (`counted`: a parent's zombies, all of them).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "raise's arguments and the counted processes"
+    )]
     pub fn raise_counting(
         &mut self,
         k: K,
