@@ -6,10 +6,9 @@
 //! Lists the clients, and notes when the destination port is shadowed.
 //! Resolves when a connect to it succeeds.
 use crate::kernel::abi::{ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, ETIMEDOUT};
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    net::IpAddr,
-};
+use std::{collections::VecDeque, net::IpAddr};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use serde::Serialize;
 

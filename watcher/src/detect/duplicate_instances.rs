@@ -4,7 +4,7 @@
 //! program: the workers a master forks (nginx, postgres, gunicorn) are one
 //! instance, ten copies started side by side are ten. Resolves when the count
 //! falls back to the limit.
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use serde::Serialize;
 
@@ -222,7 +222,7 @@ impl DuplicateInstances {
             }
         }
         // One record per program at start, not one per crossing instance.
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         out.retain(|f| seen.insert(f.id.clone()));
         out
     }

@@ -5,7 +5,7 @@
 //! forks are spread over many parents (make, shells, compiler drivers) and its
 //! processes end as fast as they start, so no subtree grows. Resolves when
 //! neither holds any more (checked every second while open).
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use serde::Serialize;
 

@@ -1,6 +1,8 @@
 //! The incident life cycle shared by all detectors: open → update
 //! (rate-limited) → resolved, with a stable id, in a bounded table.
-use std::{collections::HashMap, hash::Hash};
+use std::hash::Hash;
+
+use foldhash::{HashMap, HashMapExt};
 
 use serde_json::{Map, Value};
 

@@ -2,7 +2,9 @@
 //! by key: the live instances of a program, the unreaped children of a
 //! parent. (A `Vec` made each removal O(n): 3,000 zombies of one parent
 //! reaped one by one moved ~1 GB of memory.)
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use crate::world::proctable::{Proc, ProcKey};
 

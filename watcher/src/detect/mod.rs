@@ -76,7 +76,7 @@ pub use config::DetectConfig;
 use sockets::SocketTable;
 
 /// Processes existing at start, by tgid (for the detectors' seeds).
-pub type ProcIndex<'a> = std::collections::HashMap<u32, &'a Proc>;
+pub type ProcIndex<'a> = foldhash::HashMap<u32, &'a Proc>;
 
 /// What the list makes here: the detectors' modules, [`Kind`], and [`Detectors`]'s fields.
 macro_rules! declare_detectors {

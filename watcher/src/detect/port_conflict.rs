@@ -11,7 +11,9 @@
 //! such a port resolves it, saying which port it got. Port 0 (an ephemeral
 //! port) is never a conflict: the kernel picks it (see `ports_exhausted`).
 use crate::world::sockdiag::{KernelSocket, PortKey};
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use foldhash::{HashMap, HashMapExt};
 
 use serde::Serialize;
 

@@ -9,7 +9,7 @@
 //! update when it answers. Resolves when a later bind to port 0 or connect in
 //! that namespace gets a port.
 use crate::kernel::abi::{EADDRNOTAVAIL, ECONNREFUSED, ETIMEDOUT};
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use serde::Serialize;
 

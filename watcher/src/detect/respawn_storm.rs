@@ -23,7 +23,9 @@
 //! StartLimitBurst, supervisord's startretries): that opens (or updates) the
 //! finding — the program is down — until an instance of it starts again. The loop is over
 //! when a restarted instance lives `short_life_s`, or is stopped.
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use foldhash::{HashMap, HashMapExt};
 
 use std::fmt;
 

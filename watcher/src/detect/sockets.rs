@@ -8,10 +8,9 @@
 //!
 //! Everything is keyed by network namespace (the inode the kernel gives with
 //! each socket record): sockets of different namespaces never share a port.
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::Input;
 use crate::{
@@ -92,7 +91,7 @@ impl Holder {
 pub struct SocketTable {
     by_port: HashMap<PortKey, Vec<Holder>>,
     /// tgid → the ports it holds (an exit looks only at those).
-    by_tgid: HashMap<u32, std::collections::HashSet<PortKey>>,
+    by_tgid: HashMap<u32, HashSet<PortKey>>,
     len: usize,
     cap: usize,
     /// Holders dropped because the table was full, or not kept because
@@ -223,7 +222,7 @@ impl SocketTable {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let mut still = std::collections::HashSet::new();
+        let mut still = HashSet::new();
         for key in keys {
             let Some(v) = self.by_port.get_mut(&key) else {
                 continue;

@@ -4,7 +4,9 @@
 //! resolves when all its overdue children are reaped. A zombie whose parent
 //! exits passes to its new parent (init, a subreaper), which has `max_age`
 //! from then to reap it.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use serde::Serialize;
 use serde_json::json;
@@ -95,7 +97,7 @@ pub struct Zombies {
     pub incidents: Incidents<u32>,
     children: HashMap<ProcKey, Child>,
     /// Parent → its tracked children (no scan of every zombie per reap).
-    by_parent: HashMap<u32, std::collections::HashSet<ProcKey>>,
+    by_parent: HashMap<u32, HashSet<ProcKey>>,
     deadlines: BTreeSet<(u64, ProcKey)>,
     max_age_ns: u64,
     cap: usize,

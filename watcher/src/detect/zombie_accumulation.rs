@@ -13,7 +13,9 @@
 //! kills every process of that namespace and reaps them itself, without a
 //! wait syscall: none of them is counted, and zombies already counted there
 //! are dropped.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use serde::Serialize;
 
@@ -284,7 +286,7 @@ impl ZombieAccumulation {
                 );
             }
         }
-        let live: std::collections::HashSet<ProcKey> = self
+        let live: HashSet<ProcKey> = self
             .per_parent
             .values()
             .flat_map(|m| m.iter())

@@ -3,7 +3,9 @@ use crate::kernel::abi::{
     CLONE_THREAD, EINPROGRESS, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, TCP_SYN_SENT,
 };
 use crate::kernel::clock::Clock;
-use std::{collections::HashMap, net::IpAddr};
+use std::net::IpAddr;
+
+use foldhash::{HashMap, HashMapExt};
 
 use watcher_common::{ReapSource, SockCallData, AF_INET6};
 

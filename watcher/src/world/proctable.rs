@@ -5,7 +5,9 @@
 //! table (its exit was lost, or the pid was reused) replaces the old entry
 //! instead of merging with it. The table is bounded; evictions are counted.
 use crate::kernel::abi::{CLONE_PARENT, CLONE_THREAD};
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::{
     kernel::decode::{KernelEvent, Payload},
@@ -206,7 +208,7 @@ pub fn proc_parent(pid: u32) -> Option<u32> {
 pub struct ProcessTable {
     procs: HashMap<u32, Proc>,
     /// Parent tgid → its children's tgids (so a parent's exit finds its orphans without a scan).
-    kids: HashMap<u32, std::collections::HashSet<u32>>,
+    kids: HashMap<u32, HashSet<u32>>,
     cap: usize,
     pub stats: TableStats,
     pub identity: Identity,
