@@ -20,6 +20,14 @@
 //!   `output`, which it drives.
 //! - [`cli`]: the commands (`trace`, `run`, `check`, `install`, `top`) and the
 //!   daemon's config.
+//!
+//! Visibility: a module is `pub` only when the binary (`main.rs`), the
+//! replay bench or the fuzz targets use it (the commands, the decoder, the
+//! clock, enrichment, records, the engine, the process table); everything
+//! else is `pub(crate)`, and `unreachable_pub` warns about a `pub` that
+//! nothing outside could reach.
+#![warn(unreachable_pub)]
+
 pub mod cli;
 pub mod detect;
 pub mod kernel;

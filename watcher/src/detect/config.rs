@@ -48,7 +48,7 @@ pub(crate) fn capacity<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Erro
     Ok(v as usize)
 }
 
-pub fn ns(secs: f64) -> u64 {
+pub(crate) fn ns(secs: f64) -> u64 {
     (secs * 1e9) as u64
 }
 
@@ -157,7 +157,7 @@ macro_rules! detect_config {
 super::with_detectors!(detect_config);
 
 /// A name from the config matches a process by comm, executable path, or executable basename.
-pub fn names_match(names: &[String], p: &Proc) -> bool {
+pub(crate) fn names_match(names: &[String], p: &Proc) -> bool {
     crate::world::proctable::name_matches(names, &p.comm, p.exe.as_deref())
 }
 

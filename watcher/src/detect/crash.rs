@@ -24,7 +24,7 @@ use crate::{
 
 /// What an end was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
+pub(crate) enum End {
     Normal,
     /// A non-zero exit code that answers a question.
     Answer,
@@ -34,7 +34,7 @@ pub enum End {
 }
 
 /// Judge the end of `p` (see the module's rules).
-pub fn judge(p: &Proc, cause: &Cause, cfg: &RespawnStormCfg) -> End {
+pub(crate) fn judge(p: &Proc, cause: &Cause, cfg: &RespawnStormCfg) -> End {
     let s = cause.signalled.as_deref();
     match cause.status {
         ExitStatus::Code(0) | ExitStatus::Unknown => End::Normal,

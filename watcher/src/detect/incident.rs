@@ -53,7 +53,7 @@ enum Refused {
 const OPEN_RATE_USERS: usize = 4096;
 
 /// Default of `[detect] max_opens_per_user_s`.
-pub const OPENS_PER_USER_PER_SECOND: u32 = 50;
+pub(crate) const OPENS_PER_USER_PER_SECOND: u32 = 50;
 
 impl<K: Hash + Eq + Clone> Incidents<K> {
     /// New limits from a reloaded configuration (open incidents stay).

@@ -9,7 +9,7 @@ use foldhash::HashMap;
 use crate::world::proctable::{Proc, ProcKey};
 
 #[derive(Default)]
-pub struct Members {
+pub(crate) struct Members {
     next: u64,
     by_seq: BTreeMap<u64, Proc>,
     seq_of: HashMap<ProcKey, u64>,
@@ -17,7 +17,7 @@ pub struct Members {
 
 impl Members {
     /// Add `p` last (a process already there keeps its place, updated).
-    pub fn push(&mut self, p: Proc) {
+    pub(crate) fn push(&mut self, p: Proc) {
         if let Some(s) = self.seq_of.get(&p.key) {
             self.by_seq.insert(*s, p);
             return;
@@ -28,34 +28,30 @@ impl Members {
         self.by_seq.insert(s, p);
     }
 
-    pub fn remove(&mut self, key: &ProcKey) -> Option<Proc> {
+    pub(crate) fn remove(&mut self, key: &ProcKey) -> Option<Proc> {
         let s = self.seq_of.remove(key)?;
         self.by_seq.remove(&s)
     }
 
-    pub fn get(&self, key: &ProcKey) -> Option<&Proc> {
+    pub(crate) fn get(&self, key: &ProcKey) -> Option<&Proc> {
         self.seq_of.get(key).and_then(|s| self.by_seq.get(s))
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_seq.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_seq.is_empty()
-    }
-
-    pub fn first(&self) -> Option<&Proc> {
+    pub(crate) fn first(&self) -> Option<&Proc> {
         self.by_seq.values().next()
     }
 
     /// In the order they joined (`.rev()`: newest first).
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Proc> {
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Proc> {
         self.by_seq.values()
     }
 
     /// Keep only the members `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Proc) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Proc) -> bool) {
         let seq_of = &mut self.seq_of;
         self.by_seq.retain(|_, p| {
             let k = keep(p);

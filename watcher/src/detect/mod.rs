@@ -46,17 +46,17 @@ macro_rules! with_detectors {
 }
 pub(crate) use with_detectors;
 
-pub mod config;
-pub mod crash;
-pub mod incident;
-pub mod members;
-pub mod registry;
-pub mod room;
-pub mod sockets;
-pub mod summary;
+pub(crate) mod config;
+pub(crate) mod crash;
+pub(crate) mod incident;
+pub(crate) mod members;
+pub(crate) mod registry;
+pub(crate) mod room;
+pub(crate) mod sockets;
+pub(crate) mod summary;
 
 #[cfg(test)]
-pub mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 
@@ -81,7 +81,7 @@ pub type ProcIndex<'a> = foldhash::HashMap<u32, &'a Proc>;
 /// What the list makes here: the detectors' modules, [`Kind`], and [`Detectors`]'s fields.
 macro_rules! declare_detectors {
     ($($field:ident: $kind:ident => $ty:ident,)*) => {
-        $(pub mod $field;)*
+        $(pub(crate) mod $field;)*
 
         /// The finding kinds of DESIGN.md: one per detector.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

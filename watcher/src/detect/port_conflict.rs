@@ -76,7 +76,7 @@ struct Pending {
 
 /// A holder of a port, as a port finding names it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HeldBy {
+pub(crate) struct HeldBy {
     pub name: String,
     /// `0.0.0.0:80`.
     pub addr: String,
@@ -174,7 +174,7 @@ pub struct PortConflict {
     deadlines: std::collections::BTreeSet<(u64, Key)>,
 }
 
-pub fn program_key(p: &Proc) -> u64 {
+pub(crate) fn program_key(p: &Proc) -> u64 {
     if p.program != 0 {
         p.program
     } else {
@@ -676,10 +676,6 @@ fn failed_bind(
     (facts, processes)
 }
 
-/// For summaries elsewhere: `tcp 0.0.0.0:80`.
-pub fn describe(tcp: bool, ip: IpAddr, port: u16) -> String {
-    format!("{} {}", transport(tcp), addr_port(ip, port))
-}
 
 #[cfg(test)]
 mod words {

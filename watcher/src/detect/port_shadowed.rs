@@ -61,7 +61,7 @@ fn family(ip: IpAddr) -> &'static str {
 
 /// Who a host socket is held for, when a container runtime holds it for a
 /// container.
-pub struct HeldFor {
+pub(crate) struct HeldFor {
     /// The container, when the runtime has said which.
     pub container: Option<Arc<ContainerInfo>>,
     /// Where it forwards: the container's address (when known) and port.
@@ -87,7 +87,7 @@ impl HeldFor {
 /// `userland-proxy: false`, Podman's conmon or rootlessport) is found in the
 /// runtime's own port map by the exact address and port it holds. A process
 /// inside a container holds its own ports.
-pub fn held_for(h: &Holder, view: &dyn ContainerView) -> Option<HeldFor> {
+pub(crate) fn held_for(h: &Holder, view: &dyn ContainerView) -> Option<HeldFor> {
     if let Some((ip, port)) = docker_proxy_target(&h.proc) {
         return Some(HeldFor {
             container: view.by_address(ip),
@@ -152,7 +152,7 @@ fn runtime_name(runtime: &str) -> &str {
 
 /// A holder in a summary: `pid 7 (nginx …)`, with the container it runs in,
 /// or for a port a runtime holds the container it is published for.
-pub fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
+pub(crate) fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
     let Some(f) = held_for(h, view) else {
         return who_in(&h.proc, view);
     };
@@ -179,7 +179,7 @@ pub fn holder_name(h: &Holder, view: &dyn ContainerView) -> String {
 /// `published_by_container` in a port finding's details: the container a
 /// runtime holds the port for, and where it forwards.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PublishedBy {
+pub(crate) struct PublishedBy {
     pub id: String,
     pub name: Option<String>,
     pub image: Option<String>,
@@ -189,7 +189,7 @@ pub struct PublishedBy {
 }
 
 /// [`PublishedBy`] of a holder, when a runtime has said which container.
-pub fn published_details(f: &HeldFor) -> Option<PublishedBy> {
+pub(crate) fn published_details(f: &HeldFor) -> Option<PublishedBy> {
     let c = f.container.as_ref()?;
     Some(PublishedBy {
         id: c.id.to_string(),
@@ -234,7 +234,7 @@ impl std::fmt::Display for Shadowed {
 
 /// Who receives a shadowed port's connections.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Routes {
+pub(crate) enum Routes {
     /// Both bound the same address (SO_REUSEPORT): connections are split.
     Split { a: String, b: String, addr: String },
     /// Wildcards of two families: each family's connections go to one.
@@ -277,7 +277,7 @@ impl std::fmt::Display for Routes {
 }
 
 /// Who receives what, for two overlapping holders named by `name`.
-pub fn routes(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) -> Routes {
+pub(crate) fn routes(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) -> Routes {
     let (aa, ba) = (normalize(a.addr), normalize(b.addr));
     let port = a.port;
     if aa == ba {
@@ -498,7 +498,7 @@ impl PortShadowed {
 
 /// Two holders of the same published port of one container (Docker's
 /// proxies for IPv4 and IPv6, or a runtime's own two sockets): one service.
-pub fn one_published_port(a: &Holder, b: &Holder, view: &dyn ContainerView) -> bool {
+pub(crate) fn one_published_port(a: &Holder, b: &Holder, view: &dyn ContainerView) -> bool {
     match (held_for(a, view), held_for(b, view)) {
         (Some(x), Some(y)) => x.same(&y),
         _ => false,

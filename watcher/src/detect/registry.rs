@@ -43,7 +43,7 @@ pub trait Section:
 }
 
 /// The kind a listed detector's findings have (implemented by the list).
-pub trait Listed {
+pub(crate) trait Listed {
     const KIND: Kind;
 }
 

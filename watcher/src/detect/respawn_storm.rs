@@ -111,7 +111,7 @@ detector!(RespawnStorm, |s, i, _c| RespawnStorm::on_event(s, i),
 
 /// How a crash loop's restarts are paced.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Pace {
+pub(crate) enum Pace {
     AtOnce,
     Backoff { first_ns: u64, last_ns: u64 },
     Every { median_ns: u64 },
@@ -119,7 +119,7 @@ pub enum Pace {
 
 /// Who restarts a crash loop.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Restarter {
+pub(crate) enum Restarter {
     /// A runtime's restart policy (`always`, `on-failure`, …) when known:
     /// Docker's or Podman's (`runtime` as people write it).
     Policy {
@@ -142,7 +142,7 @@ pub enum Restarter {
 }
 
 impl Restarter {
-    pub fn is_systemd(&self) -> bool {
+    pub(crate) fn is_systemd(&self) -> bool {
         matches!(
             self,
             Restarter::Supervisor {
@@ -201,7 +201,7 @@ impl fmt::Display for Pace {
 
 /// A crash loop's facts.
 #[derive(Clone, Debug, PartialEq)]
-pub struct CrashLoop {
+pub(crate) struct CrashLoop {
     /// ``container web (image x) (`python3 app.py`)`` or `` `python3 app.py` ``.
     pub what: String,
     /// Restarts (the open sentence) or crashes (the "down" sentence).
@@ -392,7 +392,7 @@ pub struct RespawnStorm {
 /// or the OCI runtime that starts the container's first process (runc, crun:
 /// its parent until the runtime exits and the shim adopts it): new at every
 /// start.
-pub fn is_runtime_shim(p: &Proc) -> bool {
+pub(crate) fn is_runtime_shim(p: &Proc) -> bool {
     const OCI: &[&str] = &["runc", "crun", "youki", "runsc"];
     let base = p
         .exe

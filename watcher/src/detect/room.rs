@@ -8,10 +8,10 @@
 //! new key that finds no room is counted as overflow at once.
 
 /// Event time between two passes over a full table.
-pub const SWEEP_EVERY_NS: u64 = 1_000_000_000;
+pub(crate) const SWEEP_EVERY_NS: u64 = 1_000_000_000;
 
 #[derive(Debug, Default)]
-pub struct Sweeps {
+pub(crate) struct Sweeps {
     next_ns: u64,
     /// Passes made.
     pub passes: u64,
@@ -20,7 +20,7 @@ pub struct Sweeps {
 impl Sweeps {
     /// Whether a pass may be made now (at event time `ts`); if so, the next
     /// one may come [`SWEEP_EVERY_NS`] later.
-    pub fn due(&mut self, ts: u64) -> bool {
+    pub(crate) fn due(&mut self, ts: u64) -> bool {
         if ts < self.next_ns {
             return false;
         }

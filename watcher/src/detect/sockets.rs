@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// `::ffff:a.b.c.d` is `a.b.c.d`.
-pub fn normalize(ip: IpAddr) -> IpAddr {
+pub(crate) fn normalize(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -32,13 +32,13 @@ pub fn normalize(ip: IpAddr) -> IpAddr {
     }
 }
 
-pub fn is_wildcard(ip: IpAddr) -> bool {
+pub(crate) fn is_wildcard(ip: IpAddr) -> bool {
     ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED) || ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
 }
 
 /// Two bound addresses (same port) both receive some of the same destinations,
 /// or split one wildcard's destinations between them.
-pub fn overlaps(a: IpAddr, b: IpAddr) -> bool {
+pub(crate) fn overlaps(a: IpAddr, b: IpAddr) -> bool {
     let (a, b) = (normalize(a), normalize(b));
     if a == b {
         return true;
@@ -104,7 +104,7 @@ pub struct SocketTable {
 /// thread, nor fill the table for everyone. Beyond, a conflict on one of its
 /// ports is still found; its holder is named by the lookup (`/proc`), not
 /// the table. Listeners are always kept.
-pub const PER_PROCESS_MAX: usize = 4096;
+pub(crate) const PER_PROCESS_MAX: usize = 4096;
 
 impl SocketTable {
     pub fn new(cap: usize) -> SocketTable {

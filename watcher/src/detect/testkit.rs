@@ -19,8 +19,8 @@ use crate::{
     world::proctable::ProcessTable,
 };
 
-pub const S: u64 = 1_000_000_000;
-pub const MS: u64 = 1_000_000;
+pub(crate) const S: u64 = 1_000_000_000;
+pub(crate) const MS: u64 = 1_000_000;
 
 /// The stand-in for the kernel's socket tables: answers at once, or — when
 /// told to — only later (as a lookup slower than its wait does).
@@ -120,7 +120,7 @@ impl crate::world::lookup::SocketLookup for StandIn {
     }
 }
 
-pub struct Kit {
+pub(crate) struct Kit {
     pub engine: Engine,
     /// Lookups answer only through `late` while set.
     pub slow_lookups: Arc<std::sync::atomic::AtomicBool>,
@@ -148,7 +148,7 @@ fn family_addr(ip: &str) -> (u16, [u8; 16]) {
 }
 
 impl Kit {
-    pub fn new(cfg: DetectConfig) -> Kit {
+    pub(crate) fn new(cfg: DetectConfig) -> Kit {
         let kernel: Arc<Mutex<Vec<KernelSocket>>> = Arc::default();
         let subreaper = Arc::new(Mutex::new(1u32));
         let sr = subreaper.clone();
@@ -183,22 +183,26 @@ impl Kit {
     }
 
     /// The events of process `tgid` are from user `uid` from now on.
-    pub fn as_user(&mut self, tgid: u32, uid: u32) {
+    pub(crate) fn as_user(&mut self, tgid: u32, uid: u32) {
         self.uids.insert(tgid, uid);
     }
 
-    pub fn defaults() -> Kit {
+    pub(crate) fn defaults() -> Kit {
         Kit::new(DetectConfig::default())
     }
 
     /// What a namespace's port summary says, once asked (None: not answered yet).
-    pub fn set_summary(&mut self, s: Option<crate::world::sockdiag::PortSummary>) {
+    pub(crate) fn set_summary(&mut self, s: Option<crate::world::sockdiag::PortSummary>) {
         self.summary.lock().unwrap().0 = s;
     }
 
     /// The backlog after a loss is handled, and the reconciliation's `/proc`
     /// snapshot, taken at `taken_ns`, holds these processes.
-    pub fn proc_snapshot(&mut self, taken_ns: u64, procs: Vec<crate::world::proctable::Proc>) {
+    pub(crate) fn proc_snapshot(
+        &mut self,
+        taken_ns: u64,
+        procs: Vec<crate::world::proctable::Proc>,
+    ) {
         self.engine.caught_up();
         let tx = self
             .proc_now
@@ -216,21 +220,21 @@ impl Kit {
     }
 
     /// From now on, findings about processes are confirmed against this stand-in `/proc`.
-    pub fn confirm_with(&mut self, procs: Vec<crate::world::proctable::Proc>) {
+    pub(crate) fn confirm_with(&mut self, procs: Vec<crate::world::proctable::Proc>) {
         *self.confirm.lock().unwrap() = Some(procs);
     }
 
     /// Namespaces whose port summary was asked and not yet answered.
-    pub fn summaries_asked(&self) -> Vec<u32> {
+    pub(crate) fn summaries_asked(&self) -> Vec<u32> {
         self.summary.lock().unwrap().1.clone()
     }
 
     /// What the stand-in for /proc/net says is on the kernel's socket table.
-    pub fn set_kernel(&mut self, socks: Vec<KernelSocket>) {
+    pub(crate) fn set_kernel(&mut self, socks: Vec<KernelSocket>) {
         *self.kernel.lock().unwrap() = socks;
     }
 
-    pub fn feed(&mut self, mut ev: KernelEvent) -> Vec<Finding> {
+    pub(crate) fn feed(&mut self, mut ev: KernelEvent) -> Vec<Finding> {
         if let Some(&uid) = self.uids.get(&ev.header.tgid) {
             ev.header.uid = uid;
         }
@@ -240,20 +244,20 @@ impl Kit {
     }
 
     /// Late answers of the socket-table stand-in, applied at `now`.
-    pub fn late(&mut self, now: u64) -> Vec<Finding> {
+    pub(crate) fn late(&mut self, now: u64) -> Vec<Finding> {
         let f = self.engine.late_confirmations(now);
         self.all.extend(f.iter().cloned());
         f
     }
 
-    pub fn tick(&mut self, now: u64) -> Vec<Finding> {
+    pub(crate) fn tick(&mut self, now: u64) -> Vec<Finding> {
         let f = self.engine.tick(now);
         self.all.extend(f.iter().cloned());
         f
     }
 
     /// Run the timer as the runtime would, up to `until`.
-    pub fn run_timers(&mut self, until: u64) -> Vec<Finding> {
+    pub(crate) fn run_timers(&mut self, until: u64) -> Vec<Finding> {
         let mut out = Vec::new();
         while let Some(d) = self.engine.next_deadline() {
             if d > until {
@@ -279,7 +283,7 @@ impl Kit {
         .expect("decodes")
     }
 
-    pub fn fork(&mut self, ts: u64, parent: u32, child: u32) -> Vec<Finding> {
+    pub(crate) fn fork(&mut self, ts: u64, parent: u32, child: u32) -> Vec<Finding> {
         self.feed(Self::ev(
             EventKind::Fork,
             ts,
@@ -295,7 +299,7 @@ impl Kit {
         ))
     }
 
-    pub fn thread(&mut self, ts: u64, tgid: u32, tid: u32) -> Vec<Finding> {
+    pub(crate) fn thread(&mut self, ts: u64, tgid: u32, tid: u32) -> Vec<Finding> {
         self.feed(Self::ev(
             EventKind::Fork,
             ts,
@@ -311,12 +315,12 @@ impl Kit {
         ))
     }
 
-    pub fn exec(&mut self, ts: u64, pid: u32, exe: &str, argv: &[&str]) -> Vec<Finding> {
+    pub(crate) fn exec(&mut self, ts: u64, pid: u32, exe: &str, argv: &[&str]) -> Vec<Finding> {
         self.exec_in(ts, pid, 0, exe, argv)
     }
 
     /// An exec in cgroup `cgroup` (0: unknown).
-    pub fn exec_in(
+    pub(crate) fn exec_in(
         &mut self,
         ts: u64,
         pid: u32,
@@ -350,7 +354,7 @@ impl Kit {
     }
 
     /// The last thread of `pid` exits with the raw `task_struct.exit_code`.
-    pub fn exit(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
+    pub(crate) fn exit(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
         self.feed(Self::ev(
             EventKind::Exit,
             ts,
@@ -373,12 +377,12 @@ impl Kit {
 
     /// The last thread of `pid` exits; the kernel's exited-process table
     /// was full (its reap without a wait would go unseen).
-    pub fn exit_untracked(&mut self, ts: u64, pid: u32) -> Vec<Finding> {
+    pub(crate) fn exit_untracked(&mut self, ts: u64, pid: u32) -> Vec<Finding> {
         self.exit_in_pidns_flags(ts, pid, 0, 0, 0, watcher_common::EXIT_UNTRACKED)
     }
 
     /// The last thread of `pid` exits while its parent is blocked in wait4/waitid.
-    pub fn exit_while_parent_waits(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
+    pub(crate) fn exit_while_parent_waits(&mut self, ts: u64, pid: u32, raw: u32) -> Vec<Finding> {
         let parent = self
             .engine
             .enricher
@@ -406,7 +410,7 @@ impl Kit {
         ))
     }
 
-    pub fn exit_thread(
+    pub(crate) fn exit_thread(
         &mut self,
         ts: u64,
         tid: u32,
@@ -435,7 +439,7 @@ impl Kit {
     }
 
     /// `sender` sends the fatal signal `sig` to `target` (kill(): si_code 0).
-    pub fn kill(&mut self, ts: u64, sender: u32, target: u32, sig: u32) -> Vec<Finding> {
+    pub(crate) fn kill(&mut self, ts: u64, sender: u32, target: u32, sig: u32) -> Vec<Finding> {
         let d = watcher_common::SignalData {
             target_pid: target,
             sig,
@@ -448,7 +452,7 @@ impl Kit {
     }
 
     /// The kernel signals a fault to `pid` (si_code > 0, in the faulting task).
-    pub fn fault(&mut self, ts: u64, pid: u32, sig: u32) -> Vec<Finding> {
+    pub(crate) fn fault(&mut self, ts: u64, pid: u32, sig: u32) -> Vec<Finding> {
         let d = watcher_common::SignalData {
             target_pid: pid,
             sig,
@@ -461,7 +465,7 @@ impl Kit {
     }
 
     /// The OOM killer chooses `victim` (its SIGKILL from the kernel follows).
-    pub fn oom_kill(&mut self, ts: u64, victim: u32) -> Vec<Finding> {
+    pub(crate) fn oom_kill(&mut self, ts: u64, victim: u32) -> Vec<Finding> {
         let mut f = self.feed(Self::ev(
             EventKind::Signal,
             ts,
@@ -491,7 +495,7 @@ impl Kit {
 
     /// A reap only `sched_process_free` told of (no wait seen): the header
     /// is whatever task freed it.
-    pub fn freed(&mut self, ts: u64, pid: u32) -> Vec<Finding> {
+    pub(crate) fn freed(&mut self, ts: u64, pid: u32) -> Vec<Finding> {
         self.feed(Self::ev(
             EventKind::Reap,
             ts,
@@ -505,7 +509,7 @@ impl Kit {
         ))
     }
 
-    pub fn reap(&mut self, ts: u64, reaper: u32, pid: u32) -> Vec<Finding> {
+    pub(crate) fn reap(&mut self, ts: u64, reaper: u32, pid: u32) -> Vec<Finding> {
         self.feed(Self::ev(
             EventKind::Reap,
             ts,
@@ -536,7 +540,7 @@ impl Kit {
         }
     }
 
-    pub fn bind(
+    pub(crate) fn bind(
         &mut self,
         ts: u64,
         pid: u32,
@@ -556,7 +560,14 @@ impl Kit {
         ))
     }
 
-    pub fn bind_sk(&mut self, ts: u64, pid: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+    pub(crate) fn bind_sk(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        ip: &str,
+        port: u16,
+        sk: u64,
+    ) -> Vec<Finding> {
         self.feed(Self::ev(
             EventKind::Bind,
             ts,
@@ -567,7 +578,7 @@ impl Kit {
         ))
     }
 
-    pub fn connect(
+    pub(crate) fn connect(
         &mut self,
         ts: u64,
         pid: u32,
@@ -587,7 +598,7 @@ impl Kit {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn tcp(
+    pub(crate) fn tcp(
         &mut self,
         ts: u64,
         ctx_pid: u32,
@@ -625,7 +636,7 @@ impl Kit {
     }
 
     /// A cgroup is created at `path` (v2 id `id`), as the kernel reports it.
-    pub fn cgroup(&mut self, ts: u64, id: u64, path: &str) -> Vec<Finding> {
+    pub(crate) fn cgroup(&mut self, ts: u64, id: u64, path: &str) -> Vec<Finding> {
         let mut ev = Self::ev(
             EventKind::Fork,
             ts,
@@ -649,7 +660,7 @@ impl Kit {
     }
 
     /// What the container runtime says about a container.
-    pub fn runtime_says(
+    pub(crate) fn runtime_says(
         &mut self,
         id: &str,
         name: &str,
@@ -676,14 +687,17 @@ impl Kit {
     }
 
     /// The runtime tells what it knows of a container, in full.
-    pub fn runtime_knows(&mut self, c: crate::world::containers::ContainerInfo) -> Vec<Finding> {
+    pub(crate) fn runtime_knows(
+        &mut self,
+        c: crate::world::containers::ContainerInfo,
+    ) -> Vec<Finding> {
         self.engine
             .runtime_update(crate::world::containers::RuntimeUpdate::Container(c), 0)
             .1
     }
 
     /// The runtime says a container stopped.
-    pub fn runtime_stopped(&mut self, id: &str) -> Vec<Finding> {
+    pub(crate) fn runtime_stopped(&mut self, id: &str) -> Vec<Finding> {
         self.engine
             .runtime_update(
                 crate::world::containers::RuntimeUpdate::Stopped { id: id.into() },
@@ -694,7 +708,7 @@ impl Kit {
 
     /// Fork `child` from `parent`, then exec `exe argv` in cgroup `cgroup`
     /// (a runtime moves the process into the container's cgroup before its exec).
-    pub fn spawn_in(
+    pub(crate) fn spawn_in(
         &mut self,
         ts: u64,
         parent: u32,
@@ -709,7 +723,7 @@ impl Kit {
     }
 
     /// The last thread of `pid` exits; it is `ns_pid` in pid namespace `pidns`.
-    pub fn exit_in_pidns(
+    pub(crate) fn exit_in_pidns(
         &mut self,
         ts: u64,
         pid: u32,
@@ -721,7 +735,7 @@ impl Kit {
     }
 
     /// [`Kit::exit_in_pidns`] with the exit record's flags (`EXIT_PIDNS_DYING`, `EXIT_UNTRACKED`).
-    pub fn exit_in_pidns_flags(
+    pub(crate) fn exit_in_pidns_flags(
         &mut self,
         ts: u64,
         pid: u32,
@@ -758,7 +772,7 @@ impl Kit {
     }
 
     /// A process listens on ip:port in network namespace `netns` (bind + listen).
-    pub fn listen_ns(
+    pub(crate) fn listen_ns(
         &mut self,
         ts: u64,
         pid: u32,
@@ -797,7 +811,7 @@ impl Kit {
     }
 
     /// A bind in network namespace `netns`.
-    pub fn bind_ns(
+    pub(crate) fn bind_ns(
         &mut self,
         ts: u64,
         pid: u32,
@@ -812,20 +826,34 @@ impl Kit {
     }
 
     /// A process listens on ip:port (bind + listen).
-    pub fn listen(&mut self, ts: u64, pid: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+    pub(crate) fn listen(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        ip: &str,
+        port: u16,
+        sk: u64,
+    ) -> Vec<Finding> {
         let mut f = self.bind_sk(ts, pid, ip, port, sk);
         let any = if ip.contains(':') { "::" } else { "0.0.0.0" };
         f.extend(self.tcp(ts + 1, pid, sk, 7, 10, ip, port, any, 0));
         f
     }
 
-    pub fn unlisten(&mut self, ts: u64, pid: u32, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+    pub(crate) fn unlisten(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        ip: &str,
+        port: u16,
+        sk: u64,
+    ) -> Vec<Finding> {
         let any = if ip.contains(':') { "::" } else { "0.0.0.0" };
         self.tcp(ts, pid, sk, 10, 7, ip, port, any, 0)
     }
 
     /// Start a process: fork from `parent` and exec `exe argv`.
-    pub fn spawn(
+    pub(crate) fn spawn(
         &mut self,
         ts: u64,
         parent: u32,
@@ -840,23 +868,23 @@ impl Kit {
 }
 
 /// (kind, state) of each finding.
-pub fn ks(f: &[Finding]) -> Vec<(&'static str, &'static str)> {
+pub(crate) fn ks(f: &[Finding]) -> Vec<(&'static str, &'static str)> {
     f.iter()
         .map(|x| (x.kind.as_str(), x.state.as_str()))
         .collect()
 }
 
-pub fn opened(f: &[Finding], kind: &str) -> bool {
+pub(crate) fn opened(f: &[Finding], kind: &str) -> bool {
     f.iter()
         .any(|x| x.kind.as_str() == kind && x.state == State::Open)
 }
 
-pub fn resolved(f: &[Finding], kind: &str) -> bool {
+pub(crate) fn resolved(f: &[Finding], kind: &str) -> bool {
     f.iter()
         .any(|x| x.kind.as_str() == kind && x.state == State::Resolved)
 }
 
-pub fn listener(ip: &str, port: u16, pids: &[u32]) -> KernelSocket {
+pub(crate) fn listener(ip: &str, port: u16, pids: &[u32]) -> KernelSocket {
     KernelSocket {
         tcp: true,
         addr: ip.parse().unwrap(),

@@ -51,7 +51,7 @@ struct Type {
 }
 
 /// Parsed BTF: types by id (index 0 is `void`) and the string section.
-pub struct Btf {
+pub(crate) struct Btf {
     types: Vec<Type>,
     strings: Vec<u8>,
     by_name: HashMap<String, Vec<u32>>,
@@ -71,7 +71,7 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, SetupError> {
 
 impl Btf {
     /// Read the running kernel's BTF.
-    pub fn from_sys_fs() -> Result<Btf, SetupError> {
+    pub(crate) fn from_sys_fs() -> Result<Btf, SetupError> {
         const PATH: &str = "/sys/kernel/btf/vmlinux";
         let data = std::fs::read(PATH).map_err(|e| {
             err(format!(
@@ -82,7 +82,7 @@ impl Btf {
     }
 
     /// Parse little-endian BTF bytes. Never panics on malformed input.
-    pub fn parse(data: &[u8]) -> Result<Btf, SetupError> {
+    pub(crate) fn parse(data: &[u8]) -> Result<Btf, SetupError> {
         if data.len() < 24 {
             return Err(err("shorter than a BTF header"));
         }
@@ -257,14 +257,18 @@ impl Btf {
     }
 
     /// Byte offset of `strukt.member` (e.g. `task_struct`, `exit_code`).
-    pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, SetupError> {
+    pub(crate) fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, SetupError> {
         self.member(strukt, member).map(|(off, _)| off)
     }
 
     /// Byte offset and size (`None` for arrays and other sizeless kinds) of
     /// `strukt.member`; `member` may be a dotted path through nested structs
     /// (`__sk_common.skc_net`), whose offsets add up.
-    pub fn member(&self, strukt: &str, member: &str) -> Result<(u32, Option<u32>), SetupError> {
+    pub(crate) fn member(
+        &self,
+        strukt: &str,
+        member: &str,
+    ) -> Result<(u32, Option<u32>), SetupError> {
         let ids = self
             .by_name
             .get(strukt)
@@ -294,7 +298,7 @@ impl Btf {
     /// A one-bit bitfield `strukt.member` (e.g. `signal_struct`,
     /// `is_child_subreaper`): the byte offset of the aligned 32-bit word
     /// that holds it, and its bit in that word (little-endian).
-    pub fn flag_bit(&self, strukt: &str, member: &str) -> Result<(u32, u32), SetupError> {
+    pub(crate) fn flag_bit(&self, strukt: &str, member: &str) -> Result<(u32, u32), SetupError> {
         let ids = self
             .by_name
             .get(strukt)
@@ -315,7 +319,7 @@ impl Btf {
     /// How many arguments the raw tracepoint `tp` passes its programs (its
     /// `TP_PROTO`), from the kernel's `btf_trace_<tp>` typedef: a pointer to
     /// a function whose first parameter is the tracepoint's private data.
-    pub fn raw_tracepoint_args(&self, tp: &str) -> Result<u32, SetupError> {
+    pub(crate) fn raw_tracepoint_args(&self, tp: &str) -> Result<u32, SetupError> {
         let id = *self
             .raw_tracepoints
             .get(tp)
@@ -333,7 +337,7 @@ impl Btf {
     }
 
     /// Size in bytes of `struct strukt`.
-    pub fn struct_size(&self, strukt: &str) -> Result<u32, SetupError> {
+    pub(crate) fn struct_size(&self, strukt: &str) -> Result<u32, SetupError> {
         let ids = self
             .by_name
             .get(strukt)

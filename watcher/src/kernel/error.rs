@@ -2,7 +2,7 @@
 use thiserror::Error;
 
 #[derive(Debug, Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     #[error("watcher needs root, or the capabilities CAP_BPF and CAP_PERFMON (missing: {missing}); run it as root")]
     Privileges { missing: String },
     #[error("tracefs is not available: {why}; mount it with `mount -t tracefs tracefs /sys/kernel/tracing` and retry")]
@@ -41,7 +41,7 @@ pub enum SetupError {
 }
 
 /// First line of an error chain element (verifier logs are long; the first line says what failed).
-pub fn first_line(e: &dyn std::error::Error) -> String {
+pub(crate) fn first_line(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

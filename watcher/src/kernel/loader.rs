@@ -16,7 +16,7 @@ use crate::{kernel::btf::Btf, kernel::error::SetupError, kernel::tracefs};
 
 /// A program and the tracepoint it attaches to.
 #[derive(Clone, Copy, Debug)]
-pub struct Hook {
+pub(crate) struct Hook {
     pub program: &'static str,
     pub category: &'static str,
     pub name: &'static str,
@@ -50,7 +50,7 @@ const fn optional(
 
 /// Every tracepoint watcher uses. Required ones refuse the start when missing;
 /// optional ones degrade what is said, once.
-pub const HOOKS: [Hook; 17] = [
+pub(crate) const HOOKS: [Hook; 17] = [
     hook("task_newtask", "task", "task_newtask"),
     hook("sched_process_exec", "sched", "sched_process_exec"),
     hook("sched_process_exit", "sched", "sched_process_exit"),
@@ -87,7 +87,7 @@ type Slot = fn(&mut Config) -> &mut u32;
 /// size the programs read — 0 for an array whose elements are addressed from
 /// its offset —, where the offset goes). The one list: `kernel_config` fills
 /// `CONFIG` from it and `watcher check` reports on it.
-pub const BTF_MEMBERS: [(&str, &str, u32, Slot); 30] = [
+pub(crate) const BTF_MEMBERS: [(&str, &str, u32, Slot); 30] = [
     ("task_struct", "exit_code", 4, |c| &mut c.k_task_exit_code),
     ("task_struct", "files", 8, |c| &mut c.k_task_files),
     ("task_struct", "mm", 8, |c| &mut c.k_task_mm),
@@ -136,7 +136,7 @@ fn possible_cpus() -> u32 {
 
 /// The ring layout for `ring_cpus` CPUs per ring on `cpus` CPUs: (rings,
 /// CPUs per ring as loaded — 0 for one ring —, a note when it had to differ).
-pub fn ring_layout(ring_cpus: u32, cpus: u32) -> (usize, u32, Option<String>) {
+pub(crate) fn ring_layout(ring_cpus: u32, cpus: u32) -> (usize, u32, Option<String>) {
     if ring_cpus == 0 || ring_cpus >= cpus {
         return (1, 0, None);
     }
@@ -236,7 +236,7 @@ pub struct Probes {
 /// in softirqs, on top of other programs. The syscall hooks stay classic:
 /// their raw tracepoints (`sys_enter`/`sys_exit`) would run for every
 /// system call of the host.
-pub const RAW_FIRST: [&str; 5] = [
+pub(crate) const RAW_FIRST: [&str; 5] = [
     "task_newtask",
     "sched_process_exec",
     "sched_process_exit",
@@ -317,7 +317,7 @@ fn effective_caps() -> Option<u64> {
 /// `kernel.perf_event_paranoid`. Above 2, Debian's and Ubuntu's kernels
 /// (CONFIG_SECURITY_PERF_EVENTS_RESTRICT, default 3) let only CAP_SYS_ADMIN
 /// open perf events, tracepoint attachment included; upstream treats 3 as 2.
-pub fn perf_event_paranoid() -> Option<i32> {
+pub(crate) fn perf_event_paranoid() -> Option<i32> {
     std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
         .ok()?
         .trim()
@@ -332,7 +332,7 @@ fn held() -> impl Fn(u32) -> bool {
 }
 
 /// Root, or CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN on kernels before 5.8).
-pub fn check_privileges() -> Result<String, SetupError> {
+pub(crate) fn check_privileges() -> Result<String, SetupError> {
     let has = held();
     let euid = nix::unistd::geteuid();
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
@@ -392,7 +392,7 @@ fn field(fmt: &tracefs::Format, tp: &str, name: &str, how: Read) -> Result<u32, 
 const ARG: Read = Read::Bytes(8);
 
 /// Offsets for the `CONFIG` global from this kernel's format files and BTF.
-pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupError> {
+pub(crate) fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupError> {
     let mut c = Config::empty();
     let fmt = |cat: &str, name: &str| tracefs::read_format(tracefs_root, cat, name);
 
@@ -557,7 +557,7 @@ pub fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, SetupErro
 
 /// The `struct sock` members the raw `inet_sock_set_state` reads. Optional:
 /// without them that hook is attached through tracefs (whose fields carry them).
-pub fn sock_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
+pub(crate) fn sock_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
     let members: [(&str, &str, u32); 8] = [
         ("sock", "__sk_common.skc_family", 2),
         // (The tracefs fields' sources: at a listener's close the kernel has
@@ -596,7 +596,7 @@ pub fn sock_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
 /// The members that tell who an ending process's children pass to. Optional:
 /// when one is missing or laid out otherwise, none is read and the new parent
 /// is asked of `/proc` (off the kernel side, as before). `Ok`: all found.
-pub fn reaper_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
+pub(crate) fn reaper_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
     let found = (|| -> Result<[u32; 6], SetupError> {
         let (children, size) = btf.member("task_struct", "children")?;
         // A list head: the first pointer is `next`.
@@ -632,11 +632,11 @@ pub fn reaper_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
 }
 
 /// The inode of the initial pid namespace (`PROC_PID_INIT_INO`, fixed in the kernel).
-pub const HOST_PIDNS: u64 = 0xEFFF_FFFC;
+pub(crate) const HOST_PIDNS: u64 = 0xEFFF_FFFC;
 
 /// Whether watcher sees the host's processes: it must be in the initial pid
 /// namespace (pids in records are the host's; `/proc` must be the host's).
-pub fn check_pid_namespace() -> Result<(), SetupError> {
+pub(crate) fn check_pid_namespace() -> Result<(), SetupError> {
     use std::os::unix::fs::MetadataExt as _;
     match std::fs::metadata("/proc/self/ns/pid") {
         Ok(m) if m.ino() != HOST_PIDNS => Err(SetupError::PidNamespace { inode: m.ino() }),
@@ -646,7 +646,7 @@ pub fn check_pid_namespace() -> Result<(), SetupError> {
 }
 
 /// Check privileges, mount tracefs if needed, read offsets, load and attach every program.
-pub fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
+pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     check_pid_namespace()?;
     check_privileges()?;
     let tracefs_root = tracefs::ensure_mounted()?;
@@ -802,12 +802,12 @@ fn attach_raw(ebpf: &mut Ebpf, h: &Hook) -> Result<(), String> {
 }
 
 /// Every lost record, summed over CPUs (slot 0: one lookup).
-pub fn read_lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
+pub(crate) fn read_lost_total(lost: &PerCpuArray<MapData, u64>) -> u64 {
     lost.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
 }
 
 /// Losses per slot (kind number, then full tables), summed over CPUs (slot 0, the total, left 0).
-pub fn read_lost(lost: &PerCpuArray<MapData, u64>) -> [u64; LOST_SLOTS as usize] {
+pub(crate) fn read_lost(lost: &PerCpuArray<MapData, u64>) -> [u64; LOST_SLOTS as usize] {
     let mut out = [0u64; LOST_SLOTS as usize];
     for (i, slot) in out.iter_mut().enumerate().skip(1) {
         if let Ok(v) = lost.get(&(i as u32), 0) {

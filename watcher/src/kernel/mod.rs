@@ -2,14 +2,14 @@
 //! with every offset read from the running kernel (tracefs format files, BTF),
 //! the ring-buffer reader, the one decoder of the wire format, and the names
 //! of kernel ABI numbers (errno, signals, TCP states).
-pub mod abi;
-pub mod btf;
+pub(crate) mod abi;
+pub(crate) mod btf;
 pub mod clock;
 pub mod decode;
-pub mod error;
-pub mod loader;
-pub mod names;
-pub mod reader;
-pub mod skips;
-pub mod tables;
-pub mod tracefs;
+pub(crate) mod error;
+pub(crate) mod loader;
+pub(crate) mod names;
+pub(crate) mod reader;
+pub(crate) mod skips;
+pub(crate) mod tables;
+pub(crate) mod tracefs;

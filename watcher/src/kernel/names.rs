@@ -1,7 +1,7 @@
 //! Names for numbers: errno, signals, TCP states.
 
 /// `EADDRINUSE` for 98; `E<n>` for numbers nix does not know.
-pub fn errno_name(errno: i32) -> String {
+pub(crate) fn errno_name(errno: i32) -> String {
     let e = nix::errno::Errno::from_raw(errno);
     if e == nix::errno::Errno::UnknownErrno {
         format!("E{errno}")
@@ -11,12 +11,12 @@ pub fn errno_name(errno: i32) -> String {
 }
 
 /// Human text of an errno (`Address already in use`).
-pub fn errno_message(errno: i32) -> &'static str {
+pub(crate) fn errno_message(errno: i32) -> &'static str {
     nix::errno::Errno::from_raw(errno).desc()
 }
 
 /// `SIGKILL` for 9; `SIG<n>` for real-time and unknown signals.
-pub fn signal_name(sig: u32) -> String {
+pub(crate) fn signal_name(sig: u32) -> String {
     match nix::sys::signal::Signal::try_from(sig as i32) {
         Ok(s) => s.as_str().to_owned(),
         Err(_) => format!("SIG{sig}"),
@@ -24,7 +24,7 @@ pub fn signal_name(sig: u32) -> String {
 }
 
 /// Kernel TCP state names (include/net/tcp_states.h).
-pub fn tcp_state_name(state: u32) -> &'static str {
+pub(crate) fn tcp_state_name(state: u32) -> &'static str {
     match state {
         1 => "ESTABLISHED",
         2 => "SYN_SENT",

@@ -25,7 +25,7 @@ use crate::{
 
 /// What the reader hands to the processing stage.
 #[derive(Debug)]
-pub enum Batch {
+pub(crate) enum Batch {
     /// Records, and when they were read (CLOCK_MONOTONIC ns; 0: no read).
     Events(Vec<Result<KernelEvent, DecodeError>>, u64),
     /// Everything written before a drain request has been sent.
@@ -55,7 +55,7 @@ pub struct ReaderOptions {
 }
 
 /// A batch's storage.
-pub type Records = Vec<Result<KernelEvent, DecodeError>>;
+pub(crate) type Records = Vec<Result<KernelEvent, DecodeError>>;
 
 /// Emptied batches on their way back from the pipeline to the reader: a
 /// full batch is 1,024 × 128 bytes, over the size musl's allocator maps
@@ -121,7 +121,7 @@ fn new_losses(
 
 /// The ring buffers of the layout (one, or one per group of CPUs), read
 /// together: one epoll set watches them all, and the reader waits on it.
-pub struct Rings {
+pub(crate) struct Rings {
     rings: Vec<RingBuf<MapData>>,
     epoll: nix::sys::epoll::Epoll,
     /// A drain that read this many bytes from one ring (or its most
@@ -136,7 +136,7 @@ pub struct Rings {
 const RECORD_MAX: usize = 32 << 10;
 
 impl Rings {
-    pub fn new(rings: Vec<RingBuf<MapData>>, ring_bytes: u32) -> std::io::Result<Rings> {
+    pub(crate) fn new(rings: Vec<RingBuf<MapData>>, ring_bytes: u32) -> std::io::Result<Rings> {
         use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         for (i, r) in rings.iter().enumerate() {
@@ -240,7 +240,7 @@ fn lingers(n: usize, found_at: &mut tokio::time::Instant, window: Duration) -> b
 
 /// Run until `stop` changes to true, then drain once more and return.
 /// Returns when the receiver is gone too.
-pub async fn run(
+pub(crate) async fn run(
     ring: Rings,
     lost: std::sync::Arc<PerCpuArray<MapData, u64>>,
     tx: mpsc::Sender<Batch>,

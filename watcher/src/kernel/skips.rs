@@ -29,7 +29,7 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
 /// What the kernel counts of the program behind `fd` since it was loaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProgramCounts {
+pub(crate) struct ProgramCounts {
     /// Runs it skipped (`recursion_misses`).
     pub skipped: u64,
     /// Runs, and the time they took (ns): counted only while
@@ -40,7 +40,7 @@ pub struct ProgramCounts {
 }
 
 /// The kernel's counts of the program behind `fd`.
-pub fn counts(fd: BorrowedFd) -> Option<ProgramCounts> {
+pub(crate) fn counts(fd: BorrowedFd) -> Option<ProgramCounts> {
     // SAFETY: a plain C struct; all zeroes is its empty value.
     let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
     let mut attr = InfoAttr {
@@ -65,12 +65,13 @@ pub fn counts(fd: BorrowedFd) -> Option<ProgramCounts> {
 }
 
 /// The runs of the program behind `fd` the kernel skipped since it was loaded.
-pub fn skipped(fd: BorrowedFd) -> Option<u64> {
+#[cfg(test)]
+pub(crate) fn skipped(fd: BorrowedFd) -> Option<u64> {
     counts(fd).map(|c| c.skipped)
 }
 
 /// The record type a program's skipped run would have written (its hook's).
-pub fn kind_of(program: &str) -> EventKind {
+pub(crate) fn kind_of(program: &str) -> EventKind {
     match program.strip_suffix("_raw").unwrap_or(program) {
         "task_newtask" => EventKind::Fork,
         "sched_process_exec" => EventKind::Exec,
@@ -86,7 +87,7 @@ pub fn kind_of(program: &str) -> EventKind {
 
 /// The skips seen at the last look, per program.
 #[derive(Default)]
-pub struct Skips {
+pub(crate) struct Skips {
     seen: HashMap<String, u64>,
     /// Skips since start, per program (for the metrics).
     pub total: std::collections::BTreeMap<String, u64>,
@@ -97,7 +98,7 @@ pub struct Skips {
 
 impl Skips {
     /// New skips since the last look, by the record type they lost.
-    pub fn poll(&mut self, ebpf: &aya::Ebpf) -> Vec<(EventKind, u64)> {
+    pub(crate) fn poll(&mut self, ebpf: &aya::Ebpf) -> Vec<(EventKind, u64)> {
         let mut out: Vec<(EventKind, u64)> = Vec::new();
         for (name, prog) in ebpf.programs() {
             let Some(c) = prog.fd().ok().and_then(|fd| counts(fd.as_fd())) else {

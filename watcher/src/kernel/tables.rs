@@ -28,11 +28,11 @@ pub struct TableState {
     pub swept: u64,
 }
 
-pub type TableStates = Arc<Mutex<BTreeMap<&'static str, TableState>>>;
+pub(crate) type TableStates = Arc<Mutex<BTreeMap<&'static str, TableState>>>;
 
 /// What an entry's key (and value) say about the task it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     /// A thread: `/proc/<tgid>/task/<tid>`.
     Thread { tgid: u32, tid: u32 },
     /// A process (or zombie): `/proc/<pid>`.
@@ -41,7 +41,7 @@ pub enum Owner {
 
 /// Whose entry this is: tables keyed by pid_tgid belong to a thread; EXITED,
 /// GROUP_END and IN_WAIT to a process; NS_REAP to the child its value names.
-pub fn owner(table: KernelTable, key: u64, value: u32) -> Owner {
+pub(crate) fn owner(table: KernelTable, key: u64, value: u32) -> Owner {
     match table {
         KernelTable::PendingSock | KernelTable::PendingWaitid => Owner::Thread {
             tgid: (key >> 32) as u32,
@@ -55,7 +55,7 @@ pub fn owner(table: KernelTable, key: u64, value: u32) -> Owner {
 }
 
 /// Whether the owner still exists under `proc` (zombies do: they are still to be reaped).
-pub fn alive(proc: &Path, o: Owner) -> bool {
+pub(crate) fn alive(proc: &Path, o: Owner) -> bool {
     match o {
         Owner::Thread { tgid, tid } => proc
             .join(tgid.to_string())

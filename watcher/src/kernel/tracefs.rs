@@ -12,11 +12,11 @@ use std::{
 use crate::kernel::error::SetupError;
 
 /// Where tracefs is mounted by convention; the first that has `events/` wins.
-pub const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+pub(crate) const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 /// The tracefs mount in use, mounting it on `/sys/kernel/tracing` when it is
 /// missing (aya caches the lookup, so this must happen before the first attach).
-pub fn ensure_mounted() -> Result<PathBuf, SetupError> {
+pub(crate) fn ensure_mounted() -> Result<PathBuf, SetupError> {
     if let Some(p) = find() {
         return Ok(p);
     }
@@ -47,7 +47,7 @@ pub fn ensure_mounted() -> Result<PathBuf, SetupError> {
 }
 
 /// The tracefs mount, if one is mounted.
-pub fn find() -> Option<PathBuf> {
+pub(crate) fn find() -> Option<PathBuf> {
     CANDIDATES
         .iter()
         .map(PathBuf::from)
@@ -56,7 +56,7 @@ pub fn find() -> Option<PathBuf> {
 
 /// One field of a tracepoint record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Field {
+pub(crate) struct Field {
     pub name: String,
     /// The C declaration without the name, e.g. `pid_t`, `__data_loc char[]`, `char[16]`.
     pub ty: String,
@@ -67,14 +67,14 @@ pub struct Field {
 
 /// A parsed `events/<category>/<name>/format` file.
 #[derive(Clone, Debug, Default)]
-pub struct Format {
+pub(crate) struct Format {
     pub id: Option<u32>,
     pub fields: HashMap<String, Field>,
 }
 
 impl Format {
     /// Parse the text of a format file. Lines that are not field lines are ignored.
-    pub fn parse(text: &str) -> Format {
+    pub(crate) fn parse(text: &str) -> Format {
         let mut f = Format::default();
         for line in text.lines() {
             let line = line.trim();
@@ -120,7 +120,7 @@ impl Format {
         f
     }
 
-    pub fn field(&self, name: &str) -> Option<&Field> {
+    pub(crate) fn field(&self, name: &str) -> Option<&Field> {
         self.fields.get(name)
     }
 }
@@ -151,7 +151,7 @@ fn split_decl(decl: &str) -> Option<(String, String)> {
 }
 
 /// Read the format of `category/name` from the tracefs at `root`.
-pub fn read_format(root: &Path, category: &str, name: &str) -> Result<Format, SetupError> {
+pub(crate) fn read_format(root: &Path, category: &str, name: &str) -> Result<Format, SetupError> {
     let path = root.join("events").join(category).join(name).join("format");
     let text = fs::read_to_string(&path).map_err(|e| SetupError::TracepointMissing {
         tracepoint: format!("{category}/{name}"),

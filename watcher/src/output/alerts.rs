@@ -31,7 +31,7 @@ use tokio::{sync::Notify, time::Instant};
 use crate::{detect::Kind, output::record::FindingRecord};
 
 /// Alerts kept at most (open ones and resolved ones not yet delivered).
-pub const MAX_ALERTS: usize = 4096;
+pub(crate) const MAX_ALERTS: usize = 4096;
 /// Findings queued for the alert thread before they are dropped (counted).
 const QUEUE: usize = 4096;
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
@@ -41,12 +41,12 @@ const ENDS_AHEAD: u32 = 4;
 
 /// The severity a kind's alerts carry unless `[alerts.severity]` says
 /// otherwise (declared by its detector).
-pub fn default_severity(kind: Kind) -> &'static str {
+pub(crate) fn default_severity(kind: Kind) -> &'static str {
     kind.severity()
 }
 
 /// The severities an operator may set; `none` sends no alert for the kind.
-pub const SEVERITIES: [&str; 4] = ["critical", "warning", "info", "none"];
+pub(crate) const SEVERITIES: [&str; 4] = ["critical", "warning", "info", "none"];
 
 /// What to do, per kind: the alert's `description` (declared by its detector).
 fn what_to_do(kind: &str) -> &'static str {
@@ -56,7 +56,7 @@ fn what_to_do(kind: &str) -> &'static str {
 }
 
 /// `port_conflict` → `WatcherPortConflict`.
-pub fn alertname(kind: &str) -> String {
+pub(crate) fn alertname(kind: &str) -> String {
     let mut out = String::from("Watcher");
     for part in kind.split('_') {
         let mut c = part.chars();
@@ -70,7 +70,7 @@ pub fn alertname(kind: &str) -> String {
 
 /// One alert as Alertmanager's v2 API takes it (`postableAlert`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Alert {
+pub(crate) struct Alert {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     #[serde(rename = "startsAt")]
@@ -104,14 +104,14 @@ fn inert(s: &str, max: usize) -> String {
 
 /// Turns findings into alerts: the labels and annotations of a config.
 #[derive(Clone, Debug)]
-pub struct Labeller {
+pub(crate) struct Labeller {
     host: String,
     severity: HashMap<String, String>,
     extra: BTreeMap<String, String>,
 }
 
 impl Labeller {
-    pub fn new(c: &AlertsConfig) -> Labeller {
+    pub(crate) fn new(c: &AlertsConfig) -> Labeller {
         let host = if c.host.is_empty() {
             nix::unistd::gethostname()
                 .ok()
@@ -133,7 +133,7 @@ impl Labeller {
     }
 
     /// The alert of a finding record; `None` for a kind set to `none`.
-    pub fn alert(&self, f: &FindingRecord, time: &str) -> Option<Alert> {
+    pub(crate) fn alert(&self, f: &FindingRecord, time: &str) -> Option<Alert> {
         let severity = self
             .severity
             .get(&f.kind)
@@ -240,7 +240,7 @@ pub struct AlertStats {
 }
 
 /// The sink, as the pipeline sees it.
-pub struct AlertSink {
+pub(crate) struct AlertSink {
     tx: tokio::sync::mpsc::Sender<FindingRecord>,
     pub stats: Arc<AlertStats>,
     stop: Arc<Notify>,
@@ -249,7 +249,7 @@ pub struct AlertSink {
 
 /// An Alertmanager's address, checked.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub url: String,
     /// `host:port`.
     pub authority: String,
@@ -258,7 +258,7 @@ pub struct Endpoint {
 }
 
 /// Parse `http://host:port[/prefix]`.
-pub fn endpoint(url: &str) -> Result<Endpoint, String> {
+pub(crate) fn endpoint(url: &str) -> Result<Endpoint, String> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("`{url}` is not a URL ({e}); e.g. \"http://127.0.0.1:9093\""))?;
@@ -285,7 +285,7 @@ pub fn endpoint(url: &str) -> Result<Endpoint, String> {
 
 impl AlertSink {
     /// Start the sink's thread (config already validated).
-    pub fn start(c: &AlertsConfig) -> anyhow::Result<AlertSink> {
+    pub(crate) fn start(c: &AlertsConfig) -> anyhow::Result<AlertSink> {
         let endpoints = c
             .alertmanager
             .iter()
@@ -332,7 +332,7 @@ impl AlertSink {
     }
 
     /// Hand a finding to the sink without waiting.
-    pub fn offer(&self, f: &FindingRecord) {
+    pub(crate) fn offer(&self, f: &FindingRecord) {
         if self.tx.try_send(f.clone()).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }

@@ -149,7 +149,7 @@ impl Filter {
 
 /// Whether output types (empty: everything) include event records, not only
 /// findings, loss and health records.
-pub fn carries_events(types: &[String]) -> bool {
+pub(crate) fn carries_events(types: &[String]) -> bool {
     types.is_empty()
         || types
             .iter()

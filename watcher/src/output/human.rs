@@ -13,7 +13,7 @@ fn ep(e: &Endpoint) -> String {
 
 /// Control characters (newlines in a `python -c` script, escapes) shown escaped,
 /// so one record stays one line and cannot drive the terminal.
-pub fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -27,7 +27,11 @@ pub fn clean(s: &str) -> String {
 }
 
 /// A finding: `HH:MM:SS.ffffff FINDING  kind  STATE  summary  [id]`, in colour on a terminal.
-pub fn finding_line(r: &Record, f: &crate::output::record::FindingRecord, color: bool) -> String {
+pub(crate) fn finding_line(
+    r: &Record,
+    f: &crate::output::record::FindingRecord,
+    color: bool,
+) -> String {
     let time = r.time.get(11..26).unwrap_or(&r.time);
     let state = f.state.to_uppercase();
     let count = if f.count > 1 {
@@ -54,7 +58,7 @@ pub fn finding_line(r: &Record, f: &crate::output::record::FindingRecord, color:
 }
 
 /// `HH:MM:SS.ffffff  type  pid  comm  details`.
-pub fn line(r: &Record) -> String {
+pub(crate) fn line(r: &Record) -> String {
     if let Body::Finding(f) = &r.body {
         return finding_line(r, f, false);
     }

@@ -26,14 +26,14 @@ use crate::{
 };
 
 /// Lines queued per lane before its sink starts missing records.
-pub const LANE_QUEUE: usize = 16_384;
+pub(crate) const LANE_QUEUE: usize = 16_384;
 
 /// How long a stopping lane may take to write what is queued.
 const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
 /// What a syslog line needs of a record besides its JSON.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LineMeta {
+pub(crate) struct LineMeta {
     /// RFC 5424 severity: an opening finding is a warning, a blind pipeline an error.
     pub severity: u8,
     /// The record type (`finding`, `exec`, …): syslog's MSGID.
@@ -43,7 +43,7 @@ pub struct LineMeta {
 }
 
 impl LineMeta {
-    pub fn of(r: &Record) -> LineMeta {
+    pub(crate) fn of(r: &Record) -> LineMeta {
         let severity = match &r.body {
             Body::Finding(f) if f.state == "open" => 4,
             Body::Finding(_) => 5,
@@ -61,7 +61,7 @@ impl LineMeta {
 
 /// One record, serialized once, shared by every lane.
 #[derive(Clone, Debug)]
-pub struct Line {
+pub(crate) struct Line {
     /// The record's JSON and a newline.
     pub json: Bytes,
     pub meta: LineMeta,
@@ -70,7 +70,7 @@ pub struct Line {
 }
 
 impl Line {
-    pub fn of(r: &Record) -> serde_json::Result<Line> {
+    pub(crate) fn of(r: &Record) -> serde_json::Result<Line> {
         let mut v = serde_json::to_vec(r)?;
         v.push(b'\n');
         Ok(Line {
@@ -81,7 +81,7 @@ impl Line {
     }
 
     /// A readable line (`watcher trace` without `--json`): not a record of the feed.
-    pub fn text(mut text: String) -> Line {
+    pub(crate) fn text(mut text: String) -> Line {
         text.push('\n');
         Line {
             json: Bytes::from(text),
@@ -95,14 +95,14 @@ impl Line {
     }
 
     /// The JSON without its newline.
-    pub fn json_str(&self) -> &str {
+    pub(crate) fn json_str(&self) -> &str {
         let b = self.json.strip_suffix(b"\n").unwrap_or(&self.json);
         std::str::from_utf8(b).unwrap_or("")
     }
 }
 
 /// The `loss` record a lane writes to its sink after it missed `count` lines.
-pub fn missed_line(count: u64, total: u64, reason: &str) -> Line {
+pub(crate) fn missed_line(count: u64, total: u64, reason: &str) -> Line {
     let mono = Clock::mono_now();
     let r = Record {
         schema: SCHEMA_VERSION,
@@ -122,7 +122,7 @@ pub fn missed_line(count: u64, total: u64, reason: &str) -> Line {
 }
 
 /// What a lane writes to.
-pub trait SinkWriter: Send + 'static {
+pub(crate) trait SinkWriter: Send + 'static {
     fn write(&mut self, line: &Line) -> io::Result<()>;
     /// After each batch.
     fn flush(&mut self) -> io::Result<()> {
@@ -162,7 +162,7 @@ struct Shared {
 }
 
 /// A sink's queue and thread.
-pub struct Lane {
+pub(crate) struct Lane {
     name: &'static str,
     tx: Option<SyncSender<Line>>,
     shared: Arc<Shared>,
@@ -171,7 +171,7 @@ pub struct Lane {
 
 impl Lane {
     /// Start the lane's thread, writing to `writer`, `capacity` lines queued at most.
-    pub fn start(
+    pub(crate) fn start(
         name: &'static str,
         writer: Box<dyn SinkWriter>,
         capacity: usize,
@@ -190,12 +190,12 @@ impl Lane {
         })
     }
 
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         self.name
     }
 
     /// Offer a line (never waits): a full queue drops it for this lane only.
-    pub fn send(&self, line: Line) {
+    pub(crate) fn send(&self, line: Line) {
         if self.shared.gone.load(Ordering::Relaxed) {
             return;
         }
@@ -210,28 +210,28 @@ impl Lane {
     }
 
     /// Write to `writer` from the next batch on (the old one is flushed and closed).
-    pub fn replace(&self, writer: Box<dyn SinkWriter>) {
+    pub(crate) fn replace(&self, writer: Box<dyn SinkWriter>) {
         *self.shared.replacement.lock().expect("lane lock") = Some(writer);
         self.shared.replace.store(true, Ordering::Release);
     }
 
     /// Lines dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Lines the sink failed to write.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.shared.errors.load(Ordering::Relaxed)
     }
 
     /// Whether the sink is gone (its pipe closed).
-    pub fn gone(&self) -> bool {
+    pub(crate) fn gone(&self) -> bool {
         self.shared.gone.load(Ordering::Relaxed)
     }
 
     /// Queued → written latencies so far.
-    pub fn latency(&self) -> Histogram {
+    pub(crate) fn latency(&self) -> Histogram {
         self.shared.latency.lock().expect("lane lock").clone()
     }
 }

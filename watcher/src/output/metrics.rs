@@ -361,7 +361,7 @@ impl Collector for Snapshot {
 }
 
 /// The text exposition of `s`.
-pub fn render(s: &Stats) -> String {
+pub(crate) fn render(s: &Stats) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Snapshot(s.clone())));
     let mut out = String::new();
@@ -398,7 +398,7 @@ fn respond(stats: &SharedStats, req: &hyper::Request<hyper::body::Incoming>) -> 
 }
 
 /// Serve `GET /metrics` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, stats: SharedStats) {
+pub(crate) async fn serve(listener: TcpListener, stats: SharedStats) {
     loop {
         let Ok((conn, _)) = listener.accept().await else {
             continue;

@@ -2,16 +2,16 @@
 //! separate from the wire structs), the human lines of `watcher trace`, the
 //! record filters, the daemon's sinks, the Alertmanager and OTLP sinks and the
 //! Prometheus metrics.
-pub mod alerts;
+pub(crate) mod alerts;
 pub mod enrich;
-pub mod filter;
-pub mod human;
-pub mod lane;
-pub mod metrics;
-pub mod names;
-pub mod otlp;
+pub(crate) mod filter;
+pub(crate) mod human;
+pub(crate) mod lane;
+pub(crate) mod metrics;
+pub(crate) mod names;
+pub(crate) mod otlp;
 pub mod record;
-pub mod sinks;
-pub mod stages;
-pub mod stats;
-pub mod top;
+pub(crate) mod sinks;
+pub(crate) mod stages;
+pub(crate) mod stats;
+pub(crate) mod top;

@@ -4,7 +4,7 @@
 use crate::world::containers::Containers;
 
 /// How long event records of a container wait for the runtime to name it.
-pub const NAME_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+pub(crate) const NAME_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Event records of a container the runtime has been asked about and not
 /// answered yet wait here, in order, up to [`NAME_WAIT`], so that every
@@ -14,7 +14,7 @@ pub const NAME_WAIT: std::time::Duration = std::time::Duration::from_millis(300)
 /// are not delayed; a finding that named a container by its id is updated
 /// when the name comes (see `Detectors::container_renamed`).
 #[derive(Default)]
-pub struct NameWait {
+pub(crate) struct NameWait {
     queue: std::collections::VecDeque<(std::time::Instant, crate::output::record::Record)>,
     /// Records released without the name because the runtime did not answer in time.
     pub unnamed: u64,
@@ -52,18 +52,19 @@ fn complete(r: &mut crate::output::record::Record, c: &Containers) {
 }
 
 impl NameWait {
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
     /// When the oldest waiting record must go, named or not.
-    pub fn deadline(&self) -> Option<std::time::Instant> {
+    pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
         self.queue.front().map(|(t, _)| *t + NAME_WAIT)
     }
 
     /// Pass `records` through: what may go now, in order (findings, loss and
     /// health records at once; event records behind a waiting one wait with it).
-    pub fn pass(
+    pub(crate) fn pass(
         &mut self,
         records: Vec<crate::output::record::Record>,
         c: &mut Containers,
@@ -90,7 +91,7 @@ impl NameWait {
     }
 
     /// Release what no longer waits: named since, or out of time.
-    pub fn release(
+    pub(crate) fn release(
         &mut self,
         c: &mut Containers,
         now: std::time::Instant,
@@ -113,7 +114,7 @@ impl NameWait {
     }
 
     /// Everything still waiting (at the end), completed as far as known.
-    pub fn flush(&mut self, c: &Containers) -> Vec<crate::output::record::Record> {
+    pub(crate) fn flush(&mut self, c: &Containers) -> Vec<crate::output::record::Record> {
         self.queue
             .drain(..)
             .map(|(_, mut r)| {

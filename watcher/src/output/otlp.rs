@@ -45,25 +45,25 @@ use crate::{
 };
 
 /// Records queued for the sink's thread before they are dropped (counted).
-pub const QUEUE: usize = 16_384;
+pub(crate) const QUEUE: usize = 16_384;
 /// Records in one export at most.
-pub const BATCH_MAX: usize = 512;
+pub(crate) const BATCH_MAX: usize = 512;
 /// An export leaves at most this long after the first record of its batch came.
-pub const BATCH_WAIT: Duration = Duration::from_millis(200);
+pub(crate) const BATCH_WAIT: Duration = Duration::from_millis(200);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Record types sent unless the config or environment says otherwise.
-pub const DEFAULT_TYPES: [&str; 3] = ["finding", "loss", "health"];
+pub(crate) const DEFAULT_TYPES: [&str; 3] = ["finding", "loss", "health"];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     HttpProtobuf,
     Grpc,
 }
 
 /// What the sink does, from `[otlp]`, then the environment, then defaults.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// http/protobuf: the full URL posted to (`…/v1/logs`); gRPC: the server's URL.
     pub url: String,
     pub protocol: Protocol,
@@ -114,7 +114,7 @@ impl Settings {
     /// The sink's settings: the file's values, what it leaves out from the
     /// standard `OTEL_*` variables (`env`), then the defaults. `None`: no
     /// endpoint anywhere (no OTLP). Errors name the key (or variable).
-    pub fn resolve(
+    pub(crate) fn resolve(
         c: &OtlpConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<Settings>, (&'static str, String)> {
@@ -291,7 +291,7 @@ impl Settings {
     }
 
     /// Where and how, for the start line.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let proto = match self.protocol {
             Protocol::HttpProtobuf => "http/protobuf",
             Protocol::Grpc => "grpc",
@@ -405,7 +405,7 @@ fn unix_ns(r: &Record) -> u64 {
 }
 
 /// One record as one LogRecord.
-pub fn log_record(r: &Record, observed_unix_ns: u64) -> LogRecord {
+pub(crate) fn log_record(r: &Record, observed_unix_ns: u64) -> LogRecord {
     let mut attrs = Vec::new();
     let info = SeverityNumber::Info;
     let (event_name, severity, body) = match &r.body {
@@ -571,7 +571,7 @@ fn severity_text(s: SeverityNumber) -> &'static str {
 }
 
 /// The resource: this host and this watcher.
-pub fn resource(settings: &Settings) -> Resource {
+pub(crate) fn resource(settings: &Settings) -> Resource {
     let mut attrs = vec![
         kv("service.name", s(settings.service_name.clone())),
         kv("service.version", s(env!("CARGO_PKG_VERSION"))),
@@ -611,7 +611,7 @@ pub struct OtlpStats {
 }
 
 /// The sink, as the pipeline sees it.
-pub struct OtlpSink {
+pub(crate) struct OtlpSink {
     tx: tokio::sync::mpsc::Sender<Record>,
     types: Types,
     pub stats: Arc<OtlpStats>,
@@ -621,7 +621,7 @@ pub struct OtlpSink {
 }
 
 impl OtlpSink {
-    pub fn start(settings: Settings) -> anyhow::Result<OtlpSink> {
+    pub(crate) fn start(settings: Settings) -> anyhow::Result<OtlpSink> {
         let stats = Arc::new(OtlpStats {
             up: AtomicBool::new(true),
             ..Default::default()
@@ -663,20 +663,20 @@ impl OtlpSink {
     }
 
     /// Whether it sends event records (not only findings, losses, health).
-    pub fn wants_events(&self) -> bool {
+    pub(crate) fn wants_events(&self) -> bool {
         crate::output::filter::carries_events(self.types.list())
     }
 
-    pub fn types(&self) -> &[String] {
+    pub(crate) fn types(&self) -> &[String] {
         self.types.list()
     }
 
-    pub fn describe(&self) -> &str {
+    pub(crate) fn describe(&self) -> &str {
         &self.describe
     }
 
     /// Hand a record to the sink without waiting (if its types want it).
-    pub fn offer(&self, r: &Record) {
+    pub(crate) fn offer(&self, r: &Record) {
         if !self.types.wants(r) {
             return;
         }

@@ -28,9 +28,9 @@ use crate::{
 
 /// Which record types the feed carries: `["finding"]`, `["all"]`, or a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Types(Vec<String>);
+pub(crate) struct Types(Vec<String>);
 
-pub const RECORD_TYPES: [&str; 10] = [
+pub(crate) const RECORD_TYPES: [&str; 10] = [
     "fork",
     "exec",
     "exit",
@@ -44,7 +44,7 @@ pub const RECORD_TYPES: [&str; 10] = [
 ];
 
 impl Types {
-    pub fn new(types: &[String]) -> Result<Types, String> {
+    pub(crate) fn new(types: &[String]) -> Result<Types, String> {
         for t in types {
             if t != "all" && !RECORD_TYPES.contains(&t.as_str()) {
                 return Err(format!(
@@ -55,57 +55,52 @@ impl Types {
         }
         Ok(Types(types.to_vec()))
     }
-    pub fn all(&self) -> bool {
+    pub(crate) fn all(&self) -> bool {
         self.0.iter().any(|t| t == "all")
     }
     /// `loss` and `health` always pass: they say the feed is incomplete.
-    pub fn wants(&self, r: &Record) -> bool {
+    pub(crate) fn wants(&self, r: &Record) -> bool {
         matches!(r.body, Body::Loss(_) | Body::Health(_))
             || self.all()
             || self.0.iter().any(|t| t == r.body.type_name())
     }
-    pub fn list(&self) -> &[String] {
+    pub(crate) fn list(&self) -> &[String] {
         &self.0
     }
 }
 
 /// A file appended to, reopened on request.
-pub struct FileSink {
-    path: PathBuf,
+pub(crate) struct FileSink {
     file: io::BufWriter<File>,
 }
 
 impl FileSink {
-    pub fn open(path: &Path) -> io::Result<FileSink> {
+    pub(crate) fn open(path: &Path) -> io::Result<FileSink> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(FileSink {
-            path: path.to_owned(),
             file: io::BufWriter::new(file),
         })
     }
-    pub fn write(&mut self, line: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, line: &[u8]) -> io::Result<()> {
         self.file.write_all(line)
     }
-    pub fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         Write::flush(&mut self.file)
-    }
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
 /// RFC 5424 syslog over the local socket.
-pub struct SyslogSink {
+pub(crate) struct SyslogSink {
     sock: UnixDatagram,
     hostname: String,
     pid: u32,
 }
 
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (RFC 5424), facility daemon.
-pub fn rfc5424(meta: &LineMeta, json: &str, hostname: &str, pid: u32) -> String {
+pub(crate) fn rfc5424(meta: &LineMeta, json: &str, hostname: &str, pid: u32) -> String {
     let pri = 3 * 8 + meta.severity;
     format!(
         "<{pri}>1 {} {hostname} watcher {pid} {} - {json}",
@@ -114,7 +109,7 @@ pub fn rfc5424(meta: &LineMeta, json: &str, hostname: &str, pid: u32) -> String 
 }
 
 impl SyslogSink {
-    pub fn open(path: &Path) -> io::Result<SyslogSink> {
+    pub(crate) fn open(path: &Path) -> io::Result<SyslogSink> {
         let sock = UnixDatagram::unbound()?;
         sock.connect(path)?;
         let hostname = nix::unistd::gethostname()
@@ -153,7 +148,7 @@ struct Consumer {
 }
 
 /// A unix stream socket: every connected consumer receives the feed.
-pub struct SocketSink {
+pub(crate) struct SocketSink {
     path: PathBuf,
     consumers: Arc<Mutex<Vec<Consumer>>>,
     /// Records dropped for slow consumers, all consumers together.
@@ -162,11 +157,11 @@ pub struct SocketSink {
 }
 
 /// Lines queued per consumer before it starts missing records.
-pub const CONSUMER_QUEUE: usize = 4096;
+pub(crate) const CONSUMER_QUEUE: usize = 4096;
 
 impl SocketSink {
     /// Bind `path` (owner-only permissions) and accept consumers in the background.
-    pub fn bind(path: &Path) -> io::Result<SocketSink> {
+    pub(crate) fn bind(path: &Path) -> io::Result<SocketSink> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -228,7 +223,7 @@ impl SocketSink {
     }
 
     /// Queue a line for every consumer; a full queue drops it for that consumer only.
-    pub fn send(&self, line: &Bytes) {
+    pub(crate) fn send(&self, line: &Bytes) {
         let mut cs = self.consumers.lock().expect("consumers lock");
         cs.retain(|c| !c.gone.load(Ordering::Relaxed));
         for c in cs.iter() {
@@ -240,14 +235,14 @@ impl SocketSink {
     }
 
     /// Consumers connected now (accepted, not gone).
-    pub fn consumers(&self) -> usize {
+    pub(crate) fn consumers(&self) -> usize {
         let cs = self.consumers.lock().expect("consumers lock");
         cs.iter()
             .filter(|c| !c.gone.load(Ordering::Relaxed))
             .count()
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

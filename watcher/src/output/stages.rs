@@ -4,7 +4,7 @@
 //! (to the sinks having taken it: findings only).
 
 /// Bucket bounds, seconds: 50 µs … 1 s.
-pub const BOUNDS_S: [f64; 14] = [
+pub(crate) const BOUNDS_S: [f64; 14] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0,
 ];

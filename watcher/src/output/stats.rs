@@ -73,4 +73,4 @@ pub struct Stats {
     pub started: Option<Instant>,
 }
 
-pub type SharedStats = Arc<Mutex<Stats>>;
+pub(crate) type SharedStats = Arc<Mutex<Stats>>;

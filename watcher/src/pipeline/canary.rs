@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use crate::kernel::decode::{KernelEvent, Payload};
 
 /// Exit code of canary children (recognisable in a trace of the host).
-pub const CANARY_EXIT_CODE: i32 = 87;
+pub(crate) const CANARY_EXIT_CODE: i32 = 87;
 
-pub struct Seen {
+pub(crate) struct Seen {
     pub seconds: f64,
     /// Set when this canary ends a blind period.
     pub recovered: Option<String>,
 }
 
-pub struct Canary {
+pub(crate) struct Canary {
     interval: Duration,
     deadline: Duration,
     last_sent: Option<Instant>,
@@ -26,7 +26,7 @@ pub struct Canary {
 }
 
 impl Canary {
-    pub fn new(interval: Duration, deadline: Duration) -> Canary {
+    pub(crate) fn new(interval: Duration, deadline: Duration) -> Canary {
         Canary {
             interval,
             deadline,
@@ -37,7 +37,7 @@ impl Canary {
     }
 
     /// Fork a canary child if one is due.
-    pub fn maybe_send(&mut self) -> nix::Result<()> {
+    pub(crate) fn maybe_send(&mut self) -> nix::Result<()> {
         if self.last_sent.is_some_and(|t| t.elapsed() < self.interval) {
             return Ok(());
         }
@@ -59,7 +59,7 @@ impl Canary {
     }
 
     /// If `ev` is a canary's exit, consume it.
-    pub fn observe(&mut self, ev: &KernelEvent) -> Option<Seen> {
+    pub(crate) fn observe(&mut self, ev: &KernelEvent) -> Option<Seen> {
         let Payload::Exit(_) = &ev.payload else {
             return None;
         };
@@ -76,7 +76,7 @@ impl Canary {
     }
 
     /// Once a second: a change of health to report, if any.
-    pub fn tick(&mut self) -> Option<(bool, String, Option<f64>)> {
+    pub(crate) fn tick(&mut self) -> Option<(bool, String, Option<f64>)> {
         let late = self
             .outstanding
             .iter()

@@ -2,7 +2,7 @@
 //! reader task → bounded channel → engine (enrich + detect) → an [`Output`],
 //! with the detectors' deadline timer, signals, loss records, the canary
 //! that proves the chain works, and the counters behind the metrics.
-pub mod canary;
+pub(crate) mod canary;
 pub mod engine;
 
 use crate::kernel::clock::Clock;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::kernel::names::{signal_name, ExitStatus};
 
-pub use crate::kernel::abi::SI_KERNEL;
+pub(crate) use crate::kernel::abi::SI_KERNEL;
 
 /// How the sender of a signal relates to the process it was sent to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,13 +96,13 @@ pub struct Cause {
 
 /// Signals a supervisor or a person sends to stop a process, that a handler
 /// may turn into an exit code (SIGHUP is left out: daemons reload on it).
-pub fn is_stop_signal(sig: u32) -> bool {
+pub(crate) fn is_stop_signal(sig: u32) -> bool {
     matches!(sig, 2 | 3 | 15)
 }
 
 /// A stop signal this long before an exit with a code still explains it (a
 /// handler's clean-up; systemd waits 90 s before its SIGKILL).
-pub const STOP_GRACE_NS: u64 = 90_000_000_000;
+pub(crate) const STOP_GRACE_NS: u64 = 90_000_000_000;
 
 impl Cause {
     /// The cause of `status` at `at_ns`, given the last signal recorded for the process.

@@ -6,15 +6,15 @@
 
 /// What a command line is, when it is not all of it: the argument vector
 /// and whether it was cut at [`COMMAND_LINE_MAX`].
-pub type Args = (Vec<String>, bool);
+pub(crate) type Args = (Vec<String>, bool);
 
 /// Most bytes of a command line read from `/proc` (a local user's 2 MiB
 /// argument vector is not read, kept or written whole; what is kept of
 /// it says it was cut).
-pub const COMMAND_LINE_MAX: usize = 4096;
+pub(crate) const COMMAND_LINE_MAX: usize = 4096;
 
 /// `/proc/<pid>/cmdline`, at most [`COMMAND_LINE_MAX`] bytes of it.
-pub fn read(pid: u32) -> Option<Args> {
+pub(crate) fn read(pid: u32) -> Option<Args> {
     use std::io::Read as _;
     let mut raw = Vec::with_capacity(1024);
     std::fs::File::open(format!("/proc/{pid}/cmdline"))

@@ -90,7 +90,7 @@ impl ContainerInfo {
 
 /// A question for the runtime worker: a container id, and the runtime its
 /// cgroup path names (`podman`, `docker`, …; `unknown`).
-pub type Question = (Arc<str>, &'static str);
+pub(crate) type Question = (Arc<str>, &'static str);
 
 /// What the runtime worker reports back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,7 +108,7 @@ pub enum RuntimeUpdate {
 
 /// Where a `docker-proxy` process forwards (`-container-ip A -container-port P`),
 /// if the process is Docker's userland proxy.
-pub fn docker_proxy_target(p: &crate::world::proctable::Proc) -> Option<(IpAddr, u16)> {
+pub(crate) fn docker_proxy_target(p: &crate::world::proctable::Proc) -> Option<(IpAddr, u16)> {
     let is_proxy = p.exe.as_deref().and_then(|e| e.rsplit('/').next()) == Some("docker-proxy")
         || &*p.comm == "docker-proxy";
     if !is_proxy {
@@ -127,7 +127,7 @@ pub fn docker_proxy_target(p: &crate::world::proctable::Proc) -> Option<(IpAddr,
 
 /// The uid of the Kubernetes pod a cgroup path is in: `/kubepods/burstable/pod<uid>/…`
 /// (cgroupfs driver) or `…kubepods-burstable-pod<uid with _>.slice/…` (systemd driver).
-pub fn pod_uid_of_path(path: &str) -> Option<String> {
+pub(crate) fn pod_uid_of_path(path: &str) -> Option<String> {
     if !path.contains("kubepods") {
         return None;
     }
@@ -148,7 +148,7 @@ pub fn pod_uid_of_path(path: &str) -> Option<String> {
 }
 
 /// A container id and runtime named by a cgroup path, if it is a container's.
-pub fn container_of_path(path: &str) -> Option<(String, &'static str)> {
+pub(crate) fn container_of_path(path: &str) -> Option<(String, &'static str)> {
     let id = crate::world::proctable::container_id_from_cgroup(path)?;
     let runtime = if path.contains("docker") {
         "docker"
@@ -453,7 +453,7 @@ impl Containers {
 
 /// The mount of the cgroup v2 hierarchy (`/sys/fs/cgroup` on a unified host,
 /// `/sys/fs/cgroup/unified` on a hybrid one), from /proc/self/mountinfo.
-pub fn cgroup2_mount() -> Option<PathBuf> {
+pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     text.lines().find_map(|l| {
         let (pre, post) = l.split_once(" - ")?;

@@ -8,7 +8,7 @@ use crate::world::sockdiag::{KernelSocket, PortKey};
 /// At most this many targeted socket lookups per second (each user's own budget): each costs ~0.1 ms
 /// and takes the kernel's socket-table locks, so a storm of failing binds
 /// (thousands a second) must not turn into a storm of lookups.
-pub const LOOKUPS_PER_SECOND: u32 = 200;
+pub(crate) const LOOKUPS_PER_SECOND: u32 = 200;
 
 /// Looks up the kernel's sockets on one port of one network namespace.
 pub trait SocketLookup: Send {

@@ -2,13 +2,13 @@
 //! (seeded from `/proc`, kept from events), enrichment of kernel events into
 //! records, containers (cgroup → container, the runtime's metadata), network
 //! namespaces and the kernel's socket tables in each (sock_diag).
-pub mod cause;
-pub mod cmdline;
-pub mod containers;
-pub mod domain;
-pub mod lookup;
-pub mod netns;
+pub(crate) mod cause;
+pub(crate) mod cmdline;
+pub(crate) mod containers;
+pub(crate) mod domain;
+pub(crate) mod lookup;
+pub(crate) mod netns;
 pub mod proctable;
-pub mod reconcile;
-pub mod runtime;
-pub mod sockdiag;
+pub(crate) mod reconcile;
+pub(crate) mod runtime;
+pub(crate) mod sockdiag;

@@ -26,12 +26,12 @@ use std::{
 use crate::world::sockdiag::{Diag, KernelSocket, PortSummary};
 
 /// The inode of a namespace file (`/proc/<pid>/ns/net`, `/run/netns/x`).
-pub fn ns_inode(path: &Path) -> Option<u32> {
+pub(crate) fn ns_inode(path: &Path) -> Option<u32> {
     std::fs::metadata(path).ok().map(|m| m.ino() as u32)
 }
 
 /// The network namespace watcher runs in.
-pub fn own_netns() -> u32 {
+pub(crate) fn own_netns() -> u32 {
     ns_inode(Path::new("/proc/self/ns/net")).unwrap_or(0)
 }
 
@@ -68,7 +68,7 @@ struct Job {
 /// the deciding thread start one: a thread's stack is mapped under the
 /// process's memory-map lock, which under a flood the deciding thread then
 /// waited for, measured at up to 20 ms).
-pub const WORKERS: usize = 4;
+pub(crate) const WORKERS: usize = 4;
 
 /// Questions waiting for a worker at most; one more is counted as
 /// unanswered (its finding goes out with what the tables know).
@@ -90,11 +90,12 @@ type Late = (
 );
 
 /// The per-namespace lookups.
-pub struct NetnsLookups {
+pub(crate) struct NetnsLookups {
     own: u32,
     /// Questions for the workers.
     jobs: SyncSender<Job>,
-    /// Held by each worker too (how many live: [`NetnsLookups::workers`]).
+    /// Held by each worker too (how many live: `NetnsLookups::workers`).
+    #[cfg_attr(not(test), expect(dead_code, reason = "counted by the tests"))]
     shared: Arc<Shared>,
     deadline: Duration,
     late: Vec<Late>,
@@ -120,7 +121,7 @@ pub struct NetnsLookups {
 }
 
 /// The workers' nice value (the deciding thread's is the process's, 0 by default).
-pub const HELPER_NICE: i32 = 10;
+pub(crate) const HELPER_NICE: i32 = 10;
 
 /// Namespaces with a kept socket at most; one unused this long is closed
 /// (a kept socket holds its namespace alive).
@@ -130,14 +131,14 @@ const KEPT_IDLE: Duration = Duration::from_secs(10);
 /// Where to enter a namespace: a file of it, and the `/proc/…/net` directory
 /// that shows its tables.
 #[derive(Clone, Debug)]
-pub struct NsHandle {
+pub(crate) struct NsHandle {
     pub file: PathBuf,
     pub proc_net: PathBuf,
 }
 
 impl NsHandle {
     /// Through a process that lives in it.
-    pub fn of_pid(pid: u32) -> NsHandle {
+    pub(crate) fn of_pid(pid: u32) -> NsHandle {
         NsHandle {
             file: format!("/proc/{pid}/ns/net").into(),
             proc_net: format!("/proc/{pid}/net").into(),
@@ -289,7 +290,7 @@ fn worker(shared: Arc<Shared>) {
 }
 
 impl NetnsLookups {
-    pub fn new(deadline: Duration) -> NetnsLookups {
+    pub(crate) fn new(deadline: Duration) -> NetnsLookups {
         let own = own_netns();
         // watcher's own namespace: its kept socket from the start.
         let mut kept = HashMap::new();
@@ -371,7 +372,7 @@ impl NetnsLookups {
     /// when that is not enough — a holder whose inode the table does not
     /// know (inherited, or bound before watcher started), or no kept socket
     /// yet: then a helper is asked.
-    pub fn quick_port(
+    pub(crate) fn quick_port(
         &mut self,
         netns: u32,
         via: u32,
@@ -406,13 +407,14 @@ impl NetnsLookups {
     }
 
     /// Close kept sockets unused for a while (they hold their namespaces alive).
-    pub fn sweep(&mut self) {
+    pub(crate) fn sweep(&mut self) {
         let own = self.own;
         self.kept
             .retain(|ns, (_, used)| *ns == own || used.elapsed() < KEPT_IDLE);
     }
 
-    pub fn own(&self) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn own(&self) -> u32 {
         self.own
     }
 
@@ -476,7 +478,7 @@ impl NetnsLookups {
     /// `pid`, a process using it), holders with their processes; `None` when
     /// no answer came within the deadline (it then comes through
     /// [`NetnsLookups::late_answers`]).
-    pub fn port_sockets(
+    pub(crate) fn port_sockets(
         &mut self,
         netns: u32,
         pid: u32,
@@ -504,7 +506,9 @@ impl NetnsLookups {
 
     /// Answers that came after their wait (never blocks); those older than
     /// 2 s are given up and counted as unanswered.
-    pub fn late_answers(&mut self) -> Vec<(crate::world::sockdiag::PortKey, Vec<KernelSocket>)> {
+    pub(crate) fn late_answers(
+        &mut self,
+    ) -> Vec<(crate::world::sockdiag::PortKey, Vec<KernelSocket>)> {
         let mut out = Vec::new();
         let unanswered = &self.unanswered;
         self.late.retain(|(key, rx, since)| match rx.try_recv() {
@@ -524,7 +528,7 @@ impl NetnsLookups {
     /// Every holder socket of every network namespace on the host (found
     /// through the processes in `/proc` and the named namespaces under
     /// `/run/netns`), with its processes: the start-up seed.
-    pub fn all_holders(&mut self) -> Vec<KernelSocket> {
+    pub(crate) fn all_holders(&mut self) -> Vec<KernelSocket> {
         let mut found: HashMap<u32, NsHandle> = HashMap::new();
         found.insert(
             self.own,
@@ -572,7 +576,7 @@ impl NetnsLookups {
 
     /// Ask for the port summary of `netns` (through `pid`, a process in it);
     /// never waits: the answer comes through [`NetnsLookups::summaries_in`].
-    pub fn ask_summary(&mut self, netns: u32, pid: u32) {
+    pub(crate) fn ask_summary(&mut self, netns: u32, pid: u32) {
         let netns_key = netns;
         let netns = if netns == 0 { self.own } else { netns };
         if self.summaries.len() >= 64 {
@@ -589,7 +593,7 @@ impl NetnsLookups {
     }
 
     /// Port summaries that have come (never blocks); those older than 5 s are given up.
-    pub fn summaries_in(&mut self) -> Vec<(u32, PortSummary)> {
+    pub(crate) fn summaries_in(&mut self) -> Vec<(u32, PortSummary)> {
         let mut out = Vec::new();
         let unanswered = &self.unanswered;
         self.summaries
@@ -614,7 +618,8 @@ impl NetnsLookups {
 
 impl NetnsLookups {
     /// Worker threads alive (WORKERS, unless one could not be started).
-    pub fn workers(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn workers(&self) -> usize {
         Arc::strong_count(&self.shared) - 1
     }
 }

@@ -26,7 +26,7 @@ use crate::world::proctable::{Proc, ProcessTable};
 /// `/proc` start times have clock-tick resolution (10 ms): a process in the
 /// table and one in the snapshot with the same pid are the same process when
 /// their starts are this close.
-pub const SAME_START_NS: u64 = 30_000_000;
+pub(crate) const SAME_START_NS: u64 = 30_000_000;
 
 /// Every process in `/proc` (zombies with `exited` set), and when the walk
 /// began (CLOCK_MONOTONIC ns): processes the table learnt of after that are
@@ -48,7 +48,7 @@ pub struct Snapshot {
 /// from that pid's `/proc/<pid>/net` tables (no namespace is entered), with
 /// their processes (one scan of `/proc/*/fd`). A namespace whose pid has
 /// left it is not read.
-pub fn holders_of(
+pub(crate) fn holders_of(
     namespaces: &[(u32, u32)],
 ) -> (Vec<crate::world::sockdiag::KernelSocket>, Vec<u32>) {
     let mut all = Vec::new();
@@ -111,7 +111,7 @@ fn on_worker(job: Job) {
 
 /// Take a snapshot on the `/proc` worker — every process, and the holder
 /// sockets of `namespaces` (netns inode, a pid in it); the receiver gets it.
-pub fn start(
+pub(crate) fn start(
     identity: crate::world::proctable::Identity,
     namespaces: Vec<(u32, u32)>,
 ) -> Receiver<Snapshot> {
@@ -134,7 +134,7 @@ pub fn start(
 }
 
 /// Confirm the processes a finding names (read on the `/proc` worker).
-pub fn start_for(
+pub(crate) fn start_for(
     pids: Vec<u32>,
     identity: crate::world::proctable::Identity,
     answered: std::sync::Arc<tokio::sync::Notify>,
@@ -159,6 +159,6 @@ pub fn start_for(
 }
 
 /// Whether a table entry and a snapshot entry are the same process.
-pub fn same(a: &Proc, b: &Proc) -> bool {
+pub(crate) fn same(a: &Proc, b: &Proc) -> bool {
     a.key.tgid == b.key.tgid && a.key.start_ns.abs_diff(b.key.start_ns) <= SAME_START_NS
 }

@@ -22,7 +22,7 @@ use super::containers::{ContainerInfo, Question, RuntimeUpdate};
 const CALL_DEADLINE: Duration = Duration::from_secs(2);
 
 /// The Docker socket to use: `$DOCKER_HOST` when it is `unix://…`, else the default.
-pub fn docker_socket() -> PathBuf {
+pub(crate) fn docker_socket() -> PathBuf {
     std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
@@ -68,7 +68,7 @@ fn s(v: &Value) -> Option<Arc<str>> {
 }
 
 /// Metadata from `GET /containers/{id}/json`.
-pub fn from_inspect(v: &Value) -> Option<ContainerInfo> {
+pub(crate) fn from_inspect(v: &Value) -> Option<ContainerInfo> {
     let id = s(&v["Id"])?;
     let labels = &v["Config"]["Labels"];
     let mut addresses = Vec::new();
@@ -101,7 +101,7 @@ pub fn from_inspect(v: &Value) -> Option<ContainerInfo> {
 /// Docker's (and Podman's compatible API's) port map:
 /// `{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "53/udp": null}`.
 /// An empty `HostIp` is every address of both families.
-pub fn published_ports(ports: &Value) -> Vec<super::containers::Published> {
+pub(crate) fn published_ports(ports: &Value) -> Vec<super::containers::Published> {
     let mut out = Vec::new();
     let Some(map) = ports.as_object() else {
         return out;
@@ -144,7 +144,7 @@ pub fn published_ports(ports: &Value) -> Vec<super::containers::Published> {
 }
 
 /// Metadata from an event's actor attributes (create/rename carry name, image and labels).
-pub fn from_event(v: &Value, runtime: &'static str) -> Option<ContainerInfo> {
+pub(crate) fn from_event(v: &Value, runtime: &'static str) -> Option<ContainerInfo> {
     let id = s(&v["Actor"]["ID"]).or_else(|| s(&v["id"]))?;
     let a = &v["Actor"]["Attributes"];
     Some(ContainerInfo {
@@ -250,7 +250,7 @@ fn percent(s: &str) -> String {
 
 /// Podman's Docker-compatible API (`podman system service`, rootful):
 /// `$PODMAN_SOCKET` (`unix://…` or a path), else `/run/podman/podman.sock`.
-pub fn podman_socket() -> PathBuf {
+pub(crate) fn podman_socket() -> PathBuf {
     std::env::var("PODMAN_SOCKET")
         .ok()
         .map(|h| PathBuf::from(h.strip_prefix("unix://").unwrap_or(&h)))
@@ -259,7 +259,7 @@ pub fn podman_socket() -> PathBuf {
 
 /// Podman's container store (containers/storage's `graphroot`, rootful):
 /// `$PODMAN_STORAGE`, else `/var/lib/containers/storage`.
-pub fn podman_storage() -> PathBuf {
+pub(crate) fn podman_storage() -> PathBuf {
     std::env::var_os("PODMAN_STORAGE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/lib/containers/storage"))
@@ -269,7 +269,7 @@ pub fn podman_storage() -> PathBuf {
 /// (what Podman writes at create, without a service running): its name and
 /// image. Published ports and the restart policy live in Podman's own
 /// database; they come from its API when it runs.
-pub fn from_podman_storage(list: &Value, id: &str) -> Option<ContainerInfo> {
+pub(crate) fn from_podman_storage(list: &Value, id: &str) -> Option<ContainerInfo> {
     let c = list
         .as_array()?
         .iter()
@@ -335,7 +335,7 @@ impl Podman {
 }
 
 /// containerd's socket: `$CONTAINERD_ADDRESS`, else the default, when it exists.
-pub fn containerd_socket() -> Option<PathBuf> {
+pub(crate) fn containerd_socket() -> Option<PathBuf> {
     let p = std::env::var_os("CONTAINERD_ADDRESS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/run/containerd/containerd.sock"));
@@ -345,7 +345,7 @@ pub fn containerd_socket() -> Option<PathBuf> {
 /// Metadata from a containerd container (its labels: the kubelet's
 /// `io.kubernetes.*` on a Kubernetes node). containerd's container id is its
 /// name where no Kubernetes container name is given.
-pub fn from_containerd(
+pub(crate) fn from_containerd(
     id: &str,
     image: &str,
     labels: &std::collections::HashMap<String, String>,
@@ -539,7 +539,7 @@ fn follow_docker(engine: Engine, out: std::sync::mpsc::Sender<RuntimeUpdate>) {
 /// asked first (Podman first for a `libpod-…` cgroup); a container neither
 /// knows is asked of containerd (where its socket exists: a Kubernetes
 /// node's runtime).
-pub fn spawn(
+pub(crate) fn spawn(
     socket: PathBuf,
 ) -> (
     mpsc::Sender<Question>,
@@ -619,7 +619,7 @@ pub fn spawn(
 /// For `watcher check`: each container runtime found on this host, what
 /// watcher can name through it and what not. Blocking (a CLI's question,
 /// never the pipeline's); every call has the usual deadline.
-pub fn survey() -> Vec<(String, String)> {
+pub(crate) fn survey() -> Vec<(String, String)> {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -40,7 +40,7 @@ impl KernelSocket {
 }
 
 /// (network namespace, transport is TCP, port): one port space.
-pub type PortKey = (u32, bool, u16);
+pub(crate) type PortKey = (u32, bool, u16);
 
 fn parse_addr(hex: &str) -> Option<(IpAddr, u16)> {
     let (a, p) = hex.split_once(':')?;
@@ -63,7 +63,8 @@ fn parse_addr(hex: &str) -> Option<(IpAddr, u16)> {
 }
 
 /// Parse one `/proc/net/{tcp,udp}{,6}` table.
-pub fn parse_table(text: &str, tcp: bool) -> Vec<KernelSocket> {
+#[cfg(test)]
+pub(crate) fn parse_table(text: &str, tcp: bool) -> Vec<KernelSocket> {
     parse_table_peers(text, tcp)
         .into_iter()
         .map(|(s, _)| s)
@@ -192,7 +193,7 @@ fn diag(
 /// A sock_diag socket of one network namespace (the one it was opened in),
 /// kept for every query, with that namespace's `/proc/<pid>/net` tables as
 /// the fallback.
-pub struct Diag {
+pub(crate) struct Diag {
     socket: Option<netlink_sys::Socket>,
     proc_net: std::path::PathBuf,
 }
@@ -200,7 +201,7 @@ pub struct Diag {
 impl Diag {
     /// Open in the calling thread's network namespace; `proc_net` is that
     /// namespace's `/proc/…/net` directory, read when netlink fails.
-    pub fn open(proc_net: impl Into<std::path::PathBuf>) -> Diag {
+    pub(crate) fn open(proc_net: impl Into<std::path::PathBuf>) -> Diag {
         let socket = (|| {
             let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)?;
             s.bind_auto()?;
@@ -217,7 +218,7 @@ impl Diag {
     }
 
     /// Only the tables under `proc_net` (`/proc/<pid>/net` of a namespace watcher may not enter).
-    pub fn open_tables_only(proc_net: &std::path::Path) -> Diag {
+    pub(crate) fn open_tables_only(proc_net: &std::path::Path) -> Diag {
         Diag {
             socket: None,
             proc_net: proc_net.to_path_buf(),
@@ -270,7 +271,7 @@ impl Diag {
     /// range (read from this thread's namespace), grouped by owning process
     /// (one scan of `/proc/<pid>/fd`) and by destination. One dump; the
     /// caller rate-limits it.
-    pub fn port_summary(&mut self) -> PortSummary {
+    pub(crate) fn port_summary(&mut self) -> PortSummary {
         let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
             .ok()
             .and_then(|t| {
@@ -289,7 +290,12 @@ impl Diag {
     /// first. For TCP: the listeners, and only when there is none the other
     /// sockets on the port (TIME_WAIT, connections), which explain an
     /// EADDRINUSE without a holder.
-    pub fn port_sockets(&mut self, tcp: bool, port: u16, candidates: &[u32]) -> Vec<KernelSocket> {
+    pub(crate) fn port_sockets(
+        &mut self,
+        tcp: bool,
+        port: u16,
+        candidates: &[u32],
+    ) -> Vec<KernelSocket> {
         let socks = self.on_port(tcp, port);
         with_owners_of(socks, candidates)
     }
@@ -299,7 +305,11 @@ impl Diag {
     /// working sock_diag socket, or when TCP has no listener there (the
     /// other sockets on the port are a dump of the whole connection table:
     /// a helper's work). Never reads `/proc`.
-    pub fn port_sockets_netlink(&mut self, tcp: bool, port: u16) -> Option<Vec<KernelSocket>> {
+    pub(crate) fn port_sockets_netlink(
+        &mut self,
+        tcp: bool,
+        port: u16,
+    ) -> Option<Vec<KernelSocket>> {
         self.socket.as_ref()?;
         let socks = if tcp {
             self.query(true, port, 1 << TCP_LISTEN_STATE)
@@ -312,7 +322,7 @@ impl Diag {
     }
 
     /// Whether sock_diag works here.
-    pub fn has_netlink(&self) -> bool {
+    pub(crate) fn has_netlink(&self) -> bool {
         self.socket.is_some()
     }
 
@@ -330,7 +340,7 @@ impl Diag {
     }
 
     /// Every holder (TCP listeners, bound UDP sockets), without their processes.
-    pub fn holders(&mut self) -> Vec<KernelSocket> {
+    pub(crate) fn holders(&mut self) -> Vec<KernelSocket> {
         let mut all: Vec<KernelSocket> = self.query(true, 0, 1 << TCP_LISTEN_STATE);
         all.extend(
             self.query(false, 0, u32::MAX)
@@ -342,7 +352,7 @@ impl Diag {
 }
 
 /// Local ports in use in a network namespace (see [`Diag::port_summary`]).
-pub fn summarize(
+pub(crate) fn summarize(
     all: Vec<(KernelSocket, (IpAddr, u16))>,
     range: Option<(u16, u16)>,
 ) -> PortSummary {
@@ -501,7 +511,7 @@ fn owners(inodes: &[u64], candidates: &[u32]) -> HashMap<u64, Vec<u32>> {
 }
 
 /// The processes holding each holder socket (one scan of `/proc/<pid>/fd` for all of them).
-pub fn with_owners(socks: Vec<KernelSocket>) -> Vec<KernelSocket> {
+pub(crate) fn with_owners(socks: Vec<KernelSocket>) -> Vec<KernelSocket> {
     with_owners_of(socks, &[])
 }
 

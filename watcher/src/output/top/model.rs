@@ -9,24 +9,23 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use crate::output::record::{Body, FindingRecord, Record};
 
 /// A resolved incident stays on screen (fading) this long.
-pub const RESOLVED_FADE_NS: u64 = 5_000_000_000;
+pub(crate) const RESOLVED_FADE_NS: u64 = 5_000_000_000;
 /// Rates are over this many one-second buckets.
-pub const RATE_SECONDS: usize = 10;
+pub(crate) const RATE_SECONDS: usize = 10;
 /// Incidents kept at most (oldest resolved, then oldest, go first).
-pub const MAX_INCIDENTS: usize = 1000;
+pub(crate) const MAX_INCIDENTS: usize = 1000;
 /// Listeners and programs kept at most.
-pub const MAX_ROWS: usize = 10_000;
+pub(crate) const MAX_ROWS: usize = 10_000;
 /// Outgoing TCP sockets followed at most (for ports in use per destination).
-pub const MAX_OUTGOING: usize = 200_000;
+pub(crate) const MAX_OUTGOING: usize = 200_000;
 /// A destination with at least this many local ports in use is shown.
-pub const BUSY_PORTS: u32 = 100;
+pub(crate) const BUSY_PORTS: u32 = 100;
 
 /// One incident as a row.
 #[derive(Clone, Debug)]
-pub struct Incident {
+pub(crate) struct Incident {
     pub id: String,
     pub kind: String,
-    pub state: String,
     /// The main process: program, pid, container.
     pub program: String,
     pub pid: u32,
@@ -46,7 +45,7 @@ pub struct Incident {
 
 /// A socket someone listens on (TCP) or has bound (UDP).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ListenKey {
+pub(crate) struct ListenKey {
     pub netns: u32,
     pub transport: String,
     pub port: u16,
@@ -55,7 +54,7 @@ pub struct ListenKey {
 }
 
 #[derive(Clone, Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     pub program: String,
     pub container: Option<String>,
     /// An open port_conflict / port_shadowed incident names this port.
@@ -64,7 +63,7 @@ pub struct Listener {
 
 /// Event counts of one program (in one container) per second.
 #[derive(Clone, Debug, Default)]
-pub struct Rates {
+pub(crate) struct Rates {
     /// (second, forks, execs, exits, crashes), newest last.
     buckets: VecDeque<(u64, [u32; 4])>,
 }
@@ -83,7 +82,7 @@ impl Rates {
     }
 
     /// Forks, execs, exits and crashes over the last RATE_SECONDS before `now_sec`.
-    pub fn totals(&self, now_sec: u64) -> [u32; 4] {
+    pub(crate) fn totals(&self, now_sec: u64) -> [u32; 4] {
         let mut t = [0u32; 4];
         for (s, c) in &self.buckets {
             if *s + RATE_SECONDS as u64 > now_sec {
@@ -98,13 +97,13 @@ impl Rates {
 
 /// Where the records come from.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Source {
+pub(crate) enum Source {
     Standalone,
     Attached(String),
 }
 
 #[derive(Debug)]
-pub struct Model {
+pub(crate) struct Model {
     pub incidents: Vec<Incident>,
     pub listeners: BTreeMap<ListenKey, Listener>,
     pub programs: HashMap<(String, Option<String>), Rates>,
@@ -167,7 +166,7 @@ fn cause(f: &FindingRecord) -> Option<String> {
 }
 
 impl Model {
-    pub fn new(source: Source) -> Model {
+    pub(crate) fn new(source: Source) -> Model {
         Model {
             incidents: Vec::new(),
             listeners: BTreeMap::new(),
@@ -188,7 +187,7 @@ impl Model {
     }
 
     /// Take one record.
-    pub fn apply(&mut self, r: &Record) {
+    pub(crate) fn apply(&mut self, r: &Record) {
         self.now_ns = self.now_ns.max(r.mono_ns);
         self.first_ns.get_or_insert(r.mono_ns);
         self.version += 1;
@@ -315,7 +314,7 @@ impl Model {
     }
 
     /// A socket that listened before the records began (read at start).
-    pub fn seed_listener(
+    pub(crate) fn seed_listener(
         &mut self,
         netns: u32,
         tcp: bool,
@@ -389,7 +388,6 @@ impl Model {
         let row = Incident {
             id: f.id.clone(),
             kind: f.kind.clone(),
-            state: f.state.clone(),
             program: main.map(|p| p.process.name.clone()).unwrap_or_default(),
             pid: main.map(|p| p.process.pid).unwrap_or(0),
             container: main
@@ -440,7 +438,7 @@ impl Model {
     }
 
     /// Forget what faded out by `now`; whether anything went.
-    pub fn expire(&mut self, now_ns: u64) -> bool {
+    pub(crate) fn expire(&mut self, now_ns: u64) -> bool {
         let before = self.incidents.len();
         self.incidents
             .retain(|i| i.resolved_ns.is_none_or(|t| now_ns < t + RESOLVED_FADE_NS));
@@ -452,7 +450,7 @@ impl Model {
     }
 
     /// Events per second over the last full seconds before `now`.
-    pub fn events_per_s(&self, now_ns: u64) -> f64 {
+    pub(crate) fn events_per_s(&self, now_ns: u64) -> f64 {
         let now = now_ns / 1_000_000_000;
         let span = self
             .first_ns
@@ -468,7 +466,7 @@ impl Model {
     }
 
     /// Incidents, newest first.
-    pub fn incidents_newest_first(&self) -> Vec<&Incident> {
+    pub(crate) fn incidents_newest_first(&self) -> Vec<&Incident> {
         let mut v: Vec<&Incident> = self.incidents.iter().collect();
         v.sort_by(|a, b| b.opened_ns.cmp(&a.opened_ns).then(a.id.cmp(&b.id)));
         v

@@ -12,14 +12,14 @@ use ratatui::{
 use super::model::{Incident, Model, Source, RATE_SECONDS};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pane {
+pub(crate) enum Pane {
     Incidents,
     Ports,
     Processes,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 3] = [Pane::Incidents, Pane::Ports, Pane::Processes];
+    pub(crate) const ALL: [Pane; 3] = [Pane::Incidents, Pane::Ports, Pane::Processes];
     fn title(self) -> &'static str {
         match self {
             Pane::Incidents => "Incidents",
@@ -31,7 +31,7 @@ impl Pane {
 
 /// How the processes pane is sorted (`s` cycles).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Sort {
+pub(crate) enum Sort {
     Crashes,
     Forks,
     Execs,
@@ -40,7 +40,7 @@ pub enum Sort {
 }
 
 impl Sort {
-    pub fn next(self) -> Sort {
+    pub(crate) fn next(self) -> Sort {
         match self {
             Sort::Crashes => Sort::Forks,
             Sort::Forks => Sort::Execs,
@@ -61,7 +61,7 @@ impl Sort {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Popup {
+pub(crate) enum Popup {
     None,
     Record,
     Keys,
@@ -69,7 +69,7 @@ pub enum Popup {
 
 /// What the person chose: pane, rows, filter, sort, popups.
 #[derive(Clone, Debug)]
-pub struct Ui {
+pub(crate) struct Ui {
     pub pane: Pane,
     pub selected: [usize; 3],
     pub filter: String,
@@ -81,7 +81,7 @@ pub struct Ui {
 }
 
 impl Ui {
-    pub fn new(color: bool) -> Ui {
+    pub(crate) fn new(color: bool) -> Ui {
         Ui {
             pane: Pane::Incidents,
             selected: [0; 3],
@@ -97,12 +97,12 @@ impl Ui {
         Pane::ALL.iter().position(|p| *p == self.pane).unwrap_or(0)
     }
 
-    pub fn next_pane(&mut self, back: bool) {
+    pub(crate) fn next_pane(&mut self, back: bool) {
         let i = self.idx();
         self.pane = Pane::ALL[if back { (i + 2) % 3 } else { (i + 1) % 3 }];
     }
 
-    pub fn move_row(&mut self, down: bool, rows: usize) {
+    pub(crate) fn move_row(&mut self, down: bool, rows: usize) {
         let i = self.idx();
         let s = &mut self.selected[i];
         *s = if down {
@@ -136,7 +136,7 @@ fn age(ns: u64) -> String {
 }
 
 /// The incidents the filter lets through, in screen order.
-pub fn incident_rows<'a>(m: &'a Model, ui: &Ui) -> Vec<&'a Incident> {
+pub(crate) fn incident_rows<'a>(m: &'a Model, ui: &Ui) -> Vec<&'a Incident> {
     m.incidents_newest_first()
         .into_iter()
         .filter(|i| {
@@ -154,7 +154,7 @@ pub fn incident_rows<'a>(m: &'a Model, ui: &Ui) -> Vec<&'a Incident> {
 }
 
 /// Rows of the ports pane: (netns, proto, address, pid, program, container, mark).
-pub fn port_rows(m: &Model, ui: &Ui) -> Vec<[String; 7]> {
+pub(crate) fn port_rows(m: &Model, ui: &Ui) -> Vec<[String; 7]> {
     let mut rows: Vec<[String; 7]> = m
         .listeners
         .iter()
@@ -206,7 +206,7 @@ pub fn port_rows(m: &Model, ui: &Ui) -> Vec<[String; 7]> {
 }
 
 /// Rows of the processes pane: program, container, forks, execs, exits, crashes.
-pub fn process_rows(m: &Model, ui: &Ui, now_ns: u64) -> Vec<(String, String, [u32; 4])> {
+pub(crate) fn process_rows(m: &Model, ui: &Ui, now_ns: u64) -> Vec<(String, String, [u32; 4])> {
     let now = now_ns / 1_000_000_000;
     let mut rows: Vec<(String, String, [u32; 4])> = m
         .programs
@@ -236,7 +236,7 @@ pub fn process_rows(m: &Model, ui: &Ui, now_ns: u64) -> Vec<(String, String, [u3
 }
 
 /// Rows in the focused pane (for moving the selection).
-pub fn rows_in(m: &Model, ui: &Ui, now_ns: u64) -> usize {
+pub(crate) fn rows_in(m: &Model, ui: &Ui, now_ns: u64) -> usize {
     match ui.pane {
         Pane::Incidents => incident_rows(m, ui).len(),
         Pane::Ports => port_rows(m, ui).len(),
@@ -245,7 +245,7 @@ pub fn rows_in(m: &Model, ui: &Ui, now_ns: u64) -> usize {
 }
 
 /// Draw the whole screen.
-pub fn render(f: &mut Frame, m: &Model, ui: &Ui, now_ns: u64) {
+pub(crate) fn render(f: &mut Frame, m: &Model, ui: &Ui, now_ns: u64) {
     let area = f.area();
     let wide = area.width >= 120 && area.height >= 30;
     let outer = Layout::default()
