@@ -243,10 +243,15 @@ fn loss_records(
     out
 }
 
-/// Run until SIGINT/SIGTERM (or the output's consumer is gone). Returns the final counters.
+/// Run until SIGINT/SIGTERM (or the output's consumer is gone). Returns the
+/// final counters. This waits on the event sources — the reader's batches,
+/// the detectors' next deadline, answers to confirmations, records waiting
+/// for a container's name, late socket-table answers, the second's tick,
+/// signals — and hands what came to the [`Loop`] method of that source; then
+/// the turn ends ([`Loop::end_turn`]: the canary, the records to the sinks).
 pub async fn run(
     probes: Probes,
-    mut engine: Engine,
+    engine: Engine,
     settings: PipelineSettings,
     out: &mut dyn Output,
     stats: SharedStats,
@@ -263,76 +268,84 @@ pub async fn run(
     // Entries of tasks that ended unseen leave the kernel's tables every 30 s.
     let table_states = crate::kernel::tables::TableStates::default();
     let _sweeper = tables.spawn_sweeper(Duration::from_secs(30), table_states.clone());
-    let mut ebpf = Some(ebpf);
     let mut skips = crate::kernel::skips::Skips::default();
     // (Skips from before start are not this run's losses.)
-    let _ = skips.poll(ebpf.as_ref().expect("just set"));
+    let _ = skips.poll(&ebpf);
     skips.total.values_mut().for_each(|n| *n = 0);
     stats.lock().expect("stats lock").program_skips = skips.total.clone();
-    // Fault drill (tests, and operators proving their alerting): detach every
-    // program after N seconds, so the pipeline goes blind while still running.
-    let drill_detach_at = std::env::var("WATCHER_FAULT_DRILL")
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("detach-after=")
-                .and_then(|n| n.parse::<f64>().ok())
-        })
-        .map(|secs| Instant::now() + Duration::from_secs_f64(secs));
     let (tx, mut rx) = mpsc::channel::<Batch>(256);
     let (stop_tx, stop_rx) = watch::channel(false);
     let lost = std::sync::Arc::new(lost);
-    let losses_said = settings.reader.losses_said.clone();
-    let reader_batch = settings.reader.batch;
     // Before deadlines fire, the reader drains what is in the ring (bulk
     // records never wake it): a deadline is judged on everything before it.
     let (drain_tx, drain_rx) = mpsc::channel::<()>(1);
-    let mut awaiting_drain = false;
     // The reader runs on this thread, beside the processing loop: a batch
     // goes from one to the other without a thread wakeup (a reader thread
     // of its own cost a context switch per batch: 20.3 → 16.9 µs per event
     // for an exec flood, 4.7 → 3.1 µs for a bind/connect loop, measured
     // with `watcher run` on 2 vCPUs). The ring (8 MiB by default) is the
     // buffer while a batch is processed; sinks write from their own threads.
-    let reader_lost = lost.clone();
+    let losses_said = settings.reader.losses_said.clone();
+    let reader_batch = settings.reader.batch;
     let spares = settings.reader.spares.clone();
-    let reader_opts = settings.reader;
     let reader = tokio::spawn(reader::run(
         reader::Rings::new(events, ring_bytes)?,
-        reader_lost,
+        lost.clone(),
         tx,
         stop_rx,
         drain_rx,
-        reader_opts,
+        settings.reader,
     ));
-
     let Signals {
         term: mut sigterm,
         int: mut sigint,
         hup: mut sighup,
     } = signals;
-
     stats.lock().expect("stats lock").started = Some(Instant::now());
-    let mut canary = settings
-        .canary_interval
-        .map(|i| Canary::new(i, settings.canary_deadline));
     let mut second = tokio::time::interval(Duration::from_secs(1));
     second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut clock_refreshed = Instant::now();
-    let mut stopping = false;
-    let mut consumer_gone = false;
-    let mut pending: Vec<Record> = Vec::new();
-    let mut names = crate::output::names::NameWait::default();
-    let mut losses = LossRecords::default();
     let answers = engine.answers.clone();
+    let reload_on_hup = settings.reload_on_hup;
+    let mut lp = Loop {
+        canary: settings
+            .canary_interval
+            .map(|i| Canary::new(i, settings.canary_deadline)),
+        engine,
+        out,
+        stats,
+        ebpf: Some(ebpf),
+        skips,
+        table_states,
+        // Fault drill (tests, and operators proving their alerting): detach
+        // every program after N seconds, so the pipeline goes blind while still running.
+        drill_detach_at: std::env::var("WATCHER_FAULT_DRILL")
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("detach-after=")
+                    .and_then(|n| n.parse::<f64>().ok())
+            })
+            .map(|secs| Instant::now() + Duration::from_secs_f64(secs)),
+        lost,
+        losses_said,
+        reader_batch,
+        spares,
+        stop_tx,
+        drain_tx,
+        awaiting_drain: false,
+        clock_refreshed: Instant::now(),
+        stopping: false,
+        consumer_gone: false,
+        names: crate::output::names::NameWait::default(),
+        losses: LossRecords::default(),
+        records: Vec::new(),
+        decided: Vec::new(),
+    };
 
     loop {
-        let mut records = std::mem::take(&mut pending);
-        // When the findings among `records` were decided (for the write stage's latency).
-        let mut decided: Vec<u64> = Vec::new();
-        let deadline = if awaiting_drain {
+        let deadline = if lp.awaiting_drain {
             None
         } else {
-            engine.next_deadline()
+            lp.engine.next_deadline()
         };
         let timer = async {
             match deadline {
@@ -344,8 +357,8 @@ pub async fn run(
             }
         };
         // Records held for a container's name go when it comes (checked on
-        // each loop), or at their deadline.
-        let name_deadline = names.deadline();
+        // each turn), or at their deadline.
+        let name_deadline = lp.names.deadline();
         let name_timer = async {
             match name_deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -353,7 +366,7 @@ pub async fn run(
             }
         };
         // Socket-table answers slower than the lookup's wait are looked for soon.
-        let late_pending = engine.confirmations_pending();
+        let late_pending = lp.engine.confirmations_pending();
         let late_timer = async {
             if late_pending {
                 tokio::time::sleep(Duration::from_millis(2)).await
@@ -361,215 +374,29 @@ pub async fn run(
                 std::future::pending::<()>().await
             }
         };
+        let stopping = lp.stopping;
         let batch = tokio::select! {
             b = rx.recv() => b,
-            // A confirmation's answer has come: applied below.
+            // A confirmation's answer has come: applied between batches.
             _ = answers.notified() => Some(Batch::Wake),
             _ = name_timer => Some(Batch::Wake),
             _ = late_timer => Some(Batch::Wake),
             // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
-            _ = timer => {
-                // Records lost that the reader has not said yet (it runs after
-                // this): deadlines of what they concern must wait for the reconciliation.
-                if crate::kernel::loader::read_lost_total(&lost) != losses_said.load(std::sync::atomic::Ordering::Relaxed) {
-                    engine.loss_seen();
-                }
-                match drain_tx.try_send(()) {
-                    // Fired when the reader says it has drained.
-                    Ok(()) => {
-                        awaiting_drain = true;
-                        Some(Batch::Wake)
-                    }
-                    // The reader has ended: nothing more will come.
-                    Err(_) => Some(Batch::Drained),
-                }
-            }
-            _ = second.tick() => {
-                // A loss without records after it: nothing more to wait for.
-                engine.caught_up();
-                engine.recheck_unseen_reaps();
-                if let Some(c) = canary.as_mut() {
-                    if let Some((healthy, reason, latency)) = c.tick() {
-                        let mut s = stats.lock().expect("stats lock");
-                        if !healthy {
-                            s.canary_missed += 1;
-                        }
-                        s.healthy = healthy;
-                        drop(s);
-                        if !healthy {
-                            tracing::error!("{reason}");
-                        }
-                        records.push(health_record(&engine.enricher.clock, healthy, reason, latency));
-                    }
-                }
-                if drill_detach_at.is_some_and(|t| Instant::now() >= t) && ebpf.is_some() {
-                    tracing::warn!("fault drill: detaching every program");
-                    ebpf = None;
-                }
-                records.extend(losses.flush(&stats, &engine.enricher.clock));
-                // Runs the kernel skipped (counted, not said as a loss: most
-                // runs of the hooks that can be skipped decide nothing — a
-                // TCP state change watcher filters out — so a skip is a
-                // record that may have been lost, not one that was).
-                if let Some(e) = ebpf.as_ref() {
-                    let skipped = !skips.poll(e).is_empty();
-                    let mut st = stats.lock().expect("stats lock");
-                    if skipped {
-                        st.program_skips = skips.total.clone();
-                    }
-                    st.program_runs = skips.runs.clone();
-                }
-                refresh_stats(&stats, &engine);
-                if let Ok(t) = table_states.lock() {
-                    stats.lock().expect("stats lock").kernel_tables = t.clone();
-                }
-                stats.lock().expect("stats lock").container_names_late = names.unnamed;
-                out.tick(&stats);
-                Some(Batch::Wake)
-            }
-            _ = sighup.recv(), if settings.reload_on_hup => {
-                match out.reload(&mut engine) {
-                    Ok(resolved) => {
-                        records.extend(resolved.iter().map(|f| engine.finding_record(f)));
-                        count_findings(&stats, &resolved);
-                    }
-                    Err(e) => {
-                        tracing::error!("reload refused, keeping the running configuration: {e:#}");
-                        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("watcher: reload refused, keeping the running configuration: {e:#}\n").as_bytes());
-                    }
-                }
-                Some(Batch::Wake)
-            }
-            _ = sigterm.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Wake) }
-            _ = sigint.recv(), if !stopping => { stopping = true; let _ = stop_tx.send(true); Some(Batch::Wake) }
+            _ = timer => Some(lp.on_deadline()),
+            _ = second.tick() => { lp.on_second(); Some(Batch::Wake) }
+            _ = sighup.recv(), if reload_on_hup => { lp.on_hup(); Some(Batch::Wake) }
+            _ = sigterm.recv(), if !stopping => { lp.stop(); Some(Batch::Wake) }
+            _ = sigint.recv(), if !stopping => { lp.stop(); Some(Batch::Wake) }
         };
         let Some(batch) = batch else { break };
-        // The container runtime's answers (names, images), applied between
-        // batches; incidents that named a container by its id say its name now.
-        let (lines, renamed) = engine.drain_runtime(Clock::mono_now());
-        for line in lines {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("watcher: {line}\n").as_bytes(),
-            );
-        }
-        records.extend(renamed.iter().map(|f| engine.finding_record(f)));
-        count_findings(&stats, &renamed);
-        let confirmed = engine.late_confirmations(Clock::mono_now());
-        records.extend(confirmed.iter().map(|f| engine.finding_record(f)));
-        count_findings(&stats, &confirmed);
-        // After a loss: the tables corrected from /proc, the held findings decided.
-        let reconciled = engine.reconciled(Clock::mono_now());
-        records.extend(reconciled.iter().map(|f| engine.finding_record(f)));
-        count_findings(&stats, &reconciled);
-        if clock_refreshed.elapsed() > Duration::from_secs(10) {
-            engine.enricher.clock = Clock::now();
-            clock_refreshed = Instant::now();
-        }
+        lp.between_batches();
         match batch {
-            Batch::Events(mut evs, read_ns) => {
-                // A batch shorter than the reader's most: the ring was empty
-                // behind it (after a loss, the backlog is handled now).
-                let caught_up = evs.len() < reader_batch;
-                let mut kernel_to_read = crate::output::stages::Histogram::default();
-                let mut read_to_decided = crate::output::stages::Histogram::default();
-                let mut s_events: BTreeMap<&'static str, u64> = BTreeMap::new();
-                let mut decode_errors = 0;
-                for ev in evs.drain(..) {
-                    match ev {
-                        Ok(ev) => {
-                            if let Some(c) = canary.as_mut() {
-                                if let Some(latency) = c.observe(&ev) {
-                                    // The canary made it through: not an event of the host.
-                                    if let Some(reason) = latency.recovered {
-                                        stats.lock().expect("stats lock").healthy = true;
-                                        records.push(health_record(
-                                            &engine.enricher.clock,
-                                            true,
-                                            reason,
-                                            Some(latency.seconds),
-                                        ));
-                                    }
-                                    let mut s = stats.lock().expect("stats lock");
-                                    s.canary_ok += 1;
-                                    s.canary_latency_s = latency.seconds;
-                                    continue;
-                                }
-                            }
-                            kernel_to_read.observe_ns(read_ns.saturating_sub(ev.header.ts_ns));
-                            let (r, fs) = engine.handle_opt(&ev, out.wants_events());
-                            if !fs.is_empty() {
-                                let now = Clock::mono_now();
-                                for _ in &fs {
-                                    read_to_decided.observe_ns(now.saturating_sub(read_ns));
-                                    decided.push(now);
-                                }
-                            }
-                            *s_events.entry(ev.kind().as_str()).or_default() += 1;
-                            records.extend(r);
-                            records.extend(fs.iter().map(|f| engine.finding_record(f)));
-                            count_findings(&stats, &fs);
-                            // A finding goes to the sinks now, not after the
-                            // rest of its batch (1,024 records of a flood
-                            // are ~10 ms of work).
-                            if !fs.is_empty() && !consumer_gone {
-                                let now = std::mem::take(&mut records);
-                                consumer_gone = !deliver(
-                                    out,
-                                    &mut names,
-                                    &mut engine,
-                                    now,
-                                    &mut decided,
-                                    &stats,
-                                )?;
-                            }
-                        }
-                        Err(e) => {
-                            decode_errors += 1;
-                            tracing::warn!("undecodable record: {e}");
-                        }
-                    }
-                }
-                let mut s = stats.lock().expect("stats lock");
-                for (k, n) in s_events {
-                    *s.events_by_type.entry(k).or_default() += n;
-                }
-                s.stages.kernel_to_read.merge(&kernel_to_read);
-                s.stages.read_to_decided.merge(&read_to_decided);
-                s.decode_errors += decode_errors;
-                drop(s);
-                spares.give(evs);
-                if caught_up {
-                    engine.caught_up();
-                }
-            }
+            Batch::Events(evs, read_ns) => lp.on_events(evs, read_ns)?,
             Batch::Wake => {}
-            Batch::Drained => {
-                awaiting_drain = false;
-                let now = Clock::mono_now();
-                let fs = engine.tick(now);
-                decided.extend(fs.iter().map(|_| now));
-                records.extend(fs.iter().map(|f| engine.finding_record(f)));
-                count_findings(&stats, &fs);
-            }
-            Batch::Lost { by_kind } => {
-                engine.loss_seen();
-                records.extend(losses.add(&by_kind, &stats, &engine.enricher.clock));
-            }
+            Batch::Drained => lp.on_drained(),
+            Batch::Lost { by_kind } => lp.on_lost(&by_kind),
         }
-        if let Some(c) = canary.as_mut() {
-            // A canary is due: fork a child that exits at once (its exit is the probe).
-            if let Err(e) = c.maybe_send() {
-                tracing::warn!("canary: {e}");
-            }
-        }
-        if !consumer_gone {
-            consumer_gone = !deliver(out, &mut names, &mut engine, records, &mut decided, &stats)?;
-        }
-        if consumer_gone && !stopping {
-            stopping = true;
-            let _ = stop_tx.send(true);
-        }
+        lp.end_turn()?;
     }
     // The reader ends after its final drain once stopped (or when this
     // loop's receiver is gone).
@@ -579,15 +406,310 @@ pub async fn run(
         Err(_) => tracing::warn!("the ring-buffer reader panicked"),
         _ => {}
     }
-    let mut rest = losses.flush(&stats, &engine.enricher.clock);
-    rest.extend(names.flush(&engine.enricher.containers));
-    if !consumer_gone && !rest.is_empty() {
-        let _ = out.write(&rest, &stats);
+    Ok(lp.finish())
+}
+
+/// The processing loop's state, with one method per event source.
+struct Loop<'o> {
+    engine: Engine,
+    out: &'o mut dyn Output,
+    stats: SharedStats,
+    canary: Option<Canary>,
+    /// Keeps the programs attached (`None` after a fault drill detached them).
+    ebpf: Option<aya::Ebpf>,
+    skips: crate::kernel::skips::Skips,
+    table_states: crate::kernel::tables::TableStates,
+    drill_detach_at: Option<Instant>,
+    /// The kernel's loss counters, and the total the reader has said.
+    lost: std::sync::Arc<aya::maps::PerCpuArray<aya::maps::MapData, u64>>,
+    losses_said: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The reader's most records per batch.
+    reader_batch: usize,
+    /// Emptied batches go back to the reader.
+    spares: reader::Spares,
+    stop_tx: watch::Sender<bool>,
+    drain_tx: mpsc::Sender<()>,
+    /// A deadline is due and the reader was asked to drain first.
+    awaiting_drain: bool,
+    clock_refreshed: Instant,
+    stopping: bool,
+    consumer_gone: bool,
+    names: crate::output::names::NameWait,
+    losses: LossRecords,
+    /// This turn's records, and when the findings among them were decided
+    /// (for the write stage's latency).
+    records: Vec<Record>,
+    decided: Vec<u64>,
+}
+
+impl Loop<'_> {
+    /// The detectors' next deadline is due: the reader drains first, and
+    /// says so with `Batch::Drained` (or the reader has ended).
+    fn on_deadline(&mut self) -> Batch {
+        // Records lost that the reader has not said yet (it runs after
+        // this): deadlines of what they concern must wait for the reconciliation.
+        if crate::kernel::loader::read_lost_total(&self.lost)
+            != self.losses_said.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.engine.loss_seen();
+        }
+        match self.drain_tx.try_send(()) {
+            Ok(()) => {
+                self.awaiting_drain = true;
+                Batch::Wake
+            }
+            // The reader has ended: nothing more will come.
+            Err(_) => Batch::Drained,
+        }
     }
-    drop(ebpf);
-    refresh_stats(&stats, &engine);
-    let s = stats.lock().expect("stats lock").clone();
-    Ok(s)
+
+    /// Once a second: the canary, held loss records, the kernel's skips and
+    /// tables, the counters behind the metrics.
+    fn on_second(&mut self) {
+        // A loss without records after it: nothing more to wait for.
+        self.engine.caught_up();
+        self.engine.recheck_unseen_reaps();
+        if let Some(c) = self.canary.as_mut() {
+            if let Some((healthy, reason, latency)) = c.tick() {
+                let mut s = self.stats.lock().expect("stats lock");
+                if !healthy {
+                    s.canary_missed += 1;
+                }
+                s.healthy = healthy;
+                drop(s);
+                if !healthy {
+                    tracing::error!("{reason}");
+                }
+                self.records.push(health_record(
+                    &self.engine.enricher.clock,
+                    healthy,
+                    reason,
+                    latency,
+                ));
+            }
+        }
+        if self.drill_detach_at.is_some_and(|t| Instant::now() >= t) && self.ebpf.is_some() {
+            tracing::warn!("fault drill: detaching every program");
+            self.ebpf = None;
+        }
+        self.records
+            .extend(self.losses.flush(&self.stats, &self.engine.enricher.clock));
+        // Runs the kernel skipped (counted, not said as a loss: most runs of
+        // the hooks that can be skipped decide nothing — a TCP state change
+        // watcher filters out — so a skip is a record that may have been
+        // lost, not one that was).
+        if let Some(e) = self.ebpf.as_ref() {
+            let skipped = !self.skips.poll(e).is_empty();
+            let mut st = self.stats.lock().expect("stats lock");
+            if skipped {
+                st.program_skips = self.skips.total.clone();
+            }
+            st.program_runs = self.skips.runs.clone();
+        }
+        refresh_stats(&self.stats, &self.engine);
+        if let Ok(t) = self.table_states.lock() {
+            self.stats.lock().expect("stats lock").kernel_tables = t.clone();
+        }
+        self.stats.lock().expect("stats lock").container_names_late = self.names.unnamed;
+        self.out.tick(&self.stats);
+    }
+
+    /// SIGHUP: the output reloads its configuration (detectors included).
+    fn on_hup(&mut self) {
+        match self.out.reload(&mut self.engine) {
+            Ok(resolved) => self.found(&resolved, false),
+            Err(e) => {
+                tracing::error!("reload refused, keeping the running configuration: {e:#}");
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("watcher: reload refused, keeping the running configuration: {e:#}\n")
+                        .as_bytes(),
+                );
+            }
+        }
+    }
+
+    /// SIGTERM, SIGINT, or the output's consumer gone: the reader drains and ends.
+    fn stop(&mut self) {
+        self.stopping = true;
+        let _ = self.stop_tx.send(true);
+    }
+
+    /// Findings decided now: their records, counted (and `decided` for the
+    /// write stage's latency when `timed`).
+    fn found(&mut self, fs: &[crate::detect::Finding], timed: bool) {
+        if timed {
+            let now = Clock::mono_now();
+            self.decided.extend(fs.iter().map(|_| now));
+        }
+        self.records
+            .extend(fs.iter().map(|f| self.engine.finding_record(f)));
+        count_findings(&self.stats, fs);
+    }
+
+    /// Between batches: the container runtime's answers (names, images —
+    /// incidents that named a container by its id say its name now), late
+    /// socket-table answers, and after a loss the reconciliation's result.
+    fn between_batches(&mut self) {
+        let (lines, renamed) = self.engine.drain_runtime(Clock::mono_now());
+        for line in lines {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("watcher: {line}\n").as_bytes(),
+            );
+        }
+        self.found(&renamed, false);
+        let confirmed = self.engine.late_confirmations(Clock::mono_now());
+        self.found(&confirmed, false);
+        // After a loss: the tables corrected from /proc, the held findings decided.
+        let reconciled = self.engine.reconciled(Clock::mono_now());
+        self.found(&reconciled, false);
+        if self.clock_refreshed.elapsed() > Duration::from_secs(10) {
+            self.engine.enricher.clock = Clock::now();
+            self.clock_refreshed = Instant::now();
+        }
+    }
+
+    /// A batch of records from the ring: each enriched and fed to the
+    /// detectors; a finding goes to the sinks at once, not after the rest
+    /// of its batch (1,024 records of a flood are ~10 ms of work).
+    fn on_events(&mut self, mut evs: reader::Records, read_ns: u64) -> anyhow::Result<()> {
+        // A batch shorter than the reader's most: the ring was empty behind
+        // it (after a loss, the backlog is handled now).
+        let caught_up = evs.len() < self.reader_batch;
+        let mut kernel_to_read = crate::output::stages::Histogram::default();
+        let mut read_to_decided = crate::output::stages::Histogram::default();
+        let mut s_events: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut decode_errors = 0;
+        let wants_events = self.out.wants_events();
+        for ev in evs.drain(..) {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    decode_errors += 1;
+                    tracing::warn!("undecodable record: {e}");
+                    continue;
+                }
+            };
+            if self.canary_came(&ev) {
+                // The canary made it through: not an event of the host.
+                continue;
+            }
+            kernel_to_read.observe_ns(read_ns.saturating_sub(ev.header.ts_ns));
+            let (r, fs) = self.engine.handle_opt(&ev, wants_events);
+            if !fs.is_empty() {
+                let now = Clock::mono_now();
+                for _ in &fs {
+                    read_to_decided.observe_ns(now.saturating_sub(read_ns));
+                }
+            }
+            *s_events.entry(ev.kind().as_str()).or_default() += 1;
+            self.records.extend(r);
+            self.found(&fs, true);
+            if !fs.is_empty() && !self.consumer_gone {
+                let now = std::mem::take(&mut self.records);
+                self.consumer_gone = !self.deliver(now)?;
+            }
+        }
+        let mut s = self.stats.lock().expect("stats lock");
+        for (k, n) in s_events {
+            *s.events_by_type.entry(k).or_default() += n;
+        }
+        s.stages.kernel_to_read.merge(&kernel_to_read);
+        s.stages.read_to_decided.merge(&read_to_decided);
+        s.decode_errors += decode_errors;
+        drop(s);
+        self.spares.give(evs);
+        if caught_up {
+            self.engine.caught_up();
+        }
+        Ok(())
+    }
+
+    /// Whether `ev` is the canary's probe (then it is counted, and a
+    /// recovery said, here).
+    fn canary_came(&mut self, ev: &crate::kernel::decode::KernelEvent) -> bool {
+        let Some(latency) = self.canary.as_mut().and_then(|c| c.observe(ev)) else {
+            return false;
+        };
+        if let Some(reason) = latency.recovered {
+            self.stats.lock().expect("stats lock").healthy = true;
+            self.records.push(health_record(
+                &self.engine.enricher.clock,
+                true,
+                reason,
+                Some(latency.seconds),
+            ));
+        }
+        let mut s = self.stats.lock().expect("stats lock");
+        s.canary_ok += 1;
+        s.canary_latency_s = latency.seconds;
+        true
+    }
+
+    /// The reader drained what was in the ring: the deadlines due are judged.
+    fn on_drained(&mut self) {
+        self.awaiting_drain = false;
+        let fs = self.engine.tick(Clock::mono_now());
+        self.found(&fs, true);
+    }
+
+    /// The kernel lost records: the engine reconciles, the loss is said.
+    fn on_lost(&mut self, by_kind: &[u64; watcher_common::LOST_SLOTS as usize]) {
+        self.engine.loss_seen();
+        let said = self
+            .losses
+            .add(by_kind, &self.stats, &self.engine.enricher.clock);
+        self.records.extend(said);
+    }
+
+    /// The end of a turn: a canary sent when due, this turn's records to
+    /// the sinks; the loop stops when their consumer is gone.
+    fn end_turn(&mut self) -> anyhow::Result<()> {
+        if let Some(c) = self.canary.as_mut() {
+            // A canary is due: fork a child that exits at once (its exit is the probe).
+            if let Err(e) = c.maybe_send() {
+                tracing::warn!("canary: {e}");
+            }
+        }
+        if !self.consumer_gone {
+            let records = std::mem::take(&mut self.records);
+            self.consumer_gone = !self.deliver(records)?;
+        }
+        // (Records the consumer could not take, and the decision times of
+        // findings held for a container's name, end with the turn.)
+        self.records.clear();
+        self.decided.clear();
+        if self.consumer_gone && !self.stopping {
+            self.stop();
+        }
+        Ok(())
+    }
+
+    /// Hand `records` to the sinks (see [`deliver`]). `Ok(false)`: their consumer is gone.
+    fn deliver(&mut self, records: Vec<Record>) -> anyhow::Result<bool> {
+        deliver(
+            self.out,
+            &mut self.names,
+            &mut self.engine,
+            records,
+            &mut self.decided,
+            &self.stats,
+        )
+    }
+
+    /// After the reader ended: what is held goes, the programs detach, the final counters.
+    fn finish(mut self) -> Stats {
+        let mut rest = self.losses.flush(&self.stats, &self.engine.enricher.clock);
+        rest.extend(self.names.flush(&self.engine.enricher.containers));
+        if !self.consumer_gone && !rest.is_empty() {
+            let _ = self.out.write(&rest, &self.stats);
+        }
+        drop(self.ebpf.take());
+        refresh_stats(&self.stats, &self.engine);
+        let s = self.stats.lock().expect("stats lock").clone();
+        s
+    }
 }
 
 /// Hand `records` to the sinks, past those still waiting for a container's
