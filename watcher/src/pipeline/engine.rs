@@ -33,19 +33,11 @@ pub struct Engine {
     pub lookups_unanswered: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Answers of the container runtime's worker.
     runtime: Option<std::sync::mpsc::Receiver<crate::world::containers::RuntimeUpdate>>,
-    /// After a loss: findings are held (`Some`); the `/proc` snapshot is
-    /// asked once the backlog is handled (then the receiver is there).
-    reconciling: Option<Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>>>,
-    held: Vec<Finding>,
-    /// Processes events spoke of since the snapshot was asked, with the
-    /// events' times: those at or after the snapshot's start are newer than
-    /// it (bounded; beyond it, the reconciliation judges less).
-    touched_since_snapshot: Vec<(u32, u64)>,
-    /// The snapshot, come but not applied until the events before it are handled.
-    snapshot_ready: Option<crate::world::reconcile::Snapshot>,
+    /// The reconciliation with `/proc` after a loss (or a confirmation of
+    /// what a finding names): its phase and the findings it holds.
+    recon: Reconciliation,
     /// The newest event handled (its kernel time).
     last_event_ns: u64,
-    loss_again: bool,
     /// Exited processes the kernel could not remember (its exited-process
     /// table was full): a reap without a wait would go unseen, so `/proc`
     /// is asked about them every second until they are gone (bounded).
@@ -77,6 +69,139 @@ fn depends_on(f: &Finding) -> Vec<u32> {
     pids
 }
 
+/// Where a reconciliation with `/proc` is.
+#[derive(Default)]
+enum Phase {
+    /// Nothing lost, nothing asked.
+    #[default]
+    Idle,
+    /// Records were lost: the snapshot is asked once the ring's backlog is
+    /// handled (the events before it, then what the walk sees).
+    AfterLoss,
+    /// A snapshot of every process (after a loss), or of the processes a
+    /// finding names (a confirmation), is being taken on a worker; `ready`
+    /// once it came, applied when the events before it are handled.
+    Asked {
+        rx: std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>,
+        ready: Option<crate::world::reconcile::Snapshot>,
+    },
+}
+
+/// The reconciliation's state machine: its phase, the findings it holds
+/// until its answer, and the processes events spoke of meanwhile. What the
+/// answer changes (synthetic events, seeds, the socket table) is the
+/// engine's: [`Engine::reconciled`].
+#[derive(Default)]
+struct Reconciliation {
+    phase: Phase,
+    /// Findings of the kinds a loss can make false, held until the answer.
+    held: Vec<Finding>,
+    /// Processes events spoke of since the snapshot was asked, with the
+    /// events' times: those at or after the snapshot's start are newer than
+    /// it (bounded; beyond it, the reconciliation judges less).
+    touched: Vec<(u32, u64)>,
+    /// A loss while the snapshot was taken: another one follows this one.
+    again: bool,
+}
+
+impl Reconciliation {
+    fn is_idle(&self) -> bool {
+        matches!(self.phase, Phase::Idle)
+    }
+
+    fn is_asked(&self) -> bool {
+        matches!(self.phase, Phase::Asked { .. })
+    }
+
+    fn loss_seen(&mut self) {
+        match self.phase {
+            Phase::Idle => self.phase = Phase::AfterLoss,
+            Phase::Asked { .. } => self.again = true,
+            Phase::AfterLoss => {}
+        }
+    }
+
+    /// A snapshot or a confirmation was asked of a worker.
+    fn asked(&mut self, rx: std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>) {
+        self.phase = Phase::Asked { rx, ready: None };
+    }
+
+    /// Its answer, had at once.
+    fn came(&mut self, snapshot: crate::world::reconcile::Snapshot) {
+        if let Phase::Asked { ready, .. } = &mut self.phase {
+            *ready = Some(snapshot);
+        }
+    }
+
+    fn touch(&mut self, tgid: u32, ts: u64) {
+        if self.touched.len() < 100_000 {
+            self.touched.push((tgid, ts));
+        }
+    }
+
+    /// Findings of the held kinds (opens, and what follows for incidents
+    /// held) wait; the rest go.
+    fn hold(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for f in findings {
+            let held_incident = self.held.iter().any(|h| h.id == f.id);
+            if f.kind.held_after_loss() && (f.state == crate::detect::State::Open || held_incident)
+            {
+                self.held.push(f);
+            } else {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// The answer, when it has come and may be applied (`last_event_ns`:
+    /// the newest event handled): a full snapshot once the events from
+    /// before it are handled — the ring's backlog — or when none newer came
+    /// for a second (a quiet host); a confirmation at once. With it, the
+    /// processes events spoke of since it was taken. The phase is idle then.
+    fn take_ready(
+        &mut self,
+        last_event_ns: u64,
+        now: u64,
+    ) -> Option<(crate::world::reconcile::Snapshot, foldhash::HashSet<u32>)> {
+        let Phase::Asked { rx, ready } = &mut self.phase else {
+            return None;
+        };
+        if ready.is_none() {
+            match rx.try_recv() {
+                Ok(s) => *ready = Some(s),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return None,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    *ready = Some(Default::default())
+                }
+            }
+        }
+        let s = ready.as_ref()?;
+        if s.only.is_none() && last_event_ns < s.taken_ns && now < s.taken_ns + 1_000_000_000 {
+            return None;
+        }
+        let snapshot = ready.take().unwrap_or_default();
+        self.phase = Phase::Idle;
+        let touched = std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter(|(_, t)| *t >= snapshot.taken_ns)
+            .map(|(p, _)| p)
+            .collect();
+        Some((snapshot, touched))
+    }
+
+    /// Whether a loss came while the answer was awaited: then the phase
+    /// goes back to `AfterLoss` (another snapshot follows).
+    fn lost_meanwhile(&mut self) -> bool {
+        if std::mem::take(&mut self.again) {
+            self.phase = Phase::AfterLoss;
+            return true;
+        }
+        false
+    }
+}
+
 /// Most exited processes waited on for a reap the kernel could not report.
 const UNSEEN_REAPS_MAX: usize = 65_536;
 
@@ -101,12 +226,8 @@ impl Engine {
             lookups_skipped: 0,
             budget: (0, std::collections::HashMap::new()),
             args_cut: 0,
-            reconciling: None,
-            held: Vec::new(),
-            touched_since_snapshot: Vec::new(),
-            snapshot_ready: None,
+            recon: Reconciliation::default(),
             last_event_ns: 0,
-            loss_again: false,
             unseen_reaps: Vec::new(),
             reconciliations: 0,
             confirmations: 0,
@@ -225,16 +346,11 @@ impl Engine {
         }
         let ts = ev.header.ts_ns;
         self.last_event_ns = self.last_event_ns.max(ts);
-        if matches!(self.reconciling, Some(Some(_))) && self.touched_since_snapshot.len() < 100_000
-        {
-            self.touched_since_snapshot.push((ev.header.tgid, ts));
+        if self.recon.is_asked() {
+            self.recon.touch(ev.header.tgid, ts);
             match &ev.payload {
-                crate::kernel::decode::Payload::Fork(f) => {
-                    self.touched_since_snapshot.push((f.child_tgid, ts))
-                }
-                crate::kernel::decode::Payload::Reap(r) => {
-                    self.touched_since_snapshot.push((r.reaped_pid, ts))
-                }
+                crate::kernel::decode::Payload::Fork(f) => self.recon.touch(f.child_tgid, ts),
+                crate::kernel::decode::Payload::Reap(r) => self.recon.touch(r.reaped_pid, ts),
                 _ => {}
             }
         }
@@ -353,24 +469,21 @@ impl Engine {
     /// Records were lost: reconcile with `/proc` (off this thread) before
     /// writing what the lost records could have made false.
     pub fn loss_seen(&mut self) {
-        match self.reconciling {
-            None => self.reconciling = Some(None),
-            // A loss while the snapshot is taken: another one follows this one.
-            Some(Some(_)) => self.loss_again = true,
-            Some(None) => {}
-        }
+        self.recon.loss_seen();
     }
 
     /// The ring's backlog has been handled: after a loss, take the snapshot now.
     pub fn caught_up(&mut self) {
-        if let Some(None) = self.reconciling {
+        if matches!(self.recon.phase, Phase::AfterLoss) {
             // The namespaces the socket table knows, and watcher's own.
             let mut namespaces = self.detectors.sockets.namespaces();
             namespaces.push((crate::world::netns::own_netns(), std::process::id()));
-            self.reconciling = Some(
-                self.lookup
-                    .start_snapshot(self.enricher.procs.identity, namespaces),
-            );
+            if let Some(rx) = self
+                .lookup
+                .start_snapshot(self.enricher.procs.identity, namespaces)
+            {
+                self.recon.asked(rx);
+            }
         }
     }
 
@@ -379,7 +492,7 @@ impl Engine {
     /// the same path as a confirmation); nothing when none is pending.
     pub fn recheck_unseen_reaps(&mut self) {
         self.lookup.sweep();
-        if self.unseen_reaps.is_empty() || self.reconciling.is_some() {
+        if self.unseen_reaps.is_empty() || !self.recon.is_idle() {
             return;
         }
         let table = &self.enricher.procs;
@@ -396,19 +509,19 @@ impl Engine {
             self.lookup
                 .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
         {
-            self.reconciling = Some(Some(rx));
+            self.recon.asked(rx);
         }
     }
 
     /// Whether a reconciliation is under way.
     pub fn reconciling(&self) -> bool {
-        self.reconciling.is_some()
+        !self.recon.is_idle()
     }
 
     /// While reconciling, findings of the held kinds (opens, and what follows
     /// for incidents held) wait.
     fn hold(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
-        if self.reconciling.is_none() {
+        if self.recon.is_idle() {
             // No loss: confirm what a finding about processes names before it opens.
             let opens: Vec<u32> = findings
                 .iter()
@@ -434,10 +547,10 @@ impl Engine {
             } else {
                 rx.recv_timeout(wait).ok()
             };
+            self.recon.asked(rx);
             if let Some(snapshot) = got {
-                self.snapshot_ready = Some(snapshot);
+                self.recon.came(snapshot);
             }
-            self.reconciling = Some(Some(rx));
             let now = self.last_event_ns;
             out.extend(self.reconciled(now));
             return out;
@@ -446,17 +559,7 @@ impl Engine {
     }
 
     fn hold_all(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
-        let mut out = Vec::new();
-        for f in findings {
-            let held_incident = self.held.iter().any(|h| h.id == f.id);
-            if f.kind.held_after_loss() && (f.state == crate::detect::State::Open || held_incident)
-            {
-                self.held.push(f);
-            } else {
-                out.push(f);
-            }
-        }
-        out
+        self.recon.hold(findings)
     }
 
     /// The snapshot has come: correct the tables with synthetic events, and
@@ -464,45 +567,15 @@ impl Engine {
     pub fn reconciled(&mut self, now: u64) -> Vec<Finding> {
         use crate::kernel::decode::{header_for, KernelEvent, Payload};
         use watcher_common::{EventKind, ExitData, ReapData, ReapSource};
-        let Some(Some(rx)) = &self.reconciling else {
+        let Some((snapshot, touched)) = self.recon.take_ready(self.last_event_ns, now) else {
             return Vec::new();
         };
-        if self.snapshot_ready.is_none() {
-            match rx.try_recv() {
-                Ok(s) => self.snapshot_ready = Some(s),
-                Err(std::sync::mpsc::TryRecvError::Empty) => return Vec::new(),
-                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                    self.snapshot_ready = Some(Default::default())
-                }
-            }
-        }
-        // Applied once the events from before the snapshot are handled (the
-        // backlog of the ring), or when none newer came for a second (a quiet host).
-        let taken = self
-            .snapshot_ready
-            .as_ref()
-            .map(|s| s.taken_ns)
-            .unwrap_or(0);
-        let partial = self
-            .snapshot_ready
-            .as_ref()
-            .is_some_and(|s| s.only.is_some());
-        if !partial && self.last_event_ns < taken && now < taken + 1_000_000_000 {
-            return Vec::new();
-        }
-        let snapshot = self.snapshot_ready.take().unwrap_or_default();
-        self.reconciling = None;
+        let partial = snapshot.only.is_some();
         if partial {
             self.confirmations += 1;
         } else {
             self.reconciliations += 1;
         }
-        let touched: std::collections::HashSet<u32> =
-            std::mem::take(&mut self.touched_since_snapshot)
-                .into_iter()
-                .filter(|(_, t)| *t >= snapshot.taken_ns)
-                .map(|(p, _)| p)
-                .collect();
         let mut out = Vec::new();
         if !snapshot.procs.is_empty() || snapshot.only.is_some() {
             let now_by_pid: std::collections::HashMap<u32, &Proc> =
@@ -605,7 +678,7 @@ impl Engine {
         }
         // What was held: written if its incident survived, else withdrawn
         // (and what the reconciliation said of it, too).
-        let held = std::mem::take(&mut self.held);
+        let held = std::mem::take(&mut self.recon.held);
         let withdrawn: Vec<String> = held
             .iter()
             .filter(|h| !self.detectors.is_open(h.kind, &h.id))
@@ -621,8 +694,8 @@ impl Engine {
             .collect();
         out.retain(|f| !withdrawn.contains(&f.id));
         written.extend(out);
-        if std::mem::take(&mut self.loss_again) {
-            self.reconciling = Some(None);
+        if self.recon.lost_meanwhile() {
+            // (Another loss came while the snapshot was taken: another one.)
         } else if !partial {
             // An open raised after the walk began is newer than what the
             // walk saw (on a quiet host the snapshot waits a second before it
@@ -635,14 +708,16 @@ impl Engine {
             written = rest;
             if !newer.is_empty() {
                 let pids: Vec<u32> = newer.iter().flat_map(depends_on).collect();
-                self.held = newer;
                 match self.lookup.start_confirmation(
                     pids,
                     self.enricher.procs.identity,
                     &self.answers,
                 ) {
-                    Some(rx) => self.reconciling = Some(Some(rx)),
-                    None => written.append(&mut self.held),
+                    Some(rx) => {
+                        self.recon.held = newer;
+                        self.recon.asked(rx);
+                    }
+                    None => written.extend(newer),
                 }
             }
         }
@@ -684,7 +759,7 @@ impl Engine {
 
     /// Whether socket-table answers (or a reconciliation's snapshot) are still on their way.
     pub fn confirmations_pending(&self) -> bool {
-        self.lookup.waiting() || matches!(self.reconciling, Some(Some(_)))
+        self.lookup.waiting() || self.recon.is_asked()
     }
 
     pub fn tick(&mut self, now: u64) -> Vec<Finding> {
