@@ -226,17 +226,7 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         facts: &impl Facts,
         processes: Vec<Involved>,
     ) -> Option<Finding> {
-        let (summary, details) = facts.said();
-        self.open_or_update(
-            k,
-            key_text,
-            now,
-            count,
-            summary,
-            processes,
-            Vec::new(),
-            details,
-        )
+        self.raise_counting(k, key_text, now, count, facts, processes, Vec::new())
     }
 
     /// [`Incidents::raise`] for a finding that also counts processes
