@@ -28,6 +28,12 @@ pub trait Facts: fmt::Display + Serialize {
 
 impl<T: fmt::Display + Serialize> Facts for T {}
 
+/// A duration kept in ns, said in the details in seconds
+/// (`#[serde(rename = "…_s", serialize_with = "seconds")]`).
+pub(crate) fn seconds<S: serde::Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(*ns as f64 / 1e9)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,9 +51,8 @@ struct Overdue {
     parent: String,
     parent_pid: u32,
     overdue: usize,
-    #[serde(skip)]
+    #[serde(rename = "max_age_s", serialize_with = "super::summary::seconds")]
     max_age_ns: u64,
-    max_age_s: f64,
     /// How long the oldest has been a zombie (unknown for those found at start).
     #[serde(skip)]
     oldest_age_ns: Option<u64>,
@@ -204,7 +203,6 @@ impl Zombies {
             parent_pid: parent,
             overdue: n,
             max_age_ns: self.max_age_ns,
-            max_age_s: self.max_age_ns as f64 / 1e9,
             oldest_age_ns: oldest.map(|t| now.saturating_sub(t)),
             zombie_pids: pids.clone(),
         };

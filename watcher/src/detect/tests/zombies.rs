@@ -266,6 +266,8 @@ fn zombie_fires_at_its_deadline_from_the_timer_and_resolves_on_reap() {
         (State::Open, 13 * S),
         "fires exactly at the deadline"
     );
+    assert_eq!(z[0].details["max_age_s"], 10.0, "{:?}", z[0].details);
+    assert_eq!(z[0].details["parent_pid"], 100);
     // The others' deadlines follow: one incident, more zombies.
     k.run_timers(13 * S + 10 * MS);
     let inc = k.engine.detectors.zombie.incidents.get(&100).expect("open");
