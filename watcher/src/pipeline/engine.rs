@@ -538,7 +538,7 @@ impl Engine {
                 return findings;
             };
             let wait = self.lookup.confirmation_wait();
-            let mut out = self.hold_all(findings);
+            let mut out = self.recon.hold(findings);
             // Decided now when the answer is already there; else the findings
             // are held and the answer wakes the pipeline when it comes (the
             // detectors never wait for /proc).
@@ -555,10 +555,6 @@ impl Engine {
             out.extend(self.reconciled(now));
             return out;
         }
-        self.hold_all(findings)
-    }
-
-    fn hold_all(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
         self.recon.hold(findings)
     }
 
