@@ -29,11 +29,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    };
     match cli.command {
         Command::Check(a) if a.daemon => watcher::cli::daemon::check_daemon(&a.status),
         Command::Check(a) if a.config.is_some() => {
@@ -50,13 +45,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Check(_) => watcher::cli::check::run(),
-        Command::Trace(args) => runtime()?.block_on(watcher::cli::trace::run(args.settings())),
+        Command::Trace(args) => watcher::cli::trace::run(args.settings()),
         Command::Top(args) => watcher::cli::top::run(args.settings()),
-        Command::Run(args) => runtime()?.block_on(watcher::cli::daemon::run(
+        Command::Run(args) => watcher::cli::daemon::run(
             args.config.clone(),
             args.kernel.load(),
             args.kernel.max_processes as usize,
-        )),
+        ),
         Command::Schema => {
             let schema = schemars::schema_for!(watcher::output::record::Record);
             let mut out = std::io::stdout().lock();

@@ -320,7 +320,7 @@ fn set_nice(nice: i32) -> Result<(), String> {
     ))
 }
 
-pub async fn run(
+pub fn run(
     config_path: PathBuf,
     load: LoadOptions,
     max_processes: usize,
@@ -364,22 +364,16 @@ pub async fn run(
         otlp: feed.otlp.as_ref().map(|o| o.stats.clone()),
         ..Stats::default()
     }));
-    let metrics = if config.metrics.listen.is_empty() {
-        None
-    } else {
-        let listener = tokio::net::TcpListener::bind(&config.metrics.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "listening for metrics on {} ([metrics] listen)",
-                    config.metrics.listen
-                )
-            })?;
-        Some(tokio::spawn(crate::output::metrics::serve(
-            listener,
-            stats.clone(),
-        )))
-    };
+    if !config.metrics.listen.is_empty() {
+        let listen = || {
+            format!(
+                "listening for metrics on {} ([metrics] listen)",
+                config.metrics.listen
+            )
+        };
+        let listener = std::net::TcpListener::bind(&config.metrics.listen).with_context(listen)?;
+        crate::output::metrics::start(listener, stats.clone()).with_context(listen)?;
+    }
     let (engine, initial, seeded) = trace::engine(&config, max_processes);
     say(&format!(
         "running: {} attached ({} processes known); {}; metrics {}; canary every {} s",
@@ -408,11 +402,8 @@ pub async fn run(
         canary_deadline: Duration::from_secs_f64(config.health.canary_deadline_s),
         reload_on_hup: true,
     };
-    let st = pipeline::run(probes, engine, settings, &mut feed, stats.clone(), signals).await?;
+    let st = pipeline::run(probes, engine, settings, &mut feed, stats.clone(), signals)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    if let Some(m) = metrics {
-        m.abort();
-    }
     let _ = std::fs::remove_file(&feed.status_file);
     drop(feed);
     say(&format!(

@@ -157,17 +157,9 @@ pub fn run(s: TopSettings) -> anyhow::Result<ExitCode> {
             for line in probes.degraded_lines() {
                 eprintln!("watcher: {line}");
             }
-            // One runtime: the set-up's tasks (the container runtime's
-            // worker) go on in the pipeline's thread.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (signals, (engine, initial, _, sockets)) = rt.block_on(async {
-                anyhow::Ok((
-                    pipeline::Signals::install()?,
-                    crate::cli::trace::engine_and_sockets(&config, s.max_processes),
-                ))
-            })?;
+            let signals = pipeline::Signals::install()?;
+            let (engine, initial, _, sockets) =
+                crate::cli::trace::engine_and_sockets(&config, s.max_processes);
             // What listens already, named from the process table.
             for k in sockets.iter().filter(|k| k.is_holder()) {
                 for pid in &k.pids {
@@ -206,10 +198,7 @@ pub fn run(s: TopSettings) -> anyhow::Result<ExitCode> {
                 std::thread::Builder::new()
                     .name("watcher-pipeline".into())
                     .spawn(move || {
-                        let r = rt
-                            .block_on(pipeline::run(
-                                probes, engine, settings, &mut out, st, signals,
-                            ))
+                        let r = pipeline::run(probes, engine, settings, &mut out, st, signals)
                             .map(|_| ());
                         d.store(true, Ordering::Relaxed);
                         r

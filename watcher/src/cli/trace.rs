@@ -141,7 +141,7 @@ fn say_once(what: &str) {
     let _ = writeln!(io::stderr(), "watcher: {what}");
 }
 
-pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
+pub fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
     let config = match &s.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -191,7 +191,7 @@ pub async fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         canary_deadline: std::time::Duration::from_secs(2),
         reload_on_hup: false,
     };
-    let st = pipeline::run(probes, engine, settings, &mut out, stats, signals).await?;
+    let st = pipeline::run(probes, engine, settings, &mut out, stats, signals)?;
     let missed = out.close();
     findings += st.findings.values().sum::<u64>();
     let secs = st.started.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);

@@ -94,7 +94,7 @@ impl crate::world::lookup::SocketLookup for StandIn {
         &mut self,
         pids: Vec<u32>,
         _identity: crate::world::proctable::Identity,
-        _answered: &Arc<tokio::sync::Notify>,
+        _answered: &crate::kernel::wake::Wake,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         let answer = self.confirm.lock().unwrap().clone()?;
         let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -13,3 +13,4 @@ pub(crate) mod reader;
 pub(crate) mod skips;
 pub(crate) mod tables;
 pub(crate) mod tracefs;
+pub mod wake;

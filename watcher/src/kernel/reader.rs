@@ -1,5 +1,6 @@
-//! The ring-buffer reader: waits on the ring buffer's fd through tokio
-//! `AsyncFd`, drains it in batches, decodes, and polls the kernel's loss counters.
+//! The ring-buffer reader: drains the rings in batches for the thread that
+//! reads and decides (which waits on their poll fd), decodes, and polls the
+//! kernel's loss counters.
 //!
 //! The kernel decides which records wake it (`watcher_common::wake`: those
 //! that can decide a finding; a CPU that woke the reader less than
@@ -8,36 +9,17 @@
 //! drain one interval after each drain, repeated while records have come
 //! within the last ten intervals; so are bulk records (which never wake it)
 //! while records flow, and by the drain every bulk period after a quiet
-//! spell. The
-//! pipeline can ask for a drain (before it fires a deadline, so that what
-//! happened before the deadline is known): the batch is followed by
-//! [`Batch::Drained`].
+//! spell. The pipeline drains to empty before it fires a deadline, so that
+//! what happened before the deadline is known.
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use tokio::{io::unix::AsyncFd, sync::mpsc, sync::watch};
 use watcher_common::LOST_SLOTS;
 
 use crate::{
     kernel::decode::{decode, DecodeError, KernelEvent},
     kernel::loader::{read_lost, read_lost_total},
 };
-
-/// What the reader hands to the processing stage.
-#[derive(Debug)]
-pub(crate) enum Batch {
-    /// Records, and when they were read (CLOCK_MONOTONIC ns; 0: no read).
-    Events(Vec<Result<KernelEvent, DecodeError>>, u64),
-    /// Everything written before a drain request has been sent.
-    Drained,
-    /// New kernel-side losses since the last report, by kind number.
-    Lost {
-        by_kind: Box<[u64; LOST_SLOTS as usize]>,
-    },
-    /// No records: the processing loop woke for something else (an
-    /// answer, a timer, a signal) and does its between-batches work.
-    Wake,
-}
 
 pub struct ReaderOptions {
     /// Re-drain this long after a drain that found records.
@@ -47,51 +29,13 @@ pub struct ReaderOptions {
     pub tick: Duration,
     /// Records per batch at most.
     pub batch: usize,
-    /// The loss total the reader has reported (the pipeline compares the
-    /// kernel's counter with it before firing deadlines).
-    pub losses_said: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// Batches the pipeline has emptied, given back to be filled again.
-    pub spares: Spares,
 }
 
-/// A batch's storage.
+/// A batch's storage (one vector, kept by the loop and reused: a full
+/// batch is 1,024 × 128 bytes, over the size musl's allocator maps fresh
+/// from the kernel, so a new vector per batch was an mmap, 32 page faults
+/// and a munmap under the process's memory-map lock per batch).
 pub(crate) type Records = Vec<Result<KernelEvent, DecodeError>>;
-
-/// Emptied batches on their way back from the pipeline to the reader: a
-/// full batch is 1,024 × 128 bytes, over the size musl's allocator maps
-/// fresh from the kernel (and unmaps when freed), so a new vector per
-/// batch was an mmap, 32 page faults and a munmap under the process's
-/// memory-map lock per batch — on the deciding thread, and contended by
-/// every other thread of watcher under a flood.
-#[derive(Clone, Default, Debug)]
-pub struct Spares(std::sync::Arc<std::sync::Mutex<Vec<Records>>>);
-
-impl Spares {
-    /// Most emptied batches kept.
-    const KEEP: usize = 8;
-
-    /// An empty batch, with room for `batch` records when one was given back.
-    pub fn take(&self) -> Records {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut v| v.pop())
-            .unwrap_or_default()
-    }
-
-    /// Give an emptied batch back.
-    pub fn give(&self, mut records: Records) {
-        records.clear();
-        if records.capacity() == 0 {
-            return;
-        }
-        if let Ok(mut v) = self.0.lock() {
-            if v.len() < Self::KEEP {
-                v.push(records);
-            }
-        }
-    }
-}
 
 impl Default for ReaderOptions {
     fn default() -> Self {
@@ -99,8 +43,6 @@ impl Default for ReaderOptions {
             linger: Duration::from_millis(1),
             tick: Duration::from_millis(10),
             batch: 1024,
-            losses_said: Default::default(),
-            spares: Spares::default(),
         }
     }
 }
@@ -193,15 +135,9 @@ fn suspect_bytes(ring_bytes: usize) -> usize {
 }
 
 /// What one drain found.
-struct Drained {
-    n: usize,
-    full: bool,
-}
-
-impl std::os::fd::AsRawFd for Rings {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        std::os::fd::AsFd::as_fd(&self.epoll.0).as_raw_fd()
-    }
+pub(crate) struct Drained {
+    pub(crate) n: usize,
+    pub(crate) full: bool,
 }
 
 /// Records read, and the bytes they took in the ring (with the ring's
@@ -226,142 +162,133 @@ fn drain_ring(
 /// waits for a wakeup or the bulk period again.
 const LINGER_DRAINS: u32 = 10;
 
-/// Whether to re-drain one linger interval from now, after a drain that
-/// found `n` records: while records have come within the last `window` — a
-/// trickle of bulk records (a fork storm's forks, one a millisecond) is read
-/// within an interval, not a bulk period.
-fn lingers(n: usize, found_at: &mut tokio::time::Instant, window: Duration) -> bool {
-    let now = tokio::time::Instant::now();
-    if n > 0 {
-        *found_at = now;
-    }
-    now.duration_since(*found_at) < window
+/// The reader, driven by the thread that reads and decides (no task, no
+/// channel: a drained batch is handled by the same thread at once). It
+/// says when it wants to run next ([`Reader::next_due`]: a linger re-drain
+/// or the bulk period), drains, and reads the kernel's loss counters.
+pub(crate) struct Reader {
+    rings: Rings,
+    lost: std::sync::Arc<PerCpuArray<MapData, u64>>,
+    prev_lost: [u64; LOST_SLOTS as usize],
+    prev_total: u64,
+    batch: usize,
+    linger_ns: u64,
+    tick_ns: u64,
+    /// Records came within this long of now: re-drain each linger interval.
+    window_ns: u64,
+    /// When a drain last found records.
+    found_at: u64,
+    /// The next linger re-drain (0: none).
+    linger_at: u64,
+    /// The next bulk-period drain and loss poll.
+    tick_at: u64,
 }
 
-/// Run until `stop` changes to true, then drain once more and return.
-/// Returns when the receiver is gone too.
-pub(crate) async fn run(
-    ring: Rings,
-    lost: std::sync::Arc<PerCpuArray<MapData, u64>>,
-    tx: mpsc::Sender<Batch>,
-    mut stop: watch::Receiver<bool>,
-    mut drain_requests: mpsc::Receiver<()>,
-    opts: ReaderOptions,
-) -> std::io::Result<()> {
-    // The epoll set's fd stays open and unchanged for as long as the AsyncFd
-    // (which owns it, and the rings) lives.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }?;
-    let mut prev_lost = [0u64; LOST_SLOTS as usize];
-    let mut prev_total = 0u64;
-    let mut tick = tokio::time::interval(opts.tick);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut linger = false;
-    // When a drain last found records: the reader re-drains every linger
-    // interval until LINGER_DRAINS intervals (at most a bulk period) have
-    // passed without any.
-    let window = (opts.linger * LINGER_DRAINS).min(opts.tick);
-    let mut found_at = tokio::time::Instant::now() - window;
-    loop {
-        let mut batch = opts.spares.take();
-        let mut stopping = false;
-        let mut drained = false;
-        tokio::select! {
-            biased;
-            _ = stop.changed() => stopping = true,
-            Some(()) = drain_requests.recv() => {
-                // Everything up to now (in batches of the usual size).
-                while fd.get_mut().drain(opts.batch, &mut batch).full {
-                    if tx.send(Batch::Events(std::mem::replace(&mut batch, opts.spares.take()), crate::kernel::clock::Clock::mono_now())).await.is_err() {
-                        return Ok(());
-                    }
-                }
-                drained = true;
-            }
-            guard = fd.readable_mut() => {
-                let mut guard = guard?;
-                let d = guard.get_inner_mut().drain(opts.batch, &mut batch);
-                if !d.full {
-                    guard.clear_ready();
-                }
-                linger = lingers(d.n, &mut found_at, window);
-            }
-            _ = tokio::time::sleep(opts.linger), if linger => {
-                let d = fd.get_mut().drain(opts.batch, &mut batch);
-                linger = lingers(d.n, &mut found_at, window);
-            }
-            _ = tick.tick() => {
-                let d = fd.get_mut().drain(opts.batch, &mut batch);
-                linger = lingers(d.n, &mut found_at, window);
-                // (The total first: one lookup; the 31 slots only when it moved.)
-                let total = read_lost_total(&lost);
-                let moved = total != prev_total;
-                prev_total = total;
-                opts.losses_said.store(prev_total, std::sync::atomic::Ordering::Relaxed);
-                if let Some(by_kind) = moved.then(|| new_losses(&lost, &mut prev_lost)).flatten() {
-                    if tx.send(Batch::Lost { by_kind: Box::new(by_kind) }).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
+impl Reader {
+    pub(crate) fn new(
+        rings: Rings,
+        lost: std::sync::Arc<PerCpuArray<MapData, u64>>,
+        opts: ReaderOptions,
+        now: u64,
+    ) -> Reader {
+        let linger_ns = opts.linger.as_nanos() as u64;
+        let tick_ns = (opts.tick.as_nanos() as u64).max(1);
+        let window_ns = (linger_ns * LINGER_DRAINS as u64).min(tick_ns);
+        Reader {
+            rings,
+            lost,
+            prev_lost: [0; LOST_SLOTS as usize],
+            prev_total: 0,
+            batch: opts.batch.max(1),
+            linger_ns,
+            tick_ns,
+            window_ns,
+            found_at: now.saturating_sub(window_ns),
+            linger_at: 0,
+            tick_at: now + tick_ns,
         }
-        let read_ns = crate::kernel::clock::Clock::mono_now();
-        // A loss is said before the records drained with it: the engine then
-        // holds what those records would open until it has reconciled. (The
-        // counter is read only after a drain that may follow a loss — one
-        // that read half a ring, or its most records: a bpf syscall per
-        // batch was ~7 % of the pipeline's time in an exec flood.)
-        if !batch.is_empty() && fd.get_mut().take_suspect() {
-            let total = read_lost_total(&lost);
-            if total != prev_total {
-                prev_total = total;
-                opts.losses_said
-                    .store(total, std::sync::atomic::Ordering::Relaxed);
-                if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
-                    if tx
-                        .send(Batch::Lost {
-                            by_kind: Box::new(by_kind),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-            }
+    }
+
+    /// The rings' poll fd (readable when a ring holds records and the
+    /// kernel woke it).
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.rings.epoll.0)
+    }
+
+    /// Most records per drain of one ring.
+    pub(crate) fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// When the reader wants to drain next without a wakeup (CLOCK_MONOTONIC ns).
+    pub(crate) fn next_due(&self) -> u64 {
+        if self.linger_at != 0 {
+            self.linger_at.min(self.tick_at)
+        } else {
+            self.tick_at
         }
-        if stopping {
-            // Final drain: everything the kernel wrote before the stop.
-            loop {
-                let mut rest = Vec::new();
-                if fd.get_mut().drain(opts.batch, &mut rest).n == 0 {
-                    break;
-                }
-                if tx
-                    .send(Batch::Events(rest, crate::kernel::clock::Clock::mono_now()))
-                    .await
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            if let Some(by_kind) = new_losses(&lost, &mut prev_lost) {
-                let _ = tx
-                    .send(Batch::Lost {
-                        by_kind: Box::new(by_kind),
-                    })
-                    .await;
-            }
-            return Ok(());
+    }
+
+    /// Drain up to the batch size of each ring into `out`; `full`: some
+    /// ring gave its most and may hold more. Sets the next linger re-drain.
+    pub(crate) fn drain(&mut self, out: &mut Records, now: u64) -> Drained {
+        let d = self.rings.drain(self.batch, out);
+        if d.n > 0 {
+            self.found_at = now;
         }
-        if batch.is_empty() {
-            // (A drain that found nothing keeps its storage for the next.)
-            opts.spares.give(batch);
-        } else if tx.send(Batch::Events(batch, read_ns)).await.is_err() {
-            return Ok(());
+        // Re-drain one linger interval from now while records have come
+        // within the window: a trickle of bulk records (a fork storm's
+        // forks, one a millisecond) is read within an interval, not a bulk period.
+        self.linger_at = if now.saturating_sub(self.found_at) < self.window_ns {
+            now + self.linger_ns
+        } else {
+            0
+        };
+        d
+    }
+
+    /// Whether the bulk period has come (then the caller drains and polls
+    /// the losses with `tick = true`).
+    pub(crate) fn tick_due(&self, now: u64) -> bool {
+        now >= self.tick_at
+    }
+
+    /// New kernel-side losses, by slot: read each bulk period (`tick`), and
+    /// after a drain that may follow a lost record (one that read half a
+    /// ring, or its most records) — a bpf syscall per batch was ~7 % of the
+    /// pipeline's time in an exec flood. A loss is said before the records
+    /// drained with it: the engine then holds what those records would open
+    /// until it has reconciled.
+    pub(crate) fn losses(
+        &mut self,
+        tick: bool,
+        now: u64,
+    ) -> Option<Box<[u64; LOST_SLOTS as usize]>> {
+        if tick {
+            self.tick_at = now + self.tick_ns;
         }
-        if drained && tx.send(Batch::Drained).await.is_err() {
-            return Ok(());
+        let suspect = self.rings.take_suspect();
+        if !tick && !suspect {
+            return None;
         }
+        // (The total first: one lookup; the 31 slots only when it moved.)
+        let total = read_lost_total(&self.lost);
+        if total == self.prev_total {
+            return None;
+        }
+        self.prev_total = total;
+        new_losses(&self.lost, &mut self.prev_lost).map(Box::new)
+    }
+
+    /// Every loss not said yet (at the end).
+    pub(crate) fn final_losses(&mut self) -> Option<Box<[u64; LOST_SLOTS as usize]>> {
+        new_losses(&self.lost, &mut self.prev_lost).map(Box::new)
+    }
+
+    /// The kernel's loss total differs from what the reader has said: a
+    /// record was lost that no drain has reported yet.
+    pub(crate) fn unsaid_loss(&self) -> bool {
+        read_lost_total(&self.lost) != self.prev_total
     }
 }
 

@@ -397,6 +397,31 @@ fn respond(stats: &SharedStats, req: &hyper::Request<hyper::body::Incoming>) -> 
     r
 }
 
+/// Serve `GET /metrics` on `listener` from a thread of its own, with its
+/// own small runtime, at the helpers' nice value: the thread that reads and
+/// decides never serves a scrape, and a scrape never waits for a batch.
+pub(crate) fn start(listener: std::net::TcpListener, stats: SharedStats) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("watcher-metrics".into())
+        .spawn(move || {
+            // SAFETY: setpriority takes plain integers (0: this thread).
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, crate::world::netns::HELPER_NICE);
+            }
+            rt.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(l) => serve(l, stats).await,
+                    Err(e) => tracing::error!("metrics: {e}"),
+                }
+            })
+        })?;
+    Ok(())
+}
+
 /// Serve `GET /metrics` on `listener` until the task is dropped.
 pub(crate) async fn serve(listener: TcpListener, stats: SharedStats) {
     loop {

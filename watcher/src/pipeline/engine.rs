@@ -52,7 +52,7 @@ pub struct Engine {
     /// Held findings never written because the reconciliation showed them false.
     pub findings_withdrawn: u64,
     /// Woken when a confirmation's answer has come (the pipeline then applies it).
-    pub answers: std::sync::Arc<tokio::sync::Notify>,
+    pub answers: crate::kernel::wake::Wake,
 }
 
 /// The processes a finding's truth rests on: those it names, and every
@@ -215,7 +215,7 @@ impl Engine {
         let mut enricher = Enricher::new(1, 65_536, clock);
         enricher.procs = table;
         enricher.procs.identity = config.identity.into();
-        let answers: std::sync::Arc<tokio::sync::Notify> = Default::default();
+        let answers: crate::kernel::wake::Wake = Default::default();
         let mut lookup = lookup;
         lookup.wake_on_answer(answers.clone());
         Engine {

@@ -1,9 +1,12 @@
-//! The processing loop shared by `watcher trace` and `watcher run`:
-//! reader task → bounded channel → engine (enrich + detect) → an [`Output`],
-//! with the detectors' deadline timer, signals, loss records, the canary
-//! that proves the chain works, and the counters behind the metrics.
+//! The processing loop shared by `watcher trace`, `watcher run` and
+//! `watcher top`: one thread reads the rings and decides — drain → engine
+//! (enrich + detect) → an [`Output`] — with the detectors' deadlines,
+//! signals, loss records, the canary that proves the chain works, and the
+//! counters behind the metrics. It waits in one `epoll_wait` ([`poll`]);
+//! nothing on it waits for anything else.
 pub(crate) mod canary;
 pub mod engine;
+pub(crate) mod poll;
 
 use crate::kernel::clock::Clock;
 use crate::output::stats::{SharedStats, Stats};
@@ -13,12 +16,16 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 use watcher_common::EventKind;
 
 use crate::{
     kernel::loader::Probes,
-    kernel::reader::{self, Batch, ReaderOptions},
+    kernel::reader::{self, ReaderOptions},
+    kernel::wake::Wake,
     output::record::{
         Body, HealthInfo, HealthRecord, LossInfo, LossRecord, Record, SCHEMA_VERSION,
     },
@@ -54,21 +61,66 @@ pub struct PipelineSettings {
 }
 
 /// The signals the loop handles, installed by the caller *before* it says it
-/// is ready: a SIGTERM right after readiness must stop it cleanly, not kill it.
+/// is ready: a SIGTERM right after readiness must stop it cleanly, not kill
+/// it. A handler only sets its flag and rings the loop's doorbell.
 pub struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
+    wake: Wake,
+    /// SIGTERM or SIGINT, and SIGHUP, came.
+    stop: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
 }
 
 impl Signals {
     pub fn install() -> anyhow::Result<Signals> {
-        use tokio::signal::unix::{signal, SignalKind};
+        let wake = Wake::new().context("making the signals' doorbell (eventfd)")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for (sig, flag, name) in [
+            (libc::SIGTERM, &stop, "SIGTERM"),
+            (libc::SIGINT, &stop, "SIGINT"),
+            (libc::SIGHUP, &hup, "SIGHUP"),
+        ] {
+            let (flag, fd) = (flag.clone(), wake.raw());
+            // SAFETY: the handler stores to an atomic and writes to an
+            // eventfd (async-signal-safe); the fd stays open until `drop`
+            // has unregistered it.
+            let id = unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    flag.store(true, Ordering::SeqCst);
+                    crate::kernel::wake::ring(fd);
+                })
+            }
+            .with_context(|| format!("installing the {name} handler"))?;
+            ids.push(id);
+        }
         Ok(Signals {
-            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
-            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
-            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+            wake,
+            stop,
+            hup,
+            ids,
         })
+    }
+
+    /// SIGTERM or SIGINT has come (once).
+    fn take_stop(&self) -> bool {
+        self.stop.swap(false, Ordering::SeqCst)
+    }
+
+    /// SIGHUP has come (once).
+    fn take_hup(&self) -> bool {
+        self.hup.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        // Before the doorbell closes: a later signal must not write to a
+        // reused fd number.
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }
 
@@ -243,13 +295,15 @@ fn loss_records(
     out
 }
 
-/// Run until SIGINT/SIGTERM (or the output's consumer is gone). Returns the
-/// final counters. This waits on the event sources — the reader's batches,
-/// the detectors' next deadline, answers to confirmations, records waiting
-/// for a container's name, late socket-table answers, the second's tick,
-/// signals — and hands what came to the [`Loop`] method of that source; then
-/// the turn ends ([`Loop::end_turn`]: the canary, the records to the sinks).
-pub async fn run(
+/// Run until SIGINT/SIGTERM (or the output's consumer is gone), on the
+/// calling thread. Returns the final counters. Each turn waits for the first
+/// of the event sources — the kernel waking the rings, a doorbell (answers
+/// to confirmations and socket lookups, signals), the reader's linger
+/// re-drain or bulk period, the detectors' next deadline, records waiting
+/// for a container's name, late socket-table answers, the second's work —
+/// and hands what came to the [`Loop`] method of that source; then the turn
+/// ends ([`Loop::end_turn`]: the canary, the records to the sinks).
+pub fn run(
     probes: Probes,
     engine: Engine,
     settings: PipelineSettings,
@@ -273,38 +327,22 @@ pub async fn run(
     let _ = skips.poll(&ebpf);
     skips.total.values_mut().for_each(|n| *n = 0);
     stats.lock().expect("stats lock").program_skips = skips.total.clone();
-    let (tx, mut rx) = mpsc::channel::<Batch>(256);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let lost = std::sync::Arc::new(lost);
-    // Before deadlines fire, the reader drains what is in the ring (bulk
-    // records never wake it): a deadline is judged on everything before it.
-    let (drain_tx, drain_rx) = mpsc::channel::<()>(1);
-    // The reader runs on this thread, beside the processing loop: a batch
-    // goes from one to the other without a thread wakeup (a reader thread
-    // of its own cost a context switch per batch: 20.3 → 16.9 µs per event
-    // for an exec flood, 4.7 → 3.1 µs for a bind/connect loop, measured
-    // with `watcher run` on 2 vCPUs). The ring (8 MiB by default) is the
-    // buffer while a batch is processed; sinks write from their own threads.
-    let losses_said = settings.reader.losses_said.clone();
-    let reader_batch = settings.reader.batch;
-    let spares = settings.reader.spares.clone();
-    let reader = tokio::spawn(reader::run(
+    // The reader runs on this thread, inside the loop: a batch is handled
+    // where it was drained, without a channel or a thread wakeup (a reader
+    // thread of its own cost a context switch per batch: 20.3 → 16.9 µs per
+    // event for an exec flood, 4.7 → 3.1 µs for a bind/connect loop,
+    // measured with `watcher run` on 2 vCPUs). The ring (8 MiB by default)
+    // is the buffer while a batch is handled; sinks write from their own threads.
+    let mut reader = reader::Reader::new(
         reader::Rings::new(events, ring_bytes)?,
-        lost.clone(),
-        tx,
-        stop_rx,
-        drain_rx,
+        Arc::new(lost),
         settings.reader,
-    ));
-    let Signals {
-        term: mut sigterm,
-        int: mut sigint,
-        hup: mut sighup,
-    } = signals;
-    stats.lock().expect("stats lock").started = Some(Instant::now());
-    let mut second = tokio::time::interval(Duration::from_secs(1));
-    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Clock::mono_now(),
+    );
     let answers = engine.answers.clone();
+    let mut poll = poll::Poll::new(reader.fd(), &[answers.fd()?, signals.wake.fd()?])
+        .context("setting up the reader's poll set (epoll, timerfd)")?;
+    stats.lock().expect("stats lock").started = Some(Instant::now());
     let reload_on_hup = settings.reload_on_hup;
     let mut lp = Loop {
         canary: settings
@@ -325,13 +363,7 @@ pub async fn run(
                     .and_then(|n| n.parse::<f64>().ok())
             })
             .map(|secs| Instant::now() + Duration::from_secs_f64(secs)),
-        lost,
-        losses_said,
-        reader_batch,
-        spares,
-        stop_tx,
-        drain_tx,
-        awaiting_drain: false,
+        batch: Vec::with_capacity(reader.batch()),
         clock_refreshed: Instant::now(),
         stopping: false,
         consumer_gone: false,
@@ -340,74 +372,76 @@ pub async fn run(
         records: Vec::new(),
         decided: Vec::new(),
     };
-
+    let mut second_at = Clock::mono_now() + SECOND_NS;
     loop {
-        let deadline = if lp.awaiting_drain {
-            None
-        } else {
-            lp.engine.next_deadline()
-        };
-        let timer = async {
-            match deadline {
-                Some(d) => {
-                    tokio::time::sleep(Duration::from_nanos(d.saturating_sub(Clock::mono_now())))
-                        .await
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        // Records held for a container's name go when it comes (checked on
-        // each turn), or at their deadline.
-        let name_deadline = lp.names.deadline();
-        let name_timer = async {
-            match name_deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
+        // The earliest time a source wants a turn without a wakeup.
+        let now = Clock::mono_now();
+        let mut until = reader.next_due().min(second_at);
+        if let Some(d) = lp.engine.next_deadline() {
+            until = until.min(d);
+        }
+        if let Some(d) = lp.names.deadline() {
+            let left = d.saturating_duration_since(Instant::now());
+            until = until.min(now + left.as_nanos() as u64);
+        }
         // Socket-table answers slower than the lookup's wait are looked for soon.
-        let late_pending = lp.engine.confirmations_pending();
-        let late_timer = async {
-            if late_pending {
-                tokio::time::sleep(Duration::from_millis(2)).await
-            } else {
-                std::future::pending::<()>().await
-            }
-        };
-        let stopping = lp.stopping;
-        let batch = tokio::select! {
-            b = rx.recv() => b,
-            // A confirmation's answer has come: applied between batches.
-            _ = answers.notified() => Some(Batch::Wake),
-            _ = name_timer => Some(Batch::Wake),
-            _ = late_timer => Some(Batch::Wake),
-            // Deadlines (a zombie's age, a quiet window) fire from this timer, not a sweep.
-            _ = timer => Some(lp.on_deadline()),
-            _ = second.tick() => { lp.on_second(); Some(Batch::Wake) }
-            _ = sighup.recv(), if reload_on_hup => { lp.on_hup(); Some(Batch::Wake) }
-            _ = sigterm.recv(), if !stopping => { lp.stop(); Some(Batch::Wake) }
-            _ = sigint.recv(), if !stopping => { lp.stop(); Some(Batch::Wake) }
-        };
-        let Some(batch) = batch else { break };
+        if lp.engine.confirmations_pending() {
+            until = until.min(now + LATE_LOOK_NS);
+        }
+        let ready = poll.wait(until, now)?;
+        if ready.bell {
+            answers.clear();
+            signals.wake.clear();
+        }
+        if signals.take_hup() && reload_on_hup {
+            lp.on_hup();
+        }
+        if signals.take_stop() && !lp.stopping {
+            lp.stop();
+        }
+        // A confirmation's answer, a container's name, a late socket answer.
         lp.between_batches();
-        match batch {
-            Batch::Events(evs, read_ns) => lp.on_events(evs, read_ns)?,
-            Batch::Wake => {}
-            Batch::Drained => lp.on_drained(),
-            Batch::Lost { by_kind } => lp.on_lost(&by_kind),
+        let now = Clock::mono_now();
+        if lp.stopping {
+            // Everything the kernel wrote before the stop, then its losses.
+            lp.drain_all(&mut reader)?;
+            if let Some(by_kind) = reader.final_losses() {
+                lp.on_lost(&by_kind);
+            }
+            lp.end_turn()?;
+            break;
+        }
+        // The rings: when the kernel woke them, at a linger re-drain, and
+        // each bulk period (with the loss counters).
+        let tick = reader.tick_due(now);
+        if ready.rings || tick || reader.next_due() <= now {
+            lp.drain_once(&mut reader, tick, now)?;
+        }
+        if now >= second_at {
+            lp.on_second();
+            second_at = now + SECOND_NS;
+        }
+        // Deadlines (a zombie's age, a quiet window) are judged on
+        // everything before them: what is in the rings (bulk records never
+        // wake the reader) is drained first.
+        if lp.engine.next_deadline().is_some_and(|d| d <= now) {
+            if reader.unsaid_loss() {
+                // Records lost that no drain has said yet: deadlines of
+                // what they concern wait for the reconciliation.
+                lp.engine.loss_seen();
+            }
+            lp.drain_all(&mut reader)?;
+            lp.on_drained();
         }
         lp.end_turn()?;
     }
-    // The reader ends after its final drain once stopped (or when this
-    // loop's receiver is gone).
-    drop(rx);
-    match reader.await {
-        Ok(Err(e)) => tracing::warn!("the ring-buffer reader ended with an error: {e}"),
-        Err(_) => tracing::warn!("the ring-buffer reader panicked"),
-        _ => {}
-    }
     Ok(lp.finish())
 }
+
+/// The second's work comes this often.
+const SECOND_NS: u64 = 1_000_000_000;
+/// Late socket-table answers are looked for this often while some are on their way.
+const LATE_LOOK_NS: u64 = 2_000_000;
 
 /// The processing loop's state, with one method per event source.
 struct Loop<'o> {
@@ -420,17 +454,8 @@ struct Loop<'o> {
     skips: crate::kernel::skips::Skips,
     table_states: crate::kernel::tables::TableStates,
     drill_detach_at: Option<Instant>,
-    /// The kernel's loss counters, and the total the reader has said.
-    lost: std::sync::Arc<aya::maps::PerCpuArray<aya::maps::MapData, u64>>,
-    losses_said: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    /// The reader's most records per batch.
-    reader_batch: usize,
-    /// Emptied batches go back to the reader.
-    spares: reader::Spares,
-    stop_tx: watch::Sender<bool>,
-    drain_tx: mpsc::Sender<()>,
-    /// A deadline is due and the reader was asked to drain first.
-    awaiting_drain: bool,
+    /// The batch the reader drains into (kept: one allocation).
+    batch: reader::Records,
     clock_refreshed: Instant,
     stopping: bool,
     consumer_gone: bool,
@@ -443,23 +468,37 @@ struct Loop<'o> {
 }
 
 impl Loop<'_> {
-    /// The detectors' next deadline is due: the reader drains first, and
-    /// says so with `Batch::Drained` (or the reader has ended).
-    fn on_deadline(&mut self) -> Batch {
-        // Records lost that the reader has not said yet (it runs after
-        // this): deadlines of what they concern must wait for the reconciliation.
-        if crate::kernel::loader::read_lost_total(&self.lost)
-            != self.losses_said.load(std::sync::atomic::Ordering::Relaxed)
-        {
-            self.engine.loss_seen();
+    /// One drain of the rings (up to a batch each): losses it may follow
+    /// first, then its records. `tick`: the bulk period (the loss counters
+    /// are read whatever the drain found).
+    fn drain_once(
+        &mut self,
+        reader: &mut reader::Reader,
+        tick: bool,
+        now: u64,
+    ) -> anyhow::Result<reader::Drained> {
+        let mut batch = std::mem::take(&mut self.batch);
+        let d = reader.drain(&mut batch, now);
+        let read_ns = Clock::mono_now();
+        // A loss is said before the records drained with it.
+        if let Some(by_kind) = reader.losses(tick, read_ns) {
+            self.on_lost(&by_kind);
         }
-        match self.drain_tx.try_send(()) {
-            Ok(()) => {
-                self.awaiting_drain = true;
-                Batch::Wake
+        let caught_up = !d.full;
+        let r = self.on_events(&mut batch, read_ns, caught_up);
+        self.batch = batch;
+        r.map(|()| d)
+    }
+
+    /// Drain until the rings are empty, a batch at a time, each batch's
+    /// records delivered before the next is drained.
+    fn drain_all(&mut self, reader: &mut reader::Reader) -> anyhow::Result<()> {
+        loop {
+            let d = self.drain_once(reader, false, Clock::mono_now())?;
+            if !d.full {
+                return Ok(());
             }
-            // The reader has ended: nothing more will come.
-            Err(_) => Batch::Drained,
+            self.end_turn()?;
         }
     }
 
@@ -529,10 +568,10 @@ impl Loop<'_> {
         }
     }
 
-    /// SIGTERM, SIGINT, or the output's consumer gone: the reader drains and ends.
+    /// SIGTERM, SIGINT, or the output's consumer gone: the loop drains
+    /// the rings and ends.
     fn stop(&mut self) {
         self.stopping = true;
-        let _ = self.stop_tx.send(true);
     }
 
     /// Findings decided now: their records, counted (and `decided` for the
@@ -573,10 +612,14 @@ impl Loop<'_> {
     /// A batch of records from the ring: each enriched and fed to the
     /// detectors; a finding goes to the sinks at once, not after the rest
     /// of its batch (1,024 records of a flood are ~10 ms of work).
-    fn on_events(&mut self, mut evs: reader::Records, read_ns: u64) -> anyhow::Result<()> {
-        // A batch shorter than the reader's most: the ring was empty behind
-        // it (after a loss, the backlog is handled now).
-        let caught_up = evs.len() < self.reader_batch;
+    /// `caught_up`: the rings were empty behind the batch (after a loss,
+    /// the backlog is handled now).
+    fn on_events(
+        &mut self,
+        evs: &mut reader::Records,
+        read_ns: u64,
+        caught_up: bool,
+    ) -> anyhow::Result<()> {
         let mut kernel_to_read = crate::output::stages::Histogram::default();
         let mut read_to_decided = crate::output::stages::Histogram::default();
         let mut s_events: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -619,7 +662,6 @@ impl Loop<'_> {
         s.stages.read_to_decided.merge(&read_to_decided);
         s.decode_errors += decode_errors;
         drop(s);
-        self.spares.give(evs);
         if caught_up {
             self.engine.caught_up();
         }
@@ -649,7 +691,6 @@ impl Loop<'_> {
 
     /// The reader drained what was in the ring: the deadlines due are judged.
     fn on_drained(&mut self) {
-        self.awaiting_drain = false;
         let fs = self.engine.tick(Clock::mono_now());
         self.found(&fs, true);
     }

@@ -39,7 +39,7 @@ pub trait SocketLookup: Send {
     }
     /// Notify `wake` whenever an answer has come (the pipeline then
     /// takes it through [`SocketLookup::late`] at once).
-    fn wake_on_answer(&mut self, _wake: std::sync::Arc<tokio::sync::Notify>) {}
+    fn wake_on_answer(&mut self, _wake: crate::kernel::wake::Wake) {}
     /// Once a second: close what has not been used for a while.
     fn sweep(&mut self) {}
     /// (answered by [`SocketLookup::quick`], not answerable that way).
@@ -78,7 +78,7 @@ pub trait SocketLookup: Send {
         &mut self,
         pids: Vec<u32>,
         identity: crate::world::proctable::Identity,
-        answered: &std::sync::Arc<tokio::sync::Notify>,
+        answered: &crate::kernel::wake::Wake,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         Some(crate::world::reconcile::start_for(
             pids,

@@ -117,7 +117,7 @@ pub(crate) struct NetnsLookups {
     pub quick_misses: u64,
     /// Notified by a worker each time it has answered (the pipeline then
     /// takes the answer at once rather than at its next look); set once.
-    wake: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>>,
+    wake: Arc<std::sync::OnceLock<crate::kernel::wake::Wake>>,
 }
 
 /// The workers' nice value (the deciding thread's is the process's, 0 by default).
@@ -167,7 +167,7 @@ struct Shared {
     unanswered: Arc<std::sync::atomic::AtomicU64>,
     /// The fallback to `/proc` tables has been said (once for all workers).
     said_fallback: AtomicBool,
-    wake: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>>,
+    wake: Arc<std::sync::OnceLock<crate::kernel::wake::Wake>>,
 }
 
 /// One worker: takes the next question, enters its namespace unless it is
@@ -245,7 +245,7 @@ fn worker(shared: Arc<Shared>) {
         };
         let answered = || {
             if let Some(w) = shared.wake.get() {
-                w.notify_one();
+                w.wake();
             }
         };
         match (job.query, diag) {
@@ -300,7 +300,7 @@ impl NetnsLookups {
         }
         let (jobs, rx) = sync_channel::<Job>(QUEUE);
         let unanswered: Arc<std::sync::atomic::AtomicU64> = Default::default();
-        let wake: Arc<std::sync::OnceLock<Arc<tokio::sync::Notify>>> = Default::default();
+        let wake: Arc<std::sync::OnceLock<crate::kernel::wake::Wake>> = Default::default();
         let shared = Arc::new(Shared {
             own,
             jobs: Mutex::new(rx),
@@ -635,7 +635,7 @@ impl crate::world::lookup::SocketLookup for NetnsLookups {
     ) -> Option<Vec<KernelSocket>> {
         self.port_sockets(netns, via, tcp, port, candidates)
     }
-    fn wake_on_answer(&mut self, wake: std::sync::Arc<tokio::sync::Notify>) {
+    fn wake_on_answer(&mut self, wake: crate::kernel::wake::Wake) {
         let _ = self.wake.set(wake);
     }
     fn late(&mut self) -> Vec<(crate::world::sockdiag::PortKey, Vec<KernelSocket>)> {

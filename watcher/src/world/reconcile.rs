@@ -137,7 +137,7 @@ pub(crate) fn start(
 pub(crate) fn start_for(
     pids: Vec<u32>,
     identity: crate::world::proctable::Identity,
-    answered: std::sync::Arc<tokio::sync::Notify>,
+    answered: crate::kernel::wake::Wake,
 ) -> Receiver<Snapshot> {
     let (tx, rx) = sync_channel(1);
     on_worker(Box::new(move || {
@@ -153,7 +153,7 @@ pub(crate) fn start_for(
             only: Some(pids),
             ..Default::default()
         });
-        answered.notify_one();
+        answered.wake();
     }));
     rx
 }
