@@ -31,6 +31,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use super::summary::Lazy;
 use super::{
     config::ns,
     crash::{judge, End},
@@ -784,7 +785,9 @@ impl RespawnStorm {
     }
 
     /// A restarted instance ended without crashing (stopped, or lived long): the loop is over.
-    fn ended_well(&mut self, p: &Proc, why: String, ts: u64) -> Option<Finding> {
+    /// A clean end of the live instance of a loop's program ends the loop
+    /// (`why` is written only then).
+    fn ended_well(&mut self, p: &Proc, why: impl std::fmt::Display, ts: u64) -> Option<Finding> {
         let lp = self.loops.get(&p.program)?;
         if lp.live.is_none_or(|l| l.0 != p.key) {
             return None;
@@ -852,32 +855,42 @@ impl RespawnStorm {
                 if self.cfg.allowed_program(p) {
                     return Vec::new();
                 }
+                let of;
                 let cause = match i.cause {
-                    Some(c) => c.clone(),
-                    None => Cause::of(status, p.signalled.as_ref(), ts),
+                    Some(c) => c,
+                    None => {
+                        of = Cause::of(status, p.signalled.as_ref(), ts);
+                        &of
+                    }
                 };
                 let lifetime = ts.saturating_sub(p.key.start_ns);
-                let end = judge(p, &cause, &self.cfg.respawn_storm);
+                let end = judge(p, cause, &self.cfg.respawn_storm);
                 match end {
                     End::Crash if lifetime <= self.short_ns => {
-                        self.crashed(p, cause, ts);
+                        self.crashed(p, cause.clone(), ts);
                         Vec::new()
                     }
                     End::Stop => {
-                        let why = format!(
-                            "pid {} was stopped ({}): the crash loop is over",
-                            p.key.tgid,
-                            cause.describe()
-                        );
+                        let why = Lazy(|f: &mut std::fmt::Formatter<'_>| {
+                            write!(
+                                f,
+                                "pid {} was stopped ({}): the crash loop is over",
+                                p.key.tgid,
+                                cause.describe()
+                            )
+                        });
                         self.ended_well(p, why, ts).into_iter().collect()
                     }
                     _ => {
-                        let why = format!(
-                            "pid {} ended with {} after {}: the crash loop is over",
-                            p.key.tgid,
-                            cause.describe(),
-                            dur(lifetime)
-                        );
+                        let why = Lazy(|f: &mut std::fmt::Formatter<'_>| {
+                            write!(
+                                f,
+                                "pid {} ended with {} after {}: the crash loop is over",
+                                p.key.tgid,
+                                cause.describe(),
+                                dur(lifetime)
+                            )
+                        });
                         self.ended_well(p, why, ts).into_iter().collect()
                     }
                 }

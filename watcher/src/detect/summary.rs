@@ -28,6 +28,17 @@ pub trait Facts: fmt::Display + Serialize {
 
 impl<T: fmt::Display + Serialize> Facts for T {}
 
+/// A sentence written only if it is read: `Lazy(|f| write!(f, …))` costs
+/// nothing on the hot path when no incident is there to take it (a clean
+/// exit could end a crash loop; almost every one does not).
+pub(crate) struct Lazy<F>(pub(crate) F);
+
+impl<F: Fn(&mut fmt::Formatter<'_>) -> fmt::Result> fmt::Display for Lazy<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (self.0)(f)
+    }
+}
+
 /// A duration kept in ns, said in the details in seconds
 /// (`#[serde(rename = "…_s", serialize_with = "seconds")]`).
 pub(crate) fn seconds<S: serde::Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {

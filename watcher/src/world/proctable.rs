@@ -37,6 +37,10 @@ pub fn ends_pid_namespace(x: &ExitData, tgid: u32) -> bool {
 /// Whether a configured name matches a process by comm, executable path or
 /// executable basename; a trailing `*` (`check_*`) matches any name with that prefix.
 pub fn name_matches(names: &[String], comm: &str, exe: Option<&str>) -> bool {
+    // (Asked for every event by detectors with an allow-list, empty by default.)
+    if names.is_empty() {
+        return false;
+    }
     let exe = exe.unwrap_or("");
     let base = exe.rsplit('/').next().unwrap_or("");
     names.iter().any(|n| match n.strip_suffix('*') {
