@@ -172,6 +172,29 @@ pub fn names_pid(text: &str, pid: u32) -> bool {
     })
 }
 
+/// `WATCHER_CORPUS_DIR=<dir>` (making the replay corpus, see
+/// watcher/tests/corpus/README.md): each watcher a test starts records the
+/// kernel's records to `<dir>/<test file>-<test>-<n>.rec`.
+fn corpus_path(argv: &[String]) -> Option<String> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::var("WATCHER_CORPUS_DIR").ok()?;
+    if !argv
+        .iter()
+        .any(|a| std::path::Path::new(a) == watcher_bin())
+    {
+        return None;
+    }
+    let exe = std::env::current_exe().ok()?;
+    let file = exe.file_stem()?.to_string_lossy();
+    let file = file.split('-').next().unwrap_or(&file).to_owned();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace("::", "-");
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(format!("{dir}/{file}-{test}-{n}.rec"))
+}
+
 impl Feed {
     /// Start `watcher <args>` from a thread that lives as long as the test
     /// process, with PR_SET_PDEATHSIG so the watcher ends with the tests.
@@ -193,10 +216,13 @@ impl Feed {
     }
 
     fn start_argv(argv: Vec<String>, env: &[(&str, &str)]) -> Arc<Feed> {
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if let Some(path) = corpus_path(&argv) {
+            env.push(("WATCHER_RECORD".into(), path));
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut cmd = Command::new(&argv[0]);

@@ -233,9 +233,44 @@ pub fn header_for<T>(kind: EventKind, ts_ns: u64, pid: u32, tgid: u32, comm: &st
     }
 }
 
+/// One record in a recording: its length (u32, little-endian), then its
+/// bytes as the ring held them. (A failed write ends nothing: the
+/// recording is a developer's tool, not a sink.)
+pub(crate) fn write_recorded(w: &mut impl std::io::Write, record: &[u8]) {
+    let _ = w.write_all(&(record.len() as u32).to_le_bytes());
+    let _ = w.write_all(record);
+}
+
+/// The records of a recording (`WATCHER_RECORD`), in the order they were
+/// read; a truncated tail is left out.
+pub fn read_recording(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        let Some(record) = tail.get(..len) else { break };
+        out.push(record);
+        rest = &tail[len..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recording_reads_back_record_by_record_without_its_torn_tail() {
+        let mut w = Vec::new();
+        write_recorded(&mut w, b"first");
+        write_recorded(&mut w, b"");
+        write_recorded(&mut w, b"third record");
+        let whole = read_recording(&w);
+        assert_eq!(whole, vec![&b"first"[..], b"", b"third record"]);
+        // A recording cut in the middle of a record (a killed watcher).
+        let torn = read_recording(&w[..w.len() - 3]);
+        assert_eq!(torn, vec![&b"first"[..], b""]);
+    }
 
     fn exec_record(filename: &str, args: &[u8], full: u32) -> Vec<u8> {
         let mut d = ExecData {

@@ -71,6 +71,9 @@ pub(crate) struct Rings {
     suspect_bytes: usize,
     /// Some drain since the last [`Rings::take_suspect`] was such a drain.
     suspect: bool,
+    /// `WATCHER_RECORD=<file>`: every record read is also written there,
+    /// as read (see [`read_recording`]) — the replay corpus.
+    record: Option<std::io::BufWriter<std::fs::File>>,
 }
 
 /// Most bytes one record takes in a ring (an exec record with the most
@@ -84,11 +87,26 @@ impl Rings {
         for (i, r) in rings.iter().enumerate() {
             epoll.add(r, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
         }
+        let record = match std::env::var_os("WATCHER_RECORD") {
+            Some(path) => Some(std::io::BufWriter::new(
+                std::fs::File::create(&path).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "WATCHER_RECORD={}: {e}",
+                            std::path::Path::new(&path).display()
+                        ),
+                    )
+                })?,
+            )),
+            None => None,
+        };
         Ok(Rings {
             rings,
             epoll,
             suspect_bytes: suspect_bytes(ring_bytes as usize),
             suspect: false,
+            record,
         })
     }
 
@@ -108,7 +126,7 @@ impl Rings {
         let start = out.len();
         let mut full = false;
         for ring in &mut self.rings {
-            let (n, bytes) = drain_ring(ring, max, out);
+            let (n, bytes) = drain_ring(ring, max, out, self.record.as_mut());
             full |= n == max;
             self.suspect |= n == max || bytes >= self.suspect_bytes;
         }
@@ -146,12 +164,16 @@ fn drain_ring(
     ring: &mut RingBuf<MapData>,
     max: usize,
     out: &mut Vec<Result<KernelEvent, DecodeError>>,
+    mut record: Option<&mut std::io::BufWriter<std::fs::File>>,
 ) -> (usize, usize) {
     let mut n = 0;
     let mut bytes = 0;
     while n < max {
         let Some(item) = ring.next() else { break };
         bytes += (item.len() + 8 + 7) & !7;
+        if let Some(w) = record.as_deref_mut() {
+            crate::kernel::decode::write_recorded(w, &item);
+        }
         out.push(decode(&item));
         n += 1;
     }
