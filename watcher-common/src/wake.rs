@@ -23,7 +23,7 @@
 //! the reader has not read from the ring since (it is awake, or about to
 //! be): a storm of urgent records costs at most eight wakeups per interval
 //! per CPU, and an urgent record more than an eighth of an interval after
-//! the last wakeup, once the reader has caught up, wakes it at once. The reader re-drains one interval after each drain, and keeps doing
+//! the last wakeup, once the reader has caught up, wakes it at once. The reader re-drains one interval after each drain (up to four on a trickle of records, see the reader), and keeps doing
 //! so while records have come within the last ten intervals: urgent records
 //! that did not wake it, and bulk ones while records flow, wait at most about
 //! one interval; the first bulk record after a quiet spell at most the bulk

@@ -5,11 +5,13 @@
 //! The kernel decides which records wake it (`watcher_common::wake`: those
 //! that can decide a finding; a CPU that woke the reader less than
 //! `wakeup_interval` ago wakes it again only after an eighth of it, and only
-//! once the reader has read from the ring since); urgent records right behind a wakeup are picked up by a "linger"
-//! drain one interval after each drain, repeated while records have come
-//! within the last ten intervals; so are bulk records (which never wake it)
-//! while records flow, and by the drain every bulk period after a quiet
-//! spell. The pipeline drains to empty before it fires a deadline, so that
+//! once the reader has read from the ring since); urgent records right
+//! behind a wakeup are picked up by a "linger" drain one interval after each
+//! drain, repeated while records have come within the last ten intervals;
+//! so are bulk records (which never wake it) while records flow — every
+//! interval while records pile up or deciding ones wake the reader, backing
+//! off to every four intervals on a trickle — and by the drain every bulk
+//! period after a quiet spell. The pipeline drains to empty before it fires a deadline, so that
 //! what happened before the deadline is known.
 use std::time::Duration;
 
@@ -180,6 +182,21 @@ fn drain_ring(
     (n, bytes)
 }
 
+/// The linger interval grows to at most this many times the configured one
+/// while drains find only a few records (bulk records wait at most that).
+const LINGER_BACKOFF: u64 = 4;
+
+/// The interval to the next linger re-drain after one that found `n`
+/// records (`batch` at most per ring); `cur` the interval so far, `base` the
+/// configured one.
+fn next_linger(cur: u64, base: u64, n: usize, batch: usize, woken: bool) -> u64 {
+    if woken || n >= batch / 2 {
+        base
+    } else {
+        (cur * 2).min(base * LINGER_BACKOFF)
+    }
+}
+
 /// Empty re-drains after the last one that found records before the reader
 /// waits for a wakeup or the bulk period again.
 const LINGER_DRAINS: u32 = 10;
@@ -202,6 +219,10 @@ pub(crate) struct Reader {
     found_at: u64,
     /// The next linger re-drain (0: none).
     linger_at: u64,
+    /// The interval to the next linger re-drain: `linger_ns` after a
+    /// kernel wakeup or a drain that found records piling up, doubling (up
+    /// to [`LINGER_BACKOFF`] times it) while drains find only a few.
+    linger_cur: u64,
     /// The next bulk-period drain and loss poll.
     tick_at: u64,
 }
@@ -227,6 +248,7 @@ impl Reader {
             window_ns,
             found_at: now.saturating_sub(window_ns),
             linger_at: 0,
+            linger_cur: linger_ns,
             tick_at: now + tick_ns,
         }
     }
@@ -253,16 +275,24 @@ impl Reader {
 
     /// Drain up to the batch size of each ring into `out`; `full`: some
     /// ring gave its most and may hold more. Sets the next linger re-drain.
-    pub(crate) fn drain(&mut self, out: &mut Records, now: u64) -> Drained {
+    /// `woken`: the kernel woke the rings for a deciding record.
+    pub(crate) fn drain(&mut self, out: &mut Records, now: u64, woken: bool) -> Drained {
         let d = self.rings.drain(self.batch, out);
         if d.n > 0 {
             self.found_at = now;
         }
+        // A wakeup costs as much as handling tens of records: a steady
+        // trickle (accepted connects, a fork loop) is read every few
+        // milliseconds, not every one; records piling up, or the kernel
+        // waking the reader (deciding records are flowing; those its
+        // per-CPU limit kept quiet wait for this re-drain), bring the
+        // interval back to one.
+        self.linger_cur = next_linger(self.linger_cur, self.linger_ns, d.n, self.batch, woken);
         // Re-drain one linger interval from now while records have come
         // within the window: a trickle of bulk records (a fork storm's
         // forks, one a millisecond) is read within an interval, not a bulk period.
         self.linger_at = if now.saturating_sub(self.found_at) < self.window_ns {
-            now + self.linger_ns
+            now + self.linger_cur
         } else {
             0
         };
@@ -317,6 +347,23 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_linger_backs_off_on_a_trickle_and_comes_back_when_records_pile_up_or_decide() {
+        let ms = 1_000_000;
+        // A trickle: 1, 2, 4 ms, and no further.
+        let mut cur = ms;
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            cur = next_linger(cur, ms, 20, 1024, false);
+            seen.push(cur / ms);
+        }
+        assert_eq!(seen, vec![2, 4, 4, 4]);
+        // Half a batch found: records pile up, back to the configured interval.
+        assert_eq!(next_linger(4 * ms, ms, 512, 1024, false), ms);
+        // The kernel woke the reader for a deciding record: back at once.
+        assert_eq!(next_linger(4 * ms, ms, 1, 1024, true), ms);
+    }
 
     #[test]
     fn a_drain_is_suspect_from_half_a_ring_less_the_largest_record() {

@@ -415,7 +415,7 @@ pub fn run(
         // each bulk period (with the loss counters).
         let tick = reader.tick_due(now);
         if ready.rings || tick || reader.next_due() <= now {
-            lp.drain_once(&mut reader, tick, now)?;
+            lp.drain_once(&mut reader, tick, ready.rings, now)?;
         }
         if now >= second_at {
             lp.on_second();
@@ -470,15 +470,16 @@ struct Loop<'o> {
 impl Loop<'_> {
     /// One drain of the rings (up to a batch each): losses it may follow
     /// first, then its records. `tick`: the bulk period (the loss counters
-    /// are read whatever the drain found).
+    /// are read whatever the drain found); `woken`: the kernel woke the rings.
     fn drain_once(
         &mut self,
         reader: &mut reader::Reader,
         tick: bool,
+        woken: bool,
         now: u64,
     ) -> anyhow::Result<reader::Drained> {
         let mut batch = std::mem::take(&mut self.batch);
-        let d = reader.drain(&mut batch, now);
+        let d = reader.drain(&mut batch, now, woken);
         let read_ns = Clock::mono_now();
         // A loss is said before the records drained with it.
         if let Some(by_kind) = reader.losses(tick, read_ns) {
@@ -494,7 +495,7 @@ impl Loop<'_> {
     /// records delivered before the next is drained.
     fn drain_all(&mut self, reader: &mut reader::Reader) -> anyhow::Result<()> {
         loop {
-            let d = self.drain_once(reader, false, Clock::mono_now())?;
+            let d = self.drain_once(reader, false, false, Clock::mono_now())?;
             if !d.full {
                 return Ok(());
             }
