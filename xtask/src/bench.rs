@@ -913,48 +913,62 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// settings, no sink but the metrics): accepted TCP connects,
 /// fork+exit+wait, exec of a program with a 3 KB command line, and a mix
 /// of binds, failing binds and refused connects.
-pub fn cpu_per_event(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
+/// The four workload mixes: (what the bench's tables say, the actor's mix).
+const MIXES: [(&str, &str); 4] = [
+    ("accepted TCP connects (client + server pairs)", "connects"),
+    ("fork + exit + wait", "forks"),
+    (
+        "exec of a program with a 3 KB command line (fork + exec + exit + wait)",
+        "execs",
+    ),
+    (
+        "bind, failing bind (EADDRINUSE), refused connect",
+        "failures",
+    ),
+];
+
+/// What one run of a mix under `watcher run` gave.
+struct MixRun {
+    events: f64,
+    lost: f64,
+    /// watcher's CPU (every thread), seconds.
+    cpu: f64,
+    /// The generators' wall time, seconds.
+    took: f64,
+}
+
+/// Run `mix` under `watcher run` (default settings) with a generator on
+/// each CPU — again and again until `min` has passed — and count what
+/// watcher processed, lost and spent.
+fn run_mix(watcher: &Path, actor: &Path, dir: &Path, mix: &str, min: Duration) -> Result<MixRun> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let mixes: [(&str, &str); 4] = [
-        ("accepted TCP connects (client + server pairs)", "connects"),
-        ("fork + exit + wait", "forks"),
-        (
-            "exec of a program with a 3 KB command line (fork + exec + exit + wait)",
-            "execs",
-        ),
-        (
-            "bind, failing bind (EADDRINUSE), refused connect",
-            "failures",
-        ),
-    ];
-    let mut rows = Vec::new();
-    for (what, mix) in mixes {
-        let port = free_port();
-        let cfg = dir.join("cpu.toml");
-        std::fs::write(&cfg, format!("[feed]\nstdout = false\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n", dir.join("cpu.json").display()))?;
-        let mut d = Command::new(watcher)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let pid = d.id();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while scrape(port).is_none() {
-            if Instant::now() > deadline {
-                let _ = d.kill();
-                bail!("watcher run did not serve its metrics");
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    let port = free_port();
+    let cfg = dir.join("cpu.toml");
+    std::fs::write(&cfg, format!("[feed]\nstdout = false\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n", dir.join("cpu.json").display()))?;
+    let mut d = Command::new(watcher)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = d.id();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scrape(port).is_none() {
+        if Instant::now() > deadline {
+            let _ = d.kill();
+            bail!("watcher run did not serve its metrics");
         }
-        let (e0, l0, c0) = (
-            metric_sum(port, "watcher_events_total"),
-            metric_sum(port, "watcher_lost_events_total"),
-            cpu_seconds(pid),
-        );
-        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (e0, l0, c0) = (
+        metric_sum(port, "watcher_events_total"),
+        metric_sum(port, "watcher_lost_events_total"),
+        cpu_seconds(pid),
+    );
+    let t = Instant::now();
+    loop {
         let mut gens = Vec::new();
         for _ in 0..cpus {
             match mix {
@@ -973,28 +987,64 @@ pub fn cpu_per_event(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<Str
         for mut g in gens {
             g.wait()?;
         }
-        let took = t.elapsed().as_secs_f64();
-        // Until watcher has processed what the generators did (its count stops moving).
-        let mut last = -1.0;
-        let settle = Instant::now() + Duration::from_secs(30);
-        loop {
-            std::thread::sleep(Duration::from_millis(300));
-            let e = metric_sum(port, "watcher_events_total");
-            if e == last || Instant::now() > settle {
-                break;
-            }
-            last = e;
+        if t.elapsed() >= min {
+            break;
         }
-        let events = metric_sum(port, "watcher_events_total") - e0;
-        let lost = metric_sum(port, "watcher_lost_events_total") - l0;
-        let cpu = cpu_seconds(pid) - c0;
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        let _ = d.wait();
+    }
+    let took = t.elapsed().as_secs_f64();
+    // Until watcher has processed what the generators did (its count stops moving).
+    let mut last = -1.0;
+    let settle = Instant::now() + Duration::from_secs(30);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let e = metric_sum(port, "watcher_events_total");
+        if e == last || Instant::now() > settle {
+            break;
+        }
+        last = e;
+    }
+    let run = MixRun {
+        events: metric_sum(port, "watcher_events_total") - e0,
+        lost: metric_sum(port, "watcher_lost_events_total") - l0,
+        cpu: cpu_seconds(pid) - c0,
+        took,
+    };
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = d.wait();
+    Ok(run)
+}
+
+pub fn cpu_per_event(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
+    let mut rows = Vec::new();
+    for (what, mix) in MIXES {
+        let r = run_mix(watcher, actor, dir, mix, Duration::ZERO)?;
         rows.push(format!(
-            "| {what} | {:.0} | {:.0}/s | {cpu:.2} s | {:.2} µs | {lost:.0} |",
-            events,
-            events / took.max(1e-9),
-            cpu * 1e6 / events.max(1.0),
+            "| {what} | {:.0} | {:.0}/s | {:.2} s | {:.2} µs | {:.0} |",
+            r.events,
+            r.events / r.took.max(1e-9),
+            r.cpu,
+            r.cpu * 1e6 / r.events.max(1.0),
+            r.lost,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Capacity: each mix offered as fast as its generators go, one on each
+/// CPU, for at least `secs` seconds, with default settings: the rate
+/// offered and what was lost. (On this machine kind the generators, not
+/// watcher, set the most: a row with 0 lost says watcher kept up with
+/// everything the machine could offer, and how much of a CPU that took.)
+pub fn capacity(watcher: &Path, actor: &Path, dir: &Path, secs: u64) -> Result<Vec<String>> {
+    let mut rows = Vec::new();
+    for (what, mix) in MIXES {
+        let r = run_mix(watcher, actor, dir, mix, Duration::from_secs(secs))?;
+        rows.push(format!(
+            "| {what} | {:.0} s | {:.0}/s | {:.0} | {:.0} % of one CPU |",
+            r.took,
+            r.events / r.took.max(1e-9),
+            r.lost,
+            r.cpu * 100.0 / r.took.max(1e-9),
         ));
     }
     Ok(rows)
@@ -1034,6 +1084,17 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
             out.push('\n');
         }
         out.push('\n');
+        let secs = 30;
+        eprintln!("xtask bench: capacity, four mixes for {secs} s each …");
+        let rows = capacity(watcher, actor, &dir, secs)?;
+        out.push_str(&format!(
+            "### Capacity: each mix offered as fast as its generators go (one on each of the {cpus} CPUs) for at least {secs} s, `watcher run` default settings\n\n| mix | offered for | rate offered | lost | watcher's CPU |\n|---|---|---|---|---|\n"
+        ));
+        for r in rows {
+            out.push_str(&r);
+            out.push('\n');
+        }
+        out.push_str("\nOn this machine the generators, not watcher, set the rate: with 0 lost the figure is a floor of watcher's capacity (its CPU says how much room is left).\n\n");
         if cpu_only {
             return partial(&out, &dir);
         }
