@@ -388,6 +388,11 @@ pub fn run(
         if lp.engine.confirmations_pending() {
             until = until.min(now + LATE_LOOK_NS);
         }
+        // (Stopping — the output's consumer went at the end of the last
+        // turn — looks without waiting: the final drain is next.)
+        if lp.stopping {
+            until = now;
+        }
         let ready = poll.wait(until, now)?;
         if ready.bell {
             answers.clear();
@@ -625,6 +630,11 @@ impl Loop<'_> {
         read_ns: u64,
         caught_up: bool,
     ) -> anyhow::Result<()> {
+        if evs.is_empty() {
+            // (A re-drain or the bulk period found nothing: the rings are empty.)
+            self.engine.caught_up();
+            return Ok(());
+        }
         let mut kernel_to_read = crate::output::stages::Histogram::default();
         let mut read_to_decided = crate::output::stages::Histogram::default();
         // Events by kind number (a map lookup by name per event was ~1 % of a fork loop).
