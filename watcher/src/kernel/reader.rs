@@ -11,8 +11,8 @@
 //! so are bulk records (which never wake it) while records flow — every
 //! interval while records pile up or deciding ones wake the reader, backing
 //! off to every four intervals on a trickle — and by the drain every bulk
-//! period after a quiet spell. The pipeline drains to empty before it fires a deadline, so that
-//! what happened before the deadline is known.
+//! period after a quiet spell. The pipeline drains to empty before it
+//! fires a deadline, so that what happened before the deadline is known.
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -290,7 +290,8 @@ impl Reader {
         self.linger_cur = next_linger(self.linger_cur, self.linger_ns, d.n, self.batch, woken);
         // Re-drain one linger interval from now while records have come
         // within the window: a trickle of bulk records (a fork storm's
-        // forks, one a millisecond) is read within an interval, not a bulk period.
+        // forks, one a millisecond) is read within a few milliseconds, not
+        // a bulk period.
         self.linger_at = if now.saturating_sub(self.found_at) < self.window_ns {
             now + self.linger_cur
         } else {
