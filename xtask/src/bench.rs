@@ -1076,24 +1076,20 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     if cpu_only || std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() {
         eprintln!("xtask bench: watcher CPU per event, four mixes …");
         let rows = cpu_per_event(watcher, actor, &dir)?;
-        out.push_str(&format!(
-            "### watcher's CPU per event processed (`watcher run`, default settings, a generator on each of the {cpus} CPUs)\n\n| mix | events | rate | watcher CPU | per event | lost |\n|---|---|---|---|---|---|\n"
-        ));
-        for r in rows {
-            out.push_str(&r);
-            out.push('\n');
-        }
+        push_table(
+            &mut out,
+            &format!("### watcher's CPU per event processed (`watcher run`, default settings, a generator on each of the {cpus} CPUs)\n\n| mix | events | rate | watcher CPU | per event | lost |\n|---|---|---|---|---|---|"),
+            rows,
+        );
         out.push('\n');
         let secs = 30;
         eprintln!("xtask bench: capacity, four mixes for {secs} s each …");
         let rows = capacity(watcher, actor, &dir, secs)?;
-        out.push_str(&format!(
-            "### Capacity: each mix offered as fast as its generators go (one on each of the {cpus} CPUs) for at least {secs} s, `watcher run` default settings\n\n| mix | offered for | rate offered | lost | watcher's CPU |\n|---|---|---|---|---|\n"
-        ));
-        for r in rows {
-            out.push_str(&r);
-            out.push('\n');
-        }
+        push_table(
+            &mut out,
+            &format!("### Capacity: each mix offered as fast as its generators go (one on each of the {cpus} CPUs) for at least {secs} s, `watcher run` default settings\n\n| mix | offered for | rate offered | lost | watcher's CPU |\n|---|---|---|---|---|"),
+            rows,
+        );
         out.push_str("\nOn this machine the generators, not watcher, set the rate: with 0 lost the figure is a floor of watcher's capacity (its CPU says how much room is left).\n\n");
         if cpu_only {
             return partial(&out, &dir);
@@ -1241,6 +1237,16 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
 }
 
 /// A run of some parts only (`WATCHER_BENCH_*_ONLY`): printed, not written.
+/// A heading with its table's header lines, then one line per row.
+fn push_table(out: &mut String, head: &str, rows: Vec<String>) {
+    out.push_str(head);
+    out.push('\n');
+    for r in rows {
+        out.push_str(&r);
+        out.push('\n');
+    }
+}
+
 fn partial(out: &str, dir: &Path) -> Result<()> {
     print!("{out}");
     let _ = std::fs::remove_dir_all(dir);
