@@ -408,10 +408,7 @@ pub(crate) fn start(listener: std::net::TcpListener, stats: SharedStats) -> std:
     std::thread::Builder::new()
         .name("watcher-metrics".into())
         .spawn(move || {
-            // SAFETY: setpriority takes plain integers (0: this thread).
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, crate::world::netns::HELPER_NICE);
-            }
+            crate::world::netns::run_as_helper();
             rt.block_on(async move {
                 match TcpListener::from_std(listener) {
                     Ok(l) => serve(l, stats).await,

@@ -636,10 +636,7 @@ impl OtlpSink {
             .spawn(move || {
                 // Below the deciding thread, like the helpers: turning a
                 // flood of events into log records must not take its CPU.
-                // SAFETY: setpriority takes plain integers.
-                unsafe {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, crate::world::netns::HELPER_NICE);
-                }
+                crate::world::netns::run_as_helper();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

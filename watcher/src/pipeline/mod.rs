@@ -418,8 +418,8 @@ pub fn run(
         }
         // The rings: when the kernel woke them, at a linger re-drain, and
         // each bulk period (with the loss counters).
-        let tick = reader.tick_due(now);
-        if ready.rings || tick || reader.next_due() <= now {
+        if ready.rings || reader.next_due() <= now {
+            let tick = reader.tick_due(now);
             lp.drain_once(&mut reader, tick, ready.rings, now)?;
         }
         if now >= second_at {
