@@ -298,9 +298,9 @@ pub const EXIT_NO_CHILDREN: u32 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReapSource {
     Unknown = 0,
-    /// `syscalls/sys_exit_wait4`, in the reaper's context.
+    /// `syscalls/sys_exit_wait4` (or the fexit of `kernel_wait4`), in the reaper's context.
     Wait4 = 1,
-    /// `syscalls/sys_exit_waitid`, in the reaper's context.
+    /// `syscalls/sys_exit_waitid` (or the fexit of `kernel_waitid`), in the reaper's context.
     Waitid = 2,
     /// `sched/sched_process_free` of an exited process no wait was seen for
     /// (SIGCHLD ignored, reaped by a namespace's init): the header is an unrelated task.
@@ -619,6 +619,11 @@ pub struct Config {
     /// Most bytes of an argument vector copied into an exec record
     /// (at most [`ARGS_MAX`]; 0: none).
     pub args_cap: u32,
+    /// `waitid_info.pid` and `.cause`: what the fexit of `kernel_waitid`
+    /// reads of the child it returns. OFFSET_NONE: the system-call
+    /// tracepoints are attached for waitid.
+    pub k_waitid_info_pid: u32,
+    pub k_waitid_info_cause: u32,
 }
 
 impl Config {
@@ -717,6 +722,8 @@ impl Config {
             tp_oom_pid: OFFSET_NONE,
             signal_mask: 0,
             args_cap: ARGS_CAP_DEFAULT,
+            k_waitid_info_pid: OFFSET_NONE,
+            k_waitid_info_cause: OFFSET_NONE,
         }
     }
 }
@@ -731,7 +738,7 @@ const _: () = assert!(core::mem::size_of::<SockCallData>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 368);
+const _: () = assert!(core::mem::size_of::<Config>() == 376);
 const _: () = assert!(
     ARGS_MAX.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

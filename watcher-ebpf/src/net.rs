@@ -4,8 +4,8 @@
 //! outcome of non-blocking connects and listeners opening/closing.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{fexit, raw_tracepoint, tracepoint},
+    programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
 use watcher_common::{wake, EventKind, KernelTable, SockCallData, TcpStateData, AF_INET, AF_INET6};
 
@@ -23,22 +23,14 @@ const ENOTSOCK: i64 = 88;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_LISTEN: i32 = 10;
 
-/// Read the sockaddr a bind/connect passes and keep it until the syscall returns.
+/// Read the sockaddr a bind/connect passes (`None`: not an inet address,
+/// or a process whose records are not wanted).
 #[inline(always)]
-fn enter(
-    ctx: &TracePointContext,
-    kind: EventKind,
-    off_fd: u32,
-    off_addr: u32,
-    off_len: u32,
-) -> Option<()> {
+fn sockaddr(kind: EventKind, fd: u64, addr: u64, len: u64) -> Option<PendingSock> {
     let (_, tgid) = pid_tgid();
     if !wanted(kind, tgid) {
         return None;
     }
-    let fd: u64 = tp_read(ctx, off_fd)?;
-    let addr: u64 = tp_read(ctx, off_addr)?;
-    let len: u64 = tp_read(ctx, off_len)?;
     if addr == 0 || len < 2 {
         return None;
     }
@@ -75,6 +67,23 @@ fn enter(
         }
         _ => return None,
     }
+    Some(p)
+}
+
+/// At a bind/connect's syscall entry (tracefs): read the sockaddr and keep
+/// it until the syscall returns.
+#[inline(always)]
+fn enter(
+    ctx: &TracePointContext,
+    kind: EventKind,
+    off_fd: u32,
+    off_addr: u32,
+    off_len: u32,
+) -> Option<()> {
+    let fd: u64 = tp_read(ctx, off_fd)?;
+    let addr: u64 = tp_read(ctx, off_addr)?;
+    let len: u64 = tp_read(ctx, off_len)?;
+    let p = sockaddr(kind, fd, addr, len)?;
     remember(
         &PENDING_SOCK,
         KernelTable::PendingSock,
@@ -117,6 +126,13 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
     let p = unsafe { PENDING_SOCK.get(key) }.copied()?;
     let _ = PENDING_SOCK.remove(key);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
+    send_sock_call(kind, p, ret);
+    Some(())
+}
+
+/// The record of a finished bind/connect: its address, result, and socket.
+#[inline(always)]
+fn send_sock_call(kind: EventKind, p: PendingSock, ret: i64) {
     let (sock_type, skaddr, inode) = if ret == -EBADF || ret == -ENOTSOCK {
         (0, 0, 0)
     } else {
@@ -146,7 +162,36 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
             inode,
         },
     );
-    Some(())
+}
+
+/// fexit of `int __sys_bind(int fd, struct sockaddr __user *umyaddr, int
+/// addrlen)` (where the kernel allows it: arguments and result in one run,
+/// no table between two; the system-call tracepoints are then not
+/// attached). The sockaddr is read back from the caller's memory, as the
+/// syscall entry would have.
+#[fexit(function = "__sys_bind")]
+pub fn bind_fexit(ctx: FExitContext) -> i32 {
+    sock_call_fexit(&ctx, EventKind::Bind);
+    0
+}
+
+/// fexit of `int __sys_connect(int fd, struct sockaddr __user *uservaddr, int addrlen)`.
+#[fexit(function = "__sys_connect")]
+pub fn connect_fexit(ctx: FExitContext) -> i32 {
+    sock_call_fexit(&ctx, EventKind::Connect);
+    0
+}
+
+#[inline(always)]
+fn sock_call_fexit(ctx: &FExitContext, kind: EventKind) {
+    let fd: i32 = ctx.arg(0);
+    let addr: u64 = ctx.arg(1);
+    let len: i32 = ctx.arg(2);
+    // (The return value follows the three arguments.)
+    let ret: i32 = ctx.arg(3);
+    if let Some(p) = sockaddr(kind, fd as i64 as u64, addr, len as i64 as u64) {
+        send_sock_call(kind, p, ret as i64);
+    }
 }
 
 #[tracepoint]

@@ -5,8 +5,8 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{fentry, fexit, raw_tracepoint, tracepoint},
+    programs::{FEntryContext, FExitContext, RawTracePointContext, TracePointContext},
 };
 use watcher_common::{
     wake, Event, EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource,
@@ -426,8 +426,7 @@ fn reaped_host_pid(reaper_tgid: u32, seen: u32) -> Option<u32> {
 
 #[tracepoint]
 pub fn sys_enter_wait4(_ctx: TracePointContext) -> u32 {
-    let (_, tgid) = pid_tgid();
-    remember(&IN_WAIT, KernelTable::InWait, &tgid, &now());
+    wait_entered();
     0
 }
 
@@ -438,16 +437,27 @@ pub fn sys_exit_wait4(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_wait4(ctx: &TracePointContext) -> Option<()> {
+    let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
+    wait4_returned(ret)
+}
+
+/// A wait4 returned `ret`: a positive pid is a child it reaped.
+#[inline(always)]
+fn wait4_returned(ret: i64) -> Option<()> {
     let (_, me) = pid_tgid();
     let _ = IN_WAIT.remove(me);
-    let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
     if ret <= 0 {
         return None;
     }
-    let reaped = reaped_host_pid(me, ret as u32)?;
+    reaped(me, ret as u32, ReapSource::Wait4)
+}
+
+/// The current task (of process `me`) reaped the child its wait names `seen`.
+#[inline(always)]
+fn reaped(me: u32, seen: u32, source: ReapSource) -> Option<()> {
+    let reaped = reaped_host_pid(me, seen)?;
     let _ = EXITED.remove(reaped);
-    let (_, tgid) = pid_tgid();
-    if !wanted(EventKind::Reap, tgid) {
+    if !wanted(EventKind::Reap, me) {
         return None;
     }
     emit(
@@ -456,10 +466,68 @@ fn try_sys_exit_wait4(ctx: &TracePointContext) -> Option<()> {
         wake::bulk(),
         ReapData {
             reaped_pid: reaped,
-            source: ReapSource::Wait4 as u32,
+            source: source as u32,
         },
     );
     Some(())
+}
+
+/// A process entered a wait: an exit of its child meanwhile is one it will reap.
+#[inline(always)]
+fn wait_entered() {
+    let (_, me) = pid_tgid();
+    remember(&IN_WAIT, KernelTable::InWait, &me, &now());
+}
+
+/// fentry/fexit of `long kernel_wait4(pid_t upid, int __user *stat_addr, int
+/// options, struct rusage *ru)` where the kernel allows them (the
+/// system-call tracepoints are then not attached; compat wait4 passes here too).
+#[fentry(function = "kernel_wait4")]
+pub fn wait4_fentry(_ctx: FEntryContext) -> i32 {
+    wait_entered();
+    0
+}
+
+#[fexit(function = "kernel_wait4")]
+pub fn wait4_fexit(ctx: FExitContext) -> i32 {
+    // (The return value follows the four arguments.)
+    let ret: i64 = ctx.arg(4);
+    let _ = wait4_returned(ret);
+    0
+}
+
+/// fentry/fexit of `long kernel_waitid(int which, pid_t upid, struct
+/// waitid_info *infop, int options, struct rusage *ru)`: `infop` is the
+/// kernel's own record of the child (its pid and `cause`, the si_code
+/// the system call copies out), filled when it returns a positive value.
+#[fentry(function = "kernel_waitid")]
+pub fn waitid_fentry(_ctx: FEntryContext) -> i32 {
+    wait_entered();
+    0
+}
+
+#[fexit(function = "kernel_waitid")]
+pub fn waitid_fexit(ctx: FExitContext) -> i32 {
+    let _ = try_waitid_fexit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_waitid_fexit(ctx: &FExitContext) -> Option<()> {
+    let (_, me) = pid_tgid();
+    let _ = IN_WAIT.remove(me);
+    let infop: u64 = ctx.arg(2);
+    let options: i32 = ctx.arg(3);
+    let ret: i64 = ctx.arg(5);
+    if ret <= 0 || infop == 0 || (options as u32 as u64) & WNOWAIT != 0 {
+        return None;
+    }
+    let pid: i32 = kread(infop, conf!(k_waitid_info_pid))?;
+    let cause: i32 = kread(infop, conf!(k_waitid_info_cause))?;
+    if pid <= 0 || !(CLD_EXITED..=CLD_DUMPED).contains(&cause) {
+        return None;
+    }
+    reaped(me, pid as u32, ReapSource::Waitid)
 }
 
 #[tracepoint]
@@ -469,8 +537,7 @@ pub fn sys_enter_waitid(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_waitid(ctx: &TracePointContext) -> Option<()> {
-    let (_, me) = pid_tgid();
-    remember(&IN_WAIT, KernelTable::InWait, &me, &now());
+    wait_entered();
     let infop: u64 = tp_read(ctx, conf!(tp_waitid_infop))?;
     let options: u64 = tp_read(ctx, conf!(tp_waitid_options))?;
     if infop == 0 || options & WNOWAIT != 0 {
@@ -507,22 +574,7 @@ fn try_sys_exit_waitid(ctx: &TracePointContext) -> Option<()> {
     if si_pid <= 0 || !(CLD_EXITED..=CLD_DUMPED).contains(&code) {
         return None;
     }
-    let reaped = reaped_host_pid(me, si_pid as u32)?;
-    let _ = EXITED.remove(reaped);
-    let (_, tgid) = pid_tgid();
-    if !wanted(EventKind::Reap, tgid) {
-        return None;
-    }
-    emit(
-        EventKind::Reap,
-        now(),
-        wake::bulk(),
-        ReapData {
-            reaped_pid: reaped,
-            source: ReapSource::Waitid as u32,
-        },
-    );
-    Some(())
+    reaped(me, si_pid as u32, ReapSource::Waitid)
 }
 
 /// Kernels before 6.18: the tracepoint has no `group_dead`. do_exit decrements

@@ -472,7 +472,7 @@ fn init_script(exes: &[(String, PathBuf)]) -> String {
     }
     format!(
         r#"{GUEST_PREAMBLE}echo "WATCHER-VM kernel $(uname -r)"
-export CI=true WATCHER_BIN={watcher} RUST_BACKTRACE=1
+export CI=true WATCHER_BIN={watcher} RUST_BACKTRACE=1 WATCHER_EXPECT_FENTRY=1
 {steps}echo "WATCHER-VM done"
 poweroff -f
 "#
@@ -1003,7 +1003,9 @@ mod tests {
             );
         }
         assert!(
-            init.contains("WATCHER_BIN=/build/watcher") && init.contains("CI=true"),
+            init.contains("WATCHER_BIN=/build/watcher")
+                && init.contains("CI=true")
+                && init.contains("WATCHER_EXPECT_FENTRY=1"),
             "{init}"
         );
         assert_eq!(init.matches("--skip").count(), SKIPPED.len());

@@ -336,6 +336,23 @@ impl Btf {
         Ok(proto.params - 1)
     }
 
+    /// How many parameters the kernel function `name` takes (its `FUNC`'s
+    /// prototype), and whether it returns a value: what an fentry/fexit
+    /// program of it is given. Looked up by a scan: a few calls at load.
+    pub(crate) fn function_params(&self, name: &str) -> Result<(u32, bool), SetupError> {
+        let func = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.str_at(t.name_off) == name)
+            .ok_or_else(|| err(format!("no function {name} in kernel BTF")))?;
+        let proto = self
+            .types
+            .get(func.size_or_type as usize)
+            .filter(|t| t.kind == KIND_FUNC_PROTO)
+            .ok_or_else(|| err(format!("{name} has no prototype in kernel BTF")))?;
+        Ok((proto.params, proto.size_or_type != 0))
+    }
+
     /// Size in bytes of `struct strukt`.
     pub(crate) fn struct_size(&self, strukt: &str) -> Result<u32, SetupError> {
         let ids = self
@@ -463,6 +480,27 @@ mod tests {
             None => assert!(exit == 1 || exit == 2, "{exit}"),
         }
         assert!(btf.raw_tracepoint_args("no_such_tracepoint").is_err());
+    }
+
+    #[test]
+    fn reads_the_running_kernels_function_prototypes() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            panic!("/sys/kernel/btf/vmlinux is not readable: watcher needs a kernel with BTF");
+        };
+        // What the fentry/fexit programs are given (6.1 through 6.18 alike).
+        for (function, params) in [
+            ("__sys_bind", 3),
+            ("__sys_connect", 3),
+            ("kernel_wait4", 4),
+            ("kernel_waitid", 5),
+        ] {
+            assert_eq!(
+                btf.function_params(function).unwrap(),
+                (params, true),
+                "{function}"
+            );
+        }
+        assert!(btf.function_params("no_such_function").is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{FEntry, FExit, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use watcher_common::{
@@ -224,6 +224,10 @@ pub struct Probes {
     /// [`RAW_FIRST`]), and why a raw attach fell back, when it did.
     pub raw: Vec<&'static str>,
     pub raw_fallback: Vec<String>,
+    /// Kernel functions whose system call is followed through fentry/fexit
+    /// (see [`TRACED`]), and, when some are not, why (said once).
+    pub traced: Vec<&'static str>,
+    pub traced_fallback: Option<String>,
 }
 
 /// Hooks whose program is attached as a raw tracepoint when the kernel
@@ -243,6 +247,120 @@ pub(crate) const RAW_FIRST: [&str; 5] = [
     "sched_process_free",
     "inet_sock_set_state",
 ];
+
+/// A system call whose programs attach to the kernel function behind it
+/// (fentry/fexit) where the kernel allows it, instead of its pair of
+/// system-call tracepoints.
+pub(crate) struct Traced {
+    /// The kernel function, and how many parameters its programs expect.
+    pub function: &'static str,
+    pub params: u32,
+    /// Its programs in the object: (name, an fexit — else an fentry).
+    pub programs: &'static [(&'static str, bool)],
+    /// The tracepoint programs (of [`HOOKS`]) they replace.
+    pub replaces: [&'static str; 2],
+}
+
+/// The system calls watcher follows, attached through fentry/fexit where
+/// `watcher check` finds them allowed (Debian's 6.1 and 6.12 allow them;
+/// some kernels refuse them — this host's 6.18 answers EPERM — and then the
+/// system-call tracepoints are attached, said once). An fexit gets a call's
+/// arguments and result in one run, with no table between an entry and an
+/// exit; and with no system-call tracepoint attached, the kernel does not
+/// route every system call of the host through its tracing slow path.
+pub(crate) const TRACED: [Traced; 4] = [
+    Traced {
+        function: "kernel_wait4",
+        params: 4,
+        programs: &[("wait4_fentry", false), ("wait4_fexit", true)],
+        replaces: ["sys_enter_wait4", "sys_exit_wait4"],
+    },
+    Traced {
+        function: "kernel_waitid",
+        params: 5,
+        programs: &[("waitid_fentry", false), ("waitid_fexit", true)],
+        replaces: ["sys_enter_waitid", "sys_exit_waitid"],
+    },
+    Traced {
+        function: "__sys_bind",
+        params: 3,
+        programs: &[("bind_fexit", true)],
+        replaces: ["sys_enter_bind", "sys_exit_bind"],
+    },
+    Traced {
+        function: "__sys_connect",
+        params: 3,
+        programs: &[("connect_fexit", true)],
+        replaces: ["sys_enter_connect", "sys_exit_connect"],
+    },
+];
+
+/// Why `t`'s fentry/fexit programs cannot be used on this kernel (`None`:
+/// they can, if the kernel loads them): the function's prototype in BTF,
+/// and the members its programs read.
+fn traced_unready(btf: &Btf, c: &Config, t: &Traced) -> Option<String> {
+    match btf.function_params(t.function) {
+        Ok((n, true)) if n == t.params => {}
+        Ok((n, _)) => {
+            return Some(format!(
+                "{} takes {n} parameters on this kernel, not {}",
+                t.function, t.params
+            ))
+        }
+        Err(e) => return Some(e.to_string()),
+    }
+    (t.function == "kernel_waitid"
+        && (c.k_waitid_info_pid == watcher_common::OFFSET_NONE
+            || c.k_waitid_info_cause == watcher_common::OFFSET_NONE))
+        .then(|| "waitid_info.pid or .cause is not in BTF".to_owned())
+}
+
+/// Load and attach `t`'s programs; on a failure, none of them stays.
+fn attach_traced(ebpf: &mut Ebpf, btf: &aya::Btf, t: &Traced) -> Result<(), String> {
+    let mut done: Vec<&str> = Vec::new();
+    let one = |ebpf: &mut Ebpf, name: &str, fexit: bool| -> Result<(), String> {
+        let prog = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("no program {name} in the object"))?;
+        let first = crate::kernel::error::first_line;
+        if fexit {
+            let p: &mut FExit = prog.try_into().map_err(|e| first(&e))?;
+            p.load(t.function, btf).map_err(|e| first(&e))?;
+            p.attach().map_err(|e| first(&e))?;
+        } else {
+            let p: &mut FEntry = prog.try_into().map_err(|e| first(&e))?;
+            p.load(t.function, btf).map_err(|e| first(&e))?;
+            p.attach().map_err(|e| first(&e))?;
+        }
+        Ok(())
+    };
+    for &(name, fexit) in t.programs {
+        if let Err(why) = one(ebpf, name, fexit) {
+            // (aya's text repeats the errno after an empty verifier log.)
+            let why = if why.contains("Operation not permitted") {
+                "the kernel refused its load (EPERM)".to_owned()
+            } else {
+                why.split(". Verifier output").next().unwrap_or_default().to_owned()
+            };
+            for &gone in &done {
+                let _ = unload(ebpf, gone);
+            }
+            let _ = unload(ebpf, name);
+            return Err(format!("{name}: {why}"));
+        }
+        done.push(name);
+    }
+    Ok(())
+}
+
+/// Detach and unload the fentry/fexit program `name` (its links first).
+fn unload(ebpf: &mut Ebpf, name: &str) -> Option<()> {
+    match ebpf.program_mut(name)? {
+        aya::programs::Program::FExit(p) => p.unload().ok(),
+        aya::programs::Program::FEntry(p) => p.unload().ok(),
+        _ => None,
+    }
+}
 
 /// Why the raw tracepoint of `program` cannot be used on this kernel
 /// (`None`: it can): its prototype in BTF, and the members its program reads.
@@ -271,20 +389,36 @@ fn raw_unready(btf: &Btf, c: &Config, program: &str) -> Option<String> {
 }
 
 impl Probes {
-    /// How many programs are attached.
+    /// How many programs are attached (an fentry/fexit pair counts as one,
+    /// as the pair of tracepoints it replaces counts as two).
     pub fn attached(&self) -> usize {
-        HOOKS.len() - self.degraded.len()
+        HOOKS.len() - self.degraded.len() - self.traced.len()
     }
 
     /// How the programs are attached, for `watcher check` and the log:
-    /// "17 tracepoints (raw: sched_process_free, inet_sock_set_state)".
+    /// "9 tracepoints (raw: sched_process_free, inet_sock_set_state); system
+    /// calls through fentry/fexit: kernel_wait4, __sys_bind" — or, when the
+    /// kernel refuses those, "…; system calls through tracepoints (why)".
     pub fn attachment(&self) -> String {
-        let n = self.attached();
-        if self.raw.is_empty() {
+        let n = HOOKS.len() - self.degraded.len() - 2 * self.traced.len();
+        let mut s = if self.raw.is_empty() {
             format!("{n} tracepoints")
         } else {
             format!("{n} tracepoints (raw: {})", self.raw.join(", "))
+        };
+        if !self.traced.is_empty() {
+            s.push_str(&format!(
+                "; system calls through fentry/fexit: {}",
+                self.traced.join(", ")
+            ));
         }
+        if let Some(why) = &self.traced_fallback {
+            s.push_str(&format!(
+                "; {} through tracepoints (fentry/fexit: {why})",
+                if self.traced.is_empty() { "system calls" } else { "the others" }
+            ));
+        }
+        s
     }
 
     /// One line per optional hook this kernel lacks, for the log (and the
@@ -552,6 +686,14 @@ pub(crate) fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, Se
         c.k_bprm_filename = off;
     }
     c.raw_exit_group_dead = (btf.raw_tracepoint_args("sched_process_exit").ok() == Some(2)) as u32;
+    // (Missing: waitid is followed through its system-call tracepoints.)
+    if let (Ok((pid, Some(4))), Ok((cause, Some(4)))) = (
+        btf.member("waitid_info", "pid"),
+        btf.member("waitid_info", "cause"),
+    ) {
+        c.k_waitid_info_pid = pid;
+        c.k_waitid_info_cause = cause;
+    }
     Ok(c)
 }
 
@@ -681,11 +823,26 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
 
     // A diagnostic: every hook through tracefs (to measure what the raw
     // attachments save, or to rule them out).
-    let tracefs_only = std::env::var_os("WATCHER_ATTACH").is_some_and(|v| v == "tracefs");
+    // `no-fentry`: the system calls through their tracepoints.
+    let attach_env = std::env::var("WATCHER_ATTACH").unwrap_or_default();
+    let tracefs_only = attach_env == "tracefs";
+    let (traced, traced_fallback) = if tracefs_only || attach_env == "no-fentry" {
+        (Vec::new(), Some(format!("not tried: WATCHER_ATTACH={attach_env}")))
+    } else {
+        attach_all_traced(&mut ebpf, &btf, &config)
+    };
+    let replaced = |program: &str| {
+        TRACED
+            .iter()
+            .any(|t| traced.contains(&t.function) && t.replaces.contains(&program))
+    };
     let mut degraded = Vec::new();
     let mut raw = Vec::new();
     let mut raw_fallback = Vec::new();
     for h in HOOKS {
+        if replaced(h.program) {
+            continue;
+        }
         let tp_name = format!("{}/{}", h.category, h.name);
         if let Some(without) = h.optional {
             if !tracefs_root
@@ -783,7 +940,43 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         layout_note,
         raw,
         raw_fallback,
+        traced,
+        traced_fallback,
     })
+}
+
+/// Attach every system call of [`TRACED`] the kernel allows through
+/// fentry/fexit: the functions attached, and why not the others (the first
+/// reason; a refused load stops the tries: the kernel refuses them all).
+fn attach_all_traced(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    config: &Config,
+) -> (Vec<&'static str>, Option<String>) {
+    let mut aya_btf = None;
+    let mut attached = Vec::new();
+    let mut why: Option<String> = None;
+    for t in &TRACED {
+        if let Some(not) = traced_unready(btf, config, t) {
+            why.get_or_insert(not);
+            continue;
+        }
+        let kernel_btf = match aya_btf.get_or_insert_with(aya::Btf::from_sys_fs) {
+            Ok(b) => b,
+            Err(e) => {
+                why.get_or_insert(crate::kernel::error::first_line(e));
+                break;
+            }
+        };
+        match attach_traced(ebpf, kernel_btf, t) {
+            Ok(()) => attached.push(t.function),
+            Err(e) => {
+                why = Some(e);
+                break;
+            }
+        }
+    }
+    (attached, why)
 }
 
 /// Load `<program>_raw` and attach it to the raw tracepoint `hook.name`.
