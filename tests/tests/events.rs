@@ -136,7 +136,11 @@ fn through_system_call_tracepoints_binds_connects_and_waits_still_come() {
     if !require_root() {
         return;
     }
-    let feed = Feed::start_with(&["trace", "--json"], &[("WATCHER_ATTACH", "no-fentry")], &[]);
+    let feed = Feed::start_with(
+        &["trace", "--json"],
+        &[("WATCHER_ATTACH", "no-fentry")],
+        &[],
+    );
     let line = feed.wait_stderr("tracepoints");
     assert!(
         line.contains("17 tracepoints") && line.contains("system calls through tracepoints"),
@@ -912,9 +916,13 @@ fn check_reports_every_prerequisite() {
         .lines()
         .find(|l| l.starts_with("ok") && l.contains("load"))
         .unwrap_or_default();
-    let all = "system calls through fentry/fexit: kernel_wait4, kernel_waitid, __sys_bind, __sys_connect";
+    let all =
+        "system calls through fentry/fexit: kernel_wait4, kernel_waitid, __sys_bind, __sys_connect";
     if std::env::var_os("WATCHER_EXPECT_FENTRY").is_some() {
-        assert!(load.contains(all) && !load.contains("through tracepoints"), "{load}");
+        assert!(
+            load.contains(all) && !load.contains("through tracepoints"),
+            "{load}"
+        );
         assert!(load.contains(" 9 tracepoints"), "{load}");
     } else {
         assert!(

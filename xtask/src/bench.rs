@@ -633,9 +633,15 @@ fn stats(v: &mut [f64]) -> (f64, f64, f64) {
 /// Throughput ratios of each workload under each tracer, interleaved runs.
 pub fn overhead(watcher: &Path, actor: &Path, rounds: usize, dir: &Path) -> Result<Vec<String>> {
     let tracers = ["none", "watcher", "watcher-tracefs", "bpftrace"];
-    let workloads: [(&str, Vec<&str>); 2] = [
+    let workloads: [(&str, Vec<&str>); 3] = [
         ("fork/exit/wait loop (10,000)", vec!["fork-loop", "10000"]),
         ("bind+bind+connect loop (20,000)", vec!["net-loop", "20000"]),
+        // What every other system call of the host pays: with a system-call
+        // tracepoint attached, every task takes the kernel's tracing path.
+        (
+            "unrelated system calls (getppid ×2,000,000)",
+            vec!["syscall-loop", "2000000"],
+        ),
     ];
     let mut rows = Vec::new();
     let mut loss_rows = Vec::new();

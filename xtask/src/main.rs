@@ -84,6 +84,12 @@ enum Cmd {
         /// vCPU patched: see docs/kernels.md).
         #[arg(long, value_name = "MODE", default_value = "single")]
         tcg: String,
+        /// Instead of the tests: each workload (fork loop, bind+bind+connect
+        /// loop, unrelated system calls) with no watcher and under a watcher
+        /// of each attachment (fentry/fexit, system-call tracepoints, all
+        /// tracefs), with every program's ns/run (`kernel.bpf_stats_enabled`).
+        #[arg(long)]
+        bench: bool,
     },
     /// Run every test: unit tests, the end-to-end tests (real kernel programs, real processes; needs root),
     /// then the kernel matrix (`vms`). With arguments for `cargo test`, only those tests run.
@@ -166,9 +172,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             soak,
             soak_with,
             tcg,
+            bench,
         } => {
             let bin_dir = setup()?;
             vms::set_tcg(&tcg)?;
+            if bench {
+                return Ok(if vms::bench(&bin_dir, &kernels)? {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
             if let Some(cycles) = soak {
                 return Ok(if vms::soak(&bin_dir, &kernels, cycles, &soak_with)? {
                     ExitCode::SUCCESS

@@ -15,6 +15,7 @@
 //! and nothing is mounted over /tmp, where a checkout may live), brings up `lo` and runs
 //! `watcher check` and both test binaries, printing a marker line with each
 //! exit status on the serial console, which this reads.
+use std::collections::BTreeMap;
 use std::{
     fs,
     io::{BufRead, BufReader, Write},
@@ -821,6 +822,214 @@ poweroff -f
     )
 }
 
+/// The attachments `vms --bench` compares: the kernel's default (fentry/fexit
+/// for the system calls where allowed), the system calls through their
+/// tracepoints, and every hook through tracefs (`WATCHER_ATTACH`).
+const BENCH_MODES: [(&str, &str); 4] = [
+    ("none", ""),
+    ("fentry", ""),
+    ("syscall tracepoints", "no-fentry"),
+    ("all tracefs", "tracefs"),
+];
+/// Its workloads (the actor's loops) and rounds, interleaved.
+const BENCH_WORKLOADS: [&str; 3] = ["fork-loop 1000", "net-loop 1000", "syscall-loop 300000"];
+const BENCH_ROUNDS: u32 = 3;
+
+/// The bench's /init: each round runs every workload with no watcher, then
+/// under a watcher of each attachment (`kernel.bpf_stats_enabled` on), and
+/// prints the workloads' times and the watcher's per-program run counts
+/// and times from its /metrics.
+fn bench_script(exes: &[(String, PathBuf)]) -> String {
+    let watcher = path_of(exes, "watcher").display();
+    let actor = path_of(exes, "actor").display();
+    let mut rounds = String::new();
+    for r in 1..=BENCH_ROUNDS {
+        for (i, (_, env)) in BENCH_MODES.iter().enumerate() {
+            if i > 0 {
+                rounds.push_str(&format!(
+                    "WATCHER_ATTACH={env} {watcher} run --config /tmp/b.toml >/dev/null 2>/tmp/w.err & W=$!\n\
+                     n=0; until grep -q 'running:' /tmp/w.err; do sleep 1; n=$((n+1)); [ $n -gt 120 ] && break; done\n"
+                ));
+            }
+            for w in BENCH_WORKLOADS {
+                rounds.push_str(&format!(
+                    "echo \"WATCHER-BENCH {r} {i} {} $({actor} {w} | sed -n 's/^elapsed_ns=//p')\"\n",
+                    w.split(' ').next().unwrap_or(w)
+                ));
+            }
+            if i > 0 {
+                // (watcher reads the kernel's counts once a second: scrape
+                // until two looks a second apart agree.)
+                rounds.push_str(&format!(
+                    "prev=x; for k in 1 2 3 4 5 6 7 8 9 10; do sleep 1; cur=$(wget -qO- http://127.0.0.1:9464/metrics | grep '^watcher_program_run'); [ \"$cur\" = \"$prev\" ] && break; prev=$cur; done\n\
+                     echo \"$cur\" | sed 's/^/WATCHER-BENCH {r} {i} metric /'\n\
+                     kill -INT $W; wait $W\n"
+                ));
+            }
+        }
+    }
+    format!(
+        r#"{GUEST_PREAMBLE}echo "WATCHER-VM kernel $(uname -r)"
+echo 1 > /proc/sys/kernel/bpf_stats_enabled
+printf '[feed]\nstdout = false\n[metrics]\nlisten = "127.0.0.1:9464"\n[health]\nstatus_file = "/tmp/b.json"\n' > /tmp/b.toml
+{watcher} check | grep load
+{rounds}echo "WATCHER-VM bench exit=0"
+echo "WATCHER-VM done"
+poweroff -f
+"#
+    )
+}
+
+/// The tables of a bench guest's console: each workload's median time with
+/// no watcher and its ratio under each attachment; each program's ns per
+/// run under each.
+fn bench_tables(console: &str) -> String {
+    let mut times: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
+    // (mode, program) → (runs, seconds), summed over rounds.
+    let mut progs: BTreeMap<(String, usize), (f64, f64)> = BTreeMap::new();
+    for line in console.lines() {
+        let Some(rest) = line.split("WATCHER-BENCH ").nth(1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let Some(mode) = f.get(1).and_then(|m| m.parse::<usize>().ok()) else {
+            continue;
+        };
+        if f.get(2) == Some(&"metric") {
+            let (Some(series), Some(v)) = (f.get(3), f.get(4).and_then(|v| v.parse::<f64>().ok()))
+            else {
+                continue;
+            };
+            let Some((family, program)) = series.split_once("{program=\"") else {
+                continue;
+            };
+            let program = program.trim_end_matches("\"}").to_owned();
+            let e = progs.entry((program, mode)).or_default();
+            match family {
+                "watcher_program_runs_total" => e.0 += v,
+                "watcher_program_run_seconds_total" => e.1 += v,
+                _ => {}
+            }
+        } else if let (Some(w), Some(ns)) = (f.get(2), f.get(3).and_then(|v| v.parse::<f64>().ok()))
+        {
+            times.entry((mode, (*w).to_owned())).or_default().push(ns);
+        }
+    }
+    let median = |v: &Vec<f64>| {
+        let mut v = v.clone();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v.get(v.len() / 2).copied()
+    };
+    let mut out = String::from("| workload (median of rounds) | no watcher |");
+    for (name, _) in &BENCH_MODES[1..] {
+        out.push_str(&format!(" {name} |"));
+    }
+    out.push_str("\n|---|---|");
+    out.push_str(&"---|".repeat(BENCH_MODES.len() - 1));
+    out.push('\n');
+    for w in BENCH_WORKLOADS {
+        let key = w.split(' ').next().unwrap_or(w).to_owned();
+        let Some(base) = times.get(&(0, key.clone())).and_then(median) else {
+            continue;
+        };
+        out.push_str(&format!("| {w} | {:.0} ms |", base / 1e6));
+        for i in 1..BENCH_MODES.len() {
+            match times.get(&(i, key.clone())).and_then(median) {
+                Some(t) => out.push_str(&format!(" {:.2}× |", t / base)),
+                None => out.push_str(" – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str("\n| program | ");
+    out.push_str(
+        &BENCH_MODES[1..]
+            .iter()
+            .map(|(n, _)| format!("{n}: runs | ns/run"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+    );
+    out.push_str(" |\n|---|");
+    out.push_str(&"---|---|".repeat(BENCH_MODES.len() - 1));
+    out.push('\n');
+    let programs: std::collections::BTreeSet<String> =
+        progs.keys().map(|(p, _)| p.clone()).collect();
+    for p in programs {
+        if (1..BENCH_MODES.len()).all(|i| progs.get(&(p.clone(), i)).is_none_or(|e| e.0 == 0.0)) {
+            continue;
+        }
+        out.push_str(&format!("| `{p}` |"));
+        for i in 1..BENCH_MODES.len() {
+            match progs.get(&(p.clone(), i)) {
+                Some(&(runs, secs)) if runs > 0.0 => {
+                    out.push_str(&format!(" {runs:.0} | {:.0} |", secs * 1e9 / runs))
+                }
+                _ => out.push_str(" – | – |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `cargo xtask vms --bench`: in each guest, the workloads' cost under each
+/// attachment and each program's ns/run (`kernel.bpf_stats_enabled`);
+/// printed, and written to target/vm/<release>.bench.md.
+pub fn bench(bin_dir: &Path, packages: &[String]) -> Result<bool> {
+    let packages: Vec<String> = if packages.is_empty() {
+        SERIES
+            .iter()
+            .map(|pat| newest_package(pat))
+            .collect::<Result<_>>()?
+    } else {
+        packages.to_vec()
+    };
+    let mut images = Vec::new();
+    for pkg in &packages {
+        images.push((pkg.clone(), kernel(pkg)?));
+    }
+    let tools = tools()?;
+    let exes = build_static(bin_dir)?;
+    let work = crate::target_dir().join("vm");
+    fs::create_dir_all(&work)?;
+    let initrd = work.join("bench.cpio");
+    initramfs(
+        &tools.join("bin/busybox"),
+        &exes,
+        &bench_script(&exes),
+        &initrd,
+    )?;
+    let mut all = true;
+    for (pkg, image) in &images {
+        let release = pkg.strip_prefix("linux-image-").unwrap_or(pkg);
+        let log = work.join(format!("{release}.bench.log"));
+        eprintln!(
+            "xtask: bench in {release} under QEMU (TCG, one vCPU); console in {}",
+            log.display()
+        );
+        let o = boot_with(
+            &tools,
+            image,
+            &initrd,
+            release,
+            &log,
+            "console=ttyS0 panic=-1 quiet",
+            Duration::from_secs(1500),
+            false,
+        )?;
+        all &= o.ok;
+        let tables = bench_tables(&fs::read_to_string(&log)?);
+        let md = work.join(format!("{release}.bench.md"));
+        fs::write(&md, &tables)?;
+        println!(
+            "\n### {release} ({}; {:.0} s)\n\n{tables}",
+            if o.ok { "ok" } else { "FAIL" },
+            o.seconds
+        );
+    }
+    Ok(all)
+}
+
 /// `cargo xtask vms --soak N`: the attach/detach soak on each kernel (6.1 by
 /// default); Ok(false) if a guest did not finish or its kernel raised an alarm.
 pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32, with: &str) -> Result<bool> {
@@ -956,6 +1165,50 @@ pub fn run(bin_dir: &Path, packages: &[String]) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bench_tables_read_the_guests_console() {
+        let console = "\
+[6.1] WATCHER-BENCH 1 0 fork-loop 1000000000
+[6.1] WATCHER-BENCH 2 0 fork-loop 3000000000
+[6.1] WATCHER-BENCH 3 0 fork-loop 2000000000
+[6.1] WATCHER-BENCH 1 1 fork-loop 2200000000
+[6.1] WATCHER-BENCH 1 2 fork-loop 3000000000
+[6.1] WATCHER-BENCH 1 1 metric watcher_program_runs_total{program=\"bind_fexit\"} 2000
+[6.1] WATCHER-BENCH 1 1 metric watcher_program_run_seconds_total{program=\"bind_fexit\"} 0.002
+[6.1] WATCHER-BENCH 2 1 metric watcher_program_runs_total{program=\"bind_fexit\"} 2000
+[6.1] WATCHER-BENCH 2 1 metric watcher_program_run_seconds_total{program=\"bind_fexit\"} 0.002
+[6.1] WATCHER-BENCH 1 2 metric watcher_program_runs_total{program=\"bind_fexit\"} 0
+[6.1] WATCHER-BENCH 1 2 metric watcher_program_runs_total{program=\"sys_exit_bind\"} 4000
+[6.1] WATCHER-BENCH 1 2 metric watcher_program_run_seconds_total{program=\"sys_exit_bind\"} 0.008
+";
+        let t = bench_tables(console);
+        // The median of the three rounds without a watcher (2 s), and the ratios to it.
+        assert!(
+            t.contains("| fork-loop 1000 | 2000 ms | 1.10× | 1.50× | – |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| `bind_fexit` | 4000 | 1000 | – | – | – | – |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| `sys_exit_bind` | – | – | 4000 | 2000 | – | – |"),
+            "{t}"
+        );
+        let script = bench_script(&[
+            ("watcher".into(), "/b/watcher".into()),
+            ("actor".into(), "/b/actor".into()),
+        ]);
+        for env in [
+            "WATCHER_ATTACH=no-fentry",
+            "WATCHER_ATTACH=tracefs",
+            "bpf_stats_enabled",
+            "WATCHER-VM done",
+        ] {
+            assert!(script.contains(env), "{env}: {script}");
+        }
+    }
 
     #[test]
     fn the_newest_kernel_package_is_picked_by_number_not_by_text() {

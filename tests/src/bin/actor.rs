@@ -299,6 +299,16 @@ fn main() {
             }
             say("elapsed_ns", t.elapsed().as_nanos());
         }
+        "syscall-loop" => {
+            // syscall-loop N: N × getppid, a system call no tracer follows —
+            // what a host's every other system call pays for the tracing.
+            let n: u32 = arg(2).parse().unwrap_or(1_000_000);
+            let t = Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(nix::unistd::getppid());
+            }
+            say("elapsed_ns", t.elapsed().as_nanos());
+        }
         "listen-hold" => {
             // listen-hold ADDR PORT [reuseport] [v6only]: listen until stdin closes.
             let ip: std::net::IpAddr = arg(2).parse().expect("addr");

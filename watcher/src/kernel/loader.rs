@@ -340,7 +340,10 @@ fn attach_traced(ebpf: &mut Ebpf, btf: &aya::Btf, t: &Traced) -> Result<(), Stri
             let why = if why.contains("Operation not permitted") {
                 "the kernel refused its load (EPERM)".to_owned()
             } else {
-                why.split(". Verifier output").next().unwrap_or_default().to_owned()
+                why.split(". Verifier output")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
             };
             for &gone in &done {
                 let _ = unload(ebpf, gone);
@@ -415,7 +418,11 @@ impl Probes {
         if let Some(why) = &self.traced_fallback {
             s.push_str(&format!(
                 "; {} through tracepoints (fentry/fexit: {why})",
-                if self.traced.is_empty() { "system calls" } else { "the others" }
+                if self.traced.is_empty() {
+                    "system calls"
+                } else {
+                    "the others"
+                }
             ));
         }
         s
@@ -827,7 +834,10 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     let attach_env = std::env::var("WATCHER_ATTACH").unwrap_or_default();
     let tracefs_only = attach_env == "tracefs";
     let (traced, traced_fallback) = if tracefs_only || attach_env == "no-fentry" {
-        (Vec::new(), Some(format!("not tried: WATCHER_ATTACH={attach_env}")))
+        (
+            Vec::new(),
+            Some(format!("not tried: WATCHER_ATTACH={attach_env}")),
+        )
     } else {
         attach_all_traced(&mut ebpf, &btf, &config)
     };
