@@ -64,6 +64,8 @@ struct Rate {
 struct Growth {
     buckets: [i32; BUCKETS],
     last: u64,
+    /// The buckets' sum, kept as they change (no sum of 20 per fork).
+    total: i64,
 }
 
 impl Growth {
@@ -71,17 +73,20 @@ impl Growth {
         if bucket > self.last {
             let gap = (bucket - self.last).min(BUCKETS as u64);
             for k in 1..=gap {
-                self.buckets[((self.last + k) % BUCKETS as u64) as usize] = 0;
+                let b = &mut self.buckets[((self.last + k) % BUCKETS as u64) as usize];
+                self.total -= *b as i64;
+                *b = 0;
             }
             self.last = bucket;
         }
         if self.last - bucket < BUCKETS as u64 {
             self.buckets[(bucket % BUCKETS as u64) as usize] += d;
+            self.total += d as i64;
         }
-        self.sum()
+        self.total
     }
     fn sum(&self) -> i64 {
-        self.buckets.iter().map(|&b| b as i64).sum()
+        self.total
     }
     fn stale(&self, bucket: u64) -> bool {
         bucket.saturating_sub(self.last) >= BUCKETS as u64
@@ -144,6 +149,10 @@ pub struct ForkStorm {
     last_prune: u64,
     /// While a storm is open: when to look next whether it is over.
     next_check: u64,
+    /// Kept between events (no allocation per fork): an ancestor chain, and
+    /// each ancestor's growth.
+    chain: Vec<u32>,
+    walk: Vec<(u32, i64)>,
 }
 
 impl ForkStorm {
@@ -157,6 +166,8 @@ impl ForkStorm {
             overflow: 0,
             last_prune: 0,
             next_check: 0,
+            chain: Vec::new(),
+            walk: Vec::new(),
         }
     }
 
@@ -203,8 +214,16 @@ impl ForkStorm {
         )
     }
 
-    fn ancestors(i: &Input, mut pid: u32) -> Vec<u32> {
+    fn ancestors(i: &Input, pid: u32) -> Vec<u32> {
         let mut out = Vec::new();
+        Self::ancestors_into(i, pid, &mut out);
+        out
+    }
+
+    /// `pid` and its ancestors up to (not including) init, at most 64, into
+    /// `out` (cleared first: a vector kept between events, no allocation).
+    fn ancestors_into(i: &Input, mut pid: u32, out: &mut Vec<u32>) {
+        out.clear();
         while pid > 1 && out.len() < 64 {
             out.push(pid);
             match (i.ppid_of)(pid) {
@@ -212,7 +231,6 @@ impl ForkStorm {
                 _ => break,
             }
         }
-        out
     }
 
     fn prune(&mut self, now: u64) {
@@ -266,14 +284,18 @@ impl ForkStorm {
                 }
                 // Growth of every ancestor's subtree.
                 let bucket = ts / self.bucket_ns;
-                let mut walk: Vec<(u32, i64)> = Vec::new();
-                for a in Self::ancestors(i, parent) {
+                let mut chain = std::mem::take(&mut self.chain);
+                let mut walk = std::mem::take(&mut self.walk);
+                Self::ancestors_into(i, parent, &mut chain);
+                walk.clear();
+                for &a in &chain {
                     if !self.growth.contains_key(&a) && self.growth.len() >= self.cfg.max_tracked {
                         self.overflow += 1;
                         break;
                     }
                     walk.push((a, self.growth.entry(a).or_default().add(bucket, 1)));
                 }
+                self.chain = chain;
                 // The lowest ancestor that crosses — or, below it, the one whose subtree
                 // holds nearly all of that growth (a bomb started from a shell: name the
                 // bomb, not the shell).
@@ -303,17 +325,21 @@ impl ForkStorm {
                         }
                     }
                 }
+                self.walk = walk;
             }
             DomainEvent::Exited { .. } => {
                 let Some(p) = i.subject.filter(|p| p.exited.is_some()) else {
                     return out;
                 };
                 let bucket = ts / self.bucket_ns;
-                for a in Self::ancestors(i, p.ppid) {
-                    if let Some(g) = self.growth.get_mut(&a) {
+                let mut chain = std::mem::take(&mut self.chain);
+                Self::ancestors_into(i, p.ppid, &mut chain);
+                for a in &chain {
+                    if let Some(g) = self.growth.get_mut(a) {
                         g.add(bucket, -1);
                     }
                 }
+                self.chain = chain;
                 if self.incidents.is_open(&p.key.tgid) {
                     out.extend(self.incidents.resolve(
                         &p.key.tgid,
@@ -382,6 +408,34 @@ impl GrowthSum for HashMap<u32, Growth> {
                 }
             }
             _ => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kept total is always the buckets' sum, across gaps, wraps and
+    /// late (older-bucket) changes.
+    #[test]
+    fn the_growth_total_follows_its_buckets() {
+        let mut g = Growth::default();
+        let mut seed = 7u64;
+        let mut bucket = 0u64;
+        for _ in 0..10_000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            match seed >> 60 {
+                0 => bucket += 1,
+                1 => bucket += (seed >> 40) % 50,
+                _ => {}
+            }
+            // Now and then a change for a bucket a little in the past.
+            let at = if seed & 7 == 0 { bucket.saturating_sub((seed >> 8) % 30) } else { bucket };
+            let d = if seed & 16 == 0 { 1 } else { -1 };
+            let got = g.add(at, d);
+            let sum: i64 = g.buckets.iter().map(|&b| b as i64).sum();
+            assert_eq!(got, sum);
         }
     }
 }

@@ -41,6 +41,10 @@ impl Members {
         self.by_seq.len()
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_seq.is_empty()
+    }
+
     pub(crate) fn first(&self) -> Option<&Proc> {
         self.by_seq.values().next()
     }

@@ -95,7 +95,14 @@ pub struct ZombieAccumulation {
     /// Deferred checks: (when, parent).
     checks: BTreeSet<(u64, u32)>,
     parents: HashMap<u32, Option<Proc>>,
+    /// Emptied lists kept for the next parent (a fork loop's child makes
+    /// its parent a list and its reap empties it: a new one each time was a
+    /// ~2 KB allocation per child, the largest of a fork loop).
+    spare: Vec<Members>,
 }
+
+/// At most this many emptied lists are kept.
+const SPARE_LISTS: usize = 16;
 
 impl ZombieAccumulation {
     pub fn new(cfg: &DetectConfig) -> ZombieAccumulation {
@@ -107,6 +114,7 @@ impl ZombieAccumulation {
             ),
             zombies: HashMap::new(),
             per_parent: HashMap::new(),
+            spare: Vec::new(),
             threshold: cfg.zombie_accumulation.threshold as usize,
             cap: cfg.max_tracked,
             overflow: 0,
@@ -152,7 +160,11 @@ impl ZombieAccumulation {
             return None;
         }
         self.zombies.insert(child.key, parent);
-        let list = self.per_parent.entry(parent).or_default();
+        let spare = &mut self.spare;
+        let list = self
+            .per_parent
+            .entry(parent)
+            .or_insert_with(|| spare.pop().unwrap_or_default());
         list.push(child.clone());
         let n = list.len();
         if n < self.threshold {
@@ -226,13 +238,22 @@ impl ZombieAccumulation {
         )
     }
 
+    /// `parent` has no list any more; an empty one is kept for reuse.
+    fn retire(&mut self, parent: u32) {
+        if let Some(list) = self.per_parent.remove(&parent) {
+            if list.is_empty() && self.spare.len() < SPARE_LISTS {
+                self.spare.push(list);
+            }
+        }
+    }
+
     fn remove(&mut self, child: ProcKey, now: u64, why: &'static str) -> Option<Finding> {
         let parent = self.zombies.remove(&child)?;
         let list = self.per_parent.get_mut(&parent)?;
         list.remove(&child);
         let n = list.len();
         if n == 0 {
-            self.per_parent.remove(&parent);
+            self.retire(parent);
         }
         if n < self.threshold && self.incidents.is_open(&parent) {
             return self.incidents.resolve(
@@ -272,7 +293,7 @@ impl ZombieAccumulation {
         for (parent, gone) in parents {
             let left = self.per_parent.get(&parent).map(Members::len).unwrap_or(0);
             if left == 0 {
-                self.per_parent.remove(&parent);
+                self.retire(parent);
             }
             if left < self.threshold && self.incidents.is_open(&parent) {
                 out.extend(
@@ -347,7 +368,7 @@ impl ZombieAccumulation {
                         format_args!("{} exited; {why}", who(p)),
                     ));
                 }
-                self.per_parent.remove(&p.key.tgid);
+                self.retire(p.key.tgid);
             }
             DomainEvent::Reaped { .. } => {
                 // The reaper: the kernel's word, else (a reap only the

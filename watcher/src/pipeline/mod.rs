@@ -371,6 +371,7 @@ pub fn run(
         losses: LossRecords::default(),
         records: Vec::new(),
         decided: Vec::new(),
+        tally: Tally::default(),
     };
     let mut second_at = Clock::mono_now() + SECOND_NS;
     loop {
@@ -470,6 +471,35 @@ struct Loop<'o> {
     /// (for the write stage's latency).
     records: Vec<Record>,
     decided: Vec<u64>,
+    /// This thread's counts since they were last published (once a second,
+    /// and at the end): no lock per batch.
+    tally: Tally,
+}
+
+/// Counts the deciding thread keeps to itself between publications.
+#[derive(Default)]
+struct Tally {
+    /// Events by kind number (a map lookup by name per event was ~1 % of a fork loop).
+    by_kind: [u64; watcher_common::TABLE_FULL_BASE as usize],
+    kernel_to_read: crate::output::stages::Histogram,
+    read_to_decided: crate::output::stages::Histogram,
+    decode_errors: u64,
+}
+
+impl Tally {
+    /// Add them to the shared counters, and start again from zero.
+    fn publish(&mut self, stats: &SharedStats) {
+        let t = std::mem::take(self);
+        let mut s = stats.lock().expect("stats lock");
+        for (k, n) in t.by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
+            *s.events_by_type
+                .entry(EventKind::from_u32(k as u32).as_str())
+                .or_default() += n;
+        }
+        s.stages.kernel_to_read.merge(&t.kernel_to_read);
+        s.stages.read_to_decided.merge(&t.read_to_decided);
+        s.decode_errors += t.decode_errors;
+    }
 }
 
 impl Loop<'_> {
@@ -551,6 +581,7 @@ impl Loop<'_> {
             }
             st.program_runs = self.skips.runs.clone();
         }
+        self.tally.publish(&self.stats);
         refresh_stats(&self.stats, &self.engine);
         if let Ok(t) = self.table_states.lock() {
             self.stats.lock().expect("stats lock").kernel_tables = t.clone();
@@ -635,17 +666,12 @@ impl Loop<'_> {
             self.engine.caught_up();
             return Ok(());
         }
-        let mut kernel_to_read = crate::output::stages::Histogram::default();
-        let mut read_to_decided = crate::output::stages::Histogram::default();
-        // Events by kind number (a map lookup by name per event was ~1 % of a fork loop).
-        let mut by_kind = [0u64; watcher_common::TABLE_FULL_BASE as usize];
-        let mut decode_errors = 0;
         let wants_events = self.out.wants_events();
         for ev in evs.drain(..) {
             let ev = match ev {
                 Ok(ev) => ev,
                 Err(e) => {
-                    decode_errors += 1;
+                    self.tally.decode_errors += 1;
                     tracing::warn!("undecodable record: {e}");
                     continue;
                 }
@@ -654,15 +680,19 @@ impl Loop<'_> {
                 // The canary made it through: not an event of the host.
                 continue;
             }
-            kernel_to_read.observe_ns(read_ns.saturating_sub(ev.header.ts_ns));
+            self.tally
+                .kernel_to_read
+                .observe_ns(read_ns.saturating_sub(ev.header.ts_ns));
             let (r, fs) = self.engine.handle_opt(&ev, wants_events);
             if !fs.is_empty() {
                 let now = Clock::mono_now();
                 for _ in &fs {
-                    read_to_decided.observe_ns(now.saturating_sub(read_ns));
+                    self.tally
+                        .read_to_decided
+                        .observe_ns(now.saturating_sub(read_ns));
                 }
             }
-            if let Some(n) = by_kind.get_mut(ev.kind() as usize) {
+            if let Some(n) = self.tally.by_kind.get_mut(ev.kind() as usize) {
                 *n += 1;
             }
             self.records.extend(r);
@@ -672,16 +702,6 @@ impl Loop<'_> {
                 self.consumer_gone = !self.deliver(now)?;
             }
         }
-        let mut s = self.stats.lock().expect("stats lock");
-        for (k, n) in by_kind.iter().enumerate().filter(|(_, n)| **n > 0) {
-            *s.events_by_type
-                .entry(EventKind::from_u32(k as u32).as_str())
-                .or_default() += n;
-        }
-        s.stages.kernel_to_read.merge(&kernel_to_read);
-        s.stages.read_to_decided.merge(&read_to_decided);
-        s.decode_errors += decode_errors;
-        drop(s);
         if caught_up {
             self.engine.caught_up();
         }
@@ -767,6 +787,7 @@ impl Loop<'_> {
             let _ = self.out.write(&rest, &self.stats);
         }
         drop(self.ebpf.take());
+        self.tally.publish(&self.stats);
         refresh_stats(&self.stats, &self.engine);
         let s = self.stats.lock().expect("stats lock").clone();
         s
