@@ -203,9 +203,15 @@ impl Enricher {
         bind: bool,
     ) -> SocketRecord {
         let h = &ev.header;
-        let process = self.process(h.tgid, h.pid, ev.comm(), touched.subject.as_ref(), None);
+        let process = self.process(
+            h.tgid,
+            h.pid,
+            ev.comm(),
+            touched.subject.get(&self.procs),
+            None,
+        );
         let ep = endpoint(ip_addr(s.family, &s.addr), s.port);
-        let (container, orchestrator) = self.container(touched.subject.as_ref());
+        let (container, orchestrator) = self.container(touched.subject.get(&self.procs));
         let (outcome, error) = match s.ret {
             0 => ("success", None),
             r => {
@@ -270,20 +276,25 @@ impl Enricher {
         let mut touched = self.procs.apply_in(ev, &|id| containers.id_of_cgroup(id));
         // A pod's programs are told apart within the pod: the kubelet restarts
         // a crashed container as a new container (a new id) in the same pod.
-        if let (Payload::Exec(_), Some(p)) = (&ev.payload, touched.subject.as_mut()) {
-            if let Some(cid) = &p.container_id {
-                let scope = self.containers.identity_scope(cid);
-                if scope != *cid {
-                    p.program = crate::world::proctable::program_id(
-                        self.procs.identity,
+        if let Payload::Exec(_) = &ev.payload {
+            let containers = &mut self.containers;
+            let procs = &self.procs;
+            let scoped = touched.subject.get(procs).and_then(|p| {
+                let cid = p.container_id.as_ref()?;
+                let scope = containers.identity_scope(cid);
+                (scope != *cid).then(|| {
+                    let program = crate::world::proctable::program_id(
+                        procs.identity,
                         p.exe.as_deref(),
                         &p.comm,
                         p.argv.as_deref(),
                         Some(&scope),
                     );
-                    let (tgid, program) = (p.key.tgid, p.program);
-                    self.procs.set_program(tgid, program);
-                }
+                    (p.key.tgid, program)
+                })
+            });
+            if let Some((tgid, program)) = scoped {
+                self.procs.set_program(tgid, program);
             }
         }
         // What the record means, once, for the detectors.
@@ -292,7 +303,10 @@ impl Enricher {
         if let Payload::Exit(x) = &ev.payload {
             if crate::world::proctable::ends_process(x, ev.header.pid, ev.header.tgid) {
                 let status = ExitStatus::from_raw(x.exit_code);
-                let last = touched.subject.as_ref().and_then(|p| p.signalled.as_ref());
+                let last = touched
+                    .subject
+                    .get(&self.procs)
+                    .and_then(|p| p.signalled.as_ref());
                 touched.cause = Some(crate::world::cause::Cause::of(
                     status,
                     last,
@@ -302,7 +316,7 @@ impl Enricher {
         }
         if let Some(id) = touched
             .subject
-            .as_ref()
+            .get(&self.procs)
             .and_then(|p| p.container_id.as_ref())
         {
             // Ask the runtime (without waiting) about a container it has not named yet.
@@ -313,7 +327,7 @@ impl Enricher {
             Payload::Bind(s) | Payload::Connect(s) => {
                 let bind = matches!(ev.payload, Payload::Bind(_));
                 if s.ret == 0 || (!bind && -s.ret == EINPROGRESS) {
-                    if let Some(p) = &touched.subject {
+                    if let Some(p) = touched.subject.get(&self.procs) {
                         self.sockets.remember(s.skaddr, p);
                     }
                 }
@@ -326,7 +340,7 @@ impl Enricher {
                     // These transitions run in the calling task's context, and
                     // start a socket's life: whatever an older socket at the same
                     // kernel address said about its owner is stale now.
-                    if let Some(p) = &touched.subject {
+                    if let Some(p) = touched.subject.get(&self.procs) {
                         self.sockets.remember(t.skaddr, p);
                         owner = Some(p.clone());
                     }
@@ -373,7 +387,7 @@ impl Enricher {
     /// A process's (or thread's) creation.
     fn fork_body(&self, ev: &KernelEvent, f: &watcher_common::ForkData, touched: &Touched) -> Body {
         let h = &ev.header;
-        let subject = touched.subject.as_ref();
+        let subject = touched.subject.get(&self.procs);
         let thread = f.clone_flags & CLONE_THREAD != 0;
         let mut process = if thread {
             self.process(h.tgid, f.child_pid, ev.comm(), subject, None)
@@ -383,7 +397,7 @@ impl Enricher {
                 f.child_tgid,
                 ev.comm(),
                 subject,
-                touched.parent.as_ref(),
+                touched.parent.get(&self.procs),
             )
         };
         if thread {
@@ -409,10 +423,16 @@ impl Enricher {
         touched: &Touched,
     ) -> Body {
         let h = &ev.header;
-        let subject = touched.subject.as_ref();
+        let subject = touched.subject.get(&self.procs);
         let (container, orchestrator) = self.container(subject);
         Body::Exec(ExecRecord {
-            process: self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref()),
+            process: self.process(
+                h.tgid,
+                h.pid,
+                ev.comm(),
+                subject,
+                touched.parent.get(&self.procs),
+            ),
             args: x.argv.clone(),
             exec: ExecInfo {
                 args_truncated: x.argv_truncated,
@@ -425,9 +445,15 @@ impl Enricher {
     /// A thread's or process's end: its status, and why (the cause) when the process ended.
     fn exit_body(&self, ev: &KernelEvent, x: &watcher_common::ExitData, touched: &Touched) -> Body {
         let h = &ev.header;
-        let subject = touched.subject.as_ref();
+        let subject = touched.subject.get(&self.procs);
         let status = ExitStatus::from_raw(x.exit_code);
-        let mut process = self.process(h.tgid, h.pid, ev.comm(), subject, touched.parent.as_ref());
+        let mut process = self.process(
+            h.tgid,
+            h.pid,
+            ev.comm(),
+            subject,
+            touched.parent.get(&self.procs),
+        );
         // This record's own word: by the time it is enriched, a later
         // exit of another thread may already have ended the process.
         let process_exited = crate::world::proctable::ends_process(x, h.pid, h.tgid);
@@ -475,7 +501,7 @@ impl Enricher {
     /// A child reaped: by whom, how, after how long a zombie.
     fn reap_body(&self, ev: &KernelEvent, r: &watcher_common::ReapData, touched: &Touched) -> Body {
         let h = &ev.header;
-        let subject = touched.subject.as_ref();
+        let subject = touched.subject.get(&self.procs);
         let mut process = self.process(r.reaped_pid, r.reaped_pid, String::new(), subject, None);
         if subject.is_none() {
             process.name = "?".into();
@@ -487,7 +513,7 @@ impl Enricher {
             }
             zombie_ms = (h.ts_ns >= t).then(|| ms(h.ts_ns - t));
         }
-        let reaper = touched.parent.as_ref().map(|p| Parent {
+        let reaper = touched.parent.get(&self.procs).map(|p| Parent {
             pid: p.key.tgid,
             name: Some(p.comm.to_string()),
             executable: p.exe.as_deref().map(str::to_owned),
@@ -523,7 +549,7 @@ impl Enricher {
         owner: Option<&Proc>,
     ) -> Body {
         let h = &ev.header;
-        let subject = touched.subject.as_ref();
+        let subject = touched.subject.get(&self.procs);
         let process = match owner {
             Some(o) => {
                 Some(self.process(o.key.tgid, o.key.tgid, o.comm.to_string(), Some(o), None))

@@ -367,22 +367,16 @@ impl Engine {
         } else {
             None
         };
-        let me = touched
-            .subject
-            .as_ref()
-            .map(|p| p.key.tgid)
-            .unwrap_or(ev.header.tgid);
-        let confirm = self.detectors.wants_confirmation(
-            &touched.event,
-            me,
-            touched.subject.as_ref(),
-            ev.header.ts_ns,
-        );
+        let subject = touched.subject.get(&self.enricher.procs);
+        let me = subject.map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
+        let confirm =
+            self.detectors
+                .wants_confirmation(&touched.event, me, subject, ev.header.ts_ns);
         let second = ev.header.ts_ns / 1_000_000_000;
         if self.budget.0 != second || self.budget.1.len() > 4096 {
             self.budget = (second, std::collections::HashMap::new());
         }
-        let uid = touched.subject.as_ref().map(|p| p.uid).unwrap_or(u32::MAX);
+        let uid = subject.map(|p| p.uid).unwrap_or(u32::MAX);
         let kernel = match confirm {
             // (Counted, not timed: a lookup skipped for time left a real
             // conflict whose holder only the kernel knew unreported — the
@@ -447,8 +441,8 @@ impl Engine {
         let input = Input {
             ev,
             event: &touched.event,
-            subject: touched.subject.as_ref(),
-            parent: touched.parent.as_ref(),
+            subject,
+            parent: touched.parent.get(table),
             owner: owner.as_ref(),
             reparented: &table.reparented,
             cause: touched.cause.as_ref(),
