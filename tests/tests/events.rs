@@ -147,32 +147,9 @@ fn through_system_call_tracepoints_binds_connects_and_waits_still_come() {
         "the system calls not through their tracepoints: {line}"
     );
     fork_exit_3_and_reap(&feed);
-    let run = actor(ACTOR, &["waitid"]);
-    let child = run.get("child") as u32;
-    let reap = feed.wait_for_related(
-        "reap by waitid",
-        |v| pid_is(v, child),
-        |v| is(v, "reap") && pid_is(v, child),
-    );
-    assert_eq!(text(&reap, &["reap", "method"]), Some("waitid"), "{reap}");
-    let run = actor(ACTOR, &["addrinuse"]);
-    let port = run.get("port");
-    let b = feed.wait_for_related(
-        "failed bind",
-        |v| pid_is(v, run.pid),
-        |v| is(v, "bind") && pid_is(v, run.pid) && v.get("error").is_some(),
-    );
-    assert_eq!(text(&b, &["error", "code"]), Some("EADDRINUSE"), "{b}");
-    assert_eq!(num(&b, &["source", "port"]), Some(port), "{b}");
-    let run = actor(ACTOR, &["connect-refused"]);
-    let port = run.get("port");
-    let c = feed.wait_for_related(
-        "refused connect",
-        |v| pid_is(v, run.pid),
-        |v| is(v, "connect") && pid_is(v, run.pid),
-    );
-    assert_eq!(text(&c, &["error", "code"]), Some("ECONNREFUSED"), "{c}");
-    assert_eq!(num(&c, &["destination", "port"]), Some(port), "{c}");
+    waitid_reap(&feed);
+    failed_bind(&feed);
+    refused_connect(&feed);
 }
 
 /// The exec record of `actor exec-self ARG` (the actor execs itself as
@@ -373,7 +350,11 @@ fn reap_by_waitid() {
     if !require_root() {
         return;
     }
-    let feed = Feed::shared();
+    waitid_reap(&Feed::shared());
+}
+
+/// `actor waitid`'s child, reaped by waitid: its record (method, reaper, exit code).
+fn waitid_reap(feed: &Feed) {
     let run = actor(ACTOR, &["waitid"]);
     let child = run.get("child") as u32;
     let reap = feed.wait_for_related(
@@ -599,7 +580,11 @@ fn bind_fails_with_eaddrinuse() {
     if !require_root() {
         return;
     }
-    let feed = Feed::shared();
+    failed_bind(&Feed::shared());
+}
+
+/// `actor addrinuse`: the failed bind (EADDRINUSE, its port) and the holder's listen.
+fn failed_bind(feed: &Feed) {
     let run = actor(ACTOR, &["addrinuse"]);
     let port = run.get("port");
     assert_eq!(run.get("errno"), 98);
@@ -642,7 +627,11 @@ fn blocking_connect_to_a_closed_port_is_refused() {
     if !require_root() {
         return;
     }
-    let feed = Feed::shared();
+    refused_connect(&Feed::shared());
+}
+
+/// `actor connect-refused`: the refused connect, its destination and outcome.
+fn refused_connect(feed: &Feed) {
     let run = actor(ACTOR, &["connect-refused"]);
     let port = run.get("port");
     let c = feed.wait_for_related(

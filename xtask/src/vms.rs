@@ -999,21 +999,7 @@ pub fn bench(bin_dir: &Path, packages: &[String]) -> Result<bool> {
     } else {
         packages.to_vec()
     };
-    let mut images = Vec::new();
-    for pkg in &packages {
-        images.push((pkg.clone(), kernel(pkg)?));
-    }
-    let tools = tools()?;
-    let exes = build_static(bin_dir)?;
-    let work = crate::target_dir().join("vm");
-    fs::create_dir_all(&work)?;
-    let initrd = work.join("bench.cpio");
-    initramfs(
-        &tools.join("bin/busybox"),
-        &exes,
-        &bench_script(&exes),
-        &initrd,
-    )?;
+    let (images, tools, work, initrd) = prepare(bin_dir, &packages, "bench.cpio", bench_script)?;
     let mut all = true;
     for (pkg, image) in &images {
         let release = pkg.strip_prefix("linux-image-").unwrap_or(pkg);
@@ -1045,6 +1031,29 @@ pub fn bench(bin_dir: &Path, packages: &[String]) -> Result<bool> {
     Ok(all)
 }
 
+/// What a guest run other than the matrix needs: each package's kernel,
+/// the tools, the static binaries, and an initramfs `cpio` (under
+/// target/vm, the returned work directory) whose /init `script` writes.
+#[allow(clippy::type_complexity)]
+fn prepare(
+    bin_dir: &Path,
+    packages: &[String],
+    cpio: &str,
+    script: impl FnOnce(&[(String, PathBuf)]) -> String,
+) -> Result<(Vec<(String, PathBuf)>, PathBuf, PathBuf, PathBuf)> {
+    let mut images = Vec::new();
+    for pkg in packages {
+        images.push((pkg.clone(), kernel(pkg)?));
+    }
+    let tools = tools()?;
+    let exes = build_static(bin_dir)?;
+    let work = crate::target_dir().join("vm");
+    fs::create_dir_all(&work)?;
+    let initrd = work.join(cpio);
+    initramfs(&tools.join("bin/busybox"), &exes, &script(&exes), &initrd)?;
+    Ok((images, tools, work, initrd))
+}
+
 /// `cargo xtask vms --soak N`: the attach/detach soak on each kernel (6.1 by
 /// default); Ok(false) if a guest did not finish or its kernel raised an alarm.
 pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32, with: &str) -> Result<bool> {
@@ -1056,21 +1065,9 @@ pub fn soak(bin_dir: &Path, packages: &[String], cycles: u32, with: &str) -> Res
     } else {
         packages.to_vec()
     };
-    let mut images = Vec::new();
-    for pkg in &packages {
-        images.push((pkg.clone(), kernel(pkg)?));
-    }
-    let tools = tools()?;
-    let exes = build_static(bin_dir)?;
-    let work = crate::target_dir().join("vm");
-    fs::create_dir_all(&work)?;
-    let initrd = work.join("soak.cpio");
-    initramfs(
-        &tools.join("bin/busybox"),
-        &exes,
-        &soak_script(&exes, cycles, with),
-        &initrd,
-    )?;
+    let (images, tools, work, initrd) = prepare(bin_dir, &packages, "soak.cpio", |exes| {
+        soak_script(exes, cycles, with)
+    })?;
     let mut all = true;
     for (pkg, image) in &images {
         let release = pkg.strip_prefix("linux-image-").unwrap_or(pkg);
