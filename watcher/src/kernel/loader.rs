@@ -392,12 +392,6 @@ fn raw_unready(btf: &Btf, c: &Config, program: &str) -> Option<String> {
 }
 
 impl Probes {
-    /// How many programs are attached (an fentry/fexit pair counts as one,
-    /// as the pair of tracepoints it replaces counts as two).
-    pub fn attached(&self) -> usize {
-        HOOKS.len() - self.degraded.len() - self.traced.len()
-    }
-
     /// How the programs are attached, for `watcher check` and the log:
     /// "9 tracepoints (raw: sched_process_free, inet_sock_set_state); system
     /// calls through fentry/fexit: kernel_wait4, __sys_bind" — or, when the
