@@ -811,7 +811,11 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         nix::sys::resource::RLIM_INFINITY,
     );
 
+    // aya's reading of the kernel's BTF: the loader's relocations and the
+    // fentry/fexit programs' targets (parsed once, for both).
+    let aya_btf = aya::Btf::from_sys_fs();
     let mut loader = EbpfLoader::new();
+    loader.btf(aya_btf.as_ref().ok());
     loader.override_global(GLOBAL_CONFIG, &config, true);
     for (i, name) in MAP_RINGS.iter().enumerate() {
         // Rings the layout does not use: one page each.
@@ -833,7 +837,7 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
             Some(format!("not tried: WATCHER_ATTACH={attach_env}")),
         )
     } else {
-        attach_all_traced(&mut ebpf, &btf, &config)
+        attach_all_traced(&mut ebpf, &btf, aya_btf.as_ref(), &config)
     };
     let replaced = |program: &str| {
         TRACED
@@ -955,9 +959,9 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
 fn attach_all_traced(
     ebpf: &mut Ebpf,
     btf: &Btf,
+    aya_btf: Result<&aya::Btf, &aya::BtfError>,
     config: &Config,
 ) -> (Vec<&'static str>, Option<String>) {
-    let mut aya_btf = None;
     let mut attached = Vec::new();
     let mut why: Option<String> = None;
     for t in &TRACED {
@@ -965,7 +969,7 @@ fn attach_all_traced(
             why.get_or_insert(not);
             continue;
         }
-        let kernel_btf = match aya_btf.get_or_insert_with(aya::Btf::from_sys_fs) {
+        let kernel_btf = match aya_btf {
             Ok(b) => b,
             Err(e) => {
                 why.get_or_insert(crate::kernel::error::first_line(e));
