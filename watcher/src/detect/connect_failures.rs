@@ -13,7 +13,8 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 
 use super::{
-    addr_port, config::ns, incident::Incidents, sockets::normalize, who, DetectConfig, Finding,
+    addr_port, config::ns, incident::Incidents, sockets::normalize, summary::Facts, who,
+    DetectConfig, Finding,
     Input, Involved, Kind,
 };
 use crate::{
@@ -95,8 +96,18 @@ type Key = (u32, IpAddr, u16);
 struct Dest {
     fails: VecDeque<u64>,
     clients: Vec<Proc>,
-    last_error: String,
+    /// The last failure's errno (`None`: a handshake that failed, its
+    /// errno not yet known); a name only when a record says it.
+    last_error: Option<i32>,
     last: u64,
+}
+
+/// What a record says of a failure's error.
+fn error_text(errno: Option<i32>) -> String {
+    match errno {
+        Some(e) => errno_name(e),
+        None => "refused or timed out".into(),
+    }
 }
 
 pub struct ConnectFailures {
@@ -143,7 +154,7 @@ impl ConnectFailures {
         &mut self,
         key: Key,
         client: Option<&Proc>,
-        error: String,
+        error: Option<i32>,
         ts: u64,
         shadowed: &dyn Fn(u32, u16) -> Option<String>,
     ) -> Option<Finding> {
@@ -182,15 +193,40 @@ impl ConnectFailures {
             }
         }
         let n = d.fails.len();
-        if n < self.threshold && !self.incidents.is_open(&key) {
-            return None;
+        let open = self.incidents.get(&key).map(|inc| inc.count);
+        match open {
+            None if n < self.threshold => return None,
+            // A failure of an open incident between its updates is counted,
+            // nothing built (a flood of refused connects costs O(1) each).
+            Some(count) if self.incidents.count_until_due(&key, ts, count + 1) => return None,
+            // (The user an open is counted against: its first process, the latest client.)
+            None if self.incidents.refuses_open(
+                &key,
+                d.clients.last().map(|c| c.uid).unwrap_or(u32::MAX),
+                ts,
+            ) =>
+            {
+                return None
+            }
+            _ => {}
         }
-        let dest = addr_port(key.1, key.2);
+        let (facts, processes) = Self::said(key, d, self.window_ns, shadowed);
+        self.incidents
+            .raise(key, &facts.destination, ts, 1, &facts, processes)
+    }
+
+    /// What a record of destination `key` says (its facts and clients).
+    fn said(
+        key: Key,
+        d: &Dest,
+        window_ns: u64,
+        shadowed: &dyn Fn(u32, u16) -> Option<String>,
+    ) -> (Failing, Vec<Involved>) {
         let facts = Failing {
-            destination: dest.clone(),
-            failures_in_window: n,
-            window_s: self.window_ns as f64 / 1e9,
-            last_error: d.last_error.clone(),
+            destination: addr_port(key.1, key.2),
+            failures_in_window: d.fails.len(),
+            window_s: window_ns as f64 / 1e9,
+            last_error: error_text(d.last_error),
             clients: d.clients.iter().map(|c| c.key.tgid).collect(),
             named: d.clients.iter().rev().take(5).map(who).collect(),
             note: shadowed(key.0, key.2),
@@ -207,12 +243,28 @@ impl ConnectFailures {
                 since_ns: None,
             })
             .collect();
-        self.incidents
-            .raise(key, &dest, ts, 1, &facts, processes)
+        (facts, processes)
     }
 
-    fn success(&mut self, key: Key, client: Option<&Proc>, ts: u64) -> Option<Finding> {
-        self.dests.remove(&key);
+    fn success(
+        &mut self,
+        key: Key,
+        client: Option<&Proc>,
+        ts: u64,
+        shadowed: &dyn Fn(u32, u16) -> Option<String>,
+    ) -> Option<Finding> {
+        let d = self.dests.remove(&key);
+        // The resolution carries what the incident says at its last failure
+        // (failures counted since its last update were not built then).
+        if let (Some(d), true) = (d, self.incidents.is_open(&key)) {
+            let (facts, processes) = Self::said(key, &d, self.window_ns, shadowed);
+            let (summary, details) = facts.said();
+            self.incidents.amend(&key, |inc| {
+                inc.summary = summary;
+                inc.processes = processes;
+                inc.details = details;
+            });
+        }
         let by = client.map(who).unwrap_or_else(|| "a client".into());
         self.incidents.resolve(
             &key,
@@ -247,13 +299,13 @@ impl ConnectFailures {
         // may run in another task's context (its socket's owner is known).
         let who = if syscall { i.subject } else { i.owner };
         match outcome {
-            ConnectOutcome::Connected => self.success(key, who, ts).into_iter().collect(),
+            ConnectOutcome::Connected => self.success(key, who, ts, shadowed).into_iter().collect(),
             ConnectOutcome::HandshakeFailed => {
                 if self.counted.len() > 65_536 {
                     self.counted.clear();
                 }
                 self.counted.insert(sock);
-                self.failure(key, who, "refused or timed out".into(), ts, shadowed)
+                self.failure(key, who, None, ts, shadowed)
                     .into_iter()
                     .collect()
             }
@@ -267,14 +319,14 @@ impl ConnectFailures {
                     || (REFUSED_OR_TIMEOUT.contains(&errno) && !counted)
                 {
                     return self
-                        .failure(key, who, errno_name(errno), ts, shadowed)
+                        .failure(key, who, Some(errno), ts, shadowed)
                         .into_iter()
                         .collect();
                 }
                 if counted {
                     // Refine the error text of a failure counted from the state change.
                     if let Some(d) = self.dests.get_mut(&key) {
-                        d.last_error = errno_name(errno);
+                        d.last_error = Some(errno);
                     }
                 }
                 Vec::new()

@@ -103,6 +103,75 @@ fn blocking_refusals_count_once_and_a_slow_trickle_is_quiet() {
 }
 
 #[test]
+fn a_flood_of_refusals_updates_once_per_interval_with_every_failure_counted() {
+    // (Between updates each failure is counted without a record being
+    // built; the update that is due says the count and the latest error.)
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/client", &["client"]);
+    let mut records = Vec::new();
+    for n in 0..2_000u64 {
+        let sk = 0xa000 + n;
+        // 2,000 refusals over 12 s: the update interval (10 s) passes once.
+        let t = 2 * S + n * 6 * MS;
+        k.tcp(t, 100, sk, 7, 2, "127.0.0.1", 0, "127.0.0.1", 5433);
+        records.extend(k.tcp(t + 1, 100, sk, 2, 7, "127.0.0.1", 40000, "127.0.0.1", 5433));
+        records.extend(k.connect(t + 2, 100, "127.0.0.1", 5433, ECONNREFUSED, sk));
+    }
+    let states: Vec<&str> = records.iter().map(|f| f.state.as_str()).collect();
+    assert_eq!(states, ["open", "update"], "{:?}", ks(&records));
+    let update = &records[1];
+    // The update comes with the first failure 10 s after the open (the 10th):
+    // 9 + 10 s / 6 ms failures, each counted once.
+    assert_eq!(update.count, 1 + (10 * S).div_ceil(6 * MS));
+    // What it says is built at the update: the failures within the window then.
+    assert_eq!(
+        update.details["failures_in_window"],
+        (10 * S).div_ceil(6 * MS)
+    );
+    assert!(
+        update
+            .summary
+            .starts_with("1667 connects to 127.0.0.1:5433 failed within 10 s"),
+        "{}",
+        update.summary
+    );
+    // A client that fails between updates, then a connect that succeeds:
+    // the resolution carries what the incident said at its last failure.
+    k.spawn(15 * S, 1, 101, "/usr/bin/client", &["client", "2"]);
+    k.tcp(16 * S, 101, 0xf000, 7, 2, "127.0.0.1", 0, "127.0.0.1", 5433);
+    assert!(k
+        .tcp(
+            16 * S + 1,
+            101,
+            0xf000,
+            2,
+            7,
+            "127.0.0.1",
+            40000,
+            "127.0.0.1",
+            5433
+        )
+        .is_empty());
+    k.tcp(17 * S, 100, 0xf001, 7, 2, "127.0.0.1", 0, "127.0.0.1", 5433);
+    let f = k.tcp(
+        17 * S + 1,
+        0,
+        0xf001,
+        2,
+        1,
+        "127.0.0.1",
+        40001,
+        "127.0.0.1",
+        5433,
+    );
+    assert!(resolved(&f, "connect_failures"), "{:?}", ks(&f));
+    // (Counted from its open, the 10th failure: 1,991 + 1.)
+    assert_eq!(f[0].count, 1_992);
+    assert_eq!(f[0].details["clients"], serde_json::json!([100, 101]));
+    assert_eq!(f[0].processes.len(), 2);
+}
+
+#[test]
 fn connect_failures_note_a_shadowed_destination_port() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/bin/real", &["real"]);
