@@ -943,3 +943,62 @@ mod tests {
         assert!(super::names_pid("pid 123 and pid 12,", 12));
     }
 }
+
+/// A bind that fails on a port a socket of another process holds, bound
+/// (the kernel picked the port) and never listening: the finding names
+/// that process. Then a port left in TIME_WAIT by a process still alive
+/// (its socket closed): the failure names the lingering connection, not
+/// the process. (`ports.rs`, and `events.rs` through tracefs.)
+pub fn bound_then_lingering(feed: &Feed, actor_bin: &str) {
+    let conflict_of = |pid: u32, port: u16, what: &str| {
+        feed.wait_for(what, |v| {
+            finding(v, "port_conflict", "open")
+                && finding_pids(v, Some("failing")).contains(&(pid as u64))
+                && num(v, &["details", "port"]) == Some(port as u64)
+        })
+    };
+    let mut holder = spawn_actor(actor_bin, &["bound-hold"]);
+    let port: u16 = holder.value("port").parse().unwrap();
+    let mut b = spawn_actor(actor_bin, &["bind-port", &port.to_string(), "127.0.0.1"]);
+    b.value("errno");
+    let f = conflict_of(b.pid, port, "a conflict on the port a bound socket holds");
+    let summary = text(&f, &["summary"]).unwrap_or_default().to_owned();
+    assert!(
+        summary.contains("held by") && names_pid(&summary, holder.pid),
+        "the bound socket's process is the holder: {summary}"
+    );
+    assert!(
+        finding_pids(&f, Some("holder")).contains(&(holder.pid as u64)),
+        "{f}"
+    );
+    b.finish();
+    holder.finish();
+    let mut lingering = spawn_actor(actor_bin, &["linger-hold"]);
+    let port: u16 = lingering.value("port").parse().unwrap();
+    let mut b = spawn_actor(actor_bin, &["bind-port", &port.to_string(), "127.0.0.1"]);
+    b.value("errno");
+    // (Its open record may come before the kernel's answer; the answer
+    // restates it.)
+    let f = feed.wait_for("a conflict on a port in TIME_WAIT, explained", |v| {
+        text(v, &["kind"]) == Some("port_conflict")
+            && finding_pids(v, Some("failing")).contains(&(b.pid as u64))
+            && num(v, &["details", "port"]) == Some(port as u64)
+            && text(v, &["summary"]).is_some_and(|s| {
+                s.contains("no process listens there, but 1 connection(s) still use the port")
+            })
+    });
+    let id = text(&f, &["id"]).unwrap_or_default().to_owned();
+    for v in feed
+        .records()
+        .iter()
+        .filter(|v| text(v, &["id"]) == Some(id.as_str()))
+    {
+        let summary = text(v, &["summary"]).unwrap_or_default();
+        assert!(
+            !names_pid(summary, lingering.pid),
+            "the closed socket's process is not named: {v}"
+        );
+    }
+    b.finish();
+    lingering.finish();
+}

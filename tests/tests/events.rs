@@ -115,7 +115,7 @@ fn through_tracefs_alone_fork_exec_exit_and_reap_still_come() {
     let feed = Feed::start_with(&["trace", "--json"], &[("WATCHER_ATTACH", "tracefs")], &[]);
     let line = feed.wait_stderr("tracepoints");
     assert!(
-        line.contains("17 tracepoints") && !line.contains("raw"),
+        line.contains("18 tracepoints") && !line.contains("raw"),
         "not every hook through tracefs: {line}"
     );
     fork_exit_3_and_reap(&feed);
@@ -124,6 +124,8 @@ fn through_tracefs_alone_fork_exec_exit_and_reap_still_come() {
     let exec = exec_with(&feed, run.pid, &marker);
     let exe = text(&exec, &["process", "executable"]).unwrap_or("");
     assert!(exe.ends_with("/actor"), "executable {exe}: {exec}");
+    // A bound socket's end through tracefs' tcp_destroy_sock.
+    watcher_tests::bound_then_lingering(&feed, ACTOR);
 }
 
 /// The system calls through their tracepoints (`WATCHER_ATTACH=no-fentry`;
@@ -143,7 +145,7 @@ fn through_system_call_tracepoints_binds_connects_and_waits_still_come() {
     );
     let line = feed.wait_stderr("tracepoints");
     assert!(
-        line.contains("17 tracepoints") && line.contains("system calls through tracepoints"),
+        line.contains("18 tracepoints") && line.contains("system calls through tracepoints"),
         "the system calls not through their tracepoints: {line}"
     );
     fork_exit_3_and_reap(&feed);
@@ -912,7 +914,7 @@ fn check_reports_every_prerequisite() {
             load.contains(all) && !load.contains("through tracepoints"),
             "{load}"
         );
-        assert!(load.contains(" 9 tracepoints"), "{load}");
+        assert!(load.contains(" 10 tracepoints"), "{load}");
     } else {
         assert!(
             load.contains(all) || load.contains("system calls through tracepoints (fentry/fexit: "),

@@ -95,6 +95,19 @@ fn a_port_prober_is_one_incident_resolved_where_it_bound() {
     }
 }
 
+/// A socket bound and never listening holds its port: the kernel follows it
+/// to its end (tcp_destroy_sock), so a bind that fails on a port the kernel
+/// picked for it names it; once it is gone (the port left in TIME_WAIT by a
+/// process still alive), the same failure names no holder but the
+/// lingering connection.
+#[test]
+fn a_bound_socket_is_named_until_its_close_and_not_after() {
+    if !require_root() {
+        return;
+    }
+    watcher_tests::bound_then_lingering(&Feed::shared(), ACTOR);
+}
+
 #[test]
 fn bind_to_port_0_in_a_namespace_without_free_ports_is_ports_exhausted() {
     if !require_root() {

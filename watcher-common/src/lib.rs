@@ -61,16 +61,20 @@ pub enum KernelTable {
     InWait = 4,
     /// Reaps inside pid namespaces (namespace pid → host pid).
     NsReap = 5,
+    /// TCP sockets bound while watcher runs, until the kernel destroys them
+    /// (their close is then forwarded: [`SockCloseData`]).
+    Bound = 6,
 }
 
 impl KernelTable {
-    pub const ALL: [KernelTable; 6] = [
+    pub const ALL: [KernelTable; 7] = [
         KernelTable::PendingSock,
         KernelTable::PendingWaitid,
         KernelTable::Exited,
         KernelTable::GroupEnd,
         KernelTable::InWait,
         KernelTable::NsReap,
+        KernelTable::Bound,
     ];
 
     /// The map's name in the object (and in metrics and loss records, lower-cased).
@@ -82,6 +86,7 @@ impl KernelTable {
             KernelTable::GroupEnd => "GROUP_END",
             KernelTable::InWait => "IN_WAIT",
             KernelTable::NsReap => "NS_REAP",
+            KernelTable::Bound => "BOUND",
         }
     }
 
@@ -93,6 +98,7 @@ impl KernelTable {
             KernelTable::GroupEnd => "group_end",
             KernelTable::InWait => "in_wait",
             KernelTable::NsReap => "ns_reap",
+            KernelTable::Bound => "bound",
         }
     }
 
@@ -116,6 +122,7 @@ impl KernelTable {
             3 => Some(KernelTable::GroupEnd),
             4 => Some(KernelTable::InWait),
             5 => Some(KernelTable::NsReap),
+            6 => Some(KernelTable::Bound),
             _ => None,
         }
     }
@@ -138,11 +145,12 @@ pub enum EventKind {
     TcpState = 7,
     Cgroup = 8,
     Signal = 9,
+    SockClose = 10,
 }
 
 impl EventKind {
     /// Every kind that appears on the wire, in number order.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Fork,
         EventKind::Exec,
         EventKind::Exit,
@@ -152,6 +160,7 @@ impl EventKind {
         EventKind::TcpState,
         EventKind::Cgroup,
         EventKind::Signal,
+        EventKind::SockClose,
     ];
 
     /// The only place kind names come from (used in output `type` fields).
@@ -167,6 +176,7 @@ impl EventKind {
             EventKind::TcpState => "tcp_state",
             EventKind::Cgroup => "cgroup",
             EventKind::Signal => "signal",
+            EventKind::SockClose => "sock_close",
         }
     }
 
@@ -181,6 +191,7 @@ impl EventKind {
             7 => EventKind::TcpState,
             8 => EventKind::Cgroup,
             9 => EventKind::Signal,
+            10 => EventKind::SockClose,
             _ => EventKind::Unknown,
         }
     }
@@ -352,7 +363,8 @@ pub struct SockCallData {
     pub port: u16,
     /// `socket.type` (1 = SOCK_STREAM, 2 = SOCK_DGRAM); 0 when unknown.
     pub sock_type: u16,
-    pub _pad: u16,
+    /// [`BIND_TRACKED`], or 0.
+    pub flags: u16,
     /// Address bytes: IPv4 in the first 4, IPv6 all 16 (network order).
     pub addr: [u8; 16],
     /// IPv6 scope id (0 for IPv4).
@@ -365,6 +377,33 @@ pub struct SockCallData {
     /// `/proc/net` report for it, so the socket table names its owner
     /// without looking through `/proc/<pid>/fd`.
     pub inode: u64,
+}
+
+/// [`SockCallData::flags`] of a successful TCP bind: the kernel keeps the
+/// socket in its [`KernelTable::Bound`] table and forwards its destruction
+/// ([`SockCloseData`]): what the socket table knows of it stays true without
+/// a socket lookup.
+pub const BIND_TRACKED: u16 = 1;
+/// [`SockCallData::flags`] of a successful bind to port 0: `port` is the
+/// port the kernel picked (read from the socket), not the 0 asked for.
+pub const BIND_PICKED_PORT: u16 = 2;
+
+/// `tcp/tcp_destroy_sock` of a socket whose bind was forwarded with
+/// [`BIND_TRACKED`]: the socket is gone, and with it its hold on the port
+/// (a bound, never-listening socket closes without a state change).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockCloseData {
+    /// Kernel address of the `struct sock` (as in its bind record).
+    pub skaddr: u64,
+    /// Inode of the socket's network namespace; 0 when unknown.
+    pub netns: u32,
+    /// Local port, host byte order.
+    pub port: u16,
+    /// AF_INET or AF_INET6.
+    pub family: u16,
+    /// Local address (IPv4 in the first 4 bytes), network order.
+    pub addr: [u8; 16],
 }
 
 /// `sock/inet_sock_set_state`: a TCP socket changed state (filtered in the kernel
@@ -465,6 +504,7 @@ pub type SockCallEvent = Event<SockCallData>;
 pub type TcpStateEvent = Event<TcpStateData>;
 pub type CgroupEvent = Event<CgroupData>;
 pub type SignalEvent = Event<SignalData>;
+pub type SockCloseEvent = Event<SockCloseData>;
 
 /// Offset value meaning "this kernel has no such field".
 pub const OFFSET_NONE: u32 = u32::MAX;
@@ -624,6 +664,12 @@ pub struct Config {
     /// tracepoints are attached for waitid.
     pub k_waitid_info_pid: u32,
     pub k_waitid_info_cause: u32,
+    /// 1: successful TCP binds enter [`KernelTable::Bound`] and their
+    /// sockets' destruction is forwarded (the loader attaches
+    /// `tcp_destroy_sock`); 0: not (binds go without [`BIND_TRACKED`]).
+    pub track_bound: u32,
+    /// `skaddr` in the `tcp/tcp_destroy_sock` format (its tracefs program).
+    pub tp_destroy_skaddr: u32,
 }
 
 impl Config {
@@ -724,6 +770,8 @@ impl Config {
             args_cap: ARGS_CAP_DEFAULT,
             k_waitid_info_pid: OFFSET_NONE,
             k_waitid_info_cause: OFFSET_NONE,
+            track_bound: 0,
+            tp_destroy_skaddr: OFFSET_NONE,
         }
     }
 }
@@ -737,8 +785,9 @@ const _: () = assert!(core::mem::size_of::<ReapData>() == 8);
 const _: () = assert!(core::mem::size_of::<SockCallData>() == 56);
 const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
+const _: () = assert!(core::mem::size_of::<SockCloseData>() == 32);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 376);
+const _: () = assert!(core::mem::size_of::<Config>() == 384);
 const _: () = assert!(
     ARGS_MAX.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()
@@ -751,5 +800,5 @@ mod user {
     unsafe impl aya::Pod for super::Config {}
 }
 // Kind numbers and table slots never share a LOST slot.
-const _: () = assert!((EventKind::Signal as u32) < TABLE_FULL_BASE);
-const _: () = assert!(KernelTable::NsReap.slot() < LOST_SLOTS);
+const _: () = assert!((EventKind::SockClose as u32) < TABLE_FULL_BASE);
+const _: () = assert!(KernelTable::Bound.slot() < LOST_SLOTS);

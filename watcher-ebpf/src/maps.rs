@@ -113,3 +113,10 @@ pub static IN_WAIT: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
 /// parent's namespace) → the child's host pid; the reaping syscall looks it up.
 #[map]
 pub static NS_REAP: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+
+/// TCP sockets (`struct sock` address) bound while watcher runs
+/// (`conf.track_bound`); each leaves at its `tcp_destroy_sock`, which is
+/// then forwarded. Full, a bind goes without `BIND_TRACKED` (counted as
+/// the `bound` table's loss): its holder is confirmed by a lookup instead.
+#[map]
+pub static BOUND: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);

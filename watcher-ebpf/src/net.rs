@@ -7,19 +7,23 @@ use aya_ebpf::{
     macros::{fexit, raw_tracepoint, tracepoint},
     programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
-use watcher_common::{wake, EventKind, KernelTable, SockCallData, TcpStateData, AF_INET, AF_INET6};
+use watcher_common::{
+    wake, EventKind, KernelTable, SockCallData, SockCloseData, TcpStateData, AF_INET, AF_INET6,
+    BIND_PICKED_PORT, BIND_TRACKED,
+};
 
 use crate::{
     common::{
         conf, current_task, emit, kread, now, pid_tgid, remember, sk_netns, tp_read, wanted,
         wanted_kind,
     },
-    maps::{PendingSock, PENDING_SOCK},
+    maps::{PendingSock, BOUND, PENDING_SOCK},
 };
 
 const EBADF: i64 = 9;
 const ENOTSOCK: i64 = 88;
 
+const SOCK_STREAM: u16 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_LISTEN: i32 = 10;
 
@@ -144,6 +148,25 @@ fn send_sock_call(kind: EventKind, p: PendingSock, ret: i64) {
         EventKind::Bind => wake::bind(ret as i32, sock_type),
         _ => wake::connect(ret as i32),
     };
+    // A TCP socket bound now: its destruction will be forwarded (a bound,
+    // never-listening socket closes without a state change), so the socket
+    // table can name it as the port's holder without a lookup.
+    let tracked = kind == EventKind::Bind
+        && ret == 0
+        && sock_type == SOCK_STREAM
+        && skaddr != 0
+        && conf!(track_bound) == 1
+        && wanted_kind(EventKind::SockClose)
+        && remember(&BOUND, KernelTable::Bound, &skaddr, &0u8);
+    let mut flags = if tracked { BIND_TRACKED } else { 0 };
+    let mut port = p.port;
+    if kind == EventKind::Bind && ret == 0 && port == 0 && skaddr != 0 {
+        // The port the kernel picked (a holder like any other).
+        if let Some(picked) = kread::<u16>(skaddr, conf!(k_sk_sport)) {
+            port = u16::from_be(picked);
+            flags |= BIND_PICKED_PORT;
+        }
+    }
     emit(
         kind,
         now(),
@@ -152,9 +175,9 @@ fn send_sock_call(kind: EventKind, p: PendingSock, ret: i64) {
             fd: p.fd,
             ret: ret as i32,
             family: p.family,
-            port: p.port,
+            port,
             sock_type,
-            _pad: 0,
+            flags,
             addr: p.addr,
             scope_id: p.scope_id,
             netns: sk_netns(skaddr),
@@ -350,4 +373,47 @@ fn send_tcp_state(mut d: TcpStateData) {
         wake::tcp_state(d.old_state, d.new_state),
         d,
     );
+}
+
+/// `tcp/tcp_destroy_sock` as a raw tracepoint (`TP_PROTO(struct sock *sk)`):
+/// every TCP socket's end; forwarded only for sockets in `BOUND`.
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock_raw(ctx: RawTracePointContext) -> i32 {
+    sock_destroyed(ctx.arg(0));
+    0
+}
+
+/// The same through tracefs (its `skaddr` field).
+#[tracepoint]
+pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    if let Some(sk) = tp_read::<u64>(&ctx, conf!(tp_destroy_skaddr)) {
+        sock_destroyed(sk);
+    }
+    0
+}
+
+/// A TCP socket is destroyed: when its bind was forwarded as tracked, say
+/// so (a bulk record: it never wakes the reader; the failing bind that
+/// needs it does, and the reader orders the two by time).
+#[inline(always)]
+fn sock_destroyed(sk: u64) {
+    if unsafe { BOUND.get(&sk) }.is_none() {
+        return;
+    }
+    let _ = BOUND.remove(&sk);
+    let family: u16 = kread(sk, conf!(k_sk_family)).unwrap_or(0);
+    let mut d = SockCloseData {
+        skaddr: sk,
+        netns: sk_netns(sk),
+        port: u16::from_be(kread(sk, conf!(k_sk_sport)).unwrap_or(0)),
+        family,
+        addr: [0; 16],
+    };
+    if family == AF_INET6 {
+        d.addr = kread(sk, conf!(k_sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+    } else {
+        let a: [u8; 4] = kread(sk, conf!(k_sk_rcv_saddr)).unwrap_or([0; 4]);
+        d.addr[..4].copy_from_slice(&a);
+    }
+    emit(EventKind::SockClose, now(), wake::bulk(), d);
 }

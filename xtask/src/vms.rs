@@ -154,6 +154,7 @@ const TRACEPOINTS: &[&str] = &[
     "cgroup/cgroup_rmdir",
     "signal/signal_generate",
     "oom/mark_victim",
+    "tcp/tcp_destroy_sock",
 ];
 
 /// Prefix of the console lines that carry the format files.

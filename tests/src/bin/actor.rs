@@ -1068,6 +1068,60 @@ fn main() {
                 }
             }
         }
+        "bound-hold" => {
+            // bound-hold: bind 127.0.0.1:0 (the kernel picks the port), never
+            // listen; hold it until stdin closes.
+            let s = tcp4();
+            socket::bind(s.as_raw_fd(), &v4(0, [127, 0, 0, 1])).expect("bind");
+            let bound: SockaddrIn = socket::getsockname(s.as_raw_fd()).expect("getsockname");
+            say("port", bound.port());
+            let mut buf = String::new();
+            let _ = std::io::stdin().read_line(&mut buf);
+        }
+        "linger-hold" => {
+            // linger-hold: bind a socket to a free 127.0.0.1 port (asked by
+            // number), connect it to a listener of its own and close it first
+            // (its port stays in TIME_WAIT, no socket of this process holds
+            // it), then stay alive until stdin closes.
+            let port = {
+                let probe = tcp4();
+                socket::bind(probe.as_raw_fd(), &v4(0, [127, 0, 0, 1])).expect("bind");
+                let a: SockaddrIn = socket::getsockname(probe.as_raw_fd()).expect("getsockname");
+                a.port()
+            };
+            let l = TcpListener::bind("127.0.0.1:0").expect("listen");
+            let c = tcp4();
+            socket::bind(c.as_raw_fd(), &v4(port, [127, 0, 0, 1])).expect("bind the asked port");
+            let to = l.local_addr().expect("addr").port();
+            socket::connect(c.as_raw_fd(), &v4(to, [127, 0, 0, 1])).expect("connect");
+            let (mut srv, _) = l.accept().expect("accept");
+            drop(c);
+            // The server reads the client's FIN, then closes: the client's
+            // side goes to TIME_WAIT.
+            let mut rest = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut srv, &mut rest);
+            drop(srv);
+            // (Said once the kernel lists the port in TIME_WAIT: the client's
+            // socket itself is gone by then.)
+            let local = format!("0100007F:{port:04X}");
+            let time_wait = || {
+                std::fs::read_to_string("/proc/net/tcp")
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"06")
+                    })
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !time_wait() {
+                assert!(Instant::now() < deadline, "no TIME_WAIT on port {port}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            say("port", port);
+            let mut buf = String::new();
+            let _ = std::io::stdin().read_line(&mut buf);
+        }
         "listen-port" => {
             let port: u16 = arg(2).parse().expect("port");
             let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).expect("listen");

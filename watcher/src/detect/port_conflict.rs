@@ -618,10 +618,12 @@ fn failed_bind(
 ) -> (Conflict, Vec<Involved>) {
     let (netns, tcp, num) = port;
     let want = addr_port(ip, num);
+    // (The failing process may hold the port itself: a second bind of a
+    // port it has, by another part of the same program.)
     let holders: Vec<_> = sockets
         .holders(port)
         .iter()
-        .filter(|h| h.proc.key.tgid != p.key.tgid && overlaps(h.addr, ip))
+        .filter(|h| overlaps(h.addr, ip))
         .collect();
     let mut processes = vec![Involved {
         role: "failing",
@@ -632,14 +634,21 @@ fn failed_bind(
     let held_by: Vec<HeldBy> = holders
         .iter()
         .map(|h| {
-            processes.push(Involved {
-                role: "holder",
-                proc: h.proc.clone(),
-                address: Some(addr_port(h.addr, h.port)),
-                since_ns: h.since_ns,
-            });
+            let itself = h.proc.key == p.key;
+            if !itself {
+                processes.push(Involved {
+                    role: "holder",
+                    proc: h.proc.clone(),
+                    address: Some(addr_port(h.addr, h.port)),
+                    since_ns: h.since_ns,
+                });
+            }
             HeldBy {
-                name: holder_name(h, view),
+                name: if itself {
+                    "itself".into()
+                } else {
+                    holder_name(h, view)
+                },
                 addr: addr_port(h.addr, h.port),
                 since: h.since_ns.map(|t| clock.hms(t)),
             }

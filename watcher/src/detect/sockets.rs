@@ -69,6 +69,11 @@ pub struct Holder {
     /// The socket's inode (from its bind record, or the kernel's listing;
     /// 0 when unknown): names the holder of what sock_diag lists without `/proc`.
     pub inode: u64,
+    /// A TCP socket the kernel follows to its end (its `struct sock`, and the
+    /// table's [`SocketTable::generation`] when it bound): while no record
+    /// was lost since, this holder is exactly as true as the kernel's own
+    /// table, and a failing bind on its port needs no lookup.
+    pub tracked: Option<(u64, u64)>,
 }
 
 /// What one event changed.
@@ -90,6 +95,9 @@ impl Holder {
 
 pub struct SocketTable {
     by_port: HashMap<PortKey, Vec<Holder>>,
+    /// Moves on at each loss of records: a tracked holder of an older
+    /// generation may have missed its close, and is confirmed again.
+    generation: u64,
     /// tgid → the ports it holds (an exit looks only at those).
     by_tgid: HashMap<u32, HashSet<PortKey>>,
     len: usize,
@@ -110,6 +118,7 @@ impl SocketTable {
     pub fn new(cap: usize) -> SocketTable {
         SocketTable {
             by_port: HashMap::new(),
+            generation: 0,
             by_tgid: HashMap::new(),
             len: 0,
             cap: cap.max(16),
@@ -127,6 +136,21 @@ impl SocketTable {
 
     pub fn holders(&self, key: PortKey) -> &[Holder] {
         self.by_port.get(&key).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Records were lost: a tracked socket's close may be among them, so
+    /// what the table says of tracked holders is confirmed again (O(1)).
+    pub fn untrust(&mut self) {
+        self.generation += 1;
+    }
+
+    /// The table knows a holder of `key` on an address overlapping `ip`
+    /// exactly (tracked to its end, no loss since): a failing bind there is
+    /// explained without asking the kernel.
+    pub fn explains(&self, key: PortKey, ip: IpAddr) -> bool {
+        self.holders(key)
+            .iter()
+            .any(|h| h.tracked.is_some_and(|(_, g)| g == self.generation) && overlaps(h.addr, ip))
     }
 
     fn add(&mut self, h: Holder) {
@@ -173,6 +197,10 @@ impl SocketTable {
         {
             existing.listening |= h.listening;
             existing.proc = h.proc;
+            // One entry for two sockets: no longer known exactly.
+            if existing.tracked != h.tracked {
+                existing.tracked = None;
+            }
             return;
         }
         v.push(h);
@@ -268,6 +296,7 @@ impl SocketTable {
                         since_ns: None,
                         listening: s.tcp,
                         inode: s.inode,
+                        tracked: None,
                     });
                 }
             }
@@ -355,6 +384,7 @@ impl SocketTable {
                             since_ns: None,
                             listening: tcp,
                             inode: s.inode,
+                            tracked: None,
                         });
                     }
                 }
@@ -435,6 +465,7 @@ impl SocketTable {
                         since_ns: None,
                         listening: s.tcp,
                         inode: s.inode,
+                        tracked: None,
                     });
                     changed += 1;
                 }
@@ -453,7 +484,10 @@ impl SocketTable {
             DomainEvent::BindFailed {
                 local,
                 error: BindError::InUse,
-            } if local.port != 0 => Some((local.netns, local.tcp, local.port)),
+            } if local.port != 0 => {
+                let key = (local.netns, local.tcp, local.port);
+                (!self.explains(key, local.ip)).then_some(key)
+            }
             DomainEvent::Bound { local, .. } if local.port != 0 => {
                 let key = (local.netns, local.tcp, local.port);
                 others(key).then_some(key)
@@ -483,7 +517,15 @@ impl SocketTable {
             self.reconcile(key, kernel, i.procs, failed);
         }
         match *i.event {
-            DomainEvent::Bound { local, inode } if local.port != 0 => {
+            DomainEvent::Bound {
+                local,
+                inode,
+                picked,
+                tracked,
+            } if local.port != 0 || (picked.is_some() && tracked.is_some()) => {
+                // (A port the kernel picked is held like any other; kept
+                // only when its close will be seen, or such binds would
+                // fill the table with sockets long closed.)
                 let Some(p) = i.subject else {
                     return ch;
                 };
@@ -491,11 +533,12 @@ impl SocketTable {
                     netns: local.netns,
                     tcp: local.tcp,
                     addr: normalize(local.ip),
-                    port: local.port,
+                    port: picked.unwrap_or(local.port),
                     proc: p.clone(),
                     since_ns: Some(ts),
                     listening: false,
                     inode,
+                    tracked: tracked.map(|sk| (sk, self.generation)),
                 };
                 if !local.tcp {
                     ch.receiving = Some(h.clone());
@@ -521,6 +564,8 @@ impl SocketTable {
                     proc: p.clone(),
                     since_ns: bound.as_ref().and_then(|h| h.since_ns).or(Some(ts)),
                     listening: true,
+                    // (Its bind's socket: the same entry, merged.)
+                    tracked: bound.as_ref().and_then(|h| h.tracked),
                     // The socket the listen record named, else the one its
                     // bind record did (0: neither known).
                     inode: if inode != 0 {
@@ -547,6 +592,11 @@ impl SocketTable {
                     ch.removed =
                         self.remove_where(key, |h| h.addr == addr && h.proc.key.tgid == tgid);
                 }
+            }
+            DomainEvent::SockClosed { local, sock } => {
+                let key = (local.netns, true, local.port);
+                ch.removed =
+                    self.remove_where(key, |h| h.tracked.is_some_and(|(sk, _)| sk == sock));
             }
             DomainEvent::Exited { .. } => {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
@@ -604,6 +654,7 @@ mod tests {
             since_ns: Some(2_000),
             listening: true,
             inode: 0,
+            tracked: None,
         });
         // Bound-only TCP sockets are not in the listing: kept.
         t.add(Holder {
@@ -615,6 +666,7 @@ mod tests {
             since_ns: Some(500),
             listening: false,
             inode: 0,
+            tracked: None,
         });
         // Namespace 7 now: 80 closed (lost), 81 still there, 82 started unseen.
         let kernel = [listener(7, 81, 11), listener(7, 82, 13)];
@@ -648,6 +700,7 @@ mod tests {
             since_ns: Some(1),
             listening,
             inode: port as u64,
+            tracked: None,
         };
         for port in 1..=5000u16 {
             t.add(bound(port, false));

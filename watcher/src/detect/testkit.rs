@@ -578,6 +578,49 @@ impl Kit {
         ))
     }
 
+    /// A TCP bind the kernel tracks to its end (`asked` 0: the kernel picked
+    /// `port`), of socket `sk`.
+    pub(crate) fn bind_tracked(
+        &mut self,
+        ts: u64,
+        pid: u32,
+        ip: &str,
+        asked: u16,
+        port: u16,
+        sk: u64,
+    ) -> Vec<Finding> {
+        let mut d = Self::sock(3, 0, ip, port, true, sk);
+        d.flags = watcher_common::BIND_TRACKED;
+        if asked == 0 {
+            d.flags |= watcher_common::BIND_PICKED_PORT;
+        }
+        self.feed(Self::ev(EventKind::Bind, ts, pid, pid, "b", d))
+    }
+
+    /// The kernel destroyed tracked socket `sk` (in another task's context).
+    pub(crate) fn sock_closed(&mut self, ts: u64, ip: &str, port: u16, sk: u64) -> Vec<Finding> {
+        let (family, addr) = family_addr(ip);
+        self.feed(Self::ev(
+            EventKind::SockClose,
+            ts,
+            0,
+            0,
+            "swapper/0",
+            watcher_common::SockCloseData {
+                skaddr: sk,
+                netns: 0,
+                port,
+                family,
+                addr,
+            },
+        ))
+    }
+
+    /// Socket lookups the engine has made.
+    pub(crate) fn lookups(&self) -> u64 {
+        self.engine.lookups
+    }
+
     pub(crate) fn connect(
         &mut self,
         ts: u64,

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 use thiserror::Error;
 use watcher_common::{
     CgroupData, Event, EventKind, ExecData, ExitData, ForkData, Header, ReapData, SignalData,
-    SockCallData, TcpStateData, AF_INET, AF_INET6, ARGS_MAX, CGROUP_MKDIR, CGROUP_PATH_LEN,
-    FILENAME_LEN,
+    SockCallData, SockCloseData, TcpStateData, AF_INET, AF_INET6, ARGS_MAX, CGROUP_MKDIR,
+    CGROUP_PATH_LEN, FILENAME_LEN,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -60,6 +60,8 @@ pub enum Payload {
     TcpState(TcpStateData),
     Cgroup(Cgroup),
     Signal(SignalData),
+    /// A tracked bound TCP socket was destroyed (internal: no record of its own).
+    SockClose(SockCloseData),
 }
 
 /// A decoded kernel record.
@@ -81,6 +83,7 @@ impl KernelEvent {
             Payload::TcpState(_) => EventKind::TcpState,
             Payload::Cgroup(_) => EventKind::Cgroup,
             Payload::Signal(_) => EventKind::Signal,
+            Payload::SockClose(_) => EventKind::SockClose,
         }
     }
 
@@ -176,6 +179,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
             })
         }
         EventKind::Signal => Payload::Signal(record::<SignalData>(buf, &header, kind)?),
+        EventKind::SockClose => Payload::SockClose(record::<SockCloseData>(buf, &header, kind)?),
     };
     Ok(KernelEvent { header, payload })
 }
@@ -370,6 +374,16 @@ mod tests {
                     group: 1,
                     source: watcher_common::SIGNAL_GENERATED,
                     ..Default::default()
+                },
+            }),
+            encode(&Event {
+                header: header_for::<SockCloseData>(EventKind::SockClose, 9, 0, 0, "swapper/0"),
+                data: SockCloseData {
+                    skaddr: 0xffff_8880_1234_0000,
+                    netns: 4026531840,
+                    port: 8080,
+                    family: AF_INET,
+                    addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
                 },
             }),
         ]

@@ -50,7 +50,7 @@ const fn optional(
 
 /// Every tracepoint watcher uses. Required ones refuse the start when missing;
 /// optional ones degrade what is said, once.
-pub(crate) const HOOKS: [Hook; 17] = [
+pub(crate) const HOOKS: [Hook; 18] = [
     hook("task_newtask", "task", "task_newtask"),
     hook("sched_process_exec", "sched", "sched_process_exec"),
     hook("sched_process_exit", "sched", "sched_process_exit"),
@@ -77,6 +77,12 @@ pub(crate) const HOOKS: [Hook; 17] = [
         "oom",
         "mark_victim",
         "an OOM kill is reported as a SIGKILL of unknown origin",
+    ),
+    optional(
+        "tcp_destroy_sock",
+        "tcp",
+        "tcp_destroy_sock",
+        "a bound TCP socket's close is not seen: a failing bind on its port is confirmed by a socket lookup",
     ),
 ];
 
@@ -240,12 +246,13 @@ pub struct Probes {
 /// in softirqs, on top of other programs. The syscall hooks stay classic:
 /// their raw tracepoints (`sys_enter`/`sys_exit`) would run for every
 /// system call of the host.
-pub(crate) const RAW_FIRST: [&str; 5] = [
+pub(crate) const RAW_FIRST: [&str; 6] = [
     "task_newtask",
     "sched_process_exec",
     "sched_process_exit",
     "sched_process_free",
     "inet_sock_set_state",
+    "tcp_destroy_sock",
 ];
 
 /// A system call whose programs attach to the kernel function behind it
@@ -387,6 +394,7 @@ fn raw_unready(btf: &Btf, c: &Config, program: &str) -> Option<String> {
         "sched_process_free" => member(c.k_task_pid, "task_struct.pid"),
         // (The raw inet_sock_set_state reads the socket through BTF.)
         "inet_sock_set_state" => member(c.k_sk_family, "the struct sock members"),
+        "tcp_destroy_sock" => want("tcp_destroy_sock", &[1]),
         _ => Some("no raw program".into()),
     }
 }
@@ -654,6 +662,10 @@ pub(crate) fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, Se
     if let Ok(f) = fmt("oom", "mark_victim") {
         c.tp_oom_pid = field(&f, "oom/mark_victim", "pid", Read::Bytes(4))?;
     }
+    // Optional: without it, bound sockets are not tracked (see HOOKS).
+    if let Ok(f) = fmt("tcp", "tcp_destroy_sock") {
+        c.tp_destroy_skaddr = field(&f, "tcp/tcp_destroy_sock", "skaddr", Read::Bytes(8))?;
+    }
 
     for (strukt, member, size, slot) in BTF_MEMBERS {
         let (offset, found) = btf.member(strukt, member)?;
@@ -682,6 +694,10 @@ pub(crate) fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, Se
     let _ = reaper_layout(btf, &mut c);
     // (Missing: inet_sock_set_state is attached through tracefs.)
     let _ = sock_layout(btf, &mut c);
+    // Bound TCP sockets are tracked when their destruction can be followed
+    // and its record can say the port (the `struct sock` members).
+    c.track_bound = (c.tp_destroy_skaddr != watcher_common::OFFSET_NONE
+        && c.k_sk_family != watcher_common::OFFSET_NONE) as u32;
     // (Missing: sched_process_exec is attached through tracefs.)
     if let Ok((off, Some(8))) = btf.member("linux_binprm", "filename") {
         c.k_bprm_filename = off;
@@ -1229,6 +1245,8 @@ mod tests {
             assert_eq!(c.tp_oom_pid, 8);
             assert_eq!(c.signal_mask, watcher_common::DEFAULT_SIGNAL_MASK);
         }
+        // tcp_destroy_sock (captured on 6.18): bound TCP sockets are tracked.
+        assert_eq!((new.tp_destroy_skaddr, new.track_bound), (8, 1));
     }
 
     #[test]
@@ -1237,15 +1255,21 @@ mod tests {
         let root = captured_tracefs("6.18", None);
         std::fs::remove_dir_all(root.join("events/signal")).unwrap();
         std::fs::remove_dir_all(root.join("events/oom")).unwrap();
+        std::fs::remove_dir_all(root.join("events/tcp")).unwrap();
         let c = kernel_config(&root, &btf).expect("optional tracepoints do not stop the load");
         assert_eq!(
             (c.tp_signal_sig, c.tp_oom_pid, c.signal_mask),
             (watcher_common::OFFSET_NONE, watcher_common::OFFSET_NONE, 0)
         );
+        // No tcp_destroy_sock: binds are not tracked (their holders are confirmed by lookups).
+        assert_eq!(
+            (c.tp_destroy_skaddr, c.track_bound),
+            (watcher_common::OFFSET_NONE, 0)
+        );
         assert!(HOOKS
             .iter()
             .filter(|h| h.optional.is_some())
-            .all(|h| h.category == "signal" || h.category == "oom"));
+            .all(|h| ["signal", "oom", "tcp"].contains(&h.category)));
     }
 
     #[test]

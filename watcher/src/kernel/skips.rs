@@ -80,6 +80,7 @@ pub(crate) fn kind_of(program: &str) -> EventKind {
         p if p.contains("bind") => EventKind::Bind,
         p if p.contains("connect") => EventKind::Connect,
         "inet_sock_set_state" => EventKind::TcpState,
+        "tcp_destroy_sock" => EventKind::SockClose,
         p if p.starts_with("cgroup") => EventKind::Cgroup,
         _ => EventKind::Signal,
     }
@@ -135,6 +136,7 @@ mod tests {
                 "cgroup" => EventKind::Cgroup,
                 "signal" | "oom" => EventKind::Signal,
                 "sock" => EventKind::TcpState,
+                "tcp" => EventKind::SockClose,
                 _ if h.name.contains("wait") || h.name == "sched_process_free" => EventKind::Reap,
                 _ if h.name.contains("bind") => EventKind::Bind,
                 _ if h.name.contains("connect") => EventKind::Connect,
@@ -145,6 +147,7 @@ mod tests {
         }
         assert_eq!(kind_of("sched_process_free_raw"), EventKind::Reap);
         assert_eq!(kind_of("inet_sock_set_state_raw"), EventKind::TcpState);
+        assert_eq!(kind_of("tcp_destroy_sock_raw"), EventKind::SockClose);
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub(crate) enum Owner {
     Thread { tgid: u32, tid: u32 },
     /// A process (or zombie): `/proc/<pid>`.
     Process(u32),
+    /// A socket (BOUND): it leaves at its destruction, never swept.
+    Socket,
 }
 
 /// Whose entry this is: tables keyed by pid_tgid belong to a thread; EXITED,
@@ -51,6 +53,7 @@ pub(crate) fn owner(table: KernelTable, key: u64, value: u32) -> Owner {
             Owner::Process(key as u32)
         }
         KernelTable::NsReap => Owner::Process(value),
+        KernelTable::Bound => Owner::Socket,
     }
 }
 
@@ -63,6 +66,7 @@ pub(crate) fn alive(proc: &Path, o: Owner) -> bool {
             .join(tid.to_string())
             .exists(),
         Owner::Process(pid) => proc.join(pid.to_string()).exists(),
+        Owner::Socket => true,
     }
 }
 
@@ -73,6 +77,7 @@ enum Map {
     /// Keyed by pid, a u64 value (EXITED: the leader's task; IN_WAIT).
     ByPidWide(HashMap<MapData, u32, u64>),
     NsReap(HashMap<MapData, u64, u32>),
+    Bound(HashMap<MapData, u64, u8>),
 }
 
 impl Map {
@@ -84,6 +89,7 @@ impl Map {
             Map::ByPid(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
             Map::ByPidWide(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
             Map::NsReap(m) => m.iter().flatten().collect(),
+            Map::Bound(m) => m.keys().flatten().map(|k| (k, 0)).collect(),
         }
     }
 }
@@ -131,6 +137,7 @@ impl Tables {
                     HashMap::try_from(m).ok().map(Map::ByPidWide)
                 }
                 KernelTable::NsReap => HashMap::try_from(m).ok().map(Map::NsReap),
+                KernelTable::Bound => HashMap::try_from(m).ok().map(Map::Bound),
             };
             match map {
                 Some(map) => maps.push((t, capacity(t), map)),
@@ -177,6 +184,7 @@ impl Tables {
                     Map::ByPid(m) => m.remove(&(*k as u32)).is_ok(),
                     Map::ByPidWide(m) => m.remove(&(*k as u32)).is_ok(),
                     Map::NsReap(m) => m.remove(k).is_ok(),
+                    Map::Bound(m) => m.remove(k).is_ok(),
                 };
                 swept += removed as u64;
             }

@@ -210,7 +210,13 @@ impl Enricher {
             touched.subject.get(&self.procs),
             None,
         );
-        let ep = endpoint(ip_addr(s.family, &s.addr), s.port);
+        // (The port asked for: 0 for one the kernel picked.)
+        let asked = if s.flags & watcher_common::BIND_PICKED_PORT != 0 {
+            0
+        } else {
+            s.port
+        };
+        let ep = endpoint(ip_addr(s.family, &s.addr), asked);
         let (container, orchestrator) = self.container(touched.subject.get(&self.procs));
         let (outcome, error) = match s.ret {
             0 => ("success", None),
@@ -372,7 +378,8 @@ impl Enricher {
             Payload::Reap(r) => self.reap_body(ev, r, touched),
             Payload::Bind(s) => Body::Bind(self.sock_record(ev, s, touched, true)),
             // They feed the tables only: the cause appears on the exit record.
-            Payload::Cgroup(_) | Payload::Signal(_) => return None,
+            // (A tracked socket's end feeds the socket table only.)
+            Payload::Cgroup(_) | Payload::Signal(_) | Payload::SockClose(_) => return None,
             Payload::Connect(s) => Body::Connect(self.sock_record(ev, s, touched, false)),
             Payload::TcpState(t) => self.tcp_state_body(ev, t, touched, owner),
         };

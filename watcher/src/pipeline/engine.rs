@@ -464,6 +464,8 @@ impl Engine {
     /// writing what the lost records could have made false.
     pub fn loss_seen(&mut self) {
         self.recon.loss_seen();
+        // (A tracked socket's close may be among the lost records.)
+        self.detectors.sockets.untrust();
     }
 
     /// The ring's backlog has been handled: after a loss, take the snapshot now.

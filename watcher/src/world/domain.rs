@@ -73,11 +73,20 @@ pub enum DomainEvent {
     Reaped {
         child: u32,
     },
-    /// bind() succeeded (`local.port` 0: the kernel picked a free port).
-    /// `inode`: the socket's (0 when unknown).
+    /// bind() succeeded (`local.port` 0: the kernel picked a free port,
+    /// `picked` when the kernel said which). `inode`: the socket's (0 when
+    /// unknown); `tracked`: its `struct sock` when the kernel follows it to
+    /// its end ([`DomainEvent::SockClosed`] then comes).
     Bound {
         local: Endpoint,
         inode: u64,
+        picked: Option<u16>,
+        tracked: Option<u64>,
+    },
+    /// A tracked bound TCP socket was destroyed (its port is free of it).
+    SockClosed {
+        local: Endpoint,
+        sock: u64,
     },
     BindFailed {
         local: Endpoint,
@@ -136,16 +145,20 @@ impl DomainEvent {
                 let Some(ip) = ip_addr(b.family, &b.addr) else {
                     return DomainEvent::Other;
                 };
+                let picked = b.flags & watcher_common::BIND_PICKED_PORT != 0;
                 let local = Endpoint {
                     netns: b.netns,
                     tcp: is_tcp(b.sock_type),
                     ip,
-                    port: b.port,
+                    port: if picked { 0 } else { b.port },
                 };
                 match -b.ret {
                     0 => DomainEvent::Bound {
                         local,
                         inode: b.inode,
+                        picked: picked.then_some(b.port),
+                        tracked: (b.flags & watcher_common::BIND_TRACKED != 0 && b.skaddr != 0)
+                            .then_some(b.skaddr),
                     },
                     EADDRINUSE => DomainEvent::BindFailed {
                         local,
@@ -223,6 +236,18 @@ impl DomainEvent {
                     _ => DomainEvent::Other,
                 }
             }
+            Payload::SockClose(c) => match ip_addr(c.family, &c.addr) {
+                Some(ip) => DomainEvent::SockClosed {
+                    local: Endpoint {
+                        netns: c.netns,
+                        tcp: true,
+                        ip,
+                        port: c.port,
+                    },
+                    sock: c.skaddr,
+                },
+                None => DomainEvent::Other,
+            },
             Payload::Cgroup(_) | Payload::Signal(_) => DomainEvent::Other,
         }
     }
@@ -274,6 +299,56 @@ mod tests {
     }
 
     #[test]
+    fn a_tracked_bind_to_port_0_says_the_port_picked_and_its_close_frees_it() {
+        let mut ev = sock(0, 40123, 1);
+        let Payload::Bind(b) = &mut ev.payload else {
+            unreachable!()
+        };
+        b.flags = watcher_common::BIND_TRACKED | watcher_common::BIND_PICKED_PORT;
+        let local = Endpoint {
+            netns: 7,
+            tcp: true,
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 0,
+        };
+        assert_eq!(
+            DomainEvent::of(&ev),
+            DomainEvent::Bound {
+                local,
+                inode: 0,
+                picked: Some(40123),
+                tracked: Some(0xabc),
+            }
+        );
+        let close = KernelEvent {
+            header: header_for::<watcher_common::SockCloseData>(
+                EventKind::SockClose,
+                2,
+                0,
+                0,
+                "swapper/1",
+            ),
+            payload: Payload::SockClose(watcher_common::SockCloseData {
+                skaddr: 0xabc,
+                netns: 7,
+                port: 40123,
+                family: AF_INET,
+                addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            }),
+        };
+        assert_eq!(
+            DomainEvent::of(&close),
+            DomainEvent::SockClosed {
+                local: Endpoint {
+                    port: 40123,
+                    ..local
+                },
+                sock: 0xabc,
+            }
+        );
+    }
+
+    #[test]
     fn binds_say_what_failed() {
         let local = |port, tcp| Endpoint {
             netns: 7,
@@ -285,7 +360,9 @@ mod tests {
             DomainEvent::of(&sock(0, 80, 1)),
             DomainEvent::Bound {
                 local: local(80, true),
-                inode: 0
+                inode: 0,
+                picked: None,
+                tracked: None,
             }
         );
         assert_eq!(

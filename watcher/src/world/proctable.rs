@@ -380,8 +380,8 @@ impl ProcessTable {
                 ..Default::default()
             },
             Payload::Signal(x) => self.signalled(ev, x),
-            // Not about one process.
-            Payload::Cgroup(_) => Touched::default(),
+            // Not about one process (a socket's end may run in any task's context).
+            Payload::Cgroup(_) | Payload::SockClose(_) => Touched::default(),
         }
     }
 

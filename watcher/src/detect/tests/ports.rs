@@ -126,6 +126,79 @@ fn port_conflict_with_only_time_wait_connections_says_so() {
 }
 
 #[test]
+fn a_tracked_bound_socket_is_named_without_a_lookup_until_its_close() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/client", &["client"]);
+    // 100 binds 127.0.0.1:0 (no listen); the kernel picked 41000 and tracks the socket.
+    k.bind_tracked(2 * S, 100, "127.0.0.1", 0, 41000, 0xbeef);
+    k.spawn(3 * S, 1, 200, "/usr/bin/server", &["server"]);
+    let f = k.bind(4 * S, 200, "0.0.0.0", 41000, EADDRINUSE, true);
+    assert_eq!(ks(&f), vec![("port_conflict", "open")]);
+    assert!(
+        f[0].summary
+            .contains("held by pid 100 (client) on 127.0.0.1:41000 since"),
+        "{}",
+        f[0].summary
+    );
+    assert_eq!(k.lookups(), 0, "the table's word is exact: no lookup");
+    // Its close comes (in another task's context): the table no longer names
+    // it, and the next failure asks the kernel (a TIME_WAIT, say).
+    k.sock_closed(5 * S, "127.0.0.1", 41000, 0xbeef);
+    k.set_kernel(vec![KernelSocket {
+        tcp: true,
+        addr: "127.0.0.1".parse().unwrap(),
+        port: 41000,
+        state: 6,
+        uid: 0,
+        netns: 0,
+        inode: 0,
+        pids: vec![],
+    }]);
+    k.spawn(6 * S, 1, 300, "/usr/bin/other", &["other"]);
+    let f = k.bind(7 * S, 300, "127.0.0.1", 41000, EADDRINUSE, true);
+    assert_eq!(k.lookups(), 1);
+    assert!(
+        f[0].summary
+            .contains("no process listens there, but 1 connection(s)"),
+        "{}",
+        f[0].summary
+    );
+}
+
+#[test]
+fn after_a_loss_a_tracked_holder_is_confirmed_again() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/client", &["client"]);
+    k.bind_tracked(2 * S, 100, "127.0.0.1", 42000, 42000, 0xcafe);
+    // Records were lost: its close may have been among them.
+    k.engine.loss_seen();
+    k.spawn(3 * S, 1, 200, "/usr/bin/server", &["server"]);
+    k.bind(4 * S, 200, "127.0.0.1", 42000, EADDRINUSE, true);
+    assert_eq!(k.lookups(), 1);
+}
+
+#[test]
+fn a_process_that_holds_the_port_itself_is_named() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/app", &["app"]);
+    k.bind_tracked(2 * S, 100, "0.0.0.0", 9100, 9100, 0xd00d);
+    let f = k.bind(3 * S, 100, "127.0.0.1", 9100, EADDRINUSE, true);
+    assert!(
+        f[0].summary.starts_with(
+            "pid 100 (app) cannot bind tcp 127.0.0.1:9100: held by itself on 0.0.0.0:9100 since"
+        ),
+        "{}",
+        f[0].summary
+    );
+    assert_eq!(
+        f[0].processes.iter().map(|p| p.role).collect::<Vec<_>>(),
+        vec!["failing"],
+        "named once"
+    );
+    assert_eq!(k.lookups(), 0);
+}
+
+#[test]
 fn allow_listed_ports_are_quiet() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 200, "/usr/sbin/avahi-daemon", &["avahi-daemon"]);
