@@ -933,17 +933,6 @@ impl Rsyslog {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_pid_is_named_as_a_whole_number() {
-        assert!(super::names_pid("by pid 12 (actor)", 12));
-        assert!(super::names_pid("pid 12", 12));
-        assert!(!super::names_pid("by pid 123 (actor)", 12));
-        assert!(super::names_pid("pid 123 and pid 12,", 12));
-    }
-}
-
 /// A bind that fails on a port a socket of another process holds, bound
 /// (the kernel picked the port) and never listening: the finding names
 /// that process. Then a port left in TIME_WAIT by a process still alive
@@ -1001,4 +990,15 @@ pub fn bound_then_lingering(feed: &Feed, actor_bin: &str) {
     }
     b.finish();
     lingering.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_pid_is_named_as_a_whole_number() {
+        assert!(super::names_pid("by pid 12 (actor)", 12));
+        assert!(super::names_pid("pid 12", 12));
+        assert!(!super::names_pid("by pid 123 (actor)", 12));
+        assert!(super::names_pid("pid 123 and pid 12,", 12));
+    }
 }
