@@ -61,6 +61,11 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
         status.display()
     );
     let cfg = write_config(&dir, &config);
+    // A listener from before the daemon starts: known from the kernel's
+    // table at start (its socket inode too), not followed by the kernel
+    // side as the sockets bound while it runs are.
+    let mut holding = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
+    let held = holding.value("port");
     let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
     let started = d.wait_stderr("running:");
     assert!(
@@ -102,8 +107,6 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
     // A finding reaches stdout, the file and the reading consumer. (The
     // holder listens until the finding is out: a listener gone before the
     // lookup is a helper's question, not one answered in place.)
-    let mut holding = spawn_actor(ACTOR, &["listen-hold", "0.0.0.0", "0"]);
-    let held = holding.value("port");
     let failing = actor_any(ACTOR, &["bind-port", &held]).pid;
     let holder = holding.pid;
     let f = d.wait_for("port_conflict", |v| {
@@ -166,8 +169,9 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
             >= 1.0,
         "{m}"
     );
-    // The holder was named from the kernel's socket list (sock_diag on the
-    // kept socket) and the socket inode its bind record carried: no /proc.
+    // The holder (from before the start) was named from the kernel's socket
+    // list (sock_diag on the kept socket) and the socket inode the start's
+    // seed read: no /proc.
     assert!(
         metric(&m, "watcher_socket_lookups_in_place_total").unwrap_or(0.0) >= 1.0,
         "{m}"

@@ -62,7 +62,8 @@ pub enum KernelTable {
     /// Reaps inside pid namespaces (namespace pid → host pid).
     NsReap = 5,
     /// TCP sockets bound while watcher runs, until the kernel destroys them
-    /// (their close is then forwarded: [`SockCloseData`]).
+    /// (their close is then forwarded: [`SockCloseData`]). Full, a bind goes
+    /// untracked: no loss is counted (nothing is lost).
     Bound = 6,
 }
 

@@ -116,7 +116,8 @@ pub static NS_REAP: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
 /// TCP sockets (`struct sock` address) bound while watcher runs
 /// (`conf.track_bound`); each leaves at its `tcp_destroy_sock`, which is
-/// then forwarded. Full, a bind goes without `BIND_TRACKED` (counted as
-/// the `bound` table's loss): its holder is confirmed by a lookup instead.
+/// then forwarded. Full, a bind goes without `BIND_TRACKED` (not a loss:
+/// its holder is confirmed by a lookup instead; how full it is shows in
+/// `watcher_kernel_table_entries{table="bound"}`).
 #[map]
 pub static BOUND: HashMap<u64, u8> = HashMap::with_max_entries(16384, 0);

@@ -157,7 +157,9 @@ fn send_sock_call(kind: EventKind, p: PendingSock, ret: i64) {
         && skaddr != 0
         && conf!(track_bound) == 1
         && wanted_kind(EventKind::SockClose)
-        && remember(&BOUND, KernelTable::Bound, &skaddr, &0u8);
+        // (Full: the bind goes untracked — nothing is lost, its holder is
+        // confirmed by a lookup — so no loss is counted.)
+        && BOUND.insert(&skaddr, &0u8, 0).is_ok();
     let mut flags = if tracked { BIND_TRACKED } else { 0 };
     let mut port = p.port;
     if kind == EventKind::Bind && ret == 0 && port == 0 && skaddr != 0 {
