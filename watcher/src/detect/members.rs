@@ -11,7 +11,9 @@ use crate::world::proctable::{Proc, ProcKey};
 #[derive(Default)]
 pub(crate) struct Members {
     next: u64,
-    by_seq: BTreeMap<u64, Proc>,
+    /// (Boxed: a B-tree moves its values within a node at each insert and
+    /// removal, ~11 of them; a `Proc` is ~150 bytes, its box 8.)
+    by_seq: BTreeMap<u64, Box<Proc>>,
     seq_of: HashMap<ProcKey, u64>,
 }
 
@@ -19,22 +21,25 @@ impl Members {
     /// Add `p` last (a process already there keeps its place, updated).
     pub(crate) fn push(&mut self, p: Proc) {
         if let Some(s) = self.seq_of.get(&p.key) {
-            self.by_seq.insert(*s, p);
+            self.by_seq.insert(*s, Box::new(p));
             return;
         }
         let s = self.next;
         self.next += 1;
         self.seq_of.insert(p.key, s);
-        self.by_seq.insert(s, p);
+        self.by_seq.insert(s, Box::new(p));
     }
 
     pub(crate) fn remove(&mut self, key: &ProcKey) -> Option<Proc> {
         let s = self.seq_of.remove(key)?;
-        self.by_seq.remove(&s)
+        self.by_seq.remove(&s).map(|p| *p)
     }
 
     pub(crate) fn get(&self, key: &ProcKey) -> Option<&Proc> {
-        self.seq_of.get(key).and_then(|s| self.by_seq.get(s))
+        self.seq_of
+            .get(key)
+            .and_then(|s| self.by_seq.get(s))
+            .map(|p| &**p)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -46,12 +51,12 @@ impl Members {
     }
 
     pub(crate) fn first(&self) -> Option<&Proc> {
-        self.by_seq.values().next()
+        self.by_seq.values().next().map(|p| &**p)
     }
 
     /// In the order they joined (`.rev()`: newest first).
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Proc> {
-        self.by_seq.values()
+        self.by_seq.values().map(|p| &**p)
     }
 
     /// Keep only the members `keep` says yes to.

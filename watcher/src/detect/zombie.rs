@@ -94,7 +94,8 @@ struct Child {
 
 pub struct Zombies {
     pub incidents: Incidents<u32>,
-    children: HashMap<ProcKey, Child>,
+    /// (Boxed: a child is two `Proc`s, moved at each insert and removal.)
+    children: HashMap<ProcKey, Box<Child>>,
     /// Parent → its tracked children (no scan of every zombie per reap).
     by_parent: HashMap<u32, HashSet<ProcKey>>,
     deadlines: BTreeSet<(u64, ProcKey)>,
@@ -138,14 +139,14 @@ impl Zombies {
         self.by_parent.entry(p.ppid).or_default().insert(p.key);
         self.children.insert(
             p.key,
-            Child {
+            Box::new(Child {
                 proc: p.clone(),
                 parent: p.ppid,
                 parent_proc,
                 deadline,
                 exited_ns,
                 overdue: false,
-            },
+            }),
         );
     }
 
@@ -172,7 +173,7 @@ impl Zombies {
             .get(&parent)
             .map(|set| {
                 set.iter()
-                    .filter_map(|k| self.children.get(k))
+                    .filter_map(|k| self.children.get(k).map(|c| &**c))
                     .filter(|c| c.parent == parent && c.overdue)
                     .collect()
             })
