@@ -32,7 +32,8 @@ pub enum DecodeError {
 pub struct Exec {
     pub old_pid: u32,
     pub filename: String,
-    pub argv: Vec<String>,
+    /// (Shared: the process table keeps it as it is, no copy of the strings.)
+    pub argv: std::sync::Arc<[String]>,
     /// The kernel kept only the first bytes of a longer argument vector.
     pub argv_truncated: bool,
     /// The task's cgroup (v2 id) at exec.
@@ -150,7 +151,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
             let flen = (d.filename_len as usize).min(FILENAME_LEN);
             let args = args.strip_suffix(&[0]).unwrap_or(args);
             let argv = if args.is_empty() {
-                Vec::new()
+                Default::default()
             } else {
                 args.split(|&b| b == 0)
                     .map(|a| String::from_utf8_lossy(a).into_owned())
@@ -471,7 +472,7 @@ mod tests {
             Payload::Exec(Exec {
                 old_pid: 10,
                 filename: "/usr/bin/python3".into(),
-                argv: vec!["python3".into(), "app.py".into()],
+                argv: vec!["python3".into(), "app.py".into()].into(),
                 argv_truncated: false,
                 cgroup_id: 0,
             })

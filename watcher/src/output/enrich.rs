@@ -440,7 +440,7 @@ impl Enricher {
                 subject,
                 touched.parent.get(&self.procs),
             ),
-            args: x.argv.clone(),
+            args: x.argv.to_vec(),
             exec: ExecInfo {
                 args_truncated: x.argv_truncated,
             },

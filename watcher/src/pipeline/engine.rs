@@ -9,7 +9,7 @@ use crate::{
     output::record::{Body, FindingRecord, InvolvedProcess, Record, SCHEMA_VERSION},
     world::proctable::{Proc, ProcessTable},
     world::{
-        lookup::{SocketLookup, LOOKUPS_PER_SECOND},
+        lookup::{SocketLookup, ASKS_PER_SECOND, LOOKUPS_PER_SECOND},
         sockdiag::KernelSocket,
     },
 };
@@ -26,6 +26,9 @@ pub struct Engine {
     /// [`crate::world::lookup::LOOKUPS_PER_SECOND`] of its own, so a local user's flood of failing
     /// binds cannot spend the lookups another user's conflict needs.
     budget: (u64, std::collections::HashMap<u32, u32>),
+    /// (second of event time, lookups sent to the namespace workers in it,
+    /// all users): at most [`ASKS_PER_SECOND`].
+    asks: (u64, u32),
     /// Exec records whose command line was longer than the kernel's cap
     /// (kept cut, and said to be).
     pub args_cut: u64,
@@ -225,6 +228,7 @@ impl Engine {
             lookups: 0,
             lookups_skipped: 0,
             budget: (0, std::collections::HashMap::new()),
+            asks: (0, 0),
             args_cut: 0,
             recon: Reconciliation::default(),
             last_event_ns: 0,
@@ -388,7 +392,6 @@ impl Engine {
             }
             Some(key) => {
                 *self.budget.1.entry(uid).or_default() += 1;
-                self.lookups += 1;
                 let (netns, tcp, port) = key;
                 let via = me;
                 // The holders whose socket inode the table knows (from their
@@ -409,8 +412,19 @@ impl Engine {
                     .map(|h| (h.inode, h.proc.key.tgid))
                     .collect();
                 if let Some(socks) = self.lookup.quick(netns, via, tcp, port, &known) {
+                    self.lookups += 1;
                     Some(socks)
+                } else if self.asks.0 == second && self.asks.1 >= ASKS_PER_SECOND {
+                    // The workers' share of the second is spent (every user
+                    // together): the socket table is used as it is.
+                    self.lookups_skipped += 1;
+                    None
                 } else {
+                    if self.asks.0 != second {
+                        self.asks = (second, 0);
+                    }
+                    self.asks.1 += 1;
+                    self.lookups += 1;
                     // Else a helper: the holders the table knows, and the
                     // event's own process (a listener that just started holds
                     // the port itself): when every socket's owner is among them,

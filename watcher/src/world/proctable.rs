@@ -476,7 +476,7 @@ impl ProcessTable {
         let p = self.entry(ev);
         p.comm = ev.comm().into();
         p.exe = Some(x.filename.as_str().into());
-        p.argv = Some(x.argv.clone().into());
+        p.argv = Some(x.argv.clone());
         p.uid = h.uid;
         // exec kills every other thread.
         p.threads = 1;

@@ -236,6 +236,42 @@ fn a_storm_of_failing_binds_is_bounded_in_lookups() {
 }
 
 #[test]
+fn the_workers_lookups_are_bounded_for_all_users_together() {
+    // Three users fail 250 binds each within one second on ports whose
+    // holder the table does not know (each a question for a namespace
+    // worker): 200 each by their own budget, 400 in all.
+    let mut k = Kit::new(DetectConfig {
+        max_opens_per_user_s: 0,
+        ..Default::default()
+    });
+    for (n, uid) in [(0u32, 1001u32), (1, 1002), (2, 1003)] {
+        k.as_user(200 + n, uid);
+        k.spawn(S, 1, 200 + n, "/bin/storm", &["storm", &n.to_string()]);
+    }
+    for i in 0..250u64 {
+        for n in 0..3u32 {
+            let port = 1_000 + (i * 3 + n as u64) as u16 * 80;
+            k.bind(
+                2 * S + i * 1_000_000 + n as u64,
+                200 + n,
+                "127.0.0.1",
+                port,
+                EADDRINUSE,
+                true,
+            );
+        }
+    }
+    assert_eq!(
+        k.engine.lookups,
+        crate::world::lookup::ASKS_PER_SECOND as u64
+    );
+    assert_eq!(k.engine.lookups_skipped, 3 * 250 - 400);
+    // The next second has its share again.
+    k.bind(4 * S, 200, "127.0.0.1", 65_000, EADDRINUSE, true);
+    assert_eq!(k.engine.lookups, 401);
+}
+
+#[test]
 fn each_user_has_its_own_lookups_and_none_is_waited_for() {
     // (Every conflict opens: the lookups' own bound is what is tested.)
     let mut k = Kit::new(DetectConfig {
