@@ -927,6 +927,15 @@ pub(crate) fn resolved(f: &[Finding], kind: &str) -> bool {
         .any(|x| x.kind.as_str() == kind && x.state == State::Resolved)
 }
 
+/// A TCP connection in TIME_WAIT on `ip:port` (no process holds it).
+pub(crate) fn time_wait(ip: &str, port: u16) -> KernelSocket {
+    KernelSocket {
+        state: 6,
+        inode: 0,
+        ..listener(ip, port, &[])
+    }
+}
+
 pub(crate) fn listener(ip: &str, port: u16, pids: &[u32]) -> KernelSocket {
     KernelSocket {
         tcp: true,

@@ -1,10 +1,9 @@
 //! Detector unit tests, port_conflict, port_shadowed, address_unavailable, ports_exhausted and port probers: event sequences in, findings out —
 //! both ways: the incident is found, and the healthy look-alike is not.
 use crate::detect::{
-    testkit::{ks, listener, opened, resolved, Kit, MS, S},
+    testkit::{ks, listener, opened, resolved, time_wait, Kit, MS, S},
     State,
 };
-use crate::world::sockdiag::KernelSocket;
 
 use super::{CODE1, EADDRINUSE, EADDRNOTAVAIL, EINPROGRESS};
 
@@ -106,16 +105,7 @@ fn port_conflict_holder_comes_from_the_kernel_not_a_stale_table() {
 #[test]
 fn port_conflict_with_only_time_wait_connections_says_so() {
     let mut k = Kit::defaults();
-    k.set_kernel(vec![KernelSocket {
-        tcp: true,
-        addr: "127.0.0.1".parse().unwrap(),
-        port: 7100,
-        state: 6,
-        uid: 0,
-        netns: 0,
-        inode: 0,
-        pids: vec![],
-    }]);
+    k.set_kernel(vec![time_wait("127.0.0.1", 7100)]);
     k.spawn(S, 1, 200, "/bin/b", &["b"]);
     let f = k.bind(2 * S, 200, "0.0.0.0", 7100, EADDRINUSE, true);
     assert!(
@@ -144,16 +134,7 @@ fn a_tracked_bound_socket_is_named_without_a_lookup_until_its_close() {
     // Its close comes (in another task's context): the table no longer names
     // it, and the next failure asks the kernel (a TIME_WAIT, say).
     k.sock_closed(5 * S, "127.0.0.1", 41000, 0xbeef);
-    k.set_kernel(vec![KernelSocket {
-        tcp: true,
-        addr: "127.0.0.1".parse().unwrap(),
-        port: 41000,
-        state: 6,
-        uid: 0,
-        netns: 0,
-        inode: 0,
-        pids: vec![],
-    }]);
+    k.set_kernel(vec![time_wait("127.0.0.1", 41000)]);
     k.spawn(6 * S, 1, 300, "/usr/bin/other", &["other"]);
     let f = k.bind(7 * S, 300, "127.0.0.1", 41000, EADDRINUSE, true);
     assert_eq!(k.lookups(), 1);
