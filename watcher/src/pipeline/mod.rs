@@ -574,7 +574,13 @@ impl Loop<'_> {
         // watcher filters out — so a skip is a record that may have been
         // lost, not one that was).
         if let Some(e) = self.ebpf.as_ref() {
-            let skipped = !self.skips.poll(e).is_empty();
+            let by_kind = self.skips.poll(e);
+            let skipped = !by_kind.is_empty();
+            if by_kind.iter().any(|(k, _)| *k == EventKind::SockClose) {
+                // A followed socket's end may have been skipped: what the
+                // socket table says of such holders is confirmed again.
+                self.engine.detectors.sockets.untrust();
+            }
             let mut st = self.stats.lock().expect("stats lock");
             if skipped {
                 st.program_skips = self.skips.total.clone();
