@@ -95,8 +95,9 @@ impl Holder {
 
 pub struct SocketTable {
     by_port: HashMap<PortKey, Vec<Holder>>,
-    /// Moves on at each loss of records: a tracked holder of an older
-    /// generation may have missed its close, and is confirmed again.
+    /// Moves on at each loss of records (and each skipped run of the program
+    /// that reports a socket's end): a tracked holder of an older generation
+    /// may have missed its close, and is confirmed again.
     generation: u64,
     /// tgid → the ports it holds (an exit looks only at those).
     by_tgid: HashMap<u32, HashSet<PortKey>>,
@@ -138,8 +139,9 @@ impl SocketTable {
         self.by_port.get(&key).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// Records were lost: a tracked socket's close may be among them, so
-    /// what the table says of tracked holders is confirmed again (O(1)).
+    /// Records were lost (or a run of `tcp_destroy_sock` was skipped): a
+    /// tracked socket's close may be among them, so what the table says of
+    /// tracked holders is confirmed again (O(1)).
     pub fn untrust(&mut self) {
         self.generation += 1;
     }
