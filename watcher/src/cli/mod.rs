@@ -68,7 +68,7 @@ pub struct KernelArgs {
     /// Ring-buffer wakeups for records that can decide a finding: one per CPU per this many microseconds, or up to eight when the reader keeps up (0: every such record wakes the reader).
     #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub wakeup_us: u64,
-    /// Records that cannot decide a finding (forks, reaps, clean exits…) never wake the reader: it drains them at least every this many milliseconds (every wakeup interval while records flow).
+    /// Records that cannot decide a finding (forks, reaps, clean exits…) never wake the reader: it drains them every this many milliseconds (every wakeup interval while records flow; up to four times this on a quiet host).
     #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub bulk_ms: u64,
     /// Ring buffer size in MiB (a power of two), per ring.

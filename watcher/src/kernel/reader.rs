@@ -197,6 +197,23 @@ fn next_linger(cur: u64, base: u64, n: usize, batch: usize, woken: bool) -> u64 
     }
 }
 
+/// On a quiet host the bulk period grows to at most this many times the
+/// configured one (40 ms at the default 10): an idle daemon wakes ~25 times
+/// a second, not 100.
+const TICK_BACKOFF: u64 = 4;
+
+/// The interval to the next bulk-period drain: the configured one when
+/// records were found since the last (`found`), else doubling up to
+/// [`TICK_BACKOFF`] times it. (Deciding records wake the reader whatever
+/// it is; a flow of bulk ones is re-drained every linger interval.)
+fn next_tick(cur: u64, base: u64, found: bool) -> u64 {
+    if found {
+        base
+    } else {
+        (cur * 2).min(base * TICK_BACKOFF)
+    }
+}
+
 /// Empty re-drains after the last one that found records before the reader
 /// waits for a wakeup or the bulk period again.
 const LINGER_DRAINS: u32 = 10;
@@ -225,6 +242,8 @@ pub(crate) struct Reader {
     linger_cur: u64,
     /// The next bulk-period drain and loss poll.
     tick_at: u64,
+    /// The interval to it ([`next_tick`]).
+    tick_cur: u64,
 }
 
 impl Reader {
@@ -250,6 +269,7 @@ impl Reader {
             linger_at: 0,
             linger_cur: linger_ns,
             tick_at: now + tick_ns,
+            tick_cur: tick_ns,
         }
     }
 
@@ -318,7 +338,9 @@ impl Reader {
         now: u64,
     ) -> Option<Box<[u64; LOST_SLOTS as usize]>> {
         if tick {
-            self.tick_at = now + self.tick_ns;
+            let found = now.saturating_sub(self.found_at) < self.tick_cur;
+            self.tick_cur = next_tick(self.tick_cur, self.tick_ns, found);
+            self.tick_at = now + self.tick_cur;
         }
         let suspect = self.rings.take_suspect();
         if !tick && !suspect {
@@ -364,6 +386,22 @@ mod tests {
         assert_eq!(next_linger(4 * ms, ms, 512, 1024, false), ms);
         // The kernel woke the reader for a deciding record: back at once.
         assert_eq!(next_linger(4 * ms, ms, 1, 1024, true), ms);
+    }
+
+    #[test]
+    fn the_bulk_period_backs_off_on_a_quiet_host_and_comes_back_with_records() {
+        let ms = 1_000_000;
+        let base = 10 * ms;
+        // Nothing found: 20, 40 ms, and no further.
+        let mut cur = base;
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            cur = next_tick(cur, base, false);
+            seen.push(cur / ms);
+        }
+        assert_eq!(seen, vec![20, 40, 40, 40]);
+        // Records found since the last one: the configured period again.
+        assert_eq!(next_tick(4 * base, base, true), base);
     }
 
     #[test]
