@@ -616,11 +616,6 @@ impl Kit {
         ))
     }
 
-    /// Socket lookups the engine has made.
-    pub(crate) fn lookups(&self) -> u64 {
-        self.engine.lookups
-    }
-
     pub(crate) fn connect(
         &mut self,
         ts: u64,

@@ -380,6 +380,9 @@ impl Engine {
         if self.budget.0 != second || self.budget.1.len() > 4096 {
             self.budget = (second, std::collections::HashMap::new());
         }
+        if self.asks.0 != second {
+            self.asks = (second, 0);
+        }
         let uid = subject.map(|p| p.uid).unwrap_or(u32::MAX);
         let kernel = match confirm {
             // (Counted, not timed: a lookup skipped for time left a real
@@ -414,15 +417,12 @@ impl Engine {
                 if let Some(socks) = self.lookup.quick(netns, via, tcp, port, &known) {
                     self.lookups += 1;
                     Some(socks)
-                } else if self.asks.0 == second && self.asks.1 >= ASKS_PER_SECOND {
+                } else if self.asks.1 >= ASKS_PER_SECOND {
                     // The workers' share of the second is spent (every user
                     // together): the socket table is used as it is.
                     self.lookups_skipped += 1;
                     None
                 } else {
-                    if self.asks.0 != second {
-                        self.asks = (second, 0);
-                    }
                     self.asks.1 += 1;
                     self.lookups += 1;
                     // Else a helper: the holders the table knows, and the
