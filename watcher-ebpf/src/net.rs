@@ -151,10 +151,9 @@ fn send_sock_call(kind: EventKind, p: PendingSock, ret: i64) {
     // A TCP socket bound now: its destruction will be forwarded (a bound,
     // never-listening socket closes without a state change), so the socket
     // table can name it as the port's holder without a lookup.
-    let tracked = kind == EventKind::Bind
-        && ret == 0
+    let bound = kind == EventKind::Bind && ret == 0 && skaddr != 0;
+    let tracked = bound
         && sock_type == SOCK_STREAM
-        && skaddr != 0
         && conf!(track_bound) == 1
         && wanted_kind(EventKind::SockClose)
         // (Full: the bind goes untracked — nothing is lost, its holder is
@@ -162,7 +161,7 @@ fn send_sock_call(kind: EventKind, p: PendingSock, ret: i64) {
         && BOUND.insert(&skaddr, &0u8, 0).is_ok();
     let mut flags = if tracked { BIND_TRACKED } else { 0 };
     let mut port = p.port;
-    if kind == EventKind::Bind && ret == 0 && port == 0 && skaddr != 0 {
+    if bound && port == 0 {
         // The port the kernel picked (a holder like any other).
         if let Some(picked) = kread::<u16>(skaddr, conf!(k_sk_sport)) {
             port = u16::from_be(picked);
@@ -330,7 +329,7 @@ fn try_inet_sock_set_state_raw(ctx: &RawTracePointContext) -> Option<()> {
     }
     let family: u16 = kread(skaddr, conf!(k_sk_family))?;
     let dport: u16 = kread(skaddr, conf!(k_sk_dport)).unwrap_or(0);
-    let mut d = TcpStateData {
+    let d = TcpStateData {
         skaddr,
         old_state: old as u32,
         new_state: new as u32,
@@ -338,23 +337,32 @@ fn try_inet_sock_set_state_raw(ctx: &RawTracePointContext) -> Option<()> {
         dport: u16::from_be(dport),
         family,
         protocol: kread(skaddr, conf!(k_sk_protocol)).unwrap_or(0),
-        saddr: [0; 16],
-        daddr: [0; 16],
+        saddr: sk_addr(
+            skaddr,
+            family,
+            conf!(k_sk_v6_rcv_saddr),
+            conf!(k_sk_rcv_saddr),
+        ),
+        daddr: sk_addr(skaddr, family, conf!(k_sk_v6_daddr), conf!(k_sk_daddr)),
         netns: sk_netns(skaddr),
         _pad: 0,
         inode: 0,
     };
-    if family == AF_INET6 {
-        d.saddr = kread(skaddr, conf!(k_sk_v6_rcv_saddr)).unwrap_or([0; 16]);
-        d.daddr = kread(skaddr, conf!(k_sk_v6_daddr)).unwrap_or([0; 16]);
-    } else {
-        let s: [u8; 4] = kread(skaddr, conf!(k_sk_rcv_saddr)).unwrap_or([0; 4]);
-        let t: [u8; 4] = kread(skaddr, conf!(k_sk_daddr)).unwrap_or([0; 4]);
-        d.saddr[..4].copy_from_slice(&s);
-        d.daddr[..4].copy_from_slice(&t);
-    }
     send_tcp_state(d);
     Some(())
+}
+
+/// An address of the `struct sock` at `sk` (its family's member: `v6` or
+/// `v4` offset), IPv4 in the first 4 bytes; zeros when unreadable.
+#[inline(always)]
+fn sk_addr(sk: u64, family: u16, v6: u32, v4: u32) -> [u8; 16] {
+    if family == AF_INET6 {
+        return kread(sk, v6).unwrap_or([0; 16]);
+    }
+    let mut out = [0u8; 16];
+    let a: [u8; 4] = kread(sk, v4).unwrap_or([0; 4]);
+    out[..4].copy_from_slice(&a);
+    out
 }
 
 /// A listener's socket inode, then the record.
@@ -404,18 +412,12 @@ fn sock_destroyed(sk: u64) {
     }
     let _ = BOUND.remove(&sk);
     let family: u16 = kread(sk, conf!(k_sk_family)).unwrap_or(0);
-    let mut d = SockCloseData {
+    let d = SockCloseData {
         skaddr: sk,
         netns: sk_netns(sk),
         port: u16::from_be(kread(sk, conf!(k_sk_sport)).unwrap_or(0)),
         family,
-        addr: [0; 16],
+        addr: sk_addr(sk, family, conf!(k_sk_v6_rcv_saddr), conf!(k_sk_rcv_saddr)),
     };
-    if family == AF_INET6 {
-        d.addr = kread(sk, conf!(k_sk_v6_rcv_saddr)).unwrap_or([0; 16]);
-    } else {
-        let a: [u8; 4] = kread(sk, conf!(k_sk_rcv_saddr)).unwrap_or([0; 4]);
-        d.addr[..4].copy_from_slice(&a);
-    }
     emit(EventKind::SockClose, now(), wake::bulk(), d);
 }
