@@ -272,3 +272,116 @@ fn a_curl_loop_waiting_for_a_dead_dependency_is_connect_failures_not_a_crash_loo
         "curl's exit code 7 is an answer: {storms:?}"
     );
 }
+
+/// The names in the kernel's list of programs whose execs wake watcher's
+/// reader at once (`EXEC_WAKE` of the watcher `pid`, read with bpftool;
+/// found among its fds).
+fn exec_wake_names(pid: u32) -> Vec<String> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("fdinfo")
+        .flatten()
+    {
+        if let Ok(info) = std::fs::read_to_string(fd.path()) {
+            ids.extend(
+                info.lines()
+                    .find_map(|l| l.strip_prefix("map_id:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok()),
+            );
+        }
+    }
+    let json = |args: &[&str]| -> Value {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("bpftool");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let maps = json(&["map", "show"]);
+    let Some(id) = maps.as_array().and_then(|a| {
+        a.iter()
+            .find(|m| {
+                m["name"] == "EXEC_WAKE" && m["id"].as_u64().is_some_and(|i| ids.contains(&i))
+            })
+            .and_then(|m| m["id"].as_u64())
+    }) else {
+        panic!("watcher (pid {pid}) holds no EXEC_WAKE map");
+    };
+    let dump = json(&["map", "dump", "id", &id.to_string()]);
+    let mut names = Vec::new();
+    for e in dump.as_array().into_iter().flatten() {
+        // ["0x61", "0x62", …]: the comm's bytes up to its NUL.
+        let bytes: Vec<u8> = e["key"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h.as_str())
+            .filter_map(|h| u8::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+            .take_while(|b| *b != 0)
+            .collect();
+        names.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    names
+}
+
+/// Execs that can decide a finding wake the reader at once, the others ride
+/// on the next drain: the kernel is told which programs' execs can decide —
+/// a program at half its instance limit or more, a program whose crash
+/// waits for its restart — and only while they can. (Each program here is
+/// the actor under a name of its own: the kernel's `comm` is the file's.)
+#[test]
+fn the_programs_whose_next_exec_can_decide_are_listed_in_the_kernel_while_they_can() {
+    if !require_root() {
+        return;
+    }
+    require_tool("bpftool");
+    let dir = temp_dir("exec-wake");
+    let cfg = watcher_tests::write_config(&dir, "[detect.respawn_storm]\nrestart_within_s = 1\n");
+    let feed = Feed::start(&["trace", "--json", "--config", &cfg.to_string_lossy()]);
+    let tag = std::process::id() % 100_000;
+    let copy = |name: &str| {
+        let p = dir.join(format!("{name}{tag}"));
+        std::fs::copy(env!("CARGO_BIN_EXE_actor"), &p).expect("copy the actor");
+        p
+    };
+    let (few, many, crashy) = (copy("wfew"), copy("wmany"), copy("wcrash"));
+    let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+    let listed = |n: &str| exec_wake_names(feed.pid).iter().any(|x| x == n);
+    let start = |p: &Path| {
+        watcher_tests::ChildGuard::spawn(
+            Command::new(p)
+                .args(["sleep-ms", "120000"])
+                .stdout(Stdio::null()),
+        )
+    };
+    // 4 instances of one program (limit 10), then 5 of another.
+    let _few: Vec<_> = (0..4).map(|_| start(&few)).collect();
+    let mut five: Vec<_> = (0..5).map(|_| start(&many)).collect();
+    eventually("the program at 5 instances of 10 listed", || {
+        listed(&name(&many)).then_some(())
+    });
+    assert!(
+        !listed(&name(&few)),
+        "4 instances of 10: its execs decide nothing (read before the other's fifth)"
+    );
+    // Back to 4: let go.
+    drop(five.pop());
+    eventually("the program back at 4 no longer listed", || {
+        (!listed(&name(&many))).then_some(())
+    });
+    // A crash: its restart would decide, until none comes in time (1 s here).
+    let st = Command::new(&crashy)
+        .args(["crash", "5"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("crash");
+    assert_eq!(st.code(), Some(1));
+    eventually("the crashed program listed", || {
+        listed(&name(&crashy)).then_some(())
+    });
+    eventually(
+        "the crashed program not restarted: no longer listed",
+        || (!listed(&name(&crashy))).then_some(()),
+    );
+}

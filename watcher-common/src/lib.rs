@@ -36,6 +36,17 @@ pub const RINGS: usize = 8;
 /// [`TABLE_FULL_BASE`] count refused inserts into the kernel's own tables
 /// ([`KernelTable`]): each one is information lost, like a record.
 pub const MAP_LOST: &str = "LOST";
+/// Name of the hash map of programs whose next exec can decide a finding,
+/// by the `comm` an exec gives them (the executable's name, at most 15
+/// bytes, NUL-padded): userspace keeps it ([`crate::wake`]); an exec of a
+/// program in it wakes the reader at once. The all-zero key
+/// ([`EXEC_WAKE_ALL`]) makes every exec do so.
+pub const MAP_EXEC_WAKE: &str = "EXEC_WAKE";
+/// Entries of [`MAP_EXEC_WAKE`] (userspace keeps one free for [`EXEC_WAKE_ALL`]).
+pub const EXEC_WAKE_ENTRIES: u32 = 4096;
+/// The [`MAP_EXEC_WAKE`] key that makes every exec wake the reader (no
+/// program's name is empty).
+pub const EXEC_WAKE_ALL: [u8; COMM_LEN] = [0; COMM_LEN];
 /// Name of the load-time configuration global.
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 /// Number of slots in [`MAP_LOST`]: one per kind number below

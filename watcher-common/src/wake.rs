@@ -7,7 +7,8 @@
 //! | record | wakes the reader | decides |
 //! |---|---|---|
 //! | fork, reap, cgroup | never | (state only; a fork storm, or a worker re-forked in a crash loop, is read by the busy drain) |
-//! | exec | at once | duplicate_instances, respawn_storm (the restart) |
+//! | exec of a program userspace listed (`EXEC_WAKE`: a program at half its instance limit or more, a program in a crash loop) | at once | duplicate_instances, respawn_storm (the restart) |
+//! | other execs | the first of a burst (see below) | (state only) |
 //! | exit that ends a process with a non-zero status, or while its parent is not in wait() | at once | respawn_storm, zombie, zombie_accumulation |
 //! | other exits (threads; a clean exit its parent is waiting for) | never | |
 //! | bind that failed, or of a UDP socket (it receives from its bind) | at once | port_conflict, address_unavailable, ports_exhausted, port_shadowed |
@@ -27,8 +28,17 @@
 //! so while records have come within the last ten intervals: urgent records
 //! that did not wake it, and bulk ones while records flow, wait at most about
 //! one interval; the first bulk record after a quiet spell at most the bulk
-//! period. An exec is the rarest and costliest of the process records (it
-//! loads a program), so waking for it costs nothing measurable.
+//! period.
+//!
+//! An exec decides only when its program is at half its instance limit or
+//! more, or in a crash loop (a restart): userspace lists those programs in
+//! the kernel's `EXEC_WAKE` map by the name the exec gives them (`comm`), and
+//! their execs are urgent. Any other exec wakes the reader only as the first
+//! of a burst — when no record woke it from this CPU for [`LAZY_INTERVALS`]
+//! wakeup intervals — so a lone exec is read at once and a build's thousands
+//! ride on the drains the first one started (a wakeup per exec was a third of
+//! watcher's CPU in an exec flood). A program's first instances are read
+//! that way, in time for the later ones to be urgent.
 
 /// `SOCK_DGRAM`.
 const SOCK_DGRAM: u16 = 2;
@@ -42,10 +52,16 @@ pub const fn bulk() -> bool {
     false
 }
 
-/// An exec record: a new instance of a program.
-pub const fn exec() -> bool {
-    true
+/// An exec record: a new instance of a program (`listed`: its name is in
+/// `EXEC_WAKE`). Not urgent: the first of a burst ([`LAZY_INTERVALS`]).
+pub const fn exec(listed: bool) -> bool {
+    listed
 }
+
+/// A record that is not urgent but need not wait for a bulk period either
+/// (an exec of a program not listed) wakes the reader when no record has
+/// woken it from its CPU for this many wakeup intervals.
+pub const LAZY_INTERVALS: u64 = 8;
 
 /// An exit record (`exit_code`: the raw `task_struct.exit_code`).
 pub const fn exit(exit_code: u32, ends_process: bool, parent_waiting: bool) -> bool {
@@ -81,7 +97,11 @@ mod tests {
     #[test]
     fn deciding_records_wake_and_bulk_ones_do_not() {
         assert!(!bulk());
-        assert!(exec(), "a new instance: duplicate_instances, a restart");
+        assert!(
+            exec(true),
+            "a listed program: duplicate_instances, a restart"
+        );
+        assert!(!exec(false), "any other exec: the first of a burst");
         // Exits: a crash, a signal death, an exit nobody waits for.
         assert!(exit(1 << 8, true, true), "exit code 1");
         assert!(exit(11, true, true), "SIGSEGV");

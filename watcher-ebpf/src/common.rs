@@ -14,7 +14,9 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use watcher_common::{Config, Event, EventKind, Header, KernelTable, LOST_SLOTS, OFFSET_NONE};
+use watcher_common::{
+    wake, Config, Event, EventKind, Header, KernelTable, LOST_SLOTS, OFFSET_NONE,
+};
 
 use crate::maps::{
     EVENTS, EVENTS_1, EVENTS_2, EVENTS_3, EVENTS_4, EVENTS_5, EVENTS_6, EVENTS_7, LAST_WAKE, LOST,
@@ -210,6 +212,29 @@ pub fn wake_flags(ts: u64, urgent: bool) -> u64 {
         }
     }
     flags
+}
+
+/// The flags of a record that is not urgent but should not wait for a bulk
+/// period (an exec of a program userspace did not list): it wakes the
+/// reader when no record has from this CPU for
+/// [`wake::LAZY_INTERVALS`] wakeup intervals — the first of a burst, or a
+/// lone one — and otherwise rides on the drains that wakeup started.
+#[inline(always)]
+pub fn lazy_flags(ts: u64) -> u64 {
+    let interval = conf!(wakeup_interval_ns);
+    if interval == 0 {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    }
+    if let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1)) {
+        unsafe {
+            if ts.wrapping_sub(*last) >= interval * wake::LAZY_INTERVALS {
+                *last = ts;
+                *cons_then = consumer_pos();
+                return BPF_RB_FORCE_WAKEUP as u64;
+            }
+        }
+    }
+    BPF_RB_NO_WAKEUP as u64
 }
 
 /// Copy a whole record (`bytes`, header first) into this CPU's ring; on

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use watcher_common::{Event, ExecData, ARGS_MAX, LOST_SLOTS};
+use watcher_common::{Event, ExecData, ARGS_MAX, COMM_LEN, EXEC_WAKE_ENTRIES, LOST_SLOTS};
 
 /// All records (ring 0: every CPU's, or the first group's when the layout
 /// is one ring per group of CPUs). Userspace sizes each ring before load
@@ -37,6 +37,11 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0)
 /// wakeup, [1] its ring's consumer position then.
 #[map]
 pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+/// Programs whose next exec can decide a finding, by the `comm` the exec
+/// gives them; kept by userspace (`watcher_common::wake`). Never written here.
+#[map]
+pub static EXEC_WAKE: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(EXEC_WAKE_ENTRIES, 0);
 
 /// An exec record being built: the header, the fixed part and up to
 /// [`ARGS_MAX`] bytes of the argument vector; written to the ring at its

@@ -10,17 +10,19 @@ use aya_ebpf::{
 };
 use watcher_common::{
     wake, Event, EventKind, ExecData, ExitData, ForkData, KernelTable, ReapData, ReapSource,
-    ARGS_MAX, EXIT_NO_CHILDREN, EXIT_PIDNS_DYING, EXIT_UNTRACKED, GROUP_DEAD_UNKNOWN, OFFSET_NONE,
+    ARGS_MAX, EXEC_WAKE_ALL, EXIT_NO_CHILDREN, EXIT_PIDNS_DYING, EXIT_UNTRACKED,
+    GROUP_DEAD_UNKNOWN, OFFSET_NONE,
 };
 
 use crate::{
     common::{
-        cgroup_id, conf, count_loss, current_task, emit, header, kread, now, output, pid_tgid,
-        read_data_loc_str, read_kernel_str, remember, tp_read, wake_flags, wanted, wanted_kind,
+        cgroup_id, conf, count_loss, current_task, emit, header, kread, lazy_flags, now, output,
+        pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read, wake_flags, wanted,
+        wanted_kind,
     },
     maps::{
-        PendingWaitid, EXEC_SCRATCH, EXITED, EXITED_SHADOWED, GROUP_END, IN_WAIT, NS_REAP,
-        PENDING_WAITID,
+        PendingWaitid, EXEC_SCRATCH, EXEC_WAKE, EXITED, EXITED_SHADOWED, GROUP_END, IN_WAIT,
+        NS_REAP, PENDING_WAITID,
     },
 };
 
@@ -148,7 +150,17 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
         let len = core::mem::size_of::<Event<ExecData>>() as u64 + n;
         (*ev).header.size = len as u32;
         let bytes = core::slice::from_raw_parts(scratch as *const u8, len as usize);
-        output(EventKind::Exec, bytes, wake_flags(ts, wake::exec()));
+        // Urgent for a program userspace listed (see `watcher_common::wake`),
+        // else the first of a burst.
+        let comm = core::ptr::addr_of!((*ev).header.comm);
+        let listed =
+            EXEC_WAKE.get_ptr(&EXEC_WAKE_ALL).is_some() || EXEC_WAKE.get_ptr(&*comm).is_some();
+        let flags = if wake::exec(listed) {
+            wake_flags(ts, true)
+        } else {
+            lazy_flags(ts)
+        };
+        output(EventKind::Exec, bytes, flags);
     }
     Some(())
 }

@@ -321,6 +321,9 @@ fn test(args: Vec<OsString>) -> Result<ExitCode> {
         ("perf", "linux-perf"),
         // A real terminal for `watcher top`.
         ("tmux", "tmux"),
+        // The kernel's maps as they are (the list of programs whose execs
+        // wake the reader).
+        ("bpftool", "bpftool"),
         // Podman's containers, named from its store and its API; runc as
         // its OCI runtime (a fresh machine gets crun with podman, and crun
         // refuses this machine kind's hybrid cgroups).

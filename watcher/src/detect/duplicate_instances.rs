@@ -9,7 +9,11 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 
 use super::{
-    config::names_match, incident::Incidents, members::Members, DetectConfig,
+    config::names_match,
+    exec_wakes::{comm_key, Comm, ExecWakes},
+    incident::Incidents,
+    members::Members,
+    DetectConfig,
     Finding, Input, Involved, Kind,
 };
 use crate::{
@@ -42,7 +46,7 @@ impl Declared for DuplicateInstances {
 
 detector!(DuplicateInstances, |s, i, _c| {
     DuplicateInstances::on_event(s, i)
-});
+}, exec_wakes: wakes);
 
 /// What a `duplicate_instances` finding says.
 #[derive(Serialize)]
@@ -82,6 +86,27 @@ pub struct DuplicateInstances {
     member: HashMap<ProcKey, u64>,
     cfg: DetectConfig,
     pub overflow: u64,
+    /// Programs at half their limit or more (their next instances can
+    /// open the finding), by the name their execs are wanted by.
+    armed: HashMap<u64, Comm>,
+    wakes: ExecWakes,
+}
+
+/// A program's execs are wanted at once (see [`super::exec_wakes`]) from
+/// this many live instances on: half its limit (one for a singleton), so
+/// that the instance that crosses the limit is urgent even when the ones
+/// before it came in a burst the reader read together.
+fn arm_at(limit: usize) -> usize {
+    (limit / 2).max(1)
+}
+
+/// The most instances of `p`'s program that may run.
+fn limit_of(cfg: &DetectConfig, p: &Proc) -> usize {
+    if names_match(&cfg.duplicate_instances.singletons, p) {
+        1
+    } else {
+        cfg.duplicate_instances.limit as usize
+    }
 }
 
 impl DuplicateInstances {
@@ -96,6 +121,31 @@ impl DuplicateInstances {
             member: HashMap::new(),
             cfg: cfg.clone(),
             overflow: 0,
+            armed: HashMap::new(),
+            wakes: ExecWakes::new(),
+        }
+    }
+
+    /// `p` joined its program, now `n` instances of `limit`: the program's
+    /// execs are wanted from half its limit on (see [`arm_at`]).
+    fn arm(&mut self, p: &Proc, n: usize, limit: usize) {
+        if n >= arm_at(limit)
+            && !self.armed.contains_key(&p.program)
+            && !self.cfg.allowed_program(p)
+        {
+            let c = comm_key(&p.comm);
+            self.armed.insert(p.program, c);
+            self.wakes.want(c);
+        }
+    }
+
+    /// An instance of `program` left, `n` left of `limit`: below half of
+    /// it, its execs are no longer wanted.
+    fn disarm(&mut self, program: u64, n: usize, limit: usize) {
+        if n < arm_at(limit) {
+            if let Some(c) = self.armed.remove(&program) {
+                self.wakes.unwant(c);
+            }
         }
     }
 
@@ -108,11 +158,7 @@ impl DuplicateInstances {
     }
 
     fn limit(&self, p: &Proc) -> usize {
-        if names_match(&self.cfg.duplicate_instances.singletons, p) {
-            1
-        } else {
-            self.cfg.duplicate_instances.limit as usize
-        }
+        limit_of(&self.cfg, p)
     }
 
     /// Whether `p` is an instance of its program: it runs a program (not a
@@ -126,15 +172,17 @@ impl DuplicateInstances {
 
     fn leave(&mut self, key: ProcKey, now: u64) -> Option<Finding> {
         let program = self.member.remove(&key)?;
-        let (n, first) = {
-            let list = self.instances.get_mut(&program)?;
-            list.remove(&key);
-            (list.len(), list.first().cloned())
-        };
-        let limit = first.as_ref().map(|p| self.limit(p)).unwrap_or(usize::MAX);
+        let list = self.instances.get_mut(&program)?;
+        list.remove(&key);
+        let n = list.len();
+        let limit = list
+            .first()
+            .map(|p| limit_of(&self.cfg, p))
+            .unwrap_or(usize::MAX);
         if n == 0 {
             self.instances.remove(&program);
         }
+        self.disarm(program, n, limit);
         if self.incidents.is_open(&program) && n <= limit {
             return self.incidents.resolve(
                 &program,
@@ -158,6 +206,7 @@ impl DuplicateInstances {
         list.push(p.clone());
         let n = list.len();
         let limit = self.limit(p);
+        self.arm(p, n, limit);
         if n <= limit || self.cfg.allowed_program(p) {
             return None;
         }

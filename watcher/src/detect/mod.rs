@@ -48,6 +48,7 @@ pub(crate) use with_detectors;
 
 pub(crate) mod config;
 pub(crate) mod crash;
+pub mod exec_wakes;
 pub(crate) mod incident;
 pub(crate) mod members;
 pub(crate) mod registry;
@@ -137,6 +138,9 @@ macro_rules! declare_detectors {
             pub sockets: SocketTable,
             $(pub $field: $field::$ty,)*
             pub config: DetectConfig,
+            /// The programs whose next exec can decide a finding of any
+            /// detector (merged from theirs: [`Detectors::exec_wake_changes`]).
+            pub exec_wakes: exec_wakes::ExecWakes,
         }
 
         impl Detectors {
@@ -146,6 +150,7 @@ macro_rules! declare_detectors {
                     sockets: SocketTable::new(config.max_sockets),
                     $($field: <$field::$ty as Declared>::new(&config),)*
                     config,
+                    exec_wakes: exec_wakes::ExecWakes::new(),
                 }
             }
 
@@ -484,6 +489,7 @@ impl Detectors {
     pub fn reconfigure(&mut self, new: DetectConfig, now: u64) -> Vec<Finding> {
         let old = std::mem::replace(&mut self.config, new.clone());
         let mut out = Vec::new();
+        let mut unwanted = Vec::new();
         for d in self.registry() {
             let kind = d.kind();
             if old.enabled(kind) && !new.enabled(kind) {
@@ -492,13 +498,35 @@ impl Detectors {
                     kind.as_str()
                 );
                 out.extend(d.incidents_mut().resolve_all(now, &why));
+                // (What it wanted of the kernel's execs, let go of.)
+                if let Some(w) = d.exec_wakes() {
+                    let mut gone = w.take();
+                    gone.extend(w.names().map(|c| (*c, false)));
+                    unwanted.extend(gone);
+                }
                 d.reset(&new);
             } else {
                 d.reconfigure(&new);
             }
             d.incidents_mut().set_open_rate(new.max_opens_per_user_s);
         }
+        self.exec_wakes.merge(unwanted);
         out
+    }
+
+    /// The changes to the programs whose next exec can decide a finding
+    /// since the last call (the detectors' merged: a name wanted by two is
+    /// one entry), for the kernel's `EXEC_WAKE` map. O(detectors) when
+    /// nothing changed.
+    pub fn exec_wake_changes(&mut self) -> Vec<(exec_wakes::Comm, bool)> {
+        let mut changes = Vec::new();
+        for d in self.registry() {
+            if let Some(w) = d.exec_wakes().filter(|w| w.changed()) {
+                changes.extend(w.take());
+            }
+        }
+        self.exec_wakes.merge(changes);
+        self.exec_wakes.take()
     }
 
     /// A container has been described anew by its runtime (named, usually):

@@ -104,6 +104,11 @@ pub trait Detector {
     }
     fn incidents(&self) -> &dyn IncidentTable;
     fn incidents_mut(&mut self) -> &mut dyn IncidentTable;
+    /// The programs whose next exec can decide one of its findings, when
+    /// it has such (see [`super::exec_wakes`]).
+    fn exec_wakes(&mut self) -> Option<&mut super::exec_wakes::ExecWakes> {
+        None
+    }
     /// New settings: what comes next uses them; state and incidents stay.
     fn reconfigure(&mut self, cfg: &DetectConfig);
     /// Forget everything (the detector was disabled).
@@ -111,10 +116,11 @@ pub trait Detector {
 }
 
 /// `impl Detector` for a detector type, from the calls it answers: its
-/// event handler (given `self`, the [`Input`] and the [`Ctx`]), and when it
-/// has deadlines, its tick and its next deadline.
+/// event handler (given `self`, the [`Input`] and the [`Ctx`]), when it
+/// has deadlines, its tick and its next deadline, and when some execs can
+/// decide its findings, the field that lists their programs.
 macro_rules! detector {
-    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)?) => {
+    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)?) => {
         impl $crate::detect::registry::Detector for $ty {
             fn kind(&self) -> $crate::detect::Kind {
                 <$ty as $crate::detect::registry::Listed>::KIND
@@ -138,6 +144,9 @@ macro_rules! detector {
             $(fn next_deadline(&self) -> Option<u64> {
                 let $ds = self;
                 $dl
+            })?
+            $(fn exec_wakes(&mut self) -> Option<&mut $crate::detect::exec_wakes::ExecWakes> {
+                Some(&mut self.$wf)
             })?
             fn incidents(&self) -> &dyn $crate::detect::registry::IncidentTable {
                 &self.incidents

@@ -35,6 +35,7 @@ use super::summary::Lazy;
 use super::{
     config::ns,
     crash::{judge, End},
+    exec_wakes::{comm_key, Comm, ExecWakes},
     incident::Incidents,
     dur,
     who, ContainerView, DetectConfig, Finding, Input, Involved, Kind,
@@ -108,7 +109,8 @@ impl Declared for RespawnStorm {
 }
 
 detector!(RespawnStorm, |s, i, _c| RespawnStorm::on_event(s, i),
-    tick: |s, now, v| RespawnStorm::on_tick(s, now, v), deadline: |s| RespawnStorm::next_deadline(s));
+    tick: |s, now, v| RespawnStorm::on_tick(s, now, v), deadline: |s| RespawnStorm::next_deadline(s),
+    exec_wakes: wakes);
 
 /// How a crash loop's restarts are paced.
 #[derive(Clone, Debug, PartialEq)]
@@ -364,6 +366,9 @@ struct Loop {
     live: Option<(ProcKey, u64)>,
     /// Its restarter stopped restarting it after the last crash.
     gave_up: bool,
+    /// Its name as an exec gives it: its execs (restarts) are wanted at
+    /// once while the loop lasts.
+    comm: Comm,
 }
 
 impl Loop {
@@ -387,6 +392,7 @@ pub struct RespawnStorm {
     /// on stay until due (waking for one only finds nothing to do); the set
     /// is rebuilt when they outnumber the loops.
     deadlines: BTreeSet<(u64, u64)>,
+    wakes: ExecWakes,
 }
 
 /// A container runtime's per-container process (containerd's shim, conmon),
@@ -537,6 +543,7 @@ impl RespawnStorm {
             gave_up_after: c.gave_up_after as u64,
             overflow: 0,
             deadlines: BTreeSet::new(),
+            wakes: ExecWakes::new(),
         }
     }
 
@@ -760,10 +767,28 @@ impl RespawnStorm {
         (program, facts, processes)
     }
 
+    /// The loop of `program` is over (or never was one).
+    fn forget(&mut self, program: u64) {
+        if let Some(lp) = self.loops.remove(&program) {
+            self.wakes.unwant(lp.comm);
+        }
+    }
+
     fn crashed(&mut self, p: &Proc, cause: Cause, ts: u64) {
         if !self.loops.contains_key(&p.program) && self.loops.len() >= self.cfg.max_tracked {
             self.overflow += 1;
             return;
+        }
+        if !self.loops.contains_key(&p.program) {
+            let comm = comm_key(&p.comm);
+            self.wakes.want(comm);
+            self.loops.insert(
+                p.program,
+                Loop {
+                    comm,
+                    ..Loop::default()
+                },
+            );
         }
         let lp = self.loops.entry(p.program).or_default();
         if lp.cycles.is_empty() && lp.pending.is_empty() {
@@ -792,7 +817,7 @@ impl RespawnStorm {
         if lp.live.is_none_or(|l| l.0 != p.key) {
             return None;
         }
-        self.loops.remove(&p.program);
+        self.forget(p.program);
         self.incidents.resolve(&p.program, ts, why)
     }
 
@@ -801,7 +826,7 @@ impl RespawnStorm {
         let lp = self.loops.get_mut(&p.program)?;
         // Started again after its restarter gave up: someone brought it back.
         if lp.gave_up {
-            self.loops.remove(&p.program);
+            self.forget(p.program);
             return self.incidents.resolve(
                 &p.program,
                 ts,
@@ -935,7 +960,7 @@ impl RespawnStorm {
             // A restarted instance that lived: healthy again.
             if let Some((key, start)) = lp.live {
                 if lp.pending.is_empty() && now >= start + self.short_ns {
-                    self.loops.remove(&k);
+                    self.forget(k);
                     out.extend(
                         self.incidents.resolve(
                             &k,
@@ -960,7 +985,7 @@ impl RespawnStorm {
             // without restarts, or too few to say).
             let crashes = lp.count + lp.pending.len() as u64;
             if lp.count == 0 || crashes < self.gave_up_after.max(2) {
-                self.loops.remove(&k);
+                self.forget(k);
                 continue;
             }
             let lp = self.loops.get_mut(&k).expect("present");
@@ -975,7 +1000,7 @@ impl RespawnStorm {
                 Some(RestarterFacts::Supervisor { .. } | RestarterFacts::Runtime { .. })
             );
             if !self.incidents.is_open(&k) && lp.count < self.threshold && !supervised {
-                self.loops.remove(&k);
+                self.forget(k);
                 continue;
             }
             if self.incidents.is_open(&k) {

@@ -7,6 +7,7 @@ pub(crate) mod btf;
 pub mod clock;
 pub mod decode;
 pub(crate) mod error;
+pub mod exec_wake;
 pub(crate) mod loader;
 pub(crate) mod names;
 pub(crate) mod reader;

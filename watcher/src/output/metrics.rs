@@ -223,8 +223,10 @@ impl Collector for Snapshot {
                 ("processes", s.processes),
                 ("sockets", s.sockets),
                 ("containers", s.containers),
+                ("exec_wake_programs", s.exec_wake_programs),
             ],
         )?;
+        gauge(e, "watcher_exec_wake_all", "1 while every exec wakes the reader at once because the programs whose execs can decide a finding outnumber the kernel's list of them (4,095): more wakeups, no finding later.", if s.exec_wake_all { 1.0 } else { 0.0 })?;
         counters(
             e,
             "watcher_table_evictions_total",

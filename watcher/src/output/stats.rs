@@ -45,6 +45,10 @@ pub struct Stats {
     pub socket_lookups_unanswered: u64,
     /// Containers known (id → name, image).
     pub containers: u64,
+    /// Programs whose execs wake the reader at once (the kernel's
+    /// `EXEC_WAKE`), and whether every exec does because they did not fit.
+    pub exec_wake_programs: u64,
+    pub exec_wake_all: bool,
     /// Event records written without their container's name (the runtime did not answer in time).
     pub container_names_late: u64,
     /// Reconciliations with /proc after losses; processes they corrected;

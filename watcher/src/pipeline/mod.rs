@@ -312,7 +312,7 @@ pub fn run(
     signals: Signals,
 ) -> anyhow::Result<Stats> {
     let Probes {
-        ebpf,
+        mut ebpf,
         events,
         lost,
         ring_bytes,
@@ -340,6 +340,7 @@ pub fn run(
         Clock::mono_now(),
     );
     let answers = engine.answers.clone();
+    let exec_wake = crate::kernel::exec_wake::ExecWake::take(&mut ebpf);
     let mut poll = poll::Poll::new(reader.fd(), &[answers.fd()?, signals.wake.fd()?])
         .context("setting up the reader's poll set (epoll, timerfd)")?;
     stats.lock().expect("stats lock").started = Some(Instant::now());
@@ -352,6 +353,7 @@ pub fn run(
         out,
         stats,
         ebpf: Some(ebpf),
+        exec_wake,
         skips,
         table_states,
         // Fault drill (tests, and operators proving their alerting): detach
@@ -457,6 +459,8 @@ struct Loop<'o> {
     canary: Option<Canary>,
     /// Keeps the programs attached (`None` after a fault drill detached them).
     ebpf: Option<aya::Ebpf>,
+    /// The kernel's list of programs whose execs wake the reader at once.
+    exec_wake: Option<crate::kernel::exec_wake::ExecWake>,
     skips: crate::kernel::skips::Skips,
     table_states: crate::kernel::tables::TableStates,
     drill_detach_at: Option<Instant>,
@@ -589,6 +593,12 @@ impl Loop<'_> {
         }
         self.tally.publish(&self.stats);
         refresh_stats(&self.stats, &self.engine);
+        if let Some(w) = self.exec_wake.as_ref() {
+            let (n, all) = w.state();
+            let mut st = self.stats.lock().expect("stats lock");
+            st.exec_wake_programs = n as u64;
+            st.exec_wake_all = all;
+        }
         if let Ok(t) = self.table_states.lock() {
             self.stats.lock().expect("stats lock").kernel_tables = t.clone();
         }
@@ -753,6 +763,12 @@ impl Loop<'_> {
     /// The end of a turn: a canary sent when due, this turn's records to
     /// the sinks; the loop stops when their consumer is gone.
     fn end_turn(&mut self) -> anyhow::Result<()> {
+        // The programs whose next exec can decide a finding, as this turn left them.
+        // (Taken even without the map: the detectors keep them until taken.)
+        let changes = self.engine.detectors.exec_wake_changes();
+        if let (Some(w), false) = (self.exec_wake.as_mut(), changes.is_empty()) {
+            w.apply(&changes);
+        }
         if let Some(c) = self.canary.as_mut() {
             // A canary is due: fork a child that exits at once (its exit is the probe).
             if let Err(e) = c.maybe_send() {
@@ -795,6 +811,12 @@ impl Loop<'_> {
         drop(self.ebpf.take());
         self.tally.publish(&self.stats);
         refresh_stats(&self.stats, &self.engine);
+        if let Some(w) = self.exec_wake.as_ref() {
+            let (n, all) = w.state();
+            let mut st = self.stats.lock().expect("stats lock");
+            st.exec_wake_programs = n as u64;
+            st.exec_wake_all = all;
+        }
         let s = self.stats.lock().expect("stats lock").clone();
         s
     }

@@ -12,6 +12,7 @@ mod connects;
 mod containers;
 mod crash;
 mod crash_loops;
+mod exec_wakes;
 mod fork_storm;
 mod instances;
 mod ports;
