@@ -153,9 +153,7 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
             let argv = if args.is_empty() {
                 Default::default()
             } else {
-                args.split(|&b| b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
+                split_args(args)
             };
             Payload::Exec(Exec {
                 old_pid: d.old_pid,
@@ -183,6 +181,26 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::SockClose => Payload::SockClose(record::<SockCloseData>(buf, &header, kind)?),
     };
     Ok(KernelEvent { header, payload })
+}
+
+/// An argument vector (NUL-separated, its last NUL gone) as `String`s:
+/// split with memchr and checked with `str::from_utf8` (both word- or
+/// SIMD-wide; a byte-at-a-time split and `from_utf8_lossy`'s check were
+/// ~14 % of the pipeline's time in an exec flood with 3 KB argv), lossy
+/// only for an argument that is not UTF-8.
+fn split_args(args: &[u8]) -> std::sync::Arc<[String]> {
+    let text = |a: &[u8]| match std::str::from_utf8(a) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(a).into_owned(),
+    };
+    let mut out = Vec::with_capacity(4);
+    let mut start = 0;
+    for nul in memchr::memchr_iter(0, args) {
+        out.push(text(&args[start..nul]));
+        start = nul + 1;
+    }
+    out.push(text(&args[start..]));
+    out.into()
 }
 
 /// A NUL-terminated (or full) byte array as text.
@@ -487,6 +505,26 @@ mod tests {
         assert!(x.argv_truncated);
         assert_eq!(x.filename, "x");
         assert_eq!(x.argv[0], "a\u{fffd}");
+    }
+
+    #[test]
+    fn an_argument_vector_splits_as_the_kernel_separates_it() {
+        let old = |a: &[u8]| -> Vec<String> {
+            a.split(|&b| b == 0)
+                .map(|x| String::from_utf8_lossy(x).into_owned())
+                .collect()
+        };
+        for a in [
+            &b"sh"[..],
+            b"sh\0-c\0sleep 1",
+            b"a\0\0b",
+            b"\0",
+            b"x\0",
+            b"caf\xc3\xa9\0\xff\xfe",
+            b"",
+        ] {
+            assert_eq!(&*split_args(a), &old(a)[..], "{a:?}");
+        }
     }
 
     #[test]
