@@ -126,6 +126,12 @@ macro_rules! detect_config {
             /// New incidents one user may open per second, per kind (0: no limit):
             /// beyond it they are counted (`watcher_incidents_not_opened_total`), not opened.
             pub max_opens_per_user_s: u32,
+            /// Hold an open of `zombie`, `zombie_accumulation` or
+            /// `duplicate_instances` until `/proc` has confirmed the processes
+            /// it names (~0.5–1 ms on a worker) instead of writing it at once
+            /// and restating it when `/proc` contradicts it (an end the kernel
+            /// side could not report).
+            pub confirm_before_open: bool,
             $(pub $field: <super::$field::$ty as Declared>::Config,)*
         }
 
@@ -140,6 +146,7 @@ macro_rules! detect_config {
                     max_sockets: 65_536,
                     max_tracked: 65_536,
                     max_opens_per_user_s: crate::detect::incident::OPENS_PER_USER_PER_SECOND,
+                    confirm_before_open: false,
                     $($field: Default::default(),)*
                 }
             }

@@ -243,6 +243,14 @@ impl Kit {
         f
     }
 
+    /// Answers of `/proc` (a confirmation, a snapshot) applied at `now`, as
+    /// the pipeline applies them between batches.
+    pub(crate) fn answered(&mut self, now: u64) -> Vec<Finding> {
+        let f = self.engine.reconciled(now);
+        self.all.extend(f.iter().cloned());
+        f
+    }
+
     /// Late answers of the socket-table stand-in, applied at `now`.
     pub(crate) fn late(&mut self, now: u64) -> Vec<Finding> {
         let f = self.engine.late_confirmations(now);

@@ -261,7 +261,7 @@ impl Collector for Snapshot {
             "Reconciliations of the process table with /proc after lost records.",
             s.reconciliations,
         )?;
-        counter(e, "watcher_confirmations_total", "Findings about processes (zombies, instances) confirmed against /proc before they opened.", s.confirmations)?;
+        counter(e, "watcher_confirmations_total", "Confirmations against /proc of the processes findings about processes (zombies, instances) name: just after they are written, or before they open with `confirm_before_open`.", s.confirmations)?;
         counter(
             e,
             "watcher_reconciled_processes_total",
@@ -272,7 +272,7 @@ impl Collector for Snapshot {
         counter(
             e,
             "watcher_findings_withdrawn_total",
-            "Findings held after a loss and never written: the reconciliation showed them false.",
+            "Findings /proc showed false: written at once and resolved as withdrawn, or held (after a loss, or with `confirm_before_open`) and never written.",
             s.findings_withdrawn,
         )?;
         counter(

@@ -105,7 +105,20 @@ struct Reconciliation {
     touched: Vec<(u32, u64)>,
     /// A loss while the snapshot was taken: another one follows this one.
     again: bool,
+    /// The request under way is a confirmation of some processes, not a
+    /// snapshot after a loss.
+    confirming: bool,
+    /// Opens written at once whose processes the confirmation under way
+    /// checks (`[detect] confirm_before_open = false`): (kind, incident id).
+    written: Vec<(crate::detect::Kind, String)>,
+    /// Processes of opens written while that confirmation was under way,
+    /// checked by the next one (bounded), and those opens.
+    next: Vec<u32>,
+    next_written: Vec<(crate::detect::Kind, String)>,
 }
+
+/// Most processes waiting for the next confirmation of written opens.
+const NEXT_CONFIRM_MAX: usize = 4096;
 
 impl Reconciliation {
     fn is_idle(&self) -> bool {
@@ -116,6 +129,17 @@ impl Reconciliation {
         matches!(self.phase, Phase::Asked { .. })
     }
 
+    /// Nothing under way but (perhaps) a confirmation of written opens:
+    /// no loss is being repaired.
+    fn only_confirming(&self) -> bool {
+        !self.again
+            && match self.phase {
+                Phase::Idle => true,
+                Phase::Asked { .. } => self.confirming,
+                Phase::AfterLoss => false,
+            }
+    }
+
     fn loss_seen(&mut self) {
         match self.phase {
             Phase::Idle => self.phase = Phase::AfterLoss,
@@ -124,9 +148,19 @@ impl Reconciliation {
         }
     }
 
-    /// A snapshot or a confirmation was asked of a worker.
+    /// A snapshot was asked of a worker.
     fn asked(&mut self, rx: std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>) {
         self.phase = Phase::Asked { rx, ready: None };
+        self.confirming = false;
+    }
+
+    /// A confirmation (of some processes) was asked of a worker.
+    fn asked_to_confirm(
+        &mut self,
+        rx: std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>,
+    ) {
+        self.asked(rx);
+        self.confirming = true;
     }
 
     /// Its answer, had at once.
@@ -519,7 +553,7 @@ impl Engine {
             self.lookup
                 .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
         {
-            self.recon.asked(rx);
+            self.recon.asked_to_confirm(rx);
         }
     }
 
@@ -528,9 +562,83 @@ impl Engine {
         !self.recon.is_idle()
     }
 
+    /// Opens of the kinds a lost or unseen end can make false, written at
+    /// once (`[detect] confirm_before_open = false`, the default): the
+    /// processes they name are checked against `/proc` on a worker, and
+    /// when the answer shows them gone the tables are corrected and the
+    /// incident restated (resolved, saying why). Nothing waits.
+    fn confirm_written(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
+        let opens: Vec<&Finding> = findings
+            .iter()
+            .filter(|f| f.kind.held_after_loss() && f.state == crate::detect::State::Open)
+            .collect();
+        if opens.is_empty() {
+            return findings;
+        }
+        let pids: Vec<u32> = opens.iter().flat_map(|f| depends_on(f)).collect();
+        let ids: Vec<(crate::detect::Kind, String)> =
+            opens.iter().map(|f| (f.kind, f.id.clone())).collect();
+        if self.recon.is_idle() {
+            if let Some(rx) =
+                self.lookup
+                    .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
+            {
+                self.recon.asked_to_confirm(rx);
+                self.recon.written = ids;
+            }
+        } else if self.recon.next.len() < NEXT_CONFIRM_MAX {
+            // (One confirmation at a time: these go with the next.)
+            self.recon.next.extend(pids);
+            self.recon.next_written.extend(ids);
+        }
+        findings
+    }
+
+    /// The confirmation of written opens answered: those it showed false
+    /// (their incidents no longer open) are counted, and their resolutions
+    /// in `out` say why; opens written meanwhile are confirmed next.
+    fn confirmed_written(&mut self, out: &mut [Finding]) {
+        let written = std::mem::take(&mut self.recon.written);
+        for (kind, id) in &written {
+            if self.detectors.is_open(*kind, id) {
+                continue;
+            }
+            self.findings_withdrawn += 1;
+            for f in out
+                .iter_mut()
+                .filter(|f| &f.id == id && f.state == crate::detect::State::Resolved)
+            {
+                f.summary.push_str(
+                    " (withdrawn: /proc shows the processes it named gone or reaped; their ends were not seen)",
+                );
+            }
+        }
+    }
+
+    /// Start the confirmation of opens written while the last one was under way.
+    fn confirm_next(&mut self) {
+        if !self.recon.is_idle() || self.recon.next.is_empty() {
+            return;
+        }
+        let pids = std::mem::take(&mut self.recon.next);
+        let ids = std::mem::take(&mut self.recon.next_written);
+        if let Some(rx) =
+            self.lookup
+                .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
+        {
+            self.recon.asked_to_confirm(rx);
+            self.recon.written = ids;
+        }
+    }
+
     /// While reconciling, findings of the held kinds (opens, and what follows
-    /// for incidents held) wait.
+    /// for incidents held) wait; else they are written at once and
+    /// confirmed after ([`Engine::confirm_written`]), or held for their
+    /// confirmation when the config says so (`confirm_before_open`).
     fn hold(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
+        if !self.detectors.config.confirm_before_open && self.recon.only_confirming() {
+            return self.confirm_written(findings);
+        }
         if self.recon.is_idle() {
             // No loss: confirm what a finding about processes names before it opens.
             let opens: Vec<u32> = findings
@@ -557,7 +665,7 @@ impl Engine {
             } else {
                 rx.recv_timeout(wait).ok()
             };
-            self.recon.asked(rx);
+            self.recon.asked_to_confirm(rx);
             if let Some(snapshot) = got {
                 self.recon.came(snapshot);
             }
@@ -699,6 +807,9 @@ impl Engine {
             .filter(|h| !withdrawn.contains(&h.id))
             .collect();
         out.retain(|f| !withdrawn.contains(&f.id));
+        if partial {
+            self.confirmed_written(&mut out);
+        }
         written.extend(out);
         if self.recon.lost_meanwhile() {
             // (Another loss came while the snapshot was taken: another one.)
@@ -721,12 +832,13 @@ impl Engine {
                 ) {
                     Some(rx) => {
                         self.recon.held = newer;
-                        self.recon.asked(rx);
+                        self.recon.asked_to_confirm(rx);
                     }
                     None => written.extend(newer),
                 }
             }
         }
+        self.confirm_next();
         written
     }
 

@@ -110,10 +110,88 @@ fn exits_the_kernel_could_not_remember_are_looked_for_in_proc_until_gone() {
 }
 
 #[test]
-fn a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
+fn a_zombie_finding_is_written_at_once_and_withdrawn_when_proc_contradicts_it() {
+    // /proc says the children are gone (their reaps were never seen, no loss
+    // said so): the finding was written at once (nothing waits for /proc),
+    // and the answer resolves it, saying why, and corrects the table.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
+    k.confirm_with(vec![parent]);
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    k.run_timers(30 * S);
+    assert!(opened(&k.all, "zombie_accumulation"), "{:?}", ks(&k.all));
+    assert_eq!(k.engine.findings_withdrawn, 0, "not answered yet");
+    // (The accumulation's confirmation first; the zombie's, opened
+    // meanwhile, next.)
+    let mut f = k.answered(30 * S);
+    f.extend(k.answered(30 * S));
+    for kind in ["zombie_accumulation", "zombie"] {
+        let gone = f
+            .iter()
+            .find(|x| x.kind.as_str() == kind)
+            .unwrap_or_else(|| panic!("{kind} restated: {:?}", ks(&f)));
+        assert_eq!(gone.state.as_str(), "resolved");
+        assert!(
+            gone.summary.contains("withdrawn: /proc shows"),
+            "{}",
+            gone.summary
+        );
+    }
+    assert_eq!(k.engine.findings_withdrawn, 2);
+    assert!(
+        k.engine.enricher.procs.get(203).is_none(),
+        "the gone children left the table"
+    );
+    // Both ways: real zombies are confirmed, and stay open.
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    let now: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205]
+        .iter()
+        .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
+        .collect();
+    let mut k = Kit::defaults();
+    k.confirm_with(now);
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    for n in 0..6u32 {
+        k.fork(2 * S, 100, 200 + n);
+        k.exit(2 * S + MS, 200 + n, 0);
+    }
+    k.run_timers(4 * S);
+    assert!(opened(&k.all, "zombie_accumulation"), "{:?}", ks(&k.all));
+    let mut f = k.answered(4 * S);
+    f.extend(k.answered(4 * S));
+    assert!(f.is_empty(), "confirmed: nothing to restate: {:?}", ks(&f));
+    assert!(k.engine.confirmations >= 1);
+    assert_eq!(k.engine.findings_withdrawn, 0);
+    let id = &k
+        .all
+        .iter()
+        .find(|f| f.kind.as_str() == "zombie_accumulation")
+        .unwrap()
+        .id;
+    assert!(k
+        .engine
+        .detectors
+        .is_open(crate::detect::Kind::ZombieAccumulation, id));
+}
+
+#[test]
+fn with_confirm_before_open_a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
     // /proc says the children are gone (their reaps were never seen, no loss
     // said so): the finding is not written, and the table is corrected.
-    let mut k = Kit::defaults();
+    let cfg = DetectConfig {
+        confirm_before_open: true,
+        ..DetectConfig::default()
+    };
+    let mut k = Kit::new(cfg.clone());
     k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
     let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
     k.confirm_with(vec![parent]);
@@ -144,7 +222,7 @@ fn a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
         .iter()
         .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
         .collect();
-    let mut k2 = Kit::defaults();
+    let mut k2 = Kit::new(cfg);
     k2.confirm_with(now);
     k2.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
     for n in 0..6u32 {
