@@ -20,10 +20,18 @@ use watcher::{
 /// The findings of one recording, one JSON record per line.
 fn replay(bytes: &[u8]) -> Vec<String> {
     // Nothing from this machine: no /proc parents, no socket tables (the
-    // kernel is said to know no socket), a fixed wall clock.
+    // kernel is said to know no socket), a fixed wall clock. Opens about
+    // processes are held for their confirmation (`confirm_before_open`),
+    // as when the corpus was checked in: the recorded processes are not in
+    // this machine's /proc, so such an open is withdrawn unless a later
+    // record of the recording settles it (written at once, it would stand:
+    // the replay applies no answer).
     let table = ProcessTable::with_parent_lookup(65_536, Box::new(|_| None));
     let mut engine = Engine::new(
-        DetectConfig::default(),
+        DetectConfig {
+            confirm_before_open: true,
+            ..DetectConfig::default()
+        },
         table,
         Clock::fixed(0),
         Box::new(|_: u32, _: u32, _: bool, _: u16, _: &[u32]| Some(Vec::new())),
