@@ -579,10 +579,15 @@ impl Detectors {
     }
 
     /// Deadlines due at `now`.
-    pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
+    pub fn on_tick(
+        &mut self,
+        now: u64,
+        view: &dyn ContainerView,
+        procs: &dyn Fn(u32) -> Option<Proc>,
+    ) -> Vec<Finding> {
         self.registry()
             .into_iter()
-            .flat_map(|d| d.on_tick(now, view))
+            .flat_map(|d| d.on_tick(now, view, procs))
             .collect()
     }
 

@@ -94,8 +94,14 @@ impl<K: Hash + Eq + Clone> IncidentTable for Incidents<K> {
 pub trait Detector {
     fn kind(&self) -> Kind;
     fn on_event(&mut self, i: &Input, ctx: &Ctx) -> Vec<Finding>;
-    /// Deadlines due at `now`.
-    fn on_tick(&mut self, _now: u64, _view: &dyn ContainerView) -> Vec<Finding> {
+    /// Deadlines due at `now` (`procs`: the process table, for what a
+    /// finding due now names).
+    fn on_tick(
+        &mut self,
+        _now: u64,
+        _view: &dyn ContainerView,
+        _procs: &dyn Fn(u32) -> Option<crate::world::proctable::Proc>,
+    ) -> Vec<Finding> {
         Vec::new()
     }
     /// The earliest time `on_tick` has something to do.
@@ -120,7 +126,7 @@ pub trait Detector {
 /// has deadlines, its tick and its next deadline, and when some execs can
 /// decide its findings, the field that lists their programs.
 macro_rules! detector {
-    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)?) => {
+    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident $(, $tp:ident)?| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)?) => {
         impl $crate::detect::registry::Detector for $ty {
             fn kind(&self) -> $crate::detect::Kind {
                 <$ty as $crate::detect::registry::Listed>::KIND
@@ -137,8 +143,10 @@ macro_rules! detector {
                 &mut self,
                 $tn: u64,
                 $tv: &dyn $crate::detect::ContainerView,
+                _procs: &dyn Fn(u32) -> Option<$crate::world::proctable::Proc>,
             ) -> Vec<$crate::detect::Finding> {
                 let $ts = self;
+                $(let $tp = _procs;)?
                 $tick
             })?
             $(fn next_deadline(&self) -> Option<u64> {

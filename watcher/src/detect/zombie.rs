@@ -42,7 +42,7 @@ impl Declared for Zombies {
 }
 
 detector!(Zombies, |s, i, c| Zombies::on_event(s, i, c.teardown),
-    tick: |s, now, v| Zombies::on_tick(s, now, v), deadline: |s| Zombies::next_deadline(s));
+    tick: |s, now, v, procs| Zombies::on_tick(s, now, v, procs), deadline: |s| Zombies::next_deadline(s));
 
 /// What a `zombie` finding says.
 #[derive(Serialize)]
@@ -82,10 +82,17 @@ impl std::fmt::Display for Overdue {
     }
 }
 
+/// An unreaped child. What a finding says of it and of its parent is read
+/// from the process table when it becomes overdue (no copy of either per
+/// exit: a fork loop's children are reaped long before).
 struct Child {
-    proc: Proc,
+    key: ProcKey,
+    /// Its pid namespace (from its exit record).
+    pidns: u32,
+    /// Read at its deadline (or at start, for zombies found then).
+    proc: Option<Box<Proc>>,
     parent: u32,
-    parent_proc: Option<Proc>,
+    parent_proc: Option<Box<Proc>>,
     deadline: u64,
     /// Exit time, when seen (not for zombies found at start).
     exited_ns: Option<u64>,
@@ -94,8 +101,7 @@ struct Child {
 
 pub struct Zombies {
     pub incidents: Incidents<u32>,
-    /// (Boxed: a child is two `Proc`s, moved at each insert and removal.)
-    children: HashMap<ProcKey, Box<Child>>,
+    children: HashMap<ProcKey, Child>,
     /// Parent → its tracked children (no scan of every zombie per reap).
     by_parent: HashMap<u32, HashSet<ProcKey>>,
     deadlines: BTreeSet<(u64, ProcKey)>,
@@ -129,7 +135,15 @@ impl Zombies {
         self.cfg = cfg.clone();
     }
 
-    fn track(&mut self, p: &Proc, parent_proc: Option<Proc>, from: u64, exited_ns: Option<u64>) {
+    /// `known`: the child and its parent as they are now (zombies found
+    /// at start); else they are read when the child becomes overdue.
+    fn track(
+        &mut self,
+        p: &Proc,
+        known: Option<(Proc, Option<Proc>)>,
+        from: u64,
+        exited_ns: Option<u64>,
+    ) {
         if self.children.len() >= self.cap {
             self.overflow += 1;
             return;
@@ -137,16 +151,22 @@ impl Zombies {
         let deadline = from + self.max_age_ns;
         self.deadlines.insert((deadline, p.key));
         self.by_parent.entry(p.ppid).or_default().insert(p.key);
+        let (proc, parent_proc) = match known {
+            Some((c, pp)) => (Some(Box::new(c)), pp.map(Box::new)),
+            None => (None, None),
+        };
         self.children.insert(
             p.key,
-            Box::new(Child {
-                proc: p.clone(),
+            Child {
+                key: p.key,
+                pidns: p.pidns,
+                proc,
                 parent: p.ppid,
                 parent_proc,
                 deadline,
                 exited_ns,
                 overdue: false,
-            }),
+            },
         );
     }
 
@@ -154,7 +174,7 @@ impl Zombies {
         for z in procs.iter().filter(|p| p.exited.is_some()) {
             let parent = by_tgid.get(&z.ppid).map(|p| (*p).clone());
             // The exit time of a zombie found at start is unknown: count from now.
-            self.track(z, parent, now, None);
+            self.track(z, Some((z.clone(), parent)), now, None);
         }
     }
 
@@ -173,7 +193,7 @@ impl Zombies {
             .get(&parent)
             .map(|set| {
                 set.iter()
-                    .filter_map(|k| self.children.get(k).map(|c| &**c))
+                    .filter_map(|k| self.children.get(k))
                     .filter(|c| c.parent == parent && c.overdue)
                     .collect()
             })
@@ -185,7 +205,7 @@ impl Zombies {
     fn raise(&mut self, parent: u32, now: u64, view: &dyn ContainerView) -> Option<Finding> {
         let overdue = self.overdue_of(parent);
         let first = overdue.first()?;
-        let parent_proc = first.parent_proc.clone();
+        let parent_proc = first.parent_proc.as_deref().cloned();
         if parent_proc
             .as_ref()
             .is_some_and(|p| self.cfg.allowed_program(p))
@@ -193,7 +213,7 @@ impl Zombies {
             return None;
         }
         let n = overdue.len();
-        let pids: Vec<u32> = overdue.iter().map(|c| c.proc.key.tgid).collect();
+        let pids: Vec<u32> = overdue.iter().map(|c| c.key.tgid).collect();
         let oldest = overdue.iter().filter_map(|c| c.exited_ns).min();
         let pname = parent_proc
             .as_ref()
@@ -218,7 +238,11 @@ impl Zombies {
         }
         processes.extend(overdue.iter().take(16).map(|c| Involved {
             role: "zombie",
-            proc: c.proc.clone(),
+            proc: c
+                .proc
+                .as_deref()
+                .cloned()
+                .unwrap_or_else(|| Proc::bare(c.key, c.parent, "?")),
             address: None,
             since_ns: c.exited_ns,
         }));
@@ -266,8 +290,8 @@ impl Zombies {
             let gone: Vec<ProcKey> = self
                 .children
                 .values()
-                .filter(|c| c.proc.pidns == ns)
-                .map(|c| c.proc.key)
+                .filter(|c| c.pidns == ns)
+                .map(|c| c.key)
                 .collect();
             for k in gone {
                 out.extend(self.forget(k, ts, "reaped by the kernel as its pid namespace ended"));
@@ -278,7 +302,7 @@ impl Zombies {
                 if let Some(p) = i.subject.filter(|p| p.exited.is_some()) {
                     if !self.children.contains_key(&p.key) && !teardown.during {
                         let exited = p.exited.map(|(t, _)| t).unwrap_or(ts);
-                        self.track(p, i.parent.cloned(), exited, Some(exited));
+                        self.track(p, None, exited, Some(exited));
                     }
                     // Its own zombies now belong to someone else.
                     for (child, new_parent) in i.reparented {
@@ -298,7 +322,7 @@ impl Zombies {
                             continue;
                         };
                         c.parent = *new_parent;
-                        c.parent_proc = (i.procs)(*new_parent);
+                        c.parent_proc = None;
                         c.overdue = false;
                         let old_deadline = c.deadline;
                         c.deadline = old_deadline.max(ts + max_age);
@@ -330,7 +354,12 @@ impl Zombies {
         out
     }
 
-    pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
+    pub fn on_tick(
+        &mut self,
+        now: u64,
+        view: &dyn ContainerView,
+        procs: &dyn Fn(u32) -> Option<Proc>,
+    ) -> Vec<Finding> {
         let mut parents = Vec::new();
         while let Some(&(deadline, key)) = self.deadlines.iter().next() {
             if deadline > now {
@@ -339,6 +368,15 @@ impl Zombies {
             self.deadlines.remove(&(deadline, key));
             if let Some(c) = self.children.get_mut(&key) {
                 c.overdue = true;
+                // What the finding says of it and its parent, as they are now
+                // (a zombie stays in the table until reaped; one evicted from
+                // a full table is named by its pid).
+                if c.proc.is_none() {
+                    c.proc = procs(key.tgid).filter(|p| p.key == key).map(Box::new);
+                }
+                if c.parent_proc.is_none() {
+                    c.parent_proc = procs(c.parent).map(Box::new);
+                }
                 if !parents.contains(&c.parent) {
                     parents.push(c.parent);
                 }

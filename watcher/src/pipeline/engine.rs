@@ -881,7 +881,11 @@ impl Engine {
     }
 
     pub fn tick(&mut self, now: u64) -> Vec<Finding> {
-        let f = self.detectors.on_tick(now, &self.enricher.containers);
+        let table = &self.enricher.procs;
+        let procs = |tgid: u32| table.get(tgid).cloned();
+        let f = self
+            .detectors
+            .on_tick(now, &self.enricher.containers, &procs);
         self.hold(f)
     }
 
