@@ -11,10 +11,7 @@ use crate::detect::{
 fn lost_reaps(k: &mut Kit) {
     k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
     k.engine.loss_seen();
-    for n in 0..6u32 {
-        k.fork(2 * S, 100, 200 + n);
-        k.exit(2 * S + MS, 200 + n, 0);
-    }
+    six_zombies(k);
     k.run_timers(4 * S);
 }
 
@@ -109,19 +106,44 @@ fn exits_the_kernel_could_not_remember_are_looked_for_in_proc_until_gone() {
     assert!(!k.engine.reconciling());
 }
 
-#[test]
-fn a_zombie_finding_is_written_at_once_and_withdrawn_when_proc_contradicts_it() {
-    // /proc says the children are gone (their reaps were never seen, no loss
-    // said so): the finding was written at once (nothing waits for /proc),
-    // and the answer resolves it, saying why, and corrects the table.
-    let mut k = Kit::defaults();
-    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
-    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
-    k.confirm_with(vec![parent]);
+/// Six children of pid 100 exit unreaped at 2 s.
+fn six_zombies(k: &mut Kit) {
     for n in 0..6u32 {
         k.fork(2 * S, 100, 200 + n);
         k.exit(2 * S + MS, 200 + n, 0);
     }
+}
+
+/// A confirmation's `/proc` that has only pid 100, `loop` (its children
+/// gone: their reaps were never seen, no loss said so), and its six zombies.
+fn parent_alone(k: &mut Kit) {
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
+    k.confirm_with(vec![parent]);
+    six_zombies(k);
+}
+
+/// A confirmation's `/proc` that has pid 100 and its six zombies, as they
+/// are; then the same parent and zombies.
+fn parent_and_zombies(k: &mut Kit) {
+    let mut was = Kit::defaults();
+    was.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    six_zombies(&mut was);
+    let now: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205]
+        .iter()
+        .map(|p| was.engine.enricher.procs.get(*p).cloned().unwrap())
+        .collect();
+    k.confirm_with(now);
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    six_zombies(k);
+}
+
+#[test]
+fn a_zombie_finding_is_written_at_once_and_withdrawn_when_proc_contradicts_it() {
+    // The finding is written at once (nothing waits for /proc); /proc's
+    // answer resolves it, saying why, and corrects the table.
+    let mut k = Kit::defaults();
+    parent_alone(&mut k);
     k.run_timers(30 * S);
     assert!(opened(&k.all, "zombie_accumulation"), "{:?}", ks(&k.all));
     assert_eq!(k.engine.findings_withdrawn, 0, "not answered yet");
@@ -148,22 +170,7 @@ fn a_zombie_finding_is_written_at_once_and_withdrawn_when_proc_contradicts_it() 
     );
     // Both ways: real zombies are confirmed, and stay open.
     let mut k = Kit::defaults();
-    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
-    for n in 0..6u32 {
-        k.fork(2 * S, 100, 200 + n);
-        k.exit(2 * S + MS, 200 + n, 0);
-    }
-    let now: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205]
-        .iter()
-        .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
-        .collect();
-    let mut k = Kit::defaults();
-    k.confirm_with(now);
-    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
-    for n in 0..6u32 {
-        k.fork(2 * S, 100, 200 + n);
-        k.exit(2 * S + MS, 200 + n, 0);
-    }
+    parent_and_zombies(&mut k);
     k.run_timers(4 * S);
     assert!(opened(&k.all, "zombie_accumulation"), "{:?}", ks(&k.all));
     let mut f = k.answered(4 * S);
@@ -185,20 +192,13 @@ fn a_zombie_finding_is_written_at_once_and_withdrawn_when_proc_contradicts_it() 
 
 #[test]
 fn with_confirm_before_open_a_zombie_finding_is_confirmed_against_proc_before_it_opens() {
-    // /proc says the children are gone (their reaps were never seen, no loss
-    // said so): the finding is not written, and the table is corrected.
+    // The finding is not written, and the table is corrected.
     let cfg = DetectConfig {
         confirm_before_open: true,
         ..DetectConfig::default()
     };
     let mut k = Kit::new(cfg.clone());
-    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
-    let parent = k.engine.enricher.procs.get(100).cloned().unwrap();
-    k.confirm_with(vec![parent]);
-    for n in 0..6u32 {
-        k.fork(2 * S, 100, 200 + n);
-        k.exit(2 * S + MS, 200 + n, 0);
-    }
+    parent_alone(&mut k);
     k.run_timers(30 * S);
     assert!(
         !k.all.iter().any(|f| f.kind.as_str().starts_with("zombie")),
@@ -210,26 +210,10 @@ fn with_confirm_before_open_a_zombie_finding_is_confirmed_against_proc_before_it
         k.engine.enricher.procs.get(203).is_none(),
         "the gone children left the table"
     );
-
     // Both ways: real zombies are confirmed and written.
-    let mut k = Kit::defaults();
-    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
-    for n in 0..6u32 {
-        k.fork(2 * S, 100, 200 + n);
-        k.exit(2 * S + MS, 200 + n, 0);
-    }
-    let now: Vec<_> = [100u32, 200, 201, 202, 203, 204, 205]
-        .iter()
-        .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
-        .collect();
-    let mut k2 = Kit::new(cfg);
-    k2.confirm_with(now);
-    k2.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
-    for n in 0..6u32 {
-        k2.fork(2 * S, 100, 200 + n);
-        k2.exit(2 * S + MS, 200 + n, 0);
-    }
-    k2.run_timers(4 * S);
-    assert!(opened(&k2.all, "zombie_accumulation"), "{:?}", ks(&k2.all));
-    assert_eq!(k2.engine.confirmations, 1);
+    let mut k = Kit::new(cfg);
+    parent_and_zombies(&mut k);
+    k.run_timers(4 * S);
+    assert!(opened(&k.all, "zombie_accumulation"), "{:?}", ks(&k.all));
+    assert_eq!(k.engine.confirmations, 1);
 }
