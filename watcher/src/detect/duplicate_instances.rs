@@ -203,7 +203,7 @@ impl DuplicateInstances {
         }
         self.member.insert(p.key, p.program);
         let list = self.instances.entry(p.program).or_default();
-        list.push(p.clone());
+        list.push(Box::new(p.clone()));
         let n = list.len();
         let limit = self.limit(p);
         self.arm(p, n, limit);
@@ -246,7 +246,7 @@ impl DuplicateInstances {
                 .take(15)
                 .map(|x| Involved {
                     role: "instance",
-                    proc: x.clone(),
+                    proc: (**x).clone(),
                     address: None,
                     since_ns: Some(x.key.start_ns),
                 }),

@@ -8,38 +8,56 @@ use foldhash::HashMap;
 
 use crate::world::proctable::{Proc, ProcKey};
 
-#[derive(Default)]
-pub(crate) struct Members {
+/// What a set holds of each process: the whole `Proc` (boxed: a B-tree
+/// moves its values within a node at each insert and removal, ~11 of them;
+/// a `Proc` is ~150 bytes, its box 8), or less.
+pub(crate) trait Member {
+    fn key(&self) -> ProcKey;
+}
+
+impl Member for Box<Proc> {
+    fn key(&self) -> ProcKey {
+        self.key
+    }
+}
+
+pub(crate) struct Members<T: Member = Box<Proc>> {
     next: u64,
-    /// (Boxed: a B-tree moves its values within a node at each insert and
-    /// removal, ~11 of them; a `Proc` is ~150 bytes, its box 8.)
-    by_seq: BTreeMap<u64, Box<Proc>>,
+    by_seq: BTreeMap<u64, T>,
     seq_of: HashMap<ProcKey, u64>,
 }
 
-impl Members {
+impl<T: Member> Default for Members<T> {
+    fn default() -> Members<T> {
+        Members {
+            next: 0,
+            by_seq: BTreeMap::new(),
+            seq_of: HashMap::default(),
+        }
+    }
+}
+
+impl<T: Member> Members<T> {
     /// Add `p` last (a process already there keeps its place, updated).
-    pub(crate) fn push(&mut self, p: Proc) {
-        if let Some(s) = self.seq_of.get(&p.key) {
-            self.by_seq.insert(*s, Box::new(p));
+    pub(crate) fn push(&mut self, p: T) {
+        let key = p.key();
+        if let Some(s) = self.seq_of.get(&key) {
+            self.by_seq.insert(*s, p);
             return;
         }
         let s = self.next;
         self.next += 1;
-        self.seq_of.insert(p.key, s);
-        self.by_seq.insert(s, Box::new(p));
+        self.seq_of.insert(key, s);
+        self.by_seq.insert(s, p);
     }
 
-    pub(crate) fn remove(&mut self, key: &ProcKey) -> Option<Proc> {
+    pub(crate) fn remove(&mut self, key: &ProcKey) -> Option<T> {
         let s = self.seq_of.remove(key)?;
-        self.by_seq.remove(&s).map(|p| *p)
+        self.by_seq.remove(&s)
     }
 
-    pub(crate) fn get(&self, key: &ProcKey) -> Option<&Proc> {
-        self.seq_of
-            .get(key)
-            .and_then(|s| self.by_seq.get(s))
-            .map(|p| &**p)
+    pub(crate) fn get(&self, key: &ProcKey) -> Option<&T> {
+        self.seq_of.get(key).and_then(|s| self.by_seq.get(s))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -50,22 +68,22 @@ impl Members {
         self.by_seq.is_empty()
     }
 
-    pub(crate) fn first(&self) -> Option<&Proc> {
-        self.by_seq.values().next().map(|p| &**p)
+    pub(crate) fn first(&self) -> Option<&T> {
+        self.by_seq.values().next()
     }
 
     /// In the order they joined (`.rev()`: newest first).
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Proc> {
-        self.by_seq.values().map(|p| &**p)
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &T> {
+        self.by_seq.values()
     }
 
     /// Keep only the members `keep` says yes to.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Proc) -> bool) {
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         let seq_of = &mut self.seq_of;
         self.by_seq.retain(|_, p| {
             let k = keep(p);
             if !k {
-                seq_of.remove(&p.key);
+                seq_of.remove(&p.key());
             }
             k
         });
@@ -76,20 +94,20 @@ impl Members {
 mod tests {
     use super::*;
 
-    fn proc(tgid: u32) -> Proc {
-        Proc::bare(
+    fn proc(tgid: u32) -> Box<Proc> {
+        Box::new(Proc::bare(
             ProcKey {
                 tgid,
                 start_ns: tgid as u64 * 10,
             },
             1,
             "srv",
-        )
+        ))
     }
 
     #[test]
     fn order_is_kept_and_removal_is_by_key() {
-        let mut m = Members::default();
+        let mut m: Members = Members::default();
         for t in [5, 3, 9, 1] {
             m.push(proc(t));
         }

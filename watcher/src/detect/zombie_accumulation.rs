@@ -20,7 +20,9 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 use serde::Serialize;
 
 use super::{
-    incident::Incidents, members::Members, who, who_in, ContainerView, DetectConfig,
+    incident::Incidents,
+    members::{Member, Members},
+    who, who_in, ContainerView, DetectConfig,
     Finding, Input, Involved, Kind, Teardown,
 };
 use crate::{
@@ -55,7 +57,7 @@ impl Declared for ZombieAccumulation {
 }
 
 detector!(ZombieAccumulation, |s, i, c| ZombieAccumulation::on_event(s, i, c.teardown),
-    tick: |s, now, v| ZombieAccumulation::on_tick(s, now, v), deadline: |s| ZombieAccumulation::next_deadline(s));
+    tick: |s, now, v, procs| ZombieAccumulation::on_tick(s, now, v, procs), deadline: |s| ZombieAccumulation::next_deadline(s));
 
 /// What a `zombie_accumulation` finding says.
 #[derive(Serialize)]
@@ -78,12 +80,42 @@ impl std::fmt::Display for Accumulating {
     }
 }
 
+/// An unreaped child as its parent's list keeps it (what a record says of
+/// it is read from the process table when one is written: no copy of its
+/// `Proc` per exit).
+#[derive(Clone, Copy)]
+struct Zombie {
+    key: ProcKey,
+    /// Its pid namespace (from its exit record).
+    pidns: u32,
+    exited_ns: Option<u64>,
+}
+
+impl Zombie {
+    fn of(p: &Proc) -> Zombie {
+        Zombie {
+            key: p.key,
+            pidns: p.pidns,
+            exited_ns: p.exited.map(|(t, _)| t),
+        }
+    }
+}
+
+impl Member for Zombie {
+    fn key(&self) -> ProcKey {
+        self.key
+    }
+}
+
+/// The process table's lookup.
+type Procs<'a> = &'a dyn Fn(u32) -> Option<Proc>;
+
 pub struct ZombieAccumulation {
     pub incidents: Incidents<u32>,
     /// Unreaped children → their parent's tgid.
     zombies: HashMap<ProcKey, u32>,
     /// Parent tgid → its unreaped children.
-    per_parent: HashMap<u32, Members>,
+    per_parent: HashMap<u32, Members<Zombie>>,
     threshold: usize,
     cap: usize,
     /// Zombies not tracked because the table was full.
@@ -98,7 +130,7 @@ pub struct ZombieAccumulation {
     /// Emptied lists kept for the next parent (a fork loop's child makes
     /// its parent a list and its reap empties it: a new one each time was a
     /// ~2 KB allocation per child, the largest of a fork loop).
-    spare: Vec<Members>,
+    spare: Vec<Members<Zombie>>,
 }
 
 /// At most this many emptied lists are kept.
@@ -146,14 +178,16 @@ impl ZombieAccumulation {
                 .is_some_and(|t| now.saturating_sub(*t) < self.grace_ns)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
-        child: &Proc,
+        child: Zombie,
         parent: u32,
         parent_proc: Option<&Proc>,
         now: u64,
         waiting: bool,
         view: &dyn ContainerView,
+        procs: Procs,
     ) -> Option<Finding> {
         if self.zombies.len() >= self.cap {
             self.overflow += 1;
@@ -165,7 +199,7 @@ impl ZombieAccumulation {
             .per_parent
             .entry(parent)
             .or_insert_with(|| spare.pop().unwrap_or_default());
-        list.push(child.clone());
+        list.push(child);
         let n = list.len();
         if n < self.threshold {
             return None;
@@ -179,7 +213,7 @@ impl ZombieAccumulation {
             self.checks.insert((now + self.grace_ns, parent));
             return None;
         }
-        self.report(parent, parent_proc, now, view)
+        self.report(parent, parent_proc, now, view, procs)
     }
 
     fn report(
@@ -188,6 +222,7 @@ impl ZombieAccumulation {
         parent_proc: Option<&Proc>,
         now: u64,
         view: &dyn ContainerView,
+        procs: Procs,
     ) -> Option<Finding> {
         let list = self.per_parent.get(&parent)?;
         let n = list.len();
@@ -222,9 +257,13 @@ impl ZombieAccumulation {
         }
         processes.extend(list.iter().rev().take(16).map(|c| Involved {
             role: "zombie",
-            proc: c.clone(),
+            // (A zombie stays in the table until reaped; one evicted from a
+            // full table is named by its pid.)
+            proc: procs(c.key.tgid)
+                .filter(|p| p.key == c.key)
+                .unwrap_or_else(|| Proc::bare(c.key, parent, "?")),
             address: None,
-            since_ns: c.exited.map(|(t, _)| t),
+            since_ns: c.exited_ns,
         }));
         let prev = self.incidents.get(&parent).map(|i| i.count).unwrap_or(0);
         self.incidents.raise_counting(
@@ -273,7 +312,16 @@ impl ZombieAccumulation {
         let mut out = Vec::new();
         for z in procs.iter().filter(|p| p.exited.is_some() && p.ppid != 0) {
             let parent = by_tgid.get(&z.ppid).copied();
-            out.extend(self.add(z, z.ppid, parent, now, false, &super::NoContainers));
+            let procs = |t: u32| by_tgid.get(&t).map(|p| (*p).clone());
+            out.extend(self.add(
+                Zombie::of(z),
+                z.ppid,
+                parent,
+                now,
+                false,
+                &super::NoContainers,
+                &procs,
+            ));
         }
         out
     }
@@ -329,7 +377,15 @@ impl ZombieAccumulation {
                     return out;
                 };
                 if !self.zombies.contains_key(&p.key) && !teardown.during {
-                    out.extend(self.add(p, p.ppid, i.parent, ts, parent_waiting, i.containers));
+                    out.extend(self.add(
+                        Zombie::of(p),
+                        p.ppid,
+                        i.parent,
+                        ts,
+                        parent_waiting,
+                        i.containers,
+                        i.procs,
+                    ));
                 }
                 // A parent that exits hands its zombies on.
                 let moved: Vec<(ProcKey, u32)> = i
@@ -342,7 +398,7 @@ impl ZombieAccumulation {
                     let Some(c) = self
                         .per_parent
                         .get(&p.key.tgid)
-                        .and_then(|l| l.get(&child).cloned())
+                        .and_then(|l| l.get(&child).copied())
                     else {
                         continue;
                     };
@@ -354,7 +410,15 @@ impl ZombieAccumulation {
                     // The new parent (init, a subreaper) learns of them from
                     // its SIGCHLD now: it is given the reaping grace, as a
                     // parent in wait() is, before they count against it.
-                    out.extend(self.add(&c, new_parent, np.as_ref(), ts, true, i.containers));
+                    out.extend(self.add(
+                        c,
+                        new_parent,
+                        np.as_ref(),
+                        ts,
+                        true,
+                        i.containers,
+                        i.procs,
+                    ));
                 }
                 if self.incidents.is_open(&p.key.tgid) {
                     let why = if teardown.ends.is_some() {
@@ -401,7 +465,7 @@ impl ZombieAccumulation {
 
 impl ZombieAccumulation {
     /// Deferred checks due at `now`.
-    pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView) -> Vec<Finding> {
+    pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView, procs: Procs) -> Vec<Finding> {
         let mut out = Vec::new();
         while let Some(&(t, parent)) = self.checks.iter().next() {
             if t > now {
@@ -410,7 +474,7 @@ impl ZombieAccumulation {
             self.checks.remove(&(t, parent));
             let pp = self.parents.remove(&parent).flatten();
             if !self.incidents.is_open(&parent) {
-                out.extend(self.report(parent, pp.as_ref(), now, view));
+                out.extend(self.report(parent, pp.as_ref(), now, view, procs));
             }
         }
         out
