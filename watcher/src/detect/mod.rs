@@ -476,7 +476,12 @@ impl Detectors {
         let mut out = Vec::new();
         for d in detectors {
             if enabled & (1 << d.kind() as u32) != 0 {
-                out.extend(d.on_event(i, &ctx));
+                // (Most events decide nothing: an empty answer is dropped,
+                // not drained into `out`.)
+                let f = d.on_event(i, &ctx);
+                if !f.is_empty() {
+                    out.extend(f);
+                }
             }
         }
         out

@@ -220,7 +220,7 @@ impl PortConflict {
         &mut self,
         i: &Input,
         sockets: &SocketTable,
-        changes: &Changes,
+        changes: &Changes<'_>,
     ) -> Vec<Finding> {
         let mut out = match *i.event {
             DomainEvent::BindFailed {

@@ -365,7 +365,7 @@ impl PortShadowed {
         &mut self,
         i: &Input,
         sockets: &SocketTable,
-        changes: &Changes,
+        changes: &Changes<'_>,
     ) -> Vec<Finding> {
         let mut out = Vec::new();
         let ts = i.ev.header.ts_ns;
@@ -447,7 +447,7 @@ impl PortShadowed {
                         .iter()
                         .find(|h| h.key() == key)
                         .map(|h| who(&h.proc))
-                        .or_else(|| changes.exited.as_ref().map(who))
+                        .or_else(|| changes.exited.map(who))
                         .unwrap_or_else(|| "a holder".into());
                     out.extend(
                         self.incidents.resolve(

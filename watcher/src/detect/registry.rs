@@ -53,7 +53,7 @@ pub(crate) trait Listed {
 /// port is shadowed.
 pub struct Ctx<'a> {
     pub sockets: &'a SocketTable,
-    pub changes: &'a Changes,
+    pub changes: &'a Changes<'a>,
     pub teardown: Teardown,
     pub shadowed: &'a dyn Fn(u32, u16) -> Option<String>,
 }

@@ -78,13 +78,15 @@ pub struct Holder {
 
 /// What one event changed.
 #[derive(Clone, Debug, Default)]
-pub struct Changes {
+/// (Small: it is made and moved for every event — a holder boxed, the
+/// exited process the event's own, not copies.)
+pub struct Changes<'a> {
     /// A holder that started receiving traffic: a UDP bind, a TCP listen.
-    pub receiving: Option<Holder>,
+    pub receiving: Option<Box<Holder>>,
     /// Holders that went away.
     pub removed: Vec<Holder>,
-    /// A process that exited (group dead).
-    pub exited: Option<Proc>,
+    /// A process that exited (group dead): the event's subject.
+    pub exited: Option<&'a Proc>,
 }
 
 impl Holder {
@@ -503,7 +505,7 @@ impl SocketTable {
     }
 
     /// Apply one event.
-    pub fn apply(&mut self, i: &Input) -> Changes {
+    pub fn apply<'a>(&mut self, i: &Input<'a>) -> Changes<'a> {
         let mut ch = Changes::default();
         let ts = i.ev.header.ts_ns;
         let me = i.subject.map(|p| p.key.tgid).unwrap_or(i.ev.header.tgid);
@@ -543,7 +545,7 @@ impl SocketTable {
                     tracked: tracked.map(|sk| (sk, self.generation)),
                 };
                 if !local.tcp {
-                    ch.receiving = Some(h.clone());
+                    ch.receiving = Some(Box::new(h.clone()));
                 }
                 self.add(h);
             }
@@ -576,7 +578,7 @@ impl SocketTable {
                         bound.map(|h| h.inode).unwrap_or(0)
                     },
                 };
-                ch.receiving = Some(h.clone());
+                ch.receiving = Some(Box::new(h.clone()));
                 self.add(h);
             }
             DomainEvent::ListenStopped { local } => {
@@ -605,7 +607,7 @@ impl SocketTable {
                     // Listeners close with their own event (children may have inherited them);
                     // the rest has none: forget them with the process.
                     ch.removed = self.remove_process(p);
-                    ch.exited = Some(p.clone());
+                    ch.exited = Some(p);
                 }
             }
             _ => {}
