@@ -12,7 +12,7 @@ use super::{
     config::names_match,
     exec_wakes::{comm_key, Comm, ExecWakes},
     incident::Incidents,
-    members::Members,
+    members::{Member, Members},
     DetectConfig,
     Finding, Input, Involved, Kind,
 };
@@ -81,7 +81,7 @@ impl std::fmt::Display for Duplicates {
 pub struct DuplicateInstances {
     pub incidents: Incidents<u64>,
     /// Program → its live instances.
-    instances: HashMap<u64, Members>,
+    instances: HashMap<u64, Program>,
     /// Instance → its program.
     member: HashMap<ProcKey, u64>,
     cfg: DetectConfig,
@@ -91,6 +91,32 @@ pub struct DuplicateInstances {
     armed: HashMap<u64, Comm>,
     wakes: ExecWakes,
 }
+
+/// A live instance as its program's list keeps it (what a record says of it
+/// is read from the process table when one is written: no copy of its
+/// `Proc` per exec).
+#[derive(Clone, Copy)]
+struct Instance {
+    key: ProcKey,
+    ppid: u32,
+}
+
+impl Member for Instance {
+    fn key(&self) -> ProcKey {
+        self.key
+    }
+}
+
+/// A program's live instances, and its limit (from its newest instance's
+/// names: a singleton is named).
+#[derive(Default)]
+struct Program {
+    list: Members<Instance>,
+    limit: usize,
+}
+
+/// The process table's lookup.
+type Procs<'a> = &'a dyn Fn(u32) -> Option<Proc>;
 
 /// A program's execs are wanted at once (see [`super::exec_wakes`]) from
 /// this many live instances on: half its limit (one for a singleton), so
@@ -172,13 +198,10 @@ impl DuplicateInstances {
 
     fn leave(&mut self, key: ProcKey, now: u64) -> Option<Finding> {
         let program = self.member.remove(&key)?;
-        let list = self.instances.get_mut(&program)?;
-        list.remove(&key);
-        let n = list.len();
-        let limit = list
-            .first()
-            .map(|p| limit_of(&self.cfg, p))
-            .unwrap_or(usize::MAX);
+        let prog = self.instances.get_mut(&program)?;
+        prog.list.remove(&key);
+        let n = prog.list.len();
+        let limit = if n == 0 { usize::MAX } else { prog.limit };
         if n == 0 {
             self.instances.remove(&program);
         }
@@ -193,7 +216,7 @@ impl DuplicateInstances {
         None
     }
 
-    fn join(&mut self, p: &Proc, now: u64) -> Option<Finding> {
+    fn join(&mut self, p: &Proc, now: u64, procs: Procs) -> Option<Finding> {
         if self.member.contains_key(&p.key) {
             return None;
         }
@@ -202,10 +225,14 @@ impl DuplicateInstances {
             return None;
         }
         self.member.insert(p.key, p.program);
-        let list = self.instances.entry(p.program).or_default();
-        list.push(Box::new(p.clone()));
-        let n = list.len();
         let limit = self.limit(p);
+        let prog = self.instances.entry(p.program).or_default();
+        prog.list.push(Instance {
+            key: p.key,
+            ppid: p.ppid,
+        });
+        prog.limit = limit;
+        let n = prog.list.len();
         self.arm(p, n, limit);
         if n <= limit || self.cfg.allowed_program(p) {
             return None;
@@ -213,7 +240,7 @@ impl DuplicateInstances {
         if self.incidents.count_until_due(&p.program, now, n as u64) {
             return None;
         }
-        let list = self.instances.get(&p.program)?;
+        let list = &self.instances.get(&p.program)?.list;
         let program = p
             .command_line()
             .unwrap_or_else(|| p.exe.as_deref().unwrap_or(&p.comm).to_owned());
@@ -246,7 +273,9 @@ impl DuplicateInstances {
                 .take(15)
                 .map(|x| Involved {
                     role: "instance",
-                    proc: (**x).clone(),
+                    proc: procs(x.key.tgid)
+                        .filter(|q| q.key == x.key)
+                        .unwrap_or_else(|| Proc::bare(x.key, x.ppid, &p.comm)),
                     address: None,
                     since_ns: Some(x.key.start_ns),
                 }),
@@ -264,10 +293,11 @@ impl DuplicateInstances {
 
     pub fn seed(&mut self, procs: &[Proc], by_tgid: &super::ProcIndex, now: u64) -> Vec<Finding> {
         let mut out = Vec::new();
+        let lookup = |t: u32| by_tgid.get(&t).map(|q| (*q).clone());
         for p in procs {
             let parent = by_tgid.get(&p.ppid).copied();
             if Self::is_instance(p, parent) {
-                out.extend(self.join(p, now));
+                out.extend(self.join(p, now, &lookup));
             }
         }
         // One record per program at start, not one per crossing instance.
@@ -284,7 +314,7 @@ impl DuplicateInstances {
                 let Some(p) = i.subject else { return out };
                 out.extend(self.leave(p.key, ts));
                 if Self::is_instance(p, i.parent) {
-                    out.extend(self.join(p, ts));
+                    out.extend(self.join(p, ts, i.procs));
                 }
             }
             DomainEvent::Exited { .. } => {
@@ -297,7 +327,7 @@ impl DuplicateInstances {
                     if let Some(c) = (i.procs)(child.tgid).filter(|c| c.key == *child) {
                         let np = (i.procs)(*new_parent);
                         if Self::is_instance(&c, np.as_ref()) {
-                            out.extend(self.join(&c, ts));
+                            out.extend(self.join(&c, ts, i.procs));
                         }
                     }
                 }

@@ -21,7 +21,7 @@ impl Member for Box<Proc> {
     }
 }
 
-pub(crate) struct Members<T: Member = Box<Proc>> {
+pub(crate) struct Members<T: Member> {
     next: u64,
     by_seq: BTreeMap<u64, T>,
     seq_of: HashMap<ProcKey, u64>,
@@ -68,10 +68,6 @@ impl<T: Member> Members<T> {
         self.by_seq.is_empty()
     }
 
-    pub(crate) fn first(&self) -> Option<&T> {
-        self.by_seq.values().next()
-    }
-
     /// In the order they joined (`.rev()`: newest first).
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &T> {
         self.by_seq.values()
@@ -107,7 +103,7 @@ mod tests {
 
     #[test]
     fn order_is_kept_and_removal_is_by_key() {
-        let mut m: Members = Members::default();
+        let mut m: Members<Box<Proc>> = Members::default();
         for t in [5, 3, 9, 1] {
             m.push(proc(t));
         }
@@ -125,7 +121,7 @@ mod tests {
             [1, 3, 5]
         );
         m.retain(|p| p.key.tgid != 5);
-        assert_eq!(m.first().map(|p| p.key.tgid), Some(3));
+        assert_eq!(m.iter().next().map(|p| p.key.tgid), Some(3));
         assert!(m.get(&proc(5).key).is_none() && m.get(&proc(1).key).is_some());
         assert_eq!(m.len(), 2);
     }
