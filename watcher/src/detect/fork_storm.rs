@@ -153,6 +153,11 @@ pub struct ForkStorm {
     /// each ancestor's growth.
     chain: Vec<u32>,
     walk: Vec<(u32, i64)>,
+    /// Whose ancestor chain `chain` is (0: none): a fork loop's parent's is
+    /// walked once, not at every fork and exit. A chain changes only when
+    /// one of its processes exits (its children are reparented), which
+    /// drops it.
+    chain_of: u32,
 }
 
 impl ForkStorm {
@@ -168,12 +173,23 @@ impl ForkStorm {
             next_check: 0,
             chain: Vec::new(),
             walk: Vec::new(),
+            chain_of: 0,
+        }
+    }
+
+    /// `self.chain` made `pid`'s ancestor chain (see [`ForkStorm::chain_of`]).
+    fn chain_for(&mut self, i: &Input, pid: u32) {
+        if self.chain_of != pid {
+            Self::ancestors_into(i, pid, &mut self.chain);
+            self.chain_of = pid;
         }
     }
 
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
+        // (Disabled until now, it saw no exits: the chain kept may be stale.)
+        self.chain_of = 0;
         self.incidents
             .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         let bucket_ns = (ns(cfg.fork_storm.growth_window_s) / BUCKETS as u64).max(1);
@@ -284,9 +300,9 @@ impl ForkStorm {
                 }
                 // Growth of every ancestor's subtree.
                 let bucket = ts / self.bucket_ns;
-                let mut chain = std::mem::take(&mut self.chain);
+                self.chain_for(i, parent);
+                let chain = std::mem::take(&mut self.chain);
                 let mut walk = std::mem::take(&mut self.walk);
-                Self::ancestors_into(i, parent, &mut chain);
                 walk.clear();
                 for &a in &chain {
                     if !self.growth.contains_key(&a) && self.growth.len() >= self.cfg.max_tracked {
@@ -332,8 +348,12 @@ impl ForkStorm {
                     return out;
                 };
                 let bucket = ts / self.bucket_ns;
-                let mut chain = std::mem::take(&mut self.chain);
-                Self::ancestors_into(i, p.ppid, &mut chain);
+                // (It was an ancestor of the chain kept: the chain changes.)
+                if self.chain.contains(&p.key.tgid) {
+                    self.chain_of = 0;
+                }
+                self.chain_for(i, p.ppid);
+                let chain = std::mem::take(&mut self.chain);
                 for a in &chain {
                     if let Some(g) = self.growth.get_mut(a) {
                         g.add(bucket, -1);

@@ -110,3 +110,44 @@ fn a_parallel_build_is_not_a_fork_storm() {
     k.run_timers(t + 120 * S);
     assert!(k.all.is_empty(), "{:?}", ks(&k.all));
 }
+
+#[test]
+fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
+    // bash 50 has children 60 and 70; 60's child 100 forks once, then 60
+    // exits (100 passes to init), then 100 forks 600 and 70 forks 600:
+    // bash's tree grew by 601, not 1,201 — 100's later forks are not its
+    // (the ancestor chain kept between forks is dropped when one of its
+    // processes exits).
+    fn run(sixty_exits: bool) -> Kit {
+        let mut k = Kit::defaults();
+        k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
+        k.fork(2 * S, 50, 60);
+        k.fork(2 * S, 50, 70);
+        k.fork(2 * S, 60, 100);
+        let mut t = 3 * S;
+        k.fork(t, 100, 999);
+        if sixty_exits {
+            t += MS;
+            k.exit(t, 60, 0);
+            k.reap(t + 1, 50, 60);
+        }
+        let mut pid = 1000;
+        for parent in [100, 70] {
+            for _ in 0..600 {
+                t += MS / 2;
+                k.fork(t, parent, pid);
+                pid += 1;
+            }
+        }
+        k
+    }
+    let k = run(true);
+    assert!(
+        !k.all.iter().any(|x| x.kind.as_str() == "fork_storm"),
+        "{:?}",
+        ks(&k.all)
+    );
+    // Both ways: while 60 lives, bash's tree grows by 1,201.
+    let k = run(false);
+    assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
+}
