@@ -166,8 +166,17 @@ fn health_record(clock: &Clock, healthy: bool, reason: String, latency_s: Option
     }
 }
 
-fn refresh_stats(stats: &SharedStats, engine: &Engine) {
+fn refresh_stats(
+    stats: &SharedStats,
+    engine: &Engine,
+    exec_wake: Option<&crate::kernel::exec_wake::ExecWake>,
+) {
     let mut s = stats.lock().expect("stats lock");
+    if let Some(w) = exec_wake {
+        let (n, all) = w.state();
+        s.exec_wake_programs = n as u64;
+        s.exec_wake_all = all;
+    }
     s.processes = engine.enricher.procs.len() as u64;
     s.process_evictions = engine.enricher.procs.stats.evicted;
     s.socket_evictions = engine.detectors.sockets.evicted;
@@ -592,13 +601,7 @@ impl Loop<'_> {
             st.program_runs = self.skips.runs.clone();
         }
         self.tally.publish(&self.stats);
-        refresh_stats(&self.stats, &self.engine);
-        if let Some(w) = self.exec_wake.as_ref() {
-            let (n, all) = w.state();
-            let mut st = self.stats.lock().expect("stats lock");
-            st.exec_wake_programs = n as u64;
-            st.exec_wake_all = all;
-        }
+        refresh_stats(&self.stats, &self.engine, self.exec_wake.as_ref());
         if let Ok(t) = self.table_states.lock() {
             self.stats.lock().expect("stats lock").kernel_tables = t.clone();
         }
@@ -810,13 +813,7 @@ impl Loop<'_> {
         }
         drop(self.ebpf.take());
         self.tally.publish(&self.stats);
-        refresh_stats(&self.stats, &self.engine);
-        if let Some(w) = self.exec_wake.as_ref() {
-            let (n, all) = w.state();
-            let mut st = self.stats.lock().expect("stats lock");
-            st.exec_wake_programs = n as u64;
-            st.exec_wake_all = all;
-        }
+        refresh_stats(&self.stats, &self.engine, self.exec_wake.as_ref());
         let s = self.stats.lock().expect("stats lock").clone();
         s
     }
