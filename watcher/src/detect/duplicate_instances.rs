@@ -126,15 +126,6 @@ fn arm_at(limit: usize) -> usize {
     (limit / 2).max(1)
 }
 
-/// The most instances of `p`'s program that may run.
-fn limit_of(cfg: &DetectConfig, p: &Proc) -> usize {
-    if names_match(&cfg.duplicate_instances.singletons, p) {
-        1
-    } else {
-        cfg.duplicate_instances.limit as usize
-    }
-}
-
 impl DuplicateInstances {
     pub fn new(cfg: &DetectConfig) -> DuplicateInstances {
         DuplicateInstances {
@@ -183,8 +174,13 @@ impl DuplicateInstances {
         self.cfg = cfg.clone();
     }
 
+    /// The most instances of `p`'s program that may run.
     fn limit(&self, p: &Proc) -> usize {
-        limit_of(&self.cfg, p)
+        if names_match(&self.cfg.duplicate_instances.singletons, p) {
+            1
+        } else {
+            self.cfg.duplicate_instances.limit as usize
+        }
     }
 
     /// Whether `p` is an instance of its program: it runs a program (not a

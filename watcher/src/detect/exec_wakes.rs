@@ -68,15 +68,6 @@ impl ExecWakes {
         self.count.contains_key(c)
     }
 
-    /// Names wanted.
-    pub fn len(&self) -> usize {
-        self.count.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count.is_empty()
-    }
-
     /// The changes since the last take, in order.
     pub fn take(&mut self) -> Vec<(Comm, bool)> {
         std::mem::take(&mut self.changes)
