@@ -72,6 +72,12 @@ fn depends_on(f: &Finding) -> Vec<u32> {
     pids
 }
 
+/// An open of a kind a lost or unseen end can make false (what is
+/// confirmed against `/proc`, or held after a loss).
+fn about_processes(f: &Finding) -> bool {
+    f.kind.held_after_loss() && f.state == crate::detect::State::Open
+}
+
 /// Where a reconciliation with `/proc` is.
 #[derive(Default)]
 enum Phase {
@@ -568,10 +574,7 @@ impl Engine {
     /// when the answer shows them gone the tables are corrected and the
     /// incident restated (resolved, saying why). Nothing waits.
     fn confirm_written(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
-        let opens: Vec<&Finding> = findings
-            .iter()
-            .filter(|f| f.kind.held_after_loss() && f.state == crate::detect::State::Open)
-            .collect();
+        let opens: Vec<&Finding> = findings.iter().filter(|f| about_processes(f)).collect();
         if opens.is_empty() {
             return findings;
         }
@@ -579,13 +582,7 @@ impl Engine {
         let ids: Vec<(crate::detect::Kind, String)> =
             opens.iter().map(|f| (f.kind, f.id.clone())).collect();
         if self.recon.is_idle() {
-            if let Some(rx) =
-                self.lookup
-                    .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
-            {
-                self.recon.asked_to_confirm(rx);
-                self.recon.written = ids;
-            }
+            self.confirm_written_now(pids, ids);
         } else if self.recon.next.len() < NEXT_CONFIRM_MAX {
             // (One confirmation at a time: these go with the next.)
             self.recon.next.extend(pids);
@@ -622,6 +619,11 @@ impl Engine {
         }
         let pids = std::mem::take(&mut self.recon.next);
         let ids = std::mem::take(&mut self.recon.next_written);
+        self.confirm_written_now(pids, ids);
+    }
+
+    /// Ask the worker about `pids`, the processes the written opens `ids` name.
+    fn confirm_written_now(&mut self, pids: Vec<u32>, ids: Vec<(crate::detect::Kind, String)>) {
         if let Some(rx) =
             self.lookup
                 .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
@@ -643,7 +645,7 @@ impl Engine {
             // No loss: confirm what a finding about processes names before it opens.
             let opens: Vec<u32> = findings
                 .iter()
-                .filter(|f| f.kind.held_after_loss() && f.state == crate::detect::State::Open)
+                .filter(|f| about_processes(f))
                 .flat_map(depends_on)
                 .collect();
             if opens.is_empty() {
@@ -817,11 +819,9 @@ impl Engine {
             // An open raised after the walk began is newer than what the
             // walk saw (on a quiet host the snapshot waits a second before it
             // is applied): it is confirmed on its own before it is written.
-            let (newer, rest): (Vec<Finding>, Vec<Finding>) = written.into_iter().partition(|f| {
-                f.kind.held_after_loss()
-                    && f.state == crate::detect::State::Open
-                    && f.at_ns > snapshot.taken_ns
-            });
+            let (newer, rest): (Vec<Finding>, Vec<Finding>) = written
+                .into_iter()
+                .partition(|f| about_processes(f) && f.at_ns > snapshot.taken_ns);
             written = rest;
             if !newer.is_empty() {
                 let pids: Vec<u32> = newer.iter().flat_map(depends_on).collect();
