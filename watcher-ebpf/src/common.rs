@@ -194,24 +194,9 @@ pub fn wake_flags(ts: u64, urgent: bool) -> u64 {
     if !urgent {
         return BPF_RB_NO_WAKEUP as u64;
     }
-    let interval = conf!(wakeup_interval_ns);
-    let mut flags = BPF_RB_FORCE_WAKEUP as u64;
-    if interval != 0 {
-        if let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1))
-        {
-            let cons = consumer_pos();
-            unsafe {
-                let since = ts.wrapping_sub(*last);
-                if since >= interval || (since >= interval / 8 && cons != *cons_then) {
-                    *last = ts;
-                    *cons_then = cons;
-                } else {
-                    flags = BPF_RB_NO_WAKEUP as u64;
-                }
-            }
-        }
-    }
-    flags
+    claim_wakeup(ts, |since, interval, read_since| {
+        since >= interval || (since >= interval / 8 && read_since)
+    })
 }
 
 /// The flags of a record that is not urgent but should not wait for a bulk
@@ -221,20 +206,36 @@ pub fn wake_flags(ts: u64, urgent: bool) -> u64 {
 /// lone one — and otherwise rides on the drains that wakeup started.
 #[inline(always)]
 pub fn lazy_flags(ts: u64) -> u64 {
+    claim_wakeup(ts, |since, interval, _| {
+        since >= interval * wake::LAZY_INTERVALS
+    })
+}
+
+/// A wakeup of the reader from this CPU, when `due` (given the time since
+/// this CPU's last one, the wakeup interval, and whether the reader has read
+/// from the ring since) says it is: then it is this CPU's last one. With
+/// an interval of 0 every record may wake the reader.
+#[inline(always)]
+fn claim_wakeup(ts: u64, due: impl FnOnce(u64, u64, bool) -> bool) -> u64 {
     let interval = conf!(wakeup_interval_ns);
     if interval == 0 {
         return BPF_RB_FORCE_WAKEUP as u64;
     }
-    if let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1)) {
-        unsafe {
-            if ts.wrapping_sub(*last) >= interval * wake::LAZY_INTERVALS {
-                *last = ts;
-                *cons_then = consumer_pos();
-                return BPF_RB_FORCE_WAKEUP as u64;
-            }
+    let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1)) else {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    };
+    let cons = consumer_pos();
+    // SAFETY: this CPU's slots of a per-CPU array; the program runs to its
+    // end on this CPU.
+    unsafe {
+        if due(ts.wrapping_sub(*last), interval, cons != *cons_then) {
+            *last = ts;
+            *cons_then = cons;
+            BPF_RB_FORCE_WAKEUP as u64
+        } else {
+            BPF_RB_NO_WAKEUP as u64
         }
     }
-    BPF_RB_NO_WAKEUP as u64
 }
 
 /// Copy a whole record (`bytes`, header first) into this CPU's ring; on
