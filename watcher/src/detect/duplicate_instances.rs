@@ -13,6 +13,7 @@ use super::{
     exec_wakes::{comm_key, Comm, ExecWakes},
     incident::Incidents,
     members::{Member, Members},
+    process,
     DetectConfig,
     Finding, Input, Involved, Kind,
 };
@@ -269,9 +270,7 @@ impl DuplicateInstances {
                 .take(15)
                 .map(|x| Involved {
                     role: "instance",
-                    proc: procs(x.key.tgid)
-                        .filter(|q| q.key == x.key)
-                        .unwrap_or_else(|| Proc::bare(x.key, x.ppid, &p.comm)),
+                    proc: process(procs, x.key).unwrap_or_else(|| Proc::bare(x.key, x.ppid, &p.comm)),
                     address: None,
                     since_ns: Some(x.key.start_ns),
                 }),
@@ -320,7 +319,7 @@ impl DuplicateInstances {
                 out.extend(self.leave(p.key, ts));
                 // Orphans of a different program's parent may become instances.
                 for (child, new_parent) in i.reparented {
-                    if let Some(c) = (i.procs)(child.tgid).filter(|c| c.key == *child) {
+                    if let Some(c) = process(i.procs, *child) {
                         let np = (i.procs)(*new_parent);
                         if Self::is_instance(&c, np.as_ref()) {
                             out.extend(self.join(&c, ts, i.procs));

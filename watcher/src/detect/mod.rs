@@ -333,6 +333,12 @@ pub fn addr_port(ip: IpAddr, port: u16) -> String {
     }
 }
 
+/// The process `key` as the process table has it now (`None` when it is
+/// gone, or its pid is another process's now).
+pub(crate) fn process(procs: &dyn Fn(u32) -> Option<Proc>, key: ProcKey) -> Option<Proc> {
+    procs(key.tgid).filter(|p| p.key == key)
+}
+
 /// `pid 4121 (python3 app.py)`.
 pub fn who(p: &Proc) -> String {
     let cmd = p.command_line().unwrap_or_else(|| p.comm.to_string());

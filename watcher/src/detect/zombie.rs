@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{
-    config::ns, dur, incident::Incidents, who, who_in, ContainerView, DetectConfig,
+    config::ns, dur, incident::Incidents, process, who, who_in, ContainerView, DetectConfig,
     Finding, Input, Involved, Kind, Teardown,
 };
 use crate::{
@@ -372,7 +372,7 @@ impl Zombies {
                 // (a zombie stays in the table until reaped; one evicted from
                 // a full table is named by its pid).
                 if c.proc.is_none() {
-                    c.proc = procs(key.tgid).filter(|p| p.key == key).map(Box::new);
+                    c.proc = process(procs, key).map(Box::new);
                 }
                 if c.parent_proc.is_none() {
                     c.parent_proc = procs(c.parent).map(Box::new);

@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::{
     incident::Incidents,
     members::{Member, Members},
+    process,
     who, who_in, ContainerView, DetectConfig,
     Finding, Input, Involved, Kind, Teardown,
 };
@@ -259,9 +260,7 @@ impl ZombieAccumulation {
             role: "zombie",
             // (A zombie stays in the table until reaped; one evicted from a
             // full table is named by its pid.)
-            proc: procs(c.key.tgid)
-                .filter(|p| p.key == c.key)
-                .unwrap_or_else(|| Proc::bare(c.key, parent, "?")),
+            proc: process(procs, c.key).unwrap_or_else(|| Proc::bare(c.key, parent, "?")),
             address: None,
             since_ns: c.exited_ns,
         }));
