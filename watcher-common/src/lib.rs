@@ -47,6 +47,11 @@ pub const EXEC_WAKE_ENTRIES: u32 = 4096;
 /// The [`MAP_EXEC_WAKE`] key that makes every exec wake the reader (no
 /// program's name is empty).
 pub const EXEC_WAKE_ALL: [u8; COMM_LEN] = [0; COMM_LEN];
+/// Name of the reader's one-word state (an array of one `u64`, mapped into
+/// userspace's memory): [`wake::READER_ASLEEP`], [`wake::READER_AWAKE`] or
+/// [`wake::READER_URGENT`]. The reader says there whether it sleeps; a
+/// deciding record wakes it only when it does.
+pub const MAP_READER: &str = "READER";
 /// Name of the load-time configuration global.
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 /// Number of slots in [`MAP_LOST`]: one per kind number below

@@ -19,23 +19,25 @@
 //! | TCP state: SYN_SENT → ESTABLISHED | never | |
 //! | signal (only fatal ones and OOM kills reach the ring) | at once | crash causes |
 //!
-//! An urgent record wakes the reader unless its CPU woke it less than one
-//! wakeup interval ago and either less than an eighth of an interval ago or
-//! the reader has not read from the ring since (it is awake, or about to
-//! be): a storm of urgent records costs at most eight wakeups per interval
-//! per CPU, and an urgent record more than an eighth of an interval after
-//! the last wakeup, once the reader has caught up, wakes it at once. The reader re-drains one interval after each drain (up to four on a trickle of records, see the reader), and keeps doing
-//! so while records have come within the last ten intervals: urgent records
-//! that did not wake it, and bulk ones while records flow, wait at most about
-//! one interval; the first bulk record after a quiet spell at most the bulk
-//! period.
+//! A deciding record wakes the reader when it sleeps, and only then. The
+//! reader says in the kernel's `READER` word whether it does
+//! ([`READER_ASLEEP`]); a deciding record, once submitted, swaps the word to
+//! [`READER_URGENT`] and wakes the reader if it found it asleep — one
+//! wakeup per sleep, however many CPUs write deciding records. An awake
+//! reader finds the word urgent before it sleeps and drains again instead:
+//! at once, or, when it drained less than an eighth of a wakeup interval
+//! ago, at that eighth (a storm of deciding records costs at most eight
+//! drains per interval, not one per record). Bulk records never wake it: the
+//! reader re-drains one interval after each drain that found records (up to
+//! four on a trickle, see the reader) while records have come within the
+//! last ten intervals, and every bulk period after a quiet spell.
 //!
 //! An exec decides only when its program is at half its instance limit or
 //! more, or in a crash loop (a restart): userspace lists those programs in
 //! the kernel's `EXEC_WAKE` map by the name the exec gives them (`comm`), and
 //! their execs are urgent. Any other exec wakes the reader only as the first
-//! of a burst — when no record woke it from this CPU for [`LAZY_INTERVALS`]
-//! wakeup intervals — so a lone exec is read at once and a build's thousands
+//! of a burst — when it sleeps and no record woke it from this CPU for
+//! [`LAZY_INTERVALS`] wakeup intervals — so a lone exec is read at once and a build's thousands
 //! ride on the drains the first one started (a wakeup per exec was a third of
 //! watcher's CPU in an exec flood). A program's first instances are read
 //! that way, in time for the later ones to be urgent.
@@ -57,6 +59,16 @@ pub const fn bulk() -> bool {
 pub const fn exec(listed: bool) -> bool {
     listed
 }
+
+/// The reader sleeps (the map's initial value: until a reader says
+/// otherwise, every deciding record wakes it).
+pub const READER_ASLEEP: u64 = 0;
+/// The reader is awake: it drains again before it sleeps, and a deciding
+/// record only says it came ([`READER_URGENT`]).
+pub const READER_AWAKE: u64 = 1;
+/// The reader is awake and a deciding record came since it last looked:
+/// it drains again before it sleeps.
+pub const READER_URGENT: u64 = 2;
 
 /// A record that is not urgent but need not wait for a bulk period either
 /// (an exec of a program not listed) wakes the reader when no record has

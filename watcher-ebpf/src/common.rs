@@ -1,4 +1,4 @@
-//! Helpers shared by the programs: config access, headers, submit with bounded wakeups.
+//! Helpers shared by the programs: config access, headers, submit with the reader's wakeups.
 use aya_ebpf::maps::HashMap;
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -20,7 +20,9 @@ use watcher_common::{
 
 use crate::maps::{
     EVENTS, EVENTS_1, EVENTS_2, EVENTS_3, EVENTS_4, EVENTS_5, EVENTS_6, EVENTS_7, LAST_WAKE, LOST,
+    READER,
 };
+use core::intrinsics::{atomic_xchg, AtomicOrdering};
 
 /// Filled by userspace before load.
 #[unsafe(no_mangle)]
@@ -113,22 +115,6 @@ pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
     }
 }
 
-/// How far the reader has consumed this CPU's ring.
-#[inline(always)]
-fn consumer_pos() -> u64 {
-    let q = aya_ebpf::bindings::BPF_RB_CONS_POS as u64;
-    match ring_index() {
-        0 => EVENTS.query(q),
-        1 => EVENTS_1.query(q),
-        2 => EVENTS_2.query(q),
-        3 => EVENTS_3.query(q),
-        4 => EVENTS_4.query(q),
-        5 => EVENTS_5.query(q),
-        6 => EVENTS_6.query(q),
-        _ => EVENTS_7.query(q),
-    }
-}
-
 /// Insert into one of the kernel side's tables; an insert the full table
 /// refused is counted (userspace then repairs what it could not learn).
 #[inline(always)]
@@ -172,65 +158,86 @@ pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
     }
 }
 
-/// Submit. Bulk records never wake the reader (it drains them within its
-/// bulk period); an urgent one forces a wakeup when this CPU's last wakeup
-/// was at least `wakeup_interval_ns` ago, or at least an eighth of that ago
-/// and the reader has read from the ring since (its consumer position moved:
-/// it is likely asleep again). Otherwise the reader is awake or about to be,
-/// and its drain, or its re-drain one interval later, reads this record too.
-/// Waking costs far more than the probe (an interrupt on this CPU, a wakeup
-/// of the reader, a small batch through the pipeline): a storm of urgent
-/// records wakes it at most eight times per interval per CPU, while an
-/// urgent record that follows another by more than an eighth of an interval
-/// (a crash loop's restart after its crash) wakes it at once.
+/// Submit, and wake the reader if the record decides and the reader sleeps
+/// (`watcher_common::wake`). Bulk records never wake it (it drains them
+/// within its bulk period).
 #[inline(always)]
 pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
-    entry.submit(wake_flags(ts, urgent));
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    if urgent {
+        decided(ts);
+    }
 }
 
-/// The flags a record is submitted with (see [`submit`]).
+/// A deciding record was just submitted: say so in the reader's word, and
+/// wake the reader if it found it asleep. After the submit, not before: the
+/// submit's commit is a full barrier, so a reader that sees the word urgent
+/// sees the record too, and one that went to sleep before the swap is woken
+/// (one wakeup per sleep: the swap that found it asleep is the only one).
 #[inline(always)]
-pub fn wake_flags(ts: u64, urgent: bool) -> u64 {
-    if !urgent {
-        return BPF_RB_NO_WAKEUP as u64;
+pub fn decided(ts: u64) {
+    let Some(word) = READER.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the map's one value, valid while the program runs; shared with
+    // the reader and other CPUs, so only touched atomically.
+    let was = unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(word, wake::READER_URGENT) };
+    if was == wake::READER_ASLEEP {
+        nudge(ts);
     }
-    claim_wakeup(ts, |since, interval, read_since| {
-        since >= interval || (since >= interval / 8 && read_since)
-    })
+}
+
+/// Wake the reader: an empty record on this CPU's ring, discarded with a
+/// wakeup (the reader's consumer skips it; nothing is read).
+#[inline(always)]
+fn nudge(ts: u64) {
+    let force = BPF_RB_FORCE_WAKEUP as u64;
+    let entry = match ring_index() {
+        0 => EVENTS.reserve::<u64>(0),
+        1 => EVENTS_1.reserve::<u64>(0),
+        2 => EVENTS_2.reserve::<u64>(0),
+        3 => EVENTS_3.reserve::<u64>(0),
+        4 => EVENTS_4.reserve::<u64>(0),
+        5 => EVENTS_5.reserve::<u64>(0),
+        6 => EVENTS_6.reserve::<u64>(0),
+        _ => EVENTS_7.reserve::<u64>(0),
+    };
+    // (A full ring: the reader has plenty to read and its bulk period comes.)
+    if let Some(e) = entry {
+        e.discard(force);
+        woke(ts);
+    }
+}
+
+/// This CPU woke the reader at `ts`.
+#[inline(always)]
+fn woke(ts: u64) {
+    if let Some(last) = LAST_WAKE.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot of a per-CPU array; the program runs to
+        // its end on this CPU.
+        unsafe { *last = ts };
+    }
 }
 
 /// The flags of a record that is not urgent but should not wait for a bulk
 /// period (an exec of a program userspace did not list): it wakes the
-/// reader when no record has from this CPU for
-/// [`wake::LAZY_INTERVALS`] wakeup intervals — the first of a burst, or a
-/// lone one — and otherwise rides on the drains that wakeup started.
+/// reader when the reader sleeps and no record has woken it from this CPU
+/// for [`wake::LAZY_INTERVALS`] wakeup intervals — the first of a burst, or
+/// a lone one — and otherwise rides on the drains that wakeup started.
+/// (No swap of the reader's word: a lazy record that misses a reader going
+/// to sleep waits for its next drain, as a burst's others do.)
 #[inline(always)]
 pub fn lazy_flags(ts: u64) -> u64 {
-    claim_wakeup(ts, |since, interval, _| {
-        since >= interval * wake::LAZY_INTERVALS
-    })
-}
-
-/// A wakeup of the reader from this CPU, when `due` (given the time since
-/// this CPU's last one, the wakeup interval, and whether the reader has read
-/// from the ring since) says it is: then it is this CPU's last one. With
-/// an interval of 0 every record may wake the reader.
-#[inline(always)]
-fn claim_wakeup(ts: u64, due: impl FnOnce(u64, u64, bool) -> bool) -> u64 {
     let interval = conf!(wakeup_interval_ns);
-    if interval == 0 {
-        return BPF_RB_FORCE_WAKEUP as u64;
-    }
-    let (Some(last), Some(cons_then)) = (LAST_WAKE.get_ptr_mut(0), LAST_WAKE.get_ptr_mut(1)) else {
+    let (Some(last), Some(word)) = (LAST_WAKE.get_ptr_mut(0), READER.get_ptr(0)) else {
         return BPF_RB_FORCE_WAKEUP as u64;
     };
-    let cons = consumer_pos();
-    // SAFETY: this CPU's slots of a per-CPU array; the program runs to its
-    // end on this CPU.
+    // SAFETY: as in `decided` and `woke`.
     unsafe {
-        if due(ts.wrapping_sub(*last), interval, cons != *cons_then) {
+        if ts.wrapping_sub(*last) >= interval * wake::LAZY_INTERVALS
+            && core::ptr::read_volatile(word) == wake::READER_ASLEEP
+        {
             *last = ts;
-            *cons_then = cons;
             BPF_RB_FORCE_WAKEUP as u64
         } else {
             BPF_RB_NO_WAKEUP as u64
@@ -239,9 +246,9 @@ fn claim_wakeup(ts: u64, due: impl FnOnce(u64, u64, bool) -> bool) -> u64 {
 }
 
 /// Copy a whole record (`bytes`, header first) into this CPU's ring; on
-/// failure count it as lost for `kind`.
+/// failure count it as lost for `kind`. Whether it was written.
 #[inline(always)]
-pub fn output(kind: EventKind, bytes: &[u8], flags: u64) {
+pub fn output(kind: EventKind, bytes: &[u8], flags: u64) -> bool {
     let r = match ring_index() {
         0 => EVENTS.output::<[u8]>(bytes, flags),
         1 => EVENTS_1.output::<[u8]>(bytes, flags),
@@ -255,6 +262,7 @@ pub fn output(kind: EventKind, bytes: &[u8], flags: u64) {
     if r.is_err() {
         count_loss(kind as u32);
     }
+    r.is_ok()
 }
 
 /// Read a value of type `T` at `off` in the tracepoint record; `None` when the

@@ -8,6 +8,11 @@
 //! format files and BTF before load.
 #![no_std]
 #![no_main]
+// The reader's word is swapped atomically (`common::decided`); the BPF
+// target has no `AtomicU64::swap` (no compare-and-swap in its target spec),
+// but the kernel has an atomic exchange (BPF_XCHG) and LLVM emits it.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod cgroup;
 mod common;

@@ -5,7 +5,8 @@
 //! tasks that ended unseen (`kernel::tables`).
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    bindings::BPF_F_MMAPABLE,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use watcher_common::{Event, ExecData, ARGS_MAX, COMM_LEN, EXEC_WAKE_ENTRIES, LOST_SLOTS};
 
@@ -33,10 +34,17 @@ pub static EVENTS_7: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
 
-/// Per CPU: [0] CLOCK_MONOTONIC time of the last record submitted with a
-/// wakeup, [1] its ring's consumer position then.
+/// Per CPU: CLOCK_MONOTONIC time of the last wakeup of the reader from
+/// this CPU (lazy records wait [`watcher_common::wake::LAZY_INTERVALS`]
+/// intervals after it).
 #[map]
-pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether the reader sleeps (`watcher_common::wake::READER_*`): written by
+/// the reader through its mapping of this array before it sleeps and when
+/// it wakes; swapped here by every deciding record. Zero (as loaded): asleep.
+#[map]
+pub static READER: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 /// Programs whose next exec can decide a finding, by the `comm` the exec
 /// gives them; kept by userspace (`watcher_common::wake`). Never written here.

@@ -3,7 +3,7 @@
 //! process), exec, exit (exit code from `task_struct`), and reap (wait4/waitid
 //! in the reaper's context; `sched_process_free` for exits no wait was seen for).
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::{fentry, fexit, raw_tracepoint, tracepoint},
     programs::{FEntryContext, FExitContext, RawTracePointContext, TracePointContext},
@@ -17,7 +17,7 @@ use watcher_common::{
 use crate::{
     common::{
         cgroup_id, conf, count_loss, current_task, emit, header, kread, lazy_flags, now, output,
-        pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read, wake_flags, wanted,
+        pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read, wanted, decided,
         wanted_kind,
     },
     maps::{
@@ -155,12 +155,15 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
         let comm = core::ptr::addr_of!((*ev).header.comm);
         let listed =
             EXEC_WAKE.get_ptr(&EXEC_WAKE_ALL).is_some() || EXEC_WAKE.get_ptr(&*comm).is_some();
-        let flags = if wake::exec(listed) {
-            wake_flags(ts, true)
+        let urgent = wake::exec(listed);
+        let flags = if urgent {
+            BPF_RB_NO_WAKEUP as u64
         } else {
             lazy_flags(ts)
         };
-        output(EventKind::Exec, bytes, flags);
+        if output(EventKind::Exec, bytes, flags) && urgent {
+            decided(ts);
+        }
     }
     Some(())
 }

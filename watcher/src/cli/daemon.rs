@@ -394,10 +394,7 @@ pub fn run(
     // systemd readiness (Type=notify); nothing happens without NOTIFY_SOCKET.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let settings = PipelineSettings {
-        reader: ReaderOptions {
-            tick: load.bulk_period,
-            ..ReaderOptions::default()
-        },
+        reader: ReaderOptions::for_load(&load),
         canary_interval: Some(Duration::from_secs_f64(config.health.canary_interval_s)),
         canary_deadline: Duration::from_secs_f64(config.health.canary_deadline_s),
         reload_on_hup: true,

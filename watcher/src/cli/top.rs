@@ -185,10 +185,7 @@ pub fn run(s: TopSettings) -> anyhow::Result<ExitCode> {
                 dropped: dropped.clone(),
             };
             let settings = PipelineSettings {
-                reader: ReaderOptions {
-                    tick: s.load.bulk_period,
-                    ..ReaderOptions::default()
-                },
+                reader: ReaderOptions::for_load(&s.load),
                 canary_interval: Some(Duration::from_secs(5)),
                 canary_deadline: Duration::from_secs(2),
                 reload_on_hup: false,

@@ -183,10 +183,7 @@ pub fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let settings = PipelineSettings {
-        reader: ReaderOptions {
-            tick: s.load.bulk_period,
-            ..ReaderOptions::default()
-        },
+        reader: ReaderOptions::for_load(&s.load),
         canary_interval: None,
         canary_deadline: std::time::Duration::from_secs(2),
         reload_on_hup: false,

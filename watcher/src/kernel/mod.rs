@@ -11,6 +11,7 @@ pub mod exec_wake;
 pub(crate) mod loader;
 pub(crate) mod names;
 pub(crate) mod reader;
+pub(crate) mod reader_word;
 pub(crate) mod skips;
 pub(crate) mod tables;
 pub(crate) mod tracefs;

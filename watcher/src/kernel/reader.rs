@@ -2,17 +2,19 @@
 //! reads and decides (which waits on their poll fd), decodes, and polls the
 //! kernel's loss counters.
 //!
-//! The kernel decides which records wake it (`watcher_common::wake`: those
-//! that can decide a finding; a CPU that woke the reader less than
-//! `wakeup_interval` ago wakes it again only after an eighth of it, and only
-//! once the reader has read from the ring since); urgent records right
-//! behind a wakeup are picked up by a "linger" drain one interval after each
-//! drain, repeated while records have come within the last ten intervals;
-//! so are bulk records (which never wake it) while records flow — every
-//! interval while records pile up or deciding ones wake the reader, backing
-//! off to every four intervals on a trickle — and by the drain every bulk
-//! period after a quiet spell. The pipeline drains to empty before it
-//! fires a deadline, so that what happened before the deadline is known.
+//! The kernel decides which records can decide a finding
+//! (`watcher_common::wake`); those wake the reader when it sleeps, and only
+//! then: the reader says in the kernel's `READER` word when it goes to sleep
+//! ([`ReaderWord`]). Deciding records that come while it is awake mark the
+//! word urgent, and the reader drains again before it sleeps — at once, or
+//! an eighth of a wakeup interval after its last drain while they keep
+//! coming (a storm costs at most eight drains per interval). Bulk records
+//! never wake it: they are picked up by a "linger" drain one interval after
+//! each drain, repeated while records have come within the last ten
+//! intervals — every interval while records pile up, backing off to every
+//! four intervals on a trickle — and by the drain every bulk period after a
+//! quiet spell. The pipeline drains to empty before it fires a deadline, so
+//! that what happened before the deadline is known.
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -21,6 +23,7 @@ use watcher_common::LOST_SLOTS;
 use crate::{
     kernel::decode::{decode, DecodeError, KernelEvent},
     kernel::loader::{read_lost, read_lost_total},
+    kernel::reader_word::{ReaderWord, Urgency},
 };
 
 pub struct ReaderOptions {
@@ -31,6 +34,20 @@ pub struct ReaderOptions {
     pub tick: Duration,
     /// Records per batch at most.
     pub batch: usize,
+    /// While deciding records keep coming, drain at most once per this
+    /// long (an eighth of the wakeup interval).
+    pub urgent_gap: Duration,
+}
+
+impl ReaderOptions {
+    /// The defaults, with the bulk period and wakeup interval of a load.
+    pub fn for_load(load: &crate::kernel::loader::LoadOptions) -> ReaderOptions {
+        ReaderOptions {
+            tick: load.bulk_period,
+            urgent_gap: Duration::from_nanos(load.wakeup_interval_ns / 8),
+            ..ReaderOptions::default()
+        }
+    }
 }
 
 /// A batch's storage (one vector, kept by the loop and reused: a full
@@ -45,6 +62,7 @@ impl Default for ReaderOptions {
             linger: Duration::from_millis(1),
             tick: Duration::from_millis(10),
             batch: 1024,
+            urgent_gap: Duration::from_micros(125),
         }
     }
 }
@@ -244,12 +262,16 @@ pub(crate) struct Reader {
     tick_at: u64,
     /// The interval to it ([`next_tick`]).
     tick_cur: u64,
+    /// Whether it sleeps, said to the kernel, and deciding records that
+    /// came while it was awake.
+    urgency: Urgency,
 }
 
 impl Reader {
     pub(crate) fn new(
         rings: Rings,
         lost: std::sync::Arc<PerCpuArray<MapData, u64>>,
+        word: Option<ReaderWord>,
         opts: ReaderOptions,
         now: u64,
     ) -> Reader {
@@ -270,6 +292,7 @@ impl Reader {
             linger_cur: linger_ns,
             tick_at: now + tick_ns,
             tick_cur: tick_ns,
+            urgency: Urgency::new(word, opts.urgent_gap.as_nanos() as u64),
         }
     }
 
@@ -286,17 +309,33 @@ impl Reader {
 
     /// When the reader wants to drain next without a wakeup (CLOCK_MONOTONIC ns).
     pub(crate) fn next_due(&self) -> u64 {
+        let mut due = self.tick_at;
         if self.linger_at != 0 {
-            self.linger_at.min(self.tick_at)
-        } else {
-            self.tick_at
+            due = due.min(self.linger_at);
         }
+        if let Some(u) = self.urgency.due() {
+            due = due.min(u);
+        }
+        due
+    }
+
+    /// The thread is about to wait until `until` (it is `now`); the time
+    /// the wait ends ([`Urgency::before_wait`]).
+    pub(crate) fn before_wait(&mut self, until: u64, now: u64) -> u64 {
+        self.urgency.before_wait(until, now)
+    }
+
+    /// The wait ended.
+    pub(crate) fn after_wait(&mut self) {
+        self.urgency.after_wait();
     }
 
     /// Drain up to the batch size of each ring into `out`; `full`: some
     /// ring gave its most and may hold more. Sets the next linger re-drain.
-    /// `woken`: the kernel woke the rings for a deciding record.
+    /// `woken`: the kernel woke the rings for a deciding record (or the
+    /// reader's word says one came).
     pub(crate) fn drain(&mut self, out: &mut Records, now: u64, woken: bool) -> Drained {
+        let woken = self.urgency.drained(now) || woken;
         let d = self.rings.drain(self.batch, out);
         if d.n > 0 {
             self.found_at = now;
@@ -304,8 +343,7 @@ impl Reader {
         // A wakeup costs as much as handling tens of records: a steady
         // trickle (accepted connects, a fork loop) is read every few
         // milliseconds, not every one; records piling up, or the kernel
-        // waking the reader (deciding records are flowing; those its
-        // per-CPU limit kept quiet wait for this re-drain), bring the
+        // waking the reader (deciding records are flowing), bring the
         // interval back to one.
         self.linger_cur = next_linger(self.linger_cur, self.linger_ns, d.n, self.batch, woken);
         // Re-drain one linger interval from now while records have come

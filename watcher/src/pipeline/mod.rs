@@ -342,9 +342,20 @@ pub fn run(
     // event for an exec flood, 4.7 → 3.1 µs for a bind/connect loop,
     // measured with `watcher run` on 2 vCPUs). The ring (8 MiB by default)
     // is the buffer while a batch is handled; sinks write from their own threads.
+    // The word that tells the kernel whether the reader sleeps: without
+    // it, every deciding record wakes the reader (more wakeups, never a
+    // later finding).
+    let word = match crate::kernel::reader_word::ReaderWord::take(&mut ebpf) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("{e}: every deciding record wakes the reader");
+            None
+        }
+    };
     let mut reader = reader::Reader::new(
         reader::Rings::new(events, ring_bytes)?,
         Arc::new(lost),
+        word,
         settings.reader,
         Clock::mono_now(),
     );
@@ -405,7 +416,9 @@ pub fn run(
         if lp.stopping {
             until = now;
         }
+        let until = reader.before_wait(until, now);
         let ready = poll.wait(until, now)?;
+        reader.after_wait();
         if ready.bell {
             answers.clear();
             signals.wake.clear();
