@@ -364,6 +364,11 @@ pub fn run(
     let mut poll = poll::Poll::new(reader.fd(), &[answers.fd()?, signals.wake.fd()?])
         .context("setting up the reader's poll set (epoll, timerfd)")?;
     stats.lock().expect("stats lock").started = Some(Instant::now());
+    // A short slice: woken for a deciding record, this thread takes its CPU
+    // at once rather than after the running task's slice (Linux 6.12+).
+    if let Err(e) = crate::kernel::sched::short_slice() {
+        tracing::debug!("the reader keeps the default time slice: {e}");
+    }
     let reload_on_hup = settings.reload_on_hup;
     let mut lp = Loop {
         canary: settings
