@@ -718,6 +718,67 @@ pub fn finding_pids(v: &Value, role: Option<&str>) -> Vec<u64> {
 /// Never the same port twice in one test binary: a port picked for a
 /// receiver "not there yet" is free until that receiver starts, and another
 /// test's listener given the same port meanwhile would answer in its place.
+/// A tool the test needs, installed by `cargo xtask test` (fails the test
+/// with that said when it is missing).
+pub fn require_tool(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "`{tool}` is needed (`cargo xtask test` installs it from Debian)"
+    );
+}
+
+/// The entries of the watcher `pid`'s kernel map `name` (found among its
+/// fds; read with bpftool as JSON: `{"key": [...], "value": [...]}`).
+pub fn bpf_map_entries(pid: u32, name: &str) -> Vec<Value> {
+    let mut ids = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .expect("fdinfo")
+        .flatten()
+    {
+        if let Ok(info) = std::fs::read_to_string(fd.path()) {
+            ids.extend(
+                info.lines()
+                    .find_map(|l| l.strip_prefix("map_id:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok()),
+            );
+        }
+    }
+    let json = |args: &[&str]| -> Value {
+        let out = Command::new("bpftool")
+            .arg("-j")
+            .args(args)
+            .output()
+            .expect("bpftool");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    let maps = json(&["map", "show"]);
+    let Some(id) = maps.as_array().and_then(|a| {
+        a.iter()
+            .find(|m| m["name"] == name && m["id"].as_u64().is_some_and(|i| ids.contains(&i)))
+            .and_then(|m| m["id"].as_u64())
+    }) else {
+        panic!("watcher (pid {pid}) holds no {name} map");
+    };
+    match json(&["map", "dump", "id", &id.to_string()]) {
+        Value::Array(a) => a,
+        _ => Vec::new(),
+    }
+}
+
+/// The bytes of a key or value as bpftool prints them (`["0x61", …]`).
+pub fn bpf_bytes(v: &Value) -> Vec<u8> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h.as_str())
+        .filter_map(|h| u8::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);

@@ -9,19 +9,9 @@ use std::{
 };
 
 use watcher_tests::{
-    eventually, finding, free_port, is, num, require_root, temp_dir, text, Feed, Value,
+    eventually, finding, free_port, is, num, require_root, require_tool, temp_dir, text, Feed,
+    Value,
 };
-
-fn require_tool(tool: &str) {
-    let ok = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "`{tool}` is needed (`cargo xtask test` installs it from Debian)"
-    );
-}
 
 /// A supervisord of its own, with `programs` (ini sections), stopped on drop.
 struct Supervisord {
@@ -274,50 +264,13 @@ fn a_curl_loop_waiting_for_a_dead_dependency_is_connect_failures_not_a_crash_loo
 }
 
 /// The names in the kernel's list of programs whose execs wake watcher's
-/// reader at once (`EXEC_WAKE` of the watcher `pid`, read with bpftool;
-/// found among its fds).
+/// reader at once (`EXEC_WAKE` of the watcher `pid`, read with bpftool).
 fn exec_wake_names(pid: u32) -> Vec<String> {
-    let mut ids = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .expect("fdinfo")
-        .flatten()
-    {
-        if let Ok(info) = std::fs::read_to_string(fd.path()) {
-            ids.extend(
-                info.lines()
-                    .find_map(|l| l.strip_prefix("map_id:"))
-                    .and_then(|v| v.trim().parse::<u64>().ok()),
-            );
-        }
-    }
-    let json = |args: &[&str]| -> Value {
-        let out = Command::new("bpftool")
-            .arg("-j")
-            .args(args)
-            .output()
-            .expect("bpftool");
-        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-    };
-    let maps = json(&["map", "show"]);
-    let Some(id) = maps.as_array().and_then(|a| {
-        a.iter()
-            .find(|m| {
-                m["name"] == "EXEC_WAKE" && m["id"].as_u64().is_some_and(|i| ids.contains(&i))
-            })
-            .and_then(|m| m["id"].as_u64())
-    }) else {
-        panic!("watcher (pid {pid}) holds no EXEC_WAKE map");
-    };
-    let dump = json(&["map", "dump", "id", &id.to_string()]);
     let mut names = Vec::new();
-    for e in dump.as_array().into_iter().flatten() {
+    for e in watcher_tests::bpf_map_entries(pid, "EXEC_WAKE") {
         // ["0x61", "0x62", …]: the comm's bytes up to its NUL.
-        let bytes: Vec<u8> = e["key"]
-            .as_array()
+        let bytes: Vec<u8> = watcher_tests::bpf_bytes(&e["key"])
             .into_iter()
-            .flatten()
-            .filter_map(|h| h.as_str())
-            .filter_map(|h| u8::from_str_radix(h.trim_start_matches("0x"), 16).ok())
             .take_while(|b| *b != 0)
             .collect();
         names.push(String::from_utf8_lossy(&bytes).into_owned());

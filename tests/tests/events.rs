@@ -7,7 +7,8 @@ use std::{
 };
 
 use watcher_tests::{
-    actor, actor_any, assert_common, is, num, require_root, text, watcher_bin, Feed, Value,
+    actor, actor_any, assert_common, is, num, require_root, require_tool, text, watcher_bin, Feed,
+    Value,
 };
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
@@ -1092,6 +1093,52 @@ fn an_urgent_record_after_the_reader_caught_up_wakes_it_again() {
             took / 1_000_000
         );
         last = at;
+    }
+}
+
+/// The reader's word in the kernel (`READER`, read with bpftool): asleep
+/// while nothing needs it — then a deciding record wakes it at once (failed
+/// binds 0.7 s apart from one running process reach the output within
+/// 0.2 s, although the bulk period is 5 s and the drains before the
+/// detectors' once-a-second deadlines would take up to 1 s) — and asleep
+/// again once it has read it. A reader that never said it sleeps would never be
+/// woken; a kernel side that did not wake it would leave the binds for the
+/// bulk period.
+#[test]
+fn the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it() {
+    if !require_root() {
+        return;
+    }
+    require_tool("bpftool");
+    let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000"]);
+    let asleep = || {
+        watcher_tests::bpf_map_entries(feed.pid, "READER")
+            .first()
+            .map(|e| watcher_tests::bpf_bytes(&e["value"]))
+            == Some(vec![0; 8])
+    };
+    watcher_tests::eventually("the reader says it sleeps", || asleep().then_some(()));
+    let run = actor(ACTOR, &["addrinuse-repeat", "6", "700"]);
+    let mut last = 0u64;
+    for n in 0..6 {
+        let v = feed.wait_for("the failed bind", |v| {
+            is(v, "bind")
+                && pid_is(v, run.pid)
+                && v.get("error").is_some()
+                && num(v, &["mono_ns"]).unwrap_or(0) > last
+        });
+        let at = num(&v, &["mono_ns"]).expect("mono_ns");
+        let took = feed.arrival(&v).saturating_sub(at);
+        // (The first follows the actor's exec, which wakes the reader too.)
+        assert!(
+            n == 0 || took < 200_000_000,
+            "failed bind {n} reached the output {} ms after it happened: it did not wake the sleeping reader: {v}",
+            took / 1_000_000
+        );
+        last = at;
+        watcher_tests::eventually("the reader says it sleeps again", || {
+            asleep().then_some(())
+        });
     }
 }
 

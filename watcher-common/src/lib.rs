@@ -536,8 +536,10 @@ pub struct Config {
     pub self_tgid: u32,
     /// Non-zero: record kinds whose bit (1 << kind) is set are written.
     pub kinds_mask: u32,
-    /// Minimum time between two ring-buffer wakeups on one CPU; records in
-    /// between are written without a wakeup and read by the reader's next drain.
+    /// The wakeup interval: an exec of a program userspace did not list
+    /// wakes a sleeping reader only when no record has from its CPU for
+    /// [`wake::LAZY_INTERVALS`] of these (deciding records wake a sleeping
+    /// reader whatever it is: see [`MAP_READER`]).
     pub wakeup_interval_ns: u64,
     /// CPUs per ring buffer: 0 writes every CPU's records to one ring;
     /// N > 0 writes CPU c's to ring c / N (at most [`RINGS`] rings).
