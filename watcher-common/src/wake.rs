@@ -24,13 +24,15 @@
 //! ([`READER_ASLEEP`]); a deciding record, once submitted, swaps the word to
 //! [`READER_URGENT`] and wakes the reader if it found it asleep — one
 //! wakeup per sleep, however many CPUs write deciding records. An awake
-//! reader finds the word urgent before it sleeps and drains again instead:
-//! at once, or, when it drained less than an eighth of a wakeup interval
-//! ago, at that eighth (a storm of deciding records costs at most eight
-//! drains per interval, not one per record). Bulk records never wake it: the
-//! reader re-drains one interval after each drain that found records (up to
-//! four on a trickle, see the reader) while records have come within the
-//! last ten intervals, and every bulk period after a quiet spell.
+//! reader finds the word urgent before it sleeps and drains again instead.
+//! A burst's first 32 drains follow its records at once; in a storm the
+//! reader then paces itself, napping awake an eighth of a wakeup interval
+//! after each drain, doubling to half an interval (a sustained storm costs
+//! two drains per interval, not one per record), until no deciding record
+//! has come for an interval. Bulk records never wake it: the reader
+//! re-drains one interval after each drain that found records (up to four
+//! on a trickle, see the reader) while records have come within the last
+//! ten intervals, and every bulk period after a quiet spell.
 //!
 //! An exec decides only when its program is at half its instance limit or
 //! more, or in a crash loop (a restart): userspace lists those programs in

@@ -6,9 +6,8 @@
 //! (`watcher_common::wake`); those wake the reader when it sleeps, and only
 //! then: the reader says in the kernel's `READER` word when it goes to sleep
 //! ([`ReaderWord`]). Deciding records that come while it is awake mark the
-//! word urgent, and the reader drains again before it sleeps — at once, or
-//! an eighth of a wakeup interval after its last drain while they keep
-//! coming (a storm costs at most eight drains per interval). Bulk records
+//! word urgent, and the reader drains again before it sleeps — at once
+//! early in a burst, paced in a storm ([`Urgency`]). Bulk records
 //! never wake it: they are picked up by a "linger" drain one interval after
 //! each drain, repeated while records have come within the last ten
 //! intervals — every interval while records pile up, backing off to every
@@ -34,8 +33,9 @@ pub struct ReaderOptions {
     pub tick: Duration,
     /// Records per batch at most.
     pub batch: usize,
-    /// While deciding records keep coming, drain at most once per this
-    /// long (an eighth of the wakeup interval).
+    /// In a storm of deciding records, drain for them at most once per
+    /// this long (an eighth of the wakeup interval), growing to four times
+    /// it ([`Urgency`]).
     pub urgent_gap: Duration,
 }
 

@@ -128,40 +128,77 @@ impl ReaderWord {
     }
 }
 
-/// The reader's side of the protocol: when it may sleep, and when it
-/// drains for deciding records that came while it was awake (at once, or
-/// `gap` after its last drain while they keep coming: a storm costs at most
-/// one drain per gap, not one per record).
+/// The reader's side of the protocol: when it may say it sleeps, and when
+/// it drains for deciding records that came while it was awake.
+///
+/// A burst of deciding records is read as it comes: the first
+/// [`BURST_DRAINS`] drains of a burst each follow the record that woke the
+/// reader, or those that came while it was awake, at once. A storm must not
+/// cost a wakeup each, though: from then on the reader paces itself — after
+/// each drain it naps awake for a gap (records only mark the word), then
+/// drains for what came, or says it sleeps if nothing did. The gap is an
+/// eighth of the wakeup interval (125 µs), doubling with each drain up to
+/// half the interval, so a sustained storm costs two drains per interval. A
+/// burst is over when no deciding record came for an interval.
 pub(crate) struct Urgency {
     /// `None`: the word could not be mapped; it stays asleep, every
     /// deciding record wakes the reader, and nothing here changes a wait.
     word: Option<ReaderWord>,
     gap_ns: u64,
+    /// Drains for deciding records in this burst.
+    streak: u32,
     /// Deciding records came since the last drain (the word said so).
     urgent: bool,
     /// When the last drain was (CLOCK_MONOTONIC ns).
     drained_at: u64,
+    /// When the last drain for deciding records was.
+    urgent_at: u64,
 }
+
+/// Drains of a burst that follow its records at once.
+const BURST_DRAINS: u32 = 32;
+/// The gap grows to at most 2 to this power times the configured one (500
+/// µs by default).
+const GAP_GROWTH_SHIFT: u32 = 2;
+/// A drain for deciding records this long (2 to this power times the first
+/// gap: the wakeup interval) after the last one starts a new burst.
+const BURST_END_SHIFT: u32 = 3;
 
 impl Urgency {
     pub(crate) fn new(word: Option<ReaderWord>, gap_ns: u64) -> Urgency {
         Urgency {
             word,
             gap_ns,
+            streak: 0,
             urgent: false,
             drained_at: 0,
+            urgent_at: 0,
         }
+    }
+
+    /// The gap after the last drain (0 early in a burst).
+    fn gap(&self) -> u64 {
+        match self.streak.checked_sub(BURST_DRAINS) {
+            None => 0,
+            Some(n) => self.gap_ns << n.min(GAP_GROWTH_SHIFT),
+        }
+    }
+
+    /// When the gap after the last drain ends.
+    fn calm_at(&self) -> u64 {
+        self.drained_at.saturating_add(self.gap())
     }
 
     /// When the reader wants to drain for deciding records (`None`: none came).
     pub(crate) fn due(&self) -> Option<u64> {
-        self.urgent.then(|| self.drained_at.saturating_add(self.gap_ns))
+        self.urgent.then(|| self.calm_at())
     }
 
-    /// The thread is about to wait until `until` (it is `now`): say the
-    /// reader sleeps, so that the next deciding record wakes it — unless
-    /// deciding records came while it was awake; then the wait ends when
-    /// the reader wants to drain for them. The time the wait ends.
+    /// The thread is about to wait until `until` (it is `now`). Deciding
+    /// records came while it was awake: the wait ends when the reader
+    /// drains for them. Within a gap it naps awake until the gap ends.
+    /// Otherwise it says it sleeps, so that the next deciding record wakes
+    /// it. The time the wait ends.
     pub(crate) fn before_wait(&mut self, until: u64, now: u64) -> u64 {
         let Some(word) = &self.word else {
             return until;
@@ -169,12 +206,14 @@ impl Urgency {
         if until <= now {
             return until;
         }
-        if word.sleep() == Said::Urgent {
-            self.urgent = true;
+        if !self.urgent && now >= self.calm_at() && word.sleep() == Said::Quiet {
+            return until;
         }
+        // (A word found urgent as the reader was going to sleep: awake again.)
+        self.urgent |= now >= self.calm_at();
         match self.due() {
             Some(due) => until.min(due),
-            None => until,
+            None => until.min(self.calm_at()),
         }
     }
 
@@ -190,8 +229,18 @@ impl Urgency {
 
     /// A drain at `now`: whether deciding records were waiting for it.
     pub(crate) fn drained(&mut self, now: u64) -> bool {
+        let urgent = std::mem::take(&mut self.urgent);
+        if urgent {
+            // (None for an interval: this burst's first. Re-drains of bulk
+            // records in between do not count.)
+            if now.saturating_sub(self.urgent_at) >= self.gap_ns << BURST_END_SHIFT {
+                self.streak = 0;
+            }
+            self.streak = self.streak.saturating_add(1);
+            self.urgent_at = now;
+        }
         self.drained_at = now;
-        std::mem::take(&mut self.urgent)
+        urgent
     }
 }
 
@@ -226,33 +275,81 @@ mod tests {
     #[test]
     fn a_reader_sleeps_until_a_deciding_record_and_drains_for_those_that_come_while_it_is_awake() {
         let us = 1_000;
+        // (Times from one second on: a clock that has run a while.)
+        let t = |x: u64| 1_000_000 * us + x * us;
+        let far = t(100_000);
         let (mut u, w) = urgency(125 * us);
         // Quiet: it sleeps until its own time, and the first record wakes it.
-        assert_eq!(u.before_wait(10_000 * us, 0), 10_000 * us);
+        assert_eq!(u.before_wait(far, t(0)), far);
         assert!(decided(w), "asleep: woken");
         u.after_wait();
-        assert!(u.drained(50 * us), "the record that woke it");
-        // Records while it handles the batch: no wakeup, but it does not
-        // sleep — it drains for them an eighth of an interval after its
-        // last drain, then at once.
+        assert!(u.drained(t(50)), "the record that woke it");
+        // Records while it handles the batch wake nothing; it drains for
+        // them at once instead of sleeping.
         assert!(!decided(w));
-        assert!(!decided(w));
-        assert_eq!(u.before_wait(10_000 * us, 60 * us), 175 * us);
-        assert!(!decided(w), "napping: no wakeup either");
+        assert_eq!(u.before_wait(far, t(60)), t(50), "at once");
         u.after_wait();
-        assert_eq!(u.due(), Some(175 * us));
-        assert!(u.drained(175 * us));
-        assert!(!decided(w));
-        assert_eq!(u.before_wait(10_000 * us, 400 * us), 300 * us, "past due: at once");
-        u.after_wait();
-        assert!(u.drained(400 * us));
-        // Nothing came since: it sleeps, and the next record wakes it.
-        assert_eq!(u.before_wait(10_000 * us, 420 * us), 10_000 * us);
-        assert_eq!(u.due(), None);
+        assert!(u.drained(t(60)));
+        // Nothing came: it sleeps, and the next record wakes it.
+        assert_eq!(u.before_wait(far, t(70)), far);
         assert!(decided(w));
-        // A wait that ends at once (a deadline) leaves the word awake.
         u.after_wait();
-        assert_eq!(u.before_wait(420 * us, 420 * us), 420 * us);
+        assert!(u.drained(t(80)));
+        // A storm: the burst's first drains follow at once, then the reader
+        // naps a gap after each — 125 µs, doubling to half the interval.
+        let mut at = t(80);
+        let mut gaps = Vec::new();
+        for _ in 0..35 {
+            assert!(!decided(w), "awake or napping: no wakeup");
+            let next = u.before_wait(far, at + us).max(at + us);
+            u.after_wait();
+            gaps.push((next - at) / us);
+            assert!(u.drained(next));
+            at = next;
+        }
+        let mut expected = vec![1; 29];
+        expected.extend([125, 250, 500, 500, 500, 500]);
+        assert_eq!(gaps, expected);
+        // The storm stops: it naps to the gap's end, then sleeps.
+        assert_eq!(u.before_wait(far, at + us), at + 500 * us);
+        u.after_wait();
+        assert_eq!(u.before_wait(far, at + 500 * us), far);
+        assert!(decided(w), "asleep: woken");
+        // No deciding record for an interval: a new burst, read at once again.
+        u.after_wait();
+        assert!(u.drained(at + 3100 * us));
+        assert!(!decided(w));
+        assert_eq!(u.before_wait(far, at + 3101 * us), at + 3100 * us);
+        u.after_wait();
+        assert!(u.drained(at + 3101 * us));
+        // A re-drain of bulk records alone changes nothing: it sleeps.
+        assert_eq!(u.before_wait(far, at + 3102 * us), far);
+        u.after_wait();
+        assert!(!u.drained(at + 4000 * us), "a re-drain");
+        assert_eq!(u.before_wait(far, at + 4001 * us), far);
+        // Another storm, then bulk records alone for an interval (re-drains
+        // every 0.4 ms): the next deciding record starts a new burst.
+        let mut at = at + 5000 * us;
+        assert!(decided(w), "asleep: woken");
+        u.after_wait();
+        assert!(u.drained(at));
+        for _ in 0..40 {
+            assert!(!decided(w));
+            at = u.before_wait(far, at + us).max(at + us);
+            u.after_wait();
+            assert!(u.drained(at));
+        }
+        for k in 1..=3 {
+            assert!(!u.drained(at + k * 400 * us), "a re-drain");
+        }
+        assert!(!decided(w));
+        u.after_wait();
+        assert!(u.drained(at + 1300 * us));
+        assert!(!decided(w));
+        assert_eq!(u.before_wait(far, at + 1301 * us), at + 1300 * us, "at once");
+        // A wait that ends at once (a deadline) leaves the word as it is.
+        u.after_wait();
+        assert_eq!(u.before_wait(t(5), t(5)), t(5));
         assert!(!decided(w), "awake: no wakeup");
     }
 
