@@ -1142,6 +1142,62 @@ fn the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it()
     }
 }
 
+/// Forks are urgent in the kernel while a fork storm can be decided
+/// (`READER`'s second entry, read with bpftool): 600 live children in a
+/// second grow their parent's subtree past half the growth limit (1,000),
+/// and for a growth window (2 s) from then a fork wakes the reader like
+/// any deciding record; then forks are bulk again.
+#[test]
+fn forks_are_urgent_in_the_kernel_while_a_fork_storm_can_be_decided() {
+    if !require_root() {
+        return;
+    }
+    require_tool("bpftool");
+    let feed = Feed::start(&["trace", "--json", "--type", "fork,finding"]);
+    let forks_until = || {
+        watcher_tests::bpf_map_entries(feed.pid, "READER")
+            .get(1)
+            .and_then(|e| watcher_tests::bpf_bytes(&e["value"]).try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0)
+    };
+    let mut kids = watcher_tests::spawn_actor(ACTOR, &["copies", "600", "4000"]);
+    let until = watcher_tests::eventually("forks urgent while the subtree grows", || {
+        let u = forks_until();
+        (u > watcher_tests::mono_ns()).then_some(u)
+    });
+    kids.value("children");
+    // Until a growth window after about the 500th child was forked (the
+    // subtrees of the actor and of its ancestors grow together).
+    let forks = watcher_tests::eventually("the children's forks", || {
+        let mut forks: Vec<u64> = feed
+            .records()
+            .iter()
+            .filter(|v| {
+                is(v, "fork") && num(v, &["process", "parent", "pid"]) == Some(kids.pid as u64)
+            })
+            .filter_map(|v| num(v, &["mono_ns"]))
+            .collect();
+        forks.sort_unstable();
+        (forks.len() >= 600).then_some(forks)
+    });
+    let window = 2_000_000_000;
+    assert!(
+        (forks[480] + window..=forks[509] + window).contains(&until),
+        "urgent until {until}: not a growth window after the 481st–510th child ({}, {})",
+        forks[480],
+        forks[509]
+    );
+    kids.finish();
+    // No fork storm: 600 is not the limit.
+    assert!(
+        feed.records()
+            .iter()
+            .all(|v| !watcher_tests::finding(v, "fork_storm", "open")),
+        "a fork storm opened for 600 children"
+    );
+}
+
 /// The ring layout with one ring buffer per CPU (`--ring-cpus 1`): every
 /// record of processes pinned to each CPU arrives, and each process's
 /// records in order although they cross rings (the fork is written on the

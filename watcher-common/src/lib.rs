@@ -47,11 +47,15 @@ pub const EXEC_WAKE_ENTRIES: u32 = 4096;
 /// The [`MAP_EXEC_WAKE`] key that makes every exec wake the reader (no
 /// program's name is empty).
 pub const EXEC_WAKE_ALL: [u8; COMM_LEN] = [0; COMM_LEN];
-/// Name of the reader's one-word state (an array of one `u64`, mapped into
-/// userspace's memory): [`wake::READER_ASLEEP`], [`wake::READER_AWAKE`] or
-/// [`wake::READER_URGENT`]. The reader says there whether it sleeps; a
-/// deciding record wakes it only when it does.
+/// Name of the reader's state in the kernel (an array of two `u64`s, mapped
+/// into userspace's memory). Entry 0: [`wake::READER_ASLEEP`],
+/// [`wake::READER_AWAKE`] or [`wake::READER_URGENT`] — the reader says there
+/// whether it sleeps; a deciding record wakes it only when it does. Entry
+/// [`READER_FORKS_UNTIL`]: forks before this time (kernel ns) can decide a
+/// finding (a fork storm about to be decided), and are urgent.
 pub const MAP_READER: &str = "READER";
+/// The [`MAP_READER`] entry that says until when forks are urgent.
+pub const READER_FORKS_UNTIL: u32 = 1;
 /// Name of the load-time configuration global.
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 /// Number of slots in [`MAP_LOST`]: one per kind number below

@@ -6,7 +6,8 @@
 //!
 //! | record | wakes the reader | decides |
 //! |---|---|---|
-//! | fork, reap, cgroup | never | (state only; a fork storm, or a worker re-forked in a crash loop, is read by the busy drain) |
+//! | fork while a fork storm can be decided (userspace says until when: a parent at half the rate in a second that can open one, a subtree grown by half the limit) | at once | fork_storm |
+//! | other forks, reap, cgroup | never | (state only; a worker re-forked in a crash loop is read by the busy drain) |
 //! | exec of a program userspace listed (`EXEC_WAKE`: a program at half its instance limit or more, a program in a crash loop) | at once | duplicate_instances, respawn_storm (the restart) |
 //! | other execs | the first of a burst (see below) | (state only) |
 //! | exit that ends a process with a non-zero status, or while its parent is not in wait() | at once | respawn_storm, zombie, zombie_accumulation |
@@ -54,6 +55,12 @@ const TCP_LISTEN: u32 = 10;
 /// fork, reap, cgroup records.
 pub const fn bulk() -> bool {
     false
+}
+
+/// A fork record (`decides`: it comes before the time userspace set in
+/// `READER`'s [`crate::READER_FORKS_UNTIL`] entry).
+pub const fn fork(decides: bool) -> bool {
+    decides
 }
 
 /// An exec record: a new instance of a program (`listed`: its name is in
@@ -111,6 +118,8 @@ mod tests {
     #[test]
     fn deciding_records_wake_and_bulk_ones_do_not() {
         assert!(!bulk());
+        assert!(fork(true), "a fork storm about to be decided");
+        assert!(!fork(false));
         assert!(
             exec(true),
             "a listed program: duplicate_instances, a restart"

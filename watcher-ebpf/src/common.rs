@@ -187,6 +187,18 @@ pub fn decided(ts: u64) {
     }
 }
 
+/// A fork at `ts` can decide a finding: userspace said forks are urgent
+/// until a later time (`READER`'s second entry).
+#[inline(always)]
+pub fn forks_decide(ts: u64) -> bool {
+    match READER.get_ptr(watcher_common::READER_FORKS_UNTIL) {
+        // SAFETY: the map's value, valid while the program runs; written
+        // by userspace (a plain 8-byte store: no torn read).
+        Some(until) => ts < unsafe { core::ptr::read_volatile(until) },
+        None => false,
+    }
+}
+
 /// Wake the reader: an empty record on this CPU's ring, discarded with a
 /// wakeup (the reader's consumer skips it; nothing is read).
 #[inline(always)]

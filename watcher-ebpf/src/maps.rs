@@ -40,11 +40,13 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0)
 #[map]
 pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Whether the reader sleeps (`watcher_common::wake::READER_*`): written by
-/// the reader through its mapping of this array before it sleeps and when
-/// it wakes; swapped here by every deciding record. Zero (as loaded): asleep.
+/// [0] Whether the reader sleeps (`watcher_common::wake::READER_*`):
+/// written by the reader through its mapping of this array before it
+/// sleeps and when it wakes; swapped here by every deciding record. Zero
+/// (as loaded): asleep. [1] Forks before this time are urgent (written by
+/// the reader; 0 as loaded: none).
 #[map]
-pub static READER: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+pub static READER: Array<u64> = Array::with_max_entries(2, BPF_F_MMAPABLE);
 
 /// Programs whose next exec can decide a finding, by the `comm` the exec
 /// gives them; kept by userspace (`watcher_common::wake`). Never written here.

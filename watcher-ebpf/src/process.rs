@@ -17,7 +17,7 @@ use watcher_common::{
 use crate::{
     common::{
         cgroup_id, conf, count_loss, current_task, emit, header, kread, lazy_flags, now, output,
-        pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read, wanted, decided,
+        pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read, wanted, decided, forks_decide,
         wanted_kind,
     },
     maps::{
@@ -69,10 +69,11 @@ fn new_task(child_pid: i32, clone_flags: u64) -> Option<()> {
     } else {
         child_pid as u32
     };
+    let ts = now();
     emit(
         EventKind::Fork,
-        now(),
-        wake::bulk(),
+        ts,
+        wake::fork(forks_decide(ts)),
         ForkData {
             child_pid: child_pid as u32,
             child_tgid,

@@ -45,7 +45,8 @@ impl Declared for ForkStorm {
 }
 
 detector!(ForkStorm, |s, i, _c| ForkStorm::on_event(s, i),
-    tick: |s, now, _v| ForkStorm::on_tick(s, now), deadline: |s| ForkStorm::next_deadline(s));
+    tick: |s, now, _v| ForkStorm::on_tick(s, now), deadline: |s| ForkStorm::next_deadline(s),
+    forks_decide: forks_decide_until);
 
 const BUCKETS: usize = 20;
 const SECOND: u64 = 1_000_000_000;
@@ -158,6 +159,11 @@ pub struct ForkStorm {
     /// one of its processes exits (its children are reparented), which
     /// drops it.
     chain_of: u32,
+    /// Forks until this time (kernel ns) can decide a finding: a parent
+    /// has forked half the rate in a second that can open one (until the
+    /// second ends), or a subtree has grown by half the limit (for a growth
+    /// window). The kernel makes them urgent meanwhile (`watcher_common::wake`).
+    forks_decide_until: u64,
 }
 
 impl ForkStorm {
@@ -174,6 +180,7 @@ impl ForkStorm {
             chain: Vec::new(),
             walk: Vec::new(),
             chain_of: 0,
+            forks_decide_until: 0,
         }
     }
 
@@ -287,6 +294,14 @@ impl ForkStorm {
                     if r.count >= rate_limit {
                         r.last_high = sec;
                     }
+                    // Half the rate in a second that can open a finding: the
+                    // parent's next forks can (urgent until the second ends).
+                    if r.count == rate_limit.div_ceil(2)
+                        && r.streak + 1 >= sustain
+                        && !self.incidents.is_open(&parent)
+                    {
+                        self.forks_decide_until = self.forks_decide_until.max((sec + 1) * SECOND);
+                    }
                     if r.count == rate_limit && r.streak + 1 >= sustain {
                         let secs = r.streak + 1;
                         if let Some(p) = i.parent.cloned().or_else(|| (i.procs)(parent)) {
@@ -309,7 +324,14 @@ impl ForkStorm {
                         self.overflow += 1;
                         break;
                     }
-                    walk.push((a, self.growth.entry(a).or_default().add(bucket, 1)));
+                    let g = self.growth.entry(a).or_default().add(bucket, 1);
+                    walk.push((a, g));
+                    // Half the limit: the subtree's next forks can open a
+                    // finding (urgent for a growth window).
+                    if g == growth_limit / 2 + 1 {
+                        let window = self.bucket_ns * BUCKETS as u64;
+                        self.forks_decide_until = self.forks_decide_until.max(ts + window);
+                    }
                 }
                 self.chain = chain;
                 // The lowest ancestor that crosses — or, below it, the one whose subtree

@@ -540,6 +540,16 @@ impl Detectors {
         self.exec_wakes.take()
     }
 
+    /// Forks until this time (kernel ns) can decide a finding (the
+    /// detectors' latest; 0: none can), for the kernel (`READER`).
+    pub fn forks_decide_until(&self) -> u64 {
+        self.all()
+            .iter()
+            .map(|d| d.forks_decide_until())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A container has been described anew by its runtime (named, usually):
     /// open incidents that named it the old way say so in an update.
     pub fn container_renamed(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding> {

@@ -115,6 +115,11 @@ pub trait Detector {
     fn exec_wakes(&mut self) -> Option<&mut super::exec_wakes::ExecWakes> {
         None
     }
+    /// Forks until this time (kernel ns) can decide one of its findings
+    /// (0: none can).
+    fn forks_decide_until(&self) -> u64 {
+        0
+    }
     /// New settings: what comes next uses them; state and incidents stay.
     fn reconfigure(&mut self, cfg: &DetectConfig);
     /// Forget everything (the detector was disabled).
@@ -123,10 +128,11 @@ pub trait Detector {
 
 /// `impl Detector` for a detector type, from the calls it answers: its
 /// event handler (given `self`, the [`Input`] and the [`Ctx`]), when it
-/// has deadlines, its tick and its next deadline, and when some execs can
-/// decide its findings, the field that lists their programs.
+/// has deadlines, its tick and its next deadline, when some execs can
+/// decide its findings, the field that lists their programs, and when some
+/// forks can, the field that says until when.
 macro_rules! detector {
-    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident $(, $tp:ident)?| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)?) => {
+    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident $(, $tp:ident)?| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)? $(, forks_decide: $ff:ident)?) => {
         impl $crate::detect::registry::Detector for $ty {
             fn kind(&self) -> $crate::detect::Kind {
                 <$ty as $crate::detect::registry::Listed>::KIND
@@ -155,6 +161,9 @@ macro_rules! detector {
             })?
             $(fn exec_wakes(&mut self) -> Option<&mut $crate::detect::exec_wakes::ExecWakes> {
                 Some(&mut self.$wf)
+            })?
+            $(fn forks_decide_until(&self) -> u64 {
+                self.$ff
             })?
             fn incidents(&self) -> &dyn $crate::detect::registry::IncidentTable {
                 &self.incidents

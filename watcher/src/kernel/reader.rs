@@ -330,6 +330,12 @@ impl Reader {
         self.urgency.after_wait();
     }
 
+    /// Forks before `until` (kernel ns) can decide a finding: the kernel
+    /// makes them urgent.
+    pub(crate) fn forks_until(&mut self, until: u64) {
+        self.urgency.forks_until(until);
+    }
+
     /// Drain up to the batch size of each ring into `out`; `full`: some
     /// ring gave its most and may hold more. Sets the next linger re-drain.
     /// `woken`: the kernel woke the rings for a deciding record (or the

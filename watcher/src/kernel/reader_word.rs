@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use watcher_common::{
     wake::{READER_ASLEEP, READER_AWAKE, READER_URGENT},
-    MAP_READER,
+    MAP_READER, READER_FORKS_UNTIL,
 };
 
 /// The word: the kernel's map, mapped here (or memory of its own in tests).
@@ -18,7 +18,7 @@ pub(crate) struct ReaderWord {
     /// The map (its fd keeps it alive while mapped).
     _map: Option<aya::maps::MapData>,
     #[cfg(test)]
-    _own: Option<Box<AtomicU64>>,
+    _own: Option<Box<[AtomicU64; 2]>>,
 }
 
 // SAFETY: the mapping is shared memory only ever touched atomically; the
@@ -80,9 +80,9 @@ impl ReaderWord {
 
     #[cfg(test)]
     pub(crate) fn own() -> ReaderWord {
-        let own = Box::new(AtomicU64::new(READER_ASLEEP));
+        let own = Box::new([AtomicU64::new(READER_ASLEEP), AtomicU64::new(0)]);
         ReaderWord {
-            ptr: std::ptr::NonNull::from(&*own),
+            ptr: std::ptr::NonNull::from(&own[0]),
             len: 0,
             _map: None,
             _own: Some(own),
@@ -120,6 +120,15 @@ impl ReaderWord {
         }
     }
 
+    /// Forks before `until` (kernel ns) can decide a finding: the kernel
+    /// makes them urgent (`READER`'s second entry).
+    pub(crate) fn set_forks_until(&self, until: u64) {
+        // SAFETY: the array's second value, 8 bytes after its first in the
+        // same page (or the own word's neighbour in tests).
+        let w = unsafe { &*self.ptr.as_ptr().add(READER_FORKS_UNTIL as usize) };
+        w.store(until, Ordering::Relaxed);
+    }
+
     /// What a deciding record does in the kernel (tests: the kernel's half
     /// of the protocol). Whether it would wake the reader.
     #[cfg(test)]
@@ -153,6 +162,8 @@ pub(crate) struct Urgency {
     drained_at: u64,
     /// When the last drain for deciding records was.
     urgent_at: u64,
+    /// The time until which forks are urgent, as last written.
+    forks_until: u64,
 }
 
 /// Drains of a burst that follow its records at once.
@@ -173,6 +184,18 @@ impl Urgency {
             urgent: false,
             drained_at: 0,
             urgent_at: 0,
+            forks_until: 0,
+        }
+    }
+
+    /// Forks before `until` (kernel ns) can decide a finding: told to the
+    /// kernel when it changed.
+    pub(crate) fn forks_until(&mut self, until: u64) {
+        if until != self.forks_until {
+            if let Some(w) = &self.word {
+                w.set_forks_until(until);
+            }
+            self.forks_until = until;
         }
     }
 

@@ -469,6 +469,8 @@ pub fn run(
             lp.on_drained();
         }
         lp.end_turn()?;
+        // (A fork storm about to be decided: its forks wake the reader.)
+        reader.forks_until(lp.engine.detectors.forks_decide_until());
     }
     Ok(lp.finish())
 }

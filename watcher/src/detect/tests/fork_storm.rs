@@ -151,3 +151,88 @@ fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
     let k = run(false);
     assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
 }
+
+/// Forks that can decide a fork storm are urgent in the kernel while they
+/// can (`forks_decide_until`): from a parent's 250th fork in a second that
+/// can open one to the end of that second, not in the first second (the
+/// rate must hold for two), and not once the storm is open.
+#[test]
+fn a_parents_forks_are_urgent_while_its_rate_can_open_a_storm() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/spawner", &["spawner"]);
+    let until = |k: &Kit| k.engine.detectors.forks_decide_until();
+    let mut seen = Vec::new();
+    let mut open_at = None;
+    // 800 forks/s from 2 s on; children exit at once.
+    for n in 0..2400u64 {
+        let pid = 1000 + n as u32;
+        let t = 2 * S + n * S / 800;
+        let before = until(&k);
+        let f = k.fork(t, 100, pid);
+        if opened(&f, "fork_storm") {
+            open_at.get_or_insert(t);
+        }
+        if until(&k) != before {
+            seen.push((n, until(&k)));
+        }
+        k.exit(t + 1, pid, 0);
+        k.reap(t + 2, 100, pid);
+    }
+    // The first second (2–3 s) cannot open it; in the second, the 250th
+    // fork makes the rest of that second urgent; the 500th opens it; the
+    // third second's forks are not urgent (it is open).
+    assert_eq!(seen, vec![(800 + 249, 4 * S)], "{seen:?}");
+    let at = open_at.expect("fork_storm");
+    assert!(at < 4 * S, "opened within the urgent second: {at}");
+}
+
+/// A fork bomb's forks are urgent from the moment its subtree has grown by
+/// half the limit, for a growth window.
+#[test]
+fn a_growing_subtrees_forks_are_urgent_from_half_the_limit() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
+    k.fork(2 * S, 50, 100);
+    let mut pid = 1000;
+    let mut t = 3 * S;
+    let mut urgent_from = None;
+    for c in 0..10u32 {
+        let child = 200 + c;
+        k.fork(t, 100, child);
+        for _ in 0..110 {
+            t += MS;
+            k.fork(t, child, pid);
+            pid += 1;
+            if urgent_from.is_none() && k.engine.detectors.forks_decide_until() > t {
+                urgent_from = Some((pid - 1000, k.engine.detectors.forks_decide_until() - t));
+            }
+        }
+    }
+    let (n, window) = urgent_from.expect("urgent");
+    // (501 new descendants of 100: 5 children and their 496 children.)
+    assert!((490..=510).contains(&n), "urgent from fork {n}");
+    assert_eq!(window, 2 * S, "for the growth window");
+}
+
+/// The healthy look-alike: a parallel build forks as much, from many
+/// parents, and its processes end — no fork is ever urgent.
+#[test]
+fn a_parallel_builds_forks_are_never_urgent() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/make", &["make", "-j2"]);
+    let mut pid = 1000;
+    let mut t = 2 * S;
+    for _ in 0..600u32 {
+        let sh = pid;
+        k.spawn(t, 100, sh, "/bin/sh", &["sh", "-c", "cc -c f.c"]);
+        let cc = pid + 1;
+        k.spawn(t + MS, sh, cc, "/usr/bin/cc", &["cc", "-c", "f.c"]);
+        k.exit(t + 20 * MS, cc, 0);
+        k.reap(t + 20 * MS + 1, sh, cc);
+        k.exit(t + 21 * MS, sh, 0);
+        k.reap(t + 21 * MS + 1, 100, sh);
+        pid += 2;
+        t += 7 * MS;
+    }
+    assert_eq!(k.engine.detectors.forks_decide_until(), 0);
+}
