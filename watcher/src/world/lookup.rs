@@ -112,3 +112,37 @@ impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> 
         self(netns, via, tcp, port, candidates)
     }
 }
+
+/// The world of a recording replayed on another machine (the replay
+/// corpus): the kernel knows no socket, and none of the recorded processes
+/// is in `/proc` — a confirmation answers so at once, whatever this
+/// machine's `/proc` holds and however fast a worker would read it.
+pub struct Recorded;
+
+impl SocketLookup for Recorded {
+    fn ask(
+        &mut self,
+        _netns: u32,
+        _via: u32,
+        _tcp: bool,
+        _port: u16,
+        _candidates: &[u32],
+    ) -> Option<Vec<KernelSocket>> {
+        Some(Vec::new())
+    }
+    fn start_confirmation(
+        &mut self,
+        pids: Vec<u32>,
+        _identity: crate::world::proctable::Identity,
+        _answered: &crate::kernel::wake::Wake,
+    ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // (Taken after every recorded event: all of them are judged by it.)
+        let _ = tx.send(crate::world::reconcile::Snapshot {
+            taken_ns: u64::MAX / 2,
+            only: Some(pids),
+            ..Default::default()
+        });
+        Some(rx)
+    }
+}

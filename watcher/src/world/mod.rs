@@ -12,3 +12,5 @@ pub mod proctable;
 pub(crate) mod reconcile;
 pub(crate) mod runtime;
 pub(crate) mod sockdiag;
+
+pub use lookup::Recorded;
