@@ -98,6 +98,17 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "events",
+        "the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it",
+        "it reads the kernel's READER map with bpftool, not in the guest; that a deciding record wakes the \
+         reader there is `deciding_records_wake_the_reader_at_once`",
+    ),
+    (
+        "events",
+        "forks_are_urgent_in_the_kernel_while_a_fork_storm_can_be_decided",
+        "it reads the kernel's READER map with bpftool, not in the guest; it runs on the host",
+    ),
+    (
+        "events",
         "one_ring_per_cpu_loses_nothing_and_counts_its_own_loss",
         "one CPU's overflow beside another's needs two vCPUs; the guests have one (with two, multi-threaded \
          TCG can run stale patched kernel code, see docs/kernels.md, and single-threaded TCG doubles the guests' \
