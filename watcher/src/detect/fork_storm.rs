@@ -46,7 +46,7 @@ impl Declared for ForkStorm {
 
 detector!(ForkStorm, |s, i, _c| ForkStorm::on_event(s, i),
     tick: |s, now, _v| ForkStorm::on_tick(s, now), deadline: |s| ForkStorm::next_deadline(s),
-    forks_decide: forks_decide_until);
+    forks_decide: |s| s.deciding.until());
 
 const BUCKETS: usize = 20;
 const SECOND: u64 = 1_000_000_000;
@@ -159,11 +159,53 @@ pub struct ForkStorm {
     /// one of its processes exits (its children are reparented), which
     /// drops it.
     chain_of: u32,
-    /// Forks until this time (kernel ns) can decide a finding: a parent
-    /// has forked half the rate in a second that can open one (until the
-    /// second ends), or a subtree has grown by half the limit (for a growth
-    /// window). The kernel makes them urgent meanwhile (`watcher_common::wake`).
-    forks_decide_until: u64,
+    /// Whose forks can decide a finding, and until when (the kernel makes
+    /// forks urgent meanwhile: `watcher_common::wake`).
+    deciding: Deciding,
+}
+
+/// The candidates whose next forks can open a finding: a parent that has
+/// forked half the rate in a second that can open one (until the second
+/// ends), an ancestor whose subtree has grown by half the limit (for a
+/// growth window). One leaves when its finding opens (the rest of its
+/// forks decide nothing) or its time has passed. Bounded: candidates beyond
+/// [`Deciding::MAX`] share one entry that leaves only when its time passes.
+#[derive(Default)]
+struct Deciding {
+    /// (process, until), in no order.
+    who: Vec<(u32, u64)>,
+}
+
+impl Deciding {
+    const MAX: usize = 64;
+    /// The shared entry's process (no process has pid 0).
+    const OVER: u32 = 0;
+
+    fn add(&mut self, pid: u32, until: u64) {
+        if let Some(e) = self.who.iter_mut().find(|(p, _)| *p == pid) {
+            e.1 = e.1.max(until);
+        } else if self.who.len() < Self::MAX {
+            self.who.push((pid, until));
+        } else if let Some(e) = self.who.iter_mut().find(|(p, _)| *p == Self::OVER) {
+            e.1 = e.1.max(until);
+        } else if let Some(e) = self.who.last_mut() {
+            // (The last one's time joins the shared entry's.)
+            *e = (Self::OVER, e.1.max(until));
+        }
+    }
+
+    fn settled(&mut self, pid: u32) {
+        self.who.retain(|(p, _)| *p != pid);
+    }
+
+    fn expire(&mut self, now: u64) {
+        self.who.retain(|(_, t)| *t > now);
+    }
+
+    /// Forks before this time can decide (0: none).
+    fn until(&self) -> u64 {
+        self.who.iter().map(|(_, t)| *t).max().unwrap_or(0)
+    }
 }
 
 impl ForkStorm {
@@ -180,7 +222,7 @@ impl ForkStorm {
             chain: Vec::new(),
             walk: Vec::new(),
             chain_of: 0,
-            forks_decide_until: 0,
+            deciding: Deciding::default(),
         }
     }
 
@@ -261,6 +303,7 @@ impl ForkStorm {
             return;
         }
         self.last_prune = now;
+        self.deciding.expire(now);
         let b = now / self.bucket_ns;
         self.growth.retain(|_, g| !g.stale(b));
         let s = now / SECOND;
@@ -300,7 +343,7 @@ impl ForkStorm {
                         && r.streak + 1 >= sustain
                         && !self.incidents.is_open(&parent)
                     {
-                        self.forks_decide_until = self.forks_decide_until.max((sec + 1) * SECOND);
+                        self.deciding.add(parent, (sec + 1) * SECOND);
                     }
                     if r.count == rate_limit && r.streak + 1 >= sustain {
                         let secs = r.streak + 1;
@@ -310,6 +353,8 @@ impl ForkStorm {
                                 rate_per_s: rate_limit,
                                 sustained_s: secs,
                             }));
+                            // (Open: its next forks decide nothing.)
+                            self.deciding.settled(parent);
                         }
                     }
                 }
@@ -330,7 +375,7 @@ impl ForkStorm {
                     // finding (urgent for a growth window).
                     if g == growth_limit / 2 + 1 {
                         let window = self.bucket_ns * BUCKETS as u64;
-                        self.forks_decide_until = self.forks_decide_until.max(ts + window);
+                        self.deciding.add(a, ts + window);
                     }
                 }
                 self.chain = chain;
@@ -359,6 +404,10 @@ impl ForkStorm {
                                     window_s,
                                     limit: growth_limit,
                                 }));
+                                // (Open: the subtree's next forks decide nothing.)
+                                for a in &self.chain {
+                                    self.deciding.settled(*a);
+                                }
                             }
                         }
                     }
@@ -479,5 +528,32 @@ mod tests {
             let sum: i64 = g.buckets.iter().map(|&b| b as i64).sum();
             assert_eq!(got, sum);
         }
+    }
+}
+
+#[cfg(test)]
+mod deciding_tests {
+    use super::Deciding;
+
+    #[test]
+    fn the_candidates_are_bounded_and_those_beyond_share_one_entry() {
+        let mut d = Deciding::default();
+        for pid in 1..=Deciding::MAX as u32 {
+            d.add(pid, 100 + pid as u64);
+        }
+        assert_eq!(d.until(), 100 + Deciding::MAX as u64);
+        // Beyond the bound: one shared entry, with the latest time.
+        d.add(1000, 5_000);
+        d.add(1001, 4_000);
+        assert_eq!(d.who.len(), Deciding::MAX);
+        assert_eq!(d.until(), 5_000);
+        // A candidate whose finding opened leaves; the shared entry stays
+        // until its time passes.
+        d.settled(1000);
+        assert_eq!(d.until(), 5_000, "1000 is in the shared entry");
+        d.expire(4_999);
+        assert_eq!(d.until(), 5_000);
+        d.expire(5_000);
+        assert_eq!(d.until(), 0);
     }
 }

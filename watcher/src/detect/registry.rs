@@ -130,9 +130,9 @@ pub trait Detector {
 /// event handler (given `self`, the [`Input`] and the [`Ctx`]), when it
 /// has deadlines, its tick and its next deadline, when some execs can
 /// decide its findings, the field that lists their programs, and when some
-/// forks can, the field that says until when.
+/// forks can, until when.
 macro_rules! detector {
-    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident $(, $tp:ident)?| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)? $(, forks_decide: $ff:ident)?) => {
+    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident $(, $tp:ident)?| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)? $(, forks_decide: |$fs:ident| $fe:expr)?) => {
         impl $crate::detect::registry::Detector for $ty {
             fn kind(&self) -> $crate::detect::Kind {
                 <$ty as $crate::detect::registry::Listed>::KIND
@@ -163,7 +163,8 @@ macro_rules! detector {
                 Some(&mut self.$wf)
             })?
             $(fn forks_decide_until(&self) -> u64 {
-                self.$ff
+                let $fs = self;
+                $fe
             })?
             fn incidents(&self) -> &dyn $crate::detect::registry::IncidentTable {
                 &self.incidents

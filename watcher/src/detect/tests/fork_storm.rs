@@ -154,8 +154,8 @@ fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
 
 /// Forks that can decide a fork storm are urgent in the kernel while they
 /// can (`forks_decide_until`): from a parent's 250th fork in a second that
-/// can open one to the end of that second, not in the first second (the
-/// rate must hold for two), and not once the storm is open.
+/// can open one until it opens (at most to the end of that second), not in
+/// the first second (the rate must hold for two), and not once it is open.
 #[test]
 fn a_parents_forks_are_urgent_while_its_rate_can_open_a_storm() {
     let mut k = Kit::defaults();
@@ -179,9 +179,10 @@ fn a_parents_forks_are_urgent_while_its_rate_can_open_a_storm() {
         k.reap(t + 2, 100, pid);
     }
     // The first second (2–3 s) cannot open it; in the second, the 250th
-    // fork makes the rest of that second urgent; the 500th opens it; the
-    // third second's forks are not urgent (it is open).
-    assert_eq!(seen, vec![(800 + 249, 4 * S)], "{seen:?}");
+    // fork makes the rest of that second urgent; the 500th opens it, and
+    // the forks after it decide nothing: urgent no more, nor in the third
+    // second (it is open).
+    assert_eq!(seen, vec![(800 + 249, 4 * S), (800 + 499, 0)], "{seen:?}");
     let at = open_at.expect("fork_storm");
     assert!(at < 4 * S, "opened within the urgent second: {at}");
 }
