@@ -283,16 +283,9 @@ impl Drop for ReaderWord {
 mod tests {
     use super::*;
 
-    /// The kernel's half, on a word the test holds too.
-    fn urgency(gap: u64) -> (Urgency, *const AtomicU64) {
-        let w = ReaderWord::own();
-        let p = w.ptr.as_ptr() as *const AtomicU64;
-        (Urgency::new(Some(w), gap), p)
-    }
-
-    fn decided(p: *const AtomicU64) -> bool {
-        // SAFETY: the word the `Urgency` holds, alive for the test.
-        unsafe { &*p }.swap(READER_URGENT, Ordering::SeqCst) == READER_ASLEEP
+    /// The kernel's half ([`ReaderWord::decided`]) on the word `u` holds.
+    fn decided(u: &Urgency) -> bool {
+        u.word.as_ref().expect("a word").decided()
     }
 
     #[test]
@@ -301,21 +294,21 @@ mod tests {
         // (Times from one second on: a clock that has run a while.)
         let t = |x: u64| 1_000_000 * us + x * us;
         let far = t(100_000);
-        let (mut u, w) = urgency(125 * us);
+        let mut u = Urgency::new(Some(ReaderWord::own()), 125 * us);
         // Quiet: it sleeps until its own time, and the first record wakes it.
         assert_eq!(u.before_wait(far, t(0)), far);
-        assert!(decided(w), "asleep: woken");
+        assert!(decided(&u), "asleep: woken");
         u.after_wait();
         assert!(u.drained(t(50)), "the record that woke it");
         // Records while it handles the batch wake nothing; it drains for
         // them at once instead of sleeping.
-        assert!(!decided(w));
+        assert!(!decided(&u));
         assert_eq!(u.before_wait(far, t(60)), t(50), "at once");
         u.after_wait();
         assert!(u.drained(t(60)));
         // Nothing came: it sleeps, and the next record wakes it.
         assert_eq!(u.before_wait(far, t(70)), far);
-        assert!(decided(w));
+        assert!(decided(&u));
         u.after_wait();
         assert!(u.drained(t(80)));
         // A storm: the burst's first drains follow at once, then the reader
@@ -323,7 +316,7 @@ mod tests {
         let mut at = t(80);
         let mut gaps = Vec::new();
         for _ in 0..35 {
-            assert!(!decided(w), "awake or napping: no wakeup");
+            assert!(!decided(&u), "awake or napping: no wakeup");
             let next = u.before_wait(far, at + us).max(at + us);
             u.after_wait();
             gaps.push((next - at) / us);
@@ -337,11 +330,11 @@ mod tests {
         assert_eq!(u.before_wait(far, at + us), at + 500 * us);
         u.after_wait();
         assert_eq!(u.before_wait(far, at + 500 * us), far);
-        assert!(decided(w), "asleep: woken");
+        assert!(decided(&u), "asleep: woken");
         // No deciding record for an interval: a new burst, read at once again.
         u.after_wait();
         assert!(u.drained(at + 3100 * us));
-        assert!(!decided(w));
+        assert!(!decided(&u));
         assert_eq!(u.before_wait(far, at + 3101 * us), at + 3100 * us);
         u.after_wait();
         assert!(u.drained(at + 3101 * us));
@@ -353,11 +346,11 @@ mod tests {
         // Another storm, then bulk records alone for an interval (re-drains
         // every 0.4 ms): the next deciding record starts a new burst.
         let mut at = at + 5000 * us;
-        assert!(decided(w), "asleep: woken");
+        assert!(decided(&u), "asleep: woken");
         u.after_wait();
         assert!(u.drained(at));
         for _ in 0..40 {
-            assert!(!decided(w));
+            assert!(!decided(&u));
             at = u.before_wait(far, at + us).max(at + us);
             u.after_wait();
             assert!(u.drained(at));
@@ -365,15 +358,15 @@ mod tests {
         for k in 1..=3 {
             assert!(!u.drained(at + k * 400 * us), "a re-drain");
         }
-        assert!(!decided(w));
+        assert!(!decided(&u));
         u.after_wait();
         assert!(u.drained(at + 1300 * us));
-        assert!(!decided(w));
+        assert!(!decided(&u));
         assert_eq!(u.before_wait(far, at + 1301 * us), at + 1300 * us, "at once");
         // A wait that ends at once (a deadline) leaves the word as it is.
         u.after_wait();
         assert_eq!(u.before_wait(t(5), t(5)), t(5));
-        assert!(!decided(w), "awake: no wakeup");
+        assert!(!decided(&u), "awake: no wakeup");
     }
 
     #[test]
