@@ -4,12 +4,11 @@ use crate::detect::testkit::{ks, opened, resolved, Kit, MS, S};
 
 // ---------------------------------------------------------------- fork_storm
 
-#[test]
-fn forking_faster_than_500_per_second_for_2_seconds() {
-    let mut k = Kit::defaults();
-    k.spawn(S, 1, 100, "/bin/spawner", &["spawner"]);
+/// Pid 100 forks 800 children a second for 3 s from 2 s on, each exiting
+/// and reaped at once; `each` sees the kit after fork `n`. When the
+/// fork_storm finding opened.
+fn forks_at_800_per_second(k: &mut Kit, mut each: impl FnMut(&Kit, u64)) -> u64 {
     let mut open_at = None;
-    // 800 forks/s for 3 s; children exit at once.
     for n in 0..2400u64 {
         let pid = 1000 + n as u32;
         let t = 2 * S + n * S / 800;
@@ -17,10 +16,18 @@ fn forking_faster_than_500_per_second_for_2_seconds() {
         if opened(&f, "fork_storm") {
             open_at.get_or_insert(t);
         }
+        each(k, n);
         k.exit(t + 1, pid, 0);
         k.reap(t + 2, 100, pid);
     }
-    let at = open_at.expect("fork_storm");
+    open_at.expect("fork_storm")
+}
+
+#[test]
+fn forking_faster_than_500_per_second_for_2_seconds() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/spawner", &["spawner"]);
+    let at = forks_at_800_per_second(&mut k, |_, _| {});
     assert!(
         (3 * S..4 * S).contains(&at),
         "opens in the second second: {at}"
@@ -160,30 +167,20 @@ fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
 fn a_parents_forks_are_urgent_while_its_rate_can_open_a_storm() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/bin/spawner", &["spawner"]);
-    let until = |k: &Kit| k.engine.detectors.forks_decide_until();
     let mut seen = Vec::new();
-    let mut open_at = None;
-    // 800 forks/s from 2 s on; children exit at once.
-    for n in 0..2400u64 {
-        let pid = 1000 + n as u32;
-        let t = 2 * S + n * S / 800;
-        let before = until(&k);
-        let f = k.fork(t, 100, pid);
-        if opened(&f, "fork_storm") {
-            open_at.get_or_insert(t);
+    let mut last = 0;
+    let at = forks_at_800_per_second(&mut k, |k, n| {
+        let until = k.engine.detectors.forks_decide_until();
+        if until != last {
+            seen.push((n, until));
+            last = until;
         }
-        if until(&k) != before {
-            seen.push((n, until(&k)));
-        }
-        k.exit(t + 1, pid, 0);
-        k.reap(t + 2, 100, pid);
-    }
+    });
     // The first second (2–3 s) cannot open it; in the second, the 250th
     // fork makes the rest of that second urgent; the 500th opens it, and
     // the forks after it decide nothing: urgent no more, nor in the third
     // second (it is open).
     assert_eq!(seen, vec![(800 + 249, 4 * S), (800 + 499, 0)], "{seen:?}");
-    let at = open_at.expect("fork_storm");
     assert!(at < 4 * S, "opened within the urgent second: {at}");
 }
 
