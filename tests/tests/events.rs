@@ -1046,10 +1046,22 @@ fn deciding_records_wake_the_reader_at_once() {
     prompt("an exec", &v);
 }
 
-/// A CPU that woke the reader less than a wakeup interval ago wakes it again
-/// as soon as the reader has read from the ring since: with a 1 s interval
-/// and a 5 s bulk period, a second failed bind 300 ms after the first (on
-/// the same CPU) still reaches the output at once, not at the next drain.
+/// The first failed bind of `pid` written after kernel time `after`, and its time.
+fn next_failed_bind(feed: &Feed, pid: u32, after: u64) -> (Value, u64) {
+    let v = feed.wait_for("the failed bind", |v| {
+        is(v, "bind")
+            && pid_is(v, pid)
+            && v.get("error").is_some()
+            && num(v, &["mono_ns"]).unwrap_or(0) > after
+    });
+    let at = num(&v, &["mono_ns"]).expect("mono_ns");
+    (v, at)
+}
+
+/// A deciding record wakes a sleeping reader however recently its CPU woke
+/// it (the kernel once allowed one wakeup per CPU per interval): with a 1 s
+/// interval and a 5 s bulk period, a second failed bind 300 ms after the
+/// first (on the same CPU) still reaches the output at once, not at the next drain.
 #[test]
 fn an_urgent_record_after_the_reader_caught_up_wakes_it_again() {
     if !require_root() {
@@ -1072,13 +1084,7 @@ fn an_urgent_record_after_the_reader_caught_up_wakes_it_again() {
     );
     let mut last = 0u64;
     for n in 0..3 {
-        let v = feed.wait_for("the failed bind", |v| {
-            is(v, "bind")
-                && pid_is(v, run.pid)
-                && v.get("error").is_some()
-                && num(v, &["mono_ns"]).unwrap_or(0) > last
-        });
-        let at = num(&v, &["mono_ns"]).expect("mono_ns");
+        let (v, at) = next_failed_bind(&feed, run.pid, last);
         // What is tested needs the bind within the wakeup interval (1 s) of the previous one.
         assert!(
             n == 0 || at.saturating_sub(last) < 1_000_000_000,
@@ -1125,13 +1131,7 @@ fn the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it()
     let run = actor(ACTOR, &["addrinuse-repeat", "6", "700"]);
     let mut last = 0u64;
     for n in 0..6 {
-        let v = feed.wait_for("the failed bind", |v| {
-            is(v, "bind")
-                && pid_is(v, run.pid)
-                && v.get("error").is_some()
-                && num(v, &["mono_ns"]).unwrap_or(0) > last
-        });
-        let at = num(&v, &["mono_ns"]).expect("mono_ns");
+        let (v, at) = next_failed_bind(&feed, run.pid, last);
         let took = feed.arrival(&v).saturating_sub(at);
         // (The first follows the actor's exec, which wakes the reader too.)
         assert!(
