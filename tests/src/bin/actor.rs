@@ -59,12 +59,14 @@ fn until_zombie(pid: Pid) {
     }
 }
 
-fn wait_gone(pid: Pid) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+/// Until `pid` is gone from /proc; `limit` at most (none: as long as it
+/// takes — the test's own deadline is the limit).
+fn wait_gone(pid: Pid, limit: Option<Duration>) {
+    let deadline = limit.map(|l| Instant::now() + l);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         assert!(
-            Instant::now() < deadline,
-            "pid {pid} still exists after 10 s"
+            deadline.is_none_or(|d| Instant::now() < d),
+            "pid {pid} still exists after {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -269,7 +271,7 @@ fn main() {
             unsafe { signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) }.expect("signal");
             let c = child_exit(0);
             say("child", c);
-            wait_gone(c);
+            wait_gone(c, Some(Duration::from_secs(10)));
         }
         "ignored-children" => {
             // ignored-children N: with SIGCHLD ignored, N children that exit
@@ -477,7 +479,13 @@ fn main() {
                 }
                 ForkResult::Parent { child } => {
                     say("middle", child);
-                    wait_gone(child);
+                    // The middle holds until the test says (a line on
+                    // stdin) or for HOLD: that time is not the kernel's.
+                    let limit = middle_hold
+                        .parse()
+                        .ok()
+                        .map(|ms| Duration::from_millis(ms) + Duration::from_secs(10));
+                    wait_gone(child, limit);
                     say("orphaned", n);
                 }
             }
