@@ -31,15 +31,17 @@
 //! after each drain, doubling to half an interval (a sustained storm costs
 //! two drains per interval, not one per record), until no deciding record
 //! has come for an interval. Bulk records never wake it: the reader
-//! re-drains one interval after each drain that found records (up to four
-//! on a trickle, see the reader) while records have come within the last
-//! ten intervals, and every bulk period after a quiet spell.
+//! re-drains one interval after each drain that found records (backing off
+//! to the bulk period on a trickle, see the reader) while records have come
+//! within the last ten intervals — sleeping meanwhile as [`READER_DOZING`] —
+//! and every bulk period after a quiet spell.
 //!
 //! An exec decides only when its program is at half its instance limit or
 //! more, or in a crash loop (a restart): userspace lists those programs in
 //! the kernel's `EXEC_WAKE` map by the name the exec gives them (`comm`), and
 //! their execs are urgent. Any other exec wakes the reader only as the first
-//! of a burst — when it sleeps and no record woke it from this CPU for
+//! of a burst — when it sleeps with no drain planned ([`READER_ASLEEP`]: no
+//! records came for ten intervals) and no record woke it from this CPU for
 //! [`LAZY_INTERVALS`] wakeup intervals — so a lone exec is read at once and a build's thousands
 //! ride on the drains the first one started (a wakeup per exec was a third of
 //! watcher's CPU in an exec flood). A program's first instances are read
@@ -78,10 +80,21 @@ pub const READER_AWAKE: u64 = 1;
 /// The reader is awake and a deciding record came since it last looked:
 /// it drains again before it sleeps.
 pub const READER_URGENT: u64 = 2;
+/// The reader sleeps, but has a drain planned within a few wakeup
+/// intervals (records came recently: it re-drains for them). A deciding
+/// record wakes it, as [`READER_ASLEEP`]; a lazy one (an exec of a program
+/// not listed) rides on that drain instead of waking it.
+pub const READER_DOZING: u64 = 3;
+
+/// Whether a deciding record that found the word `was` wakes the reader.
+pub const fn wakes(was: u64) -> bool {
+    was == READER_ASLEEP || was == READER_DOZING
+}
 
 /// A record that is not urgent but need not wait for a bulk period either
-/// (an exec of a program not listed) wakes the reader when no record has
-/// woken it from its CPU for this many wakeup intervals.
+/// (an exec of a program not listed) wakes the reader when it sleeps with
+/// no drain planned ([`READER_ASLEEP`], not [`READER_DOZING`]) and no
+/// record has woken it from its CPU for this many wakeup intervals.
 pub const LAZY_INTERVALS: u64 = 8;
 
 /// An exit record (`exit_code`: the raw `task_struct.exit_code`).

@@ -182,7 +182,7 @@ pub fn decided(ts: u64) {
     // SAFETY: the map's one value, valid while the program runs; shared with
     // the reader and other CPUs, so only touched atomically.
     let was = unsafe { atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(word, wake::READER_URGENT) };
-    if was == wake::READER_ASLEEP {
+    if wake::wakes(was) {
         nudge(ts);
     }
 }
@@ -233,7 +233,8 @@ fn woke(ts: u64) {
 
 /// The flags of a record that is not urgent but should not wait for a bulk
 /// period (an exec of a program userspace did not list): it wakes the
-/// reader when the reader sleeps and no record has woken it from this CPU
+/// reader when the reader sleeps with no drain planned (asleep, not
+/// dozing: a drain within a few intervals reads it) and no record has woken it from this CPU
 /// for [`wake::LAZY_INTERVALS`] wakeup intervals — the first of a burst, or
 /// a lone one — and otherwise rides on the drains that wakeup started.
 /// (No swap of the reader's word: a lazy record that misses a reader going

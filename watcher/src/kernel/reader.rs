@@ -204,11 +204,22 @@ fn drain_ring(
 /// while drains find only a few records (bulk records wait at most that).
 const LINGER_BACKOFF: u64 = 4;
 
+/// Whether a drain at `now` does the bulk period's work (drain, poll the
+/// loss counters): its time has come — or the reader lingers (a re-drain
+/// planned at `linger_at`, 0: none) and the bulk period would come before
+/// its next re-drain (`linger_cur` from now): done now, early, instead of
+/// a wakeup of its own.
+fn tick_due(now: u64, tick_at: u64, linger_at: u64, linger_cur: u64) -> bool {
+    now >= tick_at || (linger_at != 0 && tick_at <= now + linger_cur)
+}
+
 /// The interval to the next linger re-drain after one that found `n`
 /// records (`batch` at most per ring); `cur` the interval so far, `base` the
-/// configured one.
-fn next_linger(cur: u64, base: u64, n: usize, batch: usize, woken: bool) -> u64 {
-    if woken || n >= batch / 2 {
+/// configured one; `fresh`: the first records after a quiet spell (a burst
+/// may follow: a program's first instances, read in time for its later
+/// ones to be urgent).
+fn next_linger(cur: u64, base: u64, n: usize, batch: usize, fresh: bool) -> u64 {
+    if fresh || n >= batch / 2 {
         base
     } else {
         (cur * 2).min(base * LINGER_BACKOFF)
@@ -321,8 +332,10 @@ impl Reader {
 
     /// The thread is about to wait until `until` (it is `now`); the time
     /// the wait ends ([`Urgency::before_wait`]).
+    /// While a linger re-drain is planned the reader dozes: lazy records
+    /// (execs of programs not listed) ride on it instead of waking it.
     pub(crate) fn before_wait(&mut self, until: u64, now: u64) -> u64 {
-        self.urgency.before_wait(until, now)
+        self.urgency.before_wait(until, now, self.linger_at != 0)
     }
 
     /// The wait ended.
@@ -337,21 +350,22 @@ impl Reader {
     }
 
     /// Drain up to the batch size of each ring into `out`; `full`: some
-    /// ring gave its most and may hold more. Sets the next linger re-drain.
-    /// `woken`: the kernel woke the rings for a deciding record (or the
-    /// reader's word says one came).
-    pub(crate) fn drain(&mut self, out: &mut Records, now: u64, woken: bool) -> Drained {
-        let woken = self.urgency.drained(now) || woken;
+    /// ring gave its most and may hold more. Sets the next linger re-drain
+    /// (for bulk records only: deciding ones wake the reader, or mark its
+    /// word, whenever they come).
+    pub(crate) fn drain(&mut self, out: &mut Records, now: u64) -> Drained {
+        self.urgency.drained(now);
         let d = self.rings.drain(self.batch, out);
+        // The first records after a quiet spell (a burst may follow).
+        let fresh = d.n > 0 && now.saturating_sub(self.found_at) >= self.window_ns;
         if d.n > 0 {
             self.found_at = now;
         }
         // A wakeup costs as much as handling tens of records: a steady
-        // trickle (accepted connects, a fork loop) is read every few
-        // milliseconds, not every one; records piling up, or the kernel
-        // waking the reader (deciding records are flowing), bring the
-        // interval back to one.
-        self.linger_cur = next_linger(self.linger_cur, self.linger_ns, d.n, self.batch, woken);
+        // trickle (accepted connects, a fork loop, an exec flood) is read
+        // every few milliseconds, not every one; records piling up, or the
+        // first after a quiet spell, bring the interval back to one.
+        self.linger_cur = next_linger(self.linger_cur, self.linger_ns, d.n, self.batch, fresh);
         // Re-drain one linger interval from now while records have come
         // within the window: a trickle of bulk records (a fork storm's
         // forks, one a millisecond) is read within a few milliseconds, not
@@ -367,7 +381,7 @@ impl Reader {
     /// Whether the bulk period has come (then the caller drains and polls
     /// the losses with `tick = true`).
     pub(crate) fn tick_due(&self, now: u64) -> bool {
-        now >= self.tick_at
+        tick_due(now, self.tick_at, self.linger_at, self.linger_cur)
     }
 
     /// New kernel-side losses, by slot: read each bulk period (`tick`), and
@@ -416,7 +430,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_linger_backs_off_on_a_trickle_and_comes_back_when_records_pile_up_or_decide() {
+    fn the_linger_backs_off_on_a_trickle_and_comes_back_when_records_pile_up_or_follow_a_quiet_spell() {
         let ms = 1_000_000;
         // A trickle: 1, 2, 4 ms, and no further.
         let mut cur = ms;
@@ -428,8 +442,20 @@ mod tests {
         assert_eq!(seen, vec![2, 4, 4, 4]);
         // Half a batch found: records pile up, back to the configured interval.
         assert_eq!(next_linger(4 * ms, ms, 512, 1024, false), ms);
-        // The kernel woke the reader for a deciding record: back at once.
+        // The first records after a quiet spell (a burst may follow): back at once.
         assert_eq!(next_linger(4 * ms, ms, 1, 1024, true), ms);
+    }
+
+    #[test]
+    fn a_lingering_reader_does_the_bulk_periods_work_in_a_re_drain_instead_of_a_wakeup() {
+        let ms = 1_000_000;
+        // Quiet (no linger): at the bulk period's time, not before.
+        assert!(!tick_due(9 * ms, 10 * ms, 0, 4 * ms));
+        assert!(tick_due(10 * ms, 10 * ms, 0, 4 * ms));
+        // Lingering every 4 ms: a re-drain at 7 ms does it (the next one
+        // would come after the period); one at 5 ms does not.
+        assert!(tick_due(7 * ms, 10 * ms, 7 * ms, 4 * ms));
+        assert!(!tick_due(5 * ms, 10 * ms, 5 * ms, 4 * ms));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use watcher_common::{
-    wake::{READER_ASLEEP, READER_AWAKE, READER_URGENT},
+    wake::{READER_ASLEEP, READER_AWAKE, READER_DOZING, READER_URGENT},
     MAP_READER, READER_FORKS_UNTIL,
 };
 
@@ -96,12 +96,16 @@ impl ReaderWord {
     }
 
     /// The reader is about to sleep: from now on a deciding record wakes
-    /// it. `Urgent`: one came since it last looked, and it must drain
-    /// instead (the word is then awake again: it does not sleep).
-    pub(crate) fn sleep(&self) -> Said {
+    /// it. `dozing`: it has a drain planned within a few intervals, which
+    /// lazy records (execs of programs not listed) ride on instead of
+    /// waking it. `Urgent`: a deciding record came since it last looked,
+    /// and it must drain instead (the word is then awake again: it does
+    /// not sleep).
+    pub(crate) fn sleep(&self, dozing: bool) -> Said {
+        let asleep = if dozing { READER_DOZING } else { READER_ASLEEP };
         // A full barrier: a record submitted before a kernel swap this one
         // follows is visible to the drain that comes after it.
-        match self.word().swap(READER_ASLEEP, Ordering::SeqCst) {
+        match self.word().swap(asleep, Ordering::SeqCst) {
             READER_URGENT => {
                 self.word().store(READER_AWAKE, Ordering::SeqCst);
                 Said::Urgent
@@ -133,7 +137,14 @@ impl ReaderWord {
     /// of the protocol). Whether it would wake the reader.
     #[cfg(test)]
     pub(crate) fn decided(&self) -> bool {
-        self.word().swap(READER_URGENT, Ordering::SeqCst) == READER_ASLEEP
+        watcher_common::wake::wakes(self.word().swap(READER_URGENT, Ordering::SeqCst))
+    }
+
+    /// What a lazy record does in the kernel (tests): whether it would wake
+    /// the reader (the kernel also wants no wakeup from its CPU for a while).
+    #[cfg(test)]
+    pub(crate) fn lazy_wakes(&self) -> bool {
+        self.word().load(Ordering::SeqCst) == READER_ASLEEP
     }
 }
 
@@ -221,15 +232,16 @@ impl Urgency {
     /// records came while it was awake: the wait ends when the reader
     /// drains for them. Within a gap it naps awake until the gap ends.
     /// Otherwise it says it sleeps, so that the next deciding record wakes
-    /// it. The time the wait ends.
-    pub(crate) fn before_wait(&mut self, until: u64, now: u64) -> u64 {
+    /// it — dozing when `until` is a drain planned for records that came
+    /// recently (lazy records ride on it). The time the wait ends.
+    pub(crate) fn before_wait(&mut self, until: u64, now: u64, dozing: bool) -> u64 {
         let Some(word) = &self.word else {
             return until;
         };
         if until <= now {
             return until;
         }
-        if !self.urgent && now >= self.calm_at() && word.sleep() == Said::Quiet {
+        if !self.urgent && now >= self.calm_at() && word.sleep(dozing) == Said::Quiet {
             return until;
         }
         // (A word found urgent as the reader was going to sleep: awake again.)
@@ -296,18 +308,18 @@ mod tests {
         let far = t(100_000);
         let mut u = Urgency::new(Some(ReaderWord::own()), 125 * us);
         // Quiet: it sleeps until its own time, and the first record wakes it.
-        assert_eq!(u.before_wait(far, t(0)), far);
+        assert_eq!(u.before_wait(far, t(0), false), far);
         assert!(decided(&u), "asleep: woken");
         u.after_wait();
         assert!(u.drained(t(50)), "the record that woke it");
         // Records while it handles the batch wake nothing; it drains for
         // them at once instead of sleeping.
         assert!(!decided(&u));
-        assert_eq!(u.before_wait(far, t(60)), t(50), "at once");
+        assert_eq!(u.before_wait(far, t(60), false), t(50), "at once");
         u.after_wait();
         assert!(u.drained(t(60)));
         // Nothing came: it sleeps, and the next record wakes it.
-        assert_eq!(u.before_wait(far, t(70)), far);
+        assert_eq!(u.before_wait(far, t(70), false), far);
         assert!(decided(&u));
         u.after_wait();
         assert!(u.drained(t(80)));
@@ -317,7 +329,7 @@ mod tests {
         let mut gaps = Vec::new();
         for _ in 0..35 {
             assert!(!decided(&u), "awake or napping: no wakeup");
-            let next = u.before_wait(far, at + us).max(at + us);
+            let next = u.before_wait(far, at + us, false).max(at + us);
             u.after_wait();
             gaps.push((next - at) / us);
             assert!(u.drained(next));
@@ -327,22 +339,22 @@ mod tests {
         expected.extend([125, 250, 500, 500, 500, 500]);
         assert_eq!(gaps, expected);
         // The storm stops: it naps to the gap's end, then sleeps.
-        assert_eq!(u.before_wait(far, at + us), at + 500 * us);
+        assert_eq!(u.before_wait(far, at + us, false), at + 500 * us);
         u.after_wait();
-        assert_eq!(u.before_wait(far, at + 500 * us), far);
+        assert_eq!(u.before_wait(far, at + 500 * us, false), far);
         assert!(decided(&u), "asleep: woken");
         // No deciding record for an interval: a new burst, read at once again.
         u.after_wait();
         assert!(u.drained(at + 3100 * us));
         assert!(!decided(&u));
-        assert_eq!(u.before_wait(far, at + 3101 * us), at + 3100 * us);
+        assert_eq!(u.before_wait(far, at + 3101 * us, false), at + 3100 * us);
         u.after_wait();
         assert!(u.drained(at + 3101 * us));
         // A re-drain of bulk records alone changes nothing: it sleeps.
-        assert_eq!(u.before_wait(far, at + 3102 * us), far);
+        assert_eq!(u.before_wait(far, at + 3102 * us, false), far);
         u.after_wait();
         assert!(!u.drained(at + 4000 * us), "a re-drain");
-        assert_eq!(u.before_wait(far, at + 4001 * us), far);
+        assert_eq!(u.before_wait(far, at + 4001 * us, false), far);
         // Another storm, then bulk records alone for an interval (re-drains
         // every 0.4 ms): the next deciding record starts a new burst.
         let mut at = at + 5000 * us;
@@ -351,7 +363,7 @@ mod tests {
         assert!(u.drained(at));
         for _ in 0..40 {
             assert!(!decided(&u));
-            at = u.before_wait(far, at + us).max(at + us);
+            at = u.before_wait(far, at + us, false).max(at + us);
             u.after_wait();
             assert!(u.drained(at));
         }
@@ -362,20 +374,42 @@ mod tests {
         u.after_wait();
         assert!(u.drained(at + 1300 * us));
         assert!(!decided(&u));
-        assert_eq!(u.before_wait(far, at + 1301 * us), at + 1300 * us, "at once");
+        assert_eq!(u.before_wait(far, at + 1301 * us, false), at + 1300 * us, "at once");
         // A wait that ends at once (a deadline) leaves the word as it is.
         u.after_wait();
-        assert_eq!(u.before_wait(t(5), t(5)), t(5));
+        assert_eq!(u.before_wait(t(5), t(5), false), t(5));
         assert!(!decided(&u), "awake: no wakeup");
     }
 
     #[test]
     fn without_its_word_the_reader_waits_as_it_would_and_never_drains_for_urgency() {
         let mut u = Urgency::new(None, 125_000);
-        assert_eq!(u.before_wait(10_000_000, 0), 10_000_000);
+        assert_eq!(u.before_wait(10_000_000, 0, false), 10_000_000);
         u.after_wait();
         assert_eq!(u.due(), None);
         assert!(!u.drained(5));
+    }
+
+    #[test]
+    fn a_dozing_reader_is_woken_by_a_deciding_record_and_not_by_a_lazy_one() {
+        let us = 1_000;
+        let t = |x: u64| 1_000_000 * us + x * us;
+        let far = t(100_000);
+        let mut u = Urgency::new(Some(ReaderWord::own()), 125 * us);
+        // Quiet, no re-drain planned: asleep, and a lazy record wakes it.
+        assert_eq!(u.before_wait(far, t(0), false), far);
+        assert!(u.word.as_ref().unwrap().lazy_wakes(), "asleep: a lone exec wakes it");
+        u.after_wait();
+        assert!(!u.word.as_ref().unwrap().lazy_wakes(), "awake");
+        assert!(!u.drained(t(10)));
+        // Records came: it dozes until its re-drain; a lazy record rides
+        // on that drain, a deciding one wakes it (once).
+        assert_eq!(u.before_wait(t(1010), t(20), true), t(1010));
+        assert!(!u.word.as_ref().unwrap().lazy_wakes(), "dozing: an exec rides on the re-drain");
+        assert!(decided(&u), "dozing: a deciding record wakes it");
+        assert!(!decided(&u), "once");
+        u.after_wait();
+        assert!(u.drained(t(30)));
     }
 
     #[test]
@@ -387,11 +421,11 @@ mod tests {
         assert_eq!(w.wake(), Said::Urgent, "the record that woke it");
         // Awake: records say they came, nothing wakes.
         assert!(!w.decided());
-        assert_eq!(w.sleep(), Said::Urgent, "drain again, do not sleep");
+        assert_eq!(w.sleep(false), Said::Urgent, "drain again, do not sleep");
         assert!(!w.decided(), "not asleep after all: no wakeup");
         assert_eq!(w.wake(), Said::Urgent);
         // Nothing came: it sleeps, and the next record wakes it.
-        assert_eq!(w.sleep(), Said::Quiet);
+        assert_eq!(w.sleep(false), Said::Quiet);
         assert!(w.decided());
         assert_eq!(w.wake(), Said::Urgent);
         assert_eq!(w.wake(), Said::Quiet, "looked at once: nothing new");

@@ -450,7 +450,7 @@ pub fn run(
         // each bulk period (with the loss counters).
         if ready.rings || reader.next_due() <= now {
             let tick = reader.tick_due(now);
-            lp.drain_once(&mut reader, tick, ready.rings, now)?;
+            lp.drain_once(&mut reader, tick, now)?;
         }
         if now >= second_at {
             lp.on_second();
@@ -538,16 +538,15 @@ impl Tally {
 impl Loop<'_> {
     /// One drain of the rings (up to a batch each): losses it may follow
     /// first, then its records. `tick`: the bulk period (the loss counters
-    /// are read whatever the drain found); `woken`: the kernel woke the rings.
+    /// are read whatever the drain found).
     fn drain_once(
         &mut self,
         reader: &mut reader::Reader,
         tick: bool,
-        woken: bool,
         now: u64,
     ) -> anyhow::Result<reader::Drained> {
         let mut batch = std::mem::take(&mut self.batch);
-        let d = reader.drain(&mut batch, now, woken);
+        let d = reader.drain(&mut batch, now);
         let read_ns = Clock::mono_now();
         // A loss is said before the records drained with it.
         if let Some(by_kind) = reader.losses(tick, read_ns) {
@@ -563,7 +562,7 @@ impl Loop<'_> {
     /// records delivered before the next is drained.
     fn drain_all(&mut self, reader: &mut reader::Reader) -> anyhow::Result<()> {
         loop {
-            let d = self.drain_once(reader, false, false, Clock::mono_now())?;
+            let d = self.drain_once(reader, false, Clock::mono_now())?;
             if !d.full {
                 return Ok(());
             }
