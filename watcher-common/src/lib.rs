@@ -47,15 +47,23 @@ pub const EXEC_WAKE_ENTRIES: u32 = 4096;
 /// The [`MAP_EXEC_WAKE`] key that makes every exec wake the reader (no
 /// program's name is empty).
 pub const EXEC_WAKE_ALL: [u8; COMM_LEN] = [0; COMM_LEN];
-/// Name of the reader's state in the kernel (an array of two `u64`s, mapped
-/// into userspace's memory). Entry 0: [`wake::READER_ASLEEP`],
-/// [`wake::READER_AWAKE`] or [`wake::READER_URGENT`] — the reader says there
-/// whether it sleeps; a deciding record wakes it only when it does. Entry
-/// [`READER_FORKS_UNTIL`]: forks before this time (kernel ns) can decide a
-/// finding (a fork storm about to be decided), and are urgent.
+/// Name of the reader's state in the kernel (an array of [`READER_ENTRIES`]
+/// `u64`s, mapped into userspace's memory). Entry 0: [`wake::READER_ASLEEP`],
+/// [`wake::READER_DOZING`], [`wake::READER_AWAKE`] or
+/// [`wake::READER_URGENT`] — the reader says there whether it sleeps; a
+/// deciding record wakes it only when it does. Entry [`READER_FORKS_UNTIL`]:
+/// forks before this time (kernel ns) can decide a finding (a fork storm
+/// about to be decided), and are urgent. Entry [`READER_LOST_TOTAL`]: every
+/// record lost and every insert a full table refused, counted by the kernel
+/// (an atomic add; the reader reads it with a load after each drain, and the
+/// per-CPU slots of `LOST` only when it moved).
 pub const MAP_READER: &str = "READER";
+/// Entries of [`MAP_READER`].
+pub const READER_ENTRIES: u32 = 3;
 /// The [`MAP_READER`] entry that says until when forks are urgent.
 pub const READER_FORKS_UNTIL: u32 = 1;
+/// The [`MAP_READER`] entry that counts every loss.
+pub const READER_LOST_TOTAL: u32 = 2;
 /// Name of the load-time configuration global.
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 /// Number of slots in [`MAP_LOST`]: one per kind number below

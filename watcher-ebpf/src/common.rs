@@ -22,7 +22,7 @@ use crate::maps::{
     EVENTS, EVENTS_1, EVENTS_2, EVENTS_3, EVENTS_4, EVENTS_5, EVENTS_6, EVENTS_7, LAST_WAKE, LOST,
     READER,
 };
-use core::intrinsics::{atomic_xchg, AtomicOrdering};
+use core::intrinsics::{atomic_xadd, atomic_xchg, AtomicOrdering};
 
 /// Filled by userspace before load.
 #[unsafe(no_mangle)]
@@ -70,8 +70,9 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Count one loss in `slot` of LOST, and in slot 0 (every loss: the reader
-/// looks at it after each drain, the other slots only when it moved).
+/// Count one loss in `slot` of LOST, in slot 0, and in the reader's total
+/// (`READER`'s loss entry: the reader loads it after each drain, and reads
+/// the per-CPU slots only when it moved).
 #[inline(always)]
 pub fn count_loss(slot: u32) {
     if let Some(p) = LOST.get_ptr_mut(slot % LOST_SLOTS) {
@@ -79,6 +80,11 @@ pub fn count_loss(slot: u32) {
     }
     if let Some(p) = LOST.get_ptr_mut(0) {
         unsafe { *p += 1 };
+    }
+    if let Some(p) = READER.get_ptr_mut(watcher_common::READER_LOST_TOTAL) {
+        // SAFETY: the map's value, valid while the program runs; shared
+        // with the reader and other CPUs, so only added to atomically.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) };
     }
 }
 

@@ -8,7 +8,9 @@ use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use watcher_common::{Event, ExecData, ARGS_MAX, COMM_LEN, EXEC_WAKE_ENTRIES, LOST_SLOTS};
+use watcher_common::{
+    Event, ExecData, ARGS_MAX, COMM_LEN, EXEC_WAKE_ENTRIES, LOST_SLOTS, READER_ENTRIES,
+};
 
 /// All records (ring 0: every CPU's, or the first group's when the layout
 /// is one ring per group of CPUs). Userspace sizes each ring before load
@@ -44,9 +46,10 @@ pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// written by the reader through its mapping of this array before it
 /// sleeps and when it wakes; swapped here by every deciding record. Zero
 /// (as loaded): asleep. [1] Forks before this time are urgent (written by
-/// the reader; 0 as loaded: none).
+/// the reader; 0 as loaded: none). [2] Every loss (added to here,
+/// atomically; read by the reader with a load).
 #[map]
-pub static READER: Array<u64> = Array::with_max_entries(2, BPF_F_MMAPABLE);
+pub static READER: Array<u64> = Array::with_max_entries(READER_ENTRIES, BPF_F_MMAPABLE);
 
 /// Programs whose next exec can decide a finding, by the `comm` the exec
 /// gives them; kept by userspace (`watcher_common::wake`). Never written here.

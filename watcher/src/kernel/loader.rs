@@ -169,7 +169,7 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/wa
 pub struct LoadOptions {
     /// Record kinds to forward (empty: all).
     pub kinds: Vec<EventKind>,
-    /// The wakeup interval (ns): an awake reader drains for deciding records at most once per eighth of it; an exec of a program not listed wakes the reader at most once per CPU per eight of it (0: at once).
+    /// The wakeup interval (ns): an awake reader drains for deciding records at most once per eighth of it; an exec of a program not listed wakes the reader at most once per CPU per eight of it, and not while a re-drain is planned (0: at once).
     pub wakeup_interval_ns: u64,
     /// Ring buffer size in bytes, per ring (a power of two, multiple of the page size).
     pub ring_bytes: u32,

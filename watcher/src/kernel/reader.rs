@@ -384,7 +384,9 @@ impl Reader {
         tick_due(now, self.tick_at, self.linger_at, self.linger_cur)
     }
 
-    /// New kernel-side losses, by slot: read each bulk period (`tick`), and
+    /// New kernel-side losses, by slot. The kernel's total is in the
+    /// reader's mapped word: loaded after every drain (a load, not a system
+    /// call). Without the mapping it is read each bulk period (`tick`), and
     /// after a drain that may follow a lost record (one that read half a
     /// ring, or its most records) — a bpf syscall per batch was ~7 % of the
     /// pipeline's time in an exec flood. A loss is said before the records
@@ -401,11 +403,12 @@ impl Reader {
             self.tick_at = now + self.tick_cur;
         }
         let suspect = self.rings.take_suspect();
-        if !tick && !suspect {
+        let mapped = self.urgency.lost_total();
+        if mapped.is_none() && !tick && !suspect {
             return None;
         }
-        // (The total first: one lookup; the 31 slots only when it moved.)
-        let total = read_lost_total(&self.lost);
+        // (The total first: one load or lookup; the 31 slots only when it moved.)
+        let total = mapped.unwrap_or_else(|| read_lost_total(&self.lost));
         if total == self.prev_total {
             return None;
         }
@@ -421,7 +424,8 @@ impl Reader {
     /// The kernel's loss total differs from what the reader has said: a
     /// record was lost that no drain has reported yet.
     pub(crate) fn unsaid_loss(&self) -> bool {
-        read_lost_total(&self.lost) != self.prev_total
+        let total = (self.urgency.lost_total()).unwrap_or_else(|| read_lost_total(&self.lost));
+        total != self.prev_total
     }
 }
 

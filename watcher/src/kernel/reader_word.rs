@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use watcher_common::{
     wake::{READER_ASLEEP, READER_AWAKE, READER_DOZING, READER_URGENT},
-    MAP_READER, READER_FORKS_UNTIL,
+    MAP_READER, READER_ENTRIES, READER_FORKS_UNTIL, READER_LOST_TOTAL,
 };
 
 /// The word: the kernel's map, mapped here (or memory of its own in tests).
@@ -18,7 +18,7 @@ pub(crate) struct ReaderWord {
     /// The map (its fd keeps it alive while mapped).
     _map: Option<aya::maps::MapData>,
     #[cfg(test)]
-    _own: Option<Box<[AtomicU64; 2]>>,
+    _own: Option<Box<[AtomicU64; READER_ENTRIES as usize]>>,
 }
 
 // SAFETY: the mapping is shared memory only ever touched atomically; the
@@ -80,7 +80,11 @@ impl ReaderWord {
 
     #[cfg(test)]
     pub(crate) fn own() -> ReaderWord {
-        let own = Box::new([AtomicU64::new(READER_ASLEEP), AtomicU64::new(0)]);
+        let own = Box::new([
+            AtomicU64::new(READER_ASLEEP),
+            AtomicU64::new(0),
+            AtomicU64::new(0),
+        ]);
         ReaderWord {
             ptr: std::ptr::NonNull::from(&own[0]),
             len: 0,
@@ -127,10 +131,27 @@ impl ReaderWord {
     /// Forks before `until` (kernel ns) can decide a finding: the kernel
     /// makes them urgent (`READER`'s second entry).
     pub(crate) fn set_forks_until(&self, until: u64) {
-        // SAFETY: the array's second value, 8 bytes after its first in the
-        // same page (or the own word's neighbour in tests).
-        let w = unsafe { &*self.ptr.as_ptr().add(READER_FORKS_UNTIL as usize) };
-        w.store(until, Ordering::Relaxed);
+        self.entry(READER_FORKS_UNTIL).store(until, Ordering::Relaxed);
+    }
+
+    /// Every loss the kernel has counted (`READER`'s loss entry): a load,
+    /// not a system call.
+    pub(crate) fn lost_total(&self) -> u64 {
+        self.entry(READER_LOST_TOTAL).load(Ordering::SeqCst)
+    }
+
+    /// Entry `i` of the array (within the mapped page, or the own array).
+    fn entry(&self, i: u32) -> &AtomicU64 {
+        debug_assert!(i < READER_ENTRIES);
+        // SAFETY: the array's values are 8 bytes apart from its first, in
+        // the same page (or the own array's); `i` is below its length.
+        unsafe { &*self.ptr.as_ptr().add(i as usize) }
+    }
+
+    /// What a loss does in the kernel (tests).
+    #[cfg(test)]
+    pub(crate) fn lost(&self) {
+        self.entry(READER_LOST_TOTAL).fetch_add(1, Ordering::SeqCst);
     }
 
     /// What a deciding record does in the kernel (tests: the kernel's half
@@ -208,6 +229,11 @@ impl Urgency {
             }
             self.forks_until = until;
         }
+    }
+
+    /// Every loss the kernel has counted (`None`: the word is not mapped).
+    pub(crate) fn lost_total(&self) -> Option<u64> {
+        self.word.as_ref().map(ReaderWord::lost_total)
     }
 
     /// The gap after the last drain (0 early in a burst).
@@ -388,6 +414,19 @@ mod tests {
         u.after_wait();
         assert_eq!(u.due(), None);
         assert!(!u.drained(5));
+    }
+
+    #[test]
+    fn the_kernels_loss_total_is_read_from_the_word_and_none_without_it() {
+        let u = Urgency::new(Some(ReaderWord::own()), 125_000);
+        assert_eq!(u.lost_total(), Some(0));
+        u.word.as_ref().expect("a word").lost();
+        u.word.as_ref().expect("a word").lost();
+        assert_eq!(u.lost_total(), Some(2));
+        // (Forks' entry is its own.)
+        u.word.as_ref().expect("a word").set_forks_until(7);
+        assert_eq!(u.lost_total(), Some(2));
+        assert_eq!(Urgency::new(None, 125_000).lost_total(), None);
     }
 
     #[test]
