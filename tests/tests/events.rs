@@ -1142,9 +1142,7 @@ fn the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it()
             took / 1_000_000
         );
         last = at;
-        watcher_tests::eventually("the reader says it sleeps again", || {
-            asleep().then_some(())
-        });
+        watcher_tests::eventually("the reader says it sleeps again", || asleep().then_some(()));
     }
 }
 
@@ -1204,7 +1202,9 @@ fn forks_are_urgent_in_the_kernel_while_a_fork_storm_can_be_decided() {
     assert!(
         feed.records().iter().all(|v| {
             !watcher_tests::finding(v, "fork_storm", "open")
-                || !watcher_tests::finding_pids(v, None).iter().any(|p| me.contains(p))
+                || !watcher_tests::finding_pids(v, None)
+                    .iter()
+                    .any(|p| me.contains(p))
         }),
         "a fork storm opened for 600 children"
     );

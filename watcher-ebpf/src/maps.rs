@@ -4,8 +4,8 @@
 //! update). Userspace sizes the tables before load and sweeps out entries of
 //! tasks that ended unseen (`kernel::tables`).
 use aya_ebpf::{
-    macros::map,
     bindings::BPF_F_MMAPABLE,
+    macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use watcher_common::{

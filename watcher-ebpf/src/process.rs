@@ -16,9 +16,9 @@ use watcher_common::{
 
 use crate::{
     common::{
-        cgroup_id, conf, count_loss, current_task, emit, header, kread, lazy_flags, now, output,
-        pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read, wanted, decided, forks_decide,
-        wanted_kind,
+        cgroup_id, conf, count_loss, current_task, decided, emit, forks_decide, header, kread,
+        lazy_flags, now, output, pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read,
+        wanted, wanted_kind,
     },
     maps::{
         PendingWaitid, EXEC_SCRATCH, EXEC_WAKE, EXITED, EXITED_SHADOWED, GROUP_END, IN_WAIT,

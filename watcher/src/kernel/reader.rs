@@ -331,9 +331,9 @@ impl Reader {
     }
 
     /// The thread is about to wait until `until` (it is `now`); the time
-    /// the wait ends ([`Urgency::before_wait`]).
-    /// While a linger re-drain is planned the reader dozes: lazy records
-    /// (execs of programs not listed) ride on it instead of waking it.
+    /// the wait ends ([`Urgency::before_wait`]). While a linger re-drain is
+    /// planned the reader dozes: lazy records (execs of programs not
+    /// listed) ride on it instead of waking it.
     pub(crate) fn before_wait(&mut self, until: u64, now: u64) -> u64 {
         self.urgency.before_wait(until, now, self.linger_at != 0)
     }
@@ -424,7 +424,10 @@ impl Reader {
     /// The kernel's loss total differs from what the reader has said: a
     /// record was lost that no drain has reported yet.
     pub(crate) fn unsaid_loss(&self) -> bool {
-        let total = (self.urgency.lost_total()).unwrap_or_else(|| read_lost_total(&self.lost));
+        let total = self
+            .urgency
+            .lost_total()
+            .unwrap_or_else(|| read_lost_total(&self.lost));
         total != self.prev_total
     }
 }
@@ -434,7 +437,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_linger_backs_off_on_a_trickle_and_comes_back_when_records_pile_up_or_follow_a_quiet_spell() {
+    fn the_linger_backs_off_on_a_trickle_and_comes_back_when_records_pile_up_or_follow_a_quiet_spell(
+    ) {
         let ms = 1_000_000;
         // A trickle: 1, 2, 4 ms, and no further.
         let mut cur = ms;

@@ -131,7 +131,8 @@ impl ReaderWord {
     /// Forks before `until` (kernel ns) can decide a finding: the kernel
     /// makes them urgent (`READER`'s second entry).
     pub(crate) fn set_forks_until(&self, until: u64) {
-        self.entry(READER_FORKS_UNTIL).store(until, Ordering::Relaxed);
+        self.entry(READER_FORKS_UNTIL)
+            .store(until, Ordering::Relaxed);
     }
 
     /// Every loss the kernel has counted (`READER`'s loss entry): a load,
@@ -400,7 +401,11 @@ mod tests {
         u.after_wait();
         assert!(u.drained(at + 1300 * us));
         assert!(!decided(&u));
-        assert_eq!(u.before_wait(far, at + 1301 * us, false), at + 1300 * us, "at once");
+        assert_eq!(
+            u.before_wait(far, at + 1301 * us, false),
+            at + 1300 * us,
+            "at once"
+        );
         // A wait that ends at once (a deadline) leaves the word as it is.
         u.after_wait();
         assert_eq!(u.before_wait(t(5), t(5), false), t(5));
@@ -437,14 +442,20 @@ mod tests {
         let mut u = Urgency::new(Some(ReaderWord::own()), 125 * us);
         // Quiet, no re-drain planned: asleep, and a lazy record wakes it.
         assert_eq!(u.before_wait(far, t(0), false), far);
-        assert!(u.word.as_ref().unwrap().lazy_wakes(), "asleep: a lone exec wakes it");
+        assert!(
+            u.word.as_ref().unwrap().lazy_wakes(),
+            "asleep: a lone exec wakes it"
+        );
         u.after_wait();
         assert!(!u.word.as_ref().unwrap().lazy_wakes(), "awake");
         assert!(!u.drained(t(10)));
         // Records came: it dozes until its re-drain; a lazy record rides
         // on that drain, a deciding one wakes it (once).
         assert_eq!(u.before_wait(t(1010), t(20), true), t(1010));
-        assert!(!u.word.as_ref().unwrap().lazy_wakes(), "dozing: an exec rides on the re-drain");
+        assert!(
+            !u.word.as_ref().unwrap().lazy_wakes(),
+            "dozing: an exec rides on the re-drain"
+        );
         assert!(decided(&u), "dozing: a deciding record wakes it");
         assert!(!decided(&u), "once");
         u.after_wait();
