@@ -176,9 +176,16 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
         metric(&m, "watcher_socket_lookups_in_place_total").unwrap_or(0.0) >= 1.0,
         "{m}"
     );
-    // Every stage's latency is measured: records read, the port conflict
-    // decided and written.
-    for stage in ["kernel_to_read", "read_to_decided", "decided_to_written"] {
+    // Every stage's latency is measured: records read — the failing bind as
+    // one that can decide (the kernel said so in its header), the forks and
+    // execs as bulk —, the port conflict decided and written.
+    for stage in [
+        "kernel_to_read",
+        "kernel_to_read_deciding",
+        "kernel_to_read_bulk",
+        "read_to_decided",
+        "decided_to_written",
+    ] {
         let n = metric(
             &m,
             &format!("watcher_stage_latency_seconds_count{{stage=\"{stage}\"}}"),

@@ -242,10 +242,16 @@ pub struct Header {
     pub tgid: u32,
     /// Real uid of the current task.
     pub uid: u32,
-    pub _pad: u32,
+    /// [`HEADER_DECIDING`] when the kernel judged the record one that can
+    /// decide a finding (`wake`: it woke the reader, or marked its word).
+    pub flags: u32,
     /// `comm` of the current task (NUL-padded).
     pub comm: [u8; COMM_LEN],
 }
+
+/// [`Header::flags`]: the record can decide a finding (urgent by the
+/// wakeup policy, [`wake`]).
+pub const HEADER_DECIDING: u32 = 1;
 
 /// A record: header + payload.
 #[repr(C)]

@@ -145,7 +145,7 @@ pub fn header<T>(kind: EventKind, ts: u64) -> Header {
         pid,
         tgid,
         uid: bpf_get_current_uid_gid() as u32,
-        _pad: 0,
+        flags: 0,
         comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
     }
 }
@@ -168,7 +168,11 @@ pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
 /// (`watcher_common::wake`). Bulk records never wake it (it drains them
 /// within its bulk period).
 #[inline(always)]
-pub fn submit<T>(entry: RingBufEntry<T>, ts: u64, urgent: bool) {
+pub fn submit<T>(mut entry: RingBufEntry<Event<T>>, ts: u64, urgent: bool) {
+    if urgent {
+        // SAFETY: the reserved record, its header written by the caller.
+        unsafe { (*entry.as_mut_ptr()).header.flags |= watcher_common::HEADER_DECIDING };
+    }
     entry.submit(BPF_RB_NO_WAKEUP as u64);
     if urgent {
         decided(ts);

@@ -157,6 +157,9 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
         let listed =
             EXEC_WAKE.get_ptr(&EXEC_WAKE_ALL).is_some() || EXEC_WAKE.get_ptr(&*comm).is_some();
         let urgent = wake::exec(listed);
+        if urgent {
+            (*ev).header.flags |= watcher_common::HEADER_DECIDING;
+        }
         let flags = if urgent {
             BPF_RB_NO_WAKEUP as u64
         } else {

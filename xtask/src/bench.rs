@@ -406,7 +406,13 @@ pub fn latency(
     // The stages, from the daemon's own histograms (bucket bounds).
     let metrics = scrape(port).unwrap_or_default();
     let mut stages = Vec::new();
-    for stage in ["kernel_to_read", "read_to_decided", "decided_to_written"] {
+    for stage in [
+        "kernel_to_read",
+        "kernel_to_read_deciding",
+        "kernel_to_read_bulk",
+        "read_to_decided",
+        "decided_to_written",
+    ] {
         if let Some((p50, p99, n)) = bucket_quantiles(
             &metrics,
             "watcher_stage_latency_seconds",

@@ -157,7 +157,7 @@ impl Collector for Snapshot {
         )?;
         counters(e, "watcher_kernel_table_swept_total", "Kernel-side table entries removed because their task had ended without the event that clears them, by table.", "table",
             tables.iter().map(|t| (t.as_str(), kt(t).swept)))?;
-        histograms(e, "watcher_stage_latency_seconds", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks' queues having taken it, findings only; the sinks' own writes: watcher_sink_write_latency_seconds).", "stage",
+        histograms(e, "watcher_stage_latency_seconds", "Latency per pipeline stage: kernel_to_read (a record's kernel timestamp to the drain that read it; kernel_to_read_deciding and kernel_to_read_bulk: the same for records that can decide a finding, which wake the reader, and for the others), read_to_decided (to the detectors' verdict, findings only), decided_to_written (to the sinks' queues having taken it, findings only; the sinks' own writes: watcher_sink_write_latency_seconds).", "stage",
             s.stages.each())?;
         histograms(
             e,

@@ -515,6 +515,9 @@ struct Tally {
     /// Events by kind number (a map lookup by name per event was ~1 % of a fork loop).
     by_kind: [u64; watcher_common::TABLE_FULL_BASE as usize],
     kernel_to_read: crate::output::stages::Histogram,
+    /// Of those, records that can decide a finding, and the others.
+    kernel_to_read_deciding: crate::output::stages::Histogram,
+    kernel_to_read_bulk: crate::output::stages::Histogram,
     read_to_decided: crate::output::stages::Histogram,
     decode_errors: u64,
 }
@@ -530,6 +533,10 @@ impl Tally {
                 .or_default() += n;
         }
         s.stages.kernel_to_read.merge(&t.kernel_to_read);
+        s.stages
+            .kernel_to_read_deciding
+            .merge(&t.kernel_to_read_deciding);
+        s.stages.kernel_to_read_bulk.merge(&t.kernel_to_read_bulk);
         s.stages.read_to_decided.merge(&t.read_to_decided);
         s.decode_errors += t.decode_errors;
     }
@@ -718,9 +725,13 @@ impl Loop<'_> {
                 // The canary made it through: not an event of the host.
                 continue;
             }
-            self.tally
-                .kernel_to_read
-                .observe_ns(read_ns.saturating_sub(ev.header.ts_ns));
+            let waited = read_ns.saturating_sub(ev.header.ts_ns);
+            self.tally.kernel_to_read.observe_ns(waited);
+            if ev.header.flags & watcher_common::HEADER_DECIDING != 0 {
+                self.tally.kernel_to_read_deciding.observe_ns(waited);
+            } else {
+                self.tally.kernel_to_read_bulk.observe_ns(waited);
+            }
             let (r, fs) = self.engine.handle_opt(&ev, wants_events);
             if !fs.is_empty() {
                 let now = Clock::mono_now();
