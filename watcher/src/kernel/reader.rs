@@ -403,12 +403,11 @@ impl Reader {
             self.tick_at = now + self.tick_cur;
         }
         let suspect = self.rings.take_suspect();
-        let mapped = self.urgency.lost_total();
-        if mapped.is_none() && !tick && !suspect {
+        if self.urgency.lost_total().is_none() && !tick && !suspect {
             return None;
         }
         // (The total first: one load or lookup; the 31 slots only when it moved.)
-        let total = mapped.unwrap_or_else(|| read_lost_total(&self.lost));
+        let total = self.lost_total();
         if total == self.prev_total {
             return None;
         }
@@ -424,11 +423,15 @@ impl Reader {
     /// The kernel's loss total differs from what the reader has said: a
     /// record was lost that no drain has reported yet.
     pub(crate) fn unsaid_loss(&self) -> bool {
-        let total = self
-            .urgency
+        self.lost_total() != self.prev_total
+    }
+
+    /// Every loss the kernel has counted: a load from the reader's word,
+    /// or (not mapped) a per-CPU lookup of `LOST`'s slot 0.
+    fn lost_total(&self) -> u64 {
+        self.urgency
             .lost_total()
-            .unwrap_or_else(|| read_lost_total(&self.lost));
-        total != self.prev_total
+            .unwrap_or_else(|| read_lost_total(&self.lost))
     }
 }
 

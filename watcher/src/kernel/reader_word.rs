@@ -93,10 +93,9 @@ impl ReaderWord {
         }
     }
 
+    /// Whether the reader sleeps (entry 0).
     fn word(&self) -> &AtomicU64 {
-        // SAFETY: mapped (aligned: a page's start) or boxed, and alive
-        // until drop.
-        unsafe { self.ptr.as_ref() }
+        self.entry(0)
     }
 
     /// The reader is about to sleep: from now on a deciding record wakes
@@ -144,8 +143,9 @@ impl ReaderWord {
     /// Entry `i` of the array (within the mapped page, or the own array).
     fn entry(&self, i: u32) -> &AtomicU64 {
         debug_assert!(i < READER_ENTRIES);
-        // SAFETY: the array's values are 8 bytes apart from its first, in
-        // the same page (or the own array's); `i` is below its length.
+        // SAFETY: mapped (aligned: a page's start) or boxed, alive until
+        // drop; the array's values are 8 bytes apart from its first, in the
+        // same page (or the own array's), and `i` is below its length.
         unsafe { &*self.ptr.as_ptr().add(i as usize) }
     }
 

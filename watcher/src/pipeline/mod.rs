@@ -514,8 +514,8 @@ struct Loop<'o> {
 struct Tally {
     /// Events by kind number (a map lookup by name per event was ~1 % of a fork loop).
     by_kind: [u64; watcher_common::TABLE_FULL_BASE as usize],
-    kernel_to_read: crate::output::stages::Histogram,
-    /// Of those, records that can decide a finding, and the others.
+    /// Kernel → read, records that can decide a finding and the others
+    /// (`kernel_to_read`, every record, is both together: made at publication).
     kernel_to_read_deciding: crate::output::stages::Histogram,
     kernel_to_read_bulk: crate::output::stages::Histogram,
     read_to_decided: crate::output::stages::Histogram,
@@ -532,7 +532,8 @@ impl Tally {
                 .entry(EventKind::from_u32(k as u32).as_str())
                 .or_default() += n;
         }
-        s.stages.kernel_to_read.merge(&t.kernel_to_read);
+        s.stages.kernel_to_read.merge(&t.kernel_to_read_deciding);
+        s.stages.kernel_to_read.merge(&t.kernel_to_read_bulk);
         s.stages
             .kernel_to_read_deciding
             .merge(&t.kernel_to_read_deciding);
@@ -726,7 +727,6 @@ impl Loop<'_> {
                 continue;
             }
             let waited = read_ns.saturating_sub(ev.header.ts_ns);
-            self.tally.kernel_to_read.observe_ns(waited);
             if ev.header.flags & watcher_common::HEADER_DECIDING != 0 {
                 self.tally.kernel_to_read_deciding.observe_ns(waited);
             } else {
