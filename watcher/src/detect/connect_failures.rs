@@ -254,9 +254,13 @@ impl ConnectFailures {
         shadowed: &dyn Fn(u32, u16) -> Option<String>,
     ) -> Option<Finding> {
         let d = self.dests.remove(&key);
+        // (Most connects succeed with nothing open: nothing is built for them.)
+        if !self.incidents.is_open(&key) {
+            return None;
+        }
         // The resolution carries what the incident says at its last failure
         // (failures counted since its last update were not built then).
-        if let (Some(d), true) = (d, self.incidents.is_open(&key)) {
+        if let Some(d) = d {
             let (facts, processes) = Self::said(key, &d, self.window_ns, shadowed);
             let (summary, details) = facts.said();
             self.incidents.amend(&key, |inc| {
