@@ -145,12 +145,13 @@ fn main() {
     let mut buf = Vec::with_capacity(4096);
     let mut bytes = 0usize;
     let mut findings = 0usize;
+    let mut recs_out = Vec::with_capacity(1);
     let t = Instant::now();
     for r in &recs {
         let ev = decode(r).expect("decodes");
         // A findings-only feed does not build event records at all (as `watcher run` does).
-        let (rec, fs) = engine.handle_opt(&ev, json);
-        if let Some(rec) = rec {
+        let fs = engine.handle_opt(&ev, json.then_some(&mut recs_out));
+        for rec in recs_out.drain(..) {
             buf.clear();
             serde_json::to_writer(&mut buf, &rec).expect("serializes");
             bytes += buf.len();

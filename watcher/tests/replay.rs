@@ -46,7 +46,7 @@ fn replay(bytes: &[u8]) -> Vec<String> {
             continue;
         };
         fire_deadlines(&mut engine, ev.header.ts_ns, &mut out);
-        let (_, fs) = engine.handle_opt(&ev, false);
+        let fs = engine.handle_opt(&ev, None);
         say(&engine, fs, &mut out);
         last = last.max(ev.header.ts_ns);
     }

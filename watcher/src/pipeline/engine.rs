@@ -338,7 +338,9 @@ impl Engine {
     }
 
     pub fn handle(&mut self, ev: &KernelEvent) -> (Option<Record>, Vec<Finding>) {
-        self.handle_opt(ev, true)
+        let mut records = Vec::new();
+        let f = self.handle_opt(ev, Some(&mut records));
+        (records.pop(), f)
     }
 
     /// What the container runtime's worker said (applied between batches):
@@ -378,8 +380,14 @@ impl Engine {
         (line, findings)
     }
 
-    /// Like [`Engine::handle`]; the event's own record is built only when `build`.
-    pub fn handle_opt(&mut self, ev: &KernelEvent, build: bool) -> (Option<Record>, Vec<Finding>) {
+    /// Like [`Engine::handle`]; the event's own record is built only when
+    /// asked for, and pushed onto `records` (not returned: a record is
+    /// 664 bytes, a return would copy it on every event).
+    pub fn handle_opt(
+        &mut self,
+        ev: &KernelEvent,
+        records: Option<&mut Vec<Record>>,
+    ) -> Vec<Finding> {
         // A command line longer than the kernel's cap is kept cut (the
         // kernel copies up to `--args-bytes`, 4 KiB by default: what a
         // record keeps of one at most; nothing is read from /proc for it).
@@ -406,11 +414,9 @@ impl Engine {
             }
         }
         let (touched, owner) = self.enricher.observe(ev);
-        let record = if build {
-            self.enricher.build(ev, &touched, owner.as_ref())
-        } else {
-            None
-        };
+        if let Some(out) = records {
+            out.extend(self.enricher.build(ev, &touched, owner.as_ref()));
+        }
         let subject = touched.subject.get(&self.enricher.procs);
         let me = subject.map(|p| p.key.tgid).unwrap_or(ev.header.tgid);
         let confirm =
@@ -511,7 +517,7 @@ impl Engine {
         for (netns, via) in std::mem::take(&mut self.detectors.ports_exhausted.asks) {
             self.lookup.summary(netns, via);
         }
-        (record, self.hold(findings))
+        self.hold(findings)
     }
 
     /// Records were lost: reconcile with `/proc` (off this thread) before
@@ -762,8 +768,7 @@ impl Engine {
                     self.reconciled_processes += 1;
                 }
                 for ev in events {
-                    let (_, f) = self.handle_opt(&ev, false);
-                    out.extend(f);
+                    out.extend(self.handle_opt(&ev, None));
                 }
             }
             // Processes that started unseen.

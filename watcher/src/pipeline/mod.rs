@@ -732,7 +732,9 @@ impl Loop<'_> {
             } else {
                 self.tally.kernel_to_read_bulk.observe_ns(waited);
             }
-            let (r, fs) = self.engine.handle_opt(&ev, wants_events);
+            let fs = self
+                .engine
+                .handle_opt(&ev, wants_events.then_some(&mut self.records));
             if !fs.is_empty() {
                 let now = Clock::mono_now();
                 for _ in &fs {
@@ -744,7 +746,6 @@ impl Loop<'_> {
             if let Some(n) = self.tally.by_kind.get_mut(ev.kind() as usize) {
                 *n += 1;
             }
-            self.records.extend(r);
             self.found(&fs, true);
             if !fs.is_empty() && !self.consumer_gone {
                 let now = std::mem::take(&mut self.records);
