@@ -125,12 +125,144 @@ fn records(n: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// The processes a mix's parents descend from, as the forks that made
+/// them: init → 40 (a session) → 50 (a shell) → each of `pids`.
+fn ancestry(pids: &[u32]) -> Vec<Vec<u8>> {
+    let fork = |parent: u32, child: u32| {
+        encode(&Event {
+            header: header_for::<ForkData>(EventKind::Fork, 1_000, parent, parent, "sh"),
+            data: ForkData {
+                child_pid: child,
+                child_tgid: child,
+                clone_flags: 0x11,
+                cgroup_id: 0,
+            },
+        })
+    };
+    let mut out = vec![fork(1, 40), fork(40, 50)];
+    out.extend(pids.iter().map(|p| fork(50, *p)));
+    out
+}
+
+/// A fork/exit/wait loop in each of two parents forking by turns (the
+/// live bench's `forks` mix): fork, exit, reap.
+fn forks(n: usize) -> Vec<Vec<u8>> {
+    let mut out = ancestry(&[100, 101]);
+    let mut ts = 1_000_000_000u64;
+    let mut pid = 10_000u32;
+    let exit = |parent: u32| ExitData {
+        exit_code: 0,
+        group_dead: 1,
+        parent_tgid: parent,
+        parent_waiting: 1,
+        cgroup_id: 0,
+        pidns: 0,
+        ns_pid: 0,
+        flags: 0,
+        reaper_tgid: 0,
+    };
+    for i in 0.. {
+        if out.len() >= n {
+            break;
+        }
+        ts += 20_000;
+        let parent = [100u32, 101][i % 2];
+        pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
+        out.push(encode(&Event {
+            header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "actor"),
+            data: ForkData {
+                child_pid: pid,
+                child_tgid: pid,
+                clone_flags: 0x11,
+                cgroup_id: 0,
+            },
+        }));
+        out.push(encode(&Event {
+            header: header_for::<ExitData>(EventKind::Exit, ts + 5_000, pid, pid, "actor"),
+            data: exit(parent),
+        }));
+        out.push(encode(&Event {
+            header: header_for::<ReapData>(EventKind::Reap, ts + 6_000, parent, parent, "actor"),
+            data: ReapData {
+                reaped_pid: pid,
+                source: 1,
+            },
+        }));
+    }
+    out.truncate(n);
+    out
+}
+
+/// Accepted TCP connects of two long-lived clients by turns (the live
+/// bench's `connects` mix, client side: what the kernel forwards):
+/// CLOSE→SYN_SENT in the connecting task, SYN_SENT→ESTABLISHED in the
+/// softirq, the connect's return.
+fn connects(n: usize) -> Vec<Vec<u8>> {
+    let mut out = ancestry(&[200, 201]);
+    let mut ts = 1_000_000_000u64;
+    let state = |sk: u64, old: u32, new: u32, sport: u16| TcpStateData {
+        skaddr: sk,
+        old_state: old,
+        new_state: new,
+        sport,
+        dport: 5432,
+        family: AF_INET,
+        protocol: 6,
+        saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        netns: 0,
+        inode: 0,
+        ..Default::default()
+    };
+    for i in 0u64.. {
+        if out.len() >= n {
+            break;
+        }
+        ts += 10_000;
+        let pid = [200u32, 201][(i % 2) as usize];
+        let sk = 0xffff_0000_0000_0000 | (i % 50_000);
+        let sport = 32_768 + (i % 28_000) as u16;
+        out.push(encode(&Event {
+            header: header_for::<TcpStateData>(EventKind::TcpState, ts, pid, pid, "clients"),
+            data: state(sk, 7, 2, 0),
+        }));
+        out.push(encode(&Event {
+            header: header_for::<TcpStateData>(EventKind::TcpState, ts + 50, 0, 0, "swapper/0"),
+            data: state(sk, 2, 1, sport),
+        }));
+        out.push(encode(&Event {
+            header: header_for::<SockCallData>(EventKind::Connect, ts + 80, pid, pid, "clients"),
+            data: SockCallData {
+                fd: 3,
+                ret: 0,
+                family: AF_INET,
+                port: 5432,
+                sock_type: 1,
+                addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                scope_id: 0,
+                netns: 0,
+                skaddr: sk,
+                inode: 0,
+                ..Default::default()
+            },
+        }));
+    }
+    out.truncate(n);
+    out
+}
+
 fn main() {
     let n: usize = std::env::var("REPLAY_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let recs = records(n);
+    // REPLAY_MIX=forks|connects: one of the live bench's mixes alone.
+    let mix = std::env::var("REPLAY_MIX").unwrap_or_default();
+    let recs = match mix.as_str() {
+        "forks" => forks(n),
+        "connects" => connects(n),
+        _ => records(n),
+    };
     let table = ProcessTable::with_parent_lookup(65_536, Box::new(|_| Some(1)));
     let mut engine = Engine::new(
         DetectConfig::default(),
@@ -164,8 +296,9 @@ fn main() {
     }
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "replay ({}): {n} events in {secs:.3} s on one thread: {:.0} events/s ({} MB of JSON, {findings} findings)",
+        "replay ({}{}): {n} events in {secs:.3} s on one thread: {:.0} events/s ({} MB of JSON, {findings} findings)",
         if json { "every event serialized" } else { "findings only" },
+        if mix.is_empty() { String::new() } else { format!(", {mix}") },
         n as f64 / secs,
         bytes / 1_000_000
     );

@@ -50,6 +50,8 @@ detector!(ForkStorm, |s, i, _c| ForkStorm::on_event(s, i),
 
 const BUCKETS: usize = 20;
 const SECOND: u64 = 1_000_000_000;
+/// Ancestor chains kept besides the current one (see [`ForkStorm::chain_for`]).
+const KEPT_CHAINS: usize = 7;
 
 #[derive(Default)]
 struct Rate {
@@ -159,6 +161,12 @@ pub struct ForkStorm {
     /// one of its processes exits (its children are reparented), which
     /// drops it.
     chain_of: u32,
+    /// The chains of the last few other parents (whose, chain), so that
+    /// parents forking at once (a build's jobs, one loop per CPU) do not
+    /// walk theirs again at every fork and exit, by turns.
+    kept: Vec<(u32, Vec<u32>)>,
+    /// The next of `kept` to give up for a new chain.
+    kept_next: usize,
     /// Whose forks can decide a finding, and until when (the kernel makes
     /// forks urgent meanwhile: `watcher_common::wake`).
     deciding: Deciding,
@@ -222,23 +230,59 @@ impl ForkStorm {
             chain: Vec::new(),
             walk: Vec::new(),
             chain_of: 0,
+            kept: Vec::new(),
+            kept_next: 0,
             deciding: Deciding::default(),
         }
     }
 
-    /// `self.chain` made `pid`'s ancestor chain (see [`ForkStorm::chain_of`]).
+    /// `self.chain` made `pid`'s ancestor chain (see [`ForkStorm::chain_of`]):
+    /// the current one, one of the kept ones, or walked anew (then the
+    /// current one is kept, in place of the oldest kept when they are
+    /// [`KEPT_CHAINS`]).
     fn chain_for(&mut self, i: &Input, pid: u32) {
-        if self.chain_of != pid {
-            Self::ancestors_into(i, pid, &mut self.chain);
-            self.chain_of = pid;
+        if self.chain_of == pid && pid != 0 {
+            return;
+        }
+        let current = (self.chain_of, std::mem::take(&mut self.chain));
+        if let Some(j) = self.kept.iter().position(|(of, _)| *of == pid && pid != 0) {
+            let (of, chain) = std::mem::replace(&mut self.kept[j], current);
+            (self.chain_of, self.chain) = (of, chain);
+            return;
+        }
+        let mut chain = if current.0 == 0 {
+            current.1
+        } else if self.kept.len() < KEPT_CHAINS {
+            self.kept.push(current);
+            Vec::new()
+        } else {
+            let j = self.kept_next % KEPT_CHAINS;
+            self.kept_next = j + 1;
+            std::mem::replace(&mut self.kept[j], current).1
+        };
+        Self::ancestors_into(i, pid, &mut chain);
+        (self.chain_of, self.chain) = (pid, chain);
+    }
+
+    /// `pid` exited: the chains it was in change (its children are
+    /// reparented), they are walked again when next wanted.
+    fn chains_drop(&mut self, pid: u32) {
+        if self.chain.contains(&pid) {
+            self.chain_of = 0;
+        }
+        for (of, chain) in &mut self.kept {
+            if chain.contains(&pid) {
+                *of = 0;
+            }
         }
     }
 
     /// Settings from a reloaded configuration: what comes next uses them;
     /// state and open incidents stay.
     pub fn reconfigure(&mut self, cfg: &DetectConfig) {
-        // (Disabled until now, it saw no exits: the chain kept may be stale.)
+        // (Disabled until now, it saw no exits: the chains kept may be stale.)
         self.chain_of = 0;
+        self.kept.clear();
         self.incidents
             .set_limits(cfg.update_interval_ns(), cfg.max_incidents);
         let bucket_ns = (ns(cfg.fork_storm.growth_window_s) / BUCKETS as u64).max(1);
@@ -419,10 +463,8 @@ impl ForkStorm {
                     return out;
                 };
                 let bucket = ts / self.bucket_ns;
-                // (It was an ancestor of the chain kept: the chain changes.)
-                if self.chain.contains(&p.key.tgid) {
-                    self.chain_of = 0;
-                }
+                // (It was an ancestor of a chain kept: the chain changes.)
+                self.chains_drop(p.key.tgid);
                 self.chain_for(i, p.ppid);
                 let chain = std::mem::take(&mut self.chain);
                 for a in &chain {

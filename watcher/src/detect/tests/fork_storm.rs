@@ -159,6 +159,45 @@ fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
     assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
 }
 
+#[test]
+fn parents_forking_by_turns_each_keep_their_chain_until_an_ancestor_exits() {
+    // As above, but 100 and 70 fork by turns from before 60 exits: both
+    // ancestor chains are kept at once (one current, one aside), and 60's
+    // exit must drop 100's wherever it is kept.
+    fn run(sixty_exits: bool) -> Kit {
+        let mut k = Kit::defaults();
+        k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
+        k.fork(2 * S, 50, 60);
+        k.fork(2 * S, 50, 70);
+        k.fork(2 * S, 60, 100);
+        let mut t = 3 * S;
+        k.fork(t, 100, 998);
+        k.fork(t, 70, 999);
+        if sixty_exits {
+            t += MS;
+            k.exit(t, 60, 0);
+            k.reap(t + 1, 50, 60);
+        }
+        let mut pid = 1000;
+        for _ in 0..600 {
+            for parent in [100, 70] {
+                t += MS / 4;
+                k.fork(t, parent, pid);
+                pid += 1;
+            }
+        }
+        k
+    }
+    let k = run(true);
+    assert!(
+        !k.all.iter().any(|x| x.kind.as_str() == "fork_storm"),
+        "{:?}",
+        ks(&k.all)
+    );
+    let k = run(false);
+    assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
+}
+
 /// Forks that can decide a fork storm are urgent in the kernel while they
 /// can (`forks_decide_until`): from a parent's 250th fork in a second that
 /// can open one until it opens (at most to the end of that second), not in
