@@ -80,10 +80,14 @@ impl Feed {
                 .with_context(|| format!("starting the {name} sink's thread"))
         };
         if f.stdout {
-            lanes.push(lane(
-                "stdout",
-                Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
-            )?);
+            lanes.push(
+                lane(
+                    "stdout",
+                    Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
+                )?
+                // (A finding is written at once when stdout can take it.)
+                .with_direct(crate::output::lane::Direct::stdout()),
+            );
         }
         if let Some(p) = &f.file {
             let file = FileSink::open(p)
@@ -226,6 +230,8 @@ impl Output for Feed {
             s.sink_drops
                 .insert(lane.name().into(), lane.dropped() + lane.errors());
             s.sink_latency.insert(lane.name().into(), lane.latency());
+            s.sink_direct
+                .insert(lane.name().into(), lane.direct_writes());
         }
         Ok(true)
     }

@@ -49,11 +49,13 @@ struct Terminal {
 
 impl Terminal {
     fn line(&self, r: &Record) -> serde_json::Result<Line> {
-        Ok(match (&r.body, self.color, self.json) {
+        let mut line = match (&r.body, self.color, self.json) {
             (_, _, true) => Line::of(r)?,
             (Body::Finding(f), true, false) => Line::text(human::finding_line(r, f, true)),
             _ => Line::text(human::line(r)),
-        })
+        };
+        line.urgent = Line::acted_on(r);
+        Ok(line)
     }
 
     /// Write what is queued; the lines stdout could not take.
@@ -170,7 +172,9 @@ pub fn run(mut s: TraceSettings) -> anyhow::Result<ExitCode> {
                 Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
                 LANE_QUEUE,
             )
-            .context("starting the thread that writes stdout")?,
+            .context("starting the thread that writes stdout")?
+            // (A finding is written at once when stdout can take it.)
+            .with_direct(crate::output::lane::Direct::stdout()),
         ),
         shown: 0,
     };

@@ -65,6 +65,8 @@ pub struct Stats {
     pub records_written: u64,
     /// Records a sink could not take (per sink name).
     pub sink_drops: BTreeMap<String, u64>,
+    /// Urgent records a sink's lane let the pipeline write at once (per sink name).
+    pub sink_direct: BTreeMap<String, u64>,
     /// Consumers connected to the feed socket now (None: no socket).
     pub socket_consumers: Option<u64>,
     /// Per sink: a line offered to its queue → written by its thread.
