@@ -193,6 +193,73 @@ fn forks(n: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// Execs with a 3 KB command line (the live bench's `execs` mix): a loop in
+/// each of two parents forking by turns, each child exec'ing `/bin/true`
+/// with one 3,000-byte argument, exiting and reaped.
+fn execs(n: usize) -> Vec<Vec<u8>> {
+    let mut out = ancestry(&[100, 101]);
+    let mut ts = 1_000_000_000u64;
+    let mut pid = 10_000u32;
+    let big = "z".repeat(3000);
+    let args = format!("/bin/true\0{big}\0");
+    for i in 0.. {
+        if out.len() >= n {
+            break;
+        }
+        ts += 100_000;
+        let parent = [100u32, 101][i % 2];
+        pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
+        out.push(encode(&Event {
+            header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "actor"),
+            data: ForkData {
+                child_pid: pid,
+                child_tgid: pid,
+                clone_flags: 0x11,
+                cgroup_id: 0,
+            },
+        }));
+        let mut d = ExecData {
+            old_pid: pid,
+            filename_len: 9,
+            args_len: args.len() as u32,
+            args_full_len: args.len() as u32,
+            cgroup_id: 0,
+            filename: [0; FILENAME_LEN],
+        };
+        d.filename[..9].copy_from_slice(b"/bin/true");
+        out.push(encode_exec(
+            &Event {
+                header: header_for::<ExecData>(EventKind::Exec, ts + 300, pid, pid, "true"),
+                data: d,
+            },
+            args.as_bytes(),
+        ));
+        out.push(encode(&Event {
+            header: header_for::<ExitData>(EventKind::Exit, ts + 50_000, pid, pid, "true"),
+            data: ExitData {
+                exit_code: 0,
+                group_dead: 1,
+                parent_tgid: parent,
+                parent_waiting: 1,
+                cgroup_id: 0,
+                pidns: 0,
+                ns_pid: 0,
+                flags: 0,
+                reaper_tgid: 0,
+            },
+        }));
+        out.push(encode(&Event {
+            header: header_for::<ReapData>(EventKind::Reap, ts + 51_000, parent, parent, "actor"),
+            data: ReapData {
+                reaped_pid: pid,
+                source: 1,
+            },
+        }));
+    }
+    out.truncate(n);
+    out
+}
+
 /// Accepted TCP connects of two long-lived clients by turns (the live
 /// bench's `connects` mix, client side: what the kernel forwards):
 /// CLOSE→SYN_SENT in the connecting task, SYN_SENT→ESTABLISHED in the
@@ -256,11 +323,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    // REPLAY_MIX=forks|connects: one of the live bench's mixes alone.
+    // REPLAY_MIX=forks|connects|execs: one of the live bench's mixes alone.
     let mix = std::env::var("REPLAY_MIX").unwrap_or_default();
     let recs = match mix.as_str() {
         "forks" => forks(n),
         "connects" => connects(n),
+        "execs" => execs(n),
         _ => records(n),
     };
     let table = ProcessTable::with_parent_lookup(65_536, Box::new(|_| Some(1)));
