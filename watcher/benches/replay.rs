@@ -15,6 +15,48 @@ use watcher_common::{
     FILENAME_LEN,
 };
 
+/// A fork record: `parent` (named `comm`) forked `child`.
+fn fork_rec(ts: u64, parent: u32, child: u32, comm: &str) -> Vec<u8> {
+    encode(&Event {
+        header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, comm),
+        data: ForkData {
+            child_pid: child,
+            child_tgid: child,
+            clone_flags: 0x11,
+            cgroup_id: 0,
+        },
+    })
+}
+
+/// The exit (status 0, its parent waiting) of `pid`, named `comm`.
+fn exit_rec(ts: u64, pid: u32, parent: u32, comm: &str) -> Vec<u8> {
+    encode(&Event {
+        header: header_for::<ExitData>(EventKind::Exit, ts, pid, pid, comm),
+        data: ExitData {
+            exit_code: 0,
+            group_dead: 1,
+            parent_tgid: parent,
+            parent_waiting: 1,
+            cgroup_id: 0,
+            pidns: 0,
+            ns_pid: 0,
+            flags: 0,
+            reaper_tgid: 0,
+        },
+    })
+}
+
+/// `parent` (named `comm`) reaped `child`.
+fn reap_rec(ts: u64, parent: u32, child: u32, comm: &str) -> Vec<u8> {
+    encode(&Event {
+        header: header_for::<ReapData>(EventKind::Reap, ts, parent, parent, comm),
+        data: ReapData {
+            reaped_pid: child,
+            source: 1,
+        },
+    })
+}
+
 fn records(n: usize) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(n);
     let mut ts = 1_000_000_000u64;
@@ -25,15 +67,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
         ts += 3_000;
         let parent = parents[i % parents.len()];
         pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
-        out.push(encode(&Event {
-            header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "make"),
-            data: ForkData {
-                child_pid: pid,
-                child_tgid: pid,
-                clone_flags: 0x11,
-                cgroup_id: 0,
-            },
-        }));
+        out.push(fork_rec(ts, parent, pid, "make"));
         let mut d = ExecData {
             old_pid: pid,
             filename_len: 12,
@@ -98,27 +132,8 @@ fn records(n: usize) -> Vec<Vec<u8>> {
                 },
             }));
         }
-        out.push(encode(&Event {
-            header: header_for::<ExitData>(EventKind::Exit, ts + 2_000, pid, pid, "cc1"),
-            data: ExitData {
-                exit_code: 0,
-                group_dead: 1,
-                parent_tgid: parent,
-                parent_waiting: 1,
-                cgroup_id: 0,
-                pidns: 0,
-                ns_pid: 0,
-                flags: 0,
-                reaper_tgid: 0,
-            },
-        }));
-        out.push(encode(&Event {
-            header: header_for::<ReapData>(EventKind::Reap, ts + 2_100, parent, parent, "make"),
-            data: ReapData {
-                reaped_pid: pid,
-                source: 1,
-            },
-        }));
+        out.push(exit_rec(ts + 2_000, pid, parent, "cc1"));
+        out.push(reap_rec(ts + 2_100, parent, pid, "make"));
         i += 1;
     }
     out.truncate(n);
@@ -128,17 +143,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
 /// The processes a mix's parents descend from, as the forks that made
 /// them: init → 40 (a session) → 50 (a shell) → each of `pids`.
 fn ancestry(pids: &[u32]) -> Vec<Vec<u8>> {
-    let fork = |parent: u32, child: u32| {
-        encode(&Event {
-            header: header_for::<ForkData>(EventKind::Fork, 1_000, parent, parent, "sh"),
-            data: ForkData {
-                child_pid: child,
-                child_tgid: child,
-                clone_flags: 0x11,
-                cgroup_id: 0,
-            },
-        })
-    };
+    let fork = |parent: u32, child: u32| fork_rec(1_000, parent, child, "sh");
     let mut out = vec![fork(1, 40), fork(40, 50)];
     out.extend(pids.iter().map(|p| fork(50, *p)));
     out
@@ -150,17 +155,6 @@ fn forks(n: usize) -> Vec<Vec<u8>> {
     let mut out = ancestry(&[100, 101]);
     let mut ts = 1_000_000_000u64;
     let mut pid = 10_000u32;
-    let exit = |parent: u32| ExitData {
-        exit_code: 0,
-        group_dead: 1,
-        parent_tgid: parent,
-        parent_waiting: 1,
-        cgroup_id: 0,
-        pidns: 0,
-        ns_pid: 0,
-        flags: 0,
-        reaper_tgid: 0,
-    };
     for i in 0.. {
         if out.len() >= n {
             break;
@@ -168,26 +162,9 @@ fn forks(n: usize) -> Vec<Vec<u8>> {
         ts += 20_000;
         let parent = [100u32, 101][i % 2];
         pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
-        out.push(encode(&Event {
-            header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "actor"),
-            data: ForkData {
-                child_pid: pid,
-                child_tgid: pid,
-                clone_flags: 0x11,
-                cgroup_id: 0,
-            },
-        }));
-        out.push(encode(&Event {
-            header: header_for::<ExitData>(EventKind::Exit, ts + 5_000, pid, pid, "actor"),
-            data: exit(parent),
-        }));
-        out.push(encode(&Event {
-            header: header_for::<ReapData>(EventKind::Reap, ts + 6_000, parent, parent, "actor"),
-            data: ReapData {
-                reaped_pid: pid,
-                source: 1,
-            },
-        }));
+        out.push(fork_rec(ts, parent, pid, "actor"));
+        out.push(exit_rec(ts + 5_000, pid, parent, "actor"));
+        out.push(reap_rec(ts + 6_000, parent, pid, "actor"));
     }
     out.truncate(n);
     out
@@ -209,15 +186,7 @@ fn execs(n: usize) -> Vec<Vec<u8>> {
         ts += 100_000;
         let parent = [100u32, 101][i % 2];
         pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
-        out.push(encode(&Event {
-            header: header_for::<ForkData>(EventKind::Fork, ts, parent, parent, "actor"),
-            data: ForkData {
-                child_pid: pid,
-                child_tgid: pid,
-                clone_flags: 0x11,
-                cgroup_id: 0,
-            },
-        }));
+        out.push(fork_rec(ts, parent, pid, "actor"));
         let mut d = ExecData {
             old_pid: pid,
             filename_len: 9,
@@ -234,27 +203,8 @@ fn execs(n: usize) -> Vec<Vec<u8>> {
             },
             args.as_bytes(),
         ));
-        out.push(encode(&Event {
-            header: header_for::<ExitData>(EventKind::Exit, ts + 50_000, pid, pid, "true"),
-            data: ExitData {
-                exit_code: 0,
-                group_dead: 1,
-                parent_tgid: parent,
-                parent_waiting: 1,
-                cgroup_id: 0,
-                pidns: 0,
-                ns_pid: 0,
-                flags: 0,
-                reaper_tgid: 0,
-            },
-        }));
-        out.push(encode(&Event {
-            header: header_for::<ReapData>(EventKind::Reap, ts + 51_000, parent, parent, "actor"),
-            data: ReapData {
-                reaped_pid: pid,
-                source: 1,
-            },
-        }));
+        out.push(exit_rec(ts + 50_000, pid, parent, "true"));
+        out.push(reap_rec(ts + 51_000, parent, pid, "actor"));
     }
     out.truncate(n);
     out

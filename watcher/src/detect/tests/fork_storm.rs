@@ -118,6 +118,16 @@ fn a_parallel_build_is_not_a_fork_storm() {
     assert!(k.all.is_empty(), "{:?}", ks(&k.all));
 }
 
+/// bash 50 with children 60 and 70; 60's child 100.
+fn bash_tree() -> Kit {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
+    k.fork(2 * S, 50, 60);
+    k.fork(2 * S, 50, 70);
+    k.fork(2 * S, 60, 100);
+    k
+}
+
 #[test]
 fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
     // bash 50 has children 60 and 70; 60's child 100 forks once, then 60
@@ -126,11 +136,7 @@ fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
     // (the ancestor chain kept between forks is dropped when one of its
     // processes exits).
     fn run(sixty_exits: bool) -> Kit {
-        let mut k = Kit::defaults();
-        k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
-        k.fork(2 * S, 50, 60);
-        k.fork(2 * S, 50, 70);
-        k.fork(2 * S, 60, 100);
+        let mut k = bash_tree();
         let mut t = 3 * S;
         k.fork(t, 100, 999);
         if sixty_exits {
@@ -149,11 +155,7 @@ fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
         k
     }
     let k = run(true);
-    assert!(
-        !k.all.iter().any(|x| x.kind.as_str() == "fork_storm"),
-        "{:?}",
-        ks(&k.all)
-    );
+    assert!(!opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
     // Both ways: while 60 lives, bash's tree grows by 1,201.
     let k = run(false);
     assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
@@ -165,11 +167,7 @@ fn parents_forking_by_turns_each_keep_their_chain_until_an_ancestor_exits() {
     // ancestor chains are kept at once (one current, one aside), and 60's
     // exit must drop 100's wherever it is kept.
     fn run(sixty_exits: bool) -> Kit {
-        let mut k = Kit::defaults();
-        k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
-        k.fork(2 * S, 50, 60);
-        k.fork(2 * S, 50, 70);
-        k.fork(2 * S, 60, 100);
+        let mut k = bash_tree();
         let mut t = 3 * S;
         k.fork(t, 100, 998);
         k.fork(t, 70, 999);
@@ -189,11 +187,7 @@ fn parents_forking_by_turns_each_keep_their_chain_until_an_ancestor_exits() {
         k
     }
     let k = run(true);
-    assert!(
-        !k.all.iter().any(|x| x.kind.as_str() == "fork_storm"),
-        "{:?}",
-        ks(&k.all)
-    );
+    assert!(!opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
     let k = run(false);
     assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
 }
