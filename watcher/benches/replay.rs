@@ -149,9 +149,11 @@ fn ancestry(pids: &[u32]) -> Vec<Vec<u8>> {
     out
 }
 
-/// A fork/exit/wait loop in each of two parents forking by turns (the
-/// live bench's `forks` mix): fork, exit, reap.
-fn forks(n: usize) -> Vec<Vec<u8>> {
+/// A fork/exit/wait loop in each of two parents forking by turns: a child
+/// every `every` ns that exits `lives` ns after its fork and is reaped a
+/// microsecond later; with `args`, it execs `/bin/true` with that command
+/// line first.
+fn child_loops(n: usize, every: u64, lives: u64, args: Option<&str>) -> Vec<Vec<u8>> {
     let mut out = ancestry(&[100, 101]);
     let mut ts = 1_000_000_000u64;
     let mut pid = 10_000u32;
@@ -159,55 +161,47 @@ fn forks(n: usize) -> Vec<Vec<u8>> {
         if out.len() >= n {
             break;
         }
-        ts += 20_000;
+        ts += every;
         let parent = [100u32, 101][i % 2];
         pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
         out.push(fork_rec(ts, parent, pid, "actor"));
-        out.push(exit_rec(ts + 5_000, pid, parent, "actor"));
-        out.push(reap_rec(ts + 6_000, parent, pid, "actor"));
+        let mut comm = "actor";
+        if let Some(args) = args {
+            let mut d = ExecData {
+                old_pid: pid,
+                filename_len: 9,
+                args_len: args.len() as u32,
+                args_full_len: args.len() as u32,
+                cgroup_id: 0,
+                filename: [0; FILENAME_LEN],
+            };
+            d.filename[..9].copy_from_slice(b"/bin/true");
+            out.push(encode_exec(
+                &Event {
+                    header: header_for::<ExecData>(EventKind::Exec, ts + 300, pid, pid, "true"),
+                    data: d,
+                },
+                args.as_bytes(),
+            ));
+            comm = "true";
+        }
+        out.push(exit_rec(ts + lives, pid, parent, comm));
+        out.push(reap_rec(ts + lives + 1_000, parent, pid, "actor"));
     }
     out.truncate(n);
     out
 }
 
-/// Execs with a 3 KB command line (the live bench's `execs` mix): a loop in
-/// each of two parents forking by turns, each child exec'ing `/bin/true`
-/// with one 3,000-byte argument, exiting and reaped.
+/// The live bench's `forks` mix: fork, exit, reap.
+fn forks(n: usize) -> Vec<Vec<u8>> {
+    child_loops(n, 20_000, 5_000, None)
+}
+
+/// The live bench's `execs` mix: each child execs `/bin/true` with one
+/// 3,000-byte argument.
 fn execs(n: usize) -> Vec<Vec<u8>> {
-    let mut out = ancestry(&[100, 101]);
-    let mut ts = 1_000_000_000u64;
-    let mut pid = 10_000u32;
-    let big = "z".repeat(3000);
-    let args = format!("/bin/true\0{big}\0");
-    for i in 0.. {
-        if out.len() >= n {
-            break;
-        }
-        ts += 100_000;
-        let parent = [100u32, 101][i % 2];
-        pid = if pid > 4_000_000 { 10_000 } else { pid + 1 };
-        out.push(fork_rec(ts, parent, pid, "actor"));
-        let mut d = ExecData {
-            old_pid: pid,
-            filename_len: 9,
-            args_len: args.len() as u32,
-            args_full_len: args.len() as u32,
-            cgroup_id: 0,
-            filename: [0; FILENAME_LEN],
-        };
-        d.filename[..9].copy_from_slice(b"/bin/true");
-        out.push(encode_exec(
-            &Event {
-                header: header_for::<ExecData>(EventKind::Exec, ts + 300, pid, pid, "true"),
-                data: d,
-            },
-            args.as_bytes(),
-        ));
-        out.push(exit_rec(ts + 50_000, pid, parent, "true"));
-        out.push(reap_rec(ts + 51_000, parent, pid, "actor"));
-    }
-    out.truncate(n);
-    out
+    let args = format!("/bin/true\0{}\0", "z".repeat(3000));
+    child_loops(n, 100_000, 50_000, Some(&args))
 }
 
 /// Accepted TCP connects of two long-lived clients by turns (the live

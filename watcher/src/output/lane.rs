@@ -514,6 +514,14 @@ mod tests {
         }
     }
 
+    /// Until `done` holds, for 5 s at most (the test's assertions say the rest).
+    fn wait_for(mut done: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !done() && Instant::now() < until {
+            std::thread::yield_now();
+        }
+    }
+
     /// A record that says `n` (a loss record's total).
     fn record(n: u64) -> Line {
         missed_line(0, n, "test")
@@ -569,16 +577,12 @@ mod tests {
         assert_eq!(dropped, 95);
         // The sink moves again: a loss record first, then what comes next.
         drop(go);
-        let until = Instant::now() + Duration::from_secs(5);
-        while !out
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("sink_too_slow"))
-            && Instant::now() < until
-        {
-            std::thread::yield_now();
-        }
+        wait_for(|| {
+            out.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("sink_too_slow"))
+        });
         stalled.send(record(1000));
         drop(stalled);
         let got = out.lock().unwrap().clone();
@@ -607,10 +611,7 @@ mod tests {
         }
         let lane = Lane::start("closed", Box::new(Closed), 4).unwrap();
         lane.send(record(1));
-        let until = Instant::now() + Duration::from_secs(5);
-        while !lane.gone() && Instant::now() < until {
-            std::thread::yield_now();
-        }
+        wait_for(|| lane.gone());
         assert!(lane.gone());
         assert_eq!(lane.errors(), 0);
     }
@@ -714,20 +715,14 @@ mod tests {
         assert_eq!(unread(&r), "");
         go.send(()).unwrap();
         go.send(()).unwrap();
-        let until = Instant::now() + Duration::from_secs(5);
-        while out.lock().unwrap().len() < 2 && Instant::now() < until {
-            std::thread::yield_now();
-        }
+        wait_for(|| out.lock().unwrap().len() >= 2);
         let got = out.lock().unwrap().clone();
         assert!(
             got[0].contains("\"total\":1,") && got[1].contains("\"total\":2,"),
             "{got:?}"
         );
         // The lane has written everything: the next urgent line goes at once.
-        let until = Instant::now() + Duration::from_secs(5);
-        while lane.shared.pending.load(Ordering::Acquire) != 0 && Instant::now() < until {
-            std::thread::yield_now();
-        }
+        wait_for(|| lane.shared.pending.load(Ordering::Acquire) == 0);
         lane.send(line(3, true));
         assert_eq!(lane.direct_writes(), 1);
         assert!(unread(&r).contains("\"total\":3,"));
@@ -741,10 +736,7 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(1));
         assert_eq!(lane.direct_writes(), 1);
         go.send(()).unwrap();
-        let until = Instant::now() + Duration::from_secs(5);
-        while out.lock().unwrap().len() < 3 && Instant::now() < until {
-            std::thread::yield_now();
-        }
+        wait_for(|| out.lock().unwrap().len() >= 3);
         assert!(out.lock().unwrap()[2].contains("\"total\":4,"));
         drop(go);
     }

@@ -118,46 +118,59 @@ fn a_parallel_build_is_not_a_fork_storm() {
     assert!(k.all.is_empty(), "{:?}", ks(&k.all));
 }
 
-/// bash 50 with children 60 and 70; 60's child 100.
-fn bash_tree() -> Kit {
+/// bash 50 has children 60 and 70, 60 a child 100; 100 forks once (and,
+/// `by_turns`, 70 too), then 60 exits when `sixty_exits` (100 passes to
+/// init), then 100 and 70 fork 600 each — one after the other, or by turns.
+fn forks_around_sixtys_exit(sixty_exits: bool, by_turns: bool) -> Kit {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
     k.fork(2 * S, 50, 60);
     k.fork(2 * S, 50, 70);
     k.fork(2 * S, 60, 100);
+    let mut t = 3 * S;
+    if by_turns {
+        k.fork(t, 100, 998);
+        k.fork(t, 70, 999);
+    } else {
+        k.fork(t, 100, 999);
+    }
+    if sixty_exits {
+        t += MS;
+        k.exit(t, 60, 0);
+        k.reap(t + 1, 50, 60);
+    }
+    let mut pid = 1000;
+    let mut fork = |t: u64, parent: u32| {
+        k.fork(t, parent, pid);
+        pid += 1;
+    };
+    if by_turns {
+        for _ in 0..600 {
+            for parent in [100, 70] {
+                t += MS / 4;
+                fork(t, parent);
+            }
+        }
+    } else {
+        for parent in [100, 70] {
+            for _ in 0..600 {
+                t += MS / 2;
+                fork(t, parent);
+            }
+        }
+    }
     k
 }
 
 #[test]
 fn forks_after_an_ancestor_exits_are_counted_under_the_new_ancestors() {
-    // bash 50 has children 60 and 70; 60's child 100 forks once, then 60
-    // exits (100 passes to init), then 100 forks 600 and 70 forks 600:
     // bash's tree grew by 601, not 1,201 — 100's later forks are not its
     // (the ancestor chain kept between forks is dropped when one of its
     // processes exits).
-    fn run(sixty_exits: bool) -> Kit {
-        let mut k = bash_tree();
-        let mut t = 3 * S;
-        k.fork(t, 100, 999);
-        if sixty_exits {
-            t += MS;
-            k.exit(t, 60, 0);
-            k.reap(t + 1, 50, 60);
-        }
-        let mut pid = 1000;
-        for parent in [100, 70] {
-            for _ in 0..600 {
-                t += MS / 2;
-                k.fork(t, parent, pid);
-                pid += 1;
-            }
-        }
-        k
-    }
-    let k = run(true);
+    let k = forks_around_sixtys_exit(true, false);
     assert!(!opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
     // Both ways: while 60 lives, bash's tree grows by 1,201.
-    let k = run(false);
+    let k = forks_around_sixtys_exit(false, false);
     assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
 }
 
@@ -166,29 +179,9 @@ fn parents_forking_by_turns_each_keep_their_chain_until_an_ancestor_exits() {
     // As above, but 100 and 70 fork by turns from before 60 exits: both
     // ancestor chains are kept at once (one current, one aside), and 60's
     // exit must drop 100's wherever it is kept.
-    fn run(sixty_exits: bool) -> Kit {
-        let mut k = bash_tree();
-        let mut t = 3 * S;
-        k.fork(t, 100, 998);
-        k.fork(t, 70, 999);
-        if sixty_exits {
-            t += MS;
-            k.exit(t, 60, 0);
-            k.reap(t + 1, 50, 60);
-        }
-        let mut pid = 1000;
-        for _ in 0..600 {
-            for parent in [100, 70] {
-                t += MS / 4;
-                k.fork(t, parent, pid);
-                pid += 1;
-            }
-        }
-        k
-    }
-    let k = run(true);
+    let k = forks_around_sixtys_exit(true, true);
     assert!(!opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
-    let k = run(false);
+    let k = forks_around_sixtys_exit(false, true);
     assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
 }
 
