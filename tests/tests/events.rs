@@ -1210,6 +1210,88 @@ fn forks_are_urgent_in_the_kernel_while_a_fork_storm_can_be_decided() {
     );
 }
 
+/// An exec is urgent when more live processes have its name than
+/// `duplicate_instances` lets a program run: the kernel counts, itself, the
+/// live processes each name was given by an exec it saw (`EXEC_LIVE`: pid →
+/// name; `EXEC_CROWD`: name → how many), and userspace writes the number
+/// that makes an exec urgent in `READER`'s fourth entry (11 for the default
+/// limit of 10; `watcher_common::wake`'s unit test has the decision both
+/// ways). Twelve copies of a program under a name of its own (living 3 s),
+/// and their parent: counted 13 while they live, each child under its pid; once they
+/// have ended, the name is gone from the count and their pids from the
+/// table (nothing left to make a later exec of that name urgent).
+#[test]
+fn the_kernel_counts_the_live_processes_of_each_exec_name() {
+    if !require_root() {
+        return;
+    }
+    require_tool("bpftool");
+    let feed = Feed::start(&["trace", "--json", "--type", "exec"]);
+    let limit = watcher_tests::eventually("the crowd limit in the kernel", || {
+        reader_entry(feed.pid, 3).filter(|&n| n != 0)
+    });
+    assert_eq!(
+        limit, 11,
+        "one more than duplicate_instances' default limit"
+    );
+    // The actor under a name no other test's processes have.
+    let name = format!("crowd{}", std::process::id() % 100_000);
+    let dir = std::env::temp_dir().join(format!("watcher-crowd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bin = dir.join(&name);
+    std::fs::copy(ACTOR, &bin).expect("copy the actor");
+    let entries = |map: &str| -> Vec<(Vec<u8>, Vec<u8>)> {
+        watcher_tests::bpf_map_entries(feed.pid, map)
+            .iter()
+            .map(|e| {
+                (
+                    watcher_tests::bpf_bytes(&e["key"]),
+                    watcher_tests::bpf_bytes(&e["value"]),
+                )
+            })
+            .collect()
+    };
+    let named = |b: &[u8]| b.split(|&c| c == 0).next() == Some(name.as_bytes());
+    let count = || -> Option<i64> {
+        entries("EXEC_CROWD")
+            .into_iter()
+            .find(|(k, _)| named(k))
+            .and_then(|(_, v)| v.try_into().ok().map(i64::from_le_bytes))
+    };
+    let mut kids =
+        watcher_tests::spawn_actor(bin.to_str().expect("path"), &["copies", "12", "3000"]);
+    let children: Vec<u32> = kids
+        .value("children")
+        .split(',')
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(children.len(), 12);
+    watcher_tests::eventually("13 live processes of the name counted", || {
+        (count() == Some(13)).then_some(())
+    });
+    let live = entries("EXEC_LIVE");
+    for c in &children {
+        assert!(
+            live.iter()
+                .any(|(k, v)| k.as_slice() == c.to_le_bytes() && named(v)),
+            "child {c} is not in EXEC_LIVE under {name}"
+        );
+    }
+    // Their ends (3 s on) count them out.
+    kids.finish();
+    watcher_tests::eventually("the name gone from the count", || {
+        count().is_none().then_some(())
+    });
+    let live = entries("EXEC_LIVE");
+    assert!(
+        children
+            .iter()
+            .all(|c| !live.iter().any(|(k, _)| k.as_slice() == c.to_le_bytes())),
+        "ended children left in EXEC_LIVE"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The ring layout with one ring buffer per CPU (`--ring-cpus 1`): every
 /// record of processes pinned to each CPU arrives, and each process's
 /// records in order although they cross rings (the fork is written on the

@@ -56,14 +56,28 @@ pub const EXEC_WAKE_ALL: [u8; COMM_LEN] = [0; COMM_LEN];
 /// about to be decided), and are urgent. Entry [`READER_LOST_TOTAL`]: every
 /// record lost and every insert a full table refused, counted by the kernel
 /// (an atomic add; the reader reads it with a load after each drain, and the
-/// per-CPU slots of `LOST` only when it moved).
+/// per-CPU slots of `LOST` only when it moved). Entry [`READER_EXEC_CROWD`]:
+/// an exec is urgent when this many live processes (its own included) got
+/// its name from an exec the kernel saw (0: never; [`crate::wake::exec`]).
 pub const MAP_READER: &str = "READER";
 /// Entries of [`MAP_READER`].
-pub const READER_ENTRIES: u32 = 3;
+pub const READER_ENTRIES: u32 = 4;
 /// The [`MAP_READER`] entry that says until when forks are urgent.
 pub const READER_FORKS_UNTIL: u32 = 1;
 /// The [`MAP_READER`] entry that counts every loss.
 pub const READER_LOST_TOTAL: u32 = 2;
+/// The [`MAP_READER`] entry that says from how many live processes of one
+/// name an exec of that name is urgent (written by userspace: one more than
+/// `duplicate_instances`' limit, 0 when it is off).
+pub const READER_EXEC_CROWD: u32 = 3;
+/// Name of the kernel's count of live processes by the name (`comm`) an
+/// exec gave them (see [`KernelTable::ExecLive`]).
+pub const MAP_EXEC_CROWD: &str = "EXEC_CROWD";
+/// Entries of the kernel's count of live processes by the name (`comm`) an
+/// exec gave them (`EXEC_CROWD`; a name whose count drops to zero leaves).
+/// Full, a new name goes uncounted (its execs are urgent only when
+/// userspace lists them): nothing is lost.
+pub const EXEC_CROWD_ENTRIES: u32 = 4096;
 /// Name of the load-time configuration global.
 pub const GLOBAL_CONFIG: &str = "CONFIG";
 /// Number of slots in [`MAP_LOST`]: one per kind number below
@@ -93,10 +107,15 @@ pub enum KernelTable {
     /// (their close is then forwarded: [`SockCloseData`]). Full, a bind goes
     /// untracked: no loss is counted (nothing is lost).
     Bound = 6,
+    /// Processes that exec'd while watcher runs, by tgid → the name (`comm`)
+    /// the exec gave them, until they end: `EXEC_CROWD` counts them by name
+    /// (see [`crate::wake::exec`]). Full, a process goes uncounted: no loss
+    /// is counted (nothing is lost; its execs wake the reader as before).
+    ExecLive = 7,
 }
 
 impl KernelTable {
-    pub const ALL: [KernelTable; 7] = [
+    pub const ALL: [KernelTable; 8] = [
         KernelTable::PendingSock,
         KernelTable::PendingWaitid,
         KernelTable::Exited,
@@ -104,6 +123,7 @@ impl KernelTable {
         KernelTable::InWait,
         KernelTable::NsReap,
         KernelTable::Bound,
+        KernelTable::ExecLive,
     ];
 
     /// The map's name in the object (and in metrics and loss records, lower-cased).
@@ -116,6 +136,7 @@ impl KernelTable {
             KernelTable::InWait => "IN_WAIT",
             KernelTable::NsReap => "NS_REAP",
             KernelTable::Bound => "BOUND",
+            KernelTable::ExecLive => "EXEC_LIVE",
         }
     }
 
@@ -128,6 +149,7 @@ impl KernelTable {
             KernelTable::InWait => "in_wait",
             KernelTable::NsReap => "ns_reap",
             KernelTable::Bound => "bound",
+            KernelTable::ExecLive => "exec_live",
         }
     }
 
@@ -135,6 +157,7 @@ impl KernelTable {
     pub const fn default_entries(self) -> u32 {
         match self {
             KernelTable::Exited => 65536,
+            KernelTable::ExecLive => 32768,
             _ => 16384,
         }
     }
@@ -152,6 +175,7 @@ impl KernelTable {
             4 => Some(KernelTable::InWait),
             5 => Some(KernelTable::NsReap),
             6 => Some(KernelTable::Bound),
+            7 => Some(KernelTable::ExecLive),
             _ => None,
         }
     }
@@ -838,4 +862,4 @@ mod user {
 }
 // Kind numbers and table slots never share a LOST slot.
 const _: () = assert!((EventKind::SockClose as u32) < TABLE_FULL_BASE);
-const _: () = assert!(KernelTable::Bound.slot() < LOST_SLOTS);
+const _: () = assert!(KernelTable::ExecLive.slot() < LOST_SLOTS);

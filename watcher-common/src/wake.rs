@@ -9,6 +9,7 @@
 //! | fork while a fork storm can be decided (userspace says until when: a parent at half the rate in a second that can open one, a subtree grown by half the limit) | at once | fork_storm |
 //! | other forks, reap, cgroup | never | (state only; a worker re-forked in a crash loop is read by the busy drain) |
 //! | exec of a program userspace listed (`EXEC_WAKE`: a program at half its instance limit or more, a program in a crash loop) | at once | duplicate_instances, respawn_storm (the restart) |
+//! | exec of a name that more live processes have than `duplicate_instances` allows (the kernel's own count, [`exec`]) | at once | duplicate_instances |
 //! | other execs | the first of a burst (see below) | (state only) |
 //! | exit that ends a process with a non-zero status, or while its parent is not in wait() | at once | respawn_storm, zombie, zombie_accumulation |
 //! | other exits (threads; a clean exit its parent is waiting for) | never | |
@@ -45,7 +46,17 @@
 //! [`LAZY_INTERVALS`] wakeup intervals — so a lone exec is read at once and a build's thousands
 //! ride on the drains the first one started (a wakeup per exec was a third of
 //! watcher's CPU in an exec flood). A program's first instances are read
-//! that way, in time for the later ones to be urgent.
+//! that way, in time for the later ones to be urgent — unless they come
+//! faster than the reader's drains (eleven copies started in a few
+//! milliseconds): so the kernel counts, itself, the live processes that
+//! each name was given by an exec it saw (`EXEC_LIVE`: tgid → name, until
+//! the process ends; `EXEC_CROWD`: name → how many), and an exec whose
+//! name is then on more live processes than `duplicate_instances` allows
+//! (userspace writes that number, [`crate::READER_EXEC_CROWD`]) is urgent
+//! too. A name is a program's or more than one's: the count is never below
+//! a program's instances of that name, so the instance that crosses a
+//! limit is urgent; an exec flood one at a time (a build's, a loop's) is
+//! never more than a few live, and stays lazy.
 
 /// `SOCK_DGRAM`.
 const SOCK_DGRAM: u16 = 2;
@@ -66,9 +77,13 @@ pub const fn fork(decides: bool) -> bool {
 }
 
 /// An exec record: a new instance of a program (`listed`: its name is in
-/// `EXEC_WAKE`). Not urgent: the first of a burst ([`LAZY_INTERVALS`]).
-pub const fn exec(listed: bool) -> bool {
-    listed
+/// `EXEC_WAKE`; `crowd`: the live processes that have its name from an
+/// exec, this one included, as the kernel counts them — a count that can
+/// run below zero after a race, never above the truth; `crowd_limit`:
+/// [`crate::READER_EXEC_CROWD`], 0 for never). Otherwise not urgent: the
+/// first of a burst ([`LAZY_INTERVALS`]).
+pub const fn exec(listed: bool, crowd: i64, crowd_limit: u64) -> bool {
+    listed || (crowd_limit != 0 && crowd >= crowd_limit as i64)
 }
 
 /// The reader sleeps (the map's initial value: until a reader says
@@ -134,10 +149,17 @@ mod tests {
         assert!(fork(true), "a fork storm about to be decided");
         assert!(!fork(false));
         assert!(
-            exec(true),
+            exec(true, 1, 11),
             "a listed program: duplicate_instances, a restart"
         );
-        assert!(!exec(false), "any other exec: the first of a burst");
+        assert!(!exec(false, 1, 11), "any other exec: the first of a burst");
+        // The kernel's count of a name's live processes (limit 10: 11 is one too many).
+        assert!(exec(false, 11, 11), "the instance that crosses the limit");
+        assert!(exec(false, 40, 11), "and any after it");
+        assert!(!exec(false, 10, 11), "at the limit: lazy");
+        assert!(!exec(false, 2, 11), "an exec flood one at a time: lazy");
+        assert!(!exec(false, -3, 11), "a count run below zero by a race");
+        assert!(!exec(false, 1_000, 0), "duplicate_instances off: never");
         // Exits: a crash, a signal death, an exit nobody waits for.
         assert!(exit(1 << 8, true, true), "exit code 1");
         assert!(exit(11, true, true), "SIGSEGV");

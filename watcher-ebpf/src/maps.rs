@@ -9,7 +9,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use watcher_common::{
-    Event, ExecData, ARGS_MAX, COMM_LEN, EXEC_WAKE_ENTRIES, LOST_SLOTS, READER_ENTRIES,
+    Event, ExecData, ARGS_MAX, COMM_LEN, EXEC_CROWD_ENTRIES, EXEC_WAKE_ENTRIES, LOST_SLOTS,
+    READER_ENTRIES,
 };
 
 /// All records (ring 0: every CPU's, or the first group's when the layout
@@ -47,7 +48,9 @@ pub static LAST_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// sleeps and when it wakes; swapped here by every deciding record. Zero
 /// (as loaded): asleep. [1] Forks before this time are urgent (written by
 /// the reader; 0 as loaded: none). [2] Every loss (added to here,
-/// atomically; read by the reader with a load).
+/// atomically; read by the reader with a load). [3] From how many live
+/// processes of its name an exec is urgent (written by the reader; 0 as
+/// loaded: never).
 #[map]
 pub static READER: Array<u64> = Array::with_max_entries(READER_ENTRIES, BPF_F_MMAPABLE);
 
@@ -55,6 +58,22 @@ pub static READER: Array<u64> = Array::with_max_entries(READER_ENTRIES, BPF_F_MM
 /// gives them; kept by userspace (`watcher_common::wake`). Never written here.
 #[map]
 pub static EXEC_WAKE: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(EXEC_WAKE_ENTRIES, 0);
+
+/// Processes that exec'd while watcher runs (tgid → the name the exec gave
+/// them), until they end: each is counted once in `EXEC_CROWD` under that
+/// name. Full, a process goes uncounted (no loss: only how soon its name's
+/// execs are read depends on it). Userspace sizes it and sweeps out entries
+/// of processes that ended unseen.
+#[map]
+pub static EXEC_LIVE: HashMap<u32, [u8; COMM_LEN]> = HashMap::with_max_entries(32768, 0);
+
+/// How many live processes have each name from an exec (`EXEC_LIVE`'s
+/// entries, by value); a name leaves when its count drops to zero. Signed:
+/// a race between an exec and the last exit of a name can lose a count and
+/// leave it below the truth (never above). Full, a new name goes uncounted.
+#[map]
+pub static EXEC_CROWD: HashMap<[u8; COMM_LEN], i64> =
+    HashMap::with_max_entries(EXEC_CROWD_ENTRIES, 0);
 
 /// An exec record being built: the header, the fixed part and up to
 /// [`ARGS_MAX`] bytes of the argument vector; written to the ring at its

@@ -21,10 +21,11 @@ use crate::{
         wanted, wanted_kind,
     },
     maps::{
-        PendingWaitid, EXEC_SCRATCH, EXEC_WAKE, EXITED, EXITED_SHADOWED, GROUP_END, IN_WAIT,
-        NS_REAP, PENDING_WAITID,
+        PendingWaitid, EXEC_CROWD, EXEC_LIVE, EXEC_SCRATCH, EXEC_WAKE, EXITED, EXITED_SHADOWED,
+        GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID, READER,
     },
 };
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const EEXIST: i64 = 17;
@@ -156,7 +157,9 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
         let comm = core::ptr::addr_of!((*ev).header.comm);
         let listed =
             EXEC_WAKE.get_ptr(&EXEC_WAKE_ALL).is_some() || EXEC_WAKE.get_ptr(&*comm).is_some();
-        let urgent = wake::exec(listed);
+        let crowd_limit = crowd_limit();
+        let crowd = crowd_joined(tgid, &*comm, crowd_limit);
+        let urgent = wake::exec(listed, crowd, crowd_limit);
         if urgent {
             (*ev).header.flags |= watcher_common::HEADER_DECIDING;
         }
@@ -170,6 +173,99 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// From how many live processes of its name an exec is urgent (`READER`'s
+/// crowd entry, written by userspace; 0: never).
+#[inline(always)]
+fn crowd_limit() -> u64 {
+    match READER.get_ptr(watcher_common::READER_EXEC_CROWD) {
+        // SAFETY: the map's value, valid while the program runs; written by
+        // userspace (a plain 8-byte store: no torn read).
+        Some(v) => unsafe { core::ptr::read_volatile(v) },
+        None => 0,
+    }
+}
+
+/// Process `tgid` exec'd and is now named `comm`: it counts under that name
+/// (and no longer under a name an earlier exec gave it). The name's live
+/// processes, this one included (0: not counted — a table is full, no
+/// limit is set, or exits are not watched, so nothing would count it out).
+#[inline(always)]
+fn crowd_joined(tgid: u32, comm: &[u8; watcher_common::COMM_LEN], limit: u64) -> i64 {
+    if limit == 0 || !wanted_kind(EventKind::Exit) {
+        return 0;
+    }
+    if let Some(old) = unsafe { EXEC_LIVE.get(tgid) }.copied() {
+        if old == *comm {
+            // (Re-exec'd under the same name: counted already.)
+            return crowd_add(comm, 0);
+        }
+        crowd_left(&old);
+    }
+    let n = crowd_add(comm, 1);
+    if n == 0 {
+        let _ = EXEC_LIVE.remove(tgid);
+        return 0;
+    }
+    if EXEC_LIVE.insert(tgid, comm, 0).is_err() {
+        // Full: uncounted (not a loss).
+        crowd_left(comm);
+        return 0;
+    }
+    n
+}
+
+/// Add `d` to the live count of `comm`: the count after (0: the table is
+/// full and has no entry for it).
+#[inline(always)]
+fn crowd_add(comm: &[u8; watcher_common::COMM_LEN], d: i64) -> i64 {
+    for _ in 0..2 {
+        if let Some(c) = EXEC_CROWD.get_ptr_mut(comm) {
+            // SAFETY: the map's value, valid while the program runs; shared
+            // by every CPU, so only added to atomically. (Read back after:
+            // the kernels' oldest BPF instruction set adds without fetching;
+            // another CPU's add in between only makes it larger.)
+            return unsafe {
+                atomic_xadd::<i64, i64, { AtomicOrdering::SeqCst }>(c, d);
+                core::ptr::read_volatile(c)
+            };
+        }
+        if d == 0 {
+            return 0;
+        }
+        // A new name (another CPU may insert it first: then add to theirs).
+        if EXEC_CROWD.insert(comm, &d, BPF_NOEXIST as u64).is_ok() {
+            return d;
+        }
+    }
+    0
+}
+
+/// A process counted under `comm` ended (or took another name): one fewer;
+/// the name leaves at zero. (An exec that adds to it between the two loses
+/// its count — the count stays below the truth, never above.)
+#[inline(always)]
+fn crowd_left(comm: &[u8; watcher_common::COMM_LEN]) {
+    if let Some(c) = EXEC_CROWD.get_ptr_mut(comm) {
+        // SAFETY: as in `crowd_add`.
+        let now = unsafe {
+            atomic_xadd::<i64, i64, { AtomicOrdering::SeqCst }>(c, -1);
+            core::ptr::read_volatile(c)
+        };
+        if now <= 0 {
+            let _ = EXEC_CROWD.remove(comm);
+        }
+    }
+}
+
+/// Process `tgid` ended: out of its name's count, if it was in one.
+#[inline(always)]
+fn crowd_ended(tgid: u32) {
+    if let Some(comm) = unsafe { EXEC_LIVE.get(tgid) }.copied() {
+        let _ = EXEC_LIVE.remove(tgid);
+        crowd_left(&comm);
+    }
 }
 
 #[tracepoint]
@@ -213,6 +309,9 @@ fn exit(group_dead: Option<u8>) -> Option<()> {
     let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
     let parent_waiting = (parent_tgid != 0 && unsafe { IN_WAIT.get(parent_tgid) }.is_some()) as u32;
     let ends = group_dead == 1 || (group_dead == GROUP_DEAD_UNKNOWN && pid == tgid);
+    if ends {
+        crowd_ended(tgid);
+    }
     // A thread's exit that does not end its process decides nothing (the
     // leader's own exit is kept: the process may end with a later thread's).
     if !ends && pid != tgid && conf!(threads) == 0 {

@@ -550,6 +550,17 @@ impl Detectors {
             .unwrap_or(0)
     }
 
+    /// From how many live processes of one name (as the kernel counts
+    /// them) an exec of that name can decide a finding: one more than
+    /// `duplicate_instances` lets a program run (0: it is off).
+    pub fn exec_crowd(&self) -> u64 {
+        if self.config.enabled(Kind::DuplicateInstances) {
+            self.config.duplicate_instances.limit as u64 + 1
+        } else {
+            0
+        }
+    }
+
     /// A container has been described anew by its runtime (named, usually):
     /// open incidents that named it the old way say so in an update.
     pub fn container_renamed(&mut self, from: &str, to: &str, now: u64) -> Vec<Finding> {

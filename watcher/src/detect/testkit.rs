@@ -93,7 +93,6 @@ impl crate::world::lookup::SocketLookup for StandIn {
     fn start_confirmation(
         &mut self,
         pids: Vec<u32>,
-        _identity: crate::world::proctable::Identity,
         _answered: &crate::kernel::wake::Wake,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         let answer = self.confirm.lock().unwrap().clone()?;

@@ -349,6 +349,12 @@ impl Reader {
         self.urgency.forks_until(until);
     }
 
+    /// An exec is urgent when `n` live processes (its own included) have
+    /// its name: the kernel counts them (0: never).
+    pub(crate) fn exec_crowd(&mut self, n: u64) {
+        self.urgency.exec_crowd(n);
+    }
+
     /// Drain up to the batch size of each ring into `out`; `full`: some
     /// ring gave its most and may hold more. Sets the next linger re-drain
     /// (for bulk records only: deciding ones wake the reader, or mark its

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use watcher_common::{
     wake::{READER_ASLEEP, READER_AWAKE, READER_DOZING, READER_URGENT},
-    MAP_READER, READER_ENTRIES, READER_FORKS_UNTIL, READER_LOST_TOTAL,
+    MAP_READER, READER_ENTRIES, READER_EXEC_CROWD, READER_FORKS_UNTIL, READER_LOST_TOTAL,
 };
 
 /// The word: the kernel's map, mapped here (or memory of its own in tests).
@@ -84,6 +84,7 @@ impl ReaderWord {
             AtomicU64::new(READER_ASLEEP),
             AtomicU64::new(0),
             AtomicU64::new(0),
+            AtomicU64::new(0),
         ]);
         ReaderWord {
             ptr: std::ptr::NonNull::from(&own[0]),
@@ -132,6 +133,12 @@ impl ReaderWord {
     pub(crate) fn set_forks_until(&self, until: u64) {
         self.entry(READER_FORKS_UNTIL)
             .store(until, Ordering::Relaxed);
+    }
+
+    /// An exec is urgent when `n` live processes (its own included) have
+    /// its name (`READER`'s crowd entry; 0: never).
+    pub(crate) fn set_exec_crowd(&self, n: u64) {
+        self.entry(READER_EXEC_CROWD).store(n, Ordering::Relaxed);
     }
 
     /// Every loss the kernel has counted (`READER`'s loss entry): a load,
@@ -197,6 +204,8 @@ pub(crate) struct Urgency {
     urgent_at: u64,
     /// The time until which forks are urgent, as last written.
     forks_until: u64,
+    /// From how many live processes of a name its execs are urgent, as last written.
+    exec_crowd: u64,
 }
 
 /// Drains of a burst that follow its records at once.
@@ -218,6 +227,7 @@ impl Urgency {
             drained_at: 0,
             urgent_at: 0,
             forks_until: 0,
+            exec_crowd: 0,
         }
     }
 
@@ -229,6 +239,17 @@ impl Urgency {
                 w.set_forks_until(until);
             }
             self.forks_until = until;
+        }
+    }
+
+    /// An exec is urgent when `n` live processes have its name (0: never):
+    /// told to the kernel when it changed.
+    pub(crate) fn exec_crowd(&mut self, n: u64) {
+        if n != self.exec_crowd {
+            if let Some(w) = &self.word {
+                w.set_exec_crowd(n);
+            }
+            self.exec_crowd = n;
         }
     }
 

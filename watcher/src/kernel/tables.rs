@@ -17,7 +17,7 @@ use aya::{
     maps::{HashMap, MapData},
     Ebpf,
 };
-use watcher_common::KernelTable;
+use watcher_common::{KernelTable, COMM_LEN, MAP_EXEC_CROWD};
 
 /// How one table looked at the last sweep.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,9 +49,10 @@ pub(crate) fn owner(table: KernelTable, key: u64, value: u32) -> Owner {
             tgid: (key >> 32) as u32,
             tid: key as u32,
         },
-        KernelTable::Exited | KernelTable::GroupEnd | KernelTable::InWait => {
-            Owner::Process(key as u32)
-        }
+        KernelTable::Exited
+        | KernelTable::GroupEnd
+        | KernelTable::InWait
+        | KernelTable::ExecLive => Owner::Process(key as u32),
         KernelTable::NsReap => Owner::Process(value),
         KernelTable::Bound => Owner::Socket,
     }
@@ -78,6 +79,12 @@ enum Map {
     ByPidWide(HashMap<MapData, u32, u64>),
     NsReap(HashMap<MapData, u64, u32>),
     Bound(HashMap<MapData, u64, u8>),
+    /// EXEC_LIVE (tgid → name), and the count by name its entries are in
+    /// (`EXEC_CROWD`): an entry swept leaves its name's count too.
+    ExecLive(
+        HashMap<MapData, u32, [u8; COMM_LEN]>,
+        Option<HashMap<MapData, [u8; COMM_LEN], i64>>,
+    ),
 }
 
 impl Map {
@@ -90,6 +97,7 @@ impl Map {
             Map::ByPidWide(m) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
             Map::NsReap(m) => m.iter().flatten().collect(),
             Map::Bound(m) => m.keys().flatten().map(|k| (k, 0)).collect(),
+            Map::ExecLive(m, _) => m.keys().flatten().map(|k| (k as u64, 0)).collect(),
         }
     }
 }
@@ -138,6 +146,12 @@ impl Tables {
                 }
                 KernelTable::NsReap => HashMap::try_from(m).ok().map(Map::NsReap),
                 KernelTable::Bound => HashMap::try_from(m).ok().map(Map::Bound),
+                KernelTable::ExecLive => HashMap::try_from(m).ok().map(|live| {
+                    let crowd = ebpf
+                        .take_map(MAP_EXEC_CROWD)
+                        .and_then(|c| HashMap::try_from(c).ok());
+                    Map::ExecLive(live, crowd)
+                }),
             };
             match map {
                 Some(map) => maps.push((t, capacity(t), map)),
@@ -185,6 +199,24 @@ impl Tables {
                     Map::ByPidWide(m) => m.remove(&(*k as u32)).is_ok(),
                     Map::NsReap(m) => m.remove(k).is_ok(),
                     Map::Bound(m) => m.remove(k).is_ok(),
+                    Map::ExecLive(live, crowd) => {
+                        let name = live.get(&(*k as u32), 0).ok();
+                        let removed = live.remove(&(*k as u32)).is_ok();
+                        if let (true, Some(name), Some(crowd)) = (removed, name, crowd.as_mut()) {
+                            // (Not atomic with the kernel's adds: a race with
+                            // an exec or exit of that name leaves it one off.)
+                            match crowd.get(&name, 0) {
+                                Ok(n) if n > 1 => {
+                                    let _ = crowd.insert(name, n - 1, 0);
+                                }
+                                Ok(_) => {
+                                    let _ = crowd.remove(&name);
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                        removed
+                    }
                 };
                 swept += removed as u64;
             }

@@ -561,10 +561,7 @@ impl Engine {
         let pids: Vec<u32> = self.unseen_reaps.iter().take(n).copied().collect();
         // Those still zombies go round again, behind the rest.
         self.unseen_reaps.rotate_left(n);
-        if let Some(rx) =
-            self.lookup
-                .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
-        {
+        if let Some(rx) = self.lookup.start_confirmation(pids, &self.answers) {
             self.recon.asked_to_confirm(rx);
         }
     }
@@ -630,10 +627,7 @@ impl Engine {
 
     /// Ask the worker about `pids`, the processes the written opens `ids` name.
     fn confirm_written_now(&mut self, pids: Vec<u32>, ids: Vec<(crate::detect::Kind, String)>) {
-        if let Some(rx) =
-            self.lookup
-                .start_confirmation(pids, self.enricher.procs.identity, &self.answers)
-        {
+        if let Some(rx) = self.lookup.start_confirmation(pids, &self.answers) {
             self.recon.asked_to_confirm(rx);
             self.recon.written = ids;
         }
@@ -657,10 +651,7 @@ impl Engine {
             if opens.is_empty() {
                 return findings;
             }
-            let Some(rx) =
-                self.lookup
-                    .start_confirmation(opens, self.enricher.procs.identity, &self.answers)
-            else {
+            let Some(rx) = self.lookup.start_confirmation(opens, &self.answers) else {
                 return findings;
             };
             let wait = self.lookup.confirmation_wait();
@@ -830,11 +821,7 @@ impl Engine {
             written = rest;
             if !newer.is_empty() {
                 let pids: Vec<u32> = newer.iter().flat_map(depends_on).collect();
-                match self.lookup.start_confirmation(
-                    pids,
-                    self.enricher.procs.identity,
-                    &self.answers,
-                ) {
+                match self.lookup.start_confirmation(pids, &self.answers) {
                     Some(rx) => {
                         self.recon.held = newer;
                         self.recon.asked_to_confirm(rx);

@@ -469,8 +469,10 @@ pub fn run(
             lp.on_drained();
         }
         lp.end_turn()?;
-        // (A fork storm about to be decided: its forks wake the reader.)
+        // (A fork storm about to be decided: its forks wake the reader. An
+        // exec of a name more processes have than a program may: too.)
         reader.forks_until(lp.engine.detectors.forks_decide_until());
+        reader.exec_crowd(lp.engine.detectors.exec_crowd());
     }
     Ok(lp.finish())
 }

@@ -84,14 +84,9 @@ pub trait SocketLookup: Send {
     fn start_confirmation(
         &mut self,
         pids: Vec<u32>,
-        identity: crate::world::proctable::Identity,
         answered: &crate::kernel::wake::Wake,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
-        Some(crate::world::reconcile::start_for(
-            pids,
-            identity,
-            answered.clone(),
-        ))
+        Some(crate::world::reconcile::start_for(pids, answered.clone()))
     }
     /// How long the detectors' thread waits for a confirmation (default:
     /// not at all — the answer wakes the pipeline when it comes).
@@ -133,7 +128,6 @@ impl SocketLookup for Recorded {
     fn start_confirmation(
         &mut self,
         pids: Vec<u32>,
-        _identity: crate::world::proctable::Identity,
         _answered: &crate::kernel::wake::Wake,
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);

@@ -740,44 +740,53 @@ fn suspended_ns() -> u64 {
 /// One process as `/proc/<pid>` shows it now (a zombie with `exited` set);
 /// `None` when it is gone.
 pub fn read_proc(pr: &procfs::process::Process, identity: Identity) -> Option<Proc> {
-    let tps = procfs::ticks_per_second().max(1);
-    let stat = pr.stat().ok()?;
-    let tgid = stat.pid as u32;
-    let exe = pr
+    let mut p = read_stat(pr)?;
+    let tgid = p.key.tgid;
+    p.exe = pr
         .exe()
         .ok()
         .map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
-    let argv = pr
+    p.argv = pr
         .cmdline()
         .ok()
         .filter(|a| !a.is_empty())
         .map(Arc::<[String]>::from);
-    let uid = pr.uid().unwrap_or(0);
-    let container_id = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+    p.uid = pr.uid().unwrap_or(0);
+    p.container_id = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
         .ok()
         .and_then(|c| container_id_from_cgroup(&c))
         .map(Arc::<str>::from);
+    p.program = program_id(
+        identity,
+        p.exe.as_deref(),
+        &p.comm,
+        p.argv.as_deref(),
+        p.container_id.as_deref(),
+    );
+    Some(p)
+}
+
+/// What `/proc/<pid>/stat` alone says of a process — which process it is
+/// (pid and start), its parent, whether it is a zombie — in one read: a
+/// confirmation needs no more (no program, no command line, no owner).
+pub fn read_stat(pr: &procfs::process::Process) -> Option<Proc> {
+    let tps = procfs::ticks_per_second().max(1);
+    let stat = pr.stat().ok()?;
+    let tgid = stat.pid as u32;
     let zombie = stat.state == 'Z';
     // /proc's start time counts from boot including suspended time
     // (CLOCK_BOOTTIME); records use CLOCK_MONOTONIC: subtract the difference.
     let start_ns =
         (stat.starttime.saturating_mul(1_000_000_000) / tps).saturating_sub(suspended_ns());
-    let program = program_id(
-        identity,
-        exe.as_deref(),
-        &stat.comm,
-        argv.as_deref(),
-        container_id.as_deref(),
-    );
     Some(Proc {
-        program,
+        program: 0,
         key: ProcKey { tgid, start_ns },
         ppid: stat.ppid.max(0) as u32,
         comm: stat.comm.as_str().into(),
-        exe,
-        argv,
-        uid,
-        container_id,
+        exe: None,
+        argv: None,
+        uid: 0,
+        container_id: None,
         cgroup_id: 0,
         pidns: 0,
         threads: stat.num_threads.max(0) as u32,
