@@ -89,6 +89,17 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Its "same program" identity, from what it has (see [`program_id`]).
+    pub fn program_by(&self, identity: Identity) -> u64 {
+        program_id(
+            identity,
+            self.exe.as_deref(),
+            &self.comm,
+            self.argv.as_deref(),
+            self.container_id.as_deref(),
+        )
+    }
+
     /// A process known by its key, parent and name only (nothing else seen yet).
     pub fn bare(key: ProcKey, ppid: u32, comm: &str) -> Proc {
         Proc {
@@ -486,13 +497,7 @@ impl ProcessTable {
         }
         let identity = self.identity;
         let p = self.procs.get_mut(&h.tgid).expect("entry exists");
-        p.program = program_id(
-            identity,
-            p.exe.as_deref(),
-            &p.comm,
-            p.argv.as_deref(),
-            p.container_id.as_deref(),
-        );
+        p.program = p.program_by(identity);
         let tgid = p.key.tgid;
         self.with_parent(tgid)
     }
@@ -756,13 +761,7 @@ pub fn read_proc(pr: &procfs::process::Process, identity: Identity) -> Option<Pr
         .ok()
         .and_then(|c| container_id_from_cgroup(&c))
         .map(Arc::<str>::from);
-    p.program = program_id(
-        identity,
-        p.exe.as_deref(),
-        &p.comm,
-        p.argv.as_deref(),
-        p.container_id.as_deref(),
-    );
+    p.program = p.program_by(identity);
     Some(p)
 }
 
@@ -1293,5 +1292,38 @@ mod tests {
             None,
             "65 hex digits is not an id"
         );
+    }
+
+    /// A confirmation's read (`stat` alone) names the same process as the
+    /// full read — pid, start, parent — and sees a zombie as one.
+    #[test]
+    fn a_stat_read_is_the_same_process_as_a_full_read_and_sees_a_zombie() {
+        let me = procfs::process::Process::myself().expect("/proc/self");
+        let brief = read_stat(&me).expect("stat");
+        let full = read_proc(&me, Identity::default()).expect("full");
+        assert_eq!(brief.key, full.key);
+        assert_eq!(brief.ppid, full.ppid);
+        assert!(brief.exited.is_none() && brief.exe.is_none() && brief.argv.is_none());
+        // A child that has exited and is not reaped yet.
+        let child = std::process::Command::new("true").spawn().expect("true");
+        let pid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let zombie = loop {
+            let p = procfs::process::Process::new(pid)
+                .ok()
+                .and_then(|pr| read_stat(&pr))
+                .expect("the unreaped child is in /proc");
+            if p.exited.is_some() {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child never became a zombie"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        assert_eq!(zombie.key.tgid, pid as u32);
+        assert_eq!(zombie.ppid, std::process::id());
+        drop(child.wait_with_output());
     }
 }
