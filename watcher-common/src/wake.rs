@@ -53,9 +53,11 @@
 //! the process ends; `EXEC_CROWD`: name → how many), and an exec whose
 //! name is then on more live processes than `duplicate_instances` allows
 //! (userspace writes that number, [`crate::READER_EXEC_CROWD`]) is urgent
-//! too. A name is a program's or more than one's: the count is never below
-//! a program's instances of that name, so the instance that crosses a
-//! limit is urgent; an exec flood one at a time (a build's, a loop's) is
+//! too. A name is a program's or more than one's: the count covers every
+//! instance of a program the kernel saw exec under that name, so the
+//! instance that crosses a limit is urgent (instances started before
+//! watcher, and a count lost to a race or a full table, leave it to the
+//! listing above); an exec flood one at a time (a build's, a loop's) is
 //! never more than a few live, and stays lazy.
 
 /// `SOCK_DGRAM`.
