@@ -170,10 +170,10 @@ fn daemon_feeds_file_socket_and_metrics_and_reloads_on_sighup() {
         "{m}"
     );
     // The holder (from before the start) was named from the kernel's socket
-    // list (sock_diag on the kept socket) and the socket inode the start's
-    // seed read: no /proc.
+    // list (sock_diag, on a worker) and the socket inode the start's seed
+    // read: no /proc.
     assert!(
-        metric(&m, "watcher_socket_lookups_in_place_total").unwrap_or(0.0) >= 1.0,
+        metric(&m, "watcher_socket_lookups_by_inode_total").unwrap_or(0.0) >= 1.0,
         "{m}"
     );
     // Every stage's latency is measured: records read — the failing bind as

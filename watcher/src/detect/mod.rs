@@ -586,6 +586,10 @@ impl Detectors {
     /// The kernel's socket table of one port answered after the event that
     /// asked for it had been handled: correct the holders, and restate or
     /// resolve the port incidents that named them.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the answer, when it was asked, and the tables a restatement reads"
+    )]
     pub fn confirmed_late(
         &mut self,
         key: crate::world::sockdiag::PortKey,
@@ -594,6 +598,7 @@ impl Detectors {
         clock: &Clock,
         view: &dyn ContainerView,
         now: u64,
+        asked_ns: Option<u64>,
     ) -> Vec<Finding> {
         // A conflict open on the port means a bind failed there: holders the
         // events never showed are real then (see SocketTable::reconcile).
@@ -602,11 +607,16 @@ impl Detectors {
             .incidents
             .keys()
             .any(|k| (k.1, k.2, k.3) == key);
-        self.sockets.reconcile(key, kernel, procs, failed);
+        self.sockets.reconcile(key, kernel, procs, failed, asked_ns);
         let mut out = self
             .port_conflict
             .reconfirm(key, &self.sockets, kernel, clock, view, now);
-        out.extend(self.port_shadowed.reconfirm(key, &self.sockets, view, now));
+        if self.config.enabled(Kind::PortShadowed) {
+            out.extend(
+                self.port_shadowed
+                    .reconfirm(key, &self.sockets, view, now, asked_ns),
+            );
+        }
         out
     }
 

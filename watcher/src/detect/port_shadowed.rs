@@ -312,6 +312,45 @@ pub(crate) fn routes(a: &Holder, b: &Holder, name: &dyn Fn(&Holder) -> String) -
     }
 }
 
+/// What a shadowing of `old` by `new` says, and the two processes.
+fn said(new: &Holder, old: &Holder, view: &dyn ContainerView) -> (Shadowed, Vec<Involved>) {
+    let name = |h: &Holder| holder_name(h, view);
+    let facts = Shadowed {
+        transport: if new.tcp { "tcp" } else { "udp" },
+        port: new.port,
+        network_namespace: new.netns,
+        published_by_container: [new, old]
+            .iter()
+            .find_map(|h| held_for(h, view).and_then(|f| published_details(&f))),
+        holders: [
+            HolderAt {
+                pid: new.proc.key.tgid,
+                address: new.addr.to_string(),
+            },
+            HolderAt {
+                pid: old.proc.key.tgid,
+                address: old.addr.to_string(),
+            },
+        ],
+        routes: routes(new, old, &name),
+    };
+    let processes = vec![
+        Involved {
+            role: "new_holder",
+            proc: new.proc.clone(),
+            address: Some(addr_port(new.addr, new.port)),
+            since_ns: new.since_ns,
+        },
+        Involved {
+            role: "holder",
+            proc: old.proc.clone(),
+            address: Some(addr_port(old.addr, old.port)),
+            since_ns: old.since_ns,
+        },
+    ];
+    (facts, processes)
+}
+
 impl PortShadowed {
     pub fn new(cfg: &DetectConfig) -> PortShadowed {
         PortShadowed {
@@ -350,11 +389,24 @@ impl PortShadowed {
         key: Key,
         view: &dyn ContainerView,
     ) -> Option<(Holder, Holder)> {
+        self.pair_where(sockets, key, view, &|_, _| true)
+    }
+
+    /// The first conflicting pair `want` accepts, the newer holder first
+    /// (one bound before watcher started is the older).
+    fn pair_where(
+        &self,
+        sockets: &SocketTable,
+        key: Key,
+        view: &dyn ContainerView,
+        want: &dyn Fn(&Holder, &Holder) -> bool,
+    ) -> Option<(Holder, Holder)> {
         let hs = sockets.holders(key);
         for (x, a) in hs.iter().enumerate() {
             for b in &hs[x + 1..] {
-                if self.conflicts(a, b, view) {
-                    return Some((a.clone(), b.clone()));
+                if self.conflicts(a, b, view) && want(a, b) {
+                    let (new, old) = if a.since_ns >= b.since_ns { (a, b) } else { (b, a) };
+                    return Some((new.clone(), old.clone()));
                 }
             }
         }
@@ -378,40 +430,7 @@ impl PortShadowed {
                     .find(|h| self.conflicts(h, new, i.containers))
                     .cloned();
                 if let Some(old) = other {
-                    let name = |h: &Holder| holder_name(h, i.containers);
-                    let facts = Shadowed {
-                        transport: if new.tcp { "tcp" } else { "udp" },
-                        port: new.port,
-                        network_namespace: new.netns,
-                        published_by_container: [new, &old].iter().find_map(|h| {
-                            held_for(h, i.containers).and_then(|f| published_details(&f))
-                        }),
-                        holders: [
-                            HolderAt {
-                                pid: new.proc.key.tgid,
-                                address: new.addr.to_string(),
-                            },
-                            HolderAt {
-                                pid: old.proc.key.tgid,
-                                address: old.addr.to_string(),
-                            },
-                        ],
-                        routes: routes(new, &old, &name),
-                    };
-                    let processes = vec![
-                        Involved {
-                            role: "new_holder",
-                            proc: new.proc.clone(),
-                            address: Some(addr_port(new.addr, new.port)),
-                            since_ns: new.since_ns,
-                        },
-                        Involved {
-                            role: "holder",
-                            proc: old.proc.clone(),
-                            address: Some(addr_port(old.addr, old.port)),
-                            since_ns: old.since_ns,
-                        },
-                    ];
+                    let (facts, processes) = said(new, &old, i.containers);
                     out.extend(self.incidents.raise(
                         key,
                         &format!("{key:?}"),
@@ -465,27 +484,50 @@ impl PortShadowed {
         out
     }
 
-    /// The kernel's table of `key` answered late: an incident whose pair the
-    /// corrected socket table no longer holds is resolved.
+    /// The kernel's table of `key` answered late (asked at `asked_ns`, event
+    /// time), and the socket table was corrected with it: an incident whose
+    /// pair it no longer holds is restated with the pair it does hold, or
+    /// resolved when none is left; a shadowing the correction shows, of a
+    /// holder that came with the event the question was about (or after
+    /// it), opens — what the answer would have opened had it come at once.
     pub fn reconfirm(
         &mut self,
         key: Key,
         sockets: &SocketTable,
         view: &dyn ContainerView,
         now: u64,
+        asked_ns: Option<u64>,
     ) -> Option<Finding> {
-        if !self.incidents.is_open(&key) || self.pair(sockets, key, view).is_some() {
+        let Some(inc) = self.incidents.get(&key) else {
+            let t = asked_ns.filter(|_| !self.cfg.allowed_port(key.2))?;
+            let (new, old) = self.pair_where(sockets, key, view, &|a, b| {
+                a.since_ns.max(b.since_ns).is_some_and(|s| s >= t)
+            })?;
+            let (facts, processes) = said(&new, &old, view);
+            return self
+                .incidents
+                .raise(key, &format!("{key:?}"), now, 1, &facts, processes);
+        };
+        let named: Vec<crate::world::proctable::ProcKey> =
+            inc.processes.iter().map(|x| x.proc.key).collect();
+        let still = |a: &Holder, b: &Holder| named.contains(&a.proc.key) && named.contains(&b.proc.key);
+        if self.pair_where(sockets, key, view, &still).is_some() {
             return None;
         }
-        self.incidents
-            .resolve(
+        match self.pair(sockets, key, view) {
+            Some((new, old)) => {
+                let (facts, processes) = said(&new, &old, view);
+                self.incidents.restate(&key, &facts, processes, now)
+            }
+            None => self.incidents.resolve(
                 &key,
                 now,
                 format_args!(
                     "the kernel's socket table shows port {} no longer shadowed",
                     key.2
                 ),
-            )
+            ),
+        }
     }
 
     /// The open shadowing of a TCP port of one namespace, as a sentence, for other findings to mention.

@@ -314,12 +314,17 @@ impl SocketTable {
     /// added only when `add_unknown` (a failed bind: the holder has existed a
     /// while); otherwise the lookup, which runs a little after the event, could
     /// see a process that bound after it and whose exec is still queued.
+    /// `asked_ns`: when the lookup was asked (event time), for an answer
+    /// applied after later events: holders they added after it are not in
+    /// the answer and are left as they are (`None`: the answer is the
+    /// kernel's table as of now).
     pub fn reconcile(
         &mut self,
         key: PortKey,
         kernel: &[KernelSocket],
         procs: &dyn Fn(u32) -> Option<Proc>,
         add_unknown: bool,
+        asked_ns: Option<u64>,
     ) {
         let (netns, tcp, port) = key;
         let live: Vec<&KernelSocket> = kernel
@@ -329,8 +334,13 @@ impl SocketTable {
         let old = self.remove_where(key, |_| true);
         let mut kept_pids: Vec<(IpAddr, u32)> = Vec::new();
         for h in old {
-            // Bound but not listening TCP sockets are not in the kernel's listing: keep them.
-            if tcp && !h.listening {
+            // Bound but not listening TCP sockets are not in the kernel's
+            // listing, and holders newer than the question not in its answer: keep them.
+            let newer = asked_ns.is_some_and(|t| h.since_ns.is_some_and(|s| s > t));
+            if (tcp && !h.listening) || newer {
+                if newer {
+                    kept_pids.push((h.addr, h.proc.key.tgid));
+                }
                 self.add(h);
                 continue;
             }
@@ -518,7 +528,7 @@ impl SocketTable {
                     ..
                 }
             );
-            self.reconcile(key, kernel, i.procs, failed);
+            self.reconcile(key, kernel, i.procs, failed, None);
         }
         match *i.event {
             DomainEvent::Bound {

@@ -34,6 +34,11 @@ struct StandIn {
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     slow: Arc<std::sync::atomic::AtomicBool>,
     parked: Vec<crate::world::sockdiag::PortKey>,
+    /// Questions put on the deciding thread itself ([`SocketLookup::quick`]),
+    /// never answered there by this stand-in.
+    ///
+    /// [`SocketLookup::quick`]: crate::world::lookup::SocketLookup::quick
+    in_place: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl crate::world::lookup::SocketLookup for StandIn {
@@ -44,6 +49,7 @@ impl crate::world::lookup::SocketLookup for StandIn {
         tcp: bool,
         port: u16,
         _candidates: &[u32],
+        _known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
         if self.slow.load(std::sync::atomic::Ordering::Relaxed) {
             self.parked.push((netns, tcp, port));
@@ -58,6 +64,18 @@ impl crate::world::lookup::SocketLookup for StandIn {
                 .cloned()
                 .collect(),
         )
+    }
+    fn quick(
+        &mut self,
+        _netns: u32,
+        _via: u32,
+        _tcp: bool,
+        _port: u16,
+        _known: &[(u64, u32)],
+    ) -> Option<Vec<KernelSocket>> {
+        self.in_place
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        None
     }
     fn late(&mut self) -> Vec<(crate::world::sockdiag::PortKey, Vec<KernelSocket>)> {
         let k = self.kernel.lock().unwrap();
@@ -123,6 +141,9 @@ pub(crate) struct Kit {
     pub engine: Engine,
     /// Lookups answer only through `late` while set.
     pub slow_lookups: Arc<std::sync::atomic::AtomicBool>,
+    /// Socket questions put on the deciding thread (none unless
+    /// `confirm_before_open`).
+    pub lookups_in_place: Arc<std::sync::atomic::AtomicU64>,
     pub all: Vec<Finding>,
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     /// Where orphans go when their parent exits.
@@ -154,6 +175,7 @@ impl Kit {
         let table =
             ProcessTable::with_parent_lookup(100_000, Box::new(move |_| Some(*sr.lock().unwrap())));
         let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let in_place: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let summary: Arc<Mutex<(Option<crate::world::sockdiag::PortSummary>, Vec<u32>)>> =
             Arc::default();
         let proc_now: Arc<
@@ -167,10 +189,12 @@ impl Kit {
             kernel: kernel.clone(),
             slow: slow.clone(),
             parked: Vec::new(),
+            in_place: in_place.clone(),
         });
         Kit {
             engine: Engine::new(cfg, table, Clock::fixed(0), lookup),
             slow_lookups: slow,
+            lookups_in_place: in_place,
             all: Vec::new(),
             kernel,
             subreaper,

@@ -252,7 +252,7 @@ impl Collector for Snapshot {
         )?;
         counter(e, "watcher_command_lines_cut_total", "Exec records whose command line was longer than the kernel's cap (--args-bytes, 4096 by default): kept cut, and said to be (exec.args_truncated).", s.command_lines_cut)?;
         counter(e, "watcher_socket_lookups_skipped_total", "Lookups skipped over a user's budget of 200 a second, or the namespace workers' 400 a second for all users (the socket table was used as it was).", s.socket_lookups_skipped)?;
-        counter(e, "watcher_socket_lookups_in_place_total", "Socket lookups answered on the pipeline's own thread: sock_diag on the namespace's kept socket, owners from the socket inodes the bind records carried (no /proc, no helper thread).", s.socket_lookups_in_place)?;
+        counter(e, "watcher_socket_lookups_by_inode_total", "Socket lookups answered from sock_diag alone, each socket's owner from the inode its bind or listen record carried (no /proc): on a namespace worker, or on the pipeline's own thread with confirm_before_open.", s.socket_lookups_by_inode)?;
         counter(e, "watcher_socket_lookups_unanswered_total", "Lookups of a network namespace's socket table not answered within 2 s, or of a namespace that could not be entered (the table was used as it was).", s.socket_lookups_unanswered)?;
         counter(e, "watcher_container_names_late_total", "Event records written without their container's name: the runtime did not name it within 300 ms.", s.container_names_late)?;
         counter(

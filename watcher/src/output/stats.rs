@@ -40,7 +40,7 @@ pub struct Stats {
     /// (`--args-bytes`): kept cut, and said to be (`exec.args_truncated`).
     pub command_lines_cut: u64,
     /// Lookups answered on the pipeline's thread: sock_diag and the table's inodes, no `/proc`.
-    pub socket_lookups_in_place: u64,
+    pub socket_lookups_by_inode: u64,
     /// Lookups a namespace's helper did not answer within the deadline (or could not enter).
     pub socket_lookups_unanswered: u64,
     /// Containers known (id → name, image).

@@ -56,6 +56,58 @@ pub struct Engine {
     pub findings_withdrawn: u64,
     /// Woken when a confirmation's answer has come (the pipeline then applies it).
     pub answers: crate::kernel::wake::Wake,
+    /// When the socket lookups still on their way were asked.
+    asked_at: AskedAt,
+}
+
+/// When each port's socket lookups still on their way were asked (event
+/// time, oldest first): an answer is the kernel's table as it was then,
+/// applied after later events (see `SocketTable::reconcile`). Bounded; an
+/// answer whose time was not kept is applied as the kernel's table of now
+/// (as an answer that came at once is).
+#[derive(Default)]
+struct AskedAt(
+    std::collections::HashMap<crate::world::sockdiag::PortKey, std::collections::VecDeque<u64>>,
+);
+
+impl AskedAt {
+    /// Ports at most, and questions per port (as many as wait for a worker).
+    const PORTS: usize = 256;
+    const PER_PORT: usize = 8;
+
+    fn note(&mut self, key: crate::world::sockdiag::PortKey, ts: u64) {
+        if self.0.len() >= Self::PORTS && !self.0.contains_key(&key) {
+            return;
+        }
+        let q = self.0.entry(key).or_default();
+        if q.len() < Self::PER_PORT {
+            q.push_back(ts);
+        }
+    }
+
+    fn take(&mut self, key: crate::world::sockdiag::PortKey) -> Option<u64> {
+        let q = self.0.get_mut(&key)?;
+        let ts = q.pop_front();
+        if q.is_empty() {
+            self.0.remove(&key);
+        }
+        ts
+    }
+}
+
+/// The socket an event is about (its inode, and `holder`, the process
+/// that holds it), which the socket table has only once the detectors have
+/// applied the event.
+fn own_socket(event: &crate::world::domain::DomainEvent, holder: u32) -> Option<(u64, u32)> {
+    use crate::world::domain::DomainEvent;
+    match *event {
+        DomainEvent::Bound { inode, .. } | DomainEvent::ListenStarted { inode, .. }
+            if inode != 0 =>
+        {
+            Some((inode, holder))
+        }
+        _ => None,
+    }
 }
 
 /// The processes a finding's truth rests on: those it names, and every
@@ -279,6 +331,7 @@ impl Engine {
             reconciled_sockets: 0,
             findings_withdrawn: 0,
             answers,
+            asked_at: AskedAt::default(),
             lookups_unanswered: Default::default(),
             runtime: None,
         }
@@ -444,10 +497,12 @@ impl Engine {
                 let (netns, tcp, port) = key;
                 let via = me;
                 // The holders whose socket inode the table knows (from their
-                // bind records), of processes still alive: when they explain
-                // every socket on the port, the answer needs no /proc.
+                // bind records), of processes still alive, and the event's own
+                // socket (the table has it once the detectors apply the
+                // event): when they explain every socket on the port, the
+                // answer needs no /proc.
                 let procs = &self.enricher.procs;
-                let known: Vec<(u64, u32)> = self
+                let mut known: Vec<(u64, u32)> = self
                     .detectors
                     .sockets
                     .holders(key)
@@ -460,7 +515,20 @@ impl Engine {
                     })
                     .map(|h| (h.inode, h.proc.key.tgid))
                     .collect();
-                if let Some(socks) = self.lookup.quick(netns, via, tcp, port, &known) {
+                let holder = owner.as_ref().map(|o| o.key.tgid).unwrap_or(me);
+                known.extend(own_socket(&touched.event, holder));
+                // The kernel's word on this thread, before the finding, only
+                // when the config holds port findings for it
+                // (`confirm_before_open`): ~0.1-0.3 ms of sock_diag round
+                // trips. By default the finding is written from the table at
+                // once and a worker's answer corrects it (an update or a
+                // `resolved`, through `late_confirmations`).
+                let in_place = if self.detectors.config.confirm_before_open {
+                    self.lookup.quick(netns, via, tcp, port, &known)
+                } else {
+                    None
+                };
+                if let Some(socks) = in_place {
                     self.lookups += 1;
                     Some(socks)
                 } else if self.asks.1 >= ASKS_PER_SECOND {
@@ -471,10 +539,10 @@ impl Engine {
                 } else {
                     self.asks.1 += 1;
                     self.lookups += 1;
-                    // Else a helper: the holders the table knows, and the
-                    // event's own process (a listener that just started holds
-                    // the port itself): when every socket's owner is among them,
-                    // it scans their fds only, not every process's.
+                    // The holders the table knows, and the event's own
+                    // process (a listener that just started holds the port
+                    // itself): when the inodes do not name every socket and
+                    // these do, only their fds are read, not every process's.
                     let mut candidates: Vec<u32> = self
                         .detectors
                         .sockets
@@ -489,7 +557,11 @@ impl Engine {
                     }
                     // (Not waited for: an answer not there at once comes
                     // later, wakes the pipeline, and restates the finding.)
-                    self.lookup.ask(netns, via, tcp, port, &candidates)
+                    let answer = self.lookup.ask(netns, via, tcp, port, &candidates, &known);
+                    if answer.is_none() {
+                        self.asked_at.note(key, ts);
+                    }
+                    answer
                 }
             }
             None => None,
@@ -548,6 +620,10 @@ impl Engine {
     /// the same path as a confirmation); nothing when none is pending.
     pub fn recheck_unseen_reaps(&mut self) {
         self.lookup.sweep();
+        if !self.lookup.waiting() {
+            // (Answers given up leave their times behind.)
+            self.asked_at = AskedAt::default();
+        }
         if self.unseen_reaps.is_empty() || !self.recon.is_idle() {
             return;
         }
@@ -848,6 +924,7 @@ impl Engine {
             ));
         }
         for (key, kernel) in answers {
+            let asked_ns = self.asked_at.take(key);
             let table = &self.enricher.procs;
             let procs = |tgid: u32| table.get(tgid).cloned();
             out.extend(self.detectors.confirmed_late(
@@ -857,13 +934,16 @@ impl Engine {
                 &self.enricher.clock,
                 &self.enricher.containers,
                 now,
+                asked_ns,
             ));
         }
         out
     }
 
-    /// Lookups answered on this thread without `/proc` ([`SocketLookup::quick`]).
-    pub fn lookups_in_place(&self) -> u64 {
+    /// Socket lookups answered from sock_diag and the inodes bind and
+    /// listen records carried, without `/proc` (on a worker; on this thread
+    /// with `confirm_before_open`).
+    pub fn lookups_by_inode(&self) -> u64 {
         self.lookup.quick_counts().0
     }
 

@@ -186,7 +186,7 @@ fn refresh_stats(
     s.socket_lookups = engine.lookups;
     s.socket_lookups_skipped = engine.lookups_skipped;
     s.command_lines_cut = engine.args_cut;
-    s.socket_lookups_in_place = engine.lookups_in_place();
+    s.socket_lookups_by_inode = engine.lookups_by_inode();
     s.socket_lookups_unanswered = engine
         .lookups_unanswered
         .load(std::sync::atomic::Ordering::Relaxed);

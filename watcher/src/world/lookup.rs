@@ -20,9 +20,11 @@ pub(crate) const ASKS_PER_SECOND: u32 = 400;
 /// Looks up the kernel's sockets on one port of one network namespace.
 pub trait SocketLookup: Send {
     /// The sockets on (netns, transport is TCP, port), asked through `via`
-    /// (a process using that namespace), the pids believed to hold it looked
-    /// at first. `None`: no answer within the short wait — the detectors go on
-    /// with the table as it is, and the answer comes through [`SocketLookup::late`].
+    /// (a process using that namespace): holders named by `known` (socket
+    /// inode, pid) when those name them all, else by the fds of
+    /// `candidates` (the pids believed to hold it) looked at first. `None`:
+    /// not answered at once — the detectors go on with the table as it is,
+    /// and the answer comes through [`SocketLookup::late`].
     fn ask(
         &mut self,
         netns: u32,
@@ -30,10 +32,12 @@ pub trait SocketLookup: Send {
         tcp: bool,
         port: u16,
         candidates: &[u32],
+        known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>>;
     /// The sockets on the port answered on this thread without `/proc`
-    /// (sock_diag on a kept socket, owners from `known`: socket inode, pid);
-    /// `None`: [`SocketLookup::ask`] instead.
+    /// (sock_diag on a kept socket, owners from `known`: socket inode, pid):
+    /// only with `confirm_before_open`, which holds a port finding for the
+    /// kernel's word; `None`: [`SocketLookup::ask`] instead.
     fn quick(
         &mut self,
         _netns: u32,
@@ -49,7 +53,8 @@ pub trait SocketLookup: Send {
     fn wake_on_answer(&mut self, _wake: crate::kernel::wake::Wake) {}
     /// Once a second: close what has not been used for a while.
     fn sweep(&mut self) {}
-    /// (answered by [`SocketLookup::quick`], not answerable that way).
+    /// (answered from sock_diag and known inodes alone, on a worker or by
+    /// [`SocketLookup::quick`]; asked of [`SocketLookup::quick`] and not answerable that way).
     fn quick_counts(&self) -> (u64, u64) {
         (0, 0)
     }
@@ -95,6 +100,8 @@ pub trait SocketLookup: Send {
     }
 }
 
+/// A closure as the socket lookup (the replay bench's: every port empty);
+/// confirmations read `/proc` as the daemon's do.
 impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> SocketLookup for F {
     fn ask(
         &mut self,
@@ -103,6 +110,7 @@ impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> 
         tcp: bool,
         port: u16,
         candidates: &[u32],
+        _known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
         self(netns, via, tcp, port, candidates)
     }
@@ -122,6 +130,7 @@ impl SocketLookup for Recorded {
         _tcp: bool,
         _port: u16,
         _candidates: &[u32],
+        _known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
         Some(Vec::new())
     }

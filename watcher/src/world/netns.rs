@@ -40,6 +40,9 @@ enum Query {
         tcp: bool,
         port: u16,
         candidates: Vec<u32>,
+        /// Socket inodes the bind and listen records carried, with their
+        /// pids: when they name every holder, no `/proc` is read.
+        known: Vec<(u64, u32)>,
         reply: SyncSender<Vec<KernelSocket>>,
     },
     Holders {
@@ -110,10 +113,11 @@ pub(crate) struct NetnsLookups {
     kept: HashMap<u32, (Diag, Instant)>,
     /// Namespaces whose kept socket is being opened.
     opening: HashMap<u32, Receiver<Diag>>,
-    /// Lookups answered on the pipeline's thread (sock_diag + the socket
-    /// table's inodes), and those that needed a worker (an owner only
-    /// `/proc` can tell, or no kept socket yet).
-    pub quick_answers: u64,
+    /// Port lookups answered from sock_diag and the socket table's inodes
+    /// alone, on a worker or on the pipeline's thread (shared with the
+    /// workers); and those of the pipeline's thread that were not (an owner
+    /// only `/proc` can tell, or no kept socket yet).
+    by_inode: Arc<std::sync::atomic::AtomicU64>,
     pub quick_misses: u64,
     /// Notified by a worker each time it has answered (the pipeline then
     /// takes the answer at once rather than at its next look); set once.
@@ -178,6 +182,9 @@ struct Shared {
     /// The fallback to `/proc` tables has been said (once for all workers).
     said_fallback: AtomicBool,
     wake: Arc<std::sync::OnceLock<crate::kernel::wake::Wake>>,
+    /// Port questions the workers answered from sock_diag and the known
+    /// socket inodes alone (no `/proc`).
+    by_inode: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One worker: takes the next question, enters its namespace unless it is
@@ -266,11 +273,17 @@ fn worker(shared: Arc<Shared>) {
                     tcp,
                     port,
                     candidates,
+                    known,
                     reply,
                 },
                 Some(diag),
             ) => {
-                let mut socks = diag.port_sockets(tcp, port, &candidates);
+                let by_inode = diag.port_sockets_by_inode(tcp, port, &known);
+                if by_inode.is_some() {
+                    shared.by_inode.fetch_add(1, Ordering::Relaxed);
+                }
+                let mut socks =
+                    by_inode.unwrap_or_else(|| diag.port_sockets(tcp, port, &candidates));
                 socks.iter_mut().for_each(|s| s.netns = netns);
                 let _ = reply.try_send(socks);
                 answered();
@@ -307,7 +320,9 @@ impl NetnsLookups {
         let (jobs, rx) = sync_channel::<Job>(QUEUE);
         let unanswered: Arc<std::sync::atomic::AtomicU64> = Default::default();
         let wake: Arc<std::sync::OnceLock<crate::kernel::wake::Wake>> = Default::default();
+        let by_inode: Arc<std::sync::atomic::AtomicU64> = Default::default();
         let shared = Arc::new(Shared {
+            by_inode: by_inode.clone(),
             own,
             jobs: Mutex::new(rx),
             unanswered: unanswered.clone(),
@@ -331,7 +346,7 @@ impl NetnsLookups {
             unanswered,
             kept,
             opening: HashMap::new(),
-            quick_answers: 0,
+            by_inode,
             quick_misses: 0,
             wake,
         }
@@ -389,26 +404,13 @@ impl NetnsLookups {
         let netns = if netns == 0 { self.own } else { netns };
         let answer = self
             .kept_diag(netns, via)
-            .and_then(|d| d.port_sockets_netlink(tcp, port));
+            .and_then(|d| d.port_sockets_by_inode(tcp, port, known));
         let Some(mut socks) = answer else {
             self.quick_misses += 1;
             return None;
         };
-        for s in &mut socks {
-            s.netns = netns;
-            if s.is_holder() {
-                s.pids = known
-                    .iter()
-                    .filter(|(i, _)| *i != 0 && *i == s.inode)
-                    .map(|(_, p)| *p)
-                    .collect();
-                if s.pids.is_empty() {
-                    self.quick_misses += 1;
-                    return None;
-                }
-            }
-        }
-        self.quick_answers += 1;
+        socks.iter_mut().for_each(|s| s.netns = netns);
+        self.by_inode.fetch_add(1, Ordering::Relaxed);
         Some(socks)
     }
 
@@ -481,7 +483,9 @@ impl NetnsLookups {
     }
 
     /// The kernel's sockets on one port of namespace `netns` (entered through
-    /// `pid`, a process using it), holders with their processes; `None` when
+    /// `pid`, a process using it), holders with their processes (from
+    /// `known`, socket inode and pid, when those name them all; else from
+    /// the fds of `candidates` first, then of every process); `None` when
     /// no answer came within the deadline (it then comes through
     /// [`NetnsLookups::late_answers`]).
     pub(crate) fn port_sockets(
@@ -491,14 +495,17 @@ impl NetnsLookups {
         tcp: bool,
         port: u16,
         candidates: &[u32],
+        known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
         let key = (netns, tcp, port);
         let netns = if netns == 0 { self.own } else { netns };
         let candidates = candidates.to_vec();
+        let known = known.to_vec();
         let make = move |reply| Query::Port {
             tcp,
             port,
-            candidates: candidates.clone(),
+            candidates,
+            known,
             reply,
         };
         self.ask(
@@ -638,8 +645,9 @@ impl crate::world::lookup::SocketLookup for NetnsLookups {
         tcp: bool,
         port: u16,
         candidates: &[u32],
+        known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
-        self.port_sockets(netns, via, tcp, port, candidates)
+        self.port_sockets(netns, via, tcp, port, candidates, known)
     }
     fn wake_on_answer(&mut self, wake: crate::kernel::wake::Wake) {
         let _ = self.wake.set(wake);
@@ -670,7 +678,7 @@ impl crate::world::lookup::SocketLookup for NetnsLookups {
         NetnsLookups::sweep(self)
     }
     fn quick_counts(&self) -> (u64, u64) {
-        (self.quick_answers, self.quick_misses)
+        (self.by_inode.load(Ordering::Relaxed), self.quick_misses)
     }
 }
 
@@ -696,7 +704,7 @@ mod tests {
                 && k.netns == n.own()),
             "{s:?}"
         );
-        assert_eq!((n.quick_answers, n.quick_misses), (1, 0));
+        assert_eq!((n.by_inode.load(Ordering::Relaxed), n.quick_misses), (1, 0));
         // Again, and for another listener: the kept socket answers every time.
         let l2 = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let port2 = l2.local_addr().unwrap().port();
@@ -717,7 +725,6 @@ mod tests {
                 "{s:?}"
             );
         }
-        n.quick_answers = 1;
         // A listener whose socket the table does not know: only /proc can name it, a helper's work.
         assert!(n
             .quick_port(0, me, true, port, &[(inode + 1, me)])
@@ -801,14 +808,16 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let mut n = NetnsLookups::new(Duration::from_secs(5));
         let me = std::process::id();
-        let s = n.port_sockets(0, me, true, port, &[me]).expect("an answer");
+        let s = n
+            .port_sockets(0, me, true, port, &[me], &[])
+            .expect("an answer");
         assert!(
             s.iter().any(|k| k.pids.contains(&me) && k.netns == n.own()),
             "{s:?}"
         );
         assert_eq!(n.workers(), WORKERS);
         let again = n
-            .port_sockets(n.own(), me, true, port, &[me])
+            .port_sockets(n.own(), me, true, port, &[me], &[])
             .expect("an answer");
         assert_eq!(again.len(), s.len());
         assert!(n

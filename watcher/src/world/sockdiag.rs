@@ -321,6 +321,30 @@ impl Diag {
         (!tcp || !socks.is_empty()).then_some(socks)
     }
 
+    /// The holders of `port` from sock_diag alone, each named by `known`
+    /// (socket inode, pid: what the bind and listen records carried);
+    /// `None` when a holder's inode is not among them, or sock_diag cannot
+    /// answer here (see [`Diag::port_sockets_netlink`]): then `/proc` tells.
+    pub(crate) fn port_sockets_by_inode(
+        &mut self,
+        tcp: bool,
+        port: u16,
+        known: &[(u64, u32)],
+    ) -> Option<Vec<KernelSocket>> {
+        let mut socks = self.port_sockets_netlink(tcp, port)?;
+        for s in socks.iter_mut().filter(|s| s.is_holder()) {
+            s.pids = known
+                .iter()
+                .filter(|(i, _)| *i != 0 && *i == s.inode)
+                .map(|(_, p)| *p)
+                .collect();
+            if s.pids.is_empty() {
+                return None;
+            }
+        }
+        Some(socks)
+    }
+
     /// Whether sock_diag works here.
     pub(crate) fn has_netlink(&self) -> bool {
         self.socket.is_some()
