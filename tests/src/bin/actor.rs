@@ -522,12 +522,15 @@ fn main() {
             }
         }
         "supervise" => {
-            // supervise N CHILD_MS: restart `actor crash CHILD_MS` N times, as a naive supervisor does.
+            // supervise N CHILD_MS [TAG]: restart `actor crash CHILD_MS [TAG]`
+            // N times, as a naive supervisor does (TAG: another program each time).
             let n: u32 = arg(2).parse().expect("n");
             let me = std::env::current_exe().expect("exe");
+            let tag: Vec<String> = std::env::args().skip(4).take(1).collect();
             for _ in 0..n {
                 let st = std::process::Command::new(&me)
                     .args(["crash", arg(3)])
+                    .args(&tag)
                     .stdout(std::process::Stdio::null())
                     .status()
                     .expect("spawn");
@@ -540,13 +543,16 @@ fn main() {
         }
         "sleep-ms" => std::thread::sleep(Duration::from_millis(arg(2).parse().unwrap_or(1000))),
         "copies" => {
-            // copies N MS: N copies of `actor sleep-ms MS` side by side.
+            // copies N MS [TAG]: N copies of `actor sleep-ms MS [TAG]` side by
+            // side (TAG: another program each time).
             let n: u32 = arg(2).parse().expect("n");
             let me = std::env::current_exe().expect("exe");
+            let tag: Vec<String> = std::env::args().skip(4).take(1).collect();
             let mut kids: Vec<std::process::Child> = (0..n)
                 .map(|_| {
                     std::process::Command::new(&me)
                         .args(["sleep-ms", arg(3)])
+                        .args(&tag)
                         .stdout(std::process::Stdio::null())
                         .spawn()
                         .expect("spawn")
@@ -780,13 +786,30 @@ fn main() {
         }
         "notavail" => {
             // notavail [ADDR]: 192.0.2.1 (TEST-NET-1, on no host) unless
-            // another is given: EADDRNOTAVAIL. Nothing is sent.
-            let a: std::net::Ipv4Addr = std::env::args()
+            // another is given (IPv4 or IPv6: 2001:db8::/32 is on no host
+            // either): EADDRNOTAVAIL. Nothing is sent.
+            let a: std::net::IpAddr = std::env::args()
                 .nth(2)
-                .map(|a| a.parse().expect("an IPv4 address"))
-                .unwrap_or([192, 0, 2, 1].into());
-            let s = tcp4();
-            let e = socket::bind(s.as_raw_fd(), &v4(4242, a.octets())).expect_err("bind must fail");
+                .map(|a| a.parse().expect("an IP address"))
+                .unwrap_or(Ipv4Addr::new(192, 0, 2, 1).into());
+            let e = match a {
+                std::net::IpAddr::V4(a) => {
+                    let s = tcp4();
+                    socket::bind(s.as_raw_fd(), &v4(4242, a.octets()))
+                }
+                std::net::IpAddr::V6(a) => {
+                    let s = socket::socket(
+                        AddressFamily::Inet6,
+                        SockType::Stream,
+                        SockFlag::empty(),
+                        None,
+                    )
+                    .expect("socket");
+                    let at = SockaddrIn6::from(std::net::SocketAddrV6::new(a, 4242, 0, 0));
+                    socket::bind(s.as_raw_fd(), &at)
+                }
+            }
+            .expect_err("bind must fail");
             say("errno", e as i32);
         }
         "connect-refused" => {
