@@ -400,9 +400,10 @@ fn syslog_sink_reaches_a_real_rsyslog() {
     let dir = temp_dir("rsyslog");
     let rs = watcher_tests::Rsyslog::start(&dir);
     let (log_sock, out) = (rs.socket.clone(), rs.out.clone());
+    let port = free_port();
     let cfg = write_config(
         &dir,
-        &format!("[feed]\ntypes = [\"finding\"]\nstdout = false\nsyslog = true\nsyslog_socket = \"{}\"\n[metrics]\nlisten = \"\"\n[health]\nstatus_file = \"{}\"\n", log_sock.display(), dir.join("status.json").display()),
+        &format!("[feed]\ntypes = [\"finding\"]\nstdout = false\nsyslog = true\nsyslog_socket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n", log_sock.display(), dir.join("status.json").display()),
     );
     let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
     d.wait_stderr("running:");
@@ -419,6 +420,18 @@ fn syslog_sink_reaches_a_real_rsyslog() {
         .unwrap_or_else(|e| panic!("rsyslog's message is not the JSON record ({e}): {line}"));
     assert_eq!(text(&v, &["type"]), Some("finding"));
     assert_eq!(text(&v, &["kind"]), Some("address_unavailable"));
+    // Sent by the deciding thread itself (rsyslog reads its socket: it
+    // could take the datagram at once), not by the sink's thread.
+    let addr = format!("127.0.0.1:{port}");
+    eventually("the finding sent to syslog at once", || {
+        (metric(
+            &scrape(&addr),
+            "watcher_sink_written_at_once_total{sink=\"syslog\"}",
+        )
+        .unwrap_or(0.0)
+            >= 1.0)
+            .then_some(())
+    });
     d.signal(Signal::SIGTERM);
     assert_eq!(d.wait_exit(), Some(0));
     drop(rs);

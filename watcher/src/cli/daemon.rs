@@ -101,7 +101,9 @@ impl Feed {
                     f.syslog_socket.display()
                 )
             })?;
-            lanes.push(lane("syslog", Box::new(syslog))?);
+            // (A finding is sent at once when the socket takes it without waiting.)
+            let direct = syslog.direct().ok();
+            lanes.push(lane("syslog", Box::new(syslog))?.with_direct(direct));
         }
         let socket = match &f.socket {
             Some(p) => Some(

@@ -168,13 +168,15 @@ impl SinkWriter for io::BufWriter<io::Stdout> {
 
 /// A sink the pipeline can write to itself when that cannot wait: stdout
 /// when it is a socket (a `send` that does not wait) or a pipe (when the
-/// pipe has room for the line: the kernel's unread count against its size).
-/// Anything else (a terminal, a file, /dev/null) always goes through the
-/// lane's thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// pipe has room for the line: the kernel's unread count against its size),
+/// and syslog's datagram socket (a `send` that does not wait, of the line
+/// as the sink frames it). Anything else (a terminal, a file — whose write
+/// may wait for the disk —, /dev/null) always goes through the lane's thread.
+#[derive(Clone, Debug)]
 pub(crate) enum Direct {
     Socket(RawFd),
     Pipe(RawFd),
+    Syslog(Arc<crate::output::sinks::SyslogOut>),
 }
 
 /// Room kept free in a pipe beyond the line: the kernel fills a pipe by
@@ -200,9 +202,11 @@ impl Direct {
         }
     }
 
-    /// Write what the sink takes at once (`WouldBlock` when that is nothing).
-    fn write_now(self, buf: &[u8]) -> io::Result<usize> {
-        let n = match self {
+    /// Write what the sink takes at once of `line` (`WouldBlock` when
+    /// that is nothing): the bytes of its JSON written.
+    fn write_now(&self, line: &Line) -> io::Result<usize> {
+        let buf: &[u8] = &line.json;
+        let n = match *self {
             Direct::Socket(fd) => {
                 // SAFETY: `buf` is valid for its length; the flags make it never wait.
                 unsafe {
@@ -235,6 +239,8 @@ impl Direct {
                 // SAFETY: `buf` is valid for its length.
                 unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
             }
+            // A datagram goes whole or not at all.
+            Direct::Syslog(ref out) => return out.send_now(line).map(|()| buf.len()),
         };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -339,7 +345,7 @@ impl Lane {
     /// change (so lines stay in order); `false`: it is to be queued (what a
     /// partial write left of it, then).
     fn wrote_at_once(&self, line: &mut Line) -> bool {
-        let Some(direct) = self.direct else {
+        let Some(direct) = &self.direct else {
             return false;
         };
         let s = &self.shared;
@@ -349,7 +355,7 @@ impl Lane {
         {
             return false;
         }
-        match direct.write_now(&line.json) {
+        match direct.write_now(line) {
             Ok(n) if n == line.json.len() => {
                 s.direct.fetch_add(1, Ordering::Relaxed);
                 s.latency
@@ -663,7 +669,7 @@ mod tests {
         let lane = Lane::start("stdout", Box::new(Chan(tx)), 4)
             .unwrap()
             .with_direct(Direct::of(w.as_raw_fd()));
-        assert_eq!(lane.direct, Some(Direct::Pipe(w.as_raw_fd())));
+        assert!(matches!(lane.direct, Some(Direct::Pipe(fd)) if fd == w.as_raw_fd()));
         lane.send(line(1, true));
         // Written before `send` returned, by this thread: in the pipe now.
         assert!(unread(&r).contains("\"total\":1,"));
@@ -702,10 +708,65 @@ mod tests {
         assert!(String::from_utf8_lossy(&buf[..n]).contains("\"total\":3,"));
         assert_eq!(lane.direct_writes(), 1);
         // Not a pipe or a socket: always the lane.
-        assert_eq!(
-            Direct::of(std::fs::File::open("/dev/null").unwrap().as_raw_fd()),
-            None
+        assert!(Direct::of(std::fs::File::open("/dev/null").unwrap().as_raw_fd()).is_none());
+    }
+
+    #[test]
+    fn an_urgent_line_goes_at_once_to_syslog_as_a_datagram_it_frames() {
+        let dir = std::env::temp_dir().join(format!("watcher-lane-syslog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let sink = crate::output::sinks::SyslogSink::open(&path).unwrap();
+        let direct = sink.direct().unwrap();
+        let lane = Lane::start("syslog", Box::new(sink), 4)
+            .unwrap()
+            .with_direct(Some(direct));
+        let mut buf = [0u8; 8192];
+        // Written before `send` returned, by this thread, framed as the sink frames it.
+        lane.send(line(1, true));
+        assert_eq!(lane.direct_writes(), 1);
+        let n = server.recv(&mut buf).unwrap();
+        let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            got.starts_with('<') && got.contains("1 ") && got.contains(" watcher "),
+            "{got}"
         );
+        assert!(
+            got.contains("\"total\":1,") && !got.ends_with('\n'),
+            "{got}"
+        );
+        // An event line goes through the lane's thread, framed the same way.
+        lane.send(line(2, false));
+        let n = server.recv(&mut buf).unwrap();
+        let lane_got = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(lane_got.contains("\"total\":2,"), "{lane_got}");
+        assert_eq!(lane.direct_writes(), 1);
+        assert_eq!(
+            got.split(" - ").next().map(|h| h.split(' ').count()),
+            lane_got.split(" - ").next().map(|h| h.split(' ').count()),
+            "one framing: {got} / {lane_got}"
+        );
+        // Nobody reads: once the socket's queue is full the line goes to
+        // the lane, and `send` does not wait.
+        wait_for(|| lane.shared.pending.load(Ordering::Acquire) == 0);
+        let t = Instant::now();
+        for i in 0..2000 {
+            lane.send(line(10 + i, true));
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(lane.direct_writes() < 2001, "the full socket refused some");
+        // (Read what the lane's thread still sends, so it ends.)
+        server
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        while server.recv(&mut buf).is_ok() {}
+        drop(lane);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -291,8 +291,8 @@ impl Collector for Snapshot {
         }
         counters(e, "watcher_sink_dropped_total", "Records a sink could not take: its queue was full (a stalled sink or consumer) or its write failed.", "sink",
             ["stdout", "file", "syslog", "socket"].map(|k| (k, s.sink_drops.get(k).copied().unwrap_or(0))))?;
-        counters(e, "watcher_sink_written_at_once_total", "Findings, losses and health records written by the pipeline itself, not by the sink's thread: the sink (stdout as a socket or a pipe with room) took them without waiting and nothing was queued before them.", "sink",
-            ["stdout"].map(|k| (k, s.sink_direct.get(k).copied().unwrap_or(0))))?;
+        counters(e, "watcher_sink_written_at_once_total", "Findings, losses and health records written by the pipeline itself, not by the sink's thread: the sink (stdout as a socket or a pipe with room, syslog's datagram socket) took them without waiting and nothing was queued before them.", "sink",
+            ["stdout", "syslog"].map(|k| (k, s.sink_direct.get(k).copied().unwrap_or(0))))?;
         if let Some(o) = &s.otlp {
             use std::sync::atomic::Ordering::Relaxed;
             counters(e, "watcher_otlp_records_total", "Records for the OTLP receiver, by result: sent (taken), rejected (refused by the receiver, partial successes included), dropped (its queue was full, or it was still down when watcher stopped).", "result",

@@ -124,6 +124,49 @@ impl SyslogSink {
     }
 }
 
+impl SyslogSink {
+    /// The pipeline's own way to this syslog socket, for lines that cannot
+    /// wait (a descriptor of its own: the sink's thread owns this one).
+    pub(crate) fn direct(&self) -> io::Result<crate::output::lane::Direct> {
+        Ok(crate::output::lane::Direct::Syslog(std::sync::Arc::new(
+            SyslogOut {
+                sock: self.sock.try_clone()?,
+                hostname: self.hostname.clone(),
+                pid: self.pid,
+            },
+        )))
+    }
+}
+
+/// The syslog socket as the pipeline writes to it itself: a `send` that
+/// never waits (a full socket queue: `WouldBlock`, the line goes to the lane).
+#[derive(Debug)]
+pub(crate) struct SyslogOut {
+    sock: UnixDatagram,
+    hostname: String,
+    pid: u32,
+}
+
+impl SyslogOut {
+    pub(crate) fn send_now(&self, line: &Line) -> io::Result<()> {
+        let msg = rfc5424(&line.meta, line.json_str(), &self.hostname, self.pid);
+        // SAFETY: `msg` is valid for its length; the flags make it never wait.
+        let n = unsafe {
+            libc::send(
+                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
+                msg.as_ptr().cast(),
+                msg.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl SinkWriter for SyslogSink {
     fn write(&mut self, line: &Line) -> io::Result<()> {
         let msg = rfc5424(&line.meta, line.json_str(), &self.hostname, self.pid);
