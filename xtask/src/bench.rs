@@ -1129,7 +1129,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     let reps: usize = std::env::var("WATCHER_BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(1000);
     let cpu_only = std::env::var_os("WATCHER_BENCH_CPU_ONLY").is_some();
     if cpu_only || std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() {
         eprintln!("xtask bench: watcher CPU per event, four mixes …");
