@@ -86,6 +86,16 @@ fn tcp4() -> std::os::fd::OwnedFd {
     .expect("socket")
 }
 
+fn tcp6() -> std::os::fd::OwnedFd {
+    socket::socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("socket")
+}
+
 /// Bring `lo` up in the network namespace this process is in (it must be
 /// allowed to: root of the namespace's user namespace).
 fn lo_up() {
@@ -741,13 +751,7 @@ fn main() {
             say("port", a.port());
         }
         "bind6" => {
-            let s = socket::socket(
-                AddressFamily::Inet6,
-                SockType::Stream,
-                SockFlag::empty(),
-                None,
-            )
-            .expect("socket");
+            let s = tcp6();
             let a = SockaddrIn6::from(std::net::SocketAddrV6::new(
                 std::net::Ipv6Addr::LOCALHOST,
                 0,
@@ -798,13 +802,7 @@ fn main() {
                     socket::bind(s.as_raw_fd(), &v4(4242, a.octets()))
                 }
                 std::net::IpAddr::V6(a) => {
-                    let s = socket::socket(
-                        AddressFamily::Inet6,
-                        SockType::Stream,
-                        SockFlag::empty(),
-                        None,
-                    )
-                    .expect("socket");
+                    let s = tcp6();
                     let at = SockaddrIn6::from(std::net::SocketAddrV6::new(a, 4242, 0, 0));
                     socket::bind(s.as_raw_fd(), &at)
                 }

@@ -426,6 +426,16 @@ fn a_shadowing_the_kernel_answer_shows_false_is_resolved_by_it() {
     );
 }
 
+/// Pid 100 (`first`) listens on 0.0.0.0:`port`, starts pid 101 (`/bin/c`),
+/// which inherits the listener, and exits; pid 200 (`second`) is started.
+fn inherited_listener(k: &mut Kit, port: u16, first: &str, second: &str) {
+    k.spawn(S, 1, 100, first, &[first.rsplit('/').next().unwrap()]);
+    k.listen(2 * S, 100, "0.0.0.0", port, 1);
+    k.spawn(2 * S + 10, 100, 101, "/bin/c", &["c"]);
+    k.exit(2 * S + 20, 100, 0);
+    k.spawn(3 * S, 1, 200, second, &[second.rsplit('/').next().unwrap()]);
+}
+
 /// The table names a holder that has exited; the kernel says which process
 /// holds its listener now (a child of another program that inherited it):
 /// the shadowing is restated naming it.
@@ -433,11 +443,7 @@ fn a_shadowing_the_kernel_answer_shows_false_is_resolved_by_it() {
 fn a_shadowing_is_restated_with_the_holder_the_kernel_answer_names() {
     let mut k = Kit::defaults();
     k.slow_lookups.store(true, Relaxed);
-    k.spawn(S, 1, 100, "/bin/a", &["a"]);
-    k.listen(2 * S, 100, "0.0.0.0", 9620, 1);
-    k.spawn(2 * S + 10, 100, 101, "/bin/c", &["c"]);
-    k.exit(2 * S + 20, 100, 0);
-    k.spawn(3 * S, 1, 200, "/bin/b", &["b"]);
+    inherited_listener(&mut k, 9620, "/bin/a", "/bin/b");
     k.set_kernel(vec![
         listener("0.0.0.0", 9620, &[101]),
         listener("127.0.0.1", 9620, &[200]),
@@ -463,11 +469,7 @@ fn a_shadowing_is_restated_with_the_holder_the_kernel_answer_names() {
 fn a_shadowing_only_the_kernel_answer_shows_opens_when_it_comes() {
     let mut k = Kit::defaults();
     k.slow_lookups.store(true, Relaxed);
-    k.spawn(S, 1, 100, "/usr/bin/pool", &["pool"]);
-    k.listen(2 * S, 100, "0.0.0.0", 9630, 1);
-    k.spawn(2 * S + 10, 100, 101, "/bin/c", &["c"]);
-    k.exit(2 * S + 20, 100, 0);
-    k.spawn(3 * S, 1, 200, "/usr/bin/pool", &["pool"]);
+    inherited_listener(&mut k, 9630, "/usr/bin/pool", "/usr/bin/pool");
     k.set_kernel(vec![
         listener("0.0.0.0", 9630, &[101]),
         listener("127.0.0.1", 9630, &[200]),
@@ -487,11 +489,7 @@ fn a_shadowing_only_the_kernel_answer_shows_opens_when_it_comes() {
     assert_eq!(o[0].processes[0].proc.key.tgid, 200);
     // Answered at once, the same answer opens it with the listen.
     let mut q = Kit::defaults();
-    q.spawn(S, 1, 100, "/usr/bin/pool", &["pool"]);
-    q.listen(2 * S, 100, "0.0.0.0", 9630, 1);
-    q.spawn(2 * S + 10, 100, 101, "/bin/c", &["c"]);
-    q.exit(2 * S + 20, 100, 0);
-    q.spawn(3 * S, 1, 200, "/usr/bin/pool", &["pool"]);
+    inherited_listener(&mut q, 9630, "/usr/bin/pool", "/usr/bin/pool");
     q.set_kernel(vec![listener("0.0.0.0", 9630, &[101])]);
     assert!(
         opened(&q.listen(4 * S, 200, "127.0.0.1", 9630, 2), "port_shadowed"),
