@@ -207,17 +207,7 @@ impl Direct {
     fn write_now(&self, line: &Line) -> io::Result<usize> {
         let buf: &[u8] = &line.json;
         let n = match *self {
-            Direct::Socket(fd) => {
-                // SAFETY: `buf` is valid for its length; the flags make it never wait.
-                unsafe {
-                    libc::send(
-                        fd,
-                        buf.as_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    )
-                }
-            }
+            Direct::Socket(fd) => return send_nowait(fd, buf),
             Direct::Pipe(fd) => {
                 // A write into a pipe with room for it is whole at once,
                 // whatever its length (the kernel copies all it has room for;
@@ -247,6 +237,25 @@ impl Direct {
         } else {
             Ok(n as usize)
         }
+    }
+}
+
+/// `send` on socket `fd` that never waits (`WouldBlock` when the socket
+/// cannot take `buf` now) and never raises SIGPIPE: the bytes sent.
+pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for its length; the flags make it never wait.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 

@@ -94,9 +94,7 @@ impl FileSink {
 
 /// RFC 5424 syslog over the local socket.
 pub(crate) struct SyslogSink {
-    sock: UnixDatagram,
-    hostname: String,
-    pid: u32,
+    out: SyslogOut,
 }
 
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (RFC 5424), facility daemon.
@@ -117,29 +115,30 @@ impl SyslogSink {
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "-".into());
         Ok(SyslogSink {
-            sock,
-            hostname,
-            pid: std::process::id(),
+            out: SyslogOut {
+                sock,
+                hostname,
+                pid: std::process::id(),
+            },
         })
     }
-}
 
-impl SyslogSink {
     /// The pipeline's own way to this syslog socket, for lines that cannot
     /// wait (a descriptor of its own: the sink's thread owns this one).
     pub(crate) fn direct(&self) -> io::Result<crate::output::lane::Direct> {
         Ok(crate::output::lane::Direct::Syslog(std::sync::Arc::new(
             SyslogOut {
-                sock: self.sock.try_clone()?,
-                hostname: self.hostname.clone(),
-                pid: self.pid,
+                sock: self.out.sock.try_clone()?,
+                hostname: self.out.hostname.clone(),
+                pid: self.out.pid,
             },
         )))
     }
 }
 
-/// The syslog socket as the pipeline writes to it itself: a `send` that
-/// never waits (a full socket queue: `WouldBlock`, the line goes to the lane).
+/// A connected syslog socket and how a line is framed for it: the sink's
+/// (its thread's sends may wait), and the pipeline's own (a `send` that
+/// never waits: a full socket queue is `WouldBlock`, the line goes to the lane).
 #[derive(Debug)]
 pub(crate) struct SyslogOut {
     sock: UnixDatagram,
@@ -148,29 +147,23 @@ pub(crate) struct SyslogOut {
 }
 
 impl SyslogOut {
+    fn frame(&self, line: &Line) -> String {
+        rfc5424(&line.meta, line.json_str(), &self.hostname, self.pid)
+    }
+
+    /// Send `line` without waiting (a datagram: whole or not at all).
     pub(crate) fn send_now(&self, line: &Line) -> io::Result<()> {
-        let msg = rfc5424(&line.meta, line.json_str(), &self.hostname, self.pid);
-        // SAFETY: `msg` is valid for its length; the flags make it never wait.
-        let n = unsafe {
-            libc::send(
-                std::os::fd::AsRawFd::as_raw_fd(&self.sock),
-                msg.as_ptr().cast(),
-                msg.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.sock);
+        crate::output::lane::send_nowait(fd, self.frame(line).as_bytes()).map(|_| ())
     }
 }
 
 impl SinkWriter for SyslogSink {
     fn write(&mut self, line: &Line) -> io::Result<()> {
-        let msg = rfc5424(&line.meta, line.json_str(), &self.hostname, self.pid);
-        self.sock.send(msg.as_bytes()).map(|_| ())
+        self.out
+            .sock
+            .send(self.out.frame(line).as_bytes())
+            .map(|_| ())
     }
 }
 
