@@ -39,7 +39,9 @@ pub struct Stats {
     /// Exec records whose command line was longer than the kernel's cap
     /// (`--args-bytes`): kept cut, and said to be (`exec.args_truncated`).
     pub command_lines_cut: u64,
-    /// Lookups answered on the pipeline's thread: sock_diag and the table's inodes, no `/proc`.
+    /// Socket lookups answered from the kernel's socket table and the inodes
+    /// bind and listen records carried, no `/proc` (on a worker; on the
+    /// pipeline's thread with `confirm_before_open`).
     pub socket_lookups_by_inode: u64,
     /// Lookups a namespace's helper did not answer within the deadline (or could not enter).
     pub socket_lookups_unanswered: u64,

@@ -113,11 +113,12 @@ pub(crate) struct NetnsLookups {
     kept: HashMap<u32, (Diag, Instant)>,
     /// Namespaces whose kept socket is being opened.
     opening: HashMap<u32, Receiver<Diag>>,
-    /// Port lookups answered from sock_diag and the socket table's inodes
-    /// alone, on a worker or on the pipeline's thread (shared with the
-    /// workers); and those of the pipeline's thread that were not (an owner
-    /// only `/proc` can tell, or no kept socket yet).
+    /// Port lookups answered from the kernel's socket table and the socket
+    /// table's inodes alone (no `/proc`), on a worker or on the pipeline's
+    /// thread (shared with the workers).
     by_inode: Arc<std::sync::atomic::AtomicU64>,
+    /// Lookups on the pipeline's thread that could not be answered there
+    /// (an owner only `/proc` can tell, or no kept socket yet).
     pub quick_misses: u64,
     /// Notified by a worker each time it has answered (the pipeline then
     /// takes the answer at once rather than at its next look); set once.
@@ -278,12 +279,10 @@ fn worker(shared: Arc<Shared>) {
                 },
                 Some(diag),
             ) => {
-                let by_inode = diag.port_sockets_by_inode(tcp, port, &known);
-                if by_inode.is_some() {
+                let (mut socks, by_inode) = diag.port_sockets(tcp, port, &candidates, &known);
+                if by_inode {
                     shared.by_inode.fetch_add(1, Ordering::Relaxed);
                 }
-                let mut socks =
-                    by_inode.unwrap_or_else(|| diag.port_sockets(tcp, port, &candidates));
                 socks.iter_mut().for_each(|s| s.netns = netns);
                 let _ = reply.try_send(socks);
                 answered();

@@ -286,18 +286,23 @@ impl Diag {
     }
 
     /// The sockets on `port` of one transport, holders with their
-    /// processes; `candidates` (the holders watcher knows of) are looked at
-    /// first. For TCP: the listeners, and only when there is none the other
-    /// sockets on the port (TIME_WAIT, connections), which explain an
-    /// EADDRINUSE without a holder.
+    /// processes: named by `known` (socket inode, pid) when those name them
+    /// all (then `true`: no `/proc` read), else from the fds of
+    /// `candidates` (the holders watcher knows of) first. For TCP: the
+    /// listeners, and only when there is none the other sockets on the port
+    /// (TIME_WAIT, connections), which explain an EADDRINUSE without a holder.
     pub(crate) fn port_sockets(
         &mut self,
         tcp: bool,
         port: u16,
         candidates: &[u32],
-    ) -> Vec<KernelSocket> {
-        let socks = self.on_port(tcp, port);
-        with_owners_of(socks, candidates)
+        known: &[(u64, u32)],
+    ) -> (Vec<KernelSocket>, bool) {
+        let mut socks = self.on_port(tcp, port);
+        if named_by_inode(&mut socks, known) {
+            return (socks, true);
+        }
+        (with_owners_of(socks, candidates), false)
     }
 
     /// The holders of `port` (TCP listeners, UDP sockets) without their
@@ -332,17 +337,7 @@ impl Diag {
         known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
         let mut socks = self.port_sockets_netlink(tcp, port)?;
-        for s in socks.iter_mut().filter(|s| s.is_holder()) {
-            s.pids = known
-                .iter()
-                .filter(|(i, _)| *i != 0 && *i == s.inode)
-                .map(|(_, p)| *p)
-                .collect();
-            if s.pids.is_empty() {
-                return None;
-            }
-        }
-        Some(socks)
+        named_by_inode(&mut socks, known).then_some(socks)
     }
 
     /// Whether sock_diag works here.
@@ -539,6 +534,30 @@ pub(crate) fn with_owners(socks: Vec<KernelSocket>) -> Vec<KernelSocket> {
     with_owners_of(socks, &[])
 }
 
+/// Name each holder in `socks` by `known` (socket inode, pid: what the
+/// bind and listen records carried); `false`, `socks` left as they were,
+/// when a holder's inode is not among them.
+fn named_by_inode(socks: &mut [KernelSocket], known: &[(u64, u32)]) -> bool {
+    let pids: Vec<Vec<u32>> = socks
+        .iter()
+        .filter(|s| s.is_holder())
+        .map(|s| {
+            known
+                .iter()
+                .filter(|(i, _)| *i != 0 && *i == s.inode)
+                .map(|(_, p)| *p)
+                .collect()
+        })
+        .collect();
+    if pids.iter().any(Vec::is_empty) {
+        return false;
+    }
+    for (s, p) in socks.iter_mut().filter(|s| s.is_holder()).zip(pids) {
+        s.pids = p;
+    }
+    true
+}
+
 fn with_owners_of(mut socks: Vec<KernelSocket>, candidates: &[u32]) -> Vec<KernelSocket> {
     let inodes: Vec<u64> = socks
         .iter()
@@ -585,7 +604,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let mut diag = Diag::open("/proc/net");
-        let s = diag.port_sockets(true, port, &[]);
+        let (s, _) = diag.port_sockets(true, port, &[], &[]);
         let me = std::process::id();
         assert!(
             s.iter().any(|k| k.state == 10
@@ -595,7 +614,7 @@ mod tests {
         );
         let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
         let uport = u.local_addr().unwrap().port();
-        let s = diag.port_sockets(false, uport, &[me]);
+        let (s, _) = diag.port_sockets(false, uport, &[me], &[]);
         assert!(
             s.iter()
                 .any(|k| k.pids.contains(&me) && k.addr == "::1".parse::<IpAddr>().unwrap()),
