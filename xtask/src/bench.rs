@@ -67,10 +67,8 @@ impl Feed {
                 let at = mono_ns();
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     let load = line.contains(LOAD_FORKS);
-                    if !load && v["type"] == "finding" && v["state"] == "open" {
-                        if let Some(k) = v["kind"].as_str() {
-                            *c.lock().expect("lock").entry(k.to_owned()).or_default() += 1;
-                        }
+                    if let Some(k) = sample_kind(&v, load) {
+                        *c.lock().expect("lock").entry(k.to_owned()).or_default() += 1;
                     }
                     l.lock().expect("lock").push((at, v, load));
                 }
@@ -137,12 +135,18 @@ impl Feed {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|(_, v, _)| v["type"] == "finding" && v["kind"] == kind && v["state"] == "open")
-            // The load's own fork storm is not a sample.
-            .filter(|(_, _, load)| !load)
+            .filter(|(_, v, load)| sample_kind(v, *load) == Some(kind))
             .filter_map(|(at, v, _)| v["mono_ns"].as_u64().map(|m| (*at, m)))
             .collect()
     }
+}
+
+/// The kind of the finding `v` opens, when it is a latency sample (the
+/// load's own fork storm, `load`, is not one).
+fn sample_kind(v: &serde_json::Value, load: bool) -> Option<&str> {
+    (!load && v["type"] == "finding" && v["state"] == "open")
+        .then(|| v["kind"].as_str())
+        .flatten()
 }
 
 fn run(actor: &Path, args: &[&str]) -> Result<()> {
