@@ -329,13 +329,19 @@ pub fn latency(
         ),
     )?;
     let feed = Feed::start(watcher, &["run", "--config", &cfg.to_string_lossy()])?;
+    // WATCHER_BENCH_KINDS=a,b: only those kinds (the others take no samples).
+    let only = std::env::var("WATCHER_BENCH_KINDS").ok();
+    let n_of = |kind: &str| match &only {
+        Some(ks) if !ks.split(',').any(|k| k.trim() == kind) => 0,
+        _ => reps,
+    };
     // port_conflict: a listener, a failing bind; a new port each time. The
     // listener stays until the finding is out, as a real one does (one gone
     // a millisecond after the failing bind is found gone by the lookup).
     // (A port used before in this run would join that port's incident, still
     // open: a new listener is taken instead.)
     let mut ports_used = std::collections::HashSet::new();
-    for i in 0..reps {
+    for i in 0..n_of("port_conflict") {
         let (mut holder, port) = loop {
             let mut h = spawn(actor, &["listen-hold", "0.0.0.0", "0"])?;
             let p = value(&mut h, "port")?;
@@ -352,7 +358,7 @@ pub fn latency(
     }
     // port_shadowed: a wildcard and a specific listener of different
     // programs, both kept until the finding is out.
-    for i in 0..reps {
+    for i in 0..n_of("port_shadowed") {
         let (mut a, port) = loop {
             let mut h = spawn(actor, &["listen-hold", "0.0.0.0", "0", "reuseport"])?;
             let p = value(&mut h, "port")?;
@@ -372,31 +378,31 @@ pub fn latency(
     }
     // address_unavailable: a bind to an address of the IPv6 documentation
     // range (on no host), a new one each time.
-    for i in 0..reps {
+    for i in 0..n_of("address_unavailable") {
         run(actor, &["notavail", &format!("2001:db8::{:x}", 1 + i)])?;
     }
-    feed.wait_open("address_unavailable", reps)?;
+    feed.wait_open("address_unavailable", n_of("address_unavailable"))?;
     // zombie_accumulation: 6 children exit unreaped, reaped 50 ms later.
-    for _ in 0..reps {
+    for _ in 0..n_of("zombie_accumulation") {
         run(actor, &["zombies", "6", "50"])?;
     }
-    feed.wait_open("zombie_accumulation", reps)?;
+    feed.wait_open("zombie_accumulation", n_of("zombie_accumulation"))?;
     // respawn_storm: a supervisor restarting a child that crashes after
     // 20 ms (a new program each time: its last argument).
-    for i in 0..reps {
+    for i in 0..n_of("respawn_storm") {
         run(actor, &["supervise", "6", "20", &format!("r{i}")])?;
     }
-    feed.wait_open("respawn_storm", reps)?;
+    feed.wait_open("respawn_storm", n_of("respawn_storm"))?;
     // duplicate_instances: 11 copies of a program living 150 ms (a new one
     // each time: its last argument).
-    for i in 0..reps {
+    for i in 0..n_of("duplicate_instances") {
         run(actor, &["copies", "11", "150", &format!("d{i}")])?;
     }
-    feed.wait_open("duplicate_instances", reps)?;
+    feed.wait_open("duplicate_instances", n_of("duplicate_instances"))?;
     // connect_failures: 12 refused connects to a new closed port (never
     // one used before: a second burst would join the first one's incident).
     let mut used = std::collections::HashSet::new();
-    for _ in 0..reps {
+    for _ in 0..n_of("connect_failures") {
         let port = loop {
             let p = free_port();
             if used.insert(p) {
@@ -405,20 +411,20 @@ pub fn latency(
         };
         run(actor, &["connect-burst", &port.to_string(), "12"])?;
     }
-    feed.wait_open("connect_failures", reps)?;
+    feed.wait_open("connect_failures", n_of("connect_failures"))?;
     // fork_storm: 1,000 forks a second for 1.3 s (sustain 1 s), a new
     // parent each time; at most FORK_STORMS of them (1.3 s a sample).
-    for _ in 0..reps.min(FORK_STORMS) {
+    for _ in 0..n_of("fork_storm").min(FORK_STORMS) {
         run(actor, &["fork-fast", "1300", "1000"])?;
     }
-    feed.wait_open("fork_storm", reps.min(FORK_STORMS))?;
+    feed.wait_open("fork_storm", n_of("fork_storm").min(FORK_STORMS))?;
     // zombie: one unreaped child each, held past max_age (1 s) — latency
     // from the deadline to the line. Fifty at a time: their deadlines come
     // after all fifty have started (a thousand started at once would still
     // be starting, on both CPUs, when the first deadlines come).
     let mut zombies = 0;
-    while zombies < reps {
-        let n = (reps - zombies).min(50);
+    while zombies < n_of("zombie") {
+        let n = (n_of("zombie") - zombies).min(50);
         let zs: Vec<_> = (0..n)
             .map(|_| spawn(actor, &["zombies", "1", "1600"]))
             .collect::<Result<_>>()?;
@@ -433,7 +439,7 @@ pub fn latency(
         "ip link set lo up && echo '40000 40001' > /proc/sys/net/ipv4/ip_local_port_range && exec {} exhaust bind 3",
         actor.display()
     );
-    for _ in 0..reps {
+    for _ in 0..n_of("ports_exhausted") {
         let mut c = Command::new("unshare")
             .args(["-n", "sh", "-c", &script])
             .stdin(Stdio::piped())
@@ -444,9 +450,27 @@ pub fn latency(
         drop(c.stdin.take());
         c.wait()?;
     }
-    feed.wait_open("ports_exhausted", reps)?;
+    feed.wait_open("ports_exhausted", n_of("ports_exhausted"))?;
+    // WATCHER_BENCH_SAMPLES=<file>: every sample (kind, read time, deciding
+    // time, latency in µs), in the order read — to see where in a run the
+    // slow ones fall.
+    if let Some(path) = std::env::var_os("WATCHER_BENCH_SAMPLES") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        for kind in KINDS {
+            for (at, m) in feed.opens(kind) {
+                writeln!(
+                    f,
+                    "{kind} {at} {m} {:.0}",
+                    at.saturating_sub(m) as f64 / 1e3
+                )?;
+            }
+        }
+    }
     let mut rows = Vec::new();
-    for kind in KINDS {
+    for kind in KINDS.into_iter().filter(|k| n_of(k) > 0) {
         let lat: Vec<f64> = feed
             .opens(kind)
             .iter()

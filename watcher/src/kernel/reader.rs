@@ -145,8 +145,10 @@ impl Rings {
     fn drain(&mut self, max: usize, out: &mut Vec<Result<KernelEvent, DecodeError>>) -> Drained {
         let start = out.len();
         let mut full = false;
+        let mut deciding = 0;
         for ring in &mut self.rings {
-            let (n, bytes) = drain_ring(ring, max, out, self.record.as_mut());
+            let (n, bytes, d) = drain_ring(ring, max, out, self.record.as_mut());
+            deciding += d;
             full |= n == max;
             self.suspect |= n == max || bytes >= self.suspect_bytes;
         }
@@ -157,6 +159,7 @@ impl Rings {
         Drained {
             n: out.len() - start,
             full,
+            deciding,
         }
     }
 }
@@ -176,28 +179,35 @@ fn suspect_bytes(ring_bytes: usize) -> usize {
 pub(crate) struct Drained {
     pub(crate) n: usize,
     pub(crate) full: bool,
+    /// Of the `n`, records the kernel judged deciding.
+    pub(crate) deciding: usize,
 }
 
-/// Records read, and the bytes they took in the ring (with the ring's
-/// 8-byte header each, rounded up to 8).
+/// Records read, the bytes they took in the ring (with the ring's 8-byte
+/// header each, rounded up to 8), and how many of them were deciding.
 fn drain_ring(
     ring: &mut RingBuf<MapData>,
     max: usize,
     out: &mut Vec<Result<KernelEvent, DecodeError>>,
     mut record: Option<&mut std::io::BufWriter<std::fs::File>>,
-) -> (usize, usize) {
+) -> (usize, usize, usize) {
     let mut n = 0;
     let mut bytes = 0;
+    let mut deciding = 0;
     while n < max {
         let Some(item) = ring.next() else { break };
         bytes += (item.len() + 8 + 7) & !7;
         if let Some(w) = record.as_deref_mut() {
             crate::kernel::decode::write_recorded(w, &item);
         }
-        out.push(decode(&item));
+        let ev = decode(&item);
+        if let Ok(e) = &ev {
+            deciding += usize::from(e.header.flags & watcher_common::HEADER_DECIDING != 0);
+        }
+        out.push(ev);
         n += 1;
     }
-    (n, bytes)
+    (n, bytes, deciding)
 }
 
 /// The linger interval grows to at most this many times the configured one
@@ -360,8 +370,8 @@ impl Reader {
     /// (for bulk records only: deciding ones wake the reader, or mark its
     /// word, whenever they come).
     pub(crate) fn drain(&mut self, out: &mut Records, now: u64) -> Drained {
-        self.urgency.drained(now);
         let d = self.rings.drain(self.batch, out);
+        self.urgency.drained(now, d.deciding);
         // The first records after a quiet spell (a burst may follow).
         let fresh = d.n > 0 && now.saturating_sub(self.found_at) >= self.window_ns;
         if d.n > 0 {

@@ -186,9 +186,14 @@ impl ReaderWord {
 /// cost a wakeup each, though: from then on the reader paces itself — after
 /// each drain it naps awake for a gap (records only mark the word), then
 /// drains for what came, or says it sleeps if nothing did. The gap is an
-/// eighth of the wakeup interval (125 µs), doubling with each drain up to
-/// half the interval, so a sustained storm costs two drains per interval. A
-/// burst is over when no deciding record came for an interval.
+/// eighth of the wakeup interval (125 µs); it doubles, up to half the
+/// interval, after a drain that found [`STORM_RECORDS`] deciding records or
+/// more (a storm: a sustained one costs two drains per interval), and halves
+/// back after one that found one or none (a trickle — a deciding record
+/// every ~100 µs, bursts of refused connects one after the other — is not
+/// made to wait half an interval for each record because it never paused
+/// for a whole one). A burst is over when no deciding record came for an
+/// interval.
 pub(crate) struct Urgency {
     /// `None`: the word could not be mapped; it stays asleep, every
     /// deciding record wakes the reader, and nothing here changes a wait.
@@ -202,6 +207,8 @@ pub(crate) struct Urgency {
     drained_at: u64,
     /// When the last drain for deciding records was.
     urgent_at: u64,
+    /// The gap after a paced drain (from `gap_ns` up to 4 times it).
+    paced_ns: u64,
     /// The time until which forks are urgent, as last written.
     forks_until: u64,
     /// From how many live processes of a name its execs are urgent, as last written.
@@ -216,6 +223,10 @@ const GAP_GROWTH_SHIFT: u32 = 2;
 /// A drain for deciding records this long (2 to this power times the first
 /// gap: the wakeup interval) after the last one starts a new burst.
 const BURST_END_SHIFT: u32 = 3;
+/// A paced drain that found this many deciding records or more doubles the
+/// gap (each nap and drain costs as much as handling tens of records: a
+/// storm is read in batches of several).
+const STORM_RECORDS: usize = 4;
 
 impl Urgency {
     pub(crate) fn new(word: Option<ReaderWord>, gap_ns: u64) -> Urgency {
@@ -226,6 +237,7 @@ impl Urgency {
             urgent: false,
             drained_at: 0,
             urgent_at: 0,
+            paced_ns: gap_ns,
             forks_until: 0,
             exec_crowd: 0,
         }
@@ -260,9 +272,10 @@ impl Urgency {
 
     /// The gap after the last drain (0 early in a burst).
     fn gap(&self) -> u64 {
-        match self.streak.checked_sub(BURST_DRAINS) {
-            None => 0,
-            Some(n) => self.gap_ns << n.min(GAP_GROWTH_SHIFT),
+        if self.streak < BURST_DRAINS {
+            0
+        } else {
+            self.paced_ns
         }
     }
 
@@ -310,14 +323,25 @@ impl Urgency {
         }
     }
 
-    /// A drain at `now`: whether deciding records were waiting for it.
-    pub(crate) fn drained(&mut self, now: u64) -> bool {
+    /// A drain at `now` that found `deciding` deciding records: whether
+    /// deciding records were waiting for it (the word said so).
+    pub(crate) fn drained(&mut self, now: u64, deciding: usize) -> bool {
         let urgent = std::mem::take(&mut self.urgent);
         if urgent {
             // (None for an interval: this burst's first. Re-drains of bulk
             // records in between do not count.)
             if now.saturating_sub(self.urgent_at) >= self.gap_ns << BURST_END_SHIFT {
                 self.streak = 0;
+                self.paced_ns = self.gap_ns;
+            }
+            // A paced drain: the next gap follows how many it found.
+            if self.streak >= BURST_DRAINS {
+                let most = self.gap_ns << GAP_GROWTH_SHIFT;
+                if deciding >= STORM_RECORDS {
+                    self.paced_ns = (self.paced_ns * 2).min(most);
+                } else if deciding <= 1 {
+                    self.paced_ns = (self.paced_ns / 2).max(self.gap_ns);
+                }
             }
             self.streak = self.streak.saturating_add(1);
             self.urgent_at = now;
@@ -359,18 +383,18 @@ mod tests {
         assert_eq!(u.before_wait(far, t(0), false), far);
         assert!(decided(&u), "asleep: woken");
         u.after_wait();
-        assert!(u.drained(t(50)), "the record that woke it");
+        assert!(u.drained(t(50), 1), "the record that woke it");
         // Records while it handles the batch wake nothing; it drains for
         // them at once instead of sleeping.
         assert!(!decided(&u));
         assert_eq!(u.before_wait(far, t(60), false), t(50), "at once");
         u.after_wait();
-        assert!(u.drained(t(60)));
+        assert!(u.drained(t(60), 1));
         // Nothing came: it sleeps, and the next record wakes it.
         assert_eq!(u.before_wait(far, t(70), false), far);
         assert!(decided(&u));
         u.after_wait();
-        assert!(u.drained(t(80)));
+        assert!(u.drained(t(80), 1));
         // A storm: the burst's first drains follow at once, then the reader
         // naps a gap after each — 125 µs, doubling to half the interval.
         let mut at = t(80);
@@ -380,7 +404,7 @@ mod tests {
             let next = u.before_wait(far, at + us, false).max(at + us);
             u.after_wait();
             gaps.push((next - at) / us);
-            assert!(u.drained(next));
+            assert!(u.drained(next, STORM_RECORDS));
             at = next;
         }
         let mut expected = vec![1; 29];
@@ -393,34 +417,34 @@ mod tests {
         assert!(decided(&u), "asleep: woken");
         // No deciding record for an interval: a new burst, read at once again.
         u.after_wait();
-        assert!(u.drained(at + 3100 * us));
+        assert!(u.drained(at + 3100 * us, 1));
         assert!(!decided(&u));
         assert_eq!(u.before_wait(far, at + 3101 * us, false), at + 3100 * us);
         u.after_wait();
-        assert!(u.drained(at + 3101 * us));
+        assert!(u.drained(at + 3101 * us, 1));
         // A re-drain of bulk records alone changes nothing: it sleeps.
         assert_eq!(u.before_wait(far, at + 3102 * us, false), far);
         u.after_wait();
-        assert!(!u.drained(at + 4000 * us), "a re-drain");
+        assert!(!u.drained(at + 4000 * us, 0), "a re-drain");
         assert_eq!(u.before_wait(far, at + 4001 * us, false), far);
         // Another storm, then bulk records alone for an interval (re-drains
         // every 0.4 ms): the next deciding record starts a new burst.
         let mut at = at + 5000 * us;
         assert!(decided(&u), "asleep: woken");
         u.after_wait();
-        assert!(u.drained(at));
+        assert!(u.drained(at, 1));
         for _ in 0..40 {
             assert!(!decided(&u));
             at = u.before_wait(far, at + us, false).max(at + us);
             u.after_wait();
-            assert!(u.drained(at));
+            assert!(u.drained(at, STORM_RECORDS));
         }
         for k in 1..=3 {
-            assert!(!u.drained(at + k * 400 * us), "a re-drain");
+            assert!(!u.drained(at + k * 400 * us, 0), "a re-drain");
         }
         assert!(!decided(&u));
         u.after_wait();
-        assert!(u.drained(at + 1300 * us));
+        assert!(u.drained(at + 1300 * us, 1));
         assert!(!decided(&u));
         assert_eq!(
             u.before_wait(far, at + 1301 * us, false),
@@ -433,13 +457,54 @@ mod tests {
         assert!(!decided(&u), "awake: no wakeup");
     }
 
+    /// Deciding records one every ~100 µs (refused connects of one program
+    /// after another) never pause for an interval: the burst goes on past
+    /// its first drains. Each paced drain finds one, and the gap stays the
+    /// first one (it grew to half the interval, and every such record
+    /// waited up to that, when the gap doubled with every drain). A storm
+    /// in the same burst doubles it; the trickle after it halves it back.
+    #[test]
+    fn a_trickle_of_deciding_records_is_paced_at_the_first_gap_and_a_storm_at_half_the_interval() {
+        let us = 1_000;
+        let t = |x: u64| 1_000_000 * us + x * us;
+        let far = t(100_000);
+        let mut u = Urgency::new(Some(ReaderWord::own()), 125 * us);
+        // Paces `drains` drains, each finding `found` deciding records (one
+        // came during each nap); the gaps between them.
+        let start = t(0);
+        assert_eq!(u.before_wait(far, start, false), far);
+        assert!(decided(&u));
+        u.after_wait();
+        assert!(u.drained(start, 1));
+        let mut at = start;
+        let mut pace = |u: &mut Urgency, drains: usize, found: usize| {
+            let mut gaps = Vec::new();
+            for _ in 0..drains {
+                assert!(!decided(u), "awake or napping: no wakeup");
+                let next = u.before_wait(far, at + us, false).max(at + us);
+                u.after_wait();
+                gaps.push((next - at) / us);
+                assert!(u.drained(next, found));
+                at = next;
+            }
+            gaps
+        };
+        let first = pace(&mut u, 40, 1);
+        assert!(first[..31].iter().all(|g| *g == 1), "{first:?}");
+        assert_eq!(first[31..], [125; 9], "a trickle: the first gap, not more");
+        assert_eq!(pace(&mut u, 4, 6), [125, 250, 500, 500], "a storm");
+        assert_eq!(pace(&mut u, 4, 1), [500, 250, 125, 125], "a trickle again");
+        assert_eq!(pace(&mut u, 2, 6), [125, 250]);
+        assert_eq!(pace(&mut u, 3, 2), [500, 500, 500], "neither: as it was");
+    }
+
     #[test]
     fn without_its_word_the_reader_waits_as_it_would_and_never_drains_for_urgency() {
         let mut u = Urgency::new(None, 125_000);
         assert_eq!(u.before_wait(10_000_000, 0, false), 10_000_000);
         u.after_wait();
         assert_eq!(u.due(), None);
-        assert!(!u.drained(5));
+        assert!(!u.drained(5, 0));
     }
 
     #[test]
@@ -469,7 +534,7 @@ mod tests {
         );
         u.after_wait();
         assert!(!u.word.as_ref().unwrap().lazy_wakes(), "awake");
-        assert!(!u.drained(t(10)));
+        assert!(!u.drained(t(10), 0));
         // Records came: it dozes until its re-drain; a lazy record rides
         // on that drain, a deciding one wakes it (once).
         assert_eq!(u.before_wait(t(1010), t(20), true), t(1010));
@@ -480,7 +545,7 @@ mod tests {
         assert!(decided(&u), "dozing: a deciding record wakes it");
         assert!(!decided(&u), "once");
         u.after_wait();
-        assert!(u.drained(t(30)));
+        assert!(u.drained(t(30), 1));
     }
 
     #[test]
