@@ -806,7 +806,7 @@ impl Loop<'_> {
             w.apply(&changes);
         }
         if let Some(c) = self.canary.as_mut() {
-            // A canary is due: fork a child that exits at once (its exit is the probe).
+            // A canary is due: a child that exits at once (its exit is the probe).
             if let Err(e) = c.maybe_send() {
                 tracing::warn!("canary: {e}");
             }
