@@ -63,6 +63,15 @@ impl Canary {
             return Ok(());
         }
         self.last_sent = Some(Instant::now());
+        // (Every signal blocked while the child lives, as posix_spawn does:
+        // no handler of the daemon's runs in a child that shares its memory.)
+        let all = nix::sys::signal::SigSet::all();
+        let mut was = nix::sys::signal::SigSet::empty();
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&all),
+            Some(&mut was),
+        )?;
         // SAFETY: the child runs `canary_child` on its own stack (the top of
         // `self.stack`, 16-byte aligned) and only calls `_exit`; CLONE_VFORK
         // suspends this thread until it has, so the stack is free again when
@@ -77,9 +86,13 @@ impl Canary {
                 std::ptr::null_mut(),
             )
         };
-        if pid < 0 {
-            return Err(nix::errno::Errno::last());
-        }
+        let cloned = nix::errno::Errno::result(pid);
+        nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_SETMASK,
+            Some(&was),
+            None,
+        )?;
+        let pid = cloned?;
         self.unreaped.push(nix::unistd::Pid::from_raw(pid));
         self.outstanding.push((pid as u32, Instant::now()));
         if self.outstanding.len() > 16 {
