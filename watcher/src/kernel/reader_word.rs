@@ -372,6 +372,24 @@ mod tests {
         u.word.as_ref().expect("a word").decided()
     }
 
+    /// `drains` drains of a storm or trickle from `*at` (µs steps; waits
+    /// end by `far`), each finding `found` deciding records (one came during
+    /// each nap, so none wakes the reader): the gaps between them, in µs.
+    /// `*at` moves to the last drain.
+    fn pace(u: &mut Urgency, at: &mut u64, far: u64, drains: usize, found: usize) -> Vec<u64> {
+        let us = 1_000;
+        let mut gaps = Vec::new();
+        for _ in 0..drains {
+            assert!(!decided(u), "awake or napping: no wakeup");
+            let next = u.before_wait(far, *at + us, false).max(*at + us);
+            u.after_wait();
+            gaps.push((next - *at) / us);
+            assert!(u.drained(next, found));
+            *at = next;
+        }
+        gaps
+    }
+
     #[test]
     fn a_reader_sleeps_until_a_deciding_record_and_drains_for_those_that_come_while_it_is_awake() {
         let us = 1_000;
@@ -398,15 +416,7 @@ mod tests {
         // A storm: the burst's first drains follow at once, then the reader
         // naps a gap after each — 125 µs, doubling to half the interval.
         let mut at = t(80);
-        let mut gaps = Vec::new();
-        for _ in 0..35 {
-            assert!(!decided(&u), "awake or napping: no wakeup");
-            let next = u.before_wait(far, at + us, false).max(at + us);
-            u.after_wait();
-            gaps.push((next - at) / us);
-            assert!(u.drained(next, STORM_RECORDS));
-            at = next;
-        }
+        let gaps = pace(&mut u, &mut at, far, 35, STORM_RECORDS);
         let mut expected = vec![1; 29];
         expected.extend([125, 250, 500, 500, 500, 500]);
         assert_eq!(gaps, expected);
@@ -433,12 +443,7 @@ mod tests {
         assert!(decided(&u), "asleep: woken");
         u.after_wait();
         assert!(u.drained(at, 1));
-        for _ in 0..40 {
-            assert!(!decided(&u));
-            at = u.before_wait(far, at + us, false).max(at + us);
-            u.after_wait();
-            assert!(u.drained(at, STORM_RECORDS));
-        }
+        pace(&mut u, &mut at, far, 40, STORM_RECORDS);
         for k in 1..=3 {
             assert!(!u.drained(at + k * 400 * us, 0), "a re-drain");
         }
@@ -469,33 +474,30 @@ mod tests {
         let t = |x: u64| 1_000_000 * us + x * us;
         let far = t(100_000);
         let mut u = Urgency::new(Some(ReaderWord::own()), 125 * us);
-        // Paces `drains` drains, each finding `found` deciding records (one
-        // came during each nap); the gaps between them.
-        let start = t(0);
-        assert_eq!(u.before_wait(far, start, false), far);
+        let mut at = t(0);
+        assert_eq!(u.before_wait(far, at, false), far);
         assert!(decided(&u));
         u.after_wait();
-        assert!(u.drained(start, 1));
-        let mut at = start;
-        let mut pace = |u: &mut Urgency, drains: usize, found: usize| {
-            let mut gaps = Vec::new();
-            for _ in 0..drains {
-                assert!(!decided(u), "awake or napping: no wakeup");
-                let next = u.before_wait(far, at + us, false).max(at + us);
-                u.after_wait();
-                gaps.push((next - at) / us);
-                assert!(u.drained(next, found));
-                at = next;
-            }
-            gaps
-        };
-        let first = pace(&mut u, 40, 1);
+        assert!(u.drained(at, 1));
+        let first = pace(&mut u, &mut at, far, 40, 1);
         assert!(first[..31].iter().all(|g| *g == 1), "{first:?}");
         assert_eq!(first[31..], [125; 9], "a trickle: the first gap, not more");
-        assert_eq!(pace(&mut u, 4, 6), [125, 250, 500, 500], "a storm");
-        assert_eq!(pace(&mut u, 4, 1), [500, 250, 125, 125], "a trickle again");
-        assert_eq!(pace(&mut u, 2, 6), [125, 250]);
-        assert_eq!(pace(&mut u, 3, 2), [500, 500, 500], "neither: as it was");
+        assert_eq!(
+            pace(&mut u, &mut at, far, 4, 6),
+            [125, 250, 500, 500],
+            "a storm"
+        );
+        assert_eq!(
+            pace(&mut u, &mut at, far, 4, 1),
+            [500, 250, 125, 125],
+            "a trickle again"
+        );
+        assert_eq!(pace(&mut u, &mut at, far, 2, 6), [125, 250]);
+        assert_eq!(
+            pace(&mut u, &mut at, far, 3, 2),
+            [500, 500, 500],
+            "neither: as it was"
+        );
     }
 
     #[test]
