@@ -451,6 +451,12 @@ pub fn latency(
         c.wait()?;
     }
     feed.wait_open("ports_exhausted", n_of("ports_exhausted"))?;
+    // Each kind's samples (read time, deciding time), read from the feed once.
+    let samples: Vec<(&str, Vec<(u64, u64)>)> = KINDS
+        .into_iter()
+        .filter(|k| n_of(k) > 0)
+        .map(|k| (k, feed.opens(k)))
+        .collect();
     // WATCHER_BENCH_SAMPLES=<file>: every sample (kind, read time, deciding
     // time, latency in µs), in the order read — to see where in a run the
     // slow ones fall.
@@ -459,20 +465,19 @@ pub fn latency(
             .create(true)
             .append(true)
             .open(path)?;
-        for kind in KINDS {
-            for (at, m) in feed.opens(kind) {
+        for (kind, opens) in &samples {
+            for (at, m) in opens {
                 writeln!(
                     f,
                     "{kind} {at} {m} {:.0}",
-                    at.saturating_sub(m) as f64 / 1e3
+                    at.saturating_sub(*m) as f64 / 1e3
                 )?;
             }
         }
     }
     let mut rows = Vec::new();
-    for kind in KINDS.into_iter().filter(|k| n_of(k) > 0) {
-        let lat: Vec<f64> = feed
-            .opens(kind)
+    for (kind, opens) in &samples {
+        let lat: Vec<f64> = opens
             .iter()
             .map(|(at, m)| at.saturating_sub(*m) as f64 / 1e3)
             .collect();
