@@ -4,8 +4,6 @@ use std::hash::Hash;
 
 use foldhash::{HashMap, HashMapExt};
 
-use serde_json::{Map, Value};
-
 use super::{summary::Facts, Finding, Involved, Kind, State};
 use crate::world::proctable::fnv1a;
 
@@ -22,7 +20,7 @@ pub struct Incident {
     pub processes: Vec<Involved>,
     /// Processes it counts without naming them (see [`Finding::counted`]).
     pub counted: Vec<u32>,
-    pub details: Map<String, Value>,
+    pub details: super::Details,
 }
 
 /// Open incidents of one kind, keyed by what makes them one incident.
@@ -261,7 +259,7 @@ impl<K: Hash + Eq + Clone> Incidents<K> {
         summary: String,
         processes: Vec<Involved>,
         counted: Vec<u32>,
-        details: Map<String, Value>,
+        details: super::Details,
     ) -> Option<Finding> {
         if let Some(inc) = self.map.get_mut(&k) {
             inc.count += count;

@@ -79,6 +79,10 @@ use sockets::SocketTable;
 /// Processes existing at start, by tgid (for the detectors' seeds).
 pub type ProcIndex<'a> = foldhash::HashMap<u32, &'a Proc>;
 
+/// A finding's kind-specific facts, built once when a detector says them
+/// and shared (not copied) by its incident, its finding and its record.
+pub type Details = std::sync::Arc<Map<String, Value>>;
+
 /// What the list makes here: the detectors' modules, [`Kind`], and [`Detectors`]'s fields.
 macro_rules! declare_detectors {
     ($($field:ident: $kind:ident => $ty:ident,)*) => {
@@ -226,7 +230,7 @@ pub struct Finding {
     /// and counts every one).
     pub counted: Vec<u32>,
     /// Kind-specific facts (thresholds, addresses, exit codes…).
-    pub details: Map<String, Value>,
+    pub details: Details,
 }
 
 /// What a detector is given for one kernel event.

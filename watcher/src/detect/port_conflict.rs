@@ -721,7 +721,7 @@ mod words {
             "pid 9 (nginx) cannot bind tcp 0.0.0.0:80: held by pid 7 (apache2) on 0.0.0.0:80 since 06:15:43; pid 8 (old) on [::]:80 since before watcher started"
         );
         assert_eq!(
-            serde_json::Value::Object(details),
+            serde_json::Value::Object((*details).clone()),
             serde_json::json!({"transport": "tcp", "address": "0.0.0.0", "port": 80,
                 "network_namespace": 4026531840u32, "failing_processes": 1})
         );

@@ -17,12 +17,12 @@ use serde_json::{Map, Value};
 /// `#[serde(skip)]`).
 pub trait Facts: fmt::Display + Serialize {
     /// The summary and the details.
-    fn said(&self) -> (String, Map<String, Value>) {
+    fn said(&self) -> (String, super::Details) {
         let details = match serde_json::to_value(self) {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         };
-        (self.to_string(), details)
+        (self.to_string(), details.into())
     }
 }
 
@@ -71,7 +71,7 @@ mod tests {
         .said();
         assert_eq!(summary, "pid 9 (nginx) cannot bind 80");
         assert_eq!(
-            serde_json::Value::Object(details),
+            serde_json::Value::Object((*details).clone()),
             serde_json::json!({"port": 80})
         );
     }

@@ -276,7 +276,7 @@ impl Zombies {
             }
             let parent = c.parent;
             self.incidents.amend(&parent, |inc| {
-                inc.details.insert("overdue".into(), json!(left));
+                std::sync::Arc::make_mut(&mut inc.details).insert("overdue".into(), json!(left));
             });
         }
         None

@@ -337,11 +337,18 @@ fn any(v: &serde_json::Value) -> AnyValue {
         J::Array(a) => Some(Value::ArrayValue(ArrayValue {
             values: a.iter().map(any).collect(),
         })),
-        J::Object(o) => Some(Value::KvlistValue(KeyValueList {
-            values: o.iter().map(|(k, v)| kv(k, any(v))).collect(),
-        })),
+        J::Object(o) => return object(o),
     };
     AnyValue { value }
+}
+
+/// A JSON object as an OTLP key-value list.
+fn object(o: &serde_json::Map<String, serde_json::Value>) -> AnyValue {
+    AnyValue {
+        value: Some(Value::KvlistValue(KeyValueList {
+            values: o.iter().map(|(k, v)| kv(k, any(v))).collect(),
+        })),
+    }
 }
 
 /// Semantic-convention attributes of a process (`prefix`: "process." or a
@@ -468,10 +475,7 @@ pub(crate) fn log_record(r: &Record, observed_unix_ns: u64) -> LogRecord {
             if let Some(t) = d.get("transport").and_then(|v| v.as_str()) {
                 attrs.push(kv("network.transport", s(t)));
             }
-            attrs.push(kv(
-                "watcher.details",
-                any(&serde_json::Value::Object(d.clone())),
-            ));
+            attrs.push(kv("watcher.details", object(d)));
             (format!("watcher.{}", f.kind), severity, f.summary.clone())
         }
         body => {

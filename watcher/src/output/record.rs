@@ -542,7 +542,7 @@ pub struct FindingRecord {
     pub processes: Vec<InvolvedProcess>,
     /// Kind-specific facts.
     #[serde(default)]
-    pub details: serde_json::Map<String, serde_json::Value>,
+    pub details: crate::detect::Details,
 }
 
 #[cfg(test)]

@@ -652,7 +652,7 @@ fn record_popup(f: &mut Frame, area: Rect, m: &Model, ui: &Ui) {
         )));
     }
     lines.push(Line::from(""));
-    for (k, v) in &rec.details {
+    for (k, v) in rec.details.iter() {
         lines.push(Line::from(format!("{k}: {v}")));
     }
     let r = centered(
