@@ -142,6 +142,9 @@ macro_rules! declare_detectors {
             pub sockets: SocketTable,
             $(pub $field: $field::$ty,)*
             pub config: DetectConfig,
+            /// The kinds `config` enables (a bit per kind, `1 << kind`): read
+            /// at every event, set when the config is.
+            enabled: u32,
             /// The programs whose next exec can decide a finding of any
             /// detector (merged from theirs: [`Detectors::exec_wake_changes`]).
             pub exec_wakes: exec_wakes::ExecWakes,
@@ -153,6 +156,7 @@ macro_rules! declare_detectors {
                 Detectors {
                     sockets: SocketTable::new(config.max_sockets),
                     $($field: <$field::$ty as Declared>::new(&config),)*
+                    enabled: enabled_kinds(&config),
                     config,
                     exec_wakes: exec_wakes::ExecWakes::new(),
                 }
@@ -374,6 +378,14 @@ pub struct Teardown {
     pub during: bool,
 }
 
+/// The kinds `config` enables, a bit per kind (`1 << kind`).
+fn enabled_kinds(config: &DetectConfig) -> u32 {
+    Kind::ALL
+        .iter()
+        .filter(|k| config.enabled(**k))
+        .fold(0, |m, k| m | 1 << *k as u32)
+}
+
 impl Detectors {
     pub fn new(config: DetectConfig) -> Detectors {
         let mut d = Detectors::build(config);
@@ -472,10 +484,7 @@ impl Detectors {
                 .filter(|x| (x.0, x.1) == (n, p))
                 .map(|x| x.2.clone())
         };
-        let enabled = Kind::ALL
-            .iter()
-            .filter(|k| self.config.enabled(**k))
-            .fold(0u32, |m, k| m | 1 << *k as u32);
+        let enabled = self.enabled;
         let (sockets, detectors) = self.split();
         let ctx = registry::Ctx {
             sockets,
@@ -484,8 +493,9 @@ impl Detectors {
             shadowed: &shadowed,
         };
         let mut out = Vec::new();
-        for d in detectors {
-            if enabled & (1 << d.kind() as u32) != 0 {
+        // (Detectors come in `Kind::ALL`'s order: the n-th is of kind n.)
+        for (n, d) in detectors.into_iter().enumerate() {
+            if enabled & (1 << n) != 0 {
                 // (Most events decide nothing: an empty answer is dropped,
                 // not drained into `out`.)
                 let f = d.on_event(i, &ctx);
@@ -503,6 +513,7 @@ impl Detectors {
     /// why, and its state is dropped.
     pub fn reconfigure(&mut self, new: DetectConfig, now: u64) -> Vec<Finding> {
         let old = std::mem::replace(&mut self.config, new.clone());
+        self.enabled = enabled_kinds(&new);
         let mut out = Vec::new();
         let mut unwanted = Vec::new();
         for d in self.registry() {

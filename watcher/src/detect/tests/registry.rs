@@ -14,6 +14,11 @@ fn every_listed_kind_is_declared_everywhere() {
     let kinds: Vec<Kind> = d.registry().iter().map(|d| d.kind()).collect();
     assert_eq!(kinds, Kind::ALL.to_vec());
     assert_eq!(Kind::ALL.len(), Kind::COUNT);
+    // The n-th detector is of kind n: the enabled kinds' bits are read by
+    // position at every event.
+    for (n, k) in kinds.iter().enumerate() {
+        assert_eq!(*k as usize, n);
+    }
 
     let config = toml::to_string(&DetectConfig::default()).unwrap();
     let readme = include_str!("../../../../README.md");
