@@ -1123,9 +1123,7 @@ fn run_mix(watcher: &Path, actor: &Path, dir: &Path, mix: &str, min: Duration) -
                 _ => gens.push(spawn(actor, &["net-loop", "30000"])?),
             }
         }
-        for mut g in gens {
-            g.wait()?;
-        }
+        wait_generators(gens, mix)?;
         if t.elapsed() >= min {
             break;
         }
@@ -1151,6 +1149,40 @@ fn run_mix(watcher: &Path, actor: &Path, dir: &Path, mix: &str, min: Duration) -
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let _ = d.wait();
     Ok(run)
+}
+
+/// Wait for a round's generators. One that fails (a client whose connect
+/// timed out under load) leaves its server waiting for connections that
+/// never come: then the round's others are stopped, said once, and the
+/// run goes on (its figures are per event processed); a round that takes
+/// more than two minutes is stopped the same way.
+fn wait_generators(mut gens: Vec<std::process::Child>, mix: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut failed = None;
+    while !gens.is_empty() {
+        let mut running = Vec::new();
+        for mut g in gens {
+            match g.try_wait()? {
+                Some(st) if !st.success() => failed = Some(format!("a generator exited with {st}")),
+                Some(_) => {}
+                None => running.push(g),
+            }
+        }
+        gens = running;
+        if failed.is_none() && Instant::now() > deadline {
+            failed = Some("a round took more than 120 s".into());
+        }
+        if let Some(why) = &failed {
+            for g in &mut gens {
+                let _ = g.kill();
+                let _ = g.wait();
+            }
+            eprintln!("xtask bench: {mix}: {why}; the round's other generators were stopped");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 pub fn cpu_per_event(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
