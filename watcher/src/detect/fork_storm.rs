@@ -364,10 +364,14 @@ impl ForkStorm {
                 self.prune(ts);
                 // Rate of one parent.
                 let sec = ts / SECOND;
-                if !self.rates.contains_key(&parent) && self.rates.len() >= self.cfg.max_tracked {
-                    self.overflow += 1;
-                } else {
-                    let r = self.rates.entry(parent).or_default();
+                // (One look-up for a parent already counted, the usual case.)
+                let full = self.rates.len() >= self.cfg.max_tracked;
+                let r = match self.rates.get_mut(&parent) {
+                    Some(r) => Some(r),
+                    None if full => None,
+                    None => Some(self.rates.entry(parent).or_default()),
+                };
+                if let Some(r) = r {
                     if sec != r.second {
                         r.streak = if r.count >= rate_limit && sec == r.second + 1 {
                             r.streak + 1
@@ -401,6 +405,8 @@ impl ForkStorm {
                             self.deciding.settled(parent);
                         }
                     }
+                } else {
+                    self.overflow += 1;
                 }
                 // Growth of every ancestor's subtree.
                 let bucket = ts / self.bucket_ns;
@@ -409,11 +415,15 @@ impl ForkStorm {
                 let mut walk = std::mem::take(&mut self.walk);
                 walk.clear();
                 for &a in &chain {
-                    if !self.growth.contains_key(&a) && self.growth.len() >= self.cfg.max_tracked {
-                        self.overflow += 1;
-                        break;
-                    }
-                    let g = self.growth.entry(a).or_default().add(bucket, 1);
+                    let full = self.growth.len() >= self.cfg.max_tracked;
+                    let g = match self.growth.get_mut(&a) {
+                        Some(g) => g.add(bucket, 1),
+                        None if full => {
+                            self.overflow += 1;
+                            break;
+                        }
+                        None => self.growth.entry(a).or_default().add(bucket, 1),
+                    };
                     walk.push((a, g));
                     // Half the limit: the subtree's next forks can open a
                     // finding (urgent for a growth window).

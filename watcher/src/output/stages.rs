@@ -11,6 +11,28 @@ pub(crate) const BOUNDS_S: [f64; 17] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// [`BOUNDS_S`] in ns: what a record's wait is compared with (every
+/// record's, on the reading thread).
+const BOUNDS_NS: [u64; BOUNDS_S.len()] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+];
+
 /// A cumulative-on-render histogram of durations.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Histogram {
@@ -22,13 +44,10 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe_ns(&mut self, ns: u64) {
-        let s = ns as f64 / 1e9;
-        let i = BOUNDS_S
-            .iter()
-            .position(|b| s <= *b)
-            .unwrap_or(BOUNDS_S.len());
+        // (The first bucket whose bound is at least `ns`; past the last: > 1 s.)
+        let i = BOUNDS_NS.partition_point(|b| *b < ns);
         self.counts[i] += 1;
-        self.sum_s += s;
+        self.sum_s += ns as f64 / 1e9;
         self.count += 1;
     }
 
@@ -115,5 +134,19 @@ mod tests {
         };
         s.merge(&o);
         assert_eq!(s.decided_to_written.count, 4);
+    }
+
+    #[test]
+    fn the_ns_bounds_are_the_seconds_bounds_and_a_bound_is_in_its_bucket() {
+        for (ns, s) in BOUNDS_NS.iter().zip(BOUNDS_S) {
+            assert_eq!(*ns, (s * 1e9).round() as u64);
+        }
+        for (i, ns) in BOUNDS_NS.iter().enumerate() {
+            let mut h = Histogram::default();
+            h.observe_ns(*ns);
+            h.observe_ns(ns + 1);
+            assert_eq!(h.counts[i], 1, "{ns} ns is in the bucket it bounds");
+            assert_eq!(h.counts[i + 1], 1, "{} ns is in the next", ns + 1);
+        }
     }
 }

@@ -260,3 +260,23 @@ fn a_parallel_builds_forks_are_never_urgent() {
     }
     assert_eq!(k.engine.detectors.forks_decide_until(), 0);
 }
+
+#[test]
+fn forking_parents_beyond_the_table_are_counted_as_overflow_not_tracked() {
+    let mut k = Kit::new(crate::detect::config::DetectConfig {
+        max_tracked: 4,
+        ..Default::default()
+    });
+    // Ten parents, each forking once: the rate table keeps four of them.
+    for n in 0..10u32 {
+        let parent = 100 + n;
+        k.spawn(S, 1, parent, "/bin/spawner", &["spawner"]);
+        k.fork(2 * S + u64::from(n) * MS, parent, 1000 + n);
+    }
+    let fs = &k.engine.detectors.fork_storm;
+    assert!(fs.overflow > 0, "the parents past the table are counted");
+    // A parent already tracked is still counted (its entry found, not refused).
+    let before = fs.overflow;
+    k.fork(3 * S, 100, 2000);
+    assert_eq!(k.engine.detectors.fork_storm.overflow, before);
+}
