@@ -57,7 +57,7 @@ fn realtime() {
     let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
     if rc != 0 {
         eprintln!(
-            "bench: the feed's reader stays at normal priority ({}): latencies include its wait for a CPU",
+            "xtask bench: the feed's reader stays at normal priority ({}): latencies include its wait for a CPU",
             std::io::Error::last_os_error()
         );
     }

@@ -11,27 +11,17 @@ pub(crate) const BOUNDS_S: [f64; 17] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
-/// [`BOUNDS_S`] in ns: what a record's wait is compared with (every
-/// record's, on the reading thread).
-const BOUNDS_NS: [u64; BOUNDS_S.len()] = [
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_000_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-];
+/// [`BOUNDS_S`] in ns (rounded): what a record's wait is compared with
+/// (every record's, on the reading thread).
+const BOUNDS_NS: [u64; BOUNDS_S.len()] = {
+    let mut ns = [0; BOUNDS_S.len()];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (BOUNDS_S[i] * 1e9 + 0.5) as u64;
+        i += 1;
+    }
+    ns
+};
 
 /// A cumulative-on-render histogram of durations.
 #[derive(Clone, Debug, Default, PartialEq)]
