@@ -238,19 +238,22 @@ impl Tables {
         let (stop, stopped) = mpsc::channel::<()>();
         let spawned = std::thread::Builder::new()
             .name("watcher-tables".into())
-            .spawn(move || loop {
-                let now = self.sweep(Path::new("/proc"));
-                if let Ok(mut s) = states.lock() {
-                    for (t, st) in now {
-                        let e = s.entry(t.as_str()).or_default();
-                        e.entries = st.entries;
-                        e.capacity = st.capacity;
-                        e.swept += st.swept;
+            .spawn(move || {
+                crate::kernel::sched::run_as_helper();
+                loop {
+                    let now = self.sweep(Path::new("/proc"));
+                    if let Ok(mut s) = states.lock() {
+                        for (t, st) in now {
+                            let e = s.entry(t.as_str()).or_default();
+                            e.entries = st.entries;
+                            e.capacity = st.capacity;
+                            e.swept += st.swept;
+                        }
                     }
-                }
-                match stopped.recv_timeout(interval) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
+                    match stopped.recv_timeout(interval) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
                 }
             });
         if spawned.is_err() {

@@ -412,7 +412,7 @@ pub(crate) fn start(listener: std::net::TcpListener, stats: SharedStats) -> std:
     std::thread::Builder::new()
         .name("watcher-metrics".into())
         .spawn(move || {
-            crate::world::netns::run_as_helper();
+            crate::kernel::sched::run_as_helper();
             rt.block_on(async move {
                 match TcpListener::from_std(listener) {
                     Ok(l) => serve(l, stats).await,

@@ -640,7 +640,7 @@ impl OtlpSink {
             .spawn(move || {
                 // Below the deciding thread, like the helpers: turning a
                 // flood of events into log records must not take its CPU.
-                crate::world::netns::run_as_helper();
+                crate::kernel::sched::run_as_helper();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -125,19 +125,6 @@ pub(crate) struct NetnsLookups {
     wake: Arc<std::sync::OnceLock<crate::kernel::wake::Wake>>,
 }
 
-/// The workers' nice value (the deciding thread's is the process's, 0 by default).
-pub(crate) const HELPER_NICE: i32 = 10;
-
-/// Run the calling thread (a helper: a namespace worker, a sink, the
-/// metrics server) at [`HELPER_NICE`], below the deciding thread. (Linux
-/// keeps a nice value per thread: PRIO_PROCESS of 0 is the calling one.)
-pub(crate) fn run_as_helper() {
-    // SAFETY: setpriority takes plain integers.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, HELPER_NICE);
-    }
-}
-
 /// Namespaces with a kept socket at most; one unused this long is closed
 /// (a kept socket holds its namespace alive).
 const KEPT_MAX: usize = 256;
@@ -195,7 +182,7 @@ fn worker(shared: Arc<Shared>) {
     // thousands of namespaces must not make it wait for a CPU (on 2 CPUs,
     // at equal weight, a finding waited up to 130 ms behind 32 per-namespace
     // helpers).
-    run_as_helper();
+    crate::kernel::sched::run_as_helper();
     let mut here = shared.own;
     let mut kept: HashMap<u32, (Diag, Instant)> = HashMap::new();
     loop {

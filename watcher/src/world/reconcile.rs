@@ -88,7 +88,7 @@ fn on_worker(job: Job) {
             .spawn(move || {
                 // Below the deciding thread (and below whoever reads the
                 // findings it just wrote: a confirmation is never urgent).
-                crate::world::netns::run_as_helper();
+                crate::kernel::sched::run_as_helper();
                 for job in rx {
                     job();
                 }

@@ -548,6 +548,7 @@ pub(crate) fn spawn(
     let (req_tx, mut req_rx) = mpsc::channel::<Question>(1024);
     let (out_tx, out_rx) = std::sync::mpsc::channel::<RuntimeUpdate>();
     let spawned = std::thread::Builder::new().name("watcher-runtime".into()).spawn(move || {
+        crate::kernel::sched::run_as_helper();
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async move {
             let containerd = containerd_socket().map(Containerd::new);
