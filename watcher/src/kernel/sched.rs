@@ -9,15 +9,15 @@
 //! that sleeps between short turns uses no more CPU for it. Kernels before
 //! 6.12 ignore the request (the nice value is still set).
 //!
-//! The helpers (namespace workers, the reconciler, the runtime client, the
-//! metrics server, the OTLP exporter, the kernel-table sweeper) run below
-//! it: nice 10 and `SCHED_BATCH`, whose wakeups never preempt the running
-//! thread. Woken by the deciding thread on its own CPU, a helper at plain
-//! `SCHED_OTHER` took that CPU from it — measured: a `ports_exhausted` open
-//! asked a namespace worker for its port summary, the worker (nice 10)
-//! preempted the reader before the finding's line was written and ran 2.3
-//! ms of `setns` and sock_diag, and the line waited for it (`perf sched`;
-//! 8 % of the samples past 2 ms, p99 3.2 ms).
+//! The helpers (namespace workers, the `/proc` worker, the runtime client,
+//! the metrics server, the OTLP exporter, the kernel-table sweeper) run
+//! below it: nice 10 and `SCHED_BATCH`, whose wakeups do not preempt the
+//! running thread. And the deciding thread wakes them only once its turn's
+//! findings are written (`SocketLookup::hold_questions`). Measured before
+//! both: a `ports_exhausted` open asked a namespace worker for its port
+//! summary mid-turn; the worker, placed on the reader's CPU, took it before
+//! the finding's line was written and ran 2.3 ms of `setns` and sock_diag
+//! (`perf sched`): p99 3.2 ms, 8 % of the samples past 2 ms.
 
 /// The slice asked for: the least the kernel grants (0.1 ms).
 pub(crate) const SHORT_SLICE_NS: u64 = 100_000;

@@ -600,6 +600,17 @@ impl Engine {
         self.detectors.sockets.untrust();
     }
 
+    /// Hold the questions each turn asks of the helpers until
+    /// [`Engine::send_questions`] (see [`SocketLookup::hold_questions`]).
+    pub fn hold_questions(&mut self) {
+        self.lookup.hold_questions();
+    }
+
+    /// Hand the turn's questions to the helpers: called once its records are delivered.
+    pub fn send_questions(&mut self) {
+        self.lookup.send_questions();
+    }
+
     /// The ring's backlog has been handled: after a loss, take the snapshot now.
     pub fn caught_up(&mut self) {
         if matches!(self.recon.phase, Phase::AfterLoss) {
@@ -731,6 +742,10 @@ impl Engine {
                 return findings;
             };
             let wait = self.lookup.confirmation_wait();
+            if !wait.is_zero() {
+                // (Waited for here: it goes now.)
+                self.lookup.send_questions();
+            }
             let mut out = self.recon.hold(findings);
             // Decided now when the answer is already there; else the findings
             // are held and the answer wakes the pipeline when it comes (the

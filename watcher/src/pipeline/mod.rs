@@ -360,6 +360,9 @@ pub fn run(
         Clock::mono_now(),
     );
     let answers = engine.answers.clone();
+    let mut engine = engine;
+    // The turn's questions to the helpers wait for its end (`end_turn`).
+    engine.hold_questions();
     let exec_wake = crate::kernel::exec_wake::ExecWake::take(&mut ebpf);
     let mut poll = poll::Poll::new(reader.fd(), &[answers.fd()?, signals.wake.fd()?])
         .context("setting up the reader's poll set (epoll, timerfd)")?;
@@ -815,6 +818,9 @@ impl Loop<'_> {
             let records = std::mem::take(&mut self.records);
             self.consumer_gone = !self.deliver(records)?;
         }
+        // The helpers' questions go once the turn's findings are out: a
+        // helper woken earlier on this CPU could take it before the write.
+        self.engine.send_questions();
         // (Records the consumer could not take, and the decision times of
         // findings held for a container's name, end with the turn.)
         self.records.clear();

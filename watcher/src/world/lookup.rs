@@ -93,6 +93,20 @@ pub trait SocketLookup: Send {
     ) -> Option<std::sync::mpsc::Receiver<crate::world::reconcile::Snapshot>> {
         Some(crate::world::reconcile::start_for(pids, answered.clone()))
     }
+    /// From now on, hold the questions a turn asks of the helpers (port
+    /// lookups, summaries, confirmations, snapshots) until
+    /// [`SocketLookup::send_questions`]: the deciding thread writes the
+    /// turn's findings first, then wakes the helpers. (A helper woken
+    /// mid-turn on the deciding thread's CPU could take it: a `ports_exhausted`
+    /// line waited 2–5 ms for a namespace worker's port summary.) Without
+    /// it, each question goes at once.
+    fn hold_questions(&mut self) {
+        crate::world::reconcile::hold_questions();
+    }
+    /// Hand the held questions to the helpers (the end of a turn).
+    fn send_questions(&mut self) {
+        crate::world::reconcile::send_held();
+    }
     /// How long the detectors' thread waits for a confirmation (default:
     /// not at all — the answer wakes the pipeline when it comes).
     fn confirmation_wait(&self) -> std::time::Duration {

@@ -97,6 +97,10 @@ pub(crate) struct NetnsLookups {
     own: u32,
     /// Questions for the workers.
     jobs: SyncSender<Job>,
+    /// Questions asked this turn and not yet handed to the workers (see
+    /// [`crate::world::lookup::SocketLookup::hold_questions`]); `None`: each
+    /// goes at once.
+    held: Option<Vec<Job>>,
     /// Held by each worker too (how many live: `NetnsLookups::workers`).
     #[cfg_attr(not(test), expect(dead_code, reason = "counted by the tests"))]
     shared: Arc<Shared>,
@@ -325,6 +329,7 @@ impl NetnsLookups {
         NetnsLookups {
             own,
             jobs,
+            held: None,
             shared,
             deadline,
             late: Vec::new(),
@@ -412,8 +417,9 @@ impl NetnsLookups {
         self.own
     }
 
-    /// Put a question to the workers; its answer channel, or `None`
-    /// (counted as unanswered) when as many questions wait already.
+    /// Put a question to the workers (or hold it for the turn's end); its
+    /// answer channel, or `None` (counted as unanswered) when as many
+    /// questions wait already.
     fn send<T>(
         &mut self,
         netns: u32,
@@ -426,12 +432,32 @@ impl NetnsLookups {
             handle: handle.clone(),
             query: make(reply_tx),
         };
+        if let Some(held) = self.held.as_mut() {
+            if held.len() < QUEUE {
+                held.push(job);
+                return Some(reply_rx);
+            }
+            self.unanswered.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         match self.jobs.try_send(job) {
             Ok(()) => Some(reply_rx),
             Err(_) => {
                 self.unanswered.fetch_add(1, Ordering::Relaxed);
                 None
             }
+        }
+    }
+
+    /// Hand the held questions to the workers. One the queue cannot take is
+    /// dropped: its answer channel closes, and whoever waits for it counts
+    /// it as unanswered (once).
+    fn send_held(&mut self) {
+        let Some(held) = self.held.as_mut() else {
+            return;
+        };
+        for job in held.drain(..) {
+            let _ = self.jobs.try_send(job);
         }
     }
 
@@ -446,6 +472,10 @@ impl NetnsLookups {
         park: Option<crate::world::sockdiag::PortKey>,
     ) -> Option<Vec<KernelSocket>> {
         let reply_rx = self.send(netns, handle, make)?;
+        if !wait.is_zero() {
+            // (Waited for here: it goes now.)
+            self.send_held();
+        }
         let now = if wait.is_zero() {
             reply_rx.try_recv().ok()
         } else {
@@ -666,6 +696,14 @@ impl crate::world::lookup::SocketLookup for NetnsLookups {
     fn quick_counts(&self) -> (u64, u64) {
         (self.by_inode.load(Ordering::Relaxed), self.quick_misses)
     }
+    fn hold_questions(&mut self) {
+        self.held.get_or_insert_with(Vec::new);
+        crate::world::reconcile::hold_questions();
+    }
+    fn send_questions(&mut self) {
+        self.send_held();
+        crate::world::reconcile::send_held();
+    }
 }
 
 #[cfg(test)]
@@ -758,6 +796,40 @@ mod tests {
         assert!(answer.is_empty(), "{answer:?}");
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    #[test]
+    fn held_questions_reach_the_workers_only_when_sent() {
+        let mut n = NetnsLookups::new(Duration::ZERO);
+        n.held = Some(Vec::new());
+        let me = std::process::id();
+        let rx = n
+            .send(n.own, &NsHandle::of_pid(me), |reply| Query::Holders {
+                reply,
+            })
+            .expect("taken");
+        assert_eq!(n.held.as_ref().map(Vec::len), Some(1), "held, not sent");
+        assert!(matches!(
+            rx.try_recv(),
+            Err(std::sync::mpsc::TryRecvError::Empty)
+        ));
+        n.send_held();
+        assert_eq!(n.held.as_ref().map(Vec::len), Some(0));
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("answered once sent");
+        // Beyond the queue's room, a question is refused and counted, as when sent at once.
+        for _ in 0..QUEUE {
+            n.send(n.own, &NsHandle::of_pid(me), |reply| Query::Holders {
+                reply,
+            })
+            .expect("room");
+        }
+        assert!(n
+            .send(n.own, &NsHandle::of_pid(me), |reply| Query::Holders {
+                reply
+            })
+            .is_none());
+        assert_eq!(n.unanswered.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -79,6 +79,12 @@ type Job = Box<dyn FnOnce() + Send>;
 /// answered — so its queue stays that short. With no worker (it could not be
 /// started: out of threads), the question is answered here, late but true.
 fn on_worker(job: Job) {
+    if let Some(job) = HELD.with(|h| hold(&mut h.borrow_mut(), job)) {
+        send_now(job);
+    }
+}
+
+fn send_now(job: Job) {
     static WORKER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<Job>>> =
         std::sync::OnceLock::new();
     let tx = WORKER.get_or_init(|| {
@@ -110,6 +116,45 @@ fn on_worker(job: Job) {
         )
     });
     unasked();
+}
+
+std::thread_local! {
+    /// The questions this thread asked and holds until [`send_held`]
+    /// (`None`: it does not hold them; see [`hold_questions`]).
+    static HELD: std::cell::RefCell<Option<Vec<Job>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `job` kept in `held` when the thread holds its questions (`None`), or
+/// given back to be sent.
+fn hold(held: &mut Option<Vec<Job>>, job: Job) -> Option<Job> {
+    match held {
+        Some(v) => {
+            v.push(job);
+            None
+        }
+        None => Some(job),
+    }
+}
+
+/// From now on, the calling thread's questions to the `/proc` worker wait
+/// for [`send_held`] (the end of its turn, after its findings are written).
+pub(crate) fn hold_questions() {
+    HELD.with(|h| {
+        h.borrow_mut().get_or_insert_with(Vec::new);
+    });
+}
+
+/// Send the questions the calling thread held.
+pub(crate) fn send_held() {
+    let jobs: Vec<Job> = HELD.with(|h| {
+        h.borrow_mut()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    });
+    for job in jobs {
+        send_now(job);
+    }
 }
 
 /// Take a snapshot on the `/proc` worker — every process, and the holder
@@ -163,4 +208,44 @@ pub(crate) fn start_for(pids: Vec<u32>, answered: crate::kernel::wake::Wake) -> 
 /// Whether a table entry and a snapshot entry are the same process.
 pub(crate) fn same(a: &Proc, b: &Proc) -> bool {
     a.key.tgid == b.key.tgid && a.key.start_ns.abs_diff(b.key.start_ns) <= SAME_START_NS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_that_holds_its_questions_sends_them_when_told() {
+        std::thread::spawn(|| {
+            hold_questions();
+            let rx = start_for(vec![std::process::id()], Default::default());
+            let held = HELD.with(|h| h.borrow().as_ref().map_or(0, Vec::len));
+            assert_eq!(held, 1, "held, not sent");
+            assert!(matches!(
+                rx.try_recv(),
+                Err(std::sync::mpsc::TryRecvError::Empty)
+            ));
+            send_held();
+            let s = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("answered once sent");
+            assert_eq!(s.procs.len(), 1, "this process, read from /proc");
+            // Still holding: the next question waits for the next send.
+            let _rx = start_for(vec![std::process::id()], Default::default());
+            assert_eq!(HELD.with(|h| h.borrow().as_ref().map_or(0, Vec::len)), 1);
+        })
+        .join()
+        .expect("thread");
+    }
+
+    #[test]
+    fn a_thread_that_does_not_hold_sends_at_once() {
+        std::thread::spawn(|| {
+            let rx = start_for(vec![std::process::id()], Default::default());
+            rx.recv_timeout(std::time::Duration::from_secs(10))
+                .expect("answered");
+        })
+        .join()
+        .expect("thread");
+    }
 }
