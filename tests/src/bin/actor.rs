@@ -621,13 +621,28 @@ fn main() {
             std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
         }
         "serve" => {
-            // serve PORT N: accept N connections.
+            // serve PORT N: accept N connections, or stop once none has come
+            // for 2 s (a client that closed before its connection reached a
+            // full accept queue is never accepted: waiting for it was a
+            // generator that never ended); says how many it accepted.
             let l = TcpListener::bind(("127.0.0.1", arg(2).parse::<u16>().expect("port")))
                 .expect("listen");
+            socket::setsockopt(
+                &l,
+                socket::sockopt::ReceiveTimeout,
+                &nix::sys::time::TimeVal::new(2, 0),
+            )
+            .expect("SO_RCVTIMEO");
             say("port", l.local_addr().expect("addr").port());
+            let mut accepted = 0u32;
             for _ in 0..arg(3).parse::<u32>().expect("n") {
-                let _ = l.accept().expect("accept");
+                match l.accept() {
+                    Ok(_) => accepted += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("accept: {e}"),
+                }
             }
+            say("accepted", accepted);
         }
         "clients" => {
             // clients PORT N: N connections, one after the other.
