@@ -48,13 +48,19 @@ pub(crate) fn short_slice() -> std::io::Result<()> {
     if nice == -1 && std::io::Error::last_os_error().raw_os_error().unwrap_or(0) != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    set_attr(libc::SCHED_OTHER, nice, SHORT_SLICE_NS)
+}
+
+/// `sched_setattr` for the calling thread: `policy`, `nice`, and the slice
+/// `runtime` asks for (0: the default).
+fn set_attr(policy: i32, nice: i32, runtime: u64) -> std::io::Result<()> {
     let attr = SchedAttr {
         size: std::mem::size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_OTHER as u32,
+        policy: policy as u32,
         flags: 0,
         nice,
         priority: 0,
-        runtime: SHORT_SLICE_NS,
+        runtime,
         deadline: 0,
         period: 0,
     };
@@ -75,19 +81,7 @@ pub(crate) const HELPER_NICE: i32 = 10;
 /// (Linux keeps both per thread.) Best effort: a kernel that refuses the
 /// policy leaves the nice value set.
 pub(crate) fn run_as_helper() {
-    let attr = SchedAttr {
-        size: std::mem::size_of::<SchedAttr>() as u32,
-        policy: libc::SCHED_BATCH as u32,
-        flags: 0,
-        nice: HELPER_NICE,
-        priority: 0,
-        runtime: 0,
-        deadline: 0,
-        period: 0,
-    };
-    // SAFETY: a valid `sched_attr` of the size it states, for this thread (0).
-    let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
-    if r != 0 {
+    if set_attr(libc::SCHED_BATCH, HELPER_NICE, 0).is_err() {
         // SAFETY: setpriority takes plain integers.
         unsafe {
             libc::setpriority(libc::PRIO_PROCESS, 0, HELPER_NICE);

@@ -314,7 +314,7 @@ fn loss_records(
 /// ends ([`Loop::end_turn`]: the canary, the records to the sinks).
 pub fn run(
     probes: Probes,
-    engine: Engine,
+    mut engine: Engine,
     settings: PipelineSettings,
     out: &mut dyn Output,
     stats: SharedStats,
@@ -360,7 +360,6 @@ pub fn run(
         Clock::mono_now(),
     );
     let answers = engine.answers.clone();
-    let mut engine = engine;
     // The turn's questions to the helpers wait for its end (`end_turn`).
     engine.hold_questions();
     let exec_wake = crate::kernel::exec_wake::ExecWake::take(&mut ebpf);
