@@ -132,22 +132,37 @@ fn through_tracefs_alone_fork_exec_exit_and_reap_still_come() {
 /// The system calls through their tracepoints (`WATCHER_ATTACH=no-fentry`;
 /// the default where the kernel refuses fentry/fexit, as this host's 6.18
 /// does — in the matrix's guests the default is fentry/fexit, and every
-/// other test there runs through those): a failed bind with its port, a
-/// refused connect with its destination, and reaps by wait4 and waitid.
+/// other test there runs through those): bind and connect through their
+/// exit tracepoints alone (arguments from the saved registers), wait4 and
+/// waitid through pairs. A failed bind with its port, a refused connect
+/// with its destination, and reaps by wait4 and waitid.
 #[test]
 fn through_system_call_tracepoints_binds_connects_and_waits_still_come() {
+    syscalls_through_tracepoints("no-fentry", "16 tracepoints", true);
+}
+
+/// The same with bind and connect through their entry and exit pairs
+/// (`WATCHER_ATTACH=pairs`: what kernels before 5.15, or without the saved
+/// registers in BTF, get).
+#[test]
+fn through_entry_and_exit_pairs_binds_connects_and_waits_still_come() {
+    syscalls_through_tracepoints("pairs", "18 tracepoints", false);
+}
+
+fn syscalls_through_tracepoints(attach: &str, count: &str, exit_only: bool) {
     if !require_root() {
         return;
     }
-    let feed = Feed::start_with(
-        &["trace", "--json"],
-        &[("WATCHER_ATTACH", "no-fentry")],
-        &[],
-    );
+    let feed = Feed::start_with(&["trace", "--json"], &[("WATCHER_ATTACH", attach)], &[]);
     let line = feed.wait_stderr("tracepoints");
     assert!(
-        line.contains("18 tracepoints") && line.contains("system calls through tracepoints"),
+        line.contains(count) && line.contains("system calls through tracepoints"),
         "the system calls not through their tracepoints: {line}"
+    );
+    assert_eq!(
+        line.contains("bind, connect through the exit tracepoint alone"),
+        exit_only,
+        "{line}"
     );
     fork_exit_3_and_reap(&feed);
     waitid_reap(&feed);

@@ -731,6 +731,14 @@ pub struct Config {
     pub track_bound: u32,
     /// `skaddr` in the `tcp/tcp_destroy_sock` format (its tracefs program).
     pub tp_destroy_skaddr: u32,
+    /// Where a system call's first three arguments are in `struct pt_regs`
+    /// (x86-64: `di`, `si`, `dx`): what the exit-only bind/connect programs
+    /// read of the registers the call was entered with. OFFSET_NONE: the
+    /// entry and exit tracepoints are attached as a pair.
+    pub k_regs_arg0: u32,
+    pub k_regs_arg1: u32,
+    pub k_regs_arg2: u32,
+    pub _pad_regs: u32,
 }
 
 impl Config {
@@ -833,6 +841,10 @@ impl Config {
             k_waitid_info_cause: OFFSET_NONE,
             track_bound: 0,
             tp_destroy_skaddr: OFFSET_NONE,
+            k_regs_arg0: OFFSET_NONE,
+            k_regs_arg1: OFFSET_NONE,
+            k_regs_arg2: OFFSET_NONE,
+            _pad_regs: 0,
         }
     }
 }
@@ -848,7 +860,7 @@ const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<SockCloseData>() == 32);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 384);
+const _: () = assert!(core::mem::size_of::<Config>() == 400);
 const _: () = assert!(
     ARGS_MAX.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

@@ -7,7 +7,9 @@
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use watcher_common::{CgroupData, EventKind, CGROUP_MKDIR, CGROUP_RMDIR};
 
-use crate::common::{conf, header, now, read_data_loc_str, reserve, submit, tp_read, wanted_kind};
+use crate::common::{
+    conf, now, read_data_loc_str, reserve, submit, tp_read, wanted_kind, write_header,
+};
 
 #[tracepoint]
 pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
@@ -36,7 +38,7 @@ fn try_cgroup(ctx: &TracePointContext, op: u32) -> Option<()> {
     let mut entry = reserve::<CgroupData>(EventKind::Cgroup)?;
     let ev = entry.as_mut_ptr();
     unsafe {
-        core::ptr::addr_of_mut!((*ev).header).write(header::<CgroupData>(EventKind::Cgroup, ts));
+        write_header::<CgroupData>(core::ptr::addr_of_mut!((*ev).header), EventKind::Cgroup, ts);
         let d = core::ptr::addr_of_mut!((*ev).data);
         (*d).id = id;
         (*d).op = op;

@@ -3,10 +3,9 @@ use aya_ebpf::maps::HashMap;
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_smp_processor_id,
+            self as gen, bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_smp_processor_id,
             bpf_ktime_get_ns,
         },
     },
@@ -15,7 +14,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use watcher_common::{
-    wake, Config, Event, EventKind, Header, KernelTable, LOST_SLOTS, OFFSET_NONE,
+    wake, Config, Event, EventKind, Header, KernelTable, COMM_LEN, LOST_SLOTS, OFFSET_NONE,
 };
 
 use crate::maps::{
@@ -134,20 +133,27 @@ pub fn remember<K, V>(map: &HashMap<K, V>, table: KernelTable, k: &K, v: &V) -> 
     }
 }
 
-/// The header for the current task.
+/// Write the header for the current task in place (a reserved record's
+/// or a scratch area's): field by field, the name straight from the helper
+/// — no copy through the stack.
+///
+/// # Safety
+/// `h` points to a writable `Header`.
 #[inline(always)]
-pub fn header<T>(kind: EventKind, ts: u64) -> Header {
-    let (pid, tgid) = pid_tgid();
-    Header {
-        kind: kind as u32,
-        size: core::mem::size_of::<Event<T>>() as u32,
-        ts_ns: ts,
-        pid,
-        tgid,
-        uid: bpf_get_current_uid_gid() as u32,
-        flags: 0,
-        comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
-    }
+pub unsafe fn write_header<T>(h: *mut Header, kind: EventKind, ts: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (*h).kind = kind as u32;
+    (*h).size = core::mem::size_of::<Event<T>>() as u32;
+    (*h).ts_ns = ts;
+    (*h).pid = pid_tgid as u32;
+    (*h).tgid = (pid_tgid >> 32) as u32;
+    (*h).uid = bpf_get_current_uid_gid() as u32;
+    (*h).flags = 0;
+    // (On failure the helper zeroes the buffer.)
+    gen::bpf_get_current_comm(
+        core::ptr::addr_of_mut!((*h).comm) as *mut core::ffi::c_void,
+        COMM_LEN as u32,
+    );
 }
 
 /// Write a whole record (header + payload) and submit it; `urgent` from
@@ -157,7 +163,7 @@ pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
     if let Some(mut entry) = reserve::<T>(kind) {
         let ev = entry.as_mut_ptr();
         unsafe {
-            core::ptr::addr_of_mut!((*ev).header).write(header::<T>(kind, ts));
+            write_header::<T>(core::ptr::addr_of_mut!((*ev).header), kind, ts);
             core::ptr::addr_of_mut!((*ev).data).write(data);
         }
         submit(entry, ts, urgent);

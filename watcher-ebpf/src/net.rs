@@ -3,7 +3,10 @@
 //! the fd), and TCP state changes from `sock/inet_sock_set_state`, which give the
 //! outcome of non-blocking connects and listeners opening/closing.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::{fexit, raw_tracepoint, tracepoint},
     programs::{FExitContext, RawTracePointContext, TracePointContext},
 };
@@ -35,38 +38,42 @@ fn sockaddr(kind: EventKind, fd: u64, addr: u64, len: u64) -> Option<PendingSock
     if !wanted(kind, tgid) {
         return None;
     }
-    if addr == 0 || len < 2 {
+    // The first 8 bytes in one read: family, port and an IPv4 address (or
+    // an IPv6 address's flow label); every inet sockaddr has them.
+    if addr == 0 || len < 8 {
         return None;
     }
-    let family: u16 = unsafe { bpf_probe_read_user(addr as *const u16) }.ok()?;
+    let head: [u16; 4] = unsafe { bpf_probe_read_user(addr as *const [u16; 4]) }.ok()?;
+    let family = head[0];
     let mut p = PendingSock {
         fd: fd as i32,
         family,
-        port: 0,
+        port: u16::from_be(head[1]),
         addr: [0; 16],
         scope_id: 0,
         _pad: 0,
     };
-    let port: u16 = unsafe { bpf_probe_read_user((addr + 2) as *const u16) }.ok()?;
-    p.port = u16::from_be(port);
     match family {
         AF_INET => {
-            if len < 8 {
-                return None;
-            }
-            let a: [u8; 4] = unsafe { bpf_probe_read_user((addr + 4) as *const [u8; 4]) }.ok()?;
-            p.addr[0] = a[0];
-            p.addr[1] = a[1];
-            p.addr[2] = a[2];
-            p.addr[3] = a[3];
+            // SAFETY: [u16; 2] and u32 have the same size; the bytes as read.
+            let a: u32 = unsafe { core::mem::transmute::<[u16; 2], u32>([head[2], head[3]]) };
+            p.addr = v4_in_16(a);
         }
         AF_INET6 => {
             if len < 24 {
                 return None;
             }
-            p.addr = unsafe { bpf_probe_read_user((addr + 8) as *const [u8; 16]) }.ok()?;
             if len >= 28 {
-                p.scope_id = unsafe { bpf_probe_read_user((addr + 24) as *const u32) }.unwrap_or(0);
+                // The address and the scope id in one read.
+                let tail: [u32; 5] =
+                    unsafe { bpf_probe_read_user((addr + 8) as *const [u32; 5]) }.ok()?;
+                // SAFETY: as above, 16 bytes each way.
+                p.addr = unsafe {
+                    core::mem::transmute::<[u32; 4], [u8; 16]>([tail[0], tail[1], tail[2], tail[3]])
+                };
+                p.scope_id = tail[4];
+            } else {
+                p.addr = unsafe { bpf_probe_read_user((addr + 8) as *const [u8; 16]) }.ok()?;
             }
         }
         _ => return None,
@@ -218,6 +225,49 @@ fn sock_call_fexit(ctx: &FExitContext, kind: EventKind) {
     }
 }
 
+/// `sys_exit_bind` alone, where the kernel lets a tracepoint program read
+/// the registers the system call was entered with (`bpf_task_pt_regs`,
+/// 5.15 on): the arguments from there and the result from the record, in
+/// one run — no entry program, no table between the two, and no
+/// system-call entry tracepoint to route through. The sockaddr is read
+/// back from the caller's memory, as the fexit reads it.
+#[tracepoint]
+pub fn sys_exit_bind_regs(ctx: TracePointContext) -> u32 {
+    let _ = exit_regs(&ctx, EventKind::Bind);
+    0
+}
+
+/// `sys_exit_connect` alone (as [`sys_exit_bind_regs`]).
+#[tracepoint]
+pub fn sys_exit_connect_regs(ctx: TracePointContext) -> u32 {
+    let _ = exit_regs(&ctx, EventKind::Connect);
+    0
+}
+
+#[inline(always)]
+fn exit_regs(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
+    let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
+    // SAFETY: helpers with no memory argument of ours; the result is the
+    // current task's saved user registers (a BTF pointer: its reads at
+    // the load-time offsets below are checked by the verifier).
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let reg = |off: u32| unsafe { core::ptr::read_volatile(regs.add(off as usize) as *const u64) };
+    let (fd, addr, len) = (
+        reg(conf!(k_regs_arg0)),
+        reg(conf!(k_regs_arg1)),
+        reg(conf!(k_regs_arg2)),
+    );
+    // (`int fd` and `int addrlen`: the registers' low halves, as the call takes them.)
+    let p = sockaddr(
+        kind,
+        fd as i32 as i64 as u64,
+        addr,
+        len as i32 as i64 as u64,
+    )?;
+    send_sock_call(kind, p, ret);
+    Some(())
+}
+
 #[tracepoint]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
     let _ = enter(
@@ -296,10 +346,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         d.saddr = tp_read(ctx, conf!(tp_sk_saddr_v6)).unwrap_or([0; 16]);
         d.daddr = tp_read(ctx, conf!(tp_sk_daddr_v6)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = tp_read(ctx, conf!(tp_sk_saddr)).unwrap_or([0; 4]);
-        let t: [u8; 4] = tp_read(ctx, conf!(tp_sk_daddr)).unwrap_or([0; 4]);
-        d.saddr[..4].copy_from_slice(&s);
-        d.daddr[..4].copy_from_slice(&t);
+        d.saddr = v4_in_16(tp_read(ctx, conf!(tp_sk_saddr)).unwrap_or(0));
+        d.daddr = v4_in_16(tp_read(ctx, conf!(tp_sk_daddr)).unwrap_or(0));
     }
     send_tcp_state(d);
     Some(())
@@ -359,10 +407,16 @@ fn sk_addr(sk: u64, family: u16, v6: u32, v4: u32) -> [u8; 16] {
     if family == AF_INET6 {
         return kread(sk, v6).unwrap_or([0; 16]);
     }
-    let mut out = [0u8; 16];
-    let a: [u8; 4] = kread(sk, v4).unwrap_or([0; 4]);
-    out[..4].copy_from_slice(&a);
-    out
+    v4_in_16(kread::<u32>(sk, v4).unwrap_or(0))
+}
+
+/// An IPv4 address (its 4 bytes in memory order, as read) in the first 4
+/// bytes of 16, the rest zero: built as words, so the compiler emits a few
+/// stores rather than a byte-wise zeroing loop.
+#[inline(always)]
+fn v4_in_16(a: u32) -> [u8; 16] {
+    // SAFETY: [u32; 4] and [u8; 16] have the same size; any bytes are valid.
+    unsafe { core::mem::transmute::<[u32; 4], [u8; 16]>([a, 0, 0, 0]) }
 }
 
 /// A listener's socket inode, then the record.

@@ -16,9 +16,9 @@ use watcher_common::{
 
 use crate::{
     common::{
-        cgroup_id, conf, count_loss, current_task, decided, emit, forks_decide, header, kread,
-        lazy_flags, now, output, pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read,
-        wanted, wanted_kind,
+        cgroup_id, conf, count_loss, current_task, decided, emit, forks_decide, kread, lazy_flags,
+        now, output, pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read, wanted,
+        wanted_kind, write_header,
     },
     maps::{
         PendingWaitid, EXEC_CROWD, EXEC_LIVE, EXEC_SCRATCH, EXEC_WAKE, EXITED, EXITED_SHADOWED,
@@ -120,7 +120,7 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
     // SAFETY: this CPU's scratch area; the program runs to its end on this CPU.
     unsafe {
         let ev = core::ptr::addr_of_mut!((*scratch).event);
-        core::ptr::addr_of_mut!((*ev).header).write(header::<ExecData>(EventKind::Exec, ts));
+        write_header::<ExecData>(core::ptr::addr_of_mut!((*ev).header), EventKind::Exec, ts);
         let d = core::ptr::addr_of_mut!((*ev).data);
         (*d).old_pid = old_pid as u32;
         (*d).cgroup_id = cgroup_id();

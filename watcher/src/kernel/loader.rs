@@ -234,6 +234,10 @@ pub struct Probes {
     /// (see [`TRACED`]), and, when some are not, why (said once).
     pub traced: Vec<&'static str>,
     pub traced_fallback: Option<String>,
+    /// System calls followed by their exit tracepoint alone (see
+    /// [`EXIT_ONLY`]), and, when one that could be is not, why.
+    pub exit_only: Vec<&'static str>,
+    pub exit_only_fallback: Option<String>,
 }
 
 /// Hooks whose program is attached as a raw tracepoint when the kernel
@@ -301,6 +305,117 @@ pub(crate) const TRACED: [Traced; 4] = [
         replaces: ["sys_enter_connect", "sys_exit_connect"],
     },
 ];
+
+/// A system call followed by its exit tracepoint alone where fentry/fexit
+/// is refused but the kernel lets a tracepoint program read the registers
+/// the call was entered with (`bpf_task_pt_regs`, 5.15 on): one program
+/// per call instead of an entry and an exit joined by a table, and no
+/// system-call entry tracepoint for it.
+pub(crate) struct ExitOnly {
+    /// The system call, as said in `watcher check`.
+    pub call: &'static str,
+    /// Its program in the object, and the tracepoint it attaches to.
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+    /// The tracepoint programs (of [`HOOKS`]) it replaces.
+    pub replaces: [&'static str; 2],
+}
+
+pub(crate) const EXIT_ONLY: [ExitOnly; 2] = [
+    ExitOnly {
+        call: "bind",
+        program: "sys_exit_bind_regs",
+        tracepoint: "sys_exit_bind",
+        replaces: ["sys_enter_bind", "sys_exit_bind"],
+    },
+    ExitOnly {
+        call: "connect",
+        program: "sys_exit_connect_regs",
+        tracepoint: "sys_exit_connect",
+        replaces: ["sys_enter_connect", "sys_exit_connect"],
+    },
+];
+
+/// The registers holding a system call's first three arguments in `struct
+/// pt_regs` (x86-64's calling convention for system calls); on other
+/// architectures the exit-only programs are not used.
+#[cfg(target_arch = "x86_64")]
+const SYSCALL_ARG_REGS: [&str; 3] = ["di", "si", "dx"];
+#[cfg(not(target_arch = "x86_64"))]
+const SYSCALL_ARG_REGS: [&str; 0] = [];
+
+/// Where the registers of [`SYSCALL_ARG_REGS`] are in this kernel's `struct
+/// pt_regs` (the exit-only programs read them); none when BTF lacks one.
+pub(crate) fn regs_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
+    let mut offs = [watcher_common::OFFSET_NONE; 3];
+    if SYSCALL_ARG_REGS.len() != 3 {
+        return Err("not on this architecture".into());
+    }
+    for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
+        match btf.member("pt_regs", reg) {
+            Ok((off, Some(8))) => offs[i] = off,
+            Ok(_) => return Err(format!("pt_regs.{reg} is not 8 bytes")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    [c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2] = offs;
+    Ok(())
+}
+
+/// Why the exit-only programs cannot be used (`None`: they can, if the
+/// kernel loads them).
+fn exit_only_unready(c: &Config) -> Option<String> {
+    [c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2]
+        .contains(&watcher_common::OFFSET_NONE)
+        .then(|| "the system-call registers are not in BTF".to_owned())
+}
+
+/// Load `e.program` and attach it to its system call's exit tracepoint.
+fn attach_exit_only(ebpf: &mut Ebpf, e: &ExitOnly) -> Result<(), String> {
+    let first = crate::kernel::error::first_line;
+    let prog: &mut TracePoint = ebpf
+        .program_mut(e.program)
+        .ok_or_else(|| format!("no program {} in the object", e.program))?
+        .try_into()
+        .map_err(|err: aya::programs::ProgramError| first(&err))?;
+    prog.load().map_err(|err| {
+        let why = first(&err);
+        why.split(". Verifier output")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })?;
+    if let Err(err) = prog.attach("syscalls", e.tracepoint) {
+        let why = first(&err);
+        let _ = prog.unload();
+        return Err(why);
+    }
+    Ok(())
+}
+
+/// Attach the exit-only program of every call of [`EXIT_ONLY`] that
+/// fentry/fexit does not already follow: the calls attached, and why not
+/// the others (the first reason; a refused load stops the tries).
+fn attach_all_exit_only(
+    ebpf: &mut Ebpf,
+    config: &Config,
+    followed: impl Fn(&str) -> bool,
+) -> (Vec<&'static str>, Option<String>) {
+    let mut attached = Vec::new();
+    for e in &EXIT_ONLY {
+        if followed(e.replaces[0]) {
+            continue;
+        }
+        if let Some(why) = exit_only_unready(config) {
+            return (attached, Some(why));
+        }
+        match attach_exit_only(ebpf, e) {
+            Ok(()) => attached.push(e.call),
+            Err(why) => return (attached, Some(format!("{}: {why}", e.program))),
+        }
+    }
+    (attached, None)
+}
 
 /// Why `t`'s fentry/fexit programs cannot be used on this kernel (`None`:
 /// they can, if the kernel loads them): the function's prototype in BTF,
@@ -405,7 +520,7 @@ impl Probes {
     /// calls through fentry/fexit: kernel_wait4, __sys_bind" — or, when the
     /// kernel refuses those, "…; system calls through tracepoints (why)".
     pub fn attachment(&self) -> String {
-        let n = HOOKS.len() - self.degraded.len() - 2 * self.traced.len();
+        let n = HOOKS.len() - self.degraded.len() - 2 * self.traced.len() - self.exit_only.len();
         let mut s = if self.raw.is_empty() {
             format!("{n} tracepoints")
         } else {
@@ -425,6 +540,17 @@ impl Probes {
                 } else {
                     "the others"
                 }
+            ));
+        }
+        if !self.exit_only.is_empty() {
+            s.push_str(&format!(
+                "; {} through the exit tracepoint alone (arguments from the saved registers)",
+                self.exit_only.join(", ")
+            ));
+        }
+        if let Some(why) = &self.exit_only_fallback {
+            s.push_str(&format!(
+                "; bind/connect through entry and exit tracepoints ({why})"
             ));
         }
         s
@@ -694,6 +820,8 @@ pub(crate) fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, Se
     let _ = reaper_layout(btf, &mut c);
     // (Missing: inet_sock_set_state is attached through tracefs.)
     let _ = sock_layout(btf, &mut c);
+    // (Missing: bind and connect through entry and exit tracepoints.)
+    let _ = regs_layout(btf, &mut c);
     // Bound TCP sockets are tracked when their destruction can be followed
     // and its record can say the port (the `struct sock` members).
     c.track_bound = (c.tp_destroy_skaddr != watcher_common::OFFSET_NONE
@@ -847,7 +975,10 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     // `no-fentry`: the system calls through their tracepoints.
     let attach_env = std::env::var("WATCHER_ATTACH").unwrap_or_default();
     let tracefs_only = attach_env == "tracefs";
-    let (traced, traced_fallback) = if tracefs_only || attach_env == "no-fentry" {
+    // `pairs`: those, and bind and connect through entry and exit pairs
+    // (as `tracefs` has them too: the oldest kernels' way).
+    let pairs = tracefs_only || attach_env == "pairs";
+    let (traced, traced_fallback) = if pairs || attach_env == "no-fentry" {
         (
             Vec::new(),
             Some(format!("not tried: WATCHER_ATTACH={attach_env}")),
@@ -855,10 +986,24 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     } else {
         attach_all_traced(&mut ebpf, &btf, aya_btf.as_ref(), &config)
     };
-    let replaced = |program: &str| {
+    let by_fexit = |program: &str| {
         TRACED
             .iter()
             .any(|t| traced.contains(&t.function) && t.replaces.contains(&program))
+    };
+    let (exit_only, exit_only_fallback) = if pairs {
+        (
+            Vec::new(),
+            Some(format!("not tried: WATCHER_ATTACH={attach_env}")),
+        )
+    } else {
+        attach_all_exit_only(&mut ebpf, &config, by_fexit)
+    };
+    let replaced = |program: &str| {
+        by_fexit(program)
+            || EXIT_ONLY
+                .iter()
+                .any(|e| exit_only.contains(&e.call) && e.replaces.contains(&program))
     };
     let mut degraded = Vec::new();
     let mut raw = Vec::new();
@@ -966,6 +1111,8 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         raw_fallback,
         traced,
         traced_fallback,
+        exit_only,
+        exit_only_fallback,
     })
 }
 
@@ -1060,6 +1207,23 @@ mod tests {
         let why = raw_unready(&btf, &bare, "task_newtask").expect("not ready");
         assert!(why.contains("task_struct.pid"), "{why}");
         assert!(raw_unready(&btf, &bare, "sys_enter_bind").is_some());
+    }
+
+    #[test]
+    fn the_registers_a_system_call_was_entered_with_are_found_in_btf() {
+        let btf =
+            Btf::from_sys_fs().expect("/sys/kernel/btf/vmlinux: watcher needs a kernel with BTF");
+        let mut c = Config::empty();
+        regs_layout(&btf, &mut c).expect("pt_regs.di, si, dx");
+        // x86-64's struct pt_regs: r15 … r8 (8 words), ax, cx, dx, si, di.
+        assert_eq!(
+            (c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2),
+            (112, 104, 96)
+        );
+        assert_eq!(exit_only_unready(&c), None);
+        // Without them the exit-only programs are not tried, and why is said.
+        let why = exit_only_unready(&Config::empty()).expect("not ready");
+        assert!(why.contains("registers are not in BTF"), "{why}");
     }
 
     #[test]
