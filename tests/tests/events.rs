@@ -143,10 +143,12 @@ fn through_system_call_tracepoints_binds_connects_and_waits_still_come() {
 
 /// The same with bind and connect through their entry and exit pairs
 /// (`WATCHER_ATTACH=pairs`: what kernels before 5.15, or without the saved
-/// registers in BTF, get).
+/// registers in BTF, get), and the TCP state changes through the plain raw
+/// tracepoint rather than the BTF-typed one (`raw`: where the kernel
+/// refuses that): the holder's listen and the refused connect's outcome.
 #[test]
 fn through_entry_and_exit_pairs_binds_connects_and_waits_still_come() {
-    syscalls_through_tracepoints("pairs", "18 tracepoints", false);
+    syscalls_through_tracepoints("pairs,raw", "18 tracepoints", false);
 }
 
 fn syscalls_through_tracepoints(attach: &str, count: &str, exit_only: bool) {
@@ -162,6 +164,12 @@ fn syscalls_through_tracepoints(attach: &str, count: &str, exit_only: bool) {
     assert_eq!(
         line.contains("bind, connect through the exit tracepoint alone"),
         exit_only,
+        "{line}"
+    );
+    // `raw`: the TCP state changes' plain raw tracepoint, not the BTF-typed one.
+    assert_eq!(
+        line.contains("BTF-typed: inet_sock_set_state"),
+        !attach.contains("raw"),
         "{line}"
     );
     fork_exit_3_and_reap(&feed);
@@ -909,6 +917,8 @@ fn check_reports_every_prerequisite() {
             "load",
             "raw: task_newtask, sched_process_exec, sched_process_exit, sched_process_free, inet_sock_set_state",
         ),
+        // The socket hooks BTF-typed: their members read as plain loads.
+        ("load", "BTF-typed: inet_sock_set_state, tcp_destroy_sock)"),
     ] {
         assert!(
             text.lines()

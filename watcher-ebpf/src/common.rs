@@ -342,6 +342,20 @@ pub fn kread<T>(base: u64, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T) }.ok()
 }
 
+/// A plain load of a `T` at `base + off`, for a `base` the verifier knows
+/// by its BTF type (a BTF-typed tracepoint's argument, or a pointer loaded
+/// from one): it checks the offset — a constant to it, the config being a
+/// frozen read-only map — against the type, and a fault reads zero.
+///
+/// # Safety
+/// `base` must be such a pointer (the load is refused otherwise) and `off`
+/// known (not `OFFSET_NONE`: the loader only attaches a program whose
+/// members BTF has).
+#[inline(always)]
+pub unsafe fn bread<T>(base: *const u8, off: u32) -> T {
+    core::ptr::read_volatile(base.add(off as usize) as *const T)
+}
+
 #[inline(always)]
 pub fn current_task() -> u64 {
     unsafe { bpf_get_current_task() }

@@ -7,8 +7,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_probe_read_user,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
-    macros::{fexit, raw_tracepoint, tracepoint},
-    programs::{FExitContext, RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, fexit, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, FExitContext, RawTracePointContext, TracePointContext},
 };
 use watcher_common::{
     wake, EventKind, KernelTable, SockCallData, SockCloseData, TcpStateData, AF_INET, AF_INET6,
@@ -17,7 +17,7 @@ use watcher_common::{
 
 use crate::{
     common::{
-        conf, current_task, emit, kread, now, pid_tgid, remember, sk_netns, tp_read, wanted,
+        bread, conf, current_task, emit, kread, now, pid_tgid, remember, sk_netns, tp_read, wanted,
         wanted_kind,
     },
     maps::{PendingSock, BOUND, PENDING_SOCK},
@@ -400,6 +400,92 @@ fn try_inet_sock_set_state_raw(ctx: &RawTracePointContext) -> Option<()> {
     Some(())
 }
 
+/// The same as a BTF-typed raw tracepoint (`tp_btf`, the loader's first
+/// choice): the `struct sock` comes typed, so its members are plain loads
+/// the verifier checks against BTF — no helper call each. The two members
+/// of `inet_sock` (the source port and IPv4 address, beyond `struct sock`)
+/// are still read through the helper.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_inet_sock_set_state_btf(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Option<()> {
+    if !wanted_kind(EventKind::TcpState) {
+        return None;
+    }
+    // TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+    let sk: *const u8 = ctx.arg(0);
+    let old = ctx.arg::<u64>(1) as i32;
+    let new = ctx.arg::<u64>(2) as i32;
+    if !wanted_transition(old, new) || sk.is_null() {
+        return None;
+    }
+    let skaddr = sk as u64;
+    // SAFETY (every `bread` below): `sk` and what it points to are typed
+    // by BTF; the verifier checks each load's offset and size.
+    let family: u16 = unsafe { bread(sk, conf!(k_sk_family)) };
+    let (saddr, daddr) = if family == AF_INET6 {
+        unsafe {
+            (
+                bread::<[u8; 16]>(sk, conf!(k_sk_v6_rcv_saddr)),
+                bread::<[u8; 16]>(sk, conf!(k_sk_v6_daddr)),
+            )
+        }
+    } else {
+        (
+            v4_in_16(kread::<u32>(skaddr, conf!(k_sk_rcv_saddr)).unwrap_or(0)),
+            v4_in_16(unsafe { bread::<u32>(sk, conf!(k_sk_daddr)) }),
+        )
+    };
+    let net: *const u8 = unsafe { bread(sk, conf!(k_sock_net)) };
+    let mut d = TcpStateData {
+        skaddr,
+        old_state: old as u32,
+        new_state: new as u32,
+        sport: u16::from_be(kread(skaddr, conf!(k_sk_sport)).unwrap_or(0)),
+        dport: u16::from_be(unsafe { bread::<u16>(sk, conf!(k_sk_dport)) }),
+        family,
+        protocol: unsafe { bread(sk, conf!(k_sk_protocol)) },
+        saddr,
+        daddr,
+        netns: if net.is_null() {
+            0
+        } else {
+            unsafe { bread(net, conf!(k_net_inum)) }
+        },
+        _pad: 0,
+        inode: 0,
+    };
+    if new == TCP_LISTEN {
+        // The listener's socket inode: sock → socket → file → inode, each typed.
+        unsafe {
+            let sock: *const u8 = bread(sk, conf!(k_sock_socket));
+            let file: *const u8 = if sock.is_null() {
+                core::ptr::null()
+            } else {
+                bread(sock, conf!(k_socket_file))
+            };
+            let inode: *const u8 = if file.is_null() {
+                core::ptr::null()
+            } else {
+                bread(file, conf!(k_file_inode))
+            };
+            if !inode.is_null() {
+                d.inode = bread(inode, conf!(k_inode_ino));
+            }
+        }
+    }
+    emit(
+        EventKind::TcpState,
+        now(),
+        wake::tcp_state(d.old_state, d.new_state),
+        d,
+    );
+    Some(())
+}
+
 /// An address of the `struct sock` at `sk` (its family's member: `v6` or
 /// `v4` offset), IPv4 in the first 4 bytes; zeros when unreadable.
 #[inline(always)]
@@ -444,6 +530,39 @@ fn send_tcp_state(mut d: TcpStateData) {
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock_raw(ctx: RawTracePointContext) -> i32 {
     sock_destroyed(ctx.arg(0));
+    0
+}
+
+/// `tcp/tcp_destroy_sock` as a BTF-typed raw tracepoint: the same, with the
+/// forwarded socket's `struct sock` members read as plain loads.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock_btf(ctx: BtfTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    let skaddr = sk as u64;
+    if sk.is_null() || unsafe { BOUND.get(&skaddr) }.is_none() {
+        return 0;
+    }
+    let _ = BOUND.remove(&skaddr);
+    // SAFETY (every `bread`): typed by BTF, each load checked by the verifier.
+    let family: u16 = unsafe { bread(sk, conf!(k_sk_family)) };
+    let addr = if family == AF_INET6 {
+        unsafe { bread::<[u8; 16]>(sk, conf!(k_sk_v6_rcv_saddr)) }
+    } else {
+        v4_in_16(kread::<u32>(skaddr, conf!(k_sk_rcv_saddr)).unwrap_or(0))
+    };
+    let net: *const u8 = unsafe { bread(sk, conf!(k_sock_net)) };
+    let d = SockCloseData {
+        skaddr,
+        netns: if net.is_null() {
+            0
+        } else {
+            unsafe { bread(net, conf!(k_net_inum)) }
+        },
+        port: u16::from_be(kread(skaddr, conf!(k_sk_sport)).unwrap_or(0)),
+        family,
+        addr,
+    };
+    emit(EventKind::SockClose, now(), wake::bulk(), d);
     0
 }
 

@@ -690,7 +690,9 @@ pub fn program_costs(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<Str
             let rest = l.strip_prefix(family)?.strip_prefix("{program=\"")?;
             let (name, v) = rest.split_once("\"} ")?;
             Some((
-                name.trim_end_matches("_raw").to_owned(),
+                name.trim_end_matches("_raw")
+                    .trim_end_matches("_btf")
+                    .to_owned(),
                 v.trim().parse().ok()?,
             ))
         };
@@ -1322,12 +1324,12 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     eprintln!("xtask bench: the kernel programs' own cost (bpf_stats) …");
     let rows = program_costs(watcher, actor, &dir)?;
     let programs_only = std::env::var_os("WATCHER_BENCH_PROGRAMS_ONLY").is_some();
-    out.push_str("\n### The kernel programs' own time per run (`kernel.bpf_stats_enabled`), a fork/exit/wait loop (20,000) and a bind+bind+connect loop (20,000)\n\n| program | runs, raw tracepoints | ns/run | runs, through tracefs | ns/run |\n|---|---|---|---|---|\n");
+    out.push_str("\n### The kernel programs' own time per run (`kernel.bpf_stats_enabled`), a fork/exit/wait loop (20,000) and a bind+bind+connect loop (20,000)\n\n| program | runs, default attachment | ns/run | runs, through tracefs | ns/run |\n|---|---|---|---|---|\n");
     for r in rows {
         out.push_str(&r);
         out.push('\n');
     }
-    out.push_str("\nA program attached through tracefs runs after the kernel has built its trace record (not in its ns/run); the overhead rows below have both (`watcher-tracefs`: `WATCHER_ATTACH=tracefs`).\n");
+    out.push_str("\nThe default attachment on this host: raw tracepoints (the socket hooks BTF-typed, `_btf`), bind and connect through their exit tracepoints alone (`_regs`); through tracefs, every hook's classic tracepoint and bind and connect as entry and exit pairs. A program attached through tracefs runs after the kernel has built its trace record (not in its ns/run); the overhead rows below have both (`watcher-tracefs`: `WATCHER_ATTACH=tracefs`).\n");
     if programs_only {
         return partial(&out, &dir);
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, FExit, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use watcher_common::{
@@ -238,6 +238,10 @@ pub struct Probes {
     /// [`EXIT_ONLY`]), and, when one that could be is not, why.
     pub exit_only: Vec<&'static str>,
     pub exit_only_fallback: Option<String>,
+    /// Of `raw`, the hooks attached as BTF-typed raw tracepoints (see
+    /// [`BTF_FIRST`]), and why one was not.
+    pub btf_typed: Vec<&'static str>,
+    pub btf_fallback: Vec<String>,
 }
 
 /// Hooks whose program is attached as a raw tracepoint when the kernel
@@ -258,6 +262,38 @@ pub(crate) const RAW_FIRST: [&str; 6] = [
     "inet_sock_set_state",
     "tcp_destroy_sock",
 ];
+
+/// Of [`RAW_FIRST`], the hooks whose program is first tried as a BTF-typed
+/// raw tracepoint (`tp_btf`, `<program>_btf` in the object): its `struct
+/// sock` argument comes typed, so the members it reads are plain loads the
+/// verifier checks against BTF rather than a helper call each. Refused, the
+/// raw program is attached (said in the `load` line).
+/// `WATCHER_ATTACH=raw` skips them (to compare).
+pub(crate) const BTF_FIRST: [&str; 2] = ["inet_sock_set_state", "tcp_destroy_sock"];
+
+/// Load `<program>_btf` and attach it to the BTF-typed tracepoint `hook.name`.
+fn attach_btf(ebpf: &mut Ebpf, btf: &aya::Btf, h: &Hook) -> Result<(), String> {
+    let first = crate::kernel::error::first_line;
+    let name = format!("{}_btf", h.program);
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(&name)
+        .ok_or_else(|| format!("no program {name} in the object"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| first(&e))?;
+    prog.load(h.name, btf).map_err(|e| {
+        first(&e)
+            .split(". Verifier output")
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })?;
+    if let Err(e) = prog.attach() {
+        let why = first(&e);
+        let _ = prog.unload();
+        return Err(why);
+    }
+    Ok(())
+}
 
 /// A system call whose programs attach to the kernel function behind it
 /// (fentry/fexit) where the kernel allows it, instead of its pair of
@@ -523,9 +559,21 @@ impl Probes {
         let n = HOOKS.len() - self.degraded.len() - 2 * self.traced.len() - self.exit_only.len();
         let mut s = if self.raw.is_empty() {
             format!("{n} tracepoints")
-        } else {
+        } else if self.btf_typed.is_empty() {
             format!("{n} tracepoints (raw: {})", self.raw.join(", "))
+        } else {
+            format!(
+                "{n} tracepoints (raw: {}; BTF-typed: {})",
+                self.raw.join(", "),
+                self.btf_typed.join(", ")
+            )
         };
+        if !self.btf_fallback.is_empty() {
+            s.push_str(&format!(
+                "; raw, not BTF-typed: {}",
+                self.btf_fallback.join("; ")
+            ));
+        }
         if !self.traced.is_empty() {
             s.push_str(&format!(
                 "; system calls through fentry/fexit: {}",
@@ -974,11 +1022,13 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     // attachments save, or to rule them out).
     // `no-fentry`: the system calls through their tracepoints.
     let attach_env = std::env::var("WATCHER_ATTACH").unwrap_or_default();
-    let tracefs_only = attach_env == "tracefs";
+    // (Several at once, comma-separated: `pairs,raw`.)
+    let asked = |what: &str| attach_env.split(',').any(|a| a.trim() == what);
+    let tracefs_only = asked("tracefs");
     // `pairs`: those, and bind and connect through entry and exit pairs
     // (as `tracefs` has them too: the oldest kernels' way).
-    let pairs = tracefs_only || attach_env == "pairs";
-    let (traced, traced_fallback) = if pairs || attach_env == "no-fentry" {
+    let pairs = tracefs_only || asked("pairs");
+    let (traced, traced_fallback) = if pairs || asked("no-fentry") {
         (
             Vec::new(),
             Some(format!("not tried: WATCHER_ATTACH={attach_env}")),
@@ -1008,6 +1058,8 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     let mut degraded = Vec::new();
     let mut raw = Vec::new();
     let mut raw_fallback = Vec::new();
+    let mut btf_typed = Vec::new();
+    let mut btf_fallback = Vec::new();
     for h in HOOKS {
         if replaced(h.program) {
             continue;
@@ -1027,6 +1079,25 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         }
         // (Through tracefs when this kernel's BTF does not describe what
         // the raw program reads, or its attach fails: said once, at start.)
+        if BTF_FIRST.contains(&h.program) && !tracefs_only && !asked("raw") {
+            let ready = raw_unready(&btf, &config, h.program);
+            match (ready, aya_btf.as_ref()) {
+                (None, Ok(kernel_btf)) => match attach_btf(&mut ebpf, kernel_btf, &h) {
+                    Ok(()) => {
+                        raw.push(h.program);
+                        btf_typed.push(h.program);
+                        continue;
+                    }
+                    Err(why) => btf_fallback.push(format!("{}: {why}", h.name)),
+                },
+                (Some(why), _) => btf_fallback.push(format!("{}: {why}", h.name)),
+                (None, Err(e)) => btf_fallback.push(format!(
+                    "{}: {}",
+                    h.name,
+                    crate::kernel::error::first_line(e)
+                )),
+            }
+        }
         if RAW_FIRST.contains(&h.program) && !tracefs_only {
             match raw_unready(&btf, &config, h.program) {
                 Some(why) => raw_fallback.push(format!("{}: {why}", h.name)),
@@ -1113,6 +1184,8 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         traced_fallback,
         exit_only,
         exit_only_fallback,
+        btf_typed,
+        btf_fallback,
     })
 }
 
