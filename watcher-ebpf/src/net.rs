@@ -104,20 +104,51 @@ fn enter(
     Some(())
 }
 
-/// The socket behind `fd` of the current task: (socket.type, struct sock
-/// address, the socket's inode when `inode` is asked for).
+/// The current task's open-file table: (its array of `struct file *`, its
+/// size), through the helper from the untyped current task.
 #[inline(always)]
-fn sock_of_fd(fd: i32, inode: bool) -> (u16, u64, u64) {
-    if fd < 0 {
-        return (0, 0, 0);
-    }
+fn fd_table_probed() -> (u64, u32) {
     let files: u64 = kread(current_task(), conf!(k_task_files)).unwrap_or(0);
     let fdt: u64 = kread(files, conf!(k_files_fdt)).unwrap_or(0);
-    let max: u32 = kread(fdt, conf!(k_fdt_max_fds)).unwrap_or(0);
-    if fd as u32 >= max {
+    (
+        kread(fdt, conf!(k_fdt_fd)).unwrap_or(0),
+        kread(fdt, conf!(k_fdt_max_fds)).unwrap_or(0),
+    )
+}
+
+/// The same by plain loads from the typed current task
+/// (`bpf_get_current_task_btf`, 5.11 on: task → files → fdt are typed
+/// pointers the verifier follows; the array's elements, `struct file **`,
+/// are not, and are read through the helper).
+#[inline(always)]
+fn fd_table_typed() -> (u64, u32) {
+    // SAFETY: the current task, typed by BTF; every load below is checked
+    // by the verifier against the member's type (a fault reads zero).
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let files: *const u8 = bread(task, conf!(k_task_files));
+        if files.is_null() {
+            return (0, 0);
+        }
+        let fdt: *const u8 = bread(files, conf!(k_files_fdt));
+        if fdt.is_null() {
+            return (0, 0);
+        }
+        (
+            bread(fdt, conf!(k_fdt_fd)),
+            bread(fdt, conf!(k_fdt_max_fds)),
+        )
+    }
+}
+
+/// The socket behind `fd` in the open-file table `(array, size)`:
+/// (socket.type, struct sock address, the socket's inode when `inode` is
+/// asked for).
+#[inline(always)]
+fn sock_of_fd(fd: i32, inode: bool, (arr, max): (u64, u32)) -> (u16, u64, u64) {
+    if fd < 0 || fd as u32 >= max || arr == 0 {
         return (0, 0, 0);
     }
-    let arr: u64 = kread(fdt, conf!(k_fdt_fd)).unwrap_or(0);
     let file: u64 = kread(arr + (fd as u64) * 8, 0).unwrap_or(0);
     let sock: u64 = kread(file, conf!(k_file_private_data)).unwrap_or(0);
     let ty: u16 = kread(sock, conf!(k_socket_type)).unwrap_or(0);
@@ -137,19 +168,27 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
     let p = unsafe { PENDING_SOCK.get(key) }.copied()?;
     let _ = PENDING_SOCK.remove(key);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
-    send_sock_call(kind, p, ret);
+    // (The pairs are the fallback of every kernel: nothing typed.)
+    send_sock_call::<false>(kind, p, ret);
     Some(())
 }
 
-/// The record of a finished bind/connect: its address, result, and socket.
+/// The record of a finished bind/connect: its address, result, and socket
+/// (`TYPED`: its open-file table found by plain loads, where the program
+/// may ask for the typed current task).
 #[inline(always)]
-fn send_sock_call(kind: EventKind, p: PendingSock, ret: i64) {
+fn send_sock_call<const TYPED: bool>(kind: EventKind, p: PendingSock, ret: i64) {
     let (sock_type, skaddr, inode) = if ret == -EBADF || ret == -ENOTSOCK {
         (0, 0, 0)
     } else {
         // The inode names a bound socket's owner in the socket table; a
         // connect's socket is known by its struct sock alone.
-        sock_of_fd(p.fd, kind == EventKind::Bind && ret == 0)
+        let table = if TYPED {
+            fd_table_typed()
+        } else {
+            fd_table_probed()
+        };
+        sock_of_fd(p.fd, kind == EventKind::Bind && ret == 0, table)
     };
     let urgent = match kind {
         EventKind::Bind => wake::bind(ret as i32, sock_type),
@@ -221,7 +260,7 @@ fn sock_call_fexit(ctx: &FExitContext, kind: EventKind) {
     // (The return value follows the three arguments.)
     let ret: i32 = ctx.arg(3);
     if let Some(p) = sockaddr(kind, fd as i64 as u64, addr, len as i64 as u64) {
-        send_sock_call(kind, p, ret as i64);
+        send_sock_call::<true>(kind, p, ret as i64);
     }
 }
 
@@ -264,7 +303,7 @@ fn exit_regs(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
         addr,
         len as i32 as i64 as u64,
     )?;
-    send_sock_call(kind, p, ret);
+    send_sock_call::<true>(kind, p, ret);
     Some(())
 }
 
