@@ -1282,6 +1282,7 @@ mod tests {
         assert!(raw_unready(&btf, &bare, "sys_enter_bind").is_some());
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_registers_a_system_call_was_entered_with_are_found_in_btf() {
         let btf =
