@@ -738,7 +738,13 @@ pub struct Config {
     pub k_regs_arg0: u32,
     pub k_regs_arg1: u32,
     pub k_regs_arg2: u32,
-    pub _pad_regs: u32,
+    /// `task_struct.parent_exec_id` and `.self_exec_id`: a task whose two
+    /// are equal has not exec'd since it was forked (an exec increments its
+    /// own; a fork gives the child its parent's in both), so its end needs
+    /// no `EXEC_LIVE` lookup. OFFSET_NONE: every end looks.
+    pub k_task_parent_exec_id: u32,
+    pub k_task_self_exec_id: u32,
+    pub _pad_exec: u32,
 }
 
 impl Config {
@@ -844,7 +850,9 @@ impl Config {
             k_regs_arg0: OFFSET_NONE,
             k_regs_arg1: OFFSET_NONE,
             k_regs_arg2: OFFSET_NONE,
-            _pad_regs: 0,
+            k_task_parent_exec_id: OFFSET_NONE,
+            k_task_self_exec_id: OFFSET_NONE,
+            _pad_exec: 0,
         }
     }
 }
@@ -860,7 +868,7 @@ const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<SockCloseData>() == 32);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 400);
+const _: () = assert!(core::mem::size_of::<Config>() == 408);
 const _: () = assert!(
     ARGS_MAX.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

@@ -259,6 +259,23 @@ fn crowd_left(comm: &[u8; watcher_common::COMM_LEN]) {
     }
 }
 
+/// Whether the ending `task` may have exec'd since it was forked (only then
+/// can its process be in `EXEC_LIVE`): a fork gives the child its parent's
+/// `self_exec_id` as both its own and its `parent_exec_id`, a thread takes
+/// its creator's pair, and an exec increments the task's own — so equal ids
+/// mean no exec, and the hash lookup (a cold bucket for every new pid of a
+/// fork loop) is skipped. Unknown offsets: it may have.
+#[inline(always)]
+fn may_have_execd(task: u64) -> bool {
+    match (
+        kread::<u64>(task, conf!(k_task_parent_exec_id)),
+        kread::<u64>(task, conf!(k_task_self_exec_id)),
+    ) {
+        (Some(parent), Some(own)) => parent != own,
+        _ => true,
+    }
+}
+
 /// Process `tgid` ended: out of its name's count, if it was in one.
 #[inline(always)]
 fn crowd_ended(tgid: u32) {
@@ -309,7 +326,7 @@ fn exit(group_dead: Option<u8>) -> Option<()> {
     let parent_tgid: u32 = kread::<i32>(parent, conf!(k_task_tgid)).unwrap_or(0) as u32;
     let parent_waiting = (parent_tgid != 0 && unsafe { IN_WAIT.get(parent_tgid) }.is_some()) as u32;
     let ends = group_dead == 1 || (group_dead == GROUP_DEAD_UNKNOWN && pid == tgid);
-    if ends {
+    if ends && may_have_execd(task) {
         crowd_ended(tgid);
     }
     // A thread's exit that does not end its process decides nothing (the

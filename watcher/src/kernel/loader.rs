@@ -870,6 +870,14 @@ pub(crate) fn kernel_config(tracefs_root: &Path, btf: &Btf) -> Result<Config, Se
     let _ = sock_layout(btf, &mut c);
     // (Missing: bind and connect through entry and exit tracepoints.)
     let _ = regs_layout(btf, &mut c);
+    // (Missing: every process's end looks itself up in EXEC_LIVE.)
+    if let (Ok((parent, Some(8))), Ok((own, Some(8)))) = (
+        btf.member("task_struct", "parent_exec_id"),
+        btf.member("task_struct", "self_exec_id"),
+    ) {
+        c.k_task_parent_exec_id = parent;
+        c.k_task_self_exec_id = own;
+    }
     // Bound TCP sockets are tracked when their destruction can be followed
     // and its record can say the port (the `struct sock` members).
     c.track_bound = (c.tp_destroy_skaddr != watcher_common::OFFSET_NONE
@@ -1379,6 +1387,9 @@ mod tests {
         let c = kernel_config(&root, &btf).expect("config");
         assert_ne!(c.tp_exec_filename, watcher_common::OFFSET_NONE);
         assert_ne!(c.k_task_exit_code, watcher_common::OFFSET_NONE);
+        // A process's end skips the EXEC_LIVE lookup by its exec ids.
+        assert_ne!(c.k_task_parent_exec_id, watcher_common::OFFSET_NONE);
+        assert_ne!(c.k_task_self_exec_id, watcher_common::OFFSET_NONE);
     }
 
     /// Format files captured from Debian 12's 6.1 and 6.12 kernels (booted by
