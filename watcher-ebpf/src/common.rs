@@ -367,6 +367,22 @@ pub fn cgroup_id() -> u64 {
     unsafe { bpf_get_current_cgroup_id() }
 }
 
+/// The same for a `struct sock` typed by BTF (a `tp_btf` argument): plain
+/// loads, sock → net → its inode.
+#[inline(always)]
+pub fn sk_netns_typed(sk: *const u8) -> u32 {
+    // SAFETY: `sk` is typed by BTF and so is the `struct net` it points to;
+    // the verifier checks both loads (a fault reads zero).
+    unsafe {
+        let net: *const u8 = bread(sk, conf!(k_sock_net));
+        if net.is_null() {
+            0
+        } else {
+            bread(net, conf!(k_net_inum))
+        }
+    }
+}
+
 /// Inode of the network namespace of the `struct sock` at `sk`; 0 when unknown.
 #[inline(always)]
 pub fn sk_netns(sk: u64) -> u32 {

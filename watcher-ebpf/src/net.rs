@@ -17,8 +17,8 @@ use watcher_common::{
 
 use crate::{
     common::{
-        bread, conf, current_task, emit, kread, now, pid_tgid, remember, sk_netns, tp_read, wanted,
-        wanted_kind,
+        bread, conf, current_task, emit, kread, now, pid_tgid, remember, sk_netns, sk_netns_typed,
+        tp_read, wanted, wanted_kind,
     },
     maps::{PendingSock, BOUND, PENDING_SOCK},
 };
@@ -478,7 +478,6 @@ fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Option<()> {
             v4_in_16(unsafe { bread::<u32>(sk, conf!(k_sk_daddr)) }),
         )
     };
-    let net: *const u8 = unsafe { bread(sk, conf!(k_sock_net)) };
     let mut d = TcpStateData {
         skaddr,
         old_state: old as u32,
@@ -489,11 +488,7 @@ fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Option<()> {
         protocol: unsafe { bread(sk, conf!(k_sk_protocol)) },
         saddr,
         daddr,
-        netns: if net.is_null() {
-            0
-        } else {
-            unsafe { bread(net, conf!(k_net_inum)) }
-        },
+        netns: sk_netns_typed(sk),
         _pad: 0,
         inode: 0,
     };
@@ -589,14 +584,9 @@ pub fn tcp_destroy_sock_btf(ctx: BtfTracePointContext) -> i32 {
     } else {
         v4_in_16(kread::<u32>(skaddr, conf!(k_sk_rcv_saddr)).unwrap_or(0))
     };
-    let net: *const u8 = unsafe { bread(sk, conf!(k_sock_net)) };
     let d = SockCloseData {
         skaddr,
-        netns: if net.is_null() {
-            0
-        } else {
-            unsafe { bread(net, conf!(k_net_inum)) }
-        },
+        netns: sk_netns_typed(sk),
         port: u16::from_be(kread(skaddr, conf!(k_sk_sport)).unwrap_or(0)),
         family,
         addr,

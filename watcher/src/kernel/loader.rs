@@ -280,13 +280,8 @@ fn attach_btf(ebpf: &mut Ebpf, btf: &aya::Btf, h: &Hook) -> Result<(), String> {
         .ok_or_else(|| format!("no program {name} in the object"))?
         .try_into()
         .map_err(|e: aya::programs::ProgramError| first(&e))?;
-    prog.load(h.name, btf).map_err(|e| {
-        first(&e)
-            .split(". Verifier output")
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    })?;
+    prog.load(h.name, btf)
+        .map_err(|e| without_verifier_log(&first(&e)))?;
     if let Err(e) = prog.attach() {
         let why = first(&e);
         let _ = prog.unload();
@@ -414,13 +409,8 @@ fn attach_exit_only(ebpf: &mut Ebpf, e: &ExitOnly) -> Result<(), String> {
         .ok_or_else(|| format!("no program {} in the object", e.program))?
         .try_into()
         .map_err(|err: aya::programs::ProgramError| first(&err))?;
-    prog.load().map_err(|err| {
-        let why = first(&err);
-        why.split(". Verifier output")
-            .next()
-            .unwrap_or_default()
-            .to_owned()
-    })?;
+    prog.load()
+        .map_err(|err| without_verifier_log(&first(&err)))?;
     if let Err(err) = prog.attach("syscalls", e.tracepoint) {
         let why = first(&err);
         let _ = prog.unload();
@@ -498,10 +488,7 @@ fn attach_traced(ebpf: &mut Ebpf, btf: &aya::Btf, t: &Traced) -> Result<(), Stri
             let why = if why.contains("Operation not permitted") {
                 "the kernel refused its load (EPERM)".to_owned()
             } else {
-                why.split(". Verifier output")
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
+                without_verifier_log(&why)
             };
             for &gone in &done {
                 let _ = unload(ebpf, gone);
@@ -512,6 +499,15 @@ fn attach_traced(ebpf: &mut Ebpf, btf: &aya::Btf, t: &Traced) -> Result<(), Stri
         done.push(name);
     }
     Ok(())
+}
+
+/// A refused load's reason without the verifier's log that aya appends
+/// (one line for `watcher check` and the start line).
+fn without_verifier_log(why: &str) -> String {
+    why.split(". Verifier output")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Detach and unload the fentry/fexit program `name` (its links first).
