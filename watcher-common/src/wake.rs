@@ -33,7 +33,7 @@
 //! two drains per interval, not one per record), until no deciding record
 //! has come for an interval. Bulk records never wake it: the reader
 //! re-drains one interval after each drain that found records (backing off
-//! to four intervals on a trickle, see the reader) while records have come
+//! to the bulk period on a trickle, see the reader) while records have come
 //! within the last ten intervals — sleeping meanwhile as [`READER_DOZING`] —
 //! and every bulk period after a quiet spell.
 //!

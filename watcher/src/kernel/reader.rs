@@ -11,7 +11,7 @@
 //! never wake it: they are picked up by a "linger" drain one interval after
 //! each drain, repeated while records have come within the last ten
 //! intervals — every interval while records pile up, backing off to every
-//! four intervals on a trickle — and by the drain every bulk period after a
+//! bulk period on a trickle — and by the drain every bulk period after a
 //! quiet spell. The pipeline drains to empty before it fires a deadline, so
 //! that what happened before the deadline is known.
 use std::time::Duration;
@@ -210,10 +210,6 @@ fn drain_ring(
     (n, bytes, deciding)
 }
 
-/// The linger interval grows to at most this many times the configured one
-/// while drains find only a few records (bulk records wait at most that).
-const LINGER_BACKOFF: u64 = 4;
-
 /// Whether a drain at `now` does the bulk period's work (drain, poll the
 /// loss counters): its time has come — or the reader lingers (a re-drain
 /// planned at `linger_at`, 0: none) and the bulk period would come before
@@ -225,14 +221,15 @@ fn tick_due(now: u64, tick_at: u64, linger_at: u64, linger_cur: u64) -> bool {
 
 /// The interval to the next linger re-drain after one that found `n`
 /// records (`batch` at most per ring); `cur` the interval so far, `base` the
-/// configured one; `fresh`: the first records after a quiet spell (a burst
-/// may follow: a program's first instances, read in time for its later
-/// ones to be urgent).
-fn next_linger(cur: u64, base: u64, n: usize, batch: usize, fresh: bool) -> u64 {
+/// configured one, `most` the bulk period (a trickle's records wait at most
+/// that, as after a quiet spell); `fresh`: the first records after a quiet
+/// spell (a burst may follow: a program's first instances, read in time
+/// for its later ones to be urgent).
+fn next_linger(cur: u64, base: u64, most: u64, n: usize, batch: usize, fresh: bool) -> u64 {
     if fresh || n >= batch / 2 {
         base
     } else {
-        (cur * 2).min(base * LINGER_BACKOFF)
+        (cur * 2).min(most.max(base))
     }
 }
 
@@ -277,7 +274,7 @@ pub(crate) struct Reader {
     linger_at: u64,
     /// The interval to the next linger re-drain: `linger_ns` after a
     /// kernel wakeup or a drain that found records piling up, doubling (up
-    /// to [`LINGER_BACKOFF`] times it) while drains find only a few.
+    /// to the bulk period) while drains find only a few.
     linger_cur: u64,
     /// The next bulk-period drain and loss poll.
     tick_at: u64,
@@ -381,7 +378,14 @@ impl Reader {
         // trickle (accepted connects, a fork loop, an exec flood) is read
         // every few milliseconds, not every one; records piling up, or the
         // first after a quiet spell, bring the interval back to one.
-        self.linger_cur = next_linger(self.linger_cur, self.linger_ns, d.n, self.batch, fresh);
+        self.linger_cur = next_linger(
+            self.linger_cur,
+            self.linger_ns,
+            self.tick_ns,
+            d.n,
+            self.batch,
+            fresh,
+        );
         // Re-drain one linger interval from now while records have come
         // within the window: a trickle of bulk records (a fork storm's
         // forks, one a millisecond) is read within a few milliseconds, not
@@ -459,18 +463,20 @@ mod tests {
     fn the_linger_backs_off_on_a_trickle_and_comes_back_when_records_pile_up_or_follow_a_quiet_spell(
     ) {
         let ms = 1_000_000;
-        // A trickle: 1, 2, 4 ms, and no further.
+        // A trickle: 2, 4, 8 ms, and no further than the bulk period (10).
         let mut cur = ms;
         let mut seen = Vec::new();
-        for _ in 0..4 {
-            cur = next_linger(cur, ms, 20, 1024, false);
+        for _ in 0..5 {
+            cur = next_linger(cur, ms, 10 * ms, 20, 1024, false);
             seen.push(cur / ms);
         }
-        assert_eq!(seen, vec![2, 4, 4, 4]);
+        assert_eq!(seen, vec![2, 4, 8, 10, 10]);
         // Half a batch found: records pile up, back to the configured interval.
-        assert_eq!(next_linger(4 * ms, ms, 512, 1024, false), ms);
+        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 512, 1024, false), ms);
         // The first records after a quiet spell (a burst may follow): back at once.
-        assert_eq!(next_linger(4 * ms, ms, 1, 1024, true), ms);
+        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 1, 1024, true), ms);
+        // A bulk period shorter than the interval: the interval.
+        assert_eq!(next_linger(ms, ms, ms / 2, 1, 1024, false), ms);
     }
 
     #[test]

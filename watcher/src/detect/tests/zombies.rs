@@ -280,6 +280,47 @@ fn zombie_fires_at_its_deadline_from_the_timer_and_resolves_on_reap() {
 }
 
 #[test]
+fn a_reaped_childs_deadline_neither_fires_nor_wakes_and_the_deadlines_stay_small() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/loop", &["loop"]);
+    // A child that stays a zombie, then a fork loop's thousands, each
+    // reaped at once: their deadlines are behind the first one's.
+    k.fork(2 * S, 100, 101);
+    k.exit(2 * S + 1, 101, 0);
+    for c in 0..5_000u32 {
+        let t = 3 * S + c as u64 * 100_000;
+        k.fork(t, 100, 1_000 + c);
+        k.exit(t + 1, 1_000 + c, 0);
+        k.reap(t + 2, 100, 1_000 + c);
+    }
+    let z = &k.engine.detectors.zombie;
+    assert_eq!(z.next_deadline(), Some(12 * S + 1), "the live one's");
+    assert!(
+        z.deadline_entries() <= 1 + 1024 + 2,
+        "stale entries are dropped: {}",
+        z.deadline_entries()
+    );
+    // The live one fires at its deadline, the reaped ones never do, and
+    // then no deadline is left to wake for.
+    let f = k.run_timers(12 * S + 1);
+    assert!(opened(&f, "zombie"), "{f:?}");
+    let f = k.run_timers(20 * S);
+    assert!(f.is_empty(), "{f:?}");
+    assert_eq!(k.engine.detectors.zombie.next_deadline(), None);
+    // A child reaped while the one before it is still unreaped: the top
+    // stays the live one's, and its reap leaves nothing behind.
+    k.fork(30 * S, 100, 7_001);
+    k.exit(30 * S + 1, 7_001, 0);
+    k.fork(31 * S, 100, 7_002);
+    k.exit(31 * S + 1, 7_002, 0);
+    k.reap(31 * S + 2, 100, 7_002);
+    assert_eq!(k.engine.detectors.zombie.next_deadline(), Some(40 * S + 1));
+    k.reap(32 * S, 100, 7_001);
+    assert_eq!(k.engine.detectors.zombie.next_deadline(), None);
+    assert_eq!(k.engine.detectors.zombie.deadline_entries(), 0);
+}
+
+#[test]
 fn pid_reuse_does_not_confuse_zombie_counts() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/bin/p", &["p"]);
