@@ -29,7 +29,7 @@ impl Declared for AddressUnavailable {
 
 detector!(AddressUnavailable, |s, i, _c| {
     AddressUnavailable::on_event(s, i)
-});
+}, wants: [Bound, BindFailed]);
 
 /// What an `address_unavailable` finding says.
 #[derive(Serialize)]

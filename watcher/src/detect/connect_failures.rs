@@ -46,7 +46,8 @@ impl Declared for ConnectFailures {
 }
 
 detector!(ConnectFailures, |s, i, c| ConnectFailures::on_event(s, i, c.shadowed),
-    tick: |s, now, _v| ConnectFailures::on_tick(s, now), deadline: |s| ConnectFailures::next_deadline(s));
+    tick: |s, now, _v| ConnectFailures::on_tick(s, now), deadline: |s| ConnectFailures::next_deadline(s),
+    wants: [Connect]);
 
 /// What a `connect_failures` finding says.
 #[derive(Serialize)]

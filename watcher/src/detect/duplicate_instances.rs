@@ -47,7 +47,7 @@ impl Declared for DuplicateInstances {
 
 detector!(DuplicateInstances, |s, i, _c| {
     DuplicateInstances::on_event(s, i)
-}, exec_wakes: wakes);
+}, exec_wakes: wakes, wants: [Exec, Exited]);
 
 /// What a `duplicate_instances` finding says.
 #[derive(Serialize)]

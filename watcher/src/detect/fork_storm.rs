@@ -46,7 +46,7 @@ impl Declared for ForkStorm {
 
 detector!(ForkStorm, |s, i, _c| ForkStorm::on_event(s, i),
     tick: |s, now, _v| ForkStorm::on_tick(s, now), deadline: |s| ForkStorm::next_deadline(s),
-    forks_decide: |s| s.deciding.until());
+    forks_decide: |s| s.deciding.until(), wants: [ProcessStarted, Exited]);
 
 const BUCKETS: usize = 20;
 const SECOND: u64 = 1_000_000_000;

@@ -493,9 +493,10 @@ impl Detectors {
             shadowed: &shadowed,
         };
         let mut out = Vec::new();
+        let bit = i.event.bit();
         // (Detectors come in `Kind::ALL`'s order: the n-th is of kind n.)
         for (n, d) in detectors.into_iter().enumerate() {
-            if enabled & (1 << n) != 0 {
+            if enabled & (1 << n) != 0 && d.wants() & bit != 0 {
                 // (Most events decide nothing: an empty answer is dropped,
                 // not drained into `out`.)
                 let f = d.on_event(i, &ctx);

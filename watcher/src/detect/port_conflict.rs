@@ -52,7 +52,8 @@ impl Declared for PortConflict {
 }
 
 detector!(PortConflict, |s, i, c| PortConflict::on_event(s, i, c.sockets, c.changes),
-    tick: |s, now, _v| PortConflict::on_tick(s, now), deadline: |s| PortConflict::next_deadline(s));
+    tick: |s, now, _v| PortConflict::on_tick(s, now), deadline: |s| PortConflict::next_deadline(s),
+    wants: [Bound, BindFailed, Exited]);
 
 /// A prober's next try is at most this far above the port it started from.
 const PROBE_SPAN: u16 = 100;

@@ -41,7 +41,7 @@ impl Declared for PortsExhausted {
 
 detector!(PortsExhausted, |s, i, _c| {
     PortsExhausted::on_event(s, i)
-});
+}, wants: [Bound, BindFailed, Connect]);
 
 /// A namespace's port table is summarized at most this often while it fails.
 const SUMMARY_EVERY_NS: u64 = 10_000_000_000;

@@ -104,6 +104,12 @@ pub trait Detector {
     ) -> Vec<Finding> {
         Vec::new()
     }
+    /// The events it handles ([`crate::world::domain::bits`]): the
+    /// others are not given to it (a fork loop's events went through ten
+    /// detectors that had nothing to do with them).
+    fn wants(&self) -> u16 {
+        crate::world::domain::bits::ALL
+    }
     /// The earliest time `on_tick` has something to do.
     fn next_deadline(&self) -> Option<u64> {
         None
@@ -132,7 +138,7 @@ pub trait Detector {
 /// decide its findings, the field that lists their programs, and when some
 /// forks can, until when.
 macro_rules! detector {
-    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident $(, $tp:ident)?| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)? $(, forks_decide: |$fs:ident| $fe:expr)?) => {
+    ($ty:ty, |$s:ident, $i:ident, $ctx:ident| $event:expr $(, tick: |$ts:ident, $tn:ident, $tv:ident $(, $tp:ident)?| $tick:expr)? $(, deadline: |$ds:ident| $dl:expr)? $(, exec_wakes: $wf:ident)? $(, forks_decide: |$fs:ident| $fe:expr)? $(, wants: [$($w:ident),* $(,)?])?) => {
         impl $crate::detect::registry::Detector for $ty {
             fn kind(&self) -> $crate::detect::Kind {
                 <$ty as $crate::detect::registry::Listed>::KIND
@@ -165,6 +171,9 @@ macro_rules! detector {
             $(fn forks_decide_until(&self) -> u64 {
                 let $fs = self;
                 $fe
+            })?
+            $(fn wants(&self) -> u16 {
+                0 $(| $crate::world::domain::bits::$w)*
             })?
             fn incidents(&self) -> &dyn $crate::detect::registry::IncidentTable {
                 &self.incidents

@@ -110,7 +110,7 @@ impl Declared for RespawnStorm {
 
 detector!(RespawnStorm, |s, i, _c| RespawnStorm::on_event(s, i),
     tick: |s, now, v| RespawnStorm::on_tick(s, now, v), deadline: |s| RespawnStorm::next_deadline(s),
-    exec_wakes: wakes);
+    exec_wakes: wakes, wants: [ProcessStarted, Exec, Exited]);
 
 /// How a crash loop's restarts are paced.
 #[derive(Clone, Debug, PartialEq)]

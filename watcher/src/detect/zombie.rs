@@ -42,7 +42,8 @@ impl Declared for Zombies {
 }
 
 detector!(Zombies, |s, i, c| Zombies::on_event(s, i, c.teardown),
-    tick: |s, now, v, procs| Zombies::on_tick(s, now, v, procs), deadline: |s| Zombies::next_deadline(s));
+    tick: |s, now, v, procs| Zombies::on_tick(s, now, v, procs), deadline: |s| Zombies::next_deadline(s),
+    wants: [Exited, Reaped]);
 
 /// What a `zombie` finding says.
 #[derive(Serialize)]

@@ -58,7 +58,8 @@ impl Declared for ZombieAccumulation {
 }
 
 detector!(ZombieAccumulation, |s, i, c| ZombieAccumulation::on_event(s, i, c.teardown),
-    tick: |s, now, v, procs| ZombieAccumulation::on_tick(s, now, v, procs), deadline: |s| ZombieAccumulation::next_deadline(s));
+    tick: |s, now, v, procs| ZombieAccumulation::on_tick(s, now, v, procs), deadline: |s| ZombieAccumulation::next_deadline(s),
+    wants: [Exited, Reaped]);
 
 /// What a `zombie_accumulation` finding says.
 #[derive(Serialize)]

@@ -220,13 +220,13 @@ fn tick_due(now: u64, tick_at: u64, linger_at: u64, linger_cur: u64) -> bool {
 }
 
 /// The interval to the next linger re-drain after one that found `n`
-/// records (`batch` at most per ring); `cur` the interval so far, `base` the
+/// records (`batch` at most per ring: a whole batch is records piling up); `cur` the interval so far, `base` the
 /// configured one, `most` the bulk period (a trickle's records wait at most
 /// that, as after a quiet spell); `fresh`: the first records after a quiet
 /// spell (a burst may follow: a program's first instances, read in time
 /// for its later ones to be urgent).
 fn next_linger(cur: u64, base: u64, most: u64, n: usize, batch: usize, fresh: bool) -> u64 {
-    if fresh || n >= batch / 2 {
+    if fresh || n >= batch {
         base
     } else {
         (cur * 2).min(most.max(base))
@@ -253,6 +253,18 @@ fn next_tick(cur: u64, base: u64, found: bool) -> u64 {
 /// Empty re-drains after the last one that found records before the reader
 /// waits for a wakeup or the bulk period again.
 const LINGER_DRAINS: u32 = 10;
+
+/// How long after records came the reader goes on re-draining (and the
+/// records after a longer gap are the first after a quiet spell): ten
+/// linger intervals, at most a bulk period — but at least two of the
+/// longest re-drain interval (the bulk period), or a trickle read every
+/// bulk period would look like a new burst at every re-drain, its
+/// interval back to the shortest each time.
+fn linger_window(linger_ns: u64, tick_ns: u64) -> u64 {
+    (linger_ns * LINGER_DRAINS as u64)
+        .min(tick_ns)
+        .max(2 * tick_ns.max(linger_ns))
+}
 
 /// The reader, driven by the thread that reads and decides (no task, no
 /// channel: a drained batch is handled by the same thread at once). It
@@ -295,7 +307,7 @@ impl Reader {
     ) -> Reader {
         let linger_ns = opts.linger.as_nanos() as u64;
         let tick_ns = (opts.tick.as_nanos() as u64).max(1);
-        let window_ns = (linger_ns * LINGER_DRAINS as u64).min(tick_ns);
+        let window_ns = linger_window(linger_ns, tick_ns);
         Reader {
             rings,
             lost,
@@ -471,12 +483,43 @@ mod tests {
             seen.push(cur / ms);
         }
         assert_eq!(seen, vec![2, 4, 8, 10, 10]);
-        // Half a batch found: records pile up, back to the configured interval.
-        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 512, 1024, false), ms);
+        // Half a batch found (50,000 records a second read every 10 ms):
+        // a trickle still.
+        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 512, 1024, false), 10 * ms);
+        // A whole batch: records pile up, back to the configured interval.
+        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 1024, 1024, false), ms);
         // The first records after a quiet spell (a burst may follow): back at once.
         assert_eq!(next_linger(8 * ms, ms, 10 * ms, 1, 1024, true), ms);
         // A bulk period shorter than the interval: the interval.
         assert_eq!(next_linger(ms, ms, ms / 2, 1, 1024, false), ms);
+    }
+
+    #[test]
+    fn a_trickle_read_every_bulk_period_stays_a_trickle() {
+        let ms = 1_000_000;
+        let (linger, tick) = (ms, 10 * ms);
+        let window = linger_window(linger, tick);
+        assert_eq!(window, 20 * ms);
+        // Drains as the reader plans them, each finding a few records:
+        // the interval grows to the bulk period and stays there (a drain
+        // a bulk period after the last that found records is not the
+        // first after a quiet spell).
+        let (mut now, mut found_at, mut cur) = (0, 0, linger);
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            now += cur;
+            let fresh = now - found_at >= window;
+            found_at = now;
+            cur = next_linger(cur, linger, tick, 20, 1024, fresh);
+            seen.push(cur / ms);
+        }
+        assert_eq!(seen, vec![2, 4, 8, 10, 10, 10, 10, 10]);
+        // Records after 20 ms without any are a new burst's.
+        assert!(now + window - found_at >= window);
+        // A bulk period shorter than ten intervals, a longer interval: still
+        // two of the longest.
+        assert_eq!(linger_window(ms, 5 * ms), 10 * ms);
+        assert_eq!(linger_window(20 * ms, 10 * ms), 40 * ms);
     }
 
     #[test]

@@ -117,7 +117,45 @@ pub enum DomainEvent {
     Other,
 }
 
+/// One bit per [`DomainEvent`] variant, named as the variant: what a
+/// detector handles (`wants` in `detect::registry::detector!`).
+#[allow(non_upper_case_globals)]
+pub(crate) mod bits {
+    pub(crate) const ProcessStarted: u16 = 1 << 0;
+    pub(crate) const ThreadStarted: u16 = 1 << 1;
+    pub(crate) const Exec: u16 = 1 << 2;
+    pub(crate) const Exited: u16 = 1 << 3;
+    pub(crate) const Reaped: u16 = 1 << 4;
+    pub(crate) const Bound: u16 = 1 << 5;
+    pub(crate) const SockClosed: u16 = 1 << 6;
+    pub(crate) const BindFailed: u16 = 1 << 7;
+    pub(crate) const ListenStarted: u16 = 1 << 8;
+    pub(crate) const ListenStopped: u16 = 1 << 9;
+    pub(crate) const Connect: u16 = 1 << 10;
+    pub(crate) const Other: u16 = 1 << 11;
+    /// Every variant.
+    pub(crate) const ALL: u16 = u16::MAX;
+}
+
 impl DomainEvent {
+    /// Its variant's bit ([`bits`]).
+    pub const fn bit(&self) -> u16 {
+        match self {
+            DomainEvent::ProcessStarted { .. } => bits::ProcessStarted,
+            DomainEvent::ThreadStarted => bits::ThreadStarted,
+            DomainEvent::Exec => bits::Exec,
+            DomainEvent::Exited { .. } => bits::Exited,
+            DomainEvent::Reaped { .. } => bits::Reaped,
+            DomainEvent::Bound { .. } => bits::Bound,
+            DomainEvent::SockClosed { .. } => bits::SockClosed,
+            DomainEvent::BindFailed { .. } => bits::BindFailed,
+            DomainEvent::ListenStarted { .. } => bits::ListenStarted,
+            DomainEvent::ListenStopped { .. } => bits::ListenStopped,
+            DomainEvent::Connect { .. } => bits::Connect,
+            DomainEvent::Other => bits::Other,
+        }
+    }
+
     /// What `ev` means.
     pub fn of(ev: &KernelEvent) -> DomainEvent {
         match &ev.payload {
