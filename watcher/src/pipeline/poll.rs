@@ -24,7 +24,8 @@ pub(crate) struct Poll {
     timer: TimerFd,
     /// The time the timer is armed for (CLOCK_MONOTONIC ns; 0: disarmed).
     armed: u64,
-    /// Timed waits through `epoll_pwait2` (false once it said ENOSYS: the timerfd).
+    /// Timed waits through `epoll_pwait2` (false once it said ENOSYS or
+    /// EPERM: the timerfd).
     pwait2: bool,
 }
 
@@ -64,7 +65,7 @@ impl Poll {
     }
 
     /// Wait for at most `ns` (None: no limit) with `epoll_pwait2`; `None`
-    /// when the kernel has no such call (before 5.11).
+    /// when the call is not there (before 5.11) or not allowed.
     fn pwait2(
         &self,
         events: &mut [EpollEvent; 4],
@@ -99,7 +100,9 @@ impl Poll {
             match e.raw_os_error() {
                 // A signal's handler ran: its doorbell is readable now.
                 Some(libc::EINTR) => continue,
-                Some(libc::ENOSYS) => return None,
+                // Before 5.11; or a seccomp filter that does not know the
+                // call (EPERM, as container runtimes' defaults answer).
+                Some(libc::ENOSYS | libc::EPERM) => return None,
                 _ => return Some(Err(e)),
             }
         }
