@@ -22,7 +22,12 @@
 //! and the details — is a facts type in the same file ([`summary::Facts`]).
 //! The test `every_listed_kind_is_declared_everywhere` (detect/tests/registry.rs)
 //! fails when a kind is missing from what is not made from the list (the
-//! docs' list of findings).
+//! docs' list of findings). A detector given every event need say nothing
+//! more; one that handles a few kinds lists them (`wants: [Exec, Exited]`
+//! at the end of its `detector!` line, names of [`DomainEvent`] variants)
+//! and is not called for the others — an event that only changes the
+//! socket table (`Ctx::changes`) comes as its own kind, so a detector that
+//! reads the changes lists those kinds too, or lists nothing.
 
 /// The one list of detectors, in the order they see an event (the port
 /// detectors after the socket table; connect_failures after port_shadowed):
