@@ -266,6 +266,62 @@ fn linger_window(linger_ns: u64, tick_ns: u64) -> u64 {
         .max(2 * tick_ns.max(linger_ns))
 }
 
+/// When the reader re-drains for bulk records, which never wake it.
+struct Linger {
+    /// The configured interval.
+    base: u64,
+    /// The longest interval (the bulk period).
+    most: u64,
+    /// Records came within this long of now: re-drain each interval
+    /// ([`linger_window`]).
+    window: u64,
+    /// When a drain last found records.
+    found_at: u64,
+    /// The next re-drain (0: none).
+    at: u64,
+    /// The interval to it: `base` after the first records of a burst or a
+    /// drain that found records piling up, doubling (up to `most`) while
+    /// drains find only a few.
+    cur: u64,
+}
+
+impl Linger {
+    fn new(base: u64, tick: u64, now: u64) -> Linger {
+        let window = linger_window(base, tick);
+        Linger {
+            base,
+            most: tick,
+            window,
+            found_at: now.saturating_sub(window),
+            at: 0,
+            cur: base,
+        }
+    }
+
+    /// A drain at `now` found `n` records (`batch` at most per ring).
+    fn drained(&mut self, now: u64, n: usize, batch: usize) {
+        // The first records after a quiet spell (a burst may follow).
+        let fresh = n > 0 && now.saturating_sub(self.found_at) >= self.window;
+        if n > 0 {
+            self.found_at = now;
+        }
+        // A wakeup costs as much as handling tens of records: a steady
+        // trickle (accepted connects, a fork loop, an exec flood) is read
+        // every bulk period, not every millisecond; records piling up, or
+        // the first after a quiet spell, bring the interval back to one.
+        self.cur = next_linger(self.cur, self.base, self.most, n, batch, fresh);
+        // Re-drain one interval from now while records have come within
+        // the window: a trickle of bulk records (a fork storm's forks, one
+        // a millisecond) is read within the bulk period; then the reader
+        // sleeps until a wakeup or the (backed-off) bulk period.
+        self.at = if now.saturating_sub(self.found_at) < self.window {
+            now + self.cur
+        } else {
+            0
+        };
+    }
+}
+
 /// The reader, driven by the thread that reads and decides (no task, no
 /// channel: a drained batch is handled by the same thread at once). It
 /// says when it wants to run next ([`Reader::next_due`]: a linger re-drain
@@ -276,18 +332,9 @@ pub(crate) struct Reader {
     prev_lost: [u64; LOST_SLOTS as usize],
     prev_total: u64,
     batch: usize,
-    linger_ns: u64,
     tick_ns: u64,
-    /// Records came within this long of now: re-drain each linger interval.
-    window_ns: u64,
-    /// When a drain last found records.
-    found_at: u64,
-    /// The next linger re-drain (0: none).
-    linger_at: u64,
-    /// The interval to the next linger re-drain: `linger_ns` after a
-    /// kernel wakeup or a drain that found records piling up, doubling (up
-    /// to the bulk period) while drains find only a few.
-    linger_cur: u64,
+    /// When to re-drain for bulk records.
+    linger: Linger,
     /// The next bulk-period drain and loss poll.
     tick_at: u64,
     /// The interval to it ([`next_tick`]).
@@ -305,21 +352,15 @@ impl Reader {
         opts: ReaderOptions,
         now: u64,
     ) -> Reader {
-        let linger_ns = opts.linger.as_nanos() as u64;
         let tick_ns = (opts.tick.as_nanos() as u64).max(1);
-        let window_ns = linger_window(linger_ns, tick_ns);
         Reader {
             rings,
             lost,
             prev_lost: [0; LOST_SLOTS as usize],
             prev_total: 0,
             batch: opts.batch.max(1),
-            linger_ns,
             tick_ns,
-            window_ns,
-            found_at: now.saturating_sub(window_ns),
-            linger_at: 0,
-            linger_cur: linger_ns,
+            linger: Linger::new(opts.linger.as_nanos() as u64, tick_ns, now),
             tick_at: now + tick_ns,
             tick_cur: tick_ns,
             urgency: Urgency::new(word, opts.urgent_gap.as_nanos() as u64),
@@ -340,8 +381,8 @@ impl Reader {
     /// When the reader wants to drain next without a wakeup (CLOCK_MONOTONIC ns).
     pub(crate) fn next_due(&self) -> u64 {
         let mut due = self.tick_at;
-        if self.linger_at != 0 {
-            due = due.min(self.linger_at);
+        if self.linger.at != 0 {
+            due = due.min(self.linger.at);
         }
         if let Some(u) = self.urgency.due() {
             due = due.min(u);
@@ -354,7 +395,7 @@ impl Reader {
     /// planned the reader dozes: lazy records (execs of programs not
     /// listed) ride on it instead of waking it.
     pub(crate) fn before_wait(&mut self, until: u64, now: u64) -> u64 {
-        self.urgency.before_wait(until, now, self.linger_at != 0)
+        self.urgency.before_wait(until, now, self.linger.at != 0)
     }
 
     /// The wait ended.
@@ -381,39 +422,14 @@ impl Reader {
     pub(crate) fn drain(&mut self, out: &mut Records, now: u64) -> Drained {
         let d = self.rings.drain(self.batch, out);
         self.urgency.drained(now, d.deciding);
-        // The first records after a quiet spell (a burst may follow).
-        let fresh = d.n > 0 && now.saturating_sub(self.found_at) >= self.window_ns;
-        if d.n > 0 {
-            self.found_at = now;
-        }
-        // A wakeup costs as much as handling tens of records: a steady
-        // trickle (accepted connects, a fork loop, an exec flood) is read
-        // every few milliseconds, not every one; records piling up, or the
-        // first after a quiet spell, bring the interval back to one.
-        self.linger_cur = next_linger(
-            self.linger_cur,
-            self.linger_ns,
-            self.tick_ns,
-            d.n,
-            self.batch,
-            fresh,
-        );
-        // Re-drain one linger interval from now while records have come
-        // within the window: a trickle of bulk records (a fork storm's
-        // forks, one a millisecond) is read within a few milliseconds, not
-        // a bulk period.
-        self.linger_at = if now.saturating_sub(self.found_at) < self.window_ns {
-            now + self.linger_cur
-        } else {
-            0
-        };
+        self.linger.drained(now, d.n, self.batch);
         d
     }
 
     /// Whether the bulk period has come (then the caller drains and polls
     /// the losses with `tick = true`).
     pub(crate) fn tick_due(&self, now: u64) -> bool {
-        tick_due(now, self.tick_at, self.linger_at, self.linger_cur)
+        tick_due(now, self.tick_at, self.linger.at, self.linger.cur)
     }
 
     /// New kernel-side losses, by slot. The kernel's total is in the
@@ -430,7 +446,7 @@ impl Reader {
         now: u64,
     ) -> Option<Box<[u64; LOST_SLOTS as usize]>> {
         if tick {
-            let found = now.saturating_sub(self.found_at) < self.tick_cur;
+            let found = now.saturating_sub(self.linger.found_at) < self.tick_cur;
             self.tick_cur = next_tick(self.tick_cur, self.tick_ns, found);
             self.tick_at = now + self.tick_cur;
         }
@@ -504,18 +520,28 @@ mod tests {
         // the interval grows to the bulk period and stays there (a drain
         // a bulk period after the last that found records is not the
         // first after a quiet spell).
-        let (mut now, mut found_at, mut cur) = (0, 0, linger);
+        let mut l = Linger::new(linger, tick, 0);
+        let mut now = 100 * ms;
         let mut seen = Vec::new();
+        l.drained(now, 20, 1024);
         for _ in 0..8 {
-            now += cur;
-            let fresh = now - found_at >= window;
-            found_at = now;
-            cur = next_linger(cur, linger, tick, 20, 1024, fresh);
-            seen.push(cur / ms);
+            assert!(l.at > now, "a re-drain is planned");
+            now = l.at;
+            l.drained(now, 20, 1024);
+            seen.push(l.cur / ms);
         }
         assert_eq!(seen, vec![2, 4, 8, 10, 10, 10, 10, 10]);
-        // Records after 20 ms without any are a new burst's.
-        assert!(now + window - found_at >= window);
+        // Empty drains: re-drained until the window (20 ms) has passed
+        // since the last records, then none planned.
+        let last = now;
+        while l.at != 0 {
+            now = l.at;
+            l.drained(now, 0, 1024);
+        }
+        assert!(now - last >= window && now - last < window + 10 * ms);
+        // Records after that quiet spell are a new burst's: 1 ms again.
+        l.drained(now + 30 * ms, 5, 1024);
+        assert_eq!(l.cur, ms);
         // A bulk period shorter than ten intervals, a longer interval: still
         // two of the longest.
         assert_eq!(linger_window(ms, 5 * ms), 10 * ms);
