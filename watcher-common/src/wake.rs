@@ -34,7 +34,7 @@
 //! has come for an interval. Bulk records never wake it: the reader
 //! re-drains one interval after each drain that found records (backing off
 //! to the bulk period on a trickle, see the reader) while records have come
-//! within the last ten intervals — sleeping meanwhile as [`READER_DOZING`] —
+//! within the last two bulk periods — sleeping meanwhile as [`READER_DOZING`] —
 //! and every bulk period after a quiet spell.
 //!
 //! An exec decides only when its program is at half its instance limit or
@@ -42,7 +42,7 @@
 //! the kernel's `EXEC_WAKE` map by the name the exec gives them (`comm`), and
 //! their execs are urgent. Any other exec wakes the reader only as the first
 //! of a burst — when it sleeps with no drain planned ([`READER_ASLEEP`]: no
-//! records came for ten intervals) and no record woke it from this CPU for
+//! records came for two bulk periods) and no record woke it from this CPU for
 //! [`LAZY_INTERVALS`] wakeup intervals — so a lone exec is read at once and a build's thousands
 //! ride on the drains the first one started (a wakeup per exec was a third of
 //! watcher's CPU in an exec flood). A program's first instances are read

@@ -9,8 +9,8 @@
 //! word urgent, and the reader drains again before it sleeps — at once
 //! early in a burst, paced in a storm ([`Urgency`]). Bulk records
 //! never wake it: they are picked up by a "linger" drain one interval after
-//! each drain, repeated while records have come within the last ten
-//! intervals — every interval while records pile up, backing off to every
+//! each drain, repeated while records have come within the last two bulk
+//! periods — every interval while records pile up, backing off to every
 //! bulk period on a trickle — and by the drain every bulk period after a
 //! quiet spell. The pipeline drains to empty before it fires a deadline, so
 //! that what happened before the deadline is known.
@@ -220,11 +220,11 @@ fn tick_due(now: u64, tick_at: u64, linger_at: u64, linger_cur: u64) -> bool {
 }
 
 /// The interval to the next linger re-drain after one that found `n`
-/// records (`batch` at most per ring: a whole batch is records piling up); `cur` the interval so far, `base` the
-/// configured one, `most` the bulk period (a trickle's records wait at most
-/// that, as after a quiet spell); `fresh`: the first records after a quiet
-/// spell (a burst may follow: a program's first instances, read in time
-/// for its later ones to be urgent).
+/// records (`batch` at most per ring: a whole batch is records piling up);
+/// `cur` the interval so far, `base` the configured one, `most` the bulk
+/// period (a trickle's records wait at most that, as after a quiet spell);
+/// `fresh`: the first records after a quiet spell (a burst may follow: a
+/// program's first instances, read in time for its later ones to be urgent).
 fn next_linger(cur: u64, base: u64, most: u64, n: usize, batch: usize, fresh: bool) -> u64 {
     if fresh || n >= batch {
         base
@@ -250,20 +250,15 @@ fn next_tick(cur: u64, base: u64, found: bool) -> u64 {
     }
 }
 
-/// Empty re-drains after the last one that found records before the reader
-/// waits for a wakeup or the bulk period again.
-const LINGER_DRAINS: u32 = 10;
-
 /// How long after records came the reader goes on re-draining (and the
-/// records after a longer gap are the first after a quiet spell): ten
-/// linger intervals, at most a bulk period — but at least two of the
-/// longest re-drain interval (the bulk period), or a trickle read every
-/// bulk period would look like a new burst at every re-drain, its
-/// interval back to the shortest each time.
+/// records after a longer gap are the first after a quiet spell): two of
+/// the longest re-drain interval (the bulk period, or the linger interval
+/// when that is longer). One would make a trickle read every bulk period
+/// look like a new burst at every re-drain, its interval back to the
+/// shortest each time (the window was ten linger intervals, at most a bulk
+/// period, until session 30).
 fn linger_window(linger_ns: u64, tick_ns: u64) -> u64 {
-    (linger_ns * LINGER_DRAINS as u64)
-        .min(tick_ns)
-        .max(2 * tick_ns.max(linger_ns))
+    2 * tick_ns.max(linger_ns)
 }
 
 /// When the reader re-drains for bulk records, which never wake it.
@@ -542,8 +537,8 @@ mod tests {
         // Records after that quiet spell are a new burst's: 1 ms again.
         l.drained(now + 30 * ms, 5, 1024);
         assert_eq!(l.cur, ms);
-        // A bulk period shorter than ten intervals, a longer interval: still
-        // two of the longest.
+        // A shorter bulk period, a linger interval longer than it: two of
+        // the longest.
         assert_eq!(linger_window(ms, 5 * ms), 10 * ms);
         assert_eq!(linger_window(20 * ms, 10 * ms), 40 * ms);
     }
