@@ -108,6 +108,12 @@ const SPARE_CAPACITY: usize = 16;
 /// all dropped at once.
 const STALE_SLACK: usize = 1024;
 
+/// Whether a deadline entry is still its child's (not reaped, not given
+/// another deadline since).
+fn current(children: &HashMap<ProcKey, Child>, deadline: u64, key: &ProcKey) -> bool {
+    children.get(key).is_some_and(|c| c.deadline == deadline)
+}
+
 pub struct Zombies {
     pub incidents: Incidents<u32>,
     children: HashMap<ProcKey, Child>,
@@ -218,17 +224,12 @@ impl Zombies {
         }
     }
 
-    /// Whether a deadline entry is still its child's.
-    fn current(&self, deadline: u64, key: &ProcKey) -> bool {
-        self.children.get(key).is_some_and(|c| c.deadline == deadline)
-    }
-
     /// Drop the stale entries at the top of the deadlines (so that
     /// `next_deadline` is a live child's), and every stale one when they
     /// outnumber the live ones (the heap stays within twice the children).
     fn tidy_deadlines(&mut self) {
         while let Some(Reverse((d, k))) = self.deadlines.peek() {
-            if self.current(*d, k) {
+            if current(&self.children, *d, k) {
                 break;
             }
             self.deadlines.pop();
@@ -236,7 +237,7 @@ impl Zombies {
         if self.deadlines.len() > 2 * self.children.len() + STALE_SLACK {
             let children = &self.children;
             self.deadlines
-                .retain(|Reverse((d, k))| children.get(k).is_some_and(|c| c.deadline == *d));
+                .retain(|Reverse((d, k))| current(children, *d, k));
         }
     }
 
