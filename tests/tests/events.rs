@@ -1235,6 +1235,72 @@ fn forks_are_urgent_in_the_kernel_while_a_fork_storm_can_be_decided() {
     );
 }
 
+/// The fork that reaches `fork_storm`'s rate in its parent's second wakes
+/// the reader: the kernel counts each parent's forks per second itself
+/// (`FORK_RATE`, read with bpftool; the rate in `READER`'s fifth entry,
+/// written by userspace) and makes that fork urgent, and no other of the
+/// storm's (`watcher_common::wake::fork`). With bulk records drained only
+/// every 5 s, a storm (rate 50, sustained 2 s; 120 forks a second, which an
+/// emulated CPU also reaches) is written within 0.2 s of the fork that
+/// opened it; left to the drains, it would wait for the reader's next timed
+/// one (up to a second).
+#[test]
+fn the_fork_that_reaches_the_rate_in_its_parents_second_wakes_the_reader() {
+    if !require_root() {
+        return;
+    }
+    // (Timed, and the parent's only: not beside the tests that fork on every CPU.)
+    let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    require_tool("bpftool");
+    let dir = watcher_tests::temp_dir("fork-rate");
+    let cfg = watcher_tests::write_config(
+        &dir,
+        "[detect.fork_storm]\nrate_per_s = 50\nsustain_s = 2\n",
+    );
+    let feed = Feed::start(&[
+        "trace",
+        "--json",
+        "--bulk-ms",
+        "5000",
+        "--type",
+        "finding",
+        "--config",
+        cfg.to_str().expect("path"),
+    ]);
+    let rate = watcher_tests::eventually("the fork rate in the kernel", || {
+        reader_entry(feed.pid, 4).filter(|&n| n != 0)
+    });
+    assert_eq!(rate, 50, "fork_storm's rate");
+    let run = watcher_tests::spawn_actor(ACTOR, &["fork-fast", "3000", "120"]);
+    let parent = run.pid;
+    // The parent's count this second, in the kernel's table (ForkRate: second, count).
+    let counted = watcher_tests::eventually("the parent's forks counted in the kernel", || {
+        watcher_tests::bpf_map_entries(feed.pid, "FORK_RATE")
+            .iter()
+            .find(|e| watcher_tests::bpf_bytes(&e["key"]) == parent.to_le_bytes())
+            .and_then(|e| {
+                let v = watcher_tests::bpf_bytes(&e["value"]);
+                let count = u64::from_le_bytes(v.get(8..16)?.try_into().ok()?);
+                (count > 0).then_some(count)
+            })
+    });
+    assert!(counted <= 200, "more forks counted in one second than made: {counted}");
+    let f = feed.wait_for("the fork storm", |v| {
+        watcher_tests::finding(v, "fork_storm", "open")
+            && watcher_tests::finding_pids(v, None).contains(&(parent as u64))
+    });
+    let took = feed
+        .arrival(&f)
+        .saturating_sub(num(&f, &["mono_ns"]).expect("mono_ns"));
+    assert!(
+        took < 200_000_000,
+        "the fork storm was written {} ms after the fork that opened it: that fork did not wake the reader (bulk period 5 s): {f}",
+        took / 1_000_000
+    );
+    run.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An exec is urgent when more live processes have its name than
 /// `duplicate_instances` lets a program run: the kernel counts, itself, the
 /// live processes each name was given by an exec it saw (`EXEC_LIVE`: pid →

@@ -59,9 +59,12 @@ pub const EXEC_WAKE_ALL: [u8; COMM_LEN] = [0; COMM_LEN];
 /// per-CPU slots of `LOST` only when it moved). Entry [`READER_EXEC_CROWD`]:
 /// an exec is urgent when this many live processes (its own included) got
 /// its name from an exec the kernel saw (0: never; [`crate::wake::exec`]).
+/// Entry [`READER_FORK_RATE`]: a fork is urgent when it is its parent's
+/// this-many-th in a second, as the kernel counts them (0: never;
+/// [`crate::wake::fork`]).
 pub const MAP_READER: &str = "READER";
 /// Entries of [`MAP_READER`].
-pub const READER_ENTRIES: u32 = 4;
+pub const READER_ENTRIES: u32 = 5;
 /// The [`MAP_READER`] entry that says until when forks are urgent.
 pub const READER_FORKS_UNTIL: u32 = 1;
 /// The [`MAP_READER`] entry that counts every loss.
@@ -70,6 +73,16 @@ pub const READER_LOST_TOTAL: u32 = 2;
 /// name an exec of that name is urgent (written by userspace: one more than
 /// `duplicate_instances`' limit, 0 when it is off).
 pub const READER_EXEC_CROWD: u32 = 3;
+/// The [`MAP_READER`] entry that says which of a parent's forks in a second
+/// is urgent (written by userspace: `fork_storm`'s rate, the fork that can
+/// open a finding; 0 when it is off).
+pub const READER_FORK_RATE: u32 = 4;
+/// Name of the kernel's count of each parent's forks in the current second
+/// (see [`wake::fork`]).
+pub const MAP_FORK_RATE: &str = "FORK_RATE";
+/// Entries of `FORK_RATE`: parents that forked recently, the least recent
+/// evicted (an LRU map: a count from an earlier second is worth nothing).
+pub const FORK_RATE_ENTRIES: u32 = 4096;
 /// Name of the kernel's count of live processes by the name (`comm`) an
 /// exec gave them (see [`KernelTable::ExecLive`]).
 pub const MAP_EXEC_CROWD: &str = "EXEC_CROWD";

@@ -6,7 +6,8 @@
 //!
 //! | record | wakes the reader | decides |
 //! |---|---|---|
-//! | fork while a fork storm can be decided (userspace says until when: a parent at half the rate in a second that can open one, a subtree grown by half the limit) | at once | fork_storm |
+//! | fork that is its parent's `rate_per_s`-th in a second (the kernel counts each parent's forks per second itself) | at once | fork_storm (the rate) |
+//! | fork while a fork bomb can be decided (userspace says until when: a subtree grown by half the limit) | at once | fork_storm (the growth) |
 //! | other forks, reap, cgroup | never | (state only; a worker re-forked in a crash loop is read by the busy drain) |
 //! | exec of a program userspace listed (`EXEC_WAKE`: a program at half its instance limit or more, a program in a crash loop) | at once | duplicate_instances, respawn_storm (the restart) |
 //! | exec of a name that more live processes have than `duplicate_instances` allows (the kernel's own count, [`exec`]) | at once | duplicate_instances |
@@ -73,9 +74,15 @@ pub const fn bulk() -> bool {
 }
 
 /// A fork record (`decides`: it comes before the time userspace set in
-/// `READER`'s [`crate::READER_FORKS_UNTIL`] entry).
-pub const fn fork(decides: bool) -> bool {
-    decides
+/// `READER`'s [`crate::READER_FORKS_UNTIL`] entry; `nth`: which of its
+/// parent's forks in this second it is, as the kernel counts them — 0 when
+/// uncounted; `rate`: `READER`'s [`crate::READER_FORK_RATE`], 0 for never).
+/// The fork that reaches the rate is the one that can open a `fork_storm`
+/// finding (when the parent kept the rate for long enough: userspace
+/// decides that), so it alone wakes the reader — one wakeup per storming
+/// parent per second, where every fork from half the rate on once did.
+pub const fn fork(decides: bool, nth: u64, rate: u64) -> bool {
+    decides || (rate != 0 && nth == rate)
 }
 
 /// An exec record: a new instance of a program (`listed`: its name is in
@@ -148,8 +155,14 @@ mod tests {
     #[test]
     fn deciding_records_wake_and_bulk_ones_do_not() {
         assert!(!bulk());
-        assert!(fork(true), "a fork storm about to be decided");
-        assert!(!fork(false));
+        assert!(fork(true, 0, 500), "a fork bomb about to be decided");
+        assert!(!fork(false, 0, 500), "uncounted");
+        // The parent's forks in a second, as the kernel counts them (rate 500).
+        assert!(fork(false, 500, 500), "the fork that reaches the rate");
+        assert!(!fork(false, 499, 500), "below it");
+        assert!(!fork(false, 250, 500), "half the rate: no longer urgent");
+        assert!(!fork(false, 501, 500), "the rest of a storming second");
+        assert!(!fork(false, 500, 0), "fork_storm off: never");
         assert!(
             exec(true, 1, 11),
             "a listed program: duplicate_instances, a restart"

@@ -1,16 +1,16 @@
 //! Maps shared by all programs. Every map is bounded; per-record loss is
 //! counted in `LOST`, and so is every insert a full table refused (plain hash
 //! maps, not LRU: an LRU map would evict silently and take a lock per
-//! update). Userspace sizes the tables before load and sweeps out entries of
+//! update — save `FORK_RATE`, whose entries are worth nothing once old). Userspace sizes the tables before load and sweeps out entries of
 //! tasks that ended unseen (`kernel::tables`).
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use watcher_common::{
-    Event, ExecData, ARGS_MAX, COMM_LEN, EXEC_CROWD_ENTRIES, EXEC_WAKE_ENTRIES, LOST_SLOTS,
-    READER_ENTRIES,
+    Event, ExecData, ARGS_MAX, COMM_LEN, EXEC_CROWD_ENTRIES, EXEC_WAKE_ENTRIES, FORK_RATE_ENTRIES,
+    LOST_SLOTS, READER_ENTRIES,
 };
 
 /// All records (ring 0: every CPU's, or the first group's when the layout
@@ -74,6 +74,27 @@ pub static EXEC_LIVE: HashMap<u32, [u8; COMM_LEN]> = HashMap::with_max_entries(3
 #[map]
 pub static EXEC_CROWD: HashMap<[u8; COMM_LEN], i64> =
     HashMap::with_max_entries(EXEC_CROWD_ENTRIES, 0);
+
+/// One parent's forks (processes, not threads) in one second of the
+/// records' clock.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ForkRate {
+    /// The second (ns / 10⁹).
+    pub second: u64,
+    /// Forks in it so far.
+    pub count: u64,
+}
+
+/// Each parent's forks in the current second, by tgid, counted the way
+/// `fork_storm` counts them (so the fork that reaches its rate is known
+/// here and wakes the reader: `watcher_common::wake::fork`). The one LRU
+/// map: an evicted entry is the count of the parent that forked least
+/// recently, worth nothing a second later; the lock an LRU insert takes is
+/// taken once per new parent, a count is added to in place.
+#[map]
+pub static FORK_RATE: LruHashMap<u32, ForkRate> =
+    LruHashMap::with_max_entries(FORK_RATE_ENTRIES, 0);
 
 /// An exec record being built: the header, the fixed part and up to
 /// [`ARGS_MAX`] bytes of the argument vector; written to the ring at its

@@ -21,11 +21,11 @@ use crate::{
         wanted_kind, write_header,
     },
     maps::{
-        PendingWaitid, EXEC_CROWD, EXEC_LIVE, EXEC_SCRATCH, EXEC_WAKE, EXITED, EXITED_SHADOWED,
-        GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID, READER,
+        ForkRate, PendingWaitid, EXEC_CROWD, EXEC_LIVE, EXEC_SCRATCH, EXEC_WAKE, EXITED,
+        EXITED_SHADOWED, FORK_RATE, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID, READER,
     },
 };
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const EEXIST: i64 = 17;
@@ -61,7 +61,8 @@ fn new_task(child_pid: i32, clone_flags: u64) -> Option<()> {
     if !wanted(EventKind::Fork, tgid) {
         return None;
     }
-    let child_tgid = if clone_flags & CLONE_THREAD != 0 {
+    let thread = clone_flags & CLONE_THREAD != 0;
+    let child_tgid = if thread {
         // A new thread decides nothing: written only when asked for.
         if conf!(threads) == 0 {
             return None;
@@ -71,10 +72,16 @@ fn new_task(child_pid: i32, clone_flags: u64) -> Option<()> {
         child_pid as u32
     };
     let ts = now();
+    let rate = fork_rate();
+    let nth = if thread {
+        0
+    } else {
+        counted_fork(tgid, ts, rate)
+    };
     emit(
         EventKind::Fork,
         ts,
-        wake::fork(forks_decide(ts)),
+        wake::fork(forks_decide(ts), nth, rate),
         ForkData {
             child_pid: child_pid as u32,
             child_tgid,
@@ -173,6 +180,63 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// Which of its parent's forks in a second is urgent (`READER`'s fork-rate
+/// entry, written by userspace; 0: never).
+#[inline(always)]
+fn fork_rate() -> u64 {
+    match READER.get_ptr(watcher_common::READER_FORK_RATE) {
+        // SAFETY: as in `crowd_limit`.
+        Some(v) => unsafe { core::ptr::read_volatile(v) },
+        None => 0,
+    }
+}
+
+/// Count a fork of `parent` at `ts` in its second (`FORK_RATE`): which of
+/// the second's forks it is (0: uncounted — no rate is set, or the insert
+/// failed).
+#[inline(always)]
+fn counted_fork(parent: u32, ts: u64, rate: u64) -> u64 {
+    if rate == 0 {
+        return 0;
+    }
+    let second = ts / 1_000_000_000;
+    if let Some(r) = FORK_RATE.get_ptr_mut(parent) {
+        // SAFETY: the map's value, valid while the program runs; shared by
+        // every CPU (a parent's threads fork on several): the count only
+        // changed by compare-and-swap, so each fork gets its own number (an
+        // add that returns the old value needs a newer instruction set than
+        // the programs are built for). A new second's reset is part of the
+        // swap. Beaten three times by other CPUs: uncounted.
+        unsafe {
+            let count = core::ptr::addr_of_mut!((*r).count);
+            let at = core::ptr::addr_of_mut!((*r).second);
+            for _ in 0..3 {
+                let was = core::ptr::read_volatile(count);
+                let fresh = core::ptr::read_volatile(at) != second;
+                let next = if fresh { 1 } else { was + 1 };
+                let (_, swapped) =
+                    atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                        count, was, next,
+                    );
+                if swapped {
+                    if fresh {
+                        at.write_volatile(second);
+                    }
+                    return next;
+                }
+            }
+            return 0;
+        }
+    }
+    // A parent new to the table (or evicted: its count was of an earlier
+    // second, or of a parent that forked less recently than 4,096 others).
+    let first = ForkRate { second, count: 1 };
+    match FORK_RATE.insert(parent, &first, 0) {
+        Ok(()) => 1,
+        Err(_) => 0,
+    }
 }
 
 /// From how many live processes of its name an exec is urgent (`READER`'s

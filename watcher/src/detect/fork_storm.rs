@@ -172,11 +172,12 @@ pub struct ForkStorm {
     deciding: Deciding,
 }
 
-/// The candidates whose next forks can open a finding: a parent that has
-/// forked half the rate in a second that can open one (until the second
-/// ends), an ancestor whose subtree has grown by half the limit (for a
-/// growth window). One leaves when its finding opens (the rest of its
-/// forks decide nothing) or its time has passed. Bounded: candidates beyond
+/// The candidates whose next forks can open a finding by growth: an
+/// ancestor whose subtree has grown by half the limit (for a growth
+/// window). One leaves when its finding opens (the rest of its forks decide
+/// nothing) or its time has passed. (The rate needs no candidates: the
+/// kernel counts each parent's forks per second and the one that reaches
+/// the rate wakes the reader.) Bounded: candidates beyond
 /// [`Deciding::MAX`] share one entry that leaves only when its time passes.
 #[derive(Default)]
 struct Deciding {
@@ -385,14 +386,9 @@ impl ForkStorm {
                     if r.count >= rate_limit {
                         r.last_high = sec;
                     }
-                    // Half the rate in a second that can open a finding: the
-                    // parent's next forks can (urgent until the second ends).
-                    if r.count == rate_limit.div_ceil(2)
-                        && r.streak + 1 >= sustain
-                        && !self.incidents.is_open(&parent)
-                    {
-                        self.deciding.add(parent, (sec + 1) * SECOND);
-                    }
+                    // (The fork that reaches the rate wakes the reader: the
+                    // kernel counts each parent's forks per second itself,
+                    // `Detectors::fork_rate`.)
                     if r.count == rate_limit && r.streak + 1 >= sustain {
                         let secs = r.streak + 1;
                         if let Some(p) = i.parent.cloned().or_else(|| (i.procs)(parent)) {

@@ -571,6 +571,16 @@ impl Detectors {
             .unwrap_or(0)
     }
 
+    /// Which of a parent's forks in a second (as the kernel counts them)
+    /// can open a `fork_storm` finding: its rate (0: it is off).
+    pub fn fork_rate(&self) -> u64 {
+        if self.config.enabled(Kind::ForkStorm) {
+            self.config.fork_storm.rate_per_s as u64
+        } else {
+            0
+        }
+    }
+
     /// From how many live processes of one name (as the kernel counts
     /// them) an exec of that name can decide a finding: one more than
     /// `duplicate_instances` lets a program run (0: it is off).

@@ -410,6 +410,12 @@ impl Reader {
         self.urgency.exec_crowd(n);
     }
 
+    /// A fork is urgent when it is its parent's `n`-th in a second: the
+    /// kernel counts them (0: never).
+    pub(crate) fn fork_rate(&mut self, n: u64) {
+        self.urgency.fork_rate(n);
+    }
+
     /// Drain up to the batch size of each ring into `out`; `full`: some
     /// ring gave its most and may hold more. Sets the next linger re-drain
     /// (for bulk records only: deciding ones wake the reader, or mark its

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use watcher_common::{
     wake::{READER_ASLEEP, READER_AWAKE, READER_DOZING, READER_URGENT},
-    MAP_READER, READER_ENTRIES, READER_EXEC_CROWD, READER_FORKS_UNTIL, READER_LOST_TOTAL,
+    MAP_READER, READER_ENTRIES, READER_EXEC_CROWD, READER_FORKS_UNTIL, READER_FORK_RATE,
+    READER_LOST_TOTAL,
 };
 
 /// The word: the kernel's map, mapped here (or memory of its own in tests).
@@ -80,12 +81,9 @@ impl ReaderWord {
 
     #[cfg(test)]
     pub(crate) fn own() -> ReaderWord {
-        let own = Box::new([
-            AtomicU64::new(READER_ASLEEP),
-            AtomicU64::new(0),
-            AtomicU64::new(0),
-            AtomicU64::new(0),
-        ]);
+        let own = Box::new(std::array::from_fn(|i| {
+            AtomicU64::new(if i == 0 { READER_ASLEEP } else { 0 })
+        }));
         ReaderWord {
             ptr: std::ptr::NonNull::from(&own[0]),
             len: 0,
@@ -139,6 +137,12 @@ impl ReaderWord {
     /// its name (`READER`'s crowd entry; 0: never).
     pub(crate) fn set_exec_crowd(&self, n: u64) {
         self.entry(READER_EXEC_CROWD).store(n, Ordering::Relaxed);
+    }
+
+    /// A fork is urgent when it is its parent's `n`-th in a second
+    /// (`READER`'s fork-rate entry; 0: never).
+    pub(crate) fn set_fork_rate(&self, n: u64) {
+        self.entry(READER_FORK_RATE).store(n, Ordering::Relaxed);
     }
 
     /// Every loss the kernel has counted (`READER`'s loss entry): a load,
@@ -213,6 +217,8 @@ pub(crate) struct Urgency {
     forks_until: u64,
     /// From how many live processes of a name its execs are urgent, as last written.
     exec_crowd: u64,
+    /// Which of a parent's forks in a second is urgent, as last written.
+    fork_rate: u64,
 }
 
 /// Drains of a burst that follow its records at once.
@@ -240,6 +246,7 @@ impl Urgency {
             paced_ns: gap_ns,
             forks_until: 0,
             exec_crowd: 0,
+            fork_rate: 0,
         }
     }
 
@@ -262,6 +269,17 @@ impl Urgency {
                 w.set_exec_crowd(n);
             }
             self.exec_crowd = n;
+        }
+    }
+
+    /// A parent's `n`-th fork in a second is urgent (0: never): told to the
+    /// kernel when it changed.
+    pub(crate) fn fork_rate(&mut self, n: u64) {
+        if n != self.fork_rate {
+            if let Some(w) = &self.word {
+                w.set_fork_rate(n);
+            }
+            self.fork_rate = n;
         }
     }
 

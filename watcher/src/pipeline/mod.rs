@@ -471,9 +471,11 @@ pub fn run(
             lp.on_drained();
         }
         lp.end_turn()?;
-        // (A fork storm about to be decided: its forks wake the reader. An
-        // exec of a name more processes have than a program may: too.)
+        // (A fork bomb about to be decided: its forks wake the reader. The
+        // fork that reaches fork_storm's rate in its parent's second: too.
+        // An exec of a name more processes have than a program may: too.)
         reader.forks_until(lp.engine.detectors.forks_decide_until());
+        reader.fork_rate(lp.engine.detectors.fork_rate());
         reader.exec_crowd(lp.engine.detectors.exec_crowd());
     }
     Ok(lp.finish())

@@ -185,29 +185,69 @@ fn parents_forking_by_turns_each_keep_their_chain_until_an_ancestor_exits() {
     assert!(opened(&k.all, "fork_storm"), "{:?}", ks(&k.all));
 }
 
-/// Forks that can decide a fork storm are urgent in the kernel while they
-/// can (`forks_decide_until`): from a parent's 250th fork in a second that
-/// can open one until it opens (at most to the end of that second), not in
-/// the first second (the rate must hold for two), and not once it is open.
+/// The fork that opens a storm by its rate is its parent's `rate_per_s`-th
+/// in its second, as the kernel counts them (each parent's forks per
+/// second, `FORK_RATE`): the kernel makes that one urgent
+/// (`watcher_common::wake::fork` with `Detectors::fork_rate`) and no other
+/// — one wakeup per storming parent per second, none from half the rate
+/// on as once. Counted here the kernel's way, 2,400 forks at 800/s: the
+/// 500th of each of the three seconds is urgent, the one that opens the
+/// storm is among them, and no growth candidate makes forks urgent.
 #[test]
-fn a_parents_forks_are_urgent_while_its_rate_can_open_a_storm() {
+fn the_fork_that_opens_a_storm_is_the_one_the_kernel_counts_as_reaching_the_rate() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/bin/spawner", &["spawner"]);
-    let mut seen = Vec::new();
-    let mut last = 0;
-    let at = forks_at_800_per_second(&mut k, |k, n| {
-        let until = k.engine.detectors.forks_decide_until();
-        if until != last {
-            seen.push((n, until));
-            last = until;
+    assert_eq!(k.engine.detectors.fork_rate(), 500);
+    // The kernel's count: (second, forks in it).
+    let mut count = (0u64, 0u64);
+    let mut urgent = Vec::new();
+    let mut open_at = None;
+    for n in 0..2400u64 {
+        let pid = 1000 + n as u32;
+        let t = 2 * S + n * S / 800;
+        let second = t / S;
+        if count.0 != second {
+            count = (second, 0);
         }
-    });
-    // The first second (2–3 s) cannot open it; in the second, the 250th
-    // fork makes the rest of that second urgent; the 500th opens it, and
-    // the forks after it decide nothing: urgent no more, nor in the third
-    // second (it is open).
-    assert_eq!(seen, vec![(800 + 249, 4 * S), (800 + 499, 0)], "{seen:?}");
-    assert!(at < 4 * S, "opened within the urgent second: {at}");
+        count.1 += 1;
+        let decides = t < k.engine.detectors.forks_decide_until();
+        if watcher_common::wake::fork(decides, count.1, k.engine.detectors.fork_rate()) {
+            urgent.push(t);
+        }
+        let f = k.fork(t, 100, pid);
+        if opened(&f, "fork_storm") {
+            open_at.get_or_insert(t);
+        }
+        k.exit(t + 1, pid, 0);
+        k.reap(t + 2, 100, pid);
+    }
+    let at = open_at.expect("fork_storm");
+    assert!(
+        (3 * S..4 * S).contains(&at),
+        "opens in the second second: {at}"
+    );
+    assert!(
+        urgent.contains(&at),
+        "the fork that opened it was not urgent: {urgent:?}, {at}"
+    );
+    let seconds: Vec<u64> = urgent.iter().map(|t| t / S).collect();
+    assert_eq!(seconds, [2, 3, 4], "one urgent fork a second: {urgent:?}");
+    assert_eq!(
+        k.engine.detectors.forks_decide_until(),
+        0,
+        "no growth candidate"
+    );
+}
+
+/// The rate the kernel is told is `fork_storm`'s own; with it off, none
+/// (no fork is urgent for its rate).
+#[test]
+fn the_kernel_is_told_fork_storms_rate_and_nothing_when_it_is_off() {
+    let mut cfg = crate::detect::config::DetectConfig::default();
+    cfg.fork_storm.rate_per_s = 300;
+    assert_eq!(Kit::new(cfg.clone()).engine.detectors.fork_rate(), 300);
+    cfg.fork_storm.enabled = false;
+    assert_eq!(Kit::new(cfg).engine.detectors.fork_rate(), 0);
 }
 
 /// A fork bomb's forks are urgent from the moment its subtree has grown by
