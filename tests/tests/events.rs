@@ -1284,7 +1284,10 @@ fn the_fork_that_reaches_the_rate_in_its_parents_second_wakes_the_reader() {
                 (count > 0).then_some(count)
             })
     });
-    assert!(counted <= 200, "more forks counted in one second than made: {counted}");
+    assert!(
+        counted <= 200,
+        "more forks counted in one second than made: {counted}"
+    );
     let f = feed.wait_for("the fork storm", |v| {
         watcher_tests::finding(v, "fork_storm", "open")
             && watcher_tests::finding_pids(v, None).contains(&(parent as u64))

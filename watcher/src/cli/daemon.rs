@@ -68,6 +68,68 @@ struct Feed {
     /// Records as OpenTelemetry logs (`[otlp]`).
     otlp: Option<crate::output::otlp::OtlpSink>,
     status_file: PathBuf,
+    /// Writes the status file off the deciding thread (a write and a
+    /// rename: a disk that stalls must not stall detection).
+    status: StatusWriter,
+}
+
+/// The thread that writes the status file: handed the status each second,
+/// without waiting (one pending at most: while the disk is slow a second's
+/// status is skipped, the next one brings it up to date).
+struct StatusWriter {
+    tx: Option<std::sync::mpsc::SyncSender<(PathBuf, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StatusWriter {
+    fn start() -> anyhow::Result<StatusWriter> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(PathBuf, Vec<u8>)>(1);
+        let thread = std::thread::Builder::new()
+            .name("watcher-status".into())
+            .spawn(move || {
+                for (path, text) in rx {
+                    write_status_file(&path, &text);
+                }
+            })
+            .context("starting the status file's thread")?;
+        Ok(StatusWriter {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hand `text` over for `path` (skipped while one is still pending).
+    fn offer(&self, path: &Path, text: Vec<u8>) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send((path.to_owned(), text));
+        }
+    }
+
+    /// Write what is pending, then stop.
+    fn stop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for StatusWriter {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Replace the status file at `path` with `text` (written aside, then
+/// renamed: a reader never sees half of it).
+fn write_status_file(path: &Path, text: &[u8]) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, text).is_ok() {
+        let _ = std::fs::rename(&tmp, path);
+    }
 }
 
 impl Feed {
@@ -123,6 +185,7 @@ impl Feed {
             alerts: None,
             otlp: None,
             status_file: config.health.status_file.clone(),
+            status: StatusWriter::start()?,
         })
     }
 
@@ -167,7 +230,8 @@ impl Feed {
         )
     }
 
-    fn write_status(&self, stats: &SharedStats) {
+    /// The status now, as the status file holds it.
+    fn status_text(stats: &SharedStats) -> Option<Vec<u8>> {
         let s = stats.lock().expect("stats lock");
         let st = Status {
             pid: std::process::id(),
@@ -182,14 +246,20 @@ impl Feed {
             lost: s.lost,
         };
         drop(s);
-        if let Some(dir) = self.status_file.parent() {
-            let _ = std::fs::create_dir_all(dir);
+        serde_json::to_vec(&st).ok()
+    }
+
+    /// Write the status file now (at start, before the pipeline runs).
+    fn write_status(&self, stats: &SharedStats) {
+        if let Some(text) = Self::status_text(stats) {
+            write_status_file(&self.status_file, &text);
         }
-        let tmp = self.status_file.with_extension("tmp");
-        if let Ok(text) = serde_json::to_vec(&st) {
-            if std::fs::write(&tmp, text).is_ok() {
-                let _ = std::fs::rename(&tmp, &self.status_file);
-            }
+    }
+
+    /// Hand the status to its thread (each second, from the deciding thread).
+    fn offer_status(&self, stats: &SharedStats) {
+        if let Some(text) = Self::status_text(stats) {
+            self.status.offer(&self.status_file, text);
         }
     }
 }
@@ -305,7 +375,7 @@ impl Output for Feed {
         // Consumers come and go between writes too.
         stats.lock().expect("stats lock").socket_consumers =
             self.socket.as_ref().map(|s| s.consumers() as u64);
-        self.write_status(stats);
+        self.offer_status(stats);
     }
 
     fn wants_events(&self) -> bool {
@@ -409,6 +479,8 @@ pub fn run(
     };
     let st = pipeline::run(probes, engine, settings, &mut feed, stats.clone(), signals)?;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    // (Its last write first: the file must not come back after the removal.)
+    feed.status.stop();
     let _ = std::fs::remove_file(&feed.status_file);
     drop(feed);
     say(&format!(
