@@ -109,6 +109,13 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "events",
+        "the_kernel_counts_each_parents_forks_per_second",
+        "it reads the kernel's FORK_RATE and READER maps with bpftool, not in the guest; that the fork \
+         which reaches the rate wakes the reader there is \
+         `the_fork_that_reaches_the_rate_in_its_parents_second_wakes_the_reader`",
+    ),
+    (
+        "events",
         "the_kernel_counts_the_live_processes_of_each_exec_name",
         "it reads the kernel's EXEC_CROWD and EXEC_LIVE maps with bpftool, not in the guest; the programs \
          that keep them load and run there with every exec and exit test; it runs on the host",
