@@ -1,8 +1,9 @@
 //! Maps shared by all programs. Every map is bounded; per-record loss is
 //! counted in `LOST`, and so is every insert a full table refused (plain hash
 //! maps, not LRU: an LRU map would evict silently and take a lock per
-//! update — save `FORK_RATE`, whose entries are worth nothing once old). Userspace sizes the tables before load and sweeps out entries of
-//! tasks that ended unseen (`kernel::tables`).
+//! update — save `FORK_RATE`, whose entries are worth nothing once old).
+//! Userspace sizes the tables before load and sweeps out entries of tasks
+//! that ended unseen (`kernel::tables`).
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
     macros::map,
