@@ -203,16 +203,22 @@ pub fn decided(ts: u64) {
     }
 }
 
+/// What userspace told the kernel in `READER`'s entry `i` (0: nothing).
+#[inline(always)]
+pub fn told(i: u32) -> u64 {
+    match READER.get_ptr(i) {
+        // SAFETY: the map's value, valid while the program runs; written
+        // by userspace (a plain 8-byte store: no torn read).
+        Some(v) => unsafe { core::ptr::read_volatile(v) },
+        None => 0,
+    }
+}
+
 /// A fork at `ts` can decide a finding: userspace said forks are urgent
 /// until a later time (`READER`'s second entry).
 #[inline(always)]
 pub fn forks_decide(ts: u64) -> bool {
-    match READER.get_ptr(watcher_common::READER_FORKS_UNTIL) {
-        // SAFETY: the map's value, valid while the program runs; written
-        // by userspace (a plain 8-byte store: no torn read).
-        Some(until) => ts < unsafe { core::ptr::read_volatile(until) },
-        None => false,
-    }
+    ts < told(watcher_common::READER_FORKS_UNTIL)
 }
 
 /// Wake the reader: an empty record on this CPU's ring, discarded with a

@@ -17,12 +17,12 @@ use watcher_common::{
 use crate::{
     common::{
         cgroup_id, conf, count_loss, current_task, decided, emit, forks_decide, kread, lazy_flags,
-        now, output, pid_tgid, read_data_loc_str, read_kernel_str, remember, tp_read, wanted,
+        now, output, pid_tgid, read_data_loc_str, read_kernel_str, remember, told, tp_read, wanted,
         wanted_kind, write_header,
     },
     maps::{
         ForkRate, PendingWaitid, EXEC_CROWD, EXEC_LIVE, EXEC_SCRATCH, EXEC_WAKE, EXITED,
-        EXITED_SHADOWED, FORK_RATE, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID, READER,
+        EXITED_SHADOWED, FORK_RATE, GROUP_END, IN_WAIT, NS_REAP, PENDING_WAITID,
     },
 };
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
@@ -186,11 +186,7 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
 /// entry, written by userspace; 0: never).
 #[inline(always)]
 fn fork_rate() -> u64 {
-    match READER.get_ptr(watcher_common::READER_FORK_RATE) {
-        // SAFETY: as in `crowd_limit`.
-        Some(v) => unsafe { core::ptr::read_volatile(v) },
-        None => 0,
-    }
+    told(watcher_common::READER_FORK_RATE)
 }
 
 /// Count a fork of `parent` at `ts` in its second (`FORK_RATE`): which of
@@ -243,12 +239,7 @@ fn counted_fork(parent: u32, ts: u64, rate: u64) -> u64 {
 /// crowd entry, written by userspace; 0: never).
 #[inline(always)]
 fn crowd_limit() -> u64 {
-    match READER.get_ptr(watcher_common::READER_EXEC_CROWD) {
-        // SAFETY: the map's value, valid while the program runs; written by
-        // userspace (a plain 8-byte store: no torn read).
-        Some(v) => unsafe { core::ptr::read_volatile(v) },
-        None => 0,
-    }
+    told(watcher_common::READER_EXEC_CROWD)
 }
 
 /// Process `tgid` exec'd and is now named `comm`: it counts under that name
