@@ -401,19 +401,19 @@ impl Reader {
     /// Forks before `until` (kernel ns) can decide a finding: the kernel
     /// makes them urgent.
     pub(crate) fn forks_until(&mut self, until: u64) {
-        self.urgency.forks_until(until);
+        self.urgency.tell(watcher_common::READER_FORKS_UNTIL, until);
     }
 
     /// An exec is urgent when `n` live processes (its own included) have
     /// its name: the kernel counts them (0: never).
     pub(crate) fn exec_crowd(&mut self, n: u64) {
-        self.urgency.exec_crowd(n);
+        self.urgency.tell(watcher_common::READER_EXEC_CROWD, n);
     }
 
     /// A fork is urgent when it is its parent's `n`-th in a second: the
     /// kernel counts them (0: never).
     pub(crate) fn fork_rate(&mut self, n: u64) {
-        self.urgency.fork_rate(n);
+        self.urgency.tell(watcher_common::READER_FORK_RATE, n);
     }
 
     /// Drain up to the batch size of each ring into `out`; `full`: some

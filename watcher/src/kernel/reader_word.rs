@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use watcher_common::{
     wake::{READER_ASLEEP, READER_AWAKE, READER_DOZING, READER_URGENT},
-    MAP_READER, READER_ENTRIES, READER_EXEC_CROWD, READER_FORKS_UNTIL, READER_FORK_RATE,
-    READER_LOST_TOTAL,
+    MAP_READER, READER_ENTRIES, READER_LOST_TOTAL,
 };
 
 /// The word: the kernel's map, mapped here (or memory of its own in tests).
@@ -126,23 +125,12 @@ impl ReaderWord {
         }
     }
 
-    /// Forks before `until` (kernel ns) can decide a finding: the kernel
-    /// makes them urgent (`READER`'s second entry).
-    pub(crate) fn set_forks_until(&self, until: u64) {
-        self.entry(READER_FORKS_UNTIL)
-            .store(until, Ordering::Relaxed);
-    }
-
-    /// An exec is urgent when `n` live processes (its own included) have
-    /// its name (`READER`'s crowd entry; 0: never).
-    pub(crate) fn set_exec_crowd(&self, n: u64) {
-        self.entry(READER_EXEC_CROWD).store(n, Ordering::Relaxed);
-    }
-
-    /// A fork is urgent when it is its parent's `n`-th in a second
-    /// (`READER`'s fork-rate entry; 0: never).
-    pub(crate) fn set_fork_rate(&self, n: u64) {
-        self.entry(READER_FORK_RATE).store(n, Ordering::Relaxed);
+    /// Tell the kernel `v` in entry `i`, one it reads and never writes:
+    /// until when forks are urgent, the crowd limit, the fork rate
+    /// ([`watcher_common::READER_FORKS_UNTIL`], [`watcher_common::READER_EXEC_CROWD`],
+    /// [`watcher_common::READER_FORK_RATE`]).
+    pub(crate) fn tell(&self, i: u32, v: u64) {
+        self.entry(i).store(v, Ordering::Relaxed);
     }
 
     /// Every loss the kernel has counted (`READER`'s loss entry): a load,
@@ -213,12 +201,8 @@ pub(crate) struct Urgency {
     urgent_at: u64,
     /// The gap after a paced drain (from `gap_ns` up to 4 times it).
     paced_ns: u64,
-    /// The time until which forks are urgent, as last written.
-    forks_until: u64,
-    /// From how many live processes of a name its execs are urgent, as last written.
-    exec_crowd: u64,
-    /// Which of a parent's forks in a second is urgent, as last written.
-    fork_rate: u64,
+    /// What each entry of the word was last told ([`Urgency::tell`]).
+    told: [u64; READER_ENTRIES as usize],
 }
 
 /// Drains of a burst that follow its records at once.
@@ -244,42 +228,19 @@ impl Urgency {
             drained_at: 0,
             urgent_at: 0,
             paced_ns: gap_ns,
-            forks_until: 0,
-            exec_crowd: 0,
-            fork_rate: 0,
+            told: [0; READER_ENTRIES as usize],
         }
     }
 
-    /// Forks before `until` (kernel ns) can decide a finding: told to the
-    /// kernel when it changed.
-    pub(crate) fn forks_until(&mut self, until: u64) {
-        if until != self.forks_until {
+    /// Tell the kernel `v` in entry `i` of the word (see
+    /// [`ReaderWord::tell`]), when it changed since it was last told.
+    pub(crate) fn tell(&mut self, i: u32, v: u64) {
+        let last = &mut self.told[i as usize];
+        if v != *last {
             if let Some(w) = &self.word {
-                w.set_forks_until(until);
+                w.tell(i, v);
             }
-            self.forks_until = until;
-        }
-    }
-
-    /// An exec is urgent when `n` live processes have its name (0: never):
-    /// told to the kernel when it changed.
-    pub(crate) fn exec_crowd(&mut self, n: u64) {
-        if n != self.exec_crowd {
-            if let Some(w) = &self.word {
-                w.set_exec_crowd(n);
-            }
-            self.exec_crowd = n;
-        }
-    }
-
-    /// A parent's `n`-th fork in a second is urgent (0: never): told to the
-    /// kernel when it changed.
-    pub(crate) fn fork_rate(&mut self, n: u64) {
-        if n != self.fork_rate {
-            if let Some(w) = &self.word {
-                w.set_fork_rate(n);
-            }
-            self.fork_rate = n;
+            *last = v;
         }
     }
 
@@ -535,7 +496,10 @@ mod tests {
         u.word.as_ref().expect("a word").lost();
         assert_eq!(u.lost_total(), Some(2));
         // (Forks' entry is its own.)
-        u.word.as_ref().expect("a word").set_forks_until(7);
+        u.word
+            .as_ref()
+            .expect("a word")
+            .tell(watcher_common::READER_FORKS_UNTIL, 7);
         assert_eq!(u.lost_total(), Some(2));
         assert_eq!(Urgency::new(None, 125_000).lost_total(), None);
     }
