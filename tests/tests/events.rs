@@ -1475,3 +1475,106 @@ fn one_ring_per_cpu_loses_nothing_and_counts_its_own_loss() {
     });
     assert_eq!(num(&v, &["process", "exit_code"]), Some(9), "{v}");
 }
+
+/// Every record's header names the task that made it — its thread, its
+/// process, its real uid and its thread's name — whichever way its program
+/// reads them: through helper calls (the tracefs programs, the raw
+/// tracepoints, the entry and exit pairs) or by plain loads from the
+/// current task typed by BTF (the exit-only bind and connect programs,
+/// fexit, the BTF-typed socket hooks). Read from the recording
+/// (`WATCHER_RECORD`): the records as the kernel wrote them, before any
+/// process table could fill a field in.
+#[test]
+fn every_records_header_names_the_thread_that_made_it_however_its_program_reads_it() {
+    if !require_root() {
+        return;
+    }
+    // (The default: BTF-typed where the kernel allows it; `no-fentry` is the
+    // exit-only programs where fexit would otherwise be used.)
+    for attach in ["", "no-fentry", "pairs,raw", "tracefs"] {
+        headers_name_their_thread(attach);
+    }
+}
+
+fn headers_name_their_thread(attach: &str) {
+    use watcher_common::EventKind;
+    let dir = watcher_tests::temp_dir("headers");
+    let rec = dir.join("records.rec");
+    let feed = Feed::start_with(
+        &["trace", "--json"],
+        &[
+            ("WATCHER_ATTACH", attach),
+            ("WATCHER_RECORD", rec.to_str().expect("utf-8 path")),
+        ],
+        &[],
+    );
+    let name = "hdr-thread";
+    let run = actor(
+        ACTOR,
+        &[
+            "as-user",
+            "65534",
+            "--",
+            ACTOR,
+            "named-thread-sockets",
+            name,
+        ],
+    );
+    let tid = run.get("tid") as u32;
+    assert_ne!(tid, run.pid, "a thread of its own");
+    // The process's end comes after its sockets' (the thread closed them
+    // before it was joined), so every record of theirs has been read.
+    feed.wait_for("the actor's exit", |v| is(v, "exit") && pid_is(v, run.pid));
+    feed.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(feed.wait_exit(), Some(0), "WATCHER_ATTACH={attach}");
+    let bytes = std::fs::read(&rec).expect("the recording");
+    let _ = std::fs::remove_dir_all(&dir);
+    let u32_at =
+        |r: &[u8], at: usize| u32::from_le_bytes(r[at..at + 4].try_into().expect("4 bytes"));
+    let mut seen = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 4 {
+        let len = u32_at(rest, 0) as usize;
+        let Some(r) = rest.get(4..4 + len) else { break };
+        rest = &rest[4 + len..];
+        // The header (watcher_common::Header): kind, size, ts, pid, tgid, uid, flags, comm.
+        if r.len() < 48 || u32_at(r, 20) != run.pid {
+            continue;
+        }
+        let kind = u32_at(r, 0);
+        let comm = &r[32..48];
+        let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(16)];
+        seen.push(kind);
+        if [
+            EventKind::Bind,
+            EventKind::Connect,
+            EventKind::TcpState,
+            EventKind::SockClose,
+        ]
+        .iter()
+        .any(|k| *k as u32 == kind)
+        {
+            assert_eq!(
+                (
+                    u32_at(r, 16),
+                    u32_at(r, 24),
+                    String::from_utf8_lossy(comm).as_ref()
+                ),
+                (tid, 65534, name),
+                "record kind {kind}'s thread, uid and name (WATCHER_ATTACH={attach})"
+            );
+        }
+    }
+    // Two binds, the connect, its SYN_SENT, and the bound socket's close.
+    for (kind, n) in [
+        (EventKind::Bind, 2),
+        (EventKind::Connect, 1),
+        (EventKind::TcpState, 1),
+        (EventKind::SockClose, 1),
+    ] {
+        assert!(
+            seen.iter().filter(|k| **k == kind as u32).count() >= n,
+            "{n} {kind:?} record(s) of the actor (WATCHER_ATTACH={attach}); kinds seen: {seen:?}"
+        );
+    }
+}

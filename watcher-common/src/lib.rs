@@ -757,6 +757,16 @@ pub struct Config {
     /// no `EXEC_LIVE` lookup. OFFSET_NONE: every end looks.
     pub k_task_parent_exec_id: u32,
     pub k_task_self_exec_id: u32,
+    /// `task_struct.comm` and `.cred`, and `cred.uid`: a record's header
+    /// (name and real uid) by plain loads from the current task, in the
+    /// programs that have it typed by BTF (one helper call instead of three).
+    pub k_task_comm: u32,
+    pub k_task_cred: u32,
+    pub k_cred_uid: u32,
+    /// Where a system call's return value is in `struct pt_regs` (x86-64:
+    /// `ax`): what the exit-only programs read at the exit tracepoint, where
+    /// the kernel has just stored it there.
+    pub k_regs_ret: u32,
     pub _pad_exec: u32,
 }
 
@@ -865,6 +875,10 @@ impl Config {
             k_regs_arg2: OFFSET_NONE,
             k_task_parent_exec_id: OFFSET_NONE,
             k_task_self_exec_id: OFFSET_NONE,
+            k_task_comm: OFFSET_NONE,
+            k_task_cred: OFFSET_NONE,
+            k_cred_uid: OFFSET_NONE,
+            k_regs_ret: OFFSET_NONE,
             _pad_exec: 0,
         }
     }
@@ -881,7 +895,7 @@ const _: () = assert!(core::mem::size_of::<TcpStateData>() == 72);
 const _: () = assert!(core::mem::size_of::<SignalData>() == 24);
 const _: () = assert!(core::mem::size_of::<SockCloseData>() == 32);
 const _: () = assert!(core::mem::size_of::<CgroupData>() == 24 + CGROUP_PATH_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 408);
+const _: () = assert!(core::mem::size_of::<Config>() == 424);
 const _: () = assert!(
     ARGS_MAX.is_power_of_two()
         && FILENAME_LEN.is_power_of_two()

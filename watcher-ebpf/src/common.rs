@@ -5,8 +5,8 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
         generated::{
-            self as gen, bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_smp_processor_id,
-            bpf_ktime_get_ns,
+            self as gen, bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_current_task_btf,
+            bpf_get_smp_processor_id, bpf_ktime_get_ns,
         },
     },
     maps::ring_buf::RingBufEntry,
@@ -156,14 +156,66 @@ pub unsafe fn write_header<T>(h: *mut Header, kind: EventKind, ts: u64) {
     );
 }
 
+/// The same by plain loads from the current task typed by BTF
+/// (`bpf_get_current_task_btf`, 5.11 on): one helper call where
+/// [`write_header`] makes three (pid and tgid, uid, name), each a call
+/// with its own checks. For the programs that may ask for the typed task
+/// (BTF-typed tracepoints, fentry/fexit, and the exit-only system-call
+/// programs, which the loader attaches only with BTF).
+///
+/// # Safety
+/// As [`write_header`].
+#[inline(always)]
+pub unsafe fn write_header_typed<T>(h: *mut Header, kind: EventKind, ts: u64) {
+    // Every load below is checked by the verifier against the member's
+    // type (a fault reads zero).
+    let task = bpf_get_current_task_btf() as *const u8;
+    (*h).kind = kind as u32;
+    (*h).size = core::mem::size_of::<Event<T>>() as u32;
+    (*h).ts_ns = ts;
+    (*h).pid = bread(task, conf!(k_task_pid));
+    (*h).tgid = bread(task, conf!(k_task_tgid));
+    // The real uid of the task's credentials, as `bpf_get_current_uid_gid`
+    // gives it (the initial namespace's view: the kernel's own number).
+    let cred: *const u8 = bread(task, conf!(k_task_cred));
+    (*h).uid = if cred.is_null() {
+        0
+    } else {
+        bread(cred, conf!(k_cred_uid))
+    };
+    (*h).flags = 0;
+    // The name as two words (the kernel keeps it NUL-padded).
+    let comm = core::ptr::addr_of_mut!((*h).comm) as *mut u64;
+    let at = conf!(k_task_comm);
+    *comm = bread(task, at);
+    *comm.add(1) = bread(task, at + 8);
+}
+
 /// Write a whole record (header + payload) and submit it; `urgent` from
 /// the wakeup policy (`watcher_common::wake`).
 #[inline(always)]
 pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
+    emit_as::<T, false>(kind, ts, urgent, data)
+}
+
+/// [`emit`] with the header from the typed current task
+/// ([`write_header_typed`]; only in the programs that may ask for it).
+#[inline(always)]
+pub fn emit_typed<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
+    emit_as::<T, true>(kind, ts, urgent, data)
+}
+
+#[inline(always)]
+fn emit_as<T: 'static, const TYPED: bool>(kind: EventKind, ts: u64, urgent: bool, data: T) {
     if let Some(mut entry) = reserve::<T>(kind) {
         let ev = entry.as_mut_ptr();
         unsafe {
-            write_header::<T>(core::ptr::addr_of_mut!((*ev).header), kind, ts);
+            let h = core::ptr::addr_of_mut!((*ev).header);
+            if TYPED {
+                write_header_typed::<T>(h, kind, ts);
+            } else {
+                write_header::<T>(h, kind, ts);
+            }
             core::ptr::addr_of_mut!((*ev).data).write(data);
         }
         submit(entry, ts, urgent);

@@ -17,8 +17,8 @@ use watcher_common::{
 
 use crate::{
     common::{
-        bread, conf, current_task, emit, kread, now, pid_tgid, remember, sk_netns, sk_netns_typed,
-        tp_read, wanted, wanted_kind,
+        bread, conf, current_task, emit, emit_typed, kread, now, pid_tgid, remember, sk_netns,
+        sk_netns_typed, tp_read, wanted, wanted_kind,
     },
     maps::{PendingSock, BOUND, PENDING_SOCK},
 };
@@ -214,24 +214,24 @@ fn send_sock_call<const TYPED: bool>(kind: EventKind, p: PendingSock, ret: i64) 
             flags |= BIND_PICKED_PORT;
         }
     }
-    emit(
-        kind,
-        now(),
-        urgent,
-        SockCallData {
-            fd: p.fd,
-            ret: ret as i32,
-            family: p.family,
-            port,
-            sock_type,
-            flags,
-            addr: p.addr,
-            scope_id: p.scope_id,
-            netns: sk_netns(skaddr),
-            skaddr,
-            inode,
-        },
-    );
+    let data = SockCallData {
+        fd: p.fd,
+        ret: ret as i32,
+        family: p.family,
+        port,
+        sock_type,
+        flags,
+        addr: p.addr,
+        scope_id: p.scope_id,
+        netns: sk_netns(skaddr),
+        skaddr,
+        inode,
+    };
+    if TYPED {
+        emit_typed(kind, now(), urgent, data);
+    } else {
+        emit(kind, now(), urgent, data);
+    }
 }
 
 /// fexit of `int __sys_bind(int fd, struct sockaddr __user *umyaddr, int
@@ -271,26 +271,28 @@ fn sock_call_fexit(ctx: &FExitContext, kind: EventKind) {
 /// system-call entry tracepoint to route through. The sockaddr is read
 /// back from the caller's memory, as the fexit reads it.
 #[tracepoint]
-pub fn sys_exit_bind_regs(ctx: TracePointContext) -> u32 {
-    let _ = exit_regs(&ctx, EventKind::Bind);
+pub fn sys_exit_bind_regs(_ctx: TracePointContext) -> u32 {
+    let _ = exit_regs(EventKind::Bind);
     0
 }
 
 /// `sys_exit_connect` alone (as [`sys_exit_bind_regs`]).
 #[tracepoint]
-pub fn sys_exit_connect_regs(ctx: TracePointContext) -> u32 {
-    let _ = exit_regs(&ctx, EventKind::Connect);
+pub fn sys_exit_connect_regs(_ctx: TracePointContext) -> u32 {
+    let _ = exit_regs(EventKind::Connect);
     0
 }
 
 #[inline(always)]
-fn exit_regs(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
-    let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
+fn exit_regs(kind: EventKind) -> Option<()> {
     // SAFETY: helpers with no memory argument of ours; the result is the
     // current task's saved user registers (a BTF pointer: its reads at
     // the load-time offsets below are checked by the verifier).
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
     let reg = |off: u32| unsafe { core::ptr::read_volatile(regs.add(off as usize) as *const u64) };
+    // The result: the kernel stores it in the return register before
+    // the exit tracepoint runs (what the tracepoint's record says too).
+    let ret = reg(conf!(k_regs_ret)) as i64;
     let (fd, addr, len) = (
         reg(conf!(k_regs_arg0)),
         reg(conf!(k_regs_arg1)),
@@ -511,7 +513,7 @@ fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Option<()> {
             }
         }
     }
-    emit(
+    emit_typed(
         EventKind::TcpState,
         now(),
         wake::tcp_state(d.old_state, d.new_state),
@@ -591,7 +593,7 @@ pub fn tcp_destroy_sock_btf(ctx: BtfTracePointContext) -> i32 {
         family,
         addr,
     };
-    emit(EventKind::SockClose, now(), wake::bulk(), d);
+    emit_typed(EventKind::SockClose, now(), wake::bulk(), d);
     0
 }
 

@@ -759,6 +759,32 @@ fn main() {
                 std::thread::spawn(|| ()).join().expect("join");
             }
         }
+        "named-thread-sockets" => {
+            // named-thread-sockets NAME: in a thread named NAME (and only
+            // there: every socket of the process), a bind to 127.0.0.1:0, a second bind of that port (EADDRINUSE) and a
+            // connect to a closed port (ECONNREFUSED); every socket closed
+            // before the thread ends. Prints the thread's id.
+            let name = arg(2).to_owned();
+            let tid = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    let closed = closed_port();
+                    let a = tcp4();
+                    socket::bind(a.as_raw_fd(), &v4(0, [127, 0, 0, 1])).expect("bind");
+                    let bound: SockaddrIn =
+                        socket::getsockname(a.as_raw_fd()).expect("getsockname");
+                    let b = tcp4();
+                    let _ = socket::bind(b.as_raw_fd(), &v4(bound.port(), [127, 0, 0, 1]));
+                    let c = tcp4();
+                    let _ = socket::connect(c.as_raw_fd(), &v4(closed, [127, 0, 0, 1]));
+                    say("port", bound.port());
+                    nix::unistd::gettid().as_raw()
+                })
+                .expect("thread")
+                .join()
+                .expect("join");
+            say("tid", tid);
+        }
         "bind4" => {
             let s = tcp4();
             socket::bind(s.as_raw_fd(), &v4(0, [127, 0, 0, 1])).expect("bind");

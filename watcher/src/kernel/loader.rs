@@ -93,7 +93,7 @@ type Slot = fn(&mut Config) -> &mut u32;
 /// size the programs read — 0 for an array whose elements are addressed from
 /// its offset —, where the offset goes). The one list: `kernel_config` fills
 /// `CONFIG` from it and `watcher check` reports on it.
-pub(crate) const BTF_MEMBERS: [(&str, &str, u32, Slot); 30] = [
+pub(crate) const BTF_MEMBERS: [(&str, &str, u32, Slot); 33] = [
     ("task_struct", "exit_code", 4, |c| &mut c.k_task_exit_code),
     ("task_struct", "files", 8, |c| &mut c.k_task_files),
     ("task_struct", "mm", 8, |c| &mut c.k_task_mm),
@@ -133,6 +133,11 @@ pub(crate) const BTF_MEMBERS: [(&str, &str, u32, Slot); 30] = [
     ("pid_namespace", "pid_allocated", 4, |c| {
         &mut c.k_pidns_pid_allocated
     }),
+    // A record's header by plain loads, where the current task is typed:
+    // its name and real uid.
+    ("task_struct", "comm", 0, |c| &mut c.k_task_comm),
+    ("task_struct", "cred", 8, |c| &mut c.k_task_cred),
+    ("cred", "uid.val", 4, |c| &mut c.k_cred_uid),
 ];
 
 /// Possible CPUs (CPU numbers go up to this minus one).
@@ -375,6 +380,10 @@ const SYSCALL_ARG_REGS: [&str; 3] = ["di", "si", "dx"];
 #[cfg(not(target_arch = "x86_64"))]
 const SYSCALL_ARG_REGS: [&str; 0] = [];
 
+/// The register a system call returns its value in (x86-64: `ax`), where
+/// the kernel has stored it when the exit tracepoint runs.
+const SYSCALL_RET_REG: &str = "ax";
+
 /// Where the registers of [`SYSCALL_ARG_REGS`] are in this kernel's `struct
 /// pt_regs` (the exit-only programs read them); none when BTF lacks one.
 pub(crate) fn regs_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
@@ -389,6 +398,11 @@ pub(crate) fn regs_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     }
+    match btf.member("pt_regs", SYSCALL_RET_REG) {
+        Ok((off, Some(8))) => c.k_regs_ret = off,
+        Ok(_) => return Err(format!("pt_regs.{SYSCALL_RET_REG} is not 8 bytes")),
+        Err(e) => return Err(e.to_string()),
+    }
     [c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2] = offs;
     Ok(())
 }
@@ -396,7 +410,7 @@ pub(crate) fn regs_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
 /// Why the exit-only programs cannot be used (`None`: they can, if the
 /// kernel loads them).
 fn exit_only_unready(c: &Config) -> Option<String> {
-    [c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2]
+    [c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2, c.k_regs_ret]
         .contains(&watcher_common::OFFSET_NONE)
         .then(|| "the system-call registers are not in BTF".to_owned())
 }
@@ -1292,11 +1306,11 @@ mod tests {
         let btf =
             Btf::from_sys_fs().expect("/sys/kernel/btf/vmlinux: watcher needs a kernel with BTF");
         let mut c = Config::empty();
-        regs_layout(&btf, &mut c).expect("pt_regs.di, si, dx");
-        // x86-64's struct pt_regs: r15 … r8 (8 words), ax, cx, dx, si, di.
+        regs_layout(&btf, &mut c).expect("pt_regs.di, si, dx, ax");
+        // x86-64's struct pt_regs: r15 … r8 (10 words), ax, cx, dx, si, di.
         assert_eq!(
-            (c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2),
-            (112, 104, 96)
+            (c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2, c.k_regs_ret),
+            (112, 104, 96, 80)
         );
         assert_eq!(exit_only_unready(&c), None);
         // Without them the exit-only programs are not tried, and why is said.
