@@ -760,11 +760,20 @@ fn main() {
             }
         }
         "named-thread-sockets" => {
-            // named-thread-sockets NAME: in a thread named NAME (and only
+            // named-thread-sockets NAME: as a local user, in a thread named NAME (and only
             // there: every socket of the process), a bind to 127.0.0.1:0, a second bind of that port (EADDRINUSE) and a
             // connect to a closed port (ECONNREFUSED); every socket closed
             // before the thread ends. Prints the thread's id.
             let name = arg(2).to_owned();
+            // Run by root: first a local user whose ids all differ — real
+            // uid 65534, effective and saved 65533, groups 65532 — so a
+            // record's uid that is not the real one shows.
+            use nix::unistd::{Gid, Uid};
+            nix::unistd::setgroups(&[]).expect("setgroups");
+            let g = Gid::from_raw(65532);
+            nix::unistd::setresgid(g, g, g).expect("setresgid");
+            let e = Uid::from_raw(65533);
+            nix::unistd::setresuid(Uid::from_raw(65534), e, e).expect("setresuid");
             let tid = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || {
