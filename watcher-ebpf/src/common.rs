@@ -156,20 +156,28 @@ pub unsafe fn write_header<T>(h: *mut Header, kind: EventKind, ts: u64) {
     );
 }
 
-/// The same by plain loads from the current task typed by BTF
-/// (`bpf_get_current_task_btf`, 5.11 on): one helper call where
+/// The current task typed by BTF (`bpf_get_current_task_btf`, 5.11 on):
+/// its members are plain loads the verifier checks. Only in the programs
+/// that may ask for it (BTF-typed tracepoints, fentry/fexit, and the
+/// exit-only system-call programs, which the loader attaches only with
+/// BTF); a program asks once and passes it on.
+#[inline(always)]
+pub fn current_task_btf() -> *const u8 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_get_current_task_btf() as *const u8 }
+}
+
+/// The same as [`write_header`] by plain loads from `task`, the current
+/// task typed by BTF ([`current_task_btf`]): no helper call, where
 /// [`write_header`] makes three (pid and tgid, uid, name), each a call
-/// with its own checks. For the programs that may ask for the typed task
-/// (BTF-typed tracepoints, fentry/fexit, and the exit-only system-call
-/// programs, which the loader attaches only with BTF).
+/// with its own checks.
 ///
 /// # Safety
-/// As [`write_header`].
+/// As [`write_header`]; `task` from [`current_task_btf`].
 #[inline(always)]
-pub unsafe fn write_header_typed<T>(h: *mut Header, kind: EventKind, ts: u64) {
+pub unsafe fn write_header_typed<T>(h: *mut Header, kind: EventKind, ts: u64, task: *const u8) {
     // Every load below is checked by the verifier against the member's
     // type (a fault reads zero).
-    let task = bpf_get_current_task_btf() as *const u8;
     (*h).kind = kind as u32;
     (*h).size = core::mem::size_of::<Event<T>>() as u32;
     (*h).ts_ns = ts;
@@ -195,24 +203,30 @@ pub unsafe fn write_header_typed<T>(h: *mut Header, kind: EventKind, ts: u64) {
 /// the wakeup policy (`watcher_common::wake`).
 #[inline(always)]
 pub fn emit<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
-    emit_as::<T, false>(kind, ts, urgent, data)
+    emit_as::<T, false>(core::ptr::null(), kind, ts, urgent, data)
 }
 
-/// [`emit`] with the header from the typed current task
-/// ([`write_header_typed`]; only in the programs that may ask for it).
+/// [`emit`] with the header from `task`, the current task typed by BTF
+/// ([`current_task_btf`], [`write_header_typed`]).
 #[inline(always)]
-pub fn emit_typed<T: 'static>(kind: EventKind, ts: u64, urgent: bool, data: T) {
-    emit_as::<T, true>(kind, ts, urgent, data)
+pub fn emit_typed<T: 'static>(task: *const u8, kind: EventKind, ts: u64, urgent: bool, data: T) {
+    emit_as::<T, true>(task, kind, ts, urgent, data)
 }
 
 #[inline(always)]
-fn emit_as<T: 'static, const TYPED: bool>(kind: EventKind, ts: u64, urgent: bool, data: T) {
+fn emit_as<T: 'static, const TYPED: bool>(
+    task: *const u8,
+    kind: EventKind,
+    ts: u64,
+    urgent: bool,
+    data: T,
+) {
     if let Some(mut entry) = reserve::<T>(kind) {
         let ev = entry.as_mut_ptr();
         unsafe {
             let h = core::ptr::addr_of_mut!((*ev).header);
             if TYPED {
-                write_header_typed::<T>(h, kind, ts);
+                write_header_typed::<T>(h, kind, ts, task);
             } else {
                 write_header::<T>(h, kind, ts);
             }

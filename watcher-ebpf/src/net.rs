@@ -3,10 +3,7 @@
 //! the fd), and TCP state changes from `sock/inet_sock_set_state`, which give the
 //! outcome of non-blocking connects and listeners opening/closing.
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_task_pt_regs},
     macros::{btf_tracepoint, fexit, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, FExitContext, RawTracePointContext, TracePointContext},
 };
@@ -17,8 +14,8 @@ use watcher_common::{
 
 use crate::{
     common::{
-        bread, conf, current_task, emit, emit_typed, kread, now, pid_tgid, remember, sk_netns,
-        sk_netns_typed, tp_read, wanted, wanted_kind,
+        bread, conf, current_task, current_task_btf, emit, emit_typed, kread, now, pid_tgid,
+        remember, sk_netns, sk_netns_typed, tp_read, wanted, wanted_kind,
     },
     maps::{PendingSock, BOUND, PENDING_SOCK},
 };
@@ -33,8 +30,7 @@ const TCP_LISTEN: i32 = 10;
 /// Read the sockaddr a bind/connect passes (`None`: not an inet address,
 /// or a process whose records are not wanted).
 #[inline(always)]
-fn sockaddr(kind: EventKind, fd: u64, addr: u64, len: u64) -> Option<PendingSock> {
-    let (_, tgid) = pid_tgid();
+fn sockaddr(kind: EventKind, tgid: u32, fd: u64, addr: u64, len: u64) -> Option<PendingSock> {
     if !wanted(kind, tgid) {
         return None;
     }
@@ -94,7 +90,7 @@ fn enter(
     let fd: u64 = tp_read(ctx, off_fd)?;
     let addr: u64 = tp_read(ctx, off_addr)?;
     let len: u64 = tp_read(ctx, off_len)?;
-    let p = sockaddr(kind, fd, addr, len)?;
+    let p = sockaddr(kind, pid_tgid().1, fd, addr, len)?;
     remember(
         &PENDING_SOCK,
         KernelTable::PendingSock,
@@ -121,11 +117,10 @@ fn fd_table_probed() -> (u64, u32) {
 /// pointers the verifier follows; the array's elements, `struct file **`,
 /// are not, and are read through the helper).
 #[inline(always)]
-fn fd_table_typed() -> (u64, u32) {
+fn fd_table_typed(task: *const u8) -> (u64, u32) {
     // SAFETY: the current task, typed by BTF; every load below is checked
     // by the verifier against the member's type (a fault reads zero).
     unsafe {
-        let task = bpf_get_current_task_btf() as *const u8;
         let files: *const u8 = bread(task, conf!(k_task_files));
         if files.is_null() {
             return (0, 0);
@@ -169,22 +164,23 @@ fn exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
     let _ = PENDING_SOCK.remove(key);
     let ret: i64 = tp_read(ctx, conf!(tp_sys_exit_ret))?;
     // (The pairs are the fallback of every kernel: nothing typed.)
-    send_sock_call::<false>(kind, p, ret);
+    send_sock_call::<false>(core::ptr::null(), kind, p, ret);
     Some(())
 }
 
 /// The record of a finished bind/connect: its address, result, and socket
-/// (`TYPED`: its open-file table found by plain loads, where the program
-/// may ask for the typed current task).
+/// (`TYPED`: its open-file table and header found by plain loads from
+/// `task`, the current task typed by BTF, where the program may ask for
+/// it; null otherwise).
 #[inline(always)]
-fn send_sock_call<const TYPED: bool>(kind: EventKind, p: PendingSock, ret: i64) {
+fn send_sock_call<const TYPED: bool>(task: *const u8, kind: EventKind, p: PendingSock, ret: i64) {
     let (sock_type, skaddr, inode) = if ret == -EBADF || ret == -ENOTSOCK {
         (0, 0, 0)
     } else {
         // The inode names a bound socket's owner in the socket table; a
         // connect's socket is known by its struct sock alone.
         let table = if TYPED {
-            fd_table_typed()
+            fd_table_typed(task)
         } else {
             fd_table_probed()
         };
@@ -228,7 +224,7 @@ fn send_sock_call<const TYPED: bool>(kind: EventKind, p: PendingSock, ret: i64) 
         inode,
     };
     if TYPED {
-        emit_typed(kind, now(), urgent, data);
+        emit_typed(task, kind, now(), urgent, data);
     } else {
         emit(kind, now(), urgent, data);
     }
@@ -259,8 +255,11 @@ fn sock_call_fexit(ctx: &FExitContext, kind: EventKind) {
     let len: i32 = ctx.arg(2);
     // (The return value follows the three arguments.)
     let ret: i32 = ctx.arg(3);
-    if let Some(p) = sockaddr(kind, fd as i64 as u64, addr, len as i64 as u64) {
-        send_sock_call::<true>(kind, p, ret as i64);
+    let task = current_task_btf();
+    // SAFETY: typed by BTF, the load checked by the verifier.
+    let tgid: u32 = unsafe { bread(task, conf!(k_task_tgid)) };
+    if let Some(p) = sockaddr(kind, tgid, fd as i64 as u64, addr, len as i64 as u64) {
+        send_sock_call::<true>(task, kind, p, ret as i64);
     }
 }
 
@@ -288,7 +287,8 @@ fn exit_regs(kind: EventKind) -> Option<()> {
     // SAFETY: helpers with no memory argument of ours; the result is the
     // current task's saved user registers (a BTF pointer: its reads at
     // the load-time offsets below are checked by the verifier).
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let task = current_task_btf();
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as *const u8;
     let reg = |off: u32| unsafe { core::ptr::read_volatile(regs.add(off as usize) as *const u64) };
     // The result: the kernel stores it in the return register before
     // the exit tracepoint runs (what the tracepoint's record says too).
@@ -299,13 +299,16 @@ fn exit_regs(kind: EventKind) -> Option<()> {
         reg(conf!(k_regs_arg2)),
     );
     // (`int fd` and `int addrlen`: the registers' low halves, as the call takes them.)
+    // SAFETY: typed by BTF, the load checked by the verifier.
+    let tgid: u32 = unsafe { bread(task, conf!(k_task_tgid)) };
     let p = sockaddr(
         kind,
+        tgid,
         fd as i32 as i64 as u64,
         addr,
         len as i32 as i64 as u64,
     )?;
-    send_sock_call::<true>(kind, p, ret);
+    send_sock_call::<true>(task, kind, p, ret);
     Some(())
 }
 
@@ -514,6 +517,7 @@ fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Option<()> {
         }
     }
     emit_typed(
+        current_task_btf(),
         EventKind::TcpState,
         now(),
         wake::tcp_state(d.old_state, d.new_state),
@@ -593,7 +597,13 @@ pub fn tcp_destroy_sock_btf(ctx: BtfTracePointContext) -> i32 {
         family,
         addr,
     };
-    emit_typed(EventKind::SockClose, now(), wake::bulk(), d);
+    emit_typed(
+        current_task_btf(),
+        EventKind::SockClose,
+        now(),
+        wake::bulk(),
+        d,
+    );
     0
 }
 
