@@ -55,6 +55,16 @@ pub fn watcher_bin() -> PathBuf {
     p
 }
 
+/// The build users run (`$WATCHER_RELEASE_BIN`: the static release binary
+/// `cargo xtask test` builds for the package and the image), the test
+/// build otherwise: for what is measured, and what the test build is too
+/// slow to show (it handles a record many times slower).
+pub fn release_bin() -> PathBuf {
+    std::env::var_os("WATCHER_RELEASE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(watcher_bin)
+}
+
 pub fn mono_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
@@ -206,6 +216,14 @@ impl Feed {
     pub fn start_with(args: &[&str], env: &[(&str, &str)], wrapper: &[&str]) -> Arc<Feed> {
         let mut argv: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
         argv.push(watcher_bin().to_string_lossy().into_owned());
+        argv.extend(args.iter().map(|s| s.to_string()));
+        Feed::start_argv(argv, env)
+    }
+
+    /// Start the build users run ([`release_bin`]) with `args` and extra
+    /// environment variables.
+    pub fn start_release_with(args: &[&str], env: &[(&str, &str)]) -> Arc<Feed> {
+        let mut argv = vec![release_bin().to_string_lossy().into_owned()];
         argv.extend(args.iter().map(|s| s.to_string()));
         Feed::start_argv(argv, env)
     }
@@ -767,6 +785,63 @@ pub fn bpf_map_entries(pid: u32, name: &str) -> Vec<Value> {
         Value::Array(a) => a,
         _ => Vec::new(),
     }
+}
+
+/// Entry `key` of the array map `name` (8-byte values) that process `pid`
+/// holds, read with the bpf system call through a copy of its descriptor
+/// (`pidfd_getfd`) — no process started, so no record made, as a bpftool
+/// run would. `None`: no such map, or unreadable.
+pub fn bpf_array_u64(pid: u32, name: &str, key: u32) -> Option<u64> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain system calls; each descriptor returned is owned once.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if pidfd < 0 {
+        return None;
+    }
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .ok()?
+        .flatten()
+    {
+        let info = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if !info.lines().any(|l| l.starts_with("map_id:")) {
+            continue;
+        }
+        let Ok(their) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: as above.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), their, 0) };
+        if fd < 0 {
+            continue;
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // BPF_OBJ_GET_INFO_BY_FD (15): struct bpf_map_info, its name at 24.
+        let mut info = [0u8; 96];
+        let mut attr = [0u64; 2];
+        attr[0] = fd.as_raw_fd() as u32 as u64 | ((info.len() as u64) << 32);
+        attr[1] = info.as_mut_ptr() as u64;
+        // SAFETY: `attr` and `info` outlive the call, sized as passed.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, 15, attr.as_mut_ptr(), 16) };
+        let got = &info[24..40];
+        let got = &got[..got.iter().position(|&b| b == 0).unwrap_or(16)];
+        if r != 0 || got != name.as_bytes() {
+            continue;
+        }
+        // BPF_MAP_LOOKUP_ELEM (1): map_fd, key pointer, value pointer, flags.
+        let mut value = 0u64;
+        let attr = [
+            fd.as_raw_fd() as u32 as u64,
+            &key as *const u32 as u64,
+            &mut value as *mut u64 as u64,
+            0,
+        ];
+        // SAFETY: as above.
+        let r = unsafe { libc::syscall(libc::SYS_bpf, 1, attr.as_ptr(), 32) };
+        return (r == 0).then_some(value);
+    }
+    None
 }
 
 /// The bytes of a key or value as bpftool prints them (`["0x61", …]`).

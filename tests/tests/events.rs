@@ -1569,3 +1569,80 @@ fn headers_name_their_thread(attach: &str) {
         );
     }
 }
+
+/// A burst of records that cannot decide anything — a running process's
+/// thread creations and ends — on a ring it fills many times over
+/// (`WATCHER_RING_BYTES`: 256 KiB) well within one bulk period (500 ms),
+/// starting while the reader sleeps with no drain planned: once a quarter
+/// of the ring is unread, the next such record wakes it
+/// (`ring_fill_wake`), and every record is read — none lost. Without that
+/// wakeup the ring overflows before the reader's next drain (about 5,000
+/// of the burst's 8,000 records lost here).
+#[test]
+fn a_burst_of_bulk_records_that_would_overflow_the_ring_wakes_the_reader_first() {
+    if !require_root() {
+        return;
+    }
+    let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    // (The release build: the test build handles a record many times
+    // slower, and would be the bottleneck, not its wakeups. Only losses and
+    // connects written: the counts come from its summary at exit.)
+    let feed = Feed::start_release_with(
+        &[
+            "trace",
+            "--json",
+            "--threads",
+            "--bulk-ms",
+            "500",
+            "--type",
+            "loss,connect",
+        ],
+        &[("WATCHER_RING_BYTES", "262144")],
+    );
+    // 4,000 threads: about 700 KB of records.
+    let n = 4000;
+    let mut work = watcher_tests::spawn_actor(ACTOR, &["threads-on-line", &n.to_string()]);
+    work.value("ready");
+    // The reader asleep with no drain planned (`READER`'s word: nothing came
+    // for two bulk periods — while records come, it re-drains for them on
+    // its own, and a burst then fills no ring this size).
+    watcher_tests::eventually_within(Duration::from_secs(60), "the reader asleep", || {
+        (watcher_tests::bpf_array_u64(feed.pid, "READER", 0)?
+            == watcher_common::wake::READER_ASLEEP)
+            .then_some(())
+    });
+    work.line();
+    assert_eq!(work.num("done"), n);
+    assert!(work.finish().success());
+    // A refused connect wakes the reader, which reads the ring up to it:
+    // every record of the burst before it.
+    let refused = actor(ACTOR, &["connect-refused"]);
+    // (Or a loss: a full ring loses the connect's record too.)
+    feed.wait_for("the refused connect", |v| {
+        (is(v, "connect") && pid_is(v, refused.pid)) || is(v, "loss")
+    });
+    feed.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(feed.wait_exit(), Some(0));
+    let records = feed.records();
+    let lost: Vec<&Value> = records.iter().filter(|v| is(v, "loss")).collect();
+    assert!(lost.is_empty(), "records were lost: {lost:?}");
+    // "watcher: N events in T s (exec …, fork F, …), …, L lost, …"
+    let summary = feed
+        .stderr()
+        .into_iter()
+        .find(|l| l.contains(" events in "))
+        .expect("the summary at exit");
+    let lost = summary
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" lost"))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(lost, Some(0), "{summary}");
+    let forks = summary
+        .split(['(', ',', ')'])
+        .find_map(|p| p.trim().strip_prefix("fork "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(
+        forks.unwrap_or(0) >= n,
+        "every thread's creation read: {summary}"
+    );
+}

@@ -47,9 +47,6 @@ struct Daemon {
     addr: String,
 }
 
-/// The build users run (`$WATCHER_RELEASE_BIN`, the static release binary
-/// `cargo xtask test` builds for the package and the image): what is
-/// measured here is what a host gets. The test build otherwise.
 /// The CPUs' idle share over `span`, from /proc/stat.
 fn idle_share(span: Duration) -> f64 {
     let sample = || -> (u64, u64) {
@@ -89,11 +86,6 @@ fn wait_quiet() {
     }
 }
 
-fn release_bin() -> String {
-    std::env::var("WATCHER_RELEASE_BIN")
-        .unwrap_or_else(|_| watcher_tests::watcher_bin().to_string_lossy().into_owned())
-}
-
 /// `watcher run` with the default settings but for findings and losses on
 /// stdout and a metrics endpoint.
 fn daemon(name: &str) -> Daemon {
@@ -106,7 +98,8 @@ fn daemon(name: &str) -> Daemon {
             dir.join("status.json").display()
         ),
     );
-    let bin = release_bin();
+    // The build users run: what is measured here is what a host gets.
+    let bin = watcher_tests::release_bin().to_string_lossy().into_owned();
     // (WATCHER_HOSTILE_WRAPPER, e.g. "chrt -f 1": to measure watcher under
     // a scheduling policy an operator may give it.)
     let wrapper = std::env::var("WATCHER_HOSTILE_WRAPPER").unwrap_or_default();

@@ -767,7 +767,11 @@ pub struct Config {
     /// `ax`): what the exit-only programs read at the exit tracepoint, where
     /// the kernel has just stored it there.
     pub k_regs_ret: u32,
-    pub _pad_exec: u32,
+    /// Bytes unread in its ring past which a record that cannot decide
+    /// anything wakes a sleeping reader (as a deciding record does; the
+    /// record is not marked deciding): a burst of bulk records must not
+    /// fill the ring while the reader waits out its bulk period. 0: never.
+    pub ring_fill_wake: u32,
 }
 
 impl Config {
@@ -879,7 +883,7 @@ impl Config {
             k_task_cred: OFFSET_NONE,
             k_cred_uid: OFFSET_NONE,
             k_regs_ret: OFFSET_NONE,
-            _pad_exec: 0,
+            ring_fill_wake: 0,
         }
     }
 }

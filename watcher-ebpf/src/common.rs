@@ -1,7 +1,7 @@
 //! Helpers shared by the programs: config access, headers, submit with the reader's wakeups.
 use aya_ebpf::maps::HashMap;
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
         generated::{
@@ -247,6 +247,43 @@ pub fn submit<T>(mut entry: RingBufEntry<Event<T>>, ts: u64, urgent: bool) {
     }
     entry.submit(BPF_RB_NO_WAKEUP as u64);
     if urgent {
+        decided(ts);
+    } else {
+        bulk_submitted(ts);
+    }
+}
+
+/// A record that cannot decide anything was just submitted: when the
+/// reader sleeps and this CPU's ring holds more than `ring_fill_wake`
+/// bytes unread, wake it as a deciding record would — a burst of bulk
+/// records must not fill the ring while the reader waits out its bulk
+/// period. (A plain load of the reader's word first: while it is awake,
+/// nothing more is asked.)
+#[inline(always)]
+pub fn bulk_submitted(ts: u64) {
+    let fill = conf!(ring_fill_wake) as u64;
+    if fill == 0 {
+        return;
+    }
+    let Some(word) = READER.get_ptr(0) else {
+        return;
+    };
+    // SAFETY: the map's value, valid while the program runs.
+    if !wake::wakes(unsafe { core::ptr::read_volatile(word) }) {
+        return;
+    }
+    let avail = BPF_RB_AVAIL_DATA as u64;
+    let unread = match ring_index() {
+        0 => EVENTS.query(avail),
+        1 => EVENTS_1.query(avail),
+        2 => EVENTS_2.query(avail),
+        3 => EVENTS_3.query(avail),
+        4 => EVENTS_4.query(avail),
+        5 => EVENTS_5.query(avail),
+        6 => EVENTS_6.query(avail),
+        _ => EVENTS_7.query(avail),
+    };
+    if unread > fill {
         decided(ts);
     }
 }

@@ -16,9 +16,9 @@ use watcher_common::{
 
 use crate::{
     common::{
-        cgroup_id, conf, count_loss, current_task, decided, emit, forks_decide, kread, lazy_flags,
-        now, output, pid_tgid, read_data_loc_str, read_kernel_str, remember, told, tp_read, wanted,
-        wanted_kind, write_header,
+        bulk_submitted, cgroup_id, conf, count_loss, current_task, decided, emit, forks_decide,
+        kread, lazy_flags, now, output, pid_tgid, read_data_loc_str, read_kernel_str, remember,
+        told, tp_read, wanted, wanted_kind, write_header,
     },
     maps::{
         ForkRate, PendingWaitid, EXEC_CROWD, EXEC_LIVE, EXEC_SCRATCH, EXEC_WAKE, EXITED,
@@ -175,8 +175,12 @@ fn exec(old_pid: i32, filename: impl FnOnce(&mut [u8]) -> u32) -> Option<()> {
         } else {
             lazy_flags(ts)
         };
-        if output(EventKind::Exec, bytes, flags) && urgent {
-            decided(ts);
+        if output(EventKind::Exec, bytes, flags) {
+            if urgent {
+                decided(ts);
+            } else if flags == BPF_RB_NO_WAKEUP as u64 {
+                bulk_submitted(ts);
+            }
         }
     }
     Some(())

@@ -752,6 +752,19 @@ fn main() {
             let t = std::thread::spawn(|| unsafe { libc::gettid() });
             say("tid", t.join().expect("join"));
         }
+        "threads-on-line" => {
+            // threads-on-line N: say `ready`, wait for a line on stdin, then
+            // N threads one after another, each started and joined (a burst
+            // from a process already running: no exec to wake anyone).
+            let n: u32 = arg(2).parse().expect("n");
+            say("ready", 1);
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            for _ in 0..n {
+                std::thread::spawn(|| ()).join().expect("join");
+            }
+            say("done", n);
+        }
         "threads" => {
             // threads N: N threads, one after another, each started and joined.
             let n: u32 = arg(2).parse().expect("n");

@@ -140,6 +140,25 @@ pub(crate) const BTF_MEMBERS: [(&str, &str, u32, Slot); 33] = [
     ("cred", "uid.val", 4, |c| &mut c.k_cred_uid),
 ];
 
+/// The size of each ring: `asked` (`--ring-mib`), or `WATCHER_RING_BYTES`
+/// when it is a power of two of at least a page — a developer's knob, for
+/// the tests that fill a ring smaller than `--ring-mib` offers.
+fn ring_bytes(asked: u32) -> u32 {
+    std::env::var("WATCHER_RING_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|b| b.is_power_of_two() && *b >= 4096)
+        .unwrap_or(asked)
+}
+
+/// Bytes unread in a ring past which a bulk record wakes a sleeping reader:
+/// a quarter of the ring. The reader is then woken with three quarters
+/// still free, what a burst at this machine's highest rates fills in tens
+/// of milliseconds even on the smallest ring (`--ring-mib 1`).
+pub(crate) fn ring_fill_wake(ring_bytes: u32) -> u32 {
+    ring_bytes / 4
+}
+
 /// Possible CPUs (CPU numbers go up to this minus one).
 fn possible_cpus() -> u32 {
     aya::util::nr_cpus().map(|n| n as u32).unwrap_or(1).max(1)
@@ -1000,6 +1019,7 @@ pub(crate) fn check_pid_namespace() -> Result<(), SetupError> {
 
 /// Check privileges, mount tracefs if needed, read offsets, load and attach every program.
 pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
+    let ring_bytes = ring_bytes(opts.ring_bytes);
     check_pid_namespace()?;
     check_privileges()?;
     let tracefs_root = tracefs::ensure_mounted()?;
@@ -1012,6 +1032,7 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     config.ring_cpus = ring_cpus;
     config.threads = opts.threads as u32;
     config.args_cap = opts.args_bytes.min(watcher_common::ARGS_MAX as u32);
+    config.ring_fill_wake = ring_fill_wake(ring_bytes);
 
     // RLIMIT_MEMLOCK: not needed on kernels that charge BPF memory to the
     // cgroup (5.11+), and raising it can fail (EPERM); try, never fail on it.
@@ -1029,7 +1050,7 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
     loader.override_global(GLOBAL_CONFIG, &config, true);
     for (i, name) in MAP_RINGS.iter().enumerate() {
         // Rings the layout does not use: one page each.
-        loader.map_max_entries(name, if i < rings { opts.ring_bytes } else { 4096 });
+        loader.map_max_entries(name, if i < rings { ring_bytes } else { 4096 });
     }
     for t in KernelTable::ALL {
         loader.map_max_entries(t.map_name(), opts.table_capacity(t));
@@ -1190,7 +1211,7 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
         ebpf,
         events,
         lost,
-        ring_bytes: opts.ring_bytes,
+        ring_bytes,
         config,
         tables,
         tracefs: tracefs_root,
