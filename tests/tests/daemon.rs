@@ -328,8 +328,11 @@ fn a_stalled_stdout_drops_for_itself_and_never_holds_up_the_file() {
     let dir = temp_dir("stalled-stdout");
     let port = free_port();
     let feed_file = dir.join("feed.ndjson");
+    // (A queue of 1,024: the file sink takes each drain's records in one
+    // go — fork-fast's ~150 in a 50 ms bulk period — and must not drop
+    // them while stdout, stalled, fills its own.)
     let config = format!(
-        "[feed]\ntypes = [\"all\"]\nstdout = true\nfile = \"{}\"\nsink_queue = 64\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n",
+        "[feed]\ntypes = [\"all\"]\nstdout = true\nfile = \"{}\"\nsink_queue = 1024\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n[health]\nstatus_file = \"{}\"\n",
         feed_file.display(),
         dir.join("status.json").display()
     );
@@ -341,7 +344,7 @@ fn a_stalled_stdout_drops_for_itself_and_never_holds_up_the_file() {
     let dropped = |m: &str, sink: &str| {
         metric(m, &format!("watcher_sink_dropped_total{{sink=\"{sink}\"}}")).unwrap_or(0.0)
     };
-    // Records until stdout's pipe (64 KiB) and its queue (64) are full
+    // Records until stdout's pipe (64 KiB) and its queue (1,024) are full
     // (three per child: fork, exit, reap; ~300 fill the pipe).
     let mut m = scrape(&addr);
     for _ in 0..10 {
