@@ -98,19 +98,51 @@ fn ring_index() -> u32 {
     }
 }
 
+/// `$e` with `$ring` this CPU's ring ([`ring_index`]): one arm per ring,
+/// each naming its map, as the verifier needs a map it knows at each call.
+macro_rules! on_this_ring {
+    ($ring:ident => $e:expr) => {
+        match ring_index() {
+            0 => {
+                let $ring = &EVENTS;
+                $e
+            }
+            1 => {
+                let $ring = &EVENTS_1;
+                $e
+            }
+            2 => {
+                let $ring = &EVENTS_2;
+                $e
+            }
+            3 => {
+                let $ring = &EVENTS_3;
+                $e
+            }
+            4 => {
+                let $ring = &EVENTS_4;
+                $e
+            }
+            5 => {
+                let $ring = &EVENTS_5;
+                $e
+            }
+            6 => {
+                let $ring = &EVENTS_6;
+                $e
+            }
+            _ => {
+                let $ring = &EVENTS_7;
+                $e
+            }
+        }
+    };
+}
+
 /// Reserve a record of type `Event<T>`; on failure count it as lost for `kind`.
 #[inline(always)]
 pub fn reserve<T: 'static>(kind: EventKind) -> Option<RingBufEntry<Event<T>>> {
-    let entry = match ring_index() {
-        0 => EVENTS.reserve::<Event<T>>(0),
-        1 => EVENTS_1.reserve::<Event<T>>(0),
-        2 => EVENTS_2.reserve::<Event<T>>(0),
-        3 => EVENTS_3.reserve::<Event<T>>(0),
-        4 => EVENTS_4.reserve::<Event<T>>(0),
-        5 => EVENTS_5.reserve::<Event<T>>(0),
-        6 => EVENTS_6.reserve::<Event<T>>(0),
-        _ => EVENTS_7.reserve::<Event<T>>(0),
-    };
+    let entry = on_this_ring!(ring => ring.reserve::<Event<T>>(0));
     match entry {
         Some(e) => Some(e),
         None => {
@@ -273,16 +305,7 @@ pub fn bulk_submitted(ts: u64) {
         return;
     }
     let avail = BPF_RB_AVAIL_DATA as u64;
-    let unread = match ring_index() {
-        0 => EVENTS.query(avail),
-        1 => EVENTS_1.query(avail),
-        2 => EVENTS_2.query(avail),
-        3 => EVENTS_3.query(avail),
-        4 => EVENTS_4.query(avail),
-        5 => EVENTS_5.query(avail),
-        6 => EVENTS_6.query(avail),
-        _ => EVENTS_7.query(avail),
-    };
+    let unread = on_this_ring!(ring => ring.query(avail));
     if unread > fill {
         decided(ts);
     }
@@ -329,16 +352,7 @@ pub fn forks_decide(ts: u64) -> bool {
 #[inline(always)]
 fn nudge(ts: u64) {
     let force = BPF_RB_FORCE_WAKEUP as u64;
-    let entry = match ring_index() {
-        0 => EVENTS.reserve::<u64>(0),
-        1 => EVENTS_1.reserve::<u64>(0),
-        2 => EVENTS_2.reserve::<u64>(0),
-        3 => EVENTS_3.reserve::<u64>(0),
-        4 => EVENTS_4.reserve::<u64>(0),
-        5 => EVENTS_5.reserve::<u64>(0),
-        6 => EVENTS_6.reserve::<u64>(0),
-        _ => EVENTS_7.reserve::<u64>(0),
-    };
+    let entry = on_this_ring!(ring => ring.reserve::<u64>(0));
     // (A full ring: the reader has plenty to read and its bulk period comes.)
     if let Some(e) = entry {
         e.discard(force);
@@ -387,16 +401,7 @@ pub fn lazy_flags(ts: u64) -> u64 {
 /// failure count it as lost for `kind`. Whether it was written.
 #[inline(always)]
 pub fn output(kind: EventKind, bytes: &[u8], flags: u64) -> bool {
-    let r = match ring_index() {
-        0 => EVENTS.output::<[u8]>(bytes, flags),
-        1 => EVENTS_1.output::<[u8]>(bytes, flags),
-        2 => EVENTS_2.output::<[u8]>(bytes, flags),
-        3 => EVENTS_3.output::<[u8]>(bytes, flags),
-        4 => EVENTS_4.output::<[u8]>(bytes, flags),
-        5 => EVENTS_5.output::<[u8]>(bytes, flags),
-        6 => EVENTS_6.output::<[u8]>(bytes, flags),
-        _ => EVENTS_7.output::<[u8]>(bytes, flags),
-    };
+    let r = on_this_ring!(ring => ring.output::<[u8]>(bytes, flags));
     if r.is_err() {
         count_loss(kind as u32);
     }

@@ -403,12 +403,18 @@ pub fn run(
         tally: Tally::default(),
     };
     let mut second_at = Clock::mono_now() + SECOND_NS;
+    // The deadline whose backlog was read ahead of it (0: none).
+    let mut read_ahead_for = 0u64;
     loop {
         // The earliest time a source wants a turn without a wakeup.
         let now = Clock::mono_now();
         let mut until = reader.next_due().min(second_at);
         if let Some(d) = lp.engine.next_deadline() {
-            until = until.min(d);
+            until = until.min(if read_ahead_for == d {
+                d
+            } else {
+                d.saturating_sub(DEADLINE_LEAD_NS)
+            });
         }
         if let Some(d) = lp.names.deadline() {
             let left = d.saturating_duration_since(Instant::now());
@@ -469,6 +475,16 @@ pub fn run(
             }
             lp.drain_all(&mut reader)?;
             lp.on_drained();
+        } else if let Some(d) = lp
+            .engine
+            .next_deadline()
+            .filter(|&d| d != read_ahead_for && d.saturating_sub(DEADLINE_LEAD_NS) <= now)
+        {
+            // Shortly before a deadline: the rings' backlog (up to a bulk
+            // period of records) read now, so that at the deadline only
+            // what came since is left to read before its verdict.
+            lp.drain_all(&mut reader)?;
+            read_ahead_for = d;
         }
         lp.end_turn()?;
         // (A fork bomb about to be decided: its forks wake the reader. The
@@ -483,6 +499,12 @@ pub fn run(
 
 /// The second's work comes this often.
 const SECOND_NS: u64 = 1_000_000_000;
+/// How long before a deadline (a zombie's age, a quiet window) the rings'
+/// backlog is read: bulk records wait up to a bulk period (50 ms by
+/// default) in them, and reading and handling that many at the deadline
+/// itself came before its finding (a zombie's line 4.3 ms after its
+/// deadline at p99 under a fork loop and a build, 0.3 ms with 10 ms).
+const DEADLINE_LEAD_NS: u64 = 5_000_000;
 /// Late socket-table answers are looked for this often while some are on their way.
 const LATE_LOOK_NS: u64 = 2_000_000;
 
