@@ -69,7 +69,7 @@ pub struct KernelArgs {
     #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub wakeup_us: u64,
     /// Records that cannot decide a finding (forks, reaps, clean exits…) never wake the reader: it drains them every this many milliseconds (every millisecond while records pile up, backing off to this on a trickle; up to four times this on a quiet host). A burst that fills a quarter of a ring wakes the reader before its time.
-    #[arg(long, value_name = "MS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub bulk_ms: u64,
     /// Ring buffer size in MiB (a power of two), per ring.
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]

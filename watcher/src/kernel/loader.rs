@@ -227,7 +227,7 @@ impl Default for LoadOptions {
             ring_cpus: 0,
             threads: false,
             table_entries: None,
-            bulk_period: std::time::Duration::from_millis(50),
+            bulk_period: std::time::Duration::from_millis(10),
             args_bytes: watcher_common::ARGS_CAP_DEFAULT,
         }
     }

@@ -234,8 +234,8 @@ fn next_linger(cur: u64, base: u64, most: u64, n: usize, batch: usize, fresh: bo
 }
 
 /// On a quiet host the bulk period grows to at most this many times the
-/// configured one (200 ms at the default 50): an idle daemon wakes a few times
-/// a second, not 20.
+/// configured one (40 ms at the default 10): an idle daemon wakes ~25 times
+/// a second, not 100.
 const TICK_BACKOFF: u64 = 4;
 
 /// The interval to the next bulk-period drain: the configured one when
