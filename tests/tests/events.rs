@@ -1497,7 +1497,8 @@ fn every_records_header_names_the_thread_that_made_it_however_its_program_reads_
 }
 
 fn headers_name_their_thread(attach: &str) {
-    use watcher_common::EventKind;
+    use core::mem::{offset_of, size_of};
+    use watcher_common::{EventKind, Header, COMM_LEN};
     let dir = watcher_tests::temp_dir("headers");
     let rec = dir.join("records.rec");
     let feed = Feed::start_with(
@@ -1528,13 +1529,13 @@ fn headers_name_their_thread(attach: &str) {
         let len = u32_at(rest, 0) as usize;
         let Some(r) = rest.get(4..4 + len) else { break };
         rest = &rest[4 + len..];
-        // The header (watcher_common::Header): kind, size, ts, pid, tgid, uid, flags, comm.
-        if r.len() < 48 || u32_at(r, 20) != run.pid {
+        // The header, as the wire definition lays it out.
+        if r.len() < size_of::<Header>() || u32_at(r, offset_of!(Header, tgid)) != run.pid {
             continue;
         }
-        let kind = u32_at(r, 0);
-        let comm = &r[32..48];
-        let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(16)];
+        let kind = u32_at(r, offset_of!(Header, kind));
+        let comm = &r[offset_of!(Header, comm)..][..COMM_LEN];
+        let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN)];
         seen.push(kind);
         if [
             EventKind::Bind,
@@ -1547,8 +1548,8 @@ fn headers_name_their_thread(attach: &str) {
         {
             assert_eq!(
                 (
-                    u32_at(r, 16),
-                    u32_at(r, 24),
+                    u32_at(r, offset_of!(Header, pid)),
+                    u32_at(r, offset_of!(Header, uid)),
                     String::from_utf8_lossy(comm).as_ref()
                 ),
                 (tid, 65534, name),

@@ -199,6 +199,14 @@ pub fn current_task_btf() -> *const u8 {
     unsafe { bpf_get_current_task_btf() as *const u8 }
 }
 
+/// The process (tgid) of `task`, the current task typed by BTF
+/// ([`current_task_btf`]): a plain load.
+#[inline(always)]
+pub fn task_tgid(task: *const u8) -> u32 {
+    // SAFETY: typed by BTF, the load checked by the verifier.
+    unsafe { bread(task, conf!(k_task_tgid)) }
+}
+
 /// The same as [`write_header`] by plain loads from `task`, the current
 /// task typed by BTF ([`current_task_btf`]): no helper call, where
 /// [`write_header`] makes three (pid and tgid, uid, name), each a call
@@ -214,7 +222,7 @@ pub unsafe fn write_header_typed<T>(h: *mut Header, kind: EventKind, ts: u64, ta
     (*h).size = core::mem::size_of::<Event<T>>() as u32;
     (*h).ts_ns = ts;
     (*h).pid = bread(task, conf!(k_task_pid));
-    (*h).tgid = bread(task, conf!(k_task_tgid));
+    (*h).tgid = task_tgid(task);
     // The real uid of the task's credentials, as `bpf_get_current_uid_gid`
     // gives it (the initial namespace's view: the kernel's own number).
     let cred: *const u8 = bread(task, conf!(k_task_cred));
@@ -245,8 +253,10 @@ pub fn emit_typed<T: 'static>(task: *const u8, kind: EventKind, ts: u64, urgent:
     emit_as::<T, true>(task, kind, ts, urgent, data)
 }
 
+/// [`emit`] (`TYPED`: [`emit_typed`], from `task`; null otherwise), for a
+/// caller that is itself generic over whether it has the typed task.
 #[inline(always)]
-fn emit_as<T: 'static, const TYPED: bool>(
+pub fn emit_as<T: 'static, const TYPED: bool>(
     task: *const u8,
     kind: EventKind,
     ts: u64,

@@ -14,8 +14,8 @@ use watcher_common::{
 
 use crate::{
     common::{
-        bread, conf, current_task, current_task_btf, emit, emit_typed, kread, now, pid_tgid,
-        remember, sk_netns, sk_netns_typed, tp_read, wanted, wanted_kind,
+        bread, conf, current_task, current_task_btf, emit, emit_as, emit_typed, kread, now,
+        pid_tgid, remember, sk_netns, sk_netns_typed, task_tgid, tp_read, wanted, wanted_kind,
     },
     maps::{PendingSock, BOUND, PENDING_SOCK},
 };
@@ -223,11 +223,7 @@ fn send_sock_call<const TYPED: bool>(task: *const u8, kind: EventKind, p: Pendin
         skaddr,
         inode,
     };
-    if TYPED {
-        emit_typed(task, kind, now(), urgent, data);
-    } else {
-        emit(kind, now(), urgent, data);
-    }
+    emit_as::<_, TYPED>(task, kind, now(), urgent, data);
 }
 
 /// fexit of `int __sys_bind(int fd, struct sockaddr __user *umyaddr, int
@@ -256,9 +252,13 @@ fn sock_call_fexit(ctx: &FExitContext, kind: EventKind) {
     // (The return value follows the three arguments.)
     let ret: i32 = ctx.arg(3);
     let task = current_task_btf();
-    // SAFETY: typed by BTF, the load checked by the verifier.
-    let tgid: u32 = unsafe { bread(task, conf!(k_task_tgid)) };
-    if let Some(p) = sockaddr(kind, tgid, fd as i64 as u64, addr, len as i64 as u64) {
+    if let Some(p) = sockaddr(
+        kind,
+        task_tgid(task),
+        fd as i64 as u64,
+        addr,
+        len as i64 as u64,
+    ) {
         send_sock_call::<true>(task, kind, p, ret as i64);
     }
 }
@@ -299,11 +299,9 @@ fn exit_regs(kind: EventKind) -> Option<()> {
         reg(conf!(k_regs_arg2)),
     );
     // (`int fd` and `int addrlen`: the registers' low halves, as the call takes them.)
-    // SAFETY: typed by BTF, the load checked by the verifier.
-    let tgid: u32 = unsafe { bread(task, conf!(k_task_tgid)) };
     let p = sockaddr(
         kind,
-        tgid,
+        task_tgid(task),
         fd as i32 as i64 as u64,
         addr,
         len as i32 as i64 as u64,

@@ -392,37 +392,30 @@ pub(crate) const EXIT_ONLY: [ExitOnly; 2] = [
 ];
 
 /// The registers holding a system call's first three arguments in `struct
-/// pt_regs` (x86-64's calling convention for system calls); on other
-/// architectures the exit-only programs are not used.
+/// pt_regs` (x86-64's calling convention for system calls), then the one
+/// it returns its value in, where the kernel has stored it when the exit
+/// tracepoint runs; on other architectures the exit-only programs are not
+/// used.
 #[cfg(target_arch = "x86_64")]
-const SYSCALL_ARG_REGS: [&str; 3] = ["di", "si", "dx"];
+const SYSCALL_REGS: [&str; 4] = ["di", "si", "dx", "ax"];
 #[cfg(not(target_arch = "x86_64"))]
-const SYSCALL_ARG_REGS: [&str; 0] = [];
+const SYSCALL_REGS: [&str; 0] = [];
 
-/// The register a system call returns its value in (x86-64: `ax`), where
-/// the kernel has stored it when the exit tracepoint runs.
-const SYSCALL_RET_REG: &str = "ax";
-
-/// Where the registers of [`SYSCALL_ARG_REGS`] are in this kernel's `struct
+/// Where the registers of [`SYSCALL_REGS`] are in this kernel's `struct
 /// pt_regs` (the exit-only programs read them); none when BTF lacks one.
 pub(crate) fn regs_layout(btf: &Btf, c: &mut Config) -> Result<(), String> {
-    let mut offs = [watcher_common::OFFSET_NONE; 3];
-    if SYSCALL_ARG_REGS.len() != 3 {
+    let mut offs = [watcher_common::OFFSET_NONE; 4];
+    if SYSCALL_REGS.len() != 4 {
         return Err("not on this architecture".into());
     }
-    for (i, reg) in SYSCALL_ARG_REGS.iter().enumerate() {
+    for (i, reg) in SYSCALL_REGS.iter().enumerate() {
         match btf.member("pt_regs", reg) {
             Ok((off, Some(8))) => offs[i] = off,
             Ok(_) => return Err(format!("pt_regs.{reg} is not 8 bytes")),
             Err(e) => return Err(e.to_string()),
         }
     }
-    match btf.member("pt_regs", SYSCALL_RET_REG) {
-        Ok((off, Some(8))) => c.k_regs_ret = off,
-        Ok(_) => return Err(format!("pt_regs.{SYSCALL_RET_REG} is not 8 bytes")),
-        Err(e) => return Err(e.to_string()),
-    }
-    [c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2] = offs;
+    [c.k_regs_arg0, c.k_regs_arg1, c.k_regs_arg2, c.k_regs_ret] = offs;
     Ok(())
 }
 

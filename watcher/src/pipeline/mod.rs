@@ -410,11 +410,7 @@ pub fn run(
         let now = Clock::mono_now();
         let mut until = reader.next_due().min(second_at);
         if let Some(d) = lp.engine.next_deadline() {
-            until = until.min(if read_ahead_for == d {
-                d
-            } else {
-                d.saturating_sub(DEADLINE_LEAD_NS)
-            });
+            until = until.min(deadline_turn(d, read_ahead_for));
         }
         if let Some(d) = lp.names.deadline() {
             let left = d.saturating_duration_since(Instant::now());
@@ -478,7 +474,7 @@ pub fn run(
         } else if let Some(d) = lp
             .engine
             .next_deadline()
-            .filter(|&d| d != read_ahead_for && d.saturating_sub(DEADLINE_LEAD_NS) <= now)
+            .filter(|&d| deadline_turn(d, read_ahead_for) <= now)
         {
             // Shortly before a deadline: the rings' backlog (up to a bulk
             // period of records) read now, so that at the deadline only
@@ -505,6 +501,17 @@ const SECOND_NS: u64 = 1_000_000_000;
 /// finding (with `--bulk-ms 50`, a zombie's line 4.3 ms after its deadline
 /// at p99 under a fork loop and a build; 0.25 ms with this read-ahead).
 const DEADLINE_LEAD_NS: u64 = 5_000_000;
+
+/// When the loop wants its turn for the deadline `d`: [`DEADLINE_LEAD_NS`]
+/// before it to read the backlog, and at it once that was done
+/// (`read_ahead_for == d`).
+fn deadline_turn(d: u64, read_ahead_for: u64) -> u64 {
+    if read_ahead_for == d {
+        d
+    } else {
+        d.saturating_sub(DEADLINE_LEAD_NS)
+    }
+}
 /// Late socket-table answers are looked for this often while some are on their way.
 const LATE_LOOK_NS: u64 = 2_000_000;
 
