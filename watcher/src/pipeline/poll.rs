@@ -72,7 +72,7 @@ impl Poll {
         ns: Option<u64>,
     ) -> Option<std::io::Result<usize>> {
         let ts = ns.map(|ns| libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_sec: (ns / 1_000_000_000) as _,
             tv_nsec: (ns % 1_000_000_000) as libc::c_long,
         });
         let tsp = ts
