@@ -1524,11 +1524,7 @@ fn headers_name_their_thread(attach: &str) {
     let u32_at =
         |r: &[u8], at: usize| u32::from_le_bytes(r[at..at + 4].try_into().expect("4 bytes"));
     let mut seen = Vec::new();
-    let mut rest = &bytes[..];
-    while rest.len() >= 4 {
-        let len = u32_at(rest, 0) as usize;
-        let Some(r) = rest.get(4..4 + len) else { break };
-        rest = &rest[4 + len..];
+    for r in watcher::kernel::decode::read_recording(&bytes) {
         // The header, as the wire definition lays it out.
         if r.len() < size_of::<Header>() || u32_at(r, offset_of!(Header, tgid)) != run.pid {
             continue;
