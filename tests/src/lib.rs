@@ -608,7 +608,13 @@ pub struct Running {
 impl Running {
     /// Wait (with a deadline) until the actor prints `key=…`.
     pub fn value(&mut self, key: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
+        self.value_within(key, DEADLINE)
+    }
+
+    /// [`Running::value`] with a deadline of its own (work that takes long
+    /// in a slow guest).
+    pub fn value_within(&mut self, key: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         while !self.values.contains_key(key) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -618,7 +624,7 @@ impl Running {
                     }
                 }
                 Err(_) => panic!(
-                    "actor {} printed no `{key}` within {DEADLINE:?}: {:?}",
+                    "actor {} printed no `{key}` within {limit:?}: {:?}",
                     self.pid, self.values
                 ),
             }
