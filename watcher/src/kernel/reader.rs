@@ -220,18 +220,60 @@ fn tick_due(now: u64, tick_at: u64, linger_at: u64, linger_cur: u64) -> bool {
 }
 
 /// The interval to the next linger re-drain after one that found `n`
-/// records (`batch` at most per ring: a whole batch is records piling up);
-/// `cur` the interval so far, `base` the configured one, `most` the bulk
-/// period (a trickle's records wait at most that, as after a quiet spell);
-/// `fresh`: the first records after a quiet spell (a burst may follow: a
-/// program's first instances, read in time for its later ones to be urgent).
-fn next_linger(cur: u64, base: u64, most: u64, n: usize, batch: usize, fresh: bool) -> u64 {
+/// records (`batch` at most per ring: a whole batch is records piling up)
+/// over the `since` ns after the drain before it; `cur` the interval so
+/// far, `base` the configured one, `most` the bulk period (a trickle's
+/// records wait at most that, as after a quiet spell); `fresh`: the first
+/// records after a quiet spell (a burst may follow: a program's first
+/// instances, read in time for its later ones to be urgent).
+///
+/// A flow — [`FLOW_MIN`] records or more a bulk period, fewer than a batch
+/// — is read in turns of about [`FLOW_TURN`] records, up to [`FLOW_STRETCH`]
+/// bulk periods apart: a turn's fixed cost (the wakeup, caches the idle
+/// CPU lost) was half of an exec flood's ~2 µs per event at ~60 records a
+/// turn. A faster flow fills its turns within the bulk period and is read
+/// as before; a slower one (a fork storm's thousand forks a second: ~30
+/// records a bulk period) is a trickle, its backlog small when a deciding
+/// record comes.
+fn next_linger(
+    cur: u64,
+    base: u64,
+    most: u64,
+    n: usize,
+    batch: usize,
+    fresh: bool,
+    since: u64,
+) -> u64 {
     if fresh || n >= batch {
-        base
-    } else {
-        (cur * 2).min(most.max(base))
+        return base;
     }
+    let trickle = (cur * 2).min(most.max(base));
+    // (A drain right after another, woken by a deciding record, finds too
+    // few to tell a rate: the interval so far, if it was stretched.)
+    if n < FLOW_SAMPLE {
+        return if cur > most && since < most {
+            cur
+        } else {
+            trickle
+        };
+    }
+    let (n, since) = (n as u64, since.max(1));
+    if n * most < FLOW_MIN * since {
+        return trickle;
+    }
+    let turn = (FLOW_TURN * since / n).min(most * FLOW_STRETCH);
+    trickle.max(turn)
 }
+
+/// A flow: at least this many records a bulk period ([`next_linger`]).
+const FLOW_MIN: u64 = 48;
+/// A flow's turns carry about this many records (a deciding record's drain
+/// reads at most about as many before it: ~0.3 ms of exec records).
+const FLOW_TURN: u64 = 256;
+/// A flow's turns come at most this many bulk periods apart.
+const FLOW_STRETCH: u64 = 4;
+/// A drain that found fewer records than this tells no rate.
+const FLOW_SAMPLE: usize = 16;
 
 /// On a quiet host the bulk period grows to at most this many times the
 /// configured one (40 ms at the default 10): an idle daemon wakes ~25 times
@@ -276,8 +318,10 @@ struct Linger {
     at: u64,
     /// The interval to it: `base` after the first records of a burst or a
     /// drain that found records piling up, doubling (up to `most`) while
-    /// drains find only a few.
+    /// drains find only a few; longer for a flow ([`next_linger`]).
     cur: u64,
+    /// When the reader last drained.
+    drained_at: u64,
 }
 
 impl Linger {
@@ -290,26 +334,32 @@ impl Linger {
             found_at: now.saturating_sub(window),
             at: 0,
             cur: base,
+            drained_at: now,
         }
     }
 
     /// A drain at `now` found `n` records (`batch` at most per ring).
     fn drained(&mut self, now: u64, n: usize, batch: usize) {
-        // The first records after a quiet spell (a burst may follow).
-        let fresh = n > 0 && now.saturating_sub(self.found_at) >= self.window;
+        // The first records after a quiet spell (a burst may follow): a gap
+        // of the window, or of two intervals of a flow read in longer turns.
+        let window = self.window.max(2 * self.cur);
+        let fresh = n > 0 && now.saturating_sub(self.found_at) >= window;
         if n > 0 {
             self.found_at = now;
         }
         // A wakeup costs as much as handling tens of records: a steady
-        // trickle (accepted connects, a fork loop, an exec flood) is read
-        // every bulk period, not every millisecond; records piling up, or
-        // the first after a quiet spell, bring the interval back to one.
-        self.cur = next_linger(self.cur, self.base, self.most, n, batch, fresh);
+        // trickle is read every bulk period, not every millisecond, and a
+        // flow (accepted connects, an exec flood) in turns of a few hundred
+        // records; records piling up, or the first after a quiet spell,
+        // bring the interval back to one.
+        let since = now.saturating_sub(self.drained_at);
+        self.drained_at = now;
+        self.cur = next_linger(self.cur, self.base, self.most, n, batch, fresh, since);
         // Re-drain one interval from now while records have come within
         // the window: a trickle of bulk records (a fork storm's forks, one
         // a millisecond) is read within the bulk period; then the reader
         // sleeps until a wakeup or the (backed-off) bulk period.
-        self.at = if now.saturating_sub(self.found_at) < self.window {
+        self.at = if now.saturating_sub(self.found_at) < window {
             now + self.cur
         } else {
             0
@@ -377,7 +427,13 @@ impl Reader {
     pub(crate) fn next_due(&self) -> u64 {
         let mut due = self.tick_at;
         if self.linger.at != 0 {
-            due = due.min(self.linger.at);
+            // (A flow read in turns longer than the bulk period: its
+            // re-drains do the period's work, `tick_due`.)
+            due = if self.linger.cur > self.tick_ns {
+                self.linger.at
+            } else {
+                due.min(self.linger.at)
+            };
         }
         if let Some(u) = self.urgency.due() {
             due = due.min(u);
@@ -492,23 +548,91 @@ mod tests {
     fn the_linger_backs_off_on_a_trickle_and_comes_back_when_records_pile_up_or_follow_a_quiet_spell(
     ) {
         let ms = 1_000_000;
-        // A trickle: 2, 4, 8 ms, and no further than the bulk period (10).
+        // A trickle (20 records in 10 ms): 2, 4, 8 ms, and no further than
+        // the bulk period (10).
         let mut cur = ms;
         let mut seen = Vec::new();
         for _ in 0..5 {
-            cur = next_linger(cur, ms, 10 * ms, 20, 1024, false);
+            cur = next_linger(cur, ms, 10 * ms, 20, 1024, false, 10 * ms);
             seen.push(cur / ms);
         }
         assert_eq!(seen, vec![2, 4, 8, 10, 10]);
         // Half a batch found (50,000 records a second read every 10 ms):
         // a trickle still.
-        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 512, 1024, false), 10 * ms);
+        assert_eq!(
+            next_linger(8 * ms, ms, 10 * ms, 512, 1024, false, 8 * ms),
+            10 * ms
+        );
         // A whole batch: records pile up, back to the configured interval.
-        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 1024, 1024, false), ms);
+        assert_eq!(
+            next_linger(8 * ms, ms, 10 * ms, 1024, 1024, false, 8 * ms),
+            ms
+        );
         // The first records after a quiet spell (a burst may follow): back at once.
-        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 1, 1024, true), ms);
+        assert_eq!(next_linger(8 * ms, ms, 10 * ms, 1, 1024, true, 50 * ms), ms);
         // A bulk period shorter than the interval: the interval.
-        assert_eq!(next_linger(ms, ms, ms / 2, 1, 1024, false), ms);
+        assert_eq!(next_linger(ms, ms, ms / 2, 1, 1024, false, ms), ms);
+    }
+
+    #[test]
+    fn a_flow_is_read_in_turns_of_a_few_hundred_records_and_a_trickle_every_bulk_period() {
+        let ms = 1_000_000;
+        let next = |cur, n, since| next_linger(cur, ms, 10 * ms, n, 1024, false, since);
+        // An exec flood (90 records in 10 ms): turns of ~256 records, 28 ms apart.
+        assert_eq!(next(10 * ms, 90, 10 * ms), 256 * 10 * ms / 90);
+        // It stays there: the next turn finds ~256.
+        let cur = next(10 * ms, 90, 10 * ms);
+        assert_eq!(next(cur, 256, cur), cur);
+        // A slower flow (50 in 10 ms): four bulk periods at most.
+        assert_eq!(next(10 * ms, 50, 10 * ms), 40 * ms);
+        // A fast one (a fork loop, 500 in 10 ms) fills its turns within the
+        // bulk period: read every bulk period, as before.
+        assert_eq!(next(10 * ms, 500, 10 * ms), 10 * ms);
+        // A fork storm's thousand forks a second (30 records in 10 ms) is a
+        // trickle: a deciding fork's drain reads little before it.
+        assert_eq!(next(10 * ms, 30, 10 * ms), 10 * ms);
+        // A flow that stops: a few records over a stretched interval, back
+        // to the bulk period.
+        assert_eq!(next(28 * ms, 3, 28 * ms), 10 * ms);
+        // A drain woken by a deciding record a millisecond after the last
+        // tells no rate: the stretched interval stays.
+        assert_eq!(next(28 * ms, 3, ms), 28 * ms);
+        // Records piling up (a whole batch): the configured interval.
+        assert_eq!(
+            next_linger(28 * ms, ms, 10 * ms, 1024, 1024, false, 28 * ms),
+            ms
+        );
+    }
+
+    #[test]
+    fn a_flow_read_in_long_turns_is_not_taken_for_a_new_burst_at_each_turn() {
+        let ms = 1_000_000;
+        let mut l = Linger::new(ms, 10 * ms, 0);
+        // 9 records a millisecond, drained as the reader plans.
+        let mut now = 100 * ms;
+        l.drained(now, 9, 1024);
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            let next = l.at;
+            let n = ((next - now) / ms * 9) as usize;
+            now = next;
+            l.drained(now, n, 1024);
+            seen.push(l.cur / ms);
+        }
+        // 2 ms (9 records tell no rate), then turns of ~256 records (28 ms)
+        // — never back to 1 ms as the first records after a quiet spell.
+        assert_eq!(seen[0], 2);
+        assert!(
+            seen[1..].iter().all(|&c| (27..=29).contains(&c)),
+            "{seen:?}"
+        );
+        // The flow stops: the re-drains stop after two intervals.
+        let last = now;
+        while l.at != 0 {
+            now = l.at;
+            l.drained(now, 0, 1024);
+        }
+        assert!(now - last < 100 * ms);
     }
 
     #[test]
@@ -524,11 +648,11 @@ mod tests {
         let mut l = Linger::new(linger, tick, 0);
         let mut now = 100 * ms;
         let mut seen = Vec::new();
-        l.drained(now, 20, 1024);
+        l.drained(now, 5, 1024);
         for _ in 0..8 {
             assert!(l.at > now, "a re-drain is planned");
             now = l.at;
-            l.drained(now, 20, 1024);
+            l.drained(now, 5, 1024);
             seen.push(l.cur / ms);
         }
         assert_eq!(seen, vec![2, 4, 8, 10, 10, 10, 10, 10]);
