@@ -266,7 +266,7 @@ fn next_linger(
 }
 
 /// A flow: at least this many records a bulk period ([`next_linger`]).
-const FLOW_MIN: u64 = 48;
+const FLOW_MIN: u64 = 64;
 /// A flow's turns carry about this many records (a deciding record's drain
 /// reads at most about as many before it: ~0.3 ms of exec records).
 const FLOW_TURN: u64 = 256;
@@ -583,12 +583,14 @@ mod tests {
         // It stays there: the next turn finds ~256.
         let cur = next(10 * ms, 90, 10 * ms);
         assert_eq!(next(cur, 256, cur), cur);
-        // A slower flow (50 in 10 ms): four bulk periods at most.
-        assert_eq!(next(10 * ms, 50, 10 * ms), 40 * ms);
+        // The slowest flow (64 in 10 ms): four bulk periods.
+        assert_eq!(next(10 * ms, 64, 10 * ms), 40 * ms);
+        // Fewer than 64 records a bulk period is a trickle (50 in 10 ms).
+        assert_eq!(next(10 * ms, 50, 10 * ms), 10 * ms);
         // A fast one (a fork loop, 500 in 10 ms) fills its turns within the
         // bulk period: read every bulk period, as before.
         assert_eq!(next(10 * ms, 500, 10 * ms), 10 * ms);
-        // A fork storm's thousand forks a second (30 records in 10 ms) is a
+        // A fork storm's thousand forks a second (30–40 records in 10 ms) is a
         // trickle: a deciding fork's drain reads little before it.
         assert_eq!(next(10 * ms, 30, 10 * ms), 10 * ms);
         // A flow that stops: a few records over a stretched interval, back
