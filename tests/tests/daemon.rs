@@ -1109,14 +1109,20 @@ fn the_daemon_runs_ahead_of_a_flood_and_its_workers_behind() {
         );
         let d = Feed::start(&["run", "--config", cfg.to_str().unwrap()]);
         d.wait_stderr("running:");
-        let threads = thread_nices(d.pid);
-        let of = |name: &str| -> Vec<i64> {
+        let of = |threads: &[(String, i64)], name: &str| -> Vec<i64> {
             threads
                 .iter()
                 .filter(|(n, _)| n.starts_with(name))
                 .map(|(_, v)| *v)
                 .collect()
         };
+        // (A worker takes its nice value as it starts: on a loaded machine
+        // that can be just after the daemon says it runs.)
+        let threads = eventually("the namespace workers behind the daemon", || {
+            let t = thread_nices(d.pid);
+            (of(&t, "watcher-netns") == vec![10; 4]).then_some(t)
+        });
+        let of = |name: &str| of(&threads, name);
         // The deciding thread (the process's first), and the sinks' threads it started.
         assert_eq!(threads[0].1, want, "{setting:?}: {threads:?}");
         assert!(
