@@ -13,10 +13,24 @@ use watcher_tests::{
 
 const ACTOR: &str = env!("CARGO_BIN_EXE_actor");
 
-/// Taken by the tests that load every CPU and by those that need the
-/// machine otherwise quiet (timing, one ring overflowing beside a quiet
-/// one): every watcher sees every process.
-static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The machine: shared by the tests that run side by side
+/// ([`beside_others`]), held alone ([`alone`]) by those that load every
+/// CPU and by those that need it otherwise quiet (timing, one ring
+/// overflowing beside a quiet one) — every watcher sees every process, and
+/// on the guests' one emulated CPU a neighbour's watcher loading its
+/// programs left a 120-a-second fork loop at 30–40 a second (session 35).
+static MACHINE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Root (else said, see `require_root`), and the machine shared with the
+/// other tests that share it.
+fn beside_others() -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    require_root().then(|| MACHINE.read().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Root, and the machine to this test alone.
+fn alone() -> Option<std::sync::RwLockWriteGuard<'static, ()>> {
+    require_root().then(|| MACHINE.write().unwrap_or_else(|e| e.into_inner()))
+}
 
 fn pid_is(v: &Value, pid: u32) -> bool {
     num(v, &["process", "pid"]) == Some(pid as u64)
@@ -24,9 +38,9 @@ fn pid_is(v: &Value, pid: u32) -> bool {
 
 #[test]
 fn fork_exit_code_3_and_wait4_reap() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     fork_exit_3_and_reap(&Feed::shared());
 }
 
@@ -76,9 +90,9 @@ fn fork_exit_3_and_reap(feed: &Feed) {
 
 #[test]
 fn exec_carries_the_new_program_and_its_arguments() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let marker = format!("marker-{}", std::process::id());
     let run = actor(ACTOR, &["exec-self", &marker]);
@@ -110,9 +124,9 @@ fn exec_carries_the_new_program_and_its_arguments() {
 /// exec (path and arguments), exit (code) and the reap.
 #[test]
 fn through_tracefs_alone_fork_exec_exit_and_reap_still_come() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::start_with(&["trace", "--json"], &[("WATCHER_ATTACH", "tracefs")], &[]);
     let line = feed.wait_stderr("tracepoints");
     assert!(
@@ -152,9 +166,9 @@ fn through_entry_and_exit_pairs_binds_connects_and_waits_still_come() {
 }
 
 fn syscalls_through_tracepoints(attach: &str, count: &str, exit_only: bool) {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::start_with(&["trace", "--json"], &[("WATCHER_ATTACH", attach)], &[]);
     let line = feed.wait_stderr("tracepoints");
     assert!(
@@ -206,9 +220,9 @@ fn argv_bytes(exec: &Value) -> usize {
 
 #[test]
 fn long_command_lines_come_whole_from_the_kernel_up_to_the_cap() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     // A watcher of its own, stopped while the programs run and end: it
     // reads their exec records when /proc has nothing more to say about them.
     let feed = Feed::start(&["trace", "--json", "--type", "exec"]);
@@ -244,9 +258,9 @@ fn long_command_lines_come_whole_from_the_kernel_up_to_the_cap() {
 
 #[test]
 fn the_command_line_cap_is_the_operators() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::start(&["trace", "--json", "--type", "exec", "--args-bytes", "512"]);
     let tag = format!("cap-{}-", std::process::id());
     let long = format!("{tag}{}", "z".repeat(3000));
@@ -269,9 +283,9 @@ fn the_command_line_cap_is_the_operators() {
 
 #[test]
 fn death_by_sigkill() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor(ACTOR, &["sigkill"]);
     let child = run.get("child") as u32;
@@ -309,9 +323,9 @@ fn death_by_sigkill() {
 
 #[test]
 fn a_kill_by_another_process_names_the_sender() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let mut victim = std::process::Command::new("sleep")
         .arg("30")
@@ -349,9 +363,9 @@ fn a_kill_by_another_process_names_the_sender() {
 
 #[test]
 fn a_fault_is_a_fault() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor_any(ACTOR, &["segv"]);
     let exit = feed.wait_for_related(
@@ -373,9 +387,9 @@ fn a_fault_is_a_fault() {
 
 #[test]
 fn reap_by_waitid() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     waitid_reap(&Feed::shared());
 }
 
@@ -399,9 +413,9 @@ fn waitid_reap(feed: &Feed) {
 
 #[test]
 fn reap_without_wait_when_sigchld_is_ignored() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor(ACTOR, &["ignore-sigchld"]);
     let child = run.get("child") as u32;
@@ -422,9 +436,9 @@ fn reap_without_wait_when_sigchld_is_ignored() {
 /// opens and resolves when it reaps them.
 #[test]
 fn zombies_orphaned_under_a_subreaper_are_its_own() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let mut sub = watcher_tests::spawn_actor(ACTOR, &["subreaper-orphans", "6"]);
     let middle: u64 = sub.value("middle").parse().unwrap();
@@ -452,9 +466,9 @@ fn zombies_orphaned_under_a_subreaper_are_its_own() {
 
 #[test]
 fn threads_are_told_from_processes() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor(ACTOR, &["thread"]);
     let tid = run.get("tid");
@@ -480,9 +494,9 @@ fn threads_are_told_from_processes() {
 /// shown or not) do not grow by them; the process's own records still come.
 #[test]
 fn threads_are_not_written_unless_asked_for() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let dir = watcher_tests::temp_dir("threads");
     let port = watcher_tests::free_port();
     let cfg = watcher_tests::write_config(
@@ -524,9 +538,9 @@ fn threads_are_not_written_unless_asked_for() {
 
 #[test]
 fn the_last_thread_ends_the_process_when_the_leader_went_first() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor(ACTOR, &["leader-exits-first"]);
     let tid = run.get("tid");
@@ -561,9 +575,9 @@ fn the_last_thread_ends_the_process_when_the_leader_went_first() {
 
 #[test]
 fn bind_ipv4_loopback() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor(ACTOR, &["bind4"]);
     let b = feed.wait_for_related(
@@ -586,9 +600,9 @@ fn bind_ipv4_loopback() {
 
 #[test]
 fn bind_ipv6_loopback() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor(ACTOR, &["bind6"]);
     let b = feed.wait_for_related(
@@ -603,9 +617,9 @@ fn bind_ipv6_loopback() {
 
 #[test]
 fn bind_fails_with_eaddrinuse() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     failed_bind(&Feed::shared());
 }
 
@@ -632,9 +646,9 @@ fn failed_bind(feed: &Feed) {
 
 #[test]
 fn bind_fails_with_eaddrnotavail() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor(ACTOR, &["notavail"]);
     assert_eq!(run.get("errno"), 99);
@@ -650,9 +664,9 @@ fn bind_fails_with_eaddrnotavail() {
 
 #[test]
 fn blocking_connect_to_a_closed_port_is_refused() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     refused_connect(&Feed::shared());
 }
 
@@ -677,9 +691,9 @@ fn refused_connect(feed: &Feed) {
 
 #[test]
 fn nonblocking_connect_outcome_comes_from_tcp_state() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     let run = actor(ACTOR, &["connect-nonblocking"]);
     let port = run.get("port");
@@ -711,9 +725,9 @@ fn nonblocking_connect_outcome_comes_from_tcp_state() {
 
 #[test]
 fn the_watchers_own_activity_is_not_traced() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::shared();
     // Make sure the feed is live, then look at everything it printed.
     let run = actor(ACTOR, &["exit", "0"]);
@@ -808,9 +822,9 @@ fn run_watcher_until(
 
 #[test]
 fn readable_lines_filters_and_a_clean_sigterm() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     // Human-readable output, filtered to bind records of one port.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -848,9 +862,9 @@ fn readable_lines_filters_and_a_clean_sigterm() {
 
 #[test]
 fn missing_privileges_give_one_clear_line() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let out = Command::new(watcher_bin())
         .args(["trace", "--json"])
         .uid(65534)
@@ -884,9 +898,9 @@ fn bad_arguments_exit_2() {
 
 #[test]
 fn check_reports_every_prerequisite() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let out = Command::new(watcher_bin())
         .arg("check")
         .output()
@@ -966,9 +980,9 @@ fn check_reports_every_prerequisite() {
 
 #[test]
 fn tracefs_is_mounted_when_missing() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     // In a private mount namespace, so the host's tracefs is left alone.
     let script = format!(
         "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null; \
@@ -1002,11 +1016,10 @@ fn tracefs_is_mounted_when_missing() {
 /// an exit its parent is not waiting for, and a death by signal.
 #[test]
 fn deciding_records_wake_the_reader_at_once() {
-    if !require_root() {
+    let Some(_alone) = alone() else {
         return;
-    }
+    };
     // (Timed: not beside a test that loads the machine.)
-    let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000"]);
     let prompt = |what: &str, v: &Value| {
         let took = feed
@@ -1089,9 +1102,9 @@ fn next_failed_bind(feed: &Feed, pid: u32, after: u64) -> (Value, u64) {
 /// first (on the same CPU) still reaches the output at once, not at the next drain.
 #[test]
 fn an_urgent_record_after_the_reader_caught_up_wakes_it_again() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     let feed = Feed::start(&[
         "trace",
         "--json",
@@ -1146,9 +1159,9 @@ fn reader_entry(pid: u32, i: usize) -> Option<u64> {
 /// bulk period.
 #[test]
 fn the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     require_tool("bpftool");
     let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000"]);
     // (Entry 0 is the word; 0: asleep, 3: dozing — both woken by a
@@ -1178,12 +1191,11 @@ fn the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it()
 /// any deciding record; then forks are bulk again.
 #[test]
 fn forks_are_urgent_in_the_kernel_while_a_fork_storm_can_be_decided() {
-    if !require_root() {
+    let Some(_alone) = alone() else {
         return;
-    }
+    };
     // (Not beside the tests that fork on every CPU: their fork storms'
     // candidates would share the entry.)
-    let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     require_tool("bpftool");
     let feed = Feed::start(&["trace", "--json", "--type", "fork,finding"]);
     let forks_until = || reader_entry(feed.pid, 1).unwrap_or(0);
@@ -1263,11 +1275,10 @@ fn fork_rate_feed(dir: &std::path::Path) -> std::sync::Arc<Feed> {
 /// timed one (0.6–0.9 s in three of four runs with the urgency taken out).
 #[test]
 fn the_fork_that_reaches_the_rate_in_its_parents_second_wakes_the_reader() {
-    if !require_root() {
+    let Some(_alone) = alone() else {
         return;
-    }
+    };
     // (Timed, and the parent's only: not beside the tests that fork on every CPU.)
-    let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let dir = watcher_tests::temp_dir("fork-rate-wakes");
     let feed = fork_rate_feed(&dir);
     let run = watcher_tests::spawn_actor(ACTOR, &["fork-fast", "3000", "120"]);
@@ -1293,9 +1304,9 @@ fn the_fork_that_reaches_the_rate_in_its_parents_second_wakes_the_reader() {
 /// them is urgent (`READER`'s fifth entry: `fork_storm`'s rate).
 #[test]
 fn the_kernel_counts_each_parents_forks_per_second() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     require_tool("bpftool");
     let dir = watcher_tests::temp_dir("fork-rate-count");
     let feed = fork_rate_feed(&dir);
@@ -1335,9 +1346,9 @@ fn the_kernel_counts_each_parents_forks_per_second() {
 /// table (nothing left to make a later exec of that name urgent).
 #[test]
 fn the_kernel_counts_the_live_processes_of_each_exec_name() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     require_tool("bpftool");
     let feed = Feed::start(&["trace", "--json", "--type", "exec"]);
     let limit = watcher_tests::eventually("the crowd limit in the kernel", || {
@@ -1413,12 +1424,11 @@ fn the_kernel_counts_the_live_processes_of_each_exec_name() {
 /// another CPU's records still arrive.
 #[test]
 fn one_ring_per_cpu_loses_nothing_and_counts_its_own_loss() {
-    if !require_root() {
+    let Some(_alone) = alone() else {
         return;
-    }
+    };
     // (One CPU's ring must stay quiet while the other's overflows: not
     // beside a test that loads every CPU.)
-    let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -1486,9 +1496,9 @@ fn one_ring_per_cpu_loses_nothing_and_counts_its_own_loss() {
 /// process table could fill a field in.
 #[test]
 fn every_records_header_names_the_thread_that_made_it_however_its_program_reads_it() {
-    if !require_root() {
+    let Some(_machine) = beside_others() else {
         return;
-    }
+    };
     // (The default: BTF-typed where the kernel allows it; `no-fentry` is the
     // exit-only programs where fexit would otherwise be used.)
     for attach in ["", "no-fentry", "pairs,raw", "tracefs"] {
@@ -1577,10 +1587,9 @@ fn headers_name_their_thread(attach: &str) {
 /// of the burst's 8,000 records lost here).
 #[test]
 fn a_burst_of_bulk_records_that_would_overflow_the_ring_wakes_the_reader_first() {
-    if !require_root() {
+    let Some(_alone) = alone() else {
         return;
-    }
-    let _quiet = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    };
     // (The release build: the test build handles a record many times
     // slower, and would be the bottleneck, not its wakeups. Only losses and
     // connects written: the counts come from its summary at exit.)

@@ -90,6 +90,16 @@ enum Cmd {
         /// tracefs), with every program's ns/run (`kernel.bpf_stats_enabled`).
         #[arg(long)]
         bench: bool,
+        /// Instead of every test: this one (BINARY::TEST, e.g.
+        /// events::tracefs_is_mounted_when_missing, printing its output) or
+        /// this binary's (BINARY, as the whole set runs them), run --repeat
+        /// times in each guest: how a test that failed once in CI's guests
+        /// is reproduced.
+        #[arg(long, value_name = "BINARY[::TEST]")]
+        only: Option<String>,
+        /// How many times --only's test runs in each guest.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        repeat: u32,
     },
     /// Run every test: unit tests, the end-to-end tests (real kernel programs, real processes; needs root),
     /// then the kernel matrix (`vms`). With arguments for `cargo test`, only those tests run.
@@ -173,7 +183,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             soak_with,
             tcg,
             bench,
+            only,
+            repeat,
         } => {
+            vms::set_focus(only.as_deref(), repeat)?;
             let bin_dir = setup()?;
             vms::set_tcg(&tcg)?;
             if bench {

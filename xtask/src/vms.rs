@@ -476,6 +476,77 @@ ip link set lo up\n\
 ";
 
 /// The guest's /init.
+/// One test run again and again in each guest instead of the whole set
+/// (`cargo xtask vms --only BINARY::TEST --repeat N`): how a test that
+/// failed once in CI's guests is reproduced. Each run is a step of its own.
+pub struct Focus {
+    pub binary: String,
+    pub test: String,
+    pub repeat: u32,
+}
+
+static FOCUS: std::sync::OnceLock<Focus> = std::sync::OnceLock::new();
+
+/// `--only BINARY::TEST` and `--repeat N` (checked before anything is built).
+pub fn set_focus(only: Option<&str>, repeat: u32) -> Result<()> {
+    let Some(only) = only else {
+        if repeat != 1 {
+            bail!("--repeat {repeat}: say which test with --only BINARY::TEST");
+        }
+        return Ok(());
+    };
+    // (A binary alone: all its tests, as the whole set runs them.)
+    let (binary, test) = only.split_once("::").unwrap_or((only, ""));
+    if binary.is_empty() || (only.contains("::") && test.is_empty()) {
+        bail!(
+            "--only {only}: say BINARY or BINARY::TEST, e.g. events::tracefs_is_mounted_when_missing"
+        );
+    }
+    if !TEST_BINARIES.contains(&binary) {
+        bail!(
+            "--only {only}: no test binary `{binary}` runs in the guests (they are {})",
+            TEST_BINARIES.join(", ")
+        );
+    }
+    if repeat == 0 {
+        bail!("--repeat 0: say how many runs, at least 1");
+    }
+    let _ = FOCUS.set(Focus {
+        binary: binary.to_owned(),
+        test: test.to_owned(),
+        repeat,
+    });
+    Ok(())
+}
+
+/// The steps of a focused guest: `check`, then the test (or the binary's
+/// tests, as [`binary_step`] runs them) `repeat` times, steps `run1`, `run2`, …
+fn focus_steps(exes: &[(String, PathBuf)], f: &Focus) -> String {
+    let bin = path_of(exes, &f.binary).display();
+    let cmd = if f.test.is_empty() {
+        binary_command(exes, &f.binary)
+    } else {
+        format!("{bin} --exact {} --nocapture", f.test)
+    };
+    (1..=f.repeat)
+        .map(|i| format!("{cmd}; echo \"WATCHER-VM run{i} exit=$?\"\n"))
+        .collect()
+}
+
+/// How a test binary runs in the guests: two tests at a time, [`SKIPPED`] left out.
+fn binary_command(exes: &[(String, PathBuf)], t: &str) -> String {
+    let skips: String = SKIPPED
+        .iter()
+        .filter(|(b, _, _)| *b == t)
+        .map(|(_, test, _)| format!(" --skip {test}"))
+        .collect();
+    let exact = if skips.is_empty() { "" } else { " --exact" };
+    format!(
+        "{} --test-threads=2{exact}{skips}",
+        path_of(exes, t).display()
+    )
+}
+
 fn init_script(exes: &[(String, PathBuf)]) -> String {
     let watcher = path_of(exes, "watcher").display();
     let mut steps = format!("{watcher} check; echo \"WATCHER-VM check exit=$?\"\n");
@@ -484,16 +555,13 @@ fn init_script(exes: &[(String, PathBuf)]) -> String {
         "for tp in {}; do echo \"{FORMAT_LINE}=== $tp\"; sed 's/^/{FORMAT_LINE}/' /sys/kernel/tracing/events/$tp/format; done; echo \"{FORMAT_LINE}=== end\"\n",
         TRACEPOINTS.join(" ")
     ));
-    for t in TEST_BINARIES {
-        let skips: String = SKIPPED
-            .iter()
-            .filter(|(b, _, _)| *b == t)
-            .map(|(_, test, _)| format!(" --skip {test}"))
-            .collect();
-        let exact = if skips.is_empty() { "" } else { " --exact" };
+    if let Some(f) = FOCUS.get() {
+        steps.push_str(&focus_steps(exes, f));
+    }
+    for &t in TEST_BINARIES.iter().filter(|_| FOCUS.get().is_none()) {
         steps.push_str(&format!(
-            "{} --test-threads=2{exact}{skips}; echo \"WATCHER-VM {t} exit=$?\"\n",
-            path_of(exes, t).display()
+            "{}; echo \"WATCHER-VM {t} exit=$?\"\n",
+            binary_command(exes, t)
         ));
     }
     format!(
@@ -599,7 +667,8 @@ fn boot(tools: &Path, image: &Path, initrd: &Path, label: &str, log: &Path) -> R
         label,
         log,
         "console=ttyS0 panic=-1 quiet",
-        BOOT_DEADLINE,
+        // (A focused guest runs at most the whole set --repeat times.)
+        BOOT_DEADLINE * FOCUS.get().map_or(1, |f| f.repeat),
         false,
     )
 }
@@ -752,6 +821,30 @@ fn boot_with(
         vec!["soak"]
     } else if steps.iter().any(|(s, _, _)| s == "bench") {
         vec!["bench"]
+    } else if let Some(f) = FOCUS.get() {
+        // (Every run said, and how many passed.)
+        let runs: Vec<_> = steps
+            .iter()
+            .filter(|(s, _, _)| s.starts_with("run"))
+            .collect();
+        let passed = runs.iter().filter(|(_, c, _)| *c == 0).count();
+        summary.push(format!(
+            "{}{}{}: {passed} of {} runs passed{}",
+            f.binary,
+            if f.test.is_empty() { "" } else { "::" },
+            f.test,
+            f.repeat,
+            if runs.len() < f.repeat as usize {
+                format!(
+                    " ({} did not run to their end)",
+                    f.repeat as usize - runs.len()
+                )
+            } else {
+                String::new()
+            }
+        ));
+        ok &= passed == f.repeat as usize;
+        vec!["check"]
     } else {
         ["check"].into_iter().chain(TEST_BINARIES).collect()
     };
@@ -1276,6 +1369,56 @@ mod tests {
             "SeaBIOS (version 1.16.2)"
         );
         assert_eq!(plain("test a ... ok\tnext"), "test a ... ok\tnext");
+    }
+
+    #[test]
+    fn a_focused_guest_runs_one_test_or_one_binary_again_and_again() {
+        let exes: Vec<(String, PathBuf)> = ["watcher", "actor"]
+            .iter()
+            .chain(TEST_BINARIES.iter())
+            .map(|n| (n.to_string(), PathBuf::from(format!("/build/{n}"))))
+            .collect();
+        let one = Focus {
+            binary: "events".into(),
+            test: "tracefs_is_mounted_when_missing".into(),
+            repeat: 3,
+        };
+        let steps = focus_steps(&exes, &one);
+        assert_eq!(
+            steps.lines().collect::<Vec<_>>(),
+            (1..=3)
+                .map(|i| format!(
+                    "/build/events --exact tracefs_is_mounted_when_missing --nocapture; echo \"WATCHER-VM run{i} exit=$?\""
+                ))
+                .collect::<Vec<_>>()
+        );
+        // A binary alone runs as the whole set runs it: its skips, two at a time.
+        let all = Focus {
+            binary: "events".into(),
+            test: String::new(),
+            repeat: 2,
+        };
+        let steps = focus_steps(&exes, &all);
+        assert_eq!(steps.lines().count(), 2);
+        assert!(
+            steps.starts_with(&binary_command(&exes, "events")),
+            "{steps}"
+        );
+        assert!(
+            steps.contains("--test-threads=2 --exact --skip "),
+            "{steps}"
+        );
+        // What is not a guest's test is said before anything is built.
+        for (only, repeat) in [
+            (Some("nosuch::x"), 1),
+            (Some("events::"), 1),
+            (Some("::x"), 1),
+            (Some("events"), 0),
+            (None, 3),
+        ] {
+            assert!(set_focus(only, repeat).is_err(), "{only:?} {repeat}");
+        }
+        assert!(FOCUS.get().is_none());
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub struct KernelArgs {
     /// Records that can decide a finding wake a sleeping reader at once; in a storm of them (past a burst's first 32 drains) the reader drains for them every eighth of this many microseconds, growing to half of it (0: always at once). Execs of programs that cannot decide wake it at most once per CPU per eight of these, and not while it lingers (a re-drain is planned for records that just came).
     #[arg(long, value_name = "US", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub wakeup_us: u64,
-    /// Records that cannot decide a finding (forks, reaps, clean exits…) never wake the reader: it drains them every this many milliseconds (every millisecond while records pile up, backing off to this on a trickle; up to four times this on a quiet host). A burst that fills a quarter of a ring wakes the reader before its time.
+    /// Records that cannot decide a finding (forks, reaps, clean exits…) never wake the reader: it drains them every this many milliseconds (every millisecond while records pile up, backing off to this on a trickle; a steady flow in turns of about 256 records, at most 40 ms apart or this when longer; up to four times this on a quiet host). A burst that fills a quarter of a ring wakes the reader before its time.
     #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub bulk_ms: u64,
     /// Ring buffer size in MiB (a power of two), per ring.

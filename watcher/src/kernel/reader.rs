@@ -229,7 +229,9 @@ fn tick_due(now: u64, tick_at: u64, linger_at: u64, linger_cur: u64) -> bool {
 ///
 /// A flow — [`FLOW_MIN`] records or more a bulk period, fewer than a batch
 /// — is read in turns of about [`FLOW_TURN`] records, up to [`FLOW_STRETCH`]
-/// bulk periods apart: a turn's fixed cost (the wakeup, caches the idle
+/// bulk periods apart and never more than [`FLOW_LONGEST`] (a bulk period
+/// an operator set longer than that is kept to: the stretch is for the
+/// short default, whose turns are the ones that cost): a turn's fixed cost (the wakeup, caches the idle
 /// CPU lost) was half of an exec flood's ~2 µs per event at ~60 records a
 /// turn. A faster flow fills its turns within the bulk period and is read
 /// as before; a slower one (a fork storm's thousand forks a second: ~30
@@ -261,7 +263,7 @@ fn next_linger(
     if n * most < FLOW_MIN * since {
         return trickle;
     }
-    let turn = (FLOW_TURN * since / n).min(most * FLOW_STRETCH);
+    let turn = (FLOW_TURN * since / n).min(flow_longest(most));
     trickle.max(turn)
 }
 
@@ -272,6 +274,18 @@ const FLOW_MIN: u64 = 64;
 const FLOW_TURN: u64 = 256;
 /// A flow's turns come at most this many bulk periods apart.
 const FLOW_STRETCH: u64 = 4;
+/// A flow's turns come at most this long apart (ns), or one bulk period
+/// when that is longer.
+const FLOW_LONGEST: u64 = 40_000_000;
+
+/// The longest interval between a flow's turns with bulk period `most`:
+/// [`FLOW_STRETCH`] bulk periods, at most [`FLOW_LONGEST`] — and never
+/// less than the bulk period itself (`--bulk-ms 5000` reads a flow every
+/// 5 s, as it reads a trickle; 20 s would outlast what its operator set).
+fn flow_longest(most: u64) -> u64 {
+    (most * FLOW_STRETCH).min(FLOW_LONGEST).max(most)
+}
+
 /// A drain that found fewer records than this tells no rate.
 const FLOW_SAMPLE: usize = 16;
 
@@ -603,6 +617,27 @@ mod tests {
         assert_eq!(
             next_linger(28 * ms, ms, 10 * ms, 1024, 1024, false, 28 * ms),
             ms
+        );
+    }
+
+    #[test]
+    fn a_flow_is_never_read_later_than_40_ms_or_the_bulk_period_an_operator_set() {
+        let ms = 1_000_000;
+        // The slowest flow (64 records a bulk period), by bulk period: four
+        // of them up to 40 ms, then the bulk period itself.
+        for (bulk, longest) in [(5, 20), (10, 40), (20, 40), (40, 40), (5000, 5000)] {
+            let next = |cur, n, since| next_linger(cur, ms, bulk * ms, n, 1024, false, since);
+            assert_eq!(
+                next(bulk * ms, 64, bulk * ms),
+                longest * ms,
+                "--bulk-ms {bulk}"
+            );
+        }
+        // `--bulk-ms 5000` and 16 records found over 1.2 s (a turn of 256
+        // would be 19 s away): read again within the 5 s set.
+        assert_eq!(
+            next_linger(5000 * ms, ms, 5000 * ms, 16, 1024, false, 1200 * ms),
+            5000 * ms
         );
     }
 
