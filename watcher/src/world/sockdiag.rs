@@ -190,6 +190,110 @@ fn diag(
     }
 }
 
+/// Every TCP socket of both families in one dump: the older
+/// `TCPDIAG_GETSOCK` request, which the kernel answers for `AF_UNSPEC`
+/// (`inet_diag_dump_compat`) — one walk of its established hash where a
+/// request per family walks it twice. The walk is of every bucket, shared
+/// by the namespaces without a hash of their own: 2.3 ms on a 24 GiB host
+/// for the one, 2.4 + 2.3 ms for the two (session 35), on a CPU nothing
+/// else gets meanwhile (empty buckets are skipped without a preemption
+/// point).
+fn diag_tcp_both_families(
+    socket: &mut netlink_sys::Socket,
+    states: u32,
+) -> std::io::Result<Vec<(KernelSocket, (IpAddr, u16))>> {
+    // nlmsghdr, then struct inet_diag_req: family, src_len, dst_len, ext,
+    // the socket id (48 bytes), states, dbs.
+    let mut req = Vec::with_capacity(NLMSG_HDR + 60);
+    req.extend_from_slice(&((NLMSG_HDR + 60) as u32).to_ne_bytes());
+    req.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[2, 0, 0, 0]);
+    req.extend_from_slice(&[0; 48]);
+    req.extend_from_slice(&states.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    socket.send(&req, 0)?;
+    let mut out = Vec::new();
+    let mut rx = vec![0u8; 64 * 1024];
+    loop {
+        let size = socket.recv(&mut &mut rx[..], 0)?;
+        if parse_compat_dump(&rx[..size.min(rx.len())], &mut out)? {
+            return Ok(out);
+        }
+    }
+}
+
+const NLMSG_HDR: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const TCPDIAG_GETSOCK: u16 = 18;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+
+/// The messages of one `recv` of a `TCPDIAG_GETSOCK` dump (each an
+/// `inet_diag_msg`: family, state, timer, retransmits, the socket id —
+/// ports big-endian, addresses, interface, cookie — then expires, queues,
+/// uid, inode) into `out`; `true` at the dump's end.
+fn parse_compat_dump(
+    buf: &[u8],
+    out: &mut Vec<(KernelSocket, (IpAddr, u16))>,
+) -> std::io::Result<bool> {
+    let u32_at = |b: &[u8], o: usize| {
+        b.get(o..o + 4)
+            .map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]))
+    };
+    let addr = |family: u8, b: &[u8]| -> Option<IpAddr> {
+        match family {
+            2 => Some(IpAddr::from(<[u8; 4]>::try_from(b.get(..4)?).ok()?)),
+            10 => Some(IpAddr::from(<[u8; 16]>::try_from(b.get(..16)?).ok()?)),
+            _ => None,
+        }
+    };
+    let mut o = 0;
+    while o + NLMSG_HDR <= buf.len() {
+        let len = u32_at(buf, o).unwrap_or(0) as usize;
+        let ty = u16::from_ne_bytes([buf[o + 4], buf[o + 5]]);
+        if len < NLMSG_HDR || o + len > buf.len() {
+            return Err(std::io::Error::other("a truncated sock_diag message"));
+        }
+        let body = &buf[o + NLMSG_HDR..o + len];
+        match ty {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let code = u32_at(body, 0).unwrap_or(0) as i32;
+                return Err(std::io::Error::from_raw_os_error(-code));
+            }
+            TCPDIAG_GETSOCK if body.len() >= 72 => {
+                let family = body[0];
+                let (Some(local), Some(peer)) =
+                    (addr(family, &body[8..24]), addr(family, &body[24..40]))
+                else {
+                    o += (len + 3) & !3;
+                    continue;
+                };
+                out.push((
+                    KernelSocket {
+                        tcp: true,
+                        addr: local,
+                        port: u16::from_be_bytes([body[4], body[5]]),
+                        state: body[1] as u32,
+                        uid: u32_at(body, 64).unwrap_or(0),
+                        inode: u32_at(body, 68).unwrap_or(0) as u64,
+                        pids: Vec::new(),
+                        netns: 0,
+                    },
+                    (peer, u16::from_be_bytes([body[6], body[7]])),
+                ));
+            }
+            _ => {}
+        }
+        o += (len + 3) & !3;
+    }
+    Ok(false)
+}
+
 /// A sock_diag socket of one network namespace (the one it was opened in),
 /// kept for every query, with that namespace's `/proc/<pid>/net` tables as
 /// the fallback.
@@ -280,7 +384,21 @@ impl Diag {
             });
         // Every state, and (Linux 6.7+) TCP_BOUND_INACTIVE (13): sockets bound
         // but neither listening nor connected, which hold their port too.
-        let mut all = self.query_peers(true, 0, 0xfff | 1 << TCP_BOUND_INACTIVE);
+        // (Both families in one walk of the kernel's hash; per family if
+        // the kernel refuses the older request.)
+        let states = 0xfff | 1 << TCP_BOUND_INACTIVE;
+        let mut all = match self
+            .socket
+            .as_mut()
+            .map(|s| diag_tcp_both_families(s, states))
+        {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                tracing::debug!("one TCP dump for both families failed ({e}); one per family");
+                self.query_peers(true, 0, states)
+            }
+            None => self.query_peers(true, 0, states),
+        };
         all.extend(self.query_peers(false, 0, u32::MAX));
         summarize(all, range)
     }
@@ -575,6 +693,115 @@ fn with_owners_of(mut socks: Vec<KernelSocket>, candidates: &[u32]) -> Vec<Kerne
 
 #[cfg(test)]
 mod tests {
+
+    /// A netlink message of `ty` with `body`, padded to four bytes.
+    fn nlmsg(ty: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = ((NLMSG_HDR + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(body);
+        while !m.len().is_multiple_of(4) {
+            m.push(0);
+        }
+        m
+    }
+
+    /// An `inet_diag_msg`.
+    fn diag_msg(
+        family: u8,
+        state: u8,
+        (src, sport): (&[u8], u16),
+        (dst, dport): (&[u8], u16),
+        uid: u32,
+        inode: u32,
+    ) -> Vec<u8> {
+        let mut b = vec![family, state, 0, 0];
+        b.extend_from_slice(&sport.to_be_bytes());
+        b.extend_from_slice(&dport.to_be_bytes());
+        let mut a = [0u8; 16];
+        a[..src.len()].copy_from_slice(src);
+        b.extend_from_slice(&a);
+        let mut a = [0u8; 16];
+        a[..dst.len()].copy_from_slice(dst);
+        b.extend_from_slice(&a);
+        b.extend_from_slice(&[0; 12 + 12]);
+        b.extend_from_slice(&uid.to_ne_bytes());
+        b.extend_from_slice(&inode.to_ne_bytes());
+        assert_eq!(b.len(), 72);
+        b
+    }
+
+    /// The kernel answers the older request with the sockets of both
+    /// families, in one dump (no privilege needed to ask).
+    #[test]
+    fn the_kernel_dumps_both_families_for_the_older_request() {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("an IPv4 listener");
+        let v6 = std::net::TcpListener::bind("[::1]:0").expect("an IPv6 listener on ::1");
+        let mut s = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_SOCK_DIAG)
+            .expect("a sock_diag socket");
+        s.bind_auto().expect("bind");
+        s.connect(&netlink_sys::SocketAddr::new(0, 0))
+            .expect("connect");
+        let all = diag_tcp_both_families(&mut s, 0xfff).expect("the dump");
+        for l in [&v4, &v6] {
+            let a = l.local_addr().unwrap();
+            assert!(
+                all.iter().any(|(k, _)| k.addr == a.ip()
+                    && k.port == a.port()
+                    && k.state == TCP_LISTEN_STATE as u32
+                    && k.inode != 0),
+                "{a} in {} sockets",
+                all.len()
+            );
+        }
+    }
+
+    #[test]
+    fn one_dump_of_the_older_request_brings_both_families() {
+        let mut buf = nlmsg(
+            TCPDIAG_GETSOCK,
+            &diag_msg(
+                2,
+                6,
+                (&[127, 0, 0, 1], 40000),
+                (&[127, 0, 0, 2], 5000),
+                1000,
+                77,
+            ),
+        );
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        buf.extend(nlmsg(
+            TCPDIAG_GETSOCK,
+            &diag_msg(10, 10, (&v6, 8080), (&[0; 16], 0), 0, 78),
+        ));
+        let mut out = Vec::new();
+        assert!(!parse_compat_dump(&buf, &mut out).unwrap(), "no end yet");
+        assert_eq!(out.len(), 2);
+        let (s, peer) = &out[0];
+        assert_eq!(
+            (s.addr, s.port, s.state, s.uid, s.inode, s.tcp),
+            ("127.0.0.1".parse().unwrap(), 40000, 6, 1000, 77, true)
+        );
+        assert_eq!(*peer, ("127.0.0.2".parse().unwrap(), 5000));
+        assert_eq!(
+            (out[1].0.addr, out[1].0.port, out[1].0.state),
+            ("::1".parse().unwrap(), 8080, 10)
+        );
+        // The end, and an error the kernel answers with.
+        assert!(parse_compat_dump(&nlmsg(NLMSG_DONE, &[0; 4]), &mut out).unwrap());
+        let err =
+            parse_compat_dump(&nlmsg(NLMSG_ERROR, &(-22i32).to_ne_bytes()), &mut out).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(22));
+        // A message longer than what came is refused, not read past.
+        let mut cut = nlmsg(
+            TCPDIAG_GETSOCK,
+            &diag_msg(2, 1, (&[1, 2, 3, 4], 1), (&[5, 6, 7, 8], 2), 0, 0),
+        );
+        cut.truncate(40);
+        assert!(parse_compat_dump(&cut, &mut out).is_err());
+        assert_eq!(out.len(), 2);
+    }
     use super::*;
 
     #[test]
