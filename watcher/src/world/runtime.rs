@@ -434,8 +434,9 @@ impl Containerd {
 }
 
 /// One question, asked of the runtime the container's cgroup names first
-/// (Podman for `libpod-…`), then Docker, then Podman, then containerd for
-/// what none of the others knows.
+/// (Podman for `libpod-…`, containerd for `cri-containerd-…` and its own
+/// namespaces), then Docker, then Podman, then containerd for what none of
+/// the others knows.
 async fn answer(
     id: Arc<str>,
     hint: &'static str,
@@ -445,6 +446,24 @@ async fn answer(
 ) -> Option<RuntimeUpdate> {
     let known = |a: &Option<RuntimeUpdate>| matches!(a, Some(RuntimeUpdate::Container(_)));
     let mut answer = None;
+    // A cgroup that says containerd is asked of containerd first: a
+    // container that lives a few milliseconds (`ctr run --rm`, a crash
+    // loop) can be gone from it by the time Docker's and Podman's "not
+    // mine" came back (session 35: a 23 ms container went unnamed so, once,
+    // in CI).
+    let mut asked_containerd = false;
+    if hint == "containerd" {
+        if let Some(cd) = &containerd {
+            asked_containerd = true;
+            answer = match cd.get(&id).await {
+                Some(info) => Some(RuntimeUpdate::Container(info)),
+                None if docker.is_none() && podman.is_none() => {
+                    Some(RuntimeUpdate::Gone { id: id.clone() })
+                }
+                None => None,
+            };
+        }
+    }
     if hint == "podman" {
         if let Some(p) = &podman {
             answer = p.get(&id).await.map(RuntimeUpdate::Container);
@@ -462,7 +481,7 @@ async fn answer(
             }
         }
     }
-    if !known(&answer) {
+    if !known(&answer) && !asked_containerd {
         if let Some(cd) = &containerd {
             match cd.get(&id).await {
                 Some(info) => answer = Some(RuntimeUpdate::Container(info)),
