@@ -117,9 +117,7 @@ fn diag(
     states: u32,
     sport: u16,
 ) -> std::io::Result<Vec<(KernelSocket, (IpAddr, u16))>> {
-    use netlink_packet_core::{
-        NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-    };
+    use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NLM_F_DUMP, NLM_F_REQUEST};
     use netlink_packet_sock_diag::{
         constants::{IPPROTO_TCP, IPPROTO_UDP},
         inet::{ExtensionFlags, InetRequest, SocketId, StateFlags},
@@ -148,46 +146,7 @@ fn diag(
     packet.finalize();
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf[..]);
-    socket.send(&buf[..], 0)?;
-    let mut out = Vec::new();
-    let mut rx = vec![0u8; 64 * 1024];
-    loop {
-        let size = socket.recv(&mut &mut rx[..], 0)?;
-        let mut offset = 0;
-        while offset < size {
-            let msg = <NetlinkMessage<SockDiagMessage>>::deserialize(&rx[offset..size])
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let len = msg.header.length as usize;
-            match msg.payload {
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                    let h = &r.header;
-                    out.push((
-                        KernelSocket {
-                            tcp,
-                            addr: h.socket_id.source_address,
-                            port: h.socket_id.source_port,
-                            state: h.state as u32,
-                            uid: h.uid,
-                            inode: h.inode as u64,
-                            pids: Vec::new(),
-                            netns: 0,
-                        },
-                        (
-                            h.socket_id.destination_address,
-                            h.socket_id.destination_port,
-                        ),
-                    ));
-                }
-                NetlinkPayload::Done(_) => return Ok(out),
-                NetlinkPayload::Error(e) => return Err(std::io::Error::other(format!("{e:?}"))),
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            offset += len;
-        }
-    }
+    dump(socket, &buf, tcp, SOCK_DIAG_BY_FAMILY)
 }
 
 /// Every TCP socket of both families in one dump: the older
@@ -202,94 +161,92 @@ fn diag_tcp_both_families(
     socket: &mut netlink_sys::Socket,
     states: u32,
 ) -> std::io::Result<Vec<(KernelSocket, (IpAddr, u16))>> {
-    // nlmsghdr, then struct inet_diag_req: family, src_len, dst_len, ext,
+    use netlink_packet_core::{Emitable, NetlinkHeader, NLM_F_DUMP, NLM_F_REQUEST};
+    // The header, then struct inet_diag_req: family, src_len, dst_len, ext,
     // the socket id (48 bytes), states, dbs.
-    let mut req = Vec::with_capacity(NLMSG_HDR + 60);
-    req.extend_from_slice(&((NLMSG_HDR + 60) as u32).to_ne_bytes());
-    req.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[2, 0, 0, 0]);
-    req.extend_from_slice(&[0; 48]);
-    req.extend_from_slice(&states.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    socket.send(&req, 0)?;
+    const REQ: usize = 60;
+    let mut hdr = NetlinkHeader::default();
+    hdr.length = (NLMSG_HDR + REQ) as u32;
+    hdr.message_type = TCPDIAG_GETSOCK;
+    hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut req = vec![0u8; NLMSG_HDR + REQ];
+    hdr.emit(&mut req[..NLMSG_HDR]);
+    req[NLMSG_HDR] = 2;
+    req[NLMSG_HDR + 52..NLMSG_HDR + 56].copy_from_slice(&states.to_ne_bytes());
+    dump(socket, &req, true, TCPDIAG_GETSOCK)
+}
+
+const NLMSG_HDR: usize = 16;
+const TCPDIAG_GETSOCK: u16 = 18;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+
+/// Send `request` and read its dump to the end: the sockets of the answers
+/// of type `answer` (`tcp`: the transport asked for).
+fn dump(
+    socket: &mut netlink_sys::Socket,
+    request: &[u8],
+    tcp: bool,
+    answer: u16,
+) -> std::io::Result<Vec<(KernelSocket, (IpAddr, u16))>> {
+    socket.send(request, 0)?;
     let mut out = Vec::new();
     let mut rx = vec![0u8; 64 * 1024];
     loop {
         let size = socket.recv(&mut &mut rx[..], 0)?;
-        if parse_compat_dump(&rx[..size.min(rx.len())], &mut out)? {
+        if parse_dump(&rx[..size.min(rx.len())], tcp, answer, &mut out)? {
             return Ok(out);
         }
     }
 }
 
-const NLMSG_HDR: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const TCPDIAG_GETSOCK: u16 = 18;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-
-/// The messages of one `recv` of a `TCPDIAG_GETSOCK` dump (each an
-/// `inet_diag_msg`: family, state, timer, retransmits, the socket id —
-/// ports big-endian, addresses, interface, cookie — then expires, queues,
-/// uid, inode) into `out`; `true` at the dump's end.
-fn parse_compat_dump(
+/// The messages of one `recv` of a dump into `out`: each of type `answer`
+/// an `inet_diag_msg` (netlink-packet-sock-diag's `InetResponse`); `true`
+/// at the dump's end; the kernel's error, or a message cut short, as `Err`.
+fn parse_dump(
     buf: &[u8],
+    tcp: bool,
+    answer: u16,
     out: &mut Vec<(KernelSocket, (IpAddr, u16))>,
 ) -> std::io::Result<bool> {
-    let u32_at = |b: &[u8], o: usize| {
-        b.get(o..o + 4)
-            .map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]))
-    };
-    let addr = |family: u8, b: &[u8]| -> Option<IpAddr> {
-        match family {
-            2 => Some(IpAddr::from(<[u8; 4]>::try_from(b.get(..4)?).ok()?)),
-            10 => Some(IpAddr::from(<[u8; 16]>::try_from(b.get(..16)?).ok()?)),
-            _ => None,
-        }
-    };
-    let mut o = 0;
-    while o + NLMSG_HDR <= buf.len() {
-        let len = u32_at(buf, o).unwrap_or(0) as usize;
-        let ty = u16::from_ne_bytes([buf[o + 4], buf[o + 5]]);
-        if len < NLMSG_HDR || o + len > buf.len() {
-            return Err(std::io::Error::other("a truncated sock_diag message"));
-        }
-        let body = &buf[o + NLMSG_HDR..o + len];
-        match ty {
+    use netlink_packet_core::{NetlinkBuffer, Parseable, NLMSG_DONE, NLMSG_ERROR};
+    use netlink_packet_sock_diag::inet::InetResponse;
+    let bad = |e: netlink_packet_core::DecodeError| std::io::Error::other(e.to_string());
+    let mut rest = buf;
+    while !rest.is_empty() {
+        let msg = NetlinkBuffer::new_checked(rest).map_err(bad)?;
+        match msg.message_type() {
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
-                let code = u32_at(body, 0).unwrap_or(0) as i32;
+                let code = msg
+                    .payload()
+                    .get(..4)
+                    .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                 return Err(std::io::Error::from_raw_os_error(-code));
             }
-            TCPDIAG_GETSOCK if body.len() >= 72 => {
-                let family = body[0];
-                let (Some(local), Some(peer)) =
-                    (addr(family, &body[8..24]), addr(family, &body[24..40]))
-                else {
-                    o += (len + 3) & !3;
-                    continue;
-                };
+            t if t == answer => {
+                let h = InetResponse::parse(msg.payload()).map_err(bad)?.header;
                 out.push((
                     KernelSocket {
-                        tcp: true,
-                        addr: local,
-                        port: u16::from_be_bytes([body[4], body[5]]),
-                        state: body[1] as u32,
-                        uid: u32_at(body, 64).unwrap_or(0),
-                        inode: u32_at(body, 68).unwrap_or(0) as u64,
+                        tcp,
+                        addr: h.socket_id.source_address,
+                        port: h.socket_id.source_port,
+                        state: h.state as u32,
+                        uid: h.uid,
+                        inode: h.inode as u64,
                         pids: Vec::new(),
                         netns: 0,
                     },
-                    (peer, u16::from_be_bytes([body[6], body[7]])),
+                    (
+                        h.socket_id.destination_address,
+                        h.socket_id.destination_port,
+                    ),
                 ));
             }
             _ => {}
         }
-        o += (len + 3) & !3;
+        rest = rest
+            .get((msg.length() as usize).next_multiple_of(4)..)
+            .unwrap_or(&[]);
     }
     Ok(false)
 }
@@ -693,6 +650,7 @@ fn with_owners_of(mut socks: Vec<KernelSocket>, candidates: &[u32]) -> Vec<Kerne
 
 #[cfg(test)]
 mod tests {
+    use netlink_packet_core::{NLMSG_DONE, NLMSG_ERROR};
 
     /// A netlink message of `ty` with `body`, padded to four bytes.
     fn nlmsg(ty: u16, body: &[u8]) -> Vec<u8> {
@@ -776,7 +734,10 @@ mod tests {
             &diag_msg(10, 10, (&v6, 8080), (&[0; 16], 0), 0, 78),
         ));
         let mut out = Vec::new();
-        assert!(!parse_compat_dump(&buf, &mut out).unwrap(), "no end yet");
+        assert!(
+            !parse_dump(&buf, true, TCPDIAG_GETSOCK, &mut out).unwrap(),
+            "no end yet"
+        );
         assert_eq!(out.len(), 2);
         let (s, peer) = &out[0];
         assert_eq!(
@@ -789,9 +750,14 @@ mod tests {
             ("::1".parse().unwrap(), 8080, 10)
         );
         // The end, and an error the kernel answers with.
-        assert!(parse_compat_dump(&nlmsg(NLMSG_DONE, &[0; 4]), &mut out).unwrap());
-        let err =
-            parse_compat_dump(&nlmsg(NLMSG_ERROR, &(-22i32).to_ne_bytes()), &mut out).unwrap_err();
+        assert!(parse_dump(&nlmsg(NLMSG_DONE, &[0; 4]), true, TCPDIAG_GETSOCK, &mut out).unwrap());
+        let err = parse_dump(
+            &nlmsg(NLMSG_ERROR, &(-22i32).to_ne_bytes()),
+            true,
+            TCPDIAG_GETSOCK,
+            &mut out,
+        )
+        .unwrap_err();
         assert_eq!(err.raw_os_error(), Some(22));
         // A message longer than what came is refused, not read past.
         let mut cut = nlmsg(
@@ -799,7 +765,7 @@ mod tests {
             &diag_msg(2, 1, (&[1, 2, 3, 4], 1), (&[5, 6, 7, 8], 2), 0, 0),
         );
         cut.truncate(40);
-        assert!(parse_compat_dump(&cut, &mut out).is_err());
+        assert!(parse_dump(&cut, true, TCPDIAG_GETSOCK, &mut out).is_err());
         assert_eq!(out.len(), 2);
     }
     use super::*;
