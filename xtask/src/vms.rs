@@ -475,14 +475,13 @@ mount -t devtmpfs devtmpfs /dev\n\
 ip link set lo up\n\
 ";
 
-/// The guest's /init.
 /// One test run again and again in each guest instead of the whole set
 /// (`cargo xtask vms --only BINARY::TEST --repeat N`): how a test that
 /// failed once in CI's guests is reproduced. Each run is a step of its own.
-pub struct Focus {
-    pub binary: String,
-    pub test: String,
-    pub repeat: u32,
+struct Focus {
+    binary: String,
+    test: String,
+    repeat: u32,
 }
 
 static FOCUS: std::sync::OnceLock<Focus> = std::sync::OnceLock::new();
@@ -520,7 +519,7 @@ pub fn set_focus(only: Option<&str>, repeat: u32) -> Result<()> {
 }
 
 /// The steps of a focused guest: `check`, then the test (or the binary's
-/// tests, as [`binary_step`] runs them) `repeat` times, steps `run1`, `run2`, …
+/// tests, as [`binary_command`] runs them) `repeat` times, steps `run1`, `run2`, …
 fn focus_steps(exes: &[(String, PathBuf)], f: &Focus) -> String {
     let bin = path_of(exes, &f.binary).display();
     let cmd = if f.test.is_empty() {
@@ -547,6 +546,7 @@ fn binary_command(exes: &[(String, PathBuf)], t: &str) -> String {
     )
 }
 
+/// The guest's /init.
 fn init_script(exes: &[(String, PathBuf)]) -> String {
     let watcher = path_of(exes, "watcher").display();
     let mut steps = format!("{watcher} check; echo \"WATCHER-VM check exit=$?\"\n");
@@ -557,12 +557,13 @@ fn init_script(exes: &[(String, PathBuf)]) -> String {
     ));
     if let Some(f) = FOCUS.get() {
         steps.push_str(&focus_steps(exes, f));
-    }
-    for &t in TEST_BINARIES.iter().filter(|_| FOCUS.get().is_none()) {
-        steps.push_str(&format!(
-            "{}; echo \"WATCHER-VM {t} exit=$?\"\n",
-            binary_command(exes, t)
-        ));
+    } else {
+        for t in TEST_BINARIES {
+            steps.push_str(&format!(
+                "{}; echo \"WATCHER-VM {t} exit=$?\"\n",
+                binary_command(exes, t)
+            ));
+        }
     }
     format!(
         r#"{GUEST_PREAMBLE}echo "WATCHER-VM kernel $(uname -r)"
@@ -1371,13 +1372,18 @@ mod tests {
         assert_eq!(plain("test a ... ok\tnext"), "test a ... ok\tnext");
     }
 
-    #[test]
-    fn a_focused_guest_runs_one_test_or_one_binary_again_and_again() {
-        let exes: Vec<(String, PathBuf)> = ["watcher", "actor"]
+    /// The static binaries as `build_static` names them, under /build.
+    fn build_exes() -> Vec<(String, PathBuf)> {
+        ["watcher", "actor"]
             .iter()
             .chain(TEST_BINARIES.iter())
             .map(|n| (n.to_string(), PathBuf::from(format!("/build/{n}"))))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_focused_guest_runs_one_test_or_one_binary_again_and_again() {
+        let exes = build_exes();
         let one = Focus {
             binary: "events".into(),
             test: "tracefs_is_mounted_when_missing".into(),
@@ -1423,11 +1429,7 @@ mod tests {
 
     #[test]
     fn the_guest_runs_every_step_and_skips_only_what_it_says() {
-        let exes: Vec<(String, PathBuf)> = ["watcher", "actor"]
-            .iter()
-            .chain(TEST_BINARIES.iter())
-            .map(|n| (n.to_string(), PathBuf::from(format!("/build/{n}"))))
-            .collect();
+        let exes = build_exes();
         let init = init_script(&exes);
         for step in ["check"].into_iter().chain(TEST_BINARIES) {
             assert!(
