@@ -451,17 +451,11 @@ async fn answer(
     // loop) can be gone from it by the time Docker's and Podman's "not
     // mine" came back (session 35: a 23 ms container went unnamed so, once,
     // in CI).
-    let mut asked_containerd = false;
+    let alone = docker.is_none() && podman.is_none();
+    let containerd_first = hint == "containerd" && containerd.is_some();
     if hint == "containerd" {
         if let Some(cd) = &containerd {
-            asked_containerd = true;
-            answer = match cd.get(&id).await {
-                Some(info) => Some(RuntimeUpdate::Container(info)),
-                None if docker.is_none() && podman.is_none() => {
-                    Some(RuntimeUpdate::Gone { id: id.clone() })
-                }
-                None => None,
-            };
+            answer = containerd_answer(cd, &id, alone).await;
         }
     }
     if hint == "podman" {
@@ -481,15 +475,9 @@ async fn answer(
             }
         }
     }
-    if !known(&answer) && !asked_containerd {
+    if !known(&answer) && !containerd_first {
         if let Some(cd) = &containerd {
-            match cd.get(&id).await {
-                Some(info) => answer = Some(RuntimeUpdate::Container(info)),
-                None if docker.is_none() && podman.is_none() => {
-                    answer = Some(RuntimeUpdate::Gone { id: id.clone() })
-                }
-                None => {}
-            }
+            answer = containerd_answer(cd, &id, alone).await.or(answer);
         }
     }
     if answer.is_none() && docker.is_none() && podman.is_some() && containerd.is_none() {
@@ -497,6 +485,16 @@ async fn answer(
         answer = Some(RuntimeUpdate::Gone { id: id.clone() });
     }
     answer
+}
+
+/// containerd's answer: the container, or gone when it is the only
+/// runtime to ask (`alone`), else nothing.
+async fn containerd_answer(cd: &Containerd, id: &Arc<str>, alone: bool) -> Option<RuntimeUpdate> {
+    match cd.get(id).await {
+        Some(info) => Some(RuntimeUpdate::Container(info)),
+        None if alone => Some(RuntimeUpdate::Gone { id: id.clone() }),
+        None => None,
+    }
 }
 
 /// Questions answered at once, at most (the rest wait their turn).
