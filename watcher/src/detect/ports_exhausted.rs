@@ -6,10 +6,12 @@
 //! top holders by process and by destination with their TIME_WAIT counts —
 //! comes from one sock_diag summary of the namespace, asked on the worker
 //! (at most every 10 s per namespace, never on this path) and added as an
-//! update when it answers. Resolves when a later bind to port 0 or connect in
-//! that namespace gets a port.
+//! update when it answers. Summaries of all namespaces together are paced
+//! ([`SummaryPace`]): each walks the kernel's whole TCP table. Resolves when
+//! a later bind to port 0 or connect in that namespace gets a port.
 use crate::kernel::abi::{EADDRNOTAVAIL, ECONNREFUSED, ETIMEDOUT};
 use foldhash::{HashMap, HashMapExt};
+use std::collections::VecDeque;
 
 use serde::Serialize;
 
@@ -41,10 +43,49 @@ impl Declared for PortsExhausted {
 
 detector!(PortsExhausted, |s, i, _c| {
     PortsExhausted::on_event(s, i)
-}, wants: [Bound, BindFailed, Connect]);
+}, tick: |s, now, _v, procs| PortsExhausted::on_tick(s, now, procs),
+   deadline: |s| PortsExhausted::next_deadline(s),
+   wants: [Bound, BindFailed, Connect]);
 
 /// A namespace's port table is summarized at most this often while it fails.
 const SUMMARY_EVERY_NS: u64 = 10_000_000_000;
+
+/// Summaries, of every namespace together, start at least this far apart.
+const SUMMARY_GAP_NS: u64 = 250_000_000;
+
+/// After a summary that took `c` to make, the next starts at least
+/// `SUMMARY_SHARE × c` after it: summaries take at most 1 % of one CPU.
+const SUMMARY_SHARE: u64 = 100;
+
+/// The pace of port summaries across namespaces. A summary dumps every TCP
+/// socket, and the kernel answers by walking its whole established hash
+/// (every namespace without a hash of its own shares the host's): ~2.3 ms
+/// on a 24 GiB host, more on a larger one, without a preemption point on a
+/// kernel built without preemption — whatever shares that CPU waits, the
+/// deciding thread included. Namespaces that run out of ports together (a
+/// CI host's containers, or a local user making namespaces to exhaust)
+/// would otherwise have watcher walk the table for each, back to back.
+/// A summary due while the pace holds it waits in line and is asked at the
+/// next free slot, if its namespace still fails and a failing process is
+/// still alive to enter it through.
+#[derive(Default)]
+struct SummaryPace {
+    /// The earliest time the next summary may be asked.
+    next_ns: u64,
+    /// When the last one was asked.
+    last_ns: u64,
+    /// Namespaces whose summary is due, oldest first (each at most once).
+    waiting: VecDeque<u32>,
+    /// Summaries that waited for a slot.
+    delayed: u64,
+}
+
+impl SummaryPace {
+    fn asked(&mut self, now: u64) {
+        self.last_ns = now;
+        self.next_ns = now + SUMMARY_GAP_NS;
+    }
+}
 
 /// What could not get a local port.
 #[derive(Clone, Debug, PartialEq)]
@@ -180,6 +221,8 @@ struct Ns {
     what: PortNeed,
     summary: Option<PortSummary>,
     asked_ns: Option<u64>,
+    /// In [`SummaryPace::waiting`].
+    queued: bool,
 }
 
 pub struct PortsExhausted {
@@ -187,6 +230,7 @@ pub struct PortsExhausted {
     open: HashMap<u32, Ns>,
     /// Summaries the engine is to ask for: (network namespace, a process in it).
     pub asks: Vec<(u32, u32)>,
+    pace: SummaryPace,
     cfg: DetectConfig,
     pub overflow: u64,
 }
@@ -201,6 +245,7 @@ impl PortsExhausted {
             ),
             open: HashMap::new(),
             asks: Vec::new(),
+            pace: SummaryPace::default(),
             cfg: cfg.clone(),
             overflow: 0,
         }
@@ -282,6 +327,7 @@ impl PortsExhausted {
             what: what.clone(),
             summary: None,
             asked_ns: None,
+            queued: false,
         });
         ns.failing.retain(|q| q.key != p.key);
         ns.failing.push(p.clone());
@@ -289,16 +335,62 @@ impl PortsExhausted {
             ns.failing.remove(0);
         }
         ns.what = what;
-        if ns
-            .asked_ns
-            .is_none_or(|t| ts.saturating_sub(t) >= SUMMARY_EVERY_NS)
-        {
-            ns.asked_ns = Some(ts);
-            self.asks.push((netns, p.key.tgid));
+        if Self::summary_due(ns, ts) && !ns.queued {
+            if ts >= self.pace.next_ns {
+                ns.asked_ns = Some(ts);
+                self.pace.asked(ts);
+                self.asks.push((netns, p.key.tgid));
+            } else if self.pace.waiting.len() < self.cfg.max_tracked {
+                ns.queued = true;
+                self.pace.waiting.push_back(netns);
+                self.pace.delayed += 1;
+            }
         }
         let (facts, processes) = self.describe(netns, view);
         self.incidents
             .raise(netns, &format!("netns {netns}"), ts, 1, &facts, processes)
+    }
+
+    fn summary_due(ns: &Ns, ts: u64) -> bool {
+        ns.asked_ns
+            .is_none_or(|t| ts.saturating_sub(t) >= SUMMARY_EVERY_NS)
+    }
+
+    /// The next waiting summary, at its slot: asked through the namespace's
+    /// latest failing process still alive; a namespace no longer failing,
+    /// or with none of them left, is let go.
+    pub fn on_tick(&mut self, now: u64, procs: &dyn Fn(u32) -> Option<Proc>) -> Vec<Finding> {
+        if now < self.pace.next_ns {
+            return Vec::new();
+        }
+        while let Some(netns) = self.pace.waiting.pop_front() {
+            // (A namespace resolved since, or queued again after it: gone.)
+            let Some(ns) = self.open.get_mut(&netns).filter(|ns| ns.queued) else {
+                continue;
+            };
+            ns.queued = false;
+            let via = ns.failing.iter().rev().find(|q| {
+                procs(q.key.tgid).is_some_and(|x| x.key == q.key && x.exited.is_none())
+            });
+            if let Some(q) = via {
+                ns.asked_ns = Some(now);
+                self.pace.asked(now);
+                self.asks.push((netns, q.key.tgid));
+                break;
+            }
+        }
+        Vec::new()
+    }
+
+    /// The next free slot, while a summary waits for one.
+    pub fn next_deadline(&self) -> Option<u64> {
+        (!self.pace.waiting.is_empty()).then_some(self.pace.next_ns)
+    }
+
+    /// Summaries that waited for a slot (pacing, not loss: each is asked
+    /// at a later slot while its namespace still fails).
+    pub fn summaries_delayed(&self) -> u64 {
+        self.pace.delayed
     }
 
     fn got_port(&mut self, netns: u32, p: &Proc, how: PortGot, ts: u64) -> Option<Finding> {
@@ -321,6 +413,12 @@ impl PortsExhausted {
         view: &dyn ContainerView,
         now: u64,
     ) -> Option<Finding> {
+        // (What it cost sets the next slot: 1 % of a CPU at most.)
+        let after = s.cost_ns.saturating_mul(SUMMARY_SHARE);
+        self.pace.next_ns = self
+            .pace
+            .next_ns
+            .max(self.pace.last_ns.saturating_add(after));
         self.open.get_mut(&netns)?.summary = Some(s);
         let (facts, processes) = self.describe(netns, view);
         self.incidents.restate(&netns, &facts, processes, now)

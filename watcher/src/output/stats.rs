@@ -36,6 +36,9 @@ pub struct Stats {
     pub sockets: u64,
     pub socket_lookups: u64,
     pub socket_lookups_skipped: u64,
+    /// `ports_exhausted` summaries that waited for a slot (namespaces
+    /// failing together: one walk of the kernel's TCP table at a time).
+    pub port_summaries_delayed: u64,
     /// Exec records whose command line was longer than the kernel's cap
     /// (`--args-bytes`): kept cut, and said to be (`exec.args_truncated`).
     pub command_lines_cut: u64,

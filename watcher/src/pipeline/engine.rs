@@ -585,11 +585,15 @@ impl Engine {
             containers: &self.enricher.containers,
         };
         let findings = self.detectors.on_event(&input);
-        // Summaries of exhausted namespaces, on the lookups' threads.
+        self.ask_summaries();
+        self.hold(findings)
+    }
+
+    /// Summaries of exhausted namespaces, on the lookups' threads.
+    fn ask_summaries(&mut self) {
         for (netns, via) in std::mem::take(&mut self.detectors.ports_exhausted.asks) {
             self.lookup.summary(netns, via);
         }
-        self.hold(findings)
     }
 
     /// Records were lost: reconcile with `/proc` (off this thread) before
@@ -973,6 +977,8 @@ impl Engine {
         let f = self
             .detectors
             .on_tick(now, &self.enricher.containers, &procs);
+        // (A summary that waited for its slot.)
+        self.ask_summaries();
         self.hold(f)
     }
 

@@ -185,6 +185,7 @@ fn refresh_stats(
     s.sockets = engine.detectors.sockets.len() as u64;
     s.socket_lookups = engine.lookups;
     s.socket_lookups_skipped = engine.lookups_skipped;
+    s.port_summaries_delayed = engine.detectors.ports_exhausted.summaries_delayed();
     s.command_lines_cut = engine.args_cut;
     s.socket_lookups_by_inode = engine.lookups_by_inode();
     s.socket_lookups_unanswered = engine

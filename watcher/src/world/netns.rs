@@ -285,7 +285,9 @@ fn worker(shared: Arc<Shared>) {
             }
             (Query::Summary { reply }, Some(diag)) => {
                 // In the namespace: its own ip_local_port_range and sockets.
+                let started = std::time::Instant::now();
                 let mut summary = diag.port_summary();
+                summary.cost_ns = started.elapsed().as_nanos() as u64;
                 if entered.is_err() {
                     // /proc/sys/net shows watcher's own namespace, not this one.
                     summary.range = None;

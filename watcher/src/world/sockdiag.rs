@@ -519,6 +519,7 @@ pub(crate) fn summarize(
             .count(),
         by_process,
         by_destination,
+        cost_ns: 0,
     }
 }
 
@@ -536,6 +537,8 @@ pub struct PortSummary {
     pub by_process: Vec<(u32, String, usize)>,
     /// Top destinations: (address, sockets, of which in TIME_WAIT).
     pub by_destination: Vec<((IpAddr, u16), usize, usize)>,
+    /// What making it took (monotonic ns, on the worker): it paces the next.
+    pub cost_ns: u64,
 }
 
 fn read_tables(dir: &std::path::Path, tcp: bool) -> Vec<(KernelSocket, (IpAddr, u16))> {

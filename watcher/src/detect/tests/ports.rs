@@ -692,6 +692,7 @@ fn exhausted_summary() -> crate::world::sockdiag::PortSummary {
         time_wait: 1,
         by_process: vec![(100, "python3 client.py".into(), 1)],
         by_destination: vec![(("10.0.0.5".parse().unwrap(), 5432), 2, 1)],
+        cost_ns: 2_000_000,
     }
 }
 
@@ -763,4 +764,96 @@ fn a_connect_without_a_free_local_port_is_ports_exhausted_not_connect_failures()
     );
     let f = k.connect(3 * S, 100, "10.0.0.5", 5432, EINPROGRESS, 0x9100);
     assert!(resolved(&f, "ports_exhausted"));
+}
+
+/// Namespaces that run out of ports together have their summaries paced:
+/// each walks the kernel's whole TCP table, so one starts at least 250 ms
+/// after the last, and after one that took `c` to make, 100 × `c` after it.
+#[test]
+fn summaries_of_namespaces_failing_together_are_paced_and_each_still_comes() {
+    let mut k = Kit::defaults();
+    for (n, pid) in [(1u32, 100u32), (2, 101), (3, 102)] {
+        k.spawn(S, 1, pid, "/usr/bin/python3", &["python3", "client.py"]);
+        let f = k.bind_ns(
+            2 * S + n as u64 * MS,
+            pid,
+            4026531000 + n,
+            "127.0.0.1",
+            0,
+            EADDRINUSE,
+        );
+        assert!(
+            opened(&f, "ports_exhausted"),
+            "every namespace's finding at once: {:?}",
+            ks(&f)
+        );
+    }
+    assert_eq!(
+        k.summaries_asked(),
+        vec![4026531001],
+        "the first at once, the others wait"
+    );
+    assert_eq!(k.engine.detectors.ports_exhausted.summaries_delayed(), 2);
+    // The next slot: 250 ms after the first was asked.
+    assert_eq!(k.engine.next_deadline(), Some(2 * S + MS + 250 * MS));
+    k.run_timers(2 * S + 250 * MS);
+    assert_eq!(k.summaries_asked(), vec![4026531001], "not before the slot");
+    k.run_timers(2 * S + MS + 250 * MS);
+    assert_eq!(k.summaries_asked(), vec![4026531001, 4026531002]);
+    // The second's answer took 5 ms to make: the third waits 500 ms after it.
+    let mut slow = exhausted_summary();
+    slow.cost_ns = 5_000_000;
+    k.set_summary(Some(slow));
+    let f = k.late(2 * S + 300 * MS);
+    assert_eq!(
+        f.len(),
+        2,
+        "both answers restate their findings: {:?}",
+        ks(&f)
+    );
+    k.set_summary(None);
+    assert_eq!(k.engine.next_deadline(), Some(2 * S + MS + 750 * MS));
+    k.run_timers(2 * S + 700 * MS);
+    assert!(k.summaries_asked().is_empty(), "not before 100 × its cost");
+    k.run_timers(3 * S);
+    assert_eq!(
+        k.summaries_asked(),
+        vec![4026531003],
+        "the third, in its turn"
+    );
+    assert_eq!(
+        k.engine.detectors.ports_exhausted.next_deadline(),
+        None,
+        "nothing waits"
+    );
+}
+
+/// A waiting summary is let go when its namespace no longer fails, or when
+/// no failing process is alive to enter it through.
+#[test]
+fn a_waiting_summary_is_let_go_when_its_namespace_recovered_or_its_processes_ended() {
+    let mut k = Kit::defaults();
+    for pid in [100u32, 101, 102] {
+        k.spawn(S, 1, pid, "/usr/bin/python3", &["python3", "client.py"]);
+    }
+    k.bind_ns(2 * S, 100, 11, "127.0.0.1", 0, EADDRINUSE);
+    k.bind_ns(2 * S + MS, 101, 12, "127.0.0.1", 0, EADDRINUSE);
+    k.bind_ns(2 * S + 2 * MS, 102, 13, "127.0.0.1", 0, EADDRINUSE);
+    assert_eq!(k.summaries_asked(), vec![11]);
+    // Namespace 12 gets a port again; 13's only failing process ends.
+    let f = k.bind_ns(2 * S + 10 * MS, 101, 12, "127.0.0.1", 0, 0);
+    assert!(resolved(&f, "ports_exhausted"), "{:?}", ks(&f));
+    k.exit(2 * S + 20 * MS, 102, 0);
+    k.run_timers(4 * S);
+    assert_eq!(k.summaries_asked(), vec![11], "neither is asked");
+    assert_eq!(
+        k.engine.detectors.ports_exhausted.next_deadline(),
+        None,
+        "and neither waits on"
+    );
+    // Namespace 13 fails again through a live process: due, and asked
+    // (the slot is free).
+    k.spawn(5 * S, 1, 103, "/usr/bin/python3", &["python3", "client.py"]);
+    k.bind_ns(5 * S + MS, 103, 13, "127.0.0.1", 0, EADDRINUSE);
+    assert_eq!(k.summaries_asked(), vec![11, 13]);
 }
