@@ -222,6 +222,41 @@ fn connects_without_a_free_local_port_are_ports_exhausted_not_connect_failures()
     a.finish();
 }
 
+/// A namespace that ran out of ports and then went away (its only process
+/// killed, as a removed container's) leaves no incident open: it resolves,
+/// saying the namespace is gone — not firing on forever.
+#[test]
+fn ports_exhausted_resolves_when_its_namespace_is_gone() {
+    if !require_root() {
+        return;
+    }
+    let feed = Feed::shared();
+    let mut a = in_tiny_namespace("bind 3");
+    let netns: u64 = a.value("netns").parse().unwrap();
+    assert_eq!(a.value("errno"), "98");
+    exhausted(&feed, netns, "open", "ports_exhausted opened", |_| true);
+    // Killed before it frees a port: nothing in the namespace gets one again.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the actor");
+    let gone = exhausted(
+        &feed,
+        netns,
+        "resolved",
+        "ports_exhausted resolved when its namespace went",
+        |_| true,
+    );
+    assert!(
+        text(&gone, &["summary"]).is_some_and(|s| s.contains(&format!(
+            "network namespace {netns} is gone (no process is in it and it is not mounted)"
+        ))),
+        "{gone}"
+    );
+    a.finish();
+}
+
 #[test]
 fn command_lines_differing_after_512_bytes_are_two_programs() {
     if !require_root() {

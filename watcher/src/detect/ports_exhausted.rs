@@ -8,7 +8,11 @@
 //! (at most every 10 s per namespace, never on this path) and added as an
 //! update when it answers. Summaries of all namespaces together are paced
 //! ([`SummaryPace`]): each walks the kernel's whole TCP table. Resolves when
-//! a later bind to port 0 or connect in that namespace gets a port.
+//! a later bind to port 0 or connect in that namespace gets a port, or when
+//! the namespace is gone: once none of its failing processes lives, a
+//! worker looks whether any process is still in it or it is mounted
+//! ([`PortsExhausted::namespaces_to_look_for`], [`PortsExhausted::namespaces_gone`]) — a
+//! container removed after it ran out of ports leaves no incident open.
 use crate::kernel::abi::{EADDRNOTAVAIL, ECONNREFUSED, ETIMEDOUT};
 use foldhash::{HashMap, HashMapExt};
 use std::collections::VecDeque;
@@ -49,6 +53,13 @@ detector!(PortsExhausted, |s, i, _c| {
 
 /// A namespace's port table is summarized at most this often while it fails.
 const SUMMARY_EVERY_NS: u64 = 10_000_000_000;
+
+/// A namespace none of whose failing processes lives is looked for at most
+/// this often (while its incident is open).
+const GONE_CHECK_EVERY_NS: u64 = 10_000_000_000;
+
+/// Namespaces looked for in one question at most.
+const GONE_CHECK_MAX: usize = 256;
 
 /// Summaries, of every namespace together, start at least this far apart.
 const SUMMARY_GAP_NS: u64 = 250_000_000;
@@ -223,6 +234,8 @@ struct Ns {
     asked_ns: Option<u64>,
     /// In [`SummaryPace::waiting`].
     queued: bool,
+    /// When a worker was last asked whether the namespace is gone.
+    checked_ns: Option<u64>,
 }
 
 pub struct PortsExhausted {
@@ -328,6 +341,7 @@ impl PortsExhausted {
             summary: None,
             asked_ns: None,
             queued: false,
+            checked_ns: None,
         });
         ns.failing.retain(|q| q.key != p.key);
         ns.failing.push(p.clone());
@@ -380,6 +394,51 @@ impl PortsExhausted {
             }
         }
         Vec::new()
+    }
+
+    /// Namespaces of open incidents none of whose failing processes lives
+    /// any more (each at most every 10 s, 256 at most): the engine asks a
+    /// worker whether they still exist.
+    pub fn namespaces_to_look_for(&mut self, now: u64, procs: &dyn Fn(u32) -> Option<Proc>) -> Vec<u32> {
+        let mut out = Vec::new();
+        for (netns, ns) in self.open.iter_mut() {
+            if out.len() >= GONE_CHECK_MAX {
+                break;
+            }
+            if ns
+                .checked_ns
+                .is_some_and(|t| now.saturating_sub(t) < GONE_CHECK_EVERY_NS)
+            {
+                continue;
+            }
+            let alive = ns.failing.iter().any(|q| {
+                procs(q.key.tgid).is_some_and(|x| x.key == q.key && x.exited.is_none())
+            });
+            if !alive {
+                ns.checked_ns = Some(now);
+                out.push(*netns);
+            }
+        }
+        out
+    }
+
+    /// Namespaces a worker found gone (no process in them, none mounted):
+    /// their incidents resolve.
+    pub fn namespaces_gone(&mut self, gone: &[u32], now: u64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for netns in gone {
+            if self.open.remove(netns).is_none() {
+                continue;
+            }
+            out.extend(self.incidents.resolve(
+                netns,
+                now,
+                format_args!(
+                    "network namespace {netns} is gone (no process is in it and it is not mounted): its ports went with it"
+                ),
+            ));
+        }
+        out
     }
 
     /// The next free slot, while a summary waits for one.

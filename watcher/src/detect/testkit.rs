@@ -20,6 +20,9 @@ use crate::{
 };
 
 pub(crate) const S: u64 = 1_000_000_000;
+
+/// Namespaces that are gone, and each question asked about them.
+type Gone = Arc<Mutex<(Vec<u32>, Vec<Vec<u32>>)>>;
 pub(crate) const MS: u64 = 1_000_000;
 
 /// The stand-in for the kernel's socket tables: answers at once, or — when
@@ -32,6 +35,8 @@ struct StandIn {
     /// The port summary a namespace's lookup answers with, and the namespaces asked.
     summary: Arc<Mutex<(Option<crate::world::sockdiag::PortSummary>, Vec<u32>)>>,
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
+    /// Namespaces that are gone, and each question asked about them.
+    gone: Gone,
     slow: Arc<std::sync::atomic::AtomicBool>,
     parked: Vec<crate::world::sockdiag::PortKey>,
     /// Questions put on the deciding thread itself ([`SocketLookup::quick`]),
@@ -128,6 +133,18 @@ impl crate::world::lookup::SocketLookup for StandIn {
         .unwrap();
         Some(rx)
     }
+    fn start_gone_check(
+        &mut self,
+        netns: Vec<u32>,
+        _answered: &crate::kernel::wake::Wake,
+    ) -> Option<std::sync::mpsc::Receiver<Vec<u32>>> {
+        let mut g = self.gone.lock().unwrap();
+        let answer = netns.iter().copied().filter(|n| g.0.contains(n)).collect();
+        g.1.push(netns);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(answer).unwrap();
+        Some(rx)
+    }
     fn summaries(&mut self) -> Vec<(u32, crate::world::sockdiag::PortSummary)> {
         let mut s = self.summary.lock().unwrap();
         let Some(answer) = s.0.clone() else {
@@ -149,6 +166,7 @@ pub(crate) struct Kit {
     /// Where orphans go when their parent exits.
     pub subreaper: Arc<Mutex<u32>>,
     summary: Arc<Mutex<(Option<crate::world::sockdiag::PortSummary>, Vec<u32>)>>,
+    gone: Gone,
     proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
     confirm: Arc<Mutex<Option<Vec<crate::world::proctable::Proc>>>>,
     /// The uid of the events of these processes (else 0).
@@ -182,7 +200,9 @@ impl Kit {
             Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>,
         > = Arc::default();
         let confirm: Arc<Mutex<Option<Vec<crate::world::proctable::Proc>>>> = Arc::default();
+        let gone: Gone = Arc::default();
         let lookup = Box::new(StandIn {
+            gone: gone.clone(),
             confirm: confirm.clone(),
             snapshot: proc_now.clone(),
             summary: summary.clone(),
@@ -199,6 +219,7 @@ impl Kit {
             kernel,
             subreaper,
             summary,
+            gone,
             proc_now,
             confirm,
             uids: Default::default(),
@@ -212,6 +233,23 @@ impl Kit {
 
     pub(crate) fn defaults() -> Kit {
         Kit::new(DetectConfig::default())
+    }
+
+    /// Network namespaces that no longer exist (for the `/proc` worker's check).
+    pub(crate) fn set_gone(&mut self, netns: Vec<u32>) {
+        self.gone.lock().unwrap().0 = netns;
+    }
+
+    /// The namespaces each check asked about, since the last call.
+    pub(crate) fn gone_checks(&mut self) -> Vec<Vec<u32>> {
+        std::mem::take(&mut self.gone.lock().unwrap().1)
+    }
+
+    /// The second's work at `now` (as the pipeline does it), and the
+    /// answers that came of it.
+    pub(crate) fn second(&mut self, now: u64) -> Vec<Finding> {
+        self.engine.check_namespaces(now);
+        self.late(now)
     }
 
     /// What a namespace's port summary says, once asked (None: not answered yet).

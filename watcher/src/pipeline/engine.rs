@@ -58,6 +58,9 @@ pub struct Engine {
     pub answers: crate::kernel::wake::Wake,
     /// When the socket lookups still on their way were asked.
     asked_at: AskedAt,
+    /// The question, on the `/proc` worker, which namespaces of open
+    /// `ports_exhausted` incidents are gone (one at a time).
+    gone_check: Option<std::sync::mpsc::Receiver<Vec<u32>>>,
 }
 
 /// When each port's socket lookups still on their way were asked (event
@@ -334,6 +337,7 @@ impl Engine {
             asked_at: AskedAt::default(),
             lookups_unanswered: Default::default(),
             runtime: None,
+            gone_check: None,
         }
     }
 
@@ -627,6 +631,24 @@ impl Engine {
             {
                 self.recon.asked(rx);
             }
+        }
+    }
+
+    /// Once a second: namespaces of open `ports_exhausted` incidents none of
+    /// whose failing processes lives are looked for, on the `/proc` worker
+    /// (the answer resolves those gone, through [`Engine::late_confirmations`]).
+    pub fn check_namespaces(&mut self, now: u64) {
+        if self.gone_check.is_some() {
+            return;
+        }
+        let table = &self.enricher.procs;
+        let procs = |tgid: u32| table.get(tgid).cloned();
+        let netns = self
+            .detectors
+            .ports_exhausted
+            .namespaces_to_look_for(now, &procs);
+        if !netns.is_empty() {
+            self.gone_check = self.lookup.start_gone_check(netns, &self.answers);
         }
     }
 
@@ -934,6 +956,16 @@ impl Engine {
     pub fn late_confirmations(&mut self, now: u64) -> Vec<Finding> {
         let answers = self.lookup.late();
         let mut out = Vec::new();
+        if let Some(rx) = &self.gone_check {
+            match rx.try_recv() {
+                Ok(gone) => {
+                    self.gone_check = None;
+                    out.extend(self.detectors.ports_exhausted.namespaces_gone(&gone, now));
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => self.gone_check = None,
+            }
+        }
         for (netns, summary) in self.lookup.summaries() {
             out.extend(self.detectors.ports_exhausted.summarized(
                 netns,

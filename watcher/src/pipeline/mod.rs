@@ -620,6 +620,7 @@ impl Loop<'_> {
         // A loss without records after it: nothing more to wait for.
         self.engine.caught_up();
         self.engine.recheck_unseen_reaps();
+        self.engine.check_namespaces(Clock::mono_now());
         if let Some(c) = self.canary.as_mut() {
             if let Some((healthy, reason, latency)) = c.tick() {
                 let mut s = self.stats.lock().expect("stats lock");

@@ -73,6 +73,19 @@ pub trait SocketLookup: Send {
     fn summaries(&mut self) -> Vec<(u32, crate::world::sockdiag::PortSummary)> {
         Vec::new()
     }
+    /// Look, off this thread, which of the network namespaces `netns`
+    /// (inodes) are gone: no process in one and none mounted (never waits;
+    /// `answered` is notified when the answer is there).
+    fn start_gone_check(
+        &mut self,
+        netns: Vec<u32>,
+        answered: &crate::kernel::wake::Wake,
+    ) -> Option<std::sync::mpsc::Receiver<Vec<u32>>> {
+        Some(crate::world::reconcile::start_gone_check(
+            netns,
+            answered.clone(),
+        ))
+    }
     /// Start a snapshot of `/proc` (and of the holder sockets of
     /// `namespaces`: netns inode, a pid in it) for the reconciliation after
     /// a loss (never waits).

@@ -30,6 +30,63 @@ pub(crate) fn ns_inode(path: &Path) -> Option<u32> {
     std::fs::metadata(path).ok().map(|m| m.ino() as u32)
 }
 
+/// Which of the network namespaces `candidates` (inodes) are gone: no
+/// process under `proc` is in one (`<pid>/ns/net`) and none is mounted
+/// (`ip netns add`, a runtime's bind mount: an `nsfs` mount of `net:[inode]`
+/// in `self/mountinfo`). Threads that entered a namespace on their own are
+/// not looked at (watcher's own namespace workers are such threads). When
+/// more than a few processes' namespaces cannot be read (watcher without
+/// the privilege), none is said gone.
+pub(crate) fn gone_namespaces(candidates: &[u32], proc: &Path) -> Vec<u32> {
+    let mut left: std::collections::HashSet<u32> = candidates.iter().copied().collect();
+    if let Ok(mounts) = std::fs::read_to_string(proc.join("self/mountinfo")) {
+        for line in mounts.lines() {
+            // `id parent major:minor root mount-point … - fstype source …`
+            let mut fields = line.split(' ');
+            let Some(root) = fields.nth(3) else { continue };
+            let inode = root
+                .strip_prefix("net:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .and_then(|n| n.parse::<u32>().ok());
+            if let Some(inode) = inode {
+                left.remove(&inode);
+            }
+        }
+    }
+    let Ok(dir) = std::fs::read_dir(proc) else {
+        // (No /proc to look in: nothing is said gone.)
+        return Vec::new();
+    };
+    let (mut seen, mut unreadable) = (0usize, 0usize);
+    for entry in dir.flatten() {
+        if left.is_empty() {
+            break;
+        }
+        let name = entry.file_name();
+        if !name.as_encoded_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        seen += 1;
+        match std::fs::metadata(entry.path().join("ns/net")) {
+            Ok(m) => {
+                left.remove(&(m.ino() as u32));
+            }
+            // (Ended while looked at.)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => unreadable += 1,
+        }
+    }
+    // A few processes a security module hides even from root (a sandbox's
+    // init) are passed over; more than that is watcher without the
+    // privilege to look (CAP_SYS_PTRACE): nothing can be said gone.
+    if unreadable > (seen / 100).max(2) {
+        return Vec::new();
+    }
+    let mut gone: Vec<u32> = left.into_iter().collect();
+    gone.sort_unstable();
+    gone
+}
+
 /// The network namespace watcher runs in.
 pub(crate) fn own_netns() -> u32 {
     ns_inode(Path::new("/proc/self/ns/net")).unwrap_or(0)
@@ -711,6 +768,36 @@ impl crate::world::lookup::SocketLookup for NetnsLookups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A namespace a process is in is not gone (the real `/proc`: this
+    /// process's own); an inode no process has is.
+    #[test]
+    fn a_namespace_with_a_process_in_it_is_not_gone_one_without_is() {
+        let own = own_netns();
+        assert_ne!(own, 0);
+        let nobody = 7; // (namespace inodes start at 0xF0000000)
+        assert_eq!(
+            gone_namespaces(&[own, nobody], Path::new("/proc")),
+            vec![nobody]
+        );
+    }
+
+    /// A namespace that is mounted (`ip netns add`) is not gone, with no
+    /// process in it: mountinfo's `nsfs` entries are read.
+    #[test]
+    fn a_mounted_namespace_is_not_gone() {
+        let dir = std::env::temp_dir().join(format!("watcher-gone-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("self")).unwrap();
+        std::fs::write(
+            dir.join("self/mountinfo"),
+            "22 28 0:21 / /proc rw,nosuid shared:12 - proc proc rw\n\
+             612 25 0:4 net:[4026532286] /run/netns/blue rw shared:295 - nsfs nsfs rw\n",
+        )
+        .unwrap();
+        let gone = gone_namespaces(&[4026532286, 4026532999], &dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(gone, vec![4026532999]);
+    }
 
     #[test]
     fn a_port_is_answered_in_place_when_the_table_knows_its_socket() {

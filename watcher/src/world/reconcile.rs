@@ -205,6 +205,23 @@ pub(crate) fn start_for(pids: Vec<u32>, answered: crate::kernel::wake::Wake) -> 
     rx
 }
 
+/// Which of the network namespaces `netns` are gone (read on the `/proc`
+/// worker; see [`crate::world::netns::gone_namespaces`]).
+pub(crate) fn start_gone_check(
+    netns: Vec<u32>,
+    answered: crate::kernel::wake::Wake,
+) -> Receiver<Vec<u32>> {
+    let (tx, rx) = sync_channel(1);
+    on_worker(Box::new(move || {
+        let _ = tx.send(crate::world::netns::gone_namespaces(
+            &netns,
+            std::path::Path::new("/proc"),
+        ));
+        answered.wake();
+    }));
+    rx
+}
+
 /// Whether a table entry and a snapshot entry are the same process.
 pub(crate) fn same(a: &Proc, b: &Proc) -> bool {
     a.key.tgid == b.key.tgid && a.key.start_ns.abs_diff(b.key.start_ns) <= SAME_START_NS

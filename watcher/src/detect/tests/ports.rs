@@ -857,3 +857,48 @@ fn a_waiting_summary_is_let_go_when_its_namespace_recovered_or_its_processes_end
     k.bind_ns(5 * S + MS, 103, 13, "127.0.0.1", 0, EADDRINUSE);
     assert_eq!(k.summaries_asked(), vec![11, 13]);
 }
+
+/// A namespace that ran out of ports and then went away (its container
+/// removed, `unshare -n` ended) leaves no incident open: once none of its
+/// failing processes lives, the second's work asks whether it still
+/// exists, and a gone one resolves.
+#[test]
+fn ports_exhausted_resolves_when_its_namespace_is_gone() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/usr/bin/python3", &["python3", "client.py"]);
+    k.spawn(S, 1, 101, "/usr/bin/python3", &["python3", "client.py"]);
+    let f = k.bind_ns(2 * S, 100, 21, "127.0.0.1", 0, EADDRINUSE);
+    assert!(opened(&f, "ports_exhausted"));
+    let f = k.bind_ns(2 * S, 101, 22, "127.0.0.1", 0, EADDRINUSE);
+    assert!(opened(&f, "ports_exhausted"));
+    // While a failing process lives, nothing is asked.
+    assert!(k.second(3 * S).is_empty());
+    assert!(k.gone_checks().is_empty());
+    // Both end; namespace 22 lives on (another process is in it).
+    k.exit(4 * S, 100, 0);
+    k.exit(4 * S, 101, 0);
+    k.set_gone(vec![21]);
+    let f = k.second(5 * S);
+    let mut asked = k.gone_checks();
+    asked.iter_mut().for_each(|v| v.sort());
+    assert_eq!(asked, vec![vec![21, 22]], "one question for both");
+    let gone = f
+        .iter()
+        .find(|x| x.kind.as_str() == "ports_exhausted")
+        .expect("namespace 21's incident resolves");
+    assert_eq!(gone.state, State::Resolved);
+    assert!(
+        gone.summary
+            .contains("network namespace 21 is gone (no process is in it and it is not mounted)"),
+        "{}",
+        gone.summary
+    );
+    assert_eq!(f.len(), 1, "22 stays open: {:?}", ks(&f));
+    // 22 is asked about again only after 10 s.
+    assert!(k.second(6 * S).is_empty());
+    assert!(k.gone_checks().is_empty());
+    k.set_gone(vec![21, 22]);
+    let f = k.second(15 * S + 1);
+    assert_eq!(k.gone_checks(), vec![vec![22]]);
+    assert!(resolved(&f, "ports_exhausted"), "{:?}", ks(&f));
+}
