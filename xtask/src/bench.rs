@@ -1252,7 +1252,10 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     let cpu_only = std::env::var_os("WATCHER_BENCH_CPU_ONLY").is_some();
-    if cpu_only || std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() {
+    let latency_only = std::env::var_os("WATCHER_BENCH_LATENCY_ONLY").is_some();
+    if cpu_only
+        || (std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() && !latency_only)
+    {
         eprintln!("xtask bench: watcher CPU per event, four mixes …");
         let rows = cpu_per_event(watcher, actor, &dir)?;
         push_table(
@@ -1324,7 +1327,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
             out.push('\n');
         }
     }
-    if std::env::var_os("WATCHER_BENCH_LATENCY_ONLY").is_some() {
+    if latency_only {
         return partial(&out, &dir);
     }
     eprintln!("xtask bench: the kernel programs' own cost (bpf_stats) …");
