@@ -1253,9 +1253,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         .unwrap_or(1000);
     let cpu_only = std::env::var_os("WATCHER_BENCH_CPU_ONLY").is_some();
     let latency_only = std::env::var_os("WATCHER_BENCH_LATENCY_ONLY").is_some();
-    if cpu_only
-        || (std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() && !latency_only)
-    {
+    if cpu_only || (std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() && !latency_only) {
         eprintln!("xtask bench: watcher CPU per event, four mixes …");
         let rows = cpu_per_event(watcher, actor, &dir)?;
         push_table(
