@@ -663,14 +663,29 @@ impl Drop for Running {
     }
 }
 
-/// Start `actor <args>` without waiting for it.
+/// Start `actor <args>` without waiting for it. A binary a test has just
+/// written (a copy under a name of its own) can be "busy" for a moment:
+/// another test's thread may have forked while the copy's file was open
+/// for writing, and its child holds that descriptor until it execs
+/// (ETXTBSY); the spawn is tried again then, for up to 2 s.
 pub fn spawn_actor(bin: &str, args: &[&str]) -> Running {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn actor");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut child = loop {
+        match Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+        {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            r => break r.expect("spawn actor"),
+        }
+    };
     let out = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
