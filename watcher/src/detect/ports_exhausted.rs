@@ -98,6 +98,11 @@ impl SummaryPace {
     }
 }
 
+/// Whether the failing process `q` still lives (the same process, not exited).
+fn alive(q: &Proc, procs: &dyn Fn(u32) -> Option<Proc>) -> bool {
+    procs(q.key.tgid).is_some_and(|x| x.key == q.key && x.exited.is_none())
+}
+
 /// What could not get a local port.
 #[derive(Clone, Debug, PartialEq)]
 enum PortNeed {
@@ -383,9 +388,7 @@ impl PortsExhausted {
                 continue;
             };
             ns.queued = false;
-            let via = ns.failing.iter().rev().find(|q| {
-                procs(q.key.tgid).is_some_and(|x| x.key == q.key && x.exited.is_none())
-            });
+            let via = ns.failing.iter().rev().find(|q| alive(q, procs));
             if let Some(q) = via {
                 ns.asked_ns = Some(now);
                 self.pace.asked(now);
@@ -411,10 +414,7 @@ impl PortsExhausted {
             {
                 continue;
             }
-            let alive = ns.failing.iter().any(|q| {
-                procs(q.key.tgid).is_some_and(|x| x.key == q.key && x.exited.is_none())
-            });
-            if !alive {
+            if !ns.failing.iter().any(|q| alive(q, procs)) {
                 ns.checked_ns = Some(now);
                 out.push(*netns);
             }
