@@ -456,6 +456,15 @@ impl Detectors {
     /// A failing bind whose incident would not open (its user has opened
     /// its second's share, or the table is full) is not worth a lookup:
     /// nothing would be written from the answer.
+    /// Whether a `port_conflict` incident is open on `key` (a bind failed
+    /// there; its restatement reads the port's connections too).
+    pub fn conflict_open_on(&self, key: crate::world::sockdiag::PortKey) -> bool {
+        self.port_conflict
+            .incidents
+            .keys()
+            .any(|k| (k.1, k.2, k.3) == key)
+    }
+
     pub fn wants_confirmation(
         &self,
         event: &DomainEvent,
@@ -633,11 +642,7 @@ impl Detectors {
     ) -> Vec<Finding> {
         // A conflict open on the port means a bind failed there: holders the
         // events never showed are real then (see SocketTable::reconcile).
-        let failed = self
-            .port_conflict
-            .incidents
-            .keys()
-            .any(|k| (k.1, k.2, k.3) == key);
+        let failed = self.conflict_open_on(key);
         self.sockets.reconcile(key, kernel, procs, failed, asked_ns);
         let mut out = self
             .port_conflict

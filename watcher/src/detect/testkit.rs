@@ -23,6 +23,8 @@ pub(crate) const S: u64 = 1_000_000_000;
 
 /// Namespaces that are gone, and each question asked about them.
 type Gone = Arc<Mutex<(Vec<u32>, Vec<Vec<u32>>)>>;
+/// Port questions: the port, and whether connections were wanted.
+type Asked = Arc<Mutex<Vec<(crate::world::sockdiag::PortKey, bool)>>>;
 pub(crate) const MS: u64 = 1_000_000;
 
 /// The stand-in for the kernel's socket tables: answers at once, or — when
@@ -37,13 +39,34 @@ struct StandIn {
     kernel: Arc<Mutex<Vec<KernelSocket>>>,
     /// Namespaces that are gone, and each question asked about them.
     gone: Gone,
+    /// Each port question asked, and whether it wanted connections.
+    asked: Asked,
     slow: Arc<std::sync::atomic::AtomicBool>,
-    parked: Vec<crate::world::sockdiag::PortKey>,
+    parked: Vec<(crate::world::sockdiag::PortKey, bool)>,
     /// Questions put on the deciding thread itself ([`SocketLookup::quick`]),
     /// never answered there by this stand-in.
     ///
     /// [`SocketLookup::quick`]: crate::world::lookup::SocketLookup::quick
     in_place: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the kernel's tables answer about one port (as `Diag::on_port`
+/// does): a port no listener holds shows its other TCP sockets only when
+/// they are asked for.
+fn on_port(
+    kernel: &[KernelSocket],
+    key: crate::world::sockdiag::PortKey,
+    connections: bool,
+) -> Vec<KernelSocket> {
+    let socks: Vec<KernelSocket> = kernel
+        .iter()
+        .filter(|s| (s.netns, s.tcp, s.port) == key)
+        .cloned()
+        .collect();
+    if key.1 && !connections && !socks.iter().any(KernelSocket::is_holder) {
+        return Vec::new();
+    }
+    socks
 }
 
 impl crate::world::lookup::SocketLookup for StandIn {
@@ -53,22 +76,17 @@ impl crate::world::lookup::SocketLookup for StandIn {
         _via: u32,
         tcp: bool,
         port: u16,
+        connections: bool,
         _candidates: &[u32],
         _known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
+        let key = (netns, tcp, port);
+        self.asked.lock().unwrap().push((key, connections));
         if self.slow.load(std::sync::atomic::Ordering::Relaxed) {
-            self.parked.push((netns, tcp, port));
+            self.parked.push((key, connections));
             return None;
         }
-        Some(
-            self.kernel
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|s| s.netns == netns && s.tcp == tcp && s.port == port)
-                .cloned()
-                .collect(),
-        )
+        Some(on_port(&self.kernel.lock().unwrap(), key, connections))
     }
     fn quick(
         &mut self,
@@ -86,15 +104,7 @@ impl crate::world::lookup::SocketLookup for StandIn {
         let k = self.kernel.lock().unwrap();
         self.parked
             .drain(..)
-            .map(|key| {
-                (
-                    key,
-                    k.iter()
-                        .filter(|s| (s.netns, s.tcp, s.port) == key)
-                        .cloned()
-                        .collect(),
-                )
-            })
+            .map(|(key, connections)| (key, on_port(&k, key, connections)))
             .collect()
     }
     fn waiting(&self) -> bool {
@@ -167,6 +177,7 @@ pub(crate) struct Kit {
     pub subreaper: Arc<Mutex<u32>>,
     summary: Arc<Mutex<(Option<crate::world::sockdiag::PortSummary>, Vec<u32>)>>,
     gone: Gone,
+    asked: Asked,
     proc_now: Arc<Mutex<Option<std::sync::mpsc::SyncSender<crate::world::reconcile::Snapshot>>>>,
     confirm: Arc<Mutex<Option<Vec<crate::world::proctable::Proc>>>>,
     /// The uid of the events of these processes (else 0).
@@ -201,8 +212,10 @@ impl Kit {
         > = Arc::default();
         let confirm: Arc<Mutex<Option<Vec<crate::world::proctable::Proc>>>> = Arc::default();
         let gone: Gone = Arc::default();
+        let asked: Asked = Arc::default();
         let lookup = Box::new(StandIn {
             gone: gone.clone(),
+            asked: asked.clone(),
             confirm: confirm.clone(),
             snapshot: proc_now.clone(),
             summary: summary.clone(),
@@ -220,10 +233,17 @@ impl Kit {
             subreaper,
             summary,
             gone,
+            asked,
             proc_now,
             confirm,
             uids: Default::default(),
         }
+    }
+
+    /// The port questions asked since the last call, and whether each
+    /// wanted the port's connections.
+    pub(crate) fn port_questions(&mut self) -> Vec<(crate::world::sockdiag::PortKey, bool)> {
+        std::mem::take(&mut self.asked.lock().unwrap())
     }
 
     /// The events of process `tgid` are from user `uid` from now on.

@@ -559,9 +559,22 @@ impl Engine {
                             candidates.push(pid);
                         }
                     }
+                    // A port no listener holds is dumped for its
+                    // connections only when the answer needs them: a failed
+                    // bind's blocker can be one, an open conflict is
+                    // restated from them. (A listen or bind that succeeded,
+                    // its socket closed by the time a worker asked, made the
+                    // kernel walk its whole connection table twice: ~5 ms of
+                    // a CPU nothing could preempt, in front of the next finding.)
+                    let connections = matches!(
+                        touched.event,
+                        crate::world::domain::DomainEvent::BindFailed { .. }
+                    ) || self.detectors.conflict_open_on(key);
                     // (Not waited for: an answer not there at once comes
                     // later, wakes the pipeline, and restates the finding.)
-                    let answer = self.lookup.ask(netns, via, tcp, port, &candidates, &known);
+                    let answer =
+                        self.lookup
+                            .ask(netns, via, tcp, port, connections, &candidates, &known);
                     if answer.is_none() {
                         self.asked_at.note(key, ts);
                     }

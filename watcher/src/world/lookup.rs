@@ -22,15 +22,24 @@ pub trait SocketLookup: Send {
     /// The sockets on (netns, transport is TCP, port), asked through `via`
     /// (a process using that namespace): holders named by `known` (socket
     /// inode, pid) when those name them all, else by the fds of
-    /// `candidates` (the pids believed to hold it) looked at first. `None`:
+    /// `candidates` (the pids believed to hold it) looked at first. For
+    /// TCP the listeners; when none listens, the port's other sockets
+    /// (connections, TIME_WAIT) only if `connections` — the kernel walks
+    /// its whole connection table for them, so only a question whose
+    /// answer needs them asks (a failed bind, an open conflict). `None`:
     /// not answered at once — the detectors go on with the table as it is,
     /// and the answer comes through [`SocketLookup::late`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the question, spelled out: where, which port, what is wanted, who is known"
+    )]
     fn ask(
         &mut self,
         netns: u32,
         via: u32,
         tcp: bool,
         port: u16,
+        connections: bool,
         candidates: &[u32],
         known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>>;
@@ -136,6 +145,7 @@ impl<F: FnMut(u32, u32, bool, u16, &[u32]) -> Option<Vec<KernelSocket>> + Send> 
         via: u32,
         tcp: bool,
         port: u16,
+        _connections: bool,
         candidates: &[u32],
         _known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
@@ -156,6 +166,7 @@ impl SocketLookup for Recorded {
         _via: u32,
         _tcp: bool,
         _port: u16,
+        _connections: bool,
         _candidates: &[u32],
         _known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {

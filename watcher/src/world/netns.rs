@@ -96,6 +96,9 @@ enum Query {
     Port {
         tcp: bool,
         port: u16,
+        /// TCP sockets that do not listen are wanted when no listener holds
+        /// the port (a dump of the whole connection table: see `Diag::on_port`).
+        connections: bool,
         candidates: Vec<u32>,
         /// Socket inodes the bind and listen records carried, with their
         /// pids: when they name every holder, no `/proc` is read.
@@ -321,13 +324,15 @@ fn worker(shared: Arc<Shared>) {
                 Query::Port {
                     tcp,
                     port,
+                    connections,
                     candidates,
                     known,
                     reply,
                 },
                 Some(diag),
             ) => {
-                let (mut socks, by_inode) = diag.port_sockets(tcp, port, &candidates, &known);
+                let (mut socks, by_inode) =
+                    diag.port_sockets(tcp, port, connections, &candidates, &known);
                 if by_inode {
                     shared.by_inode.fetch_add(1, Ordering::Relaxed);
                 }
@@ -563,12 +568,17 @@ impl NetnsLookups {
     /// the fds of `candidates` first, then of every process); `None` when
     /// no answer came within the deadline (it then comes through
     /// [`NetnsLookups::late_answers`]).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the question, spelled out as SocketLookup::ask has it"
+    )]
     pub(crate) fn port_sockets(
         &mut self,
         netns: u32,
         pid: u32,
         tcp: bool,
         port: u16,
+        connections: bool,
         candidates: &[u32],
         known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
@@ -579,6 +589,7 @@ impl NetnsLookups {
         let make = move |reply| Query::Port {
             tcp,
             port,
+            connections,
             candidates,
             known,
             reply,
@@ -719,10 +730,11 @@ impl crate::world::lookup::SocketLookup for NetnsLookups {
         via: u32,
         tcp: bool,
         port: u16,
+        connections: bool,
         candidates: &[u32],
         known: &[(u64, u32)],
     ) -> Option<Vec<KernelSocket>> {
-        self.port_sockets(netns, via, tcp, port, candidates, known)
+        self.port_sockets(netns, via, tcp, port, connections, candidates, known)
     }
     fn wake_on_answer(&mut self, wake: crate::kernel::wake::Wake) {
         let _ = self.wake.set(wake);
@@ -956,7 +968,7 @@ mod tests {
         let mut n = NetnsLookups::new(Duration::from_secs(5));
         let me = std::process::id();
         let s = n
-            .port_sockets(0, me, true, port, &[me], &[])
+            .port_sockets(0, me, true, port, false, &[me], &[])
             .expect("an answer");
         assert!(
             s.iter().any(|k| k.pids.contains(&me) && k.netns == n.own()),
@@ -964,7 +976,7 @@ mod tests {
         );
         assert_eq!(n.workers(), WORKERS);
         let again = n
-            .port_sockets(n.own(), me, true, port, &[me], &[])
+            .port_sockets(n.own(), me, true, port, false, &[me], &[])
             .expect("an answer");
         assert_eq!(again.len(), s.len());
         assert!(n

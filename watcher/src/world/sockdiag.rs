@@ -364,16 +364,18 @@ impl Diag {
     /// processes: named by `known` (socket inode, pid) when those name them
     /// all (then `true`: no `/proc` read), else from the fds of
     /// `candidates` (the holders watcher knows of) first. For TCP: the
-    /// listeners, and only when there is none the other sockets on the port
-    /// (TIME_WAIT, connections), which explain an EADDRINUSE without a holder.
+    /// listeners, and only when there is none and `connections` asks for
+    /// them the other sockets on the port (TIME_WAIT, connections), which
+    /// explain an EADDRINUSE without a holder (see [`Diag::on_port`]).
     pub(crate) fn port_sockets(
         &mut self,
         tcp: bool,
         port: u16,
+        connections: bool,
         candidates: &[u32],
         known: &[(u64, u32)],
     ) -> (Vec<KernelSocket>, bool) {
-        let mut socks = self.on_port(tcp, port);
+        let mut socks = self.on_port(tcp, port, connections);
         if named_by_inode(&mut socks, known) {
             return (socks, true);
         }
@@ -420,10 +422,20 @@ impl Diag {
         self.socket.is_some()
     }
 
-    fn on_port(&mut self, tcp: bool, port: u16) -> Vec<KernelSocket> {
+    /// The sockets on `port`: for TCP the listeners, or when there is none
+    /// and `connections` asks, every other socket on it. Only a question
+    /// that needs them asks (a failed bind, whose blocker can be a
+    /// connection or a TIME_WAIT; an open conflict restated): the kernel
+    /// answers it by walking its whole connection hash, sized by the host's
+    /// memory whatever the port (~2.4 ms per family on this 24 GiB host),
+    /// without a preemption point on a `PREEMPT_NONE` kernel — whatever
+    /// waits for that CPU, the deciding thread or a reader of the feed,
+    /// waits that long. A listen or a bind that succeeded, confirmed after
+    /// its socket was already closed, made two such walks.
+    fn on_port(&mut self, tcp: bool, port: u16, connections: bool) -> Vec<KernelSocket> {
         if tcp {
             let listeners = self.query(true, port, 1 << TCP_LISTEN_STATE);
-            if listeners.is_empty() {
+            if listeners.is_empty() && connections {
                 self.query(true, port, !(1u32 << TCP_LISTEN_STATE) & 0xfff)
             } else {
                 listeners
@@ -800,7 +812,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let mut diag = Diag::open("/proc/net");
-        let (s, _) = diag.port_sockets(true, port, &[], &[]);
+        let (s, _) = diag.port_sockets(true, port, false, &[], &[]);
         let me = std::process::id();
         assert!(
             s.iter().any(|k| k.state == 10
@@ -810,7 +822,7 @@ mod tests {
         );
         let u = std::net::UdpSocket::bind("[::1]:0").unwrap();
         let uport = u.local_addr().unwrap().port();
-        let (s, _) = diag.port_sockets(false, uport, &[me], &[]);
+        let (s, _) = diag.port_sockets(false, uport, false, &[me], &[]);
         assert!(
             s.iter()
                 .any(|k| k.pids.contains(&me) && k.addr == "::1".parse::<IpAddr>().unwrap()),
@@ -819,5 +831,24 @@ mod tests {
         assert!(with_owners(diag.holders())
             .iter()
             .any(|k| k.port == port && k.pids.contains(&me)));
+    }
+
+    #[test]
+    fn a_port_no_listener_holds_is_dumped_for_its_connections_only_when_asked() {
+        // A connection accepted on a port whose listener then closed: the
+        // port is held by a connection alone (what fails a later bind).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_accepted, _) = l.accept().unwrap();
+        drop(l);
+        let mut diag = Diag::open("/proc/net");
+        let (s, _) = diag.port_sockets(true, port, true, &[], &[]);
+        assert!(
+            s.iter().any(|k| k.port == port && k.state == 1),
+            "asked for connections: the accepted one is there: {s:?}"
+        );
+        let (s, _) = diag.port_sockets(true, port, false, &[], &[]);
+        assert!(s.is_empty(), "listeners only: none: {s:?}");
     }
 }

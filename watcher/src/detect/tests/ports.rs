@@ -118,6 +118,46 @@ fn port_conflict_with_only_time_wait_connections_says_so() {
 }
 
 #[test]
+fn only_a_question_that_needs_a_ports_connections_asks_for_them() {
+    // (Without a listener on the port, the kernel answers for its
+    // connections by walking its whole connection table.)
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/a", &["a"]);
+    k.listen(S + 1, 100, "0.0.0.0", 7200, 1);
+    k.set_kernel(vec![listener("0.0.0.0", 7200, &[100])]);
+    k.port_questions();
+    // Another program listens beside it (SO_REUSEPORT): its bind and its
+    // listen are confirmed, listeners only.
+    k.spawn(2 * S, 1, 200, "/bin/b", &["b"]);
+    k.listen(3 * S, 200, "127.0.0.1", 7200, 2);
+    let asked = k.port_questions();
+    assert!(!asked.is_empty(), "the new holder is confirmed");
+    assert!(
+        asked
+            .iter()
+            .all(|(key, connections)| *key == (0, true, 7200) && !connections),
+        "{asked:?}"
+    );
+    // A bind that fails where the table knows no holder: its blocker may
+    // be a connection.
+    k.spawn(4 * S, 1, 300, "/bin/c", &["c"]);
+    k.set_kernel(vec![time_wait("127.0.0.1", 7300)]);
+    let f = k.bind(5 * S, 300, "0.0.0.0", 7300, EADDRINUSE, true);
+    assert!(opened(&f, "port_conflict"));
+    assert_eq!(k.port_questions(), vec![((0, true, 7300), true)]);
+    // While that conflict is open, a later bind's confirmation restates it
+    // from the kernel's word: connections too.
+    k.spawn(6 * S, 1, 400, "/bin/d", &["d"]);
+    k.bind_sk(7 * S, 400, "127.0.0.1", 7300, 4);
+    k.bind_sk(7 * S + 1, 300, "127.0.0.2", 7300, 5);
+    let asked = k.port_questions();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|(_, connections)| *connections),
+        "{asked:?}"
+    );
+}
+
+#[test]
 fn a_tracked_bound_socket_is_named_without_a_lookup_until_its_close() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 100, "/usr/bin/client", &["client"]);
