@@ -254,7 +254,7 @@ impl Collector for Snapshot {
         counter(e, "watcher_socket_lookups_skipped_total", "Lookups skipped over a user's budget of 200 a second, or the namespace workers' 400 a second for all users (the socket table was used as it was).", s.socket_lookups_skipped)?;
         counter(e, "watcher_port_summaries_delayed_total", "ports_exhausted summaries of a namespace's port use that waited for a slot: summaries of every namespace together start at least 250 ms apart and take at most 1 % of a CPU (each walks the kernel's whole TCP table); a delayed one is asked at a later slot while its namespace still fails.", s.port_summaries_delayed)?;
         counter(e, "watcher_socket_lookups_by_inode_total", "Socket lookups answered from sock_diag alone, each socket's owner from the inode its bind or listen record carried (no /proc): on a namespace worker, or on the pipeline's own thread with confirm_before_open.", s.socket_lookups_by_inode)?;
-        counter(e, "watcher_socket_lookups_unanswered_total", "Lookups of a network namespace's socket table not answered within 2 s, or of a namespace that could not be entered (the table was used as it was).", s.socket_lookups_unanswered)?;
+        counter(e, "watcher_socket_lookups_unanswered_total", "Lookups of a network namespace's socket table not answered within 2 s, of a namespace that could not be entered, or whose answer needed a dump of the port's connections beyond the workers' budget for them (5 % of a CPU): the table was used as it was.", s.socket_lookups_unanswered)?;
         counter(e, "watcher_container_names_late_total", "Event records written without their container's name: the runtime did not name it within 300 ms.", s.container_names_late)?;
         counter(
             e,

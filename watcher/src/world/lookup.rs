@@ -15,9 +15,10 @@ pub(crate) const LOOKUPS_PER_SECOND: u32 = 200;
 /// only a failed bind that no listener explains (or an open conflict's
 /// restatement) asks for the port's connections, a walk of the kernel's
 /// whole connection hash (~2.4 ms on this 24 GiB host whatever the port,
-/// both families in one walk): however many users flood with such binds,
-/// that is at most ~1 CPU of the workers'. (Holders the kernel side
-/// follows need no lookup at all.)
+/// both families in one walk) that nothing preempts: those walks get at
+/// most 50 ms of each second however many users flood with such binds
+/// (`netns::DumpBudget`; beyond it such a question is not answered).
+/// (Holders the kernel side follows need no lookup at all.)
 pub(crate) const ASKS_PER_SECOND: u32 = 400;
 
 /// Looks up the kernel's sockets on one port of one network namespace.

@@ -145,6 +145,50 @@ const WORKER_KEPT: usize = 16;
 /// How long a late answer is still awaited (then counted as unanswered).
 const LATE_LIMIT: Duration = Duration::from_secs(2);
 
+/// The workers' budget for dumps of a port's connections (see
+/// `Diag::on_port`): each is a walk of the kernel's whole connection hash
+/// that nothing preempts, ~2.4 ms on a 24 GiB host and more on a larger
+/// one, and binds that fail on ports only connections hold are a local
+/// user's to make. The walks may take [`DumpBudget::SHARE_NS`] of each
+/// second (5 % of a CPU), in bursts of that much; a question whose answer
+/// needed a dump beyond it is not answered (counted in
+/// `watcher_socket_lookups_unanswered_total`; the finding stays as the
+/// table wrote it).
+#[derive(Debug)]
+pub(crate) struct DumpBudget {
+    /// Walking time left (may run below zero after a long walk).
+    left_ns: i64,
+    /// When it was last filled (ns on the caller's clock).
+    at_ns: u64,
+}
+
+impl DumpBudget {
+    pub(crate) const SHARE_NS: i64 = 50_000_000;
+
+    pub(crate) fn new(now_ns: u64) -> DumpBudget {
+        DumpBudget {
+            left_ns: Self::SHARE_NS,
+            at_ns: now_ns,
+        }
+    }
+
+    /// Whether a dump may start at `now_ns`.
+    pub(crate) fn may(&mut self, now_ns: u64) -> bool {
+        let since = now_ns.saturating_sub(self.at_ns) as i128;
+        let earned = since * Self::SHARE_NS as i128 / 1_000_000_000;
+        self.left_ns = (self.left_ns as i128 + earned).min(Self::SHARE_NS as i128) as i64;
+        self.at_ns = now_ns;
+        self.left_ns > 0
+    }
+
+    /// A dump took `cost_ns`.
+    pub(crate) fn spent(&mut self, cost_ns: u64) {
+        self.left_ns = self
+            .left_ns
+            .saturating_sub(cost_ns.min(i64::MAX as u64) as i64);
+    }
+}
+
 /// Answers not yet in after their wait: (port, answer channel, asked when).
 type Late = (
     crate::world::sockdiag::PortKey,
@@ -237,6 +281,9 @@ struct Shared {
     /// Port questions the workers answered from sock_diag and the known
     /// socket inodes alone (no `/proc`).
     by_inode: Arc<std::sync::atomic::AtomicU64>,
+    /// The connection dumps' share of the workers' time, and the clock it is kept on.
+    dumps: Mutex<DumpBudget>,
+    epoch: Instant,
 }
 
 /// One worker: takes the next question, enters its namespace unless it is
@@ -331,8 +378,24 @@ fn worker(shared: Arc<Shared>) {
                 },
                 Some(diag),
             ) => {
+                let now = || shared.epoch.elapsed().as_nanos() as u64;
+                let may_dump = connections
+                    && shared
+                        .dumps
+                        .lock()
+                        .map(|mut b| b.may(now()))
+                        .unwrap_or(false);
                 let (mut socks, by_inode) =
-                    diag.port_sockets(tcp, port, connections, &candidates, &known);
+                    diag.port_sockets(tcp, port, may_dump, &candidates, &known);
+                if let (Some(cost), Ok(mut b)) = (diag.take_dump_cost(), shared.dumps.lock()) {
+                    b.spent(cost);
+                }
+                if tcp && connections && !may_dump && socks.is_empty() {
+                    // The answer needed the port's connections and the
+                    // budget held them back: none (the reply dropped is
+                    // counted unanswered; the table is used as it is).
+                    continue;
+                }
                 if by_inode {
                     shared.by_inode.fetch_add(1, Ordering::Relaxed);
                 }
@@ -382,6 +445,8 @@ impl NetnsLookups {
             unanswered: unanswered.clone(),
             said_fallback: AtomicBool::new(false),
             wake: wake.clone(),
+            dumps: Mutex::new(DumpBudget::new(0)),
+            epoch: Instant::now(),
         });
         for i in 0..WORKERS {
             let mine = shared.clone();
@@ -784,6 +849,44 @@ mod tests {
     /// A namespace a process is in is not gone (the real `/proc`: this
     /// process's own); an inode no process has is.
     #[test]
+    fn connection_dumps_take_a_twentieth_of_each_second_in_bursts_of_that_much() {
+        let ms = 1_000_000u64;
+        let mut b = DumpBudget::new(0);
+        // A burst: 20 walks of 2.4 ms, then held.
+        let mut walks = 0;
+        while b.may(0) {
+            b.spent(2_400_000);
+            walks += 1;
+        }
+        assert_eq!(walks, 21, "50 ms of walks, the last one past it");
+        assert!(!b.may(5 * ms), "0.25 ms earned in 5 ms: still below");
+        // A second later, 50 ms again (never more than that).
+        assert!(b.may(1_000 * ms));
+        let mut again = 0;
+        while b.may(1_000 * ms) {
+            b.spent(2_400_000);
+            again += 1;
+        }
+        assert!((20..=22).contains(&again), "{again}");
+        // A steady flood gets ~5 % of a CPU: ~21 walks a second.
+        let mut b = DumpBudget::new(0);
+        let mut walks = 0u64;
+        for t in 0..10_000u64 {
+            if b.may(t * ms) {
+                b.spent(2_400_000);
+                walks += 1;
+            }
+        }
+        assert!((200..=230).contains(&walks), "{walks} walks in 10 s");
+        // One long walk (a huge host) is paid for before the next.
+        let mut b = DumpBudget::new(0);
+        assert!(b.may(0));
+        b.spent(200 * ms);
+        assert!(!b.may(2_000 * ms), "150 ms owed, 100 earned in 2 s");
+        assert!(b.may(3_100 * ms));
+    }
+
+    #[test]
     fn a_namespace_with_a_process_in_it_is_not_gone_one_without_is() {
         let own = own_netns();
         assert_ne!(own, 0);
@@ -983,5 +1086,36 @@ mod tests {
             .all_holders()
             .iter()
             .any(|k| k.port == port && k.pids.contains(&me)));
+    }
+
+    #[test]
+    fn a_question_whose_answer_needs_a_dump_beyond_the_budget_is_not_answered() {
+        // A port held by an accepted connection alone.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (_accepted, _) = l.accept().unwrap();
+        drop(l);
+        let mut n = NetnsLookups::new(Duration::from_secs(5));
+        let me = std::process::id();
+        let s = n
+            .port_sockets(0, me, true, port, true, &[me], &[])
+            .expect("an answer within the budget");
+        assert!(s.iter().any(|k| k.port == port && k.state == 1), "{s:?}");
+        // The budget spent (a flood of such binds): no answer, counted.
+        n.shared.dumps.lock().unwrap().spent(10_000_000_000);
+        let before = n.unanswered.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(n.port_sockets(0, me, true, port, true, &[me], &[]), None);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while n.unanswered.load(std::sync::atomic::Ordering::Relaxed) == before {
+            assert!(Instant::now() < deadline, "counted unanswered");
+            n.late_answers();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // A question that needs no dump is answered still (listeners only).
+        assert_eq!(
+            n.port_sockets(0, me, true, port, false, &[me], &[]),
+            Some(Vec::new())
+        );
     }
 }

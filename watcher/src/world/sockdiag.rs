@@ -262,6 +262,9 @@ fn parse_dump(
 pub(crate) struct Diag {
     socket: Option<netlink_sys::Socket>,
     proc_net: std::path::PathBuf,
+    /// How long the last dump of a port's connections took, until taken
+    /// ([`Diag::take_dump_cost`]).
+    dump_ns: Option<u64>,
 }
 
 impl Diag {
@@ -280,6 +283,7 @@ impl Diag {
         Diag {
             socket: socket.ok(),
             proc_net: proc_net.into(),
+            dump_ns: None,
         }
     }
 
@@ -288,6 +292,7 @@ impl Diag {
         Diag {
             socket: None,
             proc_net: proc_net.to_path_buf(),
+            dump_ns: None,
         }
     }
 
@@ -454,6 +459,18 @@ impl Diag {
     /// walk of the connection hash (per family if the kernel refuses the
     /// older request).
     fn connections_on(&mut self, port: u16) -> Vec<KernelSocket> {
+        let started = std::time::Instant::now();
+        let socks = self.connections_on_uncounted(port);
+        self.dump_ns = Some(started.elapsed().as_nanos() as u64);
+        socks
+    }
+
+    /// The time the last dump of a port's connections took, once.
+    pub(crate) fn take_dump_cost(&mut self) -> Option<u64> {
+        self.dump_ns.take()
+    }
+
+    fn connections_on_uncounted(&mut self, port: u16) -> Vec<KernelSocket> {
         let states = !(1u32 << TCP_LISTEN_STATE) & 0xfff;
         match self
             .socket
