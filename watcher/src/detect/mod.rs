@@ -451,11 +451,6 @@ impl Detectors {
         out
     }
 
-    /// Whether a bind should be confirmed against the kernel's socket table
-    /// before the detectors see it: (network namespace, transport is TCP, port).
-    /// A failing bind whose incident would not open (its user has opened
-    /// its second's share, or the table is full) is not worth a lookup:
-    /// nothing would be written from the answer.
     /// Whether a `port_conflict` incident is open on `key` (a bind failed
     /// there; its restatement reads the port's connections too).
     pub fn conflict_open_on(&self, key: crate::world::sockdiag::PortKey) -> bool {
@@ -465,6 +460,11 @@ impl Detectors {
             .any(|k| (k.1, k.2, k.3) == key)
     }
 
+    /// Whether a bind should be confirmed against the kernel's socket table
+    /// before the detectors see it: (network namespace, transport is TCP, port).
+    /// A failing bind whose incident would not open (its user has opened
+    /// its second's share, or the table is full) is not worth a lookup:
+    /// nothing would be written from the answer.
     pub fn wants_confirmation(
         &self,
         event: &DomainEvent,
