@@ -351,21 +351,7 @@ impl Diag {
             });
         // Every state, and (Linux 6.7+) TCP_BOUND_INACTIVE (13): sockets bound
         // but neither listening nor connected, which hold their port too.
-        // (Both families in one walk of the kernel's hash; per family if
-        // the kernel refuses the older request.)
-        let states = 0xfff | 1 << TCP_BOUND_INACTIVE;
-        let mut all = match self
-            .socket
-            .as_mut()
-            .map(|s| diag_tcp_both_families(s, states, 0))
-        {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                tracing::debug!("one TCP dump for both families failed ({e}); one per family");
-                self.query_peers(true, 0, states)
-            }
-            None => self.query_peers(true, 0, states),
-        };
+        let mut all = self.tcp_both_families(0, 0xfff | 1 << TCP_BOUND_INACTIVE);
         all.extend(self.query_peers(false, 0, u32::MAX));
         summarize(all, range)
     }
@@ -460,7 +446,11 @@ impl Diag {
     /// older request).
     fn connections_on(&mut self, port: u16) -> Vec<KernelSocket> {
         let started = std::time::Instant::now();
-        let socks = self.connections_on_uncounted(port);
+        let socks = self
+            .tcp_both_families(port, !(1u32 << TCP_LISTEN_STATE) & 0xfff)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
         self.dump_ns = Some(started.elapsed().as_nanos() as u64);
         socks
     }
@@ -470,8 +460,10 @@ impl Diag {
         self.dump_ns.take()
     }
 
-    fn connections_on_uncounted(&mut self, port: u16) -> Vec<KernelSocket> {
-        let states = !(1u32 << TCP_LISTEN_STATE) & 0xfff;
+    /// The TCP sockets on `port` (0: every one) in the states of `states`,
+    /// with their remote addresses: both families in one walk of the
+    /// kernel's hash, per family if the kernel refuses the older request.
+    fn tcp_both_families(&mut self, port: u16, states: u32) -> Vec<(KernelSocket, (IpAddr, u16))> {
         match self
             .socket
             .as_mut()
@@ -479,14 +471,13 @@ impl Diag {
         {
             Some(Ok(v)) => v
                 .into_iter()
-                .filter(|(s, _)| s.port == port)
-                .map(|(s, _)| s)
+                .filter(|(s, _)| port == 0 || s.port == port)
                 .collect(),
             Some(Err(e)) => {
                 tracing::debug!("one TCP dump for both families failed ({e}); one per family");
-                self.query(true, port, states)
+                self.query_peers(true, port, states)
             }
-            None => self.query(true, port, states),
+            None => self.query_peers(true, port, states),
         }
     }
 
