@@ -1140,15 +1140,15 @@ fn an_urgent_record_after_the_reader_caught_up_wakes_it_again() {
     }
 }
 
-/// Entry `i` of the watcher `pid`'s `READER` map (read with bpftool).
-fn reader_entry(pid: u32, i: usize) -> Option<u64> {
-    watcher_tests::bpf_map_entries(pid, "READER")
-        .get(i)
-        .and_then(|e| watcher_tests::bpf_bytes(&e["value"]).try_into().ok())
-        .map(u64::from_le_bytes)
+/// Entry `i` of the watcher `pid`'s `READER` map, read with the bpf system
+/// call: no process started. (A bpftool run per sample was a fork each: a
+/// test sampling as fast as it could forked 500 a second for seconds — a
+/// `fork_storm` of the test itself.)
+fn reader_entry(pid: u32, i: u32) -> Option<u64> {
+    watcher_tests::bpf_array_u64(pid, "READER", i)
 }
 
-/// The reader's word in the kernel (`READER`, read with bpftool): asleep
+/// The reader's word in the kernel (`READER`, read with the bpf system call): asleep
 /// while nothing needs it — then a deciding record wakes it at once (failed
 /// binds 0.7 s apart from one running process reach the output within
 /// 0.2 s, although the bulk period is 5 s and the drains before the
@@ -1162,7 +1162,6 @@ fn the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it()
     let Some(_machine) = beside_others() else {
         return;
     };
-    require_tool("bpftool");
     let feed = Feed::start(&["trace", "--json", "--bulk-ms", "5000"]);
     // (Entry 0 is the word; 0: asleep, 3: dozing — both woken by a
     // deciding record; 1 and 2: awake.)
@@ -1185,7 +1184,7 @@ fn the_reader_says_in_the_kernel_when_it_sleeps_and_a_deciding_record_wakes_it()
 }
 
 /// Forks are urgent in the kernel while a fork storm can be decided
-/// (`READER`'s second entry, read with bpftool): 600 live children in a
+/// (`READER`'s second entry): 600 live children in a
 /// second grow their parent's subtree past half the growth limit (1,000),
 /// and for a growth window (2 s) from then a fork wakes the reader like
 /// any deciding record; then forks are bulk again.
@@ -1196,7 +1195,6 @@ fn forks_are_urgent_in_the_kernel_while_a_fork_storm_can_be_decided() {
     };
     // (Not beside the tests that fork on every CPU: their fork storms'
     // candidates would share the entry.)
-    require_tool("bpftool");
     let feed = Feed::start(&["trace", "--json", "--type", "fork,finding"]);
     let forks_until = || reader_entry(feed.pid, 1).unwrap_or(0);
     let mut kids = watcher_tests::spawn_actor(ACTOR, &["copies", "600", "4000"]);
@@ -1205,6 +1203,8 @@ fn forks_are_urgent_in_the_kernel_while_a_fork_storm_can_be_decided() {
     let start = std::time::Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         seen.push(forks_until());
+        // (Paced: the value holds for a growth window, 2 s.)
+        std::thread::sleep(Duration::from_millis(2));
     }
     kids.value("children");
     // The children's forks, in time order.

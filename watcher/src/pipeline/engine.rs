@@ -43,8 +43,11 @@ pub struct Engine {
     last_event_ns: u64,
     /// Exited processes the kernel could not remember (its exited-process
     /// table was full): a reap without a wait would go unseen, so `/proc`
-    /// is asked about them every second until they are gone (bounded).
+    /// is asked about them every second until they are gone (bounded);
+    /// an open naming one is confirmed before it is written.
     unseen_reaps: Vec<u32>,
+    /// The same processes, to look up.
+    unseen: foldhash::HashSet<u32>,
     /// Reconciliations done, and the processes and zombies they corrected (for metrics).
     pub reconciliations: u64,
     /// Findings about processes confirmed against /proc before they opened.
@@ -237,6 +240,11 @@ impl Reconciliation {
         }
     }
 
+    /// Whether `f` follows an incident held.
+    fn holds(&self, f: &Finding) -> bool {
+        !self.held.is_empty() && self.held.iter().any(|h| h.id == f.id)
+    }
+
     /// Findings of the held kinds (opens, and what follows for incidents
     /// held) wait; the rest go.
     fn hold(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
@@ -328,6 +336,7 @@ impl Engine {
             recon: Reconciliation::default(),
             last_event_ns: 0,
             unseen_reaps: Vec::new(),
+            unseen: Default::default(),
             reconciliations: 0,
             confirmations: 0,
             reconciled_processes: 0,
@@ -466,6 +475,7 @@ impl Engine {
         if let crate::kernel::decode::Payload::Exit(x) = &ev.payload {
             if x.flags & watcher_common::EXIT_UNTRACKED != 0
                 && self.unseen_reaps.len() < UNSEEN_REAPS_MAX
+                && self.unseen.insert(ev.header.tgid)
             {
                 self.unseen_reaps.push(ev.header.tgid);
             }
@@ -680,6 +690,7 @@ impl Engine {
         let table = &self.enricher.procs;
         self.unseen_reaps
             .retain(|pid| table.get(*pid).is_some_and(|p| p.exited.is_some()));
+        self.unseen = self.unseen_reaps.iter().copied().collect();
         if self.unseen_reaps.is_empty() {
             return;
         }
@@ -762,9 +773,16 @@ impl Engine {
     /// While reconciling, findings of the held kinds (opens, and what follows
     /// for incidents held) wait; else they are written at once and
     /// confirmed after ([`Engine::confirm_written`]), or held for their
-    /// confirmation when the config says so (`confirm_before_open`).
+    /// confirmation when the config says so (`confirm_before_open`) — or
+    /// when an open names an exit the kernel could not remember: its reap
+    /// may have gone unseen (a subreaper ignoring SIGCHLD frees its orphans
+    /// without a wait), so it is as likely gone as not.
     fn hold(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
-        if !self.detectors.config.confirm_before_open && self.recon.only_confirming() {
+        if !self.detectors.config.confirm_before_open
+            && self.recon.only_confirming()
+            && !self.doubtful(&findings)
+            && !findings.iter().any(|f| self.recon.holds(f))
+        {
             return self.confirm_written(findings);
         }
         if self.recon.is_idle() {
@@ -805,6 +823,16 @@ impl Engine {
         self.recon.hold(findings)
     }
 
+    /// Whether an open among `findings` names an exit the kernel could not
+    /// remember (see [`Engine::hold`]).
+    fn doubtful(&self, findings: &[Finding]) -> bool {
+        !self.unseen.is_empty()
+            && findings
+                .iter()
+                .filter(|f| about_processes(f))
+                .any(|f| depends_on(f).iter().any(|p| self.unseen.contains(p)))
+    }
+
     /// The snapshot has come: correct the tables with synthetic events, and
     /// write the held findings whose incidents are still open (never waits).
     pub fn reconciled(&mut self, now: u64) -> Vec<Finding> {
@@ -814,6 +842,13 @@ impl Engine {
             return Vec::new();
         };
         let partial = snapshot.only.is_some();
+        // The processes a confirmation judged (opens held while another
+        // one was under way were not, unless it named theirs too).
+        let judged: Option<foldhash::HashSet<u32>> = snapshot
+            .only
+            .as_ref()
+            .filter(|_| !self.recon.held.is_empty())
+            .map(|o| o.iter().copied().collect());
         if partial {
             self.confirmations += 1;
         } else {
@@ -934,13 +969,45 @@ impl Engine {
             .into_iter()
             .filter(|h| !withdrawn.contains(&h.id))
             .collect();
+        // Held opens this answer did not judge (held while another
+        // confirmation was under way) are confirmed on their own before
+        // they are written, with what follows them.
+        let unjudged: Vec<String> = judged
+            .as_ref()
+            .map(|judged| {
+                written
+                    .iter()
+                    .filter(|h| about_processes(h))
+                    .filter(|h| !depends_on(h).iter().all(|p| judged.contains(p)))
+                    .map(|h| h.id.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (rejudged, rest): (Vec<Finding>, Vec<Finding>) =
+            written.into_iter().partition(|h| unjudged.contains(&h.id));
+        written = rest;
         out.retain(|f| !withdrawn.contains(&f.id));
         if partial {
             self.confirmed_written(&mut out);
         }
         written.extend(out);
         if self.recon.lost_meanwhile() {
-            // (Another loss came while the snapshot was taken: another one.)
+            // (Another loss came while the snapshot was taken: another one,
+            // which judges what this one did not.)
+            self.recon.held = rejudged;
+        } else if !rejudged.is_empty() {
+            let pids: Vec<u32> = rejudged
+                .iter()
+                .filter(|f| about_processes(f))
+                .flat_map(depends_on)
+                .collect();
+            match self.lookup.start_confirmation(pids, &self.answers) {
+                Some(rx) => {
+                    self.recon.held = rejudged;
+                    self.recon.asked_to_confirm(rx);
+                }
+                None => written.extend(rejudged),
+            }
         } else if !partial {
             // An open raised after the walk began is newer than what the
             // walk saw (on a quiet host the snapshot waits a second before it

@@ -217,3 +217,135 @@ fn with_confirm_before_open_a_zombie_finding_is_confirmed_against_proc_before_it
     assert!(opened(&k.all, "zombie_accumulation"), "{:?}", ks(&k.all));
     assert_eq!(k.engine.confirmations, 1);
 }
+
+/// Zombie findings about pid `parent` in `f`, written as opens.
+fn zombie_opens_about(f: &[crate::detect::Finding], parent: u32) -> usize {
+    f.iter()
+        .filter(|x| x.kind.as_str().starts_with("zombie") && x.state.as_str() == "open")
+        .filter(|x| {
+            x.processes
+                .iter()
+                .any(|p| p.role == "parent" && p.proc.key.tgid == parent)
+        })
+        .count()
+}
+
+/// Six children of `parent` exit at `at`, their exits not remembered by the
+/// kernel (its exited-process table was full).
+fn six_untracked_zombies(k: &mut Kit, parent: u32, first: u32, at: u64) {
+    for n in 0..6u32 {
+        k.fork(at, parent, first + n);
+        k.exit_untracked(at + MS, first + n);
+    }
+}
+
+/// The processes `pids` as the kit's table has them now (a stand-in `/proc`).
+fn as_now(k: &Kit, pids: &[u32]) -> Vec<crate::world::proctable::Proc> {
+    pids.iter()
+        .map(|p| k.engine.enricher.procs.get(*p).cloned().unwrap())
+        .collect()
+}
+
+/// Zombies whose exits the kernel could not remember, handed to a
+/// subreaper that frees them without a wait (it ignores SIGCHLD): their
+/// reaps are never reported, so a zombie finding of the subreaper's at
+/// their deadline would be a ghost. An open that names such a process is
+/// confirmed against `/proc` before it is written, whatever
+/// `confirm_before_open` says — and so never written. Both ways: zombies
+/// `/proc` still shows are the subreaper's finding, written.
+#[test]
+fn an_open_naming_exits_the_kernel_could_not_remember_is_confirmed_before_it_is_written() {
+    for still_there in [false, true] {
+        let mut k = Kit::defaults();
+        k.spawn(S / 2, 1, 50, "/sbin/subreaper", &["subreaper"]);
+        *k.subreaper.lock().unwrap() = 50;
+        k.spawn(S, 50, 100, "/usr/bin/loop", &["loop"]);
+        six_untracked_zombies(&mut k, 100, 200, 2 * S);
+        // /proc: the middle's zombies are real (its findings are true).
+        let zombies: Vec<u32> = (200..206).collect();
+        let mut now = as_now(&k, &[50, 100]);
+        now.extend(as_now(&k, &zombies));
+        k.confirm_with(now);
+        k.run_timers(4 * S);
+        assert_eq!(
+            zombie_opens_about(&k.all, 100),
+            1,
+            "the middle's (true) accumulation: {:?}",
+            ks(&k.all)
+        );
+        // The middle exits: its zombies pass to the subreaper, which (as
+        // /proc shows, unless they are still there) freed them unseen.
+        k.exit(5 * S, 100, 0);
+        let mut now = as_now(&k, &[50]);
+        if still_there {
+            now.extend(as_now(&k, &zombies));
+        }
+        k.confirm_with(now);
+        k.run_timers(60 * S);
+        let subreapers = zombie_opens_about(&k.all, 50);
+        if still_there {
+            assert_eq!(subreapers, 2, "{:?}", ks(&k.all));
+        } else {
+            assert_eq!(subreapers, 0, "never written: {:?}", ks(&k.all));
+            assert!(k.engine.findings_withdrawn >= 1);
+            assert!(
+                k.engine.enricher.procs.get(203).is_none(),
+                "the unseen reaps are repaired"
+            );
+        }
+    }
+}
+
+/// An open naming an exit the kernel could not remember, held while
+/// another confirmation was under way, is not written on that one's
+/// answer (it did not look at its processes): it is confirmed on its own
+/// first.
+#[test]
+fn an_open_held_behind_another_confirmation_is_confirmed_on_its_own() {
+    // /proc: pid 100's six zombies are there; pid 300's, freed unseen, are not.
+    let mut was = Kit::defaults();
+    was.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    was.spawn(S, 1, 300, "/usr/bin/other", &["other"]);
+    six_zombies(&mut was);
+    let mut proc_now = as_now(&was, &[100, 300]);
+    proc_now.extend(as_now(&was, &[200, 201, 202, 203, 204, 205]));
+    let mut k = Kit::defaults();
+    k.confirm_with(proc_now);
+    k.spawn(S, 1, 100, "/usr/bin/loop", &["loop"]);
+    k.spawn(S, 1, 300, "/usr/bin/other", &["other"]);
+    six_zombies(&mut k);
+    six_untracked_zombies(&mut k, 300, 400, 2 * S + 2 * MS);
+    // Pid 100's opens are written at once (their confirmation under way);
+    // pid 300's wait.
+    k.run_timers(20 * S);
+    assert_eq!(zombie_opens_about(&k.all, 100), 2, "{:?}", ks(&k.all));
+    assert_eq!(zombie_opens_about(&k.all, 300), 0, "{:?}", ks(&k.all));
+    // What follows a held open waits with it: pid 300 reaps two, below
+    // the accumulation's threshold (its resolution is not written before
+    // its open).
+    k.reap(20 * S, 300, 400);
+    k.reap(20 * S, 300, 401);
+    assert!(
+        !k.all
+            .iter()
+            .any(|f| f.processes.iter().any(|p| p.proc.key.tgid == 300)),
+        "{:?}",
+        ks(&k.all)
+    );
+    // The answers: pid 100's confirmation, then pid 300's own.
+    for _ in 0..4 {
+        k.answered(20 * S);
+    }
+    assert!(
+        !k.all
+            .iter()
+            .any(|f| f.processes.iter().any(|p| p.proc.key.tgid == 300)),
+        "never written: {:?}",
+        ks(&k.all)
+    );
+    assert!(k.engine.enricher.procs.get(403).is_none(), "repaired");
+    assert!(k
+        .run_timers(60 * S)
+        .iter()
+        .all(|f| !f.kind.as_str().starts_with("zombie") || f.state.as_str() != "open"));
+}
