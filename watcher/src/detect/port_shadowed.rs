@@ -131,7 +131,7 @@ fn is_runtime_process(p: &crate::world::proctable::Proc) -> bool {
     let names = [
         p.exe.as_deref().map(base),
         Some(base(&p.comm)),
-        p.argv.as_deref().and_then(|a| a.first()).map(|a| base(a)),
+        p.argv.as_ref().and_then(|a| a.first()).map(|a| base(&a)),
     ];
     names
         .iter()

@@ -435,7 +435,7 @@ impl Kit {
         ev.payload = Payload::Exec(Exec {
             old_pid: pid,
             filename: exe.into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv: crate::kernel::argv::Argv::from_args(argv),
             argv_truncated: false,
             cgroup_id: cgroup,
         });

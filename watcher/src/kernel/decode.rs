@@ -31,9 +31,10 @@ pub enum DecodeError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exec {
     pub old_pid: u32,
-    pub filename: String,
-    /// (Shared: the process table keeps it as it is, no copy of the strings.)
-    pub argv: std::sync::Arc<[String]>,
+    /// (Shared: the process table keeps it as its executable.)
+    pub filename: std::sync::Arc<str>,
+    /// (Shared: the process table keeps it as it is, no copy of the text.)
+    pub argv: super::argv::Argv,
     /// The kernel kept only the first bytes of a longer argument vector.
     pub argv_truncated: bool,
     /// The task's cgroup (v2 id) at exec.
@@ -149,15 +150,10 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
                 });
             };
             let flen = (d.filename_len as usize).min(FILENAME_LEN);
-            let args = args.strip_suffix(&[0]).unwrap_or(args);
-            let argv = if args.is_empty() {
-                Default::default()
-            } else {
-                split_args(args)
-            };
+            let argv = super::argv::Argv::from_bytes(args);
             Payload::Exec(Exec {
                 old_pid: d.old_pid,
-                filename: cstr(&d.filename[..flen]),
+                filename: text(&d.filename[..flen]),
                 argv,
                 argv_truncated: d.args_full_len as usize > alen,
                 cgroup_id: d.cgroup_id,
@@ -183,24 +179,14 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
     Ok(KernelEvent { header, payload })
 }
 
-/// An argument vector (NUL-separated, its last NUL gone) as `String`s:
-/// split with memchr and checked with `str::from_utf8` (both word- or
-/// SIMD-wide; a byte-at-a-time split and `from_utf8_lossy`'s check were
-/// ~14 % of the pipeline's time in an exec flood with 3 KB argv), lossy
-/// only for an argument that is not UTF-8.
-fn split_args(args: &[u8]) -> std::sync::Arc<[String]> {
-    let text = |a: &[u8]| match std::str::from_utf8(a) {
-        Ok(s) => s.to_owned(),
-        Err(_) => String::from_utf8_lossy(a).into_owned(),
-    };
-    let mut out = Vec::with_capacity(4);
-    let mut start = 0;
-    for nul in memchr::memchr_iter(0, args) {
-        out.push(text(&args[start..nul]));
-        start = nul + 1;
+/// A NUL-terminated (or full) byte array as shared text: one allocation
+/// (a `String` made into an `Arc<str>` was two, and a copy).
+fn text(b: &[u8]) -> std::sync::Arc<str> {
+    let end = memchr::memchr(0, b).unwrap_or(b.len());
+    match std::str::from_utf8(&b[..end]) {
+        Ok(s) => s.into(),
+        Err(_) => String::from_utf8_lossy(&b[..end]).as_ref().into(),
     }
-    out.push(text(&args[start..]));
-    out.into()
 }
 
 /// A NUL-terminated (or full) byte array as text.
@@ -490,7 +476,7 @@ mod tests {
             Payload::Exec(Exec {
                 old_pid: 10,
                 filename: "/usr/bin/python3".into(),
-                argv: vec!["python3".into(), "app.py".into()].into(),
+                argv: crate::kernel::argv::Argv::from_args(["python3", "app.py"]),
                 argv_truncated: false,
                 cgroup_id: 0,
             })
@@ -503,28 +489,8 @@ mod tests {
             panic!("exec expected")
         };
         assert!(x.argv_truncated);
-        assert_eq!(x.filename, "x");
-        assert_eq!(x.argv[0], "a\u{fffd}");
-    }
-
-    #[test]
-    fn an_argument_vector_splits_as_the_kernel_separates_it() {
-        let old = |a: &[u8]| -> Vec<String> {
-            a.split(|&b| b == 0)
-                .map(|x| String::from_utf8_lossy(x).into_owned())
-                .collect()
-        };
-        for a in [
-            &b"sh"[..],
-            b"sh\0-c\0sleep 1",
-            b"a\0\0b",
-            b"\0",
-            b"x\0",
-            b"caf\xc3\xa9\0\xff\xfe",
-            b"",
-        ] {
-            assert_eq!(&*split_args(a), &old(a)[..], "{a:?}");
-        }
+        assert_eq!(&*x.filename, "x");
+        assert_eq!(x.argv.first().as_deref(), Some("a\u{fffd}"));
     }
 
     #[test]
@@ -537,7 +503,7 @@ mod tests {
             panic!("exec expected")
         };
         assert_eq!(x.argv.len(), 2);
-        assert_eq!(x.argv[1].len(), 12 * 256);
+        assert_eq!(x.argv.get(1).map(|a| a.len()), Some(12 * 256));
         assert!(!x.argv_truncated);
         // An args_len that disagrees with the record's size, or beyond the
         // most the kernel can write, is refused, never read past the record.

@@ -3,6 +3,7 @@
 //! the ring-buffer reader, the one decoder of the wire format, and the names
 //! of kernel ABI numbers (errno, signals, TCP states).
 pub(crate) mod abi;
+pub mod argv;
 pub(crate) mod btf;
 pub mod clock;
 pub mod decode;

@@ -293,7 +293,7 @@ impl Enricher {
                         procs.identity,
                         p.exe.as_deref(),
                         &p.comm,
-                        p.argv.as_deref(),
+                        p.argv.as_ref(),
                         Some(&scope),
                     );
                     (p.key.tgid, program)

@@ -114,11 +114,10 @@ pub(crate) fn docker_proxy_target(p: &crate::world::proctable::Proc) -> Option<(
     if !is_proxy {
         return None;
     }
-    let argv = p.argv.as_deref()?;
+    let argv = p.argv.as_ref()?;
     let arg = |name: &str| {
-        argv.iter()
-            .position(|a| a == name)
-            .and_then(|i| argv.get(i + 1))
+        let mut args = argv.iter();
+        args.position(|a| a == name).and_then(|_| args.next())
     };
     let ip = arg("-container-ip")?.parse().ok()?;
     let port = arg("-container-port")?.parse().ok()?;

@@ -68,7 +68,7 @@ pub struct Proc {
     pub comm: Arc<str>,
     pub exe: Option<Arc<str>>,
     /// The argument vector at the last exec (or as inherited at fork).
-    pub argv: Option<Arc<[String]>>,
+    pub argv: Option<crate::kernel::argv::Argv>,
     pub uid: u32,
     /// The container it runs in (from its cgroup), if any.
     pub container_id: Option<Arc<str>>,
@@ -95,7 +95,7 @@ impl Proc {
             identity,
             self.exe.as_deref(),
             &self.comm,
-            self.argv.as_deref(),
+            self.argv.as_ref(),
             self.container_id.as_deref(),
         )
     }
@@ -123,7 +123,7 @@ impl Proc {
         self.argv
             .as_ref()
             .filter(|a| !a.is_empty())
-            .map(|a| a.join(" "))
+            .map(|a| a.joined())
     }
 }
 
@@ -205,7 +205,7 @@ pub fn program_id(
     identity: Identity,
     exe: Option<&str>,
     comm: &str,
-    argv: Option<&[String]>,
+    argv: Option<&crate::kernel::argv::Argv>,
     container: Option<&str>,
 ) -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
@@ -220,8 +220,8 @@ pub fn program_id(
     part(exe.unwrap_or(comm).as_bytes());
     if let (Identity::ExeAndArgs, Some(argv)) = (identity, argv) {
         // argv[0] is how it was called, not what it runs.
-        for a in argv.iter().skip(1) {
-            part(a.as_bytes());
+        for a in argv.raw().skip(1) {
+            part(a);
         }
     }
     if let Some(c) = container {
@@ -486,7 +486,7 @@ impl ProcessTable {
         let h = &ev.header;
         let p = self.entry(ev);
         p.comm = ev.comm().into();
-        p.exe = Some(x.filename.as_str().into());
+        p.exe = Some(x.filename.clone());
         p.argv = Some(x.argv.clone());
         p.uid = h.uid;
         // exec kills every other thread.
@@ -751,11 +751,11 @@ pub fn read_proc(pr: &procfs::process::Process, identity: Identity) -> Option<Pr
         .exe()
         .ok()
         .map(|p| Arc::<str>::from(p.to_string_lossy().as_ref()));
-    p.argv = pr
-        .cmdline()
+    // (Its bytes, as an exec record carries them: the same program id.)
+    p.argv = std::fs::read(format!("/proc/{tgid}/cmdline"))
         .ok()
-        .filter(|a| !a.is_empty())
-        .map(Arc::<[String]>::from);
+        .map(|b| crate::kernel::argv::Argv::from_bytes(&b))
+        .filter(|a| !a.is_empty());
     p.uid = pr.uid().unwrap_or(0);
     p.container_id = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
         .ok()
@@ -880,7 +880,7 @@ mod tests {
             payload: Payload::Exec(Exec {
                 old_pid: pid,
                 filename: file.into(),
-                argv: argv.iter().map(|s| s.to_string()).collect(),
+                argv: crate::kernel::argv::Argv::from_args(argv),
                 argv_truncated: false,
                 cgroup_id: 0,
             }),
@@ -1005,21 +1005,24 @@ mod tests {
             Identity::ExeAndArgs,
             Some("/usr/bin/python3"),
             "python3",
-            Some(&["python3".into(), "a.py".into()]),
+            Some(&crate::kernel::argv::Argv::from_args(["python3", "a.py"])),
             None,
         );
         let b = program_id(
             Identity::ExeAndArgs,
             Some("/usr/bin/python3"),
             "python3",
-            Some(&["python3".into(), "b.py".into()]),
+            Some(&crate::kernel::argv::Argv::from_args(["python3", "b.py"])),
             None,
         );
         let a2 = program_id(
             Identity::ExeAndArgs,
             Some("/usr/bin/python3"),
             "python3",
-            Some(&["/usr/bin/python3".into(), "a.py".into()]),
+            Some(&crate::kernel::argv::Argv::from_args([
+                "/usr/bin/python3",
+                "a.py",
+            ])),
             None,
         );
         assert_ne!(a, b);
@@ -1029,14 +1032,14 @@ mod tests {
             Identity::ExeAndArgs,
             Some("/usr/bin/bash"),
             "bash",
-            Some(&["-bash".into()]),
+            Some(&crate::kernel::argv::Argv::from_args(["-bash"])),
             None,
         );
         let shell = program_id(
             Identity::ExeAndArgs,
             Some("/usr/bin/bash"),
             "bash",
-            Some(&["bash".into()]),
+            Some(&crate::kernel::argv::Argv::from_args(["bash"])),
             None,
         );
         assert_eq!(login, shell);
@@ -1044,19 +1047,19 @@ mod tests {
             Identity::Exe,
             Some("/usr/bin/python3"),
             "python3",
-            Some(&["python3".into(), "a.py".into()]),
+            Some(&crate::kernel::argv::Argv::from_args(["python3", "a.py"])),
             None,
         );
         let eb = program_id(
             Identity::Exe,
             Some("/usr/bin/python3"),
             "python3",
-            Some(&["python3".into(), "b.py".into()]),
+            Some(&crate::kernel::argv::Argv::from_args(["python3", "b.py"])),
             None,
         );
         assert_eq!(ea, eb);
         // Within one container: replicas in two containers are two programs.
-        let argv: Vec<String> = vec!["sleep".into(), "1000".into()];
+        let argv = crate::kernel::argv::Argv::from_args(["sleep", "1000"]);
         let c1 = program_id(
             Identity::ExeAndArgs,
             Some("/bin/sleep"),
