@@ -35,8 +35,7 @@ impl Argv {
 
     /// The arguments' bytes, in order.
     pub fn raw(&self) -> impl Iterator<Item = &[u8]> + Clone {
-        // (Split with memchr, word- or SIMD-wide: a byte-at-a-time split
-        // of a 3 KB argument cost as much as everything this type saves.)
+        // (Split with memchr, word- or SIMD-wide, not a byte at a time.)
         let mut rest = self.0.as_deref();
         std::iter::from_fn(move || {
             let t = rest?;
