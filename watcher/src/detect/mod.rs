@@ -150,6 +150,10 @@ macro_rules! declare_detectors {
             /// The kinds `config` enables (a bit per kind, `1 << kind`): read
             /// at every event, set when the config is.
             enabled: u32,
+            /// For each event variant (its bit's position), the enabled
+            /// detectors that want it (a bit per detector, `Kind::ALL`'s
+            /// order): an event goes to those alone, no call to ask the rest.
+            routes: [u32; 16],
             /// The programs whose next exec can decide a finding of any
             /// detector (merged from theirs: [`Detectors::exec_wake_changes`]).
             pub exec_wakes: exec_wakes::ExecWakes,
@@ -158,13 +162,16 @@ macro_rules! declare_detectors {
         impl Detectors {
             fn build(config: DetectConfig) -> Detectors {
                 use registry::Declared;
-                Detectors {
+                let mut d = Detectors {
                     sockets: SocketTable::new(config.max_sockets),
                     $($field: <$field::$ty as Declared>::new(&config),)*
                     enabled: enabled_kinds(&config),
+                    routes: [0; 16],
                     config,
                     exec_wakes: exec_wakes::ExecWakes::new(),
-                }
+                };
+                d.route();
+                d
             }
 
             /// The socket table, and every detector in the order they see an event.
@@ -498,7 +505,7 @@ impl Detectors {
                 .filter(|x| (x.0, x.1) == (n, p))
                 .map(|x| x.2.clone())
         };
-        let enabled = self.enabled;
+        let route = self.routes[i.event.bit().trailing_zeros() as usize % 16];
         let (sockets, detectors) = self.split();
         let ctx = registry::Ctx {
             sockets,
@@ -507,19 +514,31 @@ impl Detectors {
             shadowed: &shadowed,
         };
         let mut out = Vec::new();
-        let bit = i.event.bit();
         // (Detectors come in `Kind::ALL`'s order: the n-th is of kind n.)
-        for (n, d) in detectors.into_iter().enumerate() {
-            if enabled & (1 << n) != 0 && d.wants() & bit != 0 {
-                // (Most events decide nothing: an empty answer is dropped,
-                // not drained into `out`.)
-                let f = d.on_event(i, &ctx);
-                if !f.is_empty() {
-                    out.extend(f);
-                }
+        let mut left = route;
+        while left != 0 {
+            let n = left.trailing_zeros() as usize;
+            left &= left - 1;
+            // (Most events decide nothing: an empty answer is dropped,
+            // not drained into `out`.)
+            let f = detectors[n].on_event(i, &ctx);
+            if !f.is_empty() {
+                out.extend(f);
             }
         }
         out
+    }
+
+    /// [`Detectors::routes`] from what each detector wants and which are enabled.
+    fn route(&mut self) {
+        let wants: Vec<u16> = self.all().iter().map(|d| d.wants()).collect();
+        for (b, route) in self.routes.iter_mut().enumerate() {
+            *route = wants
+                .iter()
+                .enumerate()
+                .filter(|(n, w)| self.enabled & (1 << n) != 0 && **w & (1 << b) != 0)
+                .fold(0, |m, (n, _)| m | 1 << n);
+        }
     }
 
     /// Settings from a reloaded configuration. Detectors keep their state and
@@ -529,6 +548,7 @@ impl Detectors {
     pub fn reconfigure(&mut self, new: DetectConfig, now: u64) -> Vec<Finding> {
         let old = std::mem::replace(&mut self.config, new.clone());
         self.enabled = enabled_kinds(&new);
+        self.route();
         let mut out = Vec::new();
         let mut unwanted = Vec::new();
         for d in self.registry() {
