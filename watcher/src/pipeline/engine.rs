@@ -778,6 +778,10 @@ impl Engine {
     /// may have gone unseen (a subreaper ignoring SIGCHLD frees its orphans
     /// without a wait), so it is as likely gone as not.
     fn hold(&mut self, findings: Vec<Finding>) -> Vec<Finding> {
+        if findings.is_empty() {
+            // (Most events decide nothing.)
+            return findings;
+        }
         if !self.detectors.config.confirm_before_open
             && self.recon.only_confirming()
             && !self.doubtful(&findings)
