@@ -179,20 +179,21 @@ pub fn decode(buf: &[u8]) -> Result<KernelEvent, DecodeError> {
     Ok(KernelEvent { header, payload })
 }
 
-/// A NUL-terminated (or full) byte array as shared text: one allocation
-/// (a `String` made into an `Arc<str>` was two, and a copy).
-fn text(b: &[u8]) -> std::sync::Arc<str> {
+/// A NUL-terminated (or full) byte array as text, borrowed when it is UTF-8.
+fn until_nul(b: &[u8]) -> std::borrow::Cow<'_, str> {
     let end = memchr::memchr(0, b).unwrap_or(b.len());
-    match std::str::from_utf8(&b[..end]) {
-        Ok(s) => s.into(),
-        Err(_) => String::from_utf8_lossy(&b[..end]).as_ref().into(),
-    }
+    String::from_utf8_lossy(&b[..end])
+}
+
+/// [`cstr`] as shared text: one allocation (a `String` made into an
+/// `Arc<str>` was two, and a copy).
+fn text(b: &[u8]) -> std::sync::Arc<str> {
+    until_nul(b).as_ref().into()
 }
 
 /// A NUL-terminated (or full) byte array as text.
 pub fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+    until_nul(b).into_owned()
 }
 
 /// The address of a wire record, `None` for families other than IPv4/IPv6.

@@ -230,6 +230,12 @@ fn zombie_opens_about(f: &[crate::detect::Finding], parent: u32) -> usize {
         .count()
 }
 
+/// Whether any finding in `f` names pid `pid`.
+fn names(f: &[crate::detect::Finding], pid: u32) -> bool {
+    f.iter()
+        .any(|x| x.processes.iter().any(|p| p.proc.key.tgid == pid))
+}
+
 /// Six children of `parent` exit at `at`, their exits not remembered by the
 /// kernel (its exited-process table was full).
 fn six_untracked_zombies(k: &mut Kit, parent: u32, first: u32, at: u64) {
@@ -325,24 +331,12 @@ fn an_open_held_behind_another_confirmation_is_confirmed_on_its_own() {
     // its open).
     k.reap(20 * S, 300, 400);
     k.reap(20 * S, 300, 401);
-    assert!(
-        !k.all
-            .iter()
-            .any(|f| f.processes.iter().any(|p| p.proc.key.tgid == 300)),
-        "{:?}",
-        ks(&k.all)
-    );
+    assert!(!names(&k.all, 300), "{:?}", ks(&k.all));
     // The answers: pid 100's confirmation, then pid 300's own.
     for _ in 0..4 {
         k.answered(20 * S);
     }
-    assert!(
-        !k.all
-            .iter()
-            .any(|f| f.processes.iter().any(|p| p.proc.key.tgid == 300)),
-        "never written: {:?}",
-        ks(&k.all)
-    );
+    assert!(!names(&k.all, 300), "never written: {:?}", ks(&k.all));
     assert!(k.engine.enricher.procs.get(403).is_none(), "repaired");
     assert!(k
         .run_timers(60 * S)
