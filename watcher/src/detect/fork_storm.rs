@@ -96,6 +96,72 @@ impl Growth {
     }
 }
 
+/// Each ancestor's [`Growth`], in slots that a chain names (see
+/// [`ForkStorm::chain`]): a fork adds to its ancestors' without a hash
+/// look-up for each. A slot is found by process in `at`; slots move only
+/// when entries leave ([`Growths::retain`], [`Growths::clear`]), and then
+/// every chain's slots are dropped with them.
+#[derive(Default)]
+struct Growths {
+    slots: Vec<(u32, Growth)>,
+    at: HashMap<u32, u32>,
+}
+
+/// A chain's ancestor whose slot is not known yet.
+const NO_SLOT: u32 = u32::MAX;
+
+impl Growths {
+    fn get(&self, pid: &u32) -> Option<&Growth> {
+        self.at.get(pid).map(|&j| &self.slots[j as usize].1)
+    }
+
+    /// `pid`'s slot, made when it has none (None: none, and `max` are made).
+    fn slot(&mut self, pid: u32, max: usize) -> Option<u32> {
+        if let Some(&j) = self.at.get(&pid) {
+            return Some(j);
+        }
+        if self.slots.len() >= max {
+            return None;
+        }
+        let j = self.slots.len() as u32;
+        self.slots.push((pid, Growth::default()));
+        self.at.insert(pid, j);
+        Some(j)
+    }
+
+    /// Keep the entries `keep` says; whether any left (the slots moved).
+    fn retain(&mut self, keep: impl Fn(&Growth) -> bool) -> bool {
+        let before = self.slots.len();
+        self.slots.retain(|(_, g)| keep(g));
+        if self.slots.len() == before {
+            return false;
+        }
+        self.at.clear();
+        for (j, (pid, _)) in self.slots.iter().enumerate() {
+            self.at.insert(*pid, j as u32);
+        }
+        true
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.at.clear();
+    }
+}
+
+impl std::ops::Index<u32> for Growths {
+    type Output = Growth;
+    fn index(&self, j: u32) -> &Growth {
+        &self.slots[j as usize].1
+    }
+}
+
+impl std::ops::IndexMut<u32> for Growths {
+    fn index_mut(&mut self, j: u32) -> &mut Growth {
+        &mut self.slots[j as usize].1
+    }
+}
+
 /// What a `fork_storm` finding says.
 #[derive(Serialize)]
 #[serde(untagged)]
@@ -145,16 +211,17 @@ impl std::fmt::Display for Storm {
 pub struct ForkStorm {
     pub incidents: Incidents<u32>,
     rates: HashMap<u32, Rate>,
-    growth: HashMap<u32, Growth>,
+    growth: Growths,
     cfg: DetectConfig,
     bucket_ns: u64,
     pub overflow: u64,
     last_prune: u64,
     /// While a storm is open: when to look next whether it is over.
     next_check: u64,
-    /// Kept between events (no allocation per fork): an ancestor chain, and
-    /// each ancestor's growth.
-    chain: Vec<u32>,
+    /// Kept between events (no allocation per fork): an ancestor chain (each
+    /// ancestor and its slot in `growth`, or [`NO_SLOT`]), and each
+    /// ancestor's growth.
+    chain: Vec<(u32, u32)>,
     walk: Vec<(u32, i64)>,
     /// Whose ancestor chain `chain` is (0: none): a fork loop's parent's is
     /// walked once, not at every fork and exit. A chain changes only when
@@ -164,7 +231,7 @@ pub struct ForkStorm {
     /// The chains of the last few other parents (whose, chain), so that
     /// parents forking at once (a build's jobs, one loop per CPU) do not
     /// walk theirs again at every fork and exit, by turns.
-    kept: Vec<(u32, Vec<u32>)>,
+    kept: Vec<(u32, Vec<(u32, u32)>)>,
     /// The next of `kept` to give up for a new chain.
     kept_next: usize,
     /// Whose forks can decide a finding, and until when (the kernel makes
@@ -222,7 +289,7 @@ impl ForkStorm {
         ForkStorm {
             incidents: Incidents::new(Kind::ForkStorm, cfg.update_interval_ns(), cfg.max_incidents),
             rates: HashMap::new(),
-            growth: HashMap::new(),
+            growth: Growths::default(),
             cfg: cfg.clone(),
             bucket_ns: (ns(cfg.fork_storm.growth_window_s) / BUCKETS as u64).max(1),
             overflow: 0,
@@ -268,14 +335,20 @@ impl ForkStorm {
     /// `pid` exited: the chains it was in change (its children are
     /// reparented), they are walked again when next wanted.
     fn chains_drop(&mut self, pid: u32) {
-        if self.chain.contains(&pid) {
+        if self.chain.iter().any(|(a, _)| *a == pid) {
             self.chain_of = 0;
         }
         for (of, chain) in &mut self.kept {
-            if chain.contains(&pid) {
+            if chain.iter().any(|(a, _)| *a == pid) {
                 *of = 0;
             }
         }
+    }
+
+    /// Every chain walked again when next wanted (the slots they name moved).
+    fn chains_forget(&mut self) {
+        self.chain_of = 0;
+        self.kept.clear();
     }
 
     /// Settings from a reloaded configuration: what comes next uses them;
@@ -290,6 +363,7 @@ impl ForkStorm {
         if bucket_ns != self.bucket_ns {
             // Buckets of another width cannot be summed with the new ones.
             self.growth.clear();
+            self.chains_forget();
             self.bucket_ns = bucket_ns;
         }
         self.cfg = cfg.clone();
@@ -327,15 +401,16 @@ impl ForkStorm {
     fn ancestors(i: &Input, pid: u32) -> Vec<u32> {
         let mut out = Vec::new();
         Self::ancestors_into(i, pid, &mut out);
-        out
+        out.into_iter().map(|(a, _)| a).collect()
     }
 
     /// `pid` and its ancestors up to (not including) init, at most 64, into
-    /// `out` (cleared first: a vector kept between events, no allocation).
-    fn ancestors_into(i: &Input, mut pid: u32, out: &mut Vec<u32>) {
+    /// `out` (cleared first: a vector kept between events, no allocation),
+    /// their slots not known yet.
+    fn ancestors_into(i: &Input, mut pid: u32, out: &mut Vec<(u32, u32)>) {
         out.clear();
         while pid > 1 && out.len() < 64 {
-            out.push(pid);
+            out.push((pid, NO_SLOT));
             match (i.ppid_of)(pid) {
                 Some(pp) if pp != pid => pid = pp,
                 _ => break,
@@ -350,7 +425,9 @@ impl ForkStorm {
         self.last_prune = now;
         self.deciding.expire(now);
         let b = now / self.bucket_ns;
-        self.growth.retain(|_, g| !g.stale(b));
+        if self.growth.retain(|g| !g.stale(b)) {
+            self.chains_forget();
+        }
         let s = now / SECOND;
         self.rates.retain(|_, r| s.saturating_sub(r.second) <= 2);
     }
@@ -407,19 +484,21 @@ impl ForkStorm {
                 // Growth of every ancestor's subtree.
                 let bucket = ts / self.bucket_ns;
                 self.chain_for(i, parent);
-                let chain = std::mem::take(&mut self.chain);
+                let mut chain = std::mem::take(&mut self.chain);
                 let mut walk = std::mem::take(&mut self.walk);
                 walk.clear();
-                for &a in &chain {
-                    let full = self.growth.len() >= self.cfg.max_tracked;
-                    let g = match self.growth.get_mut(&a) {
-                        Some(g) => g.add(bucket, 1),
-                        None if full => {
-                            self.overflow += 1;
-                            break;
+                for (a, slot) in chain.iter_mut() {
+                    let a = *a;
+                    if *slot == NO_SLOT {
+                        match self.growth.slot(a, self.cfg.max_tracked) {
+                            Some(j) => *slot = j,
+                            None => {
+                                self.overflow += 1;
+                                break;
+                            }
                         }
-                        None => self.growth.entry(a).or_default().add(bucket, 1),
-                    };
+                    }
+                    let g = self.growth[*slot].add(bucket, 1);
                     walk.push((a, g));
                     // Half the limit: the subtree's next forks can open a
                     // finding (urgent for a growth window).
@@ -455,7 +534,7 @@ impl ForkStorm {
                                     limit: growth_limit,
                                 }));
                                 // (Open: the subtree's next forks decide nothing.)
-                                for a in &self.chain {
+                                for (a, _) in &self.chain {
                                     self.deciding.settled(*a);
                                 }
                             }
@@ -472,11 +551,15 @@ impl ForkStorm {
                 // (It was an ancestor of a chain kept: the chain changes.)
                 self.chains_drop(p.key.tgid);
                 self.chain_for(i, p.ppid);
-                let chain = std::mem::take(&mut self.chain);
-                for a in &chain {
-                    if let Some(g) = self.growth.get_mut(a) {
-                        g.add(bucket, -1);
+                let mut chain = std::mem::take(&mut self.chain);
+                for (a, slot) in chain.iter_mut() {
+                    if *slot == NO_SLOT {
+                        match self.growth.at.get(a) {
+                            Some(&j) => *slot = j,
+                            None => continue,
+                        }
                     }
+                    self.growth[*slot].add(bucket, -1);
                 }
                 self.chain = chain;
                 if self.incidents.is_open(&p.key.tgid) {
@@ -528,7 +611,7 @@ trait GrowthSum {
     fn get_mut_or_sum(&self, k: &u32, bucket: u64) -> i64;
 }
 
-impl GrowthSum for HashMap<u32, Growth> {
+impl GrowthSum for Growths {
     fn get_mut_or_sum(&self, k: &u32, bucket: u64) -> i64 {
         match self.get(k) {
             Some(g) if !g.stale(bucket) => {

@@ -179,6 +179,43 @@ macro_rules! declare_detectors {
                 (&self.sockets, [$(&mut self.$field as &mut dyn registry::Detector,)*])
             }
 
+            /// One event to the detectors in `route` (a bit per detector,
+            /// `Kind::ALL`'s order), each called directly: no table of
+            /// trait objects made per event.
+            fn dispatch(
+                &mut self,
+                route: u32,
+                i: &Input,
+                changes: &sockets::Changes,
+                teardown: Teardown,
+                shadowed: &dyn Fn(u32, u16) -> Option<String>,
+            ) -> Vec<Finding> {
+                // (The table is read through `ctx` while each detector, another
+                // field, is fed.)
+                let ctx = &registry::Ctx {
+                    sockets: &self.sockets,
+                    changes,
+                    teardown,
+                    shadowed,
+                };
+                let mut out = Vec::new();
+                let mut left = route;
+                while left != 0 {
+                    let n = left.trailing_zeros() as usize;
+                    left &= left - 1;
+                    // (Most events decide nothing: an empty answer is
+                    // dropped, not drained into `out`.)
+                    let f = match Kind::ALL.get(n) {
+                        $(Some(Kind::$kind) => registry::Detector::on_event(&mut self.$field, i, ctx),)*
+                        None => continue,
+                    };
+                    if !f.is_empty() {
+                        out.extend(f);
+                    }
+                }
+                out
+            }
+
             /// Every detector, in the order they see an event.
             pub fn registry(&mut self) -> [&mut dyn registry::Detector; Kind::COUNT] {
                 self.split().1
@@ -506,27 +543,7 @@ impl Detectors {
                 .map(|x| x.2.clone())
         };
         let route = self.routes[i.event.bit().trailing_zeros() as usize % 16];
-        let (sockets, detectors) = self.split();
-        let ctx = registry::Ctx {
-            sockets,
-            changes: &changes,
-            teardown,
-            shadowed: &shadowed,
-        };
-        let mut out = Vec::new();
-        // (Detectors come in `Kind::ALL`'s order: the n-th is of kind n.)
-        let mut left = route;
-        while left != 0 {
-            let n = left.trailing_zeros() as usize;
-            left &= left - 1;
-            // (Most events decide nothing: an empty answer is dropped,
-            // not drained into `out`.)
-            let f = detectors[n].on_event(i, &ctx);
-            if !f.is_empty() {
-                out.extend(f);
-            }
-        }
-        out
+        self.dispatch(route, i, &changes, teardown, &shadowed)
     }
 
     /// [`Detectors::routes`] from what each detector wants and which are enabled.

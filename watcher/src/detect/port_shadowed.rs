@@ -42,7 +42,7 @@ impl Declared for PortShadowed {
 
 detector!(PortShadowed, |s, i, c| {
     PortShadowed::on_event(s, i, c.sockets, c.changes)
-});
+}, wants: [Bound, ListenStarted, ListenStopped, SockClosed, Exited]);
 
 type Key = PortKey;
 

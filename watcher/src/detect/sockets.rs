@@ -16,7 +16,7 @@ use super::Input;
 use crate::{
     world::proctable::Proc,
     world::{
-        domain::{BindError, DomainEvent},
+        domain::{bits, BindError, DomainEvent},
         sockdiag::{KernelSocket, PortKey},
     },
 };
@@ -514,9 +514,21 @@ impl SocketTable {
         }
     }
 
+    /// The events [`SocketTable::apply`] reads (the rest change nothing
+    /// and ask nothing: a fork, a reap, an exec).
+    pub const READS: u16 = bits::Bound
+        | bits::BindFailed
+        | bits::ListenStarted
+        | bits::ListenStopped
+        | bits::SockClosed
+        | bits::Exited;
+
     /// Apply one event.
     pub fn apply<'a>(&mut self, i: &Input<'a>) -> Changes<'a> {
         let mut ch = Changes::default();
+        if i.event.bit() & Self::READS == 0 {
+            return ch;
+        }
         let ts = i.ev.header.ts_ns;
         let me = i.subject.map(|p| p.key.tgid).unwrap_or(i.ev.header.tgid);
         if let (Some(kernel), Some(key)) = (i.kernel_sockets, self.wants_confirmation(i.event, me))

@@ -305,14 +305,13 @@ impl Enricher {
         }
         // What the record means, once, for the detectors.
         touched.event = crate::world::domain::DomainEvent::of(ev);
+        // (Looked up once for what follows: the table does not change below.)
+        let subject = touched.subject.get(&self.procs);
         // Why a process ended, once, for its record and the detectors.
         if let Payload::Exit(x) = &ev.payload {
             if crate::world::proctable::ends_process(x, ev.header.pid, ev.header.tgid) {
                 let status = ExitStatus::from_raw(x.exit_code);
-                let last = touched
-                    .subject
-                    .get(&self.procs)
-                    .and_then(|p| p.signalled.as_ref());
+                let last = subject.and_then(|p| p.signalled.as_ref());
                 touched.cause = Some(crate::world::cause::Cause::of(
                     status,
                     last,
@@ -320,11 +319,7 @@ impl Enricher {
                 ));
             }
         }
-        if let Some(id) = touched
-            .subject
-            .get(&self.procs)
-            .and_then(|p| p.container_id.as_ref())
-        {
+        if let Some(id) = subject.and_then(|p| p.container_id.as_ref()) {
             // Ask the runtime (without waiting) about a container it has not named yet.
             self.containers.ask(id);
         }
@@ -333,7 +328,7 @@ impl Enricher {
             Payload::Bind(s) | Payload::Connect(s) => {
                 let bind = matches!(ev.payload, Payload::Bind(_));
                 if s.ret == 0 || (!bind && -s.ret == EINPROGRESS) {
-                    if let Some(p) = touched.subject.get(&self.procs) {
+                    if let Some(p) = subject {
                         self.sockets.remember(s.skaddr, p);
                     }
                 }
@@ -346,7 +341,7 @@ impl Enricher {
                     // These transitions run in the calling task's context, and
                     // start a socket's life: whatever an older socket at the same
                     // kernel address said about its owner is stale now.
-                    if let Some(p) = touched.subject.get(&self.procs) {
+                    if let Some(p) = subject {
                         self.sockets.remember(t.skaddr, p);
                         owner = Some(p.clone());
                     }

@@ -298,11 +298,17 @@ impl ProcessTable {
     /// longest-exited zombie, else the most recently started process (long-lived
     /// daemons are the ones worth keeping).
     pub fn insert(&mut self, p: Proc) {
-        if let Some(old) = self.procs.get(&p.key.tgid) {
+        let tgid = p.key.tgid;
+        // The parent it had here, if it was here (one look-up for both).
+        let before = if let Some(old) = self.procs.get(&tgid) {
             if old.key != p.key {
                 self.stats.replaced += 1;
             }
-        } else if self.procs.len() >= self.cap {
+            Some(old.ppid)
+        } else {
+            None
+        };
+        if before.is_none() && self.procs.len() >= self.cap {
             let victim = self
                 .procs
                 .values()
@@ -321,13 +327,19 @@ impl ProcessTable {
                 self.stats.evicted += 1;
             }
         }
-        if let Some(old) = self.procs.get(&p.key.tgid).map(|o| o.ppid) {
-            self.unlink(old, p.key.tgid);
+        match before {
+            // (Still its parent's child: the index has it.)
+            Some(old) if old == p.ppid => {}
+            before => {
+                if let Some(old) = before {
+                    self.unlink(old, tgid);
+                }
+                if p.ppid != 0 {
+                    self.kids.entry(p.ppid).or_default().insert(tgid);
+                }
+            }
         }
-        if p.ppid != 0 {
-            self.kids.entry(p.ppid).or_default().insert(p.key.tgid);
-        }
-        self.procs.insert(p.key.tgid, p);
+        self.procs.insert(tgid, p);
     }
 
     fn unlink(&mut self, ppid: u32, tgid: u32) {

@@ -320,3 +320,55 @@ fn forking_parents_beyond_the_table_are_counted_as_overflow_not_tracked() {
     k.fork(3 * S, 100, 2000);
     assert_eq!(k.engine.detectors.fork_storm.overflow, before);
 }
+
+/// Each ancestor's growth is kept in a slot that the cached ancestor
+/// chains name; a prune that drops a stale entry moves the slots, and
+/// every chain is walked again: a bomb after it is still found, and the
+/// root it names is the right one.
+#[test]
+fn a_fork_bomb_after_the_growth_table_was_pruned_is_named_right() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
+    k.spawn(S, 1, 80, "/bin/other", &["other"]);
+    k.fork(S, 50, 100);
+    // 80 forks once (its entry is the table's first), then never again:
+    // stale once the window has passed.
+    k.fork(2 * S, 80, 81);
+    k.exit(2 * S + 1, 81, 0);
+    k.reap(2 * S + 2, 80, 81);
+    // 100 forks every 100 ms, its chain's entries after 80's, until 6 s
+    // (a prune a second drops 80's on the way).
+    let mut pid = 1000;
+    let mut t = 2 * S;
+    while t < 6 * S {
+        t += 100 * MS;
+        k.fork(t, 100, pid);
+        k.exit(t + 1, pid, 0);
+        k.reap(t + 2, 100, pid);
+        pid += 1;
+    }
+    assert!(
+        k.all.iter().all(|x| x.kind.as_str() != "fork_storm"),
+        "{:?}",
+        ks(&k.all)
+    );
+    // The bomb: 10 children of 100, each forking 110 that never exit.
+    for c in 0..10u32 {
+        let child = 200 + c;
+        t += MS;
+        k.fork(t, 100, child);
+        for _ in 0..110 {
+            t += MS;
+            k.fork(t, child, pid);
+            pid += 1;
+        }
+    }
+    let f: Vec<_> = k
+        .all
+        .iter()
+        .filter(|x| x.kind.as_str() == "fork_storm")
+        .collect();
+    assert_eq!(f.len(), 1, "{:?}", ks(&k.all));
+    assert_eq!(f[0].processes[0].proc.key.tgid, 100, "{}", f[0].summary);
+    assert!(f[0].summary.contains("fork bomb"), "{}", f[0].summary);
+}
