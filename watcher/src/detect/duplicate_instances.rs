@@ -91,7 +91,15 @@ pub struct DuplicateInstances {
     /// open the finding), by the name their execs are wanted by.
     armed: HashMap<u64, Comm>,
     wakes: ExecWakes,
+    /// Emptied lists kept for the next program (a flood of short-lived
+    /// execs of one command line makes its program a list at each exec
+    /// and empties it at each exit: a new one each time was two
+    /// allocations, and two frees, per exec).
+    spare: Vec<Members<Instance>>,
 }
+
+/// At most this many emptied lists are kept.
+const SPARE_LISTS: usize = 16;
 
 /// A live instance as its program's list keeps it (what a record says of it
 /// is read from the process table when one is written: no copy of its
@@ -136,6 +144,7 @@ impl DuplicateInstances {
                 cfg.max_incidents,
             ),
             instances: HashMap::new(),
+            spare: Vec::new(),
             member: HashMap::new(),
             cfg: cfg.clone(),
             overflow: 0,
@@ -200,7 +209,11 @@ impl DuplicateInstances {
         let n = prog.list.len();
         let limit = if n == 0 { usize::MAX } else { prog.limit };
         if n == 0 {
-            self.instances.remove(&program);
+            if let Some(gone) = self.instances.remove(&program) {
+                if self.spare.len() < SPARE_LISTS {
+                    self.spare.push(gone.list);
+                }
+            }
         }
         self.disarm(program, n, limit);
         if self.incidents.is_open(&program) && n <= limit {
@@ -223,7 +236,11 @@ impl DuplicateInstances {
         }
         self.member.insert(p.key, p.program);
         let limit = self.limit(p);
-        let prog = self.instances.entry(p.program).or_default();
+        let spare = &mut self.spare;
+        let prog = self.instances.entry(p.program).or_insert_with(|| Program {
+            list: spare.pop().unwrap_or_default(),
+            limit: 0,
+        });
         prog.list.push(Instance {
             key: p.key,
             ppid: p.ppid,

@@ -119,3 +119,34 @@ fn singletons_have_a_limit_of_one() {
         f[0].summary
     );
 }
+
+/// A program's list, emptied when its last instance leaves, is kept for
+/// the next program (no allocation per exec in a flood of short-lived
+/// ones): the next program's count starts from its own instances only.
+#[test]
+fn a_list_emptied_and_given_to_another_program_holds_only_that_ones_instances() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/sh", &["sh", "start.sh"]);
+    let mut t = 2 * S;
+    // A flood of short-lived execs of one command line: each its
+    // program's only instance, its list emptied at its exit.
+    for n in 0..50u32 {
+        t += MS;
+        let pid = 1000 + n;
+        assert!(k.spawn(t, 100, pid, "/bin/true", &["true", "x"]).is_empty());
+        k.exit(t + 1, pid, 0);
+        k.reap(t + 2, 100, pid);
+    }
+    // Ten instances of another program (lists reused): within the limit.
+    for n in 0..10u32 {
+        t += MS;
+        let f = k.spawn(t, 100, 2000 + n, "/usr/bin/python3", &["python3", "w.py"]);
+        assert!(f.is_empty(), "{:?}", ks(&f));
+    }
+    // The eleventh crosses it, and the finding counts those eleven.
+    let f = k.spawn(t + MS, 100, 2010, "/usr/bin/python3", &["python3", "w.py"]);
+    assert_eq!(ks(&f), vec![("duplicate_instances", "open")]);
+    assert_eq!(f[0].details["instances"], 11);
+    let pids: Vec<u32> = f[0].processes.iter().map(|p| p.proc.key.tgid).collect();
+    assert!(pids.iter().all(|p| (2000..=2010).contains(p)), "{pids:?}");
+}
