@@ -104,6 +104,9 @@ struct Child {
 /// [`SPARE_CAPACITY`] children's room).
 const SPARE_SETS: usize = 64;
 const SPARE_CAPACITY: usize = 16;
+
+/// Emptied sets kept in `by_parent` beyond twice the children before a sweep.
+const EMPTY_SLACK: usize = 64;
 /// Stale deadline entries allowed beyond one per live child before they are
 /// all dropped at once.
 const STALE_SLACK: usize = 1024;
@@ -204,6 +207,9 @@ impl Zombies {
     }
 
     fn link(&mut self, parent: u32, key: ProcKey) {
+        if self.by_parent.len() > 2 * self.children.len() + EMPTY_SLACK {
+            self.sweep();
+        }
         let spare = &mut self.spare;
         self.by_parent
             .entry(parent)
@@ -211,16 +217,48 @@ impl Zombies {
             .insert(key);
     }
 
+    /// (Emptied, a parent's set stays for its next child — a fork loop's
+    /// parent has one at a time: no set given up and taken again at each
+    /// child. It leaves at the parent's exit, [`Zombies::retire`], or in a
+    /// sweep.)
     fn unlink(&mut self, parent: u32, key: ProcKey) {
         if let Some(set) = self.by_parent.get_mut(&parent) {
             set.remove(&key);
-            if set.is_empty() {
-                if let Some(set) = self.by_parent.remove(&parent) {
-                    if self.spare.len() < SPARE_SETS && set.capacity() <= SPARE_CAPACITY {
-                        self.spare.push(set);
-                    }
-                }
+        }
+    }
+
+    /// `parent` exited: its set, emptied (its children were handed on),
+    /// goes to the spares.
+    fn retire(&mut self, parent: u32) {
+        if self.by_parent.get(&parent).is_some_and(HashSet::is_empty) {
+            if let Some(set) = self.by_parent.remove(&parent) {
+                self.spare_set(set);
             }
+        }
+    }
+
+    fn spare_set(&mut self, set: HashSet<ProcKey>) {
+        if self.spare.len() < SPARE_SETS && set.capacity() <= SPARE_CAPACITY {
+            self.spare.push(set);
+        }
+    }
+
+    /// Emptied sets outnumber the children (their parents' exits were not
+    /// seen, or they have none left for long): they go, to the spares as
+    /// there is room. Amortized O(1): more than half the sets leave.
+    fn sweep(&mut self) {
+        let mut gone = Vec::new();
+        self.by_parent.retain(|_, set| {
+            if !set.is_empty() {
+                return true;
+            }
+            if gone.len() < SPARE_SETS {
+                gone.push(std::mem::take(set));
+            }
+            false
+        });
+        for set in gone {
+            self.spare_set(set);
         }
     }
 
@@ -383,6 +421,7 @@ impl Zombies {
                         }
                     }
                     self.tidy_deadlines();
+                    self.retire(p.key.tgid);
                     if self.incidents.is_open(&p.key.tgid) {
                         out.extend(
                             self.incidents.resolve(
@@ -444,6 +483,18 @@ impl Zombies {
             .into_iter()
             .filter_map(|p| self.raise(p, now, view))
             .collect()
+    }
+
+    /// Parents with a set of children, emptied ones included (tests).
+    #[cfg(test)]
+    pub(crate) fn parent_sets(&self) -> usize {
+        self.by_parent.len()
+    }
+
+    /// Whether `parent` has a set, emptied or not (tests).
+    #[cfg(test)]
+    pub(crate) fn has_set(&self, parent: u32) -> bool {
+        self.by_parent.contains_key(&parent)
     }
 
     /// Entries in the deadline heap, stale ones included (tests).

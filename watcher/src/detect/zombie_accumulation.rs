@@ -138,6 +138,9 @@ pub struct ZombieAccumulation {
 /// At most this many emptied lists are kept.
 const SPARE_LISTS: usize = 16;
 
+/// Emptied lists kept in `per_parent` beyond twice the zombies before a sweep.
+const EMPTY_SLACK: usize = 64;
+
 impl ZombieAccumulation {
     pub fn new(cfg: &DetectConfig) -> ZombieAccumulation {
         ZombieAccumulation {
@@ -196,6 +199,9 @@ impl ZombieAccumulation {
             return None;
         }
         self.zombies.insert(child.key, parent);
+        if self.per_parent.len() > 2 * self.zombies.len() + EMPTY_SLACK {
+            self.sweep();
+        }
         let spare = &mut self.spare;
         let list = self
             .per_parent
@@ -278,6 +284,22 @@ impl ZombieAccumulation {
     }
 
     /// `parent` has no list any more; an empty one is kept for reuse.
+    /// Emptied lists outnumber the zombies (their parents' exits were not
+    /// seen, or they have none left for long): they go, to the spares as
+    /// there is room. Amortized O(1): more than half the lists leave.
+    fn sweep(&mut self) {
+        let spare = &mut self.spare;
+        self.per_parent.retain(|_, list| {
+            if !list.is_empty() {
+                return true;
+            }
+            if spare.len() < SPARE_LISTS {
+                spare.push(std::mem::take(list));
+            }
+            false
+        });
+    }
+
     fn retire(&mut self, parent: u32) {
         if let Some(list) = self.per_parent.remove(&parent) {
             if list.is_empty() && self.spare.len() < SPARE_LISTS {
@@ -291,9 +313,10 @@ impl ZombieAccumulation {
         let list = self.per_parent.get_mut(&parent)?;
         list.remove(&child);
         let n = list.len();
-        if n == 0 {
-            self.retire(parent);
-        }
+        // (Emptied, the list stays for the parent's next zombie — a fork
+        // loop's parent has one at a time: no list given up and taken again
+        // at each child. It leaves at the parent's exit, `retire`, or in a
+        // sweep.)
         if n < self.threshold && self.incidents.is_open(&parent) {
             return self.incidents.resolve(
                 &parent,
@@ -464,6 +487,18 @@ impl ZombieAccumulation {
 }
 
 impl ZombieAccumulation {
+    /// Parents with a list of zombies, emptied ones included (tests).
+    #[cfg(test)]
+    pub(crate) fn parent_lists(&self) -> usize {
+        self.per_parent.len()
+    }
+
+    /// Whether `parent` has a list, emptied or not (tests).
+    #[cfg(test)]
+    pub(crate) fn has_list(&self, parent: u32) -> bool {
+        self.per_parent.contains_key(&parent)
+    }
+
     /// Deferred checks due at `now`.
     pub fn on_tick(&mut self, now: u64, view: &dyn ContainerView, procs: Procs) -> Vec<Finding> {
         let mut out = Vec::new();

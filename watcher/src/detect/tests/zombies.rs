@@ -378,3 +378,54 @@ fn zombies_existing_at_start_are_counted() {
     assert!(opened(&f, "zombie_accumulation"), "{f:?}");
     assert!(opened(&fresh.run_timers(13 * S), "zombie"));
 }
+
+/// A parent's emptied set of children (and list of zombies) stays for its
+/// next child and leaves at its exit; the emptied ones of parents whose
+/// exits are never seen are swept: the tables stay within twice the
+/// zombies tracked, plus a margin.
+#[test]
+fn emptied_per_parent_tables_leave_with_their_parent_or_in_a_sweep() {
+    let mut k = Kit::defaults();
+    k.spawn(S, 1, 100, "/bin/loop", &["loop"]);
+    for c in 0..3u32 {
+        let t = 2 * S + c as u64 * MS;
+        k.fork(t, 100, 200 + c);
+        k.exit(t + 1, 200 + c, 0);
+        k.reap(t + 2, 100, 200 + c);
+    }
+    let d = &k.engine.detectors;
+    assert!(d.zombie.has_set(100), "kept, emptied, for the next child");
+    assert!(d.zombie_accumulation.has_list(100));
+    k.exit(3 * S, 100, 0);
+    let d = &k.engine.detectors;
+    assert!(!d.zombie.has_set(100), "gone with its parent");
+    assert!(!d.zombie_accumulation.has_list(100));
+    k.reap(3 * S + 1, 1, 100);
+    // 5,000 parents whose exits are never seen, each with one child
+    // exited and reaped; one zombie left unreaped throughout.
+    k.spawn(4 * S, 1, 300, "/bin/keep", &["keep"]);
+    k.fork(4 * S, 300, 301);
+    k.exit(4 * S + 1, 301, 0);
+    for p in 0..5_000u32 {
+        let t = 5 * S + p as u64 * 100_000;
+        let parent = 10_000 + p;
+        k.spawn(t, 1, parent, "/bin/job", &["job"]);
+        k.fork(t + 1, parent, 20_000 + p);
+        k.exit(t + 2, 20_000 + p, 0);
+        k.reap(t + 3, parent, 20_000 + p);
+        let d = &k.engine.detectors;
+        assert!(
+            d.zombie.parent_sets() <= 2 * 2 + 64 + 1,
+            "{}",
+            d.zombie.parent_sets()
+        );
+        assert!(
+            d.zombie_accumulation.parent_lists() <= 2 * 2 + 64 + 1,
+            "{}",
+            d.zombie_accumulation.parent_lists()
+        );
+    }
+    // The one left unreaped is still counted against its parent.
+    let f = k.run_timers(4 * S + 1 + 10 * S + MS);
+    assert!(opened(&f, "zombie"), "{:?}", ks(&f));
+}
