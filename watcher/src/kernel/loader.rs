@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{MapData, PerCpuArray},
     programs::{BtfTracePoint, FEntry, FExit, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -238,7 +238,7 @@ pub struct Probes {
     /// Keeps programs and links alive.
     pub ebpf: Ebpf,
     /// The ring buffers of the layout (one, or one per group of CPUs), read together.
-    pub events: Vec<RingBuf<MapData>>,
+    pub(crate) events: Vec<crate::kernel::ring::Ring>,
     pub lost: PerCpuArray<MapData, u64>,
     /// Bytes of each ring.
     pub ring_bytes: u32,
@@ -1186,10 +1186,12 @@ pub(crate) fn load(opts: &LoadOptions) -> Result<Probes, SetupError> {
             name,
             why: "missing".into(),
         })?;
-        events.push(RingBuf::try_from(map).map_err(|e| SetupError::Map {
-            name,
-            why: crate::kernel::error::first_line(&e),
-        })?);
+        let ring = match map {
+            aya::maps::Map::RingBuf(data) => crate::kernel::ring::Ring::new(data)
+                .map_err(|e| crate::kernel::error::first_line(&e)),
+            _ => Err("not a ring buffer".to_string()),
+        };
+        events.push(ring.map_err(|why| SetupError::Map { name, why })?);
     }
     let lost = ebpf.take_map(MAP_LOST).ok_or(SetupError::Map {
         name: MAP_LOST,

@@ -13,6 +13,7 @@ pub(crate) mod loader;
 pub(crate) mod names;
 pub(crate) mod reader;
 pub(crate) mod reader_word;
+pub(crate) mod ring;
 pub(crate) mod sched;
 pub(crate) mod skips;
 pub(crate) mod tables;

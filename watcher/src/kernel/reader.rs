@@ -16,7 +16,7 @@
 //! that what happened before the deadline is known.
 use std::time::Duration;
 
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray};
 use watcher_common::LOST_SLOTS;
 
 use crate::{
@@ -84,7 +84,7 @@ fn new_losses(
 /// The ring buffers of the layout (one, or one per group of CPUs), read
 /// together: one epoll set watches them all, and the reader waits on it.
 pub(crate) struct Rings {
-    rings: Vec<RingBuf<MapData>>,
+    rings: Vec<crate::kernel::ring::Ring>,
     epoll: nix::sys::epoll::Epoll,
     /// A drain that read this many bytes from one ring (or its most
     /// records) may follow a record the kernel could not write.
@@ -101,7 +101,10 @@ pub(crate) struct Rings {
 const RECORD_MAX: usize = 32 << 10;
 
 impl Rings {
-    pub(crate) fn new(rings: Vec<RingBuf<MapData>>, ring_bytes: u32) -> std::io::Result<Rings> {
+    pub(crate) fn new(
+        rings: Vec<crate::kernel::ring::Ring>,
+        ring_bytes: u32,
+    ) -> std::io::Result<Rings> {
         use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         for (i, r) in rings.iter().enumerate() {
@@ -186,27 +189,23 @@ pub(crate) struct Drained {
 /// Records read, the bytes they took in the ring (with the ring's 8-byte
 /// header each, rounded up to 8), and how many of them were deciding.
 fn drain_ring(
-    ring: &mut RingBuf<MapData>,
+    ring: &mut crate::kernel::ring::Ring,
     max: usize,
     out: &mut Vec<Result<KernelEvent, DecodeError>>,
     mut record: Option<&mut std::io::BufWriter<std::fs::File>>,
 ) -> (usize, usize, usize) {
-    let mut n = 0;
-    let mut bytes = 0;
     let mut deciding = 0;
-    while n < max {
-        let Some(item) = ring.next() else { break };
-        bytes += (item.len() + 8 + 7) & !7;
+    // (Decoded in place; the ring is told once what was read.)
+    let (n, bytes) = ring.read(max, |item| {
         if let Some(w) = record.as_deref_mut() {
-            crate::kernel::decode::write_recorded(w, &item);
+            crate::kernel::decode::write_recorded(w, item);
         }
-        let ev = decode(&item);
+        let ev = decode(item);
         if let Ok(e) = &ev {
             deciding += usize::from(e.header.flags & watcher_common::HEADER_DECIDING != 0);
         }
         out.push(ev);
-        n += 1;
-    }
+    });
     (n, bytes, deciding)
 }
 
