@@ -41,9 +41,13 @@ fn a_fork_bomb_names_the_root_of_the_growing_tree() {
     let mut k = Kit::defaults();
     k.spawn(S, 1, 50, "/bin/bash", &["bash"]);
     k.fork(2 * S, 50, 100);
-    let mut pid = 1000;
-    let mut t = 3 * S;
-    // 10 children of 100, each forking 110 that never exit: 1,110 new descendants in 1.1 s.
+    bomb_from_100(&mut k, 3 * S, 1000);
+    the_one_bomb_is_100s(&k);
+}
+
+/// A fork bomb under pid 100 from `t`: 10 children, each forking 110
+/// that never exit (1,110 new descendants in 1.1 s), their pids from `pid`.
+fn bomb_from_100(k: &mut Kit, mut t: u64, mut pid: u32) {
     for c in 0..10u32 {
         let child = 200 + c;
         k.fork(t, 100, child);
@@ -52,7 +56,12 @@ fn a_fork_bomb_names_the_root_of_the_growing_tree() {
             k.fork(t, child, pid);
             pid += 1;
         }
+        t += MS;
     }
+}
+
+/// One `fork_storm` finding, a bomb, naming pid 100 as its root.
+fn the_one_bomb_is_100s(k: &Kit) {
     let f: Vec<_> = k
         .all
         .iter()
@@ -60,7 +69,7 @@ fn a_fork_bomb_names_the_root_of_the_growing_tree() {
         .collect();
     assert_eq!(f.len(), 1, "{:?}", ks(&k.all));
     assert_eq!(f[0].processes[0].proc.key.tgid, 100, "{}", f[0].summary);
-    assert!(f[0].summary.contains("fork bomb"));
+    assert!(f[0].summary.contains("fork bomb"), "{}", f[0].summary);
 }
 
 #[test]
@@ -352,23 +361,6 @@ fn a_fork_bomb_after_the_growth_table_was_pruned_is_named_right() {
         "{:?}",
         ks(&k.all)
     );
-    // The bomb: 10 children of 100, each forking 110 that never exit.
-    for c in 0..10u32 {
-        let child = 200 + c;
-        t += MS;
-        k.fork(t, 100, child);
-        for _ in 0..110 {
-            t += MS;
-            k.fork(t, child, pid);
-            pid += 1;
-        }
-    }
-    let f: Vec<_> = k
-        .all
-        .iter()
-        .filter(|x| x.kind.as_str() == "fork_storm")
-        .collect();
-    assert_eq!(f.len(), 1, "{:?}", ks(&k.all));
-    assert_eq!(f[0].processes[0].proc.key.tgid, 100, "{}", f[0].summary);
-    assert!(f[0].summary.contains("fork bomb"), "{}", f[0].summary);
+    bomb_from_100(&mut k, t + MS, pid);
+    the_one_bomb_is_100s(&k);
 }
