@@ -134,7 +134,10 @@ impl Ring {
 
     /// The data pages, twice over.
     fn data(&self) -> &[u8] {
-        // SAFETY: the producer mapping is one page then twice the data.
+        // SAFETY: the producer mapping is one page then twice the data. The
+        // kernel writes only records not yet committed, past what is read
+        // here (a committed record's bytes stay as they are until the
+        // position is published past them), as aya's reader relies on too.
         unsafe {
             std::slice::from_raw_parts(
                 self.producer.at.as_ptr().cast::<u8>().add(self.page),
