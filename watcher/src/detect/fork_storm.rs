@@ -111,13 +111,18 @@ struct Growths {
 const NO_SLOT: u32 = u32::MAX;
 
 impl Growths {
+    /// `pid`'s slot, if it has one.
+    fn find(&self, pid: u32) -> Option<u32> {
+        self.at.get(&pid).copied()
+    }
+
     fn get(&self, pid: &u32) -> Option<&Growth> {
-        self.at.get(pid).map(|&j| &self.slots[j as usize].1)
+        self.find(*pid).map(|j| &self[j])
     }
 
     /// `pid`'s slot, made when it has none (None: none, and `max` are made).
     fn slot(&mut self, pid: u32, max: usize) -> Option<u32> {
-        if let Some(&j) = self.at.get(&pid) {
+        if let Some(j) = self.find(pid) {
             return Some(j);
         }
         if self.slots.len() >= max {
@@ -554,8 +559,8 @@ impl ForkStorm {
                 let mut chain = std::mem::take(&mut self.chain);
                 for (a, slot) in chain.iter_mut() {
                     if *slot == NO_SLOT {
-                        match self.growth.at.get(a) {
-                            Some(&j) => *slot = j,
+                        match self.growth.find(*a) {
+                            Some(j) => *slot = j,
                             None => continue,
                         }
                     }

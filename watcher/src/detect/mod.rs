@@ -84,6 +84,38 @@ use sockets::SocketTable;
 /// Processes existing at start, by tgid (for the detectors' seeds).
 pub type ProcIndex<'a> = foldhash::HashMap<u32, &'a Proc>;
 
+/// Emptied entries a per-parent map may keep beyond twice the entries it
+/// indexes before [`sweep_emptied`] drops them.
+const EMPTY_SLACK: usize = 64;
+
+/// A per-parent map whose emptied entries stay for the parent's next child
+/// (a fork loop's parent has one at a time: nothing given up and taken
+/// again at each child), once they outnumber the `tracked` entries it
+/// indexes — their parents' exits were not seen, or they have had none
+/// left for long: they go, to `spare` (up to `spare_max`) as `reusable`
+/// allows. Amortized O(1): more than half the map's entries leave.
+pub(crate) fn sweep_emptied<V: Default>(
+    map: &mut foldhash::HashMap<u32, V>,
+    tracked: usize,
+    is_empty: impl Fn(&V) -> bool,
+    spare: &mut Vec<V>,
+    spare_max: usize,
+    reusable: impl Fn(&V) -> bool,
+) {
+    if map.len() <= 2 * tracked + EMPTY_SLACK {
+        return;
+    }
+    map.retain(|_, v| {
+        if !is_empty(v) {
+            return true;
+        }
+        if spare.len() < spare_max && reusable(v) {
+            spare.push(std::mem::take(v));
+        }
+        false
+    });
+}
+
 /// A finding's kind-specific facts, built once when a detector says them
 /// and shared (not copied) by its incident, its finding and its record.
 pub type Details = std::sync::Arc<Map<String, Value>>;

@@ -104,9 +104,6 @@ struct Child {
 /// [`SPARE_CAPACITY`] children's room).
 const SPARE_SETS: usize = 64;
 const SPARE_CAPACITY: usize = 16;
-
-/// Emptied sets kept in `by_parent` beyond twice the children before a sweep.
-const EMPTY_SLACK: usize = 64;
 /// Stale deadline entries allowed beyond one per live child before they are
 /// all dropped at once.
 const STALE_SLACK: usize = 1024;
@@ -207,9 +204,14 @@ impl Zombies {
     }
 
     fn link(&mut self, parent: u32, key: ProcKey) {
-        if self.by_parent.len() > 2 * self.children.len() + EMPTY_SLACK {
-            self.sweep();
-        }
+        super::sweep_emptied(
+            &mut self.by_parent,
+            self.children.len(),
+            HashSet::is_empty,
+            &mut self.spare,
+            SPARE_SETS,
+            |set| set.capacity() <= SPARE_CAPACITY,
+        );
         let spare = &mut self.spare;
         self.by_parent
             .entry(parent)
@@ -220,7 +222,7 @@ impl Zombies {
     /// (Emptied, a parent's set stays for its next child — a fork loop's
     /// parent has one at a time: no set given up and taken again at each
     /// child. It leaves at the parent's exit, [`Zombies::retire`], or in a
-    /// sweep.)
+    /// sweep, [`super::sweep_emptied`].)
     fn unlink(&mut self, parent: u32, key: ProcKey) {
         if let Some(set) = self.by_parent.get_mut(&parent) {
             set.remove(&key);
@@ -232,33 +234,10 @@ impl Zombies {
     fn retire(&mut self, parent: u32) {
         if self.by_parent.get(&parent).is_some_and(HashSet::is_empty) {
             if let Some(set) = self.by_parent.remove(&parent) {
-                self.spare_set(set);
+                if self.spare.len() < SPARE_SETS && set.capacity() <= SPARE_CAPACITY {
+                    self.spare.push(set);
+                }
             }
-        }
-    }
-
-    fn spare_set(&mut self, set: HashSet<ProcKey>) {
-        if self.spare.len() < SPARE_SETS && set.capacity() <= SPARE_CAPACITY {
-            self.spare.push(set);
-        }
-    }
-
-    /// Emptied sets outnumber the children (their parents' exits were not
-    /// seen, or they have none left for long): they go, to the spares as
-    /// there is room. Amortized O(1): more than half the sets leave.
-    fn sweep(&mut self) {
-        let mut gone = Vec::new();
-        self.by_parent.retain(|_, set| {
-            if !set.is_empty() {
-                return true;
-            }
-            if gone.len() < SPARE_SETS {
-                gone.push(std::mem::take(set));
-            }
-            false
-        });
-        for set in gone {
-            self.spare_set(set);
         }
     }
 

@@ -138,9 +138,6 @@ pub struct ZombieAccumulation {
 /// At most this many emptied lists are kept.
 const SPARE_LISTS: usize = 16;
 
-/// Emptied lists kept in `per_parent` beyond twice the zombies before a sweep.
-const EMPTY_SLACK: usize = 64;
-
 impl ZombieAccumulation {
     pub fn new(cfg: &DetectConfig) -> ZombieAccumulation {
         ZombieAccumulation {
@@ -199,9 +196,14 @@ impl ZombieAccumulation {
             return None;
         }
         self.zombies.insert(child.key, parent);
-        if self.per_parent.len() > 2 * self.zombies.len() + EMPTY_SLACK {
-            self.sweep();
-        }
+        super::sweep_emptied(
+            &mut self.per_parent,
+            self.zombies.len(),
+            Members::is_empty,
+            &mut self.spare,
+            SPARE_LISTS,
+            |_| true,
+        );
         let spare = &mut self.spare;
         let list = self
             .per_parent
@@ -284,22 +286,6 @@ impl ZombieAccumulation {
     }
 
     /// `parent` has no list any more; an empty one is kept for reuse.
-    /// Emptied lists outnumber the zombies (their parents' exits were not
-    /// seen, or they have none left for long): they go, to the spares as
-    /// there is room. Amortized O(1): more than half the lists leave.
-    fn sweep(&mut self) {
-        let spare = &mut self.spare;
-        self.per_parent.retain(|_, list| {
-            if !list.is_empty() {
-                return true;
-            }
-            if spare.len() < SPARE_LISTS {
-                spare.push(std::mem::take(list));
-            }
-            false
-        });
-    }
-
     fn retire(&mut self, parent: u32) {
         if let Some(list) = self.per_parent.remove(&parent) {
             if list.is_empty() && self.spare.len() < SPARE_LISTS {
@@ -316,7 +302,7 @@ impl ZombieAccumulation {
         // (Emptied, the list stays for the parent's next zombie — a fork
         // loop's parent has one at a time: no list given up and taken again
         // at each child. It leaves at the parent's exit, `retire`, or in a
-        // sweep.)
+        // sweep, `sweep_emptied`.)
         if n < self.threshold && self.incidents.is_open(&parent) {
             return self.incidents.resolve(
                 &parent,

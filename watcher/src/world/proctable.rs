@@ -327,16 +327,13 @@ impl ProcessTable {
                 self.stats.evicted += 1;
             }
         }
-        match before {
-            // (Still its parent's child: the index has it.)
-            Some(old) if old == p.ppid => {}
-            before => {
-                if let Some(old) = before {
-                    self.unlink(old, tgid);
-                }
-                if p.ppid != 0 {
-                    self.kids.entry(p.ppid).or_default().insert(tgid);
-                }
+        // (Still its parent's child: the index has it already.)
+        if before != Some(p.ppid) {
+            if let Some(old) = before {
+                self.unlink(old, tgid);
+            }
+            if p.ppid != 0 {
+                self.kids.entry(p.ppid).or_default().insert(tgid);
             }
         }
         self.procs.insert(tgid, p);
