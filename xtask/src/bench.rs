@@ -8,7 +8,7 @@
 //! (CLOCK_MONOTONIC in the reader) is recorded.
 use std::{
     io::{BufRead, BufReader, Write},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -1197,20 +1197,92 @@ fn wait_generators(mut gens: Vec<std::process::Child>, mix: &str) -> Result<()> 
 /// host that stays busy.
 const CPU_MIX_SECS: u64 = 15;
 
-pub fn cpu_per_event(watcher: &Path, actor: &Path, dir: &Path) -> Result<Vec<String>> {
+pub fn cpu_per_event(
+    watcher: &Path,
+    actor: &Path,
+    replay: &Path,
+    dir: &Path,
+) -> Result<Vec<String>> {
     let mut rows = Vec::new();
     for (what, mix) in MIXES {
+        // The machine's pace just before: these shared machines run the
+        // same code up to twice as fast at one hour as at another.
+        let pace = 1e6 / replay_rate(replay, "forks", YARDSTICK_EVENTS)?;
         let r = run_mix(watcher, actor, dir, mix, Duration::from_secs(CPU_MIX_SECS))?;
+        let per_event = r.cpu * 1e6 / r.events.max(1.0);
         rows.push(format!(
-            "| {what} | {:.0} | {:.0}/s | {:.2} s | {:.2} µs | {:.0} |",
+            "| {what} | {:.0} | {:.0}/s | {:.2} s | {per_event:.2} µs | {:.0} | {pace:.3} µs | {:.1} |",
             r.events,
             r.events / r.took.max(1e-9),
             r.cpu,
-            r.cpu * 1e6 / r.events.max(1.0),
             r.lost,
+            per_event / pace.max(1e-9),
         ));
     }
     Ok(rows)
+}
+
+/// Events of the fork mix the yardstick replays (a quarter to half a second).
+const YARDSTICK_EVENTS: usize = 1_000_000;
+
+/// The replay benchmark's executable (decode → enrich → detect in one
+/// thread, no kernel), built before anything is measured: a build that
+/// fails says so at once, not after half an hour of measurements.
+fn replay_binary(root: &Path) -> Result<PathBuf> {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "bench",
+            "-q",
+            "-p",
+            "watcher",
+            "--bench",
+            "replay",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(root)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "building the replay benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "replay")
+        .and_then(|v| v["executable"].as_str().map(PathBuf::from))
+        .context("cargo named no executable for the replay benchmark")
+}
+
+/// One run of the replay benchmark: its line.
+fn replay_line(bin: &Path, mix: &str, json: bool, events: Option<usize>) -> Result<String> {
+    let mut cmd = Command::new(bin);
+    cmd.env("REPLAY_MIX", mix)
+        .env("REPLAY_JSON", if json { "1" } else { "0" });
+    if let Some(n) = events {
+        cmd.env("REPLAY_EVENTS", n.to_string());
+    }
+    let out = cmd.output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().find(|l| l.starts_with("replay")) {
+        Some(l) if out.status.success() => Ok(l.to_owned()),
+        _ => bail!(
+            "the replay benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}
+
+/// The replay of `mix`, findings only: events per second.
+fn replay_rate(bin: &Path, mix: &str, events: usize) -> Result<f64> {
+    let line = replay_line(bin, mix, false, Some(events))?;
+    line.split(": ")
+        .last()
+        .and_then(|t| t.split(" events/s").next())
+        .and_then(|r| r.trim().parse().ok())
+        .with_context(|| format!("no rate in the replay's line: {line}"))
 }
 
 /// Capacity: each mix offered as fast as its generators go, one on each
@@ -1255,17 +1327,19 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    eprintln!("xtask bench: building the replay benchmark …");
+    let replay = replay_binary(root)?;
     let cpu_only = std::env::var_os("WATCHER_BENCH_CPU_ONLY").is_some();
     let latency_only = std::env::var_os("WATCHER_BENCH_LATENCY_ONLY").is_some();
     if cpu_only || (std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() && !latency_only) {
         eprintln!("xtask bench: watcher CPU per event, four mixes …");
-        let rows = cpu_per_event(watcher, actor, &dir)?;
+        let rows = cpu_per_event(watcher, actor, &replay, &dir)?;
         push_table(
             &mut out,
-            &format!("### watcher's CPU per event processed (`watcher run`, default settings, a generator on each of the {cpus} CPUs, rounds of it for at least {CPU_MIX_SECS} s)\n\n| mix | events | rate | watcher CPU | per event | lost |\n|---|---|---|---|---|---|"),
+            &format!("### watcher's CPU per event processed (`watcher run`, default settings, a generator on each of the {cpus} CPUs, rounds of it for at least {CPU_MIX_SECS} s)\n\n| mix | events | rate | watcher CPU | per event | lost | pace | per event ÷ pace |\n|---|---|---|---|---|---|---|---|"),
             rows,
         );
-        out.push('\n');
+        out.push_str("\n*Pace*: the machine's speed just before the row, as the replay benchmark's time per event for the fork mix (decode → enrich → detect on one thread, no kernel; the same code runs at up to twice the pace at one hour as at another on these shared machines). The last column is the row's figure in those units, comparable between runs.\n\n");
         let secs = 30;
         eprintln!("xtask bench: capacity, four mixes for {secs} s each …");
         let rows = capacity(watcher, actor, &dir, secs)?;
@@ -1365,31 +1439,8 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         return partial(&out, &dir);
     }
     eprintln!("xtask bench: userspace throughput …");
-    let replay = Command::new(env!("CARGO"))
-        .args(["bench", "-q", "-p", "watcher", "--bench", "replay"])
-        .current_dir(root)
-        .output()?;
-    if !replay.status.success() {
-        bail!(
-            "the replay benchmark failed: {}",
-            String::from_utf8_lossy(&replay.stderr).trim()
-        );
-    }
-    let replay_all = String::from_utf8_lossy(&replay.stdout)
-        .lines()
-        .filter(|l| l.starts_with("replay"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let replay_f = Command::new(env!("CARGO"))
-        .args(["bench", "-q", "-p", "watcher", "--bench", "replay"])
-        .env("REPLAY_JSON", "0")
-        .current_dir(root)
-        .output()?;
-    let replay_f = String::from_utf8_lossy(&replay_f.stdout)
-        .lines()
-        .filter(|l| l.starts_with("replay"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let replay_all = replay_line(&replay, "", true, None)?;
+    let replay_f = replay_line(&replay, "", false, None)?;
     out.push_str(
         "\n### Userspace throughput: decode → enrich → detect → serialize, one thread\n\n```\n",
     );
