@@ -1323,14 +1323,14 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         cpus,
         host.trim()
     ));
+    eprintln!("xtask bench: building the replay benchmark …");
+    let replay = replay_binary(root)?;
     let dir = std::env::temp_dir().join(format!("watcher-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let reps: usize = std::env::var("WATCHER_BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    eprintln!("xtask bench: building the replay benchmark …");
-    let replay = replay_binary(root)?;
     let cpu_only = std::env::var_os("WATCHER_BENCH_CPU_ONLY").is_some();
     let latency_only = std::env::var_os("WATCHER_BENCH_LATENCY_ONLY").is_some();
     if cpu_only || (std::env::var_os("WATCHER_BENCH_OVERHEAD_ONLY").is_none() && !latency_only) {
