@@ -1341,7 +1341,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
             &format!("### watcher's CPU per event processed (`watcher run`, default settings, a generator on each of the {cpus} CPUs, rounds of it for at least {CPU_MIX_SECS} s)\n\n| mix | events | rate | watcher CPU | per event | lost | pace | per event ÷ pace |\n|---|---|---|---|---|---|---|---|"),
             rows,
         );
-        out.push_str("\n*Pace*: the machine's speed just before the row, as the replay benchmark's time per event for the fork mix (decode → enrich → detect on one thread, no kernel; the same code runs at up to twice the pace at one hour as at another on these shared machines). The last column is the row's figure in those units, comparable between runs.\n\n");
+        out.push_str("\n*Pace*: the machine's speed just before the row, as the replay benchmark's time per event for the fork mix (decode → enrich → detect on one thread, no kernel; the same code runs at up to twice the pace at one hour as at another on these shared machines). The last column is the row's figure in those units: a hint of the spell a row ran in, not a correction (the pace moves within a minute, and the live path's cache misses grow more than the replay's work in a slow spell).\n\n");
         let secs = 30;
         eprintln!("xtask bench: capacity, four mixes for {secs} s each …");
         let rows = capacity(watcher, actor, &dir, secs)?;
