@@ -104,6 +104,11 @@ struct Child {
 /// [`SPARE_CAPACITY`] children's room).
 const SPARE_SETS: usize = 64;
 const SPARE_CAPACITY: usize = 16;
+
+/// An emptied set small enough to keep for reuse.
+fn reusable(set: &HashSet<ProcKey>) -> bool {
+    set.capacity() <= SPARE_CAPACITY
+}
 /// Stale deadline entries allowed beyond one per live child before they are
 /// all dropped at once.
 const STALE_SLACK: usize = 1024;
@@ -210,7 +215,7 @@ impl Zombies {
             HashSet::is_empty,
             &mut self.spare,
             SPARE_SETS,
-            |set| set.capacity() <= SPARE_CAPACITY,
+            reusable,
         );
         let spare = &mut self.spare;
         self.by_parent
@@ -234,7 +239,7 @@ impl Zombies {
     fn retire(&mut self, parent: u32) {
         if self.by_parent.get(&parent).is_some_and(HashSet::is_empty) {
             if let Some(set) = self.by_parent.remove(&parent) {
-                if self.spare.len() < SPARE_SETS && set.capacity() <= SPARE_CAPACITY {
+                if self.spare.len() < SPARE_SETS && reusable(&set) {
                     self.spare.push(set);
                 }
             }
