@@ -365,6 +365,9 @@ pub fn latency(
     // (A port used before in this run would join that port's incident, still
     // open: a new listener is taken instead.)
     let mut ports_used = std::collections::HashSet::new();
+    // The hypervisor's share of the machine while each kind's samples ran.
+    let mut stolen: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+    let steal = Steal::start();
     for i in 0..n_of("port_conflict") {
         let (mut holder, port) = loop {
             let mut h = spawn(actor, &["listen-hold", "0.0.0.0", "0"])?;
@@ -380,6 +383,8 @@ pub fn latency(
         drop(holder.stdin.take());
         holder.wait()?;
     }
+    stolen.insert("port_conflict", steal.since());
+    let steal = Steal::start();
     // port_shadowed: a wildcard and a specific listener of different
     // programs, both kept until the finding is out.
     for i in 0..n_of("port_shadowed") {
@@ -400,29 +405,39 @@ pub fn latency(
             c.wait()?;
         }
     }
+    stolen.insert("port_shadowed", steal.since());
+    let steal = Steal::start();
     // address_unavailable: a bind to an address of the IPv6 documentation
     // range (on no host), a new one each time.
     for i in 0..n_of("address_unavailable") {
         run(actor, &["notavail", &format!("2001:db8::{:x}", 1 + i)])?;
     }
     feed.wait_open("address_unavailable", n_of("address_unavailable"))?;
+    stolen.insert("address_unavailable", steal.since());
+    let steal = Steal::start();
     // zombie_accumulation: 6 children exit unreaped, reaped 50 ms later.
     for _ in 0..n_of("zombie_accumulation") {
         run(actor, &["zombies", "6", "50"])?;
     }
     feed.wait_open("zombie_accumulation", n_of("zombie_accumulation"))?;
+    stolen.insert("zombie_accumulation", steal.since());
+    let steal = Steal::start();
     // respawn_storm: a supervisor restarting a child that crashes after
     // 20 ms (a new program each time: its last argument).
     for i in 0..n_of("respawn_storm") {
         run(actor, &["supervise", "6", "20", &format!("r{i}")])?;
     }
     feed.wait_open("respawn_storm", n_of("respawn_storm"))?;
+    stolen.insert("respawn_storm", steal.since());
+    let steal = Steal::start();
     // duplicate_instances: 11 copies of a program living 150 ms (a new one
     // each time: its last argument).
     for i in 0..n_of("duplicate_instances") {
         run(actor, &["copies", "11", "150", &format!("d{i}")])?;
     }
     feed.wait_open("duplicate_instances", n_of("duplicate_instances"))?;
+    stolen.insert("duplicate_instances", steal.since());
+    let steal = Steal::start();
     // connect_failures: 12 refused connects to a new closed port (never
     // one used before: a second burst would join the first one's incident).
     let mut used = std::collections::HashSet::new();
@@ -436,6 +451,8 @@ pub fn latency(
         run(actor, &["connect-burst", &port.to_string(), "12"])?;
     }
     feed.wait_open("connect_failures", n_of("connect_failures"))?;
+    stolen.insert("connect_failures", steal.since());
+    let steal = Steal::start();
     // fork_storm: 1,000 forks a second for 2.1 s (sustain 1 s), a new
     // parent each time; at most FORK_STORMS of them (2.1 s a sample). The
     // rate is counted per calendar second: 2.1 s always hold a whole one,
@@ -446,6 +463,8 @@ pub fn latency(
         run(actor, &["fork-fast", "2100", "1000"])?;
     }
     feed.wait_open("fork_storm", n_of("fork_storm").min(FORK_STORMS))?;
+    stolen.insert("fork_storm", steal.since());
+    let steal = Steal::start();
     // zombie: one unreaped child each, held past max_age (1 s) — latency
     // from the deadline to the line. Fifty at a time: their deadlines come
     // after all fifty have started (a thousand started at once would still
@@ -462,6 +481,8 @@ pub fn latency(
             z.wait()?;
         }
     }
+    stolen.insert("zombie", steal.since());
+    let steal = Steal::start();
     // ports_exhausted: a new network namespace whose ephemeral range is two ports, bind(0) three times.
     let script = format!(
         "ip link set lo up && echo '40000 40001' > /proc/sys/net/ipv4/ip_local_port_range && exec {} exhaust bind 3",
@@ -479,6 +500,7 @@ pub fn latency(
         c.wait()?;
     }
     feed.wait_open("ports_exhausted", n_of("ports_exhausted"))?;
+    stolen.insert("ports_exhausted", steal.since());
     // Each kind's samples (read time, deciding time), read from the feed once.
     let samples: Vec<(&str, Vec<(u64, u64)>)> = KINDS
         .into_iter()
@@ -510,8 +532,9 @@ pub fn latency(
             .map(|(at, m)| at.saturating_sub(*m) as f64 / 1e3)
             .collect();
         let (p50, p99, p999, max, n) = percentiles(lat);
+        let st = stolen.get(kind).map(String::as_str).unwrap_or("–");
         rows.push(format!(
-            "| {kind} | {n} | {p50:.0} | {p99:.0} | {p999:.0} | {max:.0} |"
+            "| {kind} | {n} | {p50:.0} | {p99:.0} | {p999:.0} | {max:.0} | {st} |"
         ));
     }
     // The stages, from the daemon's own histograms (bucket bounds).
@@ -1041,6 +1064,51 @@ fn cpu_seconds(pid: u32) -> f64 {
     cpu_ticks_seconds(pid)
 }
 
+/// (stolen, all) CPU time of every CPU so far, in clock ticks, from the
+/// first line of `/proc/stat` (`cpu user nice system idle iowait irq softirq
+/// steal …`): `steal` is the time this guest's CPUs were ready to run while
+/// the hypervisor ran another guest on them.
+fn steal_of(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?;
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let ticks: Vec<u64> = f.take(8).map(|v| v.parse().ok()).collect::<Option<_>>()?;
+    (ticks.len() == 8).then(|| (ticks[7], ticks.iter().sum()))
+}
+
+/// The share of the machine's CPU time the hypervisor took while a part of
+/// the bench ran: a measure of the spell the part ran in, beside the pace.
+/// Counted in clock ticks (10 ms): a figure over a part of seconds, not a
+/// sample's.
+struct Steal(Option<(u64, u64)>);
+
+impl Steal {
+    fn start() -> Steal {
+        Steal(
+            std::fs::read_to_string("/proc/stat")
+                .ok()
+                .as_deref()
+                .and_then(steal_of),
+        )
+    }
+
+    /// Stolen time since `start`, in % of all CPU time ("–" when unknown).
+    fn since(&self) -> String {
+        let now = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .as_deref()
+            .and_then(steal_of);
+        match (self.0, now) {
+            (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+                format!("{:.1} %", (s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)
+            }
+            _ => "–".into(),
+        }
+    }
+}
+
 /// CPU time (user + system, every thread) of process `pid` from its clock ticks, in seconds.
 fn cpu_ticks_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -1208,10 +1276,12 @@ pub fn cpu_per_event(
         // The machine's pace just before: these shared machines run the
         // same code up to twice as fast at one hour as at another.
         let pace = 1e6 / replay_rate(replay, "forks", YARDSTICK_EVENTS)?;
+        let steal = Steal::start();
         let r = run_mix(watcher, actor, dir, mix, Duration::from_secs(CPU_MIX_SECS))?;
+        let steal = steal.since();
         let per_event = r.cpu * 1e6 / r.events.max(1.0);
         rows.push(format!(
-            "| {what} | {:.0} | {:.0}/s | {:.2} s | {per_event:.2} µs | {:.0} | {pace:.3} µs | {:.1} |",
+            "| {what} | {:.0} | {:.0}/s | {:.2} s | {per_event:.2} µs | {:.0} | {pace:.3} µs | {:.1} | {steal} |",
             r.events,
             r.events / r.took.max(1e-9),
             r.cpu,
@@ -1338,10 +1408,10 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         let rows = cpu_per_event(watcher, actor, &replay, &dir)?;
         push_table(
             &mut out,
-            &format!("### watcher's CPU per event processed (`watcher run`, default settings, a generator on each of the {cpus} CPUs, rounds of it for at least {CPU_MIX_SECS} s)\n\n| mix | events | rate | watcher CPU | per event | lost | pace | per event ÷ pace |\n|---|---|---|---|---|---|---|---|"),
+            &format!("### watcher's CPU per event processed (`watcher run`, default settings, a generator on each of the {cpus} CPUs, rounds of it for at least {CPU_MIX_SECS} s)\n\n| mix | events | rate | watcher CPU | per event | lost | pace | per event ÷ pace | stolen |\n|---|---|---|---|---|---|---|---|---|"),
             rows,
         );
-        out.push_str("\n*Pace*: the machine's speed just before the row, as the replay benchmark's time per event for the fork mix (decode → enrich → detect on one thread, no kernel; the same code runs at up to twice the pace at one hour as at another on these shared machines). The last column is the row's figure in those units: a hint of the spell a row ran in, not a correction (the pace moves within a minute, and the live path's cache misses grow more than the replay's work in a slow spell).\n\n");
+        out.push_str("\n*Pace*: the machine's speed just before the row, as the replay benchmark's time per event for the fork mix (decode → enrich → detect on one thread, no kernel; the same code runs at up to twice the pace at one hour as at another on these shared machines). The column after it is the row's figure in those units: a hint of the spell a row ran in, not a correction (the pace moves within a minute, and the live path's cache misses grow more than the replay's work in a slow spell). *Stolen*: the share of the machine's CPU time the hypervisor gave other guests while the row ran (`steal` in `/proc/stat`).\n\n");
         let secs = 30;
         eprintln!("xtask bench: capacity, four mixes for {secs} s each …");
         let rows = capacity(watcher, actor, &dir, secs)?;
@@ -1380,24 +1450,36 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         tables.push(rows);
         all_stages.push((what, stages));
     }
-    out.push_str("| finding | n | quiet p50 | quiet p99 | quiet p99.9 | quiet max | loaded p50 | loaded p99 | loaded p99.9 | loaded max |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| finding | n | quiet p50 | quiet p99 | quiet p99.9 | quiet max | loaded p50 | loaded p99 | loaded p99.9 | loaded max | stolen, quiet / loaded |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (q, l) in tables
         .first()
         .into_iter()
         .flatten()
         .zip(tables.get(1).into_iter().flatten())
     {
-        // "| kind | n | p50 | p99 | p99.9 | max |" twice → one row.
+        // "| kind | n | p50 | p99 | p99.9 | max | stolen |" twice → one row.
         let qf: Vec<&str> = q.trim_matches('|').split('|').map(str::trim).collect();
         let lf: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-        if qf.len() == 6 && lf.len() == 6 {
+        if qf.len() == 7 && lf.len() == 7 {
             out.push_str(&format!(
-                "| {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                qf[0], qf[1], lf[1], qf[2], qf[3], qf[4], qf[5], lf[2], lf[3], lf[4], lf[5]
+                "| {} | {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
+                qf[0],
+                qf[1],
+                lf[1],
+                qf[2],
+                qf[3],
+                qf[4],
+                qf[5],
+                lf[2],
+                lf[3],
+                lf[4],
+                lf[5],
+                qf[6],
+                lf[6]
             ));
         }
     }
-    out.push_str("\n`zombie` is measured from its deadline (exit + `max_age_s`) to the line. The bench reads the feed at real-time priority (`SCHED_FIFO`), so that a line's read time is when watcher wrote it, not when the workload left the reader a CPU.\n");
+    out.push_str("\n`zombie` is measured from its deadline (exit + `max_age_s`) to the line. *Stolen*: the share of the machine's CPU time the hypervisor gave other guests while the kind's samples ran (`steal` in `/proc/stat`, counted in 10 ms ticks). The bench reads the feed at real-time priority (`SCHED_FIFO`), so that a line's read time is when watcher wrote it, not when the workload left the reader a CPU.\n");
     for (what, stages) in all_stages {
         out.push_str(&format!("\nPer stage, {what} (the daemon's histograms; bucket bounds):\n\n| stage | n | p50 | p99 |\n|---|---|---|---|\n"));
         for r in stages {
@@ -1522,7 +1604,19 @@ fn write_between_marks(doc: &Path, out: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::rate_of;
+    use super::{rate_of, steal_of};
+
+    #[test]
+    fn the_stolen_time_is_the_eighth_figure_of_the_cpu_line() {
+        let stat = "cpu  3327 0 1432 10320 170 0 37 71 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(
+            steal_of(stat),
+            Some((71, 3327 + 1432 + 10320 + 170 + 37 + 71))
+        );
+        assert_eq!(steal_of("cpu0 1 2 3 4 5 6 7 8\n"), None);
+        assert_eq!(steal_of("cpu  1 2 3\n"), None, "a kernel without steal");
+        assert_eq!(steal_of(""), None);
+    }
 
     #[test]
     fn a_replay_line_gives_its_rate() {
