@@ -367,7 +367,7 @@ pub fn latency(
     let mut ports_used = std::collections::HashSet::new();
     // The hypervisor's share of the machine while each kind's samples ran.
     let mut stolen: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
-    let steal = Steal::start();
+    let mut steal = Steal::start();
     for i in 0..n_of("port_conflict") {
         let (mut holder, port) = loop {
             let mut h = spawn(actor, &["listen-hold", "0.0.0.0", "0"])?;
@@ -383,8 +383,7 @@ pub fn latency(
         drop(holder.stdin.take());
         holder.wait()?;
     }
-    stolen.insert("port_conflict", steal.since());
-    let steal = Steal::start();
+    stolen.insert("port_conflict", steal.lap());
     // port_shadowed: a wildcard and a specific listener of different
     // programs, both kept until the finding is out.
     for i in 0..n_of("port_shadowed") {
@@ -405,39 +404,34 @@ pub fn latency(
             c.wait()?;
         }
     }
-    stolen.insert("port_shadowed", steal.since());
-    let steal = Steal::start();
+    stolen.insert("port_shadowed", steal.lap());
     // address_unavailable: a bind to an address of the IPv6 documentation
     // range (on no host), a new one each time.
     for i in 0..n_of("address_unavailable") {
         run(actor, &["notavail", &format!("2001:db8::{:x}", 1 + i)])?;
     }
     feed.wait_open("address_unavailable", n_of("address_unavailable"))?;
-    stolen.insert("address_unavailable", steal.since());
-    let steal = Steal::start();
+    stolen.insert("address_unavailable", steal.lap());
     // zombie_accumulation: 6 children exit unreaped, reaped 50 ms later.
     for _ in 0..n_of("zombie_accumulation") {
         run(actor, &["zombies", "6", "50"])?;
     }
     feed.wait_open("zombie_accumulation", n_of("zombie_accumulation"))?;
-    stolen.insert("zombie_accumulation", steal.since());
-    let steal = Steal::start();
+    stolen.insert("zombie_accumulation", steal.lap());
     // respawn_storm: a supervisor restarting a child that crashes after
     // 20 ms (a new program each time: its last argument).
     for i in 0..n_of("respawn_storm") {
         run(actor, &["supervise", "6", "20", &format!("r{i}")])?;
     }
     feed.wait_open("respawn_storm", n_of("respawn_storm"))?;
-    stolen.insert("respawn_storm", steal.since());
-    let steal = Steal::start();
+    stolen.insert("respawn_storm", steal.lap());
     // duplicate_instances: 11 copies of a program living 150 ms (a new one
     // each time: its last argument).
     for i in 0..n_of("duplicate_instances") {
         run(actor, &["copies", "11", "150", &format!("d{i}")])?;
     }
     feed.wait_open("duplicate_instances", n_of("duplicate_instances"))?;
-    stolen.insert("duplicate_instances", steal.since());
-    let steal = Steal::start();
+    stolen.insert("duplicate_instances", steal.lap());
     // connect_failures: 12 refused connects to a new closed port (never
     // one used before: a second burst would join the first one's incident).
     let mut used = std::collections::HashSet::new();
@@ -451,8 +445,7 @@ pub fn latency(
         run(actor, &["connect-burst", &port.to_string(), "12"])?;
     }
     feed.wait_open("connect_failures", n_of("connect_failures"))?;
-    stolen.insert("connect_failures", steal.since());
-    let steal = Steal::start();
+    stolen.insert("connect_failures", steal.lap());
     // fork_storm: 1,000 forks a second for 2.1 s (sustain 1 s), a new
     // parent each time; at most FORK_STORMS of them (2.1 s a sample). The
     // rate is counted per calendar second: 2.1 s always hold a whole one,
@@ -463,8 +456,7 @@ pub fn latency(
         run(actor, &["fork-fast", "2100", "1000"])?;
     }
     feed.wait_open("fork_storm", n_of("fork_storm").min(FORK_STORMS))?;
-    stolen.insert("fork_storm", steal.since());
-    let steal = Steal::start();
+    stolen.insert("fork_storm", steal.lap());
     // zombie: one unreaped child each, held past max_age (1 s) — latency
     // from the deadline to the line. Fifty at a time: their deadlines come
     // after all fifty have started (a thousand started at once would still
@@ -481,8 +473,7 @@ pub fn latency(
             z.wait()?;
         }
     }
-    stolen.insert("zombie", steal.since());
-    let steal = Steal::start();
+    stolen.insert("zombie", steal.lap());
     // ports_exhausted: a new network namespace whose ephemeral range is two ports, bind(0) three times.
     let script = format!(
         "ip link set lo up && echo '40000 40001' > /proc/sys/net/ipv4/ip_local_port_range && exec {} exhaust bind 3",
@@ -500,7 +491,7 @@ pub fn latency(
         c.wait()?;
     }
     feed.wait_open("ports_exhausted", n_of("ports_exhausted"))?;
-    stolen.insert("ports_exhausted", steal.since());
+    stolen.insert("ports_exhausted", steal.lap());
     // Each kind's samples (read time, deciding time), read from the feed once.
     let samples: Vec<(&str, Vec<(u64, u64)>)> = KINDS
         .into_iter()
@@ -1094,13 +1085,15 @@ impl Steal {
         )
     }
 
-    /// Stolen time since `start`, in % of all CPU time ("–" when unknown).
-    fn since(&self) -> String {
+    /// Stolen time since `start` (or the last lap), in % of all CPU time
+    /// ("–" when unknown); the next lap counts from now.
+    fn lap(&mut self) -> String {
         let now = std::fs::read_to_string("/proc/stat")
             .ok()
             .as_deref()
             .and_then(steal_of);
-        match (self.0, now) {
+        let was = std::mem::replace(&mut self.0, now);
+        match (was, now) {
             (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
                 format!("{:.1} %", (s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)
             }
@@ -1276,9 +1269,9 @@ pub fn cpu_per_event(
         // The machine's pace just before: these shared machines run the
         // same code up to twice as fast at one hour as at another.
         let pace = 1e6 / replay_rate(replay, "forks", YARDSTICK_EVENTS)?;
-        let steal = Steal::start();
+        let mut steal = Steal::start();
         let r = run_mix(watcher, actor, dir, mix, Duration::from_secs(CPU_MIX_SECS))?;
-        let steal = steal.since();
+        let steal = steal.lap();
         let per_event = r.cpu * 1e6 / r.events.max(1.0);
         rows.push(format!(
             "| {what} | {:.0} | {:.0}/s | {:.2} s | {per_event:.2} µs | {:.0} | {pace:.3} µs | {:.1} | {steal} |",
