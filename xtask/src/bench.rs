@@ -1390,6 +1390,9 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     let replay = replay_binary(root)?;
     let dir = std::env::temp_dir().join(format!("watcher-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // Removed however the bench ends: a phase that fails (a kind whose
+    // samples did not all come) left it, and its load's build, in /tmp.
+    let _scratch = Scratch(dir.clone());
     let reps: usize = std::env::var("WATCHER_BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1546,6 +1549,15 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         doc.display()
     );
     Ok(())
+}
+
+/// The bench's scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A run of some parts only (`WATCHER_BENCH_*_ONLY`): printed, not written.
