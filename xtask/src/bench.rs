@@ -1076,22 +1076,22 @@ fn steal_of(stat: &str) -> Option<(u64, u64)> {
 struct Steal(Option<(u64, u64)>);
 
 impl Steal {
+    /// The machine's (stolen, all) ticks now.
+    fn read() -> Option<(u64, u64)> {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .as_deref()
+            .and_then(steal_of)
+    }
+
     fn start() -> Steal {
-        Steal(
-            std::fs::read_to_string("/proc/stat")
-                .ok()
-                .as_deref()
-                .and_then(steal_of),
-        )
+        Steal(Steal::read())
     }
 
     /// Stolen time since `start` (or the last lap), in % of all CPU time
     /// ("–" when unknown); the next lap counts from now.
     fn lap(&mut self) -> String {
-        let now = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .as_deref()
-            .and_then(steal_of);
+        let now = Steal::read();
         let was = std::mem::replace(&mut self.0, now);
         match (was, now) {
             (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
@@ -1418,7 +1418,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         );
         out.push_str("\nOn this machine the generators, not watcher, set the rate: with 0 lost the figure is a floor of watcher's capacity (its CPU says how much room is left).\n\n");
         if cpu_only {
-            return partial(&out, &dir);
+            return partial(&out);
         }
     }
     out.push_str(&format!(
@@ -1484,7 +1484,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         }
     }
     if latency_only {
-        return partial(&out, &dir);
+        return partial(&out);
     }
     eprintln!("xtask bench: the kernel programs' own cost (bpf_stats) …");
     let rows = program_costs(watcher, actor, &dir)?;
@@ -1496,7 +1496,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     }
     out.push_str("\nThe default attachment on this host: raw tracepoints (the socket hooks BTF-typed, `_btf`), bind and connect through their exit tracepoints alone (`_regs`); through tracefs, every hook's classic tracepoint and bind and connect as entry and exit pairs. A program attached through tracefs runs after the kernel has built its trace record (not in its ns/run); the overhead rows below have both (`watcher-tracefs`: `WATCHER_ATTACH=tracefs`).\n");
     if programs_only {
-        return partial(&out, &dir);
+        return partial(&out);
     }
     let rounds: usize = std::env::var("WATCHER_BENCH_ROUNDS")
         .ok()
@@ -1516,7 +1516,7 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
     }
     out.push_str("\n`watcher` is `watcher run` with its default configuration (findings to stdout, canary on); `bpftrace` prints every event of the same tracepoints.\n");
     if overhead_only {
-        return partial(&out, &dir);
+        return partial(&out);
     }
     eprintln!("xtask bench: userspace throughput …");
     let replay_all = replay_line(&replay, "", true, None)?;
@@ -1535,7 +1535,6 @@ pub fn bench(root: &Path, watcher: &Path, actor: &Path) -> Result<()> {
         out.push_str(&r);
         out.push('\n');
     }
-    let _ = std::fs::remove_dir_all(&dir);
     print!("{out}");
     let dir = root.join("bench-results");
     std::fs::create_dir_all(&dir)?;
@@ -1560,7 +1559,6 @@ impl Drop for Scratch {
     }
 }
 
-/// A run of some parts only (`WATCHER_BENCH_*_ONLY`): printed, not written.
 /// A heading with its table's header lines, then one line per row.
 fn push_table(out: &mut String, head: &str, rows: Vec<String>) {
     out.push_str(head);
@@ -1571,9 +1569,9 @@ fn push_table(out: &mut String, head: &str, rows: Vec<String>) {
     }
 }
 
-fn partial(out: &str, dir: &Path) -> Result<()> {
+/// A run of some parts only (`WATCHER_BENCH_*_ONLY`): printed, not written.
+fn partial(out: &str) -> Result<()> {
     print!("{out}");
-    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
 
