@@ -421,7 +421,12 @@ pub(crate) fn build_static(bin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             "rustup target add",
         )?;
     }
-    let mut exes = cargo_executables(cargo(bin_dir)?.args([
+    // One invocation for the binaries and the test binaries: cargo unifies
+    // the features of their dependencies once (the tests' dev-dependencies
+    // widen hashbrown's and serde_json's), so the daemon's crate and the
+    // dependency chain below it are built once, not again for the tests.
+    let mut build = cargo(bin_dir)?;
+    build.args([
         "build",
         "--release",
         "--target",
@@ -431,21 +436,11 @@ pub(crate) fn build_static(bin_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         "-p",
         "watcher-tests",
         "--bins",
-    ]))?;
-    let mut test = cargo(bin_dir)?;
-    test.args([
-        "test",
-        "--no-run",
-        "--release",
-        "--target",
-        MUSL,
-        "-p",
-        "watcher-tests",
     ]);
     for t in TEST_BINARIES {
-        test.args(["--test", t]);
+        build.args(["--test", t]);
     }
-    exes.extend(cargo_executables(&mut test)?);
+    let exes = cargo_executables(&mut build)?;
     for want in ["watcher", "actor"].into_iter().chain(TEST_BINARIES) {
         if !exes.iter().any(|(n, _)| n == want) {
             bail!("cargo did not report the static `{want}` executable");
