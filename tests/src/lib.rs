@@ -875,6 +875,22 @@ pub fn bpf_bytes(v: &Value) -> Vec<u8> {
         .collect()
 }
 
+/// Whether a listener can be opened on `addr`; it is stopped at once (a
+/// close alone drops only this descriptor: a child another test's thread
+/// is forking holds a copy until its exec, and the port stays in LISTEN
+/// that long — behind the port this hands out).
+pub fn can_listen(addr: impl std::net::ToSocketAddrs) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(l) = std::net::TcpListener::bind(addr) else {
+        return false;
+    };
+    nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both)
+        .expect("shutdown of a listener");
+    true
+}
+
+/// A port no one holds on any address, never handed out twice in one test
+/// binary.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -892,8 +908,7 @@ pub fn free_port() -> u16 {
             continue;
         }
         // Free on every address (each listener closed again before the next).
-        let loopback = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if loopback && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+        if can_listen(("127.0.0.1", port)) && can_listen(("0.0.0.0", port)) {
             handed.push(port);
             return port;
         }

@@ -826,10 +826,7 @@ fn readable_lines_filters_and_a_clean_sigterm() {
         return;
     };
     // Human-readable output, filtered to bind records of one port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let port = watcher_tests::free_port();
     let p = port.to_string();
     let (out, err, code) = run_watcher_until(
         &["trace", "--type", "bind", "--port", &p],

@@ -44,7 +44,7 @@ fn a_port_prober_is_one_incident_resolved_where_it_bound() {
     // Three ports in use, a free one after them.
     let base = loop {
         let p = watcher_tests::free_port();
-        if p < 60000 && (1..4).all(|k| std::net::TcpListener::bind(("127.0.0.1", p + k)).is_ok()) {
+        if p < 60000 && (1..4).all(|k| watcher_tests::can_listen(("127.0.0.1", p + k))) {
             break p;
         }
     };

@@ -1095,7 +1095,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_accepted, _) = l.accept().unwrap();
-        drop(l);
+        crate::world::sockdiag::close_listener(l);
         let mut n = NetnsLookups::new(Duration::from_secs(5));
         let me = std::process::id();
         let s = n

@@ -699,6 +699,18 @@ fn with_owners_of(mut socks: Vec<KernelSocket>, candidates: &[u32]) -> Vec<Kerne
     socks
 }
 
+/// Stops a test's listener at once, then closes it. A close alone drops
+/// only this descriptor: a child that another test's thread is forking
+/// holds a copy until its exec, and the socket stays in LISTEN that long
+/// (a port "held by connections alone" then still has its listener).
+#[cfg(test)]
+pub(crate) fn close_listener(l: std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both)
+        .expect("shutdown of a listener");
+    drop(l);
+}
+
 #[cfg(test)]
 mod tests {
     use netlink_packet_core::{NLMSG_DONE, NLMSG_ERROR};
@@ -886,7 +898,7 @@ mod tests {
             let port = l.local_addr().unwrap().port();
             let _client = std::net::TcpStream::connect((ip, port)).unwrap();
             let (_accepted, _) = l.accept().unwrap();
-            drop(l);
+            close_listener(l);
             let mut diag = Diag::open("/proc/net");
             let (s, _) = diag.port_sockets(true, port, true, &[], &[]);
             assert!(
