@@ -907,7 +907,7 @@ pub fn free_port() -> u16 {
         if handed.contains(&port) {
             continue;
         }
-        // Free on every address (each listener closed again before the next).
+        // Free on every address (each listener stopped again before the next).
         if can_listen(("127.0.0.1", port)) && can_listen(("0.0.0.0", port)) {
             handed.push(port);
             return port;
